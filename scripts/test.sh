@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (system packages, npm packages), builds,
+# then runs unit tests and integration tests. Integration tests start their own etcd, S3 server
+# and worker processes on free loopback ports and stop them afterwards.
+#   scripts/test.sh            all tests
+#   scripts/test.sh unit       unit tests only (no servers)
+#   scripts/test.sh FILE...    the given compiled or source test files
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-system-deps.sh
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npx tsc -p tsconfig.json
+
+unit=$(find dist/src -name '*.test.js' | sort)
+integration=$(find dist/test -name '*.test.js' | sort)
+case "${1:-all}" in
+  all) files="$unit $integration" ;;
+  unit) files="$unit" ;;
+  *) files=$(for f in "$@"; do f=${f%.ts}; f=${f%.js}; echo "dist/${f#dist/}.js"; done) ;;
+esac
+# Integration files start real servers; two at a time keeps a 2-core machine responsive.
+exec node --test --test-concurrency=2 $files

@@ -1,0 +1,64 @@
+/**
+ * Errors with a stable `code` that users and HTTP clients can branch on, and the HTTP status
+ * a worker answers with. Every module translates foreign errors (fs, AWS SDK, undici) into
+ * these at its edge.
+ */
+export const ErrorCodes = {
+  INVALID_PATH: 400,
+  INVALID_ARGUMENT: 400,
+  INVALID_RANGE: 400,
+  INVALID_CONFIG: 400,
+  UNKNOWN_MOUNT: 404,
+  NOT_FOUND: 404,
+  IS_A_DIRECTORY: 400,
+  NOT_A_DIRECTORY: 400,
+  RANGE_NOT_SATISFIABLE: 416,
+  REQUEST_TOO_LARGE: 413,
+  /** The source file is no longer at the version the request asked for. */
+  SOURCE_CHANGED: 412,
+  SOURCE_ERROR: 502,
+  SOURCE_TRUNCATED: 502,
+  CHECKSUM_MISMATCH: 502,
+  WORKER_UNAVAILABLE: 503,
+  NO_WORKERS: 503,
+  ABORTED: 499,
+  STORE_FULL: 507,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class FanoutError extends Error {
+  override readonly name = 'FanoutError';
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.status = ErrorCodes[code];
+  }
+
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export function isFanoutError(err: unknown, code?: ErrorCode): err is FanoutError {
+  return err instanceof FanoutError && (code === undefined || err.code === code);
+}
+
+/** Rebuilds a FanoutError from a worker's JSON error body; unknown codes become SOURCE_ERROR-like INTERNAL. */
+export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutError {
+  const obj = (body ?? {}) as { error?: { code?: string; message?: string } };
+  const code = obj.error?.code;
+  const message = obj.error?.message ?? `worker answered HTTP ${fallbackStatus}`;
+  if (code && code in ErrorCodes) return new FanoutError(code as ErrorCode, message);
+  return new FanoutError(fallbackStatus >= 500 ? 'WORKER_UNAVAILABLE' : 'INTERNAL', message);
+}
+
+export function abortError(signal?: AbortSignal): FanoutError {
+  const reason = signal?.reason;
+  if (reason instanceof FanoutError) return reason;
+  return new FanoutError('ABORTED', 'operation aborted', { cause: reason });
+}

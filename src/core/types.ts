@@ -1,0 +1,51 @@
+/** Types shared by every role. No I/O here. */
+
+/** What a source (UFS) knows about one file: enough to name a version of its bytes. */
+export interface FileInfo {
+  /** Path inside the mount, without a leading slash ("models/a.bin"). */
+  path: string;
+  size: number;
+  /** Milliseconds since the epoch. */
+  mtimeMs: number;
+  /** Opaque version: the ETag where the source has one, else "size-mtime". Pages belong to one version. */
+  version: string;
+}
+
+export interface DirEntry {
+  name: string;
+  type: 'file' | 'dir';
+  size?: number;
+  mtimeMs?: number;
+  version?: string;
+}
+
+export interface Member {
+  id: string;
+  /** Base URL of the worker's HTTP API, e.g. http://10.0.0.5:7450 */
+  url: string;
+  /** Cache capacity in bytes; weights the member's share of the ring. */
+  capacity: number;
+}
+
+export interface PageRef {
+  mount: string;
+  path: string;
+  version: string;
+  /** Size of the whole file at that version: bounds the last page. */
+  size: number;
+  index: number;
+}
+
+export interface WorkerStatus {
+  id: string;
+  url: string;
+  capacity: number;
+  used: number;
+  pages: number;
+  hits: number;
+  misses: number;
+  bytesServed: number;
+  bytesFromSource: number;
+  evictions: number;
+  inflightSourceReads: number;
+}
