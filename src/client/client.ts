@@ -1,0 +1,215 @@
+import type { Readable } from 'node:stream';
+import { request } from 'undici';
+import { FanoutError, errorFromJSON } from '../core/errors.js';
+import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
+import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
+import { ClusterReader, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
+import { HashRing } from '../lib/hashring/index.js';
+import { openUfs, type S3SourceOptions, type Ufs } from '../lib/ufs/index.js';
+
+export interface FanoutClientOptions {
+  /** Any worker of the cluster; more than one lets discovery survive a dead worker. Default: FANOUT_ENDPOINT or http://127.0.0.1:7450 */
+  endpoint?: string | string[];
+  /** Pages fetched in parallel per read (readahead window). Default 8. */
+  concurrency?: number;
+  /** How often the member list is refreshed from the cluster. Default 10 s. */
+  membershipRefreshMs?: number;
+  /**
+   * When every candidate worker fails for a page, read it straight from the source instead of
+   * failing. Give the same mount URIs the workers use.
+   */
+  sourceFallback?: { mounts: Record<string, string>; s3?: S3SourceOptions };
+}
+
+export interface ClusterInfo {
+  self: string;
+  pageSize: number;
+  replication: number;
+  statTtlMs: number;
+  members: Member[];
+  stale: boolean;
+  mounts: string[];
+}
+
+export interface StatResult extends FileInfo {
+  mount: string;
+}
+
+export interface ReadOptions {
+  /** First byte (inclusive). */
+  start?: number;
+  /** Last byte + 1 (exclusive). Defaults to the file size. */
+  end?: number;
+  signal?: AbortSignal;
+}
+
+export interface ClusterStatus {
+  members: (Partial<WorkerStatus> & { id: string; url: string; reachable: boolean; error?: string })[];
+  totals: { capacity: number; used: number; hits: number; misses: number; bytesFromSource: number; bytesServed: number; hitRatio: number };
+  stale: boolean;
+}
+
+export const DEFAULT_ENDPOINT = 'http://127.0.0.1:7450';
+
+/**
+ * The fanout SDK. Learns the members from any worker, computes page owners with the same ring
+ * as the workers, and reads files as streams of verified pages fetched in parallel.
+ */
+export class FanoutClient {
+  private readonly endpoints: string[];
+  private readonly fetcher = new PageFetcher();
+  private info: ClusterInfo | undefined;
+  private ring: HashRing | undefined;
+  private reader: ClusterReader | undefined;
+  private refreshedAt = 0;
+  private readonly sources = new Map<string, Ufs>();
+
+  constructor(private readonly options: FanoutClientOptions = {}) {
+    const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
+    this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
+  }
+
+  /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
+  async cluster(force = false): Promise<ClusterInfo> {
+    const maxAge = this.options.membershipRefreshMs ?? 10_000;
+    if (this.info && !force && Date.now() - this.refreshedAt < maxAge) return this.info;
+    const info = (await this.getJson('/v1/cluster')) as ClusterInfo;
+    this.info = info;
+    this.refreshedAt = Date.now();
+    this.ring = new HashRing(info.members);
+    this.fetcher.retain(info.members);
+    return info;
+  }
+
+  async stat(path: string): Promise<StatResult> {
+    const target = parseFanoutPath(path);
+    const info = (await this.getJson(`/v1/stat/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}`)) as FileInfo;
+    return { ...info, mount: target.mount };
+  }
+
+  async list(path: string): Promise<DirEntry[]> {
+    const target = parseFanoutPath(path);
+    const suffix = target.mount ? `/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}` : '/';
+    const body = (await this.getJson(`/v1/list${suffix}`)) as { entries: DirEntry[] };
+    return body.entries;
+  }
+
+  /**
+   * Streams a file, or bytes [start, end) of it, at the version current when the read starts:
+   * a source change during the read fails it (SOURCE_CHANGED) rather than mixing versions.
+   */
+  async createReadStream(path: string, options: ReadOptions = {}): Promise<Readable & { file: StatResult }> {
+    const file = await this.stat(path);
+    return this.readFile(file, options);
+  }
+
+  /** Like createReadStream for a file already stat'ed (its version is what gets read). */
+  async readFile(file: StatResult, options: ReadOptions = {}): Promise<Readable & { file: StatResult }> {
+    const reader = await this.clusterReader();
+    const stream = reader.read(file.mount, file, options.start ?? 0, options.end ?? file.size, options.signal);
+    return Object.assign(stream, { file });
+  }
+
+  /** Every member's counters, plus cluster totals. Unreachable members are reported, not fatal. */
+  async status(): Promise<ClusterStatus> {
+    const info = await this.cluster(true);
+    const members = await Promise.all(
+      info.members.map(async (member) => {
+        try {
+          const status = (await this.getJsonFrom(member.url, '/v1/status')) as WorkerStatus;
+          return { ...status, id: member.id, url: member.url, reachable: true };
+        } catch (err) {
+          return { id: member.id, url: member.url, capacity: member.capacity, reachable: false, error: (err as Error).message };
+        }
+      }),
+    );
+    const sum = (pick: (m: Partial<WorkerStatus>) => number | undefined) => members.reduce((total, m) => total + (pick(m) ?? 0), 0);
+    const hits = sum((m) => m.hits);
+    const misses = sum((m) => m.misses);
+    return {
+      members,
+      stale: info.stale,
+      totals: {
+        capacity: sum((m) => m.capacity),
+        used: sum((m) => m.used),
+        hits,
+        misses,
+        bytesFromSource: sum((m) => m.bytesFromSource),
+        bytesServed: sum((m) => m.bytesServed),
+        hitRatio: hits + misses === 0 ? 0 : hits / (hits + misses),
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.fetcher.close();
+    await Promise.all([...this.sources.values()].map((s) => s.close?.()));
+  }
+
+  private async clusterReader(): Promise<ClusterReader> {
+    const info = await this.cluster();
+    if (!this.reader) {
+      this.reader = new ClusterReader({
+        placement: () => this.ring!,
+        fetcher: this.fetcher,
+        pageSize: info.pageSize,
+        concurrency: this.options.concurrency ?? 8,
+        sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
+        // A failing worker may mean the membership changed: refresh it in the background.
+        onWorkerFailure: () => void this.cluster(true).catch(() => {}),
+      });
+    }
+    return this.reader;
+  }
+
+  private readonly readFromSource: SourceFallback = async (ref, start, length, signal) => {
+    const uri = this.options.sourceFallback?.mounts[ref.mount];
+    if (!uri) throw new FanoutError('UNKNOWN_MOUNT', `no source fallback configured for mount "${ref.mount}"`);
+    let ufs = this.sources.get(ref.mount);
+    if (!ufs) {
+      ufs = openUfs(uri, this.options.sourceFallback?.s3);
+      this.sources.set(ref.mount, ufs);
+    }
+    const page = Buffer.allocUnsafe(length);
+    let offset = 0;
+    for await (const chunk of ufs.read(ref.path, ref.version, start, length, signal) as AsyncIterable<Buffer>) {
+      chunk.copy(page, offset);
+      offset += chunk.length;
+    }
+    if (offset !== length) throw new FanoutError('SOURCE_TRUNCATED', `source returned ${offset} of ${length} bytes`);
+    return page;
+  };
+
+  /** GET JSON from the first endpoint (or known member) that answers. */
+  private async getJson(path: string): Promise<unknown> {
+    const candidates = [...new Set([...this.endpoints, ...(this.info?.members.map((m) => m.url) ?? [])])];
+    let lastError: unknown;
+    for (const base of candidates) {
+      try {
+        return await this.getJsonFrom(base, path);
+      } catch (err) {
+        if (err instanceof FanoutError && err.code !== 'WORKER_UNAVAILABLE') throw err;
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
+  private async getJsonFrom(base: string, path: string): Promise<unknown> {
+    let response;
+    try {
+      response = await request(base + path, { method: 'GET', headersTimeout: 30_000, bodyTimeout: 30_000 });
+    } catch (err) {
+      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}`, { cause: err });
+    }
+    const text = await response.body.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new FanoutError('WORKER_UNAVAILABLE', `${base}${path} answered HTTP ${response.statusCode} with a non-JSON body`);
+    }
+    if (response.statusCode !== 200) throw errorFromJSON(body, response.statusCode);
+    return body;
+  }
+}

@@ -1,0 +1,13 @@
+/**
+ * fanout SDK: read files through a fanout cluster.
+ *
+ * ```ts
+ * import { FanoutClient } from 'fanout/client';
+ * const client = new FanoutClient({ endpoint: 'http://10.0.0.5:7450' });
+ * const stream = await client.createReadStream('/models/llama.gguf');
+ * ```
+ */
+export { FanoutClient, DEFAULT_ENDPOINT } from './client.js';
+export type { FanoutClientOptions, ClusterInfo, StatResult, ReadOptions, ClusterStatus } from './client.js';
+export { FanoutError, isFanoutError, type ErrorCode } from '../core/errors.js';
+export type { FileInfo, DirEntry, Member, WorkerStatus } from '../core/types.js';

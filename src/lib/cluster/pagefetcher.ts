@@ -1,0 +1,98 @@
+import { Pool } from 'undici';
+import { crc32 } from 'node:zlib';
+import { FanoutError, errorFromJSON } from '../../core/errors.js';
+import { encodeUrlPath } from '../../core/paths.js';
+import type { Member, PageRef } from '../../core/types.js';
+
+/** Header (cached page) or trailer (page streamed while it arrives from the source). */
+export const CHECKSUM_HEADER = 'x-fanout-crc32';
+
+/**
+ * Fetches whole pages from workers over HTTP and verifies their checksums before handing them
+ * on. One undici connection pool per worker, so parallel page reads reuse connections.
+ */
+export class PageFetcher {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly connectionsPerWorker = 8) {}
+
+  async fetch(member: Member, ref: PageRef, expectedLength: number, signal?: AbortSignal): Promise<Buffer> {
+    const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}`;
+    const path = `/v1/page/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
+    let response;
+    try {
+      response = await this.pool(member).request({ method: 'GET', path, signal });
+    } catch (err) {
+      throw unavailable(member, err);
+    }
+    const { statusCode, headers, body, trailers } = response;
+    if (statusCode !== 200) {
+      const text = await body.text().catch(() => '');
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      throw errorFromJSON(parsed, statusCode);
+    }
+    const page = Buffer.allocUnsafe(expectedLength);
+    let received = 0;
+    let crc = 0;
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        if (received + chunk.length > expectedLength) {
+          body.destroy();
+          throw new FanoutError('CHECKSUM_MISMATCH', `worker ${member.id} sent more than ${expectedLength} bytes for a page`);
+        }
+        chunk.copy(page, received);
+        crc = crc32(chunk, crc);
+        received += chunk.length;
+      }
+    } catch (err) {
+      if (err instanceof FanoutError) throw err;
+      throw unavailable(member, err);
+    }
+    if (received !== expectedLength) {
+      throw new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} sent ${received} of ${expectedLength} page bytes`);
+    }
+    const expected = headers[CHECKSUM_HEADER] ?? trailers[CHECKSUM_HEADER];
+    if (typeof expected !== 'string' || parseInt(expected, 16) !== crc) {
+      throw new FanoutError('CHECKSUM_MISMATCH', `page ${ref.index} of /${ref.mount}/${ref.path} from ${member.id} failed its checksum`);
+    }
+    return page;
+  }
+
+  /** Drops pools of workers that left the cluster. */
+  retain(members: Member[]): void {
+    const keep = new Set(members.map((m) => m.url));
+    for (const [url, pool] of this.pools) {
+      if (!keep.has(url)) {
+        this.pools.delete(url);
+        void pool.close().catch(() => {});
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
+  }
+
+  private pool(member: Member): Pool {
+    let pool = this.pools.get(member.url);
+    if (!pool) {
+      pool = new Pool(member.url, { connections: this.connectionsPerWorker, pipelining: 1 });
+      this.pools.set(member.url, pool);
+    }
+    return pool;
+  }
+}
+
+function unavailable(member: Member, err: unknown): FanoutError {
+  if ((err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'UND_ERR_ABORTED') {
+    return new FanoutError('ABORTED', 'page read aborted', { cause: err });
+  }
+  return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) failed: ${(err as Error)?.message}`, { cause: err });
+}

@@ -1,0 +1,128 @@
+import { Readable } from 'node:stream';
+import type { Clock } from '../../core/clock.js';
+import { systemClock } from '../../core/clock.js';
+import { FanoutError, abortError } from '../../core/errors.js';
+import { pageKey, pageSpan, pagesForRange } from '../../core/pages.js';
+import type { FileInfo, Member, PageRef } from '../../core/types.js';
+import type { PageFetcher } from './pagefetcher.js';
+
+/** Who may hold a page: ring owners first, then the rest of the ring as fallbacks. */
+export interface Placement {
+  owners(key: string, n: number): Member[];
+  members(): Member[];
+}
+
+/** Reads a page straight from the source, bypassing the cluster (last-resort fallback). */
+export type SourceFallback = (ref: PageRef, start: number, length: number, signal?: AbortSignal) => Promise<Buffer>;
+
+export interface ClusterReaderOptions {
+  placement: () => Placement;
+  fetcher: PageFetcher;
+  pageSize: number;
+  /** Page fetches in flight per read (the readahead window). */
+  concurrency?: number;
+  /** Distinct workers tried for one page before giving up or falling back to the source. */
+  maxWorkerAttempts?: number;
+  sourceFallback?: SourceFallback;
+  /** How long a worker that failed is skipped. */
+  downForMs?: number;
+  clock?: Clock;
+  onWorkerFailure?: (member: Member, err: FanoutError) => void;
+}
+
+/** Errors that another worker would answer the same way: retrying elsewhere is pointless. */
+const DEFINITIVE = new Set(['NOT_FOUND', 'SOURCE_CHANGED', 'RANGE_NOT_SATISFIABLE', 'INVALID_PATH', 'UNKNOWN_MOUNT', 'ABORTED', 'INVALID_ARGUMENT']);
+
+/**
+ * The read path shared by the SDK and the workers' range endpoint: splits a byte range into
+ * pages, fetches a bounded window of them in parallel from their owners, falls back to other
+ * workers (then, if configured, to the source) when one fails, and yields bytes in order.
+ * Memory is bounded by window × page size; a whole file is never buffered.
+ */
+export class ClusterReader {
+  private readonly down = new Map<string, number>();
+  private readonly concurrency: number;
+  private readonly clock: Clock;
+
+  constructor(private readonly options: ClusterReaderOptions) {
+    this.concurrency = Math.max(1, options.concurrency ?? 8);
+    this.clock = options.clock ?? systemClock;
+  }
+
+  /** Streams bytes [start, end) of `file` (end exclusive) at exactly file.version. */
+  read(mount: string, file: FileInfo, start = 0, end = file.size, signal?: AbortSignal): Readable {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(abortError(signal));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const stream = Readable.from(this.chunks(mount, file, start, end, controller.signal), { objectMode: false, highWaterMark: 0 });
+    stream.once('close', () => {
+      signal?.removeEventListener('abort', onAbort);
+      controller.abort(new FanoutError('ABORTED', 'reader closed'));
+    });
+    return stream;
+  }
+
+  /** The same bytes as read(), as an async generator (for callers that write to a socket themselves). */
+  async *chunks(mount: string, file: FileInfo, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const { pageSize } = this.options;
+    if (start < 0 || end > file.size || start > end) {
+      throw new FanoutError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside a file of ${file.size} bytes`);
+    }
+    const { first, last } = pagesForRange(start, end, pageSize);
+    const window: Promise<Buffer>[] = [];
+    let next = first;
+    const launch = () => {
+      const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index: next++ };
+      const page = this.fetchPage(ref, signal);
+      page.catch(() => {}); // observed when its turn comes; avoid unhandled rejections meanwhile
+      window.push(page);
+    };
+    while (next <= last && window.length < this.concurrency) launch();
+    for (let index = first; index <= last; index++) {
+      const page = await window.shift()!;
+      if (next <= last) launch();
+      const pageStart = index * pageSize;
+      const from = Math.max(start, pageStart) - pageStart;
+      const to = Math.min(end, pageStart + page.length) - pageStart;
+      yield from === 0 && to === page.length ? page : page.subarray(from, to);
+    }
+  }
+
+  /** One page, from the first healthy candidate that answers correctly. */
+  async fetchPage(ref: PageRef, signal?: AbortSignal): Promise<Buffer> {
+    const { pageSize } = this.options;
+    const { start, end } = pageSpan(ref.index, ref.size, pageSize);
+    const key = pageKey(ref, pageSize);
+    const placement = this.options.placement();
+    const attempts = Math.min(this.options.maxWorkerAttempts ?? 3, placement.members().length);
+    const candidates = this.orderByHealth(placement.owners(key, Math.max(attempts, 1)));
+    let lastError: FanoutError | undefined;
+    for (const member of candidates.slice(0, attempts)) {
+      if (signal?.aborted) throw abortError(signal);
+      try {
+        return await this.options.fetcher.fetch(member, ref, end - start, signal);
+      } catch (err) {
+        const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
+        if (DEFINITIVE.has(error.code)) throw error;
+        lastError = error;
+        this.markDown(member, error);
+      }
+    }
+    if (this.options.sourceFallback) return this.options.sourceFallback(ref, start, end - start, signal);
+    throw lastError ?? new FanoutError('NO_WORKERS', 'no workers are known for this cluster');
+  }
+
+  private orderByHealth(candidates: Member[]): Member[] {
+    const now = this.clock.now();
+    const healthy = candidates.filter((m) => (this.down.get(m.id) ?? 0) <= now);
+    const unhealthy = candidates.filter((m) => (this.down.get(m.id) ?? 0) > now);
+    return [...healthy, ...unhealthy];
+  }
+
+  private markDown(member: Member, err: FanoutError): void {
+    if (err.code === 'WORKER_UNAVAILABLE' || err.code === 'CHECKSUM_MISMATCH') {
+      this.down.set(member.id, this.clock.now() + (this.options.downForMs ?? 5000));
+    }
+    this.options.onWorkerFailure?.(member, err);
+  }
+}

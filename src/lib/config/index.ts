@@ -1,0 +1,133 @@
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { FanoutError } from '../../core/errors.js';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, parseSize } from '../../core/pages.js';
+import { isValidMountName } from '../../core/paths.js';
+
+/**
+ * Worker configuration: one schema, validated once at the edge, with every default here.
+ * Sizes accept "4MiB"/"10GB"/bytes; durations accept "5s"/"250ms"/milliseconds.
+ */
+const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    return parseSize(value);
+  } catch (err) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'number') return value;
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
+  if (!match) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid duration "${value}" (examples: 5s, 250ms)` });
+    return z.NEVER;
+  }
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 'ms']!;
+  return Math.round(Number(match[1]) * unit);
+});
+
+const memberSchema = z.object({
+  id: z.string().min(1),
+  url: z.string().url(),
+  capacity: size.default('10GiB'),
+});
+
+export const s3OptionsSchema = z
+  .object({
+    endpoint: z.string().url().optional(),
+    region: z.string().optional(),
+    accessKeyId: z.string().optional(),
+    secretAccessKey: z.string().optional(),
+    forcePathStyle: z.boolean().optional(),
+  })
+  .strict();
+
+export const workerConfigSchema = z
+  .object({
+    id: z.string().min(1).optional(),
+    /** host:port the HTTP API listens on. */
+    listen: z.string().default('127.0.0.1:7450'),
+    /** URL other members and clients use to reach this worker; defaults to http://listen. */
+    advertiseUrl: z.string().url().optional(),
+    dataDir: z.string().default(defaultDataDir()),
+    capacity: size.default('10GiB'),
+    pageSize: size.default(DEFAULT_PAGE_SIZE).refine((v) => v >= MIN_PAGE_SIZE && v <= MAX_PAGE_SIZE, {
+      message: 'pageSize must be between 1MiB and 64MiB',
+    }),
+    watermarks: z
+      .object({ high: z.number().gt(0).lte(1).default(0.95), low: z.number().gt(0).lte(1).default(0.85) })
+      .refine((w) => w.low <= w.high, { message: 'watermarks.low must not exceed watermarks.high' })
+      .default({}),
+    mounts: z
+      .record(z.string(), z.string().min(1))
+      .refine((m) => Object.keys(m).every(isValidMountName), { message: 'mount names must match [a-z0-9][a-z0-9._-]*' })
+      .default({}),
+    s3: s3OptionsSchema.default({}),
+    membership: z
+      .object({
+        static: z.array(memberSchema).optional(),
+        etcd: z
+          .object({
+            endpoints: z.array(z.string().url()).min(1),
+            prefix: z.string().default('/fanout/default/members/'),
+            leaseTtlSeconds: z.number().int().min(1).default(10),
+          })
+          .optional(),
+      })
+      .default({}),
+    /** Copies of each page the cluster aims to hold (the first R ring owners). */
+    replication: z.number().int().min(1).max(8).default(1),
+    /** Per-worker cap on bytes/s read from sources; 0 = unlimited. */
+    sourceRate: size.default(0),
+    /** How long a stat or listing is reused before asking the source again. */
+    statTtl: duration.default('2s'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+
+export type WorkerConfigInput = z.input<typeof workerConfigSchema>;
+export type WorkerConfig = z.output<typeof workerConfigSchema> & { id: string; advertiseUrl: string };
+
+export function parseWorkerConfig(input: unknown): WorkerConfig {
+  const result = workerConfigSchema.safeParse(input ?? {});
+  if (!result.success) {
+    const details = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new FanoutError('INVALID_CONFIG', `invalid worker configuration: ${details}`);
+  }
+  const config = result.data;
+  const advertiseUrl = config.advertiseUrl ?? `http://${config.listen}`;
+  const id = config.id ?? `${hostname()}:${new URL(advertiseUrl).port || '80'}`;
+  return { ...config, id, advertiseUrl };
+}
+
+export async function loadWorkerConfig(file: string, overrides: Record<string, unknown> = {}): Promise<WorkerConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new FanoutError('INVALID_CONFIG', `cannot read config ${file}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new FanoutError('INVALID_CONFIG', `config ${file} is not valid YAML: ${(err as Error).message}`);
+  }
+  return parseWorkerConfig({ ...(parsed as object), ...overrides });
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen);
+  if (!match) throw new FanoutError('INVALID_CONFIG', `listen must be host:port, got "${listen}"`);
+  return { host: match[1] ?? (match[2] || '0.0.0.0'), port: Number(match[3]) };
+}
+
+/** FANOUT_DATA_DIR, else ./.fanout beside where fanout was started. */
+function defaultDataDir(): string {
+  return process.env.FANOUT_DATA_DIR ?? join(process.cwd(), '.fanout');
+}

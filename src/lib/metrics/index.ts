@@ -1,0 +1,63 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * A worker's Prometheus metrics. Each worker has its own registry so that several workers in
+ * one process (tests, `fanout serve`) do not share counters. Gauges that mirror state owned
+ * elsewhere (store usage, in-flight reads) are read at scrape time through `collect`.
+ */
+export interface GaugeSources {
+  storeUsedBytes(): number;
+  storeCapacityBytes(): number;
+  storePages(): number;
+  inflightSourceReads(): number;
+  members(): number;
+}
+
+export class WorkerMetrics {
+  readonly registry = new Registry();
+  readonly hits = new Counter({ name: 'fanout_page_hits_total', help: 'Page reads served from the page store', registers: [this.registry] });
+  readonly misses = new Counter({ name: 'fanout_page_misses_total', help: 'Page reads that had to wait for the source', registers: [this.registry] });
+  readonly bytesServed = new Counter({ name: 'fanout_bytes_served_total', help: 'Page bytes sent to readers', registers: [this.registry] });
+  readonly bytesFromSource = new Counter({
+    name: 'fanout_source_bytes_total',
+    help: 'Bytes read from sources (UFS)',
+    labelNames: ['mount'],
+    registers: [this.registry],
+  });
+  readonly sourceReads = new Counter({ name: 'fanout_source_reads_total', help: 'Page reads started against sources', registers: [this.registry] });
+  readonly evictions = new Counter({ name: 'fanout_evictions_total', help: 'Pages evicted from the page store', registers: [this.registry] });
+  readonly checksumFailures = new Counter({
+    name: 'fanout_checksum_failures_total',
+    help: 'Stored pages that failed checksum verification and were dropped',
+    registers: [this.registry],
+  });
+  readonly requestErrors = new Counter({
+    name: 'fanout_request_errors_total',
+    help: 'Requests answered with an error, by code',
+    labelNames: ['code'],
+    registers: [this.registry],
+  });
+
+  constructor(sources: GaugeSources) {
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('fanout_store_used_bytes', 'Bytes held in the page store', sources.storeUsedBytes);
+    gauge('fanout_store_capacity_bytes', 'Page store capacity', sources.storeCapacityBytes);
+    gauge('fanout_store_pages', 'Pages held in the page store', sources.storePages);
+    gauge('fanout_source_reads_inflight', 'Source reads in progress (single-flight fills)', sources.inflightSourceReads);
+    gauge('fanout_members', 'Cluster members this worker knows of', sources.members);
+    collectDefaultMetrics({ register: this.registry, prefix: 'fanout_process_' });
+  }
+
+  async value(counter: Counter<string>): Promise<number> {
+    const { values } = await counter.get();
+    return values.reduce((sum, v) => sum + v.value, 0);
+  }
+}

@@ -1,0 +1,3 @@
+export { PageStore, type PageStoreOptions, type VerifiedPage, type PageStoreEvents } from './store.js';
+export { LruIndex, type LruEntry, type Watermarks } from './lru.js';
+export { BufferPool } from './bufferpool.js';

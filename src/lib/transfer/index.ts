@@ -1,0 +1,1 @@
+export { SingleFlight, PageFill } from './singleflight.js';

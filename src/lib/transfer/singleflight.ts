@@ -1,0 +1,131 @@
+import { EventEmitter } from 'node:events';
+import { crc32 } from 'node:zlib';
+import { FanoutError } from '../../core/errors.js';
+
+/**
+ * One in-flight source read of one page, shared by everyone who asks for that page while it
+ * is being read. Bytes land in a single page buffer; each waiter streams from that buffer as
+ * it fills, so the first bytes reach every waiter while the rest is still arriving, and the
+ * source is read once however many wait.
+ */
+export class PageFill extends EventEmitter {
+  readonly buffer: Buffer;
+  received = 0;
+  crc = 0;
+  error: FanoutError | undefined;
+  done = false;
+  readonly settled: Promise<void>;
+
+  constructor(
+    readonly key: string,
+    readonly length: number,
+  ) {
+    super();
+    this.setMaxListeners(0);
+    this.buffer = Buffer.allocUnsafe(length);
+    this.settled = new Promise((resolve) => this.once('settled', resolve));
+  }
+
+  /**
+   * Copies the source into the page buffer; never throws, records the outcome. Leaving the
+   * loop early (error) returns the iterator, which destroys the underlying stream.
+   */
+  async run(source: AsyncIterable<Buffer>): Promise<void> {
+    try {
+      for await (const chunk of source) {
+        if (this.received + chunk.length > this.length) {
+          throw new FanoutError('SOURCE_ERROR', `source sent more than the ${this.length} bytes asked for`);
+        }
+        chunk.copy(this.buffer, this.received);
+        this.crc = crc32(chunk, this.crc);
+        this.received += chunk.length;
+        this.emit('progress');
+      }
+      if (this.received !== this.length) {
+        throw new FanoutError('SOURCE_TRUNCATED', `source ended after ${this.received} of ${this.length} bytes`);
+      }
+      this.done = true;
+    } catch (err) {
+      this.error =
+        err instanceof FanoutError ? err : new FanoutError('SOURCE_ERROR', `source read failed: ${(err as Error).message}`, { cause: err });
+    }
+    this.emit('progress');
+    this.emit('settled');
+  }
+
+  /** Yields the page's bytes in order as they arrive; throws the fill's error if it fails. */
+  async *chunks(signal?: AbortSignal): AsyncGenerator<Buffer> {
+    let sent = 0;
+    while (true) {
+      if (this.received > sent) {
+        const end = this.received;
+        yield this.buffer.subarray(sent, end);
+        sent = end;
+        continue;
+      }
+      if (this.error) throw this.error;
+      if (this.done) return;
+      await this.nextProgress(signal);
+    }
+  }
+
+  private nextProgress(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(new FanoutError('ABORTED', 'reader went away'));
+      const onProgress = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        this.off('progress', onProgress);
+        reject(new FanoutError('ABORTED', 'reader went away'));
+      };
+      this.once('progress', onProgress);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
+
+/** The set of fills in progress, keyed by page key: the single-flight table. */
+export class SingleFlight {
+  private readonly fills = new Map<string, PageFill>();
+
+  get inflight(): number {
+    return this.fills.size;
+  }
+
+  get(key: string): PageFill | undefined {
+    return this.fills.get(key);
+  }
+
+  /**
+   * Joins the fill for `key`, or starts one with `open()` (which returns the source stream) and
+   * `onComplete` (called with the finished fill before it leaves the table, so a reader arriving
+   * afterwards finds the page in the store). Returns the fill and whether this call started it.
+   */
+  join(
+    key: string,
+    length: number,
+    open: () => AsyncIterable<Buffer>,
+    onComplete: (fill: PageFill) => Promise<void>,
+  ): { fill: PageFill; started: boolean } {
+    const existing = this.fills.get(key);
+    if (existing) return { fill: existing, started: false };
+    const fill = new PageFill(key, length);
+    this.fills.set(key, fill);
+    void (async () => {
+      try {
+        await fill.run(open());
+        if (fill.done) await onComplete(fill).catch(() => {});
+      } catch (err) {
+        // open() itself threw before streaming: fail the fill for its waiters.
+        fill.error = err instanceof FanoutError ? err : new FanoutError('SOURCE_ERROR', (err as Error).message, { cause: err });
+        fill.emit('progress');
+        fill.emit('settled');
+      } finally {
+        this.fills.delete(key);
+      }
+    })();
+    return { fill, started: true };
+  }
+}

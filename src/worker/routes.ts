@@ -1,0 +1,123 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FanoutError } from '../core/errors.js';
+import type { FanoutPath } from '../core/paths.js';
+import type { DirEntry, FileInfo } from '../core/types.js';
+import type { ClusterReader } from '../lib/cluster/index.js';
+import { intParam, parseRange, routePath, sendChunks, sendJson } from './http.js';
+import type { TtlCache } from './sourcecache.js';
+import type { Worker } from './worker.js';
+
+const MAX_URL_LENGTH = 8192;
+
+/**
+ * The worker's HTTP API:
+ *   GET  /healthz                      liveness
+ *   GET  /metrics                      Prometheus
+ *   GET  /v1/cluster                   members, page size, mounts (what clients need to place pages)
+ *   GET  /v1/status                    this worker's counters
+ *   GET  /v1/stat/MOUNT/PATH           file info (version, size, mtime)
+ *   GET  /v1/list/MOUNT/DIR            one directory level; /v1/list/ lists mounts
+ *   GET  /v1/page/MOUNT/PATH?v&size&i  one page of one version (checksum in header or trailer)
+ *   GET|HEAD /v1/data/MOUNT/PATH       bytes via the cluster, with Range
+ */
+export class Routes {
+  constructor(
+    private readonly worker: Worker,
+    private readonly reader: ClusterReader,
+    private readonly caches: { stat: TtlCache<FileInfo>; list: TtlCache<DirEntry[]> },
+  ) {}
+
+  async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    if (url.length > MAX_URL_LENGTH) throw new FanoutError('REQUEST_TOO_LARGE', `request URL longer than ${MAX_URL_LENGTH} bytes`);
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
+    }
+    const route = url.split('?')[0]!;
+    if (route === '/healthz') return sendJson(res, 200, { ok: true, id: this.worker.config.id });
+    if (route === '/metrics') return this.metrics(res);
+    if (route === '/v1/cluster') return this.cluster(res);
+    if (route === '/v1/status') return sendJson(res, 200, await this.worker.status());
+    if (url.startsWith('/v1/page/')) return this.page(req, res);
+    if (url.startsWith('/v1/stat/')) return sendJson(res, 200, await this.stat(routePath(req, '/v1/stat').target));
+    if (url.startsWith('/v1/list/') || route === '/v1/list') return this.list(req, res);
+    if (url.startsWith('/v1/data/')) return this.data(req, res);
+    throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
+  }
+
+  /** Cached stat; the TTL bounds how stale a version a new reader may see. */
+  stat(target: FanoutPath): Promise<FileInfo> {
+    if (!target.mount) throw new FanoutError('IS_A_DIRECTORY', 'the root is a directory');
+    const ufs = this.worker.ufs(target.mount);
+    if (!target.path) throw new FanoutError('IS_A_DIRECTORY', `/${target.mount}/ is a directory`);
+    return this.caches.stat.get(`${target.mount}/${target.path}`, () => ufs.stat(target.path));
+  }
+
+  private async metrics(res: ServerResponse): Promise<void> {
+    const { registry } = this.worker.metrics;
+    const text = await registry.metrics();
+    res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private cluster(res: ServerResponse): void {
+    sendJson(res, 200, {
+      self: this.worker.config.id,
+      pageSize: this.worker.config.pageSize,
+      replication: this.worker.config.replication,
+      statTtlMs: this.worker.config.statTtl,
+      members: this.worker.members(),
+      stale: this.worker.membership.stale,
+      mounts: this.worker.mountNames(),
+    });
+  }
+
+  private async page(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { target, query } = routePath(req, '/v1/page');
+    if (!target.path) throw new FanoutError('IS_A_DIRECTORY', 'a page belongs to a file');
+    this.worker.ufs(target.mount); // UNKNOWN_MOUNT before anything else
+    const version = query.get('v');
+    if (!version || version.length > 1024) throw new FanoutError('INVALID_ARGUMENT', 'query parameter "v" (file version) is required');
+    const size = intParam(query, 'size');
+    const index = intParam(query, 'i');
+    await this.worker.pages.serve(res, { mount: target.mount, path: target.path, version, size, index });
+  }
+
+  private async list(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '';
+    const { target } = url.startsWith('/v1/list/') ? routePath(req, '/v1/list') : { target: { mount: '', path: '' } };
+    if (!target.mount) {
+      const entries: DirEntry[] = this.worker.mountNames().map((name) => ({ name, type: 'dir' }));
+      return sendJson(res, 200, { path: '/', entries });
+    }
+    const ufs = this.worker.ufs(target.mount);
+    const entries = await this.caches.list.get(`${target.mount}/${target.path}`, () => ufs.list(target.path));
+    sendJson(res, 200, { path: `/${target.mount}/${target.path}`, entries });
+  }
+
+  private async data(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { target } = routePath(req, '/v1/data');
+    const info = await this.stat(target);
+    const range = parseRange(req.headers.range, info.size);
+    const start = range?.start ?? 0;
+    const end = range?.end ?? info.size;
+    const headers: Record<string, string | number> = {
+      'content-type': 'application/octet-stream',
+      'content-length': end - start,
+      'accept-ranges': 'bytes',
+      etag: JSON.stringify(info.version),
+      'last-modified': new Date(info.mtimeMs).toUTCString(),
+    };
+    if (range) headers['content-range'] = `bytes ${start}-${end - 1}/${info.size}`;
+    if (req.method === 'HEAD' || start === end) {
+      res.writeHead(range ? 206 : 200, headers);
+      res.end();
+      return;
+    }
+    const abort = new AbortController();
+    res.once('close', () => abort.abort(new FanoutError('ABORTED', 'client went away')));
+    const chunks = this.reader.chunks(target.mount, info, start, end, abort.signal);
+    await sendChunks(res, chunks, () => res.writeHead(range ? 206 : 200, headers));
+  }
+}

@@ -1,0 +1,191 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { systemClock, type Clock } from '../core/clock.js';
+import { FanoutError } from '../core/errors.js';
+import type { Member, WorkerStatus } from '../core/types.js';
+import { ClusterReader, PageFetcher } from '../lib/cluster/index.js';
+import { parseListen, type WorkerConfig } from '../lib/config/index.js';
+import { HashRing } from '../lib/hashring/index.js';
+import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
+import { WorkerMetrics } from '../lib/metrics/index.js';
+import { PageStore } from '../lib/pagestore/index.js';
+import { TokenBucket } from '../lib/ratelimit/index.js';
+import { openUfs, type Ufs } from '../lib/ufs/index.js';
+import { sendError } from './http.js';
+import { PageService } from './pageservice.js';
+import { Routes } from './routes.js';
+import { TtlCache } from './sourcecache.js';
+
+export interface WorkerOptions {
+  clock?: Clock;
+  logger?: Logger;
+  /** Replaces the membership built from config (tests, embedded use). */
+  membership?: Membership;
+}
+
+/**
+ * One cache host: a page store, the sources it reads from, its view of the cluster, and the
+ * HTTP API that serves pages, ranges, stat, list, health and metrics.
+ */
+export class Worker {
+  readonly logger: Logger;
+  readonly store: PageStore;
+  readonly metrics: WorkerMetrics;
+  readonly sourceLimiter: TokenBucket;
+  readonly membership: Membership;
+  readonly pages: PageService;
+  private readonly mounts = new Map<string, Ufs>();
+  private readonly server: Server;
+  private readonly stopping = new AbortController();
+  private readonly reader: ClusterReader;
+  private readonly fetcher = new PageFetcher();
+  private ring: HashRing;
+  private routes: Routes;
+  private boundUrl = '';
+
+  constructor(
+    readonly config: WorkerConfig,
+    options: WorkerOptions = {},
+  ) {
+    const clock = options.clock ?? systemClock;
+    this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, pino.destination(2));
+    for (const [name, uri] of Object.entries(config.mounts)) this.mounts.set(name, openUfs(uri, config.s3));
+    this.store = new PageStore(
+      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize },
+      {
+        onEvict: (count) => this.metrics.evictions.inc(count),
+        onCorrupt: (key) => {
+          this.metrics.checksumFailures.inc();
+          this.logger.warn({ key }, 'page failed checksum verification on disk; dropped and will be refetched');
+        },
+      },
+    );
+    this.sourceLimiter = new TokenBucket({ rate: config.sourceRate, clock });
+    this.membership = options.membership ?? this.buildMembership();
+    this.ring = new HashRing(this.membership.members());
+    this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
+    this.metrics = new WorkerMetrics({
+      storeUsedBytes: () => this.store.used,
+      storeCapacityBytes: () => this.store.capacity,
+      storePages: () => this.store.pageCount,
+      inflightSourceReads: () => this.pages.flights.inflight,
+      members: () => this.ring.members().length,
+    });
+    this.pages = new PageService({
+      store: this.store,
+      ufs: (mount) => this.ufs(mount),
+      sourceLimiter: this.sourceLimiter,
+      metrics: this.metrics,
+      pageSize: config.pageSize,
+      logger: this.logger,
+      signal: this.stopping.signal,
+    });
+    this.reader = new ClusterReader({
+      placement: () => this.ring,
+      fetcher: this.fetcher,
+      pageSize: config.pageSize,
+      clock,
+      maxWorkerAttempts: 3,
+    });
+    this.routes = new Routes(this, this.reader, {
+      stat: new TtlCache(config.statTtl, clock),
+      list: new TtlCache(config.statTtl, clock),
+    });
+    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res));
+  }
+
+  get url(): string {
+    return this.boundUrl;
+  }
+
+  get self(): Member {
+    return { id: this.config.id, url: this.config.advertiseUrl, capacity: this.config.capacity };
+  }
+
+  members(): Member[] {
+    return this.ring.members();
+  }
+
+  mountNames(): string[] {
+    return [...this.mounts.keys()].sort();
+  }
+
+  ufs(mount: string): Ufs {
+    const ufs = this.mounts.get(mount);
+    if (!ufs) throw new FanoutError('UNKNOWN_MOUNT', `no mount named "${mount}" (known: ${this.mountNames().join(', ') || 'none'})`);
+    return ufs;
+  }
+
+  async start(): Promise<void> {
+    await this.store.open();
+    const { host, port } = parseListen(this.config.listen);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.server.address() as AddressInfo;
+    this.boundUrl = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    await this.membership.start();
+    this.onMembershipChange(this.membership.members());
+    this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort(new FanoutError('ABORTED', 'worker stopping'));
+    await this.membership.stop().catch((err) => this.logger.warn({ err }, 'membership stop failed'));
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    await this.fetcher.close();
+    await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
+  }
+
+  async status(): Promise<WorkerStatus> {
+    const m = this.metrics;
+    return {
+      id: this.config.id,
+      url: this.config.advertiseUrl,
+      capacity: this.store.capacity,
+      used: this.store.used,
+      pages: this.store.pageCount,
+      hits: await m.value(m.hits),
+      misses: await m.value(m.misses),
+      bytesServed: await m.value(m.bytesServed),
+      bytesFromSource: await m.value(m.bytesFromSource),
+      evictions: await m.value(m.evictions),
+      inflightSourceReads: this.pages.flights.inflight,
+    };
+  }
+
+  private buildMembership(): Membership {
+    const { membership } = this.config;
+    if (membership.etcd) {
+      return new EtcdMembership({
+        endpoints: membership.etcd.endpoints,
+        prefix: membership.etcd.prefix,
+        leaseTtlSeconds: membership.etcd.leaseTtlSeconds,
+        self: this.self,
+      });
+    }
+    return new StaticMembership(membership.static?.length ? membership.static : [this.self]);
+  }
+
+  private onMembershipChange(members: Member[]): void {
+    this.ring = new HashRing(members.length > 0 ? members : [this.self]);
+    this.fetcher.retain(this.ring.members());
+    this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    this.routes.dispatch(req, res).catch((err) => {
+      const error = sendError(res, err);
+      this.metrics.requestErrors.labels(error.code).inc();
+      if (error.status >= 500) this.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
+    });
+  }
+}
