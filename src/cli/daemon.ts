@@ -1,0 +1,91 @@
+import { resolve } from 'node:path';
+import { FanoutError } from '../core/errors.js';
+import { isValidMountName } from '../core/paths.js';
+import { loadWorkerConfig, parseWorkerConfig, type WorkerConfig } from '../lib/config/index.js';
+import { Worker } from '../worker/worker.js';
+
+/** `fanout serve` (zero-config single node) and `fanout worker` (a cluster member). */
+
+export interface DaemonFlags {
+  config?: string;
+  mount?: string[];
+  listen?: string;
+  advertiseUrl?: string;
+  dataDir?: string;
+  capacity?: string;
+  pageSize?: string;
+  sourceRate?: string;
+  etcd?: string;
+  id?: string;
+  logLevel?: string;
+}
+
+export async function serve(uri: string | undefined, flags: DaemonFlags): Promise<void> {
+  const mounts = parseMounts(flags.mount ?? []);
+  if (uri) mounts.data = normalizeUri(uri);
+  if (Object.keys(mounts).length === 0) {
+    throw new FanoutError('INVALID_ARGUMENT', 'nothing to serve: give a source (fanout serve ./dir) or --mount NAME=URI');
+  }
+  const config = flags.config
+    ? await loadWorkerConfig(flags.config, { ...overrides(flags), mounts })
+    : parseWorkerConfig({ ...overrides(flags), mounts });
+  await run(config);
+}
+
+export async function worker(flags: DaemonFlags): Promise<void> {
+  const extra: Record<string, unknown> = overrides(flags);
+  if (flags.mount?.length) extra.mounts = parseMounts(flags.mount);
+  const config = flags.config ? await loadWorkerConfig(flags.config, extra) : parseWorkerConfig(extra);
+  if (flags.etcd) config.membership = { etcd: { endpoints: flags.etcd.split(','), prefix: '/fanout/default/members/', leaseTtlSeconds: 10 } };
+  if (Object.keys(config.mounts).length === 0) throw new FanoutError('INVALID_CONFIG', 'the worker has no mounts: add "mounts:" to the config');
+  await run(config);
+}
+
+async function run(config: WorkerConfig): Promise<void> {
+  const node = new Worker(config);
+  await node.start();
+  process.stderr.write(
+    `fanout worker ${config.id} listening on ${node.url}\n` +
+      Object.entries(config.mounts).map(([name, uri]) => `  /${name}/  →  ${uri}\n`).join('') +
+      `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}\n`,
+  );
+  await new Promise<void>((resolveStop) => {
+    const stop = (signal: string) => {
+      process.stderr.write(`fanout: ${signal}, stopping\n`);
+      node.stop().finally(resolveStop);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}
+
+function overrides(flags: DaemonFlags): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (flags.id) out.id = flags.id;
+  if (flags.listen) out.listen = flags.listen;
+  if (flags.advertiseUrl) out.advertiseUrl = flags.advertiseUrl;
+  if (flags.dataDir) out.dataDir = resolve(flags.dataDir);
+  if (flags.capacity) out.capacity = flags.capacity;
+  if (flags.pageSize) out.pageSize = flags.pageSize;
+  if (flags.sourceRate) out.sourceRate = flags.sourceRate;
+  if (flags.logLevel) out.logLevel = flags.logLevel;
+  return out;
+}
+
+function parseMounts(specs: string[]): Record<string, string> {
+  const mounts: Record<string, string> = {};
+  for (const spec of specs) {
+    const eq = spec.indexOf('=');
+    const name = spec.slice(0, eq);
+    if (eq <= 0 || !isValidMountName(name)) {
+      throw new FanoutError('INVALID_ARGUMENT', `--mount expects NAME=URI with NAME like [a-z0-9._-]+, got "${spec}"`);
+    }
+    mounts[name] = normalizeUri(spec.slice(eq + 1));
+  }
+  return mounts;
+}
+
+/** A bare directory path becomes an absolute one, so the worker does not depend on its cwd. */
+function normalizeUri(uri: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(uri) ? uri : resolve(uri);
+}

@@ -1,0 +1,64 @@
+import { Command, Option } from 'commander';
+import { cat, cp, ls, stat } from './read.js';
+import { serve, worker, type DaemonFlags } from './daemon.js';
+import { status } from './status.js';
+import { reportError, type GlobalOptions } from './output.js';
+
+/** The `fanout` command line: parse, call the SDK or a daemon, print. */
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('fanout')
+    .description('a distributed read cache for big, hot files (indexes, models)')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const collect = (value: string, previous: string[] = []) => [...previous, value];
+  const daemonOptions = (command: Command) =>
+    command
+      .option('--config <file>', 'worker configuration (YAML)')
+      .option('--mount <name=uri>', 'mount a source: dir, file://, s3://bucket/prefix, http(s)://… (repeatable)', collect)
+      .option('--listen <host:port>', 'address of the HTTP API (default 127.0.0.1:7450)')
+      .option('--advertise-url <url>', 'URL other members use to reach this worker')
+      .option('--data-dir <dir>', 'page store directory (default ./.fanout or FANOUT_DATA_DIR)')
+      .option('--capacity <size>', 'page store capacity, e.g. 50GiB (default 10GiB)')
+      .option('--page-size <size>', 'page size, 1MiB–64MiB (default 4MiB)')
+      .option('--source-rate <rate>', 'cap on source reads for this worker, e.g. 200MB/s (default unlimited)')
+      .option('--id <id>', 'member id (default host:port)')
+      .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent');
+
+  daemonOptions(program.command('serve [source]').description('run a single-node cluster over a source (default mount name: data)')).action(
+    (source: string | undefined, flags: DaemonFlags) => serve(source, flags),
+  );
+  daemonOptions(program.command('worker').description('run a cluster member'))
+    .option('--etcd <urls>', 'etcd endpoints (comma-separated) for membership')
+    .action((flags: DaemonFlags) => worker(flags));
+
+  const clientCommand = (spec: string, description: string) =>
+    program
+      .command(spec)
+      .description(description)
+      .addOption(new Option('--endpoint <url>', 'any worker of the cluster').env('FANOUT_ENDPOINT').default('http://127.0.0.1:7450'))
+      .option('--json', 'machine-readable output');
+
+  clientCommand('ls <path>', 'list a directory, e.g. / or /data/models/').action((path: string, o: GlobalOptions) => ls(path, o));
+  clientCommand('stat <path>', 'size, modification time and version of a file').action((path: string, o: GlobalOptions) => stat(path, o));
+  clientCommand('cat <path>', 'write a file (or --range) to stdout')
+    .option('--range <start-end>', 'bytes START-END (inclusive), START- or -SUFFIX')
+    .action((path: string, o: GlobalOptions & { range?: string }) => cat(path, o));
+  clientCommand('cp <path> <dest>', 'copy a file out of the cluster (progress bar on a terminal)')
+    .option('--no-progress', 'no progress bar')
+    .action((path: string, dest: string, o: GlobalOptions & { progress?: boolean }) => cp(path, dest, o));
+  clientCommand('status', 'members, capacity, usage, hit ratio, bytes read from sources').action((o: GlobalOptions) => status(o));
+
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return;
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      process.exitCode = 2;
+      return;
+    }
+    const json = argv.includes('--json');
+    process.exitCode = reportError(err, json);
+  }
+}

@@ -1,0 +1,29 @@
+import { FanoutError } from '../core/errors.js';
+
+/** How commands print: JSON for machines (--json), aligned text for people. */
+export interface GlobalOptions {
+  endpoint?: string;
+  json?: boolean;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+export function printTable(rows: string[][]): void {
+  if (rows.length === 0) return;
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => (r[col] ?? '').length)));
+  for (const row of rows) {
+    process.stdout.write(row.map((cell, col) => (col === row.length - 1 ? cell : cell.padEnd(widths[col]!))).join('  ') + '\n');
+  }
+}
+
+/** Prints an error the way the user asked for and returns the process exit code. */
+export function reportError(err: unknown, json: boolean): number {
+  const error = err instanceof FanoutError ? err : undefined;
+  const code = error?.code ?? (err as { code?: string })?.code ?? 'INTERNAL';
+  const message = (err as Error)?.message ?? String(err);
+  if (json) process.stdout.write(JSON.stringify({ error: { code, message } }) + '\n');
+  else process.stderr.write(`fanout: ${code}: ${message}\n`);
+  return 1;
+}

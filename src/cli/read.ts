@@ -1,0 +1,102 @@
+import { createWriteStream } from 'node:fs';
+import { rename, stat as fsStat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { SingleBar, Presets } from 'cli-progress';
+import { FanoutClient } from '../client/index.js';
+import { formatBytes } from '../core/pages.js';
+import { parseRangeOption } from './ranges.js';
+import { printJson, printTable, type GlobalOptions } from './output.js';
+
+/** ls, stat, cat, cp: thin wrappers over the SDK. */
+
+export function clientFor(options: GlobalOptions): FanoutClient {
+  return new FanoutClient({ endpoint: options.endpoint });
+}
+
+export async function ls(path: string, options: GlobalOptions): Promise<void> {
+  const client = clientFor(options);
+  try {
+    const entries = await client.list(path);
+    if (options.json) return printJson(entries);
+    printTable(
+      entries.map((e) => [
+        e.type === 'dir' ? 'dir' : 'file',
+        e.type === 'dir' ? '-' : formatBytes(e.size ?? 0),
+        e.mtimeMs ? new Date(e.mtimeMs).toISOString() : '-',
+        e.type === 'dir' ? `${e.name}/` : e.name,
+      ]),
+    );
+  } finally {
+    await client.close();
+  }
+}
+
+export async function stat(path: string, options: GlobalOptions): Promise<void> {
+  const client = clientFor(options);
+  try {
+    const info = await client.stat(path);
+    if (options.json) return printJson(info);
+    printTable([
+      ['path', `/${info.mount}/${info.path}`],
+      ['size', `${info.size} (${formatBytes(info.size)})`],
+      ['modified', new Date(info.mtimeMs).toISOString()],
+      ['version', info.version],
+    ]);
+  } finally {
+    await client.close();
+  }
+}
+
+export async function cat(path: string, options: GlobalOptions & { range?: string }): Promise<void> {
+  const client = clientFor(options);
+  try {
+    const file = await client.stat(path);
+    const range = options.range ? parseRangeOption(options.range, file.size) : undefined;
+    const stream = await client.readFile(file, range ?? {});
+    await pipeline(stream, process.stdout).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err; // `fanout cat x | head` is fine
+    });
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Copies a file out of the cluster. Written to a temporary name beside the destination and
+ * renamed when complete and whole, so a failed copy never leaves a truncated file behind.
+ */
+export async function cp(path: string, dest: string, options: GlobalOptions & { progress?: boolean }): Promise<void> {
+  const client = clientFor(options);
+  const file = await client.stat(path);
+  const target = (await fsStat(dest).catch(() => undefined))?.isDirectory() ? join(dest, basename(file.path)) : dest;
+  const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
+  const showBar = options.progress !== false && !options.json && process.stderr.isTTY;
+  const bar = showBar ? new SingleBar({ format: ' {bar} {percentage}% | {done}/{total} | {speed}', hideCursor: true }, Presets.shades_classic) : undefined;
+  const started = Date.now();
+  let copied = 0;
+  bar?.start(file.size, 0, { done: formatBytes(0), total: formatBytes(file.size), speed: '' });
+  const progress = new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      copied += chunk.length;
+      const seconds = (Date.now() - started) / 1000;
+      bar?.update(copied, { done: formatBytes(copied), speed: seconds > 0 ? `${formatBytes(copied / seconds)}/s` : '' });
+      callback(null, chunk);
+    },
+  });
+  try {
+    const stream = await client.readFile(file);
+    await pipeline(stream, progress, createWriteStream(tmp, { highWaterMark: 4 * 1024 * 1024 }));
+    await rename(tmp, target);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  } finally {
+    bar?.stop();
+    await client.close();
+  }
+  const seconds = (Date.now() - started) / 1000;
+  if (options.json) printJson({ path: `/${file.mount}/${file.path}`, dest: target, bytes: copied, seconds, version: file.version });
+  else if (!showBar) process.stderr.write(`copied ${formatBytes(copied)} to ${target} in ${seconds.toFixed(2)} s\n`);
+}

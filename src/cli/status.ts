@@ -1,0 +1,36 @@
+import { formatBytes } from '../core/pages.js';
+import { clientFor } from './read.js';
+import { printJson, printTable, type GlobalOptions } from './output.js';
+
+export async function status(options: GlobalOptions): Promise<void> {
+  const client = clientFor(options);
+  try {
+    const report = await client.status();
+    if (options.json) return printJson(report);
+    const { totals } = report;
+    printTable([
+      ['MEMBER', 'URL', 'STATE', 'CAPACITY', 'USED', 'PAGES', 'HIT RATIO', 'FROM SOURCE'],
+      ...report.members.map((m) => [
+        m.id,
+        m.url,
+        m.reachable ? 'up' : `down (${m.error?.slice(0, 60)})`,
+        formatBytes(m.capacity ?? 0),
+        m.reachable ? formatBytes(m.used ?? 0) : '-',
+        m.reachable ? String(m.pages ?? 0) : '-',
+        m.reachable ? ratio(m.hits ?? 0, m.misses ?? 0) : '-',
+        m.reachable ? formatBytes(m.bytesFromSource ?? 0) : '-',
+      ]),
+    ]);
+    process.stdout.write(
+      `\n${report.members.length} members${report.stale ? ' (membership store unreachable: last known list)' : ''}, ` +
+        `used ${formatBytes(totals.used)} of ${formatBytes(totals.capacity)}, hit ratio ${ratio(totals.hits, totals.misses)}, ` +
+        `${formatBytes(totals.bytesFromSource)} read from sources, ${formatBytes(totals.bytesServed)} served\n`,
+    );
+  } finally {
+    await client.close();
+  }
+}
+
+function ratio(hits: number, misses: number): string {
+  return hits + misses === 0 ? '-' : `${((100 * hits) / (hits + misses)).toFixed(1)}%`;
+}
