@@ -1,0 +1,65 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FanoutError } from './errors.js';
+import { decodeUrlPath, parseFanoutPath } from './paths.js';
+import { MiB, pageCount, pageKey, pageSpan, pagesForRange, parseSize } from './pages.js';
+
+test('page arithmetic covers a file exactly once', () => {
+  const pageSize = 4 * MiB;
+  assert.equal(pageCount(0, pageSize), 0);
+  assert.equal(pageCount(1, pageSize), 1);
+  assert.equal(pageCount(pageSize, pageSize), 1);
+  assert.equal(pageCount(pageSize + 1, pageSize), 2);
+  const size = 3 * pageSize + 123;
+  let covered = 0;
+  for (let i = 0; i < pageCount(size, pageSize); i++) {
+    const { start, end } = pageSpan(i, size, pageSize);
+    assert.equal(start, covered);
+    covered = end;
+  }
+  assert.equal(covered, size);
+  assert.throws(() => pageSpan(4, size, pageSize), (e: FanoutError) => e.code === 'RANGE_NOT_SATISFIABLE');
+  assert.throws(() => pageSpan(-1, size, pageSize), (e: FanoutError) => e.code === 'RANGE_NOT_SATISFIABLE');
+});
+
+test('pagesForRange picks the pages that hold a byte range', () => {
+  assert.deepEqual(pagesForRange(0, 10, 4), { first: 0, last: 2 });
+  assert.deepEqual(pagesForRange(4, 8, 4), { first: 1, last: 1 });
+  assert.deepEqual(pagesForRange(3, 5, 4), { first: 0, last: 1 });
+  assert.deepEqual(pagesForRange(5, 5, 4), { first: 0, last: -1 });
+});
+
+test('page keys differ by version and index, and are stable', () => {
+  const ref = { mount: 'm', path: 'a/b.bin', version: 'v1', size: 100, index: 0 };
+  assert.equal(pageKey(ref, MiB), pageKey({ ...ref }, MiB));
+  assert.notEqual(pageKey(ref, MiB), pageKey({ ...ref, version: 'v2' }, MiB));
+  assert.notEqual(pageKey(ref, MiB), pageKey({ ...ref, index: 1 }, MiB));
+  assert.match(pageKey(ref, MiB), /^[0-9a-f]{40}$/);
+});
+
+test('sizes parse with binary and decimal units', () => {
+  assert.equal(parseSize('4MiB'), 4 * MiB);
+  assert.equal(parseSize('350MB/s'), 350e6);
+  assert.equal(parseSize('10GiB'), 10 * 1024 * MiB);
+  assert.equal(parseSize('1048576'), MiB);
+  assert.equal(parseSize(12), 12);
+  assert.throws(() => parseSize('ten'), (e: FanoutError) => e.code === 'INVALID_ARGUMENT');
+  assert.throws(() => parseSize('5 parsecs'), (e: FanoutError) => e.code === 'INVALID_ARGUMENT');
+});
+
+test('paths split into mount and path', () => {
+  assert.deepEqual(parseFanoutPath('/data/models/a.bin'), { mount: 'data', path: 'models/a.bin' });
+  assert.deepEqual(parseFanoutPath('/data/'), { mount: 'data', path: '' });
+  assert.deepEqual(parseFanoutPath('/'), { mount: '', path: '' });
+});
+
+test('paths that could escape a mount are rejected with INVALID_PATH', () => {
+  const bad = ['/data/../etc/passwd', '/data/./a', '/data//a', '/data/a\\..\\b', '/data/a\u0000b', '/../x', '/Data/x', ''];
+  for (const raw of bad) {
+    assert.throws(() => parseFanoutPath(raw), (e: FanoutError) => e.code === 'INVALID_PATH', raw);
+  }
+  // Encoded variants arrive decoded at the edge and are then rejected the same way.
+  assert.throws(() => parseFanoutPath(decodeUrlPath('/data/%2e%2e/secret')), (e: FanoutError) => e.code === 'INVALID_PATH');
+  assert.throws(() => parseFanoutPath(decodeUrlPath('/data/a%2f..%2f..%2fb')), (e: FanoutError) => e.code === 'INVALID_PATH');
+  assert.throws(() => decodeUrlPath('/data/%zz'), (e: FanoutError) => e.code === 'INVALID_PATH');
+});

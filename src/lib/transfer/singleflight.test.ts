@@ -1,0 +1,104 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { crc32 } from 'node:zlib';
+import { FanoutError } from '../../core/errors.js';
+import { SingleFlight, type PageFill } from './singleflight.js';
+
+/** A source the test feeds by hand, to observe waiters before the page is complete. */
+function manualSource() {
+  const queue: (Buffer | Error | null)[] = [];
+  let wake: (() => void) | undefined;
+  async function* iterate(): AsyncGenerator<Buffer> {
+    while (true) {
+      while (queue.length === 0) await new Promise<void>((r) => (wake = r));
+      const item = queue.shift()!;
+      if (item === null) return;
+      if (item instanceof Error) throw item;
+      yield item;
+    }
+  }
+  const push = (item: Buffer | Error | null) => {
+    queue.push(item);
+    wake?.();
+  };
+  return { iterate, push };
+}
+
+async function collect(fill: PageFill): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of fill.chunks()) parts.push(Buffer.from(chunk));
+  return Buffer.concat(parts);
+}
+
+test('many waiters share one source read and all get the whole page', async () => {
+  const flights = new SingleFlight();
+  const source = manualSource();
+  let opens = 0;
+  const completed: PageFill[] = [];
+  const join = () =>
+    flights.join('k', 6, () => (opens++, source.iterate()), async (f) => void completed.push(f));
+  const first = join();
+  const readers = [collect(first.fill)];
+  for (let i = 0; i < 7; i++) {
+    const again = join();
+    assert.equal(again.started, false);
+    readers.push(collect(again.fill));
+  }
+  source.push(Buffer.from('abc'));
+  source.push(Buffer.from('def'));
+  source.push(null);
+  const pages = await Promise.all(readers);
+  for (const page of pages) assert.equal(page.toString(), 'abcdef');
+  assert.equal(opens, 1);
+  await first.fill.settled;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(completed.length, 1);
+  assert.equal(completed[0]!.crc, crc32(Buffer.from('abcdef')));
+  assert.equal(flights.inflight, 0);
+});
+
+test('waiters receive bytes before the page is complete', async () => {
+  const flights = new SingleFlight();
+  const source = manualSource();
+  const { fill } = flights.join('k', 6, () => source.iterate(), async () => {});
+  const chunks = fill.chunks();
+  source.push(Buffer.from('abc'));
+  const first = await chunks.next();
+  assert.equal(first.value?.toString(), 'abc');
+  assert.equal(fill.done, false);
+  source.push(Buffer.from('def'));
+  source.push(null);
+  assert.equal((await chunks.next()).value?.toString(), 'def');
+  assert.equal((await chunks.next()).done, true);
+});
+
+test('a truncated source read fails every waiter and is never stored', async () => {
+  const flights = new SingleFlight();
+  const source = manualSource();
+  let stored = false;
+  const { fill } = flights.join('k', 10, () => source.iterate(), async () => void (stored = true));
+  const reader = collect(fill);
+  source.push(Buffer.from('abc'));
+  source.push(null);
+  await assert.rejects(reader, (e: FanoutError) => e.code === 'SOURCE_TRUNCATED');
+  assert.equal(stored, false);
+  assert.equal(flights.inflight, 0);
+});
+
+test('a source error is passed to waiters with its code', async () => {
+  const flights = new SingleFlight();
+  const source = manualSource();
+  const { fill } = flights.join('k', 10, () => source.iterate(), async () => {});
+  const reader = collect(fill);
+  source.push(new FanoutError('SOURCE_CHANGED', 'changed'));
+  await assert.rejects(reader, (e: FanoutError) => e.code === 'SOURCE_CHANGED');
+});
+
+test('a source that sends too much is rejected', async () => {
+  const flights = new SingleFlight();
+  const source = manualSource();
+  const { fill } = flights.join('k', 2, () => source.iterate(), async () => {});
+  const reader = collect(fill);
+  source.push(Buffer.from('abc'));
+  await assert.rejects(reader, (e: FanoutError) => e.code === 'SOURCE_ERROR');
+});
