@@ -15,6 +15,7 @@ export interface DaemonFlags {
   capacity?: string;
   pageSize?: string;
   sourceRate?: string;
+  statTtl?: string;
   etcd?: string;
   id?: string;
   logLevel?: string;
@@ -68,6 +69,7 @@ function overrides(flags: DaemonFlags): Record<string, unknown> {
   if (flags.capacity) out.capacity = flags.capacity;
   if (flags.pageSize) out.pageSize = flags.pageSize;
   if (flags.sourceRate) out.sourceRate = flags.sourceRate;
+  if (flags.statTtl) out.statTtl = flags.statTtl;
   if (flags.logLevel) out.logLevel = flags.logLevel;
   return out;
 }

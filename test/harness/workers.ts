@@ -1,0 +1,107 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { WorkerConfigInput } from '../../src/lib/config/index.js';
+import { freePort, waitFor } from './ports.js';
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const fanoutBin = join(repoRoot, 'bin/fanout.js');
+
+/** A real worker process started from the CLI, as an operator would run it. */
+export class WorkerProcess {
+  private proc: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly id: string,
+    readonly url: string,
+    readonly dir: string,
+    private readonly configFile: string,
+  ) {}
+
+  get dataDir(): string {
+    return join(this.dir, 'data');
+  }
+
+  static async start(config: WorkerConfigInput & { id: string }): Promise<WorkerProcess> {
+    const port = await freePort();
+    const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
+    const url = `http://127.0.0.1:${port}`;
+    const full = { listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', ...config };
+    const configFile = join(dir, 'worker.yaml');
+    await writeFile(configFile, JSON.stringify(full, null, 2));
+    const worker = new WorkerProcess(config.id, url, dir, configFile);
+    await worker.launch();
+    return worker;
+  }
+
+  async launch(): Promise<void> {
+    const log = createWriteStream(join(this.dir, 'worker.log'), { flags: 'a' });
+    const proc = spawn(process.execPath, [fanoutBin, 'worker', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc.stdout!.pipe(log);
+    proc.stderr!.pipe(log);
+    this.proc = proc;
+    this.exited = new Promise((r) => proc.once('exit', () => r()));
+    await waitFor(`worker ${this.id} /healthz`, async () => {
+      if (proc.exitCode !== null) throw new Error(`worker ${this.id} exited with ${proc.exitCode}; see ${this.dir}/worker.log`);
+      const res = await fetch(`${this.url}/healthz`);
+      return res.ok;
+    });
+  }
+
+  /** SIGKILL: the process dies at once, without cleanup, as in a crash. */
+  async kill(): Promise<void> {
+    this.proc?.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** SIGTERM: a clean shutdown. */
+  async stop(): Promise<void> {
+    this.proc?.kill('SIGTERM');
+    await this.exited;
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.launch();
+  }
+
+  async destroy(): Promise<void> {
+    await this.kill();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Prometheus counters of this worker, summed over labels. */
+  async metrics(): Promise<Record<string, number>> {
+    const text = await (await fetch(`${this.url}/metrics`)).text();
+    const out: Record<string, number> = {};
+    for (const line of text.split('\n')) {
+      const match = /^([a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+      if (match) out[match[1]!] = (out[match[1]!] ?? 0) + Number(match[2]);
+    }
+    return out;
+  }
+}
+
+/** Several workers that know each other (static list or etcd). */
+export async function startCluster(
+  count: number,
+  config: WorkerConfigInput & { etcd?: string },
+): Promise<WorkerProcess[]> {
+  const { etcd, ...rest } = config;
+  const workers: WorkerProcess[] = [];
+  for (let i = 1; i <= count; i++) {
+    const membership = etcd ? { etcd: { endpoints: [etcd], leaseTtlSeconds: 3 } } : rest.membership;
+    workers.push(await WorkerProcess.start({ ...rest, id: `w${i}`, membership }));
+  }
+  if (etcd) {
+    await waitFor('all workers to see each other', async () => {
+      const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
+      return views.every((v) => v.members.length === count);
+    });
+  }
+  return workers;
+}
