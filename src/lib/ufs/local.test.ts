@@ -1,0 +1,201 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rename, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { isFanoutError, type ErrorCode } from '../../core/errors.js';
+import { LocalUfs } from './local.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function rejectsWith(code: ErrorCode) {
+  return (err: unknown) => {
+    assert.ok(isFanoutError(err, code), `expected ${code}, got ${String((err as Error)?.stack ?? err)}`);
+    return true;
+  };
+}
+
+describe('LocalUfs', () => {
+  let base: string;
+  let root: string;
+  let ufs: LocalUfs;
+  const big = randomBytes(5 * MiB + 17);
+
+  before(async () => {
+    base = await mkdtemp(join(tmpdir(), 'fanout-local-ufs-'));
+    root = join(base, 'root');
+    await mkdir(join(root, 'models', 'v1'), { recursive: true });
+    await writeFile(join(root, 'big.bin'), big);
+    await writeFile(join(root, 'models', 'b.txt'), 'bee');
+    await writeFile(join(root, 'models', 'a.txt'), 'a');
+    await writeFile(join(root, 'empty'), '');
+    await writeFile(join(base, 'secret.txt'), 'outside the root');
+    await mkdir(join(base, 'outside-dir'));
+    await symlink(join(base, 'secret.txt'), join(root, 'models', 'escape.txt'));
+    await symlink(join(base, 'outside-dir'), join(root, 'escape-dir'));
+    await symlink('a.txt', join(root, 'models', 'alias.txt'));
+    await symlink('v1', join(root, 'models', 'current'));
+    await symlink('missing', join(root, 'models', 'dangling'));
+    ufs = new LocalUfs(root);
+  });
+
+  after(async () => {
+    await rm(base, { recursive: true, force: true });
+  });
+
+  test('stat gives size, mtime and a size-mtime version', async () => {
+    const info = await ufs.stat('big.bin');
+    assert.equal(info.path, 'big.bin');
+    assert.equal(info.size, big.length);
+    assert.equal(info.version, `${big.length}-${info.mtimeMs}`);
+    assert.equal((await ufs.stat('empty')).size, 0);
+    assert.equal((await ufs.stat('models/alias.txt')).size, 1);
+  });
+
+  test('stat errors carry stable codes', async () => {
+    await assert.rejects(ufs.stat('nope'), rejectsWith('NOT_FOUND'));
+    await assert.rejects(ufs.stat('models'), rejectsWith('IS_A_DIRECTORY'));
+    await assert.rejects(ufs.stat(''), rejectsWith('IS_A_DIRECTORY'));
+    await assert.rejects(ufs.stat('models/a.txt/x'), rejectsWith('NOT_A_DIRECTORY'));
+    await assert.rejects(ufs.stat('../secret.txt'), rejectsWith('INVALID_PATH'));
+    await assert.rejects(ufs.stat('models//a.txt'), rejectsWith('INVALID_PATH'));
+    await assert.rejects(ufs.stat('models/dangling'), rejectsWith('NOT_FOUND'));
+    await assert.rejects(new LocalUfs(join(base, 'no-such-root')).stat('x'), rejectsWith('NOT_FOUND'));
+  });
+
+  test('symlinks that leave the root are not followed', async () => {
+    await assert.rejects(ufs.stat('models/escape.txt'), rejectsWith('INVALID_PATH'));
+    await assert.rejects(ufs.list('escape-dir'), rejectsWith('INVALID_PATH'));
+    await assert.rejects(readAll(ufs.read('models/escape.txt', '16-0', 0, 16)), rejectsWith('INVALID_PATH'));
+    const names = (await ufs.list('models')).map((e) => e.name);
+    assert.ok(!names.includes('escape.txt') && !names.includes('dangling'));
+    assert.ok(!(await ufs.list('')).some((e) => e.name === 'escape-dir'));
+  });
+
+  test('list gives one level, sorted, with types and file versions', async () => {
+    const entries = await ufs.list('models');
+    assert.deepEqual(
+      entries.map((e) => [e.name, e.type]),
+      [
+        ['a.txt', 'file'],
+        ['alias.txt', 'file'],
+        ['b.txt', 'file'],
+        ['current', 'dir'],
+        ['v1', 'dir'],
+      ],
+    );
+    const b = entries.find((e) => e.name === 'b.txt')!;
+    assert.equal(b.size, 3);
+    assert.equal(b.version, (await ufs.stat('models/b.txt')).version);
+    assert.deepEqual(
+      (await ufs.list('')).map((e) => e.name),
+      ['big.bin', 'empty', 'models'],
+    );
+    assert.deepEqual(await ufs.list('models/v1'), []);
+    await assert.rejects(ufs.list('models/a.txt'), rejectsWith('NOT_A_DIRECTORY'));
+    await assert.rejects(ufs.list('nope'), rejectsWith('NOT_FOUND'));
+  });
+
+  test('read returns exactly the bytes of each range', async () => {
+    const { version } = await ufs.stat('big.bin');
+    const ranges: [number, number][] = [
+      [0, big.length],
+      [0, 1],
+      [big.length - 1, 1],
+      [MiB - 1, 2],
+      [123_457, 3 * MiB + 5],
+      [4 * MiB, big.length - 4 * MiB],
+      [10, 0],
+    ];
+    for (const [offset, length] of ranges) {
+      const got = await readAll(ufs.read('big.bin', version, offset, length));
+      assert.equal(got.length, length, `length of [${offset}, +${length})`);
+      assert.equal(sha(got), sha(big.subarray(offset, offset + length)), `bytes of [${offset}, +${length})`);
+    }
+    assert.equal((await readAll(ufs.read('empty', (await ufs.stat('empty')).version, 0, 0))).length, 0);
+  });
+
+  test('read refuses bad ranges', async () => {
+    const { version } = await ufs.stat('big.bin');
+    await assert.rejects(readAll(ufs.read('big.bin', version, big.length - 10, 20)), rejectsWith('SOURCE_TRUNCATED'));
+    await assert.rejects(readAll(ufs.read('big.bin', version, big.length, 1)), rejectsWith('RANGE_NOT_SATISFIABLE'));
+    await assert.rejects(readAll(ufs.read('big.bin', version, -1, 1)), rejectsWith('INVALID_RANGE'));
+    await assert.rejects(readAll(ufs.read('models', version, 0, 1)), rejectsWith('IS_A_DIRECTORY'));
+    await assert.rejects(readAll(ufs.read('nope', version, 0, 1)), rejectsWith('NOT_FOUND'));
+  });
+
+  test('read of a replaced file is SOURCE_CHANGED, never the new bytes', async () => {
+    const path = join(root, 'replaced.bin');
+    await writeFile(path, 'version one');
+    await utimes(path, 1_000_000, 1_000_000);
+    const old = await ufs.stat('replaced.bin');
+    // Same size, new content, atomically renamed over the old file.
+    await writeFile(`${path}.tmp`, 'version two');
+    await utimes(`${path}.tmp`, 2_000_000, 2_000_000);
+    await rename(`${path}.tmp`, path);
+    await assert.rejects(readAll(ufs.read('replaced.bin', old.version, 0, 11)), rejectsWith('SOURCE_CHANGED'));
+    const now = await ufs.stat('replaced.bin');
+    assert.notEqual(now.version, old.version);
+    assert.equal((await readAll(ufs.read('replaced.bin', now.version, 0, 11))).toString(), 'version two');
+  });
+
+  test('a file modified in place during a read ends in SOURCE_CHANGED', async () => {
+    const path = join(root, 'inplace.bin');
+    await writeFile(path, randomBytes(8 * MiB));
+    const { version } = await ufs.stat('inplace.bin');
+    const stream = ufs.read('inplace.bin', version, 0, 8 * MiB);
+    let first = true;
+    await assert.rejects(
+      (async () => {
+        for await (const _chunk of stream) {
+          if (first) await utimes(path, 3_000_000, 3_000_000);
+          first = false;
+        }
+      })(),
+      rejectsWith('SOURCE_CHANGED'),
+    );
+  });
+
+  test('a file truncated during a read ends in SOURCE_TRUNCATED', async () => {
+    const path = join(root, 'shrinks.bin');
+    await writeFile(path, randomBytes(8 * MiB));
+    const { version } = await ufs.stat('shrinks.bin');
+    const stream = ufs.read('shrinks.bin', version, 0, 8 * MiB);
+    let first = true;
+    await assert.rejects(
+      (async () => {
+        for await (const _chunk of stream) {
+          if (first) await truncate(path, MiB);
+          first = false;
+        }
+      })(),
+      rejectsWith('SOURCE_TRUNCATED'),
+    );
+  });
+
+  test('an aborted read errors with ABORTED; an early stop is clean', async () => {
+    const { version } = await ufs.stat('big.bin');
+    const ac = new AbortController();
+    const stream = ufs.read('big.bin', version, 0, big.length, ac.signal);
+    await assert.rejects(
+      (async () => {
+        for await (const _chunk of stream) ac.abort();
+      })(),
+      rejectsWith('ABORTED'),
+    );
+    const already = AbortSignal.abort();
+    await assert.rejects(readAll(ufs.read('big.bin', version, 0, 10, already)), rejectsWith('ABORTED'));
+    for await (const _chunk of ufs.read('big.bin', version, 0, big.length)) break;
+    // Still readable afterwards: nothing leaked or locked.
+    assert.equal((await readAll(ufs.read('big.bin', version, 0, 100))).length, 100);
+  });
+});

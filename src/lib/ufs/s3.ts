@@ -1,0 +1,221 @@
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+  type ListObjectsV2CommandOutput,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Readable } from 'node:stream';
+import { FanoutError, abortError } from '../../core/errors.js';
+import type { DirEntry, FileInfo } from '../../core/types.js';
+import { sourceStream } from './stream.js';
+import type { S3SourceOptions, Ufs } from './types.js';
+import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
+
+/** The S3Client settings fanout uses for every S3 source (and the test harness reuses). */
+export function s3ClientConfig(options: S3SourceOptions = {}): S3ClientConfig {
+  const credentials =
+    options.accessKeyId && options.secretAccessKey
+      ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
+      : undefined; // undefined: the SDK's default chain (env vars, profiles, instance roles)
+  return {
+    endpoint: options.endpoint,
+    // The JS SDK ignores AWS_DEFAULT_REGION and throws without a region; S3-compatible
+    // servers accept anything, so us-east-1 is the harmless last resort.
+    region: options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+    credentials,
+    // A custom endpoint is almost always MinIO/Ceph/etc., which want path-style addressing.
+    forcePathStyle: options.forcePathStyle ?? Boolean(options.endpoint),
+    // Default checksums break ranged GETs and S3-compatible servers; pages carry their own.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  };
+}
+
+/** A bucket (and optional key prefix) of an S3-compatible object store. */
+export class S3Ufs implements Ufs {
+  readonly bucket: string;
+  /** "" or a prefix ending in "/": keys are `${base}${path}`. */
+  private readonly base: string;
+  private readonly client: S3Client;
+  private readonly ownsClient: boolean;
+
+  constructor(bucket: string, prefix = '', options: S3SourceOptions = {}, client?: S3Client) {
+    if (!bucket) throw new FanoutError('INVALID_CONFIG', 'an S3 source needs a bucket');
+    this.bucket = bucket;
+    const trimmed = prefix.replace(/^\/+|\/+$/g, '');
+    this.base = trimmed ? `${trimmed}/` : '';
+    this.client = client ?? new S3Client(s3ClientConfig(options));
+    this.ownsClient = !client;
+  }
+
+  async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
+    checkPath(path);
+    if (path === '') throw new FanoutError('IS_A_DIRECTORY', `${this.describe(path)} is the root of the source`);
+    const key = this.base + path;
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
+      const size = out.ContentLength ?? 0;
+      const mtimeMs = out.LastModified?.getTime() ?? 0;
+      return { path, size, mtimeMs, version: stripQuotes(out.ETag) ?? sizeMtimeVersion(size, mtimeMs) };
+    } catch (err) {
+      if (!isNotFound(err)) throw this.mapError(err, path, signal);
+    }
+    // S3 has no directories: a missing key with keys under "key/" is one.
+    if (await this.hasKeysUnder(`${key}/`, signal)) {
+      throw new FanoutError('IS_A_DIRECTORY', `${this.describe(path)} is a directory (a prefix)`);
+    }
+    throw new FanoutError('NOT_FOUND', `${this.describe(path)} does not exist`);
+  }
+
+  async list(dir: string, signal?: AbortSignal): Promise<DirEntry[]> {
+    checkPath(dir);
+    const prefix = dir === '' ? this.base : `${this.base}${dir}/`;
+    const entries: DirEntry[] = [];
+    let sawAnything = false;
+    let token: string | undefined;
+    do {
+      let out: ListObjectsV2CommandOutput;
+      try {
+        out = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }),
+          opts(signal),
+        );
+      } catch (err) {
+        throw this.mapError(err, dir, signal);
+      }
+      for (const p of out.CommonPrefixes ?? []) {
+        const name = p.Prefix?.slice(prefix.length, -1);
+        sawAnything = true;
+        if (name) entries.push({ name, type: 'dir' });
+      }
+      for (const o of out.Contents ?? []) {
+        sawAnything = true;
+        const name = o.Key?.slice(prefix.length);
+        // Skips the "dir/" marker objects some tools create, and keys that are not one level down.
+        if (!name || name.includes('/')) continue;
+        const size = o.Size ?? 0;
+        const mtimeMs = o.LastModified?.getTime() ?? 0;
+        entries.push({ name, type: 'file', size, mtimeMs, version: stripQuotes(o.ETag) ?? sizeMtimeVersion(size, mtimeMs) });
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+    if (!sawAnything && dir !== '') {
+      // Nothing under "dir/": either dir is an object, or it does not exist.
+      const isFile = await this.stat(dir, signal).then(
+        () => true,
+        (err) => {
+          if (err instanceof FanoutError && (err.code === 'NOT_FOUND' || err.code === 'IS_A_DIRECTORY')) return false;
+          throw err;
+        },
+      );
+      if (isFile) throw new FanoutError('NOT_A_DIRECTORY', `${this.describe(dir)} is an object, not a directory`);
+      throw new FanoutError('NOT_FOUND', `${this.describe(dir)} does not exist`);
+    }
+    // S3 lists in UTF-8 byte order; code-point order is what every other adapter returns.
+    // A key "a" next to keys "a/..." gives both a file and a dir named "a": S3 allows that.
+    return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  read(path: string, version: string, offset: number, length: number, signal?: AbortSignal): Readable {
+    return sourceStream({
+      expected: length,
+      what: this.describe(path),
+      signal,
+      mapError: (err) => this.mapError(err, path, signal),
+      open: async (streamSignal) => {
+        checkPath(path);
+        checkRange(offset, length);
+        if (length === 0) {
+          // S3 cannot express an empty range; the version must still hold.
+          const info = await this.stat(path, streamSignal);
+          if (info.version !== version) throw changed(this.describe(path), version, info.version);
+          return { body: null };
+        }
+        const out = await this.client.send(
+          new GetObjectCommand({
+            Bucket: this.bucket,
+            Key: this.base + path,
+            Range: `bytes=${offset}-${offset + length - 1}`,
+            // S3 answers 412 when the object changed. Servers that ignore If-Match are caught below.
+            IfMatch: `"${version}"`,
+          }),
+          opts(streamSignal),
+        );
+        const body = out.Body as unknown;
+        const fail = (err: FanoutError): never => {
+          if (body instanceof Readable) body.destroy();
+          throw err;
+        };
+        const etag = stripQuotes(out.ETag);
+        if (etag !== undefined && etag !== version) fail(changed(this.describe(path), version, etag));
+        const start = /^bytes (\d+)-/.exec(out.ContentRange ?? '')?.[1];
+        if (start !== undefined && Number(start) !== offset) {
+          fail(new FanoutError('SOURCE_ERROR', `${this.describe(path)}: asked for offset ${offset}, got ${out.ContentRange}`));
+        }
+        if (!(body instanceof Readable)) {
+          return fail(new FanoutError('SOURCE_ERROR', `${this.describe(path)}: the S3 client returned no Node stream`));
+        }
+        return { body };
+      },
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsClient) this.client.destroy();
+  }
+
+  private async hasKeysUnder(prefix: string, signal?: AbortSignal): Promise<boolean> {
+    try {
+      const out = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1 }),
+        opts(signal),
+      );
+      return (out.KeyCount ?? out.Contents?.length ?? 0) > 0;
+    } catch (err) {
+      throw this.mapError(err, prefix, signal);
+    }
+  }
+
+  private describe(path: string): string {
+    return `s3://${this.bucket}/${this.base}${path}`;
+  }
+
+  private mapError(err: unknown, path: string, signal?: AbortSignal): FanoutError {
+    if (err instanceof FanoutError) return err;
+    const what = this.describe(path);
+    if (signal?.aborted) return abortError(signal);
+    if (isAbortLike(err)) return new FanoutError('ABORTED', `${what}: aborted`, { cause: err });
+    const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    const status = e.$metadata?.httpStatusCode;
+    if (e.name === 'NoSuchBucket') {
+      return new FanoutError('SOURCE_ERROR', `bucket ${this.bucket} does not exist`, { cause: err });
+    }
+    if (isNotFound(err)) return new FanoutError('NOT_FOUND', `${what} does not exist`, { cause: err });
+    if (e.name === 'PreconditionFailed' || status === 412) {
+      return new FanoutError('SOURCE_CHANGED', `${what} changed at the source (ETag no longer matches)`, { cause: err });
+    }
+    if (e.name === 'InvalidRange' || status === 416) {
+      return new FanoutError('RANGE_NOT_SATISFIABLE', `${what}: the range starts past the end of the object`, {
+        cause: err,
+      });
+    }
+    const detail = [e.name, status && `HTTP ${status}`, e.message].filter(Boolean).join(', ');
+    return new FanoutError('SOURCE_ERROR', `${what}: S3 request failed (${detail})`, { cause: err });
+  }
+}
+
+function opts(signal?: AbortSignal): { abortSignal?: AbortSignal } {
+  return signal ? { abortSignal: signal } : {};
+}
+
+function isNotFound(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || (e?.name !== 'NoSuchBucket' && e?.$metadata?.httpStatusCode === 404);
+}
+
+export function stripQuotes(etag: string | undefined): string | undefined {
+  if (!etag) return undefined;
+  return etag.replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+}

@@ -1,0 +1,123 @@
+import { Readable } from 'node:stream';
+import { FanoutError, abortError } from '../../core/errors.js';
+
+/** What an adapter hands back once a range read is open at the source. */
+export interface OpenedSource {
+  /** The bytes of the range, in order. Null for an empty range (the version is still checked). */
+  body: Readable | null;
+  /** Runs after the last byte: lets the local adapter re-check the version after reading. */
+  finish?: () => Promise<void>;
+  /** Releases what open() took (a file descriptor); runs exactly once, on end or on error. */
+  close?: () => Promise<void> | void;
+}
+
+export interface SourceStreamOptions {
+  /** Bytes the range must deliver: fewer is SOURCE_TRUNCATED, more is SOURCE_ERROR. */
+  expected: number;
+  /** "s3://bucket/key" and the like, for error messages. */
+  what: string;
+  signal?: AbortSignal;
+  /** Opens the range. Its signal aborts when the stream is destroyed or the caller aborts. */
+  open: (signal: AbortSignal) => Promise<OpenedSource>;
+  /** Turns a backend error into a FanoutError (FanoutErrors pass through before this is called). */
+  mapError: (err: unknown) => FanoutError;
+}
+
+/**
+ * One Readable for every adapter, so the rules of Ufs.read live in one place: the source is
+ * opened lazily (on the first read, so a stream nobody consumes holds no fd or socket), chunks
+ * are passed through without copying under the consumer's backpressure, the byte count is
+ * checked at the end, and an abort or destroy tears down the backend request at once.
+ */
+export function sourceStream(options: SourceStreamOptions): Readable {
+  return new SourceStream(options);
+}
+
+class SourceStream extends Readable {
+  private readonly opts: SourceStreamOptions;
+  private readonly controller = new AbortController();
+  private started = false;
+  private wake: (() => void) | null = null;
+  private opened: OpenedSource | null = null;
+  private released = false;
+  private ended = false;
+  private readonly onAbort = () => this.destroy(abortError(this.opts.signal));
+
+  constructor(opts: SourceStreamOptions) {
+    // The consumer's highWaterMark only bounds how much we buffer; chunks keep the backend's size.
+    super({ highWaterMark: 1024 * 1024 });
+    this.opts = opts;
+    if (opts.signal?.aborted) {
+      this.destroy(abortError(opts.signal));
+    } else {
+      opts.signal?.addEventListener('abort', this.onAbort, { once: true });
+    }
+  }
+
+  override _read(): void {
+    if (!this.started) {
+      this.started = true;
+      void this.pump();
+    } else {
+      const wake = this.wake;
+      this.wake = null;
+      wake?.();
+    }
+  }
+
+  private async pump(): Promise<void> {
+    const { expected, what } = this.opts;
+    let received = 0;
+    try {
+      this.opened = await this.opts.open(this.controller.signal);
+      if (this.destroyed) {
+        this.opened.body?.destroy();
+        return void (await this.release());
+      }
+      const body = this.opened.body;
+      if (body) {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          if (this.destroyed) return;
+          received += chunk.length;
+          if (received > expected) {
+            throw new FanoutError('SOURCE_ERROR', `${what}: the source sent more than the ${expected} bytes asked for`);
+          }
+          if (!this.push(chunk)) await new Promise<void>((resolve) => (this.wake = resolve));
+        }
+      }
+      if (this.destroyed) return;
+      if (received < expected) {
+        throw new FanoutError('SOURCE_TRUNCATED', `${what}: the source ended after ${received} of ${expected} bytes`);
+      }
+      await this.opened.finish?.();
+      await this.release();
+      this.ended = true;
+      if (!this.destroyed) this.push(null);
+    } catch (err) {
+      if (this.destroyed) return;
+      this.destroy(err instanceof FanoutError ? err : this.opts.mapError(err));
+    }
+  }
+
+  private async release(): Promise<void> {
+    if (this.released || !this.opened) return;
+    this.released = true;
+    this.opts.signal?.removeEventListener('abort', this.onAbort);
+    await this.opened.close?.();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.opts.signal?.removeEventListener('abort', this.onAbort);
+    // After a clean end there is nothing left to cancel at the backend.
+    if (!this.ended) this.controller.abort(err ?? new FanoutError('ABORTED', 'stream destroyed'));
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+    this.opened?.body?.destroy();
+    // An fd must be closed even when the consumer gives up early; close errors are not news then.
+    Promise.resolve()
+      .then(() => this.release())
+      .catch(() => undefined)
+      .then(() => callback(err));
+  }
+}

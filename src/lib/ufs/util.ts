@@ -1,0 +1,37 @@
+import { FanoutError } from '../../core/errors.js';
+
+/**
+ * Callers validate paths already (core/paths.ts); adapters check again because a path that
+ * slips through here becomes a file name or an object key on the source.
+ */
+export function checkPath(path: string): void {
+  if (path === '') return;
+  const bad =
+    typeof path !== 'string' ||
+    path.startsWith('/') ||
+    path.includes('\0') ||
+    path.split('/').some((s) => s === '' || s === '.' || s === '..');
+  if (bad) throw new FanoutError('INVALID_PATH', `invalid source path ${JSON.stringify(path)}`);
+}
+
+export function checkRange(offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new FanoutError('INVALID_RANGE', `invalid range: offset ${offset}, length ${length}`);
+  }
+}
+
+/** The version of a source without ETags: size and whole-millisecond mtime. */
+export function sizeMtimeVersion(size: number, mtimeMs: number): string {
+  return `${size}-${Math.floor(mtimeMs)}`;
+}
+
+export function changed(what: string, version: string, now?: string): FanoutError {
+  const found = now ? `, it is now at ${now}` : '';
+  return new FanoutError('SOURCE_CHANGED', `${what} is no longer at version ${version}${found}`);
+}
+
+/** Node/undici/AWS abort errors all look different; this recognizes each of them. */
+export function isAbortLike(err: unknown): boolean {
+  const e = err as { name?: string; code?: string } | null;
+  return e?.name === 'AbortError' || e?.code === 'ABORT_ERR' || e?.code === 'UND_ERR_ABORTED';
+}
