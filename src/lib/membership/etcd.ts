@@ -1,0 +1,309 @@
+import { EventEmitter } from 'node:events';
+import { Etcd3, EtcdLeaseInvalidError, Range } from 'etcd3';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { FanoutError } from '../../core/errors.js';
+import type { Member } from '../../core/types.js';
+import { LeaseSchedule } from './schedule.js';
+import { sameMembers, silentLogger, sortMembers, type Membership, type MembershipLogger } from './types.js';
+import { decodeMember, keepaliveOnce, openWatch, passThroughPolicy, type PrefixWatch } from './rpc.js';
+
+export interface EtcdMembershipOptions {
+  endpoints: string[];
+  /** Key prefix of this cluster's member records. */
+  prefix?: string;
+  /** Registered under prefix + id with a lease, kept alive while running. */
+  self?: Member;
+  leaseTtlSeconds?: number;
+  clock?: Clock;
+  logger?: MembershipLogger;
+  /** Deadline of each etcd request: an unresponsive etcd must not stall the loop for long. */
+  requestTimeoutMs?: number;
+  /** start() rejects if the first registration and listing have not succeeded by then. */
+  startTimeoutMs?: number;
+}
+
+export const DEFAULT_MEMBER_PREFIX = '/fanout/default/members/';
+
+/**
+ * Membership kept in etcd: each worker registers itself under a lease it keeps alive, and
+ * everyone lists the prefix then watches it, so joins and departures (clean stop = revoke,
+ * crash = lease expiry) reach every process within a TTL.
+ *
+ * One loop does all the talking to etcd, paced by a LeaseSchedule: grant or renew the lease
+ * (or, without self, probe), then re-register and re-list if anything was missed. While etcd
+ * is unreachable the last known list stays in place and `stale` is true; once it answers
+ * again, a lease presumed expired is replaced by a new one, self is registered again and
+ * the full list is re-read, so nothing depends on having seen every event.
+ *
+ * Events: 'change' (Member[]), 'stale' (boolean), 'registered' (leaseId), 'leaseLost' (reason).
+ */
+export class EtcdMembership extends EventEmitter implements Membership {
+  readonly prefix: string;
+  private readonly self: Member | undefined;
+  private readonly ttlSeconds: number;
+  private readonly clock: Clock;
+  private readonly log: MembershipLogger;
+  private readonly requestTimeoutMs: number;
+  private readonly startTimeoutMs: number;
+  private readonly client: Etcd3;
+  private readonly schedule: LeaseSchedule;
+  private list: Member[] = [];
+  private byId = new Map<string, Member>();
+  private isStale = false;
+  private leaseId: string | undefined;
+  private registered = false;
+  private needsResync = true;
+  private synced = false;
+  private watch: PrefixWatch | undefined;
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+  /** The loop's current wait, which wakeUp() cuts short (watch broke, record deleted, stop). */
+  private pausing: AbortController | undefined;
+  private wakeRequested = false;
+  /** Internal 'round' notifications for start(); kept off the public event names. */
+  private readonly rounds = new EventEmitter();
+
+  constructor(opts: EtcdMembershipOptions) {
+    super();
+    if (opts.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd membership needs at least one endpoint');
+    this.prefix = opts.prefix ?? DEFAULT_MEMBER_PREFIX;
+    this.self = opts.self ? { ...opts.self } : undefined;
+    this.ttlSeconds = opts.leaseTtlSeconds ?? 10;
+    this.clock = opts.clock ?? systemClock;
+    this.log = opts.logger ?? silentLogger;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 2000;
+    this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+    if (!Number.isInteger(this.ttlSeconds) || this.ttlSeconds < 1) {
+      throw new FanoutError('INVALID_CONFIG', `leaseTtlSeconds must be a whole number ≥ 1, got ${this.ttlSeconds}`);
+    }
+    this.schedule = new LeaseSchedule({ ttlMs: this.ttlSeconds * 1000, clock: this.clock });
+    this.client = new Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: this.requestTimeoutMs,
+      // Every unary call gets a deadline; streams are bounded by our own timeouts.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.requestTimeoutMs }),
+      // Retrying and backing off is the schedule's job. etcd3's per-host circuit breaker would
+      // refuse calls for 5 s after etcd comes back, delaying recovery for no gain.
+      faultHandling: { host: () => passThroughPolicy },
+      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+    });
+  }
+
+  get stale(): boolean {
+    return this.isStale;
+  }
+
+  /** The lease self is registered under, if any (diagnostics, tests). */
+  get lease(): string | undefined {
+    return this.leaseId;
+  }
+
+  members(): Member[] {
+    return this.list.map((m) => ({ ...m }));
+  }
+
+  /** Resolves once self is registered (if given) and the list was read; the loop then keeps running. */
+  async start(): Promise<void> {
+    if (this.loop) return;
+    this.loop = this.run();
+    const deadline = this.clock.now() + this.startTimeoutMs;
+    while (!this.synced) {
+      if (this.stopping) throw new FanoutError('ABORTED', 'membership stopped while starting');
+      if (this.clock.now() >= deadline) {
+        await this.stop({ deregister: false });
+        throw new FanoutError('WORKER_UNAVAILABLE', `etcd membership: no answer from etcd within ${this.startTimeoutMs} ms`);
+      }
+      await this.nextRound();
+    }
+  }
+
+  /** Resolves after the loop's next round (success or failure) or its end. */
+  private nextRound(): Promise<void> {
+    return new Promise<void>((resolve) => this.rounds.once('round', resolve));
+  }
+
+  /**
+   * Stops the loop and the watch, revokes the lease (deleting the registration at once, so
+   * others need not wait a TTL), and closes the client. `deregister: false` leaves the lease to
+   * expire, as a crash would (used by tests).
+   */
+  async stop(opts: { deregister?: boolean } = {}): Promise<void> {
+    if (this.stopping) return this.loop?.then(() => undefined);
+    this.stopping = true;
+    this.wakeUp();
+    await this.loop;
+    this.watch?.close();
+    this.watch = undefined;
+    if (opts.deregister !== false && this.leaseId !== undefined) {
+      try {
+        await this.client.leaseClient.leaseRevoke({ ID: this.leaseId });
+      } catch (err) {
+        this.log.warn({ err, lease: this.leaseId }, 'could not revoke lease; the registration will expire with it');
+      }
+      this.schedule.released();
+    }
+    this.client.close();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      if (this.schedule.checkExpiry() && this.self) this.leaseLost('expired');
+      const step = this.schedule.next();
+      const wait = step.at - this.clock.now();
+      // A live lease whose record is missing (deleted by someone, or the put failed after a
+      // grant) is fixed at once rather than at the next renewal, unless we are backing off.
+      const urgent = !!this.self && this.leaseId !== undefined && !this.registered && this.schedule.failures === 0;
+      if (wait > 0 && !urgent) {
+        await this.pause(wait);
+        continue; // re-decide: time passed, the lease may have expired, a watch may have broken
+      }
+      await this.round(step.action);
+      this.rounds.emit('round');
+    }
+    this.rounds.emit('round');
+  }
+
+  /** One exchange with etcd: keep the lease (or probe), register, and re-list if needed. */
+  private async round(action: 'grant' | 'renew'): Promise<void> {
+    const sentAt = this.clock.now();
+    try {
+      if (!this.self) {
+        // Without a lease to keep, a cheap count-only read tells whether etcd is there.
+        await this.client.kv.range({ ...this.prefixRange(), count_only: true });
+        this.schedule.granted(sentAt);
+      } else if (action === 'grant' || this.leaseId === undefined) {
+        const res = await this.client.leaseClient.leaseGrant({ TTL: this.ttlSeconds });
+        this.leaseId = res.ID;
+        this.registered = false;
+        this.schedule.granted(sentAt, Number(res.TTL) * 1000);
+      } else {
+        const ttl = await keepaliveOnce(this.client, this.leaseId, this.requestTimeoutMs);
+        if (ttl <= 0) throw new EtcdLeaseInvalidError(this.leaseId);
+        this.schedule.renewed(sentAt, ttl * 1000);
+      }
+      if (this.self && !this.registered) {
+        await this.client.kv.put({
+          key: Buffer.from(this.prefix + this.self.id),
+          value: Buffer.from(JSON.stringify(this.self)),
+          lease: this.leaseId,
+        });
+        this.registered = true;
+        this.log.info({ id: this.self.id, lease: this.leaseId }, 'registered in etcd');
+        this.emit('registered', this.leaseId);
+      }
+      if (this.needsResync) await this.resync();
+      this.setStale(false);
+      this.synced = true;
+    } catch (err) {
+      if (this.stopping) return;
+      if (err instanceof EtcdLeaseInvalidError) {
+        // etcd answered: the lease is gone (expired while we were away, or revoked). Not an
+        // outage: get a new one right away.
+        this.schedule.lost();
+        this.leaseLost('revoked');
+        return;
+      }
+      this.schedule.failed();
+      this.needsResync = true;
+      // One warning per outage, not one per retry.
+      if (this.isStale) this.log.debug({ err, failures: this.schedule.failures }, 'etcd still unreachable');
+      else this.log.warn({ err }, 'etcd unreachable; keeping the last known members');
+      this.setStale(true);
+    }
+  }
+
+  /** Lists the prefix and watches from the listing's revision on, so no change falls between. */
+  private async resync(): Promise<void> {
+    this.watch?.close();
+    this.watch = undefined;
+    const res = await this.client.kv.range(this.prefixRange());
+    const members = new Map<string, Member>();
+    for (const kv of res.kvs) {
+      const member = this.decode(kv.key, kv.value);
+      if (member) members.set(member.id, member);
+    }
+    this.byId = members;
+    this.publish();
+    this.watch = await openWatch(this.client, {
+      ...this.prefixRange(),
+      startRevision: BigInt(res.header.revision) + 1n,
+      timeoutMs: this.requestTimeoutMs,
+      onPut: (key, value) => {
+        const member = this.decode(key, value);
+        if (member) this.byId.set(member.id, member);
+        this.publish();
+      },
+      onDelete: (key) => {
+        const id = key.toString().slice(this.prefix.length);
+        this.byId.delete(id);
+        this.publish();
+        // Someone deleted our record while the lease lives: write it again next round.
+        if (this.self && id === this.self.id && !this.stopping) {
+          this.registered = false;
+          this.wakeUp();
+        }
+      },
+      onBroken: (err) => {
+        if (this.stopping) return;
+        this.log.debug({ err }, 'etcd watch broke; will re-list');
+        this.schedule.failed();
+        this.needsResync = true;
+        this.setStale(true);
+        this.wakeUp();
+      },
+    });
+    this.needsResync = false;
+  }
+
+  private decode(key: Buffer, value: Buffer): Member | undefined {
+    const member = decodeMember(this.prefix, key, value);
+    if (!member) this.log.warn({ key: key.toString() }, 'ignoring a malformed member record');
+    return member;
+  }
+
+  private publish(): void {
+    const next = sortMembers(this.byId.values());
+    if (sameMembers(next, this.list)) return;
+    this.list = next;
+    this.emit('change', this.members());
+  }
+
+  private setStale(stale: boolean): void {
+    if (stale === this.isStale) return;
+    this.isStale = stale;
+    if (!stale) this.log.info({ members: this.list.length }, 'etcd reachable again; members re-read');
+    this.emit('stale', stale);
+  }
+
+  private leaseLost(reason: 'expired' | 'revoked'): void {
+    this.log.warn({ lease: this.leaseId, reason }, 'etcd lease lost; will register again under a new lease');
+    this.leaseId = undefined;
+    this.registered = false;
+    this.emit('leaseLost', reason);
+  }
+
+  private prefixRange(): { key: Buffer; range_end: Buffer } {
+    const range = Range.prefix(this.prefix);
+    return { key: range.start, range_end: range.end };
+  }
+
+  /** Waits `ms`, or less if woken. A wake-up that came while not waiting is not lost. */
+  private async pause(ms: number): Promise<void> {
+    if (this.wakeRequested) {
+      this.wakeRequested = false;
+      return;
+    }
+    const controller = new AbortController();
+    this.pausing = controller;
+    const woken = new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }));
+    // The race also covers clocks whose sleep ignores the signal (ManualClock).
+    await Promise.race([this.clock.sleep(ms, controller.signal).catch(() => undefined), woken]);
+    this.pausing = undefined;
+    this.wakeRequested = false;
+  }
+
+  private wakeUp(): void {
+    if (this.pausing) this.pausing.abort();
+    else this.wakeRequested = true;
+  }
+}

@@ -1,0 +1,123 @@
+import type { Etcd3, IOptions, IWatchResponse } from 'etcd3';
+import type { Member } from '../../core/types.js';
+
+export interface PrefixWatchOptions {
+  key: Buffer;
+  range_end: Buffer;
+  /** First revision to report: the listing's revision + 1, so nothing falls between the two. */
+  startRevision: bigint;
+  /** How long etcd may take to confirm the watch. */
+  timeoutMs: number;
+  onPut(key: Buffer, value: Buffer): void;
+  onDelete(key: Buffer): void;
+  /** The watch stopped delivering (stream error, end, compaction): re-list and watch again. */
+  onBroken(err: Error): void;
+}
+
+export interface PrefixWatch {
+  close(): void;
+}
+
+/**
+ * A single watch on one raw etcd3 watch stream. etcd3's own Watcher reconnects by itself with
+ * its own timers, which would race with our re-listing after an outage and can keep timers
+ * alive after close; here a broken watch is simply reported once, and the membership loop
+ * decides when to list and watch again.
+ *
+ * Resolves when etcd confirms the watch; rejects if it does not within `timeoutMs`.
+ */
+export async function openWatch(client: Etcd3, opts: PrefixWatchOptions): Promise<PrefixWatch> {
+  const stream = await client.watchClient.watch();
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    // end() before cancel(): etcd3 treats an error on a still-writable stream as a host
+    // failure and resets every connection to that host, including calls in flight.
+    stream.end();
+    stream.cancel();
+  };
+
+  return new Promise<PrefixWatch>((resolve, reject) => {
+    let created = false;
+    const fail = (err: Error) => {
+      if (closed) return;
+      close();
+      clearTimeout(timer);
+      if (created) opts.onBroken(err);
+      else reject(err);
+    };
+    const timer = setTimeout(() => fail(new Error(`etcd did not confirm the watch within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+
+    stream.on('data', (res: IWatchResponse) => {
+      if (closed) return;
+      if (res.canceled || (res.compact_revision && res.compact_revision !== '0')) {
+        return fail(new Error(`etcd canceled the watch: ${res.cancel_reason || `compacted at ${res.compact_revision}`}`));
+      }
+      if (res.created && !created) {
+        created = true;
+        clearTimeout(timer);
+        resolve({ close });
+      }
+      for (const event of res.events ?? []) {
+        if (event.type === 'Put') opts.onPut(event.kv.key, event.kv.value);
+        else if (event.type === 'Delete') opts.onDelete(event.kv.key);
+      }
+    });
+    stream.on('error', (err: Error) => fail(err));
+    stream.on('end', () => fail(new Error('etcd watch stream ended')));
+    stream.write({
+      create_request: {
+        key: opts.key,
+        range_end: opts.range_end,
+        start_revision: opts.startRevision.toString(),
+      },
+    });
+  });
+}
+
+/**
+ * One keepalive on a short-lived stream, returning the TTL etcd restarted (0: the lease is
+ * gone). etcd3's Lease class runs its own keepalive timers; doing single renewals here keeps
+ * the timing decisions in LeaseSchedule, where they are tested.
+ */
+export async function keepaliveOnce(client: Etcd3, leaseId: string, timeoutMs: number): Promise<number> {
+  const stream = await client.leaseClient.leaseKeepAlive();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      stream.on('data', (res) => resolve(Number(res.TTL)));
+      stream.on('error', (err) => reject(err));
+      stream.on('end', () => reject(new Error('lease keepalive stream ended')));
+      timer = setTimeout(() => reject(new Error(`lease keepalive got no answer within ${timeoutMs} ms`)), timeoutMs);
+      stream.write({ ID: leaseId });
+    });
+  } finally {
+    clearTimeout(timer);
+    // A half-close lets etcd end the call cleanly (no cancel error, no connection reset).
+    stream.end();
+  }
+}
+
+/** A member record as written by EtcdMembership (JSON of Member under prefix + id); undefined if malformed. */
+export function decodeMember(prefix: string, key: Buffer, value: Buffer): Member | undefined {
+  const id = key.toString().slice(prefix.length);
+  try {
+    const m = JSON.parse(value.toString()) as Partial<Member>;
+    if (m.id !== id || typeof m.url !== 'string') return undefined;
+    // Unknown capacity stays 0; the ring counts that as average.
+    return { id, url: m.url, capacity: typeof m.capacity === 'number' && Number.isFinite(m.capacity) ? m.capacity : 0 };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A cockatiel-shaped policy that just runs the call: retrying and backing off is the
+ * LeaseSchedule's job, and etcd3's default per-host circuit breaker would refuse calls for
+ * 5 s after etcd comes back, delaying recovery for no gain.
+ */
+export const passThroughPolicy = {
+  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) =>
+    Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+} as unknown as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;

@@ -1,0 +1,2 @@
+export { TokenBucket, type TokenBucketOptions } from './bucket.js';
+export { throttle, throttled } from './throttle.js';

@@ -1,0 +1,141 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { get as httpGet } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface EtcdServer {
+  /** http://127.0.0.1:PORT, for etcd3's `hosts` or EtcdMembership's `endpoints`. */
+  endpoint: string;
+  /** Kills the server and deletes its data dir. */
+  stop(): Promise<void>;
+  /** SIGKILL, no cleanup: simulates an outage. The data dir stays for restart(). */
+  kill(): void;
+  /** Starts the server again on the same ports and data dir (after kill()), and waits until healthy. */
+  restart(): Promise<void>;
+}
+
+const ETCD_BINARY = process.env.ETCD_BINARY ?? '/usr/bin/etcd';
+const READY_TIMEOUT_MS = 15_000;
+
+/** A free loopback port, chosen by the kernel. Small race until etcd binds it; fine for tests. */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts a private single-node etcd on free loopback ports with a temp data dir. The fast
+ * heartbeat/election flags make it ready in well under a second, and after a restart too.
+ */
+export async function startEtcd(): Promise<EtcdServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'fanout-etcd-'));
+  const clientPort = await freePort();
+  let peerPort = await freePort();
+  while (peerPort === clientPort) peerPort = await freePort();
+  const clientUrl = `http://127.0.0.1:${clientPort}`;
+  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const args = [
+    '--name', 'test',
+    '--data-dir', dataDir,
+    '--listen-client-urls', clientUrl,
+    '--advertise-client-urls', clientUrl,
+    '--listen-peer-urls', peerUrl,
+    '--initial-advertise-peer-urls', peerUrl,
+    '--initial-cluster', `test=${peerUrl}`,
+    '--heartbeat-interval', '10',
+    '--election-timeout', '100',
+    '--logger', 'zap',
+    '--log-level', 'error',
+  ];
+
+  let child: ChildProcess | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  // etcd must not outlive a test process that dies without calling stop().
+  const killOnExit = () => child?.kill('SIGKILL');
+  process.once('exit', killOnExit);
+
+  const launch = async () => {
+    let stderr = '';
+    const proc = spawn(ETCD_BINARY, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    child = proc;
+    proc.stderr!.setEncoding('utf8');
+    proc.stderr!.on('data', (text: string) => (stderr = (stderr + text).slice(-4000)));
+    let gone = false;
+    exited = new Promise<void>((resolve) => {
+      proc.once('exit', () => ((gone = true), resolve()));
+      // A binary that cannot be spawned emits 'error' and never 'exit'.
+      proc.once('error', (err) => ((stderr += `\nspawn failed: ${err.message}`), (gone = true), resolve()));
+    });
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (gone) throw new Error(`etcd exited before becoming healthy:\n${stderr}`);
+      if (await healthy(clientUrl)) return;
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        throw new Error(`etcd not healthy after ${READY_TIMEOUT_MS} ms:\n${stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  };
+
+  const kill = () => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+
+  try {
+    await launch();
+  } catch (err) {
+    kill();
+    await exited;
+    process.removeListener('exit', killOnExit);
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+
+  return {
+    endpoint: clientUrl,
+    kill,
+    async restart() {
+      kill();
+      await exited;
+      await launch();
+    },
+    async stop() {
+      kill();
+      await exited;
+      process.removeListener('exit', killOnExit);
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** GET /health without a keep-alive agent, so no socket outlives the check. */
+function healthy(clientUrl: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = httpGet(`${clientUrl}/health`, { agent: false, timeout: 1000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (text: string) => (body += text));
+      res.on('end', () => {
+        try {
+          resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: string }).health === 'true');
+        } catch {
+          resolve(false);
+        }
+      });
+      res.on('error', () => resolve(false));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+  });
+}

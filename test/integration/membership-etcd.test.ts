@@ -1,0 +1,155 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { EventEmitter } from 'node:events';
+import { Etcd3 } from 'etcd3';
+import type { Member } from '../../src/core/types.js';
+import { EtcdMembership, type EtcdMembershipOptions } from '../../src/lib/membership/index.js';
+import { startEtcd, type EtcdServer } from '../harness/etcd.js';
+
+const PREFIX = '/fanout/it/members/';
+const TTL = 2;
+
+function member(id: string): Member {
+  return { id, url: `http://${id}.test:7450`, capacity: 1024 ** 3 };
+}
+
+function ids(m: EtcdMembership): string[] {
+  return m.members().map((x) => x.id);
+}
+
+/**
+ * Resolves once `check()` holds, re-checking on each `event` of `emitter`. No timing is
+ * asserted: the test's own timeout bounds the wait, and the label says what never happened.
+ */
+function until(emitter: EventEmitter, event: string, check: () => boolean, label: string): Promise<void> {
+  if (check()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, onEvent);
+      reject(new Error(`timed out waiting for: ${label}`));
+    }, 20_000);
+    const onEvent = () => {
+      if (!check()) return;
+      clearTimeout(timer);
+      emitter.off(event, onEvent);
+      resolve();
+    };
+    emitter.on(event, onEvent);
+  });
+}
+
+/** Resolves with the args of the next `event`. */
+function next<T>(emitter: EventEmitter, event: string): Promise<T> {
+  return new Promise((resolve) => emitter.once(event, resolve));
+}
+
+describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
+  let etcd: EtcdServer;
+  const started: EtcdMembership[] = [];
+
+  const open = async (opts: Partial<EtcdMembershipOptions>): Promise<EtcdMembership> => {
+    const m = new EtcdMembership({
+      endpoints: [etcd.endpoint],
+      prefix: PREFIX,
+      leaseTtlSeconds: TTL,
+      requestTimeoutMs: 1000,
+      ...opts,
+    });
+    started.push(m);
+    await m.start();
+    return m;
+  };
+
+  /** What etcd itself holds under the prefix, read with a separate client. */
+  const registeredInEtcd = async (): Promise<string[]> => {
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      const keys = await client.getAll().prefix(PREFIX).keys();
+      return keys.map((k) => k.slice(PREFIX.length)).sort();
+    } finally {
+      client.close();
+    }
+  };
+
+  let a: EtcdMembership;
+  let b: EtcdMembership;
+  let observer: EtcdMembership;
+
+  before(async () => {
+    etcd = await startEtcd();
+  });
+
+  after(async () => {
+    for (const m of started) await m.stop().catch(() => undefined);
+    await etcd?.stop();
+  });
+
+  test('two members register and each sees both; a watcher without self sees them too', async () => {
+    a = await open({ self: member('a') });
+    b = await open({ self: member('b') });
+    observer = await open({});
+    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m).join() === 'a,b', 'both members listed');
+    assert.deepEqual(a.members(), [member('a'), member('b')]);
+    assert.equal(a.stale, false);
+    assert.deepEqual(await registeredInEtcd(), ['a', 'b']);
+  });
+
+  test('a stopped member deregisters and the others see it leave', async () => {
+    await b.stop();
+    for (const m of [a, observer]) await until(m, 'change', () => ids(m).join() === 'a', 'b gone');
+    // Revoked, not left to expire: etcd no longer holds it.
+    assert.deepEqual(await registeredInEtcd(), ['a']);
+  });
+
+  test('a member that dies without deregistering disappears when its lease expires', async () => {
+    const c = await open({ self: member('c') });
+    await until(a, 'change', () => ids(a).join() === 'a,c', 'c joined');
+    await c.stop({ deregister: false }); // like a crash: no revoke, keepalives just stop
+    assert.deepEqual(await registeredInEtcd(), ['a', 'c']);
+    // Only the lease expiry can remove it now; the watchers see the delete.
+    for (const m of [a, observer]) await until(m, 'change', () => ids(m).join() === 'a', 'c expired');
+    assert.deepEqual(await registeredInEtcd(), ['a']);
+  });
+
+  test('an etcd outage keeps the last list and marks it stale; recovery re-registers', async () => {
+    const before = a.members();
+    const oldLease = a.lease;
+    assert.ok(oldLease);
+    const firstLease = next<string>(a, 'registered');
+    const leaseLost = next<string>(a, 'leaseLost');
+    etcd.kill();
+    for (const m of [a, observer]) await until(m, 'stale', () => m.stale, 'stale during outage');
+    assert.deepEqual(a.members(), before, 'last known members are kept');
+    assert.deepEqual(ids(observer), ['a']);
+
+    // Past the TTL without renewals, a must assume its lease is gone.
+    assert.equal(await leaseLost, 'expired');
+    assert.deepEqual(a.members(), before, 'still the last known members');
+
+    await etcd.restart();
+    const newLease = await firstLease;
+    assert.ok(newLease && newLease !== oldLease, 'registered again under a new lease');
+    assert.equal(a.lease, newLease);
+    for (const m of [a, observer]) await until(m, 'stale', () => !m.stale, 'fresh again after recovery');
+    assert.deepEqual(await registeredInEtcd(), ['a']);
+    assert.deepEqual(ids(a), ['a']);
+    assert.deepEqual(ids(observer), ['a']);
+
+    // The watch works again: a newcomer is seen by both.
+    await open({ self: member('d') });
+    for (const m of [a, observer]) await until(m, 'change', () => ids(m).join() === 'a,d', 'd seen after recovery');
+  });
+
+  test('start() fails cleanly when etcd is unreachable', async () => {
+    const m = new EtcdMembership({
+      endpoints: ['http://127.0.0.1:1'],
+      self: member('x'),
+      leaseTtlSeconds: TTL,
+      requestTimeoutMs: 200,
+      startTimeoutMs: 500,
+    });
+    await assert.rejects(m.start(), { code: 'WORKER_UNAVAILABLE' });
+    assert.deepEqual(m.members(), []);
+    await m.stop(); // idempotent after a failed start
+  });
+});
