@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pino, type Logger } from 'pino';
+import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
@@ -49,7 +49,7 @@ export class Worker {
     options: WorkerOptions = {},
   ) {
     const clock = options.clock ?? systemClock;
-    this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, pino.destination(2));
+    this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     for (const [name, uri] of Object.entries(config.mounts)) this.mounts.set(name, openUfs(uri, config.s3));
     this.store = new PageStore(
       { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize },
@@ -136,7 +136,7 @@ export class Worker {
 
   async stop(): Promise<void> {
     this.stopping.abort(new FanoutError('ABORTED', 'worker stopping'));
-    await this.membership.stop().catch((err) => this.logger.warn({ err }, 'membership stop failed'));
+    await this.membership.stop().catch((err: unknown) => this.logger.warn({ err }, 'membership stop failed'));
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();

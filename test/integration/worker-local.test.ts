@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fanout, fanoutJson, sha256 } from '../harness/cli.js';
@@ -9,6 +10,20 @@ import { WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 
 const MiB = 1024 * 1024;
+
+function rawRequest(base: string, path: string, init: RequestInit = {}): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const options = { hostname, port, path, method: init.method ?? 'GET', headers: init.headers as Record<string, string> };
+    const req = httpRequest(options, (res) => {
+      let body = '';
+      res.on('data', (chunk) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end(init.body as string | undefined);
+  });
+}
 
 /**
  * One worker over a local directory, driven through the real CLI and HTTP API: reads, caching,
@@ -138,9 +153,10 @@ describe('a worker over a local directory', () => {
       ['/v1/nothing', undefined, 404, 'NOT_FOUND'],
     ];
     for (const [path, init, status, code] of cases) {
-      const res = await fetch(worker.url + path, init);
-      const body = (await res.json()) as { error: { code: string; message: string } };
-      assert.equal(res.status, status, `${path}: ${JSON.stringify(body)}`);
+      // Raw requests: fetch() would normalize "../" away before it leaves the client.
+      const res = await rawRequest(worker.url, path, init);
+      const body = JSON.parse(res.body) as { error: { code: string; message: string } };
+      assert.equal(res.status, status, `${path}: ${res.body}`);
       assert.equal(body.error.code, code, path);
       assert.ok(body.error.message.length > 0);
     }
