@@ -1,8 +1,11 @@
 import { Command, Option } from 'commander';
 import { cat, cp, ls, stat } from './read.js';
-import { serve, worker, type DaemonFlags } from './daemon.js';
+import type { DaemonFlags } from './daemon.js';
 import { status } from './status.js';
 import { reportError, type GlobalOptions } from './output.js';
+
+// Daemons pull in the AWS SDK, etcd and the worker; client commands should start fast without them.
+const daemon = () => import('./daemon.js');
 
 /** The `fanout` command line: parse, call the SDK or a daemon, print. */
 export async function main(argv: string[]): Promise<void> {
@@ -27,11 +30,11 @@ export async function main(argv: string[]): Promise<void> {
       .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent');
 
   daemonOptions(program.command('serve [source]').description('run a single-node cluster over a source (default mount name: data)')).action(
-    (source: string | undefined, flags: DaemonFlags) => serve(source, flags),
+    async (source: string | undefined, flags: DaemonFlags) => (await daemon()).serve(source, flags),
   );
   daemonOptions(program.command('worker').description('run a cluster member'))
     .option('--etcd <urls>', 'etcd endpoints (comma-separated) for membership')
-    .action((flags: DaemonFlags) => worker(flags));
+    .action(async (flags: DaemonFlags) => (await daemon()).worker(flags));
 
   const clientCommand = (spec: string, description: string) =>
     program

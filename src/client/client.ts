@@ -5,7 +5,7 @@ import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
 import { ClusterReader, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
-import { openUfs, type S3SourceOptions, type Ufs } from '../lib/ufs/index.js';
+import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 
 export interface FanoutClientOptions {
   /** Any worker of the cluster; more than one lets discovery survive a dead worker. Default: FANOUT_ENDPOINT or http://127.0.0.1:7450 */
@@ -167,16 +167,18 @@ export class FanoutClient {
     if (!uri) throw new FanoutError('UNKNOWN_MOUNT', `no source fallback configured for mount "${ref.mount}"`);
     let ufs = this.sources.get(ref.mount);
     if (!ufs) {
+      // Loaded on first use: the S3 SDK is heavy and most clients never fall back to the source.
+      const { openUfs } = await import('../lib/ufs/index.js');
       ufs = openUfs(uri, this.options.sourceFallback?.s3);
       this.sources.set(ref.mount, ufs);
     }
-    const page = Buffer.allocUnsafe(length);
-    let offset = 0;
+    const page: Buffer[] = [];
+    let received = 0;
     for await (const chunk of ufs.read(ref.path, ref.version, start, length, signal) as AsyncIterable<Buffer>) {
-      chunk.copy(page, offset);
-      offset += chunk.length;
+      page.push(chunk);
+      received += chunk.length;
     }
-    if (offset !== length) throw new FanoutError('SOURCE_TRUNCATED', `source returned ${offset} of ${length} bytes`);
+    if (received !== length) throw new FanoutError('SOURCE_TRUNCATED', `source returned ${received} of ${length} bytes`);
     return page;
   };
 

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Readable } from 'node:stream';
 import type { Clock } from '../../core/clock.js';
 import { systemClock } from '../../core/clock.js';
@@ -13,7 +14,7 @@ export interface Placement {
 }
 
 /** Reads a page straight from the source, bypassing the cluster (last-resort fallback). */
-export type SourceFallback = (ref: PageRef, start: number, length: number, signal?: AbortSignal) => Promise<Buffer>;
+export type SourceFallback = (ref: PageRef, start: number, length: number, signal?: AbortSignal) => Promise<Buffer[]>;
 
 export interface ClusterReaderOptions {
   placement: () => Placement;
@@ -52,6 +53,7 @@ export class ClusterReader {
   /** Streams bytes [start, end) of `file` (end exclusive) at exactly file.version. */
   read(mount: string, file: FileInfo, start = 0, end = file.size, signal?: AbortSignal): Readable {
     const controller = new AbortController();
+    setMaxListeners(0, controller.signal); // one listener per page fetch in flight
     const onAbort = () => controller.abort(abortError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
     const stream = Readable.from(this.chunks(mount, file, start, end, controller.signal), { objectMode: false, highWaterMark: 0 });
@@ -69,7 +71,7 @@ export class ClusterReader {
       throw new FanoutError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside a file of ${file.size} bytes`);
     }
     const { first, last } = pagesForRange(start, end, pageSize);
-    const window: Promise<Buffer>[] = [];
+    const window: Promise<Buffer[]>[] = [];
     let next = first;
     const launch = () => {
       const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index: next++ };
@@ -81,15 +83,12 @@ export class ClusterReader {
     for (let index = first; index <= last; index++) {
       const page = await window.shift()!;
       if (next <= last) launch();
-      const pageStart = index * pageSize;
-      const from = Math.max(start, pageStart) - pageStart;
-      const to = Math.min(end, pageStart + page.length) - pageStart;
-      yield from === 0 && to === page.length ? page : page.subarray(from, to);
+      yield* sliceChunks(page, Math.max(start, index * pageSize) - index * pageSize, end - index * pageSize);
     }
   }
 
   /** One page, from the first healthy candidate that answers correctly. */
-  async fetchPage(ref: PageRef, signal?: AbortSignal): Promise<Buffer> {
+  async fetchPage(ref: PageRef, signal?: AbortSignal): Promise<Buffer[]> {
     const { pageSize } = this.options;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
     const key = pageKey(ref, pageSize);
@@ -124,5 +123,20 @@ export class ClusterReader {
       this.down.set(member.id, this.clock.now() + (this.options.downForMs ?? 5000));
     }
     this.options.onWorkerFailure?.(member, err);
+  }
+}
+
+/** The parts of a page's chunks that fall in [from, to) of the page. */
+function* sliceChunks(chunks: Buffer[], from: number, to: number): Generator<Buffer> {
+  let offset = 0;
+  for (const chunk of chunks) {
+    const chunkEnd = offset + chunk.length;
+    if (chunkEnd > from && offset < to) {
+      const a = Math.max(from, offset) - offset;
+      const b = Math.min(to, chunkEnd) - offset;
+      yield a === 0 && b === chunk.length ? chunk : chunk.subarray(a, b);
+    }
+    offset = chunkEnd;
+    if (offset >= to) return;
   }
 }
