@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { isValidMountName } from '../core/paths.js';
-import { loadWorkerConfig, parseWorkerConfig, type WorkerConfig } from '../lib/config/index.js';
+import { loadWorkerConfig, mountSpec, parseWorkerConfig, type WorkerConfig } from '../lib/config/index.js';
 import { Worker } from '../worker/worker.js';
 
 /** `fanout serve` (zero-config single node) and `fanout worker` (a cluster member). */
@@ -15,6 +15,7 @@ export interface DaemonFlags {
   capacity?: string;
   pageSize?: string;
   sourceRate?: string;
+  workerSourceRate?: string;
   statTtl?: string;
   etcd?: string;
   id?: string;
@@ -47,7 +48,7 @@ async function run(config: WorkerConfig): Promise<void> {
   await node.start();
   process.stderr.write(
     `fanout worker ${config.id} listening on ${node.url}\n` +
-      Object.entries(config.mounts).map(([name, uri]) => `  /${name}/  →  ${uri}\n`).join('') +
+      Object.keys(config.mounts).map((name) => `  /${name}/  →  ${mountSpec(config, name).uri}\n`).join('') +
       `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}\n`,
   );
   await new Promise<void>((resolveStop) => {
@@ -69,6 +70,7 @@ function overrides(flags: DaemonFlags): Record<string, unknown> {
   if (flags.capacity) out.capacity = flags.capacity;
   if (flags.pageSize) out.pageSize = flags.pageSize;
   if (flags.sourceRate) out.sourceRate = flags.sourceRate;
+  if (flags.workerSourceRate) out.workerSourceRate = flags.workerSourceRate;
   if (flags.statTtl) out.statTtl = flags.statTtl;
   if (flags.logLevel) out.logLevel = flags.logLevel;
   return out;

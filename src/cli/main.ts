@@ -24,7 +24,8 @@ export async function main(argv: string[]): Promise<void> {
       .option('--data-dir <dir>', 'page store directory (default ./.fanout or FANOUT_DATA_DIR)')
       .option('--capacity <size>', 'page store capacity, e.g. 50GiB (default 10GiB)')
       .option('--page-size <size>', 'page size, 1MiB–64MiB (default 4MiB)')
-      .option('--source-rate <rate>', 'cap on source reads for this worker, e.g. 200MB/s (default unlimited)')
+      .option('--source-rate <rate>', "each mount's cluster-wide source budget, split over live workers, e.g. 350MB/s")
+      .option('--worker-source-rate <rate>', "cap on this worker's source reads across mounts, e.g. 200MB/s")
       .option('--stat-ttl <duration>', 'how long stat/list answers are reused, e.g. 2s (bounded staleness)')
       .option('--id <id>', 'member id (default host:port)')
       .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent');

@@ -12,6 +12,8 @@ export interface FanoutClientOptions {
   endpoint?: string | string[];
   /** Pages fetched in parallel per read (readahead window). Default 8. */
   concurrency?: number;
+  /** Ask a second worker for a page that has not arrived after this many ms (0 = off, the default). */
+  hedgeDelayMs?: number;
   /** How often the member list is refreshed from the cluster. Default 10 s. */
   membershipRefreshMs?: number;
   /**
@@ -154,6 +156,8 @@ export class FanoutClient {
         fetcher: this.fetcher,
         pageSize: info.pageSize,
         concurrency: this.options.concurrency ?? 8,
+        replication: info.replication,
+        hedgeDelayMs: this.options.hedgeDelayMs,
         sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
         // A failing worker may mean the membership changed: refresh it in the background.
         onWorkerFailure: () => void this.cluster(true).catch(() => {}),

@@ -34,6 +34,11 @@ export interface PageRef {
   /** Size of the whole file at that version: bounds the last page. */
   size: number;
   index: number;
+  /**
+   * SHA-256 of the page's content, when known (release manifests). The page is then keyed and
+   * placed by content, so identical pages of different files or versions are stored once.
+   */
+  hash?: string;
 }
 
 export interface WorkerStatus {
@@ -48,4 +53,6 @@ export interface WorkerStatus {
   bytesFromSource: number;
   evictions: number;
   inflightSourceReads: number;
+  /** This worker's share of each mount's cluster-wide source budget, bytes/s (0 = unlimited). */
+  sourceRates: Record<string, number>;
 }

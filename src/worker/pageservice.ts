@@ -1,22 +1,30 @@
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { pageKey, pageSpan } from '../core/pages.js';
-import type { PageRef } from '../core/types.js';
-import { CHECKSUM_HEADER } from '../lib/cluster/index.js';
+import type { Member, PageRef } from '../core/types.js';
+import { FanoutError } from '../core/errors.js';
+import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
-import type { TokenBucket } from '../lib/ratelimit/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { SingleFlight } from '../lib/transfer/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendChunks } from './http.js';
+import type { SourceBudget } from './sourcebudget.js';
 
 export interface PageServiceDeps {
   store: PageStore;
   ufs: (mount: string) => Ufs;
-  sourceLimiter: TokenBucket;
+  budget: SourceBudget;
   metrics: WorkerMetrics;
   pageSize: number;
+  /** This worker's member id, and the ring it shares with every client and worker. */
+  selfId: string;
+  placement: () => Placement;
+  /** Copies of each page the cluster keeps: the first `replication` ring owners hold it. */
+  replication: number;
+  /** Reaches the page's owner when this worker is not it. */
+  peers: PageFetcher;
   logger: Logger;
   /** Aborted when the worker stops, ending every source read. */
   signal: AbortSignal;
@@ -24,15 +32,18 @@ export interface PageServiceDeps {
 
 /**
  * Answers page requests: from the store when the page is there (checksum verified first),
- * otherwise from a single-flight source read that streams to every waiter as bytes arrive and
- * lands in the store only once complete and whole.
+ * otherwise from a single-flight fill that streams to every waiter as bytes arrive and lands in
+ * the store only once complete and whole. A fill reads the source only on the page's primary
+ * owner: replicas and non-owners fill from the primary, so however many workers are asked for
+ * a page, the source is read once for it in the whole cluster (cluster-wide single flight).
  */
 export class PageService {
   readonly flights = new SingleFlight();
 
   constructor(private readonly deps: PageServiceDeps) {}
 
-  async serve(res: ServerResponse, ref: PageRef): Promise<void> {
+  /** `direct`: read the source here even if another worker owns the page (hedges, failover). */
+  async serve(res: ServerResponse, ref: PageRef, direct = false): Promise<void> {
     const { pageSize, store, metrics } = this.deps;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
     const key = pageKey(ref, pageSize);
@@ -52,17 +63,23 @@ export class PageService {
       }
     }
     metrics.misses.inc();
-    const fill = this.joinFill(key, ref, start, end - start);
+    const fill = this.joinFill(key, ref, start, end - start, direct);
     await this.streamFill(res, fill);
   }
 
-  private joinFill(key: string, ref: PageRef, start: number, length: number): PageFill {
-    const { store, metrics, logger } = this.deps;
+  private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean): PageFill {
+    const { store, metrics, logger, selfId } = this.deps;
+    const owners = this.deps.placement().owners(key, this.deps.replication);
+    const primary = owners[0];
+    const fromPeer = !direct && primary !== undefined && primary.id !== selfId;
+    // Non-owners relay without keeping a copy: the page's home is its owners.
+    const keep = !fromPeer || owners.some((m) => m.id === selfId);
     const { fill, started } = this.flights.join(
       key,
       length,
-      () => this.sourceChunks(ref, start, length),
+      () => (fromPeer ? this.peerChunks(primary, ref, start, length) : this.sourceChunks(ref, start, length)),
       async (done) => {
+        if (!keep) return;
         try {
           await store.put(key, done.buffer, done.crc);
         } catch (err) {
@@ -71,7 +88,6 @@ export class PageService {
       },
     );
     if (started) {
-      metrics.sourceReads.inc();
       fill.settled.then(() => {
         if (fill.error && fill.error.code !== 'NOT_FOUND' && fill.error.code !== 'SOURCE_CHANGED') {
           logger.warn({ code: fill.error.code, err: fill.error.message, mount: ref.mount, path: ref.path, page: ref.index }, 'source read failed');
@@ -82,14 +98,38 @@ export class PageService {
   }
 
   private async *sourceChunks(ref: PageRef, start: number, length: number): AsyncGenerator<Buffer> {
-    const { sourceLimiter, metrics, signal } = this.deps;
+    const { budget, metrics, signal } = this.deps;
     const counter = metrics.bytesFromSource.labels(ref.mount);
+    metrics.sourceReads.inc();
     const stream = this.deps.ufs(ref.mount).read(ref.path, ref.version, start, length, signal);
     for await (const chunk of stream as AsyncIterable<Buffer>) {
-      await sourceLimiter.take(chunk.length, signal);
+      await budget.take(ref.mount, chunk.length, signal);
       counter.inc(chunk.length);
       yield chunk;
     }
+  }
+
+  /**
+   * The page from its primary owner, as it arrives there. If the owner cannot be reached, or
+   * drops the connection part-way, the rest comes from the source, so a dead owner costs a
+   * retry, not a failed read. A checksum failure is not papered over: the fill fails.
+   */
+  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number): AsyncGenerator<Buffer> {
+    const { peers, metrics, signal, logger } = this.deps;
+    let received = 0;
+    try {
+      const chunks = await peers.stream(owner, ref, length, { signal, direct: true });
+      for await (const chunk of chunks) {
+        received += chunk.length;
+        yield chunk;
+      }
+      metrics.peerBytes.inc(received);
+      return;
+    } catch (err) {
+      if (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE') throw err;
+      logger.warn({ owner: owner.id, err: err.message, page: ref.index }, 'page owner unavailable; reading the source instead');
+    }
+    yield* this.sourceChunks(ref, start + received, length - received);
   }
 
   /** Streams a fill to one reader; the checksum follows the body as a trailer. */

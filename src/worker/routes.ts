@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import type { FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
-import type { ClusterReader } from '../lib/cluster/index.js';
+import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import { intParam, parseRange, routePath, sendChunks, sendJson } from './http.js';
 import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
@@ -81,7 +81,8 @@ export class Routes {
     if (!version || version.length > 1024) throw new FanoutError('INVALID_ARGUMENT', 'query parameter "v" (file version) is required');
     const size = intParam(query, 'size');
     const index = intParam(query, 'i');
-    await this.worker.pages.serve(res, { mount: target.mount, path: target.path, version, size, index });
+    const direct = req.headers[DIRECT_HEADER] !== undefined;
+    await this.worker.pages.serve(res, { mount: target.mount, path: target.path, version, size, index }, direct);
   }
 
   private async list(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -5,16 +5,16 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
 import { ClusterReader, PageFetcher } from '../lib/cluster/index.js';
-import { parseListen, type WorkerConfig } from '../lib/config/index.js';
+import { mountSpec, parseListen, type WorkerConfig } from '../lib/config/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageStore } from '../lib/pagestore/index.js';
-import { TokenBucket } from '../lib/ratelimit/index.js';
 import { openUfs, type Ufs } from '../lib/ufs/index.js';
 import { sendError } from './http.js';
 import { PageService } from './pageservice.js';
 import { Routes } from './routes.js';
+import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
 
 export interface WorkerOptions {
@@ -32,7 +32,7 @@ export class Worker {
   readonly logger: Logger;
   readonly store: PageStore;
   readonly metrics: WorkerMetrics;
-  readonly sourceLimiter: TokenBucket;
+  readonly sourceBudget: SourceBudget;
   readonly membership: Membership;
   readonly pages: PageService;
   private readonly mounts = new Map<string, Ufs>();
@@ -50,7 +50,12 @@ export class Worker {
   ) {
     const clock = options.clock ?? systemClock;
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
-    for (const [name, uri] of Object.entries(config.mounts)) this.mounts.set(name, openUfs(uri, config.s3));
+    const budgets: Record<string, number> = {};
+    for (const name of Object.keys(config.mounts)) {
+      const { uri, sourceRate } = mountSpec(config, name);
+      this.mounts.set(name, openUfs(uri, config.s3));
+      budgets[name] = sourceRate;
+    }
     this.store = new PageStore(
       { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize },
       {
@@ -61,7 +66,7 @@ export class Worker {
         },
       },
     );
-    this.sourceLimiter = new TokenBucket({ rate: config.sourceRate, clock });
+    this.sourceBudget = new SourceBudget(budgets, config.workerSourceRate, clock);
     this.membership = options.membership ?? this.buildMembership();
     this.ring = new HashRing(this.membership.members());
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
@@ -71,13 +76,18 @@ export class Worker {
       storePages: () => this.store.pageCount,
       inflightSourceReads: () => this.pages.flights.inflight,
       members: () => this.ring.members().length,
+      sourceRates: () => this.sourceBudget.rates(),
     });
     this.pages = new PageService({
       store: this.store,
       ufs: (mount) => this.ufs(mount),
-      sourceLimiter: this.sourceLimiter,
+      budget: this.sourceBudget,
       metrics: this.metrics,
       pageSize: config.pageSize,
+      selfId: config.id,
+      placement: () => this.ring,
+      replication: config.replication,
+      peers: this.fetcher,
       logger: this.logger,
       signal: this.stopping.signal,
     });
@@ -87,6 +97,7 @@ export class Worker {
       pageSize: config.pageSize,
       clock,
       maxWorkerAttempts: 3,
+      replication: config.replication,
     });
     this.routes = new Routes(this, this.reader, {
       stat: new TtlCache(config.statTtl, clock),
@@ -159,6 +170,7 @@ export class Worker {
       bytesFromSource: await m.value(m.bytesFromSource),
       evictions: await m.value(m.evictions),
       inflightSourceReads: this.pages.flights.inflight,
+      sourceRates: this.sourceBudget.rates(),
     };
   }
 
@@ -177,6 +189,7 @@ export class Worker {
 
   private onMembershipChange(members: Member[]): void {
     this.ring = new HashRing(members.length > 0 ? members : [this.self]);
+    this.sourceBudget.resplit(this.ring.members().length);
     this.fetcher.retain(this.ring.members());
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
   }

@@ -26,8 +26,8 @@ export class WorkerProcess {
     return join(this.dir, 'data');
   }
 
-  static async start(config: WorkerConfigInput & { id: string }): Promise<WorkerProcess> {
-    const port = await freePort();
+  static async start(config: WorkerConfigInput & { id: string }, port?: number): Promise<WorkerProcess> {
+    port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
     const url = `http://127.0.0.1:${port}`;
     const full = { listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', ...config };
@@ -86,17 +86,17 @@ export class WorkerProcess {
   }
 }
 
-/** Several workers that know each other (static list or etcd). */
+/** Several workers that know each other: through etcd if given, else a static list. */
 export async function startCluster(
   count: number,
   config: WorkerConfigInput & { etcd?: string },
 ): Promise<WorkerProcess[]> {
   const { etcd, ...rest } = config;
-  const workers: WorkerProcess[] = [];
-  for (let i = 1; i <= count; i++) {
-    const membership = etcd ? { etcd: { endpoints: [etcd], leaseTtlSeconds: 3 } } : rest.membership;
-    workers.push(await WorkerProcess.start({ ...rest, id: `w${i}`, membership }));
-  }
+  const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
+  const ids = ports.map((_, i) => `w${i + 1}`);
+  const staticList = ports.map((port, i) => ({ id: ids[i]!, url: `http://127.0.0.1:${port}` }));
+  const membership = etcd ? { etcd: { endpoints: [etcd], leaseTtlSeconds: 3 } } : { static: staticList };
+  const workers = await Promise.all(ports.map((port, i) => WorkerProcess.start({ ...rest, id: ids[i]!, membership }, port)));
   if (etcd) {
     await waitFor('all workers to see each other', async () => {
       const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));

@@ -28,6 +28,10 @@ async function clusterMembers(worker: WorkerProcess): Promise<{ members: { id: s
   return (await (await fetch(`${worker.url}/v1/cluster`)).json()) as { members: { id: string }[]; stale: boolean };
 }
 
+async function sourceRates(worker: WorkerProcess): Promise<Record<string, number>> {
+  return ((await (await fetch(`${worker.url}/v1/status`)).json()) as { sourceRates: Record<string, number> }).sourceRates;
+}
+
 async function sumMetric(workers: WorkerProcess[], name: string): Promise<number> {
   const values = await Promise.all(workers.map(async (w) => (await w.metrics())[name] ?? 0));
   return values.reduce((a, b) => a + b, 0);
@@ -58,6 +62,7 @@ describe('a 3-worker cluster with etcd membership over an S3 source', () => {
       s3: s3.options,
       pageSize: '1MiB',
       statTtl: '200ms',
+      sourceRate: '600MB/s',
     });
     client = new FanoutClient({ endpoint: workers.map((w) => w.url), membershipRefreshMs: 200 });
   });
@@ -118,13 +123,15 @@ describe('a 3-worker cluster with etcd membership over an S3 source', () => {
     }
   });
 
-  test('the ring follows a departure and a rejoin', async () => {
+  test('the ring and the source budget follow a departure and a rejoin', async () => {
     await waitFor('w2 to leave the ring', async () => (await clusterMembers(workers[0]!)).members.length === 2);
+    assert.deepEqual(await sourceRates(workers[0]!), { models: 300_000_000 }, 'budget re-split over 2 live workers');
     await workers[1]!.launch();
     await waitFor('w2 to rejoin', async () => {
       const views = await Promise.all(workers.map(clusterMembers));
       return views.every((v) => v.members.length === 3);
     });
+    for (const worker of workers) assert.deepEqual(await sourceRates(worker), { models: 200_000_000 });
     const stream = await client.createReadStream('/models/llm/shards/big.bin');
     assert.equal(await hashStream(stream), sha256(files.get('llm/shards/big.bin')!));
   });

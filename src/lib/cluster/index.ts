@@ -1,2 +1,2 @@
 export { ClusterReader, type ClusterReaderOptions, type Placement, type SourceFallback } from './reader.js';
-export { PageFetcher, CHECKSUM_HEADER } from './pagefetcher.js';
+export { PageFetcher, CHECKSUM_HEADER, DIRECT_HEADER, type PageRequestOptions } from './pagefetcher.js';

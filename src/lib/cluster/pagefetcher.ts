@@ -1,4 +1,4 @@
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { crc32 } from 'node:zlib';
 import { FanoutError, errorFromJSON } from '../../core/errors.js';
 import { encodeUrlPath } from '../../core/paths.js';
@@ -20,16 +20,28 @@ export class PageFetcher {
    * Returns the page as the chunks it arrived in: copying them into one page buffer cost more
    * than the network read (fresh 4 MiB buffers fault in page by page).
    */
-  async fetch(member: Member, ref: PageRef, expectedLength: number, signal?: AbortSignal): Promise<Buffer[]> {
+  async fetch(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<Buffer[]> {
+    const page: Buffer[] = [];
+    for await (const chunk of await this.stream(member, ref, expectedLength, options)) page.push(chunk);
+    return page;
+  }
+
+  /**
+   * Opens a page request and returns its bytes as they arrive. Errors the worker answers with
+   * are thrown before any byte; the length and checksum are verified after the last byte, so
+   * the consumer must treat what it got as provisional until the iteration ends cleanly.
+   */
+  async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
     const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}`;
     const path = `/v1/page/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
+    const headers = options.direct ? { [DIRECT_HEADER]: '1' } : undefined;
     let response;
     try {
-      response = await this.pool(member).request({ method: 'GET', path, signal });
+      response = await this.pool(member).request({ method: 'GET', path, signal: options.signal, headers });
     } catch (err) {
       throw unavailable(member, err);
     }
-    const { statusCode, headers, body, trailers } = response;
+    const { statusCode, body } = response;
     if (statusCode !== 200) {
       const text = await body.text().catch(() => '');
       let parsed: unknown;
@@ -40,31 +52,7 @@ export class PageFetcher {
       }
       throw errorFromJSON(parsed, statusCode);
     }
-    const page: Buffer[] = [];
-    let received = 0;
-    let crc = 0;
-    try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
-        if (received + chunk.length > expectedLength) {
-          body.destroy();
-          throw new FanoutError('CHECKSUM_MISMATCH', `worker ${member.id} sent more than ${expectedLength} bytes for a page`);
-        }
-        page.push(chunk);
-        crc = crc32(chunk, crc);
-        received += chunk.length;
-      }
-    } catch (err) {
-      if (err instanceof FanoutError) throw err;
-      throw unavailable(member, err);
-    }
-    if (received !== expectedLength) {
-      throw new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} sent ${received} of ${expectedLength} page bytes`);
-    }
-    const expected = headers[CHECKSUM_HEADER] ?? trailers[CHECKSUM_HEADER];
-    if (typeof expected !== 'string' || parseInt(expected, 16) !== crc) {
-      throw new FanoutError('CHECKSUM_MISMATCH', `page ${ref.index} of /${ref.mount}/${ref.path} from ${member.id} failed its checksum`);
-    }
-    return page;
+    return verifiedBody(member, ref, expectedLength, response);
   }
 
   /** Drops pools of workers that left the cluster. */
@@ -91,6 +79,48 @@ export class PageFetcher {
       this.pools.set(member.url, pool);
     }
     return pool;
+  }
+}
+
+export interface PageRequestOptions {
+  signal?: AbortSignal;
+  /** Ask the worker to read the source itself rather than forward to the page's owner (hedges, failover). */
+  direct?: boolean;
+}
+
+/** Set on requests that must not be forwarded again (loop guard) or that want a direct source read. */
+export const DIRECT_HEADER = 'x-fanout-direct';
+
+async function* verifiedBody(
+  member: Member,
+  ref: PageRef,
+  expectedLength: number,
+  response: Dispatcher.ResponseData,
+): AsyncGenerator<Buffer> {
+  const { headers, body, trailers } = response;
+  let received = 0;
+  let crc = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (received + chunk.length > expectedLength) {
+        throw new FanoutError('CHECKSUM_MISMATCH', `worker ${member.id} sent more than ${expectedLength} bytes for a page`);
+      }
+      crc = crc32(chunk, crc);
+      received += chunk.length;
+      yield chunk;
+    }
+  } catch (err) {
+    if (err instanceof FanoutError) throw err;
+    throw unavailable(member, err);
+  } finally {
+    if (!body.destroyed && received !== expectedLength) body.destroy();
+  }
+  if (received !== expectedLength) {
+    throw new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} sent ${received} of ${expectedLength} page bytes`);
+  }
+  const expected = headers[CHECKSUM_HEADER] ?? trailers[CHECKSUM_HEADER];
+  if (typeof expected !== 'string' || parseInt(expected, 16) !== crc) {
+    throw new FanoutError('CHECKSUM_MISMATCH', `page ${ref.index} of /${ref.mount}/${ref.path} from ${member.id} failed its checksum`);
   }
 }
 

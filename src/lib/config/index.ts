@@ -63,8 +63,9 @@ export const workerConfigSchema = z
       .object({ high: z.number().gt(0).lte(1).default(0.95), low: z.number().gt(0).lte(1).default(0.85) })
       .refine((w) => w.low <= w.high, { message: 'watermarks.low must not exceed watermarks.high' })
       .default({}),
+    /** NAME: URI, or NAME: { uri, sourceRate } to give one mount its own cluster-wide budget. */
     mounts: z
-      .record(z.string(), z.string().min(1))
+      .record(z.string(), z.union([z.string().min(1), z.object({ uri: z.string().min(1), sourceRate: size.optional() }).strict()]))
       .refine((m) => Object.keys(m).every(isValidMountName), { message: 'mount names must match [a-z0-9][a-z0-9._-]*' })
       .default({}),
     s3: s3OptionsSchema.default({}),
@@ -82,8 +83,13 @@ export const workerConfigSchema = z
       .default({}),
     /** Copies of each page the cluster aims to hold (the first R ring owners). */
     replication: z.number().int().min(1).max(8).default(1),
-    /** Per-worker cap on bytes/s read from sources; 0 = unlimited. */
+    /**
+     * Cluster-wide budget of bytes/s read from each mount's source, shared by the live members
+     * (each takes budget ÷ members, re-split on membership changes); 0 = unlimited.
+     */
     sourceRate: size.default(0),
+    /** Cap on bytes/s this worker reads from all sources together; 0 = unlimited. */
+    workerSourceRate: size.default(0),
     /** How long a stat or listing is reused before asking the source again. */
     statTtl: duration.default('2s'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -92,6 +98,12 @@ export const workerConfigSchema = z
 
 export type WorkerConfigInput = z.input<typeof workerConfigSchema>;
 export type WorkerConfig = z.output<typeof workerConfigSchema> & { id: string; advertiseUrl: string };
+
+/** A mount's source URI and its cluster-wide source budget (bytes/s, 0 = unlimited). */
+export function mountSpec(config: WorkerConfig, name: string): { uri: string; sourceRate: number } {
+  const mount = config.mounts[name]!;
+  return typeof mount === 'string' ? { uri: mount, sourceRate: config.sourceRate } : { uri: mount.uri, sourceRate: mount.sourceRate ?? config.sourceRate };
+}
 
 export function parseWorkerConfig(input: unknown): WorkerConfig {
   const result = workerConfigSchema.safeParse(input ?? {});

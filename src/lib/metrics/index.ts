@@ -11,6 +11,8 @@ export interface GaugeSources {
   storePages(): number;
   inflightSourceReads(): number;
   members(): number;
+  /** This worker's share of each mount's cluster-wide source budget (bytes/s, 0 = unlimited). */
+  sourceRates(): Record<string, number>;
 }
 
 export class WorkerMetrics {
@@ -22,6 +24,11 @@ export class WorkerMetrics {
     name: 'fanout_source_bytes_total',
     help: 'Bytes read from sources (UFS)',
     labelNames: ['mount'],
+    registers: [this.registry],
+  });
+  readonly peerBytes = new Counter({
+    name: 'fanout_peer_bytes_total',
+    help: 'Page bytes this worker received from the page owner instead of the source',
     registers: [this.registry],
   });
   readonly sourceReads = new Counter({ name: 'fanout_source_reads_total', help: 'Page reads started against sources', registers: [this.registry] });
@@ -53,6 +60,15 @@ export class WorkerMetrics {
     gauge('fanout_store_pages', 'Pages held in the page store', sources.storePages);
     gauge('fanout_source_reads_inflight', 'Source reads in progress (single-flight fills)', sources.inflightSourceReads);
     gauge('fanout_members', 'Cluster members this worker knows of', sources.members);
+    new Gauge({
+      name: 'fanout_source_rate_limit_bytes',
+      help: "This worker's share of a mount's cluster-wide source budget, bytes/s (0 = unlimited)",
+      labelNames: ['mount'],
+      registers: [this.registry],
+      collect() {
+        for (const [mount, rate] of Object.entries(sources.sourceRates())) this.labels(mount).set(rate);
+      },
+    });
     collectDefaultMetrics({ register: this.registry, prefix: 'fanout_process_' });
   }
 

@@ -1,0 +1,142 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FanoutError } from '../../core/errors.js';
+import type { FileInfo, Member, PageRef } from '../../core/types.js';
+import { HashRing } from '../hashring/index.js';
+import type { PageFetcher, PageRequestOptions } from './pagefetcher.js';
+import { ClusterReader } from './reader.js';
+
+const PAGE = 16;
+const members: Member[] = ['a', 'b', 'c', 'd'].map((id) => ({ id, url: `http://${id}`, capacity: 1 }));
+const ring = new HashRing(members);
+const file: FileInfo = { path: 'f.bin', size: PAGE * 10 + 5, mtimeMs: 0, version: 'v1' };
+const content = Buffer.from(Array.from({ length: file.size }, (_, i) => i % 251));
+
+interface Call {
+  member: string;
+  index: number;
+  direct: boolean;
+}
+
+/** A fetcher whose behaviour per call is scripted by the test; pages come in two chunks. */
+function fakeFetcher(behave: (call: Call, signal?: AbortSignal) => 'ok' | FanoutError | 'hang' = () => 'ok') {
+  const calls: Call[] = [];
+  let inflight = 0;
+  let maxInflight = 0;
+  const fetcher = {
+    async fetch(member: Member, ref: PageRef, length: number, options: PageRequestOptions = {}): Promise<Buffer[]> {
+      const call = { member: member.id, index: ref.index, direct: options.direct ?? false };
+      calls.push(call);
+      inflight++;
+      maxInflight = Math.max(maxInflight, inflight);
+      try {
+        await new Promise((r) => setImmediate(r));
+        const outcome = behave(call, options.signal);
+        if (outcome === 'hang') {
+          await new Promise((_, reject) => options.signal?.addEventListener('abort', () => reject(new FanoutError('ABORTED', 'aborted'))));
+        }
+        if (outcome instanceof FanoutError) throw outcome;
+        const page = content.subarray(ref.index * PAGE, ref.index * PAGE + length);
+        return [page.subarray(0, 5), page.subarray(5)];
+      } finally {
+        inflight--;
+      }
+    },
+  } as unknown as PageFetcher;
+  return { fetcher, calls, maxInflight: () => maxInflight };
+}
+
+async function readAll(reader: ClusterReader, start = 0, end = file.size): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of reader.chunks('m', file, start, end)) parts.push(chunk);
+  return Buffer.concat(parts);
+}
+
+test('reads any byte range in order, with a bounded window of page fetches', async () => {
+  const fake = fakeFetcher();
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, concurrency: 3 });
+  assert.deepEqual(await readAll(reader), content);
+  assert.deepEqual(await readAll(reader, 7, 70), content.subarray(7, 70));
+  assert.deepEqual(await readAll(reader, PAGE, PAGE * 2), content.subarray(PAGE, PAGE * 2));
+  assert.deepEqual(await readAll(reader, 5, 5), Buffer.alloc(0));
+  assert.ok(fake.maxInflight() <= 3, `at most 3 pages in flight, saw ${fake.maxInflight()}`);
+  assert.throws(() => reader.read('m', file, 0, file.size + 1), (e: FanoutError) => e.code === 'RANGE_NOT_SATISFIABLE');
+});
+
+test('a failing worker is skipped: the next candidate is asked to read directly', async () => {
+  const fake = fakeFetcher((call) => (call.member === 'b' ? new FanoutError('WORKER_UNAVAILABLE', 'refused') : 'ok'));
+  const failures: string[] = [];
+  const reader = new ClusterReader({
+    placement: () => ring,
+    fetcher: fake.fetcher,
+    pageSize: PAGE,
+    onWorkerFailure: (m) => failures.push(m.id),
+  });
+  assert.deepEqual(await readAll(reader), content);
+  const retried = fake.calls.filter((c) => c.member !== 'b' && fake.calls.some((d) => d.member === 'b' && d.index === c.index));
+  assert.ok(retried.length > 0, 'some pages belonged to b');
+  for (const call of retried) assert.equal(call.direct, true);
+  // Once marked down, b is tried at most for the pages already in flight when it failed.
+  assert.ok(failures.length >= 1);
+  const before = fake.calls.length;
+  await readAll(reader);
+  assert.equal(fake.calls.slice(before).filter((c) => c.member === 'b').length, 0, 'b is skipped while down');
+});
+
+test('errors every worker would repeat end the read at once', async () => {
+  const fake = fakeFetcher(() => new FanoutError('SOURCE_CHANGED', 'changed'));
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, concurrency: 1 });
+  await assert.rejects(readAll(reader), (e: FanoutError) => e.code === 'SOURCE_CHANGED');
+  assert.equal(fake.calls.length, 1, 'not retried elsewhere');
+});
+
+test('when every worker fails, the source fallback serves the page', async () => {
+  const fake = fakeFetcher(() => new FanoutError('WORKER_UNAVAILABLE', 'down'));
+  const fallbackPages: number[] = [];
+  const reader = new ClusterReader({
+    placement: () => ring,
+    fetcher: fake.fetcher,
+    pageSize: PAGE,
+    sourceFallback: async (ref, start, length) => {
+      fallbackPages.push(ref.index);
+      return [content.subarray(start, start + length)];
+    },
+  });
+  assert.deepEqual(await readAll(reader), content);
+  assert.equal(fallbackPages.length, 11);
+  const without = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE });
+  await assert.rejects(readAll(without), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
+});
+
+test('with replication, readers spread a page over its replicas', async () => {
+  const fake = fakeFetcher();
+  const firstAsked = new Set<string>();
+  for (let i = 0; i < 40; i++) {
+    const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, replication: 3 });
+    const before = fake.calls.length;
+    await readAll(reader, 0, PAGE);
+    firstAsked.add(fake.calls[before]!.member);
+  }
+  const replicas = ring.owners(
+    (await import('../../core/pages.js')).pageKey({ mount: 'm', path: file.path, version: file.version, size: file.size, index: 0 }, PAGE),
+    3,
+  );
+  assert.deepEqual([...firstAsked].sort(), replicas.map((m) => m.id).sort());
+});
+
+test('a slow worker is hedged: the next candidate answers and the slow request is abandoned', async () => {
+  let hung = 0;
+  let abandoned = 0;
+  const fake = fakeFetcher((call, signal) => {
+    if (!call.direct) {
+      hung++;
+      signal?.addEventListener('abort', () => abandoned++);
+      return 'hang';
+    }
+    return 'ok';
+  });
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedgeDelayMs: 1, concurrency: 2 });
+  assert.deepEqual(await readAll(reader), content);
+  assert.equal(hung, 11);
+  assert.equal(abandoned, 11, 'every hung request was aborted once the hedge won');
+});
