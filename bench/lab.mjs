@@ -1,0 +1,274 @@
+#!/usr/bin/env node
+// Many hosts, one slow source: N client hosts pull the same file at once, through
+//   1. nothing (direct from the origin),  2. nginx caching proxy with proxy_cache_lock (cold,
+//   warm),  3. a fanout cluster of W worker hosts (cold, warm).
+// Hosts are network namespaces (../shared/lab/netlab.sh); the origin's egress is capped by tc.
+// Every client writes its copy to its own directory and the sha256 is checked afterwards.
+// Also prints ring balance and moved fraction. Root only. Results: table + bench/out/lab.json.
+//
+//   sudo node bench/lab.mjs [--size 2GiB] [--clients 8] [--workers 4] [--rate 350MB/s] [--runs 1]
+//                           [--store DIR for the clients' copies (default /dev/shm)]
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { HashRing } from '../dist/src/lib/hashring/index.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const labDir = process.env.NETLAB_DIR ?? join(root, '../shared/lab');
+const netlab = join(labDir, 'netlab.sh');
+const bin = join(root, 'bin/fanout.js');
+const opt = parseArgs(process.argv.slice(2), { size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm' });
+const SIZE = parseSize(opt.size);
+const N = Number(opt.clients);
+const W = Number(opt.workers);
+const RUNS = Number(opt.runs);
+const RATE = opt.rate;
+const PORT = 8080;
+// Client copies go to --store (tmpfs by default, as a serving host's local disk would be fast);
+// the origin file, worker page stores and nginx's cache live on disk so memory holds the copies.
+const work = join('/var/tmp', `fanout-lab-${process.pid}`);
+const clientsDir = join(opt.store, `fanout-lab-clients-${process.pid}`);
+
+function parseArgs(argv, defaults) {
+  const out = { ...defaults };
+  for (let i = 0; i < argv.length; i += 2) out[argv[i].replace(/^--/, '')] = argv[i + 1];
+  return out;
+}
+function parseSize(text) {
+  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(text);
+  if (!m) throw new Error(`bad size ${text}`);
+  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
+}
+const sh = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', ...opts });
+const addr = (host) => sh(netlab, ['addr', host]).trim();
+const workerHost = (i) => `h${i + 1}`;
+const clientHost = (i) => `h${W + i + 1}`;
+const proxyHost = `h${W + N + 1}`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function inHost(host, cmd, args, opts = {}) {
+  return spawn(netlab, ['exec', host, cmd, ...args], { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
+}
+function exited(proc) {
+  return new Promise((resolve, reject) => {
+    proc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${proc.spawnargs.slice(2).join(' ')} exited ${code}`))));
+  });
+}
+async function waitHttp(host, url) {
+  for (let i = 0; i < 200; i++) {
+    try {
+      sh(netlab, ['exec', host, 'curl', '-sf', '-o', '/dev/null', url]);
+      return;
+    } catch {
+      await sleep(100);
+    }
+  }
+  throw new Error(`${url} not reachable from ${host}`);
+}
+async function originBytes() {
+  return JSON.parse(sh(netlab, ['exec', 'h1', 'curl', '-s', `http://${addr('origin')}:${PORT}/__stats`])).bytes;
+}
+function sha256File(file) {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256');
+    createReadStream(file, { highWaterMark: 4 << 20 }).on('data', (d) => hash.update(d)).on('end', () => resolve(hash.digest('hex'))).on('error', reject);
+  });
+}
+
+/** Starts all N clients at once; each runs `command(i, dest)`; returns completion times. */
+async function pullAll(name, command) {
+  const dests = Array.from({ length: N }, (_, i) => join(clientsDir, `c${i}`, 'f.bin'));
+  for (const d of dests) await rm(d, { force: true });
+  const before = await originBytes();
+  const started = performance.now();
+  const times = await Promise.all(
+    dests.map(async (dest, i) => {
+      const [cmd, ...args] = command(i, dest);
+      await exited(inHost(clientHost(i), cmd, args));
+      return (performance.now() - started) / 1000;
+    }),
+  );
+  const originSent = (await originBytes()) - before;
+  const hashes = await Promise.all(dests.map(sha256File));
+  const ok = hashes.every((h) => h === fileHash);
+  for (const d of dests) await rm(d, { force: true });
+  times.sort((a, b) => a - b);
+  const row = { name, all: times.at(-1), p50: times[Math.floor(N / 2)], first: times[0], originRatio: originSent / SIZE, sha256ok: ok };
+  process.stderr.write(`  ${name}: all ${row.all.toFixed(1)} s, p50 ${row.p50.toFixed(1)} s, origin ${row.originRatio.toFixed(2)}×, sha ${ok ? 'ok' : 'MISMATCH'}\n`);
+  return row;
+}
+
+function nginxConfig(dir) {
+  return `worker_processes 2;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=fo:10m max_size=${Math.ceil((SIZE * 2) / 2 ** 20)}m inactive=1h use_temp_path=off;
+  server {
+    listen ${PORT};
+    location / {
+      proxy_pass http://${addr('origin')}:${PORT};
+      proxy_cache fo;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 1h;
+      proxy_cache_lock_age 1h;
+      proxy_cache_valid 200 1h;
+      proxy_max_temp_file_size 0;
+      proxy_read_timeout 1h;
+    }
+  }
+}
+`;
+}
+
+function ringFigures() {
+  const keys = Array.from({ length: 100_000 }, (_, i) => createHash('sha256').update(`page-${i}`).digest('hex').slice(0, 40));
+  const member = (i) => ({ id: `w${i}`, url: `http://w${i}`, capacity: 100 * 2 ** 30 });
+  const out = {};
+  for (const n of [4, 16, 100]) {
+    const members = Array.from({ length: n }, (_, i) => member(i));
+    const ring = new HashRing(members);
+    const counts = new Map();
+    const owner = keys.map((k) => ring.owners(k, 1)[0].id);
+    for (const o of owner) counts.set(o, (counts.get(o) ?? 0) + 1);
+    const maxOverMean = Math.max(...counts.values()) / (keys.length / n);
+    const joined = new HashRing([...members, member(n)]);
+    const movedJoin = keys.filter((k, i) => joined.owners(k, 1)[0].id !== owner[i]).length / keys.length;
+    const left = new HashRing(members.slice(1));
+    const movedLeave = keys.filter((k, i) => left.owners(k, 1)[0].id !== owner[i]).length / keys.length;
+    out[n] = { maxOverMean, movedOnJoin: movedJoin, idealJoin: 1 / (n + 1), movedOnLeave: movedLeave, idealLeave: 1 / n };
+  }
+  return out;
+}
+
+let fileHash = '';
+async function main() {
+  if (process.getuid() !== 0) throw new Error('run as root (network namespaces)');
+  if (!existsSync('/usr/sbin/nginx')) {
+    sh('bash', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null']);
+  }
+  sh(netlab, ['up', String(W + N + 1), '--origin-rate', RATE], { stdio: 'inherit' });
+  const procs = [];
+  try {
+    await mkdir(join(work, 'origin'), { recursive: true });
+    for (let i = 0; i < N; i++) await mkdir(join(clientsDir, `c${i}`), { recursive: true });
+    process.stderr.write(`writing a ${SIZE}-byte random file…\n`);
+    const file = join(work, 'origin', 'f.bin');
+    const handle = await open(file, 'w');
+    const block = Buffer.alloc(16 << 20);
+    for (let written = 0; written < SIZE; written += block.length) {
+      randomFillSync(block);
+      await handle.write(block, 0, Math.min(block.length, SIZE - written));
+    }
+    await handle.close();
+    fileHash = await sha256File(file);
+
+    const origin = inHost('origin', 'node', [join(labDir, 'throttled-origin.mjs'), '--dir', join(work, 'origin'), '--host', '0.0.0.0', '--port', String(PORT), '--rate', '0', '--quiet']);
+    procs.push(origin);
+    const originUrl = `http://${addr('origin')}:${PORT}/f.bin`;
+    await waitHttp('h1', originUrl.replace('f.bin', '__stats'));
+
+    const results = [];
+    for (let run = 0; run < RUNS; run++) {
+      process.stderr.write(`run ${run + 1}/${RUNS}\n`);
+      const rows = {};
+      rows.direct = await pullAll('direct', (i, dest) => ['curl', '-sf', '-o', dest, originUrl]);
+
+      // nginx with proxy_cache_lock, on its own host.
+      const nginxDir = join(work, 'nginx');
+      await rm(nginxDir, { recursive: true, force: true });
+      await mkdir(join(nginxDir, 'cache'), { recursive: true });
+      await writeFile(join(nginxDir, 'nginx.conf'), nginxConfig(nginxDir));
+      const nginx = inHost(proxyHost, 'nginx', ['-c', join(nginxDir, 'nginx.conf'), '-g', 'daemon off;']);
+      procs.push(nginx);
+      const proxyUrl = `http://${addr(proxyHost)}:${PORT}/f.bin`;
+      await waitHttp(proxyHost, `http://${addr(proxyHost)}:${PORT}/__stats`);
+      rows.nginxCold = await pullAll('nginx lock, cold', (i, dest) => ['curl', '-sf', '-o', dest, proxyUrl]);
+      rows.nginxWarm = await pullAll('nginx, warm', (i, dest) => ['curl', '-sf', '-o', dest, proxyUrl]);
+      nginx.kill('SIGQUIT');
+      await new Promise((r) => nginx.once('exit', r));
+
+      // fanout: W workers with a static member list, the origin mounted over HTTP.
+      const members = Array.from({ length: W }, (_, i) => ({ id: `w${i + 1}`, url: `http://${addr(workerHost(i))}:7450` }));
+      const workers = [];
+      for (let i = 0; i < W; i++) {
+        const dir = join(work, `worker${i}`);
+        await rm(dir, { recursive: true, force: true });
+        await mkdir(dir, { recursive: true });
+        const config = {
+          id: members[i].id,
+          listen: `${addr(workerHost(i))}:7450`,
+          dataDir: join(dir, 'data'),
+          capacity: `${Math.ceil((SIZE * 2) / 2 ** 20)}MiB`,
+          mounts: { data: `http://${addr('origin')}:${PORT}/` },
+          sourceRate: RATE,
+          membership: { static: members },
+          logLevel: 'warn',
+        };
+        await writeFile(join(dir, 'worker.yaml'), JSON.stringify(config));
+        const proc = inHost(workerHost(i), 'node', [bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', 'ignore', 'ignore'] });
+        workers.push(proc);
+        procs.push(proc);
+      }
+      for (let i = 0; i < W; i++) await waitHttp(workerHost(i), `${members[i].url}/healthz`);
+      const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url];
+      rows.fanoutCold = await pullAll('fanout, cold', cp);
+      rows.fanoutWarm = await pullAll('fanout, warm', cp);
+      rows.workerPeakRssMiB = Math.max(
+        ...workers.map((w) => {
+          // netlab exec replaces itself with the command, so the child's pid is the worker's.
+          return Number(/VmHWM:\s+(\d+)/.exec(sh('cat', [`/proc/${w.pid}/status`]))[1]) / 1024;
+        }),
+      );
+      for (const w of workers) w.kill('SIGTERM');
+      await Promise.all(workers.map((w) => new Promise((r) => w.once('exit', r))));
+      results.push(rows);
+    }
+    report(results);
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+    sh(netlab, ['down']);
+    await rm(work, { recursive: true, force: true });
+    await rm(clientsDir, { recursive: true, force: true });
+  }
+}
+
+function report(results) {
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const floorS = SIZE / Number(/^([\d.]+)/.exec(RATE)[1]) / (/GB/i.test(RATE) ? 1e9 : 1e6);
+  const names = ['direct', 'nginxCold', 'nginxWarm', 'fanoutCold', 'fanoutWarm'];
+  const med = Object.fromEntries(
+    names.map((n) => [n, { all: median(results.map((r) => r[n].all)), p50: median(results.map((r) => r[n].p50)), originRatio: median(results.map((r) => r[n].originRatio)), sha256ok: results.every((r) => r[n].sha256ok) }]),
+  );
+  console.log(`\n${(SIZE / 2 ** 30).toFixed(2)} GiB file, ${N} clients, ${W} fanout workers, origin capped at ${RATE}, median of ${RUNS} run(s)`);
+  console.log('| scenario | all done (s) | p50 (s) | origin bytes ÷ size | sha256 |');
+  console.log('|---|---|---|---|---|');
+  for (const n of names) console.log(`| ${results[0][n].name} | ${med[n].all.toFixed(1)} | ${med[n].p50.toFixed(1)} | ${med[n].originRatio.toFixed(2)} | ${med[n].sha256ok ? 'ok' : 'MISMATCH'} |`);
+  const floor = Math.max(floorS, med.nginxWarm.all);
+  console.log(`\nfloor = max(size ÷ rate = ${floorS.toFixed(1)} s, nginx warm = ${med.nginxWarm.all.toFixed(1)} s) = ${floor.toFixed(1)} s`);
+  console.log(`fanout cold ÷ floor = ${(med.fanoutCold.all / floor).toFixed(2)} (target ≤ 1.15); ÷ nginx-lock cold = ${(med.fanoutCold.all / med.nginxCold.all).toFixed(2)} (target ≤ 0.7)`);
+  console.log(`fanout warm ÷ nginx warm = ${(med.fanoutWarm.all / med.nginxWarm.all).toFixed(2)} (target ≤ 1.2)`);
+  const rss = Math.max(...results.map((r) => r.workerPeakRssMiB));
+  console.log(`worker peak RSS: ${rss.toFixed(0)} MiB (target ≤ 300)`);
+  const ring = ringFigures();
+  console.log('\n| workers | max/mean page share | moved on join (ideal 1/(N+1)) | moved on leave (ideal 1/N) |');
+  console.log('|---|---|---|---|');
+  for (const [n, r] of Object.entries(ring)) {
+    console.log(`| ${n} | ${r.maxOverMean.toFixed(3)} | ${r.movedOnJoin.toFixed(4)} (${r.idealJoin.toFixed(4)}) | ${r.movedOnLeave.toFixed(4)} (${r.idealLeave.toFixed(4)}) |`);
+  }
+  return mkdir(join(root, 'bench/out'), { recursive: true }).then(() =>
+    writeFile(join(root, 'bench/out/lab.json'), JSON.stringify({ size: SIZE, clients: N, workers: W, rate: RATE, runs: results, median: med, ring, workerPeakRssMiB: rss }, null, 2)),
+  );
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
