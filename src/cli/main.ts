@@ -3,6 +3,7 @@ import { cat, cp, ls, stat } from './read.js';
 import type { DaemonFlags } from './daemon.js';
 import { status } from './status.js';
 import { reportError, type GlobalOptions } from './output.js';
+import { registerReleaseCommands } from './release-commands.js';
 
 // Daemons pull in the AWS SDK, etcd and the worker; client commands should start fast without them.
 const daemon = () => import('./daemon.js');
@@ -53,6 +54,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--no-progress', 'no progress bar')
     .action((path: string, dest: string, o: GlobalOptions & { progress?: boolean }) => cp(path, dest, o));
   clientCommand('status', 'members, capacity, usage, hit ratio, bytes read from sources').action((o: GlobalOptions) => status(o));
+  registerReleaseCommands(program, clientCommand);
 
   try {
     await program.parseAsync(argv);

@@ -23,6 +23,20 @@ export const ErrorCodes = {
   NO_WORKERS: 503,
   ABORTED: 499,
   STORE_FULL: 507,
+  /** Releases: a published version is immutable; publishing it again fails. */
+  RELEASE_EXISTS: 409,
+  /** An exclusive create found something already there. */
+  ALREADY_EXISTS: 409,
+  RELEASE_NOT_FOUND: 404,
+  CHANNEL_NOT_FOUND: 404,
+  /** A channel moved between reading it and writing it (compare-and-swap lost). */
+  PROMOTION_CONFLICT: 409,
+  /** A manifest that fails validation or does not match its recorded digest. */
+  MANIFEST_INVALID: 422,
+  /** Release data whose content hash differs from the manifest. */
+  HASH_MISMATCH: 502,
+  ETCD_UNAVAILABLE: 503,
+  DISK_FULL: 507,
   INTERNAL: 500,
 } as const;
 

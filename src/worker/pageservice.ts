@@ -10,6 +10,7 @@ import { SingleFlight } from '../lib/transfer/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendChunks } from './http.js';
+import { contentMatches } from './content.js';
 import type { SourceBudget } from './sourcebudget.js';
 
 export interface PageServiceDeps {
@@ -28,6 +29,8 @@ export interface PageServiceDeps {
   logger: Logger;
   /** Aborted when the worker stops, ending every source read. */
   signal: AbortSignal;
+  /** Told of every page stored after a fill (pin and TTL rules by path). */
+  onStored?: (key: string, ref: PageRef) => void;
 }
 
 /**
@@ -81,7 +84,12 @@ export class PageService {
       async (done) => {
         if (!keep) return;
         try {
+          if (!contentMatches(ref, done.buffer)) {
+            logger.warn({ key, mount: ref.mount, path: ref.path, page: ref.index }, 'page read for a content hash does not have that hash; not stored');
+            return;
+          }
           await store.put(key, done.buffer, done.crc);
+          this.deps.onStored?.(key, ref);
         } catch (err) {
           logger.warn({ err, key }, 'page read from source could not be stored; served uncached');
         }

@@ -6,6 +6,7 @@ import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import { intParam, parseRange, routePath, sendChunks, sendJson } from './http.js';
 import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
+import { contentHashParam } from './content.js';
 
 const MAX_URL_LENGTH = 8192;
 
@@ -82,7 +83,7 @@ export class Routes {
     const size = intParam(query, 'size');
     const index = intParam(query, 'i');
     const direct = req.headers[DIRECT_HEADER] !== undefined;
-    await this.worker.pages.serve(res, { mount: target.mount, path: target.path, version, size, index }, direct);
+    await this.worker.pages.serve(res, { mount: target.mount, path: target.path, version, size, index, hash: contentHashParam(query) }, direct);
   }
 
   private async list(req: IncomingMessage, res: ServerResponse): Promise<void> {

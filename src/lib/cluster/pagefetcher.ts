@@ -32,7 +32,7 @@ export class PageFetcher {
    * the consumer must treat what it got as provisional until the iteration ends cleanly.
    */
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
-    const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}`;
+    const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
     const path = `/v1/page/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
     const headers = options.direct ? { [DIRECT_HEADER]: '1' } : undefined;
     let response;

@@ -1,6 +1,6 @@
 import { constants, type Dirent, type Stats } from 'node:fs';
-import { open, readdir, realpath, stat } from 'node:fs/promises';
-import { join, resolve, sep } from 'node:path';
+import { link, mkdir, open, readdir, realpath, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
@@ -101,6 +101,33 @@ export class LocalUfs implements Ufs {
         };
       },
     });
+  }
+
+  /** Temp file beside the target, then link(): atomic, and fails with EEXIST if the name is taken. */
+  async writeExclusive(path: string, data: Buffer, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) throw abortError(signal);
+    checkPath(path);
+    if (path === '') throw new FanoutError('IS_A_DIRECTORY', 'cannot write the source root');
+    const root = await this.root();
+    const target = join(root, path);
+    const tmp = join(dirname(target), `.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.tmp`);
+    try {
+      await mkdir(dirname(target), { recursive: true });
+      if (!isInside(root, await realpath(dirname(target)))) throw new FanoutError('INVALID_PATH', `${this.describe(path)} resolves outside the source root`);
+      const handle = await open(tmp, 'wx');
+      try {
+        await handle.writeFile(data);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await link(tmp, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new FanoutError('ALREADY_EXISTS', `${this.describe(path)} already exists`);
+      throw mapFsError(err, this.describe(path));
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
   }
 
   private describe(path: string): string {

@@ -19,6 +19,11 @@ export interface Ufs {
    */
   read(path: string, version: string, offset: number, length: number, signal?: AbortSignal): Readable;
   close?(): Promise<void>;
+  /**
+   * Creates a small file that must not exist yet (release manifests), atomically: readers see
+   * all of it or nothing. ALREADY_EXISTS if the path is taken. Optional: read-only sources lack it.
+   */
+  writeExclusive?(path: string, data: Buffer, signal?: AbortSignal): Promise<void>;
 }
 
 export interface S3SourceOptions {

@@ -1,0 +1,51 @@
+import { Option, type Command } from 'commander';
+
+/** Registers `release …`, `sync`, `load`, `free`, `pin`, `unpin` and `ttl` on the program. */
+export function registerReleaseCommands(program: Command, clientCommand: (spec: string, description: string) => Command): void {
+  const collect = (value: string, previous: string[] = []) => [...previous, value];
+  const release = () => import('./release.js');
+  const etcd = (command: Command) => command.addOption(new Option('--etcd <urls>', 'etcd endpoints (comma-separated)').env('FANOUT_ETCD'));
+  const withEndpoint = (command: Command) =>
+    command
+      .addOption(new Option('--endpoint <url>', 'any worker of the cluster').env('FANOUT_ENDPOINT').default('http://127.0.0.1:7450'))
+      .option('--json', 'machine-readable output');
+
+  const rel = program.command('release').description('publish, promote and roll back versions of a release');
+  etcd(withEndpoint(rel.command('publish <name> <source-prefix>')))
+    .description('hash every file under /MOUNT/DIR/ and publish it as an immutable version')
+    .option('--version <v>', 'version name (default: a UTC timestamp)')
+    .option('--mount <name=uri>', 'the source of the mount, read directly (repeatable)', collect)
+    .option('--config <file>', 'worker config to take mount sources (and S3 settings) from')
+    .option('--page-size <size>', "page size of the hashes (default: the cluster's)")
+    .action(async (name: string, prefix: string, o) => (await release()).publish(name, prefix, o));
+  etcd(withEndpoint(rel.command('promote <name> <version>')))
+    .description('point a channel at a version (compare-and-swap)')
+    .requiredOption('--channel <c>', 'channel, e.g. prod')
+    .option('--expect <version>', 'only if the channel is at this version now')
+    .action(async (name: string, version: string, o) => (await release()).promote(name, version, o));
+  etcd(withEndpoint(rel.command('rollback <name>')))
+    .description('point a channel back at its previous version')
+    .requiredOption('--channel <c>', 'channel')
+    .action(async (name: string, o) => (await release()).rollback(name, o));
+  etcd(withEndpoint(rel.command('list <name>')))
+    .description('versions and channels of a release')
+    .action(async (name: string, o) => (await release()).list(name, o));
+  etcd(withEndpoint(rel.command('show <name> <version>')))
+    .description('one version: size, pages, manifest (verified through the cluster)')
+    .option('--files', 'list the files')
+    .action(async (name: string, version: string, o) => (await release()).show(name, version, o));
+  etcd(withEndpoint(rel.command('status <name>')))
+    .description('channels, and every sync agent: current version, progress, errors')
+    .action(async (name: string, o) => (await release()).status(name, o));
+
+  etcd(clientCommand('sync <name>', 'keep DIR/current at a channel\'s version (the agent on a serving host)'))
+    .requiredOption('--channel <c>', 'channel to follow')
+    .requiredOption('--dir <dir>', 'release directory (DIR/current is switched atomically)')
+    .option('--keep <n>', 'older versions kept on disk besides the current one', '1')
+    .option('--on-switch <cmd>', 'shell command run after each switch')
+    .option('--once', 'one round, then exit')
+    .option('--interval <duration>', 'how often the channel is checked', '1s')
+    .option('--host <name>', 'name reported in release status (default: hostname)')
+    .option('--rate <rate>', 'cap on bytes/s fetched from the cluster while staging, e.g. 500MB/s')
+    .action(async (name: string, o) => (await import('./sync.js')).sync(name, o));
+}

@@ -1,0 +1,64 @@
+import { FanoutClient } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { parseSize } from '../core/pages.js';
+import { printJson, type GlobalOptions } from './output.js';
+
+export interface SyncFlags extends GlobalOptions {
+  channel: string;
+  dir: string;
+  keep?: string;
+  onSwitch?: string;
+  once?: boolean;
+  interval?: string;
+  host?: string;
+  rate?: string;
+  etcd?: string;
+}
+
+/**
+ * `fanout sync NAME --channel C --dir DIR`: the agent on a serving host. Runs until stopped
+ * (SIGINT/SIGTERM), or with --once does one round and exits (0 when DIR/current is the
+ * channel's version).
+ */
+export async function sync(name: string, flags: SyncFlags): Promise<void> {
+  const keep = Number(flags.keep ?? 1);
+  if (!Number.isInteger(keep) || keep < 0) throw new FanoutError('INVALID_ARGUMENT', '--keep must be a whole number ≥ 0');
+  const intervalMs = flags.interval ? parseDuration(flags.interval) : 1000;
+  const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
+  const { ReleaseFetcher } = await import('../release/fetch.js');
+  const { SyncAgent } = await import('../release/agent.js');
+  const registry = new ReleaseRegistry(etcdEndpoints(flags.etcd));
+  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const fetcher = new ReleaseFetcher(client);
+  const log = (line: string) => process.stderr.write(`fanout sync: ${line}\n`);
+  const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, registry, fetcher, host: flags.host, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });
+  const stop = new AbortController();
+  const onSignal = (signal: string) => {
+    log(`${signal}, stopping (the current version stays)`);
+    stop.abort(new FanoutError('ABORTED', signal));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    if (flags.once) {
+      const current = await agent.syncOnce(stop.signal);
+      if (flags.json) printJson({ name, channel: flags.channel, dir: agent.dir.dir, current });
+      else process.stdout.write(`${agent.dir.current} → ${current}\n`);
+    } else {
+      log(`following ${name}/${flags.channel} into ${agent.dir.dir}`);
+      await agent.run(stop.signal);
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await fetcher.close();
+    await client.close();
+    await registry.close();
+  }
+}
+
+export function parseDuration(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
+  if (!match) throw new FanoutError('INVALID_ARGUMENT', `invalid duration "${text}" (examples: 500ms, 2s, 1h)`);
+  return Math.round(Number(match[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 'ms']!);
+}

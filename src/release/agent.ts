@@ -1,0 +1,171 @@
+import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { FanoutError } from '../core/errors.js';
+import { TokenBucket } from '../lib/ratelimit/index.js';
+import type { ReleaseFetcher } from './fetch.js';
+import { ReleaseDir } from './install.js';
+import type { AgentState, ReleaseRegistry } from './registry.js';
+import { stageVersion, type StageProgress } from './stage.js';
+
+export interface SyncAgentOptions {
+  name: string;
+  channel: string;
+  dir: string;
+  /** Older versions kept besides the current one. */
+  keep: number;
+  /** Shell command run after each switch (FANOUT_RELEASE, FANOUT_VERSION, FANOUT_PREVIOUS, FANOUT_DIR set). */
+  onSwitch?: string;
+  registry: ReleaseRegistry;
+  fetcher: ReleaseFetcher;
+  /** Name this host reports under in `release status`. */
+  host?: string;
+  /** Cap on bytes/s fetched from the cluster while staging (0 or undefined: none). */
+  rate?: number;
+  /** How often the channel is checked. */
+  intervalMs?: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * The sync agent of one serving host: follows a channel, stages the version it points to,
+ * verifies it, switches DIR/current atomically, runs the hook and prunes old versions. It
+ * never touches `current` until a version is whole and verified; any failure (etcd down,
+ * cluster unreachable, hash mismatch, disk full) is reported and retried, with the current
+ * version left in place.
+ */
+export class SyncAgent {
+  readonly dir: ReleaseDir;
+  private readonly host: string;
+  private state: AgentState;
+  private lastReport = 0;
+  private failures = 0;
+
+  constructor(private readonly opts: SyncAgentOptions) {
+    this.dir = new ReleaseDir(resolve(opts.dir));
+    this.host = opts.host ?? hostname();
+    this.state = {
+      host: this.host,
+      channel: opts.channel,
+      dir: this.dir.dir,
+      current: null,
+      target: null,
+      phase: 'idle',
+      bytesDone: 0,
+      bytesTotal: 0,
+      bytesLocal: 0,
+      bytesFetched: 0,
+      error: null,
+      updatedAt: new Date().toISOString(),
+    };
+  }
+
+  /** Follows the channel until aborted. */
+  async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      let wait = this.opts.intervalMs ?? 1000;
+      try {
+        await this.syncOnce(signal);
+        this.failures = 0;
+      } catch (err) {
+        if (signal.aborted) break;
+        this.failures++;
+        wait = Math.min(30_000, wait * 2 ** Math.min(this.failures, 5));
+      }
+      await sleep(wait, signal);
+    }
+  }
+
+  /**
+   * One round: read the channel; if it points elsewhere than `current`, stage, verify, switch.
+   * Returns the version `current` points to afterwards. Throws (after reporting) on failure.
+   */
+  async syncOnce(signal?: AbortSignal): Promise<string | null> {
+    await this.dir.init();
+    this.state.current = await this.dir.currentVersion();
+    try {
+      const channel = await this.opts.registry.getChannel(this.opts.name, this.opts.channel);
+      if (!channel) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${this.opts.name} has no channel ${this.opts.channel}`);
+      const target = channel.record.version;
+      this.state.target = target;
+      if (target === this.state.current) {
+        await this.report({ phase: 'idle', error: null }, true);
+        return target;
+      }
+      await this.bringUp(target, signal);
+      return target;
+    } catch (err) {
+      const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
+      this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: ${error.code}: ${error.message} (current stays ${this.state.current ?? 'none'})`);
+      await this.report({ phase: 'error', error: `${error.code}: ${error.message}` }, true).catch(() => {});
+      throw error;
+    }
+  }
+
+  private async bringUp(target: string, signal?: AbortSignal): Promise<void> {
+    const record = await this.opts.registry.getVersion(this.opts.name, target);
+    const installed = await this.dir.installed();
+    if (!installed.includes(target) || !(await this.dir.manifestOf(target))) {
+      const manifest = await this.opts.fetcher.manifest(record);
+      await this.report({ phase: 'staging', error: null, bytesDone: 0, bytesTotal: record.bytes, bytesLocal: 0, bytesFetched: 0 }, true);
+      const started = Date.now();
+      const progress = await stageVersion({
+        manifest,
+        dir: this.dir,
+        fetcher: this.opts.fetcher,
+        limiter: this.opts.rate ? new TokenBucket({ rate: this.opts.rate, burst: Math.max(1, Math.floor(this.opts.rate / 8)) }) : undefined,
+        signal,
+        onProgress: (p) => void this.progress(p),
+      });
+      this.opts.log?.(
+        `staged ${this.opts.name}@${target}: ${progress.bytesTotal} bytes in ${((Date.now() - started) / 1000).toFixed(2)} s ` +
+          `(${progress.bytesLocal} copied locally, ${progress.bytesFetched} from the cluster, ${progress.bytesResumed} resumed)`,
+      );
+      await this.report({ phase: 'switching' }, true);
+      await this.dir.install(manifest);
+    }
+    const previous = this.state.current;
+    await this.dir.switchTo(target);
+    this.state.current = target;
+    this.opts.log?.(`switched ${this.dir.current} to ${target}${previous ? ` (was ${previous})` : ''}`);
+    const removed = await this.dir.prune(this.opts.keep);
+    if (removed.length > 0) this.opts.log?.(`removed old versions: ${removed.join(', ')}`);
+    let hookError: string | null = null;
+    if (this.opts.onSwitch) hookError = await this.runHook(target, previous);
+    await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
+  }
+
+  private runHook(version: string, previous: string | null): Promise<string | null> {
+    return new Promise((resolveHook) => {
+      const child = spawn('/bin/sh', ['-c', this.opts.onSwitch!], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+        env: { ...process.env, FANOUT_RELEASE: this.opts.name, FANOUT_VERSION: version, FANOUT_PREVIOUS: previous ?? '', FANOUT_DIR: this.dir.dir },
+      });
+      child.once('error', (err) => resolveHook(`on-switch hook failed to start: ${err.message}`));
+      child.once('exit', (code, sig) => resolveHook(code === 0 ? null : `on-switch hook exited with ${sig ?? code} (the switch to ${version} stands)`));
+    });
+  }
+
+  private async progress(p: StageProgress): Promise<void> {
+    Object.assign(this.state, { bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesLocal: p.bytesLocal, bytesFetched: p.bytesFetched });
+    if (Date.now() - this.lastReport >= 1000) await this.report({}, false).catch(() => {});
+  }
+
+  /** Reports state to etcd; `must` makes an etcd failure an error, otherwise it is skipped. */
+  private async report(patch: Partial<AgentState>, must: boolean): Promise<void> {
+    Object.assign(this.state, patch, { updatedAt: new Date().toISOString() });
+    this.lastReport = Date.now();
+    try {
+      await this.opts.registry.reportAgent(this.opts.name, this.state);
+    } catch (err) {
+      if (must && this.state.phase !== 'error') throw err;
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((done) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', () => (clearTimeout(timer), done()), { once: true });
+  });
+}

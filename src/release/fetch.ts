@@ -1,0 +1,81 @@
+import { createHash } from 'node:crypto';
+import { FanoutClient, type ClusterInfo } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { ClusterReader, PageFetcher } from '../lib/cluster/index.js';
+import { HashRing } from '../lib/hashring/index.js';
+import { parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
+import type { VersionRecord } from './registry.js';
+
+/**
+ * Reads release data through the cluster. Pages are asked for by content hash (`h=`), so they
+ * are placed and cached by content: a page that two versions share is one page in the cluster,
+ * fetched from the source once. Every page is checked against its SHA-256 before it is used.
+ */
+export class ReleaseFetcher {
+  private readonly fetcher = new PageFetcher();
+  private reader: ClusterReader | undefined;
+  private ring: HashRing | undefined;
+  private info: ClusterInfo | undefined;
+
+  constructor(readonly client: FanoutClient) {}
+
+  async pageSize(): Promise<number> {
+    return (await this.refresh()).pageSize;
+  }
+
+  /** The manifest of a published version, read through the cluster and checked against its etcd digest. */
+  async manifest(record: VersionRecord): Promise<Manifest> {
+    const stream = await this.client.createReadStream(`/${record.mount}/${record.manifest}`);
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+    const manifest = parseManifest(Buffer.concat(chunks), record.manifestSha256);
+    if (manifest.name !== record.name || manifest.version !== record.version) {
+      throw new FanoutError('MANIFEST_INVALID', `manifest at ${record.manifest} names ${manifest.name}@${manifest.version}, not ${record.name}@${record.version}`);
+    }
+    return manifest;
+  }
+
+  /** Page `index` of a release file, verified against the manifest's hash. */
+  async page(manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer> {
+    const reader = await this.clusterReader(manifest);
+    const hash = file.pages[index]!;
+    const ref = { mount: manifest.mount, path: sourcePathOf(manifest, file), version: file.sourceVersion, size: file.size, index, hash };
+    const chunks = await reader.fetchPage(ref, signal);
+    const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const actual = createHash('sha256').update(data).digest('hex');
+    if (actual !== hash) {
+      throw new FanoutError('HASH_MISMATCH', `page ${index} of ${file.path} has SHA-256 ${actual.slice(0, 16)}…, the manifest says ${hash.slice(0, 16)}…`);
+    }
+    return data;
+  }
+
+  async close(): Promise<void> {
+    await this.fetcher.close();
+  }
+
+  private async clusterReader(manifest: Manifest): Promise<ClusterReader> {
+    const info = await this.refresh();
+    if (info.pageSize !== manifest.pageSize) {
+      throw new FanoutError('INVALID_ARGUMENT', `release ${manifest.name}@${manifest.version} has ${manifest.pageSize}-byte pages but the cluster uses ${info.pageSize}: publish it again against this cluster`);
+    }
+    this.reader ??= new ClusterReader({
+      placement: () => this.ring!,
+      fetcher: this.fetcher,
+      pageSize: info.pageSize,
+      concurrency: 1,
+      maxWorkerAttempts: 3,
+      onWorkerFailure: () => void this.refresh(true).catch(() => {}),
+    });
+    return this.reader;
+  }
+
+  private async refresh(force = false): Promise<ClusterInfo> {
+    const info = await this.client.cluster(force);
+    if (info !== this.info) {
+      this.info = info;
+      this.ring = new HashRing(info.members);
+      this.fetcher.retain(info.members);
+    }
+    return info;
+  }
+}

@@ -1,0 +1,135 @@
+import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { FanoutError } from '../core/errors.js';
+import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
+
+/**
+ * A release directory on a serving host:
+ *   DIR/current              symlink → versions/V (what the service reads; switched atomically)
+ *   DIR/versions/V/          installed, verified versions (current + up to --keep older ones)
+ *   DIR/.staging-V/          a version being downloaded; never pointed to by current
+ *   DIR/.parts-V/            files being written (renamed into staging once verified)
+ *   DIR/.manifests/V.json    manifests of installed versions (local dedup reads them)
+ *   DIR/.history.json        installed versions, most recently switched to first
+ */
+export class ReleaseDir {
+  constructor(readonly dir: string) {}
+
+  get current(): string {
+    return join(this.dir, 'current');
+  }
+  versionDir(version: string): string {
+    return join(this.dir, 'versions', version);
+  }
+  stagingDir(version: string): string {
+    return join(this.dir, `.staging-${version}`);
+  }
+  partsDir(version: string): string {
+    return join(this.dir, `.parts-${version}`);
+  }
+  manifestFile(version: string): string {
+    return join(this.dir, '.manifests', `${version}.json`);
+  }
+
+  async init(): Promise<void> {
+    await mkdir(join(this.dir, 'versions'), { recursive: true });
+    await mkdir(join(this.dir, '.manifests'), { recursive: true });
+  }
+
+  /** The version `current` points to, or null before the first switch. */
+  async currentVersion(): Promise<string | null> {
+    try {
+      return basename(await readlink(this.current));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async installed(): Promise<string[]> {
+    return readdir(join(this.dir, 'versions')).catch(() => []);
+  }
+
+  async manifestOf(version: string): Promise<Manifest | undefined> {
+    try {
+      return parseManifest(await readFile(this.manifestFile(version)));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Moves a fully verified staging tree into versions/ (one rename) and keeps its manifest. */
+  async install(manifest: Manifest): Promise<void> {
+    const target = this.versionDir(manifest.version);
+    await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
+    await rm(target, { recursive: true, force: true });
+    await rename(this.stagingDir(manifest.version), target);
+    await rm(this.partsDir(manifest.version), { recursive: true, force: true });
+    await fsyncDir(join(this.dir, 'versions'));
+  }
+
+  /**
+   * Points `current` at an installed version atomically: a new symlink under a temporary name,
+   * renamed over the old one. A reader resolving `current` sees the old tree or the new one,
+   * never a mix and never nothing.
+   */
+  async switchTo(version: string): Promise<void> {
+    if ((await this.installed()).indexOf(version) === -1) throw new FanoutError('INTERNAL', `version ${version} is not installed in ${this.dir}`);
+    const tmp = join(this.dir, `.current-${process.pid}-${Date.now()}`);
+    await symlink(join('versions', version), tmp);
+    try {
+      await rename(tmp, this.current);
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      throw err;
+    }
+    await fsyncDir(this.dir);
+    const history = [version, ...(await this.history()).filter((v) => v !== version)];
+    await writeAtomic(join(this.dir, '.history.json'), Buffer.from(JSON.stringify(history)));
+  }
+
+  /** Deletes installed versions beyond the current one and `keep` older ones, and stale staging. */
+  async prune(keep: number, keepStaging?: string): Promise<string[]> {
+    const current = await this.currentVersion();
+    const history = (await this.history()).filter((v) => v !== current);
+    const wanted = new Set([...(current ? [current] : []), ...history.slice(0, keep)]);
+    const removed: string[] = [];
+    for (const version of await this.installed()) {
+      if (wanted.has(version)) continue;
+      await rm(this.versionDir(version), { recursive: true, force: true });
+      await rm(this.manifestFile(version), { force: true });
+      removed.push(version);
+    }
+    for (const name of await readdir(this.dir)) {
+      const staged = /^\.(?:staging|parts)-(.+)$/.exec(name)?.[1];
+      if (staged !== undefined && staged !== keepStaging) await rm(join(this.dir, name), { recursive: true, force: true });
+      if (name.startsWith('.current-')) await rm(join(this.dir, name), { force: true });
+    }
+    await writeAtomic(join(this.dir, '.history.json'), Buffer.from(JSON.stringify((await this.history()).filter((v) => wanted.has(v)))));
+    return removed;
+  }
+
+  private async history(): Promise<string[]> {
+    try {
+      const parsed = JSON.parse(await readFile(join(this.dir, '.history.json'), 'utf8')) as unknown;
+      return Array.isArray(parsed) ? parsed.filter((v): v is string => typeof v === 'string') : [];
+    } catch {
+      return [];
+    }
+  }
+}
+
+export async function writeAtomic(file: string, data: Buffer): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, data);
+  await rename(tmp, file);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

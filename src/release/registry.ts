@@ -1,0 +1,227 @@
+import { Etcd3, type IOptions, type Lease } from 'etcd3';
+import { FanoutError } from '../core/errors.js';
+import { checkReleaseName, checkVersion } from './manifest.js';
+
+/**
+ * The release index in etcd:
+ *   /fanout/releases/NAME/versions/V   VersionRecord (created once, never changed)
+ *   /fanout/releases/NAME/channels/C   ChannelRecord (moved by compare-and-swap transactions)
+ *   /fanout/releases/NAME/agents/HOST  AgentState (under a lease: gone when the agent is)
+ * The manifests themselves are kept in the source; etcd holds their digests.
+ */
+export const RELEASES_PREFIX = '/fanout/releases/';
+const HISTORY_LIMIT = 20;
+
+export interface VersionRecord {
+  name: string;
+  version: string;
+  mount: string;
+  prefix: string;
+  /** Path of the manifest inside the mount. */
+  manifest: string;
+  manifestSha256: string;
+  pageSize: number;
+  files: number;
+  bytes: number;
+  pages: number;
+  uniquePages: number;
+  createdAt: string;
+}
+
+export interface ChannelRecord {
+  version: string;
+  /** Versions the channel pointed to before, most recent first (what rollback returns to). */
+  history: string[];
+  updatedAt: string;
+}
+
+export interface AgentState {
+  host: string;
+  channel: string;
+  dir: string;
+  current: string | null;
+  target: string | null;
+  phase: 'idle' | 'staging' | 'switching' | 'error';
+  bytesDone: number;
+  bytesTotal: number;
+  /** Of bytesDone: copied from versions already on this host, and fetched from the cluster. */
+  bytesLocal: number;
+  bytesFetched: number;
+  error: string | null;
+  updatedAt: string;
+}
+
+// etcd3's per-host circuit breaker would refuse calls for seconds after etcd returns; each
+// caller here decides when to retry.
+const passThrough = {
+  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+} as unknown as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+
+export class ReleaseRegistry {
+  private readonly client: Etcd3;
+  private lease: Lease | undefined;
+
+  constructor(
+    readonly endpoints: string[],
+    private readonly timeoutMs = 3000,
+  ) {
+    if (endpoints.length === 0 || endpoints.some((e) => !/^https?:\/\//.test(e))) {
+      throw new FanoutError('INVALID_ARGUMENT', 'etcd endpoints are required (--etcd http://HOST:2379 or FANOUT_ETCD)');
+    }
+    this.client = new Etcd3({
+      hosts: endpoints,
+      dialTimeout: timeoutMs,
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
+      faultHandling: { host: () => passThrough },
+      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+    });
+  }
+
+  async close(): Promise<void> {
+    this.lease?.release();
+    this.client.close();
+  }
+
+  /** Records a new version; RELEASE_EXISTS if it was published before. */
+  async createVersion(record: VersionRecord): Promise<void> {
+    const key = versionKey(record.name, record.version);
+    const result = await this.call(`publish ${record.name}@${record.version}`, () =>
+      this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(JSON.stringify(record))).commit(),
+    );
+    if (!result.succeeded) throw new FanoutError('RELEASE_EXISTS', `release ${record.name} version ${record.version} is already published`);
+  }
+
+  async getVersion(name: string, version: string): Promise<VersionRecord> {
+    checkReleaseName(name);
+    checkVersion(version);
+    const text = await this.call('read a version', () => this.client.get(versionKey(name, version)).string());
+    if (text === null) throw new FanoutError('RELEASE_NOT_FOUND', `release ${name} has no version ${version}`);
+    return JSON.parse(text) as VersionRecord;
+  }
+
+  async listVersions(name: string): Promise<VersionRecord[]> {
+    checkReleaseName(name);
+    const all = await this.call('list versions', () => this.client.getAll().prefix(`${RELEASES_PREFIX}${name}/versions/`).strings());
+    return Object.values(all)
+      .map((v) => JSON.parse(v) as VersionRecord)
+      .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
+  }
+
+  async listChannels(name: string): Promise<Record<string, ChannelRecord>> {
+    checkReleaseName(name);
+    const prefix = `${RELEASES_PREFIX}${name}/channels/`;
+    const all = await this.call('list channels', () => this.client.getAll().prefix(prefix).strings());
+    return Object.fromEntries(Object.entries(all).map(([k, v]) => [k.slice(prefix.length), JSON.parse(v) as ChannelRecord]));
+  }
+
+  /** The channel's record and its modification revision (for compare-and-swap), or null. */
+  async getChannel(name: string, channel: string): Promise<{ record: ChannelRecord; modRevision: string } | null> {
+    checkReleaseName(name);
+    checkChannel(channel);
+    const res = await this.call('read a channel', () => this.client.get(channelKey(name, channel)).exec());
+    const kv = res.kvs[0];
+    if (!kv) return null;
+    return { record: JSON.parse(kv.value.toString()) as ChannelRecord, modRevision: kv.mod_revision };
+  }
+
+  /**
+   * Points a channel at `version` if, at the moment of writing, it still is what we read
+   * (and `expect`, when given, is its current version): two promotions racing from the same
+   * state cannot both win. The version must exist.
+   */
+  async promote(name: string, channel: string, version: string, expect?: string): Promise<{ previous: string | null; record: ChannelRecord }> {
+    await this.getVersion(name, version);
+    const current = await this.getChannel(name, channel);
+    const currentVersion = current?.record.version ?? null;
+    if (expect !== undefined && expect !== (currentVersion ?? '')) {
+      throw new FanoutError('PROMOTION_CONFLICT', `channel ${channel} of ${name} is at ${currentVersion ?? '(none)'}, not ${expect}`);
+    }
+    const history = current ? [current.record.version, ...current.record.history].filter((v) => v !== version).slice(0, HISTORY_LIMIT) : [];
+    const record: ChannelRecord = { version, history, updatedAt: new Date().toISOString() };
+    await this.swapChannel(name, channel, current?.modRevision, record, version);
+    return { previous: currentVersion, record };
+  }
+
+  /** Moves the channel back to the version it pointed to before the current one. */
+  async rollback(name: string, channel: string): Promise<{ from: string; to: string }> {
+    const current = await this.getChannel(name, channel);
+    if (!current) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${name} has no channel ${channel}`);
+    const [to, ...rest] = current.record.history;
+    if (!to) throw new FanoutError('INVALID_ARGUMENT', `channel ${channel} of ${name} has no earlier version to roll back to`);
+    await this.getVersion(name, to);
+    const record: ChannelRecord = { version: to, history: rest, updatedAt: new Date().toISOString() };
+    await this.swapChannel(name, channel, current.modRevision, record, to);
+    return { from: current.record.version, to };
+  }
+
+  /** Publishes this agent's state under a lease, so hosts that die drop out of `release status`. */
+  async reportAgent(name: string, state: AgentState, ttlSeconds = 15): Promise<void> {
+    const key = `${RELEASES_PREFIX}${name}/agents/${encodeURIComponent(state.host)}`;
+    await this.call('report agent state', async () => {
+      if (!this.lease || this.lease.revoked()) {
+        const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
+        lease.on('lost', () => {});
+        await lease.grant();
+        this.lease = lease;
+      }
+      try {
+        await this.lease.put(key).value(JSON.stringify(state)).exec();
+        await this.lease.keepaliveOnce();
+      } catch (err) {
+        this.lease.release();
+        this.lease = undefined;
+        throw err;
+      }
+    });
+  }
+
+  async listAgents(name: string): Promise<AgentState[]> {
+    checkReleaseName(name);
+    const all = await this.call('list agents', () => this.client.getAll().prefix(`${RELEASES_PREFIX}${name}/agents/`).strings());
+    return Object.values(all)
+      .map((v) => JSON.parse(v) as AgentState)
+      .sort((a, b) => (a.host < b.host ? -1 : 1));
+  }
+
+  private async swapChannel(name: string, channel: string, modRevision: string | undefined, record: ChannelRecord, version: string): Promise<void> {
+    const key = channelKey(name, channel);
+    const result = await this.call(`move channel ${channel}`, () =>
+      (modRevision === undefined ? this.client.if(key, 'Create', '==', 0) : this.client.if(key, 'Mod', '==', modRevision))
+        .and(versionKey(name, version), 'Create', '>', 0)
+        .then(this.client.put(key).value(JSON.stringify(record)))
+        .commit(),
+    );
+    if (!result.succeeded) {
+      throw new FanoutError('PROMOTION_CONFLICT', `channel ${channel} of ${name} changed while promoting to ${version}; read it again and retry`);
+    }
+  }
+
+  /** Runs an etcd call, turning connection failures into ETCD_UNAVAILABLE. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof FanoutError) throw err;
+      throw new FanoutError('ETCD_UNAVAILABLE', `etcd (${this.endpoints.join(',')}) unavailable: cannot ${what}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+export function versionKey(name: string, version: string): string {
+  return `${RELEASES_PREFIX}${name}/versions/${version}`;
+}
+
+export function channelKey(name: string, channel: string): string {
+  return `${RELEASES_PREFIX}${name}/channels/${channel}`;
+}
+
+export function checkChannel(channel: string): void {
+  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(channel)) throw new FanoutError('INVALID_ARGUMENT', `invalid channel name "${channel}"`);
+}
+
+/** --etcd URL[,URL] or FANOUT_ETCD. */
+export function etcdEndpoints(flag?: string): string[] {
+  const value = flag ?? process.env.FANOUT_ETCD;
+  if (!value) throw new FanoutError('INVALID_ARGUMENT', 'this command needs etcd: --etcd http://HOST:2379 or FANOUT_ETCD');
+  return value.split(',').map((s) => s.trim()).filter(Boolean);
+}
