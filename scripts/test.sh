@@ -12,6 +12,8 @@ bash scripts/install-system-deps.sh
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# The FUSE addon (mount tests): a missing toolchain is an error here, not a note.
+FANOUT_REQUIRE_NATIVE=1 npm run --silent build:native
 npx tsc -p tsconfig.json
 
 unit=$(find dist/src -name '*.test.js' | sort)

@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { cat, cp, ls, stat } from './read.js';
 import type { DaemonFlags } from './daemon.js';
 import { status } from './status.js';
+import type { MountFlags } from './mount.js';
 import { reportError, type GlobalOptions } from './output.js';
 import { registerReleaseCommands } from './release-commands.js';
 
@@ -54,6 +55,15 @@ export async function main(argv: string[]): Promise<void> {
     .option('--no-progress', 'no progress bar')
     .action((path: string, dest: string, o: GlobalOptions & { progress?: boolean }) => cp(path, dest, o));
   clientCommand('status', 'members, capacity, usage, hit ratio, bytes read from sources').action((o: GlobalOptions) => status(o));
+  clientCommand('mount <mountpoint>', 'mount the cluster read-only with FUSE (until Ctrl-C or SIGTERM)')
+    .option('--ttl <duration>', 'how long attributes and listings are cached by the mount and the kernel (default 1s)')
+    .option('--readahead <pages>', 'pages fetched ahead of a sequential reader (default 8)')
+    .option('--cache <size>', 'memory for recently read pages, shared by all readers (default 256MiB)')
+    .option('--kernel-readahead <size>', "the kernel's readahead for the mount (default 4MiB)")
+    .option('--threads <n>', 'FUSE threads (default 16)')
+    .option('--allow-other', 'let other users read the mount')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|silent (default info)')
+    .action(async (mountpoint: string, o: MountFlags) => (await import('./mount.js')).mount(mountpoint, o));
   registerReleaseCommands(program, clientCommand);
 
   try {

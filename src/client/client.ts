@@ -1,9 +1,10 @@
 import type { Readable } from 'node:stream';
 import { request } from 'undici';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
+import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
-import { ClusterReader, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
+import { ClusterReader, PageCache, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 
@@ -14,6 +15,11 @@ export interface FanoutClientOptions {
   concurrency?: number;
   /** Ask a second worker for a page that has not arrived after this many ms (0 = off, the default). */
   hedgeDelayMs?: number;
+  /**
+   * Bytes of recently read pages kept in memory for readPage(), shared by all its callers, so
+   * that concurrent readers of one file fetch each page once. Default 64 MiB.
+   */
+  pageCacheBytes?: number;
   /** How often the member list is refreshed from the cluster. Default 10 s. */
   membershipRefreshMs?: number;
   /**
@@ -65,10 +71,12 @@ export class FanoutClient {
   private reader: ClusterReader | undefined;
   private refreshedAt = 0;
   private readonly sources = new Map<string, Ufs>();
+  private readonly pages: PageCache;
 
   constructor(private readonly options: FanoutClientOptions = {}) {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
     this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
+    this.pages = new PageCache(options.pageCacheBytes ?? 64 * 1024 * 1024);
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
@@ -110,6 +118,24 @@ export class FanoutClient {
     const reader = await this.clusterReader();
     const stream = reader.read(file.mount, file, options.start ?? 0, options.end ?? file.size, options.signal);
     return Object.assign(stream, { file });
+  }
+
+  /**
+   * Page `index` of a file already stat'ed (at its version), as verified chunks. Served from the
+   * client's shared page cache when recent, and fetched once however many callers ask for it
+   * at the same time. For readers that do their own readahead (the FUSE mount).
+   */
+  async readPage(file: StatResult, index: number): Promise<Buffer[]> {
+    const reader = await this.clusterReader();
+    const { pageSize } = this.info!;
+    const ref = { mount: file.mount, path: file.path, version: file.version, size: file.size, index };
+    const { start, end } = pageSpan(index, file.size, pageSize);
+    return this.pages.get(pageKey(ref, pageSize), end - start, () => reader.fetchPage(ref));
+  }
+
+  /** Hits, joins and fetches of readPage()'s shared page cache. */
+  pageCacheStats(): ReturnType<PageCache['stats']> {
+    return this.pages.stats();
   }
 
   /** Every member's counters, plus cluster totals. Unreachable members are reported, not fatal. */

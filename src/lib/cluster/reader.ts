@@ -197,7 +197,7 @@ export class ClusterReader {
 }
 
 /** The parts of a page's chunks that fall in [from, to) of the page. */
-function* sliceChunks(chunks: Buffer[], from: number, to: number): Generator<Buffer> {
+export function* sliceChunks(chunks: Buffer[], from: number, to: number): Generator<Buffer> {
   let offset = 0;
   for (const chunk of chunks) {
     const chunkEnd = offset + chunk.length;

@@ -143,3 +143,6 @@ export function parseListen(listen: string): { host: string; port: number } {
 function defaultDataDir(): string {
   return process.env.FANOUT_DATA_DIR ?? join(process.cwd(), '.fanout');
 }
+
+/** Size ("4MiB") and duration ("2s") fields, for other configurations validated at their edge. */
+export { size as sizeSchema, duration as durationSchema };

@@ -1,0 +1,468 @@
+// fanout's bridge to libfuse3: the low-level API on a multithreaded loop. Every request is
+// handed to JavaScript through one thread-safe function and answered from there, later, with
+// the reply functions below; FUSE threads never wait for JavaScript, so many reads (of one
+// file or of many) are in flight at once. Read replies are written to /dev/fuse straight from
+// the page buffers JavaScript already holds (writev), without copying them into a new buffer.
+#include <fuse_lowlevel.h>
+#include <napi.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// Numbers, not strings: they cross to JavaScript on every request. Kept in step with OPS in
+// src/mount/native.ts.
+enum Op : int {
+  kLookup = 0,
+  kForget = 1,
+  kGetattr = 2,
+  kOpen = 3,
+  kRead = 4,
+  kRelease = 5,
+  kOpendir = 6,
+  kReaddir = 7,
+  kReleasedir = 8,
+  kStatfs = 9,
+  kExited = 10,
+};
+
+struct Call {
+  Op op;
+  fuse_req_t req = nullptr;  // null for forget and exited: nothing to answer
+  fuse_ino_t ino = 0;
+  std::string name;
+  uint64_t fh = 0;
+  uint64_t offset = 0;
+  uint64_t count = 0;  // read/readdir size, forget nlookup, exited status
+  int flags = 0;
+};
+
+// One request waiting for JavaScript. Owned by the JS External that carries it: if JavaScript
+// drops it without answering, the finalizer answers EIO so the kernel never waits forever.
+struct Request {
+  fuse_req_t req;
+  std::atomic<bool> answered{false};
+  explicit Request(fuse_req_t r) : req(r) {}
+  bool Claim() {
+    bool expected = false;
+    return answered.compare_exchange_strong(expected, true);
+  }
+};
+
+struct Session;
+void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call);
+using Tsfn = Napi::TypedThreadSafeFunction<Session, Call, CallJs>;
+
+struct Session {
+  fuse_session* se = nullptr;
+  Tsfn tsfn;
+  uint32_t maxRead = 1 << 20;
+  uint32_t maxReadahead = 1 << 20;
+  uint32_t threads = 16;
+  bool cloneFd = true;
+  std::atomic<bool> unmounted{false};
+};
+
+// Attribute block size reported to stat(): cat, cp and dd size their reads from it.
+uint32_t g_blksize = 1 << 20;
+
+void Post(Session* session, Call* call) {
+  if (session->tsfn.NonBlockingCall(call) != napi_ok) {
+    if (call->req != nullptr) fuse_reply_err(call->req, EIO);
+    delete call;
+  }
+}
+
+Session* SessionOf(fuse_req_t req) { return static_cast<Session*>(fuse_req_userdata(req)); }
+
+void Forward(fuse_req_t req, Op op, fuse_ino_t ino, Call* call = nullptr) {
+  if (call == nullptr) call = new Call();
+  call->op = op;
+  call->req = req;
+  call->ino = ino;
+  Post(SessionOf(req), call);
+}
+
+void LlInit(void* userdata, fuse_conn_info* conn) {
+  auto* session = static_cast<Session*>(userdata);
+  // max_read must be given both here and as the max_read mount option (libfuse's note).
+  conn->max_read = session->maxRead;
+  // The kernel keeps the smaller of this and its own default; the mount raises the device's
+  // read_ahead_kb afterwards.
+  conn->max_readahead = session->maxReadahead;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+void LlLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto* call = new Call();
+  call->name = name;
+  Forward(req, kLookup, parent, call);
+}
+
+void PostForget(Session* session, fuse_ino_t ino, uint64_t nlookup) {
+  auto* call = new Call();
+  call->op = kForget;
+  call->ino = ino;
+  call->count = nlookup;
+  Post(session, call);
+}
+
+void LlForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Session* session = SessionOf(req);
+  fuse_reply_none(req);
+  PostForget(session, ino, nlookup);
+}
+
+void LlForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  Session* session = SessionOf(req);
+  for (size_t i = 0; i < count; i++) PostForget(session, forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void LlGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { Forward(req, kGetattr, ino); }
+
+void LlOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* call = new Call();
+  call->flags = fi->flags;
+  Forward(req, kOpen, ino, call);
+}
+
+void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto* call = new Call();
+  call->fh = fi->fh;
+  call->offset = static_cast<uint64_t>(off);
+  call->count = size;
+  Forward(req, kRead, ino, call);
+}
+
+void LlRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* call = new Call();
+  call->fh = fi->fh;
+  Forward(req, kRelease, ino, call);
+}
+
+void LlOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { Forward(req, kOpendir, ino); }
+
+void LlReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto* call = new Call();
+  call->fh = fi->fh;
+  call->offset = static_cast<uint64_t>(off);
+  call->count = size;
+  Forward(req, kReaddir, ino, call);
+}
+
+void LlReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* call = new Call();
+  call->fh = fi->fh;
+  Forward(req, kReleasedir, ino, call);
+}
+
+void LlStatfs(fuse_req_t req, fuse_ino_t ino) { Forward(req, kStatfs, ino); }
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.init = LlInit;
+  ops.lookup = LlLookup;
+  ops.forget = LlForget;
+  ops.forget_multi = LlForgetMulti;
+  ops.getattr = LlGetattr;
+  ops.open = LlOpen;
+  ops.read = LlRead;
+  ops.release = LlRelease;
+  ops.opendir = LlOpendir;
+  ops.readdir = LlReaddir;
+  ops.releasedir = LlReleasedir;
+  ops.statfs = LlStatfs;
+  return ops;
+}();
+
+void FinalizeRequest(Napi::Env, Request* request) {
+  if (request->Claim()) fuse_reply_err(request->req, EIO);
+  delete request;
+}
+
+void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
+  if (env == nullptr) {  // the environment is going away: answer what can be answered
+    if (call->req != nullptr) fuse_reply_err(call->req, EIO);
+    delete call;
+    return;
+  }
+  Request* request = call->req != nullptr ? new Request(call->req) : nullptr;
+  Napi::Value req = request != nullptr ? Napi::Value(Napi::External<Request>::New(env, request, FinalizeRequest)) : env.Undefined();
+  auto num = [&](double v) { return Napi::Number::New(env, v); };
+  std::vector<napi_value> args = {num(call->op), req, num(static_cast<double>(call->ino))};
+  switch (call->op) {
+    case kLookup:
+      args.push_back(Napi::String::New(env, call->name));
+      break;
+    case kForget:
+    case kExited:
+      args.push_back(num(static_cast<double>(call->count)));
+      break;
+    case kOpen:
+      args.push_back(num(call->flags));
+      break;
+    case kRead:
+    case kReaddir:
+      args.push_back(num(static_cast<double>(call->fh)));
+      args.push_back(num(static_cast<double>(call->offset)));
+      args.push_back(num(static_cast<double>(call->count)));
+      break;
+    case kRelease:
+    case kReleasedir:
+      args.push_back(num(static_cast<double>(call->fh)));
+      break;
+    default:
+      break;
+  }
+  delete call;
+  dispatch.Call(args);
+  if (env.IsExceptionPending()) {
+    // The dispatcher catches its own errors; this is a bug, but the kernel still gets an answer.
+    Napi::Error error = env.GetAndClearPendingException();
+    fprintf(stderr, "fanout mount: dispatcher threw: %s\n", error.Message().c_str());
+    if (request != nullptr && request->Claim()) fuse_reply_err(request->req, EIO);
+  }
+}
+
+// ---- replies (called from JavaScript, on the main thread) ----
+
+Request* Claim(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    Napi::TypeError::New(info.Env(), "first argument must be a request").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  Request* request = info[0].As<Napi::External<Request>>().Data();
+  if (!request->Claim()) {
+    Napi::Error::New(info.Env(), "request already answered").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return request;
+}
+
+double Num(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().DoubleValue(); }
+
+struct timespec FromMs(double ms) {
+  struct timespec ts;
+  double seconds = ms / 1000.0;
+  ts.tv_sec = static_cast<time_t>(seconds);
+  ts.tv_nsec = static_cast<long>((ms - static_cast<double>(ts.tv_sec) * 1000.0) * 1e6);
+  if (ts.tv_nsec < 0) ts.tv_nsec = 0;
+  return ts;
+}
+
+// (ino, mode, size, mtimeMs) starting at argument `i`.
+struct stat MakeStat(const Napi::CallbackInfo& info, size_t i) {
+  struct stat st;
+  std::memset(&st, 0, sizeof st);
+  st.st_ino = static_cast<ino_t>(Num(info, i));
+  st.st_mode = static_cast<mode_t>(Num(info, i + 1));
+  st.st_size = static_cast<off_t>(Num(info, i + 2));
+  st.st_mtim = st.st_ctim = st.st_atim = FromMs(Num(info, i + 3));
+  st.st_nlink = S_ISDIR(st.st_mode) ? 2 : 1;
+  st.st_uid = getuid();
+  st.st_gid = getgid();
+  st.st_blksize = g_blksize;
+  st.st_blocks = (st.st_size + 511) / 512;
+  return st;
+}
+
+void ReplyError(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r != nullptr) fuse_reply_err(r->req, static_cast<int>(Num(info, 1)));
+}
+
+// replyEntry(req, ino, mode, size, mtimeMs, attrTimeoutS, entryTimeoutS); ino 0 = negative entry.
+void ReplyEntry(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r == nullptr) return;
+  fuse_entry_param entry;
+  std::memset(&entry, 0, sizeof entry);
+  entry.attr = MakeStat(info, 1);
+  entry.ino = entry.attr.st_ino;
+  entry.generation = 1;
+  entry.attr_timeout = Num(info, 5);
+  entry.entry_timeout = Num(info, 6);
+  fuse_reply_entry(r->req, &entry);
+}
+
+// replyAttr(req, ino, mode, size, mtimeMs, attrTimeoutS)
+void ReplyAttr(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r == nullptr) return;
+  struct stat st = MakeStat(info, 1);
+  fuse_reply_attr(r->req, &st, Num(info, 5));
+}
+
+// replyOpen(req, fh, keepCache)
+void ReplyOpen(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r == nullptr) return;
+  fuse_file_info fi;
+  std::memset(&fi, 0, sizeof fi);
+  fi.fh = static_cast<uint64_t>(Num(info, 1));
+  fi.keep_cache = info[2].ToBoolean().Value() ? 1 : 0;
+  fuse_reply_open(r->req, &fi);
+}
+
+// replyData(req, buffers[]): the buffers are written to the kernel as they are (writev).
+void ReplyData(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r == nullptr) return;
+  Napi::Array buffers = info[1].As<Napi::Array>();
+  uint32_t count = buffers.Length();
+  std::vector<struct iovec> iov;
+  iov.reserve(count);
+  for (uint32_t i = 0; i < count; i++) {
+    Napi::Buffer<char> buffer = buffers.Get(i).As<Napi::Buffer<char>>();
+    if (buffer.Length() > 0) iov.push_back({buffer.Data(), buffer.Length()});
+  }
+  if (iov.empty()) {
+    fuse_reply_buf(r->req, nullptr, 0);
+  } else {
+    fuse_reply_iov(r->req, iov.data(), static_cast<int>(iov.size()));
+  }
+}
+
+// replyDir(req, size, offset, names[], inos[], modes[]): entries from index `offset` on, as
+// many as fit in `size` bytes; each entry's offset cookie is its index + 1.
+void ReplyDir(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r == nullptr) return;
+  size_t size = static_cast<size_t>(Num(info, 1));
+  uint32_t offset = static_cast<uint32_t>(Num(info, 2));
+  Napi::Array names = info[3].As<Napi::Array>();
+  Napi::Array inos = info[4].As<Napi::Array>();
+  Napi::Array modes = info[5].As<Napi::Array>();
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (uint32_t i = offset; i < names.Length(); i++) {
+    std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+    struct stat st;
+    std::memset(&st, 0, sizeof st);
+    st.st_ino = static_cast<ino_t>(inos.Get(i).As<Napi::Number>().DoubleValue());
+    st.st_mode = static_cast<mode_t>(modes.Get(i).As<Napi::Number>().DoubleValue());
+    size_t need = fuse_add_direntry(r->req, buf.data() + used, size - used, name.c_str(), &st, i + 1);
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(r->req, buf.data(), used);
+}
+
+// replyStatfs(req, blockSize, blocks, blocksFree, files, nameMax)
+void ReplyStatfs(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r == nullptr) return;
+  struct statvfs st;
+  std::memset(&st, 0, sizeof st);
+  st.f_bsize = st.f_frsize = static_cast<unsigned long>(Num(info, 1));
+  st.f_blocks = static_cast<fsblkcnt_t>(Num(info, 2));
+  st.f_bfree = st.f_bavail = static_cast<fsblkcnt_t>(Num(info, 3));
+  st.f_files = static_cast<fsfilcnt_t>(Num(info, 4));
+  st.f_namemax = static_cast<unsigned long>(Num(info, 5));
+  fuse_reply_statfs(r->req, &st);
+}
+
+// ---- session ----
+
+uint32_t OptionU32(Napi::Object options, const char* key, uint32_t fallback) {
+  Napi::Value v = options.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
+}
+
+// mount(mountpoint, options, dispatch) -> session. options: { args: string[] (libfuse
+// arguments, e.g. ["-o", "ro,max_read=1048576"]), maxRead, maxReadahead, threads, cloneFd,
+// blksize }. dispatch(op, req, ino, ...) receives every request, then (op EXITED) the end
+// of the loop.
+Napi::Value Mount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsFunction()) {
+    Napi::TypeError::New(env, "mount(mountpoint, options, dispatch)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string mountpoint = info[0].As<Napi::String>().Utf8Value();
+  Napi::Object options = info[1].As<Napi::Object>();
+  auto* session = new Session();
+  session->maxRead = OptionU32(options, "maxRead", session->maxRead);
+  session->maxReadahead = OptionU32(options, "maxReadahead", session->maxReadahead);
+  session->threads = OptionU32(options, "threads", session->threads);
+  session->cloneFd = options.Get("cloneFd").ToBoolean().Value();
+  g_blksize = OptionU32(options, "blksize", g_blksize);
+
+  std::vector<std::string> args = {"fanout"};
+  Napi::Value extra = options.Get("args");
+  if (extra.IsArray()) {
+    Napi::Array list = extra.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) args.push_back(list.Get(i).ToString().Utf8Value());
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  session->se = fuse_session_new(&fargs, &kOps, sizeof kOps, session);
+  if (session->se == nullptr) {
+    delete session;
+    Napi::Error::New(env, "fuse_session_new failed (invalid FUSE options? libfuse printed why)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (fuse_session_mount(session->se, mountpoint.c_str()) != 0) {
+    fuse_session_destroy(session->se);
+    delete session;
+    Napi::Error::New(env, "cannot mount at " + mountpoint + " (libfuse printed why)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  session->tsfn = Tsfn::New(env, info[2].As<Napi::Function>(), "fanout-fuse", 0, 1, session);
+  std::thread([session] {
+    fuse_loop_config* config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(config, session->threads);
+    fuse_loop_cfg_set_idle_threads(config, session->threads);
+    fuse_loop_cfg_set_clone_fd(config, session->cloneFd ? 1 : 0);
+    int status = fuse_session_loop_mt(session->se, config);
+    fuse_loop_cfg_destroy(config);
+    auto* call = new Call();
+    call->op = kExited;
+    call->count = static_cast<uint64_t>(status < 0 ? -status : status);
+    session->tsfn.BlockingCall(call);
+    session->tsfn.Release();
+    // The session itself is left for the process to reclaim: a late reply must not touch
+    // freed memory.
+  }).detach();
+  return Napi::External<Session>::New(env, session);
+}
+
+// unmount(session): ends the loop and detaches the mount (lazily: files still open keep it
+// alive until closed). The EXITED dispatch follows when the loop has ended.
+void Unmount(const Napi::CallbackInfo& info) {
+  Session* session = info[0].As<Napi::External<Session>>().Data();
+  bool expected = false;
+  if (!session->unmounted.compare_exchange_strong(expected, true)) return;
+  fuse_session_exit(session->se);
+  fuse_session_unmount(session->se);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("mount", Napi::Function::New(env, Mount));
+  exports.Set("unmount", Napi::Function::New(env, Unmount));
+  exports.Set("replyError", Napi::Function::New(env, ReplyError));
+  exports.Set("replyEntry", Napi::Function::New(env, ReplyEntry));
+  exports.Set("replyAttr", Napi::Function::New(env, ReplyAttr));
+  exports.Set("replyOpen", Napi::Function::New(env, ReplyOpen));
+  exports.Set("replyData", Napi::Function::New(env, ReplyData));
+  exports.Set("replyDir", Napi::Function::New(env, ReplyDir));
+  exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(fanout_fuse, Init)

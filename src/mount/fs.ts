@@ -1,0 +1,218 @@
+import { constants } from 'node:fs';
+import { constants as os } from 'node:os';
+import type { ClusterStatus, FanoutClient } from '../client/index.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { FanoutError } from '../core/errors.js';
+import { TtlCache } from '../lib/ttlcache/index.js';
+import { InodeTable, ROOT_INO, type Inode } from './inodes.js';
+import { Metadata, type Attributes } from './metadata.js';
+import { OPS, type Dispatch, type FuseAddon, type FuseRequest } from './native.js';
+import { FileReader } from './reader.js';
+
+const { errno } = os;
+const DIR_MODE = constants.S_IFDIR | 0o555;
+const FILE_MODE = constants.S_IFREG | 0o444;
+const STATFS_BLOCK = 4096;
+/** open(2) access mode bits (not in Node's fs.constants). */
+const O_ACCMODE = 3;
+
+export interface FsOptions {
+  /** How long stat/list answers are reused here, and how long the kernel may cache attributes and names. */
+  ttlMs: number;
+  /** Pages fetched ahead of a sequential reader. */
+  readahead: number;
+  clock?: Clock;
+  log: MountLog;
+}
+
+/** Where the mount says why a request failed with EIO. */
+export interface MountLog {
+  warn(fields: object, message: string): void;
+}
+
+interface DirListing {
+  names: string[];
+  inos: number[];
+  modes: number[];
+}
+
+/**
+ * The filesystem behind the FUSE mount: a read-only view of every fanout mount, answered
+ * through the SDK. The root lists the cluster's mounts (`/data`, …); files are mode 0444,
+ * directories 0555. Missing paths are ENOENT; cluster failures EIO, with a log line saying why.
+ */
+export class FanoutFs {
+  private readonly inodes = new InodeTable();
+  private readonly meta: Metadata;
+  private readonly files = new Map<number, FileReader>();
+  private readonly dirs = new Map<number, DirListing>();
+  private readonly status: TtlCache<ClusterStatus>;
+  private readonly ttlSeconds: number;
+  private readonly startedAt: number;
+  private nextHandle = 1;
+  private exited: ((status: number) => void) | undefined;
+  /** Resolves with the loop's status when the FUSE session ends (unmounted, from here or outside). */
+  readonly closed = new Promise<number>((resolve) => (this.exited = resolve));
+
+  constructor(
+    private readonly addon: FuseAddon,
+    private readonly client: FanoutClient,
+    private readonly pageSize: number,
+    private readonly options: FsOptions,
+  ) {
+    const clock = options.clock ?? systemClock;
+    this.meta = new Metadata(client, options.ttlMs, clock);
+    this.status = new TtlCache(10_000, clock);
+    this.ttlSeconds = options.ttlMs / 1000;
+    this.startedAt = clock.now();
+  }
+
+  /** Every kernel request enters here (on the main thread, via the addon's thread-safe function). */
+  readonly dispatch: Dispatch = (op, req, ino, a, b, c) => {
+    switch (op) {
+      case OPS.LOOKUP:
+        return this.answer(req, 'lookup', ino, () => this.lookup(req, ino, a as string));
+      case OPS.FORGET:
+        return this.inodes.forget(ino, a as number);
+      case OPS.GETATTR:
+        return this.answer(req, 'getattr', ino, () => this.getattr(req, ino));
+      case OPS.OPEN:
+        return this.answer(req, 'open', ino, () => this.open(req, ino, a as number));
+      case OPS.READ:
+        return this.answer(req, 'read', ino, () => this.read(req, ino, a as number, b!, c!));
+      case OPS.RELEASE:
+        this.files.get(a as number)?.close();
+        this.files.delete(a as number);
+        return this.addon.replyError(req, 0);
+      case OPS.OPENDIR:
+        return this.answer(req, 'opendir', ino, () => this.opendir(req, ino));
+      case OPS.READDIR:
+        return this.answer(req, 'readdir', ino, () => this.readdir(req, a as number, b!, c!));
+      case OPS.RELEASEDIR:
+        this.dirs.delete(a as number);
+        return this.addon.replyError(req, 0);
+      case OPS.STATFS:
+        return this.answer(req, 'statfs', ino, () => this.statfs(req));
+      case OPS.EXITED:
+        return this.exited?.(a as number);
+      default:
+        if (req) this.addon.replyError(req, errno.ENOSYS);
+    }
+  };
+
+  /** Inodes the kernel holds and files open now (for tests and diagnostics). */
+  counts(): { inodes: number; files: number; dirs: number } {
+    return { inodes: this.inodes.size, files: this.files.size, dirs: this.dirs.size };
+  }
+
+  private async lookup(req: FuseRequest, parentIno: number, name: string): Promise<void> {
+    const parent = this.node(parentIno);
+    const attrs = await this.meta.lookup(parent.path, name);
+    if (!attrs) {
+      // A negative entry: the kernel remembers the name is missing for the TTL.
+      return this.addon.replyEntry(req, 0, 0, 0, 0, 0, this.ttlSeconds);
+    }
+    const node = this.inodes.remember(parent.path === '' ? name : `${parent.path}/${name}`, attrs.isDir);
+    const { mode, size, mtimeMs } = this.stat(attrs);
+    this.addon.replyEntry(req, node.ino, mode, size, mtimeMs, this.ttlSeconds, this.ttlSeconds);
+  }
+
+  private async getattr(req: FuseRequest, ino: number): Promise<void> {
+    const node = this.node(ino);
+    const attrs = node.isDir ? { isDir: true, size: 0, mtimeMs: 0 } : await this.meta.attributes(node.path);
+    if (!attrs) throw new FanoutError('NOT_FOUND', `/${node.path} is gone`);
+    const { mode, size, mtimeMs } = this.stat(attrs);
+    this.addon.replyAttr(req, ino, mode, size, mtimeMs, this.ttlSeconds);
+  }
+
+  private async open(req: FuseRequest, ino: number, flags: number): Promise<void> {
+    const node = this.node(ino);
+    if ((flags & O_ACCMODE) !== constants.O_RDONLY || flags & constants.O_TRUNC) return this.addon.replyError(req, errno.EROFS);
+    if (node.isDir) return this.addon.replyError(req, errno.EISDIR);
+    const file = await this.meta.stat(node.path);
+    // The kernel's cached pages of this file are still right if it is still at the same version.
+    const keepCache = node.openedVersion === file.version;
+    node.openedVersion = file.version;
+    const fh = this.nextHandle++;
+    this.files.set(fh, new FileReader(file, this.client, this.pageSize, this.options.readahead));
+    this.addon.replyOpen(req, fh, keepCache);
+  }
+
+  private async read(req: FuseRequest, ino: number, fh: number, offset: number, size: number): Promise<void> {
+    const reader = this.files.get(fh);
+    if (!reader) return this.addon.replyError(req, errno.EBADF);
+    this.addon.replyData(req, await reader.read(offset, size));
+  }
+
+  private async opendir(req: FuseRequest, ino: number): Promise<void> {
+    const node = this.node(ino);
+    if (!node.isDir) return this.addon.replyError(req, errno.ENOTDIR);
+    const entries = await this.meta.list(node.path);
+    const listing: DirListing = { names: ['.', '..'], inos: [ino, ino], modes: [DIR_MODE, DIR_MODE] };
+    for (const entry of entries) {
+      listing.names.push(entry.name);
+      listing.inos.push(this.inodes.numberFor(node.path === '' ? entry.name : `${node.path}/${entry.name}`));
+      listing.modes.push(entry.type === 'dir' ? DIR_MODE : FILE_MODE);
+    }
+    const fh = this.nextHandle++;
+    this.dirs.set(fh, listing);
+    this.addon.replyOpen(req, fh, false);
+  }
+
+  private async readdir(req: FuseRequest, fh: number, offset: number, size: number): Promise<void> {
+    const listing = this.dirs.get(fh);
+    if (!listing) return this.addon.replyError(req, errno.EBADF);
+    this.addon.replyDir(req, size, offset, listing.names, listing.inos, listing.modes);
+  }
+
+  /** df: the cluster's capacity and free cache space. */
+  private async statfs(req: FuseRequest): Promise<void> {
+    const { totals } = await this.status.get('cluster', () => this.client.status());
+    const blocks = Math.floor(totals.capacity / STATFS_BLOCK);
+    const free = Math.max(0, Math.floor((totals.capacity - totals.used) / STATFS_BLOCK));
+    this.addon.replyStatfs(req, STATFS_BLOCK, blocks, free, this.inodes.size, 255);
+  }
+
+  private node(ino: number): Inode {
+    const node = this.inodes.get(ino);
+    if (!node) throw new FanoutError('NOT_FOUND', `inode ${ino} is not known (forgotten)`);
+    return node;
+  }
+
+  private stat(attrs: Attributes): { mode: number; size: number; mtimeMs: number } {
+    return { mode: attrs.isDir ? DIR_MODE : FILE_MODE, size: attrs.size, mtimeMs: attrs.mtimeMs || this.startedAt };
+  }
+
+  /** Runs one request's handler; any error becomes its errno (EIO with a log line for cluster failures). */
+  private answer(req: FuseRequest, op: string, ino: number, handler: () => Promise<void>): void {
+    handler().catch((err: unknown) => {
+      const code = errnoFor(err);
+      if (code === errno.EIO) {
+        const error = err as Partial<FanoutError>;
+        const path = `/${this.inodes.get(ino)?.path ?? `<inode ${ino}>`}`;
+        this.options.log.warn({ op, path, code: error.code ?? 'INTERNAL', err: error.message ?? String(err) }, `${op} ${path} failed: EIO`);
+      }
+      try {
+        this.addon.replyError(req, code);
+      } catch {
+        // already answered (the failure came after the reply): nothing more to tell the kernel
+      }
+    });
+  }
+}
+
+/** The errno a failed request answers: what a missing path or a dead cluster means to POSIX. */
+export function errnoFor(err: unknown): number {
+  switch (err instanceof FanoutError ? err.code : undefined) {
+    case 'NOT_FOUND':
+    case 'UNKNOWN_MOUNT':
+    case 'INVALID_PATH':
+      return errno.ENOENT;
+    case 'IS_A_DIRECTORY':
+      return errno.EISDIR;
+    case 'NOT_A_DIRECTORY':
+      return errno.ENOTDIR;
+    default:
+      return errno.EIO;
+  }
+}

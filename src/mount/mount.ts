@@ -1,0 +1,138 @@
+import { spawn } from 'node:child_process';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { FanoutClient } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { FanoutFs, type MountLog } from './fs.js';
+import { loadAddon } from './native.js';
+import { parseMountOptions, type MountOptionsInput } from './options.js';
+
+/** Largest read the kernel sends a FUSE filesystem (256 pages; libfuse's buffer holds no more). */
+const MAX_READ = 1024 * 1024;
+const FSTYPE = 'fuse.fanout';
+
+export interface MountLogger extends MountLog {
+  info(fields: object, message: string): void;
+}
+
+export interface Mounted {
+  mountpoint: string;
+  fs: FanoutFs;
+  client: FanoutClient;
+  /** Resolves when the FUSE session has ended, however it was unmounted. */
+  closed: Promise<number>;
+  /**
+   * Detaches the mount (lazily: files still open keep it alive until closed) and waits up to
+   * `graceMs` for the session to end.
+   */
+  unmount(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Mounts the cluster read-only at `mountpoint`. A stale mount left there by a killed process
+ * ("Transport endpoint is not connected") is detached first; a live one is refused.
+ */
+export async function mountFanout(mountpoint: string, input: MountOptionsInput, log: MountLogger): Promise<Mounted> {
+  const options = parseMountOptions(input);
+  const addon = loadAddon();
+  const target = resolve(mountpoint);
+  await clearStaleMount(target, log);
+  const st = await stat(target).catch((err: NodeJS.ErrnoException) => {
+    throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`);
+  });
+  if (!st.isDirectory()) throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target} is not a directory`);
+
+  const client = new FanoutClient({ endpoint: options.endpoint, pageCacheBytes: options.cache });
+  let session;
+  let fs: FanoutFs;
+  try {
+    const { pageSize } = await client.cluster(); // fail here, not on the first read, if the cluster is unreachable
+    fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, log });
+    const flags = ['ro', 'default_permissions', 'fsname=fanout', 'subtype=fanout', `max_read=${MAX_READ}`];
+    if (options.allowOther) flags.push('allow_other');
+    session = addon.mount(target, {
+      args: ['-o', flags.join(',')],
+      maxRead: MAX_READ,
+      maxReadahead: options.kernelReadahead,
+      threads: options.threads,
+      cloneFd: true,
+      blksize: Math.min(pageSize, MAX_READ),
+    }, fs.dispatch);
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+  await raiseKernelReadahead(target, options.kernelReadahead, log);
+
+  let unmounting: Promise<void> | undefined;
+  const unmount = (graceMs = 3000): Promise<void> =>
+    (unmounting ??= (async () => {
+      addon.unmount(session);
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
+      await Promise.race([fs.closed, late]);
+      clearTimeout(timer);
+      await client.close();
+    })());
+  return { mountpoint: target, fs, client, closed: fs.closed, unmount };
+}
+
+/**
+ * A FUSE mount whose process died answers every access with ENOTCONN; it must be detached
+ * before the directory can be mounted again. A working fanout mount is left alone (refused).
+ */
+export async function clearStaleMount(target: string, log: MountLogger): Promise<void> {
+  const error = await stat(target).then(
+    () => undefined,
+    (err: NodeJS.ErrnoException) => err,
+  );
+  if (error?.code === 'ENOTCONN' || error?.code === 'ECONNABORTED') {
+    log.info({ mountpoint: target }, 'a stale mount is left from a process that died: unmounting it');
+    await detach(target);
+    return;
+  }
+  if (!error && (await mountedFilesystems()).some((m) => m.mountpoint === target && m.fstype === FSTYPE)) {
+    throw new FanoutError('INVALID_ARGUMENT', `${target} is already mounted by a running fanout mount; unmount it first (fusermount3 -u ${target})`);
+  }
+}
+
+/** Lazy unmount with the FUSE helper, or umount -l where it is missing. */
+async function detach(target: string): Promise<void> {
+  const run = (cmd: string, args: string[]) =>
+    new Promise<number>((resolveRun) => {
+      const proc = spawn(cmd, args, { stdio: 'ignore' });
+      proc.once('error', () => resolveRun(-1));
+      proc.once('exit', (code) => resolveRun(code ?? -1));
+    });
+  if ((await run('fusermount3', ['-u', '-z', target])) === 0) return;
+  if ((await run('umount', ['-l', target])) === 0) return;
+  throw new FanoutError('INTERNAL', `cannot unmount the stale mount at ${target}: run fusermount3 -u -z ${target}`);
+}
+
+/** Mount points and types from /proc/self/mountinfo (octal escapes decoded). */
+async function mountedFilesystems(): Promise<{ mountpoint: string; fstype: string }[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [before, after = ''] = line.split(' - ');
+      return { mountpoint: unescape(before!.split(' ')[4] ?? ''), fstype: after.split(' ')[0] ?? '' };
+    });
+}
+
+/**
+ * The kernel starts FUSE mounts with a 128 KiB readahead; sequential reads then arrive as
+ * small requests. Raising the mount's read_ahead_kb (root only) lets them arrive as 1 MiB ones.
+ */
+async function raiseKernelReadahead(target: string, bytes: number, log: MountLogger): Promise<void> {
+  try {
+    const { dev } = await stat(target); // answered by this process's own FUSE session
+    const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+    const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    await writeFile(`/sys/class/bdi/${major}:${minor}/read_ahead_kb`, String(Math.floor(bytes / 1024)));
+  } catch (err) {
+    log.info({ err: (err as Error).message }, 'kept the kernel default readahead for the mount');
+  }
+}

@@ -1,0 +1,76 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FanoutError } from '../core/errors.js';
+
+/** Request kinds the addon dispatches; numbers kept in step with `enum Op` in native/fuse/fuse.cc. */
+export const OPS = {
+  LOOKUP: 0,
+  FORGET: 1,
+  GETATTR: 2,
+  OPEN: 3,
+  READ: 4,
+  RELEASE: 5,
+  OPENDIR: 6,
+  READDIR: 7,
+  RELEASEDIR: 8,
+  STATFS: 9,
+  EXITED: 10,
+} as const;
+
+/** A kernel request waiting for its answer (opaque; answer it exactly once). */
+export type FuseRequest = { readonly __brand: 'FuseRequest' };
+export type FuseSession = { readonly __brand: 'FuseSession' };
+
+/**
+ * dispatch(op, req, ino, ...args):
+ * LOOKUP name · FORGET nlookup · OPEN flags · READ/READDIR fh, offset, size ·
+ * RELEASE/RELEASEDIR fh · EXITED status (req undefined for FORGET and EXITED).
+ */
+export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string, b?: number, c?: number) => void;
+
+export interface NativeMountOptions {
+  /** libfuse arguments, e.g. ['-o', 'ro,max_read=1048576']. */
+  args: string[];
+  maxRead: number;
+  maxReadahead: number;
+  /** FUSE worker threads. */
+  threads: number;
+  /** One /dev/fuse descriptor per thread. */
+  cloneFd: boolean;
+  /** st_blksize of files: the read size cat, cp and friends choose. */
+  blksize: number;
+}
+
+/** The addon's functions (native/fuse/fuse.cc). Times in seconds, mtimes in ms. */
+export interface FuseAddon {
+  mount(mountpoint: string, options: NativeMountOptions, dispatch: Dispatch): FuseSession;
+  unmount(session: FuseSession): void;
+  replyError(req: FuseRequest, errno: number): void;
+  replyEntry(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number, entryTimeout: number): void;
+  replyAttr(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number): void;
+  replyOpen(req: FuseRequest, fh: number, keepCache: boolean): void;
+  replyData(req: FuseRequest, chunks: Buffer[]): void;
+  replyDir(req: FuseRequest, size: number, offset: number, names: string[], inos: number[], modes: number[]): void;
+  replyStatfs(req: FuseRequest, blockSize: number, blocks: number, blocksFree: number, files: number, nameMax: number): void;
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const ADDON_PATH = join(root, 'native/fuse/build/Release/fanout_fuse.node');
+
+let addon: FuseAddon | undefined;
+
+/** Loads the addon built by `npm run build:native`, or says how to get it. */
+export function loadAddon(): FuseAddon {
+  if (addon) return addon;
+  if (!existsSync(ADDON_PATH)) {
+    throw new FanoutError(
+      'INTERNAL',
+      `the FUSE addon is not built (${ADDON_PATH} is missing): install libfuse3-dev, pkg-config and g++ ` +
+        '(bash scripts/install-system-deps.sh), then run `npm run build:native`',
+    );
+  }
+  addon = createRequire(import.meta.url)(ADDON_PATH) as FuseAddon;
+  return addon;
+}

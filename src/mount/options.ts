@@ -1,0 +1,40 @@
+import { z } from 'zod';
+import { FanoutError } from '../core/errors.js';
+import { durationSchema, sizeSchema } from '../lib/config/index.js';
+
+/**
+ * `fanout mount` settings, validated once, with every default here. The CLI passes its flags
+ * as they are; numbers come as strings or numbers.
+ */
+const count = (min: number, max: number) => z.union([z.number(), z.string()]).pipe(z.coerce.number().int().min(min).max(max));
+
+export const mountOptionsSchema = z
+  .object({
+    /** Any worker of the cluster. */
+    endpoint: z.string().url().default('http://127.0.0.1:7450'),
+    /** How long stat/list answers are reused by the mount and cached by the kernel (staleness it adds). */
+    ttl: durationSchema.default('1s'),
+    /** Pages fetched ahead of a sequential reader (0 = only what the kernel asks for). */
+    readahead: count(0, 256).default(8),
+    /** Memory for recently read pages, shared by all readers of the mount. */
+    cache: sizeSchema.default('256MiB'),
+    /** Kernel readahead for the mount (read_ahead_kb), so sequential reads arrive as large requests. */
+    kernelReadahead: sizeSchema.default('4MiB'),
+    /** Let users other than the one who mounted read (needs user_allow_other unless root). */
+    allowOther: z.boolean().default(false),
+    /** FUSE threads reading requests from the kernel. */
+    threads: count(1, 256).default(16),
+  })
+  .strict();
+
+export type MountOptionsInput = z.input<typeof mountOptionsSchema>;
+export type MountOptions = z.output<typeof mountOptionsSchema>;
+
+export function parseMountOptions(input: MountOptionsInput): MountOptions {
+  const result = mountOptionsSchema.safeParse(input);
+  if (!result.success) {
+    const why = result.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; ');
+    throw new FanoutError('INVALID_ARGUMENT', `invalid mount options: ${why}`);
+  }
+  return result.data;
+}
