@@ -3,10 +3,11 @@ import { FanoutError } from '../core/errors.js';
 import { isValidMountName } from '../core/paths.js';
 import { loadWorkerConfig, mountSpec, parseWorkerConfig, type WorkerConfig } from '../lib/config/index.js';
 import { Worker } from '../worker/worker.js';
+import { gatewayBanner, setupGateway, type GatewayFlags, type GatewaySetup } from './gateway.js';
 
 /** `fanout serve` (zero-config single node) and `fanout worker` (a cluster member). */
 
-export interface DaemonFlags {
+export interface DaemonFlags extends GatewayFlags {
   config?: string;
   mount?: string[];
   listen?: string;
@@ -31,7 +32,7 @@ export async function serve(uri: string | undefined, flags: DaemonFlags): Promis
   const config = flags.config
     ? await loadWorkerConfig(flags.config, { ...overrides(flags), mounts })
     : parseWorkerConfig({ ...overrides(flags), mounts });
-  await run(config);
+  await run(config, await setupGateway(config, flags, true));
 }
 
 export async function worker(flags: DaemonFlags): Promise<void> {
@@ -40,16 +41,17 @@ export async function worker(flags: DaemonFlags): Promise<void> {
   const config = flags.config ? await loadWorkerConfig(flags.config, extra) : parseWorkerConfig(extra);
   if (flags.etcd) config.membership = { etcd: { endpoints: flags.etcd.split(','), prefix: '/fanout/default/members/', leaseTtlSeconds: 10 } };
   if (Object.keys(config.mounts).length === 0) throw new FanoutError('INVALID_CONFIG', 'the worker has no mounts: add "mounts:" to the config');
-  await run(config);
+  await run(config, await setupGateway(config, flags, false));
 }
 
-async function run(config: WorkerConfig): Promise<void> {
+async function run(config: WorkerConfig, gateway: GatewaySetup): Promise<void> {
   const node = new Worker(config);
   await node.start();
   process.stderr.write(
     `fanout worker ${config.id} listening on ${node.url}\n` +
       Object.keys(config.mounts).map((name) => `  /${name}/  →  ${mountSpec(config, name).uri}\n`).join('') +
-      `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}\n`,
+      `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}\n` +
+      gatewayBanner(config, node.gateway?.url, gateway),
   );
   await new Promise<void>((resolveStop) => {
     const stop = (signal: string) => {
