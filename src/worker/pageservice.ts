@@ -6,7 +6,7 @@ import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
-import { SingleFlight } from '../lib/transfer/index.js';
+import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendChunks } from './http.js';
@@ -42,15 +42,27 @@ export interface PageServiceDeps {
  */
 export class PageService {
   readonly flights = new SingleFlight();
+  /**
+   * Page buffers held at once, for hits being sent and for fills being received: however many
+   * readers arrive, the worker's memory stays bounded and the excess waits its turn.
+   */
+  private readonly hitSlots: Semaphore;
+  private readonly fillSlots: Semaphore;
 
-  constructor(private readonly deps: PageServiceDeps) {}
+  constructor(private readonly deps: PageServiceDeps) {
+    const slots = Math.max(2, Math.floor(PAGE_MEMORY / deps.pageSize / 2));
+    this.hitSlots = new Semaphore(slots);
+    this.fillSlots = new Semaphore(slots);
+  }
 
   /** `direct`: read the source here even if another worker owns the page (hedges, failover). */
   async serve(res: ServerResponse, ref: PageRef, direct = false): Promise<void> {
     const { pageSize, store, metrics } = this.deps;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
     const key = pageKey(ref, pageSize);
-    if (!this.flights.get(key)) {
+    if (!this.flights.get(key) && store.has(key)) {
+      const releaseSlot = await this.hitSlots.acquire();
+      res.once('close', releaseSlot);
       const page = await store.get(key);
       if (page) {
         metrics.hits.inc();
@@ -64,6 +76,8 @@ export class PageService {
         res.end(page.data, () => page.release());
         return;
       }
+      res.off('close', releaseSlot);
+      releaseSlot();
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct);
@@ -80,7 +94,7 @@ export class PageService {
     const { fill, started } = this.flights.join(
       key,
       length,
-      () => (fromPeer ? this.peerChunks(primary, ref, start, length) : this.sourceChunks(ref, start, length)),
+      () => this.holdingFillSlot(() => (fromPeer ? this.peerChunks(primary, ref, start, length) : this.sourceChunks(ref, start, length))),
       async (done) => {
         if (!keep) return;
         try {
@@ -103,6 +117,15 @@ export class PageService {
       });
     }
     return fill;
+  }
+
+  private async *holdingFillSlot(chunks: () => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    const release = await this.fillSlots.acquire();
+    try {
+      yield* chunks();
+    } finally {
+      release();
+    }
   }
 
   private async *sourceChunks(ref: PageRef, start: number, length: number): AsyncGenerator<Buffer> {
@@ -159,6 +182,9 @@ export class PageService {
     );
   }
 }
+
+/** Memory for page buffers in flight (half for hits, half for fills). */
+const PAGE_MEMORY = 192 * 1024 * 1024;
 
 function hex(crc: number): string {
   return crc.toString(16).padStart(8, '0');

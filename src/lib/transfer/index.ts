@@ -1,1 +1,2 @@
 export { SingleFlight, PageFill } from './singleflight.js';
+export { Semaphore } from './semaphore.js';

@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import { crc32 } from 'node:zlib';
 import { FanoutError } from '../../core/errors.js';
 
+const EMPTY = Buffer.alloc(0);
+
 /**
  * One in-flight source read of one page, shared by everyone who asks for that page while it
  * is being read. Bytes land in a single page buffer; each waiter streams from that buffer as
@@ -9,7 +11,8 @@ import { FanoutError } from '../../core/errors.js';
  * source is read once however many wait.
  */
 export class PageFill extends EventEmitter {
-  readonly buffer: Buffer;
+  /** Allocated when the first byte arrives, so queued fills hold no memory. */
+  buffer: Buffer = EMPTY;
   received = 0;
   crc = 0;
   error: FanoutError | undefined;
@@ -22,7 +25,6 @@ export class PageFill extends EventEmitter {
   ) {
     super();
     this.setMaxListeners(0);
-    this.buffer = Buffer.allocUnsafe(length);
     this.settled = new Promise((resolve) => this.once('settled', resolve));
   }
 
@@ -36,6 +38,7 @@ export class PageFill extends EventEmitter {
         if (this.received + chunk.length > this.length) {
           throw new FanoutError('SOURCE_ERROR', `source sent more than the ${this.length} bytes asked for`);
         }
+        if (this.buffer === EMPTY) this.buffer = Buffer.allocUnsafe(this.length);
         chunk.copy(this.buffer, this.received);
         this.crc = crc32(chunk, this.crc);
         this.received += chunk.length;
