@@ -1,0 +1,99 @@
+import { FanoutError } from '../core/errors.js';
+import { parseFanoutPath } from '../core/paths.js';
+import { sendChunks } from '../lib/http/index.js';
+import { evaluateConditions, selectRange } from './conditional.js';
+import { S3Error, s3Errors, toS3Error } from './errors.js';
+import type { GatewayBackend, RequestContext } from './types.js';
+import { quoteEtag } from './xml.js';
+
+/** Object subresources S3 has and a read-only cache does not serve. */
+const UNSUPPORTED = ['acl', 'tagging', 'attributes', 'torrent', 'legal-hold', 'retention', 'restore', 'select', 'uploadId', 'uploads'];
+
+/** response-* query parameters override these response headers (as on S3, for signed requests). */
+const OVERRIDES: [string, string][] = [
+  ['response-content-type', 'content-type'],
+  ['response-content-language', 'content-language'],
+  ['response-expires', 'expires'],
+  ['response-cache-control', 'cache-control'],
+  ['response-content-disposition', 'content-disposition'],
+  ['response-content-encoding', 'content-encoding'],
+];
+
+export const MAX_KEY_BYTES = 1024;
+
+/**
+ * GetObject and HeadObject: stat through the worker's cache, conditionals, Range, then the bytes
+ * through the cluster reader with backpressure. The status line is written only once the first
+ * bytes are in hand, so a failure before that is a proper S3 error; a failure after it cuts the
+ * connection (the client sees a short body, never a wrong one).
+ */
+export async function getObject(ctx: RequestContext, backend: GatewayBackend): Promise<void> {
+  const { req, res, bucket, key, query } = ctx;
+  for (const name of UNSUPPORTED) if (query.has(name)) throw s3Errors.notImplemented(`${ctx.method} object ?${name}`);
+  const versionId = query.get('versionId');
+  if (versionId !== undefined && versionId !== 'null') throw s3Errors.invalidArgument('Invalid version id specified', 'versionId', versionId);
+  const partNumber = query.get('partNumber');
+  if (partNumber !== undefined && partNumber !== '1') throw new S3Error('InvalidPartNumber', 416, 'The requested partnumber is not satisfiable');
+
+  const path = objectPath(backend, bucket, key);
+  const info = await backend.stat(bucket, path).catch((err: unknown) => {
+    throw toS3Error(err, { bucket, key });
+  });
+  const headers: Record<string, string | number> = {
+    etag: quoteEtag(info.version),
+    'last-modified': new Date(info.mtimeMs).toUTCString(),
+    'accept-ranges': 'bytes',
+  };
+  if (evaluateConditions(req.headers, info.version, info.mtimeMs) === 'not-modified') {
+    res.writeHead(304, headers);
+    res.end();
+    return;
+  }
+  const range = partNumber === undefined ? selectRange(req.headers, info.size, info.version, info.mtimeMs) : undefined;
+  const start = range?.start ?? 0;
+  const end = range?.end ?? info.size;
+  headers['content-type'] = 'application/octet-stream';
+  headers['content-length'] = end - start;
+  if (range) headers['content-range'] = `bytes ${start}-${end - 1}/${info.size}`;
+  if (partNumber !== undefined) headers['x-amz-mp-parts-count'] = 1;
+  for (const [param, header] of OVERRIDES) {
+    const value = query.get(param);
+    if (value !== undefined) headers[header] = sanitizeHeader(value);
+  }
+  const status = range ? 206 : 200;
+  if (ctx.method === 'HEAD' || start === end) {
+    res.writeHead(status, headers);
+    res.end();
+    return;
+  }
+  const abort = new AbortController();
+  const onClose = () => abort.abort(new FanoutError('ABORTED', 'client went away'));
+  res.once('close', onClose);
+  try {
+    const chunks = backend.read(bucket, info, start, end, abort.signal);
+    await sendChunks(res, chunks, () => res.writeHead(status, headers));
+  } catch (err) {
+    throw toS3Error(err, { bucket, key });
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
+/** The fanout path of a key; keys fanout can never hold ("a//b", "../x", "dir/") are NoSuchKey. */
+function objectPath(backend: GatewayBackend, bucket: string, key: string): string {
+  if (!backend.mountNames().includes(bucket)) throw s3Errors.noSuchBucket(bucket);
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw s3Errors.keyTooLong();
+  if (key.endsWith('/')) throw s3Errors.noSuchKey(key);
+  try {
+    const target = parseFanoutPath(`/${bucket}/${key}`);
+    if (target.path !== key) throw s3Errors.noSuchKey(key);
+    return target.path;
+  } catch (err) {
+    throw toS3Error(err, { bucket, key });
+  }
+}
+
+/** Header values carry printable Latin-1 only; anything else is dropped rather than crash the response. */
+function sanitizeHeader(value: string): string {
+  return value.replace(/[^\t\x20-\x7e\xa0-\xff]/g, '').slice(0, 1024);
+}

@@ -1,0 +1,163 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { isIP, type AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Clock } from '../core/clock.js';
+import { parseListen } from '../lib/config/index.js';
+import { Authenticator } from './auth.js';
+import { getBucket, headBucket, listBuckets, type BucketOptions } from './buckets.js';
+import { S3Error, s3Errors, toS3Error } from './errors.js';
+import { getObject } from './objects.js';
+import { headerMap, parseQuery } from './sigv4.js';
+import type { GatewayBackend, GatewayConfig, RequestContext } from './types.js';
+import { errorXml } from './xml.js';
+
+const MAX_URL_LENGTH = 16 * 1024;
+
+export interface GatewayOptions {
+  logger?: Logger;
+  clock?: Clock;
+}
+
+/**
+ * The S3-compatible endpoint of one worker, on its own port. Read-only: ListBuckets (a bucket
+ * per mount), GetBucketLocation, HeadBucket, ListObjects v1/v2, HeadObject, GetObject; every
+ * write answers NotImplemented. Path-style URLs (http://host:port/bucket/key), and
+ * virtual-hosted ones when the first label of the Host is a mount (http://bucket.host:port/key).
+ * Authentication is AWS SigV4 (header or presigned URL) with the configured keys.
+ */
+export class S3Gateway {
+  private readonly server: Server;
+  private readonly auth: Authenticator;
+  private readonly buckets: BucketOptions;
+  private readonly idPrefix = randomBytes(4).toString('hex').toUpperCase();
+  private readonly hostId = randomBytes(24).toString('base64');
+  private requests = 0;
+  private boundUrl = '';
+
+  constructor(
+    private readonly config: GatewayConfig,
+    private readonly backend: GatewayBackend,
+    private readonly options: GatewayOptions = {},
+  ) {
+    this.auth = new Authenticator({ region: config.region, credentials: config.credentials, anonymous: config.anonymous, clock: options.clock });
+    this.buckets = { region: config.region, owner: { id: 'fanout', displayName: 'fanout' }, created: new Date() };
+    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
+    // Never ask for a request body: writes are refused before a client sends one.
+    this.server.on('checkContinue', (req, res) => void this.handle(req, res));
+  }
+
+  /** http://host:port once started. */
+  get url(): string {
+    return this.boundUrl;
+  }
+
+  async start(): Promise<void> {
+    const { host, port } = parseListen(this.config.listen ?? '127.0.0.1:0');
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.server.address() as AddressInfo;
+    this.boundUrl = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    this.options.logger?.info({ url: this.boundUrl, region: this.config.region, anonymous: this.config.anonymous }, 'S3 gateway started');
+  }
+
+  async stop(): Promise<void> {
+    if (!this.server.listening) return;
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const requestId = `${this.idPrefix}${(++this.requests).toString(16).toUpperCase().padStart(8, '0')}`;
+    res.setHeader('x-amz-request-id', requestId);
+    res.setHeader('x-amz-id-2', this.hostId);
+    res.setHeader('server', 'fanout');
+    const method = req.method ?? 'GET';
+    let resource = '/';
+    let target = { bucket: '', key: '' };
+    try {
+      const url = req.url ?? '/';
+      if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();
+      const q = url.indexOf('?');
+      const rawPath = q === -1 ? url : url.slice(0, q);
+      const pairs = parseQuery(q === -1 ? '' : url.slice(q + 1));
+      let path: string;
+      try {
+        path = decodeURIComponent(rawPath);
+      } catch {
+        throw s3Errors.invalidUri();
+      }
+      if (!pairs || !path.startsWith('/')) throw s3Errors.invalidUri();
+      resource = path;
+      const headers = headerMap(req.rawHeaders);
+      this.auth.authenticate({ method, path, query: pairs, headers });
+      target = this.route(path, req.headers.host);
+      const query = new Map<string, string>();
+      for (const [k, v] of pairs) if (!query.has(k)) query.set(k, v);
+      await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query });
+    } catch (err) {
+      this.fail(req, res, err, resource, requestId, target);
+    }
+  }
+
+  private async dispatch(ctx: RequestContext): Promise<void> {
+    const { method, bucket, key } = ctx;
+    const reading = method === 'GET' || method === 'HEAD';
+    if (!reading) {
+      const what = !bucket ? 'service' : key ? 'object' : 'bucket';
+      throw s3Errors.notImplemented(`${method} ${what}`);
+    }
+    if (!bucket) {
+      if (method === 'HEAD') {
+        ctx.res.writeHead(200, { 'content-length': 0 });
+        ctx.res.end();
+        return;
+      }
+      return listBuckets(ctx, this.backend, this.buckets);
+    }
+    if (!key) return method === 'HEAD' ? headBucket(ctx, this.backend, this.buckets) : getBucket(ctx, this.backend, this.buckets);
+    return getObject(ctx, this.backend);
+  }
+
+  /** Path style "/bucket/key…", or virtual-hosted "bucket.host" + "/key…". */
+  private route(path: string, hostHeader: string | undefined): { bucket: string; key: string } {
+    const host = (hostHeader ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
+    const dot = host.indexOf('.');
+    if (dot > 0 && isIP(host) === 0) {
+      const label = host.slice(0, dot);
+      if (this.backend.mountNames().includes(label)) return { bucket: label, key: path.slice(1) };
+    }
+    const slash = path.indexOf('/', 1);
+    if (slash === -1) return { bucket: path.slice(1), key: '' };
+    return { bucket: path.slice(1, slash), key: path.slice(slash + 1) };
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string, target: { bucket: string; key: string }): void {
+    const error: S3Error = toS3Error(err, { bucket: target.bucket, key: target.key || undefined });
+    if (error.status >= 500 && error.code !== 'NotImplemented') {
+      this.options.logger?.warn({ code: error.code, err: (err as Error)?.message, method: req.method, resource, requestId }, 'S3 request failed');
+    }
+    if (res.headersSent) {
+      // Mid-body: cut the connection so the client sees a truncated response, not a short one.
+      res.destroy();
+      return;
+    }
+    // Do not read an upload we will not store (a refused PUT): answer, then close the connection.
+    const hasBody = (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
+    if (hasBody && !req.readableEnded) res.setHeader('connection', 'close');
+    const body = req.method === 'HEAD' ? '' : errorXml(error, resource, requestId, this.hostId);
+    res.writeHead(error.status, {
+      ...error.headers,
+      'content-type': 'application/xml',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  }
+}

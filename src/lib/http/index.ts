@@ -1,0 +1,71 @@
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { FanoutError } from '../../core/errors.js';
+
+/** HTTP serving helpers shared by the worker's API and the S3 gateway: byte ranges and streamed bodies. */
+
+export interface ByteRange {
+  start: number;
+  /** Exclusive. */
+  end: number;
+}
+
+/**
+ * Parses a single-range "Range: bytes=…" header against a file size. Returns undefined when
+ * there is no Range header. Malformed → INVALID_RANGE (400); outside the file →
+ * RANGE_NOT_SATISFIABLE (416).
+ */
+export function parseRange(header: string | undefined, size: number): ByteRange | undefined {
+  if (header === undefined) return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === '' && match[2] === '')) {
+    throw new FanoutError('INVALID_RANGE', `malformed or multiple Range "${header.slice(0, 100)}": expected bytes=START-END, START- or -SUFFIX`);
+  }
+  if (match[1] === '') {
+    const suffix = Number(match[2]);
+    if (suffix === 0) throw unsatisfiable(header, size);
+    return { start: Math.max(0, size - suffix), end: size };
+  }
+  const start = Number(match[1]);
+  const last = match[2] === '' ? size - 1 : Number(match[2]);
+  if (match[2] !== '' && last < start) throw new FanoutError('INVALID_RANGE', `Range "${header}" ends before it starts`);
+  if (start >= size) throw unsatisfiable(header, size);
+  return { start, end: Math.min(last, size - 1) + 1 };
+}
+
+function unsatisfiable(header: string, size: number): FanoutError {
+  return new FanoutError('RANGE_NOT_SATISFIABLE', `Range "${header}" is outside a file of ${size} bytes`);
+}
+
+/**
+ * Writes an async sequence of chunks as a response body with backpressure. The status line is
+ * written only once the first chunk (or the end) is known, so an error before any byte gets a
+ * proper status instead of a cut connection. Returns false if the reader went away.
+ */
+export async function sendChunks(
+  res: ServerResponse,
+  chunks: AsyncGenerator<Buffer>,
+  writeHead: () => void,
+  beforeEnd: () => void = () => {},
+): Promise<boolean> {
+  const gone = new AbortController();
+  const onClose = () => gone.abort();
+  res.once('close', onClose);
+  try {
+    let next = await chunks.next();
+    writeHead();
+    while (!next.done) {
+      if (!res.write(next.value)) await once(res, 'drain', { signal: gone.signal });
+      next = await chunks.next();
+    }
+    beforeEnd();
+    res.end();
+    return true;
+  } catch (err) {
+    if (gone.signal.aborted || res.destroyed) return false;
+    throw err;
+  } finally {
+    res.off('close', onClose);
+    await chunks.return(undefined).catch(() => {});
+  }
+}
