@@ -48,4 +48,26 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .option('--host <name>', 'name reported in release status (default: hostname)')
     .option('--rate <rate>', 'cap on bytes/s fetched from the cluster while staging, e.g. 500MB/s')
     .action(async (name: string, o) => (await import('./sync.js')).sync(name, o));
+
+  const load = () => import('./load.js');
+  etcd(clientCommand('load [path]', 'preload a path or --release NAME@V into the cluster, split across workers'))
+    .option('--release <name@version>', 'the pages of a published release')
+    .option('--replicas <r>', 'copies of each page', '1')
+    .option('--rate <rate>', 'cap on the total source read rate, e.g. 200MB/s')
+    .option('--verify', 'check every page held (CRC32, and SHA-256 for release pages)')
+    .option('--pin', 'pin what is loaded')
+    .option('--ttl <duration>', 'drop what is loaded after this long')
+    .option('--no-progress', 'no progress bar')
+    .action(async (path: string | undefined, o) => (await load()).load(path, o));
+  for (const [verb, what] of [
+    ['free', 'drop the cached pages of a path (or --release) from every worker'],
+    ['pin', 'keep the pages of a path (or --release) from being evicted'],
+    ['unpin', 'let pinned pages be evicted again'],
+  ] as const) {
+    etcd(clientCommand(`${verb} [path]`, what))
+      .option('--release <name@version>', 'the pages of a published release')
+      .action(async (path: string | undefined, o) => (await load()).policy(verb, path, o));
+  }
+  etcd(clientCommand('ttl <path> <duration>', 'drop the pages of a path this long after they are cached (0 clears)'))
+    .action(async (path: string, duration: string, o) => (await load()).ttl(path, duration, o));
 }

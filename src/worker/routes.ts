@@ -31,6 +31,7 @@ export class Routes {
   async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';
     if (url.length > MAX_URL_LENGTH) throw new FanoutError('REQUEST_TOO_LARGE', `request URL longer than ${MAX_URL_LENGTH} bytes`);
+    if (url.startsWith('/v1/admin/')) return this.worker.admin.dispatch(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);

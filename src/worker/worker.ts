@@ -12,6 +12,10 @@ import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageStore } from '../lib/pagestore/index.js';
 import { openUfs, type Ufs } from '../lib/ufs/index.js';
 import { sendError } from './http.js';
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { PagePolicy } from '../lib/pagestore/index.js';
+import { Admin } from './admin.js';
 import { PageService } from './pageservice.js';
 import { Routes } from './routes.js';
 import { SourceBudget } from './sourcebudget.js';
@@ -35,6 +39,9 @@ export class Worker {
   readonly sourceBudget: SourceBudget;
   readonly membership: Membership;
   readonly pages: PageService;
+  /** Pins and TTLs beyond LRU; the admin API (load, pin, free, ttl) that sets them. */
+  readonly policy: PagePolicy;
+  readonly admin: Admin;
   private readonly mounts = new Map<string, Ufs>();
   private readonly server: Server;
   private readonly stopping = new AbortController();
@@ -56,8 +63,9 @@ export class Worker {
       this.mounts.set(name, openUfs(uri, config.s3));
       budgets[name] = sourceRate;
     }
+    this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock);
     this.store = new PageStore(
-      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize },
+      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !this.policy.isPinned(key) },
       {
         onEvict: (count) => this.metrics.evictions.inc(count),
         onCorrupt: (key) => {
@@ -90,6 +98,7 @@ export class Worker {
       peers: this.fetcher,
       logger: this.logger,
       signal: this.stopping.signal,
+      onStored: (key, ref) => this.policy.onStored(key, ref.mount, ref.path),
     });
     this.reader = new ClusterReader({
       placement: () => this.ring,
@@ -102,6 +111,15 @@ export class Worker {
     this.routes = new Routes(this, this.reader, {
       stat: new TtlCache(config.statTtl, clock),
       list: new TtlCache(config.statTtl, clock),
+    });
+    this.admin = new Admin({
+      store: this.store,
+      policy: this.policy,
+      fetcher: this.fetcher,
+      pageSize: config.pageSize,
+      self: () => ({ ...this.self, url: this.boundUrl || this.config.advertiseUrl }),
+      logger: this.logger,
+      signal: this.stopping.signal,
     });
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res));
   }
@@ -129,7 +147,10 @@ export class Worker {
   }
 
   async start(): Promise<void> {
+    await mkdir(this.config.dataDir, { recursive: true });
+    await this.policy.load();
     await this.store.open();
+    this.admin.start();
     const { host, port } = parseListen(this.config.listen);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -147,6 +168,7 @@ export class Worker {
 
   async stop(): Promise<void> {
     this.stopping.abort(new FanoutError('ABORTED', 'worker stopping'));
+    this.admin.stop();
     await this.membership.stop().catch((err: unknown) => this.logger.warn({ err }, 'membership stop failed'));
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());

@@ -16,6 +16,8 @@ export interface PageStoreOptions {
   capacity: number;
   watermarks?: Watermarks;
   pageSize: number;
+  /** False for pages that must stay (pinned): eviction skips them. */
+  canEvict?: (key: string) => boolean;
 }
 
 interface StoredPage {
@@ -164,7 +166,8 @@ export class PageStore {
   }
 
   private async evictIfNeeded(extra: number): Promise<void> {
-    const victims = this.index.evict(extra);
+    const canEvict = this.options.canEvict;
+    const victims = this.index.evict(extra, canEvict ? (entry) => canEvict(entry.key) : undefined);
     if (victims.length === 0) return;
     let bytes = 0;
     for (const victim of victims) {

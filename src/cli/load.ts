@@ -1,0 +1,233 @@
+import { SingleBar, Presets } from 'cli-progress';
+import { request } from 'undici';
+import { FanoutClient } from '../client/index.js';
+import { FanoutError, errorFromJSON } from '../core/errors.js';
+import { formatBytes, pageCount, pageKey, pageSpan, parseSize } from '../core/pages.js';
+import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
+import type { Member, PageRef } from '../core/types.js';
+import { HashRing } from '../lib/hashring/index.js';
+import { printJson, type GlobalOptions } from './output.js';
+import { parseDuration } from './sync.js';
+
+/** `fanout load`, `free`, `pin`, `unpin`, `ttl`: the cluster-side controls of what is cached. */
+
+export interface TargetFlags extends GlobalOptions {
+  release?: string;
+  etcd?: string;
+}
+
+export interface LoadFlags extends TargetFlags {
+  replicas?: string;
+  rate?: string;
+  verify?: boolean;
+  pin?: boolean;
+  ttl?: string;
+  progress?: boolean;
+}
+
+interface Pages {
+  refs: PageRef[];
+  bytes: number;
+  /** The path rule (mount, prefix) that also covers pages stored later. */
+  rule: { mount: string; prefix: string };
+}
+
+const BATCH = 16;
+
+/**
+ * Preloads pages into the cluster, each on its owners: the plan is made here (the same ring
+ * every worker computes) and each worker is asked to load the pages it owns, all workers in
+ * parallel. Pages already held are skipped, so running it again after an interruption
+ * finishes the job. Replica copies are loaded after the primaries, from them.
+ */
+export async function load(path: string | undefined, flags: LoadFlags): Promise<void> {
+  const replicas = Number(flags.replicas ?? 1);
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new FanoutError('INVALID_ARGUMENT', '--replicas must be 1–8');
+  const rate = flags.rate ? parseSize(flags.rate) : 0;
+  const client = new FanoutClient({ endpoint: flags.endpoint });
+  try {
+    const info = await client.cluster(true);
+    const pages = await resolvePages(client, path, flags, info.pageSize);
+    const ring = new HashRing(info.members);
+    const started = Date.now();
+    const json = flags.json === true;
+    const bar = flags.progress !== false && !json && process.stderr.isTTY
+      ? new SingleBar({ format: ' {bar} {percentage}% | {done}/{total} | {pages} pages', hideCursor: true }, Presets.shades_classic)
+      : undefined;
+    const total = pages.bytes * replicas;
+    bar?.start(total, 0, { done: formatBytes(0), total: formatBytes(total), pages: 0 });
+    const report = { pages: pages.refs.length, bytes: pages.bytes, replicas, present: 0, loaded: 0, bytesLoaded: 0, verified: 0, failed: [] as unknown[], workers: {} as Record<string, number> };
+    let doneBytes = 0;
+    let donePages = 0;
+    for (let copy = 0; copy < replicas; copy++) {
+      const plan = new Map<string, { member: Member; refs: PageRef[] }>();
+      for (const ref of pages.refs) {
+        const member = ring.owners(pageKey(ref, info.pageSize), replicas)[copy];
+        if (!member) continue;
+        const entry = plan.get(member.id) ?? { member, refs: [] };
+        entry.refs.push(ref);
+        plan.set(member.id, entry);
+      }
+      const perWorkerRate = rate > 0 ? Math.max(1, Math.floor(rate / Math.max(1, plan.size))) : 0;
+      await Promise.all(
+        [...plan.values()].map(async ({ member, refs }) => {
+          for (let i = 0; i < refs.length; i += BATCH) {
+            const batch = refs.slice(i, i + BATCH);
+            const result = (await post(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate })) as {
+              present: number;
+              loaded: number;
+              bytesLoaded: number;
+              verified: number;
+              failed: unknown[];
+            };
+            report.present += result.present;
+            report.loaded += result.loaded;
+            report.bytesLoaded += result.bytesLoaded;
+            report.verified += result.verified;
+            report.failed.push(...result.failed);
+            report.workers[member.id] = (report.workers[member.id] ?? 0) + result.bytesLoaded;
+            const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
+            doneBytes += bytes;
+            donePages += batch.length;
+            bar?.update(doneBytes, { done: formatBytes(doneBytes), pages: donePages });
+            if (json) process.stdout.write(JSON.stringify({ event: 'progress', pages: donePages, bytes: doneBytes, total }) + '\n');
+          }
+        }),
+      );
+    }
+    bar?.stop();
+    if (flags.pin) await broadcast(info.members, '/v1/admin/pin', { keys: keysOf(pages, info.pageSize), rule: pages.rule });
+    if (flags.ttl) await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) });
+    const seconds = (Date.now() - started) / 1000;
+    // One object per line: progress events, then this report (NDJSON).
+    if (json) process.stdout.write(JSON.stringify({ event: 'done', ...report, seconds }) + '\n');
+    else {
+      process.stdout.write(
+        `loaded ${report.pages} pages (${formatBytes(report.bytes)}) × ${replicas}: ${report.loaded} fetched (${formatBytes(report.bytesLoaded)}), ` +
+          `${report.present} already cached${flags.verify ? `, ${report.verified} verified` : ''}, ${report.failed.length} failed, ${seconds.toFixed(2)} s\n`,
+      );
+      for (const f of report.failed.slice(0, 10)) process.stdout.write(`  failed: ${JSON.stringify(f)}\n`);
+    }
+    if (report.failed.length > 0) process.exitCode = 1;
+  } finally {
+    await client.close();
+  }
+}
+
+/** free, pin, unpin: the same pages on every worker (a page may sit on any of them). */
+export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | undefined, flags: TargetFlags): Promise<void> {
+  const client = new FanoutClient({ endpoint: flags.endpoint });
+  try {
+    const info = await client.cluster(true);
+    const pages = await resolvePages(client, path, flags, info.pageSize);
+    const results = await broadcast(info.members, `/v1/admin/${verb}`, { keys: keysOf(pages, info.pageSize), rule: pages.rule });
+    if (flags.json) return printJson({ [verb]: pages.refs.length, rule: pages.rule, workers: results });
+    const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} pages deleted` : '';
+    process.stdout.write(`${verb}: ${pages.refs.length} pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${info.members.length} workers${freed}\n`);
+  } finally {
+    await client.close();
+  }
+}
+
+export async function ttl(path: string, duration: string, flags: TargetFlags): Promise<void> {
+  const ttlMs = parseDuration(duration);
+  const client = new FanoutClient({ endpoint: flags.endpoint });
+  try {
+    const info = await client.cluster(true);
+    const pages = await resolvePages(client, path, flags, info.pageSize);
+    await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs });
+    if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, rule: pages.rule });
+    process.stdout.write(`ttl ${duration} on ${pages.refs.length} cached pages and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
+  } finally {
+    await client.close();
+  }
+}
+
+/** The pages of a path (a file, or every file below a directory) or of a release's manifest. */
+async function resolvePages(client: FanoutClient, path: string | undefined, flags: TargetFlags, pageSize: number): Promise<Pages> {
+  if (flags.release) {
+    const at = flags.release.lastIndexOf('@');
+    if (at <= 0) throw new FanoutError('INVALID_ARGUMENT', '--release takes NAME@VERSION');
+    const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
+    const { ReleaseFetcher } = await import('../release/fetch.js');
+    const { sourcePathOf } = await import('../release/manifest.js');
+    const registry = new ReleaseRegistry(etcdEndpoints(flags.etcd));
+    const fetcher = new ReleaseFetcher(client);
+    try {
+      const manifest = await fetcher.manifest(await registry.getVersion(flags.release.slice(0, at), flags.release.slice(at + 1)));
+      if (manifest.pageSize !== pageSize) throw new FanoutError('INVALID_ARGUMENT', `release pages are ${manifest.pageSize} bytes, the cluster's ${pageSize}`);
+      const seen = new Set<string>();
+      const refs: PageRef[] = [];
+      let bytes = 0;
+      for (const file of manifest.files) {
+        file.pages.forEach((hash, index) => {
+          if (seen.has(hash)) return; // one copy of each distinct page
+          seen.add(hash);
+          const ref = { mount: manifest.mount, path: sourcePathOf(manifest, file), version: file.sourceVersion, size: file.size, index, hash };
+          refs.push(ref);
+          bytes += pageLength(ref, pageSize);
+        });
+      }
+      return { refs, bytes, rule: { mount: manifest.mount, prefix: manifest.prefix } };
+    } finally {
+      await fetcher.close();
+      await registry.close();
+    }
+  }
+  if (!path) throw new FanoutError('INVALID_ARGUMENT', 'give a PATH or --release NAME@VERSION');
+  const target = parseFanoutPath(path);
+  if (!target.mount) throw new FanoutError('INVALID_ARGUMENT', 'PATH is /MOUNT/PATH');
+  const files: { path: string; size: number; version: string }[] = [];
+  const visit = async (dir: string) => {
+    for (const entry of await client.list(joinFanoutPath(target.mount, dir))) {
+      const child = dir ? `${dir}/${entry.name}` : entry.name;
+      if (entry.type === 'dir') await visit(child);
+      else if (entry.size !== undefined && entry.version !== undefined) files.push({ path: child, size: entry.size, version: entry.version });
+    }
+  };
+  try {
+    const info = await client.stat(path);
+    files.push({ path: info.path, size: info.size, version: info.version });
+  } catch (err) {
+    if (!(err instanceof FanoutError) || err.code !== 'IS_A_DIRECTORY') throw err;
+    await visit(target.path);
+  }
+  const refs: PageRef[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    for (let index = 0; index < pageCount(f.size, pageSize); index++) refs.push({ mount: target.mount, path: f.path, version: f.version, size: f.size, index });
+    bytes += f.size;
+  }
+  return { refs, bytes, rule: { mount: target.mount, prefix: target.path } };
+}
+
+function keysOf(pages: Pages, pageSize: number): string[] {
+  return pages.refs.map((r) => pageKey(r, pageSize));
+}
+
+function pageLength(ref: PageRef, pageSize: number): number {
+  const { start, end } = pageSpan(ref.index, ref.size, pageSize);
+  return end - start;
+}
+
+async function broadcast(members: Member[], route: string, body: unknown): Promise<unknown[]> {
+  return Promise.all(members.map((m) => post(m.url, route, body)));
+}
+
+async function post(base: string, route: string, body: unknown): Promise<unknown> {
+  let response;
+  try {
+    response = await request(base + route, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, headersTimeout: 600_000, bodyTimeout: 600_000 });
+  } catch (err) {
+    throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
+  }
+  const text = await response.body.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new FanoutError('WORKER_UNAVAILABLE', `${base}${route} answered HTTP ${response.statusCode} with a non-JSON body`);
+  }
+  if (response.statusCode !== 200) throw errorFromJSON(parsed, response.statusCode);
+  return parsed;
+}
