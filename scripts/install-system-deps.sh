@@ -6,6 +6,8 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# S3 gateway tests: awscli (Debian's is /usr/bin/aws; another `aws` on PATH is used only if it runs).
+if [ ! -x /usr/bin/aws ] && ! aws --version >/dev/null 2>&1; then need+=(awscli); fi
 # FUSE mount: the fusermount3 helper, libfuse3 headers and a C++ toolchain for the native addon.
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)

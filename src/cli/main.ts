@@ -30,7 +30,9 @@ export async function main(argv: string[]): Promise<void> {
       .option('--worker-source-rate <rate>', "cap on this worker's source reads across mounts, e.g. 200MB/s")
       .option('--stat-ttl <duration>', 'how long stat/list answers are reused, e.g. 2s (bounded staleness)')
       .option('--id <id>', 'member id (default host:port)')
-      .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent');
+      .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+      .option('--s3-listen <host:port>', 'S3 gateway address, or "off" (serve: default 127.0.0.1:7451; worker: config gateway.listen)')
+      .option('--s3-anonymous', 'let unsigned S3 requests in (signed ones are still verified)');
 
   daemonOptions(program.command('serve [source]').description('run a single-node cluster over a source (default mount name: data)')).action(
     async (source: string | undefined, flags: DaemonFlags) => (await daemon()).serve(source, flags),

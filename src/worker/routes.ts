@@ -56,6 +56,12 @@ export class Routes {
     return this.caches.stat.get(`${target.mount}/${target.path}`, () => ufs.stat(target.path));
   }
 
+  /** Cached listing of one directory level (shared with the S3 gateway). */
+  listDir(target: FanoutPath): Promise<DirEntry[]> {
+    const ufs = this.worker.ufs(target.mount);
+    return this.caches.list.get(`${target.mount}/${target.path}`, () => ufs.list(target.path));
+  }
+
   private async metrics(res: ServerResponse): Promise<void> {
     const { registry } = this.worker.metrics;
     const text = await registry.metrics();
@@ -94,8 +100,7 @@ export class Routes {
       const entries: DirEntry[] = this.worker.mountNames().map((name) => ({ name, type: 'dir' }));
       return sendJson(res, 200, { path: '/', entries });
     }
-    const ufs = this.worker.ufs(target.mount);
-    const entries = await this.caches.list.get(`${target.mount}/${target.path}`, () => ufs.list(target.path));
+    const entries = await this.listDir(target);
     sendJson(res, 200, { path: `/${target.mount}/${target.path}`, entries });
   }
 

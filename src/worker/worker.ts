@@ -11,6 +11,7 @@ import { EtcdMembership, StaticMembership, type Membership } from '../lib/member
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageStore } from '../lib/pagestore/index.js';
 import { openUfs, type Ufs } from '../lib/ufs/index.js';
+import { S3Gateway } from '../gateway/index.js';
 import { sendError } from './http.js';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
@@ -39,6 +40,8 @@ export class Worker {
   readonly sourceBudget: SourceBudget;
   readonly membership: Membership;
   readonly pages: PageService;
+  /** The S3-compatible endpoint, when config.gateway.listen is set. */
+  readonly gateway: S3Gateway | undefined;
   /** Pins and TTLs beyond LRU; the admin API (load, pin, free, ttl) that sets them. */
   readonly policy: PagePolicy;
   readonly admin: Admin;
@@ -112,6 +115,19 @@ export class Worker {
       stat: new TtlCache(config.statTtl, clock),
       list: new TtlCache(config.statTtl, clock),
     });
+    const routes = this.routes;
+    this.gateway = config.gateway.listen
+      ? new S3Gateway(
+          config.gateway,
+          {
+            mountNames: () => this.mountNames(),
+            stat: async (mount, path) => routes.stat({ mount, path }),
+            list: (mount, dir) => routes.listDir({ mount, path: dir }),
+            read: (mount, file, start, end, signal) => this.reader.chunks(mount, file, start, end, signal),
+          },
+          { logger: this.logger, clock },
+        )
+      : undefined;
     this.admin = new Admin({
       store: this.store,
       policy: this.policy,
@@ -163,11 +179,13 @@ export class Worker {
     this.boundUrl = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
     await this.membership.start();
     this.onMembershipChange(this.membership.members());
+    await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
   }
 
   async stop(): Promise<void> {
     this.stopping.abort(new FanoutError('ABORTED', 'worker stopping'));
+    await this.gateway?.stop();
     this.admin.stop();
     await this.membership.stop().catch((err: unknown) => this.logger.warn({ err }, 'membership stop failed'));
     await new Promise<void>((resolve) => {

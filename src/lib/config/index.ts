@@ -47,6 +47,22 @@ export const s3OptionsSchema = z
   })
   .strict();
 
+/**
+ * The S3-compatible gateway a worker serves on its own port (read-only). Off unless `listen` is
+ * set; requests must be signed (SigV4) with one of `credentials` unless `anonymous` is true.
+ */
+export const gatewayConfigSchema = z
+  .object({
+    listen: z.string().optional(),
+    region: z.string().min(1).default('us-east-1'),
+    credentials: z.array(z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1) }).strict()).default([]),
+    anonymous: z.boolean().default(false),
+  })
+  .strict()
+  .refine((g) => !g.listen || g.anonymous || g.credentials.length > 0, {
+    message: 'the gateway needs credentials (or anonymous: true), or it would refuse every request',
+  });
+
 export const workerConfigSchema = z
   .object({
     id: z.string().min(1).optional(),
@@ -93,6 +109,8 @@ export const workerConfigSchema = z
     /** How long a stat or listing is reused before asking the source again. */
     statTtl: duration.default('2s'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** S3-compatible gateway (read-only); see gatewayConfigSchema. */
+    gateway: gatewayConfigSchema.default({}),
   })
   .strict();
 
