@@ -1,0 +1,81 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ReleaseDir } from './install.js';
+import type { Manifest } from './manifest.js';
+
+function manifest(version: string): Manifest {
+  return { schema: 1, name: 'app', version, createdAt: new Date().toISOString(), mount: 'data', prefix: '', pageSize: 4096, files: [] };
+}
+
+async function stage(dir: ReleaseDir, version: string): Promise<void> {
+  await mkdir(dir.stagingDir(version), { recursive: true });
+  await writeFile(join(dir.stagingDir(version), 'data.txt'), version);
+  await dir.install(manifest(version));
+}
+
+test('switching repoints current atomically and keeps the old version until pruned', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-switch-'));
+  try {
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    assert.equal(await dir.currentVersion(), null);
+    await stage(dir, 'v1');
+    await dir.switchTo('v1');
+    assert.equal(await readFile(join(root, 'current', 'data.txt'), 'utf8'), 'v1');
+    assert.equal(await readlink(join(root, 'current')), join('versions', 'v1'));
+
+    await stage(dir, 'v2');
+    // Staged and installed, but not switched: current still reads v1.
+    assert.equal(await readFile(join(root, 'current', 'data.txt'), 'utf8'), 'v1');
+    await dir.switchTo('v2');
+    assert.equal(await dir.currentVersion(), 'v2');
+    assert.deepEqual(await dir.prune(1), []);
+
+    await stage(dir, 'v3');
+    await dir.switchTo('v3');
+    assert.deepEqual(await dir.prune(1), ['v1']);
+    assert.deepEqual((await dir.installed()).sort(), ['v2', 'v3']);
+    assert.ok(await dir.manifestOf('v2'));
+    assert.equal(await dir.manifestOf('v1'), undefined);
+
+    // Rolling back to a kept version needs no download; keep 0 leaves only current.
+    await dir.switchTo('v2');
+    assert.equal(await readFile(join(root, 'current', 'data.txt'), 'utf8'), 'v2');
+    assert.deepEqual(await dir.prune(0), ['v3']);
+    // No temporary links or staging left behind.
+    assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.current-') || n.startsWith('.staging-')), []);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('switching to a version that is not installed fails and leaves current alone', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-switch-'));
+  try {
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    await stage(dir, 'v1');
+    await dir.switchTo('v1');
+    await assert.rejects(dir.switchTo('v9'));
+    assert.equal(await dir.currentVersion(), 'v1');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('prune removes staging leftovers of other versions but not the one being staged', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-switch-'));
+  try {
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    await mkdir(dir.stagingDir('old'), { recursive: true });
+    await mkdir(dir.stagingDir('next'), { recursive: true });
+    await dir.prune(1, 'next');
+    assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.staging-')), ['.staging-next']);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
