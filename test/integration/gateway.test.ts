@@ -1,0 +1,331 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { accessSync, constants } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  GetBucketLocationCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListBucketsCommand,
+  ListObjectsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  paginateListObjectsV2,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { canonicalRequest, EMPTY_SHA256, formatAmzDate, headerMap, signatureHex, signingKey, stringToSign } from '../../src/gateway/sigv4.js';
+import { sha256 } from '../harness/cli.js';
+import { freePort } from '../harness/ports.js';
+import { WorkerProcess } from '../harness/workers.js';
+
+const MiB = 1024 * 1024;
+const KEY = { accessKeyId: 'GATEWAYTESTKEY', secretAccessKey: 'gateway-test-secret/with+chars' };
+/** Debian's awscli; another `aws` on PATH only when that one is missing. */
+const AWS = (() => {
+  try {
+    accessSync('/usr/bin/aws', constants.X_OK);
+    return '/usr/bin/aws';
+  } catch {
+    return 'aws';
+  }
+})();
+
+/** Keys of the nested tree, in S3 (UTF-8 byte) order. */
+const TREE = ['tree/a.txt', 'tree/a/1.txt', 'tree/a/2.txt', 'tree/b/4.txt', 'tree/b/c/3.txt', 'tree/sp ace+plus.txt', 'tree/top.txt'];
+
+function s3(endpoint: string, extra: Partial<S3ClientConfig> = {}): S3Client {
+  return new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    credentials: KEY,
+    forcePathStyle: true,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    ...extra,
+  });
+}
+
+/** The S3 error an SDK call failed with: its code (name) and HTTP status. */
+async function s3Failure(promise: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
+  try {
+    await promise;
+  } catch (err) {
+    const e = err as { name: string; $metadata?: { httpStatusCode?: number } };
+    return { name: e.name, status: e.$metadata?.httpStatusCode };
+  }
+  assert.fail('expected the request to fail');
+}
+
+describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
+  let source: string;
+  let work: string;
+  let worker: WorkerProcess;
+  let endpoint: string;
+  let client: S3Client;
+  let big: Buffer;
+
+  const aws = (args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      const childEnv = {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: work,
+        AWS_ACCESS_KEY_ID: KEY.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: KEY.secretAccessKey,
+        AWS_DEFAULT_REGION: 'us-east-1',
+        AWS_EC2_METADATA_DISABLED: 'true',
+        AWS_CONFIG_FILE: join(work, 'no-aws-config'),
+        AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-aws-credentials'),
+        AWS_PAGER: '',
+        ...env,
+      };
+      execFile(AWS, ['--endpoint-url', endpoint, ...args], { env: childEnv, maxBuffer: 64 * MiB }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-gw-src-'));
+    work = await mkdtemp(join(tmpdir(), 'fanout-gw-work-'));
+    big = randomBytes(9 * MiB + 12345);
+    await writeFile(join(source, 'big.bin'), big);
+    await writeFile(join(source, 'hello.txt'), 'hello fanout\n');
+    await writeFile(join(source, 'empty.bin'), '');
+    await mkdir(join(source, 'tree/a'), { recursive: true });
+    await mkdir(join(source, 'tree/b/c'), { recursive: true });
+    for (const key of TREE) await writeFile(join(source, key), `content of ${key}\n`);
+    const port = await freePort();
+    endpoint = `http://127.0.0.1:${port}`;
+    worker = await WorkerProcess.start({
+      id: 'gw',
+      mounts: { data: source },
+      pageSize: '1MiB',
+      gateway: { listen: `127.0.0.1:${port}`, credentials: [KEY] },
+    });
+    client = s3(endpoint);
+  });
+
+  after(async () => {
+    client?.destroy();
+    await worker?.destroy();
+    await rm(source, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('buckets are the mounts: ListBuckets, GetBucketLocation, HeadBucket', async () => {
+    const buckets = await client.send(new ListBucketsCommand({}));
+    assert.deepEqual(buckets.Buckets?.map((b) => b.Name), ['data']);
+    const location = await client.send(new GetBucketLocationCommand({ Bucket: 'data' }));
+    assert.equal(location.LocationConstraint ?? '', '');
+    await client.send(new HeadBucketCommand({ Bucket: 'data' }));
+    assert.equal((await s3Failure(client.send(new HeadBucketCommand({ Bucket: 'nope' })))).status, 404);
+    assert.deepEqual(await s3Failure(client.send(new ListObjectsV2Command({ Bucket: 'nope' }))), { name: 'NoSuchBucket', status: 404 });
+  });
+
+  test('GetObject streams whole objects and ranges through the cluster; HeadObject', async () => {
+    const before = await worker.metrics();
+    const whole = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'big.bin' }));
+    const hash = createHash('sha256');
+    for await (const chunk of whole.Body as AsyncIterable<Buffer>) hash.update(chunk);
+    assert.equal(hash.digest('hex'), sha256(big));
+    assert.equal(whole.ContentLength, big.length);
+    assert.equal(whole.AcceptRanges, 'bytes');
+    const afterRead = await worker.metrics();
+    // 10 pages of 1 MiB went through the page path (hits or misses), not around it.
+    const pages = (m: Record<string, number>) => (m.fanout_page_hits_total ?? 0) + (m.fanout_page_misses_total ?? 0);
+    assert.ok(pages(afterRead) - pages(before) >= 10, 'pages served by the worker');
+
+    const head = await client.send(new HeadObjectCommand({ Bucket: 'data', Key: 'big.bin' }));
+    assert.equal(head.ContentLength, big.length);
+    assert.match(head.ETag ?? '', /^".+"$/);
+    assert.ok(head.LastModified instanceof Date);
+
+    const range = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'big.bin', Range: 'bytes=1048570-1048589' }));
+    assert.deepEqual(Buffer.from(await range.Body!.transformToByteArray()), big.subarray(1048570, 1048590));
+    assert.equal(range.ContentRange, `bytes 1048570-1048589/${big.length}`);
+    const suffix = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'big.bin', Range: 'bytes=-10' }));
+    assert.deepEqual(Buffer.from(await suffix.Body!.transformToByteArray()), big.subarray(big.length - 10));
+    const empty = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'empty.bin' }));
+    assert.equal((await empty.Body!.transformToByteArray()).length, 0);
+
+    const overridden = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', ResponseContentType: 'text/plain' }));
+    assert.equal(overridden.ContentType, 'text/plain');
+    assert.equal(await overridden.Body!.transformToString(), 'hello fanout\n');
+  });
+
+  test('conditional GETs: 304 and 412', async () => {
+    const { ETag, LastModified } = await client.send(new HeadObjectCommand({ Bucket: 'data', Key: 'hello.txt' }));
+    const later = new Date(LastModified!.getTime() + 60_000);
+    const earlier = new Date(LastModified!.getTime() - 60_000);
+    assert.equal((await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfNoneMatch: ETag })))).status, 304);
+    assert.equal((await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfModifiedSince: later })))).status, 304);
+    assert.deepEqual(await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfMatch: '"other"' }))), {
+      name: 'PreconditionFailed',
+      status: 412,
+    });
+    assert.equal((await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfUnmodifiedSince: earlier })))).status, 412);
+    const ok = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfMatch: ETag, IfModifiedSince: earlier }));
+    assert.equal(await ok.Body!.transformToString(), 'hello fanout\n');
+  });
+
+  test('errors: NoSuchKey, InvalidRange, NotImplemented writes, bad keys, signatures and clocks', async () => {
+    assert.deepEqual(await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'missing.bin' }))), { name: 'NoSuchKey', status: 404 });
+    assert.deepEqual(await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'tree/a' }))), { name: 'NoSuchKey', status: 404 });
+    assert.deepEqual(await s3Failure(client.send(new GetObjectCommand({ Bucket: 'nope', Key: 'x' }))), { name: 'NoSuchBucket', status: 404 });
+    assert.deepEqual(await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', Range: 'bytes=1000-2000' }))), {
+      name: 'InvalidRange',
+      status: 416,
+    });
+    assert.deepEqual(await s3Failure(client.send(new PutObjectCommand({ Bucket: 'data', Key: 'new.txt', Body: 'x' }))), { name: 'NotImplemented', status: 501 });
+
+    const wrongSecret = s3(endpoint, { credentials: { ...KEY, secretAccessKey: 'wrong' }, maxAttempts: 1 });
+    const unknownKey = s3(endpoint, { credentials: { accessKeyId: 'NOBODY', secretAccessKey: 'x' }, maxAttempts: 1 });
+    const skewed = s3(endpoint, { systemClockOffset: -20 * 60_000, maxAttempts: 1 });
+    try {
+      assert.deepEqual(await s3Failure(wrongSecret.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt' }))), { name: 'SignatureDoesNotMatch', status: 403 });
+      assert.deepEqual(await s3Failure(unknownKey.send(new ListObjectsV2Command({ Bucket: 'data' }))), { name: 'InvalidAccessKeyId', status: 403 });
+      assert.deepEqual(await s3Failure(skewed.send(new ListObjectsV2Command({ Bucket: 'data' }))), { name: 'RequestTimeTooSkewed', status: 403 });
+    } finally {
+      for (const c of [wrongSecret, unknownKey, skewed]) c.destroy();
+    }
+
+    // Unsigned requests are refused with an S3 XML error that names the request.
+    const res = await fetch(`${endpoint}/data/hello.txt`);
+    assert.equal(res.status, 403);
+    const xml = await res.text();
+    assert.match(xml, /<Code>AccessDenied<\/Code>/);
+    assert.match(xml, new RegExp(`<RequestId>${res.headers.get('x-amz-request-id')}</RequestId>`));
+  });
+
+  test('ListObjectsV2: pagination with continuation tokens, delimiter and common prefixes, start-after; ListObjects v1', async () => {
+    const keys: string[] = [];
+    let pages = 0;
+    for await (const page of paginateListObjectsV2({ client, pageSize: 2 }, { Bucket: 'data', Prefix: 'tree/' })) {
+      pages++;
+      keys.push(...(page.Contents ?? []).map((o) => o.Key!));
+      assert.ok((page.KeyCount ?? 0) <= 2);
+    }
+    assert.deepEqual(keys, TREE);
+    assert.equal(pages, Math.ceil(TREE.length / 2));
+
+    const all = await client.send(new ListObjectsV2Command({ Bucket: 'data' }));
+    assert.deepEqual(all.Contents?.map((o) => o.Key), ['big.bin', 'empty.bin', 'hello.txt', ...TREE]);
+    assert.equal(all.Contents?.[0]?.Size, big.length);
+    assert.equal(all.IsTruncated, false);
+
+    const top = await client.send(new ListObjectsV2Command({ Bucket: 'data', Delimiter: '/' }));
+    assert.deepEqual(top.CommonPrefixes?.map((p) => p.Prefix), ['tree/']);
+    assert.deepEqual(top.Contents?.map((o) => o.Key), ['big.bin', 'empty.bin', 'hello.txt']);
+
+    const seen: string[] = [];
+    let token: string | undefined;
+    for (let i = 0; i < 10; i++) {
+      const page = await client.send(new ListObjectsV2Command({ Bucket: 'data', Prefix: 'tree/', Delimiter: '/', MaxKeys: 2, ContinuationToken: token }));
+      seen.push(...(page.CommonPrefixes ?? []).map((p) => p.Prefix!), ...(page.Contents ?? []).map((o) => o.Key!));
+      token = page.NextContinuationToken;
+      if (!page.IsTruncated) break;
+      assert.ok(token);
+    }
+    assert.deepEqual(seen.sort(), ['tree/a.txt', 'tree/a/', 'tree/b/', 'tree/sp ace+plus.txt', 'tree/top.txt']);
+
+    const after = await client.send(new ListObjectsV2Command({ Bucket: 'data', Prefix: 'tree/', StartAfter: 'tree/b/4.txt' }));
+    assert.deepEqual(after.Contents?.map((o) => o.Key), TREE.slice(TREE.indexOf('tree/b/4.txt') + 1));
+
+    const v1: string[] = [];
+    let marker: string | undefined;
+    for (let i = 0; i < 10; i++) {
+      const page = await client.send(new ListObjectsCommand({ Bucket: 'data', Prefix: 'tree/', MaxKeys: 3, Marker: marker }));
+      v1.push(...(page.Contents ?? []).map((o) => o.Key!));
+      if (!page.IsTruncated) break;
+      marker = page.NextMarker ?? page.Contents?.at(-1)?.Key;
+    }
+    assert.deepEqual(v1, TREE);
+    assert.deepEqual(await s3Failure(client.send(new ListObjectsV2Command({ Bucket: 'data', ContinuationToken: '!!' }))), { name: 'InvalidArgument', status: 400 });
+  });
+
+  test('awscli: s3 ls, multipart-range s3 cp, s3api get-object --range, errors', async () => {
+    const ls = await aws(['s3', 'ls', 's3://data/tree/']);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.match(ls.stdout, /PRE a\//);
+    assert.match(ls.stdout, /PRE b\//);
+    assert.match(ls.stdout, /sp ace\+plus\.txt/);
+    const recursive = await aws(['s3', 'ls', '--recursive', 's3://data/tree/']);
+    assert.deepEqual(recursive.stdout.trim().split('\n').map((l) => l.replace(/^\S+\s+\S+\s+\d+\s/, '')), TREE);
+    const buckets = await aws(['s3', 'ls']);
+    assert.match(buckets.stdout, /\sdata\n/);
+
+    // 9 MiB is over awscli's 8 MiB multipart threshold: it downloads ranges in parallel.
+    const out = join(work, 'big.out');
+    const cp = await aws(['s3', 'cp', 's3://data/big.bin', out, '--debug']);
+    assert.equal(cp.code, 0, cp.stderr.slice(-2000));
+    assert.equal(sha256(await readFile(out)), sha256(big));
+    assert.ok((cp.stderr.match(/'Range': 'bytes=\d+-\d+'/g) ?? []).length >= 2, 'awscli made ranged GETs');
+
+    const part = join(work, 'part.out');
+    const get = await aws(['s3api', 'get-object', '--bucket', 'data', '--key', 'big.bin', '--range', 'bytes=5000000-5000099', part]);
+    assert.equal(get.code, 0, get.stderr);
+    assert.deepEqual(await readFile(part), big.subarray(5000000, 5000100));
+    assert.match(get.stdout, /"ContentRange": "bytes 5000000-5000099\/\d+"/);
+
+    const wrong = await aws(['s3', 'ls', 's3://data/'], { AWS_SECRET_ACCESS_KEY: 'wrong' });
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /SignatureDoesNotMatch/);
+    const unknown = await aws(['s3', 'ls', 's3://data/'], { AWS_ACCESS_KEY_ID: 'NOBODY' });
+    assert.match(unknown.stderr, /InvalidAccessKeyId/);
+    const put = await aws(['s3', 'cp', join(work, 'part.out'), 's3://data/uploaded.bin']);
+    assert.notEqual(put.code, 0);
+    assert.match(put.stderr, /NotImplemented/);
+  });
+
+  test('presigned URLs (awscli) work with plain HTTP clients; tampered or expired ones do not', async () => {
+    const presign = await aws(['s3', 'presign', 's3://data/big.bin', '--expires-in', '300']);
+    assert.equal(presign.code, 0, presign.stderr);
+    const url = presign.stdout.trim();
+    const res = await fetch(url, { headers: { range: 'bytes=0-1048575' } });
+    assert.equal(res.status, 206);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), big.subarray(0, MiB));
+    const full = await fetch(url);
+    assert.equal(sha256(Buffer.from(await full.arrayBuffer())), sha256(big));
+
+    const tampered = await fetch(url.replace('big.bin', 'hello.txt'));
+    assert.equal(tampered.status, 403);
+    assert.match(await tampered.text(), /SignatureDoesNotMatch/);
+    const signed = new URL(url);
+    signed.searchParams.set('X-Amz-Date', formatAmzDate(Date.now() - 3600_000));
+    const expired = await fetch(signed);
+    assert.equal(expired.status, 403);
+    assert.match(await expired.text(), /<Code>(AccessDenied|SignatureDoesNotMatch)<\/Code>/);
+  });
+
+  test('virtual-hosted style: the bucket in the Host header', async () => {
+    const host = `data.localhost:${new URL(endpoint).port}`;
+    const amzDate = formatAmzDate(Date.now());
+    const headers: [string, string][] = [
+      ['host', host],
+      ['x-amz-date', amzDate],
+      ['x-amz-content-sha256', EMPTY_SHA256],
+    ];
+    const signed = ['host', 'x-amz-content-sha256', 'x-amz-date'];
+    const canonical = canonicalRequest({ method: 'GET', path: '/hello.txt', query: [], headers: headerMap(headers.flat()), signedHeaders: signed, payloadHash: EMPTY_SHA256 });
+    const scope = `${amzDate.slice(0, 8)}/us-east-1/s3/aws4_request`;
+    const signature = signatureHex(signingKey(KEY.secretAccessKey, amzDate.slice(0, 8), 'us-east-1', 's3'), stringToSign(amzDate, scope, canonical));
+    const authorization = `AWS4-HMAC-SHA256 Credential=${KEY.accessKeyId}/${scope}, SignedHeaders=${signed.join(';')}, Signature=${signature}`;
+    const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${endpoint}/hello.txt`, { headers: { ...Object.fromEntries(headers), authorization } }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(status, 200, body);
+    assert.equal(body, 'hello fanout\n');
+  });
+});
