@@ -7,6 +7,7 @@ import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluste
 import type { PageStore } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
+import { BufferPool } from '../lib/pagestore/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendChunks } from './http.js';
@@ -41,7 +42,7 @@ export interface PageServiceDeps {
  * a page, the source is read once for it in the whole cluster (cluster-wide single flight).
  */
 export class PageService {
-  readonly flights = new SingleFlight();
+  readonly flights: SingleFlight;
   /**
    * Page buffers held at once, for hits being sent and for fills being received: however many
    * readers arrive, the worker's memory stays bounded and the excess waits its turn.
@@ -53,6 +54,7 @@ export class PageService {
     const slots = Math.max(2, Math.floor(PAGE_MEMORY / deps.pageSize / 2));
     this.hitSlots = new Semaphore(slots);
     this.fillSlots = new Semaphore(slots);
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots));
   }
 
   /** `direct`: read the source here even if another worker owns the page (hedges, failover). */
@@ -167,7 +169,11 @@ export class PageService {
   private async streamFill(res: ServerResponse, fill: PageFill): Promise<void> {
     const { metrics } = this.deps;
     const gone = new AbortController();
-    res.once('close', () => gone.abort());
+    fill.hold();
+    res.once('close', () => {
+      gone.abort();
+      fill.release(); // the response is flushed or dead: nothing references the buffer now
+    });
     async function* counted(): AsyncGenerator<Buffer> {
       for await (const chunk of fill.chunks(gone.signal)) {
         metrics.bytesServed.inc(chunk.length);

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { crc32 } from 'node:zlib';
 import { FanoutError } from '../../core/errors.js';
+import type { BufferPool } from '../pagestore/index.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -11,8 +12,14 @@ const EMPTY = Buffer.alloc(0);
  * source is read once however many wait.
  */
 export class PageFill extends EventEmitter {
-  /** Allocated when the first byte arrives, so queued fills hold no memory. */
+  /** Taken from the pool when the first byte arrives, so queued fills hold no memory. */
   buffer: Buffer = EMPTY;
+  /**
+   * Who still uses the buffer: the fill itself until it is stored, plus every reader until its
+   * response is flushed. At zero the buffer goes back to the pool (fresh 4 MiB buffers fault
+   * in page by page, which cost more than the copy into them).
+   */
+  private holds = 1;
   received = 0;
   crc = 0;
   error: FanoutError | undefined;
@@ -22,6 +29,7 @@ export class PageFill extends EventEmitter {
   constructor(
     readonly key: string,
     readonly length: number,
+    private readonly pool?: BufferPool,
   ) {
     super();
     this.setMaxListeners(0);
@@ -38,7 +46,7 @@ export class PageFill extends EventEmitter {
         if (this.received + chunk.length > this.length) {
           throw new FanoutError('SOURCE_ERROR', `source sent more than the ${this.length} bytes asked for`);
         }
-        if (this.buffer === EMPTY) this.buffer = Buffer.allocUnsafe(this.length);
+        if (this.buffer === EMPTY) this.buffer = this.pool?.acquire(this.length) ?? Buffer.allocUnsafe(this.length);
         chunk.copy(this.buffer, this.received);
         this.crc = crc32(chunk, this.crc);
         this.received += chunk.length;
@@ -56,7 +64,23 @@ export class PageFill extends EventEmitter {
     this.emit('settled');
   }
 
-  /** Yields the page's bytes in order as they arrive; throws the fill's error if it fails. */
+  /** Keeps the buffer out of the pool until the matching release(). */
+  hold(): void {
+    this.holds++;
+  }
+
+  release(): void {
+    if (--this.holds === 0 && this.buffer !== EMPTY) {
+      this.pool?.release(this.buffer);
+      this.buffer = EMPTY;
+    }
+  }
+
+  /**
+   * Yields the page's bytes in order as they arrive; throws the fill's error if it fails. The
+   * chunks are views of the fill's buffer: call hold() before and release() once they are no
+   * longer referenced (e.g. the response carrying them has been flushed).
+   */
   async *chunks(signal?: AbortSignal): AsyncGenerator<Buffer> {
     let sent = 0;
     while (true) {
@@ -93,6 +117,8 @@ export class PageFill extends EventEmitter {
 export class SingleFlight {
   private readonly fills = new Map<string, PageFill>();
 
+  constructor(private readonly pool?: BufferPool) {}
+
   get inflight(): number {
     return this.fills.size;
   }
@@ -114,7 +140,7 @@ export class SingleFlight {
   ): { fill: PageFill; started: boolean } {
     const existing = this.fills.get(key);
     if (existing) return { fill: existing, started: false };
-    const fill = new PageFill(key, length);
+    const fill = new PageFill(key, length, this.pool);
     this.fills.set(key, fill);
     void (async () => {
       try {
@@ -127,6 +153,7 @@ export class SingleFlight {
         fill.emit('settled');
       } finally {
         this.fills.delete(key);
+        fill.release();
       }
     })();
     return { fill, started: true };
