@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
@@ -15,12 +15,14 @@ interface LocalPage {
 }
 
 /** Content hash → a copy of that page in an installed version (local dedup across versions). */
-export async function localPages(dir: ReleaseDir): Promise<Map<string, LocalPage>> {
+export async function localPages(dir: ReleaseDir): Promise<{ pages: Map<string, LocalPage>; files: Map<string, string> }> {
   const index = new Map<string, LocalPage>();
+  const files = new Map<string, string>();
   for (const version of await dir.installed()) {
     const manifest = await dir.manifestOf(version);
     if (!manifest) continue;
     for (const file of manifest.files) {
+      if (!files.has(file.sha256)) files.set(file.sha256, join(dir.versionDir(version), file.path));
       file.pages.forEach((hash, i) => {
         if (index.has(hash)) return;
         const offset = i * manifest.pageSize;
@@ -28,7 +30,7 @@ export async function localPages(dir: ReleaseDir): Promise<Map<string, LocalPage
       });
     }
   }
-  return index;
+  return { pages: index, files };
 }
 
 export interface StageProgress {
@@ -69,7 +71,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   await rm(parts, { recursive: true, force: true });
   await mkdir(parts, { recursive: true });
   await mkdir(staging, { recursive: true });
-  const local = await localPages(dir);
+  const { pages: local, files: localFiles } = await localPages(dir);
   const progress: StageProgress = {
     bytesDone: 0,
     bytesTotal: manifest.files.reduce((s, f) => s + f.size, 0),
@@ -93,7 +95,14 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
       }
       await rm(target, { force: true });
       const part = join(parts, String(i));
-      await writeFile(opts, file, part, local, progress, report);
+      const same = localFiles.get(file.sha256);
+      // A whole file this host already has (and that still has its digest) is hard-linked, as
+      // rsync --link-dest does: installed versions are never written to.
+      if (file.size > 0 && same && (await linkVerified(same, part, file))) {
+        progress.bytesDone += file.size;
+        progress.bytesLocal += file.size;
+        report();
+      } else await writeFile(opts, file, part, local, progress, report);
       await mkdir(dirname(target), { recursive: true }).catch((err) => rethrowFs(err, target));
       await rename(part, target);
     }
@@ -181,6 +190,16 @@ async function writeAll(handle: FileHandle, data: Buffer, position: number, file
     const { bytesWritten } = await handle.write(data, offset, data.length - offset, position + offset).catch((err) => rethrowFs(err, file));
     offset += bytesWritten;
   }
+}
+
+async function linkVerified(from: string, part: string, file: ManifestFile): Promise<boolean> {
+  if (!(await alreadyVerified(from, file))) return false;
+  try {
+    await link(from, part);
+  } catch {
+    await copyFile(from, part).catch((err) => rethrowFs(err, part));
+  }
+  return true;
 }
 
 /** A staged file from an earlier run counts only if its bytes still match the manifest. */

@@ -22,13 +22,17 @@ async function put(root: string, rel: string, data: Buffer | string): Promise<vo
   await writeFile(join(root, rel), data);
 }
 
-/** Overwrites bytes in place and restores size and mtime: the source "version" does not change. */
+/**
+ * Overwrites bytes in place and puts the mtime back: the source "version" (size-mtime) does not
+ * change, so only the content hash can tell. The mtime is a whole second, set before publishing,
+ * so restoring it is exact.
+ */
+const FIXED_MTIME = 1_700_000_000;
 async function corruptInPlace(file: string, offset: number): Promise<void> {
-  const before = await stat(file);
   const handle = await open(file, 'r+');
   await handle.write(Buffer.from('CORRUPTED'), 0, 9, offset);
   await handle.close();
-  await utimes(file, before.atime, before.mtime);
+  await utimes(file, FIXED_MTIME, FIXED_MTIME);
 }
 
 describe('releases: publish, promote, sync agents, dedup, rollback, bad input', () => {
@@ -169,6 +173,7 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
     assert.equal(await currentVersion(dir), 'v1');
 
     await put(source, 'llm/v4/model.bin', randomBytes(3 * MiB));
+    await utimes(join(source, 'llm/v4/model.bin'), FIXED_MTIME, FIXED_MTIME);
     await publish('v4', 'llm/v4');
     await corruptInPlace(join(source, 'llm/v4/model.bin'), MiB + 5);
     await cliJson(['release', 'promote', 'llm', 'v4', '--channel', 'staging']);
