@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { PagePolicy } from '../lib/pagestore/index.js';
 import { Admin } from './admin.js';
+import { LocalFirstFetcher } from './localpages.js';
 import { PageService } from './pageservice.js';
 import { Routes } from './routes.js';
 import { SourceBudget } from './sourcebudget.js';
@@ -49,7 +50,8 @@ export class Worker {
   private readonly server: Server;
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
-  private readonly fetcher = new PageFetcher();
+  /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
+  private readonly fetcher: PageFetcher = new LocalFirstFetcher(() => this);
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';

@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// The S3 gateway against the SDK, on one warm file, all in the same run (these machines are
+// noisy: only same-run ratios mean anything):
+//   - fanout SDK (FanoutClient.createReadStream, in this process)
+//   - the worker's S3 gateway read with the AWS SDK v3 (GetObjectCommand, in this process)
+//   - the S3 gateway read with curl through a presigned URL (a native client, for reference)
+//   - cat from the OS page cache
+// Runs alternate between readers; the median of each is reported, with ratios to the SDK.
+//
+//   node bench/gateway.mjs [--size 2GiB] [--runs 3] [--page-size 4MiB]
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomFillSync } from 'node:crypto';
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const bin = join(root, 'bin/fanout.js');
+const { FanoutClient } = await import(join(root, 'dist/src/client/index.js'));
+const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
+const size = parseSize(args.size ?? '2GiB');
+const runs = Number(args.runs ?? 3);
+const pageSize = args['page-size'] ?? '4MiB';
+const KEYS = { accessKeyId: 'BENCHACCESSKEY', secretAccessKey: 'bench-secret-key' };
+
+function parseSize(text) {
+  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(text);
+  if (!m) throw new Error(`bad size ${text}`);
+  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
+}
+
+function run(cmd, argv) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    proc.stdout.on('data', (d) => (out += d));
+    proc.once('error', reject);
+    proc.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`))));
+  });
+}
+
+async function timed(fn) {
+  const started = process.hrtime.bigint();
+  const bytes = await fn();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (bytes !== size) throw new Error(`read ${bytes} bytes, expected ${size}`);
+  return seconds;
+}
+
+async function drain(stream) {
+  let bytes = 0;
+  for await (const chunk of stream) bytes += chunk.length;
+  return bytes;
+}
+
+async function waitHealthy(url) {
+  for (let i = 0; i < 400; i++) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url} never became healthy`);
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const work = await mkdtemp(join(tmpdir(), 'fanout-bench-gw-'));
+let worker;
+try {
+  const srcDir = join(work, 'src');
+  await mkdir(srcDir);
+  const file = join(srcDir, 'model.bin');
+  process.stderr.write(`writing a ${size} byte random file…\n`);
+  const handle = await open(file, 'w');
+  const block = Buffer.alloc(16 * 1024 * 1024);
+  for (let written = 0; written < size; written += block.length) {
+    randomFillSync(block);
+    await handle.write(block, 0, Math.min(block.length, size - written));
+  }
+  await handle.close();
+
+  const port = 18450 + Math.floor(Math.random() * 500);
+  const endpoint = `http://127.0.0.1:${port}`;
+  const s3Endpoint = `http://127.0.0.1:${port + 1}`;
+  worker = spawn(
+    process.execPath,
+    [bin, 'serve', srcDir, '--listen', `127.0.0.1:${port}`, '--s3-listen', `127.0.0.1:${port + 1}`, '--data-dir', join(work, 'store'),
+      '--page-size', pageSize, '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, FANOUT_S3_ACCESS_KEY: KEYS.accessKeyId, FANOUT_S3_SECRET_KEY: KEYS.secretAccessKey } },
+  );
+  await waitHealthy(`${endpoint}/healthz`);
+
+  const sdk = new FanoutClient({ endpoint });
+  const s3 = new S3Client({
+    endpoint: s3Endpoint,
+    region: 'us-east-1',
+    credentials: KEYS,
+    forcePathStyle: true,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  const readers = {
+    'fanout SDK': async () => drain(await sdk.createReadStream('/data/model.bin')),
+    'S3 gateway, AWS SDK v3': async () => drain((await s3.send(new GetObjectCommand({ Bucket: 'data', Key: 'model.bin' }))).Body),
+    'S3 gateway, curl (presigned)': async () => {
+      const url = await presign(s3Endpoint);
+      const out = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{size_download}', url]);
+      return Number(out);
+    },
+    'cat (page cache)': async () => {
+      await run('sh', ['-c', `cat ${file} > /dev/null`]);
+      return size;
+    },
+  };
+
+  // Warm: the page store holds every page, the OS caches the source file.
+  process.stderr.write('warming…\n');
+  await readers['fanout SDK']();
+  await readers['cat (page cache)']();
+  const times = Object.fromEntries(Object.keys(readers).map((name) => [name, []]));
+  for (let i = 0; i < runs; i++) {
+    for (const [name, read] of Object.entries(readers)) times[name].push(await timed(read));
+  }
+  s3.destroy();
+  await sdk.close?.();
+
+  const seconds = Object.fromEntries(Object.entries(times).map(([name, xs]) => [name, median(xs)]));
+  const base = seconds['fanout SDK'];
+  console.log(`file ${(size / 2 ** 30).toFixed(2)} GiB, warm, median of ${runs} runs, page size ${pageSize}`);
+  console.log('| reader | seconds | GB/s | throughput vs SDK |');
+  console.log('|---|---|---|---|');
+  for (const [name, t] of Object.entries(seconds)) {
+    console.log(`| ${name} | ${t.toFixed(2)} | ${(size / t / 1e9).toFixed(2)} | ${(base / t).toFixed(2)}× |`);
+  }
+  const ratio = base / seconds['S3 gateway, AWS SDK v3'];
+  console.log(`gateway (AWS SDK) / fanout SDK = ${ratio.toFixed(2)} (target ≥ 0.8)`);
+  await mkdir(join(root, 'bench/out'), { recursive: true });
+  await writeFile(join(root, 'bench/out/gateway.json'), JSON.stringify({ size, runs, pageSize, seconds, all: times, gatewayVsSdk: ratio }, null, 2));
+} finally {
+  if (worker) {
+    worker.kill('SIGTERM');
+    await new Promise((r) => (worker.exitCode !== null ? r() : worker.once('exit', r)));
+  }
+  await rm(work, { recursive: true, force: true });
+}
+
+/** A presigned GET for curl, with the SDK's signer (no extra dependency: SigV4 query auth by hand). */
+async function presign(s3Endpoint) {
+  const { canonicalRequest, formatAmzDate, signatureHex, signingKey, stringToSign, UNSIGNED_PAYLOAD } = await import(join(root, 'dist/src/gateway/sigv4.js'));
+  const url = new URL(`${s3Endpoint}/data/model.bin`);
+  const amzDate = formatAmzDate(Date.now());
+  const scope = `${amzDate.slice(0, 8)}/us-east-1/s3/aws4_request`;
+  const query = [
+    ['X-Amz-Algorithm', 'AWS4-HMAC-SHA256'],
+    ['X-Amz-Credential', `${KEYS.accessKeyId}/${scope}`],
+    ['X-Amz-Date', amzDate],
+    ['X-Amz-Expires', '600'],
+    ['X-Amz-SignedHeaders', 'host'],
+  ];
+  const canonical = canonicalRequest({ method: 'GET', path: url.pathname, query, headers: new Map([['host', [url.host]]]), signedHeaders: ['host'], payloadHash: UNSIGNED_PAYLOAD });
+  const signature = signatureHex(signingKey(KEYS.secretAccessKey, amzDate.slice(0, 8), 'us-east-1', 's3'), stringToSign(amzDate, scope, canonical));
+  for (const [k, v] of query) url.searchParams.set(k, v);
+  url.searchParams.set('X-Amz-Signature', signature);
+  return url.toString();
+}
