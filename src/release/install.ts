@@ -1,4 +1,4 @@
-import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
@@ -66,6 +66,26 @@ export class ReleaseDir {
     await rename(this.stagingDir(manifest.version), target);
     await rm(this.partsDir(manifest.version), { recursive: true, force: true });
     await fsyncDir(join(this.dir, 'versions'));
+    // What each verified file looked like once installed: any write changes its ctime.
+    const snapshot: Record<string, FileStamp> = {};
+    for (const file of manifest.files) {
+      const st = await stat(join(target, file.path), { bigint: true });
+      snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
+    }
+    await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
+  }
+
+  stampFile(version: string): string {
+    return join(this.dir, '.manifests', `${version}.stamps.json`);
+  }
+
+  /** Stamps of an installed version's files, recorded right after they were verified. */
+  async stampsOf(version: string): Promise<Record<string, FileStamp>> {
+    try {
+      return JSON.parse(await readFile(this.stampFile(version), 'utf8')) as Record<string, FileStamp>;
+    } catch {
+      return {};
+    }
   }
 
   /**
@@ -98,6 +118,7 @@ export class ReleaseDir {
       if (wanted.has(version)) continue;
       await rm(this.versionDir(version), { recursive: true, force: true });
       await rm(this.manifestFile(version), { force: true });
+      await rm(this.stampFile(version), { force: true });
       removed.push(version);
     }
     for (const name of await readdir(this.dir)) {
@@ -117,6 +138,13 @@ export class ReleaseDir {
       return [];
     }
   }
+}
+
+/** Identity and change time of a file: a write, truncate or chmod changes ctime, which users cannot set. */
+export interface FileStamp {
+  ino: number;
+  size: number;
+  ctimeNs: string;
 }
 
 export async function writeAtomic(file: string, data: Buffer): Promise<void> {

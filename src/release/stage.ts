@@ -4,8 +4,14 @@ import { copyFile, link, mkdir, open, rename, rm, stat, type FileHandle } from '
 import { dirname, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
-import type { ReleaseDir } from './install.js';
+import type { FileStamp, ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
+
+/** An installed file, and its stamp when it was verified. */
+interface LocalFile {
+  path: string;
+  stamp?: FileStamp;
+}
 
 /** Where a page with a given content hash already sits on this host, in an installed version. */
 interface LocalPage {
@@ -15,14 +21,15 @@ interface LocalPage {
 }
 
 /** Content hash → a copy of that page in an installed version (local dedup across versions). */
-export async function localPages(dir: ReleaseDir): Promise<{ pages: Map<string, LocalPage>; files: Map<string, string> }> {
+export async function localPages(dir: ReleaseDir): Promise<{ pages: Map<string, LocalPage>; files: Map<string, LocalFile> }> {
   const index = new Map<string, LocalPage>();
-  const files = new Map<string, string>();
+  const files = new Map<string, LocalFile>();
   for (const version of await dir.installed()) {
     const manifest = await dir.manifestOf(version);
     if (!manifest) continue;
+    const stamps = await dir.stampsOf(version);
     for (const file of manifest.files) {
-      if (!files.has(file.sha256)) files.set(file.sha256, join(dir.versionDir(version), file.path));
+      if (!files.has(file.sha256)) files.set(file.sha256, { path: join(dir.versionDir(version), file.path), stamp: stamps[file.path] });
       file.pages.forEach((hash, i) => {
         if (index.has(hash)) return;
         const offset = i * manifest.pageSize;
@@ -192,8 +199,16 @@ async function writeAll(handle: FileHandle, data: Buffer, position: number, file
   }
 }
 
-async function linkVerified(from: string, part: string, file: ManifestFile): Promise<boolean> {
-  if (!(await alreadyVerified(from, file))) return false;
+/**
+ * Links an installed file with the wanted digest. Untouched since it was verified (same inode,
+ * size and ctime) it is trusted as is; otherwise its digest is checked again first.
+ */
+async function linkVerified(local: LocalFile, part: string, file: ManifestFile): Promise<boolean> {
+  const from = local.path;
+  const now = await stat(from, { bigint: true }).catch(() => undefined);
+  const untouched =
+    now !== undefined && local.stamp !== undefined && Number(now.ino) === local.stamp.ino && Number(now.size) === local.stamp.size && String(now.ctimeNs) === local.stamp.ctimeNs;
+  if (!untouched && !(await alreadyVerified(from, file))) return false;
   try {
     await link(from, part);
   } catch {
