@@ -68,8 +68,9 @@ export class FileReader {
   }
 
   private advance(first: number, last: number): void {
-    const window = Math.min(this.readahead, 2 ** this.streak);
-    const sequential = this.furthest >= 0 && first >= this.furthest - window && first <= this.furthest + 1;
+    // Near the furthest page read so far, on either side: reads in flight overtake each other.
+    const near = Math.max(1, this.readahead);
+    const sequential = this.furthest >= 0 && first >= this.furthest - near && first <= this.furthest + near;
     this.streak = sequential ? Math.min(this.streak + 1, 30) : 0;
     this.furthest = sequential ? Math.max(this.furthest, last) : last;
     // Reads arriving out of order may still want the page just behind; older ones are done

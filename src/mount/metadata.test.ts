@@ -1,0 +1,67 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { StatResult } from '../client/index.js';
+import { ManualClock } from '../core/clock.js';
+import { FanoutError } from '../core/errors.js';
+import type { DirEntry } from '../core/types.js';
+import { Metadata, type MetadataSource } from './metadata.js';
+
+function fakeClient(listable = true): MetadataSource & { calls: string[] } {
+  const calls: string[] = [];
+  const files: Record<string, StatResult> = {
+    '/data/m/a.bin': { mount: 'data', path: 'm/a.bin', size: 10, mtimeMs: 5, version: 'v1' },
+  };
+  return {
+    calls,
+    async stat(path: string) {
+      calls.push(`stat ${path}`);
+      if (files[path]) return files[path]!;
+      if (path === '/data/m') throw new FanoutError('IS_A_DIRECTORY', 'a directory');
+      throw new FanoutError('NOT_FOUND', `${path} not found`);
+    },
+    async list(path: string): Promise<DirEntry[]> {
+      calls.push(`list ${path}`);
+      if (path === '/') return [{ name: 'data', type: 'dir' }];
+      if (!listable) throw new FanoutError('INVALID_ARGUMENT', 'HTTP sources cannot be listed');
+      if (path === '/data') return [{ name: 'm', type: 'dir' }];
+      return [{ name: 'a.bin', type: 'file', size: 10, mtimeMs: 5, version: 'v1' }];
+    },
+  };
+}
+
+test('lookups are answered from the parent listing, which also answers stat', async () => {
+  const client = fakeClient();
+  const meta = new Metadata(client, 1000, new ManualClock());
+  assert.deepEqual(await meta.lookup('', 'data'), { isDir: true, size: 0, mtimeMs: 0 });
+  assert.deepEqual(await meta.lookup('data/m', 'a.bin'), { isDir: false, size: 10, mtimeMs: 5 });
+  assert.equal(await meta.lookup('data/m', 'missing'), undefined);
+  assert.equal((await meta.stat('data/m/a.bin')).version, 'v1');
+  assert.deepEqual(client.calls, ['list /', 'list /data/m']);
+});
+
+test('answers are reused for the TTL, then asked again', async () => {
+  const client = fakeClient();
+  const clock = new ManualClock();
+  const meta = new Metadata(client, 1000, clock);
+  await meta.list('data');
+  await meta.list('data');
+  clock.advance(1001);
+  await meta.list('data');
+  assert.deepEqual(client.calls, ['list /data', 'list /data']);
+});
+
+test('a source that cannot list is looked up path by path', async () => {
+  const meta = new Metadata(fakeClient(false), 1000, new ManualClock());
+  assert.deepEqual(await meta.lookup('data/m', 'a.bin'), { isDir: false, size: 10, mtimeMs: 5 });
+  assert.deepEqual(await meta.lookup('data', 'm'), { isDir: true, size: 0, mtimeMs: 0 });
+  assert.equal(await meta.lookup('data/m', 'missing'), undefined);
+});
+
+test('cluster failures are errors, not missing files', async () => {
+  const client = fakeClient();
+  client.list = async () => {
+    throw new FanoutError('WORKER_UNAVAILABLE', 'cannot reach fanout');
+  };
+  const meta = new Metadata(client, 1000, new ManualClock());
+  await assert.rejects(meta.lookup('data', 'm'), /cannot reach fanout/);
+});

@@ -1,0 +1,64 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { StatResult } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { FileReader, type PageSource } from './reader.js';
+
+const PAGE = 10;
+const content = Buffer.from(Array.from({ length: 95 }, (_, i) => i));
+const file: StatResult = { mount: 'data', path: 'f.bin', size: content.length, mtimeMs: 0, version: 'v1' };
+
+/** Pages of `content`, in two chunks each; records which pages were asked for. */
+function source(fail: (index: number) => boolean = () => false): PageSource & { asked: number[] } {
+  const asked: number[] = [];
+  return {
+    asked,
+    async readPage(_file, index) {
+      asked.push(index);
+      if (fail(index)) throw new FanoutError('WORKER_UNAVAILABLE', `page ${index} failed`);
+      const page = content.subarray(index * PAGE, (index + 1) * PAGE);
+      return [page.subarray(0, 3), page.subarray(3)];
+    },
+  };
+}
+
+const read = async (reader: FileReader, offset: number, length: number) => Buffer.concat(await reader.read(offset, length));
+
+test('reads return exactly the bytes asked for, across page boundaries and clipped at the end', async () => {
+  const reader = new FileReader(file, source(), PAGE, 0);
+  assert.deepEqual(await read(reader, 7, 25), content.subarray(7, 32));
+  assert.deepEqual(await read(reader, 90, 50), content.subarray(90, 95));
+  assert.equal((await read(reader, 95, 10)).length, 0);
+  assert.equal((await read(reader, 500, 10)).length, 0);
+});
+
+test('a sequential reader gets pages fetched ahead, in a window that grows to the limit', async () => {
+  const pages = source();
+  const reader = new FileReader(file, pages, PAGE, 3);
+  await read(reader, 0, 5);
+  assert.deepEqual(pages.asked, [0], 'one read is not yet a pattern');
+  await read(reader, 5, 5);
+  await read(reader, 10, 10);
+  await read(reader, 20, 10);
+  assert.deepEqual([...new Set(pages.asked)].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5]);
+  // Reads that arrive slightly out of order (the kernel keeps several in flight) stay sequential.
+  await read(reader, 40, 10);
+  await read(reader, 30, 10);
+  assert.ok(pages.asked.includes(7), 'the window moved on');
+  assert.equal(new Set(pages.asked).size, pages.asked.length, 'no page was fetched twice');
+});
+
+test('random reads fetch only the pages they touch', async () => {
+  const pages = source();
+  const reader = new FileReader(file, pages, PAGE, 2);
+  for (const offset of [80, 10, 50, 0, 30]) await read(reader, offset, 5);
+  assert.deepEqual(pages.asked, [8, 1, 5, 0, 3]);
+});
+
+test('a failed page fails its read, and the next read retries it', async () => {
+  let failures = 1;
+  const pages = source((index) => index === 2 && failures-- > 0);
+  const reader = new FileReader(file, pages, PAGE, 0);
+  await assert.rejects(read(reader, 20, 5), /page 2 failed/);
+  assert.deepEqual(await read(reader, 20, 5), content.subarray(20, 25));
+});

@@ -1,0 +1,67 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { fanoutBin } from './workers.js';
+import { waitFor } from './ports.js';
+
+/** A real `fanout mount` process, as a user would start it. */
+export class MountProcess {
+  log = '';
+  private readonly exited: Promise<number | null>;
+
+  private constructor(
+    readonly mountpoint: string,
+    private readonly proc: ChildProcess,
+  ) {
+    proc.stdout!.on('data', (chunk: Buffer) => (this.log += chunk.toString()));
+    proc.stderr!.on('data', (chunk: Buffer) => (this.log += chunk.toString()));
+    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
+  }
+
+  static async start(mountpoint: string, endpoint: string, ...flags: string[]): Promise<MountProcess> {
+    const proc = spawn(process.execPath, [fanoutBin, 'mount', mountpoint, '--endpoint', endpoint, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const mount = new MountProcess(mountpoint, proc);
+    await waitFor(`fanout mount at ${mountpoint}`, async () => {
+      if (proc.exitCode !== null) throw new Error(`fanout mount exited with ${proc.exitCode}: ${mount.log}`);
+      return mount.log.includes('fanout: mounted') && (await isMounted(mountpoint));
+    });
+    return mount;
+  }
+
+  get pid(): number {
+    return this.proc.pid!;
+  }
+
+  /** Sends a signal and waits for the process to exit; returns its exit code (null if killed). */
+  async signal(signal: NodeJS.Signals): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+    return this.exited;
+  }
+}
+
+/** True when `mountpoint` is a fanout FUSE mount (alive or stale) in this mount namespace. */
+export async function isMounted(mountpoint: string): Promise<boolean> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  return info.split('\n').some((line) => line.split(' ')[4] === mountpoint && line.includes(' - fuse.fanout '));
+}
+
+/** Detaches whatever is mounted at `mountpoint` (cleanup; never fails). */
+export async function forceUnmount(mountpoint: string): Promise<void> {
+  if (!(await isMounted(mountpoint))) return;
+  await new Promise((resolve) => execFile('fusermount3', ['-u', '-z', mountpoint], () => resolve(undefined)));
+}
+
+export interface Run {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs a real command (sha256sum, dd, python3…) and captures its output; never rejects. */
+export function sh(cmd: string, args: string[], options: { cwd?: string } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { encoding: 'buffer', maxBuffer: 256 * 1024 * 1024, ...options }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : -1) : 0;
+      resolve({ code, stdout, stderr: stderr.toString() });
+    });
+  });
+}
