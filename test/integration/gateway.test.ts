@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -23,7 +23,7 @@ import {
 import { canonicalRequest, EMPTY_SHA256, formatAmzDate, headerMap, signatureHex, signingKey, stringToSign } from '../../src/gateway/sigv4.js';
 import { sha256 } from '../harness/cli.js';
 import { freePort } from '../harness/ports.js';
-import { WorkerProcess } from '../harness/workers.js';
+import { WorkerProcess, fanoutBin } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 const KEY = { accessKeyId: 'GATEWAYTESTKEY', secretAccessKey: 'gateway-test-secret/with+chars' };
@@ -327,5 +327,58 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
     });
     assert.equal(status, 200, body);
     assert.equal(body, 'hello fanout\n');
+  });
+});
+
+describe('fanout serve', () => {
+  test('turns the gateway on, prints its address and development keys, and they work', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fanout-gw-serve-'));
+    await mkdir(join(dir, 'src'));
+    await writeFile(join(dir, 'src/hello.txt'), 'hello\n');
+    const [port, s3Port] = [await freePort(), await freePort()];
+    const env = { ...process.env };
+    delete env.FANOUT_S3_ACCESS_KEY;
+    delete env.FANOUT_S3_SECRET_KEY;
+    const proc = spawn(
+      process.execPath,
+      [fanoutBin, 'serve', join(dir, 'src'), '--listen', `127.0.0.1:${port}`, '--s3-listen', `127.0.0.1:${s3Port}`, '--data-dir', join(dir, 'data'), '--log-level', 'warn'],
+      { env, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    const exited = new Promise((r) => proc.once('exit', r));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`serve printed no gateway line: ${stderr}`)), 20_000);
+        proc.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          if (/secret key \S+/.test(stderr)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        proc.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
+      });
+      assert.match(stderr, new RegExp(`S3 gateway on http://127\\.0\\.0\\.1:${s3Port}`));
+      const accessKeyId = /access key (\S+),/.exec(stderr)![1]!;
+      const secretAccessKey = /secret key (\S+)/.exec(stderr)![1]!;
+      const client = new S3Client({
+        endpoint: `http://127.0.0.1:${s3Port}`,
+        region: 'us-east-1',
+        credentials: { accessKeyId, secretAccessKey },
+        forcePathStyle: true,
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+      });
+      try {
+        const got = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt' }));
+        assert.equal(await got.Body!.transformToString(), 'hello\n');
+      } finally {
+        client.destroy();
+      }
+    } finally {
+      proc.kill('SIGTERM');
+      await exited;
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
