@@ -44,7 +44,7 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .option('--keep <n>', 'older versions kept on disk besides the current one', '1')
     .option('--on-switch <cmd>', 'shell command run after each switch')
     .option('--once', 'one round, then exit')
-    .option('--interval <duration>', 'how often the channel is checked', '1s')
+    .option('--interval <duration>', 'safety-net re-read of the channel (promotions arrive through an etcd watch)', '30s')
     .option('--host <name>', 'name reported in release status (default: hostname)')
     .option('--rate <rate>', 'cap on bytes/s fetched from the cluster while staging, e.g. 500MB/s')
     .action(async (name: string, o) => (await import('./sync.js')).sync(name, o));

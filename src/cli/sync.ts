@@ -23,7 +23,7 @@ export interface SyncFlags extends GlobalOptions {
 export async function sync(name: string, flags: SyncFlags): Promise<void> {
   const keep = Number(flags.keep ?? 1);
   if (!Number.isInteger(keep) || keep < 0) throw new FanoutError('INVALID_ARGUMENT', '--keep must be a whole number ≥ 0');
-  const intervalMs = flags.interval ? parseDuration(flags.interval) : 1000;
+  const intervalMs = flags.interval ? parseDuration(flags.interval) : undefined;
   const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
   const { ReleaseFetcher } = await import('../release/fetch.js');
   const { SyncAgent } = await import('../release/agent.js');

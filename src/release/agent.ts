@@ -5,7 +5,7 @@ import { FanoutError } from '../core/errors.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { ReleaseDir } from './install.js';
-import type { AgentState, ReleaseRegistry } from './registry.js';
+import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
 import { stageVersion, type StageProgress } from './stage.js';
 
 export interface SyncAgentOptions {
@@ -22,10 +22,18 @@ export interface SyncAgentOptions {
   host?: string;
   /** Cap on bytes/s fetched from the cluster while staging (0 or undefined: none). */
   rate?: number;
-  /** How often the channel is checked. */
+  /**
+   * How often the channel is re-read although the watch said nothing: a safety net for a watch
+   * that died silently (a half-open connection). Promotions arrive through the watch.
+   */
   intervalMs?: number;
   log?: (line: string) => void;
 }
+
+export const DEFAULT_INTERVAL_MS = 30_000;
+/** State is reported under a 15 s lease; a third of it keeps an idle host in `release status`. */
+const HEARTBEAT_MS = 5_000;
+const MAX_BACKOFF_MS = 10_000;
 
 /**
  * The sync agent of one serving host: follows a channel, stages the version it points to,
@@ -40,6 +48,11 @@ export class SyncAgent {
   private state: AgentState;
   private lastReport = 0;
   private failures = 0;
+  private watch: ChannelWatch | undefined;
+  /** A round is due now (the watch fired or broke), whatever the schedule says. */
+  private checkNow = false;
+  /** Ends the current pause early (set while pausing). */
+  private wakePause: (() => void) | undefined;
 
   constructor(private readonly opts: SyncAgentOptions) {
     this.dir = new ReleaseDir(resolve(opts.dir));
@@ -60,20 +73,82 @@ export class SyncAgent {
     };
   }
 
-  /** Follows the channel until aborted. */
+  /**
+   * Follows the channel until aborted. An etcd watch on the channel starts a round as soon as
+   * it is moved; the channel is also re-read every `intervalMs` in case the watch died
+   * silently. After a failure (etcd down…) rounds are retried with backoff, and each one first
+   * opens a new watch, then re-reads the channel, so nothing promoted meanwhile is missed.
+   */
   async run(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      let wait = this.opts.intervalMs ?? 1000;
-      try {
-        await this.syncOnce(signal);
-        this.failures = 0;
-      } catch (err) {
-        if (signal.aborted) break;
-        this.failures++;
-        wait = Math.min(30_000, wait * 2 ** Math.min(this.failures, 5));
+    let nextRound = 0;
+    try {
+      while (!signal.aborted) {
+        if (this.checkNow || Date.now() >= nextRound) {
+          this.checkNow = false;
+          nextRound = Date.now() + (await this.round(signal));
+        } else {
+          await this.report({}, false); // heartbeat only: renews the lease, reads nothing
+        }
+        await this.pause(Math.min(nextRound - Date.now(), HEARTBEAT_MS), signal);
       }
-      await sleep(wait, signal);
+    } finally {
+      this.closeWatch();
     }
+  }
+
+  /** Watch (if not watching), then sync. Returns how long to wait before the next round. */
+  private async round(signal: AbortSignal): Promise<number> {
+    try {
+      if (!this.watch || this.watch.broken) {
+        this.closeWatch();
+        this.state.current = await this.dir.currentVersion(); // named in the error if etcd is down
+        // Watch first, read second (syncOnce): a promotion in between still fires the watch.
+        this.watch = await this.opts.registry
+          .watchChannel(this.opts.name, this.opts.channel, (event, err) => {
+            if (event === 'broken') this.opts.log?.(`watch on ${this.opts.name}/${this.opts.channel} broke (${err?.message}); re-reading the channel`);
+            this.wake();
+          })
+          .catch(async (err) => {
+            throw await this.failed(err);
+          });
+      }
+      await this.syncOnce(signal);
+      this.failures = 0;
+      return this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
+    } catch (err) {
+      // etcd down: drop the watch (it may be half-open) so the next round opens a fresh one.
+      if (err instanceof FanoutError && err.code === 'ETCD_UNAVAILABLE') this.closeWatch();
+      this.failures++;
+      // Jittered, so hosts do not all come back to etcd at the same instant after an outage.
+      return Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.failures - 1, 5)) * (0.75 + Math.random() / 4);
+    }
+  }
+
+  private closeWatch(): void {
+    this.watch?.close();
+    this.watch = undefined;
+  }
+
+  /** Starts a round now: ends the current pause, or the next one if none is under way. */
+  private wake(): void {
+    this.checkNow = true;
+    this.wakePause?.();
+  }
+
+  /** Waits `ms`, or less if woken or aborted. The timer and listener are gone when it returns. */
+  private pause(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.checkNow || signal.aborted || ms <= 0) return Promise.resolve();
+    return new Promise((done) => {
+      const end = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', end);
+        this.wakePause = undefined;
+        done();
+      };
+      const timer = setTimeout(end, ms);
+      signal.addEventListener('abort', end, { once: true });
+      this.wakePause = end;
+    });
   }
 
   /**
@@ -95,11 +170,16 @@ export class SyncAgent {
       await this.bringUp(target, signal);
       return target;
     } catch (err) {
-      const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
-      this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: ${error.code}: ${error.message} (current stays ${this.state.current ?? 'none'})`);
-      await this.report({ phase: 'error', error: `${error.code}: ${error.message}` }, true).catch(() => {});
-      throw error;
+      throw await this.failed(err);
     }
+  }
+
+  /** Logs and reports a failed round; returns the error as a FanoutError. */
+  private async failed(err: unknown): Promise<FanoutError> {
+    const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
+    this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: ${error.code}: ${error.message} (current stays ${this.state.current ?? 'none'})`);
+    await this.report({ phase: 'error', error: `${error.code}: ${error.message}` }, true).catch(() => {});
+    return error;
   }
 
   private async bringUp(target: string, signal?: AbortSignal): Promise<void> {
@@ -161,11 +241,4 @@ export class SyncAgent {
       if (must && this.state.phase !== 'error') throw err;
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((done) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', () => (clearTimeout(timer), done()), { once: true });
-  });
 }

@@ -1,5 +1,6 @@
 import { Etcd3, type IOptions, type Lease } from 'etcd3';
 import { FanoutError } from '../core/errors.js';
+import { openWatch } from '../lib/membership/rpc.js';
 import { checkReleaseName, checkVersion } from './manifest.js';
 
 /**
@@ -56,6 +57,12 @@ export interface AgentState {
 const passThrough = {
   execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
 } as unknown as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+
+/** A watch on one channel; `broken` once it stopped delivering (then close it and open another). */
+export interface ChannelWatch {
+  readonly broken: boolean;
+  close(): void;
+}
 
 export class ReleaseRegistry {
   private readonly client: Etcd3;
@@ -122,6 +129,40 @@ export class ReleaseRegistry {
     const kv = res.kvs[0];
     if (!kv) return null;
     return { record: JSON.parse(kv.value.toString()) as ChannelRecord, modRevision: kv.mod_revision };
+  }
+
+  /**
+   * Calls `onEvent('change')` whenever the channel is written or deleted, and
+   * `onEvent('broken')` once if the watch stops (etcd down, stream ended, compaction). Uses a
+   * raw watch stream, as the membership does: etcd3's Watcher reconnects with timers of its
+   * own that can outlive close(); here the caller decides when to watch again.
+   * It reports changes from the moment it resolves: read the channel after that, not before,
+   * and no promotion falls in between.
+   */
+  async watchChannel(name: string, channel: string, onEvent: (event: 'change' | 'broken', err?: Error) => void): Promise<ChannelWatch> {
+    checkReleaseName(name);
+    checkChannel(channel);
+    let broken = false;
+    const watch = await this.call('watch a channel', () =>
+      openWatch(this.client, {
+        key: Buffer.from(channelKey(name, channel)),
+        range_end: Buffer.alloc(0), // empty: this one key, not a range
+        startRevision: 0n, // 0: from now on
+        timeoutMs: this.timeoutMs,
+        onPut: () => onEvent('change'),
+        onDelete: () => onEvent('change'),
+        onBroken: (err) => {
+          broken = true;
+          onEvent('broken', err);
+        },
+      }),
+    );
+    return {
+      get broken() {
+        return broken;
+      },
+      close: () => watch.close(),
+    };
   }
 
   /**

@@ -41,6 +41,7 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
   let root: string;
   let source: string;
   let agents: SyncProcess[] = [];
+  let watcher: SyncProcess | undefined;
   let common: string[];
 
   const cli = async (args: string[]) => {
@@ -74,7 +75,7 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
   });
 
   after(async () => {
-    await Promise.all(agents.map((a) => a.kill()));
+    await Promise.all([...agents, ...(watcher ? [watcher] : [])].map((a) => a.kill()));
     await Promise.all((workers ?? []).map((w) => w.destroy()));
     await etcd?.stop();
     await rm(root, { recursive: true, force: true });
@@ -147,6 +148,17 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
     assert.equal((await readFile(join(root, 'hook2.log'), 'utf8')).trim().split('\n').join(','), 'v1,v2,v1');
   });
 
+  // The agent re-reads the channel only every hour: a promotion seen within the wait below came
+  // through the etcd watch (opened before its first read, so live once it is on v1).
+  test('an agent with an hour-long --interval picks up a promotion through its watch', async () => {
+    await cliJson(['release', 'promote', 'llm', 'v1', '--channel', 'watch']);
+    watcher = SyncProcess.start(['llm', '--channel', 'watch', '--interval', '1h', '--host', 'watcher', ...common], join(root, 'watcher'), join(root, 'watcher.log'));
+    await waitFor('watcher on v1', async () => (await currentVersion(watcher!.dir)) === 'v1', 60_000);
+    await cliJson(['release', 'promote', 'llm', 'v2', '--channel', 'watch', '--expect', 'v1']);
+    await waitFor('watcher on v2', async () => (await currentVersion(watcher!.dir)) === 'v2', 60_000);
+    assert.deepEqual(await treeHashes(join(watcher.dir, 'current')), await treeHashes(join(source, 'llm/v2')));
+  });
+
   test('concurrent promotions from the same state: exactly one wins', async () => {
     await cliJson(['release', 'promote', 'llm', 'v1', '--channel', 'race']);
     const results = await Promise.all(['v2', 'v2', 'v2', 'v2'].map((v) => cli(['release', 'promote', 'llm', v, '--channel', 'race', '--expect', 'v1', '--json'])));
@@ -204,6 +216,21 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
     assert.equal(await currentVersion(dir), 'v5');
     assert.deepEqual(await treeHashes(join(dir, 'current')), await treeHashes(join(source, 'llm/v5')));
     await assert.rejects(stat(join(dir, '.staging-v5')));
+  });
+
+  // Before the next test: the watch must be live when etcd goes down, not still recovering.
+  test('after an etcd outage the watching agent watches again and follows the channel', async () => {
+    const breaks = async () => (await readFile(join(root, 'watcher.log'), 'utf8')).split('watch on llm/watch broke').length - 1;
+    const before = await breaks();
+    etcd.kill();
+    try {
+      await waitFor('the watcher to notice', async () => (await breaks()) > before, 60_000);
+      assert.equal(await currentVersion(watcher!.dir), 'v2');
+    } finally {
+      await etcd.restart();
+    }
+    await cliJson(['release', 'rollback', 'llm', '--channel', 'watch']);
+    await waitFor('watcher back on v1', async () => (await currentVersion(watcher!.dir)) === 'v1', 60_000);
   });
 
   test('with etcd down, commands fail with ETCD_UNAVAILABLE and the current version stays', async () => {
