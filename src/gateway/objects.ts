@@ -71,7 +71,7 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
   res.once('close', onClose);
   try {
     const chunks = backend.read(bucket, info, start, end, abort.signal);
-    await sendChunks(res, chunks, () => res.writeHead(status, headers));
+    await sendChunks(res, chunks, () => res.writeHead(status, headers), undefined, backend.written?.bind(backend));
   } catch (err) {
     throw toS3Error(err, { bucket, key });
   } finally {

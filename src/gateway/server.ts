@@ -103,7 +103,11 @@ export class S3Gateway {
       for (const [k, v] of pairs) if (!query.has(k)) query.set(k, v);
       await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query });
     } catch (err) {
-      this.fail(req, res, err, resource, requestId, target);
+      try {
+        this.fail(req, res, err, resource, requestId, target);
+      } catch {
+        res.destroy(); // the connection is beyond answering; never let this escape as an unhandled rejection
+      }
     }
   }
 
@@ -115,6 +119,7 @@ export class S3Gateway {
       throw s3Errors.notImplemented(`${method} ${what}`);
     }
     if (!bucket) {
+      if (key) throw s3Errors.noSuchBucket('');
       if (method === 'HEAD') {
         ctx.res.writeHead(200, { 'content-length': 0 });
         ctx.res.end();

@@ -25,6 +25,8 @@ export interface GatewayBackend {
   list(mount: string, dir: string): Promise<DirEntry[]>;
   /** Bytes [start, end) of the file at exactly file.version. */
   read(mount: string, file: FileInfo, start: number, end: number, signal: AbortSignal): AsyncGenerator<Buffer>;
+  /** Told when a chunk from read() has been written out, so its buffer can be reused. */
+  written?(chunk: Buffer): void;
 }
 
 /** One request, parsed once. */

@@ -21,8 +21,25 @@ export interface LocalPages {
  * peer, a direct read) takes the ordinary HTTP path, with its single flight.
  */
 export class LocalFirstFetcher extends PageFetcher {
+  /** Store buffers handed out, until their consumer says they are written (see release). */
+  private readonly lent = new WeakMap<Buffer, () => void>();
+
   constructor(private readonly local: () => LocalPages) {
     super();
+  }
+
+  /**
+   * Gives a page buffer from fetch() back to the store's pool once its bytes have been written
+   * out: reusing buffers matters here (fresh 4 MiB buffers fault in page by page, which cost
+   * more than the copy-free read saved). Chunks never released, such as the sliced ends of a
+   * range or pages of an aborted read, are simply garbage-collected.
+   */
+  release(chunk: Buffer): void {
+    const release = this.lent.get(chunk);
+    if (release) {
+      this.lent.delete(chunk);
+      release();
+    }
   }
 
   override async fetch(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<Buffer[]> {
@@ -34,8 +51,9 @@ export class LocalFirstFetcher extends PageFetcher {
         if (page && page.data.length === expectedLength) {
           metrics.hits.inc();
           metrics.bytesServed.inc(expectedLength);
-          // The buffer is not given back to the store's pool: the reader's consumer may still be
-          // writing it to a socket after this page is done. It is garbage-collected instead.
+          // The consumer may still be writing this buffer after the reader moves on: it goes back
+          // to the pool only through release(), never here.
+          this.lent.set(page.data, page.release);
           return [page.data];
         }
         page?.release();

@@ -4,7 +4,7 @@ import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
-import { ClusterReader, PageFetcher } from '../lib/cluster/index.js';
+import { ClusterReader } from '../lib/cluster/index.js';
 import { mountSpec, parseListen, type WorkerConfig } from '../lib/config/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
@@ -51,7 +51,7 @@ export class Worker {
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
-  private readonly fetcher: PageFetcher = new LocalFirstFetcher(() => this);
+  private readonly fetcher = new LocalFirstFetcher(() => this);
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
@@ -126,6 +126,7 @@ export class Worker {
             stat: async (mount, path) => routes.stat({ mount, path }),
             list: (mount, dir) => routes.listDir({ mount, path: dir }),
             read: (mount, file, start, end, signal) => this.reader.chunks(mount, file, start, end, signal),
+            written: (chunk) => this.fetcher.release(chunk),
           },
           { logger: this.logger, clock },
         )

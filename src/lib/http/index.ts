@@ -47,6 +47,8 @@ export async function sendChunks(
   chunks: AsyncGenerator<Buffer>,
   writeHead: () => void,
   beforeEnd: () => void = () => {},
+  /** Called once each chunk has been handed to the OS (or the write failed): its buffer may be reused. */
+  written?: (chunk: Buffer) => void,
 ): Promise<boolean> {
   const gone = new AbortController();
   const onClose = () => gone.abort();
@@ -55,7 +57,9 @@ export async function sendChunks(
     let next = await chunks.next();
     writeHead();
     while (!next.done) {
-      if (!res.write(next.value)) await once(res, 'drain', { signal: gone.signal });
+      const chunk = next.value;
+      const flowing = written ? res.write(chunk, () => written(chunk)) : res.write(chunk);
+      if (!flowing) await once(res, 'drain', { signal: gone.signal });
       next = await chunks.next();
     }
     beforeEnd();
