@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
@@ -78,11 +78,12 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
 }
 
 /**
- * A FUSE mount whose process died answers every access with ENOTCONN; it must be detached
+ * A FUSE mount whose process died answers every request with ENOTCONN; it must be detached
  * before the directory can be mounted again. A working fanout mount is left alone (refused).
+ * readdir, not stat: the kernel may answer stat from attributes it still caches.
  */
 export async function clearStaleMount(target: string, log: MountLogger): Promise<void> {
-  const error = await stat(target).then(
+  const error = await readdir(target).then(
     () => undefined,
     (err: NodeJS.ErrnoException) => err,
   );

@@ -16,14 +16,17 @@ export const mountOptionsSchema = z
     ttl: durationSchema.default('1s'),
     /** Pages fetched ahead of a sequential reader (0 = only what the kernel asks for). */
     readahead: count(0, 256).default(8),
-    /** Memory for recently read pages, shared by all readers of the mount. */
-    cache: sizeSchema.default('256MiB'),
+    /**
+     * Memory for recently read pages, shared by all readers of the mount. Kept small: pages held
+     * longer make every socket read land in fresh memory, which costs more than it saves.
+     */
+    cache: sizeSchema.default('64MiB'),
     /** Kernel readahead for the mount (read_ahead_kb), so sequential reads arrive as large requests. */
     kernelReadahead: sizeSchema.default('4MiB'),
     /** Let users other than the one who mounted read (needs user_allow_other unless root). */
     allowOther: z.boolean().default(false),
-    /** FUSE threads reading requests from the kernel. */
-    threads: count(1, 256).default(16),
+    /** FUSE threads reading requests from the kernel; a read holds one until its pages arrive. */
+    threads: count(1, 256).default(32),
   })
   .strict();
 

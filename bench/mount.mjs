@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// FUSE mount throughput, all in one run on the same warm cluster (only same-run ratios mean
+// anything on these noisy machines):
+//   1. one reader of a warm file: SDK read (in a node process) vs `dd bs=4M` through
+//      `fanout mount` vs `cat` of the source file from the OS page cache;
+//   2. 8 concurrent readers of ONE file vs 8 readers of 8 different files, through the mount
+//      (aggregate throughput).
+// Every FUSE run starts on a fresh mount, so neither the kernel's page cache nor the mount's
+// page cache holds the file: the bytes come from the worker each time.
+//
+//   node bench/mount.mjs [--size 2GiB] [--multi-size 256MiB] [--runs 3] [--page-size 4MiB] [--readers 8]
+// Needs root (FUSE) and the addon (npm run build:native).
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const bin = join(root, 'bin/fanout.js');
+const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
+const size = parseSize(args.size ?? '2GiB');
+const readers = Number(args.readers ?? 8);
+const multiSize = parseSize(args['multi-size'] ?? String(Math.floor(size / readers)));
+const runs = Number(args.runs ?? 3);
+const pageSize = args['page-size'] ?? '4MiB';
+
+function parseSize(text) {
+  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(text);
+  if (!m) throw new Error(`bad size ${text}`);
+  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
+}
+
+/** Runs a command, resolves with its wall time in seconds. */
+function run(cmd, argv, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
+    proc.once('error', reject);
+    proc.once('exit', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      code === 0 ? resolve(seconds) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`));
+    });
+  });
+}
+
+/** Wall time of several commands started together, until the last one ends. */
+async function together(commands) {
+  const started = process.hrtime.bigint();
+  await Promise.all(commands.map(([cmd, argv]) => run(cmd, argv)));
+  return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
+async function waitFor(what, check) {
+  for (let i = 0; i < 600; i++) {
+    try {
+      if (await check()) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function writeRandom(file, bytes) {
+  const handle = await open(file, 'w');
+  const block = Buffer.alloc(16 * 1024 * 1024);
+  for (let written = 0; written < bytes; written += block.length) {
+    randomFillSync(block);
+    await handle.write(block, 0, Math.min(block.length, bytes - written));
+  }
+  await handle.close();
+}
+
+const mounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === mnt);
+
+/** Runs `fn(mountpoint)` on a fresh `fanout mount`, then unmounts it (SIGTERM). */
+async function withMount(endpoint, mnt, fn) {
+  let log = '';
+  const proc = spawn(process.execPath, [bin, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  proc.stderr.on('data', (d) => (log += d));
+  const exited = new Promise((r) => proc.once('exit', r));
+  try {
+    await waitFor('the mount', async () => {
+      if (proc.exitCode !== null) throw new Error(`fanout mount exited: ${log}`);
+      return log.includes('fanout: mounted') && (await mounted(mnt));
+    });
+    return await fn(mnt);
+  } finally {
+    proc.kill('SIGTERM');
+    await exited;
+  }
+}
+
+// The SDK read, timed inside its process (Node's start-up is not part of the read).
+const SDK_READ = `
+const { FanoutClient } = await import(${JSON.stringify(join(root, 'dist/src/client/index.js'))});
+const client = new FanoutClient({ endpoint: process.argv[1] });
+await client.cluster();
+const started = process.hrtime.bigint();
+let bytes = 0;
+for await (const chunk of await client.createReadStream(process.argv[2])) bytes += chunk.length;
+const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+await client.close();
+if (bytes !== Number(process.argv[3])) throw new Error('short read: ' + bytes);
+process.stdout.write(String(seconds));
+process.exit(0);
+`;
+
+function sdkRead(endpoint, path, bytes) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const proc = spawn(process.execPath, ['--input-type=module', '-e', SDK_READ, endpoint, path, String(bytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    proc.stdout.on('data', (d) => (out += d));
+    proc.once('error', reject);
+    proc.once('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`SDK read exited ${code}`))));
+  });
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const gbps = (bytes, s) => bytes / s / 1e9;
+
+const work = await mkdtemp(join(tmpdir(), 'fanout-bench-mount-'));
+let worker;
+try {
+  const srcDir = join(work, 'src');
+  const mnt = join(work, 'mnt');
+  await mkdir(srcDir);
+  await mkdir(mnt);
+  process.stderr.write(`writing a ${size} byte file and ${readers} files of ${multiSize} bytes…\n`);
+  await writeRandom(join(srcDir, 'model.bin'), size);
+  const shards = Array.from({ length: readers }, (_, i) => `shard-${i}.bin`);
+  for (const shard of shards) await writeRandom(join(srcDir, shard), multiSize);
+
+  const port = 18450 + Math.floor(Math.random() * 1000);
+  const endpoint = `http://127.0.0.1:${port}`;
+  const capacity = `${Math.ceil(((size + readers * multiSize) * 1.5) / 2 ** 20)}MiB`;
+  worker = spawn(process.execPath, [bin, 'serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--page-size', pageSize, '--capacity', capacity, '--log-level', 'warn'], { stdio: 'inherit' });
+  await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
+
+  // Warm the cluster (every page in the worker's store) and the OS page cache.
+  const sdk = (path, bytes) => sdkRead(endpoint, path, bytes);
+  await sdk('/data/model.bin', size);
+  for (const shard of shards) await sdk(`/data/${shard}`, multiSize);
+  await run('cat', [join(srcDir, 'model.bin')]);
+
+  const times = { sdk: [], fuseDd: [], cat: [], oneFile: [], manyFiles: [] };
+  for (let i = 0; i < runs; i++) {
+    times.sdk.push(await sdk('/data/model.bin', size));
+    times.fuseDd.push(await withMount(endpoint, mnt, (m) => run('dd', [`if=${join(m, 'data/model.bin')}`, 'of=/dev/null', 'bs=4M', 'status=none'])));
+    times.cat.push(await run('sh', ['-c', `cat ${join(srcDir, 'model.bin')} > /dev/null`]));
+    const dd = (m, name) => ['dd', [`if=${join(m, 'data', name)}`, 'of=/dev/null', 'bs=4M', 'status=none']];
+    times.oneFile.push(await withMount(endpoint, mnt, (m) => together(shards.map(() => dd(m, shards[0])))));
+    times.manyFiles.push(await withMount(endpoint, mnt, (m) => together(shards.map((s) => dd(m, s)))));
+    process.stderr.write(`run ${i + 1}/${runs} done\n`);
+  }
+
+  const t = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+  const rate = {
+    sdk: gbps(size, t.sdk),
+    fuseDd: gbps(size, t.fuseDd),
+    cat: gbps(size, t.cat),
+    oneFile: gbps(readers * multiSize, t.oneFile),
+    manyFiles: gbps(readers * multiSize, t.manyFiles),
+  };
+  const result = {
+    size,
+    multiSize,
+    readers,
+    runs,
+    pageSize,
+    seconds: t,
+    gbps: rate,
+    ratios: { fuseVsSdk: rate.fuseDd / rate.sdk, oneFileVsManyFiles: rate.oneFile / rate.manyFiles, fuseVsCat: rate.fuseDd / rate.cat },
+  };
+  console.log(`warm file ${(size / 2 ** 30).toFixed(2)} GiB, page size ${pageSize}, median of ${runs} runs`);
+  console.log('| reader | seconds | GB/s |');
+  console.log('|---|---|---|');
+  console.log(`| SDK read (createReadStream) | ${t.sdk.toFixed(2)} | ${rate.sdk.toFixed(2)} |`);
+  console.log(`| FUSE: dd bs=4M | ${t.fuseDd.toFixed(2)} | ${rate.fuseDd.toFixed(2)} |`);
+  console.log(`| cat of the source from the OS page cache | ${t.cat.toFixed(2)} | ${rate.cat.toFixed(2)} |`);
+  console.log(`| FUSE: ${readers} readers of one ${(multiSize / 2 ** 20).toFixed(0)} MiB file (aggregate) | ${t.oneFile.toFixed(2)} | ${rate.oneFile.toFixed(2)} |`);
+  console.log(`| FUSE: ${readers} readers of ${readers} different files (aggregate) | ${t.manyFiles.toFixed(2)} | ${rate.manyFiles.toFixed(2)} |`);
+  console.log(`FUSE / SDK = ${result.ratios.fuseVsSdk.toFixed(2)} (target ≥ 0.7); ${readers} of one / ${readers} of ${readers} = ${result.ratios.oneFileVsManyFiles.toFixed(2)} (target ≥ 0.8)`);
+  await mkdir(join(root, 'bench/out'), { recursive: true });
+  await writeFile(join(root, 'bench/out/mount.json'), JSON.stringify(result, null, 2));
+} finally {
+  if (worker) {
+    worker.kill('SIGTERM');
+    await new Promise((r) => worker.once('exit', r));
+  }
+  await rm(work, { recursive: true, force: true });
+}
