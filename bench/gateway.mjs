@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The S3 gateway against the SDK, on one warm file, all in the same run (these machines are
 // noisy: only same-run ratios mean anything):
-//   - fanout SDK (FanoutClient.createReadStream, in this process)
-//   - the worker's S3 gateway read with the AWS SDK v3 (GetObjectCommand, in this process)
+//   - fanout SDK (FanoutClient.createReadStream, in a Node process of its own)
+//   - the worker's S3 gateway read with the AWS SDK v3 (GetObjectCommand, a process of its own)
 //   - the S3 gateway read with curl through a presigned URL (a native client, for reference)
 //   - cat from the OS page cache
 // Runs alternate between readers; the median of each is reported, with ratios to the SDK.
@@ -14,11 +14,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomFillSync } from 'node:crypto';
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'bin/fanout.js');
-const { FanoutClient } = await import(join(root, 'dist/src/client/index.js'));
 const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
 const size = parseSize(args.size ?? '2GiB');
 const runs = Number(args.runs ?? 3);
@@ -42,18 +40,41 @@ function run(cmd, argv) {
 }
 
 async function timed(fn) {
-  const started = process.hrtime.bigint();
-  const bytes = await fn();
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const { bytes, seconds } = await fn();
   if (bytes !== size) throw new Error(`read ${bytes} bytes, expected ${size}`);
   return seconds;
 }
 
-async function drain(stream) {
-  let bytes = 0;
-  for await (const chunk of stream) bytes += chunk.length;
-  return bytes;
+/** One read in a fresh Node process; it prints {bytes, seconds}. */
+async function child(kind, options) {
+  const out = await run(process.execPath, ['--input-type=module', '-e', CHILD, kind, JSON.stringify({ ...options, keys: KEYS, root })]);
+  return JSON.parse(out.trim().split('\n').pop());
 }
+
+const CHILD = `
+const [kind, json] = process.argv.slice(1);
+const { endpoint, keys, root } = JSON.parse(json);
+const drain = async (stream) => { let n = 0; for await (const c of stream) n += c.length; return n; };
+let read, done = () => {};
+if (kind === 'sdk') {
+  const { FanoutClient } = await import(root + '/dist/src/client/index.js');
+  const sdk = new FanoutClient({ endpoint });
+  read = async () => drain(await sdk.createReadStream('/data/model.bin'));
+  done = () => sdk.close();
+} else {
+  const { createRequire } = await import('node:module');
+  const { GetObjectCommand, S3Client } = createRequire(root + '/package.json')('@aws-sdk/client-s3');
+  const s3 = new S3Client({ endpoint, region: 'us-east-1', credentials: keys, forcePathStyle: true,
+    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+  read = async () => drain((await s3.send(new GetObjectCommand({ Bucket: 'data', Key: 'model.bin' }))).Body);
+  done = () => s3.destroy();
+}
+const started = process.hrtime.bigint();
+const bytes = await read();
+const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+await done();
+console.log(JSON.stringify({ bytes, seconds }));
+`;
 
 async function waitHealthy(url) {
   for (let i = 0; i < 400; i++) {
@@ -92,39 +113,33 @@ try {
   );
   await waitHealthy(`${endpoint}/healthz`);
 
-  const sdk = new FanoutClient({ endpoint });
-  const s3 = new S3Client({
-    endpoint: s3Endpoint,
-    region: 'us-east-1',
-    credentials: KEYS,
-    forcePathStyle: true,
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  // Each JS reader runs in a fresh process of its own (like a user's loader would), timed
+  // inside the process from the first request to the last byte, so neither module loading nor
+  // the other readers' heaps and connection pools weigh on it.
   const readers = {
-    'fanout SDK': async () => drain(await sdk.createReadStream('/data/model.bin')),
-    'S3 gateway, AWS SDK v3': async () => drain((await s3.send(new GetObjectCommand({ Bucket: 'data', Key: 'model.bin' }))).Body),
+    'fanout SDK': () => child('sdk', { endpoint }),
+    'S3 gateway, AWS SDK v3': () => child('s3', { endpoint: s3Endpoint }),
     'S3 gateway, curl (presigned)': async () => {
       const url = await presign(s3Endpoint);
+      const started = process.hrtime.bigint();
       const out = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{size_download}', url]);
-      return Number(out);
+      return { bytes: Number(out), seconds: Number(process.hrtime.bigint() - started) / 1e9 };
     },
     'cat (page cache)': async () => {
+      const started = process.hrtime.bigint();
       await run('sh', ['-c', `cat ${file} > /dev/null`]);
-      return size;
+      return { bytes: size, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
     },
   };
 
   // Warm: the page store holds every page, the OS caches the source file.
   process.stderr.write('warming…\n');
-  await readers['fanout SDK']();
-  await readers['cat (page cache)']();
+  await timed(readers['fanout SDK']);
+  await timed(readers['cat (page cache)']);
   const times = Object.fromEntries(Object.keys(readers).map((name) => [name, []]));
   for (let i = 0; i < runs; i++) {
     for (const [name, read] of Object.entries(readers)) times[name].push(await timed(read));
   }
-  s3.destroy();
-  await sdk.close?.();
 
   const seconds = Object.fromEntries(Object.entries(times).map(([name, xs]) => [name, median(xs)]));
   const base = seconds['fanout SDK'];
