@@ -60,7 +60,7 @@ export async function main(argv: string[]): Promise<void> {
   clientCommand('mount <mountpoint>', 'mount the cluster read-only with FUSE (until Ctrl-C or SIGTERM)')
     .option('--ttl <duration>', 'how long attributes and listings are cached by the mount and the kernel (default 1s)')
     .option('--readahead <pages>', 'pages fetched ahead of a sequential reader (default 8)')
-    .option('--cache <size>', 'memory for recently read pages, shared by all readers (default 64MiB)')
+    .option('--cache <size>', 'memory for recently read pages, shared by all readers (default 16MiB)')
     .option('--kernel-readahead <size>', "the kernel's readahead for the mount (default 4MiB)")
     .option('--threads <n>', 'FUSE threads; a read holds one until its pages arrive (default 32)')
     .option('--allow-other', 'let other users read the mount')

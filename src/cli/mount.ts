@@ -37,8 +37,8 @@ export async function mount(mountpoint: string, flags: MountFlags): Promise<void
   let onSignal: (signal: NodeJS.Signals) => void = () => {};
   const signalled = new Promise<NodeJS.Signals>((resolve) => (onSignal = resolve));
   for (const signal of signals) process.once(signal, onSignal);
-  const why = await Promise.race([signalled, mounted.closed.then(() => 'unmounted from outside')]);
-  process.stderr.write(`fanout: ${why}, unmounting ${mounted.mountpoint}\n`);
+  const signal = await Promise.race([signalled, mounted.closed.then(() => undefined)]);
+  process.stderr.write(signal ? `fanout: ${signal}, unmounting ${mounted.mountpoint}\n` : `fanout: ${mounted.mountpoint} was unmounted, exiting\n`);
   await mounted.unmount();
   for (const signal of signals) process.removeListener(signal, onSignal);
 }

@@ -17,7 +17,7 @@ export interface FanoutClientOptions {
   hedgeDelayMs?: number;
   /**
    * Bytes of recently read pages kept in memory for readPage(), shared by all its callers, so
-   * that concurrent readers of one file fetch each page once. Default 64 MiB.
+   * that concurrent readers of one file fetch each page once. Default 16 MiB.
    */
   pageCacheBytes?: number;
   /** How often the member list is refreshed from the cluster. Default 10 s. */
@@ -76,7 +76,7 @@ export class FanoutClient {
   constructor(private readonly options: FanoutClientOptions = {}) {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
     this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
-    this.pages = new PageCache(options.pageCacheBytes ?? 64 * 1024 * 1024);
+    this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */

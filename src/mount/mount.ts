@@ -64,10 +64,12 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   }
   await raiseKernelReadahead(target, options.kernelReadahead, log);
 
+  let ended = false;
+  void fs.closed.then(() => (ended = true));
   let unmounting: Promise<void> | undefined;
   const unmount = (graceMs = 3000): Promise<void> =>
     (unmounting ??= (async () => {
-      addon.unmount(session);
+      if (!ended) addon.unmount(session); // not when someone else unmounted it already
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
       await Promise.race([fs.closed, late]);
