@@ -100,11 +100,6 @@ export class FanoutFs {
     }
   };
 
-  /** Inodes the kernel holds and files open now (for tests and diagnostics). */
-  counts(): { inodes: number; files: number; dirs: number } {
-    return { inodes: this.inodes.size, files: this.files.size, dirs: this.dirs.size };
-  }
-
   private async lookup(req: FuseRequest, parentIno: number, name: string): Promise<void> {
     const parent = this.node(parentIno);
     const attrs = await this.meta.lookup(parent.path, name);
