@@ -1,0 +1,94 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { constants as os } from 'node:os';
+import type { FanoutClient } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { FanoutFs, errnoFor } from './fs.js';
+import { ROOT_INO } from './inodes.js';
+import { OPS, type FuseAddon, type FuseRequest } from './native.js';
+
+const { errno } = os;
+
+/** An addon that records answers instead of talking to the kernel. */
+function fakeAddon() {
+  const answers: { kind: string; args: unknown[] }[] = [];
+  const record = (kind: string) => (_req: FuseRequest, ...args: unknown[]) => void answers.push({ kind, args });
+  const addon = {
+    replyError: record('error'),
+    replyEntry: record('entry'),
+    replyAttr: record('attr'),
+    replyOpen: record('open'),
+    replyData: record('data'),
+    replyDir: record('dir'),
+    replyStatfs: record('statfs'),
+  } as unknown as FuseAddon;
+  return { addon, answers };
+}
+
+const content = Buffer.from('hello fanout\n');
+const client = {
+  async list(path: string) {
+    if (path === '/') return [{ name: 'data', type: 'dir' }];
+    if (path === '/data') return [{ name: 'broken', type: 'dir' }, { name: 'hello.txt', type: 'file', size: content.length, mtimeMs: 1000, version: 'v1' }];
+    throw new FanoutError('WORKER_UNAVAILABLE', 'cannot reach fanout at http://x');
+  },
+  async stat(path: string) {
+    if (path === '/data/hello.txt') return { mount: 'data', path: 'hello.txt', size: content.length, mtimeMs: 1000, version: 'v1' };
+    throw new FanoutError('NOT_FOUND', 'missing');
+  },
+  async readPage() {
+    return [content];
+  },
+} as unknown as FanoutClient;
+
+function setup() {
+  const { addon, answers } = fakeAddon();
+  const warnings: string[] = [];
+  const fs = new FanoutFs(addon, client, 1024, { ttlMs: 1000, readahead: 2, log: { warn: (_f, message) => warnings.push(message) } });
+  const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
+    const before = answers.length;
+    fs.dispatch(op, {} as FuseRequest, ino, a, b, c);
+    while (answers.length === before) await new Promise((r) => setImmediate(r));
+    return answers[answers.length - 1]!;
+  };
+  return { call, warnings };
+}
+
+test('lookup, getattr, open and read answer a file of a mount; writes are refused', async () => {
+  const { call } = setup();
+  const mount = await call(OPS.LOOKUP, ROOT_INO, 'data');
+  assert.equal(mount.kind, 'entry');
+  const dataIno = mount.args[0] as number;
+  const file = await call(OPS.LOOKUP, dataIno, 'hello.txt');
+  const [ino, mode, size] = file.args as number[];
+  assert.equal(mode, 0o100444);
+  assert.equal(size, content.length);
+  assert.deepEqual((await call(OPS.GETATTR, ino!)).args.slice(1, 3), [0o100444, content.length]);
+  assert.deepEqual(await call(OPS.OPEN, ino!, 1 /* O_WRONLY */), { kind: 'error', args: [errno.EROFS] });
+  const opened = await call(OPS.OPEN, ino!, 0);
+  assert.equal(opened.kind, 'open');
+  const data = await call(OPS.READ, ino!, opened.args[0] as number, 6, 100);
+  assert.equal(Buffer.concat(data.args[0] as Buffer[]).toString(), 'fanout\n');
+});
+
+test('a missing name is a negative entry; a dead cluster is EIO with a log line', async () => {
+  const { call, warnings } = setup();
+  const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+  const missing = await call(OPS.LOOKUP, dataIno, 'nope');
+  assert.equal(missing.kind, 'entry');
+  assert.equal(missing.args[0], 0, 'inode 0: the kernel caches the absence');
+  assert.deepEqual(await call(OPS.GETATTR, 424242), { kind: 'error', args: [errno.ENOENT] });
+  assert.equal(warnings.length, 0, 'missing paths are no news');
+  const broken = (await call(OPS.LOOKUP, dataIno, 'broken')).args[0] as number;
+  assert.deepEqual(await call(OPS.LOOKUP, broken, 'x'), { kind: 'error', args: [errno.EIO] });
+  assert.deepEqual(warnings, ['lookup /data/broken failed: EIO']);
+});
+
+test('errors map to the errno POSIX tools expect', () => {
+  assert.equal(errnoFor(new FanoutError('NOT_FOUND', '')), errno.ENOENT);
+  assert.equal(errnoFor(new FanoutError('UNKNOWN_MOUNT', '')), errno.ENOENT);
+  assert.equal(errnoFor(new FanoutError('IS_A_DIRECTORY', '')), errno.EISDIR);
+  assert.equal(errnoFor(new FanoutError('WORKER_UNAVAILABLE', '')), errno.EIO);
+  assert.equal(errnoFor(new FanoutError('SOURCE_CHANGED', '')), errno.EIO);
+  assert.equal(errnoFor(new Error('boom')), errno.EIO);
+});
