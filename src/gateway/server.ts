@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { isIP, type AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { listenHttp } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { parseListen } from '../lib/config/index.js';
@@ -54,15 +55,7 @@ export class S3Gateway {
 
   async start(): Promise<void> {
     const { host, port } = parseListen(this.config.listen ?? '127.0.0.1:0');
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address() as AddressInfo;
-    this.boundUrl = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    this.boundUrl = await listenHttp(this.server, host, port);
     this.options.logger?.info({ url: this.boundUrl, region: this.config.region, anonymous: this.config.anonymous }, 'S3 gateway started');
   }
 

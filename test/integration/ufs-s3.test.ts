@@ -1,27 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import { isFanoutError, type ErrorCode } from '../../src/core/errors.js';
 import { S3Ufs, openUfs } from '../../src/lib/ufs/index.js';
 import { startS3Server, type S3TestServer } from '../harness/s3.js';
+import { readAll, rejectsWith, sha } from '../harness/streams.js';
 
 const MiB = 1024 * 1024;
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const md5 = (b: Buffer | string) => createHash('md5').update(b).digest('hex');
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-function rejectsWith(code: ErrorCode) {
-  return (err: unknown) => {
-    assert.ok(isFanoutError(err, code), `expected ${code}, got ${String((err as Error)?.stack ?? err)}`);
-    return true;
-  };
-}
 
 // Keys and ranges avoid s3rver's defects: no key is a prefix of another key; no suffix ranges;
 // no range ending at byte 0 ("bytes=0-0" returns the whole object); every listed prefix holds an

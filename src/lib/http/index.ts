@@ -1,5 +1,6 @@
 import { once } from 'node:events';
-import type { ServerResponse } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { FanoutError } from '../../core/errors.js';
 
 /** HTTP serving helpers shared by the worker's API and the S3 gateway: byte ranges and streamed bodies. */
@@ -72,4 +73,17 @@ export async function sendChunks(
     res.off('close', onClose);
     await chunks.return(undefined).catch(() => {});
   }
+}
+
+/** Starts `server` on host:port (port 0 = any free one) and returns the URL it is reachable at. */
+export async function listenHttp(server: Server, host: string, port: number): Promise<string> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  return `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 }

@@ -1,27 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
-import { isFanoutError, type ErrorCode } from '../../core/errors.js';
 import { HttpUfs } from './http.js';
+import { readAll, rejectsWith, sha } from '../../../test/harness/streams.js';
 
 const MiB = 1024 * 1024;
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-function rejectsWith(code: ErrorCode) {
-  return (err: unknown) => {
-    assert.ok(isFanoutError(err, code), `expected ${code}, got ${String((err as Error)?.stack ?? err)}`);
-    return true;
-  };
-}
 
 interface ServedFile {
   body: Buffer;
