@@ -9,25 +9,16 @@
 //
 //   node bench/gateway.mjs [--size 2GiB] [--runs 3] [--page-size 4MiB]
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { randomFillSync } from 'node:crypto';
+import { join } from 'node:path';
+import { benchArgs, bin, median, parseSize, root, waitHealthy, writeRandomFile } from './common.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const bin = join(root, 'bin/fanout.js');
-const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
-const size = parseSize(args.size ?? '2GiB');
-const runs = Number(args.runs ?? 3);
-const pageSize = args['page-size'] ?? '4MiB';
+const args = benchArgs({ size: '2GiB', runs: '3', 'page-size': '4MiB' });
+const size = parseSize(args.size);
+const runs = Number(args.runs);
+const pageSize = args['page-size'];
 const KEYS = { accessKeyId: 'BENCHACCESSKEY', secretAccessKey: 'bench-secret-key' };
-
-function parseSize(text) {
-  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(text);
-  if (!m) throw new Error(`bad size ${text}`);
-  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
-}
 
 function run(cmd, argv) {
   return new Promise((resolve, reject) => {
@@ -76,17 +67,6 @@ await done();
 console.log(JSON.stringify({ bytes, seconds }));
 `;
 
-async function waitHealthy(url) {
-  for (let i = 0; i < 400; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} never became healthy`);
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-gw-'));
 let worker;
 try {
@@ -94,13 +74,7 @@ try {
   await mkdir(srcDir);
   const file = join(srcDir, 'model.bin');
   process.stderr.write(`writing a ${size} byte random file…\n`);
-  const handle = await open(file, 'w');
-  const block = Buffer.alloc(16 * 1024 * 1024);
-  for (let written = 0; written < size; written += block.length) {
-    randomFillSync(block);
-    await handle.write(block, 0, Math.min(block.length, size - written));
-  }
-  await handle.close();
+  await writeRandomFile(file, size);
 
   const port = 18450 + Math.floor(Math.random() * 500);
   const endpoint = `http://127.0.0.1:${port}`;

@@ -9,18 +9,16 @@
 //   sudo node bench/lab.mjs [--size 2GiB] [--clients 8] [--workers 4] [--rate 350MB/s] [--runs 1]
 //                           [--store DIR for the clients' copies (default /dev/shm)]
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash, randomFillSync } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, open, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { benchArgs, bin, median, parseSize, root, writeRandomFile } from './common.mjs';
 import { HashRing } from '../dist/src/lib/hashring/index.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const labDir = process.env.NETLAB_DIR ?? join(root, '../shared/lab');
 const netlab = join(labDir, 'netlab.sh');
-const bin = join(root, 'bin/fanout.js');
-const opt = parseArgs(process.argv.slice(2), { size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm' });
+const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm' });
 const SIZE = parseSize(opt.size);
 const N = Number(opt.clients);
 const W = Number(opt.workers);
@@ -32,16 +30,6 @@ const PORT = 8080;
 const work = join('/var/tmp', `fanout-lab-${process.pid}`);
 const clientsDir = join(opt.store, `fanout-lab-clients-${process.pid}`);
 
-function parseArgs(argv, defaults) {
-  const out = { ...defaults };
-  for (let i = 0; i < argv.length; i += 2) out[argv[i].replace(/^--/, '')] = argv[i + 1];
-  return out;
-}
-function parseSize(text) {
-  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(text);
-  if (!m) throw new Error(`bad size ${text}`);
-  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
-}
 const sh = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', ...opts });
 const addr = (host) => sh(netlab, ['addr', host]).trim();
 const workerHost = (i) => `h${i + 1}`;
@@ -161,13 +149,7 @@ async function main() {
     for (let i = 0; i < N; i++) await mkdir(join(clientsDir, `c${i}`), { recursive: true });
     process.stderr.write(`writing a ${SIZE}-byte random file…\n`);
     const file = join(work, 'origin', 'f.bin');
-    const handle = await open(file, 'w');
-    const block = Buffer.alloc(16 << 20);
-    for (let written = 0; written < SIZE; written += block.length) {
-      randomFillSync(block);
-      await handle.write(block, 0, Math.min(block.length, SIZE - written));
-    }
-    await handle.close();
+    await writeRandomFile(file, SIZE);
     fileHash = await sha256File(file);
 
     const origin = inHost('origin', 'node', [join(labDir, 'throttled-origin.mjs'), '--dir', join(work, 'origin'), '--host', '0.0.0.0', '--port', String(PORT), '--rate', '0', '--quiet']);
@@ -241,7 +223,6 @@ async function main() {
 }
 
 function report(results) {
-  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const floorS = SIZE / Number(/^([\d.]+)/.exec(RATE)[1]) / (/GB/i.test(RATE) ? 1e9 : 1e6);
   const names = ['direct', 'nginxCold', 'nginxWarm', 'fanoutCold', 'fanoutWarm'];
   const med = Object.fromEntries(

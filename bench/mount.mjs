@@ -11,65 +11,23 @@
 //   node bench/mount.mjs [--size 2GiB] [--multi-size 256MiB] [--runs 3] [--page-size 4MiB] [--readers 8]
 // Needs root (FUSE) and the addon (npm run build:native).
 import { spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { benchArgs, bin, median, parseSize, root, timedRun as run, waitFor, writeRandomFile } from './common.mjs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const bin = join(root, 'bin/fanout.js');
-const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
-const size = parseSize(args.size ?? '2GiB');
-const readers = Number(args.readers ?? 8);
+const args = benchArgs({ size: '2GiB', readers: '8', runs: '3', 'page-size': '4MiB' });
+const size = parseSize(args.size);
+const readers = Number(args.readers);
 const multiSize = parseSize(args['multi-size'] ?? String(Math.floor(size / readers)));
-const runs = Number(args.runs ?? 3);
-const pageSize = args['page-size'] ?? '4MiB';
-
-function parseSize(text) {
-  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(text);
-  if (!m) throw new Error(`bad size ${text}`);
-  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
-}
-
-/** Runs a command, resolves with its wall time in seconds. */
-function run(cmd, argv, opts = {}) {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
-    proc.once('error', reject);
-    proc.once('exit', (code) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      code === 0 ? resolve(seconds) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`));
-    });
-  });
-}
+const runs = Number(args.runs);
+const pageSize = args['page-size'];
 
 /** Wall time of several commands started together, until the last one ends. */
 async function together(commands) {
   const started = process.hrtime.bigint();
   await Promise.all(commands.map(([cmd, argv]) => run(cmd, argv)));
   return Number(process.hrtime.bigint() - started) / 1e9;
-}
-
-async function waitFor(what, check) {
-  for (let i = 0; i < 600; i++) {
-    try {
-      if (await check()) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function writeRandom(file, bytes) {
-  const handle = await open(file, 'w');
-  const block = Buffer.alloc(16 * 1024 * 1024);
-  for (let written = 0; written < bytes; written += block.length) {
-    randomFillSync(block);
-    await handle.write(block, 0, Math.min(block.length, bytes - written));
-  }
-  await handle.close();
 }
 
 const mounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === mnt);
@@ -117,7 +75,6 @@ function sdkRead(endpoint, path, bytes) {
   });
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const gbps = (bytes, s) => bytes / s / 1e9;
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-mount-'));
@@ -128,9 +85,9 @@ try {
   await mkdir(srcDir);
   await mkdir(mnt);
   process.stderr.write(`writing a ${size} byte file and ${readers} files of ${multiSize} bytes…\n`);
-  await writeRandom(join(srcDir, 'model.bin'), size);
+  await writeRandomFile(join(srcDir, 'model.bin'), size);
   const shards = Array.from({ length: readers }, (_, i) => `shard-${i}.bin`);
-  for (const shard of shards) await writeRandom(join(srcDir, shard), multiSize);
+  for (const shard of shards) await writeRandomFile(join(srcDir, shard), multiSize);
 
   const port = 18450 + Math.floor(Math.random() * 1000);
   const endpoint = `http://127.0.0.1:${port}`;

@@ -6,53 +6,22 @@
 //   node bench/single-client.mjs [--size 2GiB] [--runs 3] [--page-size 4MiB]
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { randomFillSync } from 'node:crypto';
+import { join } from 'node:path';
+import { benchArgs, bin, median, parseSize, root, timedRun as run, waitHealthy, writeRandomFile } from './common.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const bin = join(root, 'bin/fanout.js');
-const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
-const size = parseSize(args.size ?? '2GiB');
-const runs = Number(args.runs ?? 3);
-const pageSize = args['page-size'] ?? '4MiB';
-
-function parseSize(text) {
-  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(text);
-  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
-}
-
-function run(cmd, argv, opts = {}) {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
-    proc.once('error', reject);
-    proc.once('exit', (code) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      code === 0 ? resolve(seconds) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`));
-    });
-  });
-}
-
-async function waitHealthy(url) {
-  for (let i = 0; i < 400; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} never became healthy`);
-}
+const args = benchArgs({ size: '2GiB', runs: '3', 'page-size': '4MiB' });
+const size = parseSize(args.size);
+const runs = Number(args.runs);
+const pageSize = args['page-size'];
 
 async function peakRss(pid) {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)[1]) * 1024;
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const gbps = (s) => (size / s / 1e9).toFixed(2);
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-'));
@@ -61,13 +30,7 @@ try {
   await mkdir(srcDir);
   const file = join(srcDir, 'model.bin');
   process.stderr.write(`writing a ${size} byte random file…\n`);
-  const handle = await open(file, 'w');
-  const block = Buffer.alloc(16 * 1024 * 1024);
-  for (let written = 0; written < size; written += block.length) {
-    randomFillSync(block);
-    await handle.write(block, 0, Math.min(block.length, size - written));
-  }
-  await handle.close();
+  await writeRandomFile(file, size);
 
   // Baseline 1: cat from the OS page cache (read once to warm it).
   await run('cat', [file]);

@@ -1,0 +1,62 @@
+// Helpers shared by the benchmarks: arguments, sizes, random files, waiting, timing.
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const bin = join(root, 'bin/fanout.js');
+
+/** "--size 2GiB --runs 3" → { size: '2GiB', runs: '3' }, over the defaults given. */
+export function benchArgs(defaults = {}) {
+  const out = { ...defaults };
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i += 2) out[argv[i].replace(/^--/, '')] = argv[i + 1];
+  return out;
+}
+
+/** "2GiB", "512MiB", "4096" → bytes. */
+export function parseSize(text) {
+  const m = /^(\d+)(KiB|MiB|GiB)?$/i.exec(String(text));
+  if (!m) throw new Error(`bad size ${text}`);
+  return Number(m[1]) * ({ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1);
+}
+
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+export async function writeRandomFile(file, bytes) {
+  const handle = await open(file, 'w');
+  const block = Buffer.alloc(16 * 1024 * 1024);
+  for (let written = 0; written < bytes; written += block.length) {
+    randomFillSync(block);
+    await handle.write(block, 0, Math.min(block.length, bytes - written));
+  }
+  await handle.close();
+}
+
+/** Polls until `check` resolves true (errors count as not yet), for at most 30 s. */
+export async function waitFor(what, check) {
+  for (let i = 0; i < 600; i++) {
+    try {
+      if (await check()) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export const waitHealthy = (url) => waitFor(url, async () => (await fetch(url)).ok);
+
+/** Runs a command; resolves with its wall time in seconds (stdout ignored). */
+export function timedRun(cmd, argv, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
+    proc.once('error', reject);
+    proc.once('exit', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      code === 0 ? resolve(seconds) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`));
+    });
+  });
+}
