@@ -1,7 +1,8 @@
 // Helpers shared by the benchmarks: arguments, sizes, random files, waiting, timing.
 import { spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { createHash, randomFillSync } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -59,4 +60,22 @@ export function timedRun(cmd, argv, opts = {}) {
       code === 0 ? resolve(seconds) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`));
     });
   });
+}
+
+/** One sha256 over a directory tree's paths and contents (release manifests left out). */
+export async function treeHash(dir) {
+  const hash = createHash('sha256');
+  const visit = async (d, rel) => {
+    for (const e of (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (e.name === '.fanout-releases') continue;
+      const p = join(d, e.name);
+      if (e.isDirectory()) await visit(p, `${rel}${e.name}/`);
+      else {
+        hash.update(`${rel}${e.name}\0`);
+        for await (const c of createReadStream(p, { highWaterMark: 1 << 20 })) hash.update(c);
+      }
+    }
+  };
+  await visit(dir, '');
+  return hash.digest('hex');
 }

@@ -14,11 +14,11 @@
 //                                   [--store DIR (agents' and naive copies, default /var/tmp)]
 //                                   [--etcd-port 23790]
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { cp, mkdir, open, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { benchArgs, bin, parseSize, root, waitFor, writeRandomFile } from './common.mjs';
+import { benchArgs, bin, parseSize, root, treeHash, waitFor, writeRandomFile } from './common.mjs';
 
 const labDir = process.env.NETLAB_DIR ?? join(root, '../shared/lab');
 const netlab = join(labDir, 'netlab.sh');
@@ -67,23 +67,6 @@ function fanout(args) {
     p.stderr.on('data', (d) => (out += d));
     p.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`fanout ${args.join(' ')}: ${code}\n${out}`))));
   });
-}
-
-async function treeHash(dir) {
-  const hash = createHash('sha256');
-  const visit = async (d, rel) => {
-    for (const e of (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      if (e.name === '.fanout-releases') continue;
-      const p = join(d, e.name);
-      if (e.isDirectory()) await visit(p, `${rel}${e.name}/`);
-      else {
-        hash.update(`${rel}${e.name}\0`);
-        for await (const c of createReadStream(p, { highWaterMark: 1 << 20 })) hash.update(c);
-      }
-    }
-  };
-  await visit(dir, '');
-  return hash.digest('hex');
 }
 
 async function metrics(url) {

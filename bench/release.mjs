@@ -10,7 +10,7 @@
 //                          [--page-size 1MiB] [--store DIR (hosts' dirs, default /var/tmp)]
 // Results: a table on stdout and bench/out/release.json.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { cp, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -19,6 +19,7 @@ import { startEtcd } from '../dist/test/harness/etcd.js';
 import { startCluster } from '../dist/test/harness/workers.js';
 import { TokenBucket } from '../dist/src/lib/ratelimit/index.js';
 import { parseSize } from '../dist/src/core/pages.js';
+import { treeHash } from './common.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'bin/fanout.js');
@@ -47,23 +48,6 @@ function run(args, { quiet = false } = {}) {
     p.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`fanout ${args.join(' ')}: ${code}\n${out}${err}`))));
     if (quiet) p.stderr.resume();
   });
-}
-
-async function treeHash(dir) {
-  const hash = createHash('sha256');
-  const visit = async (d, rel) => {
-    for (const e of (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      if (e.name === '.fanout-releases') continue;
-      const p = join(d, e.name);
-      if (e.isDirectory()) await visit(p, `${rel}${e.name}/`);
-      else {
-        hash.update(`${rel}${e.name}\0`);
-        for await (const c of createReadStream(p, { highWaterMark: 1 << 20 })) hash.update(c);
-      }
-    }
-  };
-  await visit(dir, '');
-  return hash.digest('hex');
 }
 
 async function sourceBytes(workers) {

@@ -6,7 +6,7 @@ import type { DirEntry, FileInfo } from '../../core/types.js';
 import { encodeUrlPath } from '../../core/paths.js';
 import { sourceStream } from './stream.js';
 import type { Ufs } from './types.js';
-import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
+import { assertVersion, changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 
 const MAX_REDIRECTS = 5;
 
@@ -90,8 +90,7 @@ export class HttpUfs implements Ufs {
         checkPath(path);
         checkRange(offset, length);
         if (length === 0) {
-          const info = await this.stat(path, streamSignal);
-          if (info.version !== version) throw changed(what, version, info.version);
+          await assertVersion((p, sig) => this.stat(p, sig), path, version, what, streamSignal);
           return { body: null };
         }
         const headers: Record<string, string> = { range: `bytes=${offset}-${offset + length - 1}` };

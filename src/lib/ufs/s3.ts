@@ -12,7 +12,7 @@ import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { sourceStream } from './stream.js';
 import type { S3SourceOptions, Ufs } from './types.js';
-import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
+import { assertVersion, changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 
 /** The S3Client settings fanout uses for every S3 source (and the test harness reuses). */
 export function s3ClientConfig(options: S3SourceOptions = {}): S3ClientConfig {
@@ -129,9 +129,7 @@ export class S3Ufs implements Ufs {
         checkPath(path);
         checkRange(offset, length);
         if (length === 0) {
-          // S3 cannot express an empty range; the version must still hold.
-          const info = await this.stat(path, streamSignal);
-          if (info.version !== version) throw changed(this.describe(path), version, info.version);
+          await assertVersion((p, sig) => this.stat(p, sig), path, version, this.describe(path), streamSignal);
           return { body: null };
         }
         const out = await this.client.send(

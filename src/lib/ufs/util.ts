@@ -1,3 +1,4 @@
+import type { FileInfo } from '../../core/types.js';
 import { FanoutError } from '../../core/errors.js';
 
 /**
@@ -28,6 +29,21 @@ export function sizeMtimeVersion(size: number, mtimeMs: number): string {
 export function changed(what: string, version: string, now?: string): FanoutError {
   const found = now ? `, it is now at ${now}` : '';
   return new FanoutError('SOURCE_CHANGED', `${what} is no longer at version ${version}${found}`);
+}
+
+/**
+ * An empty read has no bytes to carry a precondition (S3 and HTTP cannot express an empty
+ * range), yet the version must still hold: check it with a stat.
+ */
+export async function assertVersion(
+  stat: (path: string, signal?: AbortSignal) => Promise<FileInfo>,
+  path: string,
+  version: string,
+  what: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  const info = await stat(path, signal);
+  if (info.version !== version) throw changed(what, version, info.version);
 }
 
 /** Node/undici/AWS abort errors all look different; this recognizes each of them. */
