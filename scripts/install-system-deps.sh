@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages fanout's tests and tools need, idempotently.
-# Debian: etcd (membership tests), fuse3 (mount), awscli (gateway tests), curl.
+# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl.
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
-# S3 gateway tests: awscli (Debian's is /usr/bin/aws; another `aws` on PATH is used only if it runs).
-if [ ! -x /usr/bin/aws ] && ! aws --version >/dev/null 2>&1; then need+=(awscli); fi
+# S3 gateway tests: Debian's awscli (v2, /usr/bin/aws) and boto3 for /usr/bin/python3. An awscli v1
+# elsewhere on PATH (pyenv's, on some images) is tested as well when present: it signs with SigV2.
+[ -x /usr/bin/aws ] || need+=(awscli)
+/usr/bin/python3 -c 'import boto3' >/dev/null 2>&1 || need+=(python3-boto3)
 # FUSE mount: the fusermount3 helper, libfuse3 headers and a C++ toolchain for the native addon.
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)

@@ -13,7 +13,9 @@ import {
   signaturesEqual,
   signingKey,
   stringToSign,
+  uriEncode,
 } from './sigv4.js';
+import { BOTOCORE_SUBRESOURCES, signatureV2, stringToSignV2 } from './sigv2.js';
 
 export interface Credential {
   accessKeyId: string;
@@ -33,6 +35,10 @@ export interface AuthRequest {
   method: string;
   /** Decoded URL path. */
   path: string;
+  /** The path as sent, still percent-encoded (SigV2 signs it so); defaults to `path`. */
+  rawPath?: string;
+  /** The bucket named by the Host (virtual-hosted style), if any. */
+  hostBucket?: string;
   /** Decoded query pairs in order. */
   query: [string, string][];
   headers: Map<string, string[]>;
@@ -62,8 +68,8 @@ interface Signed {
 }
 
 /**
- * Verifies SigV4 header-signed and presigned (query) requests against the configured access
- * keys. Throws the S3Error a real S3 would answer with; returns who is asking.
+ * Verifies SigV4 and SigV2 header-signed and presigned (query) requests against the configured
+ * access keys. Throws the S3Error a real S3 would answer with; returns who is asking.
  */
 export class Authenticator {
   private readonly secrets = new Map<string, string>();
@@ -82,15 +88,15 @@ export class Authenticator {
     if (authorization !== undefined && presigned) {
       throw s3Errors.invalidArgument('Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter or the Authorization header should be specified', 'Authorization', authorization);
     }
+    if (authorization !== undefined && /^AWS\s/.test(authorization)) return this.verifyV2Header(req, authorization);
     if (authorization !== undefined) return this.verify(req, this.fromHeader(req, authorization), false);
     if (presigned) return this.verify(req, this.fromQuery(req), true);
-    if (queryNames.has('Signature') && queryNames.has('AWSAccessKeyId')) throw sigV2();
+    if (queryNames.has('Signature') && queryNames.has('AWSAccessKeyId')) return this.verifyV2Query(req);
     if (this.options.anonymous) return { accessKeyId: null, presigned: false };
-    throw s3Errors.accessDenied('Access Denied: this fanout gateway requires AWS Signature Version 4 (anonymous access is off)');
+    throw s3Errors.accessDenied('Access Denied: this fanout gateway requires an AWS signature, Version 4 or 2 (anonymous access is off)');
   }
 
   private fromHeader(req: AuthRequest, authorization: string): Signed {
-    if (/^AWS\s/.test(authorization)) throw sigV2();
     if (!authorization.startsWith(`${ALGORITHM} `)) {
       throw s3Errors.invalidArgument('Unsupported Authorization Type', 'Authorization', authorization.slice(0, 100));
     }
@@ -153,10 +159,12 @@ export class Authenticator {
   }
 
   /** x-amz-date, else Date (RFC 1123), checked against the 15-minute window. */
-  private requestDate(req: AuthRequest): string {
+  private requestDate(req: AuthRequest, rfc1123Allowed = false): string {
     const amz = req.headers.get('x-amz-date')?.[0];
     const date = req.headers.get('date')?.[0];
-    const ms = amz !== undefined ? parseAmzDate(amz) : date !== undefined ? Date.parse(date) : NaN;
+    // SigV2 signers send x-amz-date in the Date header's format (RFC 1123).
+    const amzMs = amz === undefined ? NaN : rfc1123Allowed && !/^\d{8}T/.test(amz) ? Date.parse(amz) : parseAmzDate(amz);
+    const ms = amz !== undefined ? amzMs : date !== undefined ? Date.parse(date) : NaN;
     if (Number.isNaN(ms)) throw s3Errors.accessDenied('AWS authentication requires a valid Date or x-amz-date header');
     const now = this.clock.now();
     if (Math.abs(now - ms) > MAX_SKEW_MS) throw s3Errors.requestTimeTooSkewed(amz ?? date ?? '', formatAmzDate(now));
@@ -200,6 +208,64 @@ export class Authenticator {
     return { accessKeyId: signed.accessKeyId, presigned };
   }
 
+  /** SigV2 header: "Authorization: AWS AKID:base64(HMAC-SHA1(secret, StringToSign))". */
+  private verifyV2Header(req: AuthRequest, authorization: string): Principal {
+    const m = /^AWS\s+([^:\s]+):(\S+)$/.exec(authorization.trim());
+    if (!m) throw s3Errors.invalidArgument('AWS authorization header is invalid.  Expected AwsAccessKeyId:signature', 'Authorization', authorization.slice(0, 100));
+    const [, accessKeyId, signature] = m as unknown as [string, string, string];
+    this.requestDate(req, true);
+    const amzDate = req.headers.get('x-amz-date')?.[0];
+    const date = req.headers.get('date')?.[0] ?? '';
+    // With x-amz-date the Date line is empty (it is signed among the x-amz-* headers); some
+    // signers put the Date header there anyway, so that form is accepted too.
+    const dates = amzDate !== undefined ? ['', date] : [date];
+    this.checkV2(req, accessKeyId, signature, dates, req.headers, false);
+    return { accessKeyId, presigned: false };
+  }
+
+  /** SigV2 presigned URL: ?AWSAccessKeyId=…&Expires=EPOCH-SECONDS&Signature=…. */
+  private verifyV2Query(req: AuthRequest): Principal {
+    const q = new Map(req.query);
+    const accessKeyId = q.get('AWSAccessKeyId')!;
+    const signature = q.get('Signature')!;
+    const expires = q.get('Expires') ?? '';
+    if (!/^\d{1,12}$/.test(expires)) throw s3Errors.authorizationQueryMalformed('Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters');
+    const now = this.clock.now();
+    if (now > Number(expires) * 1000) throw s3Errors.expired(new Date(Number(expires) * 1000).toISOString(), new Date(now).toISOString());
+    // Presigners move x-amz-*, Content-Type and Content-MD5 into the query; they are signed as headers.
+    const headers = new Map(req.headers);
+    for (const [k, v] of req.query) {
+      const name = k.toLowerCase();
+      if (name.startsWith('x-amz-') || name === 'content-type' || name === 'content-md5') headers.set(name, [v]);
+    }
+    this.checkV2(req, accessKeyId, signature, [expires], headers, true);
+    return { accessKeyId, presigned: true };
+  }
+
+  private checkV2(req: AuthRequest, accessKeyId: string, signature: string, dates: string[], headers: Map<string, string[]>, presigned: boolean): void {
+    const secret = this.secrets.get(accessKeyId);
+    if (secret === undefined) throw s3Errors.invalidAccessKeyId(accessKeyId);
+    const amzHeaders = new Map([...headers].filter(([name]) => name.startsWith('x-amz-')));
+    const query = req.query.filter(([k]) => !(presigned && (k === 'AWSAccessKeyId' || k === 'Signature' || k === 'Expires')));
+    let toSign = '';
+    const extras = req.query.some(([k]) => BOTOCORE_SUBRESOURCES.has(k)) ? [undefined, BOTOCORE_SUBRESOURCES] : [undefined];
+    for (const [date, extraSubresources] of dates.flatMap((d) => extras.map((e) => [d, e] as const))) {
+      toSign = stringToSignV2({
+        extraSubresources,
+        method: req.method,
+        rawPath: req.rawPath ?? uriEncode(req.path, false),
+        hostBucket: req.hostBucket,
+        query,
+        contentMd5: headers.get('content-md5')?.[0] ?? '',
+        contentType: headers.get('content-type')?.[0] ?? '',
+        date,
+        amzHeaders,
+      });
+      if (signaturesEqual(signatureV2(secret, toSign), signature)) return;
+    }
+    throw s3Errors.signatureDoesNotMatch({ AWSAccessKeyId: accessKeyId, StringToSign: toSign, SignatureProvided: signature });
+  }
+
   /** Signing keys depend only on key, date and region: derived once a day per key. */
   private key(accessKeyId: string, secret: string, date: string): Buffer {
     const id = `${accessKeyId}\n${date}`;
@@ -231,8 +297,4 @@ function checkEmptyBody(req: AuthRequest, payloadHash: string): void {
   const length = req.headers.get('content-length')?.[0];
   const hasBody = req.headers.has('transfer-encoding') || (length !== undefined && length !== '0');
   if (!hasBody) throw s3Errors.contentSha256Mismatch(payloadHash);
-}
-
-function sigV2(): S3Error {
-  return s3Errors.invalidRequest('The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.');
 }

@@ -25,7 +25,7 @@ export interface GatewayOptions {
  * per mount), GetBucketLocation, HeadBucket, ListObjects v1/v2, HeadObject, GetObject; every
  * write answers NotImplemented. Path-style URLs (http://host:port/bucket/key), and
  * virtual-hosted ones when the first label of the Host is a mount (http://bucket.host:port/key).
- * Authentication is AWS SigV4 (header or presigned URL) with the configured keys.
+ * Authentication is AWS SigV4 or SigV2 (header or presigned URL) with the configured keys.
  */
 export class S3Gateway {
   private readonly server: Server;
@@ -74,7 +74,7 @@ export class S3Gateway {
     res.setHeader('server', 'fanout');
     const method = req.method ?? 'GET';
     let resource = '/';
-    let target = { bucket: '', key: '' };
+    let target: { bucket: string; key: string; virtual?: boolean } = { bucket: '', key: '' };
     try {
       const url = req.url ?? '/';
       if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();
@@ -90,8 +90,9 @@ export class S3Gateway {
       if (!pairs || !path.startsWith('/')) throw s3Errors.invalidUri();
       resource = path;
       const headers = headerMap(req.rawHeaders);
-      this.auth.authenticate({ method, path, query: pairs, headers });
       target = this.route(path, req.headers.host);
+      const hostBucket = target.virtual ? target.bucket : undefined;
+      this.auth.authenticate({ method, path, rawPath, hostBucket, query: pairs, headers });
       const query = new Map<string, string>();
       for (const [k, v] of pairs) if (!query.has(k)) query.set(k, v);
       await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query });
@@ -125,12 +126,12 @@ export class S3Gateway {
   }
 
   /** Path style "/bucket/key…", or virtual-hosted "bucket.host" + "/key…". */
-  private route(path: string, hostHeader: string | undefined): { bucket: string; key: string } {
+  private route(path: string, hostHeader: string | undefined): { bucket: string; key: string; virtual?: boolean } {
     const host = (hostHeader ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
     const dot = host.indexOf('.');
     if (dot > 0 && isIP(host) === 0) {
       const label = host.slice(0, dot);
-      if (this.backend.mountNames().includes(label)) return { bucket: label, key: path.slice(1) };
+      if (this.backend.mountNames().includes(label)) return { bucket: label, key: path.slice(1), virtual: true };
     }
     const slash = path.indexOf('/', 1);
     if (slash === -1) return { bucket: path.slice(1), key: '' };

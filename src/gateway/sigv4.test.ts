@@ -175,7 +175,8 @@ describe('Authenticator', () => {
     rejects(() => authenticator().authenticate(badHash), 'InvalidArgument', 400);
     const noDate = request('GET', '/test.txt', getObjectHeaders(good).filter(([k]) => k !== 'x-amz-date'));
     rejects(() => authenticator().authenticate(noDate), 'AccessDenied', 403);
-    rejects(() => authenticator().authenticate(request('GET', '/x', [['Authorization', 'AWS AKID:sig']])), 'InvalidRequest', 400);
+    rejects(() => authenticator().authenticate(request('GET', '/x', [['Authorization', 'AWS AKID:sig']])), 'AccessDenied', 403);
+    rejects(() => authenticator().authenticate(request('GET', '/x', [['Authorization', 'AWS no-signature']])), 'InvalidArgument', 400);
     rejects(() => authenticator().authenticate(request('GET', '/x', [['Authorization', 'AWS4-HMAC-SHA256 Credential=x']])), 'AuthorizationHeaderMalformed', 400);
     rejects(() => authenticator().authenticate(request('GET', '/x', [['Authorization', 'Bearer x']])), 'InvalidArgument', 400);
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { WorkerConfigInput } from '../../src/lib/config/index.js';
 import { freePort, waitFor } from './ports.js';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const fanoutBin = join(repoRoot, 'bin/fanout.js');
 
 /** A real worker process started from the CLI, as an operator would run it. */

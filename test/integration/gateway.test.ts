@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -23,18 +23,26 @@ import {
 import { canonicalRequest, EMPTY_SHA256, formatAmzDate, headerMap, signatureHex, signingKey, stringToSign } from '../../src/gateway/sigv4.js';
 import { sha256 } from '../harness/cli.js';
 import { freePort } from '../harness/ports.js';
-import { WorkerProcess, fanoutBin } from '../harness/workers.js';
+import { WorkerProcess, fanoutBin, repoRoot } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 const KEY = { accessKeyId: 'GATEWAYTESTKEY', secretAccessKey: 'gateway-test-secret/with+chars' };
-/** Debian's awscli; another `aws` on PATH only when that one is missing. */
-const AWS = (() => {
-  try {
-    accessSync('/usr/bin/aws', constants.X_OK);
-    return '/usr/bin/aws';
-  } catch {
-    return 'aws';
+/**
+ * Every awscli on this machine: Debian's v2 (/usr/bin/aws) and whatever `aws` comes first on PATH
+ * (a pyenv awscli v1 on some images), since v1 presigns with SigV2 and v2 with SigV4.
+ */
+const AWS_CLIS = (() => {
+  const found = new Map<string, string>();
+  for (const bin of ['/usr/bin/aws', 'aws']) {
+    try {
+      const version = execFileSync(bin, ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 }).trim();
+      const major = /aws-cli\/(\d+)/.exec(version)?.[1];
+      if (major && ![...found.values()].includes(major)) found.set(bin, major);
+    } catch {
+      // not installed, or broken: the other one is tested
+    }
   }
+  return [...found].map(([bin, major]) => ({ bin, label: `awscli v${major}` }));
 })();
 
 /** Keys of the nested tree, in S3 (UTF-8 byte) order. */
@@ -71,7 +79,7 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
   let client: S3Client;
   let big: Buffer;
 
-  const aws = (args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
+  const aws = (bin: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
     new Promise((resolve) => {
       const childEnv = {
         PATH: process.env.PATH ?? '/usr/bin:/bin',
@@ -85,7 +93,7 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
         AWS_PAGER: '',
         ...env,
       };
-      execFile(AWS, ['--endpoint-url', endpoint, ...args], { env: childEnv, maxBuffer: 64 * MiB }, (err, stdout, stderr) =>
+      execFile(bin, ['--endpoint-url', endpoint, ...args], { env: childEnv, maxBuffer: 64 * MiB }, (err, stdout, stderr) =>
         resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       );
     });
@@ -262,58 +270,84 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
     assert.deepEqual(await s3Failure(client.send(new ListObjectsV2Command({ Bucket: 'data', ContinuationToken: '!!' }))), { name: 'InvalidArgument', status: 400 });
   });
 
-  test('awscli: s3 ls, multipart-range s3 cp, s3api get-object --range, errors', async () => {
-    const ls = await aws(['s3', 'ls', 's3://data/tree/']);
-    assert.equal(ls.code, 0, ls.stderr);
-    assert.match(ls.stdout, /PRE a\//);
-    assert.match(ls.stdout, /PRE b\//);
-    assert.match(ls.stdout, /sp ace\+plus\.txt/);
-    const recursive = await aws(['s3', 'ls', '--recursive', 's3://data/tree/']);
-    assert.deepEqual(recursive.stdout.trim().split('\n').map((l) => l.replace(/^\S+\s+\S+\s+\d+\s/, '')), TREE);
-    const buckets = await aws(['s3', 'ls']);
-    assert.match(buckets.stdout, /\sdata\n/);
+  test('an awscli is installed', () => assert.ok(AWS_CLIS.length > 0, 'scripts/install-system-deps.sh installs Debian awscli'));
 
-    // 9 MiB is over awscli's 8 MiB multipart threshold: it downloads ranges in parallel.
-    const out = join(work, 'big.out');
-    const cp = await aws(['s3', 'cp', 's3://data/big.bin', out, '--debug']);
-    assert.equal(cp.code, 0, cp.stderr.slice(-2000));
-    assert.equal(sha256(await readFile(out)), sha256(big));
-    assert.ok((cp.stderr.match(/'Range': 'bytes=\d+-\d+'/g) ?? []).length >= 2, 'awscli made ranged GETs');
+  for (const { bin, label } of AWS_CLIS) {
+    const cli = (args: string[], env: Record<string, string> = {}) => aws(bin, args, env);
+    test(`${label}: s3 ls, multipart-range s3 cp, s3api get-object --range, errors`, async () => {
+      const ls = await cli(['s3', 'ls', 's3://data/tree/']);
+      assert.equal(ls.code, 0, ls.stderr);
+      assert.match(ls.stdout, /PRE a\//);
+      assert.match(ls.stdout, /PRE b\//);
+      assert.match(ls.stdout, /sp ace\+plus\.txt/);
+      const recursive = await cli(['s3', 'ls', '--recursive', 's3://data/tree/']);
+      assert.deepEqual(recursive.stdout.trim().split('\n').map((l) => l.replace(/^\S+\s+\S+\s+\d+\s/, '')), TREE);
+      const buckets = await cli(['s3', 'ls']);
+      assert.match(buckets.stdout, /\sdata\n/);
 
-    const part = join(work, 'part.out');
-    const get = await aws(['s3api', 'get-object', '--bucket', 'data', '--key', 'big.bin', '--range', 'bytes=5000000-5000099', part]);
-    assert.equal(get.code, 0, get.stderr);
-    assert.deepEqual(await readFile(part), big.subarray(5000000, 5000100));
-    assert.match(get.stdout, /"ContentRange": "bytes 5000000-5000099\/\d+"/);
+      // 9 MiB is over awscli's 8 MiB multipart threshold: it downloads ranges in parallel.
+      const out = join(work, 'big.out');
+      const cp = await cli(['s3', 'cp', 's3://data/big.bin', out, '--debug']);
+      assert.equal(cp.code, 0, cp.stderr.slice(-2000));
+      assert.equal(sha256(await readFile(out)), sha256(big));
+      assert.ok((cp.stderr.match(/'Range': 'bytes=\d+-\d+'/g) ?? []).length >= 2, 'awscli made ranged GETs');
 
-    const wrong = await aws(['s3', 'ls', 's3://data/'], { AWS_SECRET_ACCESS_KEY: 'wrong' });
-    assert.notEqual(wrong.code, 0);
-    assert.match(wrong.stderr, /SignatureDoesNotMatch/);
-    const unknown = await aws(['s3', 'ls', 's3://data/'], { AWS_ACCESS_KEY_ID: 'NOBODY' });
-    assert.match(unknown.stderr, /InvalidAccessKeyId/);
-    const put = await aws(['s3', 'cp', join(work, 'part.out'), 's3://data/uploaded.bin']);
-    assert.notEqual(put.code, 0);
-    assert.match(put.stderr, /NotImplemented/);
-  });
+      const part = join(work, 'part.out');
+      const get = await cli(['s3api', 'get-object', '--bucket', 'data', '--key', 'big.bin', '--range', 'bytes=5000000-5000099', part]);
+      assert.equal(get.code, 0, get.stderr);
+      assert.deepEqual(await readFile(part), big.subarray(5000000, 5000100));
+      assert.match(get.stdout, /"ContentRange": "bytes 5000000-5000099\/\d+"/);
 
-  test('presigned URLs (awscli) work with plain HTTP clients; tampered or expired ones do not', async () => {
-    const presign = await aws(['s3', 'presign', 's3://data/big.bin', '--expires-in', '300']);
-    assert.equal(presign.code, 0, presign.stderr);
-    const url = presign.stdout.trim();
-    const res = await fetch(url, { headers: { range: 'bytes=0-1048575' } });
-    assert.equal(res.status, 206);
-    assert.deepEqual(Buffer.from(await res.arrayBuffer()), big.subarray(0, MiB));
-    const full = await fetch(url);
-    assert.equal(sha256(Buffer.from(await full.arrayBuffer())), sha256(big));
+      const wrong = await cli(['s3', 'ls', 's3://data/'], { AWS_SECRET_ACCESS_KEY: 'wrong' });
+      assert.notEqual(wrong.code, 0);
+      assert.match(wrong.stderr, /SignatureDoesNotMatch/);
+      const unknown = await cli(['s3', 'ls', 's3://data/'], { AWS_ACCESS_KEY_ID: 'NOBODY' });
+      assert.match(unknown.stderr, /InvalidAccessKeyId/);
+      const put = await cli(['s3', 'cp', join(work, 'part.out'), 's3://data/uploaded.bin']);
+      assert.notEqual(put.code, 0);
+      assert.match(put.stderr, /NotImplemented/);
+    });
 
-    const tampered = await fetch(url.replace('big.bin', 'hello.txt'));
-    assert.equal(tampered.status, 403);
-    assert.match(await tampered.text(), /SignatureDoesNotMatch/);
-    const signed = new URL(url);
-    signed.searchParams.set('X-Amz-Date', formatAmzDate(Date.now() - 3600_000));
-    const expired = await fetch(signed);
-    assert.equal(expired.status, 403);
-    assert.match(await expired.text(), /<Code>(AccessDenied|SignatureDoesNotMatch)<\/Code>/);
+    test(`presigned URLs (${label}) work with plain HTTP clients; tampered or expired ones do not`, async () => {
+      const presign = await cli(['s3', 'presign', 's3://data/big.bin', '--expires-in', '300']);
+      assert.equal(presign.code, 0, presign.stderr);
+      const url = presign.stdout.trim();
+      const res = await fetch(url, { headers: { range: 'bytes=0-1048575' } });
+      assert.equal(res.status, 206);
+      assert.deepEqual(Buffer.from(await res.arrayBuffer()), big.subarray(0, MiB));
+      const full = await fetch(url);
+      assert.equal(sha256(Buffer.from(await full.arrayBuffer())), sha256(big));
+
+      const tampered = await fetch(url.replace('big.bin', 'hello.txt'));
+      assert.equal(tampered.status, 403);
+      assert.match(await tampered.text(), /SignatureDoesNotMatch/);
+      const signed = new URL(url);
+      // SigV2 URLs carry Expires (epoch seconds), SigV4 ones X-Amz-Date + X-Amz-Expires.
+      if (signed.searchParams.has('Expires')) signed.searchParams.set('Expires', String(Math.floor(Date.now() / 1000) - 3600));
+      else signed.searchParams.set('X-Amz-Date', formatAmzDate(Date.now() - 3600_000));
+      const expired = await fetch(signed);
+      assert.equal(expired.status, 403);
+      assert.match(await expired.text(), /<Code>(AccessDenied|SignatureDoesNotMatch)<\/Code>/);
+    });
+  }
+
+  test("boto3 (Debian's, /usr/bin/python3): SigV4 and SigV2 requests, presigned URLs of both kinds", async () => {
+    const script = join(repoRoot, 'test/clients/boto3_gateway.py');
+    const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) =>
+      execFile('/usr/bin/python3', [script, endpoint, KEY.accessKeyId, KEY.secretAccessKey], { env: { PATH: '/usr/bin:/bin', HOME: work }, timeout: 120_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve({ stdout }),
+      ),
+    );
+    const got = JSON.parse(stdout) as Record<string, { sha256?: string; range?: string; keys?: string[]; size?: number; url?: string; body?: string }>;
+    for (const kind of ['sigv4', 'sigv2']) {
+      assert.equal(got[kind]!.sha256, sha256(big), kind);
+      assert.equal(got[kind]!.range, big.subarray(100, 200).toString('hex'), kind);
+      assert.deepEqual(got[kind]!.keys, TREE, kind);
+      assert.equal(got[kind]!.size, big.length, kind);
+    }
+    for (const kind of ['presignDefault', 'presignV4', 'presignV2']) assert.equal(got[kind]!.body, 'hello fanout\n', kind);
+    assert.match(got.presignV2!.url!, /[?&]AWSAccessKeyId=.*&Signature=|[?&]Signature=.*AWSAccessKeyId=/);
+    assert.match(got.presignV4!.url!, /X-Amz-Signature=/);
   });
 
   test('virtual-hosted style: the bucket in the Host header', async () => {
