@@ -8,6 +8,10 @@ export const ErrorCodes = {
   INVALID_ARGUMENT: 400,
   INVALID_RANGE: 400,
   INVALID_CONFIG: 400,
+  /** No credential, or one the worker does not know (Authorization: Bearer TOKEN). */
+  UNAUTHENTICATED: 401,
+  /** A known credential whose role does not allow the call (a read token on an admin route). */
+  FORBIDDEN: 403,
   UNKNOWN_MOUNT: 404,
   NOT_FOUND: 404,
   IS_A_DIRECTORY: 400,
@@ -18,9 +22,13 @@ export const ErrorCodes = {
   SOURCE_CHANGED: 412,
   SOURCE_ERROR: 502,
   SOURCE_TRUNCATED: 502,
+  /** The source offers only weak validators (no ETag) and the mount's versioning is strict. */
+  SOURCE_UNVERSIONED: 409,
   CHECKSUM_MISMATCH: 502,
   WORKER_UNAVAILABLE: 503,
   NO_WORKERS: 503,
+  /** The worker is at a limit (connections, fills in flight); retry later or elsewhere. */
+  OVERLOADED: 503,
   ABORTED: 499,
   STORE_FULL: 507,
   /** Releases: a published version is immutable; publishing it again fails. */
