@@ -1,6 +1,6 @@
 import { pageKey } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
-import { PageFetcher, type PageRequestOptions } from '../lib/cluster/index.js';
+import { PageFetcher, type PageFetcherOptions, type PageRequestOptions } from '../lib/cluster/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
 
@@ -24,8 +24,11 @@ export class LocalFirstFetcher extends PageFetcher {
   /** Store buffers handed out, until their consumer says they are written (see release). */
   private readonly lent = new WeakMap<Buffer, () => void>();
 
-  constructor(private readonly local: () => LocalPages) {
-    super();
+  constructor(
+    private readonly local: () => LocalPages,
+    options: PageFetcherOptions = {},
+  ) {
+    super(options);
   }
 
   /**

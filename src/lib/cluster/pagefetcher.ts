@@ -11,10 +11,19 @@ export const CHECKSUM_HEADER = 'x-fanout-crc32';
  * Fetches whole pages from workers over HTTP and verifies their checksums before handing them
  * on. One undici connection pool per worker, so parallel page reads reuse connections.
  */
+export interface PageFetcherOptions {
+  /** Connections kept to each worker. Default 8. */
+  connectionsPerWorker?: number;
+  /** Extra headers sent with every page request (credentials). */
+  headers?: () => Record<string, string>;
+  /** undici connect options (TLS: ca, servername…). */
+  connect?: Pool.Options['connect'];
+}
+
 export class PageFetcher {
   private readonly pools = new Map<string, Pool>();
 
-  constructor(private readonly connectionsPerWorker = 8) {}
+  constructor(protected readonly options: PageFetcherOptions = {}) {}
 
   /**
    * Returns the page as the chunks it arrived in: copying them into one page buffer cost more
@@ -34,7 +43,7 @@ export class PageFetcher {
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
     const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
     const path = `/v1/page/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
-    const headers = options.direct ? { [DIRECT_HEADER]: '1' } : undefined;
+    const headers = { ...this.options.headers?.(), ...(options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
     let response;
     try {
       response = await this.pool(member).request({ method: 'GET', path, signal: options.signal, headers });
@@ -75,7 +84,7 @@ export class PageFetcher {
   private pool(member: Member): Pool {
     let pool = this.pools.get(member.url);
     if (!pool) {
-      pool = new Pool(member.url, { connections: this.connectionsPerWorker, pipelining: 1 });
+      pool = new Pool(member.url, { connections: this.options.connectionsPerWorker ?? 8, pipelining: 1, connect: this.options.connect });
       this.pools.set(member.url, pool);
     }
     return pool;
