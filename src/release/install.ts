@@ -1,6 +1,7 @@
-import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
+import { writeFileAtomic } from '../lib/statefile/index.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 
 /**
@@ -147,10 +148,9 @@ export interface FileStamp {
   ctimeNs: string;
 }
 
+/** temp + fsync + rename (lib/statefile): a crash or a full disk never leaves a torn state file. */
 export async function writeAtomic(file: string, data: Buffer): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, file);
+  await writeFileAtomic(file, data);
 }
 
 async function fsyncDir(dir: string): Promise<void> {

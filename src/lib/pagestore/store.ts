@@ -32,6 +32,8 @@ export interface PageStoreOptions {
   statDisk?: StatDisk;
   /** How often free space is re-read (default 5 s). */
   diskCheckIntervalMs?: number;
+  /** Writes a temp page file (tests inject ENOSPC and partial writes here). */
+  writeFile?: (file: string, data: Buffer) => Promise<void>;
 }
 
 interface StoredPage {
@@ -255,7 +257,7 @@ export class PageStore {
     const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
     try {
       await mkdir(shardDir, { recursive: true });
-      await writeFile(tmp, data);
+      await (this.options.writeFile ?? writeFile)(tmp, data);
       await rename(tmp, file);
     } catch (err) {
       await unlink(tmp).catch(() => {});
