@@ -107,3 +107,19 @@ test('a change that cannot be saved is undone, reported, and leaves no temp file
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('temp files of a write interrupted by a crash are removed when the policy is loaded', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-policy-'));
+  try {
+    const file = join(dir, 'policy.json');
+    const policy = new PagePolicy(file, new ManualClock(0));
+    await policy.pin(['aa'.repeat(20)]);
+    await writeFile(join(dir, '.policy.json.999999.0.tmp'), ''); // a 0-byte leftover of another process
+    const reloaded = new PagePolicy(file, new ManualClock(0));
+    await reloaded.load();
+    assert.equal(reloaded.isPinned('aa'.repeat(20)), true);
+    assert.deepEqual(await readdir(dir), ['policy.json']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -121,8 +121,9 @@ export class PageStore {
 
   /** Creates the directories, drops leftovers of interrupted writes, and reloads the index. */
   async open(): Promise<void> {
-    await rm(this.tmpDir, { recursive: true, force: true });
+    // Emptied rather than recreated: on a full disk even a new directory may not fit.
     await mkdir(this.tmpDir, { recursive: true });
+    for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { recursive: true, force: true });
     await mkdir(this.pagesDir, { recursive: true });
     const found: (StoredPage & { mtimeMs: number })[] = [];
     for (const shard of await readdir(this.pagesDir)) {

@@ -1,4 +1,4 @@
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -22,7 +22,7 @@ export function isDiskFull(err: unknown): boolean {
  * failure, so a full disk leaves neither a 0-byte nor a partial file behind.
  */
 export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${tmpCounter++}.tmp`);
+  const tmp = join(dirname(file), `${tempPrefix(file)}${process.pid}.${tmpCounter++}.tmp`);
   try {
     const handle = await open(tmp, 'wx');
     try {
@@ -37,6 +37,20 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
     throw err;
   }
   await syncDir(dirname(file)).catch(() => {});
+}
+
+function tempPrefix(file: string): string {
+  return `.${basename(file)}.`;
+}
+
+/** Temp files of `file` left by a process killed mid-write (never this process's own). */
+async function removeStaleTemps(file: string): Promise<void> {
+  const prefix = tempPrefix(file);
+  const ours = `${prefix}${process.pid}.`;
+  const names = await readdir(dirname(file)).catch(() => [] as string[]);
+  for (const name of names) {
+    if (name.startsWith(prefix) && name.endsWith('.tmp') && !name.startsWith(ours)) await unlink(join(dirname(file), name)).catch(() => {});
+  }
 }
 
 async function syncDir(dir: string): Promise<void> {
@@ -60,12 +74,14 @@ export interface CorruptStateFile {
  * `parse`) → moved aside to `<file>.corrupt-<UTC timestamp>` so an operator can look at it,
  * reported through `onCorrupt`, and undefined is returned: the caller starts from empty state.
  * Read errors other than ENOENT (EACCES, EIO) are thrown: those are not the file's content.
+ * Temp files left by an earlier process killed mid-write are removed.
  */
 export async function readJsonState<T>(
   file: string,
   parse: (value: unknown) => T,
   options: { now?: () => number; onCorrupt?: (report: CorruptStateFile) => void } = {},
 ): Promise<T | undefined> {
+  await removeStaleTemps(file);
   let text: string;
   try {
     text = await readFile(file, 'utf8');
