@@ -184,7 +184,7 @@ export class Worker {
     await mkdir(this.config.dataDir, { recursive: true });
     await this.policy.load();
     await this.store.open();
-    void this.store.watchDisk(this.stopping.signal);
+    this.store.watchDisk(this.stopping.signal).catch((err: unknown) => this.logger.warn({ err }, 'page store disk watch stopped'));
     this.admin.start();
     const { host, port } = parseListen(this.config.listen);
     this.boundUrl = await listenHttp(this.server, host, port);
