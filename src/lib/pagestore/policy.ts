@@ -149,10 +149,10 @@ export class PagePolicy {
       await this.save();
     } catch (err) {
       this.revert(undo);
-      if (isDiskFull(err)) {
-        throw new FanoutError('DISK_FULL', `the disk holding the page policy is full: the change was not applied (${(err as Error).message})`, { cause: err });
-      }
-      throw new FanoutError('INTERNAL', `the page policy could not be saved: the change was not applied (${(err as Error).message})`, { cause: err });
+      // The errno code, not the message: messages carry server paths, and this reaches clients.
+      const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+      if (isDiskFull(err)) throw new FanoutError('DISK_FULL', `the worker's disk is full (${code}): the page policy could not be saved, the change was not applied`, { cause: err });
+      throw new FanoutError('INTERNAL', `the page policy could not be saved (${code}): the change was not applied`, { cause: err });
     }
   }
 

@@ -273,9 +273,10 @@ export class PageStore {
 
   private writeError(reason: WriteFailureReason, err: unknown): FanoutError {
     this.noteWriteFailure(reason, err as Error);
-    const message = (err as Error).message;
-    if (reason === 'disk_full') return new FanoutError('DISK_FULL', `page store disk is full, page not stored: ${message}`, { cause: err });
-    return new FanoutError('INTERNAL', `page store write failed: ${message}`, { cause: err });
+    // The errno code, not the message: messages carry server paths, and these can reach clients.
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+    if (reason === 'disk_full') return new FanoutError('DISK_FULL', `the page store's disk is full (${code}): page not stored`, { cause: err });
+    return new FanoutError('INTERNAL', `page store write failed (${code})`, { cause: err });
   }
 
   async delete(key: string): Promise<boolean> {
