@@ -55,6 +55,7 @@ export class Worker {
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
+  private diskLimited = false;
 
   constructor(
     readonly config: WorkerConfig,
@@ -68,11 +69,23 @@ export class Worker {
       this.mounts.set(name, openUfs(uri, config.s3));
       budgets[name] = sourceRate;
     }
-    this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock);
+    this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
+      onCorrupt: ({ file, movedTo, reason }) =>
+        this.logger.error({ file, movedTo, reason }, `state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; starting without its pins and TTLs`),
+    });
     this.store = new PageStore(
-      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !this.policy.isPinned(key) },
+      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !this.policy.isPinned(key), clock },
       {
         onEvict: (count) => this.metrics.evictions.inc(count),
+        onWriteFailure: (reason) => this.metrics.storeWriteFailures.labels(reason).inc(),
+        onCapacityChange: (effective, configured, disk) => {
+          // One line when the disk starts or stops limiting the store, not one per check.
+          if (effective < configured === this.diskLimited) return;
+          this.diskLimited = effective < configured;
+          const fields = { effective, configured, diskFree: disk?.free, diskTotal: disk?.total };
+          if (this.diskLimited) this.logger.warn(fields, 'page store capacity lowered to what the disk can hold');
+          else this.logger.info(fields, 'page store capacity back to the configured one');
+        },
         onCorrupt: (key) => {
           this.metrics.checksumFailures.inc();
           this.logger.warn({ key }, 'page failed checksum verification on disk; dropped and will be refetched');
@@ -86,6 +99,8 @@ export class Worker {
     this.metrics = new WorkerMetrics({
       storeUsedBytes: () => this.store.used,
       storeCapacityBytes: () => this.store.capacity,
+      storeConfiguredCapacityBytes: () => this.store.configuredCapacity,
+      storeDiskFreeBytes: () => this.store.diskFree,
       storePages: () => this.store.pageCount,
       inflightSourceReads: () => this.pages.flights.inflight,
       members: () => this.ring.members().length,
@@ -169,6 +184,7 @@ export class Worker {
     await mkdir(this.config.dataDir, { recursive: true });
     await this.policy.load();
     await this.store.open();
+    this.store.watchDisk(this.stopping.signal).catch((err: unknown) => this.logger.warn({ err }, 'page store disk watch stopped'));
     this.admin.start();
     const { host, port } = parseListen(this.config.listen);
     this.boundUrl = await listenHttp(this.server, host, port);
@@ -197,6 +213,7 @@ export class Worker {
       id: this.config.id,
       url: this.config.advertiseUrl,
       capacity: this.store.capacity,
+      configuredCapacity: this.store.configuredCapacity,
       used: this.store.used,
       pages: this.store.pageCount,
       hits: await m.value(m.hits),
