@@ -7,7 +7,7 @@ import { MIN_TOKEN_LENGTH, type TokenEntry } from './tokens.js';
  * (the same variable the CLI sends, so one export serves both ends), and FANOUT_CLUSTER_SECRET
  * is the cluster secret when the config has none (secrets kept out of config files).
  */
-export function authFromEnvironment<T extends AuthSettings>(auth: T, env: NodeJS.ProcessEnv = process.env): T & { tokens: TokenEntry[] } {
+export function authFromEnvironment<T extends AuthSettings>(auth: T, env: NodeJS.ProcessEnv = process.env): T & { tokens: TokenEntry[]; clusterSecret: string | undefined } {
   const tokens = [...auth.tokens];
   const token = env.FANOUT_TOKEN;
   if (token) {
