@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { isValidMountName } from '../core/paths.js';
-import { authFromEnvironment, newAdminToken, publishToken, unpublishToken } from '../lib/auth/index.js';
+import { authFromEnvironment, newAdminToken, publishToken, unpublishToken, writeDataDirToken } from '../lib/auth/index.js';
 import { loadWorkerConfig, mountSpec, parseWorkerConfig, type WorkerConfig } from '../lib/config/index.js';
 import { Worker } from '../worker/worker.js';
 import { gatewayBanner, setupGateway, type GatewayFlags, type GatewaySetup } from './gateway.js';
@@ -38,6 +38,8 @@ export async function serve(uri: string | undefined, flags: DaemonFlags): Promis
   // token, published where only this user's CLI and SDK can read it (see lib/auth/localtoken).
   const localToken = newAdminToken();
   config.auth.tokens.push({ token: localToken, role: 'admin' });
+  // A single node is its own only peer (it reads pages through its own API), so any secret will do.
+  config.auth.clusterSecret ??= newAdminToken();
   await run(config, await setupGateway(config, flags, true), localToken);
 }
 
@@ -54,27 +56,39 @@ export async function worker(flags: DaemonFlags): Promise<void> {
 async function run(config: WorkerConfig, gateway: GatewaySetup, localToken?: string): Promise<void> {
   const node = new Worker(config);
   await node.start();
-  const published = localToken ? await publishToken([node.url, config.advertiseUrl], localToken, config.dataDir) : [];
+  const published = localToken ? await publishLocalToken(node, config, localToken) : { files: [], banner: '' };
   process.stderr.write(
     `fanout worker ${config.id} listening on ${node.url}\n` +
       Object.keys(config.mounts).map((name) => `  /${name}/  →  ${mountSpec(config, name).uri}\n`).join('') +
       `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}\n` +
       gatewayBanner(config, node.gateway?.url, gateway) +
-      (published.length > 0
-        ? `  admin token: ${published[0]} (found there by this user's fanout CLI and SDK; elsewhere: FANOUT_TOKEN=$(cat ${config.dataDir}/admin.token))\n`
-        : ''),
+      published.banner,
   );
   await new Promise<void>((resolveStop) => {
     const stop = (signal: string) => {
       process.stderr.write(`fanout: ${signal}, stopping\n`);
       node
         .stop()
-        .then(() => unpublishToken(published, localToken ?? ''))
+        .then(() => unpublishToken(published.files, localToken ?? ''))
         .finally(resolveStop);
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+}
+
+/**
+ * Leaves serve's admin token where this user's CLI finds it. A config directory that cannot be
+ * written costs the zero-configuration lookup only: the token is still in the data directory.
+ */
+async function publishLocalToken(node: Worker, config: WorkerConfig, token: string): Promise<{ files: string[]; banner: string }> {
+  const plain = await writeDataDirToken(config.dataDir, token);
+  try {
+    const files = await publishToken([node.url, config.advertiseUrl], token);
+    return { files, banner: `  admin token: in ${files[0]} for this user's fanout commands; elsewhere FANOUT_TOKEN=$(cat ${plain})\n` };
+  } catch (err) {
+    return { files: [], banner: `  admin token: not published (${(err as Error).message}); admin commands need FANOUT_TOKEN=$(cat ${plain})\n` };
+  }
 }
 
 function overrides(flags: DaemonFlags): Record<string, unknown> {

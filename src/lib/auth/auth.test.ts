@@ -18,6 +18,7 @@ import {
   publishToken,
   publishedTokenFor,
   unpublishToken,
+  writeDataDirToken,
 } from './index.js';
 
 const ADMIN = 'admin-token-aaaaaaaaaaaa';
@@ -88,6 +89,7 @@ describe('the access gate', () => {
   });
 
   test('data reads are open unless readToken is set; then a read or admin token (or a peer) is needed', () => {
+    assert.throws(() => new AccessGate({ tokens, readToken: true }), { code: 'INVALID_CONFIG' }, 'closed reads without a secret would refuse the workers themselves');
     const open = new AccessGate({ tokens, readToken: false });
     assert.equal(refusal(() => open.check({}, 'read')), 'allowed');
     const closed = new AccessGate({ tokens, readToken: true, clusterSecret: SECRET });
@@ -153,7 +155,8 @@ describe("serve's published token", () => {
     const home = await mkdtemp(join(tmpdir(), 'fanout-auth-'));
     const env = { XDG_CONFIG_HOME: join(home, 'config') };
     try {
-      const files = await publishToken(['http://127.0.0.1:7450', 'http://127.0.0.1:7450'], ADMIN, home, env);
+      const files = await publishToken(['http://127.0.0.1:7450', 'http://127.0.0.1:7450'], ADMIN, env);
+      await writeDataDirToken(home, ADMIN);
       assert.equal(files.length, 1);
       assert.equal((await stat(files[0]!)).mode & 0o777, 0o600);
       assert.equal((await stat(join(home, 'config', 'fanout', 'tokens'))).mode & 0o777, 0o700);
@@ -178,7 +181,7 @@ describe("serve's published token", () => {
       const child = spawn(process.execPath, ['-e', '0']);
       const pid = child.pid!;
       await new Promise((r) => child.once('exit', r));
-      const files = await publishToken(['http://127.0.0.1:7452'], ADMIN, home, env);
+      const files = await publishToken(['http://127.0.0.1:7452'], ADMIN, env);
       assert.equal(publishedTokenFor('http://127.0.0.1:7452', env), ADMIN);
       const { writeFile } = await import('node:fs/promises');
       await writeFile(files[0]!, JSON.stringify({ token: ADMIN, pid }));

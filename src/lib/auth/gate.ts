@@ -28,6 +28,11 @@ export class AccessGate {
   readonly peer: PeerCredential | undefined;
 
   constructor(private readonly settings: AuthSettings) {
+    if (settings.readToken && !settings.clusterSecret) {
+      // A worker reads pages through its peers and through its own API: with reads closed,
+      // those requests need the peer credential or every cluster read would be refused.
+      throw new FanoutError('INVALID_CONFIG', 'auth.readToken needs auth.clusterSecret (or FANOUT_CLUSTER_SECRET): workers read pages through each other');
+    }
     this.tokens = new TokenTable(settings.tokens);
     this.peer = settings.clusterSecret ? new PeerCredential(settings.clusterSecret) : undefined;
   }

@@ -2,5 +2,5 @@ export { TokenTable, bearerToken, constantTimeEqual, allows, MIN_TOKEN_LENGTH, t
 export { PeerCredential, PEER_HEADER } from './peer.js';
 export { AccessGate, PEER_ONLY_HEADERS, type Access, type AuthSettings } from './gate.js';
 export { ClientCredentials } from './client.js';
-export { endpointKey, newAdminToken, publishToken, publishedTokenFor, tokenDir, unpublishToken } from './localtoken.js';
+export { endpointKey, newAdminToken, publishToken, publishedTokenFor, tokenDir, unpublishToken, writeDataDirToken } from './localtoken.js';
 export { authFromEnvironment } from './env.js';

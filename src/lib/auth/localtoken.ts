@@ -45,14 +45,20 @@ function isLoopbackOrWildcard(host: string): boolean {
 }
 
 /** Writes the token for each address (atomically, 0600); returns the files, for unpublish. */
-export async function publishToken(urls: string[], token: string, dataDir: string, env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
+export async function publishToken(urls: string[], token: string, env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
   const dir = tokenDir(env);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const content = JSON.stringify({ token, pid: process.pid } satisfies PublishedToken) + '\n';
   const files = [...new Set(urls.map((u) => join(dir, endpointKey(u))))];
   for (const file of files) await writePrivate(file, content);
-  await writePrivate(join(dataDir, 'admin.token'), token + '\n');
   return files;
+}
+
+/** <dataDir>/admin.token (0600): the token as plain text, for FANOUT_TOKEN=$(cat …). */
+export async function writeDataDirToken(dataDir: string, token: string): Promise<string> {
+  const file = join(dataDir, 'admin.token');
+  await writePrivate(file, token + '\n');
+  return file;
 }
 
 /** Removes published files that still hold this token (a newer serve on the same port keeps its own). */
