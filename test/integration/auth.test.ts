@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutClient } from '../../src/client/index.js';
@@ -133,6 +133,41 @@ describe('admin calls and peer-only headers on a two-worker cluster with tokens'
     const peerBytes = metrics.reduce((sum, m) => sum + (m.fanout_peer_bytes_total ?? 0), 0);
     assert.equal(sourceReads, pages);
     assert.ok(peerBytes > 0, 'some pages came from a peer');
+  });
+});
+
+describe('a two-worker cluster without a cluster secret', () => {
+  let workers: WorkerProcess[];
+  let source: string;
+  const data = randomBytes(3 * MiB);
+
+  before(async () => {
+    source = await sourceWith({ 'f.bin': data });
+    workers = await startCluster(2, { mounts: { data: source }, pageSize: '1MiB', auth: { tokens: [{ token: ADMIN, role: 'admin' }] } });
+  });
+  after(async () => {
+    await Promise.all(workers.map((w) => w.destroy()));
+    await rm(source, { recursive: true, force: true });
+  });
+
+  test('refuses x-fanout-direct from everyone, fills pages by the ordinary path, and says why at start', async () => {
+    const info = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string; size: number };
+    const page = (i: number) => `/v1/page/data/f.bin?v=${encodeURIComponent(info.version)}&size=${info.size}&i=${i}`;
+    assert.equal((await call(workers[0]!.url + page(0), { headers: { 'x-fanout-direct': '1' } })).status, 403);
+    for (let i = 0; i < 3; i++) {
+      for (const w of workers) {
+        const res = await fetch(w.url + page(i));
+        const body = Buffer.from(await res.arrayBuffer());
+        assert.equal(res.status, 200, body.toString().slice(0, 200));
+        assert.deepEqual(body, data.subarray(i * MiB, (i + 1) * MiB));
+      }
+    }
+    const metrics = await Promise.all(workers.map((w) => w.metrics()));
+    assert.equal(metrics.reduce((sum, m) => sum + (m.fanout_source_reads_total ?? 0), 0), 3);
+    await waitFor('a warning about the missing secret in every worker log', async () => {
+      const logs = await Promise.all(workers.map((w) => readFile(join(w.dir, 'worker.log'), 'utf8')));
+      return logs.every((log) => log.includes('no cluster secret'));
+    });
   });
 });
 
