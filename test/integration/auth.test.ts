@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutClient } from '../../src/client/index.js';
 import { fanout, sha256 } from '../harness/cli.js';
+import { startEtcd, type EtcdServer } from '../harness/etcd.js';
+import { treeHashes } from '../harness/release.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { fanoutBin, startCluster, WorkerProcess } from '../harness/workers.js';
 
@@ -236,6 +238,48 @@ describe('readToken: true', () => {
       if (saved === undefined) delete process.env.FANOUT_TOKEN;
       else process.env.FANOUT_TOKEN = saved;
     }
+  });
+});
+
+describe('releases on a cluster whose reads need a token', () => {
+  let etcd: EtcdServer;
+  let worker: WorkerProcess;
+  let root: string;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'fanout-auth-rel-'));
+    await mkdir(join(root, 'source', 'rel', 'v1'), { recursive: true });
+    await writeFile(join(root, 'source', 'rel', 'v1', 'a.bin'), randomBytes(2 * MiB + 9));
+    await writeFile(join(root, 'source', 'rel', 'v1', 'b.txt'), 'hello\n');
+    etcd = await startEtcd();
+    worker = await WorkerProcess.start({
+      id: 'rel',
+      mounts: { data: join(root, 'source') },
+      pageSize: '1MiB',
+      auth: { tokens: [{ token: READ, role: 'read' }], readToken: true, clusterSecret: SECRET },
+    });
+  });
+  after(async () => {
+    await worker?.destroy();
+    await etcd?.stop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test('publish and the sync agent send FANOUT_TOKEN; without it the agent is refused', async () => {
+    const common = ['--etcd', etcd.endpoint, '--endpoint', worker.url];
+    const withToken = { FANOUT_TOKEN: READ };
+    const published = await fanout(['release', 'publish', 'rel', '/data/rel/v1/', '--version', 'v1', '--mount', `data=${join(root, 'source')}`, ...common], withToken);
+    assert.equal(published.code, 0, published.stderr);
+    const promoted = await fanout(['release', 'promote', 'rel', 'v1', '--channel', 'prod', ...common], withToken);
+    assert.equal(promoted.code, 0, promoted.stderr);
+
+    const refused = await fanout(['sync', 'rel', '--channel', 'prod', '--dir', join(root, 'refused'), '--once', '--json', ...common], { FANOUT_TOKEN: '' });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stdout.toString() + refused.stderr, /UNAUTHENTICATED/);
+
+    const synced = await fanout(['sync', 'rel', '--channel', 'prod', '--dir', join(root, 'host'), '--once', ...common], withToken);
+    assert.equal(synced.code, 0, synced.stderr);
+    assert.deepEqual(await treeHashes(join(root, 'host', 'current')), await treeHashes(join(root, 'source', 'rel', 'v1')));
   });
 });
 
