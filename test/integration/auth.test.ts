@@ -339,6 +339,12 @@ describe('fanout serve', () => {
     assert.equal(other.code, 1);
     assert.match(other.stderr, /UNAUTHENTICATED/);
   });
+
+  test('takes its published token away when it stops', async () => {
+    proc.kill('SIGTERM');
+    await exited;
+    assert.deepEqual(await readdir(join(root, 'owner-config', 'fanout', 'tokens')), []);
+  });
 });
 
 function runCli(args: string[], cwd: string, env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
