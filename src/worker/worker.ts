@@ -4,6 +4,7 @@ import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
+import { AccessGate } from '../lib/auth/index.js';
 import { ClusterReader } from '../lib/cluster/index.js';
 import { mountSpec, parseListen, type WorkerConfig } from '../lib/config/index.js';
 import { HashRing } from '../lib/hashring/index.js';
@@ -46,16 +47,19 @@ export class Worker {
   /** Pins and TTLs beyond LRU; the admin API (load, pin, free, ttl) that sets them. */
   readonly policy: PagePolicy;
   readonly admin: Admin;
+  /** Tokens and roles for the HTTP API; the peer credential this worker sends and accepts. */
+  readonly gate: AccessGate;
   private readonly mounts = new Map<string, Ufs>();
   private readonly server: Server;
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
-  private readonly fetcher = new LocalFirstFetcher(() => this);
+  private readonly fetcher: LocalFirstFetcher;
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
   private diskLimited = false;
+  private warnedNoSecret = false;
 
   constructor(
     readonly config: WorkerConfig,
@@ -63,6 +67,9 @@ export class Worker {
   ) {
     const clock = options.clock ?? systemClock;
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
+    this.gate = new AccessGate(config.auth);
+    // Peer fills and direct reads carry the peer credential; without a secret they go out as ordinary requests.
+    this.fetcher = new LocalFirstFetcher(() => this, { headers: () => this.gate.peerHeaders(), direct: this.gate.peer !== undefined });
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
       const { uri, sourceRate } = mountSpec(config, name);
@@ -192,6 +199,7 @@ export class Worker {
     this.onMembershipChange(this.membership.members());
     await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
+    if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
   }
 
   async stop(): Promise<void> {
@@ -244,6 +252,10 @@ export class Worker {
     this.sourceBudget.resplit(this.ring.members().length);
     this.fetcher.retain(this.ring.members());
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
+    if (members.length > 1 && !this.gate.peer && !this.warnedNoSecret) {
+      this.warnedNoSecret = true;
+      this.logger.warn('no cluster secret (auth.clusterSecret or FANOUT_CLUSTER_SECRET): peers cannot ask each other for direct reads, so the loop guard of page forwarding is off');
+    }
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
