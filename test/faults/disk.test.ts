@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WorkerProcess } from '../harness/workers.js';
+import { TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 
 const MiB = 1024 * 1024;
@@ -17,7 +17,7 @@ const skip = isRoot ? false : 'needs root to mount a small tmpfs (mount -t tmpfs
  * in one place.
  */
 async function admin(url: string, route: string, body: string): Promise<{ status: number; code?: string; message?: string; json: unknown }> {
-  const res = await fetch(`${url}/v1/admin/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const res = await fetch(`${url}/v1/admin/${route}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, body });
   const json = (await res.json().catch(() => undefined)) as { error?: { code: string; message: string } } | undefined;
   return { status: res.status, code: json?.error?.code, message: json?.error?.message, json };
 }
@@ -101,7 +101,7 @@ describe('a worker whose disk is smaller than its configured capacity', { skip }
     assert.ok(!names.includes('policy.json'), 'no policy.json until the next change');
     const log = await readFile(join(worker.dir, 'worker.log'), 'utf8');
     assert.ok(log.includes(join(disk!, 'data', 'policy.json')), 'the log names the corrupt file');
-    const policy = (await (await fetch(`${worker.url}/v1/admin/policy`)).json()) as { pinned: number };
+    const policy = (await (await fetch(`${worker.url}/v1/admin/policy`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } })).json()) as { pinned: number };
     assert.equal(policy.pinned, 0);
   });
 
@@ -191,7 +191,7 @@ describe('a worker whose disk is completely full', { skip }, () => {
     assert.deepEqual(await tempFiles(join(disk!, 'data')), []);
     const names = await readdir(join(disk!, 'data'));
     assert.ok(!names.some((n) => n.includes('policy.json')), `no policy file, whole or partial: ${names.join(', ')}`);
-    const policy = (await (await fetch(`${worker.url}/v1/admin/policy`)).json()) as { pinned: number; rules: unknown[] };
+    const policy = (await (await fetch(`${worker.url}/v1/admin/policy`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } })).json()) as { pinned: number; rules: unknown[] };
     assert.deepEqual([policy.pinned, policy.rules], [0, []], 'the refused pin is not in force');
   });
 
