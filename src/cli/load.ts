@@ -148,10 +148,10 @@ async function resolvePages(client: FanoutClient, path: string | undefined, flag
   if (flags.release) {
     const at = flags.release.lastIndexOf('@');
     if (at <= 0) throw new FanoutError('INVALID_ARGUMENT', '--release takes NAME@VERSION');
-    const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
+    const { ReleaseRegistry, etcdConnection } = await import('../release/registry.js');
     const { ReleaseFetcher } = await import('../release/fetch.js');
     const { sourcePathOf } = await import('../release/manifest.js');
-    const registry = new ReleaseRegistry(etcdEndpoints(flags.etcd));
+    const registry = new ReleaseRegistry(etcdConnection(flags));
     const fetcher = new ReleaseFetcher(client);
     try {
       const manifest = await fetcher.manifest(await registry.getVersion(flags.release.slice(0, at), flags.release.slice(at + 1)));

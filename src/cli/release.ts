@@ -20,8 +20,8 @@ export interface PublishFlags extends ReleaseFlags {
 
 // etcd and the S3 SDK load only when a release command runs.
 async function registry(flags: ReleaseFlags) {
-  const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
-  return new ReleaseRegistry(etcdEndpoints(flags.etcd));
+  const { ReleaseRegistry, etcdConnection } = await import('../release/registry.js');
+  return new ReleaseRegistry(etcdConnection(flags));
 }
 
 export async function publish(name: string, sourcePrefix: string, flags: PublishFlags): Promise<void> {
