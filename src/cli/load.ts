@@ -1,5 +1,5 @@
 import { SingleBar, Presets } from 'cli-progress';
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import { FanoutClient } from '../client/index.js';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
 import { formatBytes, pageCount, pageKey, pageSpan, parseSize } from '../core/pages.js';
@@ -44,7 +44,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
   const replicas = Number(flags.replicas ?? 1);
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new FanoutError('INVALID_ARGUMENT', '--replicas must be 1–8');
   const rate = flags.rate ? parseSize(flags.rate) : 0;
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
@@ -73,7 +73,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
         [...plan.values()].map(async ({ member, refs }) => {
           for (let i = 0; i < refs.length; i += BATCH) {
             const batch = refs.slice(i, i + BATCH);
-            const result = (await post(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate })) as {
+            const result = (await post(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate }, client.dispatcher)) as {
               present: number;
               loaded: number;
               bytesLoaded: number;
@@ -96,8 +96,8 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
       );
     }
     bar?.stop();
-    if (flags.pin) await broadcast(info.members, '/v1/admin/pin', { keys: keysOf(pages, info.pageSize), rule: pages.rule });
-    if (flags.ttl) await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) });
+    if (flags.pin) await broadcast(info.members, '/v1/admin/pin', { keys: keysOf(pages, info.pageSize), rule: pages.rule }, client.dispatcher);
+    if (flags.ttl) await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) }, client.dispatcher);
     const seconds = (Date.now() - started) / 1000;
     // One object per line: progress events, then this report (NDJSON).
     if (json) process.stdout.write(JSON.stringify({ event: 'done', ...report, seconds }) + '\n');
@@ -116,11 +116,11 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
 
 /** free, pin, unpin: the same pages on every worker (a page may sit on any of them). */
 export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | undefined, flags: TargetFlags): Promise<void> {
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
-    const results = await broadcast(info.members, `/v1/admin/${verb}`, { keys: keysOf(pages, info.pageSize), rule: pages.rule });
+    const results = await broadcast(info.members, `/v1/admin/${verb}`, { keys: keysOf(pages, info.pageSize), rule: pages.rule }, client.dispatcher);
     if (flags.json) return printJson({ [verb]: pages.refs.length, rule: pages.rule, workers: results });
     const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} pages deleted` : '';
     process.stdout.write(`${verb}: ${pages.refs.length} pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${info.members.length} workers${freed}\n`);
@@ -131,11 +131,11 @@ export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | unde
 
 export async function ttl(path: string, duration: string, flags: TargetFlags): Promise<void> {
   const ttlMs = parseDuration(duration);
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
-    await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs });
+    await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }, client.dispatcher);
     if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, rule: pages.rule });
     process.stdout.write(`ttl ${duration} on ${pages.refs.length} cached pages and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
   } finally {
@@ -210,14 +210,15 @@ function pageLength(ref: PageRef, pageSize: number): number {
   return end - start;
 }
 
-async function broadcast(members: Member[], route: string, body: unknown): Promise<unknown[]> {
-  return Promise.all(members.map((m) => post(m.url, route, body)));
+async function broadcast(members: Member[], route: string, body: unknown, dispatcher: Dispatcher | undefined): Promise<unknown[]> {
+  return Promise.all(members.map((m) => post(m.url, route, body, dispatcher)));
 }
 
-async function post(base: string, route: string, body: unknown): Promise<unknown> {
+/** `dispatcher`: the SDK client's, so admin calls trust the same CA (--ca) as reads. */
+async function post(base: string, route: string, body: unknown, dispatcher: Dispatcher | undefined): Promise<unknown> {
   let response;
   try {
-    response = await request(base + route, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, headersTimeout: 600_000, bodyTimeout: 600_000 });
+    response = await request(base + route, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, headersTimeout: 600_000, bodyTimeout: 600_000, dispatcher });
   } catch (err) {
     throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
   }

@@ -14,6 +14,7 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
   const withEndpoint = (command: Command) =>
     command
       .addOption(new Option('--endpoint <url>', 'any worker of the cluster').env('FANOUT_ENDPOINT').default('http://127.0.0.1:7450'))
+      .addOption(new Option('--ca <file>', 'CA bundle (PEM) trusted for https:// workers').env('FANOUT_CA'))
       .option('--json', 'machine-readable output');
 
   const rel = program.command('release').description('publish, promote and roll back versions of a release');

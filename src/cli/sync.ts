@@ -28,7 +28,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   const { ReleaseFetcher } = await import('../release/fetch.js');
   const { SyncAgent } = await import('../release/agent.js');
   const registry = new ReleaseRegistry(etcdConnection(flags));
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   const fetcher = new ReleaseFetcher(client);
   const log = (line: string) => process.stderr.write(`fanout sync: ${line}\n`);
   const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, registry, fetcher, host: flags.host, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });

@@ -1,11 +1,12 @@
 import type { Readable } from 'node:stream';
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
 import { ClusterReader, PageCache, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
+import { certificateHint, readCa, tlsConnectOptions, tlsDispatcher, type CaOption } from '../lib/tls/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 
 export interface FanoutClientOptions {
@@ -27,6 +28,11 @@ export interface FanoutClientOptions {
    * failing. Give the same mount URIs the workers use.
    */
   sourceFallback?: { mounts: Record<string, string>; s3?: S3SourceOptions };
+  /**
+   * CA bundle trusted for https:// workers: a PEM file path, PEM text or bytes. Default:
+   * FANOUT_CA, else the system's trust store. Certificates are always verified.
+   */
+  ca?: CaOption;
 }
 
 export interface ClusterInfo {
@@ -65,7 +71,11 @@ export const DEFAULT_ENDPOINT = 'http://127.0.0.1:7450';
  */
 export class FanoutClient {
   private readonly endpoints: string[];
-  private readonly fetcher = new PageFetcher();
+  private readonly fetcher: PageFetcher;
+  /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
+  readonly connectOptions: { ca: Buffer } | undefined;
+  /** Dispatcher of one-off requests (JSON, admin) to workers; undefined = undici's global one (no custom CA). */
+  readonly dispatcher: Dispatcher | undefined;
   private info: ClusterInfo | undefined;
   private ring: HashRing | undefined;
   private reader: ClusterReader | undefined;
@@ -77,6 +87,10 @@ export class FanoutClient {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
     this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
+    const ca = readCa(options.ca ?? process.env.FANOUT_CA);
+    this.connectOptions = tlsConnectOptions(ca);
+    this.dispatcher = tlsDispatcher(ca);
+    this.fetcher = new PageFetcher({ connect: this.connectOptions });
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
@@ -171,6 +185,7 @@ export class FanoutClient {
 
   async close(): Promise<void> {
     await this.fetcher.close();
+    await this.dispatcher?.close().catch(() => {});
     await Promise.all([...this.sources.values()].map((s) => s.close?.()));
   }
 
@@ -230,9 +245,9 @@ export class FanoutClient {
   private async getJsonFrom(base: string, path: string): Promise<unknown> {
     let response;
     try {
-      response = await request(base + path, { method: 'GET', headersTimeout: 30_000, bodyTimeout: 30_000 });
+      response = await request(base + path, { method: 'GET', headersTimeout: 30_000, bodyTimeout: 30_000, dispatcher: this.dispatcher });
     } catch (err) {
-      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}`, { cause: err });
+      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}${certificateHint(err)}`, { cause: err });
     }
     const text = await response.body.text();
     let body: unknown;

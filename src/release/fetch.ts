@@ -12,12 +12,14 @@ import type { VersionRecord } from './registry.js';
  * fetched from the source once. Every page is checked against its SHA-256 before it is used.
  */
 export class ReleaseFetcher {
-  private readonly fetcher = new PageFetcher();
+  private readonly fetcher: PageFetcher;
   private reader: ClusterReader | undefined;
   private ring: HashRing | undefined;
   private info: ClusterInfo | undefined;
 
-  constructor(readonly client: FanoutClient) {}
+  constructor(readonly client: FanoutClient) {
+    this.fetcher = new PageFetcher({ connect: client.connectOptions });
+  }
 
   async pageSize(): Promise<number> {
     return (await this.refresh()).pageSize;

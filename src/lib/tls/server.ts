@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { stat, readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { systemClock, type Clock } from '../../core/clock.js';
@@ -30,8 +31,10 @@ export const DEFAULT_TLS_RELOAD_MS = 10_000;
  * Reads a certificate and its key and checks that they parse and belong together, so a bad
  * pair is refused here rather than at the next TLS handshake. INVALID_CONFIG names the file.
  */
-export async function readTlsPair(files: TlsFiles): Promise<TlsPair> {
-  const [cert, key] = await Promise.all([readPem(files.cert, 'certificate'), readPem(files.key, 'key')]);
+export function readTlsPair(files: TlsFiles): TlsPair {
+  // Synchronous: two small files, read at startup (in constructors) and on a change.
+  const cert = readPem(files.cert, 'certificate');
+  const key = readPem(files.key, 'key');
   try {
     new X509Certificate(cert);
   } catch (err) {
@@ -46,9 +49,9 @@ export async function readTlsPair(files: TlsFiles): Promise<TlsPair> {
   return { cert, key };
 }
 
-async function readPem(file: string, what: string): Promise<Buffer> {
+function readPem(file: string, what: string): Buffer {
   try {
-    return await readFile(file);
+    return readFileSync(file);
   } catch (err) {
     throw new FanoutError('INVALID_CONFIG', `cannot read TLS ${what} ${file}: ${(err as Error).message}`);
   }
@@ -114,7 +117,7 @@ export class CertificateReloader {
     const { files, logger } = this.options;
     let pair: TlsPair;
     try {
-      pair = await readTlsPair(files);
+      pair = readTlsPair(files);
     } catch (err) {
       logger?.warn({ err: (err as Error).message, cert: files.cert, key: files.key }, 'new TLS certificate not loaded; still serving the previous one');
       return false;
