@@ -1,7 +1,7 @@
 import type { Etcd3, Lease } from 'etcd3';
 import { FanoutError } from '../core/errors.js';
 import { createEtcdClient, DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/index.js';
-import { openWatch } from '../lib/membership/rpc.js';
+import { keepaliveOnce, openWatch } from '../lib/membership/rpc.js';
 import { checkReleaseName, checkVersion } from './manifest.js';
 
 /**
@@ -200,7 +200,9 @@ export class ReleaseRegistry {
       }
       try {
         await this.lease.put(key).value(JSON.stringify(state)).exec();
-        await this.lease.keepaliveOnce();
+        // Our keepalive, not Lease#keepaliveOnce: etcd3 opens a stream for it with no deadline.
+        const ttl = await keepaliveOnce(this.client, await this.lease.grant(), this.timeoutMs);
+        if (ttl <= 0) throw new Error('the agent lease expired');
       } catch (err) {
         this.lease.release();
         this.lease = undefined;
