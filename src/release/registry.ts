@@ -275,7 +275,7 @@ export interface EtcdFlags {
  * FANOUT_ETCD_PASSWORD), never from a flag that `ps` would show.
  */
 export function etcdConnection(flags: EtcdFlags, env: NodeJS.ProcessEnv = process.env): EtcdConnection {
-  const endpoints = etcdEndpoints(flags.etcd ?? env.FANOUT_ETCD);
+  const endpoints = etcdEndpoints(flags.etcd ?? env.FANOUT_ETCD ?? '');
   const ca = flags.etcdCa ?? env.FANOUT_ETCD_CA;
   const cert = flags.etcdCert ?? env.FANOUT_ETCD_CERT;
   const key = flags.etcdKey ?? env.FANOUT_ETCD_KEY;
