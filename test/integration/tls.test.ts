@@ -183,6 +183,16 @@ describe('TLS certificate rotation', { timeout: 60_000 }, () => {
     } finally {
       await agent.close();
     }
+    const other = await makeCa('fanout-untrusted');
+    const untrusting = new Agent({ connect: { ca: await readFile(other.ca) } });
+    try {
+      for (const url of [worker.url, worker.gateway!.url]) {
+        await assert.rejects(getBytes(`${url}/data/f.bin`, untrusting), (err: Error & { code?: string }) => /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(err.code ?? ''));
+      }
+    } finally {
+      await untrusting.close();
+      await other.remove();
+    }
   });
 
   test('replaced certificate files are served to new connections after the next check', async () => {
@@ -208,5 +218,44 @@ describe('TLS certificate rotation', { timeout: 60_000 }, () => {
     await copyFile(other.cert, join(dir, 'api.crt'));
     await clock.advance(DEFAULT_TLS_RELOAD_MS);
     await waitFor('the fixed pair to be served', async () => (await servedSerial(worker.url)) === 'C3');
+  });
+});
+
+describe('a worker verifies its peers', { timeout: 60_000 }, () => {
+  test('a peer whose certificate the worker\'s tls.ca does not trust is not read from (the fill fails, naming the certificate)', async () => {
+    const ca = await makeCa('fanout-peer');
+    const other = await makeCa('fanout-peer-other');
+    const dir = await mkdtemp(join(tmpdir(), 'fanout-peer-'));
+    let worker: Worker | undefined;
+    try {
+      await writeFile(join(dir, 'f.bin'), 'peer bytes');
+      const pair = await ca.issue('peer');
+      const port = await freePort();
+      // A cold page is filled through the page's owner over HTTPS: here the owner is the worker
+      // itself, and it trusts only the other CA.
+      const config = parseWorkerConfig({
+        listen: `127.0.0.1:${port}`,
+        dataDir: join(dir, 'data'),
+        mounts: { data: dir },
+        tls: { cert: pair.cert, key: pair.key, ca: other.ca },
+      });
+      worker = new Worker(config, { logger: pino({ level: 'silent' }) });
+      await worker.start();
+      const agent = new Agent({ connect: { ca: await readFile(ca.ca) } });
+      try {
+        const { status, body } = await getBytes(`${worker.url}/v1/data/data/f.bin`, agent);
+        assert.notEqual(status, 200);
+        const { error } = JSON.parse(body.toString()) as { error: { code: string; message: string } };
+        assert.equal(error.code, 'WORKER_UNAVAILABLE');
+        assert.match(error.message, /certificate/i);
+      } finally {
+        await agent.close();
+      }
+    } finally {
+      await worker?.stop();
+      await rm(dir, { recursive: true, force: true });
+      await ca.remove();
+      await other.remove();
+    }
   });
 });

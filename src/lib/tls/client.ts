@@ -46,7 +46,7 @@ export function certificateHint(err: unknown): string {
   for (let depth = 0; cause && depth < 4; depth++) {
     const code = (cause as { code?: unknown }).code;
     if (typeof code === 'string' && CERTIFICATE_ERROR.test(code)) {
-      return ' (TLS certificate not trusted: give the CA bundle with --ca FILE or FANOUT_CA)';
+      return " (TLS certificate not trusted: give its CA with --ca FILE or FANOUT_CA, or tls.ca in a worker's config)";
     }
     cause = (cause as { cause?: unknown }).cause;
   }
