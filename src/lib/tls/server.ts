@@ -1,7 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { systemClock, type Clock } from '../../core/clock.js';
@@ -96,11 +95,12 @@ export class CertificateReloader {
   constructor(private readonly options: CertificateReloaderOptions) {
     this.clock = options.clock ?? systemClock;
     this.intervalMs = options.intervalMs ?? DEFAULT_TLS_RELOAD_MS;
+    // Taken now, right after the server read its pair: a change before start() is not missed.
+    this.seen = this.signature();
   }
 
-  /** Remembers the files' current state (the pair the server started with) and starts polling. */
+  /** Starts polling the files. */
   async start(): Promise<void> {
-    this.seen = await this.signature();
     this.loop ??= this.run();
   }
 
@@ -111,7 +111,7 @@ export class CertificateReloader {
 
   /** Checks the files once; true if a new pair was installed. */
   async check(): Promise<boolean> {
-    const now = await this.signature();
+    const now = this.signature();
     if (now === this.seen) return false;
     this.seen = now;
     const { files, logger } = this.options;
@@ -144,18 +144,18 @@ export class CertificateReloader {
     }
   }
 
-  private async signature(): Promise<string> {
-    const parts = await Promise.all(
-      [this.options.files.cert, this.options.files.key].map(async (file) => {
+  /** Identity of both files' current contents; synchronous, like readTlsPair (two stat calls). */
+  private signature(): string {
+    return [this.options.files.cert, this.options.files.key]
+      .map((file) => {
         try {
-          const s = await stat(file);
+          const s = statSync(file);
           return `${s.ino}:${s.size}:${s.mtimeMs}`;
         } catch {
           return 'missing';
         }
-      }),
-    );
-    return parts.join('|');
+      })
+      .join('|');
   }
 }
 
