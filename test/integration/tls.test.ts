@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -39,7 +40,7 @@ async function getBytes(url: string, dispatcher: Agent): Promise<{ status: numbe
   return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) };
 }
 
-describe('TLS: the worker API, the S3 gateway and every client', { timeout: 120_000 }, () => {
+describe('TLS: https workers and their clients (SDK, CLI, peers)', { timeout: 120_000 }, () => {
   let ca: TestCa;
   let wrongCa: TestCa;
   let source: string;
@@ -137,7 +138,7 @@ describe('TLS: the worker API, the S3 gateway and every client', { timeout: 120_
   }
 });
 
-describe('TLS certificate rotation', { timeout: 60_000 }, () => {
+describe('an https worker and its S3 gateway: clients, awscli, certificate rotation', { timeout: 60_000 }, () => {
   let ca: TestCa;
   let dir: string;
   let worker: Worker;
@@ -191,6 +192,29 @@ describe('TLS certificate rotation', { timeout: 60_000 }, () => {
       }
     } finally {
       await untrusting.close();
+      await other.remove();
+    }
+  });
+
+  test('awscli reads through the https gateway with --ca-bundle and refuses it with another CA', async () => {
+    const aws = (bundle: string) =>
+      new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve) => {
+        execFile(
+          'aws',
+          ['s3', 'cp', 's3://data/f.bin', '-', '--endpoint-url', worker.gateway!.url, '--ca-bundle', bundle, '--no-sign-request', '--region', 'us-east-1'],
+          { encoding: 'buffer', env: { ...process.env, AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null' } },
+          (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr: stderr.toString() }),
+        );
+      });
+    const ok = await aws(ca.ca);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.toString(), 'hello');
+    const other = await makeCa('fanout-aws-other');
+    try {
+      const refused = await aws(other.ca);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /certificate|SSL/i);
+    } finally {
       await other.remove();
     }
   });
