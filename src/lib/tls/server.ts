@@ -56,6 +56,9 @@ function readPem(file: string, what: string): Buffer {
   }
 }
 
+/** A client that opens a connection and never completes the handshake is dropped after this (Node's default: 120 s). */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /**
@@ -64,7 +67,7 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
  */
 export function createApiServer(handler: Handler, options: { keepAliveTimeout: number; tls?: TlsPair }): Server | HttpsServer {
   if (!options.tls) return createHttpServer({ keepAliveTimeout: options.keepAliveTimeout }, handler);
-  return createHttpsServer({ keepAliveTimeout: options.keepAliveTimeout, cert: options.tls.cert, key: options.tls.key }, handler);
+  return createHttpsServer({ keepAliveTimeout: options.keepAliveTimeout, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, cert: options.tls.cert, key: options.tls.key }, handler);
 }
 
 export interface CertificateReloaderOptions {
