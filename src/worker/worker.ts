@@ -66,7 +66,7 @@ export class Worker {
   ) {
     const clock = options.clock ?? systemClock;
     // Peers over https:// are verified against tls.ca, or the system store without one.
-    this.fetcher = new LocalFirstFetcher(() => this, { connect: tlsConnectOptions(readCa(config.tls?.ca)) });
+    this.fetcher = new LocalFirstFetcher(() => this, { connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')) });
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {

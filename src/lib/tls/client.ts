@@ -10,8 +10,8 @@ import { FanoutError } from '../../core/errors.js';
 /** A CA bundle as given by a user: a PEM file path, PEM text, or its bytes. */
 export type CaOption = string | Buffer;
 
-/** The PEM bytes of a CA option; INVALID_ARGUMENT naming the file if it cannot be read. */
-export function readCa(ca: CaOption | undefined): Buffer | undefined {
+/** The PEM bytes of a CA option; `code` (INVALID_ARGUMENT, or INVALID_CONFIG for a config file's) naming the file if it cannot be read. */
+export function readCa(ca: CaOption | undefined, code: 'INVALID_ARGUMENT' | 'INVALID_CONFIG' = 'INVALID_ARGUMENT'): Buffer | undefined {
   if (ca === undefined || ca === '') return undefined;
   if (Buffer.isBuffer(ca)) return ca;
   if (ca.includes('-----BEGIN')) return Buffer.from(ca);
@@ -19,9 +19,9 @@ export function readCa(ca: CaOption | undefined): Buffer | undefined {
   try {
     pem = readFileSync(ca);
   } catch (err) {
-    throw new FanoutError('INVALID_ARGUMENT', `cannot read CA bundle ${ca}: ${(err as Error).message}`);
+    throw new FanoutError(code, `cannot read CA bundle ${ca}: ${(err as Error).message}`);
   }
-  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new FanoutError('INVALID_ARGUMENT', `CA bundle ${ca} holds no PEM certificate`);
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new FanoutError(code, `CA bundle ${ca} holds no PEM certificate`);
   return pem;
 }
 
