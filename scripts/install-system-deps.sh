@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages fanout's tests and tools need, idempotently.
-# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl.
+# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests).
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# TLS tests make their own CA and certificates.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # S3 gateway tests: Debian's awscli (v2, /usr/bin/aws) and boto3 for /usr/bin/python3. An awscli v1
 # elsewhere on PATH (pyenv's, on some images) is tested as well when present: it signs with SigV2.
 [ -x /usr/bin/aws ] || need+=(awscli)

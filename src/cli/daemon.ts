@@ -47,7 +47,8 @@ export async function worker(flags: DaemonFlags): Promise<void> {
   const extra: Record<string, unknown> = overrides(flags);
   if (flags.mount?.length) extra.mounts = parseMounts(flags.mount);
   const config = flags.config ? await loadWorkerConfig(flags.config, extra) : parseWorkerConfig(extra);
-  if (flags.etcd) config.membership = { etcd: { endpoints: flags.etcd.split(','), prefix: '/fanout/default/members/', leaseTtlSeconds: 10 } };
+  // --etcd replaces the endpoints only: TLS and auth settings of the config file still apply.
+  if (flags.etcd) config.membership = { etcd: { prefix: '/fanout/default/members/', leaseTtlSeconds: 10, ...config.membership.etcd, endpoints: flags.etcd.split(',') } };
   if (Object.keys(config.mounts).length === 0) throw new FanoutError('INVALID_CONFIG', 'the worker has no mounts: add "mounts:" to the config');
   config.auth = authFromEnvironment(config.auth);
   await run(config, await setupGateway(config, flags, false));
@@ -60,7 +61,7 @@ async function run(config: WorkerConfig, gateway: GatewaySetup, localToken?: str
   process.stderr.write(
     `fanout worker ${config.id} listening on ${node.url}\n` +
       Object.keys(config.mounts).map((name) => `  /${name}/  →  ${mountSpec(config, name).uri}\n`).join('') +
-      `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}\n` +
+      `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}${config.tls?.ca ? ` --ca ${config.tls.ca}` : ''}\n` +
       gatewayBanner(config, node.gateway?.url, gateway) +
       published.banner,
   );

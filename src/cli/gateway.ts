@@ -79,7 +79,7 @@ export function gatewayBanner(config: WorkerConfig, url: string | undefined, set
     if (!isLoopback(gateway.listen ?? '')) text += '    WARNING: development keys on a non-loopback address\n';
     text +=
       `    try: AWS_ACCESS_KEY_ID=${DEV_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${DEV_CREDENTIALS.secretAccessKey} ` +
-      `aws --endpoint-url ${url} --region ${gateway.region} s3 ls s3://${bucket}/\n`;
+      `aws --endpoint-url ${url}${config.tls?.ca ? ` --ca-bundle ${config.tls.ca}` : ''} --region ${gateway.region} s3 ls s3://${bucket}/\n`;
   } else if (gateway.credentials.length > 0) {
     text += `    access keys: ${gateway.credentials.map((c) => c.accessKeyId).join(', ')}\n`;
   }

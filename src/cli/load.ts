@@ -43,7 +43,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
   const replicas = Number(flags.replicas ?? 1);
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new FanoutError('INVALID_ARGUMENT', '--replicas must be 1–8');
   const rate = flags.rate ? parseSize(flags.rate) : 0;
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
@@ -115,7 +115,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
 
 /** free, pin, unpin: the same pages on every worker (a page may sit on any of them). */
 export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | undefined, flags: TargetFlags): Promise<void> {
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
@@ -130,7 +130,7 @@ export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | unde
 
 export async function ttl(path: string, duration: string, flags: TargetFlags): Promise<void> {
   const ttlMs = parseDuration(duration);
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
@@ -147,10 +147,10 @@ async function resolvePages(client: FanoutClient, path: string | undefined, flag
   if (flags.release) {
     const at = flags.release.lastIndexOf('@');
     if (at <= 0) throw new FanoutError('INVALID_ARGUMENT', '--release takes NAME@VERSION');
-    const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
+    const { ReleaseRegistry, etcdConnection } = await import('../release/registry.js');
     const { ReleaseFetcher } = await import('../release/fetch.js');
     const { sourcePathOf } = await import('../release/manifest.js');
-    const registry = new ReleaseRegistry(etcdEndpoints(flags.etcd));
+    const registry = new ReleaseRegistry(etcdConnection(flags));
     const fetcher = new ReleaseFetcher(client);
     try {
       const manifest = await fetcher.manifest(await registry.getVersion(flags.release.slice(0, at), flags.release.slice(at + 1)));

@@ -46,6 +46,7 @@ export async function main(argv: string[]): Promise<void> {
       .command(spec)
       .description(description)
       .addOption(new Option('--endpoint <url>', 'any worker of the cluster').env('FANOUT_ENDPOINT').default('http://127.0.0.1:7450'))
+      .addOption(new Option('--ca <file>', 'CA bundle (PEM) trusted for https:// workers').env('FANOUT_CA'))
       .option('--json', 'machine-readable output');
 
   clientCommand('ls <path>', 'list a directory, e.g. / or /data/models/').action((path: string, o: GlobalOptions) => ls(path, o));

@@ -23,6 +23,7 @@ export async function mount(mountpoint: string, flags: MountFlags): Promise<void
     mountpoint,
     {
       endpoint: flags.endpoint,
+      ca: flags.ca,
       ttl: flags.ttl,
       readahead: flags.readahead,
       cache: flags.cache,

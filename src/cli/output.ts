@@ -3,6 +3,8 @@ import { FanoutError } from '../core/errors.js';
 /** How commands print: JSON for machines (--json), aligned text for people. */
 export interface GlobalOptions {
   endpoint?: string;
+  /** CA bundle (PEM file) for https:// workers; FANOUT_CA. */
+  ca?: string;
   json?: boolean;
 }
 

@@ -4,10 +4,17 @@ import { Option, type Command } from 'commander';
 export function registerReleaseCommands(program: Command, clientCommand: (spec: string, description: string) => Command): void {
   const collect = (value: string, previous: string[] = []) => [...previous, value];
   const release = () => import('./release.js');
-  const etcd = (command: Command) => command.addOption(new Option('--etcd <urls>', 'etcd endpoints (comma-separated)').env('FANOUT_ETCD'));
+  // etcd password auth: FANOUT_ETCD_USER and FANOUT_ETCD_PASSWORD (environment only).
+  const etcd = (command: Command) =>
+    command
+      .addOption(new Option('--etcd <urls>', 'etcd endpoints (comma-separated)').env('FANOUT_ETCD'))
+      .addOption(new Option('--etcd-ca <file>', "CA of etcd's TLS certificate (https:// endpoints)").env('FANOUT_ETCD_CA'))
+      .addOption(new Option('--etcd-cert <file>', 'client certificate for etcd --client-cert-auth').env('FANOUT_ETCD_CERT'))
+      .addOption(new Option('--etcd-key <file>', 'key of --etcd-cert').env('FANOUT_ETCD_KEY'));
   const withEndpoint = (command: Command) =>
     command
       .addOption(new Option('--endpoint <url>', 'any worker of the cluster').env('FANOUT_ENDPOINT').default('http://127.0.0.1:7450'))
+      .addOption(new Option('--ca <file>', 'CA bundle (PEM) trusted for https:// workers').env('FANOUT_CA'))
       .option('--json', 'machine-readable output');
 
   const rel = program.command('release').description('publish, promote and roll back versions of a release');

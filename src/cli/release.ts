@@ -20,8 +20,8 @@ export interface PublishFlags extends ReleaseFlags {
 
 // etcd and the S3 SDK load only when a release command runs.
 async function registry(flags: ReleaseFlags) {
-  const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
-  return new ReleaseRegistry(etcdEndpoints(flags.etcd));
+  const { ReleaseRegistry, etcdConnection } = await import('../release/registry.js');
+  return new ReleaseRegistry(etcdConnection(flags));
 }
 
 export async function publish(name: string, sourcePrefix: string, flags: PublishFlags): Promise<void> {
@@ -99,7 +99,7 @@ export async function list(name: string, flags: ReleaseFlags): Promise<void> {
 export async function show(name: string, version: string, flags: ReleaseFlags & { files?: boolean }): Promise<void> {
   const reg = await registry(flags);
   const { ReleaseFetcher } = await import('../release/fetch.js');
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   const fetcher = new ReleaseFetcher(client);
   try {
     const record = await reg.getVersion(name, version);
@@ -176,7 +176,7 @@ async function mountSource(mount: string, flags: PublishFlags): Promise<{ uri: s
 }
 
 async function clusterPageSize(flags: GlobalOptions): Promise<number> {
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     return (await client.cluster()).pageSize;
   } catch (err) {

@@ -24,11 +24,11 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   const keep = Number(flags.keep ?? 1);
   if (!Number.isInteger(keep) || keep < 0) throw new FanoutError('INVALID_ARGUMENT', '--keep must be a whole number ≥ 0');
   const intervalMs = flags.interval ? parseDuration(flags.interval) : undefined;
-  const { ReleaseRegistry, etcdEndpoints } = await import('../release/registry.js');
+  const { ReleaseRegistry, etcdConnection } = await import('../release/registry.js');
   const { ReleaseFetcher } = await import('../release/fetch.js');
   const { SyncAgent } = await import('../release/agent.js');
-  const registry = new ReleaseRegistry(etcdEndpoints(flags.etcd));
-  const client = new FanoutClient({ endpoint: flags.endpoint });
+  const registry = new ReleaseRegistry(etcdConnection(flags));
+  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   const fetcher = new ReleaseFetcher(client);
   const log = (line: string) => process.stderr.write(`fanout sync: ${line}\n`);
   const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, registry, fetcher, host: flags.host, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });

@@ -7,6 +7,7 @@ import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js'
 import { ClientCredentials } from '../lib/auth/index.js';
 import { ClusterReader, PageCache, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
+import { certificateHint, readCa, tlsConnectOptions, tlsDispatcher, type CaOption } from '../lib/tls/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 
 export interface FanoutClientOptions {
@@ -34,6 +35,11 @@ export interface FanoutClientOptions {
    * failing. Give the same mount URIs the workers use.
    */
   sourceFallback?: { mounts: Record<string, string>; s3?: S3SourceOptions };
+  /**
+   * CA bundle trusted for https:// workers: a PEM file path, PEM text or bytes. Default:
+   * FANOUT_CA, else the system's trust store. Certificates are always verified.
+   */
+  ca?: CaOption;
 }
 
 export interface ClusterInfo {
@@ -74,6 +80,10 @@ export class FanoutClient {
   private readonly endpoints: string[];
   private readonly credentials: ClientCredentials;
   private readonly fetcher: PageFetcher;
+  /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
+  readonly connectOptions: { ca: Buffer } | undefined;
+  /** Dispatcher of one-off requests (JSON, admin) to workers; undefined = undici's global one (no custom CA). */
+  readonly dispatcher: Dispatcher | undefined;
   private info: ClusterInfo | undefined;
   private ring: HashRing | undefined;
   private reader: ClusterReader | undefined;
@@ -85,8 +95,11 @@ export class FanoutClient {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
     this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
     this.credentials = new ClientCredentials(options.token || undefined);
-    this.fetcher = this.newPageFetcher();
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
+    const ca = readCa(options.ca ?? process.env.FANOUT_CA);
+    this.connectOptions = tlsConnectOptions(ca);
+    this.dispatcher = tlsDispatcher(ca);
+    this.fetcher = this.newPageFetcher();
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
@@ -187,7 +200,7 @@ export class FanoutClient {
    */
   newPageFetcher(): PageFetcher {
     const first = this.endpoints[0]!;
-    return new PageFetcher({ headers: () => this.credentials.headersFor(first) });
+    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions });
   }
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */
@@ -198,6 +211,7 @@ export class FanoutClient {
         method: 'POST',
         body: JSON.stringify(body),
         headers: { 'content-type': 'application/json', ...this.credentials.headersFor(base) },
+        dispatcher: this.dispatcher,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       });
@@ -209,6 +223,7 @@ export class FanoutClient {
 
   async close(): Promise<void> {
     await this.fetcher.close();
+    await this.dispatcher?.close().catch(() => {});
     await Promise.all([...this.sources.values()].map((s) => s.close?.()));
   }
 
@@ -268,9 +283,9 @@ export class FanoutClient {
   private async getJsonFrom(base: string, path: string): Promise<unknown> {
     let response;
     try {
-      response = await request(base + path, { method: 'GET', headers: this.credentials.headersFor(base), headersTimeout: 30_000, bodyTimeout: 30_000 });
+      response = await request(base + path, { method: 'GET', headers: this.credentials.headersFor(base), dispatcher: this.dispatcher, headersTimeout: 30_000, bodyTimeout: 30_000 });
     } catch (err) {
-      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}`, { cause: err });
+      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}${certificateHint(err)}`, { cause: err });
     }
     return jsonBody(base + path, response);
   }

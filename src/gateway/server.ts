@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { isIP } from 'node:net';
 import { listenHttp } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { parseListen } from '../lib/config/index.js';
+import { CertificateReloader, createApiServer, readTlsPair, type TlsFiles } from '../lib/tls/index.js';
 import { Authenticator } from './auth.js';
 import { getBucket, headBucket, listBuckets, type BucketOptions } from './buckets.js';
 import { S3Error, s3Errors, toS3Error } from './errors.js';
@@ -18,6 +20,8 @@ const MAX_URL_LENGTH = 16 * 1024;
 export interface GatewayOptions {
   logger?: Logger;
   clock?: Clock;
+  /** Serve HTTPS with this certificate and key (re-read when the files change). */
+  tls?: TlsFiles;
 }
 
 /**
@@ -28,7 +32,8 @@ export interface GatewayOptions {
  * Authentication is AWS SigV4 or SigV2 (header or presigned URL) with the configured keys.
  */
 export class S3Gateway {
-  private readonly server: Server;
+  private readonly server: Server | HttpsServer;
+  private readonly certificates: CertificateReloader | undefined;
   private readonly auth: Authenticator;
   private readonly buckets: BucketOptions;
   private readonly idPrefix = randomBytes(4).toString('hex').toUpperCase();
@@ -43,12 +48,16 @@ export class S3Gateway {
   ) {
     this.auth = new Authenticator({ region: config.region, credentials: config.credentials, anonymous: config.anonymous, clock: options.clock });
     this.buckets = { region: config.region, owner: { id: 'fanout', displayName: 'fanout' }, created: new Date() };
-    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
+    const tls = options.tls;
+    this.server = createApiServer((req, res) => void this.handle(req, res), { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
+    this.certificates = tls
+      ? new CertificateReloader({ files: tls, apply: (pair) => (this.server as HttpsServer).setSecureContext(pair), logger: options.logger, clock: options.clock })
+      : undefined;
     // Never ask for a request body: writes are refused before a client sends one.
     this.server.on('checkContinue', (req, res) => void this.handle(req, res));
   }
 
-  /** http://host:port once started. */
+  /** http(s)://host:port once started. */
   get url(): string {
     return this.boundUrl;
   }
@@ -56,10 +65,12 @@ export class S3Gateway {
   async start(): Promise<void> {
     const { host, port } = parseListen(this.config.listen ?? '127.0.0.1:0');
     this.boundUrl = await listenHttp(this.server, host, port);
+    await this.certificates?.start();
     this.options.logger?.info({ url: this.boundUrl, region: this.config.region, anonymous: this.config.anonymous }, 'S3 gateway started');
   }
 
   async stop(): Promise<void> {
+    await this.certificates?.stop();
     if (!this.server.listening) return;
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());

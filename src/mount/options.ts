@@ -12,6 +12,8 @@ export const mountOptionsSchema = z
   .object({
     /** Any worker of the cluster. */
     endpoint: z.string().url().default('http://127.0.0.1:7450'),
+    /** CA bundle (PEM file) trusted for https:// workers; default FANOUT_CA, else the system store. */
+    ca: z.string().min(1).optional(),
     /** How long stat/list answers are reused by the mount and cached by the kernel (staleness it adds). */
     ttl: durationSchema.default('1s'),
     /** Pages fetched ahead of a sequential reader (0 = only what the kernel asks for). */

@@ -1,6 +1,7 @@
-import { Etcd3, type IOptions, type Lease } from 'etcd3';
+import type { Etcd3, Lease } from 'etcd3';
 import { FanoutError } from '../core/errors.js';
-import { openWatch } from '../lib/membership/rpc.js';
+import { createEtcdClient, DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/index.js';
+import { keepaliveOnce, openWatch } from '../lib/membership/rpc.js';
 import { checkReleaseName, checkVersion } from './manifest.js';
 
 /**
@@ -52,12 +53,6 @@ export interface AgentState {
   updatedAt: string;
 }
 
-// etcd3's per-host circuit breaker would refuse calls for seconds after etcd returns; each
-// caller here decides when to retry.
-const passThrough = {
-  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
-} as unknown as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
-
 /** A watch on one channel; `broken` once it stopped delivering (then close it and open another). */
 export interface ChannelWatch {
   readonly broken: boolean;
@@ -68,20 +63,18 @@ export class ReleaseRegistry {
   private readonly client: Etcd3;
   private lease: Lease | undefined;
 
+  readonly endpoints: string[];
+
+  /** Every call has a deadline of `timeoutMs` (default 3 s); a watch must be confirmed within it. */
   constructor(
-    readonly endpoints: string[],
-    private readonly timeoutMs = 3000,
+    connection: EtcdConnection,
+    private readonly timeoutMs = DEFAULT_ETCD_TIMEOUT_MS,
   ) {
-    if (endpoints.length === 0 || endpoints.some((e) => !/^https?:\/\//.test(e))) {
+    this.endpoints = connection.endpoints;
+    if (this.endpoints.length === 0 || this.endpoints.some((e) => !/^https?:\/\//.test(e))) {
       throw new FanoutError('INVALID_ARGUMENT', 'etcd endpoints are required (--etcd http://HOST:2379 or FANOUT_ETCD)');
     }
-    this.client = new Etcd3({
-      hosts: endpoints,
-      dialTimeout: timeoutMs,
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
-      faultHandling: { host: () => passThrough },
-      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
-    });
+    this.client = createEtcdClient(connection, timeoutMs);
   }
 
   async close(): Promise<void> {
@@ -207,7 +200,9 @@ export class ReleaseRegistry {
       }
       try {
         await this.lease.put(key).value(JSON.stringify(state)).exec();
-        await this.lease.keepaliveOnce();
+        // Our keepalive, not Lease#keepaliveOnce: etcd3 opens a stream for it with no deadline.
+        const ttl = await keepaliveOnce(this.client, await this.lease.grant(), this.timeoutMs);
+        if (ttl <= 0) throw new Error('the agent lease expired');
       } catch (err) {
         this.lease.release();
         this.lease = undefined;
@@ -265,4 +260,31 @@ export function etcdEndpoints(flag?: string): string[] {
   const value = flag ?? process.env.FANOUT_ETCD;
   if (!value) throw new FanoutError('INVALID_ARGUMENT', 'this command needs etcd: --etcd http://HOST:2379 or FANOUT_ETCD');
   return value.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+export interface EtcdFlags {
+  etcd?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+}
+
+/**
+ * How release commands reach etcd: --etcd (FANOUT_ETCD), --etcd-ca/--etcd-cert/--etcd-key
+ * (FANOUT_ETCD_CA/_CERT/_KEY), and a password only from the environment (FANOUT_ETCD_USER,
+ * FANOUT_ETCD_PASSWORD), never from a flag that `ps` would show.
+ */
+export function etcdConnection(flags: EtcdFlags, env: NodeJS.ProcessEnv = process.env): EtcdConnection {
+  const endpoints = etcdEndpoints(flags.etcd ?? env.FANOUT_ETCD ?? '');
+  const ca = flags.etcdCa ?? env.FANOUT_ETCD_CA;
+  const cert = flags.etcdCert ?? env.FANOUT_ETCD_CERT;
+  const key = flags.etcdKey ?? env.FANOUT_ETCD_KEY;
+  if ((cert === undefined) !== (key === undefined)) throw new FanoutError('INVALID_ARGUMENT', 'an etcd client certificate needs both --etcd-cert and --etcd-key');
+  if (cert && !ca) throw new FanoutError('INVALID_ARGUMENT', 'an etcd client certificate needs --etcd-ca (the CA of the etcd server)');
+  const user = env.FANOUT_ETCD_USER;
+  return {
+    endpoints,
+    tls: ca ? { ca, cert, key } : undefined,
+    auth: user ? { username: user, password: env.FANOUT_ETCD_PASSWORD ?? '' } : undefined,
+  };
 }

@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { listenHttp } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
@@ -12,6 +13,7 @@ import { EtcdMembership, StaticMembership, type Membership } from '../lib/member
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageStore } from '../lib/pagestore/index.js';
 import { openUfs, type Ufs } from '../lib/ufs/index.js';
+import { CertificateReloader, createApiServer, readCa, readTlsPair, tlsConnectOptions } from '../lib/tls/index.js';
 import { S3Gateway } from '../gateway/index.js';
 import { sendError } from './http.js';
 import { join } from 'node:path';
@@ -50,7 +52,9 @@ export class Worker {
   /** Tokens and roles for the HTTP API; the peer credential this worker sends and accepts. */
   readonly gate: AccessGate;
   private readonly mounts = new Map<string, Ufs>();
-  private readonly server: Server;
+  private readonly server: Server | HttpsServer;
+  /** Re-reads the API's certificate when its files change (with config.tls). */
+  private readonly certificates: CertificateReloader | undefined;
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
@@ -66,10 +70,15 @@ export class Worker {
     options: WorkerOptions = {},
   ) {
     const clock = options.clock ?? systemClock;
+    // Peers over https:// are verified against tls.ca, or the system store without one.
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
     // Peer fills and direct reads carry the peer credential; without a secret they go out as ordinary requests.
-    this.fetcher = new LocalFirstFetcher(() => this, { headers: () => this.gate.peerHeaders(), direct: this.gate.peer !== undefined });
+    this.fetcher = new LocalFirstFetcher(() => this, {
+      headers: () => this.gate.peerHeaders(),
+      direct: this.gate.peer !== undefined,
+      connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')),
+    });
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
       const { uri, sourceRate } = mountSpec(config, name);
@@ -150,7 +159,7 @@ export class Worker {
             read: (mount, file, start, end, signal) => this.reader.chunks(mount, file, start, end, signal),
             written: (chunk) => this.fetcher.release(chunk),
           },
-          { logger: this.logger, clock },
+          { logger: this.logger, clock, tls: config.gateway.tls ?? config.tls },
         )
       : undefined;
     this.admin = new Admin({
@@ -162,7 +171,11 @@ export class Worker {
       logger: this.logger,
       signal: this.stopping.signal,
     });
-    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res));
+    const tls = config.tls;
+    this.server = createApiServer((req, res) => this.handle(req, res), { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
+    this.certificates = tls
+      ? new CertificateReloader({ files: tls, apply: (pair) => (this.server as HttpsServer).setSecureContext(pair), logger: this.logger, clock })
+      : undefined;
   }
 
   get url(): string {
@@ -195,6 +208,7 @@ export class Worker {
     this.admin.start();
     const { host, port } = parseListen(this.config.listen);
     this.boundUrl = await listenHttp(this.server, host, port);
+    await this.certificates?.start();
     await this.membership.start();
     this.onMembershipChange(this.membership.members());
     await this.gateway?.start();
@@ -205,6 +219,7 @@ export class Worker {
   async stop(): Promise<void> {
     this.stopping.abort(new FanoutError('ABORTED', 'worker stopping'));
     await this.gateway?.stop();
+    await this.certificates?.stop();
     this.admin.stop();
     await this.membership.stop().catch((err: unknown) => this.logger.warn({ err }, 'membership stop failed'));
     await new Promise<void>((resolve) => {
@@ -241,7 +256,10 @@ export class Worker {
         endpoints: membership.etcd.endpoints,
         prefix: membership.etcd.prefix,
         leaseTtlSeconds: membership.etcd.leaseTtlSeconds,
+        tls: membership.etcd.tls,
+        auth: membership.etcd.auth,
         self: this.self,
+        logger: this.logger.child({ component: 'membership' }),
       });
     }
     return new StaticMembership(membership.static?.length ? membership.static : [this.self]);

@@ -1,12 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
+import { get as httpsGet } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface EtcdServer {
-  /** http://127.0.0.1:PORT, for etcd3's `hosts` or EtcdMembership's `endpoints`. */
+  /** http://127.0.0.1:PORT (https:// with tls), for etcd3's `hosts` or EtcdMembership's `endpoints`. */
   endpoint: string;
   /** Kills the server and deletes its data dir. */
   stop(): Promise<void>;
@@ -37,12 +40,18 @@ async function freePort(): Promise<number> {
  * Starts a private single-node etcd on free loopback ports with a temp data dir. The fast
  * heartbeat/election flags make it ready in well under a second, and after a restart too.
  */
-export async function startEtcd(): Promise<EtcdServer> {
+export interface EtcdOptions {
+  /** Serve clients over TLS with this certificate; with clientCertAuth, clients must show one signed by `ca`. */
+  tls?: { cert: string; key: string; ca: string; clientCertAuth?: boolean; client?: { cert: string; key: string } };
+}
+
+export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
+  const { tls } = options;
   const dataDir = await mkdtemp(join(tmpdir(), 'fanout-etcd-'));
   const clientPort = await freePort();
   let peerPort = await freePort();
   while (peerPort === clientPort) peerPort = await freePort();
-  const clientUrl = `http://127.0.0.1:${clientPort}`;
+  const clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
     '--name', 'test',
@@ -57,6 +66,7 @@ export async function startEtcd(): Promise<EtcdServer> {
     '--logger', 'zap',
     '--log-level', 'error',
   ];
+  if (tls) args.push('--cert-file', tls.cert, '--key-file', tls.key, '--trusted-ca-file', tls.ca, ...(tls.clientCertAuth ? ['--client-cert-auth'] : []));
 
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
@@ -79,7 +89,7 @@ export async function startEtcd(): Promise<EtcdServer> {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
       if (gone) throw new Error(`etcd exited before becoming healthy:\n${stderr}`);
-      if (await healthy(clientUrl)) return;
+      if (await healthy(clientUrl, tls)) return;
       if (Date.now() > deadline) {
         proc.kill('SIGKILL');
         throw new Error(`etcd not healthy after ${READY_TIMEOUT_MS} ms:\n${stderr}`);
@@ -119,10 +129,23 @@ export async function startEtcd(): Promise<EtcdServer> {
   };
 }
 
+/**
+ * Turns on etcd's password auth with a root user (etcdctl, as an operator would): from then on
+ * every client needs the user and password.
+ */
+export async function enableEtcdAuth(endpoint: string, password: string): Promise<void> {
+  const etcdctl = (...args: string[]) => promisify(execFile)('etcdctl', [`--endpoints=${endpoint}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+  await etcdctl('user', 'add', `root:${password}`);
+  await etcdctl('user', 'grant-role', 'root', 'root');
+  await etcdctl('auth', 'enable');
+}
+
 /** GET /health without a keep-alive agent, so no socket outlives the check. */
-function healthy(clientUrl: string): Promise<boolean> {
+function healthy(clientUrl: string, tls?: EtcdOptions['tls']): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = httpGet(`${clientUrl}/health`, { agent: false, timeout: 1000 }, (res) => {
+    const get = tls ? httpsGet : httpGet;
+    const secure = tls ? { ca: readFileSync(tls.ca), ...(tls.client ? { cert: readFileSync(tls.client.cert), key: readFileSync(tls.client.key) } : {}) } : {};
+    const req = get(`${clientUrl}/health`, { agent: false, timeout: 1000, ...secure }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (text: string) => (body += text));

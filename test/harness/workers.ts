@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -19,6 +20,8 @@ export const testAuth = { tokens: [{ token: TEST_ADMIN_TOKEN, role: 'admin' as c
 export class WorkerProcess {
   private proc: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
+  /** For an https worker: trusts its CA. */
+  private dispatcher: Agent | undefined;
 
   private constructor(
     readonly id: string,
@@ -34,11 +37,13 @@ export class WorkerProcess {
   static async start(config: WorkerConfigInput & { id: string }, port?: number): Promise<WorkerProcess> {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
-    const url = `http://127.0.0.1:${port}`;
+    // With tls, the worker serves https and the harness trusts the worker's own tls.ca.
+    const url = `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
     const full = { listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', auth: testAuth, ...config };
     const configFile = join(dir, 'worker.yaml');
     await writeFile(configFile, JSON.stringify(full, null, 2));
     const worker = new WorkerProcess(config.id, url, dir, configFile);
+    if (config.tls?.ca) worker.dispatcher = new Agent({ connect: { ca: readFileSync(config.tls.ca) } });
     await worker.launch();
     return worker;
   }
@@ -52,8 +57,10 @@ export class WorkerProcess {
     this.exited = new Promise((r) => proc.once('exit', () => r()));
     await waitFor(`worker ${this.id} /healthz`, async () => {
       if (proc.exitCode !== null) throw new Error(`worker ${this.id} exited with ${proc.exitCode}; see ${this.dir}/worker.log`);
-      const res = await fetch(`${this.url}/healthz`);
-      return res.ok;
+      if (!this.dispatcher) return (await fetch(`${this.url}/healthz`)).ok;
+      const res = await request(`${this.url}/healthz`, { dispatcher: this.dispatcher });
+      await res.body.dump();
+      return res.statusCode === 200;
     });
   }
 
@@ -76,6 +83,7 @@ export class WorkerProcess {
 
   async destroy(): Promise<void> {
     await this.kill();
+    await this.dispatcher?.close();
     await rm(this.dir, { recursive: true, force: true });
   }
 
@@ -99,7 +107,7 @@ export async function startCluster(
   const { etcd, ...rest } = config;
   const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
   const ids = ports.map((_, i) => `w${i + 1}`);
-  const staticList = ports.map((port, i) => ({ id: ids[i]!, url: `http://127.0.0.1:${port}` }));
+  const staticList = ports.map((port, i) => ({ id: ids[i]!, url: `${rest.tls ? 'https' : 'http'}://127.0.0.1:${port}` }));
   const membership = etcd ? { etcd: { endpoints: [etcd], leaseTtlSeconds: 3 } } : { static: staticList };
   const workers = await Promise.all(ports.map((port, i) => WorkerProcess.start({ ...rest, id: ids[i]!, membership }, port)));
   if (etcd) {

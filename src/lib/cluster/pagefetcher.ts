@@ -3,6 +3,7 @@ import { crc32 } from 'node:zlib';
 import { FanoutError, errorFromJSON } from '../../core/errors.js';
 import { encodeUrlPath } from '../../core/paths.js';
 import type { Member, PageRef } from '../../core/types.js';
+import { certificateHint } from '../tls/index.js';
 
 /** Header (cached page) or trailer (page streamed while it arrives from the source). */
 export const CHECKSUM_HEADER = 'x-fanout-crc32';
@@ -143,5 +144,5 @@ function unavailable(member: Member, err: unknown): FanoutError {
   if ((err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'UND_ERR_ABORTED') {
     return new FanoutError('ABORTED', 'page read aborted', { cause: err });
   }
-  return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) failed: ${(err as Error)?.message}`, { cause: err });
+  return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) failed: ${(err as Error)?.message}${certificateHint(err)}`, { cause: err });
 }

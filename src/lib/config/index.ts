@@ -47,6 +47,18 @@ export const s3OptionsSchema = z
   })
   .strict();
 
+/** PEM files of a server certificate and its key; re-read when they change on disk. */
+const tlsFilesSchema = z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict();
+
+/**
+ * etcd over TLS: the CA that signed etcd's certificate, and a client certificate when etcd
+ * runs with --client-cert-auth.
+ */
+const etcdTlsSchema = z
+  .object({ ca: z.string().min(1), cert: z.string().min(1).optional(), key: z.string().min(1).optional() })
+  .strict()
+  .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'give both cert and key for an etcd client certificate, or neither' });
+
 /**
  * The S3-compatible gateway a worker serves on its own port (read-only). Off unless `listen` is
  * set; requests must be signed (SigV4) with one of `credentials` unless `anonymous` is true.
@@ -57,6 +69,8 @@ export const gatewayConfigSchema = z
     region: z.string().min(1).default('us-east-1'),
     credentials: z.array(z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1) }).strict()).default([]),
     anonymous: z.boolean().default(false),
+    /** Its own certificate; without it the gateway serves HTTPS with the worker's `tls` pair, if any. */
+    tls: tlsFilesSchema.optional(),
   })
   .strict()
   .refine((g) => !g.listen || g.anonymous || g.credentials.length > 0, {
@@ -82,8 +96,13 @@ export const workerConfigSchema = z
     id: z.string().min(1).optional(),
     /** host:port the HTTP API listens on. */
     listen: z.string().default('127.0.0.1:7450'),
-    /** URL other members and clients use to reach this worker; defaults to http://listen. */
+    /** URL other members and clients use to reach this worker; defaults to http://listen (https:// with tls). */
     advertiseUrl: z.string().url().optional(),
+    /**
+     * HTTPS for the API (and the S3 gateway): certificate and key files, reloaded on change.
+     * `ca` is what this worker trusts when it fetches pages from peers (default: the system store).
+     */
+    tls: tlsFilesSchema.extend({ ca: z.string().min(1).optional() }).strict().optional(),
     dataDir: z.string().default(defaultDataDir()),
     capacity: size.default('10GiB'),
     pageSize: size.default(DEFAULT_PAGE_SIZE).refine((v) => v >= MIN_PAGE_SIZE && v <= MAX_PAGE_SIZE, {
@@ -107,6 +126,8 @@ export const workerConfigSchema = z
             endpoints: z.array(z.string().url()).min(1),
             prefix: z.string().default('/fanout/default/members/'),
             leaseTtlSeconds: z.number().int().min(1).default(10),
+            tls: etcdTlsSchema.optional(),
+            auth: z.object({ username: z.string().min(1), password: z.string() }).strict().optional(),
           })
           .optional(),
       })
@@ -146,8 +167,8 @@ export function parseWorkerConfig(input: unknown): WorkerConfig {
     throw new FanoutError('INVALID_CONFIG', `invalid worker configuration: ${details}`);
   }
   const config = result.data;
-  const advertiseUrl = config.advertiseUrl ?? `http://${config.listen}`;
-  const id = config.id ?? `${hostname()}:${new URL(advertiseUrl).port || '80'}`;
+  const advertiseUrl = config.advertiseUrl ?? `${config.tls ? 'https' : 'http'}://${config.listen}`;
+  const id = config.id ?? `${hostname()}:${new URL(advertiseUrl).port || (config.tls ? '443' : '80')}`;
   return { ...config, id, advertiseUrl };
 }
 

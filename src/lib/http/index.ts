@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 import { FanoutError } from '../../core/errors.js';
 
 /** HTTP serving helpers shared by the worker's API and the S3 gateway: byte ranges and streamed bodies. */
@@ -75,8 +76,11 @@ export async function sendChunks(
   }
 }
 
-/** Starts `server` on host:port (port 0 = any free one) and returns the URL it is reachable at. */
-export async function listenHttp(server: Server, host: string, port: number): Promise<string> {
+/**
+ * Starts `server` on host:port (port 0 = any free one) and returns the URL it is reachable at:
+ * https:// for an HTTPS server (node:https), http:// otherwise.
+ */
+export async function listenHttp(server: Server | TlsServer, host: string, port: number): Promise<string> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -85,5 +89,6 @@ export async function listenHttp(server: Server, host: string, port: number): Pr
     });
   });
   const address = server.address() as AddressInfo;
-  return `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  const scheme = server instanceof TlsServer ? 'https' : 'http';
+  return `${scheme}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 }

@@ -1,14 +1,14 @@
 import { EventEmitter } from 'node:events';
-import { Etcd3, EtcdLeaseInvalidError, Range } from 'etcd3';
+import { EtcdLeaseInvalidError, Range, type Etcd3 } from 'etcd3';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
 import { LeaseSchedule } from './schedule.js';
 import { sameMembers, silentLogger, sortMembers, type Membership, type MembershipLogger } from './types.js';
-import { decodeMember, keepaliveOnce, openWatch, passThroughPolicy, type PrefixWatch } from './rpc.js';
+import { createEtcdClient, type EtcdConnection } from './client.js';
+import { decodeMember, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
 
-export interface EtcdMembershipOptions {
-  endpoints: string[];
+export interface EtcdMembershipOptions extends EtcdConnection {
   /** Key prefix of this cluster's member records. */
   prefix?: string;
   /** Registered under prefix + id with a lease, kept alive while running. */
@@ -16,7 +16,7 @@ export interface EtcdMembershipOptions {
   leaseTtlSeconds?: number;
   clock?: Clock;
   logger?: MembershipLogger;
-  /** Deadline of each etcd request: an unresponsive etcd must not stall the loop for long. */
+  /** Deadline of each etcd request (and of a watch's or keepalive's answer); default 2 s: an unresponsive etcd must not stall the loop for long. */
   requestTimeoutMs?: number;
   /** start() rejects if the first registration and listing have not succeeded by then. */
   startTimeoutMs?: number;
@@ -50,6 +50,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private list: Member[] = [];
   private byId = new Map<string, Member>();
   private isStale = false;
+  private staleSince = 0;
   private leaseId: string | undefined;
   private registered = false;
   private needsResync = true;
@@ -77,16 +78,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
       throw new FanoutError('INVALID_CONFIG', `leaseTtlSeconds must be a whole number ≥ 1, got ${this.ttlSeconds}`);
     }
     this.schedule = new LeaseSchedule({ ttlMs: this.ttlSeconds * 1000, clock: this.clock });
-    this.client = new Etcd3({
-      hosts: opts.endpoints,
-      dialTimeout: this.requestTimeoutMs,
-      // Every unary call gets a deadline; streams are bounded by our own timeouts.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.requestTimeoutMs }),
-      // Retrying and backing off is the schedule's job. etcd3's per-host circuit breaker would
-      // refuse calls for 5 s after etcd comes back, delaying recovery for no gain.
-      faultHandling: { host: () => passThroughPolicy },
-      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
-    });
+    // Every unary call gets this deadline; the watch and keepalive streams get our own timers.
+    this.client = createEtcdClient({ endpoints: opts.endpoints, tls: opts.tls, auth: opts.auth }, this.requestTimeoutMs);
   }
 
   get stale(): boolean {
@@ -138,7 +131,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
       try {
         await this.client.leaseClient.leaseRevoke({ ID: this.leaseId });
       } catch (err) {
-        this.log.warn({ err, lease: this.leaseId }, 'could not revoke lease; the registration will expire with it');
+        this.log.warn({ err: errorText(err), lease: this.leaseId }, 'could not revoke lease; the registration will expire with it');
       }
       this.schedule.released();
     }
@@ -205,10 +198,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
       }
       this.schedule.failed();
       this.needsResync = true;
-      // One warning per outage, not one per retry.
-      if (this.isStale) this.log.debug({ err, failures: this.schedule.failures }, 'etcd still unreachable');
-      else this.log.warn({ err }, 'etcd unreachable; keeping the last known members');
-      this.setStale(true);
+      if (this.isStale) this.log.debug({ err: errorText(err), failures: this.schedule.failures }, 'etcd still unreachable');
+      this.setStale(true, err);
     }
   }
 
@@ -245,10 +236,10 @@ export class EtcdMembership extends EventEmitter implements Membership {
       },
       onBroken: (err) => {
         if (this.stopping) return;
-        this.log.debug({ err }, 'etcd watch broke; will re-list');
+        this.log.debug({ err: errorText(err) }, 'etcd watch broke; will re-list');
         this.schedule.failed();
         this.needsResync = true;
-        this.setStale(true);
+        this.setStale(true, err);
         this.wakeUp();
       },
     });
@@ -268,10 +259,20 @@ export class EtcdMembership extends EventEmitter implements Membership {
     this.emit('change', this.members());
   }
 
-  private setStale(stale: boolean): void {
+  /**
+   * One warning when etcd is lost (whichever notices first: a failed round or a broken watch),
+   * one info line when it answers again; retries in between log at debug only.
+   */
+  private setStale(stale: boolean, err?: unknown): void {
     if (stale === this.isStale) return;
     this.isStale = stale;
-    if (!stale) this.log.info({ members: this.list.length }, 'etcd reachable again; members re-read');
+    if (stale) {
+      this.staleSince = this.clock.now();
+      this.log.warn({ err: errorText(err), members: this.list.length }, 'etcd unreachable; keeping the last known members, reads go on');
+    } else {
+      const outageMs = this.clock.now() - this.staleSince;
+      this.log.info({ members: this.list.length, outageMs }, 'etcd reachable again; members re-read');
+    }
     this.emit('stale', stale);
   }
 
@@ -306,4 +307,10 @@ export class EtcdMembership extends EventEmitter implements Membership {
     if (this.pausing) this.pausing.abort();
     else this.wakeRequested = true;
   }
+}
+
+/** The message of an etcd/gRPC error, without its stack and metadata objects (one log line). */
+function errorText(err: unknown): string | undefined {
+  if (err === undefined) return undefined;
+  return err instanceof Error ? err.message : String(err);
 }

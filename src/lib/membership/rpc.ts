@@ -1,4 +1,4 @@
-import type { Etcd3, IOptions, IWatchResponse } from 'etcd3';
+import type { Etcd3, IWatchResponse } from 'etcd3';
 import type { Member } from '../../core/types.js';
 
 export interface PrefixWatchOptions {
@@ -111,13 +111,3 @@ export function decodeMember(prefix: string, key: Buffer, value: Buffer): Member
     return undefined;
   }
 }
-
-/**
- * A cockatiel-shaped policy that just runs the call: retrying and backing off is the
- * LeaseSchedule's job, and etcd3's default per-host circuit breaker would refuse calls for
- * 5 s after etcd comes back, delaying recovery for no gain.
- */
-export const passThroughPolicy = {
-  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) =>
-    Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
-} as unknown as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;

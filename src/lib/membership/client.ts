@@ -1,0 +1,60 @@
+import { readFileSync } from 'node:fs';
+import { Etcd3, type IOptions } from 'etcd3';
+import { FanoutError } from '../../core/errors.js';
+
+/** How to reach etcd: endpoints (http:// or https://), TLS material and password auth. */
+export interface EtcdConnection {
+  endpoints: string[];
+  /** PEM files: the CA that signed etcd's certificate; a client certificate and key for --client-cert-auth. */
+  tls?: { ca: string; cert?: string; key?: string };
+  /** etcd user and password (etcd3 exchanges them for a token, and again when it expires). */
+  auth?: { username: string; password: string };
+}
+
+/** Deadline of each etcd request when the caller gives none: an etcd that does not answer fails the call, it never hangs. */
+export const DEFAULT_ETCD_TIMEOUT_MS = 3000;
+
+/**
+ * The one place an etcd client is made, for the membership and for releases alike. Every unary
+ * call (the password exchange included) gets a deadline of `timeoutMs`, and the connection a
+ * dial timeout of the same; the watch and keepalive streams are bounded by their callers
+ * (lib/membership/rpc.ts), since a deadline on a stream would end it.
+ */
+export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT_ETCD_TIMEOUT_MS): Etcd3 {
+  if (connection.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd needs at least one endpoint');
+  const options: IOptions = {
+    hosts: connection.endpoints,
+    dialTimeout: timeoutMs,
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
+    // Retrying and backing off is each caller's job. etcd3's per-host circuit breaker would
+    // refuse calls for 5 s after etcd comes back, delaying recovery for no gain.
+    faultHandling: { host: () => passThroughPolicy },
+    grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+  };
+  const { tls, auth } = connection;
+  if (tls) {
+    options.credentials = {
+      rootCertificate: readPem(tls.ca, 'CA'),
+      ...(tls.cert && tls.key ? { certChain: readPem(tls.cert, 'client certificate'), privateKey: readPem(tls.key, 'client key') } : {}),
+    };
+  }
+  if (auth) options.auth = { username: auth.username, password: auth.password };
+  return new Etcd3(options);
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new FanoutError('INVALID_CONFIG', `cannot read the etcd ${what} ${file}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * A cockatiel-shaped policy that just runs the call: retrying and backing off is the
+ * LeaseSchedule's job (or the release command's), not etcd3's.
+ */
+export const passThroughPolicy = {
+  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) =>
+    Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+} as unknown as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;

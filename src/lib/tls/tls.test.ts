@@ -1,0 +1,78 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManualClock } from '../../core/clock.js';
+import { FanoutError } from '../../core/errors.js';
+import { parseWorkerConfig } from '../config/index.js';
+import { CertificateReloader, certificateHint, readCa } from './index.js';
+
+const PEM = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+
+test('a CA is taken from a PEM file, PEM text or bytes; a missing or non-PEM file is INVALID_ARGUMENT naming it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-ca-'));
+  try {
+    await writeFile(join(dir, 'ca.pem'), PEM);
+    await writeFile(join(dir, 'junk.txt'), 'hello');
+    assert.equal(readCa(join(dir, 'ca.pem'))!.toString(), PEM);
+    assert.equal(readCa(PEM)!.toString(), PEM);
+    assert.equal(readCa(Buffer.from(PEM))!.toString(), PEM);
+    assert.equal(readCa(undefined), undefined);
+    assert.equal(readCa(''), undefined, 'an empty FANOUT_CA means the system store');
+    for (const file of [join(dir, 'missing.pem'), join(dir, 'junk.txt')]) {
+      assert.throws(() => readCa(file), (err: unknown) => err instanceof FanoutError && err.code === 'INVALID_ARGUMENT' && err.message.includes(file));
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('certificate verification failures get a hint about --ca; other connection errors do not', () => {
+  const tlsError = Object.assign(new Error('self-signed certificate in certificate chain'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' });
+  assert.match(certificateHint(tlsError), /--ca/);
+  assert.match(certificateHint(Object.assign(new Error('fetch failed'), { cause: tlsError })), /--ca/, 'found in the cause chain');
+  assert.equal(certificateHint(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })), '');
+  assert.equal(certificateHint(undefined), '');
+});
+
+test('with tls the worker advertises https://listen; etcd client certificates need both cert and key', () => {
+  const plain = parseWorkerConfig({ listen: '127.0.0.1:7450' });
+  assert.equal(plain.advertiseUrl, 'http://127.0.0.1:7450');
+  const secure = parseWorkerConfig({ listen: '127.0.0.1:7450', tls: { cert: '/c.pem', key: '/k.pem' } });
+  assert.equal(secure.advertiseUrl, 'https://127.0.0.1:7450');
+  const etcd = (tls: object) => parseWorkerConfig({ membership: { etcd: { endpoints: ['https://127.0.0.1:2379'], tls } } });
+  assert.equal(etcd({ ca: '/ca.pem', cert: '/c.pem', key: '/k.pem' }).membership.etcd!.tls!.cert, '/c.pem');
+  assert.throws(() => etcd({ ca: '/ca.pem', cert: '/c.pem' }), /both cert and key/);
+  assert.throws(() => parseWorkerConfig({ tls: { cert: '/c.pem' } }), /tls\.key/);
+});
+
+test('the reloader checks files only when its clock says so, and a missing pair is logged, never applied', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-reload-'));
+  const clock = new ManualClock(0);
+  const warnings: string[] = [];
+  let applied = 0;
+  const reloader = new CertificateReloader({
+    files: { cert: join(dir, 'c.pem'), key: join(dir, 'k.pem') },
+    apply: () => applied++,
+    logger: { info: () => undefined, warn: (_obj, msg) => warnings.push(msg ?? '') },
+    clock,
+    intervalMs: 1000,
+  });
+  try {
+    await reloader.start();
+    await writeFile(join(dir, 'c.pem'), 'garbage');
+    await clock.advance(999);
+    assert.equal(warnings.length, 0, 'no check before the interval');
+    await clock.advance(1);
+    for (let i = 0; i < 50 && warnings.length === 0; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(warnings.length, 1);
+    assert.equal(applied, 0);
+    await clock.advance(1000);
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(warnings.length, 1, 'unchanged files are not tried (or logged) again');
+  } finally {
+    await reloader.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

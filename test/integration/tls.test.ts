@@ -1,0 +1,285 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import { pino } from 'pino';
+import { Agent, request } from 'undici';
+import { FanoutClient } from '../../src/client/index.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { FanoutError } from '../../src/core/errors.js';
+import { parseWorkerConfig } from '../../src/lib/config/index.js';
+import { DEFAULT_TLS_RELOAD_MS } from '../../src/lib/tls/index.js';
+import { Worker } from '../../src/worker/worker.js';
+import { makeCa, type TestCa } from '../harness/certs.js';
+import { fanout, sha256 } from '../harness/cli.js';
+import { freePort, waitFor } from '../harness/ports.js';
+import { startCluster, type WorkerProcess } from '../harness/workers.js';
+
+const PAGE = 1024 * 1024;
+
+/** The serial number of the certificate a TLS server presents (no verification: we only look). */
+function servedSerial(url: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: hostname, port: Number(port), rejectUnauthorized: false }, () => {
+      const serial = socket.getPeerCertificate().serialNumber;
+      socket.end();
+      resolve(serial.toUpperCase().replace(/^0+/, ''));
+    });
+    socket.once('error', reject);
+  });
+}
+
+async function getBytes(url: string, dispatcher: Agent): Promise<{ status: number; body: Buffer }> {
+  const res = await request(url, { dispatcher });
+  return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) };
+}
+
+describe('TLS: https workers and their clients (SDK, CLI, peers)', { timeout: 120_000 }, () => {
+  let ca: TestCa;
+  let wrongCa: TestCa;
+  let source: string;
+  let content: Buffer;
+  let workers: WorkerProcess[];
+  let trusting: Agent;
+
+  before(async () => {
+    ca = await makeCa('fanout-tls');
+    wrongCa = await makeCa('fanout-other');
+    const server = await ca.issue('server');
+    source = await mkdtemp(join(tmpdir(), 'fanout-tls-src-'));
+    content = randomBytes(6 * PAGE + 12345);
+    await writeFile(join(source, 'f.bin'), content);
+    workers = await startCluster(2, {
+      pageSize: '1MiB',
+      mounts: { data: source },
+      tls: { cert: server.cert, key: server.key, ca: ca.ca },
+    });
+    trusting = new Agent({ connect: { ca: await readFile(ca.ca) } });
+  });
+
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await trusting?.close();
+    await rm(source, { recursive: true, force: true });
+    await ca?.remove();
+    await wrongCa?.remove();
+  });
+
+  test('workers serve https, and the SDK with the right CA reads a file intact', async () => {
+    assert.match(workers[0]!.url, /^https:\/\//);
+    const client = new FanoutClient({ endpoint: workers[0]!.url, ca: ca.ca });
+    try {
+      const info = await client.cluster(true);
+      assert.ok(info.members.every((m) => m.url.startsWith('https://')), 'members advertise https URLs');
+      const stream = await client.createReadStream('/data/f.bin');
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+      assert.equal(sha256(Buffer.concat(chunks)), sha256(content));
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('two workers fill pages from each other over TLS (a range read through one worker gets the other\'s pages)', async () => {
+    const [w1, w2] = workers;
+    const before = await served(w2!);
+    const { status, body } = await getBytes(`${w1!.url}/v1/data/data/f.bin`, trusting);
+    assert.equal(status, 200);
+    assert.equal(sha256(body), sha256(content));
+    const after = await served(w2!);
+    assert.ok(after > before, `worker 2 served pages to worker 1 over https (${before} → ${after} bytes)`);
+  });
+
+  test('the CLI with --ca (or FANOUT_CA) reads a file; without it, it is refused with a certificate error', async () => {
+    const url = workers[1]!.url;
+    const ok = await fanout(['cat', '/data/f.bin', '--endpoint', url, '--ca', ca.ca]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(sha256(ok.stdout), sha256(content));
+    const viaEnv = await fanout(['stat', '/data/f.bin', '--endpoint', url, '--json'], { FANOUT_CA: ca.ca });
+    assert.equal(viaEnv.code, 0, viaEnv.stderr);
+    assert.equal(JSON.parse(viaEnv.stdout.toString()).size, content.length);
+    const wrong = await fanout(['cat', '/data/f.bin', '--endpoint', url, '--ca', wrongCa.ca]);
+    assert.notEqual(wrong.code, 0);
+    assert.equal(wrong.stdout.length, 0);
+    assert.match(wrong.stderr, /certificate/i);
+    const none = await fanout(['stat', '/data/f.bin', '--endpoint', url], { FANOUT_CA: '' });
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /certificate/i);
+  });
+
+  test('the SDK with a wrong CA is refused with WORKER_UNAVAILABLE naming the certificate', async () => {
+    const client = new FanoutClient({ endpoint: workers[0]!.url, ca: await readFile(wrongCa.ca) });
+    try {
+      await assert.rejects(client.stat('/data/f.bin'), (err: unknown) => {
+        assert.ok(err instanceof FanoutError);
+        assert.equal(err.code, 'WORKER_UNAVAILABLE');
+        assert.match(err.message, /certificate/i);
+        return true;
+      });
+    } finally {
+      await client.close();
+    }
+  });
+
+  async function served(w: WorkerProcess): Promise<number> {
+    const { body } = await getBytes(`${w.url}/metrics`, trusting);
+    let total = 0;
+    for (const line of body.toString().split('\n')) {
+      const match = /^fanout_bytes_served_total(?:\{[^}]*\})? ([0-9.e+]+)$/.exec(line);
+      if (match) total += Number(match[1]);
+    }
+    return total;
+  }
+});
+
+describe('an https worker and its S3 gateway: clients, awscli, certificate rotation', { timeout: 60_000 }, () => {
+  let ca: TestCa;
+  let dir: string;
+  let worker: Worker;
+  let clock: ManualClock;
+  const logLines: string[] = [];
+
+  before(async () => {
+    ca = await makeCa('fanout-rotate');
+    dir = await mkdtemp(join(tmpdir(), 'fanout-rotate-'));
+    await writeFile(join(dir, 'f.bin'), 'hello');
+    await ca.issue('first', { serial: 'A1', into: { cert: join(dir, 'api.crt'), key: join(dir, 'api.key') } });
+    clock = new ManualClock(Date.now());
+    const [port, gatewayPort] = [await freePort(), await freePort()];
+    const config = parseWorkerConfig({
+      listen: `127.0.0.1:${port}`,
+      dataDir: join(dir, 'data'),
+      mounts: { data: dir },
+      // ca: the worker reaches its own API (and peers) over https for cache fills.
+      tls: { cert: join(dir, 'api.crt'), key: join(dir, 'api.key'), ca: ca.ca },
+      gateway: { listen: `127.0.0.1:${gatewayPort}`, anonymous: true },
+    });
+    const sink = new Writable({ write: (chunk: Buffer, _enc, done) => (logLines.push(chunk.toString()), done()) });
+    worker = new Worker(config, { clock, logger: pino({ level: 'info' }, sink) });
+    await worker.start();
+  });
+
+  after(async () => {
+    await worker?.stop();
+    await rm(dir, { recursive: true, force: true });
+    await ca?.remove();
+  });
+
+  test('the API and the S3 gateway serve https with the configured certificate', async () => {
+    assert.match(worker.url, /^https:\/\//);
+    assert.match(worker.gateway!.url, /^https:\/\//);
+    assert.equal(await servedSerial(worker.url), 'A1');
+    assert.equal(await servedSerial(worker.gateway!.url), 'A1');
+    const agent = new Agent({ connect: { ca: await readFile(ca.ca) } });
+    try {
+      const { status, body } = await getBytes(`${worker.gateway!.url}/data/f.bin`, agent);
+      assert.equal(status, 200);
+      assert.equal(body.toString(), 'hello');
+    } finally {
+      await agent.close();
+    }
+    const other = await makeCa('fanout-untrusted');
+    const untrusting = new Agent({ connect: { ca: await readFile(other.ca) } });
+    try {
+      for (const url of [worker.url, worker.gateway!.url]) {
+        await assert.rejects(getBytes(`${url}/data/f.bin`, untrusting), (err: Error & { code?: string }) => /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(err.code ?? ''));
+      }
+    } finally {
+      await untrusting.close();
+      await other.remove();
+    }
+  });
+
+  test('awscli reads through the https gateway with --ca-bundle and refuses it with another CA', async () => {
+    const aws = (bundle: string) =>
+      new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve) => {
+        execFile(
+          'aws',
+          ['s3', 'cp', 's3://data/f.bin', '-', '--endpoint-url', worker.gateway!.url, '--ca-bundle', bundle, '--no-sign-request', '--region', 'us-east-1'],
+          { encoding: 'buffer', env: { ...process.env, AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null' } },
+          (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr: stderr.toString() }),
+        );
+      });
+    const ok = await aws(ca.ca);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.toString(), 'hello');
+    const other = await makeCa('fanout-aws-other');
+    try {
+      const refused = await aws(other.ca);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /certificate|SSL/i);
+    } finally {
+      await other.remove();
+    }
+  });
+
+  test('replaced certificate files are served to new connections after the next check', async () => {
+    await ca.issue('second', { serial: 'B2', into: { cert: join(dir, 'api.crt'), key: join(dir, 'api.key') } });
+    await clock.advance(DEFAULT_TLS_RELOAD_MS);
+    await waitFor('the new certificate to be served', async () => (await servedSerial(worker.url)) === 'B2');
+    await waitFor('the gateway to serve the new certificate', async () => (await servedSerial(worker.gateway!.url)) === 'B2');
+  });
+
+  test('a bad new pair (key of another certificate, then garbage) is logged and the previous certificate kept', async () => {
+    const other = await ca.issue('third', { serial: 'C3' });
+    await copyFile(other.key, join(dir, 'api.key')); // the key no longer fits api.crt (B2)
+    const warned = logLines.length;
+    await clock.advance(DEFAULT_TLS_RELOAD_MS);
+    await waitFor('a warning about the refused pair', async () => logLines.slice(warned).some((l) => l.includes('new TLS certificate not loaded')));
+    assert.equal(await servedSerial(worker.url), 'B2');
+    await writeFile(join(dir, 'api.crt'), 'not a certificate');
+    const warnedAgain = logLines.length;
+    await clock.advance(DEFAULT_TLS_RELOAD_MS);
+    await waitFor('a second warning', async () => logLines.slice(warnedAgain).some((l) => l.includes('new TLS certificate not loaded')));
+    assert.equal(await servedSerial(worker.url), 'B2');
+    // Fixing the files is picked up again.
+    await copyFile(other.cert, join(dir, 'api.crt'));
+    await clock.advance(DEFAULT_TLS_RELOAD_MS);
+    await waitFor('the fixed pair to be served', async () => (await servedSerial(worker.url)) === 'C3');
+  });
+});
+
+describe('a worker verifies its peers', { timeout: 60_000 }, () => {
+  test('a peer whose certificate the worker\'s tls.ca does not trust is not read from (the fill fails, naming the certificate)', async () => {
+    const ca = await makeCa('fanout-peer');
+    const other = await makeCa('fanout-peer-other');
+    const dir = await mkdtemp(join(tmpdir(), 'fanout-peer-'));
+    let worker: Worker | undefined;
+    try {
+      await writeFile(join(dir, 'f.bin'), 'peer bytes');
+      const pair = await ca.issue('peer');
+      const port = await freePort();
+      // A cold page is filled through the page's owner over HTTPS: here the owner is the worker
+      // itself, and it trusts only the other CA.
+      const config = parseWorkerConfig({
+        listen: `127.0.0.1:${port}`,
+        dataDir: join(dir, 'data'),
+        mounts: { data: dir },
+        tls: { cert: pair.cert, key: pair.key, ca: other.ca },
+      });
+      worker = new Worker(config, { logger: pino({ level: 'silent' }) });
+      await worker.start();
+      const agent = new Agent({ connect: { ca: await readFile(ca.ca) } });
+      try {
+        const { status, body } = await getBytes(`${worker.url}/v1/data/data/f.bin`, agent);
+        assert.notEqual(status, 200);
+        const { error } = JSON.parse(body.toString()) as { error: { code: string; message: string } };
+        assert.equal(error.code, 'WORKER_UNAVAILABLE');
+        assert.match(error.message, /certificate/i);
+      } finally {
+        await agent.close();
+      }
+    } finally {
+      await worker?.stop();
+      await rm(dir, { recursive: true, force: true });
+      await ca.remove();
+      await other.remove();
+    }
+  });
+});
