@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { sourceStream } from './stream.js';
-import type { Ufs } from './types.js';
+import type { SourceOptions, Ufs } from './types.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
@@ -24,9 +24,12 @@ export function localVersion(st: Stats): string {
 export class LocalUfs implements Ufs {
   readonly rootDir: string;
   private realRoot: Promise<string> | null = null;
+  private readonly label: string | undefined;
 
-  constructor(rootDir: string) {
+  /** `source.label`: the mount path errors name instead of the server's directory. */
+  constructor(rootDir: string, source: SourceOptions = {}) {
     this.rootDir = resolve(rootDir);
+    this.label = source.label?.replace(/\/+$/, '');
   }
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
@@ -131,7 +134,7 @@ export class LocalUfs implements Ufs {
   }
 
   private describe(path: string): string {
-    return `file ${join(this.rootDir, path)}`;
+    return this.label !== undefined ? `${this.label}/${path}` : `file ${join(this.rootDir, path)}`;
   }
 
   private root(): Promise<string> {
@@ -139,7 +142,7 @@ export class LocalUfs implements Ufs {
     // target it had when first used, like an open directory would be. Failures are retried.
     this.realRoot ??= realpath(this.rootDir).catch((err) => {
       this.realRoot = null;
-      throw mapFsError(err, `source root ${this.rootDir}`);
+      throw mapFsError(err, this.label !== undefined ? `the source of ${this.label}` : `source root ${this.rootDir}`);
     });
     return this.realRoot;
   }
@@ -176,7 +179,7 @@ export class LocalUfs implements Ufs {
       // Deleted between readdir and stat, or a dangling link: not part of the listing.
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return null;
-      throw mapFsError(err, `file ${target}`);
+      throw mapFsError(err, this.label !== undefined ? `${this.label}/${target.slice(this.rootDir.length + 1)}` : `file ${target}`);
     }
   }
 }
@@ -204,6 +207,7 @@ export function mapFsError(err: unknown, what: string): FanoutError {
     case 'EPERM':
       return new FanoutError('SOURCE_ERROR', `${what}: permission denied`, { cause: err });
     default:
-      return new FanoutError('SOURCE_ERROR', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      // The code, not the message: fs messages carry the server's real path.
+      return new FanoutError('SOURCE_ERROR', `${what}: ${code ?? 'read failed'}`, { cause: err });
   }
 }
