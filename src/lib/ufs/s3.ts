@@ -171,6 +171,10 @@ export class S3Ufs implements Ufs {
         // Every validator of the answer must agree with the version and the range asked for.
         const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
         if (range) {
+          const total = range[3] === '*' ? undefined : Number(range[3]);
+          if (Number(range[1]) === offset && total !== undefined && Number(range[2]) === total - 1 && total < offset + length) {
+            fail(new FanoutError('SOURCE_TRUNCATED', `${what}: has ${total} bytes, fewer than the ${offset + length} asked for`));
+          }
           if (Number(range[1]) !== offset || Number(range[2]) !== offset + length - 1) {
             fail(new FanoutError('SOURCE_ERROR', `${what}: asked for bytes ${offset}-${offset + length - 1}, got ${out.ContentRange}`));
           }
