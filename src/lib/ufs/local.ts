@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { sourceStream } from './stream.js';
-import type { SourceOptions, Ufs } from './types.js';
+import { resolveDeadlines } from './deadlines.js';
+import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
@@ -25,11 +26,13 @@ export class LocalUfs implements Ufs {
   readonly rootDir: string;
   private realRoot: Promise<string> | null = null;
   private readonly label: string | undefined;
+  private readonly deadlines: SourceDeadlines;
 
   /** `source.label`: the mount path errors name instead of the server's directory. */
   constructor(rootDir: string, source: SourceOptions = {}) {
     this.rootDir = resolve(rootDir);
     this.label = source.label?.replace(/\/+$/, '');
+    this.deadlines = resolveDeadlines(source.deadlines);
   }
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
@@ -70,6 +73,9 @@ export class LocalUfs implements Ufs {
       what,
       signal,
       mapError: (err) => mapFsError(err, what),
+      // A hung network file system (NFS, CephFS) cannot be cancelled, but the read fails and its slot is freed.
+      firstByteMs: this.deadlines.firstByteMs,
+      idleMs: this.deadlines.idleMs,
       open: async () => {
         checkRange(offset, length);
         const real = await this.resolve(path);
