@@ -1,6 +1,8 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Origin } from '../harness/origin.js';
 import { WorkerProcess } from '../harness/workers.js';
 import { assertAlive, assertFailed, get, page, sha, stat } from './helpers.js';
@@ -39,7 +41,10 @@ describe('a worker over a misbehaving HTTP origin', () => {
   });
 
   after(async () => {
+    // Source faults are request failures: none may surface as an internal error or an uncaught one.
+    const log = worker ? await readFile(join(worker.dir, 'worker.log'), 'utf8') : '';
     await worker?.destroy();
+    assert.doesNotMatch(log, /uncaught|unhandled|"INTERNAL"/i, log.slice(0, 2000));
     await origin?.close();
   });
 

@@ -25,11 +25,11 @@ export function resolveDeadlines(partial: Partial<SourceDeadlines> = {}): Source
 
 export function timedOut(what: string, phase: 'connect' | 'firstByte' | 'idle', ms: number): FanoutError {
   const text = {
-    connect: `could not connect within ${ms} ms (timeouts.sourceConnect)`,
-    firstByte: `no answer within ${ms} ms (timeouts.sourceFirstByte)`,
-    idle: `stalled: less than ${IDLE_PROGRESS_BYTES} bytes in ${ms} ms (timeouts.sourceIdle)`,
+    connect: `the source could not be connected to within ${ms} ms (timeouts.sourceConnect)`,
+    firstByte: `the source gave no answer within ${ms} ms (timeouts.sourceFirstByte)`,
+    idle: `the source stalled: less than ${IDLE_PROGRESS_BYTES} bytes in ${ms} ms (timeouts.sourceIdle)`,
   }[phase];
-  return new FanoutError('SOURCE_ERROR', `${what}: source ${text}`);
+  return new FanoutError('SOURCE_ERROR', `${what}: ${text}`);
 }
 
 /**
