@@ -36,7 +36,7 @@ describe('a worker over a misbehaving HTTP origin', () => {
       statTtl: 0,
       mounts: { web: origin.url, loose: { uri: origin.url, versioning: 'weak' } },
       // Short deadlines so that hangs end quickly; nothing below asserts how long anything took.
-      timeouts: { sourceConnect: '2s', sourceFirstByte: '1500ms', sourceIdle: '1500ms' },
+      timeouts: { sourceConnect: '3s', sourceFirstByte: '3s', sourceIdle: '3s' },
     });
   });
 

@@ -22,7 +22,7 @@ describe('the S3 source over a misbehaving server', () => {
     await origin.put('bucket/f.bin', data);
     ufs = new S3Ufs('bucket', '', { endpoint: origin.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
       label: '/s3data',
-      deadlines: { connectMs: 1000, firstByteMs: 1000, idleMs: 1000 },
+      deadlines: { connectMs: 2000, firstByteMs: 2000, idleMs: 2000 },
     });
   });
   after(async () => {
