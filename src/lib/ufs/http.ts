@@ -80,28 +80,26 @@ export class HttpUfs implements Ufs {
 
   /** The headers that describe the file, and its size: from HEAD, or a one-byte range when HEAD says nothing. */
   private async statHeaders(path: string, signal: AbortSignal): Promise<{ headers: IncomingHttpHeaders; size: number }> {
-    {
-      const head = await this.send('HEAD', path, {}, signal);
-      await head.body.dump();
-      if (head.statusCode === 200 && header(head.headers, 'content-length') !== undefined) {
-        return { headers: head.headers, size: Number(header(head.headers, 'content-length')) };
-      }
-      if (head.statusCode !== 200 && head.statusCode !== 405 && head.statusCode !== 501) {
-        throw this.statusError(head, path);
-      }
-      // No HEAD, or no length on HEAD (chunked): a one-byte range tells the size.
-      const probe = await this.send('GET', path, { range: 'bytes=0-0' }, signal);
-      await probe.body.dump();
-      if (probe.statusCode === 206 || probe.statusCode === 416) {
-        const total = rangeTotal(probe.headers);
-        if (total === undefined) throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: no size in Content-Range`);
-        return { headers: probe.headers, size: total };
-      }
-      if (probe.statusCode === 200 && header(probe.headers, 'content-length') !== undefined) {
-        return { headers: probe.headers, size: Number(header(probe.headers, 'content-length')) };
-      }
-      throw this.statusError(probe, path);
+    const head = await this.send('HEAD', path, {}, signal);
+    await head.body.dump();
+    if (head.statusCode === 200 && header(head.headers, 'content-length') !== undefined) {
+      return { headers: head.headers, size: Number(header(head.headers, 'content-length')) };
     }
+    if (head.statusCode !== 200 && head.statusCode !== 405 && head.statusCode !== 501) {
+      throw this.statusError(head, path);
+    }
+    // No HEAD, or no length on HEAD (chunked): a one-byte range tells the size.
+    const probe = await this.send('GET', path, { range: 'bytes=0-0' }, signal);
+    await probe.body.dump();
+    if (probe.statusCode === 206 || probe.statusCode === 416) {
+      const total = rangeTotal(probe.headers);
+      if (total === undefined) throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: no size in Content-Range`);
+      return { headers: probe.headers, size: total };
+    }
+    if (probe.statusCode === 200 && header(probe.headers, 'content-length') !== undefined) {
+      return { headers: probe.headers, size: Number(header(probe.headers, 'content-length')) };
+    }
+    throw this.statusError(probe, path);
   }
 
   async list(dir: string): Promise<DirEntry[]> {
