@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { isValidMountName } from '../core/paths.js';
+import { authFromEnvironment, newAdminToken, publishToken, unpublishToken, writeDataDirToken } from '../lib/auth/index.js';
 import { loadWorkerConfig, mountSpec, parseWorkerConfig, type WorkerConfig } from '../lib/config/index.js';
 import { Worker } from '../worker/worker.js';
 import { gatewayBanner, setupGateway, type GatewayFlags, type GatewaySetup } from './gateway.js';
@@ -32,7 +33,14 @@ export async function serve(uri: string | undefined, flags: DaemonFlags): Promis
   const config = flags.config
     ? await loadWorkerConfig(flags.config, { ...overrides(flags), mounts })
     : parseWorkerConfig({ ...overrides(flags), mounts });
-  await run(config, await setupGateway(config, flags, true));
+  config.auth = authFromEnvironment(config.auth);
+  // Zero configuration for the local user, a closed door for everyone else: a fresh admin
+  // token, published where only this user's CLI and SDK can read it (see lib/auth/localtoken).
+  const localToken = newAdminToken();
+  config.auth.tokens.push({ token: localToken, role: 'admin' });
+  // A single node is its own only peer (it reads pages through its own API), so any secret will do.
+  config.auth.clusterSecret ??= newAdminToken();
+  await run(config, await setupGateway(config, flags, true), localToken);
 }
 
 export async function worker(flags: DaemonFlags): Promise<void> {
@@ -41,26 +49,46 @@ export async function worker(flags: DaemonFlags): Promise<void> {
   const config = flags.config ? await loadWorkerConfig(flags.config, extra) : parseWorkerConfig(extra);
   if (flags.etcd) config.membership = { etcd: { endpoints: flags.etcd.split(','), prefix: '/fanout/default/members/', leaseTtlSeconds: 10 } };
   if (Object.keys(config.mounts).length === 0) throw new FanoutError('INVALID_CONFIG', 'the worker has no mounts: add "mounts:" to the config');
+  config.auth = authFromEnvironment(config.auth);
   await run(config, await setupGateway(config, flags, false));
 }
 
-async function run(config: WorkerConfig, gateway: GatewaySetup): Promise<void> {
+async function run(config: WorkerConfig, gateway: GatewaySetup, localToken?: string): Promise<void> {
   const node = new Worker(config);
   await node.start();
+  const published = localToken ? await publishLocalToken(node, config, localToken) : { files: [], banner: '' };
   process.stderr.write(
     `fanout worker ${config.id} listening on ${node.url}\n` +
       Object.keys(config.mounts).map((name) => `  /${name}/  →  ${mountSpec(config, name).uri}\n`).join('') +
       `  try: fanout ls /${Object.keys(config.mounts)[0]}/ --endpoint ${node.url}\n` +
-      gatewayBanner(config, node.gateway?.url, gateway),
+      gatewayBanner(config, node.gateway?.url, gateway) +
+      published.banner,
   );
   await new Promise<void>((resolveStop) => {
     const stop = (signal: string) => {
       process.stderr.write(`fanout: ${signal}, stopping\n`);
-      node.stop().finally(resolveStop);
+      node
+        .stop()
+        .then(() => unpublishToken(published.files, localToken ?? ''))
+        .finally(resolveStop);
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+}
+
+/**
+ * Leaves serve's admin token where this user's CLI finds it. A config directory that cannot be
+ * written costs the zero-configuration lookup only: the token is still in the data directory.
+ */
+async function publishLocalToken(node: Worker, config: WorkerConfig, token: string): Promise<{ files: string[]; banner: string }> {
+  const plain = await writeDataDirToken(config.dataDir, token);
+  try {
+    const files = await publishToken([node.url, config.advertiseUrl], token);
+    return { files, banner: `  admin token: in ${files[0]} for this user's fanout commands; elsewhere FANOUT_TOKEN=$(cat ${plain})\n` };
+  } catch (err) {
+    return { files: [], banner: `  admin token: not published (${(err as Error).message}); admin commands need FANOUT_TOKEN=$(cat ${plain})\n` };
+  }
 }
 
 function overrides(flags: DaemonFlags): Record<string, unknown> {

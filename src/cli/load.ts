@@ -1,7 +1,6 @@
 import { SingleBar, Presets } from 'cli-progress';
-import { request } from 'undici';
 import { FanoutClient } from '../client/index.js';
-import { FanoutError, errorFromJSON } from '../core/errors.js';
+import { FanoutError } from '../core/errors.js';
 import { formatBytes, pageCount, pageKey, pageSpan, parseSize } from '../core/pages.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import type { Member, PageRef } from '../core/types.js';
@@ -73,7 +72,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
         [...plan.values()].map(async ({ member, refs }) => {
           for (let i = 0; i < refs.length; i += BATCH) {
             const batch = refs.slice(i, i + BATCH);
-            const result = (await post(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate })) as {
+            const result = (await client.adminPost(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate })) as {
               present: number;
               loaded: number;
               bytesLoaded: number;
@@ -96,8 +95,8 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
       );
     }
     bar?.stop();
-    if (flags.pin) await broadcast(info.members, '/v1/admin/pin', { keys: keysOf(pages, info.pageSize), rule: pages.rule });
-    if (flags.ttl) await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) });
+    if (flags.pin) await broadcast(client, info.members, '/v1/admin/pin', { keys: keysOf(pages, info.pageSize), rule: pages.rule });
+    if (flags.ttl) await broadcast(client, info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) });
     const seconds = (Date.now() - started) / 1000;
     // One object per line: progress events, then this report (NDJSON).
     if (json) process.stdout.write(JSON.stringify({ event: 'done', ...report, seconds }) + '\n');
@@ -120,7 +119,7 @@ export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | unde
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
-    const results = await broadcast(info.members, `/v1/admin/${verb}`, { keys: keysOf(pages, info.pageSize), rule: pages.rule });
+    const results = await broadcast(client, info.members, `/v1/admin/${verb}`, { keys: keysOf(pages, info.pageSize), rule: pages.rule });
     if (flags.json) return printJson({ [verb]: pages.refs.length, rule: pages.rule, workers: results });
     const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} pages deleted` : '';
     process.stdout.write(`${verb}: ${pages.refs.length} pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${info.members.length} workers${freed}\n`);
@@ -135,7 +134,7 @@ export async function ttl(path: string, duration: string, flags: TargetFlags): P
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
-    await broadcast(info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs });
+    await broadcast(client, info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs });
     if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, rule: pages.rule });
     process.stdout.write(`ttl ${duration} on ${pages.refs.length} cached pages and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
   } finally {
@@ -210,24 +209,6 @@ function pageLength(ref: PageRef, pageSize: number): number {
   return end - start;
 }
 
-async function broadcast(members: Member[], route: string, body: unknown): Promise<unknown[]> {
-  return Promise.all(members.map((m) => post(m.url, route, body)));
-}
-
-async function post(base: string, route: string, body: unknown): Promise<unknown> {
-  let response;
-  try {
-    response = await request(base + route, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, headersTimeout: 600_000, bodyTimeout: 600_000 });
-  } catch (err) {
-    throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
-  }
-  const text = await response.body.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new FanoutError('WORKER_UNAVAILABLE', `${base}${route} answered HTTP ${response.statusCode} with a non-JSON body`);
-  }
-  if (response.statusCode !== 200) throw errorFromJSON(parsed, response.statusCode);
-  return parsed;
+async function broadcast(client: FanoutClient, members: Member[], route: string, body: unknown): Promise<unknown[]> {
+  return Promise.all(members.map((m) => client.adminPost(m.url, route, body)));
 }

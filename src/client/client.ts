@@ -1,9 +1,10 @@
 import type { Readable } from 'node:stream';
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
+import { ClientCredentials } from '../lib/auth/index.js';
 import { ClusterReader, PageCache, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
@@ -11,6 +12,12 @@ import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 export interface FanoutClientOptions {
   /** Any worker of the cluster; more than one lets discovery survive a dead worker. Default: FANOUT_ENDPOINT or http://127.0.0.1:7450 */
   endpoint?: string | string[];
+  /**
+   * Sent as `Authorization: Bearer TOKEN`: a read token where the cluster requires one for
+   * reads, an admin token for load/pin/free/ttl. Default: FANOUT_TOKEN, else the token a
+   * `fanout serve` of this user published for the address asked (see lib/auth/localtoken).
+   */
+  token?: string;
   /** Pages fetched in parallel per read (readahead window). Default 8. */
   concurrency?: number;
   /** Ask a second worker for a page that has not arrived after this many ms (0 = off, the default). */
@@ -65,7 +72,8 @@ export const DEFAULT_ENDPOINT = 'http://127.0.0.1:7450';
  */
 export class FanoutClient {
   private readonly endpoints: string[];
-  private readonly fetcher = new PageFetcher();
+  private readonly credentials: ClientCredentials;
+  private readonly fetcher: PageFetcher;
   private info: ClusterInfo | undefined;
   private ring: HashRing | undefined;
   private reader: ClusterReader | undefined;
@@ -76,6 +84,8 @@ export class FanoutClient {
   constructor(private readonly options: FanoutClientOptions = {}) {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
     this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
+    this.credentials = new ClientCredentials(options.token || undefined);
+    this.fetcher = this.newPageFetcher();
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
   }
 
@@ -169,6 +179,34 @@ export class FanoutClient {
     };
   }
 
+  /**
+   * A page fetcher that carries this client's credentials (for layers that place pages
+   * themselves, such as release fetches). Page requests do not name their worker's address,
+   * so they carry the token of the first endpoint: with a published serve token that is the
+   * one worker of a single-node cluster; FANOUT_TOKEN or the token option covers them all.
+   */
+  newPageFetcher(): PageFetcher {
+    const first = this.endpoints[0]!;
+    return new PageFetcher({ headers: () => this.credentials.headersFor(first) });
+  }
+
+  /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */
+  async adminPost(base: string, route: string, body: unknown, timeoutMs = 600_000): Promise<unknown> {
+    let response;
+    try {
+      response = await request(base + route, {
+        method: 'POST',
+        body: JSON.stringify(body),
+        headers: { 'content-type': 'application/json', ...this.credentials.headersFor(base) },
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+    } catch (err) {
+      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
+    }
+    return jsonBody(base + route, response);
+  }
+
   async close(): Promise<void> {
     await this.fetcher.close();
     await Promise.all([...this.sources.values()].map((s) => s.close?.()));
@@ -230,18 +268,23 @@ export class FanoutClient {
   private async getJsonFrom(base: string, path: string): Promise<unknown> {
     let response;
     try {
-      response = await request(base + path, { method: 'GET', headersTimeout: 30_000, bodyTimeout: 30_000 });
+      response = await request(base + path, { method: 'GET', headers: this.credentials.headersFor(base), headersTimeout: 30_000, bodyTimeout: 30_000 });
     } catch (err) {
       throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}`, { cause: err });
     }
-    const text = await response.body.text();
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new FanoutError('WORKER_UNAVAILABLE', `${base}${path} answered HTTP ${response.statusCode} with a non-JSON body`);
-    }
-    if (response.statusCode !== 200) throw errorFromJSON(body, response.statusCode);
-    return body;
+    return jsonBody(base + path, response);
   }
+}
+
+/** A worker's JSON answer, or its error (with the worker's code) for any status but 200. */
+async function jsonBody(url: string, response: Dispatcher.ResponseData): Promise<unknown> {
+  const text = await response.body.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new FanoutError('WORKER_UNAVAILABLE', `${url} answered HTTP ${response.statusCode} with a non-JSON body`);
+  }
+  if (response.statusCode !== 200) throw errorFromJSON(body, response.statusCode);
+  return body;
 }

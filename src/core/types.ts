@@ -44,7 +44,9 @@ export interface PageRef {
 export interface WorkerStatus {
   id: string;
   url: string;
+  /** Effective capacity: the configured one, lowered to what the page store's disk can hold. */
   capacity: number;
+  configuredCapacity?: number;
   used: number;
   pages: number;
   hits: number;

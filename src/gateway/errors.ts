@@ -93,13 +93,22 @@ export function toS3Error(err: unknown, ctx: { bucket?: string; key?: string } =
       return s3Errors.invalidRequest(err.message);
     case 'SOURCE_CHANGED':
       return s3Errors.unavailable('The object changed at its source while being read; retry the request.');
+    case 'SOURCE_UNVERSIONED':
+      return new S3Error('InvalidObjectState', 403, err.message);
+    // Say what failed: "reduce your request rate" (SlowDown) is only true when the worker is at a limit.
     case 'SOURCE_ERROR':
     case 'SOURCE_TRUNCATED':
-    case 'CHECKSUM_MISMATCH':
+      return s3Errors.unavailable(`The source of this object failed; retry the request: ${err.message}`);
     case 'WORKER_UNAVAILABLE':
     case 'NO_WORKERS':
+      return s3Errors.unavailable(`The cache cluster could not serve this object; retry the request: ${err.message}`);
+    case 'OVERLOADED':
+      return new S3Error('SlowDown', 503, `Please reduce your request rate: ${err.message}`);
+    case 'CHECKSUM_MISMATCH':
+      return s3Errors.internal(`A page of this object failed its checksum; retry the request: ${err.message}`);
     case 'STORE_FULL':
-      return s3Errors.unavailable(`Please reduce your request rate or retry: ${err.message}`);
+    case 'DISK_FULL':
+      return new S3Error('SlowDown', 503, `Please reduce your request rate: ${err.message}`);
     default:
       return s3Errors.internal();
   }

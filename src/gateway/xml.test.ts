@@ -53,6 +53,13 @@ describe('S3 XML documents', () => {
     assert.equal(toS3Error(new FanoutError('RANGE_NOT_SATISFIABLE', ''), ctx).status, 416);
     assert.equal(toS3Error(new FanoutError('SOURCE_CHANGED', ''), ctx).status, 503);
     assert.equal(toS3Error(new Error('boom'), ctx).code, 'InternalError');
+    // Only a worker at a limit asks clients to slow down; a failed source says so.
+    const source = toS3Error(new FanoutError('SOURCE_TRUNCATED', 'source cut the body of /data/x'), ctx);
+    assert.deepEqual([source.code, source.status], ['ServiceUnavailable', 503]);
+    assert.match(source.message, /source .*failed.*cut the body/);
+    assert.doesNotMatch(source.message, /reduce your request rate/);
+    assert.equal(toS3Error(new FanoutError('OVERLOADED', 'too many connections'), ctx).code, 'SlowDown');
+    assert.equal(toS3Error(new FanoutError('SOURCE_UNVERSIONED', ''), ctx).code, 'InvalidObjectState');
   });
 });
 

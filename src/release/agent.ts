@@ -55,7 +55,9 @@ export class SyncAgent {
   private wakePause: (() => void) | undefined;
 
   constructor(private readonly opts: SyncAgentOptions) {
-    this.dir = new ReleaseDir(resolve(opts.dir));
+    this.dir = new ReleaseDir(resolve(opts.dir), ({ file, movedTo }) =>
+      opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
+    );
     this.host = opts.host ?? hostname();
     this.state = {
       host: this.host,

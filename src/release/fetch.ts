@@ -12,12 +12,15 @@ import type { VersionRecord } from './registry.js';
  * fetched from the source once. Every page is checked against its SHA-256 before it is used.
  */
 export class ReleaseFetcher {
-  private readonly fetcher = new PageFetcher();
+  /** Carries the client's credentials, for clusters whose reads need a token. */
+  private readonly fetcher: PageFetcher;
   private reader: ClusterReader | undefined;
   private ring: HashRing | undefined;
   private info: ClusterInfo | undefined;
 
-  constructor(readonly client: FanoutClient) {}
+  constructor(readonly client: FanoutClient) {
+    this.fetcher = client.newPageFetcher();
+  }
 
   async pageSize(): Promise<number> {
     return (await this.refresh()).pageSize;

@@ -79,3 +79,23 @@ test('prune removes staging leftovers of other versions but not the one being st
     await rm(root, { recursive: true, force: true });
   }
 });
+
+test('a corrupt release history is reported, moved aside, and written anew at the next switch', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-switch-'));
+  try {
+    const reports: string[] = [];
+    const dir = new ReleaseDir(root, (r) => reports.push(r.file));
+    await dir.init();
+    await stage(dir, 'v1');
+    await dir.switchTo('v1');
+    await writeFile(join(root, '.history.json'), '["v1", ');
+    await stage(dir, 'v2');
+    await dir.switchTo('v2');
+    assert.deepEqual(reports, [join(root, '.history.json')]);
+    assert.equal((await readdir(root)).filter((n) => n.startsWith('.history.json.corrupt-')).length, 1);
+    assert.deepEqual(JSON.parse(await readFile(join(root, '.history.json'), 'utf8')), ['v2']);
+    assert.deepEqual((await readdir(root)).filter((n) => n.endsWith('.tmp')), [], 'no temp files');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});

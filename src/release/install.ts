@@ -1,6 +1,7 @@
-import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
+import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 
 /**
@@ -13,7 +14,11 @@ import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
  *   DIR/.history.json        installed versions, most recently switched to first
  */
 export class ReleaseDir {
-  constructor(readonly dir: string) {}
+  /** `onCorrupt`: a state file (history, stamps) was unreadable and moved aside. */
+  constructor(
+    readonly dir: string,
+    private readonly onCorrupt?: (report: CorruptStateFile) => void,
+  ) {}
 
   get current(): string {
     return join(this.dir, 'current');
@@ -81,11 +86,11 @@ export class ReleaseDir {
 
   /** Stamps of an installed version's files, recorded right after they were verified. */
   async stampsOf(version: string): Promise<Record<string, FileStamp>> {
-    try {
-      return JSON.parse(await readFile(this.stampFile(version), 'utf8')) as Record<string, FileStamp>;
-    } catch {
-      return {};
-    }
+    const stamps = await this.readState(this.stampFile(version), (v) => {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object of file stamps');
+      return v as Record<string, FileStamp>;
+    });
+    return stamps ?? {};
   }
 
   /**
@@ -131,11 +136,19 @@ export class ReleaseDir {
   }
 
   private async history(): Promise<string[]> {
+    const history = await this.readState(join(this.dir, '.history.json'), (v) => {
+      if (!Array.isArray(v)) throw new Error('not a list of versions');
+      return v.filter((x): x is string => typeof x === 'string');
+    });
+    return history ?? [];
+  }
+
+  /** A missing file is empty state; an unreadable one is moved aside, reported, and empty too. */
+  private async readState<T>(file: string, parse: (value: unknown) => T): Promise<T | undefined> {
     try {
-      const parsed = JSON.parse(await readFile(join(this.dir, '.history.json'), 'utf8')) as unknown;
-      return Array.isArray(parsed) ? parsed.filter((v): v is string => typeof v === 'string') : [];
+      return await readJsonState(file, parse, { onCorrupt: this.onCorrupt });
     } catch {
-      return [];
+      return undefined;
     }
   }
 }
@@ -147,10 +160,9 @@ export interface FileStamp {
   ctimeNs: string;
 }
 
+/** temp + fsync + rename (lib/statefile): a crash or a full disk never leaves a torn state file. */
 export async function writeAtomic(file: string, data: Buffer): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, file);
+  await writeFileAtomic(file, data);
 }
 
 async function fsyncDir(dir: string): Promise<void> {

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import { FanoutError } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
@@ -24,11 +25,42 @@ export interface AdminDeps {
 const MAX_BODY = 16 * 1024 * 1024;
 const LOAD_CONCURRENCY = 4;
 
-interface Target {
-  keys?: string[];
-  rule?: { mount: string; prefix: string };
-  ttlMs?: number;
-}
+/*
+ * Admin bodies, checked at the edge: anything else (null, an array, a string, wrong types, a
+ * body naming nothing) is a 400 INVALID_ARGUMENT that says what was expected, never a 500.
+ * Unknown fields are ignored so older and newer CLIs keep working.
+ */
+const pageKeySchema = z.string().regex(/^[0-9a-f]{16,128}$/, 'a page key is 16–128 lowercase hex digits');
+const ruleSchema = z.object({ mount: z.string().min(1).max(256), prefix: z.string().max(4096) });
+const targetSchema = z
+  .object({ keys: z.array(pageKeySchema).optional(), rule: ruleSchema.optional() })
+  .refine((t) => (t.keys?.length ?? 0) > 0 || t.rule !== undefined, { message: 'give "keys" (page keys) and/or "rule" ({mount, prefix})' });
+const ttlSchema = z
+  .object({ keys: z.array(pageKeySchema).optional(), rule: ruleSchema.optional(), ttlMs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) })
+  .refine((t) => (t.keys?.length ?? 0) > 0 || t.rule !== undefined, { message: 'give "keys" (page keys) and/or "rule" ({mount, prefix})' });
+const pageRefSchema = z.object({
+  mount: z.string().min(1).max(256),
+  path: z.string().max(4096),
+  version: z.string().max(1024),
+  size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  index: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  hash: z.string().regex(/^[0-9a-f]{64}$/, 'hash is a SHA-256 in hex').optional(),
+});
+const loadSchema = z.object({
+  pages: z.array(pageRefSchema),
+  verify: z.boolean().optional(),
+  rate: z.number().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+});
+
+const BODY_SCHEMAS = {
+  '/v1/admin/load': { schema: loadSchema, shape: '{pages: [{mount, path, version, size, index, hash?}], verify?, rate?}' },
+  '/v1/admin/pin': { schema: targetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
+  '/v1/admin/unpin': { schema: targetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
+  '/v1/admin/free': { schema: targetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
+  '/v1/admin/ttl': { schema: ttlSchema, shape: '{keys?: [page key], rule?: {mount, prefix}, ttlMs}' },
+} as const;
+
+type AdminRoute = keyof typeof BODY_SCHEMAS;
 
 /**
  * The worker's admin API (POST, JSON bodies):
@@ -58,33 +90,36 @@ export class Admin {
     const route = (req.url ?? '').split('?')[0]!;
     const { policy } = this.deps;
     if (route === '/v1/admin/policy' && req.method === 'GET') return sendJson(res, 200, policy.summary());
+    if (!(route in BODY_SCHEMAS)) throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
     if (req.method !== 'POST') throw new FanoutError('INVALID_ARGUMENT', `${route} takes POST`);
-    const body = (await readJson(req)) as Target & { pages?: PageRef[]; verify?: boolean; rate?: number };
-    const keys = checkKeys(body.keys ?? []);
-    const rule = body.rule ? checkRule(body.rule) : undefined;
-    switch (route) {
-      case '/v1/admin/load':
-        return sendJson(res, 200, await this.load(body.pages ?? [], body.verify === true, Number(body.rate ?? 0)));
-      case '/v1/admin/pin':
+    const raw = await readJson(req);
+    switch (route as AdminRoute) {
+      case '/v1/admin/load': {
+        const body = parseBody('/v1/admin/load', raw);
+        return sendJson(res, 200, await this.load(body.pages, body.verify === true, body.rate ?? 0));
+      }
+      case '/v1/admin/pin': {
+        const { keys = [], rule } = parseBody('/v1/admin/pin', raw);
         await policy.pin(keys, rule);
         return sendJson(res, 200, { pinned: keys.length, held: keys.filter((k) => this.deps.store.has(k)).length });
-      case '/v1/admin/unpin':
+      }
+      case '/v1/admin/unpin': {
+        const { keys = [], rule } = parseBody('/v1/admin/unpin', raw);
         await policy.unpin(keys, rule);
         return sendJson(res, 200, { unpinned: keys.length });
+      }
       case '/v1/admin/ttl': {
-        const ttlMs = Number(body.ttlMs);
-        if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new FanoutError('INVALID_ARGUMENT', 'ttlMs must be ≥ 0');
+        const { keys = [], rule, ttlMs } = parseBody('/v1/admin/ttl', raw);
         await policy.setTtl(keys, ttlMs, rule);
         return sendJson(res, 200, { keys: keys.length, ttlMs });
       }
       case '/v1/admin/free': {
+        const { keys = [], rule } = parseBody('/v1/admin/free', raw);
         let freed = 0;
         for (const key of keys) if (await this.deps.store.delete(key)) freed++;
         await policy.forget(keys, rule);
         return sendJson(res, 200, { freed });
       }
-      default:
-        throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
     }
   }
 
@@ -130,7 +165,7 @@ export class Admin {
     };
     const run = async () => {
       while (next < pages.length) {
-        const ref = checkRef(pages[next++]);
+        const ref = pages[next++]!;
         try {
           await one(ref);
         } catch (err) {
@@ -152,42 +187,35 @@ export class Admin {
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > MAX_BODY) throw new FanoutError('REQUEST_TOO_LARGE', `admin request body of ${declared} bytes is over the limit of ${MAX_BODY} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_BODY) throw new FanoutError('REQUEST_TOO_LARGE', `admin request body over ${MAX_BODY} bytes`);
+    if (size > MAX_BODY) throw new FanoutError('REQUEST_TOO_LARGE', `admin request body is over the limit of ${MAX_BODY} bytes`);
     chunks.push(chunk);
   }
+  const text = Buffer.concat(chunks).toString();
+  if (text.trim() === '') throw new FanoutError('INVALID_ARGUMENT', 'admin request body is empty: send a JSON object');
   try {
-    return JSON.parse(Buffer.concat(chunks).toString() || '{}');
+    return JSON.parse(text);
   } catch {
-    throw new FanoutError('INVALID_ARGUMENT', 'admin request body must be JSON');
+    throw new FanoutError('INVALID_ARGUMENT', 'admin request body is not valid JSON');
   }
 }
 
-function checkKeys(keys: unknown): string[] {
-  if (!Array.isArray(keys) || keys.some((k) => typeof k !== 'string' || !/^[0-9a-f]{16,128}$/.test(k))) {
-    throw new FanoutError('INVALID_ARGUMENT', '"keys" must be an array of page keys (hex)');
+function parseBody<R extends AdminRoute>(route: R, raw: unknown): z.infer<(typeof BODY_SCHEMAS)[R]['schema']> {
+  const { schema, shape } = BODY_SCHEMAS[route];
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    const got = raw === null ? 'null' : Array.isArray(raw) ? 'an array' : `a ${typeof raw}`;
+    throw new FanoutError('INVALID_ARGUMENT', `${route} takes a JSON object ${shape}, got ${got}`);
   }
-  return keys as string[];
-}
-
-function checkRule(rule: unknown): { mount: string; prefix: string } {
-  const r = rule as { mount?: unknown; prefix?: unknown };
-  if (typeof r?.mount !== 'string' || typeof r.prefix !== 'string') throw new FanoutError('INVALID_ARGUMENT', '"rule" must be {mount, prefix}');
-  return { mount: r.mount, prefix: r.prefix };
-}
-
-function checkRef(ref: unknown): PageRef {
-  const r = ref as PageRef;
-  const ok =
-    typeof r?.mount === 'string' &&
-    typeof r.path === 'string' &&
-    typeof r.version === 'string' &&
-    Number.isSafeInteger(r.size) &&
-    Number.isSafeInteger(r.index) &&
-    (r.hash === undefined || (typeof r.hash === 'string' && /^[0-9a-f]{64}$/.test(r.hash)));
-  if (!ok) throw new FanoutError('INVALID_ARGUMENT', 'each page is {mount, path, version, size, index, hash?}');
-  return { mount: r.mount, path: r.path, version: r.version, size: r.size, index: r.index, hash: r.hash };
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const at = issue.path.length > 0 ? ` at "${issue.path.join('.')}"` : '';
+    throw new FanoutError('INVALID_ARGUMENT', `${route}: ${issue.message}${at}; expected ${shape}`);
+  }
+  return parsed.data as z.infer<(typeof BODY_SCHEMAS)[R]['schema']>;
 }

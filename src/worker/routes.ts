@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import type { FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
+import type { Access } from '../lib/auth/index.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import { intParam, parseRange, routePath, sendChunks, sendJson } from './http.js';
 import type { TtlCache } from './sourcecache.js';
@@ -20,6 +21,9 @@ const MAX_URL_LENGTH = 8192;
  *   GET  /v1/list/MOUNT/DIR            one directory level; /v1/list/ lists mounts
  *   GET  /v1/page/MOUNT/PATH?v&size&i  one page of one version (checksum in header or trailer)
  *   GET|HEAD /v1/data/MOUNT/PATH       bytes via the cluster, with Range
+ *   /v1/admin/*                        see Admin
+ * /healthz is open; /v1/admin/* needs an admin token; the rest needs a read token when
+ * auth.readToken is set. Peer-only headers (x-fanout-direct) need the peer credential.
  */
 export class Routes {
   constructor(
@@ -31,12 +35,14 @@ export class Routes {
   async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';
     if (url.length > MAX_URL_LENGTH) throw new FanoutError('REQUEST_TOO_LARGE', `request URL longer than ${MAX_URL_LENGTH} bytes`);
-    if (url.startsWith('/v1/admin/')) return this.worker.admin.dispatch(req, res);
+    const route = url.split('?')[0]!;
+    const admin = url.startsWith('/v1/admin/');
+    this.authorize(req, res, route === '/healthz' ? 'open' : admin ? 'admin' : 'read');
+    if (admin) return this.worker.admin.dispatch(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
     }
-    const route = url.split('?')[0]!;
     if (route === '/healthz') return sendJson(res, 200, { ok: true, id: this.worker.config.id });
     if (route === '/metrics') return this.metrics(res);
     if (route === '/v1/cluster') return this.cluster(res);
@@ -46,6 +52,16 @@ export class Routes {
     if (url.startsWith('/v1/list/') || route === '/v1/list') return this.list(req, res);
     if (url.startsWith('/v1/data/')) return this.data(req, res);
     throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
+  }
+
+  /** Refuses a request its credentials do not allow (before any body is read or any work done). */
+  private authorize(req: IncomingMessage, res: ServerResponse, need: Access): void {
+    try {
+      this.worker.gate.check(req.headers, need);
+    } catch (err) {
+      if (err instanceof FanoutError && err.code === 'UNAUTHENTICATED') res.setHeader('www-authenticate', 'Bearer realm="fanout"');
+      throw err;
+    }
   }
 
   /** Cached stat; the TTL bounds how stale a version a new reader may see. */

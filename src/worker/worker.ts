@@ -4,6 +4,7 @@ import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
+import { AccessGate } from '../lib/auth/index.js';
 import { ClusterReader } from '../lib/cluster/index.js';
 import { mountSpec, parseListen, type WorkerConfig } from '../lib/config/index.js';
 import { HashRing } from '../lib/hashring/index.js';
@@ -46,15 +47,19 @@ export class Worker {
   /** Pins and TTLs beyond LRU; the admin API (load, pin, free, ttl) that sets them. */
   readonly policy: PagePolicy;
   readonly admin: Admin;
+  /** Tokens and roles for the HTTP API; the peer credential this worker sends and accepts. */
+  readonly gate: AccessGate;
   private readonly mounts = new Map<string, Ufs>();
   private readonly server: Server;
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
-  private readonly fetcher = new LocalFirstFetcher(() => this);
+  private readonly fetcher: LocalFirstFetcher;
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
+  private diskLimited = false;
+  private warnedNoSecret = false;
 
   constructor(
     readonly config: WorkerConfig,
@@ -62,6 +67,9 @@ export class Worker {
   ) {
     const clock = options.clock ?? systemClock;
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
+    this.gate = new AccessGate(config.auth);
+    // Peer fills and direct reads carry the peer credential; without a secret they go out as ordinary requests.
+    this.fetcher = new LocalFirstFetcher(() => this, { headers: () => this.gate.peerHeaders(), direct: this.gate.peer !== undefined });
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
       const { uri, sourceRate, versioning } = mountSpec(config, name);
@@ -70,11 +78,23 @@ export class Worker {
       this.mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines }));
       budgets[name] = sourceRate;
     }
-    this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock);
+    this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
+      onCorrupt: ({ file, movedTo, reason }) =>
+        this.logger.error({ file, movedTo, reason }, `state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; starting without its pins and TTLs`),
+    });
     this.store = new PageStore(
-      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !this.policy.isPinned(key) },
+      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !this.policy.isPinned(key), clock },
       {
         onEvict: (count) => this.metrics.evictions.inc(count),
+        onWriteFailure: (reason) => this.metrics.storeWriteFailures.labels(reason).inc(),
+        onCapacityChange: (effective, configured, disk) => {
+          // One line when the disk starts or stops limiting the store, not one per check.
+          if (effective < configured === this.diskLimited) return;
+          this.diskLimited = effective < configured;
+          const fields = { effective, configured, diskFree: disk?.free, diskTotal: disk?.total };
+          if (this.diskLimited) this.logger.warn(fields, 'page store capacity lowered to what the disk can hold');
+          else this.logger.info(fields, 'page store capacity back to the configured one');
+        },
         onCorrupt: (key) => {
           this.metrics.checksumFailures.inc();
           this.logger.warn({ key }, 'page failed checksum verification on disk; dropped and will be refetched');
@@ -88,6 +108,8 @@ export class Worker {
     this.metrics = new WorkerMetrics({
       storeUsedBytes: () => this.store.used,
       storeCapacityBytes: () => this.store.capacity,
+      storeConfiguredCapacityBytes: () => this.store.configuredCapacity,
+      storeDiskFreeBytes: () => this.store.diskFree,
       storePages: () => this.store.pageCount,
       inflightSourceReads: () => this.pages.flights.inflight,
       members: () => this.ring.members().length,
@@ -171,6 +193,7 @@ export class Worker {
     await mkdir(this.config.dataDir, { recursive: true });
     await this.policy.load();
     await this.store.open();
+    this.store.watchDisk(this.stopping.signal).catch((err: unknown) => this.logger.warn({ err }, 'page store disk watch stopped'));
     this.admin.start();
     const { host, port } = parseListen(this.config.listen);
     this.boundUrl = await listenHttp(this.server, host, port);
@@ -178,6 +201,7 @@ export class Worker {
     this.onMembershipChange(this.membership.members());
     await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
+    if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
   }
 
   async stop(): Promise<void> {
@@ -199,6 +223,7 @@ export class Worker {
       id: this.config.id,
       url: this.config.advertiseUrl,
       capacity: this.store.capacity,
+      configuredCapacity: this.store.configuredCapacity,
       used: this.store.used,
       pages: this.store.pageCount,
       hits: await m.value(m.hits),
@@ -229,6 +254,10 @@ export class Worker {
     this.sourceBudget.resplit(this.ring.members().length);
     this.fetcher.retain(this.ring.members());
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
+    if (members.length > 1 && !this.gate.peer && !this.warnedNoSecret) {
+      this.warnedNoSecret = true;
+      this.logger.warn('no cluster secret (auth.clusterSecret or FANOUT_CLUSTER_SECRET): peers cannot ask each other for direct reads, so the loop guard of page forwarding is off');
+    }
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {

@@ -10,6 +10,11 @@ import { freePort, waitFor } from './ports.js';
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const fanoutBin = join(repoRoot, 'bin/fanout.js');
 
+/** Credentials every test worker accepts unless its config says otherwise (FANOUT_TOKEN for the CLI). */
+export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789';
+export const TEST_CLUSTER_SECRET = 'test-cluster-secret-0123456789';
+export const testAuth = { tokens: [{ token: TEST_ADMIN_TOKEN, role: 'admin' as const }], clusterSecret: TEST_CLUSTER_SECRET };
+
 /** A real worker process started from the CLI, as an operator would run it. */
 export class WorkerProcess {
   private proc: ChildProcess | undefined;
@@ -30,7 +35,7 @@ export class WorkerProcess {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
     const url = `http://127.0.0.1:${port}`;
-    const full = { listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', ...config };
+    const full = { listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', auth: testAuth, ...config };
     const configFile = join(dir, 'worker.yaml');
     await writeFile(configFile, JSON.stringify(full, null, 2));
     const worker = new WorkerProcess(config.id, url, dir, configFile);

@@ -5,12 +5,13 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
-import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { startCluster, TEST_ADMIN_TOKEN, type WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 import { fanout, sha256 } from '../harness/cli.js';
 import { treeHashes } from '../harness/release.js';
 
 const MiB = 1024 * 1024;
+const adminHeaders = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 
 async function metric(workers: WorkerProcess[], name: string): Promise<number> {
   const values = await Promise.all(workers.map(async (w) => (await w.metrics())[name] ?? 0));
@@ -26,7 +27,7 @@ describe('preload, pin, free and TTL across the cluster', () => {
   const files = new Map<string, Buffer>();
 
   const cli = async (args: string[]) => {
-    const r = await fanout([...args, ...common]);
+    const r = await fanout([...args, ...common], { FANOUT_TOKEN: TEST_ADMIN_TOKEN });
     return { ...r, out: r.stdout.toString() };
   };
   const cliJson = async (args: string[]) => {
@@ -110,7 +111,7 @@ describe('preload, pin, free and TTL across the cluster', () => {
 
     const freed = await cliJson(['free', '/data/pinned.bin']);
     assert.equal(freed.workers.reduce((s: number, w: { freed: number }) => s + w.freed, 0), 4);
-    const policies = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/admin/policy`)).json()) as { pinned: number; rules: unknown[] }));
+    const policies = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/admin/policy`, { headers: adminHeaders })).json()) as { pinned: number; rules: unknown[] }));
     assert.deepEqual(policies.map((p) => [p.pinned, p.rules.length]), [[0, 0], [0, 0]]);
     const before2 = await metric(workers, 'fanout_source_bytes_total');
     await readThrough('/data/pinned.bin');
@@ -121,7 +122,7 @@ describe('preload, pin, free and TTL across the cluster', () => {
     await cliJson(['load', '/data/ttl.bin']);
     await cliJson(['ttl', '/data/ttl.bin', '300ms']);
     await waitFor('TTL pages to be swept', async () => {
-      const policies = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/admin/policy`)).json()) as { withTtl: number }));
+      const policies = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/admin/policy`, { headers: adminHeaders })).json()) as { withTtl: number }));
       return policies.every((p) => p.withTtl === 0);
     });
     const again = await cliJson(['load', '/data/ttl.bin']);

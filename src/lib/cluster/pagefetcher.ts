@@ -18,6 +18,12 @@ export interface PageFetcherOptions {
   headers?: () => Record<string, string>;
   /** undici connect options (TLS: ca, servername…). */
   connect?: Pool.Options['connect'];
+  /**
+   * Whether `direct` page requests are sent as such. Only workers holding the cluster secret
+   * may ask for them (others get 403), so by default a `direct` request goes out as an
+   * ordinary one.
+   */
+  direct?: boolean;
 }
 
 export class PageFetcher {
@@ -43,7 +49,7 @@ export class PageFetcher {
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
     const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
     const path = `/v1/page/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
-    const headers = { ...this.options.headers?.(), ...(options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
+    const headers = { ...this.options.headers?.(), ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
     let response;
     try {
       response = await this.pool(member).request({ method: 'GET', path, signal: options.signal, headers });

@@ -63,6 +63,20 @@ export const gatewayConfigSchema = z
     message: 'the gateway needs credentials (or anonymous: true), or it would refuse every request',
   });
 
+/**
+ * Tokens with roles for the HTTP API (Authorization: Bearer TOKEN): admin calls always need an
+ * admin token; data reads need a read or admin token only with `readToken: true`. The cluster
+ * secret lets workers prove to each other that they are peers (page fills, direct reads).
+ * FANOUT_TOKEN and FANOUT_CLUSTER_SECRET in a daemon's environment add to this (see lib/auth).
+ */
+export const authConfigSchema = z
+  .object({
+    tokens: z.array(z.object({ token: z.string().min(16, 'tokens must be at least 16 characters'), role: z.enum(['read', 'admin']) }).strict()).default([]),
+    readToken: z.boolean().default(false),
+    clusterSecret: z.string().min(16, 'clusterSecret must be at least 16 characters').optional(),
+  })
+  .strict();
+
 export const workerConfigSchema = z
   .object({
     id: z.string().min(1).optional(),
@@ -131,6 +145,8 @@ export const workerConfigSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** S3-compatible gateway (read-only); see gatewayConfigSchema. */
     gateway: gatewayConfigSchema.default({}),
+    /** Who may call what; see authConfigSchema. */
+    auth: authConfigSchema.default({}),
   })
   .strict();
 

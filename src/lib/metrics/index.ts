@@ -7,7 +7,11 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
  */
 export interface GaugeSources {
   storeUsedBytes(): number;
+  /** The effective capacity: configured, lowered to what the disk can hold. */
   storeCapacityBytes(): number;
+  storeConfiguredCapacityBytes?(): number;
+  /** Free bytes on the page store's file system at the last check. */
+  storeDiskFreeBytes?(): number | undefined;
   storePages(): number;
   inflightSourceReads(): number;
   members(): number;
@@ -38,6 +42,12 @@ export class WorkerMetrics {
     help: 'Stored pages that failed checksum verification and were dropped',
     registers: [this.registry],
   });
+  readonly storeWriteFailures = new Counter({
+    name: 'fanout_store_write_failures_total',
+    help: 'Page writes to the store that failed, by reason (disk_full, no_room, io_error); the page was served uncached unless a retry after eviction stored it',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly requestErrors = new Counter({
     name: 'fanout_request_errors_total',
     help: 'Requests answered with an error, by code',
@@ -56,7 +66,10 @@ export class WorkerMetrics {
         },
       });
     gauge('fanout_store_used_bytes', 'Bytes held in the page store', sources.storeUsedBytes);
-    gauge('fanout_store_capacity_bytes', 'Page store capacity', sources.storeCapacityBytes);
+    gauge('fanout_store_capacity_bytes', 'Effective page store capacity: the configured one, lowered to what the disk can hold', sources.storeCapacityBytes);
+    const { storeConfiguredCapacityBytes, storeDiskFreeBytes } = sources;
+    if (storeConfiguredCapacityBytes) gauge('fanout_store_configured_capacity_bytes', 'Page store capacity as configured', storeConfiguredCapacityBytes);
+    if (storeDiskFreeBytes) gauge('fanout_store_disk_free_bytes', "Free bytes on the page store's file system (last check)", () => storeDiskFreeBytes() ?? 0);
     gauge('fanout_store_pages', 'Pages held in the page store', sources.storePages);
     gauge('fanout_source_reads_inflight', 'Source reads in progress (single-flight fills)', sources.inflightSourceReads);
     gauge('fanout_members', 'Cluster members this worker knows of', sources.members);

@@ -44,3 +44,15 @@ test('replacing an entry keeps byte accounting right', () => {
   assert.equal(lru.used, 0);
   assert.throws(() => new LruIndex(10, { high: 0.5, low: 0.9 }), RangeError);
 });
+
+test('lowering the capacity makes the next eviction work from the new figure', () => {
+  const lru = new LruIndex(100, { high: 0.9, low: 0.5 });
+  for (let i = 0; i < 8; i++) lru.add(entry(`k${i}`));
+  assert.deepEqual(lru.evict(), []);
+  lru.capacity = 40;
+  assert.deepEqual(lru.evict().map((v) => v.key), ['k0', 'k1', 'k2', 'k3', 'k4', 'k5']);
+  assert.equal(lru.used, 20);
+  assert.throws(() => {
+    lru.capacity = -1;
+  }, RangeError);
+});

@@ -20,12 +20,22 @@ export class LruIndex<E extends LruEntry> {
   private usedBytes = 0;
 
   constructor(
-    readonly capacity: number,
+    private capacityBytes: number,
     readonly watermarks: Watermarks,
   ) {
     if (!(watermarks.low > 0 && watermarks.low <= watermarks.high && watermarks.high <= 1)) {
       throw new RangeError(`watermarks must satisfy 0 < low <= high <= 1, got ${JSON.stringify(watermarks)}`);
     }
+  }
+
+  /** Watermarks are fractions of this; the page store lowers it when the disk is smaller. */
+  get capacity(): number {
+    return this.capacityBytes;
+  }
+
+  set capacity(bytes: number) {
+    if (!(bytes >= 0)) throw new RangeError(`capacity must be >= 0, got ${bytes}`);
+    this.capacityBytes = bytes;
   }
 
   get used(): number {

@@ -1,9 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '../../core/clock.js';
+import type { FanoutError } from '../../core/errors.js';
+import type { CorruptStateFile } from '../statefile/index.js';
 import { LruIndex } from './lru.js';
 import { PagePolicy } from './policy.js';
 
@@ -43,4 +45,81 @@ test('eviction skips pinned pages', () => {
   const victims = lru.evict(10, (e) => !pinned.has(e.key));
   assert.deepEqual(victims.map((v) => v.key), ['c', 'd']);
   assert.deepEqual([...lru.keys()], ['a', 'b']);
+});
+
+test('a corrupt policy.json is reported by path, moved aside, and the policy starts empty', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-policy-'));
+  try {
+    const file = join(dir, 'policy.json');
+    await writeFile(file, '{"pins": ["aa", ');
+    const reports: CorruptStateFile[] = [];
+    const policy = new PagePolicy(file, new ManualClock(Date.UTC(2026, 11, 2, 4, 5, 6)), { onCorrupt: (r) => reports.push(r) });
+    await policy.load();
+    assert.deepEqual(policy.summary(), { pinned: 0, withTtl: 0, rules: [] });
+    assert.equal(reports.length, 1);
+    assert.equal(reports[0]!.file, file);
+    assert.equal(reports[0]!.movedTo, `${file}.corrupt-20261202T040506Z`);
+    assert.deepEqual((await readdir(dir)).sort(), ['policy.json.corrupt-20261202T040506Z']);
+    assert.equal(await readFile(reports[0]!.movedTo!, 'utf8'), '{"pins": ["aa", ');
+
+    await policy.pin(['ab'.repeat(20)]);
+    const reloaded = new PagePolicy(file);
+    await reloaded.load();
+    assert.equal(reloaded.isPinned('ab'.repeat(20)), true, 'the policy is written anew');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a policy.json of the wrong shape is treated as corrupt', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-policy-'));
+  try {
+    const file = join(dir, 'policy.json');
+    await writeFile(file, JSON.stringify({ pins: 'not a list' }));
+    const reports: CorruptStateFile[] = [];
+    const policy = new PagePolicy(file, new ManualClock(0), { onCorrupt: (r) => reports.push(r) });
+    await policy.load();
+    assert.equal(reports.length, 1);
+    assert.deepEqual(await readdir(dir), [`policy.json.corrupt-19700101T000000Z`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a change that cannot be saved is undone, reported, and leaves no temp file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-policy-'));
+  try {
+    const file = join(dir, 'state', 'policy.json');
+    await mkdir(join(dir, 'state'));
+    const policy = new PagePolicy(file, new ManualClock(0));
+    await policy.pin(['aa'.repeat(20)], { mount: 'm', prefix: 'a' });
+    await rm(join(dir, 'state'), { recursive: true }); // the next write cannot happen
+    await assert.rejects(policy.pin(['bb'.repeat(20)], { mount: 'm', prefix: 'b' }), (err: FanoutError) => err.code === 'INTERNAL' && /not applied/.test(err.message));
+    await assert.rejects(policy.setTtl(['aa'.repeat(20)], 1000, { mount: 'm', prefix: 'a' }), /not applied/);
+    assert.equal(policy.isPinned('bb'.repeat(20)), false, 'the failed pin is not in force');
+    assert.equal(policy.isPinned('aa'.repeat(20)), true, 'earlier pins stay');
+    assert.deepEqual(policy.summary(), { pinned: 1, withTtl: 0, rules: [{ mount: 'm', prefix: 'a', pin: true }] });
+
+    await mkdir(join(dir, 'state'));
+    await policy.unpin(['aa'.repeat(20)]);
+    assert.deepEqual(await readdir(join(dir, 'state')), ['policy.json'], 'saves work again once the directory is back, no temp files');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('temp files of a write interrupted by a crash are removed when the policy is loaded', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-policy-'));
+  try {
+    const file = join(dir, 'policy.json');
+    const policy = new PagePolicy(file, new ManualClock(0));
+    await policy.pin(['aa'.repeat(20)]);
+    await writeFile(join(dir, '.policy.json.999999.0.tmp'), ''); // a 0-byte leftover of another process
+    const reloaded = new PagePolicy(file, new ManualClock(0));
+    await reloaded.load();
+    assert.equal(reloaded.isPinned('aa'.repeat(20)), true);
+    assert.deepEqual(await readdir(dir), ['policy.json']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -1,11 +1,14 @@
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { z } from 'zod';
 import { systemClock, type Clock } from '../../core/clock.js';
+import { FanoutError } from '../../core/errors.js';
+import { isDiskFull, readJsonState, writeFileAtomic, type CorruptStateFile } from '../statefile/index.js';
 
 /**
  * What the operator said about pages beyond LRU: pinned pages are never evicted; pages with a
  * TTL are dropped when it runs out. Both apply to page keys given explicitly and, through
  * rules on a path prefix, to pages of that path stored later. Kept in one JSON file beside the
- * page store (temp + rename), so a restart keeps it.
+ * page store (written atomically), so a restart keeps it; a corrupt file is moved aside and the
+ * worker starts without it rather than not at all.
  */
 export interface PolicyRule {
   mount: string;
@@ -15,10 +18,28 @@ export interface PolicyRule {
   ttlMs?: number;
 }
 
-interface PolicyFile {
-  pins: string[];
-  expiries: Record<string, number>;
-  rules: PolicyRule[];
+const policyFileSchema = z.object({
+  pins: z.array(z.string()).default([]),
+  expiries: z.record(z.string(), z.number()).default({}),
+  rules: z
+    .array(z.object({ mount: z.string(), prefix: z.string(), pin: z.boolean().optional(), ttlMs: z.number().optional() }))
+    .default([]),
+});
+
+type PolicyFile = z.infer<typeof policyFileSchema>;
+
+export interface PagePolicyEvents {
+  /** policy.json could not be parsed: it was moved aside and the worker runs without it. */
+  onCorrupt?(report: CorruptStateFile): void;
+}
+
+type RuleTarget = { mount: string; prefix: string };
+
+/** What one change touched, as it was before: restored if the change cannot be saved. */
+interface Undo {
+  pins: Map<string, boolean>;
+  expiries: Map<string, number | undefined>;
+  rule?: { target: RuleTarget; before: PolicyRule | undefined };
 }
 
 export class PagePolicy {
@@ -30,57 +51,62 @@ export class PagePolicy {
   constructor(
     private readonly file: string,
     private readonly clock: Clock = systemClock,
+    private readonly events: PagePolicyEvents = {},
   ) {}
 
   async load(): Promise<void> {
-    try {
-      const data = JSON.parse(await readFile(this.file, 'utf8')) as PolicyFile;
-      this.pins = new Set(data.pins ?? []);
-      this.expiries = new Map(Object.entries(data.expiries ?? {}));
-      this.rules = data.rules ?? [];
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    const data = await readJsonState(this.file, (value) => policyFileSchema.parse(value), {
+      now: () => this.clock.now(),
+      onCorrupt: (report) => this.events.onCorrupt?.(report),
+    });
+    if (!data) return;
+    this.pins = new Set(data.pins);
+    this.expiries = new Map(Object.entries(data.expiries));
+    this.rules = data.rules;
   }
 
   isPinned(key: string): boolean {
     return this.pins.has(key);
   }
 
-  pin(keys: string[], rule?: { mount: string; prefix: string }): Promise<void> {
-    for (const key of keys) this.pins.add(key);
-    if (rule) this.setRule({ ...rule, pin: true });
-    return this.save();
+  pin(keys: string[], rule?: RuleTarget): Promise<void> {
+    return this.change(keys, rule, () => {
+      for (const key of keys) this.pins.add(key);
+      if (rule) this.setRule({ ...rule, pin: true });
+    });
   }
 
-  unpin(keys: string[], rule?: { mount: string; prefix: string }): Promise<void> {
-    for (const key of keys) this.pins.delete(key);
-    if (rule) this.setRule({ ...rule, pin: false });
-    return this.save();
+  unpin(keys: string[], rule?: RuleTarget): Promise<void> {
+    return this.change(keys, rule, () => {
+      for (const key of keys) this.pins.delete(key);
+      if (rule) this.setRule({ ...rule, pin: false });
+    });
   }
 
   /** Pages expire `ttlMs` from now (0 clears the TTL). */
-  setTtl(keys: string[], ttlMs: number, rule?: { mount: string; prefix: string }): Promise<void> {
-    const until = this.clock.now() + ttlMs;
-    for (const key of keys) {
-      if (ttlMs > 0) this.expiries.set(key, until);
-      else this.expiries.delete(key);
-    }
-    if (rule) this.setRule({ ...rule, ttlMs: ttlMs > 0 ? ttlMs : undefined });
-    return this.save();
+  setTtl(keys: string[], ttlMs: number, rule?: RuleTarget): Promise<void> {
+    return this.change(keys, rule, () => {
+      const until = this.clock.now() + ttlMs;
+      for (const key of keys) {
+        if (ttlMs > 0) this.expiries.set(key, until);
+        else this.expiries.delete(key);
+      }
+      if (rule) this.setRule({ ...rule, ttlMs: ttlMs > 0 ? ttlMs : undefined });
+    });
   }
 
   /** Forgets keys (their pages were freed) and rules on exactly this prefix. */
-  forget(keys: string[], rule?: { mount: string; prefix: string }): Promise<void> {
-    for (const key of keys) {
-      this.pins.delete(key);
-      this.expiries.delete(key);
-    }
-    if (rule) this.rules = this.rules.filter((r) => r.mount !== rule.mount || r.prefix !== rule.prefix);
-    return this.save();
+  forget(keys: string[], rule?: RuleTarget): Promise<void> {
+    return this.change(keys, rule, () => {
+      for (const key of keys) {
+        this.pins.delete(key);
+        this.expiries.delete(key);
+      }
+      if (rule) this.rules = this.rules.filter((r) => r.mount !== rule.mount || r.prefix !== rule.prefix);
+    });
   }
 
-  /** Applies path rules to a page just stored. */
+  /** Applies path rules to a page just stored. A failed save is retried by the next change. */
   onStored(key: string, mount: string, path: string): void {
     let changed = false;
     for (const rule of this.rules) {
@@ -107,6 +133,50 @@ export class PagePolicy {
     return { pinned: this.pins.size, withTtl: this.expiries.size, rules: this.rules.map((r) => ({ ...r })) };
   }
 
+  /**
+   * Applies a change and saves it. If the file cannot be written (disk full), the change is
+   * undone in memory, so the caller's error means "not done" rather than "done until restart".
+   */
+  private async change(keys: string[], rule: RuleTarget | undefined, apply: () => void): Promise<void> {
+    const undo: Undo = { pins: new Map(), expiries: new Map() };
+    for (const key of keys) {
+      undo.pins.set(key, this.pins.has(key));
+      undo.expiries.set(key, this.expiries.get(key));
+    }
+    if (rule) undo.rule = { target: rule, before: this.findRule(rule) };
+    apply();
+    try {
+      await this.save();
+    } catch (err) {
+      this.revert(undo);
+      // The errno code, not the message: messages carry server paths, and this reaches clients.
+      const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+      if (isDiskFull(err)) throw new FanoutError('DISK_FULL', `the worker's disk is full (${code}): the page policy could not be saved, the change was not applied`, { cause: err });
+      throw new FanoutError('INTERNAL', `the page policy could not be saved (${code}): the change was not applied`, { cause: err });
+    }
+  }
+
+  private revert(undo: Undo): void {
+    for (const [key, pinned] of undo.pins) {
+      if (pinned) this.pins.add(key);
+      else this.pins.delete(key);
+    }
+    for (const [key, until] of undo.expiries) {
+      if (until === undefined) this.expiries.delete(key);
+      else this.expiries.set(key, until);
+    }
+    if (undo.rule) {
+      const { target, before } = undo.rule;
+      this.rules = this.rules.filter((r) => r.mount !== target.mount || r.prefix !== target.prefix);
+      if (before) this.rules.push(before);
+    }
+  }
+
+  private findRule(target: RuleTarget): PolicyRule | undefined {
+    const found = this.rules.find((r) => r.mount === target.mount && r.prefix === target.prefix);
+    return found && { ...found };
+  }
+
   private setRule(rule: PolicyRule): void {
     const existing = this.rules.find((r) => r.mount === rule.mount && r.prefix === rule.prefix);
     const merged = { ...existing, ...rule };
@@ -115,15 +185,17 @@ export class PagePolicy {
     if (merged.pin || merged.ttlMs) this.rules.push(merged);
   }
 
-  /** Writes are chained: the file always ends with the latest state. */
+  /**
+   * Writes are chained, and each writes the state as it is when its turn comes: the file ends
+   * with the latest state, and a write that failed is made good by the next one.
+   */
   private save(): Promise<void> {
-    const data: PolicyFile = { pins: [...this.pins], expiries: Object.fromEntries(this.expiries), rules: this.rules };
-    this.saving = this.saving.then(async () => {
-      const tmp = `${this.file}.tmp`;
-      await writeFile(tmp, JSON.stringify(data));
-      await rename(tmp, this.file);
+    const next = this.saving.then(() => {
+      const data: PolicyFile = { pins: [...this.pins], expiries: Object.fromEntries(this.expiries), rules: this.rules };
+      return writeFileAtomic(this.file, JSON.stringify(data));
     });
-    return this.saving;
+    this.saving = next.catch(() => {});
+    return next;
   }
 }
 

@@ -4,6 +4,9 @@ import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { ManualClock } from '../../core/clock.js';
+import type { FanoutError } from '../../core/errors.js';
+import { diskReserve, effectiveCapacity } from './capacity.js';
 import { PageStore } from './store.js';
 
 async function withStore<T>(fn: (dir: string) => Promise<T>): Promise<T> {
@@ -85,3 +88,142 @@ test('the store evicts least recently used pages past the high watermark', () =>
     const files = (await readdir(join(dir, 'pages'), { recursive: true })).filter((f) => f.includes('.'));
     assert.equal(files.length, store.pageCount, 'evicted pages leave the disk');
   }));
+
+async function waitUntil(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 400 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(condition(), `timed out waiting for ${what}`);
+}
+
+/** A file system of `total` bytes of which `others` are used by someone else, plus the store's pages. */
+function fakeDisk(total: number, others: () => number, store: () => PageStore | undefined) {
+  let calls = 0;
+  return {
+    get calls() {
+      return calls;
+    },
+    statDisk: async () => {
+      calls++;
+      return { total, free: Math.max(0, total - others() - (store()?.used ?? 0)) };
+    },
+  };
+}
+
+test('a configured capacity above what the disk holds is lowered to it, and eviction starts from there', () =>
+  withStore(async (dir) => {
+    let store: PageStore | undefined;
+    // 100 kB file system: reserve 10% (10 kB), so the store may hold 90 kB, not the 10 MB configured.
+    const disk = fakeDisk(100_000, () => 0, () => store);
+    store = new PageStore({ dir, capacity: 10_000_000, pageSize: 1000, statDisk: disk.statDisk, clock: new ManualClock(0) });
+    await store.open();
+    assert.equal(store.configuredCapacity, 10_000_000);
+    assert.equal(store.capacity, 90_000);
+    assert.equal(store.diskFree, 100_000);
+    for (let i = 0; i < 120; i++) await store.put(key(i), page(i % 256), crc32(page(i % 256)));
+    assert.ok(store.evictions > 0, 'eviction started');
+    assert.ok(store.used <= 90_000 * 0.95, `store holds ${store.used} bytes, within the disk`);
+    assert.ok(store.has(key(119)), 'the newest page is kept');
+    assert.equal(store.writeFailures, 0);
+  }));
+
+test('free space is re-read once the check interval has passed on the clock, and other writers shrink the store', () =>
+  withStore(async (dir) => {
+    let store: PageStore | undefined;
+    let others = 0;
+    const clock = new ManualClock(0);
+    const disk = fakeDisk(100_000, () => others, () => store);
+    const evicted: number[] = [];
+    store = new PageStore(
+      { dir, capacity: 10_000_000, pageSize: 1000, statDisk: disk.statDisk, clock, diskCheckIntervalMs: 5000 },
+      { onEvict: (count) => evicted.push(count) },
+    );
+    await store.open();
+    for (let i = 0; i < 50; i++) await store.put(key(i), page(1), crc32(page(1)));
+    const checks = disk.calls;
+    await store.put(key(50), page(1), crc32(page(1)));
+    assert.equal(disk.calls, checks, 'no statfs before the interval has passed');
+    assert.equal(store.capacity, 90_000);
+
+    others = 40_000; // another program writes 40 kB
+    const stop = new AbortController();
+    const watching = store.watchDisk(stop.signal);
+    await clock.advance(5000);
+    assert.equal(store.capacity, 50_000, '51 kB held + 9 kB free - 10 kB reserve');
+    assert.ok(store.used <= 50_000 * 0.95, `eviction gave room back without any write (${store.used} bytes held)`);
+    await waitUntil(() => evicted.length > 0, 'the evicted files to be deleted');
+    stop.abort();
+    await clock.advance(5000);
+    await watching;
+  }));
+
+test('a page write that finds the disk full evicts, is retried once, and leaves no temp file', () =>
+  withStore(async (dir) => {
+    let failNext = 0;
+    const failures: string[] = [];
+    const store = new PageStore(
+      {
+        dir,
+        capacity: 1e6,
+        pageSize: 1000,
+        statDisk: async () => ({ total: 1e9, free: 1e9 }),
+        writeFile: async (file, data) => {
+          if (failNext > 0) {
+            failNext--;
+            await writeFile(file, data.subarray(0, 100)); // a partial temp file, as a full disk leaves
+            throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+          }
+          await writeFile(file, data);
+        },
+      },
+      { onWriteFailure: (reason) => failures.push(reason) },
+    );
+    await store.open();
+    for (let i = 0; i < 10; i++) await store.put(key(i), page(i), crc32(page(i)));
+    failNext = 1;
+    await store.put(key(10), page(10), crc32(page(10)));
+    assert.ok(store.has(key(10)), 'stored on the retry');
+    assert.deepEqual(failures, ['disk_full']);
+    assert.ok(store.evictions > 0, 'room was made before the retry');
+    assert.ok(store.capacity <= 10_000, `capacity lowered to what the disk held (${store.capacity})`);
+    assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+
+    failNext = 2;
+    await assert.rejects(store.put(key(11), page(11), crc32(page(11))), (err: FanoutError) => err.code === 'DISK_FULL');
+    assert.equal(store.has(key(11)), false);
+    assert.deepEqual(failures, ['disk_full', 'disk_full', 'disk_full']);
+    assert.deepEqual(await readdir(join(dir, 'tmp')), [], 'no temp file left after a failed retry');
+    assert.deepEqual((await store.get(key(10)))?.data, page(10), 'pages stored before still read back');
+  }));
+
+test('a page write failing for another reason is reported as an I/O error and not retried', () =>
+  withStore(async (dir) => {
+    const failures: string[] = [];
+    let writes = 0;
+    const store = new PageStore(
+      {
+        dir,
+        capacity: 1e6,
+        pageSize: 1000,
+        statDisk: async () => ({ total: 1e9, free: 1e9 }),
+        writeFile: async () => {
+          writes++;
+          throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+        },
+      },
+      { onWriteFailure: (reason) => failures.push(reason) },
+    );
+    await store.open();
+    await assert.rejects(store.put(key(1), page(1), crc32(page(1))), (err: FanoutError) => err.code === 'INTERNAL');
+    assert.equal(writes, 1);
+    assert.deepEqual(failures, ['io_error']);
+  }));
+
+test('the disk reserve is 5% with a floor of min(1 GiB, 10%) and a ceiling of 32 GiB', () => {
+  const GiB = 1024 ** 3;
+  assert.equal(diskReserve(24 * 1024 ** 2), 0.1 * 24 * 1024 ** 2);
+  assert.equal(diskReserve(10 * GiB), GiB);
+  assert.equal(diskReserve(100 * GiB), 5 * GiB);
+  assert.equal(diskReserve(4096 * GiB), 32 * GiB);
+  assert.equal(effectiveCapacity(10 * GiB, 0, { total: 24 * 1024 ** 2, free: 20 * 1024 ** 2 }), Math.floor(20 * 1024 ** 2 - 0.1 * 24 * 1024 ** 2));
+  assert.equal(effectiveCapacity(GiB, 0, { total: 1000 * GiB, free: 900 * GiB }), GiB, 'a disk bigger than configured changes nothing');
+  assert.equal(effectiveCapacity(GiB, 0, { total: 100, free: 0 }), 0, 'never below zero');
+});

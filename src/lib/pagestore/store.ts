@@ -1,8 +1,11 @@
 import { mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
+import { isDiskFull } from '../statefile/index.js';
 import { BufferPool } from './bufferpool.js';
+import { effectiveCapacity, statDisk, type DiskSpace, type StatDisk } from './capacity.js';
 import { LruIndex, type Watermarks } from './lru.js';
 
 /**
@@ -10,14 +13,27 @@ import { LruIndex, type Watermarks } from './lru.js';
  * without a separate index: on start the directory is scanned and the LRU order rebuilt from
  * modification times. Writes go to tmp/ and are renamed into place, so a crash or a failed
  * source read never leaves a partial page under a real name.
+ *
+ * The capacity eviction works from is the effective one (see capacity.ts): the configured
+ * capacity, lowered to what the file system can hold. It is re-checked every
+ * `diskCheckIntervalMs` on the write path and in `watchDisk`, and at once when a write finds
+ * the disk full; such a write evicts and is retried once, then the page stays uncached.
  */
 export interface PageStoreOptions {
   dir: string;
+  /** Configured capacity, bytes. */
   capacity: number;
   watermarks?: Watermarks;
   pageSize: number;
   /** False for pages that must stay (pinned): eviction skips them. */
   canEvict?: (key: string) => boolean;
+  clock?: Clock;
+  /** Free space of the file system holding `dir` (tests give a fake). */
+  statDisk?: StatDisk;
+  /** How often free space is re-read (default 5 s). */
+  diskCheckIntervalMs?: number;
+  /** Writes a temp page file (tests inject ENOSPC and partial writes here). */
+  writeFile?: (file: string, data: Buffer) => Promise<void>;
 }
 
 interface StoredPage {
@@ -34,21 +50,39 @@ export interface VerifiedPage {
   release(): void;
 }
 
+/** Why a page was not stored: no room on the disk, no room in the store, or another I/O error. */
+export type WriteFailureReason = 'disk_full' | 'no_room' | 'io_error';
+
 export interface PageStoreEvents {
   onEvict?(count: number, bytes: number): void;
   onCorrupt?(key: string): void;
+  /** Every failed page write, including one that succeeded when retried after eviction. */
+  onWriteFailure?(reason: WriteFailureReason, error: Error): void;
+  /** The effective capacity moved (the disk filled or emptied). */
+  onCapacityChange?(effective: number, configured: number, disk: DiskSpace | undefined): void;
 }
 
 const PAGE_FILE = /^([0-9a-f]{16,128})\.([0-9a-f]{8})$/;
+const DEFAULT_DISK_CHECK_MS = 5000;
 
 export class PageStore {
   private readonly index: LruIndex<StoredPage>;
   private readonly pagesDir: string;
   private readonly tmpDir: string;
   private readonly pool: BufferPool;
+  private readonly clock: Clock;
+  private readonly statDisk: StatDisk;
+  private readonly diskCheckIntervalMs: number;
   private tmpCounter = 0;
+  private lastDiskCheck = -Infinity;
+  private disk: DiskSpace | undefined;
+  /** What the store held when a write last found the disk full (quota limits statfs cannot see). */
+  private fullAt = Infinity;
+  /** Bytes of pages being written: room is made for them before they land in the index. */
+  private writing = 0;
   evictions = 0;
   corruptions = 0;
+  writeFailures = 0;
 
   constructor(
     private readonly options: PageStoreOptions,
@@ -58,6 +92,9 @@ export class PageStore {
     this.pagesDir = join(options.dir, 'pages');
     this.tmpDir = join(options.dir, 'tmp');
     this.pool = new BufferPool(options.pageSize);
+    this.clock = options.clock ?? systemClock;
+    this.statDisk = options.statDisk ?? statDisk;
+    this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
   }
 
   get used(): number {
@@ -68,14 +105,25 @@ export class PageStore {
     return this.index.size;
   }
 
+  /** The effective capacity: what eviction works from. */
   get capacity(): number {
     return this.index.capacity;
   }
 
+  get configuredCapacity(): number {
+    return this.options.capacity;
+  }
+
+  /** Free bytes on the store's file system at the last check (undefined before the first). */
+  get diskFree(): number | undefined {
+    return this.disk?.free;
+  }
+
   /** Creates the directories, drops leftovers of interrupted writes, and reloads the index. */
   async open(): Promise<void> {
-    await rm(this.tmpDir, { recursive: true, force: true });
+    // Emptied rather than recreated: on a full disk even a new directory may not fit.
     await mkdir(this.tmpDir, { recursive: true });
+    for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { recursive: true, force: true });
     await mkdir(this.pagesDir, { recursive: true });
     const found: (StoredPage & { mtimeMs: number })[] = [];
     for (const shard of await readdir(this.pagesDir)) {
@@ -91,7 +139,46 @@ export class PageStore {
     }
     found.sort((a, b) => a.mtimeMs - b.mtimeMs);
     for (const { mtimeMs: _mtime, ...page } of found) this.index.add(page);
+    await this.checkDisk();
     await this.evictIfNeeded(0);
+  }
+
+  /**
+   * Re-reads free space every diskCheckIntervalMs until `signal` aborts, and evicts when other
+   * writers filled the disk, so the store gives room back even while no page is written.
+   */
+  async watchDisk(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        await this.clock.sleep(this.diskCheckIntervalMs, signal);
+      } catch {
+        return;
+      }
+      if (signal.aborted) return;
+      await this.checkDisk({ forgetFull: true });
+      await this.evictIfNeeded(0);
+    }
+  }
+
+  /**
+   * Reads free space and sets the effective capacity. If statfs fails the last figure stays:
+   * a write that then finds the disk full still lowers the capacity through `fullAt`, which
+   * periodic checks forget (space may have been freed, or a quota raised).
+   */
+  async checkDisk(options: { forgetFull?: boolean } = {}): Promise<void> {
+    this.lastDiskCheck = this.clock.now();
+    if (options.forgetFull) this.fullAt = Infinity;
+    try {
+      this.disk = await this.statDisk(this.options.dir);
+    } catch {
+      // keep the last figure; without one, the configured capacity (bounded by fullAt) holds
+    }
+    const fits = this.disk ? effectiveCapacity(this.options.capacity, this.index.used, this.disk) : this.options.capacity;
+    const effective = Math.max(0, Math.min(fits, this.fullAt));
+    if (effective !== this.index.capacity) {
+      this.index.capacity = effective;
+      this.events.onCapacityChange?.(effective, this.options.capacity, this.disk);
+    }
   }
 
   has(key: string): boolean {
@@ -127,26 +214,69 @@ export class PageStore {
     }
   }
 
-  /** Stores a complete, already verified page. */
+  /**
+   * Stores a complete, already verified page, making room first. A write that finds the disk
+   * full re-reads free space, evicts and is retried once; if it still fails the page is not
+   * stored (DISK_FULL) and the caller serves it uncached. No temp file outlives a failure.
+   */
   async put(key: string, data: Buffer, crc: number): Promise<void> {
     if (this.index.peek(key)) return;
+    if (this.clock.now() - this.lastDiskCheck >= this.diskCheckIntervalMs) await this.checkDisk({ forgetFull: true });
     if (data.length > this.index.capacity) {
-      throw new FanoutError('STORE_FULL', `page of ${data.length} bytes exceeds store capacity`);
+      const error = new FanoutError('STORE_FULL', `page of ${data.length} bytes exceeds the page store's effective capacity (${this.index.capacity} bytes)`);
+      this.noteWriteFailure('no_room', error);
+      throw error;
     }
     const name = `${key}.${crc.toString(16).padStart(8, '0')}`;
     const shardDir = join(this.pagesDir, key.slice(0, 2));
     const file = join(shardDir, name);
-    const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
-    await mkdir(shardDir, { recursive: true });
+    this.writing += data.length;
     try {
-      await writeFile(tmp, data);
+      await this.evictIfNeeded(this.writing);
+      try {
+        await this.writePage(shardDir, file, key, data);
+      } catch (err) {
+        if (!isDiskFull(err)) throw this.writeError('io_error', err);
+        this.noteWriteFailure('disk_full', err as Error);
+        // The disk holds less than the store thought: never plan for more than is held now.
+        this.fullAt = this.index.used;
+        await this.checkDisk();
+        await this.evictIfNeeded(this.writing);
+        try {
+          await this.writePage(shardDir, file, key, data);
+        } catch (retryErr) {
+          throw this.writeError(isDiskFull(retryErr) ? 'disk_full' : 'io_error', retryErr);
+        }
+      }
+    } finally {
+      this.writing -= data.length;
+    }
+    this.index.add({ key, size: data.length, crc, file });
+  }
+
+  private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<void> {
+    const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
+    try {
+      await mkdir(shardDir, { recursive: true });
+      await (this.options.writeFile ?? writeFile)(tmp, data);
       await rename(tmp, file);
     } catch (err) {
       await unlink(tmp).catch(() => {});
-      throw new FanoutError('INTERNAL', `page store write failed: ${(err as Error).message}`, { cause: err });
+      throw err;
     }
-    await this.evictIfNeeded(data.length);
-    this.index.add({ key, size: data.length, crc, file });
+  }
+
+  private noteWriteFailure(reason: WriteFailureReason, error: Error): void {
+    this.writeFailures++;
+    this.events.onWriteFailure?.(reason, error);
+  }
+
+  private writeError(reason: WriteFailureReason, err: unknown): FanoutError {
+    this.noteWriteFailure(reason, err as Error);
+    // The errno code, not the message: messages carry server paths, and these can reach clients.
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+    if (reason === 'disk_full') return new FanoutError('DISK_FULL', `the page store's disk is full (${code}): page not stored`, { cause: err });
+    return new FanoutError('INTERNAL', `page store write failed (${code})`, { cause: err });
   }
 
   async delete(key: string): Promise<boolean> {

@@ -1,0 +1,22 @@
+import { FanoutError } from '../../core/errors.js';
+import type { AuthSettings } from './gate.js';
+import { MIN_TOKEN_LENGTH, type TokenEntry } from './tokens.js';
+
+/**
+ * A daemon's auth settings with its environment added: FANOUT_TOKEN is one more admin token
+ * (the same variable the CLI sends, so one export serves both ends), and FANOUT_CLUSTER_SECRET
+ * is the cluster secret when the config has none (secrets kept out of config files).
+ */
+export function authFromEnvironment<T extends AuthSettings>(auth: T, env: NodeJS.ProcessEnv = process.env): T & { tokens: TokenEntry[]; clusterSecret: string | undefined } {
+  const tokens = [...auth.tokens];
+  const token = env.FANOUT_TOKEN;
+  if (token) {
+    if (token.length < MIN_TOKEN_LENGTH) throw new FanoutError('INVALID_CONFIG', `FANOUT_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters`);
+    tokens.push({ token, role: 'admin' });
+  }
+  const secret = auth.clusterSecret ?? (env.FANOUT_CLUSTER_SECRET || undefined);
+  if (secret !== undefined && secret.length < MIN_TOKEN_LENGTH) {
+    throw new FanoutError('INVALID_CONFIG', `FANOUT_CLUSTER_SECRET must be at least ${MIN_TOKEN_LENGTH} characters`);
+  }
+  return { ...auth, tokens, clusterSecret: secret };
+}

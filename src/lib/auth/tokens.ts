@@ -1,0 +1,64 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+/** What a token may do: `read` data, or also `admin` (load, pin, unpin, free, ttl, policy). */
+export type Role = 'read' | 'admin';
+
+export interface TokenEntry {
+  token: string;
+  role: Role;
+}
+
+/** Shortest token accepted: a guessable token is no better than none. */
+export const MIN_TOKEN_LENGTH = 16;
+
+/**
+ * Compares two secrets in time that depends on neither their content nor their lengths:
+ * both are hashed to fixed-length digests first, so timingSafeEqual never sees a length
+ * difference and an attacker learns nothing from how long a refusal took.
+ */
+export function constantTimeEqual(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+function digest(secret: string): Buffer {
+  return createHash('sha256').update(secret, 'utf8').digest();
+}
+
+/** The token of an `Authorization: Bearer TOKEN` header, if that is what it holds. */
+export function bearerToken(header: string | string[] | undefined): string | undefined {
+  if (typeof header !== 'string') return undefined;
+  const match = /^\s*Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+/** The tokens a worker accepts and the role each one carries. */
+export class TokenTable {
+  private readonly entries: { digest: Buffer; role: Role }[];
+
+  constructor(tokens: readonly TokenEntry[]) {
+    this.entries = tokens.map((t) => ({ digest: digest(t.token), role: t.role }));
+  }
+
+  get hasAdmin(): boolean {
+    return this.entries.some((e) => e.role === 'admin');
+  }
+
+  /**
+   * The role of a presented token, or undefined for an unknown one. Every entry is compared
+   * whatever matched, so the time taken does not say which entry (if any) it was; a token
+   * listed twice gets the stronger of its roles.
+   */
+  roleOf(token: string): Role | undefined {
+    const presented = digest(token);
+    let role: Role | undefined;
+    for (const entry of this.entries) {
+      if (timingSafeEqual(presented, entry.digest) && role !== 'admin') role = entry.role;
+    }
+    return role;
+  }
+}
+
+/** Whether a role may make a call that needs `need`. */
+export function allows(role: Role, need: Role): boolean {
+  return role === 'admin' || need === 'read';
+}
