@@ -81,8 +81,10 @@ export class Worker {
     });
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
-      const { uri, sourceRate } = mountSpec(config, name);
-      this.mounts.set(name, openUfs(uri, config.s3));
+      const { uri, sourceRate, versioning } = mountSpec(config, name);
+      const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
+      const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
+      this.mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines }));
       budgets[name] = sourceRate;
     }
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {

@@ -112,9 +112,18 @@ export const workerConfigSchema = z
       .object({ high: z.number().gt(0).lte(1).default(0.95), low: z.number().gt(0).lte(1).default(0.85) })
       .refine((w) => w.low <= w.high, { message: 'watermarks.low must not exceed watermarks.high' })
       .default({}),
-    /** NAME: URI, or NAME: { uri, sourceRate } to give one mount its own cluster-wide budget. */
+    /**
+     * NAME: URI, or NAME: { uri, sourceRate, versioning } to give one mount its own cluster-wide
+     * budget, or to accept an HTTP source without strong ETags (versioning: weak, see ufs/versioning.ts).
+     */
     mounts: z
-      .record(z.string(), z.union([z.string().min(1), z.object({ uri: z.string().min(1), sourceRate: size.optional() }).strict()]))
+      .record(
+        z.string(),
+        z.union([
+          z.string().min(1),
+          z.object({ uri: z.string().min(1), sourceRate: size.optional(), versioning: z.enum(['strict', 'weak']).optional() }).strict(),
+        ]),
+      )
       .refine((m) => Object.keys(m).every(isValidMountName), { message: 'mount names must match [a-z0-9][a-z0-9._-]*' })
       .default({}),
     s3: s3OptionsSchema.default({}),
@@ -141,6 +150,17 @@ export const workerConfigSchema = z
     sourceRate: size.default(0),
     /** Cap on bytes/s this worker reads from all sources together; 0 = unlimited. */
     workerSourceRate: size.default(0),
+    /**
+     * Deadlines of every source request (read, stat, list): connecting, the first byte of an
+     * answer, and progress while a body streams (see ufs/deadlines.ts). A timeout is SOURCE_ERROR.
+     */
+    timeouts: z
+      .object({
+        sourceConnect: duration.default('5s'),
+        sourceFirstByte: duration.default('30s'),
+        sourceIdle: duration.default('30s'),
+      })
+      .default({}),
     /** How long a stat or listing is reused before asking the source again. */
     statTtl: duration.default('2s'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -154,10 +174,12 @@ export const workerConfigSchema = z
 export type WorkerConfigInput = z.input<typeof workerConfigSchema>;
 export type WorkerConfig = z.output<typeof workerConfigSchema> & { id: string; advertiseUrl: string };
 
-/** A mount's source URI and its cluster-wide source budget (bytes/s, 0 = unlimited). */
-export function mountSpec(config: WorkerConfig, name: string): { uri: string; sourceRate: number } {
+/** A mount's source URI, its cluster-wide source budget (bytes/s, 0 = unlimited) and versioning (undefined: the source's default). */
+export function mountSpec(config: WorkerConfig, name: string): { uri: string; sourceRate: number; versioning?: 'strict' | 'weak' } {
   const mount = config.mounts[name]!;
-  return typeof mount === 'string' ? { uri: mount, sourceRate: config.sourceRate } : { uri: mount.uri, sourceRate: mount.sourceRate ?? config.sourceRate };
+  return typeof mount === 'string'
+    ? { uri: mount, sourceRate: config.sourceRate }
+    : { uri: mount.uri, sourceRate: mount.sourceRate ?? config.sourceRate, versioning: mount.versioning };
 }
 
 export function parseWorkerConfig(input: unknown): WorkerConfig {

@@ -1,19 +1,24 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import { request, type Dispatcher } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { encodeUrlPath } from '../../core/paths.js';
+import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 import { sourceStream } from './stream.js';
-import type { Ufs } from './types.js';
-import { assertVersion, changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
+import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
+import { assertVersion, checkPath, checkRange, destroyQuietly, isAbortLike } from './util.js';
+import { checkRangeAnswer, describeVersion, header, rangeTotal, unversioned } from './validators.js';
 
 const MAX_REDIRECTS = 5;
 
-export interface HttpUfsOptions {
-  /** An undici Agent/Pool with the connection limits you want; default: undici's global agent. */
+export interface HttpUfsOptions extends SourceOptions {
+  /** An undici Agent/Pool with the connection limits you want; default: an Agent of this source's own with its connect deadline. */
   dispatcher?: Dispatcher;
 }
+
+/** Versions remembered per source to check a range answer's total size (one entry is ~100 bytes). */
+const KNOWN_SIZES = 4096;
 
 type Response = Dispatcher.ResponseData & { url: URL };
 
@@ -21,13 +26,20 @@ type Response = Dispatcher.ResponseData & { url: URL };
  * Files under an HTTP(S) base URL (a web server, a CDN, a model hub). HTTP has no listing, so
  * this source can stat and read files by name only.
  *
- * Version: the strong ETag without quotes when the server sends one, else "size-mtime" from
- * Content-Length and Last-Modified. A read recomputes the version from its own response
- * headers the same way and refuses bytes of any other version.
+ * Version: the strong ETag without quotes. Without one, a strict source (the default) refuses
+ * the file (SOURCE_UNVERSIONED); a weak one uses "size-mtime" from Content-Length and
+ * Last-Modified. A read recomputes the version from its own response headers the same way and
+ * refuses bytes of any other version (validators.ts).
  */
 export class HttpUfs implements Ufs {
   readonly baseUrl: URL;
-  private readonly dispatcher: Dispatcher | undefined;
+  readonly versioning: Versioning;
+  private readonly dispatcher: Dispatcher;
+  private readonly ownsDispatcher: boolean;
+  private readonly deadlines: SourceDeadlines;
+  private readonly label: string | undefined;
+  /** "path\0version" → size, from stats: lets a read check a Content-Range total against the version's size. */
+  private readonly knownSizes = new Map<string, number>();
 
   constructor(baseUrl: string, options: HttpUfsOptions = {}) {
     let url: URL;
@@ -43,36 +55,51 @@ export class HttpUfs implements Ufs {
     if (!url.pathname.endsWith('/')) url.pathname += '/';
     url.hash = '';
     this.baseUrl = url;
-    this.dispatcher = options.dispatcher;
+    this.versioning = options.versioning ?? 'strict';
+    this.deadlines = resolveDeadlines(options.deadlines);
+    this.label = options.label?.replace(/\/+$/, '');
+    this.ownsDispatcher = !options.dispatcher;
+    // undici's own defaults (10 s connect, 300 s headers and body) are what let a hung origin hold a read for minutes.
+    this.dispatcher = options.dispatcher ?? new Agent({ connect: { timeout: this.deadlines.connectMs || undefined } });
   }
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
     checkPath(path);
     if (path === '') throw new FanoutError('IS_A_DIRECTORY', `${this.describe(path)} is the root of the source`);
+    const what = this.describe(path);
     try {
-      const head = await this.send('HEAD', path, {}, signal);
-      await head.body.dump();
-      if (head.statusCode === 200 && header(head.headers, 'content-length') !== undefined) {
-        return { path, ...describeVersion(head.headers, Number(header(head.headers, 'content-length'))) };
-      }
-      if (head.statusCode !== 200 && head.statusCode !== 405 && head.statusCode !== 501) {
-        throw this.statusError(head, path);
-      }
-      // No HEAD, or no length on HEAD (chunked): a one-byte range tells the size.
-      const probe = await this.send('GET', path, { range: 'bytes=0-0' }, signal);
-      await probe.body.dump();
-      if (probe.statusCode === 206 || probe.statusCode === 416) {
-        const total = rangeTotal(probe.headers);
-        if (total === undefined) throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: no size in Content-Range`);
-        return { path, ...describeVersion(probe.headers, total) };
-      }
-      if (probe.statusCode === 200 && header(probe.headers, 'content-length') !== undefined) {
-        return { path, ...describeVersion(probe.headers, Number(header(probe.headers, 'content-length'))) };
-      }
-      throw this.statusError(probe, path);
+      const { headers, size } = await withDeadline(this.deadlines.firstByteMs, what, signal, (sig) => this.statHeaders(path, sig));
+      const { strong, ...info } = describeVersion(headers, size);
+      if (!strong && this.versioning === 'strict') throw unversioned(what, this.label, headers);
+      this.remember(path, info.version, size);
+      return { path, ...info };
     } catch (err) {
       throw this.mapError(err, path, signal);
     }
+  }
+
+  /** The headers that describe the file, and its size: from HEAD, or a one-byte range when HEAD says nothing. */
+  private async statHeaders(path: string, signal: AbortSignal): Promise<{ headers: IncomingHttpHeaders; size: number }> {
+    const head = await this.send('HEAD', path, {}, signal);
+    await head.body.dump();
+    if (head.statusCode === 200 && header(head.headers, 'content-length') !== undefined) {
+      return { headers: head.headers, size: Number(header(head.headers, 'content-length')) };
+    }
+    if (head.statusCode !== 200 && head.statusCode !== 405 && head.statusCode !== 501) {
+      throw this.statusError(head, path);
+    }
+    // No HEAD, or no length on HEAD (chunked): a one-byte range tells the size.
+    const probe = await this.send('GET', path, { range: 'bytes=0-0' }, signal);
+    await probe.body.dump();
+    if (probe.statusCode === 206 || probe.statusCode === 416) {
+      const total = rangeTotal(probe.headers);
+      if (total === undefined) throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: no size in Content-Range`);
+      return { headers: probe.headers, size: total };
+    }
+    if (probe.statusCode === 200 && header(probe.headers, 'content-length') !== undefined) {
+      return { headers: probe.headers, size: Number(header(probe.headers, 'content-length')) };
+    }
+    throw this.statusError(probe, path);
   }
 
   async list(dir: string): Promise<DirEntry[]> {
@@ -85,7 +112,9 @@ export class HttpUfs implements Ufs {
       expected: length,
       what,
       signal,
-      mapError: (err) => this.mapError(err, path, signal),
+      firstByteMs: this.deadlines.firstByteMs,
+      idleMs: this.deadlines.idleMs,
+      mapError: (err, received) => this.mapError(err, path, signal, received === undefined ? undefined : { received, length }),
       open: async (streamSignal) => {
         checkPath(path);
         checkRange(offset, length);
@@ -98,23 +127,21 @@ export class HttpUfs implements Ufs {
         // "size-mtime" version is no ETag; those rely on the header check below.
         if (!/^\d+-\d+$/.test(version)) headers['if-match'] = `"${version}"`;
         const res = await this.send('GET', path, headers, streamSignal);
-        try {
-          if (res.statusCode !== 200 && res.statusCode !== 206) throw this.statusError(res, path);
-          const size = res.statusCode === 206 ? rangeTotal(res.headers) : Number(header(res.headers, 'content-length'));
-          const now = size === undefined || Number.isNaN(size) ? undefined : describeVersion(res.headers, size).version;
-          // Servers without If-Match support (and all size-mtime versions) are checked here.
-          if (now !== version) throw changed(what, version, now);
-          if (res.statusCode === 200 && !(offset === 0 && size === length)) {
-            // Same version, whole file although a range was asked: the server ignores Range.
-            throw new FanoutError('SOURCE_ERROR', `${what}: the server does not support range requests`);
-          }
-          const start = /^bytes (\d+)-/.exec(header(res.headers, 'content-range') ?? '')?.[1];
-          if (res.statusCode === 206 && Number(start) !== offset) {
-            throw new FanoutError('SOURCE_ERROR', `${what}: asked for offset ${offset}, got ${header(res.headers, 'content-range')}`);
-          }
-        } catch (err) {
-          res.body.destroy();
-          throw err;
+        const problem =
+          res.statusCode !== 200 && res.statusCode !== 206
+            ? this.statusError(res, path)
+            : checkRangeAnswer(res.statusCode, res.headers, {
+                offset,
+                length,
+                version,
+                versioning: this.versioning,
+                knownSize: this.knownSizes.get(`${path}\0${version}`),
+                what,
+                label: this.label,
+              });
+        if (problem) {
+          destroyQuietly(res.body);
+          throw problem;
         }
         return { body: res.body };
       },
@@ -122,15 +149,24 @@ export class HttpUfs implements Ufs {
   }
 
   async close(): Promise<void> {
-    // The dispatcher belongs to whoever passed it; the global agent is shared.
+    // A dispatcher passed in belongs to whoever passed it.
+    if (this.ownsDispatcher) await this.dispatcher.destroy().catch(() => {});
+  }
+
+  private remember(path: string, version: string, size: number): void {
+    const key = `${path}\0${version}`;
+    this.knownSizes.delete(key);
+    this.knownSizes.set(key, size);
+    if (this.knownSizes.size > KNOWN_SIZES) this.knownSizes.delete(this.knownSizes.keys().next().value!);
   }
 
   private url(path: string): URL {
     return new URL(encodeUrlPath(path), this.baseUrl);
   }
 
+  /** "/web/f.bin" with a label (a worker's mounts); the URL otherwise (the CLI, the SDK's direct reads). */
   private describe(path: string): string {
-    return this.url(path).href;
+    return this.label !== undefined ? `${this.label}/${path}` : this.url(path).href;
   }
 
   /** One request, following redirects by hand so that "/dir" → "/dir/" reads as a directory. */
@@ -148,7 +184,13 @@ export class HttpUfs implements Ufs {
         signal,
         dispatcher: this.dispatcher,
         highWaterMark: 1024 * 1024,
+        headersTimeout: this.deadlines.firstByteMs,
+        // Progress while the body streams is watched by sourceStream, which does not count the
+        // time our consumer applies backpressure; undici's body timeout would.
+        bodyTimeout: 0,
       });
+      // From here on the body has a listener: an abort or reset before anyone reads it is not a crash.
+      res.body.on('error', () => {});
       const location = header(res.headers, 'location');
       if (res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || !location) {
         return Object.assign(res, { url });
@@ -175,39 +217,32 @@ export class HttpUfs implements Ufs {
         return new FanoutError('SOURCE_CHANGED', `${what} changed at the source (ETag no longer matches)`);
       case 416:
         return new FanoutError('RANGE_NOT_SATISFIABLE', `${what}: the range starts past the end of the file`);
-      default:
-        return new FanoutError('SOURCE_ERROR', `${what}: HTTP ${res.statusCode} from ${res.url.href}`);
+      default: {
+        // The origin's URL is the operator's business, not every reader's: named only without a label.
+        const from = this.label === undefined ? ` from ${res.url.href}` : '';
+        return new FanoutError('SOURCE_ERROR', `${what}: the source answered HTTP ${res.statusCode}${from}`);
+      }
     }
   }
 
-  private mapError(err: unknown, path: string, signal?: AbortSignal): FanoutError {
+  private mapError(err: unknown, path: string, signal?: AbortSignal, body?: { received: number; length: number }): FanoutError {
     if (err instanceof FanoutError) return err;
     if (signal?.aborted) return abortError(signal);
     const what = this.describe(path);
-    if (isAbortLike(err)) return new FanoutError('ABORTED', `${what}: aborted`, { cause: err });
     const e = err as { code?: string; message?: string };
-    const detail = [e.code, e.message].filter(Boolean).join(': ');
+    if (e?.code === 'UND_ERR_CONNECT_TIMEOUT') return timedOut(what, 'connect', this.deadlines.connectMs);
+    if (e?.code === 'UND_ERR_HEADERS_TIMEOUT') return timedOut(what, 'firstByte', this.deadlines.firstByteMs);
+    if (isAbortLike(err)) return new FanoutError('ABORTED', `${what}: aborted`, { cause: err });
+    if (body && isCut(err)) {
+      return new FanoutError('SOURCE_TRUNCATED', `${what}: the source closed the connection after ${body.received} of ${body.length} bytes`, { cause: err });
+    }
+    const detail = [e?.code, e?.message].filter(Boolean).join(': ');
     return new FanoutError('SOURCE_ERROR', `${what}: request failed (${detail || String(err)})`, { cause: err });
   }
 }
 
-function header(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
-/** "bytes 0-0/1234" or "bytes *\/1234" → 1234. */
-function rangeTotal(headers: IncomingHttpHeaders): number | undefined {
-  const total = /\/(\d+)\s*$/.exec(header(headers, 'content-range') ?? '')?.[1];
-  return total === undefined ? undefined : Number(total);
-}
-
-/** Size, mtime and version from response headers; the same rules for stat and read. */
-function describeVersion(headers: IncomingHttpHeaders, size: number): Omit<FileInfo, 'path'> {
-  const modified = Date.parse(header(headers, 'last-modified') ?? '');
-  const mtimeMs = Number.isNaN(modified) ? 0 : modified;
-  const etag = header(headers, 'etag');
-  // Weak ETags (W/"...") promise equivalent content, not identical bytes: not a version.
-  const strong = etag && !etag.startsWith('W/') ? /^"(.*)"$/.exec(etag)?.[1] ?? etag : undefined;
-  return { size, mtimeMs, version: strong || sizeMtimeVersion(size, mtimeMs) };
+/** undici's word for a connection the server closed (FIN) before the body's end; a reset (ECONNRESET) is not a cut but a fault. */
+function isCut(err: unknown): boolean {
+  const e = err as { code?: string } | null;
+  return e?.code === 'UND_ERR_SOCKET' || e?.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH';
 }

@@ -4,9 +4,10 @@ import { FanoutError } from '../../core/errors.js';
 import { HttpUfs } from './http.js';
 import { LocalUfs } from './local.js';
 import { S3Ufs } from './s3.js';
-import type { S3SourceOptions, Ufs } from './types.js';
+import type { S3SourceOptions, SourceOptions, Ufs } from './types.js';
 
-export type { Ufs, S3SourceOptions } from './types.js';
+export type { Ufs, S3SourceOptions, SourceOptions, SourceDeadlines, Versioning } from './types.js';
+export { DEFAULT_DEADLINES } from './deadlines.js';
 export { LocalUfs, localVersion } from './local.js';
 export { S3Ufs, s3ClientConfig } from './s3.js';
 export { HttpUfs, type HttpUfsOptions } from './http.js';
@@ -16,13 +17,14 @@ export { HttpUfs, type HttpUfsOptions } from './http.js';
  *   /abs/dir, rel/dir, file:///abs/dir   a local or shared directory
  *   s3://bucket[/prefix]                  an S3 bucket (endpoint and keys in s3Options or env)
  *   http(s)://host[/prefix]               files under a URL (stat and read only)
+ * `source`: how errors name files (a mount path), versioning (HTTP), deadlines (HTTP, S3).
  */
-export function openUfs(uri: string, s3Options?: S3SourceOptions): Ufs {
+export function openUfs(uri: string, s3Options?: S3SourceOptions, source: SourceOptions = {}): Ufs {
   if (typeof uri !== 'string' || uri.trim() === '') {
     throw new FanoutError('INVALID_CONFIG', 'a source URI is required (a directory, s3://bucket/prefix or http(s)://...)');
   }
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(uri)?.[1]?.toLowerCase();
-  if (scheme === undefined) return new LocalUfs(resolve(uri));
+  if (scheme === undefined) return new LocalUfs(resolve(uri), source);
   switch (scheme) {
     case 'file': {
       let dir: string;
@@ -31,7 +33,7 @@ export function openUfs(uri: string, s3Options?: S3SourceOptions): Ufs {
       } catch (err) {
         throw new FanoutError('INVALID_CONFIG', `invalid file URI ${uri}: use file:///absolute/dir`, { cause: err });
       }
-      return new LocalUfs(dir);
+      return new LocalUfs(dir, source);
     }
     case 's3': {
       const match = /^s3:\/\/([^/?#]+)(?:\/([^?#]*))?$/i.exec(uri);
@@ -48,11 +50,11 @@ export function openUfs(uri: string, s3Options?: S3SourceOptions): Ufs {
       if (prefix.split('/').some((s) => s === '.' || s === '..')) {
         throw new FanoutError('INVALID_CONFIG', `invalid S3 URI ${uri}: "." and ".." are not allowed in the prefix`);
       }
-      return new S3Ufs(bucket, prefix, s3Options);
+      return new S3Ufs(bucket, prefix, s3Options, undefined, source);
     }
     case 'http':
     case 'https':
-      return new HttpUfs(uri);
+      return new HttpUfs(uri, source);
     default:
       throw new FanoutError('INVALID_CONFIG', `unsupported source URI scheme "${scheme}" in ${uri} (use a path, file://, s3:// or http(s)://)`);
   }

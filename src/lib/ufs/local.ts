@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { sourceStream } from './stream.js';
-import type { Ufs } from './types.js';
+import { resolveDeadlines } from './deadlines.js';
+import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
@@ -24,9 +25,14 @@ export function localVersion(st: Stats): string {
 export class LocalUfs implements Ufs {
   readonly rootDir: string;
   private realRoot: Promise<string> | null = null;
+  private readonly label: string | undefined;
+  private readonly deadlines: SourceDeadlines;
 
-  constructor(rootDir: string) {
+  /** `source.label`: the mount path errors name instead of the server's directory. */
+  constructor(rootDir: string, source: SourceOptions = {}) {
     this.rootDir = resolve(rootDir);
+    this.label = source.label?.replace(/\/+$/, '');
+    this.deadlines = resolveDeadlines(source.deadlines);
   }
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
@@ -67,6 +73,9 @@ export class LocalUfs implements Ufs {
       what,
       signal,
       mapError: (err) => mapFsError(err, what),
+      // A hung network file system (NFS, CephFS) cannot be cancelled, but the read fails and its slot is freed.
+      firstByteMs: this.deadlines.firstByteMs,
+      idleMs: this.deadlines.idleMs,
       open: async () => {
         checkRange(offset, length);
         const real = await this.resolve(path);
@@ -131,7 +140,7 @@ export class LocalUfs implements Ufs {
   }
 
   private describe(path: string): string {
-    return `file ${join(this.rootDir, path)}`;
+    return this.label !== undefined ? `${this.label}/${path}` : `file ${join(this.rootDir, path)}`;
   }
 
   private root(): Promise<string> {
@@ -139,7 +148,7 @@ export class LocalUfs implements Ufs {
     // target it had when first used, like an open directory would be. Failures are retried.
     this.realRoot ??= realpath(this.rootDir).catch((err) => {
       this.realRoot = null;
-      throw mapFsError(err, `source root ${this.rootDir}`);
+      throw mapFsError(err, this.label !== undefined ? `the source of ${this.label}` : `source root ${this.rootDir}`);
     });
     return this.realRoot;
   }
@@ -176,7 +185,7 @@ export class LocalUfs implements Ufs {
       // Deleted between readdir and stat, or a dangling link: not part of the listing.
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return null;
-      throw mapFsError(err, `file ${target}`);
+      throw mapFsError(err, this.label !== undefined ? `${this.label}/${target.slice(this.rootDir.length + 1)}` : `file ${target}`);
     }
   }
 }
@@ -204,6 +213,7 @@ export function mapFsError(err: unknown, what: string): FanoutError {
     case 'EPERM':
       return new FanoutError('SOURCE_ERROR', `${what}: permission denied`, { cause: err });
     default:
-      return new FanoutError('SOURCE_ERROR', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      // The code, not the message: fs messages carry the server's real path.
+      return new FanoutError('SOURCE_ERROR', `${what}: ${code ?? 'read failed'}`, { cause: err });
   }
 }

@@ -10,12 +10,13 @@ import {
 import { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
+import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 import { sourceStream } from './stream.js';
-import type { S3SourceOptions, Ufs } from './types.js';
-import { assertVersion, changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
+import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
+import { assertVersion, changed, checkPath, checkRange, destroyQuietly, isAbortLike, sizeMtimeVersion } from './util.js';
 
 /** The S3Client settings fanout uses for every S3 source (and the test harness reuses). */
-export function s3ClientConfig(options: S3SourceOptions = {}): S3ClientConfig {
+export function s3ClientConfig(options: S3SourceOptions = {}, deadlines: SourceDeadlines = resolveDeadlines()): S3ClientConfig {
   const credentials =
     options.accessKeyId && options.secretAccessKey
       ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
@@ -31,6 +32,9 @@ export function s3ClientConfig(options: S3SourceOptions = {}): S3ClientConfig {
     // Default checksums break ranged GETs and S3-compatible servers; pages carry their own.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    // Connect only: first byte and progress are watched by withDeadline and sourceStream, which
+    // abort the request; the SDK's requestTimeout would also count time our consumer holds the body.
+    requestHandler: { connectionTimeout: deadlines.connectMs || undefined },
   };
 }
 
@@ -41,13 +45,19 @@ export class S3Ufs implements Ufs {
   private readonly base: string;
   private readonly client: S3Client;
   private readonly ownsClient: boolean;
+  private readonly deadlines: SourceDeadlines;
+  private readonly label: string | undefined;
+  /** "key\0version" → size, from stats: a Content-Range total that differs is another object. */
+  private readonly knownSizes = new Map<string, number>();
 
-  constructor(bucket: string, prefix = '', options: S3SourceOptions = {}, client?: S3Client) {
+  constructor(bucket: string, prefix = '', options: S3SourceOptions = {}, client?: S3Client, source: SourceOptions = {}) {
     if (!bucket) throw new FanoutError('INVALID_CONFIG', 'an S3 source needs a bucket');
     this.bucket = bucket;
     const trimmed = prefix.replace(/^\/+|\/+$/g, '');
     this.base = trimmed ? `${trimmed}/` : '';
-    this.client = client ?? new S3Client(s3ClientConfig(options));
+    this.deadlines = resolveDeadlines(source.deadlines);
+    this.label = source.label?.replace(/\/+$/, '');
+    this.client = client ?? new S3Client(s3ClientConfig(options, this.deadlines));
     this.ownsClient = !client;
   }
 
@@ -56,10 +66,14 @@ export class S3Ufs implements Ufs {
     if (path === '') throw new FanoutError('IS_A_DIRECTORY', `${this.describe(path)} is the root of the source`);
     const key = this.base + path;
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
+      const out = await withDeadline(this.deadlines.firstByteMs, this.describe(path), signal, (sig) =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), opts(sig)),
+      );
       const size = out.ContentLength ?? 0;
       const mtimeMs = out.LastModified?.getTime() ?? 0;
-      return { path, size, mtimeMs, version: stripQuotes(out.ETag) ?? sizeMtimeVersion(size, mtimeMs) };
+      const version = stripQuotes(out.ETag) ?? sizeMtimeVersion(size, mtimeMs);
+      this.remember(path, version, size);
+      return { path, size, mtimeMs, version };
     } catch (err) {
       if (!isNotFound(err)) throw this.mapError(err, path, signal);
     }
@@ -79,9 +93,9 @@ export class S3Ufs implements Ufs {
     do {
       let out: ListObjectsV2CommandOutput;
       try {
-        out = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }),
-          opts(signal),
+        const page = token;
+        out = await withDeadline(this.deadlines.firstByteMs, this.describe(dir), signal, (sig) =>
+          this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: page }), opts(sig)),
         );
       } catch (err) {
         throw this.mapError(err, dir, signal);
@@ -124,7 +138,9 @@ export class S3Ufs implements Ufs {
       expected: length,
       what: this.describe(path),
       signal,
-      mapError: (err) => this.mapError(err, path, signal),
+      firstByteMs: this.deadlines.firstByteMs,
+      idleMs: this.deadlines.idleMs,
+      mapError: (err, received) => this.mapError(err, path, signal, received === undefined ? undefined : { received, length }),
       open: async (streamSignal) => {
         checkPath(path);
         checkRange(offset, length);
@@ -143,18 +159,38 @@ export class S3Ufs implements Ufs {
           opts(streamSignal),
         );
         const body = out.Body as unknown;
+        // A listener from the start: an abort or reset before anyone reads is not a process crash.
+        if (body instanceof Readable) body.on('error', () => {});
         const fail = (err: FanoutError): never => {
-          if (body instanceof Readable) body.destroy();
+          if (body instanceof Readable) destroyQuietly(body);
           throw err;
         };
+        const what = this.describe(path);
         const etag = stripQuotes(out.ETag);
-        if (etag !== undefined && etag !== version) fail(changed(this.describe(path), version, etag));
-        const start = /^bytes (\d+)-/.exec(out.ContentRange ?? '')?.[1];
-        if (start !== undefined && Number(start) !== offset) {
-          fail(new FanoutError('SOURCE_ERROR', `${this.describe(path)}: asked for offset ${offset}, got ${out.ContentRange}`));
+        if (etag !== undefined && etag !== version) fail(changed(what, version, etag));
+        // Every validator of the answer must agree with the version and the range asked for.
+        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
+        if (range) {
+          const total = range[3] === '*' ? undefined : Number(range[3]);
+          if (Number(range[1]) === offset && total !== undefined && Number(range[2]) === total - 1 && total < offset + length) {
+            fail(new FanoutError('SOURCE_TRUNCATED', `${what}: has ${total} bytes, fewer than the ${offset + length} asked for`));
+          }
+          if (Number(range[1]) !== offset || Number(range[2]) !== offset + length - 1) {
+            fail(new FanoutError('SOURCE_ERROR', `${what}: asked for bytes ${offset}-${offset + length - 1}, got ${out.ContentRange}`));
+          }
+          const known = this.knownSizes.get(`${path}\0${version}`);
+          if (known !== undefined && range[3] !== '*' && Number(range[3]) !== known) {
+            fail(new FanoutError('SOURCE_CHANGED', `${what}: version ${version} had ${known} bytes, the source now says ${range[3]}`));
+          }
+        } else if (!(offset === 0 && out.ContentLength === length)) {
+          // No Content-Range: the server sent the whole object (it ignores Range); never cut down, see validators.ts.
+          fail(new FanoutError('SOURCE_ERROR', `${what}: the S3 server ignored the Range header (no Content-Range in its answer)`));
+        }
+        if (out.ContentLength !== undefined && out.ContentLength !== length) {
+          fail(new FanoutError('SOURCE_ERROR', `${what}: Content-Length ${out.ContentLength} for a range of ${length} bytes`));
         }
         if (!(body instanceof Readable)) {
-          return fail(new FanoutError('SOURCE_ERROR', `${this.describe(path)}: the S3 client returned no Node stream`));
+          return fail(new FanoutError('SOURCE_ERROR', `${what}: the S3 client returned no Node stream`));
         }
         return { body };
       },
@@ -193,9 +229,8 @@ export class S3Ufs implements Ufs {
 
   private async hasKeysUnder(prefix: string, signal?: AbortSignal): Promise<boolean> {
     try {
-      const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1 }),
-        opts(signal),
+      const out = await withDeadline(this.deadlines.firstByteMs, this.describe(prefix), signal, (sig) =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1 }), opts(sig)),
       );
       return (out.KeyCount ?? out.Contents?.length ?? 0) > 0;
     } catch (err) {
@@ -203,19 +238,32 @@ export class S3Ufs implements Ufs {
     }
   }
 
+  /** "/data/f.bin" with a label (a worker's mount); "s3://bucket/key" otherwise. */
   private describe(path: string): string {
-    return `s3://${this.bucket}/${this.base}${path}`;
+    return this.label !== undefined ? `${this.label}/${path}` : `s3://${this.bucket}/${this.base}${path}`;
   }
 
-  private mapError(err: unknown, path: string, signal?: AbortSignal): FanoutError {
+  private remember(path: string, version: string, size: number): void {
+    const key = `${path}\0${version}`;
+    this.knownSizes.delete(key);
+    this.knownSizes.set(key, size);
+    if (this.knownSizes.size > 4096) this.knownSizes.delete(this.knownSizes.keys().next().value!);
+  }
+
+  private mapError(err: unknown, path: string, signal?: AbortSignal, body?: { received: number; length: number }): FanoutError {
     if (err instanceof FanoutError) return err;
     const what = this.describe(path);
     if (signal?.aborted) return abortError(signal);
+    const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    if (e?.name === 'TimeoutError' && /connect/i.test(e.message ?? '')) return timedOut(what, 'connect', this.deadlines.connectMs);
     if (isAbortLike(err)) return new FanoutError('ABORTED', `${what}: aborted`, { cause: err });
-    const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    // Node's IncomingMessage says "aborted" (ECONNRESET) when the server closes mid-body.
+    if (body && (e?.code === 'ECONNRESET' || e?.code === 'ERR_STREAM_PREMATURE_CLOSE') && /aborted|premature/i.test(e.message ?? '')) {
+      return new FanoutError('SOURCE_TRUNCATED', `${what}: the source closed the connection after ${body.received} of ${body.length} bytes`, { cause: err });
+    }
     const status = e.$metadata?.httpStatusCode;
     if (e.name === 'NoSuchBucket') {
-      return new FanoutError('SOURCE_ERROR', `bucket ${this.bucket} does not exist`, { cause: err });
+      return new FanoutError('SOURCE_ERROR', `${this.label ?? ''}${this.label ? ': ' : ''}bucket ${this.bucket} does not exist`, { cause: err });
     }
     if (isNotFound(err)) return new FanoutError('NOT_FOUND', `${what} does not exist`, { cause: err });
     if (e.name === 'PreconditionFailed' || status === 412) {

@@ -1,5 +1,7 @@
 import { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
+import { IDLE_PROGRESS_BYTES, timedOut } from './deadlines.js';
+import { destroyQuietly } from './util.js';
 
 /** What an adapter hands back once a range read is open at the source. */
 export interface OpenedSource {
@@ -19,8 +21,15 @@ export interface SourceStreamOptions {
   signal?: AbortSignal;
   /** Opens the range. Its signal aborts when the stream is destroyed or the caller aborts. */
   open: (signal: AbortSignal) => Promise<OpenedSource>;
-  /** Turns a backend error into a FanoutError (FanoutErrors pass through before this is called). */
-  mapError: (err: unknown) => FanoutError;
+  /**
+   * Turns a backend error into a FanoutError (FanoutErrors pass through before this is called).
+   * `received`: body bytes that had arrived (undefined before the body opened), so that a connection closed mid-body can be told
+   * as SOURCE_TRUNCATED.
+   */
+  mapError: (err: unknown, received: number | undefined) => FanoutError;
+  /** Until the first body byte (open included), and for progress while the body streams; 0 = none. */
+  firstByteMs?: number;
+  idleMs?: number;
 }
 
 /**
@@ -69,22 +78,35 @@ class SourceStream extends Readable {
     const { expected, what } = this.opts;
     let received = 0;
     try {
+      this.armFirstByte();
       this.opened = await this.opts.open(this.controller.signal);
       if (this.destroyed) {
-        this.opened.body?.destroy();
+        if (this.opened.body) destroyQuietly(this.opened.body);
         return void (await this.release());
       }
       const body = this.opened.body;
       if (body) {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
+        const chunks = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+        for (;;) {
+          this.armIdle(expected - received);
+          const next = await chunks.next();
           if (this.destroyed) return;
+          if (next.done) break;
+          const chunk = next.value;
+          this.clearFirstByte();
           received += chunk.length;
+          this.windowBytes += chunk.length;
           if (received > expected) {
             throw new FanoutError('SOURCE_ERROR', `${what}: the source sent more than the ${expected} bytes asked for`);
           }
-          if (!this.push(chunk)) await new Promise<void>((resolve) => (this.wake = resolve));
+          if (!this.push(chunk)) {
+            // The consumer is slow, not the source: its time does not count against the source.
+            this.disarmIdle();
+            await new Promise<void>((resolve) => (this.wake = resolve));
+          }
         }
       }
+      this.clearTimers();
       if (this.destroyed) return;
       if (received < expected) {
         throw new FanoutError('SOURCE_TRUNCATED', `${what}: the source ended after ${received} of ${expected} bytes`);
@@ -94,9 +116,48 @@ class SourceStream extends Readable {
       this.ended = true;
       if (!this.destroyed) this.push(null);
     } catch (err) {
+      this.clearTimers();
       if (this.destroyed) return;
-      this.destroy(err instanceof FanoutError ? err : this.opts.mapError(err));
+      this.destroy(err instanceof FanoutError ? err : this.opts.mapError(err, this.opened ? received : undefined));
     }
+  }
+
+  private firstByteTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private windowBytes = 0;
+
+  private armFirstByte(): void {
+    const ms = this.opts.firstByteMs ?? 0;
+    if (ms <= 0) return;
+    this.firstByteTimer = setTimeout(() => this.destroy(timedOut(this.opts.what, 'firstByte', ms)), ms);
+  }
+
+  private clearFirstByte(): void {
+    if (this.firstByteTimer) clearTimeout(this.firstByteTimer);
+    this.firstByteTimer = undefined;
+  }
+
+  /** Starts an idle window unless one runs; each window must bring IDLE_PROGRESS_BYTES (or all that is left). */
+  private armIdle(remaining: number): void {
+    const ms = this.opts.idleMs ?? 0;
+    if (ms <= 0 || this.idleTimer || this.firstByteTimer) return;
+    this.windowBytes = 0;
+    const need = Math.min(IDLE_PROGRESS_BYTES, remaining);
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.windowBytes >= need) return this.armIdle(remaining - this.windowBytes);
+      this.destroy(timedOut(this.opts.what, 'idle', ms));
+    }, ms);
+  }
+
+  private disarmIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  private clearTimers(): void {
+    this.clearFirstByte();
+    this.disarmIdle();
   }
 
   private async release(): Promise<void> {
@@ -108,12 +169,14 @@ class SourceStream extends Readable {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.opts.signal?.removeEventListener('abort', this.onAbort);
+    this.clearTimers();
     // After a clean end there is nothing left to cancel at the backend.
     if (!this.ended) this.controller.abort(err ?? new FanoutError('ABORTED', 'stream destroyed'));
     const wake = this.wake;
     this.wake = null;
     wake?.();
-    this.opened?.body?.destroy();
+    // Quietly: a destroyed undici or S3 body emits 'error' that no one would hear (process crash).
+    if (this.opened?.body) destroyQuietly(this.opened.body);
     // An fd must be closed even when the consumer gives up early; close errors are not news then.
     Promise.resolve()
       .then(() => this.release())

@@ -34,3 +34,32 @@ export interface S3SourceOptions {
   /** Path-style addressing (http://host/bucket/key), needed by most S3-compatible servers. */
   forcePathStyle?: boolean;
 }
+
+/**
+ * How a source without strong validators is read. 'strict' (the default for HTTP sources)
+ * refuses a file that has no strong ETag with SOURCE_UNVERSIONED: size + Last-Modified (whole
+ * seconds) cannot tell two files apart that were written in the same second with the same size,
+ * so pages of both could mix. 'weak' accepts size + Last-Modified as the version, with that risk.
+ */
+export type Versioning = 'strict' | 'weak';
+
+/** Deadlines of every source request, in milliseconds (0 = none). See deadlines.ts. */
+export interface SourceDeadlines {
+  /** Establishing a connection (TCP + TLS). */
+  connectMs: number;
+  /** From sending a request to the first byte of the answer (headers; for reads, the first body chunk). */
+  firstByteMs: number;
+  /** While a body streams: a window in which the source must make progress (see deadlines.ts). */
+  idleMs: number;
+}
+
+/** What a mount tells its source beyond the URI. */
+export interface SourceOptions {
+  /**
+   * How error messages name a file: the mount path ("/data"), so that "/data/missing.bin" is
+   * what users read, never the server's directory or the origin's URL. Default: the URI.
+   */
+  label?: string;
+  versioning?: Versioning;
+  deadlines?: Partial<SourceDeadlines>;
+}

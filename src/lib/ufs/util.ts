@@ -51,3 +51,12 @@ export function isAbortLike(err: unknown): boolean {
   const e = err as { name?: string; code?: string } | null;
   return e?.name === 'AbortError' || e?.code === 'ABORT_ERR' || e?.code === 'UND_ERR_ABORTED';
 }
+
+/**
+ * Destroys a body we give up on. A destroyed undici body (or socket) emits 'error'
+ * (RequestAbortedError); with no listener that error kills the process, so one is added first.
+ */
+export function destroyQuietly(stream: { on(event: 'error', fn: () => void): unknown; destroy(): unknown; destroyed?: boolean }): void {
+  stream.on('error', () => {});
+  if (!stream.destroyed) stream.destroy();
+}

@@ -1,0 +1,19 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mountSpec, parseWorkerConfig } from './index.js';
+
+test('source deadlines default to 5s connect, 30s first byte, 30s idle, and accept durations', () => {
+  const defaults = parseWorkerConfig({ id: 'w' });
+  assert.deepEqual(defaults.timeouts, { sourceConnect: 5000, sourceFirstByte: 30000, sourceIdle: 30000 });
+  const set = parseWorkerConfig({ id: 'w', timeouts: { sourceFirstByte: '2s', sourceIdle: 750 } });
+  assert.equal(set.timeouts.sourceFirstByte, 2000);
+  assert.equal(set.timeouts.sourceIdle, 750);
+  assert.equal(set.timeouts.sourceConnect, 5000);
+});
+
+test('a mount may set versioning strict or weak; anything else is invalid config', () => {
+  const config = parseWorkerConfig({ id: 'w', mounts: { web: { uri: 'http://127.0.0.1:1/', versioning: 'weak' }, plain: 'http://127.0.0.1:1/' } });
+  assert.equal(mountSpec(config, 'web').versioning, 'weak');
+  assert.equal(mountSpec(config, 'plain').versioning, undefined);
+  assert.throws(() => parseWorkerConfig({ id: 'w', mounts: { web: { uri: 'http://x/', versioning: 'loose' } } }), /mounts\.web/);
+});

@@ -1,0 +1,87 @@
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { S3Ufs } from '../../src/lib/ufs/index.js';
+import { readAll, rejectsWith, sha } from '../harness/streams.js';
+import { Origin } from '../harness/origin.js';
+
+const MiB = 1024 * 1024;
+
+/**
+ * The S3 source over the misbehaving origin: path-style GetObject/HeadObject are plain GET/HEAD
+ * of /bucket/key with Range and If-Match, which the origin serves (it ignores the signature).
+ * In-process on purpose: an unhandled stream error would take this test process down.
+ */
+describe('the S3 source over a misbehaving server', () => {
+  let origin: Origin;
+  let ufs: S3Ufs;
+  const data = randomBytes(2 * MiB + 77);
+
+  before(async () => {
+    origin = await Origin.start();
+    await origin.put('bucket/f.bin', data);
+    ufs = new S3Ufs('bucket', '', { endpoint: origin.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
+      label: '/s3data',
+      deadlines: { connectMs: 2000, firstByteMs: 2000, idleMs: 2000 },
+    });
+  });
+  after(async () => {
+    await ufs.close();
+    await origin.close();
+  });
+  afterEach(() => origin.normal());
+
+  test('reads exactly the bytes of a range from a well-behaved server', async () => {
+    const { version } = await ufs.stat('f.bin');
+    assert.equal(sha(await readAll(ufs.read('f.bin', version, MiB, MiB))), sha(data.subarray(MiB, 2 * MiB)));
+  });
+
+  test('a server that ignores If-Match: a bogus version is SOURCE_CHANGED', async () => {
+    origin.behave({ ignoresIfMatch: true });
+    await assert.rejects(readAll(ufs.read('f.bin', 'bogus', 0, MiB)), rejectsWith('SOURCE_CHANGED'));
+  });
+
+  test('a server that ignores Range is SOURCE_ERROR, never the wrong bytes', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ ignoresRange: true });
+    await assert.rejects(readAll(ufs.read('f.bin', version, MiB, MiB)), rejectsWith('SOURCE_ERROR'));
+  });
+
+  test('a body cut short is SOURCE_TRUNCATED, naming the mount path', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ truncateAfter: 100_000 });
+    await assert.rejects(readAll(ufs.read('f.bin', version, 0, MiB)), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SOURCE_TRUNCATED', err.message);
+      assert.match(err.message, /^\/s3data\/f\.bin/);
+      return true;
+    });
+  });
+
+  test('a reset connection is SOURCE_ERROR', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ resetAfter: 100_000 });
+    await assert.rejects(readAll(ufs.read('f.bin', version, 0, MiB)), (err: Error & { code?: string }) => {
+      assert.ok(err.code === 'SOURCE_ERROR' || err.code === 'SOURCE_TRUNCATED', `${err.code}: ${err.message}`);
+      return true;
+    });
+  });
+
+  test('a server that answers nothing fails stat and read with SOURCE_ERROR after the deadline', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ hang: 'nothing' });
+    await assert.rejects(ufs.stat('f.bin'), rejectsWith('SOURCE_ERROR'));
+    await assert.rejects(readAll(ufs.read('f.bin', version, 0, MiB)), rejectsWith('SOURCE_ERROR'));
+  });
+
+  test('a server that sends headers then nothing fails the read with SOURCE_ERROR', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ hang: 'headers' });
+    await assert.rejects(readAll(ufs.read('f.bin', version, 0, MiB)), rejectsWith('SOURCE_ERROR'));
+  });
+
+  test('a 5xx is SOURCE_ERROR', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ status: 500 });
+    await assert.rejects(readAll(ufs.read('f.bin', version, 0, MiB)), rejectsWith('SOURCE_ERROR'));
+  });
+});
