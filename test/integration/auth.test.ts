@@ -36,10 +36,11 @@ async function call(url: string, init: RequestInit = {}): Promise<Answer> {
 /** Every admin route with a body it accepts. */
 const ADMIN_CALLS: { route: string; method: string; body?: unknown }[] = [
   { route: '/v1/admin/load', method: 'POST', body: { pages: [] } },
-  { route: '/v1/admin/pin', method: 'POST', body: { keys: [] } },
-  { route: '/v1/admin/unpin', method: 'POST', body: { keys: [] } },
-  { route: '/v1/admin/free', method: 'POST', body: { keys: [] } },
-  { route: '/v1/admin/ttl', method: 'POST', body: { keys: [], ttlMs: 1000 } },
+  // Bodies must name something (a page key nobody holds is fine).
+  { route: '/v1/admin/pin', method: 'POST', body: { keys: ['0123456789abcdef'] } },
+  { route: '/v1/admin/unpin', method: 'POST', body: { keys: ['0123456789abcdef'] } },
+  { route: '/v1/admin/free', method: 'POST', body: { keys: ['0123456789abcdef'] } },
+  { route: '/v1/admin/ttl', method: 'POST', body: { keys: ['0123456789abcdef'], ttlMs: 1000 } },
   { route: '/v1/admin/policy', method: 'GET' },
 ];
 
