@@ -1,10 +1,10 @@
 import type { Readable } from 'node:stream';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
-import { ClusterReader, PageCache, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
+import { ClusterReader, DEFAULT_PEER_TIMEOUTS, PageCache, PageFetcher, describeTimeout, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 
@@ -13,8 +13,20 @@ export interface FanoutClientOptions {
   endpoint?: string | string[];
   /** Pages fetched in parallel per read (readahead window). Default 8. */
   concurrency?: number;
-  /** Ask a second worker for a page that has not arrived after this many ms (0 = off, the default). */
+  /**
+   * Ask the next worker too for a page whose request made no progress for a while: 'auto'
+   * (default: 3 × the recent p95 time to first byte, at least 100 ms, at most 5 s), a fixed
+   * delay in ms, or 'off'. A worker that had to be hedged is asked after the others for a while.
+   */
+  hedge?: HedgeSetting;
+  /** Old name of a fixed `hedge` delay in ms (0 = off). */
   hedgeDelayMs?: number;
+  /**
+   * Deadlines for requests to workers (pages, stat, list, cluster): connecting, the response
+   * headers, and silence between body chunks. A timeout fails the request with
+   * WORKER_UNAVAILABLE naming the worker and the deadline. Defaults: 5 s, 30 s, 30 s.
+   */
+  timeouts?: { connectMs?: number; firstByteMs?: number; idleMs?: number };
   /**
    * Bytes of recently read pages kept in memory for readPage(), shared by all its callers, so
    * that concurrent readers of one file fetch each page once. Default 16 MiB.
@@ -65,7 +77,10 @@ export const DEFAULT_ENDPOINT = 'http://127.0.0.1:7450';
  */
 export class FanoutClient {
   private readonly endpoints: string[];
-  private readonly fetcher = new PageFetcher();
+  private readonly fetcher: PageFetcher;
+  /** For stat, list and cluster requests, with the same deadlines as page fetches. */
+  private readonly agent: Agent;
+  private readonly timeouts: PeerTimeouts;
   private info: ClusterInfo | undefined;
   private ring: HashRing | undefined;
   private reader: ClusterReader | undefined;
@@ -77,6 +92,15 @@ export class FanoutClient {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
     this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
+    this.timeouts = { ...DEFAULT_PEER_TIMEOUTS };
+    for (const [key, value] of Object.entries(options.timeouts ?? {})) {
+      if (value !== undefined) {
+        if (!Number.isInteger(value) || value <= 0) throw new FanoutError('INVALID_ARGUMENT', `timeouts.${key} must be a positive integer (ms)`);
+        this.timeouts[key as keyof PeerTimeouts] = value;
+      }
+    }
+    this.fetcher = new PageFetcher({ timeouts: this.timeouts });
+    this.agent = new Agent({ connectTimeout: this.timeouts.connectMs, headersTimeout: this.timeouts.firstByteMs, bodyTimeout: this.timeouts.idleMs });
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
@@ -171,6 +195,7 @@ export class FanoutClient {
 
   async close(): Promise<void> {
     await this.fetcher.close();
+    await this.agent.close().catch(() => {});
     await Promise.all([...this.sources.values()].map((s) => s.close?.()));
   }
 
@@ -183,7 +208,7 @@ export class FanoutClient {
         pageSize: info.pageSize,
         concurrency: this.options.concurrency ?? 8,
         replication: info.replication,
-        hedgeDelayMs: this.options.hedgeDelayMs,
+        hedge: this.options.hedge ?? (this.options.hedgeDelayMs !== undefined ? parseHedge(this.options.hedgeDelayMs) : 'auto'),
         sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
         // A failing worker may mean the membership changed: refresh it in the background.
         onWorkerFailure: () => void this.cluster(true).catch(() => {}),
@@ -230,11 +255,16 @@ export class FanoutClient {
   private async getJsonFrom(base: string, path: string): Promise<unknown> {
     let response;
     try {
-      response = await request(base + path, { method: 'GET', headersTimeout: 30_000, bodyTimeout: 30_000 });
+      response = await request(base + path, { method: 'GET', dispatcher: this.agent });
     } catch (err) {
-      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}`, { cause: err });
+      throw this.unreachable(base, err);
     }
-    const text = await response.body.text();
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (err) {
+      throw this.unreachable(base, err);
+    }
     let body: unknown;
     try {
       body = JSON.parse(text);
@@ -243,5 +273,10 @@ export class FanoutClient {
     }
     if (response.statusCode !== 200) throw errorFromJSON(body, response.statusCode);
     return body;
+  }
+
+  private unreachable(base: string, err: unknown): FanoutError {
+    const timeout = describeTimeout((err as { code?: string })?.code, this.timeouts);
+    return new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${timeout ?? (err as Error).message}`, { cause: err });
   }
 }

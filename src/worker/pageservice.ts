@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
-import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
+import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers, type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
@@ -165,7 +165,11 @@ export class PageService {
     yield* this.sourceChunks(ref, start + received, length - received);
   }
 
-  /** Streams a fill to one reader; the checksum follows the body as a trailer. */
+  /**
+   * Streams a fill to one reader; the checksum follows the body as a trailer. A fill that fails
+   * after the headers left ends the body early with the failure's code as a trailer instead of
+   * a cut connection, so the reader can tell a broken source from a dead worker.
+   */
   private async streamFill(res: ServerResponse, fill: PageFill): Promise<void> {
     const { metrics } = this.deps;
     const gone = new AbortController();
@@ -174,17 +178,23 @@ export class PageService {
       gone.abort();
       fill.release(); // the response is flushed or dead: nothing references the buffer now
     });
+    let failure: FanoutError | undefined;
     async function* counted(): AsyncGenerator<Buffer> {
-      for await (const chunk of fill.chunks(gone.signal)) {
-        metrics.bytesServed.inc(chunk.length);
-        yield chunk;
+      try {
+        for await (const chunk of fill.chunks(gone.signal)) {
+          metrics.bytesServed.inc(chunk.length);
+          yield chunk;
+        }
+      } catch (err) {
+        if (!res.headersSent || gone.signal.aborted) throw err;
+        failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
       }
     }
     await sendChunks(
       res,
       counted(),
-      () => res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: CHECKSUM_HEADER, 'x-fanout-cache': 'miss' }),
-      () => res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) }),
+      () => res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}`, 'x-fanout-cache': 'miss' }),
+      () => res.addTrailers(failure ? errorTrailers(failure.code, failure.message) : { [CHECKSUM_HEADER]: hex(fill.crc) }),
     );
   }
 }

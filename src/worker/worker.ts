@@ -51,7 +51,7 @@ export class Worker {
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
-  private readonly fetcher = new LocalFirstFetcher(() => this);
+  private readonly fetcher: LocalFirstFetcher;
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
@@ -61,6 +61,8 @@ export class Worker {
     options: WorkerOptions = {},
   ) {
     const clock = options.clock ?? systemClock;
+    const { peerConnect, peerFirstByte, peerIdle } = config.timeouts;
+    this.fetcher = new LocalFirstFetcher(() => this, { timeouts: { connectMs: peerConnect, firstByteMs: peerFirstByte, idleMs: peerIdle } });
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
@@ -112,6 +114,7 @@ export class Worker {
       clock,
       maxWorkerAttempts: 3,
       replication: config.replication,
+      hedge: 'auto', // a stopped peer must not stall /v1/data or S3 reads
     });
     this.routes = new Routes(this, this.reader, {
       stat: new TtlCache(config.statTtl, clock),

@@ -111,6 +111,18 @@ export const workerConfigSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** S3-compatible gateway (read-only); see gatewayConfigSchema. */
     gateway: gatewayConfigSchema.default({}),
+    /**
+     * Deadlines. peer*: page requests to other workers (connecting, until the response headers,
+     * and silence between body chunks); a timeout counts as the peer being unavailable.
+     */
+    timeouts: z
+      .object({
+        peerConnect: duration.default('5s'),
+        peerFirstByte: duration.default('30s'),
+        peerIdle: duration.default('30s'),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 
