@@ -1,9 +1,12 @@
 import { FanoutError } from '../core/errors.js';
+import type { HedgeSetting } from '../lib/cluster/index.js';
 
 /** How commands print: JSON for machines (--json), aligned text for people. */
 export interface GlobalOptions {
   endpoint?: string;
   json?: boolean;
+  /** --hedge, on commands that read pages (cat, cp, mount). */
+  hedge?: HedgeSetting;
 }
 
 export function printJson(value: unknown): void {
