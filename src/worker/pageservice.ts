@@ -12,6 +12,7 @@ import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendChunks } from './http.js';
 import { contentMatches } from './content.js';
+import { PeerLiveness } from './peerliveness.js';
 import type { SourceBudget } from './sourcebudget.js';
 
 export interface PageServiceDeps {
@@ -49,12 +50,15 @@ export class PageService {
    */
   private readonly hitSlots: Semaphore;
   private readonly fillSlots: Semaphore;
+  /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
+  private readonly liveness: PeerLiveness;
 
   constructor(private readonly deps: PageServiceDeps) {
     const slots = Math.max(2, Math.floor(PAGE_MEMORY / deps.pageSize / 2));
     this.hitSlots = new Semaphore(slots);
     this.fillSlots = new Semaphore(slots);
     this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots));
+    this.liveness = new PeerLiveness((member) => deps.peers.probe(member));
   }
 
   /** `direct`: read the source here even if another worker owns the page (hedges, failover). */
@@ -150,17 +154,25 @@ export class PageService {
   private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number): AsyncGenerator<Buffer> {
     const { peers, metrics, signal, logger } = this.deps;
     let received = 0;
+    if (this.liveness.isKnownDead(owner)) {
+      yield* this.sourceChunks(ref, start, length);
+      return;
+    }
+    const watch = this.liveness.watch(owner, signal);
     try {
-      const chunks = await peers.stream(owner, ref, length, { signal, direct: true });
+      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress });
       for await (const chunk of chunks) {
+        watch.progress();
         received += chunk.length;
         yield chunk;
       }
       metrics.peerBytes.inc(received);
       return;
     } catch (err) {
-      if (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE') throw err;
-      logger.warn({ owner: owner.id, err: err.message, page: ref.index }, 'page owner unavailable; reading the source instead');
+      if (!watch.ownerDead && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
+      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, 'page owner unavailable; reading the source instead');
+    } finally {
+      watch.stop();
     }
     yield* this.sourceChunks(ref, start + received, length - received);
   }

@@ -1,4 +1,4 @@
-import { Pool, type Dispatcher } from 'undici';
+import { Agent, Pool, request, type Dispatcher } from 'undici';
 import { crc32 } from 'node:zlib';
 import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
 import { encodeUrlPath } from '../../core/paths.js';
@@ -36,6 +36,8 @@ export interface PageFetcherOptions {
 export class PageFetcher {
   private readonly pools = new Map<string, Pool>();
   protected readonly timeouts: PeerTimeouts;
+  /** Health checks go on their own connections: a pool full of stalled page requests must not delay them. */
+  private probes: Agent | undefined;
 
   constructor(protected readonly options: PageFetcherOptions = {}) {
     this.timeouts = { ...DEFAULT_PEER_TIMEOUTS, ...definedOnly(options.timeouts) };
@@ -75,6 +77,18 @@ export class PageFetcher {
     return verifiedBody(member, ref, expectedLength, response, (err) => this.unavailable(member, err));
   }
 
+  /** Does the worker answer /healthz within `timeoutMs`? (A stopped process does not; a busy one does.) */
+  async probe(member: Member, timeoutMs = 1000): Promise<boolean> {
+    this.probes ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    try {
+      const response = await request(`${member.url}/healthz`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });
+      await response.body.dump();
+      return response.statusCode === 200;
+    } catch {
+      return false;
+    }
+  }
+
   /** Drops pools of workers that left the cluster. */
   retain(members: Member[]): void {
     const keep = new Set(members.map((m) => m.url));
@@ -90,6 +104,7 @@ export class PageFetcher {
     const pools = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
+    await this.probes?.destroy().catch(() => {});
   }
 
   private pool(member: Member): Pool {

@@ -131,10 +131,10 @@ export class ClusterReader {
   async fetchPage(ref: PageRef, signal?: AbortSignal): Promise<Buffer[]> {
     const { pageSize } = this.options;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
-    const { candidates, primary } = this.candidates(pageKey(ref, pageSize), ref.index);
+    const { candidates } = this.candidates(pageKey(ref, pageSize), ref.index);
     try {
       if (candidates.length === 0) throw new FanoutError('NO_WORKERS', 'no workers are known for this cluster');
-      return await this.race(candidates, primary, ref, end - start, signal);
+      return await this.race(candidates, ref, end - start, signal);
     } catch (err) {
       const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
       if (DEFINITIVE.has(error.code) || !this.options.sourceFallback) throw error;
@@ -163,14 +163,14 @@ export class ClusterReader {
   /**
    * Asks candidates one after another until one answers. A request that makes no progress (no
    * headers, no chunk) for the hedge delay gets company from the next candidate, and the first
-   * good answer wins; the silent worker is demoted. Only a first request to a healthy owner may
-   * be forwarded to the page's primary owner; the others ask the worker to read the source
-   * itself (or serve its own copy), since the primary is the likely culprit.
+   * good answer wins; the silent worker is demoted. Hedges and retries are plain page requests:
+   * a worker that does not hold the page relays it from its primary owner while that owner
+   * answers its health check, and reads the source itself only when it does not, so a hedge
+   * is not a second source read of a page whose owner is merely slow.
    */
-  private race(candidates: Member[], primary: Member | undefined, ref: PageRef, length: number, signal?: AbortSignal): Promise<Buffer[]> {
+  private race(candidates: Member[], ref: PageRef, length: number, signal?: AbortSignal): Promise<Buffer[]> {
     const hedge = this.hedge;
     hedge.onFetch();
-    const primarySuspect = primary !== undefined && this.health.isDemoted(primary.id);
     return new Promise((resolve, reject) => {
       const inflight = new Map<AbortController, Member>();
       const stopWatch = new AbortController();
@@ -189,7 +189,6 @@ export class ClusterReader {
       const launch = (): boolean => {
         if (settled || next >= candidates.length) return false;
         const member = candidates[next]!;
-        const direct = next > 0 || primarySuspect;
         next++;
         const controller = new AbortController();
         inflight.set(controller, member);
@@ -200,7 +199,7 @@ export class ClusterReader {
           if (what === 'headers') hedge.observeFirstByte(now - startedAt);
           lastProgress = now;
         };
-        this.options.fetcher.fetch(member, ref, length, { signal: controller.signal, direct, onProgress }).then(
+        this.options.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress }).then(
           (page) => {
             if (!settled) finish(() => resolve(page));
           },

@@ -1,0 +1,86 @@
+import { systemClock, type Clock } from '../core/clock.js';
+import { FanoutError } from '../core/errors.js';
+import type { Member } from '../core/types.js';
+
+export interface PeerLivenessOptions {
+  /** A relay quiet for this long makes the worker ask the owner's /healthz. */
+  quietMs?: number;
+  /** How long a peer that failed its health check is not relayed through (the source is read instead). */
+  deadForMs?: number;
+  clock?: Clock;
+}
+
+/** What a relay needs: a signal that fires when the owner is found dead, and a way to report progress. */
+export interface RelayWatch {
+  readonly signal: AbortSignal;
+  /** True once the owner failed its health check (the abort was ours, not the caller's). */
+  readonly ownerDead: boolean;
+  progress(): void;
+  stop(): void;
+}
+
+/**
+ * Tells a page owner that is slow (its source is slow, it is busy) from one that is not running
+ * (SIGSTOP, a hung host): a relay that has been quiet for a while asks the owner's /healthz,
+ * which a live worker answers at once whatever its source does. A dead owner is skipped for a
+ * while (the relaying worker reads the source itself); a live one keeps the cluster-wide single
+ * flight, so a reader's hedge does not become a second source read.
+ */
+export class PeerLiveness {
+  private readonly deadUntil = new Map<string, number>();
+  private readonly quietMs: number;
+  private readonly deadForMs: number;
+  private readonly clock: Clock;
+
+  constructor(
+    private readonly probe: (member: Member) => Promise<boolean>,
+    options: PeerLivenessOptions = {},
+  ) {
+    this.quietMs = options.quietMs ?? 1000;
+    this.deadForMs = options.deadForMs ?? 2000;
+    this.clock = options.clock ?? systemClock;
+  }
+
+  isKnownDead(member: Member): boolean {
+    const until = this.deadUntil.get(member.id);
+    if (until === undefined) return false;
+    if (until > this.clock.now()) return true;
+    this.deadUntil.delete(member.id);
+    return false;
+  }
+
+  /** Watches one relay from `member`; the returned signal also follows `parent`. */
+  watch(member: Member, parent: AbortSignal): RelayWatch {
+    const own = new AbortController();
+    const stopped = new AbortController();
+    let lastProgress = this.clock.now();
+    let ownerDead = false;
+    const loop = async () => {
+      while (!stopped.signal.aborted) {
+        const wait = lastProgress + this.quietMs - this.clock.now();
+        if (wait > 0) {
+          await this.clock.sleep(wait, stopped.signal).catch(() => {});
+          continue;
+        }
+        const alive = await this.probe(member).catch(() => false);
+        if (stopped.signal.aborted) return;
+        if (!alive) {
+          this.deadUntil.set(member.id, this.clock.now() + this.deadForMs);
+          ownerDead = true;
+          own.abort(new FanoutError('WORKER_UNAVAILABLE', `page owner ${member.id} does not answer its health check`));
+          return;
+        }
+        lastProgress = this.clock.now();
+      }
+    };
+    void loop();
+    return {
+      signal: AbortSignal.any([parent, own.signal]),
+      get ownerDead() {
+        return ownerDead;
+      },
+      progress: () => void (lastProgress = this.clock.now()),
+      stop: () => stopped.abort(),
+    };
+  }
+}
