@@ -7,6 +7,8 @@ export interface PeerLivenessOptions {
   quietMs?: number;
   /** How long a peer that failed its health check is not relayed through (the source is read instead). */
   deadForMs?: number;
+  /** Health checks in a row that must fail (each bounded by the probe's own deadline) before giving up on the owner. */
+  attempts?: number;
   clock?: Clock;
 }
 
@@ -30,6 +32,7 @@ export class PeerLiveness {
   private readonly deadUntil = new Map<string, number>();
   private readonly quietMs: number;
   private readonly deadForMs: number;
+  private readonly attempts: number;
   private readonly clock: Clock;
 
   constructor(
@@ -37,7 +40,8 @@ export class PeerLiveness {
     options: PeerLivenessOptions = {},
   ) {
     this.quietMs = options.quietMs ?? 1000;
-    this.deadForMs = options.deadForMs ?? 2000;
+    this.deadForMs = options.deadForMs ?? 5000;
+    this.attempts = Math.max(1, options.attempts ?? 2);
     this.clock = options.clock ?? systemClock;
   }
 
@@ -62,7 +66,9 @@ export class PeerLiveness {
           await this.clock.sleep(wait, stopped.signal).catch(() => {});
           continue;
         }
-        const alive = await this.probe(member).catch(() => false);
+        // A loaded host can miss one check; a stopped one misses all of them.
+        let alive = false;
+        for (let i = 0; i < this.attempts && !alive && !stopped.signal.aborted; i++) alive = await this.probe(member).catch(() => false);
         if (stopped.signal.aborted) return;
         if (!alive) {
           this.deadUntil.set(member.id, this.clock.now() + this.deadForMs);
