@@ -239,7 +239,10 @@ export class FanoutClient {
 
   /** GET JSON from the first endpoint (or known member) that answers. */
   private async getJson(path: string): Promise<unknown> {
-    const candidates = [...new Set([...this.endpoints, ...(this.info?.members.map((m) => m.url) ?? [])])];
+    const known = [...new Set([...this.endpoints, ...(this.info?.members.map((m) => m.url) ?? [])])];
+    // Workers this client saw stall or fail are asked last, so a stopped endpoint costs one deadline, not one per call.
+    const demoted = new Set(this.info?.members.filter((m) => this.reader?.health.isDemoted(m.id)).map((m) => m.url));
+    const candidates = [...known.filter((url) => !demoted.has(url)), ...known.filter((url) => demoted.has(url))];
     let lastError: unknown;
     for (const base of candidates) {
       try {

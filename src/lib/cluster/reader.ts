@@ -131,7 +131,7 @@ export class ClusterReader {
   async fetchPage(ref: PageRef, signal?: AbortSignal): Promise<Buffer[]> {
     const { pageSize } = this.options;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
-    const { candidates } = this.candidates(pageKey(ref, pageSize), ref.index);
+    const candidates = this.candidates(pageKey(ref, pageSize), ref.index);
     try {
       if (candidates.length === 0) throw new FanoutError('NO_WORKERS', 'no workers are known for this cluster');
       return await this.race(candidates, ref, end - start, signal);
@@ -149,7 +149,7 @@ export class ClusterReader {
    * come in ring order so that every reader's hedges for a page meet on the same worker, whose
    * single flight reads the source once for all of them.
    */
-  private candidates(key: string, index: number): { candidates: Member[]; primary: Member | undefined } {
+  private candidates(key: string, index: number): Member[] {
     const placement = this.options.placement();
     const attempts = Math.min(this.options.maxWorkerAttempts ?? 3, placement.members().length);
     const replication = Math.max(1, this.options.replication ?? 1);
@@ -157,7 +157,7 @@ export class ClusterReader {
     const replicas = owners.slice(0, replication);
     const turn = replicas.length === 0 ? 0 : (this.spread + index) % replicas.length;
     const ordered = [...replicas.slice(turn), ...replicas.slice(0, turn), ...owners.slice(replication)];
-    return { candidates: this.health.order(ordered).slice(0, Math.max(attempts, 1)), primary: owners[0] };
+    return this.health.order(ordered).slice(0, Math.max(attempts, 1));
   }
 
   /**
