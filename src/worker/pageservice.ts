@@ -58,7 +58,7 @@ export class PageService {
     this.hitSlots = new Semaphore(slots);
     this.fillSlots = new Semaphore(slots);
     this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots));
-    this.liveness = new PeerLiveness((member) => deps.peers.probe(member, 2000));
+    this.liveness = new PeerLiveness((member) => deps.peers.probe(member, 2000), { signal: deps.signal });
   }
 
   /** `direct`: read the source here even if another worker owns the page (hedges, failover). */

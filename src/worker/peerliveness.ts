@@ -2,11 +2,16 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member } from '../core/types.js';
 
+/** How long a dead peer keeps being re-checked in the background before it is simply forgotten. */
+const GIVE_UP_AFTER_MS = 10 * 60_000;
+
 export interface PeerLivenessOptions {
   /** A relay quiet for this long makes the worker ask the owner's /healthz. */
   quietMs?: number;
-  /** How long a peer that failed its health check is not relayed through (the source is read instead). */
-  deadForMs?: number;
+  /** How often a peer that failed its health checks is checked again (it is skipped until it answers). */
+  recheckMs?: number;
+  /** Ends the background re-checks (the worker stopping). */
+  signal?: AbortSignal;
   /** Health checks in a row that must fail (each bounded by the probe's own deadline) before giving up on the owner. */
   attempts?: number;
   clock?: Clock;
@@ -29,9 +34,11 @@ export interface RelayWatch {
  * flight, so a reader's hedge does not become a second source read.
  */
 export class PeerLiveness {
-  private readonly deadUntil = new Map<string, number>();
+  /** Peers that failed their health checks, each with the background loop that re-checks it. */
+  private readonly dead = new Set<string>();
   private readonly quietMs: number;
-  private readonly deadForMs: number;
+  private readonly recheckMs: number;
+  private readonly signal: AbortSignal | undefined;
   private readonly attempts: number;
   private readonly clock: Clock;
 
@@ -40,17 +47,35 @@ export class PeerLiveness {
     options: PeerLivenessOptions = {},
   ) {
     this.quietMs = options.quietMs ?? 1000;
-    this.deadForMs = options.deadForMs ?? 5000;
+    this.recheckMs = options.recheckMs ?? 1000;
+    this.signal = options.signal;
     this.attempts = Math.max(1, options.attempts ?? 2);
     this.clock = options.clock ?? systemClock;
   }
 
+  /** Failed its health checks and has not answered one since: relays skip it. */
   isKnownDead(member: Member): boolean {
-    const until = this.deadUntil.get(member.id);
-    if (until === undefined) return false;
-    if (until > this.clock.now()) return true;
-    this.deadUntil.delete(member.id);
-    return false;
+    return this.dead.has(member.id);
+  }
+
+  /**
+   * Skips `member` until a background check finds it answering again, so that relays never
+   * wait on a stopped owner twice (waiting to find out costs seconds; checking in the
+   * background costs one small request a second).
+   */
+  private markDead(member: Member): void {
+    if (this.dead.has(member.id)) return;
+    this.dead.add(member.id);
+    const since = this.clock.now();
+    void (async () => {
+      // Bounded: a peer that left the cluster for good stops being checked after a while.
+      while (!this.signal?.aborted && this.clock.now() - since < GIVE_UP_AFTER_MS) {
+        await this.clock.sleep(this.recheckMs, this.signal).catch(() => {});
+        if (this.signal?.aborted) break;
+        if (await this.probe(member).catch(() => false)) break;
+      }
+      this.dead.delete(member.id);
+    })();
   }
 
   /** Watches one relay from `member`; the returned signal also follows `parent`. */
@@ -71,7 +96,7 @@ export class PeerLiveness {
         for (let i = 0; i < this.attempts && !alive && !stopped.signal.aborted; i++) alive = await this.probe(member).catch(() => false);
         if (stopped.signal.aborted) return;
         if (!alive) {
-          this.deadUntil.set(member.id, this.clock.now() + this.deadForMs);
+          this.markDead(member);
           ownerDead = true;
           own.abort(new FanoutError('WORKER_UNAVAILABLE', `page owner ${member.id} does not answer its health check`));
           return;
