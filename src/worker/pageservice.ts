@@ -96,11 +96,14 @@ export class PageService {
     const primary = owners[0];
     const fromPeer = !direct && primary !== undefined && primary.id !== selfId;
     // Non-owners relay without keeping a copy: the page's home is its owners.
-    const keep = !fromPeer || owners.some((m) => m.id === selfId);
+    // A page read from the source because its owner is down is kept too: readers that route
+    // around the owner come here next.
+    let keep = !fromPeer || owners.some((m) => m.id === selfId);
+    const ownerDown = () => void (keep = true);
     const { fill, started } = this.flights.join(
       key,
       length,
-      () => this.holdingFillSlot(() => (fromPeer ? this.peerChunks(primary, ref, start, length) : this.sourceChunks(ref, start, length))),
+      () => this.holdingFillSlot(() => (fromPeer ? this.peerChunks(primary, ref, start, length, ownerDown) : this.sourceChunks(ref, start, length))),
       async (done) => {
         if (!keep) return;
         try {
@@ -151,10 +154,11 @@ export class PageService {
    * drops the connection part-way, the rest comes from the source, so a dead owner costs a
    * retry, not a failed read. A checksum failure is not papered over: the fill fails.
    */
-  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number): AsyncGenerator<Buffer> {
+  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number, ownerDown: () => void): AsyncGenerator<Buffer> {
     const { peers, metrics, signal, logger } = this.deps;
     let received = 0;
     if (this.liveness.isKnownDead(owner)) {
+      ownerDown();
       yield* this.sourceChunks(ref, start, length);
       return;
     }
@@ -174,6 +178,7 @@ export class PageService {
     } finally {
       watch.stop();
     }
+    ownerDown();
     yield* this.sourceChunks(ref, start + received, length - received);
   }
 
