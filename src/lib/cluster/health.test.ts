@@ -40,3 +40,13 @@ test('repeated slowness demotes for longer, and the least slow goes first', asyn
   assert.equal(health.isDemoted('b'), false);
   assert.equal(health.isDemoted('a'), true);
 });
+
+test('a worker that let a deadline pass stays last longer', async () => {
+  const clock = new ManualClock();
+  const health = new WorkerHealth(clock, { downForMs: 5000 });
+  health.failed('a', 6);
+  await clock.advance(29_000);
+  assert.equal(ids(health.order([a, b, c])), 'bca');
+  await clock.advance(1_001);
+  assert.equal(ids(health.order([a, b, c])), 'abc');
+});

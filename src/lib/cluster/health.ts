@@ -32,8 +32,9 @@ export class WorkerHealth {
     this.halfLifeMs = options.slowHalfLifeMs ?? 10_000;
   }
 
-  failed(id: string): void {
-    this.record(id).downUntil = this.clock.now() + this.downForMs;
+  /** `factor`: a worker that let a deadline pass (rather than refusing at once) stays last longer. */
+  failed(id: string, factor = 1): void {
+    this.record(id).downUntil = this.clock.now() + this.downForMs * factor;
   }
 
   slow(id: string): void {

@@ -245,7 +245,9 @@ export class ClusterReader {
   }
 
   private onFailure(member: Member, err: FanoutError): void {
-    if (WORKER_FAULT.has(err.code)) this.health.failed(member.id);
+    // Each retry of a worker that times out costs a whole deadline: keep it last six times longer.
+    const timedOut = /^UND_ERR_(HEADERS|BODY|CONNECT)_TIMEOUT$/.test(String((err.cause as { code?: unknown } | undefined)?.code));
+    if (WORKER_FAULT.has(err.code)) this.health.failed(member.id, timedOut ? 6 : 1);
     else if (err.code === 'OVERLOADED') this.health.slow(member.id);
     this.options.onWorkerFailure?.(member, err);
   }
