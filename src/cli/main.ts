@@ -5,6 +5,7 @@ import { status } from './status.js';
 import type { MountFlags } from './mount.js';
 import { reportError, type GlobalOptions } from './output.js';
 import { registerReleaseCommands } from './release-commands.js';
+import { hedgeOption } from './hedge.js';
 
 // Daemons pull in the AWS SDK, etcd and the worker; client commands should start fast without them.
 const daemon = () => import('./daemon.js');
@@ -53,9 +54,11 @@ export async function main(argv: string[]): Promise<void> {
   clientCommand('stat <path>', 'size, modification time and version of a file').action((path: string, o: GlobalOptions) => stat(path, o));
   clientCommand('cat <path>', 'write a file (or --range) to stdout')
     .option('--range <start-end>', 'bytes START-END (inclusive), START- or -SUFFIX')
+    .addOption(hedgeOption())
     .action((path: string, o: GlobalOptions & { range?: string }) => cat(path, o));
   clientCommand('cp <path> <dest>', 'copy a file out of the cluster (progress bar on a terminal)')
     .option('--no-progress', 'no progress bar')
+    .addOption(hedgeOption())
     .action((path: string, dest: string, o: GlobalOptions & { progress?: boolean }) => cp(path, dest, o));
   clientCommand('status', 'members, capacity, usage, hit ratio, bytes read from sources').action((o: GlobalOptions) => status(o));
   clientCommand('mount <mountpoint>', 'mount the cluster read-only with FUSE (until Ctrl-C or SIGTERM)')
@@ -65,6 +68,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--kernel-readahead <size>', "the kernel's readahead for the mount (default 4MiB)")
     .option('--threads <n>', 'FUSE threads; a read holds one until its pages arrive (default 32)')
     .option('--allow-other', 'let other users read the mount')
+    .addOption(hedgeOption())
     .option('--log-level <level>', 'fatal|error|warn|info|debug|silent (default info)')
     .action(async (mountpoint: string, o: MountFlags) => (await import('./mount.js')).mount(mountpoint, o));
   registerReleaseCommands(program, clientCommand);

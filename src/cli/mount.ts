@@ -30,6 +30,7 @@ export async function mount(mountpoint: string, flags: MountFlags): Promise<void
       kernelReadahead: flags.kernelReadahead,
       allowOther: flags.allowOther,
       threads: flags.threads,
+      hedge: flags.hedge,
     },
     log,
   );

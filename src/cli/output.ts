@@ -1,4 +1,5 @@
 import { FanoutError } from '../core/errors.js';
+import type { HedgeSetting } from '../lib/cluster/index.js';
 
 /** How commands print: JSON for machines (--json), aligned text for people. */
 export interface GlobalOptions {
@@ -6,6 +7,8 @@ export interface GlobalOptions {
   /** CA bundle (PEM file) for https:// workers; FANOUT_CA. */
   ca?: string;
   json?: boolean;
+  /** --hedge, on commands that read pages (cat, cp, mount). */
+  hedge?: HedgeSetting;
 }
 
 export function printJson(value: unknown): void {

@@ -12,7 +12,7 @@ import { printJson, printTable, type GlobalOptions } from './output.js';
 /** ls, stat, cat, cp: thin wrappers over the SDK. */
 
 export function clientFor(options: GlobalOptions): FanoutClient {
-  return new FanoutClient({ endpoint: options.endpoint, ca: options.ca });
+  return new FanoutClient({ endpoint: options.endpoint, ca: options.ca, hedge: options.hedge });
 }
 
 export async function ls(path: string, options: GlobalOptions): Promise<void> {

@@ -1,13 +1,13 @@
 import type { Readable } from 'node:stream';
-import { request, type Dispatcher } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
 import { ClientCredentials } from '../lib/auth/index.js';
-import { ClusterReader, PageCache, PageFetcher, type SourceFallback } from '../lib/cluster/index.js';
+import { ClusterReader, DEFAULT_PEER_TIMEOUTS, PageCache, PageFetcher, describeTimeout, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
-import { certificateHint, readCa, tlsConnectOptions, tlsDispatcher, type CaOption } from '../lib/tls/index.js';
+import { certificateHint, readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 
 export interface FanoutClientOptions {
@@ -21,8 +21,20 @@ export interface FanoutClientOptions {
   token?: string;
   /** Pages fetched in parallel per read (readahead window). Default 8. */
   concurrency?: number;
-  /** Ask a second worker for a page that has not arrived after this many ms (0 = off, the default). */
+  /**
+   * Ask the next worker too for a page whose request made no progress for a while: 'auto'
+   * (default: 3 × the recent p95 time to first byte, at least 100 ms, at most 5 s), a fixed
+   * delay in ms, or 'off'. A worker that had to be hedged is asked after the others for a while.
+   */
+  hedge?: HedgeSetting;
+  /** Old name of a fixed `hedge` delay in ms (0 = off). */
   hedgeDelayMs?: number;
+  /**
+   * Deadlines for requests to workers (pages, stat, list, cluster): connecting, the response
+   * headers, and silence between body chunks. A timeout fails the request with
+   * WORKER_UNAVAILABLE naming the worker and the deadline. Defaults: 5 s, 30 s, 30 s.
+   */
+  timeouts?: { connectMs?: number; firstByteMs?: number; idleMs?: number };
   /**
    * Bytes of recently read pages kept in memory for readPage(), shared by all its callers, so
    * that concurrent readers of one file fetch each page once. Default 16 MiB.
@@ -82,8 +94,9 @@ export class FanoutClient {
   private readonly fetcher: PageFetcher;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: { ca: Buffer } | undefined;
-  /** Dispatcher of one-off requests (JSON, admin) to workers; undefined = undici's global one (no custom CA). */
-  readonly dispatcher: Dispatcher | undefined;
+  /** Dispatcher of one-off requests (JSON, admin) to workers: the CA of `ca` and the deadlines of `timeouts`. */
+  readonly dispatcher: Dispatcher;
+  private readonly timeouts: PeerTimeouts;
   private info: ClusterInfo | undefined;
   private ring: HashRing | undefined;
   private reader: ClusterReader | undefined;
@@ -96,9 +109,21 @@ export class FanoutClient {
     this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
     this.credentials = new ClientCredentials(options.token || undefined);
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
+    this.timeouts = { ...DEFAULT_PEER_TIMEOUTS };
+    for (const [key, value] of Object.entries(options.timeouts ?? {})) {
+      if (value !== undefined) {
+        if (!Number.isInteger(value) || value <= 0) throw new FanoutError('INVALID_ARGUMENT', `timeouts.${key} must be a positive integer (ms)`);
+        this.timeouts[key as keyof PeerTimeouts] = value;
+      }
+    }
     const ca = readCa(options.ca ?? process.env.FANOUT_CA);
     this.connectOptions = tlsConnectOptions(ca);
-    this.dispatcher = tlsDispatcher(ca);
+    this.dispatcher = new Agent({
+      connect: this.connectOptions,
+      connectTimeout: this.timeouts.connectMs,
+      headersTimeout: this.timeouts.firstByteMs,
+      bodyTimeout: this.timeouts.idleMs,
+    });
     this.fetcher = this.newPageFetcher();
   }
 
@@ -200,7 +225,7 @@ export class FanoutClient {
    */
   newPageFetcher(): PageFetcher {
     const first = this.endpoints[0]!;
-    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions });
+    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts });
   }
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */
@@ -223,7 +248,7 @@ export class FanoutClient {
 
   async close(): Promise<void> {
     await this.fetcher.close();
-    await this.dispatcher?.close().catch(() => {});
+    await this.dispatcher.close().catch(() => {});
     await Promise.all([...this.sources.values()].map((s) => s.close?.()));
   }
 
@@ -236,7 +261,7 @@ export class FanoutClient {
         pageSize: info.pageSize,
         concurrency: this.options.concurrency ?? 8,
         replication: info.replication,
-        hedgeDelayMs: this.options.hedgeDelayMs,
+        hedge: this.options.hedge ?? (this.options.hedgeDelayMs !== undefined ? parseHedge(this.options.hedgeDelayMs) : 'auto'),
         sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
         // A failing worker may mean the membership changed: refresh it in the background.
         onWorkerFailure: () => void this.cluster(true).catch(() => {}),
@@ -267,7 +292,10 @@ export class FanoutClient {
 
   /** GET JSON from the first endpoint (or known member) that answers. */
   private async getJson(path: string): Promise<unknown> {
-    const candidates = [...new Set([...this.endpoints, ...(this.info?.members.map((m) => m.url) ?? [])])];
+    const known = [...new Set([...this.endpoints, ...(this.info?.members.map((m) => m.url) ?? [])])];
+    // Workers this client saw stall or fail are asked last, so a stopped endpoint costs one deadline, not one per call.
+    const demoted = new Set(this.info?.members.filter((m) => this.reader?.health.isDemoted(m.id)).map((m) => m.url));
+    const candidates = [...known.filter((url) => !demoted.has(url)), ...known.filter((url) => demoted.has(url))];
     let lastError: unknown;
     for (const base of candidates) {
       try {
@@ -283,23 +311,37 @@ export class FanoutClient {
   private async getJsonFrom(base: string, path: string): Promise<unknown> {
     let response;
     try {
-      response = await request(base + path, { method: 'GET', headers: this.credentials.headersFor(base), dispatcher: this.dispatcher, headersTimeout: 30_000, bodyTimeout: 30_000 });
+      response = await request(base + path, { method: 'GET', headers: this.credentials.headersFor(base), dispatcher: this.dispatcher });
     } catch (err) {
-      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${(err as Error).message}${certificateHint(err)}`, { cause: err });
+      throw this.unreachable(base, err);
     }
-    return jsonBody(base + path, response);
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (err) {
+      throw this.unreachable(base, err);
+    }
+    return parseJsonBody(base + path, response.statusCode, text);
+  }
+
+  private unreachable(base: string, err: unknown): FanoutError {
+    const timeout = describeTimeout((err as { code?: string })?.code, this.timeouts);
+    return new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${timeout ?? (err as Error).message}${certificateHint(err)}`, { cause: err });
   }
 }
 
 /** A worker's JSON answer, or its error (with the worker's code) for any status but 200. */
 async function jsonBody(url: string, response: Dispatcher.ResponseData): Promise<unknown> {
-  const text = await response.body.text();
+  return parseJsonBody(url, response.statusCode, await response.body.text());
+}
+
+function parseJsonBody(url: string, statusCode: number, text: string): unknown {
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
-    throw new FanoutError('WORKER_UNAVAILABLE', `${url} answered HTTP ${response.statusCode} with a non-JSON body`);
+    throw new FanoutError('WORKER_UNAVAILABLE', `${url} answered HTTP ${statusCode} with a non-JSON body`);
   }
-  if (response.statusCode !== 200) throw errorFromJSON(body, response.statusCode);
+  if (statusCode !== 200) throw errorFromJSON(body, statusCode);
   return body;
 }

@@ -42,7 +42,7 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   });
   if (!st.isDirectory()) throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target} is not a directory`);
 
-  const client = new FanoutClient({ endpoint: options.endpoint, ca: options.ca, pageCacheBytes: options.cache });
+  const client = new FanoutClient({ endpoint: options.endpoint, ca: options.ca, pageCacheBytes: options.cache, hedge: options.hedge });
   let session;
   let fs: FanoutFs;
   try {

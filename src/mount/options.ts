@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FanoutError } from '../core/errors.js';
 import { durationSchema, sizeSchema } from '../lib/config/index.js';
+import { parseHedge, type HedgeSetting } from '../lib/cluster/index.js';
 
 /**
  * `fanout mount` settings, validated once, with every default here. The CLI passes its flags
@@ -31,6 +32,18 @@ export const mountOptionsSchema = z
     allowOther: z.boolean().default(false),
     /** FUSE threads reading requests from the kernel; a read holds one until its pages arrive. */
     threads: count(1, 256).default(32),
+    /** When to ask a second worker for a stalled page: 'auto' (from observed latency), ms, or 'off'. */
+    hedge: z
+      .union([z.number(), z.string()])
+      .default('auto')
+      .transform((value, ctx): HedgeSetting => {
+        try {
+          return parseHedge(value);
+        } catch (err) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+          return z.NEVER;
+        }
+      }),
   })
   .strict();
 

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
-import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
+import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers, type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
@@ -12,6 +12,7 @@ import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendChunks } from './http.js';
 import { contentMatches } from './content.js';
+import { PeerLiveness } from './peerliveness.js';
 import type { SourceBudget } from './sourcebudget.js';
 
 export interface PageServiceDeps {
@@ -49,12 +50,15 @@ export class PageService {
    */
   private readonly hitSlots: Semaphore;
   private readonly fillSlots: Semaphore;
+  /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
+  private readonly liveness: PeerLiveness;
 
   constructor(private readonly deps: PageServiceDeps) {
     const slots = Math.max(2, Math.floor(PAGE_MEMORY / deps.pageSize / 2));
     this.hitSlots = new Semaphore(slots);
     this.fillSlots = new Semaphore(slots);
     this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots));
+    this.liveness = new PeerLiveness((member) => deps.peers.probe(member, 2000), { signal: deps.signal });
   }
 
   /** `direct`: read the source here even if another worker owns the page (hedges, failover). */
@@ -92,11 +96,14 @@ export class PageService {
     const primary = owners[0];
     const fromPeer = !direct && primary !== undefined && primary.id !== selfId;
     // Non-owners relay without keeping a copy: the page's home is its owners.
-    const keep = !fromPeer || owners.some((m) => m.id === selfId);
+    // A page read from the source because its owner is down is kept too: readers that route
+    // around the owner come here next.
+    let keep = !fromPeer || owners.some((m) => m.id === selfId);
+    const ownerDown = () => void (keep = true);
     const { fill, started } = this.flights.join(
       key,
       length,
-      () => this.holdingFillSlot(() => (fromPeer ? this.peerChunks(primary, ref, start, length) : this.sourceChunks(ref, start, length))),
+      () => this.holdingFillSlot(() => (fromPeer ? this.peerChunks(primary, ref, start, length, ownerDown) : this.sourceChunks(ref, start, length))),
       async (done) => {
         if (!keep) return;
         try {
@@ -147,25 +154,39 @@ export class PageService {
    * drops the connection part-way, the rest comes from the source, so a dead owner costs a
    * retry, not a failed read. A checksum failure is not papered over: the fill fails.
    */
-  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number): AsyncGenerator<Buffer> {
+  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number, ownerDown: () => void): AsyncGenerator<Buffer> {
     const { peers, metrics, signal, logger } = this.deps;
     let received = 0;
+    if (this.liveness.isKnownDead(owner)) {
+      ownerDown();
+      yield* this.sourceChunks(ref, start, length);
+      return;
+    }
+    const watch = this.liveness.watch(owner, signal);
     try {
-      const chunks = await peers.stream(owner, ref, length, { signal, direct: true });
+      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress });
       for await (const chunk of chunks) {
+        watch.progress();
         received += chunk.length;
         yield chunk;
       }
       metrics.peerBytes.inc(received);
       return;
     } catch (err) {
-      if (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE') throw err;
-      logger.warn({ owner: owner.id, err: err.message, page: ref.index }, 'page owner unavailable; reading the source instead');
+      if (!watch.ownerDead && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
+      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, 'page owner unavailable; reading the source instead');
+    } finally {
+      watch.stop();
     }
+    ownerDown();
     yield* this.sourceChunks(ref, start + received, length - received);
   }
 
-  /** Streams a fill to one reader; the checksum follows the body as a trailer. */
+  /**
+   * Streams a fill to one reader; the checksum follows the body as a trailer. A fill that fails
+   * after the headers left ends the body early with the failure's code as a trailer instead of
+   * a cut connection, so the reader can tell a broken source from a dead worker.
+   */
   private async streamFill(res: ServerResponse, fill: PageFill): Promise<void> {
     const { metrics } = this.deps;
     const gone = new AbortController();
@@ -174,17 +195,23 @@ export class PageService {
       gone.abort();
       fill.release(); // the response is flushed or dead: nothing references the buffer now
     });
+    let failure: FanoutError | undefined;
     async function* counted(): AsyncGenerator<Buffer> {
-      for await (const chunk of fill.chunks(gone.signal)) {
-        metrics.bytesServed.inc(chunk.length);
-        yield chunk;
+      try {
+        for await (const chunk of fill.chunks(gone.signal)) {
+          metrics.bytesServed.inc(chunk.length);
+          yield chunk;
+        }
+      } catch (err) {
+        if (!res.headersSent || gone.signal.aborted) throw err;
+        failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
       }
     }
     await sendChunks(
       res,
       counted(),
-      () => res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: CHECKSUM_HEADER, 'x-fanout-cache': 'miss' }),
-      () => res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) }),
+      () => res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}`, 'x-fanout-cache': 'miss' }),
+      () => res.addTrailers(failure ? errorTrailers(failure.code, failure.message) : { [CHECKSUM_HEADER]: hex(fill.crc) }),
     );
   }
 }

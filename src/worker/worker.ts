@@ -78,6 +78,7 @@ export class Worker {
       headers: () => this.gate.peerHeaders(),
       direct: this.gate.peer !== undefined,
       connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')),
+      timeouts: { connectMs: config.timeouts.peerConnect, firstByteMs: config.timeouts.peerFirstByte, idleMs: config.timeouts.peerIdle },
     });
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
@@ -145,6 +146,7 @@ export class Worker {
       clock,
       maxWorkerAttempts: 3,
       replication: config.replication,
+      hedge: 'auto', // a stopped peer must not stall /v1/data or S3 reads
     });
     this.routes = new Routes(this, this.reader, {
       stat: new TtlCache(config.statTtl, clock),

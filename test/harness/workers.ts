@@ -70,6 +70,20 @@ export class WorkerProcess {
     await this.exited;
   }
 
+  /** SIGSTOP: the process freezes, as on a hung host; the kernel still accepts connections to it. */
+  pause(): void {
+    this.proc?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after pause(). */
+  resume(): void {
+    this.proc?.kill('SIGCONT');
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   /** SIGTERM: a clean shutdown. */
   async stop(): Promise<void> {
     this.proc?.kill('SIGTERM');

@@ -1,3 +1,16 @@
 export { ClusterReader, sliceChunks, type ClusterReaderOptions, type Placement, type SourceFallback } from './reader.js';
-export { PageFetcher, CHECKSUM_HEADER, DIRECT_HEADER, type PageFetcherOptions, type PageRequestOptions } from './pagefetcher.js';
+export {
+  PageFetcher,
+  CHECKSUM_HEADER,
+  DIRECT_HEADER,
+  ERROR_TRAILER,
+  ERROR_MESSAGE_TRAILER,
+  errorTrailers,
+  type PageFetcherOptions,
+  type PageRequestOptions,
+} from './pagefetcher.js';
 export { PageCache, type PageCacheStats } from './pagecache.js';
+export { DEFAULT_PEER_TIMEOUTS, describeTimeout, type PeerTimeouts } from './timeouts.js';
+export { HedgePolicy, parseHedge, DEFAULT_HEDGE, HEDGE_DEFAULTS, type HedgeSetting, type HedgePolicyOptions } from './hedge.js';
+export { LatencyTracker, type LatencyTrackerOptions } from './latency.js';
+export { WorkerHealth, type WorkerHealthOptions } from './health.js';

@@ -1,12 +1,23 @@
-import { Pool, type Dispatcher } from 'undici';
+import { Agent, Pool, request, type Dispatcher } from 'undici';
 import { crc32 } from 'node:zlib';
-import { FanoutError, errorFromJSON } from '../../core/errors.js';
+import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
 import { encodeUrlPath } from '../../core/paths.js';
 import type { Member, PageRef } from '../../core/types.js';
 import { certificateHint } from '../tls/index.js';
+import { DEFAULT_PEER_TIMEOUTS, describeTimeout, type PeerTimeouts } from './timeouts.js';
 
 /** Header (cached page) or trailer (page streamed while it arrives from the source). */
 export const CHECKSUM_HEADER = 'x-fanout-crc32';
+/**
+ * Trailer of a page streamed as a miss whose source read failed after the first bytes: the
+ * code (and, URI-encoded, the message) of that failure. It tells a source that cut the body
+ * from a worker that died, which would simply cut the connection.
+ */
+export const ERROR_TRAILER = 'x-fanout-error';
+export const ERROR_MESSAGE_TRAILER = 'x-fanout-error-message';
+
+/** Error bodies larger than this are not read (a misbehaving peer cannot make us buffer much). */
+const MAX_ERROR_BODY = 64 * 1024;
 
 /**
  * Fetches whole pages from workers over HTTP and verifies their checksums before handing them
@@ -25,12 +36,19 @@ export interface PageFetcherOptions {
    * ordinary one.
    */
   direct?: boolean;
+  /** Deadlines for connecting, for the response headers and between body chunks. */
+  timeouts?: Partial<PeerTimeouts>;
 }
 
 export class PageFetcher {
   private readonly pools = new Map<string, Pool>();
+  protected readonly timeouts: PeerTimeouts;
+  /** Health checks go on their own connections: a pool full of stalled page requests must not delay them. */
+  private probes: Agent | undefined;
 
-  constructor(protected readonly options: PageFetcherOptions = {}) {}
+  constructor(protected readonly options: PageFetcherOptions = {}) {
+    this.timeouts = { ...DEFAULT_PEER_TIMEOUTS, ...definedOnly(options.timeouts) };
+  }
 
   /**
    * Returns the page as the chunks it arrived in: copying them into one page buffer cost more
@@ -38,7 +56,10 @@ export class PageFetcher {
    */
   async fetch(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<Buffer[]> {
     const page: Buffer[] = [];
-    for await (const chunk of await this.stream(member, ref, expectedLength, options)) page.push(chunk);
+    for await (const chunk of await this.stream(member, ref, expectedLength, options)) {
+      page.push(chunk);
+      options.onProgress?.('chunk');
+    }
     return page;
   }
 
@@ -55,20 +76,24 @@ export class PageFetcher {
     try {
       response = await this.pool(member).request({ method: 'GET', path, signal: options.signal, headers });
     } catch (err) {
-      throw unavailable(member, err);
+      throw this.unavailable(member, err);
     }
+    options.onProgress?.('headers');
     const { statusCode, body } = response;
-    if (statusCode !== 200) {
-      const text = await body.text().catch(() => '');
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = undefined;
-      }
-      throw errorFromJSON(parsed, statusCode);
+    if (statusCode !== 200) throw await this.errorResponse(member, response);
+    return verifiedBody(member, ref, expectedLength, response, (err) => this.unavailable(member, err));
+  }
+
+  /** Does the worker answer /healthz within `timeoutMs`? (A stopped process does not; a busy one does.) */
+  async probe(member: Member, timeoutMs = 1000): Promise<boolean> {
+    this.probes ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    try {
+      const response = await request(`${member.url}/healthz`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });
+      await response.body.dump();
+      return response.statusCode === 200;
+    } catch {
+      return false;
     }
-    return verifiedBody(member, ref, expectedLength, response);
   }
 
   /** Drops pools of workers that left the cluster. */
@@ -86,15 +111,58 @@ export class PageFetcher {
     const pools = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
+    await this.probes?.destroy().catch(() => {});
   }
 
   private pool(member: Member): Pool {
     let pool = this.pools.get(member.url);
     if (!pool) {
-      pool = new Pool(member.url, { connections: this.options.connectionsPerWorker ?? 8, pipelining: 1, connect: this.options.connect });
+      const { connectMs, firstByteMs, idleMs } = this.timeouts;
+      pool = new Pool(member.url, {
+        connections: this.options.connectionsPerWorker ?? 8,
+        pipelining: 1,
+        connect: this.options.connect,
+        connectTimeout: connectMs,
+        headersTimeout: firstByteMs,
+        bodyTimeout: idleMs,
+      });
       this.pools.set(member.url, pool);
     }
     return pool;
+  }
+
+  /**
+   * A non-200 answer as the error the worker meant: its JSON code when there is one (source
+   * errors must keep theirs, so the caller neither blames nor abandons a healthy worker).
+   */
+  private async errorResponse(member: Member, response: Dispatcher.ResponseData): Promise<FanoutError> {
+    const { statusCode, body, headers } = response;
+    const text = await boundedText(body).catch(() => '');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    const headerCode = headers[ERROR_TRAILER];
+    const error = errorFromJSON(parsed ?? (typeof headerCode === 'string' ? { error: { code: headerCode } } : undefined), statusCode);
+    // A 499 from a worker means it gave the page up (it is stopping): ours are local aborts only.
+    if (error.code === 'ABORTED') return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} gave the page up: ${error.message}`);
+    if (error.code === 'WORKER_UNAVAILABLE' && !error.message.includes(member.id)) {
+      return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}): ${error.message}`);
+    }
+    return error;
+  }
+
+  protected unavailable(member: Member, err: unknown): FanoutError {
+    if (err instanceof FanoutError) return err;
+    const code = (err as { code?: string })?.code;
+    if ((err as Error)?.name === 'AbortError' || code === 'UND_ERR_ABORTED') {
+      return new FanoutError('ABORTED', 'page read aborted', { cause: err });
+    }
+    const timeout = describeTimeout(code, this.timeouts);
+    const why = timeout ?? `failed: ${(err as Error)?.message}${certificateHint(err)}`;
+    return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) ${why}`, { cause: err });
   }
 }
 
@@ -102,6 +170,8 @@ export interface PageRequestOptions {
   signal?: AbortSignal;
   /** Ask the worker to read the source itself rather than forward to the page's owner (hedges, failover). */
   direct?: boolean;
+  /** Told when the response headers arrive and after each body chunk (hedging watches progress). */
+  onProgress?: (what: 'headers' | 'chunk') => void;
 }
 
 /** Set on requests that must not be forwarded again (loop guard) or that want a direct source read. */
@@ -112,6 +182,7 @@ async function* verifiedBody(
   ref: PageRef,
   expectedLength: number,
   response: Dispatcher.ResponseData,
+  unavailable: (err: unknown) => FanoutError,
 ): AsyncGenerator<Buffer> {
   const { headers, body, trailers } = response;
   let received = 0;
@@ -126,11 +197,12 @@ async function* verifiedBody(
       yield chunk;
     }
   } catch (err) {
-    if (err instanceof FanoutError) throw err;
-    throw unavailable(member, err);
+    throw unavailable(err);
   } finally {
     if (!body.destroyed && received !== expectedLength) body.destroy();
   }
+  const failure = trailerError(trailers);
+  if (failure) throw failure;
   if (received !== expectedLength) {
     throw new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} sent ${received} of ${expectedLength} page bytes`);
   }
@@ -140,9 +212,42 @@ async function* verifiedBody(
   }
 }
 
-function unavailable(member: Member, err: unknown): FanoutError {
-  if ((err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'UND_ERR_ABORTED') {
-    return new FanoutError('ABORTED', 'page read aborted', { cause: err });
+/** The failure a worker reported in the trailers of a page it could not finish, if any. */
+function trailerError(trailers: Record<string, string | string[] | undefined>): FanoutError | undefined {
+  const code = trailers[ERROR_TRAILER];
+  if (typeof code !== 'string' || code === '') return undefined;
+  const raw = trailers[ERROR_MESSAGE_TRAILER];
+  let message = `the worker's source read failed (${code})`;
+  if (typeof raw === 'string') {
+    try {
+      message = decodeURIComponent(raw);
+    } catch {
+      message = raw;
+    }
   }
-  return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) failed: ${(err as Error)?.message}${certificateHint(err)}`, { cause: err });
+  const error = errorFromJSON({ error: { code, message } }, 502);
+  return error.code === 'ABORTED' ? new FanoutError('WORKER_UNAVAILABLE', message) : error;
+}
+
+/** Encodes a failure as page trailers (the worker side of trailerError). */
+export function errorTrailers(code: ErrorCode, message: string): Record<string, string> {
+  return { [ERROR_TRAILER]: code, [ERROR_MESSAGE_TRAILER]: encodeURIComponent(message.slice(0, 1000)) };
+}
+
+async function boundedText(body: Dispatcher.ResponseData['body']): Promise<string> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_ERROR_BODY) {
+      body.destroy();
+      break;
+    }
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+function definedOnly<T extends object>(value: T | undefined): Partial<T> {
+  return Object.fromEntries(Object.entries(value ?? {}).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

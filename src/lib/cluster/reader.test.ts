@@ -5,6 +5,8 @@ import type { FileInfo, Member, PageRef } from '../../core/types.js';
 import { HashRing } from '../hashring/index.js';
 import type { PageFetcher, PageRequestOptions } from './pagefetcher.js';
 import { ClusterReader } from './reader.js';
+import { ManualClock } from '../../core/clock.js';
+import { pageKey } from '../../core/pages.js';
 
 const PAGE = 16;
 const members: Member[] = ['a', 'b', 'c', 'd'].map((id) => ({ id, url: `http://${id}`, capacity: 1 }));
@@ -63,7 +65,7 @@ test('reads any byte range in order, with a bounded window of page fetches', asy
   assert.throws(() => reader.read('m', file, 0, file.size + 1), (e: FanoutError) => e.code === 'RANGE_NOT_SATISFIABLE');
 });
 
-test('a failing worker is skipped: the next candidate is asked to read directly', async () => {
+test('a failing worker is skipped: the next candidate is asked', async () => {
   const fake = fakeFetcher((call) => (call.member === 'b' ? new FanoutError('WORKER_UNAVAILABLE', 'refused') : 'ok'));
   const failures: string[] = [];
   const reader = new ClusterReader({
@@ -75,7 +77,6 @@ test('a failing worker is skipped: the next candidate is asked to read directly'
   assert.deepEqual(await readAll(reader), content);
   const retried = fake.calls.filter((c) => c.member !== 'b' && fake.calls.some((d) => d.member === 'b' && d.index === c.index));
   assert.ok(retried.length > 0, 'some pages belonged to b');
-  for (const call of retried) assert.equal(call.direct, true);
   // Once marked down, b is tried at most for the pages already in flight when it failed.
   assert.ok(failures.length >= 1);
   const before = fake.calls.length;
@@ -124,19 +125,123 @@ test('with replication, readers spread a page over its replicas', async () => {
   assert.deepEqual([...firstAsked].sort(), replicas.map((m) => m.id).sort());
 });
 
-test('a slow worker is hedged: the next candidate answers and the slow request is abandoned', async () => {
+test('a stalled worker is hedged: the next candidate answers, the stalled request is abandoned, the worker demoted', async () => {
   let hung = 0;
   let abandoned = 0;
+  const stalled = ring.owners(pageKeyOf(0), 1)[0]!.id;
   const fake = fakeFetcher((call, signal) => {
-    if (!call.direct) {
+    if (call.member === stalled) {
+      if (signal?.aborted) return 'hang'; // already lost the race before it started
       hung++;
       signal?.addEventListener('abort', () => abandoned++);
       return 'hang';
     }
     return 'ok';
   });
-  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedgeDelayMs: 1, concurrency: 2 });
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 1, concurrency: 1 });
   assert.deepEqual(await readAll(reader), content);
-  assert.equal(hung, 11);
-  assert.equal(abandoned, 11, 'every hung request was aborted once the hedge won');
+  assert.equal(abandoned, hung, 'every hung request was aborted once the hedge won');
+  assert.equal(reader.health.isDemoted(stalled), true, `${stalled} demoted`);
+  // Once demoted, the stalled worker is asked after the others: not for every page it owns.
+  const owned = Array.from({ length: 11 }, (_, i) => i).filter((i) => ring.owners(pageKeyOf(i), 1)[0]!.id === stalled).length;
+  assert.ok(owned > 1, 'the stalled worker owns several pages');
+  assert.equal(hung, 1, `asked ${hung} times for the ${owned} pages it owns`);
 });
+
+test('the hedge waits for the delay without progress (manual clock), then asks the next candidate', async () => {
+  const clock = new ManualClock();
+  const first = ring.owners(pageKeyOf(0), 1)[0]!.id;
+  const fake = fakeFetcher((call) => (call.member === first ? 'hang' : 'ok'));
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 500, clock });
+  const page = reader.fetchPage(refOf(0));
+  await settle();
+  assert.deepEqual(fake.calls.map((c) => c.member), [first]);
+  await clock.advance(499);
+  assert.equal(fake.calls.length, 1, 'no hedge before the delay');
+  await clock.advance(1);
+  await settle();
+  assert.equal(fake.calls.length, 2, 'hedged after the delay');
+  assert.notEqual(fake.calls[1]!.member, first);
+  assert.deepEqual(Buffer.concat(await page), content.subarray(0, PAGE));
+  assert.equal(reader.health.isDemoted(first), true);
+});
+
+test('a request that keeps making progress is not hedged', async () => {
+  const clock = new ManualClock();
+  let progress: ((what: 'headers' | 'chunk') => void) | undefined;
+  let finish: (() => void) | undefined;
+  const calls: string[] = [];
+  const fetcher = {
+    fetch(member: Member, ref: PageRef, length: number, options: PageRequestOptions = {}): Promise<Buffer[]> {
+      calls.push(member.id);
+      progress = options.onProgress;
+      return new Promise((resolve) => (finish = () => resolve([content.subarray(ref.index * PAGE, ref.index * PAGE + length)])));
+    },
+  } as unknown as PageFetcher;
+  const reader = new ClusterReader({ placement: () => ring, fetcher, pageSize: PAGE, hedge: 500, clock });
+  const page = reader.fetchPage(refOf(0));
+  progress!('headers');
+  for (let i = 0; i < 5; i++) {
+    await clock.advance(400);
+    progress!('chunk');
+  }
+  await clock.advance(400);
+  assert.equal(calls.length, 1, 'a slow but moving transfer is left alone');
+  finish!();
+  await page;
+});
+
+test('hedging off: a stalled worker is waited for (deadlines end it)', async () => {
+  const clock = new ManualClock();
+  const fake = fakeFetcher(() => 'hang');
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off', clock });
+  const controller = new AbortController();
+  const page = reader.fetchPage(refOf(0), controller.signal);
+  await settle();
+  await clock.advance(60_000);
+  assert.equal(fake.calls.length, 1);
+  controller.abort();
+  await assert.rejects(page, (e: FanoutError) => e.code === 'ABORTED');
+});
+
+for (const code of ['SOURCE_ERROR', 'SOURCE_TRUNCATED', 'SOURCE_CHANGED', 'SOURCE_UNVERSIONED', 'NOT_FOUND'] as const) {
+  test(`${code} from a worker reaches the caller with its code; the worker is not demoted and no other worker is asked`, async () => {
+    const fake = fakeFetcher(() => new FanoutError(code, 'the source said no'));
+    const failures: string[] = [];
+    let fallbacks = 0;
+    const reader = new ClusterReader({
+      placement: () => ring,
+      fetcher: fake.fetcher,
+      pageSize: PAGE,
+      concurrency: 1,
+      onWorkerFailure: (m) => failures.push(m.id),
+      sourceFallback: async () => (fallbacks++, []),
+    });
+    await assert.rejects(reader.fetchPage(refOf(0)), (e: FanoutError) => e.code === code);
+    assert.equal(fake.calls.length, 1, 'not re-read through another worker');
+    assert.equal(fallbacks, 0, 'not re-read from the source by the client');
+    assert.deepEqual(failures, []);
+    assert.equal(reader.health.isDemoted(fake.calls[0]!.member), false);
+  });
+}
+
+test('an overloaded worker is passed over and demoted, not marked down', async () => {
+  const first = ring.owners(pageKeyOf(0), 1)[0]!.id;
+  const fake = fakeFetcher((call) => (call.member === first ? new FanoutError('OVERLOADED', 'busy') : 'ok'));
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE });
+  assert.deepEqual(Buffer.concat(await reader.fetchPage(refOf(0))), content.subarray(0, PAGE));
+  assert.equal(reader.health.isDemoted(first), true);
+  assert.equal(reader.health.isDown(first), false);
+});
+
+function refOf(index: number): PageRef {
+  return { mount: 'm', path: file.path, version: file.version, size: file.size, index };
+}
+
+function pageKeyOf(index: number): string {
+  return pageKey(refOf(index), PAGE);
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}

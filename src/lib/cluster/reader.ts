@@ -6,6 +6,8 @@ import { FanoutError, abortError } from '../../core/errors.js';
 import { pageKey, pageSpan, pagesForRange } from '../../core/pages.js';
 import type { FileInfo, Member, PageRef } from '../../core/types.js';
 import type { PageFetcher } from './pagefetcher.js';
+import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
+import { WorkerHealth } from './health.js';
 
 /** Who may hold a page: ring owners first, then the rest of the ring as fallbacks. */
 export interface Placement {
@@ -27,19 +29,45 @@ export interface ClusterReaderOptions {
   /** The cluster's replication factor: reads of a page are spread over its first R owners. */
   replication?: number;
   /**
-   * Ask the next candidate too when a page has not arrived after this long (0 = off). Cuts the
-   * tail behind a slow worker, at the price of possibly reading that page from the source twice.
+   * Ask the next candidate too when a page request has made no progress (no headers, no body
+   * chunk) for a while: 'auto' (default) derives the delay from observed times to first byte,
+   * a number fixes it in ms, 'off' disables hedging.
    */
+  hedge?: HedgeSetting;
+  /** Old name of a fixed `hedge` delay (0 = off). */
   hedgeDelayMs?: number;
+  /** Tuning of the 'auto' hedge (floor, ceiling, budget): defaults suit every deployment seen. */
+  hedgePolicy?: HedgePolicyOptions;
   sourceFallback?: SourceFallback;
-  /** How long a worker that failed is skipped. */
+  /** How long a worker that failed is tried last. */
   downForMs?: number;
   clock?: Clock;
   onWorkerFailure?: (member: Member, err: FanoutError) => void;
 }
 
-/** Errors that another worker would answer the same way: retrying elsewhere is pointless. */
-const DEFINITIVE = new Set(['NOT_FOUND', 'SOURCE_CHANGED', 'RANGE_NOT_SATISFIABLE', 'INVALID_PATH', 'UNKNOWN_MOUNT', 'ABORTED', 'INVALID_ARGUMENT']);
+/**
+ * Errors that another worker would answer the same way: retrying elsewhere is pointless, and
+ * the worker that reported them is not at fault. Source errors belong here: failing over would
+ * only read the broken source again, and marking the worker down would punish the messenger.
+ */
+const DEFINITIVE = new Set<string>([
+  'NOT_FOUND',
+  'SOURCE_CHANGED',
+  'SOURCE_ERROR',
+  'SOURCE_TRUNCATED',
+  'SOURCE_UNVERSIONED',
+  'RANGE_NOT_SATISFIABLE',
+  'INVALID_PATH',
+  'UNKNOWN_MOUNT',
+  'ABORTED',
+  'INVALID_ARGUMENT',
+  'IS_A_DIRECTORY',
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+]);
+
+/** The worker failed: try another and keep this one last for a while. */
+const WORKER_FAULT = new Set<string>(['WORKER_UNAVAILABLE', 'CHECKSUM_MISMATCH']);
 
 /**
  * The read path shared by the SDK and the workers' range endpoint: splits a byte range into
@@ -48,15 +76,19 @@ const DEFINITIVE = new Set(['NOT_FOUND', 'SOURCE_CHANGED', 'RANGE_NOT_SATISFIABL
  * Memory is bounded by window × page size; a whole file is never buffered.
  */
 export class ClusterReader {
-  private readonly down = new Map<string, number>();
   private readonly concurrency: number;
   private readonly clock: Clock;
   /** Where this reader starts among a page's replicas: different readers spread over them. */
   private readonly spread = Math.floor(Math.random() * 1024);
+  readonly health: WorkerHealth;
+  readonly hedge: HedgePolicy;
 
   constructor(private readonly options: ClusterReaderOptions) {
     this.concurrency = Math.max(1, options.concurrency ?? 8);
     this.clock = options.clock ?? systemClock;
+    this.health = new WorkerHealth(this.clock, { downForMs: options.downForMs });
+    const setting = options.hedge ?? (options.hedgeDelayMs !== undefined ? parseHedge(options.hedgeDelayMs) : DEFAULT_HEDGE);
+    this.hedge = new HedgePolicy(setting, this.clock, options.hedgePolicy);
   }
 
   /** Streams bytes [start, end) of `file` (end exclusive) at exactly file.version. */
@@ -113,7 +145,9 @@ export class ClusterReader {
   /**
    * Who to ask, in order: one of the page's R replicas (rotated per reader and page, so that a
    * hot page is served by all its replicas, not one), the other replicas, then the next ring
-   * members; workers that failed recently go last.
+   * members; slow workers go behind the others and failed ones last. The ring's next owners
+   * come in ring order so that every reader's hedges for a page meet on the same worker, whose
+   * single flight reads the source once for all of them.
    */
   private candidates(key: string, index: number): Member[] {
     const placement = this.options.placement();
@@ -121,41 +155,51 @@ export class ClusterReader {
     const replication = Math.max(1, this.options.replication ?? 1);
     const owners = placement.owners(key, Math.max(attempts, replication));
     const replicas = owners.slice(0, replication);
-    const turn = (this.spread + index) % replicas.length;
+    const turn = replicas.length === 0 ? 0 : (this.spread + index) % replicas.length;
     const ordered = [...replicas.slice(turn), ...replicas.slice(0, turn), ...owners.slice(replication)];
-    return this.orderByHealth(ordered).slice(0, Math.max(attempts, 1));
+    return this.health.order(ordered).slice(0, Math.max(attempts, 1));
   }
 
   /**
-   * Asks candidates one after another until one answers; with a hedge delay, a candidate that
-   * has not answered in time gets company from the next one, and the first good answer wins.
-   * Only the first request may be forwarded to the page's owner; later ones ask the worker to
-   * read the source itself, since the owner is the likely culprit.
+   * Asks candidates one after another until one answers. A request that makes no progress (no
+   * headers, no chunk) for the hedge delay gets company from the next candidate, and the first
+   * good answer wins; the silent worker is demoted. Hedges and retries are plain page requests:
+   * a worker that does not hold the page relays it from its primary owner while that owner
+   * answers its health check, and reads the source itself only when it does not, so a hedge
+   * is not a second source read of a page whose owner is merely slow.
    */
   private race(candidates: Member[], ref: PageRef, length: number, signal?: AbortSignal): Promise<Buffer[]> {
-    const hedgeDelayMs = this.options.hedgeDelayMs ?? 0;
+    const hedge = this.hedge;
+    hedge.onFetch();
     return new Promise((resolve, reject) => {
-      const inflight = new Set<AbortController>();
+      const inflight = new Map<AbortController, Member>();
+      const stopWatch = new AbortController();
       let next = 0;
       let settled = false;
       let lastError: FanoutError | undefined;
-      let hedgeTimer: NodeJS.Timeout | undefined;
+      let lastProgress = this.clock.now();
       const finish = (fn: () => void) => {
         settled = true;
-        clearTimeout(hedgeTimer);
+        stopWatch.abort();
         signal?.removeEventListener('abort', onAbort);
-        for (const controller of inflight) controller.abort(new FanoutError('ABORTED', 'another request won'));
+        for (const controller of inflight.keys()) controller.abort(new FanoutError('ABORTED', 'another request won'));
         fn();
       };
       const onAbort = () => finish(() => reject(abortError(signal)));
       const launch = (): boolean => {
         if (settled || next >= candidates.length) return false;
         const member = candidates[next]!;
-        const direct = next > 0;
         next++;
         const controller = new AbortController();
-        inflight.add(controller);
-        this.options.fetcher.fetch(member, ref, length, { signal: controller.signal, direct }).then(
+        inflight.set(controller, member);
+        const startedAt = this.clock.now();
+        lastProgress = startedAt;
+        const onProgress = (what: 'headers' | 'chunk') => {
+          const now = this.clock.now();
+          if (what === 'headers') hedge.observeFirstByte(now - startedAt);
+          lastProgress = now;
+        };
+        this.options.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress }).then(
           (page) => {
             if (!settled) finish(() => resolve(page));
           },
@@ -165,33 +209,46 @@ export class ClusterReader {
             const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
             if (DEFINITIVE.has(error.code)) return finish(() => reject(error));
             lastError = error;
-            this.markDown(member, error);
+            this.onFailure(member, error);
             if (!launch() && inflight.size === 0) finish(() => reject(lastError));
           },
         );
-        if (hedgeDelayMs > 0 && next < candidates.length) {
-          clearTimeout(hedgeTimer);
-          hedgeTimer = setTimeout(launch, hedgeDelayMs);
-        }
         return true;
+      };
+      // Hedges: wakes when the in-flight requests could have gone quiet for the hedge delay.
+      const watch = async () => {
+        while (!settled && next < candidates.length) {
+          const delay = hedge.delayMs();
+          if (delay === undefined) return;
+          const wait = lastProgress + delay - this.clock.now();
+          if (wait > 0) {
+            await this.clock.sleep(wait, stopWatch.signal).catch(() => {});
+            continue;
+          }
+          const silent = [...inflight.values()];
+          // Passing a worker already known to be slow, for one that is not, is failover: free.
+          // Otherwise the hedge is speculative and budgeted, so a uniformly slow cluster is not
+          // asked for every page twice.
+          const failover = silent.every((m) => this.health.isDemoted(m.id)) && candidates.slice(next).some((m) => !this.health.isDemoted(m.id));
+          const hedged = hedge.tryHedge(failover);
+          // Demoted now, so that this reader's next pages go elsewhere first.
+          for (const member of silent) this.health.slow(member.id);
+          lastProgress = this.clock.now();
+          if (hedged) launch();
+        }
       };
       if (signal?.aborted) return reject(abortError(signal));
       signal?.addEventListener('abort', onAbort, { once: true });
       launch();
+      void watch();
     });
   }
 
-  private orderByHealth(candidates: Member[]): Member[] {
-    const now = this.clock.now();
-    const healthy = candidates.filter((m) => (this.down.get(m.id) ?? 0) <= now);
-    const unhealthy = candidates.filter((m) => (this.down.get(m.id) ?? 0) > now);
-    return [...healthy, ...unhealthy];
-  }
-
-  private markDown(member: Member, err: FanoutError): void {
-    if (err.code === 'WORKER_UNAVAILABLE' || err.code === 'CHECKSUM_MISMATCH') {
-      this.down.set(member.id, this.clock.now() + (this.options.downForMs ?? 5000));
-    }
+  private onFailure(member: Member, err: FanoutError): void {
+    // Each retry of a worker that times out costs a whole deadline: keep it last six times longer.
+    const timedOut = /^UND_ERR_(HEADERS|BODY|CONNECT)_TIMEOUT$/.test(String((err.cause as { code?: unknown } | undefined)?.code));
+    if (WORKER_FAULT.has(err.code)) this.health.failed(member.id, timedOut ? 6 : 1);
+    else if (err.code === 'OVERLOADED') this.health.slow(member.id);
     this.options.onWorkerFailure?.(member, err);
   }
 }

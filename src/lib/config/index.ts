@@ -159,7 +159,13 @@ export const workerConfigSchema = z
         sourceConnect: duration.default('5s'),
         sourceFirstByte: duration.default('30s'),
         sourceIdle: duration.default('30s'),
+        // Page requests to other workers (connecting, until the response headers, silence
+        // between body chunks); a timeout counts as the peer being unavailable.
+        peerConnect: duration.default('5s'),
+        peerFirstByte: duration.default('30s'),
+        peerIdle: duration.default('30s'),
       })
+      .strict()
       .default({}),
     /** How long a stat or listing is reused before asking the source again. */
     statTtl: duration.default('2s'),

@@ -1,0 +1,33 @@
+/**
+ * Deadlines for a request to a worker. Each bounds one phase, so a slow but moving transfer is
+ * never cut, while a worker that stopped (SIGSTOP, a hung disk, a dead host whose packets
+ * vanish) is given up on in bounded time. Hedging usually passes such a worker long before.
+ */
+export interface PeerTimeouts {
+  /** Opening the TCP (and TLS) connection. */
+  connectMs: number;
+  /** From sending the request to the response headers (a miss waits for the source's first byte). */
+  firstByteMs: number;
+  /** Between two chunks of the body. */
+  idleMs: number;
+}
+
+/**
+ * Generous by design: a page that misses waits for a fill slot and the source's first byte
+ * before its headers leave, and a rate-limited source may pause a stream for seconds.
+ */
+export const DEFAULT_PEER_TIMEOUTS: PeerTimeouts = { connectMs: 5_000, firstByteMs: 30_000, idleMs: 30_000 };
+
+/** "did not answer within 30000 ms (first byte)" for undici's timeout codes; undefined otherwise. */
+export function describeTimeout(code: string | undefined, timeouts: PeerTimeouts): string | undefined {
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return `timed out: no connection within ${timeouts.connectMs} ms (connect timeout)`;
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return `timed out: no response within ${timeouts.firstByteMs} ms (first-byte timeout)`;
+    case 'UND_ERR_BODY_TIMEOUT':
+      return `timed out: the body stalled for ${timeouts.idleMs} ms (idle timeout)`;
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,12 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FanoutError } from '../../core/errors.js';
+import { parseWorkerConfig } from './index.js';
+
+test('peer deadlines have defaults and take durations', () => {
+  assert.deepEqual(parseWorkerConfig({}).timeouts, { peerConnect: 5000, peerFirstByte: 30_000, peerIdle: 30_000 });
+  const tuned = parseWorkerConfig({ timeouts: { peerConnect: '1s', peerFirstByte: '10s', peerIdle: 2500 } }).timeouts;
+  assert.deepEqual(tuned, { peerConnect: 1000, peerFirstByte: 10_000, peerIdle: 2500 });
+  assert.throws(() => parseWorkerConfig({ timeouts: { peerFirstByte: 'soon' } }), (e: FanoutError) => e.code === 'INVALID_CONFIG');
+  assert.throws(() => parseWorkerConfig({ timeouts: { peerTypo: '1s' } }), (e: FanoutError) => e.code === 'INVALID_CONFIG');
+});
