@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { Agent, type Dispatcher } from 'undici';
 import { FanoutError } from '../../core/errors.js';
 
 /**
@@ -28,11 +27,6 @@ export function readCa(ca: CaOption | undefined, code: 'INVALID_ARGUMENT' | 'INV
 /** undici connect options trusting `ca` (undefined: the defaults, i.e. the system store). */
 export function tlsConnectOptions(ca: Buffer | undefined): { ca: Buffer } | undefined {
   return ca ? { ca } : undefined;
-}
-
-/** A dispatcher for one-off requests (JSON, admin) that trusts `ca`; undefined means undici's global one. */
-export function tlsDispatcher(ca: Buffer | undefined): Dispatcher | undefined {
-  return ca ? new Agent({ connect: { ca } }) : undefined;
 }
 
 const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|HOSTNAME|ALTNAME/;
