@@ -26,6 +26,16 @@ export class WorkerProcess {
     return join(this.dir, 'data');
   }
 
+  /** The worker's process id while it runs (for /proc checks: memory, open files). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  /** False once the process has exited (a crash, or stop/kill). */
+  get running(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
   static async start(config: WorkerConfigInput & { id: string }, port?: number): Promise<WorkerProcess> {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
