@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import { listenHttp } from '../lib/http/index.js';
+import { answerUnparsable, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { parseListen } from '../lib/config/index.js';
@@ -46,6 +46,13 @@ export class S3Gateway {
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
     // Never ask for a request body: writes are refused before a client sends one.
     this.server.on('checkContinue', (req, res) => void this.handle(req, res));
+    answerUnparsable(this.server, (err) => {
+      const error = isHeaderOverflow(err)
+        ? new S3Error('RequestHeaderSectionTooLarge', 400, 'Your request header section exceeds the maximum allowed size.')
+        : s3Errors.invalidRequest(`The HTTP request could not be parsed (${err.code ?? 'malformed'}).`);
+      const requestId = `${this.idPrefix}${(++this.requests).toString(16).toUpperCase().padStart(8, '0')}`;
+      return { status: error.status, headers: { 'content-type': 'application/xml', 'x-amz-request-id': requestId }, body: errorXml(error, '/', requestId, this.hostId) };
+    });
   }
 
   /** http://host:port once started. */

@@ -159,11 +159,15 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
     if (size > MAX_BODY) throw new FanoutError('REQUEST_TOO_LARGE', `admin request body over ${MAX_BODY} bytes`);
     chunks.push(chunk);
   }
+  let body: unknown;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString() || '{}');
+    body = JSON.parse(Buffer.concat(chunks).toString() || '{}');
   } catch {
     throw new FanoutError('INVALID_ARGUMENT', 'admin request body must be JSON');
   }
+  // null would crash the field reads below, and an array would lend them its methods ("keys").
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new FanoutError('INVALID_ARGUMENT', 'admin request body must be a JSON object');
+  return body;
 }
 
 function checkKeys(keys: unknown): string[] {

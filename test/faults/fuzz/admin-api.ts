@@ -114,6 +114,9 @@ export function adminToRaw(spec: AdminSpec): RawRequest {
 }
 
 export function checkAdminAnswer(spec: AdminSpec, outcome: Outcome): string | undefined {
+  // The worker stops reading a body over its 16 MiB limit and closes the connection after its
+  // 413; a client still sending may see the close before the answer.
+  if (outcome.kind === 'network' && spec.body.kind === 'large' && spec.body.bytes > 16 * 1024 * 1024) return undefined;
   const res = answered(outcome);
   if (typeof res === 'string') return res.startsWith('(unsendable)') ? undefined : res;
   const error = checkWorkerError(res, spec.method);

@@ -92,15 +92,33 @@ export function s3RequestArb(view: S3View): fc.Arbitrary<S3Spec> {
     .map(({ target, ...rest }) => ({ ...rest, ...target }));
 }
 
-export function s3ToRaw(view: S3View, spec: S3Spec): RawRequest {
+/** The path on the request line and the Host header. */
+function addressOf(view: S3View, spec: S3Spec): { rawPath: string; host: string } {
   let rawPath = spec.path ? encodePath(spec.path) : '/';
   if (!rawPath.startsWith('/')) rawPath = '/' + rawPath;
-  let host = view.host;
-  if (spec.virtualHost && spec.path) {
-    // bucket.localhost:PORT and the key alone in the path.
-    host = `${spec.path.segments[0]}.localhost:${view.host.split(':')[1]}`;
-    rawPath = '/' + rawPath.replace(/^\/+/, '').split('/').slice(1).join('/');
+  if (!spec.virtualHost || !spec.path) return { rawPath, host: view.host };
+  // bucket.localhost:PORT and the key alone in the path.
+  const host = `${spec.path.segments[0]}.localhost:${view.host.split(':')[1]}`;
+  return { rawPath: '/' + rawPath.replace(/^\/+/, '').split('/').slice(1).join('/'), host };
+}
+
+/** The bucket and key the gateway must read the request as (path style, or virtual-hosted when the Host names a bucket). */
+function routeOf(view: S3View, spec: S3Spec): { bucket: string; key: string } | undefined {
+  const { rawPath, host } = addressOf(view, spec);
+  let path: string;
+  try {
+    path = decodeURIComponent(rawPath);
+  } catch {
+    return undefined;
   }
+  const label = host.split('.')[0]!;
+  if (host.includes('.') && view.buckets.includes(label) && !/^\d/.test(host)) return { bucket: label, key: path.slice(1) };
+  const slash = path.indexOf('/', 1);
+  return slash === -1 ? { bucket: path.slice(1), key: '' } : { bucket: path.slice(1, slash), key: path.slice(slash + 1) };
+}
+
+export function s3ToRaw(view: S3View, spec: S3Spec): RawRequest {
+  const { rawPath, host } = addressOf(view, spec);
   const target = rawPath + (encodeQuery(spec.query) || (spec.rawQuery ? '?' : '')) + spec.rawQuery;
   let decoded: string;
   try {
@@ -149,26 +167,21 @@ export function checkS3Answer(view: S3View, spec: S3Spec, outcome: Outcome): str
   const conditional = spec.headers.some(([k]) => k.startsWith('if-'));
   if (res.status === 304 && !conditional) return '304 without a conditional header';
   if (res.status === 304 || !spec.path) return undefined;
-  const [bucket, ...keyParts] = (() => {
-    try {
-      const decoded = decodeURIComponent(encodePath(spec.path).replace(/^\/+/, ''));
-      return decoded.split('/');
-    } catch {
-      return [''];
-    }
-  })();
-  const files = view.files.get(bucket!);
-  if (!files) return `${res.status} for bucket ${JSON.stringify(bucket)}, which is no mount`;
+  const route = routeOf(view, spec);
+  if (!route) return `${res.status} for a path that does not decode`;
+  if (route.bucket === '') return undefined; // ListBuckets
+  const files = view.files.get(route.bucket);
+  if (!files) return `${res.status} for bucket ${JSON.stringify(route.bucket)}, which is no mount`;
   const q = new Map<string, string>();
   for (const [k, v] of spec.query) if (!q.has(k)) q.set(k, v); // the gateway reads the first of repeated parameters
-  if (keyParts.length === 0 || (keyParts.length === 1 && keyParts[0] === '')) {
+  if (route.key === '') {
     if (spec.method !== 'GET' || q.has('location')) return undefined;
     const maxKeys = Math.min(1000, Number(q.get('max-keys') ?? 1000));
     const answer = parseList(res.body.toString('utf8'), q.get('encoding-type') !== undefined);
-    return checkListPage(answer, files, { prefix: q.get('prefix') ?? '', delimiter: q.get('delimiter') ?? '', maxKeys }, view.extraDirs.get(bucket!) ?? []);
+    return checkListPage(answer, files, { prefix: q.get('prefix') ?? '', delimiter: q.get('delimiter') ?? '', maxKeys }, view.extraDirs.get(route.bucket) ?? []);
   }
-  const file = files.get(keyParts.join('/'));
-  if (!file) return `${res.status} for key ${JSON.stringify(keyParts.join('/'))}, which is no file`;
+  const file = files.get(route.key);
+  if (!file) return `${res.status} for key ${JSON.stringify(route.key)}, which is no file`;
   const range = header('range');
   const meaning = range === undefined || q.has('partNumber') ? undefined : rangeMeaning(range, file.data.length);
   let [start, end] = [0, file.data.length];

@@ -48,15 +48,21 @@ export class Sender {
         client?.destroy();
       }, this.deadlineMs);
       let client: ReturnType<typeof request> | undefined;
+      // node:http frames a GET/DELETE/OPTIONS body by neither length nor chunks: the bytes would
+      // be read as the next request on the connection. Every body goes with its length.
+      const headers = [...req.headers];
+      if (req.body && !headers.some(([name]) => /^(content-length|transfer-encoding)$/i.test(name))) headers.push(['content-length', String(req.body.length)]);
+      if (!headers.some(([name]) => name.toLowerCase() === 'host')) headers.unshift(['host', `${hostname}:${port}`]);
       try {
         client = request({
           host: hostname,
           port: Number(port),
           method: req.method,
           path: req.target,
-          headers: req.headers as unknown as Record<string, string>,
+          // A flat [name, value, …] list keeps repeated headers and their order; node:http adds
+          // no Host to it, so one was added above unless the request brings its own.
+          headers: headers.flat(),
           agent: this.agent,
-          setHost: !req.headers.some(([name]) => name.toLowerCase() === 'host'),
         });
       } catch (err) {
         // node:http refuses some request lines and header values before sending anything.

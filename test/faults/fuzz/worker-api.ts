@@ -118,7 +118,8 @@ function fileOf(view: SourceView, path: GeneratedPath | undefined): SourceFile |
   if (!path) return undefined;
   const decoded = decodedPath(path);
   if (decoded === undefined) return undefined;
-  const match = /^\/?([^/]+)\/(.+)$/.exec(decoded);
+  // Leading and trailing slashes are trimmed by the worker (core/paths.ts): "/data/a.txt/" is a.txt.
+  const match = /^\/*([^/]+)\/(.+?)\/*$/.exec(decoded);
   if (!match) return undefined;
   return view.files.get(match[1]!)?.get(match[2]!);
 }
