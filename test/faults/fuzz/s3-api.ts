@@ -69,12 +69,21 @@ export function s3RequestArb(view: S3View): fc.Arbitrary<S3Spec> {
     { weight: 1, arbitrary: fc.constantFrom<Signing>('none', 'wrong-secret', 'expired', 'garbage-header', 'garbage-presign', 'garbage-v2') },
   );
   const method = fc.oneof({ weight: 10, arbitrary: fc.constant('GET') }, { weight: 3, arbitrary: fc.constant('HEAD') }, { weight: 1, arbitrary: fc.constantFrom('PUT', 'DELETE', 'POST', 'OPTIONS') });
-  const object = fc.tuple(pathArb(view.buckets, allKeys), objectQueryArb).chain(([path, query]) => {
-    const file = view.files.get(path.segments[0]!)?.get(path.segments.slice(1).join('/'));
-    const size = file?.data.length ?? 100;
-    const headers = fc.tuple(fc.option(rangeArb(size), { nil: undefined }), conditionalArb(file?.version ?? 'x', Date.now())).map(([range, cond]) => (range === undefined ? cond : [...cond, ['range', range] as [string, string]]));
-    return fc.record({ path: fc.constant(path as GeneratedPath | undefined), query: fc.constant(query), headers });
-  });
+  // Header arbitraries are built once per file (or once for "no such file"), not per value.
+  const perFile = new Map<SourceFile | undefined, fc.Arbitrary<[string, string][]>>();
+  const headersFor = (file: SourceFile | undefined) => {
+    let arb = perFile.get(file);
+    if (!arb) {
+      arb = fc
+        .tuple(fc.option(rangeArb(file?.data.length ?? 100), { nil: undefined }), conditionalArb(file?.version ?? 'x', Date.now()))
+        .map(([range, cond]) => (range === undefined ? cond : [...cond, ['range', range] as [string, string]]));
+      perFile.set(file, arb);
+    }
+    return arb;
+  };
+  const object = fc.tuple(pathArb(view.buckets, allKeys), objectQueryArb).chain(([path, query]) =>
+    headersFor(view.files.get(path.segments[0]!)?.get(path.segments.slice(1).join('/'))).map((headers) => ({ path: path as GeneratedPath | undefined, query, headers })),
+  );
   const bucket = fc.record({
     path: fc.constantFrom(...view.buckets, 'nosuchbucket', 'Bad_Bucket').map((b): GeneratedPath | undefined => ({ segments: [b], encoding: 'standard', leadingSlashes: 0, trailingSlash: false })),
     query: listQueryArb(allKeys),

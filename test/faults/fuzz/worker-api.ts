@@ -84,21 +84,26 @@ export function workerRequestArb(view: SourceView): fc.Arbitrary<WorkerSpec> {
   const method = fc.oneof({ weight: 12, arbitrary: fc.constant('GET') }, { weight: 3, arbitrary: fc.constant('HEAD') }, { weight: 2, arbitrary: fc.constantFrom('POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE', 'PROPFIND') });
   // The query and the Range are drawn for the file the path names (when it names one), so
   // right versions, sizes and ranges are common, not luck.
-  const routed = fc.tuple(method, fc.constantFrom(...ROUTES), pathArb(view.mounts, knownPaths), authArb).chain(([m, route, path, auth]) => {
-    const file = fileOf(view, path) ?? anyFile[0]!;
-    return fc.record({
-      method: fc.constant(m),
-      route: fc.constant(route),
-      path: fc.constant(path),
-      query: fc.oneof({ weight: 5, arbitrary: pageQueryArb(file) }, { weight: 1, arbitrary: fc.constantFrom('', '?', '?a=b', '?v') }),
-      headers: fc.tuple(
-        fc.option(rangeArb(file.data.length), { nil: undefined }),
-        conditionalArb(file.version, Date.now()),
-        fc.constantFrom<[string, string][]>([], [], [], [['x-fanout-direct', '1']], [['x-fanout-direct', '']], [['content-type', 'application/json']]),
-      ),
-      auth: fc.constant(auth),
-    });
-  });
+  // Built once per file: building them per generated value (hashing pages) dominated a run.
+  const perFile = new Map<SourceFile, fc.Arbitrary<{ query: string; headers: [string | undefined, [string, string][], [string, string][]] }>>();
+  const forFile = (file: SourceFile) => {
+    let arb = perFile.get(file);
+    if (!arb) {
+      arb = fc.record({
+        query: fc.oneof({ weight: 5, arbitrary: pageQueryArb(file) }, { weight: 1, arbitrary: fc.constantFrom('', '?', '?a=b', '?v') }),
+        headers: fc.tuple(
+          fc.option(rangeArb(file.data.length), { nil: undefined }),
+          conditionalArb(file.version, Date.now()),
+          fc.constantFrom<[string, string][]>([], [], [], [['x-fanout-direct', '1']], [['x-fanout-direct', '']], [['content-type', 'application/json']]),
+        ),
+      });
+      perFile.set(file, arb);
+    }
+    return arb;
+  };
+  const routed = fc
+    .tuple(method, fc.constantFrom(...ROUTES), pathArb(view.mounts, knownPaths), authArb)
+    .chain(([m, route, path, auth]) => forFile(fileOf(view, path) ?? anyFile[0]!).map((rest) => ({ method: m, route, path, auth, ...rest })));
   const plain = fc.record({ method, route: fc.constantFrom(...PLAIN_ROUTES), query: fc.constantFrom('', '?x=1', '?' + 'q'.repeat(9000)), headers: fc.constant([[], [], []] as const), auth: authArb });
   return fc.oneof({ weight: 8, arbitrary: routed }, { weight: 1, arbitrary: plain }).map((r) => {
     const [range, conditionals, extra] = r.headers as unknown as [string | undefined, [string, string][], [string, string][]];
