@@ -180,11 +180,13 @@ export class PageService {
         yield chunk;
       }
     }
+    // A HEAD answer has no body, so no chunked encoding to carry a trailer (node throws on one).
+    const head = res.req?.method === 'HEAD';
     await sendChunks(
       res,
       counted(),
-      () => res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: CHECKSUM_HEADER, 'x-fanout-cache': 'miss' }),
-      () => res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) }),
+      () => res.writeHead(200, { 'content-type': 'application/octet-stream', ...(head ? {} : { trailer: CHECKSUM_HEADER }), 'x-fanout-cache': 'miss' }),
+      () => head || res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) }),
     );
   }
 }

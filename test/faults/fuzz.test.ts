@@ -79,14 +79,14 @@ describe('every API of a real worker under generated requests', () => {
   });
 
   test('the worker API answers every request with a documented status, a stable error code and the right bytes', async () => {
-    await runProperty('worker API', fc.array(workerRequestArb(view), BATCH), (TOTAL * 0.45) / AVERAGE_BATCH, (specs: WorkerSpec[]) =>
+    await runProperty('worker API', fc.array(workerRequestArb(view), BATCH), (TOTAL * 0.5) / AVERAGE_BATCH, (specs: WorkerSpec[]) =>
       sendBatch(worker, specs, toRawRequest, (spec, outcome) => checkWorkerAnswer(view, spec, outcome), 'worker'),
     );
   });
 
   test('the admin API answers any body (wrong types, deep nesting, large, not JSON) with a stable error code', async () => {
     const files = [...fx.files.get(MOUNT)!.values()];
-    await runProperty('admin API', fc.array(adminRequestArb(files), BATCH), (TOTAL * 0.15) / AVERAGE_BATCH, (specs: AdminSpec[]) =>
+    await runProperty('admin API', fc.array(adminRequestArb(files), BATCH), (TOTAL * 0.1) / AVERAGE_BATCH, (specs: AdminSpec[]) =>
       sendBatch(worker, specs, adminToRaw, (spec, outcome) => checkAdminAnswer(spec, outcome), 'admin'),
     );
   });
