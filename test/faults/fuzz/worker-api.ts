@@ -131,6 +131,7 @@ function fileOf(view: SourceView, path: GeneratedPath | undefined): SourceFile |
 
 /** What is wrong with the answer to one worker API request, or undefined. */
 export function checkWorkerAnswer(view: SourceView, spec: WorkerSpec, outcome: Outcome): string | undefined {
+  if (outcome.kind === 'network' && claimsPastTheEnd(view, spec)) return undefined;
   const res = answered(outcome);
   if (typeof res === 'string') return res.startsWith('(unsendable)') ? undefined : res;
   const error = checkWorkerError(res, spec.method);
@@ -171,4 +172,16 @@ export function checkWorkerAnswer(view: SourceView, spec: WorkerSpec, outcome: O
     if (info.size !== file.data.length || info.version !== file.version) return `stat says size ${info.size} version ${info.version}; the file has ${file.data.length} at ${file.version}`;
   }
   return undefined;
+}
+
+/**
+ * A page asked for with a size larger than the file's: the source runs out part-way through a
+ * fill that is already streaming, and a fill that fails mid-body is cut (the documented signal:
+ * a truncated answer, never a short one that looks whole).
+ */
+function claimsPastTheEnd(view: SourceView, spec: WorkerSpec): boolean {
+  const file = fileOf(view, spec.path);
+  if (spec.route !== '/v1/page' || !file) return false;
+  const q = new URLSearchParams(spec.query.slice(1));
+  return q.get('v') === file.version && Number(q.get('size')) > file.data.length;
 }
