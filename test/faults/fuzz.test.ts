@@ -42,6 +42,7 @@ describe('every API of a real worker under generated requests', () => {
   let s3View: S3View;
   let rssBefore = 0;
   const statuses = new Map<string, number>();
+  const serverErrors = new Set<string>();
 
   /** Sends a batch at once and checks each answer; throws a description of the first wrong one. */
   async function sendBatch<S>(sender: Sender, specs: S[], toRaw: (s: S) => RawRequest, check: (s: S, o: Outcome) => string | undefined, family: string): Promise<void> {
@@ -50,6 +51,11 @@ describe('every API of a real worker under generated requests', () => {
     for (const [i, outcome] of outcomes.entries()) {
       const label = `${family} ${outcome.kind === 'response' ? outcome.status : outcome.kind}`;
       statuses.set(label, (statuses.get(label) ?? 0) + 1);
+      if (outcome.kind === 'response' && outcome.status >= 500 && outcome.status !== 501 && serverErrors.size < 20) {
+        // Documented 5xx are allowed, but worth seeing: which code, for which request.
+        const code = outcome.headers['x-fanout-error'] ?? /<Code>([^<]*)</.exec(outcome.body.toString())?.[1];
+        serverErrors.add(`${family} ${outcome.status} ${String(code)}: ${raws[i]!.method} ${raws[i]!.target.slice(0, 160)}`);
+      }
       const problem = check(specs[i]!, outcome);
       if (problem) throw new Error(`${problem}\n  request: ${describeRequest(raws[i]!)}`);
     }
@@ -108,6 +114,7 @@ describe('every API of a real worker under generated requests', () => {
     const answered = worker.answered + s3.answered;
     console.log(`fuzz: ${answered} requests answered (worker API ${worker.answered}, S3 ${s3.answered})`);
     console.log(`fuzz: statuses ${JSON.stringify(Object.fromEntries([...statuses].sort()))}`);
+    for (const line of serverErrors) console.log(`fuzz: documented 5xx seen: ${line}`);
     assert.ok(fx.worker.running, 'the worker process is running');
     const health = await fetch(`${fx.worker.url}/healthz`);
     assert.equal(health.status, 200);

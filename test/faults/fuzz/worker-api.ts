@@ -105,11 +105,37 @@ export function workerRequestArb(view: SourceView): fc.Arbitrary<WorkerSpec> {
     .tuple(method, fc.constantFrom(...ROUTES), pathArb(view.mounts, knownPaths), authArb)
     .chain(([m, route, path, auth]) => forFile(fileOf(view, path) ?? anyFile[0]!).map((rest) => ({ method: m, route, path, auth, ...rest })));
   const plain = fc.record({ method, route: fc.constantFrom(...PLAIN_ROUTES), query: fc.constantFrom('', '?x=1', '?' + 'q'.repeat(9000)), headers: fc.constant([[], [], []] as const), auth: authArb });
-  return fc.oneof({ weight: 8, arbitrary: routed }, { weight: 1, arbitrary: plain }).map((r) => {
+  return fc.oneof({ weight: 8, arbitrary: routed }, { weight: 3, arbitrary: validReadArb(view) }, { weight: 1, arbitrary: plain }).map((r) => {
     const [range, conditionals, extra] = r.headers as unknown as [string | undefined, [string, string][], [string, string][]];
     const headers: [string, string][] = [...conditionals, ...extra];
     if (range !== undefined) headers.push(['range', range]);
     return { method: r.method, route: r.route, path: 'path' in r ? r.path : undefined, query: r.query, headers, auth: r.auth };
+  });
+}
+
+/**
+ * Reads that should succeed (a file that exists, the right version and size, a range inside the
+ * file), so many answers are 200/206 whose bytes can be compared, concurrently with the noise.
+ */
+function validReadArb(view: SourceView) {
+  const files = [...view.files].flatMap(([mount, byPath]) => [...byPath.values()].map((file) => ({ mount, file })));
+  return fc.constantFrom(...files).chain(({ mount, file }) => {
+    const size = file.data.length;
+    const pages = Math.max(1, Math.ceil(size / PAGE_SIZE));
+    const inside = fc.integer({ min: 0, max: Math.max(0, size - 1) });
+    const range = fc.oneof(
+      fc.tuple(inside, inside).map(([a, b]) => `bytes=${Math.min(a, b)}-${Math.max(a, b)}`),
+      inside.map((a) => `bytes=${a}-`),
+      fc.integer({ min: 1, max: size + 10 }).map((n) => `bytes=-${n}`),
+    );
+    return fc.record({
+      method: fc.constantFrom('GET', 'GET', 'GET', 'HEAD'),
+      route: fc.constantFrom('/v1/data', '/v1/page'),
+      path: fc.constant<GeneratedPath>({ segments: [mount, ...file.path.split('/')], encoding: 'standard', leadingSlashes: 0, trailingSlash: false }),
+      query: fc.integer({ min: 0, max: pages - 1 }).map((i) => `?v=${encodeURIComponent(file.version)}&size=${size}&i=${i}`),
+      headers: fc.tuple(fc.option(range, { nil: undefined }), fc.constant([] as [string, string][]), fc.constantFrom<[string, string][]>([], [['x-fanout-direct', '1']])),
+      auth: fc.constant<Auth>({ kind: 'token' }),
+    });
   });
 }
 
