@@ -94,7 +94,7 @@ export function s3RequestArb(view: S3View): fc.Arbitrary<S3Spec> {
     .record({
       signing,
       method,
-      target: fc.oneof({ weight: 6, arbitrary: object }, { weight: 4, arbitrary: bucket }, { weight: 1, arbitrary: service }),
+      target: fc.oneof({ weight: 6, arbitrary: object }, { weight: 3, arbitrary: validObjectRead(view) }, { weight: 4, arbitrary: bucket }, { weight: 1, arbitrary: service }),
       virtualHost: fc.oneof({ weight: 9, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
       rawQuery: fc.constantFrom('', '', '', '', '&%zz', '&a=%', '&=', '&&'),
     })
@@ -124,6 +124,25 @@ function routeOf(view: S3View, spec: S3Spec): { bucket: string; key: string } | 
   if (host.includes('.') && view.buckets.includes(label) && !/^\d/.test(host)) return { bucket: label, key: path.slice(1) };
   const slash = path.indexOf('/', 1);
   return slash === -1 ? { bucket: path.slice(1), key: '' } : { bucket: path.slice(1, slash), key: path.slice(slash + 1) };
+}
+
+/** GetObject of a file that exists with a range inside it: answers whose bytes can be compared. */
+function validObjectRead(view: S3View) {
+  const files = [...view.files].flatMap(([bucket, byPath]) => [...byPath.values()].map((file) => ({ bucket, file })));
+  return fc.constantFrom(...files).chain(({ bucket, file }) => {
+    const size = file.data.length;
+    const inside = fc.integer({ min: 0, max: Math.max(0, size - 1) });
+    const range = fc.oneof(
+      fc.tuple(inside, inside).map(([a, b]) => `bytes=${Math.min(a, b)}-${Math.max(a, b)}`),
+      inside.map((a) => `bytes=${a}-`),
+      fc.integer({ min: 1, max: size + 10 }).map((n) => `bytes=-${n}`),
+    );
+    return fc.record({
+      path: fc.constant<GeneratedPath | undefined>({ segments: [bucket, ...file.path.split('/')], encoding: 'standard', leadingSlashes: 0, trailingSlash: false }),
+      query: fc.constant<[string, string][]>([]),
+      headers: fc.option(range, { nil: undefined }).map((r): [string, string][] => (r === undefined ? [] : [['range', r]])),
+    });
+  });
 }
 
 export function s3ToRaw(view: S3View, spec: S3Spec): RawRequest {
