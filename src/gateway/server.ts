@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import { answerUnparsable, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { parseListen } from '../lib/config/index.js';
@@ -43,7 +43,7 @@ export class S3Gateway {
   ) {
     this.auth = new Authenticator({ region: config.region, credentials: config.credentials, anonymous: config.anonymous, clock: options.clock });
     this.buckets = { region: config.region, owner: { id: 'fanout', displayName: 'fanout' }, created: new Date() };
-    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
+    this.server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false }, (req, res) => void this.handle(req, res));
     // Never ask for a request body: writes are refused before a client sends one.
     this.server.on('checkContinue', (req, res) => void this.handle(req, res));
     answerUnparsable(this.server, (err) => {
@@ -83,6 +83,7 @@ export class S3Gateway {
     let resource = '/';
     let target: { bucket: string; key: string; virtual?: boolean } = { bucket: '', key: '' };
     try {
+      checkHostHeader(req);
       const url = req.url ?? '/';
       if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();
       const q = url.indexOf('?');

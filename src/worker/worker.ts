@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { answerUnparsable, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -140,7 +140,7 @@ export class Worker {
       logger: this.logger,
       signal: this.stopping.signal,
     });
-    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res));
+    this.server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false }, (req, res) => this.handle(req, res));
     answerUnparsable(this.server, (err) => {
       const error = isHeaderOverflow(err)
         ? new FanoutError('REQUEST_TOO_LARGE', 'request headers too large')
@@ -237,7 +237,11 @@ export class Worker {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    this.routes.dispatch(req, res).catch((err) => {
+    const answer = async () => {
+      checkHostHeader(req);
+      await this.routes.dispatch(req, res);
+    };
+    answer().catch((err) => {
       // A body abandoned part-way (over the admin limit) leaves the connection mid-message and
       // no longer read: close it after the answer, or the next request a keep-alive client sends
       // on it waits forever. (A body never touched is drained by node:http as usual.)

@@ -5,6 +5,7 @@ import { adminRequestArb, adminToRaw, checkAdminAnswer, type AdminSpec } from '.
 import { MOUNT, PAGE_SIZE, rssBytes, SECOND_MOUNT, startFixture, type Fixture } from './fuzz/fixture.js';
 import { checkS3Answer, s3RequestArb, s3ToRaw, type S3Spec, type S3View } from './fuzz/s3-api.js';
 import { checkPaging, pagingArb } from './fuzz/s3-paginate.js';
+import { checkRawExchange, exchange, rawBytes, rawSpecArb } from './fuzz/raw.js';
 import { describe as describeRequest, Sender, type Outcome, type RawRequest } from './fuzz/send.js';
 import { checkWorkerAnswer, toRawRequest, workerRequestArb, type SourceView, type WorkerSpec } from './fuzz/worker-api.js';
 
@@ -107,6 +108,19 @@ describe('every API of a real worker under generated requests', () => {
     await runProperty('S3 paging', pagingArb(s3View), TOTAL * 0.01, async (spec) => {
       const problem = await checkPaging(s3View, s3, spec);
       if (problem) throw new Error(problem);
+    });
+  });
+
+  test('malformed bytes on the wire (request lines, framing, headers) get a status line with a stable code, or a close', async () => {
+    const arb = fc.array(fc.tuple(rawSpecArb, fc.boolean()), { minLength: 1, maxLength: 8 });
+    await runProperty('raw HTTP', arb, (TOTAL * 0.02) / 4.5, async (batch) => {
+      const answers = await Promise.all(batch.map(([spec, toS3]) => exchange(toS3 ? fx.s3Url : fx.worker.url, rawBytes(spec), 250)));
+      for (const [i, answer] of answers.entries()) {
+        statuses.set(`raw ${answer.text.slice(9, 12) || 'closed'}`, (statuses.get(`raw ${answer.text.slice(9, 12) || 'closed'}`) ?? 0) + 1);
+        const problem = checkRawExchange(answer.text);
+        if (problem) throw new Error(`${problem}\n  sent: ${JSON.stringify(rawBytes(batch[i]![0]).slice(0, 400))}`);
+      }
+      if (!fx.worker.running) throw new Error(`the worker process exited (see ${fx.worker.dir}/worker.log)`);
     });
   });
 

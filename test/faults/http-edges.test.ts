@@ -89,6 +89,17 @@ describe('HTTP edge cases the fuzzer found', () => {
     assert.ok(head.endsWith('\r\n\r\n'), 'a HEAD answer carries no body');
   });
 
+  test('an HTTP/1.1 request without Host is a 400 with a stable code from the worker and the gateway (was a bare 400)', async () => {
+    const worker = await rawExchange(fx.worker.url, 'GET /v1/stat/data/hello.txt HTTP/1.1\r\nconnection: close\r\n\r\n');
+    assert.match(worker, /^HTTP\/1\.1 400 /);
+    assert.match(worker, /"code":"INVALID_ARGUMENT"/);
+    const gateway = await rawExchange(fx.s3Url, 'GET /data/hello.txt HTTP/1.1\r\nconnection: close\r\n\r\n');
+    assert.match(gateway, /^HTTP\/1\.1 400 /);
+    assert.match(gateway, /<Code>InvalidArgument<\/Code>/);
+    const http10 = await rawExchange(fx.worker.url, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.match(http10, /^HTTP\/1\.1 200 /, 'HTTP/1.0 needs no Host');
+  });
+
   test('the S3 gateway answers a request it cannot parse with an S3 error document', async () => {
     const answer = await rawExchange(fx.s3Url, `GET /data/${randomBytes(2).toString('hex')}\xff HTTP/1.1\r\nhost: x\r\n\r\n`);
     assert.match(answer, /^HTTP\/1\.1 400 /);

@@ -1,4 +1,5 @@
-import { STATUS_CODES, type Server } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import { FanoutError } from '../../core/errors.js';
 import type { Duplex } from 'node:stream';
 
 /** The error body an API gives a request node:http could not parse. */
@@ -37,4 +38,12 @@ export function answerUnparsable(server: Server, render: (err: NodeJS.ErrnoExcep
 /** Header sections past node's limit are a "too large" request, anything else a malformed one. */
 export function isHeaderOverflow(err: NodeJS.ErrnoException): boolean {
   return err.code === 'HPE_HEADER_OVERFLOW';
+}
+
+/**
+ * HTTP/1.1 requires a Host header (RFC 9112 §3.2). node's own check answers a bare 400 with no
+ * error code, so the servers turn it off (requireHostHeader: false) and call this instead.
+ */
+export function checkHostHeader(req: IncomingMessage): void {
+  if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new FanoutError('INVALID_ARGUMENT', 'an HTTP/1.1 request needs a Host header');
 }
