@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { isIP } from 'node:net';
-import { listenHttp } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { parseListen } from '../lib/config/index.js';
@@ -55,6 +55,13 @@ export class S3Gateway {
       : undefined;
     // Never ask for a request body: writes are refused before a client sends one.
     this.server.on('checkContinue', (req, res) => void this.handle(req, res));
+    answerUnparsable(this.server, (err) => {
+      const error = isHeaderOverflow(err)
+        ? new S3Error('RequestHeaderSectionTooLarge', 400, 'Your request header section exceeds the maximum allowed size.')
+        : s3Errors.invalidRequest(`The HTTP request could not be parsed (${err.code ?? 'malformed'}).`);
+      const requestId = `${this.idPrefix}${(++this.requests).toString(16).toUpperCase().padStart(8, '0')}`;
+      return { status: error.status, headers: { 'content-type': 'application/xml', 'x-amz-request-id': requestId }, body: errorXml(error, '/', requestId, this.hostId) };
+    });
   }
 
   /** http(s)://host:port once started. */
@@ -87,6 +94,7 @@ export class S3Gateway {
     let resource = '/';
     let target: { bucket: string; key: string; virtual?: boolean } = { bucket: '', key: '' };
     try {
+      checkHostHeader(req);
       const url = req.url ?? '/';
       if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();
       const q = url.indexOf('?');

@@ -207,11 +207,13 @@ export class PageService {
         failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
       }
     }
+    // A HEAD answer has no body, so no chunked encoding to carry a trailer (node throws on one).
+    const head = res.req?.method === 'HEAD';
     await sendChunks(
       res,
       counted(),
-      () => res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}`, 'x-fanout-cache': 'miss' }),
-      () => res.addTrailers(failure ? errorTrailers(failure.code, failure.message) : { [CHECKSUM_HEADER]: hex(fill.crc) }),
+      () => res.writeHead(200, { 'content-type': 'application/octet-stream', ...(head ? {} : { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` }), 'x-fanout-cache': 'miss' }),
+      () => head || res.addTrailers(failure ? errorTrailers(failure.code, failure.message) : { [CHECKSUM_HEADER]: hex(fill.crc) }),
     );
   }
 }

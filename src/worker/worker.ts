@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { listenHttp } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -180,6 +180,13 @@ export class Worker {
     this.certificates = tls
       ? new CertificateReloader({ files: tls, apply: (pair) => (this.server as HttpsServer).setSecureContext(pair), logger: this.logger, clock })
       : undefined;
+    answerUnparsable(this.server, (err) => {
+      const error = isHeaderOverflow(err)
+        ? new FanoutError('REQUEST_TOO_LARGE', 'request headers too large')
+        : new FanoutError('INVALID_ARGUMENT', `malformed HTTP request (${err.code ?? err.message})`);
+      const body = JSON.stringify({ error: error.toJSON() });
+      return { status: error.status, headers: { 'content-type': 'application/json', 'x-fanout-error': error.code }, body };
+    });
   }
 
   get url(): string {
@@ -281,8 +288,15 @@ export class Worker {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    this.routes.dispatch(req, res).catch((err) => {
-      const error = sendError(res, err);
+    const answer = async () => {
+      checkHostHeader(req);
+      await this.routes.dispatch(req, res);
+    };
+    answer().catch((err) => {
+      // A body abandoned part-way (over the admin limit) leaves the connection mid-message and
+      // no longer read: close it after the answer, or the next request a keep-alive client sends
+      // on it waits forever. (A body never touched is drained by node:http as usual.)
+      const error = sendError(res, err, req.destroyed && !req.complete ? { connection: 'close' } : {});
       this.metrics.requestErrors.labels(error.code).inc();
       if (error.status >= 500) this.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
     });

@@ -34,6 +34,16 @@ export class WorkerProcess {
     return join(this.dir, 'data');
   }
 
+  /** The worker's process id while it runs (for /proc checks: memory, open files). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  /** False once the process has exited (a crash, or stop/kill). */
+  get running(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
   static async start(config: WorkerConfigInput & { id: string }, port?: number): Promise<WorkerProcess> {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
@@ -78,10 +88,6 @@ export class WorkerProcess {
   /** SIGCONT after pause(). */
   resume(): void {
     this.proc?.kill('SIGCONT');
-  }
-
-  get pid(): number | undefined {
-    return this.proc?.pid;
   }
 
   /** SIGTERM: a clean shutdown. */

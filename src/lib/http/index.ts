@@ -6,6 +6,8 @@ import { FanoutError } from '../../core/errors.js';
 
 /** HTTP serving helpers shared by the worker's API and the S3 gateway: byte ranges and streamed bodies. */
 
+export { answerUnparsable, checkHostHeader, isHeaderOverflow, type UnparsableAnswer } from './clienterror.js';
+
 export interface ByteRange {
   start: number;
   /** Exclusive. */
@@ -25,7 +27,8 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   }
   if (match[1] === '') {
     const suffix = Number(match[2]);
-    if (suffix === 0) throw unsatisfiable(header, size);
+    // An empty file has no last N bytes (RFC 9110 §14.1.2): answering 206 "bytes 0--1/0" is wrong.
+    if (suffix === 0 || size === 0) throw unsatisfiable(header, size);
     return { start: Math.max(0, size - suffix), end: size };
   }
   const start = Number(match[1]);

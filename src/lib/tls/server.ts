@@ -66,8 +66,10 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
  * servers to their handler (https.Server extends tls.Server but emits the same 'request').
  */
 export function createApiServer(handler: Handler, options: { keepAliveTimeout: number; tls?: TlsPair }): Server | HttpsServer {
-  if (!options.tls) return createHttpServer({ keepAliveTimeout: options.keepAliveTimeout }, handler);
-  return createHttpsServer({ keepAliveTimeout: options.keepAliveTimeout, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, cert: options.tls.cert, key: options.tls.key }, handler);
+  // Both APIs answer a missing Host with their own coded error (checkHostHeader), not node's bare 400.
+  const common = { keepAliveTimeout: options.keepAliveTimeout, requireHostHeader: false };
+  if (!options.tls) return createHttpServer(common, handler);
+  return createHttpsServer({ ...common, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, cert: options.tls.cert, key: options.tls.key }, handler);
 }
 
 export interface CertificateReloaderOptions {

@@ -209,6 +209,10 @@ export function mapFsError(err: unknown, what: string): FanoutError {
       return new FanoutError('INVALID_PATH', `${what}: too many symlinks or a symlink where none is allowed`, {
         cause: err,
       });
+    case 'ENAMETOOLONG':
+      // A name no file on this filesystem can have is the client's error, not the source's
+      // (as a 5xx, S3 clients would retry it as ServiceUnavailable).
+      return new FanoutError('INVALID_PATH', `${what}: a name in the path is too long`, { cause: err });
     case 'EACCES':
     case 'EPERM':
       return new FanoutError('SOURCE_ERROR', `${what}: permission denied`, { cause: err });

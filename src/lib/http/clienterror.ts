@@ -1,0 +1,49 @@
+import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import { FanoutError } from '../../core/errors.js';
+import type { Duplex } from 'node:stream';
+
+/** The error body an API gives a request node:http could not parse. */
+export interface UnparsableAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * Answers requests node:http cannot parse (bytes outside the URL grammar, malformed headers,
+ * a bad chunk) with the API's own error body (a stable code) instead of node's bare "400 Bad
+ * Request", then closes the connection: a stream that failed to parse cannot be resynchronized.
+ */
+export function answerUnparsable(server: Server, render: (err: NodeJS.ErrnoException) => UnparsableAnswer): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // As node's own handler: nothing to say to a peer that is gone, or mid-way through a response.
+    const started = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+    if (err.code === 'ECONNRESET' || !socket.writable || started) {
+      socket.destroy();
+      return;
+    }
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      socket.end('HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\r\n');
+      return;
+    }
+    const { status, headers, body: text } = render(err);
+    // A HEAD answer has no body, even an error's (the client would read it as garbage).
+    const raw = (err as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket;
+    const body = raw?.subarray(0, 5).toString('latin1') === 'HEAD ' ? '' : text;
+    const lines = Object.entries({ ...headers, 'content-length': String(Buffer.byteLength(text)), connection: 'close' }).map(([k, v]) => `${k}: ${v}\r\n`);
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${lines.join('')}\r\n${body}`);
+  });
+}
+
+/** Header sections past node's limit are a "too large" request, anything else a malformed one. */
+export function isHeaderOverflow(err: NodeJS.ErrnoException): boolean {
+  return err.code === 'HPE_HEADER_OVERFLOW';
+}
+
+/**
+ * HTTP/1.1 requires a Host header (RFC 9112 §3.2). node's own check answers a bare 400 with no
+ * error code, so the servers turn it off (requireHostHeader: false) and call this instead.
+ */
+export function checkHostHeader(req: IncomingMessage): void {
+  if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new FanoutError('INVALID_ARGUMENT', 'an HTTP/1.1 request needs a Host header');
+}

@@ -1,0 +1,109 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { MiB, startFixture, type Fixture } from './fuzz/fixture.js';
+import { Sender } from './fuzz/send.js';
+
+/**
+ * Regressions for what the API fuzzer (fuzz.test.ts) found, each as the smallest request that
+ * showed it, against a real worker process.
+ */
+
+/** Writes raw bytes on a fresh connection and returns everything the server sends until it closes. */
+function rawExchange(url: string, bytes: string, deadlineMs = 10_000): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within ${deadlineMs} ms; got ${JSON.stringify(Buffer.concat(chunks).toString('latin1'))}`));
+    }, deadlineMs);
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString('latin1'));
+    });
+    socket.write(bytes, 'latin1');
+  });
+}
+
+describe('HTTP edge cases the fuzzer found', () => {
+  let fx: Fixture;
+  let sender: Sender;
+  let multi: { version: string; size: number };
+
+  before(async () => {
+    fx = await startFixture();
+    sender = new Sender(fx.worker.url, 10_000);
+    multi = (await (await fetch(`${fx.worker.url}/v1/stat/data/multi.bin`)).json()) as { version: string; size: number };
+  });
+
+  after(async () => {
+    sender?.close();
+    await fx?.cleanup();
+  });
+
+  test('HEAD of a page that is not cached answers 200 without a body (was a 500: a trailer on a bodiless answer)', async () => {
+    const res = await sender.send({ method: 'HEAD', target: `/v1/page/data/multi.bin?v=${multi.version}&size=${multi.size}&i=2`, headers: [] });
+    assert.equal(res.kind, 'response');
+    if (res.kind !== 'response') return;
+    assert.equal(res.status, 200, String(res.headers['x-fanout-error']));
+    assert.equal(res.body.length, 0);
+    assert.ok(fx.worker.running);
+  });
+
+  test('an admin body over the limit gets 413, and the next request on the same keep-alive connection is answered (it hung)', async () => {
+    const big = Buffer.from(JSON.stringify({ rule: { mount: 'data', prefix: 'p'.repeat(17 * MiB) } }));
+    const refused = await sender.send({ method: 'POST', target: '/v1/admin/pin', headers: [], body: big });
+    // The worker closes the connection after its 413; a client still sending may see the close first.
+    if (refused.kind === 'response') assert.equal(refused.status, 413);
+    else assert.equal(refused.kind, 'network');
+    for (let i = 0; i < 3; i++) {
+      const next = await sender.send({ method: 'POST', target: '/v1/admin/free', headers: [], body: Buffer.from('{}') });
+      assert.equal(next.kind, 'response', `request ${i} after the refused body`);
+      if (next.kind === 'response') assert.equal(next.status, 200);
+    }
+  });
+
+  test('an admin body that is JSON but not an object (null, an array) is INVALID_ARGUMENT, not a 500', async () => {
+    for (const body of ['null', '[]', '["keys"]', '7', '"x"']) {
+      const res = await sender.send({ method: 'POST', target: '/v1/admin/unpin', headers: [['content-type', 'application/json']], body: Buffer.from(body) });
+      assert.equal(res.kind, 'response');
+      if (res.kind !== 'response') return;
+      assert.equal(res.status, 400, body);
+      assert.equal((JSON.parse(res.body.toString()) as { error: { code: string } }).error.code, 'INVALID_ARGUMENT', body);
+    }
+  });
+
+  test('a request line node:http cannot parse gets the API error body with a stable code, then the connection closes', async () => {
+    const answer = await rawExchange(fx.worker.url, 'GET /v1/stat/data/hello\xff.txt HTTP/1.1\r\nhost: x\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /x-fanout-error: INVALID_ARGUMENT/);
+    const body = answer.slice(answer.indexOf('\r\n\r\n') + 4);
+    assert.equal((JSON.parse(body) as { error: { code: string } }).error.code, 'INVALID_ARGUMENT');
+    const head = await rawExchange(fx.worker.url, 'HEAD /v1/stat/data/hello\xff.txt HTTP/1.1\r\nhost: x\r\n\r\n');
+    assert.match(head, /^HTTP\/1\.1 400 /);
+    assert.ok(head.endsWith('\r\n\r\n'), 'a HEAD answer carries no body');
+  });
+
+  test('an HTTP/1.1 request without Host is a 400 with a stable code from the worker and the gateway (was a bare 400)', async () => {
+    const worker = await rawExchange(fx.worker.url, 'GET /v1/stat/data/hello.txt HTTP/1.1\r\nconnection: close\r\n\r\n');
+    assert.match(worker, /^HTTP\/1\.1 400 /);
+    assert.match(worker, /"code":"INVALID_ARGUMENT"/);
+    const gateway = await rawExchange(fx.s3Url, 'GET /data/hello.txt HTTP/1.1\r\nconnection: close\r\n\r\n');
+    assert.match(gateway, /^HTTP\/1\.1 400 /);
+    assert.match(gateway, /<Code>InvalidArgument<\/Code>/);
+    const http10 = await rawExchange(fx.worker.url, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.match(http10, /^HTTP\/1\.1 200 /, 'HTTP/1.0 needs no Host');
+  });
+
+  test('the S3 gateway answers a request it cannot parse with an S3 error document', async () => {
+    const answer = await rawExchange(fx.s3Url, `GET /data/${randomBytes(2).toString('hex')}\xff HTTP/1.1\r\nhost: x\r\n\r\n`);
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /<Error><Code>InvalidRequest<\/Code>/);
+    assert.ok(fx.worker.running);
+  });
+});
