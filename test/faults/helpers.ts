@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import type { WorkerProcess } from '../harness/workers.js';
 
 /** Small HTTP helpers for the fault tests: raw answers from a worker, never throwing on a cut body. */
@@ -8,31 +9,41 @@ export const sha = (data: Buffer) => createHash('sha256').update(data).digest('h
 
 export interface Answer {
   status: number;
-  /** x-fanout-error header, or the code in a JSON error body. */
+  /** x-fanout-error header or trailer, or the code in a JSON error body. */
   code?: string;
   message?: string;
   body: Buffer;
   /** The body was cut (connection closed before its end). */
   cut: boolean;
+  /** The page ended with an x-fanout-error trailer: it failed after its headers were sent. */
+  failedLate: boolean;
 }
 
-export async function get(url: string, headers: Record<string, string> = {}): Promise<Answer> {
-  const res = await fetch(url, { headers });
-  let body = Buffer.alloc(0);
-  let cut = false;
-  try {
-    body = Buffer.from(await res.arrayBuffer());
-  } catch {
-    cut = true;
-  }
-  let code = res.headers.get('x-fanout-error') ?? undefined;
-  let message: string | undefined;
-  if (res.headers.get('content-type')?.includes('application/json') && res.status >= 400) {
-    const parsed = JSON.parse(body.toString()) as { error?: { code?: string; message?: string } };
-    code = parsed.error?.code ?? code;
-    message = parsed.error?.message;
-  }
-  return { status: res.status, code, message, body, cut };
+/** A GET with node:http, so that trailers (a page's late failure) are seen too. */
+export function get(url: string, headers: Record<string, string> = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers }, (res) => {
+      const chunks: Buffer[] = [];
+      let cut = false;
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', () => (cut = true));
+      res.on('close', () => {
+        cut ||= !res.complete;
+        const body = Buffer.concat(chunks);
+        const trailerCode = res.trailers['x-fanout-error'];
+        let code = (res.headers['x-fanout-error'] as string | undefined) ?? trailerCode;
+        let message = res.trailers['x-fanout-error-message'] ? decodeURIComponent(res.trailers['x-fanout-error-message']) : undefined;
+        if (String(res.headers['content-type']).includes('application/json') && (res.statusCode ?? 0) >= 400) {
+          const parsed = JSON.parse(body.toString()) as { error?: { code?: string; message?: string } };
+          code = parsed.error?.code ?? code;
+          message = parsed.error?.message;
+        }
+        resolve({ status: res.statusCode ?? 0, code, message, body, cut, failedLate: trailerCode !== undefined });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** One page through the page API (as a client or peer asks for it). */
@@ -53,6 +64,6 @@ export async function assertAlive(worker: WorkerProcess): Promise<void> {
 
 /** The read failed: an error status with `code`, or a cut body (mid-stream failure). */
 export function assertFailed(answer: Answer, code: string): void {
-  assert.ok(answer.status >= 400 || answer.cut, `expected a failure, got HTTP ${answer.status} with ${answer.body.length} bytes`);
+  assert.ok(answer.status >= 400 || answer.cut || answer.failedLate, `expected a failure, got HTTP ${answer.status} with ${answer.body.length} bytes`);
   if (!answer.cut) assert.equal(answer.code, code, `expected ${code}, got ${answer.code}: ${answer.message}`);
 }

@@ -4,7 +4,8 @@ import { mountSpec, parseWorkerConfig } from './index.js';
 
 test('source deadlines default to 5s connect, 30s first byte, 30s idle, and accept durations', () => {
   const defaults = parseWorkerConfig({ id: 'w' });
-  assert.deepEqual(defaults.timeouts, { sourceConnect: 5000, sourceFirstByte: 30000, sourceIdle: 30000 });
+  const { sourceConnect, sourceFirstByte, sourceIdle } = defaults.timeouts;
+  assert.deepEqual({ sourceConnect, sourceFirstByte, sourceIdle }, { sourceConnect: 5000, sourceFirstByte: 30000, sourceIdle: 30000 });
   const set = parseWorkerConfig({ id: 'w', timeouts: { sourceFirstByte: '2s', sourceIdle: 750 } });
   assert.equal(set.timeouts.sourceFirstByte, 2000);
   assert.equal(set.timeouts.sourceIdle, 750);
