@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import { listenHttp } from '../lib/http/index.js';
+import { ConnectionCap, listenHttp, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { parseListen } from '../lib/config/index.js';
@@ -18,6 +18,8 @@ const MAX_URL_LENGTH = 16 * 1024;
 export interface GatewayOptions {
   logger?: Logger;
   clock?: Clock;
+  /** Connection cap and client deadlines (the worker's `limits`); beyond the cap: 503 SlowDown. */
+  limits?: ServerLimits;
 }
 
 /**
@@ -35,6 +37,7 @@ export class S3Gateway {
   private readonly hostId = randomBytes(24).toString('base64');
   private requests = 0;
   private boundUrl = '';
+  private readonly cap: ConnectionCap | undefined;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -44,6 +47,7 @@ export class S3Gateway {
     this.auth = new Authenticator({ region: config.region, credentials: config.credentials, anonymous: config.anonymous, clock: options.clock });
     this.buckets = { region: config.region, owner: { id: 'fanout', displayName: 'fanout' }, created: new Date() };
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
+    this.cap = options.limits ? new ConnectionCap(this.server, options.limits) : undefined;
     // Never ask for a request body: writes are refused before a client sends one.
     this.server.on('checkContinue', (req, res) => void this.handle(req, res));
   }
@@ -76,6 +80,10 @@ export class S3Gateway {
     let resource = '/';
     let target: { bucket: string; key: string; virtual?: boolean } = { bucket: '', key: '' };
     try {
+      if (this.cap?.isExcess(req.socket)) {
+        res.shouldKeepAlive = false;
+        throw new S3Error('SlowDown', 503, 'Please reduce your request rate.');
+      }
       const url = req.url ?? '/';
       if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();
       const q = url.indexOf('?');

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { listenHttp } from '../lib/http/index.js';
+import { ConnectionCap, listenHttp } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -48,6 +48,7 @@ export class Worker {
   readonly admin: Admin;
   private readonly mounts = new Map<string, Ufs>();
   private readonly server: Server;
+  private readonly connections: ConnectionCap;
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
@@ -104,6 +105,8 @@ export class Worker {
       logger: this.logger,
       signal: this.stopping.signal,
       onStored: (key, ref) => this.policy.onStored(key, ref.mount, ref.path),
+      limits: config.limits,
+      clock,
     });
     this.reader = new ClusterReader({
       placement: () => this.ring,
@@ -128,7 +131,7 @@ export class Worker {
             read: (mount, file, start, end, signal) => this.reader.chunks(mount, file, start, end, signal),
             written: (chunk) => this.fetcher.release(chunk),
           },
-          { logger: this.logger, clock },
+          { logger: this.logger, clock, limits: config.limits },
         )
       : undefined;
     this.admin = new Admin({
@@ -141,6 +144,7 @@ export class Worker {
       signal: this.stopping.signal,
     });
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res));
+    this.connections = new ConnectionCap(this.server, config.limits);
   }
 
   get url(): string {
@@ -229,11 +233,33 @@ export class Worker {
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
   }
 
+  /**
+   * The last-resort guard around a request's own code: whatever it throws, synchronously or
+   * not, fails that request (INTERNAL with a log line) and never the process.
+   */
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    this.routes.dispatch(req, res).catch((err) => {
-      const error = sendError(res, err);
-      this.metrics.requestErrors.labels(error.code).inc();
-      if (error.status >= 500) this.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
-    });
+    const fail = (err: unknown) => {
+      try {
+        const error = sendError(res, err);
+        this.metrics.requestErrors.labels(error.code).inc();
+        if (error.code === 'INTERNAL') this.logger.error({ err, url: req.url }, 'request failed unexpectedly');
+        else if (error.status >= 500) this.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
+      } catch (cannotAnswer) {
+        this.logger.error({ err: cannotAnswer, url: req.url }, 'request failed and could not be answered');
+        res.destroy();
+      }
+    };
+    // A request stream error (client reset mid-body) must not become an unhandled 'error'.
+    req.on('error', () => res.destroy());
+    res.on('error', () => {});
+    if (this.connections.isExcess(req.socket)) {
+      res.shouldKeepAlive = false;
+      return fail(new FanoutError('OVERLOADED', `this worker serves at most ${this.config.limits.maxConnections} connections; retry shortly`));
+    }
+    try {
+      this.routes.dispatch(req, res).catch(fail);
+    } catch (err) {
+      fail(err);
+    }
   }
 }

@@ -87,3 +87,4 @@ export async function listenHttp(server: Server, host: string, port: number): Pr
   const address = server.address() as AddressInfo;
   return `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 }
+export { ConnectionCap, type ServerLimits } from './connections.js';

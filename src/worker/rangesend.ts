@@ -1,0 +1,115 @@
+import type { ServerResponse } from 'node:http';
+import { abortError } from '../core/errors.js';
+import { pagesForRange } from '../core/pages.js';
+import type { FileInfo, PageRef } from '../core/types.js';
+import type { ClusterReader } from '../lib/cluster/index.js';
+import type { Semaphore } from '../lib/transfer/index.js';
+import type { ResponseFlow } from './flow.js';
+
+export interface RangeSendOptions {
+  reader: ClusterReader;
+  /** Response page slots shared by every response of this worker (PageService.responseSlots). */
+  slots: Semaphore;
+  flow: ResponseFlow;
+  pageSize: number;
+  /** Pages fetched ahead of the one being sent, while the client keeps up and slots are free. */
+  window: number;
+  signal: AbortSignal;
+}
+
+interface HeldPage {
+  page: Promise<Buffer[]>;
+  stop: AbortController;
+  release: () => void;
+}
+
+/**
+ * Sends bytes [start, end) of a file, page by page through the cluster, with memory bounded
+ * whatever the client does: each page held needs one of the worker's response slots; pages are
+ * fetched ahead only while the client takes what it is sent and nobody waits for a slot; and a
+ * slow client whose socket is full gives its page (and prefetched ones) back when others wait,
+ * fetching it again when its socket has room. (ClusterReader.chunks prefetches a fixed window
+ * whether or not the client reads; this is the worker's own, backpressure-aware window.)
+ */
+export async function sendRange(res: ServerResponse, options: RangeSendOptions, mount: string, file: FileInfo, start: number, end: number, writeHead: () => void): Promise<void> {
+  const { reader, slots, flow, pageSize, window, signal } = options;
+  const { first, last } = pagesForRange(start, end, pageSize);
+  const ahead = new Map<number, HeldPage>();
+  const fetch = (index: number, release: () => void): HeldPage => {
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index };
+    const page = reader.fetchPage(ref, stop.signal);
+    page.catch(() => {}).finally(() => signal.removeEventListener('abort', onAbort));
+    return { page, stop, release };
+  };
+  const drop = (held: HeldPage) => {
+    held.stop.abort();
+    held.release();
+  };
+  const dropAhead = () => {
+    for (const held of ahead.values()) drop(held);
+    ahead.clear();
+  };
+  const prefetch = (from: number) => {
+    for (let index = from; index <= last && index < from + window - 1; index++) {
+      if (ahead.has(index)) continue;
+      if (flow.full) return;
+      const release = slots.tryAcquire();
+      if (!release) return;
+      ahead.set(index, fetch(index, release));
+    }
+  };
+  let headed = false;
+  try {
+    for (let index = first; index <= last; index++) {
+      const pageStart = index * pageSize;
+      let at = Math.max(start, pageStart) - pageStart;
+      const to = Math.min(end, pageStart + pageSize) - pageStart;
+      while (at < to) {
+        let held = ahead.get(index);
+        ahead.delete(index);
+        held ??= fetch(index, await slots.acquire(signal));
+        try {
+          const chunks = await held.page;
+          if (!headed) writeHead();
+          headed = true;
+          prefetch(index + 1);
+          while (at < to) {
+            at = writePage(flow, chunks, at, to);
+            if (at >= to) break;
+            if (slots.waiting > 0) {
+              dropAhead(); // others wait for memory: a slow client keeps none in reserve
+              break;
+            }
+            await flow.room();
+          }
+        } finally {
+          held.stop.abort();
+          held.release();
+        }
+        if (at < to) await flow.room();
+      }
+    }
+    res.end();
+  } finally {
+    dropAhead();
+  }
+}
+
+/** Queues page bytes [at, to) (offsets within the page) as far as the flow takes; returns where it stopped. */
+function writePage(flow: ResponseFlow, chunks: Buffer[], at: number, to: number): number {
+  let offset = 0;
+  for (const chunk of chunks) {
+    const chunkEnd = offset + chunk.length;
+    if (chunkEnd > at && offset < to) {
+      const stopped = flow.write(chunk, at - offset, Math.min(to, chunkEnd) - offset);
+      at = offset + stopped;
+      if (at < Math.min(to, chunkEnd)) return at;
+    }
+    offset = chunkEnd;
+    if (offset >= to) break;
+  }
+  return at;
+}
