@@ -1,9 +1,15 @@
 import type { Writable } from 'node:stream';
 import type { Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
+import { BufferPool } from '../lib/pagestore/index.js';
 
 /** Bytes copied per write: small enough that a slow reader's progress shows up often. */
 const SLICE = 64 * 1024;
+/**
+ * Slice buffers are reused once their write completed: copies that became garbage after every
+ * write grew the heap by hundreds of MB under many readers before the collector caught up.
+ */
+const slices = new BufferPool(SLICE, 512);
 
 export interface FlowOptions {
   clock: Clock;
@@ -31,6 +37,11 @@ export class ResponseFlow {
     res.once('close', () => this.fail(new FanoutError('ABORTED', 'client went away')));
   }
 
+  /** The flow's clock time (for how long a response has held a page). */
+  now(): number {
+    return this.options.clock.now();
+  }
+
   /** True when the client must take some bytes before more are queued. */
   get full(): boolean {
     return this.res.writableLength >= this.options.allowance;
@@ -41,7 +52,13 @@ export class ResponseFlow {
     let at = from;
     while (at < to && !this.full && !this.closed) {
       const end = Math.min(to, at + SLICE);
-      this.res.write(Buffer.from(data.subarray(at, end)), () => this.progress());
+      const slice = slices.acquire();
+      data.copy(slice, 0, at, end);
+      // The callback runs once the socket is done with the slice (written, or failed): only then is it reused.
+      this.res.write(end - at === SLICE ? slice : slice.subarray(0, end - at), () => {
+        slices.release(slice);
+        this.progress();
+      });
       at = end;
     }
     return at;

@@ -46,7 +46,13 @@ export interface ResponseLimits {
 }
 
 /** Bytes one response may queue in user space before waiting for its client. */
-export const RESPONSE_ALLOWANCE = 256 * 1024;
+export const RESPONSE_ALLOWANCE = 128 * 1024;
+/**
+ * How long a response whose client is not keeping up may keep a page buffer while it waits.
+ * Past it the page goes back (and is read again when the client has taken its queued bytes):
+ * a client reading a page in under a second never pays that, a slow one holds only its queue.
+ */
+export const PAGE_HOLD_MS = 1000;
 
 /**
  * Answers page requests: from the store when the page is there (checksum verified first),
@@ -70,7 +76,8 @@ export class PageService {
     const slots = Math.max(2, Math.floor(FILL_MEMORY / deps.pageSize));
     this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
     this.fillSlots = new Semaphore(slots);
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots));
+    // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little.
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 8)));
   }
 
   /** A writer for one response that holds at most RESPONSE_ALLOWANCE of its client's bytes. */
@@ -133,10 +140,12 @@ export class PageService {
         }
         if (first) onFirst?.(page);
         first = false;
+        const since = flow.now();
         while (offset < page.data.length) {
           offset = flow.write(page.data, offset, page.data.length);
           if (offset === page.data.length) break;
-          if (this.responseSlots.waiting > 0) break; // others need the slot: give the page back
+          // Others need the slot, or this client is slow: give the page back while it catches up.
+          if (this.responseSlots.waiting > 0 || flow.now() - since >= PAGE_HOLD_MS) break;
           await flow.room();
         }
         if (offset >= page.data.length) {

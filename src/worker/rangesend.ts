@@ -5,6 +5,7 @@ import type { FileInfo, PageRef } from '../core/types.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
 import type { Semaphore } from '../lib/transfer/index.js';
 import type { ResponseFlow } from './flow.js';
+import { PAGE_HOLD_MS } from './pageservice.js';
 
 export interface RangeSendOptions {
   reader: ClusterReader;
@@ -15,6 +16,8 @@ export interface RangeSendOptions {
   /** Pages fetched ahead of the one being sent, while the client keeps up and slots are free. */
   window: number;
   signal: AbortSignal;
+  /** Gives a page's buffers back to where they came from (the store's pool) once copied out. */
+  release?: (chunk: Buffer) => void;
 }
 
 interface HeldPage {
@@ -27,12 +30,13 @@ interface HeldPage {
  * Sends bytes [start, end) of a file, page by page through the cluster, with memory bounded
  * whatever the client does: each page held needs one of the worker's response slots; pages are
  * fetched ahead only while the client takes what it is sent and nobody waits for a slot; and a
- * slow client whose socket is full gives its page (and prefetched ones) back when others wait,
- * fetching it again when its socket has room. (ClusterReader.chunks prefetches a fixed window
+ * client whose socket stays full gives its page (and prefetched ones) back when others wait or
+ * after PAGE_HOLD_MS, fetching it again when its socket has room. (ClusterReader.chunks prefetches a fixed window
  * whether or not the client reads; this is the worker's own, backpressure-aware window.)
  */
 export async function sendRange(res: ServerResponse, options: RangeSendOptions, mount: string, file: FileInfo, start: number, end: number, writeHead: () => void): Promise<void> {
   const { reader, slots, flow, pageSize, window, signal } = options;
+  const giveBack = (page: Promise<Buffer[]>) => void page.then((chunks) => chunks.forEach((c) => options.release?.(c)), () => {});
   const { first, last } = pagesForRange(start, end, pageSize);
   const ahead = new Map<number, HeldPage>();
   const fetch = (index: number, release: () => void): HeldPage => {
@@ -47,6 +51,7 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
   const drop = (held: HeldPage) => {
     held.stop.abort();
     held.release();
+    giveBack(held.page);
   };
   const dropAhead = () => {
     for (const held of ahead.values()) drop(held);
@@ -62,6 +67,8 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
     }
   };
   let headed = false;
+  /** Whether the client took the last page within PAGE_HOLD_MS: only then is fetching ahead worth memory. */
+  let keepingUp = false;
   try {
     for (let index = first; index <= last; index++) {
       const pageStart = index * pageSize;
@@ -75,19 +82,21 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
           const chunks = await held.page;
           if (!headed) writeHead();
           headed = true;
-          prefetch(index + 1);
+          if (keepingUp) prefetch(index + 1);
+          const since = flow.now();
           while (at < to) {
             at = writePage(flow, chunks, at, to);
             if (at >= to) break;
-            if (slots.waiting > 0) {
-              dropAhead(); // others wait for memory: a slow client keeps none in reserve
+            if (slots.waiting > 0 || flow.now() - since >= PAGE_HOLD_MS) {
+              keepingUp = false;
+              dropAhead(); // others wait for memory, or the client is slow: it keeps none in reserve
               break;
             }
             await flow.room();
           }
+          if (at >= to && flow.now() - since < PAGE_HOLD_MS) keepingUp = true;
         } finally {
-          held.stop.abort();
-          held.release();
+          drop(held); // copied out (or failed): the page and its slot go back
         }
         if (at < to) await flow.room();
       }

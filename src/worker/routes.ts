@@ -7,7 +7,8 @@ import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
-import { contentHashParam } from './content.js';
+import { contentHashParam, PublishedPages } from './content.js';
+import { systemClock } from '../core/clock.js';
 import { pageSpan } from '../core/pages.js';
 
 const MAX_URL_LENGTH = 8192;
@@ -29,6 +30,7 @@ const REFRESH_MS = 250;
  */
 export class Routes {
   private readonly refreshed = new Map<string, number>();
+  private readonly published = new PublishedPages((mount) => this.worker.ufs(mount), systemClock);
 
   constructor(
     private readonly worker: Worker,
@@ -99,8 +101,10 @@ export class Routes {
     const index = intParam(query, 'i');
     const hash = contentHashParam(query);
     await this.checkPageRequest(target, version, size, index);
+    const ref = { mount: target.mount, path: target.path, version, size, index, hash };
+    await this.published.check(ref);
     const direct = req.headers[DIRECT_HEADER] !== undefined;
-    await this.worker.pages.serve(res, { mount: target.mount, path: target.path, version, size, index, hash }, direct);
+    await this.worker.pages.serve(res, ref, direct);
   }
 
   /**
@@ -123,7 +127,7 @@ export class Routes {
    */
   private async freshStat(target: FanoutPath): Promise<FileInfo> {
     const key = `${target.mount}/${target.path}`;
-    const now = Date.now();
+    const now = systemClock.now();
     const last = this.refreshed.get(key) ?? 0;
     if (now - last >= REFRESH_MS) {
       if (this.refreshed.size > 10_000) this.refreshed.clear();
@@ -166,7 +170,7 @@ export class Routes {
     const abort = new AbortController();
     res.once('close', () => abort.abort(new FanoutError('ABORTED', 'client went away')));
     const pages = this.worker.pages;
-    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal };
+    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.fetcher.release(chunk) };
     await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
   }
 }

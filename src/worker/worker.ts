@@ -52,7 +52,7 @@ export class Worker {
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
-  private readonly fetcher = new LocalFirstFetcher(() => this);
+  readonly fetcher = new LocalFirstFetcher(() => this);
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';

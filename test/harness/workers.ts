@@ -22,6 +22,11 @@ export class WorkerProcess {
     private readonly configFile: string,
   ) {}
 
+  /** The worker's process id (e.g. to read its memory in /proc). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   get dataDir(): string {
     return join(this.dir, 'data');
   }

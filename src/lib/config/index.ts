@@ -66,7 +66,7 @@ export const gatewayConfigSchema = z
 /**
  * Resource bounds that hold whatever clients do. Defaults need no tuning: a worker serves
  * 1024 connections, a client that takes no byte for a minute is cut, a mount's source has at
- * most 8 page reads in flight on a worker, and responses hold at most 256 MiB of page buffers.
+ * most 8 page reads in flight on a worker, and responses hold at most 128 MiB of page buffers.
  */
 export const limitsSchema = z
   .object({
@@ -77,7 +77,7 @@ export const limitsSchema = z
     /** Page reads from one mount's source (or its peers) in flight on this worker. */
     fillsPerMount: z.number().int().min(1).default(8),
     /** Page buffers lent to responses at once (hits and /v1/data pages). */
-    responseMemory: size.refine((v) => v >= 1024 * 1024, { message: 'responseMemory must be at least 1MiB' }).default('256MiB'),
+    responseMemory: size.refine((v) => v >= 1024 * 1024, { message: 'responseMemory must be at least 1MiB' }).default('128MiB'),
   })
   .strict();
 
