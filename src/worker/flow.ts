@@ -10,6 +10,27 @@ const SLICE = 64 * 1024;
  * write grew the heap by hundreds of MB under many readers before the collector caught up.
  */
 const slices = new BufferPool(SLICE, 512);
+/** Slices handed to callers that write them themselves (the S3 gateway), until they say so. */
+const lentSlices = new WeakMap<Buffer, Buffer>();
+
+/** A pooled copy of `data[from, from + SLICE)`; give it back with returnSlice() once written. */
+export function copySlice(data: Buffer, from: number, to: number): Buffer {
+  const end = Math.min(to, from + SLICE);
+  const slice = slices.acquire();
+  data.copy(slice, 0, from, end);
+  const view = end - from === SLICE ? slice : slice.subarray(0, end - from);
+  lentSlices.set(view, slice);
+  return view;
+}
+
+/** Takes back a slice from copySlice(); false if `chunk` is not one. */
+export function returnSlice(chunk: Buffer): boolean {
+  const slice = lentSlices.get(chunk);
+  if (!slice) return false;
+  lentSlices.delete(chunk);
+  slices.release(slice);
+  return true;
+}
 
 export interface FlowOptions {
   clock: Clock;

@@ -4,7 +4,8 @@ import { pagesForRange } from '../core/pages.js';
 import type { FileInfo, PageRef } from '../core/types.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
 import type { Semaphore } from '../lib/transfer/index.js';
-import type { ResponseFlow } from './flow.js';
+import { copySlice, type ResponseFlow } from './flow.js';
+import type { Clock } from '../core/clock.js';
 import { PAGE_HOLD_MS } from './pageservice.js';
 
 export interface RangeSendOptions {
@@ -121,4 +122,67 @@ function writePage(flow: ResponseFlow, chunks: Buffer[], at: number, to: number)
     if (offset >= to) break;
   }
   return at;
+}
+
+export interface PagedChunksOptions {
+  reader: ClusterReader;
+  slots: Semaphore;
+  pageSize: number;
+  clock: Clock;
+  signal: AbortSignal;
+  release?: (chunk: Buffer) => void;
+}
+
+/**
+ * The bytes [start, end) of a file as pooled copies (return them with returnSlice once written),
+ * for writers that pull chunks (the S3 gateway's GetObject). One page at a time, under a response
+ * slot; a page whose consumer has not pulled for PAGE_HOLD_MS is given back (slot and buffer) and
+ * fetched again on the next pull, so a client that stops reading holds only the slice it was
+ * given, not pages. (ClusterReader.chunks keeps an 8-page window whatever the client does.)
+ */
+export async function* pagedChunks(options: PagedChunksOptions, mount: string, file: FileInfo, start: number, end: number): AsyncGenerator<Buffer> {
+  const { reader, slots, pageSize, clock, signal } = options;
+  const { first, last } = pagesForRange(start, end, pageSize);
+  let held: { data: Buffer; chunks: Buffer[]; release: () => void } | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const letGo = () => {
+    clearTimeout(timer);
+    if (!held) return;
+    held.release();
+    for (const chunk of held.chunks) options.release?.(chunk);
+    held = undefined;
+  };
+  try {
+    for (let index = first; index <= last; index++) {
+      const pageStart = index * pageSize;
+      let at = Math.max(start, pageStart) - pageStart;
+      const to = Math.min(end, pageStart + pageSize) - pageStart;
+      while (at < to) {
+        if (!held) {
+          const release = await slots.acquire(signal);
+          try {
+            const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index };
+            const chunks = await reader.fetchPage(ref, signal);
+            held = { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), chunks, release };
+          } catch (err) {
+            release();
+            throw err;
+          }
+        }
+        const slice = copySlice(held.data, at, to);
+        at += slice.length;
+        if (at >= to) letGo();
+        else {
+          // Suspended at the yield until the client has room: past PAGE_HOLD_MS the page goes back.
+          clearTimeout(timer);
+          const since = clock.now();
+          timer = setTimeout(() => clock.now() - since >= PAGE_HOLD_MS && letGo(), PAGE_HOLD_MS);
+        }
+        yield slice;
+        clearTimeout(timer);
+      }
+    }
+  } finally {
+    letGo();
+  }
 }

@@ -19,6 +19,8 @@ import { PagePolicy } from '../lib/pagestore/index.js';
 import { Admin } from './admin.js';
 import { LocalFirstFetcher } from './localpages.js';
 import { PageService } from './pageservice.js';
+import { returnSlice } from './flow.js';
+import { pagedChunks } from './rangesend.js';
 import { Routes } from './routes.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
@@ -128,8 +130,9 @@ export class Worker {
             mountNames: () => this.mountNames(),
             stat: async (mount, path) => routes.stat({ mount, path }),
             list: (mount, dir) => routes.listDir({ mount, path: dir }),
-            read: (mount, file, start, end, signal) => this.reader.chunks(mount, file, start, end, signal),
-            written: (chunk) => this.fetcher.release(chunk),
+            read: (mount, file, start, end, signal) =>
+              pagedChunks({ reader: this.reader, slots: this.pages.responseSlots, pageSize: config.pageSize, clock, signal, release: (c) => this.fetcher.release(c) }, mount, file, start, end),
+            written: (chunk) => returnSlice(chunk) || this.fetcher.release(chunk),
           },
           { logger: this.logger, clock, limits: config.limits },
         )

@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Origin } from '../harness/origin.js';
-import { waitFor } from '../harness/ports.js';
+import { freePort, waitFor } from '../harness/ports.js';
 import { peakRss, rssOf, StalledReaders } from '../harness/slowclients.js';
 import { WorkerProcess } from '../harness/workers.js';
 
@@ -75,6 +75,29 @@ describe('bounded resources: slow clients', () => {
       readers.close();
     }
     assert.equal((await fetch(`${worker.url}/healthz`)).status, 200);
+  });
+
+  test('50 S3 GetObject readers that stop reading keep the worker memory bounded, and another client reads', async () => {
+    const port = await freePort();
+    const gw = await WorkerProcess.start({ id: 'w-gw', mounts: { data: dir }, gateway: { listen: `127.0.0.1:${port}`, anonymous: true } });
+    const s3 = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor('the gateway to answer', async () => (await fetch(`${s3}/data/big.bin`, { method: 'HEAD' })).status === 200);
+      const warm = await readAll(`${s3}/data/big.bin`);
+      assert.equal(sha256(warm.body), sha256(data));
+      const readers = await StalledReaders.open(s3, Array.from({ length: 50 }, () => '/data/big.bin'));
+      try {
+        const other = await readAll(`${s3}/data/big.bin`);
+        assert.equal(sha256(other.body), sha256(data));
+        const peak = await peakRss(gw.pid!);
+        console.log(`# S3 GetObject, 50 stalled readers: worker RSS peak ${(peak / MiB).toFixed(0)} MiB`);
+        assert.ok(peak < RSS_BOUND, `worker RSS ${peak} bytes with 50 stalled S3 readers`);
+      } finally {
+        readers.close();
+      }
+    } finally {
+      await gw.destroy();
+    }
   });
 
   test('50 readers of /v1/page that stop reading keep the worker memory bounded, and other page hits complete', async () => {
