@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { isIP } from 'node:net';
-import { answerUnparsable, checkHostHeader, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, ConnectionCap, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { parseListen } from '../lib/config/index.js';
@@ -22,6 +22,8 @@ export interface GatewayOptions {
   clock?: Clock;
   /** Serve HTTPS with this certificate and key (re-read when the files change). */
   tls?: TlsFiles;
+  /** Connection cap and client deadlines (the worker's `limits`); beyond the cap: 503 SlowDown. */
+  limits?: ServerLimits;
 }
 
 /**
@@ -40,6 +42,7 @@ export class S3Gateway {
   private readonly hostId = randomBytes(24).toString('base64');
   private requests = 0;
   private boundUrl = '';
+  private readonly cap: ConnectionCap | undefined;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -53,6 +56,7 @@ export class S3Gateway {
     this.certificates = tls
       ? new CertificateReloader({ files: tls, apply: (pair) => (this.server as HttpsServer).setSecureContext(pair), logger: options.logger, clock: options.clock })
       : undefined;
+    this.cap = options.limits ? new ConnectionCap(this.server, options.limits) : undefined;
     // Never ask for a request body: writes are refused before a client sends one.
     this.server.on('checkContinue', (req, res) => void this.handle(req, res));
     answerUnparsable(this.server, (err) => {
@@ -94,6 +98,10 @@ export class S3Gateway {
     let resource = '/';
     let target: { bucket: string; key: string; virtual?: boolean } = { bucket: '', key: '' };
     try {
+      if (this.cap?.isExcess(req.socket)) {
+        res.shouldKeepAlive = false;
+        throw new S3Error('SlowDown', 503, 'Please reduce your request rate.');
+      }
       checkHostHeader(req);
       const url = req.url ?? '/';
       if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();

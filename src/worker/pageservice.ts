@@ -4,13 +4,14 @@ import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers, type PageFetcher, type Placement } from '../lib/cluster/index.js';
-import type { PageStore } from '../lib/pagestore/index.js';
+import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
 import { BufferPool } from '../lib/pagestore/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
-import { sendChunks } from './http.js';
+import type { Clock } from '../core/clock.js';
+import { ResponseFlow } from './flow.js';
 import { contentMatches } from './content.js';
 import { PeerLiveness } from './peerliveness.js';
 import type { SourceBudget } from './sourcebudget.js';
@@ -33,7 +34,26 @@ export interface PageServiceDeps {
   signal: AbortSignal;
   /** Told of every page stored after a fill (pin and TTL rules by path). */
   onStored?: (key: string, ref: PageRef) => void;
+  limits: ResponseLimits & { fillsPerMount: number };
+  clock: Clock;
 }
+
+/** What a response may hold of the worker, whatever its client does. */
+export interface ResponseLimits {
+  /** Page buffers lent to responses at once, in bytes (hits and /v1/data pages). */
+  responseMemory: number;
+  /** A response whose client takes no byte for this long is destroyed. */
+  clientIdle: number;
+}
+
+/** Bytes one response may queue in user space before waiting for its client. */
+export const RESPONSE_ALLOWANCE = 128 * 1024;
+/**
+ * How long a response whose client is not keeping up may keep a page buffer while it waits.
+ * Past it the page goes back (and is read again when the client has taken its queued bytes):
+ * a client reading a page in under a second never pays that, a slow one holds only its queue.
+ */
+export const PAGE_HOLD_MS = 1000;
 
 /**
  * Answers page requests: from the store when the page is there (checksum verified first),
@@ -48,17 +68,25 @@ export class PageService {
    * Page buffers held at once, for hits being sent and for fills being received: however many
    * readers arrive, the worker's memory stays bounded and the excess waits its turn.
    */
-  private readonly hitSlots: Semaphore;
+  readonly responseSlots: Semaphore;
   private readonly fillSlots: Semaphore;
   /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
   private readonly liveness: PeerLiveness;
+  /** Fills in flight per mount: a slow source queues its own fills, not other mounts'. */
+  private readonly mountFills = new Map<string, Semaphore>();
 
   constructor(private readonly deps: PageServiceDeps) {
-    const slots = Math.max(2, Math.floor(PAGE_MEMORY / deps.pageSize / 2));
-    this.hitSlots = new Semaphore(slots);
+    const slots = Math.max(2, Math.floor(FILL_MEMORY / deps.pageSize));
+    this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
     this.fillSlots = new Semaphore(slots);
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots));
+    // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little.
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 8)));
     this.liveness = new PeerLiveness((member) => deps.peers.probe(member, 2000), { signal: deps.signal });
+  }
+
+  /** A writer for one response that holds at most RESPONSE_ALLOWANCE of its client's bytes. */
+  flow(res: ServerResponse): ResponseFlow {
+    return new ResponseFlow(res, { clock: this.deps.clock, idleMs: this.deps.limits.clientIdle, allowance: RESPONSE_ALLOWANCE });
   }
 
   /** `direct`: read the source here even if another worker owns the page (hedges, failover). */
@@ -66,11 +94,12 @@ export class PageService {
     const { pageSize, store, metrics } = this.deps;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
     const key = pageKey(ref, pageSize);
+    // Watched before any wait, so a client that leaves while queued gives up its place.
+    const gone = new AbortController();
+    res.once('close', () => gone.abort(new FanoutError('ABORTED', 'client went away')));
+    const flow = this.flow(res);
     if (!this.flights.get(key) && store.has(key)) {
-      const releaseSlot = await this.hitSlots.acquire();
-      res.once('close', releaseSlot);
-      const page = await store.get(key);
-      if (page) {
+      const sent = await this.sendStored(res, key, flow, gone.signal, 0, (page) => {
         metrics.hits.inc();
         metrics.bytesServed.inc(page.data.length);
         res.writeHead(200, {
@@ -79,15 +108,61 @@ export class PageService {
           [CHECKSUM_HEADER]: hex(page.crc),
           'x-fanout-cache': 'hit',
         });
-        res.end(page.data, () => page.release());
-        return;
-      }
-      res.off('close', releaseSlot);
-      releaseSlot();
+      });
+      if (sent) return;
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct);
-    await this.streamFill(res, fill);
+    await this.streamFill(res, key, fill, flow, gone.signal);
+  }
+
+  /**
+   * Sends a stored page from byte `from` on. The verified page is held (with a response slot)
+   * only while the client takes bytes or nobody else waits for a slot: a slow client gives its
+   * page back and reads it again from the store when its socket has room, so slow clients
+   * cannot hold every slot. Returns false if the page is not in the store when first asked.
+   */
+  private async sendStored(
+    res: ServerResponse,
+    key: string,
+    flow: ResponseFlow,
+    signal: AbortSignal,
+    from: number,
+    onFirst?: (page: VerifiedPage) => void,
+    onEnd: () => void = () => {},
+  ): Promise<boolean> {
+    let offset = from;
+    let first = true;
+    while (true) {
+      const releaseSlot = await this.responseSlots.acquire(signal);
+      let page: VerifiedPage | undefined;
+      try {
+        page = await this.deps.store.get(key);
+        if (!page) {
+          if (first && onFirst) return false;
+          throw new FanoutError('INTERNAL', 'page left the store while it was being sent');
+        }
+        if (first) onFirst?.(page);
+        first = false;
+        const since = flow.now();
+        while (offset < page.data.length) {
+          offset = flow.write(page.data, offset, page.data.length);
+          if (offset === page.data.length) break;
+          // Others need the slot, or this client is slow: give the page back while it catches up.
+          if (this.responseSlots.waiting > 0 || flow.now() - since >= PAGE_HOLD_MS) break;
+          await flow.room();
+        }
+        if (offset >= page.data.length) {
+          onEnd();
+          res.end();
+          return true;
+        }
+      } finally {
+        page?.release();
+        releaseSlot();
+      }
+      await flow.room();
+    }
   }
 
   private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean): PageFill {
@@ -103,7 +178,10 @@ export class PageService {
     const { fill, started } = this.flights.join(
       key,
       length,
-      () => this.holdingFillSlot(() => (fromPeer ? this.peerChunks(primary, ref, start, length, ownerDown) : this.sourceChunks(ref, start, length))),
+      (abandoned) =>
+        this.holdingFillSlot(ref.mount, abandoned, (signal) =>
+          fromPeer ? this.peerChunks(primary, ref, start, length, signal, ownerDown) : this.sourceChunks(ref, start, length, signal),
+        ),
       async (done) => {
         if (!keep) return;
         try {
@@ -120,6 +198,7 @@ export class PageService {
     );
     if (started) {
       fill.settled.then(() => {
+        if (fill.signal.aborted) return; // abandoned by its readers: nobody to tell
         if (fill.error && fill.error.code !== 'NOT_FOUND' && fill.error.code !== 'SOURCE_CHANGED') {
           logger.warn({ code: fill.error.code, err: fill.error.message, mount: ref.mount, path: ref.path, page: ref.index }, 'source read failed');
         }
@@ -128,17 +207,33 @@ export class PageService {
     return fill;
   }
 
-  private async *holdingFillSlot(chunks: () => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    const release = await this.fillSlots.acquire();
+  /**
+   * Runs a fill under its mount's slot, then a memory slot (in that order, so a slow mount's
+   * queue holds no memory slot). Waits and reads end when the worker stops or every reader left.
+   */
+  private async *holdingFillSlot(mount: string, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    const signal = AbortSignal.any([this.deps.signal, abandoned]);
+    const releaseMount = await this.mountSlots(mount).acquire(signal);
     try {
-      yield* chunks();
+      const release = await this.fillSlots.acquire(signal);
+      try {
+        yield* chunks(signal);
+      } finally {
+        release();
+      }
     } finally {
-      release();
+      releaseMount();
     }
   }
 
-  private async *sourceChunks(ref: PageRef, start: number, length: number): AsyncGenerator<Buffer> {
-    const { budget, metrics, signal } = this.deps;
+  private mountSlots(mount: string): Semaphore {
+    let slots = this.mountFills.get(mount);
+    if (!slots) this.mountFills.set(mount, (slots = new Semaphore(Math.max(1, this.deps.limits.fillsPerMount))));
+    return slots;
+  }
+
+  private async *sourceChunks(ref: PageRef, start: number, length: number, signal: AbortSignal): AsyncGenerator<Buffer> {
+    const { budget, metrics } = this.deps;
     const counter = metrics.bytesFromSource.labels(ref.mount);
     metrics.sourceReads.inc();
     const stream = this.deps.ufs(ref.mount).read(ref.path, ref.version, start, length, signal);
@@ -154,12 +249,12 @@ export class PageService {
    * drops the connection part-way, the rest comes from the source, so a dead owner costs a
    * retry, not a failed read. A checksum failure is not papered over: the fill fails.
    */
-  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number, ownerDown: () => void): AsyncGenerator<Buffer> {
-    const { peers, metrics, signal, logger } = this.deps;
+  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number, signal: AbortSignal, ownerDown: () => void): AsyncGenerator<Buffer> {
+    const { peers, metrics, logger } = this.deps;
     let received = 0;
     if (this.liveness.isKnownDead(owner)) {
       ownerDown();
-      yield* this.sourceChunks(ref, start, length);
+      yield* this.sourceChunks(ref, start, length, signal);
       return;
     }
     const watch = this.liveness.watch(owner, signal);
@@ -179,47 +274,78 @@ export class PageService {
       watch.stop();
     }
     ownerDown();
-    yield* this.sourceChunks(ref, start + received, length - received);
+    yield* this.sourceChunks(ref, start + received, length - received, signal);
   }
 
   /**
-   * Streams a fill to one reader; the checksum follows the body as a trailer. A fill that fails
-   * after the headers left ends the body early with the failure's code as a trailer instead of
-   * a cut connection, so the reader can tell a broken source from a dead worker.
+   * Streams a fill to one reader as it arrives; the checksum follows the body as a trailer. A
+   * reader slower than the fill continues from the store once the page is there, so it does
+   * not keep the fill's buffer. A reader that leaves may cancel the fill (PageFill.leave). A
+   * fill that fails after the headers left ends the body early with the failure's code as a
+   * trailer instead of a cut connection, so the reader can tell a broken source from a dead worker.
    */
-  private async streamFill(res: ServerResponse, fill: PageFill): Promise<void> {
-    const { metrics } = this.deps;
-    const gone = new AbortController();
+  private async streamFill(res: ServerResponse, key: string, fill: PageFill, flow: ResponseFlow, signal: AbortSignal): Promise<void> {
+    const { metrics, store } = this.deps;
+    fill.enter();
+    let inside = true;
+    const leave = () => {
+      if (inside) fill.leave();
+      inside = false;
+    };
     fill.hold();
-    res.once('close', () => {
-      gone.abort();
-      fill.release(); // the response is flushed or dead: nothing references the buffer now
-    });
-    let failure: FanoutError | undefined;
-    async function* counted(): AsyncGenerator<Buffer> {
-      try {
-        for await (const chunk of fill.chunks(gone.signal)) {
-          metrics.bytesServed.inc(chunk.length);
-          yield chunk;
-        }
-      } catch (err) {
-        if (!res.headersSent || gone.signal.aborted) throw err;
-        failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
-      }
-    }
+    let holding = true;
+    const letGo = () => {
+      if (holding) fill.release();
+      holding = false;
+    };
+    let offset = 0;
+    let headed = false;
     // A HEAD answer has no body, so no chunked encoding to carry a trailer (node throws on one).
-    const head = res.req?.method === 'HEAD';
-    await sendChunks(
-      res,
-      counted(),
-      () => res.writeHead(200, { 'content-type': 'application/octet-stream', ...(head ? {} : { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` }), 'x-fanout-cache': 'miss' }),
-      () => head || res.addTrailers(failure ? errorTrailers(failure.code, failure.message) : { [CHECKSUM_HEADER]: hex(fill.crc) }),
-    );
+    const bodiless = res.req?.method === 'HEAD';
+    const head = () => {
+      if (headed) return;
+      headed = true;
+      res.writeHead(200, { 'content-type': 'application/octet-stream', ...(bodiless ? {} : { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` }), 'x-fanout-cache': 'miss' });
+    };
+    const trailer = () => bodiless || res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) });
+    try {
+      for await (const view of fill.chunks(signal)) {
+        head();
+        const viewEnd = offset + view.length;
+        let at = 0;
+        while (at < view.length) {
+          at = flow.write(view, at, view.length);
+          if (at === view.length) break;
+          if (fill.done && store.has(key)) {
+            // The page is stored: finish from there and let the fill's buffer go.
+            metrics.bytesServed.inc(offset + at);
+            letGo();
+            leave();
+            await this.sendStored(res, key, flow, signal, offset + at, undefined, trailer);
+            return;
+          }
+          await flow.room();
+        }
+        offset = viewEnd;
+      }
+      head();
+      metrics.bytesServed.inc(offset);
+      trailer();
+      res.end();
+    } catch (err) {
+      if (!headed || signal.aborted || bodiless) throw err;
+      const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
+      res.addTrailers(errorTrailers(failure.code, failure.message));
+      res.end();
+    } finally {
+      leave();
+      letGo();
+    }
   }
 }
 
-/** Memory for page buffers in flight (half for hits, half for fills). */
-const PAGE_MEMORY = 192 * 1024 * 1024;
+/** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
+const FILL_MEMORY = 96 * 1024 * 1024;
 
 function hex(crc: number): string {
   return crc.toString(16).padStart(8, '0');

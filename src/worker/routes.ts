@@ -4,12 +4,19 @@ import type { FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
 import type { Access } from '../lib/auth/index.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
-import { intParam, parseRange, routePath, sendChunks, sendJson } from './http.js';
+import { intParam, parseRange, routePath, sendJson } from './http.js';
+import { sendRange } from './rangesend.js';
 import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
-import { contentHashParam } from './content.js';
+import { contentHashParam, PublishedPages } from './content.js';
+import { systemClock } from '../core/clock.js';
+import { pageSpan } from '../core/pages.js';
 
 const MAX_URL_LENGTH = 8192;
+/** Pages a /v1/data response fetches ahead while its client keeps up (the SDK's window). */
+const DATA_WINDOW = 8;
+/** Least time between two uncached stats of one path prompted by a version mismatch. */
+const REFRESH_MS = 250;
 
 /**
  * The worker's HTTP API:
@@ -26,6 +33,9 @@ const MAX_URL_LENGTH = 8192;
  * auth.readToken is set. Peer-only headers (x-fanout-direct) need the peer credential.
  */
 export class Routes {
+  private readonly refreshed = new Map<string, number>();
+  private readonly published = new PublishedPages((mount) => this.worker.ufs(mount), systemClock);
+
   constructor(
     private readonly worker: Worker,
     private readonly reader: ClusterReader,
@@ -105,8 +115,42 @@ export class Routes {
     if (!version || version.length > 1024) throw new FanoutError('INVALID_ARGUMENT', 'query parameter "v" (file version) is required');
     const size = intParam(query, 'size');
     const index = intParam(query, 'i');
+    const hash = contentHashParam(query);
+    await this.checkPageRequest(target, version, size, index);
+    const ref = { mount: target.mount, path: target.path, version, size, index, hash };
+    await this.published.check(ref);
     const direct = req.headers[DIRECT_HEADER] !== undefined;
-    await this.worker.pages.serve(res, { mount: target.mount, path: target.path, version, size, index, hash: contentHashParam(query) }, direct);
+    await this.worker.pages.serve(res, ref, direct);
+  }
+
+  /**
+   * A page request names a version and a size: both must be the file's as this worker sees it,
+   * or a client could make the worker read the source and store a page under any key it likes
+   * (cache pollution, source amplification). Refused before any source read.
+   */
+  private async checkPageRequest(target: FanoutPath, version: string, size: number, index: number): Promise<void> {
+    pageSpan(index, size, this.worker.config.pageSize); // RANGE_NOT_SATISFIABLE for a page past the end
+    let info = await this.stat(target);
+    if (info.version !== version) info = await this.freshStat(target);
+    if (info.version !== version) throw new FanoutError('SOURCE_CHANGED', `/${target.mount}/${target.path} is at another version than the one asked for`);
+    if (info.size !== size) throw new FanoutError('INVALID_ARGUMENT', `size=${size} is not the size of /${target.mount}/${target.path} at this version`);
+  }
+
+  /**
+   * The stat again, past the cache, when a client names another version than the cached one:
+   * the client may have seen a newer version through a worker whose cache is younger. At most
+   * one refresh per path per REFRESH_MS, so bogus versions cannot turn into a stat flood.
+   */
+  private async freshStat(target: FanoutPath): Promise<FileInfo> {
+    const key = `${target.mount}/${target.path}`;
+    const now = systemClock.now();
+    const last = this.refreshed.get(key) ?? 0;
+    if (now - last >= REFRESH_MS) {
+      if (this.refreshed.size > 10_000) this.refreshed.clear();
+      this.refreshed.set(key, now);
+      this.caches.stat.invalidate(key);
+    }
+    return this.stat(target);
   }
 
   private async list(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -141,7 +185,8 @@ export class Routes {
     }
     const abort = new AbortController();
     res.once('close', () => abort.abort(new FanoutError('ABORTED', 'client went away')));
-    const chunks = this.reader.chunks(target.mount, info, start, end, abort.signal);
-    await sendChunks(res, chunks, () => res.writeHead(range ? 206 : 200, headers));
+    const pages = this.worker.pages;
+    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.fetcher.release(chunk) };
+    await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
   }
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { answerUnparsable, checkHostHeader, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, ConnectionCap, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -22,6 +22,8 @@ import { PagePolicy } from '../lib/pagestore/index.js';
 import { Admin } from './admin.js';
 import { LocalFirstFetcher } from './localpages.js';
 import { PageService } from './pageservice.js';
+import { returnSlice } from './flow.js';
+import { pagedChunks } from './rangesend.js';
 import { Routes } from './routes.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
@@ -55,10 +57,11 @@ export class Worker {
   private readonly server: Server | HttpsServer;
   /** Re-reads the API's certificate when its files change (with config.tls). */
   private readonly certificates: CertificateReloader | undefined;
+  private readonly connections: ConnectionCap;
   private readonly stopping = new AbortController();
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
-  private readonly fetcher: LocalFirstFetcher;
+  readonly fetcher: LocalFirstFetcher;
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
@@ -138,6 +141,8 @@ export class Worker {
       logger: this.logger,
       signal: this.stopping.signal,
       onStored: (key, ref) => this.policy.onStored(key, ref.mount, ref.path),
+      limits: config.limits,
+      clock,
     });
     this.reader = new ClusterReader({
       placement: () => this.ring,
@@ -160,10 +165,11 @@ export class Worker {
             mountNames: () => this.mountNames(),
             stat: async (mount, path) => routes.stat({ mount, path }),
             list: (mount, dir) => routes.listDir({ mount, path: dir }),
-            read: (mount, file, start, end, signal) => this.reader.chunks(mount, file, start, end, signal),
-            written: (chunk) => this.fetcher.release(chunk),
+            read: (mount, file, start, end, signal) =>
+              pagedChunks({ reader: this.reader, slots: this.pages.responseSlots, pageSize: config.pageSize, clock, signal, release: (c) => this.fetcher.release(c) }, mount, file, start, end),
+            written: (chunk) => returnSlice(chunk) || this.fetcher.release(chunk),
           },
-          { logger: this.logger, clock, tls: config.gateway.tls ?? config.tls },
+          { logger: this.logger, clock, tls: config.gateway.tls ?? config.tls, limits: config.limits },
         )
       : undefined;
     this.admin = new Admin({
@@ -187,6 +193,7 @@ export class Worker {
       const body = JSON.stringify({ error: error.toJSON() });
       return { status: error.status, headers: { 'content-type': 'application/json', 'x-fanout-error': error.code }, body };
     });
+    this.connections = new ConnectionCap(this.server, config.limits);
   }
 
   get url(): string {
@@ -287,18 +294,37 @@ export class Worker {
     }
   }
 
+  /**
+   * The last-resort guard around a request's own code: whatever it throws, synchronously or
+   * not, fails that request (INTERNAL with a log line) and never the process.
+   */
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const answer = async () => {
-      checkHostHeader(req);
-      await this.routes.dispatch(req, res);
+    const fail = (err: unknown) => {
+      try {
+        // A body abandoned part-way (over the admin limit) leaves the connection mid-message and
+        // no longer read: close it after the answer, or the next request a keep-alive client sends
+        // on it waits forever. (A body never touched is drained by node:http as usual.)
+        const error = sendError(res, err, req.destroyed && !req.complete ? { connection: 'close' } : {});
+        this.metrics.requestErrors.labels(error.code).inc();
+        if (error.code === 'INTERNAL') this.logger.error({ err, url: req.url }, 'request failed unexpectedly');
+        else if (error.status >= 500) this.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
+      } catch (cannotAnswer) {
+        this.logger.error({ err: cannotAnswer, url: req.url }, 'request failed and could not be answered');
+        res.destroy();
+      }
     };
-    answer().catch((err) => {
-      // A body abandoned part-way (over the admin limit) leaves the connection mid-message and
-      // no longer read: close it after the answer, or the next request a keep-alive client sends
-      // on it waits forever. (A body never touched is drained by node:http as usual.)
-      const error = sendError(res, err, req.destroyed && !req.complete ? { connection: 'close' } : {});
-      this.metrics.requestErrors.labels(error.code).inc();
-      if (error.status >= 500) this.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
-    });
+    // A request stream error (client reset mid-body) must not become an unhandled 'error'.
+    req.on('error', () => res.destroy());
+    res.on('error', () => {});
+    if (this.connections.isExcess(req.socket)) {
+      res.shouldKeepAlive = false;
+      return fail(new FanoutError('OVERLOADED', `this worker serves at most ${this.config.limits.maxConnections} connections; retry shortly`));
+    }
+    try {
+      checkHostHeader(req);
+      this.routes.dispatch(req, res).catch(fail);
+    } catch (err) {
+      fail(err);
+    }
   }
 }

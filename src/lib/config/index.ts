@@ -91,6 +91,24 @@ export const authConfigSchema = z
   })
   .strict();
 
+/**
+ * Resource bounds that hold whatever clients do. Defaults need no tuning: a worker serves
+ * 1024 connections, a client that takes no byte for a minute is cut, a mount's source has at
+ * most 8 page reads in flight on a worker, and responses hold at most 128 MiB of page buffers.
+ */
+export const limitsSchema = z
+  .object({
+    /** Open connections per port (HTTP API, S3 gateway); beyond it: 503 OVERLOADED / SlowDown. */
+    maxConnections: z.number().int().min(1).default(1024),
+    /** A response whose client takes no byte for this long is destroyed; also the idle keep-alive and header deadline. */
+    clientIdle: duration.refine((v) => v >= 100, { message: 'clientIdle must be at least 100ms' }).default('60s'),
+    /** Page reads from one mount's source (or its peers) in flight on this worker. */
+    fillsPerMount: z.number().int().min(1).default(8),
+    /** Page buffers lent to responses at once (hits and /v1/data pages). */
+    responseMemory: size.refine((v) => v >= 1024 * 1024, { message: 'responseMemory must be at least 1MiB' }).default('128MiB'),
+  })
+  .strict();
+
 export const workerConfigSchema = z
   .object({
     id: z.string().min(1).optional(),
@@ -174,6 +192,8 @@ export const workerConfigSchema = z
     gateway: gatewayConfigSchema.default({}),
     /** Who may call what; see authConfigSchema. */
     auth: authConfigSchema.default({}),
+    /** What clients may take of this worker, whatever they do; see limitsSchema. */
+    limits: limitsSchema.default({}),
   })
   .strict();
 

@@ -95,3 +95,4 @@ export async function listenHttp(server: Server | TlsServer, host: string, port:
   const scheme = server instanceof TlsServer ? 'https' : 'http';
   return `${scheme}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 }
+export { ConnectionCap, type ServerLimits } from './connections.js';

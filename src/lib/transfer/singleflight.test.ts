@@ -102,3 +102,55 @@ test('a source that sends too much is rejected', async () => {
   source.push(Buffer.from('abc'));
   await assert.rejects(reader, (e: FanoutError) => e.code === 'SOURCE_ERROR');
 });
+
+test('a fill whose every reader left is cancelled and leaves the table', async () => {
+  const flights = new SingleFlight();
+  let seen: AbortSignal | undefined;
+  const source = manualSource();
+  const { fill } = flights.join('k', 10, (signal) => ((seen = signal), source.iterate()), async () => {});
+  fill.enter();
+  fill.enter();
+  fill.leave();
+  assert.equal(seen?.aborted, false, 'one reader is still there');
+  fill.leave();
+  assert.equal(seen?.aborted, true);
+  source.push(new Error('source read aborted'));
+  await fill.settled;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(flights.inflight, 0);
+});
+
+test('a preload fill is not cancelled when its readers leave', async () => {
+  const flights = new SingleFlight();
+  const source = manualSource();
+  let stored = false;
+  const { fill } = flights.join('k', 3, () => source.iterate(), async () => void (stored = true));
+  fill.keepAlive = true;
+  fill.enter();
+  fill.leave();
+  assert.equal(fill.signal.aborted, false);
+  source.push(Buffer.from('abc'));
+  source.push(null);
+  await fill.settled;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(stored, true);
+});
+
+test('a reader arriving after a fill was abandoned starts a new one', async () => {
+  const flights = new SingleFlight();
+  const first = manualSource();
+  const { fill: old } = flights.join('k', 3, () => first.iterate(), async () => {});
+  old.enter();
+  old.leave();
+  const second = manualSource();
+  const { fill, started } = flights.join('k', 3, () => second.iterate(), async () => {});
+  assert.equal(started, true);
+  assert.notEqual(fill, old);
+  first.push(new Error('aborted'));
+  await old.settled;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(flights.inflight, 1, 'the old fill leaving does not remove the new one');
+  second.push(Buffer.from('abc'));
+  second.push(null);
+  await fill.settled;
+});

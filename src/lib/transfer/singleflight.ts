@@ -25,6 +25,11 @@ export class PageFill extends EventEmitter {
   error: FanoutError | undefined;
   done = false;
   readonly settled: Promise<void>;
+  /** Aborted when every reader has left before the page was complete: the source read stops. */
+  private readonly abandoned = new AbortController();
+  private readers = 0;
+  /** Set by a caller that must see the page stored even if no reader is left (preloads). */
+  keepAlive = false;
 
   constructor(
     readonly key: string,
@@ -62,6 +67,26 @@ export class PageFill extends EventEmitter {
     }
     this.emit('progress');
     this.emit('settled');
+  }
+
+  get signal(): AbortSignal {
+    return this.abandoned.signal;
+  }
+
+  /** A reader joins; pair with leave() when it has what it needs or went away. */
+  enter(): void {
+    this.readers++;
+  }
+
+  /**
+   * A reader leaves. When the last one leaves an unfinished fill nobody asked to keep, the
+   * source read is cancelled: a slow source must not keep reading (and hold a slot) for no one.
+   */
+  leave(): void {
+    this.readers--;
+    if (this.readers <= 0 && !this.keepAlive && !this.done && !this.error) {
+      this.abandoned.abort(new FanoutError('ABORTED', 'every reader of this page left'));
+    }
   }
 
   /** Keeps the buffer out of the pool until the matching release(). */
@@ -128,23 +153,25 @@ export class SingleFlight {
   }
 
   /**
-   * Joins the fill for `key`, or starts one with `open()` (which returns the source stream) and
+   * Joins the fill for `key`, or starts one with `open(signal)` (which returns the source stream;
+   * `signal` aborts when every reader left, see PageFill.leave) and
    * `onComplete` (called with the finished fill before it leaves the table, so a reader arriving
    * afterwards finds the page in the store). Returns the fill and whether this call started it.
    */
   join(
     key: string,
     length: number,
-    open: () => AsyncIterable<Buffer>,
+    open: (signal: AbortSignal) => AsyncIterable<Buffer>,
     onComplete: (fill: PageFill) => Promise<void>,
   ): { fill: PageFill; started: boolean } {
     const existing = this.fills.get(key);
-    if (existing) return { fill: existing, started: false };
+    // An abandoned fill is on its way out: a new reader starts a fresh one instead of its error.
+    if (existing && !existing.signal.aborted) return { fill: existing, started: false };
     const fill = new PageFill(key, length, this.pool);
     this.fills.set(key, fill);
     void (async () => {
       try {
-        await fill.run(open());
+        await fill.run(open(fill.signal));
         if (fill.done) await onComplete(fill).catch(() => {});
       } catch (err) {
         // open() itself threw before streaming: fail the fill for its waiters.
@@ -152,7 +179,7 @@ export class SingleFlight {
         fill.emit('progress');
         fill.emit('settled');
       } finally {
-        this.fills.delete(key);
+        if (this.fills.get(key) === fill) this.fills.delete(key);
         fill.release();
       }
     })();

@@ -1,0 +1,127 @@
+import type { Writable } from 'node:stream';
+import type { Clock } from '../core/clock.js';
+import { FanoutError } from '../core/errors.js';
+import { BufferPool } from '../lib/pagestore/index.js';
+
+/** Bytes copied per write: small enough that a slow reader's progress shows up often. */
+const SLICE = 64 * 1024;
+/**
+ * Slice buffers are reused once their write completed: copies that became garbage after every
+ * write grew the heap by hundreds of MB under many readers before the collector caught up.
+ */
+const slices = new BufferPool(SLICE, 512);
+/** Slices handed to callers that write them themselves (the S3 gateway), until they say so. */
+const lentSlices = new WeakMap<Buffer, Buffer>();
+
+/** A pooled copy of `data[from, from + SLICE)`; give it back with returnSlice() once written. */
+export function copySlice(data: Buffer, from: number, to: number): Buffer {
+  const end = Math.min(to, from + SLICE);
+  const slice = slices.acquire();
+  data.copy(slice, 0, from, end);
+  const view = end - from === SLICE ? slice : slice.subarray(0, end - from);
+  lentSlices.set(view, slice);
+  return view;
+}
+
+/** Takes back a slice from copySlice(); false if `chunk` is not one. */
+export function returnSlice(chunk: Buffer): boolean {
+  const slice = lentSlices.get(chunk);
+  if (!slice) return false;
+  lentSlices.delete(chunk);
+  slices.release(slice);
+  return true;
+}
+
+export interface FlowOptions {
+  clock: Clock;
+  /** A response that gets no byte to its client for this long is destroyed (its memory freed). */
+  idleMs: number;
+  /** Bytes a response may have queued in user space before the writer waits for the client. */
+  allowance: number;
+}
+
+/**
+ * Writes a response body as copies of page slices, never queueing more than `allowance` bytes
+ * for a client: however slowly a client reads, it holds at most that much of this worker's
+ * memory plus what the kernel takes, and the page buffers the copies came from can go back to
+ * their pool (or to another request) at once. A client that takes nothing for `idleMs` is cut.
+ */
+export class ResponseFlow {
+  private readonly waiters = new Set<{ resolve: () => void; reject: (err: FanoutError) => void }>();
+  private idleRound = 0;
+  private closed: FanoutError | undefined;
+
+  constructor(
+    private readonly res: Writable,
+    private readonly options: FlowOptions,
+  ) {
+    res.once('close', () => this.fail(new FanoutError('ABORTED', 'client went away')));
+  }
+
+  /** The flow's clock time (for how long a response has held a page). */
+  now(): number {
+    return this.options.clock.now();
+  }
+
+  /** True when the client must take some bytes before more are queued. */
+  get full(): boolean {
+    return this.res.writableLength >= this.options.allowance;
+  }
+
+  /** Queues copies of `data[from, to)` up to the allowance; returns where it stopped. */
+  write(data: Buffer, from: number, to: number): number {
+    let at = from;
+    while (at < to && !this.full && !this.closed) {
+      const end = Math.min(to, at + SLICE);
+      const slice = slices.acquire();
+      data.copy(slice, 0, at, end);
+      // The callback runs once the socket is done with the slice (written, or failed): only then is it reused.
+      this.res.write(end - at === SLICE ? slice : slice.subarray(0, end - at), () => {
+        slices.release(slice);
+        this.progress();
+      });
+      at = end;
+    }
+    return at;
+  }
+
+  /** Resolves once the client has taken some bytes; destroys the response if it takes none for idleMs. */
+  async room(): Promise<void> {
+    while (this.full) await this.nextProgress();
+  }
+
+  private nextProgress(): Promise<void> {
+    if (this.closed) return Promise.reject(this.closed);
+    const round = ++this.idleRound;
+    const stop = new AbortController();
+    this.options.clock.sleep(this.options.idleMs, stop.signal).then(
+      () => {
+        if (round === this.idleRound && this.waiters.size > 0) {
+          const err = new FanoutError('ABORTED', `client took no bytes for ${this.options.idleMs} ms`);
+          this.res.destroy();
+          this.fail(err);
+        }
+      },
+      () => {},
+    );
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: () => (stop.abort(), resolve()),
+        reject: (err: FanoutError) => (stop.abort(), reject(err)),
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  private progress(): void {
+    this.idleRound++;
+    for (const waiter of this.waiters) waiter.resolve();
+    this.waiters.clear();
+  }
+
+  private fail(err: FanoutError): void {
+    this.closed ??= err;
+    for (const waiter of this.waiters) waiter.reject(this.closed);
+    this.waiters.clear();
+  }
+}

@@ -1,0 +1,93 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { pino } from 'pino';
+import { ManualClock } from '../core/clock.js';
+import { pageKey } from '../core/pages.js';
+import type { PageRef } from '../core/types.js';
+import { WorkerMetrics } from '../lib/metrics/index.js';
+import { PageService } from './pageservice.js';
+import { FakeResponse } from './fakeresponse.js';
+
+const PAGE = 1024 * 1024;
+const ref: PageRef = { mount: 'm', path: 'f', version: 'v1', size: 4 * PAGE, index: 0 };
+
+/** A service over a store that always has the page; two response slots. */
+function service(clock: ManualClock): PageService {
+  const data = Buffer.alloc(PAGE, 3);
+  const store = {
+    has: () => true,
+    get: async () => ({ data, crc: 0, release: () => {} }),
+  };
+  return new PageService({
+    store: store as never,
+    ufs: () => {
+      throw new Error('no source read expected');
+    },
+    budget: {} as never,
+    metrics: new WorkerMetrics({
+      storeUsedBytes: () => 0,
+      storeCapacityBytes: () => 0,
+      storePages: () => 0,
+      inflightSourceReads: () => 0,
+      members: () => 1,
+      sourceRates: () => ({}),
+    }),
+    pageSize: PAGE,
+    selfId: 'w',
+    placement: () => ({ owners: () => [], members: () => [] }),
+    replication: 1,
+    peers: {} as never,
+    logger: pino({ level: 'silent' }),
+    signal: new AbortController().signal,
+    limits: { responseMemory: 2 * PAGE, clientIdle: 60_000, fillsPerMount: 8 },
+    clock,
+  });
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+test('a client that leaves while queued for a response slot frees its place, and no slot leaks', async () => {
+  const clock = new ManualClock();
+  const pages = service(clock);
+  assert.equal(pageKey(ref, PAGE).length > 0, true);
+  const slow = [new FakeResponse(), new FakeResponse()];
+  const serving = slow.map((res) => pages.serve(res as unknown as ServerResponse, ref).catch(() => {}));
+  await tick();
+  assert.equal(pages.responseSlots.held, 2, 'both slow clients hold a page');
+  const queued = new FakeResponse();
+  const waiting = pages.serve(queued as unknown as ServerResponse, ref).catch((e: { code?: string }) => e.code);
+  await tick();
+  assert.equal(pages.responseSlots.waiting, 1);
+  queued.destroy();
+  assert.equal(await waiting, 'ABORTED');
+  assert.equal(pages.responseSlots.waiting, 0, 'the client that left is no longer queued');
+  for (const res of slow) res.destroy();
+  await Promise.all(serving);
+  assert.equal(pages.responseSlots.held, 0, 'every slot is free once the clients are gone');
+});
+
+test('a slow client gives its page back after a while, so another client is served', async () => {
+  const clock = new ManualClock();
+  const pages = service(clock);
+  const slow = [new FakeResponse(), new FakeResponse()];
+  const serving = slow.map((res) => pages.serve(res as unknown as ServerResponse, ref).catch(() => {}));
+  await tick();
+  const other = new FakeResponse();
+  const served = pages.serve(other as unknown as ServerResponse, ref);
+  await tick();
+  assert.equal(pages.responseSlots.waiting, 1);
+  // The slow clients take one slice each: with someone waiting, they give their slots up.
+  for (const res of slow) res.take();
+  await tick();
+  while (!other.ended) {
+    other.take();
+    await tick();
+  }
+  await served;
+  while (other.take()) await tick();
+  assert.equal(other.received, PAGE);
+  for (const res of slow) res.destroy();
+  await Promise.all(serving);
+  assert.equal(pages.responseSlots.held, 0);
+});

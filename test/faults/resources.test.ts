@@ -1,0 +1,242 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { get } from 'node:http';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Origin } from '../harness/origin.js';
+import { freePort, waitFor } from '../harness/ports.js';
+import { peakRss, rssOf, StalledReaders } from '../harness/slowclients.js';
+import { WorkerProcess } from '../harness/workers.js';
+
+const MiB = 1024 * 1024;
+const PAGE = 4 * MiB;
+/** Far above what bounded responses need (≈ baseline + 256 MiB of response pages), far below the 2 GB seen unbounded. */
+const RSS_BOUND = 400 * MiB;
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+async function stat(worker: WorkerProcess, path: string): Promise<{ version: string; size: number }> {
+  const res = await fetch(`${worker.url}/v1/stat${path}`);
+  assert.equal(res.status, 200);
+  return (await res.json()) as { version: string; size: number };
+}
+
+async function readAll(url: string, init?: RequestInit): Promise<{ status: number; body: Buffer; code: string | null }> {
+  const res = await fetch(url, init);
+  return { status: res.status, body: Buffer.from(await res.arrayBuffer()), code: res.headers.get('x-fanout-error') };
+}
+
+/** A GET on a connection of its own (fetch would reuse a pooled one). */
+function getOnNewConnection(url: string): Promise<{ status: number; body: Buffer; code: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), code: res.headers['x-fanout-error'] as string | undefined }));
+      res.on('error', reject);
+    }).on('error', reject);
+  });
+}
+
+describe('bounded resources: slow clients', () => {
+  let dir: string;
+  let worker: WorkerProcess;
+  const data = randomBytes(16 * PAGE);
+  let info: { version: string; size: number };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-slow-'));
+    await writeFile(join(dir, 'big.bin'), data);
+    worker = await WorkerProcess.start({ id: 'w-slow', mounts: { data: dir } });
+    info = await stat(worker, '/data/big.bin');
+    const warm = await readAll(`${worker.url}/v1/data/data/big.bin`);
+    assert.equal(sha256(warm.body), sha256(data));
+  });
+  after(async () => {
+    await worker.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('50 readers of /v1/data that stop reading keep the worker memory bounded, and another client reads', async () => {
+    const before = await rssOf(worker.pid!);
+    const readers = await StalledReaders.open(worker.url, Array.from({ length: 50 }, () => '/v1/data/data/big.bin'));
+    try {
+      assert.equal(readers.started, 50);
+      const other = await readAll(`${worker.url}/v1/data/data/big.bin`);
+      assert.equal(other.status, 200);
+      assert.equal(sha256(other.body), sha256(data));
+      const peak = await peakRss(worker.pid!);
+      console.log(`# /v1/data, 50 stalled readers: worker RSS ${(before / MiB).toFixed(0)} MiB before, peak ${(peak / MiB).toFixed(0)} MiB with them`);
+      assert.ok(peak < RSS_BOUND, `worker RSS ${peak} bytes with 50 stalled readers`);
+    } finally {
+      readers.close();
+    }
+    assert.equal((await fetch(`${worker.url}/healthz`)).status, 200);
+  });
+
+  test('50 S3 GetObject readers that stop reading keep the worker memory bounded, and another client reads', async () => {
+    const port = await freePort();
+    const gw = await WorkerProcess.start({ id: 'w-gw', mounts: { data: dir }, gateway: { listen: `127.0.0.1:${port}`, anonymous: true } });
+    const s3 = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor('the gateway to answer', async () => (await fetch(`${s3}/data/big.bin`, { method: 'HEAD' })).status === 200);
+      const warm = await readAll(`${s3}/data/big.bin`);
+      assert.equal(sha256(warm.body), sha256(data));
+      const readers = await StalledReaders.open(s3, Array.from({ length: 50 }, () => '/data/big.bin'));
+      try {
+        const other = await readAll(`${s3}/data/big.bin`);
+        assert.equal(sha256(other.body), sha256(data));
+        const peak = await peakRss(gw.pid!);
+        console.log(`# S3 GetObject, 50 stalled readers: worker RSS peak ${(peak / MiB).toFixed(0)} MiB`);
+        assert.ok(peak < RSS_BOUND, `worker RSS ${peak} bytes with 50 stalled S3 readers`);
+      } finally {
+        readers.close();
+      }
+    } finally {
+      await gw.destroy();
+    }
+  });
+
+  test('50 readers of /v1/page that stop reading keep the worker memory bounded, and other page hits complete', async () => {
+    const page = (i: number) => `/v1/page/data/big.bin?v=${encodeURIComponent(info.version)}&size=${info.size}&i=${i}`;
+    const readers = await StalledReaders.open(worker.url, Array.from({ length: 50 }, (_, i) => page(i % 16)));
+    try {
+      for (let i = 0; i < 16; i++) {
+        const res = await readAll(`${worker.url}${page(i)}`);
+        assert.equal(res.status, 200);
+        assert.ok(res.body.equals(data.subarray(i * PAGE, (i + 1) * PAGE)), `page ${i}`);
+      }
+      const peak = await peakRss(worker.pid!);
+      console.log(`# /v1/page, 50 stalled readers: worker RSS peak ${(peak / MiB).toFixed(0)} MiB`);
+      assert.ok(peak < RSS_BOUND, `worker RSS ${peak} bytes with 50 stalled page readers`);
+    } finally {
+      readers.close();
+    }
+  });
+});
+
+describe('bounded resources: deadlines and caps', () => {
+  let dir: string;
+  const data = randomBytes(8 * PAGE);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-caps-'));
+    await writeFile(join(dir, 'f.bin'), data);
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test('a client that stops reading is cut after clientIdle and the worker keeps serving', async () => {
+    const worker = await WorkerProcess.start({ id: 'w-idle', mounts: { data: dir }, limits: { clientIdle: '1s' } });
+    try {
+      const readers = await StalledReaders.open(worker.url, ['/v1/data/data/f.bin']);
+      // The client reads nothing, so it cannot see the cut yet: the worker counts it.
+      await waitFor('the worker to cut the stalled reader', async () => ((await worker.metrics()).fanout_request_errors_total ?? 0) >= 1);
+      const received = await readers.drain();
+      assert.ok(received[0]! < data.length, `the stalled reader got ${received[0]} of ${data.length} bytes: cut, not served whole`);
+      const res = await readAll(`${worker.url}/v1/data/data/f.bin`);
+      assert.equal(sha256(res.body), sha256(data));
+    } finally {
+      await worker.destroy();
+    }
+  });
+
+  test('connections beyond maxConnections get 503 OVERLOADED, and are served again once others close', async () => {
+    const worker = await WorkerProcess.start({ id: 'w-cap', mounts: { data: dir }, limits: { maxConnections: 4 } });
+    const url = new URL(worker.url);
+    const held = await Promise.all(
+      Array.from({ length: 4 }, () => new Promise<ReturnType<typeof connect>>((resolve) => {
+        const socket = connect({ host: url.hostname, port: Number(url.port) }, () => resolve(socket));
+        socket.on('error', () => {});
+      })),
+    );
+    try {
+      // The harness's own pooled connection (its health check) is one of the allowed ones.
+      const refused = await getOnNewConnection(`${worker.url}/healthz`);
+      assert.equal(refused.status, 503);
+      assert.equal(refused.code, 'OVERLOADED');
+      assert.match(refused.body.toString(), /"code":"OVERLOADED"/);
+      for (const socket of held) socket.destroy();
+      await waitFor('a connection under the cap to be served', async () => (await getOnNewConnection(`${worker.url}/healthz`)).status === 200);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await worker.destroy();
+    }
+  });
+});
+
+describe('bounded resources: slow sources', () => {
+  let origin: Origin;
+  let dir: string;
+  let worker: WorkerProcess;
+  const slowPages = 30;
+  const local = randomBytes(8 * PAGE);
+
+  before(async () => {
+    origin = await Origin.start();
+    await origin.put('slow.bin', randomBytes(slowPages * PAGE));
+    await origin.put('f.bin', randomBytes(2 * PAGE));
+    dir = await mkdtemp(join(tmpdir(), 'fanout-mountb-'));
+    await writeFile(join(dir, 'cold.bin'), local);
+    worker = await WorkerProcess.start({ id: 'w-src', mounts: { web: origin.url, local: dir } });
+  });
+  after(async () => {
+    await worker.destroy();
+    await origin.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a slow source on one mount does not block cold pages of another, and its reads stop when clients leave', async () => {
+    const slow = await stat(worker, '/web/slow.bin');
+    origin.behave({ bytesPerSecond: 5000 }, 'slow.bin');
+    const clients = Array.from({ length: slowPages }, (_, i) => {
+      const abort = new AbortController();
+      const done = fetch(`${worker.url}/v1/page/web/slow.bin?v=${encodeURIComponent(slow.version)}&size=${slow.size}&i=${i}`, { signal: abort.signal })
+        .then((res) => res.arrayBuffer())
+        .catch(() => undefined);
+      return { abort, done };
+    });
+    try {
+      await waitFor('every slow page to have a fill', async () => (await worker.metrics()).fanout_source_reads_inflight === slowPages);
+      const cold = await stat(worker, '/local/cold.bin');
+      for (let i = 0; i < 8; i++) {
+        const res = await readAll(`${worker.url}/v1/page/local/cold.bin?v=${encodeURIComponent(cold.version)}&size=${cold.size}&i=${i}`);
+        assert.equal(res.status, 200);
+        assert.ok(res.body.equals(local.subarray(i * PAGE, (i + 1) * PAGE)), `cold page ${i} of the other mount`);
+      }
+    } finally {
+      for (const client of clients) client.abort.abort();
+      await Promise.all(clients.map((c) => c.done));
+    }
+    await waitFor('source reads in flight to return to 0 after the clients left', async () => (await worker.metrics()).fanout_source_reads_inflight === 0);
+    origin.normal();
+  });
+
+  test('/v1/page refuses a size or version that is not the file\'s, without reading the source or storing a page', async () => {
+    const file = await stat(worker, '/web/f.bin');
+    const before = await worker.metrics();
+    const reads = origin.counters.log.filter((r) => r.method === 'GET').length;
+    const v = encodeURIComponent(file.version);
+    const cases = [
+      { query: `v=${v}&size=${file.size + 1}&i=0`, status: 400, code: 'INVALID_ARGUMENT' },
+      { query: `v=${v}&size=${file.size - 1}&i=0`, status: 400, code: 'INVALID_ARGUMENT' },
+      { query: `v=${v}&size=1&i=0`, status: 400, code: 'INVALID_ARGUMENT' },
+      { query: `v=bogus&size=${file.size}&i=0`, status: 412, code: 'SOURCE_CHANGED' },
+      { query: `v=bogus&size=${file.size}&i=1`, status: 412, code: 'SOURCE_CHANGED' },
+      { query: `v=${v}&size=${file.size}&i=0&h=${'a'.repeat(64)}`, status: 400, code: 'INVALID_ARGUMENT' },
+    ];
+    for (const { query, status, code } of cases) {
+      const res = await readAll(`${worker.url}/v1/page/web/f.bin?${query}`);
+      assert.equal(res.status, status, `${query}: ${res.body}`);
+      assert.equal(res.code, code, query);
+    }
+    const afterwards = await worker.metrics();
+    assert.equal(origin.counters.log.filter((r) => r.method === 'GET').length, reads, 'no source read');
+    assert.equal(afterwards.fanout_source_reads_total, before.fanout_source_reads_total);
+    assert.equal(afterwards.fanout_store_pages, before.fanout_store_pages, 'nothing stored');
+    const good = await readAll(`${worker.url}/v1/page/web/f.bin?v=${v}&size=${file.size}&i=1`);
+    assert.equal(good.status, 200);
+  });
+});
