@@ -67,7 +67,9 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
         entry.refs.push(ref);
         plan.set(member.id, entry);
       }
-      const perWorkerRate = rate > 0 ? Math.max(1, Math.floor(rate / Math.max(1, plan.size))) : 0;
+      // Workers refuse preload rates under 64 KiB/s (a page would take minutes): a small total
+      // rate over many workers is rounded up to that.
+      const perWorkerRate = rate > 0 ? Math.max(64 * 1024, Math.floor(rate / Math.max(1, plan.size))) : 0;
       await Promise.all(
         [...plan.values()].map(async ({ member, refs }) => {
           for (let i = 0; i < refs.length; i += BATCH) {

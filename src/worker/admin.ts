@@ -24,6 +24,8 @@ export interface AdminDeps {
 
 const MAX_BODY = 16 * 1024 * 1024;
 const LOAD_CONCURRENCY = 4;
+/** Slowest preload rate a caller may ask for (bytes/s). */
+const MIN_LOAD_RATE = 64 * 1024;
 
 /*
  * Admin bodies, checked at the edge: anything else (null, an array, a string, wrong types, a
@@ -49,7 +51,13 @@ const pageRefSchema = z.object({
 const loadSchema = z.object({
   pages: z.array(pageRefSchema),
   verify: z.boolean().optional(),
-  rate: z.number().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  // 0 = unlimited; below 64 KiB/s one 4 MiB page takes over a minute, which no caller means.
+  rate: z
+    .number()
+    .min(0)
+    .max(Number.MAX_SAFE_INTEGER)
+    .refine((r) => r === 0 || r >= MIN_LOAD_RATE, { message: `rate must be 0 (unlimited) or at least ${MIN_LOAD_RATE} bytes/s` })
+    .optional(),
 });
 
 const BODY_SCHEMAS = {
@@ -96,7 +104,10 @@ export class Admin {
     switch (route as AdminRoute) {
       case '/v1/admin/load': {
         const body = parseBody('/v1/admin/load', raw);
-        return sendJson(res, 200, await this.load(body.pages, body.verify === true, body.rate ?? 0));
+        // A caller that leaves stops its load: nobody would see the answer of the pages still to come.
+        const left = new AbortController();
+        res.once('close', () => left.abort(new FanoutError('ABORTED', 'the caller of the load left')));
+        return sendJson(res, 200, await this.load(body.pages, body.verify === true, body.rate ?? 0, left.signal));
       }
       case '/v1/admin/pin': {
         const { keys = [], rule } = parseBody('/v1/admin/pin', raw);
@@ -127,8 +138,9 @@ export class Admin {
    * Makes sure this worker holds each page: pages already there are skipped (so an interrupted
    * load resumes), the others are read through this worker's own page endpoint and kept.
    */
-  private async load(pages: PageRef[], verify: boolean, rate: number) {
-    const { store, pageSize, fetcher, signal } = this.deps;
+  private async load(pages: PageRef[], verify: boolean, rate: number, callerGone: AbortSignal) {
+    const { store, pageSize, fetcher } = this.deps;
+    const signal = AbortSignal.any([this.deps.signal, callerGone]);
     const limiter = rate > 0 ? new TokenBucket({ rate, burst: Math.max(pageSize, Math.floor(rate / 4)) }) : undefined;
     const result = { present: 0, loaded: 0, bytesLoaded: 0, verified: 0, failed: [] as { path: string; index: number; code: string; message: string }[] };
     let next = 0;
@@ -164,7 +176,7 @@ export class Admin {
       if (verify) result.verified++;
     };
     const run = async () => {
-      while (next < pages.length) {
+      while (next < pages.length && !signal.aborted) {
         const ref = pages[next++]!;
         try {
           await one(ref);

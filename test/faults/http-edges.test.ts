@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { MiB, startFixture, type Fixture } from './fuzz/fixture.js';
+import { ADMIN_TOKEN, MiB, startFixture, type Fixture } from './fuzz/fixture.js';
 import { Sender } from './fuzz/send.js';
 
 /**
@@ -29,6 +29,8 @@ function rawExchange(url: string, bytes: string, deadlineMs = 10_000): Promise<s
     socket.write(bytes, 'latin1');
   });
 }
+
+const ADMIN: [string, string] = ['authorization', `Bearer ${ADMIN_TOKEN}`];
 
 describe('HTTP edge cases the fuzzer found', () => {
   let fx: Fixture;
@@ -57,12 +59,12 @@ describe('HTTP edge cases the fuzzer found', () => {
 
   test('an admin body over the limit gets 413, and the next request on the same keep-alive connection is answered (it hung)', async () => {
     const big = Buffer.from(JSON.stringify({ rule: { mount: 'data', prefix: 'p'.repeat(17 * MiB) } }));
-    const refused = await sender.send({ method: 'POST', target: '/v1/admin/pin', headers: [], body: big });
+    const refused = await sender.send({ method: 'POST', target: '/v1/admin/pin', headers: [ADMIN], body: big });
     // The worker closes the connection after its 413; a client still sending may see the close first.
     if (refused.kind === 'response') assert.equal(refused.status, 413);
     else assert.equal(refused.kind, 'network');
     for (let i = 0; i < 3; i++) {
-      const next = await sender.send({ method: 'POST', target: '/v1/admin/free', headers: [], body: Buffer.from('{}') });
+      const next = await sender.send({ method: 'POST', target: '/v1/admin/free', headers: [ADMIN], body: Buffer.from('{"keys":["0123456789abcdef"]}') });
       assert.equal(next.kind, 'response', `request ${i} after the refused body`);
       if (next.kind === 'response') assert.equal(next.status, 200);
     }
@@ -70,7 +72,7 @@ describe('HTTP edge cases the fuzzer found', () => {
 
   test('an admin body that is JSON but not an object (null, an array) is INVALID_ARGUMENT, not a 500', async () => {
     for (const body of ['null', '[]', '["keys"]', '7', '"x"']) {
-      const res = await sender.send({ method: 'POST', target: '/v1/admin/unpin', headers: [['content-type', 'application/json']], body: Buffer.from(body) });
+      const res = await sender.send({ method: 'POST', target: '/v1/admin/unpin', headers: [['content-type', 'application/json'], ADMIN], body: Buffer.from(body) });
       assert.equal(res.kind, 'response');
       if (res.kind !== 'response') return;
       assert.equal(res.status, 400, body);
@@ -105,5 +107,18 @@ describe('HTTP edge cases the fuzzer found', () => {
     assert.match(answer, /^HTTP\/1\.1 400 /);
     assert.match(answer, /<Error><Code>InvalidRequest<\/Code>/);
     assert.ok(fx.worker.running);
+  });
+
+  test('an admin load at a crawling rate is refused (it never answered: 1 byte/s for 3 pages)', async () => {
+    const pages = [0, 1, 2].map((index) => ({ mount: 'data', path: 'multi.bin', version: multi.version, size: multi.size, index }));
+    const res = await fetch(`${fx.worker.url}/v1/admin/load`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ pages, rate: 1 }),
+    });
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'INVALID_ARGUMENT');
+    assert.match(body.error.message, /rate/);
   });
 });
