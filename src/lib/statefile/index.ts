@@ -16,6 +16,17 @@ export function isDiskFull(err: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
+/** Creates `file` (it must not exist) with `data`, flushed to disk before this returns. */
+export async function writeNewSynced(file: string, data: string | Buffer): Promise<void> {
+  const handle = await open(file, 'wx');
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * temp file beside the target + fsync + rename + fsync of the directory: readers see the old
  * content or the new, and after a crash the rename is durable. The temp file is removed on any
@@ -24,13 +35,7 @@ export function isDiskFull(err: unknown): boolean {
 export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
   const tmp = join(dirname(file), `${tempPrefix(file)}${process.pid}.${tmpCounter++}.tmp`);
   try {
-    const handle = await open(tmp, 'wx');
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await writeNewSynced(tmp, data);
     await rename(tmp, file);
   } catch (err) {
     await unlink(tmp).catch(() => {});

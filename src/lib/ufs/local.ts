@@ -7,6 +7,7 @@ import type { DirEntry, FileInfo } from '../../core/types.js';
 import { sourceStream } from './stream.js';
 import { resolveDeadlines } from './deadlines.js';
 import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
+import { writeNewSynced } from '../statefile/index.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
@@ -123,13 +124,7 @@ export class LocalUfs implements Ufs {
     try {
       await mkdir(dirname(target), { recursive: true });
       if (!isInside(root, await realpath(dirname(target)))) throw new FanoutError('INVALID_PATH', `${this.describe(path)} resolves outside the source root`);
-      const handle = await open(tmp, 'wx');
-      try {
-        await handle.writeFile(data);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await writeNewSynced(tmp, data);
       await link(tmp, target);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new FanoutError('ALREADY_EXISTS', `${this.describe(path)} already exists`);
