@@ -248,7 +248,17 @@ export class Origin {
       await this.maybeReplace(path, b);
       if (b.bytesPerSecond) await this.sleep(100);
       // Checked after the awaits above: a 'drain' that already fired would never come again.
-      if (res.writableNeedDrain) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
+      if (res.writableNeedDrain) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.once('drain', done);
+          res.once('close', done);
+        });
+      }
     }
     if (res.destroyed) return;
     if (b.resetAfter !== undefined && sent < body.length) {
