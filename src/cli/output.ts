@@ -32,3 +32,8 @@ export function reportError(err: unknown, json: boolean): number {
   else process.stderr.write(`fanout: ${code}: ${message}\n`);
   return 1;
 }
+
+/** "1 member", "3 members": counts in sentences read as English. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${count === 1 ? noun : `${noun}s`}`;
+}
