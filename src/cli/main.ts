@@ -22,9 +22,14 @@ const daemon = () => import('./daemon.js');
 
 /** The `fanout` command line: parse, call the SDK or a daemon, print. */
 export async function main(argv: string[]): Promise<void> {
+  // Only as the first argument: release commands have a --version option of their own.
+  if (argv.length === 3 && (argv[2] === '--version' || argv[2] === '-V')) {
+    process.stdout.write(`${packageVersion()}\n`);
+    return;
+  }
   const program = new Command('fanout')
     .description('a distributed read cache for big, hot files (indexes, models)')
-    .version(packageVersion(), '-V, --version', 'print the version of fanout')
+    .addHelpText('after', '\nfanout --version (or -V) prints the version of fanout.')
     .showHelpAfterError()
     .exitOverride();
 
