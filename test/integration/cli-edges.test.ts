@@ -162,6 +162,22 @@ test('killing a backgrounded `npx fanout serve` (the npm wrapper) stops the serv
     await waitFor('both ports free after kill', async () => (await portFree(port)) && (await portFree(s3Port)), 30_000);
   } finally {
     npx.kill('SIGKILL');
+    await killServersOf(dir); // on failure, the orphaned server must not outlive the test
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+/** Kills the processes whose command line names `dir` (this test's unique temporary directory). */
+async function killServersOf(dir: string): Promise<void> {
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(dir)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
