@@ -5,6 +5,7 @@ import { authFromEnvironment, newAdminToken, publishToken, unpublishToken, write
 import { loadWorkerConfig, mountSpec, parseWorkerConfig, type WorkerConfig } from '../lib/config/index.js';
 import { Worker } from '../worker/worker.js';
 import { gatewayBanner, setupGateway, type GatewayFlags, type GatewaySetup } from './gateway.js';
+import { followLauncher } from './launcher.js';
 
 /** `fanout serve` (zero-config single node) and `fanout worker` (a cluster member). */
 
@@ -66,7 +67,10 @@ async function run(config: WorkerConfig, gateway: GatewaySetup, localToken?: str
       published.banner,
   );
   await new Promise<void>((resolveStop) => {
+    let stopping = false;
     const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
       process.stderr.write(`fanout: ${signal}, stopping\n`);
       node
         .stop()
@@ -75,6 +79,7 @@ async function run(config: WorkerConfig, gateway: GatewaySetup, localToken?: str
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    followLauncher(() => stop('launcher (npm exec) gone'));
   });
 }
 

@@ -5,7 +5,7 @@ import { formatBytes, pageCount, pageKey, pageSpan, parseSize } from '../core/pa
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import type { Member, PageRef } from '../core/types.js';
 import { HashRing } from '../lib/hashring/index.js';
-import { printJson, type GlobalOptions } from './output.js';
+import { fanoutPath, plural, printJson, type GlobalOptions } from './output.js';
 import { parseDuration } from './sync.js';
 
 /** `fanout load`, `free`, `pin`, `unpin`, `ttl`: the cluster-side controls of what is cached. */
@@ -101,10 +101,10 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
     if (flags.ttl) await broadcast(client, info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) });
     const seconds = (Date.now() - started) / 1000;
     // One object per line: progress events, then this report (NDJSON).
-    if (json) process.stdout.write(JSON.stringify({ event: 'done', ...report, seconds }) + '\n');
+    if (json) process.stdout.write(JSON.stringify({ event: 'done', path: fanoutPath(pages.rule.mount, pages.rule.prefix), ...report, seconds }) + '\n');
     else {
       process.stdout.write(
-        `loaded ${report.pages} pages (${formatBytes(report.bytes)}) × ${replicas}: ${report.loaded} fetched (${formatBytes(report.bytesLoaded)}), ` +
+        `loaded ${plural(report.pages, 'page')} (${formatBytes(report.bytes)}) × ${replicas}: ${report.loaded} fetched (${formatBytes(report.bytesLoaded)}), ` +
           `${report.present} already cached${flags.verify ? `, ${report.verified} verified` : ''}, ${report.failed.length} failed, ${seconds.toFixed(2)} s\n`,
       );
       for (const f of report.failed.slice(0, 10)) process.stdout.write(`  failed: ${JSON.stringify(f)}\n`);
@@ -122,9 +122,9 @@ export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | unde
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
     const results = await broadcast(client, info.members, `/v1/admin/${verb}`, { keys: keysOf(pages, info.pageSize), rule: pages.rule });
-    if (flags.json) return printJson({ [verb]: pages.refs.length, rule: pages.rule, workers: results });
-    const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} pages deleted` : '';
-    process.stdout.write(`${verb}: ${pages.refs.length} pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${info.members.length} workers${freed}\n`);
+    if (flags.json) return printJson({ [verb]: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule, workers: results });
+    const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} deleted` : '';
+    process.stdout.write(`${verb}: ${plural(pages.refs.length, 'page')} of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${plural(info.members.length, 'worker')}${freed}\n`);
   } finally {
     await client.close();
   }
@@ -137,8 +137,8 @@ export async function ttl(path: string, duration: string, flags: TargetFlags): P
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
     await broadcast(client, info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs });
-    if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, rule: pages.rule });
-    process.stdout.write(`ttl ${duration} on ${pages.refs.length} cached pages and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
+    if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule });
+    process.stdout.write(`ttl ${duration} on ${plural(pages.refs.length, 'cached page')} and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
   } finally {
     await client.close();
   }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { cat, cp, ls, stat } from './read.js';
 import type { DaemonFlags } from './daemon.js';
@@ -7,13 +8,28 @@ import { reportError, type GlobalOptions } from './output.js';
 import { registerReleaseCommands } from './release-commands.js';
 import { hedgeOption } from './hedge.js';
 
+/** The version in package.json (dist/src/cli/ → the package root): one small synchronous read. */
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
 // Daemons pull in the AWS SDK, etcd and the worker; client commands should start fast without them.
 const daemon = () => import('./daemon.js');
 
 /** The `fanout` command line: parse, call the SDK or a daemon, print. */
 export async function main(argv: string[]): Promise<void> {
+  // Only as the first argument: release commands have a --version option of their own.
+  if (argv.length === 3 && (argv[2] === '--version' || argv[2] === '-V')) {
+    process.stdout.write(`${packageVersion()}\n`);
+    return;
+  }
   const program = new Command('fanout')
     .description('a distributed read cache for big, hot files (indexes, models)')
+    .addHelpText('after', '\nfanout --version (or -V) prints the version of fanout.')
     .showHelpAfterError()
     .exitOverride();
 

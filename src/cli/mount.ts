@@ -1,4 +1,5 @@
 import { pino, destination } from 'pino';
+import { followLauncher } from './launcher.js';
 import type { GlobalOptions } from './output.js';
 
 export interface MountFlags extends GlobalOptions {
@@ -39,8 +40,10 @@ export async function mount(mountpoint: string, flags: MountFlags): Promise<void
   let onSignal: (signal: NodeJS.Signals) => void = () => {};
   const signalled = new Promise<NodeJS.Signals>((resolve) => (onSignal = resolve));
   for (const signal of signals) process.once(signal, onSignal);
+  const stopFollowing = followLauncher(() => onSignal('SIGTERM')); // `npx fanout mount … &` then kill $!
   const signal = await Promise.race([signalled, mounted.closed.then(() => undefined)]);
   process.stderr.write(signal ? `fanout: ${signal}, unmounting ${mounted.mountpoint}\n` : `fanout: ${mounted.mountpoint} was unmounted, exiting\n`);
   await mounted.unmount();
   for (const signal of signals) process.removeListener(signal, onSignal);
+  stopFollowing();
 }

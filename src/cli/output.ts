@@ -32,3 +32,16 @@ export function reportError(err: unknown, json: boolean): number {
   else process.stderr.write(`fanout: ${code}: ${message}\n`);
   return 1;
 }
+
+/** "1 member", "3 members": counts in sentences read as English. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${count === 1 ? noun : `${noun}s`}`;
+}
+
+/**
+ * The one form every --json answer names files and directories by: /MOUNT/PATH, no trailing
+ * slash ("/data/nested/a.txt", "/data/nested", "/data"), the form every command takes as input.
+ */
+export function fanoutPath(mount: string, path: string): string {
+  return path ? `/${mount}/${path.replace(/\/+$/, '')}` : `/${mount}`;
+}

@@ -5,9 +5,11 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SingleBar, Presets } from 'cli-progress';
 import { FanoutClient } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import { formatBytes } from '../core/pages.js';
 import { parseRangeOption } from './ranges.js';
-import { printJson, printTable, type GlobalOptions } from './output.js';
+import { fanoutPath, printJson, printTable, type GlobalOptions } from './output.js';
 
 /** ls, stat, cat, cp: thin wrappers over the SDK. */
 
@@ -19,7 +21,7 @@ export async function ls(path: string, options: GlobalOptions): Promise<void> {
   const client = clientFor(options);
   try {
     const entries = await client.list(path);
-    if (options.json) return printJson(entries);
+    if (options.json) return printJson(entries.map((e) => ({ ...e, path: entryPath(path, e.name) })));
     printTable(
       entries.map((e) => [
         e.type === 'dir' ? 'dir' : 'file',
@@ -33,13 +35,19 @@ export async function ls(path: string, options: GlobalOptions): Promise<void> {
   }
 }
 
+/** An ls entry's full fanout path (ls --json entries keep their bare `name` too). */
+function entryPath(dir: string, name: string): string {
+  const target = parseFanoutPath(dir);
+  return target.mount ? fanoutPath(target.mount, target.path ? `${target.path}/${name}` : name) : fanoutPath(name, '');
+}
+
 export async function stat(path: string, options: GlobalOptions): Promise<void> {
   const client = clientFor(options);
   try {
     const info = await client.stat(path);
-    if (options.json) return printJson(info);
+    if (options.json) return printJson({ ...info, path: fanoutPath(info.mount, info.path) });
     printTable([
-      ['path', `/${info.mount}/${info.path}`],
+      ['path', joinFanoutPath(info.mount, info.path)],
       ['size', `${info.size} (${formatBytes(info.size)})`],
       ['modified', new Date(info.mtimeMs).toISOString()],
       ['version', info.version],
@@ -68,9 +76,11 @@ export async function cat(path: string, options: GlobalOptions & { range?: strin
  * renamed when complete and whole, so a failed copy never leaves a truncated file behind.
  */
 export async function cp(path: string, dest: string, options: GlobalOptions & { progress?: boolean }): Promise<void> {
+  if (dest === '-') return cat(path, options); // `cp PATH -` is the Unix way of saying stdout
   const client = clientFor(options);
   const file = await client.stat(path);
   const target = (await fsStat(dest).catch(() => undefined))?.isDirectory() ? join(dest, basename(file.path)) : dest;
+  await requireDirectory(dirname(target));
   const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
   const showBar = options.progress !== false && !options.json && process.stderr.isTTY;
   const bar = showBar ? new SingleBar({ format: ' {bar} {percentage}% | {done}/{total} | {speed}', hideCursor: true }, Presets.shades_classic) : undefined;
@@ -97,6 +107,16 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     await client.close();
   }
   const seconds = (Date.now() - started) / 1000;
-  if (options.json) printJson({ path: `/${file.mount}/${file.path}`, dest: target, bytes: copied, seconds, version: file.version });
+  if (options.json) printJson({ path: fanoutPath(file.mount, file.path), dest: target, bytes: copied, seconds, version: file.version });
   else if (!showBar) process.stderr.write(`copied ${formatBytes(copied)} to ${target} in ${seconds.toFixed(2)} s\n`);
+}
+
+/** A missing destination directory is the user's to fix: say which one, with a fanout code. */
+async function requireDirectory(dir: string): Promise<void> {
+  const info = await fsStat(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+    throw new FanoutError('INVALID_ARGUMENT', `cannot use destination directory ${dir}: ${err.message}`);
+  });
+  if (!info) throw new FanoutError('NOT_FOUND', `destination directory ${dir} does not exist`);
+  if (!info.isDirectory()) throw new FanoutError('NOT_A_DIRECTORY', `destination ${dir} is not a directory`);
 }

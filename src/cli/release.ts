@@ -3,7 +3,7 @@ import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { formatBytes, parseSize } from '../core/pages.js';
 import { parseFanoutPath } from '../core/paths.js';
-import { printJson, printTable, type GlobalOptions } from './output.js';
+import { plural, printJson, printTable, type GlobalOptions } from './output.js';
 
 /** `fanout release …`: publish, promote, rollback, list, show, status. */
 
@@ -50,8 +50,8 @@ export async function publish(name: string, sourcePrefix: string, flags: Publish
     if (tty) process.stderr.write('\n');
     if (flags.json) return printJson(record);
     process.stdout.write(
-      `published ${record.name}@${record.version}: ${record.files} files, ${formatBytes(record.bytes)}, ` +
-        `${record.pages} pages (${record.uniquePages} distinct)\nmanifest /${record.mount}/${record.manifest} sha256 ${record.manifestSha256}\n`,
+      `published ${record.name}@${record.version}: ${plural(record.files, 'file')}, ${formatBytes(record.bytes)}, ` +
+        `${plural(record.pages, 'page')} (${record.uniquePages} distinct)\nmanifest /${record.mount}/${record.manifest} sha256 ${record.manifestSha256}\n`,
     );
   } finally {
     await ufs.close?.();
@@ -150,7 +150,7 @@ export async function status(name: string, flags: ReleaseFlags): Promise<void> {
       ]),
     ]);
     const behind = agents.filter((a) => channels[a.channel] && a.current !== channels[a.channel]!.version).length;
-    process.stdout.write(`\n${agents.length} hosts, ${agents.length - behind} on their channel's version, ${behind} behind\n`);
+    process.stdout.write(`\n${plural(agents.length, 'host')}, ${agents.length - behind} on their channel's version, ${behind} behind\n`);
   } finally {
     await reg.close();
   }

@@ -1,6 +1,6 @@
 import { formatBytes } from '../core/pages.js';
 import { clientFor } from './read.js';
-import { printJson, printTable, type GlobalOptions } from './output.js';
+import { plural, printJson, printTable, type GlobalOptions } from './output.js';
 
 export async function status(options: GlobalOptions): Promise<void> {
   const client = clientFor(options);
@@ -22,7 +22,7 @@ export async function status(options: GlobalOptions): Promise<void> {
       ]),
     ]);
     process.stdout.write(
-      `\n${report.members.length} members${report.stale ? ' (membership store unreachable: last known list)' : ''}, ` +
+      `\n${plural(report.members.length, 'member')}${report.stale ? ' (membership store unreachable: last known list)' : ''}, ` +
         `used ${formatBytes(totals.used)} of ${formatBytes(totals.capacity)}, hit ratio ${ratio(totals.hits, totals.misses)}, ` +
         `${formatBytes(totals.bytesFromSource)} read from sources, ${formatBytes(totals.bytesServed)} served\n`,
     );

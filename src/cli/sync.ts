@@ -1,6 +1,7 @@
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { parseSize } from '../core/pages.js';
+import { followLauncher } from './launcher.js';
 import { printJson, type GlobalOptions } from './output.js';
 
 export interface SyncFlags extends GlobalOptions {
@@ -39,6 +40,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  const stopFollowing = followLauncher(() => onSignal('launcher (npm exec) gone'));
   try {
     if (flags.once) {
       const current = await agent.syncOnce(stop.signal);
@@ -51,6 +53,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    stopFollowing();
     await fetcher.close();
     await client.close();
     await registry.close();

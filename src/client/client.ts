@@ -106,7 +106,7 @@ export class FanoutClient {
 
   constructor(private readonly options: FanoutClientOptions = {}) {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
-    this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map((e) => e.replace(/\/+$/, ''));
+    this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map(checkEndpoint);
     this.credentials = new ClientCredentials(options.token || undefined);
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
     this.timeouts = { ...DEFAULT_PEER_TIMEOUTS };
@@ -344,4 +344,18 @@ function parseJsonBody(url: string, statusCode: number, text: string): unknown {
   }
   if (statusCode !== 200) throw errorFromJSON(body, statusCode);
   return body;
+}
+
+/** An endpoint is an http(s) URL of a worker; anything else fails here, not as a fetch error later. */
+export function checkEndpoint(endpoint: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) {
+    throw new FanoutError('INVALID_ARGUMENT', `endpoint "${String(endpoint).slice(0, 200)}" is not a worker URL: expected http://HOST:PORT or https://HOST:PORT`);
+  }
+  return endpoint.replace(/\/+$/, '');
 }

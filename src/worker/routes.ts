@@ -167,7 +167,10 @@ export class Routes {
   private async data(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { target } = routePath(req, '/v1/data');
     const info = await this.stat(target);
-    const range = parseRange(req.headers.range, info.size);
+    // Several ranges get the whole file with 200, as from the S3 gateway (and S3): RFC 9110 lets a
+    // server ignore Range, and a multipart/byteranges body is something no fanout client reads.
+    const header = req.headers.range;
+    const range = header !== undefined && header.includes(',') ? undefined : parseRange(header, info.size);
     const start = range?.start ?? 0;
     const end = range?.end ?? info.size;
     const headers: Record<string, string | number> = {

@@ -54,7 +54,7 @@ describe('a worker over a local directory', () => {
 
   test('ls lists mounts and directories', async () => {
     const root = await json<{ name: string; type: string }[]>('ls', '/');
-    assert.deepEqual(root, [{ name: 'data', type: 'dir' }]);
+    assert.deepEqual(root, [{ name: 'data', type: 'dir', path: '/data' }]);
     const entries = await json<{ name: string; type: string; size?: number }[]>('ls', '/data/');
     assert.deepEqual(
       entries.map((e) => [e.name, e.type]),
@@ -68,7 +68,7 @@ describe('a worker over a local directory', () => {
   test('stat reports size and version', async () => {
     const info = await json<{ size: number; version: string; path: string }>('stat', '/data/models/v1/model.bin');
     assert.equal(info.size, big.length);
-    assert.equal(info.path, 'models/v1/model.bin');
+    assert.equal(info.path, '/data/models/v1/model.bin', 'the full fanout path, as cp --json gives');
     assert.ok(info.version);
   });
 
@@ -141,7 +141,6 @@ describe('a worker over a local directory', () => {
       ['/v1/data/data/a%00b', undefined, 400, 'INVALID_PATH'],
       ['/v1/data/data/%zz', undefined, 400, 'INVALID_PATH'],
       ['/v1/data/data/hello.txt', { headers: { range: 'bytes=abc' } }, 400, 'INVALID_RANGE'],
-      ['/v1/data/data/hello.txt', { headers: { range: 'bytes=0-1,5-6' } }, 400, 'INVALID_RANGE'],
       ['/v1/data/data/hello.txt', { headers: { range: 'bytes=9-2' } }, 400, 'INVALID_RANGE'],
       ['/v1/data/data/hello.txt', { headers: { range: 'bytes=1000-' } }, 416, 'RANGE_NOT_SATISFIABLE'],
       [`/v1/data/data/${'a'.repeat(9000)}`, undefined, 413, 'REQUEST_TOO_LARGE'],

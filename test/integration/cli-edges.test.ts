@@ -1,0 +1,183 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fanout } from '../harness/cli.js';
+import { freePort, waitFor } from '../harness/ports.js';
+import { TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
+
+const MiB = 1024 * 1024;
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** The first-day rough edges of the CLI and the HTTP API, against a real worker. */
+describe('CLI and API edges', () => {
+  let source: string;
+  let work: string;
+  let worker: WorkerProcess;
+  let gatewayUrl: string;
+  let big: Buffer;
+  const cli = (...args: string[]) => fanout([...args, '--endpoint', worker.url], { FANOUT_TOKEN: TEST_ADMIN_TOKEN });
+  const json = async (...args: string[]) => {
+    const out = await cli(...args, '--json');
+    assert.equal(out.code, 0, `fanout ${args.join(' ')}: ${out.stdout}${out.stderr}`);
+    const text = out.stdout.toString().trim();
+    return JSON.parse(args[0] === 'load' ? text.split('\n').pop()! : text); // load prints NDJSON: the report is last
+  };
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-edges-src-'));
+    work = await mkdtemp(join(tmpdir(), 'fanout-edges-work-'));
+    big = randomBytes(2 * MiB + 7);
+    await mkdir(join(source, 'nested'), { recursive: true });
+    await writeFile(join(source, 'big.bin'), big);
+    await writeFile(join(source, 'nested/a.txt'), 'nested a\n');
+    const s3Port = await freePort();
+    gatewayUrl = `http://127.0.0.1:${s3Port}`;
+    worker = await WorkerProcess.start({
+      id: 'edges',
+      mounts: { data: source },
+      pageSize: '1MiB',
+      gateway: { listen: `127.0.0.1:${s3Port}`, anonymous: true },
+    });
+  });
+
+  after(async () => {
+    await worker?.destroy();
+    await rm(source, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('cp PATH - writes the file to stdout and creates no file named "-"', async () => {
+    const out = await fanout(['cp', '/data/big.bin', '-', '--endpoint', worker.url]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(out.stdout, big);
+    assert.ok(!(await readdir(process.cwd())).includes('-'));
+  });
+
+  test('cat --range 5-1 says the range is reversed', async () => {
+    const out = await cli('cat', '/data/big.bin', '--range', '5-1');
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, /INVALID_RANGE: .*reversed/);
+    assert.equal(out.stdout.length, 0);
+  });
+
+  test('--endpoint notaurl is INVALID_ARGUMENT naming the endpoint', async () => {
+    const out = await fanout(['stat', '/data/big.bin', '--endpoint', 'notaurl', '--json']);
+    assert.equal(out.code, 1);
+    const { error } = JSON.parse(out.stdout.toString()) as { error: { code: string; message: string } };
+    assert.equal(error.code, 'INVALID_ARGUMENT');
+    assert.match(error.message, /"notaurl" is not a worker URL/);
+  });
+
+  test('cp into a missing directory is NOT_FOUND naming the directory, and leaves nothing behind', async () => {
+    const missing = join(work, 'no/such/dir');
+    const out = await cli('cp', '/data/nested/a.txt', join(missing, 'a.txt'));
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, new RegExp(`^fanout: NOT_FOUND: destination directory ${missing} does not exist`));
+    assert.doesNotMatch(out.stderr, /ENOENT/);
+    const notDir = join(work, 'plain-file');
+    await writeFile(notDir, 'x');
+    const under = await cli('cp', '/data/nested/a.txt', join(notDir, 'a.txt'));
+    assert.match(under.stderr, /NOT_A_DIRECTORY: destination .*plain-file is not a directory/);
+    assert.deepEqual(await readdir(work), ['plain-file']);
+  });
+
+  test('status says "1 member"', async () => {
+    const out = await cli('status');
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout.toString(), /\n1 member, /);
+  });
+
+  test('--json names files by their full fanout path in ls, stat, cp and load', async () => {
+    const listed = (await json('ls', '/data/nested/')) as { name: string; path: string }[];
+    assert.deepEqual(listed.map((e) => [e.name, e.path]), [['a.txt', '/data/nested/a.txt']]);
+    const root = (await json('ls', '/')) as { path: string }[];
+    assert.deepEqual(root.map((e) => e.path), ['/data']);
+    assert.equal((await json('stat', '/data/big.bin')).path, '/data/big.bin');
+    assert.equal((await json('stat', 'data/nested/a.txt')).path, '/data/nested/a.txt');
+    assert.equal((await json('cp', '/data/nested/a.txt', work)).path, '/data/nested/a.txt');
+    assert.equal(await readFile(join(work, 'a.txt'), 'utf8'), 'nested a\n');
+    const load = (await json('load', '/data/nested/')) as { event: string; path: string };
+    assert.equal(load.event, 'done');
+    assert.equal(load.path, '/data/nested');
+  });
+
+  test('a multi-range request gets the whole file with 200 from /v1/data, as from the S3 gateway', async () => {
+    const range = { range: 'bytes=0-1,5-9' };
+    const viaApi = await fetch(`${worker.url}/v1/data/data/big.bin`, { headers: range });
+    const viaS3 = await fetch(`${gatewayUrl}/data/big.bin`, { headers: range });
+    assert.equal(viaS3.status, 200);
+    assert.equal(viaApi.status, viaS3.status);
+    assert.equal(viaApi.headers.get('content-range'), null);
+    assert.deepEqual(Buffer.from(await viaApi.arrayBuffer()), big);
+    assert.deepEqual(Buffer.from(await viaS3.arrayBuffer()), big);
+    const single = await fetch(`${worker.url}/v1/data/data/big.bin`, { headers: { range: 'bytes=5-9' } });
+    assert.equal(single.status, 206, 'a single range is still served as one');
+    assert.deepEqual(Buffer.from(await single.arrayBuffer()), big.subarray(5, 10));
+  });
+
+  test('fanout --version prints the version in package.json', async () => {
+    const { version } = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const out = await fanout([flag]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.equal(out.stdout.toString().trim(), version);
+    }
+  });
+});
+
+/** True when nothing listens on the port any more (a listener on it can be opened again). */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+test('killing a backgrounded `npx fanout serve` (the npm wrapper) stops the server and frees both ports', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-npx-'));
+  await mkdir(join(dir, 'src'));
+  await writeFile(join(dir, 'src/a.txt'), 'served by npx\n');
+  const [port, s3Port] = [await freePort(), await freePort()];
+  const env = { ...process.env, FANOUT_DATA_DIR: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') };
+  // Run from the repository, as the quick start does: npx finds this package's own `fanout`.
+  const npx = spawn('npx', ['fanout', 'serve', join(dir, 'src'), '--listen', `127.0.0.1:${port}`, '--s3-listen', `127.0.0.1:${s3Port}`, '--log-level', 'warn'], {
+    cwd: repoRoot,
+    env,
+    stdio: 'ignore',
+  });
+  const exited = new Promise((resolve) => npx.once('exit', resolve));
+  try {
+    // npx may first link (and prepare) the package: a generous bound.
+    await waitFor('npx fanout serve', async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 180_000);
+    assert.ok(!(await portFree(s3Port)), 'the S3 gateway listens too');
+    npx.kill('SIGTERM');
+    await exited;
+    await waitFor('both ports free after kill', async () => (await portFree(port)) && (await portFree(s3Port)), 30_000);
+  } finally {
+    npx.kill('SIGKILL');
+    await killServersOf(dir); // on failure, the orphaned server must not outlive the test
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** Kills the processes whose command line names `dir` (this test's unique temporary directory). */
+async function killServersOf(dir: string): Promise<void> {
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(dir)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
