@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fanout } from '../harness/cli.js';
 import { freePort, waitFor } from '../harness/ports.js';
-import { TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
+import { TEST_ADMIN_TOKEN, WorkerProcess, fanoutBin } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -140,28 +140,27 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-test('killing a backgrounded `npx fanout serve` (the npm wrapper) stops the server and frees both ports', async () => {
+test('killing the npm wrapper of a backgrounded `npx fanout serve` stops the server and frees both ports', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'fanout-npx-'));
   await mkdir(join(dir, 'src'));
   await writeFile(join(dir, 'src/a.txt'), 'served by npx\n');
   const [port, s3Port] = [await freePort(), await freePort()];
-  const env = { ...process.env, FANOUT_DATA_DIR: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') };
-  // Run from the repository, as the quick start does: npx finds this package's own `fanout`.
-  const npx = spawn('npx', ['fanout', 'serve', join(dir, 'src'), '--listen', `127.0.0.1:${port}`, '--s3-listen', `127.0.0.1:${s3Port}`, '--log-level', 'warn'], {
-    cwd: repoRoot,
-    env,
-    stdio: 'ignore',
-  });
-  const exited = new Promise((resolve) => npx.once('exit', resolve));
+  // What `npx fanout serve &` starts: npm exec (npm_command=exec) → a shell → node. The wrapper
+  // is played by a shell that does not exec node (so node is its child, as under npm); running
+  // the real npx here would re-run the package's `prepare` and rebuild dist/ under the other
+  // tests' feet.
+  const env = { ...process.env, npm_command: 'exec', FANOUT_DATA_DIR: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') };
+  const serve = [process.execPath, fanoutBin, 'serve', join(dir, 'src'), '--listen', `127.0.0.1:${port}`, '--s3-listen', `127.0.0.1:${s3Port}`, '--log-level', 'warn'];
+  const wrapper = spawn('sh', ['-c', `${serve.map((a) => `'${a}'`).join(' ')}; exit $?`], { env, stdio: 'ignore' });
+  const exited = new Promise((resolve) => wrapper.once('exit', resolve));
   try {
-    // npx may first link (and prepare) the package: a generous bound.
-    await waitFor('npx fanout serve', async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 180_000);
+    await waitFor('fanout serve under a wrapper', async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60_000);
     assert.ok(!(await portFree(s3Port)), 'the S3 gateway listens too');
-    npx.kill('SIGTERM');
+    wrapper.kill('SIGKILL'); // the wrapper goes; node is re-parented, as after `kill $!` of npx
     await exited;
-    await waitFor('both ports free after kill', async () => (await portFree(port)) && (await portFree(s3Port)), 30_000);
+    await waitFor('both ports free after the wrapper is gone', async () => (await portFree(port)) && (await portFree(s3Port)), 30_000);
   } finally {
-    npx.kill('SIGKILL');
+    wrapper.kill('SIGKILL');
     await killServersOf(dir); // on failure, the orphaned server must not outlive the test
     await rm(dir, { recursive: true, force: true });
   }
