@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 
 export interface ServerLimits {
@@ -27,7 +28,9 @@ export class ConnectionCap {
     server.keepAliveTimeout = Math.min(limits.clientIdle, 30_000);
     // A hard ceiling far above the cap: beyond it even the 503 would cost too much to write.
     server.maxConnections = limits.maxConnections * 2 + 64;
-    server.on('connection', (socket: Socket) => {
+    // Over TLS a request's socket is the TLS one, which exists once the handshake is done (the
+    // handshake itself has its own deadline): count those, so isExcess sees what requests carry.
+    server.on(server instanceof HttpsServer ? 'secureConnection' : 'connection', (socket: Socket) => {
       this.open++;
       if (this.open > limits.maxConnections) this.excess.add(socket);
       socket.once('close', () => this.open--);
