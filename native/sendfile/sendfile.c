@@ -1,0 +1,129 @@
+// sendFile(socketFd, fileFd, offset, length, idleMs, callback(errno, sent)): sends
+// file[offset, offset+length) to a socket with sendfile(2) on the libuv thread pool, so the JS
+// thread never blocks and several sends use several cores. On EAGAIN it waits for POLLOUT up to
+// idleMs (a client that takes no byte for that long fails with ETIMEDOUT). errno 0 = all sent;
+// ENODATA = the file ended before `length`.
+//
+// The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
+// (client reset, worker stop) while the send runs, the number cannot be reused by another file
+// under our feet; the send then fails with EPIPE/ECONNRESET on the still-open duplicate.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  int sock;
+  int file;
+  int64_t offset;
+  int64_t length;
+  int idle_ms;
+  int64_t sent;
+  int err;
+} Job;
+
+static void execute(napi_env env, void* data) {
+  Job* job = data;
+  off_t offset = (off_t)job->offset;
+  while (job->sent < job->length) {
+    int64_t left = job->length - job->sent;
+    size_t want = left > (1 << 30) ? (size_t)(1 << 30) : (size_t)left;
+    ssize_t n = sendfile(job->sock, job->file, &offset, want);
+    if (n > 0) {
+      job->sent += n;
+      continue;
+    }
+    if (n == 0) {
+      job->err = ENODATA;
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      job->err = errno;
+      return;
+    }
+    for (;;) {
+      struct pollfd p = {.fd = job->sock, .events = POLLOUT, .revents = 0};
+      int r = poll(&p, 1, job->idle_ms);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        job->err = errno;
+        return;
+      }
+      if (r == 0) {
+        job->err = ETIMEDOUT;
+        return;
+      }
+      if (p.revents & POLLNVAL) {
+        job->err = EBADF;
+        return;
+      }
+      break;  // writable, or an error sendfile will report
+    }
+  }
+}
+
+static void complete(napi_env env, napi_status status, void* data) {
+  Job* job = data;
+  close(job->sock);
+  napi_value cb, undefined, argv[2];
+  napi_get_reference_value(env, job->callback, &cb);
+  napi_get_undefined(env, &undefined);
+  napi_create_int32(env, status == napi_ok ? job->err : ECANCELED, &argv[0]);
+  napi_create_int64(env, job->sent, &argv[1]);
+  napi_delete_reference(env, job->callback);
+  napi_delete_async_work(env, job->work);
+  free(job);
+  napi_call_function(env, undefined, cb, 2, argv, NULL);
+}
+
+static napi_value throw_type(napi_env env, const char* message) {
+  napi_throw_type_error(env, NULL, message);
+  return NULL;
+}
+
+static napi_value send_file(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 6) return throw_type(env, "sendFile(socketFd, fileFd, offset, length, idleMs, callback)");
+  int32_t sock, file, idle_ms;
+  int64_t offset, length;
+  napi_valuetype cb_type;
+  if (napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_get_value_int32(env, argv[1], &file) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok || napi_get_value_int64(env, argv[3], &length) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &idle_ms) != napi_ok || napi_typeof(env, argv[5], &cb_type) != napi_ok ||
+      cb_type != napi_function || sock < 0 || file < 0 || offset < 0 || length < 0 || idle_ms <= 0)
+    return throw_type(env, "sendFile: bad arguments");
+  int dup_sock = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+  if (dup_sock < 0) {
+    napi_throw_error(env, "EBADF", "sendFile: the socket descriptor is not open");
+    return NULL;
+  }
+  Job* job = calloc(1, sizeof(Job));
+  job->sock = dup_sock;
+  job->file = file;
+  job->offset = offset;
+  job->length = length;
+  job->idle_ms = idle_ms;
+  napi_value name;
+  napi_create_string_utf8(env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
+  napi_create_reference(env, argv[5], 1, &job->callback);
+  napi_create_async_work(env, NULL, name, execute, complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "sendFile", NAPI_AUTO_LENGTH, send_file, NULL, &fn);
+  napi_set_named_property(env, exports, "sendFile", fn);
+  return exports;
+}
