@@ -14,6 +14,7 @@ import type { Clock } from '../core/clock.js';
 import { ResponseFlow } from './flow.js';
 import { contentMatches } from './content.js';
 import { PeerLiveness } from './peerliveness.js';
+import { kernelSendable, sendPageFile } from './kernelsend.js';
 import type { SourceBudget } from './sourcebudget.js';
 
 export interface PageServiceDeps {
@@ -98,7 +99,9 @@ export class PageService {
     const gone = new AbortController();
     res.once('close', () => gone.abort(new FanoutError('ABORTED', 'client went away')));
     const flow = this.flow(res);
-    if (!this.flights.get(key) && store.has(key)) {
+    if (!this.flights.get(key) && store.has(key) && kernelSendable(res)) {
+      if (await this.sendStoredByKernel(res, key, gone.signal)) return;
+    } else if (!this.flights.get(key) && store.has(key)) {
       const sent = await this.sendStored(res, key, flow, gone.signal, 0, (page) => {
         metrics.hits.inc();
         metrics.bytesServed.inc(page.data.length);
@@ -162,6 +165,31 @@ export class PageService {
         releaseSlot();
       }
       await flow.room();
+    }
+  }
+
+  /**
+   * A hit sent from the page file by the kernel (see kernelsend.ts), holding a response slot for
+   * the send: a client that stops reading fails it after clientIdle and the slot is freed. The
+   * page's bytes are not read here (the store verified them once; readers check the checksum).
+   * Returns false if the page left the store before it was opened.
+   */
+  private async sendStoredByKernel(res: ServerResponse, key: string, signal: AbortSignal): Promise<boolean> {
+    const { store, metrics } = this.deps;
+    const releaseSlot = await this.responseSlots.acquire(signal);
+    try {
+      const page = await store.openForSend(key);
+      if (!page) return false;
+      try {
+        metrics.hits.inc();
+        metrics.bytesServed.inc(page.size);
+        await sendPageFile(res, page, this.deps.limits.clientIdle);
+        return true;
+      } finally {
+        await page.close();
+      }
+    } finally {
+      releaseSlot();
     }
   }
 

@@ -41,6 +41,20 @@ interface StoredPage {
   size: number;
   crc: number;
   file: string;
+  /**
+   * The file's bytes were checked against `crc`: written by this process (verified before the
+   * write), or read whole since the restart. Sends by the kernel trust a verified file; readers
+   * still check the checksum end to end.
+   */
+  verified: boolean;
+}
+
+/** A stored page opened for sending without reading it (see openForSend). */
+export interface PageFile {
+  fd: number;
+  size: number;
+  crc: number;
+  close(): Promise<void>;
 }
 
 export interface VerifiedPage {
@@ -134,7 +148,7 @@ export class PageStore {
         if (!match) continue;
         const info = await stat(file).catch(() => undefined);
         if (!info?.isFile()) continue;
-        found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, mtimeMs: info.mtimeMs });
+        found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, mtimeMs: info.mtimeMs, verified: false });
       }
     }
     found.sort((a, b) => a.mtimeMs - b.mtimeMs);
@@ -202,6 +216,7 @@ export class PageStore {
         await this.dropCorrupt(entry);
         return undefined;
       }
+      entry.verified = true;
       return { data, crc: entry.crc, release };
     } catch (err) {
       release();
@@ -251,7 +266,37 @@ export class PageStore {
     } finally {
       this.writing -= data.length;
     }
-    this.index.add({ key, size: data.length, crc, file });
+    this.index.add({ key, size: data.length, crc, file, verified: true });
+  }
+
+  /**
+   * Opens a page's file for a send that does not read it here (sendfile): its fd, length and
+   * checksum. A page not yet verified since the restart is read and checked once first (a
+   * corrupt one is dropped and reported missing, as by get()); after that its bytes are not
+   * touched by this process on a hit, and readers verify them end to end with the checksum.
+   * The caller closes it; an eviction meanwhile unlinks the name, the open file stays readable.
+   */
+  async openForSend(key: string): Promise<PageFile | undefined> {
+    let entry = this.index.peek(key);
+    if (entry && !entry.verified) {
+      const page = await this.get(key);
+      if (!page) return undefined;
+      page.release();
+    }
+    entry = this.index.touch(key);
+    if (!entry) return undefined;
+    let handle;
+    try {
+      handle = await open(entry.file, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (this.index.peek(key) === entry) this.index.remove(key);
+        return undefined;
+      }
+      throw new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
+    }
+    const file = handle;
+    return { fd: file.fd, size: entry.size, crc: entry.crc, close: () => file.close() };
   }
 
   private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<void> {
