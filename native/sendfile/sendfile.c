@@ -6,7 +6,10 @@
 //
 // The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
 // (client reset, worker stop) while the send runs, the number cannot be reused by another file
-// under our feet; the send then fails with EPIPE/ECONNRESET on the still-open duplicate.
+// under our feet. sendFile returns the duplicate's number: shutdown(dupFd) (JS thread, before the
+// callback ran) ends the send at once with EPIPE, so a closed connection or a stopping worker
+// does not wait for the idle deadline. The duplicate is closed only in the completion, on the
+// JS thread, so shutdown can never reach a reused number.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 typedef struct {
@@ -118,6 +122,18 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[5], 1, &job->callback);
   napi_create_async_work(env, NULL, name, execute, complete, job, &job->work);
   napi_queue_async_work(env, job->work);
+  napi_value result;
+  napi_create_int32(env, dup_sock, &result);
+  return result;
+}
+
+static napi_value shutdown_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "shutdown(dupFd)");
+  shutdown(fd, SHUT_RDWR);
   return NULL;
 }
 
@@ -125,5 +141,7 @@ NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "sendFile", NAPI_AUTO_LENGTH, send_file, NULL, &fn);
   napi_set_named_property(env, exports, "sendFile", fn);
+  napi_create_function(env, "shutdown", NAPI_AUTO_LENGTH, shutdown_fd, NULL, &fn);
+  napi_set_named_property(env, exports, "shutdown", fn);
   return exports;
 }

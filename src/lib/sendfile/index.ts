@@ -19,7 +19,10 @@ import { BufferPool } from '../pagestore/bufferpool.js';
 export type SendPath = 'sendfile' | 'js';
 
 interface SendfileAddon {
-  sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void): void;
+  /** Returns the number of the socket's duplicate the send writes to (for shutdown). */
+  sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void): number;
+  /** Ends a running send at once (call only before its callback ran). */
+  shutdown(dupFd: number): void;
 }
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -93,13 +96,22 @@ async function sendByKernel(socket: Socket, fd: number, offset: number, length: 
   await drained(socket, idleMs);
   const sock = socketFd(socket);
   if (sock < 0 || socket.destroyed) throw gone('the connection closed');
+  let running = true;
+  let dup = -1;
+  // Node closing the socket (reset seen, worker stopping) ends the send now, not at the idle deadline.
+  const stop = () => running && dup >= 0 && addon.shutdown(dup);
+  socket.once('close', stop);
   const { errno, sent } = await new Promise<{ errno: number; sent: number }>((resolve, reject) => {
     try {
-      addon.sendFile(sock, fd, offset, length, idleMs, (errno, sent) => resolve({ errno, sent }));
+      dup = addon.sendFile(sock, fd, offset, length, idleMs, (errno, sent) => {
+        running = false;
+        resolve({ errno, sent });
+      });
     } catch (err) {
+      running = false;
       reject(gone((err as Error).message));
     }
-  });
+  }).finally(() => socket.off('close', stop));
   if (errno === 0) return;
   if (errno === os.errno.ENODATA) throw new FanoutError('INTERNAL', `file ended after ${sent} of ${length} bytes`);
   const name = Object.entries(os.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;

@@ -111,6 +111,21 @@ describe('sendFileTo', () => {
         }
       });
 
+      it('ends at once with ABORTED when Node closes the socket mid-send (not at the idle deadline)', { timeout: 20_000 }, async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        client.pause(); // the kernel buffers fill and the send waits for room
+        server.on('error', () => {});
+        try {
+          const sending = sendFileTo(server, handle.fd, 0, data.length, { idleMs: 120_000, path });
+          setTimeout(() => server.destroy(), 200);
+          await assert.rejects(sending, (err: FanoutError) => err.code === 'ABORTED');
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
       it('fails with INTERNAL when the file is shorter than the span', async () => {
         const { server, client, close } = await socketPair();
         const handle = await open(file, 'r');
