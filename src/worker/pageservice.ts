@@ -169,27 +169,30 @@ export class PageService {
   }
 
   /**
-   * A hit sent from the page file by the kernel (see kernelsend.ts), holding a response slot for
-   * the send: a client that stops reading fails it after clientIdle and the slot is freed. The
-   * page's bytes are not read here (the store verified them once; readers check the checksum).
+   * A hit sent from the page file by the kernel (see kernelsend.ts). A response slot is held only
+   * while the page may be read into a buffer (its one verification after a restart): the send
+   * itself holds no page memory, so a client that stops reading holds no slot (it would otherwise
+   * keep hits waiting for clientIdle); it holds its connection until clientIdle cuts it. The
+   * page's bytes are not read here on a hit (readers check the checksum end to end).
    * Returns false if the page left the store before it was opened.
    */
   private async sendStoredByKernel(res: ServerResponse, key: string, signal: AbortSignal): Promise<boolean> {
     const { store, metrics } = this.deps;
     const releaseSlot = await this.responseSlots.acquire(signal);
+    let page;
     try {
-      const page = await store.openForSend(key);
-      if (!page) return false;
-      try {
-        metrics.hits.inc();
-        metrics.bytesServed.inc(page.size);
-        await sendPageFile(res, page, this.deps.limits.clientIdle);
-        return true;
-      } finally {
-        await page.close();
-      }
+      page = await store.openForSend(key);
     } finally {
       releaseSlot();
+    }
+    if (!page) return false;
+    try {
+      metrics.hits.inc();
+      metrics.bytesServed.inc(page.size);
+      await sendPageFile(res, page, this.deps.limits.clientIdle);
+      return true;
+    } finally {
+      await page.close();
     }
   }
 
