@@ -123,6 +123,30 @@ for (const path of paths) {
       assert.equal(sha256(body), sha256(pageOf(1)));
     });
 
+    test('a client that stops reading mid-page is cut after clientIdle: its response fails, its connection closes', async () => {
+      const aborted = async () => {
+        const text = await (await fetch(`${worker.url}/metrics`)).text();
+        return Number(/^fanout_request_errors_total\{code="ABORTED"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      };
+      const before = await aborted();
+      const socket = await rawGet(worker.url, new URL(pageUrl(1)).pathname + new URL(pageUrl(1)).search);
+      socket.pause();
+      try {
+        await waitFor('the stalled page response to be cut', async () => (await aborted()) > before);
+        // What the kernel had taken still arrives, then the end: never the whole page.
+        let received = 0;
+        const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+        socket.on('data', (c: Buffer) => (received += c.length));
+        socket.resume();
+        await closed;
+        assert.ok(received < PAGE, `received ${received} bytes of a ${PAGE} byte page`);
+      } finally {
+        socket.destroy();
+      }
+      const { body } = await getPage(pageUrl(1), false);
+      assert.equal(sha256(body), sha256(pageOf(1)));
+    });
+
     test('clients that stop reading do not keep other hits waiting, and the worker keeps serving', async () => {
       // Two response slots: two stalled readers must not hold them (JS path: given back after
       // PAGE_HOLD_MS; kernel path: not held during the send).
