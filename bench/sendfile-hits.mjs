@@ -35,7 +35,7 @@ try {
     const env = { ...process.env };
     if (path === 'js') env.FANOUT_NO_SENDFILE = '1';
     else delete env.FANOUT_NO_SENDFILE;
-    const proc = spawn(process.execPath, [bin, 'serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, `store-${path}`), '--page-size', args['page-size'], '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: 'inherit', env });
+    const proc = spawn(process.execPath, [bin, 'serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, `store-${path}`), '--page-size', args['page-size'], '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'], env });
     const url = `http://127.0.0.1:${port}`;
     await waitHealthy(`${url}/healthz`);
     const status = await (await fetch(`${url}/v1/status`)).json();
