@@ -170,10 +170,10 @@ export class PageService {
 
   /**
    * A hit sent from the page file by the kernel (see kernelsend.ts). A response slot is held only
-   * while the page may be read into a buffer (its one verification after a restart): the send
+   * while the page may be read into a buffer (checked after a restart or a write to its file): the send
    * itself holds no page memory, so a client that stops reading holds no slot (it would otherwise
    * keep hits waiting for clientIdle); it holds its connection until clientIdle cuts it. The
-   * page's bytes are not read here on a hit (readers check the checksum end to end).
+   * page's bytes are not otherwise read here on a hit (readers check the checksum end to end).
    * Returns false if the page left the store before it was opened.
    */
   private async sendStoredByKernel(res: ServerResponse, key: string, signal: AbortSignal): Promise<boolean> {
