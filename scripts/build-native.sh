@@ -1,25 +1,18 @@
 #!/usr/bin/env bash
-# Builds the FUSE addon (native/fuse) that `fanout mount` loads. Run by `npm run build:native`
-# (and so by `npm ci`, through `prepare`). Without libfuse3's headers it prints a note and
-# succeeds, so installing fanout still works for users who never mount; set
-# FANOUT_REQUIRE_NATIVE=1 (scripts/test.sh does) to make that an error instead.
+# Builds the native addons: native/fuse (what `fanout mount` loads) and native/sendfile (cached
+# pages sent by the kernel; without it workers send pages through JS). Run by
+# `npm run build:native` (and so by `npm ci`, through `prepare`). A missing toolchain or libfuse3
+# prints a note and succeeds, so installing fanout still works; set FANOUT_REQUIRE_NATIVE=1
+# (scripts/test.sh does) to make that an error instead.
 set -euo pipefail
-cd "$(dirname "$0")/../native/fuse"
+native="$(cd "$(dirname "$0")/../native" && pwd)"
 
-missing() {
-  echo "fanout: $1: skipping the FUSE addon; \`fanout mount\` will not work." >&2
-  echo "fanout: install libfuse3-dev, pkg-config and g++ (scripts/install-system-deps.sh), then run \`npm run build:native\`." >&2
+note() {
+  echo "fanout: $1" >&2
+  echo "fanout: install libfuse3-dev, pkg-config, gcc and g++ (scripts/install-system-deps.sh), then run \`npm run build:native\`." >&2
   [ "${FANOUT_REQUIRE_NATIVE:-}" = 1 ] && exit 1
-  exit 0
+  return 0
 }
-command -v pkg-config >/dev/null 2>&1 || missing "pkg-config not found"
-pkg-config --exists fuse3 || missing "libfuse3 headers not found"
-command -v g++ >/dev/null 2>&1 || missing "g++ not found"
-
-addon=build/Release/fanout_fuse.node
-if [ -z "${FANOUT_REBUILD_NATIVE:-}" ] && [ -f "$addon" ] && [ "$addon" -nt fuse.cc ] && [ "$addon" -nt binding.gyp ]; then
-  exit 0  # up to date
-fi
 
 # node-gyp would download Node's headers; use the ones installed beside node when they exist.
 args=()
@@ -31,5 +24,32 @@ if command -v node-gyp >/dev/null 2>&1; then
 else
   gyp=(node "$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")/node_modules/node-gyp/bin/node-gyp.js")
 fi
-"${gyp[@]}" rebuild --release "${args[@]}" >build.log 2>&1 || { cat build.log >&2; echo "fanout: building the FUSE addon failed" >&2; exit 1; }
-echo "fanout: built the FUSE addon ($(pwd)/build/Release/fanout_fuse.node)" >&2
+
+# build <dir> <target> <source> <what>
+build() {
+  local dir="$native/$1" addon="build/Release/$2.node"
+  (
+    cd "$dir"
+    if [ -z "${FANOUT_REBUILD_NATIVE:-}" ] && [ -f "$addon" ] && [ "$addon" -nt "$3" ] && [ "$addon" -nt binding.gyp ]; then
+      exit 0 # up to date
+    fi
+    "${gyp[@]}" rebuild --release "${args[@]}" >build.log 2>&1 || { cat build.log >&2; echo "fanout: building $4 failed" >&2; exit 1; }
+    echo "fanout: built $4 ($dir/$addon)" >&2
+  )
+}
+
+if ! command -v gcc >/dev/null 2>&1; then
+  note "gcc not found: skipping the sendfile addon; workers will send cached pages through JS."
+else
+  build sendfile fanout_sendfile sendfile.c "the sendfile addon"
+fi
+
+if ! command -v pkg-config >/dev/null 2>&1; then
+  note "pkg-config not found: skipping the FUSE addon; \`fanout mount\` will not work."
+elif ! pkg-config --exists fuse3; then
+  note "libfuse3 headers not found: skipping the FUSE addon; \`fanout mount\` will not work."
+elif ! command -v g++ >/dev/null 2>&1; then
+  note "g++ not found: skipping the FUSE addon; \`fanout mount\` will not work."
+else
+  build fuse fanout_fuse fuse.cc "the FUSE addon"
+fi

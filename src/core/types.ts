@@ -57,4 +57,6 @@ export interface WorkerStatus {
   inflightSourceReads: number;
   /** This worker's share of each mount's cluster-wide source budget, bytes/s (0 = unlimited). */
   sourceRates: Record<string, number>;
+  /** How page hits leave on plain connections: by the kernel (sendfile) or through JS. */
+  sendPath?: 'sendfile' | 'js';
 }

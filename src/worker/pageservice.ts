@@ -14,6 +14,7 @@ import type { Clock } from '../core/clock.js';
 import { ResponseFlow } from './flow.js';
 import { contentMatches } from './content.js';
 import { PeerLiveness } from './peerliveness.js';
+import { kernelSendable, sendPageFile } from './kernelsend.js';
 import type { SourceBudget } from './sourcebudget.js';
 
 export interface PageServiceDeps {
@@ -98,7 +99,9 @@ export class PageService {
     const gone = new AbortController();
     res.once('close', () => gone.abort(new FanoutError('ABORTED', 'client went away')));
     const flow = this.flow(res);
-    if (!this.flights.get(key) && store.has(key)) {
+    if (!this.flights.get(key) && store.has(key) && kernelSendable(res)) {
+      if (await this.sendStoredByKernel(res, key, gone.signal)) return;
+    } else if (!this.flights.get(key) && store.has(key)) {
       const sent = await this.sendStored(res, key, flow, gone.signal, 0, (page) => {
         metrics.hits.inc();
         metrics.bytesServed.inc(page.data.length);
@@ -162,6 +165,34 @@ export class PageService {
         releaseSlot();
       }
       await flow.room();
+    }
+  }
+
+  /**
+   * A hit sent from the page file by the kernel (see kernelsend.ts). A response slot is held only
+   * while the page may be read into a buffer (checked after a restart or a write to its file): the send
+   * itself holds no page memory, so a client that stops reading holds no slot (it would otherwise
+   * keep hits waiting for clientIdle); it holds its connection until clientIdle cuts it. The
+   * page's bytes are not otherwise read here on a hit (readers check the checksum end to end).
+   * Returns false if the page left the store before it was opened.
+   */
+  private async sendStoredByKernel(res: ServerResponse, key: string, signal: AbortSignal): Promise<boolean> {
+    const { store, metrics } = this.deps;
+    const releaseSlot = await this.responseSlots.acquire(signal);
+    let page;
+    try {
+      page = await store.openForSend(key);
+    } finally {
+      releaseSlot();
+    }
+    if (!page) return false;
+    try {
+      metrics.hits.inc();
+      metrics.bytesServed.inc(page.size);
+      await sendPageFile(res, page, this.deps.limits.clientIdle);
+      return true;
+    } finally {
+      await page.close();
     }
   }
 

@@ -27,6 +27,7 @@ import { pagedChunks } from './rangesend.js';
 import { Routes } from './routes.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
+import { sendPath } from '../lib/sendfile/index.js';
 
 export interface WorkerOptions {
   clock?: Clock;
@@ -264,6 +265,7 @@ export class Worker {
       evictions: await m.value(m.evictions),
       inflightSourceReads: this.pages.flights.inflight,
       sourceRates: this.sourceBudget.rates(),
+      sendPath: sendPath(),
     };
   }
 

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { sendPath } from '../sendfile/index.js';
 
 /**
  * A worker's Prometheus metrics. Each worker has its own registry so that several workers in
@@ -80,6 +81,15 @@ export class WorkerMetrics {
       registers: [this.registry],
       collect() {
         for (const [mount, rate] of Object.entries(sources.sourceRates())) this.labels(mount).set(rate);
+      },
+    });
+    new Gauge({
+      name: 'fanout_send_path',
+      help: 'How page hits leave on plain connections: 1 for the path in use (sendfile: by the kernel; js: read and written by JS)',
+      labelNames: ['path'],
+      registers: [this.registry],
+      collect() {
+        this.labels(sendPath()).set(1);
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: 'fanout_process_' });

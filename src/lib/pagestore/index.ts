@@ -1,4 +1,4 @@
-export { PageStore, type PageStoreOptions, type VerifiedPage, type PageStoreEvents } from './store.js';
+export { PageStore, type PageStoreOptions, type VerifiedPage, type PageStoreEvents, type PageFile } from './store.js';
 export { LruIndex, type LruEntry, type Watermarks } from './lru.js';
 export { BufferPool } from './bufferpool.js';
 export { PagePolicy, type PolicyRule } from './policy.js';

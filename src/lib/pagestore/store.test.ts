@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -227,3 +227,42 @@ test('the disk reserve is 5% with a floor of min(1 GiB, 10%) and a ceiling of 32
   assert.equal(effectiveCapacity(GiB, 0, { total: 1000 * GiB, free: 900 * GiB }), GiB, 'a disk bigger than configured changes nothing');
   assert.equal(effectiveCapacity(GiB, 0, { total: 100, free: 0 }), 0, 'never below zero');
 });
+
+test('openForSend gives the page file, length and checksum without reading it, once verified', () =>
+  withStore(async (dir) => {
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    await store.open();
+    await store.put(key(5), page(9), crc32(page(9)));
+    const file = await store.openForSend(key(5));
+    assert.ok(file);
+    assert.equal(file.size, 1000);
+    assert.equal(file.crc, crc32(page(9)));
+    assert.deepEqual(await readFile(`/proc/self/fd/${file.fd}`), page(9));
+    await file.close();
+    assert.equal(await store.openForSend(key(6)), undefined);
+  }));
+
+test('openForSend checks a page after a restart and after its file is written: a corrupt page is dropped, not sent', () =>
+  withStore(async (dir) => {
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    await store.open();
+    await store.put(key(7), page(3), crc32(page(3)));
+    await store.put(key(8), page(4), crc32(page(4)));
+    const bad = page(3);
+    bad[10] = 0;
+    await writeFile(store.fileOf(key(7))!, bad);
+
+    const corrupt: string[] = [];
+    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000 }, { onCorrupt: (k) => corrupt.push(k) });
+    await reopened.open();
+    assert.equal(await reopened.openForSend(key(7)), undefined);
+    assert.deepEqual(corrupt, [key(7)]);
+    assert.equal(reopened.has(key(7)), false);
+    const good = await reopened.openForSend(key(8));
+    assert.ok(good);
+    await good.close();
+    // Checked once; a write to the file afterwards makes it checked again, and dropped.
+    await writeFile(reopened.fileOf(key(8))!, page(5));
+    assert.equal(await reopened.openForSend(key(8)), undefined);
+    assert.deepEqual(corrupt, [key(7), key(8)]);
+  }));

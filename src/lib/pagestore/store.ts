@@ -41,6 +41,21 @@ interface StoredPage {
   size: number;
   crc: number;
   file: string;
+  /**
+   * The file's modification time when its bytes were last checked against `crc` (written by this
+   * process from verified bytes, or read whole by openForSend); undefined until then (after a
+   * restart). Sends by the kernel trust a file whose mtime and size are unchanged since; any
+   * write to it makes it checked again. Readers still check the checksum end to end.
+   */
+  verifiedAt?: number;
+}
+
+/** A stored page opened for sending without reading it (see openForSend). */
+export interface PageFile {
+  fd: number;
+  size: number;
+  crc: number;
+  close(): Promise<void>;
 }
 
 export interface VerifiedPage {
@@ -251,7 +266,45 @@ export class PageStore {
     } finally {
       this.writing -= data.length;
     }
-    this.index.add({ key, size: data.length, crc, file });
+    const written = await stat(file).catch(() => undefined);
+    this.index.add({ key, size: data.length, crc, file, verifiedAt: written?.mtimeMs });
+  }
+
+  /**
+   * Opens a page's file for a send that does not read it here (sendfile): its fd, length and
+   * checksum. A page not checked since the restart, or whose file was written since it was
+   * checked (mtime or size changed), is read and checked first (a corrupt one is dropped and
+   * reported missing, as by get()). Otherwise a hit costs an fstat, not a read: silent media
+   * corruption is left to readers, who verify the checksum end to end. The caller closes it; an
+   * eviction meanwhile unlinks the name, the open file stays readable.
+   */
+  async openForSend(key: string): Promise<PageFile | undefined> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const entry = this.index.touch(key);
+      if (!entry) return undefined;
+      let handle;
+      try {
+        handle = await open(entry.file, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          if (this.index.peek(key) === entry) this.index.remove(key);
+          return undefined;
+        }
+        throw new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
+      }
+      const info = await handle.stat().catch(() => undefined);
+      if (info && entry.verifiedAt === info.mtimeMs && info.size === entry.size) {
+        const file = handle;
+        return { fd: file.fd, size: entry.size, crc: entry.crc, close: () => file.close() };
+      }
+      await handle.close();
+      const page = await this.get(key);
+      if (!page) return undefined;
+      page.release();
+      // The mtime seen before the read: a write during it shows as a change next time.
+      if (info) entry.verifiedAt = info.mtimeMs;
+    }
+    return undefined; // written again while being checked: let the caller take the other path
   }
 
   private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<void> {

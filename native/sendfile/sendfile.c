@@ -1,0 +1,221 @@
+// sendFile(socketFd, fileFd, offset, length, idleMs, callback(errno, sent)): sends
+// file[offset, offset+length) to a socket with sendfile(2) on the libuv thread pool, so the JS
+// thread never blocks and several sends use several cores. When the socket is full the send waits
+// for room (briefly on the thread, then on the event loop) up to idleMs each time: a client that
+// takes no byte for that long fails with ETIMEDOUT. errno 0 = all sent;
+// ENODATA = the file ended before `length`.
+//
+// The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
+// (client reset, worker stop) while the send runs, the number cannot be reused by another file
+// under our feet. sendFile returns the duplicate's number: shutdown(dupFd) (JS thread, before the
+// callback ran) ends the send at once with EPIPE, so a closed connection or a stopping worker
+// does not wait for the idle deadline. The duplicate is closed only in the completion, on the
+// JS thread, so shutdown can never reach a reused number.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+typedef struct {
+  napi_env env;
+  napi_async_work work;
+  napi_ref callback;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  int handles;  // poll and timer initialised (closed before the job is freed)
+  int closing;
+  int sock;
+  int file;
+  int64_t offset;
+  int64_t length;
+  int idle_ms;
+  int64_t sent;
+  int err;
+  int would_block;
+  int timed_out;
+} Job;
+
+// How long a pool thread waits for room itself: a reader that keeps up frees room within
+// microseconds, so the send stays on the thread; one that does not is waited for on the event
+// loop (uv_poll on the duplicate), where it costs no thread: stalled clients never fill the pool.
+#define THREAD_WAIT_MS 10
+
+static void execute(napi_env env, void* data) {
+  Job* job = data;
+  if (job->timed_out) {
+    job->err = ETIMEDOUT;
+    return;
+  }
+  off_t offset = (off_t)(job->offset + job->sent);
+  while (job->sent < job->length) {
+    int64_t left = job->length - job->sent;
+    size_t want = left > (1 << 30) ? (size_t)(1 << 30) : (size_t)left;
+    ssize_t n = sendfile(job->sock, job->file, &offset, want);
+    if (n > 0) {
+      job->sent += n;
+      continue;
+    }
+    if (n == 0) {
+      job->err = ENODATA;
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      job->err = errno;
+      return;
+    }
+    struct pollfd p = {.fd = job->sock, .events = POLLOUT, .revents = 0};
+    int r = poll(&p, 1, THREAD_WAIT_MS);
+    if (r < 0 && errno != EINTR) {
+      job->err = errno;
+      return;
+    }
+    if (r == 0) {
+      job->would_block = 1;  // wait on the event loop
+      return;
+    }
+    if (r > 0 && (p.revents & POLLNVAL)) {
+      job->err = EBADF;
+      return;
+    }
+  }
+}
+
+static void complete(napi_env env, napi_status status, void* data);
+
+static void queue_round(Job* job) {
+  // Also called from libuv callbacks, outside any JS call: values need a scope of their own.
+  napi_handle_scope scope;
+  napi_open_handle_scope(job->env, &scope);
+  napi_value name;
+  napi_create_string_utf8(job->env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(job->env, NULL, name, execute, complete, job, &job->work);
+  napi_queue_async_work(job->env, job->work);
+  napi_close_handle_scope(job->env, scope);
+}
+
+static void on_writable(uv_poll_t* handle, int status, int events) {
+  Job* job = handle->data;
+  uv_poll_stop(&job->poll);
+  uv_timer_stop(&job->timer);
+  queue_round(job);  // an error shows in sendfile's errno
+}
+
+static void on_idle(uv_timer_t* handle) {
+  Job* job = handle->data;
+  uv_poll_stop(&job->poll);
+  job->timed_out = 1;
+  queue_round(job);  // finishes in complete(), where JS may be called
+}
+
+static void on_closed(uv_handle_t* handle) {
+  Job* job = handle->data;
+  if (--job->closing > 0) return;
+  close(job->sock);
+  free(job);
+}
+
+static void complete(napi_env env, napi_status status, void* data) {
+  Job* job = data;
+  napi_delete_async_work(env, job->work);
+  job->work = NULL;
+  if (status == napi_ok && job->err == 0 && job->would_block) {
+    job->would_block = 0;
+    if (!job->handles) {
+      uv_loop_t* loop;
+      napi_get_uv_event_loop(env, &loop);
+      if (uv_poll_init(loop, &job->poll, job->sock) != 0) {
+        job->err = EBADF;
+        goto finish;
+      }
+      uv_timer_init(loop, &job->timer);
+      job->poll.data = job;
+      job->timer.data = job;
+      job->handles = 1;
+    }
+    uv_poll_start(&job->poll, UV_WRITABLE | UV_DISCONNECT, on_writable);
+    uv_timer_start(&job->timer, on_idle, (uint64_t)job->idle_ms, 0);
+    return;
+  }
+finish:;
+  napi_value cb, undefined, argv[2];
+  napi_get_reference_value(env, job->callback, &cb);
+  napi_get_undefined(env, &undefined);
+  napi_create_int32(env, status == napi_ok ? job->err : ECANCELED, &argv[0]);
+  napi_create_int64(env, job->sent, &argv[1]);
+  napi_delete_reference(env, job->callback);
+  napi_call_function(env, undefined, cb, 2, argv, NULL);
+  // The duplicate stays open until the callback ran (JS may shut it down until then) and until
+  // libuv no longer watches it.
+  if (job->handles) {
+    job->closing = 2;
+    uv_close((uv_handle_t*)&job->poll, on_closed);
+    uv_close((uv_handle_t*)&job->timer, on_closed);
+  } else {
+    close(job->sock);
+    free(job);
+  }
+}
+
+static napi_value throw_type(napi_env env, const char* message) {
+  napi_throw_type_error(env, NULL, message);
+  return NULL;
+}
+
+static napi_value send_file(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 6) return throw_type(env, "sendFile(socketFd, fileFd, offset, length, idleMs, callback)");
+  int32_t sock, file, idle_ms;
+  int64_t offset, length;
+  napi_valuetype cb_type;
+  if (napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_get_value_int32(env, argv[1], &file) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok || napi_get_value_int64(env, argv[3], &length) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &idle_ms) != napi_ok || napi_typeof(env, argv[5], &cb_type) != napi_ok ||
+      cb_type != napi_function || sock < 0 || file < 0 || offset < 0 || length < 0 || idle_ms <= 0)
+    return throw_type(env, "sendFile: bad arguments");
+  int dup_sock = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+  if (dup_sock < 0) {
+    napi_throw_error(env, "EBADF", "sendFile: the socket descriptor is not open");
+    return NULL;
+  }
+  Job* job = calloc(1, sizeof(Job));
+  job->env = env;
+  job->sock = dup_sock;
+  job->file = file;
+  job->offset = offset;
+  job->length = length;
+  job->idle_ms = idle_ms;
+  napi_create_reference(env, argv[5], 1, &job->callback);
+  queue_round(job);
+  napi_value result;
+  napi_create_int32(env, dup_sock, &result);
+  return result;
+}
+
+static napi_value shutdown_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "shutdown(dupFd)");
+  shutdown(fd, SHUT_RDWR);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "sendFile", NAPI_AUTO_LENGTH, send_file, NULL, &fn);
+  napi_set_named_property(env, exports, "sendFile", fn);
+  napi_create_function(env, "shutdown", NAPI_AUTO_LENGTH, shutdown_fd, NULL, &fn);
+  napi_set_named_property(env, exports, "shutdown", fn);
+  return exports;
+}

@@ -1,0 +1,158 @@
+import { existsSync } from 'node:fs';
+import { read } from 'node:fs';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { TLSSocket } from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { constants as os } from 'node:os';
+import { FanoutError } from '../../core/errors.js';
+import { BufferPool } from '../pagestore/bufferpool.js';
+
+/**
+ * Sends a span of an open file to a socket: by the kernel (sendfile(2) on the libuv thread
+ * pool, native/sendfile) when the addon is built, else through JS (fs.read into a reused buffer
+ * and socket.write, one chunk in flight). The path is chosen once, at first use, and shown as
+ * `sendPath` in /v1/status and the fanout_send_path metric. FANOUT_NO_SENDFILE=1 forces JS.
+ * TLS sockets always take the JS path: the kernel cannot encrypt.
+ */
+export type SendPath = 'sendfile' | 'js';
+
+interface SendfileAddon {
+  /** Returns the number of the socket's duplicate the send writes to (for shutdown). */
+  sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void): number;
+  /** Ends a running send at once (call only before its callback ran). */
+  shutdown(dupFd: number): void;
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+export const SENDFILE_ADDON_PATH = join(root, 'native/sendfile/build/Release/fanout_sendfile.node');
+
+let chosen: { path: SendPath; addon?: SendfileAddon } | undefined;
+
+function choose(): { path: SendPath; addon?: SendfileAddon } {
+  if (chosen) return chosen;
+  if (process.env.FANOUT_NO_SENDFILE === '1' || process.platform !== 'linux' || !existsSync(SENDFILE_ADDON_PATH)) return (chosen = { path: 'js' });
+  try {
+    return (chosen = { path: 'sendfile', addon: createRequire(import.meta.url)(SENDFILE_ADDON_PATH) as SendfileAddon });
+  } catch {
+    return (chosen = { path: 'js' }); // built for another Node ABI, say: JS still works
+  }
+}
+
+/** How this process sends file spans (for plain sockets). */
+export function sendPath(): SendPath {
+  return choose().path;
+}
+
+/** Whether `socket` can be given to the kernel: a plain TCP socket with a descriptor. */
+export function kernelCanSend(socket: Socket): boolean {
+  return choose().path === 'sendfile' && !(socket instanceof TLSSocket) && socketFd(socket) >= 0;
+}
+
+export interface SendOptions {
+  /** A client that takes no byte for this long fails the send (ETIMEDOUT). */
+  idleMs: number;
+  /** Forces a path (tests); by default the chosen one, JS for TLS sockets. */
+  path?: SendPath;
+}
+
+/**
+ * Sends `file[offset, offset + length)` to `socket` after whatever Node has queued on it.
+ * Resolves once every byte is with the kernel; rejects with ABORTED (peer gone, reset, idle past
+ * `idleMs`) or INTERNAL (the file is shorter). The socket is not destroyed here: the caller
+ * decides (a failed response must not be followed by another on that connection).
+ */
+export async function sendFileTo(socket: Socket, fd: number, offset: number, length: number, options: SendOptions): Promise<void> {
+  const path = options.path ?? (kernelCanSend(socket) ? 'sendfile' : 'js');
+  if (length === 0) return;
+  if (path === 'sendfile') return sendByKernel(socket, fd, offset, length, options.idleMs);
+  return sendByJs(socket, fd, offset, length, options.idleMs);
+}
+
+function socketFd(socket: Socket): number {
+  const handle = (socket as unknown as { _handle?: { fd?: number } })._handle;
+  return typeof handle?.fd === 'number' ? handle.fd : -1;
+}
+
+/** Resolves when everything Node queued on the socket is with the kernel (writes are ordered). */
+function drained(socket: Socket, idleMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (socket.destroyed) return reject(gone('the connection closed'));
+    const timer = setTimeout(() => reject(gone(`the client took no byte for ${idleMs} ms`)), idleMs);
+    socket.write(EMPTY, (err) => {
+      clearTimeout(timer);
+      if (err) reject(gone(err.message));
+      else resolve();
+    });
+  });
+}
+
+const EMPTY = Buffer.alloc(0);
+
+async function sendByKernel(socket: Socket, fd: number, offset: number, length: number, idleMs: number): Promise<void> {
+  const { addon } = choose();
+  if (!addon) throw new FanoutError('INTERNAL', 'the sendfile addon is not loaded');
+  await drained(socket, idleMs);
+  const sock = socketFd(socket);
+  if (sock < 0 || socket.destroyed) throw gone('the connection closed');
+  let running = true;
+  let dup = -1;
+  // Node closing the socket (reset seen, worker stopping) ends the send now, not at the idle deadline.
+  const stop = () => running && dup >= 0 && addon.shutdown(dup);
+  socket.once('close', stop);
+  const { errno, sent } = await new Promise<{ errno: number; sent: number }>((resolve, reject) => {
+    try {
+      dup = addon.sendFile(sock, fd, offset, length, idleMs, (errno, sent) => {
+        running = false;
+        resolve({ errno, sent });
+      });
+    } catch (err) {
+      running = false;
+      reject(gone((err as Error).message));
+    }
+  }).finally(() => socket.off('close', stop));
+  if (errno === 0) return;
+  if (errno === os.errno.ENODATA) throw new FanoutError('INTERNAL', `file ended after ${sent} of ${length} bytes`);
+  const name = Object.entries(os.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
+  throw gone(errno === os.errno.ETIMEDOUT ? `the client took no byte for ${idleMs} ms (${sent} of ${length} sent)` : `${name} after ${sent} of ${length} bytes`);
+}
+
+/** Chunk of the JS path: large enough for few syscalls, small enough to pool. */
+const CHUNK = 256 * 1024;
+const chunks = new BufferPool(CHUNK, 64);
+
+async function sendByJs(socket: Socket, fd: number, offset: number, length: number, idleMs: number): Promise<void> {
+  const buffer = chunks.acquire();
+  let release = true;
+  try {
+    let done = 0;
+    while (done < length) {
+      const want = Math.min(CHUNK, length - done);
+      const n = await new Promise<number>((resolve, reject) => read(fd, buffer, 0, want, offset + done, (err, n) => (err ? reject(err) : resolve(n))));
+      if (n === 0) throw new FanoutError('INTERNAL', `file ended after ${done} of ${length} bytes`);
+      // One chunk in flight, reused once the socket is done with it: memory stays one chunk per send.
+      await new Promise<void>((resolve, reject) => {
+        if (socket.destroyed) return reject(gone('the connection closed'));
+        const timer = setTimeout(() => {
+          release = false; // the socket may still hold it; let it go to the collector
+          reject(gone(`the client took no byte for ${idleMs} ms`));
+        }, idleMs);
+        socket.write(buffer.subarray(0, n), (err) => {
+          clearTimeout(timer);
+          if (err) {
+            release = false;
+            reject(gone(err.message));
+          } else resolve();
+        });
+      });
+      done += n;
+    }
+  } finally {
+    if (release) chunks.release(buffer);
+  }
+}
+
+function gone(why: string): FanoutError {
+  return new FanoutError('ABORTED', `client went away: ${why}`);
+}

@@ -1,0 +1,142 @@
+import { strict as assert } from 'node:assert';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { createServer, connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FanoutError } from '../../core/errors.js';
+import { sendFileTo, sendPath, type SendPath } from './index.js';
+
+/** A connected loopback pair: `server` is the side sends go out on. */
+async function socketPair(): Promise<{ server: Socket; client: Socket; close: () => void }> {
+  const listener = createServer();
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const accepted = new Promise<Socket>((resolve) => listener.once('connection', resolve));
+  const client = connect((listener.address() as { port: number }).port, '127.0.0.1');
+  const server = await accepted;
+  listener.close();
+  return { server, client, close: () => (server.destroy(), client.destroy()) };
+}
+
+function collect(socket: Socket, length: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let got = 0;
+  return new Promise((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      parts.push(chunk);
+      got += chunk.length;
+      if (got >= length) resolve(Buffer.concat(parts));
+    });
+    socket.on('error', reject);
+  });
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('sendFileTo', () => {
+  let dir: string;
+  let file: string;
+  const data = randomBytes(24 * 1024 * 1024 + 123);
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-sendfile-'));
+    file = join(dir, 'page');
+    await writeFile(file, data);
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('uses the kernel here, where the addon is built, unless told not to', () => {
+    assert.equal(sendPath(), process.env.FANOUT_NO_SENDFILE === '1' ? 'js' : 'sendfile');
+  });
+
+  const paths: SendPath[] = sendPath() === 'sendfile' ? ['sendfile', 'js'] : ['js'];
+  for (const path of paths) {
+    describe(`${path} path`, () => {
+      it('sends the exact bytes of a span after what Node queued, and the socket stays usable', async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        try {
+          const offset = 1_000_003;
+          const length = 9 * 1024 * 1024 + 7;
+          const received = collect(client, 5 + length + 4);
+          server.write('head:');
+          await sendFileTo(server, handle.fd, offset, length, { idleMs: 10_000, path });
+          server.write('tail');
+          const got = await received;
+          assert.equal(got.subarray(0, 5).toString(), 'head:');
+          assert.equal(sha(got.subarray(5, 5 + length)), sha(data.subarray(offset, offset + length)));
+          assert.equal(got.subarray(5 + length).toString(), 'tail');
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
+      it('sends a whole file and a zero-length span', async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        try {
+          const received = collect(client, data.length);
+          await sendFileTo(server, handle.fd, 0, 0, { idleMs: 10_000, path });
+          await sendFileTo(server, handle.fd, 0, data.length, { idleMs: 10_000, path });
+          assert.equal(sha(await received), sha(data));
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
+      it('fails with ABORTED, not a crash, when the peer resets mid-send', async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        server.on('error', () => {});
+        try {
+          client.once('data', () => client.resetAndDestroy());
+          await assert.rejects(sendFileTo(server, handle.fd, 0, data.length, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'ABORTED');
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
+      it('fails with ABORTED when the peer takes nothing for idleMs', async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        client.pause();
+        try {
+          await assert.rejects(sendFileTo(server, handle.fd, 0, data.length, { idleMs: 300, path }), (err: FanoutError) => err.code === 'ABORTED' && /no byte/.test(err.message));
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
+      it('ends at once with ABORTED when Node closes the socket mid-send (not at the idle deadline)', { timeout: 20_000 }, async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        client.pause(); // the kernel buffers fill and the send waits for room
+        server.on('error', () => {});
+        try {
+          const sending = sendFileTo(server, handle.fd, 0, data.length, { idleMs: 120_000, path });
+          setTimeout(() => server.destroy(), 200);
+          await assert.rejects(sending, (err: FanoutError) => err.code === 'ABORTED');
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
+      it('fails with INTERNAL when the file is shorter than the span', async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        client.resume();
+        try {
+          await assert.rejects(sendFileTo(server, handle.fd, data.length - 10, 20, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'INTERNAL');
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+    });
+  }
+});
