@@ -158,7 +158,9 @@ test('killing the npm wrapper of a backgrounded `npx fanout serve` stops the ser
     assert.ok(!(await portFree(s3Port)), 'the S3 gateway listens too');
     wrapper.kill('SIGKILL'); // the wrapper goes; node is re-parented, as after `kill $!` of npx
     await exited;
-    await waitFor('both ports free after the wrapper is gone', async () => (await portFree(port)) && (await portFree(s3Port)), 30_000);
+    // The server process itself must go (its ports with it). Checked by process, not by port:
+    // a concurrent test may be handed a freed port number at once.
+    await waitFor('the server to exit after its wrapper is gone', async () => (await serversOf(dir)).length === 0, 60_000);
   } finally {
     wrapper.kill('SIGKILL');
     await killServersOf(dir); // on failure, the orphaned server must not outlive the test
@@ -166,17 +168,24 @@ test('killing the npm wrapper of a backgrounded `npx fanout serve` stops the ser
   }
 });
 
-/** Kills the processes whose command line names `dir` (this test's unique temporary directory). */
-async function killServersOf(dir: string): Promise<void> {
+/** The processes whose command line names `dir` (this test's unique temporary directory). */
+async function serversOf(dir: string): Promise<number[]> {
+  const pids: number[] = [];
   for (const pid of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
     const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(dir)) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // already gone
-      }
+    if (cmdline.includes(dir)) pids.push(Number(pid));
+  }
+  return pids;
+}
+
+/** Kills the processes whose command line names `dir`. */
+async function killServersOf(dir: string): Promise<void> {
+  for (const pid of await serversOf(dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
     }
   }
 }
