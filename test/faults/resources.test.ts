@@ -101,6 +101,10 @@ describe('bounded resources: slow clients', () => {
   });
 
   test('50 readers of /v1/page that stop reading keep the worker memory bounded, and other page hits complete', async () => {
+    // A worker of its own: what the /v1/data scenario left in this one's heap is not this scenario's.
+    const worker = await WorkerProcess.start({ id: 'w-slow-pages', mounts: { data: dir } });
+    const warm = await readAll(`${worker.url}/v1/data/data/big.bin`);
+    assert.equal(sha256(warm.body), sha256(data));
     const page = (i: number) => `/v1/page/data/big.bin?v=${encodeURIComponent(info.version)}&size=${info.size}&i=${i}`;
     const readers = await StalledReaders.open(worker.url, Array.from({ length: 50 }, (_, i) => page(i % 16)));
     try {
@@ -114,6 +118,7 @@ describe('bounded resources: slow clients', () => {
       assert.ok(peak < RSS_BOUND, `worker RSS ${peak} bytes with 50 stalled page readers`);
     } finally {
       readers.close();
+      await worker.destroy();
     }
   });
 });
