@@ -34,3 +34,11 @@ test('a daemon not started by npm exec keeps running when its parent changes (no
   stop();
   assert.equal(calls, 0);
 });
+
+test('a launcher already gone when the daemon starts watching is noticed (it was killed during start-up)', async () => {
+  let calls = 0;
+  const stop = followLauncher(() => calls++, { env: { npm_command: 'exec' }, parentPid: () => 1, launcherPid: 4242, intervalMs: 1000 });
+  await until('onGone called', () => calls === 1);
+  stop();
+});
+
