@@ -2,7 +2,7 @@
 // Many hosts, one slow source: N client hosts pull the same file at once, through
 //   1. nothing (direct from the origin),  2. nginx caching proxy with proxy_cache_lock (cold,
 //   warm),  3. a fanout cluster of W worker hosts (cold, warm).
-// Hosts are network namespaces (../shared/lab/netlab.sh); the origin's egress is capped by tc.
+// Hosts are network namespaces (bench/lab/netlab.sh); the origin's egress is capped by tc.
 // Every client writes its copy to its own directory and the sha256 is checked afterwards.
 // Also prints ring balance and moved fraction. Root only. Results: table + bench/out/lab.json.
 //
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { benchArgs, bin, median, parseSize, root, writeRandomFile } from './common.mjs';
 import { HashRing } from '../dist/src/lib/hashring/index.js';
 
-const labDir = process.env.NETLAB_DIR ?? join(root, '../shared/lab');
+const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
 const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm' });
 const SIZE = parseSize(opt.size);
@@ -152,7 +152,7 @@ async function main() {
     await writeRandomFile(file, SIZE);
     fileHash = await sha256File(file);
 
-    const origin = inHost('origin', 'node', [join(labDir, 'throttled-origin.mjs'), '--dir', join(work, 'origin'), '--host', '0.0.0.0', '--port', String(PORT), '--rate', '0', '--quiet']);
+    const origin = inHost('origin', 'node', [join(labDir, 'origin.mjs'), '--dir', join(work, 'origin'), '--host', '0.0.0.0', '--port', String(PORT), '--rate', '0', '--quiet']);
     procs.push(origin);
     const originUrl = `http://${addr('origin')}:${PORT}/f.bin`;
     await waitHttp('h1', originUrl.replace('f.bin', '__stats'));

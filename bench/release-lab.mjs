@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// Release rollout in the network-namespace lab (../shared/lab/netlab.sh): v1 (SIZE over FILES
+// Release rollout in the network-namespace lab (bench/lab/netlab.sh): v1 (SIZE over FILES
 // files) then v2 (PCT% of its pages changed) rolled out to N agent hosts (`fanout sync`, each in
 // its own namespace with its own --dir) through W worker hosts whose mount has the cluster-wide
 // source budget RATE; compared in the same run with the naive way: the origin host serves the
 // version with throttled-origin.mjs (tc caps its egress at RATE) and every agent host copies
 // the whole version with curl. Reports time from promote until every host has switched (or has
 // the copy), source bytes (workers' fanout_source_bytes_total; origin's /__stats), the warm
-// delivery floor, and hash-checks every tree. etcd listens on the lab bridge (10.77.0.1).
+// delivery floor, and hash-checks every tree. etcd listens on the lab bridge (`netlab.sh addr root`).
 // Root only. Results: a table on stdout and bench/out/release-lab.json.
 //
 //   sudo node bench/release-lab.mjs [--size 2GiB] [--files 100] [--hosts 8] [--workers 4] [--rate 350MB/s]
@@ -20,7 +20,7 @@ import { cp, mkdir, open, readdir, readlink, rm, writeFile } from 'node:fs/promi
 import { basename, join } from 'node:path';
 import { benchArgs, bin, parseSize, root, treeHash, waitFor, writeRandomFile } from './common.mjs';
 
-const labDir = process.env.NETLAB_DIR ?? join(root, '../shared/lab');
+const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
 const opt = benchArgs({ size: '2GiB', files: '100', hosts: '8', workers: '4', rate: '350MB/s', pct: '1', 'page-size': '1MiB', parallel: '4', store: '/var/tmp', 'etcd-port': '23790' });
 const SIZE = parseSize(opt.size);
@@ -33,14 +33,14 @@ const PCT = Number(opt.pct);
 const PAGE = parseSize(opt['page-size']);
 const PAR = Number(opt.parallel);
 const PORT = 8080;
-const BRIDGE = '10.77.0.1';
+const sh = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', ...opts });
+const BRIDGE = sh(netlab, ['addr', 'root']).trim();
 const ETCD = `http://${BRIDGE}:${opt['etcd-port']}`;
 // Source, etcd and worker page stores under /var/tmp; agents' dirs and naive copies under --store.
 const work = join('/var/tmp', `fanout-release-lab-${process.pid}`);
 const store = join(opt.store, `fanout-release-lab-hosts-${process.pid}`);
 const source = join(work, 'source');
 
-const sh = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', ...opts });
 const addrs = {};
 const addr = (host) => (addrs[host] ??= sh(netlab, ['addr', host]).trim());
 const workerHost = (i) => `h${i + 1}`;
@@ -174,7 +174,7 @@ async function main() {
     log(`v2: ${changedPages} pages of ${opt['page-size']} changed (${PCT}%)`);
 
     // The origin host serves source/app (v1/, v2/) for the naive copies; tc caps it at RATE.
-    const origin = inHost('origin', 'node', [join(labDir, 'throttled-origin.mjs'), '--dir', join(source, 'app'), '--host', '0.0.0.0', '--port', String(PORT), '--rate', '0', '--quiet']);
+    const origin = inHost('origin', 'node', [join(labDir, 'origin.mjs'), '--dir', join(source, 'app'), '--host', '0.0.0.0', '--port', String(PORT), '--rate', '0', '--quiet']);
     procs.push(origin);
     await waitFor('origin', async () => (await fetch(`http://${addr('origin')}:${PORT}/__stats`)).ok);
 

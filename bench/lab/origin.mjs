@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// The lab's origin: a plain static-file HTTP server (no dependencies) that counts the body bytes
+// it sends, so a benchmark can tell how many times the source was read. In the lab, tc caps its
+// egress (netlab.sh --origin-rate); it does no pacing of its own.
+//   node origin.mjs --dir DIR [--host 0.0.0.0] [--port 8080] [--quiet] [--rate 0]
+// GET/HEAD with one byte range (206/416), ETag (size-mtime) with If-None-Match and If-Range,
+// Last-Modified. GET /__stats → {"bytes":N,"requests":N}.
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { resolve, sep } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const { values: opt } = parseArgs({
+  options: {
+    dir: { type: 'string', default: '.' },
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '8080' },
+    rate: { type: 'string', default: '0' },
+    quiet: { type: 'boolean', default: false },
+  },
+});
+if (opt.rate !== '0') throw new Error('origin.mjs does not pace: cap the origin host with netlab.sh --origin-rate');
+const root = resolve(opt.dir);
+const stats = { bytes: 0, requests: 0 };
+
+function answer(res, status, headers = {}, body = '') {
+  res.writeHead(status, { 'content-length': Buffer.byteLength(body), ...headers });
+  res.end(body);
+}
+
+/** "bytes=A-B" | "bytes=A-" | "bytes=-N" → [start, end) or null (unsatisfiable); undefined: not one range. */
+function range(header, size) {
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header ?? '');
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') return Number(m[2]) === 0 || size === 0 ? null : [Math.max(0, size - Number(m[2])), size];
+  const start = Number(m[1]);
+  if (m[2] !== '' && Number(m[2]) < start) return undefined;
+  if (start >= size) return null;
+  return [start, m[2] === '' ? size : Math.min(size, Number(m[2]) + 1)];
+}
+
+createServer(async (req, res) => {
+  stats.requests++;
+  const path = decodeURIComponent((req.url ?? '/').split('?')[0]);
+  if (path === '/__stats') return answer(res, 200, { 'content-type': 'application/json' }, JSON.stringify(stats));
+  if (req.method !== 'GET' && req.method !== 'HEAD') return answer(res, 405);
+  const file = resolve(root, '.' + path);
+  if (file !== root && !file.startsWith(root + sep)) return answer(res, 404);
+  let info;
+  try {
+    info = await stat(file);
+  } catch {
+    return answer(res, 404);
+  }
+  if (!info.isFile()) return answer(res, 404);
+  const etag = `"${info.size.toString(16)}-${Math.floor(info.mtimeMs).toString(16)}"`;
+  const headers = { etag, 'last-modified': info.mtime.toUTCString(), 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream' };
+  if (req.headers['if-none-match'] === etag) return answer(res, 304, headers);
+  const ifRange = req.headers['if-range'];
+  let span = ifRange === undefined || ifRange === etag ? range(req.headers.range, info.size) : undefined;
+  if (span === null) return answer(res, 416, { 'content-range': `bytes */${info.size}` });
+  const [start, end] = span ?? [0, info.size];
+  if (span) headers['content-range'] = `bytes ${start}-${end - 1}/${info.size}`;
+  res.writeHead(span ? 206 : 200, { ...headers, 'content-length': end - start });
+  if (req.method === 'HEAD' || end === start) return res.end();
+  const body = createReadStream(file, { start, end: end - 1, highWaterMark: 1 << 20 });
+  body.on('data', (chunk) => (stats.bytes += chunk.length));
+  body.on('error', () => res.destroy());
+  res.on('close', () => body.destroy());
+  body.pipe(res);
+}).listen(Number(opt.port), opt.host, () => {
+  if (!opt.quiet) console.error(`origin: ${root} on http://${opt.host}:${opt.port}`);
+});
