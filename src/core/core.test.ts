@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FanoutError } from './errors.js';
 import { decodeUrlPath, parseFanoutPath } from './paths.js';
-import { MiB, pageCount, pageKey, pageSpan, pagesForRange, parseSize } from './pages.js';
+import { MiB, pageCount, pageKey, pageSlice, pageSpan, pagesForRange, parseSize } from './pages.js';
 
 test('page arithmetic covers a file exactly once', () => {
   const pageSize = 4 * MiB;
@@ -20,6 +20,12 @@ test('page arithmetic covers a file exactly once', () => {
   assert.equal(covered, size);
   assert.throws(() => pageSpan(4, size, pageSize), (e: FanoutError) => e.code === 'RANGE_NOT_SATISFIABLE');
   assert.throws(() => pageSpan(-1, size, pageSize), (e: FanoutError) => e.code === 'RANGE_NOT_SATISFIABLE');
+});
+
+test('pageSlice gives the part of a page a byte range covers, as offsets in the page', () => {
+  assert.deepEqual(pageSlice(0, 3, 10, 4), { from: 3, to: 4 });
+  assert.deepEqual(pageSlice(1, 3, 10, 4), { from: 0, to: 4 });
+  assert.deepEqual(pageSlice(2, 3, 10, 4), { from: 0, to: 2 });
 });
 
 test('pagesForRange picks the pages that hold a byte range', () => {

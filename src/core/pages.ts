@@ -26,6 +26,12 @@ export function pagesForRange(start: number, end: number, pageSize: number): { f
   return { first: Math.floor(start / pageSize), last: Math.floor((end - 1) / pageSize) };
 }
 
+/** The part of page `index` that the byte range [start, end) covers, as offsets within the page. */
+export function pageSlice(index: number, start: number, end: number, pageSize: number): { from: number; to: number } {
+  const pageStart = index * pageSize;
+  return { from: Math.max(start, pageStart) - pageStart, to: Math.min(end, pageStart + pageSize) - pageStart };
+}
+
 /**
  * The page key names one page of one version of one file. Every client and worker computes
  * the same key, so it is also the placement key on the ring and the file name in the store.

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { abortError } from '../core/errors.js';
-import { pagesForRange } from '../core/pages.js';
+import { pageSlice, pagesForRange } from '../core/pages.js';
 import type { FileInfo, PageRef } from '../core/types.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
 import type { Semaphore } from '../lib/transfer/index.js';
@@ -72,9 +72,7 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
   let keepingUp = false;
   try {
     for (let index = first; index <= last; index++) {
-      const pageStart = index * pageSize;
-      let at = Math.max(start, pageStart) - pageStart;
-      const to = Math.min(end, pageStart + pageSize) - pageStart;
+      let { from: at, to } = pageSlice(index, start, end, pageSize);
       while (at < to) {
         let held = ahead.get(index);
         ahead.delete(index);
@@ -154,9 +152,7 @@ export async function* pagedChunks(options: PagedChunksOptions, mount: string, f
   };
   try {
     for (let index = first; index <= last; index++) {
-      const pageStart = index * pageSize;
-      let at = Math.max(start, pageStart) - pageStart;
-      const to = Math.min(end, pageStart + pageSize) - pageStart;
+      let { from: at, to } = pageSlice(index, start, end, pageSize);
       while (at < to) {
         if (!held) {
           const release = await slots.acquire(signal);

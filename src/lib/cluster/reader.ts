@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import type { Clock } from '../../core/clock.js';
 import { systemClock } from '../../core/clock.js';
 import { FanoutError, abortError } from '../../core/errors.js';
-import { pageKey, pageSpan, pagesForRange } from '../../core/pages.js';
+import { pageKey, pageSlice, pageSpan, pagesForRange } from '../../core/pages.js';
 import type { FileInfo, Member, PageRef } from '../../core/types.js';
 import type { PageFetcher } from './pagefetcher.js';
 import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
@@ -123,7 +123,8 @@ export class ClusterReader {
     for (let index = first; index <= last; index++) {
       const page = await window.shift()!;
       if (next <= last) launch();
-      yield* sliceChunks(page, Math.max(start, index * pageSize) - index * pageSize, end - index * pageSize);
+      const { from, to } = pageSlice(index, start, end, pageSize);
+      yield* sliceChunks(page, from, to);
     }
   }
 
