@@ -32,7 +32,7 @@ export class Sender {
     private readonly deadlineMs = 15_000,
   ) {}
 
-  send(req: RawRequest): Promise<Outcome> {
+  send(req: RawRequest, retried = false): Promise<Outcome> {
     const { hostname, port } = new URL(this.base);
     return new Promise<Outcome>((resolve) => {
       let settled = false;
@@ -69,7 +69,18 @@ export class Sender {
         finish({ kind: 'unsendable', message: (err as Error).message });
         return;
       }
-      client.on('error', (err) => finish({ kind: 'network', message: err.message }));
+      client.on('error', (err) => {
+        // A kept-alive connection the server closed just as this request went out on it: what
+        // every HTTP client retries once (node's docs: check reusedSocket). A fresh connection
+        // that fails is still a failure.
+        if (!settled && !retried && client!.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+          settled = true;
+          clearTimeout(timer);
+          resolve(this.send(req, true));
+          return;
+        }
+        finish({ kind: 'network', message: err.message });
+      });
       client.on('response', (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
