@@ -20,10 +20,21 @@ export class MountProcess {
   static async start(mountpoint: string, endpoint: string, ...flags: string[]): Promise<MountProcess> {
     const proc = spawn(process.execPath, [fanoutBin, 'mount', mountpoint, '--endpoint', endpoint, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
     const mount = new MountProcess(mountpoint, proc);
-    await waitFor(`fanout mount at ${mountpoint}`, async () => {
-      if (proc.exitCode !== null) throw new Error(`fanout mount exited with ${proc.exitCode}: ${mount.log}`);
-      return mount.log.includes('fanout: mounted') && (await isMounted(mountpoint));
-    });
+    try {
+      await waitFor(
+        `fanout mount at ${mountpoint}`,
+        async () => {
+          if (proc.exitCode !== null) throw new Error(`fanout mount exited with ${proc.exitCode}: ${mount.log}`);
+          return mount.log.includes('fanout: mounted') && (await isMounted(mountpoint));
+        },
+        60_000,
+      );
+    } catch (err) {
+      // Not left behind: a mount process that never came up would keep the test process alive.
+      await mount.signal('SIGKILL');
+      await forceUnmount(mountpoint);
+      throw err;
+    }
     return mount;
   }
 

@@ -65,13 +65,25 @@ export class WorkerProcess {
     proc.stderr!.pipe(log);
     this.proc = proc;
     this.exited = new Promise((r) => proc.once('exit', () => r()));
-    await waitFor(`worker ${this.id} /healthz`, async () => {
-      if (proc.exitCode !== null) throw new Error(`worker ${this.id} exited with ${proc.exitCode}; see ${this.dir}/worker.log`);
-      if (!this.dispatcher) return (await fetch(`${this.url}/healthz`)).ok;
-      const res = await request(`${this.url}/healthz`, { dispatcher: this.dispatcher });
-      await res.body.dump();
-      return res.statusCode === 200;
-    });
+    try {
+      // A minute: a loaded 2-core CI machine has been seen to need more than 20 s.
+      await waitFor(
+        `worker ${this.id} /healthz`,
+        async () => {
+          if (proc.exitCode !== null) throw new Error(`worker ${this.id} exited with ${proc.exitCode}; see ${this.dir}/worker.log`);
+          if (!this.dispatcher) return (await fetch(`${this.url}/healthz`)).ok;
+          const res = await request(`${this.url}/healthz`, { dispatcher: this.dispatcher });
+          await res.body.dump();
+          return res.statusCode === 200;
+        },
+        60_000,
+      );
+    } catch (err) {
+      // Not left behind: a worker that never became healthy would keep the test process alive.
+      proc.kill('SIGKILL');
+      await this.exited;
+      throw err;
+    }
   }
 
   /** SIGKILL: the process dies at once, without cleanup, as in a crash. */
