@@ -105,7 +105,7 @@ export class CopyProgress {
   ) {
     this.meter = new RateMeter(now);
     this.bar = new SingleBar(
-      { format: ' {bar} {percentage}% | {sizes} | {rate} | ETA {eta}', hideCursor: true, stream, fps: 10, etaBuffer: 1 },
+      { format: ' {bar} {percentage}% | {sizes} | {rate} | ETA {remaining}', hideCursor: true, stream, fps: 10 },
       Presets.shades_classic,
     );
     // An empty file is done at once: cli-progress would show NaN% for 0/0.
@@ -119,7 +119,7 @@ export class CopyProgress {
 
   /** Draws the full bar one last time and leaves the line. */
   finish(done: number): void {
-    this.bar.update(Math.max(this.total, 1), { ...this.payload(done), eta: 'done' });
+    this.bar.update(Math.max(this.total, 1), { ...this.payload(done), remaining: 'done' });
     this.bar.stop();
   }
 
@@ -128,8 +128,8 @@ export class CopyProgress {
     this.bar.stop();
   }
 
-  private payload(done: number): { sizes: string; rate: string; eta: string } {
+  private payload(done: number): { sizes: string; rate: string; remaining: string } {
     const rate = this.meter.rate();
-    return { sizes: formatProgressSizes(done, this.total), rate: formatRate(rate), eta: formatEta(etaSeconds(done, this.total, rate)) };
+    return { sizes: formatProgressSizes(done, this.total), rate: formatRate(rate), remaining: formatEta(etaSeconds(done, this.total, rate)) };
   }
 }
