@@ -84,6 +84,32 @@ describe('quick start: the install step leaves fanout mount working', () => {
     assert.ok(existsSync(join(app, 'native/sendfile/build/Release/fanout_sendfile.node')), 'the sendfile addon is built');
   });
 
+  test('a missing toolchain fails the build as root with apt-get, and is a note elsewhere', async () => {
+    // A PATH with what build-native.sh runs, except pkg-config; `id` and `apt-get` are stand-ins.
+    const tools = join(app, 'tools');
+    await mkdir(tools);
+    for (const tool of ['dirname', 'readlink', 'cat', 'make', 'python3', 'gcc', 'g++', 'npm', 'fusermount3']) {
+      const found = await run('bash', ['-c', `command -v ${tool}`]);
+      if (found.code === 0) await symlink(found.stdout.trim(), join(tools, tool));
+    }
+    await symlink(process.execPath, join(tools, 'node'));
+    await writeFile(join(tools, 'id'), '#!/bin/bash\necho "$FAKE_UID"\n', { mode: 0o755 });
+    await writeFile(join(tools, 'apt-get'), '#!/bin/bash\nexit 0\n', { mode: 0o755 });
+    const build = (uid: number, extra: NodeJS.ProcessEnv = {}) => run('/bin/bash', ['scripts/build-native.sh'], { cwd: app, env: { PATH: tools, HOME: process.env.HOME, FAKE_UID: String(uid), ...extra } });
+
+    const root = await build(0);
+    assert.equal(root.code, 1, `as root with apt-get the quick start promises mount: ${root.stderr}`);
+    assert.match(root.stderr, /fanout: pkg-config not found: skipping the FUSE addon; `fanout mount` will not work\./);
+    assert.match(root.stderr, /install-system-deps\.sh runtime/);
+    for (const [uid, extra] of [[1000, {}], [0, { FANOUT_SYSTEM_DEPS: 'skip' }]] as const) {
+      const out = await build(uid, extra);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stderr, /pkg-config not found: skipping the FUSE addon/);
+    }
+    const required = await build(1000, { FANOUT_REQUIRE_NATIVE: '1' });
+    assert.equal(required.code, 1, 'FANOUT_REQUIRE_NATIVE=1 makes it an error for anyone (scripts/test.sh)');
+  });
+
   test('fanout mount of the quick-start worker reads the example files', async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
