@@ -93,33 +93,34 @@ export function doneLine(bytes: number, seconds: number, dest: string): string {
   return `done: copied ${formatSize(bytes)} to ${dest} in ${formatDuration(seconds)} (${formatRate(rate)})`;
 }
 
-/** A progress bar on a terminal stream (stderr), redrawn at most 10 times a second. */
+/** A progress bar on a terminal stream (stderr), redrawn at most 10 times a second (cp, load). */
 export class CopyProgress {
   private readonly bar: SingleBar;
   private readonly meter: RateMeter;
 
+  /** `suffix`: more of the line after the ETA, e.g. " | {pages} pages", filled by update()'s `extra`. */
   constructor(
     private readonly total: number,
     stream: NodeJS.WriteStream,
-    now: () => number = Date.now,
+    options: { now?: () => number; suffix?: string; extra?: Record<string, string | number> } = {},
   ) {
-    this.meter = new RateMeter(now);
+    this.meter = new RateMeter(options.now ?? Date.now);
     this.bar = new SingleBar(
-      { format: ' {bar} {percentage}% | {sizes} | {rate} | ETA {remaining}', hideCursor: true, stream, fps: 10 },
+      { format: ` {bar} {percentage}% | {sizes} | {rate} | ETA {remaining}${options.suffix ?? ''}`, hideCursor: true, stream, fps: 10 },
       Presets.shades_classic,
     );
     // An empty file is done at once: cli-progress would show NaN% for 0/0.
-    this.bar.start(Math.max(total, 1), 0, this.payload(0));
+    this.bar.start(Math.max(total, 1), 0, { ...this.payload(0), ...options.extra });
   }
 
-  update(done: number): void {
+  update(done: number, extra: Record<string, string | number> = {}): void {
     this.meter.record(done);
-    this.bar.update(Math.min(done, Math.max(this.total, 1)), this.payload(done));
+    this.bar.update(Math.min(done, Math.max(this.total, 1)), { ...this.payload(done), ...extra });
   }
 
   /** Draws the full bar one last time and leaves the line. */
-  finish(done: number): void {
-    this.bar.update(Math.max(this.total, 1), { ...this.payload(done), remaining: 'done' });
+  finish(done: number, extra: Record<string, string | number> = {}): void {
+    this.bar.update(Math.max(this.total, 1), { ...this.payload(done), ...extra, remaining: 'done' });
     this.bar.stop();
   }
 

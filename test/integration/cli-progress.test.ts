@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fanoutBin, WorkerProcess } from '../harness/workers.js';
+import { fanoutBin, TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 
@@ -44,8 +44,14 @@ describe('fanout cp progress on a terminal', () => {
     source = await mkdtemp(join(tmpdir(), 'fanout-progress-src-'));
     work = await mkdtemp(join(tmpdir(), 'fanout-progress-'));
     await writeFile(join(source, 'big.bin'), data);
-    // 4 MB/s from the source: about three seconds of copy, so the bar draws many frames.
-    worker = await WorkerProcess.start({ id: 'progress', mounts: { data: { uri: source, sourceRate: '4MB/s' } }, pageSize: '1MiB' });
+    await writeFile(join(source, 'preload.bin'), randomBytes(40 * MiB));
+    // 4 MB/s from the source: about three seconds of copy, so the bar draws many frames. The
+    // preload mount is faster: `load` reports once per 16 pages, so it needs more of them.
+    worker = await WorkerProcess.start({
+      id: 'progress',
+      mounts: { data: { uri: source, sourceRate: '4MB/s' }, preload: { uri: source, sourceRate: '16MB/s' } },
+      pageSize: '1MiB',
+    });
   });
 
   after(async () => {
@@ -76,6 +82,21 @@ describe('fanout cp progress on a terminal', () => {
     assert.equal(last[6], 'done', last[0]);
     const final = shown[shown.length - 1]!;
     assert.match(final, new RegExp(`^done: copied 12\\.00 MiB to ${dest.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} in [\\d.]+ s \\([\\d.]+ (KiB|MiB)/s\\)$`));
+  });
+
+  test('fanout load shows the same bar: sizes in one unit, a rate and an ETA, then done', async () => {
+    const { code, screen } = await inTerminal(`stty cols 160; FANOUT_TOKEN=${TEST_ADMIN_TOKEN} exec ${process.execPath} ${fanoutBin} load /preload/preload.bin --endpoint ${worker.url}`);
+    assert.equal(code, 0, screen);
+    const shown = frames(screen);
+    const bars = shown.map((f) => /^(.*) \| (\d+) pages$/.exec(f)).filter((m): m is RegExpExecArray => m !== null).map((m) => BAR.exec(m[1]!)).filter((m): m is RegExpExecArray => m !== null);
+    assert.ok(bars.length >= 2, `progress frames on the terminal:\n${shown.join('\n')}`);
+    for (const [frame, , , total, unit] of bars) assert.deepEqual([total, unit], ['40.00', 'MiB'], frame);
+    assert.ok(
+      bars.some(([, percent, , , , rate, eta]) => Number(percent) > 0 && Number(percent) < 100 && /\/s$/.test(rate!) && /^\d+:\d\d$/.test(eta!)),
+      `a frame during the load shows a rate and an ETA:\n${bars.map((b) => b[0]).join('\n')}`,
+    );
+    assert.equal(bars[bars.length - 1]![6], 'done');
+    assert.match(screen, /loaded 40 pages \(40\.0 MiB\) × 1: 40 fetched/);
   });
 
   test('without a terminal there is no bar, only the final line', async () => {
