@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Builds the native addons: native/fuse (what `fanout mount` loads) and native/sendfile (cached
-# pages sent by the kernel; without it workers send pages through JS). Run by
-# `npm run build:native` (and so by `npm ci`, through `prepare`). A missing toolchain or libfuse3
-# prints a note and succeeds, so installing fanout still works; set FANOUT_REQUIRE_NATIVE=1
-# (scripts/test.sh does) to make that an error instead.
+# pages sent by the kernel; without it workers send pages through JS). Run by `npm run build:native`
+# (and so by `npm ci`, through `prepare`, after scripts/install-system-deps.sh runtime).
+# A missing toolchain or libfuse3 is an error where install-system-deps.sh could have installed it
+# (root with apt-get): `npm ci` succeeding there promises every feature, `fanout mount` included.
+# Elsewhere (not root, no apt-get, FANOUT_SYSTEM_DEPS=skip) it prints what to install and succeeds,
+# so installing fanout still works without mount; FANOUT_REQUIRE_NATIVE=1 (scripts/test.sh) makes
+# it an error there too. A compiler that fails on the sources is always an error.
 set -euo pipefail
 native="$(cd "$(dirname "$0")/../native" && pwd)"
 
+require=${FANOUT_REQUIRE_NATIVE:-}
+if [ -z "$require" ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${FANOUT_SYSTEM_DEPS:-}" != skip ]; then
+  require=1
+fi
+
 note() {
   echo "fanout: $1" >&2
-  echo "fanout: install libfuse3-dev, pkg-config, gcc and g++ (scripts/install-system-deps.sh), then run \`npm run build:native\`." >&2
-  [ "${FANOUT_REQUIRE_NATIVE:-}" = 1 ] && exit 1
+  echo "fanout: install fuse3, libfuse3-dev, pkg-config, g++, make and python3 (as root: bash scripts/install-system-deps.sh runtime), then run \`npm run build:native\`." >&2
+  [ "$require" = 1 ] && exit 1
   return 0
 }
 
@@ -38,18 +46,24 @@ build() {
   )
 }
 
-if ! command -v gcc >/dev/null 2>&1; then
-  note "gcc not found: skipping the sendfile addon; workers will send cached pages through JS."
+# Tools not on PATH, among the arguments, as "make python3 " (node-gyp runs make and python3).
+lacking() { local t; for t in "$@"; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done; }
+
+lack=$(lacking make python3 gcc)
+if [ -n "$lack" ]; then
+  note "${lack}not found: skipping the sendfile addon; workers will send cached pages through JS."
 else
   build sendfile fanout_sendfile sendfile.c "the sendfile addon"
 fi
 
-if ! command -v pkg-config >/dev/null 2>&1; then
-  note "pkg-config not found: skipping the FUSE addon; \`fanout mount\` will not work."
+lack=$(lacking make python3 g++ pkg-config)
+if [ -n "$lack" ]; then
+  note "${lack}not found: skipping the FUSE addon; \`fanout mount\` will not work."
 elif ! pkg-config --exists fuse3; then
-  note "libfuse3 headers not found: skipping the FUSE addon; \`fanout mount\` will not work."
-elif ! command -v g++ >/dev/null 2>&1; then
-  note "g++ not found: skipping the FUSE addon; \`fanout mount\` will not work."
+  note "libfuse3 headers not found (package libfuse3-dev): skipping the FUSE addon; \`fanout mount\` will not work."
 else
   build fuse fanout_fuse fuse.cc "the FUSE addon"
 fi
+# The addon mounts through the fusermount3 helper (package fuse3).
+command -v fusermount3 >/dev/null 2>&1 || note "fusermount3 not found (package fuse3): \`fanout mount\` will not work."
+exit 0

@@ -1,28 +1,55 @@
 #!/usr/bin/env bash
-# Installs the system packages fanout's tests and tools need, idempotently.
-# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests).
+# Installs the Debian packages fanout needs, idempotently.
+#   install-system-deps.sh runtime   what the product needs: fuse3 (fusermount3, for `fanout mount`),
+#                                    libfuse3-dev, pkg-config, g++, make and python3 (node-gyp) to build
+#                                    the native addons. Run by `npm ci` (package.json `prepare`).
+#   install-system-deps.sh [all]     runtime + what the tests use: etcd, curl, openssl, awscli, boto3,
+#                                    s3fs and rclone (S3 gateway clients). Run by scripts/test.sh.
+# As root with apt-get, installs what is missing. Otherwise (not root, no apt-get, or
+# FANOUT_SYSTEM_DEPS=skip) prints the exact command to run and exits 0: installing fanout goes on,
+# and scripts/build-native.sh says which feature is missing.
+# Quick when everything is present: one dpkg-query, no `apt-get update`.
 set -euo pipefail
-need=()
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-# TLS tests make their own CA and certificates.
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-# S3 gateway tests: Debian's awscli (v2, /usr/bin/aws) and boto3 for /usr/bin/python3. An awscli v1
-# elsewhere on PATH (pyenv's, on some images) is tested as well when present: it signs with SigV2.
-[ -x /usr/bin/aws ] || need+=(awscli)
-/usr/bin/python3 -c 'import boto3' >/dev/null 2>&1 || need+=(python3-boto3)
-# FUSE mount: the fusermount3 helper, libfuse3 headers and a C++ toolchain for the native addon.
-command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-command -v g++ >/dev/null 2>&1 || need+=(g++)
-command -v make >/dev/null 2>&1 || need+=(make)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # The Debian package may start a system etcd on the default ports; tests start their own.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+mode=${1:-all}
+
+runtime=(fuse3 libfuse3-dev pkg-config g++ make python3)
+tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone)
+case "$mode" in
+  runtime) wanted=("${runtime[@]}") ;;
+  all) wanted=("${runtime[@]}" "${tests[@]}") ;;
+  *) echo "usage: $0 [runtime|all]" >&2; exit 2 ;;
+esac
+
+# Which of the wanted packages dpkg does not have installed ("ii"). A machine without dpkg has none.
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  declare -A installed=()
+  while read -r name status; do
+    [ "$status" = ii ] && installed[${name%%:*}]=1
+  done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${wanted[@]}" 2>/dev/null || true)
+  for pkg in "${wanted[@]}"; do [ -n "${installed[$pkg]:-}" ] || missing+=("$pkg"); done
+else
+  missing=("${wanted[@]}")
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+install="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "${FANOUT_SYSTEM_DEPS:-}" = skip ] || ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" -ne 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "fanout: missing system packages; install them with: sudo apt-get update && sudo $install" >&2
+  else
+    echo "fanout: missing system packages (Debian names): ${missing[*]}; install their equivalents with your package manager." >&2
+  fi
+  exit 0
+fi
+
+echo "fanout: installing system packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine may be running unattended-upgrades: wait for the dpkg lock instead of failing.
+lock=(-o DPkg::Lock::Timeout=300)
+apt-get "${lock[@]}" update -qq
+apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian etcd package may start a system etcd on the default ports; tests start their own.
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now etcd >/dev/null 2>&1 || true
 fi

@@ -1,4 +1,3 @@
-import { SingleBar, Presets } from 'cli-progress';
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { formatBytes, pageCount, pageKey, pageSpan, parseSize } from '../core/pages.js';
@@ -6,6 +5,7 @@ import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import type { Member, PageRef } from '../core/types.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { fanoutPath, plural, printJson, type GlobalOptions } from './output.js';
+import { CopyProgress } from './progress.js';
 import { parseDuration } from './sync.js';
 
 /** `fanout load`, `free`, `pin`, `unpin`, `ttl`: the cluster-side controls of what is cached. */
@@ -50,11 +50,8 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
     const ring = new HashRing(info.members);
     const started = Date.now();
     const json = flags.json === true;
-    const bar = flags.progress !== false && !json && process.stderr.isTTY
-      ? new SingleBar({ format: ' {bar} {percentage}% | {done}/{total} | {pages} pages', hideCursor: true }, Presets.shades_classic)
-      : undefined;
     const total = pages.bytes * replicas;
-    bar?.start(total, 0, { done: formatBytes(0), total: formatBytes(total), pages: 0 });
+    const bar = flags.progress !== false && !json && process.stderr.isTTY ? new CopyProgress(total, process.stderr, { suffix: ' | {pages} pages', extra: { pages: 0 } }) : undefined;
     const report = { pages: pages.refs.length, bytes: pages.bytes, replicas, present: 0, loaded: 0, bytesLoaded: 0, verified: 0, failed: [] as unknown[], workers: {} as Record<string, number> };
     let doneBytes = 0;
     let donePages = 0;
@@ -90,13 +87,13 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
             const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
             doneBytes += bytes;
             donePages += batch.length;
-            bar?.update(doneBytes, { done: formatBytes(doneBytes), pages: donePages });
+            bar?.update(doneBytes, { pages: donePages });
             if (json) process.stdout.write(JSON.stringify({ event: 'progress', pages: donePages, bytes: doneBytes, total }) + '\n');
           }
         }),
       );
     }
-    bar?.stop();
+    bar?.finish(doneBytes, { pages: donePages });
     if (flags.pin) await broadcast(client, info.members, '/v1/admin/pin', { keys: keysOf(pages, info.pageSize), rule: pages.rule });
     if (flags.ttl) await broadcast(client, info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) });
     const seconds = (Date.now() - started) / 1000;

@@ -3,11 +3,11 @@ import { rename, stat as fsStat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { SingleBar, Presets } from 'cli-progress';
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import { formatBytes } from '../core/pages.js';
+import { CopyProgress, doneLine } from './progress.js';
 import { parseRangeOption } from './ranges.js';
 import { fanoutPath, printJson, printTable, type GlobalOptions } from './output.js';
 
@@ -82,16 +82,13 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
   const target = (await fsStat(dest).catch(() => undefined))?.isDirectory() ? join(dest, basename(file.path)) : dest;
   await requireDirectory(dirname(target));
   const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
-  const showBar = options.progress !== false && !options.json && process.stderr.isTTY;
-  const bar = showBar ? new SingleBar({ format: ' {bar} {percentage}% | {done}/{total} | {speed}', hideCursor: true }, Presets.shades_classic) : undefined;
+  const bar = options.progress !== false && !options.json && process.stderr.isTTY ? new CopyProgress(file.size, process.stderr) : undefined;
   const started = Date.now();
   let copied = 0;
-  bar?.start(file.size, 0, { done: formatBytes(0), total: formatBytes(file.size), speed: '' });
   const progress = new Transform({
     transform(chunk: Buffer, _enc, callback) {
       copied += chunk.length;
-      const seconds = (Date.now() - started) / 1000;
-      bar?.update(copied, { done: formatBytes(copied), speed: seconds > 0 ? `${formatBytes(copied / seconds)}/s` : '' });
+      bar?.update(copied);
       callback(null, chunk);
     },
   });
@@ -100,15 +97,16 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     await pipeline(stream, progress, createWriteStream(tmp, { highWaterMark: 4 * 1024 * 1024 }));
     await rename(tmp, target);
   } catch (err) {
+    bar?.abort();
     await unlink(tmp).catch(() => {});
     throw err;
   } finally {
-    bar?.stop();
     await client.close();
   }
+  bar?.finish(copied);
   const seconds = (Date.now() - started) / 1000;
   if (options.json) printJson({ path: fanoutPath(file.mount, file.path), dest: target, bytes: copied, seconds, version: file.version });
-  else if (!showBar) process.stderr.write(`copied ${formatBytes(copied)} to ${target} in ${seconds.toFixed(2)} s\n`);
+  else process.stderr.write(doneLine(copied, seconds, target) + '\n');
 }
 
 /** A missing destination directory is the user's to fix: say which one, with a fanout code. */

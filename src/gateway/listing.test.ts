@@ -95,7 +95,7 @@ describe('flat keyspace listing over directory listings', () => {
     // Other delimiters roll up inside names, and across directory levels.
     const dash = await all(listDir, { prefix: '', delimiter: '-', maxKeys: 1 });
     assert.deepEqual(dash.prefixes, ['a-']);
-    assert.deepEqual(dash.keys, sorted.filter((k) => k !== 'a-b'));
+    assert.deepEqual(dash.keys, [...sorted, 'empty/'].sort(compareKeys).filter((k) => k !== 'a-b'), 'the empty directory is entered: its marker is a key');
     const deep = await all(listDir, { prefix: 'a', delimiter: 'y/', maxKeys: 2 });
     assert.deepEqual(deep.prefixes, ['a/y/']);
     assert.deepEqual(deep.keys, ['a-b', 'a.txt', 'a/x']);
@@ -103,7 +103,8 @@ describe('flat keyspace listing over directory listings', () => {
 
   test('bounded work: a budget of directory reads ends a page early, resumable', async () => {
     const files = Array.from({ length: 30 }, (_, i) => `d${String(i).padStart(2, '0')}/only`);
-    const { listDir, stats } = tree(files, Array.from({ length: 30 }, (_, i) => `e${String(i).padStart(2, '0')}`));
+    const emptyDirs = Array.from({ length: 30 }, (_, i) => `e${String(i).padStart(2, '0')}`);
+    const { listDir, stats } = tree(files, emptyDirs);
     const first = await listKeys(listDir, { prefix: '', delimiter: '', maxKeys: 1000 }, 5);
     assert.ok(first.truncated);
     assert.equal(stats.listings, 5, 'stops at the budget');
@@ -114,8 +115,24 @@ describe('flat keyspace listing over directory listings', () => {
       keys.push(...page.objects.map((o) => o.key));
       resume = page.truncated ? page.next : undefined;
     }
-    assert.deepEqual(keys, files);
+    assert.deepEqual(keys, [...files, ...emptyDirs.map((d) => `${d}/`)]);
     await assert.rejects(listKeys(tree(['a/b/c/d/e/f']).listDir, { prefix: '', delimiter: '', maxKeys: 10 }, 3), S3Error);
+  });
+
+  test('an empty directory is listed once as its marker key "dir/", wherever pages end', async () => {
+    const { listDir } = tree(FILES, ['empty', 'models/none']);
+    const expected = [...sorted, 'empty/', 'models/none/'].sort(compareKeys);
+    for (const maxKeys of [1, 2, 3, 1000]) {
+      assert.deepEqual((await all(listDir, { prefix: '', delimiter: '', maxKeys })).keys, expected, `maxKeys ${maxKeys}`);
+    }
+    const marker = await listKeys(listDir, { prefix: 'models/n', delimiter: '', maxKeys: 10 });
+    assert.deepEqual(marker.objects, [{ key: 'models/none/', size: 0, mtimeMs: 0, etag: 'd41d8cd98f00b204e9800998ecf8427e' }]);
+    // With a delimiter it rolls into its common prefix, as a marker object does on S3; listed by itself, it is its only key.
+    const root = await listKeys(listDir, { prefix: '', delimiter: '/', maxKeys: 1000 });
+    assert.ok(root.commonPrefixes.includes('empty/') && !root.objects.some((o) => o.key === 'empty/'));
+    assert.deepEqual((await all(listDir, { prefix: 'empty/', delimiter: '/', maxKeys: 1000 })).keys, ['empty/']);
+    assert.deepEqual((await all(listDir, { prefix: 'empty/x', delimiter: '', maxKeys: 1000 })).keys, []);
+    assert.deepEqual((await all(tree([]).listDir, { prefix: '', delimiter: '', maxKeys: 1000 })).keys, [], 'an empty bucket has no marker for its root');
   });
 
   test('tokens, markers and key order', async () => {

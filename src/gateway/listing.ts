@@ -1,5 +1,6 @@
 import { FanoutError } from '../core/errors.js';
 import type { DirEntry } from '../core/types.js';
+import { EMPTY_ETAG } from './dirmarkers.js';
 import { s3Errors } from './errors.js';
 import type { ListedObject } from './xml.js';
 
@@ -11,7 +12,8 @@ import type { ListedObject } from './xml.js';
  * before the resume position or outside the prefix, rolls directories past the prefix into
  * CommonPrefixes without entering them when a delimiter allows it, and stops as soon as it has
  * max-keys entries plus one (to know whether the listing is truncated). Directories appear as
- * common prefixes even when empty (they are what a filesystem source has instead of keys).
+ * common prefixes even when empty (they are what a filesystem source has instead of keys), and
+ * an empty directory the walk enters is listed as its marker key "dir/" (see dirmarkers.ts).
  */
 
 /** Where a listing resumes: after `after`, and past every key that starts with it when `subtree`. */
@@ -83,7 +85,7 @@ export async function listKeys(listDir: ListDir, req: ListRequest, budget = DEFA
     return compareKeys(name, resume.after) > 0;
   };
 
-  async function* walk(dir: string, base: string): AsyncGenerator<WalkEvent> {
+  async function* walk(dir: string, base: string, self?: DirEntry): AsyncGenerator<WalkEvent> {
     if (++listings > budget) throw new BudgetExceeded();
     let entries: DirEntry[];
     try {
@@ -92,6 +94,10 @@ export async function listKeys(listDir: ListDir, req: ListRequest, budget = DEFA
       // Gone since its parent was listed, or the prefix names a file: no keys there.
       if (err instanceof FanoutError && ['NOT_FOUND', 'NOT_A_DIRECTORY', 'INVALID_PATH'].includes(err.code)) return;
       throw err;
+    }
+    // No key below says an empty directory exists: its marker does (not the bucket's root).
+    if (entries.length === 0 && base !== '' && base.startsWith(prefix) && pastResume(base, false) && rollup(base) === undefined) {
+      yield { kind: 'object', key: base, entry: { name: base, type: 'dir', size: 0, mtimeMs: self?.mtimeMs ?? 0, version: EMPTY_ETAG } };
     }
     const named = entries.map((entry) => ({ entry, name: base + entry.name + (entry.type === 'dir' ? '/' : '') }));
     named.sort((a, b) => compareKeys(a.name, b.name));
@@ -103,7 +109,7 @@ export async function listKeys(listDir: ListDir, req: ListRequest, budget = DEFA
       if (common !== undefined) yield { kind: 'prefix', prefix: common };
       else if (!isDir) yield { kind: 'object', key: name, entry };
       else {
-        yield* walk(dir ? `${dir}/${entry.name}` : entry.name, name);
+        yield* walk(dir ? `${dir}/${entry.name}` : entry.name, name, entry);
         yield { kind: 'done', dir: name };
       }
     }

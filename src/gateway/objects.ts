@@ -2,6 +2,7 @@ import { FanoutError } from '../core/errors.js';
 import { parseFanoutPath } from '../core/paths.js';
 import { sendChunks } from '../lib/http/index.js';
 import { evaluateConditions, selectRange } from './conditional.js';
+import { DIRECTORY_CONTENT_TYPE, isMarkerKey, statMarker } from './dirmarkers.js';
 import { S3Error, s3Errors, toS3Error } from './errors.js';
 import type { GatewayBackend, RequestContext } from './types.js';
 import { quoteEtag } from './xml.js';
@@ -35,10 +36,12 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
   const partNumber = query.get('partNumber');
   if (partNumber !== undefined && partNumber !== '1') throw new S3Error('InvalidPartNumber', 416, 'The requested partnumber is not satisfiable');
 
-  const path = objectPath(backend, bucket, key);
-  const info = await backend.stat(bucket, path).catch((err: unknown) => {
-    throw toS3Error(err, { bucket, key });
-  });
+  const marker = isMarkerKey(key);
+  const info = marker
+    ? await statMarker(backend, bucket, checkKey(backend, bucket, key))
+    : await backend.stat(bucket, objectPath(backend, bucket, key)).catch((err: unknown) => {
+        throw toS3Error(err, { bucket, key });
+      });
   const headers: Record<string, string | number> = {
     etag: quoteEtag(info.version),
     'last-modified': new Date(info.mtimeMs).toUTCString(),
@@ -52,7 +55,7 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
   const range = partNumber === undefined ? selectRange(req.headers, info.size, info.version, info.mtimeMs) : undefined;
   const start = range?.start ?? 0;
   const end = range?.end ?? info.size;
-  headers['content-type'] = 'application/octet-stream';
+  headers['content-type'] = marker ? DIRECTORY_CONTENT_TYPE : 'application/octet-stream';
   headers['content-length'] = end - start;
   if (range) headers['content-range'] = `bytes ${start}-${end - 1}/${info.size}`;
   if (partNumber !== undefined) headers['x-amz-mp-parts-count'] = 1;
@@ -79,11 +82,16 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
   }
 }
 
-/** The fanout path of a key; keys fanout can never hold ("a//b", "../x", "dir/") are NoSuchKey. */
-function objectPath(backend: GatewayBackend, bucket: string, key: string): string {
+/** The key, once its bucket is known and its length allowed. */
+function checkKey(backend: GatewayBackend, bucket: string, key: string): string {
   if (!backend.mountNames().includes(bucket)) throw s3Errors.noSuchBucket(bucket);
   if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw s3Errors.keyTooLong();
-  if (key.endsWith('/')) throw s3Errors.noSuchKey(key);
+  return key;
+}
+
+/** The fanout path of a file's key; keys fanout can never hold ("a//b", "../x") are NoSuchKey. */
+function objectPath(backend: GatewayBackend, bucket: string, key: string): string {
+  checkKey(backend, bucket, key);
   try {
     const target = parseFanoutPath(`/${bucket}/${key}`);
     if (target.path !== key) throw s3Errors.noSuchKey(key);

@@ -67,8 +67,8 @@ export function loadAddon(): FuseAddon {
   if (!existsSync(ADDON_PATH)) {
     throw new FanoutError(
       'INTERNAL',
-      `the FUSE addon is not built (${ADDON_PATH} is missing): install libfuse3-dev, pkg-config and g++ ` +
-        '(bash scripts/install-system-deps.sh), then run `npm run build:native`',
+      `the FUSE addon is not built (${ADDON_PATH} is missing): install fuse3, libfuse3-dev, pkg-config, g++, make and python3 ` +
+        '(as root: bash scripts/install-system-deps.sh runtime), then run `npm run build:native`',
     );
   }
   addon = createRequire(import.meta.url)(ADDON_PATH) as FuseAddon;

@@ -3,7 +3,7 @@ import { answered, checkS3Error, sameBytes } from './checks.js';
 import { S3_KEY, type SourceFile } from './fixture.js';
 import { conditionalArb, rangeArb, rangeMeaning } from './headers.js';
 import { encodePath, pathArb, type GeneratedPath } from './paths.js';
-import { checkListPage, parseList } from './s3-list.js';
+import { bucketKeys, checkListPage, parseList } from './s3-list.js';
 import { encodeQuery, signV4 } from './s3sign.js';
 import type { Outcome, RawRequest } from './send.js';
 
@@ -208,8 +208,8 @@ export function checkS3Answer(view: S3View, spec: S3Spec, outcome: Outcome): str
     const answer = parseList(res.body.toString('utf8'), q.get('encoding-type') !== undefined);
     return checkListPage(answer, files, { prefix: q.get('prefix') ?? '', delimiter: q.get('delimiter') ?? '', maxKeys }, view.extraDirs.get(route.bucket) ?? []);
   }
-  const file = files.get(route.key);
-  if (!file) return `${res.status} for key ${JSON.stringify(route.key)}, which is no file`;
+  const file = files.get(route.key) ?? directoryMarker(files, view.extraDirs.get(route.bucket) ?? [], route.key);
+  if (!file) return `${res.status} for key ${JSON.stringify(route.key)}, which is no file or directory`;
   const range = header('range');
   const meaning = range === undefined || q.has('partNumber') ? undefined : rangeMeaning(range, file.data.length);
   let [start, end] = [0, file.data.length];
@@ -226,4 +226,10 @@ export function checkS3Answer(view: S3View, spec: S3Spec, outcome: Outcome): str
   if (res.headers.etag !== `"${file.version}"`) return `ETag ${String(res.headers.etag)}, the file is at ${file.version}`;
   if (spec.method === 'HEAD') return res.body.length === 0 ? undefined : 'HEAD with a body';
   return sameBytes(res.body, file.data.subarray(start, end), `object bytes ${start}-${end}`);
+}
+
+/** A directory's key "dir/" is a zero-byte object (the marker S3 tools use for directories). */
+function directoryMarker(files: Map<string, SourceFile>, emptyDirs: string[], key: string): SourceFile | undefined {
+  if (!key.endsWith('/') || !(emptyDirs.includes(key) || bucketKeys(files).dirs.includes(key))) return undefined;
+  return { path: key, data: Buffer.alloc(0), version: 'd41d8cd98f00b204e9800998ecf8427e' };
 }

@@ -48,7 +48,7 @@ export function bucketKeys(files: Map<string, SourceFile>): { keys: string[]; di
 export function checkListPage(answer: ListAnswer, files: Map<string, SourceFile>, params: { prefix: string; delimiter: string; maxKeys: number }, extraDirs: string[]): string | undefined {
   const { prefix, delimiter, maxKeys } = params;
   for (const key of answer.keys) {
-    if (!files.has(key)) return `listed key ${JSON.stringify(key)} is no file of the bucket`;
+    if (!files.has(key) && !extraDirs.includes(key)) return `listed key ${JSON.stringify(key)} is no file or empty directory of the bucket`;
     if (!key.startsWith(prefix)) return `listed key ${JSON.stringify(key)} outside prefix ${JSON.stringify(prefix)}`;
     if (delimiter && key.indexOf(delimiter, prefix.length) !== -1) return `key ${JSON.stringify(key)} should have rolled up at delimiter ${JSON.stringify(delimiter)}`;
   }
@@ -66,7 +66,7 @@ export function checkListPage(answer: ListAnswer, files: Map<string, SourceFile>
   return undefined;
 }
 
-/** All keys under a prefix when there is no delimiter: what a full listing must return exactly. */
-export function expectedKeys(files: Map<string, SourceFile>, prefix: string): string[] {
-  return [...files.keys()].filter((k) => k.startsWith(prefix)).sort(compareKeys);
+/** All keys under a prefix when there is no delimiter (files, and empty directories' markers "dir/"): what a full listing must return exactly. */
+export function expectedKeys(files: Map<string, SourceFile>, prefix: string, emptyDirs: string[]): string[] {
+  return [...files.keys(), ...emptyDirs].filter((k) => k.startsWith(prefix)).sort(compareKeys);
 }

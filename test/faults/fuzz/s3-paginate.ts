@@ -49,7 +49,7 @@ export async function checkPaging(view: S3View, sender: Sender, spec: PagingSpec
   const wholeProblem = checkListPage(whole, files, { prefix: spec.prefix, delimiter: spec.delimiter, maxKeys: 1000 }, extraDirs);
   if (wholeProblem) return `unpaged: ${wholeProblem}`;
   if (!spec.delimiter) {
-    const want = expectedKeys(files, spec.prefix);
+    const want = expectedKeys(files, spec.prefix, extraDirs);
     if (JSON.stringify(whole.keys) !== JSON.stringify(want)) return `unpaged keys ${JSON.stringify(whole.keys)}, the bucket has ${JSON.stringify(want)}`;
   }
   const keys: string[] = [];
