@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages fanout's tests and tools need, idempotently.
-# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests).
+# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests),
+# prometheus (promtool: the /metrics and examples/monitoring tests).
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
@@ -18,11 +19,17 @@ dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+# promtool checks /metrics and the example alert rules; only the tool is used, not the server.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # The Debian package may start a system etcd on the default ports; tests start their own.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+  # Likewise Debian's prometheus package starts a server on :9090; only promtool is wanted.
+  if command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi

@@ -128,6 +128,7 @@ export class Worker {
       inflightSourceReads: () => this.pages.flights.inflight,
       members: () => this.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
+      membershipStale: () => this.membership.stale,
     });
     this.pages = new PageService({
       store: this.store,
