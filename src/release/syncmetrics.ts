@@ -53,9 +53,9 @@ export function syncMetricsRegistry(health: () => AgentHealth, labels: { release
     });
   counter('fanout_sync_failed_rounds_total', 'Sync rounds that failed (etcd or the cluster unreachable, hash mismatch, disk full…)', (h) => h.failedRounds);
   counter('fanout_sync_switches_total', 'Switches of DIR/current to a new version', (h) => h.switches);
-  collectDefaultMetrics({ register: registry, prefix: 'fanout_sync_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'fanout_sync_' });
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
-    registry.removeSingleMetric(`fanout_sync_process_${name}`); // gauges named like counters; sums of their by-type siblings
+    registry.removeSingleMetric(`fanout_sync_${name}`); // gauges named like counters; sums of their by-type siblings
   }
   return registry;
 }

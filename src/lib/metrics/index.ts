@@ -26,10 +26,11 @@ export interface GaugeSources {
 /**
  * prom-client's default gauges that end in `_total`, which Prometheus reserves for counters
  * (`promtool check metrics` warns). Each is the sum of its by-type sibling without the suffix
- * (e.g. `sum(fanout_process_nodejs_active_handles)`), so dropping them loses nothing.
+ * (e.g. `sum(fanout_nodejs_active_handles)`), so dropping them loses nothing.
  */
 const REDUNDANT_DEFAULT_GAUGES = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
-const DEFAULT_PREFIX = 'fanout_process_';
+/** Default metrics keep their usual names under our prefix: fanout_process_cpu_seconds_total, fanout_nodejs_eventloop_lag_p99_seconds. */
+const DEFAULT_PREFIX = 'fanout_';
 
 export class WorkerMetrics {
   readonly registry = new Registry();

@@ -34,8 +34,9 @@ describe('worker metrics', () => {
 
   test('the per-handle-type process gauges are kept (their sums replace the dropped _total gauges)', async () => {
     const names = (await metrics().registry.getMetricsAsJSON()).map((f) => f.name);
-    assert.ok(names.includes('fanout_process_nodejs_active_handles'));
-    assert.ok(!names.includes('fanout_process_nodejs_active_handles_total'));
+    assert.ok(names.includes('fanout_nodejs_active_handles'));
+    assert.ok(!names.includes('fanout_nodejs_active_handles_total'));
+    assert.ok(names.includes('fanout_process_cpu_seconds_total'), 'process metrics keep their usual names under the fanout_ prefix');
   });
 
   test('the membership store shows as stale (1) while it is unreachable, 0 otherwise', async () => {
