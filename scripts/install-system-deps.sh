@@ -4,7 +4,8 @@
 #                                    libfuse3-dev, pkg-config, g++, make and python3 (node-gyp) to build
 #                                    the native addons. Run by `npm ci` (package.json `prepare`).
 #   install-system-deps.sh [all]     runtime + what the tests use: etcd, curl, openssl, awscli, boto3,
-#                                    s3fs and rclone (S3 gateway clients). Run by scripts/test.sh.
+#                                    s3fs and rclone (S3 gateway clients), prometheus (promtool checks
+#                                    /metrics and examples/monitoring). Run by scripts/test.sh.
 # As root with apt-get, installs what is missing. Otherwise (not root, no apt-get, or
 # FANOUT_SYSTEM_DEPS=skip) prints the exact command to run and exits 0: installing fanout goes on,
 # and scripts/build-native.sh says which feature is missing.
@@ -13,7 +14,7 @@ set -euo pipefail
 mode=${1:-all}
 
 runtime=(fuse3 libfuse3-dev pkg-config g++ make python3)
-tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone)
+tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone prometheus)
 case "$mode" in
   runtime) wanted=("${runtime[@]}") ;;
   all) wanted=("${runtime[@]}" "${tests[@]}") ;;
@@ -52,4 +53,8 @@ apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/de
 # The Debian etcd package may start a system etcd on the default ports; tests start their own.
 if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+# Likewise Debian's prometheus package starts a server on :9090; only promtool is wanted.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi

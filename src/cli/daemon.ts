@@ -55,6 +55,12 @@ export async function worker(flags: DaemonFlags): Promise<void> {
   await run(config, await setupGateway(config, flags, false));
 }
 
+/**
+ * How long SIGTERM/SIGINT lets requests in flight finish after the worker left the membership.
+ * Below systemd's TimeoutStopSec and Kubernetes' terminationGracePeriodSeconds (30 s in examples/).
+ */
+const STOP_DRAIN_MS = 10_000;
+
 async function run(config: WorkerConfig, gateway: GatewaySetup, localToken?: string): Promise<void> {
   const node = new Worker(config);
   await node.start();
@@ -72,8 +78,10 @@ async function run(config: WorkerConfig, gateway: GatewaySetup, localToken?: str
       if (stopping) return;
       stopping = true;
       process.stderr.write(`fanout: ${signal}, stopping\n`);
+      // Drained: requests in flight finish. The same signal again ends the process at once (its
+      // once-listener is gone, so the default action applies).
       node
-        .stop()
+        .stop({ drainMs: STOP_DRAIN_MS })
         .then(() => unpublishToken(published.files, localToken ?? ''))
         .finally(resolveStop);
     };

@@ -54,6 +54,7 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .option('--interval <duration>', 'safety-net re-read of the channel (promotions arrive through an etcd watch)', '30s')
     .option('--host <name>', 'name reported in release status (default: hostname)')
     .option('--rate <rate>', 'cap on bytes/s fetched from the cluster while staging, e.g. 500MB/s')
+    .option('--metrics <host:port>', 'serve Prometheus metrics (behind the channel, phase, failures) at http://HOST:PORT/metrics')
     .action(async (name: string, o) => (await import('./sync.js')).sync(name, o));
 
   const load = () => import('./load.js');

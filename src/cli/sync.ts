@@ -1,6 +1,7 @@
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { parseSize } from '../core/pages.js';
+import type { AgentHealth } from '../release/agent.js';
 import { followLauncher } from './launcher.js';
 import { printJson, type GlobalOptions } from './output.js';
 
@@ -14,6 +15,8 @@ export interface SyncFlags extends GlobalOptions {
   host?: string;
   rate?: string;
   etcd?: string;
+  /** host:port to serve /metrics on (follow mode only). */
+  metrics?: string;
 }
 
 /**
@@ -48,7 +51,13 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
       else process.stdout.write(`${agent.dir.current} → ${current}\n`);
     } else {
       log(`following ${name}/${flags.channel} into ${agent.dir.dir}`);
-      await agent.run(stop.signal);
+      const metrics = flags.metrics ? await serveSyncMetrics(flags.metrics, agent, name, flags.channel) : undefined;
+      if (metrics) log(`metrics on ${metrics.url}/metrics`);
+      try {
+        await agent.run(stop.signal);
+      } finally {
+        await metrics?.close();
+      }
     }
   } finally {
     process.off('SIGINT', onSignal);
@@ -58,6 +67,11 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
     await client.close();
     await registry.close();
   }
+}
+
+async function serveSyncMetrics(listen: string, agent: { health(): AgentHealth }, release: string, channel: string) {
+  const { syncMetricsRegistry, serveMetrics } = await import('../release/syncmetrics.js');
+  return serveMetrics(listen, syncMetricsRegistry(() => agent.health(), { release, channel }));
 }
 
 export function parseDuration(text: string): number {

@@ -30,6 +30,15 @@ export interface SyncAgentOptions {
   log?: (line: string) => void;
 }
 
+/** What the agent's /metrics reports (see syncmetrics.ts). */
+export interface AgentHealth {
+  state: Readonly<AgentState>;
+  /** Since when (ms since the epoch) the channel has pointed elsewhere than `current`; undefined when in sync. */
+  behindSince: number | undefined;
+  failedRounds: number;
+  switches: number;
+}
+
 export const DEFAULT_INTERVAL_MS = 30_000;
 /** State is reported under a 15 s lease; a third of it keeps an idle host in `release status`. */
 const HEARTBEAT_MS = 5_000;
@@ -53,6 +62,9 @@ export class SyncAgent {
   private checkNow = false;
   /** Ends the current pause early (set while pausing). */
   private wakePause: (() => void) | undefined;
+  private behindSince: number | undefined;
+  private failedRounds = 0;
+  private switches = 0;
 
   constructor(private readonly opts: SyncAgentOptions) {
     this.dir = new ReleaseDir(resolve(opts.dir), ({ file, movedTo }) =>
@@ -73,6 +85,10 @@ export class SyncAgent {
       error: null,
       updatedAt: new Date().toISOString(),
     };
+  }
+
+  health(): AgentHealth {
+    return { state: { ...this.state }, behindSince: this.behindSince, failedRounds: this.failedRounds, switches: this.switches };
   }
 
   /**
@@ -165,6 +181,7 @@ export class SyncAgent {
       if (!channel) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${this.opts.name} has no channel ${this.opts.channel}`);
       const target = channel.record.version;
       this.state.target = target;
+      this.noteBehind();
       if (target === this.state.current) {
         await this.report({ phase: 'idle', error: null }, true);
         return target;
@@ -179,6 +196,7 @@ export class SyncAgent {
   /** Logs and reports a failed round; returns the error as a FanoutError. */
   private async failed(err: unknown): Promise<FanoutError> {
     const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
+    this.failedRounds++;
     this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: ${error.code}: ${error.message} (current stays ${this.state.current ?? 'none'})`);
     await this.report({ phase: 'error', error: `${error.code}: ${error.message}` }, true).catch(() => {});
     return error;
@@ -209,12 +227,20 @@ export class SyncAgent {
     const previous = this.state.current;
     await this.dir.switchTo(target);
     this.state.current = target;
+    this.switches++;
+    this.noteBehind();
     this.opts.log?.(`switched ${this.dir.current} to ${target}${previous ? ` (was ${previous})` : ''}`);
     const removed = await this.dir.prune(this.opts.keep);
     if (removed.length > 0) this.opts.log?.(`removed old versions: ${removed.join(', ')}`);
     let hookError: string | null = null;
     if (this.opts.onSwitch) hookError = await this.runHook(target, previous);
     await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
+  }
+
+  /** Starts (or ends) the time this host lags its channel: what a stuck rollout alert watches. */
+  private noteBehind(): void {
+    const behind = this.state.target !== null && this.state.target !== this.state.current;
+    this.behindSince = behind ? (this.behindSince ?? Date.now()) : undefined;
   }
 
   private runHook(version: string, previous: string | null): Promise<string | null> {

@@ -68,6 +68,9 @@ export class Worker {
   private boundUrl = '';
   private diskLimited = false;
   private warnedNoSecret = false;
+  /** Requests of the HTTP API being answered, and what a drain waits on (see stop). */
+  private requestsInFlight = 0;
+  private onIdle: (() => void) | undefined;
 
   constructor(
     readonly config: WorkerConfig,
@@ -128,6 +131,7 @@ export class Worker {
       inflightSourceReads: () => this.pages.flights.inflight,
       members: () => this.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
+      membershipStale: () => this.membership.stale,
     });
     this.pages = new PageService({
       store: this.store,
@@ -235,18 +239,40 @@ export class Worker {
     if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Leaves the membership first (with etcd, the lease is revoked: peers and clients drop this
+   * worker from their rings at once), then, given `drainMs`, lets the API's requests in flight
+   * finish for up to that long; then closes everything. The port stays open while draining: the
+   * worker's own range reads fetch missing pages through it, and a client whose ring is not yet
+   * updated is still answered rather than refused.
+   */
+  async stop(opts: { drainMs?: number } = {}): Promise<void> {
+    await this.membership.stop().catch((err: unknown) => this.logger.warn({ err }, 'membership stop failed'));
+    if (opts.drainMs) await this.drain(opts.drainMs);
     this.stopping.abort(new FanoutError('ABORTED', 'worker stopping'));
     await this.gateway?.stop();
     await this.certificates?.stop();
     this.admin.stop();
-    await this.membership.stop().catch((err: unknown) => this.logger.warn({ err }, 'membership stop failed'));
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
     await this.fetcher.close();
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
+  }
+
+  /** Waits (at most `ms`) until no API request is in flight. */
+  private async drain(ms: number): Promise<void> {
+    if (this.requestsInFlight === 0) return;
+    this.logger.info({ requests: this.requestsInFlight, drainMs: ms }, 'draining: waiting for requests in flight');
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.onIdle = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.onIdle = undefined;
+    if (this.requestsInFlight > 0) this.logger.warn({ requests: this.requestsInFlight }, 'drain time over: cutting the requests still in flight');
   }
 
   async status(): Promise<WorkerStatus> {
@@ -318,6 +344,10 @@ export class Worker {
     // A request stream error (client reset mid-body) must not become an unhandled 'error'.
     req.on('error', () => res.destroy());
     res.on('error', () => {});
+    this.requestsInFlight++;
+    res.once('close', () => {
+      if (--this.requestsInFlight === 0) this.onIdle?.();
+    });
     if (this.connections.isExcess(req.socket)) {
       res.shouldKeepAlive = false;
       return fail(new FanoutError('OVERLOADED', `this worker serves at most ${this.config.limits.maxConnections} connections; retry shortly`));

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { WriteFailureReason } from '../pagestore/store.js';
 import { sendPath } from '../sendfile/index.js';
 
 /**
@@ -18,7 +19,18 @@ export interface GaugeSources {
   members(): number;
   /** This worker's share of each mount's cluster-wide source budget (bytes/s, 0 = unlimited). */
   sourceRates(): Record<string, number>;
+  /** True while the membership store (etcd) is unreachable and the member list may be out of date. */
+  membershipStale?(): boolean;
 }
+
+/**
+ * prom-client's default gauges that end in `_total`, which Prometheus reserves for counters
+ * (`promtool check metrics` warns). Each is the sum of its by-type sibling without the suffix
+ * (e.g. `sum(fanout_nodejs_active_handles)`), so dropping them loses nothing.
+ */
+const REDUNDANT_DEFAULT_GAUGES = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+/** Default metrics keep their usual names under our prefix: fanout_process_cpu_seconds_total, fanout_nodejs_eventloop_lag_p99_seconds. */
+const DEFAULT_PREFIX = 'fanout_';
 
 export class WorkerMetrics {
   readonly registry = new Registry();
@@ -57,6 +69,8 @@ export class WorkerMetrics {
   });
 
   constructor(sources: GaugeSources) {
+    // Zero from the start, so that increase() sees the first failure and an alert needs no `or vector(0)`.
+    for (const reason of ['disk_full', 'no_room', 'io_error'] satisfies WriteFailureReason[]) this.storeWriteFailures.inc({ reason }, 0);
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,
@@ -75,7 +89,7 @@ export class WorkerMetrics {
     gauge('fanout_source_reads_inflight', 'Source reads in progress (single-flight fills)', sources.inflightSourceReads);
     gauge('fanout_members', 'Cluster members this worker knows of', sources.members);
     new Gauge({
-      name: 'fanout_source_rate_limit_bytes',
+      name: 'fanout_source_rate_limit_bytes_per_second',
       help: "This worker's share of a mount's cluster-wide source budget, bytes/s (0 = unlimited)",
       labelNames: ['mount'],
       registers: [this.registry],
@@ -83,6 +97,8 @@ export class WorkerMetrics {
         for (const [mount, rate] of Object.entries(sources.sourceRates())) this.labels(mount).set(rate);
       },
     });
+    const { membershipStale } = sources;
+    if (membershipStale) gauge('fanout_membership_stale', 'Whether the membership store (etcd) is unreachable: 1 while the last known member list is served, possibly out of date', () => (membershipStale() ? 1 : 0));
     new Gauge({
       name: 'fanout_send_path',
       help: 'How page hits leave on plain connections: 1 for the path in use (sendfile: by the kernel; js: read and written by JS)',
@@ -92,7 +108,8 @@ export class WorkerMetrics {
         this.labels(sendPath()).set(1);
       },
     });
-    collectDefaultMetrics({ register: this.registry, prefix: 'fanout_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: DEFAULT_PREFIX });
+    for (const name of REDUNDANT_DEFAULT_GAUGES) this.registry.removeSingleMetric(DEFAULT_PREFIX + name);
   }
 
   async value(counter: Counter<string>): Promise<number> {
