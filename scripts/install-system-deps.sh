@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages fanout's tests and tools need, idempotently.
-# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests).
+# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests),
+# chromium (dashboard tests).
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
@@ -18,6 +19,9 @@ dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+# Dashboard tests drive a headless browser (playwright-core with Debian's chromium; playwright's own
+# browser download needs the internet).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   export DEBIAN_FRONTEND=noninteractive
