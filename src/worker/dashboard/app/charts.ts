@@ -55,8 +55,13 @@ export function drawChart(svg: SVGSVGElement, data: ChartData, intervalMs: numbe
     nodes.push(svgEl('polyline', { class: 'series', points: line, 'data-points': segment.length }));
   }
   if (data.limit) nodes.push(svgEl('line', { class: 'budget', x1: LEFT, x2: WIDTH, y1: y(data.limit), y2: y(data.limit) }));
-  const label = svgEl('text', { x: LEFT + 2, y: 10 });
-  label.textContent = data.format(max);
-  nodes.push(label);
+  const label = (x: number, y: number, text: string, anchor = 'start') => {
+    const node = svgEl('text', { x, y, 'text-anchor': anchor });
+    node.textContent = text;
+    nodes.push(node);
+  };
+  label(LEFT + 2, 10, data.format(max));
+  label(LEFT + 2, HEIGHT - 3, `${Math.round(data.windowMs / 60_000)} min ago`);
+  label(WIDTH - 2, HEIGHT - 3, 'now', 'end');
   svg.replaceChildren(...nodes);
 }

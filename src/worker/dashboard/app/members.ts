@@ -36,7 +36,8 @@ function fill(cells: Record<string, HTMLTableCellElement>, m: MemberState, row: 
     setCell(cells.served!, last ? rate(last.served / Math.max(0.001, last.ms / 1000)) : '-', { className: 'num' });
     setCell(cells.fills!, count(s.inflightSourceReads), { value: s.inflightSourceReads, className: 'num' });
   }
-  setCell(cells.url!, m.url, { className: 'muted' });
+  // A down member says why, in words: a stopped process, a lease that expired, a deadline.
+  setCell(cells.url!, m.health === 'down' && m.error ? `${m.url}: ${m.error}` : m.url, { className: 'muted' });
 }
 
 function latest(m: MemberState) {
