@@ -112,9 +112,12 @@ export class StatusHistory {
   async run(signal: AbortSignal): Promise<void> {
     const { clock } = this.options;
     await this.sample().catch(() => {});
+    let previous = 0;
     while (!signal.aborted) {
       const now = clock.now();
-      const boundary = (Math.floor(now / this.intervalMs) + 1) * this.intervalMs;
+      // A timer may fire a little early: never sample the same boundary twice.
+      const boundary = Math.max(Math.floor(now / this.intervalMs) + 1, previous / this.intervalMs + 1) * this.intervalMs;
+      previous = boundary;
       try {
         await clock.sleep(boundary - now, signal);
       } catch {
