@@ -27,10 +27,10 @@ export const PAGE_HTML = `<!doctype html>
 <main>
   <section id="members-section">
     <h2>Members <span id="members-count" class="muted"></span></h2>
-    <table id="members">
+    <div class="scroll"><table id="members">
       <thead><tr><th>member</th><th>health</th><th>capacity</th><th>used</th><th>pages</th><th>hit ratio</th><th>served/s</th><th>fills</th><th>address</th></tr></thead>
       <tbody></tbody>
-    </table>
+    </table></div>
   </section>
   <section id="mounts-section">
     <h2>Sources <span class="muted">(last 15 minutes, cluster-wide)</span></h2>
@@ -82,6 +82,10 @@ h3 { font-size: 13px; margin: 6px 0; }
 table { border-collapse: collapse; width: 100%; background: var(--card); border: 1px solid var(--line); }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th { font-weight: 600; color: var(--muted); background: #fbfbfc; }
+/* A hundred members scroll inside their box; the header stays. */
+.scroll { max-height: 400px; overflow: auto; border: 1px solid var(--line); }
+.scroll table { border: 0; }
+.scroll thead th { position: sticky; top: 0; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.down td { color: var(--muted); }
 .health-up { color: var(--up); font-weight: 600; }

@@ -49,7 +49,8 @@ describe("the page's cluster model", () => {
     model.applyMember('c', answer('c', []), 0);
     assert.equal(model.members.get('b')!.health, 'down');
     assert.equal(model.members.get('b')!.error, 'no answer within 2500 ms');
-    assert.deepEqual(model.ordered().map((m) => m.id), ['a', 'c', 'b'], 'up members first');
+    assert.deepEqual(model.ordered().map((m) => m.id), ['b', 'a', 'c'], 'down members first: they need a look');
+    assert.deepEqual(model.liveIds(), ['a', 'c', 'b'], 'members that answered are asked first');
     model.updateCluster(cluster(['a', 'b']), 1_000);
     assert.equal(model.members.get('c')!.health, 'down');
     assert.match(model.members.get('c')!.error!, /left the membership/);

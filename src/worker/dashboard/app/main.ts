@@ -27,7 +27,7 @@ const model = new ClusterModel();
 const members = new MembersView(byId('members').querySelector('tbody')!);
 const mounts = new MountsView();
 const flights = new FlightsView();
-const releases = new ReleasesView();
+const releases = new ReleasesView(() => void refreshReleases());
 let intervalMs = 5_000;
 let rounds = 0;
 let renderQueued = false;
@@ -92,11 +92,13 @@ async function round(): Promise<void> {
 }
 
 async function loop(): Promise<void> {
+  const started = performance.now();
   try {
     await round();
   } finally {
     // Counted for tests and people alike: a page whose counter stops has stopped refreshing.
     document.body.dataset.rounds = String(++rounds);
+    document.body.dataset.roundMs = String(Math.round(performance.now() - started));
     setTimeout(() => void loop(), REFRESH_MS);
   }
 }

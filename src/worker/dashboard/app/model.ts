@@ -68,9 +68,13 @@ export class ClusterModel {
     }
   }
 
-  /** Members to ask this round: those in the cluster. */
+  /**
+   * Members to ask this round: those in the cluster, the ones that answered last time first, so
+   * that hung members (each costs a deadline) do not hold back everyone else's figures.
+   */
   liveIds(): string[] {
-    return [...this.members.values()].filter((m) => m.inCluster).map((m) => m.id);
+    const live = [...this.members.values()].filter((m) => m.inCluster);
+    return [...live.filter((m) => m.health === 'up'), ...live.filter((m) => m.health !== 'up')].map((m) => m.id);
   }
 
   /** The time of the member's newest sample (asked for with `since`, so only new ones travel). */
@@ -101,9 +105,9 @@ export class ClusterModel {
     for (const t of state.samples.keys()) if (t < now - WINDOW_MS) state.samples.delete(t);
   }
 
-  /** Members in display order: up first, then by id. */
+  /** Members in display order: down first (what needs a look), then by id. */
   ordered(): MemberState[] {
-    return [...this.members.values()].sort((a, b) => (a.health === b.health ? (a.id < b.id ? -1 : a.id > b.id ? 1 : 0) : a.health === 'up' ? -1 : 1));
+    return [...this.members.values()].sort((a, b) => (a.health === b.health ? (a.id < b.id ? -1 : a.id > b.id ? 1 : 0) : a.health === 'down' ? -1 : 1));
   }
 
   totals(): { up: number; total: number; capacity: number; used: number; pages: number; hits: number; misses: number } {

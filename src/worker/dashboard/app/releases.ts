@@ -33,6 +33,9 @@ function table(columns: string[], key: string): { table: HTMLTableElement; rows:
 export class ReleasesView {
   private readonly cards = new Map<string, Card>();
 
+  /** `onOpen`: a host list was opened (fetch it now rather than at the next refresh). */
+  constructor(private readonly onOpen: () => void) {}
+
   /** The release whose full host list is open (asked for with ?hosts=). */
   openHostList(): string | undefined {
     for (const [name, card] of this.cards) if (card.details.open) return name;
@@ -56,7 +59,7 @@ export class ReleasesView {
     for (const release of answer.releases) {
       let card = this.cards.get(release.name);
       if (!card) {
-        card = makeCard(release.name);
+        card = makeCard(release.name, this.onOpen);
         container.appendChild(card.root);
         this.cards.set(release.name, card);
       }
@@ -65,7 +68,7 @@ export class ReleasesView {
   }
 }
 
-function makeCard(name: string): Card {
+function makeCard(name: string, onOpen: () => void): Card {
   const channels = table(['channel', 'version', 'previous', 'updated'], 'data-channel');
   const versions = table(['version', 'created', 'files', 'size', 'channels'], 'data-version');
   const groups = table(['channel', 'current', 'target', 'phase', 'hosts'], 'data-group');
@@ -73,7 +76,10 @@ function makeCard(name: string): Card {
   const summary = el('p', { className: 'rollout' });
   const errors = el('ul', { className: 'errors' });
   const hostsLabel = el('summary');
-  const details = el('details', {}, hostsLabel, hosts.table);
+  const details = el('details', {}, hostsLabel, el('div', { className: 'scroll' }, hosts.table));
+  details.addEventListener('toggle', () => {
+    if (details.open) onOpen();
+  });
   const root = el(
     'div',
     { className: 'release' },
