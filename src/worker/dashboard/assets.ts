@@ -105,7 +105,7 @@ tr.down td { color: var(--muted); }
 .release { background: var(--card); border: 1px solid var(--line); border-radius: 4px; padding: 8px 12px; margin-bottom: 12px; }
 .release h3 { font-size: 14px; }
 .release .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
-.errors { color: var(--down); }
+.errors { color: var(--down); max-height: 160px; overflow: auto; }
 .errors li { white-space: pre-wrap; }
 details summary { cursor: pointer; color: var(--accent); margin: 6px 0; }
 .phase-error { color: var(--down); font-weight: 600; }

@@ -27,9 +27,13 @@ describe("the page's cluster model", () => {
     model.applyMember('a', answer('a', [sample(90_000, 5_000), sample(95_000, 10_000)]), 100_000);
     model.applyMember('b', answer('b', [sample(95_000, 40_000, 5_000)]), 100_000);
     assert.deepEqual(model.sourceSeries('models'), [{ t: 90_000, value: 1_000 }, { t: 95_000, value: 10_000 }]);
-    assert.deepEqual(model.servedSeries(), [{ t: 90_000, value: 0 }, { t: 95_000, value: 1_000 }]);
+    model.applyMember('a', answer('a', [sample(100_000, 50_000)]), 100_000);
+    assert.equal(model.sourceSeries('models').length, 2, 'a time only some members have sampled is not drawn yet');
+    model.applyMember('b', answer('b', [sample(100_000, 50_000)]), 100_000);
+    assert.deepEqual(model.sourceSeries('models').at(-1), { t: 100_000, value: 20_000 });
+    assert.deepEqual(model.servedSeries().slice(0, 2), [{ t: 90_000, value: 0 }, { t: 95_000, value: 1_000 }]);
     assert.equal(model.budget('models'), 100);
-    assert.equal(model.since('a'), 95_000);
+    assert.equal(model.since('a'), 100_000);
     assert.deepEqual(model.totals(), { up: 2, total: 2, capacity: 200, used: 20, pages: 4, hits: 6, misses: 2 });
   });
 

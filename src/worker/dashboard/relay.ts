@@ -85,7 +85,8 @@ export class MemberRelay {
     } catch (err) {
       if (err instanceof FanoutError) throw err;
       const reason = (err as Error).name === 'TimeoutError' ? `no answer within ${this.timeoutMs} ms` : (err as Error).message;
-      throw new FanoutError('WORKER_UNAVAILABLE', `member ${member.id} (${member.url}): ${reason}`, { cause: err });
+      // The page shows the member's id and address beside this: the reason alone.
+      throw new FanoutError('WORKER_UNAVAILABLE', reason, { cause: err });
     }
   }
 }

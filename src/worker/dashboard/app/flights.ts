@@ -5,7 +5,7 @@ import { bytes, count, rate } from './format.js';
 import type { ClusterModel } from './model.js';
 
 /** Rows shown of each list; the counts above them give the rest. */
-const MAX_ROWS = 30;
+const MAX_ROWS = 12;
 
 /** Fills and loads in flight across the members, furthest along first. */
 export class FlightsView {

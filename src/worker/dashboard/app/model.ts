@@ -151,11 +151,16 @@ export class ClusterModel {
     return sum;
   }
 
-  /** Sums `value` of every member's sample at each time. */
+  /**
+   * Sums `value` of every member's sample at each time, up to the newest time every member that
+   * is up has reported: a time only some members have sampled yet would show as a false dip.
+   */
   private series(value: (s: HistorySample) => number): Point[] {
+    let cutoff = Infinity;
+    for (const m of this.members.values()) if (m.health === 'up' && m.samples.size > 0) cutoff = Math.min(cutoff, this.since(m.id));
     const sums = new Map<number, number>();
     for (const m of this.members.values()) {
-      for (const sample of m.samples.values()) sums.set(sample.t, (sums.get(sample.t) ?? 0) + value(sample));
+      for (const sample of m.samples.values()) if (sample.t <= cutoff) sums.set(sample.t, (sums.get(sample.t) ?? 0) + value(sample));
     }
     return [...sums.entries()].sort(([a], [b]) => a - b).map(([t, v]) => ({ t, value: v }));
   }
