@@ -22,11 +22,13 @@ const INTERVAL_MS = 5_000;
  * Answers /ID/v1/status/dashboard as 99 members would (one loopback server, the member id in the
  * path), with 15 minutes of samples; the hung ones never answer.
  */
+const hanging = { on: true };
+
 function fakeMembers(): { server: Server; held: Set<ServerResponse> } {
   const held = new Set<ServerResponse>();
   const server = createServer((req, res) => {
     const [, id] = (req.url ?? '').split('/');
-    if (!id || HUNG.has(id)) {
+    if (!id || (HUNG.has(id) && hanging.on)) {
       held.add(res);
       res.on('close', () => held.delete(res));
       return;
@@ -140,6 +142,17 @@ describe('the dashboard with 100 workers and 1,000 hosts', () => {
     await page.screenshot({ path: join(repoRoot, 'docs/images/dashboard-scale.png'), fullPage: true });
     await release.locator('details summary').click();
     await waitFor('1,000 host rows', async () => (await release.locator('tr[data-host]').count()) === HOSTS, 30_000);
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  test('hung members that answer again come back up', async () => {
+    hanging.on = false;
+    await waitFor('all 100 up', async () => (await page.locator('#members td.health-up').count()) === 100, 60_000);
+    const start = await rounds();
+    await waitFor('two more refreshes', async () => (await rounds()) >= start + 2, 60_000);
+    const roundMs = Number(await page.locator('body').getAttribute('data-round-ms'));
+    console.log(`# scale: round ${roundMs} ms with all 100 members answering`);
+    assert.match((await page.locator('#members-count').textContent()) ?? '', /100 of 100 members up/);
     assert.deepEqual(consoleErrors, []);
   });
 });

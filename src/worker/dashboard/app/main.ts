@@ -21,7 +21,9 @@ const CLUSTER_TIMEOUT_MS = 3_000;
 /** Above the worker's own relay deadline (2.5 s), so the worker's answer "down" arrives first. */
 const MEMBER_TIMEOUT_MS = 4_000;
 const RELEASES_TIMEOUT_MS = 5_000;
+/** A browser opens at most six connections to one server: more member calls would only queue. */
 const CONCURRENCY = 6;
+const DOWN_LANES = 2;
 
 const model = new ClusterModel();
 const members = new MembersView(byId('members').querySelector('tbody')!);
@@ -48,6 +50,31 @@ function queueMembersRender(): void {
   });
 }
 
+async function askMember(id: string): Promise<void> {
+  try {
+    const answer = await getJson<RelayedMember>(`/v1/members/${encodeURIComponent(id)}/dashboard?since=${model.since(id)}`, MEMBER_TIMEOUT_MS);
+    if (answer.reachable) intervalMs = answer.history.intervalMs;
+    model.applyMember(id, answer, Date.now() + serverOffsetMs);
+  } catch (err) {
+    model.applyMember(id, undefined, Date.now() + serverOffsetMs, (err as Error).message);
+  }
+  queueMembersRender();
+}
+
+/**
+ * Members that were down are asked again beside the rounds, on DOWN_LANES of the browser's six
+ * connections: each hung member costs a deadline, and the figures of those that answer must not
+ * wait for them. A member that answers again is up from then on.
+ */
+let probingDown = false;
+function probeDown(ids: string[]): void {
+  if (probingDown || ids.length === 0) return;
+  probingDown = true;
+  void forEachLimited(ids, DOWN_LANES, askMember).finally(() => {
+    probingDown = false;
+  });
+}
+
 async function refreshReleases(): Promise<void> {
   const open = releases.openHostList();
   const path = open ? `/v1/releases?hosts=${encodeURIComponent(open)}` : '/v1/releases';
@@ -70,16 +97,11 @@ async function round(): Promise<void> {
   banner(cluster.stale ? 'Membership is stale: this worker cannot reach etcd and uses the last member list it knew.' : undefined);
   model.updateCluster(cluster, Date.now() + serverOffsetMs);
   const releasesDone = refreshReleases();
-  await forEachLimited(model.liveIds(), CONCURRENCY, async (id) => {
-    try {
-      const answer = await getJson<RelayedMember>(`/v1/members/${encodeURIComponent(id)}/dashboard?since=${model.since(id)}`, MEMBER_TIMEOUT_MS);
-      if (answer.reachable) intervalMs = answer.history.intervalMs;
-      model.applyMember(id, answer, Date.now() + serverOffsetMs);
-    } catch (err) {
-      model.applyMember(id, undefined, Date.now() + serverOffsetMs, (err as Error).message);
-    }
-    queueMembersRender();
-  });
+  const ids = model.liveIds();
+  const down = ids.filter((id) => model.members.get(id)?.health === 'down');
+  probeDown(down);
+  const up = ids.filter((id) => model.members.get(id)?.health !== 'down');
+  await forEachLimited(up, probingDown ? CONCURRENCY - DOWN_LANES : CONCURRENCY, askMember);
   const now = Date.now() + serverOffsetMs;
   members.render(model);
   mounts.render(model, now, intervalMs);
