@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { waitFor } from '../harness/ports.js';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../ui/browser.js';
 
 const ADMIN = 'dash-test-admin-token-0001';
 const READ = 'dash-test-read-token-00002';
@@ -85,6 +88,25 @@ describe("the dashboard's page and calls on a two-worker cluster that needs toke
     const cookie = { cookie: (login.headers.get('set-cookie') ?? '').split(';')[0]! };
     const res = await get(`${url}/v1/admin/policy`, cookie);
     assert.equal(res.status, 401);
+  });
+
+  test('in a browser: the sign-in form takes the token, then the page shows both members with no errors', async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (err) => errors.push(err.message));
+      const first = await page.goto(`${url}/ui`);
+      assert.equal(first?.status(), 401);
+      page.on('console', (m) => void (m.type() === 'error' && errors.push(m.text())));
+      await page.fill('input[name="token"]', READ);
+      await page.click('button[type="submit"]');
+      await waitFor('both members up on the page', async () => (await page.locator('#members td.health-up').count()) === 2, 30_000);
+      assert.equal(await page.title(), 'fanout');
+      assert.deepEqual(errors, [], 'after signing in, no call of the page is refused');
+    } finally {
+      await browser.close();
+    }
   });
 
   test("a member's data comes through the worker the page talks to; a dead member is reported, not an error", async () => {
