@@ -5,7 +5,8 @@
 #                                    the native addons. Run by `npm ci` (package.json `prepare`).
 #   install-system-deps.sh [all]     runtime + what the tests use: etcd, curl, openssl, awscli, boto3,
 #                                    s3fs and rclone (S3 gateway clients), prometheus (promtool checks
-#                                    /metrics and examples/monitoring). Run by scripts/test.sh.
+#                                    /metrics and examples/monitoring), chromium (the /ui tests).
+#                                    Run by scripts/test.sh.
 # As root with apt-get, installs what is missing. Otherwise (not root, no apt-get, or
 # FANOUT_SYSTEM_DEPS=skip) prints the exact command to run and exits 0: installing fanout goes on,
 # and scripts/build-native.sh says which feature is missing.
@@ -14,7 +15,7 @@ set -euo pipefail
 mode=${1:-all}
 
 runtime=(fuse3 libfuse3-dev pkg-config g++ make python3)
-tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone prometheus)
+tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone prometheus chromium)
 case "$mode" in
   runtime) wanted=("${runtime[@]}") ;;
   all) wanted=("${runtime[@]}" "${tests[@]}") ;;

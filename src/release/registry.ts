@@ -219,6 +219,14 @@ export class ReleaseRegistry {
       .sort((a, b) => (a.host < b.host ? -1 : 1));
   }
 
+  /**
+   * Every key under the release prefix in one read (versions, channels, agents of every
+   * release): what a dashboard summarizes, at the cost of one etcd call however many hosts.
+   */
+  async snapshot(): Promise<Record<string, string>> {
+    return this.call('read the release index', () => this.client.getAll().prefix(RELEASES_PREFIX).strings());
+  }
+
   private async swapChannel(name: string, channel: string, modRevision: string | undefined, record: ChannelRecord, version: string): Promise<void> {
     const key = channelKey(name, channel);
     const result = await this.call(`move channel ${channel}`, () =>

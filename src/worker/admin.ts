@@ -82,6 +82,8 @@ type AdminRoute = keyof typeof BODY_SCHEMAS;
  */
 export class Admin {
   private sweeper: NodeJS.Timeout | undefined;
+  /** Loads running now, with their live counters (the dashboard's loads in flight). */
+  private readonly running = new Set<LoadProgress>();
 
   constructor(private readonly deps: AdminDeps) {}
 
@@ -92,6 +94,11 @@ export class Admin {
 
   stop(): void {
     clearInterval(this.sweeper);
+  }
+
+  /** The loads in progress on this worker. */
+  loads(): LoadProgress[] {
+    return [...this.running];
   }
 
   async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -144,6 +151,8 @@ export class Admin {
     const limiter = rate > 0 ? new TokenBucket({ rate, burst: Math.max(pageSize, Math.floor(rate / 4)) }) : undefined;
     const result = { present: 0, loaded: 0, bytesLoaded: 0, verified: 0, failed: [] as { path: string; index: number; code: string; message: string }[] };
     let next = 0;
+    const bytesTotal = pages.reduce((sum, ref) => sum + spanLength(ref, pageSize), 0);
+    const progress: LoadProgress = { startedAt: new Date().toISOString(), pages: pages.length, bytesTotal, rate, result };
     const one = async (ref: PageRef) => {
       const key = pageKey(ref, pageSize);
       const { start, end } = pageSpan(ref.index, ref.size, pageSize);
@@ -186,7 +195,12 @@ export class Admin {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(LOAD_CONCURRENCY, pages.length) }, run));
+    this.running.add(progress);
+    try {
+      await Promise.all(Array.from({ length: Math.min(LOAD_CONCURRENCY, pages.length) }, run));
+    } finally {
+      this.running.delete(progress);
+    }
     return result;
   }
 
@@ -195,6 +209,26 @@ export class Admin {
     if (expired.length === 0) return;
     for (const key of expired) await this.deps.store.delete(key);
     await this.deps.policy.forget(expired);
+  }
+}
+
+/** A load while it runs: `result` is the answer being built, so its counts move as pages land. */
+export interface LoadProgress {
+  startedAt: string;
+  pages: number;
+  bytesTotal: number;
+  /** bytes/s asked for (0 = unlimited). */
+  rate: number;
+  result: { present: number; loaded: number; bytesLoaded: number; verified: number; failed: unknown[] };
+}
+
+/** A page's length, 0 for a page past its file's end (that page fails on its own, in `one`). */
+function spanLength(ref: PageRef, pageSize: number): number {
+  try {
+    const { start, end } = pageSpan(ref.index, ref.size, pageSize);
+    return end - start;
+  } catch {
+    return 0;
   }
 }
 

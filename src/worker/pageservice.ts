@@ -228,6 +228,7 @@ export class PageService {
       },
     );
     if (started) {
+      fill.origin = { mount: ref.mount, path: ref.path, index: ref.index, from: fromPeer ? 'peer' : 'source' };
       fill.settled.then(() => {
         if (fill.signal.aborted) return; // abandoned by its readers: nobody to tell
         if (fill.error && fill.error.code !== 'NOT_FOUND' && fill.error.code !== 'SOURCE_CHANGED') {

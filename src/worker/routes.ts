@@ -11,6 +11,7 @@ import type { Worker } from './worker.js';
 import { contentHashParam, PublishedPages } from './content.js';
 import { systemClock } from '../core/clock.js';
 import { pageSpan } from '../core/pages.js';
+import { withCookieToken } from './dashboard/index.js';
 
 const MAX_URL_LENGTH = 8192;
 /** Pages a /v1/data response fetches ahead while its client keeps up (the SDK's window). */
@@ -29,6 +30,7 @@ const REFRESH_MS = 250;
  *   GET  /v1/page/MOUNT/PATH?v&size&i  one page of one version (checksum in header or trailer)
  *   GET|HEAD /v1/data/MOUNT/PATH       bytes via the cluster, with Range
  *   /v1/admin/*                        see Admin
+ *   /ui, /v1/status/*, /v1/members/*, /v1/releases   the dashboard, see Dashboard
  * /healthz is open; /v1/admin/* needs an admin token; the rest needs a read token when
  * auth.readToken is set. Peer-only headers (x-fanout-direct) need the peer credential.
  */
@@ -47,6 +49,8 @@ export class Routes {
     if (url.length > MAX_URL_LENGTH) throw new FanoutError('REQUEST_TOO_LARGE', `request URL longer than ${MAX_URL_LENGTH} bytes`);
     const route = url.split('?')[0]!;
     const admin = url.startsWith('/v1/admin/');
+    // The page and its files check access themselves: a browser without a token gets a login form.
+    if (route === '/ui' || route.startsWith('/ui/')) return this.worker.dashboard.ui.serve(req, res, route);
     this.authorize(req, res, route === '/healthz' ? 'open' : admin ? 'admin' : 'read');
     if (admin) return this.worker.admin.dispatch(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -61,13 +65,15 @@ export class Routes {
     if (url.startsWith('/v1/stat/')) return sendJson(res, 200, await this.stat(routePath(req, '/v1/stat').target));
     if (url.startsWith('/v1/list/') || route === '/v1/list') return this.list(req, res);
     if (url.startsWith('/v1/data/')) return this.data(req, res);
+    if (this.worker.dashboard.handles(route)) return this.worker.dashboard.dispatch(req, res, route);
     throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
   }
 
   /** Refuses a request its credentials do not allow (before any body is read or any work done). */
   private authorize(req: IncomingMessage, res: ServerResponse, need: Access): void {
     try {
-      this.worker.gate.check(req.headers, need);
+      // Reads also accept the dashboard's session cookie; admin calls never do (cross-site requests carry cookies).
+      this.worker.gate.check(need === 'read' ? withCookieToken(req.headers) : req.headers, need);
     } catch (err) {
       if (err instanceof FanoutError && err.code === 'UNAUTHENTICATED') res.setHeader('www-authenticate', 'Bearer realm="fanout"');
       throw err;

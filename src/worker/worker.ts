@@ -28,6 +28,8 @@ import { Routes } from './routes.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath } from '../lib/sendfile/index.js';
+import type { Dashboard } from './dashboard/index.js';
+import { dashboardFor } from './dashboard/wiring.js';
 
 export interface WorkerOptions {
   clock?: Clock;
@@ -54,6 +56,8 @@ export class Worker {
   readonly admin: Admin;
   /** Tokens and roles for the HTTP API; the peer credential this worker sends and accepts. */
   readonly gate: AccessGate;
+  /** /ui, the last 15 minutes of this worker, and the page's data calls. */
+  readonly dashboard: Dashboard;
   private readonly mounts = new Map<string, Ufs>();
   private readonly server: Server | HttpsServer;
   /** Re-reads the API's certificate when its files change (with config.tls). */
@@ -186,6 +190,7 @@ export class Worker {
       logger: this.logger,
       signal: this.stopping.signal,
     });
+    this.dashboard = dashboardFor(this, clock);
     const tls = config.tls;
     this.server = createApiServer((req, res) => this.handle(req, res), { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
     this.certificates = tls
@@ -229,6 +234,7 @@ export class Worker {
     await this.store.open();
     this.store.watchDisk(this.stopping.signal).catch((err: unknown) => this.logger.warn({ err }, 'page store disk watch stopped'));
     this.admin.start();
+    this.dashboard.start();
     const { host, port } = parseListen(this.config.listen);
     this.boundUrl = await listenHttp(this.server, host, port);
     await this.certificates?.start();
@@ -253,6 +259,7 @@ export class Worker {
     await this.gateway?.stop();
     await this.certificates?.stop();
     this.admin.stop();
+    await this.dashboard.stop();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();

@@ -30,6 +30,8 @@ export class PageFill extends EventEmitter {
   private readers = 0;
   /** Set by a caller that must see the page stored even if no reader is left (preloads). */
   keepAlive = false;
+  /** What the page is, for people watching (the dashboard's fills in flight); the key alone says nothing. */
+  origin: { mount: string; path: string; index: number; from: 'source' | 'peer' } | undefined;
 
   constructor(
     readonly key: string,
@@ -150,6 +152,11 @@ export class SingleFlight {
 
   get(key: string): PageFill | undefined {
     return this.fills.get(key);
+  }
+
+  /** The fills in progress (a snapshot), for status pages. */
+  list(): PageFill[] {
+    return [...this.fills.values()];
   }
 
   /**

@@ -1,0 +1,62 @@
+/// <reference lib="dom" />
+import { drawChart } from './charts.js';
+import { byId, el } from './dom.js';
+import { rate } from './format.js';
+import { WINDOW_MS, type ClusterModel, type Point } from './model.js';
+
+interface ChartBox {
+  box: HTMLElement;
+  now: HTMLElement;
+  limit: HTMLElement;
+  svg: SVGSVGElement;
+}
+
+/** One chart per mount (source bytes/s against the budget), and one of bytes served. */
+export class MountsView {
+  private readonly charts = new Map<string, ChartBox>();
+
+  render(model: ClusterModel, now: number, intervalMs: number): void {
+    const container = byId('mounts');
+    const wanted = [...model.mounts.map((m) => `source:${m}`), 'served'];
+    for (const key of wanted) {
+      if (!this.charts.has(key)) {
+        const box = this.makeBox(key);
+        container.appendChild(box.box);
+        this.charts.set(key, box);
+      }
+    }
+    for (const [key, box] of this.charts) {
+      if (!wanted.includes(key)) {
+        box.box.remove();
+        this.charts.delete(key);
+      }
+    }
+    for (const mount of model.mounts) {
+      const budget = model.budget(mount);
+      this.draw(this.charts.get(`source:${mount}`)!, model.sourceSeries(mount), budget, now, intervalMs);
+    }
+    this.draw(this.charts.get('served')!, model.servedSeries(), undefined, now, intervalMs);
+  }
+
+  private draw(box: ChartBox, points: Point[], budget: number | undefined, now: number, intervalMs: number): void {
+    const last = points[points.length - 1];
+    const current = last && now - last.t <= 3 * intervalMs ? last.value : undefined;
+    box.now.textContent = current === undefined ? 'now: -' : `now: ${rate(current)}`;
+    box.now.dataset.value = current === undefined ? '' : String(current);
+    if (budget !== undefined) {
+      box.limit.textContent = budget === 0 ? 'budget: unlimited' : `budget: ${rate(budget)}`;
+      box.limit.dataset.value = String(budget);
+    }
+    drawChart(box.svg, { points, limit: budget, now, windowMs: WINDOW_MS, format: rate }, intervalMs);
+  }
+
+  private makeBox(key: string): ChartBox {
+    const title = key === 'served' ? 'served to readers' : `/${key.slice('source:'.length)} source`;
+    const now = el('span', { className: 'now' });
+    const limit = el('span', { className: 'limit muted' });
+    const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+    const box = el('div', { className: 'chart' }, el('div', { className: 'title' }, el('strong', { text: title }), now, limit), svg);
+    box.dataset.chart = key;
+    return { box, now, limit, svg };
+  }
+}

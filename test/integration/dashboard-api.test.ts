@@ -1,0 +1,128 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { waitFor } from '../harness/ports.js';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../ui/browser.js';
+
+const ADMIN = 'dash-test-admin-token-0001';
+const READ = 'dash-test-read-token-00002';
+const SECRET = 'dash-test-cluster-secret-0003';
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  text: () => Promise<string>;
+  json: () => Promise<unknown>;
+}
+
+/** A request without redirects followed (so a Set-Cookie on a 303 is seen), its body read at once (no connection left busy). */
+async function get(url: string, headers: Record<string, string> = {}, init: RequestInit = {}): Promise<Answer> {
+  const res = await fetch(url, { headers, redirect: 'manual', signal: AbortSignal.timeout(15_000), ...init });
+  const body = await res.text();
+  return { status: res.status, headers: res.headers, text: async () => body, json: async () => JSON.parse(body) };
+}
+
+describe("the dashboard's page and calls on a two-worker cluster that needs tokens for reads", () => {
+  let workers: WorkerProcess[];
+  let source: string;
+  let url: string;
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-dash-src-'));
+    await writeFile(join(source, 'a.txt'), 'hello dashboard\n');
+    const auth = { tokens: [{ token: ADMIN, role: 'admin' as const }, { token: READ, role: 'read' as const }], readToken: true, clusterSecret: SECRET };
+    workers = await startCluster(2, { mounts: { data: source }, auth });
+    url = workers[0]!.url;
+  });
+
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await rm(source, { recursive: true, force: true });
+  });
+
+  test('without a token /ui is a login form (401) and the data calls are refused; nothing is framed or inline', async () => {
+    const page = await get(`${url}/ui`);
+    assert.equal(page.status, 401);
+    assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+    assert.match(await page.text(), /<form method="post" action="\/ui\/login">/);
+    assert.match(page.headers.get('content-security-policy') ?? '', /default-src 'self'.*frame-ancestors 'none'/);
+    assert.equal((await get(`${url}/ui/app/main.js`)).status, 401);
+    for (const call of ['/v1/status/dashboard', '/v1/status/history', '/v1/releases', '/v1/members/w2/dashboard']) {
+      assert.equal((await get(`${url}${call}`)).status, 401, call);
+    }
+    const refused = await get(`${url}/ui?token=not-a-token-of-this-cluster`);
+    assert.equal(refused.status, 401);
+    assert.equal(refused.headers.get('set-cookie'), null);
+  });
+
+  test('a read token given once (?token= or the form) becomes a session cookie that opens the page and its calls', async () => {
+    const viaQuery = await get(`${url}/ui?token=${READ}`);
+    assert.equal(viaQuery.status, 303);
+    assert.equal(viaQuery.headers.get('location'), '/ui', 'the token leaves the address bar');
+    const setCookie = viaQuery.headers.get('set-cookie') ?? '';
+    assert.match(setCookie, /HttpOnly/);
+    assert.match(setCookie, /SameSite=Strict/);
+    const viaForm = await get(`${url}/ui/login`, { 'content-type': 'application/x-www-form-urlencoded' }, { method: 'POST', body: `token=${READ}` });
+    assert.equal(viaForm.status, 303);
+    const cookie = { cookie: setCookie.split(';')[0]! };
+    const page = await get(`${url}/ui`, cookie);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<script type="module" src="\/ui\/app\/main.js">/);
+    const script = await get(`${url}/ui/app/main.js`, cookie);
+    assert.equal(script.status, 200);
+    assert.match(script.headers.get('content-type') ?? '', /javascript/);
+    assert.equal((await get(`${url}/ui/app/missing.js`, cookie)).status, 404);
+    assert.equal((await get(`${url}/ui/app/..%2F..%2Fworker.js`, cookie)).status, 404);
+    assert.equal((await get(`${url}/v1/cluster`, cookie)).status, 200);
+    const local = (await (await get(`${url}/v1/status/dashboard`, cookie)).json()) as { status: { id: string }; history: { intervalMs: number } };
+    assert.equal(local.status.id, 'w1');
+    assert.equal(local.history.intervalMs, 5_000);
+  });
+
+  test('the cookie never opens admin calls, even holding an admin token', async () => {
+    const login = await get(`${url}/ui?token=${ADMIN}`);
+    const cookie = { cookie: (login.headers.get('set-cookie') ?? '').split(';')[0]! };
+    const res = await get(`${url}/v1/admin/policy`, cookie);
+    assert.equal(res.status, 401);
+  });
+
+  test('in a browser: the sign-in form takes the token, then the page shows both members with no errors', async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (err) => errors.push(err.message));
+      const first = await page.goto(`${url}/ui`);
+      assert.equal(first?.status(), 401);
+      page.on('console', (m) => void (m.type() === 'error' && errors.push(m.text())));
+      await page.fill('input[name="token"]', READ);
+      await page.click('button[type="submit"]');
+      await waitFor('both members up on the page', async () => (await page.locator('#members td.health-up').count()) === 2, 30_000);
+      assert.equal(await page.title(), 'fanout');
+      assert.deepEqual(errors, [], 'after signing in, no call of the page is refused');
+    } finally {
+      await browser.close();
+    }
+  });
+
+  test("a member's data comes through the worker the page talks to; a dead member is reported, not an error", async () => {
+    const auth = { authorization: `Bearer ${READ}` };
+    const relayed = (await (await get(`${url}/v1/members/w2/dashboard`, auth)).json()) as { reachable: boolean; status: { id: string } };
+    assert.equal(relayed.reachable, true);
+    assert.equal(relayed.status.id, 'w2', 'relayed with the peer credential past w2 closed reads');
+    assert.equal((await get(`${url}/v1/members/nobody/dashboard`, auth)).status, 404);
+    await workers[1]!.kill();
+    const dead = await get(`${url}/v1/members/w2/dashboard`, auth);
+    assert.equal(dead.status, 200);
+    const body = (await dead.json()) as { reachable: boolean; error: { code: string } };
+    assert.equal(body.reachable, false);
+    assert.equal(body.error.code, 'WORKER_UNAVAILABLE');
+    const releases = (await (await get(`${url}/v1/releases`, auth)).json()) as { available: boolean; reason: string };
+    assert.equal(releases.available, false, 'no etcd: no releases to show');
+    assert.match(releases.reason, /etcd/);
+  });
+});
