@@ -141,12 +141,22 @@ export async function startCluster(
   const ids = ports.map((_, i) => `w${i + 1}`);
   const staticList = ports.map((port, i) => ({ id: ids[i]!, url: `${rest.tls ? 'https' : 'http'}://127.0.0.1:${port}` }));
   const membership = etcd ? { etcd: { endpoints: [etcd], leaseTtlSeconds: 3 } } : { static: staticList };
-  const workers = await Promise.all(ports.map((port, i) => WorkerProcess.start({ ...rest, id: ids[i]!, membership }, port)));
-  if (etcd) {
-    await waitFor('all workers to see each other', async () => {
-      const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
-      return views.every((v) => v.members.length === count);
-    });
+  const started = await Promise.allSettled(ports.map((port, i) => WorkerProcess.start({ ...rest, id: ids[i]!, membership }, port)));
+  const workers = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  try {
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (etcd) {
+      await waitFor('all workers to see each other', async () => {
+        const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
+        return views.every((v) => v.members.length === count);
+      });
+    }
+  } catch (err) {
+    // The workers that did start must not outlive a failed start: they would keep the test
+    // process alive (a file that never ends) and hold their ports.
+    await Promise.all(workers.map((w) => w.destroy().catch(() => {})));
+    throw err;
   }
   return workers;
 }
