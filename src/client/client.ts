@@ -223,9 +223,9 @@ export class FanoutClient {
    * so they carry the token of the first endpoint: with a published serve token that is the
    * one worker of a single-node cluster; FANOUT_TOKEN or the token option covers them all.
    */
-  newPageFetcher(): PageFetcher {
+  newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
     const first = this.endpoints[0]!;
-    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts });
+    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts, ...options });
   }
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */
