@@ -18,7 +18,6 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
-import { startCluster, TEST_ADMIN_TOKEN } from '../dist/test/harness/workers.js';
 import { benchArgs, bin, median, parseSize, root, timedRun, treeHash, waitFor } from './common.mjs';
 
 const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
@@ -28,7 +27,7 @@ const DIRS = Number(args.dirs);
 const RUNS = Number(args.runs);
 const PROF = args['cpu-prof'];
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
-const env = { ...process.env, FANOUT_TOKEN: TEST_ADMIN_TOKEN };
+const env = { ...process.env };
 const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : []);
 
 /** Runs the CLI; resolves with {seconds, out, err}. */
@@ -74,14 +73,14 @@ const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench
 const source = join(work, 'source');
 const tree = join(source, 'app/v1');
 const etcd = await startEtcd();
-let workers = [];
+let worker;
 try {
   log(`writing ${FILES} files of ${SIZE} bytes in ${DIRS} directories`);
   const block = Buffer.allocUnsafe(SIZE);
   const paths = [];
-  for (let d = 0; d < DIRS; d++) await mkdir(join(tree, `d${String(d).padStart(2, '0')}`), { recursive: true });
+  for (let d = 0; d < Math.ceil(FILES / Math.ceil(FILES / DIRS)); d++) await mkdir(join(tree, `d${String(d).padStart(2, '0')}`), { recursive: true });
   for (let i = 0; i < FILES; i++) {
-    const rel = `d${String(i % DIRS).padStart(2, '0')}/f${String(i).padStart(5, '0')}.bin`;
+    const rel = `d${String(Math.floor(i / Math.ceil(FILES / DIRS))).padStart(2, '0')}/f${String(i).padStart(5, '0')}.bin`;
     randomFillSync(block);
     await writeFile(join(tree, rel), block);
     paths.push(rel);
@@ -89,17 +88,19 @@ try {
   const bytes = FILES * SIZE;
   const expected = await treeHash(tree);
 
-  workers = await startCluster(1, { etcd: etcd.endpoint, mounts: { data: source }, capacity: bytes * 8, statTtl: '1s' });
-  const endpoint = workers[0].url;
+  // One worker as a user starts it (`fanout serve DIR`: the directory is mount "data").
+  const port = 18450 + Math.floor(Math.random() * 1000);
+  const endpoint = `http://127.0.0.1:${port}`;
+  worker = spawn(process.execPath, [...profFlags('worker'), bin, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', `${Math.ceil((bytes * 8) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
   const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
   await fanout(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json']);
   await fanout(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
 
   const urls = join(work, 'urls.txt');
   await writeFile(urls, paths.map((p) => `url = "${endpoint}/v1/data/data/app/v1/${p}"\noutput = "/dev/null"\n`).join(''));
-  const fileList = join(work, 'files.txt');
-  await writeFile(fileList, paths.join('\n') + '\n');
-  const catAll = (dir, parallel) => timedRun('sh', ['-c', `cd ${dir} && xargs -P ${parallel} -n ${Math.ceil(FILES / parallel)} cat < ${fileList} > /dev/null`]);
+  // find's order is the directory listings' order: what `cat` of a tree does.
+  const catAll = (dir, parallel) => timedRun('sh', ['-c', `cd ${dir} && find . -type f -print0 | xargs -0 -P ${parallel} -n ${Math.ceil(FILES / parallel)} cat > /dev/null`]);
 
   const t = { syncCold: [], syncColdStaged: [], syncWarm: [], syncWarmStaged: [], mountCold: [], mountCold8: [], cpR: [], catSource: [], curl: [] };
   for (let run = 0; run < RUNS; run++) {
@@ -130,7 +131,7 @@ try {
     await fanout(['free', '/data/app/v1', ...common]);
     t.mountCold8.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 8)));
     // Path-keyed pages are warm now: curl reads every file from /v1/data, 32 at a time.
-    t.curl.push(await timedRun('curl', ['-sf', '--parallel', '--parallel-max', '32', '-K', urls]));
+    t.curl.push(await timedRun('curl', ['-sf', '--no-progress-meter', '--parallel', '--parallel-max', '32', '-K', urls]));
     log(`run ${run + 1}/${RUNS}: ${Object.entries(t).map(([k, v]) => `${k} ${v.at(-1).toFixed(2)}`).join(', ')}`);
   }
 
@@ -152,7 +153,10 @@ try {
   await mkdir(join(root, 'bench/out'), { recursive: true });
   await writeFile(join(root, 'bench/out/small-files.json'), JSON.stringify({ files: FILES, size: SIZE, dirs: DIRS, runs: RUNS, loadavg, seconds: t, median: m }, null, 2) + '\n');
 } finally {
-  for (const w of workers) await w.stop?.().catch(() => {});
+  if (worker && worker.exitCode === null) {
+    worker.kill('SIGTERM');
+    await new Promise((r) => worker.once('exit', r));
+  }
   await etcd.stop?.().catch(() => {});
   await rm(work, { recursive: true, force: true }).catch(() => {});
 }

@@ -181,6 +181,15 @@ export class FanoutClient {
     return this.pages.get(pageKey(ref, pageSize), end - start, () => reader.fetchPage(ref));
   }
 
+  /**
+   * Page `index` of a file already stat'ed, verified, fetched now (no shared cache): for
+   * writers that place pages themselves (`fanout cp` writes each at its offset as it arrives).
+   */
+  async fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
+    const reader = await this.clusterReader();
+    return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
+  }
+
   /** Hits, joins and fetches of readPage()'s shared page cache. */
   pageCacheStats(): ReturnType<PageCache['stats']> {
     return this.pages.stats();
