@@ -10,7 +10,7 @@
 // Files/s and MB/s for each. Wall times include process start-up (sync, curl, cat, cp); the
 // sync agent's own "staged … in X s" is reported beside it.
 //
-//   node bench/small-files.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--cpu-prof DIR]
+//   node bench/small-files.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--cpu-prof DIR] [--fanout CHECKOUT]
 // Needs root (FUSE), etcd, curl, and the FUSE addon (bash scripts/build-native.sh).
 import { spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -26,6 +26,8 @@ const SIZE = parseSize(args.size);
 const DIRS = Number(args.dirs);
 const RUNS = Number(args.runs);
 const PROF = args['cpu-prof'];
+// --fanout DIR: run another build's CLI and worker (a checkout of an older commit), for before/after figures.
+const BIN = args.fanout ? join(args.fanout, 'bin/fanout.js') : bin;
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
 const env = { ...process.env };
 const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : []);
@@ -34,7 +36,7 @@ const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cp
 function fanout(argv, name = 'cli') {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const p = spawn(process.execPath, [...profFlags(name), bin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const p = spawn(process.execPath, [...profFlags(name), BIN, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
@@ -52,7 +54,7 @@ const mounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')).
 /** Runs `fn(mountpoint)` on a fresh `fanout mount`, then unmounts it (SIGTERM). */
 async function withMount(endpoint, mnt, fn) {
   let out = '';
-  const proc = spawn(process.execPath, [...profFlags('mount'), bin, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  const proc = spawn(process.execPath, [...profFlags('mount'), BIN, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env });
   proc.stderr.on('data', (d) => (out += d));
   const exited = new Promise((r) => proc.once('exit', r));
   try {
@@ -91,7 +93,7 @@ try {
   // One worker as a user starts it (`fanout serve DIR`: the directory is mount "data").
   const port = 18450 + Math.floor(Math.random() * 1000);
   const endpoint = `http://127.0.0.1:${port}`;
-  worker = spawn(process.execPath, [...profFlags('worker'), bin, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', `${Math.ceil((bytes * 8) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  worker = spawn(process.execPath, [...profFlags('worker'), BIN, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', `${Math.ceil((bytes * 8) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'], env });
   await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
   const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
   await fanout(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json']);
