@@ -136,3 +136,26 @@ test('a whole-file digest that disagrees with correct pages fails the file', asy
     await rm(root, { recursive: true, force: true });
   }
 });
+
+test('the first failing file stops the others: the rest of the release is not fetched', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 400; i++) files[`f${String(i).padStart(3, '0')}`] = randomBytes(100);
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    let asked = 0;
+    const fetcher = {
+      async pageChunks(_m: Manifest, file: ManifestFile): Promise<Buffer[]> {
+        asked++;
+        await new Promise((r) => setImmediate(r));
+        if (file.path === 'f005') throw new FanoutError('DISK_FULL', 'no space left');
+        return [files[file.path]!];
+      },
+    } as unknown as ReleaseFetcher;
+    await assert.rejects(stageVersion({ manifest: manifestOf(files), dir, fetcher, fileConcurrency: 8 }), (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL');
+    assert.ok(asked < 100, `${asked} files were still fetched after the failure`);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});

@@ -102,37 +102,48 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     bytesResumed: 0,
   };
   const report = () => opts.onProgress?.({ ...progress });
+  // The first failure stops the other files at once (a full disk fails them all anyway).
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  const fileOpts: StageOptions = { ...opts, signal };
   let next = 0;
   const worker = async () => {
     while (next < manifest.files.length) {
-      if (opts.signal?.aborted) throw new FanoutError('ABORTED', 'staging aborted');
+      if (signal.aborted) throw new FanoutError('ABORTED', 'staging aborted');
       const i = next++;
-      const file = manifest.files[i]!;
-      const target = join(staging, file.path);
-      if (present.has(file.path)) {
-        if (await alreadyVerified(target, file)) {
-          progress.bytesDone += file.size;
-          progress.bytesResumed += file.size;
-          report();
-          continue;
-        }
-        await rm(target, { recursive: true, force: true });
-      }
-      const part = join(parts, String(i));
-      const same = localFiles.get(file.sha256);
-      // A whole file this host already has (and that still has its digest) is hard-linked, as
-      // rsync --link-dest does: installed versions are never written to.
-      if (file.size > 0 && same && (await linkVerified(same, part, file))) {
-        progress.bytesDone += file.size;
-        progress.bytesLocal += file.size;
-        report();
-      } else await writeFile(opts, file, part, local, budget, progress, report);
-      await rename(part, target).catch((err) => rethrowFs(err, target));
+      await stageFile(i).catch((err: unknown) => {
+        stop.abort(err);
+        throw err;
+      });
     }
+  };
+  const stageFile = async (i: number) => {
+    const file = manifest.files[i]!;
+    const target = join(staging, file.path);
+    if (present.has(file.path)) {
+      if (await alreadyVerified(target, file)) {
+        progress.bytesDone += file.size;
+        progress.bytesResumed += file.size;
+        report();
+        return;
+      }
+      await rm(target, { recursive: true, force: true });
+    }
+    const part = join(parts, String(i));
+    const same = localFiles.get(file.sha256);
+    // A whole file this host already has (and that still has its digest) is hard-linked, as
+    // rsync --link-dest does: installed versions are never written to.
+    if (file.size > 0 && same && (await linkVerified(same, part, file))) {
+      progress.bytesDone += file.size;
+      progress.bytesLocal += file.size;
+      report();
+    } else await writeFile(fileOpts, file, part, local, budget, progress, report);
+    await rename(part, target).catch((err) => rethrowFs(err, target));
   };
   const workers = Math.max(1, Math.min(opts.fileConcurrency ?? DEFAULT_FILE_CONCURRENCY, manifest.files.length));
   // allSettled first: no file may still be written when the caller cleans up after a failure.
   const results = await Promise.allSettled(Array.from({ length: workers }, worker));
+  if (stop.signal.aborted) throw stop.signal.reason;
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   await rm(parts, { recursive: true, force: true });
