@@ -35,6 +35,8 @@ describe('fanout mount (FUSE)', () => {
     await writeFile(join(source, 'hello.txt'), 'hello fanout\n');
     await writeFile(join(source, 'empty.bin'), '');
     await writeFile(join(source, 'cold.bin'), randomBytes(100_000));
+    await mkdir(join(source, 'shards'));
+    for (let i = 0; i < 40; i++) await writeFile(join(source, `shards/s${String(i).padStart(2, '0')}.seg`), randomBytes(1000 + i));
     worker = await WorkerProcess.start({ id: 'fuse', mounts: { data: source }, pageSize: '1MiB' });
     mount = await MountProcess.start(mnt, worker.url, '--ttl', '200ms');
   });
@@ -153,6 +155,19 @@ describe('fanout mount (FUSE)', () => {
     const again = await sh('sha256sum', [join(mnt, 'data/cold.bin')]);
     assert.equal(again.code, 0, again.stderr);
     assert.equal(again.stdout.toString().split(' ')[0], sha256(await readFile(join(source, 'cold.bin'))));
+  });
+
+  test('reading the files of a directory in order fetches the next files ahead, and every file reads whole', async () => {
+    const misses = async () => (await worker.metrics()).fanout_page_misses_total ?? 0;
+    const before = await misses();
+    const names = (await readdir(join(mnt, 'data/shards'))).sort();
+    assert.equal(names.length, 40);
+    for (const name of names.slice(0, 2)) assert.deepEqual(await readFile(join(mnt, 'data/shards', name)), await readFile(join(source, 'shards', name)));
+    // Two files opened in listing order: the worker is asked for the first pages of the next ones.
+    const deadline = Date.now() + 10_000;
+    while ((await misses()) - before < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok((await misses()) - before >= 20, `only ${(await misses()) - before} pages were fetched`);
+    for (const name of names) assert.deepEqual(await readFile(join(mnt, 'data/shards', name)), await readFile(join(source, 'shards', name)), name);
   });
 
   test('after a crash (SIGKILL) the stale mount is detected and mounting again works', async () => {
