@@ -78,28 +78,28 @@ export async function listTree(client: FanoutClient, path: string): Promise<{ fi
         const rel = queue.shift()!;
         active++;
         const inner = [root.path, rel].filter((p) => p !== '').join('/');
-        client.list(joinFanoutPath(root.mount, inner)).then(
-          async (entries) => {
-            for (const entry of entries) {
-              const childRel = rel ? `${rel}/${entry.name}` : entry.name;
-              const childInner = inner ? `${inner}/${entry.name}` : entry.name;
-              if (entry.type === 'dir') {
-                dirs.push(childRel);
-                queue.push(childRel);
-              } else if (entry.size !== undefined && entry.version !== undefined && entry.mtimeMs !== undefined) {
-                files.push({ rel: childRel, file: { mount: root.mount, path: childInner, size: entry.size, version: entry.version, mtimeMs: entry.mtimeMs } });
-              } else {
-                files.push({ rel: childRel, file: await client.stat(joinFanoutPath(root.mount, childInner)) });
-              }
+        const fail = (err: unknown) => {
+          failed = true;
+          reject(err);
+        };
+        const visit = async () => {
+          for (const entry of await client.list(joinFanoutPath(root.mount, inner))) {
+            const childRel = rel ? `${rel}/${entry.name}` : entry.name;
+            const childInner = inner ? `${inner}/${entry.name}` : entry.name;
+            if (entry.type === 'dir') {
+              dirs.push(childRel);
+              queue.push(childRel);
+            } else if (entry.size !== undefined && entry.version !== undefined && entry.mtimeMs !== undefined) {
+              files.push({ rel: childRel, file: { mount: root.mount, path: childInner, size: entry.size, version: entry.version, mtimeMs: entry.mtimeMs } });
+            } else {
+              files.push({ rel: childRel, file: await client.stat(joinFanoutPath(root.mount, childInner)) });
             }
-            active--;
-            pump();
-          },
-          (err: unknown) => {
-            failed = true;
-            reject(err);
-          },
-        );
+          }
+        };
+        visit().then(() => {
+          active--;
+          pump();
+        }, fail);
       }
     };
     pump();
