@@ -104,7 +104,7 @@ try {
   // find's order is the directory listings' order: what `cat` of a tree does.
   const catAll = (dir, parallel) => timedRun('sh', ['-c', `cd ${dir} && find . -type f -print0 | xargs -0 -P ${parallel} -n ${Math.ceil(FILES / parallel)} cat > /dev/null`]);
 
-  const t = { syncCold: [], syncColdStaged: [], syncWarm: [], syncWarmStaged: [], mountCold: [], mountCold8: [], cpR: [], catSource: [], curl: [] };
+  const t = { syncCold: [], syncColdStaged: [], syncWarm: [], syncWarmStaged: [], mountCold: [], mountCold8: [], cpTree: [], cpR: [], catSource: [], curl: [] };
   for (let run = 0; run < RUNS; run++) {
     // Baselines first: the source tree is in the OS page cache for everyone.
     const copy = join(work, `cp-${run}`);
@@ -132,7 +132,12 @@ try {
     t.mountCold.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 1)));
     await fanout(['free', '/data/app/v1', ...common]);
     t.mountCold8.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 8)));
-    // Path-keyed pages are warm now: curl reads every file from /v1/data, 32 at a time.
+    // Path-keyed pages are warm now. `fanout cp` of the directory (older builds copy files only: NaN).
+    const cpDest = join(work, `cp-tree-${run}`);
+    t.cpTree.push(await fanout(['cp', '/data/app/v1/', cpDest, '--endpoint', endpoint], 'cp-tree').then((r) => r.seconds, () => NaN));
+    if (!Number.isNaN(t.cpTree.at(-1)) && (await treeHash(cpDest)) !== expected) throw new Error('fanout cp tree differs from the source');
+    await rm(cpDest, { recursive: true, force: true });
+    // curl reads every file from /v1/data, 32 at a time.
     t.curl.push(await timedRun('curl', ['-sf', '--no-progress-meter', '--parallel', '--parallel-max', '32', '-K', urls]));
     log(`run ${run + 1}/${RUNS}: ${Object.entries(t).map(([k, v]) => `${k} ${v.at(-1).toFixed(2)}`).join(', ')}`);
   }
@@ -149,6 +154,7 @@ try {
   console.log(row('  of which staging (agent log)', m.syncWarmStaged));
   console.log(row('mount, cold: `xargs cat` of every file, 1 reader', m.mountCold));
   console.log(row('mount, cold: `xargs -P 8 cat`, 8 readers', m.mountCold8));
+  console.log(row('`fanout cp` of the directory, warm (process wall time)', m.cpTree));
   console.log(row('baseline: `cp -r` of the source tree', m.cpR));
   console.log(row('baseline: `xargs cat` of the source files', m.catSource));
   console.log(row('baseline: curl /v1/data, 32 parallel, warm', m.curl));
