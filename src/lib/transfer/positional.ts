@@ -63,9 +63,6 @@ export async function copyPagesAt(opts: PagesAtOptions): Promise<void> {
           return;
         }
         finished++;
-      } catch (err) {
-        held.delete(index);
-        throw err;
       } finally {
         if (!opts.inOrder) release?.();
       }
