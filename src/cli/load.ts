@@ -31,7 +31,11 @@ interface Pages {
   rule: { mount: string; prefix: string };
 }
 
+/** Pages per admin call: 16 full pages, or up to 64 small ones (the files of a search index). */
 const BATCH = 16;
+const SMALL_BATCH = 64;
+/** Load calls in flight per worker when no rate is set. */
+const CALLS_PER_WORKER = 4;
 
 /**
  * Preloads pages into the cluster, each on its owners: the plan is made here (the same ring
@@ -67,29 +71,38 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
       // Workers refuse preload rates under 64 KiB/s (a page would take minutes): a small total
       // rate over many workers is rounded up to that.
       const perWorkerRate = rate > 0 ? Math.max(64 * 1024, Math.floor(rate / Math.max(1, plan.size))) : 0;
+      // Unpaced, several calls per worker overlap (a worker loads 4 pages per call at a time,
+      // so one call after the other left small pages waiting on round trips). Paced, one call
+      // at a time: each call paces itself at the worker's whole share of the rate.
+      const lanes = perWorkerRate > 0 ? 1 : CALLS_PER_WORKER;
       await Promise.all(
         [...plan.values()].map(async ({ member, refs }) => {
-          for (let i = 0; i < refs.length; i += BATCH) {
-            const batch = refs.slice(i, i + BATCH);
-            const result = (await client.adminPost(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate })) as {
-              present: number;
-              loaded: number;
-              bytesLoaded: number;
-              verified: number;
-              failed: unknown[];
-            };
-            report.present += result.present;
-            report.loaded += result.loaded;
-            report.bytesLoaded += result.bytesLoaded;
-            report.verified += result.verified;
-            report.failed.push(...result.failed);
-            report.workers[member.id] = (report.workers[member.id] ?? 0) + result.bytesLoaded;
-            const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
-            doneBytes += bytes;
-            donePages += batch.length;
-            bar?.update(doneBytes, { pages: donePages });
-            if (json) process.stdout.write(JSON.stringify({ event: 'progress', pages: donePages, bytes: doneBytes, total }) + '\n');
-          }
+          const batches = batchesOf(refs, info.pageSize);
+          let nextBatch = 0;
+          const lane = async () => {
+            while (nextBatch < batches.length) {
+              const batch = batches[nextBatch++]!;
+              const result = (await client.adminPost(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate })) as {
+                present: number;
+                loaded: number;
+                bytesLoaded: number;
+                verified: number;
+                failed: unknown[];
+              };
+              report.present += result.present;
+              report.loaded += result.loaded;
+              report.bytesLoaded += result.bytesLoaded;
+              report.verified += result.verified;
+              report.failed.push(...result.failed);
+              report.workers[member.id] = (report.workers[member.id] ?? 0) + result.bytesLoaded;
+              const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
+              doneBytes += bytes;
+              donePages += batch.length;
+              bar?.update(doneBytes, { pages: donePages });
+              if (json) process.stdout.write(JSON.stringify({ event: 'progress', pages: donePages, bytes: doneBytes, total }) + '\n');
+            }
+          };
+          await Promise.all(Array.from({ length: Math.min(lanes, batches.length) }, lane));
         }),
       );
     }
@@ -197,6 +210,25 @@ async function resolvePages(client: FanoutClient, path: string | undefined, flag
     bytes += f.size;
   }
   return { refs, bytes, rule: { mount: target.mount, prefix: target.path } };
+}
+
+/** Consecutive pages in batches of at most BATCH full pages' bytes and SMALL_BATCH pages. */
+function batchesOf(refs: PageRef[], pageSize: number): PageRef[][] {
+  const batches: PageRef[][] = [];
+  let batch: PageRef[] = [];
+  let bytes = 0;
+  for (const ref of refs) {
+    const length = pageLength(ref, pageSize);
+    if (batch.length > 0 && (batch.length >= SMALL_BATCH || bytes + length > BATCH * pageSize)) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(ref);
+    bytes += length;
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
 }
 
 function keysOf(pages: Pages, pageSize: number): string[] {

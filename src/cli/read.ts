@@ -1,7 +1,5 @@
-import { createWriteStream } from 'node:fs';
-import { rename, stat as fsStat, unlink } from 'node:fs/promises';
+import { stat as fsStat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
@@ -72,41 +70,59 @@ export async function cat(path: string, options: GlobalOptions & { range?: strin
 }
 
 /**
- * Copies a file out of the cluster. Written to a temporary name beside the destination and
- * renamed when complete and whole, so a failed copy never leaves a truncated file behind.
+ * Copies a file, or a directory tree (like cp -r), out of the cluster. Each page is written at
+ * its offset as it arrives; each file goes to a temporary name beside its target and is renamed
+ * when complete and whole, so a failed copy never leaves a truncated file behind. A tree's
+ * files are copied many at once (small files cost round trips, not bytes).
  */
 export async function cp(path: string, dest: string, options: GlobalOptions & { progress?: boolean }): Promise<void> {
   if (dest === '-') return cat(path, options); // `cp PATH -` is the Unix way of saying stdout
+  const { copyFileTo, copyTreeTo, listTree } = await import('./copy.js');
   const client = clientFor(options);
-  const file = await client.stat(path);
-  const target = (await fsStat(dest).catch(() => undefined))?.isDirectory() ? join(dest, basename(file.path)) : dest;
-  await requireDirectory(dirname(target));
-  const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
-  const bar = options.progress !== false && !options.json && process.stderr.isTTY ? new CopyProgress(file.size, process.stderr) : undefined;
+  const showBar = options.progress !== false && !options.json && process.stderr.isTTY;
+  let bar: CopyProgress | undefined;
   const started = Date.now();
   let copied = 0;
-  const progress = new Transform({
-    transform(chunk: Buffer, _enc, callback) {
-      copied += chunk.length;
-      bar?.update(copied);
-      callback(null, chunk);
-    },
-  });
+  const onBytes = (bytes: number) => {
+    copied += bytes;
+    bar?.update(copied);
+  };
   try {
-    const stream = await client.readFile(file);
-    await pipeline(stream, progress, createWriteStream(tmp, { highWaterMark: 4 * 1024 * 1024 }));
-    await rename(tmp, target);
-  } catch (err) {
-    bar?.abort();
-    await unlink(tmp).catch(() => {});
-    throw err;
+    const { pageSize } = await client.cluster();
+    const file = await client.stat(path).catch((err: unknown) => {
+      if (err instanceof FanoutError && err.code === 'IS_A_DIRECTORY') return undefined;
+      throw err;
+    });
+    const destIsDir = (await fsStat(dest).catch(() => undefined))?.isDirectory() === true;
+    if (!file) {
+      const tree = await listTree(client, path);
+      const source = parseFanoutPath(path);
+      const name = basename(source.path.replace(/\/+$/, '')) || source.mount;
+      const target = destIsDir ? join(dest, name) : dest;
+      await requireDirectory(dirname(target));
+      const bytes = tree.files.reduce((sum, f) => sum + f.file.size, 0);
+      if (showBar) bar = new CopyProgress(bytes, process.stderr);
+      await copyTreeTo(client, tree, target, pageSize, { onBytes });
+      bar?.finish(copied);
+      bar = undefined;
+      const seconds = (Date.now() - started) / 1000;
+      if (options.json) printJson({ path, dest: target, files: tree.files.length, bytes: copied, seconds });
+      else process.stderr.write(`${doneLine(copied, seconds, target)} (${tree.files.length} files)\n`);
+      return;
+    }
+    const target = destIsDir ? join(dest, basename(file.path)) : dest;
+    await requireDirectory(dirname(target));
+    if (showBar) bar = new CopyProgress(file.size, process.stderr);
+    await copyFileTo(client, file, target, pageSize, { onBytes });
+    bar?.finish(copied);
+    bar = undefined;
+    const seconds = (Date.now() - started) / 1000;
+    if (options.json) printJson({ path: fanoutPath(file.mount, file.path), dest: target, bytes: copied, seconds, version: file.version });
+    else process.stderr.write(doneLine(copied, seconds, target) + '\n');
   } finally {
+    bar?.abort();
     await client.close();
   }
-  bar?.finish(copied);
-  const seconds = (Date.now() - started) / 1000;
-  if (options.json) printJson({ path: fanoutPath(file.mount, file.path), dest: target, bytes: copied, seconds, version: file.version });
-  else process.stderr.write(doneLine(copied, seconds, target) + '\n');
 }
 
 /** A missing destination directory is the user's to fix: say which one, with a fanout code. */

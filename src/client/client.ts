@@ -181,6 +181,15 @@ export class FanoutClient {
     return this.pages.get(pageKey(ref, pageSize), end - start, () => reader.fetchPage(ref));
   }
 
+  /**
+   * Page `index` of a file already stat'ed, verified, fetched now (no shared cache): for
+   * writers that place pages themselves (`fanout cp` writes each at its offset as it arrives).
+   */
+  async fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
+    const reader = await this.clusterReader();
+    return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
+  }
+
   /** Hits, joins and fetches of readPage()'s shared page cache. */
   pageCacheStats(): ReturnType<PageCache['stats']> {
     return this.pages.stats();
@@ -223,9 +232,9 @@ export class FanoutClient {
    * so they carry the token of the first endpoint: with a published serve token that is the
    * one worker of a single-node cluster; FANOUT_TOKEN or the token option covers them all.
    */
-  newPageFetcher(): PageFetcher {
+  newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
     const first = this.endpoints[0]!;
-    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts });
+    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts, ...options });
   }
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */

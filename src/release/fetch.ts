@@ -6,6 +6,9 @@ import { HashRing } from '../lib/hashring/index.js';
 import { parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
 import type { VersionRecord } from './registry.js';
 
+/** Connections per worker for release pages (the stager's files in flight). */
+const RELEASE_CONNECTIONS = 32;
+
 /**
  * Reads release data through the cluster. Pages are asked for by content hash (`h=`), so they
  * are placed and cached by content: a page that two versions share is one page in the cluster,
@@ -19,7 +22,8 @@ export class ReleaseFetcher {
   private info: ClusterInfo | undefined;
 
   constructor(readonly client: FanoutClient) {
-    this.fetcher = client.newPageFetcher();
+    // Staging keeps dozens of small files in flight: as many connections, not a queue behind 8.
+    this.fetcher = client.newPageFetcher({ connectionsPerWorker: RELEASE_CONNECTIONS });
   }
 
   async pageSize(): Promise<number> {
@@ -38,18 +42,25 @@ export class ReleaseFetcher {
     return manifest;
   }
 
-  /** Page `index` of a release file, verified against the manifest's hash. */
+  /** Page `index` of a release file, verified against the manifest's hash, in one buffer. */
   async page(manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer> {
+    const chunks = await this.pageChunks(manifest, file, index, signal);
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  }
+
+  /** The same page as the chunks it arrived in (a writer with pwritev needs no copy into one buffer). */
+  async pageChunks(manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer[]> {
     const reader = await this.clusterReader(manifest);
     const hash = file.pages[index]!;
     const ref = { mount: manifest.mount, path: sourcePathOf(manifest, file), version: file.sourceVersion, size: file.size, index, hash };
     const chunks = await reader.fetchPage(ref, signal);
-    const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    const actual = createHash('sha256').update(data).digest('hex');
+    const digest = createHash('sha256');
+    for (const chunk of chunks) digest.update(chunk);
+    const actual = digest.digest('hex');
     if (actual !== hash) {
       throw new FanoutError('HASH_MISMATCH', `page ${index} of ${file.path} has SHA-256 ${actual.slice(0, 16)}…, the manifest says ${hash.slice(0, 16)}…`);
     }
-    return data;
+    return chunks;
   }
 
   async close(): Promise<void> {

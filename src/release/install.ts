@@ -72,11 +72,17 @@ export class ReleaseDir {
     await rm(this.partsDir(manifest.version), { recursive: true, force: true });
     await fsyncDir(join(this.dir, 'versions'));
     // What each verified file looked like once installed: any write changes its ctime.
+    // Stat'ed 64 at a time: one after the other, thousands of small files cost a round each.
     const snapshot: Record<string, FileStamp> = {};
-    for (const file of manifest.files) {
-      const st = await stat(join(target, file.path), { bigint: true });
-      snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
-    }
+    let next = 0;
+    const stamper = async () => {
+      while (next < manifest.files.length) {
+        const file = manifest.files[next++]!;
+        const st = await stat(join(target, file.path), { bigint: true });
+        snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(64, manifest.files.length) }, stamper));
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
   }
 

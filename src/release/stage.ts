@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, link, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { copyFile, link, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join, posix, relative, sep } from 'node:path';
 import { FanoutError } from '../core/errors.js';
+import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import type { FileStamp, ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
@@ -55,14 +56,20 @@ export interface StageOptions {
   manifest: Manifest;
   dir: ReleaseDir;
   fetcher: ReleaseFetcher;
-  /** Files written in parallel, and pages in flight per file. */
+  /** Files written at once (default 32): small files cost round trips and syscalls, not bytes. */
   fileConcurrency?: number;
+  /** Pages in flight per file (default 4). */
   pageWindow?: number;
+  /** Bytes of pages in flight over all files (default 64 MiB). */
+  bytesInFlight?: number;
   onProgress?: (progress: StageProgress) => void;
   /** Paces bytes fetched from the cluster (a host's download budget); local copies are free. */
   limiter?: { take(bytes: number, signal?: AbortSignal): Promise<void> };
   signal?: AbortSignal;
 }
+
+export const DEFAULT_FILE_CONCURRENCY = 32;
+const DEFAULT_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
 
 /**
  * Downloads a version into DIR/.staging-V. Each file is written under DIR/.parts-V, page by
@@ -70,6 +77,11 @@ export interface StageOptions {
  * otherwise fetched from the cluster), every page checked against its SHA-256, the whole file
  * against its digest, and only then renamed into staging. Files already in staging are
  * re-verified and kept, so an interrupted run resumes where it stopped.
+ *
+ * Many files move at once (a search index is thousands of small files: each costs a request,
+ * a create, an fdatasync and a rename, and those overlap), under one budget of bytes in flight.
+ * The manifest gives every size: directories are made once up front and staging is listed
+ * once, so no file pays a stat or mkdir of its own.
  */
 export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   const { manifest, dir } = opts;
@@ -79,6 +91,9 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   await mkdir(parts, { recursive: true });
   await mkdir(staging, { recursive: true });
   const { pages: local, files: localFiles } = await localPages(dir);
+  const present = await filesUnder(staging);
+  await makeDirectories(staging, manifest.files);
+  const budget = new ByteBudget(opts.bytesInFlight ?? DEFAULT_BYTES_IN_FLIGHT);
   const progress: StageProgress = {
     bytesDone: 0,
     bytesTotal: manifest.files.reduce((s, f) => s + f.size, 0),
@@ -87,92 +102,150 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     bytesResumed: 0,
   };
   const report = () => opts.onProgress?.({ ...progress });
+  // The first failure stops the other files at once (a full disk fails them all anyway).
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  const fileOpts: StageOptions = { ...opts, signal };
   let next = 0;
   const worker = async () => {
     while (next < manifest.files.length) {
-      if (opts.signal?.aborted) throw new FanoutError('ABORTED', 'staging aborted');
+      if (signal.aborted) throw new FanoutError('ABORTED', 'staging aborted');
       const i = next++;
-      const file = manifest.files[i]!;
-      const target = join(staging, file.path);
+      await stageFile(i).catch((err: unknown) => {
+        stop.abort(err);
+        throw err;
+      });
+    }
+  };
+  const stageFile = async (i: number) => {
+    const file = manifest.files[i]!;
+    const target = join(staging, file.path);
+    if (present.has(file.path)) {
       if (await alreadyVerified(target, file)) {
         progress.bytesDone += file.size;
         progress.bytesResumed += file.size;
         report();
-        continue;
+        return;
       }
-      await rm(target, { force: true });
-      const part = join(parts, String(i));
-      const same = localFiles.get(file.sha256);
-      // A whole file this host already has (and that still has its digest) is hard-linked, as
-      // rsync --link-dest does: installed versions are never written to.
-      if (file.size > 0 && same && (await linkVerified(same, part, file))) {
-        progress.bytesDone += file.size;
-        progress.bytesLocal += file.size;
-        report();
-      } else await writeFile(opts, file, part, local, progress, report);
-      await mkdir(dirname(target), { recursive: true }).catch((err) => rethrowFs(err, target));
-      await rename(part, target);
+      await rm(target, { recursive: true, force: true });
     }
+    const part = join(parts, String(i));
+    const same = localFiles.get(file.sha256);
+    // A whole file this host already has (and that still has its digest) is hard-linked, as
+    // rsync --link-dest does: installed versions are never written to.
+    if (file.size > 0 && same && (await linkVerified(same, part, file))) {
+      progress.bytesDone += file.size;
+      progress.bytesLocal += file.size;
+      report();
+    } else await writeFile(fileOpts, file, part, local, budget, progress, report);
+    await rename(part, target).catch((err) => rethrowFs(err, target));
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.fileConcurrency ?? 4, manifest.files.length)) }, worker));
+  const workers = Math.max(1, Math.min(opts.fileConcurrency ?? DEFAULT_FILE_CONCURRENCY, manifest.files.length));
+  // allSettled first: no file may still be written when the caller cleans up after a failure.
+  const results = await Promise.allSettled(Array.from({ length: workers }, worker));
+  if (stop.signal.aborted) throw stop.signal.reason;
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
   await rm(parts, { recursive: true, force: true });
   report();
   return progress;
 }
 
+/** Relative paths of the files under a directory (what an interrupted run left in staging). */
+async function filesUnder(root: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (!entry.isDirectory()) out.add(relative(root, join(entry.parentPath ?? entry.path, entry.name)).split(sep).join('/'));
+  }
+  return out;
+}
+
+/** Every directory the manifest's files need, made once (deepest first covers its parents). */
+async function makeDirectories(root: string, files: ManifestFile[]): Promise<void> {
+  const dirs = new Set<string>();
+  for (const file of files) {
+    const parent = posix.dirname(file.path);
+    if (parent !== '.') dirs.add(parent);
+  }
+  // mkdir -p of a leaf makes its parents: only directories that are nobody's parent are asked for.
+  const parents = new Set<string>();
+  for (const d of dirs) for (let p = posix.dirname(d); p !== '.'; p = posix.dirname(p)) parents.add(p);
+  for (const d of dirs) {
+    if (parents.has(d)) continue;
+    const path = join(root, d);
+    await mkdir(path, { recursive: true }).catch((err) => rethrowFs(err, path));
+  }
+}
+
+/**
+ * Writes one file under its part name: every page written at its offset as it arrives (in
+ * whatever order the window completes), the whole-file digest computed in order beside it.
+ */
 async function writeFile(
   opts: StageOptions,
   file: ManifestFile,
   part: string,
   local: Map<string, LocalPage>,
+  budget: ByteBudget,
   progress: StageProgress,
   report: () => void,
 ): Promise<void> {
   const { manifest } = opts;
-  const whole = createHash('sha256');
+  // A one-page file's page hash is its digest, already checked page by page.
+  const whole = file.pages.length === 1 && file.pages[0] === file.sha256 ? undefined : createHash('sha256');
+  const fromLocal = new Set<number>();
   const handle = await open(part, 'w').catch((err) => rethrowFs(err, part));
   try {
-    const window: Promise<{ data: Buffer; local: boolean }>[] = [];
-    let launched = 0;
-    const launch = () => {
-      const index = launched++;
-      const p = pageData(opts, file, index, local);
-      p.catch(() => {});
-      window.push(p);
-    };
-    const size = Math.max(1, opts.pageWindow ?? 4);
-    while (launched < file.pages.length && window.length < size) launch();
-    for (let index = 0; index < file.pages.length; index++) {
-      const { data, local: fromLocal } = await window.shift()!;
-      if (launched < file.pages.length) launch();
-      whole.update(data);
-      await writeAll(handle, data, index * manifest.pageSize, part);
-      progress.bytesDone += data.length;
-      if (fromLocal) progress.bytesLocal += data.length;
-      else progress.bytesFetched += data.length;
-      report();
-    }
+    await copyPagesAt({
+      target: {
+        writev: (buffers, position) => handle.writev(buffers, position).catch((err) => rethrowFs(err, part)),
+      },
+      pages: file.pages.length,
+      pageSize: manifest.pageSize,
+      pageLength: (index) => Math.min(manifest.pageSize, file.size - index * manifest.pageSize),
+      window: opts.pageWindow ?? 4,
+      budget,
+      signal: opts.signal,
+      fetch: async (index, signal) => {
+        const page = await pageData(opts, file, index, local, signal);
+        if (page.local) fromLocal.add(index);
+        return page.chunks;
+      },
+      inOrder: whole ? (_index, chunks) => chunks.forEach((c) => whole.update(c)) : undefined,
+      onWritten: (index, bytes) => {
+        progress.bytesDone += bytes;
+        if (fromLocal.has(index)) progress.bytesLocal += bytes;
+        else progress.bytesFetched += bytes;
+        report();
+      },
+    });
     await handle.datasync().catch((err) => rethrowFs(err, part));
   } finally {
     await handle.close();
   }
-  const digest = whole.digest('hex');
+  const digest = whole ? whole.digest('hex') : file.sha256;
   if (digest !== file.sha256) {
     throw new FanoutError('HASH_MISMATCH', `${file.path}: SHA-256 ${digest.slice(0, 16)}… differs from the manifest's ${file.sha256.slice(0, 16)}…`);
   }
 }
 
 /** One page: a verified local copy if this host has the content, else from the cluster. */
-async function pageData(opts: StageOptions, file: ManifestFile, index: number, local: Map<string, LocalPage>): Promise<{ data: Buffer; local: boolean }> {
+async function pageData(
+  opts: StageOptions,
+  file: ManifestFile,
+  index: number,
+  local: Map<string, LocalPage>,
+  signal: AbortSignal,
+): Promise<{ chunks: Buffer[]; local: boolean }> {
   const hash = file.pages[index]!;
   const copy = local.get(hash);
   if (copy) {
     const data = await readRange(copy).catch(() => undefined);
     // A local copy that was changed on disk is simply not used.
-    if (data && createHash('sha256').update(data).digest('hex') === hash) return { data, local: true };
+    if (data && createHash('sha256').update(data).digest('hex') === hash) return { chunks: [data], local: true };
   }
-  await opts.limiter?.take(Math.min(opts.manifest.pageSize, file.size - index * opts.manifest.pageSize), opts.signal);
-  return { data: await opts.fetcher.page(opts.manifest, file, index, opts.signal), local: false };
+  await opts.limiter?.take(Math.min(opts.manifest.pageSize, file.size - index * opts.manifest.pageSize), signal);
+  return { chunks: await opts.fetcher.pageChunks(opts.manifest, file, index, signal), local: false };
 }
 
 async function readRange(page: LocalPage): Promise<Buffer> {
@@ -188,14 +261,6 @@ async function readRange(page: LocalPage): Promise<Buffer> {
     return data;
   } finally {
     await handle.close();
-  }
-}
-
-async function writeAll(handle: FileHandle, data: Buffer, position: number, file: string): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    const { bytesWritten } = await handle.write(data, offset, data.length - offset, position + offset).catch((err) => rethrowFs(err, file));
-    offset += bytesWritten;
   }
 }
 

@@ -155,6 +155,28 @@ describe('fanout mount (FUSE)', () => {
     assert.equal(again.stdout.toString().split(' ')[0], sha256(await readFile(join(source, 'cold.bin'))));
   });
 
+  test('reading the files of a directory in order fetches the next files ahead, and every file reads whole', async () => {
+    await mkdir(join(source, 'shards'));
+    for (let i = 0; i < 40; i++) await writeFile(join(source, `shards/s${String(i).padStart(2, '0')}.seg`), randomBytes(1000 + i));
+    const misses = async () => (await worker.metrics()).fanout_page_misses_total ?? 0;
+    const before = await misses();
+    // The new directory shows once the listings cached by the worker and the mount expire.
+    let names: string[] = [];
+    for (let i = 0; i < 200 && names.length === 0; i++) {
+      names = await readdir(join(mnt, 'data/shards')).catch(() => []);
+      if (names.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    names.sort();
+    assert.equal(names.length, 40);
+    for (const name of names.slice(0, 2)) assert.deepEqual(await readFile(join(mnt, 'data/shards', name)), await readFile(join(source, 'shards', name)));
+    // Two files opened in listing order: the worker is asked for the first pages of the next ones.
+    const deadline = Date.now() + 10_000;
+    while ((await misses()) - before < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok((await misses()) - before >= 20, `only ${(await misses()) - before} pages were fetched`);
+    for (const name of names) assert.deepEqual(await readFile(join(mnt, 'data/shards', name)), await readFile(join(source, 'shards', name)), name);
+    await rm(join(source, 'shards'), { recursive: true });
+  });
+
   test('after a crash (SIGKILL) the stale mount is detected and mounting again works', async () => {
     assert.equal(await mount.signal('SIGKILL'), null);
     const stale = await readdir(mnt).then(

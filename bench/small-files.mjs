@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+// Benchmark 5, many small files: a release of FILES files of SIZE bytes in DIRS directories,
+// one worker (local directory source), loopback. Measured in one run, median of RUNS:
+//   - `fanout sync --once` cold (the worker's pages freed first) and warm (a fresh host dir);
+//   - `cat` of every file through a fresh `fanout mount`, cold (path-keyed pages freed): one
+//     `find | xargs cat` reader (the kernel asks one lookup/open/read at a time), and 8 readers;
+//   - baselines in the same run: `cp -r` of the source tree (OS page cache), `cat` of every
+//     source file, and one curl process reading every file from the worker's /v1/data with 32
+//     transfers in parallel (worker warm by path after the first mount run).
+// Files/s and MB/s for each. Wall times include process start-up (sync, curl, cat, cp); the
+// sync agent's own "staged … in X s" is reported beside it.
+//
+//   node bench/small-files.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--cpu-prof DIR] [--fanout CHECKOUT]
+// Needs root (FUSE), etcd, curl, and the FUSE addon (bash scripts/build-native.sh).
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd } from '../dist/test/harness/etcd.js';
+import { benchArgs, bin, median, parseSize, root, timedRun, treeHash, waitFor } from './common.mjs';
+
+const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
+const FILES = Number(args.files);
+const SIZE = parseSize(args.size);
+const DIRS = Number(args.dirs);
+const RUNS = Number(args.runs);
+const PROF = args['cpu-prof'];
+// --fanout DIR: run another build's CLI and worker (a checkout of an older commit), for before/after figures.
+const BIN = args.fanout ? join(args.fanout, 'bin/fanout.js') : bin;
+const log = (line) => process.stderr.write(`[bench] ${line}\n`);
+const env = { ...process.env };
+const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : []);
+
+/** Runs the CLI; resolves with {seconds, out, err}. */
+function fanout(argv, name = 'cli') {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const p = spawn(process.execPath, [...profFlags(name), BIN, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.once('error', reject);
+    p.once('exit', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      code === 0 ? resolve({ seconds, out, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
+    });
+  });
+}
+
+const mounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === mnt);
+
+/** Runs `fn(mountpoint)` on a fresh `fanout mount`, then unmounts it (SIGTERM). */
+async function withMount(endpoint, mnt, fn) {
+  let out = '';
+  const proc = spawn(process.execPath, [...profFlags('mount'), BIN, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  proc.stderr.on('data', (d) => (out += d));
+  const exited = new Promise((r) => proc.once('exit', r));
+  try {
+    await waitFor('the mount', async () => {
+      if (proc.exitCode !== null) throw new Error(`fanout mount exited: ${out}`);
+      return out.includes('fanout: mounted') && (await mounted(mnt));
+    });
+    return await fn(mnt);
+  } finally {
+    proc.kill('SIGTERM');
+    await exited;
+  }
+}
+
+const stagedSeconds = (err) => Number(/staged \S+: \d+ bytes in ([\d.]+) s/.exec(err)?.[1] ?? NaN);
+
+const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-small-'));
+const source = join(work, 'source');
+const tree = join(source, 'app/v1');
+const etcd = await startEtcd();
+let worker;
+try {
+  log(`writing ${FILES} files of ${SIZE} bytes in ${DIRS} directories`);
+  const block = Buffer.allocUnsafe(SIZE);
+  const paths = [];
+  for (let d = 0; d < Math.ceil(FILES / Math.ceil(FILES / DIRS)); d++) await mkdir(join(tree, `d${String(d).padStart(2, '0')}`), { recursive: true });
+  for (let i = 0; i < FILES; i++) {
+    const rel = `d${String(Math.floor(i / Math.ceil(FILES / DIRS))).padStart(2, '0')}/f${String(i).padStart(5, '0')}.bin`;
+    randomFillSync(block);
+    await writeFile(join(tree, rel), block);
+    paths.push(rel);
+  }
+  const bytes = FILES * SIZE;
+  const expected = await treeHash(tree);
+
+  // One worker as a user starts it (`fanout serve DIR`: the directory is mount "data").
+  const port = 18450 + Math.floor(Math.random() * 1000);
+  const endpoint = `http://127.0.0.1:${port}`;
+  worker = spawn(process.execPath, [...profFlags('worker'), BIN, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', `${Math.ceil((bytes * 8) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
+  const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
+  await fanout(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json']);
+  await fanout(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+
+  const urls = join(work, 'urls.txt');
+  await writeFile(urls, paths.map((p) => `url = "${endpoint}/v1/data/data/app/v1/${p}"\noutput = "/dev/null"\n`).join(''));
+  // find's order is the directory listings' order: what `cat` of a tree does.
+  const catAll = (dir, parallel) => timedRun('sh', ['-c', `cd ${dir} && find . -type f -print0 | xargs -0 -P ${parallel} -n ${Math.ceil(FILES / parallel)} cat > /dev/null`]);
+
+  const t = { syncCold: [], syncColdStaged: [], syncWarm: [], syncWarmStaged: [], mountCold: [], mountCold8: [], cpTree: [], cpR: [], catSource: [], curl: [] };
+  for (let run = 0; run < RUNS; run++) {
+    // Baselines first: the source tree is in the OS page cache for everyone.
+    const copy = join(work, `cp-${run}`);
+    t.cpR.push(await timedRun('cp', ['-r', tree, copy]));
+    await rm(copy, { recursive: true, force: true });
+    t.catSource.push(await catAll(tree, 1));
+
+    await fanout(['free', '--release', 'app@v1', ...common]);
+    const cold = join(work, `host-cold-${run}`);
+    const c = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', cold, '--host', `cold${run}`, ...common], 'sync-cold');
+    t.syncCold.push(c.seconds);
+    t.syncColdStaged.push(stagedSeconds(c.err));
+    if ((await treeHash(join(cold, 'current'))) !== expected) throw new Error('cold sync tree differs from the source');
+    const warm = join(work, `host-warm-${run}`);
+    const w = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', warm, '--host', `warm${run}`, ...common], 'sync-warm');
+    t.syncWarm.push(w.seconds);
+    t.syncWarmStaged.push(stagedSeconds(w.err));
+    if ((await treeHash(join(warm, 'current'))) !== expected) throw new Error('warm sync tree differs from the source');
+    await rm(cold, { recursive: true, force: true });
+    await rm(warm, { recursive: true, force: true });
+
+    const mnt = join(work, 'mnt');
+    await mkdir(mnt, { recursive: true });
+    await fanout(['free', '/data/app/v1', ...common]);
+    t.mountCold.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 1)));
+    await fanout(['free', '/data/app/v1', ...common]);
+    t.mountCold8.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 8)));
+    // Path-keyed pages are warm now. `fanout cp` of the directory (older builds copy files only: NaN).
+    const cpDest = join(work, `cp-tree-${run}`);
+    t.cpTree.push(await fanout(['cp', '/data/app/v1/', cpDest, '--endpoint', endpoint], 'cp-tree').then((r) => r.seconds, () => NaN));
+    if (!Number.isNaN(t.cpTree.at(-1)) && (await treeHash(cpDest)) !== expected) throw new Error('fanout cp tree differs from the source');
+    await rm(cpDest, { recursive: true, force: true });
+    // curl reads every file from /v1/data, 32 at a time.
+    t.curl.push(await timedRun('curl', ['-sf', '--no-progress-meter', '--parallel', '--parallel-max', '32', '-K', urls]));
+    log(`run ${run + 1}/${RUNS}: ${Object.entries(t).map(([k, v]) => `${k} ${v.at(-1).toFixed(2)}`).join(', ')}`);
+  }
+
+  const m = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)]));
+  const row = (name, s) => `| ${name} | ${s.toFixed(2)} | ${(FILES / s).toFixed(0)} | ${(bytes / s / 1e6).toFixed(1)} |`;
+  const loadavg = (await readFile('/proc/loadavg', 'utf8')).trim();
+  console.log(`${FILES} files × ${SIZE} bytes in ${DIRS} directories, one worker, loopback, median of ${RUNS} (load average ${loadavg})`);
+  console.log('| what | seconds | files/s | MB/s |');
+  console.log('|---|---|---|---|');
+  console.log(row('`fanout sync --once`, cold (process wall time)', m.syncCold));
+  console.log(row('  of which staging (agent log)', m.syncColdStaged));
+  console.log(row('`fanout sync --once`, warm (process wall time)', m.syncWarm));
+  console.log(row('  of which staging (agent log)', m.syncWarmStaged));
+  console.log(row('mount, cold: `xargs cat` of every file, 1 reader', m.mountCold));
+  console.log(row('mount, cold: `xargs -P 8 cat`, 8 readers', m.mountCold8));
+  console.log(row('`fanout cp` of the directory, warm (process wall time)', m.cpTree));
+  console.log(row('baseline: `cp -r` of the source tree', m.cpR));
+  console.log(row('baseline: `xargs cat` of the source files', m.catSource));
+  console.log(row('baseline: curl /v1/data, 32 parallel, warm', m.curl));
+  await mkdir(join(root, 'bench/out'), { recursive: true });
+  await writeFile(join(root, 'bench/out/small-files.json'), JSON.stringify({ files: FILES, size: SIZE, dirs: DIRS, runs: RUNS, loadavg, seconds: t, median: m }, null, 2) + '\n');
+} finally {
+  if (worker && worker.exitCode === null) {
+    worker.kill('SIGTERM');
+    await new Promise((r) => worker.once('exit', r));
+  }
+  await etcd.stop?.().catch(() => {});
+  await rm(work, { recursive: true, force: true }).catch(() => {});
+}

@@ -1,0 +1,85 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FanoutClient, StatResult } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { copyFileTo, copyTreeTo } from './copy.js';
+
+const PAGE = 1024;
+
+/** A cluster stand-in whose pages of a file arrive last first; `failing` pages fail after the others arrived. */
+function reverseClient(data: Map<string, Buffer>, failing?: { path: string; index: number }): FanoutClient {
+  const answered = new Map<string, Set<number>>();
+  const wake = new Map<string, (() => void)[]>();
+  return {
+    async fetchPage(file: StatResult, index: number): Promise<Buffer[]> {
+      const bytes = data.get(file.path)!;
+      const pages = Math.ceil(bytes.length / PAGE);
+      const done = answered.get(file.path) ?? new Set<number>();
+      answered.set(file.path, done);
+      while ([...Array(pages).keys()].some((i) => i > index && !done.has(i))) await new Promise<void>((r) => wake.set(file.path, [...(wake.get(file.path) ?? []), r]));
+      done.add(index);
+      for (const w of wake.get(file.path)?.splice(0) ?? []) w();
+      if (failing?.path === file.path && failing.index === index) throw new FanoutError('WORKER_UNAVAILABLE', 'every worker failed');
+      return [bytes.subarray(index * PAGE, Math.min(bytes.length, index * PAGE + 100)), bytes.subarray(index * PAGE + 100, (index + 1) * PAGE)];
+    },
+  } as unknown as FanoutClient;
+}
+
+const statOf = (path: string, data: Buffer): StatResult => ({ mount: 'data', path, size: data.length, mtimeMs: 1, version: 'v' });
+
+test('cp writes the exact bytes of a file whose pages arrive last first', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-cp-'));
+  try {
+    const data = randomBytes(7 * PAGE + 5);
+    let progress = 0;
+    await copyFileTo(reverseClient(new Map([['a.bin', data]])), statOf('a.bin', data), join(dir, 'a.bin'), PAGE, { window: 8, onBytes: (n) => (progress += n) });
+    assert.deepEqual(await readFile(join(dir, 'a.bin')), data);
+    assert.equal(progress, data.length);
+    assert.deepEqual(await readdir(dir), ['a.bin'], 'no temporary file left');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a cp whose page fails leaves neither the file nor its temporary', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-cp-'));
+  try {
+    const data = randomBytes(4 * PAGE);
+    await assert.rejects(
+      copyFileTo(reverseClient(new Map([['a.bin', data]]), { path: 'a.bin', index: 0 }), statOf('a.bin', data), join(dir, 'a.bin'), PAGE, { window: 4 }),
+      (err: unknown) => err instanceof FanoutError && err.code === 'WORKER_UNAVAILABLE',
+    );
+    assert.deepEqual(await readdir(dir), []);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a tree copy writes every file whole, and a failing file stops it without a partial file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-cp-'));
+  try {
+    const data = new Map<string, Buffer>();
+    const files = [];
+    for (let i = 0; i < 100; i++) {
+      const path = `t/d${i % 5}/f${i}.bin`;
+      data.set(path, randomBytes(1 + ((i * 211) % (3 * PAGE))));
+      files.push({ rel: `d${i % 5}/f${i}.bin`, file: statOf(path, data.get(path)!) });
+    }
+    const tree = { files, dirs: ['d0', 'd1', 'd2', 'd3', 'd4'] };
+    await copyTreeTo(reverseClient(data), tree, join(dir, 'copy'), PAGE);
+    for (const { rel, file } of files) assert.deepEqual(await readFile(join(dir, 'copy', rel)), data.get(file.path));
+
+    const broken = reverseClient(data, { path: 't/d3/f3.bin', index: 0 });
+    await assert.rejects(copyTreeTo(broken, tree, join(dir, 'again'), PAGE), (err: unknown) => err instanceof FanoutError && err.code === 'WORKER_UNAVAILABLE');
+    const left = (await readdir(join(dir, 'again'), { recursive: true })) as string[];
+    assert.ok(!left.includes(join('d3', 'f3.bin')), 'the failed file is not there');
+    assert.deepEqual(left.filter((name) => name.includes('.fanout-')), [], 'no temporary file left');
+    for (const name of left.filter((n) => n.endsWith('.bin'))) assert.deepEqual(await readFile(join(dir, 'again', name)), data.get(`t/${name.split(join('/')).join('/')}`));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

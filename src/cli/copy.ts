@@ -1,0 +1,147 @@
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { FanoutClient, StatResult } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { pageCount } from '../core/pages.js';
+import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
+import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
+
+/** Pages in flight for one file (the SDK's readahead window). */
+const PAGE_WINDOW = 8;
+/** Files copied at once out of a directory: small files cost round trips and syscalls, not bytes. */
+const FILES_IN_FLIGHT = 32;
+/** Directories listed at once while walking a tree. */
+const LISTS_IN_FLIGHT = 8;
+/** Bytes of pages in flight over all the files of a tree copy. */
+const BYTES_IN_FLIGHT = 64 * 1024 * 1024;
+
+export interface CopyProgress {
+  /** Called as each page lands, with its length. */
+  onBytes?: (bytes: number) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Copies one file out of the cluster: each verified page is written at its offset as it
+ * arrives, in whatever order the window completes (no reorder buffer). Written under a
+ * temporary name beside the target and renamed once complete, so a failed copy never leaves a
+ * partial file under the final name.
+ */
+export async function copyFileTo(client: FanoutClient, file: StatResult, target: string, pageSize: number, opts: CopyProgress & { budget?: ByteBudget; window?: number } = {}): Promise<void> {
+  const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
+  const handle = await open(tmp, 'w').catch((err) => rethrowLocal(err, tmp));
+  try {
+    try {
+      await copyPagesAt({
+        target: { writev: (buffers, position) => handle.writev(buffers, position).catch((err) => rethrowLocal(err, tmp)) },
+        pages: pageCount(file.size, pageSize),
+        pageSize,
+        pageLength: (index) => Math.min(pageSize, file.size - index * pageSize),
+        window: opts.window ?? PAGE_WINDOW,
+        budget: opts.budget,
+        signal: opts.signal,
+        fetch: (index, signal) => client.fetchPage(file, index, signal),
+        onWritten: (_index, bytes) => opts.onBytes?.(bytes),
+      });
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, target).catch((err) => rethrowLocal(err, target));
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+}
+
+export interface TreeFile {
+  file: StatResult;
+  /** Path relative to the tree's root, with "/". */
+  rel: string;
+}
+
+/**
+ * Every file under a cluster directory, from its listings (which carry each file's size and
+ * version, so no file costs a stat). Directories are listed several at once.
+ */
+export async function listTree(client: FanoutClient, path: string): Promise<{ files: TreeFile[]; dirs: string[] }> {
+  const root = parseFanoutPath(path);
+  const files: TreeFile[] = [];
+  const dirs: string[] = [];
+  const queue: string[] = [''];
+  let active = 0;
+  await new Promise<void>((resolve, reject) => {
+    let failed = false;
+    const pump = () => {
+      if (failed) return;
+      if (queue.length === 0 && active === 0) return resolve();
+      while (queue.length > 0 && active < LISTS_IN_FLIGHT) {
+        const rel = queue.shift()!;
+        active++;
+        const inner = [root.path, rel].filter((p) => p !== '').join('/');
+        const fail = (err: unknown) => {
+          failed = true;
+          reject(err);
+        };
+        const visit = async () => {
+          for (const entry of await client.list(joinFanoutPath(root.mount, inner))) {
+            const childRel = rel ? `${rel}/${entry.name}` : entry.name;
+            const childInner = inner ? `${inner}/${entry.name}` : entry.name;
+            if (entry.type === 'dir') {
+              dirs.push(childRel);
+              queue.push(childRel);
+            } else if (entry.size !== undefined && entry.version !== undefined && entry.mtimeMs !== undefined) {
+              files.push({ rel: childRel, file: { mount: root.mount, path: childInner, size: entry.size, version: entry.version, mtimeMs: entry.mtimeMs } });
+            } else {
+              files.push({ rel: childRel, file: await client.stat(joinFanoutPath(root.mount, childInner)) });
+            }
+          }
+        };
+        visit().then(() => {
+          active--;
+          pump();
+        }, fail);
+      }
+    };
+    pump();
+  });
+  return { files, dirs };
+}
+
+/**
+ * Copies a listed tree into `target` (made if missing): directories first, then the files,
+ * FILES_IN_FLIGHT at a time under one budget of bytes in flight. The first failure stops the
+ * copy; files already copied stay (as with cp -r), a file being copied never appears.
+ */
+export async function copyTreeTo(client: FanoutClient, tree: { files: TreeFile[]; dirs: string[] }, target: string, pageSize: number, opts: CopyProgress = {}): Promise<void> {
+  await mkdir(target, { recursive: true }).catch((err) => rethrowLocal(err, target));
+  for (const dir of tree.dirs) await mkdir(join(target, dir), { recursive: true }).catch((err) => rethrowLocal(err, join(target, dir)));
+  const budget = new ByteBudget(BYTES_IN_FLIGHT);
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(opts.signal?.reason);
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let next = 0;
+  const worker = async () => {
+    while (next < tree.files.length && !stop.signal.aborted) {
+      const { file, rel } = tree.files[next++]!;
+      await copyFileTo(client, file, join(target, rel), pageSize, { budget, signal: stop.signal, onBytes: opts.onBytes, window: 4 }).catch((err) => {
+        stop.abort(err);
+        throw err;
+      });
+    }
+  };
+  try {
+    const results = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(FILES_IN_FLIGHT, tree.files.length)) }, worker));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !(r.reason instanceof FanoutError && r.reason.code === 'ABORTED'));
+    if (failed) throw failed.reason;
+    if (stop.signal.aborted) throw stop.signal.reason;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+function rethrowLocal(err: unknown, path: string): never {
+  if (err instanceof FanoutError) throw err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') throw new FanoutError('DISK_FULL', `no space left writing ${path}`, { cause: err });
+  throw new FanoutError('INTERNAL', `cannot write ${path}: ${(err as Error).message}`, { cause: err });
+}

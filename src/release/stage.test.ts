@@ -1,0 +1,161 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FanoutError } from '../core/errors.js';
+import type { ReleaseFetcher } from './fetch.js';
+import { ReleaseDir } from './install.js';
+import type { Manifest, ManifestFile } from './manifest.js';
+import { stageVersion } from './stage.js';
+
+const PAGE = 4096;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+function manifestOf(files: Record<string, Buffer>): Manifest {
+  return {
+    schema: 1,
+    name: 'app',
+    version: 'v1',
+    createdAt: new Date().toISOString(),
+    mount: 'data',
+    prefix: '',
+    pageSize: PAGE,
+    files: Object.entries(files).map(([path, data]) => ({
+      path,
+      size: data.length,
+      sourceVersion: 'x',
+      sha256: sha(data),
+      pages: Array.from({ length: Math.ceil(data.length / PAGE) }, (_, i) => sha(data.subarray(i * PAGE, (i + 1) * PAGE))),
+    })),
+  };
+}
+
+/**
+ * A cluster stand-in that answers the pages of each file last page first (each page is
+ * released only when every later page of its file was asked for and answered), in chunks.
+ */
+function reverseFetcher(files: Record<string, Buffer>, corrupt?: { path: string; index: number }) {
+  const answered = new Map<string, Set<number>>();
+  const waiting = new Map<string, (() => void)[]>();
+  let inflight = 0;
+  let peak = 0;
+  const fetcher = {
+    async pageChunks(_m: Manifest, file: ManifestFile, index: number): Promise<Buffer[]> {
+      inflight++;
+      peak = Math.max(peak, inflight);
+      try {
+        const done = answered.get(file.path) ?? new Set<number>();
+        answered.set(file.path, done);
+        // Wait until every later page of this file has been answered.
+        while ([...Array(file.pages.length).keys()].some((i) => i > index && !done.has(i))) {
+          await new Promise<void>((r) => waiting.set(file.path, [...(waiting.get(file.path) ?? []), r]));
+        }
+        const data = files[file.path]!.subarray(index * PAGE, (index + 1) * PAGE);
+        done.add(index);
+        for (const wake of waiting.get(file.path)?.splice(0) ?? []) wake();
+        if (corrupt && corrupt.path === file.path && corrupt.index === index) throw new FanoutError('HASH_MISMATCH', `page ${index} of ${file.path} is corrupt`);
+        return [data.subarray(0, 1000), data.subarray(1000)];
+      } finally {
+        inflight--;
+      }
+    },
+  };
+  return { fetcher: fetcher as unknown as ReleaseFetcher, peak: () => peak };
+}
+
+async function tree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) out[join(entry.parentPath ?? entry.path, entry.name).slice(root.length + 1)] = sha(await readFile(join(entry.parentPath ?? entry.path, entry.name)));
+  }
+  return out;
+}
+
+test('staging writes the exact bytes of multi-page files whose pages arrive last first', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files = { 'a/big.bin': randomBytes(5 * PAGE + 17), 'a/b/two.bin': randomBytes(2 * PAGE), 'one.bin': randomBytes(100), 'empty.bin': Buffer.alloc(0) };
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const manifest = manifestOf(files);
+    const { fetcher } = reverseFetcher(files);
+    const progress = await stageVersion({ manifest, dir, fetcher, pageWindow: 8 });
+    assert.equal(progress.bytesDone, progress.bytesTotal);
+    assert.equal(progress.bytesFetched, progress.bytesTotal);
+    const expected = Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)]));
+    assert.deepEqual(await tree(dir.stagingDir('v1')), expected);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('many small files are staged concurrently and every one is whole', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 300; i++) files[`d${i % 7}/f${i}.bin`] = randomBytes(1 + (i * 37) % (2 * PAGE));
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const { fetcher, peak } = reverseFetcher(files);
+    await stageVersion({ manifest: manifestOf(files), dir, fetcher, fileConcurrency: 16 });
+    assert.ok(peak() > 1, 'files were fetched concurrently');
+    assert.deepEqual(await tree(dir.stagingDir('v1')), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a corrupt page fails staging and its file never appears under its name', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files = { 'big.bin': randomBytes(4 * PAGE), 'other.bin': randomBytes(10) };
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const { fetcher } = reverseFetcher(files, { path: 'big.bin', index: 1 });
+    await assert.rejects(stageVersion({ manifest: manifestOf(files), dir, fetcher, fileConcurrency: 1 }), (err: unknown) => err instanceof FanoutError && err.code === 'HASH_MISMATCH');
+    assert.deepEqual(Object.keys(await tree(dir.stagingDir('v1'))), []);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a whole-file digest that disagrees with correct pages fails the file', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files = { 'big.bin': randomBytes(3 * PAGE) };
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const manifest = manifestOf(files);
+    manifest.files[0]!.sha256 = sha(Buffer.from('something else'));
+    const { fetcher } = reverseFetcher(files);
+    await assert.rejects(stageVersion({ manifest, dir, fetcher }), (err: unknown) => err instanceof FanoutError && err.code === 'HASH_MISMATCH');
+    assert.deepEqual(Object.keys(await tree(dir.stagingDir('v1'))), []);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('the first failing file stops the others: the rest of the release is not fetched', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 400; i++) files[`f${String(i).padStart(3, '0')}`] = randomBytes(100);
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    let asked = 0;
+    const fetcher = {
+      async pageChunks(_m: Manifest, file: ManifestFile): Promise<Buffer[]> {
+        asked++;
+        await new Promise((r) => setImmediate(r));
+        if (file.path === 'f005') throw new FanoutError('DISK_FULL', 'no space left');
+        return [files[file.path]!];
+      },
+    } as unknown as ReleaseFetcher;
+    await assert.rejects(stageVersion({ manifest: manifestOf(files), dir, fetcher, fileConcurrency: 8 }), (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL');
+    assert.ok(asked < 100, `${asked} files were still fetched after the failure`);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
