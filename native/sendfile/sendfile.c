@@ -1,6 +1,9 @@
 // sendFile(socketFd, fileFd, offset, length, idleMs, callback(errno, sent)): sends
-// file[offset, offset+length) to a socket with sendfile(2) on the libuv thread pool, so the JS
-// thread never blocks and several sends use several cores. When the socket is full the send waits
+// file[offset, offset+length) to a socket with sendfile(2) on this addon's own send threads
+// (setThreads(n), default 1 until set), so the JS thread never blocks and several sends use
+// several cores. Own threads, not libuv's pool: their number is the worker's `threads` setting,
+// fixed at start without UV_THREADPOOL_SIZE (libuv starts its pool before any JS of ours runs,
+// when node loads the entry module), and a send never queues behind file system work or the reverse. When the socket is full the send waits
 // for room (briefly on the thread, then on the event loop) up to idleMs each time: a client that
 // takes no byte for that long fails with ETIMEDOUT. errno 0 = all sent;
 // ENODATA = the file ended before `length`.
@@ -16,6 +19,7 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
@@ -23,9 +27,10 @@
 #include <unistd.h>
 #include <uv.h>
 
-typedef struct {
+typedef struct Job {
+  struct Job* next;  // in the pool's queue of jobs to run, or of jobs done
   napi_env env;
-  napi_async_work work;
+  napi_async_context context;
   napi_ref callback;
   uv_poll_t poll;
   uv_timer_t timer;
@@ -42,13 +47,12 @@ typedef struct {
   int timed_out;
 } Job;
 
-// How long a pool thread waits for room itself: a reader that keeps up frees room within
+// How long a send thread waits for room itself: a reader that keeps up frees room within
 // microseconds, so the send stays on the thread; one that does not is waited for on the event
-// loop (uv_poll on the duplicate), where it costs no thread: stalled clients never fill the pool.
+// loop (uv_poll on the duplicate), where it costs no thread: stalled clients never hold the threads.
 #define THREAD_WAIT_MS 10
 
-static void execute(napi_env env, void* data) {
-  Job* job = data;
+static void execute(Job* job) {
   if (job->timed_out) {
     job->err = ETIMEDOUT;
     return;
@@ -88,17 +92,104 @@ static void execute(napi_env env, void* data) {
   }
 }
 
-static void complete(napi_env env, napi_status status, void* data);
+// The send threads of one JS environment: a queue of rounds to run, a queue of rounds done that
+// the JS thread picks up (woken by `async`), and how many threads should run.
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t work;     // a round was queued, or the target changed
+  pthread_cond_t exited;   // a thread left (teardown waits for all)
+  Job* queued;
+  Job* queued_tail;
+  Job* done;
+  Job* done_tail;
+  uv_async_t async;
+  int target;   // threads wanted
+  int running;  // threads alive
+  int busy;     // threads inside sendfile now
+  int stopping;
+  int outstanding;  // sends not yet called back (JS thread only): while any, `async` holds the loop
+} Pool;
+
+static void complete(Job* job);
+
+static void* send_thread(void* arg) {
+  Pool* pool = arg;
+  pthread_mutex_lock(&pool->lock);
+  for (;;) {
+    while (!pool->queued && !pool->stopping && pool->running <= pool->target) pthread_cond_wait(&pool->work, &pool->lock);
+    if (pool->stopping || pool->running > pool->target) break;
+    Job* job = pool->queued;
+    pool->queued = job->next;
+    if (!pool->queued) pool->queued_tail = NULL;
+    job->next = NULL;
+    pool->busy++;
+    pthread_mutex_unlock(&pool->lock);
+    execute(job);
+    pthread_mutex_lock(&pool->lock);
+    pool->busy--;
+    if (pool->done_tail) pool->done_tail->next = job;
+    else pool->done = job;
+    pool->done_tail = job;
+    uv_async_send(&pool->async);
+  }
+  pool->running--;
+  pthread_cond_broadcast(&pool->exited);
+  pthread_mutex_unlock(&pool->lock);
+  return NULL;
+}
+
+// With the lock held: starts threads up to the target (lazily, at the first send).
+static int grow(Pool* pool) {
+  while (pool->running < pool->target) {
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int err = pthread_create(&thread, &attr, send_thread, pool);
+    pthread_attr_destroy(&attr);
+    if (err != 0) return pool->running > 0 ? 0 : err;  // fewer threads still send
+    pool->running++;
+  }
+  return 0;
+}
+
+static void on_done(uv_async_t* handle) {
+  Pool* pool = handle->data;
+  pthread_mutex_lock(&pool->lock);
+  Job* list = pool->done;
+  pool->done = pool->done_tail = NULL;
+  pthread_mutex_unlock(&pool->lock);
+  while (list) {
+    Job* next = list->next;
+    list->next = NULL;
+    complete(list);
+    list = next;
+  }
+}
+
+static Pool* pool_of(napi_env env) {
+  Pool* pool = NULL;
+  napi_get_instance_data(env, (void**)&pool);
+  return pool;
+}
 
 static void queue_round(Job* job) {
-  // Also called from libuv callbacks, outside any JS call: values need a scope of their own.
-  napi_handle_scope scope;
-  napi_open_handle_scope(job->env, &scope);
-  napi_value name;
-  napi_create_string_utf8(job->env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(job->env, NULL, name, execute, complete, job, &job->work);
-  napi_queue_async_work(job->env, job->work);
-  napi_close_handle_scope(job->env, scope);
+  Pool* pool = pool_of(job->env);
+  pthread_mutex_lock(&pool->lock);
+  int err = grow(pool);
+  if (err == 0) {
+    if (pool->queued_tail) pool->queued_tail->next = job;
+    else pool->queued = job;
+    pool->queued_tail = job;
+    pthread_cond_signal(&pool->work);
+  } else {
+    job->err = err;  // no thread at all: fail this send, on the JS thread
+    if (pool->done_tail) pool->done_tail->next = job;
+    else pool->done = job;
+    pool->done_tail = job;
+    uv_async_send(&pool->async);
+  }
+  pthread_mutex_unlock(&pool->lock);
 }
 
 static void on_writable(uv_poll_t* handle, int status, int events) {
@@ -122,11 +213,9 @@ static void on_closed(uv_handle_t* handle) {
   free(job);
 }
 
-static void complete(napi_env env, napi_status status, void* data) {
-  Job* job = data;
-  napi_delete_async_work(env, job->work);
-  job->work = NULL;
-  if (status == napi_ok && job->err == 0 && job->would_block) {
+static void complete(Job* job) {
+  napi_env env = job->env;
+  if (job->err == 0 && job->would_block) {
     job->would_block = 0;
     if (!job->handles) {
       uv_loop_t* loop;
@@ -145,13 +234,21 @@ static void complete(napi_env env, napi_status status, void* data) {
     return;
   }
 finish:;
-  napi_value cb, undefined, argv[2];
+  // Called from a libuv callback, outside any JS call: a scope of its own, and make_callback so
+  // the promise the callback settles runs its continuations now (microtasks, nextTick).
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, global, argv[2];
   napi_get_reference_value(env, job->callback, &cb);
-  napi_get_undefined(env, &undefined);
-  napi_create_int32(env, status == napi_ok ? job->err : ECANCELED, &argv[0]);
+  napi_get_global(env, &global);
+  napi_create_int32(env, job->err, &argv[0]);
   napi_create_int64(env, job->sent, &argv[1]);
   napi_delete_reference(env, job->callback);
-  napi_call_function(env, undefined, cb, 2, argv, NULL);
+  napi_make_callback(env, job->context, global, cb, 2, argv, NULL);
+  napi_async_destroy(env, job->context);
+  napi_close_handle_scope(env, scope);
+  Pool* pool = pool_of(env);
+  if (--pool->outstanding == 0) uv_unref((uv_handle_t*)&pool->async);
   // The duplicate stays open until the callback ran (JS may shut it down until then) and until
   // libuv no longer watches it.
   if (job->handles) {
@@ -195,6 +292,11 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
   job->length = length;
   job->idle_ms = idle_ms;
   napi_create_reference(env, argv[5], 1, &job->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &job->context);
+  Pool* pool = pool_of(env);
+  if (pool->outstanding++ == 0) uv_ref((uv_handle_t*)&pool->async);
   queue_round(job);
   napi_value result;
   napi_create_int32(env, dup_sock, &result);
@@ -211,8 +313,76 @@ static napi_value shutdown_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// setThreads(n): how many sends run at once (threads started lazily, extra ones leave when
+// idle). Returns n.
+static napi_value set_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t n;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &n) != napi_ok || n < 1 || n > 1024) return throw_type(env, "setThreads(n), 1 <= n <= 1024");
+  Pool* pool = pool_of(env);
+  pthread_mutex_lock(&pool->lock);
+  pool->target = n;
+  pthread_cond_broadcast(&pool->work);
+  pthread_mutex_unlock(&pool->lock);
+  return argv[0];
+}
+
+// threads(): { target, running, busy, queued } of the send threads.
+static napi_value thread_stats(napi_env env, napi_callback_info info) {
+  Pool* pool = pool_of(env);
+  pthread_mutex_lock(&pool->lock);
+  int target = pool->target, running = pool->running, busy = pool->busy, queued = 0;
+  for (Job* j = pool->queued; j; j = j->next) queued++;
+  pthread_mutex_unlock(&pool->lock);
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_int32(env, target, &v);
+  napi_set_named_property(env, out, "target", v);
+  napi_create_int32(env, running, &v);
+  napi_set_named_property(env, out, "running", v);
+  napi_create_int32(env, busy, &v);
+  napi_set_named_property(env, out, "busy", v);
+  napi_create_int32(env, queued, &v);
+  napi_set_named_property(env, out, "queued", v);
+  return out;
+}
+
+static void on_async_closed(uv_handle_t* handle) {
+  free(handle->data);
+}
+
+// The environment ends (process exit, a worker_thread stops): threads leave after their round,
+// the pool is freed once none is left.
+static void teardown(void* data) {
+  Pool* pool = data;
+  pthread_mutex_lock(&pool->lock);
+  pool->stopping = 1;
+  pthread_cond_broadcast(&pool->work);
+  while (pool->running > 0) pthread_cond_wait(&pool->exited, &pool->lock);
+  pthread_mutex_unlock(&pool->lock);
+  uv_close((uv_handle_t*)&pool->async, on_async_closed);
+}
+
 NAPI_MODULE_INIT() {
+  Pool* pool = calloc(1, sizeof(Pool));
+  pthread_mutex_init(&pool->lock, NULL);
+  pthread_cond_init(&pool->work, NULL);
+  pthread_cond_init(&pool->exited, NULL);
+  pool->target = 1;
+  uv_loop_t* loop;
+  napi_get_uv_event_loop(env, &loop);
+  uv_async_init(loop, &pool->async, on_done);
+  pool->async.data = pool;
+  uv_unref((uv_handle_t*)&pool->async);  // referenced only while sends are outstanding
+  napi_set_instance_data(env, pool, NULL, NULL);
+  napi_add_env_cleanup_hook(env, teardown, pool);
   napi_value fn;
+  napi_create_function(env, "setThreads", NAPI_AUTO_LENGTH, set_threads, NULL, &fn);
+  napi_set_named_property(env, exports, "setThreads", fn);
+  napi_create_function(env, "threads", NAPI_AUTO_LENGTH, thread_stats, NULL, &fn);
+  napi_set_named_property(env, exports, "threads", fn);
   napi_create_function(env, "sendFile", NAPI_AUTO_LENGTH, send_file, NULL, &fn);
   napi_set_named_property(env, exports, "sendFile", fn);
   napi_create_function(env, "shutdown", NAPI_AUTO_LENGTH, shutdown_fd, NULL, &fn);
