@@ -12,16 +12,20 @@ import type { Clock } from '../core/clock.js';
  * measured 396–424 MiB RSS with stalled /v1/page readers after a /v1/data scenario, of which
  * ~290 MiB were unreferenced ArrayBuffers (160 MiB after one full collection).
  *
- * Every `everyMs` this looks at `process.memoryUsage().arrayBuffers`; when it has grown more than
- * `slackBytes` past what the last collection left live, it runs one full collection. Memory
- * that is really in use is not collected, and the baseline moves to it, so a busy worker pays at
- * most one collection per `slackBytes` of new buffers (V8 would run one per 64 MiB anyway); an
- * idle one pays nothing.
+ * Every `everyMs` this looks at `process.memoryUsage().arrayBuffers` and runs one full collection
+ * when either
+ * - it grew more than `slackBytes` past what the last collection left (a burst of buffers), or
+ * - it is above `floorBytes` and no collection ran for a while: buffers still in use at the last
+ *   collection (responses holding pages) may have become garbage since without the figure moving.
+ *   That wait starts at 5 s and doubles (to 60 s) each time such a collection frees less than
+ *   `slackBytes`, so an idle worker whose pools are full is not collected over and over.
+ * V8 frees the buffers of a collection on a background task: what it left is read at the next check.
  */
 export interface ReclaimOptions {
   clock: Clock;
   everyMs?: number;
   slackBytes?: number;
+  floorBytes?: number;
   /** Measures outside-heap buffer bytes (tests); process.memoryUsage().arrayBuffers by default. */
   measure?: () => number;
   /** Runs a full collection (tests); V8's gc() by default. */
@@ -30,33 +34,57 @@ export interface ReclaimOptions {
 
 export const RECLAIM_EVERY_MS = 1000;
 export const RECLAIM_SLACK_BYTES = 32 * 1024 * 1024;
+export const RECLAIM_FLOOR_BYTES = 64 * 1024 * 1024;
+const QUIET_FIRST_MS = 5_000;
+const QUIET_MAX_MS = 60_000;
 
 export class BufferReclaimer {
-  private baseline: number;
   private readonly measure: () => number;
   private readonly collect: () => void;
   private readonly slack: number;
-  /** Collections run so far (status, tests). */
+  private readonly floor: number;
+  /** What the last collection left (or the lowest seen since): growth is counted from here. */
+  private live: number;
+  /** The figure when the last collection ran, until what it freed is known (next check). */
+  private collectedAt: number | undefined;
+  private lastCollection: number;
+  private quietMs = QUIET_FIRST_MS;
+  private forQuiet = false;
+  /** Collections run so far (tests, logs). */
   collections = 0;
 
   constructor(private readonly options: ReclaimOptions) {
     this.measure = options.measure ?? (() => process.memoryUsage().arrayBuffers);
     this.collect = options.collect ?? fullCollection();
     this.slack = options.slackBytes ?? RECLAIM_SLACK_BYTES;
-    this.baseline = this.measure();
+    this.floor = options.floorBytes ?? RECLAIM_FLOOR_BYTES;
+    this.live = this.measure();
+    this.lastCollection = options.clock.now();
   }
 
-  /** One check: collects if buffers grew past the slack; returns whether it did. */
+  /** One check: collects when a rule above says so; returns whether it did. */
   check(): boolean {
     const now = this.measure();
-    if (now <= this.baseline + this.slack) {
-      // Freed without us (V8's own collection, buffers pooled again): follow it down.
-      this.baseline = Math.min(this.baseline, now);
+    if (this.collectedAt !== undefined) {
+      // Only a collection run for quiet time backs off: one run for growth says nothing of what
+      // the responses of that burst will let go later.
+      const freed = this.collectedAt - now;
+      if (freed >= this.slack) this.quietMs = QUIET_FIRST_MS;
+      else if (this.forQuiet) this.quietMs = Math.min(QUIET_MAX_MS, this.quietMs * 2);
+      this.collectedAt = undefined;
+      this.live = now;
       return false;
     }
+    this.live = Math.min(this.live, now);
+    const grew = now > this.live + this.slack;
+    const quietFor = this.options.clock.now() - this.lastCollection;
+    if (!grew && !(now > this.floor && quietFor >= this.quietMs)) return false;
+    if (grew) this.quietMs = QUIET_FIRST_MS;
+    this.forQuiet = !grew;
     this.collect();
     this.collections++;
-    this.baseline = this.measure();
+    this.collectedAt = now;
+    this.lastCollection = this.options.clock.now();
     return true;
   }
 
@@ -69,6 +97,7 @@ export class BufferReclaimer {
       } catch {
         return; // stopped
       }
+      if (signal.aborted) return; // a clock that does not watch the signal
       this.check();
     }
   }
