@@ -17,7 +17,7 @@ import type { Clock } from '../core/clock.js';
  * - it grew more than `slackBytes` past what the last collection left (a burst of buffers), or
  * - it is above `floorBytes` and no collection ran for a while: buffers still in use at the last
  *   collection (responses holding pages) may have become garbage since without the figure moving.
- *   That wait starts at 5 s and doubles (to 60 s) each time such a collection frees less than
+ *   That wait starts at 5 s and doubles (to 10 s) each time such a collection frees less than
  *   `slackBytes`, so an idle worker whose pools are full is not collected over and over.
  * V8 frees the buffers of a collection on a background task: what it left is read at the next check.
  */
@@ -36,7 +36,9 @@ export const RECLAIM_EVERY_MS = 1000;
 export const RECLAIM_SLACK_BYTES = 32 * 1024 * 1024;
 export const RECLAIM_FLOOR_BYTES = 64 * 1024 * 1024;
 const QUIET_FIRST_MS = 5_000;
-const QUIET_MAX_MS = 60_000;
+// Garbage left by a burst lingers at most this long; an idle worker whose pools hold more than
+// the floor pays one collection (a few ms for this heap) this often.
+const QUIET_MAX_MS = 10_000;
 
 export class BufferReclaimer {
   private readonly measure: () => number;
