@@ -32,7 +32,7 @@ export interface ReclaimOptions {
   collect?: () => void;
 }
 
-export const RECLAIM_EVERY_MS = 1000;
+export const RECLAIM_EVERY_MS = 500;
 export const RECLAIM_SLACK_BYTES = 32 * 1024 * 1024;
 export const RECLAIM_FLOOR_BYTES = 64 * 1024 * 1024;
 const QUIET_FIRST_MS = 5_000;
