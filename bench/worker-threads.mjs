@@ -3,8 +3,8 @@
 // --threads 1 and with --threads 2 (same run, same file, runs interleaved). Each reader is a curl
 // that fetches every page of the file by /v1/page on one keep-alive connection to /dev/null (hits
 // leave by sendfile on the worker's send threads). Reported: aggregate throughput (file size ×
-// readers ÷ wall time of the slowest reader) and the worker's CPU (user+sys from /proc/PID/stat)
-// per GiB sent, median of `--runs`, every run's figures, and the load average before and after.
+// readers ÷ wall time of the slowest reader) and the worker's CPU (user+sys from /proc/PID/stat;
+// all threads, and its JS thread alone from /proc/PID/task/PID/stat) per GiB sent, median of `--runs`, every run's figures, and the load average before and after.
 //
 //   node bench/worker-threads.mjs [--size 1GiB] [--readers 4] [--runs 3] [--page-size 4MiB] [--threads 1,2]
 import { spawn } from 'node:child_process';
@@ -21,10 +21,13 @@ const pageSize = parseSize(args['page-size']);
 const settings = args.threads.split(',').map(Number);
 const TICK = 100; // USER_HZ on Linux
 
-async function cpuSeconds(pid) {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
+async function cpuSeconds(pid, task) {
+  const fields = (await readFile(task ? `/proc/${pid}/task/${task}/stat` : `/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICK; // utime, stime
 }
+
+/** The worker's CPU seconds: all threads, and its JS (main) thread alone. */
+const cpuOf = async (pid) => ({ all: await cpuSeconds(pid), js: await cpuSeconds(pid, pid) });
 
 const loadavg = async () => (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
 
@@ -46,20 +49,22 @@ try {
     const list = join(work, `urls-${threads}`);
     await writeFile(list, Array.from({ length: pages }, (_, i) => `url = "${url}/v1/page/data/model.bin?v=${encodeURIComponent(version)}&size=${size}&i=${i}"\noutput = "/dev/null"\n`).join(''));
     await run('curl', ['-sf', '-K', list]); // warm: every page stored
-    workers[threads] = { proc, list, seconds: [], GBps: [], cpuPerGiB: [] };
+    workers[threads] = { proc, list, seconds: [], GBps: [], cpuPerGiB: [], jsCpuPerGiB: [] };
   }
   const loadBefore = await loadavg();
   for (let r = 0; r < runs; r++) {
     for (const threads of settings) {
       const w = workers[threads];
-      const cpu0 = await cpuSeconds(w.proc.pid);
+      const cpu0 = await cpuOf(w.proc.pid);
       const started = process.hrtime.bigint();
       await Promise.all(Array.from({ length: readers }, () => run('curl', ['-sf', '-K', w.list])));
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const cpu = (await cpuSeconds(w.proc.pid)) - cpu0;
+      const cpu1 = await cpuOf(w.proc.pid);
+      const gib = (size * readers) / 2 ** 30;
       w.seconds.push(seconds);
       w.GBps.push((size * readers) / seconds / 1e9);
-      w.cpuPerGiB.push(cpu / ((size * readers) / 2 ** 30));
+      w.cpuPerGiB.push((cpu1.all - cpu0.all) / gib);
+      w.jsCpuPerGiB.push((cpu1.js - cpu0.js) / gib);
     }
   }
   const out = { size, readers, runs, pageSize, loadavgBefore: loadBefore, loadavgAfter: await loadavg() };
@@ -68,6 +73,7 @@ try {
     out[`threads=${threads}`] = {
       GBps: +median(w.GBps).toFixed(3),
       workerCpuSecondsPerGiB: +median(w.cpuPerGiB).toFixed(3),
+      jsThreadCpuSecondsPerGiB: +median(w.jsCpuPerGiB).toFixed(3),
       seconds: w.seconds.map((s) => +s.toFixed(3)),
       cpuPerGiB: w.cpuPerGiB.map((c) => +c.toFixed(3)),
     };
