@@ -19,7 +19,6 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
@@ -27,8 +26,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "sendpool.h"
+
 typedef struct Job {
-  struct Job* next;  // in the pool's queue of jobs to run, or of jobs done
+  PoolItem item;  // first: the pool's queues link jobs through it
   napi_env env;
   napi_async_context context;
   napi_ref callback;
@@ -92,79 +93,16 @@ static void execute(Job* job) {
   }
 }
 
-// The send threads of one JS environment: a queue of rounds to run, a queue of rounds done that
-// the JS thread picks up (woken by `async`), and how many threads should run.
-typedef struct {
-  pthread_mutex_t lock;
-  pthread_cond_t work;     // a round was queued, or the target changed
-  pthread_cond_t exited;   // a thread left (teardown waits for all)
-  Job* queued;
-  Job* queued_tail;
-  Job* done;
-  Job* done_tail;
-  uv_async_t async;
-  int target;   // threads wanted
-  int running;  // threads alive
-  int busy;     // threads inside sendfile now
-  int stopping;
-  int outstanding;  // sends not yet called back (JS thread only): while any, `async` holds the loop
-} Pool;
-
 static void complete(Job* job);
 
-static void* send_thread(void* arg) {
-  Pool* pool = arg;
-  pthread_mutex_lock(&pool->lock);
-  for (;;) {
-    while (!pool->queued && !pool->stopping && pool->running <= pool->target) pthread_cond_wait(&pool->work, &pool->lock);
-    if (pool->stopping || pool->running > pool->target) break;
-    Job* job = pool->queued;
-    pool->queued = job->next;
-    if (!pool->queued) pool->queued_tail = NULL;
-    job->next = NULL;
-    pool->busy++;
-    pthread_mutex_unlock(&pool->lock);
-    execute(job);
-    pthread_mutex_lock(&pool->lock);
-    pool->busy--;
-    if (pool->done_tail) pool->done_tail->next = job;
-    else pool->done = job;
-    pool->done_tail = job;
-    uv_async_send(&pool->async);
-  }
-  pool->running--;
-  pthread_cond_broadcast(&pool->exited);
-  pthread_mutex_unlock(&pool->lock);
-  return NULL;
+static void run_item(PoolItem* item) {
+  execute((Job*)item);
 }
 
-// With the lock held: starts threads up to the target (lazily, at the first send).
-static int grow(Pool* pool) {
-  while (pool->running < pool->target) {
-    pthread_t thread;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int err = pthread_create(&thread, &attr, send_thread, pool);
-    pthread_attr_destroy(&attr);
-    if (err != 0) return pool->running > 0 ? 0 : err;  // fewer threads still send
-    pool->running++;
-  }
-  return 0;
-}
-
-static void on_done(uv_async_t* handle) {
-  Pool* pool = handle->data;
-  pthread_mutex_lock(&pool->lock);
-  Job* list = pool->done;
-  pool->done = pool->done_tail = NULL;
-  pthread_mutex_unlock(&pool->lock);
-  while (list) {
-    Job* next = list->next;
-    list->next = NULL;
-    complete(list);
-    list = next;
-  }
+static void finish_item(PoolItem* item) {
+  Job* job = (Job*)item;
+  if (item->pool_err) job->err = item->pool_err;
+  complete(job);
 }
 
 static Pool* pool_of(napi_env env) {
@@ -174,22 +112,7 @@ static Pool* pool_of(napi_env env) {
 }
 
 static void queue_round(Job* job) {
-  Pool* pool = pool_of(job->env);
-  pthread_mutex_lock(&pool->lock);
-  int err = grow(pool);
-  if (err == 0) {
-    if (pool->queued_tail) pool->queued_tail->next = job;
-    else pool->queued = job;
-    pool->queued_tail = job;
-    pthread_cond_signal(&pool->work);
-  } else {
-    job->err = err;  // no thread at all: fail this send, on the JS thread
-    if (pool->done_tail) pool->done_tail->next = job;
-    else pool->done = job;
-    pool->done_tail = job;
-    uv_async_send(&pool->async);
-  }
-  pthread_mutex_unlock(&pool->lock);
+  pool_queue(pool_of(job->env), &job->item);
 }
 
 static void on_writable(uv_poll_t* handle, int status, int events) {
@@ -247,8 +170,7 @@ finish:;
   napi_make_callback(env, job->context, global, cb, 2, argv, NULL);
   napi_async_destroy(env, job->context);
   napi_close_handle_scope(env, scope);
-  Pool* pool = pool_of(env);
-  if (--pool->outstanding == 0) uv_unref((uv_handle_t*)&pool->async);
+  pool_hold(pool_of(env), -1);
   // The duplicate stays open until the callback ran (JS may shut it down until then) and until
   // libuv no longer watches it.
   if (job->handles) {
@@ -295,8 +217,7 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
   napi_value name;
   napi_create_string_utf8(env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &job->context);
-  Pool* pool = pool_of(env);
-  if (pool->outstanding++ == 0) uv_ref((uv_handle_t*)&pool->async);
+  pool_hold(pool_of(env), +1);
   queue_round(job);
   napi_value result;
   napi_create_int32(env, dup_sock, &result);
@@ -321,21 +242,14 @@ static napi_value set_threads(napi_env env, napi_callback_info info) {
   int32_t n;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || napi_get_value_int32(env, argv[0], &n) != napi_ok || n < 1 || n > 1024) return throw_type(env, "setThreads(n), 1 <= n <= 1024");
-  Pool* pool = pool_of(env);
-  pthread_mutex_lock(&pool->lock);
-  pool->target = n;
-  pthread_cond_broadcast(&pool->work);
-  pthread_mutex_unlock(&pool->lock);
+  pool_set_threads(pool_of(env), n);
   return argv[0];
 }
 
 // threads(): { target, running, busy, queued } of the send threads.
 static napi_value thread_stats(napi_env env, napi_callback_info info) {
-  Pool* pool = pool_of(env);
-  pthread_mutex_lock(&pool->lock);
-  int target = pool->target, running = pool->running, busy = pool->busy, queued = 0;
-  for (Job* j = pool->queued; j; j = j->next) queued++;
-  pthread_mutex_unlock(&pool->lock);
+  int target, running, busy, queued;
+  pool_stats(pool_of(env), &target, &running, &busy, &queued);
   napi_value out, v;
   napi_create_object(env, &out);
   napi_create_int32(env, target, &v);
@@ -349,35 +263,8 @@ static napi_value thread_stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static void on_async_closed(uv_handle_t* handle) {
-  free(handle->data);
-}
-
-// The environment ends (process exit, a worker_thread stops): threads leave after their round,
-// the pool is freed once none is left.
-static void teardown(void* data) {
-  Pool* pool = data;
-  pthread_mutex_lock(&pool->lock);
-  pool->stopping = 1;
-  pthread_cond_broadcast(&pool->work);
-  while (pool->running > 0) pthread_cond_wait(&pool->exited, &pool->lock);
-  pthread_mutex_unlock(&pool->lock);
-  uv_close((uv_handle_t*)&pool->async, on_async_closed);
-}
-
 NAPI_MODULE_INIT() {
-  Pool* pool = calloc(1, sizeof(Pool));
-  pthread_mutex_init(&pool->lock, NULL);
-  pthread_cond_init(&pool->work, NULL);
-  pthread_cond_init(&pool->exited, NULL);
-  pool->target = 1;
-  uv_loop_t* loop;
-  napi_get_uv_event_loop(env, &loop);
-  uv_async_init(loop, &pool->async, on_done);
-  pool->async.data = pool;
-  uv_unref((uv_handle_t*)&pool->async);  // referenced only while sends are outstanding
-  napi_set_instance_data(env, pool, NULL, NULL);
-  napi_add_env_cleanup_hook(env, teardown, pool);
+  napi_set_instance_data(env, pool_create(env, run_item, finish_item), NULL, NULL);
   napi_value fn;
   napi_create_function(env, "setThreads", NAPI_AUTO_LENGTH, set_threads, NULL, &fn);
   napi_set_named_property(env, exports, "setThreads", fn);
