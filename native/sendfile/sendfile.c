@@ -1,11 +1,9 @@
 // sendFile(socketFd, fileFd, offset, length, idleMs, callback(errno, sent)): sends
 // file[offset, offset+length) to a socket with sendfile(2) on this addon's own send threads
-// (setThreads(n), default 1 until set), so the JS thread never blocks and several sends use
-// several cores. Own threads, not libuv's pool: their number is the worker's `threads` setting,
-// fixed at start without UV_THREADPOOL_SIZE (libuv starts its pool before any JS of ours runs,
-// when node loads the entry module), and a send never queues behind file system work or the reverse. When the socket is full the send waits
-// for room (briefly on the thread, then on the event loop) up to idleMs each time: a client that
-// takes no byte for that long fails with ETIMEDOUT. errno 0 = all sent;
+// (sendpool.c; setThreads(n), 1 until set), so the JS thread never blocks and several sends use
+// several cores. When the socket is full the send waits for room (briefly on the thread, then
+// on the event loop) up to idleMs each time: a client that takes no byte for that long fails
+// with ETIMEDOUT. errno 0 = all sent;
 // ENODATA = the file ended before `length`.
 //
 // The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
