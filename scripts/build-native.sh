@@ -38,7 +38,12 @@ build() {
   local dir="$native/$1" addon="build/Release/$2.node"
   (
     cd "$dir"
-    if [ -z "${FANOUT_REBUILD_NATIVE:-}" ] && [ -f "$addon" ] && [ "$addon" -nt "$3" ] && [ "$addon" -nt binding.gyp ]; then
+    # Up to date when the addon is newer than binding.gyp and every source beside it (not only $3).
+    fresh=1
+    for f in binding.gyp "$3" *.c *.cc *.h; do
+      [ -f "$f" ] && ! [ "$addon" -nt "$f" ] && fresh=0
+    done
+    if [ -z "${FANOUT_REBUILD_NATIVE:-}" ] && [ -f "$addon" ] && [ "$fresh" = 1 ]; then
       exit 0 # up to date
     fi
     "${gyp[@]}" rebuild --release "${args[@]}" >build.log 2>&1 || { cat build.log >&2; echo "fanout: building $4 failed" >&2; exit 1; }

@@ -1,8 +1,9 @@
 // sendFile(socketFd, fileFd, offset, length, idleMs, callback(errno, sent)): sends
-// file[offset, offset+length) to a socket with sendfile(2) on the libuv thread pool, so the JS
-// thread never blocks and several sends use several cores. When the socket is full the send waits
-// for room (briefly on the thread, then on the event loop) up to idleMs each time: a client that
-// takes no byte for that long fails with ETIMEDOUT. errno 0 = all sent;
+// file[offset, offset+length) to a socket with sendfile(2) on this addon's own send threads
+// (sendpool.c; setThreads(n), 1 until set), so the JS thread never blocks and several sends use
+// several cores. When the socket is full the send waits for room (briefly on the thread, then
+// on the event loop) up to idleMs each time: a client that takes no byte for that long fails
+// with ETIMEDOUT. errno 0 = all sent;
 // ENODATA = the file ended before `length`.
 //
 // The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
@@ -23,9 +24,12 @@
 #include <unistd.h>
 #include <uv.h>
 
-typedef struct {
+#include "sendpool.h"
+
+typedef struct Job {
+  PoolItem item;  // first: the pool's queues link jobs through it
   napi_env env;
-  napi_async_work work;
+  napi_async_context context;
   napi_ref callback;
   uv_poll_t poll;
   uv_timer_t timer;
@@ -42,13 +46,12 @@ typedef struct {
   int timed_out;
 } Job;
 
-// How long a pool thread waits for room itself: a reader that keeps up frees room within
+// How long a send thread waits for room itself: a reader that keeps up frees room within
 // microseconds, so the send stays on the thread; one that does not is waited for on the event
-// loop (uv_poll on the duplicate), where it costs no thread: stalled clients never fill the pool.
+// loop (uv_poll on the duplicate), where it costs no thread: stalled clients never hold the threads.
 #define THREAD_WAIT_MS 10
 
-static void execute(napi_env env, void* data) {
-  Job* job = data;
+static void execute(Job* job) {
   if (job->timed_out) {
     job->err = ETIMEDOUT;
     return;
@@ -88,17 +91,26 @@ static void execute(napi_env env, void* data) {
   }
 }
 
-static void complete(napi_env env, napi_status status, void* data);
+static void complete(Job* job);
+
+static void run_item(PoolItem* item) {
+  execute((Job*)item);
+}
+
+static void finish_item(PoolItem* item) {
+  Job* job = (Job*)item;
+  if (item->pool_err) job->err = item->pool_err;
+  complete(job);
+}
+
+static Pool* pool_of(napi_env env) {
+  Pool* pool = NULL;
+  napi_get_instance_data(env, (void**)&pool);
+  return pool;
+}
 
 static void queue_round(Job* job) {
-  // Also called from libuv callbacks, outside any JS call: values need a scope of their own.
-  napi_handle_scope scope;
-  napi_open_handle_scope(job->env, &scope);
-  napi_value name;
-  napi_create_string_utf8(job->env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(job->env, NULL, name, execute, complete, job, &job->work);
-  napi_queue_async_work(job->env, job->work);
-  napi_close_handle_scope(job->env, scope);
+  pool_queue(pool_of(job->env), &job->item);
 }
 
 static void on_writable(uv_poll_t* handle, int status, int events) {
@@ -122,11 +134,9 @@ static void on_closed(uv_handle_t* handle) {
   free(job);
 }
 
-static void complete(napi_env env, napi_status status, void* data) {
-  Job* job = data;
-  napi_delete_async_work(env, job->work);
-  job->work = NULL;
-  if (status == napi_ok && job->err == 0 && job->would_block) {
+static void complete(Job* job) {
+  napi_env env = job->env;
+  if (job->err == 0 && job->would_block) {
     job->would_block = 0;
     if (!job->handles) {
       uv_loop_t* loop;
@@ -145,13 +155,20 @@ static void complete(napi_env env, napi_status status, void* data) {
     return;
   }
 finish:;
-  napi_value cb, undefined, argv[2];
+  // Called from a libuv callback, outside any JS call: a scope of its own, and make_callback so
+  // the promise the callback settles runs its continuations now (microtasks, nextTick).
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, global, argv[2];
   napi_get_reference_value(env, job->callback, &cb);
-  napi_get_undefined(env, &undefined);
-  napi_create_int32(env, status == napi_ok ? job->err : ECANCELED, &argv[0]);
+  napi_get_global(env, &global);
+  napi_create_int32(env, job->err, &argv[0]);
   napi_create_int64(env, job->sent, &argv[1]);
   napi_delete_reference(env, job->callback);
-  napi_call_function(env, undefined, cb, 2, argv, NULL);
+  napi_make_callback(env, job->context, global, cb, 2, argv, NULL);
+  napi_async_destroy(env, job->context);
+  napi_close_handle_scope(env, scope);
+  pool_hold(pool_of(env), -1);
   // The duplicate stays open until the callback ran (JS may shut it down until then) and until
   // libuv no longer watches it.
   if (job->handles) {
@@ -195,6 +212,10 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
   job->length = length;
   job->idle_ms = idle_ms;
   napi_create_reference(env, argv[5], 1, &job->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &job->context);
+  pool_hold(pool_of(env), +1);
   queue_round(job);
   napi_value result;
   napi_create_int32(env, dup_sock, &result);
@@ -211,8 +232,42 @@ static napi_value shutdown_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// setThreads(n): how many sends run at once (threads started lazily, extra ones leave when
+// idle). Returns n.
+static napi_value set_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t n;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &n) != napi_ok || n < 1 || n > 1024) return throw_type(env, "setThreads(n), 1 <= n <= 1024");
+  pool_set_threads(pool_of(env), n);
+  return argv[0];
+}
+
+// threads(): { target, running, busy, queued } of the send threads.
+static napi_value thread_stats(napi_env env, napi_callback_info info) {
+  int target, running, busy, queued;
+  pool_stats(pool_of(env), &target, &running, &busy, &queued);
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_int32(env, target, &v);
+  napi_set_named_property(env, out, "target", v);
+  napi_create_int32(env, running, &v);
+  napi_set_named_property(env, out, "running", v);
+  napi_create_int32(env, busy, &v);
+  napi_set_named_property(env, out, "busy", v);
+  napi_create_int32(env, queued, &v);
+  napi_set_named_property(env, out, "queued", v);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
+  napi_set_instance_data(env, pool_create(env, run_item, finish_item), NULL, NULL);
   napi_value fn;
+  napi_create_function(env, "setThreads", NAPI_AUTO_LENGTH, set_threads, NULL, &fn);
+  napi_set_named_property(env, exports, "setThreads", fn);
+  napi_create_function(env, "threads", NAPI_AUTO_LENGTH, thread_stats, NULL, &fn);
+  napi_set_named_property(env, exports, "threads", fn);
   napi_create_function(env, "sendFile", NAPI_AUTO_LENGTH, send_file, NULL, &fn);
   napi_set_named_property(env, exports, "sendFile", fn);
   napi_create_function(env, "shutdown", NAPI_AUTO_LENGTH, shutdown_fd, NULL, &fn);

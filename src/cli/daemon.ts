@@ -23,6 +23,7 @@ export interface DaemonFlags extends GatewayFlags {
   etcd?: string;
   id?: string;
   logLevel?: string;
+  threads?: string;
 }
 
 export async function serve(uri: string | undefined, flags: DaemonFlags): Promise<void> {
@@ -117,6 +118,10 @@ function overrides(flags: DaemonFlags): Record<string, unknown> {
   if (flags.workerSourceRate) out.workerSourceRate = flags.workerSourceRate;
   if (flags.statTtl) out.statTtl = flags.statTtl;
   if (flags.logLevel) out.logLevel = flags.logLevel;
+  if (flags.threads !== undefined) {
+    if (!/^[1-9]\d*$/.test(flags.threads)) throw new FanoutError('INVALID_ARGUMENT', `--threads expects a whole number of at least 1, got "${flags.threads}"`);
+    out.threads = Number(flags.threads);
+  }
   return out;
 }
 

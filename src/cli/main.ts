@@ -48,6 +48,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('--stat-ttl <duration>', 'how long stat/list answers are reused, e.g. 2s (bounded staleness)')
       .option('--id <id>', 'member id (default host:port)')
       .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+      .option('--threads <n>', 'cached pages sent by the kernel at once, one thread each (default: the number of cores)')
       .option('--s3-listen <host:port>', 'S3 gateway address, or "off" (serve: default 127.0.0.1:7451; worker: config gateway.listen)')
       .option('--s3-anonymous', 'let unsigned S3 requests in (signed ones are still verified)');
 

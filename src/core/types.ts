@@ -59,4 +59,6 @@ export interface WorkerStatus {
   sourceRates: Record<string, number>;
   /** How page hits leave on plain connections: by the kernel (sendfile) or through JS. */
   sendPath?: 'sendfile' | 'js';
+  /** Cached pages the worker sends by the kernel at once, each on a thread of its own (config `threads`). */
+  threads?: number;
 }

@@ -50,3 +50,16 @@ test('a client that keeps taking bytes is not cut, however slowly', async () => 
   assert.equal(res.destroyed, false);
   assert.equal(res.received, page.length);
 });
+
+test('a client that went away gives no room: the writer stops instead of reading its next page', async () => {
+  const res = new FakeResponse();
+  res.on('error', () => {});
+  const flow = new ResponseFlow(res, { clock: new ManualClock(), idleMs: 60_000, allowance: 1024 * 1024 });
+  const page = Buffer.alloc(256 * 1024, 3);
+  assert.equal(flow.write(page, 0, page.length), page.length);
+  // A reset: the socket is destroyed at once, its 'close' comes only later (and a write queued
+  // before may even report success in between, as node's sockets do).
+  res.destroy(new Error('connection reset'));
+  assert.equal(flow.write(page, 0, page.length), 0, 'nothing more is queued');
+  await assert.rejects(flow.room(), (e: { code?: string }) => e.code === 'ABORTED');
+});

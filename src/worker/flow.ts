@@ -63,6 +63,11 @@ export class ResponseFlow {
     return this.options.clock.now();
   }
 
+  /** The response or its socket is destroyed ('close' may not have been emitted yet). */
+  private get gone(): boolean {
+    return this.res.destroyed || (this.res as { socket?: { destroyed?: boolean } | null }).socket?.destroyed === true;
+  }
+
   /** True when the client must take some bytes before more are queued. */
   get full(): boolean {
     return this.res.writableLength >= this.options.allowance;
@@ -71,14 +76,19 @@ export class ResponseFlow {
   /** Queues copies of `data[from, to)` up to the allowance; returns where it stopped. */
   write(data: Buffer, from: number, to: number): number {
     let at = from;
-    while (at < to && !this.full && !this.closed) {
+    while (at < to && !this.full && !this.closed && !this.gone) {
       const end = Math.min(to, at + SLICE);
       const slice = slices.acquire();
       data.copy(slice, 0, at, end);
       // The callback runs once the socket is done with the slice (written, or failed): only then is it reused.
-      this.res.write(end - at === SLICE ? slice : slice.subarray(0, end - at), () => {
+      this.res.write(end - at === SLICE ? slice : slice.subarray(0, end - at), (err) => {
         slices.release(slice);
-        this.progress();
+        // A write that failed, or "succeeded" on a socket already destroyed (node:http reports
+        // queued writes done without error after a reset, before 'close'), is no progress. Taken
+        // as progress, every stalled response of 50 clients that left at once read its next page
+        // again before its 'close' arrived (measured: +136 MiB of page buffers, RSS 282 → 410 MiB).
+        if (err || this.gone) this.fail(new FanoutError('ABORTED', `client went away${err ? `: ${err.message}` : ''}`));
+        else this.progress();
       });
       at = end;
     }
@@ -87,7 +97,13 @@ export class ResponseFlow {
 
   /** Resolves once the client has taken some bytes; destroys the response if it takes none for idleMs. */
   async room(): Promise<void> {
-    while (this.full) await this.nextProgress();
+    // A gone client has no room: callers that loop on write() and room() must stop, not spin.
+    while (true) {
+      if (this.gone) this.fail(new FanoutError('ABORTED', 'client went away'));
+      if (this.closed) throw this.closed;
+      if (!this.full) return;
+      await this.nextProgress();
+    }
   }
 
   private nextProgress(): Promise<void> {

@@ -80,8 +80,9 @@ export class PageService {
     const slots = Math.max(2, Math.floor(FILL_MEMORY / deps.pageSize));
     this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
     this.fillSlots = new Semaphore(slots);
-    // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little.
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 8)));
+    // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little
+    // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4)));
     this.liveness = new PeerLiveness((member) => deps.peers.probe(member, 2000), { signal: deps.signal });
   }
 

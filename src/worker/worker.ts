@@ -27,9 +27,10 @@ import { pagedChunks } from './rangesend.js';
 import { Routes } from './routes.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
-import { sendPath } from '../lib/sendfile/index.js';
+import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
 import type { Dashboard } from './dashboard/index.js';
 import { dashboardFor } from './dashboard/wiring.js';
+import { BufferReclaimer } from './memory.js';
 
 export interface WorkerOptions {
   clock?: Clock;
@@ -64,6 +65,7 @@ export class Worker {
   private readonly certificates: CertificateReloader | undefined;
   private readonly connections: ConnectionCap;
   private readonly stopping = new AbortController();
+  private readonly clock: Clock;
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
   readonly fetcher: LocalFirstFetcher;
@@ -81,6 +83,7 @@ export class Worker {
     options: WorkerOptions = {},
   ) {
     const clock = options.clock ?? systemClock;
+    this.clock = clock;
     // Peers over https:// are verified against tls.ca, or the system store without one.
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
@@ -232,7 +235,9 @@ export class Worker {
     await mkdir(this.config.dataDir, { recursive: true });
     await this.policy.load();
     await this.store.open();
+    setSendThreads(this.config.threads);
     this.store.watchDisk(this.stopping.signal).catch((err: unknown) => this.logger.warn({ err }, 'page store disk watch stopped'));
+    void new BufferReclaimer({ clock: this.clock }).run(this.stopping.signal);
     this.admin.start();
     this.dashboard.start();
     const { host, port } = parseListen(this.config.listen);
@@ -299,6 +304,8 @@ export class Worker {
       inflightSourceReads: this.pages.flights.inflight,
       sourceRates: this.sourceBudget.rates(),
       sendPath: sendPath(),
+      // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
+      threads: this.config.threads,
     };
   }
 

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -194,6 +194,8 @@ export const workerConfigSchema = z
     auth: authConfigSchema.default({}),
     /** What clients may take of this worker, whatever they do; see limitsSchema. */
     limits: limitsSchema.default({}),
+    /** Cached pages sent by the kernel at once, each on a thread of its own (default: the number of cores). */
+    threads: z.number().int().min(1).max(1024).default(() => availableParallelism()),
   })
   .strict();
 

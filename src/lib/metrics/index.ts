@@ -1,6 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { WriteFailureReason } from '../pagestore/store.js';
-import { sendPath } from '../sendfile/index.js';
+import { sendPath, sendThreads } from '../sendfile/index.js';
 
 /**
  * A worker's Prometheus metrics. Each worker has its own registry so that several workers in
@@ -106,6 +106,19 @@ export class WorkerMetrics {
       registers: [this.registry],
       collect() {
         this.labels(sendPath()).set(1);
+      },
+    });
+    new Gauge({
+      name: 'fanout_send_threads',
+      help: 'Kernel send threads (sendfile path): target (config threads), busy (inside sendfile now), queued (sends waiting for a thread)',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const threads = sendThreads();
+        if (!threads) return;
+        this.labels('target').set(threads.target);
+        this.labels('busy').set(threads.busy);
+        this.labels('queued').set(threads.queued);
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: DEFAULT_PREFIX });

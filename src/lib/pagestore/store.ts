@@ -106,7 +106,9 @@ export class PageStore {
     this.index = new LruIndex(options.capacity, options.watermarks ?? { high: 0.95, low: 0.85 });
     this.pagesDir = join(options.dir, 'pages');
     this.tmpDir = join(options.dir, 'tmp');
-    this.pool = new BufferPool(options.pageSize);
+    // A few free buffers, not one per response slot: what bursts leave beyond them is garbage the
+    // worker's reclaimer (worker/memory.ts) gives back, instead of 64 MiB kept for good.
+    this.pool = new BufferPool(options.pageSize, 4);
     this.clock = options.clock ?? systemClock;
     this.statDisk = options.statDisk ?? statDisk;
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;

@@ -10,8 +10,8 @@ import { FanoutError } from '../../core/errors.js';
 import { BufferPool } from '../pagestore/bufferpool.js';
 
 /**
- * Sends a span of an open file to a socket: by the kernel (sendfile(2) on the libuv thread
- * pool, native/sendfile) when the addon is built, else through JS (fs.read into a reused buffer
+ * Sends a span of an open file to a socket: by the kernel (sendfile(2) on the addon's send
+ * threads, native/sendfile) when the addon is built, else through JS (fs.read into a reused buffer
  * and socket.write, one chunk in flight). The path is chosen once, at first use, and shown as
  * `sendPath` in /v1/status and the fanout_send_path metric. FANOUT_NO_SENDFILE=1 forces JS.
  * TLS sockets always take the JS path: the kernel cannot encrypt.
@@ -23,6 +23,17 @@ interface SendfileAddon {
   sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void): number;
   /** Ends a running send at once (call only before its callback ran). */
   shutdown(dupFd: number): void;
+  /** How many sends run at once, each on a send thread of the addon's own (started lazily). */
+  setThreads(n: number): number;
+  threads(): SendThreads;
+}
+
+/** The addon's send threads: wanted, alive, inside sendfile now, rounds waiting for one. */
+export interface SendThreads {
+  target: number;
+  running: number;
+  busy: number;
+  queued: number;
 }
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -43,6 +54,20 @@ function choose(): { path: SendPath; addon?: SendfileAddon } {
 /** How this process sends file spans (for plain sockets). */
 export function sendPath(): SendPath {
   return choose().path;
+}
+
+/**
+ * How many kernel sends run at once in this process (the worker's `threads`): each runs on a
+ * thread of the addon's own, so with the JS thread a worker uses up to n + 1 cores. A no-op on the
+ * JS path, which sends from the JS thread.
+ */
+export function setSendThreads(n: number): void {
+  choose().addon?.setThreads(n);
+}
+
+/** The send threads now, or undefined on the JS path. */
+export function sendThreads(): SendThreads | undefined {
+  return choose().addon?.threads();
 }
 
 /** Whether `socket` can be given to the kernel: a plain TCP socket with a descriptor. */
