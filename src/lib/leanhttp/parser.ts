@@ -56,6 +56,7 @@ export class ResponseParser {
   private pending: Buffer | undefined;
   private remaining = 0;
   private keepAlive = false;
+  private sawBytes = false;
   /** Bytes that arrived after the response ended: the connection cannot be trusted again. */
   extraBytes = 0;
 
@@ -67,10 +68,11 @@ export class ResponseParser {
 
   /** Whether any byte of a response arrived (a reused connection closed before that may be retried). */
   get started(): boolean {
-    return this.state !== State.Head || this.pending !== undefined;
+    return this.sawBytes;
   }
 
   execute(chunk: Buffer): void {
+    if (chunk.length > 0) this.sawBytes = true;
     let at = 0;
     while (at < chunk.length) {
       switch (this.state) {
@@ -150,25 +152,28 @@ export class ResponseParser {
     }
     const connection = (headers['connection'] ?? '').toLowerCase();
     this.keepAlive = status[1] === '1' ? !/\bclose\b/.test(connection) : /\bkeep-alive\b/.test(connection);
-    this.events.onHead({ statusCode, headers, keepAlive: this.keepAlive });
+    // The framing is checked before the head is handed on: a response with a bad one is refused whole.
     const te = headers['transfer-encoding'];
     const cl = headers['content-length'];
+    let next: State;
     if (statusCode === 204 || statusCode === 304) {
-      this.complete({});
+      next = State.Done;
     } else if (te !== undefined) {
       if (!/(?:^|,)\s*chunked\s*$/i.test(te)) throw new ResponseParseError(`unsupported transfer-encoding ${JSON.stringify(te)}`);
       // Both framings at once is how responses are smuggled: chunked wins, the connection is not reused.
       if (cl !== undefined) this.keepAlive = false;
-      this.state = State.ChunkLine;
+      next = State.ChunkLine;
     } else if (cl !== undefined) {
       if (!/^\d{1,15}$/.test(cl)) throw new ResponseParseError(`bad content-length ${JSON.stringify(cl.slice(0, 40))}`);
       this.remaining = Number(cl);
-      this.state = State.Length;
-      if (this.remaining === 0) this.complete({});
+      next = this.remaining === 0 ? State.Done : State.Length;
     } else {
       this.keepAlive = false;
-      this.state = State.UntilClose;
+      next = State.UntilClose;
     }
+    this.events.onHead({ statusCode, headers, keepAlive: this.keepAlive });
+    if (next === State.Done) this.complete({});
+    else this.state = next;
     return got.next;
   }
 
