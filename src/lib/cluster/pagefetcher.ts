@@ -103,6 +103,16 @@ export class PageFetcher {
     }
   }
 
+  /**
+   * Gives back a chunk from fetch() or stream() once nothing will read it again (its bytes are
+   * written out and no view of it is kept): its memory is then read into again instead of fresh
+   * memory being faulted in. Optional: chunks never released are garbage-collected. Releasing a
+   * chunk still in use would let the next read overwrite it.
+   */
+  release(chunk: Buffer): void {
+    this.transport.release(chunk);
+  }
+
   /** Drops pools of workers that left the cluster. */
   retain(members: Member[]): void {
     this.transport.retain(new Set(members.map((m) => m.url)));

@@ -1,7 +1,7 @@
 import { Pool, type Dispatcher } from 'undici';
 import type { ConnectionOptions } from 'node:tls';
 import type { Member } from '../../core/types.js';
-import { ConnectionPool } from '../leanhttp/index.js';
+import { ConnectionPool, SlabPool } from '../leanhttp/index.js';
 import type { PeerTimeouts } from './timeouts.js';
 
 /**
@@ -26,6 +26,8 @@ export interface PageTransport {
   get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse>;
   /** Drops connections to workers not in `urls`. */
   retain(urls: Set<string>): void;
+  /** A chunk of a page body is no longer used by anyone: its memory may be read into again. */
+  release(chunk: Buffer): void;
   close(): Promise<void>;
 }
 
@@ -45,12 +47,17 @@ export function createPageTransport(kind: PageTransportKind, options: TransportO
 
 class SocketTransport implements PageTransport {
   private readonly pools = new Map<string, ConnectionPool>();
+  private readonly slabs = new SlabPool();
 
   constructor(private readonly options: TransportOptions) {}
 
   async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse> {
     const response = await this.pool(member.url).get(path, headers, signal);
     return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
+  }
+
+  release(chunk: Buffer): void {
+    this.slabs.release(chunk);
   }
 
   retain(urls: Set<string>): void {
@@ -72,7 +79,7 @@ class SocketTransport implements PageTransport {
     if (!pool) {
       const connect = this.options.connect;
       const tls = typeof connect === 'object' && connect !== null ? (connect as ConnectionOptions) : undefined;
-      pool = new ConnectionPool(url, { connections: this.options.connections, timeouts: this.options.timeouts, tls });
+      pool = new ConnectionPool(url, { connections: this.options.connections, timeouts: this.options.timeouts, tls, slabs: this.slabs });
       this.pools.set(url, pool);
     }
     return pool;
@@ -97,6 +104,8 @@ class UndiciTransport implements PageTransport {
       },
     };
   }
+
+  release(): void {} // undici's chunks are its own fresh buffers
 
   retain(urls: Set<string>): void {
     for (const [url, pool] of this.pools) {

@@ -2,6 +2,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { BodyQueue } from './body.js';
 import { ResponseParser, type ResponseHead } from './parser.js';
+import type { SlabPool, SlabReader } from './slabs.js';
 
 /** Deadlines of one exchange, as the page fetcher's `timeouts`. */
 export interface ExchangeTimeouts {
@@ -33,10 +34,6 @@ export interface LeanResponse {
 
 /** Bytes queued for a slow consumer before the socket stops reading (a page's body is consumed as it comes). */
 const BODY_HIGH_WATER = 1024 * 1024;
-/** Plain sockets read into slabs of this size, handed on as views (one allocation per ~slab, no copy). */
-const SLAB = 1024 * 1024;
-/** A slab with less room than this left is replaced before the next read. */
-const MIN_READ = 64 * 1024;
 
 export interface ConnectTarget {
   host: string;
@@ -47,14 +44,14 @@ export interface ConnectTarget {
 
 /**
  * One keep-alive HTTP/1.1 connection carrying one exchange at a time. Plain sockets read with
- * `onread` into slabs: the kernel writes into memory that is handed on as-is, where Node's
- * default reads allocate a fresh 64 KiB buffer per read and shrink (copy) it when partly filled.
+ * `onread` into pooled slabs (see slabs.ts): the kernel writes into memory that is handed on
+ * as-is and reused once released, where Node's default reads allocate a fresh 64 KiB buffer
+ * per read (and shrink it, a copy, when partly filled). TLS sockets read the default way.
  */
 export class Connection {
   private parser: ResponseParser | undefined;
   private exchange: Exchange | undefined;
-  private slab = Buffer.allocUnsafeSlow(0);
-  private slabAt = 0;
+  private slabs: SlabReader | undefined;
   /** Exchanges completed on this connection (a reused connection may have been closed by its peer meanwhile). */
   uses = 0;
   idleSince = 0;
@@ -65,9 +62,10 @@ export class Connection {
 
   private constructor() {}
 
-  static open(target: ConnectTarget, connectMs: number, onClosed: (c: Connection) => void): Promise<Connection> {
+  static open(target: ConnectTarget, connectMs: number, slabs: SlabPool, onClosed: (c: Connection) => void): Promise<Connection> {
     return new Promise((resolve, reject) => {
       const conn = new Connection();
+      const reader = target.tls ? undefined : (conn.slabs = slabs.reader());
       let socket: Socket;
       if (target.tls) {
         socket = tlsConnect({ ...target.tls, host: target.host, port: target.port, ALPNProtocols: ['http/1.1'] });
@@ -77,7 +75,7 @@ export class Connection {
           host: target.host,
           port: target.port,
           noDelay: true,
-          onread: { buffer: () => conn.readBuffer(), callback: (n: number, buf: Uint8Array) => conn.onRead(n, buf as Buffer) },
+          onread: { buffer: () => reader!.next(), callback: (n: number, buf: Uint8Array) => conn.onRead(n, buf as Buffer) },
         });
       }
       conn.socket = socket;
@@ -87,6 +85,7 @@ export class Connection {
       }, connectMs);
       const failed = (err: Error) => {
         clearTimeout(timer);
+        conn.slabs?.close();
         reject(err);
       };
       socket.once('error', failed);
@@ -98,6 +97,7 @@ export class Connection {
         socket.on('end', () => conn.onEnd());
         socket.on('close', () => {
           conn.closed = true;
+          conn.slabs?.close();
           conn.fail(new TransportError('FANOUT_SOCKET_CLOSED', 'connection closed'));
           onClosed(conn);
         });
@@ -136,16 +136,13 @@ export class Connection {
     this.exchange = undefined;
   }
 
-  private readBuffer(): Buffer {
-    if (this.slab.length - this.slabAt < MIN_READ) {
-      this.slab = Buffer.allocUnsafeSlow(SLAB);
-      this.slabAt = 0;
-    }
-    return this.slab.subarray(this.slabAt);
+  /** Marks a body chunk as lent from this connection's slab (given back through the pool's release). */
+  lend(chunk: Buffer): void {
+    this.slabs?.lend(chunk);
   }
 
   private onRead(n: number, buf: Buffer): boolean {
-    this.slabAt += n;
+    this.slabs!.advance(n);
     this.onData(buf.subarray(0, n));
     return !this.socket.isPaused();
   }
@@ -239,6 +236,7 @@ class Exchange {
   }
 
   onBody(chunk: Buffer): void {
+    this.conn.lend(chunk);
     this.body!.push(chunk);
   }
 

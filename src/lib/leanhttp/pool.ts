@@ -1,4 +1,5 @@
 import type { ConnectionOptions } from 'node:tls';
+import { SlabPool } from './slabs.js';
 import { Connection, TransportError, type ConnectTarget, type ExchangeTimeouts, type LeanResponse } from './connection.js';
 
 export interface ConnectionPoolOptions {
@@ -7,6 +8,8 @@ export interface ConnectionPoolOptions {
   timeouts: ExchangeTimeouts;
   /** TLS options for https origins (ca, servername…), as undici's `connect`. */
   tls?: ConnectionOptions;
+  /** Read memory shared with other pools (release() of body chunks goes there). Default: the pool's own. */
+  slabs?: SlabPool;
 }
 
 /**
@@ -39,6 +42,7 @@ export class ConnectionPool {
   private closed = false;
   private readonly target: ConnectTarget;
   private readonly hostHeader: string;
+  readonly slabs: SlabPool;
 
   constructor(
     origin: string,
@@ -52,6 +56,7 @@ export class ConnectionPool {
     const servername = /^[\d.]+$|:/.test(host) ? undefined : host;
     this.target = { host, port, tls: https ? { servername, ...options.tls } : undefined };
     this.hostHeader = url.host;
+    this.slabs = options.slabs ?? new SlabPool();
   }
 
   /**
@@ -135,7 +140,7 @@ export class ConnectionPool {
       }
     };
     try {
-      const conn = await Connection.open(this.target, this.options.timeouts.connectMs, onClosed);
+      const conn = await Connection.open(this.target, this.options.timeouts.connectMs, this.slabs, onClosed);
       if (this.closed) {
         conn.destroy();
         throw new TransportError('FANOUT_SOCKET_CLOSED', 'connection pool closed');
