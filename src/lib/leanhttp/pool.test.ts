@@ -190,6 +190,59 @@ describe('the lean connection pool against a raw server', () => {
   });
 });
 
+describe('read memory of the lean client', () => {
+  let server: HttpServer;
+  let origin: string;
+  const PAGE = 2 * 1024 * 1024;
+
+  before(async () => {
+    // Each answer's bytes are its index, so a chunk overwritten by a later read would show.
+    server = createHttpServer((req, res) => res.end(Buffer.alloc(PAGE, Number(req.url!.slice(1)))));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+
+  const body = async (p: ConnectionPool, i: number) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of (await p.get(`/${i}`, {})).body) chunks.push(chunk);
+    return chunks;
+  };
+
+  test('chunks not released keep their bytes while later responses are read', async () => {
+    const p = new ConnectionPool(origin, { connections: 1, timeouts: TIMEOUTS });
+    const kept = [];
+    for (let i = 1; i <= 6; i++) kept.push(await body(p, i));
+    kept.forEach((chunks, i) => assert.ok(Buffer.concat(chunks).every((b) => b === i + 1), `response ${i + 1} intact`));
+    p.destroy();
+  });
+
+  test('released chunks are read into again, and a second release of a chunk changes nothing', async () => {
+    const p = new ConnectionPool(origin, { connections: 1, timeouts: TIMEOUTS });
+    const first = await body(p, 1);
+    const memory = new Set(first.map((c) => c.buffer));
+    for (const chunk of first) {
+      p.slabs.release(chunk);
+      p.slabs.release(chunk);
+    }
+    let reused = false;
+    const kept: Buffer[][] = [];
+    for (let i = 2; i <= 5; i++) {
+      const chunks = await body(p, i);
+      reused ||= chunks.some((c) => memory.has(c.buffer));
+      assert.ok(Buffer.concat(chunks).every((b) => b === i));
+      kept.push(chunks);
+    }
+    assert.ok(reused, 'a released slab was read into again');
+    kept.forEach((chunks, i) => assert.ok(Buffer.concat(chunks).every((b) => b === i + 2), `unreleased response ${i + 2} intact`));
+    p.destroy();
+  });
+});
+
 describe('the lean connection pool against node:http', () => {
   let server: HttpServer;
   let origin: string;
