@@ -1,21 +1,21 @@
 import { Agent, request, type Pool } from 'undici';
 import { crc32 } from 'node:zlib';
 import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
-import { encodeUrlPath } from '../../core/paths.js';
 import type { Member, PageRef } from '../../core/types.js';
 import { certificateHint } from '../tls/index.js';
+import { HEADERS, ROUTES, pagePath } from '../wire/index.js';
 import { DEFAULT_PEER_TIMEOUTS, describeTimeout, type PeerTimeouts } from './timeouts.js';
 import { createPageTransport, pageTransportKind, type PageResponse, type PageTransport, type PageTransportKind } from './pagetransport.js';
 
-/** Header (cached page) or trailer (page streamed while it arrives from the source). */
-export const CHECKSUM_HEADER = 'x-fanout-crc32';
+/** Header (cached page) or trailer (page streamed while it arrives from the source). The names live in lib/wire. */
+export const CHECKSUM_HEADER = HEADERS.checksum;
 /**
  * Trailer of a page streamed as a miss whose source read failed after the first bytes: the
  * code (and, URI-encoded, the message) of that failure. It tells a source that cut the body
  * from a worker that died, which would simply cut the connection.
  */
-export const ERROR_TRAILER = 'x-fanout-error';
-export const ERROR_MESSAGE_TRAILER = 'x-fanout-error-message';
+export const ERROR_TRAILER = HEADERS.error;
+export const ERROR_MESSAGE_TRAILER = HEADERS.errorMessage;
 
 /** Error bodies larger than this are not read (a misbehaving peer cannot make us buffer much). */
 const MAX_ERROR_BODY = 64 * 1024;
@@ -77,8 +77,7 @@ export class PageFetcher {
    * the consumer must treat what it got as provisional until the iteration ends cleanly.
    */
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
-    const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
-    const path = `/v1/page/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
+    const path = pagePath(ref);
     const headers = { ...this.options.headers?.(), ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
     let response;
     try {
@@ -95,7 +94,7 @@ export class PageFetcher {
   async probe(member: Member, timeoutMs = 1000): Promise<boolean> {
     this.probes ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     try {
-      const response = await request(`${member.url}/healthz`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });
+      const response = await request(`${member.url}${ROUTES.health}`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });
       await response.body.dump();
       return response.statusCode === 200;
     } catch {
@@ -167,7 +166,7 @@ export interface PageRequestOptions {
 }
 
 /** Set on requests that must not be forwarded again (loop guard) or that want a direct source read. */
-export const DIRECT_HEADER = 'x-fanout-direct';
+export const DIRECT_HEADER = HEADERS.direct;
 
 async function* verifiedBody(
   member: Member,
