@@ -2,7 +2,9 @@
 // The page transport's receive cost: one worker over a local directory, warm pages, the whole
 // file read page by page (window of 8 requests, as the SDK) by one client process through
 //   undici  — PageFetcher with FANOUT_PAGE_TRANSPORT=undici (the old transport)
-//   socket  — PageFetcher with the lean HTTP/1.1 client (lib/leanhttp, the default)
+//   socket  — PageFetcher with the lean HTTP/1.1 client (lib/leanhttp, the default); the reader
+//             gives each page's chunks back with release() once done, as a sink does
+//   socket-kept — the same without release(): every read lands in fresh memory
 //   raw     — a raw net.Socket reader: hand-written GET, onread into one reused 1 MiB buffer,
 //             CRC32 per read, no parser beyond finding the head's end (the floor for HTTP)
 //   curl    — curl fetching the same page URLs (8 in parallel, keep-alive)
@@ -32,6 +34,7 @@ async function main() {
     const srcDir = join(work, 'src');
     await mkdir(srcDir);
     process.stderr.write(`writing a ${size} byte random file…\n`);
+    process.stderr.write(`load average at start: ${(await readFile('/proc/loadavg', 'utf8')).trim()}\n`);
     await writeRandomFile(join(srcDir, 'model.bin'), size);
     const serveArgs = ['serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--page-size', args['page-size'], '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'];
     worker = spawn(process.execPath, [bin, ...serveArgs], { stdio: 'inherit' });
@@ -47,9 +50,9 @@ async function main() {
     const status = await (await fetch(`${endpoint}/v1/status`)).json();
     process.stderr.write(`worker send path: ${status.sendPath}; pages cached: ${status.pages}\n`);
 
-    const results = { undici: [], socket: [], raw: [], curl: [] };
+    const results = { undici: [], socket: [], 'socket-kept': [], raw: [], curl: [] };
     for (let run = 0; run < runs; run++) {
-      for (const mode of ['raw', 'socket', 'undici', 'curl']) {
+      for (const mode of ['raw', 'socket', 'socket-kept', 'undici', 'curl']) {
         const workerBefore = await cpuOf(worker.pid);
         const r = mode === 'curl' ? await curlRun(urls, work) : await clientRun(mode, job);
         r.workerCpu = (await cpuOf(worker.pid)) - workerBefore;
@@ -137,16 +140,13 @@ async function client(mode, job) {
     close = async () => sockets.forEach((s) => s.socket?.destroy());
   } else {
     const { PageFetcher } = await import(join(root, 'dist/src/lib/cluster/index.js'));
-    const fetcher = new PageFetcher({ transport: mode, connectionsPerWorker: WINDOW });
+    const fetcher = new PageFetcher({ transport: mode === 'undici' ? 'undici' : 'socket', connectionsPerWorker: WINDOW });
     const member = { id: job.id, url: job.endpoint, capacity: 1 };
-    if (process.env.XSTREAM) readPage = async (i) => {
-      for await (const chunk of await fetcher.stream(member, { mount: 'data', path: 'model.bin', version: job.version, size: job.size, index: i }, lengthOf(i))) fetcher.release(chunk);
-    };
-    else readPage = async (i) => {
+    readPage = async (i) => {
       const chunks = await fetcher.fetch(member, { mount: 'data', path: 'model.bin', version: job.version, size: job.size, index: i }, lengthOf(i));
       if (chunks.length === 0) throw new Error('empty page');
       // A consumer done with a page gives its chunks back (as a sink does once they are written).
-      for (const chunk of chunks) fetcher.release(chunk);
+      if (mode === 'socket') for (const chunk of chunks) fetcher.release(chunk);
     };
     close = () => fetcher.close();
   }
@@ -196,7 +196,7 @@ class RawPageSocket {
         if (remaining === 0) resolve(crc);
       };
       if (!this.socket) {
-        this.socket = connect({ host: this.url.hostname, port: Number(this.url.port), onread: { buffer: process.env.XFRESH ? () => Buffer.allocUnsafeSlow(Number(process.env.XFRESH)) : this.buffer, callback: (n, buf) => this.onChunk(buf.subarray(0, n)) } });
+        this.socket = connect({ host: this.url.hostname, port: Number(this.url.port), onread: { buffer: this.buffer, callback: (n, buf) => this.onChunk(buf.subarray(0, n)) } });
         this.socket.once('error', reject);
       }
       this.socket.write(`GET ${path} HTTP/1.1\r\nhost: ${this.url.host}\r\n\r\n`);

@@ -107,3 +107,17 @@ export function parseAnswer<T extends z.ZodTypeAny>(schema: T, body: unknown, wh
   const where = issue?.path.length ? ` at ${issue.path.join('.')}` : '';
   throw new FanoutError('WORKER_UNAVAILABLE', `${what}: not a fanout answer (${issue?.message ?? 'invalid'}${where})`);
 }
+
+/* Answers of the admin routes (what the typed admin client returns). */
+export const loadAnswerSchema = z.object({
+  present: z.number(),
+  loaded: z.number(),
+  bytesLoaded: z.number(),
+  verified: z.number(),
+  failed: z.array(z.object({ path: z.string(), index: z.number(), code: z.string(), message: z.string() })),
+});
+export const pinAnswerSchema = z.object({ pinned: z.number(), held: z.number() });
+export const unpinAnswerSchema = z.object({ unpinned: z.number() });
+export const ttlAnswerSchema = z.object({ keys: z.number(), ttlMs: z.number() });
+export const freeAnswerSchema = z.object({ freed: z.number() });
+export type LoadAnswer = z.infer<typeof loadAnswerSchema>;
