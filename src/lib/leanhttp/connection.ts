@@ -55,6 +55,8 @@ export class Connection {
   /** Exchanges completed on this connection (a reused connection may have been closed by its peer meanwhile). */
   uses = 0;
   idleSince = 0;
+  /** Closes the connection once it has been idle too long to be reused (it holds a socket and a slab). */
+  idleTimer: NodeJS.Timeout | undefined;
   closed = false;
 
   /** Set right after construction: a plain socket asks the connection for its first read buffer as it is created. */

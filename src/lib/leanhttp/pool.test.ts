@@ -193,7 +193,7 @@ describe('the lean connection pool against a raw server', () => {
 describe('read memory of the lean client', () => {
   let server: HttpServer;
   let origin: string;
-  const PAGE = 2 * 1024 * 1024;
+  const PAGE = 700 * 1024;
 
   before(async () => {
     // Each answer's bytes are its index, so a chunk overwritten by a later read would show.

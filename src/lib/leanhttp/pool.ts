@@ -82,7 +82,10 @@ export class ConnectionPool {
   /** Closes idle connections now and busy ones when their response ends (a member that left). */
   close(): void {
     this.closed = true;
-    for (const conn of this.idle.splice(0)) conn.destroy();
+    for (const conn of this.idle.splice(0)) {
+      clearTimeout(conn.idleTimer);
+      conn.destroy();
+    }
     for (const waiter of this.waiters.splice(0)) {
       waiter.signal?.removeEventListener('abort', waiter.onAbort);
       waiter.reject(new TransportError('FANOUT_SOCKET_CLOSED', 'connection pool closed'));
@@ -106,6 +109,7 @@ export class ConnectionPool {
     const now = Date.now();
     while (this.idle.length > 0) {
       const conn = this.idle.pop()!;
+      clearTimeout(conn.idleTimer);
       if (!conn.closed && now - conn.idleSince < IDLE_REUSE_MS) return conn;
       conn.destroy();
     }
@@ -170,6 +174,8 @@ export class ConnectionPool {
       return;
     }
     conn.idleSince = Date.now();
+    conn.idleTimer = setTimeout(() => conn.destroy(), IDLE_REUSE_MS);
+    conn.idleTimer.unref();
     this.idle.push(conn);
   }
 

@@ -8,7 +8,11 @@
  * 256 MiB; the same reader given a fresh buffer per read 0.6–1.1 s (fresh pages fault in and
  * miss every cache). Views that are never released are simply garbage-collected with their slab.
  */
-export const SLAB_BYTES = 1024 * 1024;
+/**
+ * Small enough that the slab each open connection reads into costs little (a client with many
+ * workers keeps many connections), large enough that a read is rarely cut short by it.
+ */
+export const SLAB_BYTES = 256 * 1024;
 /** A slab with less room left than this is retired before the next read. */
 const MIN_READ = 64 * 1024;
 
@@ -27,7 +31,7 @@ export class SlabPool {
   private readonly owners = new WeakMap<Buffer, Slab>();
 
   /** @param maxFree slabs kept for reuse at most (bounds the memory held while nothing is read). */
-  constructor(private readonly maxFree = 32) {}
+  constructor(private readonly maxFree = 64) {}
 
   /** A reader's slabs: the buffer for the next read, and the bookkeeping after it. */
   reader(): SlabReader {
