@@ -9,10 +9,11 @@
  * miss every cache). Views that are never released are simply garbage-collected with their slab.
  */
 /**
- * Small enough that the slab each open connection reads into costs little (a client with many
- * workers keeps many connections), large enough that a read is rarely cut short by it.
+ * Each open connection holds one slab (idle connections close after 4 s). Measured against
+ * 256 KiB slabs on a 256 MiB read: 0.19–0.24 s of CPU against 0.33–0.46 s (fewer, longer reads;
+ * fewer slabs retired half used); the raw reader took 0.17–0.21 s.
  */
-export const SLAB_BYTES = 256 * 1024;
+export const SLAB_BYTES = 1024 * 1024;
 /** A slab with less room left than this is retired before the next read. */
 const MIN_READ = 64 * 1024;
 
@@ -31,7 +32,7 @@ export class SlabPool {
   private readonly owners = new WeakMap<Buffer, Slab>();
 
   /** @param maxFree slabs kept for reuse at most (bounds the memory held while nothing is read). */
-  constructor(private readonly maxFree = 64) {}
+  constructor(private readonly maxFree = 16) {}
 
   /** A reader's slabs: the buffer for the next read, and the bookkeeping after it. */
   reader(): SlabReader {
