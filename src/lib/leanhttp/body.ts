@@ -17,7 +17,7 @@ export class BodyQueue implements AsyncIterableIterator<Buffer> {
     private readonly flow: { pause(): void; resume(): void; pulled(): void; abandon(): void },
   ) {}
 
-  /** False once the queue is over its high-water mark (the caller has been asked to pause). */
+  /** Hands a chunk to the waiting reader or queues it; past the high-water mark the source is paused. */
   push(chunk: Buffer): void {
     const waiter = this.waiter;
     if (waiter) {
