@@ -8,6 +8,7 @@ import { ClientCredentials } from '../lib/auth/index.js';
 import { ClusterReader, DEFAULT_PEER_TIMEOUTS, PageCache, PageFetcher, describeTimeout, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { certificateHint, readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
+import { ROUTES, clusterInfoSchema, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 
 export interface FanoutClientOptions {
@@ -131,7 +132,7 @@ export class FanoutClient {
   async cluster(force = false): Promise<ClusterInfo> {
     const maxAge = this.options.membershipRefreshMs ?? 10_000;
     if (this.info && !force && Date.now() - this.refreshedAt < maxAge) return this.info;
-    const info = (await this.getJson('/v1/cluster')) as ClusterInfo;
+    const info: ClusterInfo = parseAnswer(clusterInfoSchema, await this.getJson(ROUTES.cluster), ROUTES.cluster);
     this.info = info;
     this.refreshedAt = Date.now();
     this.ring = new HashRing(info.members);
@@ -201,7 +202,7 @@ export class FanoutClient {
     const members = await Promise.all(
       info.members.map(async (member) => {
         try {
-          const status = (await this.getJsonFrom(member.url, '/v1/status')) as WorkerStatus;
+          const status: WorkerStatus = parseAnswer(workerStatusSchema, await this.getJsonFrom(member.url, ROUTES.status), `${member.url}${ROUTES.status}`);
           return { ...status, id: member.id, url: member.url, reachable: true };
         } catch (err) {
           return { id: member.id, url: member.url, capacity: member.capacity, reachable: false, error: (err as Error).message };

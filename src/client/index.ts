@@ -11,3 +11,4 @@ export { FanoutClient, DEFAULT_ENDPOINT } from './client.js';
 export type { FanoutClientOptions, ClusterInfo, StatResult, ReadOptions, ClusterStatus } from './client.js';
 export { FanoutError, isFanoutError, type ErrorCode } from '../core/errors.js';
 export type { FileInfo, DirEntry, Member, WorkerStatus } from '../core/types.js';
+export { AdminClient } from './admin.js';

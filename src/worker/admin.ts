@@ -2,7 +2,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import { FanoutError } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
@@ -10,6 +9,8 @@ import type { PageFetcher } from '../lib/cluster/index.js';
 import type { PagePolicy, PageStore } from '../lib/pagestore/index.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import { sendJson } from './http.js';
+import type { z } from 'zod';
+import { ADMIN_BODIES } from '../lib/wire/index.js';
 
 export interface AdminDeps {
   store: PageStore;
@@ -24,49 +25,14 @@ export interface AdminDeps {
 
 const MAX_BODY = 16 * 1024 * 1024;
 const LOAD_CONCURRENCY = 4;
-/** Slowest preload rate a caller may ask for (bytes/s). */
-const MIN_LOAD_RATE = 64 * 1024;
 
 /*
- * Admin bodies, checked at the edge: anything else (null, an array, a string, wrong types, a
- * body naming nothing) is a 400 INVALID_ARGUMENT that says what was expected, never a 500.
- * Unknown fields are ignored so older and newer CLIs keep working.
+ * Admin bodies are checked at the edge with the schemas of lib/wire (shared with the clients):
+ * anything else (null, an array, a string, wrong types, a body naming nothing) is a 400
+ * INVALID_ARGUMENT that says what was expected, never a 500. Unknown fields are ignored so
+ * older and newer CLIs keep working.
  */
-const pageKeySchema = z.string().regex(/^[0-9a-f]{16,128}$/, 'a page key is 16–128 lowercase hex digits');
-const ruleSchema = z.object({ mount: z.string().min(1).max(256), prefix: z.string().max(4096) });
-const targetSchema = z
-  .object({ keys: z.array(pageKeySchema).optional(), rule: ruleSchema.optional() })
-  .refine((t) => (t.keys?.length ?? 0) > 0 || t.rule !== undefined, { message: 'give "keys" (page keys) and/or "rule" ({mount, prefix})' });
-const ttlSchema = z
-  .object({ keys: z.array(pageKeySchema).optional(), rule: ruleSchema.optional(), ttlMs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) })
-  .refine((t) => (t.keys?.length ?? 0) > 0 || t.rule !== undefined, { message: 'give "keys" (page keys) and/or "rule" ({mount, prefix})' });
-const pageRefSchema = z.object({
-  mount: z.string().min(1).max(256),
-  path: z.string().max(4096),
-  version: z.string().max(1024),
-  size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  index: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  hash: z.string().regex(/^[0-9a-f]{64}$/, 'hash is a SHA-256 in hex').optional(),
-});
-const loadSchema = z.object({
-  pages: z.array(pageRefSchema),
-  verify: z.boolean().optional(),
-  // 0 = unlimited; below 64 KiB/s one 4 MiB page takes over a minute, which no caller means.
-  rate: z
-    .number()
-    .min(0)
-    .max(Number.MAX_SAFE_INTEGER)
-    .refine((r) => r === 0 || r >= MIN_LOAD_RATE, { message: `rate must be 0 (unlimited) or at least ${MIN_LOAD_RATE} bytes/s` })
-    .optional(),
-});
-
-const BODY_SCHEMAS = {
-  '/v1/admin/load': { schema: loadSchema, shape: '{pages: [{mount, path, version, size, index, hash?}], verify?, rate?}' },
-  '/v1/admin/pin': { schema: targetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
-  '/v1/admin/unpin': { schema: targetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
-  '/v1/admin/free': { schema: targetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
-  '/v1/admin/ttl': { schema: ttlSchema, shape: '{keys?: [page key], rule?: {mount, prefix}, ttlMs}' },
-} as const;
+const BODY_SCHEMAS = ADMIN_BODIES;
 
 type AdminRoute = keyof typeof BODY_SCHEMAS;
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import { decodeUrlPath, parseFanoutPath, type FanoutPath } from '../core/paths.js';
+import { HEADERS } from '../lib/wire/index.js';
 
 // Range parsing and streaming a body with backpressure are shared with the S3 gateway.
 export { parseRange, sendChunks, type ByteRange } from '../lib/http/index.js';
@@ -26,7 +27,7 @@ export function sendError(res: ServerResponse, err: unknown, extraHeaders: Recor
   res.writeHead(error.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
-    'x-fanout-error': error.code,
+    [HEADERS.error]: error.code,
     ...extraHeaders,
   });
   res.end(text);

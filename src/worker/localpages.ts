@@ -37,11 +37,13 @@ export class LocalFirstFetcher extends PageFetcher {
    * more than the copy-free read saved). Chunks never released, such as the sliced ends of a
    * range or pages of an aborted read, are simply garbage-collected.
    */
-  release(chunk: Buffer): void {
+  override release(chunk: Buffer): void {
     const release = this.lent.get(chunk);
     if (release) {
       this.lent.delete(chunk);
       release();
+    } else {
+      super.release(chunk);
     }
   }
 

@@ -4,6 +4,7 @@ import type { FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
 import type { Access } from '../lib/auth/index.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
+import { PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import type { TtlCache } from './sourcecache.js';
@@ -48,23 +49,23 @@ export class Routes {
     const url = req.url ?? '/';
     if (url.length > MAX_URL_LENGTH) throw new FanoutError('REQUEST_TOO_LARGE', `request URL longer than ${MAX_URL_LENGTH} bytes`);
     const route = url.split('?')[0]!;
-    const admin = url.startsWith('/v1/admin/');
+    const admin = url.startsWith(`${ROUTES.admin}/`);
     // The page and its files check access themselves: a browser without a token gets a login form.
     if (route === '/ui' || route.startsWith('/ui/')) return this.worker.dashboard.ui.serve(req, res, route);
-    this.authorize(req, res, route === '/healthz' ? 'open' : admin ? 'admin' : 'read');
+    this.authorize(req, res, route === ROUTES.health ? 'open' : admin ? 'admin' : 'read');
     if (admin) return this.worker.admin.dispatch(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
     }
-    if (route === '/healthz') return sendJson(res, 200, { ok: true, id: this.worker.config.id });
-    if (route === '/metrics') return this.metrics(res);
-    if (route === '/v1/cluster') return this.cluster(res);
-    if (route === '/v1/status') return sendJson(res, 200, await this.worker.status());
-    if (url.startsWith('/v1/page/')) return this.page(req, res);
-    if (url.startsWith('/v1/stat/')) return sendJson(res, 200, await this.stat(routePath(req, '/v1/stat').target));
-    if (url.startsWith('/v1/list/') || route === '/v1/list') return this.list(req, res);
-    if (url.startsWith('/v1/data/')) return this.data(req, res);
+    if (route === ROUTES.health) return sendJson(res, 200, { ok: true, id: this.worker.config.id });
+    if (route === ROUTES.metrics) return this.metrics(res);
+    if (route === ROUTES.cluster) return this.cluster(res);
+    if (route === ROUTES.status) return sendJson(res, 200, await this.worker.status());
+    if (url.startsWith(`${ROUTES.page}/`)) return this.page(req, res);
+    if (url.startsWith(`${ROUTES.stat}/`)) return sendJson(res, 200, await this.stat(routePath(req, ROUTES.stat).target));
+    if (url.startsWith(`${ROUTES.list}/`) || route === ROUTES.list) return this.list(req, res);
+    if (url.startsWith(`${ROUTES.data}/`)) return this.data(req, res);
     if (this.worker.dashboard.handles(route)) return this.worker.dashboard.dispatch(req, res, route);
     throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
   }
@@ -102,7 +103,7 @@ export class Routes {
   }
 
   private cluster(res: ServerResponse): void {
-    sendJson(res, 200, {
+    const body: ClusterInfoBody = {
       self: this.worker.config.id,
       pageSize: this.worker.config.pageSize,
       replication: this.worker.config.replication,
@@ -110,17 +111,18 @@ export class Routes {
       members: this.worker.members(),
       stale: this.worker.membership.stale,
       mounts: this.worker.mountNames(),
-    });
+    };
+    sendJson(res, 200, body);
   }
 
   private async page(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const { target, query } = routePath(req, '/v1/page');
+    const { target, query } = routePath(req, ROUTES.page);
     if (!target.path) throw new FanoutError('IS_A_DIRECTORY', 'a page belongs to a file');
     this.worker.ufs(target.mount); // UNKNOWN_MOUNT before anything else
-    const version = query.get('v');
+    const version = query.get(PAGE_QUERY.version);
     if (!version || version.length > 1024) throw new FanoutError('INVALID_ARGUMENT', 'query parameter "v" (file version) is required');
-    const size = intParam(query, 'size');
-    const index = intParam(query, 'i');
+    const size = intParam(query, PAGE_QUERY.size);
+    const index = intParam(query, PAGE_QUERY.index);
     const hash = contentHashParam(query);
     await this.checkPageRequest(target, version, size, index);
     const ref = { mount: target.mount, path: target.path, version, size, index, hash };

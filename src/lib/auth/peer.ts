@@ -1,8 +1,9 @@
 import { createHmac } from 'node:crypto';
+import { HEADERS } from '../wire/index.js';
 import { constantTimeEqual } from './tokens.js';
 
 /** The credential a worker sends to its peers (page fills, direct reads). */
-export const PEER_HEADER = 'x-fanout-peer';
+export const PEER_HEADER = HEADERS.peer;
 
 /**
  * Proof of membership derived from the cluster secret. What travels is an HMAC of a fixed

@@ -10,107 +10,128 @@ import { CHECKSUM_HEADER, ERROR_TRAILER, PageFetcher, errorTrailers } from './pa
 const PAGE = Buffer.from('0123456789abcdef');
 const ref: PageRef = { mount: 'm', path: 'f.bin', version: 'v1', size: PAGE.length, index: 0 };
 
-/** A worker stand-in whose answer is chosen by the test, over real HTTP on loopback. */
-describe('page fetches from a misbehaving worker', () => {
-  let server: Server;
-  let member: Member;
-  let behave: (req: IncomingMessage, res: ServerResponse) => void = () => {};
-  const open = new Set<ServerResponse>();
+/** A worker stand-in whose answer is chosen by the test, over real HTTP on loopback; both transports, same behaviour. */
+for (const transport of ['socket', 'undici'] as const) {
+  describe(`page fetches from a misbehaving worker (${transport} transport)`, () => {
+    let server: Server;
+    let member: Member;
+    let behave: (req: IncomingMessage, res: ServerResponse) => void = () => {};
+    const open = new Set<ServerResponse>();
 
-  before(async () => {
-    server = createServer((req, res) => {
-      open.add(res);
-      res.once('close', () => open.delete(res));
-      behave(req, res);
+    before(async () => {
+      server = createServer((req, res) => {
+        open.add(res);
+        res.once('close', () => open.delete(res));
+        behave(req, res);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      member = { id: 'w9', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, capacity: 1 };
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    member = { id: 'w9', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, capacity: 1 };
-  });
 
-  after(async () => {
-    for (const res of open) res.destroy();
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
-  });
+    after(async () => {
+      for (const res of open) res.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
 
-  const fetcher = () => new PageFetcher({ timeouts: { connectMs: 2000, firstByteMs: 300, idleMs: 300 } });
+    const fetcher = () => new PageFetcher({ transport, timeouts: { connectMs: 2000, firstByteMs: 300, idleMs: 300 } });
 
-  test('a whole page with its checksum trailer is returned', async () => {
-    behave = (_req, res) => {
-      res.writeHead(200, { trailer: CHECKSUM_HEADER });
-      res.write(PAGE.subarray(0, 5));
-      res.addTrailers({ [CHECKSUM_HEADER]: crc32(PAGE).toString(16) });
-      res.end(PAGE.subarray(5));
-    };
-    const f = fetcher();
-    assert.deepEqual(Buffer.concat(await f.fetch(member, ref, PAGE.length)), PAGE);
-    await f.close();
-  });
-
-  test('a worker that never answers fails the fetch as WORKER_UNAVAILABLE naming it and the first-byte deadline', async () => {
-    behave = () => {}; // headers never come, as from a SIGSTOPped process
-    const f = fetcher();
-    await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message) && /first-byte/.test(e.message));
-    await f.close();
-  });
-
-  test('a body that stalls fails the fetch on the idle deadline', async () => {
-    behave = (_req, res) => {
-      res.writeHead(200, { trailer: CHECKSUM_HEADER });
-      res.write(PAGE.subarray(0, 5));
-    };
-    const f = fetcher();
-    await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /idle/.test(e.message));
-    await f.close();
-  });
-
-  test('a source failure after the first bytes arrives as its own code (error trailer), not as a dead worker', async () => {
-    behave = (_req, res) => {
-      res.writeHead(200, { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` });
-      res.write(PAGE.subarray(0, 5));
-      res.addTrailers(errorTrailers('SOURCE_TRUNCATED', 'source ended after 5 of 16 bytes: /m/f.bin'));
-      res.end();
-    };
-    const f = fetcher();
-    await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'SOURCE_TRUNCATED' && e.message === 'source ended after 5 of 16 bytes: /m/f.bin');
-    await f.close();
-  });
-
-  test('a cut connection without an error trailer is a worker failure', async () => {
-    behave = (_req, res) => {
-      res.writeHead(200, { trailer: CHECKSUM_HEADER });
-      res.write(PAGE.subarray(0, 5), () => res.destroy());
-    };
-    const f = fetcher();
-    await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
-    await f.close();
-  });
-
-  test("the worker's JSON error codes survive the wire", async () => {
-    for (const [code, status] of [['SOURCE_ERROR', 502], ['SOURCE_UNVERSIONED', 409], ['NOT_FOUND', 404], ['OVERLOADED', 503], ['SOURCE_CHANGED', 412]] as const) {
+    test('a whole page with its checksum trailer is returned', async () => {
       behave = (_req, res) => {
-        const text = JSON.stringify({ error: { code, message: `${code} at /m/f.bin` } });
-        res.writeHead(status, { 'content-type': 'application/json', 'x-fanout-error': code });
-        res.end(text);
+        res.writeHead(200, { trailer: CHECKSUM_HEADER });
+        res.write(PAGE.subarray(0, 5));
+        res.addTrailers({ [CHECKSUM_HEADER]: crc32(PAGE).toString(16) });
+        res.end(PAGE.subarray(5));
       };
       const f = fetcher();
-      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === code && e.message === `${code} at /m/f.bin`);
+      assert.deepEqual(Buffer.concat(await f.fetch(member, ref, PAGE.length)), PAGE);
       await f.close();
-    }
-  });
+    });
 
-  test('a non-JSON 5xx (a proxy in between) is a worker failure; a worker giving up (499) too', async () => {
-    behave = (_req, res) => {
-      res.writeHead(502, { 'content-type': 'text/html' });
-      res.end('<html>bad gateway</html>');
-    };
-    const f = fetcher();
-    await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message));
-    behave = (_req, res) => {
-      res.writeHead(499, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 'ABORTED', message: 'worker stopping' } }));
-    };
-    await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
-    await f.close();
+    test('a worker that never answers fails the fetch as WORKER_UNAVAILABLE naming it and the first-byte deadline', async () => {
+      behave = () => {}; // headers never come, as from a SIGSTOPped process
+      const f = fetcher();
+      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message) && /first-byte/.test(e.message));
+      await f.close();
+    });
+
+    test('a body that stalls fails the fetch on the idle deadline', async () => {
+      behave = (_req, res) => {
+        res.writeHead(200, { trailer: CHECKSUM_HEADER });
+        res.write(PAGE.subarray(0, 5));
+      };
+      const f = fetcher();
+      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /idle/.test(e.message));
+      await f.close();
+    });
+
+    test('a source failure after the first bytes arrives as its own code (error trailer), not as a dead worker', async () => {
+      behave = (_req, res) => {
+        res.writeHead(200, { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` });
+        res.write(PAGE.subarray(0, 5));
+        res.addTrailers(errorTrailers('SOURCE_TRUNCATED', 'source ended after 5 of 16 bytes: /m/f.bin'));
+        res.end();
+      };
+      const f = fetcher();
+      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'SOURCE_TRUNCATED' && e.message === 'source ended after 5 of 16 bytes: /m/f.bin');
+      await f.close();
+    });
+
+    test('a cut connection without an error trailer is a worker failure', async () => {
+      behave = (_req, res) => {
+        res.writeHead(200, { trailer: CHECKSUM_HEADER });
+        res.write(PAGE.subarray(0, 5), () => res.destroy());
+      };
+      const f = fetcher();
+      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
+      await f.close();
+    });
+
+    test("the worker's JSON error codes survive the wire", async () => {
+      for (const [code, status] of [['SOURCE_ERROR', 502], ['SOURCE_UNVERSIONED', 409], ['NOT_FOUND', 404], ['OVERLOADED', 503], ['SOURCE_CHANGED', 412]] as const) {
+        behave = (_req, res) => {
+          const text = JSON.stringify({ error: { code, message: `${code} at /m/f.bin` } });
+          res.writeHead(status, { 'content-type': 'application/json', 'x-fanout-error': code });
+          res.end(text);
+        };
+        const f = fetcher();
+        await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === code && e.message === `${code} at /m/f.bin`);
+        await f.close();
+      }
+    });
+
+    test('a non-JSON 5xx (a proxy in between) is a worker failure; a worker giving up (499) too', async () => {
+      behave = (_req, res) => {
+        res.writeHead(502, { 'content-type': 'text/html' });
+        res.end('<html>bad gateway</html>');
+      };
+      const f = fetcher();
+      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message));
+      behave = (_req, res) => {
+        res.writeHead(499, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'ABORTED', message: 'worker stopping' } }));
+      };
+      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
+      await f.close();
+    });
+
+    test('a body with a wrong checksum is CHECKSUM_MISMATCH; an aborted fetch is ABORTED with the caller\'s reason kept', async () => {
+      behave = (_req, res) => {
+        res.writeHead(200, { 'content-length': PAGE.length, [CHECKSUM_HEADER]: 'deadbeef' });
+        res.end(PAGE);
+      };
+      const f = fetcher();
+      await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'CHECKSUM_MISMATCH');
+      behave = () => {};
+      const controller = new AbortController();
+      const pending = f.fetch(member, ref, PAGE.length, { signal: controller.signal });
+      setTimeout(() => controller.abort(), 20);
+      await assert.rejects(pending, (e: FanoutError) => e.code === 'ABORTED');
+      const hedged = new AbortController();
+      const lost = f.fetch(member, ref, PAGE.length, { signal: hedged.signal });
+      setTimeout(() => hedged.abort(new FanoutError('ABORTED', 'another request won')), 20);
+      await assert.rejects(lost, (e: FanoutError) => e.code === 'ABORTED' && e.message === 'another request won');
+      await f.close();
+    });
   });
-});
+}

@@ -1,27 +1,28 @@
-import { Agent, Pool, request, type Dispatcher } from 'undici';
+import { Agent, request, type Pool } from 'undici';
 import { crc32 } from 'node:zlib';
 import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
-import { encodeUrlPath } from '../../core/paths.js';
 import type { Member, PageRef } from '../../core/types.js';
 import { certificateHint } from '../tls/index.js';
+import { HEADERS, ROUTES, pagePath } from '../wire/index.js';
 import { DEFAULT_PEER_TIMEOUTS, describeTimeout, type PeerTimeouts } from './timeouts.js';
+import { createPageTransport, pageTransportKind, type PageResponse, type PageTransport, type PageTransportKind } from './pagetransport.js';
 
-/** Header (cached page) or trailer (page streamed while it arrives from the source). */
-export const CHECKSUM_HEADER = 'x-fanout-crc32';
+/** Header (cached page) or trailer (page streamed while it arrives from the source). The names live in lib/wire. */
+export const CHECKSUM_HEADER = HEADERS.checksum;
 /**
  * Trailer of a page streamed as a miss whose source read failed after the first bytes: the
  * code (and, URI-encoded, the message) of that failure. It tells a source that cut the body
  * from a worker that died, which would simply cut the connection.
  */
-export const ERROR_TRAILER = 'x-fanout-error';
-export const ERROR_MESSAGE_TRAILER = 'x-fanout-error-message';
+export const ERROR_TRAILER = HEADERS.error;
+export const ERROR_MESSAGE_TRAILER = HEADERS.errorMessage;
 
 /** Error bodies larger than this are not read (a misbehaving peer cannot make us buffer much). */
 const MAX_ERROR_BODY = 64 * 1024;
 
 /**
  * Fetches whole pages from workers over HTTP and verifies their checksums before handing them
- * on. One undici connection pool per worker, so parallel page reads reuse connections.
+ * on. One keep-alive connection pool per worker, so parallel page reads reuse connections.
  */
 export interface PageFetcherOptions {
   /** Connections kept to each worker. Default 8. */
@@ -38,16 +39,23 @@ export interface PageFetcherOptions {
   direct?: boolean;
   /** Deadlines for connecting, for the response headers and between body chunks. */
   timeouts?: Partial<PeerTimeouts>;
+  /** Which HTTP client carries page requests (see pagetransport.ts). Default: FANOUT_PAGE_TRANSPORT, else 'socket'. */
+  transport?: PageTransportKind;
 }
 
 export class PageFetcher {
-  private readonly pools = new Map<string, Pool>();
+  private readonly transport: PageTransport;
   protected readonly timeouts: PeerTimeouts;
   /** Health checks go on their own connections: a pool full of stalled page requests must not delay them. */
   private probes: Agent | undefined;
 
   constructor(protected readonly options: PageFetcherOptions = {}) {
     this.timeouts = { ...DEFAULT_PEER_TIMEOUTS, ...definedOnly(options.timeouts) };
+    this.transport = createPageTransport(options.transport ?? pageTransportKind(), {
+      connections: options.connectionsPerWorker ?? 8,
+      timeouts: this.timeouts,
+      connect: options.connect,
+    });
   }
 
   /**
@@ -69,18 +77,16 @@ export class PageFetcher {
    * the consumer must treat what it got as provisional until the iteration ends cleanly.
    */
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
-    const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
-    const path = `/v1/page/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
+    const path = pagePath(ref);
     const headers = { ...this.options.headers?.(), ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
     let response;
     try {
-      response = await this.pool(member).request({ method: 'GET', path, signal: options.signal, headers });
+      response = await this.transport.get(member, path, headers, options.signal);
     } catch (err) {
       throw this.unavailable(member, err);
     }
     options.onProgress?.('headers');
-    const { statusCode, body } = response;
-    if (statusCode !== 200) throw await this.errorResponse(member, response);
+    if (response.statusCode !== 200) throw await this.errorResponse(member, response);
     return verifiedBody(member, ref, expectedLength, response, (err) => this.unavailable(member, err));
   }
 
@@ -88,7 +94,7 @@ export class PageFetcher {
   async probe(member: Member, timeoutMs = 1000): Promise<boolean> {
     this.probes ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     try {
-      const response = await request(`${member.url}/healthz`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });
+      const response = await request(`${member.url}${ROUTES.health}`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });
       await response.body.dump();
       return response.statusCode === 200;
     } catch {
@@ -96,48 +102,33 @@ export class PageFetcher {
     }
   }
 
+  /**
+   * Gives back a chunk from fetch() or stream() once nothing will read it again (its bytes are
+   * written out and no view of it is kept): its memory is then read into again instead of fresh
+   * memory being faulted in. Optional: chunks never released are garbage-collected. Releasing a
+   * chunk still in use would let the next read overwrite it.
+   */
+  release(chunk: Buffer): void {
+    this.transport.release(chunk);
+  }
+
   /** Drops pools of workers that left the cluster. */
   retain(members: Member[]): void {
-    const keep = new Set(members.map((m) => m.url));
-    for (const [url, pool] of this.pools) {
-      if (!keep.has(url)) {
-        this.pools.delete(url);
-        void pool.close().catch(() => {});
-      }
-    }
+    this.transport.retain(new Set(members.map((m) => m.url)));
   }
 
   async close(): Promise<void> {
-    const pools = [...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
+    await this.transport.close();
     await this.probes?.destroy().catch(() => {});
-  }
-
-  private pool(member: Member): Pool {
-    let pool = this.pools.get(member.url);
-    if (!pool) {
-      const { connectMs, firstByteMs, idleMs } = this.timeouts;
-      pool = new Pool(member.url, {
-        connections: this.options.connectionsPerWorker ?? 8,
-        pipelining: 1,
-        connect: this.options.connect,
-        connectTimeout: connectMs,
-        headersTimeout: firstByteMs,
-        bodyTimeout: idleMs,
-      });
-      this.pools.set(member.url, pool);
-    }
-    return pool;
   }
 
   /**
    * A non-200 answer as the error the worker meant: its JSON code when there is one (source
    * errors must keep theirs, so the caller neither blames nor abandons a healthy worker).
    */
-  private async errorResponse(member: Member, response: Dispatcher.ResponseData): Promise<FanoutError> {
-    const { statusCode, body, headers } = response;
-    const text = await boundedText(body).catch(() => '');
+  private async errorResponse(member: Member, response: PageResponse): Promise<FanoutError> {
+    const { statusCode, headers } = response;
+    const text = await boundedText(response).catch(() => '');
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -175,16 +166,16 @@ export interface PageRequestOptions {
 }
 
 /** Set on requests that must not be forwarded again (loop guard) or that want a direct source read. */
-export const DIRECT_HEADER = 'x-fanout-direct';
+export const DIRECT_HEADER = HEADERS.direct;
 
 async function* verifiedBody(
   member: Member,
   ref: PageRef,
   expectedLength: number,
-  response: Dispatcher.ResponseData,
+  response: PageResponse,
   unavailable: (err: unknown) => FanoutError,
 ): AsyncGenerator<Buffer> {
-  const { headers, body, trailers } = response;
+  const { headers, body } = response;
   let received = 0;
   let crc = 0;
   try {
@@ -199,8 +190,9 @@ async function* verifiedBody(
   } catch (err) {
     throw unavailable(err);
   } finally {
-    if (!body.destroyed && received !== expectedLength) body.destroy();
+    if (received !== expectedLength) response.destroy();
   }
+  const trailers = response.trailers();
   const failure = trailerError(trailers);
   if (failure) throw failure;
   if (received !== expectedLength) {
@@ -234,13 +226,13 @@ export function errorTrailers(code: ErrorCode, message: string): Record<string, 
   return { [ERROR_TRAILER]: code, [ERROR_MESSAGE_TRAILER]: encodeURIComponent(message.slice(0, 1000)) };
 }
 
-async function boundedText(body: Dispatcher.ResponseData['body']): Promise<string> {
+async function boundedText(response: PageResponse): Promise<string> {
   const parts: Buffer[] = [];
   let size = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
+  for await (const chunk of response.body) {
     size += chunk.length;
     if (size > MAX_ERROR_BODY) {
-      body.destroy();
+      response.destroy();
       break;
     }
     parts.push(chunk);

@@ -18,14 +18,17 @@ export interface PeerTimeouts {
  */
 export const DEFAULT_PEER_TIMEOUTS: PeerTimeouts = { connectMs: 5_000, firstByteMs: 30_000, idleMs: 30_000 };
 
-/** "did not answer within 30000 ms (first byte)" for undici's timeout codes; undefined otherwise. */
+/** "did not answer within 30000 ms (first byte)" for undici's and the lean page client's timeout codes; undefined otherwise. */
 export function describeTimeout(code: string | undefined, timeouts: PeerTimeouts): string | undefined {
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'FANOUT_CONNECT_TIMEOUT':
       return `timed out: no connection within ${timeouts.connectMs} ms (connect timeout)`;
     case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'FANOUT_FIRST_BYTE_TIMEOUT':
       return `timed out: no response within ${timeouts.firstByteMs} ms (first-byte timeout)`;
     case 'UND_ERR_BODY_TIMEOUT':
+    case 'FANOUT_IDLE_TIMEOUT':
       return `timed out: the body stalled for ${timeouts.idleMs} ms (idle timeout)`;
     default:
       return undefined;

@@ -1,0 +1,60 @@
+import { FanoutError } from '../core/errors.js';
+import {
+  ADMIN_BODIES,
+  ROUTES,
+  freeAnswerSchema,
+  loadAnswerSchema,
+  parseAnswer,
+  pinAnswerSchema,
+  ttlAnswerSchema,
+  unpinAnswerSchema,
+  type AdminLoad,
+  type AdminTarget,
+  type AdminTtl,
+  type LoadAnswer,
+} from '../lib/wire/index.js';
+import type { FanoutClient } from './client.js';
+
+type AdminPostRoute = keyof typeof ADMIN_BODIES;
+
+/**
+ * The workers' admin API, typed: bodies checked with the same schemas the worker uses (a bad
+ * call fails here with INVALID_ARGUMENT, before any request), answers checked on the way back.
+ * Each call goes to one worker (`base`, its URL) with the client's admin token; `fanout load`,
+ * `free`, `pin` and `ttl` are loops over these.
+ */
+export class AdminClient {
+  constructor(private readonly client: FanoutClient) {}
+
+  /** Fetches pages into that worker's store (through its own page endpoint: single flight, owners). */
+  async load(base: string, body: AdminLoad, timeoutMs?: number): Promise<LoadAnswer> {
+    return parseAnswer(loadAnswerSchema, await this.post(base, ROUTES.adminLoad, body, timeoutMs), `${base}${ROUTES.adminLoad}`);
+  }
+
+  async pin(base: string, target: AdminTarget): Promise<{ pinned: number; held: number }> {
+    return parseAnswer(pinAnswerSchema, await this.post(base, ROUTES.adminPin, target), `${base}${ROUTES.adminPin}`);
+  }
+
+  async unpin(base: string, target: AdminTarget): Promise<{ unpinned: number }> {
+    return parseAnswer(unpinAnswerSchema, await this.post(base, ROUTES.adminUnpin, target), `${base}${ROUTES.adminUnpin}`);
+  }
+
+  /** Deletes pages (and their pins and TTLs) from that worker. */
+  async free(base: string, target: AdminTarget): Promise<{ freed: number }> {
+    return parseAnswer(freeAnswerSchema, await this.post(base, ROUTES.adminFree, target), `${base}${ROUTES.adminFree}`);
+  }
+
+  async ttl(base: string, body: AdminTtl): Promise<{ keys: number; ttlMs: number }> {
+    return parseAnswer(ttlAnswerSchema, await this.post(base, ROUTES.adminTtl, body), `${base}${ROUTES.adminTtl}`);
+  }
+
+  private post(base: string, route: AdminPostRoute, body: unknown, timeoutMs?: number): Promise<unknown> {
+    const { schema, shape } = ADMIN_BODIES[route];
+    const checked = schema.safeParse(body);
+    if (!checked.success) {
+      const issue = checked.error.issues[0];
+      throw new FanoutError('INVALID_ARGUMENT', `${route} takes ${shape}: ${issue?.message ?? 'invalid body'}${issue?.path.length ? ` at ${issue.path.join('.')}` : ''}`);
+    }
+    return this.client.adminPost(base, route, body, timeoutMs);
+  }
+}

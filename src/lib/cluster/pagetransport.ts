@@ -1,0 +1,141 @@
+import { Pool, type Dispatcher } from 'undici';
+import type { ConnectionOptions } from 'node:tls';
+import type { Member } from '../../core/types.js';
+import { ConnectionPool, SlabPool } from '../leanhttp/index.js';
+import type { PeerTimeouts } from './timeouts.js';
+
+/**
+ * How page requests reach workers. `socket` (the default) is the lean HTTP/1.1 client of
+ * lib/leanhttp on net/tls sockets; `undici` is kept selectable (FANOUT_PAGE_TRANSPORT=undici)
+ * to compare against and as a fallback should the lean client misbehave somewhere.
+ */
+export type PageTransportKind = 'socket' | 'undici';
+
+/** A page response whose head has arrived, whatever carried it. */
+export interface PageResponse {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: AsyncIterable<Buffer>;
+  /** Read after the body has ended. */
+  trailers(): Record<string, string | string[] | undefined>;
+  /** Gives the response up (its connection is closed unless the response was complete). */
+  destroy(): void;
+}
+
+export interface PageTransport {
+  get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse>;
+  /** Drops connections to workers not in `urls`. */
+  retain(urls: Set<string>): void;
+  /** A chunk of a page body is no longer used by anyone: its memory may be read into again. */
+  release(chunk: Buffer): void;
+  close(): Promise<void>;
+}
+
+export interface TransportOptions {
+  connections: number;
+  timeouts: PeerTimeouts;
+  connect?: Pool.Options['connect'];
+}
+
+export function pageTransportKind(wanted: string | undefined = process.env.FANOUT_PAGE_TRANSPORT): PageTransportKind {
+  return wanted === 'undici' ? 'undici' : 'socket';
+}
+
+export function createPageTransport(kind: PageTransportKind, options: TransportOptions): PageTransport {
+  return kind === 'undici' ? new UndiciTransport(options) : new SocketTransport(options);
+}
+
+class SocketTransport implements PageTransport {
+  private readonly pools = new Map<string, ConnectionPool>();
+  private readonly slabs = new SlabPool();
+
+  constructor(private readonly options: TransportOptions) {}
+
+  async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse> {
+    const response = await this.pool(member.url).get(path, headers, signal);
+    return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
+  }
+
+  release(chunk: Buffer): void {
+    this.slabs.release(chunk);
+  }
+
+  retain(urls: Set<string>): void {
+    for (const [url, pool] of this.pools) {
+      if (!urls.has(url)) {
+        this.pools.delete(url);
+        pool.close();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const pool of this.pools.values()) pool.destroy();
+    this.pools.clear();
+  }
+
+  private pool(url: string): ConnectionPool {
+    let pool = this.pools.get(url);
+    if (!pool) {
+      const connect = this.options.connect;
+      const tls = typeof connect === 'object' && connect !== null ? (connect as ConnectionOptions) : undefined;
+      pool = new ConnectionPool(url, { connections: this.options.connections, timeouts: this.options.timeouts, tls, slabs: this.slabs });
+      this.pools.set(url, pool);
+    }
+    return pool;
+  }
+}
+
+class UndiciTransport implements PageTransport {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly options: TransportOptions) {}
+
+  async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse> {
+    const response: Dispatcher.ResponseData = await this.pool(member.url).request({ method: 'GET', path, signal, headers });
+    const { body } = response;
+    return {
+      statusCode: response.statusCode,
+      headers: response.headers,
+      body: body as AsyncIterable<Buffer>,
+      trailers: () => response.trailers,
+      destroy: () => {
+        if (!body.destroyed) body.destroy();
+      },
+    };
+  }
+
+  release(): void {} // undici's chunks are its own fresh buffers
+
+  retain(urls: Set<string>): void {
+    for (const [url, pool] of this.pools) {
+      if (!urls.has(url)) {
+        this.pools.delete(url);
+        void pool.close().catch(() => {});
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
+  }
+
+  private pool(url: string): Pool {
+    let pool = this.pools.get(url);
+    if (!pool) {
+      const { connectMs, firstByteMs, idleMs } = this.options.timeouts;
+      pool = new Pool(url, {
+        connections: this.options.connections,
+        pipelining: 1,
+        connect: this.options.connect,
+        connectTimeout: connectMs,
+        headersTimeout: firstByteMs,
+        bodyTimeout: idleMs,
+      });
+      this.pools.set(url, pool);
+    }
+    return pool;
+  }
+}

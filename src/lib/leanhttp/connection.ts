@@ -1,0 +1,280 @@
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { BodyQueue } from './body.js';
+import { ResponseParser, type ResponseHead } from './parser.js';
+import type { SlabPool, SlabReader } from './slabs.js';
+
+/** Deadlines of one exchange, as the page fetcher's `timeouts`. */
+export interface ExchangeTimeouts {
+  connectMs: number;
+  firstByteMs: number;
+  idleMs: number;
+}
+
+/** An error of the transport with a stable code (mapped to a worker failure by the caller). */
+export class TransportError extends Error {
+  constructor(
+    readonly code: 'FANOUT_CONNECT_TIMEOUT' | 'FANOUT_FIRST_BYTE_TIMEOUT' | 'FANOUT_IDLE_TIMEOUT' | 'FANOUT_SOCKET_CLOSED' | 'FANOUT_BAD_HEADER',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A response whose head has arrived; its body follows through `body`, its trailers once that ends. */
+export interface LeanResponse {
+  statusCode: number;
+  headers: Record<string, string>;
+  body: BodyQueue;
+  /** Filled when the body has ended (chunked trailers; empty otherwise). */
+  trailers: Record<string, string>;
+  /** Gives the response up: the connection is closed unless the response was already complete. */
+  destroy(): void;
+}
+
+/** Bytes queued for a slow consumer before the socket stops reading (a page's body is consumed as it comes). */
+const BODY_HIGH_WATER = 1024 * 1024;
+
+export interface ConnectTarget {
+  host: string;
+  port: number;
+  /** TLS options (ca, servername…) when the member URL is https. */
+  tls?: ConnectionOptions;
+}
+
+/**
+ * One keep-alive HTTP/1.1 connection carrying one exchange at a time. Plain sockets read with
+ * `onread` into pooled slabs (see slabs.ts): the kernel writes into memory that is handed on
+ * as-is and reused once released, where Node's default reads allocate a fresh 64 KiB buffer
+ * per read (and shrink it, a copy, when partly filled). TLS sockets read the default way.
+ */
+export class Connection {
+  private parser: ResponseParser | undefined;
+  private exchange: Exchange | undefined;
+  private slabs: SlabReader | undefined;
+  /** Exchanges completed on this connection (a reused connection may have been closed by its peer meanwhile). */
+  uses = 0;
+  idleSince = 0;
+  /** Closes the connection once it has been idle too long to be reused (it holds a socket and a slab). */
+  idleTimer: NodeJS.Timeout | undefined;
+  closed = false;
+
+  /** Set right after construction: a plain socket asks the connection for its first read buffer as it is created. */
+  socket!: Socket;
+
+  private constructor() {}
+
+  static open(target: ConnectTarget, connectMs: number, slabs: SlabPool, onClosed: (c: Connection) => void): Promise<Connection> {
+    return new Promise((resolve, reject) => {
+      const conn = new Connection();
+      const reader = target.tls ? undefined : (conn.slabs = slabs.reader());
+      let socket: Socket;
+      if (target.tls) {
+        socket = tlsConnect({ ...target.tls, host: target.host, port: target.port, ALPNProtocols: ['http/1.1'] });
+        socket.on('data', (chunk: Buffer) => conn.onData(chunk));
+      } else {
+        socket = netConnect({
+          host: target.host,
+          port: target.port,
+          noDelay: true,
+          onread: { buffer: () => reader!.next(), callback: (n: number, buf: Uint8Array) => conn.onRead(n, buf as Buffer) },
+        });
+      }
+      conn.socket = socket;
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new TransportError('FANOUT_CONNECT_TIMEOUT', `no connection within ${connectMs} ms`));
+      }, connectMs);
+      const failed = (err: Error) => {
+        clearTimeout(timer);
+        conn.slabs?.close();
+        reject(err);
+      };
+      socket.once('error', failed);
+      socket.once(target.tls ? 'secureConnect' : 'connect', () => {
+        clearTimeout(timer);
+        socket.off('error', failed);
+        socket.setNoDelay(true);
+        socket.on('error', (err) => conn.fail(err));
+        socket.on('end', () => conn.onEnd());
+        socket.on('close', () => {
+          conn.closed = true;
+          conn.slabs?.close();
+          conn.fail(new TransportError('FANOUT_SOCKET_CLOSED', 'connection closed'));
+          onClosed(conn);
+        });
+        resolve(conn);
+      });
+    });
+  }
+
+  /** Sends a GET and resolves with the response once its head has arrived. */
+  request(head: string, timeouts: ExchangeTimeouts, signal: AbortSignal | undefined, onDone: (reusable: boolean) => void): Promise<LeanResponse> {
+    return new Promise((resolve, reject) => {
+      const exchange = new Exchange(this, timeouts, signal, resolve, reject, onDone);
+      this.exchange = exchange;
+      this.parser = new ResponseParser(exchange);
+      exchange.start();
+      this.socket.write(head);
+    });
+  }
+
+  /** Whether the current exchange had seen any response byte when it failed. */
+  get responseStarted(): boolean {
+    return this.parser?.started ?? false;
+  }
+
+  get reusable(): boolean {
+    return !this.closed && !this.socket.destroyed && (this.parser?.reusable ?? false);
+  }
+
+  destroy(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+
+  /** Called by the exchange once it is over, before the pool is told. */
+  detach(): void {
+    this.exchange = undefined;
+  }
+
+  /** Marks a body chunk as lent from this connection's slab (given back through the pool's release). */
+  lend(chunk: Buffer): void {
+    this.slabs?.lend(chunk);
+  }
+
+  private onRead(n: number, buf: Buffer): boolean {
+    this.slabs!.advance(n);
+    this.onData(buf.subarray(0, n));
+    return !this.socket.isPaused();
+  }
+
+  private onData(chunk: Buffer): void {
+    const exchange = this.exchange;
+    if (!exchange || !this.parser) {
+      // Bytes nobody asked for on an idle connection: it cannot be trusted for the next request.
+      this.destroy();
+      return;
+    }
+    try {
+      this.parser.execute(chunk);
+    } catch (err) {
+      exchange.fail(err as Error);
+      return;
+    }
+    // Released only after the whole read was parsed: bytes past the response's end forbid reuse.
+    if (exchange.completed) exchange.release();
+    else exchange.activity();
+  }
+
+  private onEnd(): void {
+    const exchange = this.exchange;
+    try {
+      this.parser?.end();
+      if (exchange?.completed) exchange.release();
+    } catch (err) {
+      exchange?.fail(err as Error);
+    }
+    this.destroy();
+  }
+
+  fail(err: Error): void {
+    this.exchange?.fail(err);
+  }
+}
+
+/** One request and its response on a connection: deadlines, abort, backpressure, the body queue. */
+class Exchange {
+  private head: ResponseHead | undefined;
+  private body: BodyQueue | undefined;
+  private response: LeanResponse | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private over = false;
+  /** The parser saw the response's end; the connection is released once the read is parsed. */
+  completed = false;
+  private readonly onAbort = () => this.fail(abortReason(this.signal));
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly timeouts: ExchangeTimeouts,
+    private readonly signal: AbortSignal | undefined,
+    private readonly resolve: (r: LeanResponse) => void,
+    private readonly reject: (e: Error) => void,
+    private readonly onDone: (reusable: boolean) => void,
+  ) {}
+
+  start(): void {
+    if (this.signal?.aborted) return this.fail(abortReason(this.signal));
+    this.signal?.addEventListener('abort', this.onAbort, { once: true });
+    const { firstByteMs } = this.timeouts;
+    this.timer = setTimeout(() => this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', `no response within ${firstByteMs} ms`)), firstByteMs);
+  }
+
+  /** Socket bytes arrived (or the consumer took some): the idle deadline starts again. */
+  activity(): void {
+    if (this.head) this.timer?.refresh();
+  }
+
+  onHead(head: ResponseHead): void {
+    this.head = head;
+    clearTimeout(this.timer);
+    const { idleMs } = this.timeouts;
+    this.timer = setTimeout(() => this.fail(new TransportError('FANOUT_IDLE_TIMEOUT', `the body stalled for ${idleMs} ms`)), idleMs);
+    const socket = this.conn.socket;
+    this.body = new BodyQueue(BODY_HIGH_WATER, {
+      pause: () => socket.pause(),
+      resume: () => socket.resume(),
+      pulled: () => this.activity(),
+      abandon: () => this.fail(new Error('response abandoned by its reader')),
+    });
+    this.response = {
+      statusCode: head.statusCode,
+      headers: head.headers,
+      body: this.body,
+      trailers: {},
+      destroy: () => this.fail(new Error('response abandoned by its reader')),
+    };
+    this.resolve(this.response);
+  }
+
+  onBody(chunk: Buffer): void {
+    this.conn.lend(chunk);
+    this.body!.push(chunk);
+  }
+
+  onComplete(trailers: Record<string, string>): void {
+    this.response!.trailers = trailers;
+    this.completed = true;
+    this.body!.end();
+  }
+
+  release(): void {
+    this.finish();
+  }
+
+  fail(err: Error): void {
+    if (this.over) return;
+    this.conn.destroy();
+    this.finish();
+    if (this.body) this.body.fail(err);
+    else this.reject(err);
+  }
+
+  private finish(): void {
+    if (this.over) return;
+    this.over = true;
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener('abort', this.onAbort);
+    this.conn.detach();
+    if (this.conn.socket.isPaused()) this.conn.socket.resume();
+    this.onDone(this.conn.reusable);
+  }
+}
+
+function abortReason(signal: AbortSignal | undefined): Error {
+  const reason: unknown = signal?.reason;
+  if (reason instanceof Error) return reason;
+  const error = new Error('page request aborted');
+  error.name = 'AbortError';
+  return error;
+}

@@ -1,0 +1,70 @@
+import { encodeUrlPath } from '../../core/paths.js';
+import type { PageRef } from '../../core/types.js';
+
+/**
+ * The worker's HTTP contract, named once for both sides (the worker's routes, the SDK, the CLI,
+ * the workers' own peer requests). Bodies are in schemas.ts.
+ */
+export const ROUTES = {
+  health: '/healthz',
+  metrics: '/metrics',
+  /** GET: members, page size, mounts (ClusterInfo). */
+  cluster: '/v1/cluster',
+  /** GET: this worker's counters (WorkerStatus). */
+  status: '/v1/status',
+  /** GET /v1/stat/MOUNT/PATH: FileInfo. */
+  stat: '/v1/stat',
+  /** GET /v1/list/MOUNT/DIR: one directory level; /v1/list/ lists the mounts. */
+  list: '/v1/list',
+  /** GET /v1/page/MOUNT/PATH?v&size&i[&h]: one page of one version. */
+  page: '/v1/page',
+  /** GET|HEAD /v1/data/MOUNT/PATH with Range: bytes through the cluster. */
+  data: '/v1/data',
+  /** POST JSON bodies (schemas.ts); GET /v1/admin/policy. */
+  admin: '/v1/admin',
+  adminLoad: '/v1/admin/load',
+  adminPin: '/v1/admin/pin',
+  adminUnpin: '/v1/admin/unpin',
+  adminFree: '/v1/admin/free',
+  adminTtl: '/v1/admin/ttl',
+  adminPolicy: '/v1/admin/policy',
+} as const;
+
+/** Query parameters of a page request. */
+export const PAGE_QUERY = {
+  /** The file's version (ETag or size-mtime): pages belong to one version. */
+  version: 'v',
+  /** The file's size at that version. */
+  size: 'size',
+  /** The page's index. */
+  index: 'i',
+  /** SHA-256 of the page's content, when known (release manifests): placed and stored by content. */
+  hash: 'h',
+} as const;
+
+export const HEADERS = {
+  /** CRC32 (hex) of a page: a header for a cached page, a trailer for one streamed as it arrives. */
+  checksum: 'x-fanout-crc32',
+  /** An error's code: on error answers, and as a trailer of a page whose source read failed mid-stream. */
+  error: 'x-fanout-error',
+  /** The message of an error trailer, URI-encoded. */
+  errorMessage: 'x-fanout-error-message',
+  /** A peer's request not to be forwarded again (loop guard) or for a direct source read. Peers only. */
+  direct: 'x-fanout-direct',
+  /** The cluster credential between workers (lib/auth/peer). */
+  peer: 'x-fanout-peer',
+  /** "hit" or "miss": how the worker answered a page (for operators and tests). */
+  cache: 'x-fanout-cache',
+} as const;
+
+/** The request path of one page of one version. */
+export function pagePath(ref: PageRef): string {
+  const q = PAGE_QUERY;
+  const query = `${q.version}=${encodeURIComponent(ref.version)}&${q.size}=${ref.size}&${q.index}=${ref.index}` + (ref.hash ? `&${q.hash}=${ref.hash}` : '');
+  return `${ROUTES.page}/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
+}
+
+/** "/v1/stat/MOUNT/PATH" and the like, for routes that take a fanout path. */
+export function pathRoute(route: typeof ROUTES.stat | typeof ROUTES.list | typeof ROUTES.data, mount: string, path: string): string {
+  return `${route}/${encodeUrlPath(mount)}/${encodeUrlPath(path)}`;
+}
