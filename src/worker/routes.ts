@@ -6,6 +6,7 @@ import type { Access } from '../lib/auth/index.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
+import { localSpansFor } from './localspans.js';
 import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
 import { contentHashParam, PublishedPages } from './content.js';
@@ -13,8 +14,8 @@ import { systemClock } from '../core/clock.js';
 import { pageSpan } from '../core/pages.js';
 
 const MAX_URL_LENGTH = 8192;
-/** Pages a /v1/data response fetches ahead while its client keeps up (the SDK's window). */
-const DATA_WINDOW = 8;
+/** Pages a /v1/data (or S3 GetObject) response fetches ahead while its client keeps up (the SDK's window). */
+export const DATA_WINDOW = 8;
 /** Least time between two uncached stats of one path prompted by a version mismatch. */
 const REFRESH_MS = 250;
 
@@ -189,7 +190,8 @@ export class Routes {
     const abort = new AbortController();
     res.once('close', () => abort.abort(new FanoutError('ABORTED', 'client went away')));
     const pages = this.worker.pages;
-    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.fetcher.release(chunk) };
+    const local = localSpansFor(res, this.worker.localSpans, abort.signal);
+    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.fetcher.release(chunk), local };
     await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
   }
 }

@@ -23,8 +23,9 @@ import { Admin } from './admin.js';
 import { LocalFirstFetcher } from './localpages.js';
 import { PageService } from './pageservice.js';
 import { returnSlice } from './flow.js';
-import { pagedChunks } from './rangesend.js';
-import { Routes } from './routes.js';
+import { pagedChunks, sendRange } from './rangesend.js';
+import { DATA_WINDOW, Routes } from './routes.js';
+import { localSpansFor, type LocalSpanDeps } from './localspans.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath } from '../lib/sendfile/index.js';
@@ -63,6 +64,8 @@ export class Worker {
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
   readonly fetcher: LocalFirstFetcher;
+  /** What /v1/data and S3 GetObject need to send stored pages by the kernel. */
+  readonly localSpans: LocalSpanDeps;
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
@@ -145,6 +148,7 @@ export class Worker {
       limits: config.limits,
       clock,
     });
+    this.localSpans = { store: this.store, slots: this.pages.responseSlots, metrics: this.metrics, pageSize: config.pageSize, clientIdle: config.limits.clientIdle };
     this.reader = new ClusterReader({
       placement: () => this.ring,
       fetcher: this.fetcher,
@@ -169,6 +173,14 @@ export class Worker {
             read: (mount, file, start, end, signal) =>
               pagedChunks({ reader: this.reader, slots: this.pages.responseSlots, pageSize: config.pageSize, clock, signal, release: (c) => this.fetcher.release(c) }, mount, file, start, end),
             written: (chunk) => returnSlice(chunk) || this.fetcher.release(chunk),
+            send: async (res, mount, file, start, end, signal, writeHead) => {
+              const local = localSpansFor(res, this.localSpans, signal);
+              if (!local) return false;
+              const flow = this.pages.flow(res);
+              const release = (c: Buffer) => this.fetcher.release(c);
+              await sendRange(res, { reader: this.reader, slots: this.pages.responseSlots, flow, pageSize: config.pageSize, window: DATA_WINDOW, signal, release, local }, mount, file, start, end, writeHead);
+              return true;
+            },
           },
           { logger: this.logger, clock, tls: config.gateway.tls ?? config.tls, limits: config.limits },
         )
