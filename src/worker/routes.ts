@@ -7,6 +7,7 @@ import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
+import { REPORT_PREFIX } from './reports.js';
 import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
 import { contentHashParam, PublishedPages } from './content.js';
@@ -29,6 +30,7 @@ const REFRESH_MS = 250;
  *   GET  /v1/list/MOUNT/DIR            one directory level; /v1/list/ lists mounts
  *   GET  /v1/page/MOUNT/PATH?v&size&i  one page of one version (checksum in header or trailer)
  *   GET|HEAD /v1/data/MOUNT/PATH       bytes via the cluster, with Range
+ *   POST /v1/report/MOUNT/PATH?v&size&i a reader's page failed its checksum: re-verify it (reports.ts)
  *   /v1/admin/*                        see Admin
  * /healthz is open; /v1/admin/* needs an admin token; the rest needs a read token when
  * auth.readToken is set. Peer-only headers (x-fanout-direct) need the peer credential.
@@ -50,6 +52,7 @@ export class Routes {
     const admin = url.startsWith('/v1/admin/');
     this.authorize(req, res, route === '/healthz' ? 'open' : admin ? 'admin' : 'read');
     if (admin) return this.worker.admin.dispatch(req, res);
+    if (url.startsWith(`${REPORT_PREFIX}/`)) return this.worker.reports.handle(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
