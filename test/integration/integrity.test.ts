@@ -10,8 +10,8 @@ import { pageKey } from '../../src/core/pages.js';
 import type { PageRef } from '../../src/core/types.js';
 import { FanoutClient } from '../../src/client/index.js';
 import { sendPath } from '../../src/lib/sendfile/index.js';
-import { waitFor } from '../harness/ports.js';
-import { startCluster, WorkerProcess } from '../harness/workers.js';
+import { freePort, waitFor } from '../harness/ports.js';
+import { WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);
@@ -90,7 +90,13 @@ describe('a reader that gets a corrupt page', { skip: sendPath() !== 'sendfile' 
     dir = await mkdtemp(join(tmpdir(), 'fanout-report-'));
     await writeFile(join(dir, 'f.bin'), data);
     // Scrub off, so that only the reader's report can find the corruption.
-    workers = await startCluster(3, { mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' } });
+    // One after another: on a loaded machine three starting at once can miss the harness's start deadline.
+    const ports = [await freePort(), await freePort(), await freePort()];
+    const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
+    workers = [];
+    for (const [i, port] of ports.entries()) {
+      workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
+    }
     const { version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string };
     ref = { mount: 'data', path: 'f.bin', version, size: data.length, index: 2 };
   });

@@ -24,14 +24,12 @@ async function startCluster(js: boolean, dir: string): Promise<{ workers: Worker
   if (js) process.env.FANOUT_NO_SENDFILE = '1';
   else delete process.env.FANOUT_NO_SENDFILE;
   try {
-    const workers = await Promise.all(
-      api.map((port, i) =>
-        WorkerProcess.start(
-          { id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', membership: { static: members }, gateway: { listen: `127.0.0.1:${s3[i]}`, anonymous: true }, limits: { clientIdle: '2s' } },
-          port,
-        ),
-      ),
-    );
+    // One after another: on a loaded machine three starting at once can miss the harness's start deadline.
+    const workers: WorkerProcess[] = [];
+    for (const [i, port] of api.entries()) {
+      const config = { id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', membership: { static: members }, gateway: { listen: `127.0.0.1:${s3[i]}`, anonymous: true }, limits: { clientIdle: '2s' } };
+      workers.push(await WorkerProcess.start(config, port));
+    }
     return { workers, gateways: s3.map((port) => `http://127.0.0.1:${port}`) };
   } finally {
     if (saved === undefined) delete process.env.FANOUT_NO_SENDFILE;
