@@ -5,7 +5,7 @@ import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
 import { ClientCredentials } from '../lib/auth/index.js';
-import { ClusterReader, DEFAULT_PEER_TIMEOUTS, PageCache, PageFetcher, describeTimeout, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
+import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, describeTimeout, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { certificateHint, readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
 import { ROUTES, clusterInfoSchema, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
@@ -93,6 +93,8 @@ export class FanoutClient {
   private readonly endpoints: string[];
   private readonly credentials: ClientCredentials;
   private readonly fetcher: PageFetcher;
+  /** Tells a worker when a page it sent failed its checksum (it re-verifies and drops its copy). */
+  readonly pageReporter: HttpPageReporter;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: { ca: Buffer } | undefined;
   /** Dispatcher of one-off requests (JSON, admin) to workers: the CA of `ca` and the deadlines of `timeouts`. */
@@ -126,6 +128,8 @@ export class FanoutClient {
       bodyTimeout: this.timeouts.idleMs,
     });
     this.fetcher = this.newPageFetcher();
+    const first = this.endpoints[0]!;
+    this.pageReporter = new HttpPageReporter({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeoutMs: Math.min(5000, this.timeouts.firstByteMs) });
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
@@ -258,6 +262,7 @@ export class FanoutClient {
 
   async close(): Promise<void> {
     await this.fetcher.close();
+    await this.pageReporter.close();
     await this.dispatcher.close().catch(() => {});
     await Promise.all([...this.sources.values()].map((s) => s.close?.()));
   }
@@ -275,6 +280,7 @@ export class FanoutClient {
         sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
         // A failing worker may mean the membership changed: refresh it in the background.
         onWorkerFailure: () => void this.cluster(true).catch(() => {}),
+        reporter: this.pageReporter,
       });
     }
     return this.reader;

@@ -73,8 +73,10 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
   const onClose = () => abort.abort(new FanoutError('ABORTED', 'client went away'));
   res.once('close', onClose);
   try {
+    const writeHead = () => res.writeHead(status, headers);
+    if (backend.send && (await backend.send(res, bucket, info, start, end, abort.signal, writeHead))) return;
     const chunks = backend.read(bucket, info, start, end, abort.signal);
-    await sendChunks(res, chunks, () => res.writeHead(status, headers), undefined, backend.written?.bind(backend));
+    await sendChunks(res, chunks, writeHead, undefined, backend.written?.bind(backend));
   } catch (err) {
     throw toS3Error(err, { bucket, key });
   } finally {

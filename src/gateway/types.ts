@@ -27,6 +27,12 @@ export interface GatewayBackend {
   read(mount: string, file: FileInfo, start: number, end: number, signal: AbortSignal): AsyncGenerator<Buffer>;
   /** Told when a chunk from read() has been written out, so its buffer can be reused. */
   written?(chunk: Buffer): void;
+  /**
+   * Sends bytes [start, end) on `res` itself (the worker: stored pages by the kernel), calling
+   * writeHead before the first byte; resolves false, having written nothing, when it cannot for
+   * this response (TLS, no sendfile), and read() is used instead.
+   */
+  send?(res: ServerResponse, mount: string, file: FileInfo, start: number, end: number, signal: AbortSignal, writeHead: () => void): Promise<boolean>;
 }
 
 /** One request, parsed once. */

@@ -79,6 +79,7 @@ export class ReleaseFetcher {
       concurrency: 1,
       maxWorkerAttempts: 3,
       onWorkerFailure: () => void this.refresh(true).catch(() => {}),
+      reporter: this.client.pageReporter,
     });
     return this.reader;
   }

@@ -7,6 +7,7 @@ import type { Semaphore } from '../lib/transfer/index.js';
 import { copySlice, type ResponseFlow } from './flow.js';
 import type { Clock } from '../core/clock.js';
 import { PAGE_HOLD_MS } from './pageservice.js';
+import type { LocalSpans } from './localspans.js';
 
 export interface RangeSendOptions {
   reader: ClusterReader;
@@ -19,6 +20,8 @@ export interface RangeSendOptions {
   signal: AbortSignal;
   /** Gives a page's buffers back to where they came from (the store's pool) once copied out. */
   release?: (chunk: Buffer) => void;
+  /** Pages stored here go out by the kernel (sendfile) instead of through the flow (see localspans.ts). */
+  local?: LocalSpans;
 }
 
 interface HeldPage {
@@ -36,16 +39,16 @@ interface HeldPage {
  * whether or not the client reads; this is the worker's own, backpressure-aware window.)
  */
 export async function sendRange(res: ServerResponse, options: RangeSendOptions, mount: string, file: FileInfo, start: number, end: number, writeHead: () => void): Promise<void> {
-  const { reader, slots, flow, pageSize, window, signal } = options;
+  const { reader, slots, flow, pageSize, window, signal, local } = options;
   const giveBack = (page: Promise<Buffer[]>) => void page.then((chunks) => chunks.forEach((c) => options.release?.(c)), () => {});
   const { first, last } = pagesForRange(start, end, pageSize);
   const ahead = new Map<number, HeldPage>();
+  const refOf = (index: number): PageRef => ({ mount, path: file.path, version: file.version, size: file.size, index });
   const fetch = (index: number, release: () => void): HeldPage => {
     const stop = new AbortController();
     const onAbort = () => stop.abort(abortError(signal));
     signal.addEventListener('abort', onAbort, { once: true });
-    const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index };
-    const page = reader.fetchPage(ref, stop.signal);
+    const page = reader.fetchPage(refOf(index), stop.signal);
     page.catch(() => {}).finally(() => signal.removeEventListener('abort', onAbort));
     return { page, stop, release };
   };
@@ -60,7 +63,7 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
   };
   const prefetch = (from: number) => {
     for (let index = from; index <= last && index < from + window - 1; index++) {
-      if (ahead.has(index)) continue;
+      if (ahead.has(index) || local?.has(refOf(index))) continue;
       if (flow.full) return;
       const release = slots.tryAcquire();
       if (!release) return;
@@ -73,6 +76,17 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
   try {
     for (let index = first; index <= last; index++) {
       let { from: at, to } = pageSlice(index, start, end, pageSize);
+      if (local && !ahead.has(index) && local.has(refOf(index))) {
+        if (!headed) writeHead();
+        headed = true;
+        // Remote pages further on are fetched while the kernel sends this one.
+        if (keepingUp) prefetch(index + 1);
+        const since = flow.now();
+        if (await local.send(refOf(index), at, to)) {
+          keepingUp = flow.now() - since < PAGE_HOLD_MS;
+          continue;
+        }
+      }
       while (at < to) {
         let held = ahead.get(index);
         ahead.delete(index);

@@ -7,6 +7,8 @@ import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import { PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
+import { localSpansFor } from './localspans.js';
+import { REPORT_PREFIX } from './reports.js';
 import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
 import { contentHashParam, PublishedPages } from './content.js';
@@ -15,8 +17,8 @@ import { pageSpan } from '../core/pages.js';
 import { withCookieToken } from './dashboard/index.js';
 
 const MAX_URL_LENGTH = 8192;
-/** Pages a /v1/data response fetches ahead while its client keeps up (the SDK's window). */
-const DATA_WINDOW = 8;
+/** Pages a /v1/data (or S3 GetObject) response fetches ahead while its client keeps up (the SDK's window). */
+export const DATA_WINDOW = 8;
 /** Least time between two uncached stats of one path prompted by a version mismatch. */
 const REFRESH_MS = 250;
 
@@ -30,6 +32,7 @@ const REFRESH_MS = 250;
  *   GET  /v1/list/MOUNT/DIR            one directory level; /v1/list/ lists mounts
  *   GET  /v1/page/MOUNT/PATH?v&size&i  one page of one version (checksum in header or trailer)
  *   GET|HEAD /v1/data/MOUNT/PATH       bytes via the cluster, with Range
+ *   POST /v1/report/MOUNT/PATH?v&size&i a reader's page failed its checksum: re-verify it (reports.ts)
  *   /v1/admin/*                        see Admin
  *   /ui, /v1/status/*, /v1/members/*, /v1/releases   the dashboard, see Dashboard
  * /healthz is open; /v1/admin/* needs an admin token; the rest needs a read token when
@@ -54,6 +57,7 @@ export class Routes {
     if (route === '/ui' || route.startsWith('/ui/')) return this.worker.dashboard.ui.serve(req, res, route);
     this.authorize(req, res, route === ROUTES.health ? 'open' : admin ? 'admin' : 'read');
     if (admin) return this.worker.admin.dispatch(req, res);
+    if (url.startsWith(`${REPORT_PREFIX}/`)) return this.worker.reports.handle(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
@@ -197,7 +201,8 @@ export class Routes {
     const abort = new AbortController();
     res.once('close', () => abort.abort(new FanoutError('ABORTED', 'client went away')));
     const pages = this.worker.pages;
-    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.fetcher.release(chunk) };
+    const local = localSpansFor(res, this.worker.localSpans, abort.signal);
+    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.fetcher.release(chunk), local };
     await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
   }
 }

@@ -6,7 +6,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
 import { AccessGate } from '../lib/auth/index.js';
-import { ClusterReader } from '../lib/cluster/index.js';
+import { ClusterReader, HttpPageReporter } from '../lib/cluster/index.js';
 import { mountSpec, parseListen, type WorkerConfig } from '../lib/config/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
@@ -23,8 +23,11 @@ import { Admin } from './admin.js';
 import { LocalFirstFetcher } from './localpages.js';
 import { PageService } from './pageservice.js';
 import { returnSlice } from './flow.js';
-import { pagedChunks } from './rangesend.js';
-import { Routes } from './routes.js';
+import { pagedChunks, sendRange } from './rangesend.js';
+import { DATA_WINDOW, Routes } from './routes.js';
+import { localSpansFor, type LocalSpanDeps } from './localspans.js';
+import { PageReports } from './reports.js';
+import { Scrubber } from '../lib/pagestore/index.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
@@ -69,6 +72,13 @@ export class Worker {
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
   readonly fetcher: LocalFirstFetcher;
+  /** What /v1/data and S3 GetObject need to send stored pages by the kernel. */
+  readonly localSpans: LocalSpanDeps;
+  /** Readers' reports of pages that failed their checksum (POST /v1/report). */
+  readonly reports: PageReports;
+  private readonly scrubber: Scrubber;
+  /** Tells a peer that a page it sent failed its checksum. */
+  private readonly pageReporter: HttpPageReporter;
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
@@ -156,6 +166,16 @@ export class Worker {
       limits: config.limits,
       clock,
     });
+    this.pageReporter = new HttpPageReporter({ headers: () => this.gate.peerHeaders(), connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')), timeoutMs: 5000 });
+    this.reports = new PageReports({ store: this.store, metrics: this.metrics, pageSize: config.pageSize, logger: this.logger });
+    this.scrubber = new Scrubber(this.store, {
+      rate: config.scrub.rate,
+      clock,
+      onScrubbed: (bytes) => this.metrics.scrubBytes.inc(bytes),
+      onCorrupt: () => this.metrics.scrubCorruptPages.inc(),
+      onError: (key, err) => this.logger.warn({ key, err: err.message }, 'scrub could not read a stored page'),
+    });
+    this.localSpans = { store: this.store, slots: this.pages.responseSlots, metrics: this.metrics, pageSize: config.pageSize, clientIdle: config.limits.clientIdle };
     this.reader = new ClusterReader({
       placement: () => this.ring,
       fetcher: this.fetcher,
@@ -164,6 +184,7 @@ export class Worker {
       maxWorkerAttempts: 3,
       replication: config.replication,
       hedge: 'auto', // a stopped peer must not stall /v1/data or S3 reads
+      reporter: this.pageReporter,
     });
     this.routes = new Routes(this, this.reader, {
       stat: new TtlCache(config.statTtl, clock),
@@ -180,6 +201,14 @@ export class Worker {
             read: (mount, file, start, end, signal) =>
               pagedChunks({ reader: this.reader, slots: this.pages.responseSlots, pageSize: config.pageSize, clock, signal, release: (c) => this.fetcher.release(c) }, mount, file, start, end),
             written: (chunk) => returnSlice(chunk) || this.fetcher.release(chunk),
+            send: async (res, mount, file, start, end, signal, writeHead) => {
+              const local = localSpansFor(res, this.localSpans, signal);
+              if (!local) return false;
+              const flow = this.pages.flow(res);
+              const release = (c: Buffer) => this.fetcher.release(c);
+              await sendRange(res, { reader: this.reader, slots: this.pages.responseSlots, flow, pageSize: config.pageSize, window: DATA_WINDOW, signal, release, local }, mount, file, start, end, writeHead);
+              return true;
+            },
           },
           { logger: this.logger, clock, tls: config.gateway.tls ?? config.tls, limits: config.limits },
         )
@@ -238,6 +267,7 @@ export class Worker {
     setSendThreads(this.config.threads);
     this.store.watchDisk(this.stopping.signal).catch((err: unknown) => this.logger.warn({ err }, 'page store disk watch stopped'));
     void new BufferReclaimer({ clock: this.clock }).run(this.stopping.signal);
+    this.scrubber.run(this.stopping.signal).catch((err: unknown) => this.logger.warn({ err }, 'page scrub stopped'));
     this.admin.start();
     this.dashboard.start();
     const { host, port } = parseListen(this.config.listen);
@@ -270,6 +300,7 @@ export class Worker {
       this.server.closeAllConnections();
     });
     await this.fetcher.close();
+    await this.pageReporter.close();
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
   }
 

@@ -254,3 +254,39 @@ function pageKeyOf(index: number): string {
 async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 }
+
+test('a page that fails its checksum is reported to the worker that sent it, and the next worker is asked only after the report', async () => {
+  const events: string[] = [];
+  let reported: PageRef | undefined;
+  const fake = fakeFetcher((call) => {
+    events.push(`fetch ${call.member}`);
+    return events.length === 1 ? new FanoutError('CHECKSUM_MISMATCH', 'bad page') : 'ok';
+  });
+  const reporter = {
+    async report(member: Member, ref: PageRef) {
+      events.push(`report ${member.id} start`);
+      reported = ref;
+      await new Promise((r) => setTimeout(r, 20));
+      events.push(`report ${member.id} done`);
+    },
+  };
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, reporter });
+  const ref: PageRef = { mount: 'm', path: file.path, version: file.version, size: file.size, index: 3 };
+  const page = Buffer.concat(await reader.fetchPage(ref));
+  assert.deepEqual(page, content.subarray(3 * PAGE, 4 * PAGE));
+  const first = events[0]!.split(' ')[1];
+  assert.deepEqual(events.slice(0, 3), [`fetch ${first}`, `report ${first} start`, `report ${first} done`]);
+  assert.match(events[3]!, /^fetch /);
+  assert.notEqual(events[3], `fetch ${first}`);
+  assert.deepEqual(reported, ref);
+});
+
+test('failures other than a bad checksum are not reported', async () => {
+  const reports: string[] = [];
+  let calls = 0;
+  const fake = fakeFetcher(() => (++calls === 1 ? new FanoutError('WORKER_UNAVAILABLE', 'reset') : 'ok'));
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, reporter: { report: async (m) => void reports.push(m.id) } });
+  await readAll(reader, 0, PAGE);
+  assert.equal(calls, 2);
+  assert.deepEqual(reports, []);
+});

@@ -6,6 +6,7 @@ import { FanoutError, abortError } from '../../core/errors.js';
 import { pageKey, pageSlice, pageSpan, pagesForRange } from '../../core/pages.js';
 import type { FileInfo, Member, PageRef } from '../../core/types.js';
 import type { PageFetcher } from './pagefetcher.js';
+import type { PageReporter } from './report.js';
 import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
 import { WorkerHealth } from './health.js';
 
@@ -43,6 +44,12 @@ export interface ClusterReaderOptions {
   downForMs?: number;
   clock?: Clock;
   onWorkerFailure?: (member: Member, err: FanoutError) => void;
+  /**
+   * Told of a page that failed its checksum, before the next worker is asked: the worker that
+   * sent it re-verifies its copy and drops it if corrupt (so a retry that reaches it through
+   * another worker gets a refetched page, not the same bad bytes).
+   */
+  reporter?: PageReporter;
 }
 
 /**
@@ -217,7 +224,12 @@ export class ClusterReader {
             if (DEFINITIVE.has(error.code)) return finish(() => reject(error));
             lastError = error;
             this.onFailure(member, error);
-            if (!launch() && inflight.size === 0) finish(() => reject(lastError));
+            const next = () => {
+              if (!settled && !launch() && inflight.size === 0) finish(() => reject(lastError));
+            };
+            const reporter = this.options.reporter;
+            if (error.code === 'CHECKSUM_MISMATCH' && reporter) void reporter.report(member, ref).then(next, next);
+            else next();
           },
         );
         return true;
@@ -230,6 +242,11 @@ export class ClusterReader {
           const wait = lastProgress + delay - this.clock.now();
           if (wait > 0) {
             await this.clock.sleep(wait, stopWatch.signal).catch(() => {});
+            continue;
+          }
+          if (inflight.size === 0) {
+            // Nothing in flight: a report of a bad page is on its way, and the next worker is asked after it.
+            lastProgress = this.clock.now();
             continue;
           }
           const silent = [...inflight.values()];

@@ -196,6 +196,15 @@ export const workerConfigSchema = z
     limits: limitsSchema.default({}),
     /** Cached pages sent by the kernel at once, each on a thread of its own (default: the number of cores). */
     threads: z.number().int().min(1).max(1024).default(() => availableParallelism()),
+    /**
+     * Background re-verification of stored pages (lib/pagestore/scrub.ts): `rate` in bytes/s
+     * ("16MB/s"), 0 or "off" disables. The default reads a 1 TB store in about 18 hours for
+     * well under 1% of a core.
+     */
+    scrub: z
+      .object({ rate: z.union([z.literal('off').transform(() => 0), size]).default('16MB/s') })
+      .strict()
+      .default({}),
   })
   .strict();
 

@@ -55,6 +55,18 @@ export class WorkerMetrics {
     help: 'Stored pages that failed checksum verification and were dropped',
     registers: [this.registry],
   });
+  readonly scrubBytes = new Counter({ name: 'fanout_scrub_bytes_total', help: 'Bytes of stored pages re-read and checked by the background scrub', registers: [this.registry] });
+  readonly scrubCorruptPages = new Counter({
+    name: 'fanout_scrub_corrupt_pages_total',
+    help: 'Stored pages the background scrub found corrupt and dropped (refetched on their next read)',
+    registers: [this.registry],
+  });
+  readonly pageReports = new Counter({
+    name: 'fanout_page_reports_total',
+    help: 'Pages readers reported as failing their checksum, by what re-verifying the stored page found (corrupt: dropped; intact; absent: not stored here)',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
   readonly storeWriteFailures = new Counter({
     name: 'fanout_store_write_failures_total',
     help: 'Page writes to the store that failed, by reason (disk_full, no_room, io_error); the page was served uncached unless a retry after eviction stored it',

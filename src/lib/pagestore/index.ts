@@ -2,3 +2,4 @@ export { PageStore, type PageStoreOptions, type VerifiedPage, type PageStoreEven
 export { LruIndex, type LruEntry, type Watermarks } from './lru.js';
 export { BufferPool } from './bufferpool.js';
 export { PagePolicy, type PolicyRule } from './policy.js';
+export { Scrubber, type ScrubOptions } from './scrub.js';

@@ -309,6 +309,42 @@ export class PageStore {
     return undefined; // written again while being checked: let the caller take the other path
   }
 
+  /**
+   * Reads a stored page whole and checks it against its checksum, without moving it in the LRU
+   * order (the scrub, and a reader's report of a bad page). A page whose file no longer matches
+   * is dropped (onCorrupt), so the next read refetches it. Never drops on anyone's word: only
+   * on what this read finds.
+   */
+  async verify(key: string): Promise<'intact' | 'corrupt' | 'absent'> {
+    const entry = this.index.peek(key);
+    if (!entry) return 'absent';
+    const buffer = this.pool.acquire(entry.size);
+    try {
+      const info = await stat(entry.file);
+      const bytesRead = await readFully(entry.file, buffer, entry.size);
+      if (info.size !== entry.size || bytesRead !== entry.size || crc32(buffer.subarray(0, entry.size)) !== entry.crc) {
+        if (this.index.peek(key) !== entry) return 'absent'; // dropped or replaced meanwhile
+        await this.dropCorrupt(entry);
+        return 'corrupt';
+      }
+      entry.verifiedAt = info.mtimeMs;
+      return 'intact';
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (this.index.peek(key) === entry) this.index.remove(key);
+        return 'absent';
+      }
+      throw new FanoutError('INTERNAL', `page store read failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
+    } finally {
+      this.pool.release(buffer);
+    }
+  }
+
+  /** Bytes of a stored page, without touching its LRU place; undefined if not stored. */
+  sizeOf(key: string): number | undefined {
+    return this.index.peek(key)?.size;
+  }
+
   private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<void> {
     const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
     try {

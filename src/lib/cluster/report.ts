@@ -1,0 +1,60 @@
+import { Agent, request, type Pool } from 'undici';
+import { encodeUrlPath } from '../../core/paths.js';
+import type { Member, PageRef } from '../../core/types.js';
+
+/** Route a worker takes reports on (worker/reports.ts). */
+export const REPORT_ROUTE = '/v1/report';
+
+/** Tells a worker that a page it sent failed the reader's checksum. */
+export interface PageReporter {
+  /** Resolves once the worker answered, or the report failed or timed out: never rejects. */
+  report(member: Member, ref: PageRef): Promise<void>;
+}
+
+export interface HttpPageReporterOptions {
+  /** Credentials: reports are authenticated like page reads. */
+  headers?: () => Record<string, string>;
+  connect?: Pool.Options['connect'];
+  /** Deadline of one report, connect to answer. Default 5 s. */
+  timeoutMs?: number;
+}
+
+/** Reports in flight at once; more are dropped (the reader has already failed over). */
+const MAX_INFLIGHT = 8;
+
+/**
+ * POST /v1/report/MOUNT/PATH?v&size&i[&h]: the worker re-reads its stored copy, drops it if it
+ * is corrupt (so its next read refetches it) and counts it. A report is advice, never required:
+ * one that cannot be sent, times out or is refused changes nothing for the read, which has
+ * already gone to the next worker. Reports go on their own small pool, so a pool full of page
+ * requests never delays them.
+ */
+export class HttpPageReporter implements PageReporter {
+  private readonly agent: Agent;
+  private readonly timeoutMs: number;
+  private inflight = 0;
+
+  constructor(private readonly options: HttpPageReporterOptions = {}) {
+    this.timeoutMs = options.timeoutMs ?? 5000;
+    this.agent = new Agent({ connect: options.connect, connections: 2, connectTimeout: this.timeoutMs, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+  }
+
+  async report(member: Member, ref: PageRef): Promise<void> {
+    if (this.inflight >= MAX_INFLIGHT) return;
+    this.inflight++;
+    const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
+    const url = `${member.url}${REPORT_ROUTE}/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
+    try {
+      const response = await request(url, { method: 'POST', dispatcher: this.agent, headers: this.options.headers?.(), signal: AbortSignal.timeout(this.timeoutMs) });
+      await response.body.dump();
+    } catch {
+      // advice only: the read has its answer from another worker
+    } finally {
+      this.inflight--;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.destroy().catch(() => {});
+  }
+}

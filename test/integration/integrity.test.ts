@@ -1,0 +1,161 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { pageKey } from '../../src/core/pages.js';
+import type { PageRef } from '../../src/core/types.js';
+import { FanoutClient } from '../../src/client/index.js';
+import { sendPath } from '../../src/lib/sendfile/index.js';
+import { freePort, waitFor } from '../harness/ports.js';
+import { WorkerProcess } from '../harness/workers.js';
+
+const MiB = 1024 * 1024;
+const run = promisify(execFile);
+
+/** The file of a stored page under a worker's data dir (`<key>.<crc32>`), if it holds it. */
+async function pageFileOf(worker: WorkerProcess, key: string): Promise<string | undefined> {
+  const shard = join(worker.dataDir, 'pages', key.slice(0, 2));
+  const names = await readdir(shard).catch(() => [] as string[]);
+  const name = names.find((n) => n.startsWith(`${key}.`));
+  return name ? join(shard, name) : undefined;
+}
+
+/**
+ * Flips bytes in the middle of a page file and puts its timestamps back (to the nanosecond,
+ * with touch -r), as silent media corruption would: the worker sees the same mtime and size.
+ */
+async function corruptInPlace(file: string): Promise<void> {
+  const stamp = `${file}.stamp`;
+  await run('touch', ['-r', file, stamp]);
+  const bytes = await readFile(file);
+  for (let i = 0; i < 64; i++) bytes[1000 + i] = bytes[1000 + i]! ^ 0xff;
+  await writeFile(file, bytes);
+  await run('touch', ['-r', stamp, file]);
+  await rm(stamp);
+}
+
+async function readAll(url: string): Promise<Buffer> {
+  const res = await fetch(url);
+  assert.equal(res.status, 200);
+  return Buffer.from(await res.arrayBuffer());
+}
+
+describe('the background scrub', () => {
+  let dir: string;
+  let worker: WorkerProcess;
+  const data = randomBytes(3 * MiB + 777);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-scrub-'));
+    await writeFile(join(dir, 'f.bin'), data);
+    worker = await WorkerProcess.start({ id: 'w-scrub', mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: '32MB/s' } });
+  });
+  after(async () => {
+    await worker?.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('finds a page corrupted on disk while the worker runs, drops it, and the next read refetches it', async () => {
+    assert.ok((await readAll(`${worker.url}/v1/data/data/f.bin`)).equals(data));
+    const { version } = (await (await fetch(`${worker.url}/v1/stat/data/f.bin`)).json()) as { version: string };
+    const key = pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index: 1 }, MiB);
+    const file = await pageFileOf(worker, key);
+    assert.ok(file, 'page 1 is stored');
+    await waitFor('the scrub to have read some pages', async () => ((await worker.metrics()).fanout_scrub_bytes_total ?? 0) > 0);
+    await corruptInPlace(file);
+    await waitFor('the scrub to find the corrupt page', async () => ((await worker.metrics()).fanout_scrub_corrupt_pages_total ?? 0) >= 1);
+    const metrics = await worker.metrics();
+    assert.equal(metrics.fanout_scrub_corrupt_pages_total, 1, 'only the corrupted page');
+    assert.equal(await pageFileOf(worker, key), undefined, 'the corrupt page file is gone');
+    assert.ok((await readAll(`${worker.url}/v1/data/data/f.bin`)).equals(data));
+    await waitFor('page 1 to be stored again', async () => (await pageFileOf(worker, key)) !== undefined);
+    const again = await readFile((await pageFileOf(worker, key))!);
+    assert.ok(again.equals(data.subarray(MiB, 2 * MiB)), 'the refetched page has the right bytes');
+  });
+});
+
+// A hit leaves by sendfile without being read on the worker (its file's mtime is unchanged since
+// it was verified): only then can a reader be sent a corrupt page, and only the reader sees it.
+describe('a reader that gets a corrupt page', { skip: sendPath() !== 'sendfile' && 'needs the sendfile addon' }, () => {
+  let dir: string;
+  let workers: WorkerProcess[];
+  const data = randomBytes(4 * MiB + 99);
+  let ref: PageRef;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-report-'));
+    await writeFile(join(dir, 'f.bin'), data);
+    // Scrub off, so that only the reader's report can find the corruption.
+    // One after another: on a loaded machine three starting at once can miss the harness's start deadline.
+    const ports = [await freePort(), await freePort(), await freePort()];
+    const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
+    workers = [];
+    for (const [i, port] of ports.entries()) {
+      workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
+    }
+    const { version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string };
+    ref = { mount: 'data', path: 'f.bin', version, size: data.length, index: 2 };
+  });
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const readWithSdk = async () => {
+    const client = new FanoutClient({ endpoint: workers[0]!.url });
+    try {
+      const stream = await client.createReadStream('/data/f.bin');
+      const parts: Buffer[] = [];
+      for await (const chunk of stream) parts.push(chunk as Buffer);
+      return Buffer.concat(parts);
+    } finally {
+      await client.close();
+    }
+  };
+
+  test('gets correct bytes, and the worker that sent it re-verifies, drops and refetches that page', async () => {
+    assert.ok((await readWithSdk()).equals(data), 'first read (fills every page, then verified hits)');
+    assert.ok((await readWithSdk()).equals(data), 'second read: hits sent by the kernel');
+    const key = pageKey(ref, MiB);
+    const holders = (await Promise.all(workers.map(async (w) => ((await pageFileOf(w, key)) ? w : undefined)))).filter((w) => w !== undefined);
+    assert.equal(holders.length, 1, 'one worker holds page 2');
+    const holder = holders[0]!;
+    const failuresBefore = (await holder.metrics()).fanout_checksum_failures_total ?? 0;
+    await corruptInPlace((await pageFileOf(holder, key))!);
+
+    assert.ok((await readWithSdk()).equals(data), 'the reader got the right bytes from elsewhere');
+    const text = await (await fetch(`${holder.url}/metrics`)).text();
+    assert.match(text, /^fanout_page_reports_total\{result="corrupt"\} 1$/m);
+    assert.equal((await holder.metrics()).fanout_checksum_failures_total, failuresBefore + 1);
+    await waitFor('the page to be stored again on its owner', async () => (await pageFileOf(holder, key)) !== undefined);
+    const stored = await readFile((await pageFileOf(holder, key))!);
+    assert.ok(stored.equals(data.subarray(2 * MiB, 3 * MiB)), 'the refetched page has the right bytes');
+    assert.ok((await readWithSdk()).equals(data));
+  });
+
+  test('a bogus report changes nothing: an intact page stays, an unknown page is absent, other methods are refused', async () => {
+    const key = pageKey({ ...ref, index: 0 }, MiB);
+    const holder = (await Promise.all(workers.map(async (w) => ((await pageFileOf(w, key)) ? w : undefined)))).find((w) => w !== undefined)!;
+    const before = await holder.metrics();
+    const report = (w: WorkerProcess, r: PageRef, method = 'POST') =>
+      fetch(`${w.url}/v1/report/${r.mount}/${r.path}?v=${encodeURIComponent(r.version)}&size=${r.size}&i=${r.index}`, { method });
+
+    const intact = await report(holder, { ...ref, index: 0 });
+    assert.equal(intact.status, 200);
+    assert.deepEqual(await intact.json(), { result: 'intact' });
+    const unknown = await report(holder, { ...ref, version: 'made-up', index: 0 });
+    assert.deepEqual(await unknown.json(), { result: 'absent' });
+    const get = await report(holder, { ...ref, index: 0 }, 'GET');
+    assert.equal(get.status, 400);
+    assert.equal(((await get.json()) as { error: { code: string } }).error.code, 'INVALID_ARGUMENT');
+
+    assert.ok(await pageFileOf(holder, key), 'the reported page is still stored');
+    const after = await holder.metrics();
+    assert.equal(after.fanout_checksum_failures_total ?? 0, before.fanout_checksum_failures_total ?? 0);
+    assert.equal(after.fanout_store_pages, before.fanout_store_pages);
+  });
+});
