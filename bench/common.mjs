@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir } from 'node:fs/promises';
+import { open, readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -78,4 +78,27 @@ export async function treeHash(dir) {
   };
   await visit(dir, '');
   return hash.digest('hex');
+}
+
+const isMounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === mnt);
+
+/**
+ * Runs `fn(mountpoint)` on a fresh `fanout mount` (started as `node [nodeFlags] BIN mount …`),
+ * then unmounts it with SIGTERM.
+ */
+export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags = [], env = process.env } = {}) {
+  let log = '';
+  const proc = spawn(process.execPath, [...nodeFlags, fanoutBin, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  proc.stderr.on('data', (d) => (log += d));
+  const exited = new Promise((r) => proc.once('exit', r));
+  try {
+    await waitFor('the mount', async () => {
+      if (proc.exitCode !== null) throw new Error(`fanout mount exited: ${log}`);
+      return log.includes('fanout: mounted') && (await isMounted(mnt));
+    });
+    return await fn(mnt);
+  } finally {
+    proc.kill('SIGTERM');
+    await exited;
+  }
 }

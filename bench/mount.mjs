@@ -11,7 +11,7 @@
 //   node bench/mount.mjs [--size 2GiB] [--multi-size 256MiB] [--runs 3] [--page-size 4MiB] [--readers 8]
 // Needs root (FUSE) and the addon (npm run build:native).
 import { spawn } from 'node:child_process';
-import { benchArgs, bin, median, parseSize, root, timedRun as run, waitFor, writeRandomFile } from './common.mjs';
+import { benchArgs, bin, median, parseSize, root, timedRun as run, waitFor, withMount, writeRandomFile } from './common.mjs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,25 +30,7 @@ async function together(commands) {
   return Number(process.hrtime.bigint() - started) / 1e9;
 }
 
-const mounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === mnt);
 
-/** Runs `fn(mountpoint)` on a fresh `fanout mount`, then unmounts it (SIGTERM). */
-async function withMount(endpoint, mnt, fn) {
-  let log = '';
-  const proc = spawn(process.execPath, [bin, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  proc.stderr.on('data', (d) => (log += d));
-  const exited = new Promise((r) => proc.once('exit', r));
-  try {
-    await waitFor('the mount', async () => {
-      if (proc.exitCode !== null) throw new Error(`fanout mount exited: ${log}`);
-      return log.includes('fanout: mounted') && (await mounted(mnt));
-    });
-    return await fn(mnt);
-  } finally {
-    proc.kill('SIGTERM');
-    await exited;
-  }
-}
 
 // The SDK read, timed inside its process (Node's start-up is not part of the read).
 const SDK_READ = `

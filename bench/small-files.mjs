@@ -18,7 +18,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
-import { benchArgs, bin, median, parseSize, root, timedRun, treeHash, waitFor } from './common.mjs';
+import { benchArgs, bin, median, parseSize, root, timedRun, treeHash, waitFor, withMount as withMountOf } from './common.mjs';
 
 const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
 const FILES = Number(args.files);
@@ -30,6 +30,7 @@ const PROF = args['cpu-prof'];
 const BIN = args.fanout ? join(args.fanout, 'bin/fanout.js') : bin;
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
 const env = { ...process.env };
+const withMount = (endpoint, mnt, fn) => withMountOf(endpoint, mnt, fn, { fanoutBin: BIN, nodeFlags: profFlags('mount'), env });
 const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : []);
 
 /** Runs the CLI; resolves with {seconds, out, err}. */
@@ -49,25 +50,7 @@ function fanout(argv, name = 'cli') {
   });
 }
 
-const mounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === mnt);
 
-/** Runs `fn(mountpoint)` on a fresh `fanout mount`, then unmounts it (SIGTERM). */
-async function withMount(endpoint, mnt, fn) {
-  let out = '';
-  const proc = spawn(process.execPath, [...profFlags('mount'), BIN, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env });
-  proc.stderr.on('data', (d) => (out += d));
-  const exited = new Promise((r) => proc.once('exit', r));
-  try {
-    await waitFor('the mount', async () => {
-      if (proc.exitCode !== null) throw new Error(`fanout mount exited: ${out}`);
-      return out.includes('fanout: mounted') && (await mounted(mnt));
-    });
-    return await fn(mnt);
-  } finally {
-    proc.kill('SIGTERM');
-    await exited;
-  }
-}
 
 const stagedSeconds = (err) => Number(/staged \S+: \d+ bytes in ([\d.]+) s/.exec(err)?.[1] ?? NaN);
 

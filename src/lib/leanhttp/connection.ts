@@ -271,7 +271,8 @@ class Exchange {
   }
 }
 
-function abortReason(signal: AbortSignal | undefined): Error {
+/** The error an aborted request ends with: the signal's own reason when it is an Error. */
+export function abortReason(signal: AbortSignal | undefined): Error {
   const reason: unknown = signal?.reason;
   if (reason instanceof Error) return reason;
   const error = new Error('page request aborted');

@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from 'node:tls';
 import { SlabPool } from './slabs.js';
-import { Connection, TransportError, type ConnectTarget, type ExchangeTimeouts, type LeanResponse } from './connection.js';
+import { Connection, TransportError, abortReason, type ConnectTarget, type ExchangeTimeouts, type LeanResponse } from './connection.js';
 
 export interface ConnectionPoolOptions {
   /** Connections kept to the origin at most (requests beyond wait for one). */
@@ -200,12 +200,4 @@ function requestHead(path: string, host: string, headers: Record<string, string>
   }
   if (/[\s]/.test(path)) throw new TransportError('FANOUT_BAD_HEADER', 'request path with whitespace');
   return head + '\r\n';
-}
-
-function abortReason(signal: AbortSignal | undefined): Error {
-  const reason: unknown = signal?.reason;
-  if (reason instanceof Error) return reason;
-  const error = new Error('page request aborted');
-  error.name = 'AbortError';
-  return error;
 }
