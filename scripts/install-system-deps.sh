@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages fanout's tests and tools need, idempotently.
-# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests).
+# Debian: etcd (membership tests), fuse3 (mount), awscli and boto3 (gateway tests), curl, openssl (TLS tests), nginx (benchmarks' baseline).
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
@@ -18,6 +18,8 @@ dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+# Benchmarks: nginx (sendfile) is the baseline a user would pick instead.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   export DEBIAN_FRONTEND=noninteractive
