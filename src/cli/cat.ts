@@ -1,9 +1,9 @@
-import { pipeline } from 'node:stream/promises';
 import { FanoutClient } from '../client/index.js';
 import { joinFanoutPath } from '../core/paths.js';
 import { formatBytes } from '../core/pages.js';
 import { parseRangeOption } from './ranges.js';
 import { fanoutPath, printJson, printTable, type GlobalOptions } from './output.js';
+import { writePagesToStdout } from './stdout.js';
 
 /**
  * stat and cat: the commands scripts and serving hosts run many times, so this module loads
@@ -41,10 +41,7 @@ export async function cat(path: string, options: GlobalOptions & { range?: strin
     const file = await client.stat(path);
     await members;
     const range = options.range ? parseRangeOption(options.range, file.size) : undefined;
-    const stream = await client.readFile(file, range ?? {});
-    await pipeline(stream, process.stdout).catch((err) => {
-      if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err; // `fanout cat x | head` is fine
-    });
+    await writePagesToStdout(client.readPages(file, range ?? {})); // `fanout cat x | head` is fine: EPIPE ends it quietly
   } finally {
     await client.close();
   }

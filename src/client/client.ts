@@ -183,6 +183,16 @@ export class FanoutClient {
   }
 
   /**
+   * The bytes of readFile() as one array of chunks per page, in order, for sinks that write a
+   * page at a time (`fanout cat`: one writev per page rather than a stream write per chunk).
+   * Stopping early (return, break) aborts the fetches in flight.
+   */
+  async *readPages(file: StatResult, options: ReadOptions = {}): AsyncGenerator<Buffer[]> {
+    const reader = await this.clusterReader();
+    yield* reader.pages(file.mount, file, options.start ?? 0, options.end ?? file.size, options.signal);
+  }
+
+  /**
    * Page `index` of a file already stat'ed (at its version), as verified chunks. Served from the
    * client's shared page cache when recent, and fetched once however many callers ask for it
    * at the same time. For readers that do their own readahead (the FUSE mount).
