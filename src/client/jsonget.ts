@@ -22,13 +22,25 @@ export class JsonGetter {
   }
 
   /** The status and body text of GET `url`; rejects on a network failure or a missed deadline. */
-  get(url: string, headers: Record<string, string>): Promise<{ statusCode: number; text: string }> {
+  async get(url: string, headers: Record<string, string>): Promise<{ statusCode: number; text: string }> {
+    try {
+      return await this.once(url, headers);
+    } catch (err) {
+      // A kept-alive connection the worker closed just as this request went out on it: the
+      // request never reached the worker, so it is sent again once, on a new connection.
+      if (!(err as { reusedSocket?: boolean }).reusedSocket) throw err;
+      return this.once(url, headers);
+    }
+  }
+
+  private once(url: string, headers: Record<string, string>): Promise<{ statusCode: number; text: string }> {
     return new Promise((resolve, reject) => {
       const target = new URL(url);
       const secure = target.protocol === 'https:';
       const request = secure ? httpsRequest : httpRequest;
       let timer: NodeJS.Timeout | undefined;
       let req: ClientRequest | undefined;
+      let answered = false;
       const fail = (err: Error) => {
         clearTimeout(timer);
         req?.destroy(err);
@@ -47,8 +59,12 @@ export class JsonGetter {
         if (!socket.connecting && !(socket as { pending?: boolean }).pending) connected();
         else socket.once(secure ? 'secureConnect' : 'connect', connected);
       });
-      req.on('error', fail); // on, not once: destroying the request after a deadline emits its error again
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        const stale = req!.reusedSocket && !answered && (err.code === 'ECONNRESET' || err.code === 'EPIPE');
+        fail(stale ? Object.assign(err, { reusedSocket: true }) : err);
+      }); // on, not once: destroying the request after a deadline emits its error again
       req.once('response', (response: IncomingMessage) => {
+        answered = true;
         const parts: Buffer[] = [];
         arm(this.timeouts.idleMs, 'UND_ERR_BODY_TIMEOUT', 'body');
         response.on('data', (chunk: Buffer) => {
