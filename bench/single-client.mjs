@@ -80,13 +80,11 @@ async function measure(command, serverPid) {
   return { seconds: client.seconds, clientCpu: client.cpu, serverCpu: server, cpu: client.cpu + server };
 }
 
-const summarize = (samples) => ({
-  seconds: median(samples.map((s) => s.seconds)),
-  cpuSeconds: median(samples.map((s) => s.cpu)),
-  clientCpuSeconds: median(samples.map((s) => s.clientCpu)),
-  serverCpuSeconds: median(samples.map((s) => s.serverCpu)),
-  samples,
-});
+/** Median wall time; CPU of the run with the median CPU total, split as that run split it. */
+function summarize(samples) {
+  const mid = [...samples].sort((a, b) => a.cpu - b.cpu)[Math.floor(samples.length / 2)];
+  return { seconds: median(samples.map((s) => s.seconds)), cpuSeconds: mid.cpu, clientCpuSeconds: mid.clientCpu, serverCpuSeconds: mid.serverCpu, samples };
+}
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-'));
 const stops = [];
