@@ -1,92 +1,160 @@
 #!/usr/bin/env node
-// Single-client read throughput: `fanout cat` cold and warm against `cat` from the OS page
-// cache and a plain Node HTTP server, all in one run on the same file. Prints ratios (these
-// machines are noisy, so only same-run ratios mean anything) and the worker's peak RSS.
+// Benchmark 1 of issue 10: one client, warm, a big file to /dev/null.
+//   - curl from nginx (Debian nginx, sendfile, started here over the same file): the baseline
+//   - `fanout cat` from one worker (`fanout serve` over the directory, pages already cached)
+//   - curl of the worker's `/v1/data`
+// Wall time and CPU seconds per GiB of every process on each side (nginx's processes + curl;
+// the worker + the CLI; the worker + curl), as ratios to nginx+curl measured in the same run
+// (these machines are shared and noisy: only same-run ratios mean anything), median of --runs.
+// Then the CLI's fixed cost: `fanout cat` of a 1-byte file and `fanout --help`, median of
+// --fixed-runs.
 //
-//   node bench/single-client.mjs [--size 2GiB] [--runs 3] [--page-size 4MiB]
+//   node bench/single-client.mjs [--size 4GiB] [--runs 3] [--fixed-runs 10] [--page-size 4MiB]
 import { spawn } from 'node:child_process';
-import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchArgs, bin, median, parseSize, root, timedRun as run, waitHealthy, writeRandomFile } from './common.mjs';
+import { benchArgs, bin, median, parseSize, root, waitFor, waitHealthy, writeRandomFile } from './common.mjs';
+import { processTreeCpu, runMeasured } from './cpu.mjs';
 
-const args = benchArgs({ size: '2GiB', runs: '3', 'page-size': '4MiB' });
+const args = benchArgs({ size: '4GiB', runs: '3', 'fixed-runs': '10', 'page-size': '4MiB' });
 const size = parseSize(args.size);
 const runs = Number(args.runs);
-const pageSize = args['page-size'];
+const fixedRuns = Number(args['fixed-runs']);
+const GiB = 2 ** 30;
+const NGINX = process.env.NGINX ?? '/usr/sbin/nginx';
 
-async function peakRss(pid) {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)[1]) * 1024;
+const loadavg = async () => (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
+const freePort = () => 20000 + Math.floor(Math.random() * 20000);
+
+/** nginx over `dir` on a free port, with its own config: sendfile, root (the temp dir is 0700). */
+async function startNginx(work, dir) {
+  const prefix = join(work, 'nginx');
+  await mkdir(prefix, { recursive: true });
+  const port = freePort();
+  const conf = join(prefix, 'nginx.conf');
+  await writeFile(
+    conf,
+    `daemon off;
+user root;
+worker_processes 1;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  server { listen 127.0.0.1:${port}; root ${dir}; }
+}
+`,
+  );
+  const proc = spawn(NGINX, ['-p', prefix, '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.once('error', (err) => process.stderr.write(`nginx: ${err.message} (install it: scripts/install-system-deps.sh)\n`));
+  await waitFor('nginx', async () => (await fetch(`http://127.0.0.1:${port}/`)).status !== 0);
+  return { url: `http://127.0.0.1:${port}`, pid: proc.pid, stop: async () => (proc.kill('SIGQUIT'), await exited) };
 }
 
-const gbps = (s) => (size / s / 1e9).toFixed(2);
+async function startWorker(work, dir) {
+  const port = freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const argv = [bin, 'serve', dir, '--listen', `127.0.0.1:${port}`, '--s3-listen', 'off', '--data-dir', join(work, 'store'), '--page-size', args['page-size'], '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'];
+  const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const exited = new Promise((r) => proc.once('exit', r));
+  await waitHealthy(`${endpoint}/healthz`);
+  return { endpoint, pid: proc.pid, stop: async () => (proc.kill('SIGTERM'), await exited) };
+}
+
+/** One timed run of `command` (a shell line) while `server` serves: wall, and CPU of both sides. */
+async function measure(command, serverPid) {
+  const before = await processTreeCpu(serverPid);
+  const client = await runMeasured(command);
+  const server = (await processTreeCpu(serverPid)) - before;
+  return { seconds: client.seconds, clientCpu: client.cpu, serverCpu: server, cpu: client.cpu + server };
+}
+
+/** Median wall time; CPU of the run with the median CPU total, split as that run split it. */
+function summarize(samples) {
+  const mid = [...samples].sort((a, b) => a.cpu - b.cpu)[Math.floor(samples.length / 2)];
+  return { seconds: median(samples.map((s) => s.seconds)), cpuSeconds: mid.cpu, clientCpuSeconds: mid.clientCpu, serverCpuSeconds: mid.serverCpu, samples };
+}
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-'));
+const stops = [];
 try {
+  await chmod(work, 0o755);
   const srcDir = join(work, 'src');
   await mkdir(srcDir);
   const file = join(srcDir, 'model.bin');
-  process.stderr.write(`writing a ${size} byte random file…\n`);
+  process.stderr.write(`writing a ${args.size} random file…\n`);
   await writeRandomFile(file, size);
+  await writeFile(join(srcDir, 'one.bin'), 'x');
 
-  // Baseline 1: cat from the OS page cache (read once to warm it).
-  await run('cat', [file]);
-  const catTimes = [];
-  for (let i = 0; i < runs; i++) catTimes.push(await run('sh', ['-c', `cat ${file} > /dev/null`]));
-
-  // Baseline 2: a plain Node HTTP server streaming the file (1 MiB reads), read by curl.
-  const server = createServer((req, res) => {
-    res.writeHead(200, { 'content-length': size });
-    createReadStream(file, { highWaterMark: 1024 * 1024 }).pipe(res);
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const httpUrl = `http://127.0.0.1:${server.address().port}/model.bin`;
-  const httpTimes = [];
-  for (let i = 0; i < runs; i++) httpTimes.push(await run('curl', ['-s', '-o', '/dev/null', httpUrl]));
-  server.close();
-
-  // fanout: a one-node cluster over the directory; cold = fresh page store each run.
-  const port = 17450 + Math.floor(Math.random() * 1000);
-  const endpoint = `http://127.0.0.1:${port}`;
-  const coldTimes = [];
-  const warmTimes = [];
-  let rss = 0;
+  const nginx = await startNginx(work, srcDir);
+  stops.push(nginx.stop);
+  const worker = await startWorker(work, srcDir);
+  stops.push(worker.stop);
+  const env = `FANOUT_ENDPOINT=${worker.endpoint}`;
+  const fanoutCmd = (rest) => `${env} ${process.execPath} ${bin} ${rest}`;
+  const scenarios = [
+    { name: 'nginx (sendfile) → curl', key: 'nginx', command: `curl -sf -o /dev/null ${nginx.url}/model.bin`, server: nginx.pid },
+    { name: '`fanout cat`', key: 'fanoutCat', command: `${fanoutCmd('cat /data/model.bin')} > /dev/null`, server: worker.pid },
+    { name: 'curl of `/v1/data`', key: 'data', command: `curl -sf -o /dev/null ${worker.endpoint}/v1/data/data/model.bin`, server: worker.pid },
+  ];
+  // Warm-up: the page cache for nginx, the page store (and its page cache) for the worker.
+  process.stderr.write('warming up…\n');
+  for (const s of scenarios) await runMeasured(s.command);
+  await runMeasured(`${fanoutCmd('cat /data/one.bin')} > /dev/null`);
+  const loadStart = await loadavg();
+  const samples = Object.fromEntries(scenarios.map((s) => [s.key, []]));
+  // Interleaved, so a burst of load from other work lands on every reader alike.
   for (let i = 0; i < runs; i++) {
-    const dataDir = join(work, `store-${i}`);
-    const worker = spawn(process.execPath, [bin, 'serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--page-size', pageSize, '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: 'inherit' });
-    try {
-      await waitHealthy(`${endpoint}/healthz`);
-      const env = { ...process.env, FANOUT_ENDPOINT: endpoint };
-      coldTimes.push(await run('sh', ['-c', `node ${bin} cat /data/model.bin > /dev/null`], { env }));
-      warmTimes.push(await run('sh', ['-c', `node ${bin} cat /data/model.bin > /dev/null`], { env }));
-      rss = Math.max(rss, await peakRss(worker.pid));
-    } finally {
-      worker.kill('SIGTERM');
-      await new Promise((r) => worker.once('exit', r));
-      await rm(dataDir, { recursive: true, force: true });
-    }
+    for (const s of scenarios) samples[s.key].push(await measure(s.command, s.server));
   }
+  const fixed = { catOneByte: [], help: [] };
+  for (let i = 0; i < fixedRuns; i++) {
+    fixed.catOneByte.push(await runMeasured(`${fanoutCmd('cat /data/one.bin')} > /dev/null`));
+    fixed.help.push(await runMeasured(`${process.execPath} ${bin} --help > /dev/null`));
+  }
+  const loadEnd = await loadavg();
 
   const result = {
     size,
     runs,
-    pageSize,
-    seconds: { cat: median(catTimes), http: median(httpTimes), fanoutCold: median(coldTimes), fanoutWarm: median(warmTimes) },
-    workerPeakRssBytes: rss,
+    pageSize: args['page-size'],
+    loadavg: { start: loadStart, end: loadEnd },
+    readers: Object.fromEntries(scenarios.map((s) => [s.key, { name: s.name, ...summarize(samples[s.key]) }])),
+    fixedCost: {
+      catOneByte: { seconds: median(fixed.catOneByte.map((r) => r.seconds)), cpuSeconds: median(fixed.catOneByte.map((r) => r.cpu)), samples: fixed.catOneByte },
+      help: { seconds: median(fixed.help.map((r) => r.seconds)), cpuSeconds: median(fixed.help.map((r) => r.cpu)), samples: fixed.help },
+    },
   };
-  const s = result.seconds;
-  console.log(`file ${(size / 2 ** 30).toFixed(2)} GiB, median of ${runs} runs, page size ${pageSize}`);
-  console.log('| reader | seconds | GB/s | time vs cat | time vs node http |');
-  console.log('|---|---|---|---|---|');
-  for (const [name, t] of [['cat (page cache)', s.cat], ['node http + curl', s.http], ['fanout cat, cold', s.fanoutCold], ['fanout cat, warm', s.fanoutWarm]]) {
-    console.log(`| ${name} | ${t.toFixed(2)} | ${gbps(t)} | ${(t / s.cat).toFixed(2)}× | ${(t / s.http).toFixed(2)}× |`);
+  const base = result.readers.nginx;
+  const gib = size / GiB;
+  console.log(`file ${gib.toFixed(2)} GiB, warm, to /dev/null, median of ${runs}; load average ${loadStart} → ${loadEnd}`);
+  console.log('| reader | seconds | GB/s | CPU s/GiB (client + server) | time ÷ nginx | CPU ÷ nginx |');
+  console.log('|---|---|---|---|---|---|');
+  for (const s of scenarios) {
+    const r = result.readers[s.key];
+    const cpu = `${(r.cpuSeconds / gib).toFixed(2)} (${(r.clientCpuSeconds / gib).toFixed(2)} + ${(r.serverCpuSeconds / gib).toFixed(2)})`;
+    console.log(`| ${s.name} | ${r.seconds.toFixed(2)} | ${(size / r.seconds / 1e9).toFixed(2)} | ${cpu} | ${(r.seconds / base.seconds).toFixed(2)}× | ${(r.cpuSeconds / base.cpuSeconds).toFixed(2)}× |`);
   }
-  console.log(`worker peak RSS: ${(rss / 2 ** 20).toFixed(0)} MiB`);
+  const f = result.fixedCost;
+  console.log(`\nCLI fixed cost, median of ${fixedRuns}:`);
+  console.log('| command | seconds | CPU seconds |');
+  console.log('|---|---|---|');
+  console.log(`| \`fanout cat\` of a 1-byte file | ${f.catOneByte.seconds.toFixed(3)} | ${f.catOneByte.cpuSeconds.toFixed(3)} |`);
+  console.log(`| \`fanout --help\` | ${f.help.seconds.toFixed(3)} | ${f.help.cpuSeconds.toFixed(3)} |`);
   await mkdir(join(root, 'bench/out'), { recursive: true });
   await writeFile(join(root, 'bench/out/single-client.json'), JSON.stringify(result, null, 2));
 } finally {
+  for (const stop of stops.reverse()) await stop().catch(() => {});
   await rm(work, { recursive: true, force: true });
 }

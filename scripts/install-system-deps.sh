@@ -5,7 +5,8 @@
 #                                    the native addons. Run by `npm ci` (package.json `prepare`).
 #   install-system-deps.sh [all]     runtime + what the tests use: etcd, curl, openssl, awscli, boto3,
 #                                    s3fs and rclone (S3 gateway clients), prometheus (promtool checks
-#                                    /metrics and examples/monitoring), chromium (the /ui tests).
+#                                    /metrics and examples/monitoring), chromium (the /ui tests), nginx
+#                                    (the baseline of bench/single-client.mjs).
 #                                    Run by scripts/test.sh.
 # As root with apt-get, installs what is missing. Otherwise (not root, no apt-get, or
 # FANOUT_SYSTEM_DEPS=skip) prints the exact command to run and exits 0: installing fanout goes on,
@@ -15,7 +16,7 @@ set -euo pipefail
 mode=${1:-all}
 
 runtime=(fuse3 libfuse3-dev pkg-config g++ make python3)
-tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone prometheus chromium)
+tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone prometheus chromium nginx)
 case "$mode" in
   runtime) wanted=("${runtime[@]}") ;;
   all) wanted=("${runtime[@]}" "${tests[@]}") ;;
@@ -51,11 +52,10 @@ export DEBIAN_FRONTEND=noninteractive
 lock=(-o DPkg::Lock::Timeout=300)
 apt-get "${lock[@]}" update -qq
 apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The Debian etcd package may start a system etcd on the default ports; tests start their own.
-if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now etcd >/dev/null 2>&1 || true
-fi
-# Likewise Debian's prometheus package starts a server on :9090; only promtool is wanted.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now prometheus >/dev/null 2>&1 || true
+# Debian's etcd, prometheus and nginx packages start system servers on their default ports;
+# tests and benchmarks start their own on free ports, and only the binaries are wanted.
+if command -v systemctl >/dev/null 2>&1; then
+  for pair in etcd-server:etcd prometheus:prometheus nginx:nginx; do
+    if [[ " ${missing[*]} " == *" ${pair%%:*} "* ]]; then systemctl disable --now "${pair##*:}" >/dev/null 2>&1 || true; fi
+  done
 fi

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, Option } from 'commander';
-import { parseHedge, type HedgeSetting } from '../lib/cluster/index.js';
+// The policy module alone: the cluster index would load the page transport with every command.
+import { parseHedge, type HedgeSetting } from '../lib/cluster/hedge.js';
 
 /**
  * `--hedge MS|auto|off`: when to ask a second worker for a page the first has not delivered.

@@ -1,8 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { cat, cp, ls, stat } from './read.js';
 import type { DaemonFlags } from './daemon.js';
-import { status } from './status.js';
 import type { MountFlags } from './mount.js';
 import { reportError, type GlobalOptions } from './output.js';
 import { registerReleaseCommands } from './release-commands.js';
@@ -17,8 +15,12 @@ function packageVersion(): string {
   }
 }
 
-// Daemons pull in the AWS SDK, etcd and the worker; client commands should start fast without them.
+// Each command loads its own modules when it runs, not when the program is built: daemons pull in
+// the AWS SDK, etcd and the worker, `cp` a progress bar, and `cat`/`stat` (called many times by
+// scripts, where start-up is most of a small read) need only the SDK's read path.
 const daemon = () => import('./daemon.js');
+const reads = () => import('./cat.js');
+const copies = () => import('./read.js');
 
 /** The `fanout` command line: parse, call the SDK or a daemon, print. */
 export async function main(argv: string[]): Promise<void> {
@@ -67,17 +69,17 @@ export async function main(argv: string[]): Promise<void> {
       .addOption(new Option('--ca <file>', 'CA bundle (PEM) trusted for https:// workers').env('FANOUT_CA'))
       .option('--json', 'machine-readable output');
 
-  clientCommand('ls <path>', 'list a directory, e.g. / or /data/models/').action((path: string, o: GlobalOptions) => ls(path, o));
-  clientCommand('stat <path>', 'size, modification time and version of a file').action((path: string, o: GlobalOptions) => stat(path, o));
+  clientCommand('ls <path>', 'list a directory, e.g. / or /data/models/').action(async (path: string, o: GlobalOptions) => (await copies()).ls(path, o));
+  clientCommand('stat <path>', 'size, modification time and version of a file').action(async (path: string, o: GlobalOptions) => (await reads()).stat(path, o));
   clientCommand('cat <path>', 'write a file (or --range) to stdout')
     .option('--range <start-end>', 'bytes START-END (inclusive), START- or -SUFFIX')
     .addOption(hedgeOption())
-    .action((path: string, o: GlobalOptions & { range?: string }) => cat(path, o));
+    .action(async (path: string, o: GlobalOptions & { range?: string }) => (await reads()).cat(path, o));
   clientCommand('cp <path> <dest>', 'copy a file out of the cluster (progress bar on a terminal)')
     .option('--no-progress', 'no progress bar')
     .addOption(hedgeOption())
-    .action((path: string, dest: string, o: GlobalOptions & { progress?: boolean }) => cp(path, dest, o));
-  clientCommand('status', 'members, capacity, usage, hit ratio, bytes read from sources').action((o: GlobalOptions) => status(o));
+    .action(async (path: string, dest: string, o: GlobalOptions & { progress?: boolean }) => (await copies()).cp(path, dest, o));
+  clientCommand('status', 'members, capacity, usage, hit ratio, bytes read from sources').action(async (o: GlobalOptions) => (await import('./status.js')).status(o));
   clientCommand('mount <mountpoint>', 'mount the cluster read-only with FUSE (until Ctrl-C or SIGTERM)')
     .option('--ttl <duration>', 'how long attributes and listings are cached by the mount and the kernel (default 1s)')
     .option('--readahead <pages>', 'pages fetched ahead of a sequential reader (default 8)')

@@ -1,19 +1,13 @@
 import { stat as fsStat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
-import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
+import { parseFanoutPath } from '../core/paths.js';
 import { formatBytes } from '../core/pages.js';
 import { CopyProgress, doneLine } from './progress.js';
-import { parseRangeOption } from './ranges.js';
+import { cat, clientFor } from './cat.js';
 import { fanoutPath, printJson, printTable, type GlobalOptions } from './output.js';
 
-/** ls, stat, cat, cp: thin wrappers over the SDK. */
-
-export function clientFor(options: GlobalOptions): FanoutClient {
-  return new FanoutClient({ endpoint: options.endpoint, ca: options.ca, hedge: options.hedge });
-}
+/** ls and cp: thin wrappers over the SDK (stat and cat, which must start fast, are in cat.ts). */
 
 export async function ls(path: string, options: GlobalOptions): Promise<void> {
   const client = clientFor(options);
@@ -37,36 +31,6 @@ export async function ls(path: string, options: GlobalOptions): Promise<void> {
 function entryPath(dir: string, name: string): string {
   const target = parseFanoutPath(dir);
   return target.mount ? fanoutPath(target.mount, target.path ? `${target.path}/${name}` : name) : fanoutPath(name, '');
-}
-
-export async function stat(path: string, options: GlobalOptions): Promise<void> {
-  const client = clientFor(options);
-  try {
-    const info = await client.stat(path);
-    if (options.json) return printJson({ ...info, path: fanoutPath(info.mount, info.path) });
-    printTable([
-      ['path', joinFanoutPath(info.mount, info.path)],
-      ['size', `${info.size} (${formatBytes(info.size)})`],
-      ['modified', new Date(info.mtimeMs).toISOString()],
-      ['version', info.version],
-    ]);
-  } finally {
-    await client.close();
-  }
-}
-
-export async function cat(path: string, options: GlobalOptions & { range?: string }): Promise<void> {
-  const client = clientFor(options);
-  try {
-    const file = await client.stat(path);
-    const range = options.range ? parseRangeOption(options.range, file.size) : undefined;
-    const stream = await client.readFile(file, range ?? {});
-    await pipeline(stream, process.stdout).catch((err) => {
-      if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err; // `fanout cat x | head` is fine
-    });
-  } finally {
-    await client.close();
-  }
 }
 
 /**

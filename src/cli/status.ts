@@ -1,5 +1,5 @@
 import { formatBytes } from '../core/pages.js';
-import { clientFor } from './read.js';
+import { clientFor } from './cat.js';
 import { plural, printJson, printTable, type GlobalOptions } from './output.js';
 
 export async function status(options: GlobalOptions): Promise<void> {

@@ -1,5 +1,6 @@
+import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
@@ -10,6 +11,12 @@ import { HashRing } from '../lib/hashring/index.js';
 import { certificateHint, readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
 import { ROUTES, clusterInfoSchema, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
+import { JsonGetter } from './jsonget.js';
+
+// undici is loaded on first use (admin calls): most commands never need it, and it was the
+// largest part of a short CLI command's start-up.
+const requireCjs = createRequire(import.meta.url);
+const undici = (): typeof import('undici') => requireCjs('undici') as typeof import('undici');
 
 export interface FanoutClientOptions {
   /** Any worker of the cluster; more than one lets discovery survive a dead worker. Default: FANOUT_ENDPOINT or http://127.0.0.1:7450 */
@@ -97,8 +104,9 @@ export class FanoutClient {
   readonly pageReporter: HttpPageReporter;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: { ca: Buffer } | undefined;
-  /** Dispatcher of one-off requests (JSON, admin) to workers: the CA of `ca` and the deadlines of `timeouts`. */
-  readonly dispatcher: Dispatcher;
+  private agent: Dispatcher | undefined;
+  /** GETs of JSON answers (cluster, stat, list, status). */
+  private readonly json: JsonGetter;
   private readonly timeouts: PeerTimeouts;
   private info: ClusterInfo | undefined;
   private ring: HashRing | undefined;
@@ -121,15 +129,21 @@ export class FanoutClient {
     }
     const ca = readCa(options.ca ?? process.env.FANOUT_CA);
     this.connectOptions = tlsConnectOptions(ca);
-    this.dispatcher = new Agent({
+    this.json = new JsonGetter(this.timeouts, this.connectOptions);
+    this.fetcher = this.newPageFetcher();
+    const first = this.endpoints[0]!;
+    this.pageReporter = new HttpPageReporter({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeoutMs: Math.min(5000, this.timeouts.firstByteMs) });
+  }
+
+  /** Dispatcher of admin requests to workers: the CA of `ca` and the deadlines of `timeouts`. */
+  get dispatcher(): Dispatcher {
+    this.agent ??= new (undici().Agent)({
       connect: this.connectOptions,
       connectTimeout: this.timeouts.connectMs,
       headersTimeout: this.timeouts.firstByteMs,
       bodyTimeout: this.timeouts.idleMs,
     });
-    this.fetcher = this.newPageFetcher();
-    const first = this.endpoints[0]!;
-    this.pageReporter = new HttpPageReporter({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeoutMs: Math.min(5000, this.timeouts.firstByteMs) });
+    return this.agent;
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
@@ -171,6 +185,16 @@ export class FanoutClient {
     const reader = await this.clusterReader();
     const stream = reader.read(file.mount, file, options.start ?? 0, options.end ?? file.size, options.signal);
     return Object.assign(stream, { file });
+  }
+
+  /**
+   * The bytes of readFile() as one array of chunks per page, in order, for sinks that write a
+   * page at a time (`fanout cat`: one writev per page rather than a stream write per chunk).
+   * Stopping early (return, break) aborts the fetches in flight.
+   */
+  async *readPages(file: StatResult, options: ReadOptions = {}): AsyncGenerator<Buffer[]> {
+    const reader = await this.clusterReader();
+    yield* reader.pages(file.mount, file, options.start ?? 0, options.end ?? file.size, options.signal);
   }
 
   /**
@@ -246,7 +270,7 @@ export class FanoutClient {
   async adminPost(base: string, route: string, body: unknown, timeoutMs = 600_000): Promise<unknown> {
     let response;
     try {
-      response = await request(base + route, {
+      response = await undici().request(base + route, {
         method: 'POST',
         body: JSON.stringify(body),
         headers: { 'content-type': 'application/json', ...this.credentials.headersFor(base) },
@@ -263,7 +287,8 @@ export class FanoutClient {
   async close(): Promise<void> {
     await this.fetcher.close();
     await this.pageReporter.close();
-    await this.dispatcher.close().catch(() => {});
+    await this.agent?.close().catch(() => {});
+    this.json.close();
     await Promise.all([...this.sources.values()].map((s) => s.close?.()));
   }
 
@@ -327,17 +352,11 @@ export class FanoutClient {
   private async getJsonFrom(base: string, path: string): Promise<unknown> {
     let response;
     try {
-      response = await request(base + path, { method: 'GET', headers: this.credentials.headersFor(base), dispatcher: this.dispatcher });
+      response = await this.json.get(base + path, this.credentials.headersFor(base));
     } catch (err) {
       throw this.unreachable(base, err);
     }
-    let text: string;
-    try {
-      text = await response.body.text();
-    } catch (err) {
-      throw this.unreachable(base, err);
-    }
-    return parseJsonBody(base + path, response.statusCode, text);
+    return parseJsonBody(base + path, response.statusCode, response.text);
   }
 
   private unreachable(base: string, err: unknown): FanoutError {

@@ -1,4 +1,5 @@
-import { LruIndex } from '../pagestore/index.js';
+// The LRU alone: the page store's index would load the store and zod into every client.
+import { LruIndex } from '../pagestore/lru.js';
 
 interface CachedPage {
   key: string;

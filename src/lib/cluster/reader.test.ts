@@ -290,3 +290,47 @@ test('failures other than a bad checksum are not reported', async () => {
   assert.equal(calls, 2);
   assert.deepEqual(reports, []);
 });
+
+test('pages() yields one array of chunks per page, in order, sliced to the range', async () => {
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fakeFetcher().fetcher, pageSize: PAGE, concurrency: 3 });
+  const pages: Buffer[][] = [];
+  for await (const page of reader.pages('m', file, 7, PAGE * 3 + 2)) pages.push(page);
+  assert.deepEqual(
+    pages.map((p) => Buffer.concat(p)),
+    [content.subarray(7, PAGE), content.subarray(PAGE, PAGE * 2), content.subarray(PAGE * 2, PAGE * 3), content.subarray(PAGE * 3, PAGE * 3 + 2)],
+  );
+  assert.ok(pages.every((p) => p.every((chunk) => chunk.length > 0)), 'no empty chunks');
+});
+
+test('a caller that stops reading pages() early aborts the page fetches still in flight', async () => {
+  const aborted: number[] = [];
+  const fake = fakeFetcher((call, signal) => {
+    if (call.index === 0) return 'ok';
+    if (signal?.aborted) aborted.push(call.index); // given up before this fake got to run
+    else signal?.addEventListener('abort', () => aborted.push(call.index));
+    return 'hang';
+  });
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, concurrency: 3, hedge: 'off' });
+  for await (const page of reader.pages('m', file, 0, file.size)) {
+    assert.deepEqual(Buffer.concat(page), content.subarray(0, PAGE));
+    break;
+  }
+  await waitUntil(() => aborted.length === 3);
+  assert.deepEqual(aborted.sort(), [1, 2, 3], 'the window (pages 1–3) was given up');
+});
+
+test('an aborted signal ends pages() with ABORTED', async () => {
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fakeFetcher(() => 'hang').fetcher, pageSize: PAGE, hedge: 'off' });
+  const controller = new AbortController();
+  const reading = (async () => {
+    for await (const _ of reader.pages('m', file, 0, file.size, controller.signal));
+  })();
+  controller.abort(new FanoutError('ABORTED', 'caller gave up'));
+  await assert.rejects(reading, (e: FanoutError) => e.code === 'ABORTED');
+});
+
+/** Polls a condition for at most 5 s (fetch callbacks settle over a few event-loop turns). */
+async function waitUntil(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(check(), 'condition not met within 5 s');
+}
