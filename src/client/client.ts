@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { FanoutError, errorFromJSON } from '../core/errors.js';
@@ -8,15 +7,12 @@ import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js'
 import { ClientCredentials } from '../lib/auth/index.js';
 import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, describeTimeout, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
+import { undici } from '../lib/http/undici.js';
 import { certificateHint, readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
 import { ROUTES, clusterInfoSchema, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 import { JsonGetter } from './jsonget.js';
 
-// undici is loaded on first use (admin calls): most commands never need it, and it was the
-// largest part of a short CLI command's start-up.
-const requireCjs = createRequire(import.meta.url);
-const undici = (): typeof import('undici') => requireCjs('undici') as typeof import('undici');
 
 export interface FanoutClientOptions {
   /** Any worker of the cluster; more than one lets discovery survive a dead worker. Default: FANOUT_ENDPOINT or http://127.0.0.1:7450 */

@@ -1,4 +1,5 @@
-import { Agent, request, type Pool } from 'undici';
+import type { Agent, Pool } from 'undici';
+import { undici } from '../http/undici.js';
 import { crc32 } from 'node:zlib';
 import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
 import type { Member, PageRef } from '../../core/types.js';
@@ -92,6 +93,7 @@ export class PageFetcher {
 
   /** Does the worker answer /healthz within `timeoutMs`? (A stopped process does not; a busy one does.) */
   async probe(member: Member, timeoutMs = 1000): Promise<boolean> {
+    const { Agent, request } = undici();
     this.probes ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     try {
       const response = await request(`${member.url}${ROUTES.health}`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });

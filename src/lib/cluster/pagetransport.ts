@@ -1,4 +1,5 @@
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher, Pool } from 'undici';
+import { undici } from '../http/undici.js';
 import type { ConnectionOptions } from 'node:tls';
 import type { Member } from '../../core/types.js';
 import { ConnectionPool, SlabPool } from '../leanhttp/index.js';
@@ -126,7 +127,7 @@ class UndiciTransport implements PageTransport {
     let pool = this.pools.get(url);
     if (!pool) {
       const { connectMs, firstByteMs, idleMs } = this.options.timeouts;
-      pool = new Pool(url, {
+      pool = new (undici().Pool)(url, {
         connections: this.options.connections,
         pipelining: 1,
         connect: this.options.connect,

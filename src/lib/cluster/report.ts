@@ -1,4 +1,5 @@
-import { Agent, request, type Pool } from 'undici';
+import type { Agent, Pool } from 'undici';
+import { undici } from '../http/undici.js';
 import { encodeUrlPath } from '../../core/paths.js';
 import type { Member, PageRef } from '../../core/types.js';
 
@@ -30,13 +31,12 @@ const MAX_INFLIGHT = 8;
  * requests never delays them.
  */
 export class HttpPageReporter implements PageReporter {
-  private readonly agent: Agent;
+  private agent: Agent | undefined;
   private readonly timeoutMs: number;
   private inflight = 0;
 
   constructor(private readonly options: HttpPageReporterOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 5000;
-    this.agent = new Agent({ connect: options.connect, connections: 2, connectTimeout: this.timeoutMs, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
   }
 
   async report(member: Member, ref: PageRef): Promise<void> {
@@ -45,6 +45,8 @@ export class HttpPageReporter implements PageReporter {
     const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
     const url = `${member.url}${REPORT_ROUTE}/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
     try {
+      const { Agent, request } = undici();
+      this.agent ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: this.timeoutMs, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
       const response = await request(url, { method: 'POST', dispatcher: this.agent, headers: this.options.headers?.(), signal: AbortSignal.timeout(this.timeoutMs) });
       await response.body.dump();
     } catch {
@@ -55,6 +57,6 @@ export class HttpPageReporter implements PageReporter {
   }
 
   async close(): Promise<void> {
-    await this.agent.destroy().catch(() => {});
+    await this.agent?.destroy().catch(() => {});
   }
 }
