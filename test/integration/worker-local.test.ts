@@ -44,7 +44,9 @@ describe('a worker over a local directory', () => {
     await writeFile(join(source, 'models/v1/model.bin'), big);
     await writeFile(join(source, 'hello.txt'), 'hello fanout\n');
     await writeFile(join(source, 'empty.bin'), '');
-    worker = await WorkerProcess.start({ id: 'solo', mounts: { data: source }, pageSize: '1MiB', statTtl: '200ms' });
+    // No background scrub: it could find the page corrupted below first, and this file tests
+    // what the read path does (the scrub has its own test in integrity.test.ts).
+    worker = await WorkerProcess.start({ id: 'solo', mounts: { data: source }, pageSize: '1MiB', statTtl: '200ms', scrub: { rate: 'off' } });
   });
 
   after(async () => {
