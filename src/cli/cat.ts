@@ -41,7 +41,7 @@ export async function cat(path: string, options: GlobalOptions & { range?: strin
     const file = await client.stat(path);
     await members;
     const range = options.range ? parseRangeOption(options.range, file.size) : undefined;
-    await writePagesToStdout(client.readPages(file, range ?? {})); // `fanout cat x | head` is fine: EPIPE ends it quietly
+    await writePagesToStdout(client.readPages(file, range ?? {}), (page) => client.releasePage(page)); // `fanout cat x | head` is fine: EPIPE ends it quietly
   } finally {
     await client.close();
   }

@@ -42,6 +42,7 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
         signal: opts.signal,
         fetch: (index, signal) => client.fetchPage(file, index, signal),
         onWritten: (_index, bytes) => opts.onBytes?.(bytes),
+        written: (chunks) => client.releasePage(chunks),
       });
     } finally {
       await handle.close();

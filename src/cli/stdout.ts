@@ -8,12 +8,15 @@ import { isatty } from 'node:tty';
  * gets process.stdout corked per page, with its backpressure respected. A reader that goes
  * away (EPIPE: `fanout cat x | head`) ends the copy quietly; any other write error is thrown.
  */
-export async function writePagesToStdout(pages: AsyncIterable<Buffer[]>): Promise<void> {
+export async function writePagesToStdout(pages: AsyncIterable<Buffer[]>, written: (page: Buffer[]) => void = () => {}): Promise<void> {
   if (blockingStdout()) {
-    for await (const page of pages) writeAllSync(1, page);
+    for await (const page of pages) {
+      writeAllSync(1, page);
+      written(page);
+    }
     return;
   }
-  await writeToStream(process.stdout, pages);
+  await writeToStream(process.stdout, pages, written);
 }
 
 /** Regular files and devices such as /dev/null never block; terminals and pipes may. */
@@ -38,7 +41,12 @@ export function writeAllSync(fd: number, chunks: Buffer[]): void {
   }
 }
 
-async function writeToStream(out: NodeJS.WritableStream & { writableNeedDrain: boolean; cork(): void; uncork(): void }, pages: AsyncIterable<Buffer[]>): Promise<void> {
+/** `written(page)` is called once the stream has written the page's last chunk (so all of it). */
+async function writeToStream(
+  out: NodeJS.WritableStream & { writableNeedDrain: boolean; cork(): void; uncork(): void },
+  pages: AsyncIterable<Buffer[]>,
+  written: (page: Buffer[]) => void,
+): Promise<void> {
   let failure: NodeJS.ErrnoException | undefined;
   let wake: (() => void) | undefined;
   const onError = (err: NodeJS.ErrnoException) => {
@@ -60,7 +68,7 @@ async function writeToStream(out: NodeJS.WritableStream & { writableNeedDrain: b
   try {
     for await (const page of pages) {
       out.cork();
-      for (const chunk of page) out.write(chunk);
+      page.forEach((chunk, i) => (i === page.length - 1 ? out.write(chunk, (err) => err || written(page)) : out.write(chunk)));
       out.uncork();
       if (out.writableNeedDrain && !failure) await until('drain', (done) => out.once('drain', done));
       if (failure) break; // stops the reader: its fetches in flight are aborted

@@ -210,6 +210,17 @@ export class FanoutClient {
    * Page `index` of a file already stat'ed, verified, fetched now (no shared cache): for
    * writers that place pages themselves (`fanout cp` writes each at its offset as it arrives).
    */
+  /**
+   * Gives back the chunks of a page from readPages() or fetchPage() once they are written out
+   * (in the write's callback): the memory they were received in is read into again, which is
+   * what makes receiving cost no more than a raw socket (lib/leanhttp/slabs.ts). Optional: a
+   * page never given back is garbage-collected. Never for readPage()'s pages (the page cache
+   * shares them).
+   */
+  releasePage(page: Buffer[]): void {
+    for (const chunk of page) this.fetcher.release(chunk);
+  }
+
   async fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
     const reader = await this.clusterReader();
     return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);

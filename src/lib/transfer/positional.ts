@@ -23,6 +23,8 @@ export interface PagesAtOptions {
   inOrder?: (index: number, chunks: Buffer[]) => void;
   /** Called as each page is written, in completion order. */
   onWritten?: (index: number, bytes: number) => void;
+  /** Told a page's chunks are no longer needed (written, and past inOrder): their memory may be reused. */
+  written?: (chunks: Buffer[]) => void;
   /** Bytes in flight shared with other files being copied at the same time. */
   budget?: ByteBudget;
   signal?: AbortSignal;
@@ -62,6 +64,7 @@ export async function copyPagesAt(opts: PagesAtOptions): Promise<void> {
           held.set(index, { chunks, release });
           return;
         }
+        opts.written?.(chunks);
         finished++;
       } finally {
         if (!opts.inOrder) release?.();
@@ -82,6 +85,7 @@ export async function copyPagesAt(opts: PagesAtOptions): Promise<void> {
         held.delete(ordered);
         page.release?.();
         opts.inOrder(ordered, page.chunks);
+        opts.written?.(page.chunks);
         ordered++;
         finished++;
       }
