@@ -11,7 +11,7 @@ import { copyFileTo, copyTreeTo } from './copy.js';
 const PAGE = 1024;
 
 /** A cluster stand-in whose pages of a file arrive last first; `failing` pages fail after the others arrived. */
-function reverseClient(data: Map<string, Buffer>, failing?: { path: string; index: number }): FanoutClient {
+function reverseClient(data: Map<string, Buffer>, failing?: { path: string; index: number }, released: Buffer[][] = []): FanoutClient {
   const answered = new Map<string, Set<number>>();
   const wake = new Map<string, (() => void)[]>();
   return {
@@ -26,6 +26,9 @@ function reverseClient(data: Map<string, Buffer>, failing?: { path: string; inde
       if (failing?.path === file.path && failing.index === index) throw new FanoutError('WORKER_UNAVAILABLE', 'every worker failed');
       return [bytes.subarray(index * PAGE, Math.min(bytes.length, index * PAGE + 100)), bytes.subarray(index * PAGE + 100, (index + 1) * PAGE)];
     },
+    releasePage(page: Buffer[]): void {
+      released.push(page);
+    },
   } as unknown as FanoutClient;
 }
 
@@ -36,9 +39,11 @@ test('cp writes the exact bytes of a file whose pages arrive last first', async 
   try {
     const data = randomBytes(7 * PAGE + 5);
     let progress = 0;
-    await copyFileTo(reverseClient(new Map([['a.bin', data]])), statOf('a.bin', data), join(dir, 'a.bin'), PAGE, { window: 8, onBytes: (n) => (progress += n) });
+    const released: Buffer[][] = [];
+    await copyFileTo(reverseClient(new Map([['a.bin', data]]), undefined, released), statOf('a.bin', data), join(dir, 'a.bin'), PAGE, { window: 8, onBytes: (n) => (progress += n) });
     assert.deepEqual(await readFile(join(dir, 'a.bin')), data);
     assert.equal(progress, data.length);
+    assert.equal(released.length, 8, 'every page given back once written');
     assert.deepEqual(await readdir(dir), ['a.bin'], 'no temporary file left');
   } finally {
     await rm(dir, { recursive: true, force: true });
