@@ -1,4 +1,4 @@
-import { FanoutClient } from '../client/index.js';
+import { AdminClient, FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { formatBytes, pageCount, pageKey, pageSpan, parseSize } from '../core/pages.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
@@ -48,6 +48,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new FanoutError('INVALID_ARGUMENT', '--replicas must be 1–8');
   const rate = flags.rate ? parseSize(flags.rate) : 0;
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
+  const admin = new AdminClient(client);
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
@@ -82,13 +83,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
           const lane = async () => {
             while (nextBatch < batches.length) {
               const batch = batches[nextBatch++]!;
-              const result = (await client.adminPost(member.url, '/v1/admin/load', { pages: batch, verify: flags.verify === true, rate: perWorkerRate })) as {
-                present: number;
-                loaded: number;
-                bytesLoaded: number;
-                verified: number;
-                failed: unknown[];
-              };
+              const result = await admin.load(member.url, { pages: batch, verify: flags.verify === true, rate: perWorkerRate });
               report.present += result.present;
               report.loaded += result.loaded;
               report.bytesLoaded += result.bytesLoaded;
@@ -107,8 +102,9 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
       );
     }
     bar?.finish(doneBytes, { pages: donePages });
-    if (flags.pin) await broadcast(client, info.members, '/v1/admin/pin', { keys: keysOf(pages, info.pageSize), rule: pages.rule });
-    if (flags.ttl) await broadcast(client, info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs: parseDuration(flags.ttl) });
+    const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
+    if (flags.pin) await everyWorker(info.members, (m) => admin.pin(m.url, target));
+    if (flags.ttl) await everyWorker(info.members, (m) => admin.ttl(m.url, { ...target, ttlMs: parseDuration(flags.ttl!) }));
     const seconds = (Date.now() - started) / 1000;
     // One object per line: progress events, then this report (NDJSON).
     if (json) process.stdout.write(JSON.stringify({ event: 'done', path: fanoutPath(pages.rule.mount, pages.rule.prefix), ...report, seconds }) + '\n');
@@ -131,7 +127,9 @@ export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | unde
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
-    const results = await broadcast(client, info.members, `/v1/admin/${verb}`, { keys: keysOf(pages, info.pageSize), rule: pages.rule });
+    const admin = new AdminClient(client);
+    const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
+    const results = await everyWorker<unknown>(info.members, (m) => admin[verb](m.url, target));
     if (flags.json) return printJson({ [verb]: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule, workers: results });
     const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} deleted` : '';
     process.stdout.write(`${verb}: ${plural(pages.refs.length, 'page')} of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${plural(info.members.length, 'worker')}${freed}\n`);
@@ -146,7 +144,8 @@ export async function ttl(path: string, duration: string, flags: TargetFlags): P
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
-    await broadcast(client, info.members, '/v1/admin/ttl', { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs });
+    const admin = new AdminClient(client);
+    await everyWorker(info.members, (m) => admin.ttl(m.url, { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }));
     if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule });
     process.stdout.write(`ttl ${duration} on ${plural(pages.refs.length, 'cached page')} and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
   } finally {
@@ -240,6 +239,7 @@ function pageLength(ref: PageRef, pageSize: number): number {
   return end - start;
 }
 
-async function broadcast(client: FanoutClient, members: Member[], route: string, body: unknown): Promise<unknown[]> {
-  return Promise.all(members.map((m) => client.adminPost(m.url, route, body)));
+/** The same admin call on every worker (a page may sit on any of them). */
+function everyWorker<T>(members: Member[], call: (member: Member) => Promise<T>): Promise<T[]> {
+  return Promise.all(members.map(call));
 }
