@@ -89,7 +89,8 @@ function encodeURIComponent_(s: string): string {
 /** The decoded path the request names, when it decodes; what a checker compares with the source. */
 export function decodedPath(p: GeneratedPath): string | undefined {
   try {
-    return decodeURIComponent(encodePath(p));
+    // A raw "?" (raw-ascii encoding) starts the query: the path the server sees ends there.
+    return decodeURIComponent(encodePath(p).split('?')[0]!);
   } catch {
     return undefined;
   }
