@@ -75,7 +75,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--range <start-end>', 'bytes START-END (inclusive), START- or -SUFFIX')
     .addOption(hedgeOption())
     .action(async (path: string, o: GlobalOptions & { range?: string }) => (await reads()).cat(path, o));
-  clientCommand('cp <path> <dest>', 'copy a file out of the cluster (progress bar on a terminal)')
+  clientCommand('cp <path> <dest>', 'copy a file, or a directory tree like cp -r, out of the cluster (progress bar on a terminal)')
     .option('--no-progress', 'no progress bar')
     .addOption(hedgeOption())
     .action(async (path: string, dest: string, o: GlobalOptions & { progress?: boolean }) => (await copies()).cp(path, dest, o));
