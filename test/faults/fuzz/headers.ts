@@ -74,3 +74,13 @@ export const garbageAuthorization = fc.oneof(
   fc.constantFrom('Bearer', 'Bearer ', 'Bearer x', 'Basic Zm9vOmJhcg==', 'bearer  a b c', 'Bearer ' + 'A'.repeat(6000), 'AWS4-HMAC-SHA256', 'Negotiate ,,,', '\t'),
   fc.string({ maxLength: 60 }).map((s) => s.replace(/[^\x20-\x7e]/g, '')),
 );
+
+/** A Range header a file of `size` bytes can satisfy: a span, an open end, or a suffix. */
+export function satisfiableRangeArb(size: number): fc.Arbitrary<string> {
+  const inside = fc.integer({ min: 0, max: Math.max(0, size - 1) });
+  return fc.oneof(
+    fc.tuple(inside, inside).map(([a, b]) => `bytes=${Math.min(a, b)}-${Math.max(a, b)}`),
+    inside.map((a) => `bytes=${a}-`),
+    fc.integer({ min: 1, max: size + 10 }).map((n) => `bytes=-${n}`),
+  );
+}
