@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -27,15 +27,17 @@ async function pageFileOf(worker: WorkerProcess, key: string): Promise<string | 
 /**
  * Flips bytes in the middle of a page file and puts its timestamps back (to the nanosecond,
  * with touch -r), as silent media corruption would: the worker sees the same mtime and size.
+ * The corrupt copy is made beside the file and renamed over it, so a scrub running meanwhile
+ * reads either the intact page or the corrupt one, never a half-written file (which it would
+ * drop, and a later touch would then re-create as an empty file).
  */
 async function corruptInPlace(file: string): Promise<void> {
-  const stamp = `${file}.stamp`;
-  await run('touch', ['-r', file, stamp]);
+  const corrupt = `${file}.corrupt`;
   const bytes = await readFile(file);
   for (let i = 0; i < 64; i++) bytes[1000 + i] = bytes[1000 + i]! ^ 0xff;
-  await writeFile(file, bytes);
-  await run('touch', ['-r', stamp, file]);
-  await rm(stamp);
+  await writeFile(corrupt, bytes);
+  await run('touch', ['-r', file, corrupt]);
+  await rename(corrupt, file);
 }
 
 async function readAll(url: string): Promise<Buffer> {
