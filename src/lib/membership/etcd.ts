@@ -252,8 +252,14 @@ export class EtcdMembership extends EventEmitter implements Membership {
     return member;
   }
 
+  /**
+   * A worker always counts itself: its record can be missing from etcd for a while (its lease
+   * expired under load and it is registering again, or etcd went away just then), but a worker
+   * that runs is alive, and without itself in the ring it would answer every read with 503.
+   */
   private publish(): void {
-    const next = sortMembers(this.byId.values());
+    const self = this.self && !this.stopping && !this.byId.has(this.self.id) ? [this.self] : [];
+    const next = sortMembers([...this.byId.values(), ...self]);
     if (sameMembers(next, this.list)) return;
     this.list = next;
     this.emit('change', this.members());
