@@ -6,9 +6,9 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
 import { AccessGate } from '../lib/auth/index.js';
-import { ClusterReader, HttpPageReporter } from '../lib/cluster/index.js';
+import type { ClusterReader } from '../lib/cluster/index.js';
+import { ClusterSession } from '../client/session.js';
 import { mountSpec, parseListen, type WorkerConfig } from '../lib/config/index.js';
-import { HashRing } from '../lib/hashring/index.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageStore } from '../lib/pagestore/index.js';
@@ -72,14 +72,13 @@ export class Worker {
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
   readonly fetcher: LocalFirstFetcher;
+  /** Peers, ring, page pools, peer health and corrupt-page reports: one set for peer fills, reads and admin loads. */
+  readonly session: ClusterSession;
   /** What /v1/data and S3 GetObject need to send stored pages by the kernel. */
   readonly localSpans: LocalSpanDeps;
   /** Readers' reports of pages that failed their checksum (POST /v1/report). */
   readonly reports: PageReports;
   private readonly scrubber: Scrubber;
-  /** Tells a peer that a page it sent failed its checksum. */
-  private readonly pageReporter: HttpPageReporter;
-  private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
   private diskLimited = false;
@@ -98,12 +97,18 @@ export class Worker {
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
     // Peer fills and direct reads carry the peer credential; without a secret they go out as ordinary requests.
-    this.fetcher = new LocalFirstFetcher(() => this, {
-      headers: () => this.gate.peerHeaders(),
+    let fetcher: LocalFirstFetcher | undefined;
+    this.session = new ClusterSession({
+      endpoints: [], // members come from this worker's membership (setMembers)
+      credentials: { headersFor: () => this.gate.peerHeaders() },
       direct: this.gate.peer !== undefined,
       connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')),
       timeouts: { connectMs: config.timeouts.peerConnect, firstByteMs: config.timeouts.peerFirstByte, idleMs: config.timeouts.peerIdle },
+      reportTimeoutMs: 5000,
+      clock,
+      newFetcher: (options) => (fetcher = new LocalFirstFetcher(() => this, options)),
     });
+    this.fetcher = fetcher!;
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
       const { uri, sourceRate, versioning } = mountSpec(config, name);
@@ -137,7 +142,7 @@ export class Worker {
     );
     this.sourceBudget = new SourceBudget(budgets, config.workerSourceRate, clock);
     this.membership = options.membership ?? this.buildMembership();
-    this.ring = new HashRing(this.membership.members());
+    this.session.setMembers(this.membership.members());
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
     this.metrics = new WorkerMetrics({
       storeUsedBytes: () => this.store.used,
@@ -146,7 +151,7 @@ export class Worker {
       storeDiskFreeBytes: () => this.store.diskFree,
       storePages: () => this.store.pageCount,
       inflightSourceReads: () => this.pages.flights.inflight,
-      members: () => this.ring.members().length,
+      members: () => this.session.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
     });
@@ -157,7 +162,7 @@ export class Worker {
       metrics: this.metrics,
       pageSize: config.pageSize,
       selfId: config.id,
-      placement: () => this.ring,
+      placement: () => this.session.ring,
       replication: config.replication,
       peers: this.fetcher,
       logger: this.logger,
@@ -166,7 +171,6 @@ export class Worker {
       limits: config.limits,
       clock,
     });
-    this.pageReporter = new HttpPageReporter({ headers: () => this.gate.peerHeaders(), connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')), timeoutMs: 5000 });
     this.reports = new PageReports({ store: this.store, metrics: this.metrics, pageSize: config.pageSize, logger: this.logger });
     this.scrubber = new Scrubber(this.store, {
       rate: config.scrub.rate,
@@ -176,15 +180,11 @@ export class Worker {
       onError: (key, err) => this.logger.warn({ key, err: err.message }, 'scrub could not read a stored page'),
     });
     this.localSpans = { store: this.store, slots: this.pages.responseSlots, metrics: this.metrics, pageSize: config.pageSize, clientIdle: config.limits.clientIdle };
-    this.reader = new ClusterReader({
-      placement: () => this.ring,
-      fetcher: this.fetcher,
+    this.reader = this.session.reader({
       pageSize: config.pageSize,
-      clock,
       maxWorkerAttempts: 3,
       replication: config.replication,
       hedge: 'auto', // a stopped peer must not stall /v1/data or S3 reads
-      reporter: this.pageReporter,
     });
     this.routes = new Routes(this, this.reader, {
       stat: new TtlCache(config.statTtl, clock),
@@ -247,7 +247,7 @@ export class Worker {
   }
 
   members(): Member[] {
-    return this.ring.members();
+    return this.session.ring.members();
   }
 
   mountNames(): string[] {
@@ -299,8 +299,7 @@ export class Worker {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
-    await this.fetcher.close();
-    await this.pageReporter.close();
+    await this.session.close();
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
   }
 
@@ -357,9 +356,8 @@ export class Worker {
   }
 
   private onMembershipChange(members: Member[]): void {
-    this.ring = new HashRing(members.length > 0 ? members : [this.self]);
-    this.sourceBudget.resplit(this.ring.members().length);
-    this.fetcher.retain(this.ring.members());
+    this.session.setMembers(members.length > 0 ? members : [this.self]);
+    this.sourceBudget.resplit(this.session.ring.members().length);
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
     if (members.length > 1 && !this.gate.peer && !this.warnedNoSecret) {
       this.warnedNoSecret = true;

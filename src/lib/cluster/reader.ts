@@ -42,6 +42,8 @@ export interface ClusterReaderOptions {
   sourceFallback?: SourceFallback;
   /** How long a worker that failed is tried last. */
   downForMs?: number;
+  /** What is known of each worker's failures and slowness, shared with other readers of the process (a session's). Default: this reader's own. */
+  health?: WorkerHealth;
   clock?: Clock;
   onWorkerFailure?: (member: Member, err: FanoutError) => void;
   /**
@@ -99,7 +101,7 @@ export class ClusterReader {
   constructor(private readonly options: ClusterReaderOptions) {
     this.concurrency = Math.max(1, options.concurrency ?? 8);
     this.clock = options.clock ?? systemClock;
-    this.health = new WorkerHealth(this.clock, { downForMs: options.downForMs });
+    this.health = options.health ?? new WorkerHealth(this.clock, { downForMs: options.downForMs });
     const setting = options.hedge ?? (options.hedgeDelayMs !== undefined ? parseHedge(options.hedgeDelayMs) : DEFAULT_HEDGE);
     this.hedge = new HedgePolicy(setting, this.clock, options.hedgePolicy);
   }
