@@ -1,17 +1,19 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { FanoutError, errorFromJSON } from '../core/errors.js';
+import { FanoutError } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
-import type { DirEntry, FileInfo, Member, WorkerStatus } from '../core/types.js';
-import { ClientCredentials } from '../lib/auth/index.js';
-import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, describeTimeout, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
-import { HashRing } from '../lib/hashring/index.js';
-import { undici } from '../lib/http/undici.js';
-import { certificateHint, readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
-import { ROUTES, clusterInfoSchema, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
+import type { DirEntry, FileInfo, WorkerStatus } from '../core/types.js';
+import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
+import type { CaOption } from '../lib/tls/index.js';
+import { ROUTES, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
-import { JsonGetter } from './jsonget.js';
+import { checkEndpoint } from './answers.js';
+import type { ClusterInfo, ClusterSession } from './session.js';
+import { sharedSession } from './sessions.js';
+
+export type { ClusterInfo } from './session.js';
+export { checkEndpoint } from './answers.js';
 
 
 export interface FanoutClientOptions {
@@ -58,16 +60,6 @@ export interface FanoutClientOptions {
   ca?: CaOption;
 }
 
-export interface ClusterInfo {
-  self: string;
-  pageSize: number;
-  replication: number;
-  statTtlMs: number;
-  members: Member[];
-  stale: boolean;
-  mounts: string[];
-}
-
 export interface StatResult extends FileInfo {
   mount: string;
 }
@@ -90,80 +82,59 @@ export const DEFAULT_ENDPOINT = 'http://127.0.0.1:7450';
 
 /**
  * The fanout SDK. Learns the members from any worker, computes page owners with the same ring
- * as the workers, and reads files as streams of verified pages fetched in parallel.
+ * as the workers, and reads files as streams of verified pages fetched in parallel. Clients of
+ * one process with the same endpoints and credentials share one cluster session (members,
+ * ring, connection pools, worker health: see session.ts); what stays per client is its read
+ * settings (window, hedge, source fallback) and its page cache.
  */
 export class FanoutClient {
-  private readonly endpoints: string[];
-  private readonly credentials: ClientCredentials;
-  private readonly fetcher: PageFetcher;
+  /** Members, ring, pools and health, shared with the process's other clients of this cluster. */
+  readonly session: ClusterSession;
   /** Tells a worker when a page it sent failed its checksum (it re-verifies and drops its copy). */
   readonly pageReporter: HttpPageReporter;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: { ca: Buffer } | undefined;
-  private agent: Dispatcher | undefined;
-  /** GETs of JSON answers (cluster, stat, list, status). */
-  private readonly json: JsonGetter;
-  private readonly timeouts: PeerTimeouts;
-  private info: ClusterInfo | undefined;
-  private ring: HashRing | undefined;
   private reader: ClusterReader | undefined;
-  private refreshedAt = 0;
   private readonly sources = new Map<string, Ufs>();
   private readonly pages: PageCache;
+  private closing: Promise<void> | undefined;
 
   constructor(private readonly options: FanoutClientOptions = {}) {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
-    this.endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map(checkEndpoint);
-    this.credentials = new ClientCredentials(options.token || undefined);
+    const endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map(checkEndpoint);
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
-    this.timeouts = { ...DEFAULT_PEER_TIMEOUTS };
+    const timeouts: PeerTimeouts = { ...DEFAULT_PEER_TIMEOUTS };
     for (const [key, value] of Object.entries(options.timeouts ?? {})) {
       if (value !== undefined) {
         if (!Number.isInteger(value) || value <= 0) throw new FanoutError('INVALID_ARGUMENT', `timeouts.${key} must be a positive integer (ms)`);
-        this.timeouts[key as keyof PeerTimeouts] = value;
+        timeouts[key as keyof PeerTimeouts] = value;
       }
     }
-    const ca = readCa(options.ca ?? process.env.FANOUT_CA);
-    this.connectOptions = tlsConnectOptions(ca);
-    this.json = new JsonGetter(this.timeouts, this.connectOptions);
-    this.fetcher = this.newPageFetcher();
-    const first = this.endpoints[0]!;
-    this.pageReporter = new HttpPageReporter({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeoutMs: Math.min(5000, this.timeouts.firstByteMs) });
+    this.session = sharedSession({ endpoints, token: options.token, ca: options.ca, timeouts, membershipRefreshMs: options.membershipRefreshMs });
+    this.connectOptions = this.session.connectOptions;
+    this.pageReporter = this.session.reporter;
   }
 
   /** Dispatcher of admin requests to workers: the CA of `ca` and the deadlines of `timeouts`. */
   get dispatcher(): Dispatcher {
-    this.agent ??= new (undici().Agent)({
-      connect: this.connectOptions,
-      connectTimeout: this.timeouts.connectMs,
-      headersTimeout: this.timeouts.firstByteMs,
-      bodyTimeout: this.timeouts.idleMs,
-    });
-    return this.agent;
+    return this.session.dispatcher;
   }
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
   async cluster(force = false): Promise<ClusterInfo> {
-    const maxAge = this.options.membershipRefreshMs ?? 10_000;
-    if (this.info && !force && Date.now() - this.refreshedAt < maxAge) return this.info;
-    const info: ClusterInfo = parseAnswer(clusterInfoSchema, await this.getJson(ROUTES.cluster), ROUTES.cluster);
-    this.info = info;
-    this.refreshedAt = Date.now();
-    this.ring = new HashRing(info.members);
-    this.fetcher.retain(info.members);
-    return info;
+    return this.session.cluster(force);
   }
 
   async stat(path: string): Promise<StatResult> {
     const target = parseFanoutPath(path);
-    const info = (await this.getJson(`/v1/stat/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}`)) as FileInfo;
+    const info = (await this.session.getJson(`/v1/stat/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}`)) as FileInfo;
     return { ...info, mount: target.mount };
   }
 
   async list(path: string): Promise<DirEntry[]> {
     const target = parseFanoutPath(path);
     const suffix = target.mount ? `/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}` : '/';
-    const body = (await this.getJson(`/v1/list${suffix}`)) as { entries: DirEntry[] };
+    const body = (await this.session.getJson(`/v1/list${suffix}`)) as { entries: DirEntry[] };
     return body.entries;
   }
 
@@ -200,16 +171,12 @@ export class FanoutClient {
    */
   async readPage(file: StatResult, index: number): Promise<Buffer[]> {
     const reader = await this.clusterReader();
-    const { pageSize } = this.info!;
+    const { pageSize } = this.session.info!; // learnt by clusterReader()
     const ref = { mount: file.mount, path: file.path, version: file.version, size: file.size, index };
     const { start, end } = pageSpan(index, file.size, pageSize);
     return this.pages.get(pageKey(ref, pageSize), end - start, () => reader.fetchPage(ref));
   }
 
-  /**
-   * Page `index` of a file already stat'ed, verified, fetched now (no shared cache): for
-   * writers that place pages themselves (`fanout cp` writes each at its offset as it arrives).
-   */
   /**
    * Gives back the chunks of a page from readPages() or fetchPage() once they are written out
    * (in the write's callback): the memory they were received in is read into again, which is
@@ -218,9 +185,13 @@ export class FanoutClient {
    * shares them).
    */
   releasePage(page: Buffer[]): void {
-    for (const chunk of page) this.fetcher.release(chunk);
+    for (const chunk of page) this.session.fetcher.release(chunk);
   }
 
+  /**
+   * Page `index` of a file already stat'ed, verified, fetched now (no shared cache): for
+   * writers that place pages themselves (`fanout cp` writes each at its offset as it arrives).
+   */
   async fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
     const reader = await this.clusterReader();
     return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
@@ -237,7 +208,7 @@ export class FanoutClient {
     const members = await Promise.all(
       info.members.map(async (member) => {
         try {
-          const status: WorkerStatus = parseAnswer(workerStatusSchema, await this.getJsonFrom(member.url, ROUTES.status), `${member.url}${ROUTES.status}`);
+          const status: WorkerStatus = parseAnswer(workerStatusSchema, await this.session.getJsonFrom(member.url, ROUTES.status), `${member.url}${ROUTES.status}`);
           return { ...status, id: member.id, url: member.url, reachable: true };
         } catch (err) {
           return { id: member.id, url: member.url, capacity: member.capacity, reachable: false, error: (err as Error).message };
@@ -263,58 +234,37 @@ export class FanoutClient {
   }
 
   /**
-   * A page fetcher that carries this client's credentials (for layers that place pages
-   * themselves, such as release fetches). Page requests do not name their worker's address,
-   * so they carry the token of the first endpoint: with a published serve token that is the
-   * one worker of a single-node cluster; FANOUT_TOKEN or the token option covers them all.
+   * A page fetcher with its own connection pools that carries this client's credentials.
+   * Readers inside the process need none: the session's (client.session.reader()) shares its
+   * pools; this is for callers that want pools of their own.
    */
   newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
-    const first = this.endpoints[0]!;
-    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts, ...options });
+    return this.session.newPageFetcher(options);
   }
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */
   async adminPost(base: string, route: string, body: unknown, timeoutMs = 600_000): Promise<unknown> {
-    let response;
-    try {
-      response = await undici().request(base + route, {
-        method: 'POST',
-        body: JSON.stringify(body),
-        headers: { 'content-type': 'application/json', ...this.credentials.headersFor(base) },
-        dispatcher: this.dispatcher,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-      });
-    } catch (err) {
-      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
-    }
-    return jsonBody(base + route, response);
+    return this.session.adminPost(base, route, body, timeoutMs);
   }
 
-  async close(): Promise<void> {
-    await this.fetcher.close();
-    await this.pageReporter.close();
-    await this.agent?.close().catch(() => {});
-    this.json.close();
-    await Promise.all([...this.sources.values()].map((s) => s.close?.()));
+  /** Releases this client's share of the session (the last client closes it) and its source fallbacks. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.session.release();
+      await Promise.all([...this.sources.values()].map((s) => s.close?.()));
+    })();
+    return this.closing;
   }
 
   private async clusterReader(): Promise<ClusterReader> {
     const info = await this.cluster();
-    if (!this.reader) {
-      this.reader = new ClusterReader({
-        placement: () => this.ring!,
-        fetcher: this.fetcher,
-        pageSize: info.pageSize,
-        concurrency: this.options.concurrency ?? 8,
-        replication: info.replication,
-        hedge: this.options.hedge ?? (this.options.hedgeDelayMs !== undefined ? parseHedge(this.options.hedgeDelayMs) : 'auto'),
-        sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
-        // A failing worker may mean the membership changed: refresh it in the background.
-        onWorkerFailure: () => void this.cluster(true).catch(() => {}),
-        reporter: this.pageReporter,
-      });
-    }
+    this.reader ??= this.session.reader({
+      pageSize: info.pageSize,
+      concurrency: this.options.concurrency ?? 8,
+      replication: info.replication,
+      hedge: this.options.hedge ?? (this.options.hedgeDelayMs !== undefined ? parseHedge(this.options.hedgeDelayMs) : 'auto'),
+      sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
+    });
     return this.reader;
   }
 
@@ -337,67 +287,4 @@ export class FanoutClient {
     if (received !== length) throw new FanoutError('SOURCE_TRUNCATED', `source returned ${received} of ${length} bytes`);
     return page;
   };
-
-  /** GET JSON from the first endpoint (or known member) that answers. */
-  private async getJson(path: string): Promise<unknown> {
-    const known = [...new Set([...this.endpoints, ...(this.info?.members.map((m) => m.url) ?? [])])];
-    // Workers this client saw stall or fail are asked last, so a stopped endpoint costs one deadline, not one per call.
-    const demoted = new Set(this.info?.members.filter((m) => this.reader?.health.isDemoted(m.id)).map((m) => m.url));
-    const candidates = [...known.filter((url) => !demoted.has(url)), ...known.filter((url) => demoted.has(url))];
-    let lastError: unknown;
-    for (const base of candidates) {
-      try {
-        return await this.getJsonFrom(base, path);
-      } catch (err) {
-        if (err instanceof FanoutError && err.code !== 'WORKER_UNAVAILABLE') throw err;
-        lastError = err;
-      }
-    }
-    throw lastError;
-  }
-
-  private async getJsonFrom(base: string, path: string): Promise<unknown> {
-    let response;
-    try {
-      response = await this.json.get(base + path, this.credentials.headersFor(base));
-    } catch (err) {
-      throw this.unreachable(base, err);
-    }
-    return parseJsonBody(base + path, response.statusCode, response.text);
-  }
-
-  private unreachable(base: string, err: unknown): FanoutError {
-    const timeout = describeTimeout((err as { code?: string })?.code, this.timeouts);
-    return new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${timeout ?? (err as Error).message}${certificateHint(err)}`, { cause: err });
-  }
-}
-
-/** A worker's JSON answer, or its error (with the worker's code) for any status but 200. */
-async function jsonBody(url: string, response: Dispatcher.ResponseData): Promise<unknown> {
-  return parseJsonBody(url, response.statusCode, await response.body.text());
-}
-
-function parseJsonBody(url: string, statusCode: number, text: string): unknown {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new FanoutError('WORKER_UNAVAILABLE', `${url} answered HTTP ${statusCode} with a non-JSON body`);
-  }
-  if (statusCode !== 200) throw errorFromJSON(body, statusCode);
-  return body;
-}
-
-/** An endpoint is an http(s) URL of a worker; anything else fails here, not as a fetch error later. */
-export function checkEndpoint(endpoint: string): string {
-  let url: URL | undefined;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    url = undefined;
-  }
-  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) {
-    throw new FanoutError('INVALID_ARGUMENT', `endpoint "${String(endpoint).slice(0, 200)}" is not a worker URL: expected http://HOST:PORT or https://HOST:PORT`);
-  }
-  return endpoint.replace(/\/+$/, '');
 }

@@ -12,3 +12,5 @@ export type { FanoutClientOptions, ClusterInfo, StatResult, ReadOptions, Cluster
 export { FanoutError, isFanoutError, type ErrorCode } from '../core/errors.js';
 export type { FileInfo, DirEntry, Member, WorkerStatus } from '../core/types.js';
 export { AdminClient } from './admin.js';
+export { ClusterSession, type ClusterSessionOptions, type SessionStats, type SessionReaderOptions } from './session.js';
+export { sharedSession, openSessionCount } from './sessions.js';

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
-import { FanoutClient, type ClusterInfo } from '../client/index.js';
+import type { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
-import { ClusterReader, PageFetcher } from '../lib/cluster/index.js';
-import { HashRing } from '../lib/hashring/index.js';
+import type { ClusterReader } from '../lib/cluster/index.js';
 import { parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
 import type { VersionRecord } from './registry.js';
 
@@ -15,19 +14,16 @@ const RELEASE_CONNECTIONS = 32;
  * fetched from the source once. Every page is checked against its SHA-256 before it is used.
  */
 export class ReleaseFetcher {
-  /** Carries the client's credentials, for clusters whose reads need a token. */
-  private readonly fetcher: PageFetcher;
+  /** Over the client's session: its members, ring, pools and worker health, not a second set of them. */
   private reader: ClusterReader | undefined;
-  private ring: HashRing | undefined;
-  private info: ClusterInfo | undefined;
 
   constructor(readonly client: FanoutClient) {
     // Staging keeps dozens of small files in flight: as many connections, not a queue behind 8.
-    this.fetcher = client.newPageFetcher({ connectionsPerWorker: RELEASE_CONNECTIONS });
+    client.session.wantConnections(RELEASE_CONNECTIONS);
   }
 
   async pageSize(): Promise<number> {
-    return (await this.refresh()).pageSize;
+    return (await this.client.cluster()).pageSize;
   }
 
   /** The manifest of a published version, read through the cluster and checked against its etcd digest. */
@@ -63,34 +59,19 @@ export class ReleaseFetcher {
     return chunks;
   }
 
-  async close(): Promise<void> {
-    await this.fetcher.close();
-  }
+  /** Nothing of its own to close: the pools are the session's, closed with the client. */
+  async close(): Promise<void> {}
 
   private async clusterReader(manifest: Manifest): Promise<ClusterReader> {
-    const info = await this.refresh();
+    const info = await this.client.cluster();
     if (info.pageSize !== manifest.pageSize) {
       throw new FanoutError('INVALID_ARGUMENT', `release ${manifest.name}@${manifest.version} has ${manifest.pageSize}-byte pages but the cluster uses ${info.pageSize}: publish it again against this cluster`);
     }
-    this.reader ??= new ClusterReader({
-      placement: () => this.ring!,
-      fetcher: this.fetcher,
+    this.reader ??= this.client.session.reader({
       pageSize: info.pageSize,
       concurrency: 1,
       maxWorkerAttempts: 3,
-      onWorkerFailure: () => void this.refresh(true).catch(() => {}),
-      reporter: this.client.pageReporter,
     });
     return this.reader;
-  }
-
-  private async refresh(force = false): Promise<ClusterInfo> {
-    const info = await this.client.cluster(force);
-    if (info !== this.info) {
-      this.info = info;
-      this.ring = new HashRing(info.members);
-      this.fetcher.retain(info.members);
-    }
-    return info;
   }
 }

@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
-import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers, type PageFetcher, type Placement } from '../lib/cluster/index.js';
-import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
+import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
+import type { PageStore } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
 import { BufferPool } from '../lib/pagestore/index.js';
@@ -14,7 +14,10 @@ import type { Clock } from '../core/clock.js';
 import { ResponseFlow } from './flow.js';
 import { contentMatches } from './content.js';
 import { PeerLiveness } from './peerliveness.js';
-import { kernelSendable, sendPageFile } from './kernelsend.js';
+import { kernelSendable } from './kernelsend.js';
+import { hex, sendStored, sendStoredByKernel, streamFill, type PageSendDeps } from './pagesend.js';
+
+export { PAGE_HOLD_MS } from './pagesend.js';
 import type { SourceBudget } from './sourcebudget.js';
 
 export interface PageServiceDeps {
@@ -50,13 +53,6 @@ export interface ResponseLimits {
 /** Bytes one response may queue in user space before waiting for its client. */
 export const RESPONSE_ALLOWANCE = 128 * 1024;
 /**
- * How long a response whose client is not keeping up may keep a page buffer while it waits.
- * Past it the page goes back (and is read again when the client has taken its queued bytes):
- * a client reading a page in under a second never pays that, a slow one holds only its queue.
- */
-export const PAGE_HOLD_MS = 1000;
-
-/**
  * Answers page requests: from the store when the page is there (checksum verified first),
  * otherwise from a single-flight fill that streams to every waiter as bytes arrive and lands in
  * the store only once complete and whole. A fill reads the source only on the page's primary
@@ -73,6 +69,8 @@ export class PageService {
   private readonly fillSlots: Semaphore;
   /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
   private readonly liveness: PeerLiveness;
+  /** What the senders of stored pages and fills need (pagesend.ts). */
+  private readonly sending: PageSendDeps;
   /** Fills in flight per mount: a slow source queues its own fills, not other mounts'. */
   private readonly mountFills = new Map<string, Semaphore>();
 
@@ -83,6 +81,7 @@ export class PageService {
     // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
     this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4)));
+    this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     this.liveness = new PeerLiveness((member) => deps.peers.probe(member, 2000), { signal: deps.signal });
   }
 
@@ -101,9 +100,9 @@ export class PageService {
     res.once('close', () => gone.abort(new FanoutError('ABORTED', 'client went away')));
     const flow = this.flow(res);
     if (!this.flights.get(key) && store.has(key) && kernelSendable(res)) {
-      if (await this.sendStoredByKernel(res, key, gone.signal)) return;
+      if (await sendStoredByKernel(this.sending, res, key, gone.signal)) return;
     } else if (!this.flights.get(key) && store.has(key)) {
-      const sent = await this.sendStored(res, key, flow, gone.signal, 0, (page) => {
+      const sent = await sendStored(this.sending, res, key, flow, gone.signal, 0, (page) => {
         metrics.hits.inc();
         metrics.bytesServed.inc(page.data.length);
         res.writeHead(200, {
@@ -117,84 +116,7 @@ export class PageService {
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct);
-    await this.streamFill(res, key, fill, flow, gone.signal);
-  }
-
-  /**
-   * Sends a stored page from byte `from` on. The verified page is held (with a response slot)
-   * only while the client takes bytes or nobody else waits for a slot: a slow client gives its
-   * page back and reads it again from the store when its socket has room, so slow clients
-   * cannot hold every slot. Returns false if the page is not in the store when first asked.
-   */
-  private async sendStored(
-    res: ServerResponse,
-    key: string,
-    flow: ResponseFlow,
-    signal: AbortSignal,
-    from: number,
-    onFirst?: (page: VerifiedPage) => void,
-    onEnd: () => void = () => {},
-  ): Promise<boolean> {
-    let offset = from;
-    let first = true;
-    while (true) {
-      const releaseSlot = await this.responseSlots.acquire(signal);
-      let page: VerifiedPage | undefined;
-      try {
-        page = await this.deps.store.get(key);
-        if (!page) {
-          if (first && onFirst) return false;
-          throw new FanoutError('INTERNAL', 'page left the store while it was being sent');
-        }
-        if (first) onFirst?.(page);
-        first = false;
-        const since = flow.now();
-        while (offset < page.data.length) {
-          offset = flow.write(page.data, offset, page.data.length);
-          if (offset === page.data.length) break;
-          // Others need the slot, or this client is slow: give the page back while it catches up.
-          if (this.responseSlots.waiting > 0 || flow.now() - since >= PAGE_HOLD_MS) break;
-          await flow.room();
-        }
-        if (offset >= page.data.length) {
-          onEnd();
-          res.end();
-          return true;
-        }
-      } finally {
-        page?.release();
-        releaseSlot();
-      }
-      await flow.room();
-    }
-  }
-
-  /**
-   * A hit sent from the page file by the kernel (see kernelsend.ts). A response slot is held only
-   * while the page may be read into a buffer (checked after a restart or a write to its file): the send
-   * itself holds no page memory, so a client that stops reading holds no slot (it would otherwise
-   * keep hits waiting for clientIdle); it holds its connection until clientIdle cuts it. The
-   * page's bytes are not otherwise read here on a hit (readers check the checksum end to end).
-   * Returns false if the page left the store before it was opened.
-   */
-  private async sendStoredByKernel(res: ServerResponse, key: string, signal: AbortSignal): Promise<boolean> {
-    const { store, metrics } = this.deps;
-    const releaseSlot = await this.responseSlots.acquire(signal);
-    let page;
-    try {
-      page = await store.openForSend(key);
-    } finally {
-      releaseSlot();
-    }
-    if (!page) return false;
-    try {
-      metrics.hits.inc();
-      metrics.bytesServed.inc(page.size);
-      await sendPageFile(res, page, this.deps.limits.clientIdle);
-      return true;
-    } finally {
-      await page.close();
-    }
+    await streamFill(this.sending, res, key, fill, flow, gone.signal);
   }
 
   private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean): PageFill {
@@ -309,77 +231,7 @@ export class PageService {
     ownerDown();
     yield* this.sourceChunks(ref, start + received, length - received, signal);
   }
-
-  /**
-   * Streams a fill to one reader as it arrives; the checksum follows the body as a trailer. A
-   * reader slower than the fill continues from the store once the page is there, so it does
-   * not keep the fill's buffer. A reader that leaves may cancel the fill (PageFill.leave). A
-   * fill that fails after the headers left ends the body early with the failure's code as a
-   * trailer instead of a cut connection, so the reader can tell a broken source from a dead worker.
-   */
-  private async streamFill(res: ServerResponse, key: string, fill: PageFill, flow: ResponseFlow, signal: AbortSignal): Promise<void> {
-    const { metrics, store } = this.deps;
-    fill.enter();
-    let inside = true;
-    const leave = () => {
-      if (inside) fill.leave();
-      inside = false;
-    };
-    fill.hold();
-    let holding = true;
-    const letGo = () => {
-      if (holding) fill.release();
-      holding = false;
-    };
-    let offset = 0;
-    let headed = false;
-    // A HEAD answer has no body, so no chunked encoding to carry a trailer (node throws on one).
-    const bodiless = res.req?.method === 'HEAD';
-    const head = () => {
-      if (headed) return;
-      headed = true;
-      res.writeHead(200, { 'content-type': 'application/octet-stream', ...(bodiless ? {} : { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` }), 'x-fanout-cache': 'miss' });
-    };
-    const trailer = () => bodiless || res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) });
-    try {
-      for await (const view of fill.chunks(signal)) {
-        head();
-        const viewEnd = offset + view.length;
-        let at = 0;
-        while (at < view.length) {
-          at = flow.write(view, at, view.length);
-          if (at === view.length) break;
-          if (fill.done && store.has(key)) {
-            // The page is stored: finish from there and let the fill's buffer go.
-            metrics.bytesServed.inc(offset + at);
-            letGo();
-            leave();
-            await this.sendStored(res, key, flow, signal, offset + at, undefined, trailer);
-            return;
-          }
-          await flow.room();
-        }
-        offset = viewEnd;
-      }
-      head();
-      metrics.bytesServed.inc(offset);
-      trailer();
-      res.end();
-    } catch (err) {
-      if (!headed || signal.aborted || bodiless) throw err;
-      const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
-      res.addTrailers(errorTrailers(failure.code, failure.message));
-      res.end();
-    } finally {
-      leave();
-      letGo();
-    }
-  }
 }
 
 /** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
 const FILL_MEMORY = 96 * 1024 * 1024;
-
-function hex(crc: number): string {
-  return crc.toString(16).padStart(8, '0');
-}

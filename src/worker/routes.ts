@@ -1,26 +1,51 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import type { FanoutPath } from '../core/paths.js';
-import type { DirEntry, FileInfo } from '../core/types.js';
-import type { Access } from '../lib/auth/index.js';
+import type { DirEntry, WorkerStatus } from '../core/types.js';
+import type { Access, AccessGate } from '../lib/auth/index.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
+import type { WorkerMetrics } from '../lib/metrics/index.js';
+import type { Ufs } from '../lib/ufs/index.js';
 import { PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
 import { REPORT_PREFIX } from './reports.js';
-import type { TtlCache } from './sourcecache.js';
-import type { Worker } from './worker.js';
 import { contentHashParam, PublishedPages } from './content.js';
 import { systemClock } from '../core/clock.js';
 import { pageSpan } from '../core/pages.js';
-import { withCookieToken } from './dashboard/index.js';
+import { withCookieToken, type Dashboard } from './dashboard/index.js';
+import type { FileInfoService } from './fileinfo.js';
+import type { LocalSpanDeps } from './localspans.js';
+import type { PageService } from './pageservice.js';
+import type { Admin } from './admin.js';
+import type { PageReports } from './reports.js';
+
+/** What the HTTP API uses of its worker: the parts it routes to, nothing else. */
+export interface RoutesDeps {
+  config: { id: string; pageSize: number; replication: number; statTtl: number };
+  gate: Pick<AccessGate, 'check'>;
+  files: FileInfoService;
+  ufs(mount: string): Ufs;
+  mountNames(): string[];
+  members(): ClusterInfoBody['members'];
+  /** The member list may be out of date (etcd unreachable). */
+  membersStale(): boolean;
+  status(): Promise<WorkerStatus>;
+  metrics: Pick<WorkerMetrics, 'registry'>;
+  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow'>;
+  reader: ClusterReader;
+  localSpans: LocalSpanDeps;
+  /** Gives a page chunk sent by /v1/data back to the fetcher's memory. */
+  release(chunk: Buffer): void;
+  admin: Pick<Admin, 'dispatch'>;
+  reports: Pick<PageReports, 'handle'>;
+  dashboard: Pick<Dashboard, 'ui' | 'handles' | 'dispatch'>;
+}
 
 const MAX_URL_LENGTH = 8192;
 /** Pages a /v1/data (or S3 GetObject) response fetches ahead while its client keeps up (the SDK's window). */
 export const DATA_WINDOW = 8;
-/** Least time between two uncached stats of one path prompted by a version mismatch. */
-const REFRESH_MS = 250;
 
 /**
  * The worker's HTTP API:
@@ -39,14 +64,9 @@ const REFRESH_MS = 250;
  * auth.readToken is set. Peer-only headers (x-fanout-direct) need the peer credential.
  */
 export class Routes {
-  private readonly refreshed = new Map<string, number>();
   private readonly published = new PublishedPages((mount) => this.worker.ufs(mount), systemClock);
 
-  constructor(
-    private readonly worker: Worker,
-    private readonly reader: ClusterReader,
-    private readonly caches: { stat: TtlCache<FileInfo>; list: TtlCache<DirEntry[]> },
-  ) {}
+  constructor(private readonly worker: RoutesDeps) {}
 
   async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';
@@ -67,7 +87,7 @@ export class Routes {
     if (route === ROUTES.cluster) return this.cluster(res);
     if (route === ROUTES.status) return sendJson(res, 200, await this.worker.status());
     if (url.startsWith(`${ROUTES.page}/`)) return this.page(req, res);
-    if (url.startsWith(`${ROUTES.stat}/`)) return sendJson(res, 200, await this.stat(routePath(req, ROUTES.stat).target));
+    if (url.startsWith(`${ROUTES.stat}/`)) return sendJson(res, 200, await this.worker.files.stat(routePath(req, ROUTES.stat).target));
     if (url.startsWith(`${ROUTES.list}/`) || route === ROUTES.list) return this.list(req, res);
     if (url.startsWith(`${ROUTES.data}/`)) return this.data(req, res);
     if (this.worker.dashboard.handles(route)) return this.worker.dashboard.dispatch(req, res, route);
@@ -85,20 +105,6 @@ export class Routes {
     }
   }
 
-  /** Cached stat; the TTL bounds how stale a version a new reader may see. */
-  stat(target: FanoutPath): Promise<FileInfo> {
-    if (!target.mount) throw new FanoutError('IS_A_DIRECTORY', 'the root is a directory');
-    const ufs = this.worker.ufs(target.mount);
-    if (!target.path) throw new FanoutError('IS_A_DIRECTORY', `/${target.mount}/ is a directory`);
-    return this.caches.stat.get(`${target.mount}/${target.path}`, () => ufs.stat(target.path));
-  }
-
-  /** Cached listing of one directory level (shared with the S3 gateway). */
-  listDir(target: FanoutPath): Promise<DirEntry[]> {
-    const ufs = this.worker.ufs(target.mount);
-    return this.caches.list.get(`${target.mount}/${target.path}`, () => ufs.list(target.path));
-  }
-
   private async metrics(res: ServerResponse): Promise<void> {
     const { registry } = this.worker.metrics;
     const text = await registry.metrics();
@@ -113,7 +119,7 @@ export class Routes {
       replication: this.worker.config.replication,
       statTtlMs: this.worker.config.statTtl,
       members: this.worker.members(),
-      stale: this.worker.membership.stale,
+      stale: this.worker.membersStale(),
       mounts: this.worker.mountNames(),
     };
     sendJson(res, 200, body);
@@ -142,27 +148,10 @@ export class Routes {
    */
   private async checkPageRequest(target: FanoutPath, version: string, size: number, index: number): Promise<void> {
     pageSpan(index, size, this.worker.config.pageSize); // RANGE_NOT_SATISFIABLE for a page past the end
-    let info = await this.stat(target);
-    if (info.version !== version) info = await this.freshStat(target);
+    let info = await this.worker.files.stat(target);
+    if (info.version !== version) info = await this.worker.files.freshStat(target);
     if (info.version !== version) throw new FanoutError('SOURCE_CHANGED', `/${target.mount}/${target.path} is at another version than the one asked for`);
     if (info.size !== size) throw new FanoutError('INVALID_ARGUMENT', `size=${size} is not the size of /${target.mount}/${target.path} at this version`);
-  }
-
-  /**
-   * The stat again, past the cache, when a client names another version than the cached one:
-   * the client may have seen a newer version through a worker whose cache is younger. At most
-   * one refresh per path per REFRESH_MS, so bogus versions cannot turn into a stat flood.
-   */
-  private async freshStat(target: FanoutPath): Promise<FileInfo> {
-    const key = `${target.mount}/${target.path}`;
-    const now = systemClock.now();
-    const last = this.refreshed.get(key) ?? 0;
-    if (now - last >= REFRESH_MS) {
-      if (this.refreshed.size > 10_000) this.refreshed.clear();
-      this.refreshed.set(key, now);
-      this.caches.stat.invalidate(key);
-    }
-    return this.stat(target);
   }
 
   private async list(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -172,13 +161,13 @@ export class Routes {
       const entries: DirEntry[] = this.worker.mountNames().map((name) => ({ name, type: 'dir' }));
       return sendJson(res, 200, { path: '/', entries });
     }
-    const entries = await this.listDir(target);
+    const entries = await this.worker.files.listDir(target);
     sendJson(res, 200, { path: `/${target.mount}/${target.path}`, entries });
   }
 
   private async data(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { target } = routePath(req, '/v1/data');
-    const info = await this.stat(target);
+    const info = await this.worker.files.stat(target);
     // Several ranges get the whole file with 200, as from the S3 gateway (and S3): RFC 9110 lets a
     // server ignore Range, and a multipart/byteranges body is something no fanout client reads.
     const header = req.headers.range;
@@ -202,7 +191,7 @@ export class Routes {
     res.once('close', () => abort.abort(new FanoutError('ABORTED', 'client went away')));
     const pages = this.worker.pages;
     const local = localSpansFor(res, this.worker.localSpans, abort.signal);
-    const options = { reader: this.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.fetcher.release(chunk), local };
+    const options = { reader: this.worker.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.release(chunk), local };
     await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
   }
 }

@@ -1,31 +1,32 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { answerUnparsable, checkHostHeader, ConnectionCap, isHeaderOverflow, listenHttp } from '../lib/http/index.js';
+import { ConnectionCap, listenHttp } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
 import { AccessGate } from '../lib/auth/index.js';
-import { ClusterReader, HttpPageReporter } from '../lib/cluster/index.js';
-import { mountSpec, parseListen, type WorkerConfig } from '../lib/config/index.js';
-import { HashRing } from '../lib/hashring/index.js';
-import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
+import type { ClusterReader } from '../lib/cluster/index.js';
+import type { ClusterSession } from '../client/session.js';
+import { parseListen, type WorkerConfig } from '../lib/config/index.js';
+import type { Membership } from '../lib/membership/index.js';
 import { WorkerMetrics } from '../lib/metrics/index.js';
-import { PageStore } from '../lib/pagestore/index.js';
-import { openUfs, type Ufs } from '../lib/ufs/index.js';
-import { CertificateReloader, createApiServer, readCa, readTlsPair, tlsConnectOptions } from '../lib/tls/index.js';
+import type { PageStore } from '../lib/pagestore/index.js';
+import type { Ufs } from '../lib/ufs/index.js';
+import { CertificateReloader, createApiServer, readTlsPair } from '../lib/tls/index.js';
 import { S3Gateway } from '../gateway/index.js';
-import { sendError } from './http.js';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { PagePolicy } from '../lib/pagestore/index.js';
 import { Admin } from './admin.js';
-import { LocalFirstFetcher } from './localpages.js';
+import type { LocalFirstFetcher } from './localpages.js';
 import { PageService } from './pageservice.js';
-import { returnSlice } from './flow.js';
-import { pagedChunks, sendRange } from './rangesend.js';
-import { DATA_WINDOW, Routes } from './routes.js';
-import { localSpansFor, type LocalSpanDeps } from './localspans.js';
+import { Routes } from './routes.js';
+import { FileInfoService } from './fileinfo.js';
+import { gatewayBackend } from './gatewaybackend.js';
+import { RequestGuard, answerMalformedRequests } from './requestguard.js';
+import { membershipFor, openMounts, peerSession, workerPageStore } from './parts.js';
+import type { LocalSpanDeps } from './localspans.js';
 import { PageReports } from './reports.js';
 import { Scrubber } from '../lib/pagestore/index.js';
 import { SourceBudget } from './sourcebudget.js';
@@ -62,7 +63,7 @@ export class Worker {
   readonly gate: AccessGate;
   /** /ui, the last 15 minutes of this worker, and the page's data calls. */
   readonly dashboard: Dashboard;
-  private readonly mounts = new Map<string, Ufs>();
+  private readonly mounts: Map<string, Ufs>;
   private readonly server: Server | HttpsServer;
   /** Re-reads the API's certificate when its files change (with config.tls). */
   private readonly certificates: CertificateReloader | undefined;
@@ -72,21 +73,17 @@ export class Worker {
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
   readonly fetcher: LocalFirstFetcher;
+  /** Peers, ring, page pools, peer health and corrupt-page reports: one set for peer fills, reads and admin loads. */
+  readonly session: ClusterSession;
   /** What /v1/data and S3 GetObject need to send stored pages by the kernel. */
   readonly localSpans: LocalSpanDeps;
   /** Readers' reports of pages that failed their checksum (POST /v1/report). */
   readonly reports: PageReports;
   private readonly scrubber: Scrubber;
-  /** Tells a peer that a page it sent failed its checksum. */
-  private readonly pageReporter: HttpPageReporter;
-  private ring: HashRing;
-  private routes: Routes;
   private boundUrl = '';
-  private diskLimited = false;
   private warnedNoSecret = false;
-  /** Requests of the HTTP API being answered, and what a drain waits on (see stop). */
-  private requestsInFlight = 0;
-  private onIdle: (() => void) | undefined;
+  /** Fails a request whose code throws, never the process; counts requests for a drain. */
+  private readonly guard: RequestGuard;
 
   constructor(
     readonly config: WorkerConfig,
@@ -94,50 +91,19 @@ export class Worker {
   ) {
     const clock = options.clock ?? systemClock;
     this.clock = clock;
-    // Peers over https:// are verified against tls.ca, or the system store without one.
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
-    // Peer fills and direct reads carry the peer credential; without a secret they go out as ordinary requests.
-    this.fetcher = new LocalFirstFetcher(() => this, {
-      headers: () => this.gate.peerHeaders(),
-      direct: this.gate.peer !== undefined,
-      connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')),
-      timeouts: { connectMs: config.timeouts.peerConnect, firstByteMs: config.timeouts.peerFirstByte, idleMs: config.timeouts.peerIdle },
-    });
-    const budgets: Record<string, number> = {};
-    for (const name of Object.keys(config.mounts)) {
-      const { uri, sourceRate, versioning } = mountSpec(config, name);
-      const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
-      const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
-      this.mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines }));
-      budgets[name] = sourceRate;
-    }
+    ({ session: this.session, fetcher: this.fetcher } = peerSession(config, this.gate, clock, () => this));
+    const { mounts, budgets } = openMounts(config);
+    this.mounts = mounts;
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
       onCorrupt: ({ file, movedTo, reason }) =>
         this.logger.error({ file, movedTo, reason }, `state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; starting without its pins and TTLs`),
     });
-    this.store = new PageStore(
-      { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !this.policy.isPinned(key), clock },
-      {
-        onEvict: (count) => this.metrics.evictions.inc(count),
-        onWriteFailure: (reason) => this.metrics.storeWriteFailures.labels(reason).inc(),
-        onCapacityChange: (effective, configured, disk) => {
-          // One line when the disk starts or stops limiting the store, not one per check.
-          if (effective < configured === this.diskLimited) return;
-          this.diskLimited = effective < configured;
-          const fields = { effective, configured, diskFree: disk?.free, diskTotal: disk?.total };
-          if (this.diskLimited) this.logger.warn(fields, 'page store capacity lowered to what the disk can hold');
-          else this.logger.info(fields, 'page store capacity back to the configured one');
-        },
-        onCorrupt: (key) => {
-          this.metrics.checksumFailures.inc();
-          this.logger.warn({ key }, 'page failed checksum verification on disk; dropped and will be refetched');
-        },
-      },
-    );
+    this.store = workerPageStore(config, clock, { policy: this.policy, metrics: () => this.metrics, logger: this.logger });
     this.sourceBudget = new SourceBudget(budgets, config.workerSourceRate, clock);
-    this.membership = options.membership ?? this.buildMembership();
-    this.ring = new HashRing(this.membership.members());
+    this.membership = options.membership ?? membershipFor(config.membership, this.self, this.logger);
+    this.session.setMembers(this.membership.members());
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
     this.metrics = new WorkerMetrics({
       storeUsedBytes: () => this.store.used,
@@ -146,7 +112,7 @@ export class Worker {
       storeDiskFreeBytes: () => this.store.diskFree,
       storePages: () => this.store.pageCount,
       inflightSourceReads: () => this.pages.flights.inflight,
-      members: () => this.ring.members().length,
+      members: () => this.session.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
     });
@@ -157,7 +123,7 @@ export class Worker {
       metrics: this.metrics,
       pageSize: config.pageSize,
       selfId: config.id,
-      placement: () => this.ring,
+      placement: () => this.session.ring,
       replication: config.replication,
       peers: this.fetcher,
       logger: this.logger,
@@ -166,7 +132,6 @@ export class Worker {
       limits: config.limits,
       clock,
     });
-    this.pageReporter = new HttpPageReporter({ headers: () => this.gate.peerHeaders(), connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')), timeoutMs: 5000 });
     this.reports = new PageReports({ store: this.store, metrics: this.metrics, pageSize: config.pageSize, logger: this.logger });
     this.scrubber = new Scrubber(this.store, {
       rate: config.scrub.rate,
@@ -176,40 +141,26 @@ export class Worker {
       onError: (key, err) => this.logger.warn({ key, err: err.message }, 'scrub could not read a stored page'),
     });
     this.localSpans = { store: this.store, slots: this.pages.responseSlots, metrics: this.metrics, pageSize: config.pageSize, clientIdle: config.limits.clientIdle };
-    this.reader = new ClusterReader({
-      placement: () => this.ring,
-      fetcher: this.fetcher,
+    this.reader = this.session.reader({
       pageSize: config.pageSize,
-      clock,
       maxWorkerAttempts: 3,
       replication: config.replication,
       hedge: 'auto', // a stopped peer must not stall /v1/data or S3 reads
-      reporter: this.pageReporter,
     });
-    this.routes = new Routes(this, this.reader, {
-      stat: new TtlCache(config.statTtl, clock),
-      list: new TtlCache(config.statTtl, clock),
-    });
-    const routes = this.routes;
+    const files = new FileInfoService((mount) => this.ufs(mount), { stat: new TtlCache(config.statTtl, clock), list: new TtlCache(config.statTtl, clock) });
     this.gateway = config.gateway.listen
       ? new S3Gateway(
           config.gateway,
-          {
+          gatewayBackend({
             mountNames: () => this.mountNames(),
-            stat: async (mount, path) => routes.stat({ mount, path }),
-            list: (mount, dir) => routes.listDir({ mount, path: dir }),
-            read: (mount, file, start, end, signal) =>
-              pagedChunks({ reader: this.reader, slots: this.pages.responseSlots, pageSize: config.pageSize, clock, signal, release: (c) => this.fetcher.release(c) }, mount, file, start, end),
-            written: (chunk) => returnSlice(chunk) || this.fetcher.release(chunk),
-            send: async (res, mount, file, start, end, signal, writeHead) => {
-              const local = localSpansFor(res, this.localSpans, signal);
-              if (!local) return false;
-              const flow = this.pages.flow(res);
-              const release = (c: Buffer) => this.fetcher.release(c);
-              await sendRange(res, { reader: this.reader, slots: this.pages.responseSlots, flow, pageSize: config.pageSize, window: DATA_WINDOW, signal, release, local }, mount, file, start, end, writeHead);
-              return true;
-            },
-          },
+            files,
+            reader: this.reader,
+            pages: this.pages,
+            localSpans: this.localSpans,
+            release: (chunk) => this.fetcher.release(chunk),
+            pageSize: config.pageSize,
+            clock,
+          }),
           { logger: this.logger, clock, tls: config.gateway.tls ?? config.tls, limits: config.limits },
         )
       : undefined;
@@ -224,18 +175,37 @@ export class Worker {
     });
     this.dashboard = dashboardFor(this, clock);
     const tls = config.tls;
-    this.server = createApiServer((req, res) => this.handle(req, res), { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
+    this.server = createApiServer((req, res) => this.guard.handle(req, res), { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
     this.certificates = tls
       ? new CertificateReloader({ files: tls, apply: (pair) => (this.server as HttpsServer).setSecureContext(pair), logger: this.logger, clock })
       : undefined;
-    answerUnparsable(this.server, (err) => {
-      const error = isHeaderOverflow(err)
-        ? new FanoutError('REQUEST_TOO_LARGE', 'request headers too large')
-        : new FanoutError('INVALID_ARGUMENT', `malformed HTTP request (${err.code ?? err.message})`);
-      const body = JSON.stringify({ error: error.toJSON() });
-      return { status: error.status, headers: { 'content-type': 'application/json', 'x-fanout-error': error.code }, body };
-    });
+    answerMalformedRequests(this.server);
     this.connections = new ConnectionCap(this.server, config.limits);
+    const routes = new Routes({
+      config,
+      gate: this.gate,
+      files,
+      ufs: (mount) => this.ufs(mount),
+      mountNames: () => this.mountNames(),
+      members: () => this.members(),
+      membersStale: () => this.membership.stale,
+      status: () => this.status(),
+      metrics: this.metrics,
+      pages: this.pages,
+      reader: this.reader,
+      localSpans: this.localSpans,
+      release: (chunk) => this.fetcher.release(chunk),
+      admin: this.admin,
+      reports: this.reports,
+      dashboard: this.dashboard,
+    });
+    this.guard = new RequestGuard({
+      logger: this.logger,
+      metrics: this.metrics,
+      connections: this.connections,
+      maxConnections: config.limits.maxConnections,
+      dispatch: (req, res) => routes.dispatch(req, res),
+    });
   }
 
   get url(): string {
@@ -247,7 +217,7 @@ export class Worker {
   }
 
   members(): Member[] {
-    return this.ring.members();
+    return this.session.ring.members();
   }
 
   mountNames(): string[] {
@@ -289,7 +259,7 @@ export class Worker {
    */
   async stop(opts: { drainMs?: number } = {}): Promise<void> {
     await this.membership.stop().catch((err: unknown) => this.logger.warn({ err }, 'membership stop failed'));
-    if (opts.drainMs) await this.drain(opts.drainMs);
+    if (opts.drainMs) await this.guard.drain(opts.drainMs);
     this.stopping.abort(new FanoutError('ABORTED', 'worker stopping'));
     await this.gateway?.stop();
     await this.certificates?.stop();
@@ -299,23 +269,8 @@ export class Worker {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
-    await this.fetcher.close();
-    await this.pageReporter.close();
+    await this.session.close();
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
-  }
-
-  /** Waits (at most `ms`) until no API request is in flight. */
-  private async drain(ms: number): Promise<void> {
-    if (this.requestsInFlight === 0) return;
-    this.logger.info({ requests: this.requestsInFlight, drainMs: ms }, 'draining: waiting for requests in flight');
-    let timer: NodeJS.Timeout | undefined;
-    await new Promise<void>((resolve) => {
-      this.onIdle = resolve;
-      timer = setTimeout(resolve, ms);
-    });
-    clearTimeout(timer);
-    this.onIdle = undefined;
-    if (this.requestsInFlight > 0) this.logger.warn({ requests: this.requestsInFlight }, 'drain time over: cutting the requests still in flight');
   }
 
   async status(): Promise<WorkerStatus> {
@@ -340,68 +295,13 @@ export class Worker {
     };
   }
 
-  private buildMembership(): Membership {
-    const { membership } = this.config;
-    if (membership.etcd) {
-      return new EtcdMembership({
-        endpoints: membership.etcd.endpoints,
-        prefix: membership.etcd.prefix,
-        leaseTtlSeconds: membership.etcd.leaseTtlSeconds,
-        tls: membership.etcd.tls,
-        auth: membership.etcd.auth,
-        self: this.self,
-        logger: this.logger.child({ component: 'membership' }),
-      });
-    }
-    return new StaticMembership(membership.static?.length ? membership.static : [this.self]);
-  }
-
   private onMembershipChange(members: Member[]): void {
-    this.ring = new HashRing(members.length > 0 ? members : [this.self]);
-    this.sourceBudget.resplit(this.ring.members().length);
-    this.fetcher.retain(this.ring.members());
+    this.session.setMembers(members.length > 0 ? members : [this.self]);
+    this.sourceBudget.resplit(this.session.ring.members().length);
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
     if (members.length > 1 && !this.gate.peer && !this.warnedNoSecret) {
       this.warnedNoSecret = true;
       this.logger.warn('no cluster secret (auth.clusterSecret or FANOUT_CLUSTER_SECRET): peers cannot ask each other for direct reads, so the loop guard of page forwarding is off');
-    }
-  }
-
-  /**
-   * The last-resort guard around a request's own code: whatever it throws, synchronously or
-   * not, fails that request (INTERNAL with a log line) and never the process.
-   */
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    const fail = (err: unknown) => {
-      try {
-        // A body abandoned part-way (over the admin limit) leaves the connection mid-message and
-        // no longer read: close it after the answer, or the next request a keep-alive client sends
-        // on it waits forever. (A body never touched is drained by node:http as usual.)
-        const error = sendError(res, err, req.destroyed && !req.complete ? { connection: 'close' } : {});
-        this.metrics.requestErrors.labels(error.code).inc();
-        if (error.code === 'INTERNAL') this.logger.error({ err, url: req.url }, 'request failed unexpectedly');
-        else if (error.status >= 500) this.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
-      } catch (cannotAnswer) {
-        this.logger.error({ err: cannotAnswer, url: req.url }, 'request failed and could not be answered');
-        res.destroy();
-      }
-    };
-    // A request stream error (client reset mid-body) must not become an unhandled 'error'.
-    req.on('error', () => res.destroy());
-    res.on('error', () => {});
-    this.requestsInFlight++;
-    res.once('close', () => {
-      if (--this.requestsInFlight === 0) this.onIdle?.();
-    });
-    if (this.connections.isExcess(req.socket)) {
-      res.shouldKeepAlive = false;
-      return fail(new FanoutError('OVERLOADED', `this worker serves at most ${this.config.limits.maxConnections} connections; retry shortly`));
-    }
-    try {
-      checkHostHeader(req);
-      this.routes.dispatch(req, res).catch(fail);
-    } catch (err) {
-      fail(err);
     }
   }
 }

@@ -114,6 +114,16 @@ export class PageFetcher {
     this.transport.release(chunk);
   }
 
+  /** Allows up to `connections` per worker from now on (a session's new user wants more in flight). */
+  raiseConnections(connections: number): void {
+    this.transport.raise(connections);
+  }
+
+  /** Workers with a connection pool open (one per worker however many readers share this fetcher). */
+  poolCount(): number {
+    return this.transport.poolCount();
+  }
+
   /** Drops pools of workers that left the cluster. */
   retain(members: Member[]): void {
     this.transport.retain(new Set(members.map((m) => m.url)));

@@ -29,6 +29,10 @@ export interface PageTransport {
   retain(urls: Set<string>): void;
   /** A chunk of a page body is no longer used by anyone: its memory may be read into again. */
   release(chunk: Buffer): void;
+  /** Allows up to `connections` per worker from now on (pools the undici transport already built keep theirs). */
+  raise(connections: number): void;
+  /** Workers this transport holds a connection pool for (a session's counter). */
+  poolCount(): number;
   close(): Promise<void>;
 }
 
@@ -50,7 +54,7 @@ class SocketTransport implements PageTransport {
   private readonly pools = new Map<string, ConnectionPool>();
   private readonly slabs = new SlabPool();
 
-  constructor(private readonly options: TransportOptions) {}
+  constructor(private options: TransportOptions) {}
 
   async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse> {
     const response = await this.pool(member.url).get(path, headers, signal);
@@ -59,6 +63,16 @@ class SocketTransport implements PageTransport {
 
   release(chunk: Buffer): void {
     this.slabs.release(chunk);
+  }
+
+  raise(connections: number): void {
+    if (connections <= this.options.connections) return;
+    this.options = { ...this.options, connections };
+    for (const pool of this.pools.values()) pool.raise(connections);
+  }
+
+  poolCount(): number {
+    return this.pools.size;
   }
 
   retain(urls: Set<string>): void {
@@ -90,7 +104,7 @@ class SocketTransport implements PageTransport {
 class UndiciTransport implements PageTransport {
   private readonly pools = new Map<string, Pool>();
 
-  constructor(private readonly options: TransportOptions) {}
+  constructor(private options: TransportOptions) {}
 
   async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse> {
     const response: Dispatcher.ResponseData = await this.pool(member.url).request({ method: 'GET', path, signal, headers });
@@ -107,6 +121,14 @@ class UndiciTransport implements PageTransport {
   }
 
   release(): void {} // undici's chunks are its own fresh buffers
+
+  raise(connections: number): void {
+    if (connections > this.options.connections) this.options = { ...this.options, connections };
+  }
+
+  poolCount(): number {
+    return this.pools.size;
+  }
 
   retain(urls: Set<string>): void {
     for (const [url, pool] of this.pools) {

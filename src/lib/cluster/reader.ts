@@ -9,6 +9,7 @@ import type { PageFetcher } from './pagefetcher.js';
 import type { PageReporter } from './report.js';
 import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
 import { WorkerHealth } from './health.js';
+import { DEFINITIVE, racePage, type RaceDeps } from './race.js';
 
 /** Who may hold a page: ring owners first, then the rest of the ring as fallbacks. */
 export interface Placement {
@@ -42,6 +43,8 @@ export interface ClusterReaderOptions {
   sourceFallback?: SourceFallback;
   /** How long a worker that failed is tried last. */
   downForMs?: number;
+  /** What is known of each worker's failures and slowness, shared with other readers of the process (a session's). Default: this reader's own. */
+  health?: WorkerHealth;
   clock?: Clock;
   onWorkerFailure?: (member: Member, err: FanoutError) => void;
   /**
@@ -51,33 +54,6 @@ export interface ClusterReaderOptions {
    */
   reporter?: PageReporter;
 }
-
-/**
- * Errors that another worker would answer the same way: retrying elsewhere is pointless, and
- * the worker that reported them is not at fault. Source errors belong here: failing over would
- * only read the broken source again, and marking the worker down would punish the messenger.
- */
-const DEFINITIVE = new Set<string>([
-  'NOT_FOUND',
-  'SOURCE_CHANGED',
-  'SOURCE_ERROR',
-  'SOURCE_TRUNCATED',
-  'SOURCE_UNVERSIONED',
-  'RANGE_NOT_SATISFIABLE',
-  'INVALID_PATH',
-  'UNKNOWN_MOUNT',
-  'ABORTED',
-  'INVALID_ARGUMENT',
-  'IS_A_DIRECTORY',
-  'UNAUTHENTICATED',
-  'FORBIDDEN',
-]);
-
-/**
- * Ends a page's hedge watch. One shared reason: abort() without one builds a DOMException with a
- * stack trace for every page, which showed in profiles of thousands of small pages.
- */
-const WATCH_DONE = new FanoutError('ABORTED', 'page settled');
 
 /** The worker failed: try another and keep this one last for a while. */
 const WORKER_FAULT = new Set<string>(['WORKER_UNAVAILABLE', 'CHECKSUM_MISMATCH']);
@@ -95,13 +71,15 @@ export class ClusterReader {
   private readonly spread = Math.floor(Math.random() * 1024);
   readonly health: WorkerHealth;
   readonly hedge: HedgePolicy;
+  private readonly raceDeps: RaceDeps;
 
   constructor(private readonly options: ClusterReaderOptions) {
     this.concurrency = Math.max(1, options.concurrency ?? 8);
     this.clock = options.clock ?? systemClock;
-    this.health = new WorkerHealth(this.clock, { downForMs: options.downForMs });
+    this.health = options.health ?? new WorkerHealth(this.clock, { downForMs: options.downForMs });
     const setting = options.hedge ?? (options.hedgeDelayMs !== undefined ? parseHedge(options.hedgeDelayMs) : DEFAULT_HEDGE);
     this.hedge = new HedgePolicy(setting, this.clock, options.hedgePolicy);
+    this.raceDeps = { fetcher: options.fetcher, hedge: this.hedge, health: this.health, clock: this.clock, reporter: options.reporter, onFailure: (member, err) => this.onFailure(member, err) };
   }
 
   /** Streams bytes [start, end) of `file` (end exclusive) at exactly file.version. */
@@ -167,7 +145,7 @@ export class ClusterReader {
     const candidates = this.candidates(pageKey(ref, pageSize), ref.index);
     try {
       if (candidates.length === 0) throw new FanoutError('NO_WORKERS', 'no workers are known for this cluster');
-      return await this.race(candidates, ref, end - start, signal);
+      return await racePage(this.raceDeps, candidates, ref, end - start, signal);
     } catch (err) {
       const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
       if (DEFINITIVE.has(error.code) || !this.options.sourceFallback) throw error;
@@ -191,100 +169,6 @@ export class ClusterReader {
     const turn = replicas.length === 0 ? 0 : (this.spread + index) % replicas.length;
     const ordered = [...replicas.slice(turn), ...replicas.slice(0, turn), ...owners.slice(replication)];
     return this.health.order(ordered).slice(0, Math.max(attempts, 1));
-  }
-
-  /**
-   * Asks candidates one after another until one answers. A request that makes no progress (no
-   * headers, no chunk) for the hedge delay gets company from the next candidate, and the first
-   * good answer wins; the silent worker is demoted. Hedges and retries are plain page requests:
-   * a worker that does not hold the page relays it from its primary owner while that owner
-   * answers its health check, and reads the source itself only when it does not, so a hedge
-   * is not a second source read of a page whose owner is merely slow.
-   */
-  private race(candidates: Member[], ref: PageRef, length: number, signal?: AbortSignal): Promise<Buffer[]> {
-    const hedge = this.hedge;
-    hedge.onFetch();
-    return new Promise((resolve, reject) => {
-      const inflight = new Map<AbortController, Member>();
-      const stopWatch = new AbortController();
-      let next = 0;
-      let settled = false;
-      let lastError: FanoutError | undefined;
-      let lastProgress = this.clock.now();
-      const finish = (fn: () => void) => {
-        settled = true;
-        stopWatch.abort(WATCH_DONE);
-        signal?.removeEventListener('abort', onAbort);
-        for (const controller of inflight.keys()) controller.abort(new FanoutError('ABORTED', 'another request won'));
-        fn();
-      };
-      const onAbort = () => finish(() => reject(abortError(signal)));
-      const launch = (): boolean => {
-        if (settled || next >= candidates.length) return false;
-        const member = candidates[next]!;
-        next++;
-        const controller = new AbortController();
-        inflight.set(controller, member);
-        const startedAt = this.clock.now();
-        lastProgress = startedAt;
-        const onProgress = (what: 'headers' | 'chunk') => {
-          const now = this.clock.now();
-          if (what === 'headers') hedge.observeFirstByte(now - startedAt);
-          lastProgress = now;
-        };
-        this.options.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress }).then(
-          (page) => {
-            if (!settled) finish(() => resolve(page));
-          },
-          (err: unknown) => {
-            inflight.delete(controller);
-            if (settled) return;
-            const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
-            if (DEFINITIVE.has(error.code)) return finish(() => reject(error));
-            lastError = error;
-            this.onFailure(member, error);
-            const next = () => {
-              if (!settled && !launch() && inflight.size === 0) finish(() => reject(lastError));
-            };
-            const reporter = this.options.reporter;
-            if (error.code === 'CHECKSUM_MISMATCH' && reporter) void reporter.report(member, ref).then(next, next);
-            else next();
-          },
-        );
-        return true;
-      };
-      // Hedges: wakes when the in-flight requests could have gone quiet for the hedge delay.
-      const watch = async () => {
-        while (!settled && next < candidates.length) {
-          const delay = hedge.delayMs();
-          if (delay === undefined) return;
-          const wait = lastProgress + delay - this.clock.now();
-          if (wait > 0) {
-            await this.clock.sleep(wait, stopWatch.signal).catch(() => {});
-            continue;
-          }
-          if (inflight.size === 0) {
-            // Nothing in flight: a report of a bad page is on its way, and the next worker is asked after it.
-            lastProgress = this.clock.now();
-            continue;
-          }
-          const silent = [...inflight.values()];
-          // Passing a worker already known to be slow, for one that is not, is failover: free.
-          // Otherwise the hedge is speculative and budgeted, so a uniformly slow cluster is not
-          // asked for every page twice.
-          const failover = silent.every((m) => this.health.isDemoted(m.id)) && candidates.slice(next).some((m) => !this.health.isDemoted(m.id));
-          const hedged = hedge.tryHedge(failover);
-          // Demoted now, so that this reader's next pages go elsewhere first.
-          for (const member of silent) this.health.slow(member.id);
-          lastProgress = this.clock.now();
-          if (hedged) launch();
-        }
-      };
-      if (signal?.aborted) return reject(abortError(signal));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      launch();
-      void watch();
-    });
   }
 
   private onFailure(member: Member, err: FanoutError): void {

@@ -42,6 +42,8 @@ export class ConnectionPool {
   private closed = false;
   private readonly target: ConnectTarget;
   private readonly hostHeader: string;
+  /** Connections allowed at once: options.connections, raised when a session gains a user that wants more. */
+  private limit: number;
   readonly slabs: SlabPool;
 
   constructor(
@@ -57,6 +59,14 @@ export class ConnectionPool {
     this.target = { host, port, tls: https ? { servername, ...options.tls } : undefined };
     this.hostHeader = url.host;
     this.slabs = options.slabs ?? new SlabPool();
+    this.limit = options.connections;
+  }
+
+  /** Allows up to `connections` at once from now on (never lowers it); waiting requests get the new slots. */
+  raise(connections: number): void {
+    if (connections <= this.limit) return;
+    this.limit = connections;
+    while (this.waiters.length > 0 && this.open < this.limit) this.serveWaiter();
   }
 
   /**
@@ -113,7 +123,7 @@ export class ConnectionPool {
       if (!conn.closed && now - conn.idleSince < IDLE_REUSE_MS) return conn;
       conn.destroy();
     }
-    if (this.open < this.options.connections) return this.connect();
+    if (this.open < this.limit) return this.connect();
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         resolve,

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { WriteFailureReason } from '../pagestore/store.js';
+import type { WriteFailureReason } from '../pagestore/types.js';
 import { sendPath, sendThreads } from '../sendfile/index.js';
 
 /**

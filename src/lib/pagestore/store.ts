@@ -1,12 +1,19 @@
-import { mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { isDiskFull } from '../statefile/index.js';
 import { BufferPool } from './bufferpool.js';
-import { effectiveCapacity, statDisk, type DiskSpace, type StatDisk } from './capacity.js';
-import { LruIndex, type Watermarks } from './lru.js';
+import { statDisk } from './capacity.js';
+import { DiskRoom } from './diskroom.js';
+import { LruIndex } from './lru.js';
+import { readFully, scanPages, writePageFile } from './pagefiles.js';
+import type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
+
+export type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
+
+const DEFAULT_DISK_CHECK_MS = 5000;
 
 /**
  * Pages on local disk, one file each, named `<key>.<crc32>` so the checksum survives a restart
@@ -19,80 +26,16 @@ import { LruIndex, type Watermarks } from './lru.js';
  * `diskCheckIntervalMs` on the write path and in `watchDisk`, and at once when a write finds
  * the disk full; such a write evicts and is retried once, then the page stays uncached.
  */
-export interface PageStoreOptions {
-  dir: string;
-  /** Configured capacity, bytes. */
-  capacity: number;
-  watermarks?: Watermarks;
-  pageSize: number;
-  /** False for pages that must stay (pinned): eviction skips them. */
-  canEvict?: (key: string) => boolean;
-  clock?: Clock;
-  /** Free space of the file system holding `dir` (tests give a fake). */
-  statDisk?: StatDisk;
-  /** How often free space is re-read (default 5 s). */
-  diskCheckIntervalMs?: number;
-  /** Writes a temp page file (tests inject ENOSPC and partial writes here). */
-  writeFile?: (file: string, data: Buffer) => Promise<void>;
-}
-
-interface StoredPage {
-  key: string;
-  size: number;
-  crc: number;
-  file: string;
-  /**
-   * The file's modification time when its bytes were last checked against `crc` (written by this
-   * process from verified bytes, or read whole by openForSend); undefined until then (after a
-   * restart). Sends by the kernel trust a file whose mtime and size are unchanged since; any
-   * write to it makes it checked again. Readers still check the checksum end to end.
-   */
-  verifiedAt?: number;
-}
-
-/** A stored page opened for sending without reading it (see openForSend). */
-export interface PageFile {
-  fd: number;
-  size: number;
-  crc: number;
-  close(): Promise<void>;
-}
-
-export interface VerifiedPage {
-  data: Buffer;
-  crc: number;
-  /** Gives the buffer back to the pool once the caller has finished sending it. */
-  release(): void;
-}
-
-/** Why a page was not stored: no room on the disk, no room in the store, or another I/O error. */
-export type WriteFailureReason = 'disk_full' | 'no_room' | 'io_error';
-
-export interface PageStoreEvents {
-  onEvict?(count: number, bytes: number): void;
-  onCorrupt?(key: string): void;
-  /** Every failed page write, including one that succeeded when retried after eviction. */
-  onWriteFailure?(reason: WriteFailureReason, error: Error): void;
-  /** The effective capacity moved (the disk filled or emptied). */
-  onCapacityChange?(effective: number, configured: number, disk: DiskSpace | undefined): void;
-}
-
-const PAGE_FILE = /^([0-9a-f]{16,128})\.([0-9a-f]{8})$/;
-const DEFAULT_DISK_CHECK_MS = 5000;
-
 export class PageStore {
   private readonly index: LruIndex<StoredPage>;
   private readonly pagesDir: string;
   private readonly tmpDir: string;
   private readonly pool: BufferPool;
   private readonly clock: Clock;
-  private readonly statDisk: StatDisk;
   private readonly diskCheckIntervalMs: number;
+  /** Free space of the file system, and the effective capacity it allows. */
+  private readonly room: DiskRoom;
   private tmpCounter = 0;
-  private lastDiskCheck = -Infinity;
-  private disk: DiskSpace | undefined;
-  /** What the store held when a write last found the disk full (quota limits statfs cannot see). */
-  private fullAt = Infinity;
   /** Bytes of pages being written: room is made for them before they land in the index. */
   private writing = 0;
   evictions = 0;
@@ -110,8 +53,16 @@ export class PageStore {
     // worker's reclaimer (worker/memory.ts) gives back, instead of 64 MiB kept for good.
     this.pool = new BufferPool(options.pageSize, 4);
     this.clock = options.clock ?? systemClock;
-    this.statDisk = options.statDisk ?? statDisk;
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
+    this.room = new DiskRoom({
+      dir: options.dir,
+      configured: options.capacity,
+      statDisk: options.statDisk ?? statDisk,
+      clock: this.clock,
+      intervalMs: this.diskCheckIntervalMs,
+      index: this.index,
+      onChange: (effective, configured, disk) => this.events.onCapacityChange?.(effective, configured, disk),
+    });
   }
 
   get used(): number {
@@ -133,7 +84,7 @@ export class PageStore {
 
   /** Free bytes on the store's file system at the last check (undefined before the first). */
   get diskFree(): number | undefined {
-    return this.disk?.free;
+    return this.room.free;
   }
 
   /** Creates the directories, drops leftovers of interrupted writes, and reloads the index. */
@@ -142,20 +93,7 @@ export class PageStore {
     await mkdir(this.tmpDir, { recursive: true });
     for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { recursive: true, force: true });
     await mkdir(this.pagesDir, { recursive: true });
-    const found: (StoredPage & { mtimeMs: number })[] = [];
-    for (const shard of await readdir(this.pagesDir)) {
-      const shardDir = join(this.pagesDir, shard);
-      for (const name of await readdir(shardDir).catch(() => [] as string[])) {
-        const match = PAGE_FILE.exec(name);
-        const file = join(shardDir, name);
-        if (!match) continue;
-        const info = await stat(file).catch(() => undefined);
-        if (!info?.isFile()) continue;
-        found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, mtimeMs: info.mtimeMs });
-      }
-    }
-    found.sort((a, b) => a.mtimeMs - b.mtimeMs);
-    for (const { mtimeMs: _mtime, ...page } of found) this.index.add(page);
+    for (const page of await scanPages(this.pagesDir)) this.index.add(page);
     await this.checkDisk();
     await this.evictIfNeeded(0);
   }
@@ -177,25 +115,9 @@ export class PageStore {
     }
   }
 
-  /**
-   * Reads free space and sets the effective capacity. If statfs fails the last figure stays:
-   * a write that then finds the disk full still lowers the capacity through `fullAt`, which
-   * periodic checks forget (space may have been freed, or a quota raised).
-   */
+  /** Reads free space and sets the effective capacity (see DiskRoom.check). */
   async checkDisk(options: { forgetFull?: boolean } = {}): Promise<void> {
-    this.lastDiskCheck = this.clock.now();
-    if (options.forgetFull) this.fullAt = Infinity;
-    try {
-      this.disk = await this.statDisk(this.options.dir);
-    } catch {
-      // keep the last figure; without one, the configured capacity (bounded by fullAt) holds
-    }
-    const fits = this.disk ? effectiveCapacity(this.options.capacity, this.index.used, this.disk) : this.options.capacity;
-    const effective = Math.max(0, Math.min(fits, this.fullAt));
-    if (effective !== this.index.capacity) {
-      this.index.capacity = effective;
-      this.events.onCapacityChange?.(effective, this.options.capacity, this.disk);
-    }
+    await this.room.check(options);
   }
 
   has(key: string): boolean {
@@ -238,7 +160,7 @@ export class PageStore {
    */
   async put(key: string, data: Buffer, crc: number): Promise<void> {
     if (this.index.peek(key)) return;
-    if (this.clock.now() - this.lastDiskCheck >= this.diskCheckIntervalMs) await this.checkDisk({ forgetFull: true });
+    if (this.room.due()) await this.checkDisk({ forgetFull: true });
     if (data.length > this.index.capacity) {
       const error = new FanoutError('STORE_FULL', `page of ${data.length} bytes exceeds the page store's effective capacity (${this.index.capacity} bytes)`);
       this.noteWriteFailure('no_room', error);
@@ -256,7 +178,7 @@ export class PageStore {
         if (!isDiskFull(err)) throw this.writeError('io_error', err);
         this.noteWriteFailure('disk_full', err as Error);
         // The disk holds less than the store thought: never plan for more than is held now.
-        this.fullAt = this.index.used;
+        this.room.markFull();
         await this.checkDisk();
         await this.evictIfNeeded(this.writing);
         try {
@@ -347,14 +269,7 @@ export class PageStore {
 
   private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<void> {
     const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
-    try {
-      await mkdir(shardDir, { recursive: true });
-      await (this.options.writeFile ?? writeFile)(tmp, data);
-      await rename(tmp, file);
-    } catch (err) {
-      await unlink(tmp).catch(() => {});
-      throw err;
-    }
+    await writePageFile(tmp, shardDir, file, data, this.options.writeFile ?? writeFile);
   }
 
   private noteWriteFailure(reason: WriteFailureReason, error: Error): void {
@@ -404,20 +319,5 @@ export class PageStore {
     this.corruptions++;
     this.events.onCorrupt?.(entry.key);
     await unlink(entry.file).catch(() => {});
-  }
-}
-
-async function readFully(file: string, buffer: Buffer, size: number): Promise<number> {
-  const handle = await open(file, 'r');
-  try {
-    let offset = 0;
-    while (offset < size) {
-      const { bytesRead } = await handle.read(buffer, offset, size - offset, offset);
-      if (bytesRead === 0) break;
-      offset += bytesRead;
-    }
-    return offset;
-  } finally {
-    await handle.close();
   }
 }

@@ -1,0 +1,255 @@
+import type { Dispatcher } from 'undici';
+import { systemClock, type Clock } from '../core/clock.js';
+import { FanoutError } from '../core/errors.js';
+import type { Member } from '../core/types.js';
+import { ClusterReader, HttpPageReporter, PageFetcher, WorkerHealth, describeTimeout, type ClusterReaderOptions, type PageFetcherOptions, type PeerTimeouts } from '../lib/cluster/index.js';
+import { HashRing } from '../lib/hashring/index.js';
+import { undici } from '../lib/http/undici.js';
+import { certificateHint } from '../lib/tls/index.js';
+import { ROUTES, clusterInfoSchema, parseAnswer } from '../lib/wire/index.js';
+import { JsonGetter } from './jsonget.js';
+import { parseJsonBody } from './answers.js';
+
+export interface ClusterInfo {
+  self: string;
+  pageSize: number;
+  replication: number;
+  statTtlMs: number;
+  members: Member[];
+  stale: boolean;
+  mounts: string[];
+}
+
+/** The Authorization header for a worker's URL (a token, a published serve token, a peer credential). */
+export interface SessionCredentials {
+  headersFor(url: string): Record<string, string>;
+}
+
+export interface ClusterSessionOptions {
+  /** Workers asked for the member list. None for a worker, whose members are pushed (setMembers). */
+  endpoints: string[];
+  credentials: SessionCredentials;
+  /** TLS settings of every connection to a worker (the CA bundle). */
+  connect?: { ca: Buffer };
+  timeouts: PeerTimeouts;
+  /** How old the member list may get before a read refreshes it. Default 10 s. */
+  membershipRefreshMs?: number;
+  /** Page connections per worker (raised by users that want more, see wantConnections). Default 8. */
+  connectionsPerWorker?: number;
+  /** Deadline of a report of a corrupt page. Default: 5 s or the first-byte deadline if shorter. */
+  reportTimeoutMs?: number;
+  /** Page requests may ask for a direct source read (only holders of the cluster secret may). */
+  direct?: boolean;
+  /** Builds the page fetcher: a worker's takes its own pages from its store first. */
+  newFetcher?: (options: PageFetcherOptions) => PageFetcher;
+  clock?: Clock;
+}
+
+/** What a session has done, for tests and status: how many users, member refreshes and pools. */
+export interface SessionStats {
+  users: number;
+  memberRefreshes: number;
+  readers: number;
+  connectionPools: number;
+  closed: boolean;
+}
+
+/** A reader's own settings; the session supplies members, pools, health and reports. */
+export type SessionReaderOptions = Omit<ClusterReaderOptions, 'placement' | 'fetcher' | 'health' | 'reporter'>;
+
+/**
+ * Everything a process keeps about one cluster: the member list and its refresh, the ring, the
+ * page connection pools, what is known of each worker's health, the reporter of corrupt pages
+ * and the pool of admin/JSON requests. The SDK's clients, the release fetcher, the FUSE mount,
+ * `fanout load` and a worker's peer fills each used to build their own; a process that mounts
+ * and syncs, or a worker filling from peers, now holds one set of connections and one refresh.
+ * SDK clients share one per endpoints and credentials (sharedSession); a worker builds its own.
+ */
+export class ClusterSession {
+  readonly fetcher: PageFetcher;
+  readonly reporter: HttpPageReporter;
+  /** Failures and slowness of each worker, seen by every reader of this session. */
+  readonly health: WorkerHealth;
+  readonly connectOptions: { ca: Buffer } | undefined;
+  private readonly json: JsonGetter;
+  private readonly clock: Clock;
+  private agent: Dispatcher | undefined;
+  private current: ClusterInfo | undefined;
+  private ringNow: HashRing | undefined;
+  private refreshedAt = 0;
+  private refreshing: Promise<ClusterInfo> | undefined;
+  private refreshes = 0;
+  private readerCount = 0;
+  private users = 0;
+  private isClosed = false;
+  /** Told when the last user released the session (the registry forgets it). */
+  onClosed: (() => void) | undefined;
+
+  constructor(private readonly options: ClusterSessionOptions) {
+    this.clock = options.clock ?? systemClock;
+    this.connectOptions = options.connect;
+    this.health = new WorkerHealth(this.clock);
+    this.json = new JsonGetter(options.timeouts, options.connect);
+    const first = options.endpoints[0] ?? '';
+    // Page requests do not name their worker's address, so they carry the first endpoint's token
+    // (the one worker of a single-node cluster with a published token; FANOUT_TOKEN covers them all).
+    const headers = () => options.credentials.headersFor(first);
+    const fetcherOptions: PageFetcherOptions = { headers, connect: options.connect, timeouts: options.timeouts, direct: options.direct, connectionsPerWorker: options.connectionsPerWorker ?? 8 };
+    this.fetcher = options.newFetcher ? options.newFetcher(fetcherOptions) : new PageFetcher(fetcherOptions);
+    this.reporter = new HttpPageReporter({ headers, connect: options.connect, timeoutMs: options.reportTimeoutMs ?? Math.min(5000, options.timeouts.firstByteMs) });
+  }
+
+  /** The member list last learnt (undefined before the first cluster()). */
+  get info(): ClusterInfo | undefined {
+    return this.current;
+  }
+
+  /** The ring of the current members (placement of every reader of this session). */
+  get ring(): HashRing {
+    if (!this.ringNow) throw new FanoutError('NO_WORKERS', 'the cluster session has no members yet');
+    return this.ringNow;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Cluster facts, refreshed at most every membershipRefreshMs; concurrent callers share one request. */
+  async cluster(force = false): Promise<ClusterInfo> {
+    const maxAge = this.options.membershipRefreshMs ?? 10_000;
+    if (this.current && !force && this.clock.now() - this.refreshedAt < maxAge) return this.current;
+    this.refreshing ??= this.refresh().finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  /** Members pushed by their owner (a worker's membership) instead of learnt from an endpoint. */
+  setMembers(members: Member[]): void {
+    this.ringNow = new HashRing(members);
+    this.fetcher.retain(members);
+  }
+
+  /**
+   * A reader over this session's members, pools and health. A failing worker may mean the
+   * membership changed: sessions that learn members from endpoints refresh it in the background.
+   */
+  reader(options: SessionReaderOptions): ClusterReader {
+    this.readerCount++;
+    const discover = this.options.endpoints.length > 0;
+    return new ClusterReader({
+      clock: this.clock,
+      ...options,
+      placement: () => this.ring,
+      fetcher: this.fetcher,
+      health: this.health,
+      reporter: this.reporter,
+      onWorkerFailure: (member, err) => {
+        if (discover) void this.cluster(true).catch(() => {});
+        options.onWorkerFailure?.(member, err);
+      },
+    });
+  }
+
+  /** A user that keeps many pages in flight (release staging) asks for more connections per worker. */
+  wantConnections(perWorker: number): void {
+    this.fetcher.raiseConnections(perWorker);
+  }
+
+  /** A page fetcher with its own pools and this session's credentials, TLS and deadlines. */
+  newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
+    const first = this.options.endpoints[0] ?? '';
+    return new PageFetcher({ headers: () => this.options.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.options.timeouts, ...options });
+  }
+
+  /** Dispatcher of admin requests to workers: the session's CA and deadlines. */
+  get dispatcher(): Dispatcher {
+    this.agent ??= new (undici().Agent)({
+      connect: this.connectOptions,
+      connectTimeout: this.options.timeouts.connectMs,
+      headersTimeout: this.options.timeouts.firstByteMs,
+      bodyTimeout: this.options.timeouts.idleMs,
+    });
+    return this.agent;
+  }
+
+  /** GET JSON from the first endpoint (or known member) that answers; workers seen failing are asked last. */
+  async getJson(path: string): Promise<unknown> {
+    const known = [...new Set([...this.options.endpoints, ...(this.current?.members.map((m) => m.url) ?? [])])];
+    // A stopped endpoint costs one deadline, not one per call.
+    const demoted = new Set(this.current?.members.filter((m) => this.health.isDemoted(m.id)).map((m) => m.url));
+    const candidates = [...known.filter((url) => !demoted.has(url)), ...known.filter((url) => demoted.has(url))];
+    let lastError: unknown = new FanoutError('NO_WORKERS', 'no worker endpoint to ask');
+    for (const base of candidates) {
+      try {
+        return await this.getJsonFrom(base, path);
+      } catch (err) {
+        if (err instanceof FanoutError && err.code !== 'WORKER_UNAVAILABLE') throw err;
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
+  async getJsonFrom(base: string, path: string): Promise<unknown> {
+    let response;
+    try {
+      response = await this.json.get(base + path, this.options.credentials.headersFor(base));
+    } catch (err) {
+      const timeout = describeTimeout((err as { code?: string })?.code, this.options.timeouts);
+      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${timeout ?? (err as Error).message}${certificateHint(err)}`, { cause: err });
+    }
+    return parseJsonBody(base + path, response.statusCode, response.text);
+  }
+
+  /** POSTs an admin call (JSON in, JSON out) to one worker, with that worker's token. */
+  async adminPost(base: string, route: string, body: unknown, timeoutMs = 600_000): Promise<unknown> {
+    let response;
+    try {
+      response = await undici().request(base + route, {
+        method: 'POST',
+        body: JSON.stringify(body),
+        headers: { 'content-type': 'application/json', ...this.options.credentials.headersFor(base) },
+        dispatcher: this.dispatcher,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+    } catch (err) {
+      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
+    }
+    return parseJsonBody(base + route, response.statusCode, await response.body.text());
+  }
+
+  /** One more user (a client) shares this session; each calls release() once when done. */
+  retain(): this {
+    this.users++;
+    return this;
+  }
+
+  /** A user is done: the last one closes the session. */
+  async release(): Promise<void> {
+    if (this.users > 0) this.users--;
+    if (this.users === 0) await this.close();
+  }
+
+  stats(): SessionStats {
+    return { users: this.users, memberRefreshes: this.refreshes, readers: this.readerCount, connectionPools: this.fetcher.poolCount(), closed: this.isClosed };
+  }
+
+  async close(): Promise<void> {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.onClosed?.();
+    await this.fetcher.close();
+    await this.reporter.close();
+    await this.agent?.close().catch(() => {});
+    this.json.close();
+  }
+
+  private async refresh(): Promise<ClusterInfo> {
+    this.refreshes++;
+    const info: ClusterInfo = parseAnswer(clusterInfoSchema, await this.getJson(ROUTES.cluster), ROUTES.cluster);
+    this.current = info;
+    this.refreshedAt = this.clock.now();
+    this.setMembers(info.members);
+    return info;
+  }
+}

@@ -1,0 +1,57 @@
+import { createHash } from 'node:crypto';
+import { ClientCredentials } from '../lib/auth/index.js';
+import type { PeerTimeouts } from '../lib/cluster/index.js';
+import { readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
+import { ClusterSession } from './session.js';
+
+export interface SharedSessionOptions {
+  endpoints: string[];
+  /** Empty or undefined: FANOUT_TOKEN, else the token a local `fanout serve` published. */
+  token?: string;
+  ca?: CaOption;
+  timeouts: PeerTimeouts;
+  membershipRefreshMs?: number;
+}
+
+/** Open sessions of this process, by endpoints, credentials, CA and deadlines. */
+const open = new Map<string, ClusterSession>();
+
+/**
+ * The process's session for these endpoints and credentials, shared by every client that asks
+ * with the same ones (the mount and the sync agent of one process, `fanout load`'s admin calls
+ * and its reads): one member refresh and one set of connection pools. Each caller releases it
+ * once; the last release closes it.
+ */
+export function sharedSession(options: SharedSessionOptions): ClusterSession {
+  const token = options.token || process.env.FANOUT_TOKEN || undefined;
+  const ca = readCa(options.ca ?? process.env.FANOUT_CA);
+  const key = JSON.stringify([
+    options.endpoints,
+    token ?? '',
+    // Keyed by the CA's digest, not its bytes: the key stays short and holds no certificate text.
+    ca ? createHash('sha256').update(ca).digest('hex') : '',
+    options.timeouts,
+    options.membershipRefreshMs ?? null,
+  ]);
+  let session = open.get(key);
+  if (!session || session.closed) {
+    const created = new ClusterSession({
+      endpoints: options.endpoints,
+      credentials: new ClientCredentials(token),
+      connect: tlsConnectOptions(ca),
+      timeouts: options.timeouts,
+      membershipRefreshMs: options.membershipRefreshMs,
+    });
+    created.onClosed = () => {
+      if (open.get(key) === created) open.delete(key);
+    };
+    open.set(key, created);
+    session = created;
+  }
+  return session.retain();
+}
+
+/** Sessions this process holds open (tests assert that users share them and that closing frees them). */
+export function openSessionCount(): number {
+  return open.size;
+}

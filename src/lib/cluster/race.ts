@@ -1,0 +1,140 @@
+import type { Clock } from '../../core/clock.js';
+import { FanoutError, abortError } from '../../core/errors.js';
+import type { Member, PageRef } from '../../core/types.js';
+import type { WorkerHealth } from './health.js';
+import type { HedgePolicy } from './hedge.js';
+import type { PageFetcher } from './pagefetcher.js';
+import type { PageReporter } from './report.js';
+
+/** What racing one page over its candidates needs of its reader. */
+export interface RaceDeps {
+  fetcher: PageFetcher;
+  hedge: HedgePolicy;
+  health: WorkerHealth;
+  clock: Clock;
+  reporter?: PageReporter;
+  /** A candidate failed with a worker fault (demote it; maybe refresh the members). */
+  onFailure(member: Member, err: FanoutError): void;
+}
+
+/**
+ * Errors that another worker would answer the same way: retrying elsewhere is pointless, and
+ * the worker that reported them is not at fault. Source errors belong here: failing over would
+ * only read the broken source again, and marking the worker down would punish the messenger.
+ */
+export const DEFINITIVE = new Set<string>([
+  'NOT_FOUND',
+  'SOURCE_CHANGED',
+  'SOURCE_ERROR',
+  'SOURCE_TRUNCATED',
+  'SOURCE_UNVERSIONED',
+  'RANGE_NOT_SATISFIABLE',
+  'INVALID_PATH',
+  'UNKNOWN_MOUNT',
+  'ABORTED',
+  'INVALID_ARGUMENT',
+  'IS_A_DIRECTORY',
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+]);
+
+/**
+ * Ends a page's hedge watch. One shared reason: abort() without one builds a DOMException with a
+ * stack trace for every page, which showed in profiles of thousands of small pages.
+ */
+const WATCH_DONE = new FanoutError('ABORTED', 'page settled');
+
+/**
+ * Asks candidates one after another until one answers. A request that makes no progress (no
+ * headers, no chunk) for the hedge delay gets company from the next candidate, and the first
+ * good answer wins; the silent worker is demoted. Hedges and retries are plain page requests:
+ * a worker that does not hold the page relays it from its primary owner while that owner
+ * answers its health check, and reads the source itself only when it does not, so a hedge
+ * is not a second source read of a page whose owner is merely slow.
+ */
+export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, length: number, signal?: AbortSignal): Promise<Buffer[]> {
+  const hedge = deps.hedge;
+  hedge.onFetch();
+  return new Promise((resolve, reject) => {
+    const inflight = new Map<AbortController, Member>();
+    const stopWatch = new AbortController();
+    let next = 0;
+    let settled = false;
+    let lastError: FanoutError | undefined;
+    let lastProgress = deps.clock.now();
+    const finish = (fn: () => void) => {
+      settled = true;
+      stopWatch.abort(WATCH_DONE);
+      signal?.removeEventListener('abort', onAbort);
+      for (const controller of inflight.keys()) controller.abort(new FanoutError('ABORTED', 'another request won'));
+      fn();
+    };
+    const onAbort = () => finish(() => reject(abortError(signal)));
+    const launch = (): boolean => {
+      if (settled || next >= candidates.length) return false;
+      const member = candidates[next]!;
+      next++;
+      const controller = new AbortController();
+      inflight.set(controller, member);
+      const startedAt = deps.clock.now();
+      lastProgress = startedAt;
+      const onProgress = (what: 'headers' | 'chunk') => {
+        const now = deps.clock.now();
+        if (what === 'headers') hedge.observeFirstByte(now - startedAt);
+        lastProgress = now;
+      };
+      deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress }).then(
+        (page) => {
+          if (!settled) finish(() => resolve(page));
+        },
+        (err: unknown) => {
+          inflight.delete(controller);
+          if (settled) return;
+          const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
+          if (DEFINITIVE.has(error.code)) return finish(() => reject(error));
+          lastError = error;
+          deps.onFailure(member, error);
+          const next = () => {
+            if (!settled && !launch() && inflight.size === 0) finish(() => reject(lastError));
+          };
+          const reporter = deps.reporter;
+          if (error.code === 'CHECKSUM_MISMATCH' && reporter) void reporter.report(member, ref).then(next, next);
+          else next();
+        },
+      );
+      return true;
+    };
+    // Hedges: wakes when the in-flight requests could have gone quiet for the hedge delay.
+    const watch = async () => {
+      while (!settled && next < candidates.length) {
+        const delay = hedge.delayMs();
+        if (delay === undefined) return;
+        const wait = lastProgress + delay - deps.clock.now();
+        if (wait > 0) {
+          await deps.clock.sleep(wait, stopWatch.signal).catch(() => {});
+          continue;
+        }
+        if (inflight.size === 0) {
+          // Nothing in flight: a report of a bad page is on its way, and the next worker is asked after it.
+          lastProgress = deps.clock.now();
+          continue;
+        }
+        const silent = [...inflight.values()];
+        // Passing a worker already known to be slow, for one that is not, is failover: free.
+        // Otherwise the hedge is speculative and budgeted, so a uniformly slow cluster is not
+        // asked for every page twice.
+        const failover = silent.every((m) => deps.health.isDemoted(m.id)) && candidates.slice(next).some((m) => !deps.health.isDemoted(m.id));
+        const hedged = hedge.tryHedge(failover);
+        // Demoted now, so that this reader's next pages go elsewhere first.
+        for (const member of silent) deps.health.slow(member.id);
+        lastProgress = deps.clock.now();
+        if (hedged) launch();
+      }
+    };
+    if (signal?.aborted) return reject(abortError(signal));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    launch();
+    void watch();
+  });
+}
+

@@ -1,0 +1,61 @@
+import type { Clock } from '../../core/clock.js';
+import type { DiskSpace, StatDisk } from './capacity.js';
+import type { Watermarks } from './lru.js';
+
+export interface PageStoreOptions {
+  dir: string;
+  /** Configured capacity, bytes. */
+  capacity: number;
+  watermarks?: Watermarks;
+  pageSize: number;
+  /** False for pages that must stay (pinned): eviction skips them. */
+  canEvict?: (key: string) => boolean;
+  clock?: Clock;
+  /** Free space of the file system holding `dir` (tests give a fake). */
+  statDisk?: StatDisk;
+  /** How often free space is re-read (default 5 s). */
+  diskCheckIntervalMs?: number;
+  /** Writes a temp page file (tests inject ENOSPC and partial writes here). */
+  writeFile?: (file: string, data: Buffer) => Promise<void>;
+}
+
+export interface StoredPage {
+  key: string;
+  size: number;
+  crc: number;
+  file: string;
+  /**
+   * The file's modification time when its bytes were last checked against `crc` (written by this
+   * process from verified bytes, or read whole by openForSend); undefined until then (after a
+   * restart). Sends by the kernel trust a file whose mtime and size are unchanged since; any
+   * write to it makes it checked again. Readers still check the checksum end to end.
+   */
+  verifiedAt?: number;
+}
+
+/** A stored page opened for sending without reading it (see openForSend). */
+export interface PageFile {
+  fd: number;
+  size: number;
+  crc: number;
+  close(): Promise<void>;
+}
+
+export interface VerifiedPage {
+  data: Buffer;
+  crc: number;
+  /** Gives the buffer back to the pool once the caller has finished sending it. */
+  release(): void;
+}
+
+/** Why a page was not stored: no room on the disk, no room in the store, or another I/O error. */
+export type WriteFailureReason = 'disk_full' | 'no_room' | 'io_error';
+
+export interface PageStoreEvents {
+  onEvict?(count: number, bytes: number): void;
+  onCorrupt?(key: string): void;
+  /** Every failed page write, including one that succeeded when retried after eviction. */
+  onWriteFailure?(reason: WriteFailureReason, error: Error): void;
+  /** The effective capacity moved (the disk filled or emptied). */
+  onCapacityChange?(effective: number, configured: number, disk: DiskSpace | undefined): void;
+}

@@ -1,0 +1,176 @@
+import type { ServerResponse } from 'node:http';
+import { FanoutError } from '../core/errors.js';
+import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers } from '../lib/cluster/index.js';
+import type { WorkerMetrics } from '../lib/metrics/index.js';
+import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
+import type { PageFill, Semaphore } from '../lib/transfer/index.js';
+import type { ResponseFlow } from './flow.js';
+import { sendPageFile } from './kernelsend.js';
+
+/**
+ * The sending half of the page service: a stored page (by the kernel or from a verified buffer)
+ * and a fill streamed as it arrives, each bounded by the worker's response slots.
+ */
+export interface PageSendDeps {
+  store: PageStore;
+  metrics: WorkerMetrics;
+  /** Page buffers held at once by responses (PageService.responseSlots). */
+  responseSlots: Semaphore;
+  /** A response whose client takes no byte for this long is destroyed. */
+  clientIdle: number;
+}
+
+/**
+ * How long a response whose client is not keeping up may keep a page buffer while it waits.
+ * Past it the page goes back (and is read again when the client has taken its queued bytes):
+ * a client reading a page in under a second never pays that, a slow one holds only its queue.
+ */
+export const PAGE_HOLD_MS = 1000;
+
+/**
+ * Sends a stored page from byte `from` on. The verified page is held (with a response slot)
+ * only while the client takes bytes or nobody else waits for a slot: a slow client gives its
+ * page back and reads it again from the store when its socket has room, so slow clients
+ * cannot hold every slot. Returns false if the page is not in the store when first asked.
+ */
+export async function sendStored(
+  deps: PageSendDeps,
+  res: ServerResponse,
+  key: string,
+  flow: ResponseFlow,
+  signal: AbortSignal,
+  from: number,
+  onFirst?: (page: VerifiedPage) => void,
+  onEnd: () => void = () => {},
+): Promise<boolean> {
+  let offset = from;
+  let first = true;
+  while (true) {
+    const releaseSlot = await deps.responseSlots.acquire(signal);
+    let page: VerifiedPage | undefined;
+    try {
+      page = await deps.store.get(key);
+      if (!page) {
+        if (first && onFirst) return false;
+        throw new FanoutError('INTERNAL', 'page left the store while it was being sent');
+      }
+      if (first) onFirst?.(page);
+      first = false;
+      const since = flow.now();
+      while (offset < page.data.length) {
+        offset = flow.write(page.data, offset, page.data.length);
+        if (offset === page.data.length) break;
+        // Others need the slot, or this client is slow: give the page back while it catches up.
+        if (deps.responseSlots.waiting > 0 || flow.now() - since >= PAGE_HOLD_MS) break;
+        await flow.room();
+      }
+      if (offset >= page.data.length) {
+        onEnd();
+        res.end();
+        return true;
+      }
+    } finally {
+      page?.release();
+      releaseSlot();
+    }
+    await flow.room();
+  }
+}
+
+/**
+ * A hit sent from the page file by the kernel (see kernelsend.ts). A response slot is held only
+ * while the page may be read into a buffer (checked after a restart or a write to its file): the send
+ * itself holds no page memory, so a client that stops reading holds no slot (it would otherwise
+ * keep hits waiting for clientIdle); it holds its connection until clientIdle cuts it. The
+ * page's bytes are not otherwise read here on a hit (readers check the checksum end to end).
+ * Returns false if the page left the store before it was opened.
+ */
+export async function sendStoredByKernel(deps: PageSendDeps, res: ServerResponse, key: string, signal: AbortSignal): Promise<boolean> {
+  const { store, metrics } = deps;
+  const releaseSlot = await deps.responseSlots.acquire(signal);
+  let page;
+  try {
+    page = await store.openForSend(key);
+  } finally {
+    releaseSlot();
+  }
+  if (!page) return false;
+  try {
+    metrics.hits.inc();
+    metrics.bytesServed.inc(page.size);
+    await sendPageFile(res, page, deps.clientIdle);
+    return true;
+  } finally {
+    await page.close();
+  }
+}
+
+/**
+ * Streams a fill to one reader as it arrives; the checksum follows the body as a trailer. A
+ * reader slower than the fill continues from the store once the page is there, so it does
+ * not keep the fill's buffer. A reader that leaves may cancel the fill (PageFill.leave). A
+ * fill that fails after the headers left ends the body early with the failure's code as a
+ * trailer instead of a cut connection, so the reader can tell a broken source from a dead worker.
+ */
+export async function streamFill(deps: PageSendDeps, res: ServerResponse, key: string, fill: PageFill, flow: ResponseFlow, signal: AbortSignal): Promise<void> {
+  const { metrics, store } = deps;
+  fill.enter();
+  let inside = true;
+  const leave = () => {
+    if (inside) fill.leave();
+    inside = false;
+  };
+  fill.hold();
+  let holding = true;
+  const letGo = () => {
+    if (holding) fill.release();
+    holding = false;
+  };
+  let offset = 0;
+  let headed = false;
+  // A HEAD answer has no body, so no chunked encoding to carry a trailer (node throws on one).
+  const bodiless = res.req?.method === 'HEAD';
+  const head = () => {
+    if (headed) return;
+    headed = true;
+    res.writeHead(200, { 'content-type': 'application/octet-stream', ...(bodiless ? {} : { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` }), 'x-fanout-cache': 'miss' });
+  };
+  const trailer = () => bodiless || res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) });
+  try {
+    for await (const view of fill.chunks(signal)) {
+      head();
+      const viewEnd = offset + view.length;
+      let at = 0;
+      while (at < view.length) {
+        at = flow.write(view, at, view.length);
+        if (at === view.length) break;
+        if (fill.done && store.has(key)) {
+          // The page is stored: finish from there and let the fill's buffer go.
+          metrics.bytesServed.inc(offset + at);
+          letGo();
+          leave();
+          await sendStored(deps, res, key, flow, signal, offset + at, undefined, trailer);
+          return;
+        }
+        await flow.room();
+      }
+      offset = viewEnd;
+    }
+    head();
+    metrics.bytesServed.inc(offset);
+    trailer();
+    res.end();
+  } catch (err) {
+    if (!headed || signal.aborted || bodiless) throw err;
+    const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
+    res.addTrailers(errorTrailers(failure.code, failure.message));
+    res.end();
+  } finally {
+    leave();
+    letGo();
+  }
+}
+
+export function hex(crc: number): string {
+  return crc.toString(16).padStart(8, '0');
+}

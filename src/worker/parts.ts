@@ -1,0 +1,93 @@
+import type { Logger } from 'pino';
+import { ClusterSession } from '../client/session.js';
+import type { Clock } from '../core/clock.js';
+import type { Member } from '../core/types.js';
+import type { AccessGate } from '../lib/auth/index.js';
+import { mountSpec, type WorkerConfig } from '../lib/config/index.js';
+import { readCa, tlsConnectOptions } from '../lib/tls/index.js';
+import { openUfs, type Ufs } from '../lib/ufs/index.js';
+import { LocalFirstFetcher, type LocalPages } from './localpages.js';
+import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
+import type { WorkerMetrics } from '../lib/metrics/index.js';
+import { PageStore, type PagePolicy } from '../lib/pagestore/index.js';
+
+/**
+ * Parts of a worker built from its config alone, kept out of worker.ts so that the Worker
+ * class reads as the composition of its services.
+ */
+
+/** The membership of the config: etcd when configured, else the static list (or this worker alone). */
+export function membershipFor(config: WorkerConfig['membership'], self: Member, logger: Logger): Membership {
+  if (config.etcd) {
+    return new EtcdMembership({
+      endpoints: config.etcd.endpoints,
+      prefix: config.etcd.prefix,
+      leaseTtlSeconds: config.etcd.leaseTtlSeconds,
+      tls: config.etcd.tls,
+      auth: config.etcd.auth,
+      self,
+      logger: logger.child({ component: 'membership' }),
+    });
+  }
+  return new StaticMembership(config.static?.length ? config.static : [self]);
+}
+
+/** The page store of the config, its events counted in `metrics` (read lazily: built after the store) and logged. */
+export function workerPageStore(config: WorkerConfig, clock: Clock, deps: { policy: PagePolicy; metrics: () => WorkerMetrics; logger: Logger }): PageStore {
+  const { policy, metrics, logger } = deps;
+  let diskLimited = false;
+  return new PageStore(
+    { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !policy.isPinned(key), clock },
+    {
+      onEvict: (count) => metrics().evictions.inc(count),
+      onWriteFailure: (reason) => metrics().storeWriteFailures.labels(reason).inc(),
+      onCapacityChange: (effective, configured, disk) => {
+        // One line when the disk starts or stops limiting the store, not one per check.
+        if (effective < configured === diskLimited) return;
+        diskLimited = effective < configured;
+        const fields = { effective, configured, diskFree: disk?.free, diskTotal: disk?.total };
+        if (diskLimited) logger.warn(fields, 'page store capacity lowered to what the disk can hold');
+        else logger.info(fields, 'page store capacity back to the configured one');
+      },
+      onCorrupt: (key) => {
+        metrics().checksumFailures.inc();
+        logger.warn({ key }, 'page failed checksum verification on disk; dropped and will be refetched');
+      },
+    },
+  );
+}
+
+/** The sources of the config's mounts, and each mount's source budget (bytes/s). */
+export function openMounts(config: WorkerConfig): { mounts: Map<string, Ufs>; budgets: Record<string, number> } {
+  const mounts = new Map<string, Ufs>();
+  const budgets: Record<string, number> = {};
+  for (const name of Object.keys(config.mounts)) {
+    const { uri, sourceRate, versioning } = mountSpec(config, name);
+    const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
+    const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
+    mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines }));
+    budgets[name] = sourceRate;
+  }
+  return { mounts, budgets };
+}
+
+/**
+ * The worker's cluster session: peers pushed from its membership, one set of page pools for
+ * peer fills, its own range reads and admin loads, whose fetcher takes the worker's own pages
+ * from its store. Peer fills and direct reads carry the peer credential; without a secret they
+ * go out as ordinary requests. Peers over https:// are verified against tls.ca, or the system store.
+ */
+export function peerSession(config: WorkerConfig, gate: AccessGate, clock: Clock, local: () => LocalPages): { session: ClusterSession; fetcher: LocalFirstFetcher } {
+  let fetcher: LocalFirstFetcher | undefined;
+  const session = new ClusterSession({
+    endpoints: [], // members come from the worker's membership (setMembers)
+    credentials: { headersFor: () => gate.peerHeaders() },
+    direct: gate.peer !== undefined,
+    connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')),
+    timeouts: { connectMs: config.timeouts.peerConnect, firstByteMs: config.timeouts.peerFirstByte, idleMs: config.timeouts.peerIdle },
+    reportTimeoutMs: 5000,
+    clock,
+    newFetcher: (options) => (fetcher = new LocalFirstFetcher(local, options)),
+  });
+  return { session, fetcher: fetcher! };
+}

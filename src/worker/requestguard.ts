@@ -1,0 +1,93 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import type { Logger } from 'pino';
+import { FanoutError } from '../core/errors.js';
+import { answerUnparsable, checkHostHeader, isHeaderOverflow, type ConnectionCap } from '../lib/http/index.js';
+import type { WorkerMetrics } from '../lib/metrics/index.js';
+import { sendError } from './http.js';
+
+export interface RequestGuardDeps {
+  logger: Logger;
+  metrics: Pick<WorkerMetrics, 'requestErrors'>;
+  /** Connections beyond the cap are answered OVERLOADED and closed. */
+  connections: Pick<ConnectionCap, 'isExcess'>;
+  maxConnections: number;
+  /** The request's own code (the routes). */
+  dispatch(req: IncomingMessage, res: ServerResponse): Promise<void>;
+}
+
+/**
+ * Around every request of the worker's API: the connection cap, the Host check, and a failure
+ * of the request's own code turned into that request's error answer, never the process's end.
+ * Counts the requests in flight, which a drain waits on.
+ */
+export class RequestGuard {
+  /** Requests of the HTTP API being answered, and what a drain waits on (see Worker.stop). */
+  private requestsInFlight = 0;
+  private onIdle: (() => void) | undefined;
+
+  constructor(private readonly deps: RequestGuardDeps) {}
+
+  /**
+   * The last-resort guard around a request's own code: whatever it throws, synchronously or
+   * not, fails that request (INTERNAL with a log line) and never the process.
+   */
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const fail = (err: unknown) => {
+      try {
+        // A body abandoned part-way (over the admin limit) leaves the connection mid-message and
+        // no longer read: close it after the answer, or the next request a keep-alive client sends
+        // on it waits forever. (A body never touched is drained by node:http as usual.)
+        const error = sendError(res, err, req.destroyed && !req.complete ? { connection: 'close' } : {});
+        this.deps.metrics.requestErrors.labels(error.code).inc();
+        if (error.code === 'INTERNAL') this.deps.logger.error({ err, url: req.url }, 'request failed unexpectedly');
+        else if (error.status >= 500) this.deps.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
+      } catch (cannotAnswer) {
+        this.deps.logger.error({ err: cannotAnswer, url: req.url }, 'request failed and could not be answered');
+        res.destroy();
+      }
+    };
+    // A request stream error (client reset mid-body) must not become an unhandled 'error'.
+    req.on('error', () => res.destroy());
+    res.on('error', () => {});
+    this.requestsInFlight++;
+    res.once('close', () => {
+      if (--this.requestsInFlight === 0) this.onIdle?.();
+    });
+    if (this.deps.connections.isExcess(req.socket)) {
+      res.shouldKeepAlive = false;
+      return fail(new FanoutError('OVERLOADED', `this worker serves at most ${this.deps.maxConnections} connections; retry shortly`));
+    }
+    try {
+      checkHostHeader(req);
+      this.deps.dispatch(req, res).catch(fail);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  /** Waits (at most `ms`) until no API request is in flight. */
+  async drain(ms: number): Promise<void> {
+    if (this.requestsInFlight === 0) return;
+    this.deps.logger.info({ requests: this.requestsInFlight, drainMs: ms }, 'draining: waiting for requests in flight');
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.onIdle = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.onIdle = undefined;
+    if (this.requestsInFlight > 0) this.deps.logger.warn({ requests: this.requestsInFlight }, 'drain time over: cutting the requests still in flight');
+  }
+}
+
+/** Requests node:http cannot parse get the same JSON error body as any other failure, with a stable code. */
+export function answerMalformedRequests(server: Server | HttpsServer): void {
+  answerUnparsable(server, (err) => {
+    const error = isHeaderOverflow(err)
+      ? new FanoutError('REQUEST_TOO_LARGE', 'request headers too large')
+      : new FanoutError('INVALID_ARGUMENT', `malformed HTTP request (${err.code ?? err.message})`);
+    const body = JSON.stringify({ error: error.toJSON() });
+    return { status: error.status, headers: { 'content-type': 'application/json', 'x-fanout-error': error.code }, body };
+  });
+}
