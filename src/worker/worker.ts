@@ -149,6 +149,7 @@ export class Worker {
       members: () => this.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
+      datacenter: config.datacenter,
     });
     this.pages = new PageService({
       store: this.store,
@@ -243,7 +244,7 @@ export class Worker {
   }
 
   get self(): Member {
-    return { id: this.config.id, url: this.config.advertiseUrl, capacity: this.config.capacity };
+    return { id: this.config.id, url: this.config.advertiseUrl, capacity: this.config.capacity, ...(this.config.datacenter ? { datacenter: this.config.datacenter } : {}) };
   }
 
   members(): Member[] {
@@ -337,6 +338,7 @@ export class Worker {
       sendPath: sendPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
+      datacenter: this.config.datacenter,
     };
   }
 
