@@ -1,5 +1,4 @@
 import { FanoutError } from '../core/errors.js';
-import { printJson } from './output.js';
 import type { ReleaseFlags } from './release.js';
 import { parseDuration } from './sync.js';
 
@@ -53,7 +52,8 @@ export async function rolloutCommand(name: string, version: string, flags: Rollo
         }
       },
     });
-    if (flags.json) printJson({ event: 'done', name, version, waves });
+    // NDJSON: the events, then this report, one object per line.
+    if (flags.json) process.stdout.write(JSON.stringify({ event: 'done', name, version, waves }) + '\n');
     else process.stdout.write(`rollout of ${name}@${version} done: ${waves.map((w) => w.wave).join(' → ')}\n`);
   } finally {
     process.off('SIGINT', onSignal);
