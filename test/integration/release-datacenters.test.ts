@@ -214,7 +214,7 @@ describe('releases across datacenters: scoped channels, status per datacenter, s
       assert.equal(await versionOf('b1'), 'v5');
       assert.deepEqual(await treeHashes(join(agents.b1!.dir, 'current')), hashes);
       // Reads through the cluster do not need the release index.
-      const cat = await cli(['cat', '/data/idx/v5/shard-1.bin'], clusterB[1]!.url);
+      const cat = await fanout(['cat', '/data/idx/v5/shard-1.bin', '--endpoint', clusterB[1]!.url]);
       assert.equal(cat.code, 0, cat.stderr);
       assert.deepEqual(cat.stdout, await readFile(join(source, 'idx/v5/shard-1.bin')));
     } finally {
