@@ -124,3 +124,13 @@ test('a canary that does not switch in time fails with ROLLOUT_TIMEOUT; no datac
   await assert.rejects(rollout(empty.options({ version: 'v9' })), (err: FanoutError) => err.code === 'RELEASE_NOT_FOUND');
   await assert.rejects(rollout(empty.options({ then: ['dc-a'] })), (err: FanoutError) => err.code === 'INVALID_ARGUMENT');
 });
+
+test('a wave whose hosts all drop out (cut off, stopped) fails instead of passing', async () => {
+  const f = fleet();
+  const listAgents = f.registry.listAgents;
+  let calls = 0;
+  // Present when the rollout checks and snapshots the canary, gone once it waits.
+  f.registry.listAgents = async () => (++calls <= 2 ? listAgents() : (await listAgents()).filter((a) => a.datacenter !== 'dc-a'));
+  await assert.rejects(rollout(f.options({ rest: true })), (err: FanoutError) => err.code === 'ROLLOUT_FAILED' && /dropped out/.test(err.message));
+  assert.equal(f.channels.prod!.record.version, 'v1');
+});

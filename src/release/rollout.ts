@@ -88,6 +88,11 @@ async function runWave(opts: RolloutOptions, datacenter: string | undefined, cha
     if (opts.signal?.aborted) throw new FanoutError('ABORTED', `rollout of ${name}@${version} stopped while waiting for ${wave}`);
     const hosts = inWave(await registry.listAgents(name), opts.channel, datacenter);
     if (hosts.length === 0) {
+      // Hosts that were there and are gone (cut off, stopped) prove nothing: never pass a wave
+      // on their absence. Only a wave that never had hosts is skipped.
+      if (before.size > 0 || datacenter === opts.canary) {
+        throw new FanoutError('ROLLOUT_FAILED', `every host of ${wave} dropped out of ${name} while switching to ${version} (cut off or stopped); later waves were not promoted`);
+      }
       opts.onEvent?.({ event: 'skipped', wave, reason: `no sync agent follows ${opts.channel}${datacenter ? ` in ${datacenter}` : ''}` });
       return { wave, channel, previous, hosts: [] };
     }
