@@ -52,7 +52,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
       else process.stdout.write(`${agent.dir.current} → ${current}\n`);
     } else {
       log(`following ${name}/${flags.channel}${flags.datacenter ? ` (or ${flags.channel}@${flags.datacenter}, whichever moved last)` : ''} into ${agent.dir.dir}`);
-      const metrics = flags.metrics ? await serveSyncMetrics(flags.metrics, agent, name, flags.channel) : undefined;
+      const metrics = flags.metrics ? await serveSyncMetrics(flags.metrics, agent, { release: name, channel: flags.channel, ...(flags.datacenter ? { datacenter: flags.datacenter } : {}) }) : undefined;
       if (metrics) log(`metrics on ${metrics.url}/metrics`);
       try {
         await agent.run(stop.signal);
@@ -70,9 +70,9 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   }
 }
 
-async function serveSyncMetrics(listen: string, agent: { health(): AgentHealth }, release: string, channel: string) {
+async function serveSyncMetrics(listen: string, agent: { health(): AgentHealth }, labels: { release: string; channel: string; datacenter?: string }) {
   const { syncMetricsRegistry, serveMetrics } = await import('../release/syncmetrics.js');
-  return serveMetrics(listen, syncMetricsRegistry(() => agent.health(), { release, channel }));
+  return serveMetrics(listen, syncMetricsRegistry(() => agent.health(), labels));
 }
 
 export function parseDuration(text: string): number {

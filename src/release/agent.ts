@@ -68,6 +68,8 @@ export class SyncAgent {
   private behindSince: number | undefined;
   private failedRounds = 0;
   private switches = 0;
+  /** The report in flight (reports are sent in order, see report()). */
+  private reporting: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: SyncAgentOptions) {
     if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
@@ -270,8 +272,13 @@ export class SyncAgent {
   private async report(patch: Partial<AgentState>, must: boolean): Promise<void> {
     Object.assign(this.state, patch, { updatedAt: new Date().toISOString() });
     this.lastReport = Date.now();
+    // One report at a time, each with the state as it was when asked: a progress report sent
+    // without waiting must not land after (and overwrite) the error or switch that followed it.
+    const snapshot = { ...this.state };
+    const sent = this.reporting.then(() => this.opts.registry.reportAgent(this.opts.name, snapshot));
+    this.reporting = sent.catch(() => {});
     try {
-      await this.opts.registry.reportAgent(this.opts.name, this.state);
+      await sent;
     } catch (err) {
       if (must && this.state.phase !== 'error') throw err;
     }
