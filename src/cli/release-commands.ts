@@ -27,13 +27,23 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .action(async (name: string, prefix: string, o) => (await release()).publish(name, prefix, o));
   etcd(withEndpoint(rel.command('promote <name> <version>')))
     .description('point a channel at a version (compare-and-swap)')
-    .requiredOption('--channel <c>', 'channel, e.g. prod')
+    .requiredOption('--channel <c>', 'channel, e.g. prod (every host), or prod@dc-b (the hosts of dc-b)')
+    .option('--datacenter <dc>', 'scope the channel to one datacenter (same as --channel C@DC)')
     .option('--expect <version>', 'only if the channel is at this version now')
     .action(async (name: string, version: string, o) => (await release()).promote(name, version, o));
   etcd(withEndpoint(rel.command('rollback <name>')))
     .description('point a channel back at its previous version')
-    .requiredOption('--channel <c>', 'channel')
+    .requiredOption('--channel <c>', 'channel (prod, or prod@dc-b for one datacenter)')
+    .option('--datacenter <dc>', 'scope the channel to one datacenter (same as --channel C@DC)')
     .action(async (name: string, o) => (await release()).rollback(name, o));
+  etcd(withEndpoint(rel.command('rollout <name> <version>')))
+    .description('staged rollout: promote CHANNEL@CANARY, wait for its hosts to switch, then the next datacenters')
+    .option('--channel <c>', 'channel', 'prod')
+    .requiredOption('--canary <dc>', 'datacenter promoted first; its hosts must all switch')
+    .option('--then <dcs>', 'datacenters promoted next, one after the other (comma-separated)')
+    .option('--rest', 'finally promote CHANNEL itself: every host')
+    .option('--timeout <duration>', 'how long each wave may take to switch', '30m')
+    .action(async (name: string, version: string, o) => (await import('./rollout.js')).rolloutCommand(name, version, o));
   etcd(withEndpoint(rel.command('list <name>')))
     .description('versions and channels of a release')
     .action(async (name: string, o) => (await release()).list(name, o));
@@ -53,6 +63,7 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .option('--once', 'one round, then exit')
     .option('--interval <duration>', 'safety-net re-read of the channel (promotions arrive through an etcd watch)', '30s')
     .option('--host <name>', 'name reported in release status (default: hostname)')
+    .addOption(new Option('--datacenter <dc>', 'this host\'s datacenter: follow CHANNEL@DC when it moved after CHANNEL').env('FANOUT_DATACENTER'))
     .option('--rate <rate>', 'cap on bytes/s fetched from the cluster while staging, e.g. 500MB/s')
     .option('--metrics <host:port>', 'serve Prometheus metrics (behind the channel, phase, failures) at http://HOST:PORT/metrics')
     .action(async (name: string, o) => (await import('./sync.js')).sync(name, o));

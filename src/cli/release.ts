@@ -59,23 +59,33 @@ export async function publish(name: string, sourcePrefix: string, flags: Publish
   }
 }
 
-export async function promote(name: string, version: string, flags: ReleaseFlags & { channel: string; expect?: string }): Promise<void> {
+export interface ChannelFlags extends ReleaseFlags {
+  channel: string;
+  /** Scope the channel to one datacenter: the same as --channel C@DC. */
+  datacenter?: string;
+}
+
+export async function promote(name: string, version: string, flags: ChannelFlags & { expect?: string }): Promise<void> {
+  const { channelOf, promoteChannel } = await import('../release/scope.js');
+  const channel = channelOf(flags.channel, flags.datacenter);
   const reg = await registry(flags);
   try {
-    const result = await reg.promote(name, flags.channel, version, flags.expect);
-    if (flags.json) return printJson({ name, channel: flags.channel, version, previous: result.previous });
-    process.stdout.write(`${name} ${flags.channel}: ${result.previous ?? '(none)'} → ${version}\n`);
+    const result = await promoteChannel(reg, name, channel, version, flags.expect);
+    if (flags.json) return printJson({ name, channel, version, previous: result.previous });
+    process.stdout.write(`${name} ${channel}: ${result.previous ?? '(none)'} → ${version}\n`);
   } finally {
     await reg.close();
   }
 }
 
-export async function rollback(name: string, flags: ReleaseFlags & { channel: string }): Promise<void> {
+export async function rollback(name: string, flags: ChannelFlags): Promise<void> {
+  const { channelOf } = await import('../release/scope.js');
+  const channel = channelOf(flags.channel, flags.datacenter);
   const reg = await registry(flags);
   try {
-    const result = await reg.rollback(name, flags.channel);
-    if (flags.json) return printJson({ name, channel: flags.channel, ...result });
-    process.stdout.write(`${name} ${flags.channel}: rolled back ${result.from} → ${result.to}\n`);
+    const result = await reg.rollback(name, channel);
+    if (flags.json) return printJson({ name, channel, ...result });
+    process.stdout.write(`${name} ${channel}: rolled back ${result.from} → ${result.to}\n`);
   } finally {
     await reg.close();
   }
@@ -131,17 +141,28 @@ export async function show(name: string, version: string, flags: ReleaseFlags & 
 }
 
 export async function status(name: string, flags: ReleaseFlags): Promise<void> {
+  const { rolloutByDatacenter } = await import('../release/dcstatus.js');
   const reg = await registry(flags);
   try {
-    const [channels, agents] = await Promise.all([reg.listChannels(name), reg.listAgents(name)]);
-    if (flags.json) return printJson({ name, channels, agents });
+    const [states, agents] = await Promise.all([reg.channelStates(name), reg.listAgents(name)]);
+    const channels = Object.fromEntries(Object.entries(states).map(([c, s]) => [c, s.record]));
+    const datacenters = rolloutByDatacenter(agents, states);
+    if (flags.json) return printJson({ name, channels, datacenters, agents });
     printTable([['CHANNEL', 'VERSION', 'PREVIOUS', 'UPDATED'], ...Object.entries(channels).map(([c, r]) => [c, r.version, r.history[0] ?? '-', r.updatedAt])]);
     process.stdout.write('\n');
     printTable([
-      ['HOST', 'CHANNEL', 'CURRENT', 'TARGET', 'PHASE', 'PROGRESS', 'ERROR'],
+      ['DATACENTER', 'CHANNEL', 'FOLLOWS', 'VERSION', 'HOSTS', 'SWITCHED', 'STAGING', 'FAILED', 'BEHIND'],
+      ...datacenters.map((d) => [d.datacenter || '-', d.channel, d.following ?? '-', d.version ?? '-', ...[d.hosts, d.switched, d.staging, d.failed, d.behind].map(String)]),
+    ]);
+    const errors = datacenters.flatMap((d) => d.errors.map((e) => `  ${d.datacenter || '-'} ${e.host}: ${e.error}`));
+    if (errors.length > 0) process.stdout.write(`errors:\n${errors.join('\n')}\n`);
+    process.stdout.write('\n');
+    printTable([
+      ['HOST', 'DATACENTER', 'CHANNEL', 'CURRENT', 'TARGET', 'PHASE', 'PROGRESS', 'ERROR'],
       ...agents.map((a) => [
         a.host,
-        a.channel,
+        a.datacenter ?? '-',
+        a.following ?? a.channel,
         a.current ?? '-',
         a.target ?? '-',
         a.phase,
@@ -149,8 +170,8 @@ export async function status(name: string, flags: ReleaseFlags): Promise<void> {
         a.error ?? '',
       ]),
     ]);
-    const behind = agents.filter((a) => channels[a.channel] && a.current !== channels[a.channel]!.version).length;
-    process.stdout.write(`\n${plural(agents.length, 'host')}, ${agents.length - behind} on their channel's version, ${behind} behind\n`);
+    const switched = datacenters.reduce((sum, d) => sum + d.switched, 0);
+    process.stdout.write(`\n${plural(agents.length, 'host')}, ${switched} on their channel's version, ${agents.length - switched} not\n`);
   } finally {
     await reg.close();
   }

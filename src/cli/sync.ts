@@ -13,6 +13,7 @@ export interface SyncFlags extends GlobalOptions {
   once?: boolean;
   interval?: string;
   host?: string;
+  datacenter?: string;
   rate?: string;
   etcd?: string;
   /** host:port to serve /metrics on (follow mode only). */
@@ -35,7 +36,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   const fetcher = new ReleaseFetcher(client);
   const log = (line: string) => process.stderr.write(`fanout sync: ${line}\n`);
-  const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, registry, fetcher, host: flags.host, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });
+  const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, registry, fetcher, host: flags.host, datacenter: flags.datacenter, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });
   const stop = new AbortController();
   const onSignal = (signal: string) => {
     log(`${signal}, stopping (the current version stays)`);
@@ -47,11 +48,11 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   try {
     if (flags.once) {
       const current = await agent.syncOnce(stop.signal);
-      if (flags.json) printJson({ name, channel: flags.channel, dir: agent.dir.dir, current });
+      if (flags.json) printJson({ name, channel: flags.channel, following: agent.health().state.following, dir: agent.dir.dir, current });
       else process.stdout.write(`${agent.dir.current} → ${current}\n`);
     } else {
-      log(`following ${name}/${flags.channel} into ${agent.dir.dir}`);
-      const metrics = flags.metrics ? await serveSyncMetrics(flags.metrics, agent, name, flags.channel) : undefined;
+      log(`following ${name}/${flags.channel}${flags.datacenter ? ` (or ${flags.channel}@${flags.datacenter}, whichever moved last)` : ''} into ${agent.dir.dir}`);
+      const metrics = flags.metrics ? await serveSyncMetrics(flags.metrics, agent, { release: name, channel: flags.channel, ...(flags.datacenter ? { datacenter: flags.datacenter } : {}) }) : undefined;
       if (metrics) log(`metrics on ${metrics.url}/metrics`);
       try {
         await agent.run(stop.signal);
@@ -69,9 +70,9 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   }
 }
 
-async function serveSyncMetrics(listen: string, agent: { health(): AgentHealth }, release: string, channel: string) {
+async function serveSyncMetrics(listen: string, agent: { health(): AgentHealth }, labels: { release: string; channel: string; datacenter?: string }) {
   const { syncMetricsRegistry, serveMetrics } = await import('../release/syncmetrics.js');
-  return serveMetrics(listen, syncMetricsRegistry(() => agent.health(), { release, channel }));
+  return serveMetrics(listen, syncMetricsRegistry(() => agent.health(), labels));
 }
 
 export function parseDuration(text: string): number {

@@ -44,6 +44,10 @@ export const ErrorCodes = {
   /** Release data whose content hash differs from the manifest. */
   HASH_MISMATCH: 502,
   ETCD_UNAVAILABLE: 503,
+  /** A staged rollout stopped: a host of the wave failed on the new version, or none could be tested. */
+  ROLLOUT_FAILED: 409,
+  /** A staged rollout stopped: the wave's hosts did not all switch within --timeout. */
+  ROLLOUT_TIMEOUT: 504,
   DISK_FULL: 507,
   INTERNAL: 500,
 } as const;

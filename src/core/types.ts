@@ -25,6 +25,8 @@ export interface Member {
   url: string;
   /** Cache capacity in bytes; weights the member's share of the ring. */
   capacity: number;
+  /** The datacenter the worker runs in (config `datacenter`), when labelled. */
+  datacenter?: string;
 }
 
 export interface PageRef {
@@ -61,4 +63,6 @@ export interface WorkerStatus {
   sendPath?: 'sendfile' | 'js';
   /** Cached pages the worker sends by the kernel at once, each on a thread of its own (config `threads`). */
   threads?: number;
+  /** Config `datacenter`, when set. */
+  datacenter?: string;
 }

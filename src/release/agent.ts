@@ -6,6 +6,7 @@ import { TokenBucket } from '../lib/ratelimit/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { ReleaseDir } from './install.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
+import { checkDatacenter, resolveChannel, watchChannels, watchedChannels } from './scope.js';
 import { stageVersion, type StageProgress } from './stage.js';
 
 export interface SyncAgentOptions {
@@ -20,6 +21,8 @@ export interface SyncAgentOptions {
   fetcher: ReleaseFetcher;
   /** Name this host reports under in `release status`. */
   host?: string;
+  /** The host's datacenter: it follows `CHANNEL@DATACENTER` when that was moved after `CHANNEL` (scope.ts). */
+  datacenter?: string;
   /** Cap on bytes/s fetched from the cluster while staging (0 or undefined: none). */
   rate?: number;
   /**
@@ -65,8 +68,11 @@ export class SyncAgent {
   private behindSince: number | undefined;
   private failedRounds = 0;
   private switches = 0;
+  /** The report in flight (reports are sent in order, see report()). */
+  private reporting: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: SyncAgentOptions) {
+    if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
     this.dir = new ReleaseDir(resolve(opts.dir), ({ file, movedTo }) =>
       opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
     );
@@ -74,6 +80,8 @@ export class SyncAgent {
     this.state = {
       host: this.host,
       channel: opts.channel,
+      ...(opts.datacenter ? { datacenter: opts.datacenter } : {}),
+      following: opts.channel,
       dir: this.dir.dir,
       current: null,
       target: null,
@@ -121,14 +129,14 @@ export class SyncAgent {
         this.closeWatch();
         this.state.current = await this.dir.currentVersion(); // named in the error if etcd is down
         // Watch first, read second (syncOnce): a promotion in between still fires the watch.
-        this.watch = await this.opts.registry
-          .watchChannel(this.opts.name, this.opts.channel, (event, err) => {
-            if (event === 'broken') this.opts.log?.(`watch on ${this.opts.name}/${this.opts.channel} broke (${err?.message}); re-reading the channel`);
-            this.wake();
-          })
-          .catch(async (err) => {
-            throw await this.failed(err);
-          });
+        // A host with a datacenter watches CHANNEL and CHANNEL@DATACENTER: either may move it.
+        const channels = watchedChannels(this.opts.channel, this.opts.datacenter);
+        this.watch = await watchChannels(this.opts.registry, this.opts.name, channels, (event, err) => {
+          if (event === 'broken') this.opts.log?.(`watch on ${this.opts.name}/${this.opts.channel} broke (${err?.message}); re-reading the channel`);
+          this.wake();
+        }).catch(async (err) => {
+          throw await this.failed(err);
+        });
       }
       await this.syncOnce(signal);
       this.failures = 0;
@@ -177,10 +185,11 @@ export class SyncAgent {
     await this.dir.init();
     this.state.current = await this.dir.currentVersion();
     try {
-      const channel = await this.opts.registry.getChannel(this.opts.name, this.opts.channel);
-      if (!channel) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${this.opts.name} has no channel ${this.opts.channel}`);
-      const target = channel.record.version;
+      const followed = await resolveChannel(this.opts.registry, this.opts.name, this.opts.channel, this.opts.datacenter);
+      if (!followed) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${this.opts.name} has no channel ${watchedChannels(this.opts.channel, this.opts.datacenter).join(' or ')}`);
+      const target = followed.record.version;
       this.state.target = target;
+      this.state.following = followed.channel;
       this.noteBehind();
       if (target === this.state.current) {
         await this.report({ phase: 'idle', error: null }, true);
@@ -263,8 +272,13 @@ export class SyncAgent {
   private async report(patch: Partial<AgentState>, must: boolean): Promise<void> {
     Object.assign(this.state, patch, { updatedAt: new Date().toISOString() });
     this.lastReport = Date.now();
+    // One report at a time, each with the state as it was when asked: a progress report sent
+    // without waiting must not land after (and overwrite) the error or switch that followed it.
+    const snapshot = { ...this.state };
+    const sent = this.reporting.then(() => this.opts.registry.reportAgent(this.opts.name, snapshot));
+    this.reporting = sent.catch(() => {});
     try {
-      await this.opts.registry.reportAgent(this.opts.name, this.state);
+      await sent;
     } catch (err) {
       if (must && this.state.phase !== 'error') throw err;
     }

@@ -53,4 +53,17 @@ describe('the release overview', () => {
     assert.deepEqual(llm!.versions.map((v) => v.version), versions.slice(-RECENT_VERSIONS));
     assert.equal(rest.length, 0, 'a release with only an unreadable record is not shown');
   });
+
+  test('hosts are grouped by datacenter; a host on a scoped channel counts against the channel it follows', () => {
+    const raw = index([
+      agent('a1', { datacenter: 'dc-a', current: 'v2', target: 'v2' }),
+      agent('b1', { datacenter: 'dc-b', following: 'prod@dc-b', current: 'v1', target: 'v1' }),
+      agent('b2', { datacenter: 'dc-b', following: 'prod@dc-b', current: 'v1', target: 'v1' }),
+      agent('x', { current: 'v1', target: 'v2', phase: 'staging' }),
+    ]);
+    raw[`${RELEASES_PREFIX}llm/channels/prod@dc-b`] = JSON.stringify({ version: 'v1', history: ['v2'], updatedAt: '2026-01-01T00:02:00Z' });
+    const [llm] = summarizeReleases(raw);
+    assert.deepEqual(llm!.hosts.groups.map((g) => [g.datacenter, g.current, g.hosts]), [['', 'v1', 1], ['dc-a', 'v2', 1], ['dc-b', 'v1', 2]]);
+    assert.equal(llm!.hosts.onChannelVersion, 3, 'a1 on prod, b1 and b2 on prod@dc-b');
+  });
 });

@@ -21,8 +21,11 @@ export interface HostSummary {
   total: number;
   /** Hosts whose `current` is their channel's version. */
   onChannelVersion: number;
-  /** One row per (channel, current, target, phase) with its host count, biggest first. */
-  groups: { channel: string; current: string | null; target: string | null; phase: AgentState['phase']; hosts: number }[];
+  /**
+   * One row per (datacenter, channel, current, target, phase) with its host count: by datacenter
+   * ('' for hosts without one), biggest first within each.
+   */
+  groups: { datacenter: string; channel: string; current: string | null; target: string | null; phase: AgentState['phase']; hosts: number }[];
   /** Of the hosts staging: bytes done and to do, summed. */
   staging: { hosts: number; bytesDone: number; bytesTotal: number };
   errors: { host: string; channel: string; target: string | null; error: string; updatedAt: string }[];
@@ -74,11 +77,14 @@ export function summarizeHosts(agents: AgentState[], channels: Record<string, Ch
   const groups = new Map<string, HostSummary['groups'][number]>();
   const summary: HostSummary = { total: agents.length, onChannelVersion: 0, groups: [], staging: { hosts: 0, bytesDone: 0, bytesTotal: 0 }, errors: [], errorCount: 0 };
   for (const agent of agents) {
-    if (channels[agent.channel] && agent.current === channels[agent.channel]!.version) summary.onChannelVersion++;
-    const key = JSON.stringify([agent.channel, agent.current, agent.target, agent.phase]);
+    // The channel the host follows now (prod@dc-b when that one moved last: scope.ts), as it reported.
+    const followed = channels[agent.following ?? agent.channel];
+    if (followed && agent.current === followed.version) summary.onChannelVersion++;
+    const datacenter = agent.datacenter ?? '';
+    const key = JSON.stringify([datacenter, agent.channel, agent.current, agent.target, agent.phase]);
     const group = groups.get(key);
     if (group) group.hosts++;
-    else groups.set(key, { channel: agent.channel, current: agent.current, target: agent.target, phase: agent.phase, hosts: 1 });
+    else groups.set(key, { datacenter, channel: agent.channel, current: agent.current, target: agent.target, phase: agent.phase, hosts: 1 });
     if (agent.phase === 'staging') {
       summary.staging.hosts++;
       summary.staging.bytesDone += agent.bytesDone;
@@ -91,6 +97,6 @@ export function summarizeHosts(agents: AgentState[], channels: Record<string, Ch
       }
     }
   }
-  summary.groups = [...groups.values()].sort((a, b) => b.hosts - a.hosts);
+  summary.groups = [...groups.values()].sort((a, b) => (a.datacenter === b.datacenter ? b.hosts - a.hosts : a.datacenter < b.datacenter ? -1 : 1));
   return summary;
 }

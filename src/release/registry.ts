@@ -39,7 +39,12 @@ export interface ChannelRecord {
 
 export interface AgentState {
   host: string;
+  /** The channel the agent was told to follow (`prod`). */
   channel: string;
+  /** `sync --datacenter`; absent for hosts without one. */
+  datacenter?: string;
+  /** The key it follows now: `prod`, or `prod@DC` when that one was moved last (scope.ts). */
+  following?: string;
   dir: string;
   current: string | null;
   target: string | null;
@@ -108,10 +113,15 @@ export class ReleaseRegistry {
   }
 
   async listChannels(name: string): Promise<Record<string, ChannelRecord>> {
+    return Object.fromEntries(Object.entries(await this.channelStates(name)).map(([k, v]) => [k, v.record]));
+  }
+
+  /** Every channel with its mod revision: what orders `prod` against `prod@dc-b` (scope.ts). */
+  async channelStates(name: string): Promise<Record<string, { record: ChannelRecord; modRevision: string }>> {
     checkReleaseName(name);
     const prefix = `${RELEASES_PREFIX}${name}/channels/`;
-    const all = await this.call('list channels', () => this.client.getAll().prefix(prefix).strings());
-    return Object.fromEntries(Object.entries(all).map(([k, v]) => [k.slice(prefix.length), JSON.parse(v) as ChannelRecord]));
+    const res = await this.call('list channels', () => this.client.getAll().prefix(prefix).exec());
+    return Object.fromEntries(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), { record: JSON.parse(kv.value.toString()) as ChannelRecord, modRevision: kv.mod_revision }]));
   }
 
   /** The channel's record and its modification revision (for compare-and-swap), or null. */
@@ -161,16 +171,17 @@ export class ReleaseRegistry {
   /**
    * Points a channel at `version` if, at the moment of writing, it still is what we read
    * (and `expect`, when given, is its current version): two promotions racing from the same
-   * state cannot both win. The version must exist.
+   * state cannot both win. The version must exist. A channel created here starts its history
+   * with `seedHistory` (a new `prod@dc-b` inherits what `prod` pointed to, so it can roll back).
    */
-  async promote(name: string, channel: string, version: string, expect?: string): Promise<{ previous: string | null; record: ChannelRecord }> {
+  async promote(name: string, channel: string, version: string, expect?: string, seedHistory: string[] = []): Promise<{ previous: string | null; record: ChannelRecord }> {
     await this.getVersion(name, version);
     const current = await this.getChannel(name, channel);
     const currentVersion = current?.record.version ?? null;
     if (expect !== undefined && expect !== (currentVersion ?? '')) {
       throw new FanoutError('PROMOTION_CONFLICT', `channel ${channel} of ${name} is at ${currentVersion ?? '(none)'}, not ${expect}`);
     }
-    const history = current ? [current.record.version, ...current.record.history].filter((v) => v !== version).slice(0, HISTORY_LIMIT) : [];
+    const history = (current ? [current.record.version, ...current.record.history] : seedHistory).filter((v) => v !== version).slice(0, HISTORY_LIMIT);
     const record: ChannelRecord = { version, history, updatedAt: new Date().toISOString() };
     await this.swapChannel(name, channel, current?.modRevision, record, version);
     return { previous: currentVersion, record };
@@ -259,8 +270,9 @@ export function channelKey(name: string, channel: string): string {
   return `${RELEASES_PREFIX}${name}/channels/${channel}`;
 }
 
+/** `prod`, or `prod@dc-b` for the hosts of one datacenter (see scope.ts). */
 export function checkChannel(channel: string): void {
-  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(channel)) throw new FanoutError('INVALID_ARGUMENT', `invalid channel name "${channel}"`);
+  if (!/^[a-z0-9][a-z0-9._-]{0,62}(@[a-z0-9][a-z0-9._-]{0,62})?$/.test(channel)) throw new FanoutError('INVALID_ARGUMENT', `invalid channel name "${channel}" (NAME or NAME@DATACENTER)`);
 }
 
 /** --etcd URL[,URL] or FANOUT_ETCD. */

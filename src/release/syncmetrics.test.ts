@@ -29,6 +29,11 @@ describe('sync agent metrics', () => {
     assert.equal(value(text, `fanout_sync_switches_total${labels}`), 2);
   });
 
+  test('an agent with a datacenter labels every series with it', async () => {
+    const text = await syncMetricsRegistry(() => health({}, {}), { release: 'r', channel: 'prod', datacenter: 'dc-b' }).metrics();
+    assert.equal(value(text, 'fanout_sync_behind{release="r",channel="prod",datacenter="dc-b"}'), 0);
+  });
+
   test('a host behind its channel reports since how long, its phase, progress and failed rounds', async () => {
     const since = Date.now() - 90_000;
     const text = await syncMetricsRegistry(

@@ -12,7 +12,8 @@ const PHASES = ['idle', 'staging', 'switching', 'error'] as const;
  * when hosts stay behind their channel (`fanout_sync_behind_seconds`) or keep failing
  * (`fanout_sync_phase{phase="error"}`); examples/monitoring/ alerts on both.
  */
-export function syncMetricsRegistry(health: () => AgentHealth, labels: { release: string; channel: string }): Registry {
+/** `labels` go on every series; with `datacenter` (sync --datacenter), alerts can group stuck hosts by datacenter. */
+export function syncMetricsRegistry(health: () => AgentHealth, labels: { release: string; channel: string; datacenter?: string }): Registry {
   const registry = new Registry();
   registry.setDefaultLabels(labels);
   const gauge = (name: string, help: string, read: (h: AgentHealth) => number) =>

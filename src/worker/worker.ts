@@ -115,6 +115,7 @@ export class Worker {
       members: () => this.session.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
+      datacenter: config.datacenter,
     });
     this.pages = new PageService({
       store: this.store,
@@ -213,7 +214,7 @@ export class Worker {
   }
 
   get self(): Member {
-    return { id: this.config.id, url: this.config.advertiseUrl, capacity: this.config.capacity };
+    return { id: this.config.id, url: this.config.advertiseUrl, capacity: this.config.capacity, ...(this.config.datacenter ? { datacenter: this.config.datacenter } : {}) };
   }
 
   members(): Member[] {
@@ -292,6 +293,7 @@ export class Worker {
       sendPath: sendPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
+      datacenter: this.config.datacenter,
     };
   }
 

@@ -31,10 +31,16 @@ const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
   return Math.round(Number(match[1]) * unit);
 });
 
+/** A datacenter label: what scoped release channels (prod@dc-b) name, so the same characters. */
+export const DATACENTER_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const DATACENTER_MESSAGE = 'a datacenter is 1–63 of a-z 0-9 . _ - (starting with a letter or digit), e.g. dc-a';
+
 const memberSchema = z.object({
   id: z.string().min(1),
   url: z.string().url(),
   capacity: size.default('10GiB'),
+  /** The member's datacenter, as its own config says (shown in /v1/cluster). */
+  datacenter: z.string().regex(DATACENTER_NAME, DATACENTER_MESSAGE).optional(),
 });
 
 export const s3OptionsSchema = z
@@ -116,6 +122,11 @@ export const workerConfigSchema = z
     listen: z.string().default('127.0.0.1:7450'),
     /** URL other members and clients use to reach this worker; defaults to http://listen (https:// with tls). */
     advertiseUrl: z.string().url().optional(),
+    /**
+     * The datacenter this worker runs in (e.g. dc-a): shown in /v1/status, /v1/cluster and the
+     * fanout_worker_info metric, so status and releases can group hosts by datacenter.
+     */
+    datacenter: z.string().regex(DATACENTER_NAME, DATACENTER_MESSAGE).optional(),
     /**
      * HTTPS for the API (and the S3 gateway): certificate and key files, reloaded on change.
      * `ca` is what this worker trusts when it fetches pages from peers (default: the system store).

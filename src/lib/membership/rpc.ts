@@ -106,7 +106,9 @@ export function decodeMember(prefix: string, key: Buffer, value: Buffer): Member
     const m = JSON.parse(value.toString()) as Partial<Member>;
     if (m.id !== id || typeof m.url !== 'string') return undefined;
     // Unknown capacity stays 0; the ring counts that as average.
-    return { id, url: m.url, capacity: typeof m.capacity === 'number' && Number.isFinite(m.capacity) ? m.capacity : 0 };
+    const member: Member = { id, url: m.url, capacity: typeof m.capacity === 'number' && Number.isFinite(m.capacity) ? m.capacity : 0 };
+    if (typeof m.datacenter === 'string' && m.datacenter) member.datacenter = m.datacenter;
+    return member;
   } catch {
     return undefined;
   }

@@ -39,5 +39,5 @@ export function sortMembers(members: Iterable<Member>): Member[] {
 
 export function sameMembers(a: readonly Member[], b: readonly Member[]): boolean {
   if (a.length !== b.length) return false;
-  return a.every((m, i) => m.id === b[i]!.id && m.url === b[i]!.url && m.capacity === b[i]!.capacity);
+  return a.every((m, i) => m.id === b[i]!.id && m.url === b[i]!.url && m.capacity === b[i]!.capacity && m.datacenter === b[i]!.datacenter);
 }

@@ -21,6 +21,8 @@ export interface GaugeSources {
   sourceRates(): Record<string, number>;
   /** True while the membership store (etcd) is unreachable and the member list may be out of date. */
   membershipStale?(): boolean;
+  /** Config `datacenter`: exported as fanout_worker_info{datacenter} to join other series on. */
+  datacenter?: string;
 }
 
 /**
@@ -100,6 +102,16 @@ export class WorkerMetrics {
     gauge('fanout_store_pages', 'Pages held in the page store', sources.storePages);
     gauge('fanout_source_reads_inflight', 'Source reads in progress (single-flight fills)', sources.inflightSourceReads);
     gauge('fanout_members', 'Cluster members this worker knows of', sources.members);
+    const { datacenter } = sources;
+    new Gauge({
+      name: 'fanout_worker_info',
+      help: 'Always 1; labels describe the worker (datacenter: config datacenter, "" when unset), to group other series by datacenter',
+      labelNames: ['datacenter'],
+      registers: [this.registry],
+      collect() {
+        this.labels(datacenter ?? '').set(1);
+      },
+    });
     new Gauge({
       name: 'fanout_source_rate_limit_bytes_per_second',
       help: "This worker's share of a mount's cluster-wide source budget, bytes/s (0 = unlimited)",

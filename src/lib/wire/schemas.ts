@@ -12,6 +12,7 @@ export const memberSchema = z.object({
   id: z.string().min(1),
   url: z.string().min(1),
   capacity: z.number().nonnegative(),
+  datacenter: z.string().optional(),
 });
 
 /** GET /v1/cluster */
@@ -42,6 +43,7 @@ export const workerStatusSchema = z.object({
   inflightSourceReads: z.number(),
   sourceRates: z.record(z.string(), z.number()),
   sendPath: z.enum(['sendfile', 'js']).optional(),
+  datacenter: z.string().optional(),
 });
 
 /** Slowest preload rate a caller may ask for (bytes/s). */

@@ -71,8 +71,8 @@ export class ReleasesView {
 function makeCard(name: string, onOpen: () => void): Card {
   const channels = table(['channel', 'version', 'previous', 'updated'], 'data-channel');
   const versions = table(['version', 'created', 'files', 'size', 'channels'], 'data-version');
-  const groups = table(['channel', 'current', 'target', 'phase', 'hosts'], 'data-group');
-  const hosts = table(['host', 'channel', 'current', 'target', 'phase', 'progress', 'error'], 'data-host');
+  const groups = table(['datacenter', 'channel', 'current', 'target', 'phase', 'hosts'], 'data-group');
+  const hosts = table(['host', 'datacenter', 'channel', 'current', 'target', 'phase', 'progress', 'error'], 'data-host');
   const summary = el('p', { className: 'rollout' });
   const errors = el('ul', { className: 'errors' });
   const hostsLabel = el('summary');
@@ -117,7 +117,8 @@ function fillCard(card: Card, release: ReleaseOverview): void {
   if (card.summary.textContent !== summary) card.summary.textContent = summary;
   card.summary.dataset.total = String(h.total);
   card.summary.dataset.staging = String(h.staging.hosts);
-  card.groups.update(h.groups, (g) => JSON.stringify([g.channel, g.current, g.target, g.phase]), (cells, g) => {
+  card.groups.update(h.groups, (g) => JSON.stringify([g.datacenter, g.channel, g.current, g.target, g.phase]), (cells, g) => {
+    setCell(cells.datacenter!, g.datacenter || '-');
     setCell(cells.channel!, g.channel);
     setCell(cells.current!, g.current ?? '-');
     setCell(cells.target!, g.target ?? '-');
@@ -138,7 +139,8 @@ function fillCard(card: Card, release: ReleaseOverview): void {
 
 function fillHost(cells: Record<string, HTMLTableCellElement>, a: AgentState): void {
   setCell(cells.host!, a.host);
-  setCell(cells.channel!, a.channel);
+  setCell(cells.datacenter!, a.datacenter ?? '-');
+  setCell(cells.channel!, a.following ?? a.channel);
   setCell(cells.current!, a.current ?? '-');
   setCell(cells.target!, a.target ?? '-');
   setCell(cells.phase!, a.phase, { className: `phase-${a.phase}` });

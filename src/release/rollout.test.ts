@@ -1,0 +1,136 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FanoutError } from '../core/errors.js';
+import type { AgentState, ChannelRecord } from './registry.js';
+import { rollout, type RolloutEvent } from './rollout.js';
+import { followedVersion, type ChannelState } from './scope.js';
+
+/**
+ * An in-memory release index with simulated agents: each sleep of the rollout is one step of
+ * time, in which every agent whose followed version differs from its current one moves a phase
+ * (staging, then switched), unless it is set to fail.
+ */
+class FakeFleet {
+  channels: Record<string, ChannelState> = {};
+  agents: AgentState[] = [];
+  failing = new Set<string>();
+  private revision = 1;
+  time = 0;
+  events: RolloutEvent[] = [];
+
+  addAgent(host: string, datacenter: string, current: string): void {
+    this.agents.push({ host, channel: 'prod', datacenter, dir: '/r', current, target: current, phase: 'idle', bytesDone: 0, bytesTotal: 0, bytesLocal: 0, bytesFetched: 0, error: null, updatedAt: 't0' });
+  }
+
+  registry = {
+    getVersion: async (_name: string, version: string) => {
+      if (!['v1', 'v2'].includes(version)) throw new FanoutError('RELEASE_NOT_FOUND', version);
+      return {} as never;
+    },
+    getChannel: async (_name: string, channel: string) => this.channels[channel] ?? null,
+    listAgents: async () => this.agents.map((a) => ({ ...a })),
+    promote: async (_name: string, channel: string, version: string, _expect?: string, seed: string[] = []) => {
+      const current = this.channels[channel];
+      const record: ChannelRecord = { version, history: current ? [current.record.version, ...current.record.history] : seed, updatedAt: '' };
+      this.channels[channel] = { record, modRevision: String(++this.revision) };
+      return { previous: current?.record.version ?? null, record };
+    },
+  };
+
+  /** One step of every agent towards what it follows. */
+  step(): void {
+    this.time += 1000;
+    for (const a of this.agents) {
+      const target = followedVersion(this.channels, a.channel, a.datacenter)?.record.version ?? null;
+      if (target === null || (a.current === target && a.phase === 'idle')) continue;
+      const updatedAt = `t${this.time}`;
+      if (this.failing.has(a.host)) Object.assign(a, { target, phase: 'error', error: 'HASH_MISMATCH: page 0', updatedAt });
+      else if (a.phase !== 'staging') Object.assign(a, { target, phase: 'staging', updatedAt });
+      else Object.assign(a, { current: target, phase: 'idle', error: null, updatedAt });
+    }
+  }
+
+  options(extra: Partial<Parameters<typeof rollout>[0]> = {}) {
+    return {
+      registry: this.registry,
+      name: 'llm',
+      channel: 'prod',
+      version: 'v2',
+      canary: 'dc-a',
+      timeoutMs: 60_000,
+      now: () => this.time,
+      sleep: async () => this.step(),
+      onEvent: (e: RolloutEvent) => this.events.push(e),
+      ...extra,
+    };
+  }
+}
+
+function fleet(): FakeFleet {
+  const f = new FakeFleet();
+  void f.registry.promote('llm', 'prod', 'v1');
+  for (const dc of ['dc-a', 'dc-b', 'dc-c']) for (const i of [1, 2]) f.addAgent(`${dc}-h${i}`, dc, 'v1');
+  return f;
+}
+
+const versions = (f: FakeFleet) => Object.fromEntries(f.agents.map((a) => [a.host, a.current]));
+
+test('rollout promotes the canary, waits for all its hosts, then each --then datacenter in turn', async () => {
+  const f = fleet();
+  const waves = await rollout(f.options({ then: ['dc-b', 'dc-c'] }));
+  assert.deepEqual(waves.map((w) => [w.wave, w.channel, w.hosts.length]), [['dc-a', 'prod@dc-a', 2], ['dc-b', 'prod@dc-b', 2], ['dc-c', 'prod@dc-c', 2]]);
+  assert.ok(Object.values(versions(f)).every((v) => v === 'v2'));
+  // dc-b was promoted only after both canary hosts had switched.
+  const promotedB = f.events.findIndex((e) => e.event === 'promoted' && e.wave === 'dc-b');
+  const canaryDone = f.events.findIndex((e) => e.event === 'switched' && e.wave === 'dc-a');
+  assert.ok(canaryDone >= 0 && canaryDone < promotedB);
+  assert.deepEqual(f.channels['prod@dc-a']!.record.history, ['v1'], 'the canary scope can roll back to what it followed');
+});
+
+test('rollout --rest moves the plain channel last: every host, in every datacenter', async () => {
+  const f = fleet();
+  const waves = await rollout(f.options({ rest: true }));
+  assert.deepEqual(waves.map((w) => w.wave), ['dc-a', 'rest']);
+  assert.equal(f.channels.prod!.record.version, 'v2');
+  assert.ok(Object.values(versions(f)).every((v) => v === 'v2'));
+});
+
+test('a failing canary host stops the rollout with ROLLOUT_FAILED and leaves the other datacenters untouched', async () => {
+  const f = fleet();
+  f.failing.add('dc-a-h2');
+  await assert.rejects(rollout(f.options({ then: ['dc-b'], rest: true })), (err: FanoutError) => err.code === 'ROLLOUT_FAILED' && /dc-a-h2: HASH_MISMATCH/.test(err.message));
+  assert.equal(f.channels['prod@dc-b'], undefined);
+  assert.equal(f.channels.prod!.record.version, 'v1');
+  assert.equal(versions(f)['dc-b-h1'], 'v1');
+});
+
+test('an error reported before the promotion does not fail the rollout; the host gets its new try', async () => {
+  const f = fleet();
+  Object.assign(f.agents[0]!, { phase: 'error', target: 'v2', error: 'DISK_FULL: earlier attempt' });
+  const waves = await rollout(f.options());
+  assert.deepEqual(waves.map((w) => w.wave), ['dc-a']);
+  assert.equal(versions(f)['dc-a-h1'], 'v2');
+});
+
+test('a canary that does not switch in time fails with ROLLOUT_TIMEOUT; no datacenter means nothing is promoted', async () => {
+  const f = fleet();
+  f.registry.listAgents = async () => f.agents.map((a) => ({ ...a, phase: 'staging' as const, current: 'v1' }));
+  await assert.rejects(rollout(f.options({ timeoutMs: 5000, rest: true })), (err: FanoutError) => err.code === 'ROLLOUT_TIMEOUT');
+  assert.equal(f.channels.prod!.record.version, 'v1');
+
+  const empty = fleet();
+  await assert.rejects(rollout(empty.options({ canary: 'dc-z' })), (err: FanoutError) => err.code === 'ROLLOUT_FAILED' && /nothing to canary/.test(err.message));
+  assert.equal(empty.channels['prod@dc-z'], undefined);
+  await assert.rejects(rollout(empty.options({ version: 'v9' })), (err: FanoutError) => err.code === 'RELEASE_NOT_FOUND');
+  await assert.rejects(rollout(empty.options({ then: ['dc-a'] })), (err: FanoutError) => err.code === 'INVALID_ARGUMENT');
+});
+
+test('a wave whose hosts all drop out (cut off, stopped) fails instead of passing', async () => {
+  const f = fleet();
+  const listAgents = f.registry.listAgents;
+  let calls = 0;
+  // Present when the rollout checks and snapshots the canary, gone once it waits.
+  f.registry.listAgents = async () => (++calls <= 2 ? listAgents() : (await listAgents()).filter((a) => a.datacenter !== 'dc-a'));
+  await assert.rejects(rollout(f.options({ rest: true })), (err: FanoutError) => err.code === 'ROLLOUT_FAILED' && /dropped out/.test(err.message));
+  assert.equal(f.channels.prod!.record.version, 'v1');
+});

@@ -1,0 +1,116 @@
+import { FanoutError } from '../core/errors.js';
+import type { AgentState, ReleaseRegistry } from './registry.js';
+import { checkDatacenter, parseChannel, promoteChannel, scopedChannel } from './scope.js';
+
+/**
+ * A staged rollout as one command: promote `CHANNEL@CANARY`, wait until every host of the canary
+ * datacenter that follows CHANNEL reports the version switched, then the next waves: each
+ * `--then` datacenter in turn (`CHANNEL@DC`), and with `--rest` CHANNEL itself (every host, the
+ * last move wins: scope.ts). A host of the wave that fails on the new version (its agent reports
+ * an error while targeting it: hash mismatch, disk full, hook failed) stops the rollout with
+ * ROLLOUT_FAILED and no later wave is promoted; so does a wave not done within the timeout
+ * (ROLLOUT_TIMEOUT). The waves already promoted stay promoted: roll them back per scope.
+ */
+
+export type RolloutRegistry = Pick<ReleaseRegistry, 'promote' | 'getChannel' | 'getVersion' | 'listAgents'>;
+
+export interface RolloutOptions {
+  registry: RolloutRegistry;
+  name: string;
+  /** The plain channel (`prod`). */
+  channel: string;
+  version: string;
+  canary: string;
+  then?: string[];
+  /** After the datacenter waves, promote the plain channel: every host. */
+  rest?: boolean;
+  /** How long one wave may take to switch. */
+  timeoutMs: number;
+  /** Between reads of the hosts' reports. */
+  pollMs?: number;
+  /** Injected for tests: now in ms, and a wait. */
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+  signal?: AbortSignal;
+  onEvent?: (event: RolloutEvent) => void;
+}
+
+export type RolloutEvent =
+  | { event: 'promoted'; wave: string; channel: string; previous: string | null; version: string }
+  | { event: 'waiting'; wave: string; hosts: number; switched: number; staging: number; failed: number }
+  | { event: 'switched'; wave: string; hosts: number }
+  | { event: 'skipped'; wave: string; reason: string };
+
+export interface WaveResult {
+  wave: string;
+  channel: string;
+  previous: string | null;
+  hosts: string[];
+}
+
+export const DEFAULT_POLL_MS = 1000;
+
+/** Runs the waves; resolves with what each one promoted and waited for, or throws (ROLLOUT_*). */
+export async function rollout(opts: RolloutOptions): Promise<WaveResult[]> {
+  const { registry, name, version } = opts;
+  if (parseChannel(opts.channel).datacenter !== undefined) throw new FanoutError('INVALID_ARGUMENT', `a rollout moves a plain channel (prod), not ${opts.channel}`);
+  const waves = [opts.canary, ...(opts.then ?? [])];
+  waves.forEach(checkDatacenter);
+  if (new Set(waves).size !== waves.length) throw new FanoutError('INVALID_ARGUMENT', `a datacenter is named twice in the rollout: ${waves.join(', ')}`);
+  await registry.getVersion(name, version); // RELEASE_NOT_FOUND before anything moves
+  // No canary host means nothing would be tested: refuse before promoting anything.
+  if (inWave(await registry.listAgents(name), opts.channel, opts.canary).length === 0) {
+    throw new FanoutError('ROLLOUT_FAILED', `no sync agent of datacenter ${opts.canary} follows ${name}/${opts.channel}: nothing to canary (nothing was promoted)`);
+  }
+  const results: WaveResult[] = [];
+  for (const datacenter of waves) results.push(await runWave(opts, datacenter, scopedChannel(opts.channel, datacenter)));
+  if (opts.rest) results.push(await runWave(opts, undefined, opts.channel));
+  return results;
+}
+
+/** Hosts of a wave: those following `channel`, of `datacenter` (undefined: of every datacenter). */
+function inWave(agents: AgentState[], channel: string, datacenter: string | undefined): AgentState[] {
+  return agents.filter((a) => a.channel === channel && (datacenter === undefined || a.datacenter === datacenter));
+}
+
+async function runWave(opts: RolloutOptions, datacenter: string | undefined, channel: string): Promise<WaveResult> {
+  const { registry, name, version } = opts;
+  const wave = datacenter ?? 'rest';
+  const now = opts.now ?? Date.now;
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  // A host's report counts for this wave only once it changed after the promotion: an error
+  // left from an earlier attempt must not fail the rollout before the agent tried again.
+  const before = new Map(inWave(await registry.listAgents(name), opts.channel, datacenter).map((a) => [a.host, a.updatedAt]));
+  const { previous } = await promoteChannel(registry, name, channel, version);
+  opts.onEvent?.({ event: 'promoted', wave, channel, previous, version });
+  const deadline = now() + opts.timeoutMs;
+  for (;;) {
+    if (opts.signal?.aborted) throw new FanoutError('ABORTED', `rollout of ${name}@${version} stopped while waiting for ${wave}`);
+    const hosts = inWave(await registry.listAgents(name), opts.channel, datacenter);
+    if (hosts.length === 0) {
+      // Hosts that were there and are gone (cut off, stopped) prove nothing: never pass a wave
+      // on their absence. Only a wave that never had hosts is skipped.
+      if (before.size > 0 || datacenter === opts.canary) {
+        throw new FanoutError('ROLLOUT_FAILED', `every host of ${wave} dropped out of ${name} while switching to ${version} (cut off or stopped); later waves were not promoted`);
+      }
+      opts.onEvent?.({ event: 'skipped', wave, reason: `no sync agent follows ${opts.channel}${datacenter ? ` in ${datacenter}` : ''}` });
+      return { wave, channel, previous, hosts: [] };
+    }
+    const failed = hosts.filter((a) => a.phase === 'error' && a.target === version && a.updatedAt !== before.get(a.host));
+    if (failed.length > 0) {
+      const list = failed.slice(0, 5).map((a) => `${a.host}: ${a.error ?? 'error'}`).join('; ');
+      throw new FanoutError('ROLLOUT_FAILED', `${failed.length} host(s) of ${wave} failed on ${name}@${version} (${list}); later waves were not promoted`);
+    }
+    const switched = hosts.filter((a) => a.current === version && a.phase !== 'error').length;
+    const staging = hosts.filter((a) => a.phase === 'staging' || a.phase === 'switching').length;
+    if (switched === hosts.length) {
+      opts.onEvent?.({ event: 'switched', wave, hosts: hosts.length });
+      return { wave, channel, previous, hosts: hosts.map((a) => a.host) };
+    }
+    opts.onEvent?.({ event: 'waiting', wave, hosts: hosts.length, switched, staging, failed: 0 });
+    if (now() >= deadline) {
+      throw new FanoutError('ROLLOUT_TIMEOUT', `${hosts.length - switched} of ${hosts.length} host(s) of ${wave} not on ${name}@${version} after ${Math.round(opts.timeoutMs / 1000)} s; later waves were not promoted`);
+    }
+    await sleep(Math.min(opts.pollMs ?? DEFAULT_POLL_MS, Math.max(0, deadline - now())));
+  }
+}
