@@ -56,6 +56,8 @@ export interface FanoutClientOptions {
    * FANOUT_CA, else the system's trust store. Certificates are always verified.
    */
   ca?: CaOption;
+  /** Extra headers on every request to workers (a cluster reading another sends its id: lib/ufs/fanout.ts). */
+  headers?: Record<string, string>;
 }
 
 export interface ClusterInfo {
@@ -66,6 +68,8 @@ export interface ClusterInfo {
   members: Member[];
   stale: boolean;
   mounts: string[];
+  clusterId?: string;
+  upstream?: string[];
 }
 
 export interface StatResult extends FileInfo {
@@ -128,7 +132,7 @@ export class FanoutClient {
     this.json = new JsonGetter(this.timeouts, this.connectOptions);
     this.fetcher = this.newPageFetcher();
     const first = this.endpoints[0]!;
-    this.pageReporter = new HttpPageReporter({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeoutMs: Math.min(5000, this.timeouts.firstByteMs) });
+    this.pageReporter = new HttpPageReporter({ headers: () => this.headersFor(first), connect: this.connectOptions, timeoutMs: Math.min(5000, this.timeouts.firstByteMs) });
   }
 
   /** Dispatcher of admin requests to workers: the CA of `ca` and the deadlines of `timeouts`. */
@@ -221,9 +225,10 @@ export class FanoutClient {
     for (const chunk of page) this.fetcher.release(chunk);
   }
 
-  async fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
+  /** `hash`: the page's SHA-256 from a release manifest: asked for, placed and verified by content. */
+  async fetchPage(file: StatResult, index: number, signal?: AbortSignal, hash?: string): Promise<Buffer[]> {
     const reader = await this.clusterReader();
-    return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
+    return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index, ...(hash ? { hash } : {}) }, signal);
   }
 
   /** Hits, joins and fetches of readPage()'s shared page cache. */
@@ -270,7 +275,7 @@ export class FanoutClient {
    */
   newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
     const first = this.endpoints[0]!;
-    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts, ...options });
+    return new PageFetcher({ headers: () => this.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts, ...options });
   }
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */
@@ -280,7 +285,7 @@ export class FanoutClient {
       response = await undici().request(base + route, {
         method: 'POST',
         body: JSON.stringify(body),
-        headers: { 'content-type': 'application/json', ...this.credentials.headersFor(base) },
+        headers: { 'content-type': 'application/json', ...this.headersFor(base) },
         dispatcher: this.dispatcher,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
@@ -359,11 +364,15 @@ export class FanoutClient {
   private async getJsonFrom(base: string, path: string): Promise<unknown> {
     let response;
     try {
-      response = await this.json.get(base + path, this.credentials.headersFor(base));
+      response = await this.json.get(base + path, this.headersFor(base));
     } catch (err) {
       throw this.unreachable(base, err);
     }
     return parseJsonBody(base + path, response.statusCode, response.text);
+  }
+
+  private headersFor(base: string): Record<string, string> {
+    return { ...this.options.headers, ...this.credentials.headersFor(base) };
   }
 
   private unreachable(base: string, err: unknown): FanoutError {

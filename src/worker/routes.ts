@@ -3,6 +3,7 @@ import { FanoutError } from '../core/errors.js';
 import type { FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
 import type { Access } from '../lib/auth/index.js';
+import { refuseOwnSourceReads } from './clusterid.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import { PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
@@ -65,6 +66,7 @@ export class Routes {
     if (route === ROUTES.health) return sendJson(res, 200, { ok: true, id: this.worker.config.id });
     if (route === ROUTES.metrics) return this.metrics(res);
     if (route === ROUTES.cluster) return this.cluster(res);
+    refuseOwnSourceReads(req, this.worker.clusterId);
     if (route === ROUTES.status) return sendJson(res, 200, await this.worker.status());
     if (url.startsWith(`${ROUTES.page}/`)) return this.page(req, res);
     if (url.startsWith(`${ROUTES.stat}/`)) return sendJson(res, 200, await this.stat(routePath(req, ROUTES.stat).target));
@@ -115,6 +117,8 @@ export class Routes {
       members: this.worker.members(),
       stale: this.worker.membership.stale,
       mounts: this.worker.mountNames(),
+      clusterId: this.worker.clusterId,
+      upstream: this.worker.upstream(),
     };
     sendJson(res, 200, body);
   }

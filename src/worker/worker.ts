@@ -12,7 +12,8 @@ import { HashRing } from '../lib/hashring/index.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageStore } from '../lib/pagestore/index.js';
-import { openUfs, type Ufs } from '../lib/ufs/index.js';
+import { FanoutUfs, openUfs, type Ufs } from '../lib/ufs/index.js';
+import { clusterIdOf } from './clusterid.js';
 import { CertificateReloader, createApiServer, readCa, readTlsPair, tlsConnectOptions } from '../lib/tls/index.js';
 import { S3Gateway } from '../gateway/index.js';
 import { sendError } from './http.js';
@@ -63,6 +64,8 @@ export class Worker {
   /** /ui, the last 15 minutes of this worker, and the page's data calls. */
   readonly dashboard: Dashboard;
   private readonly mounts = new Map<string, Ufs>();
+  /** Same on every worker of this cluster: how a fanout:// source chain recognises a loop. */
+  readonly clusterId: string;
   private readonly server: Server | HttpsServer;
   /** Re-reads the API's certificate when its files change (with config.tls). */
   private readonly certificates: CertificateReloader | undefined;
@@ -94,6 +97,7 @@ export class Worker {
   ) {
     const clock = options.clock ?? systemClock;
     this.clock = clock;
+    this.clusterId = clusterIdOf(config);
     // Peers over https:// are verified against tls.ca, or the system store without one.
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
@@ -106,10 +110,11 @@ export class Worker {
     });
     const budgets: Record<string, number> = {};
     for (const name of Object.keys(config.mounts)) {
-      const { uri, sourceRate, versioning } = mountSpec(config, name);
+      const { uri, sourceRate, versioning, token, ca } = mountSpec(config, name);
       const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
       const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
-      this.mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines }));
+      const cluster = { clusterId: this.clusterId, pageSize: config.pageSize, token, ca };
+      this.mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines, cluster }));
       budgets[name] = sourceRate;
     }
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
@@ -275,9 +280,37 @@ export class Worker {
     await this.certificates?.start();
     await this.membership.start();
     this.onMembershipChange(this.membership.members());
+    await this.checkRemoteSources();
     await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
     if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
+  }
+
+  /**
+   * A fanout:// source that is this cluster (or reads it down a chain), lacks its mount or has
+   * another page size is refused: the worker does not start. One that does not answer yet only
+   * warns: cached pages serve, uncached reads fail SOURCE_ERROR, and the loop check runs again
+   * on every read once the remote answers.
+   */
+  private async checkRemoteSources(): Promise<void> {
+    for (const [name, ufs] of this.mounts) {
+      if (!(ufs instanceof FanoutUfs)) continue;
+      try {
+        await ufs.checkRemote();
+      } catch (err) {
+        if (err instanceof FanoutError && err.code === 'INVALID_CONFIG') {
+          await this.stop().catch(() => {});
+          throw err;
+        }
+        this.logger.warn({ mount: name, source: ufs.uri, err: (err as Error).message }, 'remote cluster of a fanout:// source not reachable at start; checked again on reads');
+      }
+    }
+  }
+
+  /** Clusters this one reads through its fanout:// sources (for /v1/cluster: the loop check of readers of this one). */
+  upstream(): string[] {
+    const chains = [...this.mounts.values()].map((ufs) => (ufs instanceof FanoutUfs ? ufs.upstream() : []));
+    return [...new Set(chains.flat())];
   }
 
   /**
