@@ -33,6 +33,9 @@ export function connectRemote(endpoints: string[], options: RemoteSourceOptions,
     timeouts,
     // Only whole pages are fetched (fetchPage), never through readPage's shared cache.
     pageCacheBytes: 0,
+    // A hedge would send a slow page over the line a second time; a failing worker is still
+    // skipped for the next one (the SDK's fallback), which costs no second copy.
+    hedge: 'off',
     headers: options.clusterId ? { [HEADERS.via]: options.clusterId } : undefined,
   });
   return {

@@ -106,12 +106,14 @@ export class FanoutUfs implements Ufs {
   }
 
   async stat(path: string): Promise<FileInfo> {
+    await this.guardLoop(path);
     const info = await this.call(() => this.remote.stat(this.remotePath(path)), path);
     this.remember(path, info.version, info.size);
     return { path, size: info.size, mtimeMs: info.mtimeMs, version: info.version };
   }
 
   async list(dir: string): Promise<DirEntry[]> {
+    await this.guardLoop(dir);
     const entries = await this.call(() => this.remote.list(this.remotePath(dir)), dir);
     return entries.map(({ name, type, size, mtimeMs, version }) => ({ name, type, size, mtimeMs, version }));
   }
