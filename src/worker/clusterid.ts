@@ -32,3 +32,24 @@ export function refuseOwnSourceReads(req: IncomingMessage, clusterId: string): v
     throw new FanoutError('INVALID_CONFIG', `source loop: this request comes from cluster ${clusterId} itself through a fanout:// source; a cluster cannot be its own source`);
   }
 }
+
+/**
+ * Refuses, before anything listens, a fanout:// source that names one of this cluster's own
+ * addresses (its members, or this worker): the plainest loop, caught without asking anyone.
+ */
+export function refuseOwnAddresses(config: WorkerConfig, mount: string, endpoints: string[]): void {
+  const own = new Set([config.advertiseUrl, `http://${config.listen}`, `https://${config.listen}`, ...(config.membership.static ?? []).map((m) => m.url)].map(hostPort));
+  const hit = endpoints.find((e) => own.has(hostPort(e)));
+  if (hit !== undefined) {
+    throw new FanoutError('INVALID_CONFIG', `mount "${mount}": its source ${hit} is this cluster itself (a loop); a fanout:// source must name another cluster`);
+  }
+}
+
+function hostPort(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || (u.protocol === 'https:' ? '443' : '80')}`;
+  } catch {
+    return url;
+  }
+}

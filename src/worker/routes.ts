@@ -14,7 +14,7 @@ import type { TtlCache } from './sourcecache.js';
 import type { Worker } from './worker.js';
 import { contentHashParam, PublishedPages } from './content.js';
 import { systemClock } from '../core/clock.js';
-import { pageSpan } from '../core/pages.js';
+import { pageKey, pageSpan } from '../core/pages.js';
 import { withCookieToken } from './dashboard/index.js';
 
 const MAX_URL_LENGTH = 8192;
@@ -132,8 +132,11 @@ export class Routes {
     const size = intParam(query, PAGE_QUERY.size);
     const index = intParam(query, PAGE_QUERY.index);
     const hash = contentHashParam(query);
-    await this.checkPageRequest(target, version, size, index);
     const ref = { mount: target.mount, path: target.path, version, size, index, hash };
+    // A page stored under its exact key (version and size are in it) is served without asking
+    // the source: no source read or pollution to guard against, and a cluster whose source (a
+    // remote cluster, a line) is down keeps serving what it holds.
+    if (!this.worker.store.has(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest(target, version, size, index);
     await this.published.check(ref);
     const direct = req.headers[DIRECT_HEADER] !== undefined;
     await this.worker.pages.serve(res, ref, direct);

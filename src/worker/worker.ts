@@ -13,7 +13,7 @@ import { EtcdMembership, StaticMembership, type Membership } from '../lib/member
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageStore } from '../lib/pagestore/index.js';
 import { FanoutUfs, openUfs, type Ufs } from '../lib/ufs/index.js';
-import { clusterIdOf } from './clusterid.js';
+import { clusterIdOf, refuseOwnAddresses } from './clusterid.js';
 import { CertificateReloader, createApiServer, readCa, readTlsPair, tlsConnectOptions } from '../lib/tls/index.js';
 import { S3Gateway } from '../gateway/index.js';
 import { sendError } from './http.js';
@@ -114,7 +114,9 @@ export class Worker {
       const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
       const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
       const cluster = { clusterId: this.clusterId, pageSize: config.pageSize, token, ca };
-      this.mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines, cluster }));
+      const ufs = openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines, cluster });
+      if (ufs instanceof FanoutUfs) refuseOwnAddresses(config, name, ufs.address.endpoints);
+      this.mounts.set(name, ufs);
       budgets[name] = sourceRate;
     }
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
