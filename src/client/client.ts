@@ -58,6 +58,8 @@ export interface FanoutClientOptions {
    * FANOUT_CA, else the system's trust store. Certificates are always verified.
    */
   ca?: CaOption;
+  /** Extra headers on every request to workers (a cluster reading another sends its id: lib/ufs/fanout.ts). */
+  headers?: Record<string, string>;
 }
 
 export interface StatResult extends FileInfo {
@@ -110,7 +112,7 @@ export class FanoutClient {
         timeouts[key as keyof PeerTimeouts] = value;
       }
     }
-    this.session = sharedSession({ endpoints, token: options.token, ca: options.ca, timeouts, membershipRefreshMs: options.membershipRefreshMs });
+    this.session = sharedSession({ endpoints, token: options.token, ca: options.ca, timeouts, membershipRefreshMs: options.membershipRefreshMs, headers: options.headers });
     this.connectOptions = this.session.connectOptions;
     this.pageReporter = this.session.reporter;
   }
@@ -191,10 +193,11 @@ export class FanoutClient {
   /**
    * Page `index` of a file already stat'ed, verified, fetched now (no shared cache): for
    * writers that place pages themselves (`fanout cp` writes each at its offset as it arrives).
+   * `hash`: the page's SHA-256 from a release manifest: asked for, placed and verified by content.
    */
-  async fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
+  async fetchPage(file: StatResult, index: number, signal?: AbortSignal, hash?: string): Promise<Buffer[]> {
     const reader = await this.clusterReader();
-    return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
+    return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index, ...(hash ? { hash } : {}) }, signal);
   }
 
   /** Hits, joins and fetches of readPage()'s shared page cache. */

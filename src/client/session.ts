@@ -18,6 +18,10 @@ export interface ClusterInfo {
   members: Member[];
   stale: boolean;
   mounts: string[];
+  /** The cluster's id (a cluster reading another refuses to read itself: lib/ufs/fanout.ts). */
+  clusterId?: string;
+  /** Ids of the clusters this one reads from, directly or through a chain. */
+  upstream?: string[];
 }
 
 /** The Authorization header for a worker's URL (a token, a published serve token, a peer credential). */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ClientCredentials } from '../lib/auth/index.js';
 import type { PeerTimeouts } from '../lib/cluster/index.js';
 import { readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
-import { ClusterSession } from './session.js';
+import { ClusterSession, type SessionCredentials } from './session.js';
 
 export interface SharedSessionOptions {
   endpoints: string[];
@@ -11,6 +11,8 @@ export interface SharedSessionOptions {
   ca?: CaOption;
   timeouts: PeerTimeouts;
   membershipRefreshMs?: number;
+  /** Extra headers on every request to workers (a cluster reading another sends its id: lib/ufs/fanout.ts). */
+  headers?: Record<string, string>;
 }
 
 /** Open sessions of this process, by endpoints, credentials, CA and deadlines. */
@@ -32,12 +34,13 @@ export function sharedSession(options: SharedSessionOptions): ClusterSession {
     ca ? createHash('sha256').update(ca).digest('hex') : '',
     options.timeouts,
     options.membershipRefreshMs ?? null,
+    options.headers ?? null,
   ]);
   let session = open.get(key);
   if (!session || session.closed) {
     const created = new ClusterSession({
       endpoints: options.endpoints,
-      credentials: new ClientCredentials(token),
+      credentials: withHeaders(new ClientCredentials(token), options.headers),
       connect: tlsConnectOptions(ca),
       timeouts: options.timeouts,
       membershipRefreshMs: options.membershipRefreshMs,
@@ -54,4 +57,10 @@ export function sharedSession(options: SharedSessionOptions): ClusterSession {
 /** Sessions this process holds open (tests assert that users share them and that closing frees them). */
 export function openSessionCount(): number {
   return open.size;
+}
+
+/** Credentials that also send `extra` on every request (the credentials' own headers win). */
+function withHeaders(credentials: SessionCredentials, extra: Record<string, string> | undefined): SessionCredentials {
+  if (!extra) return credentials;
+  return { headersFor: (url) => ({ ...extra, ...credentials.headersFor(url) }) };
 }

@@ -191,7 +191,11 @@ export class PageService {
     const { budget, metrics } = this.deps;
     const counter = metrics.bytesFromSource.labels(ref.mount);
     metrics.sourceReads.inc();
-    const stream = this.deps.ufs(ref.mount).read(ref.path, ref.version, start, length, signal);
+    const ufs = this.deps.ufs(ref.mount);
+    const page = pageSpan(ref.index, ref.size, this.deps.pageSize);
+    // A paged source (another cluster) is asked for the page itself: its checksum, its content key.
+    const whole = ufs.readPage !== undefined && start === page.start && length === page.end - page.start;
+    const stream = whole ? ufs.readPage!(ref, this.deps.pageSize, signal) : ufs.read(ref.path, ref.version, start, length, signal);
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       await budget.take(ref.mount, chunk.length, signal);
       counter.inc(chunk.length);

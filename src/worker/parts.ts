@@ -5,7 +5,8 @@ import type { Member } from '../core/types.js';
 import type { AccessGate } from '../lib/auth/index.js';
 import { mountSpec, type WorkerConfig } from '../lib/config/index.js';
 import { readCa, tlsConnectOptions } from '../lib/tls/index.js';
-import { openUfs, type Ufs } from '../lib/ufs/index.js';
+import { FanoutUfs, openUfs, type Ufs } from '../lib/ufs/index.js';
+import { refuseOwnAddresses } from './clusterid.js';
 import { LocalFirstFetcher, type LocalPages } from './localpages.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
@@ -58,14 +59,17 @@ export function workerPageStore(config: WorkerConfig, clock: Clock, deps: { poli
 }
 
 /** The sources of the config's mounts, and each mount's source budget (bytes/s). */
-export function openMounts(config: WorkerConfig): { mounts: Map<string, Ufs>; budgets: Record<string, number> } {
+export function openMounts(config: WorkerConfig, clusterId: string): { mounts: Map<string, Ufs>; budgets: Record<string, number> } {
   const mounts = new Map<string, Ufs>();
   const budgets: Record<string, number> = {};
   for (const name of Object.keys(config.mounts)) {
-    const { uri, sourceRate, versioning } = mountSpec(config, name);
+    const { uri, sourceRate, versioning, token, ca } = mountSpec(config, name);
     const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
     const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
-    mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines }));
+    const cluster = { clusterId, pageSize: config.pageSize, token, ca };
+    const ufs = openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines, cluster });
+    if (ufs instanceof FanoutUfs) refuseOwnAddresses(config, name, ufs.address.endpoints);
+    mounts.set(name, ufs);
     budgets[name] = sourceRate;
   }
   return { mounts, budgets };

@@ -3,6 +3,7 @@ import { FanoutError } from '../core/errors.js';
 import type { FanoutPath } from '../core/paths.js';
 import type { DirEntry, WorkerStatus } from '../core/types.js';
 import type { Access, AccessGate } from '../lib/auth/index.js';
+import { refuseOwnSourceReads } from './clusterid.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
@@ -13,7 +14,7 @@ import { localSpansFor } from './localspans.js';
 import { REPORT_PREFIX } from './reports.js';
 import { contentHashParam, PublishedPages } from './content.js';
 import { systemClock } from '../core/clock.js';
-import { pageSpan } from '../core/pages.js';
+import { pageKey, pageSpan } from '../core/pages.js';
 import { withCookieToken, type Dashboard } from './dashboard/index.js';
 import type { FileInfoService } from './fileinfo.js';
 import type { LocalSpanDeps } from './localspans.js';
@@ -41,6 +42,12 @@ export interface RoutesDeps {
   admin: Pick<Admin, 'dispatch'>;
   reports: Pick<PageReports, 'handle'>;
   dashboard: Pick<Dashboard, 'ui' | 'handles' | 'dispatch'>;
+  /** Same on every worker of the cluster: a fanout:// source chain recognises a loop by it. */
+  clusterId: string;
+  /** Clusters this one reads through its fanout:// sources. */
+  upstream(): string[];
+  /** Whether a page is stored here under its exact key (served without asking the source). */
+  hasPage(key: string): boolean;
 }
 
 const MAX_URL_LENGTH = 8192;
@@ -85,6 +92,7 @@ export class Routes {
     if (route === ROUTES.health) return sendJson(res, 200, { ok: true, id: this.worker.config.id });
     if (route === ROUTES.metrics) return this.metrics(res);
     if (route === ROUTES.cluster) return this.cluster(res);
+    refuseOwnSourceReads(req, this.worker.clusterId);
     if (route === ROUTES.status) return sendJson(res, 200, await this.worker.status());
     if (url.startsWith(`${ROUTES.page}/`)) return this.page(req, res);
     if (url.startsWith(`${ROUTES.stat}/`)) return sendJson(res, 200, await this.worker.files.stat(routePath(req, ROUTES.stat).target));
@@ -121,6 +129,8 @@ export class Routes {
       members: this.worker.members(),
       stale: this.worker.membersStale(),
       mounts: this.worker.mountNames(),
+      clusterId: this.worker.clusterId,
+      upstream: this.worker.upstream(),
     };
     sendJson(res, 200, body);
   }
@@ -134,8 +144,11 @@ export class Routes {
     const size = intParam(query, PAGE_QUERY.size);
     const index = intParam(query, PAGE_QUERY.index);
     const hash = contentHashParam(query);
-    await this.checkPageRequest(target, version, size, index);
     const ref = { mount: target.mount, path: target.path, version, size, index, hash };
+    // A page stored under its exact key (version and size are in it) is served without asking
+    // the source: no source read or pollution to guard against, and a cluster whose source (a
+    // remote cluster, a line) is down keeps serving what it holds.
+    if (!this.worker.hasPage(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest(target, version, size, index);
     await this.published.check(ref);
     const direct = req.headers[DIRECT_HEADER] !== undefined;
     await this.worker.pages.serve(res, ref, direct);

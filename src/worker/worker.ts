@@ -12,7 +12,8 @@ import { parseListen, type WorkerConfig } from '../lib/config/index.js';
 import type { Membership } from '../lib/membership/index.js';
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
-import type { Ufs } from '../lib/ufs/index.js';
+import { FanoutUfs, type Ufs } from '../lib/ufs/index.js';
+import { clusterIdOf } from './clusterid.js';
 import { CertificateReloader, createApiServer, readTlsPair } from '../lib/tls/index.js';
 import { S3Gateway } from '../gateway/index.js';
 import { join } from 'node:path';
@@ -64,6 +65,8 @@ export class Worker {
   /** /ui, the last 15 minutes of this worker, and the page's data calls. */
   readonly dashboard: Dashboard;
   private readonly mounts: Map<string, Ufs>;
+  /** Same on every worker of this cluster: how a fanout:// source chain recognises a loop. */
+  readonly clusterId: string;
   private readonly server: Server | HttpsServer;
   /** Re-reads the API's certificate when its files change (with config.tls). */
   private readonly certificates: CertificateReloader | undefined;
@@ -91,10 +94,11 @@ export class Worker {
   ) {
     const clock = options.clock ?? systemClock;
     this.clock = clock;
+    this.clusterId = clusterIdOf(config);
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
     ({ session: this.session, fetcher: this.fetcher } = peerSession(config, this.gate, clock, () => this));
-    const { mounts, budgets } = openMounts(config);
+    const { mounts, budgets } = openMounts(config, this.clusterId);
     this.mounts = mounts;
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
       onCorrupt: ({ file, movedTo, reason }) =>
@@ -199,6 +203,9 @@ export class Worker {
       admin: this.admin,
       reports: this.reports,
       dashboard: this.dashboard,
+      clusterId: this.clusterId,
+      upstream: () => this.upstream(),
+      hasPage: (key) => this.store.has(key),
     });
     this.guard = new RequestGuard({
       logger: this.logger,
@@ -246,9 +253,37 @@ export class Worker {
     await this.certificates?.start();
     await this.membership.start();
     this.onMembershipChange(this.membership.members());
+    await this.checkRemoteSources();
     await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
     if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
+  }
+
+  /**
+   * A fanout:// source that is this cluster (or reads it down a chain), lacks its mount or has
+   * another page size is refused: the worker does not start. One that does not answer yet only
+   * warns: cached pages serve, uncached reads fail SOURCE_ERROR, and the loop check runs again
+   * on every read once the remote answers.
+   */
+  private async checkRemoteSources(): Promise<void> {
+    for (const [name, ufs] of this.mounts) {
+      if (!(ufs instanceof FanoutUfs)) continue;
+      try {
+        await ufs.checkRemote();
+      } catch (err) {
+        if (err instanceof FanoutError && err.code === 'INVALID_CONFIG') {
+          await this.stop().catch(() => {});
+          throw err;
+        }
+        this.logger.warn({ mount: name, source: ufs.uri, err: (err as Error).message }, 'remote cluster of a fanout:// source not reachable at start; checked again on reads');
+      }
+    }
+  }
+
+  /** Clusters this one reads through its fanout:// sources (for /v1/cluster: the loop check of readers of this one). */
+  upstream(): string[] {
+    const chains = [...this.mounts.values()].map((ufs) => (ufs instanceof FanoutUfs ? ufs.upstream() : []));
+    return [...new Set(chains.flat())];
   }
 
   /**

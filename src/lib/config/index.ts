@@ -150,7 +150,16 @@ export const workerConfigSchema = z
         z.string(),
         z.union([
           z.string().min(1),
-          z.object({ uri: z.string().min(1), sourceRate: size.optional(), versioning: z.enum(['strict', 'weak']).optional() }).strict(),
+          z
+            .object({
+              uri: z.string().min(1),
+              sourceRate: size.optional(),
+              versioning: z.enum(['strict', 'weak']).optional(),
+              // fanout:// sources: the remote cluster's read token and CA file (default: FANOUT_TOKEN, FANOUT_CA).
+              token: z.string().min(1).optional(),
+              ca: z.string().min(1).optional(),
+            })
+            .strict(),
         ]),
       )
       .refine((m) => Object.keys(m).every(isValidMountName), { message: 'mount names must match [a-z0-9][a-z0-9._-]*' })
@@ -223,11 +232,11 @@ export type WorkerConfigInput = z.input<typeof workerConfigSchema>;
 export type WorkerConfig = z.output<typeof workerConfigSchema> & { id: string; advertiseUrl: string };
 
 /** A mount's source URI, its cluster-wide source budget (bytes/s, 0 = unlimited) and versioning (undefined: the source's default). */
-export function mountSpec(config: WorkerConfig, name: string): { uri: string; sourceRate: number; versioning?: 'strict' | 'weak' } {
+export function mountSpec(config: WorkerConfig, name: string): { uri: string; sourceRate: number; versioning?: 'strict' | 'weak'; token?: string; ca?: string } {
   const mount = config.mounts[name]!;
   return typeof mount === 'string'
     ? { uri: mount, sourceRate: config.sourceRate }
-    : { uri: mount.uri, sourceRate: mount.sourceRate ?? config.sourceRate, versioning: mount.versioning };
+    : { uri: mount.uri, sourceRate: mount.sourceRate ?? config.sourceRate, versioning: mount.versioning, token: mount.token, ca: mount.ca };
 }
 
 export function parseWorkerConfig(input: unknown): WorkerConfig {

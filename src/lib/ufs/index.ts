@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FanoutError } from '../../core/errors.js';
+import { FanoutUfs } from './fanout.js';
 import { HttpUfs } from './http.js';
 import { LocalUfs } from './local.js';
 import { S3Ufs } from './s3.js';
@@ -11,12 +12,16 @@ export { DEFAULT_DEADLINES } from './deadlines.js';
 export { LocalUfs, localVersion } from './local.js';
 export { S3Ufs, s3ClientConfig } from './s3.js';
 export { HttpUfs, type HttpUfsOptions } from './http.js';
+export { FanoutUfs, parseFanoutUri, type FanoutSourceAddress } from './fanout.js';
+export type { RemoteCluster } from './fanout-client.js';
+export type { RemoteSourceOptions } from './types.js';
 
 /**
  * Opens a source from its URI, as written in a mount's configuration:
  *   /abs/dir, rel/dir, file:///abs/dir   a local or shared directory
  *   s3://bucket[/prefix]                  an S3 bucket (endpoint and keys in s3Options or env)
  *   http(s)://host[/prefix]               files under a URL (stat and read only)
+ *   fanout(s)://host:port[,…]/mount[/prefix]  a mount of another fanout cluster (fanout.ts)
  * `source`: how errors name files (a mount path), versioning (HTTP), deadlines (HTTP, S3).
  */
 export function openUfs(uri: string, s3Options?: S3SourceOptions, source: SourceOptions = {}): Ufs {
@@ -55,7 +60,10 @@ export function openUfs(uri: string, s3Options?: S3SourceOptions, source: Source
     case 'http':
     case 'https':
       return new HttpUfs(uri, source);
+    case 'fanout':
+    case 'fanouts':
+      return new FanoutUfs(uri, source);
     default:
-      throw new FanoutError('INVALID_CONFIG', `unsupported source URI scheme "${scheme}" in ${uri} (use a path, file://, s3:// or http(s)://)`);
+      throw new FanoutError('INVALID_CONFIG', `unsupported source URI scheme "${scheme}" in ${uri} (use a path, file://, s3://, http(s):// or fanout(s)://)`);
   }
 }

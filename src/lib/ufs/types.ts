@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { DirEntry, FileInfo } from '../../core/types.js';
+import type { DirEntry, FileInfo, PageRef } from '../../core/types.js';
 
 /**
  * The whole contract with a source (UFS): a handful of methods. Paths are relative to the
@@ -18,6 +18,12 @@ export interface Ufs {
    * version); a short read errors with SOURCE_TRUNCATED.
    */
   read(path: string, version: string, offset: number, length: number, signal?: AbortSignal): Readable;
+  /**
+   * Optional, for sources that are paged themselves (another fanout cluster, fanout.ts): page
+   * `ref.index` of `pageSize`-byte pages, whole, at exactly `ref.version`, checked against the
+   * source's own page checksum, and asked for by content when `ref.hash` is set. Same errors as read.
+   */
+  readPage?(ref: PageRef, pageSize: number, signal?: AbortSignal): AsyncIterable<Buffer>;
   close?(): Promise<void>;
   /**
    * Creates a small file that must not exist yet (release manifests), atomically: readers see
@@ -62,4 +68,18 @@ export interface SourceOptions {
   label?: string;
   versioning?: Versioning;
   deadlines?: Partial<SourceDeadlines>;
+  /** For fanout:// sources: the reading cluster's facts and the credentials for the remote one. */
+  cluster?: RemoteSourceOptions;
+}
+
+/** How a cluster reads another (fanout.ts). */
+export interface RemoteSourceOptions {
+  /** The reading cluster's id: sent on every request (the remote refuses its own id: a loop). */
+  clusterId?: string;
+  /** The reading cluster's page size: the remote's must be the same (checked at start). */
+  pageSize?: number;
+  /** Bearer token for the remote cluster (default: FANOUT_TOKEN, as any client). */
+  token?: string;
+  /** CA bundle (PEM file) trusted for an https remote (default: FANOUT_CA, else the system's). */
+  ca?: string;
 }

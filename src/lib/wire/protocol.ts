@@ -55,6 +55,11 @@ export const HEADERS = {
   peer: 'x-fanout-peer',
   /** "hit" or "miss": how the worker answered a page (for operators and tests). */
   cache: 'x-fanout-cache',
+  /**
+   * Cluster ids a source read came through (a cluster reading another as its source, lib/ufs/fanout.ts):
+   * a worker refuses a request that carries its own cluster's id (a loop).
+   */
+  via: 'x-fanout-via',
 } as const;
 
 /** The request path of one page of one version. */

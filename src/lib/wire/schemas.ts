@@ -24,6 +24,10 @@ export const clusterInfoSchema = z.object({
   members: z.array(memberSchema),
   stale: z.boolean(),
   mounts: z.array(z.string()),
+  /** Same for every worker of one cluster (worker/clusterid.ts); absent from older workers. */
+  clusterId: z.string().optional(),
+  /** Clusters this one reads through its fanout:// sources, directly or down a chain (loop check). */
+  upstream: z.array(z.string()).optional(),
 });
 export type ClusterInfoBody = z.infer<typeof clusterInfoSchema>;
 
