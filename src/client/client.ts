@@ -9,7 +9,7 @@ import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, Page
 import { HashRing } from '../lib/hashring/index.js';
 import { undici } from '../lib/http/undici.js';
 import { certificateHint, readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
-import { ROUTES, clusterInfoSchema, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
+import { HEADERS, ROUTES, clusterInfoSchema, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 import { JsonGetter } from './jsonget.js';
 
@@ -268,9 +268,12 @@ export class FanoutClient {
    * so they carry the token of the first endpoint: with a published serve token that is the
    * one worker of a single-node cluster; FANOUT_TOKEN or the token option covers them all.
    */
-  newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
+  newPageFetcher(options: { connectionsPerWorker?: number; preload?: boolean } = {}): PageFetcher {
     const first = this.endpoints[0]!;
-    return new PageFetcher({ headers: () => this.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.timeouts, ...options });
+    const { preload, ...rest } = options;
+    // Preloads (release staging) say so on every page request: a line serves them after reads.
+    const headers = () => ({ ...this.credentials.headersFor(first), ...(preload ? { [HEADERS.trafficClass]: 'preload' } : {}) });
+    return new PageFetcher({ headers, connect: this.connectOptions, timeouts: this.timeouts, ...rest });
   }
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */

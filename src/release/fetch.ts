@@ -23,7 +23,8 @@ export class ReleaseFetcher {
 
   constructor(readonly client: FanoutClient) {
     // Staging keeps dozens of small files in flight: as many connections, not a queue behind 8.
-    this.fetcher = client.newPageFetcher({ connectionsPerWorker: RELEASE_CONNECTIONS });
+    // Release pages are preloads (sync prefetch, `fanout load --release`): lines serve client reads first.
+    this.fetcher = client.newPageFetcher({ connectionsPerWorker: RELEASE_CONNECTIONS, preload: true });
   }
 
   async pageSize(): Promise<number> {

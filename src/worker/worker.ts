@@ -28,7 +28,8 @@ import { DATA_WINDOW, Routes } from './routes.js';
 import { localSpansFor, type LocalSpanDeps } from './localspans.js';
 import { PageReports } from './reports.js';
 import { Scrubber } from '../lib/pagestore/index.js';
-import { SourceBudget } from './sourcebudget.js';
+import { mountLineName, SourceBudget, type LineSpec } from './sourcebudget.js';
+import { LineClient } from './lineclient.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
 import type { Dashboard } from './dashboard/index.js';
@@ -79,6 +80,8 @@ export class Worker {
   private readonly scrubber: Scrubber;
   /** Tells a peer that a page it sent failed its checksum. */
   private readonly pageReporter: HttpPageReporter;
+  /** Renews this worker's line shares at coordinators on other workers. */
+  private readonly lineClient: LineClient;
   private ring: HashRing;
   private routes: Routes;
   private boundUrl = '';
@@ -104,13 +107,17 @@ export class Worker {
       connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')),
       timeouts: { connectMs: config.timeouts.peerConnect, firstByteMs: config.timeouts.peerFirstByte, idleMs: config.timeouts.peerIdle },
     });
-    const budgets: Record<string, number> = {};
+    const lines: Record<string, LineSpec> = {};
+    for (const [line, { rate, preloadFloor }] of Object.entries(config.lines)) lines[line] = { rate, preloadFloor: preloadFloor ?? rate / 10 };
+    const mountLines: Record<string, string> = {};
     for (const name of Object.keys(config.mounts)) {
-      const { uri, sourceRate, versioning } = mountSpec(config, name);
+      const { uri, sourceRate, line, versioning } = mountSpec(config, name);
       const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
       const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
       this.mounts.set(name, openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines }));
-      budgets[name] = sourceRate;
+      // A mount's own sourceRate is a line of its own, leased the same way.
+      if (line !== undefined) mountLines[name] = line;
+      else if (sourceRate > 0) lines[(mountLines[name] = mountLineName(name))] = { rate: sourceRate, preloadFloor: sourceRate / 10 };
     }
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
       onCorrupt: ({ file, movedTo, reason }) =>
@@ -135,7 +142,17 @@ export class Worker {
         },
       },
     );
-    this.sourceBudget = new SourceBudget(budgets, config.workerSourceRate, clock);
+    this.lineClient = new LineClient({ headers: () => this.gate.peerHeaders(), connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')) });
+    this.sourceBudget = new SourceBudget({
+      lines,
+      mountLines,
+      workerRate: config.workerSourceRate,
+      clock,
+      self: config.id,
+      coordinatorOf: (line) => this.ring.owners(`line:${line}`, 1)[0],
+      members: () => this.ring.members().map((m) => m.id),
+      askPeer: (coordinator, line, req, signal) => this.lineClient.renew(coordinator, line, req, signal),
+    });
     this.membership = options.membership ?? this.buildMembership();
     this.ring = new HashRing(this.membership.members());
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
@@ -275,6 +292,7 @@ export class Worker {
     await this.certificates?.start();
     await this.membership.start();
     this.onMembershipChange(this.membership.members());
+    this.sourceBudget.start(this.stopping.signal);
     await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
     if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
@@ -301,6 +319,7 @@ export class Worker {
     });
     await this.fetcher.close();
     await this.pageReporter.close();
+    await this.lineClient.close();
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
   }
 
@@ -334,6 +353,7 @@ export class Worker {
       evictions: await m.value(m.evictions),
       inflightSourceReads: this.pages.flights.inflight,
       sourceRates: this.sourceBudget.rates(),
+      lines: this.sourceBudget.lines(),
       sendPath: sendPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
@@ -358,7 +378,6 @@ export class Worker {
 
   private onMembershipChange(members: Member[]): void {
     this.ring = new HashRing(members.length > 0 ? members : [this.self]);
-    this.sourceBudget.resplit(this.ring.members().length);
     this.fetcher.retain(this.ring.members());
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
     if (members.length > 1 && !this.gate.peer && !this.warnedNoSecret) {
