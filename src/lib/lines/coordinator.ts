@@ -47,15 +47,14 @@ interface Record {
  * A member is lowered at once (that is always safe) and raised only into headroom that is free
  * under that accounting; it may always keep what it applies now, which changes no total. So a
  * share moves in two renewals: the holder is lowered at its renewal, the asker raised at its
- * next one. For one lease after this worker became coordinator (the ring moved), members it
- * has not heard from yet may still hold grants of the previous coordinator: they count as the
- * whole rate, so nobody is raised until they have reported or their leases have run out.
+ * next one. For one lease after this worker became coordinator (the ring moved, or the cluster
+ * started), members it has not heard from yet may still hold grants of a previous coordinator:
+ * they count as the whole rate, so nobody is raised until they have reported or their leases
+ * have run out.
  */
 export class LineCoordinator {
   private readonly records = new Map<string, Record>();
   private readonly since: number;
-  /** Someone reported a rate it did not get from this coordinator: another one granted before (see holds). */
-  private inherited = false;
 
   constructor(private readonly opts: CoordinatorOptions) {
     this.since = opts.clock.now();
@@ -67,7 +66,6 @@ export class LineCoordinator {
     const now = clock.now();
     const known = this.records.get(req.member);
     if (known && known.epoch === req.epoch && req.seq <= known.seq) return undefined;
-    if (!known && req.applied > 0 && now - this.since < leaseMs) this.inherited = true;
     const record: Record = { epoch: req.epoch, seq: req.seq, demand: req.demand, applied: req.applied, granted: known?.granted ?? 0, heardAt: now };
     // A new process of the member starts from what it reports: its old grant died with it.
     if (known && known.epoch !== req.epoch) record.granted = 0;
@@ -100,9 +98,10 @@ export class LineCoordinator {
   private holds(id: string, now: number, fallback: number): number {
     const { leaseMs, silentMs, rate } = this.opts;
     const r = this.records.get(id);
-    // Never heard: at a fresh start it holds nothing yet (or its fallback once its first lease
-    // is overdue); after a takeover it may hold up to the whole rate until its old lease ends.
-    if (!r) return this.inherited && now - this.since < leaseMs ? rate : fallback;
+    // Never heard: in this coordinator's first lease it may still hold a grant of the previous
+    // coordinator (up to the whole rate); after that, at most its fallback share. Live members
+    // renew every 250 ms, so this holds raises back only that long at a cluster's start.
+    if (!r) return now - this.since < leaseMs ? rate : fallback;
     const since = now - r.heardAt;
     if (since <= silentMs) return Math.max(r.applied, r.granted);
     // Silent: its lease (counted from an answer that came within the request deadline, shorter
