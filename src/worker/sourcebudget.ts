@@ -27,6 +27,8 @@ export interface SourceBudgetOptions {
   members: () => string[];
   /** Sends a renewal to a remote coordinator (an authenticated peer call with a deadline). */
   askPeer: (coordinator: Member, line: string, req: LeaseRequest, signal: AbortSignal) => Promise<LeaseGrant | undefined>;
+  /** Told of every grant of bytes across a line (metrics). */
+  onUse?: (line: string, cls: TrafficClass, bytes: number) => void;
   renewMs?: number;
   leaseMs?: number;
 }
@@ -77,7 +79,10 @@ export class SourceBudget {
   async take(mount: string, bytes: number, signal?: AbortSignal, cls: TrafficClass = 'read'): Promise<void> {
     const line = this.opts.mountLines[mount];
     const lease = line === undefined ? undefined : this.leases.get(line);
-    if (lease) await lease.take(bytes, cls, signal);
+    if (lease) {
+      await lease.take(bytes, cls, signal);
+      this.opts.onUse?.(line!, cls, bytes);
+    }
     await this.workerBucket.take(bytes, signal);
   }
 
@@ -109,10 +114,13 @@ export class SourceBudget {
     });
   }
 
-  /** This worker's current share per budgeted mount (bytes/s, 0 = unlimited), for status and metrics. */
+  /**
+   * This worker's current share per budgeted mount (bytes/s), for status and metrics. 0 keeps its
+   * old meaning (unlimited), so a limited mount whose share is nothing at the moment shows 1.
+   */
   rates(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [mount, line] of Object.entries(this.opts.mountLines)) out[mount] = Math.floor(this.leases.get(line)?.state().share ?? 0);
+    for (const [mount, line] of Object.entries(this.opts.mountLines)) out[mount] = Math.max(1, Math.floor(this.leases.get(line)?.state().share ?? 0));
     return out;
   }
 

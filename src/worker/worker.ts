@@ -152,6 +152,7 @@ export class Worker {
       coordinatorOf: (line) => this.ring.owners(`line:${line}`, 1)[0],
       members: () => this.ring.members().map((m) => m.id),
       askPeer: (coordinator, line, req, signal) => this.lineClient.renew(coordinator, line, req, signal),
+      onUse: (line, cls, bytes) => this.metrics.lineBytes.labels(line, cls).inc(bytes),
     });
     this.membership = options.membership ?? this.buildMembership();
     this.ring = new HashRing(this.membership.members());
@@ -166,6 +167,7 @@ export class Worker {
       members: () => this.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
+      lines: () => this.sourceBudget.lines(),
     });
     this.pages = new PageService({
       store: this.store,
