@@ -1,6 +1,8 @@
 import { formatBytes } from '../core/pages.js';
 import { clientFor } from './cat.js';
 import { plural, printJson, printTable, type GlobalOptions } from './output.js';
+import { formatRate } from './progress.js';
+import type { LineStatus } from '../core/types.js';
 
 export async function status(options: GlobalOptions): Promise<void> {
   const client = clientFor(options);
@@ -26,6 +28,24 @@ export async function status(options: GlobalOptions): Promise<void> {
         `used ${formatBytes(totals.used)} of ${formatBytes(totals.capacity)}, hit ratio ${ratio(totals.hits, totals.misses)}, ` +
         `${formatBytes(totals.bytesFromSource)} read from sources, ${formatBytes(totals.bytesServed)} served\n`,
     );
+    const lines = report.members.flatMap((m) => (m.reachable ? ((m as { lines?: LineStatus[] }).lines ?? []).map((l) => ({ member: m.id, ...l })) : []));
+    if (lines.length > 0) {
+      process.stdout.write('\n');
+      printTable([
+        ['LINE', 'RATE', 'MEMBER', 'SHARE', 'MODE', 'READ', 'PRELOAD', 'WAITING READS', 'WAITING PRELOADS'],
+        ...lines.map((l) => [
+          l.line,
+          formatRate(l.rate),
+          l.member + (l.coordinator === l.member ? ' (coordinator)' : ''),
+          formatRate(l.share),
+          l.mode,
+          formatBytes(l.used.read),
+          formatBytes(l.used.preload),
+          `${l.queue.read.requests} (${formatBytes(l.queue.read.bytes)})`,
+          `${l.queue.preload.requests} (${formatBytes(l.queue.preload.bytes)})`,
+        ]),
+      ]);
+    }
   } finally {
     await client.close();
   }

@@ -241,7 +241,7 @@ export class FanoutClient {
    * Readers inside the process need none: the session's (client.session.reader()) shares its
    * pools; this is for callers that want pools of their own.
    */
-  newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
+  newPageFetcher(options: { connectionsPerWorker?: number; preload?: boolean } = {}): PageFetcher {
     return this.session.newPageFetcher(options);
   }
 

@@ -6,7 +6,7 @@ import { ClusterReader, HttpPageReporter, PageFetcher, WorkerHealth, describeTim
 import { HashRing } from '../lib/hashring/index.js';
 import { undici } from '../lib/http/undici.js';
 import { certificateHint } from '../lib/tls/index.js';
-import { ROUTES, clusterInfoSchema, parseAnswer } from '../lib/wire/index.js';
+import { HEADERS, ROUTES, clusterInfoSchema, parseAnswer } from '../lib/wire/index.js';
 import { JsonGetter } from './jsonget.js';
 import { parseJsonBody } from './answers.js';
 
@@ -159,9 +159,12 @@ export class ClusterSession {
   }
 
   /** A page fetcher with its own pools and this session's credentials, TLS and deadlines. */
-  newPageFetcher(options: { connectionsPerWorker?: number } = {}): PageFetcher {
+  newPageFetcher(options: { connectionsPerWorker?: number; preload?: boolean } = {}): PageFetcher {
     const first = this.options.endpoints[0] ?? '';
-    return new PageFetcher({ headers: () => this.options.credentials.headersFor(first), connect: this.connectOptions, timeouts: this.options.timeouts, ...options });
+    const { preload, ...rest } = options;
+    // Preloads say so on every page request: a line serves them after reads clients wait for.
+    const headers = () => ({ ...this.options.credentials.headersFor(first), ...(preload ? { [HEADERS.trafficClass]: 'preload' } : {}) });
+    return new PageFetcher({ headers, connect: this.connectOptions, timeouts: this.options.timeouts, ...rest });
   }
 
   /** Dispatcher of admin requests to workers: the session's CA and deadlines. */

@@ -43,6 +43,23 @@ export interface PageRef {
   hash?: string;
 }
 
+/** One line as a worker sees it (bytes/s for rates, bytes for use and queues). */
+export interface LineStatus {
+  line: string;
+  rate: number;
+  preloadFloor: number;
+  /** What this worker may read across the line now, and the part of it kept for preloads. */
+  share: number;
+  preloadMin: number;
+  /** lease: granted by the coordinator; fallback: no grant, rate ÷ members; starting: none yet. */
+  mode: 'lease' | 'fallback' | 'starting';
+  /** The member that leases the line's shares. */
+  coordinator?: string;
+  mounts: string[];
+  used: { read: number; preload: number };
+  queue: { read: { requests: number; bytes: number }; preload: { requests: number; bytes: number } };
+}
+
 export interface WorkerStatus {
   id: string;
   url: string;
@@ -59,6 +76,8 @@ export interface WorkerStatus {
   inflightSourceReads: number;
   /** This worker's share of each mount's cluster-wide source budget, bytes/s (0 = unlimited). */
   sourceRates: Record<string, number>;
+  /** Each line this worker crosses: its cluster-wide rate, this worker's share, use and queue per class. */
+  lines?: LineStatus[];
   /** How page hits leave on plain connections: by the kernel (sendfile) or through JS. */
   sendPath?: 'sendfile' | 'js';
   /** Cached pages the worker sends by the kernel at once, each on a thread of its own (config `threads`). */

@@ -71,6 +71,8 @@ export class ReleaseFetcher {
       pageSize: info.pageSize,
       concurrency: 1,
       maxWorkerAttempts: 3,
+      // Release pages are preloads (sync prefetch, `fanout load --release`): lines serve client reads first.
+      preload: true,
     });
     return this.reader;
   }

@@ -19,6 +19,7 @@ import { hex, sendStored, sendStoredByKernel, streamFill, type PageSendDeps } fr
 
 export { PAGE_HOLD_MS } from './pagesend.js';
 import type { SourceBudget } from './sourcebudget.js';
+import type { TrafficClass } from '../lib/lines/index.js';
 
 export interface PageServiceDeps {
   store: PageStore;
@@ -71,6 +72,8 @@ export class PageService {
   private readonly liveness: PeerLiveness;
   /** What the senders of stored pages and fills need (pagesend.ts). */
   private readonly sending: PageSendDeps;
+  /** The traffic class of each fill in flight (a read joining a preload fill raises it). */
+  private readonly fillClasses = new Map<string, { cls: TrafficClass }>();
   /** Fills in flight per mount: a slow source queues its own fills, not other mounts'. */
   private readonly mountFills = new Map<string, Semaphore>();
 
@@ -90,8 +93,11 @@ export class PageService {
     return new ResponseFlow(res, { clock: this.deps.clock, idleMs: this.deps.limits.clientIdle, allowance: RESPONSE_ALLOWANCE });
   }
 
-  /** `direct`: read the source here even if another worker owns the page (hedges, failover). */
-  async serve(res: ServerResponse, ref: PageRef, direct = false): Promise<void> {
+  /**
+   * `direct`: read the source here even if another worker owns the page (hedges, failover).
+   * `cls`: a read a client waits for, or a preload, which a line serves after waiting reads.
+   */
+  async serve(res: ServerResponse, ref: PageRef, direct = false, cls: TrafficClass = 'read'): Promise<void> {
     const { pageSize, store, metrics } = this.deps;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
     const key = pageKey(ref, pageSize);
@@ -115,11 +121,11 @@ export class PageService {
       if (sent) return;
     }
     metrics.misses.inc();
-    const fill = this.joinFill(key, ref, start, end - start, direct);
+    const fill = this.joinFill(key, ref, start, end - start, direct, cls);
     await streamFill(this.sending, res, key, fill, flow, gone.signal);
   }
 
-  private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean): PageFill {
+  private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean, cls: TrafficClass): PageFill {
     const { store, metrics, logger, selfId } = this.deps;
     const owners = this.deps.placement().owners(key, this.deps.replication);
     const primary = owners[0];
@@ -129,12 +135,16 @@ export class PageService {
     // around the owner come here next.
     let keep = !fromPeer || owners.some((m) => m.id === selfId);
     const ownerDown = () => void (keep = true);
+    // A preload fill that a reader joins becomes a read: the reader must not wait behind preloads.
+    const joined = this.fillClasses.get(key);
+    if (joined && cls === 'read') joined.cls = 'read';
+    const fillClass = joined ?? { cls };
     const { fill, started } = this.flights.join(
       key,
       length,
       (abandoned) =>
         this.holdingFillSlot(ref.mount, abandoned, (signal) =>
-          fromPeer ? this.peerChunks(primary, ref, start, length, signal, ownerDown) : this.sourceChunks(ref, start, length, signal),
+          fromPeer ? this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass) : this.sourceChunks(ref, start, length, signal, fillClass),
         ),
       async (done) => {
         if (!keep) return;
@@ -151,6 +161,10 @@ export class PageService {
       },
     );
     if (started) {
+      this.fillClasses.set(key, fillClass);
+      void fill.settled.then(() => {
+        if (this.fillClasses.get(key) === fillClass) this.fillClasses.delete(key);
+      });
       fill.origin = { mount: ref.mount, path: ref.path, index: ref.index, from: fromPeer ? 'peer' : 'source' };
       fill.settled.then(() => {
         if (fill.signal.aborted) return; // abandoned by its readers: nobody to tell
@@ -187,7 +201,7 @@ export class PageService {
     return slots;
   }
 
-  private async *sourceChunks(ref: PageRef, start: number, length: number, signal: AbortSignal): AsyncGenerator<Buffer> {
+  private async *sourceChunks(ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass } = { cls: 'read' }): AsyncGenerator<Buffer> {
     const { budget, metrics } = this.deps;
     const counter = metrics.bytesFromSource.labels(ref.mount);
     metrics.sourceReads.inc();
@@ -197,7 +211,7 @@ export class PageService {
     const whole = ufs.readPage !== undefined && start === page.start && length === page.end - page.start;
     const stream = whole ? ufs.readPage!(ref, this.deps.pageSize, signal) : ufs.read(ref.path, ref.version, start, length, signal);
     for await (const chunk of stream as AsyncIterable<Buffer>) {
-      await budget.take(ref.mount, chunk.length, signal);
+      await budget.take(ref.mount, chunk.length, signal, fillClass.cls);
       counter.inc(chunk.length);
       yield chunk;
     }
@@ -208,17 +222,25 @@ export class PageService {
    * drops the connection part-way, the rest comes from the source, so a dead owner costs a
    * retry, not a failed read. A checksum failure is not papered over: the fill fails.
    */
-  private async *peerChunks(owner: Member, ref: PageRef, start: number, length: number, signal: AbortSignal, ownerDown: () => void): AsyncGenerator<Buffer> {
+  private async *peerChunks(
+    owner: Member,
+    ref: PageRef,
+    start: number,
+    length: number,
+    signal: AbortSignal,
+    ownerDown: () => void,
+    fillClass: { cls: TrafficClass },
+  ): AsyncGenerator<Buffer> {
     const { peers, metrics, logger } = this.deps;
     let received = 0;
     if (this.liveness.isKnownDead(owner)) {
       ownerDown();
-      yield* this.sourceChunks(ref, start, length, signal);
+      yield* this.sourceChunks(ref, start, length, signal, fillClass);
       return;
     }
     const watch = this.liveness.watch(owner, signal);
     try {
-      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress });
+      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload' });
       for await (const chunk of chunks) {
         watch.progress();
         received += chunk.length;
@@ -233,7 +255,7 @@ export class PageService {
       watch.stop();
     }
     ownerDown();
-    yield* this.sourceChunks(ref, start + received, length - received, signal);
+    yield* this.sourceChunks(ref, start + received, length - received, signal, fillClass);
   }
 }
 

@@ -7,6 +7,7 @@ import { mountSpec, type WorkerConfig } from '../lib/config/index.js';
 import { readCa, tlsConnectOptions } from '../lib/tls/index.js';
 import { FanoutUfs, openUfs, type Ufs } from '../lib/ufs/index.js';
 import { refuseOwnAddresses } from './clusterid.js';
+import { mountLineName, type LineSpec } from './sourcebudget.js';
 import { LocalFirstFetcher, type LocalPages } from './localpages.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
@@ -59,20 +60,35 @@ export function workerPageStore(config: WorkerConfig, clock: Clock, deps: { poli
 }
 
 /** The sources of the config's mounts, and each mount's source budget (bytes/s). */
-export function openMounts(config: WorkerConfig, clusterId: string): { mounts: Map<string, Ufs>; budgets: Record<string, number> } {
+export function openMounts(config: WorkerConfig, clusterId: string): { mounts: Map<string, Ufs> } {
   const mounts = new Map<string, Ufs>();
-  const budgets: Record<string, number> = {};
   for (const name of Object.keys(config.mounts)) {
-    const { uri, sourceRate, versioning, token, ca } = mountSpec(config, name);
+    const { uri, versioning, token, ca } = mountSpec(config, name);
     const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
     const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
     const cluster = { clusterId, pageSize: config.pageSize, token, ca };
     const ufs = openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines, cluster });
     if (ufs instanceof FanoutUfs) refuseOwnAddresses(config, name, ufs.address.endpoints);
     mounts.set(name, ufs);
-    budgets[name] = sourceRate;
   }
-  return { mounts, budgets };
+  return { mounts };
+}
+
+/**
+ * The lines this worker's mounts cross: the named lines of the config, and for a mount with its
+ * own sourceRate a line of its own (leased the same way). Preloads get a tenth of a line at least
+ * unless its preloadFloor says otherwise.
+ */
+export function lineSpecs(config: WorkerConfig): { lines: Record<string, LineSpec>; mountLines: Record<string, string> } {
+  const lines: Record<string, LineSpec> = {};
+  for (const [line, { rate, preloadFloor }] of Object.entries(config.lines)) lines[line] = { rate, preloadFloor: preloadFloor ?? rate / 10 };
+  const mountLines: Record<string, string> = {};
+  for (const name of Object.keys(config.mounts)) {
+    const { sourceRate, line } = mountSpec(config, name);
+    if (line !== undefined) mountLines[name] = line;
+    else if (sourceRate > 0) lines[(mountLines[name] = mountLineName(name))] = { rate: sourceRate, preloadFloor: sourceRate / 10 };
+  }
+  return { lines, mountLines };
 }
 
 /**

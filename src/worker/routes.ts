@@ -7,7 +7,9 @@ import { refuseOwnSourceReads } from './clusterid.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
-import { PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
+import { HEADERS, PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
+import { isPreload, parseRenewQuery } from './lineclient.js';
+import type { LeaseGrant, LeaseRequest } from '../lib/lines/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
@@ -48,6 +50,8 @@ export interface RoutesDeps {
   upstream(): string[];
   /** Whether a page is stored here under its exact key (served without asking the source). */
   hasPage(key: string): boolean;
+  /** A member renews its share of a line this worker coordinates (SourceBudget.renew). */
+  renewLine(line: string, req: LeaseRequest): LeaseGrant | undefined;
 }
 
 const MAX_URL_LENGTH = 8192;
@@ -65,6 +69,7 @@ export const DATA_WINDOW = 8;
  *   GET  /v1/page/MOUNT/PATH?v&size&i  one page of one version (checksum in header or trailer)
  *   GET|HEAD /v1/data/MOUNT/PATH       bytes via the cluster, with Range
  *   POST /v1/report/MOUNT/PATH?v&size&i a reader's page failed its checksum: re-verify it (reports.ts)
+ *   GET  /v1/lines/renew?line&…        a member renews its share of a line this worker coordinates (peers only)
  *   /v1/admin/*                        see Admin
  *   /ui, /v1/status/*, /v1/members/*, /v1/releases   the dashboard, see Dashboard
  * /healthz is open; /v1/admin/* needs an admin token; the rest needs a read token when
@@ -85,6 +90,7 @@ export class Routes {
     this.authorize(req, res, route === ROUTES.health ? 'open' : admin ? 'admin' : 'read');
     if (admin) return this.worker.admin.dispatch(req, res);
     if (url.startsWith(`${REPORT_PREFIX}/`)) return this.worker.reports.handle(req, res);
+    if (route === ROUTES.linesRenew) return this.renewLine(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
@@ -111,6 +117,13 @@ export class Routes {
       if (err instanceof FanoutError && err.code === 'UNAUTHENTICATED') res.setHeader('www-authenticate', 'Bearer realm="fanout"');
       throw err;
     }
+  }
+
+  /** A member renews its share of a line this worker coordinates (peers only: shares are the cluster's). */
+  private renewLine(req: IncomingMessage, res: ServerResponse): void {
+    if (!this.worker.gate.check(req.headers, 'read').peer) throw new FanoutError('FORBIDDEN', 'line renewals are only for workers of this cluster (auth.clusterSecret)');
+    const { line, req: renewal } = parseRenewQuery(req.url ?? '');
+    sendJson(res, 200, { grant: this.worker.renewLine(line, renewal) ?? null });
   }
 
   private async metrics(res: ServerResponse): Promise<void> {
@@ -151,7 +164,7 @@ export class Routes {
     if (!this.worker.hasPage(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest(target, version, size, index);
     await this.published.check(ref);
     const direct = req.headers[DIRECT_HEADER] !== undefined;
-    await this.worker.pages.serve(res, ref, direct);
+    await this.worker.pages.serve(res, ref, direct, isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read');
   }
 
   /**

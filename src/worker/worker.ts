@@ -14,7 +14,7 @@ import { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
 import { FanoutUfs, type Ufs } from '../lib/ufs/index.js';
 import { clusterIdOf } from './clusterid.js';
-import { CertificateReloader, createApiServer, readTlsPair } from '../lib/tls/index.js';
+import { CertificateReloader, createApiServer, readCa, readTlsPair, tlsConnectOptions } from '../lib/tls/index.js';
 import { S3Gateway } from '../gateway/index.js';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
@@ -26,11 +26,12 @@ import { Routes } from './routes.js';
 import { FileInfoService } from './fileinfo.js';
 import { gatewayBackend } from './gatewaybackend.js';
 import { RequestGuard, answerMalformedRequests } from './requestguard.js';
-import { membershipFor, openMounts, peerSession, workerPageStore } from './parts.js';
+import { lineSpecs, membershipFor, openMounts, peerSession, workerPageStore } from './parts.js';
 import type { LocalSpanDeps } from './localspans.js';
 import { PageReports } from './reports.js';
 import { Scrubber } from '../lib/pagestore/index.js';
-import { SourceBudget } from './sourcebudget.js';
+import { mountLineName, SourceBudget, type LineSpec } from './sourcebudget.js';
+import { LineClient } from './lineclient.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
 import type { Dashboard } from './dashboard/index.js';
@@ -83,6 +84,8 @@ export class Worker {
   /** Readers' reports of pages that failed their checksum (POST /v1/report). */
   readonly reports: PageReports;
   private readonly scrubber: Scrubber;
+  /** Renews this worker's line shares at coordinators on other workers. */
+  private readonly lineClient: LineClient;
   private boundUrl = '';
   private warnedNoSecret = false;
   /** Fails a request whose code throws, never the process; counts requests for a drain. */
@@ -98,14 +101,26 @@ export class Worker {
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
     ({ session: this.session, fetcher: this.fetcher } = peerSession(config, this.gate, clock, () => this));
-    const { mounts, budgets } = openMounts(config, this.clusterId);
+    const { mounts } = openMounts(config, this.clusterId);
     this.mounts = mounts;
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
       onCorrupt: ({ file, movedTo, reason }) =>
         this.logger.error({ file, movedTo, reason }, `state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; starting without its pins and TTLs`),
     });
     this.store = workerPageStore(config, clock, { policy: this.policy, metrics: () => this.metrics, logger: this.logger });
-    this.sourceBudget = new SourceBudget(budgets, config.workerSourceRate, clock);
+    this.lineClient = new LineClient({ headers: () => this.gate.peerHeaders(), connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')) });
+    const { lines, mountLines } = lineSpecs(config);
+    this.sourceBudget = new SourceBudget({
+      lines,
+      mountLines,
+      workerRate: config.workerSourceRate,
+      clock,
+      self: config.id,
+      coordinatorOf: (line) => this.session.ring.owners(`line:${line}`, 1)[0],
+      members: () => this.session.ring.members().map((m) => m.id),
+      askPeer: (coordinator, line, req, signal) => this.lineClient.renew(coordinator, line, req, signal),
+      onUse: (line, cls, bytes) => this.metrics.lineBytes.labels(line, cls).inc(bytes),
+    });
     this.membership = options.membership ?? membershipFor(config.membership, this.self, this.logger);
     this.session.setMembers(this.membership.members());
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
@@ -120,6 +135,7 @@ export class Worker {
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
       datacenter: config.datacenter,
+      lines: () => this.sourceBudget.lines(),
     });
     this.pages = new PageService({
       store: this.store,
@@ -206,6 +222,7 @@ export class Worker {
       clusterId: this.clusterId,
       upstream: () => this.upstream(),
       hasPage: (key) => this.store.has(key),
+      renewLine: (line, req) => this.sourceBudget.renew(line, req),
     });
     this.guard = new RequestGuard({
       logger: this.logger,
@@ -254,6 +271,7 @@ export class Worker {
     await this.membership.start();
     this.onMembershipChange(this.membership.members());
     await this.checkRemoteSources();
+    this.sourceBudget.start(this.stopping.signal);
     await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
     if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
@@ -306,6 +324,7 @@ export class Worker {
       this.server.closeAllConnections();
     });
     await this.session.close();
+    await this.lineClient.close();
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
   }
 
@@ -325,6 +344,7 @@ export class Worker {
       evictions: await m.value(m.evictions),
       inflightSourceReads: this.pages.flights.inflight,
       sourceRates: this.sourceBudget.rates(),
+      lines: this.sourceBudget.lines(),
       sendPath: sendPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
@@ -334,7 +354,6 @@ export class Worker {
 
   private onMembershipChange(members: Member[]): void {
     this.session.setMembers(members.length > 0 ? members : [this.self]);
-    this.sourceBudget.resplit(this.session.ring.members().length);
     this.logger.info({ members: members.map((m) => m.id) }, 'membership changed');
     if (members.length > 1 && !this.gate.peer && !this.warnedNoSecret) {
       this.warnedNoSecret = true;

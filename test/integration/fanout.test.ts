@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { FanoutClient } from '../../src/client/index.js';
 import { startCluster, type WorkerProcess } from '../harness/workers.js';
 import { sha256 } from '../harness/cli.js';
+import { waitFor } from '../harness/ports.js';
 
 const MiB = 1024 * 1024;
 
@@ -30,6 +31,12 @@ for (const replication of [1, 2]) {
     before(async () => {
       source = await mkdtemp(join(tmpdir(), 'fanout-fan-'));
       workers = await startCluster(3, { mounts: { data: source }, pageSize: '1MiB', replication, sourceRate: '300MB/s' });
+      // The budget is leased (lib/lines): until a worker's first grant its reads wait, and a
+      // reader would hedge them to another worker (a second source read).
+      await waitFor('every worker to hold its share of the budget', async () => {
+        const statuses = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/status`)).json()) as { lines: { mode: string }[] }));
+        return statuses.every((s) => s.lines.every((l) => l.mode === 'lease'));
+      });
     });
 
     after(async () => {
@@ -71,11 +78,12 @@ for (const replication of [1, 2]) {
       assert.equal((await total(workers, 'fanout_source_reads_total')) - readsBefore, 5);
     });
 
-    test("each worker takes an equal share of the mount's source budget", async () => {
-      for (const worker of workers) {
-        const status = (await (await fetch(`${worker.url}/v1/status`)).json()) as { sourceRates: Record<string, number> };
-        assert.deepEqual(status.sourceRates, { data: 100_000_000 });
-      }
+    test("idle, each worker holds an equal share of the mount's source budget", async () => {
+      // Shares are leased by demand (lib/lines); with nothing waiting they settle at budget ÷ members.
+      await waitFor('idle shares to settle', async () => {
+        const rates = await Promise.all(workers.map(async (w) => ((await (await fetch(`${w.url}/v1/status`)).json()) as { sourceRates: Record<string, number> }).sourceRates));
+        return rates.every((r) => r.data === 100_000_000);
+      });
     });
   });
 }

@@ -79,7 +79,11 @@ export class PageFetcher {
    */
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
     const path = pagePath(ref);
-    const headers = { ...this.options.headers?.(), ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
+    const headers = {
+      ...this.options.headers?.(),
+      ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}),
+      ...(options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}),
+    };
     let response;
     try {
       response = await this.transport.get(member, path, headers, options.signal);
@@ -173,6 +177,8 @@ export interface PageRequestOptions {
   signal?: AbortSignal;
   /** Ask the worker to read the source itself rather than forward to the page's owner (hedges, failover). */
   direct?: boolean;
+  /** A preload (`fanout load`, sync prefetch): a line's budget serves it after waiting reads. */
+  preload?: boolean;
   /** Told when the response headers arrive and after each body chunk (hedging watches progress). */
   onProgress?: (what: 'headers' | 'chunk') => void;
 }

@@ -13,6 +13,8 @@ export interface RaceDeps {
   health: WorkerHealth;
   clock: Clock;
   reporter?: PageReporter;
+  /** Page requests are preloads (PageRequestOptions.preload). */
+  preload?: boolean;
   /** A candidate failed with a worker fault (demote it; maybe refresh the members). */
   onFailure(member: Member, err: FanoutError): void;
 }
@@ -83,7 +85,7 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
         if (what === 'headers') hedge.observeFirstByte(now - startedAt);
         lastProgress = now;
       };
-      deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress }).then(
+      deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress, preload: deps.preload }).then(
         (page) => {
           if (!settled) finish(() => resolve(page));
         },

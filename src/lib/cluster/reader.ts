@@ -53,6 +53,8 @@ export interface ClusterReaderOptions {
    * another worker gets a refetched page, not the same bad bytes).
    */
   reporter?: PageReporter;
+  /** Every page request is a preload (`fanout load`, sync prefetch): a line serves it after waiting reads. */
+  preload?: boolean;
 }
 
 /** The worker failed: try another and keep this one last for a while. */
@@ -79,7 +81,7 @@ export class ClusterReader {
     this.health = options.health ?? new WorkerHealth(this.clock, { downForMs: options.downForMs });
     const setting = options.hedge ?? (options.hedgeDelayMs !== undefined ? parseHedge(options.hedgeDelayMs) : DEFAULT_HEDGE);
     this.hedge = new HedgePolicy(setting, this.clock, options.hedgePolicy);
-    this.raceDeps = { fetcher: options.fetcher, hedge: this.hedge, health: this.health, clock: this.clock, reporter: options.reporter, onFailure: (member, err) => this.onFailure(member, err) };
+    this.raceDeps = { fetcher: options.fetcher, hedge: this.hedge, health: this.health, clock: this.clock, reporter: options.reporter, preload: options.preload, onFailure: (member, err) => this.onFailure(member, err) };
   }
 
   /** Streams bytes [start, end) of `file` (end exclusive) at exactly file.version. */

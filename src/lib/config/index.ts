@@ -155,11 +155,13 @@ export const workerConfigSchema = z
               uri: z.string().min(1),
               sourceRate: size.optional(),
               versioning: z.enum(['strict', 'weak']).optional(),
+              line: z.string().min(1).optional(),
               // fanout:// sources: the remote cluster's read token and CA file (default: FANOUT_TOKEN, FANOUT_CA).
               token: z.string().min(1).optional(),
               ca: z.string().min(1).optional(),
             })
-            .strict(),
+            .strict()
+            .refine((m) => m.line === undefined || m.sourceRate === undefined, { message: 'a mount crosses either a named line or its own sourceRate, not both' }),
         ]),
       )
       .refine((m) => Object.keys(m).every(isValidMountName), { message: 'mount names must match [a-z0-9][a-z0-9._-]*' })
@@ -186,6 +188,16 @@ export const workerConfigSchema = z
      * (each takes budget ÷ members, re-split on membership changes); 0 = unlimited.
      */
     sourceRate: size.default(0),
+    /**
+     * Named lines (links whose bandwidth is the scarce thing): NAME: { rate, preloadFloor }. The
+     * rate is for the whole cluster, leased to the workers by demand (reads first, preloads take
+     * what is left but at least preloadFloor, default a tenth of the rate). A mount says
+     * `line: NAME`; several may share one.
+     */
+    lines: z
+      .record(z.string(), z.object({ rate: size.refine((v) => v > 0, { message: 'a line needs a rate above 0' }), preloadFloor: size.optional() }).strict())
+      .refine((l) => Object.keys(l).every(isValidMountName), { message: 'line names must match [a-z0-9][a-z0-9._-]*' })
+      .default({}),
     /** Cap on bytes/s this worker reads from all sources together; 0 = unlimited. */
     workerSourceRate: size.default(0),
     /**
@@ -226,17 +238,29 @@ export const workerConfigSchema = z
       .strict()
       .default({}),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    for (const [name, mount] of Object.entries(c.mounts)) {
+      if (typeof mount === 'object' && mount.line !== undefined && !(mount.line in c.lines)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['mounts', name, 'line'], message: `no line named "${mount.line}" (lines: ${Object.keys(c.lines).join(', ') || 'none'})` });
+      }
+    }
+  });
 
 export type WorkerConfigInput = z.input<typeof workerConfigSchema>;
 export type WorkerConfig = z.output<typeof workerConfigSchema> & { id: string; advertiseUrl: string };
 
-/** A mount's source URI, its cluster-wide source budget (bytes/s, 0 = unlimited) and versioning (undefined: the source's default). */
-export function mountSpec(config: WorkerConfig, name: string): { uri: string; sourceRate: number; versioning?: 'strict' | 'weak'; token?: string; ca?: string } {
+/**
+ * A mount's source URI, its cluster-wide source budget (bytes/s, 0 = unlimited; a mount on a named
+ * line has none of its own), the line it crosses, versioning (undefined: the source's default),
+ * and, for fanout:// sources, the remote cluster's token and CA file.
+ */
+export function mountSpec(config: WorkerConfig, name: string): { uri: string; sourceRate: number; line?: string; versioning?: 'strict' | 'weak'; token?: string; ca?: string } {
   const mount = config.mounts[name]!;
-  return typeof mount === 'string'
-    ? { uri: mount, sourceRate: config.sourceRate }
-    : { uri: mount.uri, sourceRate: mount.sourceRate ?? config.sourceRate, versioning: mount.versioning, token: mount.token, ca: mount.ca };
+  if (typeof mount === 'string') return { uri: mount, sourceRate: config.sourceRate };
+  const { uri, versioning, token, ca } = mount;
+  if (mount.line !== undefined) return { uri, sourceRate: 0, line: mount.line, versioning, token, ca };
+  return { uri, sourceRate: mount.sourceRate ?? config.sourceRate, versioning, token, ca };
 }
 
 export function parseWorkerConfig(input: unknown): WorkerConfig {

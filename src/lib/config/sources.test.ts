@@ -18,3 +18,11 @@ test('a mount may set versioning strict or weak; anything else is invalid config
   assert.equal(mountSpec(config, 'plain').versioning, undefined);
   assert.throws(() => parseWorkerConfig({ id: 'w', mounts: { web: { uri: 'http://x/', versioning: 'loose' } } }), /mounts\.web/);
 });
+
+test('a mount on a line must name a configured line, and cannot also have its own sourceRate', () => {
+  const ok = parseWorkerConfig({ lines: { wan: { rate: '100MB/s' } }, mounts: { a: { uri: '/tmp', line: 'wan' }, b: { uri: '/tmp', line: 'wan' } } });
+  assert.equal(ok.lines.wan!.rate, 100_000_000);
+  assert.throws(() => parseWorkerConfig({ mounts: { a: { uri: '/tmp', line: 'nope' } } }), /no line named "nope"/);
+  assert.throws(() => parseWorkerConfig({ lines: { wan: { rate: '1MB/s' } }, mounts: { a: { uri: '/tmp', line: 'wan', sourceRate: '1MB/s' } } }), /either a named line or its own sourceRate/);
+  assert.throws(() => parseWorkerConfig({ lines: { wan: { rate: 0 } } }), /rate above 0/);
+});

@@ -23,6 +23,18 @@ export interface GaugeSources {
   membershipStale?(): boolean;
   /** Config `datacenter`: exported as fanout_worker_info{datacenter} to join other series on. */
   datacenter?: string;
+  /** The lines this worker crosses (lib/lines): rate, this worker's share, queues per class. */
+  lines?(): LineGaugeSource[];
+}
+
+/** What the line gauges read of one line at scrape time. */
+export interface LineGaugeSource {
+  line: string;
+  rate: number;
+  share: number;
+  preloadMin: number;
+  mode: string;
+  queue: Record<'read' | 'preload', { requests: number; bytes: number }>;
 }
 
 /**
@@ -75,6 +87,12 @@ export class WorkerMetrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  readonly lineBytes = new Counter({
+    name: 'fanout_line_bytes_total',
+    help: 'Bytes this worker read across a line, by traffic class (read: a client waits; preload: fanout load, sync prefetch)',
+    labelNames: ['line', 'class'],
+    registers: [this.registry],
+  });
   readonly requestErrors = new Counter({
     name: 'fanout_request_errors_total',
     help: 'Requests answered with an error, by code',
@@ -121,6 +139,32 @@ export class WorkerMetrics {
         for (const [mount, rate] of Object.entries(sources.sourceRates())) this.labels(mount).set(rate);
       },
     });
+    const { lines } = sources;
+    if (lines) {
+      const lineGauge = (name: string, help: string, labelNames: string[], set: (g: Gauge, l: LineGaugeSource) => void) =>
+        new Gauge({
+          name,
+          help,
+          labelNames,
+          registers: [this.registry],
+          collect() {
+            this.reset();
+            for (const l of lines()) set(this, l);
+          },
+        });
+      lineGauge('fanout_line_rate_bytes_per_second', "A line's rate for the whole cluster, bytes/s", ['line'], (g, l) => g.labels(l.line).set(l.rate));
+      lineGauge('fanout_line_share_bytes_per_second', "This worker's share of a line now (leased by the line's coordinator), bytes/s", ['line'], (g, l) => g.labels(l.line).set(l.share));
+      lineGauge('fanout_line_preload_min_bytes_per_second', "The part of this worker's share kept for its preloads when they wait, bytes/s", ['line'], (g, l) => g.labels(l.line).set(l.preloadMin));
+      lineGauge('fanout_line_fallback', 'Whether this worker holds no lease of a line and reads at the safe share (rate ÷ members): 1 on fallback', ['line'], (g, l) =>
+        g.labels(l.line).set(l.mode === 'lease' ? 0 : 1),
+      );
+      lineGauge('fanout_line_queue_bytes', 'Bytes waiting for a share of a line on this worker, by traffic class', ['line', 'class'], (g, l) => {
+        for (const cls of ['read', 'preload'] as const) g.labels(l.line, cls).set(l.queue[cls].bytes);
+      });
+      lineGauge('fanout_line_queue_requests', 'Reads waiting for a share of a line on this worker, by traffic class', ['line', 'class'], (g, l) => {
+        for (const cls of ['read', 'preload'] as const) g.labels(l.line, cls).set(l.queue[cls].requests);
+      });
+    }
     const { membershipStale } = sources;
     if (membershipStale) gauge('fanout_membership_stale', 'Whether the membership store (etcd) is unreachable: 1 while the last known member list is served, possibly out of date', () => (membershipStale() ? 1 : 0));
     new Gauge({

@@ -28,6 +28,8 @@ export const ROUTES = {
   adminFree: '/v1/admin/free',
   adminTtl: '/v1/admin/ttl',
   adminPolicy: '/v1/admin/policy',
+  /** GET ?line&member&seq&epoch&read&preload&applied: renew a share of a line at its coordinator. Peers only. */
+  linesRenew: '/v1/lines/renew',
 } as const;
 
 /** Query parameters of a page request. */
@@ -53,6 +55,8 @@ export const HEADERS = {
   direct: 'x-fanout-direct',
   /** The cluster credential between workers (lib/auth/peer). */
   peer: 'x-fanout-peer',
+  /** "preload" on page requests of `fanout load` and sync prefetch: they take what reads leave of a line. */
+  trafficClass: 'x-fanout-class',
   /** "hit" or "miss": how the worker answered a page (for operators and tests). */
   cache: 'x-fanout-cache',
   /**

@@ -46,6 +46,22 @@ export const workerStatusSchema = z.object({
   evictions: z.number(),
   inflightSourceReads: z.number(),
   sourceRates: z.record(z.string(), z.number()),
+  lines: z
+    .array(
+      z.object({
+        line: z.string(),
+        rate: z.number(),
+        preloadFloor: z.number(),
+        share: z.number(),
+        preloadMin: z.number(),
+        mode: z.enum(['lease', 'fallback', 'starting']),
+        coordinator: z.string().optional(),
+        mounts: z.array(z.string()),
+        used: z.object({ read: z.number(), preload: z.number() }),
+        queue: z.object({ read: z.object({ requests: z.number(), bytes: z.number() }), preload: z.object({ requests: z.number(), bytes: z.number() }) }),
+      }),
+    )
+    .optional(),
   sendPath: z.enum(['sendfile', 'js']).optional(),
   datacenter: z.string().optional(),
 });

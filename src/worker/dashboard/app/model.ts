@@ -136,19 +136,40 @@ export class ClusterModel {
   }
 
   /**
-   * The cluster's source budget of `mount` (bytes/s): the live members' shares added up (each
-   * worker holds budget / members). 0 = unlimited; undefined = no member answered.
+   * The cluster's source budget of `mount` (bytes/s): the rate of the line it crosses, else the
+   * live members' shares added up. 0 = unlimited; undefined = no member answered.
    */
   budget(mount: string): number | undefined {
     let sum: number | undefined;
     for (const m of this.members.values()) {
       if (m.health !== 'up' || !m.status) continue;
+      // A mount on a line: the line's rate is the cluster's budget (members' leased shares move).
+      const line = m.status.lines?.find((l) => l.mounts.includes(mount));
+      if (line) return line.rate;
       const share = m.status.sourceRates[mount];
       if (share === undefined) continue;
       if (share === 0) return 0;
       sum = (sum ?? 0) + share;
     }
     return sum;
+  }
+
+  /**
+   * The line `mount` crosses, across the members that are up: its name and rate, the shares
+   * leased now, and what waits for it per class. undefined for a mount on no line.
+   */
+  line(mount: string): { name: string; rate: number; shares: number; waitingReads: number; waitingPreloads: number; coordinator?: string } | undefined {
+    let out: ReturnType<ClusterModel['line']>;
+    for (const m of this.members.values()) {
+      if (m.health !== 'up' || !m.status) continue;
+      const l = m.status.lines?.find((x) => x.mounts.includes(mount));
+      if (!l) continue;
+      out ??= { name: l.line, rate: l.rate, shares: 0, waitingReads: 0, waitingPreloads: 0, coordinator: l.coordinator };
+      out.shares += l.share;
+      out.waitingReads += l.queue.read.requests;
+      out.waitingPreloads += l.queue.preload.requests;
+    }
+    return out;
   }
 
   /**

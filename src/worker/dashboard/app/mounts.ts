@@ -8,6 +8,8 @@ interface ChartBox {
   box: HTMLElement;
   now: HTMLElement;
   limit: HTMLElement;
+  /** The line the mount crosses: name, leased shares, what waits per class. */
+  line: HTMLElement;
   svg: SVGSVGElement;
 }
 
@@ -33,7 +35,13 @@ export class MountsView {
     }
     for (const mount of model.mounts) {
       const budget = model.budget(mount);
-      this.draw(this.charts.get(`source:${mount}`)!, model.sourceSeries(mount), budget, now, intervalMs);
+      const box = this.charts.get(`source:${mount}`)!;
+      this.draw(box, model.sourceSeries(mount), budget, now, intervalMs);
+      const line = model.line(mount);
+      box.line.textContent = line
+        ? `line ${line.name}: leased ${rate(line.shares)} of ${rate(line.rate)}, waiting ${line.waitingReads} reads, ${line.waitingPreloads} preloads`
+        : '';
+      box.line.dataset.line = line?.name ?? '';
     }
     this.draw(this.charts.get('served')!, model.servedSeries(), undefined, now, intervalMs);
   }
@@ -54,9 +62,10 @@ export class MountsView {
     const title = key === 'served' ? 'served to readers' : `/${key.slice('source:'.length)} source`;
     const now = el('span', { className: 'now' });
     const limit = el('span', { className: 'limit muted' });
+    const line = el('span', { className: 'line muted' });
     const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
-    const box = el('div', { className: 'chart' }, el('div', { className: 'title' }, el('strong', { text: title }), now, limit), svg);
+    const box = el('div', { className: 'chart' }, el('div', { className: 'title' }, el('strong', { text: title }), now, limit, line), svg);
     box.dataset.chart = key;
-    return { box, now, limit, svg };
+    return { box, now, limit, line, svg };
   }
 }

@@ -1,0 +1,168 @@
+import type { Clock } from '../../core/clock.js';
+import { ClassBucket, TRAFFIC_CLASSES, type TrafficClass } from './classbucket.js';
+import type { ClassDemand } from './allocate.js';
+import type { LeaseGrant, LeaseRequest } from './coordinator.js';
+
+export interface LineLeaseOptions {
+  line: string;
+  /** The line's rate for the whole cluster, bytes/s. */
+  rate: number;
+  /** What preloads are guaranteed cluster-wide when they wait, bytes/s. */
+  preloadFloor: number;
+  member: string;
+  /** This process's identity for the coordinators (see LeaseRequest.epoch). */
+  epoch: string;
+  clock: Clock;
+  /** How often the share is renewed; default 250 ms. */
+  renewMs?: number;
+  /** How long a grant holds without renewal before this worker falls back to rate ÷ members. */
+  leaseMs?: number;
+  /** Members of the cluster now (for the fallback share). */
+  members: () => number;
+  /** Asks the line's coordinator; resolves undefined (or rejects) when there is no grant. Must honour `signal`. */
+  ask: (req: LeaseRequest, signal: AbortSignal) => Promise<LeaseGrant | undefined>;
+}
+
+export const DEFAULT_RENEW_MS = 250;
+export const DEFAULT_LEASE_MS = 1000;
+/** How much above its recent use a worker asks for when nothing waits: room to grow between renewals. */
+const HEADROOM = 1.5;
+
+export interface LineState {
+  line: string;
+  /** Cluster-wide rate, bytes/s. */
+  rate: number;
+  preloadFloor: number;
+  /** What this worker may read now, bytes/s. */
+  share: number;
+  preloadMin: number;
+  /** 'lease' (granted by the coordinator), 'fallback' (no grant: rate ÷ members) or 'starting'. */
+  mode: 'lease' | 'fallback' | 'starting';
+  /** Bytes this worker has read across the line, per class, since it started. */
+  used: Record<TrafficClass, number>;
+  queue: Record<TrafficClass, { requests: number; bytes: number }>;
+}
+
+/**
+ * This worker's side of one line: a two-class bucket at the share its coordinator granted,
+ * renewed every `renewMs` with the demand seen since the last renewal. A grant lapses after
+ * `leaseMs` without renewal and the worker falls back to the safe static share (rate ÷ members),
+ * which the coordinator reserves for any member it does not hear from.
+ */
+export class LineLease {
+  readonly bucket: ClassBucket;
+  private readonly renewMs: number;
+  private readonly leaseMs: number;
+  private seq = 0;
+  private mode: LineState['mode'] = 'starting';
+  private lapse: AbortController | undefined;
+  private readonly used: Record<TrafficClass, number> = { read: 0, preload: 0 };
+  private readonly sinceRenewal: Record<TrafficClass, number> = { read: 0, preload: 0 };
+  private readonly queued: Record<TrafficClass, boolean> = { read: false, preload: false };
+  private lastRenewal: number;
+
+  constructor(private readonly opts: LineLeaseOptions) {
+    this.bucket = new ClassBucket(opts.clock);
+    this.renewMs = opts.renewMs ?? DEFAULT_RENEW_MS;
+    this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
+    this.lastRenewal = opts.clock.now();
+  }
+
+  /** Waits until `n` more bytes of class `cls` may cross the line. */
+  async take(n: number, cls: TrafficClass, signal?: AbortSignal): Promise<void> {
+    const admitted = this.bucket.take(n, cls, signal);
+    if (this.bucket.waiting(cls).requests > 0) this.queued[cls] = true;
+    await admitted;
+    this.used[cls] += n;
+    this.sinceRenewal[cls] += n;
+  }
+
+  /** Renews until `signal` aborts. Before the first grant nothing passes; a lease that lapses falls back. */
+  async run(signal: AbortSignal): Promise<void> {
+    // A worker that cannot reach its coordinator at all still reads, at the safe share.
+    this.armLapse();
+    while (!signal.aborted) {
+      const started = this.opts.clock.now();
+      await this.renew(signal);
+      const wait = this.renewMs - (this.opts.clock.now() - started);
+      await this.opts.clock.sleep(Math.max(1, wait), signal).catch(() => {});
+    }
+    this.lapse?.abort();
+  }
+
+  /** One renewal, bounded by twice the renewal period (well under a lease). */
+  async renew(signal?: AbortSignal): Promise<void> {
+    const request: LeaseRequest = { member: this.opts.member, seq: ++this.seq, epoch: this.opts.epoch, demand: this.demand(), applied: this.bucket.rate };
+    const deadline = new AbortController();
+    const timer = this.opts.clock.sleep(2 * this.renewMs, deadline.signal).then(() => deadline.abort(), () => undefined);
+    const both = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
+    try {
+      const grant = await Promise.race([this.opts.ask(request, both), aborted(both)]);
+      // An answer that came after the deadline is dropped: the coordinator already counts this
+      // worker at its larger grant until the next request says what it applies.
+      if (grant && !both.aborted) this.apply(grant);
+    } catch {
+      // No grant: keep the current one until it lapses.
+    } finally {
+      deadline.abort();
+      void timer;
+    }
+  }
+
+  state(): LineState {
+    const { line, rate, preloadFloor } = this.opts;
+    return {
+      line,
+      rate,
+      preloadFloor,
+      share: this.bucket.rate,
+      preloadMin: this.bucket.preloadMin,
+      mode: this.mode,
+      used: { ...this.used },
+      queue: { read: this.bucket.waiting('read'), preload: this.bucket.waiting('preload') },
+    };
+  }
+
+  private apply(grant: LeaseGrant): void {
+    this.mode = 'lease';
+    this.bucket.setRate(grant.rate, grant.preloadMin);
+    this.armLapse(grant.leaseMs);
+  }
+
+  private armLapse(ms = this.leaseMs): void {
+    this.lapse?.abort();
+    const controller = new AbortController();
+    this.lapse = controller;
+    this.opts.clock.sleep(ms, controller.signal).then(
+      () => {
+        if (this.lapse !== controller) return;
+        const members = Math.max(1, this.opts.members());
+        this.mode = 'fallback';
+        this.bucket.setRate(this.opts.rate / members, this.opts.preloadFloor / members);
+      },
+      () => undefined,
+    );
+  }
+
+  /** Per class: the whole rate if requests waited since the last renewal, else recent use plus room to grow. */
+  private demand(): ClassDemand {
+    const now = this.opts.clock.now();
+    const seconds = Math.max(0.001, (now - this.lastRenewal) / 1000);
+    this.lastRenewal = now;
+    const out = { read: 0, preload: 0 };
+    for (const cls of TRAFFIC_CLASSES) {
+      const waiting = this.queued[cls] || this.bucket.waiting(cls).requests > 0;
+      out[cls] = waiting ? this.opts.rate : Math.min(this.opts.rate, (this.sinceRenewal[cls] / seconds) * HEADROOM);
+      this.sinceRenewal[cls] = 0;
+      this.queued[cls] = false;
+    }
+    return out;
+  }
+}
+
+function aborted(signal: AbortSignal): Promise<undefined> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(undefined);
+    signal.addEventListener('abort', () => resolve(undefined), { once: true });
+  });
+}

@@ -1,0 +1,138 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pageKey } from '../../src/core/pages.js';
+import type { LineStatus, Member } from '../../src/core/types.js';
+import { HashRing } from '../../src/lib/hashring/index.js';
+import { startCluster, TEST_ADMIN_TOKEN, type WorkerProcess } from '../harness/workers.js';
+import { waitFor } from '../harness/ports.js';
+import { promtool } from '../harness/promtool.js';
+
+const MiB = 1024 * 1024;
+const RATE = 4_000_000;
+const FILE = 'big.bin';
+const SIZE = 40 * MiB;
+
+async function lineOf(worker: WorkerProcess): Promise<LineStatus> {
+  const status = (await (await fetch(`${worker.url}/v1/status`)).json()) as { lines: LineStatus[] };
+  return status.lines.find((l) => l.line === 'wan')!;
+}
+
+/** Bytes a worker read across the line, by class, from its Prometheus counter. */
+async function lineBytes(worker: WorkerProcess, cls: 'read' | 'preload'): Promise<number> {
+  const text = await (await fetch(`${worker.url}/metrics`)).text();
+  const match = new RegExp(`^fanout_line_bytes_total\\{line="wan",class="${cls}"\\} (\\d+)`, 'm').exec(text);
+  return match ? Number(match[1]) : 0;
+}
+
+describe('a line budget shared by three workers', () => {
+  let source: string;
+  let workers: WorkerProcess[];
+  let members: Member[];
+  let version: string;
+  const byId = (id: string) => workers.find((w) => w.id === id)!;
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-lines-'));
+    await writeFile(join(source, FILE), randomBytes(SIZE));
+    workers = await startCluster(3, {
+      lines: { wan: { rate: RATE, preloadFloor: RATE / 8 } },
+      mounts: { data: { uri: source, line: 'wan' } },
+      pageSize: '1MiB',
+    });
+    members = ((await (await fetch(`${workers[0]!.url}/v1/cluster`)).json()) as { members: Member[] }).members;
+    version = ((await (await fetch(`${workers[0]!.url}/v1/stat/data/${FILE}`)).json()) as { version: string }).version;
+  });
+
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await rm(source, { recursive: true, force: true });
+  });
+
+  /** Pages of the file whose owner (the one worker that reads them from the source) is `id`. */
+  function pagesOwnedBy(id: string): number[] {
+    const ring = new HashRing(members);
+    const out: number[] = [];
+    for (let i = 0; i < SIZE / MiB; i++) {
+      const key = pageKey({ mount: 'data', path: FILE, version, size: SIZE, index: i }, MiB);
+      if (ring.owners(key, 1)[0]!.id === id) out.push(i);
+    }
+    return out;
+  }
+
+  /** Reads pages at their owner, all at once (each one a source read there, paced by the line). */
+  function readPages(id: string, pages: number[], headers: Record<string, string> = {}): Promise<void[]> {
+    const url = byId(id).url;
+    return Promise.all(
+      pages.map(async (i) => {
+        const res = await fetch(`${url}/v1/page/data/${FILE}?v=${encodeURIComponent(version)}&size=${SIZE}&i=${i}`, { headers });
+        assert.equal(res.status, 200);
+        assert.equal((await res.arrayBuffer()).byteLength, MiB);
+      }),
+    );
+  }
+
+  test('every worker renews its share from the same coordinator; idle, the line is split evenly', async () => {
+    await waitFor('every worker to hold a lease', async () => (await Promise.all(workers.map(lineOf))).every((l) => l.mode === 'lease'));
+    const lines = await Promise.all(workers.map(lineOf));
+    assert.equal(new Set(lines.map((l) => l.coordinator)).size, 1);
+    assert.ok(lines.every((l) => l.rate === RATE && l.mounts.includes('data')));
+    await waitFor('idle shares to settle at a third each', async () => (await Promise.all(workers.map(lineOf))).every((l) => Math.abs(l.share - RATE / 3) < 1));
+  });
+
+  test('one busy worker gets most of the line while the others idle, and the cluster stays under the rate', async () => {
+    const busy = members[0]!.id;
+    const pages = pagesOwnedBy(busy).slice(0, 8);
+    assert.ok(pages.length >= 6, 'the file has enough pages owned by one worker');
+    const before = await Promise.all(workers.map((w) => lineBytes(w, 'read')));
+    const started = Date.now();
+    const reading = readPages(busy, pages);
+    let sawMost = false;
+    let worstSum = 0;
+    await waitFor('the busy worker to hold most of the line', async () => {
+      const lines = await Promise.all(workers.map(lineOf));
+      worstSum = Math.max(worstSum, lines.reduce((s, l) => s + l.share, 0));
+      const mine = lines[workers.indexOf(byId(busy))]!;
+      sawMost = mine.share >= 0.85 * RATE && mine.queue.read.requests > 0;
+      return sawMost;
+    });
+    await reading;
+    const seconds = (Date.now() - started) / 1000;
+    const after = await Promise.all(workers.map((w) => lineBytes(w, 'read')));
+    const read = after.map((b, i) => b - before[i]!);
+    assert.equal(read[workers.indexOf(byId(busy))], pages.length * MiB, 'the owner read each page across the line once');
+    assert.equal(read.reduce((a, b) => a + b, 0), pages.length * MiB, 'nobody else crossed the line');
+    assert.ok(worstSum <= RATE + 1, `leased shares never added up above the rate (${worstSum})`);
+    // An upper bound only (a slow machine reads less, never more): the burst allowance is 2% + 16 KiB a worker.
+    assert.ok(read.reduce((a, b) => a + b, 0) <= RATE * 1.05 * seconds + 3 * 64 * 1024 + RATE, 'the cluster kept to the line');
+  });
+
+  test('two busy workers split the line; a preload on a third gets no more than its floor while reads wait', async () => {
+    const [a, b, c] = members.map((m) => m.id) as [string, string, string];
+    const aPages = pagesOwnedBy(a).slice(8, 14);
+    const bPages = pagesOwnedBy(b).slice(0, 6);
+    const cPages = pagesOwnedBy(c).slice(0, 4);
+    const preloadBefore = await lineBytes(byId(c), 'preload');
+    const reading = Promise.all([readPages(a, aPages), readPages(b, bPages), readPages(c, cPages, { 'x-fanout-class': 'preload' })]);
+    await waitFor('both readers to hold about half the line', async () => {
+      const lines = await Promise.all(workers.map(lineOf));
+      const [la, lb, lc] = [a, b, c].map((id) => lines[workers.indexOf(byId(id))]!);
+      // The preload has its floor (an eighth of the line) and no more while reads wait.
+      return la.share >= 0.35 * RATE && lb.share >= 0.35 * RATE && lc.queue.preload.requests > 0 && lc.share <= RATE / 8 + 1 && lc.preloadMin > 0;
+    });
+    await reading;
+    assert.equal((await lineBytes(byId(c), 'preload')) - preloadBefore, cPages.length * MiB, 'the preload finished, counted as a preload');
+  });
+
+  test('the line metrics pass promtool', async () => {
+    const text = await (await fetch(`${workers[0]!.url}/metrics`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } })).text();
+    for (const name of ['fanout_line_rate_bytes_per_second', 'fanout_line_share_bytes_per_second', 'fanout_line_queue_bytes', 'fanout_line_queue_requests', 'fanout_line_bytes_total', 'fanout_line_fallback']) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'));
+    }
+    const result = await promtool(['check', 'metrics'], text);
+    assert.equal(result.code, 0, result.output);
+  });
+});
