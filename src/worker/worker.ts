@@ -140,6 +140,7 @@ export class Worker {
     this.ring = new HashRing(this.membership.members());
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
     this.metrics = new WorkerMetrics({
+      datacenter: config.datacenter,
       storeUsedBytes: () => this.store.used,
       storeCapacityBytes: () => this.store.capacity,
       storeConfiguredCapacityBytes: () => this.store.configuredCapacity,
@@ -149,7 +150,6 @@ export class Worker {
       members: () => this.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
-      datacenter: config.datacenter,
     });
     this.pages = new PageService({
       store: this.store,
@@ -324,6 +324,7 @@ export class Worker {
     return {
       id: this.config.id,
       url: this.config.advertiseUrl,
+      datacenter: this.config.datacenter,
       capacity: this.store.capacity,
       configuredCapacity: this.store.configuredCapacity,
       used: this.store.used,
@@ -338,7 +339,6 @@ export class Worker {
       sendPath: sendPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
-      datacenter: this.config.datacenter,
     };
   }
 

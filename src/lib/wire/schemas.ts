@@ -31,6 +31,7 @@ export type ClusterInfoBody = z.infer<typeof clusterInfoSchema>;
 export const workerStatusSchema = z.object({
   id: z.string(),
   url: z.string(),
+  datacenter: z.string().optional(),
   capacity: z.number(),
   configuredCapacity: z.number().optional(),
   used: z.number(),
@@ -43,7 +44,6 @@ export const workerStatusSchema = z.object({
   inflightSourceReads: z.number(),
   sourceRates: z.record(z.string(), z.number()),
   sendPath: z.enum(['sendfile', 'js']).optional(),
-  datacenter: z.string().optional(),
 });
 
 /** Slowest preload rate a caller may ask for (bytes/s). */
