@@ -125,6 +125,7 @@ export class Worker {
     this.session.setMembers(this.membership.members());
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
     this.metrics = new WorkerMetrics({
+      datacenter: config.datacenter,
       storeUsedBytes: () => this.store.used,
       storeCapacityBytes: () => this.store.capacity,
       storeConfiguredCapacityBytes: () => this.store.configuredCapacity,
@@ -134,7 +135,6 @@ export class Worker {
       members: () => this.session.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
-      datacenter: config.datacenter,
       lines: () => this.sourceBudget.lines(),
     });
     this.pages = new PageService({
@@ -333,6 +333,7 @@ export class Worker {
     return {
       id: this.config.id,
       url: this.config.advertiseUrl,
+      datacenter: this.config.datacenter,
       capacity: this.store.capacity,
       configuredCapacity: this.store.configuredCapacity,
       used: this.store.used,
@@ -348,7 +349,6 @@ export class Worker {
       sendPath: sendPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
-      datacenter: this.config.datacenter,
     };
   }
 

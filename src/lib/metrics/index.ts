@@ -8,6 +8,8 @@ import { sendPath, sendThreads } from '../sendfile/index.js';
  * elsewhere (store usage, in-flight reads) are read at scrape time through `collect`.
  */
 export interface GaugeSources {
+  /** Config `datacenter`: exported as fanout_worker_info{datacenter} to join other series on. */
+  datacenter?: string;
   storeUsedBytes(): number;
   /** The effective capacity: configured, lowered to what the disk can hold. */
   storeCapacityBytes(): number;
@@ -21,8 +23,6 @@ export interface GaugeSources {
   sourceRates(): Record<string, number>;
   /** True while the membership store (etcd) is unreachable and the member list may be out of date. */
   membershipStale?(): boolean;
-  /** Config `datacenter`: exported as fanout_worker_info{datacenter} to join other series on. */
-  datacenter?: string;
   /** The lines this worker crosses (lib/lines): rate, this worker's share, queues per class. */
   lines?(): LineGaugeSource[];
 }

@@ -35,6 +35,7 @@ export type ClusterInfoBody = z.infer<typeof clusterInfoSchema>;
 export const workerStatusSchema = z.object({
   id: z.string(),
   url: z.string(),
+  datacenter: z.string().optional(),
   capacity: z.number(),
   configuredCapacity: z.number().optional(),
   used: z.number(),
@@ -63,7 +64,6 @@ export const workerStatusSchema = z.object({
     )
     .optional(),
   sendPath: z.enum(['sendfile', 'js']).optional(),
-  datacenter: z.string().optional(),
 });
 
 /** Slowest preload rate a caller may ask for (bytes/s). */
