@@ -98,7 +98,9 @@ export class PageService {
     const key = pageKey(ref, pageSize);
     // Watched before any wait, so a client that leaves while queued gives up its place.
     const gone = new AbortController();
-    res.once('close', () => gone.abort(new FanoutError('ABORTED', 'client went away')));
+    // Only a response cut short needs its error: one per finished response (every small file's
+    // page) was a stack capture per request in the worker's profile.
+    res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
     const flow = this.flow(res);
     if (!this.flights.get(key) && store.has(key) && kernelSendable(res)) {
       if (await this.sendStoredByKernel(res, key, gone.signal)) return;

@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { systemClock, type Clock } from '../../core/clock.js';
@@ -89,6 +89,8 @@ export class PageStore {
   private readonly statDisk: StatDisk;
   private readonly diskCheckIntervalMs: number;
   private tmpCounter = 0;
+  /** Shard directories known to exist: a mkdir per stored page was a syscall per small file. */
+  private readonly shards = new Set<string>();
   private lastDiskCheck = -Infinity;
   private disk: DiskSpace | undefined;
   /** What the store held when a write last found the disk full (quota limits statfs cannot see). */
@@ -248,10 +250,11 @@ export class PageStore {
     const shardDir = join(this.pagesDir, key.slice(0, 2));
     const file = join(shardDir, name);
     this.writing += data.length;
+    let writtenAt: number | undefined;
     try {
       await this.evictIfNeeded(this.writing);
       try {
-        await this.writePage(shardDir, file, key, data);
+        writtenAt = await this.writePage(shardDir, file, key, data);
       } catch (err) {
         if (!isDiskFull(err)) throw this.writeError('io_error', err);
         this.noteWriteFailure('disk_full', err as Error);
@@ -260,7 +263,7 @@ export class PageStore {
         await this.checkDisk();
         await this.evictIfNeeded(this.writing);
         try {
-          await this.writePage(shardDir, file, key, data);
+          writtenAt = await this.writePage(shardDir, file, key, data);
         } catch (retryErr) {
           throw this.writeError(isDiskFull(retryErr) ? 'disk_full' : 'io_error', retryErr);
         }
@@ -268,8 +271,7 @@ export class PageStore {
     } finally {
       this.writing -= data.length;
     }
-    const written = await stat(file).catch(() => undefined);
-    this.index.add({ key, size: data.length, crc, file, verifiedAt: written?.mtimeMs });
+    this.index.add({ key, size: data.length, crc, file, verifiedAt: writtenAt });
   }
 
   /**
@@ -345,12 +347,26 @@ export class PageStore {
     return this.index.peek(key)?.size;
   }
 
-  private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<void> {
+  /** Returns the page file's mtime, read on the written file (a rename keeps it): what openForSend trusts. */
+  private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<number | undefined> {
     const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
+    let writtenAt: number | undefined;
     try {
-      await mkdir(shardDir, { recursive: true });
-      await (this.options.writeFile ?? writeFile)(tmp, data);
-      await rename(tmp, file);
+      if (!this.shards.has(shardDir)) {
+        await mkdir(shardDir, { recursive: true });
+        this.shards.add(shardDir);
+      }
+      if (this.options.writeFile) {
+        await this.options.writeFile(tmp, data);
+        writtenAt = (await stat(tmp).catch(() => undefined))?.mtimeMs;
+      } else writtenAt = await writeAndStat(tmp, data);
+      await rename(tmp, file).catch(async (err) => {
+        // The shard directory was removed behind the store's back: make it again, once.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await mkdir(shardDir, { recursive: true });
+        await rename(tmp, file);
+      });
+      return writtenAt;
     } catch (err) {
       await unlink(tmp).catch(() => {});
       throw err;
@@ -404,6 +420,22 @@ export class PageStore {
     this.corruptions++;
     this.events.onCorrupt?.(entry.key);
     await unlink(entry.file).catch(() => {});
+  }
+}
+
+/** Writes a new file and returns its mtime from the open fd (one fstat, no path lookup). */
+async function writeAndStat(file: string, data: Buffer): Promise<number> {
+  const handle = await open(file, 'w');
+  try {
+    let offset = 0;
+    while (offset < data.length) {
+      const { bytesWritten } = await handle.write(data, offset, data.length - offset, offset);
+      if (bytesWritten === 0) throw Object.assign(new Error('page write made no progress'), { code: 'EIO' });
+      offset += bytesWritten;
+    }
+    return (await handle.stat()).mtimeMs;
+  } finally {
+    await handle.close();
   }
 }
 
