@@ -97,6 +97,10 @@ export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags 
       return log.includes('fanout: mounted') && (await isMounted(mnt));
     });
     return await fn(mnt);
+  } catch (err) {
+    // The mount's own log says why a read failed (it is quiet otherwise).
+    process.stderr.write(`fanout mount log:\n${log}\n`);
+    throw err;
   } finally {
     proc.kill('SIGTERM');
     await exited;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
@@ -155,6 +155,29 @@ test('the first failing file stops the others: the rest of the release is not fe
     } as unknown as ReleaseFetcher;
     await assert.rejects(stageVersion({ manifest: manifestOf(files), dir, fetcher, fileConcurrency: 8 }), (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL');
     assert.ok(asked < 100, `${asked} files were still fetched after the failure`);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('files a crash left torn or empty in staging (no flush per file) are fetched again, intact ones kept', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 12; i++) files[`d${i % 3}/f${i}.bin`] = randomBytes(PAGE + 100 * i);
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    // What the disk may hold after a crash: some files whole, one of the right size but zeroed
+    // (written back before its data), one empty (its name durable, no data).
+    const staging = dir.stagingDir('v1');
+    for (const d of ['d0', 'd1', 'd2']) await mkdir(join(staging, d), { recursive: true });
+    await writeFile(join(staging, 'd0/f0.bin'), files['d0/f0.bin']!);
+    await writeFile(join(staging, 'd1/f1.bin'), Buffer.alloc(files['d1/f1.bin']!.length));
+    await writeFile(join(staging, 'd2/f2.bin'), Buffer.alloc(0));
+    const { fetcher } = reverseFetcher(files);
+    const progress = await stageVersion({ manifest: manifestOf(files), dir, fetcher });
+    assert.equal(progress.bytesResumed, files['d0/f0.bin']!.length, 'only the intact file is kept');
+    assert.deepEqual(await tree(staging), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
   } finally {
     await rm(root, { recursive: true, force: true });
   }

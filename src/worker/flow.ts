@@ -46,6 +46,9 @@ export interface FlowOptions {
  * memory plus what the kernel takes, and the page buffers the copies came from can go back to
  * their pool (or to another request) at once. A client that takes nothing for `idleMs` is cut.
  */
+/** What a flow whose response finished reports if written to again. */
+const CLOSED = new FanoutError('ABORTED', 'response already finished');
+
 export class ResponseFlow {
   private readonly waiters = new Set<{ resolve: () => void; reject: (err: FanoutError) => void }>();
   private idleRound = 0;
@@ -55,7 +58,8 @@ export class ResponseFlow {
     private readonly res: Writable,
     private readonly options: FlowOptions,
   ) {
-    res.once('close', () => this.fail(new FanoutError('ABORTED', 'client went away')));
+    // A finished response has nobody waiting: no error (and no stack capture) per request.
+    res.once('close', () => (res.writableFinished && this.waiters.size === 0 ? (this.closed ??= CLOSED) : this.fail(new FanoutError('ABORTED', 'client went away'))));
   }
 
   /** The flow's clock time (for how long a response has held a page). */

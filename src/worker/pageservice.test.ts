@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { ManualClock } from '../core/clock.js';
 import { pageKey } from '../core/pages.js';
@@ -90,4 +91,59 @@ test('a slow client gives its page back after a while, so another client is serv
   for (const res of slow) res.destroy();
   await Promise.all(serving);
   assert.equal(pages.responseSlots.held, 0);
+});
+
+/** A service whose store is empty and whose source starts reads that never end (until abandoned). */
+function coldService(fillsPerMount: number): { pages: PageService; started: () => number } {
+  let started = 0;
+  const source = {
+    read: (_path: string, _version: string, _start: number, _length: number, signal?: AbortSignal) => {
+      started++;
+      return Readable.from(
+        (async function* () {
+          await new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
+          yield Buffer.alloc(0);
+        })(),
+      );
+    },
+  };
+  const pages = new PageService({
+    store: { has: () => false, put: async () => {} } as never,
+    ufs: () => source as never,
+    budget: { take: async () => {} } as never,
+    metrics: new WorkerMetrics({
+      storeUsedBytes: () => 0,
+      storeCapacityBytes: () => 0,
+      storePages: () => 0,
+      inflightSourceReads: () => 0,
+      members: () => 1,
+      sourceRates: () => ({}),
+    }),
+    pageSize: PAGE,
+    selfId: 'w',
+    placement: () => ({ owners: () => [], members: () => [] }),
+    replication: 1,
+    peers: {} as never,
+    logger: pino({ level: 'silent' }),
+    signal: new AbortController().signal,
+    limits: { responseMemory: 2 * PAGE, clientIdle: 60_000, fillsPerMount },
+    clock: new ManualClock(),
+  });
+  return { pages, started: () => started };
+}
+
+async function sourceReadsInFlight(fileSize: number, requests: number): Promise<number> {
+  const { pages, started } = coldService(1);
+  const clients = Array.from({ length: requests }, () => new FakeResponse());
+  const serving = clients.map((res, i) => pages.serve(res as unknown as ServerResponse, { mount: 'm', path: `f${i}`, version: 'v1', size: fileSize, index: 0 }).catch(() => {}));
+  for (let i = 0; i < 5; i++) await tick();
+  const inFlight = started();
+  for (const res of clients) res.destroy();
+  await Promise.all(serving);
+  return inFlight;
+}
+
+test('a mount fill slot carries several small pages at once, but one whole page', async () => {
+  assert.equal(await sourceReadsInFlight(PAGE, 4), 1, 'whole pages: fillsPerMount reads at a time');
+  assert.equal(await sourceReadsInFlight(PAGE / 16, 20), 8, 'pages of 1/16 of a page: 8 per slot');
 });

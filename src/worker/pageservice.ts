@@ -6,7 +6,7 @@ import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
-import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
+import { ByteBudget, Semaphore, SingleFlight } from '../lib/transfer/index.js';
 import { BufferPool } from '../lib/pagestore/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
@@ -67,20 +67,26 @@ export class PageService {
    * readers arrive, the worker's memory stays bounded and the excess waits its turn.
    */
   readonly responseSlots: Semaphore;
-  private readonly fillSlots: Semaphore;
+  private readonly fillMemory: ByteBudget;
   /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
   private readonly liveness: PeerLiveness;
   /** What the senders of stored pages and fills need (pagesend.ts). */
   private readonly sending: PageSendDeps;
   /** The traffic class of each fill in flight (a read joining a preload fill raises it). */
   private readonly fillClasses = new Map<string, { cls: TrafficClass }>();
-  /** Fills in flight per mount: a slow source queues its own fills, not other mounts'. */
-  private readonly mountFills = new Map<string, Semaphore>();
+  /**
+   * Fills in flight per mount: a slow source queues its own fills, not other mounts'. Counted in
+   * bytes (fillsPerMount whole pages), a small page as at least 1/SMALL_FILLS_PER_PAGE of one: a
+   * release of 64 KiB files keeps 8× as many source reads going as one of 4 MiB pages, instead of
+   * 8 round trips to the source at a time.
+   */
+  private readonly mountFills = new Map<string, ByteBudget>();
 
   constructor(private readonly deps: PageServiceDeps) {
     const slots = Math.max(2, Math.floor(FILL_MEMORY / deps.pageSize));
     this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
-    this.fillSlots = new Semaphore(slots);
+    // The buffer a fill takes is its page's length: bytes, not a count of whole pages.
+    this.fillMemory = new ByteBudget(slots * deps.pageSize);
     // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
     this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4)));
@@ -103,7 +109,9 @@ export class PageService {
     const key = pageKey(ref, pageSize);
     // Watched before any wait, so a client that leaves while queued gives up its place.
     const gone = new AbortController();
-    res.once('close', () => gone.abort(new FanoutError('ABORTED', 'client went away')));
+    // Only a response cut short needs its error: one per finished response (every small file's
+    // page) was a stack capture per request in the worker's profile.
+    res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
     const flow = this.flow(res);
     if (!this.flights.get(key) && store.has(key) && kernelSendable(res)) {
       if (await sendStoredByKernel(this.sending, res, key, gone.signal)) return;
@@ -143,7 +151,7 @@ export class PageService {
       key,
       length,
       (abandoned) =>
-        this.holdingFillSlot(ref.mount, abandoned, (signal) =>
+        this.holdingFillSlot(ref.mount, length, abandoned, (signal) =>
           fromPeer ? this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass) : this.sourceChunks(ref, start, length, signal, fillClass),
         ),
       async (done) => {
@@ -180,11 +188,12 @@ export class PageService {
    * Runs a fill under its mount's slot, then a memory slot (in that order, so a slow mount's
    * queue holds no memory slot). Waits and reads end when the worker stops or every reader left.
    */
-  private async *holdingFillSlot(mount: string, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+  private async *holdingFillSlot(mount: string, length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
     const signal = AbortSignal.any([this.deps.signal, abandoned]);
-    const releaseMount = await this.mountSlots(mount).acquire(signal);
+    const { pageSize } = this.deps;
+    const releaseMount = await this.mountSlots(mount).acquire(Math.max(length, Math.ceil(pageSize / SMALL_FILLS_PER_PAGE)), signal);
     try {
-      const release = await this.fillSlots.acquire(signal);
+      const release = await this.fillMemory.acquire(Math.max(length, 1), signal);
       try {
         yield* chunks(signal);
       } finally {
@@ -195,9 +204,9 @@ export class PageService {
     }
   }
 
-  private mountSlots(mount: string): Semaphore {
+  private mountSlots(mount: string): ByteBudget {
     let slots = this.mountFills.get(mount);
-    if (!slots) this.mountFills.set(mount, (slots = new Semaphore(Math.max(1, this.deps.limits.fillsPerMount))));
+    if (!slots) this.mountFills.set(mount, (slots = new ByteBudget(Math.max(1, this.deps.limits.fillsPerMount) * this.deps.pageSize)));
     return slots;
   }
 
@@ -261,3 +270,5 @@ export class PageService {
 
 /** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
 const FILL_MEMORY = 96 * 1024 * 1024;
+/** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
+const SMALL_FILLS_PER_PAGE = 8;

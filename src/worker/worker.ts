@@ -156,6 +156,8 @@ export class Worker {
     this.reports = new PageReports({ store: this.store, metrics: this.metrics, pageSize: config.pageSize, logger: this.logger });
     this.scrubber = new Scrubber(this.store, {
       rate: config.scrub.rate,
+      // Small pages are paced as 1 MiB each: per-page syscalls, not bytes, are their cost.
+      minPageCost: 1024 * 1024,
       clock,
       onScrubbed: (bytes) => this.metrics.scrubBytes.inc(bytes),
       onCorrupt: () => this.metrics.scrubCorruptPages.inc(),

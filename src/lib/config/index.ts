@@ -108,7 +108,7 @@ export const limitsSchema = z
     maxConnections: z.number().int().min(1).default(1024),
     /** A response whose client takes no byte for this long is destroyed; also the idle keep-alive and header deadline. */
     clientIdle: duration.refine((v) => v >= 100, { message: 'clientIdle must be at least 100ms' }).default('60s'),
-    /** Page reads from one mount's source (or its peers) in flight on this worker. */
+    /** Page reads from one mount's source (or its peers) in flight on this worker, in whole pages: a page smaller than 1/8 of the page size counts as 1/8. */
     fillsPerMount: z.number().int().min(1).default(8),
     /** Page buffers lent to responses at once (hits and /v1/data pages). */
     responseMemory: size.refine((v) => v >= 1024 * 1024, { message: 'responseMemory must be at least 1MiB' }).default('128MiB'),

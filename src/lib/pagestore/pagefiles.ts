@@ -23,15 +23,56 @@ export async function scanPages(pagesDir: string): Promise<StoredPage[]> {
   return found.map(({ mtimeMs: _mtime, ...page }) => page);
 }
 
-/** Writes `data` to `tmp` and renames it to `file`: a failed write never leaves a partial page under a real name. */
-export async function writePageFile(tmp: string, shardDir: string, file: string, data: Buffer, write: (file: string, data: Buffer) => Promise<void>): Promise<void> {
+/**
+ * Writes `data` to `tmp` and renames it to `file`: a failed write never leaves a partial page
+ * under a real name. Returns the file's mtime, read on the written file (a rename keeps it).
+ * `shards` holds the shard directories known to exist: a mkdir per stored page was a syscall per
+ * small file. `write` replaces the write itself (tests inject failures).
+ */
+export async function writePageFile(
+  tmp: string,
+  shardDir: string,
+  file: string,
+  data: Buffer,
+  shards: Set<string>,
+  write?: (file: string, data: Buffer) => Promise<void>,
+): Promise<number | undefined> {
   try {
-    await mkdir(shardDir, { recursive: true });
-    await write(tmp, data);
-    await rename(tmp, file);
+    if (!shards.has(shardDir)) {
+      await mkdir(shardDir, { recursive: true });
+      shards.add(shardDir);
+    }
+    let writtenAt: number | undefined;
+    if (write) {
+      await write(tmp, data);
+      writtenAt = (await stat(tmp).catch(() => undefined))?.mtimeMs;
+    } else writtenAt = await writeAndStat(tmp, data);
+    await rename(tmp, file).catch(async (err) => {
+      // The shard directory was removed behind the store's back: make it again, once.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(shardDir, { recursive: true });
+      await rename(tmp, file);
+    });
+    return writtenAt;
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
+  }
+}
+
+/** Writes a new file and returns its mtime from the open fd (one fstat, no path lookup). */
+async function writeAndStat(file: string, data: Buffer): Promise<number> {
+  const handle = await open(file, 'w');
+  try {
+    let offset = 0;
+    while (offset < data.length) {
+      const { bytesWritten } = await handle.write(data, offset, data.length - offset, offset);
+      if (bytesWritten === 0) throw Object.assign(new Error('page write made no progress'), { code: 'EIO' });
+      offset += bytesWritten;
+    }
+    return (await handle.stat()).mtimeMs;
+  } finally {
+    await handle.close();
   }
 }
 

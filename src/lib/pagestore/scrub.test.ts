@@ -77,6 +77,23 @@ test('the scrub keeps to its rate: a page of S bytes is followed by a pause of S
     await stopScrub(stop, done, clock);
   }));
 
+test('a page smaller than minPageCost is paced as if it were that big', () =>
+  withStore(async (store) => {
+    for (const n of [1, 2]) await store.put(key(n), page(n), crc32(page(n)));
+    const clock = new ManualClock();
+    let pages = 0;
+    const stop = new AbortController();
+    // 1000-byte pages counted as 4000 bytes at 1000 bytes/s: one page every 4 s, not every 1 s.
+    const done = new Scrubber(store, { rate: 1000, minPageCost: 4000, clock, onScrubbed: () => pages++ }).run(stop.signal);
+    await until(() => pages === 1 && clock.pendingSleeps() === 1);
+    await clock.advance(3999);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(pages, 1, 'no second page before 4 s');
+    await clock.advance(1);
+    await until(() => pages === 2);
+    await stopScrub(stop, done, clock);
+  }));
+
 test('a rate of 0 turns the scrub off', () =>
   withStore(async (store) => {
     await store.put(key(1), page(1), crc32(page(1)));

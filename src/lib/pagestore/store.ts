@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { systemClock, type Clock } from '../../core/clock.js';
@@ -36,6 +36,8 @@ export class PageStore {
   /** Free space of the file system, and the effective capacity it allows. */
   private readonly room: DiskRoom;
   private tmpCounter = 0;
+  /** Shard directories known to exist (writePageFile). */
+  private readonly shards = new Set<string>();
   /** Bytes of pages being written: room is made for them before they land in the index. */
   private writing = 0;
   evictions = 0;
@@ -170,10 +172,11 @@ export class PageStore {
     const shardDir = join(this.pagesDir, key.slice(0, 2));
     const file = join(shardDir, name);
     this.writing += data.length;
+    let writtenAt: number | undefined;
     try {
       await this.evictIfNeeded(this.writing);
       try {
-        await this.writePage(shardDir, file, key, data);
+        writtenAt = await this.writePage(shardDir, file, key, data);
       } catch (err) {
         if (!isDiskFull(err)) throw this.writeError('io_error', err);
         this.noteWriteFailure('disk_full', err as Error);
@@ -182,7 +185,7 @@ export class PageStore {
         await this.checkDisk();
         await this.evictIfNeeded(this.writing);
         try {
-          await this.writePage(shardDir, file, key, data);
+          writtenAt = await this.writePage(shardDir, file, key, data);
         } catch (retryErr) {
           throw this.writeError(isDiskFull(retryErr) ? 'disk_full' : 'io_error', retryErr);
         }
@@ -190,8 +193,7 @@ export class PageStore {
     } finally {
       this.writing -= data.length;
     }
-    const written = await stat(file).catch(() => undefined);
-    this.index.add({ key, size: data.length, crc, file, verifiedAt: written?.mtimeMs });
+    this.index.add({ key, size: data.length, crc, file, verifiedAt: writtenAt });
   }
 
   /**
@@ -267,9 +269,10 @@ export class PageStore {
     return this.index.peek(key)?.size;
   }
 
-  private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<void> {
+  /** Returns the page file's mtime, read on the written file (a rename keeps it): what openForSend trusts. */
+  private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<number | undefined> {
     const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
-    await writePageFile(tmp, shardDir, file, data, this.options.writeFile ?? writeFile);
+    return writePageFile(tmp, shardDir, file, data, this.shards, this.options.writeFile);
   }
 
   private noteWriteFailure(reason: WriteFailureReason, error: Error): void {

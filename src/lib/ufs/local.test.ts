@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rename, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -182,5 +183,17 @@ describe('LocalUfs', () => {
     for await (const _chunk of ufs.read('big.bin', version, 0, big.length)) break;
     // Still readable afterwards: nothing leaked or locked.
     assert.equal((await readAll(ufs.read('big.bin', version, 0, 100))).length, 100);
+  });
+
+  test('reads never open what lies outside the root, nor block on a FIFO inside it', async () => {
+    // Opening a FIFO for reading blocks until a writer comes: a read that opened it would hang here.
+    execFileSync('mkfifo', [join(base, 'outside.fifo'), join(root, 'inside.fifo')]);
+    await symlink(join(base, 'outside.fifo'), join(root, 'to-fifo'));
+    try {
+      await assert.rejects(readAll(ufs.read('to-fifo', '0-0', 0, 1)), rejectsWith('INVALID_PATH'));
+      await assert.rejects(readAll(ufs.read('inside.fifo', '0-0', 0, 1)), rejectsWith('NOT_FOUND'));
+    } finally {
+      for (const f of [join(root, 'to-fifo'), join(root, 'inside.fifo'), join(base, 'outside.fifo')]) await rm(f, { force: true });
+    }
   });
 });
