@@ -31,6 +31,7 @@ import { Scrubber } from '../lib/pagestore/index.js';
 import { SourceBudget } from './sourcebudget.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
+import { checksumPath } from '../lib/checksum/index.js';
 import type { Dashboard } from './dashboard/index.js';
 import { dashboardFor } from './dashboard/wiring.js';
 import { BufferReclaimer } from './memory.js';
@@ -335,6 +336,7 @@ export class Worker {
       inflightSourceReads: this.pages.flights.inflight,
       sourceRates: this.sourceBudget.rates(),
       sendPath: sendPath(),
+      checksumPath: checksumPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
     };

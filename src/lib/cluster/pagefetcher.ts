@@ -1,6 +1,6 @@
 import type { Agent, Pool } from 'undici';
 import { undici } from '../http/undici.js';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum/index.js';
 import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
 import type { Member, PageRef } from '../../core/types.js';
 import { certificateHint } from '../tls/index.js';

@@ -42,6 +42,7 @@ export const workerStatusSchema = z.object({
   inflightSourceReads: z.number(),
   sourceRates: z.record(z.string(), z.number()),
   sendPath: z.enum(['sendfile', 'js']).optional(),
+  checksumPath: z.enum(['clmul', 'table', 'js']).optional(),
 });
 
 /** Slowest preload rate a caller may ask for (bytes/s). */
