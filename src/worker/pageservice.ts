@@ -4,6 +4,7 @@ import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers, type PageFetcher, type Placement } from '../lib/cluster/index.js';
+import { HEADERS } from '../lib/wire/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
@@ -117,6 +118,11 @@ export class PageService {
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct);
+    // A reader that asked is told now that the page is being filled (its first byte may wait for
+    // a fill slot and the source budget): it will not hedge a page whose fill it would only join.
+    if (res.req?.headers[HEADERS.progress] === '1' && res.req.httpVersionMajor === 1 && res.req.httpVersionMinor >= 1 && !res.headersSent) {
+      res.writeProcessing();
+    }
     await this.streamFill(res, key, fill, flow, gone.signal);
   }
 

@@ -79,10 +79,13 @@ export class PageFetcher {
    */
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
     const path = pagePath(ref);
-    const headers = { ...this.options.headers?.(), ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
+    const headers: Record<string, string> = { ...this.options.headers?.(), ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}) };
+    const onProgress = options.onProgress;
+    if (onProgress) headers[HEADERS.progress] = '1';
+    const onInformational = onProgress && ((status: number) => status === 102 && onProgress('filling'));
     let response;
     try {
-      response = await this.transport.get(member, path, headers, options.signal);
+      response = await this.transport.get(member, path, headers, options.signal, onInformational);
     } catch (err) {
       throw this.unavailable(member, err);
     }
@@ -163,9 +166,14 @@ export interface PageRequestOptions {
   signal?: AbortSignal;
   /** Ask the worker to read the source itself rather than forward to the page's owner (hedges, failover). */
   direct?: boolean;
-  /** Told when the response headers arrive and after each body chunk (hedging watches progress). */
-  onProgress?: (what: 'headers' | 'chunk') => void;
+  /**
+   * Told when the response headers arrive, after each body chunk, and when the worker says the
+   * page is being filled (a 102 before the headers): hedging watches progress.
+   */
+  onProgress?: (what: PageProgress) => void;
 }
+
+export type PageProgress = 'filling' | 'headers' | 'chunk';
 
 /** Set on requests that must not be forwarded again (loop guard) or that want a direct source read. */
 export const DIRECT_HEADER = HEADERS.direct;

@@ -5,7 +5,7 @@ import { systemClock } from '../../core/clock.js';
 import { FanoutError, abortError } from '../../core/errors.js';
 import { pageKey, pageSlice, pageSpan, pagesForRange } from '../../core/pages.js';
 import type { FileInfo, Member, PageRef } from '../../core/types.js';
-import type { PageFetcher } from './pagefetcher.js';
+import type { PageFetcher, PageProgress } from './pagefetcher.js';
 import type { PageReporter } from './report.js';
 import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
 import { WorkerHealth } from './health.js';
@@ -206,6 +206,9 @@ export class ClusterReader {
     hedge.onFetch();
     return new Promise((resolve, reject) => {
       const inflight = new Map<AbortController, Member>();
+      // Requests whose worker said the page is being filled (102): alive, and a hedge elsewhere
+      // would only join the same cluster-wide fill, so they are neither hedged nor held against it.
+      const filling = new Set<AbortController>();
       const stopWatch = new AbortController();
       let next = 0;
       let settled = false;
@@ -227,9 +230,11 @@ export class ClusterReader {
         inflight.set(controller, member);
         const startedAt = this.clock.now();
         lastProgress = startedAt;
-        const onProgress = (what: 'headers' | 'chunk') => {
+        const onProgress = (what: PageProgress) => {
           const now = this.clock.now();
-          if (what === 'headers') hedge.observeFirstByte(now - startedAt);
+          if (what === 'filling') filling.add(controller);
+          // A filled page's first byte waits for the source: it says nothing of the worker's speed.
+          else if (what === 'headers' && !filling.has(controller)) hedge.observeFirstByte(now - startedAt);
           lastProgress = now;
         };
         this.options.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress }).then(
@@ -238,6 +243,7 @@ export class ClusterReader {
           },
           (err: unknown) => {
             inflight.delete(controller);
+            filling.delete(controller);
             if (settled) return;
             const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
             if (DEFINITIVE.has(error.code)) return finish(() => reject(error));
@@ -268,7 +274,11 @@ export class ClusterReader {
             lastProgress = this.clock.now();
             continue;
           }
-          const silent = [...inflight.values()];
+          const silent = [...inflight].filter(([controller]) => !filling.has(controller)).map(([, member]) => member);
+          if (silent.length === 0) {
+            lastProgress = this.clock.now();
+            continue;
+          }
           // Passing a worker already known to be slow, for one that is not, is failover: free.
           // Otherwise the hedge is speculative and budgeted, so a uniformly slow cluster is not
           // asked for every page twice.
