@@ -11,7 +11,7 @@
 // Experiments (one thing at a time, to separate what a cold read costs): [--only fanout] skips
 // the direct and nginx scenarios; [--hedge auto|off|MS] is the clients' hedge; [--scrub RATE|off]
 // and [--fills-per-mount N] set the workers' scrub rate and limits.fillsPerMount (defaults: the
-// product's).
+// product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
@@ -22,7 +22,7 @@ import { HashRing } from '../dist/src/lib/hashring/index.js';
 
 const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
-const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '' });
+const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'cpu-prof': '' });
 const SIZE = parseSize(opt.size);
 const N = Number(opt.clients);
 const W = Number(opt.workers);
@@ -210,7 +210,8 @@ async function main() {
           ...(opt['fills-per-mount'] ? { limits: { fillsPerMount: Number(opt['fills-per-mount']) } } : {}),
         };
         await writeFile(join(dir, 'worker.yaml'), JSON.stringify(config));
-        const proc = inHost(workerHost(i), 'node', [bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', 'ignore', 'ignore'] });
+        const prof = opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', opt['cpu-prof'], '--cpu-prof-name', `worker${i + 1}.cpuprofile`] : [];
+        const proc = inHost(workerHost(i), 'node', [...prof, bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', 'ignore', 'ignore'] });
         workers.push(proc);
         procs.push(proc);
       }
