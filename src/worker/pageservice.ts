@@ -118,12 +118,30 @@ export class PageService {
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct);
-    // A reader that asked is told now that the page is being filled (its first byte may wait for
-    // a fill slot and the source budget): it will not hedge a page whose fill it would only join.
-    if (res.req?.headers[HEADERS.progress] === '1' && res.req.httpVersionMajor === 1 && res.req.httpVersionMinor >= 1 && !res.headersSent) {
-      res.writeProcessing();
+    const stopTelling = this.tellFilling(res);
+    try {
+      await this.streamFill(res, key, fill, flow, gone.signal);
+    } finally {
+      stopTelling();
     }
-    await this.streamFill(res, key, fill, flow, gone.signal);
+  }
+
+  /**
+   * A reader that asked is told now, and again every FILLING_NOTICE_MS until the headers leave,
+   * that its page is being filled (its first byte may wait for a fill slot and the source
+   * budget): it neither hedges a page whose fill another worker would only relay, nor gives up
+   * on a worker that is alive but queued (each 102 restarts its first-byte deadline).
+   */
+  private tellFilling(res: ServerResponse): () => void {
+    const req = res.req;
+    if (req?.headers[HEADERS.progress] !== '1' || req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) return () => {};
+    const tell = () => {
+      if (res.headersSent || res.writableEnded || res.destroyed) return clearInterval(timer);
+      res.writeProcessing();
+    };
+    const timer = setInterval(tell, FILLING_NOTICE_MS).unref();
+    tell();
+    return () => clearInterval(timer);
   }
 
   /**
@@ -382,6 +400,9 @@ export class PageService {
     }
   }
 }
+
+/** How often a reader waiting for a page being filled is told so (well inside its 30 s first-byte deadline). */
+export const FILLING_NOTICE_MS = 5_000;
 
 /** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
 const FILL_MEMORY = 96 * 1024 * 1024;

@@ -207,8 +207,14 @@ class Exchange {
     private readonly resolve: (r: LeanResponse) => void,
     private readonly reject: (e: Error) => void,
     private readonly onDone: (reusable: boolean) => void,
-    readonly onInformational?: (statusCode: number) => void,
+    private readonly informational?: (statusCode: number) => void,
   ) {}
+
+  /** A 1xx head: the server is alive and working on it (102: filling the page), so the first-byte deadline starts again. */
+  onInformational(statusCode: number): void {
+    if (!this.head) this.timer?.refresh();
+    this.informational?.(statusCode);
+  }
 
   start(): void {
     if (this.signal?.aborted) return this.fail(abortReason(this.signal));

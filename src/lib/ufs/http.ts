@@ -190,10 +190,11 @@ export class HttpUfs implements Ufs {
         bodyTimeout: 0,
       };
       const res = await request(url, options).catch((err: unknown) => {
-        // A kept-alive connection the server closed (its idle timeout) as our request went out:
-        // no response byte came, and GET/HEAD are idempotent, so once more on a new connection.
+        // A kept-alive connection the server closed (its idle timeout) as our request went out
+        // (a FIN: "other side closed"; a reset if the request reached the closed socket): no
+        // response byte came, and GET/HEAD are idempotent, so once more on a new connection.
         // Seen in the lab under heavy load, where timers slip past undici's keep-alive margin.
-        if ((err as { code?: string })?.code !== 'UND_ERR_SOCKET' || signal?.aborted) throw err;
+        if (!LOST_ON_REUSE.has((err as { code?: string })?.code ?? '') || signal?.aborted) throw err;
         return request(url, options);
       });
       // From here on the body has a listener: an abort or reset before anyone reads it is not a crash.
@@ -247,6 +248,9 @@ export class HttpUfs implements Ufs {
     return new FanoutError('SOURCE_ERROR', `${what}: request failed (${detail || String(err)})`, { cause: err });
   }
 }
+
+/** How a request sent on a connection the server had just closed fails, before any response byte. */
+const LOST_ON_REUSE = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
 /** undici's word for a connection the server closed (FIN) before the body's end; a reset (ECONNRESET) is not a cut but a fault. */
 function isCut(err: unknown): boolean {
