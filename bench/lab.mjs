@@ -8,6 +8,10 @@
 //
 //   sudo node bench/lab.mjs [--size 2GiB] [--clients 8] [--workers 4] [--rate 350MB/s] [--runs 1]
 //                           [--store DIR for the clients' copies (default /dev/shm)]
+// Experiments (one thing at a time, to separate what a cold read costs): [--only fanout] skips
+// the direct and nginx scenarios; [--hedge auto|off|MS] is the clients' hedge; [--scrub RATE|off]
+// and [--fills-per-mount N] set the workers' scrub rate and limits.fillsPerMount (defaults: the
+// product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
@@ -18,7 +22,7 @@ import { HashRing } from '../dist/src/lib/hashring/index.js';
 
 const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
-const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm' });
+const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'cpu-prof': '' });
 const SIZE = parseSize(opt.size);
 const N = Number(opt.clients);
 const W = Number(opt.workers);
@@ -75,7 +79,13 @@ async function pullAll(name, command) {
   const times = await Promise.all(
     dests.map(async (dest, i) => {
       const [cmd, ...args] = command(i, dest);
-      await exited(inHost(clientHost(i), cmd, args));
+      // A client's output (fanout cp --json says why it failed) is shown only if it fails.
+      const proc = inHost(clientHost(i), cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      proc.stdout.on('data', (d) => (out = (out + d).slice(-4000)));
+      await exited(proc).catch((err) => {
+        throw new Error(`${err.message}: ${out}`);
+      });
       return (performance.now() - started) / 1000;
     }),
   );
@@ -161,13 +171,15 @@ async function main() {
     for (let run = 0; run < RUNS; run++) {
       process.stderr.write(`run ${run + 1}/${RUNS}\n`);
       const rows = {};
-      rows.direct = await pullAll('direct', (i, dest) => ['curl', '-sf', '-o', dest, originUrl]);
+      const baselines = opt.only !== 'fanout';
+      if (baselines) rows.direct = await pullAll('direct', (i, dest) => ['curl', '-sf', '-o', dest, originUrl]);
 
       // nginx with proxy_cache_lock, on its own host.
       const nginxDir = join(work, 'nginx');
       await rm(nginxDir, { recursive: true, force: true });
       await mkdir(join(nginxDir, 'cache'), { recursive: true });
       await writeFile(join(nginxDir, 'nginx.conf'), nginxConfig(nginxDir));
+      if (baselines) {
       const nginx = inHost(proxyHost, 'nginx', ['-c', join(nginxDir, 'nginx.conf'), '-g', 'daemon off;']);
       procs.push(nginx);
       const proxyUrl = `http://${addr(proxyHost)}:${PORT}/f.bin`;
@@ -176,6 +188,7 @@ async function main() {
       rows.nginxWarm = await pullAll('nginx, warm', (i, dest) => ['curl', '-sf', '-o', dest, proxyUrl]);
       nginx.kill('SIGQUIT');
       await new Promise((r) => nginx.once('exit', r));
+      }
 
       // fanout: W workers with a static member list, the origin mounted over HTTP.
       const members = Array.from({ length: W }, (_, i) => ({ id: `w${i + 1}`, url: `http://${addr(workerHost(i))}:7450` }));
@@ -193,14 +206,17 @@ async function main() {
           sourceRate: RATE,
           membership: { static: members },
           logLevel: 'warn',
+          ...(opt.scrub ? { scrub: { rate: opt.scrub } } : {}),
+          ...(opt['fills-per-mount'] ? { limits: { fillsPerMount: Number(opt['fills-per-mount']) } } : {}),
         };
         await writeFile(join(dir, 'worker.yaml'), JSON.stringify(config));
-        const proc = inHost(workerHost(i), 'node', [bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', 'ignore', 'ignore'] });
+        const prof = opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', opt['cpu-prof'], '--cpu-prof-name', `worker${i + 1}.cpuprofile`] : [];
+        const proc = inHost(workerHost(i), 'node', [...prof, bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', 'ignore', 'ignore'] });
         workers.push(proc);
         procs.push(proc);
       }
       for (let i = 0; i < W; i++) await waitHttp(workerHost(i), `${members[i].url}/healthz`);
-      const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url];
+      const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url, ...(opt.hedge ? ['--hedge', opt.hedge] : [])];
       rows.fanoutCold = await pullAll('fanout, cold', cp);
       rows.fanoutWarm = await pullAll('fanout, warm', cp);
       rows.workerPeakRssMiB = Math.max(
@@ -224,7 +240,14 @@ async function main() {
 
 function report(results) {
   const floorS = SIZE / Number(/^([\d.]+)/.exec(RATE)[1]) / (/GB/i.test(RATE) ? 1e9 : 1e6);
-  const names = ['direct', 'nginxCold', 'nginxWarm', 'fanoutCold', 'fanoutWarm'];
+  const names = ['direct', 'nginxCold', 'nginxWarm', 'fanoutCold', 'fanoutWarm'].filter((n) => results[0][n]);
+  if (!results[0].direct) {
+    // Fanout only (an experiment): cold against warm, and the RSS.
+    const cold = median(results.map((r) => r.fanoutCold.all));
+    const warm = median(results.map((r) => r.fanoutWarm.all));
+    console.log(`fanout cold ${cold.toFixed(1)} s, warm ${warm.toFixed(1)} s, cold ÷ warm ${(cold / warm).toFixed(2)}, origin ${median(results.map((r) => r.fanoutCold.originRatio)).toFixed(2)}×, worker RSS ${Math.max(...results.map((r) => r.workerPeakRssMiB)).toFixed(0)} MiB`);
+    return;
+  }
   const med = Object.fromEntries(
     names.map((n) => [n, { all: median(results.map((r) => r[n].all)), p50: median(results.map((r) => r[n].p50)), originRatio: median(results.map((r) => r[n].originRatio)), sha256ok: results.every((r) => r[n].sha256ok) }]),
   );

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the native addons: native/fuse (what `fanout mount` loads) and native/sendfile (cached
-# pages sent by the kernel; without it workers send pages through JS). Run by `npm run build:native`
+# Builds the native addons: native/fuse (what `fanout mount` loads), native/sendfile (cached
+# pages sent by the kernel; without it workers send pages through JS) and native/checksum (CRC32
+# by PCLMUL; without it pages are checked with Node's zlib.crc32). Run by `npm run build:native`
 # (and so by `npm ci`, through `prepare`, after scripts/install-system-deps.sh runtime).
 # A missing toolchain or libfuse3 is an error where install-system-deps.sh could have installed it
 # (root with apt-get): `npm ci` succeeding there promises every feature, `fanout mount` included.
@@ -59,6 +60,17 @@ if [ -n "$lack" ]; then
   note "${lack}not found: skipping the sendfile addon; workers will send cached pages through JS."
 else
   build sendfile fanout_sendfile sendfile.c "the sendfile addon"
+fi
+
+# CRC32 by carry-less multiplication (readers and the store check every page with it); without it
+# checksums use Node's zlib.crc32. Links the system zlib (zlib1g-dev) for the tail of a buffer.
+lack=$(lacking make python3 gcc)
+if [ -n "$lack" ]; then
+  note "${lack}not found: skipping the checksum addon; pages are checked with Node's zlib.crc32."
+elif ! [ -f /usr/include/zlib.h ]; then
+  note "zlib headers not found (package zlib1g-dev): skipping the checksum addon; pages are checked with Node's zlib.crc32."
+else
+  build checksum fanout_checksum crc32.c "the checksum addon"
 fi
 
 lack=$(lacking make python3 g++ pkg-config)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fanout needs, idempotently.
 #   install-system-deps.sh runtime   what the product needs: fuse3 (fusermount3, for `fanout mount`),
-#                                    libfuse3-dev, pkg-config, g++, make and python3 (node-gyp) to build
+#                                    libfuse3-dev, zlib1g-dev (the checksum addon), pkg-config, g++, make and python3 (node-gyp) to build
 #                                    the native addons. Run by `npm ci` (package.json `prepare`).
 #   install-system-deps.sh [all]     runtime + what the tests use: etcd, curl, openssl, awscli, boto3,
 #                                    s3fs and rclone (S3 gateway clients), prometheus (promtool checks
@@ -15,7 +15,7 @@
 set -euo pipefail
 mode=${1:-all}
 
-runtime=(fuse3 libfuse3-dev pkg-config g++ make python3)
+runtime=(fuse3 libfuse3-dev zlib1g-dev pkg-config g++ make python3)
 tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone prometheus chromium nginx)
 case "$mode" in
   runtime) wanted=("${runtime[@]}") ;;

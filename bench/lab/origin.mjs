@@ -69,6 +69,11 @@ createServer(async (req, res) => {
   body.on('error', () => res.destroy());
   res.on('close', () => body.destroy());
   body.pipe(res);
-}).listen(Number(opt.port), opt.host, () => {
-  if (!opt.quiet) console.error(`origin: ${root} on http://${opt.host}:${opt.port}`);
-});
+})
+  // As web servers and object stores keep idle connections (nginx 75 s): Node's 5 s default, on a
+  // loaded machine, closes connections that clients are just reusing.
+  .setTimeout(0)
+  .listen(Number(opt.port), opt.host, function () {
+    this.keepAliveTimeout = 75_000;
+    if (!opt.quiet) console.error(`origin: ${root} on http://${opt.host}:${opt.port}`);
+  });

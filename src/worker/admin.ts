@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../lib/checksum/index.js';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';

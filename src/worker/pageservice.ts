@@ -5,6 +5,7 @@ import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
+import { HEADERS } from '../lib/wire/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { ByteBudget, Semaphore, SingleFlight } from '../lib/transfer/index.js';
 import { BufferPool } from '../lib/pagestore/index.js';
@@ -130,7 +131,30 @@ export class PageService {
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct, cls);
-    await streamFill(this.sending, res, key, fill, flow, gone.signal);
+    const stopTelling = this.tellFilling(res);
+    try {
+      await streamFill(this.sending, res, key, fill, flow, gone.signal);
+    } finally {
+      stopTelling();
+    }
+  }
+
+  /**
+   * A reader that asked is told now, and again every FILLING_NOTICE_MS until the headers leave,
+   * that its page is being filled (its first byte may wait for a fill slot and the source
+   * budget): it neither hedges a page whose fill another worker would only relay, nor gives up
+   * on a worker that is alive but queued (each 102 restarts its first-byte deadline).
+   */
+  private tellFilling(res: ServerResponse): () => void {
+    const req = res.req;
+    if (req?.headers[HEADERS.progress] !== '1' || req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) return () => {};
+    const tell = () => {
+      if (res.headersSent || res.writableEnded || res.destroyed) return clearInterval(timer);
+      res.writeProcessing();
+    };
+    const timer = setInterval(tell, FILLING_NOTICE_MS).unref();
+    tell();
+    return () => clearInterval(timer);
   }
 
   private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean, cls: TrafficClass): PageFill {
@@ -267,6 +291,9 @@ export class PageService {
     yield* this.sourceChunks(ref, start + received, length - received, signal, fillClass);
   }
 }
+
+/** How often a reader waiting for a page being filled is told so (well inside its 30 s first-byte deadline). */
+export const FILLING_NOTICE_MS = 5_000;
 
 /** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
 const FILL_MEMORY = 96 * 1024 * 1024;

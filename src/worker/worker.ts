@@ -34,6 +34,7 @@ import { mountLineName, SourceBudget, type LineSpec } from './sourcebudget.js';
 import { LineClient } from './lineclient.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
+import { checksumPath } from '../lib/checksum/index.js';
 import type { Dashboard } from './dashboard/index.js';
 import { dashboardFor } from './dashboard/wiring.js';
 import { BufferReclaimer } from './memory.js';
@@ -349,6 +350,7 @@ export class Worker {
       sourceRates: this.sourceBudget.rates(),
       lines: this.sourceBudget.lines(),
       sendPath: sendPath(),
+      checksumPath: checksumPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
     };

@@ -1,6 +1,6 @@
 import type { Agent, Pool } from 'undici';
 import { undici } from '../http/undici.js';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum/index.js';
 import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
 import type { Member, PageRef } from '../../core/types.js';
 import { certificateHint } from '../tls/index.js';
@@ -79,14 +79,17 @@ export class PageFetcher {
    */
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
     const path = pagePath(ref);
-    const headers = {
+    const headers: Record<string, string> = {
       ...this.options.headers?.(),
       ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}),
       ...(options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}),
     };
+    const onProgress = options.onProgress;
+    if (onProgress) headers[HEADERS.progress] = '1';
+    const onInformational = onProgress && ((status: number) => status === 102 && onProgress('filling'));
     let response;
     try {
-      response = await this.transport.get(member, path, headers, options.signal);
+      response = await this.transport.get(member, path, headers, options.signal, onInformational);
     } catch (err) {
       throw this.unavailable(member, err);
     }
@@ -179,9 +182,14 @@ export interface PageRequestOptions {
   direct?: boolean;
   /** A preload (`fanout load`, sync prefetch): a line's budget serves it after waiting reads. */
   preload?: boolean;
-  /** Told when the response headers arrive and after each body chunk (hedging watches progress). */
-  onProgress?: (what: 'headers' | 'chunk') => void;
+  /**
+   * Told when the response headers arrive, after each body chunk, and when the worker says the
+   * page is being filled (a 102 before the headers): hedging watches progress.
+   */
+  onProgress?: (what: PageProgress) => void;
 }
+
+export type PageProgress = 'filling' | 'headers' | 'chunk';
 
 /** Set on requests that must not be forwarded again (loop guard) or that want a direct source read. */
 export const DIRECT_HEADER = HEADERS.direct;

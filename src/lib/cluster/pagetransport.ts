@@ -24,7 +24,8 @@ export interface PageResponse {
 }
 
 export interface PageTransport {
-  get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse>;
+  /** `onInformational`: told of 1xx heads before the response's (102: the worker is filling the page). */
+  get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<PageResponse>;
   /** Drops connections to workers not in `urls`. */
   retain(urls: Set<string>): void;
   /** A chunk of a page body is no longer used by anyone: its memory may be read into again. */
@@ -56,8 +57,8 @@ class SocketTransport implements PageTransport {
 
   constructor(private options: TransportOptions) {}
 
-  async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse> {
-    const response = await this.pool(member.url).get(path, headers, signal);
+  async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<PageResponse> {
+    const response = await this.pool(member.url).get(path, headers, signal, onInformational);
     return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
   }
 
@@ -106,8 +107,9 @@ class UndiciTransport implements PageTransport {
 
   constructor(private options: TransportOptions) {}
 
-  async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<PageResponse> {
-    const response: Dispatcher.ResponseData = await this.pool(member.url).request({ method: 'GET', path, signal, headers });
+  async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<PageResponse> {
+    const onInfo = onInformational && ((info: { statusCode: number }) => onInformational(info.statusCode));
+    const response: Dispatcher.ResponseData = await this.pool(member.url).request({ method: 'GET', path, signal, headers, onInfo });
     const { body } = response;
     return {
       statusCode: response.statusCode,

@@ -3,7 +3,7 @@ import { FanoutError, abortError } from '../../core/errors.js';
 import type { Member, PageRef } from '../../core/types.js';
 import type { WorkerHealth } from './health.js';
 import type { HedgePolicy } from './hedge.js';
-import type { PageFetcher } from './pagefetcher.js';
+import type { PageFetcher, PageProgress } from './pagefetcher.js';
 import type { PageReporter } from './report.js';
 
 /** What racing one page over its candidates needs of its reader. */
@@ -59,6 +59,9 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
   hedge.onFetch();
   return new Promise((resolve, reject) => {
     const inflight = new Map<AbortController, Member>();
+    // Requests whose worker said the page is being filled (102): alive, and a hedge elsewhere
+    // would only join the same cluster-wide fill, so they are neither hedged nor held against it.
+    const filling = new Set<AbortController>();
     const stopWatch = new AbortController();
     let next = 0;
     let settled = false;
@@ -80,9 +83,11 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
       inflight.set(controller, member);
       const startedAt = deps.clock.now();
       lastProgress = startedAt;
-      const onProgress = (what: 'headers' | 'chunk') => {
+      const onProgress = (what: PageProgress) => {
         const now = deps.clock.now();
-        if (what === 'headers') hedge.observeFirstByte(now - startedAt);
+        if (what === 'filling') filling.add(controller);
+        // A filled page's first byte waits for the source: it says nothing of the worker's speed.
+        else if (what === 'headers' && !filling.has(controller)) hedge.observeFirstByte(now - startedAt);
         lastProgress = now;
       };
       deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress, preload: deps.preload }).then(
@@ -91,6 +96,7 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
         },
         (err: unknown) => {
           inflight.delete(controller);
+          filling.delete(controller);
           if (settled) return;
           const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
           if (DEFINITIVE.has(error.code)) return finish(() => reject(error));
@@ -121,7 +127,11 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
           lastProgress = deps.clock.now();
           continue;
         }
-        const silent = [...inflight.values()];
+        const silent = [...inflight].filter(([controller]) => !filling.has(controller)).map(([, member]) => member);
+        if (silent.length === 0) {
+          lastProgress = deps.clock.now();
+          continue;
+        }
         // Passing a worker already known to be slow, for one that is not, is failover: free.
         // Otherwise the hedge is speculative and budgeted, so a uniformly slow cluster is not
         // asked for every page twice.

@@ -5,7 +5,7 @@ import { systemClock } from '../../core/clock.js';
 import { FanoutError, abortError } from '../../core/errors.js';
 import { pageKey, pageSlice, pageSpan, pagesForRange } from '../../core/pages.js';
 import type { FileInfo, Member, PageRef } from '../../core/types.js';
-import type { PageFetcher } from './pagefetcher.js';
+import type { PageFetcher, PageProgress } from './pagefetcher.js';
 import type { PageReporter } from './report.js';
 import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
 import { WorkerHealth } from './health.js';

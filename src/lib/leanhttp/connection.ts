@@ -109,9 +109,15 @@ export class Connection {
   }
 
   /** Sends a GET and resolves with the response once its head has arrived. */
-  request(head: string, timeouts: ExchangeTimeouts, signal: AbortSignal | undefined, onDone: (reusable: boolean) => void): Promise<LeanResponse> {
+  request(
+    head: string,
+    timeouts: ExchangeTimeouts,
+    signal: AbortSignal | undefined,
+    onDone: (reusable: boolean) => void,
+    onInformational?: (statusCode: number) => void,
+  ): Promise<LeanResponse> {
     return new Promise((resolve, reject) => {
-      const exchange = new Exchange(this, timeouts, signal, resolve, reject, onDone);
+      const exchange = new Exchange(this, timeouts, signal, resolve, reject, onDone, onInformational);
       this.exchange = exchange;
       this.parser = new ResponseParser(exchange);
       exchange.start();
@@ -201,7 +207,14 @@ class Exchange {
     private readonly resolve: (r: LeanResponse) => void,
     private readonly reject: (e: Error) => void,
     private readonly onDone: (reusable: boolean) => void,
+    private readonly informational?: (statusCode: number) => void,
   ) {}
+
+  /** A 1xx head: the server is alive and working on it (102: filling the page), so the first-byte deadline starts again. */
+  onInformational(statusCode: number): void {
+    if (!this.head) this.timer?.refresh();
+    this.informational?.(statusCode);
+  }
 
   start(): void {
     if (this.signal?.aborted) return this.fail(abortReason(this.signal));

@@ -19,6 +19,8 @@ export interface ResponseHead {
 
 export interface ParserEvents {
   onHead(head: ResponseHead): void;
+  /** An informational (1xx) head before the real one: 102 is a worker saying the page is being filled. */
+  onInformational?(statusCode: number): void;
   /** A view of the socket's buffer; valid as long as the caller keeps it (nothing reuses it). */
   onBody(chunk: Buffer): void;
   /** The response ended; `trailers` holds the chunked trailers (empty otherwise). */
@@ -148,7 +150,8 @@ export class ResponseParser {
     const headers = parseFields(lines.slice(1), 'header');
     if (statusCode < 200) {
       if (statusCode === 101) throw new ResponseParseError('unexpected protocol switch');
-      return got.next; // 100/103: informational, the real head follows
+      this.events.onInformational?.(statusCode);
+      return got.next; // 100/102/103: informational, the real head follows
     }
     const connection = (headers['connection'] ?? '').toLowerCase();
     this.keepAlive = status[1] === '1' ? !/\bclose\b/.test(connection) : /\bkeep-alive\b/.test(connection);

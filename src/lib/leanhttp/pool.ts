@@ -74,13 +74,13 @@ export class ConnectionPool {
    * fails on a reused connection before any response byte (its peer closed it as the request
    * went out) is sent once more on a new one: GET is idempotent.
    */
-  async get(path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<LeanResponse> {
+  async get(path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<LeanResponse> {
     const head = requestHead(path, this.hostHeader, headers);
     for (let attempt = 0; ; attempt++) {
       const conn = await this.acquire(signal);
       const reused = conn.uses > 0;
       try {
-        return await conn.request(head, this.options.timeouts, signal, (reusable) => this.release(conn, reusable));
+        return await conn.request(head, this.options.timeouts, signal, (reusable) => this.release(conn, reusable), onInformational);
       } catch (err) {
         const lostOnReuse = reused && !conn.responseStarted && LOST_ON_REUSE.has((err as { code?: string }).code ?? '');
         if (attempt === 0 && lostOnReuse && !signal?.aborted) continue;

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { WriteFailureReason } from '../pagestore/types.js';
 import { sendPath, sendThreads } from '../sendfile/index.js';
+import { checksumPath } from '../checksum/index.js';
 
 /**
  * A worker's Prometheus metrics. Each worker has its own registry so that several workers in
@@ -174,6 +175,15 @@ export class WorkerMetrics {
       registers: [this.registry],
       collect() {
         this.labels(sendPath()).set(1);
+      },
+    });
+    new Gauge({
+      name: 'fanout_checksum_path',
+      help: 'How page CRC32s are computed: 1 for the way in use (clmul: native addon with carry-less multiply; table: native addon without it; js: Node zlib)',
+      labelNames: ['path'],
+      registers: [this.registry],
+      collect() {
+        this.labels(checksumPath()).set(1);
       },
     });
     new Gauge({

@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum/index.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { isDiskFull } from '../statefile/index.js';

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum/index.js';
 import { FanoutError } from '../../core/errors.js';
 import type { BufferPool } from '../pagestore/index.js';
 

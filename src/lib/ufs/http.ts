@@ -178,7 +178,7 @@ export class HttpUfs implements Ufs {
   ): Promise<Response> {
     let url = this.url(path);
     for (let hop = 0; ; hop++) {
-      const res = await request(url, {
+      const options = {
         method,
         headers,
         signal,
@@ -188,6 +188,14 @@ export class HttpUfs implements Ufs {
         // Progress while the body streams is watched by sourceStream, which does not count the
         // time our consumer applies backpressure; undici's body timeout would.
         bodyTimeout: 0,
+      };
+      const res = await request(url, options).catch((err: unknown) => {
+        // A kept-alive connection the server closed (its idle timeout) as our request went out
+        // (a FIN: "other side closed"; a reset if the request reached the closed socket): no
+        // response byte came, and GET/HEAD are idempotent, so once more on a new connection.
+        // Seen in the lab under heavy load, where timers slip past undici's keep-alive margin.
+        if (!LOST_ON_REUSE.has((err as { code?: string })?.code ?? '') || signal?.aborted) throw err;
+        return request(url, options);
       });
       // From here on the body has a listener: an abort or reset before anyone reads it is not a crash.
       res.body.on('error', () => {});
@@ -240,6 +248,9 @@ export class HttpUfs implements Ufs {
     return new FanoutError('SOURCE_ERROR', `${what}: request failed (${detail || String(err)})`, { cause: err });
   }
 }
+
+/** How a request sent on a connection the server had just closed fails, before any response byte. */
+const LOST_ON_REUSE = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
 /** undici's word for a connection the server closed (FIN) before the body's end; a reset (ECONNRESET) is not a cut but a fault. */
 function isCut(err: unknown): boolean {

@@ -57,6 +57,13 @@ export const HEADERS = {
   peer: 'x-fanout-peer',
   /** "preload" on page requests of `fanout load` and sync prefetch: they take what reads leave of a line. */
   trafficClass: 'x-fanout-class',
+  /**
+   * A page request's wish to be told at once, by a 102 Processing head, when the page is not
+   * stored and is being filled (its bytes follow as the source delivers them): the reader then
+   * knows the worker is alive and no hedge elsewhere would be faster. Opt-in, so curl and
+   * other clients see plain answers.
+   */
+  progress: 'x-fanout-progress',
   /** "hit" or "miss": how the worker answered a page (for operators and tests). */
   cache: 'x-fanout-cache',
   /**
