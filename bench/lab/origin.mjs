@@ -3,8 +3,10 @@
 // it sends, so a benchmark can tell how many times the source was read. In the lab, tc caps its
 // egress (netlab.sh --origin-rate); it does no pacing of its own.
 //   node origin.mjs --dir DIR [--host 0.0.0.0] [--port 8080] [--quiet] [--rate 0]
-// GET/HEAD with one byte range (206/416), ETag (size-mtime) with If-None-Match and If-Range,
-// Last-Modified. GET /__stats → {"bytes":N,"requests":N}.
+// GET/HEAD with one byte range (206/416), ETag with If-None-Match and If-Range, Last-Modified.
+// GET /__stats → {"bytes":N,"requests":N}. The ETag is "SIZE-MTIMEMS" in decimal: the version
+// fanout gives the same file in a directory source, so a release published from the directory
+// (bench/lab-dc.mjs) names versions a cluster reading this server recognises.
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -40,7 +42,7 @@ function range(header, size) {
   return [start, m[2] === '' ? size : Math.min(size, Number(m[2]) + 1)];
 }
 
-createServer(async (req, res) => {
+const server = createServer(async (req, res) => {
   stats.requests++;
   const path = decodeURIComponent((req.url ?? '/').split('?')[0]);
   if (path === '/__stats') return answer(res, 200, { 'content-type': 'application/json' }, JSON.stringify(stats));
@@ -54,7 +56,7 @@ createServer(async (req, res) => {
     return answer(res, 404);
   }
   if (!info.isFile()) return answer(res, 404);
-  const etag = `"${info.size.toString(16)}-${Math.floor(info.mtimeMs).toString(16)}"`;
+  const etag = `"${info.size}-${Math.floor(info.mtimeMs)}"`;
   const headers = { etag, 'last-modified': info.mtime.toUTCString(), 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream' };
   if (req.headers['if-none-match'] === etag) return answer(res, 304, headers);
   const ifRange = req.headers['if-range'];
@@ -69,6 +71,12 @@ createServer(async (req, res) => {
   body.on('error', () => res.destroy());
   res.on('close', () => body.destroy());
   body.pipe(res);
-}).listen(Number(opt.port), opt.host, () => {
+});
+// Idle keep-alive connections live 65 s (nginx: 75 s). undici reuses an idle connection until
+// 1 s before the timeout the server advertises, so a request can meet the server's close on a
+// connection idle that long; with Node's default of 5 s, connections idle for 4 s between page
+// reads (a budget's pauses, a loaded machine) hit that race and failed runs with "other side closed".
+server.keepAliveTimeout = 65_000;
+server.listen(Number(opt.port), opt.host, () => {
   if (!opt.quiet) console.error(`origin: ${root} on http://${opt.host}:${opt.port}`);
 });
