@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Two datacenters joined by one capped line (bench/lab/netlab-dc.sh): DC-A holds the origin
-// (egress capped by tc) and 2 fanout workers, DC-B 2 workers and 4 client hosts. One random file,
+// (bench/lab/origin.mjs serving a directory as S3 bucket "lab" and plain HTTP, egress capped by
+// tc) and 2 fanout workers, DC-B 2 workers and 4 client hosts. One random file,
 // every copy written to --store and sha256-checked. Scenarios, in one run:
 //   a. DC-B's clients pull the file across the line from the origin (curl, all at once)
 //   b. DC-B's cluster mounts the origin across the line (http://); clients `fanout cp` through it
@@ -49,6 +50,9 @@ function sha256File(file) {
   });
 }
 const originBytes = async () => JSON.parse(await lab.get('ctl', `http://${lab.addr('origin')}:8080/__stats`)).bytes;
+// The origin is an S3-style bucket "lab" over its directory (origin.mjs --bucket): listable, which
+// releases need (workers find manifests under .fanout-releases/); curl reads the same objects.
+const originS3 = () => ({ s3: { endpoint: `http://${lab.addr('origin')}:8080`, region: 'us-east-1', accessKeyId: 'lab', secretAccessKey: 'lab', forcePathStyle: true } });
 
 /** The origin's files: f.bin, app/v1/f.bin (a link to it), app/v2/f.bin (--change % of its pages rewritten). */
 async function makeFiles() {
@@ -116,9 +120,9 @@ const dropCopies = (key) => rm(join(store, key), { recursive: true, force: true 
 /** Config of a DC-B worker whose mount `data` reads `uri` across the line. */
 function bConfig(uri) {
   const line = support.lines ? { lines: { 'dc-a': { rate: BUDGET } }, mounts: { data: { uri, line: 'dc-a' } } } : { mounts: { data: { uri, sourceRate: BUDGET } } };
-  return () => ({ ...line, pageSize: PAGE, capacity: `${Math.ceil((3 * SIZE) / 2 ** 20)}MiB`, ...(support.datacenter ? { datacenter: 'dc-b' } : {}) });
+  return () => ({ ...line, ...originS3(), pageSize: PAGE, capacity: `${Math.ceil((3 * SIZE) / 2 ** 20)}MiB`, ...(support.datacenter ? { datacenter: 'dc-b' } : {}) });
 }
-const aConfig = () => ({ mounts: { data: { uri: `http://${lab.addr('origin')}:8080/`, sourceRate: opt['origin-rate'] } }, pageSize: PAGE, capacity: `${Math.ceil((3 * SIZE) / 2 ** 20)}MiB`, ...(support.datacenter ? { datacenter: 'dc-a' } : {}) });
+const aConfig = () => ({ mounts: { data: { uri: 's3://lab', sourceRate: opt['origin-rate'] } }, ...originS3(), pageSize: PAGE, capacity: `${Math.ceil((3 * SIZE) / 2 ** 20)}MiB`, ...(support.datacenter ? { datacenter: 'dc-a' } : {}) });
 
 async function main() {
   if (process.getuid() !== 0) throw new Error('run as root (network namespaces)');
@@ -128,7 +132,7 @@ async function main() {
   const { changedPages, changedBytes } = await makeFiles();
   const fileHash = await sha256File(join(originDir, 'f.bin'));
   const v2Hash = await sha256File(join(originDir, 'app/v2/f.bin'));
-  const origin = lab.start('origin', 'node', [join(root, 'bench/lab/origin.mjs'), '--dir', originDir, '--host', '0.0.0.0', '--port', '8080', '--quiet'], join(work, 'origin.log'));
+  const origin = lab.start('origin', 'node', [join(root, 'bench/lab/origin.mjs'), '--dir', originDir, '--host', '0.0.0.0', '--port', '8080', '--bucket', 'lab', '--quiet'], join(work, 'origin.log'));
   await lab.waitHttp('ctl', `http://${lab.addr('origin')}:8080/__stats`, { proc: origin });
   meter.current = new LineMeter(netlab);
   await meter.current.start();
@@ -137,12 +141,12 @@ async function main() {
   const rows = [];
   const skipped = {};
   if (ONLY.has('a')) {
-    const url = `http://${lab.addr('origin')}:8080/f.bin`;
+    const url = `http://${lab.addr('origin')}:8080/lab/f.bin`;
     rows.push(await scenario('a', 'clients pull from the origin across the line (curl)', () => pullAll('a', (i, dest) => ['curl', ['-sf', '-o', dest, url]]), { expect: fileHash }));
     await dropCopies('a');
   }
   if (ONLY.has('b')) {
-    const b = new LabCluster(lab, { name: 'B', hosts: ['b1', 'b2'], dir: join(work, 'b-direct'), bin, extra: bConfig(`http://${lab.addr('origin')}:8080/`) });
+    const b = new LabCluster(lab, { name: 'B', hosts: ['b1', 'b2'], dir: join(work, 'b-direct'), bin, extra: bConfig('s3://lab') });
     await b.start();
     rows.push(await scenario('b', "DC-B's cluster mounts the origin across the line", () => pullAll('b', cpThrough(b)), { expect: fileHash, cluster: b }));
     await dropCopies('b');
@@ -152,7 +156,7 @@ async function main() {
   if (ONLY.has('c') || ONLY.has('d')) {
     const a = new LabCluster(lab, { name: 'A', hosts: ['a1', 'a2'], dir: join(work, 'a'), bin, extra: aConfig });
     await a.start();
-    const remote = `fanout://${['a1', 'a2'].map((h) => `${lab.addr(h)}:7450`).join(',')}/data`;
+    const remote = process.env.LABDC_TEST_REMOTE ?? `fanout://${['a1', 'a2'].map((h) => `${lab.addr(h)}:7450`).join(',')}/data`;
     const b = new LabCluster(lab, { name: 'B', hosts: ['b1', 'b2'], dir: join(work, 'b-remote'), bin, extra: bConfig(remote) });
     let bUp = true;
     try {

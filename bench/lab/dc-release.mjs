@@ -36,13 +36,15 @@ export class LabReleases {
     return this.fanout('ctl', ['release', 'promote', name, version, '--channel', channel, ...(expect ? ['--expect', expect] : []), '--json']);
   }
 
-  /** Every client host runs one sync round into its own dir, through DC-B's worker `endpoint(i)`. */
-  syncAll(name, channel, clients, dirOf, endpoint) {
-    return Promise.all(
+  /** Every client host runs one sync round into its own dir, through DC-B's worker `endpoint(i)`; all finish before a failure is thrown. */
+  async syncAll(name, channel, clients, dirOf, endpoint) {
+    const results = await Promise.allSettled(
       clients.map(async (host, i) => {
         await mkdir(dirOf(i), { recursive: true });
         await this.fanout(host, ['sync', name, '--channel', channel, '--once', '--keep', '1', '--dir', dirOf(i), '--host', host, '--endpoint', endpoint(i)]);
       }),
     );
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 }
