@@ -2,6 +2,7 @@ import type { Clock } from '../../core/clock.js';
 import { ClassBucket, TRAFFIC_CLASSES, type TrafficClass } from './classbucket.js';
 import type { ClassDemand } from './allocate.js';
 import type { LeaseGrant, LeaseRequest } from './coordinator.js';
+import type { LineStatus } from '../../core/types.js';
 
 export interface LineLeaseOptions {
   line: string;
@@ -28,20 +29,8 @@ export const DEFAULT_LEASE_MS = 1000;
 /** How much above its recent use a worker asks for when nothing waits: room to grow between renewals. */
 const HEADROOM = 1.5;
 
-export interface LineState {
-  line: string;
-  /** Cluster-wide rate, bytes/s. */
-  rate: number;
-  preloadFloor: number;
-  /** What this worker may read now, bytes/s. */
-  share: number;
-  preloadMin: number;
-  /** 'lease' (granted by the coordinator), 'fallback' (no grant: rate ÷ members) or 'starting'. */
-  mode: 'lease' | 'fallback' | 'starting';
-  /** Bytes this worker has read across the line, per class, since it started. */
-  used: Record<TrafficClass, number>;
-  queue: Record<TrafficClass, { requests: number; bytes: number }>;
-}
+/** What a worker's side of one line knows of it (the status's view without coordinator and mounts). */
+export type LineState = Omit<LineStatus, 'coordinator' | 'mounts'>;
 
 /**
  * This worker's side of one line: a two-class bucket at the share its coordinator granted,
