@@ -123,7 +123,8 @@ export class Worker {
       onUse: (line, cls, bytes) => this.metrics.lineBytes.labels(line, cls).inc(bytes),
     });
     this.membership = options.membership ?? membershipFor(config.membership, this.self, this.logger);
-    this.session.setMembers(this.membership.members());
+    // Until the membership has started (the API already listens), this worker serves as a cluster of one.
+    this.session.setMembers(this.membership.members().length > 0 ? this.membership.members() : [this.self]);
     this.membership.on('change', (members: Member[]) => this.onMembershipChange(members));
     this.metrics = new WorkerMetrics({
       datacenter: config.datacenter,

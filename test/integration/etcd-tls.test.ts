@@ -97,12 +97,14 @@ describe('etcd with TLS, client certificates and passwords', { timeout: 120_000 
     });
     cleanup.push(() => worker.destroy());
     const log = () => readFile(join(worker.dir, 'worker.log'), 'utf8');
-    await waitFor('registration logged', async () => (await log()).includes('registered in etcd'));
+    // Started, not only registered: the member list is read after the registration.
+    await waitFor('registration and start logged', async () => (await log()).includes('registered in etcd') && (await log()).includes('worker started'));
     etcd.kill();
     await waitFor('the outage to be logged', async () => (await log()).includes('etcd unreachable'));
     const res = await fetch(`${worker.url}/v1/data/data/f.bin`);
-    assert.equal(res.status, 200);
-    assert.equal(await res.text(), 'through etcd');
+    const body = await res.text();
+    assert.equal(res.status, 200, body);
+    assert.equal(body, 'through etcd');
     await etcd.restart();
     await waitFor('the recovery to be logged', async () => (await log()).includes('etcd reachable again'));
     const text = await log();
