@@ -138,7 +138,7 @@ describe('install-system-deps.sh', () => {
   let bin: string;
   let log: string;
   const script = join(repoRoot, 'scripts/install-system-deps.sh');
-  const RUNTIME = ['fuse3', 'libfuse3-dev', 'pkg-config', 'g++', 'make', 'python3'];
+  const RUNTIME = ['fuse3', 'libfuse3-dev', 'zlib1g-dev', 'pkg-config', 'g++', 'make', 'python3'];
 
   before(async () => {
     bin = await mkdtemp(join(tmpdir(), 'fanout-deps-'));
@@ -174,7 +174,7 @@ describe('install-system-deps.sh', () => {
   });
 
   test('as root it installs exactly the missing packages', async () => {
-    const out = await deps('runtime', ['fuse3', 'pkg-config', 'make', 'python3'], 0);
+    const out = await deps('runtime', ['fuse3', 'zlib1g-dev', 'pkg-config', 'make', 'python3'], 0);
     assert.equal(out.code, 0, out.stderr);
     const apt = out.calls.filter((c) => c.startsWith('apt-get'));
     assert.equal(apt.length, 2, out.calls.join('\n'));
@@ -184,7 +184,7 @@ describe('install-system-deps.sh', () => {
 
   test('as another user, or when told to skip, it prints the exact command and succeeds without installing', async () => {
     for (const [uid, extra] of [[1000, {}], [0, { FANOUT_SYSTEM_DEPS: 'skip' }]] as const) {
-      const out = await deps('runtime', ['fuse3', 'pkg-config', 'make', 'python3'], uid, extra);
+      const out = await deps('runtime', ['fuse3', 'zlib1g-dev', 'pkg-config', 'make', 'python3'], uid, extra);
       assert.equal(out.code, 0, out.stderr);
       assert.equal(out.stderr, 'fanout: missing system packages; install them with: sudo apt-get update && sudo apt-get install -y --no-install-recommends libfuse3-dev g++\n');
       assert.ok(!out.calls.some((c) => c.startsWith('apt-get')), out.calls.join('\n'));
