@@ -59,8 +59,8 @@ export function workerPageStore(config: WorkerConfig, clock: Clock, deps: { poli
   );
 }
 
-/** The sources of the config's mounts, and each mount's source budget (bytes/s). */
-export function openMounts(config: WorkerConfig, clusterId: string): { mounts: Map<string, Ufs> } {
+/** The sources of the config's mounts; a fanout:// source naming this cluster's own address is refused. */
+export function openMounts(config: WorkerConfig, clusterId: string): Map<string, Ufs> {
   const mounts = new Map<string, Ufs>();
   for (const name of Object.keys(config.mounts)) {
     const { uri, versioning, token, ca } = mountSpec(config, name);
@@ -71,7 +71,7 @@ export function openMounts(config: WorkerConfig, clusterId: string): { mounts: M
     if (ufs instanceof FanoutUfs) refuseOwnAddresses(config, name, ufs.address.endpoints);
     mounts.set(name, ufs);
   }
-  return { mounts };
+  return mounts;
 }
 
 /**

@@ -102,8 +102,7 @@ export class Worker {
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
     ({ session: this.session, fetcher: this.fetcher } = peerSession(config, this.gate, clock, () => this));
-    const { mounts } = openMounts(config, this.clusterId);
-    this.mounts = mounts;
+    this.mounts = openMounts(config, this.clusterId);
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
       onCorrupt: ({ file, movedTo, reason }) =>
         this.logger.error({ file, movedTo, reason }, `state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; starting without its pins and TTLs`),
