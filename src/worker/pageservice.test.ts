@@ -13,6 +13,25 @@ import { FakeResponse } from './fakeresponse.js';
 const PAGE = 1024 * 1024;
 const ref: PageRef = { mount: 'm', path: 'f', version: 'v1', size: 4 * PAGE, index: 0 };
 
+/** What every service here shares: one worker, no peers, metrics nobody reads. */
+const SINGLE_WORKER = {
+  metrics: new WorkerMetrics({
+    storeUsedBytes: () => 0,
+    storeCapacityBytes: () => 0,
+    storePages: () => 0,
+    inflightSourceReads: () => 0,
+    members: () => 1,
+    sourceRates: () => ({}),
+  }),
+  pageSize: PAGE,
+  selfId: 'w',
+  placement: () => ({ owners: () => [], members: () => [] }),
+  replication: 1,
+  peers: {} as never,
+  logger: pino({ level: 'silent' }),
+  signal: new AbortController().signal,
+};
+
 /** A service over a store that always has the page; two response slots. */
 function service(clock: ManualClock): PageService {
   const data = Buffer.alloc(PAGE, 3);
@@ -26,21 +45,7 @@ function service(clock: ManualClock): PageService {
       throw new Error('no source read expected');
     },
     budget: {} as never,
-    metrics: new WorkerMetrics({
-      storeUsedBytes: () => 0,
-      storeCapacityBytes: () => 0,
-      storePages: () => 0,
-      inflightSourceReads: () => 0,
-      members: () => 1,
-      sourceRates: () => ({}),
-    }),
-    pageSize: PAGE,
-    selfId: 'w',
-    placement: () => ({ owners: () => [], members: () => [] }),
-    replication: 1,
-    peers: {} as never,
-    logger: pino({ level: 'silent' }),
-    signal: new AbortController().signal,
+    ...SINGLE_WORKER,
     limits: { responseMemory: 2 * PAGE, clientIdle: 60_000, fillsPerMount: 8 },
     clock,
   });
@@ -111,21 +116,7 @@ function coldService(fillsPerMount: number): { pages: PageService; started: () =
     store: { has: () => false, put: async () => {} } as never,
     ufs: () => source as never,
     budget: { take: async () => {} } as never,
-    metrics: new WorkerMetrics({
-      storeUsedBytes: () => 0,
-      storeCapacityBytes: () => 0,
-      storePages: () => 0,
-      inflightSourceReads: () => 0,
-      members: () => 1,
-      sourceRates: () => ({}),
-    }),
-    pageSize: PAGE,
-    selfId: 'w',
-    placement: () => ({ owners: () => [], members: () => [] }),
-    replication: 1,
-    peers: {} as never,
-    logger: pino({ level: 'silent' }),
-    signal: new AbortController().signal,
+    ...SINGLE_WORKER,
     limits: { responseMemory: 2 * PAGE, clientIdle: 60_000, fillsPerMount },
     clock: new ManualClock(),
   });
