@@ -40,6 +40,8 @@ enum Op : int {
   kStatfs = 9,
   kExited = 10,
   kUnref = 11,  // internal: the JS buffers of a sent read reply may be released
+  kReplied = 12,  // to JS: the read reply carrying this token is written (its pages may be reused)
+  kReaddirplus = 13,
 };
 
 // A read's FUSE thread waits here for JavaScript's answer, then sends it.
@@ -50,6 +52,7 @@ struct ReadWait {
   int error = 0;
   std::vector<struct iovec> iov;
   std::vector<napi_ref> refs;  // keep the buffers alive until the reply is written
+  double token = 0;  // nonzero: told back to JS (kReplied) once the reply is written
 
   void Finish(int err) {
     {
@@ -72,6 +75,7 @@ struct Call {
   int flags = 0;
   ReadWait* wait = nullptr;  // reads: the waiting FUSE thread
   std::vector<napi_ref> refs;  // kUnref
+  double token = 0;  // kUnref: the reply's token
 };
 
 // One request waiting for JavaScript. Owned by the JS External that carries it: if JavaScript
@@ -139,6 +143,12 @@ void LlInit(void* userdata, fuse_conn_info* conn) {
   // read_ahead_kb afterwards.
   conn->max_readahead = session->maxReadahead;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  // Listings carry every entry's attributes (readdirplus), always: `find` then `cat` of a tree
+  // finds each name already looked up instead of a lookup round trip per file.
+  if (conn->capable & FUSE_CAP_READDIRPLUS) {
+    conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  }
 }
 
 void LlLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -195,10 +205,11 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   } else {
     fuse_reply_iov(req, wait.iov.data(), static_cast<int>(wait.iov.size()));
   }
-  if (!wait.refs.empty()) {
+  if (!wait.refs.empty() || wait.token != 0) {
     auto* unref = new Call();
     unref->op = kUnref;
     unref->refs = std::move(wait.refs);
+    unref->token = wait.token;
     Post(session, unref);  // if the session is closing the buffers just stay referenced
   }
 }
@@ -217,6 +228,14 @@ void LlReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
   call->offset = static_cast<uint64_t>(off);
   call->count = size;
   Forward(req, kReaddir, ino, call);
+}
+
+void LlReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto* call = new Call();
+  call->fh = fi->fh;
+  call->offset = static_cast<uint64_t>(off);
+  call->count = size;
+  Forward(req, kReaddirplus, ino, call);
 }
 
 void LlReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -240,6 +259,7 @@ const fuse_lowlevel_ops kOps = [] {
   ops.release = LlRelease;
   ops.opendir = LlOpendir;
   ops.readdir = LlReaddir;
+  ops.readdirplus = LlReaddirplus;
   ops.releasedir = LlReleasedir;
   ops.statfs = LlStatfs;
   return ops;
@@ -258,7 +278,15 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
   }
   if (call->op == kUnref) {
     for (napi_ref ref : call->refs) napi_delete_reference(env, ref);
+    double token = call->token;
     delete call;
+    if (token != 0) {
+      dispatch.Call({Napi::Number::New(env, kReplied), env.Undefined(), Napi::Number::New(env, 0), Napi::Number::New(env, token)});
+      if (env.IsExceptionPending()) {
+        Napi::Error error = env.GetAndClearPendingException();
+        fprintf(stderr, "fanout mount: dispatcher threw: %s\n", error.Message().c_str());
+      }
+    }
     return;
   }
   Request* request = call->req != nullptr ? new Request(call->req, call->wait) : nullptr;
@@ -278,6 +306,7 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
       break;
     case kRead:
     case kReaddir:
+    case kReaddirplus:
       args.push_back(num(static_cast<double>(call->fh)));
       args.push_back(num(static_cast<double>(call->offset)));
       args.push_back(num(static_cast<double>(call->count)));
@@ -381,8 +410,9 @@ void ReplyOpen(const Napi::CallbackInfo& info) {
 
 constexpr size_t kSegment = 64 * 1024;
 
-// replyData(req, buffers[]): the buffers are written to the kernel as they are (writev), by
-// the read's FUSE thread, which holds references to them until then.
+// replyData(req, buffers[], token?): the buffers are written to the kernel as they are
+// (writev), by the read's FUSE thread, which holds references to them until then; a nonzero
+// token is dispatched back (kReplied) once they are written, so their memory can be reused.
 void ReplyData(const Napi::CallbackInfo& info) {
   Request* r = Claim(info);
   if (r == nullptr) return;
@@ -415,10 +445,12 @@ void ReplyData(const Napi::CallbackInfo& info) {
     return;
   }
   ReadWait* wait = r->wait;
+  double token = info.Length() > 2 && info[2].IsNumber() ? Num(info, 2) : 0;
   {
     std::lock_guard<std::mutex> lock(wait->mutex);
     wait->iov = std::move(iov);
     wait->refs = std::move(refs);
+    wait->token = token;
   }
   wait->Finish(0);
 }
@@ -442,6 +474,54 @@ void ReplyDir(const Napi::CallbackInfo& info) {
     st.st_ino = static_cast<ino_t>(inos.Get(i).As<Napi::Number>().DoubleValue());
     st.st_mode = static_cast<mode_t>(modes.Get(i).As<Napi::Number>().DoubleValue());
     size_t need = fuse_add_direntry(r->req, buf.data() + used, size - used, name.c_str(), &st, i + 1);
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(r->req, buf.data(), used);
+}
+
+// replyDirPlus(req, size, offset, names[], inos[], modes[], sizes[], mtimesMs[], attrTimeoutS,
+// entryTimeoutS): like replyDir, each entry with its attributes, so the kernel needs no lookup
+// for it. Every entry but "." and ".." (sent without attributes) is one lookup reference: the
+// caller passes only entries that fit in `size` (see direntPlusSize in src/mount/fs.ts) and
+// counts them as looked up. A size of -1 sends a name without attributes (no reference).
+void ReplyDirPlus(const Napi::CallbackInfo& info) {
+  Request* r = Claim(info);
+  if (r == nullptr) return;
+  size_t size = static_cast<size_t>(Num(info, 1));
+  uint32_t offset = static_cast<uint32_t>(Num(info, 2));
+  Napi::Array names = info[3].As<Napi::Array>();
+  Napi::Array inos = info[4].As<Napi::Array>();
+  Napi::Array modes = info[5].As<Napi::Array>();
+  Napi::Array sizes = info[6].As<Napi::Array>();
+  Napi::Array mtimes = info[7].As<Napi::Array>();
+  double attrTimeout = Num(info, 8);
+  double entryTimeout = Num(info, 9);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (uint32_t i = offset; i < names.Length(); i++) {
+    std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+    fuse_entry_param entry;
+    std::memset(&entry, 0, sizeof entry);
+    struct stat& st = entry.attr;
+    st.st_ino = static_cast<ino_t>(inos.Get(i).As<Napi::Number>().DoubleValue());
+    st.st_mode = static_cast<mode_t>(modes.Get(i).As<Napi::Number>().DoubleValue());
+    st.st_mtim = st.st_ctim = st.st_atim = FromMs(mtimes.Get(i).As<Napi::Number>().DoubleValue());
+    st.st_nlink = S_ISDIR(st.st_mode) ? 2 : 1;
+    st.st_uid = getuid();
+    st.st_gid = getgid();
+    st.st_blksize = g_blksize;
+    st.st_blocks = (st.st_size + 511) / 512;
+    double bytes = sizes.Get(i).As<Napi::Number>().DoubleValue();
+    st.st_size = bytes > 0 ? static_cast<off_t>(bytes) : 0;
+    bool dots = name == "." || name == "..";
+    if (!dots && bytes >= 0) {
+      entry.ino = st.st_ino;
+      entry.generation = 1;
+      entry.attr_timeout = attrTimeout;
+      entry.entry_timeout = entryTimeout;
+    }
+    size_t need = fuse_add_direntry_plus(r->req, buf.data() + used, size - used, name.c_str(), &entry, i + 1);
     if (need > size - used) break;
     used += need;
   }
@@ -547,6 +627,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("replyOpen", Napi::Function::New(env, ReplyOpen));
   exports.Set("replyData", Napi::Function::New(env, ReplyData));
   exports.Set("replyDir", Napi::Function::New(env, ReplyDir));
+  exports.Set("replyDirPlus", Napi::Function::New(env, ReplyDirPlus));
   exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
   return exports;
 }

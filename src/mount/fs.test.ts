@@ -36,9 +36,10 @@ const client = {
     if (path === '/data/hello.txt') return { mount: 'data', path: 'hello.txt', size: content.length, mtimeMs: 1000, version: 'v1' };
     throw new FanoutError('NOT_FOUND', 'missing');
   },
-  async readPage() {
+  async fetchPage() {
     return [content];
   },
+  releasePage() {},
 } as unknown as FanoutClient;
 
 function setup() {

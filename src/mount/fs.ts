@@ -8,6 +8,7 @@ import { InodeTable, ROOT_INO, type Inode } from './inodes.js';
 import { Metadata, type Attributes } from './metadata.js';
 import { OPS, type Dispatch, type FuseAddon, type FuseRequest } from './native.js';
 import { DirectoryPrefetch } from './prefetch.js';
+import { MountPages, type Lease } from './pages.js';
 import { FileReader } from './reader.js';
 
 const { errno } = os;
@@ -25,6 +26,8 @@ export interface FsOptions {
   /** Files of a directory walked in order whose first page is fetched ahead (default 32; 0 off), within `filesAheadBytes` (default 8 MiB). */
   filesAhead?: number;
   filesAheadBytes?: number;
+  /** Bytes of pages kept with no reader holding them (fetched ahead, or recently read; default 16 MiB). */
+  cacheBytes?: number;
   clock?: Clock;
   log: MountLog;
 }
@@ -38,6 +41,16 @@ interface DirListing {
   names: string[];
   inos: number[];
   modes: number[];
+  /** Mount paths of the entries ('' for "." and ".."). */
+  paths: string[];
+  /** Sizes for readdirplus; -1: attributes unknown, the name is sent alone. */
+  sizes: number[];
+  mtimes: number[];
+}
+
+/** Bytes one readdirplus entry takes in the reply (libfuse's fuse_add_direntry_plus: 152 + name, 8-aligned). */
+export function direntPlusSize(name: string): number {
+  return (152 + Buffer.byteLength(name) + 7) & ~7;
 }
 
 /**
@@ -52,6 +65,10 @@ export class FanoutFs {
   private readonly dirs = new Map<number, DirListing>();
   private readonly status: TtlCache<ClusterStatus>;
   private readonly prefetch: DirectoryPrefetch;
+  private readonly pages: MountPages;
+  /** Leases of read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
+  private readonly replies = new Map<number, Lease[]>();
+  private nextToken = 1;
   private readonly ttlSeconds: number;
   private readonly startedAt: number;
   private nextHandle = 1;
@@ -70,8 +87,9 @@ export class FanoutFs {
     this.status = new TtlCache(10_000, clock);
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();
+    this.pages = new MountPages(client, pageSize, options.cacheBytes ?? 16 * 1024 * 1024);
     this.prefetch = new DirectoryPrefetch(
-      { list: (path) => this.meta.list(path), stat: (path) => this.meta.stat(path), readPage: (file, index) => client.readPage(file, index) },
+      { list: (path) => this.meta.list(path), stat: (path) => this.meta.stat(path), prefetchPage: (file, index) => this.pages.prefetch(file, index) },
       { files: options.filesAhead ?? 32, bytes: options.filesAheadBytes ?? 8 * 1024 * 1024, pageSize },
     );
   }
@@ -97,6 +115,10 @@ export class FanoutFs {
         return this.answer(req, 'opendir', ino, () => this.opendir(req, ino));
       case OPS.READDIR:
         return this.answer(req, 'readdir', ino, () => this.readdir(req, a as number, b!, c!));
+      case OPS.READDIRPLUS:
+        return this.answer(req, 'readdir', ino, () => this.readdirplus(req, a as number, b!, c!));
+      case OPS.REPLIED:
+        return this.replied(a as number);
       case OPS.RELEASEDIR:
         this.dirs.delete(a as number);
         return this.addon.replyError(req, 0);
@@ -138,7 +160,10 @@ export class FanoutFs {
     const keepCache = node.openedVersion === file.version;
     node.openedVersion = file.version;
     const fh = this.nextHandle++;
-    this.files.set(fh, new FileReader(file, this.client, this.pageSize, this.options.readahead));
+    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead);
+    // The first read follows at once: its page is on the way before the kernel asks.
+    if (!keepCache) reader.start();
+    this.files.set(fh, reader);
     this.addon.replyOpen(req, fh, keepCache);
     void this.prefetch.opened(node.path);
   }
@@ -146,18 +171,40 @@ export class FanoutFs {
   private async read(req: FuseRequest, ino: number, fh: number, offset: number, size: number): Promise<void> {
     const reader = this.files.get(fh);
     if (!reader) return this.addon.replyError(req, errno.EBADF);
-    this.addon.replyData(req, await reader.read(offset, size));
+    const { chunks, leases } = await reader.read(offset, size);
+    const token = this.nextToken++;
+    this.replies.set(token, leases);
+    try {
+      this.addon.replyData(req, chunks, token);
+    } catch (err) {
+      this.replied(token);
+      throw err;
+    }
+  }
+
+  /** The kernel has the bytes of a read reply: its pages may be reused. */
+  private replied(token: number): void {
+    const leases = this.replies.get(token);
+    this.replies.delete(token);
+    if (leases) for (const lease of leases) lease.release();
   }
 
   private async opendir(req: FuseRequest, ino: number): Promise<void> {
     const node = this.node(ino);
     if (!node.isDir) return this.addon.replyError(req, errno.ENOTDIR);
     const entries = await this.meta.list(node.path);
-    const listing: DirListing = { names: ['.', '..'], inos: [ino, ino], modes: [DIR_MODE, DIR_MODE] };
+    const listing: DirListing = { names: ['.', '..'], inos: [ino, ino], modes: [DIR_MODE, DIR_MODE], paths: ['', ''], sizes: [-1, -1], mtimes: [0, 0] };
     for (const entry of entries) {
+      const path = node.path === '' ? entry.name : `${node.path}/${entry.name}`;
+      const isDir = entry.type === 'dir';
       listing.names.push(entry.name);
-      listing.inos.push(this.inodes.numberFor(node.path === '' ? entry.name : `${node.path}/${entry.name}`));
-      listing.modes.push(entry.type === 'dir' ? DIR_MODE : FILE_MODE);
+      listing.paths.push(path);
+      listing.inos.push(this.inodes.numberFor(path));
+      listing.modes.push(isDir ? DIR_MODE : FILE_MODE);
+      // A file's attributes must be what stat says (the listing seeded the stat cache with them).
+      const known = isDir || (entry.size !== undefined && entry.mtimeMs !== undefined && entry.version !== undefined);
+      listing.sizes.push(!known ? -1 : isDir ? 0 : entry.size!);
+      listing.mtimes.push(entry.mtimeMs || this.startedAt);
     }
     const fh = this.nextHandle++;
     this.dirs.set(fh, listing);
@@ -168,6 +215,30 @@ export class FanoutFs {
     const listing = this.dirs.get(fh);
     if (!listing) return this.addon.replyError(req, errno.EBADF);
     this.addon.replyDir(req, size, offset, listing.names, listing.inos, listing.modes);
+  }
+
+  /**
+   * Entries with their attributes: the kernel caches each as looked up, so opening the files of
+   * a listed directory costs no lookup round trip each. Every entry sent with attributes is a
+   * kernel reference (forgotten later like a lookup's), so exactly the entries that fit are
+   * counted here, then sent.
+   */
+  private async readdirplus(req: FuseRequest, fh: number, offset: number, size: number): Promise<void> {
+    const listing = this.dirs.get(fh);
+    if (!listing) return this.addon.replyError(req, errno.EBADF);
+    let used = 0;
+    let end = offset;
+    for (; end < listing.names.length; end++) {
+      const need = direntPlusSize(listing.names[end]!);
+      if (used + need > size) break;
+      used += need;
+    }
+    for (let i = Math.max(offset, 2); i < end; i++) {
+      if (listing.sizes[i]! < 0) continue;
+      listing.inos[i] = this.inodes.remember(listing.paths[i]!, listing.modes[i] === DIR_MODE).ino;
+    }
+    const { names, inos, modes, sizes, mtimes } = listing;
+    this.addon.replyDirPlus(req, used, offset, names, inos, modes, sizes, mtimes, this.ttlSeconds, this.ttlSeconds);
   }
 
   /** df: the cluster's capacity and free cache space. */

@@ -42,12 +42,13 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   });
   if (!st.isDirectory()) throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target} is not a directory`);
 
-  const client = new FanoutClient({ endpoint: options.endpoint, ca: options.ca, pageCacheBytes: options.cache, hedge: options.hedge });
+  // The mount keeps its own pages (pages.ts), not the client's shared page cache.
+  const client = new FanoutClient({ endpoint: options.endpoint, ca: options.ca, pageCacheBytes: 0, hedge: options.hedge });
   let session;
   let fs: FanoutFs;
   try {
     const { pageSize } = await client.cluster(); // fail here, not on the first read, if the cluster is unreachable
-    fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, log });
+    fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, cacheBytes: options.cache, log });
     const flags = ['ro', 'default_permissions', 'fsname=fanout', 'subtype=fanout', `max_read=${MAX_READ}`];
     if (options.allowOther) flags.push('allow_other');
     session = addon.mount(target, {

@@ -17,6 +17,9 @@ export const OPS = {
   RELEASEDIR: 8,
   STATFS: 9,
   EXITED: 10,
+  /** Not a kernel request: the read reply with token `a` has been copied to the kernel. */
+  REPLIED: 12,
+  READDIRPLUS: 13,
 } as const;
 
 /** A kernel request waiting for its answer (opaque; answer it exactly once). */
@@ -25,8 +28,8 @@ export type FuseSession = { readonly __brand: 'FuseSession' };
 
 /**
  * dispatch(op, req, ino, ...args):
- * LOOKUP name · FORGET nlookup · OPEN flags · READ/READDIR fh, offset, size ·
- * RELEASE/RELEASEDIR fh · EXITED status (req undefined for FORGET and EXITED).
+ * LOOKUP name · FORGET nlookup · OPEN flags · READ/READDIR/READDIRPLUS fh, offset, size ·
+ * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token (req undefined for FORGET, EXITED, REPLIED).
  */
 export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string, b?: number, c?: number) => void;
 
@@ -51,8 +54,22 @@ export interface FuseAddon {
   replyEntry(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number, entryTimeout: number): void;
   replyAttr(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number): void;
   replyOpen(req: FuseRequest, fh: number, keepCache: boolean): void;
-  replyData(req: FuseRequest, chunks: Buffer[]): void;
+  /** Sent by the read's FUSE thread; a nonzero `token` is dispatched back (REPLIED) once the kernel has the bytes. */
+  replyData(req: FuseRequest, chunks: Buffer[], token?: number): void;
   replyDir(req: FuseRequest, size: number, offset: number, names: string[], inos: number[], modes: number[]): void;
+  /** Entries from `offset` with attributes (size -1: name only) as fit in `size` bytes. */
+  replyDirPlus(
+    req: FuseRequest,
+    size: number,
+    offset: number,
+    names: string[],
+    inos: number[],
+    modes: number[],
+    sizes: number[],
+    mtimesMs: number[],
+    attrTimeout: number,
+    entryTimeout: number,
+  ): void;
   replyStatfs(req: FuseRequest, blockSize: number, blocks: number, blocksFree: number, files: number, nameMax: number): void;
 }
 

@@ -16,9 +16,8 @@ function fakeDeps(count: number, size = 100) {
         return entries;
       },
       stat: async (path: string): Promise<StatResult> => ({ mount: 'data', path: path.slice('data/'.length), size, mtimeMs: 1, version: 'v' }),
-      readPage: async (file: StatResult, index: number) => {
+      prefetchPage: (file: StatResult, index: number) => {
         fetched.push(`${file.path}#${index}`);
-        return [Buffer.alloc(file.size)];
       },
     },
   };

@@ -1,11 +1,12 @@
 import type { StatResult } from '../client/index.js';
 import type { DirEntry } from '../core/types.js';
 
-/** What the prefetcher needs: the mount's cached metadata and the shared page cache. */
+/** What the prefetcher needs: the mount's cached metadata and its pages (pages.ts). */
 export interface PrefetchDeps {
   list(path: string): Promise<DirEntry[]>;
   stat(path: string): Promise<StatResult>;
-  readPage(file: StatResult, index: number): Promise<Buffer[]>;
+  /** Fetches a page to keep for a read expected soon; never throws. */
+  prefetchPage(file: StatResult, index: number): void;
 }
 
 export interface PrefetchOptions {
@@ -81,7 +82,7 @@ export class DirectoryPrefetch {
 
   private async fetchFirstPage(path: string): Promise<void> {
     try {
-      await this.deps.readPage(await this.deps.stat(path), 0);
+      this.deps.prefetchPage(await this.deps.stat(path), 0);
     } catch {
       // A prefetch that fails costs nothing: the read itself asks again and reports.
     }

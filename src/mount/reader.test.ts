@@ -2,27 +2,45 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
+import { MountPages } from './pages.js';
 import { FileReader, type PageSource } from './reader.js';
 
 const PAGE = 10;
 const content = Buffer.from(Array.from({ length: 95 }, (_, i) => i));
 const file: StatResult = { mount: 'data', path: 'f.bin', size: content.length, mtimeMs: 0, version: 'v1' };
 
-/** Pages of `content`, in two chunks each; records which pages were asked for. */
-function source(fail: (index: number) => boolean = () => false): PageSource & { asked: number[] } {
+/**
+ * Pages of `content`, in two chunks each, through the mount's real page leases; records which
+ * pages were fetched and which were given back to the receive memory.
+ */
+function source(fail: (index: number) => boolean = () => false): PageSource & { asked: number[]; released: number[]; pages: MountPages } {
   const asked: number[] = [];
-  return {
-    asked,
-    async readPage(_file, index) {
-      asked.push(index);
-      if (fail(index)) throw new FanoutError('WORKER_UNAVAILABLE', `page ${index} failed`);
-      const page = content.subarray(index * PAGE, (index + 1) * PAGE);
-      return [page.subarray(0, 3), page.subarray(3)];
+  const released: number[] = [];
+  const pages = new MountPages(
+    {
+      async fetchPage(_file, index) {
+        asked.push(index);
+        if (fail(index)) throw new FanoutError('WORKER_UNAVAILABLE', `page ${index} failed`);
+        const page = Buffer.from(content.subarray(index * PAGE, (index + 1) * PAGE));
+        return [page.subarray(0, 3), page.subarray(3)];
+      },
+      releasePage(page) {
+        released.push(page[0]![0]! / PAGE);
+      },
     },
-  };
+    PAGE,
+    0, // nothing kept once unleased: every release shows
+  );
+  return { asked, released, pages, acquire: (f, index) => pages.acquire(f, index) };
 }
 
-const read = async (reader: FileReader, offset: number, length: number) => Buffer.concat(await reader.read(offset, length));
+/** A read's bytes, its leases released as the mount does once the reply is sent. */
+const read = async (reader: FileReader, offset: number, length: number) => {
+  const { chunks, leases } = await reader.read(offset, length);
+  const bytes = Buffer.concat(chunks);
+  for (const lease of leases) lease.release();
+  return bytes;
+};
 
 test('reads return exactly the bytes asked for, across page boundaries and clipped at the end', async () => {
   const reader = new FileReader(file, source(), PAGE, 0);
@@ -61,4 +79,30 @@ test('a failed page fails its read, and the next read retries it', async () => {
   const reader = new FileReader(file, pages, PAGE, 0);
   await assert.rejects(read(reader, 20, 5), /page 2 failed/);
   assert.deepEqual(await read(reader, 20, 5), content.subarray(20, 25));
+});
+
+test('every page is given back to the receive memory once its reads are sent and the window has moved on', async () => {
+  const pages = source();
+  const reader = new FileReader(file, pages, PAGE, 2);
+  const first = await reader.read(0, 10);
+  await read(reader, 10, 10);
+  await read(reader, 20, 10);
+  await read(reader, 30, 10);
+  assert.ok(!pages.released.includes(0), 'page 0 is still being sent: not given back');
+  for (const lease of first.leases) lease.release();
+  assert.ok(pages.released.includes(0), 'sent and behind the window: given back');
+  assert.equal(first.chunks.length > 0 && Buffer.concat(first.chunks).equals(content.subarray(0, 10)), true);
+  reader.close();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual([...pages.released].sort((a, b) => a - b), [...new Set(pages.asked)].sort((a, b) => a - b), 'every page fetched is given back once');
+  assert.equal(pages.pages.stats().pages, 0);
+});
+
+test('a failed page gives back the other pages of its read', async () => {
+  const pages = source((index) => index === 1);
+  const reader = new FileReader(file, pages, PAGE, 0);
+  await assert.rejects(reader.read(5, 10), /page 1 failed/);
+  reader.close();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(pages.released, [0]);
 });

@@ -2,9 +2,17 @@ import type { StatResult } from '../client/index.js';
 import { pagesForRange } from '../core/pages.js';
 import { sliceChunks } from '../lib/cluster/index.js';
 
-/** Where pages come from: the SDK's readPage (shared page cache, one fetch per page). */
+import type { Lease } from './pages.js';
+
+/** Where pages come from: the mount's leased pages (pages.ts: one fetch per page). */
 export interface PageSource {
-  readPage(file: StatResult, index: number): Promise<Buffer[]>;
+  acquire(file: StatResult, index: number): Promise<Lease>;
+}
+
+/** A read's bytes, and the pages they are views of: release them once the bytes are sent. */
+export interface ReadResult {
+  chunks: Buffer[];
+  leases: Lease[];
 }
 
 /**
@@ -15,8 +23,8 @@ export interface PageSource {
  * their pages already arrived. Random reads (an index lookup through mmap) prefetch nothing.
  */
 export class FileReader {
-  /** Pages fetched ahead or being read, kept until the reads move past them. */
-  private readonly held = new Map<number, Promise<Buffer[]>>();
+  /** Pages fetched ahead or being read, leased until the reads move past them. */
+  private readonly held = new Map<number, Promise<Lease>>();
   /** Highest page read so far; -1 before the first read. */
   private furthest = -1;
   private streak = 0;
@@ -31,32 +39,59 @@ export class FileReader {
     this.lastPage = Math.ceil(file.size / pageSize) - 1;
   }
 
-  /** Bytes [offset, offset + length) clipped to the file, as chunks of the cached pages. */
-  async read(offset: number, length: number): Promise<Buffer[]> {
+  /**
+   * Bytes [offset, offset + length) clipped to the file, as views of the pages' chunks (no
+   * copy), with a lease on each page they come from: the caller releases them once the bytes
+   * are sent (the reader's own window may drop those pages before that).
+   */
+  async read(offset: number, length: number): Promise<ReadResult> {
     const end = Math.min(this.file.size, offset + length);
-    if (offset >= end) return [];
+    if (offset >= end) return { chunks: [], leases: [] };
     const { first, last } = pagesForRange(offset, end, this.pageSize);
     this.advance(first, last);
-    const pages: Promise<Buffer[]>[] = [];
-    for (let index = first; index <= last; index++) pages.push(this.page(index));
-    const out: Buffer[] = [];
+    const pages: Promise<Lease>[] = [];
     for (let index = first; index <= last; index++) {
-      const page = await pages[index - first]!;
-      const base = index * this.pageSize;
-      out.push(...sliceChunks(page, Math.max(offset, base) - base, end - base));
+      this.page(index);
+      pages.push(this.source.acquire(this.file, index)); // joins the window's fetch
     }
-    return out;
+    const settled = await Promise.allSettled(pages);
+    const leases = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      for (const lease of leases) lease.release();
+      throw failed.reason;
+    }
+    const chunks: Buffer[] = [];
+    for (let index = first; index <= last; index++) {
+      const base = index * this.pageSize;
+      chunks.push(...sliceChunks(leases[index - first]!.chunks, Math.max(offset, base) - base, end - base));
+    }
+    return { chunks, leases };
   }
 
-  /** Drops the pages held for this file (they stay in the shared cache while recent). */
+  /** Fetches the first page now: opened files are about to be read from the start. */
+  start(): void {
+    if (this.lastPage >= 0) this.page(0);
+  }
+
+  /** Gives back the pages held for this file. */
   close(): void {
-    this.held.clear();
+    for (const index of [...this.held.keys()]) this.drop(index);
   }
 
-  private page(index: number): Promise<Buffer[]> {
+  private drop(index: number): void {
+    const page = this.held.get(index);
+    this.held.delete(index);
+    page?.then(
+      (lease) => lease.release(),
+      () => {},
+    );
+  }
+
+  private page(index: number): Promise<Lease> {
     let page = this.held.get(index);
     if (!page) {
-      page = this.source.readPage(this.file, index);
+      page = this.source.acquire(this.file, index);
       this.held.set(index, page);
       // A failed page is forgotten so that the next read retries it; whoever awaits it sees the error.
       const failed = page;
@@ -76,7 +111,7 @@ export class FileReader {
     // Reads arriving out of order may still want the page just behind; older ones are done
     // (and a straggler finds them in the shared cache). A jump elsewhere drops the window.
     for (const index of this.held.keys()) {
-      if (sequential ? index < first - 1 : index < first || index > last) this.held.delete(index);
+      if (sequential ? index < first - 1 : index < first || index > last) this.drop(index);
     }
     if (!sequential || this.readahead === 0) return;
     const until = Math.min(this.lastPage, this.furthest + Math.min(this.readahead, 2 ** this.streak));

@@ -1,0 +1,77 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { StatResult } from '../client/index.js';
+import { FanoutError } from '../core/errors.js';
+import { MountPages, type PageFetch } from './pages.js';
+
+const file = (path: string, size = 100): StatResult => ({ mount: 'data', path, size, mtimeMs: 0, version: 'v1' });
+
+function fetcher() {
+  const fetched: string[] = [];
+  const released: string[] = [];
+  const waiting: (() => void)[] = [];
+  let failNext = false;
+  const source: PageFetch = {
+    async fetchPage(f, index) {
+      fetched.push(`${f.path}#${index}`);
+      await new Promise<void>((r) => waiting.push(r));
+      if (failNext) {
+        failNext = false;
+        throw new FanoutError('WORKER_UNAVAILABLE', 'no worker');
+      }
+      return [Buffer.from(`${f.path}#${index}`)];
+    },
+    releasePage(page) {
+      released.push(page[0]!.toString());
+    },
+  };
+  const arrive = async () => {
+    while (waiting.length === 0) await new Promise((r) => setImmediate(r));
+    waiting.shift()!();
+  };
+  return { source, fetched, released, arrive, failNext: () => (failNext = true) };
+}
+
+test('readers of the same page share one fetch, and the page is given back only when the last lets go', async () => {
+  const f = fetcher();
+  const pages = new MountPages(f.source, 100, 0);
+  const a = pages.acquire(file('a'), 0);
+  const b = pages.acquire(file('a'), 0);
+  await f.arrive();
+  const [la, lb] = await Promise.all([a, b]);
+  assert.deepEqual(f.fetched, ['a#0']);
+  assert.equal(la.chunks[0]!.toString(), 'a#0');
+  la.release();
+  la.release(); // a second release is nothing
+  assert.deepEqual(f.released, []);
+  lb.release();
+  assert.deepEqual(f.released, ['a#0']);
+});
+
+test('unheld pages are kept up to the capacity, oldest given back first, and found again by a reader', async () => {
+  const f = fetcher();
+  const pages = new MountPages(f.source, 100, 250);
+  for (const name of ['a', 'b', 'c']) {
+    pages.prefetch(file(name), 0);
+    await f.arrive();
+  }
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(f.released, ['a#0'], '300 bytes kept > 250: the oldest goes');
+  const lease = await pages.acquire(file('b'), 0);
+  assert.deepEqual(f.fetched, ['a#0', 'b#0', 'c#0'], 'b was found, not fetched again');
+  assert.equal(lease.chunks[0]!.toString(), 'b#0');
+  assert.deepEqual(pages.stats(), { pages: 2, idlePages: 1, idleBytes: 100 });
+});
+
+test('a failed fetch fails its readers and is forgotten, so the next reader fetches again', async () => {
+  const f = fetcher();
+  const pages = new MountPages(f.source, 100, 1000);
+  f.failNext();
+  const failed = pages.acquire(file('a'), 0);
+  await f.arrive();
+  await assert.rejects(failed, /no worker/);
+  const again = pages.acquire(file('a'), 0);
+  await f.arrive();
+  assert.equal((await again).chunks[0]!.toString(), 'a#0');
+  assert.deepEqual(f.fetched, ['a#0', 'a#0']);
+});

@@ -1,0 +1,123 @@
+import type { StatResult } from '../client/index.js';
+
+/** Where the mount's pages come from: verified fetches, and the memory given back after use. */
+export interface PageFetch {
+  fetchPage(file: StatResult, index: number): Promise<Buffer[]>;
+  /** The chunks' receive memory may be read into again (the client's slabs). */
+  releasePage(page: Buffer[]): void;
+}
+
+/** A page held for a reader or for a reply in flight: its chunks stay valid until release(). */
+export interface Lease {
+  readonly chunks: Buffer[];
+  /** Gives the page back (once; later calls do nothing). */
+  release(): void;
+}
+
+interface Entry {
+  key: string;
+  size: number;
+  /** Leases out (and callers waiting for the fetch). */
+  refs: number;
+  chunks?: Buffer[];
+  fetch: Promise<Buffer[]>;
+}
+
+/**
+ * The mount's pages, fetched once however many readers want them (single flight), and handed
+ * back to the client's receive slabs as soon as nobody holds them.
+ *
+ * Why not the SDK's shared page cache: its pages can never be given back (anyone may still hold
+ * them), so every page the mount read landed in fresh memory — faulted in, cold in every cache,
+ * then garbage-collected — and the mount's JS thread spent about 3× the CPU per byte of `fanout
+ * cat`, which reuses its slabs. Here every holder has a lease: a reader's readahead window, and
+ * each read reply until the addon says the kernel has copied it (OPS.REPLIED). Pages nobody
+ * holds are kept, up to `capacity` bytes, least recently used first out (a page fetched ahead
+ * for the next file of a directory waits there for its read), then released.
+ */
+export class MountPages {
+  private readonly entries = new Map<string, Entry>();
+  /** Entries with no lease, oldest first (a Map keeps insertion order). */
+  private readonly idle = new Map<string, Entry>();
+  private idleBytes = 0;
+
+  constructor(
+    private readonly source: PageFetch,
+    private readonly pageSize: number,
+    private readonly capacity: number,
+  ) {}
+
+  /** Page `index` of `file` at its version, leased: release it when done with the chunks. */
+  async acquire(file: StatResult, index: number): Promise<Lease> {
+    const key = `${file.mount}\0${file.path}\0${file.version}\0${index}`;
+    let entry = this.entries.get(key);
+    if (!entry) {
+      entry = this.start(key, file, index);
+    } else if (this.idle.delete(key)) {
+      this.idleBytes -= entry.size;
+    }
+    entry.refs++;
+    const held = entry;
+    // A failed fetch is forgotten at once (start()); the refs of those waiting die with it.
+    const chunks = held.chunks ?? (await held.fetch);
+    let released = false;
+    return {
+      chunks,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.unref(held);
+      },
+    };
+  }
+
+  /** Fetches a page into the idle set, for a read expected soon. Never throws. */
+  prefetch(file: StatResult, index: number): void {
+    this.acquire(file, index).then(
+      (lease) => lease.release(),
+      () => {}, // the read itself asks again and reports
+    );
+  }
+
+  /** Pages held or kept, and the bytes of those kept with no lease. */
+  stats(): { pages: number; idlePages: number; idleBytes: number } {
+    return { pages: this.entries.size, idlePages: this.idle.size, idleBytes: this.idleBytes };
+  }
+
+  private start(key: string, file: StatResult, index: number): Entry {
+    const size = Math.max(0, Math.min(this.pageSize, file.size - index * this.pageSize));
+    const entry: Entry = { key, size, refs: 0, fetch: undefined as unknown as Promise<Buffer[]> };
+    entry.fetch = this.source.fetchPage(file, index).then(
+      (chunks) => {
+        entry.chunks = chunks;
+        if (entry.refs === 0) this.park(entry);
+        return chunks;
+      },
+      (err: unknown) => {
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+        throw err;
+      },
+    );
+    entry.fetch.catch(() => {}); // its waiters see the error
+    this.entries.set(key, entry);
+    return entry;
+  }
+
+  private unref(entry: Entry): void {
+    entry.refs--;
+    if (entry.refs === 0 && entry.chunks && this.entries.get(entry.key) === entry) this.park(entry);
+  }
+
+  /** Keeps an unleased page for later readers, releasing the oldest beyond the capacity. */
+  private park(entry: Entry): void {
+    this.idle.set(entry.key, entry);
+    this.idleBytes += entry.size;
+    while (this.idleBytes > this.capacity && this.idle.size > 0) {
+      const [key, oldest] = this.idle.entries().next().value!;
+      this.idle.delete(key);
+      this.idleBytes -= oldest.size;
+      this.entries.delete(key);
+      this.source.releasePage(oldest.chunks!);
+    }
+  }
+}
