@@ -86,9 +86,9 @@ const isMounted = async (mnt) => (await readFile('/proc/self/mountinfo', 'utf8')
  * Runs `fn(mountpoint)` on a fresh `fanout mount` (started as `node [nodeFlags] BIN mount …`),
  * then unmounts it with SIGTERM.
  */
-export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags = [], env = process.env } = {}) {
+export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags = [], env = process.env, mountArgs = [] } = {}) {
   let log = '';
-  const proc = spawn(process.execPath, [...nodeFlags, fanoutBin, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  const proc = spawn(process.execPath, [...nodeFlags, fanoutBin, 'mount', mnt, '--endpoint', endpoint, '--log-level', 'warn', ...mountArgs], { stdio: ['ignore', 'ignore', 'pipe'], env });
   proc.stderr.on('data', (d) => (log += d));
   const exited = new Promise((r) => proc.once('exit', r));
   try {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { constants as os } from 'node:os';
 import type { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
-import { FanoutFs, errnoFor } from './fs.js';
+import { FanoutFs, direntPlusSize, errnoFor } from './fs.js';
 import { ROOT_INO } from './inodes.js';
 import { OPS, type FuseAddon, type FuseRequest } from './native.js';
 
@@ -20,6 +20,7 @@ function fakeAddon() {
     replyOpen: record('open'),
     replyData: record('data'),
     replyDir: record('dir'),
+    replyDirPlus: record('dirplus'),
     replyStatfs: record('statfs'),
   } as unknown as FuseAddon;
   return { addon, answers };
@@ -52,7 +53,7 @@ function setup() {
     while (answers.length === before) await new Promise((r) => setImmediate(r));
     return answers[answers.length - 1]!;
   };
-  return { call, warnings };
+  return { call, warnings, fs };
 }
 
 test('lookup, getattr, open and read answer a file of a mount; writes are refused', async () => {
@@ -83,6 +84,34 @@ test('a missing name is a negative entry; a dead cluster is EIO with a log line'
   const broken = (await call(OPS.LOOKUP, dataIno, 'broken')).args[0] as number;
   assert.deepEqual(await call(OPS.LOOKUP, broken, 'x'), { kind: 'error', args: [errno.EIO] });
   assert.deepEqual(warnings, ['lookup /data/broken failed: EIO']);
+});
+
+test('a listing with attributes makes its entries known inodes, one kernel reference each, and only the entries that fit', async () => {
+  const { call, fs } = setup();
+  const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+  const dir = await call(OPS.OPENDIR, dataIno);
+  const fh = dir.args[0] as number;
+  // Room for ".", ".." and "broken" only (160 + 160 + 160 bytes).
+  const part = await call(OPS.READDIRPLUS, dataIno, fh, 0, 480);
+  assert.equal(part.kind, 'dirplus');
+  assert.equal(part.args[0], 480, 'exactly the bytes of the entries that fit');
+  const full = await call(OPS.READDIRPLUS, dataIno, fh, 3, 4096);
+  const [size, offset, names, inos, modes, sizes] = full.args as [number, number, string[], number[], number[], number[]];
+  assert.equal(offset, 3);
+  assert.equal(size, direntPlusSize('hello.txt'));
+  assert.equal(names[3], 'hello.txt');
+  assert.equal(modes[3], 0o100444);
+  assert.equal(sizes[3], content.length);
+  // The kernel holds the entry now: getattr and read need no lookup first.
+  const ino = inos[3]!;
+  assert.deepEqual((await call(OPS.GETATTR, ino)).args.slice(1, 3), [0o100444, content.length]);
+  const opened = await call(OPS.OPEN, ino, 0);
+  const data = await call(OPS.READ, ino, opened.args[0] as number, 0, 100);
+  assert.equal(Buffer.concat(data.args[0] as Buffer[]).toString(), content.toString());
+  await call(OPS.RELEASE, ino, opened.args[0] as number);
+  // One reference, forgotten once: the inode is gone.
+  fs.dispatch(OPS.FORGET, undefined as unknown as FuseRequest, ino, 1);
+  assert.deepEqual(await call(OPS.GETATTR, ino), { kind: 'error', args: [errno.ENOENT] });
 });
 
 test('errors map to the errno POSIX tools expect', () => {

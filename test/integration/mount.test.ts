@@ -126,6 +126,21 @@ describe('fanout mount (FUSE)', () => {
     }
   });
 
+  test('eight readers of eight different files each read their own bytes (page memory reused between them)', async () => {
+    await mkdir(join(source, 'many'));
+    const files = Array.from({ length: 8 }, () => randomBytes(6 * MiB + 777));
+    for (const [i, bytes] of files.entries()) await writeFile(join(source, `many/f${i}.bin`), bytes);
+    for (let i = 0; i < 100 && (await readdir(join(mnt, 'data/many')).catch(() => [])).length < 8; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let round = 0; round < 2; round++) {
+      const sums = await Promise.all(files.map((_, i) => sh('sh', ['-c', `dd if=${join(mnt, `data/many/f${i}.bin`)} iflag=nocache count=0 status=none; sha256sum ${join(mnt, `data/many/f${i}.bin`)}`])));
+      for (const [i, sum] of sums.entries()) {
+        assert.equal(sum.code, 0, sum.stderr);
+        assert.equal(sum.stdout.toString().split(' ')[0], sha256(files[i]!), `f${i}.bin, round ${round}`);
+      }
+    }
+    await rm(join(source, 'many'), { recursive: true });
+  });
+
   test('missing paths are ENOENT; writes are EROFS', async () => {
     const missing = await sh('cat', [join(mnt, 'data/no-such-file')]);
     assert.notEqual(missing.code, 0);
