@@ -114,6 +114,38 @@ test('a listing with attributes makes its entries known inodes, one kernel refer
   assert.deepEqual(await call(OPS.GETATTR, ino), { kind: 'error', args: [errno.ENOENT] });
 });
 
+test('the pages of a read are given back once the kernel has its bytes: at once when sent at once, else on REPLIED', async () => {
+  for (const sentAtOnce of [false, true]) {
+    const { addon, answers } = fakeAddon();
+    (addon as { replyData: unknown }).replyData = (_req: FuseRequest, chunks: Buffer[], token: number) => {
+      answers.push({ kind: 'data', args: [chunks, token] });
+      return sentAtOnce;
+    };
+    const released: string[] = [];
+    const pagesClient = { ...client, releasePage: (page: Buffer[]) => released.push(page[0]!.toString()) } as unknown as FanoutClient;
+    const fs = new FanoutFs(addon, pagesClient, 1024, { ttlMs: 1000, readahead: 2, cacheBytes: 0, log: { warn: () => {} } });
+    const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
+      const before = answers.length;
+      fs.dispatch(op, {} as FuseRequest, ino, a, b, c);
+      while (answers.length === before) await new Promise((r) => setImmediate(r));
+      return answers[answers.length - 1]!;
+    };
+    const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+    const ino = (await call(OPS.LOOKUP, dataIno, 'hello.txt')).args[0] as number;
+    const fh = (await call(OPS.OPEN, ino, 0)).args[0] as number;
+    const data = await call(OPS.READ, ino, fh, 0, 100);
+    await call(OPS.RELEASE, ino, fh); // the reader lets go of its pages
+    await new Promise((r) => setImmediate(r));
+    if (sentAtOnce) {
+      assert.deepEqual(released, [content.toString()]);
+    } else {
+      assert.deepEqual(released, [], 'the kernel may still be copying the page');
+      fs.dispatch(OPS.REPLIED, undefined as unknown as FuseRequest, 0, data.args[1] as number);
+      assert.deepEqual(released, [content.toString()]);
+    }
+  }
+});
+
 test('errors map to the errno POSIX tools expect', () => {
   assert.equal(errnoFor(new FanoutError('NOT_FOUND', '')), errno.ENOENT);
   assert.equal(errnoFor(new FanoutError('UNKNOWN_MOUNT', '')), errno.ENOENT);

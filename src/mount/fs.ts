@@ -175,7 +175,7 @@ export class FanoutFs {
     const token = this.nextToken++;
     this.replies.set(token, leases);
     try {
-      this.addon.replyData(req, chunks, token);
+      if (this.addon.replyData(req, chunks, token) === true) this.replied(token); // sent already
     } catch (err) {
       this.replied(token);
       throw err;

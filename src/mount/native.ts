@@ -54,8 +54,11 @@ export interface FuseAddon {
   replyEntry(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number, entryTimeout: number): void;
   replyAttr(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number): void;
   replyOpen(req: FuseRequest, fh: number, keepCache: boolean): void;
-  /** Sent by the read's FUSE thread; a nonzero `token` is dispatched back (REPLIED) once the kernel has the bytes. */
-  replyData(req: FuseRequest, chunks: Buffer[], token?: number): void;
+  /**
+   * A large read is sent by its FUSE thread, and a nonzero `token` is dispatched back (REPLIED)
+   * once the kernel has the bytes; a small one (≤ 128 KiB) is sent at once and true returned.
+   */
+  replyData(req: FuseRequest, chunks: Buffer[], token?: number): boolean | void;
   replyDir(req: FuseRequest, size: number, offset: number, names: string[], inos: number[], modes: number[]): void;
   /** Entries from `offset` with attributes (size -1: name only) as fit in `size` bytes. */
   replyDirPlus(
