@@ -20,10 +20,10 @@ export const mountOptionsSchema = z
     /** Pages fetched ahead of a sequential reader (0 = only what the kernel asks for). */
     readahead: count(0, 256).default(8),
     /**
-     * Memory for recently read pages, shared by all readers of the mount (the kernel's page
-     * cache already serves readers of the same file). Kept small: held pages make socket reads
-     * land in fresh memory and slow the GC (measured here, per GiB read: 2.8 s CPU with none,
-     * 3.1 s with 16 MiB, 3.5 s with 64 MiB).
+     * Memory for pages no reader holds (fetched ahead for the next files of a directory, or
+     * recently read), shared by all readers of the mount (the kernel's page cache already serves
+     * readers of the same file); beyond it the oldest go back to the receive slabs. Kept small:
+     * pages kept are slabs out of circulation, and fresh slabs fault in (pages.ts).
      */
     cache: sizeSchema.default('16MiB'),
     /** Kernel readahead for the mount (read_ahead_kb), so sequential reads arrive as large requests. */
