@@ -5,8 +5,8 @@ import { pageKey, pageSpan } from '../core/pages.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, WorkerStatus } from '../core/types.js';
 import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
-import type { CaOption } from '../lib/tls/index.js';
-import { ROUTES, parseAnswer, workerStatusSchema } from '../lib/wire/index.js';
+import type { CaOption } from '../lib/tls/client.js';
+import { ROUTES } from '../lib/wire/protocol.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 import { checkEndpoint } from './answers.js';
 import type { ClusterInfo, ClusterSession } from './session.js';
@@ -208,6 +208,8 @@ export class FanoutClient {
   /** Every member's counters, plus cluster totals. Unreachable members are reported, not fatal. */
   async status(): Promise<ClusterStatus> {
     const info = await this.cluster(true);
+    // zod is loaded by the commands that need it, not by every `fanout cat`.
+    const { parseAnswer, workerStatusSchema } = await import('../lib/wire/schemas.js');
     const members = await Promise.all(
       info.members.map(async (member) => {
         try {
