@@ -7,16 +7,14 @@ import { fileURLToPath } from 'node:url';
 // command line, and any of theirs the quick parser does not fully understand, goes to main().
 // Exit once the command is done: idle keep-alive sockets must not hold a short command open.
 async function quick() {
-  if (process.argv[2] === 'cat' || process.argv[2] === 'stat') {
-    const { freshBundle } = await import('../dist/src/cli/bundle.js');
-    const bundle = freshBundle(fileURLToPath(new URL('..', import.meta.url)));
-    if (bundle) return createRequire(import.meta.url)(bundle).runQuick;
-  }
-  return (await import('../dist/src/cli/quick.js')).runQuick;
+  if (process.argv[2] !== 'cat' && process.argv[2] !== 'stat') return false;
+  const { freshBundle } = await import('../dist/src/cli/bundle.js');
+  const bundle = freshBundle(fileURLToPath(new URL('..', import.meta.url)));
+  const { runQuick } = bundle ? createRequire(import.meta.url)(bundle) : await import('../dist/src/cli/quick.js');
+  return runQuick(process.argv);
 }
 
 quick()
-  .then((runQuick) => runQuick(process.argv))
   .then(async (done) => done || (await import('../dist/src/cli/main.js')).main(process.argv))
   .then(
     () => process.exit(process.exitCode ?? 0),
