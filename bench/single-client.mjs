@@ -118,12 +118,16 @@ try {
   for (let i = 0; i < runs; i++) {
     for (const s of scenarios) samples[s.key].push(await measure(s.command, s.server));
   }
-  const fixed = { catOneByte: [], help: [] };
+  const fixed = { catOneByte: [], help: [], node: [] };
   for (let i = 0; i < fixedRuns; i++) {
     fixed.catOneByte.push(await runMeasured(`${fanoutCmd('cat /data/one.bin')} > /dev/null`));
     fixed.help.push(await runMeasured(`${process.execPath} ${bin} --help > /dev/null`));
+    fixed.node.push(await runMeasured(`${process.execPath} -e 0`)); // what any Node CLI pays before its first module
   }
   const loadEnd = await loadavg();
+  // Whether `fanout cat` ran from its one-file bundle (npm run build) or from the modules.
+  const { freshBundle } = await import(join(root, 'dist/src/cli/bundle.js'));
+  const bundled = freshBundle(root) !== undefined;
 
   const result = {
     size,
@@ -134,6 +138,8 @@ try {
     fixedCost: {
       catOneByte: { seconds: median(fixed.catOneByte.map((r) => r.seconds)), cpuSeconds: median(fixed.catOneByte.map((r) => r.cpu)), samples: fixed.catOneByte },
       help: { seconds: median(fixed.help.map((r) => r.seconds)), cpuSeconds: median(fixed.help.map((r) => r.cpu)), samples: fixed.help },
+      node: { seconds: median(fixed.node.map((r) => r.seconds)), cpuSeconds: median(fixed.node.map((r) => r.cpu)), samples: fixed.node },
+      bundled,
     },
   };
   const base = result.readers.nginx;
@@ -147,11 +153,12 @@ try {
     console.log(`| ${s.name} | ${r.seconds.toFixed(2)} | ${(size / r.seconds / 1e9).toFixed(2)} | ${cpu} | ${(r.seconds / base.seconds).toFixed(2)}× | ${(r.cpuSeconds / base.cpuSeconds).toFixed(2)}× |`);
   }
   const f = result.fixedCost;
-  console.log(`\nCLI fixed cost, median of ${fixedRuns}:`);
+  console.log(`\nCLI fixed cost, median of ${fixedRuns} (cat and stat ${bundled ? 'from the bundle' : 'from the modules: run npm run build for the bundle'}):`);
   console.log('| command | seconds | CPU seconds |');
   console.log('|---|---|---|');
   console.log(`| \`fanout cat\` of a 1-byte file | ${f.catOneByte.seconds.toFixed(3)} | ${f.catOneByte.cpuSeconds.toFixed(3)} |`);
   console.log(`| \`fanout --help\` | ${f.help.seconds.toFixed(3)} | ${f.help.cpuSeconds.toFixed(3)} |`);
+  console.log(`| \`node -e 0\` (Node's own start) | ${f.node.seconds.toFixed(3)} | ${f.node.cpuSeconds.toFixed(3)} |`);
   await mkdir(join(root, 'bench/out'), { recursive: true });
   await writeFile(join(root, 'bench/out/single-client.json'), JSON.stringify(result, null, 2));
 } finally {

@@ -1,4 +1,5 @@
-import { FanoutClient } from '../client/index.js';
+// The client module alone: the SDK's index also loads the admin client (and zod with it).
+import { FanoutClient } from '../client/client.js';
 import { joinFanoutPath } from '../core/paths.js';
 import { formatBytes } from '../core/pages.js';
 import { parseRangeOption } from './ranges.js';

@@ -5,8 +5,10 @@ import type { Member } from '../core/types.js';
 import { ClusterReader, HttpPageReporter, PageFetcher, WorkerHealth, describeTimeout, type ClusterReaderOptions, type PageFetcherOptions, type PeerTimeouts } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { undici } from '../lib/http/undici.js';
-import { certificateHint } from '../lib/tls/index.js';
-import { HEADERS, ROUTES, clusterInfoSchema, parseAnswer } from '../lib/wire/index.js';
+import { certificateHint } from '../lib/tls/client.js';
+// No zod on the read path (see clusterinfo.ts): `fanout cat` pays for every module it loads.
+import { HEADERS, ROUTES } from '../lib/wire/protocol.js';
+import { checkClusterInfo } from '../lib/wire/clusterinfo.js';
 import { JsonGetter } from './jsonget.js';
 import { parseJsonBody } from './answers.js';
 
@@ -253,7 +255,7 @@ export class ClusterSession {
 
   private async refresh(): Promise<ClusterInfo> {
     this.refreshes++;
-    const info: ClusterInfo = parseAnswer(clusterInfoSchema, await this.getJson(ROUTES.cluster), ROUTES.cluster);
+    const info: ClusterInfo = checkClusterInfo(await this.getJson(ROUTES.cluster), ROUTES.cluster);
     this.current = info;
     this.refreshedAt = this.clock.now();
     this.setMembers(info.members);

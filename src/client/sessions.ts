@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { ClientCredentials } from '../lib/auth/index.js';
+// The modules themselves, not their indexes: those load the worker's side too (gate, TLS servers), a third of `fanout cat`'s start-up.
+import { ClientCredentials } from '../lib/auth/client.js';
 import type { PeerTimeouts } from '../lib/cluster/index.js';
-import { readCa, tlsConnectOptions, type CaOption } from '../lib/tls/index.js';
+import { readCa, tlsConnectOptions, type CaOption } from '../lib/tls/client.js';
 import { ClusterSession, type SessionCredentials } from './session.js';
 
 export interface SharedSessionOptions {

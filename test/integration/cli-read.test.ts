@@ -115,7 +115,7 @@ describe('fanout cat and stat', () => {
     assert.equal(cat.stdout.toString(), 'x');
   });
 
-  test('--help, stat and cat load only what they use: no progress bar, AWS SDK, etcd, pino or yaml (no undici; --help no zod either)', async () => {
+  test('--help, stat and cat load only what they use: no progress bar, AWS SDK, etcd, pino, yaml or undici; stat and cat no commander or zod either', async () => {
     // An --import hook records every module resolved (ESM) and every CommonJS module loaded.
     const hooks = join(work, 'hooks.mjs');
     const register = join(work, 'register.mjs');
@@ -142,20 +142,65 @@ process.on('exit', () => appendFileSync(process.env.MODULE_LOG, Object.keys(cach
       const handle = await open('/dev/null', 'w');
       const result = await fanoutInto(handle.fd, args, { ...env(), MODULE_LOG: log, NODE_IMPORT: `file://${register}` }).finally(() => handle.close());
       assert.equal(result.code, 0, result.stderr);
-      return (await readFile(log, 'utf8')).split('\n').filter((line) => line.includes('node_modules/'));
+      return (await readFile(log, 'utf8')).split('\n');
     };
     const heavy = ['cli-progress', '@aws-sdk', 'etcd3', 'pino', 'yaml', 'prom-client'];
-    const packages = (lines: string[]) => new Set(lines.map((l) => /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(l)![1]!));
+    const packages = (lines: string[]) => new Set(lines.filter((l) => l.includes('node_modules/')).map((l) => /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(l)![1]!));
+    const statLines = await loaded(['stat', '/data/one.bin']);
+    const catLines = await loaded(['cat', '/data/one.bin']);
     const help = packages(await loaded(['--help']));
-    const stat = packages(await loaded(['stat', '/data/one.bin']));
-    const cat = packages(await loaded(['cat', '/data/one.bin']));
-    assert.ok(help.has('commander') && stat.has('commander'), 'the hook saw the packages loaded');
+    const stat = packages(statLines);
+    const cat = packages(catLines);
+    assert.ok(help.has('commander'), 'the hook saw the packages loaded');
+    // Their modules, or the one-file bundle of them when it is up to date (see the next test).
+    for (const lines of [statLines, catLines]) assert.ok(lines.some((l) => l.endsWith('/dist/src/cli/cat.js') || l.endsWith('/dist/src/cli/bundle/quick.cjs')), 'the hook saw the modules of stat and cat');
     const has = (set: Set<string>, name: string) => set.has(name) || [...set].some((p) => p.startsWith(`${name}/`));
     for (const name of [...heavy, 'undici', 'zod']) assert.ok(!has(help, name), `--help loaded ${name}`);
-    // zod may come with stat and cat: the SDK checks the cluster's answers against the wire schemas.
-    for (const name of [...heavy, 'undici']) {
+    // The quick parser (cli/quick.ts) runs them without commander; the SDK's read path checks /v1/cluster without zod.
+    for (const name of [...heavy, 'undici', 'commander', 'zod']) {
       assert.ok(!has(stat, name), `stat loaded ${name}`);
       assert.ok(!has(cat, name), `cat loaded ${name}`);
     }
+  });
+  test('once bundled, cat and stat run from the one-file bundle with the same bytes, answers and errors as the modules', async () => {
+    const root = join(fanoutBin, '../..');
+    const build = await new Promise<{ code: number; out: string }>((resolve, reject) => {
+      const proc = spawn(process.execPath, [join(root, 'scripts/build-cli-bundle.mjs')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      proc.stderr.on('data', (c: Buffer) => (out += c.toString()));
+      proc.once('error', reject);
+      proc.once('close', (code) => resolve({ code: code ?? -1, out }));
+    });
+    assert.equal(build.code, 0, build.out);
+    assert.match(build.out, /modules in dist\/src\/cli\/bundle\/quick\.cjs/, 'esbuild (a devDependency) built the bundle');
+    const register = join(work, 'bundle-register.mjs');
+    await writeFile(
+      register,
+      `import { createRequire } from 'node:module';
+import { appendFileSync } from 'node:fs';
+const cache = createRequire(import.meta.url).cache;
+process.on('exit', () => appendFileSync(process.env.MODULE_LOG, Object.keys(cache).join('\\n') + '\\n'));\n`,
+    );
+    const run = async (args: string[]) => {
+      const log = join(work, `bundle-${args[0]}.log`);
+      const outFile = join(work, `bundle-${args[0]}.out`);
+      await writeFile(log, '');
+      const handle = await open(outFile, 'w');
+      const result = await fanoutInto(handle.fd, args, { ...env(), MODULE_LOG: log, NODE_IMPORT: `file://${register}` }).finally(() => handle.close());
+      return { ...result, stdout: await readFile(outFile), bundled: (await readFile(log, 'utf8')).includes('/dist/src/cli/bundle/quick.cjs') };
+    };
+    const cat = await run(['cat', '/data/big.bin', '--range', '1000-3145727']);
+    assert.equal(cat.code, 0, cat.stderr);
+    assert.ok(cat.bundled, 'cat ran from the bundle');
+    assert.ok(cat.stdout.equals(big.subarray(1000, 3 * MiB)), 'the bytes of the range');
+    const stat = await run(['stat', '/data/one.bin', '--json']);
+    assert.equal(stat.code, 0, stat.stderr);
+    assert.ok(stat.bundled, 'stat ran from the bundle');
+    assert.deepEqual(JSON.parse(stat.stdout.toString()), { ...JSON.parse(stat.stdout.toString()), path: '/data/one.bin', size: 1 });
+    const missing = await run(['cat', '/data/nothing-here']);
+    assert.equal(missing.code, 1);
+    assert.ok(missing.bundled);
+    assert.match(missing.stderr, /^fanout: NOT_FOUND: /);
   });
 });

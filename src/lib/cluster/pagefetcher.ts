@@ -3,8 +3,8 @@ import { undici } from '../http/undici.js';
 import { crc32 } from '../checksum/index.js';
 import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
 import type { Member, PageRef } from '../../core/types.js';
-import { certificateHint } from '../tls/index.js';
-import { HEADERS, ROUTES, pagePath } from '../wire/index.js';
+import { certificateHint } from '../tls/client.js';
+import { HEADERS, ROUTES, pagePath } from '../wire/protocol.js';
 import { DEFAULT_PEER_TIMEOUTS, describeTimeout, type PeerTimeouts } from './timeouts.js';
 import { createPageTransport, pageTransportKind, type PageResponse, type PageTransport, type PageTransportKind } from './pagetransport.js';
 

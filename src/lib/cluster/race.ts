@@ -45,6 +45,8 @@ export const DEFINITIVE = new Set<string>([
  * stack trace for every page, which showed in profiles of thousands of small pages.
  */
 const WATCH_DONE = new FanoutError('ABORTED', 'page settled');
+/** Why the other requests of a page stop once one has won (shared for the same reason). */
+const LOST_RACE = new FanoutError('ABORTED', 'another request won');
 
 /**
  * Asks candidates one after another until one answers. A request that makes no progress (no
@@ -71,7 +73,7 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
       settled = true;
       stopWatch.abort(WATCH_DONE);
       signal?.removeEventListener('abort', onAbort);
-      for (const controller of inflight.keys()) controller.abort(new FanoutError('ABORTED', 'another request won'));
+      for (const controller of inflight.keys()) controller.abort(LOST_RACE);
       fn();
     };
     const onAbort = () => finish(() => reject(abortError(signal)));
@@ -92,6 +94,7 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
       };
       deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress, preload: deps.preload }).then(
         (page) => {
+          inflight.delete(controller); // the winner's request is over: nothing of it to abort
           if (!settled) finish(() => resolve(page));
         },
         (err: unknown) => {

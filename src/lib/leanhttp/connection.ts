@@ -1,8 +1,12 @@
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { createRequire } from 'node:module';
+import type { ConnectionOptions } from 'node:tls';
 import { BodyQueue } from './body.js';
 import { ResponseParser, type ResponseHead } from './parser.js';
 import type { SlabPool, SlabReader } from './slabs.js';
+
+/** node:tls is loaded for https:// workers only (most of a short `fanout cat`'s start-up is module loading). */
+const tlsConnect = (options: ConnectionOptions): import('node:tls').TLSSocket => (createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).connect(options);
 
 /** Deadlines of one exchange, as the page fetcher's `timeouts`. */
 export interface ExchangeTimeouts {

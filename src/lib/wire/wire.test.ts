@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FanoutError } from '../../core/errors.js';
 import { ADMIN_BODIES, HEADERS, PAGE_QUERY, ROUTES, clusterInfoSchema, pagePath, parseAnswer, workerStatusSchema } from './index.js';
+import { checkClusterInfo } from './clusterinfo.js';
 
 describe('the wire contract', () => {
   test('a page path names the file encoded and the version, size, index and content hash as the worker parses them', () => {
@@ -28,6 +29,48 @@ describe('the wire contract', () => {
       (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /\/v1\/cluster/.test(e.message) && /pageSize/.test(e.message),
     );
     assert.throws(() => parseAnswer(clusterInfoSchema, '<html>', ROUTES.cluster), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
+  });
+
+  test('the SDK\'s zod-free check of a /v1/cluster answer accepts, strips and refuses exactly what the schema does', () => {
+    const good = { self: 'w1', pageSize: 4194304, replication: 2, statTtlMs: 0, members: [{ id: 'w1', url: 'http://127.0.0.1:7450', capacity: 0, datacenter: 'dc1', extra: 1 }], stale: true, mounts: [], clusterId: 'c', upstream: ['u'], future: { x: 1 } };
+    const { clusterId: _c, upstream: _u, ...minimal } = good;
+    const variants: unknown[] = [
+      good,
+      minimal,
+      { ...good, members: [] },
+      '<html>',
+      null,
+      [],
+      42,
+      { ...good, self: 1 },
+      { ...good, pageSize: 0 },
+      { ...good, pageSize: 1.5 },
+      { ...good, pageSize: '4194304' },
+      { ...good, replication: -1 },
+      { ...good, statTtlMs: -1 },
+      { ...good, statTtlMs: 0.5 },
+      { ...good, members: {} },
+      { ...good, members: [null] },
+      { ...good, members: [{ id: '', url: 'u', capacity: 1 }] },
+      { ...good, members: [{ id: 'a', url: '', capacity: 1 }] },
+      { ...good, members: [{ id: 'a', url: 'u', capacity: -1 }] },
+      { ...good, members: [{ id: 'a', url: 'u' }] },
+      { ...good, members: [{ id: 'a', url: 'u', capacity: 1, datacenter: 3 }] },
+      { ...good, stale: 'no' },
+      { ...good, mounts: [1] },
+      { ...good, mounts: 'data' },
+      { ...good, clusterId: 5 },
+      { ...good, upstream: 'u' },
+      { ...good, upstream: [1] },
+      { ...good, self: undefined },
+    ];
+    for (const body of variants) {
+      const expected = clusterInfoSchema.safeParse(body);
+      if (expected.success) assert.deepEqual(checkClusterInfo(body, ROUTES.cluster), expected.data, JSON.stringify(body));
+      else assert.throws(() => checkClusterInfo(body, ROUTES.cluster), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && e.message.startsWith(`${ROUTES.cluster}: not a fanout answer`), JSON.stringify(body));
+    }
+    assert.throws(() => checkClusterInfo({ ...good, pageSize: 'big' }, ROUTES.cluster), /at pageSize/);
+    assert.throws(() => checkClusterInfo({ ...good, members: [{ id: 'a', url: 'u' }] }, ROUTES.cluster), /at members\.0\.capacity/);
   });
 
   test('a /v1/status answer keeps its send path and refuses an unknown one', () => {

@@ -1,0 +1,44 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseQuick } from './quick.js';
+
+const argv = (...args: string[]) => ['node', 'fanout', ...args];
+
+test('cat and stat with the options main() gives them are parsed with the same defaults and environment', () => {
+  assert.deepEqual(parseQuick(argv('cat', '/data/a'), {}), { command: 'cat', path: '/data/a', options: { endpoint: 'http://127.0.0.1:7450', hedge: 'auto' } });
+  assert.deepEqual(parseQuick(argv('stat', '/data/a', '--json'), { FANOUT_ENDPOINT: 'http://w:1', FANOUT_CA: '/ca.pem' }), {
+    command: 'stat',
+    path: '/data/a',
+    options: { endpoint: 'http://w:1', ca: '/ca.pem', json: true },
+  });
+  assert.deepEqual(parseQuick(argv('cat', '--endpoint=http://x:2', '/data/a', '--range', '0-9', '--hedge', '200ms', '--ca', 'c.pem'), { FANOUT_ENDPOINT: 'http://w:1' }), {
+    command: 'cat',
+    path: '/data/a',
+    options: { endpoint: 'http://x:2', ca: 'c.pem', hedge: 200, range: '0-9' },
+  });
+  assert.equal(parseQuick(argv('cat', '/data/a', '--range=-5'), {})?.options.range, '-5');
+  assert.equal(parseQuick(argv('cat', '-', '--hedge', 'off'), {})?.path, '-');
+});
+
+test('anything the quick parser does not fully understand is left to the full command line', () => {
+  const env = {};
+  for (const args of [
+    [],
+    ['ls', '/'],
+    ['cp', '/data/a', 'b'],
+    ['cat'],
+    ['cat', '/a', '/b'],
+    ['cat', '--help'],
+    ['cat', '-h', '/a'],
+    ['cat', '/a', '--hedge', 'bogus'],
+    ['cat', '/a', '--range'],
+    ['cat', '/a', '--no-such-option'],
+    ['stat', '/a', '--range', '0-1'],
+    ['stat', '/a', '--hedge', 'off'],
+    ['cat', '--', '/a'],
+    ['cat', '/a', '--json=yes'],
+    ['--endpoint', 'http://x', 'cat', '/a'],
+  ]) {
+    assert.equal(parseQuick(argv(...args), env), undefined, args.join(' '));
+  }
+});
