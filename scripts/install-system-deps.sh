@@ -16,7 +16,7 @@ set -euo pipefail
 mode=${1:-all}
 
 runtime=(fuse3 libfuse3-dev zlib1g-dev pkg-config g++ make python3)
-tests=(etcd-server etcd-client curl openssl awscli python3-boto3 s3fs rclone prometheus chromium nginx)
+tests=(etcd-server etcd-client curl openssl awscli python3-venv python3-boto3 s3fs rclone prometheus chromium nginx)
 case "$mode" in
   runtime) wanted=("${runtime[@]}") ;;
   all) wanted=("${runtime[@]}" "${tests[@]}") ;;
@@ -34,7 +34,9 @@ if command -v dpkg-query >/dev/null 2>&1; then
 else
   missing=("${wanted[@]}")
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
+# awscli v1 (SigV2 presigning) is not a Debian package: a pinned virtualenv, after the packages.
+awscli_v1() { if [ "$mode" = all ]; then bash "$(dirname "$0")/install-awscli-v1.sh"; fi; }
+if [ ${#missing[@]} -eq 0 ]; then awscli_v1; exit 0; fi
 
 install="apt-get install -y --no-install-recommends ${missing[*]}"
 if [ "${FANOUT_SYSTEM_DEPS:-}" = skip ] || ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" -ne 0 ]; then
@@ -43,6 +45,7 @@ if [ "${FANOUT_SYSTEM_DEPS:-}" = skip ] || ! command -v apt-get >/dev/null 2>&1 
   else
     echo "fanout: missing system packages (Debian names): ${missing[*]}; install their equivalents with your package manager." >&2
   fi
+  awscli_v1
   exit 0
 fi
 
@@ -59,3 +62,4 @@ if command -v systemctl >/dev/null 2>&1; then
     if [[ " ${missing[*]} " == *" ${pair%%:*} "* ]]; then systemctl disable --now "${pair##*:}" >/dev/null 2>&1 || true; fi
   done
 fi
+awscli_v1

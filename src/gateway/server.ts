@@ -170,6 +170,9 @@ export class S3Gateway {
     if (error.status >= 500 && error.code !== 'NotImplemented') {
       this.options.logger?.warn({ code: error.code, err: (err as Error)?.message, method: req.method, resource, requestId }, 'S3 request failed');
     }
+    // The whole answer is already written: cutting now would only break the kept-alive connection
+    // under the client's next request ("socket hang up"). Logged above when it is a 5xx.
+    if (res.writableEnded) return;
     if (res.headersSent) {
       // Mid-body: cut the connection so the client sees a truncated response, not a short one.
       res.destroy();

@@ -17,6 +17,10 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 /** Every error leaves as `{"error":{"code","message"}}` with the code's HTTP status. */
 export function sendError(res: ServerResponse, err: unknown, extraHeaders: Record<string, string> = {}): FanoutError {
   const error = toFanoutError(err);
+  // The whole answer is already written: nothing is wrong on the wire. Destroying now would cut
+  // a kept-alive connection the client has just put back in its pool, and its next request on
+  // it would fail with "socket hang up" before any answer. The caller logs the error.
+  if (res.writableEnded) return error;
   if (res.headersSent) {
     // Mid-body: the only honest signal left is to cut the connection so the reader sees a
     // truncated response instead of a short one that looks complete.

@@ -141,7 +141,17 @@ describe('bounded resources: deadlines and caps', () => {
       await waitFor('the worker to cut the stalled reader', async () => ((await worker.metrics()).fanout_request_errors_total ?? 0) >= 1);
       const received = await readers.drain();
       assert.ok(received[0]! < data.length, `the stalled reader got ${received[0]} of ${data.length} bytes: cut, not served whole`);
-      const res = await readAll(`${worker.url}/v1/data/data/f.bin`);
+      // The worker keeps serving: a reader that reads gets the whole file. With clientIdle at 1 s,
+      // a test process starved for a second on a loaded machine is itself a stalled reader and is
+      // cut as designed (undici: "terminated"); that is retried, any other failure is not.
+      let res: Awaited<ReturnType<typeof readAll>> | undefined;
+      for (let attempt = 1; !res; attempt++) {
+        try {
+          res = await readAll(`${worker.url}/v1/data/data/f.bin`);
+        } catch (err) {
+          if (attempt >= 3 || (err as Error).message !== 'terminated') throw err;
+        }
+      }
       assert.equal(sha256(res.body), sha256(data));
     } finally {
       await worker.destroy();

@@ -66,7 +66,9 @@ describe('monitoring: /metrics, alert rules and dashboard against a real worker 
     etcd = await startEtcd();
     worker = await WorkerProcess.start({
       id: 'w1',
-      mounts: { data: { uri: source, sourceRate: '1GB' } },
+      // A second mount over a line: the line's gauges and counter are exported (and checked).
+      lines: { wan: { rate: '1GB' } },
+      mounts: { data: { uri: source, sourceRate: '1GB' }, remote: { uri: source, line: 'wan' } },
       pageSize: '1MiB',
       membership: { etcd: { endpoints: [etcd.endpoint], leaseTtlSeconds: 3 } },
     });
@@ -79,6 +81,8 @@ describe('monitoring: /metrics, alert rules and dashboard against a real worker 
       assert.equal((await res.arrayBuffer()).byteLength, 3 * MiB + 5);
     }
     assert.equal((await fetch(`${worker.url}/v1/data/data/missing.bin`)).status, 404);
+    // Across the line too: its counter gets a sample.
+    assert.equal((await (await fetch(`${worker.url}/v1/data/remote/models/v1/w.bin`)).arrayBuffer()).byteLength, MiB + 1);
 
     await cli(['release', 'publish', 'llm', '/data/models/v1/', '--version', 'v1', '--mount', `data=${source}`]);
     await cli(['release', 'publish', 'llm', '/data/models/v2/', '--version', 'v2', '--mount', `data=${source}`]);
@@ -102,6 +106,8 @@ describe('monitoring: /metrics, alert rules and dashboard against a real worker 
     assert.match(text, /^fanout_page_hits_total [1-9]/m);
     assert.match(text, /^fanout_page_misses_total [1-9]/m);
     assert.match(text, /^fanout_request_errors_total\{code="NOT_FOUND"\} 1$/m);
+    assert.match(text, /^fanout_line_rate_bytes_per_second\{line="wan"\} 1000000000$/m);
+    assert.match(text, /^fanout_line_bytes_total\{line="wan",class="read"\} [1-9]/m);
     const result = await promtool(['check', 'metrics'], text);
     assert.deepEqual(result, { code: 0, output: '' });
   });
@@ -124,10 +130,10 @@ describe('monitoring: /metrics, alert rules and dashboard against a real worker 
     assert.equal(config.code, 0, config.output);
   });
 
-  test('the alerts cover worker down, etcd stale, hit ratio, line saturation, checksums, disk full and stuck rollouts', async () => {
+  test('the alerts cover worker down, etcd stale, hit ratio, line and source budget saturation, checksums, disk full and stuck rollouts', async () => {
     const rules = parseYaml(await readFile(join(monitoring, 'alerts.yml'), 'utf8')) as { groups: { rules: { alert?: string }[] }[] };
     const alerts = rules.groups.flatMap((g) => g.rules.flatMap((r) => (r.alert ? [r.alert] : [])));
-    for (const name of ['FanoutWorkerDown', 'FanoutEtcdStale', 'FanoutHitRatioLow', 'FanoutLineSaturated', 'FanoutChecksumFailures', 'FanoutDiskFull', 'FanoutRolloutStuck']) {
+    for (const name of ['FanoutWorkerDown', 'FanoutEtcdStale', 'FanoutHitRatioLow', 'FanoutLineSaturated', 'FanoutSourceBudgetSaturated', 'FanoutChecksumFailures', 'FanoutDiskFull', 'FanoutRolloutStuck']) {
       assert.ok(alerts.includes(name), `${name} in alerts.yml`);
     }
   });

@@ -1,17 +1,9 @@
 import type { Clock } from '../../core/clock.js';
-import { abortError, FanoutError } from '../../core/errors.js';
+import { admit, cancelled, refusal, waitForBytes, WakeTimer, type Waiter } from '../ratelimit/waiters.js';
 
 /** Reads a client waits for, or preloads (`fanout load`, sync prefetch) that take what is left. */
 export type TrafficClass = 'read' | 'preload';
 export const TRAFFIC_CLASSES: readonly TrafficClass[] = ['read', 'preload'];
-
-interface Waiter {
-  n: number;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-}
 
 /** Tokens saved up while idle, as time at the rate: small, since every worker of a line may burst at once. */
 const BURST_MS = 20;
@@ -25,6 +17,7 @@ const MIN_BURST = 16 * 1024;
  * Unlike TokenBucket a rate of 0 lets nothing through (a worker may hold no share for a moment).
  * Each queue is FIFO; a request larger than the burst goes once the bucket is full and leaves
  * it in debt, so over any interval T at most burst + rate·T (+ one request's excess) passes.
+ * The waiting and waking mechanics are TokenBucket's (ratelimit/waiters.ts); the policy is this one.
  */
 export class ClassBucket {
   private currentRate = 0;
@@ -34,10 +27,11 @@ export class ClassBucket {
   private updatedAt: number;
   private readonly queues: Record<TrafficClass, Waiter[]> = { read: [], preload: [] };
   private readonly queuedBytes: Record<TrafficClass, number> = { read: 0, preload: 0 };
-  private timer: AbortController | undefined;
+  private readonly timer: WakeTimer;
 
   constructor(private readonly clock: Clock) {
     this.updatedAt = clock.now();
+    this.timer = new WakeTimer(clock);
   }
 
   get rate(): number {
@@ -64,19 +58,19 @@ export class ClassBucket {
   }
 
   take(n: number, cls: TrafficClass, signal?: AbortSignal): Promise<void> {
-    if (!Number.isFinite(n) || n < 0) return Promise.reject(new FanoutError('INVALID_ARGUMENT', `cannot take ${n} bytes`));
-    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const refused = refusal(n, signal);
+    if (refused) return refused;
     if (n === 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { n, resolve, reject, signal, onAbort: undefined };
-      if (signal) {
-        waiter.onAbort = () => this.cancel(waiter, cls);
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
-      }
-      this.queues[cls].push(waiter);
-      this.queuedBytes[cls] += n;
-      this.pump();
-    });
+    return waitForBytes(
+      n,
+      signal,
+      (waiter) => {
+        this.queues[cls].push(waiter);
+        this.queuedBytes[cls] += n;
+        this.pump();
+      },
+      (waiter) => this.cancel(waiter, cls),
+    );
   }
 
   private burst(): number {
@@ -111,8 +105,7 @@ export class ClassBucket {
         this.queuedBytes[cls] -= head.n;
         this.tokens -= head.n;
         if (cls === 'preload') this.credit = Math.max(-this.burst(), this.credit - head.n);
-        this.settle(head);
-        head.resolve();
+        admit(head);
       }
     }
     this.schedule();
@@ -120,8 +113,7 @@ export class ClassBucket {
 
   /** One timer, for when the next head can go (the earlier of the read head and the preload floor). */
   private schedule(): void {
-    this.timer?.abort();
-    this.timer = undefined;
+    this.timer.clear();
     if (this.currentRate === 0) return; // a new share re-pumps
     const waits: number[] = [];
     const read = this.queues.read[0];
@@ -133,15 +125,7 @@ export class ClassBucket {
       if (!read) waits.push(until(preload.n, this.tokens, this.currentRate));
     }
     const ms = Math.min(...waits);
-    if (!Number.isFinite(ms)) return;
-    const controller = new AbortController();
-    this.timer = controller;
-    this.clock.sleep(Math.max(1, Math.ceil(ms)), controller.signal).then(
-      () => {
-        if (this.timer === controller) this.pump();
-      },
-      () => undefined,
-    );
+    if (Number.isFinite(ms)) this.timer.set(ms, () => this.pump());
   }
 
   private cancel(waiter: Waiter, cls: TrafficClass): void {
@@ -150,12 +134,7 @@ export class ClassBucket {
     if (index < 0) return;
     queue.splice(index, 1);
     this.queuedBytes[cls] -= waiter.n;
-    this.settle(waiter);
-    waiter.reject(abortError(waiter.signal));
+    cancelled(waiter);
     if (index === 0) this.pump();
-  }
-
-  private settle(waiter: Waiter): void {
-    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort);
   }
 }

@@ -4,9 +4,12 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
 import { LeaseSchedule } from './schedule.js';
-import { sameMembers, silentLogger, sortMembers, type Membership, type MembershipLogger } from './types.js';
+import { silentLogger, type Membership, type MembershipLogger } from './types.js';
 import { createEtcdClient, type EtcdConnection } from './client.js';
-import { decodeMember, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
+import { keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
+import { MemberRecords } from './records.js';
+import { OutageState, errorText } from './outage.js';
+import { WakeablePause } from './pause.js';
 
 export interface EtcdMembershipOptions extends EtcdConnection {
   /** Key prefix of this cluster's member records. */
@@ -36,6 +39,7 @@ export const DEFAULT_MEMBER_PREFIX = '/fanout/default/members/';
  * the full list is re-read, so nothing depends on having seen every event.
  *
  * Events: 'change' (Member[]), 'stale' (boolean), 'registered' (leaseId), 'leaseLost' (reason).
+ * The member list itself is MemberRecords, the outage state OutageState, the wait WakeablePause.
  */
 export class EtcdMembership extends EventEmitter implements Membership {
   readonly prefix: string;
@@ -47,10 +51,9 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private readonly startTimeoutMs: number;
   private readonly client: Etcd3;
   private readonly schedule: LeaseSchedule;
-  private list: Member[] = [];
-  private byId = new Map<string, Member>();
-  private isStale = false;
-  private staleSince = 0;
+  private readonly records: MemberRecords;
+  private readonly outage: OutageState;
+  private readonly pauses: WakeablePause;
   private leaseId: string | undefined;
   private registered = false;
   private needsResync = true;
@@ -58,9 +61,6 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private watch: PrefixWatch | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
-  /** The loop's current wait, which wakeUp() cuts short (watch broke, record deleted, stop). */
-  private pausing: AbortController | undefined;
-  private wakeRequested = false;
   /** Internal 'round' notifications for start(); kept off the public event names. */
   private readonly rounds = new EventEmitter();
 
@@ -80,10 +80,13 @@ export class EtcdMembership extends EventEmitter implements Membership {
     this.schedule = new LeaseSchedule({ ttlMs: this.ttlSeconds * 1000, clock: this.clock });
     // Every unary call gets this deadline; the watch and keepalive streams get our own timers.
     this.client = createEtcdClient({ endpoints: opts.endpoints, tls: opts.tls, auth: opts.auth }, this.requestTimeoutMs);
+    this.records = new MemberRecords({ prefix: this.prefix, self: this.self, log: this.log, stopping: () => this.stopping, onChange: (list) => this.emit('change', list) });
+    this.outage = new OutageState(this.clock, this.log, () => this.records.count, (stale) => this.emit('stale', stale));
+    this.pauses = new WakeablePause(this.clock);
   }
 
   get stale(): boolean {
-    return this.isStale;
+    return this.outage.stale;
   }
 
   /** The lease self is registered under, if any (diagnostics, tests). */
@@ -92,7 +95,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
   }
 
   members(): Member[] {
-    return this.list.map((m) => ({ ...m }));
+    return this.records.members();
   }
 
   /** Resolves once self is registered (if given) and the list was read; the loop then keeps running. */
@@ -147,7 +150,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
       // grant) is fixed at once rather than at the next renewal, unless we are backing off.
       const urgent = !!this.self && this.leaseId !== undefined && !this.registered && this.schedule.failures === 0;
       if (wait > 0 && !urgent) {
-        await this.pause(wait);
+        await this.pauses.pause(wait);
         continue; // re-decide: time passed, the lease may have expired, a watch may have broken
       }
       await this.round(step.action);
@@ -185,7 +188,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
         this.emit('registered', this.leaseId);
       }
       if (this.needsResync) await this.resync();
-      this.setStale(false);
+      this.outage.set(false);
       this.synced = true;
     } catch (err) {
       if (this.stopping) return;
@@ -198,8 +201,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
       }
       this.schedule.failed();
       this.needsResync = true;
-      if (this.isStale) this.log.debug({ err: errorText(err), failures: this.schedule.failures }, 'etcd still unreachable');
-      this.setStale(true, err);
+      if (this.outage.stale) this.log.debug({ err: errorText(err), failures: this.schedule.failures }, 'etcd still unreachable');
+      this.outage.set(true, err);
     }
   }
 
@@ -208,26 +211,14 @@ export class EtcdMembership extends EventEmitter implements Membership {
     this.watch?.close();
     this.watch = undefined;
     const res = await this.client.kv.range(this.prefixRange());
-    const members = new Map<string, Member>();
-    for (const kv of res.kvs) {
-      const member = this.decode(kv.key, kv.value);
-      if (member) members.set(member.id, member);
-    }
-    this.byId = members;
-    this.publish();
+    this.records.replace(res.kvs);
     this.watch = await openWatch(this.client, {
       ...this.prefixRange(),
       startRevision: BigInt(res.header.revision) + 1n,
       timeoutMs: this.requestTimeoutMs,
-      onPut: (key, value) => {
-        const member = this.decode(key, value);
-        if (member) this.byId.set(member.id, member);
-        this.publish();
-      },
+      onPut: (key, value) => this.records.put(key, value),
       onDelete: (key) => {
-        const id = key.toString().slice(this.prefix.length);
-        this.byId.delete(id);
-        this.publish();
+        const id = this.records.delete(key);
         // Someone deleted our record while the lease lives: write it again next round.
         if (this.self && id === this.self.id && !this.stopping) {
           this.registered = false;
@@ -239,47 +230,11 @@ export class EtcdMembership extends EventEmitter implements Membership {
         this.log.debug({ err: errorText(err) }, 'etcd watch broke; will re-list');
         this.schedule.failed();
         this.needsResync = true;
-        this.setStale(true, err);
+        this.outage.set(true, err);
         this.wakeUp();
       },
     });
     this.needsResync = false;
-  }
-
-  private decode(key: Buffer, value: Buffer): Member | undefined {
-    const member = decodeMember(this.prefix, key, value);
-    if (!member) this.log.warn({ key: key.toString() }, 'ignoring a malformed member record');
-    return member;
-  }
-
-  /**
-   * A worker always counts itself: its record can be missing from etcd for a while (its lease
-   * expired under load and it is registering again, or etcd went away just then), but a worker
-   * that runs is alive, and without itself in the ring it would answer every read with 503.
-   */
-  private publish(): void {
-    const self = this.self && !this.stopping && !this.byId.has(this.self.id) ? [this.self] : [];
-    const next = sortMembers([...this.byId.values(), ...self]);
-    if (sameMembers(next, this.list)) return;
-    this.list = next;
-    this.emit('change', this.members());
-  }
-
-  /**
-   * One warning when etcd is lost (whichever notices first: a failed round or a broken watch),
-   * one info line when it answers again; retries in between log at debug only.
-   */
-  private setStale(stale: boolean, err?: unknown): void {
-    if (stale === this.isStale) return;
-    this.isStale = stale;
-    if (stale) {
-      this.staleSince = this.clock.now();
-      this.log.warn({ err: errorText(err), members: this.list.length }, 'etcd unreachable; keeping the last known members, reads go on');
-    } else {
-      const outageMs = this.clock.now() - this.staleSince;
-      this.log.info({ members: this.list.length, outageMs }, 'etcd reachable again; members re-read');
-    }
-    this.emit('stale', stale);
   }
 
   private leaseLost(reason: 'expired' | 'revoked'): void {
@@ -294,29 +249,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
     return { key: range.start, range_end: range.end };
   }
 
-  /** Waits `ms`, or less if woken. A wake-up that came while not waiting is not lost. */
-  private async pause(ms: number): Promise<void> {
-    if (this.wakeRequested) {
-      this.wakeRequested = false;
-      return;
-    }
-    const controller = new AbortController();
-    this.pausing = controller;
-    const woken = new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }));
-    // The race also covers clocks whose sleep ignores the signal (ManualClock).
-    await Promise.race([this.clock.sleep(ms, controller.signal).catch(() => undefined), woken]);
-    this.pausing = undefined;
-    this.wakeRequested = false;
-  }
-
+  /** Cuts the loop's current wait short (watch broke, record deleted, stop). */
   private wakeUp(): void {
-    if (this.pausing) this.pausing.abort();
-    else this.wakeRequested = true;
+    this.pauses.wakeUp();
   }
-}
-
-/** The message of an etcd/gRPC error, without its stack and metadata objects (one log line). */
-function errorText(err: unknown): string | undefined {
-  if (err === undefined) return undefined;
-  return err instanceof Error ? err.message : String(err);
 }

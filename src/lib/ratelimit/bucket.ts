@@ -1,5 +1,6 @@
 import { systemClock, type Clock } from '../../core/clock.js';
-import { abortError, FanoutError } from '../../core/errors.js';
+import { FanoutError } from '../../core/errors.js';
+import { admit, cancelled, refusal, waitForBytes, WakeTimer, type Waiter } from './waiters.js';
 
 export interface TokenBucketOptions {
   /** Bytes per second; 0 means unlimited. */
@@ -10,14 +11,6 @@ export interface TokenBucketOptions {
    */
   burst?: number;
   clock?: Clock;
-}
-
-interface Waiter {
-  n: number;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
 }
 
 /**
@@ -40,10 +33,8 @@ export class TokenBucket {
   private tokens: number;
   private updatedAt: number;
   private readonly queue: Waiter[] = [];
-  /** Cancels the single pending timer when the queue or the rate changes. */
-  private timer: AbortController | undefined;
-  /** Bumped whenever a timer is replaced, so a stale wake-up does nothing. */
-  private timerGeneration = 0;
+  /** The single pending wake-up, replaced when the queue or the rate changes. */
+  private readonly timer: WakeTimer;
 
   constructor(opts: TokenBucketOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -53,6 +44,7 @@ export class TokenBucket {
     // Start full: the first reads after startup go at once, as after any idle period.
     this.tokens = this.burstBytes;
     this.updatedAt = this.clock.now();
+    this.timer = new WakeTimer(this.clock);
   }
 
   get rate(): number {
@@ -70,10 +62,8 @@ export class TokenBucket {
 
   /** Resolves once `n` bytes may pass; rejects with FanoutError ABORTED if `signal` aborts first. */
   take(n: number, signal?: AbortSignal): Promise<void> {
-    if (!Number.isFinite(n) || n < 0) {
-      return Promise.reject(new FanoutError('INVALID_ARGUMENT', `cannot take ${n} bytes`));
-    }
-    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const refused = refusal(n, signal);
+    if (refused) return refused;
     if (this.currentRate === 0 || n === 0) return Promise.resolve();
     this.refill();
     // Only skip the queue when nobody is queued: FIFO even if the newcomer would fit.
@@ -81,15 +71,15 @@ export class TokenBucket {
       this.tokens -= n;
       return Promise.resolve();
     }
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { n, resolve, reject, signal, onAbort: undefined };
-      if (signal) {
-        waiter.onAbort = () => this.cancel(waiter);
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
-      }
-      this.queue.push(waiter);
-      if (this.queue.length === 1) this.schedule();
-    });
+    return waitForBytes(
+      n,
+      signal,
+      (waiter) => {
+        this.queue.push(waiter);
+        if (this.queue.length === 1) this.schedule();
+      },
+      (waiter) => this.cancel(waiter),
+    );
   }
 
   /**
@@ -129,44 +119,27 @@ export class TokenBucket {
         this.tokens -= head.n;
       }
       this.queue.shift();
-      this.settle(head);
-      head.resolve();
+      admit(head);
     }
     this.schedule();
   }
 
   /** One timer at most, for the head of the queue: waiters behind it cannot go first anyway. */
   private schedule(): void {
-    this.timer?.abort();
-    this.timer = undefined;
-    const generation = ++this.timerGeneration;
+    this.timer.clear();
     const head = this.queue[0];
     if (!head || this.currentRate === 0) return;
     const need = Math.min(head.n, this.burstBytes) - this.tokens;
-    // Whole milliseconds, rounded up: waking a hair early would only schedule another timer.
-    const ms = Math.max(1, Math.ceil((need * 1000) / this.currentRate));
-    const controller = new AbortController();
-    this.timer = controller;
-    this.clock.sleep(ms, controller.signal).then(
-      () => {
-        if (generation === this.timerGeneration) this.pump();
-      },
-      () => undefined, // aborted: a newer schedule() owns the timer now
-    );
+    this.timer.set((need * 1000) / this.currentRate, () => this.pump());
   }
 
   private cancel(waiter: Waiter): void {
     const index = this.queue.indexOf(waiter);
     if (index < 0) return;
     this.queue.splice(index, 1);
-    this.settle(waiter);
-    waiter.reject(abortError(waiter.signal));
+    cancelled(waiter);
     // The head left: the next one may fit already, or needs a different timer.
     if (index === 0) this.pump();
-  }
-
-  private settle(waiter: Waiter): void {
-    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort);
   }
 }
 

@@ -22,8 +22,19 @@ export type Outcome =
 /** Bodies larger than this are cut off (and counted as cut); data responses here are a few MiB at most. */
 const MAX_READ = 8 * 1024 * 1024;
 
+/**
+ * Idle kept-alive sockets are closed by this client well before the servers' keepAliveTimeout
+ * (30 s, src/lib/http/connections.ts) closes them: a request written on a socket the server is
+ * closing at that instant gets "socket hang up" (ECONNRESET) with no answer. node's Agent applies
+ * the server's `Keep-Alive: timeout=` hint only when it has a timeout of its own, and then the
+ * same value, so the race stays open without this.
+ */
+const IDLE_SOCKET_MS = 5_000;
+/** Attempts of a request whose kept-alive socket was reset before any answer (see send()). */
+const MAX_ATTEMPTS = 3;
+
 export class Sender {
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 16, timeout: IDLE_SOCKET_MS });
   /** Requests that got an HTTP answer (the number a run reports). */
   answered = 0;
 
@@ -32,7 +43,7 @@ export class Sender {
     private readonly deadlineMs = 15_000,
   ) {}
 
-  send(req: RawRequest, retried = false): Promise<Outcome> {
+  send(req: RawRequest, attempt = 1): Promise<Outcome> {
     const { hostname, port } = new URL(this.base);
     return new Promise<Outcome>((resolve) => {
       let settled = false;
@@ -71,15 +82,17 @@ export class Sender {
       }
       client.on('error', (err) => {
         // A kept-alive connection the server closed just as this request went out on it: what
-        // every HTTP client retries once (node's docs: check reusedSocket). A fresh connection
-        // that fails is still a failure.
-        if (!settled && !retried && client!.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+        // every HTTP client retries (node's docs: check reusedSocket). Several pooled sockets can
+        // be closed at once (they idled together), so the retry may land on another: a few
+        // attempts, each on a reused socket. A fresh connection that fails is still a failure.
+        const reused = client!.reusedSocket;
+        if (!settled && attempt < MAX_ATTEMPTS && reused && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
           settled = true;
           clearTimeout(timer);
-          resolve(this.send(req, true));
+          resolve(this.send(req, attempt + 1));
           return;
         }
-        finish({ kind: 'network', message: err.message });
+        finish({ kind: 'network', message: `${err.message} (${reused ? 'kept-alive' : 'new'} connection, attempt ${attempt})` });
       });
       client.on('response', (res) => {
         const chunks: Buffer[] = [];
