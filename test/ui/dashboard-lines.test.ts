@@ -72,7 +72,7 @@ describe('the dashboard with a line and two datacenters, in a headless browser',
     await rm(root, { recursive: true, force: true });
   });
 
-  test("a mount's chart names its line, the line's rate and the shares its members lease now, as /v1/status says", async () => {
+  test("a mount's chart names its line, the line's rate and the shares its members lease now, as /v1/status says; the line has its own chart", async () => {
     await page.goto(`${workers[0]!.url}/ui`);
     const label = page.locator('[data-chart="source:data"] .line');
     let leased = 0;
@@ -95,6 +95,12 @@ describe('the dashboard with a line and two datacenters, in a headless browser',
     assert.ok(leased <= LINE_RATE, `leased ${leased} of ${LINE_RATE}`);
     // The mount's source rate is charted live, as for a mount without a line.
     await waitFor('a source chart with a line', async () => (await page.locator('[data-chart="source:data"] polyline').count()) > 0, PAGE_WAIT_MS);
+    // The line has a chart of its own: bytes/s across it against its rate, naming its mounts.
+    const lineChart = page.locator('[data-chart="line:wan"]');
+    await waitFor('the line chart', async () => (await lineChart.locator('polyline').count()) > 0, PAGE_WAIT_MS);
+    assert.equal(await lineChart.locator('.title strong').textContent(), 'line wan');
+    assert.equal(await lineChart.locator('.limit').getAttribute('data-value'), String(LINE_RATE));
+    assert.equal(await lineChart.locator('.line').textContent(), 'mounts: /data');
     assert.deepEqual(consoleErrors, []);
   });
 

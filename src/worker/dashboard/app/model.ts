@@ -130,6 +130,29 @@ export class ClusterModel {
     return this.series((s) => (s.source[mount] ?? 0) / seconds(s));
   }
 
+  /**
+   * The named lines the members that are up cross, with their rate and mounts. A mount's implicit
+   * line (`mount:NAME`, from its own `sourceRate`) is left out: its mount's chart already shows it.
+   */
+  namedLines(): { name: string; rate: number; mounts: string[] }[] {
+    const lines = new Map<string, { name: string; rate: number; mounts: Set<string> }>();
+    for (const m of this.members.values()) {
+      if (m.health !== 'up' || !m.status) continue;
+      for (const l of m.status.lines ?? []) {
+        if (l.line.startsWith('mount:')) continue;
+        const line = lines.get(l.line) ?? { name: l.line, rate: l.rate, mounts: new Set<string>() };
+        for (const mount of l.mounts) line.mounts.add(mount);
+        lines.set(l.line, line);
+      }
+    }
+    return [...lines.values()].sort((a, b) => (a.name < b.name ? -1 : 1)).map((l) => ({ name: l.name, rate: l.rate, mounts: [...l.mounts].sort() }));
+  }
+
+  /** Bytes/s read across a line: the source reads of every mount on it, summed over the cluster. */
+  lineSeries(mounts: string[]): Point[] {
+    return this.series((s) => mounts.reduce((sum, mount) => sum + (s.source[mount] ?? 0), 0) / seconds(s));
+  }
+
   /** Page bytes/s sent to readers across the cluster. */
   servedSeries(): Point[] {
     return this.series((s) => s.served / seconds(s));

@@ -13,13 +13,17 @@ interface ChartBox {
   svg: SVGSVGElement;
 }
 
-/** One chart per mount (source bytes/s against the budget), and one of bytes served. */
+/**
+ * One chart per mount (source bytes/s against the budget), one per named line (bytes/s across it
+ * against its rate), and one of bytes served.
+ */
 export class MountsView {
   private readonly charts = new Map<string, ChartBox>();
 
   render(model: ClusterModel, now: number, intervalMs: number): void {
     const container = byId('mounts');
-    const wanted = [...model.mounts.map((m) => `source:${m}`), 'served'];
+    const lines = model.namedLines();
+    const wanted = [...model.mounts.map((m) => `source:${m}`), ...lines.map((l) => `line:${l.name}`), 'served'];
     for (const key of wanted) {
       if (!this.charts.has(key)) {
         const box = this.makeBox(key);
@@ -43,6 +47,11 @@ export class MountsView {
         : '';
       box.line.dataset.line = line?.name ?? '';
     }
+    for (const line of lines) {
+      const box = this.charts.get(`line:${line.name}`)!;
+      box.line.textContent = `mounts: ${line.mounts.map((m) => `/${m}`).join(', ')}`;
+      this.draw(box, model.lineSeries(line.mounts), line.rate, now, intervalMs);
+    }
     this.draw(this.charts.get('served')!, model.servedSeries(), undefined, now, intervalMs);
   }
 
@@ -59,7 +68,7 @@ export class MountsView {
   }
 
   private makeBox(key: string): ChartBox {
-    const title = key === 'served' ? 'served to readers' : `/${key.slice('source:'.length)} source`;
+    const title = key === 'served' ? 'served to readers' : key.startsWith('line:') ? `line ${key.slice('line:'.length)}` : `/${key.slice('source:'.length)} source`;
     const now = el('span', { className: 'now' });
     const limit = el('span', { className: 'limit muted' });
     const line = el('span', { className: 'line muted' });
