@@ -21,6 +21,10 @@ if [ "$(id -u)" -ne 0 ] || [ "${FANOUT_SYSTEM_DEPS:-}" = skip ] || [ ! -x /usr/b
 fi
 echo "fanout: installing awscli $VERSION (SigV2 presign tests) in $DIR" >&2
 rm -rf "$DIR"
-/usr/bin/python3 -m venv "$DIR"
-"$DIR/bin/pip" install -q --disable-pip-version-check "awscli==$VERSION"
-is_v1 "$DIR/bin/aws"
+# A machine whose package index has no awscli (no PyPI mirror) must not fail the whole install:
+# say so and go on; the gateway test then names what is missing.
+if ! { /usr/bin/python3 -m venv "$DIR" && "$DIR/bin/pip" install -q --disable-pip-version-check "awscli==$VERSION" && is_v1 "$DIR/bin/aws"; }; then
+  rm -rf "$DIR"
+  echo "fanout: could not install awscli $VERSION with pip; the SigV2 presign tests need an awscli v1 on PATH" >&2
+fi
+exit 0
