@@ -8,7 +8,7 @@
 // over a bare `node` (docs/benchmarks.md). The bundle sits as deep under the package root as
 // dist/src/lib/checksum, so paths the modules derive from their own URL stay right.
 // Run after `tsc` (npm run build does both).
-import { statSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { statSync, writeFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,12 +26,15 @@ try {
 }
 
 mkdirSync(outdir, { recursive: true });
-const shim = join(outdir, 'import-meta-url.js');
+// Written under temporary names and renamed: a `fanout cat` started while the bundle is rebuilt
+// (tests run beside each other) sees the old files or the new ones, never half of one.
+const tmp = `.tmp-${process.pid}`;
+const shim = join(outdir, `import-meta-url${tmp}.js`);
 // CommonJS has no import.meta: every module's import.meta.url becomes the bundle's own URL.
 writeFileSync(shim, "export const importMetaUrl = require('node:url').pathToFileURL(__filename).href;\n");
 const result = await esbuild.build({
   entryPoints: [entry],
-  outfile: join(outdir, 'quick.cjs'),
+  outfile: join(outdir, `quick.cjs${tmp}`),
   bundle: true,
   platform: 'node',
   format: 'cjs',
@@ -50,5 +53,7 @@ const inputs = Object.keys(result.metafile.inputs)
     const info = statSync(path);
     return { path: relative(root, path), size: info.size, mtimeMs: info.mtimeMs };
   });
-writeFileSync(join(outdir, 'inputs.json'), JSON.stringify({ inputs }) + '\n');
+renameSync(join(outdir, `quick.cjs${tmp}`), join(outdir, 'quick.cjs'));
+writeFileSync(join(outdir, `inputs.json${tmp}`), JSON.stringify({ inputs }) + '\n');
+renameSync(join(outdir, `inputs.json${tmp}`), join(outdir, 'inputs.json'));
 process.stdout.write(`build-cli-bundle: ${inputs.length} modules in ${relative(root, join(outdir, 'quick.cjs'))}\n`);
