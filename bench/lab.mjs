@@ -218,6 +218,7 @@ async function main() {
       for (let i = 0; i < W; i++) await waitHttp(workerHost(i), `${members[i].url}/healthz`);
       const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url, ...(opt.hedge ? ['--hedge', opt.hedge] : [])];
       rows.fanoutCold = await pullAll('fanout, cold', cp);
+      rows.coldMetrics = coldMetrics(members);
       rows.fanoutWarm = await pullAll('fanout, warm', cp);
       rows.workerPeakRssMiB = Math.max(
         ...workers.map((w) => {
@@ -236,6 +237,32 @@ async function main() {
     await rm(work, { recursive: true, force: true });
     await rm(clientsDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Where the cold phase's source reads came from, per worker: page source reads, relays that read
+ * the source because they took the owner for down (each a second read of its page), peer bytes.
+ */
+function coldMetrics(members) {
+  const want = ['fanout_source_reads_total', 'fanout_relay_source_reads_total', 'fanout_peer_bytes_total', 'fanout_page_misses_total'];
+  const rows = members.map((m, i) => {
+    let text = '';
+    try {
+      text = sh(netlab, ['exec', workerHost(i), 'curl', '-s', '--max-time', '10', `${m.url}/metrics`]);
+    } catch {
+      return { id: m.id };
+    }
+    const row = { id: m.id };
+    for (const name of want) {
+      row[name.replace(/^fanout_|_total$/g, '')] = text
+        .split('\n')
+        .filter((l) => l.startsWith(name))
+        .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+    }
+    return row;
+  });
+  console.log(`  cold phase, per worker: ${rows.map((r) => `${r.id} source reads ${r.source_reads}, relay source reads ${r.relay_source_reads}, peer MiB ${((r.peer_bytes ?? 0) / 2 ** 20).toFixed(0)}`).join('; ')}`);
+  return rows;
 }
 
 function report(results) {

@@ -48,6 +48,8 @@ export interface FlowOptions {
  */
 /** What a flow whose response finished reports if written to again. */
 const CLOSED = new FanoutError('ABORTED', 'response already finished');
+/** Why a wait's idle timer is stopped (it got its progress): never shown to anyone. */
+const SETTLED = new Error('settled');
 
 export class ResponseFlow {
   private readonly waiters = new Set<{ resolve: () => void; reject: (err: FanoutError) => void }>();
@@ -158,9 +160,11 @@ export class ResponseFlow {
       () => {},
     );
     return new Promise((resolve, reject) => {
+      // A constant reason: abort() without one builds a DOMException with its stack per wait
+      // (3% of a worker's CPU, and garbage, in the cold lab's profile).
       const waiter = {
-        resolve: () => (stop.abort(), resolve()),
-        reject: (err: FanoutError) => (stop.abort(), reject(err)),
+        resolve: () => (stop.abort(SETTLED), resolve()),
+        reject: (err: FanoutError) => (stop.abort(SETTLED), reject(err)),
       };
       this.waiters.add(waiter);
     });

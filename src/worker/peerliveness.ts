@@ -181,10 +181,12 @@ export class PeerLiveness {
         lastProgress = this.clock.now();
         this.heardFrom(member);
       },
-      stop: () => stopped.abort(),
+      stop: () => stopped.abort(STOPPED),
     };
   }
 }
 
 /** Checks whose deadline fired late (this process starved) that may be ignored in one round before giving up anyway. */
 const LATE_CHECKS_MAX = 3;
+/** Why a watch's loop ends (its relay ended): a constant, not a DOMException with a stack per relay. */
+const STOPPED = new Error('relay ended');
