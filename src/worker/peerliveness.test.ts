@@ -174,3 +174,26 @@ test("a check whose deadline fired late (this worker's own loop starved) is not 
   assert.equal(liveness.isKnownDead(owner), false);
   watch.stop();
 });
+
+test('many quiet relays from one owner share one health check at a time', async () => {
+  const clock = new ManualClock();
+  let probes = 0;
+  let inFlight = 0;
+  let most = 0;
+  const liveness = new PeerLiveness(
+    () => {
+      probes++;
+      most = Math.max(most, ++inFlight);
+      return clock.sleep(100).then(() => (inFlight--, true));
+    },
+    { clock, quietMs: 1000 },
+  );
+  const watches = Array.from({ length: 20 }, () => liveness.watch(owner, new AbortController().signal));
+  await clock.advance(1000);
+  await clock.advance(100);
+  await tick();
+  assert.equal(most, 1, 'never two checks of one owner at once');
+  assert.equal(probes, 1, 'one check answered every relay');
+  assert.ok(watches.every((w) => !w.signal.aborted));
+  for (const w of watches) w.stop();
+});

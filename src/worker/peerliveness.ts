@@ -53,6 +53,8 @@ export class PeerLiveness {
   private readonly heard = new Map<string, number>();
   /** Each peer's recent health-check answer time, biased to the slow ones (rises at once, decays slowly). */
   private readonly answerMs = new Map<string, number>();
+  /** The health check of each peer in flight, shared by every relay from it. */
+  private readonly checking = new Map<string, Promise<'alive' | 'missed' | 'late'>>();
   private readonly quietMs: number;
   private readonly recheckMs: number;
   private readonly signal: AbortSignal | undefined;
@@ -101,7 +103,19 @@ export class PeerLiveness {
    * One health check. Returns 'alive', 'missed', or 'late': no answer, but the deadline fired
    * long after it was due (this process was starved, so the owner may have answered unread).
    */
-  private async check(member: Member): Promise<'alive' | 'missed' | 'late'> {
+  private check(member: Member): Promise<'alive' | 'missed' | 'late'> {
+    // One check at a time per peer, whatever the number of relays from it: each relay probing on
+    // its own queued 20 probes behind the probe client's two connections to a busy owner, so the
+    // later ones missed their deadline and a live owner was taken for dead.
+    let running = this.checking.get(member.id);
+    if (!running) {
+      running = this.checkOnce(member).finally(() => this.checking.delete(member.id));
+      this.checking.set(member.id, running);
+    }
+    return running;
+  }
+
+  private async checkOnce(member: Member): Promise<'alive' | 'missed' | 'late'> {
     const deadline = this.deadlineFor(member);
     const started = this.clock.now();
     const ok = await this.probe(member, deadline).catch(() => false);
