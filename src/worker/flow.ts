@@ -48,12 +48,15 @@ export interface FlowOptions {
  */
 /** What a flow whose response finished reports if written to again. */
 const CLOSED = new FanoutError('ABORTED', 'response already finished');
-/** Why a wait's idle timer is stopped (it got its progress): never shown to anyone. */
+/** Why a flow's idle timer is stopped (its response closed): never shown to anyone. */
 const SETTLED = new Error('settled');
 
 export class ResponseFlow {
   private readonly waiters = new Set<{ resolve: () => void; reject: (err: FanoutError) => void }>();
-  private idleRound = 0;
+  /** When the current wait began, or the client last took bytes (the idle deadline counts from there). */
+  private idleSince = 0;
+  /** The idle timer while it runs (see armWatchdog). */
+  private watchdog: AbortController | undefined;
   private closed: FanoutError | undefined;
   /** Unpins of shared writes not yet reported done (see writeShared). */
   private readonly pinned = new Set<() => void>();
@@ -68,6 +71,7 @@ export class ResponseFlow {
       // whose callback never comes must not keep its buffer from being reused.
       for (const unpin of this.pinned) unpin();
       this.pinned.clear();
+      this.watchdog?.abort(SETTLED);
       if (res.writableFinished && this.waiters.size === 0) this.closed ??= CLOSED;
       else this.fail(new FanoutError('ABORTED', 'client went away'));
     });
@@ -147,31 +151,40 @@ export class ResponseFlow {
 
   private nextProgress(): Promise<void> {
     if (this.closed) return Promise.reject(this.closed);
-    const round = ++this.idleRound;
-    const stop = new AbortController();
-    this.options.clock.sleep(this.options.idleMs, stop.signal).then(
-      () => {
-        if (round === this.idleRound && this.waiters.size > 0) {
+    if (this.waiters.size === 0) this.idleSince = this.options.clock.now();
+    this.armWatchdog();
+    return new Promise((resolve, reject) => this.waiters.add({ resolve, reject }));
+  }
+
+  /**
+   * One idle timer per flow, not one (with its AbortController) per wait: a cold page's waiters
+   * wait for room after nearly every write, and those made 3% of a worker's CPU in the cold lab.
+   * It wakes every idleMs at most while someone waits, and cuts the client once nothing was
+   * taken for idleMs since the wait began or the last progress.
+   */
+  private armWatchdog(): void {
+    if (this.watchdog) return;
+    const stop = (this.watchdog = new AbortController());
+    void (async () => {
+      let wait = this.options.idleMs;
+      while (!stop.signal.aborted) {
+        await this.options.clock.sleep(wait, stop.signal).catch(() => {});
+        if (stop.signal.aborted || this.closed || this.waiters.size === 0) break;
+        const idle = this.options.clock.now() - this.idleSince;
+        if (idle >= this.options.idleMs) {
           const err = new FanoutError('ABORTED', `client took no bytes for ${this.options.idleMs} ms`);
           this.res.destroy();
           this.fail(err);
+          break;
         }
-      },
-      () => {},
-    );
-    return new Promise((resolve, reject) => {
-      // A constant reason: abort() without one builds a DOMException with its stack per wait
-      // (3% of a worker's CPU, and garbage, in the cold lab's profile).
-      const waiter = {
-        resolve: () => (stop.abort(SETTLED), resolve()),
-        reject: (err: FanoutError) => (stop.abort(SETTLED), reject(err)),
-      };
-      this.waiters.add(waiter);
-    });
+        wait = this.options.idleMs - idle;
+      }
+      if (this.watchdog === stop) this.watchdog = undefined;
+    })();
   }
 
   private progress(): void {
-    this.idleRound++;
+    this.idleSince = this.options.clock.now();
     for (const waiter of this.waiters) waiter.resolve();
     this.waiters.clear();
   }
