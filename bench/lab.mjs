@@ -11,10 +11,11 @@
 // Experiments (one thing at a time, to separate what a cold read costs): [--only fanout] skips
 // the direct and nginx scenarios; [--hedge auto|off|MS] is the clients' hedge; [--scrub RATE|off]
 // and [--fills-per-mount N] set the workers' scrub rate and limits.fillsPerMount (defaults: the
-// product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof).
+// product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof);
+// [--worker-logs DIR] keeps each worker's log there (warnings: owners taken for down, failed reads).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, openSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { benchArgs, bin, median, parseSize, root, writeRandomFile } from './common.mjs';
@@ -22,7 +23,7 @@ import { HashRing } from '../dist/src/lib/hashring/index.js';
 
 const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
-const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'cpu-prof': '' });
+const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'cpu-prof': '', 'worker-logs': '' });
 const SIZE = parseSize(opt.size);
 const N = Number(opt.clients);
 const W = Number(opt.workers);
@@ -211,13 +212,15 @@ async function main() {
         };
         await writeFile(join(dir, 'worker.yaml'), JSON.stringify(config));
         const prof = opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', opt['cpu-prof'], '--cpu-prof-name', `worker${i + 1}.cpuprofile`] : [];
-        const proc = inHost(workerHost(i), 'node', [...prof, bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', 'ignore', 'ignore'] });
+        const log = opt['worker-logs'] ? openSync(join(opt['worker-logs'], `worker${i + 1}.log`), 'w') : 'ignore';
+        const proc = inHost(workerHost(i), 'node', [...prof, bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', log, log] });
         workers.push(proc);
         procs.push(proc);
       }
       for (let i = 0; i < W; i++) await waitHttp(workerHost(i), `${members[i].url}/healthz`);
       const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url, ...(opt.hedge ? ['--hedge', opt.hedge] : [])];
       rows.fanoutCold = await pullAll('fanout, cold', cp);
+      rows.coldMetrics = coldMetrics(members);
       rows.fanoutWarm = await pullAll('fanout, warm', cp);
       rows.workerPeakRssMiB = Math.max(
         ...workers.map((w) => {
@@ -236,6 +239,37 @@ async function main() {
     await rm(work, { recursive: true, force: true });
     await rm(clientsDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Where the cold phase's source reads came from, per worker: page source reads, relays that read
+ * the source because they took the owner for down (each a second read of its page), peer bytes.
+ */
+function coldMetrics(members) {
+  const want = ['fanout_source_reads_total', 'fanout_relay_source_reads_total', 'fanout_peer_bytes_total', 'fanout_page_misses_total'];
+  const rows = members.map((m, i) => {
+    let text = '';
+    try {
+      text = sh(netlab, ['exec', workerHost(i), 'curl', '-s', '--max-time', '10', `${m.url}/metrics`]);
+    } catch {
+      return { id: m.id };
+    }
+    const row = { id: m.id };
+    for (const name of want) {
+      row[name.replace(/^fanout_|_total$/g, '')] = text
+        .split('\n')
+        .filter((l) => l.startsWith(name))
+        .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+    }
+    row.relayReasons = text
+      .split('\n')
+      .filter((l) => l.startsWith('fanout_relay_source_reads_total{'))
+      .map((l) => `${/reason="([^"]+)"/.exec(l)?.[1]}=${l.split(' ').pop()}`)
+      .join(',');
+    return row;
+  });
+  console.log(`  cold phase, per worker: ${rows.map((r) => `${r.id} source reads ${r.source_reads}, relay source reads ${r.relay_source_reads}${r.relayReasons ? ` (${r.relayReasons})` : ''}, peer MiB ${((r.peer_bytes ?? 0) / 2 ** 20).toFixed(0)}`).join('; ')}`);
+  return rows;
 }
 
 function report(results) {

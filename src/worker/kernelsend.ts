@@ -39,3 +39,33 @@ export async function sendPageFile(res: ServerResponse, page: PageFile, idleMs: 
   }
   res.end();
 }
+
+/**
+ * Whether the rest of a chunked response (a fill streamed to a waiter, headers long gone) can be
+ * finished from the page file by the kernel: a plain TCP connection writing this response, with
+ * chunked framing (which lets the rest go as one chunk whose size line we write ourselves).
+ */
+export function kernelCanFinishChunked(res: ServerResponse): boolean {
+  const socket = res.socket as Socket | null;
+  return !!socket && res.req?.method !== 'HEAD' && res.headersSent && res.chunkedEncoding && !res.writableEnded && kernelCanSend(socket);
+}
+
+/**
+ * Sends `page[from, size)` as one chunk of `res`'s chunked body by sendfile(2): the chunk's size
+ * line goes after whatever Node queued, the bytes from the file once that is with the kernel, then
+ * the chunk's end; the caller then ends the response (its trailer) through Node as usual. A send
+ * that fails part-way destroys the connection: the reader sees a cut body, never a wrong one.
+ */
+export async function sendPageFileChunk(res: ServerResponse, page: PageFile, from: number, idleMs: number): Promise<void> {
+  const socket = res.socket as Socket;
+  const length = page.size - from;
+  if (length <= 0) return;
+  try {
+    socket.write(`${length.toString(16)}\r\n`);
+    await sendFileTo(socket, page.fd, from, length, { idleMs });
+    socket.write('\r\n');
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}

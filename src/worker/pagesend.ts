@@ -3,9 +3,9 @@ import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers } from '../lib/cluster/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
-import type { PageFill, Semaphore } from '../lib/transfer/index.js';
+import { PageFill, type Semaphore } from '../lib/transfer/index.js';
 import type { ResponseFlow } from './flow.js';
-import { sendPageFile } from './kernelsend.js';
+import { kernelCanFinishChunked, sendPageFile, sendPageFileChunk } from './kernelsend.js';
 
 /**
  * The sending half of the page service: a stored page (by the kernel or from a verified buffer)
@@ -26,6 +26,13 @@ export interface PageSendDeps {
  * a client reading a page in under a second never pays that, a slow one holds only its queue.
  */
 export const PAGE_HOLD_MS = 1000;
+
+/**
+ * Past this many bytes of finished fills' buffers kept alive only by slow sockets (views queued
+ * on them), new writes to waiters are copies again: 50 clients that stop reading keep at most
+ * this much (plus one buffer per client being written when it crossed the bound).
+ */
+export const ORPHANED_FILL_BYTES = 32 * 1024 * 1024;
 
 /**
  * Sends a stored page from byte `from` on. The verified page is held (with a response slot)
@@ -106,9 +113,10 @@ export async function sendStoredByKernel(deps: PageSendDeps, res: ServerResponse
 }
 
 /**
- * Streams a fill to one reader as it arrives; the checksum follows the body as a trailer. A
- * reader slower than the fill continues from the store once the page is there, so it does
- * not keep the fill's buffer. A reader that leaves may cancel the fill (PageFill.leave). A
+ * Streams a fill to one reader as it arrives; the checksum follows the body as a trailer. Every
+ * waiter is written the fill's own buffer (views, no copy per waiter). A reader more than
+ * PAGE_HOLD_MS behind a finished fill continues from the store, so it does not keep the fill's
+ * buffer. A reader that leaves may cancel the fill (PageFill.leave). A
  * fill that fails after the headers left ends the body early with the failure's code as a
  * trailer instead of a cut connection, so the reader can tell a broken source from a dead worker.
  */
@@ -136,19 +144,30 @@ export async function streamFill(deps: PageSendDeps, res: ServerResponse, key: s
     res.writeHead(200, { 'content-type': 'application/octet-stream', ...(bodiless ? {} : { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` }), 'x-fanout-cache': 'miss' });
   };
   const trailer = () => bodiless || res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) });
+  // Views of the fill's buffer go to the socket as they are (one buffer for every waiter, no
+  // copy per waiter), unless slow clients already keep too many finished fills' buffers alive.
+  const pin = () => fill.pin();
+  let doneSeenAt: number | undefined;
   try {
     for await (const view of fill.chunks(signal)) {
       head();
       const viewEnd = offset + view.length;
       let at = 0;
       while (at < view.length) {
-        at = flow.write(view, at, view.length);
+        at = PageFill.orphanedBytes < ORPHANED_FILL_BYTES ? flow.writeShared(view, at, view.length, pin) : flow.write(view, at, view.length);
         if (at === view.length) break;
-        if (fill.done && store.has(key)) {
-          // The page is stored: finish from there and let the fill's buffer go.
+        if (fill.done) doneSeenAt ??= flow.now();
+        if (doneSeenAt !== undefined && flow.now() - doneSeenAt >= PAGE_HOLD_MS && store.has(key)) {
+          // A client slower than the fill by more than PAGE_HOLD_MS: finish from the store
+          // (which lends its page only while the client takes bytes) and let the fill's buffer go.
           metrics.bytesServed.inc(offset + at);
           letGo();
           leave();
+          if (kernelCanFinishChunked(res) && (await finishByKernel(deps, res, key, offset + at, signal))) {
+            trailer();
+            res.end();
+            return;
+          }
           await sendStored(deps, res, key, flow, signal, offset + at, undefined, trailer);
           return;
         }
@@ -168,6 +187,28 @@ export async function streamFill(deps: PageSendDeps, res: ServerResponse, key: s
   } finally {
     leave();
     letGo();
+  }
+}
+
+/**
+ * The rest of a fill's page, from `from`, sent from the stored page file by the kernel as one
+ * chunk (no page buffer held while a slow client takes it). False if the page left the store.
+ */
+async function finishByKernel(deps: PageSendDeps, res: ServerResponse, key: string, from: number, signal: AbortSignal): Promise<boolean> {
+  const releaseSlot = await deps.responseSlots.acquire(signal);
+  let page;
+  try {
+    page = await deps.store.openForSend(key);
+  } finally {
+    releaseSlot();
+  }
+  if (!page) return false;
+  try {
+    deps.metrics.bytesServed.inc(page.size - from);
+    await sendPageFileChunk(res, page, from, deps.clientIdle);
+    return true;
+  } finally {
+    await page.close();
   }
 }
 

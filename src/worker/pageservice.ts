@@ -69,6 +69,8 @@ export class PageService {
    */
   readonly responseSlots: Semaphore;
   private readonly fillMemory: ByteBudget;
+  /** Page buffers of relays from owners, apart from fillMemory (see holdingRelaySlot). */
+  private readonly relayMemory = new ByteBudget(RELAY_MEMORY);
   /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
   private readonly liveness: PeerLiveness;
   /** What the senders of stored pages and fills need (pagesend.ts). */
@@ -92,7 +94,7 @@ export class PageService {
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
     this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4)));
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
-    this.liveness = new PeerLiveness((member) => deps.peers.probe(member, 2000), { signal: deps.signal });
+    this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal });
   }
 
   /** A writer for one response that holds at most RESPONSE_ALLOWANCE of its client's bytes. */
@@ -175,9 +177,9 @@ export class PageService {
       key,
       length,
       (abandoned) =>
-        this.holdingFillSlot(ref.mount, length, abandoned, (signal) =>
-          fromPeer ? this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass) : this.sourceChunks(ref, start, length, signal, fillClass),
-        ),
+        fromPeer
+          ? this.holdingRelaySlot(length, abandoned, (signal) => this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass))
+          : this.holdingFillSlot(ref.mount, length, abandoned, (signal) => this.sourceChunks(ref, start, length, signal, fillClass)),
       async (done) => {
         if (!keep) return;
         try {
@@ -228,6 +230,22 @@ export class PageService {
     }
   }
 
+  /**
+   * Runs a relay from the page's owner under a memory slot of the relays' own: a relay reads no
+   * source here, so it neither takes a mount's fill slot nor queues behind this worker's own
+   * source fills (the owner bounds its source reads). If the owner is down, the relay reads the
+   * source under the mount's slot like any fill.
+   */
+  private async *holdingRelaySlot(length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    const signal = AbortSignal.any([this.deps.signal, abandoned]);
+    const release = await this.relayMemory.acquire(Math.max(length, 1), signal);
+    try {
+      yield* chunks(signal);
+    } finally {
+      release();
+    }
+  }
+
   private mountSlots(mount: string): ByteBudget {
     let slots = this.mountFills.get(mount);
     if (!slots) this.mountFills.set(mount, (slots = new ByteBudget(Math.max(1, this.deps.limits.fillsPerMount) * this.deps.pageSize)));
@@ -268,7 +286,7 @@ export class PageService {
     let received = 0;
     if (this.liveness.isKnownDead(owner)) {
       ownerDown();
-      yield* this.sourceChunks(ref, start, length, signal, fillClass);
+      yield* this.sourceFallback('owner_known_dead', ref, start, length, signal, fillClass);
       return;
     }
     const watch = this.liveness.watch(owner, signal);
@@ -288,7 +306,23 @@ export class PageService {
       watch.stop();
     }
     ownerDown();
-    yield* this.sourceChunks(ref, start + received, length - received, signal, fillClass);
+    yield* this.sourceFallback(watch.ownerDead ? 'owner_silent' : 'owner_unreachable', ref, start + received, length - received, signal, fillClass);
+  }
+
+  /**
+   * A relay reading the source itself because the owner is down: a second source read of the
+   * page in the cluster, so it must be rare, and it is counted. It takes the mount's fill slot,
+   * as any source read does.
+   */
+  private async *sourceFallback(reason: string, ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass }): AsyncGenerator<Buffer> {
+    this.deps.metrics.relaySourceReads.labels(reason).inc();
+    const { pageSize } = this.deps;
+    const releaseMount = await this.mountSlots(ref.mount).acquire(Math.max(length, Math.ceil(pageSize / SMALL_FILLS_PER_PAGE), 1), signal);
+    try {
+      yield* this.sourceChunks(ref, start, length, signal, fillClass);
+    } finally {
+      releaseMount();
+    }
   }
 }
 
@@ -297,5 +331,7 @@ export const FILLING_NOTICE_MS = 5_000;
 
 /** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
 const FILL_MEMORY = 96 * 1024 * 1024;
+/** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
+const RELAY_MEMORY = 64 * 1024 * 1024;
 /** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
 const SMALL_FILLS_PER_PAGE = 8;

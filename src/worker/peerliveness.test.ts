@@ -72,3 +72,128 @@ test("the caller's abort passes through and is not blamed on the owner", async (
   assert.equal(watch.ownerDead, false);
   watch.stop();
 });
+
+test('an owner delivering bytes on another relay is not checked, however long this relay waits', async () => {
+  const clock = new ManualClock();
+  let probes = 0;
+  const liveness = new PeerLiveness(async () => (probes++, false), { clock, quietMs: 1000 });
+  const queued = liveness.watch(owner, new AbortController().signal);
+  const flowing = liveness.watch(owner, new AbortController().signal);
+  for (let i = 0; i < 20; i++) {
+    await clock.advance(500);
+    flowing.progress();
+  }
+  await tick();
+  assert.equal(probes, 0, 'bytes from the owner on any relay say it is alive');
+  assert.equal(queued.signal.aborted, false);
+  assert.equal(liveness.isKnownDead(owner), false);
+  queued.stop();
+  flowing.stop();
+});
+
+test("a check's deadline follows the owner's recent answer time, within its bounds", async () => {
+  const clock = new ManualClock();
+  const deadlines: number[] = [];
+  let answerMs = 10;
+  const liveness = new PeerLiveness(
+    (_member, deadline) => {
+      deadlines.push(deadline);
+      return clock.sleep(answerMs).then(() => true);
+    },
+    { clock, quietMs: 1000, minDeadlineMs: 2000, maxDeadlineMs: 10_000 },
+  );
+  assert.equal(liveness.deadlineFor(owner), 2000, 'no answer seen yet: the floor');
+  const watch = liveness.watch(owner, new AbortController().signal);
+  await clock.advance(1000); // quiet: first check, answered in 10 ms
+  await clock.advance(10);
+  assert.equal(liveness.deadlineFor(owner), 2000, 'a fast owner keeps the floor');
+  answerMs = 1500;
+  await clock.advance(1000); // next check answered in 1.5 s
+  await clock.advance(1500);
+  assert.equal(liveness.deadlineFor(owner), 6000, 'four times the slow answer');
+  answerMs = 5000;
+  await clock.advance(1000);
+  await clock.advance(5000);
+  assert.equal(liveness.deadlineFor(owner), 10_000, 'capped');
+  assert.deepEqual(deadlines.slice(0, 3), [2000, 2000, 6000]);
+  assert.equal(watch.signal.aborted, false);
+  watch.stop();
+});
+
+test('an owner that answered slowly lately must miss more checks before it is given up', async () => {
+  const clock = new ManualClock();
+  let mode: 'slow' | 'silent' = 'slow';
+  let probes = 0;
+  const liveness = new PeerLiveness(
+    (_member, deadline) => {
+      probes++;
+      return mode === 'slow' ? clock.sleep(600).then(() => true) : clock.sleep(deadline).then(() => false);
+    },
+    { clock, quietMs: 1000, attempts: 2, loadedAttempts: 4 },
+  );
+  const watch = liveness.watch(owner, new AbortController().signal);
+  await clock.advance(1000);
+  await clock.advance(600); // answered in 600 ms: a loaded owner
+  assert.equal(liveness.attemptsFor(owner), 4);
+  mode = 'silent';
+  probes = 0;
+  await clock.advance(1000); // quiet again: checks start, each missing its 2.4 s deadline
+  for (let i = 0; i < 3; i++) await clock.advance(2400);
+  assert.equal(probes, 4, 'a fourth check after three misses');
+  assert.equal(watch.signal.aborted, false, 'three misses do not give up a loaded owner');
+  await clock.advance(2400);
+  await tick();
+  assert.equal(watch.signal.aborted, true, 'the fourth miss does');
+  assert.equal(watch.ownerDead, true);
+  assert.equal(liveness.isKnownDead(owner), true);
+});
+
+test("a check whose deadline fired late (this worker's own loop starved) is not counted as a miss", async () => {
+  const clock = new ManualClock();
+  let late = true;
+  let probes = 0;
+  const liveness = new PeerLiveness(
+    (_member, deadline) => {
+      probes++;
+      // A starved process sees its 2 s timer fire after 5 s: the owner's answer may be sitting unread.
+      return clock.sleep(late ? deadline * 2.5 : 10).then(() => !late);
+    },
+    { clock, quietMs: 1000, attempts: 2 },
+  );
+  const watch = liveness.watch(owner, new AbortController().signal);
+  await clock.advance(1000);
+  await clock.advance(5000);
+  await clock.advance(5000);
+  assert.equal(probes, 3, 'two late checks, then a third');
+  assert.equal(watch.signal.aborted, false);
+  late = false;
+  await clock.advance(5000);
+  await clock.advance(10);
+  await tick();
+  assert.equal(watch.signal.aborted, false, 'the owner answered: still relaying');
+  assert.equal(liveness.isKnownDead(owner), false);
+  watch.stop();
+});
+
+test('many quiet relays from one owner share one health check at a time', async () => {
+  const clock = new ManualClock();
+  let probes = 0;
+  let inFlight = 0;
+  let most = 0;
+  const liveness = new PeerLiveness(
+    () => {
+      probes++;
+      most = Math.max(most, ++inFlight);
+      return clock.sleep(100).then(() => (inFlight--, true));
+    },
+    { clock, quietMs: 1000 },
+  );
+  const watches = Array.from({ length: 20 }, () => liveness.watch(owner, new AbortController().signal));
+  await clock.advance(1000);
+  await clock.advance(100);
+  await tick();
+  assert.equal(most, 1, 'never two checks of one owner at once');
+  assert.equal(probes, 1, 'one check answered every relay');
+  assert.ok(watches.every((w) => !w.signal.aborted));
+  for (const w of watches) w.stop();
+});

@@ -6,16 +6,26 @@ import type { Member } from '../core/types.js';
 const GIVE_UP_AFTER_MS = 10 * 60_000;
 
 export interface PeerLivenessOptions {
-  /** A relay quiet for this long makes the worker ask the owner's /healthz. */
+  /** A relay quiet for this long (no byte from the owner on any relay) makes the worker ask the owner's /healthz. */
   quietMs?: number;
   /** How often a peer that failed its health checks is checked again (it is skipped until it answers). */
   recheckMs?: number;
   /** Ends the background re-checks (the worker stopping). */
   signal?: AbortSignal;
-  /** Health checks in a row that must fail (each bounded by the probe's own deadline) before giving up on the owner. */
+  /** Health checks in a row that must fail before giving up on an owner that answered fast so far. */
   attempts?: number;
+  /** The same for an owner whose recent answers were slow (a loaded host): more misses are needed. */
+  loadedAttempts?: number;
+  /** Bounds of a health check's deadline, which is DEADLINE_FACTOR × the owner's recent answer time. */
+  minDeadlineMs?: number;
+  maxDeadlineMs?: number;
   clock?: Clock;
 }
+
+/** A health check's deadline is this many times the owner's recent (slow-biased) answer time. */
+export const DEADLINE_FACTOR = 4;
+/** An owner whose recent answers took this long is loaded: more missed checks are needed to give up on it. */
+export const SLOW_ANSWER_MS = 250;
 
 /** What a relay needs: a signal that fires when the owner is found dead, and a way to report progress. */
 export interface RelayWatch {
@@ -27,35 +37,96 @@ export interface RelayWatch {
 }
 
 /**
- * Tells a page owner that is slow (its source is slow, it is busy) from one that is not running
- * (SIGSTOP, a hung host): a relay that has been quiet for a while asks the owner's /healthz,
- * which a live worker answers at once whatever its source does. A dead owner is skipped for a
- * while (the relaying worker reads the source itself); a live one keeps the cluster-wide single
- * flight, so a reader's hedge does not become a second source read.
+ * Tells a page owner that is slow (its source is slow, it is busy, its CPU is starved) from one
+ * that is not running (SIGSTOP, a hung host). An owner delivering bytes to this worker on any
+ * relay, or answering a check, is alive. A relay that has heard nothing from its owner for a while
+ * asks the owner's /healthz, with a deadline derived from how fast the owner answered lately, and
+ * gives up only after several misses in a row (more for an owner that answered slowly lately; a
+ * miss whose deadline fired late, this worker's own loop being starved, does not count). A dead
+ * owner is skipped for a while (the relaying worker reads the source itself); a live one keeps
+ * the cluster-wide single flight, so a reader's hedge does not become a second source read.
  */
 export class PeerLiveness {
   /** Peers that failed their health checks, each with the background loop that re-checks it. */
   private readonly dead = new Set<string>();
+  /** When each peer last sent us a byte or answered a check. */
+  private readonly heard = new Map<string, number>();
+  /** Each peer's recent health-check answer time, biased to the slow ones (rises at once, decays slowly). */
+  private readonly answerMs = new Map<string, number>();
+  /** The health check of each peer in flight, shared by every relay from it. */
+  private readonly checking = new Map<string, Promise<'alive' | 'missed' | 'late'>>();
   private readonly quietMs: number;
   private readonly recheckMs: number;
   private readonly signal: AbortSignal | undefined;
   private readonly attempts: number;
+  private readonly loadedAttempts: number;
+  private readonly minDeadlineMs: number;
+  private readonly maxDeadlineMs: number;
   private readonly clock: Clock;
 
   constructor(
-    private readonly probe: (member: Member) => Promise<boolean>,
+    private readonly probe: (member: Member, deadlineMs: number) => Promise<boolean>,
     options: PeerLivenessOptions = {},
   ) {
     this.quietMs = options.quietMs ?? 1000;
     this.recheckMs = options.recheckMs ?? 1000;
     this.signal = options.signal;
     this.attempts = Math.max(1, options.attempts ?? 2);
+    this.loadedAttempts = Math.max(this.attempts, options.loadedAttempts ?? this.attempts * 2);
+    this.minDeadlineMs = options.minDeadlineMs ?? 2000;
+    this.maxDeadlineMs = Math.max(this.minDeadlineMs, options.maxDeadlineMs ?? 10_000);
     this.clock = options.clock ?? systemClock;
   }
 
   /** Failed its health checks and has not answered one since: relays skip it. */
   isKnownDead(member: Member): boolean {
     return this.dead.has(member.id);
+  }
+
+  /** The deadline of the next health check of `member`. */
+  deadlineFor(member: Member): number {
+    const recent = this.answerMs.get(member.id) ?? 0;
+    return Math.min(this.maxDeadlineMs, Math.max(this.minDeadlineMs, Math.ceil(DEADLINE_FACTOR * recent)));
+  }
+
+  /** Missed checks in a row after which `member` is taken for dead. */
+  attemptsFor(member: Member): number {
+    return (this.answerMs.get(member.id) ?? 0) >= SLOW_ANSWER_MS ? this.loadedAttempts : this.attempts;
+  }
+
+  /** `member` sent a byte or answered: alive now. */
+  private heardFrom(member: Member): void {
+    this.heard.set(member.id, this.clock.now());
+  }
+
+  /**
+   * One health check. Returns 'alive', 'missed', or 'late': no answer, but the deadline fired
+   * long after it was due (this process was starved, so the owner may have answered unread).
+   */
+  private check(member: Member): Promise<'alive' | 'missed' | 'late'> {
+    // One check at a time per peer, whatever the number of relays from it: each relay probing on
+    // its own queued 20 probes behind the probe client's two connections to a busy owner, so the
+    // later ones missed their deadline and a live owner was taken for dead.
+    let running = this.checking.get(member.id);
+    if (!running) {
+      running = this.checkOnce(member).finally(() => this.checking.delete(member.id));
+      this.checking.set(member.id, running);
+    }
+    return running;
+  }
+
+  private async checkOnce(member: Member): Promise<'alive' | 'missed' | 'late'> {
+    const deadline = this.deadlineFor(member);
+    const started = this.clock.now();
+    const ok = await this.probe(member, deadline).catch(() => false);
+    const took = this.clock.now() - started;
+    if (ok) {
+      const before = this.answerMs.get(member.id) ?? 0;
+      this.answerMs.set(member.id, Math.max(took, before * 0.8 + took * 0.2));
+      this.heardFrom(member);
+      return 'alive';
+    }
+    return took > deadline * 1.5 ? 'late' : 'missed';
   }
 
   /**
@@ -72,7 +143,7 @@ export class PeerLiveness {
       while (!this.signal?.aborted && this.clock.now() - since < GIVE_UP_AFTER_MS) {
         await this.clock.sleep(this.recheckMs, this.signal).catch(() => {});
         if (this.signal?.aborted) break;
-        if (await this.probe(member).catch(() => false)) break;
+        if ((await this.check(member)) === 'alive') break;
       }
       this.dead.delete(member.id);
     })();
@@ -84,16 +155,26 @@ export class PeerLiveness {
     const stopped = new AbortController();
     let lastProgress = this.clock.now();
     let ownerDead = false;
+    // Bytes from the owner on any relay count: a busy owner sends some pages while others queue.
+    const lastHeard = () => Math.max(lastProgress, this.heard.get(member.id) ?? -Infinity);
     const loop = async () => {
       while (!stopped.signal.aborted) {
-        const wait = lastProgress + this.quietMs - this.clock.now();
+        const wait = lastHeard() + this.quietMs - this.clock.now();
         if (wait > 0) {
           await this.clock.sleep(wait, stopped.signal).catch(() => {});
           continue;
         }
-        // A loaded host can miss one check; a stopped one misses all of them.
+        // A loaded host can miss a check or two; a stopped one misses all of them.
+        let misses = 0;
+        let late = 0;
         let alive = false;
-        for (let i = 0; i < this.attempts && !alive && !stopped.signal.aborted; i++) alive = await this.probe(member).catch(() => false);
+        const since = this.clock.now();
+        while (!alive && !stopped.signal.aborted && misses < this.attemptsFor(member) && late < LATE_CHECKS_MAX) {
+          const outcome = await this.check(member);
+          if (outcome === 'alive' || lastHeard() > since) alive = true;
+          else if (outcome === 'late') late++;
+          else misses++;
+        }
         if (stopped.signal.aborted) return;
         if (!alive) {
           this.markDead(member);
@@ -110,8 +191,16 @@ export class PeerLiveness {
       get ownerDead() {
         return ownerDead;
       },
-      progress: () => void (lastProgress = this.clock.now()),
-      stop: () => stopped.abort(),
+      progress: () => {
+        lastProgress = this.clock.now();
+        this.heardFrom(member);
+      },
+      stop: () => stopped.abort(STOPPED),
     };
   }
 }
+
+/** Checks whose deadline fired late (this process starved) that may be ignored in one round before giving up anyway. */
+const LATE_CHECKS_MAX = 3;
+/** Why a watch's loop ends (its relay ended): a constant, not a DOMException with a stack per relay. */
+const STOPPED = new Error('relay ended');

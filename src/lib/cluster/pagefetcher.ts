@@ -101,7 +101,10 @@ export class PageFetcher {
   /** Does the worker answer /healthz within `timeoutMs`? (A stopped process does not; a busy one does.) */
   async probe(member: Member, timeoutMs = 1000): Promise<boolean> {
     const { Agent, request } = undici();
-    this.probes ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    // Each call's signal is its deadline (callers adapt it to the member's load); the agent's
+    // own timeouts only bound a call that forgot one.
+    const bound = Math.max(timeoutMs, 30_000);
+    this.probes ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: bound, headersTimeout: bound, bodyTimeout: bound });
     try {
       const response = await request(`${member.url}${ROUTES.health}`, { dispatcher: this.probes, headers: this.options.headers?.(), signal: AbortSignal.timeout(timeoutMs) });
       await response.body.dump();

@@ -63,6 +63,12 @@ export class WorkerMetrics {
     help: 'Page bytes this worker received from the page owner instead of the source',
     registers: [this.registry],
   });
+  readonly relaySourceReads = new Counter({
+    name: 'fanout_relay_source_reads_total',
+    help: 'Pages a relaying worker read from the source itself because the page owner was taken for down (a second source read of the page)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly sourceReads = new Counter({ name: 'fanout_source_reads_total', help: 'Page reads started against sources', registers: [this.registry] });
   readonly evictions = new Counter({ name: 'fanout_evictions_total', help: 'Pages evicted from the page store', registers: [this.registry] });
   readonly checksumFailures = new Counter({

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
 import { FanoutError } from '../../core/errors.js';
-import { SingleFlight, type PageFill } from './singleflight.js';
+import { PageFill, SingleFlight } from './singleflight.js';
+import { BufferPool } from '../pagestore/index.js';
 
 /** A source the test feeds by hand, to observe waiters before the page is complete. */
 function manualSource() {
@@ -153,4 +154,29 @@ test('a reader arriving after a fill was abandoned starts a new one', async () =
   second.push(Buffer.from('abc'));
   second.push(null);
   await fill.settled;
+});
+
+test('a fill buffer that sockets still write is reused only once their writes are done, and counted meanwhile', async () => {
+  const pool = new BufferPool(8, 4);
+  const flights = new SingleFlight(pool);
+  const source = manualSource();
+  const { fill } = flights.join('k', 8, () => source.iterate(), async () => {});
+  fill.enter();
+  fill.hold();
+  source.push(Buffer.from('abcdefgh'));
+  source.push(null);
+  await fill.settled;
+  const buffer = fill.buffer;
+  const before = PageFill.orphanedBytes;
+  const unpin = fill.pin(); // a slow socket still has a view of the buffer queued
+  fill.release();
+  fill.leave();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(fill.buffer, buffer, 'kept while a socket write holds a view of it');
+  assert.equal(PageFill.orphanedBytes, before + 8, 'counted as kept only by sockets');
+  assert.notEqual(pool.acquire(), buffer, 'not lent to another fill meanwhile');
+  unpin();
+  unpin(); // a second report of the same write changes nothing
+  assert.equal(PageFill.orphanedBytes, before);
+  assert.equal(pool.acquire(), buffer, 'back in the pool once the write is done');
 });

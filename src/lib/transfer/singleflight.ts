@@ -20,6 +20,11 @@ export class PageFill extends EventEmitter {
    * in page by page, which cost more than the copy into them).
    */
   private holds = 1;
+  /**
+   * Socket writes still queued with views of the buffer (waiters are sent the buffer itself, not
+   * copies of it): the buffer is reused only once the last of them is done.
+   */
+  private pins = 0;
   received = 0;
   crc = 0;
   error: FanoutError | undefined;
@@ -97,10 +102,36 @@ export class PageFill extends EventEmitter {
   }
 
   release(): void {
-    if (--this.holds === 0 && this.buffer !== EMPTY) {
+    if (--this.holds > 0 || this.buffer === EMPTY) return;
+    if (this.pins > 0) {
+      // Only slow sockets keep it now: counted, so that new waiters copy instead once too many
+      // buffers are kept that way (see PageFill.orphanedBytes).
+      PageFill.orphanedBytes += this.buffer.length;
+      return;
+    }
+    this.pool?.release(this.buffer);
+    this.buffer = EMPTY;
+  }
+
+  /**
+   * Buffers of finished fills kept only by socket writes still queued, process-wide, in bytes:
+   * waiters write views of a fill's buffer only while this is under a bound (see ResponseFlow.
+   * writeShared), so clients that stop reading keep a bounded number of page buffers alive.
+   */
+  static orphanedBytes = 0;
+
+  /** A socket write of a view of the buffer starts; returns its unpin, to call when it is done. */
+  pin(): () => void {
+    this.pins++;
+    let pinned = true;
+    return () => {
+      if (!pinned) return;
+      pinned = false;
+      if (--this.pins > 0 || this.holds > 0 || this.buffer === EMPTY) return;
+      PageFill.orphanedBytes -= this.buffer.length;
       this.pool?.release(this.buffer);
       this.buffer = EMPTY;
-    }
+    };
   }
 
   /**
