@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
-import type { FanoutPath } from '../core/paths.js';
-import type { DirEntry, WorkerStatus } from '../core/types.js';
+import { parseFanoutPath, type FanoutPath } from '../core/paths.js';
+import type { DirEntry, PageRef, WorkerStatus } from '../core/types.js';
+import { serveBatch } from './batchpages.js';
 import type { Access, AccessGate } from '../lib/auth/index.js';
 import { refuseOwnSourceReads } from './clusterid.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
@@ -36,7 +37,7 @@ export interface RoutesDeps {
   membersStale(): boolean;
   status(): Promise<WorkerStatus>;
   metrics: Pick<WorkerMetrics, 'registry'>;
-  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow'>;
+  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow' | 'wholePage'>;
   reader: ClusterReader;
   localSpans: LocalSpanDeps;
   /** Gives a page chunk sent by /v1/data back to the fetcher's memory. */
@@ -91,6 +92,7 @@ export class Routes {
     if (admin) return this.worker.admin.dispatch(req, res);
     if (url.startsWith(`${REPORT_PREFIX}/`)) return this.worker.reports.handle(req, res);
     if (route === ROUTES.linesRenew) return this.renewLine(req, res);
+    if (route === ROUTES.pages) return this.batch(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
@@ -158,13 +160,43 @@ export class Routes {
     const index = intParam(query, PAGE_QUERY.index);
     const hash = contentHashParam(query);
     const ref = { mount: target.mount, path: target.path, version, size, index, hash };
+    await this.checkPage(ref);
+    const direct = req.headers[DIRECT_HEADER] !== undefined;
+    await this.worker.pages.serve(res, ref, direct, isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read');
+  }
+
+  /** The checks of a page request, for /v1/page and each item of a batch. */
+  private async checkPage(ref: PageRef): Promise<void> {
     // A page stored under its exact key (version and size are in it) is served without asking
     // the source: no source read or pollution to guard against, and a cluster whose source (a
     // remote cluster, a line) is down keeps serving what it holds.
-    if (!this.worker.hasPage(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest(target, version, size, index);
+    if (!this.worker.hasPage(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest({ mount: ref.mount, path: ref.path }, ref.version, ref.size, ref.index);
     await this.published.check(ref);
-    const direct = req.headers[DIRECT_HEADER] !== undefined;
-    await this.worker.pages.serve(res, ref, direct, isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read');
+  }
+
+  /** POST /v1/pages: many whole small pages in one framed answer (batchpages.ts). */
+  private async batch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      throw new FanoutError('INVALID_ARGUMENT', `${ROUTES.pages} takes POST with a JSON list of pages`);
+    }
+    refuseOwnSourceReads(req, this.worker.clusterId);
+    const pages = this.worker.pages;
+    const deps = {
+      pageSize: this.worker.config.pageSize,
+      check: async (ref: PageRef) => {
+        // Paths in a JSON body are checked as a URL's are: nothing may escape its mount.
+        const target = parseFanoutPath(`/${ref.mount}/${ref.path}`);
+        if (target.mount !== ref.mount || target.path !== ref.path) throw new FanoutError('INVALID_PATH', `not a canonical path: /${ref.mount}/${ref.path}`.slice(0, 300));
+        if (!ref.path) throw new FanoutError('IS_A_DIRECTORY', 'a page belongs to a file');
+        this.worker.ufs(ref.mount); // UNKNOWN_MOUNT
+        await this.checkPage(ref);
+      },
+      wholePage: pages.wholePage.bind(pages),
+      responseSlots: pages.responseSlots,
+      flow: (r: ServerResponse) => pages.flow(r),
+    };
+    await serveBatch(deps, req, res, req.headers[DIRECT_HEADER] !== undefined, isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read');
   }
 
   /**
