@@ -19,6 +19,8 @@ export interface BatchPageReaderOptions {
   isDemoted?(id: string): boolean;
   /** Sync prefetch and `fanout load`: lines serve client reads first. */
   preload?: boolean;
+  /** A worker relaying to a page's owner: the owner reads its source itself, never relays again (peers only). */
+  direct?: boolean;
   /** Items per batch (default 64). */
   maxItems?: number;
   /** Bytes of pages per batch (default 4 MiB). */
@@ -145,7 +147,7 @@ export class BatchPageReader {
       const response = await undici().request(`${member.url}${ROUTES.pages}`, {
         method: 'POST',
         body: JSON.stringify({ items: batch.map((w) => w.ref) }),
-        headers: { 'content-type': 'application/json', ...this.options.headers(), ...(this.options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}) },
+        headers: { 'content-type': 'application/json', ...this.options.headers(), ...(this.options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}), ...(this.options.direct ? { [HEADERS.direct]: '1' } : {}) },
         dispatcher: this.options.dispatcher(),
       });
       if (response.statusCode !== 200) {

@@ -158,11 +158,12 @@ export class ClusterSession {
    * Whole small pages in batches (POST /v1/pages) over this session's ring, credentials and
    * dispatcher; what a batch cannot bring is read by `reader`, page by page (batchreader.ts).
    */
-  batchReader(reader: Pick<ClusterReader, 'fetchPage'>, options: { pageSize: number; preload?: boolean }): BatchPageReader {
+  batchReader(reader: Pick<ClusterReader, 'fetchPage'>, options: { pageSize: number; preload?: boolean; direct?: boolean }): BatchPageReader {
     const first = this.options.endpoints[0] ?? '';
     return new BatchPageReader({
       pageSize: options.pageSize,
       preload: options.preload,
+      direct: options.direct === true && this.options.direct === true,
       owners: (key) => this.ring.owners(key, 1),
       headers: () => this.options.credentials.headersFor(first),
       dispatcher: () => this.dispatcher,

@@ -18,6 +18,15 @@ export interface BatchPagesDeps {
   wholePage(ref: PageRef, direct: boolean, cls: TrafficClass, signal: AbortSignal): Promise<VerifiedPage>;
   responseSlots: Semaphore;
   flow(res: ServerResponse): ResponseFlow;
+  /** Pages owned elsewhere, fetched from their owners in batches (none: filled here page by page). */
+  relay?: BatchRelay;
+}
+
+export interface BatchRelay {
+  /** Whether this worker holds or owns the page (then it answers it itself). */
+  owns(ref: PageRef): boolean;
+  /** The page from its owner, CRC32-verified. */
+  fetch(ref: PageRef, signal: AbortSignal): Promise<Buffer[]>;
 }
 
 /** Items fetched at once within one batch (store reads and fills overlap; frames leave as each is ready). */
@@ -27,8 +36,8 @@ const ITEM_CONCURRENCY = 32;
  * POST /v1/pages: many whole small pages in one framed answer (lib/wire/batch.ts). Each item
  * gets exactly what GET /v1/page would give it (the same checks, the store or the same single
  * flight and fill limits), and its own frame: a page, or an error with its stable code, so a
- * missing file in the middle fails that item only. Pages not owned here are filled as /v1/page
- * fills them (relayed from their owner, or read from the source if the owner is down).
+ * missing file in the middle fails that item only. Pages owned elsewhere go to their owner in one
+ * batch per owner (relay); what that does not bring is filled as /v1/page fills it.
  * Memory: one response slot per batch, and at most one page size of item bytes held between
  * being read and being written to the client.
  */
@@ -75,8 +84,14 @@ export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res
         let page: VerifiedPage | undefined;
         try {
           await deps.check(items[i]!);
-          page = await deps.wholePage(items[i]!, direct, cls, gone.signal);
-          await send([frameHead(i, FRAME_KIND.page, page.data, page.crc), page.data]);
+          if (!direct && deps.relay && !deps.relay.owns(items[i]!)) {
+            const chunks = await deps.relay.fetch(items[i]!, gone.signal);
+            const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+            await send([frameHead(i, FRAME_KIND.page, data), data]);
+          } else {
+            page = await deps.wholePage(items[i]!, direct, cls, gone.signal);
+            await send([frameHead(i, FRAME_KIND.page, page.data, page.crc), page.data]);
+          }
         } catch (err) {
           if (gone.signal.aborted) throw err;
           await send(errorFrame(i, toFanoutError(err)));

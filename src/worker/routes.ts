@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import { parseFanoutPath, type FanoutPath } from '../core/paths.js';
 import type { DirEntry, PageRef, WorkerStatus } from '../core/types.js';
-import { serveBatch } from './batchpages.js';
+import { serveBatch, type BatchRelay } from './batchpages.js';
+import type { ClusterSession } from '../client/session.js';
 import type { Access, AccessGate } from '../lib/auth/index.js';
 import { refuseOwnSourceReads } from './clusterid.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
@@ -10,7 +11,7 @@ import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import { HEADERS, PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { isPreload, parseRenewQuery } from './lineclient.js';
-import type { LeaseGrant, LeaseRequest } from '../lib/lines/index.js';
+import type { LeaseGrant, LeaseRequest, TrafficClass } from '../lib/lines/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
@@ -53,6 +54,8 @@ export interface RoutesDeps {
   hasPage(key: string): boolean;
   /** A member renews its share of a line this worker coordinates (SourceBudget.renew). */
   renewLine(line: string, req: LeaseRequest): LeaseGrant | undefined;
+  /** The worker's cluster session: batch items owned elsewhere are relayed to their owner in one batch. */
+  session?: Pick<ClusterSession, 'batchReader' | 'ring'>;
 }
 
 const MAX_URL_LENGTH = 8192;
@@ -182,6 +185,8 @@ export class Routes {
     }
     refuseOwnSourceReads(req, this.worker.clusterId);
     const pages = this.worker.pages;
+    const direct = req.headers[DIRECT_HEADER] !== undefined;
+    const cls = isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read';
     const deps = {
       pageSize: this.worker.config.pageSize,
       check: async (ref: PageRef) => {
@@ -195,8 +200,42 @@ export class Routes {
       wholePage: pages.wholePage.bind(pages),
       responseSlots: pages.responseSlots,
       flow: (r: ServerResponse) => pages.flow(r),
+      relay: this.batchRelay(cls),
     };
-    await serveBatch(deps, req, res, req.headers[DIRECT_HEADER] !== undefined, isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read');
+    await serveBatch(deps, req, res, direct, cls);
+  }
+
+  /**
+   * Items of a batch that another worker owns (and this one does not hold) go to their owner in
+   * one batch per owner, marked direct so the owner reads its source rather than relaying again
+   * (two workers with different rings never bounce a batch). A page the relay does not bring is
+   * filled here as /v1/page would (from the owner, or the source if the owner is down).
+   */
+  private batchRelay(cls: TrafficClass): BatchRelay | undefined {
+    const session = this.worker.session;
+    if (!session) return undefined;
+    const { pageSize, replication, id } = this.worker.config;
+    const pages = this.worker.pages;
+    const relays = session.batchReader(
+      {
+        fetchPage: async (ref, signal) => {
+          const page = await pages.wholePage(ref, false, cls, signal ?? new AbortController().signal);
+          try {
+            return [Buffer.from(page.data)];
+          } finally {
+            page.release();
+          }
+        },
+      },
+      { pageSize, preload: cls === 'preload', direct: true },
+    );
+    return {
+      owns: (ref) => {
+        const key = pageKey(ref, pageSize);
+        return this.worker.hasPage(key) || session.ring.owners(key, Math.max(1, replication)).some((m) => m.id === id);
+      },
+      fetch: (ref, signal) => relays.fetchPage(ref, signal),
+    };
   }
 
   /**

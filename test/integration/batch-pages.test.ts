@@ -58,11 +58,23 @@ describe('batch page requests', () => {
     return frames.sort((a, b) => a.index - b.index);
   }
 
-  test('one worker answers a batch of pages owned by every worker, each with its exact bytes', async () => {
+  test('one worker answers a batch of pages owned by every worker, relaying the others to their owners in batches', async () => {
     const paths = [...files.keys()];
+    const before = await workers[1]!.metrics();
     const frames = await postBatch(workers[1]!.url, paths.map(refOf));
     assert.equal(frames.length, paths.length);
     frames.forEach((frame, i) => assert.ok(frame.kind === 'page' && frame.data.equals(files.get(paths[i]!)!), paths[i]));
+    // Relayed by batch, not page by page: no per-page peer fill on the answering worker, and
+    // every page read from the source once in the whole cluster, by its owner.
+    const after = await workers[1]!.metrics();
+    assert.equal((after.fanout_peer_bytes_total ?? 0) - (before.fanout_peer_bytes_total ?? 0), 0);
+    const reads = await Promise.all(workers.map(async (w) => (await w.metrics()).fanout_source_reads_total ?? 0));
+    assert.equal(
+      reads.reduce((a, b) => a + b, 0),
+      paths.length,
+      `source reads per worker: ${reads.join(', ')}`,
+    );
+    assert.ok(reads.filter((n) => n > 0).length >= 2, `source reads per worker: ${reads.join(', ')}`);
   });
 
   test('the SDK sends small pages to their owners in batches and every page arrives verified', async () => {
