@@ -66,6 +66,11 @@ export class BatchPageReader {
     this.perWorker = Math.max(1, options.batchesPerWorker ?? 4);
   }
 
+  /** Whether its batches ask for direct source reads (a worker holding the cluster secret). */
+  get direct(): boolean {
+    return this.options.direct === true;
+  }
+
   /** Batches sent, pages they brought, pages asked for again one by one (tests, status). */
   stats(): { batches: number; batched: number; fallbacks: number } {
     return { ...this.counts };

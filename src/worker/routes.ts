@@ -229,6 +229,9 @@ export class Routes {
       },
       { pageSize, preload: cls === 'preload', direct: true },
     );
+    // Without the cluster secret a relayed batch cannot say "direct": two workers whose rings
+    // differ could hand it back and forth, so such a worker fills each item itself.
+    if (!relays.direct) return undefined;
     return {
       owns: (ref) => {
         const key = pageKey(ref, pageSize);

@@ -148,7 +148,8 @@ describe('batch page requests', () => {
   const readAll = (reader: BatchPageReader, paths: string[]) => Promise.all(paths.map((p) => reader.fetchPage(refOf(p)).then((page) => Buffer.concat(page))));
 
   test('a page corrupted in the middle of a batch is asked for again alone and arrives intact', async () => {
-    const paths = [...files.keys()].slice(0, 12);
+    // Pages of at least 64 bytes: the flipped byte (24) lands inside the first frame's payload.
+    const paths = [...files.keys()].filter((p) => files.get(p)!.length >= 64).slice(0, 12);
     await throughProxy(
       (res, upstream) => {
         res.writeHead(200, upstream.headers);
@@ -156,9 +157,9 @@ describe('batch page requests', () => {
         let at = 0;
         upstream.on('data', (chunk: Buffer) => {
           // A byte inside the first frame's payload (past its 16-byte head).
-          if (!flipped && at + chunk.length > 20) {
+          if (!flipped && at + chunk.length > 24) {
             chunk = Buffer.from(chunk);
-            chunk[20 - at]! ^= 0xff;
+            chunk[24 - at]! ^= 0xff;
             flipped = true;
           }
           at += chunk.length;
