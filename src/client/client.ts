@@ -10,6 +10,7 @@ import { ROUTES } from '../lib/wire/protocol.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 import { checkEndpoint } from './answers.js';
 import type { ClusterInfo, ClusterSession } from './session.js';
+import type { BatchPageReader } from './batchreader.js';
 import { sharedSession } from './sessions.js';
 
 export type { ClusterInfo } from './session.js';
@@ -97,6 +98,7 @@ export class FanoutClient {
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: { ca: Buffer } | undefined;
   private reader: ClusterReader | undefined;
+  private batches: BatchPageReader | undefined;
   private readonly sources = new Map<string, Ufs>();
   private readonly pages: PageCache;
   private closing: Promise<void> | undefined;
@@ -198,6 +200,16 @@ export class FanoutClient {
   async fetchPage(file: StatResult, index: number, signal?: AbortSignal, hash?: string): Promise<Buffer[]> {
     const reader = await this.clusterReader();
     return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index, ...(hash ? { hash } : {}) }, signal);
+  }
+
+  /**
+   * The same page as fetchPage(), carried with other small pages in one request when it is small
+   * (POST /v1/pages): for callers with many small files in flight (`fanout cp` of a tree).
+   */
+  async fetchBatchedPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
+    const reader = await this.clusterReader();
+    this.batches ??= this.session.batchReader(reader, { pageSize: (await this.cluster()).pageSize });
+    return this.batches.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
   }
 
   /** Hits, joins and fetches of readPage()'s shared page cache. */

@@ -14,3 +14,4 @@ export type { FileInfo, DirEntry, Member, WorkerStatus } from '../core/types.js'
 export { AdminClient } from './admin.js';
 export { ClusterSession, type ClusterSessionOptions, type SessionStats, type SessionReaderOptions } from './session.js';
 export { sharedSession, openSessionCount } from './sessions.js';
+export { BatchPageReader, type BatchPageReaderOptions } from './batchreader.js';

@@ -10,6 +10,7 @@ import { certificateHint } from '../lib/tls/client.js';
 import { HEADERS, ROUTES } from '../lib/wire/protocol.js';
 import { checkClusterInfo } from '../lib/wire/clusterinfo.js';
 import { JsonGetter } from './jsonget.js';
+import { BatchPageReader } from './batchreader.js';
 import { parseJsonBody } from './answers.js';
 
 export interface ClusterInfo {
@@ -152,6 +153,24 @@ export class ClusterSession {
         if (discover) void this.cluster(true).catch(() => {});
         options.onWorkerFailure?.(member, err);
       },
+    });
+  }
+
+  /**
+   * Whole small pages in batches (POST /v1/pages) over this session's ring, credentials and
+   * dispatcher; what a batch cannot bring is read by `reader`, page by page (batchreader.ts).
+   */
+  batchReader(reader: Pick<ClusterReader, 'fetchPage'>, options: { pageSize: number; preload?: boolean; direct?: boolean }): BatchPageReader {
+    const first = this.options.endpoints[0] ?? '';
+    return new BatchPageReader({
+      pageSize: options.pageSize,
+      preload: options.preload,
+      direct: options.direct === true && this.options.direct === true,
+      owners: (key) => this.ring.owners(key, 1),
+      headers: () => this.options.credentials.headersFor(first),
+      dispatcher: () => this.dispatcher,
+      fallback: (ref, signal) => reader.fetchPage(ref, signal),
+      isDemoted: (id) => this.health.isDemoted(id),
     });
   }
 

@@ -4,7 +4,7 @@ import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
-import type { PageStore } from '../lib/pagestore/index.js';
+import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
 import { HEADERS } from '../lib/wire/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { ByteBudget, Semaphore, SingleFlight } from '../lib/transfer/index.js';
@@ -139,6 +139,39 @@ export class PageService {
     } finally {
       stopTelling();
     }
+  }
+
+  /**
+   * A whole page in memory, for a batch answer (batchpages.ts): the stored copy (verified as it
+   * is read) or the single-flight fill that /v1/page readers of the same page join, under the
+   * same fill limits. The caller calls release() once it has written the bytes out.
+   */
+  async wholePage(ref: PageRef, direct: boolean, cls: TrafficClass, signal: AbortSignal): Promise<VerifiedPage> {
+    const { pageSize, store, metrics } = this.deps;
+    const { start, end } = pageSpan(ref.index, ref.size, pageSize);
+    const key = pageKey(ref, pageSize);
+    if (!this.flights.get(key) && store.has(key)) {
+      const page = await store.get(key);
+      if (page) {
+        metrics.hits.inc();
+        metrics.bytesServed.inc(page.data.length);
+        return page;
+      }
+    }
+    metrics.misses.inc();
+    const fill = this.joinFill(key, ref, start, end - start, direct, cls);
+    fill.enter();
+    fill.hold();
+    try {
+      for await (const _ of fill.chunks(signal));
+    } catch (err) {
+      fill.release();
+      throw err;
+    } finally {
+      fill.leave();
+    }
+    metrics.bytesServed.inc(fill.length);
+    return { data: fill.buffer.subarray(0, fill.length), crc: fill.crc, release: () => fill.release() };
   }
 
   /**

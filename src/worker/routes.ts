@@ -1,7 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
-import type { FanoutPath } from '../core/paths.js';
-import type { DirEntry, WorkerStatus } from '../core/types.js';
+import { parseFanoutPath, type FanoutPath } from '../core/paths.js';
+import type { DirEntry, PageRef, WorkerStatus } from '../core/types.js';
+import { serveBatch, type BatchRelay } from './batchpages.js';
+import type { ClusterSession } from '../client/session.js';
 import type { Access, AccessGate } from '../lib/auth/index.js';
 import { refuseOwnSourceReads } from './clusterid.js';
 import { DIRECT_HEADER, type ClusterReader } from '../lib/cluster/index.js';
@@ -9,7 +11,7 @@ import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import { HEADERS, PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { isPreload, parseRenewQuery } from './lineclient.js';
-import type { LeaseGrant, LeaseRequest } from '../lib/lines/index.js';
+import type { LeaseGrant, LeaseRequest, TrafficClass } from '../lib/lines/index.js';
 import { intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
@@ -36,7 +38,7 @@ export interface RoutesDeps {
   membersStale(): boolean;
   status(): Promise<WorkerStatus>;
   metrics: Pick<WorkerMetrics, 'registry'>;
-  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow'>;
+  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow' | 'wholePage'>;
   reader: ClusterReader;
   localSpans: LocalSpanDeps;
   /** Gives a page chunk sent by /v1/data back to the fetcher's memory. */
@@ -52,6 +54,8 @@ export interface RoutesDeps {
   hasPage(key: string): boolean;
   /** A member renews its share of a line this worker coordinates (SourceBudget.renew). */
   renewLine(line: string, req: LeaseRequest): LeaseGrant | undefined;
+  /** The worker's cluster session: batch items owned elsewhere are relayed to their owner in one batch. */
+  session?: Pick<ClusterSession, 'batchReader' | 'ring'>;
 }
 
 const MAX_URL_LENGTH = 8192;
@@ -91,6 +95,7 @@ export class Routes {
     if (admin) return this.worker.admin.dispatch(req, res);
     if (url.startsWith(`${REPORT_PREFIX}/`)) return this.worker.reports.handle(req, res);
     if (route === ROUTES.linesRenew) return this.renewLine(req, res);
+    if (route === ROUTES.pages) return this.batch(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
@@ -158,13 +163,82 @@ export class Routes {
     const index = intParam(query, PAGE_QUERY.index);
     const hash = contentHashParam(query);
     const ref = { mount: target.mount, path: target.path, version, size, index, hash };
+    await this.checkPage(ref);
+    const direct = req.headers[DIRECT_HEADER] !== undefined;
+    await this.worker.pages.serve(res, ref, direct, isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read');
+  }
+
+  /** The checks of a page request, for /v1/page and each item of a batch. */
+  private async checkPage(ref: PageRef): Promise<void> {
     // A page stored under its exact key (version and size are in it) is served without asking
     // the source: no source read or pollution to guard against, and a cluster whose source (a
     // remote cluster, a line) is down keeps serving what it holds.
-    if (!this.worker.hasPage(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest(target, version, size, index);
+    if (!this.worker.hasPage(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest({ mount: ref.mount, path: ref.path }, ref.version, ref.size, ref.index);
     await this.published.check(ref);
+  }
+
+  /** POST /v1/pages: many whole small pages in one framed answer (batchpages.ts). */
+  private async batch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      throw new FanoutError('INVALID_ARGUMENT', `${ROUTES.pages} takes POST with a JSON list of pages`);
+    }
+    refuseOwnSourceReads(req, this.worker.clusterId);
+    const pages = this.worker.pages;
     const direct = req.headers[DIRECT_HEADER] !== undefined;
-    await this.worker.pages.serve(res, ref, direct, isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read');
+    const cls = isPreload(req, HEADERS.trafficClass) ? 'preload' : 'read';
+    const deps = {
+      pageSize: this.worker.config.pageSize,
+      check: async (ref: PageRef) => {
+        // Paths in a JSON body are checked as a URL's are: nothing may escape its mount.
+        const target = parseFanoutPath(`/${ref.mount}/${ref.path}`);
+        if (target.mount !== ref.mount || target.path !== ref.path) throw new FanoutError('INVALID_PATH', `not a canonical path: /${ref.mount}/${ref.path}`.slice(0, 300));
+        if (!ref.path) throw new FanoutError('IS_A_DIRECTORY', 'a page belongs to a file');
+        this.worker.ufs(ref.mount); // UNKNOWN_MOUNT
+        await this.checkPage(ref);
+      },
+      wholePage: pages.wholePage.bind(pages),
+      responseSlots: pages.responseSlots,
+      flow: (r: ServerResponse) => pages.flow(r),
+      relay: this.batchRelay(cls),
+    };
+    await serveBatch(deps, req, res, direct, cls);
+  }
+
+  /**
+   * Items of a batch that another worker owns (and this one does not hold) go to their owner in
+   * one batch per owner, marked direct so the owner reads its source rather than relaying again
+   * (two workers with different rings never bounce a batch). A page the relay does not bring is
+   * filled here as /v1/page would (from the owner, or the source if the owner is down).
+   */
+  private batchRelay(cls: TrafficClass): BatchRelay | undefined {
+    const session = this.worker.session;
+    if (!session) return undefined;
+    const { pageSize, replication, id } = this.worker.config;
+    const pages = this.worker.pages;
+    const relays = session.batchReader(
+      {
+        fetchPage: async (ref, signal) => {
+          const page = await pages.wholePage(ref, false, cls, signal ?? new AbortController().signal);
+          try {
+            return [Buffer.from(page.data)];
+          } finally {
+            page.release();
+          }
+        },
+      },
+      { pageSize, preload: cls === 'preload', direct: true },
+    );
+    // Without the cluster secret a relayed batch cannot say "direct": two workers whose rings
+    // differ could hand it back and forth, so such a worker fills each item itself.
+    if (!relays.direct) return undefined;
+    return {
+      owns: (ref) => {
+        const key = pageKey(ref, pageSize);
+        return this.worker.hasPage(key) || session.ring.owners(key, Math.max(1, replication)).some((m) => m.id === id);
+      },
+      fetch: (ref, signal) => relays.fetchPage(ref, signal),
+    };
   }
 
   /**

@@ -226,6 +226,7 @@ export class Worker {
       upstream: () => this.upstream(),
       hasPage: (key) => this.store.has(key),
       renewLine: (line, req) => this.sourceBudget.renew(line, req),
+      session: this.session,
     });
     this.guard = new RequestGuard({
       logger: this.logger,

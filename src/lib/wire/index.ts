@@ -21,3 +21,17 @@ export {
   type AdminTtl,
   type ClusterInfoBody,
 } from './schemas.js';
+export {
+  BATCH_CONTENT_TYPE,
+  BATCH_LIMITS,
+  FRAME_HEAD,
+  FRAME_KIND,
+  FrameReader,
+  batchRequestSchema,
+  endFrame,
+  errorFrame,
+  frameHead,
+  type BatchFrame,
+  type BatchRequest,
+  type FrameKind,
+} from './batch.js';

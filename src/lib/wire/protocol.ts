@@ -18,6 +18,8 @@ export const ROUTES = {
   list: '/v1/list',
   /** GET /v1/page/MOUNT/PATH?v&size&i[&h]: one page of one version. */
   page: '/v1/page',
+  /** POST {items: PageRef[]}: many whole small pages in one framed answer (batch.ts). */
+  pages: '/v1/pages',
   /** GET|HEAD /v1/data/MOUNT/PATH with Range: bytes through the cluster. */
   data: '/v1/data',
   /** POST JSON bodies (schemas.ts); GET /v1/admin/policy. */

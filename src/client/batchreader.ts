@@ -1,0 +1,205 @@
+import type { Dispatcher } from 'undici';
+import { FanoutError, type ErrorCode } from '../core/errors.js';
+import { pageKey, pageSpan } from '../core/pages.js';
+import type { Member, PageRef } from '../core/types.js';
+import { undici } from '../lib/http/undici.js';
+import { BATCH_LIMITS, FrameReader, HEADERS, ROUTES, type BatchFrame } from '../lib/wire/index.js';
+
+export interface BatchPageReaderOptions {
+  pageSize: number;
+  /** The ring the session reads by: a page's batch goes to its first owner. */
+  owners(key: string): Member[];
+  /** Credentials of page requests. */
+  headers(): Record<string, string>;
+  /** Connections and deadlines (first byte, idle) of the batch requests: the session's dispatcher. */
+  dispatcher(): Dispatcher;
+  /** One page by /v1/page, with its retries elsewhere: for what a batch cannot carry or failed to. */
+  fallback(ref: PageRef, signal?: AbortSignal): Promise<Buffer[]>;
+  /** A worker known to be failing gets per-page requests (the reader routes around it). */
+  isDemoted?(id: string): boolean;
+  /** Sync prefetch and `fanout load`: lines serve client reads first. */
+  preload?: boolean;
+  /** A worker relaying to a page's owner: the owner reads its source itself, never relays again (peers only). */
+  direct?: boolean;
+  /** Items per batch (default 64). */
+  maxItems?: number;
+  /** Bytes of pages per batch (default 4 MiB). */
+  maxBytes?: number;
+  /** Batches in flight to one worker (default 4): while some travel, the next fill up. */
+  batchesPerWorker?: number;
+}
+
+interface Waiting {
+  ref: PageRef;
+  length: number;
+  resolve(page: Buffer[]): void;
+  reject(err: unknown): void;
+  signal: AbortSignal | undefined;
+  settled: boolean;
+  onAbort?: () => void;
+}
+
+/** Answers a batch item gives that /v1/page would give too: failing over would not change them. */
+const FINAL: ReadonlySet<ErrorCode> = new Set(['NOT_FOUND', 'SOURCE_CHANGED', 'UNKNOWN_MOUNT', 'INVALID_PATH', 'INVALID_ARGUMENT', 'IS_A_DIRECTORY', 'RANGE_NOT_SATISFIABLE', 'FORBIDDEN', 'UNAUTHENTICATED']);
+
+/**
+ * Many whole small pages per round trip (POST /v1/pages, lib/wire/batch.ts). Callers ask for
+ * one page at a time, as of the per-page reader; pages are queued per owner and leave in
+ * batches (at most maxItems and maxBytes each, batchesPerWorker at once per worker): while
+ * batches travel, the next fill up, so the many files a stager or `cp` keeps in flight share
+ * round trips without waiting for a timer. Every page is CRC32-checked as it arrives. A page
+ * the batch did not bring (checksum failure, a worker's transient error, a worker stopped
+ * mid-answer, a failed batch) is asked for again by /v1/page, which retries elsewhere; a worker
+ * without the route (404, an older build) gets per-page requests from then on.
+ */
+export class BatchPageReader {
+  private readonly queues = new Map<string, { member: Member; items: Waiting[]; inflight: number; scheduled: boolean }>();
+  private readonly unsupported = new Set<string>();
+  private readonly maxItems: number;
+  private readonly maxBytes: number;
+  private readonly perWorker: number;
+  private readonly counts = { batches: 0, batched: 0, fallbacks: 0 };
+
+  constructor(private readonly options: BatchPageReaderOptions) {
+    this.maxItems = Math.min(options.maxItems ?? 64, BATCH_LIMITS.maxItems);
+    this.maxBytes = Math.min(options.maxBytes ?? 4 * 1024 * 1024, BATCH_LIMITS.maxBatchBytes);
+    this.perWorker = Math.max(1, options.batchesPerWorker ?? 4);
+  }
+
+  /** Whether its batches ask for direct source reads (a worker holding the cluster secret). */
+  get direct(): boolean {
+    return this.options.direct === true;
+  }
+
+  /** Batches sent, pages they brought, pages asked for again one by one (tests, status). */
+  stats(): { batches: number; batched: number; fallbacks: number } {
+    return { ...this.counts };
+  }
+
+  /** A whole page, verified (CRC32), as the chunks it arrived in. */
+  fetchPage(ref: PageRef, signal?: AbortSignal): Promise<Buffer[]> {
+    if (signal?.aborted) return Promise.reject(new FanoutError('ABORTED', 'page read aborted'));
+    const { start, end } = pageSpan(ref.index, ref.size, this.options.pageSize);
+    const length = end - start;
+    const owner = this.options.owners(pageKey(ref, this.options.pageSize))[0];
+    if (length > BATCH_LIMITS.maxItemBytes || !owner || this.unsupported.has(owner.id) || this.options.isDemoted?.(owner.id)) {
+      return this.options.fallback(ref, signal);
+    }
+    return new Promise<Buffer[]>((resolve, reject) => {
+      const item: Waiting = { ref, length, resolve, reject, signal, settled: false };
+      // A caller that leaves is answered at once; its page, if it comes, is dropped.
+      if (signal) {
+        item.onAbort = () => settle(item, undefined, new FanoutError('ABORTED', 'page read aborted'));
+        signal.addEventListener('abort', item.onAbort, { once: true });
+      }
+      let queue = this.queues.get(owner.id);
+      if (!queue) this.queues.set(owner.id, (queue = { member: owner, items: [], inflight: 0, scheduled: false }));
+      queue.member = owner;
+      queue.items.push(item);
+      this.pump(owner.id);
+    });
+  }
+
+  /**
+   * Pages queued for a worker wait one turn of the event loop for company (the other files'
+   * opens and writes that complete in the same turn), unless a batch is full already.
+   */
+  private pump(id: string): void {
+    const queue = this.queues.get(id);
+    if (!queue || queue.items.length === 0) return;
+    if (queue.items.length >= this.maxItems) return this.flush(id);
+    if (queue.scheduled) return;
+    queue.scheduled = true;
+    setImmediate(() => {
+      queue.scheduled = false;
+      this.flush(id);
+    });
+  }
+
+  /** Sends what is queued for a worker while it has batch room. */
+  private flush(id: string): void {
+    const queue = this.queues.get(id);
+    if (!queue) return;
+    while (queue.items.length > 0 && queue.inflight < this.perWorker) {
+      const batch: Waiting[] = [];
+      let bytes = 0;
+      while (queue.items.length > 0 && batch.length < this.maxItems) {
+        const item = queue.items[0]!;
+        if (item.settled) {
+          queue.items.shift();
+          continue;
+        }
+        if (batch.length > 0 && bytes + item.length > this.maxBytes) break;
+        batch.push(queue.items.shift()!);
+        bytes += item.length;
+      }
+      if (batch.length === 0) break;
+      queue.inflight++;
+      void this.send(queue.member, batch).finally(() => {
+        queue.inflight--;
+        // What queued while this batch travelled leaves at once: it has waited already.
+        if (queue.items.length > 0) this.flush(id);
+        else if (queue.inflight === 0 && !queue.scheduled) this.queues.delete(id);
+      });
+    }
+    if (queue.items.length === 0 && queue.inflight === 0 && !queue.scheduled) this.queues.delete(id);
+  }
+
+  private async send(member: Member, batch: Waiting[]): Promise<void> {
+    this.counts.batches++;
+    let answered = 0;
+    try {
+      const response = await undici().request(`${member.url}${ROUTES.pages}`, {
+        method: 'POST',
+        body: JSON.stringify({ items: batch.map((w) => w.ref) }),
+        headers: { 'content-type': 'application/json', ...this.options.headers(), ...(this.options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}), ...(this.options.direct ? { [HEADERS.direct]: '1' } : {}) },
+        dispatcher: this.options.dispatcher(),
+      });
+      if (response.statusCode !== 200) {
+        // An older worker has no such route: per-page requests to it from now on.
+        if (response.statusCode === 404 && response.headers[HEADERS.error] !== 'UNKNOWN_MOUNT') this.unsupported.add(member.id);
+        await response.body.dump().catch(() => {});
+        throw new FanoutError('WORKER_UNAVAILABLE', `batch request to ${member.id} answered ${response.statusCode}`);
+      }
+      const frames = new FrameReader(batch.length);
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        for (const frame of frames.push(chunk)) {
+          answered++;
+          this.answer(batch[frame.index]!, frame);
+        }
+      }
+      if (!frames.complete) throw new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} ended after ${answered} of ${batch.length} pages`);
+    } catch {
+      // Whatever went wrong with the batch, the pages it did not bring are asked for one by one.
+      for (const item of batch) if (!item.settled) this.retryAlone(item);
+    }
+  }
+
+  private answer(item: Waiting, frame: BatchFrame): void {
+    if (item.settled) return;
+    if (frame.kind === 'page') {
+      if (frame.data.length !== item.length) return this.retryAlone(item);
+      this.counts.batched++;
+      return settle(item, [frame.data]);
+    }
+    if (FINAL.has(frame.error.code)) return settle(item, undefined, frame.error);
+    this.retryAlone(item);
+  }
+
+  private retryAlone(item: Waiting): void {
+    if (item.settled) return;
+    this.counts.fallbacks++;
+    this.options.fallback(item.ref, item.signal).then(
+      (page) => settle(item, page),
+      (err) => settle(item, undefined, err),
+    );
+  }
+}
+
+function settle(item: Waiting, page: Buffer[] | undefined, err?: unknown): void {
+  if (item.settled) return;
+  item.settled = true;
+  if (item.onAbort) item.signal?.removeEventListener('abort', item.onAbort);
+  if (page) item.resolve(page);
+  else item.reject(err);
+}

@@ -1,0 +1,152 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pageSpan } from '../core/pages.js';
+import { FanoutError } from '../core/errors.js';
+import type { PageRef } from '../core/types.js';
+import type { VerifiedPage } from '../lib/pagestore/index.js';
+import { ByteBudget, type Semaphore } from '../lib/transfer/index.js';
+import type { TrafficClass } from '../lib/lines/index.js';
+import { BATCH_CONTENT_TYPE, BATCH_LIMITS, FRAME_KIND, batchRequestSchema, endFrame, errorFrame, frameHead } from '../lib/wire/index.js';
+import type { ResponseFlow } from './flow.js';
+import { toFanoutError } from './http.js';
+
+/** What a batch answer uses of the worker: the page checks of /v1/page and the page service. */
+export interface BatchPagesDeps {
+  pageSize: number;
+  /** The checks /v1/page makes of one page (mount, version and size, content hash): throws per item. */
+  check(ref: PageRef): Promise<void>;
+  /** A whole page from the store or its single-flight fill (PageService.wholePage). */
+  wholePage(ref: PageRef, direct: boolean, cls: TrafficClass, signal: AbortSignal): Promise<VerifiedPage>;
+  responseSlots: Semaphore;
+  flow(res: ServerResponse): ResponseFlow;
+  /** Pages owned elsewhere, fetched from their owners in batches (none: filled here page by page). */
+  relay?: BatchRelay;
+}
+
+export interface BatchRelay {
+  /** Whether this worker holds or owns the page (then it answers it itself). */
+  owns(ref: PageRef): boolean;
+  /** The page from its owner, CRC32-verified. */
+  fetch(ref: PageRef, signal: AbortSignal): Promise<Buffer[]>;
+}
+
+/** Items fetched at once within one batch (store reads and fills overlap; frames leave as each is ready). */
+const ITEM_CONCURRENCY = 32;
+
+/**
+ * POST /v1/pages: many whole small pages in one framed answer (lib/wire/batch.ts). Each item
+ * gets exactly what GET /v1/page would give it (the same checks, the store or the same single
+ * flight and fill limits), and its own frame: a page, or an error with its stable code, so a
+ * missing file in the middle fails that item only. Pages owned elsewhere go to their owner in one
+ * batch per owner (relay); what that does not bring is filled as /v1/page fills it.
+ * Memory: one response slot per batch, and at most one page size of item bytes held between
+ * being read and being written to the client.
+ */
+export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res: ServerResponse, direct: boolean, cls: TrafficClass): Promise<void> {
+  const items = await readItems(req);
+  let total = 0;
+  const lengths = items.map((ref) => {
+    try {
+      const { start, end } = pageSpan(ref.index, ref.size, deps.pageSize);
+      total += end - start;
+      if (end - start > BATCH_LIMITS.maxItemBytes) {
+        throw new FanoutError('REQUEST_TOO_LARGE', `page ${ref.index} of /${ref.mount}/${ref.path} is ${end - start} bytes: a batch carries pages of at most ${BATCH_LIMITS.maxItemBytes} bytes`);
+      }
+      return end - start;
+    } catch (err) {
+      if (err instanceof FanoutError && err.code === 'REQUEST_TOO_LARGE') throw err;
+      return err as Error;
+    }
+  });
+  if (total > BATCH_LIMITS.maxBatchBytes) throw new FanoutError('REQUEST_TOO_LARGE', `a batch of ${total} bytes of pages (at most ${BATCH_LIMITS.maxBatchBytes})`);
+
+  const gone = new AbortController();
+  res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
+  const releaseSlot = await deps.responseSlots.acquire(gone.signal);
+  try {
+    const flow = deps.flow(res);
+    const held = new ByteBudget(Math.max(deps.pageSize, BATCH_LIMITS.maxItemBytes));
+    res.writeHead(200, { 'content-type': BATCH_CONTENT_TYPE });
+    // The head leaves now: the reader's first-byte deadline must not wait for the first cold fill.
+    res.flushHeaders();
+    // Frames leave one at a time: a frame's head and payload are never split by another's.
+    let writing: Promise<void> = Promise.resolve();
+    const send = (buffers: Buffer[]) => (writing = writing.then(() => writeAll(flow, buffers)));
+    let next = 0;
+    const worker = async () => {
+      while (next < items.length && !gone.signal.aborted) {
+        const i = next++;
+        const length = lengths[i]!;
+        if (length instanceof Error) {
+          await send(errorFrame(i, toFanoutError(length)));
+          continue;
+        }
+        const release = await held.acquire(length, gone.signal);
+        let page: VerifiedPage | undefined;
+        try {
+          await deps.check(items[i]!);
+          if (!direct && deps.relay && !deps.relay.owns(items[i]!)) {
+            const chunks = await deps.relay.fetch(items[i]!, gone.signal);
+            const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+            await send([frameHead(i, FRAME_KIND.page, data), data]);
+          } else {
+            page = await deps.wholePage(items[i]!, direct, cls, gone.signal);
+            await send([frameHead(i, FRAME_KIND.page, page.data, page.crc), page.data]);
+          }
+        } catch (err) {
+          if (gone.signal.aborted) throw err;
+          await send(errorFrame(i, toFanoutError(err)));
+        } finally {
+          // The flow copied the bytes into its own slices: the page can go back at once.
+          page?.release();
+          release();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ITEM_CONCURRENCY, items.length) }, worker));
+    await send([endFrame(items.length)]);
+    res.end();
+  } catch (err) {
+    // Mid-answer the only honest signal is a cut connection: the reader sees no end frame.
+    res.destroy();
+    if (!gone.signal.aborted) throw err;
+  } finally {
+    releaseSlot();
+  }
+}
+
+async function writeAll(flow: ResponseFlow, buffers: Buffer[]): Promise<void> {
+  for (const buffer of buffers) {
+    let at = 0;
+    while (at < buffer.length) {
+      at = flow.write(buffer, at, buffer.length);
+      if (at < buffer.length) await flow.room();
+    }
+  }
+}
+
+async function readItems(req: IncomingMessage): Promise<PageRef[]> {
+  const max = BATCH_LIMITS.maxBodyBytes;
+  const declared = Number(req.headers['content-length']);
+  if (declared > max) throw new FanoutError('REQUEST_TOO_LARGE', `batch request body of ${declared} bytes is over the limit of ${max} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  // The server's requestTimeout is this read's deadline.
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new FanoutError('REQUEST_TOO_LARGE', `batch request body is over the limit of ${max} bytes`);
+    chunks.push(chunk);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new FanoutError('INVALID_ARGUMENT', 'batch request body is not valid JSON');
+  }
+  const parsed = batchRequestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const tooMany = issue.code === 'too_big' && issue.path.length === 1;
+    throw new FanoutError(tooMany ? 'REQUEST_TOO_LARGE' : 'INVALID_ARGUMENT', `batch request: ${issue.message}${issue.path.length ? ` at "${issue.path.join('.')}"` : ''}; expected {"items":[{mount,path,version,size,index,hash?}, …]} with 1–${BATCH_LIMITS.maxItems} items`);
+  }
+  return parsed.data.items;
+}
