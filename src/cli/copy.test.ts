@@ -11,10 +11,16 @@ import { copyFileTo, copyTreeTo } from './copy.js';
 const PAGE = 1024;
 
 /** A cluster stand-in whose pages of a file arrive last first; `failing` pages fail after the others arrived. */
-function reverseClient(data: Map<string, Buffer>, failing?: { path: string; index: number }, released: Buffer[][] = []): FanoutClient {
+function reverseClient(data: Map<string, Buffer>, failing?: { path: string; index: number }, released: Buffer[][] = []): FanoutClient & { batched: number } {
   const answered = new Map<string, Set<number>>();
   const wake = new Map<string, (() => void)[]>();
-  return {
+  const client = {
+    /** Pages asked for through the batch path (tree copies use it for their small pages). */
+    batched: 0,
+    async fetchBatchedPage(file: StatResult, index: number): Promise<Buffer[]> {
+      client.batched++;
+      return client.fetchPage(file, index);
+    },
     async fetchPage(file: StatResult, index: number): Promise<Buffer[]> {
       const bytes = data.get(file.path)!;
       const pages = Math.ceil(bytes.length / PAGE);
@@ -29,7 +35,8 @@ function reverseClient(data: Map<string, Buffer>, failing?: { path: string; inde
     releasePage(page: Buffer[]): void {
       released.push(page);
     },
-  } as unknown as FanoutClient;
+  };
+  return client as unknown as FanoutClient & { batched: number };
 }
 
 const statOf = (path: string, data: Buffer): StatResult => ({ mount: 'data', path, size: data.length, mtimeMs: 1, version: 'v' });
@@ -75,7 +82,9 @@ test('a tree copy writes every file whole, and a failing file stops it without a
       files.push({ rel: `d${i % 5}/f${i}.bin`, file: statOf(path, data.get(path)!) });
     }
     const tree = { files, dirs: ['d0', 'd1', 'd2', 'd3', 'd4'] };
-    await copyTreeTo(reverseClient(data), tree, join(dir, 'copy'), PAGE);
+    const client = reverseClient(data);
+    await copyTreeTo(client, tree, join(dir, 'copy'), PAGE);
+    assert.ok(client.batched > 0, 'the tree copy asked for its small pages in batches');
     for (const { rel, file } of files) assert.deepEqual(await readFile(join(dir, 'copy', rel)), data.get(file.path));
 
     const broken = reverseClient(data, { path: 't/d3/f3.bin', index: 0 });

@@ -8,24 +8,13 @@ import { undici } from '../lib/http/undici.js';
 import { certificateHint } from '../lib/tls/client.js';
 // No zod on the read path (see clusterinfo.ts): `fanout cat` pays for every module it loads.
 import { HEADERS, ROUTES } from '../lib/wire/protocol.js';
-import { checkClusterInfo } from '../lib/wire/clusterinfo.js';
+import { checkClusterInfo, type ClusterInfoAnswer } from '../lib/wire/clusterinfo.js';
 import { JsonGetter } from './jsonget.js';
 import { BatchPageReader } from './batchreader.js';
 import { parseJsonBody } from './answers.js';
 
-export interface ClusterInfo {
-  self: string;
-  pageSize: number;
-  replication: number;
-  statTtlMs: number;
-  members: Member[];
-  stale: boolean;
-  mounts: string[];
-  /** The cluster's id (a cluster reading another refuses to read itself: lib/ufs/fanout.ts). */
-  clusterId?: string;
-  /** Ids of the clusters this one reads from, directly or through a chain. */
-  upstream?: string[];
-}
+/** A worker's `/v1/cluster` answer, as checked on the read path (lib/wire/clusterinfo.ts). */
+export type ClusterInfo = ClusterInfoAnswer;
 
 /** The Authorization header for a worker's URL (a token, a published serve token, a peer credential). */
 export interface SessionCredentials {

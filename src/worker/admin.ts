@@ -8,7 +8,7 @@ import type { Member, PageRef } from '../core/types.js';
 import type { PageFetcher } from '../lib/cluster/index.js';
 import type { PagePolicy, PageStore } from '../lib/pagestore/index.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
-import { sendJson } from './http.js';
+import { readJsonBody, sendJson } from './http.js';
 import type { z } from 'zod';
 import { ADMIN_BODIES } from '../lib/wire/index.js';
 
@@ -73,7 +73,7 @@ export class Admin {
     if (route === '/v1/admin/policy' && req.method === 'GET') return sendJson(res, 200, policy.summary());
     if (!(route in BODY_SCHEMAS)) throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
     if (req.method !== 'POST') throw new FanoutError('INVALID_ARGUMENT', `${route} takes POST`);
-    const raw = await readJson(req);
+    const raw = await readJsonBody(req, MAX_BODY, 'admin request');
     switch (route as AdminRoute) {
       case '/v1/admin/load': {
         const body = parseBody('/v1/admin/load', raw);
@@ -199,24 +199,6 @@ function spanLength(ref: PageRef, pageSize: number): number {
   }
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const declared = Number(req.headers['content-length']);
-  if (declared > MAX_BODY) throw new FanoutError('REQUEST_TOO_LARGE', `admin request body of ${declared} bytes is over the limit of ${MAX_BODY} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new FanoutError('REQUEST_TOO_LARGE', `admin request body is over the limit of ${MAX_BODY} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString();
-  if (text.trim() === '') throw new FanoutError('INVALID_ARGUMENT', 'admin request body is empty: send a JSON object');
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new FanoutError('INVALID_ARGUMENT', 'admin request body is not valid JSON');
-  }
-}
 
 function parseBody<R extends AdminRoute>(route: R, raw: unknown): z.infer<(typeof BODY_SCHEMAS)[R]['schema']> {
   const { schema, shape } = BODY_SCHEMAS[route];

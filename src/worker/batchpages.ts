@@ -7,7 +7,7 @@ import { ByteBudget, type Semaphore } from '../lib/transfer/index.js';
 import type { TrafficClass } from '../lib/lines/index.js';
 import { BATCH_CONTENT_TYPE, BATCH_LIMITS, FRAME_KIND, batchRequestSchema, endFrame, errorFrame, frameHead } from '../lib/wire/index.js';
 import type { ResponseFlow } from './flow.js';
-import { toFanoutError } from './http.js';
+import { readJsonBody, toFanoutError } from './http.js';
 
 /** What a batch answer uses of the worker: the page checks of /v1/page and the page service. */
 export interface BatchPagesDeps {
@@ -125,23 +125,7 @@ async function writeAll(flow: ResponseFlow, buffers: Buffer[]): Promise<void> {
 }
 
 async function readItems(req: IncomingMessage): Promise<PageRef[]> {
-  const max = BATCH_LIMITS.maxBodyBytes;
-  const declared = Number(req.headers['content-length']);
-  if (declared > max) throw new FanoutError('REQUEST_TOO_LARGE', `batch request body of ${declared} bytes is over the limit of ${max} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  // The server's requestTimeout is this read's deadline.
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) throw new FanoutError('REQUEST_TOO_LARGE', `batch request body is over the limit of ${max} bytes`);
-    chunks.push(chunk);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new FanoutError('INVALID_ARGUMENT', 'batch request body is not valid JSON');
-  }
+  const raw = await readJsonBody(req, BATCH_LIMITS.maxBodyBytes, 'batch request');
   const parsed = batchRequestSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

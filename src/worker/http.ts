@@ -60,3 +60,28 @@ export function intParam(query: URLSearchParams, name: string, max = Number.MAX_
   }
   return Number(raw);
 }
+
+/**
+ * Reads a request's JSON body of at most `maxBytes` (checked against Content-Length first, then
+ * as it arrives, so a client cannot make the worker buffer more). `what` names the body in
+ * errors ("admin request"). Empty or unparsable bodies are INVALID_ARGUMENT, too big
+ * REQUEST_TOO_LARGE. The server's requestTimeout is the read's deadline.
+ */
+export async function readJsonBody(req: IncomingMessage, maxBytes: number, what: string): Promise<unknown> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > maxBytes) throw new FanoutError('REQUEST_TOO_LARGE', `${what} body of ${declared} bytes is over the limit of ${maxBytes} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBytes) throw new FanoutError('REQUEST_TOO_LARGE', `${what} body is over the limit of ${maxBytes} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new FanoutError('INVALID_ARGUMENT', `${what} body is empty: send a JSON object`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new FanoutError('INVALID_ARGUMENT', `${what} body is not valid JSON`);
+  }
+}

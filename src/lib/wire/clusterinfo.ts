@@ -16,7 +16,9 @@ export interface ClusterInfoAnswer {
   members: Member[];
   stale: boolean;
   mounts: string[];
+  /** The cluster's id (a cluster reading another refuses to read itself: lib/ufs/fanout.ts). */
   clusterId?: string;
+  /** Ids of the clusters this one reads from, directly or through a chain. */
   upstream?: string[];
 }
 
