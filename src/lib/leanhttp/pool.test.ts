@@ -5,7 +5,9 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import type { AddressInfo } from 'node:net';
 import { ConnectionPool, type LeanResponse } from './index.js';
 
-const TIMEOUTS = { connectMs: 2000, firstByteMs: 300, idleMs: 300 };
+/** Deadlines far beyond any answer here, even on a loaded machine; the deadline test sets short ones. */
+const TIMEOUTS = { connectMs: 5000, firstByteMs: 10_000, idleMs: 10_000 };
+const SHORT_TIMEOUTS = { connectMs: 2000, firstByteMs: 300, idleMs: 300 };
 
 async function text(response: LeanResponse): Promise<string> {
   const parts: Buffer[] = [];
@@ -47,7 +49,7 @@ describe('the lean connection pool against a raw server', () => {
     await new Promise((r) => server.close(r));
   });
 
-  const pool = (connections = 4) => new ConnectionPool(origin, { connections, timeouts: TIMEOUTS });
+  const pool = (connections = 4, timeouts = TIMEOUTS) => new ConnectionPool(origin, { connections, timeouts });
 
   test('keep-alive: sequential requests reuse one connection, and the request head carries host and headers', async () => {
     const seen: string[] = [];
@@ -145,7 +147,7 @@ describe('the lean connection pool against a raw server', () => {
 
   test('deadlines: no head within firstByteMs, a stalled body within idleMs', async () => {
     answer = () => {};
-    const p = pool();
+    const p = pool(4, SHORT_TIMEOUTS);
     await assert.rejects(p.get('/x', {}), (e: { code?: string }) => e.code === 'FANOUT_FIRST_BYTE_TIMEOUT');
     answer = (socket) => socket.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc');
     const response = await p.get('/x', {});
