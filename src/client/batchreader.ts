@@ -3,7 +3,9 @@ import { FanoutError, type ErrorCode } from '../core/errors.js';
 import { pageKey, pageSpan } from '../core/pages.js';
 import type { Member, PageRef } from '../core/types.js';
 import { undici } from '../lib/http/undici.js';
-import { BATCH_LIMITS, FrameReader, HEADERS, ROUTES, type BatchFrame } from '../lib/wire/index.js';
+// Not lib/wire/index.js: that loads zod, which `fanout stat`/`cat` must not (cli-read test).
+import { BATCH_LIMITS, FrameReader, type BatchFrame } from '../lib/wire/batch.js';
+import { HEADERS, ROUTES } from '../lib/wire/protocol.js';
 
 export interface BatchPageReaderOptions {
   pageSize: number;

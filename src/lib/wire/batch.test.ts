@@ -2,7 +2,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { FanoutError } from '../../core/errors.js';
-import { BATCH_LIMITS, FRAME_HEAD, FRAME_KIND, FrameReader, batchRequestSchema, endFrame, errorFrame, frameHead, type BatchFrame } from './batch.js';
+import { BATCH_LIMITS, FRAME_HEAD, FRAME_KIND, FrameReader, endFrame, errorFrame, frameHead, type BatchFrame } from './batch.js';
+import { batchRequestSchema } from './schemas.js';
 
 type Item = { kind: 'page'; data: Buffer } | { kind: 'error'; code: 'NOT_FOUND' | 'SOURCE_CHANGED' | 'OVERLOADED' };
 

@@ -1,7 +1,5 @@
-import { z } from 'zod';
 import { FanoutError, type ErrorCode, ErrorCodes } from '../../core/errors.js';
 import { crc32 } from '../checksum/index.js';
-import { pageRefSchema } from './schemas.js';
 
 /**
  * The batch page request: POST /v1/pages with a JSON body listing whole small pages, answered
@@ -35,8 +33,6 @@ export const BATCH_LIMITS = {
 export const FRAME_KIND = { page: 0, error: 1, end: 2 } as const;
 export type FrameKind = (typeof FRAME_KIND)[keyof typeof FRAME_KIND];
 
-export const batchRequestSchema = z.object({ items: z.array(pageRefSchema).min(1).max(BATCH_LIMITS.maxItems) });
-export type BatchRequest = z.infer<typeof batchRequestSchema>;
 
 /** The head of one frame (the payload is written after it, unchanged: no copy into a frame buffer). */
 export function frameHead(index: number, kind: FrameKind, payload: Buffer | undefined, crc = payload ? crc32(payload) : 0): Buffer {

@@ -20,6 +20,8 @@ export {
   type AdminTarget,
   type AdminTtl,
   type ClusterInfoBody,
+  batchRequestSchema,
+  type BatchRequest,
 } from './schemas.js';
 export {
   BATCH_CONTENT_TYPE,
@@ -27,11 +29,9 @@ export {
   FRAME_HEAD,
   FRAME_KIND,
   FrameReader,
-  batchRequestSchema,
   endFrame,
   errorFrame,
   frameHead,
   type BatchFrame,
-  type BatchRequest,
   type FrameKind,
 } from './batch.js';

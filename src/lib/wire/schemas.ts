@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { FanoutError } from '../../core/errors.js';
+import { BATCH_LIMITS } from './batch.js';
 
 /*
  * Bodies of the worker's API, as zod schemas used on both sides: the worker checks admin bodies
@@ -144,3 +145,7 @@ export const unpinAnswerSchema = z.object({ unpinned: z.number() });
 export const ttlAnswerSchema = z.object({ keys: z.number(), ttlMs: z.number() });
 export const freeAnswerSchema = z.object({ freed: z.number() });
 export type LoadAnswer = z.infer<typeof loadAnswerSchema>;
+
+/** The body of POST /v1/pages (batch.ts frames the answer; the schema lives here so the SDK's batch reader loads no zod). */
+export const batchRequestSchema = z.object({ items: z.array(pageRefSchema).min(1).max(BATCH_LIMITS.maxItems) });
+export type BatchRequest = z.infer<typeof batchRequestSchema>;
