@@ -96,7 +96,7 @@ export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags 
       if (proc.exitCode !== null) throw new Error(`fanout mount exited: ${log}`);
       return log.includes('fanout: mounted') && (await isMounted(mnt));
     });
-    return await fn(mnt);
+    return await fn(mnt, proc.pid);
   } catch (err) {
     // The mount's own log says why a read failed (it is quiet otherwise).
     process.stderr.write(`fanout mount log:\n${log}\n`);

@@ -18,6 +18,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
+import { processTreeCpu } from './cpu.mjs';
 import { benchArgs, bin, median, parseSize, root, timedRun, treeHash, waitFor, withMount as withMountOf } from './common.mjs';
 
 const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
@@ -88,6 +89,8 @@ try {
   const catAll = (dir, parallel) => timedRun('sh', ['-c', `cd ${dir} && find . -type f -print0 | xargs -0 -P ${parallel} -n ${Math.ceil(FILES / parallel)} cat > /dev/null`]);
 
   const t = { syncCold: [], syncColdStaged: [], syncWarm: [], syncWarmStaged: [], mountCold: [], mountCold8: [], cpTree: [], cpR: [], catSource: [], curl: [] };
+  const mountCpu = [];
+  const workerCpu = [];
   for (let run = 0; run < RUNS; run++) {
     // Baselines first: the source tree is in the OS page cache for everyone.
     const copy = join(work, `cp-${run}`);
@@ -112,7 +115,16 @@ try {
     const mnt = join(work, 'mnt');
     await mkdir(mnt, { recursive: true });
     await fanout(['free', '/data/app/v1', ...common]);
-    t.mountCold.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 1)));
+    t.mountCold.push(
+      await withMount(endpoint, mnt, async (m, pid) => {
+        // CPU per file of the mount process and of the worker during the read (the load moves wall times more).
+        const [mount0, worker0] = [await processTreeCpu(pid), await processTreeCpu(worker.pid)];
+        const seconds = await catAll(join(m, 'data/app/v1'), 1);
+        mountCpu.push(((await processTreeCpu(pid)) - mount0) / FILES);
+        workerCpu.push(((await processTreeCpu(worker.pid)) - worker0) / FILES);
+        return seconds;
+      }),
+    );
     await fanout(['free', '/data/app/v1', ...common]);
     t.mountCold8.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 8)));
     // Path-keyed pages are warm now. `fanout cp` of the directory (older builds copy files only: NaN).
@@ -137,6 +149,7 @@ try {
   console.log(row('  of which staging (agent log)', m.syncWarmStaged));
   console.log(row('mount, cold: `xargs cat` of every file, 1 reader', m.mountCold));
   console.log(row('mount, cold: `xargs -P 8 cat`, 8 readers', m.mountCold8));
+  console.log(`|   CPU per file of that 1-reader run: mount ${(median(mountCpu) * 1e3).toFixed(2)} ms, worker ${(median(workerCpu) * 1e3).toFixed(2)} ms | | | |`);
   console.log(row('`fanout cp` of the directory, warm (process wall time)', m.cpTree));
   console.log(row('baseline: `cp -r` of the source tree', m.cpR));
   console.log(row('baseline: `xargs cat` of the source files', m.catSource));

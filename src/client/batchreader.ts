@@ -164,12 +164,25 @@ export class BatchPageReader {
         throw new FanoutError('WORKER_UNAVAILABLE', `batch request to ${member.id} answered ${response.statusCode}`);
       }
       const frames = new FrameReader(batch.length);
-      for await (const chunk of response.body as AsyncIterable<Buffer>) {
-        for (const frame of frames.push(chunk)) {
-          answered++;
-          this.answer(batch[frame.index]!, frame);
-        }
-      }
+      // 'data' events, not `for await`: the async iterator read()s whatever is buffered as one
+      // Buffer.concat of it, a copy of every page (a quarter of the mount's CPU per small file).
+      const body = response.body;
+      await new Promise<void>((resolve, reject) => {
+        body.on('data', (chunk: Buffer) => {
+          try {
+            for (const frame of frames.push(chunk)) {
+              answered++;
+              this.answer(batch[frame.index]!, frame);
+            }
+          } catch (err) {
+            body.destroy();
+            reject(err);
+          }
+        });
+        body.once('end', resolve);
+        body.once('error', reject);
+        body.once('close', () => reject(new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} closed early`)));
+      });
       if (!frames.complete) throw new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} ended after ${answered} of ${batch.length} pages`);
     } catch {
       // Whatever went wrong with the batch, the pages it did not bring are asked for one by one.
@@ -180,9 +193,11 @@ export class BatchPageReader {
   private answer(item: Waiting, frame: BatchFrame): void {
     if (item.settled) return;
     if (frame.kind === 'page') {
-      if (frame.data.length !== item.length) return this.retryAlone(item);
+      let length = 0;
+      for (const chunk of frame.chunks) length += chunk.length;
+      if (length !== item.length) return this.retryAlone(item);
       this.counts.batched++;
-      return settle(item, [frame.data]);
+      return settle(item, frame.chunks);
     }
     if (FINAL.has(frame.error.code)) return settle(item, undefined, frame.error);
     this.retryAlone(item);

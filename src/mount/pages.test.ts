@@ -8,11 +8,12 @@ const file = (path: string, size = 100): StatResult => ({ mount: 'data', path, s
 
 function fetcher() {
   const fetched: string[] = [];
+  /** The fetches that went by batch request. */
+  const batched: string[] = [];
   const released: string[] = [];
   const waiting: (() => void)[] = [];
   let failNext = false;
-  const source: PageFetch = {
-    async fetchPage(f, index) {
+  const fetchPage = async (f: StatResult, index: number): Promise<Buffer[]> => {
       fetched.push(`${f.path}#${index}`);
       await new Promise<void>((r) => waiting.push(r));
       if (failNext) {
@@ -20,6 +21,12 @@ function fetcher() {
         throw new FanoutError('WORKER_UNAVAILABLE', 'no worker');
       }
       return [Buffer.from(`${f.path}#${index}`)];
+  };
+  const source: PageFetch = {
+    fetchPage,
+    fetchBatchedPage(f, index) {
+      batched.push(`${f.path}#${index}`);
+      return fetchPage(f, index);
     },
     releasePage(page) {
       released.push(page[0]!.toString());
@@ -29,7 +36,7 @@ function fetcher() {
     while (waiting.length === 0) await new Promise((r) => setImmediate(r));
     waiting.shift()!();
   };
-  return { source, fetched, released, arrive, failNext: () => (failNext = true) };
+  return { source, fetched, batched, released, arrive, failNext: () => (failNext = true) };
 }
 
 test('readers of the same page share one fetch, and the page is given back only when the last lets go', async () => {
@@ -74,4 +81,29 @@ test('a failed fetch fails its readers and is forgotten, so the next reader fetc
   await f.arrive();
   assert.equal((await again).chunks[0]!.toString(), 'a#0');
   assert.deepEqual(f.fetched, ['a#0', 'a#0']);
+});
+
+test('pages fetched ahead go by batch request, and a reader joins them instead of fetching again', async () => {
+  const f = fetcher();
+  const pages = new MountPages(f.source, 100, 1000);
+  pages.prefetch(file('a'), 0);
+  pages.prefetch(file('b'), 0);
+  const reader = pages.acquire(file('a'), 0);
+  await f.arrive();
+  await f.arrive();
+  assert.equal((await reader).chunks[0]!.toString(), 'a#0');
+  assert.deepEqual(f.batched, ['a#0', 'b#0']);
+  assert.deepEqual(f.fetched, ['a#0', 'b#0'], 'one fetch per page');
+});
+
+test('a read asks for its page alone unless told it may ride in a batch', async () => {
+  const f = fetcher();
+  const pages = new MountPages(f.source, 100, 1000);
+  const alone = pages.acquire(file('a'), 1);
+  const first = pages.acquire(file('b'), 0, true);
+  await f.arrive();
+  await f.arrive();
+  await Promise.all([alone, first]);
+  assert.deepEqual(f.fetched, ['a#1', 'b#0']);
+  assert.deepEqual(f.batched, ['b#0']);
 });

@@ -3,6 +3,12 @@ import type { StatResult } from '../client/index.js';
 /** Where the mount's pages come from: verified fetches, and the memory given back after use. */
 export interface PageFetch {
   fetchPage(file: StatResult, index: number): Promise<Buffer[]>;
+  /**
+   * The same page carried with other small pages in one request (POST /v1/pages): for pages
+   * asked for ahead of their reads (a directory's next files, a file's first page at open),
+   * which arrive many at a time, so a tree of small files costs a request per batch, not per file.
+   */
+  fetchBatchedPage(file: StatResult, index: number): Promise<Buffer[]>;
   /** The chunks' receive memory may be read into again (the client's slabs). */
   releasePage(page: Buffer[]): void;
 }
@@ -47,12 +53,16 @@ export class MountPages {
     private readonly capacity: number,
   ) {}
 
-  /** Page `index` of `file` at its version, leased: release it when done with the chunks. */
-  async acquire(file: StatResult, index: number): Promise<Lease> {
+  /**
+   * Page `index` of `file` at its version, leased: release it when done with the chunks.
+   * `batched`: a fetch this call starts rides in a batch request with the other small pages
+   * asked for in the same turn (a page already on its way is joined however it travels).
+   */
+  async acquire(file: StatResult, index: number, batched = false): Promise<Lease> {
     const key = `${file.mount}\0${file.path}\0${file.version}\0${index}`;
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = this.start(key, file, index);
+      entry = this.start(key, file, index, batched);
     } else if (this.idle.delete(key)) {
       this.idleBytes -= entry.size;
     }
@@ -73,7 +83,7 @@ export class MountPages {
 
   /** Fetches a page into the idle set, for a read expected soon. Never throws. */
   prefetch(file: StatResult, index: number): void {
-    this.acquire(file, index).then(
+    this.acquire(file, index, true).then(
       (lease) => lease.release(),
       () => {}, // the read itself asks again and reports
     );
@@ -84,10 +94,10 @@ export class MountPages {
     return { pages: this.entries.size, idlePages: this.idle.size, idleBytes: this.idleBytes };
   }
 
-  private start(key: string, file: StatResult, index: number): Entry {
+  private start(key: string, file: StatResult, index: number, batched: boolean): Entry {
     const size = Math.max(0, Math.min(this.pageSize, file.size - index * this.pageSize));
     const entry: Entry = { key, size, refs: 0, fetch: undefined as unknown as Promise<Buffer[]> };
-    entry.fetch = this.source.fetchPage(file, index).then(
+    entry.fetch = (batched ? this.source.fetchBatchedPage(file, index) : this.source.fetchPage(file, index)).then(
       (chunks) => {
         entry.chunks = chunks;
         if (entry.refs === 0) this.park(entry);

@@ -25,7 +25,7 @@ function fakeDeps(count: number, size = 100) {
 
 const settle = () => new Promise((r) => setImmediate(r));
 
-test('opening the files of a directory in order fetches the first pages of the next ones, each once', async () => {
+test('opening the files of a directory in order fetches the first pages of the next ones, each once, half a window at a time', async () => {
   const { deps, fetched } = fakeDeps(20);
   const prefetch = new DirectoryPrefetch(deps, { files: 4, bytes: 1 << 20, pageSize: 4096 });
   await prefetch.opened('data/dir/f000');
@@ -36,7 +36,28 @@ test('opening the files of a directory in order fetches the first pages of the n
   assert.deepEqual(fetched, ['dir/f002#0', 'dir/f003#0', 'dir/f004#0', 'dir/f005#0']);
   await prefetch.opened('data/dir/f002');
   await settle();
-  assert.deepEqual(fetched.slice(4), ['dir/f006#0'], 'only the file newly in reach');
+  assert.deepEqual(fetched.slice(4), [], 'three of four still ahead: nothing asked yet');
+  await prefetch.opened('data/dir/f003');
+  await settle();
+  assert.deepEqual(fetched.slice(4), ['dir/f006#0', 'dir/f007#0'], 'the files newly in reach, together');
+  for (const name of ['f004', 'f005', 'f006', 'f007', 'f008', 'f009']) await prefetch.opened(`data/dir/${name}`);
+  await settle();
+  assert.deepEqual(fetched.slice(6), ['dir/f008#0', 'dir/f009#0', 'dir/f010#0', 'dir/f011#0', 'dir/f012#0', 'dir/f013#0']);
+});
+
+test('near the end of a listing the last files are asked for at once', async () => {
+  const { deps, fetched } = fakeDeps(7);
+  const prefetch = new DirectoryPrefetch(deps, { files: 4, bytes: 1 << 20, pageSize: 4096 });
+  for (const name of ['f000', 'f001']) await prefetch.opened(`data/dir/${name}`);
+  await settle();
+  assert.deepEqual(fetched, ['dir/f002#0', 'dir/f003#0', 'dir/f004#0', 'dir/f005#0']);
+  await prefetch.opened('data/dir/f002');
+  await settle();
+  assert.deepEqual(fetched.slice(4), ['dir/f006#0'], 'the listing ends with f006: no half window to wait for');
+  await prefetch.opened('data/dir/f003');
+  await settle();
+  assert.equal(fetched.length, 5);
+  assert.equal(new Set(fetched).size, fetched.length, 'each page asked for once');
 });
 
 test('a random open fetches nothing ahead', async () => {

@@ -65,18 +65,29 @@ export class DirectoryPrefetch {
     this.walks.set(parent, next);
     if (this.walks.size > MAX_WALKS) this.walks.delete(this.walks.keys().next().value!);
     if (!forward) return;
+    // The files in the window not yet asked for. They are asked for together once half the
+    // window is due (or the listing ends): pages asked for in one turn leave in one batch
+    // request (pages.ts), where topping the window up by one file per open cost a request each.
+    const due: number[] = [];
     let bytes = 0;
     let files = 0;
-    for (let at = index + 1; at < entries.length && files < this.options.files; at++) {
+    let lead = 0;
+    let at = index + 1;
+    for (; at < entries.length && files < this.options.files; at++) {
       const entry = entries[at]!;
       if (entry.type !== 'file') continue;
       files++;
       bytes += Math.min(entry.size ?? this.options.pageSize, this.options.pageSize);
       if (bytes > this.options.bytes) break;
-      if (at <= next.ahead) continue;
-      next.ahead = at;
-      if (!entry.size) continue;
-      void this.fetchFirstPage(`${parent}/${entry.name}`);
+      if (at <= next.ahead) lead++;
+      else due.push(at);
+    }
+    const listingEnds = at >= entries.length;
+    if (lead > 0 && due.length < Math.ceil((lead + due.length) / 2) && !listingEnds) return;
+    for (const position of due) {
+      const entry = entries[position]!;
+      next.ahead = position;
+      if (entry.size) void this.fetchFirstPage(`${parent}/${entry.name}`);
     }
   }
 

@@ -13,16 +13,22 @@ const file: StatResult = { mount: 'data', path: 'f.bin', size: content.length, m
  * Pages of `content`, in two chunks each, through the mount's real page leases; records which
  * pages were fetched and which were given back to the receive memory.
  */
-function source(fail: (index: number) => boolean = () => false): PageSource & { asked: number[]; released: number[]; pages: MountPages } {
+function source(fail: (index: number) => boolean = () => false): PageSource & { asked: number[]; batched: number[]; released: number[]; pages: MountPages } {
   const asked: number[] = [];
+  const batched: number[] = [];
   const released: number[] = [];
+  const fetchPage = async (_file: StatResult, index: number): Promise<Buffer[]> => {
+    asked.push(index);
+    if (fail(index)) throw new FanoutError('WORKER_UNAVAILABLE', `page ${index} failed`);
+    const page = Buffer.from(content.subarray(index * PAGE, (index + 1) * PAGE));
+    return [page.subarray(0, 3), page.subarray(3)];
+  };
   const pages = new MountPages(
     {
-      async fetchPage(_file, index) {
-        asked.push(index);
-        if (fail(index)) throw new FanoutError('WORKER_UNAVAILABLE', `page ${index} failed`);
-        const page = Buffer.from(content.subarray(index * PAGE, (index + 1) * PAGE));
-        return [page.subarray(0, 3), page.subarray(3)];
+      fetchPage,
+      fetchBatchedPage(file, index) {
+        batched.push(index);
+        return fetchPage(file, index);
       },
       releasePage(page) {
         released.push(page[0]![0]! / PAGE);
@@ -31,7 +37,7 @@ function source(fail: (index: number) => boolean = () => false): PageSource & { 
     PAGE,
     0, // nothing kept once unleased: every release shows
   );
-  return { asked, released, pages, acquire: (f, index) => pages.acquire(f, index) };
+  return { asked, batched, released, pages, acquire: (f, index, batch) => pages.acquire(f, index, batch) };
 }
 
 /** A read's bytes, its leases released as the mount does once the reply is sent. */
@@ -105,4 +111,16 @@ test('a failed page gives back the other pages of its read', async () => {
   reader.close();
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(pages.released, [0]);
+});
+
+test('the first page fetched at open rides in a batch, and the first read joins it; later pages go alone', async () => {
+  const pages = source();
+  const reader = new FileReader(file, pages, PAGE, 2);
+  reader.start();
+  assert.deepEqual(await read(reader, 0, 10), content.subarray(0, 10));
+  await read(reader, 10, 10);
+  await read(reader, 20, 10);
+  assert.deepEqual(pages.batched, [0], 'only the page asked for at open was batched');
+  assert.equal(pages.asked.filter((index) => index === 0).length, 1, 'the read joined the fetch at open');
+  reader.close();
 });

@@ -6,7 +6,8 @@ import type { Lease } from './pages.js';
 
 /** Where pages come from: the mount's leased pages (pages.ts: one fetch per page). */
 export interface PageSource {
-  acquire(file: StatResult, index: number): Promise<Lease>;
+  /** `batched`: the fetch may ride with other small pages in one request (pages.ts). */
+  acquire(file: StatResult, index: number, batched?: boolean): Promise<Lease>;
 }
 
 /** A read's bytes, and the pages they are views of: release them once the bytes are sent. */
@@ -69,9 +70,13 @@ export class FileReader {
     return { chunks, leases };
   }
 
-  /** Fetches the first page now: opened files are about to be read from the start. */
+  /**
+   * Fetches the first page now: opened files are about to be read from the start. Batched:
+   * files opened together (`xargs -P`, a loader's pool) share requests; a page the directory
+   * prefetch asked for is joined, not asked again.
+   */
   start(): void {
-    if (this.lastPage >= 0) this.page(0);
+    if (this.lastPage >= 0) this.page(0, true);
   }
 
   /** Gives back the pages held for this file. */
@@ -88,10 +93,10 @@ export class FileReader {
     );
   }
 
-  private page(index: number): Promise<Lease> {
+  private page(index: number, batched = false): Promise<Lease> {
     let page = this.held.get(index);
     if (!page) {
-      page = this.source.acquire(this.file, index);
+      page = this.source.acquire(this.file, index, batched);
       this.held.set(index, page);
       // A failed page is forgotten so that the next read retries it; whoever awaits it sees the error.
       const failed = page;

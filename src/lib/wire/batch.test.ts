@@ -146,3 +146,23 @@ describe('batch page frames', () => {
     assert.ok(!batchRequestSchema.safeParse({ items: Array(BATCH_LIMITS.maxItems + 1).fill(ref) }).success);
   });
 });
+
+test('a page that arrives in several chunks is handed on as views of them, checked across them', () => {
+  const page = Buffer.from(Array.from({ length: 200 }, (_, i) => i));
+  const bytes = encode([{ kind: 'page', data: page }], [0]);
+  const cut = FRAME_HEAD + 70;
+  const first = bytes.subarray(0, cut);
+  const second = Buffer.from(bytes.subarray(cut));
+  const reader = new FrameReader(1);
+  const frames = [...reader.push(first), ...reader.push(second)];
+  const frame = frames.at(-1)!;
+  assert.ok(frame.kind === 'page');
+  assert.equal(frame.chunks.length, 2);
+  assert.equal(frame.chunks[1]!.buffer, second.buffer, 'a view of the chunk received, not a copy');
+  assert.ok(Buffer.concat(frame.chunks).equals(page) && frame.data.equals(page));
+
+  second[5] = second[5]! ^ 1;
+  const corrupt = new FrameReader(1);
+  const got = [...corrupt.push(first), ...corrupt.push(second)];
+  assert.ok(got[0]!.kind === 'error' && got[0]!.error.code === 'CHECKSUM_MISMATCH');
+});

@@ -55,7 +55,8 @@ export function endFrame(items: number): Buffer {
   return frameHead(items, FRAME_KIND.end, undefined);
 }
 
-export type BatchFrame = { index: number; kind: 'page'; data: Buffer; crc: number } | { index: number; kind: 'error'; error: FanoutError };
+/** A page frame's bytes come as the chunks they arrived in (views, no copy); `data` joins them. */
+export type BatchFrame = { index: number; kind: 'page'; chunks: Buffer[]; readonly data: Buffer; crc: number } | { index: number; kind: 'error'; error: FanoutError };
 
 /**
  * Reads frames from a response body's chunks. Every field is checked before a byte is kept: an
@@ -102,12 +103,15 @@ export class FrameReader {
       if (this.pendingBytes < this.head.length) break;
       const { index, kind, length, crc } = this.head;
       this.head = undefined;
-      const payload = this.take(length);
       if (kind === FRAME_KIND.page) {
-        if ((crc32(payload) >>> 0) !== crc) {
+        // A page spans the socket's chunks (64 KiB reads): kept as views, checked across them.
+        const chunks = this.takeChunks(length);
+        let sum = 0;
+        for (const chunk of chunks) sum = crc32(chunk, sum);
+        if ((sum >>> 0) !== crc) {
           frames.push({ index, kind: 'error', error: new FanoutError('CHECKSUM_MISMATCH', `page ${index} of the batch failed its CRC32`) });
-        } else frames.push({ index, kind: 'page', data: payload, crc });
-      } else frames.push({ index, kind: 'error', error: decodeError(payload, crc) });
+        } else frames.push({ index, kind: 'page', chunks, crc, get data() { return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks); } });
+      } else frames.push({ index, kind: 'error', error: decodeError(this.take(length), crc) });
     }
     return frames;
   }
@@ -129,6 +133,26 @@ export class FrameReader {
     if (length > max) throw broken(`a ${length}-byte frame (at most ${max})`);
     this.seen.add(index);
     return { index, kind, length, crc };
+  }
+
+  /** The next `n` pending bytes as views of the chunks they sit in. */
+  private takeChunks(n: number): Buffer[] {
+    this.pendingBytes -= n;
+    const out: Buffer[] = [];
+    let left = n;
+    while (left > 0) {
+      const chunk = this.pending[0]!;
+      if (chunk.length <= left) {
+        out.push(chunk);
+        this.pending.shift();
+        left -= chunk.length;
+      } else {
+        out.push(chunk.subarray(0, left));
+        this.pending[0] = chunk.subarray(left);
+        left = 0;
+      }
+    }
+    return out;
   }
 
   /** The next `n` pending bytes as one buffer (a view when they sit in one chunk). */
