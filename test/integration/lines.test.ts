@@ -14,7 +14,7 @@ import { promtool } from '../harness/promtool.js';
 const MiB = 1024 * 1024;
 const RATE = 4_000_000;
 const FILE = 'big.bin';
-const SIZE = 40 * MiB;
+const SIZE = 80 * MiB;
 
 async function lineOf(worker: WorkerProcess): Promise<LineStatus> {
   const status = (await (await fetch(`${worker.url}/v1/status`)).json()) as { lines: LineStatus[] };
@@ -63,9 +63,14 @@ describe('a line budget shared by three workers', () => {
     return out;
   }
 
+  /** Pages read by an earlier test: cached, so reading them again crosses no line. */
+  const cached = new Set<number>();
+  const uncachedPagesOf = (id: string) => pagesOwnedBy(id).filter((i) => !cached.has(i));
+
   /** Reads pages at their owner, all at once (each one a source read there, paced by the line). */
   function readPages(id: string, pages: number[], headers: Record<string, string> = {}): Promise<void[]> {
     const url = byId(id).url;
+    for (const i of pages) cached.add(i);
     return Promise.all(
       pages.map(async (i) => {
         const res = await fetch(`${url}/v1/page/data/${FILE}?v=${encodeURIComponent(version)}&size=${SIZE}&i=${i}`, { headers });
@@ -112,9 +117,12 @@ describe('a line budget shared by three workers', () => {
 
   test('two busy workers split the line; a preload on a third gets no more than its floor while reads wait', async () => {
     const [a, b, c] = members.map((m) => m.id) as [string, string, string];
-    const aPages = pagesOwnedBy(a).slice(8, 14);
-    const bPages = pagesOwnedBy(b).slice(0, 6);
-    const cPages = pagesOwnedBy(c).slice(0, 4);
+    // 10 MiB each at about half of 4 MB/s: a window of seconds in which to see the split, even
+    // when a loaded machine answers the status polls slowly.
+    const aPages = uncachedPagesOf(a).slice(0, 10);
+    const bPages = uncachedPagesOf(b).slice(0, 10);
+    const cPages = uncachedPagesOf(c).slice(0, 4);
+    assert.ok(aPages.length === 10 && bPages.length === 10 && cPages.length === 4, 'enough uncached pages at each owner');
     const preloadBefore = await lineBytes(byId(c), 'preload');
     const reading = Promise.all([readPages(a, aPages), readPages(b, bPages), readPages(c, cPages, { 'x-fanout-class': 'preload' })]);
     await waitFor('both readers to hold about half the line', async () => {
