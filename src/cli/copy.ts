@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { FanoutClient, StatResult } from '../client/index.js';
@@ -121,6 +122,7 @@ export async function copyTreeTo(client: FanoutClient, tree: { files: TreeFile[]
   for (const dir of tree.dirs) await mkdir(join(target, dir), { recursive: true }).catch((err) => rethrowLocal(err, join(target, dir)));
   const budget = new ByteBudget(BYTES_IN_FLIGHT);
   const stop = new AbortController();
+  setMaxListeners(0, stop.signal); // one listener per file in flight (FILES_IN_FLIGHT), removed when it ends
   const onAbort = () => stop.abort(opts.signal?.reason);
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   let next = 0;
