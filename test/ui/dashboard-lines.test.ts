@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import type { LineStatus } from '../../src/core/types.js';
 import { rate } from '../../src/worker/dashboard/app/format.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
@@ -13,7 +13,7 @@ import { waitFor } from '../harness/ports.js';
 import { fanoutJson } from '../harness/cli.js';
 import { promtool } from '../harness/promtool.js';
 import { SyncProcess, currentVersion } from '../harness/release.js';
-import { CHROMIUM_ARGS, CHROMIUM_PATH } from './browser.js';
+import { openBrowserPage } from './browser.js';
 
 const MiB = 1024 * 1024;
 const LINE_RATE = 16 * MiB;
@@ -56,12 +56,7 @@ describe('the dashboard with a line and two datacenters, in a headless browser',
     });
     const res = await fetch(`${workers[0]!.url}/v1/data/data/big.bin`);
     assert.equal((await res.arrayBuffer()).byteLength, 4 * MiB + 3);
-    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
-    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    page.on('console', (message) => {
-      if (message.type() === 'error') consoleErrors.push(message.text());
-    });
-    page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
+    ({ browser, page } = await openBrowserPage(consoleErrors));
   });
 
   after(async () => {

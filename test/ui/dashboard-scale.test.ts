@@ -5,11 +5,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { WorkerProcess, repoRoot } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
-import { CHROMIUM_ARGS, CHROMIUM_PATH } from './browser.js';
+import { openBrowserPage } from './browser.js';
 
 const GiB = 1024 ** 3;
 const FAKE_MEMBERS = 99;
@@ -92,10 +92,7 @@ describe('the dashboard with 100 workers and 1,000 hosts', () => {
     }
     worker = await WorkerProcess.start({ id: 'w000', mounts: { data: source }, membership: { etcd: { endpoints: [etcd.endpoint], leaseTtlSeconds: 3 } } });
     await waitFor('the worker to see 100 members', async () => ((await (await fetch(`${worker.url}/v1/cluster`)).json()) as { members: unknown[] }).members.length === 100);
-    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
-    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    page.on('console', (m) => void (m.type() === 'error' && consoleErrors.push(m.text())));
-    page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
+    ({ browser, page } = await openBrowserPage(consoleErrors));
   });
 
   after(async () => {

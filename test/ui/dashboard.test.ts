@@ -4,13 +4,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { startCluster, repoRoot, type WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 import { fanoutJson } from '../harness/cli.js';
 import { SyncProcess, currentVersion } from '../harness/release.js';
-import { CHROMIUM_ARGS, CHROMIUM_PATH } from './browser.js';
+import { openBrowserPage } from './browser.js';
 
 const MiB = 1024 * 1024;
 /** The page refreshes every 2 s; the history samples every 5 s. Bounds for conditions, not timings. */
@@ -52,12 +52,7 @@ describe('the dashboard in a headless browser', () => {
     await put(source, 'llm/v1/config.json', '{"layers": 2}\n');
     etcd = await startEtcd();
     workers = await startCluster(3, { etcd: etcd.endpoint, mounts: { data: { uri: source, sourceRate: '64MiB' } }, pageSize: '1MiB', statTtl: '100ms' });
-    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
-    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    page.on('console', (message) => {
-      if (message.type() === 'error') consoleErrors.push(message.text());
-    });
-    page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
+    ({ browser, page } = await openBrowserPage(consoleErrors));
   });
 
   after(async () => {
