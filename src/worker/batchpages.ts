@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pageSpan } from '../core/pages.js';
 import { FanoutError } from '../core/errors.js';
@@ -60,6 +61,9 @@ export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res
   if (total > BATCH_LIMITS.maxBatchBytes) throw new FanoutError('REQUEST_TOO_LARGE', `a batch of ${total} bytes of pages (at most ${BATCH_LIMITS.maxBatchBytes})`);
 
   const gone = new AbortController();
+  // Every item in flight waits on it (memory, fill, slot): more than Node's default 10 listeners is
+  // the design, not a leak (the warning was printed, with a stack, once per batch).
+  setMaxListeners(ITEM_CONCURRENCY * 4, gone.signal);
   res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
   const releaseSlot = await deps.responseSlots.acquire(gone.signal);
   try {

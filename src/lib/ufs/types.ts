@@ -24,6 +24,14 @@ export interface Ufs {
    * source's own page checksum, and asked for by content when `ref.hash` is set. Same errors as read.
    */
   readPage?(ref: PageRef, pageSize: number, signal?: AbortSignal): AsyncIterable<Buffer>;
+  /**
+   * Optional, for small whole reads (a directory source with the small-file addon): bytes
+   * [offset, offset + into.length) of the file at exactly `version`, into `into`, in one step
+   * instead of a stream. Same errors as read; resolves with the file's size (checked on the open
+   * file, so a caller can check the size it was told without a separate stat). If it rejects,
+   * `into` may still be written by a read that outlived its deadline or abort: do not reuse it.
+   */
+  readInto?(path: string, version: string, offset: number, into: Buffer, signal?: AbortSignal): Promise<{ size: number }>;
   close?(): Promise<void>;
   /**
    * Creates a small file that must not exist yet (release manifests), atomically: readers see
