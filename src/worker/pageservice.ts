@@ -318,8 +318,8 @@ export class PageService {
 
   /**
    * A small whole page read in one step straight into the fill's buffer (no stream, no copy).
-   * The source checks the version on the open file; the size the request named is checked here,
-   * as the page route would have with a stat: a page is never kept under a size that is not the
+   * The source checks the version and the size the request named on the open file, as the page
+   * route would have with a stat: a page is never kept under a version or size that is not the
    * file's. The source budget is taken once the bytes are in, as for a streamed chunk.
    */
   private async readSmallPage(
@@ -332,15 +332,13 @@ export class PageService {
     fill: PageFill,
   ): Promise<Buffer> {
     const into = fill.claimBuffer().subarray(0, length);
-    let info: { size: number };
     try {
-      info = await readInto(ref.path, ref.version, start, into, signal);
+      await readInto(ref.path, ref.version, ref.size, start, into, signal);
     } catch (err) {
       // A read past its deadline may still write into the buffer: it never goes back to the pool.
       fill.abandonBuffer();
       throw err;
     }
-    if (info.size !== ref.size) throw new FanoutError('INVALID_ARGUMENT', `size=${ref.size} is not the size of /${ref.mount}/${ref.path} at this version`);
     await this.deps.budget.take(ref.mount, length, signal, fillClass.cls);
     return into;
   }

@@ -11,6 +11,8 @@ export interface InsideRead {
   /** How errors name the file. */
   what: string;
   version: string;
+  /** The size the caller was told: another size at this version is INVALID_ARGUMENT. */
+  size: number;
   offset: number;
   into: Buffer;
   signal?: AbortSignal;
@@ -25,17 +27,23 @@ export interface InsideRead {
  * the FileHandles and the eight hand-offs. A version that is not size-mtime cannot be this
  * source's: SOURCE_CHANGED without a read, as the stream's check would say after its fstat.
  */
-export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<{ size: number }> {
+export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<void> {
   const { what, version, offset, into } = read;
   checkRange(offset, into.length);
   const expected = /^(\d+)-(\d+)$/.exec(version);
   if (!expected) throw changed(what, version);
-  const result = await withDeadline(
-    io.readInside(read.path, read.realRoot, offset, into, { size: Number(expected[1]), mtimeMs: Number(expected[2]) }),
-    read.deadlineMs,
-    what,
-    read.signal,
-  );
+  const atVersion = { size: Number(expected[1]), mtimeMs: Number(expected[2]) };
+  if (atVersion.size !== read.size) {
+    // No byte is read: the open file only tells which of the two the caller has wrong.
+    await readChecked(io, { ...read, into: into.subarray(0, 0) }, atVersion);
+    throw new FanoutError('INVALID_ARGUMENT', `size=${read.size} is not the size of ${what} at this version`);
+  }
+  await readChecked(io, read, atVersion);
+}
+
+async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: number; mtimeMs: number }): Promise<void> {
+  const { what, version, offset, into } = read;
+  const result = await withDeadline(io.readInside(read.path, read.realRoot, offset, into, atVersion), read.deadlineMs, what, read.signal);
   const now = result.before ? sizeMtimeVersion(result.before.size, result.before.mtimeMs) : undefined;
   switch (result.code) {
     case 0:
@@ -59,7 +67,6 @@ export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<{ s
   }
   const after = sizeMtimeVersion(result.after.size, result.after.mtimeMs);
   if (after !== version) throw changed(`${what} (modified while being read)`, version, after);
-  return { size: result.after.size };
 }
 
 /**

@@ -27,11 +27,13 @@ export interface Ufs {
   /**
    * Optional, for small whole reads (a directory source with the small-file addon): bytes
    * [offset, offset + into.length) of the file at exactly `version`, into `into`, in one step
-   * instead of a stream. Same errors as read; resolves with the file's size (checked on the open
-   * file, so a caller can check the size it was told without a separate stat). If it rejects,
-   * `into` may still be written by a read that outlived its deadline or abort: do not reuse it.
+   * instead of a stream. `size` is the file's size the caller was told: a file at `version` of
+   * another size fails with INVALID_ARGUMENT, before any byte is read (both are checked on the
+   * open file, so the caller needs no stat first). Otherwise the same errors as read. If it
+   * rejects, `into` may still be written by a read that outlived its deadline or abort: do not
+   * reuse it.
    */
-  readInto?(path: string, version: string, offset: number, into: Buffer, signal?: AbortSignal): Promise<{ size: number }>;
+  readInto?(path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal): Promise<void>;
   close?(): Promise<void>;
   /**
    * Creates a small file that must not exist yet (release manifests), atomically: readers see
