@@ -142,6 +142,22 @@ export class PageService {
   }
 
   /**
+   * A stored page read into memory the caller gives (`into(size)`), verified, for a batch answer's
+   * warm item; undefined when the page is not stored or a fill of it runs (then wholePage).
+   */
+  async readStored(ref: PageRef, into: (size: number) => Buffer): Promise<{ data: Buffer; crc: number } | undefined> {
+    const { pageSize, store, metrics } = this.deps;
+    const key = pageKey(ref, pageSize);
+    if (this.flights.get(key) || !store.has(key)) return undefined;
+    const page = await store.readInto(key, into);
+    if (page) {
+      metrics.hits.inc();
+      metrics.bytesServed.inc(page.data.length);
+    }
+    return page;
+  }
+
+  /**
    * A whole page in memory, for a batch answer (batchpages.ts): the stored copy (verified as it
    * is read) or the single-flight fill that /v1/page readers of the same page join, under the
    * same fill limits. The caller calls release() once it has written the bytes out.

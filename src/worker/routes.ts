@@ -38,7 +38,7 @@ export interface RoutesDeps {
   membersStale(): boolean;
   status(): Promise<WorkerStatus>;
   metrics: Pick<WorkerMetrics, 'registry'>;
-  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow' | 'wholePage' | 'checksOnFill'>;
+  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow' | 'wholePage' | 'checksOnFill' | 'readStored'>;
   reader: ClusterReader;
   localSpans: LocalSpanDeps;
   /** Gives a page chunk sent by /v1/data back to the fetcher's memory. */
@@ -201,6 +201,7 @@ export class Routes {
         await this.checkPage(ref);
       },
       wholePage: pages.wholePage.bind(pages),
+      readStored: pages.readStored.bind(pages),
       responseSlots: pages.responseSlots,
       flow: (r: ServerResponse) => pages.flow(r),
       relay: this.batchRelay(cls),
