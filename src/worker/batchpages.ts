@@ -7,7 +7,7 @@ import type { VerifiedPage } from '../lib/pagestore/index.js';
 import { ByteBudget, type Semaphore } from '../lib/transfer/index.js';
 import type { TrafficClass } from '../lib/lines/index.js';
 import { BATCH_CONTENT_TYPE, BATCH_LIMITS, FRAME_HEAD, FRAME_KIND, batchRequestSchema, endFrame, errorFrame, frameHead, writeFrameHead } from '../lib/wire/index.js';
-import { ItemBuffers } from './itembuffers.js';
+import { BufferPool } from '../lib/pagestore/index.js';
 import type { ResponseFlow } from './flow.js';
 import { readJsonBody, toFanoutError } from './http.js';
 
@@ -38,8 +38,12 @@ export interface BatchRelay {
 
 /** Items fetched at once within one batch (store reads and fills overlap; frames leave as each is ready). */
 const ITEM_CONCURRENCY = 32;
-/** Warm items' frame buffers, shared by every batch answer of the process; idle ones kept up to this. */
-const itemBuffers = new ItemBuffers(16 * 1024 * 1024);
+/**
+ * Warm items' frame buffers (a frame head, then the page read from the store right after it),
+ * shared by every batch answer of the process and reused once the socket is done with them; up to
+ * 16 MiB of idle ones kept.
+ */
+const itemBuffers = new BufferPool(FRAME_HEAD + BATCH_LIMITS.maxItemBytes, 4, 16 * 1024 * 1024);
 
 /**
  * POST /v1/pages: many whole small pages in one framed answer (lib/wire/batch.ts). Each item

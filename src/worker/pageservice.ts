@@ -92,7 +92,9 @@ export class PageService {
     this.fillMemory = new ByteBudget(slots * deps.pageSize);
     // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4)));
+    // Small pages' buffers are reused too (up to 8 MiB idle): a run of cold small files otherwise
+    // allocated a fresh buffer per fill.
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES));
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal });
   }
@@ -425,6 +427,8 @@ export const FILLING_NOTICE_MS = 5_000;
 const FILL_MEMORY = 96 * 1024 * 1024;
 /** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
 const RELAY_MEMORY = 64 * 1024 * 1024;
+/** Idle small fill buffers kept for reuse (see the flights' pool). */
+const SMALL_IDLE_BYTES = 8 * 1024 * 1024;
 /** Pages up to this size are read from a source with readInto in one step (the batch's item limit). */
 const SMALL_WHOLE_READ = 1024 * 1024;
 /** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */

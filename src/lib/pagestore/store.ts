@@ -53,7 +53,7 @@ export class PageStore {
     this.tmpDir = join(options.dir, 'tmp');
     // A few free buffers, not one per response slot: what bursts leave beyond them is garbage the
     // worker's reclaimer (worker/memory.ts) gives back, instead of 64 MiB kept for good.
-    this.pool = new BufferPool(options.pageSize, 4);
+    this.pool = new BufferPool(options.pageSize, 4, 8 * 1024 * 1024);
     this.clock = options.clock ?? systemClock;
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
     this.room = new DiskRoom({
