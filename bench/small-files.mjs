@@ -91,6 +91,8 @@ try {
   const t = { syncCold: [], syncColdStaged: [], syncWarm: [], syncWarmStaged: [], mountCold: [], mountCold8: [], cpTree: [], cpR: [], catSource: [], curl: [] };
   const mountCpu = [];
   const workerCpu = [];
+  const syncColdCpu = [];
+  const syncWarmCpu = [];
   for (let run = 0; run < RUNS; run++) {
     // Baselines first: the source tree is in the OS page cache for everyone.
     const copy = join(work, `cp-${run}`);
@@ -100,12 +102,17 @@ try {
 
     await fanout(['free', '--release', 'app@v1', ...common]);
     const cold = join(work, `host-cold-${run}`);
+    // The worker's CPU per file during each sync (user+sys from /proc): its cost per cold and warm small page.
+    let cpu0 = await processTreeCpu(worker.pid);
     const c = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', cold, '--host', `cold${run}`, ...common], 'sync-cold');
+    syncColdCpu.push(((await processTreeCpu(worker.pid)) - cpu0) / FILES);
     t.syncCold.push(c.seconds);
     t.syncColdStaged.push(stagedSeconds(c.err));
     if ((await treeHash(join(cold, 'current'))) !== expected) throw new Error('cold sync tree differs from the source');
     const warm = join(work, `host-warm-${run}`);
+    cpu0 = await processTreeCpu(worker.pid);
     const w = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', warm, '--host', `warm${run}`, ...common], 'sync-warm');
+    syncWarmCpu.push(((await processTreeCpu(worker.pid)) - cpu0) / FILES);
     t.syncWarm.push(w.seconds);
     t.syncWarmStaged.push(stagedSeconds(w.err));
     if ((await treeHash(join(warm, 'current'))) !== expected) throw new Error('warm sync tree differs from the source');
@@ -145,8 +152,10 @@ try {
   console.log('|---|---|---|---|');
   console.log(row('`fanout sync --once`, cold (process wall time)', m.syncCold));
   console.log(row('  of which staging (agent log)', m.syncColdStaged));
+  console.log(`|   worker CPU per file during that sync: ${(median(syncColdCpu) * 1e3).toFixed(2)} ms | | | |`);
   console.log(row('`fanout sync --once`, warm (process wall time)', m.syncWarm));
   console.log(row('  of which staging (agent log)', m.syncWarmStaged));
+  console.log(`|   worker CPU per file during that sync: ${(median(syncWarmCpu) * 1e3).toFixed(2)} ms | | | |`);
   console.log(row('mount, cold: `xargs cat` of every file, 1 reader', m.mountCold));
   console.log(row('mount, cold: `xargs -P 8 cat`, 8 readers', m.mountCold8));
   console.log(`|   CPU per file of that 1-reader run: mount ${(median(mountCpu) * 1e3).toFixed(2)} ms, worker ${(median(workerCpu) * 1e3).toFixed(2)} ms | | | |`);
@@ -155,11 +164,13 @@ try {
   console.log(row('baseline: `xargs cat` of the source files', m.catSource));
   console.log(row('baseline: curl /v1/data, 32 parallel, warm', m.curl));
   await mkdir(join(root, 'bench/out'), { recursive: true });
-  await writeFile(join(root, 'bench/out/small-files.json'), JSON.stringify({ files: FILES, size: SIZE, dirs: DIRS, runs: RUNS, loadavg, seconds: t, median: m }, null, 2) + '\n');
+  await writeFile(join(root, 'bench/out/small-files.json'), JSON.stringify({ files: FILES, size: SIZE, dirs: DIRS, runs: RUNS, loadavg, seconds: t, median: m, workerCpuPerFile: { syncCold: syncColdCpu, syncWarm: syncWarmCpu, mountCold: workerCpu }, mountCpuPerFile: mountCpu }, null, 2) + '\n');
 } finally {
   if (worker && worker.exitCode === null) {
     worker.kill('SIGTERM');
-    await new Promise((r) => worker.once('exit', r));
+    // A worker stopped by SIGTERM drains, then exits 0: only then is its --cpu-prof profile written.
+    const [code, signal] = await new Promise((r) => worker.once('exit', (...a) => r(a)));
+    log(`worker exited with ${signal ?? `code ${code}`}`);
   }
   await etcd.stop?.().catch(() => {});
   await rm(work, { recursive: true, force: true }).catch(() => {});

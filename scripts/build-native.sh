@@ -73,6 +73,15 @@ else
   build checksum fanout_checksum crc32.c "the checksum addon"
 fi
 
+# Small page files (a cold small page's source read, its store write, a warm batch item's read) in
+# one thread-pool job each; without it they go through Node's fs calls, several hand-offs each.
+lack=$(lacking make python3 gcc)
+if [ -n "$lack" ]; then
+  note "${lack}not found: skipping the small-file addon; small pages are read and written through Node's fs."
+else
+  build smallio fanout_smallio smallio.c "the small-file addon"
+fi
+
 lack=$(lacking make python3 g++ pkg-config)
 if [ -n "$lack" ]; then
   note "${lack}not found: skipping the FUSE addon; \`fanout mount\` will not work."

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pageSpan } from '../core/pages.js';
 import { FanoutError } from '../core/errors.js';
@@ -5,7 +6,8 @@ import type { PageRef } from '../core/types.js';
 import type { VerifiedPage } from '../lib/pagestore/index.js';
 import { ByteBudget, type Semaphore } from '../lib/transfer/index.js';
 import type { TrafficClass } from '../lib/lines/index.js';
-import { BATCH_CONTENT_TYPE, BATCH_LIMITS, FRAME_KIND, batchRequestSchema, endFrame, errorFrame, frameHead } from '../lib/wire/index.js';
+import { BATCH_CONTENT_TYPE, BATCH_LIMITS, FRAME_HEAD, FRAME_KIND, batchRequestSchema, endFrame, errorFrame, frameHead, writeFrameHead } from '../lib/wire/index.js';
+import { BufferPool } from '../lib/pagestore/index.js';
 import type { ResponseFlow } from './flow.js';
 import { readJsonBody, toFanoutError } from './http.js';
 
@@ -14,6 +16,11 @@ export interface BatchPagesDeps {
   pageSize: number;
   /** The checks /v1/page makes of one page (mount, version and size, content hash): throws per item. */
   check(ref: PageRef): Promise<void>;
+  /**
+   * A stored page read into `into(size)` and verified, or undefined when it is not stored or a fill
+   * of it runs (PageService.readStored): warm items go out from the buffer they were read into.
+   */
+  readStored?(ref: PageRef, into: (size: number) => Buffer): Promise<{ data: Buffer; crc: number } | undefined>;
   /** A whole page from the store or its single-flight fill (PageService.wholePage). */
   wholePage(ref: PageRef, direct: boolean, cls: TrafficClass, signal: AbortSignal): Promise<VerifiedPage>;
   responseSlots: Semaphore;
@@ -31,6 +38,12 @@ export interface BatchRelay {
 
 /** Items fetched at once within one batch (store reads and fills overlap; frames leave as each is ready). */
 const ITEM_CONCURRENCY = 32;
+/**
+ * Warm items' frame buffers (a frame head, then the page read from the store right after it),
+ * shared by every batch answer of the process and reused once the socket is done with them; up to
+ * 16 MiB of idle ones kept.
+ */
+const itemBuffers = new BufferPool(FRAME_HEAD + BATCH_LIMITS.maxItemBytes, 4, 16 * 1024 * 1024);
 
 /**
  * POST /v1/pages: many whole small pages in one framed answer (lib/wire/batch.ts). Each item
@@ -60,6 +73,9 @@ export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res
   if (total > BATCH_LIMITS.maxBatchBytes) throw new FanoutError('REQUEST_TOO_LARGE', `a batch of ${total} bytes of pages (at most ${BATCH_LIMITS.maxBatchBytes})`);
 
   const gone = new AbortController();
+  // Every item in flight waits on it (memory, fill, slot): more than Node's default 10 listeners is
+  // the design, not a leak (the warning was printed, with a stack, once per batch).
+  setMaxListeners(ITEM_CONCURRENCY * 4, gone.signal);
   res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
   const releaseSlot = await deps.responseSlots.acquire(gone.signal);
   try {
@@ -71,6 +87,25 @@ export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res
     // Frames leave one at a time: a frame's head and payload are never split by another's.
     let writing: Promise<void> = Promise.resolve();
     const send = (buffers: Buffer[]) => (writing = writing.then(() => writeAll(flow, buffers)));
+    // A frame written from its own buffer; `done` once the socket has finished with it.
+    const sendOwn = (frame: Buffer, done: () => void) => (writing = writing.then(() => writeOwn(flow, frame, done)));
+    /** A warm item: read from the store right after its frame head, sent from that buffer. */
+    const sendStored = async (i: number): Promise<boolean> => {
+      if (!deps.readStored) return false;
+      let buffer: Buffer | undefined;
+      const page = await deps.readStored(items[i]!, (size) => (buffer = itemBuffers.acquire(FRAME_HEAD + size)).subarray(FRAME_HEAD)).catch((err) => {
+        if (buffer) itemBuffers.release(buffer);
+        throw err;
+      });
+      if (!page) {
+        if (buffer) itemBuffers.release(buffer);
+        return false;
+      }
+      const frame = buffer!.subarray(0, FRAME_HEAD + page.data.length);
+      writeFrameHead(frame, i, FRAME_KIND.page, page.data.length, page.crc);
+      await sendOwn(frame, () => itemBuffers.release(buffer!));
+      return true;
+    };
     let next = 0;
     const worker = async () => {
       while (next < items.length && !gone.signal.aborted) {
@@ -88,7 +123,7 @@ export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res
             const chunks = await deps.relay.fetch(items[i]!, gone.signal);
             const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
             await send([frameHead(i, FRAME_KIND.page, data), data]);
-          } else {
+          } else if (!(await sendStored(i))) {
             page = await deps.wholePage(items[i]!, direct, cls, gone.signal);
             await send([frameHead(i, FRAME_KIND.page, page.data, page.crc), page.data]);
           }
@@ -121,6 +156,35 @@ async function writeAll(flow: ResponseFlow, buffers: Buffer[]): Promise<void> {
       at = flow.write(buffer, at, buffer.length);
       if (at < buffer.length) await flow.room();
     }
+  }
+}
+
+/**
+ * Queues `frame` itself on the response (no copy), waiting for room as the flow allows; `done`
+ * runs once every socket write of it has finished (or failed: the flow lets go of its writes when
+ * the response closes), never while the socket may still read it.
+ */
+async function writeOwn(flow: ResponseFlow, frame: Buffer, done: () => void): Promise<void> {
+  let writes = 0;
+  let queued = false;
+  const pin = () => {
+    writes++;
+    let pinned = true;
+    return () => {
+      if (!pinned) return;
+      pinned = false;
+      if (--writes === 0 && queued) done();
+    };
+  };
+  try {
+    let at = 0;
+    while (at < frame.length) {
+      at = flow.writeShared(frame, at, frame.length, pin);
+      if (at < frame.length) await flow.room();
+    }
+  } finally {
+    queued = true;
+    if (writes === 0) done();
   }
 }
 

@@ -92,7 +92,9 @@ export class PageService {
     this.fillMemory = new ByteBudget(slots * deps.pageSize);
     // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4)));
+    // Small pages' buffers are reused too (up to 8 MiB idle): a run of cold small files otherwise
+    // allocated a fresh buffer per fill.
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES));
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal });
   }
@@ -139,6 +141,22 @@ export class PageService {
     } finally {
       stopTelling();
     }
+  }
+
+  /**
+   * A stored page read into memory the caller gives (`into(size)`), verified, for a batch answer's
+   * warm item; undefined when the page is not stored or a fill of it runs (then wholePage).
+   */
+  async readStored(ref: PageRef, into: (size: number) => Buffer): Promise<{ data: Buffer; crc: number } | undefined> {
+    const { pageSize, store, metrics } = this.deps;
+    const key = pageKey(ref, pageSize);
+    if (this.flights.get(key) || !store.has(key)) return undefined;
+    const page = await store.readInto(key, into);
+    if (page) {
+      metrics.hits.inc();
+      metrics.bytesServed.inc(page.data.length);
+    }
+    return page;
   }
 
   /**
@@ -209,10 +227,10 @@ export class PageService {
     const { fill, started } = this.flights.join(
       key,
       length,
-      (abandoned) =>
+      (abandoned, fill) =>
         fromPeer
-          ? this.holdingRelaySlot(length, abandoned, (signal) => this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass))
-          : this.holdingFillSlot(ref.mount, length, abandoned, (signal) => this.sourceChunks(ref, start, length, signal, fillClass)),
+          ? this.holdingRelaySlot(length, abandoned, (signal) => this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass, fill))
+          : this.holdingFillSlot(ref.mount, length, abandoned, (signal) => this.sourceChunks(ref, start, length, signal, fillClass, fill)),
       async (done) => {
         if (!keep) return;
         try {
@@ -285,12 +303,27 @@ export class PageService {
     return slots;
   }
 
-  private async *sourceChunks(ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass } = { cls: 'read' }): AsyncGenerator<Buffer> {
+  /**
+   * Whether a fill of this page checks the file's version and size at the source itself, on the
+   * open file, before a byte is kept (a small whole page of a source that reads in one step): the
+   * page route then needs no separate stat of the file first (see Routes.checkPage).
+   */
+  checksOnFill(ref: PageRef): boolean {
+    const { start, end } = pageSpan(ref.index, ref.size, this.deps.pageSize);
+    return end - start <= SMALL_WHOLE_READ && this.deps.ufs(ref.mount).readInto !== undefined;
+  }
+
+  private async *sourceChunks(ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass } = { cls: 'read' }, fill?: PageFill): AsyncGenerator<Buffer> {
     const { budget, metrics } = this.deps;
     const counter = metrics.bytesFromSource.labels(ref.mount);
     metrics.sourceReads.inc();
     const ufs = this.deps.ufs(ref.mount);
     const page = pageSpan(ref.index, ref.size, this.deps.pageSize);
+    if (fill && ufs.readInto && length > 0 && length <= SMALL_WHOLE_READ && start === page.start && length === page.end - page.start && fill.received === 0) {
+      yield await this.readSmallPage(ufs.readInto.bind(ufs), ref, start, length, signal, fillClass, fill);
+      counter.inc(length);
+      return;
+    }
     // A paged source (another cluster) is asked for the page itself: its checksum, its content key.
     const whole = ufs.readPage !== undefined && start === page.start && length === page.end - page.start;
     const stream = whole ? ufs.readPage!(ref, this.deps.pageSize, signal) : ufs.read(ref.path, ref.version, start, length, signal);
@@ -299,6 +332,33 @@ export class PageService {
       counter.inc(chunk.length);
       yield chunk;
     }
+  }
+
+  /**
+   * A small whole page read in one step straight into the fill's buffer (no stream, no copy).
+   * The source checks the version and the size the request named on the open file, as the page
+   * route would have with a stat: a page is never kept under a version or size that is not the
+   * file's. The source budget is taken once the bytes are in, as for a streamed chunk.
+   */
+  private async readSmallPage(
+    readInto: NonNullable<Ufs['readInto']>,
+    ref: PageRef,
+    start: number,
+    length: number,
+    signal: AbortSignal,
+    fillClass: { cls: TrafficClass },
+    fill: PageFill,
+  ): Promise<Buffer> {
+    const into = fill.claimBuffer().subarray(0, length);
+    try {
+      await readInto(ref.path, ref.version, ref.size, start, into, signal);
+    } catch (err) {
+      // A read past its deadline may still write into the buffer: it never goes back to the pool.
+      fill.abandonBuffer();
+      throw err;
+    }
+    await this.deps.budget.take(ref.mount, length, signal, fillClass.cls);
+    return into;
   }
 
   /**
@@ -314,12 +374,13 @@ export class PageService {
     signal: AbortSignal,
     ownerDown: () => void,
     fillClass: { cls: TrafficClass },
+    fill?: PageFill,
   ): AsyncGenerator<Buffer> {
     const { peers, metrics, logger } = this.deps;
     let received = 0;
     if (this.liveness.isKnownDead(owner)) {
       ownerDown();
-      yield* this.sourceFallback('owner_known_dead', ref, start, length, signal, fillClass);
+      yield* this.sourceFallback('owner_known_dead', ref, start, length, signal, fillClass, fill);
       return;
     }
     const watch = this.liveness.watch(owner, signal);
@@ -339,7 +400,7 @@ export class PageService {
       watch.stop();
     }
     ownerDown();
-    yield* this.sourceFallback(watch.ownerDead ? 'owner_silent' : 'owner_unreachable', ref, start + received, length - received, signal, fillClass);
+    yield* this.sourceFallback(watch.ownerDead ? 'owner_silent' : 'owner_unreachable', ref, start + received, length - received, signal, fillClass, fill);
   }
 
   /**
@@ -347,12 +408,12 @@ export class PageService {
    * page in the cluster, so it must be rare, and it is counted. It takes the mount's fill slot,
    * as any source read does.
    */
-  private async *sourceFallback(reason: string, ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass }): AsyncGenerator<Buffer> {
+  private async *sourceFallback(reason: string, ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass }, fill?: PageFill): AsyncGenerator<Buffer> {
     this.deps.metrics.relaySourceReads.labels(reason).inc();
     const { pageSize } = this.deps;
     const releaseMount = await this.mountSlots(ref.mount).acquire(Math.max(length, Math.ceil(pageSize / SMALL_FILLS_PER_PAGE), 1), signal);
     try {
-      yield* this.sourceChunks(ref, start, length, signal, fillClass);
+      yield* this.sourceChunks(ref, start, length, signal, fillClass, fill);
     } finally {
       releaseMount();
     }
@@ -366,5 +427,9 @@ export const FILLING_NOTICE_MS = 5_000;
 const FILL_MEMORY = 96 * 1024 * 1024;
 /** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
 const RELAY_MEMORY = 64 * 1024 * 1024;
+/** Idle small fill buffers kept for reuse (see the flights' pool). */
+const SMALL_IDLE_BYTES = 8 * 1024 * 1024;
+/** Pages up to this size are read from a source with readInto in one step (the batch's item limit). */
+const SMALL_WHOLE_READ = 1024 * 1024;
 /** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
 const SMALL_FILLS_PER_PAGE = 8;

@@ -38,7 +38,7 @@ export interface RoutesDeps {
   membersStale(): boolean;
   status(): Promise<WorkerStatus>;
   metrics: Pick<WorkerMetrics, 'registry'>;
-  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow' | 'wholePage'>;
+  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow' | 'wholePage' | 'checksOnFill' | 'readStored'>;
   reader: ClusterReader;
   localSpans: LocalSpanDeps;
   /** Gives a page chunk sent by /v1/data back to the fetcher's memory. */
@@ -173,7 +173,10 @@ export class Routes {
     // A page stored under its exact key (version and size are in it) is served without asking
     // the source: no source read or pollution to guard against, and a cluster whose source (a
     // remote cluster, a line) is down keeps serving what it holds.
-    if (!this.worker.hasPage(pageKey(ref, this.worker.config.pageSize))) await this.checkPageRequest({ mount: ref.mount, path: ref.path }, ref.version, ref.size, ref.index);
+    // A small page of a source that checks version and size on the open file as it fills (a
+    // directory with the small-file addon) needs no stat first: the fill refuses the same requests.
+    const stored = this.worker.hasPage(pageKey(ref, this.worker.config.pageSize));
+    if (!stored && !this.worker.pages.checksOnFill(ref)) await this.checkPageRequest({ mount: ref.mount, path: ref.path }, ref.version, ref.size, ref.index);
     await this.published.check(ref);
   }
 
@@ -198,6 +201,7 @@ export class Routes {
         await this.checkPage(ref);
       },
       wholePage: pages.wholePage.bind(pages),
+      readStored: pages.readStored.bind(pages),
       responseSlots: pages.responseSlots,
       flow: (r: ServerResponse) => pages.flow(r),
       relay: this.batchRelay(cls),

@@ -53,7 +53,7 @@ export class PageStore {
     this.tmpDir = join(options.dir, 'tmp');
     // A few free buffers, not one per response slot: what bursts leave beyond them is garbage the
     // worker's reclaimer (worker/memory.ts) gives back, instead of 64 MiB kept for good.
-    this.pool = new BufferPool(options.pageSize, 4);
+    this.pool = new BufferPool(options.pageSize, 4, 8 * 1024 * 1024);
     this.clock = options.clock ?? systemClock;
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
     this.room = new DiskRoom({
@@ -131,24 +131,38 @@ export class PageStore {
    * that fails verification is deleted and reported as missing, so the caller refetches it.
    */
   async get(key: string): Promise<VerifiedPage | undefined> {
+    let buffer: Buffer | undefined;
+    const release = () => buffer && this.pool.release(buffer);
+    try {
+      const page = await this.readInto(key, (size) => (buffer = this.pool.acquire(size)));
+      if (!page) release();
+      return page && { data: page.data, crc: page.crc, release };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /**
+   * A stored page read into memory the caller gives (`into(size)` returns a buffer of at least
+   * `size` bytes, e.g. one with room for a frame head before the page), verified against its
+   * checksum first; undefined if it is not stored (a corrupt page is dropped, as by get()).
+   * Moves it up in the LRU order. On undefined or a throw the caller still owns what into() gave.
+   */
+  async readInto(key: string, into: (size: number) => Buffer): Promise<{ data: Buffer; crc: number } | undefined> {
     const entry = this.index.touch(key);
     if (!entry) return undefined;
-    const buffer = this.pool.acquire(entry.size);
-    let release = () => this.pool.release(buffer);
+    const data = into(entry.size).subarray(0, entry.size);
     try {
-      const bytesRead = await readFully(entry.file, buffer, entry.size);
-      const data = buffer.subarray(0, entry.size);
+      const bytesRead = await readFully(entry.file, data, entry.size);
       if (bytesRead !== entry.size || crc32(data) !== entry.crc) {
-        release();
         await this.dropCorrupt(entry);
         return undefined;
       }
-      return { data, crc: entry.crc, release };
+      return { data, crc: entry.crc };
     } catch (err) {
-      release();
-      release = () => {};
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.index.remove(key);
+        if (this.index.peek(key) === entry) this.index.remove(key);
         return undefined;
       }
       throw new FanoutError('INTERNAL', `page store read failed: ${(err as Error).message}`, { cause: err });

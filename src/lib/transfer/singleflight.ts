@@ -58,8 +58,9 @@ export class PageFill extends EventEmitter {
         if (this.received + chunk.length > this.length) {
           throw new FanoutError('SOURCE_ERROR', `source sent more than the ${this.length} bytes asked for`);
         }
-        if (this.buffer === EMPTY) this.buffer = this.pool?.acquire(this.length) ?? Buffer.allocUnsafe(this.length);
-        chunk.copy(this.buffer, this.received);
+        this.claimBuffer();
+        // A source that read straight into the buffer (claimBuffer) hands back a view of it: no copy.
+        if (chunk.buffer !== this.buffer.buffer || chunk.byteOffset !== this.buffer.byteOffset + this.received) chunk.copy(this.buffer, this.received);
         this.crc = crc32(chunk, this.crc);
         this.received += chunk.length;
         this.emit('progress');
@@ -74,6 +75,23 @@ export class PageFill extends EventEmitter {
     }
     this.emit('progress');
     this.emit('settled');
+  }
+
+  /**
+   * The page buffer, taken now if no byte has arrived yet: a source that reads a whole small page
+   * in one step reads into it and yields a view of it, which run() then keeps without a copy.
+   */
+  claimBuffer(): Buffer {
+    if (this.buffer === EMPTY) this.buffer = this.pool?.acquire(this.length) ?? Buffer.allocUnsafe(this.length);
+    return this.buffer;
+  }
+
+  /**
+   * Forgets the buffer without giving it back to the pool: a read into it that failed its deadline
+   * may still write into it from its thread. Only before any byte was received.
+   */
+  abandonBuffer(): void {
+    if (this.received === 0) this.buffer = EMPTY;
   }
 
   get signal(): AbortSignal {
@@ -191,7 +209,7 @@ export class SingleFlight {
   }
 
   /**
-   * Joins the fill for `key`, or starts one with `open(signal)` (which returns the source stream;
+   * Joins the fill for `key`, or starts one with `open(signal, fill)` (which returns the source stream;
    * `signal` aborts when every reader left, see PageFill.leave) and
    * `onComplete` (called with the finished fill before it leaves the table, so a reader arriving
    * afterwards finds the page in the store). Returns the fill and whether this call started it.
@@ -199,7 +217,7 @@ export class SingleFlight {
   join(
     key: string,
     length: number,
-    open: (signal: AbortSignal) => AsyncIterable<Buffer>,
+    open: (signal: AbortSignal, fill: PageFill) => AsyncIterable<Buffer>,
     onComplete: (fill: PageFill) => Promise<void>,
   ): { fill: PageFill; started: boolean } {
     const existing = this.fills.get(key);
@@ -209,7 +227,7 @@ export class SingleFlight {
     this.fills.set(key, fill);
     void (async () => {
       try {
-        await fill.run(open(fill.signal));
+        await fill.run(open(fill.signal, fill));
         if (fill.done) await onComplete(fill).catch(() => {});
       } catch (err) {
         // open() itself threw before streaming: fail the fill for its waiters.

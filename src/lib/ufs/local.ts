@@ -9,6 +9,8 @@ import { resolveDeadlines } from './deadlines.js';
 import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { writeNewSynced } from '../statefile/index.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
+import { readInsideRoot } from './localsmall.js';
+import { smallIo } from '../smallio/index.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
 const CHUNK = 1024 * 1024;
@@ -38,12 +40,23 @@ export class LocalUfs implements Ufs {
   private realRoot: Promise<string> | null = null;
   private readonly label: string | undefined;
   private readonly deadlines: SourceDeadlines;
+  /** Small whole reads in one thread-pool job (localsmall.ts), where the addon and /proc are there. */
+  readonly readInto?: (path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal) => Promise<void>;
 
   /** `source.label`: the mount path errors name instead of the server's directory. */
   constructor(rootDir: string, source: SourceOptions = {}) {
     this.rootDir = resolve(rootDir);
     this.label = source.label?.replace(/\/+$/, '');
     this.deadlines = resolveDeadlines(source.deadlines);
+    const io = FD_PATHS ? smallIo() : undefined;
+    if (io) {
+      this.readInto = async (path, version, size, offset, into, signal) => {
+        checkPath(path);
+        const root = await this.root();
+        const what = this.describe(path);
+        return readInsideRoot(io, { path: path ? join(root, path) : root, realRoot: root, what, version, size, offset, into, signal, deadlineMs: this.deadlines.firstByteMs });
+      };
+    }
   }
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {

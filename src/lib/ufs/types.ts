@@ -24,6 +24,16 @@ export interface Ufs {
    * source's own page checksum, and asked for by content when `ref.hash` is set. Same errors as read.
    */
   readPage?(ref: PageRef, pageSize: number, signal?: AbortSignal): AsyncIterable<Buffer>;
+  /**
+   * Optional, for small whole reads (a directory source with the small-file addon): bytes
+   * [offset, offset + into.length) of the file at exactly `version`, into `into`, in one step
+   * instead of a stream. `size` is the file's size the caller was told: a file at `version` of
+   * another size fails with INVALID_ARGUMENT, before any byte is read (both are checked on the
+   * open file, so the caller needs no stat first). Otherwise the same errors as read. If it
+   * rejects, `into` may still be written by a read that outlived its deadline or abort: do not
+   * reuse it.
+   */
+  readInto?(path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal): Promise<void>;
   close?(): Promise<void>;
   /**
    * Creates a small file that must not exist yet (release manifests), atomically: readers see

@@ -37,12 +37,17 @@ export type FrameKind = (typeof FRAME_KIND)[keyof typeof FRAME_KIND];
 /** The head of one frame (the payload is written after it, unchanged: no copy into a frame buffer). */
 export function frameHead(index: number, kind: FrameKind, payload: Buffer | undefined, crc = payload ? crc32(payload) : 0): Buffer {
   const head = Buffer.allocUnsafe(FRAME_HEAD);
-  head.writeUInt32BE(index, 0);
-  head.writeUInt8(kind, 4);
-  head.writeUIntBE(0, 5, 3);
-  head.writeUInt32BE(payload?.length ?? 0, 8);
-  head.writeUInt32BE(crc >>> 0, 12);
+  writeFrameHead(head, index, kind, payload?.length ?? 0, crc);
   return head;
+}
+
+/** Writes a frame head into the first FRAME_HEAD bytes of `target` (a buffer with the payload right after it). */
+export function writeFrameHead(target: Buffer, index: number, kind: FrameKind, length: number, crc: number): void {
+  target.writeUInt32BE(index, 0);
+  target.writeUInt8(kind, 4);
+  target.writeUIntBE(0, 5, 3);
+  target.writeUInt32BE(length, 8);
+  target.writeUInt32BE(crc >>> 0, 12);
 }
 
 /** An error frame: its code survives the wire as the code of a FanoutError on the reader's side. */

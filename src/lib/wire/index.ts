@@ -32,6 +32,7 @@ export {
   endFrame,
   errorFrame,
   frameHead,
+  writeFrameHead,
   type BatchFrame,
   type FrameKind,
 } from './batch.js';

@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "fanout_smallio",
+      "sources": ["smallio.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-lm"]
+    }
+  ]
+}

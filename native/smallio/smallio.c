@@ -1,0 +1,353 @@
+/*
+ * Small page files in one thread-pool job each. A cold 64 KiB page cost the worker about a dozen
+ * libuv hand-offs (open O_PATH, readlink, open, close, fstat, read, fstat, close at the source;
+ * open, write, fstat, close, rename in the store), each a pool wake-up, a completion on the event
+ * loop and a promise: more CPU than the bytes. Each function here does one such sequence on a
+ * libuv pool thread (napi async work, like Node's own fs calls) and resolves one promise:
+ *
+ *   readInside(path, root, offset, length, into, expSize, expMtimeMs, out) → code
+ *     opens `path` with O_PATH, checks that the real path of that fd (/proc/self/fd) is `root` or
+ *     below it, opens the file through the fd (O_NONBLOCK: a FIFO never blocks), checks on the
+ *     open fd that it is a regular file at exactly the version (size and whole-ms mtime, compared
+ *     as Node computes mtimeMs) before reading, reads [offset, offset+length) into `into`, and
+ *     stats the fd again after the last byte (a file rewritten in place keeps its fd).
+ *     code: 0, an errno, or OUTSIDE/IS_DIR/NOT_FILE/CHANGED/PAST_END (negative);
+ *     out = [size, mtimeSec, mtimeNsec, sizeAfter, mtimeSecAfter, mtimeNsecAfter, bytesRead].
+ *   writeNew(tmp, file, data, out) → errno or 0: creates `tmp`, writes `data`, fstats it (the
+ *     mtime the store trusts for sends), closes it and renames it to `file`; any failure removes
+ *     `tmp`. out = [mtimeSec, mtimeNsec, failedStep (1 open, 2 write, 3 fstat, 4 close, 5 rename)].
+ *   readFile(path, into, length, out) → errno or 0: reads up to `length` bytes from offset 0;
+ *     out = [bytesRead].
+ *
+ * A hung file system keeps one pool thread, as Node's fs calls would; the JS side gives up on it
+ * after its deadline and never reuses the memory the thread may still write (see smallio.ts).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CODE_OUTSIDE (-1)
+#define CODE_IS_DIR (-2)
+#define CODE_NOT_FILE (-3)
+#define CODE_CHANGED (-4)
+#define CODE_PAST_END (-5)
+
+enum Op { READ_INSIDE, WRITE_NEW, READ_FILE };
+
+typedef struct Job {
+  enum Op op;
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref into_ref;  // the data buffer: kept alive until the completion
+  napi_ref out_ref;
+  char* path;
+  char* other;  // root (READ_INSIDE) or the final name (WRITE_NEW)
+  unsigned char* data;
+  int64_t offset;
+  int64_t length;
+  int64_t exp_size;
+  double exp_mtime_ms;
+  int code;
+  double result[7];
+} Job;
+
+static double mtime_ms(const struct stat* st) {
+  /* As Node computes Stats.mtimeMs (sec * 1e3 + nsec / 1e6, in doubles): versions must compare equal. */
+  return (double)st->st_mtim.tv_sec * 1e3 + (double)st->st_mtim.tv_nsec / 1e6;
+}
+
+static void put_stat(double* at, const struct stat* st) {
+  at[0] = (double)st->st_size;
+  at[1] = (double)st->st_mtim.tv_sec;
+  at[2] = (double)st->st_mtim.tv_nsec;
+}
+
+static int inside(const char* root, const char* real) {
+  size_t n = strlen(root);
+  if (strncmp(root, real, n) != 0) return 0;
+  if (real[n] == '\0') return 1;
+  return root[n - 1] == '/' || real[n] == '/';
+}
+
+static int read_at(int fd, unsigned char* into, int64_t offset, int64_t length, int64_t* got) {
+  *got = 0;
+  while (*got < length) {
+    ssize_t n = pread(fd, into + *got, (size_t)(length - *got), (off_t)(offset + *got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) break;
+    *got += n;
+  }
+  return 0;
+}
+
+static void read_inside(Job* job) {
+  int located = open(job->path, O_PATH | O_CLOEXEC);
+  if (located < 0) {
+    job->code = errno;
+    return;
+  }
+  char link[64];
+  char real[4097];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", located);
+  ssize_t n = readlink(link, real, sizeof real - 1);
+  if (n < 0) {
+    job->code = errno;
+    close(located);
+    return;
+  }
+  real[n] = '\0';
+  if (!inside(job->other, real)) {
+    job->code = CODE_OUTSIDE;
+    close(located);
+    return;
+  }
+  int fd = open(link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  int open_errno = errno;
+  close(located);
+  if (fd < 0) {
+    job->code = open_errno;
+    return;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    job->code = errno;
+    close(fd);
+    return;
+  }
+  put_stat(job->result, &st);
+  if (S_ISDIR(st.st_mode)) job->code = CODE_IS_DIR;
+  else if (!S_ISREG(st.st_mode)) job->code = CODE_NOT_FILE;
+  else if ((int64_t)st.st_size != job->exp_size || floor(mtime_ms(&st)) != job->exp_mtime_ms) job->code = CODE_CHANGED;
+  else if (job->length > 0 && job->offset >= (int64_t)st.st_size) job->code = CODE_PAST_END;
+  if (job->code != 0) {
+    close(fd);
+    return;
+  }
+  int64_t got = 0;
+  job->code = read_at(fd, job->data, job->offset, job->length, &got);
+  job->result[6] = (double)got;
+  if (job->code == 0) {
+    if (fstat(fd, &st) != 0) job->code = errno;
+    else put_stat(job->result + 3, &st);
+  }
+  close(fd);
+}
+
+static void write_new(Job* job) {
+  int fd = open(job->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    job->code = errno;
+    job->result[2] = 1;
+    return;
+  }
+  int64_t done = 0;
+  while (done < job->length) {
+    ssize_t n = pwrite(fd, job->data + done, (size_t)(job->length - done), (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      job->code = n < 0 ? errno : EIO;
+      job->result[2] = 2;
+      break;
+    }
+    done += n;
+  }
+  struct stat st;
+  if (job->code == 0) {
+    if (fstat(fd, &st) != 0) {
+      job->code = errno;
+      job->result[2] = 3;
+    } else {
+      job->result[0] = (double)st.st_mtim.tv_sec;
+      job->result[1] = (double)st.st_mtim.tv_nsec;
+    }
+  }
+  /* close can report a failed write-back (NFS, quotas): such a page is not stored. */
+  if (close(fd) != 0 && job->code == 0) {
+    job->code = errno;
+    job->result[2] = 4;
+  }
+  if (job->code == 0 && rename(job->path, job->other) != 0) {
+    job->code = errno;
+    job->result[2] = 5;
+  }
+  if (job->code != 0) unlink(job->path);
+}
+
+static void read_file(Job* job) {
+  int fd = open(job->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    job->code = errno;
+    return;
+  }
+  int64_t got = 0;
+  job->code = read_at(fd, job->data, 0, job->length, &got);
+  job->result[0] = (double)got;
+  close(fd);
+}
+
+static void execute(napi_env env, void* data) {
+  Job* job = (Job*)data;
+  switch (job->op) {
+    case READ_INSIDE: read_inside(job); break;
+    case WRITE_NEW: write_new(job); break;
+    case READ_FILE: read_file(job); break;
+  }
+}
+
+static void complete(napi_env env, napi_status status, void* data) {
+  Job* job = (Job*)data;
+  napi_value out, code;
+  void* out_data = NULL;
+  size_t out_length = 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  if (napi_get_reference_value(env, job->out_ref, &out) == napi_ok &&
+      napi_get_typedarray_info(env, out, &type, &out_length, &out_data, &ab, &offset) == napi_ok && type == napi_float64_array) {
+    size_t n = out_length < 7 ? out_length : 7;
+    memcpy(out_data, job->result, n * sizeof(double));
+  }
+  napi_create_int32(env, status == napi_ok ? job->code : ECANCELED, &code);
+  napi_resolve_deferred(env, job->deferred, code);
+  napi_delete_reference(env, job->out_ref);
+  if (job->into_ref) napi_delete_reference(env, job->into_ref);
+  napi_delete_async_work(env, job->work);
+  free(job->path);
+  free(job->other);
+  free(job);
+}
+
+static char* get_string(napi_env env, napi_value value) {
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) return NULL;
+  char* s = malloc(length + 1);
+  if (!s) return NULL;
+  napi_get_value_string_utf8(env, value, s, length + 1, &length);
+  return s;
+}
+
+static int get_bytes(napi_env env, napi_value value, unsigned char** data, size_t* length) {
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  void* ptr;
+  if (napi_get_typedarray_info(env, value, &type, length, &ptr, &ab, &offset) != napi_ok || type != napi_uint8_array) return 0;
+  *data = (unsigned char*)ptr;
+  return 1;
+}
+
+static napi_value fail(napi_env env, const char* message) {
+  napi_throw_type_error(env, NULL, message);
+  return NULL;
+}
+
+/* Queues `job` with its buffers and returns its promise. */
+static napi_value queue(napi_env env, Job* job, napi_value into, napi_value out, const char* name) {
+  napi_value promise, resource;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_reference(env, out, 1, &job->out_ref);
+  if (into) napi_create_reference(env, into, 1, &job->into_ref);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource);
+  napi_create_async_work(env, NULL, resource, execute, complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
+}
+
+static napi_value ReadInside(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 8) return fail(env, "readInside(path, root, offset, length, into, expSize, expMtimeMs, out)");
+  Job* job = calloc(1, sizeof(Job));
+  if (!job) return fail(env, "out of memory");
+  job->op = READ_INSIDE;
+  job->path = get_string(env, argv[0]);
+  job->other = get_string(env, argv[1]);
+  double offset, length, exp_size;
+  unsigned char* data;
+  size_t capacity;
+  napi_get_value_double(env, argv[2], &offset);
+  napi_get_value_double(env, argv[3], &length);
+  napi_get_value_double(env, argv[5], &exp_size);
+  napi_get_value_double(env, argv[6], &job->exp_mtime_ms);
+  if (!job->path || !job->other || job->other[0] == '\0' || !get_bytes(env, argv[4], &data, &capacity) || length < 0 || offset < 0 || (size_t)length > capacity) {
+    free(job->path);
+    free(job->other);
+    free(job);
+    return fail(env, "readInside: bad arguments");
+  }
+  job->data = data;
+  job->offset = (int64_t)offset;
+  job->length = (int64_t)length;
+  job->exp_size = (int64_t)exp_size;
+  return queue(env, job, argv[4], argv[7], "fanout.readInside");
+}
+
+static napi_value WriteNew(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) return fail(env, "writeNew(tmp, file, data, out)");
+  Job* job = calloc(1, sizeof(Job));
+  if (!job) return fail(env, "out of memory");
+  job->op = WRITE_NEW;
+  job->path = get_string(env, argv[0]);
+  job->other = get_string(env, argv[1]);
+  unsigned char* data;
+  size_t length;
+  if (!job->path || !job->other || !get_bytes(env, argv[2], &data, &length)) {
+    free(job->path);
+    free(job->other);
+    free(job);
+    return fail(env, "writeNew: bad arguments");
+  }
+  job->data = data;
+  job->length = (int64_t)length;
+  return queue(env, job, argv[2], argv[3], "fanout.writeNew");
+}
+
+static napi_value ReadFile(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) return fail(env, "readFile(path, into, length, out)");
+  Job* job = calloc(1, sizeof(Job));
+  if (!job) return fail(env, "out of memory");
+  job->op = READ_FILE;
+  job->path = get_string(env, argv[0]);
+  unsigned char* data;
+  size_t capacity;
+  double length;
+  napi_get_value_double(env, argv[2], &length);
+  if (!job->path || !get_bytes(env, argv[1], &data, &capacity) || length < 0 || (size_t)length > capacity) {
+    free(job->path);
+    free(job);
+    return fail(env, "readFile: bad arguments");
+  }
+  job->data = data;
+  job->length = (int64_t)length;
+  return queue(env, job, argv[1], argv[3], "fanout.readFile");
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"readInside", NULL, ReadInside, NULL, NULL, NULL, napi_default, NULL},
+      {"writeNew", NULL, WriteNew, NULL, NULL, NULL, napi_default, NULL},
+      {"readFile", NULL, ReadFile, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

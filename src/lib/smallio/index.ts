@@ -1,0 +1,101 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Small files in one thread-pool job each (native/smallio): a cold small page's source read, its
+ * store write, a warm batch item's read. Through Node's fs each of those is several libuv
+ * hand-offs (open, stat, read, close…), each a pool thread woken, a completion and a promise on
+ * the event loop: the worker's profile of 2,000 cold 64 KiB pages was mostly that, not bytes.
+ * Chosen once, at first use; without the addon (not built, another OS, FANOUT_NO_SMALLIO=1)
+ * `smallIo()` is undefined and callers keep their fs path. Linux only: the source check reads
+ * /proc/self/fd.
+ */
+interface SmallIoAddon {
+  readInside(path: string, root: string, offset: number, length: number, into: Uint8Array, expSize: number, expMtimeMs: number, out: Float64Array): Promise<number>;
+  writeNew(tmp: string, file: string, data: Uint8Array, out: Float64Array): Promise<number>;
+  readFile(path: string, into: Uint8Array, length: number, out: Float64Array): Promise<number>;
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+export const SMALLIO_ADDON_PATH = join(root, 'native/smallio/build/Release/fanout_smallio.node');
+
+/** Codes of readInside besides errno values. */
+export const INSIDE_CODES = { outside: -1, isDirectory: -2, notAFile: -3, changed: -4, pastEnd: -5 } as const;
+
+/** A file's size and mtime as Node's Stats would give them (mtimeMs = sec × 1e3 + nsec / 1e6). */
+export interface SizeMtime {
+  size: number;
+  mtimeMs: number;
+}
+
+export type InsideResult =
+  | { code: 0; before: SizeMtime; after: SizeMtime; bytesRead: number }
+  | { code: number; before: SizeMtime | undefined };
+
+export interface SmallIo {
+  /**
+   * Reads [offset, offset + into.length) of `path` if its real path lies under `realRoot` and it is
+   * a regular file of exactly `expected` size and whole-ms mtime (checked on the open fd before a
+   * byte is read); `after` is the fd's stat after the last byte (a rewrite in place shows there).
+   */
+  readInside(path: string, realRoot: string, offset: number, into: Buffer, expected: SizeMtime): Promise<InsideResult>;
+  /** Writes `data` to a new `tmp`, then renames it to `file`; resolves with the file's mtimeMs. Rejects with an errno error (tmp removed). */
+  writeNew(tmp: string, file: string, data: Buffer): Promise<number>;
+  /** Reads up to into.length bytes of `path` from its start; resolves with the count read. */
+  readFile(path: string, into: Buffer): Promise<number>;
+}
+
+let chosen: { io: SmallIo | undefined } | undefined;
+
+/** The addon's functions, or undefined where it is not available (see above). */
+export function smallIo(): SmallIo | undefined {
+  chosen ??= { io: load() };
+  return chosen.io;
+}
+
+function load(): SmallIo | undefined {
+  if (process.env.FANOUT_NO_SMALLIO === '1' || process.platform !== 'linux' || !existsSync(SMALLIO_ADDON_PATH)) return undefined;
+  try {
+    return wrap(createRequire(import.meta.url)(SMALLIO_ADDON_PATH) as SmallIoAddon);
+  } catch {
+    return undefined; // built for another Node ABI, say: the fs path still works
+  }
+}
+
+const msOf = (sec: number, nsec: number) => sec * 1e3 + nsec / 1e6;
+
+function wrap(addon: SmallIoAddon): SmallIo {
+  return {
+    async readInside(path, realRoot, offset, into, expected) {
+      const out = new Float64Array(7);
+      const code = await addon.readInside(path, realRoot, offset, into.length, into, expected.size, Math.floor(expected.mtimeMs), out);
+      // out[0..2] are set once the fd was stat-ed; a failure before that leaves zeros.
+      const before = out[1] !== 0 || out[2] !== 0 || out[0] !== 0 ? { size: out[0]!, mtimeMs: msOf(out[1]!, out[2]!) } : undefined;
+      if (code !== 0) return { code, before };
+      return { code: 0, before: before!, after: { size: out[3]!, mtimeMs: msOf(out[4]!, out[5]!) }, bytesRead: out[6]! };
+    },
+    async writeNew(tmp, file, data) {
+      const out = new Float64Array(3);
+      const code = await addon.writeNew(tmp, file, data, out);
+      if (code !== 0) throw errnoError(code, ['open', 'write', 'fstat', 'close', 'rename'][out[2]! - 1] ?? 'write', tmp);
+      return msOf(out[0]!, out[1]!);
+    },
+    async readFile(path, into) {
+      const out = new Float64Array(1);
+      const code = await addon.readFile(path, into, into.length, out);
+      if (code !== 0) throw errnoError(code, 'read', path);
+      return out[0]!;
+    },
+  };
+}
+
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, value]) => [value, name]));
+
+/** An error shaped like Node's fs errors (`code`, `errno`, `syscall`), so callers' errno checks (ENOENT, ENOSPC) hold. */
+export function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
+  const code = ERRNO_NAMES.get(errno) ?? `E${errno}`;
+  return Object.assign(new Error(`${code}: ${syscall} failed, '${path}'`), { code, errno: -errno, syscall, path });
+}
