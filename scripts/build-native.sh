@@ -73,6 +73,15 @@ else
   build checksum fanout_checksum crc32.c "the checksum addon"
 fi
 
+# Whole small files many to one thread-pool job (sync staging, `fanout cp` of a tree); without it
+# they are written by fs calls on raw descriptors, four pool hand-offs per file.
+lack=$(lacking make python3 gcc)
+if [ -n "$lack" ]; then
+  note "${lack}not found: skipping the files addon; small files are written through fs calls."
+else
+  build files fanout_files files.c "the files addon"
+fi
+
 lack=$(lacking make python3 g++ pkg-config)
 if [ -n "$lack" ]; then
   note "${lack}not found: skipping the FUSE addon; \`fanout mount\` will not work."
