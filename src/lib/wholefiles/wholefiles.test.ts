@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { FILES_ADDON_PATH, WholeFileWriter, wholeFilePath, type WholeFilePath } from './index.js';
 
-const paths: WholeFilePath[] = existsSync(FILES_ADDON_PATH) ? ['native', 'js'] : ['js'];
+// The JS path always; the native one too when the addon loads (not with FANOUT_NO_NATIVE_FILES=1).
+const paths: WholeFilePath[] = wholeFilePath() === 'native' ? ['native', 'js'] : ['js'];
 const dirs: string[] = [];
 after(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
