@@ -91,6 +91,23 @@ test('staging writes the exact bytes of multi-page files whose pages arrive last
   }
 });
 
+test('files larger than wholeFileBytes are written page by page, as pages arrive last first, with the same bytes', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files = { 'a/big.bin': randomBytes(5 * PAGE + 17), 'a/b/two.bin': randomBytes(2 * PAGE), 'one.bin': randomBytes(100), 'empty.bin': Buffer.alloc(0) };
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const { fetcher } = reverseFetcher(files);
+    const progress = await stageVersion({ manifest: manifestOf(files), dir, fetcher, pageWindow: 8, wholeFileBytes: PAGE });
+    assert.equal(progress.bytesDone, progress.bytesTotal);
+    assert.equal(progress.bytesFetched, progress.bytesTotal);
+    assert.deepEqual(await tree(dir.stagingDir('v1')), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
+    assert.deepEqual(await readdir(dir.partsDir('v1')).catch(() => []), [], 'no part is left');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test('many small files are staged concurrently and every one is whole', async () => {
   const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
   try {
