@@ -12,6 +12,10 @@
 //   results[2i] = errno of file i (0: written), results[2i + 1] = the step (OP_* below).
 //   flags: 1 = exclusive (O_EXCL: an existing file is EEXIST), 2 = fdatasync before close.
 // The caller keeps the buffers unchanged until the callback (they are also referenced here).
+//
+//   syncFs(path: string, callback: (errno: number) => void): void
+//   syncfs(2) of the file system holding `path`, on a pool thread (Node has no binding; without
+//   it the release code runs coreutils' `sync -f`, a fork of the whole process).
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
@@ -234,10 +238,74 @@ fail:
   return NULL;
 }
 
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  char *path;
+  int err;
+} sync_job;
+
+static void sync_execute(napi_env env, void *data) {
+  sync_job *job = data;
+  int fd;
+  do fd = open(job->path, O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    job->err = errno;
+    return;
+  }
+  job->err = syncfs(fd) == 0 ? 0 : errno;
+  close(fd);
+}
+
+static void sync_complete(napi_env env, napi_status status, void *data) {
+  sync_job *job = data;
+  napi_value callback, global, result;
+  if (napi_get_reference_value(env, job->callback, &callback) == napi_ok && napi_get_global(env, &global) == napi_ok &&
+      napi_create_int32(env, status == napi_ok ? job->err : ECANCELED, &result) == napi_ok) {
+    napi_call_function(env, global, callback, 1, &result, NULL);
+  }
+  napi_delete_reference(env, job->callback);
+  napi_delete_async_work(env, job->work);
+  free(job->path);
+  free(job);
+}
+
+static napi_value sync_fs(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], name;
+  sync_job *job = NULL;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, "EINVAL", "syncFs(path, callback)");
+    return NULL;
+  }
+  job = calloc(1, sizeof(*job));
+  if (!job || !(job->path = copy_string(env, argv[0]))) {
+    napi_throw_error(env, "ENOMEM", "syncFs: out of memory");
+    goto fail;
+  }
+  CHECK(env, napi_create_reference(env, argv[1], 1, &job->callback));
+  CHECK(env, napi_create_string_utf8(env, "fanout.syncFs", NAPI_AUTO_LENGTH, &name));
+  CHECK(env, napi_create_async_work(env, NULL, name, sync_execute, sync_complete, job, &job->work));
+  CHECK(env, napi_queue_async_work(env, job->work));
+  return NULL;
+fail:
+  if (job) {
+    if (job->callback) napi_delete_reference(env, job->callback);
+    if (job->work) napi_delete_async_work(env, job->work);
+    free(job->path);
+    free(job);
+  }
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "writeFiles", NAPI_AUTO_LENGTH, write_files, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "writeFiles", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "syncFs", NAPI_AUTO_LENGTH, sync_fs, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "syncFs", fn) != napi_ok) return NULL;
   return exports;
 }
 

@@ -44,6 +44,7 @@ export interface WholeFileWriterOptions {
 
 interface FilesAddon {
   writeFiles(paths: string[], temps: (string | null)[], chunks: Buffer[][], mode: number, flags: number, callback: (results: Int32Array) => void): void;
+  syncFs(path: string, callback: (errno: number) => void): void;
 }
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -69,6 +70,19 @@ function loadAddon(): FilesAddon | null {
 /** How this process writes whole small files. */
 export function wholeFilePath(): WholeFilePath {
   return loadAddon() ? 'native' : 'js';
+}
+
+/**
+ * syncfs(2) of the file system holding `path` on a pool thread, when the addon is built:
+ * resolves true once flushed, false without the addon (the caller flushes another way); rejects
+ * with a Node-style error when the flush failed (a write-back error: the data is not safe).
+ */
+export function syncFileSystem(path: string): Promise<boolean> {
+  const native = loadAddon();
+  if (!native) return Promise.resolve(false);
+  return new Promise<boolean>((resolve, reject) => {
+    native.syncFs(path, (errno) => (errno === 0 ? resolve(true) : reject(fsError(errno, 'syncfs', path))));
+  });
 }
 
 interface Pending {

@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { FILES_ADDON_PATH, WholeFileWriter, wholeFilePath, type WholeFilePath } from './index.js';
+import { FILES_ADDON_PATH, WholeFileWriter, syncFileSystem, wholeFilePath, type WholeFilePath } from './index.js';
 
 // The JS path always; the native one too when the addon loads (not with FANOUT_NO_NATIVE_FILES=1).
 const paths: WholeFilePath[] = wholeFilePath() === 'native' ? ['native', 'js'] : ['js'];
@@ -111,5 +111,14 @@ test('a rename that fails (a directory with files at the final name) reports ren
       return true;
     });
     assert.deepEqual((await readdir(dir)).sort(), ['busy'], `${path}: the temporary name is gone`);
+  }
+});
+
+test('syncfs of a file system runs natively when the addon loads, and a missing path is ENOENT', async () => {
+  const dir = await scratch();
+  await writeFile(join(dir, 'a'), 'a');
+  assert.equal(await syncFileSystem(dir), wholeFilePath() === 'native');
+  if (wholeFilePath() === 'native') {
+    await assert.rejects(syncFileSystem(join(dir, 'missing')), (err: NodeJS.ErrnoException) => err.code === 'ENOENT' && err.syscall === 'syncfs');
   }
 });
