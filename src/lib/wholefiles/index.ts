@@ -120,6 +120,7 @@ export class WholeFileWriter {
   private readonly maxBytes: number;
   private readonly jobs: number;
   private readonly native: FilesAddon | null;
+  private readonly counts = { jobs: 0, files: 0 };
 
   constructor(private readonly options: WholeFileWriterOptions = {}) {
     this.native = options.path === 'js' ? null : loadAddon();
@@ -130,6 +131,11 @@ export class WholeFileWriter {
     this.maxFiles = Math.max(1, options.maxFiles ?? 64);
     this.maxBytes = Math.max(1, options.maxBytes ?? 8 * 1024 * 1024);
     this.jobs = Math.max(1, options.jobs ?? 2);
+  }
+
+  /** Pool jobs run and files they carried (tests; a job per file would mean no batching). */
+  stats(): { jobs: number; files: number } {
+    return { ...this.counts };
   }
 
   /** Writes a whole file; settles once it is under its final name (or failed, its temporary name removed). */
@@ -168,6 +174,8 @@ export class WholeFileWriter {
       }
       this.queuedBytes -= bytes;
       this.running++;
+      this.counts.jobs++;
+      this.counts.files += job.length;
       const done = () => {
         this.running--;
         // What queued while this job ran leaves at once: it has waited already.

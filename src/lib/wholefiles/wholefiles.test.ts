@@ -50,6 +50,10 @@ test('many files queued at once are all written, over several jobs, with fdatasy
     const writer = new WholeFileWriter({ path, maxFiles: 16, maxBytes: 64 * 1024, datasync: true });
     const files = Array.from({ length: 100 }, (_, i) => ({ path: join(dir, `f${i}`), tmp: join(dir, `.t${i}`), chunks: [randomBytes(4096 + i)] }));
     await Promise.all(files.map((f) => writer.write(f)));
+    // Queued in one turn: 16 files (or 64 KiB) to a job, not a job per file.
+    const { jobs, files: written } = writer.stats();
+    assert.equal(written, 100);
+    assert.ok(jobs >= 7 && jobs <= 14, `${path}: ${jobs} jobs for 100 files of ≈ 4 KiB, 64 KiB a job`);
     for (const f of files) assert.ok((await readFile(f.path)).equals(f.chunks[0]!), `${path}: ${f.path}`);
     assert.equal((await readdir(dir)).length, 100);
   }
