@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -196,6 +197,23 @@ test('files a crash left torn or empty in staging (no flush per file) are fetche
     assert.equal(progress.bytesResumed, files['d0/f0.bin']!.length, 'only the intact file is kept');
     assert.deepEqual(await tree(staging), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
   } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('small files that do not fit the disk fail staging with DISK_FULL and leave no part behind', { skip: process.getuid?.() !== 0 && 'needs root to mount a tmpfs' }, async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', root]);
+  try {
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 40; i++) files[`d${i % 4}/f${i}.bin`] = randomBytes(16 * 1024);
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const { fetcher } = reverseFetcher(files);
+    await assert.rejects(stageVersion({ manifest: manifestOf(files), dir, fetcher }), (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL');
+    assert.deepEqual(await readdir(dir.partsDir('v1')), [], 'every part name of a failed write is removed');
+  } finally {
+    execFileSync('umount', ['-l', root]);
     await rm(root, { recursive: true, force: true });
   }
 });
