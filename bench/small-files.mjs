@@ -34,11 +34,15 @@ const env = { ...process.env };
 const withMount = (endpoint, mnt, fn) => withMountOf(endpoint, mnt, fn, { fanoutBin: BIN, nodeFlags: profFlags('mount'), env });
 const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : []);
 
-/** Runs the CLI; resolves with {seconds, out, err}. */
+/**
+ * Runs the CLI through a shell that reports the CPU (user+sys from /proc) of its reaped child;
+ * resolves with {seconds, cpu, out, err}.
+ */
 function fanout(argv, name = 'cli') {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const p = spawn(process.execPath, [...profFlags(name), BIN, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const script = '"$@"; s=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $s';
+    const p = spawn('sh', ['-c', script, 'sh', process.execPath, ...profFlags(name), BIN, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
@@ -46,7 +50,10 @@ function fanout(argv, name = 'cli') {
     p.once('error', reject);
     p.once('exit', (code) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      code === 0 ? resolve({ seconds, out, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
+      const stat = /@@stat (.*)/.exec(err)?.[1] ?? '';
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cpu = (Number(fields[13]) + Number(fields[14])) / 100; // cutime + cstime, USER_HZ ticks
+      code === 0 ? resolve({ seconds, cpu, out, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
     });
   });
 }
@@ -90,6 +97,7 @@ try {
 
   const t = { syncCold: [], syncColdStaged: [], syncWarm: [], syncWarmStaged: [], mountCold: [], mountCold8: [], cpTree: [], cpR: [], catSource: [], curl: [] };
   const mountCpu = [];
+  const cliCpu = { syncCold: [], syncWarm: [], cpTree: [] };
   const workerCpu = [];
   const syncColdCpu = [];
   const syncWarmCpu = [];
@@ -107,6 +115,7 @@ try {
     const c = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', cold, '--host', `cold${run}`, ...common], 'sync-cold');
     syncColdCpu.push(((await processTreeCpu(worker.pid)) - cpu0) / FILES);
     t.syncCold.push(c.seconds);
+    cliCpu.syncCold.push(c.cpu / FILES);
     t.syncColdStaged.push(stagedSeconds(c.err));
     if ((await treeHash(join(cold, 'current'))) !== expected) throw new Error('cold sync tree differs from the source');
     const warm = join(work, `host-warm-${run}`);
@@ -114,6 +123,7 @@ try {
     const w = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', warm, '--host', `warm${run}`, ...common], 'sync-warm');
     syncWarmCpu.push(((await processTreeCpu(worker.pid)) - cpu0) / FILES);
     t.syncWarm.push(w.seconds);
+    cliCpu.syncWarm.push(w.cpu / FILES);
     t.syncWarmStaged.push(stagedSeconds(w.err));
     if ((await treeHash(join(warm, 'current'))) !== expected) throw new Error('warm sync tree differs from the source');
     await rm(cold, { recursive: true, force: true });
@@ -136,7 +146,12 @@ try {
     t.mountCold8.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 8)));
     // Path-keyed pages are warm now. `fanout cp` of the directory (older builds copy files only: NaN).
     const cpDest = join(work, `cp-tree-${run}`);
-    t.cpTree.push(await fanout(['cp', '/data/app/v1/', cpDest, '--endpoint', endpoint], 'cp-tree').then((r) => r.seconds, () => NaN));
+    t.cpTree.push(
+      await fanout(['cp', '/data/app/v1/', cpDest, '--endpoint', endpoint], 'cp-tree').then(
+        (r) => (cliCpu.cpTree.push(r.cpu / FILES), r.seconds),
+        () => NaN,
+      ),
+    );
     if (!Number.isNaN(t.cpTree.at(-1)) && (await treeHash(cpDest)) !== expected) throw new Error('fanout cp tree differs from the source');
     await rm(cpDest, { recursive: true, force: true });
     // curl reads every file from /v1/data, 32 at a time.
@@ -160,11 +175,13 @@ try {
   console.log(row('mount, cold: `xargs -P 8 cat`, 8 readers', m.mountCold8));
   console.log(`|   CPU per file of that 1-reader run: mount ${(median(mountCpu) * 1e3).toFixed(2)} ms, worker ${(median(workerCpu) * 1e3).toFixed(2)} ms | | | |`);
   console.log(row('`fanout cp` of the directory, warm (process wall time)', m.cpTree));
+  const ms = (xs) => (xs.length ? (median(xs) * 1e3).toFixed(2) : '—');
+  console.log(`|   CPU per file of the client process (user+sys, start-up included): sync cold ${ms(cliCpu.syncCold)} ms, warm ${ms(cliCpu.syncWarm)} ms, cp ${ms(cliCpu.cpTree)} ms | | | |`);
   console.log(row('baseline: `cp -r` of the source tree', m.cpR));
   console.log(row('baseline: `xargs cat` of the source files', m.catSource));
   console.log(row('baseline: curl /v1/data, 32 parallel, warm', m.curl));
   await mkdir(join(root, 'bench/out'), { recursive: true });
-  await writeFile(join(root, 'bench/out/small-files.json'), JSON.stringify({ files: FILES, size: SIZE, dirs: DIRS, runs: RUNS, loadavg, seconds: t, median: m, workerCpuPerFile: { syncCold: syncColdCpu, syncWarm: syncWarmCpu, mountCold: workerCpu }, mountCpuPerFile: mountCpu }, null, 2) + '\n');
+  await writeFile(join(root, 'bench/out/small-files.json'), JSON.stringify({ files: FILES, size: SIZE, dirs: DIRS, runs: RUNS, loadavg, seconds: t, median: m, workerCpuPerFile: { syncCold: syncColdCpu, syncWarm: syncWarmCpu, mountCold: workerCpu }, mountCpuPerFile: mountCpu, cpuPerFile: cliCpu }, null, 2) + '\n');
 } finally {
   if (worker && worker.exitCode === null) {
     worker.kill('SIGTERM');

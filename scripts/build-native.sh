@@ -73,13 +73,16 @@ else
   build checksum fanout_checksum crc32.c "the checksum addon"
 fi
 
-# Small page files (a cold small page's source read, its store write, a warm batch item's read) in
-# one thread-pool job each; without it they go through Node's fs calls, several hand-offs each.
+# Small files in one thread-pool job each, where Node's fs calls take several hand-offs per file:
+# smallio for the worker's small pages (a cold page's source read, its store write, a warm batch
+# item's read), files for whole small files written many at a time (sync staging, `fanout cp` of
+# a tree). Without them the same work goes through fs calls.
 lack=$(lacking make python3 gcc)
 if [ -n "$lack" ]; then
-  note "${lack}not found: skipping the small-file addon; small pages are read and written through Node's fs."
+  note "${lack}not found: skipping the small-file addons; small files are read and written through Node's fs."
 else
-  build smallio fanout_smallio smallio.c "the small-file addon"
+  build smallio fanout_smallio smallio.c "the small-page addon"
+  build files fanout_files files.c "the files addon"
 fi
 
 lack=$(lacking make python3 g++ pkg-config)

@@ -6,6 +6,7 @@ import { FanoutError } from '../core/errors.js';
 import { pageCount } from '../core/pages.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
+import { WholeFileWriter } from '../lib/wholefiles/index.js';
 
 /** Pages in flight for one file (the SDK's readahead window). */
 const PAGE_WINDOW = 8;
@@ -55,6 +56,28 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * Copies a file of one page (or none) out of the cluster whole: its page fetched in a batch,
+ * then written under a temporary name and renamed onto `target` by the batch writer, which
+ * writes the many small files of a tree completed in the same turn in one thread-pool job.
+ */
+async function copyWholeFileTo(client: FanoutClient, file: StatResult, target: string, writer: WholeFileWriter, opts: CopyProgress & { budget: ByteBudget }): Promise<void> {
+  const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
+  const release = await opts.budget.acquire(file.size, opts.signal);
+  try {
+    const chunks = file.size === 0 ? [] : await client.fetchBatchedPage(file, 0, opts.signal);
+    try {
+      // The writer removes the temporary name itself when a write fails.
+      await writer.write({ path: target, tmp, chunks }).catch((err) => rethrowLocal(err, target));
+    } finally {
+      if (chunks.length > 0) client.releasePage(chunks);
+    }
+    opts.onBytes?.(file.size);
+  } finally {
+    release();
   }
 }
 
@@ -114,7 +137,8 @@ export async function listTree(client: FanoutClient, path: string): Promise<{ fi
 
 /**
  * Copies a listed tree into `target` (made if missing): directories first, then the files,
- * FILES_IN_FLIGHT at a time under one budget of bytes in flight. The first failure stops the
+ * FILES_IN_FLIGHT at a time under one budget of bytes in flight; files of one page are written
+ * whole, many to a thread-pool job. The first failure stops the
  * copy; files already copied stay (as with cp -r), a file being copied never appears.
  */
 export async function copyTreeTo(client: FanoutClient, tree: { files: TreeFile[]; dirs: string[] }, target: string, pageSize: number, opts: CopyProgress = {}): Promise<void> {
@@ -125,11 +149,16 @@ export async function copyTreeTo(client: FanoutClient, tree: { files: TreeFile[]
   setMaxListeners(0, stop.signal); // one listener per file in flight (FILES_IN_FLIGHT), removed when it ends
   const onAbort = () => stop.abort(opts.signal?.reason);
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const writer = new WholeFileWriter();
   let next = 0;
   const worker = async () => {
     while (next < tree.files.length && !stop.signal.aborted) {
       const { file, rel } = tree.files[next++]!;
-      await copyFileTo(client, file, join(target, rel), pageSize, { budget, signal: stop.signal, onBytes: opts.onBytes, window: 4, batched: true }).catch((err) => {
+      const copied =
+        file.size <= pageSize
+          ? copyWholeFileTo(client, file, join(target, rel), writer, { budget, signal: stop.signal, onBytes: opts.onBytes })
+          : copyFileTo(client, file, join(target, rel), pageSize, { budget, signal: stop.signal, onBytes: opts.onBytes, window: 4, batched: true });
+      await copied.catch((err) => {
         stop.abort(err);
         throw err;
       });

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import type { BatchPageReader, FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
 import { parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
 import type { VersionRecord } from './registry.js';
+import { sha256Of } from './stagepages.js';
 
 /** Connections per worker for release pages (the stager's files in flight). */
 const RELEASE_CONNECTIONS = 32;
@@ -86,10 +86,4 @@ export class ReleaseFetcher {
     this.batches ??= this.useBatches ? this.client.session.batchReader(this.reader, { pageSize: info.pageSize, preload: true }) : undefined;
     return this.reader;
   }
-}
-
-function sha256Of(chunks: Buffer[]): string {
-  const digest = createHash('sha256');
-  for (const chunk of chunks) digest.update(chunk);
-  return digest.digest('hex');
 }

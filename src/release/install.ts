@@ -1,8 +1,12 @@
-import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
+
+/** Installed files stat'ed per turn of the event loop. */
+const STAMP_SLICE = 256;
 
 /**
  * A release directory on a serving host:
@@ -72,17 +76,17 @@ export class ReleaseDir {
     await rm(this.partsDir(manifest.version), { recursive: true, force: true });
     await fsyncDir(join(this.dir, 'versions'));
     // What each verified file looked like once installed: any write changes its ctime.
-    // Stat'ed 64 at a time: one after the other, thousands of small files cost a round each.
+    // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
+    // microseconds, less than the thread-pool hand-off an async stat costs (thousands of small
+    // files: 0.1 ms of CPU each through the pool), and the event loop still turns between slices.
     const snapshot: Record<string, FileStamp> = {};
-    let next = 0;
-    const stamper = async () => {
-      while (next < manifest.files.length) {
-        const file = manifest.files[next++]!;
-        const st = await stat(join(target, file.path), { bigint: true });
+    for (let at = 0; at < manifest.files.length; at += STAMP_SLICE) {
+      if (at > 0) await new Promise((resolve) => setImmediate(resolve));
+      for (const file of manifest.files.slice(at, at + STAMP_SLICE)) {
+        const st = statSync(join(target, file.path), { bigint: true });
         snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(64, manifest.files.length) }, stamper));
+    }
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
   }
 

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -91,6 +92,23 @@ test('staging writes the exact bytes of multi-page files whose pages arrive last
   }
 });
 
+test('files larger than wholeFileBytes are written page by page, as pages arrive last first, with the same bytes', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files = { 'a/big.bin': randomBytes(5 * PAGE + 17), 'a/b/two.bin': randomBytes(2 * PAGE), 'one.bin': randomBytes(100), 'empty.bin': Buffer.alloc(0) };
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const { fetcher } = reverseFetcher(files);
+    const progress = await stageVersion({ manifest: manifestOf(files), dir, fetcher, pageWindow: 8, wholeFileBytes: PAGE });
+    assert.equal(progress.bytesDone, progress.bytesTotal);
+    assert.equal(progress.bytesFetched, progress.bytesTotal);
+    assert.deepEqual(await tree(dir.stagingDir('v1')), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
+    assert.deepEqual(await readdir(dir.partsDir('v1')).catch(() => []), [], 'no part is left');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test('many small files are staged concurrently and every one is whole', async () => {
   const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
   try {
@@ -179,6 +197,23 @@ test('files a crash left torn or empty in staging (no flush per file) are fetche
     assert.equal(progress.bytesResumed, files['d0/f0.bin']!.length, 'only the intact file is kept');
     assert.deepEqual(await tree(staging), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
   } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('small files that do not fit the disk fail staging with DISK_FULL and leave no part behind', { skip: process.getuid?.() !== 0 && 'needs root to mount a tmpfs' }, async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', root]);
+  try {
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 40; i++) files[`d${i % 4}/f${i}.bin`] = randomBytes(16 * 1024);
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const { fetcher } = reverseFetcher(files);
+    await assert.rejects(stageVersion({ manifest: manifestOf(files), dir, fetcher }), (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL');
+    assert.deepEqual(await readdir(dir.partsDir('v1')), [], 'every part name of a failed write is removed');
+  } finally {
+    execFileSync('umount', ['-l', root]);
     await rm(root, { recursive: true, force: true });
   }
 });

@@ -4,22 +4,17 @@ import { copyFile, link, mkdir, open, readdir, rename, rm, stat } from 'node:fs/
 import { join, posix, relative, sep } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
+import { WholeFileWriter } from '../lib/wholefiles/index.js';
 import { makeDurable } from './durable.js';
 import type { ReleaseFetcher } from './fetch.js';
 import type { FileStamp, ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
+import { pageData, rethrowFs, stageWholeFile, type LocalPage } from './stagepages.js';
 
 /** An installed file, and its stamp when it was verified. */
 interface LocalFile {
   path: string;
   stamp?: FileStamp;
-}
-
-/** Where a page with a given content hash already sits on this host, in an installed version. */
-interface LocalPage {
-  file: string;
-  offset: number;
-  length: number;
 }
 
 /** Content hash → a copy of that page in an installed version (local dedup across versions). */
@@ -57,8 +52,14 @@ export interface StageOptions {
   manifest: Manifest;
   dir: ReleaseDir;
   fetcher: ReleaseFetcher;
-  /** Files written at once (default 32): small files cost round trips and syscalls, not bytes. */
+  /**
+   * Files in flight at once: by default 32 files larger than wholeFileBytes, and 256 small files
+   * besides (they cost round trips and syscalls, not bytes: enough of them keep the cluster's
+   * batches full). Given, it bounds both kinds.
+   */
   fileConcurrency?: number;
+  /** Files up to this size are fetched whole and written in one go (default 1 MiB); larger ones page by page. */
+  wholeFileBytes?: number;
   /** Pages in flight per file (default 4). */
   pageWindow?: number;
   /** Bytes of pages in flight over all files (default 64 MiB). */
@@ -70,6 +71,8 @@ export interface StageOptions {
 }
 
 export const DEFAULT_FILE_CONCURRENCY = 32;
+export const DEFAULT_SMALL_FILE_CONCURRENCY = 256;
+const DEFAULT_WHOLE_FILE_BYTES = 1024 * 1024;
 const DEFAULT_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
 
 /**
@@ -80,7 +83,9 @@ const DEFAULT_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
  * re-verified and kept, so an interrupted run resumes where it stopped.
  *
  * Many files move at once (a search index is thousands of small files: each costs a request,
- * a create and a rename, and those overlap), under one budget of bytes in flight. Nothing is
+ * a create and a rename, and those overlap), under one budget of bytes in flight. A small file
+ * is fetched whole and verified in memory, then written and renamed into staging by a batch
+ * writer that writes the many files completed together in one thread-pool job. Nothing is
  * flushed file by file: the staged tree is made durable in one go once every file is in it, before
  * it is installed (a crash before that leaves staged files the next run re-verifies).
  * The manifest gives every size: directories are made once up front and staging is listed
@@ -109,11 +114,17 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   const fileOpts: StageOptions = { ...opts, signal };
-  let next = 0;
-  const worker = async () => {
-    while (next < manifest.files.length) {
+  const wholeFileBytes = opts.wholeFileBytes ?? DEFAULT_WHOLE_FILE_BYTES;
+  const writer = new WholeFileWriter();
+  const source = { manifest, fetcher: opts.fetcher, limiter: opts.limiter, local };
+  // Small and large files move side by side, each kind with its own number in flight.
+  const small: number[] = [];
+  const large: number[] = [];
+  manifest.files.forEach((file, i) => (file.size <= wholeFileBytes ? small : large).push(i));
+  const worker = (queue: { files: number[]; next: number }) => async () => {
+    while (queue.next < queue.files.length) {
       if (signal.aborted) throw new FanoutError('ABORTED', 'staging aborted');
-      const i = next++;
+      const i = queue.files[queue.next++]!;
       await stageFile(i).catch((err: unknown) => {
         stop.abort(err);
         throw err;
@@ -140,12 +151,26 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
       progress.bytesDone += file.size;
       progress.bytesLocal += file.size;
       report();
+    } else if (file.size <= wholeFileBytes) {
+      // Written under its part name and renamed into staging in the writer's job.
+      const bytes = await stageWholeFile(source, file, part, target, budget, writer, signal);
+      progress.bytesDone += file.size;
+      progress.bytesLocal += bytes.local;
+      progress.bytesFetched += bytes.fetched;
+      report();
+      return;
     } else await writeFile(fileOpts, file, part, local, budget, progress, report);
     await rename(part, target).catch((err) => rethrowFs(err, target));
   };
-  const workers = Math.max(1, Math.min(opts.fileConcurrency ?? DEFAULT_FILE_CONCURRENCY, manifest.files.length));
+  const workersOf = (files: number[], wanted: number) => {
+    const queue = { files, next: 0 };
+    return Array.from({ length: Math.min(Math.max(1, wanted), files.length) }, () => worker(queue)());
+  };
   // allSettled first: no file may still be written when the caller cleans up after a failure.
-  const results = await Promise.allSettled(Array.from({ length: workers }, worker));
+  const results = await Promise.allSettled([
+    ...workersOf(large, opts.fileConcurrency ?? DEFAULT_FILE_CONCURRENCY),
+    ...workersOf(small, opts.fileConcurrency ?? DEFAULT_SMALL_FILE_CONCURRENCY),
+  ]);
   if (stop.signal.aborted) throw stop.signal.reason;
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
@@ -215,7 +240,7 @@ async function writeFile(
       budget,
       signal: opts.signal,
       fetch: async (index, signal) => {
-        const page = await pageData(opts, file, index, local, signal);
+        const page = await pageData({ manifest, fetcher: opts.fetcher, limiter: opts.limiter, local }, file, index, signal);
         if (page.local) fromLocal.add(index);
         return page.chunks;
       },
@@ -233,41 +258,6 @@ async function writeFile(
   const digest = whole ? whole.digest('hex') : file.sha256;
   if (digest !== file.sha256) {
     throw new FanoutError('HASH_MISMATCH', `${file.path}: SHA-256 ${digest.slice(0, 16)}… differs from the manifest's ${file.sha256.slice(0, 16)}…`);
-  }
-}
-
-/** One page: a verified local copy if this host has the content, else from the cluster. */
-async function pageData(
-  opts: StageOptions,
-  file: ManifestFile,
-  index: number,
-  local: Map<string, LocalPage>,
-  signal: AbortSignal,
-): Promise<{ chunks: Buffer[]; local: boolean }> {
-  const hash = file.pages[index]!;
-  const copy = local.get(hash);
-  if (copy) {
-    const data = await readRange(copy).catch(() => undefined);
-    // A local copy that was changed on disk is simply not used.
-    if (data && createHash('sha256').update(data).digest('hex') === hash) return { chunks: [data], local: true };
-  }
-  await opts.limiter?.take(Math.min(opts.manifest.pageSize, file.size - index * opts.manifest.pageSize), signal);
-  return { chunks: await opts.fetcher.pageChunks(opts.manifest, file, index, signal), local: false };
-}
-
-async function readRange(page: LocalPage): Promise<Buffer> {
-  const handle = await open(page.file, 'r');
-  try {
-    const data = Buffer.allocUnsafe(page.length);
-    let offset = 0;
-    while (offset < page.length) {
-      const { bytesRead } = await handle.read(data, offset, page.length - offset, page.offset + offset);
-      if (bytesRead === 0) throw new Error('short read');
-      offset += bytesRead;
-    }
-    return data;
-  } finally {
-    await handle.close();
   }
 }
 
@@ -296,10 +286,4 @@ async function alreadyVerified(path: string, file: ManifestFile): Promise<boolea
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex') === file.sha256;
-}
-
-function rethrowFs(err: unknown, path: string): never {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') throw new FanoutError('DISK_FULL', `no space left writing ${path}; the current version stays in place`, { cause: err });
-  throw new FanoutError('INTERNAL', `cannot write ${path}: ${(err as Error).message}`, { cause: err });
 }

@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+// Benchmark 5's sync part alone, with the sync process's CPU: a release of FILES files of SIZE
+// bytes in DIRS directories, one worker (this checkout's), loopback; `fanout sync --once` cold
+// (the worker's pages freed first) and warm, RUNS times. With --base CHECKOUT the other build's
+// CLI runs too, interleaved with this one (A, B, A, B…) against the same worker, so the load of a
+// shared machine falls on both alike. CPU per file is user+sys of the sync process and its
+// children (from /proc, through the shell that waits for it), which the load disturbs far less
+// than wall time.
+//
+//   node bench/small-sync.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--base CHECKOUT] [--cpu-prof DIR] [--env K=V]
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd } from '../dist/test/harness/etcd.js';
+import { benchArgs, bin, median, parseSize, treeHash, waitFor } from './common.mjs';
+
+const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
+const FILES = Number(args.files);
+const SIZE = parseSize(args.size);
+const DIRS = Number(args.dirs);
+const RUNS = Number(args.runs);
+const PROF = args['cpu-prof'];
+const env = { ...process.env };
+if (args.env) for (const kv of args.env.split(',')) env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
+const builds = [{ name: 'this', bin }, ...(args.base ? [{ name: 'base', bin: join(args.base, 'bin/fanout.js') }] : [])];
+const log = (line) => process.stderr.write(`[bench] ${line}\n`);
+const TICKS = 100;
+
+/** Runs the CLI through a shell that reports its reaped child's CPU; resolves {seconds, cpu, err}. */
+function fanoutMeasured(fanoutBin, argv, name) {
+  const prof = PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : [];
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const script = '"$@"; s=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $s';
+    const p = spawn('sh', ['-c', script, 'sh', process.execPath, ...prof, fanoutBin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.once('error', reject);
+    p.once('exit', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const stat = /@@stat (.*)/.exec(err)?.[1] ?? '';
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cpu = (Number(fields[13]) + Number(fields[14])) / TICKS; // cutime + cstime
+      const user = Number(fields[13]) / TICKS;
+      code === 0 ? resolve({ seconds, cpu, user, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
+    });
+  });
+}
+
+const workerCpu = async (pid) => {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / TICKS;
+};
+const stagedSeconds = (err) => Number(/staged \S+: \d+ bytes in ([\d.]+) s/.exec(err)?.[1] ?? NaN);
+
+const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-sync-'));
+const source = join(work, 'source');
+const tree = join(source, 'app/v1');
+const etcd = await startEtcd();
+let worker;
+try {
+  const block = Buffer.allocUnsafe(SIZE);
+  const perDir = Math.ceil(FILES / DIRS);
+  for (let i = 0; i < FILES; i++) {
+    const dir = join(tree, `d${String(Math.floor(i / perDir)).padStart(2, '0')}`);
+    if (i % perDir === 0) await mkdir(dir, { recursive: true });
+    randomFillSync(block);
+    await writeFile(join(dir, `f${String(i).padStart(5, '0')}.bin`), block);
+  }
+  const expected = await treeHash(tree);
+  const port = 18450 + Math.floor(Math.random() * 1000);
+  const endpoint = `http://127.0.0.1:${port}`;
+  worker = spawn(process.execPath, [bin, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', `${Math.ceil((FILES * SIZE * 8) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'ignore'], env });
+  await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
+  const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
+  await fanoutMeasured(bin, ['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json'], 'publish');
+  await fanoutMeasured(bin, ['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common], 'promote');
+  const rows = [];
+  for (let run = 0; run < RUNS; run++) {
+    for (const build of builds) {
+      for (const kind of ['cold', 'warm']) {
+        if (kind === 'cold') await fanoutMeasured(bin, ['free', '--release', 'app@v1', ...common], 'free');
+        const dir = join(work, `host-${build.name}-${kind}-${run}`);
+        const w0 = await workerCpu(worker.pid);
+        const load = (await readFile('/proc/loadavg', 'utf8')).split(' ')[0];
+        const r = await fanoutMeasured(build.bin, ['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--host', `${build.name}-${kind}-${run}`, ...common], `sync-${build.name}-${kind}`);
+        const wcpu = (await workerCpu(worker.pid)) - w0;
+        if ((await treeHash(join(dir, 'current'))) !== expected) throw new Error(`${build.name} ${kind}: synced tree differs from the source`);
+        await rm(dir, { recursive: true, force: true });
+        const row = { build: build.name, kind, run, load: Number(load), seconds: r.seconds, staged: stagedSeconds(r.err), cpu: r.cpu, user: r.user, worker: wcpu };
+        rows.push(row);
+        if (/writer/.test(r.err)) log(/writer.*/.exec(r.err)[0]);
+        log(`${build.name} ${kind} run ${run + 1}: ${r.seconds.toFixed(2)} s (${(FILES / r.seconds).toFixed(0)} files/s, staged ${row.staged} s), sync CPU ${r.cpu.toFixed(2)} s = ${((r.cpu / FILES) * 1e3).toFixed(3)} ms/file (user ${r.user.toFixed(2)}), worker CPU ${wcpu.toFixed(2)} s, load ${load}`);
+      }
+    }
+  }
+  console.log(`${FILES} files × ${SIZE} bytes in ${DIRS} directories, one worker, loopback, median of ${RUNS} (load average at the end ${(await readFile('/proc/loadavg', 'utf8')).trim()})`);
+  console.log('| build | sync | wall s | files/s | staging s | sync CPU s | CPU ms per file | worker CPU ms per file |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const build of builds) {
+    for (const kind of ['cold', 'warm']) {
+      const rs = rows.filter((r) => r.build === build.name && r.kind === kind);
+      const m = (k) => median(rs.map((r) => r[k]));
+      console.log(`| ${build.name} | ${kind} | ${m('seconds').toFixed(2)} | ${(FILES / m('seconds')).toFixed(0)} | ${m('staged').toFixed(2)} | ${m('cpu').toFixed(2)} | ${((m('cpu') / FILES) * 1e3).toFixed(3)} | ${((m('worker') / FILES) * 1e3).toFixed(3)} |`);
+    }
+  }
+} finally {
+  if (worker && worker.exitCode === null) {
+    worker.kill('SIGTERM');
+    await new Promise((r) => worker.once('exit', r));
+  }
+  await etcd.stop?.().catch(() => {});
+  await rm(work, { recursive: true, force: true }).catch(() => {});
+}
