@@ -1,0 +1,249 @@
+#!/usr/bin/env node
+// Is the client's CPU per byte the memory of page-sized buffering? One worker over a local
+// directory, warm 4 MiB pages sent by sendfile, the whole file read by one client process with
+// raw keep-alive sockets (2 connections, 2 pages in flight, as `fanout cat` on one worker),
+// the native CRC32 on every byte and every byte written to /dev/null, in two shapes:
+//   page  — as the SDK did: reads land in rotating 1 MiB slabs from a pool; a page's slabs are
+//           held until the page is whole and verified, then written with one writev and given back
+//           (with 2 pages in flight ≈ 8–12 MiB of memory rotates through the caches per page)
+//   block — one reused 1 MiB buffer per connection: reads fill it, each full 1 MiB block is
+//           verified and written at once, and the next page's socket is not read (paused) until
+//           the page before it is out (order kept by the kernel's socket buffers)
+// Reports client CPU seconds (user+sys, from the client process) per GiB and wall time, median
+// of --runs, and block ÷ page in the same run.
+//
+//   npx tsc -p tsconfig.json && node bench/block-receive.mjs [--size 1GiB] [--runs 3]
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, writeSync, writevSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { benchArgs, bin, median, parseSize, root, waitHealthy, writeRandomFile } from './common.mjs';
+
+const args = benchArgs({ size: '1GiB', runs: '3', 'page-size': '4MiB', mode: 'main', connections: '2' });
+const SLAB = 1024 * 1024;
+
+async function main() {
+  const size = parseSize(args.size);
+  const runs = Number(args.runs);
+  const work = await mkdtemp(join(tmpdir(), 'fanout-blocks-'));
+  const port = 18450 + Math.floor(Math.random() * 1000);
+  const endpoint = `http://127.0.0.1:${port}`;
+  let worker;
+  try {
+    const srcDir = join(work, 'src');
+    await mkdir(srcDir);
+    process.stderr.write(`load average at start: ${(await readFile('/proc/loadavg', 'utf8')).trim()}\n`);
+    await writeRandomFile(join(srcDir, 'model.bin'), size);
+    const serveArgs = ['serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--page-size', args['page-size'], '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'];
+    worker = spawn(process.execPath, [bin, ...serveArgs], { stdio: 'inherit' });
+    await waitHealthy(`${endpoint}/healthz`);
+    const cluster = await (await fetch(`${endpoint}/v1/cluster`)).json();
+    const info = await (await fetch(`${endpoint}/v1/stat/data/model.bin`)).json();
+    const job = { endpoint, version: info.version, size: info.size, pageSize: cluster.pageSize, connections: Number(args.connections) };
+    // Warm: every page into the store (a cold answer is chunked, which this reader does not parse), twice for the OS cache.
+    for (let i = 0; i < 2; i++) await (await fetch(`${endpoint}/v1/data/data/model.bin`)).arrayBuffer();
+    await clientRun('page', job);
+    const modes = (args.modes ?? 'page,block,sdk').split(',');
+    const results = Object.fromEntries(modes.map((m) => [m, []]));
+    for (let run = 0; run < runs; run++) {
+      for (const mode of modes) {
+        const r = await clientRun(mode, job);
+        results[mode].push(r);
+        process.stderr.write(`run ${run + 1} ${mode}: ${r.wall.toFixed(2)} s wall, ${r.cpu.toFixed(2)} s client CPU (sys ${r.sys.toFixed(2)})\n`);
+      }
+    }
+    const gib = size / 2 ** 30;
+    const summary = {};
+    for (const [mode, list] of Object.entries(results)) {
+      summary[mode] = { wallSeconds: median(list.map((r) => r.wall)), cpuSecondsPerGiB: median(list.map((r) => r.cpu)) / gib, sysSecondsPerGiB: median(list.map((r) => r.sys)) / gib };
+    }
+    const loadavg = (await readFile('/proc/loadavg', 'utf8')).trim();
+    console.log(JSON.stringify({ size, runs, loadavg, summary }, null, 2));
+    console.log('\n| shape | wall s | client CPU s/GiB | of which sys | ÷ page (CPU) |\n|---|---|---|---|---|');
+    for (const [mode, s] of Object.entries(summary)) {
+      console.log(`| ${mode} | ${s.wallSeconds.toFixed(2)} | ${s.cpuSecondsPerGiB.toFixed(2)} | ${s.sysSecondsPerGiB.toFixed(2)} | ${(s.cpuSecondsPerGiB / summary.page.cpuSecondsPerGiB).toFixed(2)} |`);
+    }
+  } finally {
+    if (worker) {
+      worker.kill('SIGTERM');
+      await new Promise((r) => worker.once('exit', r));
+    }
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function clientRun(mode, job) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [join(root, 'bench/block-receive.mjs'), '--mode', mode, '--job', JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    proc.stdout.on('data', (d) => (out += d));
+    proc.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`${mode} client exited ${code}`))));
+  });
+}
+
+async function client(mode, job) {
+  if (mode === 'sdk') return sdkClient(job);
+  const { crc32 } = await import(join(root, 'dist/src/lib/checksum/index.js'));
+  const out = openSync('/dev/null', 'w');
+  const url = new URL(job.endpoint);
+  const pages = Math.ceil(job.size / job.pageSize);
+  const lengthOf = (i) => Math.min(job.pageSize, job.size - i * job.pageSize);
+  const pathOf = (i) => `/v1/page/data/model.bin?v=${encodeURIComponent(job.version)}&size=${job.size}&i=${i}`;
+  const slabs = [];
+  const takeSlab = () => slabs.pop() ?? Buffer.allocUnsafeSlow(SLAB);
+  const conns = Array.from({ length: job.connections }, () => new RawConnection(url, mode, takeSlab, crc32));
+  // Pages in order: page i goes on connection i % n; with `block`, only the page being written is read.
+  const readAll = async (count) => {
+    const inflight = [];
+    let next = 0;
+    const launch = () => {
+      const i = next++;
+      const conn = conns[i % conns.length];
+      inflight.push(conn.get(pathOf(i), lengthOf(i), mode === 'block' && inflight.length > 0));
+    };
+    while (next < count && inflight.length < conns.length) launch();
+    for (let i = 0; i < count; i++) {
+      const page = await inflight.shift();
+      if (mode === 'page') {
+        writevSync(out, page.chunks);
+        for (const slab of page.slabs) if (slabs.length < 48) slabs.push(slab);
+      } else {
+        if (inflight.length > 0) conns[(i + 1) % conns.length].resume();
+      }
+      if (next < count) launch();
+    }
+  };
+  for (const c of conns) c.out = out;
+  await readAll(Math.min(4, pages)); // connections, JIT
+  const cpu0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  await readAll(pages);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const used = process.cpuUsage(cpu0);
+  for (const c of conns) c.socket.destroy();
+  closeSync(out);
+  process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6 }));
+}
+
+/** The SDK's own path, in-process (no CLI start): readPages → one writev per page to /dev/null → releasePage. */
+async function sdkClient(job) {
+  const { FanoutClient } = await import(join(root, 'dist/src/client/client.js'));
+  const client = new FanoutClient({ endpoint: job.endpoint });
+  const out = openSync('/dev/null', 'w');
+  const file = await client.stat('/data/model.bin');
+  const readAll = async (end) => {
+    for await (const page of client.readPages(file, { start: 0, end })) {
+      writevSync(out, page);
+      client.releasePage(page);
+    }
+  };
+  await readAll(Math.min(job.size, 4 * job.pageSize));
+  const cpu0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  await readAll(job.size);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const used = process.cpuUsage(cpu0);
+  await client.close();
+  closeSync(out);
+  process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6 }));
+}
+
+/** A keep-alive socket reading Content-Length page answers (the head is assumed to come in one read). */
+class RawConnection {
+  constructor(url, mode, takeSlab, crc32) {
+    this.url = url;
+    this.mode = mode;
+    this.takeSlab = takeSlab;
+    this.crc32 = crc32;
+    this.block = Buffer.allocUnsafeSlow(SLAB);
+    this.slab = undefined;
+    this.at = 0;
+    this.filled = 0;
+  }
+
+  resume() {
+    this.socket.resume();
+  }
+
+  /** Resolves once the page is read: `page` shape with its chunks and slabs, `block` shape once written. */
+  get(path, length, paused) {
+    return new Promise((resolve, reject) => {
+      let head = true;
+      let remaining = length;
+      let crc = 0;
+      const chunks = [];
+      const held = [];
+      this.onRead = (n, buf) => {
+        let body;
+        if (this.mode === 'page') {
+          this.at += n;
+          body = buf.subarray(0, n);
+        } else {
+          body = this.block.subarray(this.filled, this.filled + n);
+          this.filled += n;
+        }
+        if (head) {
+          const end = body.indexOf('\r\n\r\n');
+          if (end === -1) return reject(new Error('head split across reads'));
+          const text = body.toString('latin1', 0, end);
+          if (!text.startsWith('HTTP/1.1 200')) return reject(new Error(text.split('\r\n')[0]));
+          head = false;
+          body = body.subarray(end + 4);
+          if (this.mode === 'block') {
+            // The body bytes of this read move to the block's start (once per page).
+            this.block.copyWithin(0, body.byteOffset - this.block.byteOffset, body.byteOffset - this.block.byteOffset + body.length);
+            this.filled = body.length;
+          }
+        }
+        remaining -= body.length;
+        if (this.mode === 'page') {
+          crc = this.crc32(body, crc);
+          chunks.push(body);
+          if (remaining === 0) {
+            held.push(this.slab);
+            this.slab = undefined;
+            resolve({ chunks, slabs: held });
+          }
+          return true;
+        }
+        // block: a full block (or the page's end) is verified and written at once
+        if (this.filled === SLAB || remaining === 0) {
+          const bytes = this.block.subarray(0, this.filled);
+          crc = this.crc32(bytes, 0);
+          writeSync(this.out, bytes);
+          this.filled = 0;
+        }
+        if (remaining === 0) resolve(crc);
+        return true;
+      };
+      if (!this.socket) {
+        this.socket = connect({
+          host: this.url.hostname,
+          port: Number(this.url.port),
+          onread: {
+            buffer: () => {
+              if (this.mode === 'block') return this.block.subarray(this.filled);
+              if (!this.slab || SLAB - this.at < 64 * 1024) {
+                if (this.slab) this.heldSlabs?.push(this.slab);
+                this.slab = this.takeSlab();
+                this.at = 0;
+              }
+              return this.slab.subarray(this.at);
+            },
+            callback: (n, buf) => this.onRead(n, buf),
+          },
+        });
+        this.socket.once('error', reject);
+      }
+      // A page's retired slabs are held with it (given back once the page is written).
+      this.heldSlabs = held;
+      if (paused) this.socket.pause();
+      this.socket.write(`GET ${path} HTTP/1.1\r\nhost: ${this.url.host}\r\n\r\n`);
+    });
+  }
+}
+
+if (args.mode === 'main') await main();
+else await client(args.mode, JSON.parse(args.job));
