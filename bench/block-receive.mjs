@@ -9,12 +9,18 @@
 //   block — one reused 1 MiB buffer per connection: reads fill it, each full 1 MiB block is
 //           verified and written at once, and the next page's socket is not read (paused) until
 //           the page before it is out (order kept by the kernel's socket buffers)
+//   seq   — the page shape, but read one socket at a time as `block` does: the next page's socket
+//           is not read until the page before it is whole (tells the read pattern from the buffer)
+//   pipe  — one connection, the same reused 1 MiB block buffer, requests pipelined: two pages
+//           asked at once and the next one asked as each ends, so the worker never waits for a
+//           request between pages (order kept by the connection itself)
 // Reports client CPU seconds (user+sys, from the client process) per GiB and wall time, median
-// of --runs, and block ÷ page in the same run.
+// of --runs, and block ÷ page in the same run. `--modes page,block,sdk,sdk@/other/checkout` also
+// runs the SDK of another checkout's build (an A/B of a change, in the same run).
 //
 //   npx tsc -p tsconfig.json && node bench/block-receive.mjs [--size 1GiB] [--runs 3]
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, writeSync, writevSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeSync, writevSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,7 +28,10 @@ import { join } from 'node:path';
 import { benchArgs, bin, median, parseSize, root, waitHealthy, writeRandomFile } from './common.mjs';
 
 const args = benchArgs({ size: '1GiB', runs: '3', 'page-size': '4MiB', mode: 'main', connections: '2' });
-const SLAB = 1024 * 1024;
+// Slab and block size (--job "slab" overrides it in a client, to try other read sizes).
+/** Minor page faults of this process so far (fresh memory faulting in is a cost of its own). */
+const minorFaults = () => Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[7]);
+const SLAB = args.job ? (JSON.parse(args.job).slab ?? 1024 * 1024) : 1024 * 1024;
 
 async function main() {
   const size = parseSize(args.size);
@@ -45,7 +54,7 @@ async function main() {
     // Warm: every page into the store (a cold answer is chunked, which this reader does not parse), twice for the OS cache.
     for (let i = 0; i < 2; i++) await (await fetch(`${endpoint}/v1/data/data/model.bin`)).arrayBuffer();
     await clientRun('page', job);
-    const modes = (args.modes ?? 'page,block,sdk').split(',');
+    const modes = (args.modes ?? 'page,seq,block,pipe,sdk').split(',');
     const results = Object.fromEntries(modes.map((m) => [m, []]));
     for (let run = 0; run < runs; run++) {
       for (const mode of modes) {
@@ -76,7 +85,8 @@ async function main() {
 
 function clientRun(mode, job) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [join(root, 'bench/block-receive.mjs'), '--mode', mode, '--job', JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const [name, base] = mode.split('@');
+    const proc = spawn(process.execPath, [join(root, 'bench/block-receive.mjs'), '--mode', name, '--job', JSON.stringify({ ...job, base })], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     proc.stdout.on('data', (d) => (out += d));
     proc.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`${mode} client exited ${code}`))));
@@ -85,6 +95,7 @@ function clientRun(mode, job) {
 
 async function client(mode, job) {
   if (mode === 'sdk') return sdkClient(job);
+  if (mode === 'pipe') return pipeClient(job);
   const { crc32 } = await import(join(root, 'dist/src/lib/checksum/index.js'));
   const out = openSync('/dev/null', 'w');
   const url = new URL(job.endpoint);
@@ -93,7 +104,7 @@ async function client(mode, job) {
   const pathOf = (i) => `/v1/page/data/model.bin?v=${encodeURIComponent(job.version)}&size=${job.size}&i=${i}`;
   const slabs = [];
   const takeSlab = () => slabs.pop() ?? Buffer.allocUnsafeSlow(SLAB);
-  const conns = Array.from({ length: job.connections }, () => new RawConnection(url, mode, takeSlab, crc32));
+  const conns = Array.from({ length: job.connections }, () => new RawConnection(url, mode === 'seq' ? 'page' : mode, takeSlab, crc32, job.readCap ?? SLAB));
   // Pages in order: page i goes on connection i % n; with `block`, only the page being written is read.
   const readAll = async (count) => {
     const inflight = [];
@@ -101,12 +112,13 @@ async function client(mode, job) {
     const launch = () => {
       const i = next++;
       const conn = conns[i % conns.length];
-      inflight.push(conn.get(pathOf(i), lengthOf(i), mode === 'block' && inflight.length > 0));
+      inflight.push(conn.get(pathOf(i), lengthOf(i), (mode === 'block' || mode === 'seq') && inflight.length > 0));
     };
     while (next < count && inflight.length < conns.length) launch();
     for (let i = 0; i < count; i++) {
       const page = await inflight.shift();
-      if (mode === 'page') {
+      if (mode === 'seq' && inflight.length > 0) conns[(i + 1) % conns.length].resume();
+      if (mode === 'page' || mode === 'seq') {
         writevSync(out, page.chunks);
         for (const slab of page.slabs) if (slabs.length < 48) slabs.push(slab);
       } else {
@@ -118,18 +130,19 @@ async function client(mode, job) {
   for (const c of conns) c.out = out;
   await readAll(Math.min(4, pages)); // connections, JIT
   const cpu0 = process.cpuUsage();
+  const faults0 = minorFaults();
   const t0 = process.hrtime.bigint();
   await readAll(pages);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const used = process.cpuUsage(cpu0);
   for (const c of conns) c.socket.destroy();
   closeSync(out);
-  process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6 }));
+  process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6, faults: minorFaults() - faults0 }));
 }
 
 /** The SDK's own path, in-process (no CLI start): readPages → one writev per page to /dev/null → releasePage. */
 async function sdkClient(job) {
-  const { FanoutClient } = await import(join(root, 'dist/src/client/client.js'));
+  const { FanoutClient } = await import(join(job.base ?? root, 'dist/src/client/client.js'));
   const client = new FanoutClient({ endpoint: job.endpoint });
   const out = openSync('/dev/null', 'w');
   const file = await client.stat('/data/model.bin');
@@ -141,23 +154,120 @@ async function sdkClient(job) {
   };
   await readAll(Math.min(job.size, 4 * job.pageSize));
   const cpu0 = process.cpuUsage();
+  const faults0 = minorFaults();
   const t0 = process.hrtime.bigint();
   await readAll(job.size);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const used = process.cpuUsage(cpu0);
   await client.close();
   closeSync(out);
-  process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6 }));
+  process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6, faults: minorFaults() - faults0 }));
+}
+
+/** One connection, pipelined page requests, verified 1 MiB blocks written from one reused buffer. */
+async function pipeClient(job) {
+  const { crc32 } = await import(join(root, 'dist/src/lib/checksum/index.js'));
+  const out = openSync('/dev/null', 'w');
+  const url = new URL(job.endpoint);
+  const lengthOf = (i) => Math.min(job.pageSize, job.size - i * job.pageSize);
+  const pathOf = (i) => `/v1/page/data/model.bin?v=${encodeURIComponent(job.version)}&size=${job.size}&i=${i}`;
+  const block = Buffer.allocUnsafeSlow(SLAB);
+  let fill = 0; // body bytes of the current block at block[0, fill)
+  let remaining = 0; // body bytes left of the current response; 0 while a head is expected
+  let head = ''; // a head split across reads
+  let onPage;
+  let socket;
+  const pending = []; // page indexes asked, in order
+  let asked = 0;
+  let count = 0;
+  const ask = () => {
+    if (asked >= count) return;
+    pending.push(asked);
+    socket.write(`GET ${pathOf(asked++)} HTTP/1.1\r\nhost: ${url.host}\r\n\r\n`);
+  };
+  const flushBlock = () => {
+    crc32(block.subarray(0, fill), 0);
+    writeSync(out, block, 0, fill);
+    fill = 0;
+  };
+  // Bytes [at, at + n) of `block` arrived; body bytes are kept at the block's start.
+  const onRead = (n) => {
+    let at = fill;
+    let end = fill + n;
+    while (at < end) {
+      if (remaining === 0) {
+        const text = head + block.toString('latin1', at, Math.min(end, at + 16384)); // a head is small
+        const headEnd = text.indexOf('\r\n\r\n');
+        if (headEnd === -1) {
+          if (end - at > 16384) throw new Error('head over 16 KiB');
+          head = text;
+          at = end;
+          break;
+        }
+        const consumed = headEnd + 4 - head.length;
+        if (!text.startsWith('HTTP/1.1 200')) throw new Error(text.split('\r\n')[0]);
+        head = '';
+        remaining = lengthOf(pending[0]);
+        at += consumed;
+        block.copyWithin(fill, at, end); // the body starts where the block's bytes stop
+        end -= at - fill;
+        at = fill;
+        continue;
+      }
+      const k = Math.min(end - at, remaining);
+      fill += k;
+      at += k;
+      remaining -= k;
+      if (fill === SLAB || remaining === 0) {
+        const rest = end - at;
+        flushBlock();
+        if (rest > 0) block.copyWithin(0, at, end);
+        at = 0;
+        end = rest;
+      }
+      if (remaining === 0) {
+        pending.shift();
+        ask();
+        onPage();
+      }
+    }
+    fill = remaining === 0 ? 0 : fill;
+    return true;
+  };
+  await new Promise((resolve, reject) => {
+    socket = connect({ host: url.hostname, port: Number(url.port), onread: { buffer: () => block.subarray(fill), callback: (n) => onRead(n) } }, resolve);
+    socket.once('error', reject);
+  });
+  const readAll = (pages) =>
+    new Promise((resolve) => {
+      let done = 0;
+      asked = 0;
+      count = pages;
+      onPage = () => ++done === pages && resolve();
+      ask();
+      ask();
+    });
+  await readAll(Math.min(4, Math.ceil(job.size / job.pageSize)));
+  const cpu0 = process.cpuUsage();
+  const faults0 = minorFaults();
+  const t0 = process.hrtime.bigint();
+  await readAll(Math.ceil(job.size / job.pageSize));
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const used = process.cpuUsage(cpu0);
+  socket.destroy();
+  closeSync(out);
+  process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6, faults: minorFaults() - faults0 }));
 }
 
 /** A keep-alive socket reading Content-Length page answers (the head is assumed to come in one read). */
 class RawConnection {
-  constructor(url, mode, takeSlab, crc32) {
+  constructor(url, mode, takeSlab, crc32, readCap) {
     this.url = url;
     this.mode = mode;
     this.takeSlab = takeSlab;
     this.crc32 = crc32;
     this.block = Buffer.allocUnsafeSlow(SLAB);
+    this.readCap = readCap;
     this.slab = undefined;
     this.at = 0;
     this.filled = 0;
@@ -224,13 +334,13 @@ class RawConnection {
           port: Number(this.url.port),
           onread: {
             buffer: () => {
-              if (this.mode === 'block') return this.block.subarray(this.filled);
+              if (this.mode === 'block') return this.block.subarray(this.filled, Math.min(SLAB, this.filled + this.readCap));
               if (!this.slab || SLAB - this.at < 64 * 1024) {
                 if (this.slab) this.heldSlabs?.push(this.slab);
                 this.slab = this.takeSlab();
                 this.at = 0;
               }
-              return this.slab.subarray(this.at);
+              return this.slab.subarray(this.at, Math.min(SLAB, this.at + this.readCap));
             },
             callback: (n, buf) => this.onRead(n, buf),
           },
