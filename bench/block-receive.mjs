@@ -2,7 +2,7 @@
 // Is the client's CPU per byte the memory of page-sized buffering? One worker over a local
 // directory, warm 4 MiB pages sent by sendfile, the whole file read by one client process with
 // raw keep-alive sockets (2 connections, 2 pages in flight, as `fanout cat` on one worker),
-// the native CRC32 on every byte and every byte written to /dev/null, in two shapes:
+// the native CRC32 on every byte and every byte written to /dev/null, in these shapes:
 //   page  — as the SDK did: reads land in rotating 1 MiB slabs from a pool; a page's slabs are
 //           held until the page is whole and verified, then written with one writev and given back
 //           (with 2 pages in flight ≈ 8–12 MiB of memory rotates through the caches per page)
@@ -14,9 +14,14 @@
 //   pipe  — one connection, the same reused 1 MiB block buffer, requests pipelined: two pages
 //           asked at once and the next one asked as each ends, so the worker never waits for a
 //           request between pages (order kept by the connection itself)
-// Reports client CPU seconds (user+sys, from the client process) per GiB and wall time, median
-// of --runs, and block ÷ page in the same run. `--modes page,block,sdk,sdk@/other/checkout` also
-// runs the SDK of another checkout's build (an A/B of a change, in the same run).
+//   range — the block shape over page-aligned spans of /v1/data (--range-pages pages per request,
+//           default 16; that route carries no checksum, the reader still computes one per block):
+//           what fewer, larger requests would save on both sides
+//   sdk   — the SDK itself in-process (readPages → writev → releasePage), without the CLI's start
+// Reports client CPU seconds (user+sys, from the client process) and the worker's (from /proc)
+// per GiB, wall time and minor faults, median of --runs, and each shape ÷ page in the same run.
+// `--modes page,block,sdk,sdk@/other/checkout` also runs the SDK of another checkout's build (an
+// A/B of a change, in the same run).
 //
 //   npx tsc -p tsconfig.json && node bench/block-receive.mjs [--size 1GiB] [--runs 3]
 import { spawn } from 'node:child_process';
@@ -50,29 +55,31 @@ async function main() {
     await waitHealthy(`${endpoint}/healthz`);
     const cluster = await (await fetch(`${endpoint}/v1/cluster`)).json();
     const info = await (await fetch(`${endpoint}/v1/stat/data/model.bin`)).json();
-    const job = { endpoint, version: info.version, size: info.size, pageSize: cluster.pageSize, connections: Number(args.connections) };
+    const job = { endpoint, version: info.version, size: info.size, pageSize: cluster.pageSize, connections: Number(args.connections), rangePages: Number(args['range-pages'] ?? 16) };
     // Warm: every page into the store (a cold answer is chunked, which this reader does not parse), twice for the OS cache.
     for (let i = 0; i < 2; i++) await (await fetch(`${endpoint}/v1/data/data/model.bin`)).arrayBuffer();
     await clientRun('page', job);
-    const modes = (args.modes ?? 'page,seq,block,pipe,sdk').split(',');
+    const modes = (args.modes ?? 'page,seq,block,pipe,range,sdk').split(',');
     const results = Object.fromEntries(modes.map((m) => [m, []]));
     for (let run = 0; run < runs; run++) {
       for (const mode of modes) {
+        const workerBefore = cpuOf(worker.pid);
         const r = await clientRun(mode, job);
+        r.workerCpu = cpuOf(worker.pid) - workerBefore; // the client's warm-up included (4 pages)
         results[mode].push(r);
-        process.stderr.write(`run ${run + 1} ${mode}: ${r.wall.toFixed(2)} s wall, ${r.cpu.toFixed(2)} s client CPU (sys ${r.sys.toFixed(2)})\n`);
+        process.stderr.write(`run ${run + 1} ${mode}: ${r.wall.toFixed(2)} s wall, ${r.cpu.toFixed(2)} s client CPU (sys ${r.sys.toFixed(2)}), ${r.workerCpu.toFixed(2)} s worker CPU\n`);
       }
     }
     const gib = size / 2 ** 30;
     const summary = {};
     for (const [mode, list] of Object.entries(results)) {
-      summary[mode] = { wallSeconds: median(list.map((r) => r.wall)), cpuSecondsPerGiB: median(list.map((r) => r.cpu)) / gib, sysSecondsPerGiB: median(list.map((r) => r.sys)) / gib };
+      summary[mode] = { wallSeconds: median(list.map((r) => r.wall)), cpuSecondsPerGiB: median(list.map((r) => r.cpu)) / gib, sysSecondsPerGiB: median(list.map((r) => r.sys)) / gib, workerCpuSecondsPerGiB: median(list.map((r) => r.workerCpu)) / gib };
     }
     const loadavg = (await readFile('/proc/loadavg', 'utf8')).trim();
     console.log(JSON.stringify({ size, runs, loadavg, summary }, null, 2));
-    console.log('\n| shape | wall s | client CPU s/GiB | of which sys | ÷ page (CPU) |\n|---|---|---|---|---|');
+    console.log('\n| shape | wall s | client CPU s/GiB | of which sys | ÷ page (CPU) | worker CPU s/GiB |\n|---|---|---|---|---|---|');
     for (const [mode, s] of Object.entries(summary)) {
-      console.log(`| ${mode} | ${s.wallSeconds.toFixed(2)} | ${s.cpuSecondsPerGiB.toFixed(2)} | ${s.sysSecondsPerGiB.toFixed(2)} | ${(s.cpuSecondsPerGiB / summary.page.cpuSecondsPerGiB).toFixed(2)} |`);
+      console.log(`| ${mode} | ${s.wallSeconds.toFixed(2)} | ${s.cpuSecondsPerGiB.toFixed(2)} | ${s.sysSecondsPerGiB.toFixed(2)} | ${(s.cpuSecondsPerGiB / (summary.page ?? s).cpuSecondsPerGiB).toFixed(2)} | ${s.workerCpuSecondsPerGiB.toFixed(2)} |`);
     }
   } finally {
     if (worker) {
@@ -81,6 +88,12 @@ async function main() {
     }
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** user+sys seconds of a process so far, from /proc (clock ticks of 1/100 s). */
+function cpuOf(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function clientRun(mode, job) {
@@ -99,9 +112,16 @@ async function client(mode, job) {
   const { crc32 } = await import(join(root, 'dist/src/lib/checksum/index.js'));
   const out = openSync('/dev/null', 'w');
   const url = new URL(job.endpoint);
-  const pages = Math.ceil(job.size / job.pageSize);
-  const lengthOf = (i) => Math.min(job.pageSize, job.size - i * job.pageSize);
-  const pathOf = (i) => `/v1/page/data/model.bin?v=${encodeURIComponent(job.version)}&size=${job.size}&i=${i}`;
+  // `range`: the unit asked for is a span of --range-pages pages of /v1/data (block shape, 2 connections).
+  const ranged = mode === 'range';
+  const unit = ranged ? job.pageSize * (job.rangePages ?? 16) : job.pageSize;
+  const pages = Math.ceil(job.size / unit);
+  const lengthOf = (i) => Math.min(unit, job.size - i * unit);
+  const pathOf = (i) =>
+    ranged
+      ? { path: '/v1/data/data/model.bin', headers: `range: bytes=${i * unit}-${i * unit + lengthOf(i) - 1}\r\n` }
+      : { path: `/v1/page/data/model.bin?v=${encodeURIComponent(job.version)}&size=${job.size}&i=${i}`, headers: '' };
+  if (ranged) mode = 'block';
   const slabs = [];
   const takeSlab = () => slabs.pop() ?? Buffer.allocUnsafeSlow(SLAB);
   const conns = Array.from({ length: job.connections }, () => new RawConnection(url, mode === 'seq' ? 'page' : mode, takeSlab, crc32, job.readCap ?? SLAB));
@@ -112,7 +132,8 @@ async function client(mode, job) {
     const launch = () => {
       const i = next++;
       const conn = conns[i % conns.length];
-      inflight.push(conn.get(pathOf(i), lengthOf(i), (mode === 'block' || mode === 'seq') && inflight.length > 0));
+      const { path, headers } = pathOf(i);
+      inflight.push(conn.get(path, lengthOf(i), (mode === 'block' || mode === 'seq') && inflight.length > 0, headers));
     };
     while (next < count && inflight.length < conns.length) launch();
     for (let i = 0; i < count; i++) {
@@ -128,7 +149,7 @@ async function client(mode, job) {
     }
   };
   for (const c of conns) c.out = out;
-  await readAll(Math.min(4, pages)); // connections, JIT
+  await readAll(Math.min(ranged ? 1 : 4, pages)); // connections, JIT (the worker's CPU figure includes it: 16 MiB, or one range)
   const cpu0 = process.cpuUsage();
   const faults0 = minorFaults();
   const t0 = process.hrtime.bigint();
@@ -278,7 +299,7 @@ class RawConnection {
   }
 
   /** Resolves once the page is read: `page` shape with its chunks and slabs, `block` shape once written. */
-  get(path, length, paused) {
+  get(path, length, paused, headers = '') {
     return new Promise((resolve, reject) => {
       let head = true;
       let remaining = length;
@@ -298,7 +319,7 @@ class RawConnection {
           const end = body.indexOf('\r\n\r\n');
           if (end === -1) return reject(new Error('head split across reads'));
           const text = body.toString('latin1', 0, end);
-          if (!text.startsWith('HTTP/1.1 200')) return reject(new Error(text.split('\r\n')[0]));
+          if (!/^HTTP\/1\.1 20[06]/.test(text)) return reject(new Error(text.split('\r\n')[0]));
           head = false;
           body = body.subarray(end + 4);
           if (this.mode === 'block') {
@@ -350,7 +371,7 @@ class RawConnection {
       // A page's retired slabs are held with it (given back once the page is written).
       this.heldSlabs = held;
       if (paused) this.socket.pause();
-      this.socket.write(`GET ${path} HTTP/1.1\r\nhost: ${this.url.host}\r\n\r\n`);
+      this.socket.write(`GET ${path} HTTP/1.1\r\nhost: ${this.url.host}\r\n${headers}\r\n`);
     });
   }
 }
