@@ -64,14 +64,17 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
     // Requests whose worker said the page is being filled (102): alive, and a hedge elsewhere
     // would only join the same cluster-wide fill, so they are neither hedged nor held against it.
     const filling = new Set<AbortController>();
-    const stopWatch = new AbortController();
+    // Made only once the watch sleeps: most pages end before their first hedge delay, or have no
+    // second candidate to hedge to (one worker), and an abort() per page builds and dispatches an
+    // Event, which showed in profiles of a one-shot `fanout cat` (bench/block-receive.mjs).
+    let stopWatch: AbortController | undefined;
     let next = 0;
     let settled = false;
     let lastError: FanoutError | undefined;
     let lastProgress = deps.clock.now();
     const finish = (fn: () => void) => {
       settled = true;
-      stopWatch.abort(WATCH_DONE);
+      stopWatch?.abort(WATCH_DONE);
       signal?.removeEventListener('abort', onAbort);
       for (const controller of inflight.keys()) controller.abort(LOST_RACE);
       fn();
@@ -122,6 +125,7 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
         if (delay === undefined) return;
         const wait = lastProgress + delay - deps.clock.now();
         if (wait > 0) {
+          stopWatch ??= new AbortController();
           await deps.clock.sleep(wait, stopWatch.signal).catch(() => {});
           continue;
         }

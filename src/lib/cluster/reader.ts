@@ -132,7 +132,8 @@ export class ClusterReader {
         const page = await window.shift()!;
         if (next <= last) launch();
         const { from, to } = pageSlice(index, start, end, pageSize);
-        yield [...sliceChunks(page, from, to)];
+        // A whole page (every page of a whole-file read but the ends) is handed on as it is.
+        yield from === 0 && to === pageLength(page) ? page : [...sliceChunks(page, from, to)];
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -180,6 +181,12 @@ export class ClusterReader {
     else if (err.code === 'OVERLOADED') this.health.slow(member.id);
     this.options.onWorkerFailure?.(member, err);
   }
+}
+
+function pageLength(chunks: Buffer[]): number {
+  let length = 0;
+  for (const chunk of chunks) length += chunk.length;
+  return length;
 }
 
 /** The parts of a page's chunks that fall in [from, to) of the page. */
