@@ -94,7 +94,7 @@ try {
         await rm(dir, { recursive: true, force: true });
         const row = { build: build.name, kind, run, load: Number(load), seconds: r.seconds, staged: stagedSeconds(r.err), cpu: r.cpu, user: r.user, worker: wcpu };
         rows.push(row);
-        if (/writer/.test(r.err)) log(/writer.*/.exec(r.err)[0]);
+        for (const line of r.err.split("\n").filter((l) => /Warning/.test(l))) log(`${build.name} ${kind}: ${line}`);
         log(`${build.name} ${kind} run ${run + 1}: ${r.seconds.toFixed(2)} s (${(FILES / r.seconds).toFixed(0)} files/s, staged ${row.staged} s), sync CPU ${r.cpu.toFixed(2)} s = ${((r.cpu / FILES) * 1e3).toFixed(3)} ms/file (user ${r.user.toFixed(2)}), worker CPU ${wcpu.toFixed(2)} s, load ${load}`);
       }
     }

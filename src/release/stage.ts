@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { copyFile, link, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, posix, relative, sep } from 'node:path';
@@ -113,6 +114,8 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   // The first failure stops the other files at once (a full disk fails them all anyway).
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  // One listener per page in flight (hundreds of small files), each removed when its page ends.
+  setMaxListeners(0, signal);
   const fileOpts: StageOptions = { ...opts, signal };
   const wholeFileBytes = opts.wholeFileBytes ?? DEFAULT_WHOLE_FILE_BYTES;
   const writer = new WholeFileWriter();
