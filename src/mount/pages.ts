@@ -20,6 +20,8 @@ export interface Lease {
   release(): void;
 }
 
+const pageKey = (file: StatResult, index: number): string => `${file.mount}\0${file.path}\0${file.version}\0${index}`;
+
 interface Entry {
   key: string;
   size: number;
@@ -59,7 +61,7 @@ export class MountPages {
    * asked for in the same turn (a page already on its way is joined however it travels).
    */
   async acquire(file: StatResult, index: number, batched = false): Promise<Lease> {
-    const key = `${file.mount}\0${file.path}\0${file.version}\0${index}`;
+    const key = pageKey(file, index);
     let entry = this.entries.get(key);
     if (!entry) {
       entry = this.start(key, file, index, batched);
@@ -87,6 +89,20 @@ export class MountPages {
       (lease) => lease.release(),
       () => {}, // the read itself asks again and reports
     );
+  }
+
+  /**
+   * Gives a kept page back to the receive slabs now (its bytes were copied elsewhere: held.ts),
+   * unless a reader holds it or its fetch is still on the way.
+   */
+  discard(file: StatResult, index: number): void {
+    const key = pageKey(file, index);
+    const entry = this.idle.get(key);
+    if (!entry) return;
+    this.idle.delete(key);
+    this.idleBytes -= entry.size;
+    this.entries.delete(key);
+    this.source.releasePage(entry.chunks!);
   }
 
   /** Pages held or kept, and the bytes of those kept with no lease. */

@@ -1,0 +1,185 @@
+// Small files held on the native side, so the kernel's getattr, open, read and release of them
+// are answered by the FUSE thread that receives them, without a trip to JavaScript.
+//
+// Why: a tree of small files costs the kernel four or five requests per file (lookup, getattr,
+// open, read, release), and each one that crosses to the JavaScript thread pays the thread-safe
+// function's hand-off, the handler, and a reply syscall on the one thread that also receives the
+// pages. JavaScript hands a file down here once its bytes have arrived (the directory prefetch
+// fetches the next files' first pages before they are opened): its attributes, its whole
+// content (copied, so the receive slab goes back at once) and how long the version it was read
+// at may be trusted (what is left of the mount's stat TTL). Everything else — files not held,
+// larger files, expired entries — still goes to JavaScript.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace fanout {
+
+using Bytes = std::shared_ptr<const std::vector<char>>;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+// File handles of held files have this bit set; JavaScript's handles are small counters.
+constexpr uint64_t kHeldHandle = 1ULL << 62;
+
+struct HeldFile {
+  struct stat attr;
+  double attrTimeout = 0;  // seconds the kernel may cache the attributes
+  SteadyTime expires;
+  Bytes data;
+  // Opened once already from this entry: later opens may keep the kernel's cached pages,
+  // which then are this entry's bytes (the first open invalidates whatever was cached).
+  bool opened = false;
+};
+
+struct HeldCounters {
+  uint64_t getattr = 0;
+  uint64_t open = 0;
+  uint64_t read = 0;
+  uint64_t release = 0;
+  uint64_t held = 0;     // files handed down
+  uint64_t evicted = 0;  // dropped for the memory bound before they expired
+};
+
+class HeldFiles {
+ public:
+  explicit HeldFiles(size_t capacity) : capacity_(capacity) {}
+
+  void SetCapacity(size_t capacity) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    capacity_ = capacity;
+    Trim();
+  }
+
+  // Holds `data` as the whole content of inode `ino` for `validMs` from now (replacing what was
+  // held for it). Open handles keep the bytes they opened.
+  void Hold(uint64_t ino, const struct stat& attr, double attrTimeout, double validMs, std::vector<char>&& data) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Erase(ino);
+    if (data.size() > capacity_) return;
+    HeldFile file;
+    file.attr = attr;
+    file.attrTimeout = attrTimeout;
+    file.expires = std::chrono::steady_clock::now() + std::chrono::microseconds(static_cast<int64_t>(validMs * 1000));
+    bytes_ += data.size();
+    file.data = std::make_shared<const std::vector<char>>(std::move(data));
+    files_[ino] = std::move(file);
+    order_.push_back(ino);
+    counters_.held++;
+    Trim();
+  }
+
+  void Drop(uint64_t ino) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Erase(ino);
+  }
+
+  // Attributes of a held, unexpired file.
+  bool Getattr(uint64_t ino, struct stat* attr, double* timeout) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    HeldFile* file = Find(ino);
+    if (file == nullptr) return false;
+    *attr = file->attr;
+    *timeout = file->attrTimeout;
+    counters_.getattr++;
+    return true;
+  }
+
+  // Opens a held, unexpired file: a handle (kHeldHandle set) and whether the kernel's cached
+  // pages of it may be kept.
+  bool Open(uint64_t ino, uint64_t* fh, bool* keepCache) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    HeldFile* file = Find(ino);
+    if (file == nullptr) return false;
+    *keepCache = file->opened;
+    file->opened = true;
+    *fh = kHeldHandle | nextHandle_++;
+    handles_[*fh] = file->data;
+    counters_.open++;
+    return true;
+  }
+
+  // The bytes an open handle reads (null: not a handle of ours).
+  Bytes Read(uint64_t fh) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return nullptr;
+    counters_.read++;
+    return it->second;
+  }
+
+  void Release(uint64_t fh) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (handles_.erase(fh) > 0) counters_.release++;
+  }
+
+  HeldCounters Counters() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return counters_;
+  }
+
+  size_t HeldBytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return bytes_;
+  }
+
+ private:
+  HeldFile* Find(uint64_t ino) {
+    auto it = files_.find(ino);
+    if (it == files_.end()) return nullptr;
+    if (std::chrono::steady_clock::now() >= it->second.expires) {
+      Erase(ino);
+      return nullptr;
+    }
+    return &it->second;
+  }
+
+  void Erase(uint64_t ino) {
+    auto it = files_.find(ino);
+    if (it == files_.end()) return;
+    bytes_ -= it->second.data->size();
+    files_.erase(it);
+  }
+
+  // Oldest first out. `order_` may name inodes already erased or held again since; those
+  // are skipped, and it is compacted when it grows well past the number of files held.
+  void Trim() {
+    while (bytes_ > capacity_ && !order_.empty()) {
+      uint64_t ino = order_.front();
+      order_.pop_front();
+      if (files_.count(ino) > 0 && bytes_ > capacity_) {
+        Erase(ino);
+        counters_.evicted++;
+      }
+    }
+    if (order_.size() > 2 * files_.size() + 1024) {
+      std::deque<uint64_t> live;
+      std::unordered_map<uint64_t, bool> seen;
+      for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
+        if (files_.count(*it) > 0 && !seen[*it]) {
+          seen[*it] = true;
+          live.push_front(*it);
+        }
+      }
+      order_.swap(live);
+    }
+  }
+
+  std::mutex mutex_;
+  size_t capacity_;
+  size_t bytes_ = 0;
+  uint64_t nextHandle_ = 1;
+  std::unordered_map<uint64_t, HeldFile> files_;
+  std::deque<uint64_t> order_;
+  std::unordered_map<uint64_t, Bytes> handles_;
+  HeldCounters counters_;
+};
+
+}  // namespace fanout
