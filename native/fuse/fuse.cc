@@ -623,15 +623,18 @@ void Hold(const Napi::CallbackInfo& info) {
   Session* session = SessionArg(info);
   struct stat attr = MakeStat(info, 1);
   Napi::Array chunks = info[7].As<Napi::Array>();
-  std::vector<char> data;
-  data.reserve(static_cast<size_t>(attr.st_size));
-  for (uint32_t i = 0; i < chunks.Length(); i++) {
-    Napi::Buffer<char> chunk = chunks.Get(i).As<Napi::Buffer<char>>();
-    data.insert(data.end(), chunk.Data(), chunk.Data() + chunk.Length());
-  }
-  if (data.size() != static_cast<size_t>(attr.st_size)) {
+  size_t total = 0;
+  for (uint32_t i = 0; i < chunks.Length(); i++) total += chunks.Get(i).As<Napi::Buffer<char>>().Length();
+  if (total != static_cast<size_t>(attr.st_size)) {
     Napi::RangeError::New(info.Env(), "hold: the chunks are not the whole file").ThrowAsJavaScriptException();
     return;
+  }
+  std::vector<char> data = session->held.Buffer(total);
+  size_t at = 0;
+  for (uint32_t i = 0; i < chunks.Length(); i++) {
+    Napi::Buffer<char> chunk = chunks.Get(i).As<Napi::Buffer<char>>();
+    std::memcpy(data.data() + at, chunk.Data(), chunk.Length());
+    at += chunk.Length();
   }
   session->held.Hold(static_cast<uint64_t>(attr.st_ino), attr, Num(info, 5), Num(info, 6), std::move(data));
 }

@@ -55,13 +55,11 @@ export class HeldFiles {
     }
     this.pages.acquire(file, index, true).then(
       (lease) =>
-        this.handDown(file, lease.chunks).then(
-          (held) => {
-            lease.release();
-            if (held) this.pages.discard(file, index); // the addon has its own copy
-          },
-          () => lease.release(), // not held: the page stays in the mount's cache for the read
-        ),
+        // The page stays in the mount's cache too: if the addon's copy expires before the open
+        // (a stat TTL nearly over), the read finds it there instead of asking the worker again.
+        this.handDown(file, lease.chunks)
+          .catch(() => {}) // not held: the read comes here and finds the page
+          .finally(() => lease.release()),
       () => {}, // the read itself asks again and reports
     );
   }
@@ -75,16 +73,14 @@ export class HeldFiles {
     return this.session && this.addon.heldStats ? this.addon.heldStats(this.session) : undefined;
   }
 
-  /** True if the addon now holds the file. */
-  private async handDown(file: StatResult, chunks: Buffer[]): Promise<boolean> {
+  private async handDown(file: StatResult, chunks: Buffer[]): Promise<void> {
     const path = `${file.mount}/${file.path}`;
     const validMs = await this.meta.statValidMs(path, file.version);
     const node = this.inodes.find(path);
-    if (!this.session || !node || node.isDir || validMs <= 0) return false;
+    if (!this.session || !node || node.isDir || validMs <= 0) return;
     // Opens answered by the addon tell this side nothing about the kernel's cached pages: the
     // next open answered here must not keep them.
     node.openedVersion = undefined;
     this.addon.hold!(this.session!, node.ino, this.options.fileMode, file.size, file.mtimeMs || this.options.defaultMtimeMs, this.options.attrTimeoutS, validMs, chunks);
-    return true;
   }
 }

@@ -72,10 +72,10 @@ test('what is left of a stat answer\'s TTL is told for its own version only, and
   const meta = new Metadata(client, 1000, clock);
   assert.equal(await meta.statValidMs('data/m/a.bin', 'v1'), 0, 'nothing cached yet');
   await meta.stat('data/m/a.bin');
-  clock.advance(300);
+  await clock.advance(300);
   assert.equal(await meta.statValidMs('data/m/a.bin', 'v1'), 700);
   assert.equal(await meta.statValidMs('data/m/a.bin', 'v0'), 0, 'another version');
-  clock.advance(700);
+  await clock.advance(700);
   assert.equal(await meta.statValidMs('data/m/a.bin', 'v1'), 0, 'expired');
   assert.deepEqual(client.calls, ['stat /data/m/a.bin']);
 });

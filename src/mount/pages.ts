@@ -91,20 +91,6 @@ export class MountPages {
     );
   }
 
-  /**
-   * Gives a kept page back to the receive slabs now (its bytes were copied elsewhere: held.ts),
-   * unless a reader holds it or its fetch is still on the way.
-   */
-  discard(file: StatResult, index: number): void {
-    const key = pageKey(file, index);
-    const entry = this.idle.get(key);
-    if (!entry) return;
-    this.idle.delete(key);
-    this.idleBytes -= entry.size;
-    this.entries.delete(key);
-    this.source.releasePage(entry.chunks!);
-  }
-
   /** Pages held or kept, and the bytes of those kept with no lease. */
   stats(): { pages: number; idlePages: number; idleBytes: number } {
     return { pages: this.entries.size, idlePages: this.idle.size, idleBytes: this.idleBytes };
