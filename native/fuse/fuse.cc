@@ -49,6 +49,7 @@ enum Op : int {
   kReplied = 12,  // to JS: the read reply carrying this token is written (its pages may be reused)
   kReaddirplus = 13,
   kOpenedHeld = 14,  // to JS: a held file (held.h) was opened here; JS's directory prefetch follows opens
+  kLookedUpHeld = 15,  // to JS: a held file was looked up here (one more kernel reference to count)
 };
 
 // A read's FUSE thread waits here for JavaScript's answer, then sends it.
@@ -108,6 +109,7 @@ void AnswerError(fuse_req_t req, ReadWait* wait, int err) {
 }
 
 struct Session;
+void PostForget(Session* session, fuse_ino_t ino, uint64_t nlookup);
 void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call);
 using Tsfn = Napi::TypedThreadSafeFunction<Session, Call, CallJs>;
 
@@ -160,6 +162,22 @@ void LlInit(void* userdata, fuse_conn_info* conn) {
 }
 
 void LlLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Session* session = SessionOf(req);
+  fuse_entry_param entry;
+  std::memset(&entry, 0, sizeof entry);
+  if (session->held.Lookup(parent, name, &entry)) {
+    // JavaScript hears of the reference before the kernel can forget it: a FORGET for it is
+    // queued after this note, never before.
+    auto* note = new Call();
+    note->op = kLookedUpHeld;
+    note->ino = entry.ino;
+    note->name = name;
+    note->fh = parent;
+    if (Post(session, note)) {
+      if (fuse_reply_entry(req, &entry) != 0) PostForget(session, entry.ino, 1);  // the kernel took no reference
+      return;
+    }
+  }
   auto* call = new Call();
   call->name = name;
   Forward(req, kLookup, parent, call);
@@ -352,6 +370,10 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
   switch (call->op) {
     case kLookup:
       args.push_back(Napi::String::New(env, call->name));
+      break;
+    case kLookedUpHeld:
+      args.push_back(Napi::String::New(env, call->name));
+      args.push_back(num(static_cast<double>(call->fh)));  // the parent directory
       break;
     case kForget:
     case kExited:
@@ -617,8 +639,9 @@ void ReplyStatfs(const Napi::CallbackInfo& info) {
 
 Session* SessionArg(const Napi::CallbackInfo& info) { return info[0].As<Napi::External<Session>>().Data(); }
 
-// hold(session, ino, mode, size, mtimeMs, attrTimeoutS, validMs, chunks[]): the chunks are the
-// file's whole content (copied here; the caller may reuse them at once).
+// hold(session, ino, mode, size, mtimeMs, attrTimeoutS, validMs, chunks[], parentIno, name):
+// the chunks are the file's whole content (copied here; the caller may reuse them at once);
+// parentIno 0: not answered by name (lookup).
 void Hold(const Napi::CallbackInfo& info) {
   Session* session = SessionArg(info);
   struct stat attr = MakeStat(info, 1);
@@ -636,7 +659,9 @@ void Hold(const Napi::CallbackInfo& info) {
     std::memcpy(data.data() + at, chunk.Data(), chunk.Length());
     at += chunk.Length();
   }
-  session->held.Hold(static_cast<uint64_t>(attr.st_ino), attr, Num(info, 5), Num(info, 6), std::move(data));
+  uint64_t parent = info.Length() > 9 && info[8].IsNumber() ? static_cast<uint64_t>(Num(info, 8)) : 0;
+  std::string name = parent != 0 ? info[9].As<Napi::String>().Utf8Value() : std::string();
+  session->held.Hold(static_cast<uint64_t>(attr.st_ino), parent, name, attr, Num(info, 5), Num(info, 6), std::move(data));
 }
 
 // drop(session, ino): the inode is forgotten (or its file changed): nothing is answered for it here.
@@ -648,6 +673,7 @@ Napi::Value HeldStats(const Napi::CallbackInfo& info) {
   fanout::HeldCounters c = session->held.Counters();
   Napi::Object out = Napi::Object::New(info.Env());
   auto set = [&](const char* key, double v) { out.Set(key, Napi::Number::New(info.Env(), v)); };
+  set("lookup", static_cast<double>(c.lookup));
   set("getattr", static_cast<double>(c.getattr));
   set("open", static_cast<double>(c.open));
   set("read", static_cast<double>(c.read));

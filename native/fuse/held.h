@@ -11,6 +11,7 @@
 // larger files, expired entries — still goes to JavaScript.
 #pragma once
 
+#include <fuse_lowlevel.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -18,6 +19,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -30,6 +32,9 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 constexpr uint64_t kHeldHandle = 1ULL << 62;
 
 struct HeldFile {
+  // Where the kernel looks it up (parent 0: not by name, e.g. the parent is not known).
+  uint64_t parent = 0;
+  std::string name;
   struct stat attr;
   double attrTimeout = 0;  // seconds the kernel may cache the attributes
   SteadyTime expires;
@@ -40,6 +45,7 @@ struct HeldFile {
 };
 
 struct HeldCounters {
+  uint64_t lookup = 0;
   uint64_t getattr = 0;
   uint64_t open = 0;
   uint64_t read = 0;
@@ -77,11 +83,15 @@ class HeldFiles {
 
   // Holds `data` as the whole content of inode `ino` for `validMs` from now (replacing what was
   // held for it). Open handles keep the bytes they opened.
-  void Hold(uint64_t ino, const struct stat& attr, double attrTimeout, double validMs, std::vector<char>&& data) {
+  void Hold(uint64_t ino, uint64_t parent, const std::string& name, const struct stat& attr, double attrTimeout, double validMs,
+            std::vector<char>&& data) {
     std::lock_guard<std::mutex> lock(mutex_);
     Erase(ino);
     if (data.size() > capacity_) return;
     HeldFile file;
+    file.parent = parent;
+    file.name = name;
+    if (parent != 0) names_[NameKey(parent, name)] = ino;
     file.attr = attr;
     file.attrTimeout = attrTimeout;
     file.expires = std::chrono::steady_clock::now() + std::chrono::microseconds(static_cast<int64_t>(validMs * 1000));
@@ -109,6 +119,24 @@ class HeldFiles {
   void Drop(uint64_t ino) {
     std::lock_guard<std::mutex> lock(mutex_);
     Erase(ino);
+  }
+
+  // The entry of `name` in directory `parent` if it is a held, unexpired file: one more kernel
+  // reference to it, which the caller tells JavaScript of (its inode table counts them).
+  bool Lookup(uint64_t parent, const char* name, fuse_entry_param* entry) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = names_.find(NameKey(parent, name));
+    if (it == names_.end()) return false;
+    uint64_t ino = it->second;
+    HeldFile* file = Find(ino);
+    if (file == nullptr) return false;
+    entry->ino = ino;
+    entry->generation = 1;
+    entry->attr = file->attr;
+    entry->attr_timeout = file->attrTimeout;
+    entry->entry_timeout = file->attrTimeout;
+    counters_.lookup++;
+    return true;
   }
 
   // Attributes of a held, unexpired file.
@@ -171,9 +199,15 @@ class HeldFiles {
     return &it->second;
   }
 
+  static std::string NameKey(uint64_t parent, const std::string& name) { return std::to_string(parent) + "/" + name; }
+
   void Erase(uint64_t ino) {
     auto it = files_.find(ino);
     if (it == files_.end()) return;
+    if (it->second.parent != 0) {
+      auto named = names_.find(NameKey(it->second.parent, it->second.name));
+      if (named != names_.end() && named->second == ino) names_.erase(named);
+    }
     bytes_ -= it->second.data->size();
     files_.erase(it);
   }
@@ -215,6 +249,7 @@ class HeldFiles {
   size_t bytes_ = 0;
   uint64_t nextHandle_ = 1;
   std::unordered_map<uint64_t, HeldFile> files_;
+  std::unordered_map<std::string, uint64_t> names_;  // "parent/name" -> inode
   std::deque<uint64_t> order_;
   std::unordered_map<uint64_t, Bytes> handles_;
   HeldCounters counters_;

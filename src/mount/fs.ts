@@ -123,6 +123,8 @@ export class FanoutFs {
       case OPS.FORGET:
         if (this.inodes.forget(ino, a as number)) this.held.forgotten(ino);
         return;
+      case OPS.LOOKED_UP_HELD:
+        return this.held.lookedUp(b!, a as string);
       case OPS.OPENED_HELD: {
         const node = this.inodes.get(ino);
         if (node) void this.prefetch.opened(node.path); // the walk goes on; the open itself is answered

@@ -72,3 +72,17 @@ test('nothing is handed down before the session is attached, and a forgotten ino
   held.forgotten(node.ino);
   assert.deepEqual(drops, [node.ino]);
 });
+
+test('a lookup answered by the addon counts one more kernel reference, also for an inode forgotten just before', async () => {
+  const { held, inodes } = setup();
+  inodes.remember('data', true);
+  const node = inodes.remember('data/a.bin', false);
+  held.attach({} as FuseSession);
+  held.lookedUp(inodes.find('data')!.ino, 'a.bin');
+  assert.equal(node.lookups, 2);
+  assert.equal(inodes.forget(node.ino, 2), true);
+  // The note of a lookup the kernel made after forgetting: the inode comes back, same number.
+  held.lookedUp(inodes.find('data')!.ino, 'a.bin');
+  assert.equal(inodes.find('data/a.bin')?.ino, node.ino);
+  assert.equal(inodes.find('data/a.bin')?.lookups, 1);
+});

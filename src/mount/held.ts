@@ -21,9 +21,9 @@ export interface HeldOptions {
 }
 
 /**
- * Small files handed down to the addon (native/fuse/held.h), so that the kernel's getattr, open,
- * read and release of them are answered on the FUSE threads instead of crossing to this thread:
- * per file of a tree that is four requests, each a thread hand-off, a handler and a reply
+ * Small files handed down to the addon (native/fuse/held.h), so that the kernel's lookup, getattr,
+ * open, read and release of them are answered on the FUSE threads instead of crossing to this thread:
+ * per file of a tree that is five requests, each a thread hand-off, a handler and a reply
  * syscall on the thread that also receives every page.
  *
  * A file is handed down when the directory prefetch's fetch of its (only) page arrives, with
@@ -64,6 +64,15 @@ export class HeldFiles {
     );
   }
 
+  /**
+   * The addon answered a lookup of held file `name` in directory `parentIno` (told before its
+   * reply went out, so before any FORGET of it): one more kernel reference to the inode.
+   */
+  lookedUp(parentIno: number, name: string): void {
+    const parent = this.inodes.get(parentIno);
+    if (parent) this.inodes.remember(parent.path === '' ? name : `${parent.path}/${name}`, false);
+  }
+
   /** The kernel forgot inode `ino`: nothing may be answered for that number any more. */
   forgotten(ino: number): void {
     if (this.session) this.addon.drop!(this.session, ino);
@@ -78,9 +87,12 @@ export class HeldFiles {
     const validMs = await this.meta.statValidMs(path, file.version);
     const node = this.inodes.find(path);
     if (!this.session || !node || node.isDir || validMs <= 0) return;
+    const slash = path.lastIndexOf('/');
+    const parent = this.inodes.find(path.slice(0, slash));
     // Opens answered by the addon tell this side nothing about the kernel's cached pages: the
     // next open answered here must not keep them.
     node.openedVersion = undefined;
-    this.addon.hold!(this.session!, node.ino, this.options.fileMode, file.size, file.mtimeMs || this.options.defaultMtimeMs, this.options.attrTimeoutS, validMs, chunks);
+    this.addon.hold!(this.session!, node.ino, this.options.fileMode, file.size, file.mtimeMs || this.options.defaultMtimeMs, this.options.attrTimeoutS, validMs, chunks,
+      parent?.ino ?? 0, path.slice(slash + 1));
   }
 }

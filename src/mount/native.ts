@@ -22,10 +22,13 @@ export const OPS = {
   READDIRPLUS: 13,
   /** Not a kernel request to answer: a held file (hold()) was opened by the addon itself. */
   OPENED_HELD: 14,
+  /** Not a kernel request to answer: the addon looked up held file `ino` (name `a` in directory `b`): count the reference. */
+  LOOKED_UP_HELD: 15,
 } as const;
 
 /** Requests the addon answered itself from held files, and what it holds. */
 export interface HeldStats {
+  lookup: number;
   getattr: number;
   open: number;
   read: number;
@@ -43,8 +46,8 @@ export type FuseSession = { readonly __brand: 'FuseSession' };
 /**
  * dispatch(op, req, ino, ...args):
  * LOOKUP name · FORGET nlookup · OPEN flags · READ/READDIR/READDIRPLUS fh, offset, size ·
- * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token · OPENED_HELD (nothing more) (req undefined
- * for FORGET, EXITED, REPLIED, OPENED_HELD).
+ * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token · OPENED_HELD (nothing more) ·
+ * LOOKED_UP_HELD name, parent ino (req undefined for FORGET, EXITED, REPLIED and the *_HELD notes).
  */
 export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string, b?: number, c?: number) => void;
 
@@ -92,11 +95,12 @@ export interface FuseAddon {
   ): void;
   replyStatfs(req: FuseRequest, blockSize: number, blocks: number, blocksFree: number, files: number, nameMax: number): void;
   /**
-   * Hands a small file's whole content down (copied): the addon answers getattr, open, read and
-   * release of inode `ino` itself for `validMs`, telling JS of each open (OPENED_HELD).
+   * Hands a small file's whole content down (copied): the addon answers lookup (of `name` in
+   * directory `parentIno`, unless 0), getattr, open, read and release of inode `ino` itself for
+   * `validMs`, telling JS of each lookup (LOOKED_UP_HELD) and open (OPENED_HELD).
    * Optional: an addon without it (older builds, test fakes) sends every request here.
    */
-  hold?(session: FuseSession, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number, validMs: number, chunks: Buffer[]): void;
+  hold?(session: FuseSession, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number, validMs: number, chunks: Buffer[], parentIno?: number, name?: string): void;
   /** Nothing more is answered for `ino` from held files. */
   drop?(session: FuseSession, ino: number): void;
   heldStats?(session: FuseSession): HeldStats;

@@ -119,4 +119,27 @@ describe('fanout mount: a tree of small files', () => {
     assert.ok(held.read > 0, 'no read answered by the addon');
     assert.equal(held.release, held.open, 'every open the addon answered was released there');
   });
+
+  test('with a short TTL, names looked up again after their kernel entries expired are answered by the addon too', async (t) => {
+    const short = join(work, 'short');
+    await mkdir(short, { recursive: true });
+    const other = await MountProcess.start(short, worker.url, '--ttl', '1s');
+    try {
+      const dir = join(short, 'data/index');
+      assert.equal((await sh('find', [dir, '-type', 'f'])).code, 0);
+      await new Promise((r) => setTimeout(r, 1500)); // the kernel's entries from the listing expire
+      const sums = await sh('sh', ['-c', 'find . -type f -print0 | xargs -0 -n 1000 sha256sum'], { cwd: dir });
+      assert.equal(sums.code, 0, sums.stderr);
+      const lines = sums.stdout.toString().trim().split('\n').map((line) => line.split(/\s+/));
+      assert.deepEqual(new Map(lines.map(([sum, path]) => [path!, sum!])), expected);
+    } finally {
+      await other.signal('SIGTERM');
+      await forceUnmount(short);
+    }
+    const line = other.log.split('\n').find((l) => l.includes('"held"'));
+    assert.ok(line, `no held-files line in the mount's log:\n${other.log}`);
+    const held = (JSON.parse(line) as { held: { lookup: number; open: number } }).held;
+    t.diagnostic(`addon answers: ${JSON.stringify(held)}`);
+    assert.ok(held.lookup > 0, 'no lookup answered by the addon');
+  });
 });
