@@ -652,7 +652,7 @@ void Hold(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(info.Env(), "hold: the chunks are not the whole file").ThrowAsJavaScriptException();
     return;
   }
-  std::vector<char> data = session->held.Buffer(total);
+  fanout::ByteVector data = session->held.Buffer(total);
   size_t at = 0;
   for (uint32_t i = 0; i < chunks.Length(); i++) {
     Napi::Buffer<char> chunk = chunks.Get(i).As<Napi::Buffer<char>>();
