@@ -3,6 +3,7 @@ import { constants as os } from 'node:os';
 import type { ClusterStatus, FanoutClient } from '../client/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
+import { errnoFor } from './errno.js';
 import { TtlCache } from '../lib/ttlcache/index.js';
 import { HeldFiles } from './held.js';
 import { InodeTable, ROOT_INO, type Inode } from './inodes.js';
@@ -303,21 +304,5 @@ export class FanoutFs {
         // already answered (the failure came after the reply): nothing more to tell the kernel
       }
     });
-  }
-}
-
-/** The errno a failed request answers: what a missing path or a dead cluster means to POSIX. */
-export function errnoFor(err: unknown): number {
-  switch (err instanceof FanoutError ? err.code : undefined) {
-    case 'NOT_FOUND':
-    case 'UNKNOWN_MOUNT':
-    case 'INVALID_PATH':
-      return errno.ENOENT;
-    case 'IS_A_DIRECTORY':
-      return errno.EISDIR;
-    case 'NOT_A_DIRECTORY':
-      return errno.ENOTDIR;
-    default:
-      return errno.EIO;
   }
 }
