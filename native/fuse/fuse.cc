@@ -5,6 +5,7 @@
 // its answer instead and writes the page buffers JavaScript holds to /dev/fuse itself (writev,
 // no copy in between): that kernel copy costs more than the network read, and on the FUSE
 // threads it runs beside the JavaScript thread rather than on it.
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <napi.h>
 #include <sys/stat.h>
@@ -23,7 +24,12 @@
 #include <thread>
 #include <vector>
 
+#include "held.h"
+
 namespace {
+
+using fanout::HeldFiles;
+using fanout::kHeldHandle;
 
 // Numbers, not strings: they cross to JavaScript on every request. Kept in step with OPS in
 // src/mount/native.ts.
@@ -42,6 +48,8 @@ enum Op : int {
   kUnref = 11,  // internal: the JS buffers of a sent read reply may be released
   kReplied = 12,  // to JS: the read reply carrying this token is written (its pages may be reused)
   kReaddirplus = 13,
+  kOpenedHeld = 14,  // to JS: a held file (held.h) was opened here; JS's directory prefetch follows opens
+  kLookedUpHeld = 15,  // to JS: a held file was looked up here (one more kernel reference to count)
 };
 
 // A read's FUSE thread waits here for JavaScript's answer, then sends it.
@@ -101,6 +109,7 @@ void AnswerError(fuse_req_t req, ReadWait* wait, int err) {
 }
 
 struct Session;
+void PostForget(Session* session, fuse_ino_t ino, uint64_t nlookup);
 void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call);
 using Tsfn = Napi::TypedThreadSafeFunction<Session, Call, CallJs>;
 
@@ -112,6 +121,7 @@ struct Session {
   uint32_t threads = 32;
   bool cloneFd = true;
   std::atomic<bool> unmounted{false};
+  HeldFiles held{16 << 20};
 };
 
 // Attribute block size reported to stat(): cat, cp and dd size their reads from it.
@@ -152,6 +162,22 @@ void LlInit(void* userdata, fuse_conn_info* conn) {
 }
 
 void LlLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Session* session = SessionOf(req);
+  fuse_entry_param entry;
+  std::memset(&entry, 0, sizeof entry);
+  if (session->held.Lookup(parent, name, &entry)) {
+    // JavaScript hears of the reference before the kernel can forget it: a FORGET for it is
+    // queued after this note, never before.
+    auto* note = new Call();
+    note->op = kLookedUpHeld;
+    note->ino = entry.ino;
+    note->name = name;
+    note->fh = parent;
+    if (Post(session, note)) {
+      if (fuse_reply_entry(req, &entry) != 0) PostForget(session, entry.ino, 1);  // the kernel took no reference
+      return;
+    }
+  }
   auto* call = new Call();
   call->name = name;
   Forward(req, kLookup, parent, call);
@@ -177,9 +203,29 @@ void LlForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   fuse_reply_none(req);
 }
 
-void LlGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { Forward(req, kGetattr, ino); }
+void LlGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  struct stat attr;
+  double timeout;
+  if (SessionOf(req)->held.Getattr(ino, &attr, &timeout)) {
+    fuse_reply_attr(req, &attr, timeout);
+    return;
+  }
+  Forward(req, kGetattr, ino);
+}
 
 void LlOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Session* session = SessionOf(req);
+  bool readOnly = (fi->flags & O_ACCMODE) == O_RDONLY && (fi->flags & O_TRUNC) == 0;
+  bool keepCache = false;
+  if (readOnly && session->held.Open(ino, &fi->fh, &keepCache)) {
+    fi->keep_cache = keepCache ? 1 : 0;
+    if (fuse_reply_open(req, fi) != 0) session->held.Release(fi->fh);  // the opener is gone
+    auto* call = new Call();
+    call->op = kOpenedHeld;
+    call->ino = ino;
+    Post(session, call);
+    return;
+  }
   auto* call = new Call();
   call->flags = fi->flags;
   Forward(req, kOpen, ino, call);
@@ -192,6 +238,16 @@ constexpr size_t kDirectReadMax = 128 * 1024;
 
 void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Session* session = SessionOf(req);
+  if (fi->fh & kHeldHandle) {
+    fanout::Bytes data = session->held.Read(fi->fh);
+    if (data == nullptr) {
+      fuse_reply_err(req, EBADF);
+    } else {
+      size_t at = std::min(static_cast<size_t>(off), data->size());
+      fuse_reply_buf(req, data->data() + at, std::min(size, data->size() - at));
+    }
+    return;
+  }
   if (size <= kDirectReadMax) {
     auto* call = new Call();
     call->fh = fi->fh;
@@ -228,6 +284,11 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 }
 
 void LlRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (fi->fh & kHeldHandle) {
+    SessionOf(req)->held.Release(fi->fh);
+    fuse_reply_err(req, 0);
+    return;
+  }
   auto* call = new Call();
   call->fh = fi->fh;
   Forward(req, kRelease, ino, call);
@@ -310,6 +371,10 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
     case kLookup:
       args.push_back(Napi::String::New(env, call->name));
       break;
+    case kLookedUpHeld:
+      args.push_back(Napi::String::New(env, call->name));
+      args.push_back(num(static_cast<double>(call->fh)));  // the parent directory
+      break;
     case kForget:
     case kExited:
       args.push_back(num(static_cast<double>(call->count)));
@@ -367,19 +432,24 @@ struct timespec FromMs(double ms) {
   return ts;
 }
 
+// The attributes besides inode and mode: size (negative: 0), times, links, owner, blocks.
+void FillStat(struct stat* st, double size, double mtimeMs) {
+  st->st_size = size > 0 ? static_cast<off_t>(size) : 0;
+  st->st_mtim = st->st_ctim = st->st_atim = FromMs(mtimeMs);
+  st->st_nlink = S_ISDIR(st->st_mode) ? 2 : 1;
+  st->st_uid = getuid();
+  st->st_gid = getgid();
+  st->st_blksize = g_blksize;
+  st->st_blocks = (st->st_size + 511) / 512;
+}
+
 // (ino, mode, size, mtimeMs) starting at argument `i`.
 struct stat MakeStat(const Napi::CallbackInfo& info, size_t i) {
   struct stat st;
   std::memset(&st, 0, sizeof st);
   st.st_ino = static_cast<ino_t>(Num(info, i));
   st.st_mode = static_cast<mode_t>(Num(info, i + 1));
-  st.st_size = static_cast<off_t>(Num(info, i + 2));
-  st.st_mtim = st.st_ctim = st.st_atim = FromMs(Num(info, i + 3));
-  st.st_nlink = S_ISDIR(st.st_mode) ? 2 : 1;
-  st.st_uid = getuid();
-  st.st_gid = getgid();
-  st.st_blksize = g_blksize;
-  st.st_blocks = (st.st_size + 511) / 512;
+  FillStat(&st, Num(info, i + 2), Num(info, i + 3));
   return st;
 }
 
@@ -470,29 +540,55 @@ Napi::Value ReplyData(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, false);
 }
 
-// replyDir(req, size, offset, names[], inos[], modes[]): entries from index `offset` on, as
-// many as fit in `size` bytes; each entry's offset cookie is its index + 1.
+// The arguments replyDir and replyDirPlus share: (req, size, offset, names[], inos[], modes[], …).
+// Entries from index `offset` on are added while they fit in `size` bytes; each entry's offset
+// cookie is its index + 1.
+struct Listing {
+  size_t size;
+  uint32_t offset;
+  Napi::Array names;
+  Napi::Array inos;
+  Napi::Array modes;
+
+  explicit Listing(const Napi::CallbackInfo& info)
+      : size(static_cast<size_t>(Num(info, 1))),
+        offset(static_cast<uint32_t>(Num(info, 2))),
+        names(info[3].As<Napi::Array>()),
+        inos(info[4].As<Napi::Array>()),
+        modes(info[5].As<Napi::Array>()) {}
+
+  // Entry i's inode number and mode in `st` (the rest zero).
+  void Fill(uint32_t i, struct stat* st) const {
+    std::memset(st, 0, sizeof *st);
+    st->st_ino = static_cast<ino_t>(inos.Get(i).As<Napi::Number>().DoubleValue());
+    st->st_mode = static_cast<mode_t>(modes.Get(i).As<Napi::Number>().DoubleValue());
+  }
+
+  // add(index, name, buf, room) -> bytes the entry needs (it is added only if that fits).
+  template <typename Add>
+  void Reply(fuse_req_t req, Add add) const {
+    std::vector<char> buf(size);
+    size_t used = 0;
+    for (uint32_t i = offset; i < names.Length(); i++) {
+      std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+      size_t need = add(i, name, buf.data() + used, size - used);
+      if (need > size - used) break;
+      used += need;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  }
+};
+
+// replyDir(req, size, offset, names[], inos[], modes[])
 void ReplyDir(const Napi::CallbackInfo& info) {
   Request* r = Claim(info);
   if (r == nullptr) return;
-  size_t size = static_cast<size_t>(Num(info, 1));
-  uint32_t offset = static_cast<uint32_t>(Num(info, 2));
-  Napi::Array names = info[3].As<Napi::Array>();
-  Napi::Array inos = info[4].As<Napi::Array>();
-  Napi::Array modes = info[5].As<Napi::Array>();
-  std::vector<char> buf(size);
-  size_t used = 0;
-  for (uint32_t i = offset; i < names.Length(); i++) {
-    std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+  Listing listing(info);
+  listing.Reply(r->req, [&](uint32_t i, const std::string& name, char* buf, size_t room) {
     struct stat st;
-    std::memset(&st, 0, sizeof st);
-    st.st_ino = static_cast<ino_t>(inos.Get(i).As<Napi::Number>().DoubleValue());
-    st.st_mode = static_cast<mode_t>(modes.Get(i).As<Napi::Number>().DoubleValue());
-    size_t need = fuse_add_direntry(r->req, buf.data() + used, size - used, name.c_str(), &st, i + 1);
-    if (need > size - used) break;
-    used += need;
-  }
-  fuse_reply_buf(r->req, buf.data(), used);
+    listing.Fill(i, &st);
+    return fuse_add_direntry(r->req, buf, room, name.c_str(), &st, i + 1);
+  });
 }
 
 // replyDirPlus(req, size, offset, names[], inos[], modes[], sizes[], mtimesMs[], attrTimeoutS,
@@ -503,44 +599,26 @@ void ReplyDir(const Napi::CallbackInfo& info) {
 void ReplyDirPlus(const Napi::CallbackInfo& info) {
   Request* r = Claim(info);
   if (r == nullptr) return;
-  size_t size = static_cast<size_t>(Num(info, 1));
-  uint32_t offset = static_cast<uint32_t>(Num(info, 2));
-  Napi::Array names = info[3].As<Napi::Array>();
-  Napi::Array inos = info[4].As<Napi::Array>();
-  Napi::Array modes = info[5].As<Napi::Array>();
+  Listing listing(info);
   Napi::Array sizes = info[6].As<Napi::Array>();
   Napi::Array mtimes = info[7].As<Napi::Array>();
   double attrTimeout = Num(info, 8);
   double entryTimeout = Num(info, 9);
-  std::vector<char> buf(size);
-  size_t used = 0;
-  for (uint32_t i = offset; i < names.Length(); i++) {
-    std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+  listing.Reply(r->req, [&](uint32_t i, const std::string& name, char* buf, size_t room) {
     fuse_entry_param entry;
     std::memset(&entry, 0, sizeof entry);
     struct stat& st = entry.attr;
-    st.st_ino = static_cast<ino_t>(inos.Get(i).As<Napi::Number>().DoubleValue());
-    st.st_mode = static_cast<mode_t>(modes.Get(i).As<Napi::Number>().DoubleValue());
-    st.st_mtim = st.st_ctim = st.st_atim = FromMs(mtimes.Get(i).As<Napi::Number>().DoubleValue());
-    st.st_nlink = S_ISDIR(st.st_mode) ? 2 : 1;
-    st.st_uid = getuid();
-    st.st_gid = getgid();
-    st.st_blksize = g_blksize;
-    st.st_blocks = (st.st_size + 511) / 512;
-    double bytes = sizes.Get(i).As<Napi::Number>().DoubleValue();
-    st.st_size = bytes > 0 ? static_cast<off_t>(bytes) : 0;
+    listing.Fill(i, &st);
+    FillStat(&st, sizes.Get(i).As<Napi::Number>().DoubleValue(), mtimes.Get(i).As<Napi::Number>().DoubleValue());
     bool dots = name == "." || name == "..";
-    if (!dots && bytes >= 0) {
+    if (!dots && sizes.Get(i).As<Napi::Number>().DoubleValue() >= 0) {
       entry.ino = st.st_ino;
       entry.generation = 1;
       entry.attr_timeout = attrTimeout;
       entry.entry_timeout = entryTimeout;
     }
-    size_t need = fuse_add_direntry_plus(r->req, buf.data() + used, size - used, name.c_str(), &entry, i + 1);
-    if (need > size - used) break;
-    used += need;
-  }
-  fuse_reply_buf(r->req, buf.data(), used);
+    return fuse_add_direntry_plus(r->req, buf, room, name.c_str(), &entry, i + 1);
+  });
 }
 
 // replyStatfs(req, blockSize, blocks, blocksFree, files, nameMax)
@@ -557,6 +635,55 @@ void ReplyStatfs(const Napi::CallbackInfo& info) {
   fuse_reply_statfs(r->req, &st);
 }
 
+// ---- held files (held.h): called from JavaScript ----
+
+Session* SessionArg(const Napi::CallbackInfo& info) { return info[0].As<Napi::External<Session>>().Data(); }
+
+// hold(session, ino, mode, size, mtimeMs, attrTimeoutS, validMs, chunks[], parentIno, name):
+// the chunks are the file's whole content (copied here; the caller may reuse them at once);
+// parentIno 0: not answered by name (lookup).
+void Hold(const Napi::CallbackInfo& info) {
+  Session* session = SessionArg(info);
+  struct stat attr = MakeStat(info, 1);
+  Napi::Array chunks = info[7].As<Napi::Array>();
+  size_t total = 0;
+  for (uint32_t i = 0; i < chunks.Length(); i++) total += chunks.Get(i).As<Napi::Buffer<char>>().Length();
+  if (total != static_cast<size_t>(attr.st_size)) {
+    Napi::RangeError::New(info.Env(), "hold: the chunks are not the whole file").ThrowAsJavaScriptException();
+    return;
+  }
+  fanout::ByteVector data = session->held.Buffer(total);
+  size_t at = 0;
+  for (uint32_t i = 0; i < chunks.Length(); i++) {
+    Napi::Buffer<char> chunk = chunks.Get(i).As<Napi::Buffer<char>>();
+    std::memcpy(data.data() + at, chunk.Data(), chunk.Length());
+    at += chunk.Length();
+  }
+  uint64_t parent = info.Length() > 9 && info[8].IsNumber() ? static_cast<uint64_t>(Num(info, 8)) : 0;
+  std::string name = parent != 0 ? info[9].As<Napi::String>().Utf8Value() : std::string();
+  session->held.Hold(static_cast<uint64_t>(attr.st_ino), parent, name, attr, Num(info, 5), Num(info, 6), std::move(data));
+}
+
+// drop(session, ino): the inode is forgotten (or its file changed): nothing is answered for it here.
+void Drop(const Napi::CallbackInfo& info) { SessionArg(info)->held.Drop(static_cast<uint64_t>(Num(info, 1))); }
+
+// heldStats(session) -> requests answered here, files held and evicted, bytes held.
+Napi::Value HeldStats(const Napi::CallbackInfo& info) {
+  Session* session = SessionArg(info);
+  fanout::HeldCounters c = session->held.Counters();
+  Napi::Object out = Napi::Object::New(info.Env());
+  auto set = [&](const char* key, double v) { out.Set(key, Napi::Number::New(info.Env(), v)); };
+  set("lookup", static_cast<double>(c.lookup));
+  set("getattr", static_cast<double>(c.getattr));
+  set("open", static_cast<double>(c.open));
+  set("read", static_cast<double>(c.read));
+  set("release", static_cast<double>(c.release));
+  set("held", static_cast<double>(c.held));
+  set("evicted", static_cast<double>(c.evicted));
+  set("bytes", static_cast<double>(session->held.HeldBytes()));
+  return out;
+}
+
 // ---- session ----
 
 uint32_t OptionU32(Napi::Object options, const char* key, uint32_t fallback) {
@@ -566,7 +693,7 @@ uint32_t OptionU32(Napi::Object options, const char* key, uint32_t fallback) {
 
 // mount(mountpoint, options, dispatch) -> session. options: { args: string[] (libfuse
 // arguments, e.g. ["-o", "ro,max_read=1048576"]), maxRead, maxReadahead, threads, cloneFd,
-// blksize }. dispatch(op, req, ino, ...) receives every request, then (op EXITED) the end
+// blksize, heldBytes }. dispatch(op, req, ino, ...) receives every request, then (op EXITED) the end
 // of the loop.
 Napi::Value Mount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -581,6 +708,7 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
   session->maxReadahead = OptionU32(options, "maxReadahead", session->maxReadahead);
   session->threads = OptionU32(options, "threads", session->threads);
   session->cloneFd = options.Get("cloneFd").ToBoolean().Value();
+  session->held.SetCapacity(OptionU32(options, "heldBytes", 16 << 20));
   g_blksize = OptionU32(options, "blksize", g_blksize);
 
   std::vector<std::string> args = {"fanout"};
@@ -644,6 +772,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("replyDir", Napi::Function::New(env, ReplyDir));
   exports.Set("replyDirPlus", Napi::Function::New(env, ReplyDirPlus));
   exports.Set("replyStatfs", Napi::Function::New(env, ReplyStatfs));
+  exports.Set("hold", Napi::Function::New(env, Hold));
+  exports.Set("drop", Napi::Function::New(env, Drop));
+  exports.Set("heldStats", Napi::Function::New(env, HeldStats));
   return exports;
 }
 

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { constants as os } from 'node:os';
 import type { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
-import { FanoutFs, direntPlusSize, errnoFor } from './fs.js';
+import { errnoFor } from './errno.js';
+import { FanoutFs, direntPlusSize } from './fs.js';
 import { ROOT_INO } from './inodes.js';
 import { OPS, type FuseAddon, type FuseRequest } from './native.js';
 

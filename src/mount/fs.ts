@@ -3,10 +3,12 @@ import { constants as os } from 'node:os';
 import type { ClusterStatus, FanoutClient } from '../client/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
+import { errnoFor } from './errno.js';
 import { TtlCache } from '../lib/ttlcache/index.js';
+import { HeldFiles } from './held.js';
 import { InodeTable, ROOT_INO, type Inode } from './inodes.js';
 import { Metadata, type Attributes } from './metadata.js';
-import { OPS, type Dispatch, type FuseAddon, type FuseRequest } from './native.js';
+import { OPS, type Dispatch, type FuseAddon, type FuseRequest, type FuseSession, type HeldStats } from './native.js';
 import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
 import { FileReader } from './reader.js';
@@ -15,6 +17,8 @@ const { errno } = os;
 const DIR_MODE = constants.S_IFDIR | 0o555;
 const FILE_MODE = constants.S_IFREG | 0o444;
 const STATFS_BLOCK = 4096;
+/** Files up to this size fetched ahead are handed down whole to the addon (held.ts). */
+const HELD_FILE_MAX = 1024 * 1024;
 /** open(2) access mode bits (not in Node's fs.constants). */
 const O_ACCMODE = 3;
 
@@ -66,6 +70,7 @@ export class FanoutFs {
   private readonly status: TtlCache<ClusterStatus>;
   private readonly prefetch: DirectoryPrefetch;
   private readonly pages: MountPages;
+  private readonly held: HeldFiles;
   /** Leases of read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, Lease[]>();
   private nextToken = 1;
@@ -88,10 +93,27 @@ export class FanoutFs {
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();
     this.pages = new MountPages(client, pageSize, options.cacheBytes ?? 16 * 1024 * 1024);
+    this.held = new HeldFiles(addon, this.pages, this.inodes, this.meta, {
+      pageSize,
+      attrTimeoutS: this.ttlSeconds,
+      maxFileBytes: HELD_FILE_MAX,
+      fileMode: FILE_MODE,
+      defaultMtimeMs: this.startedAt,
+    });
     this.prefetch = new DirectoryPrefetch(
-      { list: (path) => this.meta.list(path), stat: (path) => this.meta.stat(path), prefetchPage: (file, index) => this.pages.prefetch(file, index) },
+      { list: (path) => this.meta.list(path), stat: (path) => this.meta.stat(path), prefetchPage: (file, index) => this.held.prefetch(file, index) },
       { files: options.filesAhead ?? 32, bytes: options.filesAheadBytes ?? 8 * 1024 * 1024, pageSize },
     );
+  }
+
+  /** The FUSE session, once mounted: from then on small files fetched ahead are handed down to the addon (held.ts). */
+  attach(session: FuseSession): void {
+    this.held.attach(session);
+  }
+
+  /** Requests the addon answered from held files (undefined before attach). */
+  heldStats(): HeldStats | undefined {
+    return this.held.stats();
   }
 
   /** Every kernel request enters here (on the main thread, via the addon's thread-safe function). */
@@ -100,7 +122,15 @@ export class FanoutFs {
       case OPS.LOOKUP:
         return this.answer(req, 'lookup', ino, () => this.lookup(req, ino, a as string));
       case OPS.FORGET:
-        return this.inodes.forget(ino, a as number);
+        if (this.inodes.forget(ino, a as number)) this.held.forgotten(ino);
+        return;
+      case OPS.LOOKED_UP_HELD:
+        return this.held.lookedUp(b!, a as string);
+      case OPS.OPENED_HELD: {
+        const node = this.inodes.get(ino);
+        if (node) void this.prefetch.opened(node.path); // the walk goes on; the open itself is answered
+        return;
+      }
       case OPS.GETATTR:
         return this.answer(req, 'getattr', ino, () => this.getattr(req, ino));
       case OPS.OPEN:
@@ -274,21 +304,5 @@ export class FanoutFs {
         // already answered (the failure came after the reply): nothing more to tell the kernel
       }
     });
-  }
-}
-
-/** The errno a failed request answers: what a missing path or a dead cluster means to POSIX. */
-export function errnoFor(err: unknown): number {
-  switch (err instanceof FanoutError ? err.code : undefined) {
-    case 'NOT_FOUND':
-    case 'UNKNOWN_MOUNT':
-    case 'INVALID_PATH':
-      return errno.ENOENT;
-    case 'IS_A_DIRECTORY':
-      return errno.EISDIR;
-    case 'NOT_A_DIRECTORY':
-      return errno.ENOTDIR;
-    default:
-      return errno.EIO;
   }
 }

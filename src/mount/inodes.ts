@@ -33,6 +33,11 @@ export class InodeTable {
     return this.byIno.get(ino);
   }
 
+  /** The inode of `path` if the kernel holds it (looked up, not yet forgotten). */
+  find(path: string): Inode | undefined {
+    return this.byPath.get(path);
+  }
+
   /** The number `path` has or would get (for readdir, which creates no kernel reference). */
   numberFor(path: string): number {
     return this.byPath.get(path)?.ino ?? this.free(path);
@@ -51,15 +56,15 @@ export class InodeTable {
     return node;
   }
 
-  /** The kernel dropped `count` references; the inode goes when none are left. */
-  forget(ino: number, count: number): void {
+  /** The kernel dropped `count` references; the inode goes when none are left (then true). */
+  forget(ino: number, count: number): boolean {
     const node = this.byIno.get(ino);
-    if (!node || ino === ROOT_INO) return;
+    if (!node || ino === ROOT_INO) return false;
     node.lookups -= count;
-    if (node.lookups <= 0) {
-      this.byIno.delete(ino);
-      this.byPath.delete(node.path);
-    }
+    if (node.lookups > 0) return false;
+    this.byIno.delete(ino);
+    this.byPath.delete(node.path);
+    return true;
   }
 
   get size(): number {

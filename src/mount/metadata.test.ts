@@ -65,3 +65,17 @@ test('cluster failures are errors, not missing files', async () => {
   const meta = new Metadata(client, 1000, new ManualClock());
   await assert.rejects(meta.lookup('data', 'm'), /cannot reach fanout/);
 });
+
+test('what is left of a stat answer\'s TTL is told for its own version only, and asks the cluster nothing', async () => {
+  const client = fakeClient();
+  const clock = new ManualClock();
+  const meta = new Metadata(client, 1000, clock);
+  assert.equal(await meta.statValidMs('data/m/a.bin', 'v1'), 0, 'nothing cached yet');
+  await meta.stat('data/m/a.bin');
+  await clock.advance(300);
+  assert.equal(await meta.statValidMs('data/m/a.bin', 'v1'), 700);
+  assert.equal(await meta.statValidMs('data/m/a.bin', 'v0'), 0, 'another version');
+  await clock.advance(700);
+  assert.equal(await meta.statValidMs('data/m/a.bin', 'v1'), 0, 'expired');
+  assert.deepEqual(client.calls, ['stat /data/m/a.bin']);
+});

@@ -37,6 +37,17 @@ export class Metadata {
     return this.stats.get(path, () => this.client.stat('/' + path));
   }
 
+  /**
+   * How much longer the stat answer for `path` is reused, if it is at `version` (ms; 0 if none
+   * is cached or it names another version): how long a copy of that version may be served.
+   */
+  async statValidMs(path: string, version: string): Promise<number> {
+    const ms = this.stats.remainingMs(path);
+    if (ms <= 0) return 0;
+    const current = await this.stats.get(path, () => this.client.stat('/' + path)).catch(() => undefined);
+    return current?.version === version ? ms : 0;
+  }
+
   /** One directory level; "" lists the cluster's mounts. */
   list(path: string): Promise<DirEntry[]> {
     return this.lists.get(path, async () => {

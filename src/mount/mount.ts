@@ -58,7 +58,10 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
       threads: options.threads,
       cloneFd: true,
       blksize: Math.min(pageSize, MAX_READ),
+      // Held small files (held.ts) share the memory bound of the pages kept for readers.
+      heldBytes: options.cache,
     }, fs.dispatch);
+    fs.attach(session);
   } catch (err) {
     await client.close();
     throw err;
@@ -75,6 +78,8 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
       const late = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
       await Promise.race([fs.closed, late]);
       clearTimeout(timer);
+      const held = fs.heldStats();
+      if (held) log.info({ held }, 'requests answered by the addon from held small files');
       await client.close();
     })());
   return { mountpoint: target, fs, client, closed: fs.closed, unmount };

@@ -20,7 +20,24 @@ export const OPS = {
   /** Not a kernel request: the read reply with token `a` has been copied to the kernel. */
   REPLIED: 12,
   READDIRPLUS: 13,
+  /** Not a kernel request to answer: a held file (hold()) was opened by the addon itself. */
+  OPENED_HELD: 14,
+  /** Not a kernel request to answer: the addon looked up held file `ino` (name `a` in directory `b`): count the reference. */
+  LOOKED_UP_HELD: 15,
 } as const;
+
+/** Requests the addon answered itself from held files, and what it holds. */
+export interface HeldStats {
+  lookup: number;
+  getattr: number;
+  open: number;
+  read: number;
+  release: number;
+  /** Files handed down, and those dropped for the memory bound before they expired. */
+  held: number;
+  evicted: number;
+  bytes: number;
+}
 
 /** A kernel request waiting for its answer (opaque; answer it exactly once). */
 export type FuseRequest = { readonly __brand: 'FuseRequest' };
@@ -29,7 +46,8 @@ export type FuseSession = { readonly __brand: 'FuseSession' };
 /**
  * dispatch(op, req, ino, ...args):
  * LOOKUP name · FORGET nlookup · OPEN flags · READ/READDIR/READDIRPLUS fh, offset, size ·
- * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token (req undefined for FORGET, EXITED, REPLIED).
+ * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token · OPENED_HELD (nothing more) ·
+ * LOOKED_UP_HELD name, parent ino (req undefined for FORGET, EXITED, REPLIED and the *_HELD notes).
  */
 export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string, b?: number, c?: number) => void;
 
@@ -44,6 +62,8 @@ export interface NativeMountOptions {
   cloneFd: boolean;
   /** st_blksize of files: the read size cat, cp and friends choose. */
   blksize: number;
+  /** Memory for held files (hold()), oldest dropped first beyond it. */
+  heldBytes?: number;
 }
 
 /** The addon's functions (native/fuse/fuse.cc). Times in seconds, mtimes in ms. */
@@ -74,6 +94,16 @@ export interface FuseAddon {
     entryTimeout: number,
   ): void;
   replyStatfs(req: FuseRequest, blockSize: number, blocks: number, blocksFree: number, files: number, nameMax: number): void;
+  /**
+   * Hands a small file's whole content down (copied): the addon answers lookup (of `name` in
+   * directory `parentIno`, unless 0), getattr, open, read and release of inode `ino` itself for
+   * `validMs`, telling JS of each lookup (LOOKED_UP_HELD) and open (OPENED_HELD).
+   * Optional: an addon without it (older builds, test fakes) sends every request here.
+   */
+  hold?(session: FuseSession, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number, validMs: number, chunks: Buffer[], parentIno?: number, name?: string): void;
+  /** Nothing more is answered for `ino` from held files. */
+  drop?(session: FuseSession, ino: number): void;
+  heldStats?(session: FuseSession): HeldStats;
 }
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

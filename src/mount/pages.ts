@@ -20,6 +20,8 @@ export interface Lease {
   release(): void;
 }
 
+const pageKey = (file: StatResult, index: number): string => `${file.mount}\0${file.path}\0${file.version}\0${index}`;
+
 interface Entry {
   key: string;
   size: number;
@@ -59,7 +61,7 @@ export class MountPages {
    * asked for in the same turn (a page already on its way is joined however it travels).
    */
   async acquire(file: StatResult, index: number, batched = false): Promise<Lease> {
-    const key = `${file.mount}\0${file.path}\0${file.version}\0${index}`;
+    const key = pageKey(file, index);
     let entry = this.entries.get(key);
     if (!entry) {
       entry = this.start(key, file, index, batched);

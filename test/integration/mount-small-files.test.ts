@@ -63,7 +63,8 @@ describe('fanout mount: a tree of small files', () => {
     const port = await freePort();
     log = await requestLog(() => `http://127.0.0.1:${port}`);
     worker = await WorkerProcess.start({ id: 'small', mounts: { data: source }, pageSize: '1MiB', advertiseUrl: log.url }, port);
-    mount = await MountProcess.start(mnt, worker.url);
+    // A TTL longer than the test: what the addon holds stays valid for the second pass.
+    mount = await MountProcess.start(mnt, worker.url, '--ttl', '60s');
   });
 
   after(async () => {
@@ -97,5 +98,48 @@ describe('fanout mount: a tree of small files', () => {
     assert.ok(batches > 0, `no batch request among ${requests.length}`);
     // Each file is one page: asked for one by one they would take a request each.
     assert.ok(batches + single <= files / 2, `${batches} batch and ${single} single page requests for ${files} files`);
+  });
+
+  test('files fetched ahead are then opened, read and released by the addon alone, with the right bytes', async (t) => {
+    // A second pass over the tree: the first one's directory prefetch handed its files down.
+    const sums = await sh('sh', ['-c', 'find . -type f -print0 | xargs -0 -n 1000 sha256sum'], { cwd: join(mnt, 'data/index') });
+    assert.equal(sums.code, 0, sums.stderr);
+    const lines = sums.stdout.toString().trim().split('\n').map((line) => line.split(/\s+/));
+    assert.deepEqual(new Map(lines.map(([sum, path]) => [path!, sum!])), expected);
+
+    await mount.signal('SIGTERM'); // the mount logs what the addon answered as it unmounts
+    const line = mount.log.split('\n').find((l) => l.includes('"held"'));
+    assert.ok(line, `no held-files line in the mount's log:\n${mount.log}`);
+    const held = (JSON.parse(line) as { held: { open: number; read: number; release: number; held: number } }).held;
+    t.diagnostic(`addon answers: ${JSON.stringify(held)}`);
+    const files = DIRS * FILES_PER_DIR;
+    // All but the first files of each directory (before the walk is seen) are fetched ahead.
+    assert.ok(held.held >= files - 3 * DIRS, `${held.held} of ${files} files handed down`);
+    assert.ok(held.open >= files - 3 * DIRS, `${held.open} opens answered by the addon over two passes of ${files} files`);
+    assert.ok(held.read > 0, 'no read answered by the addon');
+    assert.equal(held.release, held.open, 'every open the addon answered was released there');
+  });
+
+  test('with a short TTL, names looked up again after their kernel entries expired are answered by the addon too', async (t) => {
+    const short = join(work, 'short');
+    await mkdir(short, { recursive: true });
+    const other = await MountProcess.start(short, worker.url, '--ttl', '1s');
+    try {
+      const dir = join(short, 'data/index');
+      assert.equal((await sh('find', [dir, '-type', 'f'])).code, 0);
+      await new Promise((r) => setTimeout(r, 1500)); // the kernel's entries from the listing expire
+      const sums = await sh('sh', ['-c', 'find . -type f -print0 | xargs -0 -n 1000 sha256sum'], { cwd: dir });
+      assert.equal(sums.code, 0, sums.stderr);
+      const lines = sums.stdout.toString().trim().split('\n').map((line) => line.split(/\s+/));
+      assert.deepEqual(new Map(lines.map(([sum, path]) => [path!, sum!])), expected);
+    } finally {
+      await other.signal('SIGTERM');
+      await forceUnmount(short);
+    }
+    const line = other.log.split('\n').find((l) => l.includes('"held"'));
+    assert.ok(line, `no held-files line in the mount's log:\n${other.log}`);
+    const held = (JSON.parse(line) as { held: { lookup: number; open: number } }).held;
+    t.diagnostic(`addon answers: ${JSON.stringify(held)}`);
+    assert.ok(held.lookup > 0, 'no lookup answered by the addon');
   });
 });

@@ -43,6 +43,12 @@ export class TtlCache<T> {
     if (this.entries.size > this.maxEntries) this.sweep(this.clock.now());
   }
 
+  /** How long the answer cached for `key` is still reused (ms; 0 if none). */
+  remainingMs(key: string): number {
+    const hit = this.entries.get(key);
+    return hit ? Math.max(0, hit.expires - this.clock.now()) : 0;
+  }
+
   invalidate(key: string): void {
     this.entries.delete(key);
   }
