@@ -121,25 +121,35 @@ describe('fanout mount: a tree of small files', () => {
   });
 
   test('with a short TTL, names looked up again after their kernel entries expired are answered by the addon too', async (t) => {
-    const short = join(work, 'short');
-    await mkdir(short, { recursive: true });
-    const other = await MountProcess.start(short, worker.url, '--ttl', '1s');
-    try {
-      const dir = join(short, 'data/index');
-      assert.equal((await sh('find', [dir, '-type', 'f'])).code, 0);
-      await new Promise((r) => setTimeout(r, 1500)); // the kernel's entries from the listing expire
-      const sums = await sh('sh', ['-c', 'find . -type f -print0 | xargs -0 -n 1000 sha256sum'], { cwd: dir });
-      assert.equal(sums.code, 0, sums.stderr);
-      const lines = sums.stdout.toString().trim().split('\n').map((line) => line.split(/\s+/));
-      assert.deepEqual(new Map(lines.map(([sum, path]) => [path!, sum!])), expected);
-    } finally {
-      await other.signal('SIGTERM');
-      await forceUnmount(short);
+    // Whether a name is looked up again while its handed-down copy is still valid depends on when
+    // the kernel's entries and the stat answers expire relative to each other, which the load can
+    // shift: a round is a fresh mount, and some round within a few must see such lookups.
+    const lookups: number[] = [];
+    for (let round = 0; round < 4 && !lookups.some((n) => n > 0); round++) {
+      const short = join(work, `short-${round}`);
+      await mkdir(short, { recursive: true });
+      const other = await MountProcess.start(short, worker.url, '--ttl', '1s');
+      try {
+        const dir = join(short, 'data/index');
+        // The names are listed once; the second pass opens them by name without listing again
+        // (a listing would give the kernel fresh entries, and it would need no lookup).
+        const list = join(work, `short-${round}.list`);
+        assert.equal((await sh('sh', ['-c', `find . -type f -print0 > ${list}`], { cwd: dir })).code, 0);
+        await new Promise((r) => setTimeout(r, 1500)); // the kernel's entries from the listing expire
+        const sums = await sh('sh', ['-c', `xargs -0 -n 1000 sha256sum < ${list}`], { cwd: dir });
+        assert.equal(sums.code, 0, sums.stderr);
+        const lines = sums.stdout.toString().trim().split('\n').map((line) => line.split(/\s+/));
+        assert.deepEqual(new Map(lines.map(([sum, path]) => [path!, sum!])), expected);
+      } finally {
+        await other.signal('SIGTERM');
+        await forceUnmount(short);
+      }
+      const line = other.log.split('\n').find((l) => l.includes('"held"'));
+      assert.ok(line, `no held-files line in the mount's log:\n${other.log}`);
+      const held = (JSON.parse(line) as { held: { lookup: number; open: number } }).held;
+      t.diagnostic(`round ${round}, addon answers: ${JSON.stringify(held)}`);
+      lookups.push(held.lookup);
     }
-    const line = other.log.split('\n').find((l) => l.includes('"held"'));
-    assert.ok(line, `no held-files line in the mount's log:\n${other.log}`);
-    const held = (JSON.parse(line) as { held: { lookup: number; open: number } }).held;
-    t.diagnostic(`addon answers: ${JSON.stringify(held)}`);
-    assert.ok(held.lookup > 0, 'no lookup answered by the addon');
+    assert.ok(lookups.some((n) => n > 0), `no lookup answered by the addon in ${lookups.length} rounds`);
   });
 });
