@@ -18,6 +18,7 @@ import { contentMatches } from './content.js';
 import { PeerLiveness } from './peerliveness.js';
 import { kernelSendable } from './kernelsend.js';
 import { hex, sendStored, sendStoredByKernel, streamFill, type PageSendDeps } from './pagesend.js';
+import { either, readSmallPage, SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
 
 export { PAGE_HOLD_MS } from './pagesend.js';
 import type { SourceBudget } from './sourcebudget.js';
@@ -331,7 +332,7 @@ export class PageService {
     const ufs = this.deps.ufs(ref.mount);
     const page = pageSpan(ref.index, ref.size, this.deps.pageSize);
     if (fill && ufs.readInto && length > 0 && length <= SMALL_WHOLE_READ && start === page.start && length === page.end - page.start && fill.received === 0) {
-      yield await this.readSmallPage(ufs.readInto.bind(ufs), ref, start, length, signal, fillClass, fill);
+      yield await readSmallPage(ufs.readInto.bind(ufs), ref, start, length, fill, signal, (bytes) => budget.take(ref.mount, bytes, signal, fillClass.cls));
       counter.inc(length);
       return;
     }
@@ -343,33 +344,6 @@ export class PageService {
       counter.inc(chunk.length);
       yield chunk;
     }
-  }
-
-  /**
-   * A small whole page read in one step straight into the fill's buffer (no stream, no copy).
-   * The source checks the version and the size the request named on the open file, as the page
-   * route would have with a stat: a page is never kept under a version or size that is not the
-   * file's. The source budget is taken once the bytes are in, as for a streamed chunk.
-   */
-  private async readSmallPage(
-    readInto: NonNullable<Ufs['readInto']>,
-    ref: PageRef,
-    start: number,
-    length: number,
-    signal: AbortSignal,
-    fillClass: { cls: TrafficClass },
-    fill: PageFill,
-  ): Promise<Buffer> {
-    const into = fill.claimBuffer().subarray(0, length);
-    try {
-      await readInto(ref.path, ref.version, ref.size, start, into, signal);
-    } catch (err) {
-      // A read past its deadline may still write into the buffer: it never goes back to the pool.
-      fill.abandonBuffer();
-      throw err;
-    }
-    await this.deps.budget.take(ref.mount, length, signal, fillClass.cls);
-    return into;
   }
 
   /**
@@ -438,33 +412,6 @@ export const FILLING_NOTICE_MS = 5_000;
 const FILL_MEMORY = 96 * 1024 * 1024;
 /** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
 const RELAY_MEMORY = 64 * 1024 * 1024;
-/** Idle small fill buffers kept for reuse (see the flights' pool). */
-const SMALL_IDLE_BYTES = 8 * 1024 * 1024;
-/** Pages up to this size are read from a source with readInto in one step (the batch's item limit). */
-const SMALL_WHOLE_READ = 1024 * 1024;
 /** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
 const SMALL_FILLS_PER_PAGE = 8;
 
-/**
- * A signal that aborts when either of two does, and done() to stop listening once the fill is
- * over: AbortSignal.any per fill (a new signal that both sources track) was, with its
- * createAbortSignal, one of the larger items of a cold small fill's JS time in the profile.
- */
-function either(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; done: () => void } {
-  const controller = new AbortController();
-  if (a.aborted || b.aborted) {
-    controller.abort(a.aborted ? a.reason : b.reason);
-    return { signal: controller.signal, done: () => {} };
-  }
-  const onA = () => controller.abort(a.reason);
-  const onB = () => controller.abort(b.reason);
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  return {
-    signal: controller.signal,
-    done: () => {
-      a.removeEventListener('abort', onA);
-      b.removeEventListener('abort', onB);
-    },
-  };
-}
