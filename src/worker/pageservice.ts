@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { pageKey, pageSpan } from '../core/pages.js';
@@ -17,6 +18,7 @@ import { contentMatches } from './content.js';
 import { PeerLiveness } from './peerliveness.js';
 import { kernelSendable } from './kernelsend.js';
 import { hex, sendStored, sendStoredByKernel, streamFill, type PageSendDeps } from './pagesend.js';
+import { either, readSmallPage, SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
 
 export { PAGE_HOLD_MS } from './pagesend.js';
 import type { SourceBudget } from './sourcebudget.js';
@@ -96,6 +98,8 @@ export class PageService {
     // allocated a fresh buffer per fill.
     this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES));
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
+    // Every fill in flight listens on the worker's stop signal (see either()): many is the design.
+    setMaxListeners(0, deps.signal);
     this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal });
   }
 
@@ -266,18 +270,22 @@ export class PageService {
    * queue holds no memory slot). Waits and reads end when the worker stops or every reader left.
    */
   private async *holdingFillSlot(mount: string, length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    const signal = AbortSignal.any([this.deps.signal, abandoned]);
+    const { signal, done } = either(this.deps.signal, abandoned);
     const { pageSize } = this.deps;
-    const releaseMount = await this.mountSlots(mount).acquire(Math.max(length, Math.ceil(pageSize / SMALL_FILLS_PER_PAGE)), signal);
     try {
-      const release = await this.fillMemory.acquire(Math.max(length, 1), signal);
+      const releaseMount = await this.mountSlots(mount).acquire(Math.max(length, Math.ceil(pageSize / SMALL_FILLS_PER_PAGE)), signal);
       try {
-        yield* chunks(signal);
+        const release = await this.fillMemory.acquire(Math.max(length, 1), signal);
+        try {
+          yield* chunks(signal);
+        } finally {
+          release();
+        }
       } finally {
-        release();
+        releaseMount();
       }
     } finally {
-      releaseMount();
+      done();
     }
   }
 
@@ -288,12 +296,16 @@ export class PageService {
    * source under the mount's slot like any fill.
    */
   private async *holdingRelaySlot(length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    const signal = AbortSignal.any([this.deps.signal, abandoned]);
-    const release = await this.relayMemory.acquire(Math.max(length, 1), signal);
+    const { signal, done } = either(this.deps.signal, abandoned);
     try {
-      yield* chunks(signal);
+      const release = await this.relayMemory.acquire(Math.max(length, 1), signal);
+      try {
+        yield* chunks(signal);
+      } finally {
+        release();
+      }
     } finally {
-      release();
+      done();
     }
   }
 
@@ -320,7 +332,7 @@ export class PageService {
     const ufs = this.deps.ufs(ref.mount);
     const page = pageSpan(ref.index, ref.size, this.deps.pageSize);
     if (fill && ufs.readInto && length > 0 && length <= SMALL_WHOLE_READ && start === page.start && length === page.end - page.start && fill.received === 0) {
-      yield await this.readSmallPage(ufs.readInto.bind(ufs), ref, start, length, signal, fillClass, fill);
+      yield await readSmallPage(ufs.readInto.bind(ufs), ref, start, length, fill, signal, (bytes) => budget.take(ref.mount, bytes, signal, fillClass.cls));
       counter.inc(length);
       return;
     }
@@ -332,33 +344,6 @@ export class PageService {
       counter.inc(chunk.length);
       yield chunk;
     }
-  }
-
-  /**
-   * A small whole page read in one step straight into the fill's buffer (no stream, no copy).
-   * The source checks the version and the size the request named on the open file, as the page
-   * route would have with a stat: a page is never kept under a version or size that is not the
-   * file's. The source budget is taken once the bytes are in, as for a streamed chunk.
-   */
-  private async readSmallPage(
-    readInto: NonNullable<Ufs['readInto']>,
-    ref: PageRef,
-    start: number,
-    length: number,
-    signal: AbortSignal,
-    fillClass: { cls: TrafficClass },
-    fill: PageFill,
-  ): Promise<Buffer> {
-    const into = fill.claimBuffer().subarray(0, length);
-    try {
-      await readInto(ref.path, ref.version, ref.size, start, into, signal);
-    } catch (err) {
-      // A read past its deadline may still write into the buffer: it never goes back to the pool.
-      fill.abandonBuffer();
-      throw err;
-    }
-    await this.deps.budget.take(ref.mount, length, signal, fillClass.cls);
-    return into;
   }
 
   /**
@@ -427,9 +412,6 @@ export const FILLING_NOTICE_MS = 5_000;
 const FILL_MEMORY = 96 * 1024 * 1024;
 /** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
 const RELAY_MEMORY = 64 * 1024 * 1024;
-/** Idle small fill buffers kept for reuse (see the flights' pool). */
-const SMALL_IDLE_BYTES = 8 * 1024 * 1024;
-/** Pages up to this size are read from a source with readInto in one step (the batch's item limit). */
-const SMALL_WHOLE_READ = 1024 * 1024;
 /** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
 const SMALL_FILLS_PER_PAGE = 8;
+

@@ -1,0 +1,68 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FanoutError } from '../core/errors.js';
+import { BufferPool } from '../lib/pagestore/index.js';
+import { PageFill } from '../lib/transfer/index.js';
+import { either, readSmallPage } from './smallfill.js';
+
+const ref = { mount: 'data', path: 'a/b.seg', version: '10-1', size: 10, index: 0 };
+
+test('a small page is read into the fill\'s own buffer, and the budget is taken only once the bytes are in', async () => {
+  const fill = new PageFill('k', 10, new BufferPool(4096, 4, 64 * 1024));
+  const steps: string[] = [];
+  const page = await readSmallPage(
+    async (_path, _version, _size, _offset, into) => {
+      steps.push('read');
+      into.fill(5);
+    },
+    ref,
+    0,
+    10,
+    fill,
+    new AbortController().signal,
+    async (bytes) => void steps.push(`budget ${bytes}`),
+  );
+  assert.deepEqual(steps, ['read', 'budget 10']);
+  assert.equal(page.buffer, fill.buffer.buffer, 'the bytes are the fill\'s buffer, not a copy');
+  assert.ok(page.equals(Buffer.alloc(10, 5)));
+});
+
+test('a failed small read takes no budget and leaves its buffer out of the pool (a late read may still write it)', async () => {
+  const pool = new BufferPool(4096, 4, 64 * 1024);
+  const fill = new PageFill('k', 10, pool);
+  let budget = 0;
+  let lent: Buffer | undefined;
+  await assert.rejects(
+    readSmallPage(
+      async (_path, _version, _size, _offset, into) => {
+        lent = into;
+        throw new FanoutError('SOURCE_ERROR', 'the source gave no answer within 30000 ms');
+      },
+      ref,
+      0,
+      10,
+      fill,
+      new AbortController().signal,
+      async (bytes) => void (budget += bytes),
+    ),
+    (err: FanoutError) => err.code === 'SOURCE_ERROR',
+  );
+  assert.equal(budget, 0);
+  fill.release();
+  assert.notEqual(pool.acquire(10).buffer, lent!.buffer, 'the abandoned buffer is never handed out again');
+});
+
+test('either() aborts with the reason of whichever signal aborts, and done() stops listening', () => {
+  const [a, b] = [new AbortController(), new AbortController()];
+  const first = either(a.signal, b.signal);
+  const reason = new FanoutError('ABORTED', 'every reader of this page left');
+  b.abort(reason);
+  assert.equal(first.signal.aborted, true);
+  assert.equal(first.signal.reason, reason);
+  const [c, d] = [new AbortController(), new AbortController()];
+  const second = either(c.signal, d.signal);
+  second.done();
+  c.abort();
+  assert.equal(second.signal.aborted, false, 'after done(), the sources no longer reach it');
+  assert.equal(either(c.signal, d.signal).signal.aborted, true, 'an already aborted source aborts it at once');
+});
