@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { get, type IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { crc32 } from 'node:zlib';
 import { WorkerProcess, TEST_ADMIN_TOKEN } from '../harness/workers.js';
@@ -23,7 +25,7 @@ async function startWorker(id: string, js: boolean, origin: Origin): Promise<Wor
   if (js) process.env.FANOUT_NO_SENDFILE = '1';
   else delete process.env.FANOUT_NO_SENDFILE;
   try {
-    return await WorkerProcess.start({ id, mounts: { web: origin.url }, pageSize: '64MiB', limits: { clientIdle: '3s' } });
+    return await WorkerProcess.start({ id, mounts: { web: origin.url }, pageSize: '64MiB', limits: { clientIdle: '8s' } });
   } finally {
     if (before === undefined) delete process.env.FANOUT_NO_SENDFILE;
     else process.env.FANOUT_NO_SENDFILE = before;
@@ -93,6 +95,7 @@ for (const path of paths) {
       worker = await startWorker(`w-coldfollow-${path}`, path === 'js', origin);
     });
     after(async () => {
+      if (process.env.DEBUG_LOG) console.error(await readFile(join(worker.dir, 'worker.log'), 'utf8').catch(() => ''));
       await worker?.destroy();
       await origin?.close();
     });
@@ -145,7 +148,7 @@ for (const path of paths) {
       // The worker's side of the stalled connection leaves ESTABLISHED once it is cut.
       const established = () =>
         execFileSync('ss', ['-Htn', 'state', 'established', `( sport = :${target.port} and dport = :${stalled.localPort} )`], { encoding: 'utf8' }).trim() !== '';
-      await waitFor('the worker to cut the stalled waiter', async () => !established(), 30_000);
+      await waitFor('the worker to cut the stalled waiter', async () => !established(), 60_000);
       stalled.resume();
       await closed;
       assert.ok(received < PAGE, `the stalled waiter was not sent the whole page (${received} bytes)`);
