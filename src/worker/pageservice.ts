@@ -88,11 +88,12 @@ export class PageService {
   private readonly mountFills = new Map<string, ByteBudget>();
   /**
    * Each fill's page file, written as it arrives, which waiters on plain sockets are sent from by
-   * the kernel (fillfile.ts). Only where the kernel path is on: without the addon, waiters are
-   * written by JS and the page is stored once whole, as before.
+   * the kernel (fillfile.ts). Only where the kernel path is on and for pages this worker keeps:
+   * otherwise waiters are written by JS and the page is stored once whole, as before.
    */
   private readonly fillFiles = new WeakMap<PageFill, FillFile>();
-  private readonly spooling = sendPath() === 'sendfile';
+  // FANOUT_NO_FILL_FOLLOW=1 sends fills by JS while hits still leave by the kernel (to measure one against the other).
+  private readonly spooling = sendPath() === 'sendfile' && process.env.FANOUT_NO_FILL_FOLLOW !== '1';
 
   constructor(private readonly deps: PageServiceDeps) {
     const slots = Math.max(2, Math.floor(FILL_MEMORY / deps.pageSize));
@@ -242,7 +243,9 @@ export class PageService {
         }
       },
     );
-    if (started && this.spooling) this.fillFiles.set(fill, new FillFile(fill, () => store.spool(key, length)));
+    // Only a page this worker keeps: its file's write replaces the store's, while a relay's page
+    // would be written to disk only to be sent from (a copy more than writing it to its waiter).
+    if (started && this.spooling && keep) this.fillFiles.set(fill, new FillFile(fill, () => store.spool(key, length)));
     if (started) {
       this.fillClasses.set(key, fillClass);
       void fill.settled.then(() => {
