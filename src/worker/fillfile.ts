@@ -27,7 +27,7 @@ export class FillFile {
   private state: 'idle' | 'opening' | 'writing' | 'written' | 'broken' | 'failed' = 'idle';
   private appending = false;
   private taken = false;
-  private readonly changes = new Set<() => void>();
+  private readonly waiting = new Set<{ want: number; wake: () => void }>();
   /** Followers now (each given a hold on the buffer if the file breaks). */
   private readonly followers = new Set<Follower>();
   /** Resolves once the spool is settled by the fill's end or is known to be useless. */
@@ -94,35 +94,47 @@ export class FillFile {
    */
   async until(from: number, min: number, signal: AbortSignal): Promise<FollowStep> {
     const length = this.fill.length;
+    const want = Math.min(length, from + Math.max(1, min));
     while (true) {
       if (this.fill.error) throw this.fill.error;
       if (this.state === 'broken') return { kind: 'broken' };
       const written = this.spool?.written ?? 0;
-      if (written > from && (written - from >= min || written === length)) return { kind: 'bytes', end: written };
-      await this.changed(signal);
+      if (written >= want) return { kind: 'bytes', end: written };
+      await this.changed(signal, want);
     }
   }
 
-  private changed(signal: AbortSignal): Promise<void> {
+  /**
+   * Resolves once the file holds `want` bytes or the fill's state changed: a follower is not woken
+   * by every append of a few KiB that it would not send yet (8 waiters × every source chunk).
+   */
+  private changed(signal: AbortSignal, want: number): Promise<void> {
     return new Promise((resolve, reject) => {
       if (signal.aborted) return reject(signal.reason);
       const onAbort = () => {
-        this.changes.delete(wake);
+        this.waiting.delete(entry);
         reject(signal.reason);
       };
-      const wake = () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
+      const entry = {
+        want,
+        wake: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
       };
-      this.changes.add(wake);
+      this.waiting.add(entry);
       signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  private notify(): void {
-    const waiting = [...this.changes];
-    this.changes.clear();
-    for (const wake of waiting) wake();
+  /** Wakes the followers whose bytes are there, or all of them (`all`: the fill's state changed). */
+  private notify(all = false): void {
+    const written = this.spool?.written ?? 0;
+    for (const entry of this.waiting) {
+      if (!all && written < entry.want && !this.fill.error) continue;
+      this.waiting.delete(entry);
+      entry.wake();
+    }
   }
 
   private opened(spool: PageSpool | undefined): void {
@@ -172,7 +184,7 @@ export class FillFile {
     if (state === 'broken') for (const follower of this.followers) follower.holdBuffer();
     if (state !== 'written') void this.spool?.settle(true);
     this.fill.release();
-    this.notify();
+    this.notify(true);
     this.endNow();
   }
 }

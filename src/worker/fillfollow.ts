@@ -46,7 +46,7 @@ export async function followFillByKernel(
     res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}`, 'x-fanout-cache': 'miss' });
     // The head leaves now: the chunks below go straight to the socket, after it.
     res.flushHeaders();
-    while (step.kind === 'bytes') {
+    while (step.kind === 'bytes' && step.end > sent) {
       const length = step.end - sent;
       try {
         socket.write(`${open ? '\r\n' : ''}${length.toString(16)}\r\n`);
