@@ -44,6 +44,8 @@ export async function followFillByKernel(
     let step = await follower.until(0, FOLLOW_CHUNK, signal);
     headed = true;
     res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}`, 'x-fanout-cache': 'miss' });
+    // The chunk framing below is ours: only on a body node:http chunks (the caller checked HTTP/1.1).
+    if (!res.chunkedEncoding) throw new FanoutError('INTERNAL', 'a followed fill needs a chunked body');
     // The head leaves now: the chunks below go straight to the socket, after it.
     res.flushHeaders();
     while (step.kind === 'bytes' && step.end > sent) {

@@ -133,7 +133,7 @@ export async function streamFill(
 ): Promise<void> {
   // A plain socket follows the fill's file by the kernel (fillfollow.ts); TLS, HEAD and a file
   // that could not be written take the JS path below.
-  const follower = file && kernelSendable(res) ? file.follow() : undefined;
+  const follower = file && kernelSendable(res) && chunkedByDefault(res) ? file.follow() : undefined;
   deps.metrics.fillSends.labels(follower ? 'kernel' : 'js').inc();
   if (follower) return followFillByKernel(deps, res, fill, follower, flow, signal);
   const { metrics, store } = deps;
@@ -229,4 +229,10 @@ async function finishByKernel(deps: PageSendDeps, res: ServerResponse, key: stri
 
 export function hex(crc: number): string {
   return crc.toString(16).padStart(8, '0');
+}
+
+/** Whether the response will be chunked (an HTTP/1.1 request): HTTP/1.0 bodies end by closing. */
+function chunkedByDefault(res: ServerResponse): boolean {
+  const req = res.req;
+  return !!req && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
 }
