@@ -261,6 +261,12 @@ function coldMetrics(members) {
         .filter((l) => l.startsWith(name))
         .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
     }
+    // How the cold phase's waiters were sent their fill: by the kernel from the fill's file, or by JS.
+    row.fillSends = text
+      .split('\n')
+      .filter((l) => l.startsWith('fanout_fill_sends_total{'))
+      .map((l) => `${/path="([^"]+)"/.exec(l)?.[1]}=${l.split(' ').pop()}`)
+      .join(',');
     row.relayReasons = text
       .split('\n')
       .filter((l) => l.startsWith('fanout_relay_source_reads_total{'))
@@ -268,7 +274,7 @@ function coldMetrics(members) {
       .join(',');
     return row;
   });
-  console.log(`  cold phase, per worker: ${rows.map((r) => `${r.id} source reads ${r.source_reads}, relay source reads ${r.relay_source_reads}${r.relayReasons ? ` (${r.relayReasons})` : ''}, peer MiB ${((r.peer_bytes ?? 0) / 2 ** 20).toFixed(0)}`).join('; ')}`);
+  console.log(`  cold phase, per worker: ${rows.map((r) => `${r.id} source reads ${r.source_reads}, relay source reads ${r.relay_source_reads}${r.relayReasons ? ` (${r.relayReasons})` : ''}, peer MiB ${((r.peer_bytes ?? 0) / 2 ** 20).toFixed(0)}${r.fillSends ? `, fill sends ${r.fillSends}` : ''}`).join('; ')}`);
   return rows;
 }
 

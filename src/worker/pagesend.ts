@@ -5,7 +5,9 @@ import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
 import { PageFill, type Semaphore } from '../lib/transfer/index.js';
 import type { ResponseFlow } from './flow.js';
-import { kernelCanFinishChunked, sendPageFile, sendPageFileChunk } from './kernelsend.js';
+import { kernelCanFinishChunked, kernelSendable, sendPageFile, sendPageFileChunk } from './kernelsend.js';
+import type { FillFile } from './fillfile.js';
+import { followFillByKernel } from './fillfollow.js';
 
 /**
  * The sending half of the page service: a stored page (by the kernel or from a verified buffer)
@@ -120,7 +122,20 @@ export async function sendStoredByKernel(deps: PageSendDeps, res: ServerResponse
  * fill that fails after the headers left ends the body early with the failure's code as a
  * trailer instead of a cut connection, so the reader can tell a broken source from a dead worker.
  */
-export async function streamFill(deps: PageSendDeps, res: ServerResponse, key: string, fill: PageFill, flow: ResponseFlow, signal: AbortSignal): Promise<void> {
+export async function streamFill(
+  deps: PageSendDeps,
+  res: ServerResponse,
+  key: string,
+  fill: PageFill,
+  flow: ResponseFlow,
+  signal: AbortSignal,
+  file?: FillFile,
+): Promise<void> {
+  // A plain socket follows the fill's file by the kernel (fillfollow.ts); TLS, HEAD and a file
+  // that could not be written take the JS path below.
+  const follower = file && kernelSendable(res) && chunkedByDefault(res) ? file.follow() : undefined;
+  deps.metrics.fillSends.labels(follower ? 'kernel' : 'js').inc();
+  if (follower) return followFillByKernel(deps, res, fill, follower, flow, signal);
   const { metrics, store } = deps;
   fill.enter();
   let inside = true;
@@ -214,4 +229,10 @@ async function finishByKernel(deps: PageSendDeps, res: ServerResponse, key: stri
 
 export function hex(crc: number): string {
   return crc.toString(16).padStart(8, '0');
+}
+
+/** Whether the response will be chunked (an HTTP/1.1 request): HTTP/1.0 bodies end by closing. */
+function chunkedByDefault(res: ServerResponse): boolean {
+  const req = res.req;
+  return !!req && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
 }

@@ -17,6 +17,8 @@ import { ResponseFlow } from './flow.js';
 import { contentMatches } from './content.js';
 import { PeerLiveness } from './peerliveness.js';
 import { kernelSendable } from './kernelsend.js';
+import { FillFile } from './fillfile.js';
+import { sendPath } from '../lib/sendfile/index.js';
 import { hex, sendStored, sendStoredByKernel, streamFill, type PageSendDeps } from './pagesend.js';
 import { either, readSmallPage, SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
 
@@ -86,6 +88,14 @@ export class PageService {
    * 8 round trips to the source at a time.
    */
   private readonly mountFills = new Map<string, ByteBudget>();
+  /**
+   * Each fill's page file, written as it arrives, which waiters on plain sockets are sent from by
+   * the kernel (fillfile.ts). Only where the kernel path is on and for pages this worker keeps:
+   * otherwise waiters are written by JS and the page is stored once whole, as before.
+   */
+  private readonly fillFiles = new WeakMap<PageFill, FillFile>();
+  // FANOUT_NO_FILL_FOLLOW=1 sends fills by JS while hits still leave by the kernel (to measure one against the other).
+  private readonly spooling = sendPath() === 'sendfile' && process.env.FANOUT_NO_FILL_FOLLOW !== '1';
 
   constructor(private readonly deps: PageServiceDeps) {
     const slots = Math.max(2, Math.floor(FILL_MEMORY / deps.pageSize));
@@ -141,7 +151,7 @@ export class PageService {
     const fill = this.joinFill(key, ref, start, end - start, direct, cls);
     const stopTelling = this.tellFilling(res);
     try {
-      await streamFill(this.sending, res, key, fill, flow, gone.signal);
+      await streamFill(this.sending, res, key, fill, flow, gone.signal, this.fillFiles.get(fill));
     } finally {
       stopTelling();
     }
@@ -236,19 +246,28 @@ export class PageService {
           ? this.holdingRelaySlot(length, abandoned, (signal) => this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass, fill))
           : this.holdingFillSlot(ref.mount, length, abandoned, (signal) => this.sourceChunks(ref, start, length, signal, fillClass, fill)),
       async (done) => {
-        if (!keep) return;
+        // The page's file, if every byte reached it: stored by a rename instead of a second write.
+        const spool = await this.fillFiles.get(done)?.take();
         try {
+          if (!keep) return;
           if (!contentMatches(ref, done.buffer)) {
             logger.warn({ key, mount: ref.mount, path: ref.path, page: ref.index }, 'page read for a content hash does not have that hash; not stored');
             return;
           }
-          await store.put(key, done.buffer, done.crc);
+          if (!spool || !(await store.commitSpool(spool, done.crc).then(() => true, (err) => void logger.warn({ err, key }, 'page file could not be committed; writing it again')))) {
+            await store.put(key, done.buffer, done.crc);
+          }
           this.deps.onStored?.(key, ref);
         } catch (err) {
           logger.warn({ err, key }, 'page read from source could not be stored; served uncached');
+        } finally {
+          await spool?.settle(true);
         }
       },
     );
+    // Only a page this worker keeps: its file's write replaces the store's, while a relay's page
+    // would be written to disk only to be sent from (a copy more than writing it to its waiter).
+    if (started && this.spooling && keep) this.fillFiles.set(fill, new FillFile(fill, () => store.spool(key, length)));
     if (started) {
       this.fillClasses.set(key, fillClass);
       void fill.settled.then(() => {

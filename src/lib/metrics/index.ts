@@ -69,6 +69,12 @@ export class WorkerMetrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  readonly fillSends = new Counter({
+    name: 'fanout_fill_sends_total',
+    help: 'Responses streamed from a page fill in flight, by path: kernel (sendfile from the file the fill is written to) or js (written from the fill buffer: TLS, HEAD, no sendfile addon, a fill file that could not be written)',
+    labelNames: ['path'],
+    registers: [this.registry],
+  });
   readonly sourceReads = new Counter({ name: 'fanout_source_reads_total', help: 'Page reads started against sources', registers: [this.registry] });
   readonly evictions = new Counter({ name: 'fanout_evictions_total', help: 'Pages evicted from the page store', registers: [this.registry] });
   readonly checksumFailures = new Counter({

@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from '../checksum/index.js';
 import { systemClock, type Clock } from '../../core/clock.js';
@@ -9,6 +9,7 @@ import { statDisk } from './capacity.js';
 import { DiskRoom } from './diskroom.js';
 import { LruIndex } from './lru.js';
 import { readFully, scanPages, writePageFile } from './pagefiles.js';
+import { PageSpool } from './spool.js';
 import type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
 
 export type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
@@ -208,6 +209,59 @@ export class PageStore {
       this.writing -= data.length;
     }
     this.index.add({ key, size: data.length, crc, file, verifiedAt: writtenAt });
+  }
+
+  /**
+   * Starts a page file written as its fill arrives (see spool.ts), after making room for the
+   * whole page. Undefined when the store writes through an injected writeFile (tests of write
+   * failures go through put()) or the temp file cannot be made: the caller then put()s the page.
+   */
+  async spool(key: string, length: number): Promise<PageSpool | undefined> {
+    if (this.options.writeFile || length > this.index.capacity) return undefined;
+    if (this.room.due()) await this.checkDisk({ forgetFull: true });
+    this.writing += length;
+    let reserved = true;
+    const unreserve = () => {
+      if (reserved) this.writing -= length;
+      reserved = false;
+    };
+    const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
+    try {
+      await this.evictIfNeeded(this.writing);
+      return new PageSpool(await open(tmp, 'w+'), tmp, key, length, unreserve);
+    } catch {
+      unreserve();
+      await unlink(tmp).catch(() => {});
+      return undefined;
+    }
+  }
+
+  /**
+   * Puts a whole spool (every byte written, CRC computed as they arrived) under its key: a rename,
+   * which the spool's open descriptor follows. The spool is settled here, whatever happens.
+   */
+  async commitSpool(spool: PageSpool, crc: number): Promise<void> {
+    let renamed = false;
+    try {
+      if (this.index.peek(spool.key)) return;
+      if (spool.written !== spool.length) throw new FanoutError('INTERNAL', `spool holds ${spool.written} of ${spool.length} bytes`);
+      const shardDir = join(this.pagesDir, spool.key.slice(0, 2));
+      const file = join(shardDir, `${spool.key}.${crc.toString(16).padStart(8, '0')}`);
+      const writtenAt = await spool.mtime();
+      if (!this.shards.has(shardDir)) {
+        await mkdir(shardDir, { recursive: true });
+        this.shards.add(shardDir);
+      }
+      try {
+        await rename(spool.tmp, file);
+      } catch (err) {
+        throw this.writeError('io_error', err);
+      }
+      renamed = true;
+      this.index.add({ key: spool.key, size: spool.length, crc, file, verifiedAt: writtenAt });
+    } finally {
+      await spool.settle(!renamed);
+    }
   }
 
   /**

@@ -155,10 +155,11 @@ export class PageFill extends EventEmitter {
   /**
    * Yields the page's bytes in order as they arrive; throws the fill's error if it fails. The
    * chunks are views of the fill's buffer: call hold() before and release() once they are no
-   * longer referenced (e.g. the response carrying them has been flushed).
+   * longer referenced (e.g. the response carrying them has been flushed). `from` skips bytes a
+   * reader already has.
    */
-  async *chunks(signal?: AbortSignal): AsyncGenerator<Buffer> {
-    let sent = 0;
+  async *chunks(signal?: AbortSignal, from = 0): AsyncGenerator<Buffer> {
+    let sent = from;
     while (true) {
       if (this.received > sent) {
         const end = this.received;
