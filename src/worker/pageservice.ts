@@ -267,7 +267,9 @@ export class PageService {
     );
     // Only a page this worker keeps: its file's write replaces the store's, while a relay's page
     // would be written to disk only to be sent from (a copy more than writing it to its waiter).
-    if (started && this.spooling && keep) this.fillFiles.set(fill, new FillFile(fill, () => store.spool(key, length)));
+    // Not a small page either: it arrives in one read, and one thread-pool job stores it (smallio),
+    // where a spool takes an open, writes, a close and a rename, each a hand-off.
+    if (started && this.spooling && keep && length > SMALL_WHOLE_READ) this.fillFiles.set(fill, new FillFile(fill, () => store.spool(key, length)));
     if (started) {
       this.fillClasses.set(key, fillClass);
       void fill.settled.then(() => {
