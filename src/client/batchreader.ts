@@ -6,6 +6,7 @@ import { undici } from '../lib/http/undici.js';
 // Not lib/wire/index.js: that loads zod, which `fanout stat`/`cat` must not (cli-read test).
 import { BATCH_LIMITS, FrameReader, type BatchFrame } from '../lib/wire/batch.js';
 import { HEADERS, ROUTES } from '../lib/wire/protocol.js';
+import type { PageResponse } from '../lib/cluster/pagetransport.js';
 
 export interface BatchPageReaderOptions {
   pageSize: number;
@@ -15,6 +16,16 @@ export interface BatchPageReaderOptions {
   headers(): Record<string, string>;
   /** Connections and deadlines (first byte, idle) of the batch requests: the session's dispatcher. */
   dispatcher(): Dispatcher;
+  /**
+   * The session's lean page connections (lib/leanhttp), when page requests use them: batches go
+   * there instead of undici, and their pages are views of its read slabs (share: a page's view
+   * counted as lent until its reader releases it; release: a body chunk given back).
+   */
+  lean?: {
+    post(member: Member, path: string, headers: Record<string, string>, body: Buffer): Promise<PageResponse>;
+    share(view: Buffer): void;
+    release(chunk: Buffer): void;
+  };
   /** One page by /v1/page, with its retries elsewhere: for what a batch cannot carry or failed to. */
   fallback(ref: PageRef, signal?: AbortSignal): Promise<Buffer[]>;
   /** A worker known to be failing gets per-page requests (the reader routes around it). */
@@ -149,58 +160,122 @@ export class BatchPageReader {
 
   private async send(member: Member, batch: Waiting[]): Promise<void> {
     this.counts.batches++;
-    let answered = 0;
+    const body = JSON.stringify({ items: batch.map((w) => w.ref) });
+    const headers = { 'content-type': 'application/json', ...this.options.headers(), ...(this.options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}), ...(this.options.direct ? { [HEADERS.direct]: '1' } : {}) };
     try {
-      const response = await undici().request(`${member.url}${ROUTES.pages}`, {
-        method: 'POST',
-        body: JSON.stringify({ items: batch.map((w) => w.ref) }),
-        headers: { 'content-type': 'application/json', ...this.options.headers(), ...(this.options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}), ...(this.options.direct ? { [HEADERS.direct]: '1' } : {}) },
-        dispatcher: this.options.dispatcher(),
-      });
-      if (response.statusCode !== 200) {
-        // An older worker has no such route: per-page requests to it from now on.
-        if (response.statusCode === 404 && response.headers[HEADERS.error] !== 'UNKNOWN_MOUNT') this.unsupported.add(member.id);
-        await response.body.dump().catch(() => {});
-        throw new FanoutError('WORKER_UNAVAILABLE', `batch request to ${member.id} answered ${response.statusCode}`);
-      }
-      const frames = new FrameReader(batch.length);
-      // 'data' events, not `for await`: the async iterator read()s whatever is buffered as one
-      // Buffer.concat of it, a copy of every page (a quarter of the mount's CPU per small file).
-      const body = response.body;
-      await new Promise<void>((resolve, reject) => {
-        body.on('data', (chunk: Buffer) => {
-          try {
-            for (const frame of frames.push(chunk)) {
-              answered++;
-              this.answer(batch[frame.index]!, frame);
-            }
-          } catch (err) {
-            body.destroy();
-            reject(err);
-          }
-        });
-        body.once('end', resolve);
-        body.once('error', reject);
-        body.once('close', () => reject(new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} closed early`)));
-      });
-      if (!frames.complete) throw new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} ended after ${answered} of ${batch.length} pages`);
+      if (this.options.lean) await this.sendLean(this.options.lean, member, batch, Buffer.from(body), headers);
+      else await this.sendUndici(member, batch, body, headers);
     } catch {
       // Whatever went wrong with the batch, the pages it did not bring are asked for one by one.
       for (const item of batch) if (!item.settled) this.retryAlone(item);
     }
   }
 
-  private answer(item: Waiting, frame: BatchFrame): void {
-    if (item.settled) return;
+  /**
+   * The batch on the lean page connections. The body's chunks are slab views (no copy); a frame
+   * inside one chunk is a view of it, shared so its slab stays lent until the page's reader
+   * releases it. The chunks themselves are given back once the answer is over: by then every
+   * page cut from them is either shared or dropped.
+   */
+  private async sendLean(lean: NonNullable<BatchPageReaderOptions['lean']>, member: Member, batch: Waiting[], body: Buffer, headers: Record<string, string>): Promise<void> {
+    const response = await lean.post(member, ROUTES.pages, headers, body);
+    const received: Buffer[] = [];
+    const handedOn = new Set<Buffer>();
+    try {
+      if (response.statusCode !== 200) {
+        this.refused(member, response.statusCode, response.headers[HEADERS.error]);
+        response.destroy();
+        throw new FanoutError('WORKER_UNAVAILABLE', `batch request to ${member.id} answered ${response.statusCode}`);
+      }
+      const frames = new FrameReader(batch.length);
+      let answered = 0;
+      try {
+        for await (const chunk of response.body) {
+          received.push(chunk);
+          for (const frame of frames.push(chunk)) {
+            answered++;
+            const item = batch[frame.index]!;
+            if (frame.kind !== 'page') {
+              this.answer(item, frame);
+              continue;
+            }
+            // A page whose bytes are a whole body chunk takes that chunk over (it is not released
+            // below); a piece of one is counted as lent on its own. A page nobody takes is given back.
+            for (const view of frame.chunks) {
+              if (view === chunk || received.includes(view)) handedOn.add(view);
+              else lean.share(view);
+            }
+            if (!this.answer(item, frame)) {
+              for (const view of frame.chunks) {
+                handedOn.delete(view);
+                lean.release(view);
+              }
+            }
+          }
+        }
+      } catch (err) {
+        response.destroy();
+        throw err;
+      }
+      if (!frames.complete) throw new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} ended after ${answered} of ${batch.length} pages`);
+    } finally {
+      for (const chunk of received) if (!handedOn.has(chunk)) lean.release(chunk);
+    }
+  }
+
+  /** An older worker has no such route: per-page requests to it from now on. */
+  private refused(member: Member, statusCode: number, error: string | string[] | undefined): void {
+    if (statusCode === 404 && error !== 'UNKNOWN_MOUNT') this.unsupported.add(member.id);
+  }
+
+  private async sendUndici(member: Member, batch: Waiting[], requestBody: string, headers: Record<string, string>): Promise<void> {
+    let answered = 0;
+    const response = await undici().request(`${member.url}${ROUTES.pages}`, { method: 'POST', body: requestBody, headers, dispatcher: this.options.dispatcher() });
+    if (response.statusCode !== 200) {
+      this.refused(member, response.statusCode, response.headers[HEADERS.error]);
+      await response.body.dump().catch(() => {});
+      throw new FanoutError('WORKER_UNAVAILABLE', `batch request to ${member.id} answered ${response.statusCode}`);
+    }
+    const frames = new FrameReader(batch.length);
+    // 'data' events, not `for await`: the async iterator read()s whatever is buffered as one
+    // Buffer.concat of it, a copy of every page (a quarter of the mount's CPU per small file).
+    const body = response.body;
+    await new Promise<void>((resolve, reject) => {
+      body.on('data', (chunk: Buffer) => {
+        try {
+          for (const frame of frames.push(chunk)) {
+            answered++;
+            this.answer(batch[frame.index]!, frame);
+          }
+        } catch (err) {
+          body.destroy();
+          reject(err);
+        }
+      });
+      body.once('end', resolve);
+      body.once('error', reject);
+      body.once('close', () => reject(new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} closed early`)));
+    });
+    if (!frames.complete) throw new FanoutError('WORKER_UNAVAILABLE', `batch answer from ${member.id} ended after ${answered} of ${batch.length} pages`);
+  }
+
+  /** Settles an item with its frame; true when the frame's page went to the item's reader. */
+  private answer(item: Waiting, frame: BatchFrame): boolean {
+    if (item.settled) return false;
     if (frame.kind === 'page') {
       let length = 0;
       for (const chunk of frame.chunks) length += chunk.length;
-      if (length !== item.length) return this.retryAlone(item);
+      if (length !== item.length) {
+        this.retryAlone(item);
+        return false;
+      }
       this.counts.batched++;
-      return settle(item, frame.chunks);
+      settle(item, frame.chunks);
+      return true;
     }
-    if (FINAL.has(frame.error.code)) return settle(item, undefined, frame.error);
-    this.retryAlone(item);
+    if (FINAL.has(frame.error.code)) settle(item, undefined, frame.error);
+    else this.retryAlone(item);
+    return false;
   }
 
   private retryAlone(item: Waiting): void {

@@ -158,6 +158,8 @@ export class ClusterSession {
       owners: (key) => this.ring.owners(key, 1),
       headers: () => this.options.credentials.headersFor(first),
       dispatcher: () => this.dispatcher,
+      // Batches share the page connections when they are lean ones (FANOUT_PAGE_TRANSPORT=undici: the admin dispatcher).
+      lean: this.fetcher.canPost ? { post: (member, path, headers, body) => this.fetcher.post(member, path, headers, body)!, share: (view) => this.fetcher.share(view), release: (chunk) => this.fetcher.release(chunk) } : undefined,
       fallback: (ref, signal) => reader.fetchPage(ref, signal),
       isDemoted: (id) => this.health.isDemoted(id),
     });

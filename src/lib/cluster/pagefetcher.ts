@@ -124,6 +124,25 @@ export class PageFetcher {
     this.transport.release(chunk);
   }
 
+  /**
+   * POST a small body on the page connections (batch page requests, client/batchreader.ts), or
+   * undefined when the transport cannot (undici: the caller keeps its own client). Its errors are
+   * the transport's, unmapped: the caller falls back to page requests whatever they are.
+   */
+  post(member: Member, path: string, headers: Record<string, string>, body: Buffer, signal?: AbortSignal): Promise<PageResponse> | undefined {
+    return this.transport.post?.(member, path, headers, body, signal);
+  }
+
+  /** Whether post() can carry requests (the lean transport). */
+  get canPost(): boolean {
+    return this.transport.post !== undefined;
+  }
+
+  /** A view cut out of a chunk from post()'s body, kept by someone: release() it on its own like a chunk. */
+  share(view: Buffer): void {
+    this.transport.share(view);
+  }
+
   /** Allows up to `connections` per worker from now on (a session's new user wants more in flight). */
   raiseConnections(connections: number): void {
     this.transport.raise(connections);

@@ -28,8 +28,15 @@ export interface PageTransport {
   get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<PageResponse>;
   /** Drops connections to workers not in `urls`. */
   retain(urls: Set<string>): void;
+  /**
+   * POST a small body (a batch page request) on the same connections, deadlines and errors as
+   * get(). The lean transport only: undefined with undici (its callers keep their own client).
+   */
+  post?(member: Member, path: string, headers: Record<string, string>, body: Buffer, signal?: AbortSignal): Promise<PageResponse>;
   /** A chunk of a page body is no longer used by anyone: its memory may be read into again. */
   release(chunk: Buffer): void;
+  /** A view cut out of a body chunk is kept by someone: counted like the chunk, released on its own. */
+  share(view: Buffer): void;
   /** Allows up to `connections` per worker from now on (pools the undici transport already built keep theirs). */
   raise(connections: number): void;
   /** Workers this transport holds a connection pool for (a session's counter). */
@@ -62,8 +69,17 @@ class SocketTransport implements PageTransport {
     return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
   }
 
+  async post(member: Member, path: string, headers: Record<string, string>, body: Buffer, signal?: AbortSignal): Promise<PageResponse> {
+    const response = await this.pool(member.url).post(path, headers, body, signal);
+    return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
+  }
+
   release(chunk: Buffer): void {
     this.slabs.release(chunk);
+  }
+
+  share(view: Buffer): void {
+    this.slabs.share(view);
   }
 
   raise(connections: number): void {
@@ -123,6 +139,8 @@ class UndiciTransport implements PageTransport {
   }
 
   release(): void {} // undici's chunks are its own fresh buffers
+
+  share(): void {}
 
   raise(connections: number): void {
     if (connections > this.options.connections) this.options = { ...this.options, connections };

@@ -112,20 +112,26 @@ export class Connection {
     });
   }
 
-  /** Sends a GET and resolves with the response once its head has arrived. */
+  /** Sends a request (a GET, or a POST with its small `body`) and resolves with the response once its head has arrived. */
   request(
     head: string,
     timeouts: ExchangeTimeouts,
     signal: AbortSignal | undefined,
     onDone: (reusable: boolean) => void,
     onInformational?: (statusCode: number) => void,
+    body?: Buffer,
   ): Promise<LeanResponse> {
     return new Promise((resolve, reject) => {
       const exchange = new Exchange(this, timeouts, signal, resolve, reject, onDone, onInformational);
       this.exchange = exchange;
       this.parser = new ResponseParser(exchange);
       exchange.start();
+      if (!body) return void this.socket.write(head);
+      // One segment for head and body where they fit (noDelay would send two).
+      this.socket.cork();
       this.socket.write(head);
+      this.socket.write(body);
+      this.socket.uncork();
     });
   }
 

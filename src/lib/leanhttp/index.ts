@@ -1,4 +1,4 @@
-export { ConnectionPool, type ConnectionPoolOptions } from './pool.js';
+export { ConnectionPool, MAX_POST_BODY, type ConnectionPoolOptions } from './pool.js';
 export { TransportError, type LeanResponse, type ExchangeTimeouts } from './connection.js';
 export { ResponseParser, ResponseParseError, MAX_HEAD_BYTES, type ResponseHead, type ParserEvents } from './parser.js';
 export { SlabPool, SLAB_BYTES } from './slabs.js';

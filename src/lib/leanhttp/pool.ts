@@ -19,6 +19,9 @@ export interface ConnectionPoolOptions {
  */
 const IDLE_REUSE_MS = 4000;
 
+/** The largest request body post() sends (a batch of 512 items with long paths fits; anything bigger is not "small"). */
+export const MAX_POST_BODY = 1024 * 1024;
+
 /** How a request written on a connection its peer had just closed fails (before any response byte). */
 const LOST_ON_REUSE = new Set(['FANOUT_SOCKET_CLOSED', 'FANOUT_HTTP_PARSE', 'ECONNRESET', 'EPIPE']);
 
@@ -75,12 +78,27 @@ export class ConnectionPool {
    * went out) is sent once more on a new one: GET is idempotent.
    */
   async get(path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<LeanResponse> {
-    const head = requestHead(path, this.hostHeader, headers);
+    return this.exchange(requestHead('GET', path, this.hostHeader, headers), undefined, signal, onInformational);
+  }
+
+  /**
+   * POST a small body (a batch's JSON: at most MAX_POST_BODY bytes, sent with Content-Length)
+   * on the pooled connections, with the same deadlines, abort and errors as get(). Only for
+   * requests that read and change nothing (POST /v1/pages): like a GET, one lost on a reused
+   * connection before any response byte is sent once more on a new one.
+   */
+  async post(path: string, headers: Record<string, string>, body: Buffer, signal?: AbortSignal): Promise<LeanResponse> {
+    if (body.length > MAX_POST_BODY) throw new TransportError('FANOUT_BAD_HEADER', `a ${body.length}-byte request body (at most ${MAX_POST_BODY})`);
+    const head = requestHead('POST', path, this.hostHeader, { ...headers, 'content-length': String(body.length) });
+    return this.exchange(head, body, signal);
+  }
+
+  private async exchange(head: string, body: Buffer | undefined, signal: AbortSignal | undefined, onInformational?: (statusCode: number) => void): Promise<LeanResponse> {
     for (let attempt = 0; ; attempt++) {
       const conn = await this.acquire(signal);
       const reused = conn.uses > 0;
       try {
-        return await conn.request(head, this.options.timeouts, signal, (reusable) => this.release(conn, reusable), onInformational);
+        return await conn.request(head, this.options.timeouts, signal, (reusable) => this.release(conn, reusable), onInformational, body);
       } catch (err) {
         const lostOnReuse = reused && !conn.responseStarted && LOST_ON_REUSE.has((err as { code?: string }).code ?? '');
         if (attempt === 0 && lostOnReuse && !signal?.aborted) continue;
@@ -199,8 +217,8 @@ export class ConnectionPool {
   }
 }
 
-function requestHead(path: string, host: string, headers: Record<string, string>): string {
-  let head = `GET ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
+function requestHead(method: 'GET' | 'POST', path: string, host: string, headers: Record<string, string>): string {
+  let head = `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
   for (const [name, value] of Object.entries(headers)) {
     // A value with CR or LF would let a caller's string add headers or a second request.
     if (/[\r\n]/.test(name) || /[\r\n]/.test(value) || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) {

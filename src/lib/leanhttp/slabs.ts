@@ -30,6 +30,8 @@ class Slab {
 export class SlabPool {
   private readonly free: Slab[] = [];
   private readonly owners = new WeakMap<Buffer, Slab>();
+  /** Each slab by its memory: a view cut from a lent chunk (a batch's page frame) finds its slab. */
+  private readonly byMemory = new WeakMap<ArrayBufferLike, Slab>();
 
   /**
    * @param maxFree slabs kept for reuse at most (bounds the memory held while nothing is read).
@@ -53,9 +55,24 @@ export class SlabPool {
     if (slab.retired && slab.lent === 0) this.recycle(slab);
   }
 
+  /**
+   * Counts `view`, a piece of a chunk this pool lent (a frame cut out of a batch answer), as lent
+   * too: its slab is not read into again until it is released. A no-op for other memory or a view
+   * already counted. The chunk it was cut from is released on its own.
+   */
+  share(view: Buffer): void {
+    if (this.owners.has(view)) return;
+    const slab = this.byMemory.get(view.buffer);
+    if (slab) this.lend(slab, view);
+  }
+
   /** @internal */
   take(): Slab {
-    return this.free.pop() ?? new Slab();
+    const reused = this.free.pop();
+    if (reused) return reused;
+    const slab = new Slab();
+    this.byMemory.set(slab.buf.buffer, slab);
+    return slab;
   }
 
   /** @internal */
