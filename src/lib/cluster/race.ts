@@ -72,6 +72,8 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
     let settled = false;
     let lastError: FanoutError | undefined;
     let lastProgress = deps.clock.now();
+    // Workers passed by with a speculative hedge: demoted only if a request to another worker wins.
+    let passedBy: Member[] | undefined;
     const finish = (fn: () => void) => {
       settled = true;
       stopWatch?.abort(WATCH_DONE);
@@ -98,7 +100,9 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
       deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress, preload: deps.preload }).then(
         (page) => {
           inflight.delete(controller); // the winner's request is over: nothing of it to abort
-          if (!settled) finish(() => resolve(page));
+          if (settled) return;
+          if (passedBy && !passedBy.includes(member)) for (const slow of passedBy) deps.health.slow(slow.id);
+          finish(() => resolve(page));
         },
         (err: unknown) => {
           inflight.delete(controller);
@@ -139,15 +143,23 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
           lastProgress = deps.clock.now();
           continue;
         }
-        // Passing a worker already known to be slow, for one that is not, is failover: free.
-        // Otherwise the hedge is speculative and budgeted, so a uniformly slow cluster is not
-        // asked for every page twice.
-        const failover = silent.every((m) => deps.health.isDemoted(m.id)) && candidates.slice(next).some((m) => !deps.health.isDemoted(m.id));
+        // Passing a worker that failed (unreachable, a deadline passed), for one that did not, is
+        // failover: free. Otherwise the hedge is speculative and budgeted, so a uniformly slow
+        // cluster is not asked for every page twice. Merely slow workers are not failed over for
+        // free: on a saturated cluster every worker is slow in turn, and free hedges, each sent to
+        // a worker that relays the page from its owner, doubled the work (the lab's cold and warm
+        // runs took twice as long with hedging on as with it off).
+        const failover = silent.every((m) => deps.health.isDown(m.id)) && candidates.slice(next).some((m) => !deps.health.isDemoted(m.id));
         const hedged = hedge.tryHedge(failover);
-        // Demoted now, so that this reader's next pages go elsewhere first.
-        for (const member of silent) deps.health.slow(member.id);
         lastProgress = deps.clock.now();
-        if (hedged) launch();
+        if (!hedged) continue;
+        // Passed-by workers are demoted, so that this reader's next pages go elsewhere first: at
+        // once on failover; on a speculative hedge only once another worker's answer wins (a hedge
+        // to a worker that relays the page from this same owner ends after the owner's own answer
+        // on a loaded cluster, and demoting the owner then would send its next pages through relays).
+        if (failover) for (const member of silent) deps.health.slow(member.id);
+        else passedBy = [...(passedBy ?? []), ...silent];
+        launch();
       }
     };
     if (signal?.aborted) return reject(abortError(signal));
