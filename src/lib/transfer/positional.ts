@@ -116,7 +116,8 @@ async function writeChunks(target: PositionalTarget, chunks: Buffer[], position:
   }
 }
 
-function skipBytes(chunks: Buffer[], bytes: number): Buffer[] {
+/** The chunks after their first `bytes` bytes (views, no copy): what a partial writev left. */
+export function skipBytes(chunks: Buffer[], bytes: number): Buffer[] {
   const out: Buffer[] = [];
   let skip = bytes;
   for (const chunk of chunks) {

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
+import { skipBytes } from '../transfer/positional.js';
 
 /**
  * Whole small files written many at a time (sync staging, `fanout cp` of a tree). A small file
@@ -255,18 +256,4 @@ async function writeOneJs(file: WholeFile, flags: number, mode: number): Promise
     if (file.tmp) await call<void>((cb) => unlink(file.tmp!, cb)).catch(() => {});
     throw failure;
   }
-}
-
-function skipBytes(chunks: Buffer[], bytes: number): Buffer[] {
-  const out: Buffer[] = [];
-  let skip = bytes;
-  for (const chunk of chunks) {
-    if (skip >= chunk.length) {
-      skip -= chunk.length;
-      continue;
-    }
-    out.push(skip > 0 ? chunk.subarray(skip) : chunk);
-    skip = 0;
-  }
-  return out;
 }
