@@ -175,6 +175,32 @@ test('the hedge waits for the delay without progress (manual clock), then asks t
   assert.equal(reader.health.isDemoted(first), true);
 });
 
+test('a worker passed by with a speculative hedge is not demoted when its own answer wins', async () => {
+  // On a loaded cluster the hedge goes to a worker that relays the page from this same owner: the
+  // owner answers first, and demoting it would send its next pages through relays.
+  const clock = new ManualClock();
+  const first = ring.owners(pageKeyOf(0), 1)[0]!.id;
+  let answerFirst: (() => void) | undefined;
+  const calls: string[] = [];
+  const fetcher = {
+    fetch(member: Member, ref: PageRef, length: number, options: PageRequestOptions = {}): Promise<Buffer[]> {
+      calls.push(member.id);
+      const bytes = [content.subarray(ref.index * PAGE, ref.index * PAGE + length)];
+      if (member.id === first) return new Promise((resolve) => (answerFirst = () => resolve(bytes)));
+      return new Promise((_, reject) => options.signal?.addEventListener('abort', () => reject(options.signal!.reason)));
+    },
+  } as unknown as PageFetcher;
+  const reader = new ClusterReader({ placement: () => ring, fetcher, pageSize: PAGE, hedge: 500, clock });
+  const page = reader.fetchPage(refOf(0));
+  await settle();
+  await clock.advance(500);
+  await settle();
+  assert.equal(calls.length, 2, 'hedged after the delay');
+  answerFirst!();
+  assert.deepEqual(Buffer.concat(await page), content.subarray(0, PAGE));
+  assert.equal(reader.health.isDemoted(first), false, 'its own answer won: slow, not passed by');
+});
+
 test('a request that keeps making progress is not hedged', async () => {
   const clock = new ManualClock();
   let progress: ((what: 'headers' | 'chunk') => void) | undefined;
