@@ -220,8 +220,10 @@ async function main() {
       for (let i = 0; i < W; i++) await waitHttp(workerHost(i), `${members[i].url}/healthz`);
       const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url, ...(opt.hedge ? ['--hedge', opt.hedge] : [])];
       rows.fanoutCold = await pullAll('fanout, cold', cp);
-      rows.coldMetrics = coldMetrics(members);
+      rows.coldMetrics = phaseMetrics(members, 'cold phase');
       rows.fanoutWarm = await pullAll('fanout, warm', cp);
+      // Counters are cumulative: peer bytes beyond the cold phase's are warm relays (hedges, demoted owners).
+      rows.warmMetrics = phaseMetrics(members, 'after the warm phase (cumulative)');
       rows.workerPeakRssMiB = Math.max(
         ...workers.map((w) => {
           // netlab exec replaces itself with the command, so the child's pid is the worker's.
@@ -242,10 +244,10 @@ async function main() {
 }
 
 /**
- * Where the cold phase's source reads came from, per worker: page source reads, relays that read
- * the source because they took the owner for down (each a second read of its page), peer bytes.
+ * Where a phase's source reads came from, per worker: page source reads, relays that read the
+ * source because they took the owner for down (each a second read of its page), peer bytes.
  */
-function coldMetrics(members) {
+function phaseMetrics(members, label) {
   const want = ['fanout_source_reads_total', 'fanout_relay_source_reads_total', 'fanout_peer_bytes_total', 'fanout_page_misses_total'];
   const rows = members.map((m, i) => {
     let text = '';
@@ -274,7 +276,7 @@ function coldMetrics(members) {
       .join(',');
     return row;
   });
-  console.log(`  cold phase, per worker: ${rows.map((r) => `${r.id} source reads ${r.source_reads}, relay source reads ${r.relay_source_reads}${r.relayReasons ? ` (${r.relayReasons})` : ''}, peer MiB ${((r.peer_bytes ?? 0) / 2 ** 20).toFixed(0)}${r.fillSends ? `, fill sends ${r.fillSends}` : ''}`).join('; ')}`);
+  console.log(`  ${label}, per worker: ${rows.map((r) => `${r.id} source reads ${r.source_reads}, relay source reads ${r.relay_source_reads}${r.relayReasons ? ` (${r.relayReasons})` : ''}, peer MiB ${((r.peer_bytes ?? 0) / 2 ** 20).toFixed(0)}${r.fillSends ? `, fill sends ${r.fillSends}` : ''}`).join('; ')}`);
   return rows;
 }
 
