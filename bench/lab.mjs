@@ -15,7 +15,7 @@
 // [--worker-logs DIR] keeps each worker's log there (warnings: owners taken for down, failed reads).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, openSync } from 'node:fs';
+import { createReadStream, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { benchArgs, bin, median, parseSize, root, writeRandomFile } from './common.mjs';
@@ -76,6 +76,7 @@ async function pullAll(name, command) {
   const dests = Array.from({ length: N }, (_, i) => join(clientsDir, `c${i}`, 'f.bin'));
   for (const d of dests) await rm(d, { force: true });
   const before = await originBytes();
+  const cpuBefore = machineCpu();
   const started = performance.now();
   const times = await Promise.all(
     dests.map(async (dest, i) => {
@@ -91,12 +92,15 @@ async function pullAll(name, command) {
     }),
   );
   const originSent = (await originBytes()) - before;
+  const cpu = machineCpu().since(cpuBefore);
   const hashes = await Promise.all(dests.map(sha256File));
   const ok = hashes.every((h) => h === fileHash);
   for (const d of dests) await rm(d, { force: true });
   times.sort((a, b) => a - b);
-  const row = { name, all: times.at(-1), p50: times[Math.floor(N / 2)], first: times[0], originRatio: originSent / SIZE, sha256ok: ok };
-  process.stderr.write(`  ${name}: all ${row.all.toFixed(1)} s, p50 ${row.p50.toFixed(1)} s, origin ${row.originRatio.toFixed(2)}×, sha ${ok ? 'ok' : 'MISMATCH'}\n`);
+  const row = { name, all: times.at(-1), p50: times[Math.floor(N / 2)], first: times[0], originRatio: originSent / SIZE, sha256ok: ok, busyCpuS: cpu.busy, idleCpuS: cpu.idle };
+  // Busy and idle CPU seconds of the whole machine over the phase: a phase that is slower than
+  // another with the same busy seconds waited (latency), one with more busy seconds worked more.
+  process.stderr.write(`  ${name}: all ${row.all.toFixed(1)} s, p50 ${row.p50.toFixed(1)} s, origin ${row.originRatio.toFixed(2)}×, sha ${ok ? 'ok' : 'MISMATCH'}, machine CPU busy ${cpu.busy.toFixed(1)} s idle ${cpu.idle.toFixed(1)} s\n`);
   return row;
 }
 
@@ -219,9 +223,15 @@ async function main() {
       }
       for (let i = 0; i < W; i++) await waitHttp(workerHost(i), `${members[i].url}/healthz`);
       const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url, ...(opt.hedge ? ['--hedge', opt.hedge] : [])];
+      const workersCpu = () => workers.reduce((sum, w) => sum + processCpuSeconds(w.pid), 0);
+      const beforeCold = workersCpu();
       rows.fanoutCold = await pullAll('fanout, cold', cp);
+      rows.fanoutCold.workersCpuS = workersCpu() - beforeCold;
       rows.coldMetrics = phaseMetrics(members, 'cold phase');
+      const beforeWarm = workersCpu();
       rows.fanoutWarm = await pullAll('fanout, warm', cp);
+      rows.fanoutWarm.workersCpuS = workersCpu() - beforeWarm;
+      console.log(`  workers' CPU s (user+sys, all threads): cold ${rows.fanoutCold.workersCpuS.toFixed(1)}, warm ${rows.fanoutWarm.workersCpuS.toFixed(1)}`);
       // Counters are cumulative: peer bytes beyond the cold phase's are warm relays (hedges, demoted owners).
       rows.warmMetrics = phaseMetrics(members, 'after the warm phase (cumulative)');
       rows.workerPeakRssMiB = Math.max(
@@ -241,6 +251,22 @@ async function main() {
     await rm(work, { recursive: true, force: true });
     await rm(clientsDir, { recursive: true, force: true });
   }
+}
+
+/** A process's user+system CPU seconds so far, all its threads (fields 14 and 15 of /proc/PID/stat). */
+function processCpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The machine's busy and idle CPU seconds so far (all cores, from /proc/stat). */
+function machineCpu() {
+  const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = ticks;
+  const hz = 100; // USER_HZ is 100 on Linux on every architecture Node runs on
+  const sample = { busy: (user + nice + system + irq + softirq + steal) / hz, idle: (idle + iowait) / hz };
+  return { ...sample, since: (earlier) => ({ busy: sample.busy - earlier.busy, idle: sample.idle - earlier.idle }) };
 }
 
 /**
