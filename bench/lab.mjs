@@ -12,7 +12,9 @@
 // the direct and nginx scenarios; [--hedge auto|off|MS] is the clients' hedge; [--scrub RATE|off]
 // and [--fills-per-mount N] set the workers' scrub rate and limits.fillsPerMount (defaults: the
 // product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof);
-// [--worker-logs DIR] keeps each worker's log there (warnings: owners taken for down, failed reads).
+// [--worker-logs DIR] keeps each worker's log there (warnings: owners taken for down, failed reads);
+// [--perf DIR] records a system-wide perf profile of each phase there; [--pretouch off] skips
+// touching the phase's memory before each phase (see pretouchMemory).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, openSync, readFileSync } from 'node:fs';
@@ -23,7 +25,7 @@ import { HashRing } from '../dist/src/lib/hashring/index.js';
 
 const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
-const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'cpu-prof': '', 'worker-logs': '' });
+const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'cpu-prof': '', 'worker-logs': '', perf: '', pretouch: 'on' });
 const SIZE = parseSize(opt.size);
 const N = Number(opt.clients);
 const W = Number(opt.workers);
@@ -75,8 +77,10 @@ function sha256File(file) {
 async function pullAll(name, command) {
   const dests = Array.from({ length: N }, (_, i) => join(clientsDir, `c${i}`, 'f.bin'));
   for (const d of dests) await rm(d, { force: true });
+  if (opt.pretouch !== 'off') await pretouchMemory((N + 2) * SIZE);
   const before = await originBytes();
   const cpuBefore = machineCpu();
+  const perf = startPerf(name);
   const started = performance.now();
   const times = await Promise.all(
     dests.map(async (dest, i) => {
@@ -93,6 +97,7 @@ async function pullAll(name, command) {
   );
   const originSent = (await originBytes()) - before;
   const cpu = machineCpu().since(cpuBefore);
+  await perf?.stop();
   const hashes = await Promise.all(dests.map(sha256File));
   const ok = hashes.every((h) => h === fileHash);
   for (const d of dests) await rm(d, { force: true });
@@ -215,14 +220,14 @@ async function main() {
           ...(opt['fills-per-mount'] ? { limits: { fillsPerMount: Number(opt['fills-per-mount']) } } : {}),
         };
         await writeFile(join(dir, 'worker.yaml'), JSON.stringify(config));
-        const prof = opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', opt['cpu-prof'], '--cpu-prof-name', `worker${i + 1}.cpuprofile`] : [];
+        const prof = opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', opt['cpu-prof'], '--cpu-prof-name', `worker${i + 1}.cpuprofile`] : opt.perf ? ['--perf-basic-prof'] : [];
         const log = opt['worker-logs'] ? openSync(join(opt['worker-logs'], `worker${i + 1}.log`), 'w') : 'ignore';
         const proc = inHost(workerHost(i), 'node', [...prof, bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', log, log] });
         workers.push(proc);
         procs.push(proc);
       }
       for (let i = 0; i < W; i++) await waitHttp(workerHost(i), `${members[i].url}/healthz`);
-      const cp = (i, dest) => ['node', bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url, ...(opt.hedge ? ['--hedge', opt.hedge] : [])];
+      const cp = (i, dest) => ['node', ...(opt.perf ? ['--perf-basic-prof'] : []), bin, 'cp', '/data/f.bin', dest, '--json', '--endpoint', members[i % W].url, ...(opt.hedge ? ['--hedge', opt.hedge] : [])];
       const workersCpu = () => workers.reduce((sum, w) => sum + processCpuSeconds(w.pid), 0);
       const beforeCold = workersCpu();
       rows.fanoutCold = await pullAll('fanout, cold', cp);
@@ -251,6 +256,40 @@ async function main() {
     await rm(work, { recursive: true, force: true });
     await rm(clientsDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Touches `bytes` of memory (a tmpfs file written and removed) right before a phase. On this
+ * kind of VM the host takes back guest memory that has been free for a few seconds (DAMON
+ * pageout, virtio-balloon free page reporting), and the first write to such a page costs
+ * ~2 CPU s per GiB inside the guest (measured: 8 writers of 1 GiB to tmpfs 3.7 s right after
+ * the same write, 9.0 s after a 15 s pause; `dd` of 9 GiB 18.6 s). A phase that starts after a
+ * pause (workers or nginx starting) paid it for every client copy and page, one that followed
+ * another phase at once did not: cold ÷ warm measured the hypervisor. Pages freed just now are
+ * reused first, so every phase starts from the same state. Two writers, one per core.
+ */
+async function pretouchMemory(bytes) {
+  const started = performance.now();
+  const parts = 2;
+  const count = Math.ceil(bytes / parts / (4 << 20));
+  const files = Array.from({ length: parts }, (_, i) => join('/dev/shm', `fanout-lab-pretouch-${process.pid}-${i}`));
+  try {
+    await Promise.all(files.map((f) => exited(spawn('dd', ['if=/dev/zero', `of=${f}`, 'bs=4M', `count=${count}`, 'status=none'], { stdio: 'ignore' }))));
+  } finally {
+    for (const f of files) await rm(f, { force: true });
+  }
+  process.stderr.write(`  (memory pretouched: ${(bytes / 2 ** 30).toFixed(1)} GiB in ${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
+}
+
+/**
+ * With --perf DIR: a system-wide perf profile of one phase (DIR/<phase>.data), for what the
+ * kernel, the addons' threads and JS (workers and clients run with --perf-basic-prof) spent.
+ */
+function startPerf(phase) {
+  if (!opt.perf) return undefined;
+  const out = join(opt.perf, `${phase.replace(/[^a-z]+/gi, '-')}.data`);
+  const proc = spawn('perf', ['record', '-a', '-g', '-F', '199', '-o', out], { stdio: 'ignore' });
+  return { stop: () => new Promise((resolve) => { proc.once('exit', resolve); proc.kill('SIGINT'); }) };
 }
 
 /** A process's user+system CPU seconds so far, all its threads (fields 14 and 15 of /proc/PID/stat). */
