@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, readFile } from 'node:fs/promises';
+import { open, readdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -105,4 +105,27 @@ export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags 
     proc.kill('SIGTERM');
     await exited;
   }
+}
+
+/**
+ * Touches `bytes` of memory (a tmpfs file written and removed) right before a phase. On this
+ * kind of VM the host takes back guest memory that has been free for a few seconds (DAMON
+ * pageout, virtio-balloon free page reporting), and the first write to such a page costs
+ * ~2 CPU s per GiB inside the guest (measured: 8 writers of 1 GiB to tmpfs 3.7 s right after
+ * the same write, 9.0 s after a 15 s pause; `dd` of 9 GiB 18.6 s). A phase that starts after a
+ * pause (workers or nginx starting) paid it for every client copy and page, one that followed
+ * another phase at once did not: cold ÷ warm measured the hypervisor. Pages freed just now are
+ * reused first, so every phase starts from the same state. Two writers, one per core.
+ */
+export async function pretouchMemory(bytes) {
+  const started = performance.now();
+  const parts = 2;
+  const count = Math.ceil(bytes / parts / (4 << 20));
+  const files = Array.from({ length: parts }, (_, i) => join('/dev/shm', `fanout-lab-pretouch-${process.pid}-${i}`));
+  try {
+    await Promise.all(files.map((f) => timedRun('dd', ['if=/dev/zero', `of=${f}`, 'bs=4M', `count=${count}`, 'status=none'])));
+  } finally {
+    for (const f of files) await rm(f, { force: true });
+  }
+  process.stderr.write(`  (memory pretouched: ${(bytes / 2 ** 30).toFixed(1)} GiB in ${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
 }
