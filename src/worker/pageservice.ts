@@ -10,7 +10,7 @@ import { HEADERS } from '../lib/wire/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { ByteBudget, Semaphore, SingleFlight } from '../lib/transfer/index.js';
 import { BufferPool } from '../lib/pagestore/index.js';
-import type { Ufs } from '../lib/ufs/index.js';
+import { releaseSourceChunk, type Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { Clock } from '../core/clock.js';
 import { ResponseFlow } from './flow.js';
@@ -106,7 +106,8 @@ export class PageService {
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
     // Small pages' buffers are reused too (up to 8 MiB idle): a run of cold small files otherwise
     // allocated a fresh buffer per fill.
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES));
+    // Chunks of HTTP sources are views of pooled read memory, reused once the fill has copied them.
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES), releaseSourceChunk);
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     // Every fill in flight listens on the worker's stop signal (see either()): many is the design.
     setMaxListeners(0, deps.signal);

@@ -29,6 +29,14 @@ export interface ParserEvents {
 
 export class ResponseParseError extends Error {
   readonly code = 'FANOUT_HTTP_PARSE';
+
+  /** `cut`: the connection ended before the response did (a truncated body, not a malformed one). */
+  constructor(
+    message: string,
+    readonly cut = false,
+  ) {
+    super(message);
+  }
 }
 
 /** Status line, headers and trailers together: as undici's default, a peer cannot make us hold more. */
@@ -121,7 +129,7 @@ export class ResponseParser {
   end(): void {
     if (this.state === State.UntilClose) return this.complete({});
     if (this.state === State.Done) return;
-    throw new ResponseParseError(this.started ? 'connection closed in the middle of the response' : 'connection closed before the response');
+    throw new ResponseParseError(this.started ? 'connection closed in the middle of the response' : 'connection closed before the response', true);
   }
 
   /** Collects `pending` + chunk[at..] up to `terminator`; returns the line block and where it ends in chunk, or undefined (all kept). */

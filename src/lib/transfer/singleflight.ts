@@ -42,6 +42,8 @@ export class PageFill extends EventEmitter {
     readonly key: string,
     readonly length: number,
     private readonly pool?: BufferPool,
+    /** Takes back a source chunk once it is copied into the page (pooled read memory); nothing else holds it then. */
+    private readonly releaseChunk?: (chunk: Buffer) => void,
   ) {
     super();
     this.setMaxListeners(0);
@@ -63,6 +65,7 @@ export class PageFill extends EventEmitter {
         if (chunk.buffer !== this.buffer.buffer || chunk.byteOffset !== this.buffer.byteOffset + this.received) chunk.copy(this.buffer, this.received);
         this.crc = crc32(chunk, this.crc);
         this.received += chunk.length;
+        this.releaseChunk?.(chunk);
         this.emit('progress');
       }
       if (this.received !== this.length) {
@@ -194,7 +197,11 @@ export class PageFill extends EventEmitter {
 export class SingleFlight {
   private readonly fills = new Map<string, PageFill>();
 
-  constructor(private readonly pool?: BufferPool) {}
+  constructor(
+    private readonly pool?: BufferPool,
+    /** See PageFill: called with every chunk a fill has copied. */
+    private readonly releaseChunk?: (chunk: Buffer) => void,
+  ) {}
 
   get inflight(): number {
     return this.fills.size;
@@ -224,7 +231,7 @@ export class SingleFlight {
     const existing = this.fills.get(key);
     // An abandoned fill is on its way out: a new reader starts a fresh one instead of its error.
     if (existing && !existing.signal.aborted) return { fill: existing, started: false };
-    const fill = new PageFill(key, length, this.pool);
+    const fill = new PageFill(key, length, this.pool, this.releaseChunk);
     this.fills.set(key, fill);
     void (async () => {
       try {

@@ -4,8 +4,9 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { encodeUrlPath } from '../../core/paths.js';
+import { ConnectionPool, ResponseParseError, SlabPool, TransportError, type LeanResponse } from '../leanhttp/index.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
-import { sourceStream } from './stream.js';
+import { sourceStream, type SourceBody } from './stream.js';
 import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
 import { assertVersion, checkPath, checkRange, destroyQuietly, isAbortLike } from './util.js';
 import { checkRangeAnswer, describeVersion, header, rangeTotal, unversioned } from './validators.js';
@@ -21,6 +22,31 @@ export interface HttpUfsOptions extends SourceOptions {
 const KNOWN_SIZES = 4096;
 
 type Response = Dispatcher.ResponseData & { url: URL };
+
+/** A range answer read by either client: what read() checks before handing the body on. */
+interface RangeAnswer {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  url: URL;
+  body: SourceBody;
+}
+
+/**
+ * Read memory of every HTTP source in this process: the lean client reads into these slabs, and
+ * a fill that has copied a chunk gives it back (releaseSourceChunk) for the next read. 16 idle
+ * slabs of 1 MiB at most.
+ */
+const sourceSlabs = new SlabPool(16);
+
+/** Gives back a chunk an HTTP source's read() handed out, once it is copied (a no-op for any other buffer). */
+export function releaseSourceChunk(chunk: Buffer): void {
+  sourceSlabs.release(chunk);
+}
+
+/** Connections per origin for range reads (the worker's fill slots bound how many are busy). */
+const RANGE_CONNECTIONS = 64;
+/** setTimeout's largest delay: "no deadline" for the lean client, whose stalls SourceStream watches instead. */
+const NO_DEADLINE = 2 ** 31 - 1;
 
 /**
  * Files under an HTTP(S) base URL (a web server, a CDN, a model hub). HTTP has no listing, so
@@ -40,6 +66,12 @@ export class HttpUfs implements Ufs {
   private readonly label: string | undefined;
   /** "path\0version" → size, from stats: lets a read check a Content-Range total against the version's size. */
   private readonly knownSizes = new Map<string, number>();
+  /**
+   * Range reads (the data path) go through the lean client: about half undici's CPU per byte,
+   * read into pooled slabs (docs/benchmarks.md). Not with a dispatcher of the caller's, whose
+   * connection settings (TLS, proxies) only undici knows; stats, probes and redirects use undici.
+   */
+  private readonly ranges: ConnectionPool | undefined;
 
   constructor(baseUrl: string, options: HttpUfsOptions = {}) {
     let url: URL;
@@ -61,6 +93,15 @@ export class HttpUfs implements Ufs {
     this.ownsDispatcher = !options.dispatcher;
     // undici's own defaults (10 s connect, 300 s headers and body) are what let a hung origin hold a read for minutes.
     this.dispatcher = options.dispatcher ?? new Agent({ connect: { timeout: this.deadlines.connectMs || undefined } });
+    const { connectMs, firstByteMs } = this.deadlines;
+    this.ranges = options.dispatcher
+      ? undefined
+      : new ConnectionPool(url.origin, {
+          connections: RANGE_CONNECTIONS,
+          // The body's progress is SourceStream's to judge (it does not count a slow consumer's time).
+          timeouts: { connectMs: connectMs || NO_DEADLINE, firstByteMs: firstByteMs || NO_DEADLINE, idleMs: NO_DEADLINE },
+          slabs: sourceSlabs,
+        });
   }
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
@@ -126,7 +167,7 @@ export class HttpUfs implements Ufs {
         // If-Match lets the server refuse a changed file (412) before sending bytes. A
         // "size-mtime" version is no ETag; those rely on the header check below.
         if (!/^\d+-\d+$/.test(version)) headers['if-match'] = `"${version}"`;
-        const res = await this.send('GET', path, headers, streamSignal);
+        const res = await this.getRange(path, headers, streamSignal);
         const problem =
           res.statusCode !== 200 && res.statusCode !== 206
             ? this.statusError(res, path)
@@ -149,8 +190,21 @@ export class HttpUfs implements Ufs {
   }
 
   async close(): Promise<void> {
+    this.ranges?.close();
     // A dispatcher passed in belongs to whoever passed it.
     if (this.ownsDispatcher) await this.dispatcher.destroy().catch(() => {});
+  }
+
+  /** A range GET by the lean client; a redirect (rare for file bytes) is followed by undici. */
+  private async getRange(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<RangeAnswer> {
+    const url = this.url(path);
+    if (!this.ranges) return this.send('GET', path, headers, signal);
+    const res = await this.ranges.get(`${url.pathname}${url.search}`, headers, signal);
+    if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304 && res.headers.location) {
+      res.destroy();
+      return this.send('GET', path, headers, signal);
+    }
+    return { statusCode: res.statusCode, headers: res.headers, url, body: leanBody(res) };
   }
 
   private remember(path: string, version: string, size: number): void {
@@ -215,7 +269,7 @@ export class HttpUfs implements Ufs {
     }
   }
 
-  private statusError(res: Response, path: string): FanoutError {
+  private statusError(res: Pick<Response, 'statusCode' | 'url'>, path: string): FanoutError {
     const what = this.describe(path);
     switch (res.statusCode) {
       case 404:
@@ -238,8 +292,8 @@ export class HttpUfs implements Ufs {
     if (signal?.aborted) return abortError(signal);
     const what = this.describe(path);
     const e = err as { code?: string; message?: string };
-    if (e?.code === 'UND_ERR_CONNECT_TIMEOUT') return timedOut(what, 'connect', this.deadlines.connectMs);
-    if (e?.code === 'UND_ERR_HEADERS_TIMEOUT') return timedOut(what, 'firstByte', this.deadlines.firstByteMs);
+    if (e?.code === 'UND_ERR_CONNECT_TIMEOUT' || e?.code === 'FANOUT_CONNECT_TIMEOUT') return timedOut(what, 'connect', this.deadlines.connectMs);
+    if (e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'FANOUT_FIRST_BYTE_TIMEOUT') return timedOut(what, 'firstByte', this.deadlines.firstByteMs);
     if (isAbortLike(err)) return new FanoutError('ABORTED', `${what}: aborted`, { cause: err });
     if (body && isCut(err)) {
       return new FanoutError('SOURCE_TRUNCATED', `${what}: the source closed the connection after ${body.received} of ${body.length} bytes`, { cause: err });
@@ -252,8 +306,30 @@ export class HttpUfs implements Ufs {
 /** How a request sent on a connection the server had just closed fails, before any response byte. */
 const LOST_ON_REUSE = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
-/** undici's word for a connection the server closed (FIN) before the body's end; a reset (ECONNRESET) is not a cut but a fault. */
+/**
+ * A connection the server closed (FIN) before the body's end, in either client's words; a reset
+ * (ECONNRESET) is not a cut but a fault.
+ */
 function isCut(err: unknown): boolean {
   const e = err as { code?: string } | null;
+  if (err instanceof ResponseParseError) return err.cut;
+  if (err instanceof TransportError) return err.code === 'FANOUT_SOCKET_CLOSED';
   return e?.code === 'UND_ERR_SOCKET' || e?.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH';
+}
+
+/** A lean response's body as SourceStream takes it: iterated, and torn down by destroying the response. */
+function leanBody(res: LeanResponse): SourceBody {
+  let destroyed = false;
+  return {
+    [Symbol.asyncIterator]: () => res.body,
+    // Errors reach the reader through the iterator; there is no emitter to crash anyone.
+    on: () => undefined,
+    destroy: () => {
+      destroyed = true;
+      res.destroy();
+    },
+    get destroyed() {
+      return destroyed;
+    },
+  };
 }

@@ -3,10 +3,13 @@ import { FanoutError, abortError } from '../../core/errors.js';
 import { IDLE_PROGRESS_BYTES, timedOut } from './deadlines.js';
 import { destroyQuietly } from './util.js';
 
+/** The bytes of an open range: a Readable, or any async iterable that can be torn down quietly. */
+export type SourceBody = AsyncIterable<Buffer> & { on(event: 'error', fn: () => void): unknown; destroy(): unknown; destroyed?: boolean };
+
 /** What an adapter hands back once a range read is open at the source. */
 export interface OpenedSource {
   /** The bytes of the range, in order. Null for an empty range (the version is still checked). */
-  body: Readable | null;
+  body: SourceBody | Readable | null;
   /** Runs after the last byte: lets the local adapter re-check the version after reading. */
   finish?: () => Promise<void>;
   /** Releases what open() took (a file descriptor); runs exactly once, on end or on error. */
