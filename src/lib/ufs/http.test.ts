@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { HttpUfs, releaseSourceChunk } from './http.js';
+import { HttpUfs } from './http.js';
+import { releaseSourceChunk } from './chunks.js';
 import { readAll, rejectsWith, sha } from '../../../test/harness/streams.js';
 
 const MiB = 1024 * 1024;

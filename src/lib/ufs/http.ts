@@ -4,9 +4,10 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { encodeUrlPath } from '../../core/paths.js';
-import { ConnectionPool, ResponseParseError, SlabPool, TransportError, type LeanResponse } from '../leanhttp/index.js';
+import { ConnectionPool, ResponseParseError, TransportError, type LeanResponse } from '../leanhttp/index.js';
+import { httpSlabs } from './chunks.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
-import { sourceStream, type SourceBody } from './stream.js';
+import { iterableBody, sourceStream, type SourceBody } from './stream.js';
 import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
 import { assertVersion, checkPath, checkRange, destroyQuietly, isAbortLike } from './util.js';
 import { checkRangeAnswer, describeVersion, header, rangeTotal, unversioned } from './validators.js';
@@ -29,18 +30,6 @@ interface RangeAnswer {
   headers: IncomingHttpHeaders;
   url: URL;
   body: SourceBody;
-}
-
-/**
- * Read memory of every HTTP source in this process: the lean client reads into these slabs, and
- * a fill that has copied a chunk gives it back (releaseSourceChunk) for the next read. 16 idle
- * slabs of 1 MiB at most.
- */
-const sourceSlabs = new SlabPool(16);
-
-/** Gives back a chunk an HTTP source's read() handed out, once it is copied (a no-op for any other buffer). */
-export function releaseSourceChunk(chunk: Buffer): void {
-  sourceSlabs.release(chunk);
 }
 
 /** Connections per origin for range reads (the worker's fill slots bound how many are busy). */
@@ -100,7 +89,7 @@ export class HttpUfs implements Ufs {
           connections: RANGE_CONNECTIONS,
           // The body's progress is SourceStream's to judge (it does not count a slow consumer's time).
           timeouts: { connectMs: connectMs || NO_DEADLINE, firstByteMs: firstByteMs || NO_DEADLINE, idleMs: NO_DEADLINE },
-          slabs: sourceSlabs,
+          slabs: httpSlabs,
         });
   }
 
@@ -204,7 +193,7 @@ export class HttpUfs implements Ufs {
       res.destroy();
       return this.send('GET', path, headers, signal);
     }
-    return { statusCode: res.statusCode, headers: res.headers, url, body: leanBody(res) };
+    return { statusCode: res.statusCode, headers: res.headers, url, body: iterableBody(res.body, () => res.destroy()) };
   }
 
   private remember(path: string, version: string, size: number): void {
@@ -315,21 +304,4 @@ function isCut(err: unknown): boolean {
   if (err instanceof ResponseParseError) return err.cut;
   if (err instanceof TransportError) return err.code === 'FANOUT_SOCKET_CLOSED';
   return e?.code === 'UND_ERR_SOCKET' || e?.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH';
-}
-
-/** A lean response's body as SourceStream takes it: iterated, and torn down by destroying the response. */
-function leanBody(res: LeanResponse): SourceBody {
-  let destroyed = false;
-  return {
-    [Symbol.asyncIterator]: () => res.body,
-    // Errors reach the reader through the iterator; there is no emitter to crash anyone.
-    on: () => undefined,
-    destroy: () => {
-      destroyed = true;
-      res.destroy();
-    },
-    get destroyed() {
-      return destroyed;
-    },
-  };
 }

@@ -11,7 +11,8 @@ export type { Ufs, S3SourceOptions, SourceOptions, SourceDeadlines, Versioning }
 export { DEFAULT_DEADLINES } from './deadlines.js';
 export { LocalUfs, localVersion } from './local.js';
 export { S3Ufs, s3ClientConfig } from './s3.js';
-export { HttpUfs, releaseSourceChunk, type HttpUfsOptions } from './http.js';
+export { HttpUfs, type HttpUfsOptions } from './http.js';
+export { releaseSourceChunk } from './chunks.js';
 export { FanoutUfs, parseFanoutUri, type FanoutSourceAddress } from './fanout.js';
 export type { RemoteCluster } from './fanout-client.js';
 export type { RemoteSourceOptions } from './types.js';

@@ -6,6 +6,7 @@ import { mkdir, mkdtemp, rename, rm, symlink, truncate, utimes, writeFile } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalUfs } from './local.js';
+import { releaseSourceChunk } from './chunks.js';
 import { readAll, rejectsWith, sha } from '../../../test/harness/streams.js';
 
 const MiB = 1024 * 1024;
@@ -108,6 +109,24 @@ describe('LocalUfs', () => {
       assert.equal(sha(got), sha(big.subarray(offset, offset + length)), `bytes of [${offset}, +${length})`);
     }
     assert.equal((await readAll(ufs.read('empty', (await ufs.stat('empty')).version, 0, 0))).length, 0);
+  });
+
+  test('read buffers given back once copied are read into again, never under another reader', async () => {
+    const { version } = await ufs.stat('big.bin');
+    // Reads at once that copy and give back every chunk, as a fill does: the buffers go round.
+    await Promise.all(
+      [0, 3, 1, 2, 0].map(async (part) => {
+        const offset = part * MiB + part;
+        const into = Buffer.alloc(2 * MiB + 3);
+        let at = 0;
+        for await (const chunk of ufs.read('big.bin', version, offset, into.length) as AsyncIterable<Buffer>) {
+          chunk.copy(into, at);
+          at += chunk.length;
+          releaseSourceChunk(chunk);
+        }
+        assert.equal(sha(into.subarray(0, at)), sha(big.subarray(offset, offset + into.length)), `part ${part}`);
+      }),
+    );
   });
 
   test('read refuses bad ranges', async () => {

@@ -4,7 +4,8 @@ import { dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
-import { sourceStream } from './stream.js';
+import { iterableBody, sourceStream, type SourceBody } from './stream.js';
+import { LOCAL_CHUNK, localChunks } from './chunks.js';
 import { resolveDeadlines } from './deadlines.js';
 import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { writeNewSynced } from '../statefile/index.js';
@@ -13,7 +14,6 @@ import { readInsideRoot } from './localsmall.js';
 import { smallIo } from '../smallio/index.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
-const CHUNK = 1024 * 1024;
 /** stat() calls in flight while listing a directory: enough to hide latency of a network fs. */
 const LIST_CONCURRENCY = 32;
 /**
@@ -116,10 +116,7 @@ export class LocalUfs implements Ufs {
           await handle.close();
           throw err;
         }
-        const body =
-          length === 0
-            ? null
-            : handle.createReadStream({ start: offset, end: offset + length - 1, highWaterMark: CHUNK, autoClose: false });
+        const body = length === 0 ? null : readLent(handle, offset, length);
         return {
           body,
           // A file rewritten in place keeps its fd: only a second fstat after the last byte
@@ -261,4 +258,34 @@ export function mapFsError(err: unknown, what: string): FanoutError {
       // The code, not the message: fs messages carry the server's real path.
       return new FanoutError('SOURCE_ERROR', `${what}: ${code ?? 'read failed'}`, { cause: err });
   }
+}
+
+/**
+ * `length` bytes of the open file from `offset`, read 1 MiB at a time into buffers lent by
+ * localChunks (a fill gives each back once copied): no fresh memory per read, where a read
+ * stream allocates 1 MiB per read. Ends early at EOF (SourceStream reports the truncation); the
+ * caller closes the handle.
+ */
+function readLent(handle: FileHandle, offset: number, length: number): SourceBody {
+  let stopped = false;
+  async function* chunks(): AsyncGenerator<Buffer> {
+    let at = 0;
+    while (at < length && !stopped) {
+      const buffer = localChunks.take();
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await handle.read(buffer, 0, Math.min(LOCAL_CHUNK, length - at), offset + at));
+      } catch (err) {
+        localChunks.putBack(buffer);
+        throw err;
+      }
+      if (bytesRead === 0) {
+        localChunks.putBack(buffer);
+        return;
+      }
+      at += bytesRead;
+      yield localChunks.lend(buffer, bytesRead);
+    }
+  }
+  return iterableBody(chunks(), () => (stopped = true));
 }

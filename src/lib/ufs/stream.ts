@@ -6,6 +6,26 @@ import { destroyQuietly } from './util.js';
 /** The bytes of an open range: a Readable, or any async iterable that can be torn down quietly. */
 export type SourceBody = AsyncIterable<Buffer> & { on(event: 'error', fn: () => void): unknown; destroy(): unknown; destroyed?: boolean };
 
+/**
+ * An async iterable as a SourceBody: `destroy` runs `onDestroy` once. Its errors reach the reader
+ * through the iterator; there is no emitter to crash anyone.
+ */
+export function iterableBody(iterable: AsyncIterable<Buffer>, onDestroy: () => void = () => {}): SourceBody {
+  let destroyed = false;
+  return {
+    [Symbol.asyncIterator]: () => iterable[Symbol.asyncIterator](),
+    on: () => undefined,
+    destroy: () => {
+      if (destroyed) return;
+      destroyed = true;
+      onDestroy();
+    },
+    get destroyed() {
+      return destroyed;
+    },
+  };
+}
+
 /** What an adapter hands back once a range read is open at the source. */
 export interface OpenedSource {
   /** The bytes of the range, in order. Null for an empty range (the version is still checked). */
