@@ -27,7 +27,7 @@ const SINGLE_WORKER = {
   selfId: 'w',
   placement: () => ({ owners: () => [], members: () => [] }),
   replication: 1,
-  peers: {} as never,
+  peers: { release() {} } as never,
   logger: pino({ level: 'silent' }),
   signal: new AbortController().signal,
 };

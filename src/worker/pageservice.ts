@@ -106,8 +106,14 @@ export class PageService {
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
     // Small pages' buffers are reused too (up to 8 MiB idle): a run of cold small files otherwise
     // allocated a fresh buffer per fill.
-    // Chunks of HTTP sources are views of pooled read memory, reused once the fill has copied them.
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES), releaseSourceChunk);
+    // Chunks from sources and from peers are views of pooled read memory: once a fill has copied
+    // one into its page nothing reads it again (peer chunks are checksummed before they are
+    // yielded), so it is given back to be read into again rather than left to the collector.
+    const releaseChunk = (chunk: Buffer) => {
+      releaseSourceChunk(chunk);
+      deps.peers.release(chunk);
+    };
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES), releaseChunk);
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     // Every fill in flight listens on the worker's stop signal (see either()): many is the design.
     setMaxListeners(0, deps.signal);
