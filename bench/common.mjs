@@ -108,7 +108,7 @@ export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags 
 }
 
 /**
- * Touches `bytes` of memory (a tmpfs file written and removed) right before a phase. On this
+ * Touches `wanted` bytes of memory (at most what is free now) (a tmpfs file written and removed) right before a phase. On this
  * kind of VM the host takes back guest memory that has been free for a few seconds (DAMON
  * pageout, virtio-balloon free page reporting), and the first write to such a page costs
  * ~2 CPU s per GiB inside the guest (measured: 8 writers of 1 GiB to tmpfs 3.7 s right after
@@ -117,7 +117,11 @@ export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags 
  * another phase at once did not: cold ÷ warm measured the hypervisor. Pages freed just now are
  * reused first, so every phase starts from the same state. Two writers, one per core.
  */
-export async function pretouchMemory(bytes) {
+export async function pretouchMemory(wanted) {
+  // Only memory that is free now: touching more would evict the page cache (the origin's file,
+  // the page stores) and the phase would read from disk.
+  const free = Number(/MemFree:\s+(\d+) kB/.exec(await readFile('/proc/meminfo', 'utf8'))[1]) * 1024;
+  const bytes = Math.max(0, Math.min(wanted, free - 2 ** 30));
   const started = performance.now();
   const parts = 2;
   const count = Math.ceil(bytes / parts / (4 << 20));

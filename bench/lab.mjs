@@ -77,7 +77,7 @@ function sha256File(file) {
 async function pullAll(name, command) {
   const dests = Array.from({ length: N }, (_, i) => join(clientsDir, `c${i}`, 'f.bin'));
   for (const d of dests) await rm(d, { force: true });
-  if (opt.pretouch !== 'off') await pretouchMemory((N + 2) * SIZE);
+  if (opt.pretouch !== 'off') await pretouchMemory((N + 1) * SIZE); // the copies, and the store or cache
   const before = await originBytes();
   const cpuBefore = machineCpu();
   const perf = startPerf(name);
