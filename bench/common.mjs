@@ -108,14 +108,15 @@ export async function withMount(endpoint, mnt, fn, { fanoutBin = bin, nodeFlags 
 }
 
 /**
- * Touches `wanted` bytes of memory (at most what is free now; a tmpfs file written and
- * removed) right before a phase. On this kind of VM the host takes back guest memory that
- * has been free for a few seconds (DAMON pageout, virtio-balloon free page reporting), and the first write to such a page costs
- * ~2 CPU s per GiB inside the guest (measured: 8 writers of 1 GiB to tmpfs 3.7 s right after
- * the same write, 9.0 s after a 15 s pause; `dd` of 9 GiB 18.6 s). A phase that starts after a
- * pause (workers or nginx starting) paid it for every client copy and page, one that followed
- * another phase at once did not: cold ÷ warm measured the hypervisor. Pages freed just now are
- * reused first, so every phase starts from the same state. Two writers, one per core.
+ * Touches `wanted` bytes of memory (at most what is free now; a tmpfs file written and removed)
+ * right before a phase. On this kind of VM the host takes back guest memory that has been free
+ * for a few seconds (DAMON pageout, virtio-balloon free page reporting), and the first write to
+ * such a page costs ~2 CPU s per GiB inside the guest (measured: 8 writers of 1 GiB to tmpfs
+ * 3.7 s right after the same write, 9.0 s after a 15 s pause; `dd` of 9 GiB 18.6 s). A phase
+ * that starts after a pause (workers or nginx starting) paid it for every client copy and page,
+ * one that followed another phase at once did not: cold ÷ warm measured the hypervisor. Pages
+ * freed just now are reused first, so every phase starts from the same state. Two writers, one
+ * per core.
  */
 export async function pretouchMemory(wanted) {
   // Only memory that is free now: touching more would evict the page cache (the origin's file,
