@@ -27,6 +27,13 @@ const checkouts = args.fanout ? args.fanout.split(',') : [''];
 const PAGES = Math.ceil(SIZE / PAGE);
 const REQUESTS = PAGES * PASSES;
 
+/** CPU seconds of a process's main thread (the JS thread of a worker), from /proc/PID/task/PID/stat. */
+async function mainThreadCpu(pid) {
+  const text = await readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ ticks
+}
+
 const curlList = (urls) => urls.map((u) => `url = "${u}"\noutput = "/dev/null"\n`).join('');
 
 async function filesUnder(dir) {
@@ -85,14 +92,15 @@ try {
     await writeFile(list, Array.from({ length: PASSES }, () => curlList(urls)).join(''));
     servers.push({ name: 'nginx', pid: nginx.proc.pid, proc: nginx.proc, list, tree: true, files: urls.length });
   }
-  const results = Object.fromEntries(servers.map((s) => [s.name, { us: [], seconds: [] }]));
+  const results = Object.fromEntries(servers.map((s) => [s.name, { us: [], jsUs: [], seconds: [] }]));
   const loadavg = (await readFile('/proc/loadavg', 'utf8')).trim();
   for (let r = 0; r < RUNS; r++) {
     for (const s of r % 2 ? [...servers].reverse() : servers) {
-      const cpu0 = await processTreeCpu(s.pid);
+      const [cpu0, js0] = [await processTreeCpu(s.pid), await mainThreadCpu(s.pid)];
       const seconds = await run('curl', ['-sf', '-K', s.list]);
       const cpu = (await processTreeCpu(s.pid)) - cpu0;
       results[s.name].us.push((cpu / REQUESTS) * 1e6);
+      results[s.name].jsUs.push((((await mainThreadCpu(s.pid)) - js0) / REQUESTS) * 1e6);
       results[s.name].seconds.push(seconds);
     }
   }
@@ -101,7 +109,7 @@ try {
     const r = results[s.name];
     const label = s.name === 'nginx' ? `nginx (${s.files} page files)` : `${s.name} ${checkouts[workers.indexOf(s)] || 'this checkout'} (${s.sendPath})`;
     const sorted = [...r.us].sort((a, b) => a - b);
-    console.log(`${label}: CPU per request ${median(r.us).toFixed(0)} µs (${sorted.map((u) => u.toFixed(0)).join(' ')}), wall per pass ${median(r.seconds).toFixed(2)} s`);
+    console.log(`${label}: CPU per request ${median(r.us).toFixed(0)} µs (${sorted.map((u) => u.toFixed(0)).join(' ')}), of it the main thread ${median(r.jsUs).toFixed(0)} µs, wall per pass ${median(r.seconds).toFixed(2)} s`);
   }
 } finally {
   for (const s of servers) {
