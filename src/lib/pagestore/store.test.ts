@@ -268,11 +268,17 @@ test('openForSend checks a page after a restart and after its file is written: a
     assert.deepEqual(corrupt, [key(7), key(8)]);
   }));
 
+/** An open store of 1000-byte pages holding page `n` (filled with `n`). */
+async function storeHolding(dir: string, n: number, options: { keptSendFiles?: number } = {}): Promise<PageStore> {
+  const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, ...options });
+  await store.open();
+  await store.put(key(n), page(n), crc32(page(n)));
+  return store;
+}
+
 test('openForSend keeps a hot page file open between sends, and lets it go when the page leaves', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
-    await store.open();
-    await store.put(key(9), page(1), crc32(page(1)));
+    const store = await storeHolding(dir, 9);
     const first = (await store.openForSend(key(9)))!;
     await first.close();
     const second = (await store.openForSend(key(9)))!;
@@ -281,16 +287,14 @@ test('openForSend keeps a hot page file open between sends, and lets it go when 
     // Deleted while a send uses it: the send still reads the page, the descriptor closes after it.
     await store.delete(key(9));
     assert.equal(store.openSendFiles, 0);
-    assert.deepEqual(await readFile(`/proc/self/fd/${second.fd}`), page(1));
+    assert.deepEqual(await readFile(`/proc/self/fd/${second.fd}`), page(9));
     await second.close();
     assert.equal(await store.openForSend(key(9)), undefined);
   }));
 
 test('openForSend sends the file now at the page name, not a kept one it replaced', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
-    await store.open();
-    await store.put(key(10), page(2), crc32(page(2)));
+    const store = await storeHolding(dir, 10);
     await (await store.openForSend(key(10)))!.close();
     // Renamed over with the same size and mtime (as silent corruption would look): not checked
     // again, but the file sent is the one at the name, so its reader sees what is on disk.
@@ -305,9 +309,9 @@ test('openForSend sends the file now at the page name, not a kept one it replace
 
 test('openForSend keeps at most its limit of idle page files open', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, keptSendFiles: 2 });
-    await store.open();
-    for (let n = 20; n < 25; n++) {
+    const store = await storeHolding(dir, 20, { keptSendFiles: 2 });
+    await (await store.openForSend(key(20)))!.close();
+    for (let n = 21; n < 25; n++) {
       await store.put(key(n), page(n), crc32(page(n)));
       await (await store.openForSend(key(n)))!.close();
     }
