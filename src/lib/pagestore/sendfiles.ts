@@ -65,6 +65,11 @@ export class SendFiles {
     if (file.lent === 0) closeQuietly(file.fd);
   }
 
+  /** Forgets every kept file (each closes now, or when its send gives it back). */
+  forgetAll(): void {
+    for (const key of [...this.kept.keys()]) this.forget(key);
+  }
+
   private lendOut(file: KeptFile): PageFile {
     file.lent++;
     let returned = false;

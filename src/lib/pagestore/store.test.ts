@@ -316,4 +316,6 @@ test('openForSend keeps at most its limit of idle page files open', () =>
       await (await store.openForSend(key(n)))!.close();
     }
     assert.equal(store.openSendFiles, 2);
+    store.closeSendFiles();
+    assert.equal(store.openSendFiles, 0);
   }));

@@ -389,6 +389,11 @@ export class PageStore {
     return true;
   }
 
+  /** Lets go of the page files kept for sends (the worker stopping); a send still running keeps its own until it ends. */
+  closeSendFiles(): void {
+    this.sendFiles.forgetAll();
+  }
+
   /** Page files open for sends now (kept or in a send), for tests. */
   get openSendFiles(): number {
     return this.sendFiles.size;
