@@ -138,10 +138,13 @@ export class PageService {
     // Only a response cut short needs its error: one per finished response (every small file's
     // page) was a stack capture per request in the worker's profile.
     res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
+    const stored = !this.flights.get(key) && store.has(key);
+    const byKernel = stored && kernelSendable(res);
+    if (byKernel && (await sendStoredByKernel(this.sending, res, key, gone.signal))) return;
+    // Only a response written from JS needs a flow (a 'close' listener and its state): not a hit
+    // the kernel sends, which is most requests of a warm cluster.
     const flow = this.flow(res);
-    if (!this.flights.get(key) && store.has(key) && kernelSendable(res)) {
-      if (await sendStoredByKernel(this.sending, res, key, gone.signal)) return;
-    } else if (!this.flights.get(key) && store.has(key)) {
+    if (stored && !byKernel) {
       const sent = await sendStored(this.sending, res, key, flow, gone.signal, 0, (page) => {
         metrics.hits.inc();
         metrics.bytesServed.inc(page.data.length);

@@ -330,6 +330,8 @@ export class Worker {
     await this.session.close();
     await this.lineClient.close();
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
+    // Every connection is closed: no send uses a kept page file any more.
+    this.store.closeSendFiles();
   }
 
   async status(): Promise<WorkerStatus> {

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rename, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -265,4 +266,56 @@ test('openForSend checks a page after a restart and after its file is written: a
     await writeFile(reopened.fileOf(key(8))!, page(5));
     assert.equal(await reopened.openForSend(key(8)), undefined);
     assert.deepEqual(corrupt, [key(7), key(8)]);
+  }));
+
+/** An open store of 1000-byte pages holding page `n` (filled with `n`). */
+async function storeHolding(dir: string, n: number, options: { keptSendFiles?: number } = {}): Promise<PageStore> {
+  const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, ...options });
+  await store.open();
+  await store.put(key(n), page(n), crc32(page(n)));
+  return store;
+}
+
+test('openForSend keeps a hot page file open between sends, and lets it go when the page leaves', () =>
+  withStore(async (dir) => {
+    const store = await storeHolding(dir, 9);
+    const first = (await store.openForSend(key(9)))!;
+    await first.close();
+    const second = (await store.openForSend(key(9)))!;
+    assert.equal(second.fd, first.fd, 'the same descriptor, not opened again');
+    assert.equal(store.openSendFiles, 1);
+    // Deleted while a send uses it: the send still reads the page, the descriptor closes after it.
+    await store.delete(key(9));
+    assert.equal(store.openSendFiles, 0);
+    assert.deepEqual(await readFile(`/proc/self/fd/${second.fd}`), page(9));
+    await second.close();
+    assert.equal(await store.openForSend(key(9)), undefined);
+  }));
+
+test('openForSend sends the file now at the page name, not a kept one it replaced', () =>
+  withStore(async (dir) => {
+    const store = await storeHolding(dir, 10);
+    await (await store.openForSend(key(10)))!.close();
+    // Renamed over with the same size and mtime (as silent corruption would look): not checked
+    // again, but the file sent is the one at the name, so its reader sees what is on disk.
+    const file = store.fileOf(key(10))!;
+    await writeFile(`${file}.new`, page(6));
+    execFileSync('touch', ['-r', file, `${file}.new`]); // to the nanosecond, which utimes() rounds
+    await rename(`${file}.new`, file);
+    const sent = (await store.openForSend(key(10)))!;
+    assert.deepEqual(await readFile(`/proc/self/fd/${sent.fd}`), page(6));
+    await sent.close();
+  }));
+
+test('openForSend keeps at most its limit of idle page files open', () =>
+  withStore(async (dir) => {
+    const store = await storeHolding(dir, 20, { keptSendFiles: 2 });
+    await (await store.openForSend(key(20)))!.close();
+    for (let n = 21; n < 25; n++) {
+      await store.put(key(n), page(n), crc32(page(n)));
+      await (await store.openForSend(key(n)))!.close();
+    }
+    assert.equal(store.openSendFiles, 2);
+    store.closeSendFiles();
+    assert.equal(store.openSendFiles, 0);
   }));

@@ -1,5 +1,7 @@
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { close as closeCallback, fstat as fstatCallback, open as openCallback, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { crc32 } from '../checksum/index.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
@@ -9,12 +11,19 @@ import { statDisk } from './capacity.js';
 import { DiskRoom } from './diskroom.js';
 import { LruIndex } from './lru.js';
 import { readFully, scanPages, writePageFile } from './pagefiles.js';
+import { SendFiles } from './sendfiles.js';
 import { PageSpool } from './spool.js';
 import type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
 
 export type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
 
 const DEFAULT_DISK_CHECK_MS = 5000;
+/** Idle page files kept open for sends: the hot pages of a few clients' windows, well under any fd limit. */
+const DEFAULT_KEPT_SEND_FILES = 256;
+
+const openFile = promisify(openCallback);
+const fstatFile = promisify(fstatCallback);
+const closeFile = promisify(closeCallback);
 
 /**
  * Pages on local disk, one file each, named `<key>.<crc32>` so the checksum survives a restart
@@ -41,6 +50,8 @@ export class PageStore {
   private readonly shards = new Set<string>();
   /** Bytes of pages being written: room is made for them before they land in the index. */
   private writing = 0;
+  /** Page files kept open between kernel sends of hot pages (openForSend). */
+  private readonly sendFiles: SendFiles;
   evictions = 0;
   corruptions = 0;
   writeFailures = 0;
@@ -56,6 +67,7 @@ export class PageStore {
     // worker's reclaimer (worker/memory.ts) gives back, instead of 64 MiB kept for good.
     this.pool = new BufferPool(options.pageSize, 4, 8 * 1024 * 1024);
     this.clock = options.clock ?? systemClock;
+    this.sendFiles = new SendFiles(options.keptSendFiles ?? DEFAULT_KEPT_SEND_FILES);
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
     this.room = new DiskRoom({
       dir: options.dir,
@@ -163,7 +175,7 @@ export class PageStore {
       return { data, crc: entry.crc };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        if (this.index.peek(key) === entry) this.index.remove(key);
+        if (this.index.peek(key) === entry) this.remove(key);
         return undefined;
       }
       throw new FanoutError('INTERNAL', `page store read failed: ${(err as Error).message}`, { cause: err });
@@ -268,30 +280,38 @@ export class PageStore {
    * Opens a page's file for a send that does not read it here (sendfile): its fd, length and
    * checksum. A page not checked since the restart, or whose file was written since it was
    * checked (mtime or size changed), is read and checked first (a corrupt one is dropped and
-   * reported missing, as by get()). Otherwise a hit costs an fstat, not a read: silent media
-   * corruption is left to readers, who verify the checksum end to end. The caller closes it; an
-   * eviction meanwhile unlinks the name, the open file stays readable.
+   * reported missing, as by get()). Otherwise a hit costs a stat, not a read: silent media
+   * corruption is left to readers, who verify the checksum end to end. The file stays open for
+   * the next sends of the page (sendfiles.ts); the caller's close() gives it back. An eviction
+   * meanwhile unlinks the name, the open file stays readable until the send gives it back.
    */
   async openForSend(key: string): Promise<PageFile | undefined> {
     for (let attempt = 0; attempt < 2; attempt++) {
       const entry = this.index.touch(key);
       if (!entry) return undefined;
-      let handle;
+      // A page sent before, whose name still leads to the same file, unwritten since it was
+      // checked: its kept descriptor, for one stat. Synchronous on purpose: a stat of a page
+      // file just sent (its inode and path cached) costs microseconds, the pool hand-off more.
+      const now = statSync(entry.file, { throwIfNoEntry: false });
+      if (now && entry.verifiedAt === now.mtimeMs && now.size === entry.size) {
+        const kept = this.sendFiles.lend(key, now.ino);
+        if (kept) return kept;
+      }
+      let fd;
       try {
-        handle = await open(entry.file, 'r');
+        fd = await openFile(entry.file, 'r');
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          if (this.index.peek(key) === entry) this.index.remove(key);
+          if (this.index.peek(key) === entry) this.remove(key);
           return undefined;
         }
         throw new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
       }
-      const info = await handle.stat().catch(() => undefined);
-      if (info && entry.verifiedAt === info.mtimeMs && info.size === entry.size) {
-        const file = handle;
-        return { fd: file.fd, size: entry.size, crc: entry.crc, close: () => file.close() };
+      const info = await fstatFile(fd).catch(() => undefined);
+      if (info && entry.verifiedAt === info.mtimeMs && info.size === entry.size && this.index.peek(key) === entry) {
+        return this.sendFiles.keep(key, fd, info.ino, entry.size, entry.crc);
       }
-      await handle.close();
+      await closeFile(fd);
       const page = await this.get(key);
       if (!page) return undefined;
       page.release();
@@ -299,6 +319,12 @@ export class PageStore {
       if (info) entry.verifiedAt = info.mtimeMs;
     }
     return undefined; // written again while being checked: let the caller take the other path
+  }
+
+  /** Takes a page out of the index, and out of the files kept open for sends. */
+  private remove(key: string): StoredPage | undefined {
+    this.sendFiles.forget(key);
+    return this.index.remove(key);
   }
 
   /**
@@ -323,7 +349,7 @@ export class PageStore {
       return 'intact';
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        if (this.index.peek(key) === entry) this.index.remove(key);
+        if (this.index.peek(key) === entry) this.remove(key);
         return 'absent';
       }
       throw new FanoutError('INTERNAL', `page store read failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
@@ -357,10 +383,20 @@ export class PageStore {
   }
 
   async delete(key: string): Promise<boolean> {
-    const entry = this.index.remove(key);
+    const entry = this.remove(key);
     if (!entry) return false;
     await unlink(entry.file).catch(() => {});
     return true;
+  }
+
+  /** Lets go of the page files kept for sends (the worker stopping); a send still running keeps its own until it ends. */
+  closeSendFiles(): void {
+    this.sendFiles.forgetAll();
+  }
+
+  /** Page files open for sends now (kept or in a send), for tests. */
+  get openSendFiles(): number {
+    return this.sendFiles.size;
   }
 
   /** Location of a page's file, for tests and tools that inspect the store. */
@@ -378,6 +414,7 @@ export class PageStore {
     if (victims.length === 0) return;
     let bytes = 0;
     for (const victim of victims) {
+      this.sendFiles.forget(victim.key);
       bytes += victim.size;
       await unlink(victim.file).catch(() => {});
     }
@@ -386,7 +423,7 @@ export class PageStore {
   }
 
   private async dropCorrupt(entry: StoredPage): Promise<void> {
-    this.index.remove(entry.key);
+    this.remove(entry.key);
     this.corruptions++;
     this.events.onCorrupt?.(entry.key);
     await unlink(entry.file).catch(() => {});

@@ -118,7 +118,9 @@ const EMPTY = Buffer.alloc(0);
 async function sendByKernel(socket: Socket, fd: number, offset: number, length: number, idleMs: number): Promise<void> {
   const { addon } = choose();
   if (!addon) throw new FanoutError('INTERNAL', 'the sendfile addon is not loaded');
-  await drained(socket, idleMs);
+  // Node's queue is usually empty already (the head went to the kernel as it was written): then
+  // no empty write, callback and deadline timer per send.
+  if (socket.writableLength > 0) await drained(socket, idleMs);
   const sock = socketFd(socket);
   if (sock < 0 || socket.destroyed) throw gone('the connection closed');
   let running = true;
