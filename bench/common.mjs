@@ -1,9 +1,9 @@
 // Helpers shared by the benchmarks: arguments, sizes, random files, waiting, timing, a worker
 // started as a user starts it, the CLI timed with its CPU, benchmark 5's small-file tree.
 import { spawn } from 'node:child_process';
-import { createHash, randomFillSync } from 'node:crypto';
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -213,4 +213,24 @@ export async function stopServe(proc) {
 export async function publishAppV1(run, source, common) {
   await run(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json']);
   await run(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+}
+
+/**
+ * A release's next version: a copy of directory `from` at `to` with `pct`% of its pages changed
+ * (64 random bytes in each chosen page of `pageSize`), every file `fileBytes` long. Resolves with
+ * how many pages changed (at least one).
+ */
+export async function writeChangedCopy(from, to, { fileBytes, pageSize, pct }) {
+  await cp(from, to, { recursive: true });
+  const names = (await readdir(to)).sort();
+  const pages = [];
+  for (const name of names) for (let p = 0; p * pageSize < fileBytes; p++) pages.push([name, p]);
+  const count = Math.max(1, Math.round((pages.length * pct) / 100));
+  for (let i = 0; i < count; i++) {
+    const [name, page] = pages.splice(Math.floor(Math.random() * pages.length), 1)[0];
+    const h = await open(join(to, name), 'r+');
+    await h.write(randomBytes(64), 0, 64, page * pageSize + 17);
+    await h.close();
+  }
+  return count;
 }
