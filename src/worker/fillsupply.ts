@@ -74,44 +74,35 @@ export class FillSupply {
   }
 
   /**
-   * Runs a fill under its mount's slot, then a memory slot (in that order, so a slow mount's
-   * queue holds no memory slot). Waits and reads end when the worker stops or every reader left.
+   * Runs a source fill under its mount's slot, then a memory slot (in that order, so a slow
+   * mount's queue holds no memory slot).
    */
-  private async *holdingFillSlot(mount: string, length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    const { signal, done } = either(this.deps.signal, abandoned);
-    try {
-      const releaseMount = await this.mountSlots(mount).acquire(this.mountShare(length), signal);
-      try {
-        const release = await this.fillMemory.acquire(Math.max(length, 1), signal);
-        try {
-          yield* chunks(signal);
-        } finally {
-          release();
-        }
-      } finally {
-        releaseMount();
-      }
-    } finally {
-      done();
-    }
+  private holdingFillSlot(mount: string, length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    return this.holding([[this.mountSlots(mount), this.mountShare(length)], [this.fillMemory, Math.max(length, 1)]], abandoned, chunks);
   }
 
   /**
    * Runs a relay from the page's owner under a memory slot of the relays' own: a relay reads no
    * source here, so it neither takes a mount's fill slot nor queues behind this worker's own
    * source fills (the owner bounds its source reads). If the owner is down, the relay reads the
-   * source under the mount's slot like any fill.
+   * source under the mount's slot like any fill (sourceFallback).
    */
-  private async *holdingRelaySlot(length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+  private holdingRelaySlot(length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    return this.holding([[this.relayMemory, Math.max(length, 1)]], abandoned, chunks);
+  }
+
+  /**
+   * Takes each slot in order, then runs the read; gives them back in reverse order when it ends.
+   * Waits and reads end when the worker stops or every reader left.
+   */
+  private async *holding(slots: [ByteBudget, number][], abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
     const { signal, done } = either(this.deps.signal, abandoned);
+    const releases: (() => void)[] = [];
     try {
-      const release = await this.relayMemory.acquire(Math.max(length, 1), signal);
-      try {
-        yield* chunks(signal);
-      } finally {
-        release();
-      }
+      for (const [budget, bytes] of slots) releases.push(await budget.acquire(bytes, signal));
+      yield* chunks(signal);
     } finally {
+      for (const release of releases.reverse()) release();
       done();
     }
   }
