@@ -30,7 +30,7 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchArgs, bin, median, parseSize, root, waitHealthy, writeRandomFile } from './common.mjs';
+import { benchArgs, median, parseSize, root, startServe, stopServe, writeRandomFile } from './common.mjs';
 
 const args = benchArgs({ size: '1GiB', runs: '3', 'page-size': '4MiB', mode: 'main', connections: '2' });
 // Slab and block size (--job "slab" overrides it in a client, to try other read sizes).
@@ -42,17 +42,14 @@ async function main() {
   const size = parseSize(args.size);
   const runs = Number(args.runs);
   const work = await mkdtemp(join(tmpdir(), 'fanout-blocks-'));
-  const port = 18450 + Math.floor(Math.random() * 1000);
-  const endpoint = `http://127.0.0.1:${port}`;
   let worker;
+  let endpoint;
   try {
     const srcDir = join(work, 'src');
     await mkdir(srcDir);
     process.stderr.write(`load average at start: ${(await readFile('/proc/loadavg', 'utf8')).trim()}\n`);
     await writeRandomFile(join(srcDir, 'model.bin'), size);
-    const serveArgs = ['serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--page-size', args['page-size'], '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'];
-    worker = spawn(process.execPath, [bin, ...serveArgs], { stdio: 'inherit' });
-    await waitHealthy(`${endpoint}/healthz`);
+    ({ proc: worker, endpoint } = await startServe(srcDir, join(work, 'store'), { capacity: `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, stdio: 'inherit', extraArgs: ['--page-size', args['page-size']] }));
     const cluster = await (await fetch(`${endpoint}/v1/cluster`)).json();
     const info = await (await fetch(`${endpoint}/v1/stat/data/model.bin`)).json();
     const job = { endpoint, version: info.version, size: info.size, pageSize: cluster.pageSize, connections: Number(args.connections), rangePages: Number(args['range-pages'] ?? 16) };
@@ -82,10 +79,7 @@ async function main() {
       console.log(`| ${mode} | ${s.wallSeconds.toFixed(2)} | ${s.cpuSecondsPerGiB.toFixed(2)} | ${s.sysSecondsPerGiB.toFixed(2)} | ${(s.cpuSecondsPerGiB / (summary.page ?? s).cpuSecondsPerGiB).toFixed(2)} | ${s.workerCpuSecondsPerGiB.toFixed(2)} |`);
     }
   } finally {
-    if (worker) {
-      worker.kill('SIGTERM');
-      await new Promise((r) => worker.once('exit', r));
-    }
+    await stopServe(worker);
     await rm(work, { recursive: true, force: true });
   }
 }

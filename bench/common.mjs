@@ -1,8 +1,9 @@
-// Helpers shared by the benchmarks: arguments, sizes, random files, waiting, timing.
+// Helpers shared by the benchmarks: arguments, sizes, random files, waiting, timing, a worker
+// started as a user starts it, the CLI timed with its CPU, benchmark 5's small-file tree.
 import { spawn } from 'node:child_process';
-import { createHash, randomFillSync } from 'node:crypto';
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, readFile, rm } from 'node:fs/promises';
+import { cp, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -133,4 +134,108 @@ export async function pretouchMemory(wanted) {
     for (const f of files) await rm(f, { force: true });
   }
   process.stderr.write(`  (memory pretouched: ${(bytes / 2 ** 30).toFixed(1)} GiB in ${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
+}
+
+/**
+ * Runs `node [nodeFlags] fanoutBin ...argv` through a shell that reports the CPU (user+sys from
+ * /proc, USER_HZ ticks) of its reaped child, which the load of a shared machine disturbs far less
+ * than wall time. Resolves with {seconds, cpu, user, out, err}; rejects on a non-zero exit.
+ */
+export function fanoutMeasured(fanoutBin, argv, { env = process.env, nodeFlags = [] } = {}) {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const script = '"$@"; s=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $s';
+    const p = spawn('sh', ['-c', script, 'sh', process.execPath, ...nodeFlags, fanoutBin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.once('error', reject);
+    p.once('exit', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const stat = /@@stat (.*)/.exec(err)?.[1] ?? '';
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const user = Number(fields[13]) / 100; // cutime
+      const cpu = user + Number(fields[14]) / 100; // + cstime
+      code === 0 ? resolve({ seconds, cpu, user, out, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
+    });
+  });
+}
+
+/** The sync agent's own staging time, from its "staged …: N bytes in X s" line (NaN without one). */
+export const stagedSeconds = (err) => Number(/staged \S+: \d+ bytes in ([\d.]+) s/.exec(err)?.[1] ?? NaN);
+
+/**
+ * Benchmark 5's tree: `files` random files of `size` bytes spread over `dirs` directories
+ * (dNN/fNNNNN.bin) below `tree`. Resolves with their paths relative to `tree`, in order.
+ */
+export async function writeSmallFiles(tree, { files, size, dirs }) {
+  const block = Buffer.allocUnsafe(size);
+  const perDir = Math.ceil(files / dirs);
+  const paths = [];
+  for (let i = 0; i < files; i++) {
+    const dir = `d${String(Math.floor(i / perDir)).padStart(2, '0')}`;
+    if (i % perDir === 0) await mkdir(join(tree, dir), { recursive: true });
+    const rel = `${dir}/f${String(i).padStart(5, '0')}.bin`;
+    randomFillSync(block);
+    await writeFile(join(tree, rel), block);
+    paths.push(rel);
+  }
+  return paths;
+}
+
+/**
+ * One worker as a user starts it (`fanout serve SOURCE`: the directory is mount "data") on a free
+ * loopback port, its store in `dataDir`; resolves once healthy with {proc, endpoint}.
+ */
+export async function startServe(source, dataDir, { fanoutBin = bin, capacity, env = process.env, nodeFlags = [], stdio = ['ignore', 'ignore', 'inherit'], extraArgs = [], basePort = 18450 } = {}) {
+  const port = basePort + Math.floor(Math.random() * 1000);
+  const endpoint = `http://127.0.0.1:${port}`;
+  const argv = [...nodeFlags, fanoutBin, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(capacity ? ['--capacity', capacity] : []), '--log-level', 'warn', ...extraArgs];
+  const proc = spawn(process.execPath, argv, { stdio, env });
+  await waitFor('the worker', async () => {
+    if (proc.exitCode !== null) throw new Error('the worker exited');
+    return (await fetch(`${endpoint}/healthz`)).ok;
+  });
+  return { proc, endpoint };
+}
+
+/**
+ * Stops a worker started by startServe with SIGTERM and waits for it: it drains, then exits 0,
+ * and only then is its --cpu-prof profile written. Resolves with how it ended.
+ */
+export async function stopServe(proc) {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return undefined;
+  const exited = new Promise((r) => proc.once('exit', (code, signal) => r(signal ?? `code ${code}`)));
+  proc.kill('SIGTERM');
+  return exited;
+}
+
+/**
+ * Publishes the directory /data/app/v1/ of `source` (the worker's mount "data") as release app@v1
+ * and promotes it to channel prod, through `run(argv)` (a benchmark's own way to call the CLI).
+ */
+export async function publishAppV1(run, source, common) {
+  await run(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json']);
+  await run(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+}
+
+/**
+ * A release's next version: a copy of directory `from` at `to` with `pct`% of its pages changed
+ * (64 random bytes in each chosen page of `pageSize`), every file `fileBytes` long. Resolves with
+ * how many pages changed (at least one).
+ */
+export async function writeChangedCopy(from, to, { fileBytes, pageSize, pct }) {
+  await cp(from, to, { recursive: true });
+  const names = (await readdir(to)).sort();
+  const pages = [];
+  for (const name of names) for (let p = 0; p * pageSize < fileBytes; p++) pages.push([name, p]);
+  const count = Math.max(1, Math.round((pages.length * pct) / 100));
+  for (let i = 0; i < count; i++) {
+    const [name, page] = pages.splice(Math.floor(Math.random() * pages.length), 1)[0];
+    const h = await open(join(to, name), 'r+');
+    await h.write(randomBytes(64), 0, 64, page * pageSize + 17);
+    await h.close();
+  }
+  return count;
 }

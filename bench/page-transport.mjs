@@ -18,7 +18,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { benchArgs, bin, median, parseSize, root, waitHealthy, writeRandomFile } from './common.mjs';
+import { benchArgs, median, parseSize, root, startServe, stopServe, writeRandomFile } from './common.mjs';
 
 const WINDOW = 8;
 const args = benchArgs({ size: '1GiB', runs: '3', 'page-size': '4MiB', mode: 'main' });
@@ -27,18 +27,15 @@ async function main() {
   const size = parseSize(args.size);
   const runs = Number(args.runs);
   const work = await mkdtemp(join(tmpdir(), 'fanout-transport-'));
-  const port = 18450 + Math.floor(Math.random() * 1000);
-  const endpoint = `http://127.0.0.1:${port}`;
   let worker;
+  let endpoint;
   try {
     const srcDir = join(work, 'src');
     await mkdir(srcDir);
     process.stderr.write(`writing a ${size} byte random file…\n`);
     process.stderr.write(`load average at start: ${(await readFile('/proc/loadavg', 'utf8')).trim()}\n`);
     await writeRandomFile(join(srcDir, 'model.bin'), size);
-    const serveArgs = ['serve', srcDir, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--page-size', args['page-size'], '--capacity', `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, '--log-level', 'warn'];
-    worker = spawn(process.execPath, [bin, ...serveArgs], { stdio: 'inherit' });
-    await waitHealthy(`${endpoint}/healthz`);
+    ({ proc: worker, endpoint } = await startServe(srcDir, join(work, 'store'), { capacity: `${Math.ceil((size * 1.5) / 2 ** 20)}MiB`, stdio: 'inherit', extraArgs: ['--page-size', args['page-size']] }));
     const cluster = await (await fetch(`${endpoint}/v1/cluster`)).json();
     const info = await (await fetch(`${endpoint}/v1/stat/data/model.bin`)).json();
     const job = { endpoint, id: cluster.self, version: info.version, size: info.size, pageSize: cluster.pageSize };
@@ -77,10 +74,7 @@ async function main() {
       console.log(`| ${mode} | ${s.wallSeconds.toFixed(2)} | ${s.cpuSecondsPerGiB.toFixed(2)} | ${s.cpuRatioToRaw.toFixed(2)} | ${s.wallRatioToRaw.toFixed(2)} | ${s.workerCpuSecondsPerGiB.toFixed(2)} |`);
     }
   } finally {
-    if (worker) {
-      worker.kill('SIGTERM');
-      await new Promise((r) => worker.once('exit', r));
-    }
+    await stopServe(worker);
     await rm(work, { recursive: true, force: true });
   }
 }

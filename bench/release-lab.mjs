@@ -14,11 +14,10 @@
 //                                   [--store DIR (agents' and naive copies, default /var/tmp)]
 //                                   [--etcd-port 23790]
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { cp, mkdir, open, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { benchArgs, bin, parseSize, root, treeHash, waitFor, writeRandomFile } from './common.mjs';
+import { benchArgs, bin, parseSize, root, treeHash, waitFor, writeChangedCopy, writeRandomFile } from './common.mjs';
 
 const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
@@ -96,21 +95,8 @@ async function makeV1() {
 }
 
 /** v2: a copy of v1 with PCT% of its pages changed (64 bytes in each chosen page). */
-async function makeV2() {
-  const v2 = join(source, 'app/v2');
-  await cp(join(source, 'app/v1'), v2, { recursive: true });
-  const names = (await readdir(v2)).sort();
-  const per = Math.floor(SIZE / FILES);
-  const pages = [];
-  for (const name of names) for (let p = 0; p * PAGE < per; p++) pages.push([name, p]);
-  const count = Math.max(1, Math.round((pages.length * PCT) / 100));
-  for (let i = 0; i < count; i++) {
-    const [name, page] = pages.splice(Math.floor(Math.random() * pages.length), 1)[0];
-    const h = await open(join(v2, name), 'r+');
-    await h.write(randomBytes(64), 0, 64, page * PAGE + 17);
-    await h.close();
-  }
-  return count;
+function makeV2() {
+  return writeChangedCopy(join(source, 'app/v1'), join(source, 'app/v2'), { fileBytes: Math.floor(SIZE / FILES), pageSize: PAGE, pct: PCT });
 }
 
 async function waitSwitched(dirs, version, started) {

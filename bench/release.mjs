@@ -10,21 +10,17 @@
 //                          [--page-size 1MiB] [--store DIR (hosts' dirs, default /var/tmp)]
 // Results: a table on stdout and bench/out/release.json.
 import { spawn } from 'node:child_process';
-import { randomBytes, randomFillSync } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { cp, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdir, mkdtemp, open, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
 import { startCluster } from '../dist/test/harness/workers.js';
 import { TokenBucket } from '../dist/src/lib/ratelimit/index.js';
 import { parseSize } from '../dist/src/core/pages.js';
-import { treeHash } from './common.mjs';
+import { benchArgs, bin, root, treeHash, writeChangedCopy } from './common.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const bin = join(root, 'bin/fanout.js');
-const opt = { size: '512MiB', files: '64', hosts: '4', workers: '3', rate: '350MB/s', pct: '1', 'page-size': '1MiB', store: '/var/tmp' };
-for (let i = 2; i < process.argv.length; i += 2) opt[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
+const opt = benchArgs({ size: '512MiB', files: '64', hosts: '4', workers: '3', rate: '350MB/s', pct: '1', 'page-size': '1MiB', store: '/var/tmp' });
 const SIZE = parseSize(opt.size);
 const FILES = Number(opt.files);
 const HOSTS = Number(opt.hosts);
@@ -75,22 +71,8 @@ async function makeV1() {
 }
 
 /** v2: a copy of v1 with PCT% of its pages changed (64 bytes in each chosen page). */
-async function makeV2() {
-  const v1 = join(source, 'app/v1');
-  const v2 = join(source, 'app/v2');
-  await cp(v1, v2, { recursive: true });
-  const names = (await readdir(v2)).sort();
-  const per = Math.floor(SIZE / FILES);
-  const pages = [];
-  for (const name of names) for (let p = 0; p * PAGE < per; p++) pages.push([name, p]);
-  const count = Math.max(1, Math.round((pages.length * PCT) / 100));
-  for (let i = 0; i < count; i++) {
-    const [name, page] = pages.splice(Math.floor(Math.random() * pages.length), 1)[0];
-    const h = await open(join(v2, name), 'r+');
-    await h.write(randomBytes(64), 0, 64, page * PAGE + 17);
-    await h.close();
-  }
-  return count;
+function makeV2() {
+  return writeChangedCopy(join(source, 'app/v1'), join(source, 'app/v2'), { fileBytes: Math.floor(SIZE / FILES), pageSize: PAGE, pct: PCT });
 }
 
 /** Every host copies the whole version from the source; all share the source's RATE. */

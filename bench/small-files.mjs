@@ -12,14 +12,12 @@
 //
 //   node bench/small-files.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--cpu-prof DIR] [--fanout CHECKOUT]
 // Needs root (FUSE), etcd, curl, and the FUSE addon (bash scripts/build-native.sh).
-import { spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
 import { processTreeCpu } from './cpu.mjs';
-import { benchArgs, bin, median, parseSize, root, timedRun, treeHash, waitFor, withMount as withMountOf } from './common.mjs';
+import { benchArgs, bin, fanoutMeasured, median, parseSize, publishAppV1, root, stagedSeconds, startServe, stopServe, timedRun, treeHash, withMount as withMountOf, writeSmallFiles } from './common.mjs';
 
 const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
 const FILES = Number(args.files);
@@ -34,33 +32,8 @@ const env = { ...process.env };
 const withMount = (endpoint, mnt, fn) => withMountOf(endpoint, mnt, fn, { fanoutBin: BIN, nodeFlags: profFlags('mount'), env });
 const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : []);
 
-/**
- * Runs the CLI through a shell that reports the CPU (user+sys from /proc) of its reaped child;
- * resolves with {seconds, cpu, out, err}.
- */
-function fanout(argv, name = 'cli') {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const script = '"$@"; s=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $s';
-    const p = spawn('sh', ['-c', script, 'sh', process.execPath, ...profFlags(name), BIN, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.once('error', reject);
-    p.once('exit', (code) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const stat = /@@stat (.*)/.exec(err)?.[1] ?? '';
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const cpu = (Number(fields[13]) + Number(fields[14])) / 100; // cutime + cstime, USER_HZ ticks
-      code === 0 ? resolve({ seconds, cpu, out, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
-    });
-  });
-}
-
-
-
-const stagedSeconds = (err) => Number(/staged \S+: \d+ bytes in ([\d.]+) s/.exec(err)?.[1] ?? NaN);
+/** The CLI's wall time and CPU (user+sys of the process): {seconds, cpu, out, err}. */
+const fanout = (argv, name = 'cli') => fanoutMeasured(BIN, argv, { env, nodeFlags: profFlags(name) });
 
 const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-small-'));
 const source = join(work, 'source');
@@ -69,26 +42,14 @@ const etcd = await startEtcd();
 let worker;
 try {
   log(`writing ${FILES} files of ${SIZE} bytes in ${DIRS} directories`);
-  const block = Buffer.allocUnsafe(SIZE);
-  const paths = [];
-  for (let d = 0; d < Math.ceil(FILES / Math.ceil(FILES / DIRS)); d++) await mkdir(join(tree, `d${String(d).padStart(2, '0')}`), { recursive: true });
-  for (let i = 0; i < FILES; i++) {
-    const rel = `d${String(Math.floor(i / Math.ceil(FILES / DIRS))).padStart(2, '0')}/f${String(i).padStart(5, '0')}.bin`;
-    randomFillSync(block);
-    await writeFile(join(tree, rel), block);
-    paths.push(rel);
-  }
+  const paths = await writeSmallFiles(tree, { files: FILES, size: SIZE, dirs: DIRS });
   const bytes = FILES * SIZE;
   const expected = await treeHash(tree);
 
-  // One worker as a user starts it (`fanout serve DIR`: the directory is mount "data").
-  const port = 18450 + Math.floor(Math.random() * 1000);
-  const endpoint = `http://127.0.0.1:${port}`;
-  worker = spawn(process.execPath, [...profFlags('worker'), BIN, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', `${Math.ceil((bytes * 8) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'], env });
-  await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
+  let endpoint;
+  ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { fanoutBin: BIN, capacity: `${Math.ceil((bytes * 8) / 2 ** 20)}MiB`, env, nodeFlags: profFlags('worker') }));
   const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
-  await fanout(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json']);
-  await fanout(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+  await publishAppV1(fanout, source, common);
 
   const urls = join(work, 'urls.txt');
   await writeFile(urls, paths.map((p) => `url = "${endpoint}/v1/data/data/app/v1/${p}"\noutput = "/dev/null"\n`).join(''));
@@ -183,12 +144,8 @@ try {
   await mkdir(join(root, 'bench/out'), { recursive: true });
   await writeFile(join(root, 'bench/out/small-files.json'), JSON.stringify({ files: FILES, size: SIZE, dirs: DIRS, runs: RUNS, loadavg, seconds: t, median: m, workerCpuPerFile: { syncCold: syncColdCpu, syncWarm: syncWarmCpu, mountCold: workerCpu }, mountCpuPerFile: mountCpu, cpuPerFile: cliCpu }, null, 2) + '\n');
 } finally {
-  if (worker && worker.exitCode === null) {
-    worker.kill('SIGTERM');
-    // A worker stopped by SIGTERM drains, then exits 0: only then is its --cpu-prof profile written.
-    const [code, signal] = await new Promise((r) => worker.once('exit', (...a) => r(a)));
-    log(`worker exited with ${signal ?? `code ${code}`}`);
-  }
+  const ended = await stopServe(worker);
+  if (ended) log(`worker exited with ${ended}`);
   await etcd.stop?.().catch(() => {});
   await rm(work, { recursive: true, force: true }).catch(() => {});
 }

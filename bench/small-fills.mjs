@@ -9,13 +9,11 @@
 // page stores (pages freed) and prints the median.
 //
 //   node bench/small-fills.mjs [--files 2000] [--size 64KiB] [--items 64] [--batches 4] [--runs 3] [--fanout CHECKOUT] [--cpu-prof DIR]
-import { spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pageKey } from '../dist/src/core/pages.js';
-import { benchArgs, bin, median, parseSize, waitFor } from './common.mjs';
+import { benchArgs, bin, median, parseSize, startServe, stopServe, writeSmallFiles } from './common.mjs';
 
 const args = benchArgs({ files: '2000', size: '64KiB', items: '64', batches: '4', runs: '3' });
 const FILES = Number(args.files);
@@ -46,24 +44,17 @@ const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench
 let worker;
 try {
   const source = join(work, 'source');
-  const block = Buffer.allocUnsafe(SIZE);
+  // 100 files a directory.
+  const paths = await writeSmallFiles(source, { files: FILES, size: SIZE, dirs: Math.ceil(FILES / 100) });
   const refs = [];
-  const perDir = 100;
-  for (let i = 0; i < FILES; i++) {
-    const dir = `d${String(Math.floor(i / perDir)).padStart(3, '0')}`;
-    if (i % perDir === 0) await mkdir(join(source, dir), { recursive: true });
-    const path = `${dir}/f${String(i).padStart(5, '0')}.bin`;
-    randomFillSync(block);
-    await writeFile(join(source, path), block);
+  for (const path of paths) {
     const st = await stat(join(source, path));
     refs.push({ mount: 'data', path, version: `${st.size}-${Math.floor(st.mtimeMs)}`, size: st.size, index: 0 });
   }
 
-  const port = 19450 + Math.floor(Math.random() * 1000);
-  const endpoint = `http://127.0.0.1:${port}`;
   const prof = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
-  worker = spawn(process.execPath, [...prof, BIN, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', '4GiB', '--log-level', 'warn', '--s3-listen', 'off'], { stdio: ['ignore', 'ignore', 'inherit'] });
-  await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
+  let endpoint;
+  ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { fanoutBin: BIN, capacity: '4GiB', nodeFlags: prof, extraArgs: ['--s3-listen', 'off'], basePort: 19450 }));
   const token = (await readFile(join(work, 'store', 'admin.token'), 'utf8')).trim();
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
   const { pageSize } = await (await fetch(`${endpoint}/v1/cluster`, { headers })).json();
@@ -121,10 +112,7 @@ try {
     console.log(`| ${kind} | ${s.toFixed(2)} | ${(FILES / s).toFixed(0)} | ${(total * 1e3).toFixed(3)} | ${(median(r.map((x) => x.main)) * 1e3).toFixed(3)} | ${(median(r.map((x) => x.others)) * 1e3).toFixed(3)} |`);
   }
 } finally {
-  if (worker && worker.exitCode === null) {
-    worker.kill('SIGTERM');
-    const [code, signal] = await new Promise((r) => worker.once('exit', (...a) => r(a)));
-    log(`worker exited with ${signal ?? `code ${code}`}`);
-  }
+  const ended = await stopServe(worker);
+  if (ended) log(`worker exited with ${ended}`);
   await rm(work, { recursive: true, force: true }).catch(() => {});
 }

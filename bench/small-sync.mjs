@@ -8,13 +8,12 @@
 // than wall time.
 //
 //   node bench/small-sync.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--base CHECKOUT] [--cpu-prof DIR] [--env K=V]
-import { spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
-import { benchArgs, bin, median, parseSize, treeHash, waitFor } from './common.mjs';
+import { processTreeCpu } from './cpu.mjs';
+import { benchArgs, bin, fanoutMeasured as runMeasured, median, parseSize, publishAppV1, stagedSeconds, startServe, stopServe, treeHash, writeSmallFiles } from './common.mjs';
 
 const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
 const FILES = Number(args.files);
@@ -26,37 +25,10 @@ const env = { ...process.env };
 if (args.env) for (const kv of args.env.split(',')) env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
 const builds = [{ name: 'this', bin }, ...(args.base ? [{ name: 'base', bin: join(args.base, 'bin/fanout.js') }] : [])];
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
-const TICKS = 100;
 
-/** Runs the CLI through a shell that reports its reaped child's CPU; resolves {seconds, cpu, err}. */
-function fanoutMeasured(fanoutBin, argv, name) {
-  const prof = PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : [];
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const script = '"$@"; s=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $s';
-    const p = spawn('sh', ['-c', script, 'sh', process.execPath, ...prof, fanoutBin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.once('error', reject);
-    p.once('exit', (code) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const stat = /@@stat (.*)/.exec(err)?.[1] ?? '';
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const cpu = (Number(fields[13]) + Number(fields[14])) / TICKS; // cutime + cstime
-      const user = Number(fields[13]) / TICKS;
-      code === 0 ? resolve({ seconds, cpu, user, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
-    });
-  });
-}
-
-const workerCpu = async (pid) => {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / TICKS;
-};
-const stagedSeconds = (err) => Number(/staged \S+: \d+ bytes in ([\d.]+) s/.exec(err)?.[1] ?? NaN);
+/** The CLI's wall time and CPU (user+sys of the process), profiled with --cpu-prof DIR. */
+const fanoutMeasured = (fanoutBin, argv, name) =>
+  runMeasured(fanoutBin, argv, { env, nodeFlags: PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : [] });
 
 const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-sync-'));
 const source = join(work, 'source');
@@ -64,32 +36,22 @@ const tree = join(source, 'app/v1');
 const etcd = await startEtcd();
 let worker;
 try {
-  const block = Buffer.allocUnsafe(SIZE);
-  const perDir = Math.ceil(FILES / DIRS);
-  for (let i = 0; i < FILES; i++) {
-    const dir = join(tree, `d${String(Math.floor(i / perDir)).padStart(2, '0')}`);
-    if (i % perDir === 0) await mkdir(dir, { recursive: true });
-    randomFillSync(block);
-    await writeFile(join(dir, `f${String(i).padStart(5, '0')}.bin`), block);
-  }
+  await writeSmallFiles(tree, { files: FILES, size: SIZE, dirs: DIRS });
   const expected = await treeHash(tree);
-  const port = 18450 + Math.floor(Math.random() * 1000);
-  const endpoint = `http://127.0.0.1:${port}`;
-  worker = spawn(process.execPath, [bin, 'serve', source, '--listen', `127.0.0.1:${port}`, '--data-dir', join(work, 'store'), '--capacity', `${Math.ceil((FILES * SIZE * 8) / 2 ** 20)}MiB`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'ignore'], env });
-  await waitFor('the worker', async () => (await fetch(`${endpoint}/healthz`)).ok);
+  let endpoint;
+  ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { capacity: `${Math.ceil((FILES * SIZE * 8) / 2 ** 20)}MiB`, env, stdio: ['ignore', 'ignore', 'ignore'] }));
   const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
-  await fanoutMeasured(bin, ['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common, '--json'], 'publish');
-  await fanoutMeasured(bin, ['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common], 'promote');
+  await publishAppV1((argv) => fanoutMeasured(bin, argv, argv[1]), source, common);
   const rows = [];
   for (let run = 0; run < RUNS; run++) {
     for (const build of builds) {
       for (const kind of ['cold', 'warm']) {
         if (kind === 'cold') await fanoutMeasured(bin, ['free', '--release', 'app@v1', ...common], 'free');
         const dir = join(work, `host-${build.name}-${kind}-${run}`);
-        const w0 = await workerCpu(worker.pid);
+        const w0 = await processTreeCpu(worker.pid);
         const load = (await readFile('/proc/loadavg', 'utf8')).split(' ')[0];
         const r = await fanoutMeasured(build.bin, ['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--host', `${build.name}-${kind}-${run}`, ...common], `sync-${build.name}-${kind}`);
-        const wcpu = (await workerCpu(worker.pid)) - w0;
+        const wcpu = (await processTreeCpu(worker.pid)) - w0;
         if ((await treeHash(join(dir, 'current'))) !== expected) throw new Error(`${build.name} ${kind}: synced tree differs from the source`);
         await rm(dir, { recursive: true, force: true });
         const row = { build: build.name, kind, run, load: Number(load), seconds: r.seconds, staged: stagedSeconds(r.err), cpu: r.cpu, user: r.user, worker: wcpu };
@@ -110,10 +72,7 @@ try {
     }
   }
 } finally {
-  if (worker && worker.exitCode === null) {
-    worker.kill('SIGTERM');
-    await new Promise((r) => worker.once('exit', r));
-  }
+  await stopServe(worker);
   await etcd.stop?.().catch(() => {});
   await rm(work, { recursive: true, force: true }).catch(() => {});
 }

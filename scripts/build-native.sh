@@ -39,9 +39,10 @@ build() {
   local dir="$native/$1" addon="build/Release/$2.node"
   (
     cd "$dir"
-    # Up to date when the addon is newer than binding.gyp and every source beside it (not only $3).
+    # Up to date when the addon is newer than binding.gyp, every source beside it (not only $3)
+    # and the shared sources in native/common that some addons compile too.
     fresh=1
-    for f in binding.gyp "$3" *.c *.cc *.h; do
+    for f in binding.gyp "$3" *.c *.cc *.h ../common/*.c ../common/*.h; do
       [ -f "$f" ] && ! [ "$addon" -nt "$f" ] && fresh=0
     done
     if [ -z "${FANOUT_REBUILD_NATIVE:-}" ] && [ -f "$addon" ] && [ "$fresh" = 1 ]; then

@@ -27,6 +27,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "napiutil.h"
+
 #ifndef IOV_MAX
 #define IOV_MAX 1024
 #endif
@@ -60,18 +62,6 @@ typedef struct {
       goto fail;                                                \
     }                                                           \
   } while (0)
-
-static char *copy_string(napi_env env, napi_value value) {
-  size_t length = 0;
-  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) return NULL;
-  char *out = malloc(length + 1);
-  if (!out) return NULL;
-  if (napi_get_value_string_utf8(env, value, out, length + 1, &length) != napi_ok) {
-    free(out);
-    return NULL;
-  }
-  return out;
-}
 
 static void free_batch(batch_job *batch) {
   if (!batch) return;
@@ -172,10 +162,7 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   batch_job *batch = NULL;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 6) {
-    napi_throw_type_error(env, "EINVAL", "writeFiles(paths, temps, chunks, mode, flags, callback)");
-    return NULL;
-  }
+  if (argc < 6) return napiutil_throw_type(env, "EINVAL", "writeFiles(paths, temps, chunks, mode, flags, callback)");
   uint32_t count = 0, temps_count = 0, chunks_count = 0, mode = 0;
   int32_t flags = 0;
   CHECK(env, napi_get_array_length(env, argv[0], &count));
@@ -183,10 +170,7 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_array_length(env, argv[2], &chunks_count));
   CHECK(env, napi_get_value_uint32(env, argv[3], &mode));
   CHECK(env, napi_get_value_int32(env, argv[4], &flags));
-  if (temps_count != count || chunks_count != count) {
-    napi_throw_type_error(env, "EINVAL", "writeFiles: paths, temps and chunks differ in length");
-    return NULL;
-  }
+  if (temps_count != count || chunks_count != count) return napiutil_throw_type(env, "EINVAL", "writeFiles: paths, temps and chunks differ in length");
   batch = calloc(1, sizeof(*batch));
   if (!batch) goto oom;
   batch->files = calloc(count ? count : 1, sizeof(file_job));
@@ -199,10 +183,10 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
     napi_value value, list;
     napi_valuetype type;
     CHECK(env, napi_get_element(env, argv[0], i, &value));
-    if (!(file->path = copy_string(env, value))) goto oom;
+    if (!(file->path = napiutil_copy_string(env, value))) goto oom;
     CHECK(env, napi_get_element(env, argv[1], i, &value));
     CHECK(env, napi_typeof(env, value, &type));
-    if (type == napi_string && !(file->tmp = copy_string(env, value))) goto oom;
+    if (type == napi_string && !(file->tmp = napiutil_copy_string(env, value))) goto oom;
     CHECK(env, napi_get_element(env, argv[2], i, &list));
     uint32_t n = 0;
     CHECK(env, napi_get_array_length(env, list, &n));
@@ -276,12 +260,9 @@ static napi_value sync_fs(napi_env env, napi_callback_info info) {
   napi_value argv[2], name;
   sync_job *job = NULL;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) {
-    napi_throw_type_error(env, "EINVAL", "syncFs(path, callback)");
-    return NULL;
-  }
+  if (argc < 2) return napiutil_throw_type(env, "EINVAL", "syncFs(path, callback)");
   job = calloc(1, sizeof(*job));
-  if (!job || !(job->path = copy_string(env, argv[0]))) {
+  if (!job || !(job->path = napiutil_copy_string(env, argv[0]))) {
     napi_throw_error(env, "ENOMEM", "syncFs: out of memory");
     goto fail;
   }

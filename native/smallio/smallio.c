@@ -34,6 +34,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "napiutil.h"
+
 #define CODE_OUTSIDE (-1)
 #define CODE_IS_DIR (-2)
 #define CODE_NOT_FILE (-3)
@@ -228,15 +230,6 @@ static void complete(napi_env env, napi_status status, void* data) {
   free(job);
 }
 
-static char* get_string(napi_env env, napi_value value) {
-  size_t length = 0;
-  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) return NULL;
-  char* s = malloc(length + 1);
-  if (!s) return NULL;
-  napi_get_value_string_utf8(env, value, s, length + 1, &length);
-  return s;
-}
-
 static int get_bytes(napi_env env, napi_value value, unsigned char** data, size_t* length) {
   napi_typedarray_type type;
   napi_value ab;
@@ -245,11 +238,6 @@ static int get_bytes(napi_env env, napi_value value, unsigned char** data, size_
   if (napi_get_typedarray_info(env, value, &type, length, &ptr, &ab, &offset) != napi_ok || type != napi_uint8_array) return 0;
   *data = (unsigned char*)ptr;
   return 1;
-}
-
-static napi_value fail(napi_env env, const char* message) {
-  napi_throw_type_error(env, NULL, message);
-  return NULL;
 }
 
 /* Queues `job` with its buffers and returns its promise. */
@@ -268,12 +256,12 @@ static napi_value ReadInside(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 8) return fail(env, "readInside(path, root, offset, length, into, expSize, expMtimeMs, out)");
+  if (argc < 8) return napiutil_throw_type(env, NULL, "readInside(path, root, offset, length, into, expSize, expMtimeMs, out)");
   Job* job = calloc(1, sizeof(Job));
-  if (!job) return fail(env, "out of memory");
+  if (!job) return napiutil_throw_type(env, NULL, "out of memory");
   job->op = READ_INSIDE;
-  job->path = get_string(env, argv[0]);
-  job->other = get_string(env, argv[1]);
+  job->path = napiutil_copy_string(env, argv[0]);
+  job->other = napiutil_copy_string(env, argv[1]);
   double offset, length, exp_size;
   unsigned char* data;
   size_t capacity;
@@ -285,7 +273,7 @@ static napi_value ReadInside(napi_env env, napi_callback_info info) {
     free(job->path);
     free(job->other);
     free(job);
-    return fail(env, "readInside: bad arguments");
+    return napiutil_throw_type(env, NULL, "readInside: bad arguments");
   }
   job->data = data;
   job->offset = (int64_t)offset;
@@ -298,19 +286,19 @@ static napi_value WriteNew(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) return fail(env, "writeNew(tmp, file, data, out)");
+  if (argc < 4) return napiutil_throw_type(env, NULL, "writeNew(tmp, file, data, out)");
   Job* job = calloc(1, sizeof(Job));
-  if (!job) return fail(env, "out of memory");
+  if (!job) return napiutil_throw_type(env, NULL, "out of memory");
   job->op = WRITE_NEW;
-  job->path = get_string(env, argv[0]);
-  job->other = get_string(env, argv[1]);
+  job->path = napiutil_copy_string(env, argv[0]);
+  job->other = napiutil_copy_string(env, argv[1]);
   unsigned char* data;
   size_t length;
   if (!job->path || !job->other || !get_bytes(env, argv[2], &data, &length)) {
     free(job->path);
     free(job->other);
     free(job);
-    return fail(env, "writeNew: bad arguments");
+    return napiutil_throw_type(env, NULL, "writeNew: bad arguments");
   }
   job->data = data;
   job->length = (int64_t)length;
@@ -321,11 +309,11 @@ static napi_value ReadFile(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) return fail(env, "readFile(path, into, length, out)");
+  if (argc < 4) return napiutil_throw_type(env, NULL, "readFile(path, into, length, out)");
   Job* job = calloc(1, sizeof(Job));
-  if (!job) return fail(env, "out of memory");
+  if (!job) return napiutil_throw_type(env, NULL, "out of memory");
   job->op = READ_FILE;
-  job->path = get_string(env, argv[0]);
+  job->path = napiutil_copy_string(env, argv[0]);
   unsigned char* data;
   size_t capacity;
   double length;
@@ -333,7 +321,7 @@ static napi_value ReadFile(napi_env env, napi_callback_info info) {
   if (!job->path || !get_bytes(env, argv[1], &data, &capacity) || length < 0 || (size_t)length > capacity) {
     free(job->path);
     free(job);
-    return fail(env, "readFile: bad arguments");
+    return napiutil_throw_type(env, NULL, "readFile: bad arguments");
   }
   job->data = data;
   job->length = (int64_t)length;

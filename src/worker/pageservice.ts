@@ -2,25 +2,25 @@ import { setMaxListeners } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { pageKey, pageSpan } from '../core/pages.js';
-import type { Member, PageRef } from '../core/types.js';
+import type { PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
-import { HEADERS } from '../lib/wire/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
-import { ByteBudget, Semaphore, SingleFlight } from '../lib/transfer/index.js';
+import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
 import { BufferPool } from '../lib/pagestore/index.js';
 import { releaseSourceChunk, type Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { Clock } from '../core/clock.js';
 import { ResponseFlow } from './flow.js';
-import { contentMatches } from './content.js';
-import { PeerLiveness } from './peerliveness.js';
 import { kernelSendable } from './kernelsend.js';
 import { FillFile } from './fillfile.js';
 import { sendPath } from '../lib/sendfile/index.js';
 import { hex, sendStored, sendStoredByKernel, streamFill, type PageSendDeps } from './pagesend.js';
-import { either, readSmallPage, SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
+import { SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
+import { FillSupply, fillSlots, type FillClass } from './fillsupply.js';
+import { commitFill } from './fillcommit.js';
+import { tellFilling } from './fillingnotice.js';
 
 export { PAGE_HOLD_MS } from './pagesend.js';
 import type { SourceBudget } from './sourcebudget.js';
@@ -72,22 +72,12 @@ export class PageService {
    * readers arrive, the worker's memory stays bounded and the excess waits its turn.
    */
   readonly responseSlots: Semaphore;
-  private readonly fillMemory: ByteBudget;
-  /** Page buffers of relays from owners, apart from fillMemory (see holdingRelaySlot). */
-  private readonly relayMemory = new ByteBudget(RELAY_MEMORY);
-  /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
-  private readonly liveness: PeerLiveness;
+  /** Where fills' bytes come from (the source or the page's owner) and the slots they wait for. */
+  private readonly supply: FillSupply;
   /** What the senders of stored pages and fills need (pagesend.ts). */
   private readonly sending: PageSendDeps;
   /** The traffic class of each fill in flight (a read joining a preload fill raises it). */
-  private readonly fillClasses = new Map<string, { cls: TrafficClass }>();
-  /**
-   * Fills in flight per mount: a slow source queues its own fills, not other mounts'. Counted in
-   * bytes (fillsPerMount whole pages), a small page as at least 1/SMALL_FILLS_PER_PAGE of one: a
-   * release of 64 KiB files keeps 8× as many source reads going as one of 4 MiB pages, instead of
-   * 8 round trips to the source at a time.
-   */
-  private readonly mountFills = new Map<string, ByteBudget>();
+  private readonly fillClasses = new Map<string, FillClass>();
   /**
    * Each fill's page file, written as it arrives, which waiters on plain sockets are sent from by
    * the kernel (fillfile.ts). Only where the kernel path is on and for pages this worker keeps:
@@ -98,10 +88,8 @@ export class PageService {
   private readonly spooling = sendPath() === 'sendfile' && process.env.FANOUT_NO_FILL_FOLLOW !== '1';
 
   constructor(private readonly deps: PageServiceDeps) {
-    const slots = Math.max(2, Math.floor(FILL_MEMORY / deps.pageSize));
+    const slots = fillSlots(deps.pageSize);
     this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
-    // The buffer a fill takes is its page's length: bytes, not a count of whole pages.
-    this.fillMemory = new ByteBudget(slots * deps.pageSize);
     // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little
     // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
     // Small pages' buffers are reused too (up to 8 MiB idle): a run of cold small files otherwise
@@ -117,7 +105,7 @@ export class PageService {
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     // Every fill in flight listens on the worker's stop signal (see either()): many is the design.
     setMaxListeners(0, deps.signal);
-    this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal });
+    this.supply = new FillSupply({ ...deps, fillsPerMount: deps.limits.fillsPerMount });
   }
 
   /** A writer for one response that holds at most RESPONSE_ALLOWANCE of its client's bytes. */
@@ -159,7 +147,7 @@ export class PageService {
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct, cls);
-    const stopTelling = this.tellFilling(res);
+    const stopTelling = tellFilling(res);
     try {
       await streamFill(this.sending, res, key, fill, flow, gone.signal, this.fillFiles.get(fill));
     } finally {
@@ -216,26 +204,8 @@ export class PageService {
     return { data: fill.buffer.subarray(0, fill.length), crc: fill.crc, release: () => fill.release() };
   }
 
-  /**
-   * A reader that asked is told now, and again every FILLING_NOTICE_MS until the headers leave,
-   * that its page is being filled (its first byte may wait for a fill slot and the source
-   * budget): it neither hedges a page whose fill another worker would only relay, nor gives up
-   * on a worker that is alive but queued (each 102 restarts its first-byte deadline).
-   */
-  private tellFilling(res: ServerResponse): () => void {
-    const req = res.req;
-    if (req?.headers[HEADERS.progress] !== '1' || req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) return () => {};
-    const tell = () => {
-      if (res.headersSent || res.writableEnded || res.destroyed) return clearInterval(timer);
-      res.writeProcessing();
-    };
-    const timer = setInterval(tell, FILLING_NOTICE_MS).unref();
-    tell();
-    return () => clearInterval(timer);
-  }
-
   private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean, cls: TrafficClass): PageFill {
-    const { store, metrics, logger, selfId } = this.deps;
+    const { store, logger, selfId } = this.deps;
     const owners = this.deps.placement().owners(key, this.deps.replication);
     const primary = owners[0];
     const fromPeer = !direct && primary !== undefined && primary.id !== selfId;
@@ -253,27 +223,9 @@ export class PageService {
       length,
       (abandoned, fill) =>
         fromPeer
-          ? this.holdingRelaySlot(length, abandoned, (signal) => this.peerChunks(primary, ref, start, length, signal, ownerDown, fillClass, fill))
-          : this.holdingFillSlot(ref.mount, length, abandoned, (signal) => this.sourceChunks(ref, start, length, signal, fillClass, fill)),
-      async (done) => {
-        // The page's file, if every byte reached it: stored by a rename instead of a second write.
-        const spool = await this.fillFiles.get(done)?.take();
-        try {
-          if (!keep) return;
-          if (!contentMatches(ref, done.buffer)) {
-            logger.warn({ key, mount: ref.mount, path: ref.path, page: ref.index }, 'page read for a content hash does not have that hash; not stored');
-            return;
-          }
-          if (!spool || !(await store.commitSpool(spool, done.crc).then(() => true, (err) => void logger.warn({ err, key }, 'page file could not be committed; writing it again')))) {
-            await store.put(key, done.buffer, done.crc);
-          }
-          this.deps.onStored?.(key, ref);
-        } catch (err) {
-          logger.warn({ err, key }, 'page read from source could not be stored; served uncached');
-        } finally {
-          await spool?.settle(true);
-        }
-      },
+          ? this.supply.relayed(primary, ref, start, length, abandoned, ownerDown, fillClass, fill)
+          : this.supply.fromSource(ref, start, length, abandoned, fillClass, fill),
+      (done) => commitFill(this.deps, key, ref, done, keep, this.fillFiles.get(done)),
     );
     // Only a page this worker keeps: its file's write replaces the store's, while a relay's page
     // would be written to disk only to be sent from (a copy more than writing it to its waiter).
@@ -296,153 +248,8 @@ export class PageService {
     return fill;
   }
 
-  /**
-   * Runs a fill under its mount's slot, then a memory slot (in that order, so a slow mount's
-   * queue holds no memory slot). Waits and reads end when the worker stops or every reader left.
-   */
-  private async *holdingFillSlot(mount: string, length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    const { signal, done } = either(this.deps.signal, abandoned);
-    const { pageSize } = this.deps;
-    try {
-      const releaseMount = await this.mountSlots(mount).acquire(Math.max(length, Math.ceil(pageSize / SMALL_FILLS_PER_PAGE)), signal);
-      try {
-        const release = await this.fillMemory.acquire(Math.max(length, 1), signal);
-        try {
-          yield* chunks(signal);
-        } finally {
-          release();
-        }
-      } finally {
-        releaseMount();
-      }
-    } finally {
-      done();
-    }
-  }
-
-  /**
-   * Runs a relay from the page's owner under a memory slot of the relays' own: a relay reads no
-   * source here, so it neither takes a mount's fill slot nor queues behind this worker's own
-   * source fills (the owner bounds its source reads). If the owner is down, the relay reads the
-   * source under the mount's slot like any fill.
-   */
-  private async *holdingRelaySlot(length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    const { signal, done } = either(this.deps.signal, abandoned);
-    try {
-      const release = await this.relayMemory.acquire(Math.max(length, 1), signal);
-      try {
-        yield* chunks(signal);
-      } finally {
-        release();
-      }
-    } finally {
-      done();
-    }
-  }
-
-  private mountSlots(mount: string): ByteBudget {
-    let slots = this.mountFills.get(mount);
-    if (!slots) this.mountFills.set(mount, (slots = new ByteBudget(Math.max(1, this.deps.limits.fillsPerMount) * this.deps.pageSize)));
-    return slots;
-  }
-
-  /**
-   * Whether a fill of this page checks the file's version and size at the source itself, on the
-   * open file, before a byte is kept (a small whole page of a source that reads in one step): the
-   * page route then needs no separate stat of the file first (see Routes.checkPage).
-   */
+  /** Whether a fill of this page checks the file's version and size at the source itself (see FillSupply.checksOnFill). */
   checksOnFill(ref: PageRef): boolean {
-    const { start, end } = pageSpan(ref.index, ref.size, this.deps.pageSize);
-    return end - start <= SMALL_WHOLE_READ && this.deps.ufs(ref.mount).readInto !== undefined;
-  }
-
-  private async *sourceChunks(ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass } = { cls: 'read' }, fill?: PageFill): AsyncGenerator<Buffer> {
-    const { budget, metrics } = this.deps;
-    const counter = metrics.bytesFromSource.labels(ref.mount);
-    metrics.sourceReads.inc();
-    const ufs = this.deps.ufs(ref.mount);
-    const page = pageSpan(ref.index, ref.size, this.deps.pageSize);
-    if (fill && ufs.readInto && length > 0 && length <= SMALL_WHOLE_READ && start === page.start && length === page.end - page.start && fill.received === 0) {
-      yield await readSmallPage(ufs.readInto.bind(ufs), ref, start, length, fill, signal, (bytes) => budget.take(ref.mount, bytes, signal, fillClass.cls));
-      counter.inc(length);
-      return;
-    }
-    // A paged source (another cluster) is asked for the page itself: its checksum, its content key.
-    const whole = ufs.readPage !== undefined && start === page.start && length === page.end - page.start;
-    const stream = whole ? ufs.readPage!(ref, this.deps.pageSize, signal) : ufs.read(ref.path, ref.version, start, length, signal);
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      await budget.take(ref.mount, chunk.length, signal, fillClass.cls);
-      counter.inc(chunk.length);
-      yield chunk;
-    }
-  }
-
-  /**
-   * The page from its primary owner, as it arrives there. If the owner cannot be reached, or
-   * drops the connection part-way, the rest comes from the source, so a dead owner costs a
-   * retry, not a failed read. A checksum failure is not papered over: the fill fails.
-   */
-  private async *peerChunks(
-    owner: Member,
-    ref: PageRef,
-    start: number,
-    length: number,
-    signal: AbortSignal,
-    ownerDown: () => void,
-    fillClass: { cls: TrafficClass },
-    fill?: PageFill,
-  ): AsyncGenerator<Buffer> {
-    const { peers, metrics, logger } = this.deps;
-    let received = 0;
-    if (this.liveness.isKnownDead(owner)) {
-      ownerDown();
-      yield* this.sourceFallback('owner_known_dead', ref, start, length, signal, fillClass, fill);
-      return;
-    }
-    const watch = this.liveness.watch(owner, signal);
-    try {
-      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload' });
-      for await (const chunk of chunks) {
-        watch.progress();
-        received += chunk.length;
-        yield chunk;
-      }
-      metrics.peerBytes.inc(received);
-      return;
-    } catch (err) {
-      if (!watch.ownerDead && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
-      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, 'page owner unavailable; reading the source instead');
-    } finally {
-      watch.stop();
-    }
-    ownerDown();
-    yield* this.sourceFallback(watch.ownerDead ? 'owner_silent' : 'owner_unreachable', ref, start + received, length - received, signal, fillClass, fill);
-  }
-
-  /**
-   * A relay reading the source itself because the owner is down: a second source read of the
-   * page in the cluster, so it must be rare, and it is counted. It takes the mount's fill slot,
-   * as any source read does.
-   */
-  private async *sourceFallback(reason: string, ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: { cls: TrafficClass }, fill?: PageFill): AsyncGenerator<Buffer> {
-    this.deps.metrics.relaySourceReads.labels(reason).inc();
-    const { pageSize } = this.deps;
-    const releaseMount = await this.mountSlots(ref.mount).acquire(Math.max(length, Math.ceil(pageSize / SMALL_FILLS_PER_PAGE), 1), signal);
-    try {
-      yield* this.sourceChunks(ref, start, length, signal, fillClass, fill);
-    } finally {
-      releaseMount();
-    }
+    return this.supply.checksOnFill(ref);
   }
 }
-
-/** How often a reader waiting for a page being filled is told so (well inside its 30 s first-byte deadline). */
-export const FILLING_NOTICE_MS = 5_000;
-
-/** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
-const FILL_MEMORY = 96 * 1024 * 1024;
-/** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
-const RELAY_MEMORY = 64 * 1024 * 1024;
-/** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
-const SMALL_FILLS_PER_PAGE = 8;
-

@@ -2,7 +2,7 @@ import type { Dispatcher, Pool } from 'undici';
 import { undici } from '../http/undici.js';
 import type { ConnectionOptions } from 'node:tls';
 import type { Member } from '../../core/types.js';
-import { ConnectionPool, SlabPool } from '../leanhttp/index.js';
+import { ConnectionPool, SlabPool, type LeanResponse } from '../leanhttp/index.js';
 import type { PeerTimeouts } from './timeouts.js';
 
 /**
@@ -65,13 +65,11 @@ class SocketTransport implements PageTransport {
   constructor(private options: TransportOptions) {}
 
   async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<PageResponse> {
-    const response = await this.pool(member.url).get(path, headers, signal, onInformational);
-    return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
+    return leanPageResponse(await this.pool(member.url).get(path, headers, signal, onInformational));
   }
 
   async post(member: Member, path: string, headers: Record<string, string>, body: Buffer, signal?: AbortSignal): Promise<PageResponse> {
-    const response = await this.pool(member.url).post(path, headers, body, signal);
-    return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
+    return leanPageResponse(await this.pool(member.url).post(path, headers, body, signal));
   }
 
   release(chunk: Buffer): void {
@@ -116,6 +114,11 @@ class SocketTransport implements PageTransport {
     }
     return pool;
   }
+}
+
+/** A lean client's response as a PageResponse (its trailers are read once the body ended). */
+function leanPageResponse(response: LeanResponse): PageResponse {
+  return { statusCode: response.statusCode, headers: response.headers, body: response.body, trailers: () => response.trailers, destroy: () => response.destroy() };
 }
 
 class UndiciTransport implements PageTransport {

@@ -7,9 +7,10 @@ import { encodeUrlPath } from '../../core/paths.js';
 import { ConnectionPool, ResponseParseError, TransportError, type LeanResponse } from '../leanhttp/index.js';
 import { httpSlabs } from './chunks.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
-import { iterableBody, sourceStream, type SourceBody } from './stream.js';
+import { iterableBody, type SourceBody } from './stream.js';
+import { remoteRangeStream } from './remoterange.js';
 import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
-import { assertVersion, checkPath, checkRange, destroyQuietly, isAbortLike } from './util.js';
+import { checkPath, destroyQuietly, isAbortLike } from './util.js';
 import { checkRangeAnswer, describeVersion, header, rangeTotal, unversioned } from './validators.js';
 
 const MAX_REDIRECTS = 5;
@@ -138,20 +139,17 @@ export class HttpUfs implements Ufs {
 
   read(path: string, version: string, offset: number, length: number, signal?: AbortSignal): Readable {
     const what = this.describe(path);
-    return sourceStream({
-      expected: length,
-      what,
+    return remoteRangeStream({
+      path,
+      version,
+      offset,
+      length,
       signal,
-      firstByteMs: this.deadlines.firstByteMs,
-      idleMs: this.deadlines.idleMs,
-      mapError: (err, received) => this.mapError(err, path, signal, received === undefined ? undefined : { received, length }),
-      open: async (streamSignal) => {
-        checkPath(path);
-        checkRange(offset, length);
-        if (length === 0) {
-          await assertVersion((p, sig) => this.stat(p, sig), path, version, what, streamSignal);
-          return { body: null };
-        }
+      what,
+      deadlines: this.deadlines,
+      stat: (p, sig) => this.stat(p, sig),
+      mapError: (err, body) => this.mapError(err, path, signal, body),
+      openRange: async (streamSignal) => {
         const headers: Record<string, string> = { range: `bytes=${offset}-${offset + length - 1}` };
         // If-Match lets the server refuse a changed file (412) before sending bytes. A
         // "size-mtime" version is no ETag; those rely on the header check below.

@@ -11,9 +11,9 @@ import { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
-import { sourceStream } from './stream.js';
+import { remoteRangeStream } from './remoterange.js';
 import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
-import { assertVersion, changed, checkPath, checkRange, destroyQuietly, isAbortLike, sizeMtimeVersion } from './util.js';
+import { changed, checkPath, destroyQuietly, isAbortLike, sizeMtimeVersion } from './util.js';
 
 /** The S3Client settings fanout uses for every S3 source (and the test harness reuses). */
 export function s3ClientConfig(options: S3SourceOptions = {}, deadlines: SourceDeadlines = resolveDeadlines()): S3ClientConfig {
@@ -134,20 +134,17 @@ export class S3Ufs implements Ufs {
   }
 
   read(path: string, version: string, offset: number, length: number, signal?: AbortSignal): Readable {
-    return sourceStream({
-      expected: length,
-      what: this.describe(path),
+    return remoteRangeStream({
+      path,
+      version,
+      offset,
+      length,
       signal,
-      firstByteMs: this.deadlines.firstByteMs,
-      idleMs: this.deadlines.idleMs,
-      mapError: (err, received) => this.mapError(err, path, signal, received === undefined ? undefined : { received, length }),
-      open: async (streamSignal) => {
-        checkPath(path);
-        checkRange(offset, length);
-        if (length === 0) {
-          await assertVersion((p, sig) => this.stat(p, sig), path, version, this.describe(path), streamSignal);
-          return { body: null };
-        }
+      what: this.describe(path),
+      deadlines: this.deadlines,
+      stat: (p, sig) => this.stat(p, sig),
+      mapError: (err, body) => this.mapError(err, path, signal, body),
+      openRange: async (streamSignal) => {
         const out = await this.client.send(
           new GetObjectCommand({
             Bucket: this.bucket,

@@ -1,0 +1,210 @@
+import type { Member, PageRef } from '../core/types.js';
+import { pageSpan } from '../core/pages.js';
+import { FanoutError } from '../core/errors.js';
+import type { PageFetcher } from '../lib/cluster/index.js';
+import { ByteBudget, type PageFill } from '../lib/transfer/index.js';
+import type { Ufs } from '../lib/ufs/index.js';
+import type { WorkerMetrics } from '../lib/metrics/index.js';
+import type { TrafficClass } from '../lib/lines/index.js';
+import type { Logger } from 'pino';
+import { PeerLiveness } from './peerliveness.js';
+import { either, readSmallPage, SMALL_WHOLE_READ } from './smallfill.js';
+import type { SourceBudget } from './sourcebudget.js';
+
+/**
+ * Where a fill's bytes come from, and under which limits: the source (under its mount's fill slot,
+ * a share of the fills' memory and the line budget), or the page's owner (under the relays' own
+ * memory), falling back to the source when the owner is down. The page service decides which one
+ * a fill uses and what becomes of its bytes; this module owns the slots those reads wait for.
+ */
+export interface FillSupplyDeps {
+  ufs: (mount: string) => Ufs;
+  budget: SourceBudget;
+  metrics: WorkerMetrics;
+  pageSize: number;
+  peers: PageFetcher;
+  logger: Logger;
+  /** Aborted when the worker stops, ending every wait and read. */
+  signal: AbortSignal;
+  /** Whole pages of source reads in flight per mount. */
+  fillsPerMount: number;
+}
+
+/** The traffic class of a fill in flight, shared with readers that join it (one may raise it). */
+export type FillClass = { cls: TrafficClass };
+
+export class FillSupply {
+  private readonly fillMemory: ByteBudget;
+  /** Page buffers of relays from owners, apart from fillMemory (see relayed). */
+  private readonly relayMemory = new ByteBudget(RELAY_MEMORY);
+  /** Relays from a stopped owner give up and read the source (see PeerLiveness). */
+  private readonly liveness: PeerLiveness;
+  /**
+   * Fills in flight per mount: a slow source queues its own fills, not other mounts'. Counted in
+   * bytes (fillsPerMount whole pages), a small page as at least 1/SMALL_FILLS_PER_PAGE of one: a
+   * release of 64 KiB files keeps 8× as many source reads going as one of 4 MiB pages, instead of
+   * 8 round trips to the source at a time.
+   */
+  private readonly mountFills = new Map<string, ByteBudget>();
+
+  constructor(private readonly deps: FillSupplyDeps) {
+    // The buffer a fill takes is its page's length: bytes, not a count of whole pages.
+    this.fillMemory = new ByteBudget(fillSlots(deps.pageSize) * deps.pageSize);
+    this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal });
+  }
+
+  /** A fill's bytes read from the source here, under its mount's slot and a memory slot. */
+  fromSource(ref: PageRef, start: number, length: number, abandoned: AbortSignal, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
+    return this.holdingFillSlot(ref.mount, length, abandoned, (signal) => this.sourceChunks(ref, start, length, signal, fillClass, fill));
+  }
+
+  /** A fill's bytes relayed from the page's primary owner; ownerDown() is called if the source is read instead. */
+  relayed(owner: Member, ref: PageRef, start: number, length: number, abandoned: AbortSignal, ownerDown: () => void, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
+    return this.holdingRelaySlot(length, abandoned, (signal) => this.peerChunks(owner, ref, start, length, signal, ownerDown, fillClass, fill));
+  }
+
+  /**
+   * Whether a fill of this page checks the file's version and size at the source itself, on the
+   * open file, before a byte is kept (a small whole page of a source that reads in one step): the
+   * page route then needs no separate stat of the file first (see Routes.checkPage).
+   */
+  checksOnFill(ref: PageRef): boolean {
+    const { start, end } = pageSpan(ref.index, ref.size, this.deps.pageSize);
+    return end - start <= SMALL_WHOLE_READ && this.deps.ufs(ref.mount).readInto !== undefined;
+  }
+
+  /**
+   * Runs a source fill under its mount's slot, then a memory slot (in that order, so a slow
+   * mount's queue holds no memory slot).
+   */
+  private holdingFillSlot(mount: string, length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    return this.holding([[this.mountSlots(mount), this.mountShare(length)], [this.fillMemory, Math.max(length, 1)]], abandoned, chunks);
+  }
+
+  /**
+   * Runs a relay from the page's owner under a memory slot of the relays' own: a relay reads no
+   * source here, so it neither takes a mount's fill slot nor queues behind this worker's own
+   * source fills (the owner bounds its source reads). If the owner is down, the relay reads the
+   * source under the mount's slot like any fill (sourceFallback).
+   */
+  private holdingRelaySlot(length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    return this.holding([[this.relayMemory, Math.max(length, 1)]], abandoned, chunks);
+  }
+
+  /**
+   * Takes each slot in order, then runs the read; gives them back in reverse order when it ends.
+   * Waits and reads end when the worker stops or every reader left.
+   */
+  private async *holding(slots: [ByteBudget, number][], abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    const { signal, done } = either(this.deps.signal, abandoned);
+    const releases: (() => void)[] = [];
+    try {
+      for (const [budget, bytes] of slots) releases.push(await budget.acquire(bytes, signal));
+      yield* chunks(signal);
+    } finally {
+      for (const release of releases.reverse()) release();
+      done();
+    }
+  }
+
+  private mountSlots(mount: string): ByteBudget {
+    let slots = this.mountFills.get(mount);
+    if (!slots) this.mountFills.set(mount, (slots = new ByteBudget(Math.max(1, this.deps.fillsPerMount) * this.deps.pageSize)));
+    return slots;
+  }
+
+  /** What a read of `length` bytes takes of its mount's slots: a small page counts as a share of a whole one. */
+  private mountShare(length: number): number {
+    return Math.max(length, Math.ceil(this.deps.pageSize / SMALL_FILLS_PER_PAGE), 1);
+  }
+
+  private async *sourceChunks(ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
+    const { budget, metrics } = this.deps;
+    const counter = metrics.bytesFromSource.labels(ref.mount);
+    metrics.sourceReads.inc();
+    const ufs = this.deps.ufs(ref.mount);
+    const page = pageSpan(ref.index, ref.size, this.deps.pageSize);
+    if (ufs.readInto && length > 0 && length <= SMALL_WHOLE_READ && start === page.start && length === page.end - page.start && fill.received === 0) {
+      yield await readSmallPage(ufs.readInto.bind(ufs), ref, start, length, fill, signal, (bytes) => budget.take(ref.mount, bytes, signal, fillClass.cls));
+      counter.inc(length);
+      return;
+    }
+    // A paged source (another cluster) is asked for the page itself: its checksum, its content key.
+    const whole = ufs.readPage !== undefined && start === page.start && length === page.end - page.start;
+    const stream = whole ? ufs.readPage!(ref, this.deps.pageSize, signal) : ufs.read(ref.path, ref.version, start, length, signal);
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      await budget.take(ref.mount, chunk.length, signal, fillClass.cls);
+      counter.inc(chunk.length);
+      yield chunk;
+    }
+  }
+
+  /**
+   * The page from its primary owner, as it arrives there. If the owner cannot be reached, or
+   * drops the connection part-way, the rest comes from the source, so a dead owner costs a
+   * retry, not a failed read. A checksum failure is not papered over: the fill fails.
+   */
+  private async *peerChunks(
+    owner: Member,
+    ref: PageRef,
+    start: number,
+    length: number,
+    signal: AbortSignal,
+    ownerDown: () => void,
+    fillClass: FillClass,
+    fill: PageFill,
+  ): AsyncGenerator<Buffer> {
+    const { peers, metrics, logger } = this.deps;
+    let received = 0;
+    if (this.liveness.isKnownDead(owner)) {
+      ownerDown();
+      yield* this.sourceFallback('owner_known_dead', ref, start, length, signal, fillClass, fill);
+      return;
+    }
+    const watch = this.liveness.watch(owner, signal);
+    try {
+      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload' });
+      for await (const chunk of chunks) {
+        watch.progress();
+        received += chunk.length;
+        yield chunk;
+      }
+      metrics.peerBytes.inc(received);
+      return;
+    } catch (err) {
+      if (!watch.ownerDead && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
+      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, 'page owner unavailable; reading the source instead');
+    } finally {
+      watch.stop();
+    }
+    ownerDown();
+    yield* this.sourceFallback(watch.ownerDead ? 'owner_silent' : 'owner_unreachable', ref, start + received, length - received, signal, fillClass, fill);
+  }
+
+  /**
+   * A relay reading the source itself because the owner is down: a second source read of the
+   * page in the cluster, so it must be rare, and it is counted. It takes the mount's fill slot,
+   * as any source read does.
+   */
+  private async *sourceFallback(reason: string, ref: PageRef, start: number, length: number, signal: AbortSignal, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
+    this.deps.metrics.relaySourceReads.labels(reason).inc();
+    const releaseMount = await this.mountSlots(ref.mount).acquire(this.mountShare(length), signal);
+    try {
+      yield* this.sourceChunks(ref, start, length, signal, fillClass, fill);
+    } finally {
+      releaseMount();
+    }
+  }
+}
+
+/** Whole pages of fills in flight that FILL_MEMORY holds (at least 2), also the fill buffers' pool size bound. */
+export function fillSlots(pageSize: number): number {
+  return Math.max(2, Math.floor(FILL_MEMORY / pageSize));
+}
+
+/** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
+const FILL_MEMORY = 96 * 1024 * 1024;
+/** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
+const RELAY_MEMORY = 64 * 1024 * 1024;
+/** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
+const SMALL_FILLS_PER_PAGE = 8;
