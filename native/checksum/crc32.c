@@ -10,6 +10,7 @@
 #include <node_api.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <zlib.h>
 
 #if defined(__x86_64__)
@@ -20,6 +21,8 @@ static const uint64_t k1k2[2] __attribute__((aligned(16))) = {0x0154442bd4ULL, 0
 static const uint64_t k3k4[2] __attribute__((aligned(16))) = {0x01751997d0ULL, 0x00ccaa009eULL};
 static const uint64_t k5k0[2] __attribute__((aligned(16))) = {0x0163cd6124ULL, 0x0000000000ULL};
 static const uint64_t poly[2] __attribute__((aligned(16))) = {0x01db710641ULL, 0x01f7011641ULL};
+
+static uint32_t crc32_finish(__m128i x1, __m128i x2, __m128i x3, __m128i x4, const unsigned char *buf, size_t len);
 
 /* `crc` is the inner (pre-inverted) state; len >= 64 and a multiple of 16. */
 __attribute__((target("pclmul,sse4.1")))
@@ -54,7 +57,13 @@ static uint32_t crc32_clmul(const unsigned char *buf, size_t len, uint32_t crc) 
     buf += 64;
     len -= 64;
   }
+  return crc32_finish(x1, x2, x3, x4, buf, len);
+}
 
+/* Four 128-bit lanes (64 bytes apart in the stream) and the rest (< 64 bytes, a multiple of 16) to the CRC. */
+__attribute__((target("pclmul,sse4.1")))
+static uint32_t crc32_finish(__m128i x1, __m128i x2, __m128i x3, __m128i x4, const unsigned char *buf, size_t len) {
+  __m128i x0, x5;
   /* Fold the four lanes into one. */
   x0 = _mm_load_si128((const __m128i *)k3k4);
   x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
@@ -96,16 +105,61 @@ static uint32_t crc32_clmul(const unsigned char *buf, size_t len, uint32_t crc) 
   x1 = _mm_xor_si128(x1, x2);
   return (uint32_t)_mm_extract_epi32(x1, 1);
 }
+
+/*
+ * The same folding with VPCLMULQDQ on 512-bit registers: four registers of four lanes each,
+ * 256 bytes a round, folded by x^(2048±32) mod P (computed like k1k2, which is x^(512±32)),
+ * then to one register by k1k2 and handed to crc32_finish as four 128-bit lanes. About twice
+ * the speed of the 128-bit loop on a hot buffer here; every reader runs it over every byte.
+ */
+static const uint64_t k256[2] __attribute__((aligned(16))) = {0x011542778aULL, 0x01322d1430ULL};
+
+__attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.1")))
+static inline __m512i fold512(__m512i z, __m512i k, __m512i next) {
+  return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(z, k, 0x00), _mm512_clmulepi64_epi128(z, k, 0x11), next, 0x96);
+}
+
+/* `crc` is the inner state; len >= 256 and a multiple of 16. */
+__attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.1")))
+static uint32_t crc32_vclmul(const unsigned char *buf, size_t len, uint32_t crc) {
+  __m512i z0 = _mm512_loadu_si512((const void *)(buf + 0x00));
+  __m512i z1 = _mm512_loadu_si512((const void *)(buf + 0x40));
+  __m512i z2 = _mm512_loadu_si512((const void *)(buf + 0x80));
+  __m512i z3 = _mm512_loadu_si512((const void *)(buf + 0xc0));
+  z0 = _mm512_xor_si512(z0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+  buf += 256;
+  len -= 256;
+  __m512i k = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)k256));
+  while (len >= 256) {
+    z0 = fold512(z0, k, _mm512_loadu_si512((const void *)(buf + 0x00)));
+    z1 = fold512(z1, k, _mm512_loadu_si512((const void *)(buf + 0x40)));
+    z2 = fold512(z2, k, _mm512_loadu_si512((const void *)(buf + 0x80)));
+    z3 = fold512(z3, k, _mm512_loadu_si512((const void *)(buf + 0xc0)));
+    buf += 256;
+    len -= 256;
+  }
+  k = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)k1k2));
+  z0 = fold512(z0, k, z1);
+  z0 = fold512(z0, k, z2);
+  z0 = fold512(z0, k, z3);
+  while (len >= 64) {
+    z0 = fold512(z0, k, _mm512_loadu_si512((const void *)buf));
+    buf += 64;
+    len -= 64;
+  }
+  return crc32_finish(_mm512_extracti32x4_epi32(z0, 0), _mm512_extracti32x4_epi32(z0, 1), _mm512_extracti32x4_epi32(z0, 2), _mm512_extracti32x4_epi32(z0, 3), buf, len);
+}
 #endif
 
 static int use_clmul = 0;
+static int use_vclmul = 0;
 
 /* zlib's convention: `crc` is the value so far (0 to start), the result the value after `buf`. */
 static uint32_t crc32_update(uint32_t crc, const unsigned char *buf, size_t len) {
 #ifdef HAVE_CLMUL_PATH
   if (use_clmul && len >= 64) {
     size_t bulk = len & ~(size_t)15;
-    crc = ~crc32_clmul(buf, bulk, ~crc);
+    crc = use_vclmul && bulk >= 256 ? ~crc32_vclmul(buf, bulk, ~crc) : ~crc32_clmul(buf, bulk, ~crc);
     buf += bulk;
     len -= bulk;
   }
@@ -170,10 +224,10 @@ static napi_value Crc32(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* "clmul" or "table": which way this CPU computes (shown by the JS side). */
+/* "vclmul", "clmul" or "table": which way this CPU computes (shown by the JS side). */
 static napi_value Kind(napi_env env, napi_callback_info info) {
   napi_value result;
-  const char *kind = use_clmul ? "clmul" : "table";
+  const char *kind = use_vclmul ? "vclmul" : use_clmul ? "clmul" : "table";
   napi_create_string_utf8(env, kind, NAPI_AUTO_LENGTH, &result);
   return result;
 }
@@ -182,6 +236,7 @@ static napi_value Init(napi_env env, napi_value exports) {
 #ifdef HAVE_CLMUL_PATH
   __builtin_cpu_init();
   use_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+  use_vclmul = use_clmul && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("vpclmulqdq") && !getenv("FANOUT_CRC32_NO_AVX512");
 #endif
   napi_property_descriptor props[] = {
     {"crc32", NULL, Crc32, NULL, NULL, NULL, napi_default, NULL},

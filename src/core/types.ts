@@ -80,8 +80,8 @@ export interface WorkerStatus {
   lines?: LineStatus[];
   /** How page hits leave on plain connections: by the kernel (sendfile) or through JS. */
   sendPath?: 'sendfile' | 'js';
-  /** How page CRC32s are computed: native addon (clmul, or table without carry-less multiply) or Node's zlib (js). */
-  checksumPath?: 'clmul' | 'table' | 'js';
+  /** How page CRC32s are computed: native addon (vclmul with AVX-512, clmul, or table without carry-less multiply) or Node's zlib (js). */
+  checksumPath?: 'vclmul' | 'clmul' | 'table' | 'js';
   /** Cached pages the worker sends by the kernel at once, each on a thread of its own (config `threads`). */
   threads?: number;
   /** Config `datacenter`, when set. */

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { CHECKSUM_ADDON_PATH, checksumPath, crc32, crc32Js } from './index.js';
 
-// Lengths around the addon's 16- and 64-byte folding steps, and a whole 4 MiB page plus a tail.
-const lengths = [1, 15, 16, 17, 63, 64, 65, 79, 80, 127, 128, 129, 1000, 4096, 4 * 1024 * 1024 + 7];
+// Lengths around the addon's 16-, 64- and (AVX-512) 256-byte folding steps, and a whole 4 MiB page plus a tail.
+const lengths = [1, 15, 16, 17, 63, 64, 65, 79, 80, 127, 128, 129, 255, 256, 257, 271, 272, 320, 336, 511, 512, 513, 1000, 4096, 4 * 1024 * 1024 + 7];
 
 test('the chosen checksum gives zlib CRC32 values for every length and running value', () => {
   for (const n of lengths) {
@@ -36,4 +37,18 @@ test('the addon is used where it is built, and a corrupt byte changes the CRC', 
   const good = crc32(page);
   page[777_777] ^= 1;
   assert.notEqual(crc32(page), good);
+});
+
+test('the addon\'s 128-bit path (FANOUT_CRC32_NO_AVX512=1) gives the same values as its 512-bit one', () => {
+  if (!existsSync(CHECKSUM_ADDON_PATH)) return;
+  // The path is chosen when the addon loads, so the other one runs in a child process.
+  const script = `const a = require(${JSON.stringify(CHECKSUM_ADDON_PATH)}); const z = require('node:zlib');
+    const b = require('node:crypto').randomBytes(70000); let bad = 0;
+    for (const n of ${JSON.stringify(lengths.filter((n) => n < 70000))}) for (const off of [0, 1, 5]) if (a.crc32(b.subarray(off, off + n), 7) !== z.crc32(b.subarray(off, off + n), 7)) bad++;
+    process.stdout.write(a.kind() + ' ' + bad);`;
+  const child = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, FANOUT_CRC32_NO_AVX512: '1' }, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(child.status, 0, child.stderr);
+  const [kind, bad] = child.stdout.split(' ');
+  assert.notEqual(kind, 'vclmul');
+  assert.equal(bad, '0');
 });

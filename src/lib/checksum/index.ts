@@ -9,15 +9,15 @@ import { crc32 as zlibCrc32 } from 'node:zlib';
  * x-fanout-crc32 header). Every reader checks every page it receives, and the store every page it
  * writes or loads, so this is on the data path once per byte on each side: native/checksum does it
  * with PCLMUL at ≈ 12 GB/s here where Node's zlib.crc32 (a table) runs at 3–4.5 GB/s. The way is
- * chosen once, at first use, and shown as `checksumPath` ('clmul' from the addon on a CPU with
- * carry-less multiply, 'table' from the addon without it, 'js' for Node's zlib);
+ * chosen once, at first use, and shown as `checksumPath` ('vclmul' from the addon on a CPU with
+ * AVX-512 VPCLMULQDQ (FANOUT_CRC32_NO_AVX512=1 turns it off), 'clmul' on one with carry-less multiply, 'table' from the addon without it, 'js' for Node's zlib);
  * FANOUT_NO_NATIVE_CHECKSUM=1 forces 'js'. Both give the same value for the same bytes.
  */
-export type ChecksumPath = 'clmul' | 'table' | 'js';
+export type ChecksumPath = 'vclmul' | 'clmul' | 'table' | 'js';
 
 interface ChecksumAddon {
   crc32(data: ArrayBufferView, crc?: number): number;
-  kind(): 'clmul' | 'table';
+  kind(): 'vclmul' | 'clmul' | 'table';
 }
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');

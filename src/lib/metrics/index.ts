@@ -191,7 +191,7 @@ export class WorkerMetrics {
     });
     new Gauge({
       name: 'fanout_checksum_path',
-      help: 'How page CRC32s are computed: 1 for the way in use (clmul: native addon with carry-less multiply; table: native addon without it; js: Node zlib)',
+      help: 'How page CRC32s are computed: 1 for the way in use (vclmul: native addon with AVX-512 carry-less multiply; clmul: with 128-bit carry-less multiply; table: native addon without it; js: Node zlib)',
       labelNames: ['path'],
       registers: [this.registry],
       collect() {
