@@ -24,6 +24,19 @@ export async function scanPages(pagesDir: string): Promise<StoredPage[]> {
   return found.map(({ mtimeMs: _mtime, ...page }) => page);
 }
 
+/** Where a page lives: `<pagesDir>/<first two key characters>/<key>.<crc32>`. */
+export function pagePath(pagesDir: string, key: string, crc: number): { shardDir: string; file: string } {
+  const shardDir = join(pagesDir, key.slice(0, 2));
+  return { shardDir, file: join(shardDir, `${key}.${crc.toString(16).padStart(8, '0')}`) };
+}
+
+/** Makes a shard directory unless `shards` already knows it exists: a mkdir per stored page was a syscall per small file. */
+export async function ensureShard(shardDir: string, shards: Set<string>): Promise<void> {
+  if (shards.has(shardDir)) return;
+  await mkdir(shardDir, { recursive: true });
+  shards.add(shardDir);
+}
+
 /**
  * Writes `data` to `tmp` and renames it to `file`: a failed write never leaves a partial page
  * under a real name. Returns the file's mtime, read on the written file (a rename keeps it).
@@ -41,10 +54,7 @@ export async function writePageFile(
   const io = write ? undefined : smallIo();
   if (io) return writeInOneJob(io, tmp, shardDir, file, data, shards);
   try {
-    if (!shards.has(shardDir)) {
-      await mkdir(shardDir, { recursive: true });
-      shards.add(shardDir);
-    }
+    await ensureShard(shardDir, shards);
     let writtenAt: number | undefined;
     if (write) {
       await write(tmp, data);
@@ -68,10 +78,7 @@ export async function writePageFile(
  * five hand-offs through the event loop; the job removes the temp file on any failure.
  */
 async function writeInOneJob(io: SmallIo, tmp: string, shardDir: string, file: string, data: Buffer, shards: Set<string>): Promise<number> {
-  if (!shards.has(shardDir)) {
-    await mkdir(shardDir, { recursive: true });
-    shards.add(shardDir);
-  }
+  await ensureShard(shardDir, shards);
   try {
     return await io.writeNew(tmp, file, data);
   } catch (err) {

@@ -1,19 +1,19 @@
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { close as closeCallback, fstat as fstatCallback, open as openCallback, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from '../checksum/index.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
-import { isDiskFull } from '../statefile/index.js';
 import { BufferPool } from './bufferpool.js';
 import { statDisk } from './capacity.js';
 import { DiskRoom } from './diskroom.js';
 import { LruIndex } from './lru.js';
-import { readFully, scanPages, writePageFile } from './pagefiles.js';
+import { readFully, scanPages } from './pagefiles.js';
+import { PageWriter } from './pagewriter.js';
 import { SendFiles } from './sendfiles.js';
-import { PageSpool } from './spool.js';
-import type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
+import type { PageSpool } from './spool.js';
+import type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage } from './types.js';
 
 export type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
 
@@ -28,8 +28,8 @@ const closeFile = promisify(closeCallback);
 /**
  * Pages on local disk, one file each, named `<key>.<crc32>` so the checksum survives a restart
  * without a separate index: on start the directory is scanned and the LRU order rebuilt from
- * modification times. Writes go to tmp/ and are renamed into place, so a crash or a failed
- * source read never leaves a partial page under a real name.
+ * modification times. This module owns the index, reads (verified against the checksum),
+ * eviction and the disk watch; writing a page under its name is PageWriter's (pagewriter.ts).
  *
  * The capacity eviction works from is the effective one (see capacity.ts): the configured
  * capacity, lowered to what the file system can hold. It is re-checked every
@@ -45,16 +45,12 @@ export class PageStore {
   private readonly diskCheckIntervalMs: number;
   /** Free space of the file system, and the effective capacity it allows. */
   private readonly room: DiskRoom;
-  private tmpCounter = 0;
-  /** Shard directories known to exist (writePageFile). */
-  private readonly shards = new Set<string>();
-  /** Bytes of pages being written: room is made for them before they land in the index. */
-  private writing = 0;
+  /** Puts pages on disk under their names (temp files, shards, the disk-full retry). */
+  private readonly writer: PageWriter;
   /** Page files kept open between kernel sends of hot pages (openForSend). */
   private readonly sendFiles: SendFiles;
   evictions = 0;
   corruptions = 0;
-  writeFailures = 0;
 
   constructor(
     private readonly options: PageStoreOptions,
@@ -78,6 +74,21 @@ export class PageStore {
       index: this.index,
       onChange: (effective, configured, disk) => this.events.onCapacityChange?.(effective, configured, disk),
     });
+    this.writer = new PageWriter({
+      pagesDir: this.pagesDir,
+      tmpDir: this.tmpDir,
+      index: this.index,
+      room: this.room,
+      events,
+      writeFile: options.writeFile,
+      checkDisk: (check) => this.checkDisk(check),
+      evictIfNeeded: (extra) => this.evictIfNeeded(extra),
+    });
+  }
+
+  /** Page writes that failed, including ones that succeeded when retried after eviction. */
+  get writeFailures(): number {
+    return this.writer.writeFailures;
   }
 
   get used(): number {
@@ -187,40 +198,8 @@ export class PageStore {
    * full re-reads free space, evicts and is retried once; if it still fails the page is not
    * stored (DISK_FULL) and the caller serves it uncached. No temp file outlives a failure.
    */
-  async put(key: string, data: Buffer, crc: number): Promise<void> {
-    if (this.index.peek(key)) return;
-    if (this.room.due()) await this.checkDisk({ forgetFull: true });
-    if (data.length > this.index.capacity) {
-      const error = new FanoutError('STORE_FULL', `page of ${data.length} bytes exceeds the page store's effective capacity (${this.index.capacity} bytes)`);
-      this.noteWriteFailure('no_room', error);
-      throw error;
-    }
-    const name = `${key}.${crc.toString(16).padStart(8, '0')}`;
-    const shardDir = join(this.pagesDir, key.slice(0, 2));
-    const file = join(shardDir, name);
-    this.writing += data.length;
-    let writtenAt: number | undefined;
-    try {
-      await this.evictIfNeeded(this.writing);
-      try {
-        writtenAt = await this.writePage(shardDir, file, key, data);
-      } catch (err) {
-        if (!isDiskFull(err)) throw this.writeError('io_error', err);
-        this.noteWriteFailure('disk_full', err as Error);
-        // The disk holds less than the store thought: never plan for more than is held now.
-        this.room.markFull();
-        await this.checkDisk();
-        await this.evictIfNeeded(this.writing);
-        try {
-          writtenAt = await this.writePage(shardDir, file, key, data);
-        } catch (retryErr) {
-          throw this.writeError(isDiskFull(retryErr) ? 'disk_full' : 'io_error', retryErr);
-        }
-      }
-    } finally {
-      this.writing -= data.length;
-    }
-    this.index.add({ key, size: data.length, crc, file, verifiedAt: writtenAt });
+  put(key: string, data: Buffer, crc: number): Promise<void> {
+    return this.writer.put(key, data, crc);
   }
 
   /**
@@ -228,52 +207,16 @@ export class PageStore {
    * whole page. Undefined when the store writes through an injected writeFile (tests of write
    * failures go through put()) or the temp file cannot be made: the caller then put()s the page.
    */
-  async spool(key: string, length: number): Promise<PageSpool | undefined> {
-    if (this.options.writeFile || length > this.index.capacity) return undefined;
-    if (this.room.due()) await this.checkDisk({ forgetFull: true });
-    this.writing += length;
-    let reserved = true;
-    const unreserve = () => {
-      if (reserved) this.writing -= length;
-      reserved = false;
-    };
-    const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
-    try {
-      await this.evictIfNeeded(this.writing);
-      return new PageSpool(await open(tmp, 'w+'), tmp, key, length, unreserve);
-    } catch {
-      unreserve();
-      await unlink(tmp).catch(() => {});
-      return undefined;
-    }
+  spool(key: string, length: number): Promise<PageSpool | undefined> {
+    return this.writer.spool(key, length);
   }
 
   /**
    * Puts a whole spool (every byte written, CRC computed as they arrived) under its key: a rename,
    * which the spool's open descriptor follows. The spool is settled here, whatever happens.
    */
-  async commitSpool(spool: PageSpool, crc: number): Promise<void> {
-    let renamed = false;
-    try {
-      if (this.index.peek(spool.key)) return;
-      if (spool.written !== spool.length) throw new FanoutError('INTERNAL', `spool holds ${spool.written} of ${spool.length} bytes`);
-      const shardDir = join(this.pagesDir, spool.key.slice(0, 2));
-      const file = join(shardDir, `${spool.key}.${crc.toString(16).padStart(8, '0')}`);
-      const writtenAt = await spool.mtime();
-      if (!this.shards.has(shardDir)) {
-        await mkdir(shardDir, { recursive: true });
-        this.shards.add(shardDir);
-      }
-      try {
-        await rename(spool.tmp, file);
-      } catch (err) {
-        throw this.writeError('io_error', err);
-      }
-      renamed = true;
-      this.index.add({ key: spool.key, size: spool.length, crc, file, verifiedAt: writtenAt });
-    } finally {
-      await spool.settle(!renamed);
-    }
+  commitSpool(spool: PageSpool, crc: number): Promise<void> {
+    return this.writer.commitSpool(spool, crc);
   }
 
   /**
@@ -361,25 +304,6 @@ export class PageStore {
   /** Bytes of a stored page, without touching its LRU place; undefined if not stored. */
   sizeOf(key: string): number | undefined {
     return this.index.peek(key)?.size;
-  }
-
-  /** Returns the page file's mtime, read on the written file (a rename keeps it): what openForSend trusts. */
-  private async writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<number | undefined> {
-    const tmp = join(this.tmpDir, `${key}.${process.pid}.${this.tmpCounter++}`);
-    return writePageFile(tmp, shardDir, file, data, this.shards, this.options.writeFile);
-  }
-
-  private noteWriteFailure(reason: WriteFailureReason, error: Error): void {
-    this.writeFailures++;
-    this.events.onWriteFailure?.(reason, error);
-  }
-
-  private writeError(reason: WriteFailureReason, err: unknown): FanoutError {
-    this.noteWriteFailure(reason, err as Error);
-    // The errno code, not the message: messages carry server paths, and these can reach clients.
-    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
-    if (reason === 'disk_full') return new FanoutError('DISK_FULL', `the page store's disk is full (${code}): page not stored`, { cause: err });
-    return new FanoutError('INTERNAL', `page store write failed (${code})`, { cause: err });
   }
 
   async delete(key: string): Promise<boolean> {
