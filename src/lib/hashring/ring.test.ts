@@ -173,3 +173,14 @@ test('duplicate member ids are rejected; the ring keeps its own copy of members'
   ring.members()[1]!.url = 'http://changed';
   assert.ok(ring.members().every((m) => m.url !== 'http://changed'));
 });
+
+test('a one-member ring (its vnodes not placed) owns every key, and a second member takes its share', () => {
+  const [lone] = workers(1);
+  const ring = new HashRing([lone!]);
+  assert.equal(ring.vnodes(lone!.id), 1024);
+  for (const key of KEYS.slice(0, 1000)) assert.deepEqual(ring.owners(key, 3), [lone]);
+  // Growing to two members: the newcomer takes about half, the lone member keeps the rest.
+  const counts = shares(primaries(new HashRing(workers(2)), KEYS.slice(0, 10_000)));
+  assert.equal(counts.size, 2);
+  for (const n of counts.values()) assert.ok(n > 4000 && n < 6000, `share ${n} of 10,000`);
+});
