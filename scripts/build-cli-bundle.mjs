@@ -58,6 +58,7 @@ async function bundle(name) {
     target: 'node20',
     packages: 'external', // undici, zod, the AWS SDK, etcd3: loaded from node_modules, and only when used
     plugins: [moduleUrls],
+    minifyWhitespace: true, // a smaller file for V8 to scan on every start; names stay (errors, stack traces)
     metafile: true,
     logLevel: 'warning',
   });
