@@ -15,7 +15,7 @@ fi
 # The FUSE addon (mount tests): a missing toolchain is an error here, not a note.
 FANOUT_REQUIRE_NATIVE=1 npm run --silent build:native
 npx tsc -p tsconfig.json
-# The one-file bundle `fanout cat`/`stat` run from after `npm ci` (a stale one is never used).
+# The one-file bundles the CLI runs from after `npm ci` (a stale one is never used).
 node scripts/build-cli-bundle.mjs
 
 unit=$(find dist/src -name '*.test.js' | sort)
