@@ -3,7 +3,7 @@ import { SlabPool } from '../leanhttp/index.js';
 /**
  * Read memory that sources lend with the chunks they yield, taken back with releaseSourceChunk()
  * once the reader has copied a chunk (a worker's fill copies each into its page). Fresh buffers
- * per read were most of a cold read's garbage: a worker reading 1 GiB cold ran 15–45 major
+ * per read were most of a cold read's garbage: a worker reading 1 GiB cold ran 3–45 major
  * collections; with reused memory, 2 (docs/benchmarks.md). A chunk nobody gives back is simply
  * collected.
  */
