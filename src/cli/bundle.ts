@@ -3,8 +3,7 @@ import { join } from 'node:path';
 
 /**
  * A one-file bundle of the CLI (scripts/build-cli-bundle.mjs): `quick` for `fanout cat`/`stat`,
- * `main` for every other command, if it was built
- * from the modules as they are now. Each input's size and modification time are compared with
+ * `main` for every other command, if it was built from the modules as they are now. Each input's size and modification time are compared with
  * those recorded when it was built: after a `tsc` without the bundle step, or any edit of a
  * module it holds, the modules are run instead — a stale bundle is never run. About 60 stat
  * calls for `quick`, about 200 for `main`: about a millisecond.

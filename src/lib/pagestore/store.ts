@@ -1,5 +1,5 @@
 import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
-import { close as closeCallback, fstat as fstatCallback, open as openCallback, statSync } from 'node:fs';
+import { close as closeCallback, fstat as fstatCallback, open as openCallback, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from '../checksum/index.js';
@@ -235,7 +235,8 @@ export class PageStore {
       // A page sent before, whose name still leads to the same file, unwritten since it was
       // checked: its kept descriptor, for one stat. Synchronous on purpose: a stat of a page
       // file just sent (its inode and path cached) costs microseconds, the pool hand-off more.
-      const now = statSync(entry.file, { throwIfNoEntry: false });
+      // Any failure of it (EIO, EACCES) only skips the kept file: the open below says what broke.
+      const now = statQuietly(entry.file);
       if (now && entry.verifiedAt === now.mtimeMs && now.size === entry.size) {
         const kept = this.sendFiles.lend(key, now.ino);
         if (kept) return kept;
@@ -351,5 +352,14 @@ export class PageStore {
     this.corruptions++;
     this.events.onCorrupt?.(entry.key);
     await unlink(entry.file).catch(() => {});
+  }
+}
+
+/** The stat of a page file, or undefined if it cannot be had (missing, or any error). */
+function statQuietly(file: string): Stats | undefined {
+  try {
+    return statSync(file, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
   }
 }
