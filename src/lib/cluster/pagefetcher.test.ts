@@ -34,7 +34,11 @@ for (const transport of ['socket', 'undici'] as const) {
       await new Promise((r) => server.close(r));
     });
 
-    const fetcher = () => new PageFetcher({ transport, timeouts: { connectMs: 2000, firstByteMs: 300, idleMs: 300 } });
+    // Short deadlines only where a test waits for one to pass; elsewhere long ones, so a loaded
+    // machine (CI, 2 cores) cannot turn a slow answer into a deadline failure.
+    const fetcher = (deadlineMs = 30_000) =>
+      new PageFetcher({ transport, timeouts: { connectMs: 30_000, firstByteMs: deadlineMs, idleMs: deadlineMs } });
+    const impatientFetcher = () => fetcher(300);
 
     test('a whole page with its checksum trailer is returned', async () => {
       behave = (_req, res) => {
@@ -50,7 +54,7 @@ for (const transport of ['socket', 'undici'] as const) {
 
     test('a worker that never answers fails the fetch as WORKER_UNAVAILABLE naming it and the first-byte deadline', async () => {
       behave = () => {}; // headers never come, as from a SIGSTOPped process
-      const f = fetcher();
+      const f = impatientFetcher();
       await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message) && /first-byte/.test(e.message));
       await f.close();
     });
@@ -60,7 +64,7 @@ for (const transport of ['socket', 'undici'] as const) {
         res.writeHead(200, { trailer: CHECKSUM_HEADER });
         res.write(PAGE.subarray(0, 5));
       };
-      const f = fetcher();
+      const f = impatientFetcher();
       await assert.rejects(f.fetch(member, ref, PAGE.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /idle/.test(e.message));
       await f.close();
     });
