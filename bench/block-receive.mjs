@@ -150,7 +150,7 @@ async function client(mode, job) {
   await readAll(pages);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const used = process.cpuUsage(cpu0);
-  for (const c of conns) c.socket.destroy();
+  for (const c of conns) c.socket?.destroy(); // a connection never used (fewer units than connections) has none
   closeSync(out);
   process.stdout.write(JSON.stringify({ wall, cpu: (used.user + used.system) / 1e6, sys: used.system / 1e6, faults: minorFaults() - faults0 }));
 }
