@@ -1,5 +1,6 @@
 // CPU seconds of processes, from /proc: what a benchmark charges to each side of a transfer.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 
 const TICKS_PER_SECOND = 100; // USER_HZ: 100 on every Linux this runs on (getconf CLK_TCK)
@@ -57,4 +58,15 @@ export function runMeasured(command) {
       resolve({ seconds, cpu: statTimes(out.trim().split('\n').pop()).children });
     });
   });
+}
+
+/**
+ * The machine's busy and idle CPU seconds so far (all cores, from /proc/stat). Busy includes the
+ * kernel work no process is charged for (softirq on ksoftirqd: loopback receive under load).
+ */
+export function machineCpu() {
+  const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = ticks;
+  const sample = { busy: (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND, idle: (idle + iowait) / TICKS_PER_SECOND };
+  return { ...sample, since: (earlier) => ({ busy: sample.busy - earlier.busy, idle: sample.idle - earlier.idle }) };
 }

@@ -21,6 +21,7 @@ import { createReadStream, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { benchArgs, bin, median, parseSize, pretouchMemory, root, writeRandomFile } from './common.mjs';
+import { machineCpu } from './cpu.mjs';
 import { HashRing } from '../dist/src/lib/hashring/index.js';
 
 const labDir = join(root, 'bench/lab');
@@ -274,15 +275,6 @@ function processCpuSeconds(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** The machine's busy and idle CPU seconds so far (all cores, from /proc/stat). */
-function machineCpu() {
-  const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).map(Number);
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = ticks;
-  const hz = 100; // USER_HZ is 100 on Linux on every architecture Node runs on
-  const sample = { busy: (user + nice + system + irq + softirq + steal) / hz, idle: (idle + iowait) / hz };
-  return { ...sample, since: (earlier) => ({ busy: sample.busy - earlier.busy, idle: sample.idle - earlier.idle }) };
 }
 
 /**

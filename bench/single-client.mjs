@@ -5,7 +5,9 @@
 //   - curl of the worker's `/v1/data`
 // Wall time and CPU seconds per GiB of every process on each side (nginx's processes + curl;
 // the worker + the CLI; the worker + curl), as ratios to nginx+curl measured in the same run
-// (these machines are shared and noisy: only same-run ratios mean anything), median of --runs.
+// (these machines are shared and noisy: only same-run ratios mean anything), median of --runs;
+// and the machine's busy CPU during each run (/proc/stat: includes softirq work on ksoftirqd that
+// no process is charged for, but also anything else running: meaningful on a quiet machine only).
 // Then the CLI's fixed cost: `fanout cat` of a 1-byte file and `fanout --help`, median of
 // --fixed-runs.
 //
@@ -15,7 +17,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchArgs, bin, median, parseSize, root, waitFor, waitHealthy, writeRandomFile } from './common.mjs';
-import { processTreeCpu, runMeasured } from './cpu.mjs';
+import { machineCpu, processTreeCpu, runMeasured } from './cpu.mjs';
 
 const args = benchArgs({ size: '4GiB', runs: '3', 'fixed-runs': '10', 'page-size': '4MiB' });
 const size = parseSize(args.size);
@@ -75,15 +77,19 @@ async function startWorker(work, dir) {
 /** One timed run of `command` (a shell line) while `server` serves: wall, and CPU of both sides. */
 async function measure(command, serverPid) {
   const before = await processTreeCpu(serverPid);
+  const machineBefore = machineCpu();
   const client = await runMeasured(command);
+  // The machine's busy CPU too: it counts the loopback's receive work run on ksoftirqd, which
+  // neither side's /proc figure holds (and which moves between runs with the load).
+  const machine = machineCpu().since(machineBefore).busy;
   const server = (await processTreeCpu(serverPid)) - before;
-  return { seconds: client.seconds, clientCpu: client.cpu, serverCpu: server, cpu: client.cpu + server };
+  return { seconds: client.seconds, clientCpu: client.cpu, serverCpu: server, cpu: client.cpu + server, machineCpu: machine };
 }
 
 /** Median wall time; CPU of the run with the median CPU total, split as that run split it. */
 function summarize(samples) {
   const mid = [...samples].sort((a, b) => a.cpu - b.cpu)[Math.floor(samples.length / 2)];
-  return { seconds: median(samples.map((s) => s.seconds)), cpuSeconds: mid.cpu, clientCpuSeconds: mid.clientCpu, serverCpuSeconds: mid.serverCpu, samples };
+  return { seconds: median(samples.map((s) => s.seconds)), cpuSeconds: mid.cpu, clientCpuSeconds: mid.clientCpu, serverCpuSeconds: mid.serverCpu, machineCpuSeconds: median(samples.map((s) => s.machineCpu)), samples };
 }
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-'));
@@ -145,12 +151,12 @@ try {
   const base = result.readers.nginx;
   const gib = size / GiB;
   console.log(`file ${gib.toFixed(2)} GiB, warm, to /dev/null, median of ${runs}; load average ${loadStart} → ${loadEnd}`);
-  console.log('| reader | seconds | GB/s | CPU s/GiB (client + server) | time ÷ nginx | CPU ÷ nginx |');
-  console.log('|---|---|---|---|---|---|');
+  console.log('| reader | seconds | GB/s | CPU s/GiB (client + server) | time ÷ nginx | CPU ÷ nginx | machine busy CPU s/GiB | ÷ nginx |');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const s of scenarios) {
     const r = result.readers[s.key];
     const cpu = `${(r.cpuSeconds / gib).toFixed(2)} (${(r.clientCpuSeconds / gib).toFixed(2)} + ${(r.serverCpuSeconds / gib).toFixed(2)})`;
-    console.log(`| ${s.name} | ${r.seconds.toFixed(2)} | ${(size / r.seconds / 1e9).toFixed(2)} | ${cpu} | ${(r.seconds / base.seconds).toFixed(2)}× | ${(r.cpuSeconds / base.cpuSeconds).toFixed(2)}× |`);
+    console.log(`| ${s.name} | ${r.seconds.toFixed(2)} | ${(size / r.seconds / 1e9).toFixed(2)} | ${cpu} | ${(r.seconds / base.seconds).toFixed(2)}× | ${(r.cpuSeconds / base.cpuSeconds).toFixed(2)}× | ${(r.machineCpuSeconds / gib).toFixed(2)} | ${(r.machineCpuSeconds / base.machineCpuSeconds).toFixed(2)}× |`);
   }
   const f = result.fixedCost;
   console.log(`\nCLI fixed cost, median of ${fixedRuns} (cat and stat ${bundled ? 'from the bundle' : 'from the modules: run npm run build for the bundle'}):`);
