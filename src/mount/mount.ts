@@ -113,7 +113,7 @@ async function logReadPath(addon: FuseAddon, session: FuseSession, fs: FanoutFs,
   log.info(
     { readRequestBytes, maxPagesLimit: limit, directIo: fs.directIo() },
     `reads of up to ${readRequestBytes / 2 ** 20} MiB per request` +
-      (readRequestBytes < MAX_READ ? ` (fs.fuse.max_pages_limit = ${limit}; ${MAX_READ / 4096} allows ${MAX_READ / 2 ** 20} MiB)` : '') +
+      (readRequestBytes < MAX_READ ? ` (fs.fuse.max_pages_limit = ${limit}; ${MAX_READ / 4096} would allow ${MAX_READ / 2 ** 20} MiB)` : '') +
       (fs.directIo() ? '; files of a page or more bypass the kernel page cache (direct I/O)' : ''),
   );
 }
