@@ -206,7 +206,8 @@ test('files of at least a page open with direct I/O where the kernel allows mmap
   await new Promise((r) => setTimeout(r, 5));
   const ofBig = () => on.offers.filter((o) => o.startsWith('1:')).sort();
   assert.deepEqual(ofBig(), ['1:0']);
+  on.fs.dispatch(OPS.SERVED, undefined as unknown as FuseRequest, 0, on.fh, 0, 1024);
   on.fs.dispatch(OPS.SERVED, undefined as unknown as FuseRequest, 0, on.fh, 1024, 1024);
   await new Promise((r) => setTimeout(r, 5));
-  assert.deepEqual(ofBig(), ['1:0', '1:1', '1:2']);
+  assert.deepEqual(ofBig(), ['1:0', '1:2'], 'the page after the one read is fetched ahead and offered');
 });
