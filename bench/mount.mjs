@@ -12,8 +12,9 @@
 // fresh memory costs ~2 CPU s per GiB (docs/benchmarks.md, "the VM's price for fresh memory"):
 // the dd is also run right after touching that much memory (pretouchMemory), as a second row.
 //
-//   node bench/mount.mjs [--size 2GiB] [--multi-size 256MiB] [--runs 3] [--page-size 4MiB] [--readers 8]
-// Needs root (FUSE) and the addon (npm run build:native).
+//   node bench/mount.mjs [--size 2GiB] [--multi-size 256MiB] [--runs 3] [--page-size 4MiB] [--readers 8] [--max-pages-limit 1024]
+// Needs root (FUSE) and the addon (npm run build:native). --max-pages-limit sets the sysctl
+// fs.fuse.max_pages_limit for the run (larger direct I/O requests) and restores it after.
 import { spawn } from 'node:child_process';
 import { benchArgs, bin, median, parseSize, pretouchMemory, root, timedRun as run, waitFor, withMount, writeRandomFile } from './common.mjs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -62,6 +63,10 @@ function sdkRead(endpoint, path, bytes) {
 }
 
 const gbps = (bytes, s) => bytes / s / 1e9;
+
+const LIMIT = '/proc/sys/fs/fuse/max_pages_limit';
+const savedLimit = args['max-pages-limit'] ? (await readFile(LIMIT, 'utf8')).trim() : undefined;
+if (savedLimit) await writeFile(LIMIT, String(Number(args['max-pages-limit'])));
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-mount-'));
 let worker;
@@ -138,6 +143,7 @@ try {
   await mkdir(join(root, 'bench/out'), { recursive: true });
   await writeFile(join(root, 'bench/out/mount.json'), JSON.stringify(result, null, 2));
 } finally {
+  if (savedLimit) await writeFile(LIMIT, savedLimit);
   if (worker) {
     worker.kill('SIGTERM');
     await new Promise((r) => worker.once('exit', r));

@@ -25,11 +25,14 @@
 #include <vector>
 
 #include "held.h"
+#include "init.h"
+#include "offered.h"
 
 namespace {
 
 using fanout::HeldFiles;
 using fanout::kHeldHandle;
+using fanout::OfferedPages;
 
 // Numbers, not strings: they cross to JavaScript on every request. Kept in step with OPS in
 // src/mount/native.ts.
@@ -50,6 +53,8 @@ enum Op : int {
   kReaddirplus = 13,
   kOpenedHeld = 14,  // to JS: a held file (held.h) was opened here; JS's directory prefetch follows opens
   kLookedUpHeld = 15,  // to JS: a held file was looked up here (one more kernel reference to count)
+  kServed = 16,  // to JS: a read was answered here from offered pages (offered.h) and reached a new page
+  kReturned = 17,  // to JS: withdrawn offered pages no FUSE thread writes from any more (their offer ids)
 };
 
 // A read's FUSE thread waits here for JavaScript's answer, then sends it.
@@ -84,6 +89,7 @@ struct Call {
   ReadWait* wait = nullptr;  // reads: the waiting FUSE thread
   std::vector<napi_ref> refs;  // kUnref
   double token = 0;  // kUnref: the reply's token
+  std::vector<double> ids;  // kReturned: offer ids
 };
 
 // One request waiting for JavaScript. Owned by the JS External that carries it: if JavaScript
@@ -122,6 +128,8 @@ struct Session {
   bool cloneFd = true;
   std::atomic<bool> unmounted{false};
   HeldFiles held{16 << 20};
+  OfferedPages offered;
+  fanout::InitPatch init;
 };
 
 // Attribute block size reported to stat(): cat, cp and dd size their reads from it.
@@ -236,6 +244,38 @@ void LlOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // that a waiting read takes, and small files are read in one such request each.
 constexpr size_t kDirectReadMax = 128 * 1024;
 
+constexpr size_t kSegment = 64 * 1024;
+
+void PostReturned(Session* session, std::vector<double>&& ids) {
+  if (ids.empty()) return;
+  auto* call = new Call();
+  call->op = kReturned;
+  call->ids = std::move(ids);
+  Post(session, call);  // if the session is closing the pages just stay leased
+}
+
+// A read whose span lies in offered pages is answered on this thread; JavaScript hears of it
+// only when it reaches a page not noted before (it moves its readahead window then).
+bool ServeOffered(Session* session, fuse_req_t req, uint64_t fh, size_t size, off_t off) {
+  OfferedPages::Serving serving;
+  if (!session->offered.Begin(fh, static_cast<uint64_t>(off), size, kSegment, &serving)) return false;
+  if (serving.iov.empty()) {
+    fuse_reply_buf(req, nullptr, 0);
+  } else {
+    fuse_reply_iov(req, serving.iov.data(), static_cast<int>(serving.iov.size()));
+  }
+  PostReturned(session, session->offered.Done(&serving));
+  if (serving.note) {
+    auto* call = new Call();
+    call->op = kServed;
+    call->fh = fh;
+    call->offset = static_cast<uint64_t>(off);
+    call->count = size;
+    Post(session, call);
+  }
+  return true;
+}
+
 void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Session* session = SessionOf(req);
   if (fi->fh & kHeldHandle) {
@@ -248,6 +288,7 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     }
     return;
   }
+  if (ServeOffered(session, req, fi->fh, size, off)) return;
   if (size <= kDirectReadMax) {
     auto* call = new Call();
     call->fh = fi->fh;
@@ -284,6 +325,7 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 }
 
 void LlRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  SessionOf(req)->offered.Release(fi->fh);
   if (fi->fh & kHeldHandle) {
     SessionOf(req)->held.Release(fi->fh);
     fuse_reply_err(req, 0);
@@ -363,6 +405,17 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
     }
     return;
   }
+  if (call->op == kReturned) {
+    Napi::Array ids = Napi::Array::New(env, call->ids.size());
+    for (uint32_t i = 0; i < call->ids.size(); i++) ids.Set(i, Napi::Number::New(env, call->ids[i]));
+    delete call;
+    dispatch.Call({Napi::Number::New(env, kReturned), env.Undefined(), Napi::Number::New(env, 0), ids});
+    if (env.IsExceptionPending()) {
+      Napi::Error error = env.GetAndClearPendingException();
+      fprintf(stderr, "fanout mount: dispatcher threw: %s\n", error.Message().c_str());
+    }
+    return;
+  }
   Request* request = call->req != nullptr ? new Request(call->req, call->wait) : nullptr;
   Napi::Value req = request != nullptr ? Napi::Value(Napi::External<Request>::New(env, request, FinalizeRequest)) : env.Undefined();
   auto num = [&](double v) { return Napi::Number::New(env, v); };
@@ -383,6 +436,7 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
       args.push_back(num(call->flags));
       break;
     case kRead:
+    case kServed:
     case kReaddir:
     case kReaddirplus:
       args.push_back(num(static_cast<double>(call->fh)));
@@ -480,7 +534,8 @@ void ReplyAttr(const Napi::CallbackInfo& info) {
   fuse_reply_attr(r->req, &st, Num(info, 5));
 }
 
-// replyOpen(req, fh, keepCache)
+// replyOpen(req, fh, keepCache, directIo): direct I/O reads skip the kernel's page cache (one
+// copy fewer per byte; mmap still works where the kernel allows it, init.h).
 void ReplyOpen(const Napi::CallbackInfo& info) {
   Request* r = Claim(info);
   if (r == nullptr) return;
@@ -488,10 +543,9 @@ void ReplyOpen(const Napi::CallbackInfo& info) {
   std::memset(&fi, 0, sizeof fi);
   fi.fh = static_cast<uint64_t>(Num(info, 1));
   fi.keep_cache = info[2].ToBoolean().Value() ? 1 : 0;
+  fi.direct_io = info.Length() > 3 && info[3].ToBoolean().Value() ? 1 : 0;
   fuse_reply_open(r->req, &fi);
 }
-
-constexpr size_t kSegment = 64 * 1024;
 
 // replyData(req, buffers[], token?) -> written: the buffers are written to the kernel as they
 // are (writev). A large read's FUSE thread does it, holding references to them until then, and
@@ -684,7 +738,72 @@ Napi::Value HeldStats(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// ---- offered pages (offered.h): called from JavaScript ----
+
+// offerFile(session, fh, fileId, size): reads of handle fh (opened, not yet answered) may be
+// answered from the offered pages of file version fileId.
+void OfferFile(const Napi::CallbackInfo& info) {
+  SessionArg(info)->offered.Open(static_cast<uint64_t>(Num(info, 1)), static_cast<uint64_t>(Num(info, 2)), static_cast<uint64_t>(Num(info, 3)));
+}
+
+// offer(session, fileId, index, chunks[], offerId) -> offered: the chunks (page `index`, whole)
+// are read from by FUSE threads until withdrawn; the caller keeps them alive until then (or
+// until kReturned names offerId). False: that page is offered already.
+Napi::Value Offer(const Napi::CallbackInfo& info) {
+  Session* session = SessionArg(info);
+  Napi::Array chunks = info[3].As<Napi::Array>();
+  std::vector<struct iovec> iov;
+  iov.reserve(chunks.Length());
+  for (uint32_t i = 0; i < chunks.Length(); i++) {
+    Napi::Buffer<char> chunk = chunks.Get(i).As<Napi::Buffer<char>>();
+    if (chunk.Length() > 0) iov.push_back({chunk.Data(), chunk.Length()});
+  }
+  bool offered = session->offered.Offer(static_cast<uint64_t>(Num(info, 1)), static_cast<uint64_t>(Num(info, 2)), std::move(iov), Num(info, 4));
+  return Napi::Boolean::New(info.Env(), offered);
+}
+
+// withdraw(session, fileId, index) -> free: true if no FUSE thread writes from the page (its
+// buffers may be reused now); false if one does (kReturned names its offer id later).
+Napi::Value Withdraw(const Napi::CallbackInfo& info) {
+  bool free = SessionArg(info)->offered.Withdraw(static_cast<uint64_t>(Num(info, 1)), static_cast<uint64_t>(Num(info, 2)));
+  return Napi::Boolean::New(info.Env(), free);
+}
+
+// offeredStats(session) -> reads answered from offered pages, reads that were not, pages offered.
+Napi::Value OfferedStats(const Napi::CallbackInfo& info) {
+  fanout::OfferedCounters c = SessionArg(info)->offered.Counters();
+  Napi::Object out = Napi::Object::New(info.Env());
+  auto set = [&](const char* key, double v) { out.Set(key, Napi::Number::New(info.Env(), v)); };
+  set("served", static_cast<double>(c.served));
+  set("servedBytes", static_cast<double>(c.servedBytes));
+  set("missed", static_cast<double>(c.missed));
+  set("offered", static_cast<double>(c.offered));
+  set("pages", static_cast<double>(c.pages));
+  set("bytes", static_cast<double>(c.bytes));
+  return out;
+}
+
+// initInfo(session) -> what the INIT reply asked for (init.h): { done, maxPages (sent; the kernel
+// grants at most fs.fuse.max_pages_limit), directIoMmap, kernelFlags }.
+Napi::Value InitInfo(const Napi::CallbackInfo& info) {
+  fanout::InitPatch& init = SessionArg(info)->init;
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("done", Napi::Boolean::New(info.Env(), init.done.load()));
+  out.Set("maxPages", Napi::Number::New(info.Env(), init.sentMaxPages.load()));
+  out.Set("directIoMmap", Napi::Boolean::New(info.Env(), init.directIoMmap.load()));
+  out.Set("kernelFlags", Napi::Number::New(info.Env(), static_cast<double>(init.kernelFlags.load())));
+  return out;
+}
+
 // ---- session ----
+
+ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
+  return fanout::InitPatchRead(&static_cast<Session*>(userdata)->init, fd, buf, len);
+}
+
+ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  return fanout::InitPatchWritev(&static_cast<Session*>(userdata)->init, fd, iov, count);
+}
 
 uint32_t OptionU32(Napi::Object options, const char* key, uint32_t fallback) {
   Napi::Value v = options.Get(key);
@@ -709,6 +828,9 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
   session->threads = OptionU32(options, "threads", session->threads);
   session->cloneFd = options.Get("cloneFd").ToBoolean().Value();
   session->held.SetCapacity(OptionU32(options, "heldBytes", 16 << 20));
+  session->offered.SetPageSize(OptionU32(options, "pageSize", 4 << 20));
+  session->init.wantMaxPages = static_cast<uint16_t>(std::min<uint32_t>(OptionU32(options, "maxPages", 0), 65535));
+  session->init.wantDirectIoMmap = options.Get("directIoMmap").ToBoolean().Value();
   g_blksize = OptionU32(options, "blksize", g_blksize);
 
   std::vector<std::string> args = {"fanout"};
@@ -731,6 +853,17 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
     delete session;
     Napi::Error::New(env, "cannot mount at " + mountpoint + " (libfuse printed why)").ThrowAsJavaScriptException();
     return env.Undefined();
+  }
+  if (session->init.wantMaxPages > 0 || session->init.wantDirectIoMmap) {
+    // The same descriptor, read and written through init.h's hooks (libfuse keeps it open and
+    // closes it as before).
+    fuse_custom_io io;
+    std::memset(&io, 0, sizeof io);
+    io.read = IoRead;
+    io.writev = IoWritev;
+    if (fuse_session_custom_io(session->se, &io, fuse_session_fd(session->se)) != 0) {
+      fprintf(stderr, "fanout mount: libfuse refused the custom io: 1 MiB requests, no mmap of direct I/O files\n");
+    }
   }
   session->tsfn = Tsfn::New(env, info[2].As<Napi::Function>(), "fanout-fuse", 0, 1, session);
   std::thread([session] {
@@ -775,6 +908,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("hold", Napi::Function::New(env, Hold));
   exports.Set("drop", Napi::Function::New(env, Drop));
   exports.Set("heldStats", Napi::Function::New(env, HeldStats));
+  exports.Set("offerFile", Napi::Function::New(env, OfferFile));
+  exports.Set("offer", Napi::Function::New(env, Offer));
+  exports.Set("withdraw", Napi::Function::New(env, Withdraw));
+  exports.Set("offeredStats", Napi::Function::New(env, OfferedStats));
+  exports.Set("initInfo", Napi::Function::New(env, InitInfo));
   return exports;
 }
 

@@ -87,6 +87,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--kernel-readahead <size>', "the kernel's readahead for the mount (default 4MiB)")
     .option('--threads <n>', 'FUSE threads; a read holds one until its pages arrive (default 32)')
     .option('--allow-other', 'let other users read the mount')
+    .option('--no-direct-io', "read large files through the kernel's page cache (default: files of a page or more bypass it)")
     .addOption(hedgeOption())
     .option('--log-level <level>', 'fatal|error|warn|info|debug|silent (default info)')
     .action(async (mountpoint: string, o: MountFlags) => (await import('./mount.js')).mount(mountpoint, o));

@@ -8,6 +8,7 @@ export interface MountFlags extends GlobalOptions {
   cache?: string;
   kernelReadahead?: string;
   allowOther?: boolean;
+  directIo?: boolean;
   threads?: string;
   logLevel?: string;
 }
@@ -30,6 +31,7 @@ export async function mount(mountpoint: string, flags: MountFlags): Promise<void
       cache: flags.cache,
       kernelReadahead: flags.kernelReadahead,
       allowOther: flags.allowOther,
+      directIo: flags.directIo,
       threads: flags.threads,
       hedge: flags.hedge,
     },

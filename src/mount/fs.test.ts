@@ -155,3 +155,59 @@ test('errors map to the errno POSIX tools expect', () => {
   assert.equal(errnoFor(new FanoutError('SOURCE_CHANGED', '')), errno.EIO);
   assert.equal(errnoFor(new Error('boom')), errno.EIO);
 });
+
+test('files of at least a page open with direct I/O where the kernel allows mmap of them; small files, --no-direct-io and older kernels keep the page cache', async () => {
+  const big = { mount: 'data', path: 'big.bin', size: 3000, mtimeMs: 1000, version: 'v1' };
+  const small = { mount: 'data', path: 'small.bin', size: 10, mtimeMs: 1000, version: 'v1' };
+  const bigClient = {
+    async list(path: string) {
+      if (path === '/') return [{ name: 'data', type: 'dir' }];
+      return [big, small].map((f) => ({ name: f.path, type: 'file', size: f.size, mtimeMs: f.mtimeMs, version: f.version }));
+    },
+    async stat(path: string) {
+      return path.endsWith('big.bin') ? big : small;
+    },
+    async fetchPage(file: { size: number }, index: number) {
+      return [Buffer.alloc(Math.min(1024, file.size - index * 1024), index)];
+    },
+    async fetchBatchedPage(file: { size: number }, index: number) {
+      return [Buffer.alloc(Math.min(1024, file.size - index * 1024), index)];
+    },
+    releasePage() {},
+  } as unknown as FanoutClient;
+  const opened = async (directIo: boolean | undefined, kernelAllowsMmap: boolean) => {
+    const { addon, answers } = fakeAddon();
+    const offers: string[] = [];
+    Object.assign(addon, {
+      initInfo: () => ({ done: true, maxPages: 1024, directIoMmap: kernelAllowsMmap, kernelFlags: 0 }),
+      offerFile: () => {},
+      offer: (_s: unknown, fileId: number, index: number) => (offers.push(`${fileId}:${index}`), true),
+      withdraw: () => true,
+    });
+    const fs = new FanoutFs(addon, bigClient, 1024, { ttlMs: 1000, readahead: 2, directIo, log: { warn: () => {} } });
+    fs.attach({} as never);
+    const call = async (op: number, ino: number, a?: number | string) => {
+      const before = answers.length;
+      fs.dispatch(op, {} as FuseRequest, ino, a);
+      while (answers.length === before) await new Promise((r) => setImmediate(r));
+      return answers[answers.length - 1]!;
+    };
+    const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+    const bigIno = (await call(OPS.LOOKUP, dataIno, 'big.bin')).args[0] as number;
+    const smallIno = (await call(OPS.LOOKUP, dataIno, 'small.bin')).args[0] as number;
+    const bigOpen = (await call(OPS.OPEN, bigIno, 0)).args;
+    const smallOpen = (await call(OPS.OPEN, smallIno, 0)).args;
+    return { big: bigOpen[2], small: smallOpen[2], fh: bigOpen[0] as number, fs, offers };
+  };
+  const on = await opened(undefined, true);
+  assert.deepEqual([on.big, on.small], [true, false]);
+  assert.deepEqual([(await opened(false, true)).big, (await opened(true, false)).big], [false, false]);
+  // The first page is fetched at open and offered; a read the addon answered moves the window on.
+  await new Promise((r) => setTimeout(r, 5));
+  const ofBig = () => on.offers.filter((o) => o.startsWith('1:')).sort();
+  assert.deepEqual(ofBig(), ['1:0']);
+  on.fs.dispatch(OPS.SERVED, undefined as unknown as FuseRequest, 0, on.fh, 0, 1024);
+  on.fs.dispatch(OPS.SERVED, undefined as unknown as FuseRequest, 0, on.fh, 1024, 1024);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(ofBig(), ['1:0', '1:2'], 'the page after the one read is fetched ahead and offered');
+});

@@ -8,7 +8,8 @@ import { TtlCache } from '../lib/ttlcache/index.js';
 import { HeldFiles } from './held.js';
 import { InodeTable, ROOT_INO, type Inode } from './inodes.js';
 import { Metadata, type Attributes } from './metadata.js';
-import { OPS, type Dispatch, type FuseAddon, type FuseRequest, type FuseSession, type HeldStats } from './native.js';
+import { OPS, type Dispatch, type FuseAddon, type FuseRequest, type FuseSession, type HeldStats, type OfferedStats } from './native.js';
+import { OfferedPages } from './offered.js';
 import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
 import { FileReader } from './reader.js';
@@ -32,6 +33,12 @@ export interface FsOptions {
   filesAheadBytes?: number;
   /** Bytes of pages kept with no reader holding them (fetched ahead, or recently read; default 16 MiB). */
   cacheBytes?: number;
+  /**
+   * Files of at least one page are opened with direct I/O (default true): their reads skip the
+   * kernel's page cache, one copy per byte fewer. Only where the kernel lets such files be
+   * mmapped (FUSE_DIRECT_IO_ALLOW_MMAP, native/fuse/init.h); elsewhere the page cache is kept.
+   */
+  directIo?: boolean;
   clock?: Clock;
   log: MountLog;
 }
@@ -71,6 +78,8 @@ export class FanoutFs {
   private readonly prefetch: DirectoryPrefetch;
   private readonly pages: MountPages;
   private readonly held: HeldFiles;
+  private readonly offered: OfferedPages;
+  private session: FuseSession | undefined;
   /** Leases of read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, Lease[]>();
   private nextToken = 1;
@@ -100,6 +109,7 @@ export class FanoutFs {
       fileMode: FILE_MODE,
       defaultMtimeMs: this.startedAt,
     });
+    this.offered = new OfferedPages(addon, pageSize);
     this.prefetch = new DirectoryPrefetch(
       { list: (path) => this.meta.list(path), stat: (path) => this.meta.stat(path), prefetchPage: (file, index) => this.held.prefetch(file, index) },
       { files: options.filesAhead ?? 32, bytes: options.filesAheadBytes ?? 8 * 1024 * 1024, pageSize },
@@ -108,7 +118,20 @@ export class FanoutFs {
 
   /** The FUSE session, once mounted: from then on small files fetched ahead are handed down to the addon (held.ts). */
   attach(session: FuseSession): void {
+    this.session = session;
     this.held.attach(session);
+    this.offered.attach(session);
+  }
+
+  /** Reads the addon answered from offered pages (undefined before attach, or without the addon's support). */
+  offeredStats(): OfferedStats | undefined {
+    return this.offered.stats();
+  }
+
+  /** Whether files of at least a page are opened with direct I/O (known once the kernel's INIT is answered). */
+  directIo(): boolean {
+    if (this.options.directIo === false || !this.session) return false;
+    return this.addon.initInfo?.(this.session).directIoMmap === true;
   }
 
   /** Requests the addon answered from held files (undefined before attach). */
@@ -137,10 +160,19 @@ export class FanoutFs {
         return this.answer(req, 'open', ino, () => this.open(req, ino, a as number));
       case OPS.READ:
         return this.answer(req, 'read', ino, () => this.read(req, ino, a as number, b!, c!));
-      case OPS.RELEASE:
-        this.files.get(a as number)?.close();
+      case OPS.RELEASE: {
+        const reader = this.files.get(a as number);
         this.files.delete(a as number);
+        if (reader) {
+          reader.close();
+          this.offered.close(reader.file);
+        }
         return this.addon.replyError(req, 0);
+      }
+      case OPS.SERVED:
+        return this.files.get(a as number)?.served(b!, c!);
+      case OPS.RETURNED:
+        return this.offered.returned(a as number[]);
       case OPS.OPENDIR:
         return this.answer(req, 'opendir', ino, () => this.opendir(req, ino));
       case OPS.READDIR:
@@ -190,11 +222,16 @@ export class FanoutFs {
     const keepCache = node.openedVersion === file.version;
     node.openedVersion = file.version;
     const fh = this.nextHandle++;
-    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead);
+    // Registered before the open is answered: the first read may already find its page offered.
+    const fileId = this.offered.open(fh, file);
+    const offer = fileId === undefined ? undefined : (index: number, lease: Lease) => this.offered.hold(fileId, index, lease);
+    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead, offer);
     // The first read follows at once: its page is on the way before the kernel asks.
     if (!keepCache) reader.start();
     this.files.set(fh, reader);
-    this.addon.replyOpen(req, fh, keepCache);
+    // Small files keep the page cache: they are read whole, often again (held.ts serves most).
+    const direct = file.size >= this.pageSize && this.directIo();
+    this.addon.replyOpen(req, fh, keepCache, direct);
     void this.prefetch.opened(node.path);
   }
 

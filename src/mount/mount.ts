@@ -4,11 +4,19 @@ import { resolve } from 'node:path';
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { FanoutFs, type MountLog } from './fs.js';
-import { loadAddon } from './native.js';
+import { loadAddon, type FuseAddon, type FuseSession } from './native.js';
 import { parseMountOptions, type MountOptionsInput } from './options.js';
 
-/** Largest read the kernel sends a FUSE filesystem (256 pages; libfuse's buffer holds no more). */
-const MAX_READ = 1024 * 1024;
+/**
+ * Largest read asked of the kernel: 4 MiB (1024 pages, asked for in INIT by native/fuse/init.h;
+ * libfuse alone stops at 256). The kernel grants at most fs.fuse.max_pages_limit pages (default
+ * 256 = 1 MiB). Direct I/O reads go to the mount one request at a time, so a 4 MiB read in one
+ * request instead of four saves three round trips; page-cache reads follow the readahead.
+ */
+const MAX_READ = 4 * 1024 * 1024;
+/** st_blksize, the read size cat and cp choose (1 MiB, as before: small-file readers buffer that much). */
+const MAX_BLKSIZE = 1024 * 1024;
+const MAX_PAGES_LIMIT = '/proc/sys/fs/fuse/max_pages_limit';
 const FSTYPE = 'fuse.fanout';
 
 export interface MountLogger extends MountLog {
@@ -48,7 +56,7 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   let fs: FanoutFs;
   try {
     const { pageSize } = await client.cluster(); // fail here, not on the first read, if the cluster is unreachable
-    fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, cacheBytes: options.cache, log });
+    fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, cacheBytes: options.cache, directIo: options.directIo, log });
     const flags = ['ro', 'default_permissions', 'fsname=fanout', 'subtype=fanout', `max_read=${MAX_READ}`];
     if (options.allowOther) flags.push('allow_other');
     session = addon.mount(target, {
@@ -57,9 +65,12 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
       maxReadahead: options.kernelReadahead,
       threads: options.threads,
       cloneFd: true,
-      blksize: Math.min(pageSize, MAX_READ),
+      blksize: Math.min(pageSize, MAX_BLKSIZE),
       // Held small files (held.ts) share the memory bound of the pages kept for readers.
       heldBytes: options.cache,
+      pageSize,
+      maxPages: MAX_READ / 4096,
+      directIoMmap: options.directIo,
     }, fs.dispatch);
     fs.attach(session);
   } catch (err) {
@@ -67,6 +78,7 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
     throw err;
   }
   await raiseKernelReadahead(target, options.kernelReadahead, log);
+  await logReadPath(addon, session, fs, log);
 
   let ended = false;
   void fs.closed.then(() => (ended = true));
@@ -80,9 +92,30 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
       clearTimeout(timer);
       const held = fs.heldStats();
       if (held) log.info({ held }, 'requests answered by the addon from held small files');
+      const offered = fs.offeredStats();
+      if (offered) log.info({ offered }, 'reads answered by the addon from offered pages');
       await client.close();
     })());
   return { mountpoint: target, fs, client, closed: fs.closed, unmount };
+}
+
+/**
+ * Says once how large a read request the kernel may send and whether large files bypass its page
+ * cache. The kernel does not say what it granted: it is the smaller of what INIT asked for and
+ * fs.fuse.max_pages_limit at mount time (raising that sysctl is the operator's call:
+ * docs/operations.md). After raiseKernelReadahead's stat, so the INIT exchange is done.
+ */
+async function logReadPath(addon: FuseAddon, session: FuseSession, fs: FanoutFs, log: MountLogger): Promise<void> {
+  const init = addon.initInfo?.(session);
+  const limit = Number((await readFile(MAX_PAGES_LIMIT, 'utf8').catch(() => '')).trim()) || 256;
+  const pages = Math.min(init?.maxPages || 256, limit);
+  const readRequestBytes = Math.min(pages * 4096, MAX_READ);
+  log.info(
+    { readRequestBytes, maxPagesLimit: limit, directIo: fs.directIo() },
+    `reads of up to ${readRequestBytes / 2 ** 20} MiB per request` +
+      (readRequestBytes < MAX_READ ? ` (fs.fuse.max_pages_limit = ${limit}; ${MAX_READ / 4096} would allow ${MAX_READ / 2 ** 20} MiB)` : '') +
+      (fs.directIo() ? '; files of a page or more bypass the kernel page cache (direct I/O)' : ''),
+  );
 }
 
 /**

@@ -24,7 +24,33 @@ export const OPS = {
   OPENED_HELD: 14,
   /** Not a kernel request to answer: the addon looked up held file `ino` (name `a` in directory `b`): count the reference. */
   LOOKED_UP_HELD: 15,
+  /** Not a kernel request: the addon answered a read of handle `a` at offset `b`, size `c` from offered pages, reaching a page not noted before. */
+  SERVED: 16,
+  /** Not a kernel request: withdrawn offered pages no FUSE thread writes from any more; `a` is the array of their offer ids. */
+  RETURNED: 17,
 } as const;
+
+/** Reads the addon answered from offered pages (offer()), and what is offered now. */
+export interface OfferedStats {
+  served: number;
+  servedBytes: number;
+  /** Reads of registered handles whose pages were not (all) offered: answered by JS. */
+  missed: number;
+  offered: number;
+  pages: number;
+  bytes: number;
+}
+
+/** What the INIT reply asked the kernel for (native/fuse/init.h). */
+export interface InitInfo {
+  /** The INIT exchange has happened. */
+  done: boolean;
+  /** Pages per request asked for (the kernel grants at most fs.fuse.max_pages_limit); 0: libfuse's own. */
+  maxPages: number;
+  /** Direct I/O files may be mmapped (FUSE_DIRECT_IO_ALLOW_MMAP asked for and offered by the kernel). */
+  directIoMmap: boolean;
+  kernelFlags: number;
+}
 
 /** Requests the addon answered itself from held files, and what it holds. */
 export interface HeldStats {
@@ -47,9 +73,10 @@ export type FuseSession = { readonly __brand: 'FuseSession' };
  * dispatch(op, req, ino, ...args):
  * LOOKUP name · FORGET nlookup · OPEN flags · READ/READDIR/READDIRPLUS fh, offset, size ·
  * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token · OPENED_HELD (nothing more) ·
- * LOOKED_UP_HELD name, parent ino (req undefined for FORGET, EXITED, REPLIED and the *_HELD notes).
+ * LOOKED_UP_HELD name, parent ino · SERVED fh, offset, size · RETURNED offer ids (req undefined for FORGET,
+ * EXITED, REPLIED, SERVED, RETURNED and the *_HELD notes).
  */
-export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string, b?: number, c?: number) => void;
+export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string | number[], b?: number, c?: number) => void;
 
 export interface NativeMountOptions {
   /** libfuse arguments, e.g. ['-o', 'ro,max_read=1048576']. */
@@ -64,6 +91,12 @@ export interface NativeMountOptions {
   blksize: number;
   /** Memory for held files (hold()), oldest dropped first beyond it. */
   heldBytes?: number;
+  /** The cluster's page size: offered pages (offer()) are whole pages. */
+  pageSize?: number;
+  /** Pages per request asked for in INIT (0: libfuse's 256); the kernel grants at most fs.fuse.max_pages_limit. */
+  maxPages?: number;
+  /** Ask the kernel to allow mmap of direct I/O files (FUSE_DIRECT_IO_ALLOW_MMAP, kernel ≥ 6.6). */
+  directIoMmap?: boolean;
 }
 
 /** The addon's functions (native/fuse/fuse.cc). Times in seconds, mtimes in ms. */
@@ -73,7 +106,8 @@ export interface FuseAddon {
   replyError(req: FuseRequest, errno: number): void;
   replyEntry(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number, entryTimeout: number): void;
   replyAttr(req: FuseRequest, ino: number, mode: number, size: number, mtimeMs: number, attrTimeout: number): void;
-  replyOpen(req: FuseRequest, fh: number, keepCache: boolean): void;
+  /** `directIo`: the kernel sends every read of this handle here, bypassing its page cache. */
+  replyOpen(req: FuseRequest, fh: number, keepCache: boolean, directIo?: boolean): void;
   /**
    * A large read is sent by its FUSE thread, and a nonzero `token` is dispatched back (REPLIED)
    * once the kernel has the bytes; a small one (≤ 128 KiB) is sent at once and true returned.
@@ -104,6 +138,18 @@ export interface FuseAddon {
   /** Nothing more is answered for `ino` from held files. */
   drop?(session: FuseSession, ino: number): void;
   heldStats?(session: FuseSession): HeldStats;
+  /**
+   * Offered pages (native/fuse/offered.h), optional like hold(): reads of handle `fh` (registered
+   * before its open is answered) whose span lies in offered pages of `fileId` are answered by
+   * the FUSE thread itself.
+   */
+  offerFile?(session: FuseSession, fh: number, fileId: number, size: number): void;
+  /** Offers whole page `index` of `fileId`; the chunks must stay alive until withdrawn and free. False: offered already. */
+  offer?(session: FuseSession, fileId: number, index: number, chunks: Buffer[], offerId: number): boolean;
+  /** True: no FUSE thread writes from the page (reuse its memory now); false: RETURNED names its offer id later. */
+  withdraw?(session: FuseSession, fileId: number, index: number): boolean;
+  offeredStats?(session: FuseSession): OfferedStats;
+  initInfo?(session: FuseSession): InitInfo;
 }
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -28,6 +28,12 @@ export const mountOptionsSchema = z
     cache: sizeSchema.default('16MiB'),
     /** Kernel readahead for the mount (read_ahead_kb), so sequential reads arrive as large requests. */
     kernelReadahead: sizeSchema.default('4MiB'),
+    /**
+     * Files of at least one page are read with direct I/O, bypassing the kernel's page cache (one
+     * copy per byte fewer; readers of one file then share the mount's pages instead). Needs a
+     * kernel that allows mmap of such files (≥ 6.6); elsewhere the page cache is kept anyway.
+     */
+    directIo: z.boolean().default(true),
     /** Let users other than the one who mounted read (needs user_allow_other unless root). */
     allowOther: z.boolean().default(false),
     /** FUSE threads reading requests from the kernel; a read holds one until its pages arrive. */

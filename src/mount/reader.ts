@@ -36,6 +36,8 @@ export class FileReader {
     private readonly source: PageSource,
     private readonly pageSize: number,
     private readonly readahead: number,
+    /** Called with each page the window takes; the window holds the lease returned (offered.ts). */
+    private readonly offer?: (index: number, lease: Lease) => Lease,
   ) {
     this.lastPage = Math.ceil(file.size / pageSize) - 1;
   }
@@ -71,6 +73,17 @@ export class FileReader {
   }
 
   /**
+   * A read of [offset, offset + length) was answered without this reader (the addon, from
+   * offered pages): the window moves as if it had come here.
+   */
+  served(offset: number, length: number): void {
+    const end = Math.min(this.file.size, offset + length);
+    if (offset >= end) return;
+    const { first, last } = pagesForRange(offset, end, this.pageSize);
+    this.advance(first, last);
+  }
+
+  /**
    * Fetches the first page now: opened files are about to be read from the start. Batched:
    * files opened together (`xargs -P`, a loader's pool) share requests; a page the directory
    * prefetch asked for is joined, not asked again.
@@ -97,6 +110,8 @@ export class FileReader {
     let page = this.held.get(index);
     if (!page) {
       page = this.source.acquire(this.file, index, batched);
+      const offer = this.offer;
+      if (offer) page = page.then((lease) => offer(index, lease));
       this.held.set(index, page);
       // A failed page is forgotten so that the next read retries it; whoever awaits it sees the error.
       const failed = page;
