@@ -130,6 +130,40 @@ test('a failed page cancels the others and no write is running when the error ar
   assert.equal(writesAfterFailure, 0);
 });
 
+for (const inOrder of [false, true]) {
+  test(`the last page failing just after another completes is reported, never lost or left hanging (inOrder: ${inOrder})`, async () => {
+    const data = randomBytes(2 * PAGE);
+    const target = { writev: async (buffers: Buffer[]) => ({ bytesWritten: buffers.reduce((s, b) => s + b.length, 0) }) };
+    // Page 1 fails 0..12 microtasks after page 0 is written: some of these land while the copy
+    // loop is between two waits, which is where a failure used to go unseen.
+    for (let delay = 0; delay <= 12; delay++) {
+      let firstWritten!: () => void;
+      const written = new Promise<void>((resolve) => (firstWritten = resolve));
+      const fetch = async (index: number) => {
+        if (index === 0) return [data.subarray(0, PAGE)];
+        await written;
+        for (let i = 0; i < delay; i++) await Promise.resolve();
+        throw new FanoutError('SOURCE_ERROR', 'origin cannot read the tail');
+      };
+      const copy = copyPagesAt({
+        target,
+        pages: 2,
+        pageSize: PAGE,
+        pageLength: () => PAGE,
+        window: 2,
+        fetch,
+        onWritten: (i) => i === 0 && firstWritten(),
+        ...(inOrder ? { inOrder: () => {} } : {}),
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const hung = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('hung'), 5000)));
+      const outcome = await Promise.race([copy.then(() => 'resolved', (err: unknown) => (err instanceof FanoutError ? err.code : String(err))), hung]);
+      clearTimeout(timer);
+      assert.equal(outcome, 'SOURCE_ERROR', `page 1 failing ${delay} microtasks after page 0`);
+    }
+  });
+}
+
 test('a byte budget shared by two copies never has more bytes in flight than its size', async () => {
   const budget = new ByteBudget(3 * PAGE);
   let peak = 0;

@@ -45,9 +45,14 @@ export async function copyPagesAt(opts: PagesAtOptions): Promise<void> {
   const onAbort = () => controller.abort(abortError(opts.signal));
   if (opts.signal?.aborted) throw abortError(opts.signal);
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  /** Pages being fetched or written; each settles without throwing (a failure lands in `failure`). */
   const inflight = new Map<number, Promise<void>>();
   /** Written pages waiting for inOrder, with the budget they hold. */
   const held = new Map<number, { chunks: Buffer[]; release?: () => void }>();
+  // The first page that failed. Recorded rather than thrown from the page's promise: a page
+  // that fails while the loop is not racing (two pages settling in one tick) must still be
+  // seen, and a rejected promise nobody awaits would take the process down.
+  let failure: { error: unknown } | undefined;
   let launched = 0;
   let finished = 0; // pages out of the window: written (and passed to inOrder, if given)
   let ordered = 0;
@@ -72,23 +77,29 @@ export async function copyPagesAt(opts: PagesAtOptions): Promise<void> {
     })();
     inflight.set(
       index,
-      work.finally(() => inflight.delete(index)),
+      work
+        .catch((error: unknown) => {
+          failure ??= { error };
+        })
+        .finally(() => inflight.delete(index)),
     );
   };
 
   try {
-    while (finished < pages) {
-      while (launched < pages && launched - finished < window) launch(launched++);
-      await Promise.race(inflight.values());
-      if (!opts.inOrder) continue;
+    for (;;) {
+      if (failure) throw failure.error;
       for (let page = held.get(ordered); page; page = held.get(ordered)) {
         held.delete(ordered);
         page.release?.();
-        opts.inOrder(ordered, page.chunks);
+        opts.inOrder!(ordered, page.chunks);
         opts.written?.(page.chunks);
         ordered++;
         finished++;
       }
+      if (finished >= pages) return;
+      while (launched < pages && launched - finished < window) launch(launched++);
+      // Never empty here: pages not finished are either in flight or held behind one in flight.
+      await Promise.race(inflight.values());
     }
   } catch (err) {
     controller.abort(err instanceof FanoutError ? err : new FanoutError('ABORTED', 'another page failed'));
