@@ -1,8 +1,10 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fanout } from '../harness/cli.js';
 import { Origin } from '../harness/origin.js';
 import { WorkerProcess } from '../harness/workers.js';
 import { assertAlive, assertFailed, get, page, sha, stat } from './helpers.js';
@@ -159,6 +161,21 @@ describe('a worker over a misbehaving HTTP origin', () => {
     assertFailed(await stat(worker, path), 'SOURCE_ERROR');
     origin.normal();
     assert.equal(sha((await page(worker, path, v, size, 2)).body), sha(pageBytes(2, data)));
+  });
+
+  test('`fanout cp` of a file whose last page the origin cannot read exits with SOURCE_ERROR and leaves no file', async () => {
+    const { path } = await fresh();
+    const dir = await mkdtemp(join(tmpdir(), 'fanout-cp-tail-'));
+    try {
+      // The whole window (every page) is asked at once: the tail fails while earlier pages land.
+      origin.behave({ failFrom: { offset: 3 * MiB, status: 500 } });
+      const out = await fanout(['cp', path, join(dir, 'copy.bin'), '--endpoint', worker.url]);
+      assert.equal(out.code, 1, out.stderr);
+      assert.match(out.stderr, /^fanout: SOURCE_ERROR: /m);
+      assert.deepEqual(await readdir(dir), []);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('an origin that cuts the body fails the read (SOURCE_TRUNCATED at the source), and nothing is cached', async () => {

@@ -34,6 +34,8 @@ export interface OriginBehaviour {
   ignoresIfMatch?: boolean;
   /** Answers every request with this status (e.g. 503) and a short text body. */
   status?: number;
+  /** Answers a ranged GET whose range starts at or past `offset` with `status` (a file whose tail the origin cannot read). */
+  failFrom?: { offset: number; status: number };
   /** Sends the full headers (Content-Length of the whole range), then only N body bytes, then ends the response cleanly (FIN). */
   truncateAfter?: number;
   /** Sends N body bytes, then destroys the socket (RST-like: the client sees a reset). */
@@ -209,6 +211,7 @@ export class Origin {
         if (start >= meta.size) {
           return this.finish(res, entry, 416, { ...headers, 'content-range': `bytes */${meta.size}` }, Buffer.alloc(0));
         }
+        if (b.failFrom && start >= b.failFrom.offset) return this.finish(res, entry, b.failFrom.status, {}, Buffer.from(`origin says ${b.failFrom.status}\n`));
         status = 206;
         headers['content-range'] = `bytes ${start}-${end}/${meta.size}`;
       }
