@@ -239,3 +239,15 @@ export async function writeChangedCopy(from, to, { fileBytes, pageSize, pct }) {
   }
   return count;
 }
+
+/**
+ * With a DIR: a system-wide perf profile of one phase (DIR/<phase>.data), for what the kernel,
+ * the addons' threads and JS (processes run with --perf-basic-prof) spent; stop() ends it.
+ * Without one: undefined.
+ */
+export function startPerf(dir, phase) {
+  if (!dir) return undefined;
+  const out = join(dir, `${phase.replace(/[^a-z0-9]+/gi, '-')}.data`);
+  const proc = spawn('perf', ['record', '-a', '-g', '-F', '199', '-o', out], { stdio: 'ignore' });
+  return { stop: () => new Promise((resolve) => { proc.once('exit', resolve); proc.kill('SIGINT'); }) };
+}

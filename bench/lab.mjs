@@ -20,7 +20,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { benchArgs, bin, median, parseSize, pretouchMemory, root, writeRandomFile } from './common.mjs';
+import { benchArgs, bin, median, parseSize, pretouchMemory, root, startPerf, writeRandomFile } from './common.mjs';
 import { machineCpu } from './cpu.mjs';
 import { HashRing } from '../dist/src/lib/hashring/index.js';
 
@@ -81,7 +81,7 @@ async function pullAll(name, command) {
   if (opt.pretouch !== 'off') await pretouchMemory((N + 1) * SIZE); // the copies, and the store or cache
   const before = await originBytes();
   const cpuBefore = machineCpu();
-  const perf = startPerf(name);
+  const perf = startPerf(opt.perf, name);
   const started = performance.now();
   const times = await Promise.all(
     dests.map(async (dest, i) => {
@@ -257,17 +257,6 @@ async function main() {
     await rm(work, { recursive: true, force: true });
     await rm(clientsDir, { recursive: true, force: true });
   }
-}
-
-/**
- * With --perf DIR: a system-wide perf profile of one phase (DIR/<phase>.data), for what the
- * kernel, the addons' threads and JS (workers and clients run with --perf-basic-prof) spent.
- */
-function startPerf(phase) {
-  if (!opt.perf) return undefined;
-  const out = join(opt.perf, `${phase.replace(/[^a-z]+/gi, '-')}.data`);
-  const proc = spawn('perf', ['record', '-a', '-g', '-F', '199', '-o', out], { stdio: 'ignore' });
-  return { stop: () => new Promise((resolve) => { proc.once('exit', resolve); proc.kill('SIGINT'); }) };
 }
 
 /** A process's user+system CPU seconds so far, all its threads (fields 14 and 15 of /proc/PID/stat). */

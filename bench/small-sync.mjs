@@ -7,15 +7,18 @@
 // children (from /proc, through the shell that waits for it), which the load disturbs far less
 // than wall time.
 //
-//   node bench/small-sync.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--base CHECKOUT] [--cpu-prof DIR] [--env K=V]
+//   node bench/small-sync.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--base CHECKOUT] [--cpu-prof DIR] [--perf DIR] [--env K=V]
+//
+// --perf DIR records a system-wide perf profile of each sync (DIR/<build>-<kind>-<run>.data), the
+// worker and the CLI run with --perf-basic-prof so their JS frames have names.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
 import { processTreeCpu } from './cpu.mjs';
-import { benchArgs, bin, fanoutMeasured as runMeasured, median, parseSize, publishAppV1, stagedSeconds, startServe, stopServe, treeHash, writeSmallFiles } from './common.mjs';
+import { benchArgs, bin, fanoutMeasured as runMeasured, median, parseSize, publishAppV1, stagedSeconds, startPerf, startServe, stopServe, treeHash, writeSmallFiles } from './common.mjs';
 
-const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
+const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3', perf: '' });
 const FILES = Number(args.files);
 const SIZE = parseSize(args.size);
 const DIRS = Number(args.dirs);
@@ -28,7 +31,7 @@ const log = (line) => process.stderr.write(`[bench] ${line}\n`);
 
 /** The CLI's wall time and CPU (user+sys of the process), profiled with --cpu-prof DIR. */
 const fanoutMeasured = (fanoutBin, argv, name) =>
-  runMeasured(fanoutBin, argv, { env, nodeFlags: PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : [] });
+  runMeasured(fanoutBin, argv, { env, nodeFlags: PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : args.perf ? ['--perf-basic-prof'] : [] });
 
 const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-sync-'));
 const source = join(work, 'source');
@@ -39,7 +42,7 @@ try {
   await writeSmallFiles(tree, { files: FILES, size: SIZE, dirs: DIRS });
   const expected = await treeHash(tree);
   let endpoint;
-  ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { capacity: `${Math.ceil((FILES * SIZE * 8) / 2 ** 20)}MiB`, env, stdio: ['ignore', 'ignore', 'ignore'] }));
+  ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { capacity: `${Math.ceil((FILES * SIZE * 8) / 2 ** 20)}MiB`, env, nodeFlags: args.perf ? ['--perf-basic-prof'] : [], stdio: ['ignore', 'ignore', 'ignore'] }));
   const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
   await publishAppV1((argv) => fanoutMeasured(bin, argv, argv[1]), source, common);
   const rows = [];
@@ -50,8 +53,10 @@ try {
         const dir = join(work, `host-${build.name}-${kind}-${run}`);
         const w0 = await processTreeCpu(worker.pid);
         const load = (await readFile('/proc/loadavg', 'utf8')).split(' ')[0];
+        const perf = startPerf(args.perf, `${build.name}-${kind}-${run}`);
         const r = await fanoutMeasured(build.bin, ['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--host', `${build.name}-${kind}-${run}`, ...common], `sync-${build.name}-${kind}`);
         const wcpu = (await processTreeCpu(worker.pid)) - w0;
+        await perf?.stop();
         if ((await treeHash(join(dir, 'current'))) !== expected) throw new Error(`${build.name} ${kind}: synced tree differs from the source`);
         await rm(dir, { recursive: true, force: true });
         const row = { build: build.name, kind, run, load: Number(load), seconds: r.seconds, staged: stagedSeconds(r.err), cpu: r.cpu, user: r.user, worker: wcpu };
