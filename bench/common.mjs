@@ -248,6 +248,6 @@ export async function writeChangedCopy(from, to, { fileBytes, pageSize, pct }) {
 export function startPerf(dir, phase) {
   if (!dir) return undefined;
   const out = join(dir, `${phase.replace(/[^a-z0-9]+/gi, '-')}.data`);
-  const proc = spawn('perf', ['record', '-a', '-g', '-F', '199', '-o', out], { stdio: 'ignore' });
+  const proc = spawn('perf', ['record', '-a', '-g', '-F', process.env.PERF_FREQ ?? '199', '-o', out], { stdio: 'ignore' });
   return { stop: () => new Promise((resolve) => { proc.once('exit', resolve); proc.kill('SIGINT'); }) };
 }
