@@ -241,7 +241,8 @@ export async function writeChangedCopy(from, to, { fileBytes, pageSize, pct }) {
 }
 
 /**
- * With a DIR: a system-wide perf profile of one phase (DIR/<phase>.data), for what the kernel,
+ * With a DIR: a system-wide perf profile of one phase (DIR/<phase>.data; PERF_FREQ samples/s per
+ * CPU, default 199), for what the kernel,
  * the addons' threads and JS (processes run with --perf-basic-prof) spent; stop() ends it.
  * Without one: undefined.
  */

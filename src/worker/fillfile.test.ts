@@ -39,9 +39,9 @@ describe('a fill followed through its page file', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  async function spoolOf(length: number, failWrites = false): Promise<PageSpool> {
+  async function spoolOf(length: number, failWrites = false, unreserve = () => {}): Promise<PageSpool> {
     const tmp = join(dir, `spool-${n++}`);
-    const spool = new PageSpool(await open(tmp, 'w+'), tmp, 'k', length, () => {});
+    const spool = new PageSpool(await open(tmp, 'w+'), tmp, 'k', length, unreserve);
     if (failWrites) spool.append = () => Promise.reject(Object.assign(new Error('no space'), { code: 'ENOSPC' }));
     return spool;
   }
@@ -107,6 +107,32 @@ describe('a fill followed through its page file', () => {
     assert.equal(await file.take(), undefined);
     await settle();
     await assert.rejects(access(spool!.tmp), 'the temp file is gone');
+    follower.close();
+  });
+
+  it('a fill that fails after its last byte reached the file discards the file it will never commit', async () => {
+    // The local source re-checks the version after the last byte; a reader abandoning the fill
+    // then, or a peer's trailer, fails it too: the page is never committed, so nobody take()s
+    // the spool. It used to stay open (its FileHandle closed by GC), on disk, and reserved.
+    const data = randomBytes(512 * 1024);
+    const fill = new PageFill('k', data.length);
+    const { push, source } = feed();
+    let spool: PageSpool | undefined;
+    let unreserved = 0;
+    const file = new FillFile(fill, async () => (spool = await spoolOf(data.length, false, () => unreserved++)));
+    const follower = file.follow()!;
+    const running = fill.run(source());
+    push(data);
+    const step = await follower.until(0, data.length, new AbortController().signal);
+    assert.deepEqual(step, { kind: 'bytes', end: data.length }, 'every byte is on the file');
+    assert.equal(file.complete, true);
+    push(new FanoutError('SOURCE_CHANGED', 'modified while being read'));
+    await running;
+    assert.equal(fill.done, false);
+    await settle();
+    await assert.rejects(access(spool!.tmp), 'the temp file is gone');
+    assert.equal(unreserved, 1, 'the room set aside for the page is given back');
+    assert.equal(await file.take(), undefined, 'nothing left to commit');
     follower.close();
   });
 });

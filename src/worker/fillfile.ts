@@ -27,6 +27,8 @@ export class FillFile {
   private state: 'idle' | 'opening' | 'writing' | 'written' | 'broken' | 'failed' = 'idle';
   private appending = false;
   private taken = false;
+  /** The spool was discarded (discardWritten): take() has nothing to give. */
+  private discarded = false;
   private readonly waiting = new Set<{ want: number; wake: () => void }>();
   /** Followers now (each given a hold on the buffer if the file breaks). */
   private readonly followers = new Set<Follower>();
@@ -46,7 +48,10 @@ export class FillFile {
     fill.hold();
     const onProgress = () => void this.pump();
     fill.on('progress', onProgress);
-    void fill.settled.then(() => fill.off('progress', onProgress));
+    void fill.settled.then(() => {
+      fill.off('progress', onProgress);
+      if (!fill.done) this.discardWritten();
+    });
   }
 
   /** Every byte of the page is on the file. */
@@ -66,7 +71,7 @@ export class FillFile {
   async take(): Promise<PageSpool | undefined> {
     await this.ended;
     this.taken = true;
-    return this.state === 'written' ? this.spool : undefined;
+    return this.state === 'written' && !this.discarded ? this.spool : undefined;
   }
 
   /**
@@ -175,6 +180,19 @@ export class FillFile {
     } finally {
       this.appending = false;
     }
+  }
+
+  /**
+   * A fill that failed after its last byte reached the file (the source's version re-checked
+   * after the read, a reader abandoning the fill, a peer's trailer) is never committed, so no one
+   * take()s its spool: it is discarded here (temp file removed, room given back, descriptor
+   * closed once its followers let go). Left alone it stayed open until GC, and on disk.
+   */
+  private discardWritten(): void {
+    if (this.taken || this.state !== 'written') return;
+    this.taken = true;
+    this.discarded = true;
+    void this.spool?.settle(true);
   }
 
   private end(state: 'written' | 'broken' | 'failed'): void {
