@@ -241,10 +241,9 @@ export async function writeChangedCopy(from, to, { fileBytes, pageSize, pct }) {
 }
 
 /**
- * With a DIR: a system-wide perf profile of one phase (DIR/<phase>.data; PERF_FREQ samples/s per
- * CPU, default 199), for what the kernel,
- * the addons' threads and JS (processes run with --perf-basic-prof) spent; stop() ends it.
- * Without one: undefined.
+ * With a DIR: a system-wide perf profile of one phase (DIR/<phase>.data, PERF_FREQ samples per
+ * second and CPU, default 199), for what the kernel, the addons' threads and JS (processes run
+ * with --perf-basic-prof) spent; stop() ends it. Without one: undefined.
  */
 export function startPerf(dir, phase) {
   if (!dir) return undefined;
