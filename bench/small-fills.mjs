@@ -8,14 +8,21 @@
 // runs another build's worker (before/after in one run); `--runs N` repeats cold+warm on fresh
 // page stores (pages freed) and prints the median.
 //
-//   node bench/small-fills.mjs [--files 2000] [--size 64KiB] [--items 64] [--batches 4] [--runs 3] [--fanout CHECKOUT] [--cpu-prof DIR]
+//   node bench/small-fills.mjs [--files 2000] [--size 64KiB] [--items 64] [--batches 4] [--runs 3] [--content-keys on] [--fanout CHECKOUT] [--cpu-prof DIR]
+//
+// --content-keys on: the files are published as release app@v1 (an etcd is started for it) and
+// every item carries its page's SHA-256, as the sync agent's do: the page is stored under that
+// key, and a fill checks its bytes against it.
+import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pageKey } from '../dist/src/core/pages.js';
-import { benchArgs, bin, median, parseSize, startServe, stopServe, writeSmallFiles } from './common.mjs';
+import { benchArgs, bin, fanoutMeasured, median, parseSize, publishAppV1, startServe, stopServe, writeSmallFiles } from './common.mjs';
+import { startEtcd } from '../dist/test/harness/etcd.js';
 
-const args = benchArgs({ files: '2000', size: '64KiB', items: '64', batches: '4', runs: '3' });
+const args = benchArgs({ files: '2000', size: '64KiB', items: '64', batches: '4', runs: '3', 'content-keys': 'off' });
+const CONTENT_KEYS = args['content-keys'] !== 'off';
 const FILES = Number(args.files);
 const SIZE = parseSize(args.size);
 const ITEMS = Number(args.items);
@@ -42,20 +49,27 @@ async function threadCpu(pid) {
 
 const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-fills-'));
 let worker;
+let etcd;
 try {
   const source = join(work, 'source');
-  // 100 files a directory.
-  const paths = await writeSmallFiles(source, { files: FILES, size: SIZE, dirs: Math.ceil(FILES / 100) });
+  // 100 files a directory; under app/v1/ to be published as a release with --content-keys.
+  const tree = CONTENT_KEYS ? 'app/v1/' : '';
+  const paths = (await writeSmallFiles(join(source, tree), { files: FILES, size: SIZE, dirs: Math.ceil(FILES / 100) })).map((p) => tree + p);
   const refs = [];
   for (const path of paths) {
     const st = await stat(join(source, path));
-    refs.push({ mount: 'data', path, version: `${st.size}-${Math.floor(st.mtimeMs)}`, size: st.size, index: 0 });
+    const hash = CONTENT_KEYS ? { hash: createHash('sha256').update(await readFile(join(source, path))).digest('hex') } : {};
+    refs.push({ mount: 'data', path, version: `${st.size}-${Math.floor(st.mtimeMs)}`, size: st.size, index: 0, ...hash });
   }
 
   const prof = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
   let endpoint;
   ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { fanoutBin: BIN, capacity: '4GiB', nodeFlags: prof, extraArgs: ['--s3-listen', 'off'], basePort: 19450 }));
   const token = (await readFile(join(work, 'store', 'admin.token'), 'utf8')).trim();
+  if (CONTENT_KEYS) {
+    etcd = await startEtcd();
+    await publishAppV1((argv) => fanoutMeasured(BIN, argv), source, ['--etcd', etcd.endpoint, '--endpoint', endpoint]);
+  }
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
   const { pageSize } = await (await fetch(`${endpoint}/v1/cluster`, { headers })).json();
   const keys = refs.map((ref) => pageKey(ref, pageSize));
@@ -102,7 +116,7 @@ try {
     log(`run ${run + 1}/${RUNS}: ${['cold', 'warm'].map((k) => { const r = results[k].at(-1); return `${k} ${r.seconds.toFixed(2)} s, ${((r.main + r.others) * 1e3).toFixed(3)} ms/page (JS ${(r.main * 1e3).toFixed(3)})`; }).join('; ')}`);
   }
   const loadavg = (await readFile('/proc/loadavg', 'utf8')).trim();
-  console.log(`${FILES} pages × ${SIZE} bytes, ${ITEMS} a batch, ${BATCHES} batches in flight, one worker (${args.fanout ?? 'this checkout'}), median of ${RUNS} (load average ${loadavg})`);
+  console.log(`${FILES} pages × ${SIZE} bytes, ${ITEMS} a batch, ${BATCHES} batches in flight, ${CONTENT_KEYS ? 'content keys, ' : ''}one worker (${args.fanout ?? 'this checkout'}), median of ${RUNS} (load average ${loadavg})`);
   console.log('| | wall s | pages/s | worker CPU ms per page | of which JS thread | other threads |');
   console.log('|---|---|---|---|---|---|');
   for (const kind of ['cold', 'warm']) {
@@ -114,5 +128,6 @@ try {
 } finally {
   const ended = await stopServe(worker);
   if (ended) log(`worker exited with ${ended}`);
+  await etcd?.stop?.().catch(() => {});
   await rm(work, { recursive: true, force: true }).catch(() => {});
 }
