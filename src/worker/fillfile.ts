@@ -27,8 +27,6 @@ export class FillFile {
   private state: 'idle' | 'opening' | 'writing' | 'written' | 'broken' | 'failed' = 'idle';
   private appending = false;
   private taken = false;
-  /** The spool was discarded (discardWritten): take() has nothing to give. */
-  private discarded = false;
   private readonly waiting = new Set<{ want: number; wake: () => void }>();
   /** Followers now (each given a hold on the buffer if the file breaks). */
   private readonly followers = new Set<Follower>();
@@ -71,7 +69,7 @@ export class FillFile {
   async take(): Promise<PageSpool | undefined> {
     await this.ended;
     this.taken = true;
-    return this.state === 'written' && !this.discarded ? this.spool : undefined;
+    return this.state === 'written' ? this.spool : undefined;
   }
 
   /**
@@ -191,8 +189,9 @@ export class FillFile {
   private discardWritten(): void {
     if (this.taken || this.state !== 'written') return;
     this.taken = true;
-    this.discarded = true;
     void this.spool?.settle(true);
+    // Followers hold their own reference to it; take() has nothing to give any more.
+    this.spool = undefined;
   }
 
   private end(state: 'written' | 'broken' | 'failed'): void {
