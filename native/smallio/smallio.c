@@ -19,8 +19,14 @@
  *   readFile(path, into, length, out) → errno or 0: reads up to `length` bytes from offset 0;
  *     out = [bytesRead].
  *
- * A hung file system keeps one pool thread, as Node's fs calls would; the JS side gives up on it
- * after its deadline and never reuses the memory the thread may still write (see smallio.ts).
+ * Each call returns its promise at once but only queues its job; flush(perJob) hands every job
+ * queued since the last flush to the pool, `perJob` of them to one async work run one after the
+ * other. The JS side flushes once per turn of the event loop: the 32 cold items of a batch answer
+ * then cost a few pool wake-ups, not 64 (on a 2-core host each wake-up preempted the JS thread).
+ *
+ * A hung file system keeps one pool thread, as Node's fs calls would, and with it the jobs queued
+ * behind the hung one in the same work; the JS side gives up on them after their deadline and
+ * never reuses the memory the thread may still write (see smallio.ts).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,7 +52,7 @@ enum Op { READ_INSIDE, WRITE_NEW, READ_FILE };
 
 typedef struct Job {
   enum Op op;
-  napi_async_work work;
+  struct Job* next;  // the next job queued (pending list) or run in the same work
   napi_deferred deferred;
   napi_ref into_ref;  // the data buffer: kept alive until the completion
   napi_ref out_ref;
@@ -198,8 +204,7 @@ static void read_file(Job* job) {
   close(fd);
 }
 
-static void execute(napi_env env, void* data) {
-  Job* job = (Job*)data;
+static void run_job(Job* job) {
   switch (job->op) {
     case READ_INSIDE: read_inside(job); break;
     case WRITE_NEW: write_new(job); break;
@@ -207,9 +212,24 @@ static void execute(napi_env env, void* data) {
   }
 }
 
-static void complete(napi_env env, napi_status status, void* data) {
-  Job* job = (Job*)data;
-  napi_value out, code;
+/* Jobs queued and not flushed yet, per addon instance (a worker thread has its own). */
+typedef struct Pending {
+  Job* head;
+  Job* tail;
+} Pending;
+
+/* One async work: jobs run one after the other on one pool thread. */
+typedef struct Work {
+  napi_async_work work;
+  Job* jobs;
+} Work;
+
+static void execute(napi_env env, void* data) {
+  for (Job* job = ((Work*)data)->jobs; job; job = job->next) run_job(job);
+}
+
+static void settle(napi_env env, Job* job, int code) {
+  napi_value out, value;
   void* out_data = NULL;
   size_t out_length = 0;
   napi_typedarray_type type;
@@ -220,14 +240,25 @@ static void complete(napi_env env, napi_status status, void* data) {
     size_t n = out_length < 7 ? out_length : 7;
     memcpy(out_data, job->result, n * sizeof(double));
   }
-  napi_create_int32(env, status == napi_ok ? job->code : ECANCELED, &code);
-  napi_resolve_deferred(env, job->deferred, code);
+  napi_create_int32(env, code, &value);
+  napi_resolve_deferred(env, job->deferred, value);
   napi_delete_reference(env, job->out_ref);
   if (job->into_ref) napi_delete_reference(env, job->into_ref);
-  napi_delete_async_work(env, job->work);
   free(job->path);
   free(job->other);
   free(job);
+}
+
+static void complete(napi_env env, napi_status status, void* data) {
+  Work* work = (Work*)data;
+  Job* job = work->jobs;
+  while (job) {
+    Job* next = job->next;
+    settle(env, job, status == napi_ok ? job->code : ECANCELED);
+    job = next;
+  }
+  napi_delete_async_work(env, work->work);
+  free(work);
 }
 
 static int get_bytes(napi_env env, napi_value value, unsigned char** data, size_t* length) {
@@ -240,16 +271,64 @@ static int get_bytes(napi_env env, napi_value value, unsigned char** data, size_
   return 1;
 }
 
-/* Queues `job` with its buffers and returns its promise. */
-static napi_value queue(napi_env env, Job* job, napi_value into, napi_value out, const char* name) {
-  napi_value promise, resource;
+/* Adds `job` with its buffers to the pending list and returns its promise (flush() runs it). */
+static napi_value queue(napi_env env, Job* job, napi_value into, napi_value out) {
+  Pending* pending = NULL;
+  napi_value promise;
+  if (napi_get_instance_data(env, (void**)&pending) != napi_ok || !pending) {
+    free(job->path);
+    free(job->other);
+    free(job);
+    return napiutil_throw_type(env, NULL, "smallio: not initialized");
+  }
   napi_create_promise(env, &job->deferred, &promise);
   napi_create_reference(env, out, 1, &job->out_ref);
   if (into) napi_create_reference(env, into, 1, &job->into_ref);
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource);
-  napi_create_async_work(env, NULL, resource, execute, complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
+  if (pending->tail) pending->tail->next = job;
+  else pending->head = job;
+  pending->tail = job;
   return promise;
+}
+
+/* flush(perJob): every pending job to the pool, at most perJob to one async work; returns the works queued. */
+static napi_value Flush(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t per_job = 8;
+  if (argc >= 1) napi_get_value_int32(env, argv[0], &per_job);
+  if (per_job < 1) per_job = 1;
+  Pending* pending = NULL;
+  napi_get_instance_data(env, (void**)&pending);
+  int32_t works = 0;
+  while (pending && pending->head) {
+    Work* work = calloc(1, sizeof(Work));
+    napi_value resource;
+    napi_create_string_utf8(env, "fanout.smallio", NAPI_AUTO_LENGTH, &resource);
+    if (!work || napi_create_async_work(env, NULL, resource, execute, complete, work, &work->work) != napi_ok) {
+      /* No memory for the work: what is pending fails (ENOMEM) rather than waiting forever. */
+      free(work);
+      Job* job = pending->head;
+      pending->head = pending->tail = NULL;
+      while (job) {
+        Job* next = job->next;
+        settle(env, job, ENOMEM);
+        job = next;
+      }
+      break;
+    }
+    /* The first perJob pending jobs, in the order they were queued. */
+    work->jobs = pending->head;
+    Job* last = pending->head;
+    for (int32_t n = 1; n < per_job && last->next; n++) last = last->next;
+    pending->head = last->next;
+    if (!pending->head) pending->tail = NULL;
+    last->next = NULL;
+    napi_queue_async_work(env, work->work);
+    works++;
+  }
+  napi_create_int32(env, works, &result);
+  return result;
 }
 
 static napi_value ReadInside(napi_env env, napi_callback_info info) {
@@ -279,7 +358,7 @@ static napi_value ReadInside(napi_env env, napi_callback_info info) {
   job->offset = (int64_t)offset;
   job->length = (int64_t)length;
   job->exp_size = (int64_t)exp_size;
-  return queue(env, job, argv[4], argv[7], "fanout.readInside");
+  return queue(env, job, argv[4], argv[7]);
 }
 
 static napi_value WriteNew(napi_env env, napi_callback_info info) {
@@ -302,7 +381,7 @@ static napi_value WriteNew(napi_env env, napi_callback_info info) {
   }
   job->data = data;
   job->length = (int64_t)length;
-  return queue(env, job, argv[2], argv[3], "fanout.writeNew");
+  return queue(env, job, argv[2], argv[3]);
 }
 
 static napi_value ReadFile(napi_env env, napi_callback_info info) {
@@ -325,11 +404,21 @@ static napi_value ReadFile(napi_env env, napi_callback_info info) {
   }
   job->data = data;
   job->length = (int64_t)length;
-  return queue(env, job, argv[1], argv[3], "fanout.readFile");
+  return queue(env, job, argv[1], argv[3]);
+}
+
+static void free_pending(napi_env env, void* data, void* hint) {
+  free(data); /* jobs still pending at exit are left to the process's end, as their promises are */
 }
 
 static napi_value Init(napi_env env, napi_value exports) {
+  Pending* pending = calloc(1, sizeof(Pending));
+  if (!pending || napi_set_instance_data(env, pending, free_pending, NULL) != napi_ok) {
+    free(pending);
+    return napiutil_throw_type(env, NULL, "smallio: out of memory");
+  }
   napi_property_descriptor props[] = {
+      {"flush", NULL, Flush, NULL, NULL, NULL, napi_default, NULL},
       {"readInside", NULL, ReadInside, NULL, NULL, NULL, napi_default, NULL},
       {"writeNew", NULL, WriteNew, NULL, NULL, NULL, napi_default, NULL},
       {"readFile", NULL, ReadFile, NULL, NULL, NULL, napi_default, NULL},
