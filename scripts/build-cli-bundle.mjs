@@ -7,6 +7,11 @@
 // bundle unused, never run. Why: Node 20 loads each ES module with several asynchronous file
 // operations, and `fanout cat` loaded 42 of them; one CommonJS file halves the CLI's fixed cost
 // over a bare `node` (docs/benchmarks.md).
+// A third bundle, etcd3.cjs, holds the etcd client with gRPC and protobufjs (about 150 CommonJS
+// files in node_modules): main.cjs loads it in place of `require('etcd3')` while its inputs are
+// unchanged (an `npm install` since makes it load node_modules again). Requiring etcd3 took
+// 150–190 ms of every command that talks to etcd (`sync`, `release …`, `serve --etcd`), 95–120 ms
+// from the bundle.
 // Run after `tsc` (npm run build does both).
 import { readFileSync, statSync, writeFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -40,29 +45,65 @@ const moduleUrls = {
   },
 };
 
-mkdirSync(outdir, { recursive: true });
-for (const name of ['quick', 'main']) await bundle(name);
+// A package module's __dirname becomes its own directory, found from the bundle's: grpc-js and
+// etcd3 read .proto files beside their code.
+const packageDirs = {
+  name: 'package-dirs',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]node_modules[\\/].*\.js$/ }, (args) => {
+      const text = readFileSync(args.path, 'utf8');
+      if (!text.includes('__dirname')) return undefined;
+      const dir = JSON.stringify(relative(outdir, dirname(args.path)));
+      return { contents: text.replaceAll('__dirname', `require('node:path').join(__dirname, ${dir})`), loader: 'js' };
+    });
+  },
+};
 
-/** dist/src/cli/<name>.js and the modules it loads → bundle/<name>.cjs and <name>.inputs.json. */
-async function bundle(name) {
+// In main.cjs, `etcd3` is etcd3.cjs when that bundle is fresh (src/cli/bundle.ts), else the package.
+const etcd3FromBundle = {
+  name: 'etcd3-from-bundle',
+  setup(build) {
+    build.onResolve({ filter: /^etcd3$/ }, (args) => (args.namespace === 'etcd3-loader' ? { path: 'etcd3', external: true } : { path: 'etcd3', namespace: 'etcd3-loader' }));
+    build.onLoad({ filter: /.*/, namespace: 'etcd3-loader' }, () => ({
+      contents: [
+        `const { freshBundle } = require(${JSON.stringify(join(root, 'dist/src/cli/bundle.js'))});`,
+        `const bundled = freshBundle(require('node:path').join(__dirname, ${JSON.stringify(relative(outdir, root))}), 'etcd3');`,
+        `module.exports = bundled ? require(bundled) : require('etcd3');`,
+      ].join('\n'),
+      resolveDir: root,
+      loader: 'js',
+    }));
+  },
+};
+
+mkdirSync(outdir, { recursive: true });
+await bundle('etcd3', { entry: join(root, 'node_modules/etcd3/lib/index.js'), packages: 'bundle', plugins: [packageDirs], extraInputs: ['node_modules/etcd3/proto/rpc.proto', 'node_modules/etcd3/proto/kv.proto', 'node_modules/etcd3/proto/auth.proto'] });
+await bundle('quick');
+await bundle('main', { plugins: [moduleUrls, etcd3FromBundle] });
+
+/**
+ * dist/src/cli/<name>.js (or `entry`) and the modules it loads → bundle/<name>.cjs and
+ * <name>.inputs.json (with `extraInputs`, files it reads at run time).
+ */
+async function bundle(name, { entry = join(root, `dist/src/cli/${name}.js`), packages = 'external', plugins = [moduleUrls], extraInputs = [] } = {}) {
   // Written under temporary names and renamed: a `fanout cat` started while the bundle is rebuilt
   // (tests run beside each other) sees the old files or the new ones, never half of one.
   const tmp = `.tmp-${process.pid}`;
   const output = join(outdir, `${name}.cjs`);
   const result = await esbuild.build({
-    entryPoints: [join(root, `dist/src/cli/${name}.js`)],
+    entryPoints: [entry],
     outfile: `${output}${tmp}`,
     bundle: true,
     platform: 'node',
     format: 'cjs',
     target: 'node20',
-    packages: 'external', // undici, zod, the AWS SDK, etcd3: loaded from node_modules, and only when used
-    plugins: [moduleUrls],
+    packages, // 'external' for the CLI's bundles: undici, zod, the AWS SDK… loaded from node_modules, and only when used
+    plugins,
     minifyWhitespace: true, // a smaller file for V8 to scan on every start; names stay (errors, stack traces)
     metafile: true,
     logLevel: 'warning',
   });
-  const inputs = Object.keys(result.metafile.inputs)
+  const inputs = [...Object.keys(result.metafile.inputs).filter((path) => !path.startsWith('etcd3-loader:')), ...extraInputs.map((path) => join(root, path))]
     .map((path) => resolve(process.cwd(), path))
     .map((path) => {
       const info = statSync(path);
