@@ -14,14 +14,16 @@ export const VERSION_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 /** Where manifests live in the source, below the mount's root. */
 export const RESERVED_PREFIX = '.fanout-releases';
 
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'a lowercase hex SHA-256');
-const relPath = z
-  .string()
-  .min(1)
-  .max(4096)
-  .refine((p) => !p.startsWith('/') && !/[\u0000-\u001f\\]/.test(p) && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..'), {
-    message: 'a relative path without ".", ".." or empty segments',
-  });
+const HEX64 = /^[0-9a-f]{64}$/;
+const hex64 = z.string().regex(HEX64, 'a lowercase hex SHA-256');
+const CONTROL_OR_BACKSLASH = /[\u0000-\u001f\\]/;
+
+/** A relative path without ".", ".." or empty segments, control characters or backslashes. */
+function isRelPath(p: string): boolean {
+  return !p.startsWith('/') && !CONTROL_OR_BACKSLASH.test(p) && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+}
+
+const relPath = z.string().min(1).max(4096).refine(isRelPath, { message: 'a relative path without ".", ".." or empty segments' });
 
 export const manifestFileSchema = z
   .object({
@@ -33,6 +35,26 @@ export const manifestFileSchema = z
     pages: z.array(hex64),
   })
   .strict();
+
+/**
+ * What no field's schema can see: a path listed twice, a page count that is not the size's, a
+ * file that is also another's directory ("a" and "a/b": it could not be installed). Each problem
+ * is reported; `report` returning true stops the search (the fast check wants only the first).
+ */
+function structureProblems(files: readonly { path: string; size: number; pages: readonly string[] }[], pageSize: number, report: (path: (string | number)[], message: string) => boolean | void): void {
+  const seen = new Set<string>();
+  for (const [i, f] of files.entries()) {
+    if (seen.has(f.path) && report(['files', i, 'path'], `duplicate path ${f.path}`)) return;
+    seen.add(f.path);
+    if (f.pages.length !== pageCount(f.size, pageSize) && report(['files', i, 'pages'], `${f.path}: ${f.pages.length} page hashes for ${f.size} bytes`)) return;
+  }
+  for (const f of files) {
+    for (let slash = f.path.indexOf('/'); slash !== -1; slash = f.path.indexOf('/', slash + 1)) {
+      const dir = f.path.slice(0, slash);
+      if (seen.has(dir) && report(['files'], `${dir} is both a file and a directory`)) return;
+    }
+  }
+}
 
 export const manifestSchema = z
   .object({
@@ -47,25 +69,46 @@ export const manifestSchema = z
     files: z.array(manifestFileSchema),
   })
   .strict()
-  .superRefine((m, ctx) => {
-    const seen = new Set<string>();
-    m.files.forEach((f, i) => {
-      if (seen.has(f.path)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['files', i, 'path'], message: `duplicate path ${f.path}` });
-      seen.add(f.path);
-      if (f.pages.length !== pageCount(f.size, m.pageSize)) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['files', i, 'pages'], message: `${f.path}: ${f.pages.length} page hashes for ${f.size} bytes` });
-      }
-    });
-    // A file may not also be a directory of another file ("a" and "a/b"): it could not be installed.
-    for (const f of m.files) {
-      const parts = f.path.split('/');
-      for (let i = 1; i < parts.length; i++) {
-        if (seen.has(parts.slice(0, i).join('/'))) {
-          ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['files'], message: `${parts.slice(0, i).join('/')} is both a file and a directory` });
-        }
-      }
-    }
-  });
+  .superRefine((m, ctx) => structureProblems(m.files, m.pageSize, (path, message) => void ctx.addIssue({ code: z.ZodIssueCode.custom, path, message })));
+
+const MANIFEST_KEYS = ['schema', 'name', 'version', 'createdAt', 'mount', 'prefix', 'pageSize', 'files'];
+const isString = (v: unknown, min = 0, max = Infinity): v is string => typeof v === 'string' && v.length >= min && v.length <= max;
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function isManifestFile(f: unknown): boolean {
+  if (!isObject(f) || Object.keys(f).length !== 5) return false;
+  const { path, size, sourceVersion, sha256, pages } = f;
+  return (
+    isString(path, 1, 4096) &&
+    isRelPath(path) &&
+    typeof size === 'number' &&
+    Number.isInteger(size) &&
+    size >= 0 &&
+    isString(sourceVersion, 1, 1024) &&
+    isString(sha256) &&
+    HEX64.test(sha256) &&
+    Array.isArray(pages) &&
+    pages.every((h) => isString(h) && HEX64.test(h))
+  );
+}
+
+/**
+ * The parsed JSON itself when it certainly is a valid manifest, else undefined (then the schema
+ * says what is wrong). The same rules as manifestSchema, without its per-field objects: zod took
+ * 55–75 ms for a 2,000-file manifest, on the path of every sync and of the worker's first
+ * content-keyed request; this takes a few. A property test holds the two to the same answers.
+ */
+export function validManifest(json: unknown): Manifest | undefined {
+  if (!isObject(json) || Object.keys(json).length !== MANIFEST_KEYS.length || !MANIFEST_KEYS.every((k) => Object.hasOwn(json, k))) return undefined;
+  const { schema, name, version, createdAt, mount, prefix, pageSize, files } = json;
+  if (schema !== 1 || !isString(name) || !RELEASE_NAME.test(name) || !isString(version) || !VERSION_NAME.test(version)) return undefined;
+  if (!isString(createdAt) || !isString(mount, 1) || !isString(prefix)) return undefined;
+  if (typeof pageSize !== 'number' || !Number.isInteger(pageSize) || pageSize <= 0) return undefined;
+  if (!Array.isArray(files) || !files.every(isManifestFile)) return undefined;
+  let problem = false;
+  structureProblems(files as ManifestFile[], pageSize, () => (problem = true));
+  return problem ? undefined : (json as Manifest);
+}
 
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestFile = z.infer<typeof manifestFileSchema>;
@@ -89,6 +132,8 @@ export function parseManifest(bytes: Buffer | string, expectedSha256?: string): 
   } catch (err) {
     throw new FanoutError('MANIFEST_INVALID', `manifest is not JSON: ${(err as Error).message}`);
   }
+  const valid = validManifest(json);
+  if (valid) return valid;
   const result = manifestSchema.safeParse(json);
   if (!result.success) {
     const details = result.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
