@@ -42,7 +42,12 @@ function reverseFetcher(files: Record<string, Buffer>, corrupt?: { path: string;
   const waiting = new Map<string, (() => void)[]>();
   let inflight = 0;
   let peak = 0;
+  const lent = new Set<Buffer>();
+  const released: Buffer[] = [];
   const fetcher = {
+    release(chunks: Buffer[]) {
+      released.push(...chunks.filter((c) => lent.delete(c)));
+    },
     async pageChunks(_m: Manifest, file: ManifestFile, index: number): Promise<Buffer[]> {
       inflight++;
       peak = Math.max(peak, inflight);
@@ -57,13 +62,17 @@ function reverseFetcher(files: Record<string, Buffer>, corrupt?: { path: string;
         done.add(index);
         for (const wake of waiting.get(file.path)?.splice(0) ?? []) wake();
         if (corrupt && corrupt.path === file.path && corrupt.index === index) throw new FanoutError('HASH_MISMATCH', `page ${index} of ${file.path} is corrupt`);
-        return [data.subarray(0, 1000), data.subarray(1000)];
+        const chunks = [data.subarray(0, 1000), data.subarray(1000)];
+        for (const c of chunks) lent.add(c);
+        return chunks;
       } finally {
         inflight--;
       }
     },
   };
-  return { fetcher: fetcher as unknown as ReleaseFetcher, peak: () => peak };
+  /** Chunks handed out and not given back (their memory could not be read into again). */
+  const kept = () => lent.size;
+  return { fetcher: fetcher as unknown as ReleaseFetcher, peak: () => peak, kept, released: () => released.length };
 }
 
 async function tree(root: string): Promise<Record<string, string>> {
@@ -81,12 +90,15 @@ test('staging writes the exact bytes of multi-page files whose pages arrive last
     const dir = new ReleaseDir(root);
     await dir.init();
     const manifest = manifestOf(files);
-    const { fetcher } = reverseFetcher(files);
+    const { fetcher, kept, released } = reverseFetcher(files);
     const progress = await stageVersion({ manifest, dir, fetcher, pageWindow: 8 });
     assert.equal(progress.bytesDone, progress.bytesTotal);
     assert.equal(progress.bytesFetched, progress.bytesTotal);
     const expected = Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)]));
     assert.deepEqual(await tree(dir.stagingDir('v1')), expected);
+    // Every page's received memory is given back once written (whole small files and page by page).
+    assert.ok(released() > 0);
+    assert.equal(kept(), 0);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
@@ -98,12 +110,13 @@ test('files larger than wholeFileBytes are written page by page, as pages arrive
     const files = { 'a/big.bin': randomBytes(5 * PAGE + 17), 'a/b/two.bin': randomBytes(2 * PAGE), 'one.bin': randomBytes(100), 'empty.bin': Buffer.alloc(0) };
     const dir = new ReleaseDir(root);
     await dir.init();
-    const { fetcher } = reverseFetcher(files);
+    const { fetcher, kept } = reverseFetcher(files);
     const progress = await stageVersion({ manifest: manifestOf(files), dir, fetcher, pageWindow: 8, wholeFileBytes: PAGE });
     assert.equal(progress.bytesDone, progress.bytesTotal);
     assert.equal(progress.bytesFetched, progress.bytesTotal);
     assert.deepEqual(await tree(dir.stagingDir('v1')), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
     assert.deepEqual(await readdir(dir.partsDir('v1')).catch(() => []), [], 'no part is left');
+    assert.equal(kept(), 0, 'every written page was given back');
   } finally {
     await rm(root, { recursive: true, force: true });
   }
@@ -164,6 +177,7 @@ test('the first failing file stops the others: the rest of the release is not fe
     await dir.init();
     let asked = 0;
     const fetcher = {
+      release() {},
       async pageChunks(_m: Manifest, file: ManifestFile): Promise<Buffer[]> {
         asked++;
         await new Promise((r) => setImmediate(r));

@@ -248,6 +248,7 @@ async function writeFile(
         return page.chunks;
       },
       inOrder: whole ? (_index, chunks) => chunks.forEach((c) => whole.update(c)) : undefined,
+      written: (chunks) => opts.fetcher.release(chunks),
       onWritten: (index, bytes) => {
         progress.bytesDone += bytes;
         if (fromLocal.has(index)) progress.bytesLocal += bytes;

@@ -76,13 +76,14 @@ export async function stageWholeFile(
   signal: AbortSignal,
 ): Promise<{ local: number; fetched: number }> {
   const release = await budget.acquire(file.size, signal);
+  let chunks: Buffer[] = [];
   try {
     const results = await Promise.allSettled(file.pages.map((_hash, index) => pageData(source, file, index, signal)));
     // Every fetch has ended before the budget is released: none still holds memory.
+    const pages = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    chunks = pages.length === 1 ? pages[0]!.chunks : pages.flatMap((p) => p.chunks);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    const pages = (results as PromiseFulfilledResult<{ chunks: Buffer[]; local: boolean }>[]).map((r) => r.value);
-    const chunks = pages.length === 1 ? pages[0]!.chunks : pages.flatMap((p) => p.chunks);
     // A one-page file's page hash is its digest, already checked with the page.
     if (!(file.pages.length === 1 && file.pages[0] === file.sha256)) {
       const digest = sha256Of(chunks);
@@ -101,6 +102,8 @@ export async function stageWholeFile(
     });
     return { local, fetched: file.size - local };
   } finally {
+    // Written (or failed) and read by nothing else: the received memory is read into again.
+    source.fetcher.release(chunks);
     release();
   }
 }
