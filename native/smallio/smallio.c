@@ -19,10 +19,11 @@
  *   readFile(path, into, length, out) → errno or 0: reads up to `length` bytes from offset 0;
  *     out = [bytesRead].
  *
- * Each call returns its promise at once but only queues its job; flush(perJob) hands every job
- * queued since the last flush to the pool, `perJob` of them to one async work run one after the
- * other. The JS side flushes once per turn of the event loop: the 32 cold items of a batch answer
- * then cost a few pool wake-ups, not 64 (on a 2-core host each wake-up preempted the JS thread).
+ * Each call returns its promise at once but only queues its job; flush(works) hands every job
+ * queued since the last flush to the pool, spread over at most `works` async works that each run
+ * theirs one after the other. The JS side flushes once per turn of the event loop: the cold items
+ * of a batch answer then cost a wake-up per core, not two per page (on a 2-core host each
+ * wake-up preempted the JS thread).
  *
  * A hung file system keeps one pool thread, as Node's fs calls would, and with it the jobs queued
  * behind the hung one in the same work; the JS side gives up on them after their deadline and
@@ -290,16 +291,23 @@ static napi_value queue(napi_env env, Job* job, napi_value into, napi_value out)
   return promise;
 }
 
-/* flush(perJob): every pending job to the pool, at most perJob to one async work; returns the works queued. */
+/*
+ * flush(works): every pending job to the pool, spread evenly over at most `works` async works
+ * (each runs its jobs one after the other); returns the works queued.
+ */
 static napi_value Flush(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], result;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t per_job = 8;
-  if (argc >= 1) napi_get_value_int32(env, argv[0], &per_job);
-  if (per_job < 1) per_job = 1;
+  int32_t max_works = 1;
+  if (argc >= 1) napi_get_value_int32(env, argv[0], &max_works);
+  if (max_works < 1) max_works = 1;
   Pending* pending = NULL;
   napi_get_instance_data(env, (void**)&pending);
+  int32_t count = 0;
+  for (Job* job = pending ? pending->head : NULL; job; job = job->next) count++;
+  int32_t per_job = (count + max_works - 1) / max_works;
+  if (per_job < 1) per_job = 1;
   int32_t works = 0;
   while (pending && pending->head) {
     Work* work = calloc(1, sizeof(Work));
