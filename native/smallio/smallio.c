@@ -306,8 +306,8 @@ static napi_value Flush(napi_env env, napi_callback_info info) {
   napi_get_instance_data(env, (void**)&pending);
   int32_t count = 0;
   for (Job* job = pending ? pending->head : NULL; job; job = job->next) count++;
-  int32_t per_job = (count + max_works - 1) / max_works;
-  if (per_job < 1) per_job = 1;
+  int32_t per_work = (count + max_works - 1) / max_works;
+  if (per_work < 1) per_work = 1;
   int32_t works = 0;
   while (pending && pending->head) {
     Work* work = calloc(1, sizeof(Work));
@@ -325,10 +325,10 @@ static napi_value Flush(napi_env env, napi_callback_info info) {
       }
       break;
     }
-    /* The first perJob pending jobs, in the order they were queued. */
+    /* The next per_work pending jobs, in the order they were queued. */
     work->jobs = pending->head;
     Job* last = pending->head;
-    for (int32_t n = 1; n < per_job && last->next; n++) last = last->next;
+    for (int32_t n = 1; n < per_work && last->next; n++) last = last->next;
     pending->head = last->next;
     if (!pending->head) pending->tail = NULL;
     last->next = NULL;
