@@ -52,9 +52,11 @@ const packageDirs = {
   setup(build) {
     build.onLoad({ filter: /[\\/]node_modules[\\/].*\.js$/ }, (args) => {
       const text = readFileSync(args.path, 'utf8');
-      if (!text.includes('__dirname')) return undefined;
+      if (!/\b__dirname\b/.test(text)) return undefined;
       const dir = JSON.stringify(relative(outdir, dirname(args.path)));
-      return { contents: text.replaceAll('__dirname', `require('node:path').join(__dirname, ${dir})`), loader: 'js' };
+      // Textual: one inside a comment or a string is rewritten too (in a string that usually breaks
+      // the module's syntax, so the build fails rather than the bundle misbehaving).
+      return { contents: text.replace(/\b__dirname\b/g, `require('node:path').join(__dirname, ${dir})`), loader: 'js' };
     });
   },
 };
