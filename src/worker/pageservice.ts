@@ -90,8 +90,12 @@ export class PageService {
   constructor(private readonly deps: PageServiceDeps) {
     const slots = fillSlots(deps.pageSize);
     this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
-    // Keeps a few buffers for the next fills, not one per slot: an idle worker holds little
-    // (4, not 8: 16 MiB less resident after a cold read, counted against limits under load).
+    // Keeps a free buffer for every fill slot (at most the fill memory, 96 MiB): with 4, a cold
+    // burst of 8 fills per mount allocated fresh 4 MiB buffers (faulting in page by page) and
+    // dropped them, and the garbage started a full collection each 32 MiB (worker/memory.ts).
+    // Lab, cold phase, A/B alternated twice: 33.9/32.0 s with 4, 29.5/28.8 s with one per slot,
+    // workers' CPU 22.6/22.8 → 20.0/19.7 s, worker peak RSS 154 → 159 MiB. An idle worker may keep
+    // them: bounded by the same 96 MiB the fills may use at any time.
     // Small pages' buffers are reused too (up to 8 MiB idle): a run of cold small files otherwise
     // allocated a fresh buffer per fill.
     // Chunks from sources and from peers are views of pooled read memory: once a fill has copied
@@ -101,7 +105,7 @@ export class PageService {
       releaseSourceChunk(chunk);
       deps.peers.release(chunk);
     };
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, Math.min(slots, 4), SMALL_IDLE_BYTES), releaseChunk);
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots, SMALL_IDLE_BYTES), releaseChunk);
     this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     // Every fill in flight listens on the worker's stop signal (see either()): many is the design.
     setMaxListeners(0, deps.signal);
