@@ -95,7 +95,8 @@ export class PageService {
     // dropped them, and the garbage started a full collection each 32 MiB (worker/memory.ts).
     // Lab, cold phase, A/B alternated twice: 33.9/32.0 s with 4, 29.5/28.8 s with one per slot,
     // workers' CPU 22.6/22.8 → 20.0/19.7 s, worker peak RSS 154 → 159 MiB. An idle worker may keep
-    // them: bounded by the same 96 MiB the fills may use at any time.
+    // them: bounded by the same 96 MiB the fills may use at any time (above the reclaimer's 64 MiB
+    // floor, that costs an idle worker one collection every 10 s, a few ms each).
     // Small pages' buffers are reused too (up to 8 MiB idle): a run of cold small files otherwise
     // allocated a fresh buffer per fill.
     // Chunks from sources and from peers are views of pooled read memory: once a fill has copied
