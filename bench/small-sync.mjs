@@ -29,9 +29,11 @@ if (args.env) for (const kv of args.env.split(',')) env[kv.slice(0, kv.indexOf('
 const builds = [{ name: 'this', bin }, ...(args.base ? [{ name: 'base', bin: join(args.base, 'bin/fanout.js') }] : [])];
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
 
+/** Node flags of a process named `file` in DIR/: a CPU profile (--cpu-prof), or JS frame names for perf (--perf). */
+const profFlags = (file) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', file] : args.perf ? ['--perf-basic-prof'] : []);
+
 /** The CLI's wall time and CPU (user+sys of the process), profiled with --cpu-prof DIR (the worker too: DIR/worker.cpuprofile, written when it stops). */
-const fanoutMeasured = (fanoutBin, argv, name) =>
-  runMeasured(fanoutBin, argv, { env, nodeFlags: PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : args.perf ? ['--perf-basic-prof'] : [] });
+const fanoutMeasured = (fanoutBin, argv, name) => runMeasured(fanoutBin, argv, { env, nodeFlags: profFlags(`${name}-${Date.now()}.cpuprofile`) });
 
 const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-sync-'));
 const source = join(work, 'source');
@@ -42,7 +44,7 @@ try {
   await writeSmallFiles(tree, { files: FILES, size: SIZE, dirs: DIRS });
   const expected = await treeHash(tree);
   let endpoint;
-  ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { capacity: `${Math.ceil((FILES * SIZE * 8) / 2 ** 20)}MiB`, env, nodeFlags: PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', 'worker.cpuprofile'] : args.perf ? ['--perf-basic-prof'] : [], stdio: ['ignore', 'ignore', 'ignore'] }));
+  ({ proc: worker, endpoint } = await startServe(source, join(work, 'store'), { capacity: `${Math.ceil((FILES * SIZE * 8) / 2 ** 20)}MiB`, env, nodeFlags: profFlags('worker.cpuprofile'), stdio: ['ignore', 'ignore', 'ignore'] }));
   const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
   await publishAppV1((argv) => fanoutMeasured(bin, argv, argv[1]), source, common);
   const rows = [];
