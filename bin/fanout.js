@@ -18,8 +18,15 @@ async function quick() {
   return (await load('quick')).runQuick(process.argv);
 }
 
+// Before main's code loads, a short command tunes V8's tiering (src/cli/jit.ts). Not on the quick
+// path: a 1-byte `cat` would spend more loading node:v8 than the compiler would have cost it.
+async function main() {
+  (await import('../dist/src/cli/jit.js')).tuneJit(process.argv);
+  return (await load('main')).main(process.argv);
+}
+
 quick()
-  .then(async (done) => done || (await load('main')).main(process.argv))
+  .then((done) => done || main())
   .then(
     () => process.exit(process.exitCode ?? 0),
     (err) => {

@@ -203,19 +203,24 @@ export class ReleaseRegistry {
   async reportAgent(name: string, state: AgentState, ttlSeconds = 15): Promise<void> {
     const key = `${RELEASES_PREFIX}${name}/agents/${encodeURIComponent(state.host)}`;
     await this.call('report agent state', async () => {
-      if (!this.lease || this.lease.revoked()) {
+      const granted = !this.lease || this.lease.revoked();
+      if (granted) {
         const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
         lease.on('lost', () => {});
         await lease.grant();
         this.lease = lease;
       }
+      const lease = this.lease!;
       try {
-        await this.lease.put(key).value(JSON.stringify(state)).exec();
+        await lease.put(key).value(JSON.stringify(state)).exec();
+        // A lease granted just now has its whole TTL; an older one is renewed with each report.
         // Our keepalive, not Lease#keepaliveOnce: etcd3 opens a stream for it with no deadline.
-        const ttl = await keepaliveOnce(this.client, await this.lease.grant(), this.timeoutMs);
-        if (ttl <= 0) throw new Error('the agent lease expired');
+        if (!granted) {
+          const ttl = await keepaliveOnce(this.client, await lease.grant(), this.timeoutMs);
+          if (ttl <= 0) throw new Error('the agent lease expired');
+        }
       } catch (err) {
-        this.lease.release();
+        lease.release();
         this.lease = undefined;
         throw err;
       }
