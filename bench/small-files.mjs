@@ -8,18 +8,21 @@
 //     source file, and one curl process reading every file from the worker's /v1/data with 32
 //     transfers in parallel (worker warm by path after the first mount run).
 // Files/s and MB/s for each. Wall times include process start-up (sync, curl, cat, cp); the
-// sync agent's own "staged … in X s" is reported beside it.
+// sync agent's own "staged … in X s" is reported beside it. Before each cold phase the memory it
+// will write (page files, copies) is touched first (pretouchMemory: on this kind of VM memory left
+// free for a few seconds goes back to the host, and writing it again cost a cold sync 0.2–0.3 s,
+// measured) — as the lab does; --pretouch off skips that.
 //
-//   node bench/small-files.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--cpu-prof DIR] [--fanout CHECKOUT]
+//   node bench/small-files.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--cpu-prof DIR] [--fanout CHECKOUT] [--pretouch off]
 // Needs root (FUSE), etcd, curl, and the FUSE addon (bash scripts/build-native.sh).
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd } from '../dist/test/harness/etcd.js';
 import { processTreeCpu } from './cpu.mjs';
-import { benchArgs, bin, fanoutMeasured, median, parseSize, publishAppV1, root, stagedSeconds, startServe, stopServe, timedRun, treeHash, withMount as withMountOf, writeSmallFiles } from './common.mjs';
+import { benchArgs, bin, fanoutMeasured, median, parseSize, pretouchMemory, publishAppV1, root, stagedSeconds, startServe, stopServe, timedRun, treeHash, withMount as withMountOf, writeSmallFiles } from './common.mjs';
 
-const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3' });
+const args = benchArgs({ files: '2000', size: '64KiB', dirs: '20', runs: '3', pretouch: 'on' });
 const FILES = Number(args.files);
 const SIZE = parseSize(args.size);
 const DIRS = Number(args.dirs);
@@ -31,6 +34,9 @@ const log = (line) => process.stderr.write(`[bench] ${line}\n`);
 const env = { ...process.env };
 const withMount = (endpoint, mnt, fn) => withMountOf(endpoint, mnt, fn, { fanoutBin: BIN, nodeFlags: profFlags('mount'), env });
 const profFlags = (name) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`] : []);
+
+/** Touches what a cold phase writes (the worker's page files, the copies), with room to spare. */
+const pretouch = () => (args.pretouch === 'off' ? undefined : pretouchMemory(8 * FILES * SIZE));
 
 /** The CLI's wall time and CPU (user+sys of the process): {seconds, cpu, out, err}. */
 const fanout = (argv, name = 'cli') => fanoutMeasured(BIN, argv, { env, nodeFlags: profFlags(name) });
@@ -70,6 +76,7 @@ try {
     t.catSource.push(await catAll(tree, 1));
 
     await fanout(['free', '--release', 'app@v1', ...common]);
+    await pretouch();
     const cold = join(work, `host-cold-${run}`);
     // The worker's CPU per file during each sync (user+sys from /proc): its cost per cold and warm small page.
     let cpu0 = await processTreeCpu(worker.pid);
@@ -93,6 +100,7 @@ try {
     const mnt = join(work, 'mnt');
     await mkdir(mnt, { recursive: true });
     await fanout(['free', '/data/app/v1', ...common]);
+    await pretouch();
     t.mountCold.push(
       await withMount(endpoint, mnt, async (m, pid) => {
         // CPU per file of the mount process and of the worker during the read (the load moves wall times more).
@@ -104,6 +112,7 @@ try {
       }),
     );
     await fanout(['free', '/data/app/v1', ...common]);
+    await pretouch();
     t.mountCold8.push(await withMount(endpoint, mnt, (m) => catAll(join(m, 'data/app/v1'), 8)));
     // Path-keyed pages are warm now. `fanout cp` of the directory (older builds copy files only: NaN).
     const cpDest = join(work, `cp-tree-${run}`);
