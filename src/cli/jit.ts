@@ -26,8 +26,9 @@ export function jitFlags(argv: readonly string[]): string[] {
 }
 
 /**
- * Applies jitFlags before the command's code is loaded (bin/fanout.js). The budget is read each
- * time a function's feedback is set up, so setting it at start covers every function loaded after.
+ * Applies jitFlags before the command's code is loaded (bin/fanout.js). Set at run time rather
+ * than on node's command line, which an npm bin cannot carry; it governs the code loaded after it
+ * (measured: the sync agent's TurboFan samples 191 → 20, docs/benchmarks.md).
  */
 export function tuneJit(argv: readonly string[]): void {
   for (const flag of jitFlags(argv)) setFlagsFromString(flag);
