@@ -18,10 +18,10 @@ async function quick() {
   return (await load('quick')).runQuick(process.argv);
 }
 
-// Before main's code loads, a short command tunes V8's tiering (src/cli/jit.ts). Not on the quick
-// path: a 1-byte `cat` would spend more loading node:v8 than the compiler would have cost it.
+// Before main's code loads, V8's tiering is tuned (src/cli/jit.ts). Not on the quick path: a
+// 1-byte `cat` would spend more loading node:v8 than the compiler would have cost it.
 async function main() {
-  (await import('../dist/src/cli/jit.js')).tuneJit(process.argv);
+  (await import('../dist/src/cli/jit.js')).tuneJit();
   return (await load('main')).main(process.argv);
 }
 
