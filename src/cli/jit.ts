@@ -6,9 +6,9 @@ import { setFlagsFromString } from 'node:v8';
  * so on code that runs a few thousand times and is never seen again (start-up, the first cold
  * burst), and V8's optimizing compiler ran for it beside everything else: a one-shot sync of
  * 2,000 small files spent 0.19 s of background CPU in it (perf, a fifth of the process's CPU), a
- * FUSE mount's first cold read of those files a third of its CPU per file. Code that stays hot is
- * optimized a little later and runs the same from then on (docs/benchmarks.md: benchmarks 2, 3
- * and 5 against the default).
+ * FUSE mount's first cold read of those files a quarter of its CPU per file. Code that stays hot
+ * is optimized a little later and runs the same from then on (docs/benchmarks.md: benchmarks 2,
+ * 3 and 5 against the default).
  */
 export const INTERRUPT_BUDGET = 16 * 67_584;
 
