@@ -203,19 +203,13 @@ export class ReleaseRegistry {
   async reportAgent(name: string, state: AgentState, ttlSeconds = 15): Promise<void> {
     const key = `${RELEASES_PREFIX}${name}/agents/${encodeURIComponent(state.host)}`;
     await this.call('report agent state', async () => {
-      const granted = !this.lease || this.lease.revoked();
-      if (granted) {
-        const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
-        lease.on('lost', () => {});
-        await lease.grant();
-        this.lease = lease;
-      }
-      const lease = this.lease!;
+      const held = this.lease && !this.lease.revoked() ? this.lease : undefined;
+      const lease = held ?? (this.lease = await this.grantLease(ttlSeconds));
       try {
         await lease.put(key).value(JSON.stringify(state)).exec();
-        // A lease granted just now has its whole TTL; an older one is renewed with each report.
-        // Our keepalive, not Lease#keepaliveOnce: etcd3 opens a stream for it with no deadline.
-        if (!granted) {
+        // A lease granted just now has its whole TTL; one held from before is renewed with each
+        // report. Our keepalive, not Lease#keepaliveOnce: etcd3 opens a stream for it with no deadline.
+        if (held) {
           const ttl = await keepaliveOnce(this.client, await lease.grant(), this.timeoutMs);
           if (ttl <= 0) throw new Error('the agent lease expired');
         }
@@ -225,6 +219,13 @@ export class ReleaseRegistry {
         throw err;
       }
     });
+  }
+
+  private async grantLease(ttlSeconds: number): Promise<Lease> {
+    const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
+    lease.on('lost', () => {});
+    await lease.grant();
+    return lease;
   }
 
   async listAgents(name: string): Promise<AgentState[]> {
