@@ -13,9 +13,19 @@ import { setFlagsFromString } from 'node:v8';
 export const INTERRUPT_BUDGET = 16 * 67_584;
 
 /**
+ * The V8 the budget was measured on: Node 20's (11.x). A later one tiers differently (Maglev in
+ * between) and might not know the flag (V8 then prints an error on every start), so it keeps its
+ * defaults until measured.
+ */
+const MEASURED_V8 = /^11\./;
+
+/**
  * Applies the budget before the command's code is loaded (bin/fanout.js): set at run time because
  * an npm bin cannot put flags on node's command line; it governs the code compiled after it.
+ * Returns whether it was applied (only on the V8 it was measured on).
  */
-export function tuneJit(): void {
+export function tuneJit(v8Version = process.versions.v8): boolean {
+  if (!MEASURED_V8.test(v8Version)) return false;
   setFlagsFromString(`--interrupt-budget=${INTERRUPT_BUDGET}`);
+  return true;
 }
