@@ -68,8 +68,10 @@ const etcd3FromBundle = {
     build.onResolve({ filter: /^etcd3$/ }, (args) => (args.namespace === 'etcd3-loader' ? { path: 'etcd3', external: true } : { path: 'etcd3', namespace: 'etcd3-loader' }));
     build.onLoad({ filter: /.*/, namespace: 'etcd3-loader' }, () => ({
       contents: [
-        `const { freshBundle } = require(${JSON.stringify(join(root, 'dist/src/cli/bundle.js'))});`,
-        `const bundled = freshBundle(require('node:path').join(__dirname, ${JSON.stringify(relative(outdir, root))}), 'etcd3');`,
+        // Paths from the bundle's own directory, as everywhere in it: a tree moved after the build still loads.
+        `const { join } = require('node:path');`,
+        `const { freshBundle } = require(join(__dirname, ${JSON.stringify(relative(outdir, join(root, 'dist/src/cli/bundle.js')))}));`,
+        `const bundled = freshBundle(join(__dirname, ${JSON.stringify(relative(outdir, root))}), 'etcd3');`,
         `module.exports = bundled ? require(bundled) : require('etcd3');`,
       ].join('\n'),
       resolveDir: root,
