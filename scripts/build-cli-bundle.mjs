@@ -70,7 +70,7 @@ const etcd3FromBundle = {
       contents: [
         // Paths from the bundle's own directory, as everywhere in it: a tree moved after the build still loads.
         `const { join } = require('node:path');`,
-        `const { freshBundle } = require(join(__dirname, ${JSON.stringify(relative(outdir, join(root, 'dist/src/cli/bundle.js')))}));`,
+        `const { freshBundle } = require(join(__dirname, ${JSON.stringify(relative(outdir, join(root, 'dist/src/cli/bundle.cjs')))}));`,
         `const bundled = freshBundle(join(__dirname, ${JSON.stringify(relative(outdir, root))}), 'etcd3');`,
         `module.exports = bundled ? require(bundled) : require('etcd3');`,
       ].join('\n'),

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freshBundle } from './bundle.js';
+import { freshBundle } from './bundle.cjs';
 
 async function packageWithBundle(): Promise<{ root: string; module: string }> {
   const root = await mkdtemp(join(tmpdir(), 'fanout-bundle-'));

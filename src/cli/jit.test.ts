@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { tuneJit } from './jit.js';
+import { tuneJit } from './jit.cjs';
 
-const jitModule = fileURLToPath(new URL('./jit.js', import.meta.url));
+const jitModule = fileURLToPath(new URL('./jit.cjs', import.meta.url));
 
 /**
  * Whether a small function is optimized after `calls` calls, in a fresh node, with or without

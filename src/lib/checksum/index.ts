@@ -2,7 +2,6 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { crc32 as zlibCrc32 } from 'node:zlib';
 
 /**
  * CRC32 of page bytes (the zlib/gzip polynomial: the value in page file names and the
@@ -38,13 +37,17 @@ function choose(): { path: ChecksumPath; crc32: Crc32 } {
   }
 }
 
+/** node:zlib, loaded by the first pure-JS checksum: with the addon, a `fanout cat` never needs it (≈ 1 ms to load). */
+let zlib: typeof import('node:zlib') | undefined;
+
 /**
  * Node's zlib.crc32 returns 0 for an empty buffer whatever the running value (zlib's answer to a
  * null pointer): an empty chunk must leave a running CRC unchanged, as the addon does.
  */
 function jsCrc32(data: ArrayBufferView, crc = 0): number {
   if (data.byteLength === 0) return crc >>> 0;
-  return zlibCrc32(data as Uint8Array, crc);
+  zlib ??= createRequire(import.meta.url)('node:zlib') as typeof import('node:zlib');
+  return zlib.crc32(data as Uint8Array, crc);
 }
 
 /** CRC32 of `data`, continuing from `crc` (the CRC of the bytes before it; 0 to start). */

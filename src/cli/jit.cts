@@ -1,3 +1,4 @@
+// CommonJS (.cts → .cjs), loaded by bin/fanout.js without starting Node's ES module loader.
 import { setFlagsFromString } from 'node:v8';
 
 /**
