@@ -3,15 +3,22 @@
 // of every `fanout cat` of a small file; the bundles below are CommonJS too.
 const { join } = require('node:path');
 const { freshBundle } = require('../dist/src/cli/bundle.cjs');
+const { cacheDirectory, loadBundle } = require('../dist/src/cli/codecache.cjs');
 
 // `cat` and `stat` run without building the whole command line (src/cli/quick.ts); every other
 // command line, and any of theirs the quick parser does not fully understand, goes to main().
 // Each runs from its one-file bundle when it is up to date (src/cli/bundle.cts), else from the
-// modules. Exit once the command is done: idle keep-alive sockets must not hold a short command open.
+// modules; a bundle runs from V8's code cache of its last run (src/cli/codecache.cts), written
+// once a command has succeeded. Exit once the command is done: idle keep-alive sockets must not
+// hold a short command open.
 const root = join(__dirname, '..');
+const bundles = [];
 const load = (name) => {
-  const bundle = freshBundle(root, name);
-  return bundle ? require(bundle) : import(`../dist/src/cli/${name}.js`);
+  const file = freshBundle(root, name);
+  if (!file) return import(`../dist/src/cli/${name}.js`);
+  const bundle = loadBundle(file, cacheDirectory());
+  bundles.push(bundle);
+  return bundle.exports;
 };
 
 async function quick() {
@@ -29,7 +36,10 @@ async function main() {
 quick()
   .then((done) => done || main())
   .then(
-    () => process.exit(process.exitCode ?? 0),
+    () => {
+      if (!process.exitCode) for (const bundle of bundles) bundle.save();
+      process.exit(process.exitCode ?? 0);
+    },
     (err) => {
       process.stderr.write(`fanout: ${err?.message ?? err}\n`);
       process.exit(1);

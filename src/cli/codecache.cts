@@ -1,0 +1,119 @@
+// CommonJS (.cts → .cjs): bin/fanout.js loads it before any command, without Node's ES module loader.
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import Module from 'node:module';
+import { homedir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { Script } from 'node:vm';
+
+/**
+ * Runs a CLI bundle (a CommonJS file) with V8's code cache of an earlier run of it. Node 20
+ * compiles a required file from its text every time: for a 1-byte `fanout cat`, parsing the
+ * bundle and compiling the functions the command calls was ≈ 7 ms of ≈ 45 ms of its own work
+ * (docs/benchmarks.md). The cache is written once a command has run (so it holds the functions
+ * it compiled, not only the top level) and used by the next.
+ *
+ * Where: `$FANOUT_CODE_CACHE`, else `$XDG_CACHE_HOME/fanout/v8`, else `~/.cache/fanout/v8`
+ * (`FANOUT_CODE_CACHE=off` turns it off). A cache file is named after the bundle's path, size and
+ * modification time and V8's version, so a rebuilt bundle or another Node never gets an old
+ * one; V8 checks it too (its version, flags and the source's length) and rejects a mismatch, which
+ * is then rewritten. Only a file owned by the user running the command is read: code compiled
+ * from a cache is run as it is. Failing to read or write the cache never fails the command.
+ */
+export interface CachedBundle {
+  exports: unknown;
+  /** How the bundle was compiled: from a cache, without one, or with one V8 refused. */
+  readonly cache: 'used' | 'none' | 'rejected' | 'off';
+  /** Writes the cache if the bundle was compiled without a usable one (call once the command has run). */
+  save(): void;
+}
+
+export function cacheDirectory(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const configured = env.FANOUT_CODE_CACHE;
+  if (configured === 'off') return undefined;
+  if (configured) return configured;
+  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, 'fanout', 'v8');
+  try {
+    return join(homedir(), '.cache', 'fanout', 'v8');
+  } catch {
+    return undefined; // no home directory (no HOME, no passwd entry): no cache
+  }
+}
+
+/** Loads `file` with its cache in `directory` (cacheDirectory(); undefined: no cache). */
+export function loadBundle(file: string, directory: string | undefined): CachedBundle {
+  const source = readFileSync(file, 'utf8');
+  const cacheFile = directory === undefined ? undefined : join(directory, cacheName(file));
+  const cachedData = cacheFile === undefined ? undefined : readOwnFile(cacheFile);
+  const script = new Script(Module.wrap(source), { filename: file, cachedData });
+  const cache = directory === undefined ? 'off' : cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';
+  // As require() would run it: module, exports, a require resolving from the bundle's directory,
+  // and an entry in require.cache (a later require() of the file gets this module).
+  const module = new Module(file);
+  module.filename = file;
+  require.cache[file] = module;
+  const run = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void;
+  try {
+    run.call(module.exports, module.exports, Module.createRequire(file), module, file, dirname(file));
+  } catch (err) {
+    delete require.cache[file]; // as require() does for a module that threw
+    throw err;
+  }
+  module.loaded = true;
+  let saved = false;
+  return {
+    exports: module.exports,
+    cache,
+    save() {
+      if (saved || cacheFile === undefined || cache === 'used') return;
+      saved = true;
+      writeCache(cacheFile, cachePrefix(file), script.createCachedData());
+    },
+  };
+}
+
+/** `<bundle>-<hash of its path>-<size>-<mtime>-<V8 version>.v8`: one per build of one bundle. */
+function cacheName(file: string): string {
+  const info = statSync(file);
+  return `${cachePrefix(file)}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`;
+}
+
+function cachePrefix(file: string): string {
+  return `${basename(file, '.cjs')}-${fnv1a(file)}-`;
+}
+
+/** 32-bit FNV-1a of a string's UTF-16 units, in hex: tells apart bundles of two installs. */
+function fnv1a(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return (hash >>> 0).toString(16).padStart(8, '0');
+}
+
+/** The file's bytes if it exists and belongs to this user; undefined otherwise. */
+function readOwnFile(path: string): Buffer | undefined {
+  try {
+    const info = statSync(path, { throwIfNoEntry: false });
+    if (!info || (process.getuid !== undefined && info.uid !== process.getuid())) return undefined;
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Written to a temporary name and renamed (commands run beside each other); then the caches of
+ * the bundle's earlier builds (same `prefix`) are removed.
+ */
+function writeCache(path: string, prefix: string, data: Buffer): void {
+  const directory = dirname(path);
+  try {
+    mkdirSync(directory, { recursive: true, mode: 0o700 });
+    const temp = `${path}.${process.pid}.tmp`;
+    writeFileSync(temp, data, { mode: 0o600 });
+    renameSync(temp, path);
+    for (const other of readdirSync(directory)) {
+      if (other.startsWith(prefix) && other.endsWith('.v8') && other !== basename(path)) unlinkSync(join(directory, other));
+    }
+  } catch {
+    // a read-only home, a full disk, another command pruning first: the next command compiles from the text
+  }
+}

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cacheDirectory, loadBundle } from './codecache.cjs';
+
+const codecacheModule = fileURLToPath(new URL('./codecache.cjs', import.meta.url));
+
+/** A bundle that uses what require() gives a CommonJS file: require, exports, __dirname. */
+function bundleText(answer: number): string {
+  return `const { basename } = require('node:path');\nexports.answer = () => ${answer};\nexports.where = basename(__dirname) + '/' + basename(__filename);\n`;
+}
+
+function setup(): { dir: string; bundle: string; cache: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'fanout-codecache-'));
+  const bundle = join(dir, 'quick.cjs');
+  writeFileSync(bundle, bundleText(42));
+  return { dir, bundle, cache: join(dir, 'cache') };
+}
+
+/** Loads the bundle in a fresh node (V8 accepts or refuses a cache at compile time), then saves. */
+function run(bundle: string, cache: string): { cache: string; answer: number; where: string } {
+  const script = `const { loadBundle } = require(${JSON.stringify(codecacheModule)});
+    const b = loadBundle(${JSON.stringify(bundle)}, ${JSON.stringify(cache)});
+    const out = { cache: b.cache, answer: b.exports.answer(), where: b.exports.where };
+    b.save();
+    process.stdout.write(JSON.stringify(out));`;
+  return JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 }));
+}
+
+const cacheFiles = (cache: string) => readdirSync(cache).filter((name) => name.endsWith('.v8'));
+
+test('a bundle runs as require() would, and from its code cache after the first run', (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const first = run(bundle, cache);
+  assert.deepEqual(first, { cache: 'none', answer: 42, where: `${dir.split('/').pop()}/quick.cjs` });
+  assert.equal(cacheFiles(cache).length, 1, 'the first run wrote the cache');
+  assert.equal(run(bundle, cache).cache, 'used');
+  assert.equal(run(bundle, cache).answer, 42);
+});
+
+test('a rebuilt bundle never gets the old cache, and the old one is removed', (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  run(bundle, cache);
+  const [old] = cacheFiles(cache);
+  writeFileSync(bundle, bundleText(43)); // same length, other code
+  const later = new Date(Date.now() + 5000);
+  utimesSync(bundle, later, later);
+  assert.deepEqual(run(bundle, cache), { cache: 'none', answer: 43, where: `${dir.split('/').pop()}/quick.cjs` });
+  assert.equal(cacheFiles(cache).length, 1);
+  assert.notEqual(cacheFiles(cache)[0], old);
+  assert.equal(run(bundle, cache).cache, 'used');
+});
+
+test('a corrupt cache is refused by V8, the bundle still runs, and the cache is written anew', (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  run(bundle, cache);
+  const [name] = cacheFiles(cache);
+  writeFileSync(join(cache, name!), Buffer.alloc(4096, 0x5a));
+  assert.deepEqual(run(bundle, cache), { cache: 'rejected', answer: 42, where: `${dir.split('/').pop()}/quick.cjs` });
+  assert.equal(run(bundle, cache).cache, 'used');
+});
+
+test("a cache file owned by another user is never read", { skip: process.getuid?.() !== 0 && 'needs root to give a file away' }, (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  run(bundle, cache);
+  const [name] = cacheFiles(cache);
+  chownSync(join(cache, name!), 65534, 65534);
+  assert.equal(run(bundle, cache).cache, 'none');
+});
+
+test('FANOUT_CODE_CACHE chooses the directory or turns the cache off; XDG_CACHE_HOME is honoured', (t) => {
+  assert.equal(cacheDirectory({ FANOUT_CODE_CACHE: 'off' }), undefined);
+  assert.equal(cacheDirectory({ FANOUT_CODE_CACHE: '/var/cache/x' }), '/var/cache/x');
+  assert.equal(cacheDirectory({ XDG_CACHE_HOME: '/home/u/.xdg' }), '/home/u/.xdg/fanout/v8');
+  const { dir, bundle } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const loaded = loadBundle(bundle, undefined);
+  assert.equal(loaded.cache, 'off');
+  assert.equal((loaded.exports as { answer: () => number }).answer(), 42);
+  loaded.save();
+  assert.deepEqual(readdirSync(dir), ['quick.cjs'], 'nothing written');
+});
