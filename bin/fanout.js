@@ -3,7 +3,7 @@
 // of every `fanout cat` of a small file; the bundles below are CommonJS too.
 const { join } = require('node:path');
 const { freshBundle } = require('../dist/src/cli/bundle.cjs');
-const { cacheDirectory, loadBundle } = require('../dist/src/cli/codecache.cjs');
+const { cacheDirectory, loadBundle, saveCodeCaches } = require('../dist/src/cli/codecache.cjs');
 
 // `cat` and `stat` run without building the whole command line (src/cli/quick.ts); every other
 // command line, and any of theirs the quick parser does not fully understand, goes to main().
@@ -12,13 +12,9 @@ const { cacheDirectory, loadBundle } = require('../dist/src/cli/codecache.cjs');
 // once a command has succeeded. Exit once the command is done: idle keep-alive sockets must not
 // hold a short command open.
 const root = join(__dirname, '..');
-const bundles = [];
 const load = (name) => {
   const file = freshBundle(root, name);
-  if (!file) return import(`../dist/src/cli/${name}.js`);
-  const bundle = loadBundle(file, cacheDirectory());
-  bundles.push(bundle);
-  return bundle.exports;
+  return file ? loadBundle(file, cacheDirectory()).exports : import(`../dist/src/cli/${name}.js`);
 };
 
 async function quick() {
@@ -37,7 +33,7 @@ quick()
   .then((done) => done || main())
   .then(
     () => {
-      if (!process.exitCode) for (const bundle of bundles) bundle.save();
+      if (!process.exitCode) saveCodeCaches();
       process.exit(process.exitCode ?? 0);
     },
     (err) => {

@@ -61,7 +61,8 @@ const packageDirs = {
   },
 };
 
-// In main.cjs, `etcd3` is etcd3.cjs when that bundle is fresh (src/cli/bundle.ts), else the package.
+// In main.cjs, `etcd3` is etcd3.cjs when that bundle is fresh (src/cli/bundle.cts), run from its
+// code cache as bin/fanout.js runs main.cjs (src/cli/codecache.cts), else the package.
 const etcd3FromBundle = {
   name: 'etcd3-from-bundle',
   setup(build) {
@@ -71,8 +72,9 @@ const etcd3FromBundle = {
         // Paths from the bundle's own directory, as everywhere in it: a tree moved after the build still loads.
         `const { join } = require('node:path');`,
         `const { freshBundle } = require(join(__dirname, ${JSON.stringify(relative(outdir, join(root, 'dist/src/cli/bundle.cjs')))}));`,
+        `const { cacheDirectory, loadBundle } = require(join(__dirname, ${JSON.stringify(relative(outdir, join(root, 'dist/src/cli/codecache.cjs')))}));`,
         `const bundled = freshBundle(join(__dirname, ${JSON.stringify(relative(outdir, root))}), 'etcd3');`,
-        `module.exports = bundled ? require(bundled) : require('etcd3');`,
+        `module.exports = bundled ? loadBundle(bundled, cacheDirectory()).exports : require('etcd3');`,
       ].join('\n'),
       resolveDir: root,
       loader: 'js',

@@ -39,6 +39,14 @@ export function cacheDirectory(env: NodeJS.ProcessEnv = process.env): string | u
   }
 }
 
+/** Every bundle loadBundle() ran in this process (bin/fanout.js, and main.cjs for etcd3.cjs). */
+const loaded: CachedBundle[] = [];
+
+/** Writes the cache of every bundle this process loaded without a usable one: once a command has succeeded. */
+export function saveCodeCaches(): void {
+  for (const bundle of loaded) bundle.save();
+}
+
 /** Loads `file` with its cache in `directory` (cacheDirectory(); undefined: no cache). */
 export function loadBundle(file: string, directory: string | undefined): CachedBundle {
   const source = readFileSync(file, 'utf8');
@@ -60,7 +68,7 @@ export function loadBundle(file: string, directory: string | undefined): CachedB
   }
   module.loaded = true;
   let saved = false;
-  return {
+  const bundle: CachedBundle = {
     exports: module.exports,
     cache,
     save() {
@@ -69,6 +77,8 @@ export function loadBundle(file: string, directory: string | undefined): CachedB
       writeCache(cacheFile, cachePrefix(file), script.createCachedData());
     },
   };
+  loaded.push(bundle);
+  return bundle;
 }
 
 /** `<bundle>-<hash of its path>-<size>-<mtime>-<V8 version>.v8`: one per build of one bundle. */

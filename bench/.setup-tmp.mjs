@@ -1,0 +1,14 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startEtcd } from '../dist/test/harness/etcd.js';
+import { bin, fanoutMeasured as runMeasured, publishAppV1, startServe, writeSmallFiles } from './common.mjs';
+const work = '/dev/shm/fx-sync'; 
+const source = join(work, 'source');
+await writeSmallFiles(join(source, 'app/v1'), { files: 2000, size: 65536, dirs: 20 });
+const etcd = await startEtcd();
+const { proc, endpoint } = await startServe(source, join(work, 'store'), { capacity: '1200MiB', env: {}, stdio: ['ignore', 'ignore', 'ignore'] });
+const common = ['--etcd', etcd.endpoint, '--endpoint', endpoint];
+await publishAppV1((argv) => runMeasured(bin, argv, {}), source, common);
+writeFileSync('/tmp/fx/setup.out', common.join(' ') + '\n');
+console.log('ready', common.join(' '), 'worker pid', proc.pid);
+setInterval(() => {}, 1e6);
