@@ -307,13 +307,14 @@ export class FanoutClient {
 }
 
 /**
- * A read's window when the caller sets none: two pages in flight per worker, 2 to 8 in all.
+ * A read's window when the caller sets none: two pages in flight per worker, 4 to 8 in all.
  * Pages are verified whole before they are written, so each one in flight is memory the
- * kernel's copy and the checksum walk through: on one worker (2 cores, loopback, 512 MiB, six
- * runs each) a window of 2 used 1.04 s of client CPU and 4.5 s against 1.24 s and 5.2 s with 8,
- * the sender being ahead by the socket buffers anyway. Several workers each need their own pages
- * in flight to all send at once, hence per worker, up to the 8 that was the default before.
+ * kernel's copy and the checksum walk through: more than 8 only costs CPU (one worker, 2 GiB
+ * warm to /dev/null, 8 alternations: 12 pages 1.17 client CPU s against 0.98 with 4). Fewer than 4
+ * leave the two sides waiting on each other between pages (the same runs: 2 pages 1.29 s wall,
+ * 1.05 + 0.76 CPU s; 4 pages 1.18 s, 0.98 + 0.72; 6 pages 1.17 s; docs/benchmarks.md). Several
+ * workers each need their own pages in flight to all send at once, hence per worker.
  */
 export function defaultWindow(workers: number): number {
-  return Math.min(8, Math.max(2, 2 * workers));
+  return Math.min(8, Math.max(4, 2 * workers));
 }
