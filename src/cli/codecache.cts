@@ -1,5 +1,5 @@
 // CommonJS (.cts → .cjs): bin/fanout.js loads it before any command, without Node's ES module loader.
-import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -8,9 +8,10 @@ import { Script } from 'node:vm';
 /**
  * Runs a CLI bundle (a CommonJS file) with V8's code cache of an earlier run of it. Node 20
  * compiles a required file from its text every time: for a 1-byte `fanout cat`, parsing the
- * bundle and compiling the functions the command calls was ≈ 7 ms of ≈ 45 ms of its own work
- * (docs/benchmarks.md). The cache is written once a command has run (so it holds the functions
- * it compiled, not only the top level) and used by the next.
+ * bundle and compiling the functions the command calls was ≈ 7 ms of its ≈ 40 ms beyond Node's
+ * own start (docs/benchmarks.md). The cache is written once a command has run (so it holds the
+ * functions it compiled, not only the top level) and used by the next: the first command run
+ * after a build decides what it holds.
  *
  * Where: `$FANOUT_CODE_CACHE`, else `$XDG_CACHE_HOME/fanout/v8`, else `~/.cache/fanout/v8`
  * (`FANOUT_CODE_CACHE=off` turns it off). A cache file is named after the bundle's path, size and
@@ -50,10 +51,10 @@ export function saveCodeCaches(): void {
 /** Loads `file` with its cache in `directory` (cacheDirectory(); undefined: no cache). */
 export function loadBundle(file: string, directory: string | undefined): CachedBundle {
   const source = readFileSync(file, 'utf8');
-  const cacheFile = directory === undefined ? undefined : join(directory, cacheName(file));
+  const cacheFile = directory === undefined ? undefined : cachePath(directory, file);
   const cachedData = cacheFile === undefined ? undefined : readOwnFile(cacheFile);
   const script = new Script(Module.wrap(source), { filename: file, cachedData });
-  const cache = directory === undefined ? 'off' : cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';
+  const cache = cacheFile === undefined ? 'off' : cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';
   // As require() would run it: module, exports, a require resolving from the bundle's directory,
   // and an entry in require.cache (a later require() of the file gets this module).
   const module = new Module(file);
@@ -81,10 +82,10 @@ export function loadBundle(file: string, directory: string | undefined): CachedB
   return bundle;
 }
 
-/** `<bundle>-<hash of its path>-<size>-<mtime>-<V8 version>.v8`: one per build of one bundle. */
-function cacheName(file: string): string {
-  const info = statSync(file);
-  return `${cachePrefix(file)}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`;
+/** `<bundle>-<hash of its path>-<size>-<mtime>-<V8 version>.v8`: one per build of one bundle (undefined if the bundle is gone). */
+function cachePath(directory: string, file: string): string | undefined {
+  const info = statSync(file, { throwIfNoEntry: false });
+  return info && join(directory, `${cachePrefix(file)}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`);
 }
 
 function cachePrefix(file: string): string {
@@ -98,14 +99,17 @@ function fnv1a(text: string): string {
   return (hash >>> 0).toString(16).padStart(8, '0');
 }
 
-/** The file's bytes if it exists and belongs to this user; undefined otherwise. */
+/** The file's bytes if it exists and belongs to this user (checked on the open file); undefined otherwise. */
 function readOwnFile(path: string): Buffer | undefined {
+  let fd: number | undefined;
   try {
-    const info = statSync(path, { throwIfNoEntry: false });
-    if (!info || (process.getuid !== undefined && info.uid !== process.getuid())) return undefined;
-    return readFileSync(path);
+    fd = openSync(path, 'r');
+    if (process.getuid !== undefined && fstatSync(fd).uid !== process.getuid()) return undefined;
+    return readFileSync(fd);
   } catch {
-    return undefined;
+    return undefined; // none yet (ENOENT) or unreadable: compiled from the text
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
