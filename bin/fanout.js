@@ -4,13 +4,14 @@
 const { join } = require('node:path');
 const { freshBundle } = require('../dist/src/cli/bundle.cjs');
 const { cacheDirectory, loadBundle, saveCodeCaches } = require('../dist/src/cli/codecache.cjs');
+const { exitProcess } = require('../dist/src/cli/exit.cjs');
 
 // `cat` and `stat` run without building the whole command line (src/cli/quick.ts); every other
 // command line, and any of theirs the quick parser does not fully understand, goes to main().
 // Each runs from its one-file bundle when it is up to date (src/cli/bundle.cts), else from the
 // modules; a bundle runs from V8's code cache of its last run (src/cli/codecache.cts), written
 // once a command has succeeded. Exit once the command is done: idle keep-alive sockets must not
-// hold a short command open.
+// hold a short command open; with a watchdog, as Node's exit can hang (src/cli/exit.cts).
 const root = join(__dirname, '..');
 const load = (name) => {
   const file = freshBundle(root, name);
@@ -34,10 +35,10 @@ quick()
   .then(
     () => {
       if (!process.exitCode) saveCodeCaches();
-      process.exit(process.exitCode ?? 0);
+      exitProcess(process.exitCode ?? 0);
     },
     (err) => {
       process.stderr.write(`fanout: ${err?.message ?? err}\n`);
-      process.exit(1);
+      exitProcess(1);
     },
   );

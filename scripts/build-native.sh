@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the native addons: native/fuse (what `fanout mount` loads), native/sendfile (cached
-# pages sent by the kernel; without it workers send pages through JS) and native/checksum (CRC32
-# by PCLMUL; without it pages are checked with Node's zlib.crc32). Run by `npm run build:native`
-# (and so by `npm ci`, through `prepare`, after scripts/install-system-deps.sh runtime).
+# pages sent by the kernel; without it workers send pages through JS), native/checksum (CRC32
+# by PCLMUL; without it pages are checked with Node's zlib.crc32), native/smallio and
+# native/files (small files in one pool job each) and native/exit (a watchdog for Node's exit).
+# Run by `npm run build:native` (and so by `npm ci`, through `prepare`, after scripts/install-system-deps.sh runtime).
 # A missing toolchain or libfuse3 is an error where install-system-deps.sh could have installed it
 # (root with apt-get): `npm ci` succeeding there promises every feature, `fanout mount` included.
 # Elsewhere (not root, no apt-get, FANOUT_SYSTEM_DEPS=skip) it prints what to install and succeeds,
@@ -84,6 +85,15 @@ if [ -n "$lack" ]; then
 else
   build smallio fanout_smallio smallio.c "the small-page addon"
   build files fanout_files files.c "the files addon"
+fi
+
+# A watchdog armed as a command exits: Node's exit can hang for ever on a V8 compile job waiting
+# for a garbage collection (native/exit/exit.c); without it a command exits as Node does.
+lack=$(lacking make python3 gcc)
+if [ -n "$lack" ]; then
+  note "${lack}not found: skipping the exit watchdog addon."
+else
+  build exit fanout_exit exit.c "the exit watchdog addon"
 fi
 
 lack=$(lacking make python3 g++ pkg-config)
