@@ -16,6 +16,10 @@ const CONNECTIONS_PER_WORKER = 16;
  * connection cost a 1-byte `fanout cat` ≈ 5 ms, and undici before that most of its start-up.
  */
 export class JsonGetter {
+  /**
+   * Pools of their own, not the page transport's: a lookup (a FUSE mount's stat, a cat's
+   * /v1/stat) never waits behind a window of page requests holding every page connection.
+   */
   private readonly pools = new Map<string, ConnectionPool>();
   /** Read memory of every pool's connections (each holds a slab while open). */
   private readonly slabs = new SlabPool();
@@ -32,11 +36,12 @@ export class JsonGetter {
     const pool = this.pool(target.origin);
     const response = await pool.get(target.pathname + target.search, headers);
     const parts: Buffer[] = [];
-    for await (const chunk of response.body) {
-      parts.push(Buffer.from(chunk)); // a copy: the chunk's slab goes back to be read into again
-      this.slabs.release(chunk);
+    try {
+      for await (const chunk of response.body) parts.push(chunk);
+      return { statusCode: response.statusCode, text: Buffer.concat(parts).toString('utf8') };
+    } finally {
+      for (const chunk of parts) this.slabs.release(chunk); // their slabs are read into again
     }
-    return { statusCode: response.statusCode, text: Buffer.concat(parts).toString('utf8') };
   }
 
   close(): void {
