@@ -114,8 +114,14 @@ function readOwnFile(path: string): Buffer | undefined {
 }
 
 /**
+ * Caches kept at most in the directory: installs come and go (a checkout per CI run, say) and
+ * leave theirs behind; past this many the oldest go. Three bundles per install, ≈ 0.2–0.3 MB each.
+ */
+export const MAX_CACHE_FILES = 30;
+
+/**
  * Written to a temporary name and renamed (commands run beside each other); then the caches of
- * the bundle's earlier builds (same `prefix`) are removed.
+ * the bundle's earlier builds (same `prefix`) are removed, and the oldest beyond MAX_CACHE_FILES.
  */
 function writeCache(path: string, prefix: string, data: Buffer): void {
   const directory = dirname(path);
@@ -124,9 +130,14 @@ function writeCache(path: string, prefix: string, data: Buffer): void {
     const temp = `${path}.${process.pid}.tmp`;
     writeFileSync(temp, data, { mode: 0o600 });
     renameSync(temp, path);
-    for (const other of readdirSync(directory)) {
-      if (other.startsWith(prefix) && other.endsWith('.v8') && other !== basename(path)) unlinkSync(join(directory, other));
+    const others = readdirSync(directory).filter((name) => name.endsWith('.v8') && name !== basename(path));
+    const kept: { name: string; mtimeMs: number }[] = [];
+    for (const name of others) {
+      if (name.startsWith(prefix)) unlinkSync(join(directory, name));
+      else kept.push({ name, mtimeMs: statSync(join(directory, name)).mtimeMs });
     }
+    kept.sort((a, b) => b.mtimeMs - a.mtimeMs);
+    for (const { name } of kept.slice(MAX_CACHE_FILES - 1)) unlinkSync(join(directory, name));
   } catch {
     // a read-only home, a full disk, another command pruning first: the next command compiles from the text
   }

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chownSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cacheDirectory, loadBundle } from './codecache.cjs';
+import { MAX_CACHE_FILES, cacheDirectory, loadBundle } from './codecache.cjs';
 
 const codecacheModule = fileURLToPath(new URL('./codecache.cjs', import.meta.url));
 
@@ -87,4 +87,25 @@ test('FANOUT_CODE_CACHE chooses the directory or turns the cache off; XDG_CACHE_
   assert.equal((loaded.exports as { answer: () => number }).answer(), 42);
   loaded.save();
   assert.deepEqual(readdirSync(dir), ['quick.cjs'], 'nothing written');
+});
+
+test('the directory keeps the newest caches, at most MAX_CACHE_FILES, whatever installs left behind', (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(cache);
+  // Caches of installs that are gone, the oldest first.
+  const stale = Array.from({ length: MAX_CACHE_FILES + 5 }, (_, i) => `quick-${String(i).padStart(8, '0')}-1-1-v8.v8`);
+  stale.forEach((name, i) => {
+    writeFileSync(join(cache, name), 'x');
+    const when = new Date(Date.UTC(2026, 0, 1) + i * 60_000);
+    utimesSync(join(cache, name), when, when);
+  });
+  writeFileSync(join(cache, 'notes.txt'), 'not a cache');
+  run(bundle, cache);
+  const left = cacheFiles(cache);
+  assert.equal(left.length, MAX_CACHE_FILES);
+  assert.ok(stale.slice(-(MAX_CACHE_FILES - 1)).every((name) => left.includes(name)), 'the newest stale ones stay');
+  assert.ok(!left.includes(stale[0]!), 'the oldest went');
+  assert.ok(readdirSync(cache).includes('notes.txt'), 'other files are left alone');
+  assert.equal(run(bundle, cache).cache, 'used', 'and the new one is used');
 });
