@@ -1,5 +1,5 @@
 // CommonJS (.cts → .cjs): bin/fanout.js loads it before any command, without Node's ES module loader.
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import Module from 'node:module';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -50,8 +50,19 @@ export function saveCodeCaches(): void {
 
 /** Loads `file` with its cache in `directory` (cacheDirectory(); undefined: no cache). */
 export function loadBundle(file: string, directory: string | undefined): CachedBundle {
-  const source = readFileSync(file, 'utf8');
-  const cacheFile = directory === undefined ? undefined : cachePath(directory, file);
+  // Read and described through one descriptor: the cache's name is that of the text compiled,
+  // even if the bundle is rebuilt meanwhile (V8 alone would take a cache of another text of the
+  // same length).
+  const fd = openSync(file, 'r');
+  let source: string;
+  let info: Stats;
+  try {
+    info = fstatSync(fd);
+    source = readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+  const cacheFile = directory === undefined ? undefined : join(directory, cacheName(file, info));
   const cachedData = cacheFile === undefined ? undefined : readOwnFile(cacheFile);
   const script = new Script(Module.wrap(source), { filename: file, cachedData });
   const cache = cacheFile === undefined ? 'off' : cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';
@@ -82,10 +93,9 @@ export function loadBundle(file: string, directory: string | undefined): CachedB
   return bundle;
 }
 
-/** `<bundle>-<hash of its path>-<size>-<mtime>-<V8 version>.v8`: one per build of one bundle (undefined if the bundle is gone). */
-function cachePath(directory: string, file: string): string | undefined {
-  const info = statSync(file, { throwIfNoEntry: false });
-  return info && join(directory, `${cachePrefix(file)}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`);
+/** `<bundle>-<hash of its path>-<size>-<mtime>-<V8 version>.v8`: one per build of one bundle. */
+function cacheName(file: string, info: Stats): string {
+  return `${cachePrefix(file)}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`;
 }
 
 function cachePrefix(file: string): string {

@@ -14,7 +14,7 @@ interface ExitAddon {
 }
 
 /**
- * Ends the process with `code`, as process.exit() does, with native/exit's watchdog armed first:
+ * Ends the process with `code`, as process.exit() does, with native/exit's watchdog armed as it exits:
  * Node's exit can hang for ever when a V8 compile job waits for a garbage collection the exiting
  * main thread will never run (nodejs/node#54918; a `fanout cat` of 2 GiB hung so here). The
  * watchdog then ends the process with the same code. Without the addon (not built), process.exit
