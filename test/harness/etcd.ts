@@ -4,9 +4,9 @@ import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './ports.js';
 
 export interface EtcdServer {
   /** http://127.0.0.1:PORT (https:// with tls), for etcd3's `hosts` or EtcdMembership's `endpoints`. */
@@ -22,20 +22,6 @@ export interface EtcdServer {
 const ETCD_BINARY = process.env.ETCD_BINARY ?? '/usr/bin/etcd';
 const READY_TIMEOUT_MS = 15_000;
 
-/** A free loopback port, chosen by the kernel. Small race until etcd binds it; fine for tests. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * Starts a private single-node etcd on free loopback ports with a temp data dir. The fast
  * heartbeat/election flags make it ready in well under a second, and after a restart too.
@@ -49,8 +35,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   const { tls } = options;
   const dataDir = await mkdtemp(join(tmpdir(), 'fanout-etcd-'));
   const clientPort = await freePort();
-  let peerPort = await freePort();
-  while (peerPort === clientPort) peerPort = await freePort();
+  const peerPort = await freePort();
   const clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [

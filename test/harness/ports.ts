@@ -1,16 +1,56 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-/** A loopback port that was free a moment ago (the OS picks it). */
-export function freePort(): Promise<number> {
+/** Ports this process handed out: two ports freed one after the other can be the same number. */
+const handedOut = new Set<number>();
+
+/**
+ * Where test ports are picked: below the kernel's ephemeral range (ip_local_port_range), where
+ * bind(0) and every outgoing connection take theirs. A port picked by asking for port 0 was
+ * free a moment ago, but on a busy machine a client socket of another test could take it before
+ * the server meant to listen on it does (CI once saw a worker's start fail that way).
+ * Undefined when the range leaves no room below it.
+ */
+function quietRange(): { from: number; to: number } | undefined {
+  try {
+    const ephemeralFrom = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    const from = 10_000;
+    if (ephemeralFrom - from >= 5_000) return { from, to: ephemeralFrom };
+  } catch {
+    // not Linux: the kernel's choice below
+  }
+  return undefined;
+}
+
+const range = quietRange();
+
+/** Binds `port` (0: the kernel's choice) on loopback and frees it; the port, or undefined if taken. */
+function tryPort(port: number): Promise<number | undefined> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
+    server.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' || err.code === 'EACCES' ? resolve(undefined) : reject(err)));
+    server.listen(port, '127.0.0.1', () => {
+      const bound = (server.address() as { port: number }).port;
+      server.close(() => resolve(bound));
     });
   });
+}
+
+/**
+ * A loopback port that was free a moment ago and that this process has not handed out before:
+ * a random one below the ephemeral range where there is room, else one the kernel picks.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const candidate = range ? range.from + Math.floor(Math.random() * (range.to - range.from)) : 0;
+    const port = await tryPort(candidate);
+    if (port !== undefined && !handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free loopback port found in 200 attempts');
 }
 
 /** Polls `check` until it resolves true, or fails after `timeoutMs` with `what` in the message. */
