@@ -2,7 +2,8 @@
 # Builds the native addons: native/fuse (what `fanout mount` loads), native/sendfile (cached
 # pages sent by the kernel; without it workers send pages through JS), native/checksum (CRC32
 # by PCLMUL; without it pages are checked with Node's zlib.crc32), native/smallio and
-# native/files (small files in one pool job each) and native/exit (a watchdog for Node's exit).
+# native/files (small files in one pool job each), native/memory (read buffers in huge pages) and
+# native/exit (a watchdog for Node's exit).
 # Run by `npm run build:native` (and so by `npm ci`, through `prepare`, after scripts/install-system-deps.sh runtime).
 # A missing toolchain or libfuse3 is an error where install-system-deps.sh could have installed it
 # (root with apt-get): `npm ci` succeeding there promises every feature, `fanout mount` included.
@@ -85,6 +86,15 @@ if [ -n "$lack" ]; then
 else
   build smallio fanout_smallio smallio.c "the small-page addon"
   build files fanout_files files.c "the files addon"
+fi
+
+# Read buffers in transparent huge pages (a fresh page fault is dear on these VMs); without it
+# they are ordinary Buffers.
+lack=$(lacking make python3 gcc)
+if [ -n "$lack" ]; then
+  note "${lack}not found: skipping the memory addon; read buffers are allocated in 4 KiB pages."
+else
+  build memory fanout_memory memory.c "the memory addon"
 fi
 
 # A watchdog armed as a command exits: Node's exit can hang for ever on a V8 compile job waiting

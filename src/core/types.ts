@@ -82,6 +82,8 @@ export interface WorkerStatus {
   sendPath?: 'sendfile' | 'js';
   /** How page CRC32s are computed: native addon (vclmul with AVX-512, clmul, or table without carry-less multiply) or Node's zlib (js). */
   checksumPath?: 'vclmul' | 'clmul' | 'table' | 'js';
+  /** How read buffers are allocated: in transparent huge pages by the native addon, or as ordinary Buffers (js). */
+  memoryPath?: 'huge' | 'js';
   /** Cached pages the worker sends by the kernel at once, each on a thread of its own (config `threads`). */
   threads?: number;
   /** Config `datacenter`, when set. */

@@ -35,6 +35,7 @@ import { LineClient } from './lineclient.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
 import { checksumPath } from '../lib/checksum/index.js';
+import { memoryPath } from '../lib/memory/index.js';
 import type { Dashboard } from './dashboard/index.js';
 import { dashboardFor } from './dashboard/wiring.js';
 import { BufferReclaimer } from './memory.js';
@@ -354,6 +355,7 @@ export class Worker {
       lines: this.sourceBudget.lines(),
       sendPath: sendPath(),
       checksumPath: checksumPath(),
+      memoryPath: memoryPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
     };

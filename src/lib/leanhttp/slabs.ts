@@ -1,3 +1,5 @@
+import { slabBuffer } from '../memory/index.js';
+
 /**
  * Read memory for plain sockets: slabs the kernel reads into, whose body bytes are handed on
  * as views (no copy), and which are read into again once every view lent from them has been
@@ -18,7 +20,8 @@ export const SLAB_BYTES = 1024 * 1024;
 const MIN_READ = 64 * 1024;
 
 class Slab {
-  readonly buf = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  /** In huge pages where it can be (lib/memory): a fresh command faults its slabs in as its first pages arrive. */
+  readonly buf = slabBuffer(SLAB_BYTES);
   /** Where the next read goes. */
   at = 0;
   /** Views lent and not yet released. */

@@ -2,6 +2,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { WriteFailureReason } from '../pagestore/types.js';
 import { sendPath, sendThreads } from '../sendfile/index.js';
 import { checksumPath } from '../checksum/index.js';
+import { memoryPath } from '../memory/index.js';
 
 /**
  * A worker's Prometheus metrics. Each worker has its own registry so that several workers in
@@ -196,6 +197,15 @@ export class WorkerMetrics {
       registers: [this.registry],
       collect() {
         this.labels(checksumPath()).set(1);
+      },
+    });
+    new Gauge({
+      name: 'fanout_memory_path',
+      help: 'How read buffers are allocated: 1 for the way in use (huge: native addon, transparent huge pages; js: Buffer.allocUnsafeSlow)',
+      labelNames: ['path'],
+      registers: [this.registry],
+      collect() {
+        this.labels(memoryPath()).set(1);
       },
     });
     new Gauge({

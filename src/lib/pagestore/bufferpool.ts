@@ -1,3 +1,5 @@
+import { slabBuffer } from '../memory/index.js';
+
 /** Smaller buffers are kept by size class, rounded up to this. */
 const GRAIN = 16 * 1024;
 
@@ -25,7 +27,7 @@ export class BufferPool {
     if (size === this.bufferSize) {
       const buffer = this.free.pop();
       if (buffer) return buffer;
-      return Buffer.allocUnsafeSlow(this.bufferSize);
+      return slabBuffer(this.bufferSize); // kept and reused: in huge pages where it can be (lib/memory)
     }
     if (this.smallBytes > 0 && size > 0 && size < this.bufferSize) {
       const grain = Math.ceil(size / GRAIN) * GRAIN;

@@ -1,4 +1,5 @@
 import { SlabPool } from '../leanhttp/index.js';
+import { slabBuffer } from '../memory/index.js';
 
 /**
  * Read memory that sources lend with the chunks they yield, taken back with releaseSourceChunk()
@@ -26,7 +27,7 @@ export class ChunkLender {
 
   /** A buffer to read into (reused or new). */
   take(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    return this.free.pop() ?? slabBuffer(this.size); // kept and reused: in huge pages where it can be (lib/memory)
   }
 
   /** The first `length` bytes of `buffer` (from take()), lent until given back. */

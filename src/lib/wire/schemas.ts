@@ -66,6 +66,7 @@ export const workerStatusSchema = z.object({
     .optional(),
   sendPath: z.enum(['sendfile', 'js']).optional(),
   checksumPath: z.enum(['vclmul', 'clmul', 'table', 'js']).optional(),
+  memoryPath: z.enum(['huge', 'js']).optional(),
 });
 
 /** Slowest preload rate a caller may ask for (bytes/s). */
