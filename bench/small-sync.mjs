@@ -7,7 +7,10 @@
 // children (from /proc, through the shell that waits for it), which the load disturbs far less
 // than wall time.
 //
-//   node bench/small-sync.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--base CHECKOUT] [--cpu-prof DIR] [--perf DIR] [--env K=V]
+//   node bench/small-sync.mjs [--files 2000] [--size 64KiB] [--dirs 20] [--runs 3] [--base CHECKOUT] [--cpu-prof DIR] [--perf DIR] [--env K=V] [--node-flags FLAGS]
+//
+// --node-flags "--a --b=1" starts this checkout's CLI with those Node/V8 flags, the base's without:
+// `--base . --node-flags …` is an A/B of a V8 setting on one build.
 //
 // --perf DIR records a system-wide perf profile of each sync (DIR/<build>-<kind>-<run>.data), the
 // worker and the CLI run with --perf-basic-prof so their JS frames have names.
@@ -26,14 +29,14 @@ const RUNS = Number(args.runs);
 const PROF = args['cpu-prof'];
 const env = { ...process.env };
 if (args.env) for (const kv of args.env.split(',')) env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
-const builds = [{ name: 'this', bin }, ...(args.base ? [{ name: 'base', bin: join(args.base, 'bin/fanout.js') }] : [])];
+const builds = [{ name: 'this', bin, nodeFlags: (args['node-flags'] ?? '').split(' ').filter(Boolean) }, ...(args.base ? [{ name: 'base', bin: join(args.base, 'bin/fanout.js'), nodeFlags: [] }] : [])];
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
 
 /** Node flags of a process named `file` in DIR/: a CPU profile (--cpu-prof), or JS frame names for perf (--perf). */
 const profFlags = (file) => (PROF ? ['--cpu-prof', '--cpu-prof-dir', PROF, '--cpu-prof-name', file] : args.perf ? ['--perf-basic-prof'] : []);
 
 /** The CLI's wall time and CPU (user+sys of the process), profiled with --cpu-prof DIR (the worker too: DIR/worker.cpuprofile, written when it stops). */
-const fanoutMeasured = (fanoutBin, argv, name) => runMeasured(fanoutBin, argv, { env, nodeFlags: profFlags(`${name}-${Date.now()}.cpuprofile`) });
+const fanoutMeasured = (fanoutBin, argv, name, nodeFlags = []) => runMeasured(fanoutBin, argv, { env, nodeFlags: [...nodeFlags, ...profFlags(`${name}-${Date.now()}.cpuprofile`)] });
 
 const work = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'fanout-bench-sync-'));
 const source = join(work, 'source');
@@ -56,7 +59,7 @@ try {
         const w0 = await processTreeCpu(worker.pid);
         const load = (await readFile('/proc/loadavg', 'utf8')).split(' ')[0];
         const perf = startPerf(args.perf, `${build.name}-${kind}-${run}`);
-        const r = await fanoutMeasured(build.bin, ['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--host', `${build.name}-${kind}-${run}`, ...common], `sync-${build.name}-${kind}`);
+        const r = await fanoutMeasured(build.bin, ['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--host', `${build.name}-${kind}-${run}`, ...common], `sync-${build.name}-${kind}`, build.nodeFlags);
         const wcpu = (await processTreeCpu(worker.pid)) - w0;
         await perf?.stop();
         if ((await treeHash(join(dir, 'current'))) !== expected) throw new Error(`${build.name} ${kind}: synced tree differs from the source`);
