@@ -13,6 +13,11 @@
  *     stats the fd again after the last byte (a file rewritten in place keeps its fd).
  *     code: 0, an errno, or OUTSIDE/IS_DIR/NOT_FILE/CHANGED/PAST_END (negative);
  *     out = [size, mtimeSec, mtimeNsec, sizeAfter, mtimeSecAfter, mtimeNsecAfter, bytesRead].
+ *     With `out` of 12 doubles, the SHA-256 of the bytes read is computed on the same pool thread,
+ *     right after the read (the bytes still in cache): out[7] = 1, out[8..11] hold its 32 bytes;
+ *     out[7] = 0 when it was not (a failed or short read, or no SHA256 in the process: Node
+ *     exports OpenSSL's, looked up at load). For a worker's content-addressed small pages, whose
+ *     hash its JS thread computed before: 12 % of that thread in a cold small-file sync.
  *   writeNew(tmp, file, data, out) → errno or 0: creates `tmp`, writes `data`, fstats it (the
  *     mtime the store trusts for sends), closes it and renames it to `file`; any failure removes
  *     `tmp`. out = [mtimeSec, mtimeNsec, failedStep (1 open, 2 write, 3 fstat, 4 close, 5 rename)].
@@ -30,6 +35,7 @@
  * never reuses the memory the thread may still write (see smallio.ts).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -65,8 +71,13 @@ typedef struct Job {
   int64_t exp_size;
   double exp_mtime_ms;
   int code;
-  double result[7];
+  int want_sha256;
+  double result[12];
 } Job;
+
+/* OpenSSL's one-shot SHA256 as the process has it (Node exports its OpenSSL), or NULL. */
+typedef unsigned char* (*Sha256Fn)(const unsigned char* data, size_t length, unsigned char* md);
+static Sha256Fn sha256_fn;
 
 static double mtime_ms(const struct stat* st) {
   /* As Node computes Stats.mtimeMs (sec * 1e3 + nsec / 1e6, in doubles): versions must compare equal. */
@@ -151,6 +162,12 @@ static void read_inside(Job* job) {
     else put_stat(job->result + 3, &st);
   }
   close(fd);
+  if (job->code == 0 && job->want_sha256 && sha256_fn && got == job->length) {
+    unsigned char md[32];
+    sha256_fn(job->data, (size_t)got, md);
+    memcpy(job->result + 8, md, sizeof md);
+    job->result[7] = 1;
+  }
 }
 
 static void write_new(Job* job) {
@@ -238,7 +255,7 @@ static void settle(napi_env env, Job* job, int code) {
   size_t offset;
   if (napi_get_reference_value(env, job->out_ref, &out) == napi_ok &&
       napi_get_typedarray_info(env, out, &type, &out_length, &out_data, &ab, &offset) == napi_ok && type == napi_float64_array) {
-    size_t n = out_length < 7 ? out_length : 7;
+    size_t n = out_length < 12 ? out_length : 12;
     memcpy(out_data, job->result, n * sizeof(double));
   }
   napi_create_int32(env, code, &value);
@@ -366,6 +383,13 @@ static napi_value ReadInside(napi_env env, napi_callback_info info) {
   job->offset = (int64_t)offset;
   job->length = (int64_t)length;
   job->exp_size = (int64_t)exp_size;
+  napi_typedarray_type out_type;
+  size_t out_length = 0;
+  void* out_data;
+  napi_value out_ab;
+  size_t out_offset;
+  if (napi_get_typedarray_info(env, argv[7], &out_type, &out_length, &out_data, &out_ab, &out_offset) == napi_ok && out_type == napi_float64_array)
+    job->want_sha256 = out_length >= 12;
   return queue(env, job, argv[4], argv[7]);
 }
 
@@ -419,7 +443,16 @@ static void free_pending(napi_env env, void* data, void* hint) {
   free(data); /* jobs still pending at exit are left to the process's end, as their promises are */
 }
 
+/* hasSha256(): whether readInside can hash what it reads (SHA256 found in the process). */
+static napi_value HasSha256(napi_env env, napi_callback_info info) {
+  napi_value result;
+  napi_get_boolean(env, sha256_fn != NULL, &result);
+  return result;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
+  /* On the JS thread, before any job: the pool threads only read it. */
+  if (!sha256_fn) sha256_fn = (Sha256Fn)dlsym(RTLD_DEFAULT, "SHA256");
   Pending* pending = calloc(1, sizeof(Pending));
   if (!pending || napi_set_instance_data(env, pending, free_pending, NULL) != napi_ok) {
     free(pending);
@@ -430,6 +463,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"readInside", NULL, ReadInside, NULL, NULL, NULL, napi_default, NULL},
       {"writeNew", NULL, WriteNew, NULL, NULL, NULL, napi_default, NULL},
       {"readFile", NULL, ReadFile, NULL, NULL, NULL, napi_default, NULL},
+      {"hasSha256", NULL, HasSha256, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -16,10 +16,13 @@ export function contentHashParam(query: URLSearchParams): string | undefined {
 /**
  * A page filled from the source under a content key is stored only if its bytes really have
  * that hash: otherwise one bad request (or a source changed in place) would poison the page
- * for every file and version that shares it.
+ * for every file and version that shares it. `known` is the hash the source computed over these
+ * bytes as it read them, when it could.
  */
-export function contentMatches(ref: PageRef, data: Buffer): boolean {
-  return ref.hash === undefined || createHash('sha256').update(data).digest('hex') === ref.hash;
+export function contentMatches(ref: PageRef, data: Buffer, known?: string): boolean {
+  if (ref.hash === undefined) return true;
+  // `known`: the hash the source computed over these bytes as it read them (smallfill.ts).
+  return (known ?? createHash('sha256').update(data).digest('hex')) === ref.hash;
 }
 
 /** Least time between two reloads of a mount's release manifests (misses wait for the next one). */

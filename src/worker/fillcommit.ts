@@ -24,7 +24,7 @@ export async function commitFill(deps: FillCommitDeps, key: string, ref: PageRef
   const spool = await file?.take();
   try {
     if (!keep) return;
-    if (!contentMatches(ref, done.buffer)) {
+    if (!contentMatches(ref, done.buffer, done.sha256)) {
       logger.warn({ key, mount: ref.mount, path: ref.path, page: ref.index }, 'page read for a content hash does not have that hash; not stored');
       return;
     }

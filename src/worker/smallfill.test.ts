@@ -14,6 +14,7 @@ test('a small page is read into the fill\'s own buffer, and the budget is taken 
     async (_path, _version, _size, _offset, into) => {
       steps.push('read');
       into.fill(5);
+      return undefined;
     },
     ref,
     0,
@@ -25,6 +26,22 @@ test('a small page is read into the fill\'s own buffer, and the budget is taken 
   assert.deepEqual(steps, ['read', 'budget 10']);
   assert.equal(page.buffer, fill.buffer.buffer, 'the bytes are the fill\'s buffer, not a copy');
   assert.ok(page.equals(Buffer.alloc(10, 5)));
+});
+
+test('a content-addressed page asks the source for its hash, and the fill keeps what the source computed', async () => {
+  const asked: (boolean | undefined)[] = [];
+  const read = async (_path: string, _version: string, _size: number, _offset: number, into: Buffer, _signal?: AbortSignal, options?: { sha256?: boolean }) => {
+    asked.push(options?.sha256);
+    into.fill(7);
+    return options?.sha256 ? 'ab'.repeat(32) : undefined;
+  };
+  const hashed = new PageFill('k', 10, new BufferPool(4096, 4, 64 * 1024));
+  await readSmallPage(read, { ...ref, hash: 'cd'.repeat(32) }, 0, 10, hashed, new AbortController().signal, async () => {});
+  assert.equal(hashed.sha256, 'ab'.repeat(32));
+  const plain = new PageFill('k', 10, new BufferPool(4096, 4, 64 * 1024));
+  await readSmallPage(read, ref, 0, 10, plain, new AbortController().signal, async () => {});
+  assert.equal(plain.sha256, undefined);
+  assert.deepEqual(asked, [true, false]);
 });
 
 test('a failed small read takes no budget and leaves its buffer out of the pool (a late read may still write it)', async () => {

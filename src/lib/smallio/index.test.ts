@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +50,23 @@ describe('smallio, jobs of one turn run together', { skip: smallIo() ? false : '
     );
     assert.deepEqual(await readFile(join(dir, 'a')), data);
     assert.deepEqual(await readFile(join(dir, 'c')), data);
+  });
+
+  test('a read asked to hash gives the SHA-256 of exactly the bytes it read; a failed one gives none', async () => {
+    const data = randomBytes(65536 + 123);
+    await io.writeNew(join(dir, 'h.tmp'), join(dir, 'h'), data);
+    const info = await stat(join(dir, 'h'));
+    const expected = { size: info.size, mtimeMs: info.mtimeMs };
+    const into = Buffer.alloc(40000);
+    const result = await io.readInside(join(dir, 'h'), dir, 1000, into, expected, { sha256: true });
+    assert.equal(result.code, 0);
+    assert.deepEqual(into, data.subarray(1000, 41000));
+    assert.equal('sha256' in result && result.sha256, createHash('sha256').update(data.subarray(1000, 41000)).digest('hex'));
+    const plain = await io.readInside(join(dir, 'h'), dir, 0, Buffer.alloc(10), expected);
+    assert.equal('sha256' in plain ? plain.sha256 : undefined, undefined, 'not asked, not hashed');
+    const moved = await io.readInside(join(dir, 'h'), dir, 0, Buffer.alloc(10), { size: info.size + 1, mtimeMs: info.mtimeMs }, { sha256: true });
+    assert.notEqual(moved.code, 0);
+    assert.equal('sha256' in moved ? moved.sha256 : undefined, undefined);
   });
 
   test('jobs asked for in later turns, one by one, are run too', async () => {

@@ -20,6 +20,8 @@ interface SmallIoAddon {
   readInside(path: string, root: string, offset: number, length: number, into: Uint8Array, expSize: number, expMtimeMs: number, out: Float64Array): Promise<number>;
   writeNew(tmp: string, file: string, data: Uint8Array, out: Float64Array): Promise<number>;
   readFile(path: string, into: Uint8Array, length: number, out: Float64Array): Promise<number>;
+  /** Whether readInside can hash what it reads (an `out` of 12 doubles asks for it). */
+  hasSha256?(): boolean;
   /** Hands the jobs queued since the last flush to the pool, spread over at most `works` pool threads; returns the works queued. */
   flush(works: number): number;
 }
@@ -46,7 +48,7 @@ export interface SizeMtime {
 }
 
 export type InsideResult =
-  | { code: 0; before: SizeMtime; after: SizeMtime; bytesRead: number }
+  | { code: 0; before: SizeMtime; after: SizeMtime; bytesRead: number; sha256?: string }
   | { code: number; before: SizeMtime | undefined };
 
 export interface SmallIo {
@@ -54,8 +56,10 @@ export interface SmallIo {
    * Reads [offset, offset + into.length) of `path` if its real path lies under `realRoot` and it is
    * a regular file of exactly `expected` size and whole-ms mtime (checked on the open fd before a
    * byte is read); `after` is the fd's stat after the last byte (a rewrite in place shows there).
+   * With `sha256`, the hex SHA-256 of the bytes read, hashed on the pool thread right after the
+   * read, when the addon can (else the result has none and the caller hashes).
    */
-  readInside(path: string, realRoot: string, offset: number, into: Buffer, expected: SizeMtime): Promise<InsideResult>;
+  readInside(path: string, realRoot: string, offset: number, into: Buffer, expected: SizeMtime, options?: { sha256?: boolean }): Promise<InsideResult>;
   /** Writes `data` to a new `tmp`, then renames it to `file`; resolves with the file's mtimeMs. Rejects with an errno error (tmp removed). */
   writeNew(tmp: string, file: string, data: Buffer): Promise<number>;
   /** Reads up to into.length bytes of `path` from its start; resolves with the count read. */
@@ -83,6 +87,7 @@ const msOf = (sec: number, nsec: number) => sec * 1e3 + nsec / 1e6;
 
 function wrap(addon: SmallIoAddon): SmallIo {
   let flushing = false;
+  const canHash = addon.hasSha256?.() === true;
   /** Every call queues its job; the turn's jobs leave together, once the turn's code has run. */
   const queued = <T>(job: Promise<T>): Promise<T> => {
     if (!flushing) {
@@ -95,13 +100,15 @@ function wrap(addon: SmallIoAddon): SmallIo {
     return job;
   };
   return {
-    async readInside(path, realRoot, offset, into, expected) {
-      const out = new Float64Array(7);
+    async readInside(path, realRoot, offset, into, expected, options) {
+      const hash = options?.sha256 === true && canHash;
+      const out = new Float64Array(hash ? 12 : 7);
       const code = await queued(addon.readInside(path, realRoot, offset, into.length, into, expected.size, Math.floor(expected.mtimeMs), out));
       // out[0..2] are set once the fd was stat-ed; a failure before that leaves zeros.
       const before = out[1] !== 0 || out[2] !== 0 || out[0] !== 0 ? { size: out[0]!, mtimeMs: msOf(out[1]!, out[2]!) } : undefined;
       if (code !== 0) return { code, before };
-      return { code: 0, before: before!, after: { size: out[3]!, mtimeMs: msOf(out[4]!, out[5]!) }, bytesRead: out[6]! };
+      const sha256 = hash && out[7] === 1 ? Buffer.from(out.buffer, 8 * 8, 32).toString('hex') : undefined;
+      return { code: 0, before: before!, after: { size: out[3]!, mtimeMs: msOf(out[4]!, out[5]!) }, bytesRead: out[6]!, sha256 };
     },
     async writeNew(tmp, file, data) {
       const out = new Float64Array(3);

@@ -27,6 +27,8 @@ export class PageFill extends EventEmitter {
   private pins = 0;
   received = 0;
   crc = 0;
+  /** The page's SHA-256 (hex), when the source computed it as it read the whole page in one step. */
+  sha256: string | undefined;
   error: FanoutError | undefined;
   done = false;
   readonly settled: Promise<void>;

@@ -41,7 +41,7 @@ export class LocalUfs implements Ufs {
   private readonly label: string | undefined;
   private readonly deadlines: SourceDeadlines;
   /** Small whole reads in one thread-pool job (localsmall.ts), where the addon and /proc are there. */
-  readonly readInto?: (path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal) => Promise<void>;
+  readonly readInto?: (path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal, options?: { sha256?: boolean }) => Promise<string | undefined>;
 
   /** `source.label`: the mount path errors name instead of the server's directory. */
   constructor(rootDir: string, source: SourceOptions = {}) {
@@ -50,11 +50,11 @@ export class LocalUfs implements Ufs {
     this.deadlines = resolveDeadlines(source.deadlines);
     const io = FD_PATHS ? smallIo() : undefined;
     if (io) {
-      this.readInto = async (path, version, size, offset, into, signal) => {
+      this.readInto = async (path, version, size, offset, into, signal, options) => {
         checkPath(path);
         const root = await this.root();
         const what = this.describe(path);
-        return readInsideRoot(io, { path: path ? join(root, path) : root, realRoot: root, what, version, size, offset, into, signal, deadlineMs: this.deadlines.firstByteMs });
+        return readInsideRoot(io, { path: path ? join(root, path) : root, realRoot: root, what, version, size, offset, into, signal, deadlineMs: this.deadlines.firstByteMs, sha256: options?.sha256 });
       };
     }
   }

@@ -18,6 +18,8 @@ export interface InsideRead {
   signal?: AbortSignal;
   /** The source's first-byte deadline (0 = none): a read that gives no answer by then fails. */
   deadlineMs: number;
+  /** Also hash the bytes read (SHA-256, on the pool thread): the result is its hex, when the addon could. */
+  sha256?: boolean;
 }
 
 /**
@@ -27,7 +29,7 @@ export interface InsideRead {
  * the FileHandles and the eight hand-offs. A version that is not size-mtime cannot be this
  * source's: SOURCE_CHANGED without a read, as the stream's check would say after its fstat.
  */
-export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<void> {
+export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<string | undefined> {
   const { what, version, offset, into } = read;
   checkRange(offset, into.length);
   const expected = /^(\d+)-(\d+)$/.exec(version);
@@ -38,12 +40,12 @@ export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<voi
     await readChecked(io, { ...read, into: into.subarray(0, 0) }, atVersion);
     throw new FanoutError('INVALID_ARGUMENT', `size=${read.size} is not the size of ${what} at this version`);
   }
-  await readChecked(io, read, atVersion);
+  return readChecked(io, read, atVersion);
 }
 
-async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: number; mtimeMs: number }): Promise<void> {
+async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: number; mtimeMs: number }): Promise<string | undefined> {
   const { what, version, offset, into } = read;
-  const result = await withDeadline(io.readInside(read.path, read.realRoot, offset, into, atVersion), read.deadlineMs, what, read.signal);
+  const result = await withDeadline(io.readInside(read.path, read.realRoot, offset, into, atVersion, { sha256: read.sha256 }), read.deadlineMs, what, read.signal);
   const now = result.before ? sizeMtimeVersion(result.before.size, result.before.mtimeMs) : undefined;
   switch (result.code) {
     case 0:
@@ -67,6 +69,7 @@ async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: num
   }
   const after = sizeMtimeVersion(result.after.size, result.after.mtimeMs);
   if (after !== version) throw changed(`${what} (modified while being read)`, version, after);
+  return result.sha256;
 }
 
 /**

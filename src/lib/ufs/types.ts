@@ -31,9 +31,10 @@ export interface Ufs {
    * another size fails with INVALID_ARGUMENT, before any byte is read (both are checked on the
    * open file, so the caller needs no stat first). Otherwise the same errors as read. If it
    * rejects, `into` may still be written by a read that outlived its deadline or abort: do not
-   * reuse it.
+   * reuse it. With `sha256`, resolves with the hex SHA-256 of the bytes read where the source can
+   * compute it beside the read (undefined otherwise: the caller hashes them itself).
    */
-  readInto?(path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal): Promise<void>;
+  readInto?(path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal, options?: { sha256?: boolean }): Promise<string | undefined>;
   close?(): Promise<void>;
   /**
    * Creates a small file that must not exist yet (release manifests), atomically: readers see
