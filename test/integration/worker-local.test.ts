@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { fanout, fanoutJson, sha256 } from '../harness/cli.js';
 import { WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
+import { checksumPath } from '../../src/lib/checksum/index.js';
+import { memoryPath } from '../../src/lib/memory/index.js';
+import { sendPath } from '../../src/lib/sendfile/index.js';
 
 const MiB = 1024 * 1024;
 
@@ -117,6 +120,18 @@ describe('a worker over a local directory', () => {
     assert.ok(status.members[0]!.used >= big.length);
     assert.ok(status.totals.hitRatio > 0);
     assert.ok(status.totals.bytesFromSource >= big.length);
+  });
+
+  test('/v1/status and /metrics name how this worker sends, checks and allocates (native or JS)', async () => {
+    const status = (await (await fetch(`${worker.url}/v1/status`)).json()) as { sendPath?: string; checksumPath?: string; memoryPath?: string };
+    // The worker runs on this machine with this checkout's addons, as this process does.
+    assert.equal(status.memoryPath, memoryPath());
+    assert.equal(status.checksumPath, checksumPath());
+    assert.equal(status.sendPath, sendPath());
+    const text = await (await fetch(`${worker.url}/metrics`)).text();
+    assert.match(text, new RegExp(`^fanout_memory_path\\{path="${memoryPath()}"\\} 1$`, 'm'));
+    assert.match(text, new RegExp(`^fanout_checksum_path\\{path="${checksumPath()}"\\} 1$`, 'm'));
+    assert.match(text, new RegExp(`^fanout_send_path\\{path="${sendPath()}"\\} 1$`, 'm'));
   });
 
   test('HTTP range reads via /v1/data', async () => {

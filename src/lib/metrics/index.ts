@@ -181,33 +181,24 @@ export class WorkerMetrics {
     }
     const { membershipStale } = sources;
     if (membershipStale) gauge('fanout_membership_stale', 'Whether the membership store (etcd) is unreachable: 1 while the last known member list is served, possibly out of date', () => (membershipStale() ? 1 : 0));
-    new Gauge({
-      name: 'fanout_send_path',
-      help: 'How page hits leave on plain connections: 1 for the path in use (sendfile: by the kernel; js: read and written by JS)',
-      labelNames: ['path'],
-      registers: [this.registry],
-      collect() {
-        this.labels(sendPath()).set(1);
-      },
-    });
-    new Gauge({
-      name: 'fanout_checksum_path',
-      help: 'How page CRC32s are computed: 1 for the way in use (vclmul: native addon with AVX-512 carry-less multiply; clmul: with 128-bit carry-less multiply; table: native addon without it; js: Node zlib)',
-      labelNames: ['path'],
-      registers: [this.registry],
-      collect() {
-        this.labels(checksumPath()).set(1);
-      },
-    });
-    new Gauge({
-      name: 'fanout_memory_path',
-      help: 'How read buffers are allocated: 1 for the way in use (huge: native addon, transparent huge pages; js: Buffer.allocUnsafeSlow)',
-      labelNames: ['path'],
-      registers: [this.registry],
-      collect() {
-        this.labels(memoryPath()).set(1);
-      },
-    });
+    // Which way a job is done in this process (native addon or its pure-JS fallback): 1 for the way in use.
+    const wayGauge = (name: string, help: string, way: () => string) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['path'],
+        registers: [this.registry],
+        collect() {
+          this.labels(way()).set(1);
+        },
+      });
+    wayGauge('fanout_send_path', 'How page hits leave on plain connections: 1 for the path in use (sendfile: by the kernel; js: read and written by JS)', sendPath);
+    wayGauge(
+      'fanout_checksum_path',
+      'How page CRC32s are computed: 1 for the way in use (vclmul: native addon with AVX-512 carry-less multiply; clmul: with 128-bit carry-less multiply; table: native addon without it; js: Node zlib)',
+      checksumPath,
+    );
+    wayGauge('fanout_memory_path', 'How read buffers are allocated: 1 for the way in use (huge: native addon, transparent huge pages; js: Buffer.allocUnsafeSlow)', memoryPath);
     new Gauge({
       name: 'fanout_send_threads',
       help: 'Kernel send threads (sendfile path): target (config threads), busy (inside sendfile now), queued (sends waiting for a thread)',
