@@ -33,13 +33,13 @@ function load(): MemoryAddon | null {
   }
 }
 
-/** The most one slab may be (the addon's region size). */
-export const MAX_SLAB_BYTES = 8 * 1024 * 1024;
+/** The most one slab may be from the addon (larger ones are allocated as usual). */
+export const MAX_SLAB_BYTES = 64 * 1024 * 1024;
 
 /**
  * `bytes` of uninitialised memory meant to be kept and reused: from a huge-page region when the
  * addon is there and `bytes` ≤ MAX_SLAB_BYTES, else Buffer.allocUnsafeSlow. Freed when
- * garbage-collected, as any Buffer (a region once all its slabs are).
+ * garbage-collected, as any Buffer (smaller ones share a huge page, unmapped once all are).
  */
 export function slabBuffer(bytes: number): Buffer {
   const slab = bytes > 0 && bytes <= MAX_SLAB_BYTES ? load()?.slab(bytes) : undefined;
