@@ -31,7 +31,10 @@ typedef struct {
   int refs;
 } Region;
 
-static Region* carving;  // the region new slabs come from (JS thread only)
+// Per addon instance (a worker thread has its own, and its regions): only its JS thread touches it.
+typedef struct {
+  Region* carving;  // the region small slabs are carved from
+} State;
 
 // The mapped bytes are told to V8 as external memory, as Node does for its own Buffers, so that
 // garbage slabs count towards its next collection. (Their finalizers, which unmap, run on the JS
@@ -106,11 +109,14 @@ static napi_value slab(napi_env env, napi_callback_info info) {
     drop(env, own);
     return result ? result : undefined;
   }
+  State* state = NULL;
+  if (napi_get_instance_data(env, (void**)&state) != napi_ok || !state) return undefined;
+  Region* carving = state->carving;
   if (!carving || carving->size - carving->used < size) {
     Region* next = new_region(env, HUGE_PAGE);
     if (!next) return undefined;
     if (carving) drop(env, carving);  // its carving reference
-    carving = next;
+    carving = state->carving = next;
   }
   result = lend(env, carving, carving->base + carving->used, size);
   if (!result) return undefined;
@@ -118,7 +124,24 @@ static napi_value slab(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// The instance's environment is going away: its carving reference goes (the slabs' own
+// references go with their finalizers).
+static void free_state(napi_env env, void* data, void* hint) {
+  State* state = data;
+  Region* carving = state->carving;
+  if (carving && --carving->refs == 0) {
+    munmap(carving->base, carving->size);
+    free(carving);
+  }
+  free(state);
+}
+
 NAPI_MODULE_INIT() {
+  State* state = calloc(1, sizeof(State));
+  if (!state || napi_set_instance_data(env, state, free_state, NULL) != napi_ok) {
+    free(state);
+    return NULL;
+  }
   napi_value fn;
   if (napi_create_function(env, "slab", NAPI_AUTO_LENGTH, slab, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "slab", fn) != napi_ok) return NULL;
