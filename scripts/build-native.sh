@@ -58,53 +58,41 @@ build() {
 # Tools not on PATH, among the arguments, as "make python3 " (node-gyp runs make and python3).
 lacking() { local t; for t in "$@"; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done; }
 
-lack=$(lacking make python3 gcc)
-if [ -n "$lack" ]; then
-  note "${lack}not found: skipping the sendfile addon; workers will send cached pages through JS."
-else
-  build sendfile fanout_sendfile sendfile.c "the sendfile addon"
-fi
+# build_c <dir> <target> <source> <what> <without it>: a C addon, or a note of the missing tools.
+build_c() {
+  local lack
+  lack=$(lacking make python3 gcc)
+  if [ -n "$lack" ]; then
+    note "${lack}not found: skipping $4; $5"
+  else
+    build "$1" "$2" "$3" "$4"
+  fi
+}
+
+build_c sendfile fanout_sendfile sendfile.c "the sendfile addon" "workers will send cached pages through JS."
 
 # CRC32 by carry-less multiplication (readers and the store check every page with it); without it
 # checksums use Node's zlib.crc32. Links the system zlib (zlib1g-dev) for the tail of a buffer.
-lack=$(lacking make python3 gcc)
-if [ -n "$lack" ]; then
-  note "${lack}not found: skipping the checksum addon; pages are checked with Node's zlib.crc32."
-elif ! [ -f /usr/include/zlib.h ]; then
+if [ -z "$(lacking make python3 gcc)" ] && ! [ -f /usr/include/zlib.h ]; then
   note "zlib headers not found (package zlib1g-dev): skipping the checksum addon; pages are checked with Node's zlib.crc32."
 else
-  build checksum fanout_checksum crc32.c "the checksum addon"
+  build_c checksum fanout_checksum crc32.c "the checksum addon" "pages are checked with Node's zlib.crc32."
 fi
 
 # Small files in one thread-pool job each, where Node's fs calls take several hand-offs per file:
 # smallio for the worker's small pages (a cold page's source read, its store write, a warm batch
 # item's read), files for whole small files written many at a time (sync staging, `fanout cp` of
 # a tree). Without them the same work goes through fs calls.
-lack=$(lacking make python3 gcc)
-if [ -n "$lack" ]; then
-  note "${lack}not found: skipping the small-file addons; small files are read and written through Node's fs."
-else
-  build smallio fanout_smallio smallio.c "the small-page addon"
-  build files fanout_files files.c "the files addon"
-fi
+build_c smallio fanout_smallio smallio.c "the small-page addon" "small pages are read and written through Node's fs."
+build_c files fanout_files files.c "the files addon" "small files are written through Node's fs."
 
 # Read buffers in transparent huge pages (a fresh page fault is dear on these VMs); without it
 # they are ordinary Buffers.
-lack=$(lacking make python3 gcc)
-if [ -n "$lack" ]; then
-  note "${lack}not found: skipping the memory addon; read buffers are allocated in 4 KiB pages."
-else
-  build memory fanout_memory memory.c "the memory addon"
-fi
+build_c memory fanout_memory memory.c "the memory addon" "read buffers are allocated in 4 KiB pages."
 
 # A watchdog armed as a command exits: Node's exit can hang for ever on a V8 compile job waiting
 # for a garbage collection (native/exit/exit.c); without it a command exits as Node does.
-lack=$(lacking make python3 gcc)
-if [ -n "$lack" ]; then
-  note "${lack}not found: skipping the exit watchdog addon."
-else
-  build exit fanout_exit exit.c "the exit watchdog addon"
-fi
+build_c exit fanout_exit exit.c "the exit watchdog addon" "a command exits as Node does."
 
 lack=$(lacking make python3 g++ pkg-config)
 if [ -n "$lack" ]; then
