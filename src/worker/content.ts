@@ -21,7 +21,6 @@ export function contentHashParam(query: URLSearchParams): string | undefined {
  */
 export function contentMatches(ref: PageRef, data: Buffer, known?: string): boolean {
   if (ref.hash === undefined) return true;
-  // `known`: the hash the source computed over these bytes as it read them (smallfill.ts).
   return (known ?? createHash('sha256').update(data).digest('hex')) === ref.hash;
 }
 

@@ -26,7 +26,7 @@ export async function readSmallPage(
   try {
     // A content-addressed page is hashed before it is stored (content.ts): beside the read, on
     // the pool thread, where the source can.
-    fill.sha256 = (await readInto(ref.path, ref.version, ref.size, start, into, signal, { sha256: ref.hash !== undefined })) ?? undefined;
+    fill.sha256 = await readInto(ref.path, ref.version, ref.size, start, into, signal, { sha256: ref.hash !== undefined });
   } catch (err) {
     // A read past its deadline may still write into the buffer: it never goes back to the pool.
     fill.abandonBuffer();

@@ -8,7 +8,8 @@ const handedOut = new Set<number>();
  * Where test ports are picked: below the kernel's ephemeral range (ip_local_port_range), where
  * bind(0) and every outgoing connection take theirs. A port picked by asking for port 0 was
  * free a moment ago, but on a busy machine a client socket of another test could take it before
- * the server meant to listen on it does (CI once saw a worker's start fail that way).
+ * the server meant to listen on it does (the likeliest cause of a worker's start failing once on
+ * a CI machine; it never failed here).
  * Undefined when the range leaves no room below it.
  */
 function quietRange(): { from: number; to: number } | undefined {
