@@ -1,7 +1,5 @@
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonPath, optionalAddon } from '../addons/index.js';
 
 /**
  * CRC32 of page bytes (the zlib/gzip polynomial: the value in page file names and the
@@ -19,8 +17,7 @@ interface ChecksumAddon {
   kind(): 'vclmul' | 'clmul' | 'table';
 }
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-export const CHECKSUM_ADDON_PATH = join(root, 'native/checksum/build/Release/fanout_checksum.node');
+export const CHECKSUM_ADDON_PATH = addonPath('checksum', 'fanout_checksum');
 
 type Crc32 = (data: ArrayBufferView, crc?: number) => number;
 let chosen: { path: ChecksumPath; crc32: Crc32 } | undefined;
@@ -28,13 +25,8 @@ let chosen: { path: ChecksumPath; crc32: Crc32 } | undefined;
 function choose(): { path: ChecksumPath; crc32: Crc32 } {
   if (chosen) return chosen;
   const js = { path: 'js' as const, crc32: jsCrc32 };
-  if (process.env.FANOUT_NO_NATIVE_CHECKSUM === '1' || !existsSync(CHECKSUM_ADDON_PATH)) return (chosen = js);
-  try {
-    const addon = createRequire(import.meta.url)(CHECKSUM_ADDON_PATH) as ChecksumAddon;
-    return (chosen = { path: addon.kind(), crc32: addon.crc32 });
-  } catch {
-    return (chosen = js); // built for another Node ABI, say: zlib still works
-  }
+  const addon = optionalAddon<ChecksumAddon>(CHECKSUM_ADDON_PATH, process.env.FANOUT_NO_NATIVE_CHECKSUM === '1');
+  return (chosen = addon ? { path: addon.kind(), crc32: addon.crc32 } : js);
 }
 
 /** node:zlib, loaded by the first pure-JS checksum: with the addon, a `fanout cat` never needs it (≈ 1 ms to load). */

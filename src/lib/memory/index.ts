@@ -1,7 +1,4 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonPath, optionalAddon } from '../addons/index.js';
 
 /**
  * Buffers a process reads into for as long as it runs (the sockets' slabs), in transparent huge
@@ -18,19 +15,13 @@ interface MemoryAddon {
   slab(bytes: number): Buffer | undefined;
 }
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-export const MEMORY_ADDON_PATH = join(root, 'native/memory/build/Release/fanout_memory.node');
+export const MEMORY_ADDON_PATH = addonPath('memory', 'fanout_memory');
 
 let addon: MemoryAddon | null | undefined;
 
 function load(): MemoryAddon | null {
   if (addon !== undefined) return addon;
-  if (process.env.FANOUT_NO_NATIVE_MEMORY === '1' || !existsSync(MEMORY_ADDON_PATH)) return (addon = null);
-  try {
-    return (addon = createRequire(import.meta.url)(MEMORY_ADDON_PATH) as MemoryAddon);
-  } catch {
-    return (addon = null); // built for another Node ABI, say: ordinary buffers still work
-  }
+  return (addon = optionalAddon<MemoryAddon>(MEMORY_ADDON_PATH, process.env.FANOUT_NO_NATIVE_MEMORY === '1') ?? null);
 }
 
 /** The most one slab may be from the addon (larger ones are allocated as usual). */

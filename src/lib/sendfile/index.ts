@@ -1,10 +1,7 @@
-import { existsSync } from 'node:fs';
 import { read } from 'node:fs';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { dirname, join, resolve } from 'node:path';
 import { TLSSocket } from 'node:tls';
-import { fileURLToPath } from 'node:url';
+import { addonPath, optionalAddon } from '../addons/index.js';
 import { constants as os } from 'node:os';
 import { FanoutError } from '../../core/errors.js';
 import { BufferPool } from '../pagestore/bufferpool.js';
@@ -36,19 +33,14 @@ export interface SendThreads {
   queued: number;
 }
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-export const SENDFILE_ADDON_PATH = join(root, 'native/sendfile/build/Release/fanout_sendfile.node');
+export const SENDFILE_ADDON_PATH = addonPath('sendfile', 'fanout_sendfile');
 
 let chosen: { path: SendPath; addon?: SendfileAddon } | undefined;
 
 function choose(): { path: SendPath; addon?: SendfileAddon } {
   if (chosen) return chosen;
-  if (process.env.FANOUT_NO_SENDFILE === '1' || process.platform !== 'linux' || !existsSync(SENDFILE_ADDON_PATH)) return (chosen = { path: 'js' });
-  try {
-    return (chosen = { path: 'sendfile', addon: createRequire(import.meta.url)(SENDFILE_ADDON_PATH) as SendfileAddon });
-  } catch {
-    return (chosen = { path: 'js' }); // built for another Node ABI, say: JS still works
-  }
+  const addon = optionalAddon<SendfileAddon>(SENDFILE_ADDON_PATH, process.env.FANOUT_NO_SENDFILE === '1' || process.platform !== 'linux');
+  return (chosen = addon ? { path: 'sendfile', addon } : { path: 'js' });
 }
 
 /** How this process sends file spans (for plain sockets). */

@@ -1,8 +1,5 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { availableParallelism, constants } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonPath, optionalAddon } from '../addons/index.js';
 
 /**
  * Small files in one thread-pool job each (native/smallio): a cold small page's source read, its
@@ -35,8 +32,7 @@ interface SmallIoAddon {
  */
 const WORKS_PER_TURN = Math.max(1, Math.min(Number(process.env.UV_THREADPOOL_SIZE) || 4, availableParallelism()));
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-export const SMALLIO_ADDON_PATH = join(root, 'native/smallio/build/Release/fanout_smallio.node');
+export const SMALLIO_ADDON_PATH = addonPath('smallio', 'fanout_smallio');
 
 /** Codes of readInside besides errno values. */
 export const INSIDE_CODES = { outside: -1, isDirectory: -2, notAFile: -3, changed: -4, pastEnd: -5 } as const;
@@ -75,12 +71,8 @@ export function smallIo(): SmallIo | undefined {
 }
 
 function load(): SmallIo | undefined {
-  if (process.env.FANOUT_NO_SMALLIO === '1' || process.platform !== 'linux' || !existsSync(SMALLIO_ADDON_PATH)) return undefined;
-  try {
-    return wrap(createRequire(import.meta.url)(SMALLIO_ADDON_PATH) as SmallIoAddon);
-  } catch {
-    return undefined; // built for another Node ABI, say: the fs path still works
-  }
+  const addon = optionalAddon<SmallIoAddon>(SMALLIO_ADDON_PATH, process.env.FANOUT_NO_SMALLIO === '1' || process.platform !== 'linux');
+  return addon && wrap(addon);
 }
 
 const msOf = (sec: number, nsec: number) => sec * 1e3 + nsec / 1e6;

@@ -1,7 +1,5 @@
-import { close, existsSync, fdatasync, open, rename, unlink, writev, constants as fsc } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { close, fdatasync, open, rename, unlink, writev, constants as fsc } from 'node:fs';
+import { addonPath, optionalAddon } from '../addons/index.js';
 import { getSystemErrorName } from 'node:util';
 import { skipBytes } from '../transfer/positional.js';
 
@@ -48,8 +46,7 @@ interface FilesAddon {
   syncFs(path: string, callback: (errno: number) => void): void;
 }
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-export const FILES_ADDON_PATH = join(root, 'native/files/build/Release/fanout_files.node');
+export const FILES_ADDON_PATH = addonPath('files', 'fanout_files');
 
 /** Steps as the addon numbers them, named as Node's fs errors name their syscall. */
 const STEPS = ['', 'open', 'write', 'fdatasync', 'close', 'rename'] as const;
@@ -60,12 +57,7 @@ let addon: FilesAddon | null | undefined;
 
 function loadAddon(): FilesAddon | null {
   if (addon !== undefined) return addon;
-  if (process.env.FANOUT_NO_NATIVE_FILES === '1' || process.platform !== 'linux' || !existsSync(FILES_ADDON_PATH)) return (addon = null);
-  try {
-    return (addon = createRequire(import.meta.url)(FILES_ADDON_PATH) as FilesAddon);
-  } catch {
-    return (addon = null); // built for another Node ABI, say: the JS path still works
-  }
+  return (addon = optionalAddon<FilesAddon>(FILES_ADDON_PATH, process.env.FANOUT_NO_NATIVE_FILES === '1' || process.platform !== 'linux') ?? null);
 }
 
 /** How this process writes whole small files. */
