@@ -1,7 +1,7 @@
-import type { Etcd3, Lease } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { FanoutError } from '../core/errors.js';
-import { createEtcdClient, DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/index.js';
-import { keepaliveOnce, openWatch } from '../lib/membership/rpc.js';
+import { EtcdError, EtcdJsonClient, type Compare } from '../lib/etcdjson/index.js';
+import { DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/connection.js';
 import { checkReleaseName, checkVersion } from './manifest.js';
 
 /**
@@ -10,9 +10,13 @@ import { checkReleaseName, checkVersion } from './manifest.js';
  *   /fanout/releases/NAME/channels/C   ChannelRecord (moved by compare-and-swap transactions)
  *   /fanout/releases/NAME/agents/HOST  AgentState (under a lease: gone when the agent is)
  * The manifests themselves are kept in the source; etcd holds their digests.
+ * Reads and writes go through etcd's JSON gateway (lib/etcdjson: no gRPC to load in a one-shot
+ * command); a watch, which only a following sync agent asks for, through etcd3, loaded then.
  */
 export const RELEASES_PREFIX = '/fanout/releases/';
 const HISTORY_LIMIT = 20;
+/** etcd's answer to a put under (or a renewal of) a lease that expired. */
+const GRPC_NOT_FOUND = 5;
 
 export interface VersionRecord {
   name: string;
@@ -65,50 +69,58 @@ export interface ChannelWatch {
 }
 
 export class ReleaseRegistry {
-  private readonly client: Etcd3;
-  private lease: Lease | undefined;
+  private readonly kv: EtcdJsonClient;
+  /** The gRPC client of the watches, made at the first one. */
+  private watcher: Promise<{ client: Etcd3; openWatch: typeof import('../lib/membership/rpc.js').openWatch }> | undefined;
+  /** The lease this agent's state is reported under, once granted. */
+  private lease: string | undefined;
 
   readonly endpoints: string[];
+  private readonly connection: EtcdConnection;
 
   /** Every call has a deadline of `timeoutMs` (default 3 s); a watch must be confirmed within it. */
   constructor(
     connection: EtcdConnection,
     private readonly timeoutMs = DEFAULT_ETCD_TIMEOUT_MS,
   ) {
+    this.connection = connection;
     this.endpoints = connection.endpoints;
     if (this.endpoints.length === 0 || this.endpoints.some((e) => !/^https?:\/\//.test(e))) {
       throw new FanoutError('INVALID_ARGUMENT', 'etcd endpoints are required (--etcd http://HOST:2379 or FANOUT_ETCD)');
     }
-    this.client = createEtcdClient(connection, timeoutMs);
+    this.kv = new EtcdJsonClient(connection, timeoutMs);
   }
 
+  /** Closes the connections. The agent's lease is left to expire: its state drops out of `release status` within the TTL. */
   async close(): Promise<void> {
-    this.lease?.release();
-    this.client.close();
+    this.kv.close();
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    if (watcher) (await watcher.catch(() => undefined))?.client.close();
   }
 
   /** Records a new version; RELEASE_EXISTS if it was published before. */
   async createVersion(record: VersionRecord): Promise<void> {
     const key = versionKey(record.name, record.version);
     const result = await this.call(`publish ${record.name}@${record.version}`, () =>
-      this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(JSON.stringify(record))).commit(),
+      this.kv.putIf([{ key, target: 'CREATE', result: 'EQUAL', revision: '0' }], key, JSON.stringify(record)),
     );
-    if (!result.succeeded) throw new FanoutError('RELEASE_EXISTS', `release ${record.name} version ${record.version} is already published`);
+    if (!result) throw new FanoutError('RELEASE_EXISTS', `release ${record.name} version ${record.version} is already published`);
   }
 
   async getVersion(name: string, version: string): Promise<VersionRecord> {
     checkReleaseName(name);
     checkVersion(version);
-    const text = await this.call('read a version', () => this.client.get(versionKey(name, version)).string());
-    if (text === null) throw new FanoutError('RELEASE_NOT_FOUND', `release ${name} has no version ${version}`);
-    return JSON.parse(text) as VersionRecord;
+    const kv = await this.call('read a version', () => this.kv.get(versionKey(name, version)));
+    if (kv === null) throw new FanoutError('RELEASE_NOT_FOUND', `release ${name} has no version ${version}`);
+    return JSON.parse(kv.value) as VersionRecord;
   }
 
   async listVersions(name: string): Promise<VersionRecord[]> {
     checkReleaseName(name);
-    const all = await this.call('list versions', () => this.client.getAll().prefix(`${RELEASES_PREFIX}${name}/versions/`).strings());
-    return Object.values(all)
-      .map((v) => JSON.parse(v) as VersionRecord)
+    const all = await this.call('list versions', () => this.kv.getPrefix(`${RELEASES_PREFIX}${name}/versions/`));
+    return all
+      .map((kv) => JSON.parse(kv.value) as VersionRecord)
       .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
   }
 
@@ -120,18 +132,17 @@ export class ReleaseRegistry {
   async channelStates(name: string): Promise<Record<string, { record: ChannelRecord; modRevision: string }>> {
     checkReleaseName(name);
     const prefix = `${RELEASES_PREFIX}${name}/channels/`;
-    const res = await this.call('list channels', () => this.client.getAll().prefix(prefix).exec());
-    return Object.fromEntries(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), { record: JSON.parse(kv.value.toString()) as ChannelRecord, modRevision: kv.mod_revision }]));
+    const all = await this.call('list channels', () => this.kv.getPrefix(prefix));
+    return Object.fromEntries(all.map((kv) => [kv.key.slice(prefix.length), { record: JSON.parse(kv.value) as ChannelRecord, modRevision: kv.modRevision }]));
   }
 
   /** The channel's record and its modification revision (for compare-and-swap), or null. */
   async getChannel(name: string, channel: string): Promise<{ record: ChannelRecord; modRevision: string } | null> {
     checkReleaseName(name);
     checkChannel(channel);
-    const res = await this.call('read a channel', () => this.client.get(channelKey(name, channel)).exec());
-    const kv = res.kvs[0];
+    const kv = await this.call('read a channel', () => this.kv.get(channelKey(name, channel)));
     if (!kv) return null;
-    return { record: JSON.parse(kv.value.toString()) as ChannelRecord, modRevision: kv.mod_revision };
+    return { record: JSON.parse(kv.value) as ChannelRecord, modRevision: kv.modRevision };
   }
 
   /**
@@ -146,8 +157,9 @@ export class ReleaseRegistry {
     checkReleaseName(name);
     checkChannel(channel);
     let broken = false;
-    const watch = await this.call('watch a channel', () =>
-      openWatch(this.client, {
+    const watch = await this.call('watch a channel', async () => {
+      const { client, openWatch } = await this.watchClient();
+      return openWatch(client, {
         key: Buffer.from(channelKey(name, channel)),
         range_end: Buffer.alloc(0), // empty: this one key, not a range
         startRevision: 0n, // 0: from now on
@@ -158,8 +170,8 @@ export class ReleaseRegistry {
           broken = true;
           onEvent('broken', err);
         },
-      }),
-    );
+      });
+    });
     return {
       get broken() {
         return broken;
@@ -202,37 +214,28 @@ export class ReleaseRegistry {
   /** Publishes this agent's state under a lease, so hosts that die drop out of `release status`. */
   async reportAgent(name: string, state: AgentState, ttlSeconds = 15): Promise<void> {
     const key = `${RELEASES_PREFIX}${name}/agents/${encodeURIComponent(state.host)}`;
+    const value = JSON.stringify(state);
     await this.call('report agent state', async () => {
-      const held = this.lease && !this.lease.revoked() ? this.lease : undefined;
-      const lease = held ?? (this.lease = await this.grantLease(ttlSeconds));
+      const held = this.lease;
+      const lease = held ?? (this.lease = await this.kv.grantLease(ttlSeconds));
       try {
-        await lease.put(key).value(JSON.stringify(state)).exec();
-        // A lease granted just now has its whole TTL; one held from before is renewed with each
-        // report. Our keepalive, not Lease#keepaliveOnce: etcd3 opens a stream for it with no deadline.
-        if (held) {
-          const ttl = await keepaliveOnce(this.client, await lease.grant(), this.timeoutMs);
-          if (ttl <= 0) throw new Error('the agent lease expired');
-        }
+        await this.kv.put(key, value, lease);
+        // A lease granted just now has its whole TTL; one held from before is renewed with each report.
+        if (held && (await this.kv.keepAlive(lease)) <= 0) throw new EtcdError('the agent lease expired', GRPC_NOT_FOUND);
       } catch (err) {
-        lease.release();
         this.lease = undefined;
+        // Expired (the host was away longer than the TTL): a new lease, and the state written again under it.
+        if (held && err instanceof EtcdError && err.grpcCode === GRPC_NOT_FOUND) return this.reportAgent(name, state, ttlSeconds);
         throw err;
       }
     });
   }
 
-  private async grantLease(ttlSeconds: number): Promise<Lease> {
-    const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
-    lease.on('lost', () => {});
-    await lease.grant();
-    return lease;
-  }
-
   async listAgents(name: string): Promise<AgentState[]> {
     checkReleaseName(name);
-    const all = await this.call('list agents', () => this.client.getAll().prefix(`${RELEASES_PREFIX}${name}/agents/`).strings());
-    return Object.values(all)
-      .map((v) => JSON.parse(v) as AgentState)
+    const all = await this.call('list agents', () => this.kv.getPrefix(`${RELEASES_PREFIX}${name}/agents/`));
+    return all
+      .map((kv) => JSON.parse(kv.value) as AgentState)
       .sort((a, b) => (a.host < b.host ? -1 : 1));
   }
 
@@ -241,20 +244,27 @@ export class ReleaseRegistry {
    * release): what a dashboard summarizes, at the cost of one etcd call however many hosts.
    */
   async snapshot(): Promise<Record<string, string>> {
-    return this.call('read the release index', () => this.client.getAll().prefix(RELEASES_PREFIX).strings());
+    const all = await this.call('read the release index', () => this.kv.getPrefix(RELEASES_PREFIX));
+    return Object.fromEntries(all.map((kv) => [kv.key, kv.value]));
   }
 
   private async swapChannel(name: string, channel: string, modRevision: string | undefined, record: ChannelRecord, version: string): Promise<void> {
     const key = channelKey(name, channel);
-    const result = await this.call(`move channel ${channel}`, () =>
-      (modRevision === undefined ? this.client.if(key, 'Create', '==', 0) : this.client.if(key, 'Mod', '==', modRevision))
-        .and(versionKey(name, version), 'Create', '>', 0)
-        .then(this.client.put(key).value(JSON.stringify(record)))
-        .commit(),
-    );
-    if (!result.succeeded) {
+    const unchanged: Compare = modRevision === undefined ? { key, target: 'CREATE', result: 'EQUAL', revision: '0' } : { key, target: 'MOD', result: 'EQUAL', revision: modRevision };
+    const versionExists: Compare = { key: versionKey(name, version), target: 'CREATE', result: 'GREATER', revision: '0' };
+    const swapped = await this.call(`move channel ${channel}`, () => this.kv.putIf([unchanged, versionExists], key, JSON.stringify(record)));
+    if (!swapped) {
       throw new FanoutError('PROMOTION_CONFLICT', `channel ${channel} of ${name} changed while promoting to ${version}; read it again and retry`);
     }
+  }
+
+  /** The gRPC client for watches (etcd3 and gRPC loaded at the first). */
+  private watchClient() {
+    this.watcher ??= Promise.all([import('../lib/membership/client.js'), import('../lib/membership/rpc.js')]).then(([{ createEtcdClient }, { openWatch }]) => ({
+      client: createEtcdClient(this.connection, this.timeoutMs),
+      openWatch,
+    }));
+    return this.watcher;
   }
 
   /** Runs an etcd call, turning connection failures into ETCD_UNAVAILABLE. */

@@ -1,21 +1,13 @@
-import { readFileSync } from 'node:fs';
 import { Etcd3, type IOptions } from 'etcd3';
 import { FanoutError } from '../../core/errors.js';
+import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from './connection.js';
 
-/** How to reach etcd: endpoints (http:// or https://), TLS material and password auth. */
-export interface EtcdConnection {
-  endpoints: string[];
-  /** PEM files: the CA that signed etcd's certificate; a client certificate and key for --client-cert-auth. */
-  tls?: { ca: string; cert?: string; key?: string };
-  /** etcd user and password (etcd3 exchanges them for a token, and again when it expires). */
-  auth?: { username: string; password: string };
-}
-
-/** Deadline of each etcd request when the caller gives none: an etcd that does not answer fails the call, it never hangs. */
-export const DEFAULT_ETCD_TIMEOUT_MS = 3000;
+export type { EtcdConnection } from './connection.js';
+export { DEFAULT_ETCD_TIMEOUT_MS } from './connection.js';
 
 /**
- * The one place an etcd client is made, for the membership and for releases alike. Every unary
+ * The one place a gRPC etcd client is made: the membership's, and the release index's watches
+ * (its reads and writes go through etcd's JSON gateway, lib/etcdjson). Every unary
  * call (the password exchange included) gets a deadline of `timeoutMs`, and the connection a
  * dial timeout of the same; the watch and keepalive streams are bounded by their callers
  * (lib/membership/rpc.ts), since a deadline on a stream would end it.
@@ -42,13 +34,6 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
   return new Etcd3(options);
 }
 
-function readPem(file: string, what: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    throw new FanoutError('INVALID_CONFIG', `cannot read the etcd ${what} ${file}: ${(err as Error).message}`);
-  }
-}
 
 /**
  * A cockatiel-shaped policy that just runs the call: retrying and backing off is the

@@ -1,0 +1,1 @@
+export { EtcdJsonClient, EtcdError, prefixEnd, type KeyValue, type Compare } from './client.js';

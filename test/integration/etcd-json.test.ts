@@ -1,0 +1,71 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EtcdError, EtcdJsonClient } from '../../src/lib/etcdjson/index.js';
+import { ReleaseRegistry, type AgentState } from '../../src/release/registry.js';
+import { startEtcd, type EtcdServer } from '../harness/etcd.js';
+import { waitFor } from '../harness/ports.js';
+
+describe("etcd's JSON gateway (the release index's reads and writes)", { timeout: 60_000 }, () => {
+  let etcd: EtcdServer;
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+
+  test('get, prefix listing, put, compare-and-put, leases and their renewal against a real etcd', async () => {
+    const kv = new EtcdJsonClient({ endpoints: [etcd.endpoint] });
+    try {
+      assert.equal(await kv.get('/t/a'), null);
+      await kv.put('/t/a', 'é one');
+      await kv.put('/t/b/c', 'two');
+      await kv.put('/t0', 'outside the prefix');
+      const a = await kv.get('/t/a');
+      assert.equal(a?.value, 'é one');
+      assert.deepEqual((await kv.getPrefix('/t/')).map((e) => [e.key, e.value]), [['/t/a', 'é one'], ['/t/b/c', 'two']]);
+      // Create-if-absent holds once; a swap holds only against the revision read.
+      assert.equal(await kv.putIf([{ key: '/t/new', target: 'CREATE', result: 'EQUAL', revision: '0' }], '/t/new', '1'), true);
+      assert.equal(await kv.putIf([{ key: '/t/new', target: 'CREATE', result: 'EQUAL', revision: '0' }], '/t/new', '2'), false);
+      assert.equal(await kv.putIf([{ key: '/t/a', target: 'MOD', result: 'EQUAL', revision: a!.modRevision }], '/t/a', 'swapped'), true);
+      assert.equal(await kv.putIf([{ key: '/t/a', target: 'MOD', result: 'EQUAL', revision: a!.modRevision }], '/t/a', 'stale'), false);
+      assert.equal((await kv.get('/t/a'))?.value, 'swapped');
+      assert.equal((await kv.get('/t/new'))?.value, '1');
+      // A key under a lease; the lease renewed; an unknown lease refused.
+      const lease = await kv.grantLease(30);
+      await kv.put('/t/leased', 'x', lease);
+      assert.ok((await kv.keepAlive(lease)) > 0);
+      await assert.rejects(kv.put('/t/other', 'x', '12345'), (err: EtcdError) => err.grpcCode === 5);
+      assert.equal(await kv.keepAlive('12345'), 0);
+    } finally {
+      kv.close();
+    }
+  });
+
+  test("an agent whose lease expired is reported again under a new one; a watch (gRPC) still sees the gateway's writes", async () => {
+    const registry = new ReleaseRegistry({ endpoints: [etcd.endpoint] });
+    const reader = new EtcdJsonClient({ endpoints: [etcd.endpoint] });
+    try {
+      const state: AgentState = { host: 'h1', channel: 'prod', dir: '/srv/x', current: null, target: null, phase: 'idle', bytesDone: 0, bytesTotal: 0, bytesLocal: 0, bytesFetched: 0, error: null, updatedAt: new Date().toISOString() };
+      await registry.reportAgent('app', state, 1);
+      assert.deepEqual((await registry.listAgents('app')).map((s) => s.host), ['h1']);
+      await waitFor('the 1 s lease to expire', async () => (await registry.listAgents('app')).length === 0);
+      await sleep(100);
+      await registry.reportAgent('app', { ...state, phase: 'staging' }, 1);
+      assert.deepEqual((await registry.listAgents('app')).map((s) => s.phase), ['staging']);
+
+      let changes = 0;
+      const watch = await registry.watchChannel('app', 'prod', (event) => event === 'change' && changes++);
+      try {
+        await reader.put('/fanout/releases/app/channels/prod', JSON.stringify({ version: 'v1', history: [], updatedAt: '' }));
+        await waitFor('the watch to see the write', async () => changes > 0);
+      } finally {
+        watch.close();
+      }
+    } finally {
+      reader.close();
+      await registry.close();
+    }
+  });
+});
