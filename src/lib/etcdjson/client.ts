@@ -131,12 +131,17 @@ export class EtcdJsonClient {
 
   private authToken(): Promise<string> {
     const { username, password } = this.connection.auth!;
-    this.token ??= this.post<{ token?: string }>('/v3/auth/authenticate', Buffer.from(JSON.stringify({ name: username, password })), undefined).then((answer) => {
+    if (this.token) return this.token;
+    const pending = this.post<{ token?: string }>('/v3/auth/authenticate', Buffer.from(JSON.stringify({ name: username, password })), undefined).then((answer) => {
       if (!answer.token) throw new EtcdError('etcd gave no token for the user and password', GRPC_UNAUTHENTICATED);
       return answer.token;
     });
-    this.token.catch(() => (this.token = undefined)); // a failed exchange is tried again by the next call
-    return this.token;
+    this.token = pending;
+    // A failed exchange is tried again by the next call.
+    pending.catch(() => {
+      if (this.token === pending) this.token = undefined;
+    });
+    return pending;
   }
 
   /** One request, to the endpoint that answered last and, if it takes no connection, to the others in turn. */
