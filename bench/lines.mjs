@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { startCluster } from '../dist/test/harness/workers.js';
 import { waitFor } from '../dist/test/harness/ports.js';
 import { HashRing } from '../dist/src/lib/hashring/index.js';
-import { pageKey } from '../dist/src/core/pages.js';
+import { pageKey } from '../dist/src/lib/pagekey/index.js';
 
 const RATE = Number(process.argv[2] ?? 16_000_000);
 const PAGES = Number(process.argv[3] ?? 24);

@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pageKey } from '../dist/src/core/pages.js';
+import { pageKey } from '../dist/src/lib/pagekey/index.js';
 import { benchArgs, bin, fanoutMeasured, median, parseSize, publishAppV1, startServe, stopServe, writeSmallFiles } from './common.mjs';
 import { startEtcd } from '../dist/test/harness/etcd.js';
 

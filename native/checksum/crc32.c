@@ -8,6 +8,7 @@
  * Synchronous on the calling thread: a 4 MiB page takes well under a millisecond.
  */
 #include <node_api.h>
+#include "digest.h"
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -241,8 +242,11 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"crc32", NULL, Crc32, NULL, NULL, NULL, napi_default, NULL},
     {"kind", NULL, Kind, NULL, NULL, NULL, napi_default, NULL},
+    {"digest", NULL, Digest, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  /* digest only where the process has OpenSSL's SHA256 and SHA512 (the JS side uses node:crypto otherwise). */
+  size_t count = sizeof(props) / sizeof(props[0]) - (digest_init() ? 0 : 1);
+  napi_define_properties(env, exports, count, props);
   return exports;
 }
 

@@ -1,6 +1,7 @@
 import { AdminClient, FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
-import { formatBytes, pageCount, pageKey, pageSpan, parseSize } from '../core/pages.js';
+import { formatBytes, pageCount, pageSpan, parseSize } from '../core/pages.js';
+import { pageKey } from '../lib/pagekey/index.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import type { Member, PageRef } from '../core/types.js';
 import { HashRing } from '../lib/hashring/index.js';

@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici';
 import { FanoutError, type ErrorCode } from '../core/errors.js';
-import { pageKey, pageSpan } from '../core/pages.js';
+import { pageSpan } from '../core/pages.js';
+import { pageKey } from '../lib/pagekey/index.js';
 import type { Member, PageRef } from '../core/types.js';
 import { undici } from '../lib/http/undici.js';
 // Not lib/wire/index.js: that loads zod, which `fanout stat`/`cat` must not (cli-read test).

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 // The modules themselves, not their indexes: those load the worker's side too (gate, TLS servers), a third of `fanout cat`'s start-up.
 import { ClientCredentials } from '../lib/auth/client.js';
+import { sha256 } from '../lib/checksum/index.js';
 import type { PeerTimeouts } from '../lib/cluster/index.js';
 import { readCa, tlsConnectOptions, type CaOption } from '../lib/tls/client.js';
 import { ClusterSession, type SessionCredentials } from './session.js';
@@ -32,7 +32,7 @@ export function sharedSession(options: SharedSessionOptions): ClusterSession {
     options.endpoints,
     token ?? '',
     // Keyed by the CA's digest, not its bytes: the key stays short and holds no certificate text.
-    ca ? createHash('sha256').update(ca).digest('hex') : '',
+    ca ? sha256(ca).toString('hex') : '',
     options.timeouts,
     options.membershipRefreshMs ?? null,
     options.headers ?? null,

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FanoutError } from './errors.js';
 import { decodeUrlPath, parseFanoutPath } from './paths.js';
-import { MiB, pageCount, pageKey, pageSlice, pageSpan, pagesForRange, parseSize } from './pages.js';
+import { MiB, pageCount, pageSlice, pageSpan, pagesForRange, parseSize } from './pages.js';
 
 test('page arithmetic covers a file exactly once', () => {
   const pageSize = 4 * MiB;
@@ -33,14 +33,6 @@ test('pagesForRange picks the pages that hold a byte range', () => {
   assert.deepEqual(pagesForRange(4, 8, 4), { first: 1, last: 1 });
   assert.deepEqual(pagesForRange(3, 5, 4), { first: 0, last: 1 });
   assert.deepEqual(pagesForRange(5, 5, 4), { first: 0, last: -1 });
-});
-
-test('page keys differ by version and index, and are stable', () => {
-  const ref = { mount: 'm', path: 'a/b.bin', version: 'v1', size: 100, index: 0 };
-  assert.equal(pageKey(ref, MiB), pageKey({ ...ref }, MiB));
-  assert.notEqual(pageKey(ref, MiB), pageKey({ ...ref, version: 'v2' }, MiB));
-  assert.notEqual(pageKey(ref, MiB), pageKey({ ...ref, index: 1 }, MiB));
-  assert.match(pageKey(ref, MiB), /^[0-9a-f]{40}$/);
 });
 
 test('sizes parse with binary and decimal units', () => {

@@ -1,6 +1,4 @@
-import { createHash } from 'node:crypto';
 import { FanoutError } from './errors.js';
-import type { PageRef } from './types.js';
 
 export const MiB = 1024 * 1024;
 export const DEFAULT_PAGE_SIZE = 4 * MiB;
@@ -30,24 +28,6 @@ export function pagesForRange(start: number, end: number, pageSize: number): { f
 export function pageSlice(index: number, start: number, end: number, pageSize: number): { from: number; to: number } {
   const pageStart = index * pageSize;
   return { from: Math.max(start, pageStart) - pageStart, to: Math.min(end, pageStart + pageSize) - pageStart };
-}
-
-/**
- * The page key names one page of one version of one file. Every client and worker computes
- * the same key, so it is also the placement key on the ring and the file name in the store.
- */
-export function pageKey(ref: PageRef, pageSize: number): string {
-  if (ref.hash !== undefined) return contentKey(ref.hash);
-  return createHash('sha256')
-    .update(`${ref.mount}\0${ref.path}\0${ref.version}\0${ref.size}\0${pageSize}\0${ref.index}`)
-    .digest('hex')
-    .slice(0, 40);
-}
-
-/** The key of a page known by its SHA-256: the hash itself (64 hex digits, never a path key's 40). */
-export function contentKey(sha256: string): string {
-  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new FanoutError('INVALID_ARGUMENT', `page content hash must be 64 lowercase hex digits`);
-  return sha256;
 }
 
 const SIZE_UNITS: Record<string, number> = {

@@ -1,4 +1,4 @@
-import { pageKey } from '../core/pages.js';
+import { pageKey } from '../lib/pagekey/index.js';
 import type { Member, PageRef } from '../core/types.js';
 import { PageFetcher, type PageFetcherOptions, type PageRequestOptions } from '../lib/cluster/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';

@@ -4,7 +4,7 @@ import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { ManualClock } from '../core/clock.js';
-import { pageKey } from '../core/pages.js';
+import { pageKey } from '../lib/pagekey/index.js';
 import type { PageRef } from '../core/types.js';
 import { WorkerMetrics } from '../lib/metrics/index.js';
 import { PageService } from './pageservice.js';

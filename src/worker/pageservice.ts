@@ -1,7 +1,8 @@
 import { setMaxListeners } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { pageKey, pageSpan } from '../core/pages.js';
+import { pageSpan } from '../core/pages.js';
+import { pageKey } from '../lib/pagekey/index.js';
 import type { PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
 import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';

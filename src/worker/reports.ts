@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
-import { pageKey } from '../core/pages.js';
+import { pageKey } from '../lib/pagekey/index.js';
 import type { PageRef } from '../core/types.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutClient } from '../../src/client/index.js';
-import { pageKey } from '../../src/core/pages.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { startCluster, type WorkerProcess } from '../harness/workers.js';
 

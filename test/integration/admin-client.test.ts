@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdminClient, FanoutClient, type FanoutError } from '../../src/client/index.js';
-import { pageKey } from '../../src/core/pages.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 import { startCluster, TEST_ADMIN_TOKEN, type WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;

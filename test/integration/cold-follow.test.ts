@@ -10,7 +10,7 @@ import { crc32 } from 'node:zlib';
 import { WorkerProcess, TEST_ADMIN_TOKEN } from '../harness/workers.js';
 import { Origin } from '../harness/origin.js';
 import { waitFor } from '../harness/ports.js';
-import { pageKey } from '../../src/core/pages.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 import { CHECKSUM_HEADER } from '../../src/lib/cluster/index.js';
 import { sendPath } from '../../src/lib/sendfile/index.js';
 

@@ -6,7 +6,7 @@ import { mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { pageKey } from '../../src/core/pages.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 import type { PageRef } from '../../src/core/types.js';
 import { FanoutClient } from '../../src/client/index.js';
 import { sendPath } from '../../src/lib/sendfile/index.js';

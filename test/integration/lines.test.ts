@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pageKey } from '../../src/core/pages.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 import type { LineStatus, Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { startCluster, TEST_ADMIN_TOKEN, type WorkerProcess } from '../harness/workers.js';

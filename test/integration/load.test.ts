@@ -10,7 +10,7 @@ import { waitFor } from '../harness/ports.js';
 import { fanout, sha256 } from '../harness/cli.js';
 import { treeHashes } from '../harness/release.js';
 import { FanoutClient } from '../../src/client/index.js';
-import { pageKey } from '../../src/core/pages.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 
 const MiB = 1024 * 1024;

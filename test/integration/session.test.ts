@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdminClient, FanoutClient, openSessionCount } from '../../src/client/index.js';
 import { ReleaseFetcher } from '../../src/release/fetch.js';
-import { pageKey } from '../../src/core/pages.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { startCluster, TEST_ADMIN_TOKEN, type WorkerProcess } from '../harness/workers.js';
 

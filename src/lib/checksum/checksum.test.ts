@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
 import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { CHECKSUM_ADDON_PATH, checksumPath, crc32, crc32Js } from './index.js';
+import { createRequire } from 'node:module';
+import { CHECKSUM_ADDON_PATH, checksumPath, crc32, crc32Js, digestJs, sha256, sha512 } from './index.js';
 
 // Lengths around the addon's 16-, 64- and (AVX-512) 256-byte folding steps, and a whole 4 MiB page plus a tail.
 const lengths = [1, 15, 16, 17, 63, 64, 65, 79, 80, 127, 128, 129, 255, 256, 257, 271, 272, 320, 336, 511, 512, 513, 1000, 4096, 4 * 1024 * 1024 + 7];
@@ -51,4 +53,28 @@ test('the addon\'s 128-bit path (FANOUT_CRC32_NO_AVX512=1) gives the same values
   const [kind, bad] = child.stdout.split(' ');
   assert.notEqual(kind, 'vclmul');
   assert.equal(bad, '0');
+});
+
+test('SHA-256 and SHA-512 (native where built, else node:crypto) equal node:crypto for strings and bytes', () => {
+  fc.assert(
+    fc.property(fc.oneof(fc.string({ unit: 'grapheme' }), fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a))), (data) => {
+      assert.deepEqual(sha256(data), createHash('sha256').update(data).digest());
+      assert.deepEqual(sha512(data), createHash('sha512').update(data).digest());
+      const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+      assert.deepEqual(digestJs('sha256', bytes), sha256(data));
+    }),
+  );
+});
+
+test("the addon's digest refuses what it cannot hash; without the addon a process hashes through node:crypto", () => {
+  if (existsSync(CHECKSUM_ADDON_PATH)) {
+    const addon = createRequire(import.meta.url)(CHECKSUM_ADDON_PATH) as { digest?: (name: string, data: unknown) => Buffer };
+    assert.ok(addon.digest, 'this Node exports OpenSSL\'s SHA256 and SHA512');
+    assert.throws(() => addon.digest!('md5', Buffer.from('x')), /sha256 or sha512/);
+    assert.throws(() => addon.digest!('sha256', 'not a buffer'), /Buffer/);
+  }
+  const script = `import(${JSON.stringify(new URL('./index.js', import.meta.url).href)}).then((m) => process.stdout.write(m.checksumPath() + ' ' + m.sha256('abc').toString('hex')));`;
+  const child = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, FANOUT_NO_NATIVE_CHECKSUM: '1' }, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(child.status, 0, child.stderr);
+  assert.equal(child.stdout, `js ${createHash('sha256').update('abc').digest('hex')}`);
 });

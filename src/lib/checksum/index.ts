@@ -15,19 +15,49 @@ export type ChecksumPath = 'vclmul' | 'clmul' | 'table' | 'js';
 interface ChecksumAddon {
   crc32(data: ArrayBufferView, crc?: number): number;
   kind(): 'vclmul' | 'clmul' | 'table';
+  /** Absent where the process has no OpenSSL SHA256/SHA512 to call. */
+  digest?(name: DigestName, data: Buffer): Buffer;
 }
+
+export type DigestName = 'sha256' | 'sha512';
+type Digest = (name: DigestName, data: Buffer) => Buffer;
 
 export const CHECKSUM_ADDON_PATH = addonPath('checksum', 'fanout_checksum');
 
 type Crc32 = (data: ArrayBufferView, crc?: number) => number;
-let chosen: { path: ChecksumPath; crc32: Crc32 } | undefined;
+let chosen: { path: ChecksumPath; crc32: Crc32; digest: Digest } | undefined;
 
-function choose(): { path: ChecksumPath; crc32: Crc32 } {
+function choose(): { path: ChecksumPath; crc32: Crc32; digest: Digest } {
   if (chosen) return chosen;
-  const js = { path: 'js' as const, crc32: jsCrc32 };
+  const js = { path: 'js' as const, crc32: jsCrc32, digest: cryptoDigest };
   const addon = optionalAddon<ChecksumAddon>(CHECKSUM_ADDON_PATH, process.env.FANOUT_NO_NATIVE_CHECKSUM === '1');
-  return (chosen = addon ? { path: addon.kind(), crc32: addon.crc32 } : js);
+  return (chosen = addon ? { path: addon.kind(), crc32: addon.crc32, digest: addon.digest ?? cryptoDigest } : js);
 }
+
+/**
+ * node:crypto, loaded by the first digest made without the addon: loading it costs a short
+ * command (a 1-byte `fanout cat`, which hashes a page key and builds a ring) 5–15 ms of CPU, where
+ * the addon, loaded for the CRC anyway, calls the OpenSSL Node already has.
+ */
+let crypto: typeof import('node:crypto') | undefined;
+
+function cryptoDigest(name: DigestName, data: Buffer): Buffer {
+  crypto ??= createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  return crypto.createHash(name).update(data).digest();
+}
+
+/** SHA-256 of `data` (a string as UTF-8): page keys and ring positions. */
+export function sha256(data: string | Buffer): Buffer {
+  return choose().digest('sha256', typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+}
+
+/** SHA-512 of `data` (a string as UTF-8): the ring's virtual node positions. */
+export function sha512(data: string | Buffer): Buffer {
+  return choose().digest('sha512', typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+}
+
+/** The digest through node:crypto, whatever was chosen (tests compare both ways). */
+export const digestJs: Digest = cryptoDigest;
 
 /** node:zlib, loaded by the first pure-JS checksum: with the addon, a `fanout cat` never needs it (≈ 1 ms to load). */
 let zlib: typeof import('node:zlib') | undefined;

@@ -6,7 +6,7 @@ import { HashRing } from '../hashring/index.js';
 import type { PageFetcher, PageRequestOptions } from './pagefetcher.js';
 import { ClusterReader } from './reader.js';
 import { ManualClock } from '../../core/clock.js';
-import { pageKey } from '../../core/pages.js';
+import { pageKey } from '../../lib/pagekey/index.js';
 
 const PAGE = 16;
 const members: Member[] = ['a', 'b', 'c', 'd'].map((id) => ({ id, url: `http://${id}`, capacity: 1 }));
@@ -119,7 +119,7 @@ test('with replication, readers spread a page over its replicas', async () => {
     firstAsked.add(fake.calls[before]!.member);
   }
   const replicas = ring.owners(
-    (await import('../../core/pages.js')).pageKey({ mount: 'm', path: file.path, version: file.version, size: file.size, index: 0 }, PAGE),
+    (await import('../pagekey/index.js')).pageKey({ mount: 'm', path: file.path, version: file.version, size: file.size, index: 0 }, PAGE),
     3,
   );
   assert.deepEqual([...firstAsked].sort(), replicas.map((m) => m.id).sort());

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
+import { sha256, sha512 } from '../checksum/index.js';
 
 export interface HashRingOptions {
   /**
@@ -46,11 +46,12 @@ const POSITIONS_PER_DIGEST = 10;
 /**
  * Position of a key on the ring: the top 37 bits of its SHA-256. They fit exactly in a double,
  * so the ring is a Float64Array compared with plain `<` (no BigInt on the hot path). SHA-256
- * rather than a faster non-cryptographic hash because it is in node:crypto, identical in every
- * process and language, and ~1 µs per 4 MiB page is nothing next to moving the page.
+ * rather than a faster non-cryptographic hash because it is identical in every process and
+ * language (lib/checksum: OpenSSL's, through native/checksum or node:crypto), and ~1 µs per 4 MiB
+ * page is nothing next to moving the page.
  */
 export function ringPosition(key: string): number {
-  return Math.floor(createHash('sha256').update(key).digest().readUIntBE(0, 6) / 2 ** POSITION_SHIFT);
+  return Math.floor(sha256(key).readUIntBE(0, 6) / 2 ** POSITION_SHIFT);
 }
 
 /**
@@ -93,7 +94,7 @@ export class HashRing {
       for (let block = 0; block * POSITIONS_PER_DIGEST < count; block++) {
         // Vnode k of a member is always at the same place, whatever its count: raising or
         // lowering a member's weight adds or removes its last vnodes and moves nothing else.
-        const digest = createHash('sha512').update(`${m.id}#${block}`).digest();
+        const digest = sha512(`${m.id}#${block}`);
         for (let j = 0; j < POSITIONS_PER_DIGEST && block * POSITIONS_PER_DIGEST + j < count; j++) {
           positions[at] = Math.floor(digest.readUIntBE(j * 6, 6) / 2 ** POSITION_SHIFT);
           owners[at] = index;
