@@ -23,6 +23,10 @@ async function fakeGateway(answer: (path: string, body: Record<string, unknown>,
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, requests };
 }
 
+test('a client needs an endpoint', () => {
+  assert.throws(() => new EtcdJsonClient({ endpoints: [] }), /at least one endpoint/);
+});
+
 test('prefixEnd: the prefix with its last byte raised, trailing 0xff dropped, every key for an empty prefix', () => {
   assert.equal(Buffer.from(prefixEnd('/a/'), 'base64').toString(), '/a0');
   assert.equal(Buffer.from(prefixEnd('ab'), 'base64').toString(), 'ac');

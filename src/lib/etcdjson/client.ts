@@ -1,3 +1,4 @@
+import { FanoutError } from '../../core/errors.js';
 import { ConnectionPool } from '../leanhttp/index.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from '../membership/connection.js';
 
@@ -56,6 +57,7 @@ export class EtcdJsonClient {
     private readonly connection: EtcdConnection,
     private readonly timeoutMs = DEFAULT_ETCD_TIMEOUT_MS,
   ) {
+    if (connection.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd needs at least one endpoint');
     const { tls } = connection;
     const secure = tls
       ? { ca: readPem(tls.ca, 'CA'), ...(tls.cert && tls.key ? { cert: readPem(tls.cert, 'client certificate'), key: readPem(tls.key, 'client key') } : {}) }
