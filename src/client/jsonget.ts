@@ -1,4 +1,4 @@
-import { ConnectionPool, SlabPool } from '../lib/leanhttp/index.js';
+import { bodyText, ConnectionPool, SlabPool } from '../lib/leanhttp/index.js';
 import type { PeerTimeouts } from '../lib/cluster/timeouts.js';
 
 /**
@@ -35,13 +35,7 @@ export class JsonGetter {
     const target = new URL(url);
     const pool = this.pool(target.origin);
     const response = await pool.get(target.pathname + target.search, headers);
-    const parts: Buffer[] = [];
-    try {
-      for await (const chunk of response.body) parts.push(chunk);
-      return { statusCode: response.statusCode, text: Buffer.concat(parts).toString('utf8') };
-    } finally {
-      for (const chunk of parts) this.slabs.release(chunk); // their slabs are read into again
-    }
+    return { statusCode: response.statusCode, text: await bodyText(response, this.slabs) };
   }
 
   close(): void {

@@ -76,14 +76,12 @@ export class ReleaseRegistry {
   private lease: string | undefined;
 
   readonly endpoints: string[];
-  private readonly connection: EtcdConnection;
 
   /** Every call has a deadline of `timeoutMs` (default 3 s); a watch must be confirmed within it. */
   constructor(
-    connection: EtcdConnection,
+    private readonly connection: EtcdConnection,
     private readonly timeoutMs = DEFAULT_ETCD_TIMEOUT_MS,
   ) {
-    this.connection = connection;
     this.endpoints = connection.endpoints;
     if (this.endpoints.length === 0 || this.endpoints.some((e) => !/^https?:\/\//.test(e))) {
       throw new FanoutError('INVALID_ARGUMENT', 'etcd endpoints are required (--etcd http://HOST:2379 or FANOUT_ETCD)');

@@ -1,5 +1,5 @@
 import { FanoutError } from '../../core/errors.js';
-import { ConnectionPool } from '../leanhttp/index.js';
+import { bodyText, ConnectionPool } from '../leanhttp/index.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from '../membership/connection.js';
 
 /**
@@ -166,22 +166,7 @@ export class EtcdJsonClient {
   private async exchange<T>(pool: ConnectionPool, path: string, payload: Buffer, token: string | undefined): Promise<T> {
     const headers: Record<string, string> = { 'content-type': 'application/json', ...(token ? { authorization: token } : {}) };
     const response = await pool.post(path, headers, payload, AbortSignal.timeout(this.timeoutMs));
-    const parts: Buffer[] = [];
-    let bytes = 0;
-    let text: string;
-    try {
-      for await (const chunk of response.body) {
-        bytes += chunk.length;
-        if (bytes > MAX_ANSWER_BYTES) {
-          response.destroy();
-          throw new EtcdError(`etcd's answer to ${path} is larger than ${MAX_ANSWER_BYTES} bytes`, 0);
-        }
-        parts.push(chunk);
-      }
-      text = Buffer.concat(parts).toString('utf8');
-    } finally {
-      for (const chunk of parts) pool.slabs.release(chunk); // their slabs are read into again
-    }
+    const text = await bodyText(response, pool.slabs, MAX_ANSWER_BYTES);
     let answer: T & { error?: unknown; message?: string; code?: number };
     try {
       answer = JSON.parse(text) as typeof answer;

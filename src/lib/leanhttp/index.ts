@@ -2,3 +2,4 @@ export { ConnectionPool, MAX_POST_BODY, type ConnectionPoolOptions } from './poo
 export { TransportError, type LeanResponse, type ExchangeTimeouts } from './connection.js';
 export { ResponseParser, ResponseParseError, MAX_HEAD_BYTES, type ResponseHead, type ParserEvents } from './parser.js';
 export { SlabPool, SLAB_BYTES } from './slabs.js';
+export { bodyText } from './text.js';
