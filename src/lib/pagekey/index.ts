@@ -13,7 +13,7 @@ export function pageKey(ref: PageRef, pageSize: number): string {
 }
 
 /** The key of a page known by its SHA-256: the hash itself (64 hex digits, never a path key's 40). */
-export function contentKey(sha256: string): string {
-  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new FanoutError('INVALID_ARGUMENT', `page content hash must be 64 lowercase hex digits`);
-  return sha256;
+export function contentKey(hash: string): string {
+  if (!/^[0-9a-f]{64}$/.test(hash)) throw new FanoutError('INVALID_ARGUMENT', `page content hash must be 64 lowercase hex digits`);
+  return hash;
 }
