@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { PageRef } from '../core/types.js';
+import { sha256 } from '../lib/checksum/index.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import { parseManifest, RESERVED_PREFIX, sourcePathOf } from '../release/manifest.js';
 
@@ -21,7 +21,7 @@ export function contentHashParam(query: URLSearchParams): string | undefined {
  */
 export function contentMatches(ref: PageRef, data: Buffer, known?: string): boolean {
   if (ref.hash === undefined) return true;
-  return (known ?? createHash('sha256').update(data).digest('hex')) === ref.hash;
+  return (known ?? sha256(data).toString('hex')) === ref.hash;
 }
 
 /** Least time between two reloads of a mount's release manifests (misses wait for the next one). */
