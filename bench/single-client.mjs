@@ -9,7 +9,7 @@
 // and the machine's busy CPU during each run (/proc/stat: includes softirq work on ksoftirqd that
 // no process is charged for, but also anything else running: meaningful on a quiet machine only).
 // Then the CLI's fixed cost: `fanout cat` of a 1-byte file and `fanout --help`, median of
-// --fixed-runs.
+// --fixed-runs (and `fanout cat` and `node -e 0` again without NODE_EXTRA_CA_CERTS, where it is set).
 //
 //   node bench/single-client.mjs [--size 4GiB] [--runs 3] [--fixed-runs 10] [--page-size 4MiB]
 import { spawn } from 'node:child_process';
@@ -124,11 +124,22 @@ try {
   for (let i = 0; i < runs; i++) {
     for (const s of scenarios) samples[s.key].push(await measure(s.command, s.server));
   }
-  const fixed = { catOneByte: [], help: [], node: [] };
+  // The fixed cost's commands. Where the environment sets NODE_EXTRA_CA_CERTS (these machines
+  // do), Node 20 parses its root certificates and that file at every start, before any module of
+  // ours: `fanout cat` and `node -e 0` run again without it, to show what the variable costs.
+  const extraCa = process.env.NODE_EXTRA_CA_CERTS ? 'env -u NODE_EXTRA_CA_CERTS ' : '';
+  const fixedCommands = {
+    catOneByte: { name: '`fanout cat` of a 1-byte file', command: `${fanoutCmd('cat /data/one.bin')} > /dev/null` },
+    help: { name: '`fanout --help`', command: `${process.execPath} ${bin} --help > /dev/null` },
+    node: { name: "`node -e 0` (Node's own start)", command: `${process.execPath} -e 0` },
+    ...(extraCa && {
+      catNoExtraCa: { name: '`fanout cat` of a 1-byte file, NODE_EXTRA_CA_CERTS unset', command: `${extraCa}${fanoutCmd('cat /data/one.bin')} > /dev/null` },
+      nodeNoExtraCa: { name: '`node -e 0`, NODE_EXTRA_CA_CERTS unset', command: `${extraCa}${process.execPath} -e 0` },
+    }),
+  };
+  const fixed = Object.fromEntries(Object.keys(fixedCommands).map((k) => [k, []]));
   for (let i = 0; i < fixedRuns; i++) {
-    fixed.catOneByte.push(await runMeasured(`${fanoutCmd('cat /data/one.bin')} > /dev/null`));
-    fixed.help.push(await runMeasured(`${process.execPath} ${bin} --help > /dev/null`));
-    fixed.node.push(await runMeasured(`${process.execPath} -e 0`)); // what any Node CLI pays before its first module
+    for (const [key, { command }] of Object.entries(fixedCommands)) fixed[key].push(await runMeasured(command));
   }
   const loadEnd = await loadavg();
   // Whether `fanout cat` ran from its one-file bundle (npm run build) or from the modules.
@@ -142,9 +153,10 @@ try {
     loadavg: { start: loadStart, end: loadEnd },
     readers: Object.fromEntries(scenarios.map((s) => [s.key, { name: s.name, ...summarize(samples[s.key]) }])),
     fixedCost: {
-      catOneByte: { seconds: median(fixed.catOneByte.map((r) => r.seconds)), cpuSeconds: median(fixed.catOneByte.map((r) => r.cpu)), samples: fixed.catOneByte },
-      help: { seconds: median(fixed.help.map((r) => r.seconds)), cpuSeconds: median(fixed.help.map((r) => r.cpu)), samples: fixed.help },
-      node: { seconds: median(fixed.node.map((r) => r.seconds)), cpuSeconds: median(fixed.node.map((r) => r.cpu)), samples: fixed.node },
+      ...Object.fromEntries(
+        Object.entries(fixed).map(([key, runs]) => [key, { seconds: median(runs.map((r) => r.seconds)), cpuSeconds: median(runs.map((r) => r.cpu)), samples: runs }]),
+      ),
+      nodeExtraCaCerts: process.env.NODE_EXTRA_CA_CERTS ?? null,
       bundled,
     },
   };
@@ -162,9 +174,8 @@ try {
   console.log(`\nCLI fixed cost, median of ${fixedRuns} (cat and stat ${bundled ? 'from the bundle' : 'from the modules: run npm run build for the bundle'}):`);
   console.log('| command | seconds | CPU seconds |');
   console.log('|---|---|---|');
-  console.log(`| \`fanout cat\` of a 1-byte file | ${f.catOneByte.seconds.toFixed(3)} | ${f.catOneByte.cpuSeconds.toFixed(3)} |`);
-  console.log(`| \`fanout --help\` | ${f.help.seconds.toFixed(3)} | ${f.help.cpuSeconds.toFixed(3)} |`);
-  console.log(`| \`node -e 0\` (Node's own start) | ${f.node.seconds.toFixed(3)} | ${f.node.cpuSeconds.toFixed(3)} |`);
+  for (const [key, { name }] of Object.entries(fixedCommands)) console.log(`| ${name} | ${f[key].seconds.toFixed(3)} | ${f[key].cpuSeconds.toFixed(3)} |`);
+  if (extraCa) console.log(`(this environment sets NODE_EXTRA_CA_CERTS=${process.env.NODE_EXTRA_CA_CERTS}: every Node process parses it at start)`);
   await mkdir(join(root, 'bench/out'), { recursive: true });
   await writeFile(join(root, 'bench/out/single-client.json'), JSON.stringify(result, null, 2));
 } finally {
