@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../core/clock.js';
 import { HedgePolicy, parseHedge } from './hedge.js';
@@ -31,6 +32,32 @@ test('old samples age out, so the estimate follows the cluster', async () => {
   assert.equal(tracker.quantile(0.95), undefined, 'only stale samples left');
   for (let i = 0; i < 10; i++) tracker.record(4);
   assert.equal(tracker.quantile(0.95), 4);
+});
+
+test('quantiles equal those of the recent samples sorted, whatever mix of ages and values', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.record({ ms: fc.double({ min: 0, max: 1e4, noNaN: true }), advance: fc.integer({ min: 0, max: 30_000 }) }), { maxLength: 60 }),
+      fc.double({ min: 0, max: 1, noNaN: true }),
+      async (samples, q) => {
+        const clock = new ManualClock();
+        const tracker = new LatencyTracker(clock, { capacity: 16, maxAgeMs: 60_000, minSamples: 1 });
+        const kept: { ms: number; at: number }[] = [];
+        for (const { ms, advance } of samples) {
+          await clock.advance(advance);
+          tracker.record(ms);
+          kept.push({ ms, at: clock.now() });
+        }
+        const recent = kept
+          .slice(-16)
+          .filter((s) => clock.now() - s.at <= 60_000)
+          .map((s) => s.ms)
+          .sort((a, b) => a - b);
+        const expected = recent.length === 0 ? undefined : recent[Math.min(recent.length - 1, Math.max(0, Math.ceil(q * recent.length) - 1))];
+        assert.equal(tracker.quantile(q), expected);
+      },
+    ),
+  );
 });
 
 test('auto hedge delay: initial without samples, then 3 × p95 within floor and ceiling', async () => {
