@@ -10,8 +10,8 @@
 //                           [--store DIR for the clients' copies (default /dev/shm)]
 // Experiments (one thing at a time, to separate what a cold read costs): [--only fanout] skips
 // the direct and nginx scenarios; [--hedge auto|off|MS] is the clients' hedge; [--scrub RATE|off]
-// and [--fills-per-mount N] set the workers' scrub rate and limits.fillsPerMount (defaults: the
-// product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof);
+// and [--fills-per-mount N] set the workers' scrub rate and limits.fillsPerMount, [--page-size SIZE]
+// the cluster's page size (defaults: the product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof);
 // [--worker-logs DIR] keeps each worker's log there (warnings: owners taken for down, failed reads);
 // [--perf DIR] records a system-wide perf profile of each phase there; [--pretouch off] skips
 // touching the phase's memory before each phase (see pretouchMemory).
@@ -26,7 +26,7 @@ import { HashRing } from '../dist/src/lib/hashring/index.js';
 
 const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
-const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'cpu-prof': '', 'worker-logs': '', perf: '', pretouch: 'on' });
+const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'page-size': '', 'cpu-prof': '', 'worker-logs': '', perf: '', pretouch: 'on' });
 const SIZE = parseSize(opt.size);
 const N = Number(opt.clients);
 const W = Number(opt.workers);
@@ -219,6 +219,7 @@ async function main() {
           logLevel: 'warn',
           ...(opt.scrub ? { scrub: { rate: opt.scrub } } : {}),
           ...(opt['fills-per-mount'] ? { limits: { fillsPerMount: Number(opt['fills-per-mount']) } } : {}),
+          ...(opt['page-size'] ? { pageSize: opt['page-size'] } : {}),
         };
         await writeFile(join(dir, 'worker.yaml'), JSON.stringify(config));
         const prof = opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', opt['cpu-prof'], '--cpu-prof-name', `worker${i + 1}.cpuprofile`] : opt.perf ? ['--perf-basic-prof'] : [];
