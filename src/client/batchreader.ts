@@ -161,7 +161,7 @@ export class BatchPageReader {
 
   private async send(member: Member, batch: Waiting[]): Promise<void> {
     this.counts.batches++;
-    const body = JSON.stringify({ items: batch.map((w) => w.ref) });
+    const body = JSON.stringify({ items: batch.map((w) => w.ref), pageSize: this.options.pageSize });
     const headers = { 'content-type': 'application/json', ...this.options.headers(), ...(this.options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}), ...(this.options.direct ? { [HEADERS.direct]: '1' } : {}) };
     try {
       if (this.options.lean) await this.sendLean(this.options.lean, member, batch, Buffer.from(body), headers);

@@ -24,6 +24,11 @@ export const ErrorCodes = {
   SOURCE_TRUNCATED: 502,
   /** The source offers only weak validators (no ETag) and the mount's versioning is strict. */
   SOURCE_UNVERSIONED: 409,
+  /**
+   * A page request made for another page size than the worker's: every worker of a cluster must
+   * have the same pageSize (a page's index means another span of the file under another size).
+   */
+  PAGE_SIZE_MISMATCH: 409,
   CHECKSUM_MISMATCH: 502,
   WORKER_UNAVAILABLE: 503,
   NO_WORKERS: 503,

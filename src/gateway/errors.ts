@@ -106,6 +106,8 @@ export function toS3Error(err: unknown, ctx: { bucket?: string; key?: string } =
       return new S3Error('SlowDown', 503, `Please reduce your request rate: ${err.message}`);
     case 'CHECKSUM_MISMATCH':
       return s3Errors.internal(`A page of this object failed its checksum; retry the request: ${err.message}`);
+    case 'PAGE_SIZE_MISMATCH':
+      return s3Errors.internal(`The cache cluster's workers disagree on the page size: ${err.message}`);
     case 'STORE_FULL':
     case 'DISK_FULL':
       return new S3Error('SlowDown', 503, `Please reduce your request rate: ${err.message}`);

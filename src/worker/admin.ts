@@ -139,7 +139,7 @@ export class Admin {
       }
       await limiter?.take(end - start, signal);
       // A preload: lines serve it after the reads clients wait for.
-      const chunks = await fetcher.fetch(this.deps.self(), ref, end - start, { signal, preload: true });
+      const chunks = await fetcher.fetch(this.deps.self(), ref, end - start, { signal, preload: true, pageSize: this.deps.pageSize });
       if (!store.has(key)) {
         const data = Buffer.concat(chunks);
         if (ref.hash !== undefined && createHash('sha256').update(data).digest('hex') !== ref.hash) {

@@ -9,7 +9,7 @@ import type { TrafficClass } from '../lib/lines/index.js';
 import { BATCH_CONTENT_TYPE, BATCH_LIMITS, FRAME_HEAD, FRAME_KIND, batchRequestSchema, endFrame, errorFrame, frameHead, writeFrameHead } from '../lib/wire/index.js';
 import { BufferPool } from '../lib/pagestore/index.js';
 import type { ResponseFlow } from './flow.js';
-import { readJsonBody, toFanoutError } from './http.js';
+import { checkPageSize, readJsonBody, toFanoutError } from './http.js';
 
 /** What a batch answer uses of the worker: the page checks of /v1/page and the page service. */
 export interface BatchPagesDeps {
@@ -55,7 +55,8 @@ const itemBuffers = new BufferPool(FRAME_HEAD + BATCH_LIMITS.maxItemBytes, 4, 16
  * being read and being written to the client.
  */
 export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res: ServerResponse, direct: boolean, cls: TrafficClass): Promise<void> {
-  const items = await readItems(req);
+  const { items, pageSize } = await readItems(req);
+  if (pageSize !== undefined) checkPageSize(pageSize, deps.pageSize);
   let total = 0;
   const lengths = items.map((ref) => {
     try {
@@ -188,7 +189,7 @@ async function writeOwn(flow: ResponseFlow, frame: Buffer, done: () => void): Pr
   }
 }
 
-async function readItems(req: IncomingMessage): Promise<PageRef[]> {
+async function readItems(req: IncomingMessage): Promise<{ items: PageRef[]; pageSize?: number }> {
   const raw = await readJsonBody(req, BATCH_LIMITS.maxBodyBytes, 'batch request');
   const parsed = batchRequestSchema.safeParse(raw);
   if (!parsed.success) {
@@ -196,5 +197,5 @@ async function readItems(req: IncomingMessage): Promise<PageRef[]> {
     const tooMany = issue.code === 'too_big' && issue.path.length === 1;
     throw new FanoutError(tooMany ? 'REQUEST_TOO_LARGE' : 'INVALID_ARGUMENT', `batch request: ${issue.message}${issue.path.length ? ` at "${issue.path.join('.')}"` : ''}; expected {"items":[{mount,path,version,size,index,hash?}, …]} with 1–${BATCH_LIMITS.maxItems} items`);
   }
-  return parsed.data.items;
+  return parsed.data;
 }

@@ -163,7 +163,7 @@ export class FillSupply {
     }
     const watch = this.liveness.watch(owner, signal);
     try {
-      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload' });
+      const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload', pageSize: this.deps.pageSize });
       for await (const chunk of chunks) {
         watch.progress();
         received += chunk.length;

@@ -62,6 +62,18 @@ export function intParam(query: URLSearchParams, name: string, max = Number.MAX_
 }
 
 /**
+ * A reader counting pages in another size than this worker's would be answered another span of
+ * the file under the same index, one whose length can even match what it expects (file size =
+ * index × ours + its size): refused instead, with a code that names the cause. The reader tries
+ * another worker; a cluster whose workers disagree shows this error until they are made alike.
+ */
+export function checkPageSize(asked: number, own: number): void {
+  if (asked !== own) {
+    throw new FanoutError('PAGE_SIZE_MISMATCH', `this worker's pages are ${own} bytes, the request counts pages of ${asked}: every worker of a cluster needs the same pageSize`);
+  }
+}
+
+/**
  * Reads a request's JSON body of at most `maxBytes` (checked against Content-Length first, then
  * as it arrives, so a client cannot make the worker buffer more). `what` names the body in
  * errors ("admin request"). Empty or unparsable bodies are INVALID_ARGUMENT, too big

@@ -12,7 +12,7 @@ import type { Ufs } from '../lib/ufs/index.js';
 import { HEADERS, PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { isPreload, parseRenewQuery } from './lineclient.js';
 import type { LeaseGrant, LeaseRequest, TrafficClass } from '../lib/lines/index.js';
-import { intParam, parseRange, routePath, sendJson } from './http.js';
+import { checkPageSize, intParam, parseRange, routePath, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
 import { REPORT_PREFIX } from './reports.js';
@@ -163,6 +163,7 @@ export class Routes {
     const size = intParam(query, PAGE_QUERY.size);
     const index = intParam(query, PAGE_QUERY.index);
     const hash = contentHashParam(query);
+    if (query.has(PAGE_QUERY.pageSize)) checkPageSize(intParam(query, PAGE_QUERY.pageSize), this.worker.config.pageSize);
     const ref = { mount: target.mount, path: target.path, version, size, index, hash };
     await this.checkPage(ref);
     const direct = req.headers[DIRECT_HEADER] !== undefined;
@@ -300,3 +301,4 @@ export class Routes {
     await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
   }
 }
+

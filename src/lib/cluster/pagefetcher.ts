@@ -78,7 +78,7 @@ export class PageFetcher {
    * the consumer must treat what it got as provisional until the iteration ends cleanly.
    */
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
-    const path = pagePath(ref);
+    const path = pagePath(ref, options.pageSize);
     const headers: Record<string, string> = {
       ...this.options.headers?.(),
       ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}),
@@ -204,6 +204,8 @@ export interface PageRequestOptions {
   direct?: boolean;
   /** A preload (`fanout load`, sync prefetch): a line's budget serves it after waiting reads. */
   preload?: boolean;
+  /** The page size `ref.index` counts in: sent, so a worker with another one refuses (PAGE_SIZE_MISMATCH). */
+  pageSize?: number;
   /**
    * Told when the response headers arrive, after each body chunk, and when the worker says the
    * page is being filled (a 102 before the headers): hedging watches progress.

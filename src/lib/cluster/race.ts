@@ -15,6 +15,8 @@ export interface RaceDeps {
   reporter?: PageReporter;
   /** Page requests are preloads (PageRequestOptions.preload). */
   preload?: boolean;
+  /** The page size pages are counted in (PageRequestOptions.pageSize). */
+  pageSize?: number;
   /** A candidate failed with a worker fault (demote it; maybe refresh the members). */
   onFailure(member: Member, err: FanoutError): void;
 }
@@ -97,7 +99,7 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
         else if (what === 'headers' && !filling.has(controller)) hedge.observeFirstByte(now - startedAt);
         lastProgress = now;
       };
-      deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress, preload: deps.preload }).then(
+      deps.fetcher.fetch(member, ref, length, { signal: controller.signal, onProgress, preload: deps.preload, pageSize: deps.pageSize }).then(
         (page) => {
           inflight.delete(controller); // the winner's request is over: nothing of it to abort
           if (settled) return;

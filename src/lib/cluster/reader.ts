@@ -82,7 +82,7 @@ export class ClusterReader {
     this.health = options.health ?? new WorkerHealth(this.clock, { downForMs: options.downForMs });
     const setting = options.hedge ?? (options.hedgeDelayMs !== undefined ? parseHedge(options.hedgeDelayMs) : DEFAULT_HEDGE);
     this.hedge = new HedgePolicy(setting, this.clock, options.hedgePolicy);
-    this.raceDeps = { fetcher: options.fetcher, hedge: this.hedge, health: this.health, clock: this.clock, reporter: options.reporter, preload: options.preload, onFailure: (member, err) => this.onFailure(member, err) };
+    this.raceDeps = { fetcher: options.fetcher, hedge: this.hedge, health: this.health, clock: this.clock, reporter: options.reporter, preload: options.preload, pageSize: options.pageSize, onFailure: (member, err) => this.onFailure(member, err) };
   }
 
   /** Streams bytes [start, end) of `file` (end exclusive) at exactly file.version. */

@@ -44,6 +44,12 @@ export const PAGE_QUERY = {
   index: 'i',
   /** SHA-256 of the page's content, when known (release manifests): placed and stored by content. */
   hash: 'h',
+  /**
+   * The page size the reader counts pages in: a worker with another one refuses the request
+   * (PAGE_SIZE_MISMATCH) rather than answer another span of the file under the same index.
+   * Optional, for curl and readers of earlier builds.
+   */
+  pageSize: 'ps',
 } as const;
 
 export const HEADERS = {
@@ -75,10 +81,13 @@ export const HEADERS = {
   via: 'x-fanout-via',
 } as const;
 
-/** The request path of one page of one version. */
-export function pagePath(ref: PageRef): string {
+/** The request path of one page of one version, counted in pages of `pageSize` bytes when given. */
+export function pagePath(ref: PageRef, pageSize?: number): string {
   const q = PAGE_QUERY;
-  const query = `${q.version}=${encodeURIComponent(ref.version)}&${q.size}=${ref.size}&${q.index}=${ref.index}` + (ref.hash ? `&${q.hash}=${ref.hash}` : '');
+  const query =
+    `${q.version}=${encodeURIComponent(ref.version)}&${q.size}=${ref.size}&${q.index}=${ref.index}` +
+    (ref.hash ? `&${q.hash}=${ref.hash}` : '') +
+    (pageSize ? `&${q.pageSize}=${pageSize}` : '');
   return `${ROUTES.page}/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
 }
 

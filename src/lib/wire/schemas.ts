@@ -148,5 +148,9 @@ export const freeAnswerSchema = z.object({ freed: z.number() });
 export type LoadAnswer = z.infer<typeof loadAnswerSchema>;
 
 /** The body of POST /v1/pages (batch.ts frames the answer; the schema lives here so the SDK's batch reader loads no zod). */
-export const batchRequestSchema = z.object({ items: z.array(pageRefSchema).min(1).max(BATCH_LIMITS.maxItems) });
+export const batchRequestSchema = z.object({
+  items: z.array(pageRefSchema).min(1).max(BATCH_LIMITS.maxItems),
+  /** The page size the items' indexes count in (PAGE_QUERY.pageSize): optional, as on /v1/page. */
+  pageSize: z.number().int().positive().optional(),
+});
 export type BatchRequest = z.infer<typeof batchRequestSchema>;

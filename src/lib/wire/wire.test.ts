@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FanoutError } from '../../core/errors.js';
-import { ADMIN_BODIES, HEADERS, PAGE_QUERY, ROUTES, clusterInfoSchema, pagePath, parseAnswer, workerStatusSchema } from './index.js';
+import { ADMIN_BODIES, HEADERS, PAGE_QUERY, ROUTES, batchRequestSchema, clusterInfoSchema, pagePath, parseAnswer, workerStatusSchema } from './index.js';
 import { checkClusterInfo } from './clusterinfo.js';
 
 describe('the wire contract', () => {
@@ -15,6 +15,16 @@ describe('the wire contract', () => {
     assert.equal(url.searchParams.get(PAGE_QUERY.hash), 'ab'.repeat(32));
     assert.ok(!pagePath({ mount: 'm', path: 'f', version: 'v', size: 1, index: 0 }).includes(`${PAGE_QUERY.hash}=`));
     assert.ok(path.startsWith(`${ROUTES.page}/`));
+    assert.equal(url.searchParams.get(PAGE_QUERY.pageSize), null, 'no page size unless given');
+    const sized = new URL(pagePath({ mount: 'm', path: 'f', version: 'v', size: 1, index: 0 }, 4194304), 'http://x');
+    assert.equal(sized.searchParams.get(PAGE_QUERY.pageSize), '4194304');
+  });
+
+  test('a batch body may name its page size, a positive integer', () => {
+    const item = { mount: 'm', path: 'f', version: 'v', size: 1, index: 0 };
+    assert.equal(batchRequestSchema.parse({ items: [item], pageSize: 1048576 }).pageSize, 1048576);
+    assert.equal(batchRequestSchema.parse({ items: [item] }).pageSize, undefined);
+    for (const bad of [0, -1, 1.5, '1MiB']) assert.equal(batchRequestSchema.safeParse({ items: [item], pageSize: bad }).success, false, String(bad));
   });
 
   test('header names are lower-case (they are compared as Node and the lean parser give them)', () => {
