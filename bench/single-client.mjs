@@ -143,7 +143,7 @@ try {
   }
   const loadEnd = await loadavg();
   // Whether `fanout cat` ran from its one-file bundle (npm run build) or from the modules.
-  const { freshBundle } = await import(join(root, 'dist/src/cli/bundle.js'));
+  const { freshBundle } = await import(join(root, 'dist/src/cli/bundle.cjs'));
   const bundled = freshBundle(root, 'quick') !== undefined;
 
   const result = {
