@@ -301,4 +301,3 @@ export class Routes {
     await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
   }
 }
-
