@@ -63,6 +63,8 @@ describe('workers with different page sizes', () => {
     const same = await fetch(`${large.url}${pagePath(page1(), 2 * MiB)}`, { headers: direct() });
     assert.equal(same.status, 200, 'the same page size is served');
     await same.arrayBuffer();
+    const metrics = await (await fetch(`${large.url}/metrics`)).text();
+    assert.match(metrics, /^fanout_request_errors_total\{code="PAGE_SIZE_MISMATCH"\} [1-9]/m, 'operators see the refusals');
   });
 
   test('so is a batch of pages', async () => {
