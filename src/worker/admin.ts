@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createHash } from 'node:crypto';
 import { crc32 } from '../lib/checksum/index.js';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
@@ -9,6 +8,7 @@ import type { Member, PageRef } from '../core/types.js';
 import type { PageFetcher } from '../lib/cluster/index.js';
 import type { PagePolicy, PageStore } from '../lib/pagestore/index.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
+import { contentMatches } from './content.js';
 import { readJsonBody, sendJson } from './http.js';
 import type { z } from 'zod';
 import { ADMIN_BODIES } from '../lib/wire/index.js';
@@ -127,7 +127,7 @@ export class Admin {
         if (!verify) return void result.present++;
         const page = await store.get(key); // CRC32 checked; a bad page is dropped and reloaded below
         if (page) {
-          const ok = ref.hash === undefined || createHash('sha256').update(page.data).digest('hex') === ref.hash;
+          const ok = contentMatches(ref, page.data);
           page.release();
           if (ok) {
             result.present++;
@@ -142,7 +142,7 @@ export class Admin {
       const chunks = await fetcher.fetch(this.deps.self(), ref, end - start, { signal, preload: true, pageSize: this.deps.pageSize });
       if (!store.has(key)) {
         const data = Buffer.concat(chunks);
-        if (ref.hash !== undefined && createHash('sha256').update(data).digest('hex') !== ref.hash) {
+        if (!contentMatches(ref, data)) {
           throw new FanoutError('HASH_MISMATCH', `page ${ref.index} of /${ref.mount}/${ref.path} does not have the expected SHA-256`);
         }
         await store.put(key, data, crc32(data));
