@@ -1,10 +1,14 @@
-// sendFile(socketFd, fileFd, offset, length, idleMs, callback(errno, sent)): sends
+// sendFile(socketFd, fileFd, offset, length, idleMs, callback(errno, sent)[, head]): sends
+// `head` (a Buffer: the response head or a chunk's size line, copied here) and then
 // file[offset, offset+length) to a socket with sendfile(2) on this addon's own send threads
 // (sendpool.c; setThreads(n), 1 until set), so the JS thread never blocks and several sends use
 // several cores. When the socket is full the send waits for room (briefly on the thread, then
 // on the event loop) up to idleMs each time: a client that takes no byte for that long fails
-// with ETIMEDOUT. errno 0 = all sent;
-// ENODATA = the file ended before `length`.
+// with ETIMEDOUT. errno 0 = all sent; `sent` counts the file's bytes only;
+// ENODATA = the file ended before `length`. The head goes with MSG_MORE, so head and body leave
+// in the same segments: one write and one wake-up of the reader fewer per response than a head
+// written by Node before the body (on loopback each write runs the receiver's TCP path and
+// wakes it).
 //
 // The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
 // (client reset, worker stop) while the send runs, the number cannot be reused by another file
@@ -19,6 +23,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -41,6 +46,9 @@ typedef struct Job {
   int64_t length;
   int idle_ms;
   int64_t sent;
+  char* head;  // sent before the file's bytes (NULL: none); freed with the job
+  size_t head_length;
+  size_t head_sent;
   int err;
   int would_block;
   int timed_out;
@@ -51,10 +59,44 @@ typedef struct Job {
 // loop (uv_poll on the duplicate), where it costs no thread: stalled clients never hold the threads.
 #define THREAD_WAIT_MS 10
 
+// The socket is full: wait for room on this thread up to THREAD_WAIT_MS. Returns 0 to try
+// again, 1 when the job should wait on the event loop instead, -1 on an error (in job->err).
+static int wait_for_room(Job* job) {
+  struct pollfd p = {.fd = job->sock, .events = POLLOUT, .revents = 0};
+  int r = poll(&p, 1, THREAD_WAIT_MS);
+  if (r < 0 && errno != EINTR) {
+    job->err = errno;
+    return -1;
+  }
+  if (r == 0) {
+    job->would_block = 1;  // wait on the event loop
+    return 1;
+  }
+  if (r > 0 && (p.revents & POLLNVAL)) {
+    job->err = EBADF;
+    return -1;
+  }
+  return 0;
+}
+
 static void execute(Job* job) {
   if (job->timed_out) {
     job->err = ETIMEDOUT;
     return;
+  }
+  while (job->head_sent < job->head_length) {
+    int more = job->length > job->sent ? MSG_MORE : 0;
+    ssize_t n = send(job->sock, job->head + job->head_sent, job->head_length - job->head_sent, MSG_NOSIGNAL | MSG_DONTWAIT | more);
+    if (n >= 0) {
+      job->head_sent += (size_t)n;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      job->err = errno;
+      return;
+    }
+    if (wait_for_room(job) != 0) return;
   }
   off_t offset = (off_t)(job->offset + job->sent);
   while (job->sent < job->length) {
@@ -74,20 +116,7 @@ static void execute(Job* job) {
       job->err = errno;
       return;
     }
-    struct pollfd p = {.fd = job->sock, .events = POLLOUT, .revents = 0};
-    int r = poll(&p, 1, THREAD_WAIT_MS);
-    if (r < 0 && errno != EINTR) {
-      job->err = errno;
-      return;
-    }
-    if (r == 0) {
-      job->would_block = 1;  // wait on the event loop
-      return;
-    }
-    if (r > 0 && (p.revents & POLLNVAL)) {
-      job->err = EBADF;
-      return;
-    }
+    if (wait_for_room(job) != 0) return;
   }
 }
 
@@ -131,6 +160,7 @@ static void on_closed(uv_handle_t* handle) {
   Job* job = handle->data;
   if (--job->closing > 0) return;
   close(job->sock);
+  free(job->head);
   free(job);
 }
 
@@ -177,6 +207,7 @@ finish:;
     uv_close((uv_handle_t*)&job->timer, on_closed);
   } else {
     close(job->sock);
+    free(job->head);
     free(job);
   }
 }
@@ -186,11 +217,14 @@ static napi_value throw_type(napi_env env, const char* message) {
   return NULL;
 }
 
+// A head longer than this is not a response head or a chunk line.
+#define MAX_HEAD (64 * 1024)
+
 static napi_value send_file(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 6) return throw_type(env, "sendFile(socketFd, fileFd, offset, length, idleMs, callback)");
+  if (argc < 6) return throw_type(env, "sendFile(socketFd, fileFd, offset, length, idleMs, callback[, head])");
   int32_t sock, file, idle_ms;
   int64_t offset, length;
   napi_valuetype cb_type;
@@ -199,8 +233,27 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
       napi_get_value_int32(env, argv[4], &idle_ms) != napi_ok || napi_typeof(env, argv[5], &cb_type) != napi_ok ||
       cb_type != napi_function || sock < 0 || file < 0 || offset < 0 || length < 0 || idle_ms <= 0)
     return throw_type(env, "sendFile: bad arguments");
+  void* head_data = NULL;
+  size_t head_length = 0;
+  napi_valuetype head_type = napi_undefined;
+  if (argc >= 7 && napi_typeof(env, argv[6], &head_type) == napi_ok && head_type != napi_undefined) {
+    bool is_buffer = false;
+    if (napi_is_buffer(env, argv[6], &is_buffer) != napi_ok || !is_buffer ||
+        napi_get_buffer_info(env, argv[6], &head_data, &head_length) != napi_ok || head_length > MAX_HEAD)
+      return throw_type(env, "sendFile: head must be a Buffer of at most 64 KiB");
+  }
+  char* head = NULL;
+  if (head_length > 0) {
+    head = malloc(head_length);
+    if (!head) {
+      napi_throw_error(env, "ENOMEM", "sendFile: no memory for the head");
+      return NULL;
+    }
+    memcpy(head, head_data, head_length);
+  }
   int dup_sock = fcntl(sock, F_DUPFD_CLOEXEC, 0);
   if (dup_sock < 0) {
+    free(head);
     napi_throw_error(env, "EBADF", "sendFile: the socket descriptor is not open");
     return NULL;
   }
@@ -211,6 +264,8 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
   job->offset = offset;
   job->length = length;
   job->idle_ms = idle_ms;
+  job->head = head;
+  job->head_length = head_length;
   napi_create_reference(env, argv[5], 1, &job->callback);
   napi_value name;
   napi_create_string_utf8(env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);

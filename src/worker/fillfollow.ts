@@ -7,6 +7,7 @@ import type { PageFill } from '../lib/transfer/index.js';
 import type { Follower } from './fillfile.js';
 import type { ResponseFlow } from './flow.js';
 import type { PageSendDeps } from './pagesend.js';
+import { takeHead } from './kernelsend.js';
 
 /**
  * Bytes a follower waits for before its next send (unless the page is complete): each send is a
@@ -40,20 +41,24 @@ export async function followFillByKernel(
   let headed = false;
   /** A chunk was sent by the kernel and its closing CRLF is not written yet (it leads the next write). */
   let open = false;
+  /** The response head, taken from node:http and not yet sent (it leads the first chunk). */
+  let head = '';
   try {
     let step = await follower.until(0, FOLLOW_CHUNK, signal);
     headed = true;
     res.writeHead(200, { 'content-type': 'application/octet-stream', trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}`, 'x-fanout-cache': 'miss' });
     // The chunk framing below is ours: only on a body node:http chunks (the caller checked HTTP/1.1).
     if (!res.chunkedEncoding) throw new FanoutError('INTERNAL', 'a followed fill needs a chunked body');
-    // The head leaves now: the chunks below go straight to the socket, after it.
-    res.flushHeaders();
+    // The response head leaves with the first chunk's size line and bytes, each later size line
+    // (after the previous chunk's CRLF) with its chunk's bytes: one write per chunk, by the kernel.
+    head = takeHead(res)?.toString('latin1') ?? '';
     while (step.kind === 'bytes' && step.end > sent) {
       const length = step.end - sent;
       try {
-        socket.write(`${open ? '\r\n' : ''}${length.toString(16)}\r\n`);
+        const line = Buffer.from(`${head}${open ? '\r\n' : ''}${length.toString(16)}\r\n`, 'latin1');
+        head = '';
         open = true;
-        await sendFileTo(socket, follower.fd(), sent, length, { idleMs: deps.clientIdle });
+        await sendFileTo(socket, follower.fd(), sent, length, { idleMs: deps.clientIdle, head: line });
       } catch (err) {
         // Part of a chunk may be out: the connection cannot carry anything sensible any more.
         socket.destroy();
@@ -63,15 +68,25 @@ export async function followFillByKernel(
       if (sent === fill.length) break;
       step = await follower.until(sent, FOLLOW_CHUNK, signal);
     }
-    if (open) socket.write('\r\n');
+    // What no chunk took: the head (when no chunk went by the kernel) and the last chunk's CRLF.
+    let rest = `${head}${open ? '\r\n' : ''}`;
+    head = '';
     open = false;
-    if (sent < fill.length) await writeRestFromBuffer(fill, sent, flow, signal);
+    if (sent < fill.length) {
+      if (rest) socket.write(rest, 'latin1');
+      rest = '';
+      await writeRestFromBuffer(fill, sent, flow, signal);
+    }
     deps.metrics.bytesServed.inc(fill.length);
     res.addTrailers({ [CHECKSUM_HEADER]: fill.crc.toString(16).padStart(8, '0') });
+    // The last chunk's CRLF, the last-chunk line and the trailer leave in one write.
+    socket.cork();
+    if (rest) socket.write(rest, 'latin1');
     res.end();
+    socket.uncork();
   } catch (err) {
     if (!headed || signal.aborted || socket.destroyed) throw err;
-    if (open) socket.write('\r\n');
+    if (head || open) socket.write(`${head}${open ? '\r\n' : ''}`, 'latin1');
     deps.metrics.bytesServed.inc(sent);
     const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
     res.addTrailers(errorTrailers(failure.code, failure.message));

@@ -14,13 +14,38 @@ export function kernelSendable(res: ServerResponse): boolean {
   return !!socket && res.req?.method !== 'HEAD' && !res.headersSent && kernelCanSend(socket);
 }
 
+/** What node:http keeps of a response's head (OutgoingMessage, the same since Node 0.x). */
+interface HeadState {
+  _header?: unknown;
+  _headerSent?: unknown;
+}
+
 /**
- * Answers with a stored page sent by sendfile(2) off the JS thread: Node writes and flushes the
- * head (content-length and checksum), the body goes from the page file straight to the socket
- * once Node's queue on it is empty, then the response is ended without a body of Node's own, so
- * node:http counts it finished and the connection carries the next keep-alive request. A send
- * that fails part-way (reset, client idle past `idleMs`) destroys that connection only: the
- * reader sees a short body, never a wrong one.
+ * The head node:http built for `res` (writeHead, or the headers set so far), taken to leave with
+ * the body's first bytes by the kernel (sendFileTo's `head`): node:http counts it sent and never
+ * writes it itself. Undefined if it has left already, or if this Node keeps it elsewhere (then
+ * it is flushed through Node, as before: one write more, nothing else changes).
+ */
+export function takeHead(res: ServerResponse): Buffer | undefined {
+  const state = res as unknown as HeadState;
+  if (res.headersSent && state._headerSent === true) return undefined;
+  if (!res.headersSent) res.writeHead(res.statusCode);
+  if (typeof state._header !== 'string' || state._headerSent !== false) {
+    res.flushHeaders();
+    return undefined;
+  }
+  state._headerSent = true;
+  // node:http writes the head as latin1 (header values are byte strings).
+  return Buffer.from(state._header, 'latin1');
+}
+
+/**
+ * Answers with a stored page sent by sendfile(2) off the JS thread: the head (content-length and
+ * checksum) built by Node leaves from the send thread with the first bytes of the page file
+ * (takeHead), once Node's queue on the socket is empty; then the response is ended without a
+ * body of Node's own, so node:http counts it finished and the connection carries the next
+ * keep-alive request. A send that fails part-way (reset, client idle past `idleMs`) destroys
+ * that connection only: the reader sees a short body, never a wrong one.
  */
 export async function sendPageFile(res: ServerResponse, page: PageFile, idleMs: number): Promise<void> {
   res.writeHead(200, {
@@ -29,10 +54,10 @@ export async function sendPageFile(res: ServerResponse, page: PageFile, idleMs: 
     [CHECKSUM_HEADER]: page.crc.toString(16).padStart(8, '0'),
     'x-fanout-cache': 'hit',
   });
-  res.flushHeaders();
+  const head = takeHead(res);
   const socket = res.socket as Socket;
   try {
-    await sendFileTo(socket, page.fd, 0, page.size, { idleMs });
+    await sendFileTo(socket, page.fd, 0, page.size, { idleMs, head });
   } catch (err) {
     socket.destroy();
     throw err;
@@ -61,8 +86,7 @@ export async function sendPageFileChunk(res: ServerResponse, page: PageFile, fro
   const length = page.size - from;
   if (length <= 0) return;
   try {
-    socket.write(`${length.toString(16)}\r\n`);
-    await sendFileTo(socket, page.fd, from, length, { idleMs });
+    await sendFileTo(socket, page.fd, from, length, { idleMs, head: Buffer.from(`${length.toString(16)}\r\n`, 'latin1') });
     socket.write('\r\n');
   } catch (err) {
     socket.destroy();

@@ -7,7 +7,7 @@ import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore } from '../lib/pagestore/index.js';
 import { sendFileTo } from '../lib/sendfile/index.js';
 import type { Semaphore } from '../lib/transfer/index.js';
-import { kernelSendable } from './kernelsend.js';
+import { kernelSendable, takeHead } from './kernelsend.js';
 
 /**
  * The spans of a range response that are pages stored on this worker, sent by the kernel
@@ -59,11 +59,12 @@ export function localSpansFor(res: ServerResponse, deps: LocalSpanDeps, signal: 
         if (to > page.size) return false; // not the page the range expects: let the reader decide
         metrics.hits.inc();
         metrics.bytesServed.inc(to - from);
-        res.flushHeaders();
         const socket = res.socket as Socket | null;
         if (!socket || socket.destroyed) throw new FanoutError('ABORTED', 'client went away');
+        // The response's head, if it has not left yet, goes with this span's first bytes.
+        const head = takeHead(res);
         try {
-          await sendFileTo(socket, page.fd, from, to - from, { idleMs: clientIdle });
+          await sendFileTo(socket, page.fd, from, to - from, { idleMs: clientIdle, head });
         } catch (err) {
           socket.destroy();
           throw err;

@@ -112,6 +112,38 @@ for (const path of paths) {
       }
     });
 
+    test('pipelined hits on one connection: each head once, then exactly its page', async () => {
+      const { hostname, port } = new URL(worker.url);
+      const target = new URL(pageUrl(3));
+      const request = `GET ${target.pathname}${target.search} HTTP/1.1\r\nhost: ${hostname}:${port}\r\n\r\n`;
+      const received: Buffer[] = [];
+      const socket = connect(Number(port), hostname);
+      const bytes = await new Promise<Buffer>((resolve, reject) => {
+        socket.on('connect', () => socket.write(request + request + request));
+        socket.on('data', (chunk: Buffer) => {
+          received.push(chunk);
+          const all = Buffer.concat(received);
+          // Three heads and three pages: more than that would be a head sent twice.
+          if (all.length >= 3 * pageOf(3).length + 3 * 100) setTimeout(() => resolve(Buffer.concat(received)), 200);
+        });
+        socket.on('error', reject);
+      });
+      socket.destroy();
+      let at = 0;
+      for (let n = 0; n < 3; n++) {
+        const end = bytes.indexOf('\r\n\r\n', at);
+        assert.ok(end > at, `head ${n}`);
+        const head = bytes.subarray(at, end).toString('latin1');
+        assert.match(head, /^HTTP\/1\.1 200 OK\r\n/, `response ${n}`);
+        const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1]);
+        assert.equal(length, pageOf(3).length);
+        const body = bytes.subarray(end + 4, end + 4 + length);
+        assert.equal(sha256(body), sha256(pageOf(3)), `page ${n}`);
+        at = end + 4 + length;
+      }
+      assert.equal(at, bytes.length, 'nothing after the third page');
+    });
+
     test('a client that resets mid-page leaves the worker serving', async () => {
       for (let n = 0; n < 3; n++) {
         const socket = await rawGet(worker.url, new URL(pageUrl(0)).pathname + new URL(pageUrl(0)).search);

@@ -17,7 +17,7 @@ export type SendPath = 'sendfile' | 'js';
 
 interface SendfileAddon {
   /** Returns the number of the socket's duplicate the send writes to (for shutdown). */
-  sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void): number;
+  sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void, head?: Buffer): number;
   /** Ends a running send at once (call only before its callback ran). */
   shutdown(dupFd: number): void;
   /** How many sends run at once, each on a send thread of the addon's own (started lazily). */
@@ -72,7 +72,16 @@ export interface SendOptions {
   idleMs: number;
   /** Forces a path (tests); by default the chosen one, JS for TLS sockets. */
   path?: SendPath;
+  /**
+   * Bytes sent right before the span (a response head, a chunk's size line; at most 64 KiB). The
+   * kernel path sends them from the send thread in the same segments as the span's first bytes:
+   * one write and one wake-up of the reader fewer than writing them through Node first.
+   */
+  head?: Buffer;
 }
+
+/** The longest `head` the kernel path takes (native/sendfile: MAX_HEAD). */
+export const MAX_SEND_HEAD = 64 * 1024;
 
 /**
  * Sends `file[offset, offset + length)` to `socket` after whatever Node has queued on it.
@@ -82,8 +91,13 @@ export interface SendOptions {
  */
 export async function sendFileTo(socket: Socket, fd: number, offset: number, length: number, options: SendOptions): Promise<void> {
   const path = options.path ?? (kernelCanSend(socket) ? 'sendfile' : 'js');
-  if (length === 0) return;
-  if (path === 'sendfile') return sendByKernel(socket, fd, offset, length, options.idleMs);
+  let head = options.head?.length ? options.head : undefined;
+  if (head && (path === 'js' || head.length > MAX_SEND_HEAD)) {
+    await writeChunk(socket, head, options.idleMs);
+    head = undefined;
+  }
+  if (length === 0 && !head) return;
+  if (path === 'sendfile') return sendByKernel(socket, fd, offset, length, options.idleMs, head);
   return sendByJs(socket, fd, offset, length, options.idleMs);
 }
 
@@ -107,7 +121,7 @@ function drained(socket: Socket, idleMs: number): Promise<void> {
 
 const EMPTY = Buffer.alloc(0);
 
-async function sendByKernel(socket: Socket, fd: number, offset: number, length: number, idleMs: number): Promise<void> {
+async function sendByKernel(socket: Socket, fd: number, offset: number, length: number, idleMs: number, head: Buffer | undefined): Promise<void> {
   const { addon } = choose();
   if (!addon) throw new FanoutError('INTERNAL', 'the sendfile addon is not loaded');
   // Node's queue is usually empty already (the head went to the kernel as it was written): then
@@ -122,10 +136,18 @@ async function sendByKernel(socket: Socket, fd: number, offset: number, length: 
   socket.once('close', stop);
   const { errno, sent } = await new Promise<{ errno: number; sent: number }>((resolve, reject) => {
     try {
-      dup = addon.sendFile(sock, fd, offset, length, idleMs, (errno, sent) => {
-        running = false;
-        resolve({ errno, sent });
-      });
+      dup = addon.sendFile(
+        sock,
+        fd,
+        offset,
+        length,
+        idleMs,
+        (errno, sent) => {
+          running = false;
+          resolve({ errno, sent });
+        },
+        head,
+      );
     } catch (err) {
       running = false;
       reject(gone((err as Error).message));
@@ -151,25 +173,34 @@ async function sendByJs(socket: Socket, fd: number, offset: number, length: numb
       const n = await new Promise<number>((resolve, reject) => read(fd, buffer, 0, want, offset + done, (err, n) => (err ? reject(err) : resolve(n))));
       if (n === 0) throw new FanoutError('INTERNAL', `file ended after ${done} of ${length} bytes`);
       // One chunk in flight, reused once the socket is done with it: memory stays one chunk per send.
-      await new Promise<void>((resolve, reject) => {
-        if (socket.destroyed) return reject(gone('the connection closed'));
-        const timer = setTimeout(() => {
-          release = false; // the socket may still hold it; let it go to the collector
-          reject(gone(`the client took no byte for ${idleMs} ms`));
-        }, idleMs);
-        socket.write(buffer.subarray(0, n), (err) => {
-          clearTimeout(timer);
-          if (err) {
-            release = false;
-            reject(gone(err.message));
-          } else resolve();
-        });
-      });
+      await writeChunk(socket, buffer.subarray(0, n), idleMs, () => (release = false));
       done += n;
     }
   } finally {
     if (release) chunks.release(buffer);
   }
+}
+
+/**
+ * Writes `data` and resolves once the socket is done with it; rejects with ABORTED if the
+ * connection fails or takes no byte for `idleMs`, after calling `abandoned` (the socket may still
+ * hold `data`, which must not be reused).
+ */
+function writeChunk(socket: Socket, data: Buffer, idleMs: number, abandoned: () => void = () => {}): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (socket.destroyed) return reject(gone('the connection closed'));
+    const timer = setTimeout(() => {
+      abandoned();
+      reject(gone(`the client took no byte for ${idleMs} ms`));
+    }, idleMs);
+    socket.write(data, (err) => {
+      clearTimeout(timer);
+      if (err) {
+        abandoned();
+        reject(gone(err.message));
+      } else resolve();
+    });
+  });
 }
 
 function gone(why: string): FanoutError {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FanoutError } from '../../core/errors.js';
-import { sendFileTo, sendPath, type SendPath } from './index.js';
+import { MAX_SEND_HEAD, sendFileTo, sendPath, type SendPath } from './index.js';
 
 /** A connected loopback pair: `server` is the side sends go out on. */
 async function socketPair(): Promise<{ server: Socket; client: Socket; close: () => void }> {
@@ -80,6 +80,30 @@ describe('sendFileTo', () => {
           await sendFileTo(server, handle.fd, 0, 0, { idleMs: 10_000, path });
           await sendFileTo(server, handle.fd, 0, data.length, { idleMs: 10_000, path });
           assert.equal(sha(await received), sha(data));
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
+      it('sends a head before the span (after what Node queued), alone, and one too long for the send thread', async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        try {
+          const offset = 77;
+          const length = 5 * 1024 * 1024 + 1;
+          const long = Buffer.alloc(MAX_SEND_HEAD + 1, 'h');
+          const received = collect(client, 2 + 5 + length + 3 + long.length + 10);
+          server.write('q:');
+          await sendFileTo(server, handle.fd, offset, length, { idleMs: 10_000, path, head: Buffer.from('head:') });
+          await sendFileTo(server, handle.fd, 0, 0, { idleMs: 10_000, path, head: Buffer.from('end') });
+          await sendFileTo(server, handle.fd, 5, 10, { idleMs: 10_000, path, head: long });
+          const got = await received;
+          assert.equal(got.subarray(0, 7).toString(), 'q:head:');
+          assert.equal(sha(got.subarray(7, 7 + length)), sha(data.subarray(offset, offset + length)));
+          assert.equal(got.subarray(7 + length, 10 + length).toString(), 'end');
+          assert.ok(got.subarray(10 + length, 10 + length + long.length).equals(long));
+          assert.ok(got.subarray(10 + length + long.length).equals(data.subarray(5, 15)));
         } finally {
           await handle.close();
           close();
