@@ -134,7 +134,7 @@ export class PageService {
     res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
     const stored = !this.flights.get(key) && store.has(key);
     const byKernel = stored && kernelSendable(res);
-    if (byKernel && (await sendStoredByKernel(this.sending, res, key, gone.signal))) return;
+    if (byKernel && (await sendStoredByKernel(this.sending, res, key, gone))) return;
     // Only a response written from JS needs a flow (a 'close' listener and its state): not a hit
     // the kernel sends, which is most requests of a warm cluster.
     const flow = this.flow(res);

@@ -31,3 +31,11 @@ test('a page known by its content hash is keyed by the hash; anything else is re
   assert.throws(() => contentKey('A'.repeat(64)), /64 lowercase hex/);
   assert.throws(() => contentKey('ab'), /64 lowercase hex/);
 });
+
+test('keys asked again, after many others pushed them out of the recent ones, are the same digest', () => {
+  const ref = (index: number) => ({ mount: 'm', path: 'a/b.bin', version: 'v1', size: 1e12, index });
+  const expected = (index: number) => createHash('sha256').update(`m\0a/b.bin\0v1\0${1e12}\0${MiB}\0${index}`).digest('hex').slice(0, 40);
+  for (let round = 0; round < 2; round++) {
+    for (let index = 0; index < 3000; index++) assert.equal(pageKey(ref(index), MiB), expected(index), `round ${round}, page ${index}`);
+  }
+});
