@@ -16,7 +16,10 @@ import { BufferPool } from '../pagestore/bufferpool.js';
 export type SendPath = 'sendfile' | 'js';
 
 interface SendfileAddon {
-  /** Returns the number of the socket's duplicate the send writes to (for shutdown). */
+  /**
+   * Returns the number of the socket's duplicate the send writes to (for shutdown), or SENT_NOW
+   * when a small send of cached bytes went out at once (the callback is then never called).
+   */
   sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void, head?: Buffer): number;
   /** Ends a running send at once (call only before its callback ran). */
   shutdown(dupFd: number): void;
@@ -32,6 +35,9 @@ export interface SendThreads {
   busy: number;
   queued: number;
 }
+
+/** sendFile's answer when it sent everything at once (native/sendfile: SENT_NOW). */
+const SENT_NOW = -1;
 
 export const SENDFILE_ADDON_PATH = addonPath('sendfile', 'fanout_sendfile');
 
@@ -133,7 +139,6 @@ async function sendByKernel(socket: Socket, fd: number, offset: number, length: 
   let dup = -1;
   // Node closing the socket (reset seen, worker stopping) ends the send now, not at the idle deadline.
   const stop = () => running && dup >= 0 && addon.shutdown(dup);
-  socket.once('close', stop);
   const { errno, sent } = await new Promise<{ errno: number; sent: number }>((resolve, reject) => {
     try {
       dup = addon.sendFile(
@@ -150,8 +155,13 @@ async function sendByKernel(socket: Socket, fd: number, offset: number, length: 
       );
     } catch (err) {
       running = false;
-      reject(gone((err as Error).message));
+      return reject(gone((err as Error).message));
     }
+    if (dup === SENT_NOW) {
+      running = false;
+      return resolve({ errno: 0, sent: length });
+    }
+    socket.once('close', stop);
   }).finally(() => socket.off('close', stop));
   if (errno === 0) return;
   if (errno === os.errno.ENODATA) throw new FanoutError('INTERNAL', `file ended after ${sent} of ${length} bytes`);

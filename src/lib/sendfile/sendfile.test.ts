@@ -110,6 +110,32 @@ describe('sendFileTo', () => {
         }
       });
 
+      it('small sends to a client that stops reading: those the socket cannot take wait, and all arrive in order', async () => {
+        const { server, client, close } = await socketPair();
+        const handle = await open(file, 'r');
+        try {
+          const span = 64 * 1024;
+          const sends = 200;
+          client.pause();
+          const received = collect(client, sends * (span + 4));
+          const sending = (async () => {
+            for (let i = 0; i < sends; i++) await sendFileTo(server, handle.fd, i * span, span, { idleMs: 10_000, path, head: Buffer.from(String(i % 10).repeat(4)) });
+          })();
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          client.resume();
+          await sending;
+          const got = await received;
+          for (let i = 0; i < sends; i++) {
+            const at = i * (span + 4);
+            assert.equal(got.subarray(at, at + 4).toString(), String(i % 10).repeat(4), `head ${i}`);
+            assert.ok(got.subarray(at + 4, at + 4 + span).equals(data.subarray(i * span, (i + 1) * span)), `span ${i}`);
+          }
+        } finally {
+          await handle.close();
+          close();
+        }
+      });
+
       it('fails with ABORTED, not a crash, when the peer resets mid-send', async () => {
         const { server, client, close } = await socketPair();
         const handle = await open(file, 'r');
