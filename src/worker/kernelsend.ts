@@ -86,7 +86,9 @@ export async function sendPageFileChunk(res: ServerResponse, page: PageFile, fro
   const length = page.size - from;
   if (length <= 0) return;
   try {
-    await sendFileTo(socket, page.fd, from, length, { idleMs, head: Buffer.from(`${length.toString(16)}\r\n`, 'latin1') });
+    // The response's head too, should no byte of the body have gone out before.
+    const head = takeHead(res)?.toString('latin1') ?? '';
+    await sendFileTo(socket, page.fd, from, length, { idleMs, head: Buffer.from(`${head}${length.toString(16)}\r\n`, 'latin1') });
     socket.write('\r\n');
   } catch (err) {
     socket.destroy();
