@@ -81,6 +81,17 @@ static int wait_for_room(Job* job) {
   return 0;
 }
 
+// After a send that failed (errno set): 0 to try again (interrupted, or the socket has room
+// now), 1 to stop this round (an error, in job->err, or the wait moves to the event loop).
+static int stop_after_failure(Job* job) {
+  if (errno == EINTR) return 0;
+  if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    job->err = errno;
+    return 1;
+  }
+  return wait_for_room(job) != 0;
+}
+
 static void execute(Job* job) {
   if (job->timed_out) {
     job->err = ETIMEDOUT;
@@ -93,12 +104,7 @@ static void execute(Job* job) {
       job->head_sent += (size_t)n;
       continue;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      job->err = errno;
-      return;
-    }
-    if (wait_for_room(job) != 0) return;
+    if (stop_after_failure(job)) return;
   }
   off_t offset = (off_t)(job->offset + job->sent);
   while (job->sent < job->length) {
@@ -113,12 +119,7 @@ static void execute(Job* job) {
       job->err = ENODATA;
       return;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      job->err = errno;
-      return;
-    }
-    if (wait_for_room(job) != 0) return;
+    if (stop_after_failure(job)) return;
   }
 }
 

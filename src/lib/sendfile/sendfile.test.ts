@@ -34,6 +34,18 @@ function collect(socket: Socket, length: number): Promise<Buffer> {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+/** Runs `body` with a connected loopback pair and `file` open; closes all three after. */
+async function withPair(file: string, body: (server: Socket, client: Socket, fd: number) => Promise<void>): Promise<void> {
+  const { server, client, close } = await socketPair();
+  const handle = await open(file, 'r');
+  try {
+    await body(server, client, handle.fd);
+  } finally {
+    await handle.close();
+    close();
+  }
+}
+
 describe('sendFileTo', () => {
   let dir: string;
   let file: string;
@@ -52,74 +64,54 @@ describe('sendFileTo', () => {
   const paths: SendPath[] = sendPath() === 'sendfile' ? ['sendfile', 'js'] : ['js'];
   for (const path of paths) {
     describe(`${path} path`, () => {
-      it('sends the exact bytes of a span after what Node queued, and the socket stays usable', async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        try {
+      it('sends the exact bytes of a span after what Node queued, and the socket stays usable', () =>
+        withPair(file, async (server, client, fd) => {
           const offset = 1_000_003;
           const length = 9 * 1024 * 1024 + 7;
           const received = collect(client, 5 + length + 4);
           server.write('head:');
-          await sendFileTo(server, handle.fd, offset, length, { idleMs: 10_000, path });
+          await sendFileTo(server, fd, offset, length, { idleMs: 10_000, path });
           server.write('tail');
           const got = await received;
           assert.equal(got.subarray(0, 5).toString(), 'head:');
           assert.equal(sha(got.subarray(5, 5 + length)), sha(data.subarray(offset, offset + length)));
           assert.equal(got.subarray(5 + length).toString(), 'tail');
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+        }));
 
-      it('sends a whole file and a zero-length span', async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        try {
+      it('sends a whole file and a zero-length span', () =>
+        withPair(file, async (server, client, fd) => {
           const received = collect(client, data.length);
-          await sendFileTo(server, handle.fd, 0, 0, { idleMs: 10_000, path });
-          await sendFileTo(server, handle.fd, 0, data.length, { idleMs: 10_000, path });
+          await sendFileTo(server, fd, 0, 0, { idleMs: 10_000, path });
+          await sendFileTo(server, fd, 0, data.length, { idleMs: 10_000, path });
           assert.equal(sha(await received), sha(data));
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+        }));
 
-      it('sends a head before the span (after what Node queued), alone, and one too long for the send thread', async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        try {
+      it('sends a head before the span (after what Node queued), alone, and one too long for the send thread', () =>
+        withPair(file, async (server, client, fd) => {
           const offset = 77;
           const length = 5 * 1024 * 1024 + 1;
           const long = Buffer.alloc(MAX_SEND_HEAD + 1, 'h');
           const received = collect(client, 2 + 5 + length + 3 + long.length + 10);
           server.write('q:');
-          await sendFileTo(server, handle.fd, offset, length, { idleMs: 10_000, path, head: Buffer.from('head:') });
-          await sendFileTo(server, handle.fd, 0, 0, { idleMs: 10_000, path, head: Buffer.from('end') });
-          await sendFileTo(server, handle.fd, 5, 10, { idleMs: 10_000, path, head: long });
+          await sendFileTo(server, fd, offset, length, { idleMs: 10_000, path, head: Buffer.from('head:') });
+          await sendFileTo(server, fd, 0, 0, { idleMs: 10_000, path, head: Buffer.from('end') });
+          await sendFileTo(server, fd, 5, 10, { idleMs: 10_000, path, head: long });
           const got = await received;
           assert.equal(got.subarray(0, 7).toString(), 'q:head:');
           assert.equal(sha(got.subarray(7, 7 + length)), sha(data.subarray(offset, offset + length)));
           assert.equal(got.subarray(7 + length, 10 + length).toString(), 'end');
           assert.ok(got.subarray(10 + length, 10 + length + long.length).equals(long));
           assert.ok(got.subarray(10 + length + long.length).equals(data.subarray(5, 15)));
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+        }));
 
-      it('small sends to a client that stops reading: those the socket cannot take wait, and all arrive in order', async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        try {
+      it('small sends to a client that stops reading: those the socket cannot take wait, and all arrive in order', () =>
+        withPair(file, async (server, client, fd) => {
           const span = 64 * 1024;
           const sends = 200;
           client.pause();
           const received = collect(client, sends * (span + 4));
           const sending = (async () => {
-            for (let i = 0; i < sends; i++) await sendFileTo(server, handle.fd, i * span, span, { idleMs: 10_000, path, head: Buffer.from(String(i % 10).repeat(4)) });
+            for (let i = 0; i < sends; i++) await sendFileTo(server, fd, i * span, span, { idleMs: 10_000, path, head: Buffer.from(String(i % 10).repeat(4)) });
           })();
           await new Promise((resolve) => setTimeout(resolve, 300));
           client.resume();
@@ -130,63 +122,35 @@ describe('sendFileTo', () => {
             assert.equal(got.subarray(at, at + 4).toString(), String(i % 10).repeat(4), `head ${i}`);
             assert.ok(got.subarray(at + 4, at + 4 + span).equals(data.subarray(i * span, (i + 1) * span)), `span ${i}`);
           }
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+        }));
 
-      it('fails with ABORTED, not a crash, when the peer resets mid-send', async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        server.on('error', () => {});
-        try {
+      it('fails with ABORTED, not a crash, when the peer resets mid-send', () =>
+        withPair(file, async (server, client, fd) => {
+          server.on('error', () => {});
           client.once('data', () => client.resetAndDestroy());
-          await assert.rejects(sendFileTo(server, handle.fd, 0, data.length, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'ABORTED');
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+          await assert.rejects(sendFileTo(server, fd, 0, data.length, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'ABORTED');
+        }));
 
-      it('fails with ABORTED when the peer takes nothing for idleMs', async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        client.pause();
-        try {
-          await assert.rejects(sendFileTo(server, handle.fd, 0, data.length, { idleMs: 300, path }), (err: FanoutError) => err.code === 'ABORTED' && /no byte/.test(err.message));
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+      it('fails with ABORTED when the peer takes nothing for idleMs', () =>
+        withPair(file, async (server, client, fd) => {
+          client.pause();
+          await assert.rejects(sendFileTo(server, fd, 0, data.length, { idleMs: 300, path }), (err: FanoutError) => err.code === 'ABORTED' && /no byte/.test(err.message));
+        }));
 
-      it('ends at once with ABORTED when Node closes the socket mid-send (not at the idle deadline)', { timeout: 20_000 }, async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        client.pause(); // the kernel buffers fill and the send waits for room
-        server.on('error', () => {});
-        try {
-          const sending = sendFileTo(server, handle.fd, 0, data.length, { idleMs: 120_000, path });
+      it('ends at once with ABORTED when Node closes the socket mid-send (not at the idle deadline)', { timeout: 20_000 }, () =>
+        withPair(file, async (server, client, fd) => {
+          client.pause(); // the kernel buffers fill and the send waits for room
+          server.on('error', () => {});
+          const sending = sendFileTo(server, fd, 0, data.length, { idleMs: 120_000, path });
           setTimeout(() => server.destroy(), 200);
           await assert.rejects(sending, (err: FanoutError) => err.code === 'ABORTED');
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+        }));
 
-      it('fails with INTERNAL when the file is shorter than the span', async () => {
-        const { server, client, close } = await socketPair();
-        const handle = await open(file, 'r');
-        client.resume();
-        try {
-          await assert.rejects(sendFileTo(server, handle.fd, data.length - 10, 20, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'INTERNAL');
-        } finally {
-          await handle.close();
-          close();
-        }
-      });
+      it('fails with INTERNAL when the file is shorter than the span', () =>
+        withPair(file, async (server, client, fd) => {
+          client.resume();
+          await assert.rejects(sendFileTo(server, fd, data.length - 10, 20, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'INTERNAL');
+        }));
     });
   }
 });
