@@ -3,9 +3,9 @@
 // file[offset, offset+length) to a socket with sendfile(2) on this addon's own send threads
 // (sendpool.c; setThreads(n), 1 until set), so the JS thread never blocks and several sends use
 // several cores; a small send of cached bytes is made at once instead (INLINE_MAX below), and
-// then sendFile returns -1 and never calls back. When the socket is full the send waits for room (briefly on the thread, then
-// on the event loop) up to idleMs each time: a client that takes no byte for that long fails
-// with ETIMEDOUT. errno 0 = all sent; `sent` counts the file's bytes only;
+// then sendFile returns -1 and never calls back. When the socket is full the send waits for
+// room (briefly on the thread, then on the event loop) up to idleMs each time: a client that
+// takes no byte for that long fails with ETIMEDOUT. errno 0 = all sent; `sent` counts the file's bytes only;
 // ENODATA = the file ended before `length`. The head goes with MSG_MORE, so head and body leave
 // in the same segments: one write and one wake-up of the reader fewer per response than a head
 // written by Node before the body (on loopback each write runs the receiver's TCP path and
@@ -13,9 +13,9 @@
 //
 // The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
 // (client reset, worker stop) while the send runs, the number cannot be reused by another file
-// under our feet. sendFile returns the duplicate's number otherwise: shutdown(dupFd) (JS thread, before the
-// callback ran) ends the send at once with EPIPE, so a closed connection or a stopping worker
-// does not wait for the idle deadline. The duplicate is closed only in the completion, on the
+// under our feet. sendFile returns the duplicate's number otherwise: shutdown(dupFd) (JS thread,
+// before the callback ran) ends the send at once with EPIPE, so a closed connection or a stopping
+// worker does not wait for the idle deadline. The duplicate is closed only in the completion, on the
 // JS thread, so shutdown can never reach a reused number.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -81,15 +81,26 @@ static int wait_for_room(Job* job) {
   return 0;
 }
 
-// After a send that failed (errno set): 0 to try again (interrupted, or the socket has room
-// now), 1 to stop this round (an error, in job->err, or the wait moves to the event loop).
-static int stop_after_failure(Job* job) {
-  if (errno == EINTR) return 0;
-  if (errno != EAGAIN && errno != EWOULDBLOCK) {
-    job->err = errno;
-    return 1;
+// Sends what the socket takes now of head[*head_sent..] then file[offset + *sent, offset + length)
+// (the socket is non-blocking: never waits), advancing *head_sent and *sent. Returns 0 once all
+// is sent, else why it stopped: EAGAIN (the socket is full), ENODATA (the file ended early) or
+// the send's errno.
+static int send_some(int sock, const char* head, size_t head_length, int file, int64_t offset, int64_t length, size_t* head_sent,
+                     int64_t* sent) {
+  while (*head_sent < head_length) {
+    ssize_t n = send(sock, head + *head_sent, head_length - *head_sent, MSG_NOSIGNAL | MSG_DONTWAIT | (length > *sent ? MSG_MORE : 0));
+    if (n >= 0) *head_sent += (size_t)n;
+    else if (errno != EINTR) return errno;
   }
-  return wait_for_room(job) != 0;
+  off_t at = (off_t)(offset + *sent);
+  while (*sent < length) {
+    int64_t left = length - *sent;
+    ssize_t n = sendfile(sock, file, &at, left > (1 << 30) ? (size_t)(1 << 30) : (size_t)left);
+    if (n > 0) *sent += n;
+    else if (n == 0) return ENODATA;
+    else if (errno != EINTR) return errno;
+  }
+  return 0;
 }
 
 static void execute(Job* job) {
@@ -97,29 +108,14 @@ static void execute(Job* job) {
     job->err = ETIMEDOUT;
     return;
   }
-  while (job->head_sent < job->head_length) {
-    int more = job->length > job->sent ? MSG_MORE : 0;
-    ssize_t n = send(job->sock, job->head + job->head_sent, job->head_length - job->head_sent, MSG_NOSIGNAL | MSG_DONTWAIT | more);
-    if (n >= 0) {
-      job->head_sent += (size_t)n;
-      continue;
-    }
-    if (stop_after_failure(job)) return;
-  }
-  off_t offset = (off_t)(job->offset + job->sent);
-  while (job->sent < job->length) {
-    int64_t left = job->length - job->sent;
-    size_t want = left > (1 << 30) ? (size_t)(1 << 30) : (size_t)left;
-    ssize_t n = sendfile(job->sock, job->file, &offset, want);
-    if (n > 0) {
-      job->sent += n;
-      continue;
-    }
-    if (n == 0) {
-      job->err = ENODATA;
+  for (;;) {
+    int err = send_some(job->sock, job->head, job->head_length, job->file, job->offset, job->length, &job->head_sent, &job->sent);
+    if (err == EWOULDBLOCK) err = EAGAIN;
+    if (err != EAGAIN) {
+      job->err = err;  // 0: all sent
       return;
     }
-    if (stop_after_failure(job)) return;
+    if (wait_for_room(job) != 0) return;
   }
 }
 
@@ -246,7 +242,8 @@ static int no_cachestat;  // the kernel (or a seccomp filter) refused it once: n
 // Whether every page of file[offset, offset+length) is in the page cache, so sendfile will not
 // wait for the disk.
 static int range_cached(int file, int64_t offset, int64_t length) {
-  if (no_cachestat || length <= 0) return !no_cachestat;
+  if (no_cachestat) return 0;
+  if (length <= 0) return 1;
   long page = sysconf(_SC_PAGESIZE);
   uint64_t first = (uint64_t)offset / page, last = (uint64_t)(offset + length - 1) / page;
   struct cachestat_range range = {.off = first * page, .len = (last - first + 1) * page};
@@ -256,24 +253,6 @@ static int range_cached(int file, int64_t offset, int64_t length) {
     return 0;
   }
   return counts.nr_cache >= last - first + 1;
-}
-
-// Sends what the socket takes now of head then file (never waits); progress in *head_sent, *sent.
-static void send_now(int sock, const char* head, size_t head_length, int file, int64_t offset, int64_t length, size_t* head_sent,
-                     int64_t* sent) {
-  while (*head_sent < head_length) {
-    ssize_t n = send(sock, head + *head_sent, head_length - *head_sent, MSG_NOSIGNAL | MSG_DONTWAIT | (length > 0 ? MSG_MORE : 0));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    *head_sent += (size_t)n;
-  }
-  off_t at = (off_t)(offset + *sent);
-  while (*sent < length) {
-    ssize_t n = sendfile(sock, file, &at, (size_t)(length - *sent));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // full, or an error the send thread meets again and reports
-    *sent += n;
-  }
 }
 
 static napi_value send_file(napi_env env, napi_callback_info info) {
@@ -301,8 +280,9 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
   size_t head_sent = 0;
   int64_t sent = 0;
   if ((int64_t)head_length + length <= INLINE_MAX && range_cached(file, offset, length)) {
-    send_now(sock, head_data, head_length, file, offset, length, &head_sent, &sent);
-    if (head_sent == head_length && sent == length) {
+    // Stopped early (a full socket, an error): the send thread goes on from there (and meets
+    // the error again, to report it).
+    if (send_some(sock, head_data, head_length, file, offset, length, &head_sent, &sent) == 0) {
       napi_value done;
       napi_create_int32(env, SENT_NOW, &done);
       return done;
