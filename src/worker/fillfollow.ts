@@ -43,6 +43,13 @@ export async function followFillByKernel(
   let open = false;
   /** The response head, taken from node:http and not yet sent (it leads the first chunk). */
   let head = '';
+  /** What the next write must start with (the head not yet sent, the last chunk's CRLF), now written. */
+  const pending = () => {
+    const text = `${head}${open ? '\r\n' : ''}`;
+    head = '';
+    open = false;
+    return text;
+  };
   try {
     let step = await follower.until(0, FOLLOW_CHUNK, signal);
     headed = true;
@@ -55,8 +62,7 @@ export async function followFillByKernel(
     while (step.kind === 'bytes' && step.end > sent) {
       const length = step.end - sent;
       try {
-        const line = Buffer.from(`${head}${open ? '\r\n' : ''}${length.toString(16)}\r\n`, 'latin1');
-        head = '';
+        const line = Buffer.from(`${pending()}${length.toString(16)}\r\n`, 'latin1');
         open = true;
         await sendFileTo(socket, follower.fd(), sent, length, { idleMs: deps.clientIdle, head: line });
       } catch (err) {
@@ -69,9 +75,7 @@ export async function followFillByKernel(
       step = await follower.until(sent, FOLLOW_CHUNK, signal);
     }
     // What no chunk took: the head (when no chunk went by the kernel) and the last chunk's CRLF.
-    let rest = `${head}${open ? '\r\n' : ''}`;
-    head = '';
-    open = false;
+    let rest = pending();
     if (sent < fill.length) {
       if (rest) socket.write(rest, 'latin1');
       rest = '';
@@ -86,7 +90,8 @@ export async function followFillByKernel(
     socket.uncork();
   } catch (err) {
     if (!headed || signal.aborted || socket.destroyed) throw err;
-    if (head || open) socket.write(`${head}${open ? '\r\n' : ''}`, 'latin1');
+    const rest = pending();
+    if (rest) socket.write(rest, 'latin1');
     deps.metrics.bytesServed.inc(sent);
     const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
     res.addTrailers(errorTrailers(failure.code, failure.message));
