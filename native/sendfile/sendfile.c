@@ -62,23 +62,15 @@ typedef struct Job {
 #define THREAD_WAIT_MS 10
 
 // The socket is full: wait for room on this thread up to THREAD_WAIT_MS. Returns 0 to try
-// again, 1 when the job should wait on the event loop instead, -1 on an error (in job->err).
+// again, 1 to stop this round: the job waits on the event loop (would_block) or failed (err).
 static int wait_for_room(Job* job) {
   struct pollfd p = {.fd = job->sock, .events = POLLOUT, .revents = 0};
   int r = poll(&p, 1, THREAD_WAIT_MS);
-  if (r < 0 && errno != EINTR) {
-    job->err = errno;
-    return -1;
-  }
-  if (r == 0) {
-    job->would_block = 1;  // wait on the event loop
-    return 1;
-  }
-  if (r > 0 && (p.revents & POLLNVAL)) {
-    job->err = EBADF;
-    return -1;
-  }
-  return 0;
+  if (r < 0 && errno != EINTR) job->err = errno;
+  else if (r == 0) job->would_block = 1;  // wait on the event loop
+  else if (r > 0 && (p.revents & POLLNVAL)) job->err = EBADF;
+  else return 0;
+  return 1;
 }
 
 // Sends what the socket takes now of head[*head_sent..] then file[offset + *sent, offset + length)
@@ -115,7 +107,7 @@ static void execute(Job* job) {
       job->err = err;  // 0: all sent
       return;
     }
-    if (wait_for_room(job) != 0) return;
+    if (wait_for_room(job)) return;
   }
 }
 
