@@ -24,7 +24,10 @@ export function exitProcess(code: number): never {
   const status = code & 0xff;
   let addon: ExitAddon | undefined;
   try {
-    addon = require(EXIT_ADDON_PATH) as ExitAddon;
+    // process.dlopen, not require(): no module resolution for the last step of every command.
+    const module = { exports: {} };
+    process.dlopen(module, EXIT_ADDON_PATH);
+    addon = module.exports as ExitAddon;
   } catch {
     // not built (no compiler), or built for another Node: exit as Node does
   }
