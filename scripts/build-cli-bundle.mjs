@@ -105,7 +105,11 @@ async function bundle(name, { entry = join(root, `dist/src/cli/${name}.js`), pac
     target: 'node20',
     packages, // 'external' for the CLI's bundles: undici, zod, the AWS SDK… loaded from node_modules, and only when used
     plugins,
-    minifyWhitespace: true, // a smaller file for V8 to scan on every start; names stay (errors, stack traces)
+    // Minified, for V8 to read less on every start (the quick bundle 150 → 111 KB: its load with the
+    // code cache 1.7 ms shorter of ≈ 8, a 1-byte `fanout cat`, medians of 12 alternated); function
+    // and class names kept, for errors, stack traces and profiles.
+    minify: true,
+    keepNames: true,
     metafile: true,
     logLevel: 'warning',
   });
