@@ -25,14 +25,21 @@ export function optionalAddon<T>(path: string, off = false): T | undefined {
 }
 
 /**
+ * Addons loaded in this process, by path. Kept on `process` under a registered symbol so that the
+ * copies of this module in two bundles share it: an addon is initialised once per process, as
+ * require() does it (the send addon's init makes its pool of send threads).
+ */
+const loaded: Map<string, unknown> = ((process as unknown as Record<symbol, Map<string, unknown> | undefined>)[Symbol.for('fanout.addons')] ??= new Map());
+
+/**
  * Loads the addon at `path` (absolute), as require() would but without the module loader: require
  * first resolves the path (a realpath, the package scope's package.json), ≈ 1 ms per addon of a
  * 1-byte `fanout cat`, which loads three. Throws as require() does (not built for this Node…).
- * Loading one twice in a process (two bundles each holding this module) gives a second, working
- * exports object: Node finds an N-API addon's init by its symbol (checked for each of ours).
  */
 function loadAddon(path: string): unknown {
+  if (loaded.has(path)) return loaded.get(path);
   const module = { exports: {} };
   process.dlopen(module, path);
+  loaded.set(path, module.exports);
   return module.exports;
 }
