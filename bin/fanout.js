@@ -6,7 +6,7 @@ const { freshBundle } = require('../dist/src/cli/bundle.cjs');
 const { cacheDirectory, loadBundle, saveCodeCaches } = require('../dist/src/cli/codecache.cjs');
 const { exitProcess } = require('../dist/src/cli/exit.cjs');
 
-// `cat` and `stat` run without building the whole command line (src/cli/quick.ts); every other
+// `cat`, `stat` and `cp` run without building the whole command line (src/cli/quick.ts); every other
 // command line, and any of theirs the quick parser does not fully understand, goes to main().
 // Each runs from its one-file bundle when it is up to date (src/cli/bundle.cts), else from the
 // modules; a bundle runs from V8's code cache of its last run (src/cli/codecache.cts), written
@@ -19,7 +19,7 @@ const load = (name) => {
 };
 
 async function quick() {
-  if (process.argv[2] !== 'cat' && process.argv[2] !== 'stat') return false;
+  if (!['cat', 'stat', 'cp'].includes(process.argv[2])) return false; // quick.ts's isQuickName, before the bundle loads
   return (await load('quick')).runQuick(process.argv);
 }
 

@@ -20,12 +20,33 @@ test('cat and stat with the options main() gives them are parsed with the same d
   assert.equal(parseQuick(argv('cat', '-', '--hedge', 'off'), {})?.path, '-');
 });
 
+test('cp takes its source, its destination and the options main() gives it, with the same defaults', () => {
+  assert.deepEqual(parseQuick(argv('cp', '/data/a', 'out'), {}), {
+    command: 'cp',
+    path: '/data/a',
+    dest: 'out',
+    options: { endpoint: 'http://127.0.0.1:7450', hedge: 'auto', progress: true },
+  });
+  assert.deepEqual(parseQuick(argv('cp', '--no-progress', '/data/dir/', '--json', '.', '--hedge=off', '--endpoint', 'http://x:2'), { FANOUT_CA: '/ca.pem' }), {
+    command: 'cp',
+    path: '/data/dir/',
+    dest: '.',
+    options: { endpoint: 'http://x:2', ca: '/ca.pem', hedge: 'off', json: true, progress: false },
+  });
+  assert.equal(parseQuick(argv('cp', '/data/a', '-'), {})?.dest, '-');
+});
+
 test('anything the quick parser does not fully understand is left to the full command line', () => {
   const env = {};
   for (const args of [
     [],
     ['ls', '/'],
-    ['cp', '/data/a', 'b'],
+    ['cp', '/data/a'],
+    ['cp', '/data/a', 'b', 'c'],
+    ['cp', '/data/a', 'b', '--range', '0-1'],
+    ['cp', '/data/a', 'b', '--no-progress=yes'],
+    ['cp', '/data/a', 'b', '--progress'],
+    ['cp', '-r', '/data/a', 'b'],
     ['cat'],
     ['cat', '/a', '/b'],
     ['cat', '--help'],

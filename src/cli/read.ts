@@ -52,11 +52,15 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     bar?.update(copied);
   };
   try {
-    const { pageSize } = await client.cluster();
+    // The members and page size beside the stat, not after it (as cat does); the cluster's
+    // failure is the stat's to report (same endpoints), so it is only awaited afterwards.
+    const cluster = client.cluster();
+    cluster.catch(() => {});
     const file = await client.stat(path).catch((err: unknown) => {
       if (err instanceof FanoutError && err.code === 'IS_A_DIRECTORY') return undefined;
       throw err;
     });
+    const { pageSize } = await cluster;
     const destIsDir = (await fsStat(dest).catch(() => undefined))?.isDirectory() === true;
     if (!file) {
       const tree = await listTree(client, path);
