@@ -48,8 +48,13 @@ export function saveCodeCaches(): void {
   for (const bundle of loaded) bundle.save();
 }
 
-/** Loads `file` with its cache in `directory` (cacheDirectory(); undefined: no cache). */
-export function loadBundle(file: string, directory: string | undefined): CachedBundle {
+/**
+ * Loads `file` with its cache in `directory` (cacheDirectory(); undefined: no cache). `variant`
+ * names the V8 flags the process runs under when they are not those of every run of the bundle
+ * (`jit`: jit.cts's budget, which `cp` sets and `cat` does not): V8 refuses a cache made under
+ * other flags, so runs of both would each rewrite the other's cache; each variant keeps its own.
+ */
+export function loadBundle(file: string, directory: string | undefined, variant = ''): CachedBundle {
   // Read and described through one descriptor: the cache's name is that of the text compiled,
   // even if the bundle is rebuilt meanwhile (V8 alone would take a cache of another text of the
   // same length).
@@ -62,7 +67,8 @@ export function loadBundle(file: string, directory: string | undefined): CachedB
   } finally {
     closeSync(fd);
   }
-  const cacheFile = directory === undefined ? undefined : join(directory, cacheName(file, info));
+  const prefix = cachePrefix(file, variant);
+  const cacheFile = directory === undefined ? undefined : join(directory, cacheName(prefix, info));
   const cachedData = cacheFile === undefined ? undefined : readOwnFile(cacheFile);
   const script = new Script(Module.wrap(source), { filename: file, cachedData });
   const cache = cacheFile === undefined ? 'off' : cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';
@@ -86,20 +92,21 @@ export function loadBundle(file: string, directory: string | undefined): CachedB
     save() {
       if (saved || cacheFile === undefined || cache === 'used') return;
       saved = true;
-      writeCache(cacheFile, cachePrefix(file), script.createCachedData());
+      writeCache(cacheFile, prefix, script.createCachedData());
     },
   };
   loaded.push(bundle);
   return bundle;
 }
 
-/** `<bundle>-<hash of its path>-<size>-<mtime>-<V8 version>.v8`: one per build of one bundle. */
-function cacheName(file: string, info: Stats): string {
-  return `${cachePrefix(file)}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`;
+/** `<prefix><size>-<mtime>-<V8 version>.v8`: one per build of one bundle (and variant). */
+function cacheName(prefix: string, info: Stats): string {
+  return `${prefix}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`;
 }
 
-function cachePrefix(file: string): string {
-  return `${basename(file, '.cjs')}-${fnv1a(file)}-`;
+/** `<bundle>-<hash of its path>-[<variant>-]`: what the caches of one bundle's builds share. */
+function cachePrefix(file: string, variant: string): string {
+  return `${basename(file, '.cjs')}-${fnv1a(file)}-${variant ? `${variant}-` : ''}`;
 }
 
 /** 32-bit FNV-1a of a string's UTF-16 units, in hex: tells apart bundles of two installs. */

@@ -22,9 +22,10 @@ function setup(): { dir: string; bundle: string; cache: string } {
 }
 
 /** Loads the bundle in a fresh node (V8 accepts or refuses a cache at compile time), then saves. */
-function run(bundle: string, cache: string): { cache: string; answer: number; where: string } {
+function run(bundle: string, cache: string, variant?: { name: string; v8Flags: string }): { cache: string; answer: number; where: string } {
   const script = `const { loadBundle } = require(${JSON.stringify(codecacheModule)});
-    const b = loadBundle(${JSON.stringify(bundle)}, ${JSON.stringify(cache)});
+    ${variant ? `require('node:v8').setFlagsFromString(${JSON.stringify(variant.v8Flags)});` : ''}
+    const b = loadBundle(${JSON.stringify(bundle)}, ${JSON.stringify(cache)}, ${JSON.stringify(variant?.name ?? '')});
     const out = { cache: b.cache, answer: b.exports.answer(), where: b.exports.where };
     b.save();
     process.stdout.write(JSON.stringify(out));`;
@@ -41,6 +42,25 @@ test('a bundle runs as require() would, and from its code cache after the first 
   assert.equal(cacheFiles(cache).length, 1, 'the first run wrote the cache');
   assert.equal(run(bundle, cache).cache, 'used');
   assert.equal(run(bundle, cache).answer, 42);
+});
+
+test('runs under other V8 flags keep a cache of their own: neither refuses and rewrites the other', (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const jit = { name: 'jit', v8Flags: '--interrupt-budget=1081344' };
+  assert.equal(run(bundle, cache).cache, 'none');
+  assert.equal(run(bundle, cache, jit).cache, 'none');
+  assert.equal(cacheFiles(cache).length, 2);
+  for (let i = 0; i < 2; i++) {
+    assert.equal(run(bundle, cache).cache, 'used');
+    assert.equal(run(bundle, cache, jit).cache, 'used');
+  }
+  // Both go when the bundle is rebuilt, each replaced by its own.
+  const later = new Date(Date.now() + 5000);
+  utimesSync(bundle, later, later);
+  run(bundle, cache);
+  run(bundle, cache, jit);
+  assert.equal(cacheFiles(cache).length, 2);
 });
 
 test('a rebuilt bundle never gets the old cache, and the old one is removed', (t) => {
