@@ -23,7 +23,7 @@ const load = (name, variant) => {
 // `stat` do not load node:v8 (≈ 3.5 ms). The quick bundle's code cache is kept per variant.
 async function quick() {
   const command = process.argv[2];
-  if (!['cat', 'stat', 'cp'].includes(command)) return false; // quick.ts's isQuickName, before the bundle loads
+  if (!['cat', 'stat', 'cp'].includes(command)) return false; // quick.ts's isQuickName, asked before the bundle loads
   const tuned = command === 'cp' && require('../dist/src/cli/jit.cjs').tuneJit();
   return (await load('quick', tuned ? 'jit' : undefined)).runQuick(process.argv);
 }

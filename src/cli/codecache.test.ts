@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MAX_CACHE_FILES, cacheDirectory, loadBundle } from './codecache.cjs';
+import { INTERRUPT_BUDGET } from './jit.cjs';
 
 const codecacheModule = fileURLToPath(new URL('./codecache.cjs', import.meta.url));
 
@@ -47,7 +48,7 @@ test('a bundle runs as require() would, and from its code cache after the first 
 test('runs under other V8 flags keep a cache of their own: neither refuses and rewrites the other', (t) => {
   const { dir, bundle, cache } = setup();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const jit = { name: 'jit', v8Flags: '--interrupt-budget=1081344' };
+  const jit = { name: 'jit', v8Flags: `--interrupt-budget=${INTERRUPT_BUDGET}` };
   assert.equal(run(bundle, cache).cache, 'none');
   assert.equal(run(bundle, cache, jit).cache, 'none');
   assert.equal(cacheFiles(cache).length, 2);

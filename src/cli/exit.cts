@@ -24,7 +24,8 @@ export function exitProcess(code: number): never {
   const status = code & 0xff;
   let addon: ExitAddon | undefined;
   try {
-    // process.dlopen, not require(): no module resolution for the last step of every command.
+    // process.dlopen, not require(): no module resolution for the last step of every command (as
+    // lib/addons loads the data path's addons; that ES module is not loaded by this CommonJS one).
     const module = { exports: {} };
     process.dlopen(module, EXIT_ADDON_PATH);
     addon = module.exports as ExitAddon;

@@ -26,8 +26,8 @@ const COMMANDS: Record<QuickName, { valued: ReadonlySet<string>; flags: Readonly
   cp: { valued: new Set(['--endpoint', '--ca', '--hedge']), flags: new Set(['--json', '--no-progress']), args: 2 },
 };
 
-/** Whether `fanout <name> …` may be one parseQuick understands (bin/fanout.js asks before loading it). */
-export function isQuickName(name: string | undefined): name is QuickName {
+/** Whether `fanout <name> …` may be one parseQuick understands (bin/fanout.js repeats the list, to ask before the bundle loads). */
+function isQuickName(name: string | undefined): name is QuickName {
   return name === 'cat' || name === 'stat' || name === 'cp';
 }
 
