@@ -6,7 +6,7 @@ const { freshBundle } = require('../dist/src/cli/bundle.cjs');
 const { cacheDirectory, loadBundle, saveCodeCaches } = require('../dist/src/cli/codecache.cjs');
 const { exitProcess } = require('../dist/src/cli/exit.cjs');
 
-// `cat`, `stat` and `cp` run without building the whole command line (src/cli/quick.ts); every other
+// `cat`, `stat`, `ls` and `cp` run without building the whole command line (src/cli/quick.ts); every other
 // command line, and any of theirs the quick parser does not fully understand, goes to main().
 // Each runs from its one-file bundle when it is up to date (src/cli/bundle.cts), else from the
 // modules; a bundle runs from V8's code cache of its last run (src/cli/codecache.cts), written
@@ -19,16 +19,16 @@ const load = (name, variant) => {
 };
 
 // `cp` raises V8's tiering budget as main does (src/cli/jit.cts): it copies trees of small files
-// too, where that pays (0.27–0.28 against 0.33–0.36 ms of CPU per file, measured); `cat` and
-// `stat` do not load node:v8 (≈ 3.5 ms). The quick bundle's code cache is kept per variant.
+// too, where that pays (0.27–0.28 against 0.33–0.36 ms of CPU per file, measured); `cat`, `stat`
+// and `ls` do not load node:v8 (≈ 3.5 ms). The quick bundle's code cache is kept per variant.
 async function quick() {
   const command = process.argv[2];
-  if (!['cat', 'stat', 'cp'].includes(command)) return false; // quick.ts's isQuickName, asked before the bundle loads
+  if (!['cat', 'stat', 'ls', 'cp'].includes(command)) return false; // quick.ts's isQuickName, asked before the bundle loads
   const tuned = command === 'cp' && require('../dist/src/cli/jit.cjs').tuneJit();
   return (await load('quick', tuned ? 'jit' : undefined)).runQuick(process.argv);
 }
 
-// Before main's code loads, V8's tiering is tuned (src/cli/jit.cts). Not for `cat` and `stat`: a
+// Before main's code loads, V8's tiering is tuned (src/cli/jit.cts). Not for `cat`, `stat` and `ls`: a
 // 1-byte `cat` would spend more loading node:v8 than the compiler would have cost it.
 async function main() {
   require('../dist/src/cli/jit.cjs').tuneJit();

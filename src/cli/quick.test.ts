@@ -36,11 +36,22 @@ test('cp takes its source, its destination and the options main() gives it, with
   assert.equal(parseQuick(argv('cp', '/data/a', '-'), {})?.dest, '-');
 });
 
+test('ls takes a path and the options main() gives it', () => {
+  assert.deepEqual(parseQuick(argv('ls', '/'), {}), { command: 'ls', path: '/', options: { endpoint: 'http://127.0.0.1:7450' } });
+  assert.deepEqual(parseQuick(argv('ls', '--json', '/data/models/', '--ca=c.pem'), { FANOUT_ENDPOINT: 'http://w:1' }), {
+    command: 'ls',
+    path: '/data/models/',
+    options: { endpoint: 'http://w:1', ca: 'c.pem', json: true },
+  });
+});
+
 test('anything the quick parser does not fully understand is left to the full command line', () => {
   const env = {};
   for (const args of [
     [],
-    ['ls', '/'],
+    ['ls'],
+    ['ls', '/', '/data'],
+    ['ls', '/', '--hedge', 'off'],
     ['cp', '/data/a'],
     ['cp', '/data/a', 'b', 'c'],
     ['cp', '/data/a', 'b', '--range', '0-1'],

@@ -2,7 +2,7 @@ import { parseHedge, type HedgeSetting } from '../lib/cluster/hedge.js';
 import type { GlobalOptions } from './output.js';
 
 /**
- * `fanout cat`, `stat` and `cp` without commander. Scripts and serving hosts run them many
+ * `fanout cat`, `stat`, `ls` and `cp` without commander. Scripts and serving hosts run them many
  * times, and building the whole program (every command, its options, release commands) cost
  * more CPU than the read of a small file. A command line this parser fully understands runs
  * straight away; anything else (help, an unknown or malformed option, another command) returns
@@ -17,18 +17,19 @@ export interface QuickCommand {
   options: GlobalOptions & { range?: string; progress?: boolean };
 }
 
-export type QuickName = 'cat' | 'stat' | 'cp';
+export type QuickName = 'cat' | 'stat' | 'ls' | 'cp';
 
 /** Per command: its options taking a value, its flags, how many arguments. */
 const COMMANDS: Record<QuickName, { valued: ReadonlySet<string>; flags: ReadonlySet<string>; args: 1 | 2 }> = {
   stat: { valued: new Set(['--endpoint', '--ca']), flags: new Set(['--json']), args: 1 },
+  ls: { valued: new Set(['--endpoint', '--ca']), flags: new Set(['--json']), args: 1 },
   cat: { valued: new Set(['--endpoint', '--ca', '--range', '--hedge']), flags: new Set(['--json']), args: 1 },
   cp: { valued: new Set(['--endpoint', '--ca', '--hedge']), flags: new Set(['--json', '--no-progress']), args: 2 },
 };
 
 /** Whether `fanout <name> …` may be one parseQuick understands (bin/fanout.js repeats the list, to ask before the bundle loads). */
 function isQuickName(name: string | undefined): name is QuickName {
-  return name === 'cat' || name === 'stat' || name === 'cp';
+  return name === 'cat' || name === 'stat' || name === 'ls' || name === 'cp';
 }
 
 export function parseQuick(argv: string[], env: NodeJS.ProcessEnv = process.env): QuickCommand | undefined {
@@ -64,7 +65,7 @@ export function parseQuick(argv: string[], env: NodeJS.ProcessEnv = process.env)
   };
   if (options.ca === undefined) delete options.ca;
   if (flags.has('--json')) options.json = true;
-  if (command !== 'stat') {
+  if (command === 'cat' || command === 'cp') {
     let hedge: HedgeSetting = 'auto';
     if (values.has('--hedge')) {
       try {
@@ -91,6 +92,8 @@ export async function runQuick(argv: string[]): Promise<boolean> {
   try {
     if (quick.command === 'cp') {
       await (await import('./read.js')).cp(quick.path, quick.dest!, quick.options);
+    } else if (quick.command === 'ls') {
+      await (await import('./read.js')).ls(quick.path, quick.options);
     } else {
       const reads = await import('./cat.js');
       await (quick.command === 'cat' ? reads.cat(quick.path, quick.options) : reads.stat(quick.path, quick.options));
