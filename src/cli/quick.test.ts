@@ -50,6 +50,8 @@ test('anything the quick parser does not fully understand is left to the full co
   for (const args of [
     [],
     ['ls'],
+    ['toString', '/a'],
+    ['constructor', '/a'],
     ['ls', '/', '/data'],
     ['ls', '/', '--hedge', 'off'],
     ['cp', '/data/a'],

@@ -29,7 +29,7 @@ const COMMANDS: Record<QuickName, { valued: ReadonlySet<string>; flags: Readonly
 
 /** Whether `fanout <name> …` may be one parseQuick understands (bin/fanout.js repeats the list, to ask before the bundle loads). */
 function isQuickName(name: string | undefined): name is QuickName {
-  return name === 'cat' || name === 'stat' || name === 'ls' || name === 'cp';
+  return name !== undefined && Object.hasOwn(COMMANDS, name);
 }
 
 export function parseQuick(argv: string[], env: NodeJS.ProcessEnv = process.env): QuickCommand | undefined {
