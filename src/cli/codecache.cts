@@ -104,9 +104,13 @@ function cacheName(prefix: string, info: Stats): string {
   return `${prefix}${info.size}-${Math.round(info.mtimeMs)}-${process.versions.v8}.v8`;
 }
 
-/** `<bundle>-<hash of its path>-[<variant>-]`: what the caches of one bundle's builds share. */
+/**
+ * `<bundle>-<hash of its path>-<variant or "plain">-`: what the caches of one bundle's builds
+ * share. The variant is always named, so that no variant's prefix begins another's (writeCache
+ * removes what starts with it).
+ */
 function cachePrefix(file: string, variant: string): string {
-  return `${basename(file, '.cjs')}-${fnv1a(file)}-${variant ? `${variant}-` : ''}`;
+  return `${basename(file, '.cjs')}-${fnv1a(file)}-${variant || 'plain'}-`;
 }
 
 /** 32-bit FNV-1a of a string's UTF-16 units, in hex: tells apart bundles of two installs. */

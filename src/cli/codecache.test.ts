@@ -64,6 +64,16 @@ test('runs under other V8 flags keep a cache of their own: neither refuses and r
   assert.equal(cacheFiles(cache).length, 2);
 });
 
+test("writing one variant's cache leaves the other's in place", (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const jit = { name: 'jit', v8Flags: `--interrupt-budget=${INTERRUPT_BUDGET}` };
+  assert.equal(run(bundle, cache, jit).cache, 'none'); // a cp first after a build…
+  assert.equal(run(bundle, cache).cache, 'none'); // …then a cat, which writes the plain cache
+  assert.equal(run(bundle, cache, jit).cache, 'used');
+  assert.equal(run(bundle, cache).cache, 'used');
+});
+
 test('a rebuilt bundle never gets the old cache, and the old one is removed', (t) => {
   const { dir, bundle, cache } = setup();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
