@@ -137,15 +137,18 @@ export async function pretouchMemory(wanted) {
 }
 
 /**
- * Runs `node [nodeFlags] fanoutBin ...argv` through a shell that reports the CPU (user+sys from
- * /proc, USER_HZ ticks) of its reaped child, which the load of a shared machine disturbs far less
- * than wall time. Resolves with {seconds, cpu, user, out, err}; rejects on a non-zero exit.
+ * Runs `fanoutBin ...argv` as users do, as an executable (with this Node first on PATH), or
+ * `node [nodeFlags] fanoutBin ...argv` when given flags, through a shell that reports the CPU
+ * (user+sys from /proc, USER_HZ ticks) of its reaped child, which the load of a shared machine
+ * disturbs far less than wall time. Resolves with {seconds, cpu, user, out, err}; rejects on a
+ * non-zero exit.
  */
 export function fanoutMeasured(fanoutBin, argv, { env = process.env, nodeFlags = [] } = {}) {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
     const script = '"$@"; s=$?; echo "@@stat $(cat /proc/$$/stat)" >&2; exit $s';
-    const p = spawn('sh', ['-c', script, 'sh', process.execPath, ...nodeFlags, fanoutBin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const command = nodeFlags.length > 0 ? [process.execPath, ...nodeFlags, fanoutBin] : [fanoutBin];
+    const p = spawn('sh', ['-c', script, 'sh', ...command, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env: withThisNode(env) });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
@@ -160,6 +163,11 @@ export function fanoutMeasured(fanoutBin, argv, { env = process.env, nodeFlags =
       code === 0 ? resolve({ seconds, cpu, user, out, err }) : reject(new Error(`fanout ${argv.join(' ')} exited ${code}\n${out}${err}`));
     });
   });
+}
+
+/** `env` with the directory of the Node running the benchmark first on PATH (for the executable's `exec node`). */
+export function withThisNode(env = process.env) {
+  return { ...env, PATH: `${dirname(process.execPath)}:${env.PATH ?? ''}` };
 }
 
 /** The sync agent's own staging time, from its "staged …: N bytes in X s" line (NaN without one). */

@@ -1,4 +1,19 @@
-#!/usr/bin/env node
+#!/bin/sh
+":" //; case "$1" in cat|stat|ls|cp|sync) case "$NODE_OPTIONS" in *openssl-ca*|*system-ca*|*bundled-ca*) ;; *) if [ -n "$NODE_EXTRA_CA_CERTS" ]; then export FANOUT_NODE_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS"; unset NODE_EXTRA_CA_CERTS; fi ;; esac ;; esac
+":" //; exec node "$0" "$@"
+// The two lines above are run by sh, and are a string and a comment to Node. For the short
+// commands, NODE_EXTRA_CA_CERTS is kept from Node's start: Node 20 parses that file and builds its
+// whole root store before any module, ≈ 40 ms of a 1-byte `fanout cat` (measured), TLS or not.
+// The variable is given back to child processes here, and this process's TLS clients add its
+// file to Node's roots at their first https:// connection (src/lib/tls/client.ts, deferredTrust).
+// A flag choosing another default store (NODE_OPTIONS) leaves it to Node.
+const deferredExtraCa = process.env.FANOUT_NODE_EXTRA_CA_CERTS;
+if (deferredExtraCa !== undefined) {
+  delete process.env.FANOUT_NODE_EXTRA_CA_CERTS;
+  process.env.NODE_EXTRA_CA_CERTS = deferredExtraCa;
+  process[Symbol.for('fanout.deferredExtraCaCerts')] = deferredExtraCa; // lib/tls's DEFERRED_EXTRA_CA
+}
+
 // CommonJS (bin/package.json says so): an ES module entry starts Node's ES module loader, ≈ 10 ms
 // of every `fanout cat` of a small file; the bundles below are CommonJS too.
 const { join } = require('node:path');

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { pino } from 'pino';
@@ -13,12 +13,13 @@ import { FanoutClient } from '../../src/client/index.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { FanoutError } from '../../src/core/errors.js';
 import { parseWorkerConfig } from '../../src/lib/config/index.js';
-import { DEFAULT_TLS_RELOAD_MS } from '../../src/lib/tls/index.js';
+import { ConnectionPool } from '../../src/lib/leanhttp/index.js';
+import { DEFAULT_TLS_RELOAD_MS, DEFERRED_EXTRA_CA } from '../../src/lib/tls/index.js';
 import { Worker } from '../../src/worker/worker.js';
 import { makeCa, type TestCa } from '../harness/certs.js';
 import { fanout, sha256 } from '../harness/cli.js';
 import { freePort, waitFor } from '../harness/ports.js';
-import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { fanoutBin, startCluster, type WorkerProcess } from '../harness/workers.js';
 
 const PAGE = 1024 * 1024;
 
@@ -111,6 +112,62 @@ describe('TLS: https workers and their clients (SDK, CLI, peers)', { timeout: 12
     const none = await fanout(['stat', '/data/f.bin', '--endpoint', url], { FANOUT_CA: '' });
     assert.notEqual(none.code, 0);
     assert.match(none.stderr, /certificate/i);
+  });
+
+  test('NODE_EXTRA_CA_CERTS naming the CA is trusted by the CLI run as an executable (the launcher keeps it from Node), on the quick path and through commander', async () => {
+    const url = workers[1]!.url;
+    const dir = await mkdtemp(join(tmpdir(), 'fanout-extra-ca-'));
+    // The executable's own `node` is this one; FANOUT_CA empty: the CA comes from the variable only.
+    const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, FANOUT_CA: '', NODE_OPTIONS: '' };
+    const cli = (args: string[], extraCa: string) =>
+      new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve) => {
+        execFile(fanoutBin, [args[0]!, '--endpoint', url, ...args.slice(1)], { env: { ...env, NODE_EXTRA_CA_CERTS: extraCa }, encoding: 'buffer', maxBuffer: 64 * PAGE }, (err, stdout, stderr) =>
+          resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr: stderr.toString() }),
+        );
+      });
+    try {
+      const cat = await cli(['cat', '/data/f.bin'], ca.ca);
+      assert.equal(cat.code, 0, cat.stderr);
+      assert.equal(sha256(cat.stdout), sha256(content));
+      const stat = await cli(['stat', '/data/f.bin', '--json'], ca.ca);
+      assert.equal(stat.code, 0, stat.stderr);
+      assert.equal(JSON.parse(stat.stdout.toString()).size, content.length);
+      const copy = await cli(['cp', '/data/f.bin', join(dir, 'f.bin'), '--no-progress'], ca.ca);
+      assert.equal(copy.code, 0, copy.stderr);
+      assert.equal(sha256(await readFile(join(dir, 'f.bin'))), sha256(content));
+      // `--` is left to commander by the quick parser: main's code, in the same process.
+      const listed = await cli(['ls', '--json', '--', '/data/'], ca.ca);
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.match(listed.stdout.toString(), /f\.bin/);
+      // The system's store alone does not trust the test CA: the variable is what made the reads work.
+      const refused = await cli(['stat', '/data/f.bin'], '');
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /certificate/i);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a lean connection pool without a CA of its own (etcd\'s JSON client) trusts the NODE_EXTRA_CA_CERTS file the launcher deferred', async () => {
+    const timeouts = { connectMs: 5000, firstByteMs: 5000, idleMs: 5000 };
+    const status = async () => {
+      const pool = new ConnectionPool(workers[0]!.url, { connections: 1, timeouts });
+      try {
+        const response = await pool.get('/v1/cluster', {});
+        for await (const _ of response.body);
+        return response.statusCode;
+      } finally {
+        pool.destroy();
+      }
+    };
+    const processSlots = process as unknown as Record<symbol, unknown>;
+    processSlots[DEFERRED_EXTRA_CA] = ca.ca;
+    try {
+      assert.equal(await status(), 200);
+    } finally {
+      delete processSlots[DEFERRED_EXTRA_CA];
+    }
+    await assert.rejects(status(), (err: Error & { code?: string }) => /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(`${err.code} ${err.message}`), 'Node\'s store alone does not trust the test CA');
   });
 
   test('the SDK with a wrong CA is refused with WORKER_UNAVAILABLE naming the certificate', async () => {

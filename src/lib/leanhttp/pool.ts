@@ -1,4 +1,5 @@
 import type { ConnectionOptions } from 'node:tls';
+import { deferredTrust } from '../tls/client.js';
 import { SlabPool } from './slabs.js';
 import { Connection, TransportError, abortReason, type ConnectTarget, type ExchangeTimeouts, type LeanResponse } from './connection.js';
 
@@ -59,7 +60,8 @@ export class ConnectionPool {
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const port = Number(url.port || (https ? 443 : 80));
     const servername = /^[\d.]+$|:/.test(host) ? undefined : host;
-    this.target = { host, port, tls: https ? { servername, ...options.tls } : undefined };
+    // Options without a CA of their own trust what Node's default store would (deferredTrust).
+    this.target = { host, port, tls: https ? { servername, ...(options.tls?.ca ? options.tls : { ...deferredTrust(), ...options.tls }) } : undefined };
     this.hostHeader = url.host;
     this.slabs = options.slabs ?? new SlabPool();
     this.limit = options.connections;
