@@ -5,7 +5,7 @@ import { cp, mkdir, mkdtemp, open, readFile, readdir, rm, stat, utimes, writeFil
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
-import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { fanoutBin, startCluster, type WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 import { fanout } from '../harness/cli.js';
 import { SyncProcess, currentVersion, treeHashes } from '../harness/release.js';
@@ -135,6 +135,21 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
     assert.equal(once.code, 0, once.stderr);
     assert.deepEqual(await treeHashes(join(fresh, 'current')), expected);
     assert.equal((await sourceBytes(workers)) - before2, 0);
+  });
+
+  test('sync run as the executable keeps NODE_EXTRA_CA_CERTS from Node, and its on-switch hook gets the variable as given', async () => {
+    const dir = join(root, 'hooked');
+    const seen = join(root, 'hook-env');
+    const extraCa = join(root, 'extra ca.pem');
+    const hook = `printf '%s|%s' "$NODE_EXTRA_CA_CERTS" "\${FANOUT_NODE_EXTRA_CA_CERTS-unset}" > '${seen}'`;
+    const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: extraCa };
+    const { execFile } = await import('node:child_process');
+    const code = await new Promise<number>((resolve) =>
+      execFile(fanoutBin, ['sync', 'llm', '--channel', 'prod', '--once', '--dir', dir, '--host', 'hooked', '--on-switch', hook, ...common], { env }, (err) => resolve(err ? 1 : 0)),
+    );
+    assert.equal(code, 0);
+    assert.equal(await currentVersion(dir), 'v2');
+    assert.equal(await readFile(seen, 'utf8'), `${extraCa}|unset`);
   });
 
   test('the agents keep one old version and roll back to it', async () => {
