@@ -51,7 +51,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     '--logger', 'zap',
     '--log-level', 'error',
   ];
-  if (tls) args.push('--cert-file', tls.cert, '--key-file', tls.key, '--trusted-ca-file', tls.ca, ...(tls.clientCertAuth ? ['--client-cert-auth'] : []));
+  // etcd asks every client for a certificate once it is given a trusted CA file: only with clientCertAuth.
+  if (tls) args.push('--cert-file', tls.cert, '--key-file', tls.key, ...(tls.clientCertAuth ? ['--trusted-ca-file', tls.ca, '--client-cert-auth'] : []));
 
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();

@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEtcdClient } from '../../src/lib/membership/index.js';
+import { DEFERRED_EXTRA_CA } from '../../src/lib/tls/index.js';
 import { etcdConnection, ReleaseRegistry } from '../../src/release/registry.js';
 import { makeCa, type TestCa } from '../harness/certs.js';
 import { enableEtcdAuth, startEtcd, type EtcdServer } from '../harness/etcd.js';
@@ -61,6 +62,20 @@ describe('etcd with TLS, client certificates and passwords', { timeout: 120_000 
     } finally {
       await registry.close();
     }
+  });
+
+  test('without a CA of its own, the gRPC client (a following sync\'s watch) trusts the NODE_EXTRA_CA_CERTS file the launcher deferred', async () => {
+    const server = await ca.issue('etcd-plain');
+    const etcd = await startEtcd({ tls: { cert: server.cert, key: server.key, ca: ca.ca } });
+    cleanup.push(() => etcd.stop());
+    const processSlots = process as unknown as Record<symbol, unknown>;
+    processSlots[DEFERRED_EXTRA_CA] = ca.ca;
+    try {
+      assert.deepEqual(await registered({ endpoints: [etcd.endpoint] }), []);
+    } finally {
+      delete processSlots[DEFERRED_EXTRA_CA];
+    }
+    await assert.rejects(registered({ endpoints: [etcd.endpoint] }), 'the default roots do not trust the test CA');
   });
 
   test('a worker registers with etcd user and password; without the password etcd refuses', async () => {

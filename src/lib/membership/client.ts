@@ -1,5 +1,6 @@
 import { Etcd3, type IOptions } from 'etcd3';
 import { FanoutError } from '../../core/errors.js';
+import { deferredTrust } from '../tls/client.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from './connection.js';
 
 export type { EtcdConnection } from './connection.js';
@@ -29,6 +30,11 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
       rootCertificate: readPem(tls.ca, 'CA'),
       ...(tls.cert && tls.key ? { certChain: readPem(tls.cert, 'client certificate'), privateKey: readPem(tls.key, 'client key') } : {}),
     };
+  } else if (connection.endpoints.some((e) => e.startsWith('https://'))) {
+    // No CA of its own: what Node's default store would trust, where the launcher kept
+    // NODE_EXTRA_CA_CERTS from Node (a following `fanout sync`'s watch; lib/tls's deferredTrust).
+    const trust = deferredTrust();
+    if (trust) options.credentials = { rootCertificate: trust.ca };
   }
   if (auth) options.auth = { username: auth.username, password: auth.password };
   return new Etcd3(options);
