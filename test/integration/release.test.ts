@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cp, mkdir, mkdtemp, open, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -143,7 +144,6 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
     const extraCa = join(root, 'extra ca.pem');
     const hook = `printf '%s|%s' "$NODE_EXTRA_CA_CERTS" "\${FANOUT_NODE_EXTRA_CA_CERTS-unset}" > '${seen}'`;
     const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: extraCa };
-    const { execFile } = await import('node:child_process');
     const code = await new Promise<number>((resolve) =>
       execFile(fanoutBin, ['sync', 'llm', '--channel', 'prod', '--once', '--dir', dir, '--host', 'hooked', '--on-switch', hook, ...common], { env }, (err) => resolve(err ? 1 : 0)),
     );

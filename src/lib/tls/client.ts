@@ -40,7 +40,8 @@ export function tlsConnectOptions(ca: Buffer | undefined): { ca: Buffer } | unde
  */
 export const DEFERRED_EXTRA_CA = Symbol.for('fanout.deferredExtraCaCerts');
 
-let deferredRoots: Buffer | undefined;
+/** The roots built for the deferred file (once per process; the file does not change while it runs). */
+let deferredRoots: { file: string; pem: Buffer } | undefined;
 
 /**
  * The trust a TLS client without a CA of its own must be given: undefined (Node's default store)
@@ -53,8 +54,8 @@ export function deferredTrust(): { ca: Buffer } | undefined {
   if (typeof file !== 'string' || file === '') return undefined;
   return {
     get ca(): Buffer {
-      deferredRoots ??= defaultRootsWith(file);
-      return deferredRoots;
+      if (deferredRoots?.file !== file) deferredRoots = { file, pem: defaultRootsWith(file) };
+      return deferredRoots.pem;
     },
   };
 }

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { ManualClock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { parseWorkerConfig } from '../config/index.js';
-import { CertificateReloader, certificateHint, readCa } from './index.js';
+import { rootCertificates } from 'node:tls';
+import { CertificateReloader, DEFERRED_EXTRA_CA, certificateHint, deferredTrust, readCa, tlsConnectOptions } from './index.js';
 
 const PEM = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
 
@@ -24,6 +25,36 @@ test('a CA is taken from a PEM file, PEM text or bytes; a missing or non-PEM fil
       assert.throws(() => readCa(file), (err: unknown) => err instanceof FanoutError && err.code === 'INVALID_ARGUMENT' && err.message.includes(file));
     }
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a deferred NODE_EXTRA_CA_CERTS: clients without a CA get Node\'s roots and the file, read when asked; an explicit CA wins; unreadable is a warning', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-extra-ca-'));
+  const slots = process as unknown as Record<symbol, unknown>;
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.message);
+  process.on('warning', onWarning);
+  try {
+    assert.equal(deferredTrust(), undefined, 'nothing deferred: Node\'s default store');
+    assert.equal(tlsConnectOptions(undefined), undefined);
+    const file = join(dir, 'extra.pem');
+    slots[DEFERRED_EXTRA_CA] = file;
+    const trust = tlsConnectOptions(undefined)!;
+    await writeFile(file, PEM); // written after the options were made: read at the first use
+    const pem = trust.ca.toString('latin1');
+    assert.ok(pem.endsWith(PEM), 'the file comes after the roots');
+    assert.ok(pem.startsWith(rootCertificates[0]!), 'Node\'s bundled roots first');
+    assert.equal(pem.split('-----BEGIN CERTIFICATE-----').length - 1, rootCertificates.length + 1);
+    assert.deepEqual(tlsConnectOptions(Buffer.from('x')), { ca: Buffer.from('x') }, 'a CA of the caller\'s own replaces every root');
+    slots[DEFERRED_EXTRA_CA] = join(dir, 'missing.pem');
+    const roots = deferredTrust()!.ca.toString('latin1');
+    assert.equal(roots.split('-----BEGIN CERTIFICATE-----').length - 1, rootCertificates.length);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(warnings.some((w) => w.includes('missing.pem')), 'a warning names the file');
+  } finally {
+    delete slots[DEFERRED_EXTRA_CA];
+    process.off('warning', onWarning);
     await rm(dir, { recursive: true, force: true });
   }
 });
