@@ -6,7 +6,7 @@ import { pageKey } from '../lib/pagekey/index.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, WorkerStatus } from '../core/types.js';
 import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
-import type { CaOption } from '../lib/tls/client.js';
+import type { CaOption, ClientTrust } from '../lib/tls/client.js';
 import { ROUTES } from '../lib/wire/protocol.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 import { checkEndpoint } from './answers.js';
@@ -97,7 +97,7 @@ export class FanoutClient {
   /** Tells a worker when a page it sent failed its checksum (it re-verifies and drops its copy). */
   readonly pageReporter: HttpPageReporter;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
-  readonly connectOptions: { ca: Buffer } | undefined;
+  readonly connectOptions: ClientTrust | undefined;
   private reader: ClusterReader | undefined;
   private batches: BatchPageReader | undefined;
   private readonly sources = new Map<string, Ufs>();

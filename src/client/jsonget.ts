@@ -1,5 +1,6 @@
 import { bodyText, ConnectionPool, SlabPool } from '../lib/leanhttp/index.js';
 import type { PeerTimeouts } from '../lib/cluster/timeouts.js';
+import type { ClientTrust } from '../lib/tls/client.js';
 
 /**
  * Connections kept per worker for JSON answers. A FUSE mount looks files up many at once; more
@@ -27,7 +28,7 @@ export class JsonGetter {
   constructor(
     private readonly timeouts: PeerTimeouts,
     /** TLS options of every https:// request (the CA bundle). */
-    private readonly tls: { ca: Buffer } | undefined,
+    private readonly tls: ClientTrust | undefined,
   ) {}
 
   /** The status and body text of GET `url`; rejects on a network failure or a missed deadline. */

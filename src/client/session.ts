@@ -5,7 +5,7 @@ import type { Member } from '../core/types.js';
 import { ClusterReader, HttpPageReporter, PageFetcher, WorkerHealth, describeTimeout, type ClusterReaderOptions, type PageFetcherOptions, type PeerTimeouts } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { undici } from '../lib/http/undici.js';
-import { certificateHint } from '../lib/tls/client.js';
+import { certificateHint, type ClientTrust } from '../lib/tls/client.js';
 // No zod on the read path (see clusterinfo.ts): `fanout cat` pays for every module it loads.
 import { HEADERS, ROUTES } from '../lib/wire/protocol.js';
 import { checkClusterInfo, type ClusterInfoAnswer } from '../lib/wire/clusterinfo.js';
@@ -26,7 +26,7 @@ export interface ClusterSessionOptions {
   endpoints: string[];
   credentials: SessionCredentials;
   /** TLS settings of every connection to a worker (the CA bundle). */
-  connect?: { ca: Buffer };
+  connect?: ClientTrust;
   timeouts: PeerTimeouts;
   /** How old the member list may get before a read refreshes it. Default 10 s. */
   membershipRefreshMs?: number;
@@ -66,7 +66,7 @@ export class ClusterSession {
   readonly reporter: HttpPageReporter;
   /** Failures and slowness of each worker, seen by every reader of this session. */
   readonly health: WorkerHealth;
-  readonly connectOptions: { ca: Buffer } | undefined;
+  readonly connectOptions: ClientTrust | undefined;
   private readonly json: JsonGetter;
   private readonly clock: Clock;
   private agent: Dispatcher | undefined;

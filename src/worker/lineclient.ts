@@ -3,6 +3,7 @@ import type { Agent } from 'undici';
 import { FanoutError } from '../core/errors.js';
 import type { Member } from '../core/types.js';
 import { undici } from '../lib/http/undici.js';
+import type { ClientTrust } from '../lib/tls/client.js';
 import type { LeaseGrant, LeaseRequest } from '../lib/lines/index.js';
 import { ROUTES } from '../lib/wire/index.js';
 
@@ -54,7 +55,7 @@ export function isPreload(req: IncomingMessage, header: string): boolean {
 export class LineClient {
   private agent: Agent | undefined;
 
-  constructor(private readonly options: { headers: () => Record<string, string>; connect?: { ca: Buffer } | undefined; timeoutMs?: number }) {}
+  constructor(private readonly options: { headers: () => Record<string, string>; connect?: ClientTrust | undefined; timeoutMs?: number }) {}
 
   async renew(coordinator: Member, line: string, req: LeaseRequest, signal: AbortSignal): Promise<LeaseGrant | undefined> {
     const { Agent, request } = undici();

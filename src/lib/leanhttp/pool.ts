@@ -61,7 +61,8 @@ export class ConnectionPool {
     const port = Number(url.port || (https ? 443 : 80));
     const servername = /^[\d.]+$|:/.test(host) ? undefined : host;
     // Options without a CA of their own trust what Node's default store would (deferredTrust).
-    this.target = { host, port, tls: https ? { servername, ...(options.tls?.ca ? options.tls : { ...deferredTrust(), ...options.tls }) } : undefined };
+    const own = options.tls?.ca || options.tls?.secureContext;
+    this.target = { host, port, tls: https ? { servername, ...(own ? options.tls : { ...deferredTrust(), ...options.tls }) } : undefined };
     this.hostHeader = url.host;
     this.slabs = options.slabs ?? new SlabPool();
     this.limit = options.connections;

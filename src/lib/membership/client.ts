@@ -1,6 +1,6 @@
 import { Etcd3, type IOptions } from 'etcd3';
 import { FanoutError } from '../../core/errors.js';
-import { deferredTrust } from '../tls/client.js';
+import { deferredRootsPem } from '../tls/client.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from './connection.js';
 
 export type { EtcdConnection } from './connection.js';
@@ -33,8 +33,8 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
   } else if (connection.endpoints.some((e) => e.startsWith('https://'))) {
     // No CA of its own: what Node's default store would trust, where the launcher kept
     // NODE_EXTRA_CA_CERTS from Node (a following `fanout sync`'s watch; lib/tls's deferredTrust).
-    const trust = deferredTrust();
-    if (trust) options.credentials = { rootCertificate: trust.ca };
+    const roots = deferredRootsPem();
+    if (roots) options.credentials = { rootCertificate: roots };
   }
   if (auth) options.auth = { username: auth.username, password: auth.password };
   return new Etcd3(options);

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import type { SecureContext } from 'node:tls';
 import { FanoutError } from '../../core/errors.js';
 
 /**
@@ -25,8 +26,11 @@ export function readCa(ca: CaOption | undefined, code: 'INVALID_ARGUMENT' | 'INV
   return pem;
 }
 
-/** undici connect options trusting `ca` (undefined: the defaults, i.e. the system store). */
-export function tlsConnectOptions(ca: Buffer | undefined): { ca: Buffer } | undefined {
+/** What a client's TLS connections trust: a CA bundle of the user's, or a context built for them (deferredTrust). */
+export type ClientTrust = { ca: Buffer } | { secureContext: SecureContext };
+
+/** TLS connect options (undici's, the lean client's) trusting `ca` (undefined: what Node's default store trusts). */
+export function tlsConnectOptions(ca: Buffer | undefined): ClientTrust | undefined {
   return ca ? { ca } : deferredTrust();
 }
 
@@ -35,43 +39,84 @@ export function tlsConnectOptions(ca: Buffer | undefined): { ca: Buffer } | unde
  * that CommonJS launcher by this global name). Node 20 builds its whole root store and parses that
  * file at every start, before any module: ≈ 40 ms of a 1-byte `fanout cat` here (0.147 → 0.103 s
  * without it), whether or not the command speaks TLS. So for its short commands the launcher keeps
- * the variable from Node, and their TLS clients add the file to Node's bundled roots themselves,
- * at their first https:// connection that brings no CA of its own.
+ * the variable from Node, and their TLS clients add the file to Node's roots themselves, at their
+ * first https:// connection that brings no CA of its own.
  */
 export const DEFERRED_EXTRA_CA = Symbol.for('fanout.deferredExtraCaCerts');
 
-/** The roots built for the deferred file (once per process; the file does not change while it runs). */
-let deferredRoots: { file: string; pem: Buffer } | undefined;
+/** The deferred file, if the launcher kept one from Node. */
+function deferredFile(): string | undefined {
+  const file = (process as unknown as Record<symbol, unknown>)[DEFERRED_EXTRA_CA];
+  return typeof file === 'string' && file !== '' ? file : undefined;
+}
+
+/** Built once per process for the deferred file (it does not change while a command runs). */
+let deferred: { file: string; context?: SecureContext; pem?: Buffer } | undefined;
+const builtFor = (file: string) => {
+  if (deferred?.file !== file) deferred = { file };
+  return deferred;
+};
 
 /**
- * The trust a TLS client without a CA of its own must be given: undefined (Node's default store)
- * unless the launcher deferred NODE_EXTRA_CA_CERTS, then Node's bundled roots and that file,
- * read at the first connection that needs them (`ca` is a getter: spreading these options into a
- * connection's does it), once per process.
+ * The trust a Node TLS client without a CA of its own must be given: undefined (Node's default
+ * store) unless the launcher deferred NODE_EXTRA_CA_CERTS, then one context for every connection,
+ * built at the first one that needs it (`secureContext` is a getter: spreading these options into
+ * a connection's reads it): Node's default roots with the file's certificates added, as Node's own
+ * store would have been. One context, because from a `ca` option tls.connect builds a context per
+ * connection: ≈ 70 ms each for Node's roots and this machine's bundle (measured).
  */
-export function deferredTrust(): { ca: Buffer } | undefined {
-  const file = (process as unknown as Record<symbol, unknown>)[DEFERRED_EXTRA_CA];
-  if (typeof file !== 'string' || file === '') return undefined;
+export function deferredTrust(): { secureContext: SecureContext } | undefined {
+  const file = deferredFile();
+  if (!file) return undefined;
   return {
-    get ca(): Buffer {
-      if (deferredRoots?.file !== file) deferredRoots = { file, pem: defaultRootsWith(file) };
-      return deferredRoots.pem;
+    get secureContext(): SecureContext {
+      const built = builtFor(file);
+      built.context ??= contextWith(file);
+      return built.context;
     },
   };
 }
 
-/** What Node's default store holds with NODE_EXTRA_CA_CERTS=file: its bundled roots, then the file's certificates. */
-function defaultRootsWith(file: string): Buffer {
-  // node:tls only when a connection needs it (most short commands never load it).
-  const { rootCertificates } = createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
-  let extra = '';
+/**
+ * The same trust as PEM, for clients that build their own context from certificates (gRPC):
+ * Node's bundled roots, then the file's certificates. Undefined unless the launcher deferred a file.
+ */
+export function deferredRootsPem(): Buffer | undefined {
+  const file = deferredFile();
+  if (!file) return undefined;
+  const built = builtFor(file);
+  built.pem ??= Buffer.from(`${tlsModule().rootCertificates.join('\n')}\n${readExtra(file)}`, 'latin1');
+  return built.pem;
+}
+
+/** node:tls only when a connection needs it (most short commands never load it). */
+const tlsModule = () => createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
+
+/**
+ * Node's default context (its root store, built once per process in C++) with the file's
+ * certificates added, as Node does with NODE_EXTRA_CA_CERTS at start. addCACert is the native
+ * context's method that tls.createSecureContext itself calls for a `ca` option; where a Node lacks
+ * it, the bundled roots and the file as a `ca` option (the same trust, parsed from PEM).
+ */
+function contextWith(file: string): SecureContext {
+  const tls = tlsModule();
+  const extra = readExtra(file);
+  const context = tls.createSecureContext();
+  const native = (context as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
+  if (extra === '') return context;
+  if (typeof native?.addCACert !== 'function') return tls.createSecureContext({ ca: deferredRootsPem() });
+  native.addCACert(extra);
+  return context;
+}
+
+/** The file's text; empty, with a warning as Node gives, if it cannot be read (Node then keeps its bundled roots alone). */
+function readExtra(file: string): string {
   try {
-    extra = readFileSync(file, 'latin1');
+    return readFileSync(file, 'latin1');
   } catch (err) {
-    // As Node does with an unreadable NODE_EXTRA_CA_CERTS: a warning, and the bundled roots alone.
     process.emitWarning(`Ignoring extra certs from \`${file}\`, load failed: ${(err as Error).message}`);
+    return '';
   }
-  return Buffer.from(`${rootCertificates.join('\n')}\n${extra}`, 'latin1');
 }
 
 const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|HOSTNAME|ALTNAME/;

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { ManualClock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { parseWorkerConfig } from '../config/index.js';
-import { rootCertificates } from 'node:tls';
-import { CertificateReloader, DEFERRED_EXTRA_CA, certificateHint, deferredTrust, readCa, tlsConnectOptions } from './index.js';
+import { createSecureContext, rootCertificates } from 'node:tls';
+import { CertificateReloader, DEFERRED_EXTRA_CA, certificateHint, deferredRootsPem, deferredTrust, readCa, tlsConnectOptions } from './index.js';
 
 const PEM = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
 
@@ -29,27 +29,35 @@ test('a CA is taken from a PEM file, PEM text or bytes; a missing or non-PEM fil
   }
 });
 
-test('a deferred NODE_EXTRA_CA_CERTS: clients without a CA get Node\'s roots and the file, read when asked; an explicit CA wins; unreadable is a warning', async () => {
+test('a deferred NODE_EXTRA_CA_CERTS: clients without a CA get one context with Node\'s roots and the file, built when asked; an explicit CA wins; unreadable is a warning', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'fanout-extra-ca-'));
   const slots = process as unknown as Record<symbol, unknown>;
   const warnings: string[] = [];
   const onWarning = (w: Error) => warnings.push(w.message);
   process.on('warning', onWarning);
+  const count = (pem: Buffer) => pem.toString('latin1').split('-----BEGIN CERTIFICATE-----').length - 1;
   try {
     assert.equal(deferredTrust(), undefined, 'nothing deferred: Node\'s default store');
     assert.equal(tlsConnectOptions(undefined), undefined);
+    assert.equal(deferredRootsPem(), undefined);
     const file = join(dir, 'extra.pem');
+    const extra = rootCertificates[0]!; // a real certificate: the context parses it
     slots[DEFERRED_EXTRA_CA] = file;
-    const trust = tlsConnectOptions(undefined)!;
-    await writeFile(file, PEM); // written after the options were made: read at the first use
-    const pem = trust.ca.toString('latin1');
-    assert.ok(pem.endsWith(PEM), 'the file comes after the roots');
-    assert.ok(pem.startsWith(rootCertificates[0]!), 'Node\'s bundled roots first');
-    assert.equal(pem.split('-----BEGIN CERTIFICATE-----').length - 1, rootCertificates.length + 1);
+    const trust = deferredTrust()!;
+    assert.ok(tlsConnectOptions(undefined), 'undici options get it too');
+    await writeFile(file, extra); // written after the options were made: read at the first use
+    const isContext = (c: unknown) => c instanceof createSecureContext().constructor;
+    assert.ok(isContext(trust.secureContext));
+    assert.equal(trust.secureContext, deferredTrust()!.secureContext, 'one context for every connection');
+    const pem = deferredRootsPem()!;
+    assert.ok(pem.toString('latin1').endsWith(extra), 'the file comes after the roots');
+    assert.ok(pem.toString('latin1').startsWith(rootCertificates[0]!), 'Node\'s bundled roots first');
+    assert.equal(count(pem), rootCertificates.length + 1);
     assert.deepEqual(tlsConnectOptions(Buffer.from('x')), { ca: Buffer.from('x') }, 'a CA of the caller\'s own replaces every root');
+    assert.equal(warnings.length, 0);
     slots[DEFERRED_EXTRA_CA] = join(dir, 'missing.pem');
-    const roots = deferredTrust()!.ca.toString('latin1');
-    assert.equal(roots.split('-----BEGIN CERTIFICATE-----').length - 1, rootCertificates.length);
+    assert.ok(isContext(deferredTrust()!.secureContext), 'Node\'s roots alone');
+    assert.equal(count(deferredRootsPem()!), rootCertificates.length);
     await new Promise((resolve) => setImmediate(resolve));
     assert.ok(warnings.some((w) => w.includes('missing.pem')), 'a warning names the file');
   } finally {

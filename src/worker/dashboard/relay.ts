@@ -1,12 +1,13 @@
 import { Agent, request } from 'undici';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
+import type { ClientTrust } from '../../lib/tls/client.js';
 
 export interface RelayOptions {
   /** Headers that let a peer in (the cluster credential). */
   headers: () => Record<string, string>;
   /** TLS options for https peers (the cluster CA). */
-  connect?: { ca: Buffer };
+  connect?: ClientTrust;
   /** Whole-call deadline per member; default 2.5 s. */
   timeoutMs?: number;
   /** Relays in flight at once on this worker; more are refused with OVERLOADED. Default 32. */
