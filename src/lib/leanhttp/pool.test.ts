@@ -297,3 +297,14 @@ async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+test('an http:// pool never reads its TLS options (a deferred trust builds its context when read: ≈ 40 ms of a short command)', () => {
+  const tls = {
+    get secureContext(): never {
+      throw new Error('read');
+    },
+  };
+  const pool = new ConnectionPool('http://127.0.0.1:9', { connections: 1, timeouts: TIMEOUTS, tls });
+  pool.destroy();
+  assert.throws(() => new ConnectionPool('https://127.0.0.1:9', { connections: 1, timeouts: TIMEOUTS, tls }), /read/, 'an https pool reads them');
+});

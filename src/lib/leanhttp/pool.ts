@@ -60,9 +60,7 @@ export class ConnectionPool {
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const port = Number(url.port || (https ? 443 : 80));
     const servername = /^[\d.]+$|:/.test(host) ? undefined : host;
-    // Options without a CA of their own trust what Node's default store would (deferredTrust).
-    const own = options.tls?.ca || options.tls?.secureContext;
-    this.target = { host, port, tls: https ? { servername, ...(own ? options.tls : { ...deferredTrust(), ...options.tls }) } : undefined };
+    this.target = { host, port, tls: https ? { servername, ...trusting(options.tls) } : undefined };
     this.hostHeader = url.host;
     this.slabs = options.slabs ?? new SlabPool();
     this.limit = options.connections;
@@ -231,4 +229,12 @@ function requestHead(method: 'GET' | 'POST', path: string, host: string, headers
   }
   if (/[\s]/.test(path)) throw new TransportError('FANOUT_BAD_HEADER', 'request path with whitespace');
   return head + '\r\n';
+}
+
+/**
+ * TLS options that trust what Node's default store would when they bring no CA or context of
+ * their own (lib/tls's deferredTrust). Only for https:// pools: reading `secureContext` builds it.
+ */
+function trusting(tls: ConnectionOptions | undefined): ConnectionOptions {
+  return tls?.ca || tls?.secureContext ? tls : { ...deferredTrust(), ...tls };
 }
