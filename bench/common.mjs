@@ -166,7 +166,7 @@ export function fanoutMeasured(fanoutBin, argv, { env = process.env, nodeFlags =
 }
 
 /** `env` with the directory of the Node running the benchmark first on PATH (for the executable's `exec node`). */
-export function withThisNode(env = process.env) {
+function withThisNode(env = process.env) {
   return { ...env, PATH: `${dirname(process.execPath)}:${env.PATH ?? ''}` };
 }
 

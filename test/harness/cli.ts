@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { dirname } from 'node:path';
 import { fanoutBin } from './workers.js';
 
 export interface CliResult {
@@ -19,6 +20,11 @@ export function fanout(args: string[], env: Record<string, string> = {}): Promis
     proc.once('error', reject);
     proc.once('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr }));
   });
+}
+
+/** The environment that runs bin/fanout.js as an executable, as users do (its `sh` lines then run): this Node first on PATH. */
+export function executableEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, ...extra };
 }
 
 export async function fanoutJson<T = unknown>(args: string[]): Promise<T> {

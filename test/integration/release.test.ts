@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { fanoutBin, startCluster, type WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
-import { fanout } from '../harness/cli.js';
+import { executableEnv, fanout } from '../harness/cli.js';
 import { SyncProcess, currentVersion, treeHashes } from '../harness/release.js';
 
 const MiB = 1024 * 1024;
@@ -143,7 +143,7 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
     const seen = join(root, 'hook-env');
     const extraCa = join(root, 'extra ca.pem');
     const hook = `printf '%s|%s' "$NODE_EXTRA_CA_CERTS" "\${FANOUT_NODE_EXTRA_CA_CERTS-unset}" > '${seen}'`;
-    const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: extraCa };
+    const env = executableEnv({ NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: extraCa });
     const code = await new Promise<number>((resolve) =>
       execFile(fanoutBin, ['sync', 'llm', '--channel', 'prod', '--once', '--dir', dir, '--host', 'hooked', '--on-switch', hook, ...common], { env }, (err) => resolve(err ? 1 : 0)),
     );

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { pino } from 'pino';
@@ -17,7 +17,7 @@ import { ConnectionPool } from '../../src/lib/leanhttp/index.js';
 import { DEFAULT_TLS_RELOAD_MS, DEFERRED_EXTRA_CA } from '../../src/lib/tls/index.js';
 import { Worker } from '../../src/worker/worker.js';
 import { makeCa, type TestCa } from '../harness/certs.js';
-import { fanout, sha256 } from '../harness/cli.js';
+import { executableEnv, fanout, sha256 } from '../harness/cli.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { fanoutBin, startCluster, type WorkerProcess } from '../harness/workers.js';
 
@@ -118,7 +118,7 @@ describe('TLS: https workers and their clients (SDK, CLI, peers)', { timeout: 12
     const url = workers[1]!.url;
     const dir = await mkdtemp(join(tmpdir(), 'fanout-extra-ca-'));
     // The executable's own `node` is this one; FANOUT_CA empty: the CA comes from the variable only.
-    const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, FANOUT_CA: '', NODE_OPTIONS: '' };
+    const env = executableEnv({ FANOUT_CA: '', NODE_OPTIONS: '' });
     const cli = (args: string[], extraCa: string) =>
       new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve) => {
         execFile(fanoutBin, [args[0]!, '--endpoint', url, ...args.slice(1)], { env: { ...env, NODE_EXTRA_CA_CERTS: extraCa }, encoding: 'buffer', maxBuffer: 64 * PAGE }, (err, stdout, stderr) =>

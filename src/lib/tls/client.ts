@@ -29,7 +29,11 @@ export function readCa(ca: CaOption | undefined, code: 'INVALID_ARGUMENT' | 'INV
 /** What a client's TLS connections trust: a CA bundle of the user's, or a context built for them (deferredTrust). */
 export type ClientTrust = { ca: Buffer } | { secureContext: SecureContext };
 
-/** TLS connect options (undici's, the lean client's) trusting `ca` (undefined: what Node's default store trusts). */
+/**
+ * TLS connect options (undici's, the lean client's) trusting `ca` (undefined: what Node's default
+ * store trusts). undici reads them when it makes a client, http:// too: a deferred context is then
+ * built, as Node would have built its store at start.
+ */
 export function tlsConnectOptions(ca: Buffer | undefined): ClientTrust | undefined {
   return ca ? { ca } : deferredTrust();
 }
@@ -102,10 +106,10 @@ function contextWith(file: string): SecureContext {
   const tls = tlsModule();
   const extra = readExtra(file);
   const context = tls.createSecureContext();
-  const native = (context as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
   if (extra === '') return context;
+  const native = (context as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
   if (typeof native?.addCACert !== 'function') return tls.createSecureContext({ ca: deferredRootsPem() });
-  native.addCACert(extra);
+  native.addCACert(extra); // every certificate of the PEM, into a copy of the shared root store
   return context;
 }
 
