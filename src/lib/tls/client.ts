@@ -55,11 +55,13 @@ function deferredFile(): string | undefined {
 }
 
 /** Built once per process for the deferred file (it does not change while a command runs). */
-let deferred: { file: string; context?: SecureContext; pem?: Buffer } | undefined;
+let deferred: { file: string; extra?: string; context?: SecureContext; pem?: Buffer } | undefined;
 const builtFor = (file: string) => {
   if (deferred?.file !== file) deferred = { file };
   return deferred;
 };
+/** The file's text, read once (the context and the PEM both need it; one warning if it cannot be read). */
+const extraOf = (file: string) => (builtFor(file).extra ??= readExtra(file));
 
 /**
  * The trust a Node TLS client without a CA of its own must be given: undefined (Node's default
@@ -89,7 +91,7 @@ export function deferredRootsPem(): Buffer | undefined {
   const file = deferredFile();
   if (!file) return undefined;
   const built = builtFor(file);
-  built.pem ??= Buffer.from(`${tlsModule().rootCertificates.join('\n')}\n${readExtra(file)}`, 'latin1');
+  built.pem ??= Buffer.from(`${tlsModule().rootCertificates.join('\n')}\n${extraOf(file)}`, 'latin1');
   return built.pem;
 }
 
@@ -104,7 +106,7 @@ const tlsModule = () => createRequire(import.meta.url)('node:tls') as typeof imp
  */
 function contextWith(file: string): SecureContext {
   const tls = tlsModule();
-  const extra = readExtra(file);
+  const extra = extraOf(file);
   const context = tls.createSecureContext();
   if (extra === '') return context;
   const native = (context as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
