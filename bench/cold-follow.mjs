@@ -30,19 +30,33 @@ async function cpuSeconds(pid) {
   const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICK; // utime, stime
 }
+/** Context switches of all the process's threads so far (voluntary: it slept, i.e. one wake-up each). */
+async function contextSwitches(pid) {
+  const { readdir } = await import('node:fs/promises');
+  let voluntary = 0;
+  let involuntary = 0;
+  for (const task of await readdir(`/proc/${pid}/task`)) {
+    const status = await readFile(`/proc/${pid}/task/${task}/status`, 'utf8').catch(() => '');
+    voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+  return { voluntary, involuntary };
+}
 const loadavg = async () => (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
 
 /** Every reader fetches every page at once; returns wall seconds and the worker's CPU seconds. */
 async function pass(proc, list) {
   const cpu0 = await cpuSeconds(proc.pid);
+  const switches0 = await contextSwitches(proc.pid);
   const started = process.hrtime.bigint();
   await Promise.all(Array.from({ length: readers }, () => run('curl', ['-sf', '--max-time', '600', '-K', list])));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { seconds, cpu: (await cpuSeconds(proc.pid)) - cpu0 };
+  const switches = await contextSwitches(proc.pid);
+  return { seconds, cpu: (await cpuSeconds(proc.pid)) - cpu0, wakeups: switches.voluntary - switches0.voluntary, preempted: switches.involuntary - switches0.involuntary };
 }
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-coldfollow-'));
-const results = Object.fromEntries(modes.map((m) => [m, { cold: [], warm: [], coldCpuPerGiB: [], warmCpuPerGiB: [], ratio: [] }]));
+const results = Object.fromEntries(modes.map((m) => [m, { cold: [], warm: [], coldCpuPerGiB: [], warmCpuPerGiB: [], ratio: [], coldWakeupsPerGiB: [], warmWakeupsPerGiB: [] }]));
 try {
   const srcDir = join(work, 'src');
   await mkdir(srcDir);
@@ -70,6 +84,8 @@ try {
         out.coldCpuPerGiB.push(cold.cpu / gib);
         out.warmCpuPerGiB.push(warm.cpu / gib);
         out.ratio.push(cold.seconds / warm.seconds);
+        out.coldWakeupsPerGiB.push(cold.wakeups / gib);
+        out.warmWakeupsPerGiB.push(warm.wakeups / gib);
       } finally {
         proc.kill('SIGTERM');
         await new Promise((res) => proc.once('exit', res));
@@ -87,6 +103,9 @@ try {
       coldOverWarm: +median(m.ratio).toFixed(3),
       coldCpuSecondsPerGiB: +median(m.coldCpuPerGiB).toFixed(3),
       warmCpuSecondsPerGiB: +median(m.warmCpuPerGiB).toFixed(3),
+      // The worker's threads' sleeps (voluntary context switches) per GiB sent: its wake-ups.
+      coldWakeupsPerGiB: Math.round(median(m.coldWakeupsPerGiB)),
+      warmWakeupsPerGiB: Math.round(median(m.warmWakeupsPerGiB)),
       runs: { cold: round(m.cold), warm: round(m.warm), coldCpuPerGiB: round(m.coldCpuPerGiB), warmCpuPerGiB: round(m.warmCpuPerGiB) },
     };
   }

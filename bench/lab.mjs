@@ -14,7 +14,8 @@
 // the cluster's page size (defaults: the product's); [--cpu-prof DIR] writes each worker's CPU profile there (node --cpu-prof);
 // [--worker-logs DIR] keeps each worker's log there (warnings: owners taken for down, failed reads);
 // [--perf DIR] records a system-wide perf profile of each phase there; [--pretouch off] skips
-// touching the phase's memory before each phase (see pretouchMemory).
+// touching the phase's memory before each phase (see pretouchMemory); [--worker-node-flags "FLAGS"]
+// runs the workers under those Node/V8 flags (e.g. a young generation's size).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, openSync, readFileSync } from 'node:fs';
@@ -26,7 +27,7 @@ import { HashRing } from '../dist/src/lib/hashring/index.js';
 
 const labDir = join(root, 'bench/lab');
 const netlab = join(labDir, 'netlab.sh');
-const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'page-size': '', 'cpu-prof': '', 'worker-logs': '', perf: '', pretouch: 'on' });
+const opt = benchArgs({ size: '2GiB', clients: '8', workers: '4', rate: '350MB/s', runs: '1', store: '/dev/shm', only: '', hedge: '', scrub: '', 'fills-per-mount': '', 'page-size': '', 'cpu-prof': '', 'worker-logs': '', perf: '', pretouch: 'on', 'worker-node-flags': '' });
 const SIZE = parseSize(opt.size);
 const N = Number(opt.clients);
 const W = Number(opt.workers);
@@ -224,7 +225,8 @@ async function main() {
         await writeFile(join(dir, 'worker.yaml'), JSON.stringify(config));
         const prof = opt['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', opt['cpu-prof'], '--cpu-prof-name', `worker${i + 1}.cpuprofile`] : opt.perf ? ['--perf-basic-prof'] : [];
         const log = opt['worker-logs'] ? openSync(join(opt['worker-logs'], `worker${i + 1}.log`), 'w') : 'ignore';
-        const proc = inHost(workerHost(i), 'node', [...prof, bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', log, log] });
+        const nodeFlags = opt['worker-node-flags'] ? opt['worker-node-flags'].split(' ') : [];
+        const proc = inHost(workerHost(i), 'node', [...nodeFlags, ...prof, bin, 'worker', '--config', join(dir, 'worker.yaml')], { stdio: ['ignore', log, log] });
         workers.push(proc);
         procs.push(proc);
       }

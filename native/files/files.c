@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "napiutil.h"
+#include "writepiece.h"
 
 #ifndef IOV_MAX
 #define IOV_MAX 1024
@@ -76,10 +77,23 @@ static void free_batch(batch_job *batch) {
   free(batch);
 }
 
+/**
+ * One writev of the iovecs' leading bytes, at most FANOUT_WRITE_PIECE of them: the whole iovecs
+ * that fit, or the first one's leading piece when it alone is larger.
+ */
+static ssize_t writev_piece(int fd, const struct iovec *iov, int count) {
+  int n = 0;
+  size_t total = 0;
+  while (n < count && n < IOV_MAX && total + iov[n].iov_len <= FANOUT_WRITE_PIECE) total += iov[n++].iov_len;
+  if (n > 0) return writev(fd, iov, n);
+  struct iovec first = {iov[0].iov_base, FANOUT_WRITE_PIECE};
+  return writev(fd, &first, 1);
+}
+
 /** Every byte of the iovecs, continuing after short writes (the iovecs are consumed). */
 static int write_all(int fd, struct iovec *iov, int count) {
   while (count > 0) {
-    ssize_t written = writev(fd, iov, count > IOV_MAX ? IOV_MAX : count);
+    ssize_t written = writev_piece(fd, iov, count);
     if (written < 0) {
       if (errno == EINTR) continue;
       return errno;

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "napiutil.h"
+#include "writepiece.h"
 
 #define CODE_OUTSIDE (-1)
 #define CODE_IS_DIR (-2)
@@ -179,7 +180,9 @@ static void write_new(Job* job) {
   }
   int64_t done = 0;
   while (done < job->length) {
-    ssize_t n = pwrite(fd, job->data + done, (size_t)(job->length - done), (off_t)done);
+    size_t piece = (size_t)(job->length - done);
+    if (piece > FANOUT_WRITE_PIECE) piece = FANOUT_WRITE_PIECE;
+    ssize_t n = pwrite(fd, job->data + done, piece, (off_t)done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       job->code = n < 0 ? errno : EIO;

@@ -1,5 +1,6 @@
 import { fstatSync, writevSync } from 'node:fs';
 import { isatty } from 'node:tty';
+import { leadingPiece } from '../lib/writepiece/index.js';
 
 /**
  * Writes pages (arrays of chunks) to standard output in order, one writev per page. A file or
@@ -33,7 +34,7 @@ function blockingStdout(): boolean {
 export function writeAllSync(fd: number, chunks: Buffer[]): void {
   let rest = chunks;
   while (rest.length > 0) {
-    let written = writevSync(fd, rest);
+    let written = writevSync(fd, leadingPiece(rest));
     let done = 0;
     while (done < rest.length && written >= rest[done]!.length) written -= rest[done++]!.length;
     rest = rest.slice(done);

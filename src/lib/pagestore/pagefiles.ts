@@ -2,6 +2,7 @@ import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { smallIo, type SmallIo } from '../smallio/index.js';
 import type { StoredPage } from './types.js';
+import { pieceOf } from '../writepiece/index.js';
 
 /** A page file's name: `<key>.<crc32>`, so the checksum survives a restart without an index. */
 const PAGE_FILE = /^([0-9a-f]{16,128})\.([0-9a-f]{8})$/;
@@ -95,7 +96,7 @@ async function writeAndStat(file: string, data: Buffer): Promise<number> {
   try {
     let offset = 0;
     while (offset < data.length) {
-      const { bytesWritten } = await handle.write(data, offset, data.length - offset, offset);
+      const { bytesWritten } = await handle.write(data, offset, pieceOf(data.length - offset), offset);
       if (bytesWritten === 0) throw Object.assign(new Error('page write made no progress'), { code: 'EIO' });
       offset += bytesWritten;
     }

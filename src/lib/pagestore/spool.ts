@@ -1,5 +1,6 @@
 import type { FileHandle } from 'node:fs/promises';
 import { unlink } from 'node:fs/promises';
+import { pieceOf } from '../writepiece/index.js';
 
 /**
  * A page file written as its fill arrives, before the page is whole: bytes appended here are in
@@ -40,7 +41,7 @@ export class PageSpool {
   async append(data: Buffer): Promise<void> {
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, data.length - done, this.written + done);
+      const { bytesWritten } = await this.handle.write(data, done, pieceOf(data.length - done), this.written + done);
       if (bytesWritten === 0) throw Object.assign(new Error('page write made no progress'), { code: 'EIO' });
       done += bytesWritten;
     }

@@ -1,5 +1,6 @@
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { ByteBudget } from './bytebudget.js';
+import { leadingPiece } from '../writepiece/index.js';
 
 /** Where pages land: a file handle (fs/promises FileHandle fits). */
 export interface PositionalTarget {
@@ -120,7 +121,7 @@ async function writeChunks(target: PositionalTarget, chunks: Buffer[], position:
   let rest = chunks;
   let done = 0;
   while (done < length) {
-    const { bytesWritten } = await target.writev(rest, position + done);
+    const { bytesWritten } = await target.writev(leadingPiece(rest), position + done);
     if (bytesWritten <= 0) throw new FanoutError('INTERNAL', `write at ${position + done} made no progress`);
     done += bytesWritten;
     rest = skipBytes(rest, bytesWritten);

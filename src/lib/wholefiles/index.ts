@@ -2,6 +2,7 @@ import { close, fdatasync, open, rename, unlink, writev, constants as fsc } from
 import { addonPath, optionalAddon } from '../addons/index.js';
 import { getSystemErrorName } from 'node:util';
 import { skipBytes } from '../transfer/positional.js';
+import { leadingPiece } from '../writepiece/index.js';
 
 /**
  * Whole small files written many at a time (sync staging, `fanout cp` of a tree). A small file
@@ -230,7 +231,7 @@ async function writeOneJs(file: WholeFile, flags: number, mode: number): Promise
   try {
     let rest = file.chunks.filter((c) => c.length > 0);
     while (rest.length > 0) {
-      const written = await call<number>((cb) => writev(fd, rest, cb));
+      const written = await call<number>((cb) => writev(fd, leadingPiece(rest), cb));
       if (written <= 0) throw fsError(5 /* EIO */, 'write', name);
       rest = skipBytes(rest, written);
     }
