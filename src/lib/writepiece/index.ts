@@ -2,13 +2,13 @@
  * The most bytes one write(2) into a file carries: bigger writes are split into pieces this size.
  *
  * Linux 6.x gives a buffered write page-cache folios as large as the write allows (up to 2 MiB on
- * ext4 and xfs), and a 2 MiB folio is an order-9 block of free memory — on a VM that hands free
- * memory back to its host (virtio free page reporting, which reports blocks of that order), memory
- * the host must fault back in as the copy touches it. Measured on this project's VMs, writing a new
- * 512 MiB file on ext4: 1.07–1.15 s of CPU in 4 MiB writes, 0.14–0.19 s in 1 MiB writes (smaller
- * folios come from free memory the guest still backs); on tmpfs, no difference. Elsewhere a 1 MiB
- * write costs what a 4 MiB one does (four syscalls per 4 MiB page instead of one).
- * native/common/writepiece.h holds the same number for the addons' writes.
+ * ext4 and xfs). On this project's VMs (free page reporting of order-9 blocks, i.e. 2 MiB) a new
+ * 2 MiB folio is far dearer to fill than smaller ones: writing a new 512 MiB file on ext4 took
+ * 0.4–1.2 s of CPU in 4 MiB writes against 0.14–0.19 s in 1 MiB writes, the cost inside the copy
+ * into the new folios (docs/benchmarks.md); 1 MiB writes stayed cheap even once they had to
+ * split 2 MiB free blocks. On tmpfs (order-0 pages) no difference. Elsewhere a 1 MiB write costs
+ * what a 4 MiB one does, plus three syscalls per 4 MiB page. native/common/writepiece.h holds
+ * the same number for the addons' writes.
  */
 export const WRITE_PIECE = 1 << 20;
 
