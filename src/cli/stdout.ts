@@ -3,11 +3,12 @@ import { isatty } from 'node:tty';
 import { leadingPiece } from '../lib/writepiece/index.js';
 
 /**
- * Writes pages (arrays of chunks) to standard output in order, one writev per page. A file or
- * /dev/null gets blocking writev(2)s on fd 1 — what Node's stdout does for files anyway, minus
- * a stream write per chunk, which cost ≈0.15 s of CPU per GiB here. A pipe, socket or terminal
- * gets process.stdout corked per page, with its backpressure respected. A reader that goes
- * away (EPIPE: `fanout cat x | head`) ends the copy quietly; any other write error is thrown.
+ * Writes pages (arrays of chunks) to standard output in order, one writev per page (per MiB of
+ * it: lib/writepiece). A file or /dev/null gets blocking writev(2)s on fd 1 — what Node's stdout
+ * does for files anyway, minus a stream write per chunk, which cost ≈0.15 s of CPU per GiB
+ * here. A pipe, socket or terminal gets process.stdout corked per page, with its backpressure
+ * respected. A reader that goes away (EPIPE: `fanout cat x | head`) ends the copy quietly; any
+ * other write error is thrown.
  */
 export async function writePagesToStdout(pages: AsyncIterable<Buffer[]>, written: (page: Buffer[]) => void = () => {}): Promise<void> {
   if (blockingStdout()) {

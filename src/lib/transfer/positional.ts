@@ -15,7 +15,7 @@ export interface PagesAtOptions {
   pageLength: (index: number) => number;
   /** Pages in flight (fetched, being written, or written and waiting for inOrder) for this file. */
   window: number;
-  /** One page's bytes, verified; several chunks are fine (they are written with one pwritev). */
+  /** One page's bytes, verified; several chunks are fine (one pwritev per MiB of them: lib/writepiece). */
   fetch: (index: number, signal: AbortSignal) => Promise<Buffer[]>;
   /**
    * Called for every page in index order once it is written (a whole-file digest). A page that

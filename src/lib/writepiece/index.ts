@@ -1,8 +1,8 @@
 /**
  * The most bytes one write(2) into a file carries: bigger writes are split into pieces this size.
  *
- * Linux 6.x gives a buffered write page-cache folios as large as the write allows (up to 2 MiB on
- * ext4 and xfs). On this project's VMs (free page reporting of order-9 blocks, i.e. 2 MiB) a new
+ * Linux 6.x gives a buffered write page-cache folios as large as the write allows (up to 2 MiB;
+ * measured on ext4). On this project's VMs (free page reporting of order-9 blocks, i.e. 2 MiB) a new
  * 2 MiB folio is far dearer to fill than smaller ones: writing a new 512 MiB file on ext4 took
  * 0.4–1.2 s of CPU in 4 MiB writes against 0.14–0.19 s in 1 MiB writes, the cost inside the copy
  * into the new folios (docs/benchmarks.md); 1 MiB writes stayed cheap even once they had to
