@@ -2,7 +2,7 @@ import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { smallIo, type SmallIo } from '../smallio/index.js';
 import type { StoredPage } from './types.js';
-import { pieceOf } from '../writepiece/index.js';
+import { writeFully } from '../writepiece/index.js';
 
 /** A page file's name: `<key>.<crc32>`, so the checksum survives a restart without an index. */
 const PAGE_FILE = /^([0-9a-f]{16,128})\.([0-9a-f]{8})$/;
@@ -94,12 +94,7 @@ async function writeInOneJob(io: SmallIo, tmp: string, shardDir: string, file: s
 async function writeAndStat(file: string, data: Buffer): Promise<number> {
   const handle = await open(file, 'w');
   try {
-    let offset = 0;
-    while (offset < data.length) {
-      const { bytesWritten } = await handle.write(data, offset, pieceOf(data.length - offset), offset);
-      if (bytesWritten === 0) throw Object.assign(new Error('page write made no progress'), { code: 'EIO' });
-      offset += bytesWritten;
-    }
+    await writeFully(handle, data, 0);
     return (await handle.stat()).mtimeMs;
   } finally {
     await handle.close();

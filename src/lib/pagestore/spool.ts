@@ -1,6 +1,6 @@
 import type { FileHandle } from 'node:fs/promises';
 import { unlink } from 'node:fs/promises';
-import { pieceOf } from '../writepiece/index.js';
+import { writeFully } from '../writepiece/index.js';
 
 /**
  * A page file written as its fill arrives, before the page is whole: bytes appended here are in
@@ -39,12 +39,7 @@ export class PageSpool {
    * write error (ENOSPC, EIO); the spool is then useless and the caller discards it.
    */
   async append(data: Buffer): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, pieceOf(data.length - done), this.written + done);
-      if (bytesWritten === 0) throw Object.assign(new Error('page write made no progress'), { code: 'EIO' });
-      done += bytesWritten;
-    }
+    await writeFully(this.handle, data, this.written);
     this.written += data.length;
   }
 

@@ -17,6 +17,24 @@ export function pieceOf(remaining: number): number {
   return remaining < WRITE_PIECE ? remaining : WRITE_PIECE;
 }
 
+/** Where writeFully writes: a file handle (fs/promises FileHandle fits). */
+export interface PositionalWriter {
+  write(data: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+}
+
+/**
+ * All of `data` at `position`, in pieces, continuing after short writes; a write that makes no
+ * progress fails with EIO (a page file's writes: the spool's appends, a stored page by JS).
+ */
+export async function writeFully(handle: PositionalWriter, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, pieceOf(data.length - done), position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('page write made no progress'), { code: 'EIO' });
+    done += bytesWritten;
+  }
+}
+
 /** The leading chunks of `chunks` holding at most WRITE_PIECE bytes (views, no copy; never empty if `chunks` has bytes). */
 export function leadingPiece(chunks: Buffer[]): Buffer[] {
   const out: Buffer[] = [];
