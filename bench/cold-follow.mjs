@@ -13,7 +13,7 @@
 //
 //   node bench/cold-follow.mjs [--size 512MiB] [--readers 8] [--rate 350MB/s] [--runs 3] [--page-size 4MiB] [--modes follow,js]
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchArgs, bin, median, parseSize, timedRun as run, waitHealthy, writeRandomFile } from './common.mjs';
@@ -30,29 +30,25 @@ async function cpuSeconds(pid) {
   const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICK; // utime, stime
 }
-/** Context switches of all the process's threads so far (voluntary: it slept, i.e. one wake-up each). */
-async function contextSwitches(pid) {
-  const { readdir } = await import('node:fs/promises');
-  let voluntary = 0;
-  let involuntary = 0;
+/** Wake-ups of all the process's threads so far: their voluntary context switches (each a sleep). */
+async function wakeups(pid) {
+  let count = 0;
   for (const task of await readdir(`/proc/${pid}/task`)) {
     const status = await readFile(`/proc/${pid}/task/${task}/status`, 'utf8').catch(() => '');
-    voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-    involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    count += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
   }
-  return { voluntary, involuntary };
+  return count;
 }
 const loadavg = async () => (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
 
 /** Every reader fetches every page at once; returns wall seconds and the worker's CPU seconds. */
 async function pass(proc, list) {
   const cpu0 = await cpuSeconds(proc.pid);
-  const switches0 = await contextSwitches(proc.pid);
+  const wakeups0 = await wakeups(proc.pid);
   const started = process.hrtime.bigint();
   await Promise.all(Array.from({ length: readers }, () => run('curl', ['-sf', '--max-time', '600', '-K', list])));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const switches = await contextSwitches(proc.pid);
-  return { seconds, cpu: (await cpuSeconds(proc.pid)) - cpu0, wakeups: switches.voluntary - switches0.voluntary, preempted: switches.involuntary - switches0.involuntary };
+  return { seconds, cpu: (await cpuSeconds(proc.pid)) - cpu0, wakeups: (await wakeups(proc.pid)) - wakeups0 };
 }
 
 const work = await mkdtemp(join(tmpdir(), 'fanout-bench-coldfollow-'));
