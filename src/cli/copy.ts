@@ -6,6 +6,8 @@ import { FanoutError } from '../core/errors.js';
 import { pageCount } from '../core/pages.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
+import { skipBytes } from '../lib/transfer/positional.js';
+import { leadingPiece } from '../lib/writepiece/index.js';
 import { WholeFileWriter } from '../lib/wholefiles/index.js';
 
 /** Pages in flight for one file (the SDK's readahead window). */
@@ -56,6 +58,33 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * Copies a file into an existing destination that is not a regular file (a device such as
+ * /dev/null, a FIFO): written in order, in place, as cp(1) does. A temporary name renamed over it
+ * would replace the device node itself, and positional writes fail on a FIFO.
+ */
+export async function copyFileInto(client: FanoutClient, file: StatResult, target: string, opts: CopyProgress = {}): Promise<void> {
+  const handle = await open(target, 'w').catch((err) => rethrowLocal(err, target));
+  try {
+    for await (const page of client.readPages(file, { signal: opts.signal })) {
+      let bytes = 0;
+      try {
+        for (let rest = page; rest.length > 0; ) {
+          const { bytesWritten } = await handle.writev(leadingPiece(rest)).catch((err) => rethrowLocal(err, target));
+          if (bytesWritten <= 0) throw new FanoutError('INTERNAL', `write into ${target} made no progress`);
+          bytes += bytesWritten;
+          rest = skipBytes(rest, bytesWritten);
+        }
+      } finally {
+        client.releasePage(page);
+      }
+      opts.onBytes?.(bytes);
+    }
+  } finally {
+    await handle.close();
   }
 }
 

@@ -36,12 +36,13 @@ function entryPath(dir: string, name: string): string {
 /**
  * Copies a file, or a directory tree (like cp -r), out of the cluster. Each page is written at
  * its offset as it arrives; each file goes to a temporary name beside its target and is renamed
- * when complete and whole, so a failed copy never leaves a truncated file behind. A tree's
+ * when complete and whole, so a failed copy never leaves a truncated file behind (a device or
+ * FIFO named as the destination is written into, in order, instead). A tree's
  * files are copied many at once (small files cost round trips, not bytes).
  */
 export async function cp(path: string, dest: string, options: GlobalOptions & { progress?: boolean }): Promise<void> {
   if (dest === '-') return cat(path, options); // `cp PATH -` is the Unix way of saying stdout
-  const { copyFileTo, copyTreeTo, listTree } = await import('./copy.js');
+  const { copyFileInto, copyFileTo, copyTreeTo, listTree } = await import('./copy.js');
   const client = clientFor(options);
   const showBar = options.progress !== false && !options.json && process.stderr.isTTY;
   let bar: CopyProgress | undefined;
@@ -61,7 +62,8 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
       throw err;
     });
     const { pageSize } = await cluster;
-    const destIsDir = (await fsStat(dest).catch(() => undefined))?.isDirectory() === true;
+    const destInfo = await fsStat(dest).catch(() => undefined);
+    const destIsDir = destInfo?.isDirectory() === true;
     if (!file) {
       const tree = await listTree(client, path);
       const source = parseFanoutPath(path);
@@ -81,7 +83,9 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     const target = destIsDir ? join(dest, basename(file.path)) : dest;
     await requireDirectory(dirname(target));
     if (showBar) bar = new CopyProgress(file.size, process.stderr);
-    await copyFileTo(client, file, target, pageSize, { onBytes });
+    // A device or FIFO named as the destination is written into, never replaced (cp(1) does the same).
+    const special = !destIsDir && destInfo !== undefined && !destInfo.isFile();
+    await (special ? copyFileInto(client, file, target, { onBytes }) : copyFileTo(client, file, target, pageSize, { onBytes }));
     bar?.finish(copied);
     bar = undefined;
     const seconds = (Date.now() - started) / 1000;

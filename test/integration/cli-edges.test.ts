@@ -1,17 +1,19 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { fanout } from '../harness/cli.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { TEST_ADMIN_TOKEN, WorkerProcess, fanoutBin } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
+const run = promisify(execFile);
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 /** The first-day rough edges of the CLI and the HTTP API, against a real worker. */
@@ -57,6 +59,39 @@ describe('CLI and API edges', () => {
     assert.equal(out.code, 0, out.stderr);
     assert.deepEqual(out.stdout, big);
     assert.ok(!(await readdir(process.cwd())).includes('-'));
+  });
+
+  test('cp into a FIFO writes the bytes through it, in order, and leaves the FIFO in place', async () => {
+    const fifo = join(work, 'pipe');
+    await run('mkfifo', [fifo]);
+    // The reading end, in a process of its own: a copy that replaced the FIFO would leave it waiting.
+    const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const parts: Buffer[] = [];
+    reader.stdout.on('data', (chunk: Buffer) => parts.push(chunk));
+    const closed = new Promise((resolve) => reader.once('close', resolve));
+    const out = await cli('cp', '/data/big.bin', fifo);
+    const stillFifo = (await lstat(fifo)).isFIFO();
+    if (!stillFifo) reader.kill();
+    await closed;
+    assert.ok(stillFifo, 'still a FIFO, not a file renamed over it');
+    assert.equal(out.code, 0, out.stderr.toString());
+    assert.deepEqual(Buffer.concat(parts), big);
+    assert.deepEqual((await readdir(work)).filter((n) => n.includes('fanout')), [], 'no temporary left');
+  });
+
+  test('cp into a device node (a null device of its own) writes into it and never replaces it', async (t) => {
+    const device = join(work, 'null');
+    try {
+      await run('mknod', ['-m', '666', device, 'c', '1', '3']);
+    } catch {
+      return t.skip('mknod needs root');
+    }
+    const out = await cli('cp', '/data/big.bin', device);
+    assert.equal(out.code, 0, out.stderr.toString());
+    const after = await lstat(device);
+    assert.ok(after.isCharacterDevice(), 'still the device, not a file renamed over it');
+    assert.equal(after.size, 0);
+    await rm(device);
   });
 
   test('cat --range 5-1 says the range is reversed', async () => {
