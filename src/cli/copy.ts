@@ -6,8 +6,7 @@ import { FanoutError } from '../core/errors.js';
 import { pageCount } from '../core/pages.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
-import { skipBytes } from '../lib/transfer/positional.js';
-import { leadingPiece } from '../lib/writepiece/index.js';
+import { writeChunks } from '../lib/transfer/positional.js';
 import { WholeFileWriter } from '../lib/wholefiles/index.js';
 
 /** Pages in flight for one file (the SDK's readahead window). */
@@ -68,16 +67,13 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
  */
 export async function copyFileInto(client: FanoutClient, file: StatResult, target: string, opts: CopyProgress = {}): Promise<void> {
   const handle = await open(target, 'w').catch((err) => rethrowLocal(err, target));
+  // Writes where the file is (no position): a FIFO refuses positional writes.
+  const sequential = { writev: (buffers: Buffer[]) => handle.writev(buffers).catch((err) => rethrowLocal(err, target)) };
   try {
     for await (const page of client.readPages(file, { signal: opts.signal })) {
-      let bytes = 0;
+      const bytes = page.reduce((sum, chunk) => sum + chunk.length, 0);
       try {
-        for (let rest = page; rest.length > 0; ) {
-          const { bytesWritten } = await handle.writev(leadingPiece(rest)).catch((err) => rethrowLocal(err, target));
-          if (bytesWritten <= 0) throw new FanoutError('INTERNAL', `write into ${target} made no progress`);
-          bytes += bytesWritten;
-          rest = skipBytes(rest, bytesWritten);
-        }
+        await writeChunks(sequential, page, 0, bytes);
       } finally {
         client.releasePage(page);
       }

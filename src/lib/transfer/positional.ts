@@ -113,8 +113,11 @@ export async function copyPagesAt(opts: PagesAtOptions): Promise<void> {
   }
 }
 
-/** All of a page's chunks at `position` with pwritev, continuing after a partial write. */
-async function writeChunks(target: PositionalTarget, chunks: Buffer[], position: number, length: number): Promise<void> {
+/**
+ * All of a page's chunks at `position` with pwritev, continuing after a partial write. A target
+ * that ignores the position (a FIFO's sequential writes) gets the same loop.
+ */
+export async function writeChunks(target: PositionalTarget, chunks: Buffer[], position: number, length: number): Promise<void> {
   let received = 0;
   for (const chunk of chunks) received += chunk.length;
   if (received !== length) throw new FanoutError('INTERNAL', `page at ${position} has ${received} bytes, expected ${length}`);
