@@ -83,8 +83,9 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     const target = destIsDir ? join(dest, basename(file.path)) : dest;
     await requireDirectory(dirname(target));
     if (showBar) bar = new CopyProgress(file.size, process.stderr);
-    // A device or FIFO named as the destination is written into, never replaced (cp(1) does the same).
-    const special = !destIsDir && destInfo !== undefined && !destInfo.isFile();
+    // A device or FIFO at the target is written into, never replaced (cp(1) does the same).
+    const targetInfo = destIsDir ? await fsStat(target).catch(() => undefined) : destInfo;
+    const special = targetInfo !== undefined && !targetInfo.isFile() && !targetInfo.isDirectory();
     await (special ? copyFileInto(client, file, target, { onBytes }) : copyFileTo(client, file, target, pageSize, { onBytes }));
     bar?.finish(copied);
     bar = undefined;
