@@ -5,8 +5,7 @@ import type { FanoutClient, StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { pageCount } from '../core/pages.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
-import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
-import { writeChunks } from '../lib/transfer/positional.js';
+import { ByteBudget, copyPagesAt, writeChunks } from '../lib/transfer/index.js';
 import { WholeFileWriter } from '../lib/wholefiles/index.js';
 
 /** Pages in flight for one file (the SDK's readahead window). */

@@ -36,8 +36,8 @@ function entryPath(dir: string, name: string): string {
 /**
  * Copies a file, or a directory tree (like cp -r), out of the cluster. Each page is written at
  * its offset as it arrives; each file goes to a temporary name beside its target and is renamed
- * when complete and whole, so a failed copy never leaves a truncated file behind (a device or
- * FIFO named as the destination is written into, in order, instead). A tree's
+ * when complete and whole, so a failed copy never leaves a truncated file behind (an existing
+ * device or FIFO at the target is written into, in order, instead). A tree's
  * files are copied many at once (small files cost round trips, not bytes).
  */
 export async function cp(path: string, dest: string, options: GlobalOptions & { progress?: boolean }): Promise<void> {

@@ -1,4 +1,4 @@
 export { SingleFlight, PageFill } from './singleflight.js';
 export { Semaphore } from './semaphore.js';
 export { ByteBudget } from './bytebudget.js';
-export { copyPagesAt, type PagesAtOptions, type PositionalTarget } from './positional.js';
+export { copyPagesAt, writeChunks, type PagesAtOptions, type PositionalTarget } from './positional.js';
