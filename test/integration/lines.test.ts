@@ -117,8 +117,8 @@ describe('a line budget shared by three workers', () => {
 
   test('two busy workers split the line; a preload on a third gets no more than its floor while reads wait', async () => {
     // The ring's split of 120 pages over three members changes with the file's version (new each
-    // run) and can be uneven, and the previous test cached 8 pages of one of them: the two readers are the members
-    // with the most uncached pages, the preload goes to the third.
+    // run) and can be uneven, and the previous test cached 8 pages of one of them: the two readers
+    // are the members with the most uncached pages, the preload goes to the third.
     const uncachedCount = new Map(members.map((m) => [m.id, uncachedPagesOf(m.id).length]));
     const [a, b, c] = [...uncachedCount.keys()].sort((x, y) => uncachedCount.get(y)! - uncachedCount.get(x)!) as [string, string, string];
     // 10 MiB each at about half of 4 MB/s: a window of seconds in which to see the split, even
