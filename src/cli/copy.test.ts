@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FanoutClient, StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
-import { copyFileTo, copyTreeTo } from './copy.js';
+import type { FileHandle } from 'node:fs/promises';
+import { closingAfter, copyFileTo, copyTreeTo } from './copy.js';
 
 const PAGE = 1024;
 
@@ -96,4 +97,26 @@ test('a tree copy writes every file whole, and a failing file stops it without a
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('a failed write is the error reported even when the close fails too; a failed close alone is reported', async () => {
+  const failingClose = () => {
+    const handle = {
+      closed: 0,
+      async close() {
+        handle.closed++;
+        throw Object.assign(new Error('EIO on close'), { code: 'EIO' });
+      },
+    };
+    return handle;
+  };
+  const first = failingClose();
+  await assert.rejects(
+    closingAfter(first as unknown as FileHandle, '/x', () => Promise.reject(new FanoutError('DISK_FULL', 'no space left writing /x'))),
+    (err: FanoutError) => err.code === 'DISK_FULL',
+  );
+  assert.equal(first.closed, 1);
+  const second = failingClose();
+  await assert.rejects(closingAfter(second as unknown as FileHandle, '/x', async () => {}), (err: FanoutError) => err.code === 'INTERNAL' && /EIO on close/.test(err.message));
+  assert.equal(second.closed, 1);
 });

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { FanoutClient, StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
@@ -36,8 +36,8 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
   const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
   const handle = await open(tmp, 'w').catch((err) => rethrowLocal(err, tmp));
   try {
-    try {
-      await copyPagesAt({
+    await closingAfter(handle, tmp, () =>
+      copyPagesAt({
         target: { writev: (buffers, position) => handle.writev(buffers, position).catch((err) => rethrowLocal(err, tmp)) },
         pages: pageCount(file.size, pageSize),
         pageSize,
@@ -48,10 +48,8 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
         fetch: (index, signal) => (opts.batched ? client.fetchBatchedPage(file, index, signal) : client.fetchPage(file, index, signal)),
         onWritten: (_index, bytes) => opts.onBytes?.(bytes),
         written: (chunks) => client.releasePage(chunks),
-      });
-    } finally {
-      await handle.close();
-    }
+      }),
+    );
     await rename(tmp, target).catch((err) => rethrowLocal(err, target));
   } catch (err) {
     await unlink(tmp).catch(() => {});
@@ -68,7 +66,7 @@ export async function copyFileInto(client: FanoutClient, file: StatResult, targe
   const handle = await open(target, 'w').catch((err) => rethrowLocal(err, target));
   // Writes where the file is (no position): a FIFO refuses positional writes.
   const sequential = { writev: (buffers: Buffer[]) => handle.writev(buffers).catch((err) => rethrowLocal(err, target)) };
-  try {
+  await closingAfter(handle, target, async () => {
     for await (const page of client.readPages(file, { signal: opts.signal })) {
       const bytes = page.reduce((sum, chunk) => sum + chunk.length, 0);
       try {
@@ -78,9 +76,39 @@ export async function copyFileInto(client: FanoutClient, file: StatResult, targe
       }
       opts.onBytes?.(bytes);
     }
-  } finally {
-    await handle.close();
+  });
+}
+
+/**
+ * Runs `work` on an open file, then closes it. A failed close is reported (the last place a
+ * write error can show, as on NFS) unless `work` failed first: then its error is the one thrown,
+ * not the close's.
+ */
+export async function closingAfter(handle: FileHandle, path: string, work: () => Promise<void>): Promise<void> {
+  try {
+    await work();
+  } catch (err) {
+    await handle.close().catch(() => {});
+    throw err;
   }
+  await handle.close().catch((err) => rethrowLocal(err, path));
+}
+
+/**
+ * The devices and FIFOs (or links to one) already at the targets of a tree copy, found by one
+ * listing per directory rather than a stat per file: they are written into, in order, as cp(1)
+ * does, never replaced by a renamed temporary.
+ */
+async function specialTargets(target: string, dirs: string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (const dir of ['', ...dirs]) {
+    for (const entry of await readdir(join(target, dir), { withFileTypes: true }).catch(() => [])) {
+      const path = join(target, dir, entry.name);
+      const info = entry.isSymbolicLink() ? await stat(path).catch(() => undefined) : entry;
+      if (info && (info.isFIFO() || info.isCharacterDevice() || info.isBlockDevice())) found.add(path);
+    }
+  }
+  return found;
 }
 
 /**
@@ -162,12 +190,13 @@ export async function listTree(client: FanoutClient, path: string): Promise<{ fi
 /**
  * Copies a listed tree into `target` (made if missing): directories first, then the files,
  * FILES_IN_FLIGHT at a time under one budget of bytes in flight; files of one page are written
- * whole, many to a thread-pool job. The first failure stops the
- * copy; files already copied stay (as with cp -r), a file being copied never appears.
+ * whole, many to a thread-pool job; a device or FIFO already at a file's place is written into.
+ * The first failure stops the copy; files already copied stay (as with cp -r), a file being copied never appears.
  */
 export async function copyTreeTo(client: FanoutClient, tree: { files: TreeFile[]; dirs: string[] }, target: string, pageSize: number, opts: CopyProgress = {}): Promise<void> {
   await mkdir(target, { recursive: true }).catch((err) => rethrowLocal(err, target));
   for (const dir of tree.dirs) await mkdir(join(target, dir), { recursive: true }).catch((err) => rethrowLocal(err, join(target, dir)));
+  const specials = await specialTargets(target, tree.dirs);
   const budget = new ByteBudget(BYTES_IN_FLIGHT);
   const stop = new AbortController();
   setMaxListeners(0, stop.signal); // one listener per file in flight (FILES_IN_FLIGHT), removed when it ends
@@ -178,10 +207,12 @@ export async function copyTreeTo(client: FanoutClient, tree: { files: TreeFile[]
   const worker = async () => {
     while (next < tree.files.length && !stop.signal.aborted) {
       const { file, rel } = tree.files[next++]!;
-      const copied =
-        file.size <= pageSize
-          ? copyWholeFileTo(client, file, join(target, rel), writer, { budget, signal: stop.signal, onBytes: opts.onBytes })
-          : copyFileTo(client, file, join(target, rel), pageSize, { budget, signal: stop.signal, onBytes: opts.onBytes, window: 4, batched: true });
+      const path = join(target, rel);
+      const copied = specials.has(path)
+        ? copyFileInto(client, file, path, { signal: stop.signal, onBytes: opts.onBytes })
+        : file.size <= pageSize
+          ? copyWholeFileTo(client, file, path, writer, { budget, signal: stop.signal, onBytes: opts.onBytes })
+          : copyFileTo(client, file, path, pageSize, { budget, signal: stop.signal, onBytes: opts.onBytes, window: 4, batched: true });
       await copied.catch((err) => {
         stop.abort(err);
         throw err;

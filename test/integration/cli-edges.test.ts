@@ -95,6 +95,36 @@ describe('CLI and API edges', () => {
     await rm(device);
   });
 
+  test('cp of a tree writes into a FIFO and a device already at two files\' places, and replaces neither', async (t) => {
+    const dest = join(work, 'tree');
+    await mkdir(join(dest, 'data/nested'), { recursive: true });
+    const device = join(dest, 'data/nested/a.txt');
+    try {
+      await run('mknod', ['-m', '666', device, 'c', '1', '3']);
+    } catch {
+      return t.skip('mknod needs root');
+    }
+    const fifo = join(dest, 'data/big.bin');
+    await run('mkfifo', [fifo]);
+    const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const parts: Buffer[] = [];
+    reader.stdout.on('data', (chunk: Buffer) => parts.push(chunk));
+    const closed = new Promise((resolve) => reader.once('close', resolve));
+    const out = await cli('cp', '/data', dest);
+    const stillFifo = (await lstat(fifo)).isFIFO();
+    if (!stillFifo || out.code !== 0) reader.kill(); // nobody would open its writing end
+    await closed;
+    assert.equal(out.code, 0, out.stderr.toString());
+    assert.ok(stillFifo, 'still a FIFO, not a file renamed over it');
+    assert.deepEqual(Buffer.concat(parts), big);
+    const deviceAfter = await lstat(device);
+    assert.ok(deviceAfter.isCharacterDevice(), 'still the device, not a file renamed over it');
+    assert.equal(deviceAfter.size, 0);
+    const left = [...(await readdir(join(dest, 'data'))), ...(await readdir(join(dest, 'data/nested')))];
+    assert.deepEqual(left.filter((n) => n.includes('fanout')), [], 'no temporary left');
+    await rm(dest, { recursive: true });
+  });
+
   test('cat --range 5-1 says the range is reversed', async () => {
     const out = await cli('cat', '/data/big.bin', '--range', '5-1');
     assert.equal(out.code, 1);
