@@ -54,6 +54,23 @@ describe('CLI and API edges', () => {
     await rm(work, { recursive: true, force: true });
   });
 
+  /**
+   * Makes a FIFO at `fifo`, reads it in a process of its own, and runs `fanout cp SOURCE DEST`: a
+   * copy that replaced the FIFO would leave the reader waiting, so it is then stopped.
+   */
+  const copyThroughFifo = async (fifo: string, source: string, dest: string) => {
+    await run('mkfifo', [fifo]);
+    const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const parts: Buffer[] = [];
+    reader.stdout.on('data', (chunk: Buffer) => parts.push(chunk));
+    const closed = new Promise((resolve) => reader.once('close', resolve));
+    const out = await cli('cp', source, dest);
+    const stillFifo = (await lstat(fifo)).isFIFO();
+    if (!stillFifo || out.code !== 0) reader.kill(); // nobody would open its writing end
+    await closed;
+    return { out, stillFifo, read: Buffer.concat(parts) };
+  };
+
   test('cp PATH - writes the file to stdout and creates no file named "-"', async () => {
     const out = await fanout(['cp', '/data/big.bin', '-', '--endpoint', worker.url]);
     assert.equal(out.code, 0, out.stderr);
@@ -63,19 +80,10 @@ describe('CLI and API edges', () => {
 
   test('cp into a FIFO writes the bytes through it, in order, and leaves the FIFO in place', async () => {
     const fifo = join(work, 'pipe');
-    await run('mkfifo', [fifo]);
-    // The reading end, in a process of its own: a copy that replaced the FIFO would leave it waiting.
-    const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const parts: Buffer[] = [];
-    reader.stdout.on('data', (chunk: Buffer) => parts.push(chunk));
-    const closed = new Promise((resolve) => reader.once('close', resolve));
-    const out = await cli('cp', '/data/big.bin', fifo);
-    const stillFifo = (await lstat(fifo)).isFIFO();
-    if (!stillFifo || out.code !== 0) reader.kill(); // nobody would open its writing end
-    await closed;
+    const { out, stillFifo, read } = await copyThroughFifo(fifo, '/data/big.bin', fifo);
     assert.ok(stillFifo, 'still a FIFO, not a file renamed over it');
     assert.equal(out.code, 0, out.stderr.toString());
-    assert.deepEqual(Buffer.concat(parts), big);
+    assert.deepEqual(read, big);
     assert.deepEqual((await readdir(work)).filter((n) => n.includes('fanout')), [], 'no temporary left');
     await rm(fifo);
   });
@@ -105,18 +113,10 @@ describe('CLI and API edges', () => {
       return t.skip('mknod needs root');
     }
     const fifo = join(dest, 'data/big.bin');
-    await run('mkfifo', [fifo]);
-    const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const parts: Buffer[] = [];
-    reader.stdout.on('data', (chunk: Buffer) => parts.push(chunk));
-    const closed = new Promise((resolve) => reader.once('close', resolve));
-    const out = await cli('cp', '/data', dest);
-    const stillFifo = (await lstat(fifo)).isFIFO();
-    if (!stillFifo || out.code !== 0) reader.kill(); // nobody would open its writing end
-    await closed;
+    const { out, stillFifo, read } = await copyThroughFifo(fifo, '/data', dest);
     assert.equal(out.code, 0, out.stderr.toString());
     assert.ok(stillFifo, 'still a FIFO, not a file renamed over it');
-    assert.deepEqual(Buffer.concat(parts), big);
+    assert.deepEqual(read, big);
     const deviceAfter = await lstat(device);
     assert.ok(deviceAfter.isCharacterDevice(), 'still the device, not a file renamed over it');
     assert.equal(deviceAfter.size, 0);
