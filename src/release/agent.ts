@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
+import { isDiskFull } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { ReleaseDir } from './install.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
@@ -56,6 +57,8 @@ const MAX_BACKOFF_MS = 10_000;
  */
 export class SyncAgent {
   readonly dir: ReleaseDir;
+  /** The last prune failed: idle rounds try it again. */
+  private pruneOwed = false;
   private readonly host: string;
   private state: AgentState;
   private lastReport = 0;
@@ -192,7 +195,11 @@ export class SyncAgent {
       this.state.following = followed.channel;
       this.noteBehind();
       if (target === this.state.current) {
-        await this.report({ phase: 'idle', error: null }, true);
+        // A switch made by a round that died before its hook ran (killed, crashed).
+        const pending = this.opts.onSwitch ? await this.dir.pendingHook() : undefined;
+        const hookError = pending?.version === target ? await this.afterSwitch(pending.version, pending.previous) : null;
+        if (this.pruneOwed) await this.pruneOld();
+        await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
         return target;
       }
       await this.bringUp(target, signal);
@@ -204,7 +211,12 @@ export class SyncAgent {
 
   /** Logs and reports a failed round; returns the error as a FanoutError. */
   private async failed(err: unknown): Promise<FanoutError> {
-    const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
+    const error =
+      err instanceof FanoutError
+        ? err
+        : isDiskFull(err)
+          ? new FanoutError('DISK_FULL', `no space left in ${this.dir.dir}: ${(err as Error).message}`, { cause: err })
+          : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
     this.failedRounds++;
     this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: ${error.code}: ${error.message} (current stays ${this.state.current ?? 'none'})`);
     await this.report({ phase: 'error', error: `${error.code}: ${error.message}` }, true).catch(() => {});
@@ -234,16 +246,43 @@ export class SyncAgent {
       await this.dir.install(manifest);
     }
     const previous = this.state.current;
+    if (this.opts.onSwitch) await this.dir.setPendingHook({ version: target, previous });
     await this.dir.switchTo(target);
     this.state.current = target;
     this.switches++;
     this.noteBehind();
     this.opts.log?.(`switched ${this.dir.current} to ${target}${previous ? ` (was ${previous})` : ''}`);
-    const removed = await this.dir.prune(this.opts.keep);
-    if (removed.length > 0) this.opts.log?.(`removed old versions: ${removed.join(', ')}`);
-    let hookError: string | null = null;
-    if (this.opts.onSwitch) hookError = await this.runHook(target, previous);
+    const hookError = await this.afterSwitch(target, previous);
     await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
+  }
+
+  /**
+   * What follows a switch, which stands whatever fails here: the history, the hook, then the
+   * pruning of old versions (after the hook, so the service has moved off a version before it is
+   * deleted). Returns the hook's failure; other failures are logged and retried by later rounds.
+   */
+  private async afterSwitch(target: string, previous: string | null): Promise<string | null> {
+    const warn = (what: string) => (err: unknown) => void this.opts.log?.(`sync ${this.opts.name}: ${what} after the switch to ${target} failed: ${(err as Error).message}`);
+    await this.dir.recordSwitch(target).catch(warn('recording the switch'));
+    let hookError: string | null = null;
+    if (this.opts.onSwitch) {
+      hookError = await this.runHook(target, previous);
+      await this.dir.setPendingHook(undefined).catch(warn('clearing the pending hook'));
+    }
+    await this.pruneOld();
+    return hookError;
+  }
+
+  /** Deletes versions beyond `keep`; a failure is logged and the next idle round tries again. */
+  private async pruneOld(): Promise<void> {
+    try {
+      const removed = await this.dir.prune(this.opts.keep);
+      this.pruneOwed = false;
+      if (removed.length > 0) this.opts.log?.(`removed old versions: ${removed.join(', ')}`);
+    } catch (err) {
+      this.pruneOwed = true;
+      this.opts.log?.(`sync ${this.opts.name}: pruning old versions failed (tried again next round): ${(err as Error).message}`);
+    }
   }
 
   /** Starts (or ends) the time this host lags its channel: what a stuck rollout alert watches. */

@@ -1,7 +1,7 @@
 import type { BatchPageReader, FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
-import { parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
+import { checkManifestSize, parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
 import type { VersionRecord } from './registry.js';
 import { sha256Of } from './stagepages.js';
 
@@ -36,7 +36,12 @@ export class ReleaseFetcher {
   async manifest(record: VersionRecord): Promise<Manifest> {
     const stream = await this.client.createReadStream(`/${record.mount}/${record.manifest}`);
     const chunks: Buffer[] = [];
-    for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+    let bytes = 0;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      bytes += chunk.length;
+      checkManifestSize(bytes); // before the whole of an oversized file is held in memory
+      chunks.push(chunk);
+    }
     const manifest = parseManifest(Buffer.concat(chunks), record.manifestSha256);
     if (manifest.name !== record.name || manifest.version !== record.version) {
       throw new FanoutError('MANIFEST_INVALID', `manifest at ${record.manifest} names ${manifest.name}@${manifest.version}, not ${record.name}@${record.version}`);

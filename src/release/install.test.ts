@@ -16,6 +16,12 @@ async function stage(dir: ReleaseDir, version: string): Promise<void> {
   await dir.install(manifest(version));
 }
 
+/** A switch as the agent makes it: current moved, then the history recorded. */
+async function switchTo(dir: ReleaseDir, version: string): Promise<void> {
+  await dir.switchTo(version);
+  await dir.recordSwitch(version);
+}
+
 test('switching repoints current atomically and keeps the old version until pruned', async () => {
   const root = await mkdtemp(join(tmpdir(), 'fanout-switch-'));
   try {
@@ -23,26 +29,26 @@ test('switching repoints current atomically and keeps the old version until prun
     await dir.init();
     assert.equal(await dir.currentVersion(), null);
     await stage(dir, 'v1');
-    await dir.switchTo('v1');
+    await switchTo(dir, 'v1');
     assert.equal(await readFile(join(root, 'current', 'data.txt'), 'utf8'), 'v1');
     assert.equal(await readlink(join(root, 'current')), join('versions', 'v1'));
 
     await stage(dir, 'v2');
     // Staged and installed, but not switched: current still reads v1.
     assert.equal(await readFile(join(root, 'current', 'data.txt'), 'utf8'), 'v1');
-    await dir.switchTo('v2');
+    await switchTo(dir, 'v2');
     assert.equal(await dir.currentVersion(), 'v2');
     assert.deepEqual(await dir.prune(1), []);
 
     await stage(dir, 'v3');
-    await dir.switchTo('v3');
+    await switchTo(dir, 'v3');
     assert.deepEqual(await dir.prune(1), ['v1']);
     assert.deepEqual((await dir.installed()).sort(), ['v2', 'v3']);
     assert.ok(await dir.manifestOf('v2'));
     assert.equal(await dir.manifestOf('v1'), undefined);
 
     // Rolling back to a kept version needs no download; keep 0 leaves only current.
-    await dir.switchTo('v2');
+    await switchTo(dir, 'v2');
     assert.equal(await readFile(join(root, 'current', 'data.txt'), 'utf8'), 'v2');
     assert.deepEqual(await dir.prune(0), ['v3']);
     // No temporary links or staging left behind.
@@ -58,7 +64,7 @@ test('switching to a version that is not installed fails and leaves current alon
     const dir = new ReleaseDir(root);
     await dir.init();
     await stage(dir, 'v1');
-    await dir.switchTo('v1');
+    await switchTo(dir, 'v1');
     await assert.rejects(dir.switchTo('v9'));
     assert.equal(await dir.currentVersion(), 'v1');
   } finally {
@@ -87,10 +93,10 @@ test('a corrupt release history is reported, moved aside, and written anew at th
     const dir = new ReleaseDir(root, (r) => reports.push(r.file));
     await dir.init();
     await stage(dir, 'v1');
-    await dir.switchTo('v1');
+    await switchTo(dir, 'v1');
     await writeFile(join(root, '.history.json'), '["v1", ');
     await stage(dir, 'v2');
-    await dir.switchTo('v2');
+    await switchTo(dir, 'v2');
     assert.deepEqual(reports, [join(root, '.history.json')]);
     assert.equal((await readdir(root)).filter((n) => n.startsWith('.history.json.corrupt-')).length, 1);
     assert.deepEqual(JSON.parse(await readFile(join(root, '.history.json'), 'utf8')), ['v2']);

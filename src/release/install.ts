@@ -67,14 +67,19 @@ export class ReleaseDir {
     }
   }
 
-  /** Moves a fully verified staging tree into versions/ (one rename) and keeps its manifest. */
+  /**
+   * Moves a fully verified staging tree into versions/ (one rename) and keeps its manifest. The
+   * manifest is written last: an installed version is one with a manifest, so a crash part-way
+   * leaves a directory the next round stages again, never a version taken for whole.
+   */
   async install(manifest: Manifest): Promise<void> {
     const target = this.versionDir(manifest.version);
-    await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
+    await rm(this.manifestFile(manifest.version), { force: true });
     await rm(target, { recursive: true, force: true });
     await rename(this.stagingDir(manifest.version), target);
     await rm(this.partsDir(manifest.version), { recursive: true, force: true });
     await fsyncDir(join(this.dir, 'versions'));
+    await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
     // What each verified file looked like once installed: any write changes its ctime.
     // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
     // microseconds, less than the thread-pool hand-off an async stat costs (thousands of small
@@ -106,7 +111,8 @@ export class ReleaseDir {
   /**
    * Points `current` at an installed version atomically: a new symlink under a temporary name,
    * renamed over the old one. A reader resolving `current` sees the old tree or the new one,
-   * never a mix and never nothing.
+   * never a mix and never nothing. Once this returns the switch stands; the history is recorded
+   * apart (recordSwitch), so that its failure is not taken for the switch's.
    */
   async switchTo(version: string): Promise<void> {
     if ((await this.installed()).indexOf(version) === -1) throw new FanoutError('INTERNAL', `version ${version} is not installed in ${this.dir}`);
@@ -119,8 +125,32 @@ export class ReleaseDir {
       throw err;
     }
     await fsyncDir(this.dir);
+  }
+
+  /** Records `version` as the most recently switched to (which older versions prune keeps). */
+  async recordSwitch(version: string): Promise<void> {
     const history = [version, ...(await this.history()).filter((v) => v !== version)];
     await writeAtomic(join(this.dir, '.history.json'), Buffer.from(JSON.stringify(history)));
+  }
+
+  /**
+   * The switch whose hook has not run yet: written before `current` moves and removed once the
+   * hook ran, so a crash or kill in between has the next round run it.
+   */
+  async pendingHook(): Promise<PendingHook | undefined> {
+    return this.readState(this.pendingHookFile, (v) => {
+      if (!isObject(v) || typeof v.version !== 'string' || (v.previous !== null && typeof v.previous !== 'string')) throw new Error('not a pending switch');
+      return { version: v.version, previous: v.previous as string | null };
+    });
+  }
+
+  async setPendingHook(pending: PendingHook | undefined): Promise<void> {
+    if (pending) await writeAtomic(this.pendingHookFile, Buffer.from(JSON.stringify(pending)));
+    else await rm(this.pendingHookFile, { force: true });
+  }
+
+  private get pendingHookFile(): string {
+    return join(this.dir, '.hook-pending.json');
   }
 
   /** Deletes installed versions beyond the current one and `keep` older ones, and stale staging. */
@@ -131,9 +161,11 @@ export class ReleaseDir {
     const removed: string[] = [];
     for (const version of await this.installed()) {
       if (wanted.has(version)) continue;
-      await rm(this.versionDir(version), { recursive: true, force: true });
+      // The manifest first: a version without one is not taken for installed, so a kill while its
+      // files are being deleted never leaves a partial tree that a rollback would switch to.
       await rm(this.manifestFile(version), { force: true });
       await rm(this.stampFile(version), { force: true });
+      await rm(this.versionDir(version), { recursive: true, force: true });
       removed.push(version);
     }
     for (const name of await readdir(this.dir)) {
@@ -162,6 +194,14 @@ export class ReleaseDir {
     }
   }
 }
+
+/** A switch whose on-switch hook is still to run. */
+export interface PendingHook {
+  version: string;
+  previous: string | null;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Identity and change time of a file: a write, truncate or chmod changes ctime, which users cannot set. */
 export interface FileStamp {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { FanoutError } from '../core/errors.js';
-import { hashFile, manifestTotals, parseManifest, serializeManifest, sha256Hex, type Manifest } from './manifest.js';
+import { MAX_MANIFEST_BYTES, hashFile, manifestTotals, parseManifest, serializeManifest, sha256Hex, type Manifest } from './manifest.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -56,4 +56,15 @@ test('invalid manifests are refused with MANIFEST_INVALID', () => {
   invalid(() => parseManifest(JSON.stringify({ ...m, files: [{ ...m.files[0]!, sha256: 'XYZ' }] })));
   invalid(() => parseManifest(JSON.stringify({ ...m, files: [m.files[0], { ...m.files[1]!, path: 'z.bin/inner' }] })));
   invalid(() => parseManifest(JSON.stringify({ ...m, extra: true })));
+});
+
+test('a path segment longer than a file name can be, and a manifest larger than a host reads, are refused', () => {
+  const m = sample();
+  const withPath = (path: string) => JSON.stringify({ ...m, files: [{ ...m.files[0]!, path }] });
+  assert.equal(parseManifest(withPath(`dir/${'é'.repeat(127)}`)).files[0]!.path.length, 4 + 127); // 254 bytes
+  invalid(() => parseManifest(withPath(`dir/${'é'.repeat(128)}`))); // 256 bytes
+  invalid(() => parseManifest(withPath('x'.repeat(256))));
+  const padded = Buffer.alloc(MAX_MANIFEST_BYTES + 1, ' ');
+  serializeManifest(m).copy(padded);
+  assert.throws(() => parseManifest(padded), (e: FanoutError) => e.code === 'MANIFEST_INVALID' && /larger than/.test(e.message));
 });

@@ -18,12 +18,28 @@ const HEX64 = /^[0-9a-f]{64}$/;
 const hex64 = z.string().regex(HEX64, 'a lowercase hex SHA-256');
 const CONTROL_OR_BACKSLASH = /[\u0000-\u001f\\]/;
 
-/** A relative path without ".", ".." or empty segments, control characters or backslashes. */
+/** The longest name of one path segment, in bytes (NAME_MAX of Linux's file systems). */
+const MAX_SEGMENT_BYTES = 255;
+
+/**
+ * A relative path without ".", ".." or empty segments, control characters or backslashes, and
+ * no segment longer than a file name can be.
+ */
 function isRelPath(p: string): boolean {
-  return !p.startsWith('/') && !CONTROL_OR_BACKSLASH.test(p) && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+  return (
+    !p.startsWith('/') &&
+    !CONTROL_OR_BACKSLASH.test(p) &&
+    p.split('/').every((s) => s !== '' && s !== '.' && s !== '..' && (s.length * 3 <= MAX_SEGMENT_BYTES || Buffer.byteLength(s) <= MAX_SEGMENT_BYTES))
+  );
 }
 
-const relPath = z.string().min(1).max(4096).refine(isRelPath, { message: 'a relative path without ".", ".." or empty segments' });
+const relPath = z.string().min(1).max(4096).refine(isRelPath, { message: `a relative path without ".", ".." or empty segments, no segment over ${MAX_SEGMENT_BYTES} bytes` });
+
+/**
+ * The largest manifest a host reads (≈ 300,000 files of a few pages each): a manifest is parsed
+ * whole, so this bounds a sync agent's memory whatever is published. Publishing refuses larger ones.
+ */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
 export const manifestFileSchema = z
   .object({
@@ -123,6 +139,7 @@ export function checkVersion(version: string): void {
 
 /** Parses and validates manifest bytes; anything wrong is MANIFEST_INVALID. */
 export function parseManifest(bytes: Buffer | string, expectedSha256?: string): Manifest {
+  checkManifestSize(Buffer.byteLength(bytes));
   if (expectedSha256 !== undefined && sha256Hex(bytes) !== expectedSha256) {
     throw new FanoutError('MANIFEST_INVALID', `manifest digest ${sha256Hex(bytes)} differs from the published ${expectedSha256}: it was changed after publishing`);
   }
@@ -140,6 +157,11 @@ export function parseManifest(bytes: Buffer | string, expectedSha256?: string): 
     throw new FanoutError('MANIFEST_INVALID', `invalid manifest: ${details}`);
   }
   return result.data;
+}
+
+/** MANIFEST_INVALID when a manifest of `bytes` is larger than any host reads. */
+export function checkManifestSize(bytes: number): void {
+  if (bytes > MAX_MANIFEST_BYTES) throw new FanoutError('MANIFEST_INVALID', `manifest of ${bytes} bytes is larger than the ${MAX_MANIFEST_BYTES} a host reads: split the release`);
 }
 
 /** Canonical bytes of a manifest (files sorted by path); their SHA-256 is the manifest digest. */

@@ -174,9 +174,13 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     ...workersOf(large, opts.fileConcurrency ?? DEFAULT_FILE_CONCURRENCY),
     ...workersOf(small, opts.fileConcurrency ?? DEFAULT_SMALL_FILE_CONCURRENCY),
   ]);
-  if (stop.signal.aborted) throw stop.signal.reason;
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
+  if (stop.signal.aborted || failed) {
+    // Files half written are never resumed (a run starts with an empty parts directory): on a
+    // full disk they would keep it full until the next round.
+    await rm(parts, { recursive: true, force: true }).catch(() => {});
+    throw stop.signal.aborted ? stop.signal.reason : failed!.reason;
+  }
   // One flush of the whole file system instead of a fdatasync per file (see durable.ts).
   await makeDurable(staging, manifest.files.map((f) => join(staging, f.path)), opts.signal).catch((err: unknown) => {
     if (err instanceof FanoutError) throw err;
