@@ -247,7 +247,10 @@ export class SyncAgent {
     }
     const previous = this.state.current;
     if (this.opts.onSwitch) await this.dir.setPendingHook({ version: target, previous });
-    await this.dir.switchTo(target);
+    await this.dir.switchTo(target).catch(async (err: unknown) => {
+      await this.dir.setPendingHook(undefined).catch(() => {}); // no switch, so no hook owed
+      throw err;
+    });
     this.state.current = target;
     this.switches++;
     this.noteBehind();
