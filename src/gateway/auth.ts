@@ -232,6 +232,10 @@ export class Authenticator {
     if (!/^\d{1,12}$/.test(expires)) throw s3Errors.authorizationQueryMalformed('Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters');
     const now = this.clock.now();
     if (now > Number(expires) * 1000) throw s3Errors.expired(new Date(Number(expires) * 1000).toISOString(), new Date(now).toISOString());
+    // The week SigV4 URLs are held to (S3 leaves V2's open-ended): a leaked URL dies with it.
+    if (Number(expires) * 1000 - now > MAX_PRESIGN_EXPIRES_S * 1000 + MAX_SKEW_MS) {
+      throw s3Errors.authorizationQueryMalformed(`Expires must be within ${MAX_PRESIGN_EXPIRES_S} seconds (a week) from now`);
+    }
     // Presigners move x-amz-*, Content-Type and Content-MD5 into the query; they are signed as headers.
     const headers = new Map(req.headers);
     for (const [k, v] of req.query) {

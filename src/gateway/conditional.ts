@@ -16,7 +16,7 @@ export function evaluateConditions(headers: IncomingHttpHeaders, version: string
   const ifNoneMatch = headers['if-none-match'];
   const mtime = Math.floor(mtimeMs / 1000);
   if (ifMatch !== undefined) {
-    if (!etagListMatches(ifMatch, version)) throw s3Errors.preconditionFailed('If-Match');
+    if (!etagListMatches(ifMatch, version, true)) throw s3Errors.preconditionFailed('If-Match');
   } else {
     const since = httpDateSeconds(headers['if-unmodified-since']);
     if (since !== undefined && mtime > since) throw s3Errors.preconditionFailed('If-Unmodified-Since');
@@ -24,17 +24,21 @@ export function evaluateConditions(headers: IncomingHttpHeaders, version: string
   if (ifNoneMatch !== undefined) {
     if (etagListMatches(ifNoneMatch, version)) return 'not-modified';
   } else {
+    // A date ahead of this clock says nothing about the copy the client holds (RFC 2616 14.25).
     const since = httpDateSeconds(headers['if-modified-since']);
-    if (since !== undefined && mtime <= since) return 'not-modified';
+    if (since !== undefined && mtime <= since && since <= Date.now() / 1000) return 'not-modified';
   }
   return 'ok';
 }
 
-/** "*" or a comma-separated list of (possibly weak) quoted ETags. */
-export function etagListMatches(header: string, version: string): boolean {
+/**
+ * "*" or a comma-separated list of quoted ETags. `strong` (If-Match) takes no weak tag (W/"…")
+ * for a match, as RFC 9110 asks; If-None-Match compares weakly.
+ */
+export function etagListMatches(header: string, version: string, strong = false): boolean {
   return header.split(',').some((raw) => {
     const tag = raw.trim();
-    return tag === '*' || unquote(tag) === version;
+    return tag === '*' || (!(strong && tag.startsWith('W/')) && unquote(tag) === version);
   });
 }
 
@@ -42,8 +46,21 @@ function unquote(tag: string): string {
   return tag.replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
 }
 
+const DAY = '(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)';
+const MONTH = '(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)';
+/** The three forms of HTTP-date (RFC 9110 5.6.7): IMF-fixdate, RFC 850's, asctime's. */
+const HTTP_DATE = new RegExp(
+  String.raw`^(?:${DAY}, \d{2} ${MONTH} \d{4} \d{2}:\d{2}:\d{2} GMT` +
+    String.raw`|(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), \d{2}-${MONTH}-\d{2} \d{2}:\d{2}:\d{2} GMT` +
+    String.raw`|${DAY} ${MONTH} [ \d]\d \d{2}:\d{2}:\d{2} \d{4})$`,
+);
+
+/**
+ * An HTTP-date in seconds, or undefined for anything else: such a header is ignored (RFC 9110),
+ * where Date.parse would take "9999" for the year 9999.
+ */
 function httpDateSeconds(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
+  if (value === undefined || !HTTP_DATE.test(value.trim())) return undefined;
   const ms = Date.parse(value);
   return Number.isNaN(ms) ? undefined : Math.floor(ms / 1000);
 }

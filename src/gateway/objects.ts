@@ -10,7 +10,7 @@ import { quoteEtag } from './xml.js';
 /** Object subresources S3 has and a read-only cache does not serve. */
 const UNSUPPORTED = ['acl', 'tagging', 'attributes', 'torrent', 'legal-hold', 'retention', 'restore', 'select', 'uploadId', 'uploads'];
 
-/** response-* query parameters override these response headers (as on S3, for signed requests). */
+/** response-* query parameters override these response headers (as on S3, for signed requests only). */
 const OVERRIDES: [string, string][] = [
   ['response-content-type', 'content-type'],
   ['response-content-language', 'content-language'],
@@ -33,6 +33,9 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
   for (const name of UNSUPPORTED) if (query.has(name)) throw s3Errors.notImplemented(`${ctx.method} object ?${name}`);
   const versionId = query.get('versionId');
   if (versionId !== undefined && versionId !== 'null') throw s3Errors.invalidArgument('Invalid version id specified', 'versionId', versionId);
+  // As S3: a page served from the gateway's origin with a type of the caller's choosing
+  // (text/html) would let anyone run script there; signed URLs may, they were given out.
+  if (ctx.anonymous && OVERRIDES.some(([param]) => query.has(param))) throw s3Errors.invalidRequest('Request specific response headers cannot be used for anonymous GET requests.');
   const partNumber = query.get('partNumber');
   if (partNumber !== undefined && partNumber !== '1') throw new S3Error('InvalidPartNumber', 416, 'The requested partnumber is not satisfiable');
 

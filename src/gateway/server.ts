@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { answerUnparsable, checkHostHeader, ConnectionCap, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
+import { FanoutError } from '../core/errors.js';
 import { parseListen } from '../lib/config/index.js';
 import { CertificateReloader, createApiServer, readTlsPair, type TlsFiles } from '../lib/tls/index.js';
 import { Authenticator } from './auth.js';
@@ -119,10 +120,10 @@ export class S3Gateway {
       const headers = headerMap(req.rawHeaders);
       target = this.route(path, req.headers.host);
       const hostBucket = target.virtual ? target.bucket : undefined;
-      this.auth.authenticate({ method, path, rawPath, hostBucket, query: pairs, headers });
+      const principal = this.auth.authenticate({ method, path, rawPath, hostBucket, query: pairs, headers });
       const query = new Map<string, string>();
       for (const [k, v] of pairs) if (!query.has(k)) query.set(k, v);
-      await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query });
+      await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query, anonymous: principal.accessKeyId === null });
     } catch (err) {
       try {
         this.fail(req, res, err, resource, requestId, target);
@@ -167,7 +168,9 @@ export class S3Gateway {
 
   private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string, target: { bucket: string; key: string }): void {
     const error: S3Error = toS3Error(err, { bucket: target.bucket, key: target.key || undefined });
-    if (error.status >= 500 && error.code !== 'NotImplemented') {
+    // A client that hung up mid-answer is not the server's fault: no warning per disconnect.
+    const clientGone = res.destroyed || (err instanceof FanoutError && err.code === 'ABORTED');
+    if (error.status >= 500 && error.code !== 'NotImplemented' && !clientGone) {
       this.options.logger?.warn({ code: error.code, err: (err as Error)?.message, method: req.method, resource, requestId }, 'S3 request failed');
     }
     // The whole answer is already written: cutting now would only break the kept-alive connection

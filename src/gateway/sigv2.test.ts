@@ -91,4 +91,15 @@ describe('SigV2', () => {
     rejects(() => authenticator().authenticate(request('GET', url.replace(`Expires=${expires}`, `Expires=${expires + 1}`), [['Host', 'localhost']])), 'SignatureDoesNotMatch');
     rejects(() => authenticator().authenticate(request('GET', url.replace(`Expires=${expires}`, 'Expires=soon'), [['Host', 'localhost']])), 'AuthorizationQueryParametersError');
   });
+
+  test('a presigned URL valid for more than a week (as SigV4 allows at most) is refused, however well signed', () => {
+    const presigned = (seconds: number) => {
+      const expires = Math.floor(T0 / 1000) + seconds;
+      const signature = signatureV2(SECRET, `GET\n\n\n${expires}\n/data/a.bin`);
+      return request('GET', `/data/a.bin?AWSAccessKeyId=${AKID}&Expires=${expires}&Signature=${encodeURIComponent(signature)}`, [['Host', 'localhost']]);
+    };
+    assert.equal(authenticator().authenticate(presigned(7 * 24 * 3600)).accessKeyId, AKID);
+    rejects(() => authenticator().authenticate(presigned(8 * 24 * 3600)), 'AuthorizationQueryParametersError');
+    rejects(() => authenticator().authenticate(presigned(99_999_999_999 - Math.floor(T0 / 1000))), 'AuthorizationQueryParametersError');
+  });
 });

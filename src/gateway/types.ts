@@ -46,4 +46,6 @@ export interface RequestContext {
   key: string;
   /** Decoded query parameters (first value of each name). */
   query: Map<string, string>;
+  /** Whether the request carried no credentials (the gateway's `anonymous` reads). */
+  anonymous?: boolean;
 }

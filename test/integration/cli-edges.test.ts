@@ -187,6 +187,16 @@ describe('CLI and API edges', () => {
     assert.deepEqual(Buffer.from(await single.arrayBuffer()), big.subarray(5, 10));
   });
 
+  test('an anonymous GET from the gateway cannot choose the response headers (no page served as text/html)', async () => {
+    const res = await fetch(`${gatewayUrl}/data/nested/a.txt?response-content-type=text%2Fhtml&response-content-disposition=inline`);
+    assert.equal(res.status, 400);
+    assert.match(await res.text(), /<Code>InvalidRequest<\/Code>.*anonymous/s);
+    const plain = await fetch(`${gatewayUrl}/data/nested/a.txt`);
+    assert.equal(plain.status, 200);
+    assert.equal(plain.headers.get('content-type'), 'application/octet-stream');
+    assert.equal(await plain.text(), 'nested a\n');
+  });
+
   test('fanout --version prints the version in package.json', async () => {
     const { version } = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
     for (const flag of ['--version', '-V']) {
