@@ -79,7 +79,7 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
     const writeHead = () => res.writeHead(status, headers);
     if (backend.send && (await backend.send(res, bucket, info, start, end, abort.signal, writeHead))) return;
     const chunks = backend.read(bucket, info, start, end, abort.signal);
-    await sendChunks(res, chunks, writeHead, undefined, backend.written?.bind(backend));
+    await sendChunks(res, chunks, writeHead, undefined, backend.written?.bind(backend), backend.clientIdleMs);
   } catch (err) {
     throw toS3Error(err, { bucket, key });
   } finally {

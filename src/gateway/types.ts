@@ -27,6 +27,8 @@ export interface GatewayBackend {
   read(mount: string, file: FileInfo, start: number, end: number, signal: AbortSignal): AsyncGenerator<Buffer>;
   /** Told when a chunk from read() has been written out, so its buffer can be reused. */
   written?(chunk: Buffer): void;
+  /** A client that takes no byte of read()'s chunks for this long is cut off (the worker's clientIdle). */
+  clientIdleMs?: number;
   /**
    * Sends bytes [start, end) on `res` itself (the worker: stored pages by the kernel), calling
    * writeHead before the first byte; resolves false, having written nothing, when it cannot for

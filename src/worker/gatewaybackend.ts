@@ -32,6 +32,7 @@ export function gatewayBackend(deps: GatewayBackendDeps): GatewayBackend {
     list: (mount, dir) => files.listDir({ mount, path: dir }),
     read: (mount, file, start, end, signal) => pagedChunks({ reader, slots: pages.responseSlots, pageSize, clock, signal, release }, mount, file, start, end),
     written: (chunk) => returnSlice(chunk) || release(chunk),
+    clientIdleMs: deps.localSpans.clientIdle,
     send: async (res, mount, file, start, end, signal, writeHead) => {
       const local = localSpansFor(res, deps.localSpans, signal);
       if (!local) return false;

@@ -45,7 +45,8 @@ function unsatisfiable(header: string, size: number): FanoutError {
 /**
  * Writes an async sequence of chunks as a response body with backpressure. The status line is
  * written only once the first chunk (or the end) is known, so an error before any byte gets a
- * proper status instead of a cut connection. Returns false if the reader went away.
+ * proper status instead of a cut connection. Returns false if the reader went away (or was cut
+ * off, idle past `idleMs`).
  */
 export async function sendChunks(
   res: ServerResponse,
@@ -54,6 +55,8 @@ export async function sendChunks(
   beforeEnd: () => void = () => {},
   /** Called once each chunk has been handed to the OS (or the write failed): its buffer may be reused. */
   written?: (chunk: Buffer) => void,
+  /** A reader that takes no byte for this long is cut off (its connection destroyed): it holds a slot and memory. */
+  idleMs?: number,
 ): Promise<boolean> {
   const gone = new AbortController();
   const onClose = () => gone.abort();
@@ -64,7 +67,15 @@ export async function sendChunks(
     while (!next.done) {
       const chunk = next.value;
       const flowing = written ? res.write(chunk, () => written(chunk)) : res.write(chunk);
-      if (!flowing) await once(res, 'drain', { signal: gone.signal });
+      if (!flowing) {
+        // destroy() closes the response, which ends the wait below through `gone`.
+        const idle = idleMs === undefined ? undefined : setTimeout(() => res.destroy(), idleMs);
+        try {
+          await once(res, 'drain', { signal: gone.signal });
+        } finally {
+          clearTimeout(idle);
+        }
+      }
       next = await chunks.next();
     }
     beforeEnd();
