@@ -87,6 +87,30 @@ export async function sendStored(
 }
 
 /**
+ * A page a fill brings in, answered whole once verified: for an HTTP/1.0 reader, whose body
+ * cannot be chunked and so cannot carry the checksum as a trailer. It gets what a hit gets
+ * (content-length and checksum in the head), later.
+ */
+export async function sendWholeFill(res: ServerResponse, page: VerifiedPage, flow: ResponseFlow): Promise<void> {
+  try {
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': page.data.length,
+      [CHECKSUM_HEADER]: hex(page.crc),
+      'x-fanout-cache': 'miss',
+    });
+    let offset = 0;
+    while (offset < page.data.length) {
+      offset = flow.write(page.data, offset, page.data.length);
+      if (offset < page.data.length) await flow.room();
+    }
+    res.end();
+  } finally {
+    page.release();
+  }
+}
+
+/**
  * A hit sent from the page file by the kernel (see kernelsend.ts). A response slot is held only
  * while the page may be read into a buffer (checked after a restart or a write to its file): the send
  * itself holds no page memory, so a client that stops reading holds no slot (it would otherwise
@@ -157,8 +181,8 @@ export async function streamFill(
   const bodiless = res.req?.method === 'HEAD';
   const head = () => {
     if (headed) return;
-    headed = true;
     res.writeHead(200, { 'content-type': 'application/octet-stream', ...(bodiless ? {} : { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` }), 'x-fanout-cache': 'miss' });
+    headed = true; // only once the head is Node's to send: a throw above is answered as an error
   };
   const trailer = () => bodiless || res.addTrailers({ [CHECKSUM_HEADER]: hex(fill.crc) });
   // Views of the fill's buffer go to the socket as they are (one buffer for every waiter, no
@@ -234,7 +258,7 @@ export function hex(crc: number): string {
 }
 
 /** Whether the response will be chunked (an HTTP/1.1 request): HTTP/1.0 bodies end by closing. */
-function chunkedByDefault(res: ServerResponse): boolean {
+export function chunkedByDefault(res: ServerResponse): boolean {
   const req = res.req;
   return !!req && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
 }

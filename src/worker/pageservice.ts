@@ -17,7 +17,7 @@ import { ResponseFlow } from './flow.js';
 import { kernelSendable } from './kernelsend.js';
 import { FillFile } from './fillfile.js';
 import { sendPath } from '../lib/sendfile/index.js';
-import { hex, sendStored, sendStoredByKernel, streamFill, type PageSendDeps } from './pagesend.js';
+import { chunkedByDefault, hex, sendStored, sendStoredByKernel, sendWholeFill, streamFill, type PageSendDeps } from './pagesend.js';
 import { SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
 import { FillSupply, fillSlots, type FillClass } from './fillsupply.js';
 import { commitFill } from './fillcommit.js';
@@ -150,6 +150,10 @@ export class PageService {
         });
       });
       if (sent) return;
+    }
+    if (res.req?.method !== 'HEAD' && !chunkedByDefault(res)) {
+      // HTTP/1.0: no chunks, so no checksum trailer; the verified page goes whole (wholePage counts the miss).
+      return sendWholeFill(res, await this.wholePage(ref, direct, cls, gone.signal), flow);
     }
     metrics.misses.inc();
     const fill = this.joinFill(key, ref, start, end - start, direct, cls);

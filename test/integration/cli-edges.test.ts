@@ -3,12 +3,15 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { fanout } from '../harness/cli.js';
+import { crc32 } from '../../src/lib/checksum/index.js';
+import { CHECKSUM_HEADER } from '../../src/lib/cluster/index.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { TEST_ADMIN_TOKEN, WorkerProcess, fanoutBin } from '../harness/workers.js';
 
@@ -195,6 +198,27 @@ describe('CLI and API edges', () => {
     assert.equal(plain.status, 200);
     assert.equal(plain.headers.get('content-type'), 'application/octet-stream');
     assert.equal(await plain.text(), 'nested a\n');
+  });
+
+  test('an HTTP/1.0 reader of a page not yet cached gets its bytes whole, with their length and checksum in the head', async () => {
+    const bytes = randomBytes(300 * 1024 + 5);
+    await writeFile(join(source, 'fresh10.bin'), bytes);
+    const info = (await (await fetch(`${worker.url}/v1/stat/data/fresh10.bin`)).json()) as { version: string; size: number };
+    const page = `/v1/page/data/fresh10.bin?v=${encodeURIComponent(info.version)}&size=${info.size}&i=0`;
+    // Node's client speaks HTTP/1.1 only: the request by hand, the answer read to the close.
+    const socket = connect(Number(new URL(worker.url).port), '127.0.0.1');
+    socket.write(`GET ${page} HTTP/1.0\r\nhost: x\r\n\r\n`);
+    const parts: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => parts.push(chunk));
+    await once(socket, 'close');
+    const answer = Buffer.concat(parts);
+    const split = answer.indexOf('\r\n\r\n');
+    const head = answer.subarray(0, split).toString('latin1');
+    assert.match(head, /^HTTP\/1\.1 200 /);
+    assert.match(head, /\r\nx-fanout-cache: miss\r\n/i);
+    assert.match(head, new RegExp(`\\r\\ncontent-length: ${bytes.length}\\r\\n`, 'i'));
+    assert.match(head, new RegExp(`\\r\\n${CHECKSUM_HEADER}: ${crc32(bytes).toString(16).padStart(8, '0')}\\r\\n`, 'i'));
+    assert.deepEqual(answer.subarray(split + 4), bytes);
   });
 
   test('fanout --version prints the version in package.json', async () => {
