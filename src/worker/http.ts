@@ -80,20 +80,34 @@ export function checkPageSize(asked: number, own: number): void {
  * REQUEST_TOO_LARGE. The server's requestTimeout is the read's deadline.
  */
 export async function readJsonBody(req: IncomingMessage, maxBytes: number, what: string): Promise<unknown> {
-  const declared = Number(req.headers['content-length']);
-  if (declared > maxBytes) throw new FanoutError('REQUEST_TOO_LARGE', `${what} body of ${declared} bytes is over the limit of ${maxBytes} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes) throw new FanoutError('REQUEST_TOO_LARGE', `${what} body is over the limit of ${maxBytes} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = (await readBody(req, maxBytes, what)).toString('utf8');
   if (text.trim() === '') throw new FanoutError('INVALID_ARGUMENT', `${what} body is empty: send a JSON object`);
   try {
     return JSON.parse(text);
   } catch {
     throw new FanoutError('INVALID_ARGUMENT', `${what} body is not valid JSON`);
   }
+}
+
+/**
+ * A request's body of at most `maxBytes` (checked against Content-Length first, then as it
+ * arrives). A client that goes away mid-body is ABORTED (its own doing, not the worker's fault);
+ * too big is REQUEST_TOO_LARGE.
+ */
+export async function readBody(req: IncomingMessage, maxBytes: number, what: string): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > maxBytes) throw new FanoutError('REQUEST_TOO_LARGE', `${what} body of ${declared} bytes is over the limit of ${maxBytes} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > maxBytes) throw new FanoutError('REQUEST_TOO_LARGE', `${what} body is over the limit of ${maxBytes} bytes`);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof FanoutError) throw err;
+    throw new FanoutError('ABORTED', `client went away while sending the ${what} body: ${(err as Error).message}`);
+  }
+  return Buffer.concat(chunks);
 }

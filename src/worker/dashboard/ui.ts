@@ -3,6 +3,7 @@ import { FanoutError } from '../../core/errors.js';
 import type { AccessGate } from '../../lib/auth/index.js';
 import { appScript, loginHtml, PAGE_CSS, PAGE_HTML } from './assets.js';
 import { sessionCookie, withCookieToken } from './session.js';
+import { readBody } from '../http.js';
 
 /** A login form body holds one token; anything longer is not one. */
 const MAX_LOGIN_BODY = 4096;
@@ -71,14 +72,7 @@ export class UiPages {
       res.setHeader('allow', 'POST');
       throw new FanoutError('INVALID_ARGUMENT', '/ui/login takes a POSTed form');
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_LOGIN_BODY) throw new FanoutError('REQUEST_TOO_LARGE', `a login form is at most ${MAX_LOGIN_BODY} bytes`);
-      chunks.push(chunk);
-    }
-    const token = new URLSearchParams(Buffer.concat(chunks).toString()).get('token') ?? '';
+    const token = new URLSearchParams((await readBody(req, MAX_LOGIN_BODY, 'login form')).toString()).get('token') ?? '';
     return this.acceptToken(res, token);
   }
 

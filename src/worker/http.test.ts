@@ -1,0 +1,29 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import { connect } from 'node:net';
+import { FanoutError } from '../core/errors.js';
+import { readBody } from './http.js';
+
+test('a client that resets mid-body is ABORTED, not an internal failure', { timeout: 60_000 }, async () => {
+  let read: Promise<Buffer> | undefined;
+  const server = createServer((req) => {
+    read = readBody(req, 1024 * 1024, 'admin request');
+    read.catch(() => {});
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  try {
+    socket.write('POST /v1/pages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{"ite\r\n');
+    while (!read) await new Promise((resolve) => setTimeout(resolve, 5));
+    socket.resetAndDestroy();
+    await assert.rejects(read, (err: FanoutError) => err instanceof FanoutError && err.code === 'ABORTED');
+  } finally {
+    socket.destroy();
+    server.close();
+  }
+});
