@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { isIP } from 'node:net';
-import { answerUnparsable, checkHostHeader, ConnectionCap, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -92,6 +92,7 @@ export class S3Gateway {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = `${this.idPrefix}${(++this.requests).toString(16).toUpperCase().padStart(8, '0')}`;
+    closeIfOrphaned(req, res);
     res.setHeader('x-amz-request-id', requestId);
     res.setHeader('x-amz-id-2', this.hostId);
     res.setHeader('server', 'fanout');

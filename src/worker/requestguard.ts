@@ -2,7 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
-import { answerUnparsable, checkHostHeader, isHeaderOverflow, type ConnectionCap } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, closeIfOrphaned, isHeaderOverflow, type ConnectionCap } from '../lib/http/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendError } from './http.js';
 
@@ -51,6 +51,7 @@ export class RequestGuard {
     req.on('error', () => res.destroy());
     res.on('error', () => {});
     this.requestsInFlight++;
+    closeIfOrphaned(req, res);
     res.once('close', () => {
       if (--this.requestsInFlight === 0) this.onIdle?.();
     });

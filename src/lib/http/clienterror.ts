@@ -1,4 +1,4 @@
-import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { FanoutError } from '../../core/errors.js';
 import type { Duplex } from 'node:stream';
 
@@ -46,4 +46,16 @@ export function isHeaderOverflow(err: NodeJS.ErrnoException): boolean {
  */
 export function checkHostHeader(req: IncomingMessage): void {
   if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new FanoutError('INVALID_ARGUMENT', 'an HTTP/1.1 request needs a Host header');
+}
+
+/**
+ * Closes `res` when its connection dies before its turn: node:http never emits 'close' on a
+ * pipelined response still queued behind an earlier one (it has no socket yet), so whatever
+ * waits for it — a drain's count of requests in flight, a fill's reader, a flow's deadline —
+ * would wait on. The request's own 'close' (the connection's end) is then the only sign.
+ */
+export function closeIfOrphaned(req: IncomingMessage, res: ServerResponse): void {
+  req.once('close', () => {
+    if (!res.socket && req.socket.destroyed && !res.writableFinished) res.emit('close');
+  });
 }

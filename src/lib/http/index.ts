@@ -6,7 +6,7 @@ import { FanoutError } from '../../core/errors.js';
 
 /** HTTP serving helpers shared by the worker's API and the S3 gateway: byte ranges and streamed bodies. */
 
-export { answerUnparsable, checkHostHeader, isHeaderOverflow, type UnparsableAnswer } from './clienterror.js';
+export { answerUnparsable, checkHostHeader, closeIfOrphaned, isHeaderOverflow, type UnparsableAnswer } from './clienterror.js';
 
 export interface ByteRange {
   start: number;
