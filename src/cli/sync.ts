@@ -45,7 +45,9 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const stopFollowing = followLauncher(() => onSignal('launcher (npm exec) gone'));
+  let unlock: (() => Promise<void>) | undefined;
   try {
+    unlock = await agent.dir.lock();
     if (flags.once) {
       const current = await agent.syncOnce(stop.signal);
       if (flags.json) printJson({ name, channel: flags.channel, following: agent.health().state.following, dir: agent.dir.dir, current });
@@ -61,6 +63,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
       }
     }
   } finally {
+    await unlock?.();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     stopFollowing();

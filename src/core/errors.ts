@@ -54,6 +54,8 @@ export const ErrorCodes = {
   /** A staged rollout stopped: the wave's hosts did not all switch within --timeout. */
   ROLLOUT_TIMEOUT: 504,
   DISK_FULL: 507,
+  /** Another live sync agent holds the release directory (one agent per directory). */
+  DIR_IN_USE: 409,
   INTERNAL: 500,
 } as const;
 

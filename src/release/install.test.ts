@@ -1,4 +1,6 @@
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { FanoutError } from '../core/errors.js';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -101,6 +103,25 @@ test('a corrupt release history is reported, moved aside, and written anew at th
     assert.equal((await readdir(root)).filter((n) => n.startsWith('.history.json.corrupt-')).length, 1);
     assert.deepEqual(JSON.parse(await readFile(join(root, '.history.json'), 'utf8')), ['v2']);
     assert.deepEqual((await readdir(root)).filter((n) => n.endsWith('.tmp')), [], 'no temp files');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('one agent per directory: a second lock is DIR_IN_USE, a lock left by a dead agent is taken over', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-lock-'));
+  try {
+    const dir = new ReleaseDir(root);
+    const unlock = await dir.lock();
+    await assert.rejects(dir.lock(), (err: FanoutError) => err.code === 'DIR_IN_USE' && err.message.includes(String(process.pid)));
+    await unlock();
+    assert.deepEqual(await readdir(root), []);
+    // What a killed agent leaves: its pid, no longer running.
+    const dead = spawnSync('true').pid!;
+    await writeFile(join(root, '.sync.lock'), `${dead} 12345`);
+    const again = await dir.lock();
+    assert.match(await readFile(join(root, '.sync.lock'), 'utf8'), new RegExp(`^${process.pid} `));
+    await again();
   } finally {
     await rm(root, { recursive: true, force: true });
   }
