@@ -86,10 +86,9 @@ describe('conditional requests and ranges', () => {
     assert.equal(evaluateConditions({ 'if-none-match': '"other"', 'if-modified-since': at(5) }, version, mtimeMs), 'ok');
   });
 
-  test('dates that are not HTTP-dates, and If-Modified-Since dates ahead of the clock, are ignored; If-Match compares strongly', () => {
+  test('dates that are not HTTP-dates are ignored (not read as a year); If-Match compares strongly', () => {
     assert.equal(evaluateConditions({ 'if-modified-since': '9999' }, version, mtimeMs), 'ok');
     assert.equal(evaluateConditions({ 'if-unmodified-since': '1' }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-modified-since': new Date(Date.now() + 86_400_000).toUTCString() }, version, mtimeMs), 'ok');
     assert.equal(evaluateConditions({ 'if-modified-since': 'Monday, 01-Jan-24 12:00:05 GMT' }, version, mtimeMs), 'not-modified', "RFC 850's form");
     assert.equal(evaluateConditions({ 'if-modified-since': 'Mon Jan  1 12:00:05 2024' }, version, mtimeMs), 'not-modified', "asctime's form");
     assert.throws(() => evaluateConditions({ 'if-match': `W/"${version}"` }, version, mtimeMs), (e: S3Error) => e.status === 412);
