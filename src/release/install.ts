@@ -43,7 +43,7 @@ export class ReleaseDir {
   /**
    * Takes the directory for this process: `.sync.lock` holds the agent's pid and start time. Two
    * agents on one directory would each clear the other's staging and prune what the other just
-   * installed. A lock whose process is gone (killed, crashed) is taken over. Returns the release.
+   * installed. A lock whose process is gone (killed, crashed) is taken over. Returns its release.
    */
   async lock(): Promise<() => Promise<void>> {
     await mkdir(this.dir, { recursive: true });
