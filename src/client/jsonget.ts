@@ -1,4 +1,4 @@
-import { bodyText, ConnectionPool, SlabPool } from '../lib/leanhttp/index.js';
+import { bodyText, ConnectionPool, SlabPool, TransportError } from '../lib/leanhttp/index.js';
 import type { PeerTimeouts } from '../lib/cluster/timeouts.js';
 import type { ClientTrust } from '../lib/tls/client.js';
 
@@ -7,6 +7,12 @@ import type { ClientTrust } from '../lib/tls/client.js';
  * lookups than this wait for a connection rather than opening one each.
  */
 const CONNECTIONS_PER_WORKER = 16;
+
+/**
+ * The largest JSON answer read (the listing of a directory of ≈ a million files): a worker that
+ * sends an endless body fails the request instead of growing the client until it dies.
+ */
+export const MAX_JSON_ANSWER = 256 * 1024 * 1024;
 
 /**
  * GETs of the SDK's small JSON answers (/v1/cluster, /v1/stat, /v1/list, /v1/status) on the lean
@@ -36,7 +42,10 @@ export class JsonGetter {
     const target = new URL(url);
     const pool = this.pool(target.origin);
     const response = await pool.get(target.pathname + target.search, headers);
-    return { statusCode: response.statusCode, text: await bodyText(response, this.slabs) };
+    const text = await bodyText(response, this.slabs, MAX_JSON_ANSWER).catch((err: unknown) => {
+      throw err instanceof RangeError ? new TransportError('FANOUT_TOO_LARGE', `${target.pathname}: ${err.message}`) : err;
+    });
+    return { statusCode: response.statusCode, text };
   }
 
   close(): void {

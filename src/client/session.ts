@@ -9,7 +9,7 @@ import { certificateHint, type ClientTrust } from '../lib/tls/client.js';
 // No zod on the read path (see clusterinfo.ts): `fanout cat` pays for every module it loads.
 import { HEADERS, ROUTES } from '../lib/wire/protocol.js';
 import { checkClusterInfo, type ClusterInfoAnswer } from '../lib/wire/clusterinfo.js';
-import { JsonGetter } from './jsonget.js';
+import { JsonGetter, MAX_JSON_ANSWER } from './jsonget.js';
 import { BatchPageReader } from './batchreader.js';
 import { parseJsonBody } from './answers.js';
 
@@ -234,7 +234,7 @@ export class ClusterSession {
     } catch (err) {
       throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
     }
-    return parseJsonBody(base + route, response.statusCode, await response.body.text());
+    return parseJsonBody(base + route, response.statusCode, await boundedText(base + route, response.body));
   }
 
   /** One more user (a client) shares this session; each calls release() once when done. */
@@ -271,4 +271,24 @@ export class ClusterSession {
     this.setMembers(info.members);
     return info;
   }
+}
+
+/** An admin answer's text, at most MAX_JSON_ANSWER bytes (a worker cannot make this process buffer without end). */
+async function boundedText(url: string, body: AsyncIterable<Buffer> & { destroy(): void }): Promise<string> {
+  const parts: Buffer[] = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of body) {
+      bytes += chunk.length;
+      if (bytes > MAX_JSON_ANSWER) {
+        body.destroy();
+        throw new FanoutError('WORKER_UNAVAILABLE', `${url} answered more than ${MAX_JSON_ANSWER} bytes`);
+      }
+      parts.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof FanoutError) throw err;
+    throw new FanoutError('WORKER_UNAVAILABLE', `${url}: the answer failed: ${(err as Error).message}`, { cause: err });
+  }
+  return Buffer.concat(parts).toString('utf8');
 }

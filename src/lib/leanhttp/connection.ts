@@ -13,12 +13,14 @@ export interface ExchangeTimeouts {
   connectMs: number;
   firstByteMs: number;
   idleMs: number;
+  /** How long 1xx heads may keep the answer coming (MAX_INTERIM_WAIT_MS by default). */
+  maxInterimMs?: number;
 }
 
 /** An error of the transport with a stable code (mapped to a worker failure by the caller). */
 export class TransportError extends Error {
   constructor(
-    readonly code: 'FANOUT_CONNECT_TIMEOUT' | 'FANOUT_FIRST_BYTE_TIMEOUT' | 'FANOUT_IDLE_TIMEOUT' | 'FANOUT_SOCKET_CLOSED' | 'FANOUT_BAD_HEADER',
+    readonly code: 'FANOUT_CONNECT_TIMEOUT' | 'FANOUT_FIRST_BYTE_TIMEOUT' | 'FANOUT_IDLE_TIMEOUT' | 'FANOUT_SOCKET_CLOSED' | 'FANOUT_BAD_HEADER' | 'FANOUT_ABANDONED' | 'FANOUT_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -35,6 +37,13 @@ export interface LeanResponse {
   /** Gives the response up: the connection is closed unless the response was already complete. */
   destroy(): void;
 }
+
+/**
+ * How long 1xx heads (a worker's 102 while it fills a page, every 5 s) keep an exchange waiting
+ * for its answer: a fill queued longer than this behind source and line limits is given up and
+ * asked elsewhere, as a silent one is after firstByteMs.
+ */
+export const MAX_INTERIM_WAIT_MS = 10 * 60_000;
 
 /** Bytes queued for a slow consumer before the socket stops reading (a page's body is consumed as it comes). */
 const BODY_HIGH_WATER = 1024 * 1024;
@@ -220,17 +229,27 @@ class Exchange {
     private readonly informational?: (statusCode: number) => void,
   ) {}
 
-  /** A 1xx head: the server is alive and working on it (102: filling the page), so the first-byte deadline starts again. */
+  /**
+   * A 1xx head: the server is alive and working on it (102: filling the page), so the first-byte
+   * deadline starts again — within MAX_INTERIM_WAIT_MS of the request: a peer that sends 1xx heads
+   * and never an answer (stuck, or hostile) does not hold the read for ever.
+   */
   onInformational(statusCode: number): void {
-    if (!this.head) this.timer?.refresh();
+    if (!this.head && Date.now() - this.startedAt < (this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS)) this.timer?.refresh();
     this.informational?.(statusCode);
   }
+
+  private startedAt = 0;
 
   start(): void {
     if (this.signal?.aborted) return this.fail(abortReason(this.signal));
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
     const { firstByteMs } = this.timeouts;
-    this.timer = setTimeout(() => this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', `no response within ${firstByteMs} ms`)), firstByteMs);
+    this.startedAt = Date.now();
+    this.timer = setTimeout(() => {
+      const waited = Date.now() - this.startedAt;
+      this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', waited > firstByteMs * 2 ? `no final response within ${waited} ms (interim answers only)` : `no response within ${firstByteMs} ms`));
+    }, firstByteMs);
   }
 
   /** Socket bytes arrived (or the consumer took some): the idle deadline starts again. */
@@ -244,18 +263,20 @@ class Exchange {
     const { idleMs } = this.timeouts;
     this.timer = setTimeout(() => this.fail(new TransportError('FANOUT_IDLE_TIMEOUT', `the body stalled for ${idleMs} ms`)), idleMs);
     const socket = this.conn.socket;
+    // Once the exchange is over the connection may carry the next one: this body's reader,
+    // still draining its queue, must not resume a socket the next response paused.
     this.body = new BodyQueue(BODY_HIGH_WATER, {
-      pause: () => socket.pause(),
-      resume: () => socket.resume(),
+      pause: () => this.over || socket.pause(),
+      resume: () => this.over || socket.resume(),
       pulled: () => this.activity(),
-      abandon: () => this.fail(new Error('response abandoned by its reader')),
+      abandon: () => this.fail(new TransportError('FANOUT_ABANDONED', 'response abandoned by its reader')),
     });
     this.response = {
       statusCode: head.statusCode,
       headers: head.headers,
       body: this.body,
       trailers: {},
-      destroy: () => this.fail(new Error('response abandoned by its reader')),
+      destroy: () => this.fail(new TransportError('FANOUT_ABANDONED', 'response abandoned by its reader')),
     };
     this.resolve(this.response);
   }

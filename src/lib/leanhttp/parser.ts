@@ -252,7 +252,8 @@ export class ResponseParser {
 }
 
 function parseFields(lines: string[], what: string): Record<string, string> {
-  const fields: Record<string, string> = {};
+  // A Map, then own properties: a field named "constructor" or "__proto__" is a field like any other.
+  const fields = new Map<string, string>();
   for (const line of lines) {
     const colon = line.indexOf(':');
     if (colon <= 0) throw new ResponseParseError(`bad ${what} line ${JSON.stringify(line.slice(0, 80))}`);
@@ -261,13 +262,13 @@ function parseFields(lines: string[], what: string): Record<string, string> {
     if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) throw new ResponseParseError(`bad ${what} name ${JSON.stringify(name.slice(0, 80))}`);
     const key = name.toLowerCase();
     const value = line.slice(colon + 1).trim();
-    const prior = fields[key];
-    if (prior === undefined) fields[key] = value;
+    const prior = fields.get(key);
+    if (prior === undefined) fields.set(key, value);
     else if (key === 'content-length') {
       if (prior !== value) throw new ResponseParseError('conflicting content-length headers');
-    } else fields[key] = `${prior}, ${value}`;
+    } else fields.set(key, `${prior}, ${value}`);
   }
-  return fields;
+  return Object.fromEntries(fields);
 }
 
 function isTokenByte(byte: number): boolean {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ConnectionPool, type LeanResponse } from './index.js';
+import { ConnectionPool, type ExchangeTimeouts, type LeanResponse } from './index.js';
 
 /** Deadlines far beyond any answer here, even on a loaded machine; the deadline test sets short ones. */
 const TIMEOUTS = { connectMs: 5000, firstByteMs: 10_000, idleMs: 10_000 };
@@ -49,7 +49,7 @@ describe('the lean connection pool against a raw server', () => {
     await new Promise((r) => server.close(r));
   });
 
-  const pool = (connections = 4, timeouts = TIMEOUTS) => new ConnectionPool(origin, { connections, timeouts });
+  const pool = (connections = 4, timeouts: ExchangeTimeouts = TIMEOUTS) => new ConnectionPool(origin, { connections, timeouts });
 
   test('keep-alive: sequential requests reuse one connection, and the request head carries host and headers', async () => {
     const seen: string[] = [];
@@ -152,6 +152,31 @@ describe('the lean connection pool against a raw server', () => {
     answer = (socket) => socket.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc');
     const response = await p.get('/x', {});
     await assert.rejects(text(response), (e: { code?: string }) => e.code === 'FANOUT_IDLE_TIMEOUT');
+    p.destroy();
+  });
+
+  test('1xx heads keep an answer coming only up to maxInterimMs: a peer that sends nothing else is given up', async () => {
+    let timer: NodeJS.Timeout | undefined;
+    answer = (socket) => {
+      socket.write('HTTP/1.1 102 Processing\r\n\r\n');
+      timer = setInterval(() => socket.writable && socket.write('HTTP/1.1 102 Processing\r\n\r\n'), 50);
+    };
+    const p = pool(4, { ...SHORT_TIMEOUTS, maxInterimMs: 600 });
+    try {
+      await assert.rejects(p.get('/x', {}), (e: { code?: string; message: string }) => e.code === 'FANOUT_FIRST_BYTE_TIMEOUT' && /interim answers only/.test(e.message));
+    } finally {
+      clearInterval(timer);
+      p.destroy();
+    }
+  });
+
+  test('header fields named like Object properties are fields like any other', async () => {
+    answer = (socket) => socket.write('HTTP/1.1 200 OK\r\nconstructor: y\r\n__proto__: z\r\ncontent-length: 2\r\n\r\nok');
+    const p = pool();
+    const response = await p.get('/x', {});
+    assert.equal(response.headers['constructor'], 'y');
+    assert.equal(response.headers['__proto__'], 'z');
+    assert.equal(await text(response), 'ok');
     p.destroy();
   });
 
