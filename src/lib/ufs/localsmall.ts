@@ -1,6 +1,6 @@
-import { FanoutError, abortError } from '../../core/errors.js';
+import { FanoutError } from '../../core/errors.js';
 import { INSIDE_CODES, errnoError, type SmallIo } from '../smallio/index.js';
-import { timedOut } from './deadlines.js';
+import { sourceFsGate } from './fsgate.js';
 import { mapFsError } from './local.js';
 import { changed, checkRange, sizeMtimeVersion } from './util.js';
 
@@ -45,7 +45,7 @@ export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<str
 
 async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: number; mtimeMs: number }): Promise<string | undefined> {
   const { what, version, offset, into } = read;
-  const result = await withDeadline(io.readInside(read.path, read.realRoot, offset, into, atVersion, { sha256: read.sha256 }), read.deadlineMs, what, read.signal);
+  const result = await sourceFsGate.run(what, read.deadlineMs, read.signal, () => io.readInside(read.path, read.realRoot, offset, into, atVersion, { sha256: read.sha256 }));
   const now = result.before ? sizeMtimeVersion(result.before.size, result.before.mtimeMs) : undefined;
   switch (result.code) {
     case 0:
@@ -70,30 +70,4 @@ async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: num
   const after = sizeMtimeVersion(result.after.size, result.after.mtimeMs);
   if (after !== version) throw changed(`${what} (modified while being read)`, version, after);
   return result.sha256;
-}
-
-/**
- * The read, or its deadline or the caller's abort, whichever comes first. A read that loses goes
- * on in its pool thread (a hung network file system cannot be cancelled) and its result is dropped.
- */
-function withDeadline<T>(work: Promise<T>, ms: number, what: string, signal?: AbortSignal): Promise<T> {
-  if (signal?.aborted) return Promise.reject(abortError(signal));
-  if (ms <= 0 && !signal) return work;
-  return new Promise<T>((resolve, reject) => {
-    const timer = ms > 0 ? setTimeout(() => settle(() => reject(timedOut(what, 'firstByte', ms))), ms) : undefined;
-    const onAbort = () => settle(() => reject(abortError(signal)));
-    let settled = false;
-    const settle = (fn: () => void) => {
-      if (settled) return;
-      settled = true;
-      if (timer) clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      fn();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (value) => settle(() => resolve(value)),
-      (err) => settle(() => reject(err)),
-    );
-  });
 }
