@@ -1,4 +1,4 @@
-import { FanoutError } from '../../core/errors.js';
+import { FanoutError, abortError } from '../../core/errors.js';
 import type { SourceDeadlines } from './types.js';
 
 /**
@@ -72,4 +72,33 @@ export async function withDeadline<T>(ms: number, what: string, signal: AbortSig
   } finally {
     deadline.done();
   }
+}
+
+/**
+ * `work`, or its deadline or the caller's abort, whichever comes first. A call that loses goes on
+ * in its pool thread (a hung network file system cannot be cancelled) and its result is dropped.
+ */
+export function raceDeadline<T>(work: Promise<T>, ms: number, what: string, signal?: AbortSignal): Promise<T> {
+  if (signal?.aborted) {
+    work.catch(() => {});
+    return Promise.reject(abortError(signal));
+  }
+  if (ms <= 0 && !signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const timer = ms > 0 ? setTimeout(() => settle(() => reject(timedOut(what, 'firstByte', ms))), ms) : undefined;
+    const onAbort = () => settle(() => reject(abortError(signal)));
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      fn();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => settle(() => resolve(value)),
+      (err) => settle(() => reject(err)),
+    );
+  });
 }

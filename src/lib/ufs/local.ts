@@ -6,12 +6,11 @@ import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { iterableBody, sourceStream, type SourceBody } from './stream.js';
 import { LOCAL_CHUNK, localChunks } from './chunks.js';
-import { resolveDeadlines } from './deadlines.js';
+import { raceDeadline, resolveDeadlines } from './deadlines.js';
 import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { writeNewSynced } from '../statefile/index.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 import { readInsideRoot } from './localsmall.js';
-import { raceDeadline, sourceFsGate } from './fsgate.js';
 import { smallIo } from '../smallio/index.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
@@ -62,7 +61,8 @@ export class LocalUfs implements Ufs {
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
     if (signal?.aborted) throw abortError(signal);
-    return sourceFsGate.run(this.describe(path), this.deadlines.firstByteMs, signal, () => this.statNow(path));
+    // A hung network file system cannot be cancelled, but the caller is answered (SOURCE_ERROR).
+    return raceDeadline(this.statNow(path), this.deadlines.firstByteMs, this.describe(path), signal);
   }
 
   private async statNow(path: string): Promise<FileInfo> {
@@ -77,27 +77,20 @@ export class LocalUfs implements Ufs {
 
   async list(dir: string, signal?: AbortSignal): Promise<DirEntry[]> {
     if (signal?.aborted) throw abortError(signal);
-    // Each call through the source's threads (fsgate.ts), the whole within one deadline.
-    const what = this.describe(dir);
-    const ms = this.deadlines.firstByteMs;
-    return raceDeadline(this.listNow(dir, (call) => sourceFsGate.run(what, ms, signal, call), signal), ms, what, signal);
+    return raceDeadline(this.listNow(dir, signal), this.deadlines.firstByteMs, this.describe(dir), signal);
   }
 
-  private async listNow(dir: string, gated: <T>(call: () => Promise<T>) => Promise<T>, signal?: AbortSignal): Promise<DirEntry[]> {
-    const { real, dirents } = await gated(async () => {
-      const real = await this.resolve(dir);
-      const dirents = await readdir(real, { withFileTypes: true }).catch((err) => {
-        throw mapFsError(err, this.describe(dir));
-      });
-      return { real, dirents };
+  private async listNow(dir: string, signal?: AbortSignal): Promise<DirEntry[]> {
+    const real = await this.resolve(dir);
+    const dirents = await readdir(real, { withFileTypes: true }).catch((err) => {
+      throw mapFsError(err, this.describe(dir));
     });
     const entries: DirEntry[] = [];
     let next = 0;
     const worker = async () => {
       while (next < dirents.length) {
         if (signal?.aborted) throw abortError(signal);
-        const dirent = dirents[next++]!;
-        const entry = await gated(() => this.entry(real, dirent));
+        const entry = await this.entry(real, dirents[next++]!);
         if (entry) entries.push(entry);
       }
     };
@@ -116,17 +109,9 @@ export class LocalUfs implements Ufs {
       // A hung network file system (NFS, CephFS) cannot be cancelled, but the read fails and its slot is freed.
       firstByteMs: this.deadlines.firstByteMs,
       idleMs: this.deadlines.idleMs,
-      open: async (opening) => {
+      open: async () => {
         checkRange(offset, length);
-        // A slot of the source's threads for the read's whole life (opened, read, closed).
-        const release = await sourceFsGate.acquire(what, this.deadlines.firstByteMs, opening);
-        let handle: FileHandle;
-        try {
-          handle = await this.openInside(path);
-        } catch (err) {
-          release();
-          throw err;
-        }
+        const handle = await this.openInside(path);
         try {
           // The version is checked on the open fd, so the bytes below are of that very file.
           const st = await handle.stat();
@@ -137,7 +122,7 @@ export class LocalUfs implements Ufs {
             throw new FanoutError('RANGE_NOT_SATISFIABLE', `${what}: offset ${offset} is past its ${st.size} bytes`);
           }
         } catch (err) {
-          await handle.close().finally(release);
+          await handle.close();
           throw err;
         }
         const body = length === 0 ? null : readLent(handle, offset, length);
@@ -149,7 +134,7 @@ export class LocalUfs implements Ufs {
             const now = localVersion(await handle.stat());
             if (now !== version) throw changed(`${what} (modified while being read)`, version, now);
           },
-          close: () => handle.close().finally(release),
+          close: () => handle.close(),
         };
       },
     });

@@ -1,6 +1,6 @@
 import { FanoutError } from '../../core/errors.js';
 import { INSIDE_CODES, errnoError, type SmallIo } from '../smallio/index.js';
-import { sourceFsGate } from './fsgate.js';
+import { raceDeadline } from './deadlines.js';
 import { mapFsError } from './local.js';
 import { changed, checkRange, sizeMtimeVersion } from './util.js';
 
@@ -45,7 +45,7 @@ export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<str
 
 async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: number; mtimeMs: number }): Promise<string | undefined> {
   const { what, version, offset, into } = read;
-  const result = await sourceFsGate.run(what, read.deadlineMs, read.signal, () => io.readInside(read.path, read.realRoot, offset, into, atVersion, { sha256: read.sha256 }));
+  const result = await raceDeadline(io.readInside(read.path, read.realRoot, offset, into, atVersion, { sha256: read.sha256 }), read.deadlineMs, what, read.signal);
   const now = result.before ? sizeMtimeVersion(result.before.size, result.before.mtimeMs) : undefined;
   switch (result.code) {
     case 0:
