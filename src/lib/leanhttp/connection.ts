@@ -215,6 +215,9 @@ class Exchange {
   private response: LeanResponse | undefined;
   private timer: NodeJS.Timeout | undefined;
   private over = false;
+  /** When the request went out, and the 1xx heads seen since (see onInformational). */
+  private startedAt = 0;
+  private interimHeads = 0;
   /** The parser saw the response's end; the connection is released once the read is parsed. */
   completed = false;
   private readonly onAbort = () => this.fail(abortReason(this.signal));
@@ -235,11 +238,10 @@ class Exchange {
    * and never an answer (stuck, or hostile) does not hold the read for ever.
    */
   onInformational(statusCode: number): void {
+    this.interimHeads++;
     if (!this.head && Date.now() - this.startedAt < (this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS)) this.timer?.refresh();
     this.informational?.(statusCode);
   }
-
-  private startedAt = 0;
 
   start(): void {
     if (this.signal?.aborted) return this.fail(abortReason(this.signal));
@@ -248,7 +250,8 @@ class Exchange {
     this.startedAt = Date.now();
     this.timer = setTimeout(() => {
       const waited = Date.now() - this.startedAt;
-      this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', waited > firstByteMs * 2 ? `no final response within ${waited} ms (interim answers only)` : `no response within ${firstByteMs} ms`));
+      const why = this.interimHeads > 0 ? `no final response within ${waited} ms (${this.interimHeads} interim answers only)` : `no response within ${firstByteMs} ms`;
+      this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', why));
     }, firstByteMs);
   }
 

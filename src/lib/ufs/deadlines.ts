@@ -75,8 +75,9 @@ export async function withDeadline<T>(ms: number, what: string, signal: AbortSig
 }
 
 /**
- * `work`, or its deadline or the caller's abort, whichever comes first. A call that loses goes on
- * in its pool thread (a hung network file system cannot be cancelled) and its result is dropped.
+ * `work`, or its deadline or the caller's abort, whichever comes first: for calls that cannot be
+ * cancelled (withDeadline waits for its call to honour the signal). A call that loses goes on in
+ * its pool thread (a hung network file system cannot be cancelled) and its result is dropped.
  */
 export function raceDeadline<T>(work: Promise<T>, ms: number, what: string, signal?: AbortSignal): Promise<T> {
   if (signal?.aborted) {
