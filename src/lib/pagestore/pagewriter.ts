@@ -87,7 +87,12 @@ export class PageWriter {
     const tmp = this.tmpName(key);
     try {
       await this.host.evictIfNeeded(this.writing);
-      return new PageSpool(await open(tmp, 'w+'), tmp, key, length, unreserve);
+      // A failed append is a failed page write like put()'s: counted, and a full disk noted.
+      const writeFailed = (err: Error) => {
+        this.noteWriteFailure(isDiskFull(err) ? 'disk_full' : 'io_error', err);
+        if (isDiskFull(err)) this.host.room.markFull();
+      };
+      return new PageSpool(await open(tmp, 'w+'), tmp, key, length, unreserve, writeFailed);
     } catch {
       unreserve();
       await unlink(tmp).catch(() => {});

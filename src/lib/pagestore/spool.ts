@@ -28,6 +28,8 @@ export class PageSpool {
     readonly length: number,
     /** Gives back the room the store set aside for this page (once). */
     private readonly unreserve: () => void,
+    /** Told of a failed append (the store counts it, and a full disk lowers its room). */
+    private readonly writeFailed: (err: Error) => void = () => {},
   ) {}
 
   get fd(): number {
@@ -39,7 +41,12 @@ export class PageSpool {
    * write error (ENOSPC, EIO); the spool is then useless and the caller discards it.
    */
   async append(data: Buffer): Promise<void> {
-    await writeFully(this.handle, data, this.written);
+    try {
+      await writeFully(this.handle, data, this.written);
+    } catch (err) {
+      this.writeFailed(err as Error);
+      throw err;
+    }
     this.written += data.length;
   }
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeAllSync } from '../../cli/stdout.js';
@@ -119,4 +119,14 @@ test('standard output into a file is written in pieces', { skip: !canCount && 'n
     closeSync(fd);
   }
   assert.ok((await readFile(join(dir, 'out'))).equals(data));
+});
+
+test('a page spool whose append fails tells the store, and rejects', async () => {
+  const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  const handle = { fd: -1, write: async () => Promise.reject(full), close: async () => {} };
+  const told: Error[] = [];
+  const spool = new PageSpool(handle as unknown as FileHandle, '/nonexistent/spool', 'k', 10, () => {}, (err) => told.push(err));
+  await assert.rejects(spool.append(Buffer.alloc(10)), (err: Error) => err === full);
+  assert.deepEqual(told, [full]);
+  assert.equal(spool.written, 0);
 });
