@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { CHECKSUM_HEADER } from '../lib/cluster/index.js';
 import type { PageFile } from '../lib/pagestore/index.js';
@@ -12,6 +12,11 @@ import { kernelCanSend, sendFileTo } from '../lib/sendfile/index.js';
 export function kernelSendable(res: ServerResponse): boolean {
   const socket = res.socket as Socket | null;
   return !!socket && res.req?.method !== 'HEAD' && !res.headersSent && kernelCanSend(socket);
+}
+
+/** The head of a page answered whole, its length and checksum known: a hit, or an HTTP/1.0 reader's miss. */
+export function wholePageHead(size: number, crc: number, cache: 'hit' | 'miss'): OutgoingHttpHeaders {
+  return { 'content-type': 'application/octet-stream', 'content-length': size, [CHECKSUM_HEADER]: crc.toString(16).padStart(8, '0'), 'x-fanout-cache': cache };
 }
 
 /** What node:http keeps of a response's head (OutgoingMessage, the same since Node 0.x). */
@@ -48,12 +53,7 @@ export function takeHead(res: ServerResponse): Buffer | undefined {
  * that connection only: the reader sees a short body, never a wrong one.
  */
 export async function sendPageFile(res: ServerResponse, page: PageFile, idleMs: number): Promise<void> {
-  res.writeHead(200, {
-    'content-type': 'application/octet-stream',
-    'content-length': page.size,
-    [CHECKSUM_HEADER]: page.crc.toString(16).padStart(8, '0'),
-    'x-fanout-cache': 'hit',
-  });
+  res.writeHead(200, wholePageHead(page.size, page.crc, 'hit'));
   const head = takeHead(res);
   const socket = res.socket as Socket;
   try {

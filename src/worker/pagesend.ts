@@ -5,7 +5,7 @@ import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
 import { PageFill, type Semaphore } from '../lib/transfer/index.js';
 import type { ResponseFlow } from './flow.js';
-import { kernelCanFinishChunked, kernelSendable, sendPageFile, sendPageFileChunk } from './kernelsend.js';
+import { kernelCanFinishChunked, kernelSendable, sendPageFile, sendPageFileChunk, wholePageHead } from './kernelsend.js';
 import type { FillFile } from './fillfile.js';
 import { followFillByKernel } from './fillfollow.js';
 
@@ -93,12 +93,7 @@ export async function sendStored(
  */
 export async function sendWholeFill(res: ServerResponse, page: VerifiedPage, flow: ResponseFlow): Promise<void> {
   try {
-    res.writeHead(200, {
-      'content-type': 'application/octet-stream',
-      'content-length': page.data.length,
-      [CHECKSUM_HEADER]: hex(page.crc),
-      'x-fanout-cache': 'miss',
-    });
+    res.writeHead(200, wholePageHead(page.data.length, page.crc, 'miss'));
     let offset = 0;
     while (offset < page.data.length) {
       offset = flow.write(page.data, offset, page.data.length);

@@ -5,7 +5,7 @@ import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import type { PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
-import { CHECKSUM_HEADER, type PageFetcher, type Placement } from '../lib/cluster/index.js';
+import { type PageFetcher, type Placement } from '../lib/cluster/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
@@ -14,10 +14,10 @@ import { releaseSourceChunk, type Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { Clock } from '../core/clock.js';
 import { ResponseFlow } from './flow.js';
-import { kernelSendable } from './kernelsend.js';
+import { kernelSendable, wholePageHead } from './kernelsend.js';
 import { FillFile } from './fillfile.js';
 import { sendPath } from '../lib/sendfile/index.js';
-import { chunkedByDefault, hex, sendStored, sendStoredByKernel, sendWholeFill, streamFill, type PageSendDeps } from './pagesend.js';
+import { chunkedByDefault, sendStored, sendStoredByKernel, sendWholeFill, streamFill, type PageSendDeps } from './pagesend.js';
 import { SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
 import { FillSupply, fillSlots, type FillClass } from './fillsupply.js';
 import { commitFill } from './fillcommit.js';
@@ -142,12 +142,7 @@ export class PageService {
       const sent = await sendStored(this.sending, res, key, flow, gone.signal, 0, (page) => {
         metrics.hits.inc();
         metrics.bytesServed.inc(page.data.length);
-        res.writeHead(200, {
-          'content-type': 'application/octet-stream',
-          'content-length': page.data.length,
-          [CHECKSUM_HEADER]: hex(page.crc),
-          'x-fanout-cache': 'hit',
-        });
+        res.writeHead(200, wholePageHead(page.data.length, page.crc, 'hit'));
       });
       if (sent) return;
     }
