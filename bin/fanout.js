@@ -14,6 +14,11 @@ if (deferredExtraCa !== undefined) {
   process[Symbol.for('fanout.deferredExtraCaCerts')] = deferredExtraCa; // lib/tls's DEFERRED_EXTRA_CA
 }
 
+// A worker's file system work runs in libuv's thread pool, sized once at its first use: 16 threads
+// rather than libuv's 4, so that a hung network file system under a source, which may hold three
+// quarters of them (src/lib/ufs/fsgate.ts), leaves the page store threads of its own.
+if ((process.argv[2] === 'worker' || process.argv[2] === 'serve') && !process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = '16';
+
 // CommonJS (bin/package.json says so): an ES module entry starts Node's ES module loader, ≈ 10 ms
 // of every `fanout cat` of a small file; the bundles below are CommonJS too.
 const { join } = require('node:path');

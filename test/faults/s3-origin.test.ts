@@ -41,6 +41,24 @@ describe('the S3 source over a misbehaving server', () => {
     await assert.rejects(readAll(ufs.read('f.bin', 'bogus', 0, MiB)), rejectsWith('SOURCE_CHANGED'));
   });
 
+  test('a server without ETags: read by size and Last-Modified, without If-Match; a change between stat and read is SOURCE_CHANGED', async () => {
+    await origin.put('bucket/plain.bin', data, new Date('2026-01-02T03:04:05Z'));
+    origin.behave({ etag: 'none' });
+    const { version } = await ufs.stat('plain.bin');
+    assert.equal(version, `${data.length}-${Date.parse('2026-01-02T03:04:05Z')}`);
+    assert.equal(sha(await readAll(ufs.read('plain.bin', version, MiB, MiB))), sha(data.subarray(MiB, 2 * MiB)));
+    await origin.put('bucket/plain.bin', data, new Date('2026-01-02T03:04:06Z'));
+    await assert.rejects(readAll(ufs.read('plain.bin', version, MiB, MiB)), rejectsWith('SOURCE_CHANGED'));
+  });
+
+  test('a weak ETag is no version (it promises equivalent content, not the same bytes): size and Last-Modified are', async () => {
+    await origin.put('bucket/weak.bin', data, new Date('2026-01-02T03:04:05Z'));
+    origin.behave({ etag: 'weak' });
+    const { version } = await ufs.stat('weak.bin');
+    assert.equal(version, `${data.length}-${Date.parse('2026-01-02T03:04:05Z')}`);
+    assert.equal(sha(await readAll(ufs.read('weak.bin', version, 0, MiB))), sha(data.subarray(0, MiB)));
+  });
+
   test('a server that ignores Range is SOURCE_ERROR, never the wrong bytes', async () => {
     const { version } = await ufs.stat('f.bin');
     origin.behave({ ignoresRange: true });

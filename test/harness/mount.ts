@@ -42,6 +42,11 @@ export class MountProcess {
     return this.proc.pid!;
   }
 
+  /** SIGSTOP: the process freezes, and every call into its file system waits, as on a hung NFS server. */
+  pause(): void {
+    this.proc.kill('SIGSTOP');
+  }
+
   /** Sends a signal and waits for the process to exit; returns its exit code (null if killed). */
   async signal(signal: NodeJS.Signals): Promise<number | null> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);

@@ -196,7 +196,8 @@ export class Origin {
       if (etag === 'weak') headers.etag = `W/${meta.etag}`;
       if (b.ignoresRange) delete headers['accept-ranges'];
       const ifMatch = req.headers['if-match'];
-      if (ifMatch && !b.ignoresIfMatch && etag !== 'none' && ifMatch !== '*' && ifMatch !== meta.etag) {
+      // Strong comparison (RFC 9110, 13.1.1): no ETag, or a weak one, never matches.
+      if (ifMatch && !b.ignoresIfMatch && ifMatch !== '*' && (etag !== 'strong' || ifMatch !== meta.etag)) {
         return this.finish(res, entry, 412, headers, Buffer.alloc(0));
       }
       let start = 0;

@@ -10,7 +10,7 @@ import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 import { iterableBody, type SourceBody } from './stream.js';
 import { remoteRangeStream } from './remoterange.js';
 import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
-import { checkPath, destroyQuietly, isAbortLike } from './util.js';
+import { checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion } from './util.js';
 import { checkRangeAnswer, describeVersion, header, rangeTotal, unversioned } from './validators.js';
 
 const MAX_REDIRECTS = 5;
@@ -153,7 +153,7 @@ export class HttpUfs implements Ufs {
         const headers: Record<string, string> = { range: `bytes=${offset}-${offset + length - 1}` };
         // If-Match lets the server refuse a changed file (412) before sending bytes. A
         // "size-mtime" version is no ETag; those rely on the header check below.
-        if (!/^\d+-\d+$/.test(version)) headers['if-match'] = `"${version}"`;
+        if (!isSizeMtimeVersion(version)) headers['if-match'] = `"${version}"`;
         const res = await this.getRange(path, headers, streamSignal);
         const problem =
           res.statusCode !== 200 && res.statusCode !== 206

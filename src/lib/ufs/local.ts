@@ -11,6 +11,7 @@ import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { writeNewSynced } from '../statefile/index.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 import { readInsideRoot } from './localsmall.js';
+import { sourceFsGate, type FsGate } from './fsgate.js';
 import { smallIo } from '../smallio/index.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
@@ -40,6 +41,8 @@ export class LocalUfs implements Ufs {
   private realRoot: Promise<string> | null = null;
   private readonly label: string | undefined;
   private readonly deadlines: SourceDeadlines;
+  /** This source's share of the thread pool (fsgate.ts): a hung file system here leaves threads to the others. */
+  private readonly calls: FsGate = sourceFsGate.child();
   /** Small whole reads in one thread-pool job (localsmall.ts), where the addon and /proc are there. */
   readonly readInto?: (path: string, version: string, size: number, offset: number, into: Buffer, signal?: AbortSignal, options?: { sha256?: boolean }) => Promise<string | undefined>;
 
@@ -54,7 +57,7 @@ export class LocalUfs implements Ufs {
         checkPath(path);
         const root = await this.root();
         const what = this.describe(path);
-        return readInsideRoot(io, { path: path ? join(root, path) : root, realRoot: root, what, version, size, offset, into, signal, deadlineMs: this.deadlines.firstByteMs, sha256: options?.sha256 });
+        return readInsideRoot(io, { path: path ? join(root, path) : root, realRoot: root, what, version, size, offset, into, signal, deadlineMs: this.deadlines.firstByteMs, sha256: options?.sha256, gate: this.calls });
       };
     }
   }
@@ -62,7 +65,7 @@ export class LocalUfs implements Ufs {
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
     if (signal?.aborted) throw abortError(signal);
     // A hung network file system cannot be cancelled, but the caller is answered (SOURCE_ERROR).
-    return raceDeadline(this.statNow(path), this.deadlines.firstByteMs, this.describe(path), signal);
+    return this.calls.run(this.describe(path), this.deadlines.firstByteMs, signal, () => this.statNow(path));
   }
 
   private async statNow(path: string): Promise<FileInfo> {
@@ -77,20 +80,27 @@ export class LocalUfs implements Ufs {
 
   async list(dir: string, signal?: AbortSignal): Promise<DirEntry[]> {
     if (signal?.aborted) throw abortError(signal);
-    return raceDeadline(this.listNow(dir, signal), this.deadlines.firstByteMs, this.describe(dir), signal);
+    // Each call through the source's threads (fsgate.ts), the whole within one deadline.
+    const what = this.describe(dir);
+    const ms = this.deadlines.firstByteMs;
+    return raceDeadline(this.listNow(dir, (call) => this.calls.run(what, ms, signal, call), signal), ms, what, signal);
   }
 
-  private async listNow(dir: string, signal?: AbortSignal): Promise<DirEntry[]> {
-    const real = await this.resolve(dir);
-    const dirents = await readdir(real, { withFileTypes: true }).catch((err) => {
-      throw mapFsError(err, this.describe(dir));
+  private async listNow(dir: string, gated: <T>(call: () => Promise<T>) => Promise<T>, signal?: AbortSignal): Promise<DirEntry[]> {
+    const { real, dirents } = await gated(async () => {
+      const real = await this.resolve(dir);
+      const dirents = await readdir(real, { withFileTypes: true }).catch((err) => {
+        throw mapFsError(err, this.describe(dir));
+      });
+      return { real, dirents };
     });
     const entries: DirEntry[] = [];
     let next = 0;
     const worker = async () => {
       while (next < dirents.length) {
         if (signal?.aborted) throw abortError(signal);
-        const entry = await this.entry(real, dirents[next++]!);
+        const dirent = dirents[next++]!;
+        const entry = await gated(() => this.entry(real, dirent));
         if (entry) entries.push(entry);
       }
     };
@@ -106,12 +116,20 @@ export class LocalUfs implements Ufs {
       what,
       signal,
       mapError: (err) => mapFsError(err, what),
-      // A hung network file system (NFS, CephFS) cannot be cancelled, but the read fails and its slot is freed.
+      // A hung network file system (NFS, CephFS) cannot be cancelled, but the read fails (its thread stays taken until the file system answers: fsgate.ts).
       firstByteMs: this.deadlines.firstByteMs,
       idleMs: this.deadlines.idleMs,
-      open: async () => {
+      open: async (opening) => {
         checkRange(offset, length);
-        const handle = await this.openInside(path);
+        // A slot of the source's threads for the read's whole life (opened, read, closed).
+        const release = await this.calls.acquire(what, this.deadlines.firstByteMs, opening);
+        let handle: FileHandle;
+        try {
+          handle = await this.openInside(path);
+        } catch (err) {
+          release();
+          throw err;
+        }
         try {
           // The version is checked on the open fd, so the bytes below are of that very file.
           const st = await handle.stat();
@@ -122,7 +140,7 @@ export class LocalUfs implements Ufs {
             throw new FanoutError('RANGE_NOT_SATISFIABLE', `${what}: offset ${offset} is past its ${st.size} bytes`);
           }
         } catch (err) {
-          await handle.close();
+          await handle.close().finally(release);
           throw err;
         }
         const body = length === 0 ? null : readLent(handle, offset, length);
@@ -134,7 +152,7 @@ export class LocalUfs implements Ufs {
             const now = localVersion(await handle.stat());
             if (now !== version) throw changed(`${what} (modified while being read)`, version, now);
           },
-          close: () => handle.close(),
+          close: () => handle.close().finally(release),
         };
       },
     });

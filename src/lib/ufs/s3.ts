@@ -13,7 +13,7 @@ import type { DirEntry, FileInfo } from '../../core/types.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 import { remoteRangeStream } from './remoterange.js';
 import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
-import { changed, checkPath, destroyQuietly, isAbortLike, sizeMtimeVersion } from './util.js';
+import { changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion, sizeMtimeVersion } from './util.js';
 
 /** The S3Client settings fanout uses for every S3 source (and the test harness reuses). */
 export function s3ClientConfig(options: S3SourceOptions = {}, deadlines: SourceDeadlines = resolveDeadlines()): S3ClientConfig {
@@ -71,7 +71,7 @@ export class S3Ufs implements Ufs {
       );
       const size = out.ContentLength ?? 0;
       const mtimeMs = out.LastModified?.getTime() ?? 0;
-      const version = stripQuotes(out.ETag) ?? sizeMtimeVersion(size, mtimeMs);
+      const version = strongEtag(out.ETag) ?? sizeMtimeVersion(size, mtimeMs);
       this.remember(path, version, size);
       return { path, size, mtimeMs, version };
     } catch (err) {
@@ -112,7 +112,7 @@ export class S3Ufs implements Ufs {
         if (!name || name.includes('/')) continue;
         const size = o.Size ?? 0;
         const mtimeMs = o.LastModified?.getTime() ?? 0;
-        entries.push({ name, type: 'file', size, mtimeMs, version: stripQuotes(o.ETag) ?? sizeMtimeVersion(size, mtimeMs) });
+        entries.push({ name, type: 'file', size, mtimeMs, version: strongEtag(o.ETag) ?? sizeMtimeVersion(size, mtimeMs) });
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
@@ -134,6 +134,7 @@ export class S3Ufs implements Ufs {
   }
 
   read(path: string, version: string, offset: number, length: number, signal?: AbortSignal): Readable {
+    const bySizeMtime = isSizeMtimeVersion(version);
     return remoteRangeStream({
       path,
       version,
@@ -150,8 +151,9 @@ export class S3Ufs implements Ufs {
             Bucket: this.bucket,
             Key: this.base + path,
             Range: `bytes=${offset}-${offset + length - 1}`,
-            // S3 answers 412 when the object changed. Servers that ignore If-Match are caught below.
-            IfMatch: `"${version}"`,
+            // S3 answers 412 when the object changed. Servers that ignore If-Match are caught below;
+            // a version by size and Last-Modified (no strong ETag) is no ETag to match.
+            IfMatch: bySizeMtime ? undefined : `"${version}"`,
           }),
           opts(streamSignal),
         );
@@ -163,8 +165,8 @@ export class S3Ufs implements Ufs {
           throw err;
         };
         const what = this.describe(path);
-        const etag = stripQuotes(out.ETag);
-        if (etag !== undefined && etag !== version) fail(changed(what, version, etag));
+        const etag = strongEtag(out.ETag);
+        if (!bySizeMtime && etag !== undefined && etag !== version) fail(changed(what, version, etag));
         // Every validator of the answer must agree with the version and the range asked for.
         const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
         if (range) {
@@ -174,6 +176,9 @@ export class S3Ufs implements Ufs {
           }
           if (Number(range[1]) !== offset || Number(range[2]) !== offset + length - 1) {
             fail(new FanoutError('SOURCE_ERROR', `${what}: asked for bytes ${offset}-${offset + length - 1}, got ${out.ContentRange}`));
+          }
+          if (bySizeMtime && total !== undefined && out.LastModified && !sameSizeAndSecond(version, total, out.LastModified.getTime())) {
+            fail(changed(what, version, sizeMtimeVersion(total, out.LastModified.getTime())));
           }
           const known = this.knownSizes.get(`${path}\0${version}`);
           if (known !== undefined && range[3] !== '*' && Number(range[3]) !== known) {
@@ -285,7 +290,17 @@ function isNotFound(err: unknown): boolean {
   return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || (e?.name !== 'NoSuchBucket' && e?.$metadata?.httpStatusCode === 404);
 }
 
-export function stripQuotes(etag: string | undefined): string | undefined {
-  if (!etag) return undefined;
-  return etag.replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+/**
+ * Whether a size-mtime version names an object of `size` bytes modified in the second of `mtimeMs`:
+ * listings give milliseconds where HEAD and GET give an HTTP-date's whole seconds.
+ */
+function sameSizeAndSecond(version: string, size: number, mtimeMs: number): boolean {
+  const [versionSize, versionMs] = version.split('-').map(Number) as [number, number];
+  return versionSize === size && Math.floor(versionMs / 1000) === Math.floor(mtimeMs / 1000);
+}
+
+/** The ETag without quotes; undefined for none or a weak one (W/"…"), which names equivalent content, not the bytes. */
+export function strongEtag(etag: string | undefined): string | undefined {
+  if (!etag || etag.startsWith('W/')) return undefined;
+  return etag.replace(/^"(.*)"$/, '$1');
 }

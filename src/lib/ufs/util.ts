@@ -26,6 +26,11 @@ export function sizeMtimeVersion(size: number, mtimeMs: number): string {
   return `${size}-${Math.floor(mtimeMs)}`;
 }
 
+/** Whether `version` has sizeMtimeVersion's form: a file the source gave no strong ETag for, which If-Match cannot name. */
+export function isSizeMtimeVersion(version: string): boolean {
+  return /^\d+-\d+$/.test(version);
+}
+
 export function changed(what: string, version: string, now?: string): FanoutError {
   const found = now ? `, it is now at ${now}` : '';
   return new FanoutError('SOURCE_CHANGED', `${what} is no longer at version ${version}${found}`);
