@@ -30,7 +30,7 @@ interface SmallIoAddon {
  * (bench/small-sync.mjs, median of 3, alternated twice): 8 jobs to a thread 1.18/1.25 s, 32 to a
  * thread 1.01/1.13 s, spread over one thread per core (this) 1.11/1.11 s.
  */
-const WORKS_PER_TURN = Math.max(1, Math.min(Number(process.env.UV_THREADPOOL_SIZE) || 4, availableParallelism()));
+export const WORKS_PER_TURN = Math.max(1, Math.min(Number(process.env.UV_THREADPOOL_SIZE) || 4, availableParallelism()));
 
 export const SMALLIO_ADDON_PATH = addonPath('smallio', 'fanout_smallio');
 

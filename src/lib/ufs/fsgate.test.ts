@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FanoutError } from '../../core/errors.js';
-import { FsGate, sourceCallLimit } from './fsgate.js';
+import { FsGate, TurnBatches, sourceCallLimit } from './fsgate.js';
 
 test('calls stuck in a hung file system keep their slots past their deadlines; others wait, then fail as the source timing out', async () => {
   const gate = new FsGate(2);
@@ -69,4 +69,45 @@ test("one source's calls take at most three quarters of the shared slots: a hung
   unhang();
   await hung;
   assert.equal(await hungSource.run('/e', 60_000, undefined, async () => 'e'), 'e');
+});
+
+test('slots by weight: a waiter is woken once its weight fits, and no later, lighter one passes it', async () => {
+  const gate = new FsGate(4);
+  const three = await gate.acquire('/a', 60_000, undefined, 3);
+  const order: string[] = [];
+  const two = gate.acquire('/b', 60_000, undefined, 2).then((release) => (order.push('two'), release));
+  const one = gate.acquire('/c', 60_000, undefined, 1).then((release) => (order.push('one'), release));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(order, []); // one slot is free, but the waiter ahead needs two
+  three();
+  (await two)();
+  (await one)();
+  assert.deepEqual(order, ['two', 'one']);
+  (await gate.acquire('/d', 60_000, undefined, 9))(); // more than the limit asks for all of it
+});
+
+test("one turn's calls share their batch's slots: all run at once, and the slots come back when the last returns", async () => {
+  const gate = new FsGate(2);
+  const batches = new TurnBatches(gate, 2);
+  let running = 0;
+  let most = 0;
+  const finishers: (() => void)[] = [];
+  const call = () =>
+    new Promise<number>((resolve) => {
+      most = Math.max(most, ++running);
+      finishers.push(() => resolve(--running));
+    });
+  const calls = Array.from({ length: 10 }, (_, i) => batches.run(`/f${i}`, 60_000, undefined, call));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(most, 10);
+  // The batch holds both slots of the gate: another call waits until every one of the ten returned.
+  let other = false;
+  const waiting = gate.run('/g', 60_000, undefined, async () => (other = true));
+  for (const finish of finishers.splice(0, 9)) finish();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(other, false);
+  finishers.pop()!();
+  await Promise.all(calls);
+  await waiting;
+  assert.equal(other, true);
 });

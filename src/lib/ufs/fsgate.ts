@@ -12,9 +12,15 @@ import { raceDeadline } from './deadlines.js';
  * past its deadline fails as the source's timeout (SOURCE_ERROR). Why a worker's pool is larger
  * than libuv's 4: capped at 3 of 4, benchmark 5's cold rate fell by a quarter (docs/benchmarks.md).
  */
-export class FsGate {
+/** Runs a call into a source in a slot of the pool's threads (FsGate, TurnBatches). */
+export interface SourceCalls {
+  run<T>(what: string, ms: number, signal: AbortSignal | undefined, call: () => Promise<T>): Promise<T>;
+}
+
+export class FsGate implements SourceCalls {
   private running = 0;
-  private readonly waiting: (() => void)[] = [];
+  /** In arrival order: a waiter is woken once its weight fits, never passed by a later one. */
+  private readonly waiting: { weight: number; wake: () => void }[] = [];
 
   /** `shared`: a gate each slot of this one must also hold one of (the process's, for one source's). */
   constructor(
@@ -35,14 +41,17 @@ export class FsGate {
     return raceDeadline(work, ms, what, signal);
   }
 
-  /** A slot here and in the shared gate, waited for at most `ms` in all; the function returned gives them back (once). */
-  async acquire(what: string, ms: number, signal?: AbortSignal): Promise<() => void> {
+  /**
+   * `weight` slots (at most the limit) here and in the shared gate, waited for at most `ms` in
+   * all; the function returned gives them back (once).
+   */
+  async acquire(what: string, ms: number, signal?: AbortSignal, weight = 1): Promise<() => void> {
     const until = Date.now() + ms;
-    const own = await this.take(what, ms, signal);
+    const own = await this.take(what, ms, signal, weight);
     if (!this.shared) return own;
     try {
       // At least 1 ms: raceDeadline reads 0 as no deadline.
-      const shared = await this.shared.acquire(what, ms > 0 ? Math.max(1, until - Date.now()) : 0, signal);
+      const shared = await this.shared.acquire(what, ms > 0 ? Math.max(1, until - Date.now()) : 0, signal, weight);
       return () => {
         shared();
         own();
@@ -53,34 +62,106 @@ export class FsGate {
     }
   }
 
-  private async take(what: string, ms: number, signal?: AbortSignal): Promise<() => void> {
-    if (this.running >= this.limit) {
+  private async take(what: string, ms: number, signal: AbortSignal | undefined, asked: number): Promise<() => void> {
+    const weight = Math.min(asked, this.limit);
+    if (this.waiting.length > 0 || this.running + weight > this.limit) {
       let wake!: () => void;
+      const waiter = { weight, wake: () => wake() };
       const turn = new Promise<void>((resolve) => (wake = resolve));
-      this.waiting.push(wake);
+      this.waiting.push(waiter);
       try {
         await raceDeadline(turn, ms, `${what} (every source thread is busy: a file system not answering?)`, signal);
       } catch (err) {
-        const at = this.waiting.indexOf(wake);
-        if (at >= 0) this.waiting.splice(at, 1);
-        else this.handOn(); // woken as the deadline fired: the slot goes to the next
+        const at = this.waiting.indexOf(waiter);
+        if (at >= 0) {
+          this.waiting.splice(at, 1);
+          this.wakeWhoFits(); // a heavier waiter ahead gone may let lighter ones in
+        } else this.giveBack(weight); // woken as the deadline fired: the slots go on
         throw err;
       }
-    } else this.running++;
+    } else this.running += weight;
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.handOn();
+      this.giveBack(weight);
     };
   }
 
-  /** A slot is free: to the first waiter (which takes it over as it is), else back to the count. */
-  private handOn(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.running--;
+  private giveBack(weight: number): void {
+    this.running -= weight;
+    this.wakeWhoFits();
   }
+
+  /** Slots go to the waiters at the head of the queue, as long as theirs fit. */
+  private wakeWhoFits(): void {
+    while (this.waiting.length > 0 && this.running + this.waiting[0]!.weight <= this.limit) {
+      const next = this.waiting.shift()!;
+      this.running += next.weight;
+      next.wake();
+    }
+  }
+}
+
+/**
+ * Calls that reach the pool together: smallio's jobs asked for in one turn of the event loop go
+ * to the pool at its end, spread over at most `threads` pool threads. The calls that start while a
+ * batch is open share its `threads` slots, taken once and given back when the batch's last call
+ * returns: a slot per call would cut each turn's jobs to the gate's size and wake a thread for every
+ * few of them (benchmark 5's cold rate, docs/benchmarks.md).
+ */
+export class TurnBatches implements SourceCalls {
+  private open: Batch | undefined;
+
+  constructor(
+    private readonly gate: FsGate,
+    private readonly threads: number,
+  ) {}
+
+  async run<T>(what: string, ms: number, signal: AbortSignal | undefined, call: () => Promise<T>): Promise<T> {
+    const batch = this.open ?? this.openBatch(what, ms);
+    batch.pending++;
+    try {
+      await raceDeadline(batch.slots, ms, what, signal);
+    } catch (err) {
+      leave(batch);
+      throw err;
+    }
+    const work = call();
+    work.then(
+      () => leave(batch),
+      () => leave(batch),
+    );
+    return raceDeadline(work, ms, what, signal);
+  }
+
+  private openBatch(what: string, ms: number): Batch {
+    // No caller's signal: one leaving does not take the slots from the others.
+    const batch: Batch = { slots: this.gate.acquire(what, ms, undefined, this.threads), pending: 0 };
+    this.open = batch;
+    batch.slots.then(
+      (release) => {
+        if (this.open === batch) this.open = undefined;
+        batch.release = release;
+        if (batch.pending === 0) release();
+      },
+      () => {
+        if (this.open === batch) this.open = undefined;
+      },
+    );
+    return batch;
+  }
+}
+
+interface Batch {
+  slots: Promise<() => void>;
+  /** Calls that joined and have not returned (or left). */
+  pending: number;
+  release?: () => void;
+}
+
+function leave(batch: Batch): void {
+  if (--batch.pending === 0) batch.release?.();
 }
 
 /** Three quarters of `n`, a quarter (at least 1) kept back; never less than 1. */

@@ -11,8 +11,8 @@ import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { writeNewSynced } from '../statefile/index.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 import { readInsideRoot } from './localsmall.js';
-import { sourceFsGate, type FsGate } from './fsgate.js';
-import { smallIo } from '../smallio/index.js';
+import { sourceFsGate, TurnBatches, type FsGate } from './fsgate.js';
+import { smallIo, WORKS_PER_TURN } from '../smallio/index.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
 /** stat() calls in flight while listing a directory: enough to hide latency of a network fs. */
@@ -53,11 +53,12 @@ export class LocalUfs implements Ufs {
     this.deadlines = resolveDeadlines(source.deadlines);
     const io = FD_PATHS ? smallIo() : undefined;
     if (io) {
+      const calls = new TurnBatches(this.calls, WORKS_PER_TURN);
       this.readInto = async (path, version, size, offset, into, signal, options) => {
         checkPath(path);
         const root = await this.root();
         const what = this.describe(path);
-        return readInsideRoot(io, { path: path ? join(root, path) : root, realRoot: root, what, version, size, offset, into, signal, deadlineMs: this.deadlines.firstByteMs, sha256: options?.sha256, gate: this.calls });
+        return readInsideRoot(io, { path: path ? join(root, path) : root, realRoot: root, what, version, size, offset, into, signal, deadlineMs: this.deadlines.firstByteMs, sha256: options?.sha256, calls });
       };
     }
   }

@@ -1,6 +1,6 @@
 import { FanoutError } from '../../core/errors.js';
 import { INSIDE_CODES, errnoError, type SmallIo } from '../smallio/index.js';
-import type { FsGate } from './fsgate.js';
+import type { SourceCalls } from './fsgate.js';
 import { mapFsError } from './local.js';
 import { changed, checkRange, sizeMtimeVersion } from './util.js';
 
@@ -19,7 +19,7 @@ export interface InsideRead {
   /** The source's first-byte deadline (0 = none): a read that gives no answer by then fails. */
   deadlineMs: number;
   /** The source's share of the thread pool (fsgate.ts). */
-  gate: FsGate;
+  calls: SourceCalls;
   /** Also hash the bytes read (SHA-256, on the pool thread): the result is its hex, when the addon could. */
   sha256?: boolean;
 }
@@ -47,7 +47,7 @@ export async function readInsideRoot(io: SmallIo, read: InsideRead): Promise<str
 
 async function readChecked(io: SmallIo, read: InsideRead, atVersion: { size: number; mtimeMs: number }): Promise<string | undefined> {
   const { what, version, offset, into } = read;
-  const result = await read.gate.run(what, read.deadlineMs, read.signal, () => io.readInside(read.path, read.realRoot, offset, into, atVersion, { sha256: read.sha256 }));
+  const result = await read.calls.run(what, read.deadlineMs, read.signal, () => io.readInside(read.path, read.realRoot, offset, into, atVersion, { sha256: read.sha256 }));
   const now = result.before ? sizeMtimeVersion(result.before.size, result.before.mtimeMs) : undefined;
   switch (result.code) {
     case 0:
