@@ -70,6 +70,23 @@ describe('HTTP edge cases the fuzzer found', () => {
     }
   });
 
+  test('a chunked body over the limit is refused and the worker stays up (with no Content-Length to check first, the refusal took the process down)', async () => {
+    const { host } = new URL(fx.worker.url);
+    for (const [target, bytes] of [
+      ['/ui/login', 8 * 1024],
+      ['/v1/pages', 2 * MiB],
+    ] as const) {
+      const chunk = 'a'.repeat(1024);
+      const body = `${chunk.length.toString(16)}\r\n${chunk}\r\n`.repeat(bytes / chunk.length) + '0\r\n\r\n';
+      const request = `POST ${target} HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\nContent-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n${body}`;
+      // The answer is a 413, unless the worker's close (it stops reading) reached this client first.
+      const answer = await rawExchange(fx.worker.url, request);
+      if (answer !== '') assert.match(answer, /^HTTP\/1\.1 413 /, target);
+      assert.equal((await fetch(`${fx.worker.url}/healthz`)).status, 200, `the worker after ${target}`);
+    }
+    assert.ok(fx.worker.running);
+  });
+
   test('an admin body that is JSON but not an object (null, an array) is INVALID_ARGUMENT, not a 500', async () => {
     for (const body of ['null', '[]', '["keys"]', '7', '"x"']) {
       const res = await sender.send({ method: 'POST', target: '/v1/admin/unpin', headers: [['content-type', 'application/json'], ADMIN], body: Buffer.from(body) });

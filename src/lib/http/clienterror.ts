@@ -56,6 +56,10 @@ export function checkHostHeader(req: IncomingMessage): void {
  */
 export function closeIfOrphaned(req: IncomingMessage, res: ServerResponse): void {
   req.once('close', () => {
-    if (!res.socket && req.socket.destroyed && !res.writableFinished) res.emit('close');
+    // A request destroyed before its body's end (a body over the limit) has no socket any more:
+    // its connection is gone too. Reading through the null threw in this listener, and nothing
+    // catches a listener's throw: the process died.
+    const socket = req.socket as IncomingMessage['socket'] | null;
+    if (!res.socket && (!socket || socket.destroyed) && !res.writableFinished) res.emit('close');
   });
 }
