@@ -40,14 +40,20 @@ const SIZE_UNITS: Record<string, number> = {
 export function parseSize(text: string | number): number {
   if (typeof text === 'number') {
     if (!Number.isFinite(text) || text < 0) throw new FanoutError('INVALID_ARGUMENT', `invalid size ${text}`);
-    return Math.floor(text);
+    return checkedBytes(Math.floor(text), String(text));
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*(?:\/s)?\s*$/i.exec(text);
   const unit = match ? SIZE_UNITS[match[2]!.toLowerCase()] : undefined;
   if (!match || unit === undefined) {
     throw new FanoutError('INVALID_ARGUMENT', `invalid size "${text}" (examples: 4MiB, 10GB, 350MB/s)`);
   }
-  return Math.floor(Number(match[1]) * unit);
+  return checkedBytes(Math.floor(Number(match[1]) * unit), `"${text}"`);
+}
+
+/** A byte count beyond 2^53 is not exact (and a long enough string of digits is Infinity: a rate of Infinity admitted nothing). */
+function checkedBytes(bytes: number, shown: string): number {
+  if (!Number.isSafeInteger(bytes)) throw new FanoutError('INVALID_ARGUMENT', `size ${shown} is too large (at most ${Number.MAX_SAFE_INTEGER} bytes)`);
+  return bytes;
 }
 
 export function formatBytes(bytes: number): string {

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { FanoutError } from '../core/errors.js';
-import { readBody } from './http.js';
+import { nestsWithin, readBody } from './http.js';
 
 test('a client that resets mid-body is ABORTED, not an internal failure', { timeout: 60_000 }, async () => {
   let read: Promise<Buffer> | undefined;
@@ -26,4 +26,12 @@ test('a client that resets mid-body is ABORTED, not an internal failure', { time
     socket.destroy();
     server.close();
   }
+});
+
+test('JSON nesting is measured before parsing, strings left out', () => {
+  assert.equal(nestsWithin('{"keys":["a","b"],"rule":{"mount":"data"}}', 2), true);
+  assert.equal(nestsWithin('{"rule":{"mount":{"x":1}}}', 2), false);
+  assert.equal(nestsWithin(`{"prefix":"${'['.repeat(1000)}\\"${'{'.repeat(1000)}"}`, 1), true);
+  assert.equal(nestsWithin('['.repeat(65) + ']'.repeat(65), 64), false);
+  assert.equal(nestsWithin('['.repeat(64) + ']'.repeat(64), 64), true);
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import pino from 'pino';
-import { RequestGuard } from './requestguard.js';
+import { RequestGuard, loggedUrl } from './requestguard.js';
 
 /** Two requests written one after the other on one connection; what came back before it closed. */
 async function twoRequestsOnOneConnection(port: number): Promise<string> {
@@ -55,4 +55,11 @@ test('a request whose code fails after its whole answer is written leaves the ke
     server.closeAllConnections();
     server.close();
   }
+});
+
+test('a token in a request URL never reaches the log', () => {
+  assert.equal(loggedUrl('/ui?token=admintoken-0123456789'), '/ui?token=[redacted]');
+  assert.equal(loggedUrl('/ui?x=1&TOKEN=abc&y=2'), '/ui?x=1&TOKEN=[redacted]&y=2');
+  assert.equal(loggedUrl('/v1/data/data/a.bin?v=1'), '/v1/data/data/a.bin?v=1');
+  assert.equal(loggedUrl(undefined), undefined);
 });

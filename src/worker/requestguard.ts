@@ -40,10 +40,10 @@ export class RequestGuard {
         // on it waits forever. (A body never touched is drained by node:http as usual.)
         const error = sendError(res, err, req.destroyed && !req.complete ? { connection: 'close' } : {});
         this.deps.metrics.requestErrors.labels(error.code).inc();
-        if (error.code === 'INTERNAL') this.deps.logger.error({ err, url: req.url }, 'request failed unexpectedly');
-        else if (error.status >= 500) this.deps.logger.warn({ code: error.code, err: error.message, url: req.url }, 'request failed');
+        if (error.code === 'INTERNAL') this.deps.logger.error({ err, url: loggedUrl(req.url) }, 'request failed unexpectedly');
+        else if (error.status >= 500) this.deps.logger.warn({ code: error.code, err: error.message, url: loggedUrl(req.url) }, 'request failed');
       } catch (cannotAnswer) {
-        this.deps.logger.error({ err: cannotAnswer, url: req.url }, 'request failed and could not be answered');
+        this.deps.logger.error({ err: cannotAnswer, url: loggedUrl(req.url) }, 'request failed and could not be answered');
         res.destroy();
       }
     };
@@ -91,4 +91,9 @@ export function answerMalformedRequests(server: Server | HttpsServer): void {
     const body = JSON.stringify({ error: error.toJSON() });
     return { status: error.status, headers: { 'content-type': 'application/json', 'x-fanout-error': error.code }, body };
   });
+}
+
+/** A request's URL as logs show it: a token in its query (the dashboard's `/ui?token=…` link) is not written out. */
+export function loggedUrl(url: string | undefined): string | undefined {
+  return url?.replace(/([?&]token=)[^&#]*/gi, '$1[redacted]');
 }

@@ -5,6 +5,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutError } from '../../core/errors.js';
+import { parseWorkerConfig } from '../config/index.js';
 import {
   AccessGate,
   ClientCredentials,
@@ -138,6 +139,13 @@ describe("a daemon's environment", () => {
   test('a short FANOUT_TOKEN or secret is a configuration error, not a weak door', () => {
     assert.throws(() => authFromEnvironment({ tokens: [], readToken: false }, { FANOUT_TOKEN: 'short' }), { code: 'INVALID_CONFIG' });
     assert.throws(() => authFromEnvironment({ tokens: [], readToken: false }, { FANOUT_CLUSTER_SECRET: 'short' }), { code: 'INVALID_CONFIG' });
+  });
+
+  test('a token with a space or a control character is a configuration error (it could never authenticate)', () => {
+    assert.throws(() => authFromEnvironment({ tokens: [], readToken: false }, { FANOUT_TOKEN: 'spaced token 0123456789' }), { code: 'INVALID_CONFIG' });
+    assert.throws(() => parseWorkerConfig({ id: 'w', auth: { tokens: [{ token: 'spaced token 0123456789', role: 'admin' }] } }), /printable ASCII without spaces/);
+    assert.throws(() => parseWorkerConfig({ id: 'w', auth: { tokens: [{ token: 'tab\ttoken0123456789', role: 'read' }] } }), /printable ASCII without spaces/);
+    assert.equal(parseWorkerConfig({ id: 'w', auth: { tokens: [{ token: 'Aa0-._~+/=!#$%&*^|0123', role: 'read' }] } }).auth.tokens.length, 1);
   });
 });
 

@@ -1,6 +1,6 @@
 import { FanoutError } from '../../core/errors.js';
 import type { AuthSettings } from './gate.js';
-import { MIN_TOKEN_LENGTH, type TokenEntry } from './tokens.js';
+import { MIN_TOKEN_LENGTH, TOKEN_TEXT, type TokenEntry } from './tokens.js';
 
 /**
  * A daemon's auth settings with its environment added: FANOUT_TOKEN is one more admin token
@@ -12,6 +12,7 @@ export function authFromEnvironment<T extends AuthSettings>(auth: T, env: NodeJS
   const token = env.FANOUT_TOKEN;
   if (token) {
     if (token.length < MIN_TOKEN_LENGTH) throw new FanoutError('INVALID_CONFIG', `FANOUT_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters`);
+    if (!TOKEN_TEXT.test(token)) throw new FanoutError('INVALID_CONFIG', 'FANOUT_TOKEN must be printable ASCII without spaces');
     tokens.push({ token, role: 'admin' });
   }
   const secret = auth.clusterSecret ?? (env.FANOUT_CLUSTER_SECRET || undefined);

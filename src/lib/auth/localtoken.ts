@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, rename, readFile, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, rename, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -102,8 +102,17 @@ function processAlive(pid: number): boolean {
   }
 }
 
+/**
+ * A fresh temp file (O_EXCL: never a file or symlink someone placed at a guessable name, whose
+ * mode or target would be kept), then renamed over `file`.
+ */
 async function writePrivate(file: string, content: string): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, content, { mode: 0o600 });
-  await rename(tmp, file);
+  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, content, { mode: 0o600, flag: 'wx' });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }

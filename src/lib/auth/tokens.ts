@@ -12,6 +12,12 @@ export interface TokenEntry {
 export const MIN_TOKEN_LENGTH = 16;
 
 /**
+ * What a token may be made of: it travels in an Authorization header, whose parser (bearerToken)
+ * takes one run of printable characters without spaces; any other token could never authenticate.
+ */
+export const TOKEN_TEXT = /^[\x21-\x7e]+$/;
+
+/**
  * Compares two secrets in time that depends on neither their content nor their lengths:
  * both are hashed to fixed-length digests first, so timingSafeEqual never sees a length
  * difference and an attacker learns nothing from how long a refusal took.

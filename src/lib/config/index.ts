@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { FanoutError } from '../../core/errors.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE, parseSize } from '../../core/pages.js';
 import { isValidMountName } from '../../core/paths.js';
+import { MIN_TOKEN_LENGTH, TOKEN_TEXT } from '../auth/tokens.js';
 
 /**
  * Worker configuration: one schema, validated once at the edge, with every default here.
@@ -20,15 +21,44 @@ const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
   }
 });
 
-const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  if (typeof value === 'number') return value;
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
-  if (!match) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid duration "${value}" (examples: 5s, 250ms)` });
+/**
+ * A rate in bytes/s (a size): 0 means no limit, so a rate above 0 that is less than 1 byte/s
+ * ("0.5", 0.9) is refused rather than floored to 0, which would lift the limit it asked for.
+ */
+const rate = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    const bytes = parseSize(value);
+    if (bytes === 0 && Number(/[\d.]+/.exec(String(value))?.[0]) > 0) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `a rate of ${JSON.stringify(value)} is less than 1 byte/s (0 means no limit)` });
+      return z.NEVER;
+    }
+    return bytes;
+  } catch (err) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
     return z.NEVER;
   }
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 'ms']!;
-  return Math.round(Number(match[1]) * unit);
+});
+
+/** The longest deadline a timer can hold: node fires a longer one at once (TimeoutOverflowWarning). */
+const MAX_DURATION_MS = 2 ** 31 - 1;
+
+const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  let ms: number;
+  if (typeof value === 'number') ms = value;
+  else {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
+    if (!match) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid duration "${value}" (examples: 5s, 250ms)` });
+      return z.NEVER;
+    }
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 'ms']!;
+    ms = Math.round(Number(match[1]) * unit);
+  }
+  if (!(ms >= 0 && ms <= MAX_DURATION_MS)) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid duration ${JSON.stringify(value)}: from 0 to ${MAX_DURATION_MS} ms (about 24 days)` });
+    return z.NEVER;
+  }
+  return ms;
 });
 
 /** A datacenter label: what scoped release channels (prod@dc-b) name, so the same characters. */
@@ -83,6 +113,11 @@ export const gatewayConfigSchema = z
     message: 'the gateway needs credentials (or anonymous: true), or it would refuse every request',
   });
 
+const tokenString = z
+  .string()
+  .min(MIN_TOKEN_LENGTH, `tokens must be at least ${MIN_TOKEN_LENGTH} characters`)
+  .regex(TOKEN_TEXT, 'tokens are printable ASCII without spaces (a token with a space or control character could never authenticate)');
+
 /**
  * Tokens with roles for the HTTP API (Authorization: Bearer TOKEN): admin calls always need an
  * admin token; data reads need a read or admin token only with `readToken: true`. The cluster
@@ -91,7 +126,7 @@ export const gatewayConfigSchema = z
  */
 export const authConfigSchema = z
   .object({
-    tokens: z.array(z.object({ token: z.string().min(16, 'tokens must be at least 16 characters'), role: z.enum(['read', 'admin']) }).strict()).default([]),
+    tokens: z.array(z.object({ token: tokenString, role: z.enum(['read', 'admin']) }).strict()).default([]),
     readToken: z.boolean().default(false),
     clusterSecret: z.string().min(16, 'clusterSecret must be at least 16 characters').optional(),
   })
@@ -153,7 +188,7 @@ export const workerConfigSchema = z
           z
             .object({
               uri: z.string().min(1),
-              sourceRate: size.optional(),
+              sourceRate: rate.optional(),
               versioning: z.enum(['strict', 'weak']).optional(),
               line: z.string().min(1).optional(),
               // fanout:// sources: the remote cluster's read token and CA file (default: FANOUT_TOKEN, FANOUT_CA).
@@ -187,7 +222,7 @@ export const workerConfigSchema = z
      * Cluster-wide budget of bytes/s read from each mount's source, shared by the live members
      * (each takes budget ÷ members, re-split on membership changes); 0 = unlimited.
      */
-    sourceRate: size.default(0),
+    sourceRate: rate.default(0),
     /**
      * Named lines (links whose bandwidth is the scarce thing): NAME: { rate, preloadFloor }. The
      * rate is for the whole cluster, leased to the workers by demand (reads first, preloads take
@@ -195,11 +230,11 @@ export const workerConfigSchema = z
      * `line: NAME`; several may share one.
      */
     lines: z
-      .record(z.string(), z.object({ rate: size.refine((v) => v > 0, { message: 'a line needs a rate above 0' }), preloadFloor: size.optional() }).strict())
+      .record(z.string(), z.object({ rate: rate.refine((v) => v > 0, { message: 'a line needs a rate above 0' }), preloadFloor: rate.optional() }).strict())
       .refine((l) => Object.keys(l).every(isValidMountName), { message: 'line names must match [a-z0-9][a-z0-9._-]*' })
       .default({}),
     /** Cap on bytes/s this worker reads from all sources together; 0 = unlimited. */
-    workerSourceRate: size.default(0),
+    workerSourceRate: rate.default(0),
     /**
      * Deadlines of every source request (read, stat, list): connecting, the first byte of an
      * answer, and progress while a body streams (see ufs/deadlines.ts). A timeout is SOURCE_ERROR.
@@ -234,7 +269,7 @@ export const workerConfigSchema = z
      * well under 1% of a core.
      */
     scrub: z
-      .object({ rate: z.union([z.literal('off').transform(() => 0), size]).default('16MB/s') })
+      .object({ rate: z.union([z.literal('off').transform(() => 0), rate]).default('16MB/s') })
       .strict()
       .default({}),
   })
