@@ -57,6 +57,8 @@ interface DirListing {
   /** Sizes for readdirplus; -1: attributes unknown, the name is sent alone. */
   sizes: number[];
   mtimes: number[];
+  /** Files' versions (undefined for directories and unknown ones). */
+  versions: (string | undefined)[];
 }
 
 /** Bytes one readdirplus entry takes in the reply (libfuse's fuse_add_direntry_plus: 152 + name, 8-aligned). */
@@ -148,7 +150,7 @@ export class FanoutFs {
         if (this.inodes.forget(ino, a as number)) this.held.forgotten(ino);
         return;
       case OPS.LOOKED_UP_HELD:
-        return this.held.lookedUp(b!, a as string);
+        return this.held.lookedUp(ino, b!, a as string);
       case OPS.OPENED_HELD: {
         const node = this.inodes.get(ino);
         if (node) void this.prefetch.opened(node.path); // the walk goes on; the open itself is answered
@@ -200,14 +202,19 @@ export class FanoutFs {
       // A negative entry: the kernel remembers the name is missing for the TTL.
       return this.addon.replyEntry(req, 0, 0, 0, 0, 0, this.ttlSeconds);
     }
-    const node = this.inodes.remember(parent.path === '' ? name : `${parent.path}/${name}`, attrs.isDir);
+    const node = this.inodes.remember(parent.path === '' ? name : `${parent.path}/${name}`, attrs.isDir, attrs.version);
+    node.size = attrs.size;
+    node.mtimeMs = attrs.mtimeMs;
     const { mode, size, mtimeMs } = this.stat(attrs);
     this.addon.replyEntry(req, node.ino, mode, size, mtimeMs, this.ttlSeconds, this.ttlSeconds);
   }
 
   private async getattr(req: FuseRequest, ino: number): Promise<void> {
     const node = this.node(ino);
-    const attrs = node.isDir ? { isDir: true, size: 0, mtimeMs: 0 } : await this.meta.attributes(node.path);
+    const current = node.isDir ? { isDir: true, size: 0, mtimeMs: 0 } : await this.meta.attributes(node.path);
+    // An inode whose path has moved on (or gone) stands for the version its readers opened: its own size and mtime.
+    const own = node.version !== undefined && node.size !== undefined && current?.version !== node.version ? { isDir: false, size: node.size, mtimeMs: node.mtimeMs ?? 0 } : undefined;
+    const attrs = own ?? current;
     if (!attrs) throw new FanoutError('NOT_FOUND', `/${node.path} is gone`);
     const { mode, size, mtimeMs } = this.stat(attrs);
     this.addon.replyAttr(req, ino, mode, size, mtimeMs, this.ttlSeconds);
@@ -218,6 +225,10 @@ export class FanoutFs {
     if ((flags & O_ACCMODE) !== constants.O_RDONLY || flags & constants.O_TRUNC) return this.addon.replyError(req, errno.EROFS);
     if (node.isDir) return this.addon.replyError(req, errno.EISDIR);
     const file = await this.meta.stat(node.path);
+    if (node.version === undefined) node.version = file.version;
+    // The path is at another version than this inode's: ESTALE makes the kernel look the name up
+    // again (open(2) retries a stale open once, revalidating) and open the new version's inode.
+    else if (node.version !== file.version) return this.addon.replyError(req, errno.ESTALE);
     // The kernel's cached pages of this file are still right if it is still at the same version.
     const keepCache = node.openedVersion === file.version;
     node.openedVersion = file.version;
@@ -260,13 +271,15 @@ export class FanoutFs {
     const node = this.node(ino);
     if (!node.isDir) return this.addon.replyError(req, errno.ENOTDIR);
     const entries = await this.meta.list(node.path);
-    const listing: DirListing = { names: ['.', '..'], inos: [ino, ino], modes: [DIR_MODE, DIR_MODE], paths: ['', ''], sizes: [-1, -1], mtimes: [0, 0] };
+    const listing: DirListing = { names: ['.', '..'], inos: [ino, ino], modes: [DIR_MODE, DIR_MODE], paths: ['', ''], sizes: [-1, -1], mtimes: [0, 0], versions: [undefined, undefined] };
     for (const entry of entries) {
       const path = node.path === '' ? entry.name : `${node.path}/${entry.name}`;
       const isDir = entry.type === 'dir';
       listing.names.push(entry.name);
       listing.paths.push(path);
-      listing.inos.push(this.inodes.numberFor(path));
+      const version = isDir ? undefined : entry.version;
+      listing.versions.push(version);
+      listing.inos.push(this.inodes.numberFor(path, version));
       listing.modes.push(isDir ? DIR_MODE : FILE_MODE);
       // A file's attributes must be what stat says (the listing seeded the stat cache with them).
       const known = isDir || (entry.size !== undefined && entry.mtimeMs !== undefined && entry.version !== undefined);
@@ -302,7 +315,10 @@ export class FanoutFs {
     }
     for (let i = Math.max(offset, 2); i < end; i++) {
       if (listing.sizes[i]! < 0) continue;
-      listing.inos[i] = this.inodes.remember(listing.paths[i]!, listing.modes[i] === DIR_MODE).ino;
+      const node = this.inodes.remember(listing.paths[i]!, listing.modes[i] === DIR_MODE, listing.versions[i]);
+      node.size = listing.sizes[i]!;
+      node.mtimeMs = listing.mtimes[i]!;
+      listing.inos[i] = node.ino;
     }
     const { names, inos, modes, sizes, mtimes } = listing;
     this.addon.replyDirPlus(req, used, offset, names, inos, modes, sizes, mtimes, this.ttlSeconds, this.ttlSeconds);

@@ -34,7 +34,7 @@ function setup(validMs: Record<string, number> = {}) {
 
 test('a small file fetched ahead is handed down whole, for what is left of its stat TTL, and its page is kept for a read that comes too late', async () => {
   const { held, holds, inodes, pages, released, settle } = setup({ 'data/a.bin': 700 });
-  const node = inodes.remember('data/a.bin', false);
+  const node = inodes.remember('data/a.bin', false, 'v1');
   node.openedVersion = 'v1';
   held.attach({} as FuseSession);
   held.prefetch(file('a.bin', 300), 0);
@@ -48,7 +48,7 @@ test('a small file fetched ahead is handed down whole, for what is left of its s
 
 test('files the kernel does not hold, files over the size bound, stale versions and later pages are only fetched ahead', async () => {
   const { held, holds, inodes, pages, fetched, settle } = setup({ 'data/unknown.bin': 700, 'data/big.bin': 700, 'data/old.bin': 0, 'data/two.bin': 700 });
-  for (const path of ['data/big.bin', 'data/old.bin', 'data/two.bin']) inodes.remember(path, false);
+  for (const path of ['data/big.bin', 'data/old.bin', 'data/two.bin']) inodes.remember(path, false, 'v1');
   held.attach({} as FuseSession);
   held.prefetch(file('unknown.bin', 100), 0);
   held.prefetch(file('big.bin', 600), 0);
@@ -62,7 +62,7 @@ test('files the kernel does not hold, files over the size bound, stale versions 
 
 test('nothing is handed down before the session is attached, and a forgotten inode is dropped from the addon', async () => {
   const { held, holds, drops, inodes, settle } = setup({ 'data/a.bin': 700 });
-  const node = inodes.remember('data/a.bin', false);
+  const node = inodes.remember('data/a.bin', false, 'v1');
   held.prefetch(file('a.bin', 100), 0);
   held.forgotten(node.ino);
   await settle();
@@ -76,13 +76,13 @@ test('nothing is handed down before the session is attached, and a forgotten ino
 test('a lookup answered by the addon counts one more kernel reference, also for an inode forgotten just before', async () => {
   const { held, inodes } = setup();
   inodes.remember('data', true);
-  const node = inodes.remember('data/a.bin', false);
+  const node = inodes.remember('data/a.bin', false, 'v1');
   held.attach({} as FuseSession);
-  held.lookedUp(inodes.find('data')!.ino, 'a.bin');
+  held.lookedUp(node.ino, inodes.find('data')!.ino, 'a.bin');
   assert.equal(node.lookups, 2);
   assert.equal(inodes.forget(node.ino, 2), true);
   // The note of a lookup the kernel made after forgetting: the inode comes back, same number.
-  held.lookedUp(inodes.find('data')!.ino, 'a.bin');
+  held.lookedUp(node.ino, inodes.find('data')!.ino, 'a.bin');
   assert.equal(inodes.find('data/a.bin')?.ino, node.ino);
   assert.equal(inodes.find('data/a.bin')?.lookups, 1);
 });

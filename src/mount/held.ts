@@ -65,12 +65,12 @@ export class HeldFiles {
   }
 
   /**
-   * The addon answered a lookup of held file `name` in directory `parentIno` (told before its
-   * reply went out, so before any FORGET of it): one more kernel reference to the inode.
+   * The addon answered a lookup of held file `name` in directory `parentIno` with inode `ino`
+   * (told before its reply went out, so before any FORGET of it): one more kernel reference to it.
    */
-  lookedUp(parentIno: number, name: string): void {
+  lookedUp(ino: number, parentIno: number, name: string): void {
     const parent = this.inodes.get(parentIno);
-    if (parent) this.inodes.remember(parent.path === '' ? name : `${parent.path}/${name}`, false);
+    if (parent) this.inodes.rememberNumber(ino, parent.path === '' ? name : `${parent.path}/${name}`);
   }
 
   /** The kernel forgot inode `ino`: nothing may be answered for that number any more. */
@@ -86,7 +86,8 @@ export class HeldFiles {
     const path = `${file.mount}/${file.path}`;
     const validMs = await this.meta.statValidMs(path, file.version);
     const node = this.inodes.find(path);
-    if (!this.session || !node || node.isDir || validMs <= 0) return;
+    // Only the inode of the very version fetched (each version of a path has its own).
+    if (!this.session || !node || node.isDir || node.version !== file.version || validMs <= 0) return;
     const slash = path.lastIndexOf('/');
     const parent = this.inodes.find(path.slice(0, slash));
     // Opens answered by the addon tell this side nothing about the kernel's cached pages: the

@@ -33,7 +33,7 @@ test('lookups are answered from the parent listing, which also answers stat', as
   const client = fakeClient();
   const meta = new Metadata(client, 1000, new ManualClock());
   assert.deepEqual(await meta.lookup('', 'data'), { isDir: true, size: 0, mtimeMs: 0 });
-  assert.deepEqual(await meta.lookup('data/m', 'a.bin'), { isDir: false, size: 10, mtimeMs: 5 });
+  assert.deepEqual(await meta.lookup('data/m', 'a.bin'), { isDir: false, size: 10, mtimeMs: 5, version: 'v1' });
   assert.equal(await meta.lookup('data/m', 'missing'), undefined);
   assert.equal((await meta.stat('data/m/a.bin')).version, 'v1');
   assert.deepEqual(client.calls, ['list /', 'list /data/m']);
@@ -52,7 +52,7 @@ test('answers are reused for the TTL, then asked again', async () => {
 
 test('a source that cannot list is looked up path by path', async () => {
   const meta = new Metadata(fakeClient(false), 1000, new ManualClock());
-  assert.deepEqual(await meta.lookup('data/m', 'a.bin'), { isDir: false, size: 10, mtimeMs: 5 });
+  assert.deepEqual(await meta.lookup('data/m', 'a.bin'), { isDir: false, size: 10, mtimeMs: 5, version: 'v1' });
   assert.deepEqual(await meta.lookup('data', 'm'), { isDir: true, size: 0, mtimeMs: 0 });
   assert.equal(await meta.lookup('data/m', 'missing'), undefined);
 });

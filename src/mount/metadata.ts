@@ -9,6 +9,8 @@ export interface Attributes {
   isDir: boolean;
   size: number;
   mtimeMs: number;
+  /** A file's version (none for a directory). */
+  version?: string;
 }
 
 /** The part of the SDK the mount's metadata needs (a fake in unit tests). */
@@ -87,7 +89,7 @@ export class Metadata {
   async attributes(path: string): Promise<Attributes | undefined> {
     try {
       const file = await this.stat(path);
-      return { isDir: false, size: file.size, mtimeMs: file.mtimeMs };
+      return { isDir: false, size: file.size, mtimeMs: file.mtimeMs, version: file.version };
     } catch (err) {
       if (isFanoutError(err, 'IS_A_DIRECTORY')) return { isDir: true, size: 0, mtimeMs: 0 };
       if (isFanoutError(err, 'NOT_FOUND') || isFanoutError(err, 'UNKNOWN_MOUNT') || isFanoutError(err, 'INVALID_PATH')) return undefined;

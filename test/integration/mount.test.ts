@@ -1,12 +1,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../harness/cli.js';
 import { forceUnmount, isMounted, MountProcess, sh } from '../harness/mount.js';
 import { fanoutBin, WorkerProcess } from '../harness/workers.js';
+import { waitFor } from '../harness/ports.js';
 
 const MiB = 1024 * 1024;
 
@@ -141,6 +142,35 @@ describe('fanout mount (FUSE)', () => {
     await rm(join(source, 'many'), { recursive: true });
   });
 
+  test('a file replaced at the source: a reader of the old version never gets bytes of the new one, a new open reads the new one', async () => {
+    const v1 = randomBytes(900_000); // under a page: read through the kernel's page cache, not direct I/O
+    const v2 = randomBytes(900_000);
+    await writeFile(join(source, 'replaced.bin'), v1);
+    const path = join(mnt, 'data/replaced.bin');
+    // Listings and stats are reused for the mount's and the worker's TTLs: the new name shows after them.
+    await waitFor('the new file through the mount', async () => (await readFile(path)).equals(v1));
+    const old = await open(path, 'r');
+    try {
+      const head = Buffer.alloc(300_000);
+      await old.read(head, 0, head.length, 0);
+      assert.ok(head.equals(v1.subarray(0, 300_000)));
+      await writeFile(join(source, 'replaced.tmp'), v2);
+      await rename(join(source, 'replaced.tmp'), join(source, 'replaced.bin'));
+      await waitFor('a new open to read the new version', async () => (await readFile(path)).equals(v2));
+      // The old open reads on: the rest of the old version, or an error, never the new bytes
+      // (one inode for both versions shared the kernel's page cache: the new reader's pages were served to it).
+      const rest = Buffer.alloc(v1.length - 300_000);
+      const got = await old.read(rest, 0, rest.length, 300_000).then(
+        ({ bytesRead }) => rest.subarray(0, bytesRead),
+        (err: NodeJS.ErrnoException) => err.code ?? String(err),
+      );
+      if (typeof got === 'string') assert.equal(got, 'EIO');
+      else assert.ok(got.equals(v1.subarray(300_000, 300_000 + got.length)) && got.length > 0, 'the old open reads the old version');
+    } finally {
+      await old.close();
+    }
+  });
+
   test('missing paths are ENOENT; writes are EROFS', async () => {
     const missing = await sh('cat', [join(mnt, 'data/no-such-file')]);
     assert.notEqual(missing.code, 0);
@@ -196,7 +226,7 @@ describe('fanout mount (FUSE)', () => {
     assert.equal(await mount.signal('SIGKILL'), null);
     const stale = await readdir(mnt).then(
       () => 'ok',
-      (err: NodeJS.ErrnoException) => err.code,
+      (err: NodeJS.ErrnoException) => err.code ?? String(err),
     );
     assert.equal(stale, 'ENOTCONN', 'Transport endpoint is not connected');
     mount = await MountProcess.start(mnt, worker.url, '--ttl', '200ms');
