@@ -140,6 +140,22 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
     for (const m of [a, observer]) await until(m, 'change', () => ids(m).join() === 'a,d', 'd seen after recovery');
   });
 
+  test('a second member with the same id at another address is refused while the first lives; after a crash, it waits out the old lease and takes over', async () => {
+    const twins = (m: EtcdMembership) => m.members().filter((x) => x.id === 'twin').map((x) => x.url);
+    const first = await open({ self: member('twin') });
+    const elsewhere = { ...member('twin'), url: 'http://elsewhere.test:7450' };
+    await assert.rejects(open({ self: elsewhere }), (err: Error & { code?: string }) => err.code === 'INVALID_CONFIG' && /already registered by a running worker at http:\/\/twin\.test:7450/.test(err.message));
+    assert.deepEqual(twins(first), [member('twin').url], 'the first keeps its record');
+    // The first dies without deregistering: its record goes with its lease, and the second takes the id.
+    await first.stop({ deregister: false });
+    const second = await open({ self: elsewhere });
+    assert.deepEqual(twins(second), [elsewhere.url]);
+    // The same address coming back (a restart) takes its record over at once.
+    await second.stop({ deregister: false });
+    const again = await open({ self: elsewhere });
+    assert.deepEqual(twins(again), [elsewhere.url]);
+  });
+
   test('start() fails cleanly when etcd is unreachable', async () => {
     const m = new EtcdMembership({
       endpoints: ['http://127.0.0.1:1'],

@@ -6,7 +6,7 @@ import type { Member } from '../../core/types.js';
 import { LeaseSchedule } from './schedule.js';
 import { silentLogger, type Membership, type MembershipLogger } from './types.js';
 import { createEtcdClient, type EtcdConnection } from './client.js';
-import { keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
+import { decodeMember, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
 import { MemberRecords } from './records.js';
 import { OutageState, errorText } from './outage.js';
 import { WakeablePause } from './pause.js';
@@ -56,6 +56,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private readonly pauses: WakeablePause;
   private leaseId: string | undefined;
   private registered = false;
+  /** Another worker's record holds self's id (another URL, a lease not ours): since when, and where. */
+  private conflict: { since: number; url: string } | undefined;
   private needsResync = true;
   private synced = false;
   private watch: PrefixWatch | undefined;
@@ -103,9 +105,16 @@ export class EtcdMembership extends EventEmitter implements Membership {
     if (this.loop) return;
     this.loop = this.run();
     const deadline = this.clock.now() + this.startTimeoutMs;
-    while (!this.synced) {
+    while (!this.synced || this.conflict) {
       if (this.stopping) throw new FanoutError('ABORTED', 'membership stopped while starting');
-      if (this.clock.now() >= deadline) {
+      const { conflict } = this;
+      // A record of a worker that died keeps its id until its lease expires: wait that long (and
+      // a little); one still there after is kept alive by a running worker with the same id.
+      if (conflict && this.clock.now() >= conflict.since + this.ttlSeconds * 1000 + 2000) {
+        await this.stop({ deregister: true });
+        throw new FanoutError('INVALID_CONFIG', `worker id ${this.self!.id} is already registered by a running worker at ${conflict.url}: give each worker its own id`);
+      }
+      if (!conflict && this.clock.now() >= deadline) {
         await this.stop({ deregister: false });
         throw new FanoutError('WORKER_UNAVAILABLE', `etcd membership: no answer from etcd within ${this.startTimeoutMs} ms`);
       }
@@ -148,7 +157,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
       const wait = step.at - this.clock.now();
       // A live lease whose record is missing (deleted by someone, or the put failed after a
       // grant) is fixed at once rather than at the next renewal, unless we are backing off.
-      const urgent = !!this.self && this.leaseId !== undefined && !this.registered && this.schedule.failures === 0;
+      const urgent = !!this.self && this.leaseId !== undefined && !this.registered && !this.conflict && this.schedule.failures === 0;
       if (wait > 0 && !urgent) {
         await this.pauses.pause(wait);
         continue; // re-decide: time passed, the lease may have expired, a watch may have broken
@@ -177,16 +186,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
         if (ttl <= 0) throw new EtcdLeaseInvalidError(this.leaseId);
         this.schedule.renewed(sentAt, ttl * 1000);
       }
-      if (this.self && !this.registered) {
-        await this.client.kv.put({
-          key: Buffer.from(this.prefix + this.self.id),
-          value: Buffer.from(JSON.stringify(this.self)),
-          lease: this.leaseId,
-        });
-        this.registered = true;
-        this.log.info({ id: this.self.id, lease: this.leaseId }, 'registered in etcd');
-        this.emit('registered', this.leaseId);
-      }
+      if (this.self && !this.registered) await this.register(this.self, this.leaseId!);
       if (this.needsResync) await this.resync();
       this.outage.set(false);
       this.synced = true;
@@ -204,6 +204,40 @@ export class EtcdMembership extends EventEmitter implements Membership {
       if (this.outage.stale) this.log.debug({ err: errorText(err), failures: this.schedule.failures }, 'etcd still unreachable');
       this.outage.set(true, err);
     }
+  }
+
+  /**
+   * Writes self's record under the lease, unless another worker's holds the id: a record of
+   * another URL under a lease not ours (two workers configured with one id; each overwriting
+   * the other would hide one from every ring, and both would read the same pages from the
+   * source). Then nothing is written, `conflict` says who, and the next round asks again (a
+   * dead worker's record goes with its lease; start() gives up on a live one).
+   */
+  private async register(self: Member, lease: string): Promise<void> {
+    const key = Buffer.from(this.prefix + self.id);
+    const value = Buffer.from(JSON.stringify(self));
+    const answer = await this.client.kv.txn({
+      compare: [{ key, target: 'Version', result: 'Equal', version: 0 }],
+      success: [{ request_put: { key, value, lease } }],
+      failure: [{ request_range: { key } }],
+    });
+    if (!answer.succeeded) {
+      const held = answer.responses[0]?.response_range?.kvs[0];
+      const holder = held ? decodeMember(this.prefix, held.key, held.value) : undefined;
+      if (held && String(held.lease) !== String(lease) && holder && holder.url !== self.url) {
+        if (!this.conflict) {
+          this.conflict = { since: this.clock.now(), url: holder.url };
+          this.log.warn({ id: self.id, url: self.url, holder: holder.url }, 'another worker is registered with this id at another address; this one stays out of the ring until that record goes');
+        }
+        return;
+      }
+      // Self's own record (this lease, or this address from before a restart): written again.
+      await this.client.kv.put({ key, value, lease });
+    }
+    this.conflict = undefined;
+    this.registered = true;
+    this.log.info({ id: self.id, lease }, 'registered in etcd');
+    this.emit('registered', lease);
   }
 
   /** Lists the prefix and watches from the listing's revision on, so no change falls between. */
