@@ -3,6 +3,7 @@ import { crc32 } from '../lib/checksum/index.js';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
 import { pageSpan } from '../core/pages.js';
+import { parseFanoutPath } from '../core/paths.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import type { Member, PageRef } from '../core/types.js';
 import type { PageFetcher } from '../lib/cluster/index.js';
@@ -18,6 +19,8 @@ export interface AdminDeps {
   policy: PagePolicy;
   fetcher: PageFetcher;
   pageSize: number;
+  /** Throws UNKNOWN_MOUNT for a name that is not one of this worker's mounts. */
+  checkMount: (mount: string) => void;
   /** This worker, as a member: loads go through its own page endpoint (single flight, owners, verification). */
   self: () => Member;
   logger: Logger;
@@ -42,7 +45,8 @@ type AdminRoute = keyof typeof BODY_SCHEMAS;
  *   /v1/admin/load    {pages: PageRef[], verify?, rate?}  fetch pages into this worker's store
  *   /v1/admin/pin     {keys?, rule?}                      never evict these pages
  *   /v1/admin/unpin   {keys?, rule?}
- *   /v1/admin/free    {keys?, rule?}                      delete pages (and their pins/TTLs)
+ *   /v1/admin/free    {keys?, rule?}                      delete pages (and their pins/TTLs); forget a rule
+ *                                                         (pages are named by key: the store does not find them by path)
  *   /v1/admin/ttl     {keys?, rule?, ttlMs}               drop pages ttlMs after now / after storing
  *   GET /v1/admin/policy                                  pins, TTLs and rules in force
  * and the sweeper that deletes pages whose TTL ran out.
@@ -85,6 +89,7 @@ export class Admin {
       }
       case '/v1/admin/pin': {
         const { keys = [], rule } = parseBody('/v1/admin/pin', raw);
+        this.checkRule(rule);
         await policy.pin(keys, rule);
         return sendJson(res, 200, { pinned: keys.length, held: keys.filter((k) => this.deps.store.has(k)).length });
       }
@@ -95,6 +100,7 @@ export class Admin {
       }
       case '/v1/admin/ttl': {
         const { keys = [], rule, ttlMs } = parseBody('/v1/admin/ttl', raw);
+        this.checkRule(rule);
         await policy.setTtl(keys, ttlMs, rule);
         return sendJson(res, 200, { keys: keys.length, ttlMs });
       }
@@ -106,6 +112,18 @@ export class Admin {
         return sendJson(res, 200, { freed });
       }
     }
+  }
+
+  /**
+   * A rule that pins or sets TTLs names one of this worker's mounts and a path prefix a page
+   * could have (UNKNOWN_MOUNT, INVALID_PATH): one that could never match would be kept, and shown,
+   * for ever. Unpin and free take any rule, so that one left from a removed mount can go.
+   */
+  private checkRule(rule: { mount: string; prefix: string } | undefined): void {
+    if (!rule) return;
+    this.deps.checkMount(rule.mount);
+    const prefix = rule.prefix.replace(/\/+$/, '');
+    if (prefix !== '') parseFanoutPath(`/${rule.mount}/${prefix}`);
   }
 
   /**

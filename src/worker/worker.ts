@@ -194,6 +194,7 @@ export class Worker {
       policy: this.policy,
       fetcher: this.fetcher,
       pageSize: config.pageSize,
+      checkMount: (mount) => void this.ufs(mount),
       self: () => ({ ...this.self, url: this.boundUrl || this.config.advertiseUrl }),
       logger: this.logger,
       signal: this.stopping.signal,

@@ -96,6 +96,19 @@ describe('HTTP edge cases the fuzzer found', () => {
     assert.match(JSON.parse(res.body.toString()).error.message, /nests deeper than 64 levels/);
   });
 
+  test('a pin or TTL rule on a mount this worker lacks, or on a path no page can have, is refused (it was stored and shown for ever); unpin takes any', async () => {
+    const post = async (route: string, body: object) => {
+      const res = await sender.send({ method: 'POST', target: `/v1/admin/${route}`, headers: [['content-type', 'application/json'], ADMIN], body: Buffer.from(JSON.stringify(body)) });
+      assert.equal(res.kind, 'response');
+      return res.kind === 'response' ? { status: res.status, code: res.status >= 400 ? (JSON.parse(res.body.toString()) as { error: { code: string } }).error.code : undefined } : { status: 0 };
+    };
+    assert.deepEqual(await post('pin', { rule: { mount: 'nosuchmount', prefix: 'x' } }), { status: 404, code: 'UNKNOWN_MOUNT' });
+    assert.deepEqual(await post('ttl', { rule: { mount: 'data', prefix: '../../x' }, ttlMs: 1000 }), { status: 400, code: 'INVALID_PATH' });
+    assert.deepEqual(await post('pin', { rule: { mount: 'data', prefix: 'models/' } }), { status: 200, code: undefined });
+    assert.deepEqual(await post('unpin', { rule: { mount: 'nosuchmount', prefix: 'x' } }), { status: 200, code: undefined });
+    assert.deepEqual(await post('unpin', { rule: { mount: 'data', prefix: 'models/' } }), { status: 200, code: undefined });
+  });
+
   test('an admin body that is JSON but not an object (null, an array) is INVALID_ARGUMENT, not a 500', async () => {
     for (const body of ['null', '[]', '["keys"]', '7', '"x"']) {
       const res = await sender.send({ method: 'POST', target: '/v1/admin/unpin', headers: [['content-type', 'application/json'], ADMIN], body: Buffer.from(body) });
