@@ -29,10 +29,14 @@ export class FileInfoService {
     return this.caches.stat.get(`${target.mount}/${target.path}`, () => ufs.stat(target.path));
   }
 
-  /** Cached listing of one directory level (shared with the S3 gateway). */
+  /**
+   * Cached listing of one directory level (shared with the S3 gateway). Names no fanout path can
+   * hold (control characters, backslashes: core/paths.ts) are left out: listed, they could be
+   * seen and stat-ed through the mount but never opened.
+   */
   listDir(target: FanoutPath): Promise<DirEntry[]> {
     const ufs = this.ufs(target.mount);
-    return this.caches.list.get(`${target.mount}/${target.path}`, () => ufs.list(target.path));
+    return this.caches.list.get(`${target.mount}/${target.path}`, async () => (await ufs.list(target.path)).filter((entry) => isAddressable(entry.name)));
   }
 
   /**
@@ -51,4 +55,10 @@ export class FileInfoService {
     }
     return this.stat(target);
   }
+}
+
+/** A name a path segment can be (what parseFanoutPath accepts in one). */
+function isAddressable(name: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return name !== '' && name !== '.' && name !== '..' && !/[\u0000-\u001f\u007f\\/]/.test(name);
 }
