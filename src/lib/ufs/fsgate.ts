@@ -1,5 +1,10 @@
 import { raceDeadline } from './deadlines.js';
 
+/** Runs a call into a source in a slot of the pool's threads (FsGate, TurnBatches). */
+export interface SourceCalls {
+  run<T>(what: string, ms: number, signal: AbortSignal | undefined, call: () => Promise<T>): Promise<T>;
+}
+
 /**
  * How many calls into local and network file system sources may run at once. Those calls share
  * libuv's thread pool with the page store's own disk work, and a hung NFS server blocks each
@@ -12,11 +17,6 @@ import { raceDeadline } from './deadlines.js';
  * past its deadline fails as the source's timeout (SOURCE_ERROR). Why a worker's pool is larger
  * than libuv's 4: capped at 3 of 4, benchmark 5's cold rate fell by a quarter (docs/benchmarks.md).
  */
-/** Runs a call into a source in a slot of the pool's threads (FsGate, TurnBatches). */
-export interface SourceCalls {
-  run<T>(what: string, ms: number, signal: AbortSignal | undefined, call: () => Promise<T>): Promise<T>;
-}
-
 export class FsGate implements SourceCalls {
   private running = 0;
   /** In arrival order: a waiter is woken once its weight fits, never passed by a later one. */
