@@ -213,8 +213,10 @@ static void write_new(Job* job) {
   if (job->code != 0) unlink(job->path);
 }
 
+/* A page file: never through a symlink, and a FIFO put in its place reads as empty rather than
+ * blocking this pool thread until a writer comes (the store then drops the page as corrupt). */
 static void read_file(Job* job) {
-  int fd = open(job->path, O_RDONLY | O_CLOEXEC);
+  int fd = open(job->path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     job->code = errno;
     return;

@@ -1,4 +1,5 @@
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { smallIo, type SmallIo } from '../smallio/index.js';
 import type { StoredPage } from './types.js';
@@ -101,12 +102,28 @@ async function writeAndStat(file: string, data: Buffer): Promise<number> {
   }
 }
 
+/**
+ * How page files are opened for reading: never through a symlink (ELOOP), and a FIFO put in a
+ * page's place reads as empty instead of blocking a pool thread until a writer comes; either way
+ * the store drops the page as corrupt (native/smallio's read_file opens them the same way).
+ */
+export const PAGE_FILE_READ = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
+
+/**
+ * Errors of a page file's read that say something other than a page file sits at its name (a
+ * directory, a symlink, a FIFO (ESPIPE), a device): the page is dropped as corrupt, as a checksum failure is.
+ */
+export function isNotAPageFile(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EISDIR' || code === 'ELOOP' || code === 'ENXIO' || code === 'EINVAL' || code === 'ENOTDIR' || code === 'ESPIPE';
+}
+
 /** Reads up to `size` bytes of `file` into `buffer`; the count read (short if the file is). */
 export async function readFully(file: string, buffer: Buffer, size: number): Promise<number> {
   // One thread-pool job (open, read, close) instead of three hand-offs: a warm batch item's read.
   const io = smallIo();
   if (io) return io.readFile(file, buffer.subarray(0, size));
-  const handle = await open(file, 'r');
+  const handle = await open(file, PAGE_FILE_READ);
   try {
     let offset = 0;
     while (offset < size) {

@@ -9,7 +9,7 @@ import { BufferPool } from './bufferpool.js';
 import { statDisk } from './capacity.js';
 import { DiskRoom } from './diskroom.js';
 import { LruIndex } from './lru.js';
-import { readFully, scanPages } from './pagefiles.js';
+import { PAGE_FILE_READ, isNotAPageFile, readFully, scanPages } from './pagefiles.js';
 import { PageWriter } from './pagewriter.js';
 import { SendFiles } from './sendfiles.js';
 import type { PageSpool } from './spool.js';
@@ -189,6 +189,10 @@ export class PageStore {
         if (this.index.peek(key) === entry) this.remove(key);
         return undefined;
       }
+      if (isNotAPageFile(err) && this.index.peek(key) === entry) {
+        await this.dropCorrupt(entry);
+        return undefined;
+      }
       throw new FanoutError('INTERNAL', `page store read failed: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -243,10 +247,14 @@ export class PageStore {
       }
       let fd;
       try {
-        fd = await openFile(entry.file, 'r');
+        fd = await openFile(entry.file, PAGE_FILE_READ);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
           if (this.index.peek(key) === entry) this.remove(key);
+          return undefined;
+        }
+        if (isNotAPageFile(err) && this.index.peek(key) === entry) {
+          await this.dropCorrupt(entry);
           return undefined;
         }
         throw new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
@@ -295,6 +303,10 @@ export class PageStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         if (this.index.peek(key) === entry) this.remove(key);
         return 'absent';
+      }
+      if (isNotAPageFile(err) && this.index.peek(key) === entry) {
+        await this.dropCorrupt(entry);
+        return 'corrupt';
       }
       throw new FanoutError('INTERNAL', `page store read failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
     } finally {
@@ -351,7 +363,8 @@ export class PageStore {
     this.remove(entry.key);
     this.corruptions++;
     this.events.onCorrupt?.(entry.key);
-    await unlink(entry.file).catch(() => {});
+    // Recursive: whatever sits at the name (a directory too) goes, or no page could be stored there again.
+    await rm(entry.file, { recursive: true, force: true }).catch(() => {});
   }
 }
 
