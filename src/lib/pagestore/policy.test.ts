@@ -123,3 +123,14 @@ test('temp files of a write interrupted by a crash are removed when the policy i
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a policy.json that cannot be read (a directory) fails the start naming the file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-policy-'));
+  try {
+    const file = join(dir, 'policy.json');
+    await mkdir(file);
+    await assert.rejects(new PagePolicy(file).load(), (err: FanoutError) => err.code === 'INVALID_CONFIG' && err.message.includes(file) && /EISDIR/.test(err.message));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

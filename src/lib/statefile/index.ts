@@ -1,4 +1,5 @@
 import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { FanoutError } from '../../core/errors.js';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -78,7 +79,8 @@ export interface CorruptStateFile {
  * Reads and parses a JSON state file. Missing → undefined. Unparseable (or rejected by
  * `parse`) → moved aside to `<file>.corrupt-<UTC timestamp>` so an operator can look at it,
  * reported through `onCorrupt`, and undefined is returned: the caller starts from empty state.
- * Read errors other than ENOENT (EACCES, EIO) are thrown: those are not the file's content.
+ * Read errors other than ENOENT (EACCES, EIO, EISDIR) are thrown as INVALID_CONFIG naming the file:
+ * those are not the file's content.
  * Temp files left by an earlier process killed mid-write are removed.
  */
 export async function readJsonState<T>(
@@ -92,7 +94,8 @@ export async function readJsonState<T>(
     text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+    // Named: "EISDIR: illegal operation on a directory, read" alone did not say which file.
+    throw new FanoutError('INVALID_CONFIG', `cannot read the state file ${file}: ${(err as Error).message}`, { cause: err });
   }
   try {
     return parse(JSON.parse(text));
