@@ -53,6 +53,12 @@ export class PageWriter {
     let writtenAt: number | undefined;
     try {
       await this.host.evictIfNeeded(this.writing);
+      if (!this.roomLeft(data.length)) {
+        const { used, capacity } = this.host.index;
+        const error = new FanoutError('STORE_FULL', `the page store is full of pages that may not be evicted (pinned): ${used} of ${capacity} bytes; page not stored`);
+        this.noteWriteFailure('no_room', error);
+        throw error;
+      }
       try {
         writtenAt = await this.writePage(shardDir, file, key, data);
       } catch (err) {
@@ -87,6 +93,7 @@ export class PageWriter {
     const tmp = this.tmpName(key);
     try {
       await this.host.evictIfNeeded(this.writing);
+      if (!this.roomLeft(length)) throw new Error('no room'); // put() says why, and counts it
       // A failed append is a failed page write like put()'s: counted, and a full disk noted.
       const writeFailed = (err: Error) => {
         this.noteWriteFailure(isDiskFull(err) ? 'disk_full' : 'io_error', err);
@@ -129,6 +136,15 @@ export class PageWriter {
   /** Returns the page file's mtime, read on the written file (a rename keeps it): what openForSend trusts. */
   private writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<number | undefined> {
     return writePageFile(this.tmpName(key), shardDir, file, data, this.shards, this.host.writeFile);
+  }
+
+  /**
+   * After eviction, stored pages that still leave no room for `bytes` are pages eviction may not
+   * take (pinned): the page is not stored (STORE_FULL, counted as `no_room`) and is served
+   * uncached, so pins never grow the store past its capacity (they took a 3 MiB store to 36 MiB).
+   */
+  private roomLeft(bytes: number): boolean {
+    return this.host.index.used + bytes <= this.host.index.capacity;
   }
 
   private noteWriteFailure(reason: WriteFailureReason, error: Error): void {

@@ -94,6 +94,23 @@ test("a directory, a symlink or a FIFO at a page's name is a corrupt page, dropp
     }
   }));
 
+test('pinned pages never grow the store past its capacity: a page with no room left beside them is not stored (STORE_FULL), unpinned pages still are', () =>
+  withStore(async (dir) => {
+    const pinned = new Set([key(20), key(21), key(22)]);
+    const failures: string[] = [];
+    const store = new PageStore({ dir, capacity: 3000, pageSize: 1000, canEvict: (k) => !pinned.has(k) }, { onWriteFailure: (reason) => failures.push(reason) });
+    await store.open();
+    for (const k of pinned) await store.put(k, page(7), crc32(page(7)));
+    await assert.rejects(store.put(key(23), page(8), crc32(page(8))), (err: FanoutError) => err.code === 'STORE_FULL' && /pinned/.test(err.message));
+    assert.deepEqual(failures, ['no_room']);
+    assert.equal(store.used, 3000);
+    assert.equal(store.has(key(23)), false);
+    pinned.delete(key(20));
+    await store.put(key(23), page(8), crc32(page(8)));
+    assert.equal(store.has(key(23)), true);
+    assert.ok(store.used <= 3000, String(store.used));
+  }));
+
 test('leftovers of interrupted writes are removed on open', () =>
   withStore(async (dir) => {
     await mkdir(join(dir, 'tmp'), { recursive: true });
