@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { FanoutClient, StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import type { FileHandle } from 'node:fs/promises';
-import { closingAfter, copyFileTo, copyTreeTo } from './copy.js';
+import { closingAfter, copyFileTo, copyTreeTo, listTree } from './copy.js';
 
 const PAGE = 1024;
 
@@ -119,4 +119,14 @@ test('a failed write is the error reported even when the close fails too; a fail
   const second = failingClose();
   await assert.rejects(closingAfter(second as unknown as FileHandle, '/x', async () => {}), (err: FanoutError) => err.code === 'INTERNAL' && /EIO on close/.test(err.message));
   assert.equal(second.closed, 1);
+});
+
+test('a listing that never ends (a worker naming directories in a loop) fails the tree copy at a bound instead of walking for ever', async () => {
+  let lists = 0;
+  const looping = { list: async () => (lists++, [{ name: 'd', type: 'dir' }, { name: 'e', type: 'dir' }]) } as unknown as FanoutClient;
+  await assert.rejects(listTree(looping, '/data/tree', 1000), (err: FanoutError) => err.code === 'INVALID_ARGUMENT' && /more than 1000 files and directories/.test(err.message));
+  assert.ok(lists <= 1000, String(lists));
+  // Depth first or not, a path past PATH_MAX fails too.
+  const deep = { list: async () => [{ name: 'd'.repeat(250), type: 'dir' }] } as unknown as FanoutClient;
+  await assert.rejects(listTree(deep, '/data/tree'), (err: FanoutError) => err.code === 'INVALID_PATH' && /longer than 4096/.test(err.message));
 });

@@ -139,11 +139,20 @@ export interface TreeFile {
   rel: string;
 }
 
+/** The longest path under a copied directory (PATH_MAX). */
+const MAX_TREE_PATH = 4096;
+/**
+ * The most files and directories one tree copy lists: the listing is held in memory (≈ 150 bytes
+ * an entry), and a worker naming directories in a loop would grow it for ever. Copy a larger tree
+ * a subdirectory at a time.
+ */
+export const MAX_TREE_ENTRIES = 2_000_000;
+
 /**
  * Every file under a cluster directory, from its listings (which carry each file's size and
  * version, so no file costs a stat). Directories are listed several at once.
  */
-export async function listTree(client: FanoutClient, path: string): Promise<{ files: TreeFile[]; dirs: string[] }> {
+export async function listTree(client: FanoutClient, path: string, maxEntries = MAX_TREE_ENTRIES): Promise<{ files: TreeFile[]; dirs: string[] }> {
   const root = parseFanoutPath(path);
   const files: TreeFile[] = [];
   const dirs: string[] = [];
@@ -165,6 +174,9 @@ export async function listTree(client: FanoutClient, path: string): Promise<{ fi
         const visit = async () => {
           for (const entry of await client.list(joinFanoutPath(root.mount, inner))) {
             const childRel = rel ? `${rel}/${entry.name}` : entry.name;
+            // A listing that never ends (a worker naming directories in a loop) fails here, not never.
+            if (childRel.length > MAX_TREE_PATH) throw new FanoutError('INVALID_PATH', `${joinFanoutPath(root.mount, inner)}: a path under the copied directory is longer than ${MAX_TREE_PATH} characters`);
+            if (files.length + dirs.length >= maxEntries) throw new FanoutError('INVALID_ARGUMENT', `${path} holds more than ${maxEntries} files and directories: copy it a subdirectory at a time`);
             const childInner = inner ? `${inner}/${entry.name}` : entry.name;
             if (entry.type === 'dir') {
               dirs.push(childRel);

@@ -1,6 +1,7 @@
 import { fstatSync, writevSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { leadingPiece } from '../lib/writepiece/index.js';
+import { FanoutError } from '../core/errors.js';
 
 /**
  * Writes pages (arrays of chunks) to standard output in order, one writev per page (per MiB of
@@ -13,7 +14,11 @@ import { leadingPiece } from '../lib/writepiece/index.js';
 export async function writePagesToStdout(pages: AsyncIterable<Buffer[]>, written: (page: Buffer[]) => void = () => {}): Promise<void> {
   if (blockingStdout()) {
     for await (const page of pages) {
-      writeAllSync(1, page);
+      try {
+        writeAllSync(1, page);
+      } catch (err) {
+        throw stdoutError(err);
+      }
       written(page);
     }
     return;
@@ -81,5 +86,11 @@ async function writeToStream(
     // A stream that failed keeps the listener: a second error from it must not be unhandled.
     if (!failure) out.off('error', onError);
   }
-  if (failure && failure.code !== 'EPIPE') throw failure;
+  if (failure && failure.code !== 'EPIPE') throw stdoutError(failure);
+}
+
+/** A full disk under standard output is DISK_FULL, as for `fanout cp` (was a bare "ENOSPC: ENOSPC: …"). */
+function stdoutError(err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOSPC' || code === 'EDQUOT' ? new FanoutError('DISK_FULL', 'no space left writing standard output', { cause: err }) : err;
 }

@@ -8,6 +8,7 @@ import type { DirEntry, FileInfo, WorkerStatus } from '../core/types.js';
 import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import type { CaOption, ClientTrust } from '../lib/tls/client.js';
 import { ROUTES } from '../lib/wire/protocol.js';
+import { checkFileInfo, checkListing } from '../lib/wire/fileanswers.js';
 import type { S3SourceOptions, Ufs } from '../lib/ufs/index.js';
 import { checkEndpoint } from './answers.js';
 import type { ClusterInfo, ClusterSession } from './session.js';
@@ -132,15 +133,15 @@ export class FanoutClient {
 
   async stat(path: string): Promise<StatResult> {
     const target = parseFanoutPath(path);
-    const info = (await this.session.getJson(`/v1/stat/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}`)) as FileInfo;
+    const route = `/v1/stat/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}`;
+    const info = checkFileInfo(await this.session.getJson(route), route);
     return { ...info, mount: target.mount };
   }
 
   async list(path: string): Promise<DirEntry[]> {
     const target = parseFanoutPath(path);
     const suffix = target.mount ? `/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}` : '/';
-    const body = (await this.session.getJson(`/v1/list${suffix}`)) as { entries: DirEntry[] };
-    return body.entries;
+    return checkListing(await this.session.getJson(`/v1/list${suffix}`), `/v1/list${suffix}`);
   }
 
   /**

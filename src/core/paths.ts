@@ -17,6 +17,12 @@ export function isValidMountName(name: string): boolean {
   return MOUNT_NAME.test(name);
 }
 
+/** Whether `name` can be one segment of a fanout path (what parseFanoutPath accepts). */
+export function isFanoutName(name: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return name !== '' && name !== '.' && name !== '..' && !/[\u0000-\u001f\u007f\\/]/.test(name);
+}
+
 export function parseFanoutPath(raw: string): FanoutPath {
   if (typeof raw !== 'string' || raw.length === 0) throw invalid(raw, 'empty path');
   if (raw.length > 4096) throw invalid(raw.slice(0, 64) + '…', 'path longer than 4096 characters');

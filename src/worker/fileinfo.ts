@@ -1,6 +1,6 @@
 import { systemClock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
-import type { FanoutPath } from '../core/paths.js';
+import { isFanoutName, type FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { TtlCache } from './sourcecache.js';
@@ -36,7 +36,7 @@ export class FileInfoService {
    */
   listDir(target: FanoutPath): Promise<DirEntry[]> {
     const ufs = this.ufs(target.mount);
-    return this.caches.list.get(`${target.mount}/${target.path}`, async () => (await ufs.list(target.path)).filter((entry) => isAddressable(entry.name)));
+    return this.caches.list.get(`${target.mount}/${target.path}`, async () => (await ufs.list(target.path)).filter((entry) => isFanoutName(entry.name)));
   }
 
   /**
@@ -57,8 +57,3 @@ export class FileInfoService {
   }
 }
 
-/** A name a path segment can be (what parseFanoutPath accepts in one). */
-function isAddressable(name: string): boolean {
-  // eslint-disable-next-line no-control-regex
-  return name !== '' && name !== '.' && name !== '..' && !/[\u0000-\u001f\u007f\\/]/.test(name);
-}

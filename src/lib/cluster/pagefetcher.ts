@@ -249,7 +249,7 @@ async function* verifiedBody(
     throw new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} sent ${received} of ${expectedLength} page bytes`);
   }
   const expected = headers[CHECKSUM_HEADER] ?? trailers[CHECKSUM_HEADER];
-  if (typeof expected !== 'string' || parseInt(expected, 16) !== crc) {
+  if (typeof expected !== 'string' || !/^[0-9a-f]{1,8}$/i.test(expected) || parseInt(expected, 16) !== crc) {
     throw new FanoutError('CHECKSUM_MISMATCH', `page ${ref.index} of /${ref.mount}/${ref.path} from ${member.id} failed its checksum`);
   }
 }

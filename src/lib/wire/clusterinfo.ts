@@ -1,5 +1,6 @@
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
+import { MAX_MEMBERS, arrayOf, fail, isBoolean, isNonEmptyString, isNonNegative, isObject, isPositiveInt, isString, notAFanoutAnswer, optional } from './check.js';
 
 /**
  * The check of a `/v1/cluster` answer on the SDK's read path, without zod. Every `fanout cat`
@@ -22,32 +23,6 @@ export interface ClusterInfoAnswer {
   upstream?: string[];
 }
 
-type Check = (value: unknown, at: string) => void;
-
-class Invalid extends Error {
-  constructor(
-    readonly at: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-const fail = (at: string, message: string): never => {
-  throw new Invalid(at, message);
-};
-const isString: Check = (v, at) => typeof v === 'string' || fail(at, 'expected string');
-const isNonEmptyString: Check = (v, at) => (isString(v, at), (v as string).length >= 1 || fail(at, 'expected a non-empty string'));
-const isNumber: Check = (v, at) => (typeof v === 'number' && Number.isFinite(v)) || fail(at, 'expected number');
-const isNonNegative: Check = (v, at) => (isNumber(v, at), (v as number) >= 0 || fail(at, 'expected a number >= 0'));
-const isPositiveInt: Check = (v, at) => (isNumber(v, at), (Number.isInteger(v) && (v as number) > 0) || fail(at, 'expected a positive integer'));
-const isBoolean: Check = (v, at) => typeof v === 'boolean' || fail(at, 'expected boolean');
-const isObject = (v: unknown, at: string): Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : fail(at, 'expected object');
-const arrayOf = <T>(v: unknown, at: string, item: (value: unknown, at: string) => T): T[] =>
-  Array.isArray(v) ? v.map((x, i) => item(x, at ? `${at}.${i}` : String(i))) : fail(at, 'expected array');
-const optional = (check: Check): Check => (v, at) => v === undefined || check(v, at);
-
 function member(value: unknown, at: string): Member {
   const m = isObject(value, at);
   isNonEmptyString(m.id, `${at}.id`);
@@ -68,6 +43,8 @@ export function checkClusterInfo(body: unknown, what: string): ClusterInfoAnswer
     isPositiveInt(b.replication, 'replication');
     isNonNegative(b.statTtlMs, 'statTtlMs');
     const members = arrayOf(b.members, 'members', member);
+    if (members.length > MAX_MEMBERS) fail('members', `more than ${MAX_MEMBERS} members`);
+    if (new Set(members.map((m) => m.id)).size !== members.length) fail('members', 'a member id twice');
     isBoolean(b.stale, 'stale');
     const mounts = arrayOf(b.mounts, 'mounts', str);
     optional(isString)(b.clusterId, 'clusterId');
@@ -84,8 +61,6 @@ export function checkClusterInfo(body: unknown, what: string): ClusterInfoAnswer
       ...(upstream !== undefined ? { upstream } : {}),
     };
   } catch (err) {
-    if (!(err instanceof Invalid)) throw err;
-    const where = err.at ? ` at ${err.at}` : '';
-    throw new FanoutError('WORKER_UNAVAILABLE', `${what}: not a fanout answer (${err.message}${where})`);
+    throw notAFanoutAnswer(err, what);
   }
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FanoutError } from '../../core/errors.js';
 import { BATCH_LIMITS } from './batch.js';
+import { MAX_MEMBERS } from './check.js';
 
 /*
  * Bodies of the worker's API, as zod schemas used on both sides: the worker checks admin bodies
@@ -22,7 +23,10 @@ export const clusterInfoSchema = z.object({
   pageSize: z.number().int().positive(),
   replication: z.number().int().positive(),
   statTtlMs: z.number().nonnegative(),
-  members: z.array(memberSchema),
+  members: z
+    .array(memberSchema)
+    .max(MAX_MEMBERS)
+    .refine((members) => new Set(members.map((m) => m.id)).size === members.length, { message: 'a member id twice' }),
   stale: z.boolean(),
   mounts: z.array(z.string()),
   /** Same for every worker of one cluster (worker/clusterid.ts); absent from older workers. */
