@@ -52,6 +52,18 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     copied += bytes;
     bar?.update(copied);
   };
+  // Ctrl-C or SIGTERM stops the copy the way a failure does (temporaries removed, writes
+  // ended), then ends the process by that signal. Killed at once, it left a partial temporary
+  // file behind for good (its name carries the pid). A second signal kills at once.
+  const interrupted = new AbortController();
+  let signalled: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signalled = signal;
+    interrupted.abort(new FanoutError('ABORTED', `interrupted (${signal})`));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const { signal } = interrupted;
   try {
     // The members and page size beside the stat, not after it (as cat does); the cluster's
     // failure is the stat's to report (same endpoints), so it is only awaited afterwards.
@@ -72,7 +84,7 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
       await requireDirectory(dirname(target));
       const bytes = tree.files.reduce((sum, f) => sum + f.file.size, 0);
       if (showBar) bar = new CopyProgress(bytes, process.stderr);
-      await copyTreeTo(client, tree, target, pageSize, { onBytes });
+      await copyTreeTo(client, tree, target, pageSize, { onBytes, signal });
       bar?.finish(copied);
       bar = undefined;
       const seconds = (Date.now() - started) / 1000;
@@ -86,7 +98,7 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     // A device or FIFO at the target is written into, never replaced (cp(1) does the same).
     const targetInfo = destIsDir ? await fsStat(target).catch(() => undefined) : destInfo;
     const special = targetInfo !== undefined && !targetInfo.isFile() && !targetInfo.isDirectory();
-    await (special ? copyFileInto(client, file, target, { onBytes }) : copyFileTo(client, file, target, pageSize, { onBytes }));
+    await (special ? copyFileInto(client, file, target, { onBytes, signal }) : copyFileTo(client, file, target, pageSize, { onBytes, signal }));
     bar?.finish(copied);
     bar = undefined;
     const seconds = (Date.now() - started) / 1000;
@@ -94,7 +106,11 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     else process.stderr.write(doneLine(copied, seconds, target) + '\n');
   } finally {
     bar?.abort();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await client.close();
+    // Cleaned up: now the signal's own end (exit status 128 + its number, as a shell expects).
+    if (signalled) process.kill(process.pid, signalled);
   }
 }
 
