@@ -3,7 +3,7 @@ import { FanoutError } from '../../core/errors.js';
 /*
  * Small checks of the JSON answers the SDK builds on (/v1/cluster, stat, list), without zod:
  * every `fanout cat` and `stat` checks them, and loading zod took ≈40 ms of a CLI's fixed cost
- * (clusterinfo.ts). A failed check is an Invalid naming the field; notAFanoutAnswer turns it into
+ * (clusterinfo.ts). A failed check is an Invalid naming the field; checkedAnswer turns it into
  * WORKER_UNAVAILABLE, as parseAnswer does for zod's.
  */
 
@@ -41,9 +41,13 @@ export const arrayOf = <T>(v: unknown, at: string, item: (value: unknown, at: st
   Array.isArray(v) ? v.map((x, i) => item(x, at ? `${at}.${i}` : String(i))) : fail(at, 'expected array');
 export const optional = (check: Check): Check => (v, at) => v === undefined || check(v, at);
 
-/** `err` as the SDK reports an answer that failed its check: WORKER_UNAVAILABLE naming `what` and the field. */
-export function notAFanoutAnswer(err: unknown, what: string): unknown {
-  if (!(err instanceof Invalid)) return err;
-  const where = err.at ? ` at ${err.at}` : '';
-  return new FanoutError('WORKER_UNAVAILABLE', `${what}: not a fanout answer (${err.message}${where})`);
+/** `check()`'s result; a failed check is WORKER_UNAVAILABLE naming `what` (the route) and the field. */
+export function checkedAnswer<T>(what: string, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (!(err instanceof Invalid)) throw err;
+    const where = err.at ? ` at ${err.at}` : '';
+    throw new FanoutError('WORKER_UNAVAILABLE', `${what}: not a fanout answer (${err.message}${where})`);
+  }
 }

@@ -1,6 +1,5 @@
-import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
-import { MAX_MEMBERS, arrayOf, fail, isBoolean, isNonEmptyString, isNonNegative, isObject, isPositiveInt, isString, notAFanoutAnswer, optional } from './check.js';
+import { MAX_MEMBERS, arrayOf, checkedAnswer, fail, isBoolean, isNonEmptyString, isNonNegative, isObject, isPositiveInt, isString, optional } from './check.js';
 
 /**
  * The check of a `/v1/cluster` answer on the SDK's read path, without zod. Every `fanout cat`
@@ -36,7 +35,7 @@ const str = (v: unknown, at: string) => (isString(v, at), v as string);
 
 /** The answer as ClusterInfoAnswer, or WORKER_UNAVAILABLE naming `what` and the first bad field. */
 export function checkClusterInfo(body: unknown, what: string): ClusterInfoAnswer {
-  try {
+  return checkedAnswer(what, () => {
     const b = isObject(body, '');
     isString(b.self, 'self');
     isPositiveInt(b.pageSize, 'pageSize');
@@ -60,7 +59,5 @@ export function checkClusterInfo(body: unknown, what: string): ClusterInfoAnswer
       ...(b.clusterId !== undefined ? { clusterId: b.clusterId as string } : {}),
       ...(upstream !== undefined ? { upstream } : {}),
     };
-  } catch (err) {
-    throw notAFanoutAnswer(err, what);
-  }
+  });
 }

@@ -1,6 +1,6 @@
 import { isFanoutName } from '../../core/paths.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
-import { arrayOf, fail, isByteCount, isNonEmptyString, isNumber, isObject, isString, notAFanoutAnswer, optional } from './check.js';
+import { arrayOf, checkedAnswer, fail, isByteCount, isNonEmptyString, isNumber, isObject, isString, optional } from './check.js';
 
 /*
  * The checks of stat and list answers on the SDK's side. A worker's word is not trusted as is: a
@@ -10,16 +10,14 @@ import { arrayOf, fail, isByteCount, isNonEmptyString, isNumber, isObject, isStr
 
 /** A stat answer (GET /v1/stat/…) as FileInfo, or WORKER_UNAVAILABLE naming `what` and the field. */
 export function checkFileInfo(body: unknown, what: string): FileInfo {
-  try {
+  return checkedAnswer(what, () => {
     const b = isObject(body, '');
     isString(b.path, 'path');
     isByteCount(b.size, 'size');
     isNumber(b.mtimeMs, 'mtimeMs');
     isNonEmptyString(b.version, 'version');
     return { path: b.path as string, size: b.size as number, mtimeMs: b.mtimeMs as number, version: b.version as string };
-  } catch (err) {
-    throw notAFanoutAnswer(err, what);
-  }
+  });
 }
 
 /**
@@ -28,11 +26,7 @@ export function checkFileInfo(body: unknown, what: string): FileInfo {
  * characters, backslashes: core/paths.ts) are left out, as workers since 2026-12 leave them out.
  */
 export function checkListing(body: unknown, what: string): DirEntry[] {
-  try {
-    return arrayOf(isObject(body, '').entries, 'entries', entry).filter((e) => isFanoutName(e.name));
-  } catch (err) {
-    throw notAFanoutAnswer(err, what);
-  }
+  return checkedAnswer(what, () => arrayOf(isObject(body, '').entries, 'entries', entry).filter((e) => isFanoutName(e.name)));
 }
 
 
