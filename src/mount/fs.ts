@@ -202,9 +202,7 @@ export class FanoutFs {
       // A negative entry: the kernel remembers the name is missing for the TTL.
       return this.addon.replyEntry(req, 0, 0, 0, 0, 0, this.ttlSeconds);
     }
-    const node = this.inodes.remember(parent.path === '' ? name : `${parent.path}/${name}`, attrs.isDir, attrs.version);
-    node.size = attrs.size;
-    node.mtimeMs = attrs.mtimeMs;
+    const node = this.inodes.remember(parent.path === '' ? name : `${parent.path}/${name}`, attrs.isDir, attrs.version, attrs);
     const { mode, size, mtimeMs } = this.stat(attrs);
     this.addon.replyEntry(req, node.ino, mode, size, mtimeMs, this.ttlSeconds, this.ttlSeconds);
   }
@@ -315,10 +313,8 @@ export class FanoutFs {
     }
     for (let i = Math.max(offset, 2); i < end; i++) {
       if (listing.sizes[i]! < 0) continue;
-      const node = this.inodes.remember(listing.paths[i]!, listing.modes[i] === DIR_MODE, listing.versions[i]);
-      node.size = listing.sizes[i]!;
-      node.mtimeMs = listing.mtimes[i]!;
-      listing.inos[i] = node.ino;
+      const attrs = { size: listing.sizes[i]!, mtimeMs: listing.mtimes[i]! };
+      listing.inos[i] = this.inodes.remember(listing.paths[i]!, listing.modes[i] === DIR_MODE, listing.versions[i], attrs).ino;
     }
     const { names, inos, modes, sizes, mtimes } = listing;
     this.addon.replyDirPlus(req, used, offset, names, inos, modes, sizes, mtimes, this.ttlSeconds, this.ttlSeconds);

@@ -58,9 +58,10 @@ export class InodeTable {
 
   /**
    * Records one kernel reference to `path` at `version` (a successful lookup; none for a
-   * directory) and returns its inode, which becomes the path's current one.
+   * directory) and returns its inode, which becomes the path's current one; `attrs`, the
+   * version's size and mtime, are kept with it.
    */
-  remember(path: string, isDir: boolean, version?: string): Inode {
+  remember(path: string, isDir: boolean, version?: string, attrs?: { size: number; mtimeMs: number }): Inode {
     const fileVersion = isDir ? undefined : version;
     const current = this.byPath.get(path);
     let node = current && current.isDir === isDir && current.version === fileVersion ? current : undefined;
@@ -71,6 +72,10 @@ export class InodeTable {
       this.byPath.set(path, node);
     }
     node.lookups++;
+    if (attrs) {
+      node.size = attrs.size;
+      node.mtimeMs = attrs.mtimeMs;
+    }
     return node;
   }
 

@@ -185,14 +185,7 @@ export class PageStore {
       }
       return { data, crc: entry.crc };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        if (this.index.peek(key) === entry) this.remove(key);
-        return undefined;
-      }
-      if (isNotAPageFile(err) && this.index.peek(key) === entry) {
-        await this.dropCorrupt(entry);
-        return undefined;
-      }
+      if (await this.lostPage(entry, err)) return undefined;
       throw new FanoutError('INTERNAL', `page store read failed: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -249,14 +242,7 @@ export class PageStore {
       try {
         fd = await openFile(entry.file, PAGE_FILE_READ);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          if (this.index.peek(key) === entry) this.remove(key);
-          return undefined;
-        }
-        if (isNotAPageFile(err) && this.index.peek(key) === entry) {
-          await this.dropCorrupt(entry);
-          return undefined;
-        }
+        if (await this.lostPage(entry, err)) return undefined;
         throw new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
       }
       const info = await fstatFile(fd).catch(() => undefined);
@@ -300,14 +286,8 @@ export class PageStore {
       entry.verifiedAt = info.mtimeMs;
       return 'intact';
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        if (this.index.peek(key) === entry) this.remove(key);
-        return 'absent';
-      }
-      if (isNotAPageFile(err) && this.index.peek(key) === entry) {
-        await this.dropCorrupt(entry);
-        return 'corrupt';
-      }
+      const lost = await this.lostPage(entry, err);
+      if (lost) return lost;
       throw new FanoutError('INTERNAL', `page store read failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
     } finally {
       this.pool.release(buffer);
@@ -357,6 +337,23 @@ export class PageStore {
     }
     this.evictions += victims.length;
     this.events.onEvict?.(victims.length, bytes);
+  }
+
+  /**
+   * A read or open of `entry`'s file failed: a file gone (ENOENT) leaves the index ('absent'),
+   * something else at its name (a directory, a symlink, a FIFO) is a corrupt page ('corrupt');
+   * undefined for any other error, which stands.
+   */
+  private async lostPage(entry: StoredPage, err: unknown): Promise<'absent' | 'corrupt' | undefined> {
+    const current = this.index.peek(entry.key) === entry;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (current) this.remove(entry.key);
+      return 'absent';
+    }
+    if (!isNotAPageFile(err)) return undefined;
+    if (!current) return 'absent'; // dropped or replaced meanwhile
+    await this.dropCorrupt(entry);
+    return 'corrupt';
   }
 
   private async dropCorrupt(entry: StoredPage): Promise<void> {
