@@ -56,4 +56,3 @@ export class FileInfoService {
     return this.stat(target);
   }
 }
-
