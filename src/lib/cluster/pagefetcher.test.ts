@@ -69,6 +69,24 @@ for (const transport of ['socket', 'undici'] as const) {
       await f.close();
     });
 
+    test('a worker that trickles its body (a byte every 20 ms) fails the fetch once an idle window brings too little', { skip: transport === 'undici' && 'the undici transport, kept for comparison, bounds only the time between chunks' }, async () => {
+      const page = Buffer.alloc(200, 'p');
+      let timer: NodeJS.Timeout | undefined;
+      behave = (_req, res) => {
+        res.writeHead(200, { 'content-length': page.length, [CHECKSUM_HEADER]: crc32(page).toString(16) });
+        let sent = 0;
+        // 4 s for the whole page: without the window's floor every byte restarts the deadline.
+        timer = setInterval(() => (sent < page.length ? res.write(page.subarray(sent, ++sent)) : res.end()), 20);
+      };
+      const f = impatientFetcher();
+      try {
+        await assert.rejects(f.fetch(member, { ...ref, size: page.length }, page.length), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message) && /less than 32 KiB in 300 ms/.test(e.message));
+      } finally {
+        clearInterval(timer);
+        await f.close();
+      }
+    });
+
     test('a source failure after the first bytes arrives as its own code (error trailer), not as a dead worker', async () => {
       behave = (_req, res) => {
         res.writeHead(200, { trailer: `${CHECKSUM_HEADER}, ${ERROR_TRAILER}` });

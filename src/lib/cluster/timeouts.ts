@@ -1,14 +1,21 @@
+import { WINDOW_PROGRESS_BYTES } from '../leanhttp/index.js';
+
 /**
- * Deadlines for a request to a worker. Each bounds one phase, so a slow but moving transfer is
- * never cut, while a worker that stopped (SIGSTOP, a hung disk, a dead host whose packets
- * vanish) is given up on in bounded time. Hedging usually passes such a worker long before.
+ * Deadlines for a request to a worker. Each bounds one phase, so a slow transfer that still
+ * moves (about 1 KiB/s at the default idleMs) is never cut, while a worker that stopped
+ * (SIGSTOP, a hung disk, a dead host whose packets vanish) or trickles is given up on in
+ * bounded time. Hedging usually passes such a worker long before.
  */
 export interface PeerTimeouts {
   /** Opening the TCP (and TLS) connection. */
   connectMs: number;
   /** From sending the request to the response headers (a miss waits for the source's first byte). */
   firstByteMs: number;
-  /** Between two chunks of the body. */
+  /**
+   * One window of the body: it must bring WINDOW_PROGRESS_BYTES (32 KiB) in each (windows
+   * in which our reader held the body do not count). The undici transport, kept for
+   * comparison, only bounds the time between two chunks.
+   */
   idleMs: number;
 }
 
@@ -28,8 +35,9 @@ export function describeTimeout(code: string | undefined, timeouts: PeerTimeouts
     case 'FANOUT_FIRST_BYTE_TIMEOUT':
       return `timed out: no response within ${timeouts.firstByteMs} ms (first-byte timeout)`;
     case 'UND_ERR_BODY_TIMEOUT':
-    case 'FANOUT_IDLE_TIMEOUT':
       return `timed out: the body stalled for ${timeouts.idleMs} ms (idle timeout)`;
+    case 'FANOUT_IDLE_TIMEOUT':
+      return `timed out: the body brought less than ${WINDOW_PROGRESS_BYTES / 1024} KiB in ${timeouts.idleMs} ms (idle timeout)`;
     default:
       return undefined;
   }

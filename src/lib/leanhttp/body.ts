@@ -14,7 +14,7 @@ export class BodyQueue implements AsyncIterableIterator<Buffer> {
 
   constructor(
     private readonly highWater: number,
-    private readonly flow: { pause(): void; resume(): void; pulled(): void; abandon(): void },
+    private readonly flow: { pause(): void; resume(): void; abandon(): void },
   ) {}
 
   /** Hands a chunk to the waiting reader or queues it; past the high-water mark the source is paused. */
@@ -61,7 +61,6 @@ export class BodyQueue implements AsyncIterableIterator<Buffer> {
         this.first = 0;
       }
       this.bytes -= chunk.length;
-      this.flow.pulled();
       if (this.stopped && this.bytes < this.highWater / 2) {
         this.stopped = false;
         this.flow.resume();
@@ -69,7 +68,6 @@ export class BodyQueue implements AsyncIterableIterator<Buffer> {
       return Promise.resolve({ value: chunk, done: false });
     }
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
-    this.flow.pulled();
     if (this.stopped) {
       this.stopped = false;
       this.flow.resume();

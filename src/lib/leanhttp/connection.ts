@@ -45,6 +45,16 @@ export interface LeanResponse {
  */
 export const MAX_INTERIM_WAIT_MS = 10 * 60_000;
 
+/**
+ * Bytes a body must bring in each idleMs window once its head has arrived, unless its reader held
+ * it (queue past its high-water mark) during the window. Restarting the deadline on every chunk
+ * let a peer sending one byte every 20 s hold a page read for ever; this floor (about 1 KiB/s at
+ * the default 30 s) bounds a 4 MiB page at about an hour. Half of a source's floor
+ * (ufs/deadlines.ts IDLE_PROGRESS_BYTES): a worker streaming a slow but acceptable source to us
+ * passes it on without tripping ours.
+ */
+export const WINDOW_PROGRESS_BYTES = 32 * 1024;
+
 /** Bytes queued for a slow consumer before the socket stops reading (a page's body is consumed as it comes). */
 const BODY_HIGH_WATER = 1024 * 1024;
 
@@ -189,7 +199,7 @@ export class Connection {
     }
     // Released only after the whole read was parsed: bytes past the response's end forbid reuse.
     if (exchange.completed) exchange.release();
-    else exchange.activity();
+    else exchange.arrived(chunk.length);
   }
 
   private onEnd(): void {
@@ -218,6 +228,10 @@ class Exchange {
   /** When the request went out, and the 1xx heads seen since (see onInformational). */
   private startedAt = 0;
   private interimHeads = 0;
+  /** Bytes of the current idle window, and whether the reader held the body (socket paused) in it. */
+  private windowBytes = 0;
+  private held = false;
+  private paused = false;
   /** The parser saw the response's end; the connection is released once the read is parsed. */
   completed = false;
   private readonly onAbort = () => this.fail(abortReason(this.signal));
@@ -255,23 +269,29 @@ class Exchange {
     }, firstByteMs);
   }
 
-  /** Socket bytes arrived (or the consumer took some): the idle deadline starts again. */
-  activity(): void {
-    if (this.head) this.timer?.refresh();
+  /** Socket bytes arrived: they count towards the idle window's floor. */
+  arrived(bytes: number): void {
+    this.windowBytes += bytes;
   }
 
   onHead(head: ResponseHead): void {
     this.head = head;
     clearTimeout(this.timer);
-    const { idleMs } = this.timeouts;
-    this.timer = setTimeout(() => this.fail(new TransportError('FANOUT_IDLE_TIMEOUT', `the body stalled for ${idleMs} ms`)), idleMs);
+    this.armWindow();
     const socket = this.conn.socket;
     // Once the exchange is over the connection may carry the next one: this body's reader,
     // still draining its queue, must not resume a socket the next response paused.
     this.body = new BodyQueue(BODY_HIGH_WATER, {
-      pause: () => this.over || socket.pause(),
-      resume: () => this.over || socket.resume(),
-      pulled: () => this.activity(),
+      pause: () => {
+        if (this.over) return;
+        this.paused = this.held = true;
+        socket.pause();
+      },
+      resume: () => {
+        if (this.over) return;
+        this.paused = false;
+        socket.resume();
+      },
       abandon: () => this.fail(new TransportError('FANOUT_ABANDONED', 'response abandoned by its reader')),
     });
     this.response = {
@@ -282,6 +302,22 @@ class Exchange {
       destroy: () => this.fail(new TransportError('FANOUT_ABANDONED', 'response abandoned by its reader')),
     };
     this.resolve(this.response);
+  }
+
+  /**
+   * One idle window: it must bring WINDOW_PROGRESS_BYTES, or the body is given up. A window in
+   * which the reader held the body does not count against the sender. One timer per window, not
+   * one refreshed per chunk.
+   */
+  private armWindow(): void {
+    const { idleMs } = this.timeouts;
+    this.windowBytes = 0;
+    this.held = this.paused;
+    this.timer = setTimeout(() => {
+      if (this.held || this.windowBytes >= WINDOW_PROGRESS_BYTES) return this.armWindow();
+      const why = this.windowBytes === 0 ? `the body stalled for ${idleMs} ms` : `the body crawled: ${this.windowBytes} bytes in ${idleMs} ms, under the floor of ${WINDOW_PROGRESS_BYTES}`;
+      this.fail(new TransportError('FANOUT_IDLE_TIMEOUT', why));
+    }, idleMs);
   }
 
   onBody(chunk: Buffer): void {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ConnectionPool, type ExchangeTimeouts, type LeanResponse } from './index.js';
+import { ConnectionPool, WINDOW_PROGRESS_BYTES, type ExchangeTimeouts, type LeanResponse } from './index.js';
 
 /** Deadlines far beyond any answer here, even on a loaded machine; the deadline test sets short ones. */
 const TIMEOUTS = { connectMs: 5000, firstByteMs: 10_000, idleMs: 10_000 };
@@ -153,6 +153,52 @@ describe('the lean connection pool against a raw server', () => {
     const response = await p.get('/x', {});
     await assert.rejects(text(response), (e: { code?: string }) => e.code === 'FANOUT_IDLE_TIMEOUT');
     p.destroy();
+  });
+
+  test('a body that trickles is given up once a window brings less than the floor, however often its bytes come', async () => {
+    let timer: NodeJS.Timeout | undefined;
+    answer = (socket) => {
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 200\r\n\r\n');
+      // One byte every 20 ms: each one would restart a deadline between chunks, so the body
+      // would end after 4 s (and the test fail) without the window's floor.
+      timer = setInterval(() => socket.writable && socket.write('x'), 20);
+    };
+    const p = pool(4, SHORT_TIMEOUTS);
+    try {
+      const response = await p.get('/x', {});
+      await assert.rejects(text(response), (e: { code?: string; message: string }) => e.code === 'FANOUT_IDLE_TIMEOUT' && /crawled: \d+ bytes in 300 ms/.test(e.message));
+    } finally {
+      clearInterval(timer);
+      p.destroy();
+    }
+  });
+
+  test('a body moving above the floor is not cut, nor one its reader holds for windows on end', async () => {
+    const piece = Buffer.alloc(WINDOW_PROGRESS_BYTES, 'y');
+    const pieces = 12;
+    let timer: NodeJS.Timeout | undefined;
+    answer = (socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${pieces * piece.length}\r\n\r\n`);
+      let sent = 0;
+      // A floor's worth every 100 ms of a 300 ms window: 1.2 s in all, four windows.
+      timer = setInterval(() => {
+        if (sent++ < pieces && socket.writable) socket.write(piece);
+        else clearInterval(timer);
+      }, 100);
+    };
+    const p = pool(4, SHORT_TIMEOUTS);
+    try {
+      assert.equal((await text(await p.get('/x', {}))).length, pieces * piece.length);
+      // 4 MiB sent at once; the reader takes nothing for four windows, then all of it.
+      const big = 4 * 1024 * 1024;
+      answer = (socket) => socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${big}\r\n\r\n${'z'.repeat(big)}`);
+      const response = await p.get('/x', {});
+      await new Promise((resolve) => setTimeout(resolve, 4 * SHORT_TIMEOUTS.idleMs));
+      assert.equal((await text(response)).length, big);
+    } finally {
+      clearInterval(timer);
+      p.destroy();
+    }
   });
 
   test('1xx heads keep an answer coming only up to maxInterimMs: a peer that sends nothing else is given up', async () => {
