@@ -197,3 +197,24 @@ test('many quiet relays from one owner share one health check at a time', async 
   assert.ok(watches.every((w) => !w.signal.aborted));
   for (const w of watches) w.stop();
 });
+
+test('a worker back under its id at another address is checked there, not skipped as its old address is', async () => {
+  const clock = new ManualClock();
+  const probed: string[] = [];
+  const moved: Member = { ...owner, url: 'http://a-moved' };
+  const liveness = new PeerLiveness(async (member) => (probed.push(member.url), member.url === moved.url), { clock, quietMs: 1000, recheckMs: 1000, attempts: 2 });
+  const old = liveness.watch(owner, new AbortController().signal);
+  await clock.advance(1000);
+  await tick();
+  assert.equal(old.ownerDead, true);
+  assert.equal(liveness.isKnownDead(owner), true);
+  assert.equal(liveness.isKnownDead(moved), false, 'the new address has not failed a check');
+  probed.length = 0;
+  const relay = liveness.watch(moved, new AbortController().signal);
+  await clock.advance(1000);
+  await tick();
+  assert.ok(probed.includes(moved.url), 'the relay checks the new address');
+  assert.equal(relay.signal.aborted, false);
+  assert.equal(liveness.isKnownDead(moved), false);
+  relay.stop();
+});

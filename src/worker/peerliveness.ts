@@ -47,6 +47,9 @@ export interface RelayWatch {
  * the cluster-wide single flight, so a reader's hedge does not become a second source read.
  */
 export class PeerLiveness {
+  // Deaths and checks are keyed by peerKey (id and URL): a worker restarted under its id at
+  // another address is checked there, not skipped for GIVE_UP_AFTER_MS because its old address
+  // stays silent. What was heard from an id (bytes, answer times) is the same worker's either way.
   /** Peers that failed their health checks, each with the background loop that re-checks it. */
   private readonly dead = new Set<string>();
   /** When each peer last sent us a byte or answered a check. */
@@ -80,7 +83,7 @@ export class PeerLiveness {
 
   /** Failed its health checks and has not answered one since: relays skip it. */
   isKnownDead(member: Member): boolean {
-    return this.dead.has(member.id);
+    return this.dead.has(peerKey(member));
   }
 
   /** The deadline of the next health check of `member`. */
@@ -107,10 +110,10 @@ export class PeerLiveness {
     // One check at a time per peer, whatever the number of relays from it: each relay probing on
     // its own queued 20 probes behind the probe client's two connections to a busy owner, so the
     // later ones missed their deadline and a live owner was taken for dead.
-    let running = this.checking.get(member.id);
+    let running = this.checking.get(peerKey(member));
     if (!running) {
-      running = this.checkOnce(member).finally(() => this.checking.delete(member.id));
-      this.checking.set(member.id, running);
+      running = this.checkOnce(member).finally(() => this.checking.delete(peerKey(member)));
+      this.checking.set(peerKey(member), running);
     }
     return running;
   }
@@ -135,8 +138,8 @@ export class PeerLiveness {
    * background costs one small request a second).
    */
   private markDead(member: Member): void {
-    if (this.dead.has(member.id)) return;
-    this.dead.add(member.id);
+    if (this.dead.has(peerKey(member))) return;
+    this.dead.add(peerKey(member));
     const since = this.clock.now();
     void (async () => {
       // Bounded: a peer that left the cluster for good stops being checked after a while.
@@ -145,7 +148,7 @@ export class PeerLiveness {
         if (this.signal?.aborted) break;
         if ((await this.check(member)) === 'alive') break;
       }
-      this.dead.delete(member.id);
+      this.dead.delete(peerKey(member));
     })();
   }
 
@@ -179,7 +182,7 @@ export class PeerLiveness {
         if (!alive) {
           this.markDead(member);
           ownerDead = true;
-          own.abort(new FanoutError('WORKER_UNAVAILABLE', `page owner ${member.id} does not answer its health check`));
+          own.abort(new FanoutError('WORKER_UNAVAILABLE', `page owner ${member.id} (${member.url}) does not answer its health check`));
           return;
         }
         lastProgress = this.clock.now();
@@ -204,3 +207,8 @@ export class PeerLiveness {
 const LATE_CHECKS_MAX = 3;
 /** Why a watch's loop ends (its relay ended): a constant, not a DOMException with a stack per relay. */
 const STOPPED = new Error('relay ended');
+
+/** A peer as the liveness maps know it: its id at its address. */
+function peerKey(member: Member): string {
+  return `${member.id} ${member.url}`;
+}
