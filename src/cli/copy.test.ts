@@ -124,9 +124,18 @@ test('a failed write is the error reported even when the close fails too; a fail
 test('a listing that never ends (a worker naming directories in a loop) fails the tree copy at a bound instead of walking for ever', async () => {
   let lists = 0;
   const looping = { list: async () => (lists++, [{ name: 'd', type: 'dir' }, { name: 'e', type: 'dir' }]) } as unknown as FanoutClient;
-  await assert.rejects(listTree(looping, '/data/tree', 1000), (err: FanoutError) => err.code === 'INVALID_ARGUMENT' && /more than 1000 files and directories/.test(err.message));
+  await assert.rejects(listTree(looping, '/data/tree', { maxEntries: 1000 }), (err: FanoutError) => err.code === 'INVALID_ARGUMENT' && /more than 1000 files and directories/.test(err.message));
   assert.ok(lists <= 1000, String(lists));
   // Depth first or not, a path past PATH_MAX fails too.
   const deep = { list: async () => [{ name: 'd'.repeat(250), type: 'dir' }] } as unknown as FanoutClient;
   await assert.rejects(listTree(deep, '/data/tree'), (err: FanoutError) => err.code === 'INVALID_PATH' && /longer than 4096/.test(err.message));
+});
+
+test('an interrupted listing ends at the next directory with the reason of the abort, however much is left to walk', async () => {
+  const interrupted = new AbortController();
+  let lists = 0;
+  // An endless tree: each listing names two more directories; the third listing is interrupted.
+  const endless = { list: async () => (++lists === 3 && interrupted.abort(new FanoutError('ABORTED', 'interrupted (SIGINT)')), [{ name: 'd', type: 'dir' }, { name: 'e', type: 'dir' }]) } as unknown as FanoutClient;
+  await assert.rejects(listTree(endless, '/data/tree', { signal: interrupted.signal, maxEntries: 10_000 }), (err: FanoutError) => err.code === 'ABORTED' && /SIGINT/.test(err.message));
+  assert.ok(lists < 3 + 8, `listings after the interrupt: ${lists - 3}`);
 });

@@ -150,9 +150,11 @@ export const MAX_TREE_ENTRIES = 2_000_000;
 
 /**
  * Every file under a cluster directory, from its listings (which carry each file's size and
- * version, so no file costs a stat). Directories are listed several at once.
+ * version, so no file costs a stat). Directories are listed several at once. An abort of
+ * `signal` (Ctrl-C) ends the walk at the next listing, with the signal's reason.
  */
-export async function listTree(client: FanoutClient, path: string, maxEntries = MAX_TREE_ENTRIES): Promise<{ files: TreeFile[]; dirs: string[] }> {
+export async function listTree(client: FanoutClient, path: string, options: { maxEntries?: number; signal?: AbortSignal } = {}): Promise<{ files: TreeFile[]; dirs: string[] }> {
+  const { maxEntries = MAX_TREE_ENTRIES, signal } = options;
   const root = parseFanoutPath(path);
   const files: TreeFile[] = [];
   const dirs: string[] = [];
@@ -162,6 +164,10 @@ export async function listTree(client: FanoutClient, path: string, maxEntries = 
     let failed = false;
     const pump = () => {
       if (failed) return;
+      if (signal?.aborted) {
+        failed = true;
+        return reject(signal.reason);
+      }
       if (queue.length === 0 && active === 0) return resolve();
       while (queue.length > 0 && active < LISTS_IN_FLIGHT) {
         const rel = queue.shift()!;

@@ -77,7 +77,7 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     const destInfo = await fsStat(dest).catch(() => undefined);
     const destIsDir = destInfo?.isDirectory() === true;
     if (!file) {
-      const tree = await listTree(client, path);
+      const tree = await listTree(client, path, { signal });
       const source = parseFanoutPath(path);
       const name = basename(source.path.replace(/\/+$/, '')) || source.mount;
       const target = destIsDir ? join(dest, name) : dest;
