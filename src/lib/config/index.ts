@@ -12,32 +12,31 @@ import { MIN_TOKEN_LENGTH, TOKEN_TEXT } from '../auth/tokens.js';
  * Worker configuration: one schema, validated once at the edge, with every default here.
  * Sizes accept "4MiB"/"10GB"/bytes; durations accept "5s"/"250ms"/milliseconds.
  */
-const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  try {
-    return parseSize(value);
-  } catch (err) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+/** A size field ("64MiB", 1048576), parsed by parseSize; `check` may refuse a value parseSize took. */
+const sizeOf = (check?: (value: number | string, bytes: number) => string | undefined) =>
+  z.union([z.number(), z.string()]).transform((value, ctx) => {
+    let bytes: number;
+    try {
+      bytes = parseSize(value);
+    } catch (err) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+      return z.NEVER;
+    }
+    const problem = check?.(value, bytes);
+    if (problem === undefined) return bytes;
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
     return z.NEVER;
-  }
-});
+  });
+
+const size = sizeOf();
 
 /**
  * A rate in bytes/s (a size): 0 means no limit, so a rate above 0 that is less than 1 byte/s
  * ("0.5", 0.9) is refused rather than floored to 0, which would lift the limit it asked for.
  */
-const rate = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  try {
-    const bytes = parseSize(value);
-    if (bytes === 0 && Number(/[\d.]+/.exec(String(value))?.[0]) > 0) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `a rate of ${JSON.stringify(value)} is less than 1 byte/s (0 means no limit)` });
-      return z.NEVER;
-    }
-    return bytes;
-  } catch (err) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+const rate = sizeOf((value, bytes) =>
+  bytes === 0 && Number(/[\d.]+/.exec(String(value))?.[0]) > 0 ? `a rate of ${JSON.stringify(value)} is less than 1 byte/s (0 means no limit)` : undefined,
+);
 
 /** The longest deadline a timer can hold: node fires a longer one at once (TimeoutOverflowWarning). */
 const MAX_DURATION_MS = 2 ** 31 - 1;
