@@ -24,6 +24,8 @@ export interface BatchPagesDeps {
   /** A whole page from the store or its single-flight fill (PageService.wholePage). */
   wholePage(ref: PageRef, direct: boolean, cls: TrafficClass, signal: AbortSignal): Promise<VerifiedPage>;
   responseSlots: Semaphore;
+  /** Batch answers at once (PageService.batchSlots), taken before the request body is read. */
+  batchSlots: Semaphore;
   flow(res: ServerResponse): ResponseFlow;
   /** Pages owned elsewhere, fetched from their owners in batches (none: filled here page by page). */
   relay?: BatchRelay;
@@ -35,6 +37,12 @@ export interface BatchRelay {
   /** The page from its owner, CRC32-verified. */
   fetch(ref: PageRef, signal: AbortSignal): Promise<Buffer[]>;
 }
+
+/**
+ * How long a batch waits for a batch slot before it is answered 503 OVERLOADED (its body unread):
+ * the reader then asks for its pages one by one, which hits served by the kernel do without a slot.
+ */
+export const BATCH_ADMISSION_MS = 1000;
 
 /** Items fetched at once within one batch (store reads and fills overlap; frames leave as each is ready). */
 const ITEM_CONCURRENCY = 32;
@@ -51,10 +59,36 @@ const itemBuffers = new BufferPool(FRAME_HEAD + BATCH_LIMITS.maxItemBytes, 4, 16
  * flight and fill limits), and its own frame: a page, or an error with its stable code, so a
  * missing file in the middle fails that item only. Pages owned elsewhere go to their owner in one
  * batch per owner (relay); what that does not bring is filled as /v1/page fills it.
- * Memory: one response slot per batch, and at most one page size of item bytes held between
- * being read and being written to the client.
+ * Memory: a batch slot, taken before the body is read (so waiting batches hold no parsed body),
+ * then one response slot, and at most one page size of item bytes held between being read and
+ * being written to the client.
  */
 export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res: ServerResponse, direct: boolean, cls: TrafficClass): Promise<void> {
+  const gone = new AbortController();
+  // Every item in flight waits on it (memory, fill, slot): more than Node's default 10 listeners is
+  // the design, not a leak (the warning was printed, with a stack, once per batch).
+  setMaxListeners(ITEM_CONCURRENCY * 4, gone.signal);
+  res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
+  const releaseBatch = deps.batchSlots.tryAcquire() ?? (await admitted(deps.batchSlots, gone.signal));
+  try {
+    await answerBatch(deps, req, res, direct, cls, gone);
+  } finally {
+    releaseBatch();
+  }
+}
+
+/** A batch slot within BATCH_ADMISSION_MS, else OVERLOADED; ABORTED if the client leaves first. */
+async function admitted(slots: Semaphore, gone: AbortSignal): Promise<() => void> {
+  const deadline = AbortSignal.timeout(BATCH_ADMISSION_MS);
+  try {
+    return await slots.acquire(AbortSignal.any([gone, deadline]));
+  } catch (err) {
+    if (gone.aborted || !deadline.aborted) throw err;
+    throw new FanoutError('OVERLOADED', `${slots.size} batch answers in progress for ${BATCH_ADMISSION_MS} ms: ask for these pages one by one`);
+  }
+}
+
+async function answerBatch(deps: BatchPagesDeps, req: IncomingMessage, res: ServerResponse, direct: boolean, cls: TrafficClass, gone: AbortController): Promise<void> {
   const { items, pageSize } = await readItems(req);
   if (pageSize !== undefined) checkPageSize(pageSize, deps.pageSize);
   let total = 0;
@@ -73,11 +107,6 @@ export async function serveBatch(deps: BatchPagesDeps, req: IncomingMessage, res
   });
   if (total > BATCH_LIMITS.maxBatchBytes) throw new FanoutError('REQUEST_TOO_LARGE', `a batch of ${total} bytes of pages (at most ${BATCH_LIMITS.maxBatchBytes})`);
 
-  const gone = new AbortController();
-  // Every item in flight waits on it (memory, fill, slot): more than Node's default 10 listeners is
-  // the design, not a leak (the warning was printed, with a stack, once per batch).
-  setMaxListeners(ITEM_CONCURRENCY * 4, gone.signal);
-  res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
   const releaseSlot = await deps.responseSlots.acquire(gone.signal);
   try {
     const flow = deps.flow(res);

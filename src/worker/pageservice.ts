@@ -73,6 +73,13 @@ export class PageService {
    * readers arrive, the worker's memory stays bounded and the excess waits its turn.
    */
   readonly responseSlots: Semaphore;
+  /**
+   * Batch answers (POST /v1/pages) at once: at most half the response slots, taken before the
+   * request body is read. A batch holds its response slot while its client reads, so clients that
+   * stop reading could otherwise take every slot and stall every page and range read; bodies
+   * read and parsed before that wait grew the heap by 1 MiB per connection (batchpages.ts).
+   */
+  readonly batchSlots: Semaphore;
   /** Where fills' bytes come from (the source or the page's owner) and the slots they wait for. */
   private readonly supply: FillSupply;
   /** What the senders of stored pages and fills need (pagesend.ts). */
@@ -91,6 +98,7 @@ export class PageService {
   constructor(private readonly deps: PageServiceDeps) {
     const slots = fillSlots(deps.pageSize);
     this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
+    this.batchSlots = new Semaphore(Math.floor(this.responseSlots.size / 2));
     // Keeps a free buffer for every fill slot (at most the fill memory, 96 MiB): with 4, a cold
     // burst of 8 fills per mount allocated fresh 4 MiB buffers (faulting in page by page) and
     // dropped them, and the garbage started a full collection each 32 MiB (worker/memory.ts).

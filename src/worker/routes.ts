@@ -39,7 +39,7 @@ export interface RoutesDeps {
   membersStale(): boolean;
   status(): Promise<WorkerStatus>;
   metrics: Pick<WorkerMetrics, 'registry'>;
-  pages: Pick<PageService, 'serve' | 'responseSlots' | 'flow' | 'wholePage' | 'checksOnFill' | 'readStored'>;
+  pages: Pick<PageService, 'serve' | 'responseSlots' | 'batchSlots' | 'flow' | 'wholePage' | 'checksOnFill' | 'readStored'>;
   reader: ClusterReader;
   localSpans: LocalSpanDeps;
   /** Gives a page chunk sent by /v1/data back to the fetcher's memory. */
@@ -205,6 +205,7 @@ export class Routes {
       wholePage: pages.wholePage.bind(pages),
       readStored: pages.readStored.bind(pages),
       responseSlots: pages.responseSlots,
+      batchSlots: pages.batchSlots,
       flow: (r: ServerResponse) => pages.flow(r),
       relay: this.batchRelay(cls),
     };

@@ -123,6 +123,81 @@ describe('bounded resources: slow clients', () => {
   });
 });
 
+/**
+ * A POST /v1/pages batch on a connection of its own that takes the response's first bytes, then
+ * reads nothing more. Resolves with the status line's code once the answer has begun (0: none in 30 s).
+ */
+function stalledBatch(base: string, body: string): Promise<{ status: number; socket: import('node:net').Socket }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: url.hostname, port: Number(url.port) }, () => {
+      socket.write(`POST /v1/pages HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+    socket.once('error', reject);
+    // An answer that never begins (the batch queued behind others for good) shows as status 0.
+    const never = setTimeout(() => resolve({ status: 0, socket }), 30_000);
+    socket.once('data', (chunk: Buffer) => {
+      clearTimeout(never);
+      socket.pause(); // from here on, the client takes nothing
+      socket.off('error', reject);
+      socket.on('error', () => {});
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(chunk.toString('latin1'))?.[1]), socket });
+    });
+  });
+}
+
+describe('bounded resources: batch answers whose clients stop reading', () => {
+  const PAGE_1M = MiB;
+  const data = randomBytes(16 * PAGE_1M);
+  let dir: string;
+  let worker: WorkerProcess;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-stalled-batches-'));
+    await writeFile(join(dir, 'pages.bin'), data);
+    await writeFile(join(dir, 'small.txt'), 'small\n');
+    // 16 response slots, so 8 batch slots; clients are not cut for 10 minutes: what a stalled
+    // batch holds, it holds for the whole test.
+    worker = await WorkerProcess.start({ id: 'w-batches', mounts: { data: dir }, pageSize: '1MiB', limits: { responseMemory: '16MiB', clientIdle: '10m' } });
+    assert.equal(sha256((await readAll(`${worker.url}/v1/data/data/pages.bin`)).body), sha256(data));
+  });
+  after(async () => {
+    await worker.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('batches that stop reading take at most half the response slots: page and range reads go on, further batches get 503 OVERLOADED unread', async () => {
+    const info = await stat(worker, '/data/pages.bin');
+    // 16 MiB of warm pages per batch: more than loopback's socket buffers take, so each one stalls.
+    const items = Array.from({ length: 16 }, (_, i) => ({ mount: 'data', path: 'pages.bin', version: info.version, size: info.size, index: i }));
+    const body = JSON.stringify({ items, pageSize: PAGE_1M });
+    const batches = await Promise.all(Array.from({ length: 24 }, () => stalledBatch(worker.url, body)));
+    try {
+      const admitted = batches.filter((b) => b.status === 200).length;
+      const refused = batches.filter((b) => b.status === 503).length;
+      assert.equal(admitted + refused, batches.length, `statuses: ${batches.map((b) => b.status).join(',')}`);
+      assert.ok(admitted <= 8, `${admitted} batch answers at once with 8 batch slots`);
+      assert.ok(refused >= 16, `${refused} refused`);
+      // Before, 16 stalled batches held all 16 slots until clientIdle, and these waited behind them.
+      const page = (i: number) => `${worker.url}/v1/page/data/pages.bin?v=${encodeURIComponent(info.version)}&size=${info.size}&i=${i}`;
+      for (const i of [0, 7, 15]) {
+        const res = await readAll(page(i), { signal: AbortSignal.timeout(60_000) });
+        assert.equal(res.status, 200);
+        assert.ok(res.body.equals(data.subarray(i * PAGE_1M, (i + 1) * PAGE_1M)), `page ${i}`);
+      }
+      const small = await readAll(`${worker.url}/v1/data/data/small.txt`, { signal: AbortSignal.timeout(60_000) });
+      assert.equal(small.body.toString(), 'small\n');
+      const another = await readAll(`${worker.url}/v1/pages`, { method: 'POST', body, headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(60_000) });
+      assert.equal(another.status, 503);
+      assert.equal(another.code, 'OVERLOADED');
+    } finally {
+      for (const b of batches) b.socket.destroy();
+    }
+    // Once those clients are gone a batch is answered again.
+    await waitFor('a batch answered once the stalled clients left', async () => (await readAll(`${worker.url}/v1/pages`, { method: 'POST', body, headers: { 'content-type': 'application/json' } })).status === 200);
+  });
+});
+
 describe('bounded resources: deadlines and caps', () => {
   let dir: string;
   const data = randomBytes(8 * PAGE);

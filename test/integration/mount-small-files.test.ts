@@ -117,7 +117,10 @@ describe('fanout mount: a tree of small files', () => {
     assert.ok(held.held >= files - 3 * DIRS, `${held.held} of ${files} files handed down`);
     assert.ok(held.open >= files - 3 * DIRS, `${held.open} opens answered by the addon over two passes of ${files} files`);
     assert.ok(held.read > 0, 'no read answered by the addon');
-    assert.equal(held.release, held.open, 'every open the addon answered was released there');
+    // The kernel sends RELEASE in the background after close(2) returns: the last one or two may
+    // still be queued when the unmount comes, and then never arrive (seen once in four runs on a
+    // loaded machine: 217 opens, 216 releases). More missing would be releases answered elsewhere.
+    assert.ok(held.release <= held.open && held.open - held.release <= 2, `${held.release} releases answered by the addon for its ${held.open} opens`);
   });
 
   test('with a short TTL, names looked up again after their kernel entries expired are answered by the addon too', async (t) => {
