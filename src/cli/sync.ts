@@ -10,6 +10,7 @@ export interface SyncFlags extends GlobalOptions {
   dir: string;
   keep?: string;
   onSwitch?: string;
+  hookTimeout?: string;
   once?: boolean;
   interval?: string;
   host?: string;
@@ -29,6 +30,8 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   const keep = Number(flags.keep ?? 1);
   if (!Number.isInteger(keep) || keep < 0) throw new FanoutError('INVALID_ARGUMENT', '--keep must be a whole number ≥ 0');
   const intervalMs = flags.interval ? parseDuration(flags.interval) : undefined;
+  const hookTimeoutMs = flags.hookTimeout ? parseDuration(flags.hookTimeout) : undefined;
+  if (hookTimeoutMs !== undefined && hookTimeoutMs <= 0) throw new FanoutError('INVALID_ARGUMENT', '--hook-timeout must be longer than 0');
   const { ReleaseRegistry, etcdConnection } = await import('../release/registry.js');
   const { ReleaseFetcher } = await import('../release/fetch.js');
   const { SyncAgent } = await import('../release/agent.js');
@@ -36,7 +39,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   const fetcher = new ReleaseFetcher(client);
   const log = (line: string) => process.stderr.write(`fanout sync: ${line}\n`);
-  const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, registry, fetcher, host: flags.host, datacenter: flags.datacenter, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });
+  const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, hookTimeoutMs, registry, fetcher, host: flags.host, datacenter: flags.datacenter, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });
   const stop = new AbortController();
   const onSignal = (signal: string) => {
     log(`${signal}, stopping (the current version stays)`);

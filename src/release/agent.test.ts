@@ -1,13 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SyncAgent } from './agent.js';
+import { SyncAgent, type SyncAgentOptions } from './agent.js';
 import type { ReleaseFetcher } from './fetch.js';
 import type { Manifest } from './manifest.js';
-import type { ReleaseRegistry } from './registry.js';
+import type { AgentState, ReleaseRegistry } from './registry.js';
 
 const PAGE = 1024;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -16,10 +17,11 @@ const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 function world() {
   const versions = new Map<string, { manifest: Manifest; files: Record<string, Buffer> }>();
   let channel: string | null = null;
+  const reports: AgentState[] = [];
   const registry = {
     getChannel: async () => (channel ? { record: { version: channel, history: [], updatedAt: '' }, modRevision: '1' } : null),
     getVersion: async (name: string, version: string) => ({ name, version, mount: 'data', prefix: '', manifest: 'm', manifestSha256: 'x', pageSize: PAGE, files: 0, bytes: 0, pages: 0, uniquePages: 0, createdAt: '' }),
-    reportAgent: async () => {},
+    reportAgent: async (_name: string, state: AgentState) => void reports.push(state),
     watchChannel: async () => ({ broken: false, close() {} }),
   };
   const fetcher = {
@@ -34,6 +36,7 @@ function world() {
   };
   return {
     fetcher,
+    reports,
     publish(version: string, files: Record<string, Buffer>) {
       const manifest: Manifest = {
         ...{ schema: 1, name: 'app', version, createdAt: new Date().toISOString(), mount: 'data', prefix: '', pageSize: PAGE },
@@ -45,8 +48,8 @@ function world() {
       versions.set(version, { manifest, files });
       channel = version;
     },
-    agent: (dir: string, keep: number, onSwitch?: string, log: string[] = []) =>
-      new SyncAgent({ name: 'app', channel: 'prod', dir, keep, onSwitch, registry: registry as unknown as ReleaseRegistry, fetcher: fetcher as unknown as ReleaseFetcher, log: (l) => log.push(l) }),
+    agent: (dir: string, keep: number, onSwitch?: string, log: string[] = [], more: Partial<SyncAgentOptions> = {}) =>
+      new SyncAgent({ name: 'app', channel: 'prod', dir, keep, onSwitch, registry: registry as unknown as ReleaseRegistry, fetcher: fetcher as unknown as ReleaseFetcher, log: (l) => log.push(l), ...more }),
   };
 }
 
@@ -120,5 +123,103 @@ test('a kept version whose deletion was cut short (no manifest) is staged again 
     assert.ok(w.fetcher.fetched > before, 'v1 staged again');
     assert.deepEqual((await readdir(join(releases, 'current'))).sort(), ['a.bin', 'b.bin']);
     assert.deepEqual(await readFile(join(releases, 'current', 'b.bin')), v1['b.bin']);
+  });
+});
+
+/** Waits for a condition, polling; fails after 10 s. */
+async function until(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Pids a hook wrote, one a line. */
+const pidsIn = async (file: string) => (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean).map(Number);
+
+/** Running and not a zombie (a zombie's parent, init here, has not reaped it yet). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** The shell and a child of it write their pids, then hang: ending only the shell would leave the sleep. */
+const hangingHook = (pids: string, ignoreTerm = false) => `${ignoreTerm ? "trap '' TERM; " : ''}echo $$ >> ${pids}; sleep 600 & echo $! >> ${pids}; wait`;
+
+/** What a hook left when the test failed: the processes would outlive it. */
+async function killAll(pids: string): Promise<void> {
+  for (const pid of await pidsIn(pids)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+test('a hook that outlives --hook-timeout is ended with what it started, reported, and the next promotion is taken up', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const pids = join(dir, 'hook.pids');
+    const log: string[] = [];
+    // It ignores SIGTERM (and so does its sleep): only the SIGKILL after the grace ends it.
+    const agent = w.agent(join(dir, 'releases'), 1, hangingHook(pids, true), log, { hookTimeoutMs: 300, hookGraceMs: 300, intervalMs: 50 });
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    try {
+      const reported = (version: string) => w.reports.some((r) => r.error === `on-switch hook timed out after 300 ms; the switch to ${version} stands`);
+      await until('the timeout of the v1 hook reported', () => reported('v1'));
+      const first = await pidsIn(pids);
+      assert.equal(first.length, 2);
+      await until('the v1 hook and its sleep gone', () => first.every((pid) => !alive(pid)));
+      w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+      await until('v2 switched to and its hook timed out', () => reported('v2'));
+      assert.equal(await agent.dir.currentVersion(), 'v2');
+      const all = await pidsIn(pids);
+      assert.equal(all.length, 4);
+      await until('every hook process gone', () => all.every((pid) => !alive(pid)));
+      assert.ok(log.some((l) => l.includes('on-switch hook timed out after 300 ms; the switch to v2 stands')), log.join('\n'));
+    } finally {
+      await killAll(pids);
+      stop.abort();
+      await running;
+    }
+  });
+});
+
+test('stopping the agent during a hanging hook ends the agent and the hook, which stays owed to the next start', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const pids = join(dir, 'hook.pids');
+    // The default timeout (minutes): only the stop can end this hook.
+    const agent = w.agent(join(dir, 'releases'), 1, hangingHook(pids), [], { hookGraceMs: 2000, heartbeatMs: 100 });
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    try {
+      await until('the hook started', async () => (await pidsIn(pids)).length === 2);
+      const before = w.reports.length;
+      await new Promise((r) => setTimeout(r, 700));
+      // The host's record is renewed meanwhile (a 15 s lease), with what it last said: switching.
+      const during = w.reports.slice(before);
+      assert.ok(during.length >= 3, `${during.length} reports during the hook`);
+      assert.ok(during.every((r) => r.phase === 'switching'));
+      stop.abort();
+      const stopped = await Promise.race([running.then(() => true), new Promise((r) => setTimeout(() => r(false), 5000))]);
+      assert.ok(stopped, 'the agent stopped');
+      await until('the hook and its sleep gone', async () => (await pidsIn(pids)).every((pid) => !alive(pid)));
+      assert.deepEqual(await agent.dir.pendingHook(), { version: 'v1', previous: null });
+      assert.equal(await agent.dir.currentVersion(), 'v1');
+    } finally {
+      await killAll(pids);
+      stop.abort();
+      await running;
+    }
   });
 });

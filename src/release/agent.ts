@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import { isDiskFull } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
+import { runHook } from './hook.js';
 import { ReleaseDir } from './install.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
 import { checkDatacenter, resolveChannel, watchChannels, watchedChannels } from './scope.js';
@@ -18,6 +18,10 @@ export interface SyncAgentOptions {
   keep: number;
   /** Shell command run after each switch (FANOUT_RELEASE, FANOUT_VERSION, FANOUT_PREVIOUS, FANOUT_DIR set). */
   onSwitch?: string;
+  /** A hook still running after this long is ended, with what it started (default 5 min). */
+  hookTimeoutMs?: number;
+  /** Between SIGTERM and SIGKILL of a hook being ended (default 5 s). */
+  hookGraceMs?: number;
   registry: ReleaseRegistry;
   fetcher: ReleaseFetcher;
   /** Name this host reports under in `release status`. */
@@ -31,6 +35,8 @@ export interface SyncAgentOptions {
    * that died silently (a half-open connection). Promotions arrive through the watch.
    */
   intervalMs?: number;
+  /** How often the host's record is renewed (default 5 s; tests shorten it). */
+  heartbeatMs?: number;
   log?: (line: string) => void;
 }
 
@@ -44,6 +50,8 @@ export interface AgentHealth {
 }
 
 export const DEFAULT_INTERVAL_MS = 30_000;
+export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
+const HOOK_GRACE_MS = 5_000;
 /** State is reported under a 15 s lease; a third of it keeps an idle host in `release status`. */
 const HEARTBEAT_MS = 5_000;
 const MAX_BACKOFF_MS = 10_000;
@@ -73,6 +81,9 @@ export class SyncAgent {
   private switches = 0;
   /** The report in flight (reports are sent in order, see report()). */
   private reporting: Promise<void> = Promise.resolve();
+  /** What the last report sent: a heartbeat during a round sends it again. */
+  private lastSent: AgentState | undefined;
+  private readonly heartbeatMs: number;
 
   constructor(private readonly opts: SyncAgentOptions) {
     if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
@@ -80,6 +91,7 @@ export class SyncAgent {
       opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
     );
     this.host = opts.host ?? hostname();
+    this.heartbeatMs = opts.heartbeatMs ?? HEARTBEAT_MS;
     this.state = {
       host: this.host,
       channel: opts.channel,
@@ -114,11 +126,18 @@ export class SyncAgent {
       while (!signal.aborted) {
         if (this.checkNow || Date.now() >= nextRound) {
           this.checkNow = false;
-          nextRound = Date.now() + (await this.round(signal));
+          // A round may last long (a slow hook, a stalled download): the lease is renewed meanwhile,
+          // or the host would drop out of `release status` after 15 s.
+          const beat = setInterval(() => this.heartbeat(), this.heartbeatMs);
+          try {
+            nextRound = Date.now() + (await this.round(signal));
+          } finally {
+            clearInterval(beat);
+          }
         } else {
           await this.report({}, false); // heartbeat only: renews the lease, reads nothing
         }
-        await this.pause(Math.min(nextRound - Date.now(), HEARTBEAT_MS), signal);
+        await this.pause(Math.min(nextRound - Date.now(), this.heartbeatMs), signal);
       }
     } finally {
       this.closeWatch();
@@ -197,7 +216,7 @@ export class SyncAgent {
       if (target === this.state.current) {
         // A switch made by a round that died before its hook ran (killed, crashed).
         const pending = this.opts.onSwitch ? await this.dir.pendingHook() : undefined;
-        const hookError = pending?.version === target ? await this.afterSwitch(pending.version, pending.previous) : null;
+        const hookError = pending?.version === target ? await this.afterSwitch(pending.version, pending.previous, signal) : null;
         if (this.pruneOwed) await this.pruneOld();
         await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
         return target;
@@ -255,7 +274,7 @@ export class SyncAgent {
     this.switches++;
     this.noteBehind();
     this.opts.log?.(`switched ${this.dir.current} to ${target}${previous ? ` (was ${previous})` : ''}`);
-    const hookError = await this.afterSwitch(target, previous);
+    const hookError = await this.afterSwitch(target, previous, signal);
     await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
   }
 
@@ -263,13 +282,26 @@ export class SyncAgent {
    * What follows a switch, which stands whatever fails here: the history, the hook, then the
    * pruning of old versions (after the hook, so the service has moved off a version before it is
    * deleted). Returns the hook's failure; other failures are logged and retried by later rounds.
+   * A hook ended because the agent stops stays pending (the next start runs it again) and nothing
+   * is pruned: the service may not have moved off the old version yet.
    */
-  private async afterSwitch(target: string, previous: string | null): Promise<string | null> {
+  private async afterSwitch(target: string, previous: string | null, signal?: AbortSignal): Promise<string | null> {
     const warn = (what: string) => (err: unknown) => void this.opts.log?.(`sync ${this.opts.name}: ${what} after the switch to ${target} failed: ${(err as Error).message}`);
     await this.dir.recordSwitch(target).catch(warn('recording the switch'));
     let hookError: string | null = null;
     if (this.opts.onSwitch) {
-      hookError = await this.runHook(target, previous);
+      const hook = await runHook({
+        command: this.opts.onSwitch,
+        env: { ...process.env, FANOUT_RELEASE: this.opts.name, FANOUT_VERSION: target, FANOUT_PREVIOUS: previous ?? '', FANOUT_DIR: this.dir.dir },
+        timeoutMs: this.opts.hookTimeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS,
+        graceMs: this.opts.hookGraceMs ?? HOOK_GRACE_MS,
+        signal,
+      });
+      if (!hook.ok) {
+        hookError = `on-switch hook ${hook.message}; the switch to ${target} stands`;
+        this.opts.log?.(`sync ${this.opts.name}: ${hookError}`);
+      }
+      if (!hook.ok && hook.reason === 'stopped') return `${hookError} (the hook runs again at the next start)`;
       await this.dir.setPendingHook(undefined).catch(warn('clearing the pending hook'));
     }
     await this.pruneOld();
@@ -294,15 +326,16 @@ export class SyncAgent {
     this.behindSince = behind ? (this.behindSince ?? Date.now()) : undefined;
   }
 
-  private runHook(version: string, previous: string | null): Promise<string | null> {
-    return new Promise((resolveHook) => {
-      const child = spawn('/bin/sh', ['-c', this.opts.onSwitch!], {
-        stdio: ['ignore', 'inherit', 'inherit'],
-        env: { ...process.env, FANOUT_RELEASE: this.opts.name, FANOUT_VERSION: version, FANOUT_PREVIOUS: previous ?? '', FANOUT_DIR: this.dir.dir },
-      });
-      child.once('error', (err) => resolveHook(`on-switch hook failed to start: ${err.message}`));
-      child.once('exit', (code, sig) => resolveHook(code === 0 ? null : `on-switch hook exited with ${sig ?? code} (the switch to ${version} stands)`));
-    });
+  /**
+   * Renews the host's record during a round when nothing was reported for a while. It sends what
+   * was last reported, not the state as it is: during a hook that is "switching", so a rollout
+   * does not count the host as switched before its hook ended.
+   */
+  private heartbeat(): void {
+    const snapshot = this.lastSent;
+    if (!snapshot || Date.now() - this.lastReport < this.heartbeatMs) return;
+    this.lastReport = Date.now();
+    this.reporting = this.reporting.then(() => this.opts.registry.reportAgent(this.opts.name, snapshot)).catch(() => {});
   }
 
   private async progress(p: StageProgress): Promise<void> {
@@ -317,6 +350,7 @@ export class SyncAgent {
     // One report at a time, each with the state as it was when asked: a progress report sent
     // without waiting must not land after (and overwrite) the error or switch that followed it.
     const snapshot = { ...this.state };
+    this.lastSent = snapshot;
     const sent = this.reporting.then(() => this.opts.registry.reportAgent(this.opts.name, snapshot));
     this.reporting = sent.catch(() => {});
     try {
