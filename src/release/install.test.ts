@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { FanoutError } from '../core/errors.js';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
@@ -122,6 +123,56 @@ test('one agent per directory: a second lock is DIR_IN_USE, a lock left by a dea
     const again = await dir.lock();
     assert.match(await readFile(join(root, '.sync.lock'), 'utf8'), new RegExp(`^${process.pid} `));
     await again();
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('agents taking over one stale lock at once: exactly one holds the directory, the others get DIR_IN_USE', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-lock-'));
+  try {
+    const dead = spawnSync('true').pid!;
+    // The race needs a taker to read the stale lock before another replaces it: many trials.
+    for (let trial = 0; trial < 40; trial++) {
+      await writeFile(join(root, '.sync.lock'), `${dead} 12345`);
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => new ReleaseDir(root).lock()));
+      const holders = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      assert.equal(holders.length, 1, `trial ${trial}: ${holders.length} holders`);
+      for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as FanoutError).code, 'DIR_IN_USE', String(r.reason));
+      await holders[0]!();
+      assert.deepEqual(await readdir(root), [], 'no lock, claim or temp file left');
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a takeover claim left by a taker that died does not block the takeover', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-lock-'));
+  try {
+    const dead = spawnSync('true').pid!;
+    const stale = `${dead} 12345`;
+    await writeFile(join(root, '.sync.lock'), stale);
+    const claim = `.sync.lock.takeover-${createHash('sha256').update(stale).digest('hex').slice(0, 16)}`;
+    await writeFile(join(root, claim), `${dead} 12345 abc`);
+    const unlock = await new ReleaseDir(root).lock();
+    assert.match(await readFile(join(root, '.sync.lock'), 'utf8'), new RegExp(`^${process.pid} `));
+    await unlock();
+    assert.deepEqual(await readdir(root), []);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('releasing a lock that is no longer ours leaves the other holder\'s lock in place', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-lock-'));
+  try {
+    const unlock = await new ReleaseDir(root).lock();
+    // Another agent's lock where ours was (ours was wrongly taken for stale and replaced).
+    const other = `${process.ppid} 1 other`;
+    await writeFile(join(root, '.sync.lock'), other);
+    await unlock();
+    assert.equal(await readFile(join(root, '.sync.lock'), 'utf8'), other);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

@@ -1,8 +1,9 @@
-import { readFileSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
+import { lockDir } from './dirlock.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 
 /** Installed files stat'ed per turn of the event loop. */
@@ -40,29 +41,9 @@ export class ReleaseDir {
     return join(this.dir, '.manifests', `${version}.json`);
   }
 
-  /**
-   * Takes the directory for this process: `.sync.lock` holds the agent's pid and start time. Two
-   * agents on one directory would each clear the other's staging and prune what the other just
-   * installed. A lock whose process is gone (killed, crashed) is taken over. Returns its release.
-   */
-  async lock(): Promise<() => Promise<void>> {
-    await mkdir(this.dir, { recursive: true });
-    const file = join(this.dir, '.sync.lock');
-    const me = `${process.pid} ${startTime(process.pid)}`;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await writeFile(file, me, { flag: 'wx' });
-        return () => rm(file, { force: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      const [pid, started] = (await readFile(file, 'utf8').catch(() => '')).trim().split(' ');
-      if (attempt < 2 && !(Number(pid) > 0 && holderAlive(Number(pid), started))) {
-        await rm(file, { force: true }); // its agent is gone
-        continue;
-      }
-      throw new FanoutError('DIR_IN_USE', `${this.dir} is synced by another agent (pid ${pid}): one agent per directory`);
-    }
+  /** Takes the directory for this process (one agent per directory, see dirlock.ts). Returns its release. */
+  lock(): Promise<() => Promise<void>> {
+    return lockDir(this.dir);
   }
 
   async init(): Promise<void> {
@@ -218,25 +199,6 @@ export class ReleaseDir {
       return undefined;
     }
   }
-}
-
-/** When a process started (clock ticks after boot, /proc/PID/stat): tells a reused pid from the lock's holder. */
-function startTime(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '-';
-  } catch {
-    return '-';
-  }
-}
-
-function holderAlive(pid: number, started: string | undefined): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  return started === undefined || started === '-' || startTime(pid) === started;
 }
 
 /** A switch whose on-switch hook is still to run. */

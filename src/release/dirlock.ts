@@ -1,0 +1,120 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { link, mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FanoutError } from '../core/errors.js';
+
+/** Rounds of create / read / take over before giving up (each takes milliseconds). */
+const ATTEMPTS = 100;
+
+/**
+ * Takes DIR/.sync.lock for this process: it holds the agent's pid, start time and a nonce (two
+ * locks of one process differ). Two agents on one directory would each clear the other's staging
+ * and prune what the other just installed. A lock whose process is gone (killed, crashed) is
+ * taken over. Node has no flock, so every step is a create-if-absent (link) or a check of
+ * content that nobody else may change:
+ *   - the lock is written under a temporary name and linked into place, so it is never seen empty;
+ *   - a stale lock is removed only by the one taker that created the claim named after its
+ *     content, after reading it once more: two takers reading and then removing it would let the
+ *     slower one delete the lock the faster one had just created;
+ *   - it is released only while it still holds our content.
+ * Returns its release.
+ */
+export async function lockDir(dir: string): Promise<() => Promise<void>> {
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, '.sync.lock');
+  const me = identity();
+  let held = '';
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    if (await createExclusive(file, me)) return () => removeIfContent(file, me);
+    const read = await readFile(file, 'utf8').catch(() => undefined);
+    if (read === undefined) continue; // released meanwhile
+    held = read;
+    const [pid, started] = held.trim().split(' ');
+    if (Number(pid) > 0 && holderAlive(Number(pid), started)) break;
+    await removeStale(file, held, me);
+  }
+  throw new FanoutError('DIR_IN_USE', `${dir} is synced by another agent (pid ${held.trim().split(' ')[0] || '?'}): one agent per directory`);
+}
+
+/** Removes `stale` from `file` if it is still there, as the one taker of it; otherwise waits a moment. */
+async function removeStale(file: string, stale: string, me: string): Promise<void> {
+  const claim = `${file}.takeover-${createHash('sha256').update(stale).digest('hex').slice(0, 16)}`;
+  if (!(await createExclusive(claim, me))) {
+    // Another taker is on it (for milliseconds), or died on it, leaving its claim for good.
+    await removeDeadClaim(claim);
+    await new Promise((r) => setTimeout(r, 5 + Math.random() * 10));
+    return;
+  }
+  try {
+    // Only the claim's holder removes this content, and a dead agent's lock is never written
+    // again: if it is still there, nobody can replace it between this read and the rm.
+    if ((await readFile(file, 'utf8').catch(() => undefined)) === stale) await rm(file, { force: true });
+  } finally {
+    // A taker arriving later with the same stale content finds it gone and removes nothing.
+    await rm(claim, { force: true });
+  }
+}
+
+/**
+ * A claim whose taker died between creating and removing it would block every takeover. It is
+ * moved aside and checked to be the dead taker's: if a live taker's claim was moved instead,
+ * it is put back.
+ */
+async function removeDeadClaim(claim: string): Promise<void> {
+  const content = await readFile(claim, 'utf8').catch(() => undefined);
+  if (content === undefined) return;
+  const [pid, started] = content.trim().split(' ');
+  if (Number(pid) > 0 && holderAlive(Number(pid), started)) return;
+  const aside = `${claim}.dead-${randomBytes(6).toString('hex')}`;
+  try {
+    await rename(claim, aside);
+  } catch {
+    return; // removed meanwhile
+  }
+  if ((await readFile(aside, 'utf8').catch(() => undefined)) !== content) await link(aside, claim).catch(() => {});
+  await rm(aside, { force: true });
+}
+
+/** Creates `file` holding `content` unless it exists; never visible half written. */
+async function createExclusive(file: string, content: string): Promise<boolean> {
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  await writeFile(tmp, content, { flag: 'wx' });
+  try {
+    await link(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+}
+
+async function removeIfContent(file: string, content: string): Promise<void> {
+  // Nobody removes a live holder's lock, so it cannot change between this read and the rm.
+  if ((await readFile(file, 'utf8').catch(() => undefined)) === content) await rm(file, { force: true });
+}
+
+function identity(): string {
+  return `${process.pid} ${startTime(process.pid)} ${randomBytes(6).toString('hex')}`;
+}
+
+/** When a process started (clock ticks after boot, /proc/PID/stat): tells a reused pid from the lock's holder. */
+function startTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '-';
+  } catch {
+    return '-';
+  }
+}
+
+function holderAlive(pid: number, started: string | undefined): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  return started === undefined || started === '-' || startTime(pid) === started;
+}
