@@ -2,9 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { ReleaseDir } from './install.js';
@@ -229,5 +229,76 @@ test('small files that do not fit the disk fail staging with DISK_FULL and leave
   } finally {
     execFileSync('umount', ['-l', root]);
     await rm(root, { recursive: true, force: true });
+  }
+});
+
+/** Every entry of an installed tree, by lstat: nothing but regular files and real directories. */
+async function onlyFilesAndDirectories(root: string): Promise<void> {
+  assert.ok((await lstat(root)).isDirectory(), `${root} is a real directory`);
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath ?? entry.path, entry.name);
+    assert.ok(entry.isFile() || entry.isDirectory(), `${path} is neither a regular file nor a directory`);
+  }
+}
+
+test('a directory (or an extra file) left in staging where the manifest has a file is removed, and the version installs', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  try {
+    const files = { 'x.txt': randomBytes(100), 'big.bin': randomBytes(3 * PAGE), 'sub/a1.bin': randomBytes(200) };
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const staging = dir.stagingDir('v1');
+    // Small (written whole) and large (page by page) files: each was renamed onto a directory (EISDIR).
+    await mkdir(join(staging, 'x.txt', 'inner'), { recursive: true });
+    await mkdir(join(staging, 'big.bin'), { recursive: true });
+    await writeFile(join(staging, 'sub'), 'a file where a directory goes');
+    await writeFile(join(staging, 'extra.bin'), 'in no manifest');
+    const manifest = manifestOf(files);
+    await stageVersion({ manifest, dir, fetcher: reverseFetcher(files).fetcher, wholeFileBytes: PAGE });
+    await dir.install(manifest);
+    await onlyFilesAndDirectories(dir.versionDir('v1'));
+    assert.deepEqual(await tree(dir.versionDir('v1')), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('symlinks in staging (to a file with the right bytes, to a directory, staging itself) are removed, never written through', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stage-'));
+  const outside = await mkdtemp(join(tmpdir(), 'fanout-outside-'));
+  try {
+    const files = { 'x.txt': randomBytes(100), 'sub/a1.bin': randomBytes(200), 'sub/a2.bin': randomBytes(3 * PAGE), 'deep/er/a3.bin': randomBytes(10) };
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    await mkdir(join(outside, 'dir'));
+    await writeFile(join(outside, 'dir', 'keep.txt'), 'not ours');
+    await mkdir(join(outside, 'staging'));
+    await writeFile(join(outside, 'x.txt'), files['x.txt']);
+    const manifest = manifestOf(files);
+    const staging = dir.stagingDir('v1');
+    await mkdir(join(outside, 'staging', 'deep'));
+    await symlink(join(outside, 'staging'), staging);
+    await symlink(join(outside, 'dir'), join(outside, 'staging', 'deep', 'er'));
+    // First round: staging itself is a link to a directory outside.
+    await stageVersion({ manifest, dir, fetcher: reverseFetcher(files).fetcher, wholeFileBytes: PAGE });
+    assert.ok((await lstat(staging)).isDirectory());
+    // Second round (a new version in the same staging): a link to a file with the right bytes, a link to a directory.
+    await rm(join(staging, 'x.txt'));
+    await symlink(join(outside, 'x.txt'), join(staging, 'x.txt'));
+    await rm(join(staging, 'sub'), { recursive: true });
+    await symlink(join(outside, 'dir'), join(staging, 'sub'));
+    const progress = await stageVersion({ manifest, dir, fetcher: reverseFetcher(files).fetcher, wholeFileBytes: PAGE });
+    assert.equal(progress.bytesResumed, files['deep/er/a3.bin'].length, 'only the regular file is kept');
+    await dir.install(manifest);
+    await onlyFilesAndDirectories(dir.versionDir('v1'));
+    assert.deepEqual(await tree(dir.versionDir('v1')), Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)])));
+    // Nothing was written outside the release directory.
+    // (withFileTypes: a plain recursive readdir descends into links to directories.)
+    const listed = (await readdir(outside, { recursive: true, withFileTypes: true })).map((e) => relative(outside, join(e.parentPath ?? e.path, e.name)));
+    assert.deepEqual(listed.sort(), ['dir', 'dir/keep.txt', 'staging', 'staging/deep', 'staging/deep/er', 'x.txt']);
+    assert.deepEqual(await readFile(join(outside, 'x.txt')), files['x.txt']);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+    await rm(outside, { recursive: true, force: true });
   }
 });

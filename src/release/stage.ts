@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { copyFile, link, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join, posix, relative, sep } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
@@ -98,9 +98,9 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   const parts = dir.partsDir(manifest.version);
   await rm(parts, { recursive: true, force: true });
   await mkdir(parts, { recursive: true });
-  await mkdir(staging, { recursive: true });
+  await realDirectory(staging);
   const { pages: local, files: localFiles } = await localPages(dir);
-  const present = await filesUnder(staging);
+  const present = await keepStaged(staging, manifest.files);
   await makeDirectories(staging, manifest.files);
   const budget = new ByteBudget(opts.bytesInFlight ?? DEFAULT_BYTES_IN_FLIGHT);
   const progress: StageProgress = {
@@ -191,13 +191,34 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   return progress;
 }
 
-/** Relative paths of the files under a directory (what an interrupted run left in staging). */
-async function filesUnder(root: string): Promise<Set<string>> {
-  const out = new Set<string>();
+/** `path` as a real directory: whatever else is there (a symlink above all) is removed first, not followed. */
+async function realDirectory(path: string): Promise<void> {
+  const info = await lstat(path).catch(() => undefined);
+  if (info?.isDirectory()) return;
+  if (info) await rm(path, { recursive: true, force: true });
+  await mkdir(path).catch((err) => rethrowFs(err, path));
+}
+
+/**
+ * What an interrupted run left in staging that may be kept: regular files at the manifest's file
+ * paths (re-verified later). Everything else is removed (rm never follows a link): a directory
+ * where a file goes failed every round on the rename (EISDIR), and a symlink, to a file or to a
+ * directory, would be written through or installed pointing outside the tree. The entries are
+ * typed by lstat (readdir's types) and links are not descended into (withFileTypes matters: a
+ * plain recursive readdir of Node 20 descends into links to directories).
+ */
+async function keepStaged(root: string, files: ManifestFile[]): Promise<Set<string>> {
+  const wantedFiles = new Set(files.map((f) => f.path));
+  const wantedDirs = new Set<string>();
+  for (const file of files) for (let d = posix.dirname(file.path); d !== '.'; d = posix.dirname(d)) wantedDirs.add(d);
+  const present = new Set<string>();
   for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
-    if (!entry.isDirectory()) out.add(relative(root, join(entry.parentPath ?? entry.path, entry.name)).split(sep).join('/'));
+    const path = join(entry.parentPath ?? entry.path, entry.name);
+    const rel = relative(root, path).split(sep).join('/');
+    if (entry.isFile() && wantedFiles.has(rel)) present.add(rel);
+    else if (!(entry.isDirectory() && wantedDirs.has(rel))) await rm(path, { recursive: true, force: true }).catch((err) => rethrowFs(err, path));
   }
-  return out;
+  return present;
 }
 
 /** Every directory the manifest's files need, made once (deepest first covers its parents). */
@@ -275,7 +296,7 @@ async function writeFile(
  */
 async function linkVerified(local: LocalFile, part: string, file: ManifestFile): Promise<boolean> {
   const from = local.path;
-  const now = await stat(from, { bigint: true }).catch(() => undefined);
+  const now = await lstat(from, { bigint: true }).catch(() => undefined);
   const untouched =
     now !== undefined && local.stamp !== undefined && Number(now.ino) === local.stamp.ino && Number(now.size) === local.stamp.size && String(now.ctimeNs) === local.stamp.ctimeNs;
   if (!untouched && !(await alreadyVerified(from, file))) return false;
@@ -287,9 +308,9 @@ async function linkVerified(local: LocalFile, part: string, file: ManifestFile):
   return true;
 }
 
-/** A staged file from an earlier run counts only if its bytes still match the manifest. */
+/** A staged file from an earlier run counts only if it is a regular file (lstat: not a link) whose bytes still match. */
 async function alreadyVerified(path: string, file: ManifestFile): Promise<boolean> {
-  const info = await stat(path).catch(() => undefined);
+  const info = await lstat(path).catch(() => undefined);
   if (!info?.isFile() || info.size !== file.size) return false;
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
