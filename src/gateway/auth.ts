@@ -15,7 +15,7 @@ import {
   stringToSign,
   uriEncode,
 } from './sigv4.js';
-import { BOTOCORE_SUBRESOURCES, signatureV2, stringToSignV2 } from './sigv2.js';
+import { BOTOCORE_SUBRESOURCES, botocoreBucketPaths, signatureV2, stringToSignV2 } from './sigv2.js';
 
 export interface Credential {
   accessKeyId: string;
@@ -252,12 +252,16 @@ export class Authenticator {
     const amzHeaders = new Map([...headers].filter(([name]) => name.startsWith('x-amz-')));
     const query = req.query.filter(([k]) => !(presigned && (k === 'AWSAccessKeyId' || k === 'Signature' || k === 'Expires')));
     let toSign = '';
+    const rawPath = req.rawPath ?? uriEncode(req.path, false);
     const extras = req.query.some(([k]) => BOTOCORE_SUBRESOURCES.has(k)) ? [undefined, BOTOCORE_SUBRESOURCES] : [undefined];
-    for (const [date, extraSubresources] of dates.flatMap((d) => extras.map((e) => [d, e] as const))) {
+    const paths = [undefined, ...(req.hostBucket ? [] : botocoreBucketPaths(rawPath, req.query))];
+    const variants = dates.flatMap((d) => extras.flatMap((e) => paths.map((p) => [d, e, p] as const)));
+    for (const [date, extraSubresources, signedPath] of variants) {
       toSign = stringToSignV2({
         extraSubresources,
+        signedPath,
         method: req.method,
-        rawPath: req.rawPath ?? uriEncode(req.path, false),
+        rawPath,
         hostBucket: req.hostBucket,
         query,
         contentMd5: headers.get('content-md5')?.[0] ?? '',

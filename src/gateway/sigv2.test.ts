@@ -4,7 +4,7 @@ import { ManualClock } from '../core/clock.js';
 import { Authenticator, type AuthRequest } from './auth.js';
 import { S3Error } from './errors.js';
 import { headerMap, parseQuery } from './sigv4.js';
-import { canonicalResource, signatureV2, stringToSignV2 } from './sigv2.js';
+import { botocoreBucketPaths, canonicalResource, signatureV2, stringToSignV2 } from './sigv2.js';
 
 // The examples of https://docs.aws.amazon.com/AmazonS3/latest/userguide/RESTAuthentication.html
 const AKID = 'AKIAIOSFODNN7EXAMPLE';
@@ -51,6 +51,39 @@ describe('SigV2', () => {
 
   test('canonical resource keeps only signed sub-resources, sorted, values decoded', () => {
     assert.equal(canonicalResource({ rawPath: '/b/k%20ey', query: [['versionId', 'v 1'], ['acl', ''], ['prefix', 'x'], ['response-content-type', 'a/b']] }), '/b/k%20ey?acl&response-content-type=a/b&versionId=v 1');
+  });
+
+  test('botocore signs a bare bucket as "/data/" or its URI template; object keys and the root are signed as sent', () => {
+    assert.deepEqual(botocoreBucketPaths('/data', [['list-type', '2']]), ['/data/']);
+    assert.deepEqual(botocoreBucketPaths('/data', [['location', '']]), ['/data/', '/data?location']);
+    assert.deepEqual(botocoreBucketPaths('/data/', []), []);
+    assert.deepEqual(botocoreBucketPaths('/data/key', []), []);
+    assert.deepEqual(botocoreBucketPaths('/', []), []);
+    assert.equal(canonicalResource({ rawPath: '/data', signedPath: '/data/', query: [['location', '']] }), '/data/?location');
+    assert.equal(canonicalResource({ rawPath: '/data', signedPath: '/data?location', query: [['location', '']] }), '/data?location?location');
+  });
+
+  test('a request on a bucket sent as "/data" is accepted signed as botocore signs it, header or presigned', () => {
+    const date = new Date(T0).toUTCString();
+    for (const [method, url, resource] of [
+      ['HEAD', '/data', '/data/'],
+      ['GET', '/data?location', '/data/?location'],
+      ['GET', '/data?list-type=2', '/data/?list-type=2'],
+      ['GET', '/data?list-type=2', '/data/'],
+      ['GET', '/data?location', '/data?location'],
+      ['GET', '/data?location', '/data?location?location'],
+    ] as const) {
+      const signature = signatureV2(SECRET, `${method}\n\n\n${date}\n${resource}`);
+      const req = request(method, url, [['Date', date], ['Authorization', `AWS ${AKID}:${signature}`]]);
+      assert.equal(authenticator().authenticate(req).accessKeyId, AKID, `${method} ${url} signed as ${resource}`);
+    }
+    const expires = Math.floor(T0 / 1000) + 300;
+    const signature = signatureV2(SECRET, `GET\n\n\n${expires}\n/data/`);
+    const presigned = request('GET', `/data?prefix=a&AWSAccessKeyId=${AKID}&Expires=${expires}&Signature=${encodeURIComponent(signature)}`, [['Host', 'localhost']]);
+    assert.equal(authenticator().authenticate(presigned).accessKeyId, AKID);
+    // An object's key is signed as sent: "/data/key/" is a different resource.
+    const keySigned = signatureV2(SECRET, `GET\n\n\n${date}\n/data/key/`);
+    rejects(() => authenticator().authenticate(request('GET', '/data/key', [['Date', date], ['Authorization', `AWS ${AKID}:${keySigned}`]])), 'SignatureDoesNotMatch');
   });
 
   test('accepts the example header, rejects a changed signature, secret, path or stale date', () => {

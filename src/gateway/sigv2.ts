@@ -37,6 +37,18 @@ export interface V2Input {
   amzHeaders: Map<string, string[]>;
   /** Query parameters signed besides the standard sub-resources. */
   extraSubresources?: Set<string>;
+  /** The path the signer put in the resource when it is not the one sent (see botocoreBucketPaths). */
+  signedPath?: string;
+}
+
+/**
+ * The paths botocore signs for a request on a bucket itself, sent path-style as "/bucket": recent
+ * versions sign "/bucket/" (S3 accepts it); older ones (Debian's 1.29) sign the operation's URI
+ * template, "/bucket?location", and then append the sub-resource again. Empty for any other path.
+ */
+export function botocoreBucketPaths(rawPath: string, query: [string, string][]): string[] {
+  if (!/^\/[^/]+$/.test(rawPath)) return [];
+  return query.some(([k]) => k === 'location') ? [`${rawPath}/`, `${rawPath}?location`] : [`${rawPath}/`];
 }
 
 /** x-amz-* headers sorted by name, one "name:v1,v2" line each. */
@@ -49,8 +61,8 @@ export function canonicalAmzHeaders(headers: Map<string, string[]>): string {
 }
 
 /** [/bucket]/path[?subresource[=value]&…], the signed sub-resources sorted by name. */
-export function canonicalResource(input: Pick<V2Input, 'rawPath' | 'hostBucket' | 'query' | 'extraSubresources'>): string {
-  const path = input.hostBucket ? `/${input.hostBucket}${input.rawPath}` : input.rawPath;
+export function canonicalResource(input: Pick<V2Input, 'rawPath' | 'hostBucket' | 'query' | 'extraSubresources' | 'signedPath'>): string {
+  const path = input.signedPath ?? (input.hostBucket ? `/${input.hostBucket}${input.rawPath}` : input.rawPath);
   const sub = input.query
     .filter(([k]) => SIGNED_SUBRESOURCES.has(k) || input.extraSubresources?.has(k))
     .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))

@@ -1,7 +1,8 @@
 """Reads through fanout's S3 gateway with boto3, as a model loader would, and prints what it got
 as JSON: SigV4 requests (boto3's default), SigV2 header-signed requests (signature_version 's3'),
 and presigned URLs (the default presigner and an s3v4 one). Run by test/integration/gateway.test.ts
-under /usr/bin/python3 (Debian's python3-boto3)."""
+under every python3 here that has boto3 (Debian's python3-boto3, a pip one), since botocore's
+signing has changed between versions."""
 import hashlib
 import json
 import sys
@@ -24,7 +25,13 @@ def read(c):
     part = c.get_object(Bucket='data', Key='big.bin', Range='bytes=100-199')['Body'].read()
     keys = [o['Key'] for o in c.list_objects_v2(Bucket='data', Prefix='tree/')['Contents']]
     size = c.head_object(Bucket='data', Key='big.bin')['ContentLength']
-    return {'sha256': hashlib.sha256(whole).hexdigest(), 'range': part.hex(), 'keys': keys, 'size': size}
+    # Requests on the bucket itself: botocore signs their SigV2 resource as "/data/".
+    bucket = {
+        'keys': [o['Key'] for o in c.list_objects_v2(Bucket='data')['Contents']],
+        'head': c.head_bucket(Bucket='data')['ResponseMetadata']['HTTPStatusCode'],
+        'location': c.get_bucket_location(Bucket='data').get('LocationConstraint'),
+    }
+    return {'sha256': hashlib.sha256(whole).hexdigest(), 'range': part.hex(), 'keys': keys, 'size': size, 'bucket': bucket}
 
 
 def presigned(c):

@@ -47,6 +47,26 @@ const AWS_CLIS = (() => {
   return [...found].map(([bin, major]) => ({ bin, label: `awscli v${major}` }));
 })();
 
+/**
+ * Every python3 here with boto3, once per interpreter: Debian's (botocore 1.29) and a pip one on
+ * PATH (pyenv), whose SigV2 signing of bucket requests differs.
+ */
+const PYTHONS = (() => {
+  const found = new Map<string, string>();
+  for (const bin of ['/usr/bin/python3', 'python3']) {
+    try {
+      const out = execFileSync(bin, ['-c', 'import sys, boto3, botocore; print(sys.executable, botocore.__version__)'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+      const [executable, version] = out.trim().split(' ') as [string, string];
+      if (!found.has(executable)) found.set(executable, version);
+    } catch {
+      // no boto3 under this one
+    }
+  }
+  // Debian's python3-boto3 is installed by scripts/install-system-deps.sh: its absence is a failure, not a skip.
+  if (found.size === 0) found.set('/usr/bin/python3', 'missing');
+  return [...found].map(([bin, version]) => ({ bin, label: `(botocore ${version}, ${bin})` }));
+})();
+
 /** Keys of the nested tree, in S3 (UTF-8 byte) order. */
 const TREE = ['tree/a.txt', 'tree/a/1.txt', 'tree/a/2.txt', 'tree/b/4.txt', 'tree/b/c/3.txt', 'tree/sp ace+plus.txt', 'tree/top.txt'];
 
@@ -343,26 +363,30 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
     });
   }
 
-  test("boto3 (Debian's, /usr/bin/python3): SigV4 and SigV2 requests, presigned URLs of both kinds", async () => {
-    const script = join(repoRoot, 'test/clients/boto3_gateway.py');
-    const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) =>
-      execFile('/usr/bin/python3', [script, endpoint, KEY.accessKeyId, KEY.secretAccessKey], { env: { PATH: '/usr/bin:/bin', HOME: work }, timeout: 120_000 }, (err, stdout, stderr) =>
-        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve({ stdout }),
-      ),
-    );
-    const got = JSON.parse(stdout) as Record<string, { sha256?: string; range?: string; keys?: string[]; size?: number; url?: string; body?: string }>;
-    for (const kind of ['sigv4', 'sigv2']) {
-      assert.equal(got[kind]!.sha256, sha256(big), kind);
-      assert.equal(got[kind]!.range, big.subarray(100, 200).toString('hex'), kind);
-      assert.deepEqual(got[kind]!.keys, TREE, kind);
-      assert.equal(got[kind]!.size, big.length, kind);
-    }
-    for (const kind of ['presignDefault', 'presignV4', 'presignV2']) assert.equal(got[kind]!.body, 'hello fanout\n', kind);
-    assert.match(got.presignV2!.url!, /[?&]AWSAccessKeyId=.*&Signature=|[?&]Signature=.*AWSAccessKeyId=/);
-    assert.match(got.presignV4!.url!, /X-Amz-Signature=/);
-    // Debian's botocore (1.29) presigns SigV2 by default; a later one may switch to SigV4: both work.
-    assert.match(got.presignDefault!.url!, /[?&](AWSAccessKeyId|X-Amz-Credential)=/);
-  });
+  for (const python of PYTHONS) {
+    test(`boto3 ${python.label}: SigV4 and SigV2 requests, presigned URLs of both kinds`, async () => {
+      const script = join(repoRoot, 'test/clients/boto3_gateway.py');
+      const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) =>
+        execFile(python.bin, [script, endpoint, KEY.accessKeyId, KEY.secretAccessKey], { env: { PATH: '/usr/bin:/bin', HOME: work }, timeout: 120_000 }, (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve({ stdout }),
+        ),
+      );
+      type Read = { sha256: string; range: string; keys: string[]; size: number; bucket: { keys: string[]; head: number; location: string | null } };
+      const got = JSON.parse(stdout) as Record<string, Read & { url?: string; body?: string }>;
+      for (const kind of ['sigv4', 'sigv2']) {
+        assert.equal(got[kind]!.sha256, sha256(big), kind);
+        assert.equal(got[kind]!.range, big.subarray(100, 200).toString('hex'), kind);
+        assert.deepEqual(got[kind]!.keys, TREE, kind);
+        assert.equal(got[kind]!.size, big.length, kind);
+        assert.deepEqual(got[kind]!.bucket, { keys: ['big.bin', 'empty.bin', 'hello.txt', ...TREE], head: 200, location: null }, kind);
+      }
+      for (const kind of ['presignDefault', 'presignV4', 'presignV2']) assert.equal(got[kind]!.body, 'hello fanout\n', kind);
+      assert.match(got.presignV2!.url!, /[?&]AWSAccessKeyId=.*&Signature=|[?&]Signature=.*AWSAccessKeyId=/);
+      assert.match(got.presignV4!.url!, /X-Amz-Signature=/);
+      // Debian's botocore (1.29) presigns SigV2 by default; a later one may switch to SigV4: both work.
+      assert.match(got.presignDefault!.url!, /[?&](AWSAccessKeyId|X-Amz-Credential)=/);
+    });
+  }
 
   test('virtual-hosted style: the bucket in the Host header', async () => {
     const host = `data.localhost:${new URL(endpoint).port}`;
