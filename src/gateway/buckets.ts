@@ -19,6 +19,9 @@ const LIST_PARAMS = new Set([
   'location',
 ]);
 
+/** A SigV2 presigned URL's own parameters: authentication, checked before, not a subresource (as x-amz-* are not). */
+const SIGV2_QUERY_AUTH = new Set(['AWSAccessKeyId', 'Signature', 'Expires']);
+
 export const MAX_KEYS = 1000;
 
 export interface BucketOptions {
@@ -43,7 +46,7 @@ export function headBucket(ctx: RequestContext, backend: GatewayBackend, options
 export async function getBucket(ctx: RequestContext, backend: GatewayBackend, options: BucketOptions): Promise<void> {
   const { query, bucket } = ctx;
   for (const name of query.keys()) {
-    if (!LIST_PARAMS.has(name) && !/^x-amz-/i.test(name)) throw s3Errors.notImplemented(`GET bucket ?${name}`);
+    if (!LIST_PARAMS.has(name) && !SIGV2_QUERY_AUTH.has(name) && !/^x-amz-/i.test(name)) throw s3Errors.notImplemented(`GET bucket ?${name}`);
   }
   requireBucket(backend, bucket);
   if (query.has('location')) return sendXml(ctx.res, 200, locationXml(options.region));

@@ -40,10 +40,17 @@ def presigned(c):
         return {'url': url, 'body': res.read().decode()}
 
 
+def presigned_listing(c):
+    # Fetched by the test: a listing's URL carries list-type, prefix and encoding-type besides the signature.
+    return c.generate_presigned_url('list_objects_v2', Params={'Bucket': 'data', 'Prefix': 'tree/'}, ExpiresIn=300)
+
+
 print(json.dumps({
     'sigv4': read(client()),
     'sigv2': read(client('s3')),
     'presignDefault': presigned(client()),
     'presignV4': presigned(client('s3v4')),
     'presignV2': presigned(client('s3')),
+    'listingV2': presigned_listing(client('s3')),
+    'listingV4': presigned_listing(client('s3v4')),
 }))
