@@ -75,6 +75,18 @@ export const s3Errors = {
  */
 export function toS3Error(err: unknown, ctx: { bucket?: string; key?: string } = {}): S3Error {
   if (err instanceof S3Error) return err;
+  const error = translate(err, ctx);
+  // Kept for the edge: an ABORTED (the client went away) is no server error, whatever S3 code it maps to.
+  error.cause = err;
+  return error;
+}
+
+/** The error that lies under a translated one (see toS3Error). */
+export function causeOf(err: unknown): unknown {
+  return err instanceof S3Error && err.cause !== undefined ? err.cause : err;
+}
+
+function translate(err: unknown, ctx: { bucket?: string; key?: string }): S3Error {
   if (!(err instanceof FanoutError)) return s3Errors.internal();
   switch (err.code) {
     case 'UNKNOWN_MOUNT':

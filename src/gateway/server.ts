@@ -10,7 +10,7 @@ import { parseListen } from '../lib/config/index.js';
 import { CertificateReloader, createApiServer, readTlsPair, type TlsFiles } from '../lib/tls/index.js';
 import { Authenticator } from './auth.js';
 import { getBucket, headBucket, listBuckets, type BucketOptions } from './buckets.js';
-import { S3Error, s3Errors, toS3Error } from './errors.js';
+import { causeOf, S3Error, s3Errors, toS3Error } from './errors.js';
 import { getObject } from './objects.js';
 import { headerMap, parseQuery } from './sigv4.js';
 import type { GatewayBackend, GatewayConfig, RequestContext } from './types.js';
@@ -169,10 +169,12 @@ export class S3Gateway {
 
   private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string, target: { bucket: string; key: string }): void {
     const error: S3Error = toS3Error(err, { bucket: target.bucket, key: target.key || undefined });
-    // A client that hung up mid-answer is not the server's fault: no warning per disconnect.
-    const clientGone = res.destroyed || (err instanceof FanoutError && err.code === 'ABORTED');
+    // A client that hung up mid-answer is not the server's fault: no warning per disconnect. The
+    // ABORTED may come translated already (getObject translates what its send throws).
+    const cause = causeOf(err);
+    const clientGone = res.destroyed || (cause instanceof FanoutError && cause.code === 'ABORTED');
     if (error.status >= 500 && error.code !== 'NotImplemented' && !clientGone) {
-      this.options.logger?.warn({ code: error.code, err: (err as Error)?.message, method: req.method, resource, requestId }, 'S3 request failed');
+      this.options.logger?.warn({ code: error.code, err: (cause as Error)?.message, method: req.method, resource, requestId }, 'S3 request failed');
     }
     // The whole answer is already written: cutting now would only break the kept-alive connection
     // under the client's next request ("socket hang up"). Logged above when it is a 5xx.

@@ -1,0 +1,67 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../harness/ports.js';
+import { WorkerProcess } from '../harness/workers.js';
+
+const MiB = 1024 * 1024;
+
+/** Sends `request` on a fresh connection; resolves with the socket once the first bytes of the answer arrive. */
+function firstChunk(endpoint: string, request: string): Promise<{ socket: Socket; chunk: Buffer }> {
+  const { hostname, port } = new URL(endpoint);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(request));
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      resolve({ socket, chunk });
+    });
+    socket.once('error', reject);
+  });
+}
+
+/**
+ * The S3 gateway facing clients that misbehave: they hang up mid-answer, or send what no S3
+ * client sends. Anonymous access, so raw requests need no signature.
+ */
+describe('the S3 gateway and hostile clients', () => {
+  let source: string;
+  let worker: WorkerProcess;
+  let endpoint: string;
+  const workerLog = () => readFile(join(worker.dir, 'worker.log'), 'utf8');
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-gwh-src-'));
+    await writeFile(join(source, 'big.bin'), randomBytes(8 * MiB));
+    const port = await freePort();
+    endpoint = `http://127.0.0.1:${port}`;
+    worker = await WorkerProcess.start({ id: 'gwh', mounts: { data: source }, pageSize: '1MiB', gateway: { listen: `127.0.0.1:${port}`, anonymous: true } });
+  });
+
+  after(async () => {
+    await worker?.destroy();
+    await rm(source, { recursive: true, force: true });
+  });
+
+  test('clients that hang up mid-GetObject are not logged as server errors', async () => {
+    // Cached first, so the answers go out by the kernel-send path, whose failure is ABORTED.
+    assert.equal((await (await fetch(`${endpoint}/data/big.bin`)).arrayBuffer()).byteLength, 8 * MiB);
+    const request = `GET /data/big.bin HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`;
+    for (let round = 0; round < 40; round++) {
+      const { socket, chunk } = await firstChunk(endpoint, request);
+      assert.match(chunk.toString('latin1'), /^HTTP\/1\.1 200 /);
+      // Half close politely, half reset: both are a client gone, not a failure of the server.
+      if (round % 2) socket.resetAndDestroy();
+      else socket.destroy();
+    }
+    const res = await fetch(`${endpoint}/data/big.bin`, { headers: { range: 'bytes=0-9' } });
+    assert.equal(res.status, 206);
+    await res.arrayBuffer();
+    await new Promise((r) => setTimeout(r, 500));
+    const log = await workerLog();
+    assert.doesNotMatch(log, /InternalError|S3 request failed/, log.slice(0, 2000));
+  });
+});
