@@ -151,4 +151,20 @@ describe('flat keyspace listing over directory listings', () => {
     assert.ok(compareKeys('a', 'a/') < 0 && compareKeys('a.txt', 'a/') < 0 && compareKeys('ab', 'a/') > 0);
     assert.equal((await listKeys(listDir, { prefix: '', delimiter: '', maxKeys: 0 })).objects.length, 0);
   });
+  test('a source whose directories loop for ever: the walk stops at directories whose key is 1024 bytes', async () => {
+    // Every directory holds itself again ("self") and a file: keys self/f, self/self/f, …
+    const listDir = async () => [{ name: 'self', type: 'dir' as const }, { name: 'f', type: 'file' as const, size: 1, mtimeMs: 0, version: 'v' }];
+    const keys: string[] = [];
+    let resume: Position | undefined;
+    for (let page = 0; page < 100; page++) {
+      const result = await listKeys(listDir, { prefix: '', delimiter: '', maxKeys: 1000, resume });
+      keys.push(...result.objects.map((o) => o.key));
+      if (!result.truncated) break;
+      resume = result.next;
+    }
+    // "self/" × 204 is 1020 bytes: the deepest directory entered; "self/" × 205 is not.
+    assert.equal(keys.length, 205);
+    assert.equal(keys.at(-1), `${'self/'.repeat(204)}f`);
+    assert.ok(keys.every((k) => Buffer.byteLength(k) <= 1024));
+  });
 });

@@ -2,6 +2,7 @@ import { FanoutError } from '../core/errors.js';
 import type { DirEntry } from '../core/types.js';
 import { EMPTY_ETAG } from './dirmarkers.js';
 import { s3Errors } from './errors.js';
+import { MAX_KEY_BYTES } from './objects.js';
 import type { ListedObject } from './xml.js';
 
 /**
@@ -108,7 +109,9 @@ export async function listKeys(listDir: ListDir, req: ListRequest, budget = DEFA
       const common = rollup(name);
       if (common !== undefined) yield { kind: 'prefix', prefix: common };
       else if (!isDir) yield { kind: 'object', key: name, entry };
-      else {
+      // A directory whose key is S3's longest already holds no key S3 could name: not entered.
+      // That bounds the walk in a source whose directories loop in a way it cannot tell.
+      else if (Buffer.byteLength(name) < MAX_KEY_BYTES) {
         yield* walk(dir ? `${dir}/${entry.name}` : entry.name, name, entry);
         yield { kind: 'done', dir: name };
       }

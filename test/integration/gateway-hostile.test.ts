@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +36,11 @@ describe('the S3 gateway and hostile clients', () => {
   before(async () => {
     source = await mkdtemp(join(tmpdir(), 'fanout-gwh-src-'));
     await writeFile(join(source, 'big.bin'), randomBytes(8 * MiB));
+    // Two links back to their own directory: followed, they would double the keys at each level.
+    await mkdir(join(source, 'loopdir'));
+    await writeFile(join(source, 'loopdir/file.txt'), 'in the loop\n');
+    await symlink('../loopdir', join(source, 'loopdir/self'));
+    await symlink('../loopdir', join(source, 'loopdir/again'));
     const port = await freePort();
     endpoint = `http://127.0.0.1:${port}`;
     worker = await WorkerProcess.start({ id: 'gwh', mounts: { data: source }, pageSize: '1MiB', gateway: { listen: `127.0.0.1:${port}`, anonymous: true } });
@@ -63,5 +68,22 @@ describe('the S3 gateway and hostile clients', () => {
     await new Promise((r) => setTimeout(r, 500));
     const log = await workerLog();
     assert.doesNotMatch(log, /InternalError|S3 request failed/, log.slice(0, 2000));
+  });
+
+  test('a bucket whose directory links back to itself lists to an end, each key once', async () => {
+    const keys: string[] = [];
+    let token: string | undefined;
+    for (let page = 0; page < 50; page++) {
+      const res = await fetch(`${endpoint}/data?list-type=2${token ? `&continuation-token=${encodeURIComponent(token)}` : ''}`);
+      const xml = await res.text();
+      assert.equal(res.status, 200, xml);
+      keys.push(...[...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1]!));
+      token = /<NextContinuationToken>([^<]*)</.exec(xml)?.[1];
+      if (!token) break;
+    }
+    assert.equal(token, undefined, `still listing after 50 pages, ${keys.length} keys`);
+    assert.deepEqual(keys, ['big.bin', 'loopdir/file.txt']);
+    // The file is still there by a name through the link.
+    assert.equal(await (await fetch(`${endpoint}/data/loopdir/self/file.txt`)).text(), 'in the loop\n');
   });
 });

@@ -68,6 +68,23 @@ describe('LocalUfs', () => {
     assert.ok(!(await ufs.list('')).some((e) => e.name === 'escape-dir'));
   });
 
+  test('links back to the directory itself or one above it are left out of listings; sideways links stay', async () => {
+    await mkdir(join(root, 'loopdir/sub'), { recursive: true });
+    await writeFile(join(root, 'loopdir/file.txt'), 'x');
+    await symlink('../loopdir', join(root, 'loopdir/self'));
+    await symlink('.', join(root, 'loopdir/dot'));
+    await symlink('../..', join(root, 'loopdir/sub/up'));
+    await symlink('../file.txt', join(root, 'loopdir/sub/file-link'));
+    try {
+      assert.deepEqual((await ufs.list('loopdir')).map((e) => e.name), ['file.txt', 'sub']);
+      assert.deepEqual((await ufs.list('loopdir/sub')).map((e) => e.name), ['file-link']);
+      // Still reachable by name: only the endless listing goes.
+      assert.deepEqual((await ufs.list('loopdir/self')).map((e) => e.name), ['file.txt', 'sub']);
+    } finally {
+      await rm(join(root, 'loopdir'), { recursive: true });
+    }
+  });
+
   test('list gives one level, sorted, with types and file versions', async () => {
     const entries = await ufs.list('models');
     assert.deepEqual(

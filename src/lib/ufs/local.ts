@@ -242,6 +242,10 @@ export class LocalUfs implements Ufs {
       if (dirent.isSymbolicLink()) {
         target = await realpath(target);
         if (!isInside(await this.root(), target)) return null;
+        // A link back to this directory or one above it ("loopdir/self -> ../loopdir") makes an
+        // endless tree: every recursive walk (the S3 gateway's listing, cp) would go round it, two
+        // such links double the keys at each level. Left out of listings, as find -L does.
+        if (isInside(target, dirReal)) return null;
       }
       const st = await stat(target);
       if (st.isDirectory()) return { name, type: 'dir' };
