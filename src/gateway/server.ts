@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
@@ -64,9 +65,16 @@ export class S3Gateway {
       const error = isHeaderOverflow(err)
         ? new S3Error('RequestHeaderSectionTooLarge', 400, 'Your request header section exceeds the maximum allowed size.')
         : s3Errors.invalidRequest(`The HTTP request could not be parsed (${err.code ?? 'malformed'}).`);
-      const requestId = `${this.idPrefix}${(++this.requests).toString(16).toUpperCase().padStart(8, '0')}`;
+      const requestId = this.nextRequestId();
       return { status: error.status, headers: { 'content-type': 'application/xml', 'x-amz-request-id': requestId }, body: errorXml(error, '/', requestId, this.hostId) };
     });
+    // Without these listeners node answers an Expect other than 100-continue with a bare 417, and
+    // closes a CONNECT's socket with no answer at all: an S3 client gets no error code to read.
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      const error = new S3Error('ExpectationFailed', 417, 'The only expectation supported is 100-continue.', { Expect: String(req.headers.expect).slice(0, 200) });
+      this.refuse(req, res, error);
+    });
+    this.server.on('connect', (req: IncomingMessage, socket: Duplex) => this.refuseConnect(req, socket));
   }
 
   /** http(s)://host:port once started. */
@@ -90,12 +98,44 @@ export class S3Gateway {
     });
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const requestId = `${this.idPrefix}${(++this.requests).toString(16).toUpperCase().padStart(8, '0')}`;
-    closeIfOrphaned(req, res);
+  private nextRequestId(): string {
+    return `${this.idPrefix}${(++this.requests).toString(16).toUpperCase().padStart(8, '0')}`;
+  }
+
+  private setIds(res: ServerResponse, requestId: string): void {
     res.setHeader('x-amz-request-id', requestId);
     res.setHeader('x-amz-id-2', this.hostId);
     res.setHeader('server', 'fanout');
+  }
+
+  /** Answers `error` to a request the gateway will not serve at all. */
+  private refuse(req: IncomingMessage, res: ServerResponse, error: S3Error): void {
+    const requestId = this.nextRequestId();
+    closeIfOrphaned(req, res);
+    this.setIds(res, requestId);
+    try {
+      this.fail(req, res, error, (req.url ?? '/').split('?')[0]!, requestId, { bucket: '', key: '' });
+    } catch {
+      res.destroy();
+    }
+  }
+
+  /** CONNECT takes the socket out of HTTP: the answer is written raw, then the connection closes. */
+  private refuseConnect(req: IncomingMessage, socket: Duplex): void {
+    // node has taken its own listeners off this socket: an unheard reset would crash the worker.
+    socket.on('error', () => socket.destroy());
+    // A client that never closes its side must not hold the socket (node keeps it half-open).
+    (socket as Socket).setTimeout(10_000, () => socket.destroy());
+    const requestId = this.nextRequestId();
+    const body = errorXml(s3Errors.methodNotAllowed('CONNECT'), req.url ?? '/', requestId, this.hostId);
+    const headers = { 'content-type': 'application/xml', 'x-amz-request-id': requestId, 'x-amz-id-2': this.hostId, server: 'fanout', 'content-length': Buffer.byteLength(body), connection: 'close' };
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const requestId = this.nextRequestId();
+    closeIfOrphaned(req, res);
+    this.setIds(res, requestId);
     const method = req.method ?? 'GET';
     let resource = '/';
     let target: { bucket: string; key: string; virtual?: boolean } = { bucket: '', key: '' };

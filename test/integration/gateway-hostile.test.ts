@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,21 @@ function firstChunk(endpoint: string, request: string): Promise<{ socket: Socket
     socket.once('data', (chunk: Buffer) => {
       socket.pause();
       resolve({ socket, chunk });
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Sends `request` on a fresh connection and reads until the server closes it. */
+function untilClosed(endpoint: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(endpoint);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(request));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.once('end', () => {
+      socket.destroy();
+      resolve(Buffer.concat(chunks).toString('latin1'));
     });
     socket.once('error', reject);
   });
@@ -85,5 +101,34 @@ describe('the S3 gateway and hostile clients', () => {
     assert.deepEqual(keys, ['big.bin', 'loopdir/file.txt']);
     // The file is still there by a name through the link.
     assert.equal(await (await fetch(`${endpoint}/data/loopdir/self/file.txt`)).text(), 'in the loop\n');
+  });
+
+  test('an Expect other than 100-continue: 417 with an S3 error and a request id', async () => {
+    const { status, headers, body } = await new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${endpoint}/data/big.bin`, { headers: { expect: 'something-else' } }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(status, 417, body);
+    assert.equal(headers['content-type'], 'application/xml');
+    assert.match(body, /<Code>ExpectationFailed<\/Code>/);
+    assert.ok(headers['x-amz-request-id'], 'a request id');
+    assert.match(body, new RegExp(`<RequestId>${headers['x-amz-request-id']}</RequestId>`));
+  });
+
+  test('CONNECT: 405 MethodNotAllowed as S3 XML, then the connection closes; the gateway goes on', async () => {
+    const answer = await untilClosed(endpoint, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 405 /);
+    assert.match(answer, /\r\nx-amz-request-id: \w+\r\n/);
+    assert.match(answer, /<Code>MethodNotAllowed<\/Code>/);
+    assert.match(answer, /\r\nconnection: close\r\n/);
+    // A client that resets right after its CONNECT does not take the worker down.
+    const { socket } = await firstChunk(endpoint, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
+    socket.resetAndDestroy();
+    assert.equal((await fetch(`${endpoint}/data/loopdir/file.txt`)).status, 200);
   });
 });
