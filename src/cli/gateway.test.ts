@@ -51,6 +51,10 @@ describe('gateway configuration and CLI defaults', () => {
     await withEnv({ FANOUT_S3_ACCESS_KEY: 'ONLYKEY', FANOUT_S3_SECRET_KEY: undefined }, async () => {
       await assert.rejects(setupGateway(parseWorkerConfig({}), {}, true), (e: FanoutError) => e.code === 'INVALID_CONFIG');
     });
+    // As in the config: an id with "/" or ":" could never authenticate.
+    await withEnv({ FANOUT_S3_ACCESS_KEY: 'MY/KEY', FANOUT_S3_SECRET_KEY: 'my-secret' }, async () => {
+      await assert.rejects(setupGateway(parseWorkerConfig({}), {}, true), (e: FanoutError) => e.code === 'INVALID_CONFIG' && /FANOUT_S3_ACCESS_KEY/.test(e.message));
+    });
   });
 
   test('worker: only when configured or asked for, and never without keys', async () => {

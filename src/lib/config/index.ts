@@ -98,11 +98,36 @@ const etcdTlsSchema = z
  * The S3-compatible gateway a worker serves on its own port (read-only). Off unless `listen` is
  * set; requests must be signed (SigV4) with one of `credentials` unless `anonymous` is true.
  */
+/**
+ * What an S3 access key id may be made of: printable ASCII without "/" (SigV4's credential scope
+ * is split on it), ":" (SigV2's "AWS id:signature"), "," (SigV4's Authorization fields) or spaces.
+ * Any other id could never authenticate.
+ */
+export const ACCESS_KEY_TEXT = /^[\x21-\x2b\x2d\x2e\x30-\x39\x3b-\x7e]+$/;
+
+const gatewayCredentialsSchema = z
+  .array(
+    z
+      .object({
+        accessKeyId: z.string().min(1).regex(ACCESS_KEY_TEXT, 'access key ids are printable ASCII without spaces, "/", ":" or "," (such an id could never authenticate)'),
+        secretAccessKey: z.string().min(1),
+      })
+      .strict(),
+  )
+  .superRefine((credentials, ctx) => {
+    const seen = new Set<string>();
+    credentials.forEach(({ accessKeyId }, i) => {
+      // One id, one secret: with two, the gateway would take one and the other would never work.
+      if (seen.has(accessKeyId)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [i, 'accessKeyId'], message: `access key id "${accessKeyId}" is given twice` });
+      seen.add(accessKeyId);
+    });
+  });
+
 export const gatewayConfigSchema = z
   .object({
     listen: z.string().optional(),
     region: z.string().min(1).default('us-east-1'),
-    credentials: z.array(z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1) }).strict()).default([]),
+    credentials: gatewayCredentialsSchema.default([]),
     anonymous: z.boolean().default(false),
     /** Its own certificate; without it the gateway serves HTTPS with the worker's `tls` pair, if any. */
     tls: tlsFilesSchema.optional(),
