@@ -103,3 +103,32 @@ describe('the S3 source over a misbehaving server', () => {
     await assert.rejects(readAll(ufs.read('f.bin', version, 0, MiB)), rejectsWith('SOURCE_ERROR'));
   });
 });
+
+test('a manifest PUT that the server takes and never answers fails on its deadline (release publish hung for ever)', { timeout: 30_000 }, async () => {
+  const { createServer } = await import('node:http');
+  const held: import('node:http').ServerResponse[] = [];
+  // HEAD: no such object yet; a listing: nothing under it; PUT: the body is read, then no answer.
+  const server = createServer((req, res) => {
+    if (req.method === 'HEAD') return void res.writeHead(404).end();
+    if (req.method === 'GET') {
+      return void res
+        .writeHead(200, { 'content-type': 'application/xml' })
+        .end('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>bucket</Name><KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>');
+    }
+    req.resume();
+    held.push(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as import('node:net').AddressInfo;
+  const ufs = new S3Ufs('bucket', '', { endpoint: `http://127.0.0.1:${port}`, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
+    deadlines: { connectMs: 2000, firstByteMs: 500, idleMs: 2000 },
+  });
+  try {
+    await assert.rejects(ufs.writeExclusive('.fanout-releases/r/v1.json', Buffer.from('{}')), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /v1\.json: the source gave no answer within/.test(err.message));
+  } finally {
+    await ufs.close();
+    for (const res of held) res.destroy();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+});

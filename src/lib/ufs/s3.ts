@@ -11,9 +11,13 @@ import { Readable } from 'node:stream';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
+
 import { remoteRangeStream } from './remoterange.js';
 import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion, sizeMtimeVersion } from './util.js';
+
+/** The slowest upload writeExclusive waits for, beyond the first-byte deadline. */
+const UPLOAD_FLOOR_BYTES_PER_S = 64 * 1024;
 
 /** The S3Client settings fanout uses for every S3 source (and the test harness reuses). */
 export function s3ClientConfig(options: S3SourceOptions = {}, deadlines: SourceDeadlines = resolveDeadlines()): S3ClientConfig {
@@ -213,10 +217,12 @@ export class S3Ufs implements Ufs {
       },
     );
     if (exists) throw new FanoutError('ALREADY_EXISTS', `${this.describe(path)} already exists`);
+    // The SDK has no deadline of its own: a server that takes the body and never answers held
+    // `release publish` for ever. The upload's time is allowed for at 64 KiB/s on top.
+    const deadlineMs = this.deadlines.firstByteMs + Math.ceil(data.length / UPLOAD_FLOOR_BYTES_PER_S) * 1000;
     try {
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: this.base + path, Body: data, IfNoneMatch: '*', ContentType: 'application/json' }),
-        opts(signal),
+      await withDeadline(deadlineMs, this.describe(path), signal, (sig) =>
+        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.base + path, Body: data, IfNoneMatch: '*', ContentType: 'application/json' }), opts(sig)),
       );
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
