@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Etcd3 } from 'etcd3';
 import type { Member } from '../../src/core/types.js';
 import { EtcdMembership, type EtcdMembershipOptions } from '../../src/lib/membership/index.js';
@@ -167,5 +168,35 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
     await assert.rejects(m.start(), { code: 'WORKER_UNAVAILABLE' });
     assert.deepEqual(m.members(), []);
     await m.stop(); // idempotent after a failed start
+  });
+
+  test('a member whose first endpoint accepts connections but never answers stays registered without a gap', async () => {
+    // Like a hung etcd: TCP is accepted, no byte ever comes back.
+    const sockets = new Set<Socket>();
+    const hung = createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
+    try {
+      const watcher = await open({});
+      const m = await open({ self: member('h'), endpoints: [`http://127.0.0.1:${(hung.address() as AddressInfo).port}`, etcd.endpoint] });
+      await until(watcher, 'change', () => ids(watcher).includes('h'), 'h listed');
+      const gaps: string[][] = [];
+      const lost: string[] = [];
+      const onChange = () => !ids(watcher).includes('h') && gaps.push(ids(watcher));
+      const onLost = (reason: string) => lost.push(reason);
+      watcher.on('change', onChange);
+      m.on('leaseLost', onLost);
+      await new Promise((resolve) => setTimeout(resolve, 4 * TTL * 1000)); // several lease periods
+      watcher.off('change', onChange);
+      m.off('leaseLost', onLost);
+      assert.deepEqual(lost, [], 'the lease was never lost');
+      assert.deepEqual(gaps, [], 'the watcher never saw h leave');
+      assert.equal(m.stale, false);
+    } finally {
+      for (const s of sockets) s.destroy();
+      hung.close();
+    }
   });
 });

@@ -1,5 +1,6 @@
 import type { Etcd3, IWatchResponse } from 'etcd3';
 import type { Member } from '../../core/types.js';
+import { endpointUnanswered, preferredEndpoint } from './client.js';
 
 export interface PrefixWatchOptions {
   key: Buffer;
@@ -27,6 +28,7 @@ export interface PrefixWatch {
  * Resolves when etcd confirms the watch; rejects if it does not within `timeoutMs`.
  */
 export async function openWatch(client: Etcd3, opts: PrefixWatchOptions): Promise<PrefixWatch> {
+  const endpoint = preferredEndpoint(client);
   const stream = await client.watchClient.watch();
   let closed = false;
   const close = () => {
@@ -47,7 +49,10 @@ export async function openWatch(client: Etcd3, opts: PrefixWatchOptions): Promis
       if (created) opts.onBroken(err);
       else reject(err);
     };
-    const timer = setTimeout(() => fail(new Error(`etcd did not confirm the watch within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    const timer = setTimeout(() => {
+      endpointUnanswered(client, endpoint);
+      fail(new Error(`etcd did not confirm the watch within ${opts.timeoutMs} ms`));
+    }, opts.timeoutMs);
 
     stream.on('data', (res: IWatchResponse) => {
       if (closed) return;
@@ -82,6 +87,7 @@ export async function openWatch(client: Etcd3, opts: PrefixWatchOptions): Promis
  * the timing decisions in LeaseSchedule, where they are tested.
  */
 export async function keepaliveOnce(client: Etcd3, leaseId: string, timeoutMs: number): Promise<number> {
+  const endpoint = preferredEndpoint(client);
   const stream = await client.leaseClient.leaseKeepAlive();
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -89,7 +95,10 @@ export async function keepaliveOnce(client: Etcd3, leaseId: string, timeoutMs: n
       stream.on('data', (res) => resolve(Number(res.TTL)));
       stream.on('error', (err) => reject(err));
       stream.on('end', () => reject(new Error('lease keepalive stream ended')));
-      timer = setTimeout(() => reject(new Error(`lease keepalive got no answer within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(() => {
+        endpointUnanswered(client, endpoint);
+        reject(new Error(`lease keepalive got no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
       stream.write({ ID: leaseId });
     });
   } finally {
