@@ -1,6 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { EtcdError, EtcdJsonClient } from '../../src/lib/etcdjson/index.js';
 import { ReleaseRegistry, type AgentState } from '../../src/release/registry.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
@@ -13,6 +15,33 @@ describe("etcd's JSON gateway (the release index's reads and writes)", { timeout
   });
   after(async () => {
     await etcd?.stop();
+  });
+
+  test('a first endpoint that takes requests and never answers: reads, writes and leases go to the next, and a compare-and-put it applied counts as done', async () => {
+    // Passes each request on to etcd and drops the answer: a hung endpoint, and the worst case
+    // for a write, which etcd applied although the client never hears so.
+    const forwarded: Promise<unknown>[] = [];
+    const blackhole: Server = createServer((req) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => forwarded.push(fetch(etcd.endpoint + req.url, { method: 'POST', body: Buffer.concat(chunks) }).then((r) => r.text())));
+    });
+    await new Promise<void>((resolve) => blackhole.listen(0, '127.0.0.1', resolve));
+    const kv = new EtcdJsonClient({ endpoints: [`http://127.0.0.1:${(blackhole.address() as AddressInfo).port}`, etcd.endpoint] }, 500);
+    try {
+      assert.equal(await kv.putIf([{ key: '/h/new', target: 'CREATE', result: 'EQUAL', revision: '0' }], '/h/new', 'mine'), true);
+      await Promise.all(forwarded);
+      assert.equal(forwarded.length, 1, 'the hung endpoint passed the write on to etcd, which applied it');
+      assert.equal((await kv.get('/h/new'))?.value, 'mine');
+      assert.equal(await kv.putIf([{ key: '/h/new', target: 'CREATE', result: 'EQUAL', revision: '0' }], '/h/new', 'other'), false);
+      const lease = await kv.grantLease(30);
+      assert.ok((await kv.keepAlive(lease)) > 0);
+      assert.equal(forwarded.length, 1, 'after one no-answer, the answering endpoint is asked first');
+    } finally {
+      kv.close();
+      blackhole.closeAllConnections();
+      blackhole.close();
+    }
   });
 
   test('get, prefix listing, put, compare-and-put, leases and their renewal against a real etcd', async () => {

@@ -99,3 +99,67 @@ test('an answer that is not JSON is an EtcdError naming the status', async () =>
     server.close();
   }
 });
+
+/** A listener that accepts connections and never answers: a hung etcd. */
+async function hungEndpoint(): Promise<{ url: string; sockets: Socket[]; close(): void }> {
+  const sockets: Socket[] = [];
+  const server = createNetServer((socket) => {
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    sockets,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+test('an endpoint that accepts and never answers is left for the next at its deadline, and the next is asked first from then on', async () => {
+  const hung = await hungEndpoint();
+  const gateway = await fakeGateway(() => [200, { kvs: [{ key: b64('/k'), value: b64('v'), create_revision: '3', mod_revision: '4' }] }]);
+  const client = new EtcdJsonClient({ endpoints: [hung.url, gateway.url] }, 300);
+  try {
+    assert.equal((await client.get('/k'))?.value, 'v');
+    assert.equal((await client.getPrefix('/'))[0]?.value, 'v');
+    await client.put('/k', 'w');
+    assert.equal(hung.sockets.length, 1, 'only the first request went to the hung endpoint');
+    assert.deepEqual(gateway.requests, ['/v3/kv/range', '/v3/kv/range', '/v3/kv/put']);
+  } finally {
+    client.close();
+    hung.close();
+    gateway.server.close();
+  }
+});
+
+test('a compare-and-put sent again after no answer counts as done when the key holds its value, and as refused when it holds another', async () => {
+  // The first endpoint is an etcd that applies the write and whose answer never comes: the
+  // second sees the guard fail on that very write.
+  let held = '';
+  const slow = createServer((req) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (text += chunk));
+    req.on('end', () => {
+      const body = JSON.parse(text) as { success: { request_put: { value: string } }[] };
+      held = Buffer.from(body.success[0]!.request_put.value, 'base64').toString();
+    });
+  });
+  await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+  const gateway = await fakeGateway(() => [200, { succeeded: false, responses: [{ response_range: { kvs: [{ key: b64('/k'), value: b64(held) }] } }] }]);
+  const client = new EtcdJsonClient({ endpoints: [`http://127.0.0.1:${(slow.address() as AddressInfo).port}`, gateway.url] }, 300);
+  const guard = [{ key: '/k', target: 'CREATE' as const, result: 'EQUAL' as const, revision: '0' }];
+  try {
+    assert.equal(await client.putIf(guard, '/k', 'mine'), true);
+    held = 'theirs'; // now answered at once by the second endpoint: a plain refusal
+    assert.equal(await client.putIf(guard, '/k', 'theirs'), false, 'not resent: a failed guard is a refusal even with an equal value');
+  } finally {
+    client.close();
+    slow.closeAllConnections();
+    slow.close();
+    gateway.server.close();
+  }
+});

@@ -11,7 +11,9 @@ import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from '../member
  * this does not do (a watch is a long-lived stream): the release index opens them with etcd3.
  *
  * Requests go over the lean HTTP/1.1 client (keep-alive, a deadline per phase and one for the
- * whole request), to the first endpoint that accepts a connection. With a user and password, the
+ * whole request), to the endpoint that answered last, and on to the next when one gives no answer
+ * (refused, reset, or silent past the deadline). Every request here may be sent twice (see
+ * `send`). With a user and password, the
  * token etcd gives for them is sent with each request and asked for again when etcd says it
  * expired.
  */
@@ -43,7 +45,7 @@ export class EtcdError extends Error {
 
 /** Largest answer read (a prefix listing of every release's keys fits many times over). */
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
-/** A connection refused or not made in time: the request never left, the next endpoint may take it. */
+/** A connection refused or not made in time: the request never left, so sending it to the next endpoint is no resend. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'FANOUT_CONNECT_TIMEOUT']);
 const GRPC_UNAUTHENTICATED = 16;
 
@@ -89,11 +91,23 @@ export class EtcdJsonClient {
       result: c.result,
       [c.target === 'CREATE' ? 'create_revision' : 'mod_revision']: c.revision,
     }));
-    const answer = await this.call<{ succeeded?: boolean }>('/v3/kv/txn', { compare, success: [{ request_put: { key: b64(key), value: b64(value) } }] });
-    return answer.succeeded === true;
+    const { answer, resent } = await this.send<{ succeeded?: boolean; responses?: { response_range?: { kvs?: { value?: string }[] } }[] }>('/v3/kv/txn', {
+      compare,
+      success: [{ request_put: { key: b64(key), value: b64(value) } }],
+      failure: [{ request_range: { key: b64(key) } }],
+    });
+    if (answer.succeeded === true) return true;
+    // Sent again after an endpoint gave no answer, the first try may have been applied: then the
+    // guard fails on our own write. The key holding exactly this value (our records carry their
+    // own timestamp) says it was.
+    const held = answer.responses?.[0]?.response_range?.kvs?.[0];
+    return resent && held !== undefined && unb64(held.value ?? '') === value;
   }
 
-  /** A new lease of `ttlSeconds`; its id. */
+  /**
+   * A new lease of `ttlSeconds`; its id. Sent again after no answer, a first grant etcd did make
+   * is never used: with no key under it, it expires after `ttlSeconds` and nothing notices.
+   */
   async grantLease(ttlSeconds: number): Promise<string> {
     const answer = await this.call<{ ID?: string; error?: string }>('/v3/lease/grant', { TTL: ttlSeconds });
     if (answer.error || !answer.ID) throw new EtcdError(`etcd granted no lease: ${answer.error ?? 'no id'}`, 0);
@@ -117,8 +131,18 @@ export class EtcdJsonClient {
     return (answer.kvs ?? []).map((kv) => ({ key: unb64(kv.key), value: unb64(kv.value ?? ''), createRevision: kv.create_revision, modRevision: kv.mod_revision }));
   }
 
-  /** POSTs `body` as JSON and parses the answer; with a password, once more with a fresh token if etcd says the one sent expired. */
   private async call<T>(path: string, body: object): Promise<T> {
+    return (await this.send<T>(path, body)).answer;
+  }
+
+  /**
+   * POSTs `body` as JSON and parses the answer; with a password, once more with a fresh token if
+   * etcd says the one sent expired. `resent`: an endpoint gave no answer, so etcd may have applied
+   * the request before the answer that came. That is harmless for what this client sends: reads,
+   * plain puts and renewals are idempotent, a lease grant leaves at worst an unused lease that
+   * expires, and putIf checks its outcome.
+   */
+  private async send<T>(path: string, body: object): Promise<{ answer: T; resent: boolean }> {
     const payload = Buffer.from(JSON.stringify(body));
     if (!this.connection.auth) return this.post<T>(path, payload, undefined);
     const token = await this.authToken();
@@ -134,7 +158,7 @@ export class EtcdJsonClient {
   private authToken(): Promise<string> {
     const { username, password } = this.connection.auth!;
     if (this.token) return this.token;
-    const pending = this.post<{ token?: string }>('/v3/auth/authenticate', Buffer.from(JSON.stringify({ name: username, password })), undefined).then((answer) => {
+    const pending = this.post<{ token?: string }>('/v3/auth/authenticate', Buffer.from(JSON.stringify({ name: username, password })), undefined).then(({ answer }) => {
       if (!answer.token) throw new EtcdError('etcd gave no token for the user and password', GRPC_UNAUTHENTICATED);
       return answer.token;
     });
@@ -146,18 +170,24 @@ export class EtcdJsonClient {
     return pending;
   }
 
-  /** One request, to the endpoint that answered last and, if it takes no connection, to the others in turn. */
-  private async post<T>(path: string, payload: Buffer, token: string | undefined): Promise<T> {
+  /**
+   * One request, to the endpoint that answered last and, if it gives no answer (refused, reset,
+   * or silent past the deadline: a hung etcd), to the others in turn; the one that answers is
+   * asked first from then on. An error etcd answered is thrown: another endpoint would say the same.
+   */
+  private async post<T>(path: string, payload: Buffer, token: string | undefined): Promise<{ answer: T; resent: boolean }> {
     let lastError: unknown;
+    let resent = false;
     for (let tried = 0; tried < this.pools.length; tried++) {
       const at = (this.current + tried) % this.pools.length;
       try {
         const answer = await this.exchange<T>(this.pools[at]!, path, payload, token);
         this.current = at;
-        return answer;
+        return { answer, resent };
       } catch (err) {
-        if (!NOT_SENT.has((err as { code?: string }).code ?? '')) throw err;
+        if (err instanceof EtcdError) throw err;
         lastError = err;
+        resent ||= !NOT_SENT.has((err as { code?: string }).code ?? '');
       }
     }
     throw lastError;
