@@ -104,8 +104,8 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
     }
     bar?.finish(doneBytes, { pages: donePages });
     const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
-    if (flags.pin) await everyWorker(info.members, (m) => admin.pin(m.url, target));
-    if (flags.ttl) await everyWorker(info.members, (m) => admin.ttl(m.url, { ...target, ttlMs: parseDuration(flags.ttl!) }));
+    if (flags.pin) await everyWorker('pin', info.members, (m) => admin.pin(m.url, target));
+    if (flags.ttl) await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { ...target, ttlMs: parseDuration(flags.ttl!) }));
     const seconds = (Date.now() - started) / 1000;
     // One object per line: progress events, then this report (NDJSON).
     if (json) process.stdout.write(JSON.stringify({ event: 'done', path: fanoutPath(pages.rule.mount, pages.rule.prefix), ...report, seconds }) + '\n');
@@ -130,7 +130,7 @@ export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | unde
     const pages = await resolvePages(client, path, flags, info.pageSize);
     const admin = new AdminClient(client);
     const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
-    const results = await everyWorker<unknown>(info.members, (m) => admin[verb](m.url, target));
+    const results = await everyWorker<unknown>(verb, info.members, (m) => admin[verb](m.url, target));
     if (flags.json) return printJson({ [verb]: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule, workers: results });
     const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} deleted` : '';
     process.stdout.write(`${verb}: ${plural(pages.refs.length, 'page')} of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${plural(info.members.length, 'worker')}${freed}\n`);
@@ -146,7 +146,7 @@ export async function ttl(path: string, duration: string, flags: TargetFlags): P
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
     const admin = new AdminClient(client);
-    await everyWorker(info.members, (m) => admin.ttl(m.url, { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }));
+    await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }));
     if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule });
     process.stdout.write(`ttl ${duration} on ${plural(pages.refs.length, 'cached page')} and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
   } finally {
@@ -240,7 +240,17 @@ function pageLength(ref: PageRef, pageSize: number): number {
   return end - start;
 }
 
-/** The same admin call on every worker (a page may sit on any of them). */
-function everyWorker<T>(members: Member[], call: (member: Member) => Promise<T>): Promise<T[]> {
-  return Promise.all(members.map(call));
+/**
+ * The same admin call on every worker (a page may sit on any of them). A worker that fails or
+ * does not answer must not keep the call from the others: every worker is asked, and only then
+ * are the ones that failed named, in one error (the command exits non-zero).
+ */
+export async function everyWorker<T>(verb: string, members: Member[], call: (member: Member) => Promise<T>): Promise<T[]> {
+  const settled = await Promise.allSettled(members.map(call));
+  const failures = settled.flatMap((s, i) => (s.status === 'rejected' ? [{ member: members[i]!, err: s.reason as unknown }] : []));
+  if (failures.length === 0) return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+  const first = failures[0]!.err;
+  const code = first instanceof FanoutError ? first.code : 'WORKER_UNAVAILABLE';
+  const named = failures.map(({ member, err }) => `${member.id}: ${(err as Error)?.message ?? String(err)}`).join('; ');
+  throw new FanoutError(code, `${verb} done on ${members.length - failures.length} of ${plural(members.length, 'worker')}, failed on ${failures.length}: ${named}`, { cause: first });
 }

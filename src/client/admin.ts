@@ -17,6 +17,9 @@ import type { FanoutClient } from './client.js';
 
 type AdminPostRoute = keyof typeof ADMIN_BODIES;
 
+/** Deadline of a load call that names none: the worker answers only when the whole batch is in. */
+export const LOAD_DEADLINE_MS = 600_000;
+
 /**
  * The workers' admin API, typed: bodies checked with the same schemas the worker uses (a bad
  * call fails here with INVALID_ARGUMENT, before any request), answers checked on the way back.
@@ -26,8 +29,11 @@ type AdminPostRoute = keyof typeof ADMIN_BODIES;
 export class AdminClient {
   constructor(private readonly client: FanoutClient) {}
 
-  /** Fetches pages into that worker's store (through its own page endpoint: single flight, owners). */
-  async load(base: string, body: AdminLoad, timeoutMs?: number): Promise<LoadAnswer> {
+  /**
+   * Fetches pages into that worker's store (through its own page endpoint: single flight, owners).
+   * The worker answers once every page is in, so the deadline is for the whole batch (default 10 min).
+   */
+  async load(base: string, body: AdminLoad, timeoutMs = LOAD_DEADLINE_MS): Promise<LoadAnswer> {
     return parseAnswer(loadAnswerSchema, await this.post(base, ROUTES.adminLoad, body, timeoutMs), `${base}${ROUTES.adminLoad}`);
   }
 

@@ -261,8 +261,8 @@ export class FanoutClient {
     return this.session.newPageFetcher(options);
   }
 
-  /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token. */
-  async adminPost(base: string, route: string, body: unknown, timeoutMs = 600_000): Promise<unknown> {
+  /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token; default deadlines: `timeouts`. */
+  async adminPost(base: string, route: string, body: unknown, timeoutMs?: number): Promise<unknown> {
     return this.session.adminPost(base, route, body, timeoutMs);
   }
 

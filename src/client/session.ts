@@ -219,8 +219,13 @@ export class ClusterSession {
     return parseJsonBody(base + path, response.statusCode, response.text);
   }
 
-  /** POSTs an admin call (JSON in, JSON out) to one worker, with that worker's token. */
-  async adminPost(base: string, route: string, body: unknown, timeoutMs = 600_000): Promise<unknown> {
+  /**
+   * POSTs an admin call (JSON in, JSON out) to one worker, with that worker's token. Without
+   * timeoutMs the session's peer deadlines apply (30 s to the headers by default): pin, free
+   * and TTL answer at once, so a stopped worker must cost one such deadline, not ten minutes.
+   * Only a call the worker works on before answering (a load) passes a longer one.
+   */
+  async adminPost(base: string, route: string, body: unknown, timeoutMs?: number): Promise<unknown> {
     let response;
     try {
       response = await undici().request(base + route, {
@@ -228,11 +233,12 @@ export class ClusterSession {
         body: JSON.stringify(body),
         headers: { 'content-type': 'application/json', ...this.options.credentials.headersFor(base) },
         dispatcher: this.dispatcher,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
+        ...(timeoutMs === undefined ? {} : { headersTimeout: timeoutMs, bodyTimeout: timeoutMs }),
       });
     } catch (err) {
-      throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
+      const timeouts = timeoutMs === undefined ? this.options.timeouts : { ...this.options.timeouts, firstByteMs: timeoutMs, idleMs: timeoutMs };
+      const timeout = describeTimeout((err as { code?: string })?.code, timeouts);
+      throw new FanoutError('WORKER_UNAVAILABLE', timeout ? `${base}${route} ${timeout}` : `cannot reach ${base}: ${(err as Error).message}`, { cause: err });
     }
     return parseJsonBody(base + route, response.statusCode, await boundedText(base + route, response.body));
   }
