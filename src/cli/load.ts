@@ -1,4 +1,4 @@
-import { AdminClient, FanoutClient } from '../client/index.js';
+import { AdminClient, FanoutClient, LOAD_DEADLINE_MS } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { formatBytes, pageCount, pageSpan, parseSize } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
@@ -35,6 +35,11 @@ interface Pages {
 /** Pages per admin call: 16 full pages, or up to 64 small ones (the files of a search index). */
 const BATCH = 16;
 const SMALL_BATCH = 64;
+/**
+ * Seconds of work a paced load call is sized to. The worker answers a load call only when the
+ * whole batch is in: 16 pages of 4 MiB at 64 KiB/s took 17 minutes and failed at the deadline.
+ */
+const PACED_CALL_SECONDS = 60;
 /** Load calls in flight per worker when no rate is set. */
 const CALLS_PER_WORKER = 4;
 
@@ -79,19 +84,19 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
       const lanes = perWorkerRate > 0 ? 1 : CALLS_PER_WORKER;
       await Promise.all(
         [...plan.values()].map(async ({ member, refs }) => {
-          const batches = batchesOf(refs, info.pageSize);
+          const batches = batchesOf(refs, info.pageSize, batchBytes(info.pageSize, perWorkerRate));
           let nextBatch = 0;
           const lane = async () => {
             while (nextBatch < batches.length) {
               const batch = batches[nextBatch++]!;
-              const result = await admin.load(member.url, { pages: batch, verify: flags.verify === true, rate: perWorkerRate });
+              const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
+              const result = await admin.load(member.url, { pages: batch, verify: flags.verify === true, rate: perWorkerRate }, loadDeadlineMs(bytes, perWorkerRate));
               report.present += result.present;
               report.loaded += result.loaded;
               report.bytesLoaded += result.bytesLoaded;
               report.verified += result.verified;
               report.failed.push(...result.failed);
               report.workers[member.id] = (report.workers[member.id] ?? 0) + result.bytesLoaded;
-              const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
               doneBytes += bytes;
               donePages += batch.length;
               bar?.update(doneBytes, { pages: donePages });
@@ -212,14 +217,28 @@ async function resolvePages(client: FanoutClient, path: string | undefined, flag
   return { refs, bytes, rule: { mount: target.mount, prefix: target.path } };
 }
 
-/** Consecutive pages in batches of at most BATCH full pages' bytes and SMALL_BATCH pages. */
-function batchesOf(refs: PageRef[], pageSize: number): PageRef[][] {
+/** Bytes of one load call: BATCH full pages, or about PACED_CALL_SECONDS of work at a rate (at least one page). */
+export function batchBytes(pageSize: number, rate: number): number {
+  if (rate <= 0) return BATCH * pageSize;
+  return Math.min(BATCH * pageSize, Math.max(pageSize, rate * PACED_CALL_SECONDS));
+}
+
+/**
+ * Deadline of one load call: the usual one, or twice the time its bytes take at the rate when
+ * that is longer (one large page at a low rate: 64 MiB at 64 KiB/s is 17 minutes by itself).
+ */
+export function loadDeadlineMs(bytes: number, rate: number): number {
+  return rate > 0 ? Math.max(LOAD_DEADLINE_MS, Math.ceil((2 * bytes * 1000) / rate)) : LOAD_DEADLINE_MS;
+}
+
+/** Consecutive pages in batches of at most maxBytes (one page at least) and SMALL_BATCH pages. */
+export function batchesOf(refs: PageRef[], pageSize: number, maxBytes: number): PageRef[][] {
   const batches: PageRef[][] = [];
   let batch: PageRef[] = [];
   let bytes = 0;
   for (const ref of refs) {
     const length = pageLength(ref, pageSize);
-    if (batch.length > 0 && (batch.length >= SMALL_BATCH || bytes + length > BATCH * pageSize)) {
+    if (batch.length > 0 && (batch.length >= SMALL_BATCH || bytes + length > maxBytes)) {
       batches.push(batch);
       batch = [];
       bytes = 0;

@@ -11,7 +11,7 @@ export { FanoutClient, DEFAULT_ENDPOINT } from './client.js';
 export type { FanoutClientOptions, ClusterInfo, StatResult, ReadOptions, ClusterStatus } from './client.js';
 export { FanoutError, isFanoutError, type ErrorCode } from '../core/errors.js';
 export type { FileInfo, DirEntry, Member, WorkerStatus } from '../core/types.js';
-export { AdminClient } from './admin.js';
+export { AdminClient, LOAD_DEADLINE_MS } from './admin.js';
 export { ClusterSession, type ClusterSessionOptions, type SessionStats, type SessionReaderOptions } from './session.js';
 export { sharedSession, openSessionCount } from './sessions.js';
 export { BatchPageReader, type BatchPageReaderOptions } from './batchreader.js';
