@@ -44,6 +44,7 @@ export async function rolloutCommand(name: string, version: string, flags: Rollo
         if (e.event === 'promoted') process.stdout.write(`${e.wave}: ${e.channel} ${e.previous ?? '(none)'} → ${e.version}\n`);
         else if (e.event === 'switched') process.stdout.write(`${e.wave}: all ${e.hosts} host(s) switched\n`);
         else if (e.event === 'skipped') process.stdout.write(`${e.wave}: ${e.reason}\n`);
+        else if (e.event === 'etcd-unavailable') process.stderr.write(`${e.wave}: ${e.error}; trying again at every poll until the timeout\n`);
         else {
           // One line per change, not one per poll.
           const line = `${e.wave}: ${e.switched}/${e.hosts} switched, ${e.staging} staging`;

@@ -134,3 +134,31 @@ test('a wave whose hosts all drop out (cut off, stopped) fails instead of passin
   await assert.rejects(rollout(f.options({ rest: true })), (err: FanoutError) => err.code === 'ROLLOUT_FAILED' && /dropped out/.test(err.message));
   assert.equal(f.channels.prod!.record.version, 'v1');
 });
+
+test('etcd unavailable for a few polls while a wave waits: the rollout reads again at the next poll and completes', async () => {
+  const f = fleet();
+  const listAgents = f.registry.listAgents;
+  let calls = 0;
+  // Answers the check and the snapshot before the promotion, then fails polls 1–4 (a 4 s stall at 1 s polls).
+  f.registry.listAgents = async () => {
+    calls++;
+    if (calls >= 3 && calls <= 6) throw new FanoutError('ETCD_UNAVAILABLE', 'etcd (127.0.0.1:2379) unavailable: cannot list agents: deadline exceeded');
+    return listAgents();
+  };
+  const waves = await rollout(f.options({ then: ['dc-b'] }));
+  assert.deepEqual(waves.map((w) => [w.wave, w.hosts.length]), [['dc-a', 2], ['dc-b', 2]]);
+  assert.equal(f.events.filter((e) => e.event === 'etcd-unavailable').length, 1, 'the outage is told once, not at every poll');
+});
+
+test('etcd still unavailable when the wave times out: ETCD_UNAVAILABLE saying the wave was promoted', async () => {
+  const f = fleet();
+  const listAgents = f.registry.listAgents;
+  let calls = 0;
+  f.registry.listAgents = async () => {
+    if (++calls >= 3) throw new FanoutError('ETCD_UNAVAILABLE', 'etcd unavailable: cannot list agents');
+    return listAgents();
+  };
+  await assert.rejects(rollout(f.options({ timeoutMs: 5000, then: ['dc-b'] })), (err: FanoutError) => err.code === 'ETCD_UNAVAILABLE' && /dc-a was promoted, later waves were not/.test(err.message));
+  assert.ok(calls > 4, 'polled until the timeout');
+  assert.equal(f.channels['prod@dc-b'], undefined);
+});

@@ -39,7 +39,9 @@ export type RolloutEvent =
   | { event: 'promoted'; wave: string; channel: string; previous: string | null; version: string }
   | { event: 'waiting'; wave: string; hosts: number; switched: number; staging: number; failed: number }
   | { event: 'switched'; wave: string; hosts: number }
-  | { event: 'skipped'; wave: string; reason: string };
+  | { event: 'skipped'; wave: string; reason: string }
+  /** Hosts' reports could not be read (etcd down); the wave keeps polling until its timeout. */
+  | { event: 'etcd-unavailable'; wave: string; error: string };
 
 export interface WaveResult {
   wave: string;
@@ -84,9 +86,26 @@ async function runWave(opts: RolloutOptions, datacenter: string | undefined, cha
   const { previous } = await promoteChannel(registry, name, channel, version);
   opts.onEvent?.({ event: 'promoted', wave, channel, previous, version });
   const deadline = now() + opts.timeoutMs;
+  let etcdDown = false;
   for (;;) {
     if (opts.signal?.aborted) throw new FanoutError('ABORTED', `rollout of ${name}@${version} stopped while waiting for ${wave}`);
-    const hosts = inWave(await registry.listAgents(name), opts.channel, datacenter);
+    let agents: AgentState[];
+    try {
+      agents = await registry.listAgents(name);
+    } catch (err) {
+      // The wave is promoted already: an etcd stall of seconds (a leader election, a stopped
+      // member) must not end a rollout given minutes. Read again at the next poll until the timeout.
+      if (!(err instanceof FanoutError) || err.code !== 'ETCD_UNAVAILABLE') throw err;
+      if (now() >= deadline) {
+        throw new FanoutError('ETCD_UNAVAILABLE', `${err.message} (still at the end of ${wave}'s ${Math.round(opts.timeoutMs / 1000)} s timeout; ${wave} was promoted, later waves were not)`, { cause: err });
+      }
+      if (!etcdDown) opts.onEvent?.({ event: 'etcd-unavailable', wave, error: err.message });
+      etcdDown = true;
+      await sleep(Math.min(opts.pollMs ?? DEFAULT_POLL_MS, Math.max(0, deadline - now())));
+      continue;
+    }
+    etcdDown = false;
+    const hosts = inWave(agents, opts.channel, datacenter);
     if (hosts.length === 0) {
       // Hosts that were there and are gone (cut off, stopped) prove nothing: never pass a wave
       // on their absence. Only a wave that never had hosts is skipped.
