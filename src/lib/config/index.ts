@@ -95,10 +95,6 @@ const etcdTlsSchema = z
   .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'give both cert and key for an etcd client certificate, or neither' });
 
 /**
- * The S3-compatible gateway a worker serves on its own port (read-only). Off unless `listen` is
- * set; requests must be signed (SigV4) with one of `credentials` unless `anonymous` is true.
- */
-/**
  * What an S3 access key id may be made of: printable ASCII without "/" (SigV4's credential scope
  * is split on it), ":" (SigV2's "AWS id:signature"), "," (SigV4's Authorization fields) or spaces.
  * Any other id could never authenticate.
@@ -123,6 +119,10 @@ const gatewayCredentialsSchema = z
     });
   });
 
+/**
+ * The S3-compatible gateway a worker serves on its own port (read-only). Off unless `listen` is
+ * set; requests must be signed (SigV4) with one of `credentials` unless `anonymous` is true.
+ */
 export const gatewayConfigSchema = z
   .object({
     listen: z.string().optional(),
