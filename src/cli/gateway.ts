@@ -1,6 +1,6 @@
 import { createServer } from 'node:net';
 import { FanoutError } from '../core/errors.js';
-import { ACCESS_KEY_TEXT, parseListen, type WorkerConfig } from '../lib/config/index.js';
+import { ACCESS_KEY_RULE, ACCESS_KEY_TEXT, parseListen, type WorkerConfig } from '../lib/config/index.js';
 
 /** The S3 gateway's part of `fanout serve` / `fanout worker`: flags, defaults, and what is printed on start. */
 
@@ -44,7 +44,7 @@ export async function setupGateway(config: WorkerConfig, flags: GatewayFlags, se
     throw new FanoutError('INVALID_CONFIG', 'set both FANOUT_S3_ACCESS_KEY and FANOUT_S3_SECRET_KEY, or neither');
   }
   if (accessKeyId && !ACCESS_KEY_TEXT.test(accessKeyId)) {
-    throw new FanoutError('INVALID_CONFIG', 'FANOUT_S3_ACCESS_KEY must be printable ASCII without spaces, "/", ":" or "," (such an id could never authenticate)');
+    throw new FanoutError('INVALID_CONFIG', `FANOUT_S3_ACCESS_KEY must be ${ACCESS_KEY_RULE}`);
   }
   if (accessKeyId && secretAccessKey && !gateway.credentials.some((c) => c.accessKeyId === accessKeyId)) {
     gateway.credentials.push({ accessKeyId, secretAccessKey });

@@ -100,12 +100,14 @@ const etcdTlsSchema = z
  * Any other id could never authenticate.
  */
 export const ACCESS_KEY_TEXT = /^[\x21-\x2b\x2d\x2e\x30-\x39\x3b-\x7e]+$/;
+/** What ACCESS_KEY_TEXT asks, for the messages that refuse an id. */
+export const ACCESS_KEY_RULE = 'printable ASCII without spaces, "/", ":" or "," (such an id could never authenticate)';
 
 const gatewayCredentialsSchema = z
   .array(
     z
       .object({
-        accessKeyId: z.string().min(1).regex(ACCESS_KEY_TEXT, 'access key ids are printable ASCII without spaces, "/", ":" or "," (such an id could never authenticate)'),
+        accessKeyId: z.string().min(1).regex(ACCESS_KEY_TEXT, `access key ids are ${ACCESS_KEY_RULE}`),
         secretAccessKey: z.string().min(1),
       })
       .strict(),
