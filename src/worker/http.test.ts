@@ -4,7 +4,8 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { FanoutError } from '../core/errors.js';
-import { nestsWithin, readBody } from './http.js';
+import type { IncomingMessage } from 'node:http';
+import { nestsWithin, readBody, routePath } from './http.js';
 
 test('a client that resets mid-body is ABORTED, not an internal failure', { timeout: 60_000 }, async () => {
   let read: Promise<Buffer> | undefined;
@@ -34,4 +35,13 @@ test('JSON nesting is measured before parsing, strings left out', () => {
   assert.equal(nestsWithin(`{"prefix":"${'['.repeat(1000)}\\"${'{'.repeat(1000)}"}`, 1), true);
   assert.equal(nestsWithin('['.repeat(65) + ']'.repeat(65), 64), false);
   assert.equal(nestsWithin('['.repeat(64) + ']'.repeat(64), 64), true);
+});
+
+test('a refused path is named as the client wrote it, with one leading slash', () => {
+  const req = { url: '/v1/data/data/../etc/passwd?x=1' } as IncomingMessage;
+  assert.throws(
+    () => routePath(req, '/v1/data'),
+    (err: FanoutError) => err.code === 'INVALID_PATH' && err.message.includes('"/data/../etc/passwd"'),
+  );
+  assert.deepEqual(routePath({ url: '/v1/data/data/a%20b' } as IncomingMessage, '/v1/data').target, { mount: 'data', path: 'a b' });
 });

@@ -50,7 +50,8 @@ export function routePath(req: IncomingMessage, prefix: string): { target: Fanou
   const rawPath = (q === -1 ? url : url.slice(0, q)).slice(prefix.length);
   const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
   const decoded = decodeUrlPath(rawPath);
-  return { target: parseFanoutPath('/' + decoded), query, rawPath };
+  // "/v1/data/data/x" leaves "/data/x": errors name the path as the client wrote it, not "//data/x".
+  return { target: parseFanoutPath(decoded.startsWith('/') ? decoded : '/' + decoded), query, rawPath };
 }
 
 export function intParam(query: URLSearchParams, name: string, max = Number.MAX_SAFE_INTEGER): number {
