@@ -223,3 +223,22 @@ test('stopping the agent during a hanging hook ends the agent and the hook, whic
     }
   });
 });
+
+test('sync --once renews the host record during a long hook, a pending one re-run included', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    const agent = w.agent(releases, 1, 'sleep 0.8', [], { heartbeatMs: 100 });
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+    assert.equal(await agent.syncOnce(), 'v1');
+    // staging, switching, then the renewals during the 0.8 s hook (the lease is 15 s: here 0.1 s), idle.
+    const renewals = (from: number) => w.reports.slice(from).filter((r) => r.phase === 'switching').length - 1;
+    assert.ok(renewals(0) >= 3, `${renewals(0)} renewals during the hook`);
+    // What a kill during the hook leaves: the switch made, its hook owed. A new `--once` runs it.
+    await agent.dir.setPendingHook({ version: 'v1', previous: null });
+    const before = w.reports.length;
+    assert.equal(await w.agent(releases, 1, 'sleep 0.8', [], { heartbeatMs: 100 }).syncOnce(), 'v1');
+    assert.ok(renewals(before) >= 3, `${renewals(before)} renewals during the pending hook`);
+    assert.equal(w.reports.at(-1)?.phase, 'idle');
+  });
+});

@@ -126,14 +126,7 @@ export class SyncAgent {
       while (!signal.aborted) {
         if (this.checkNow || Date.now() >= nextRound) {
           this.checkNow = false;
-          // A round may last long (a slow hook, a stalled download): the lease is renewed meanwhile,
-          // or the host would drop out of `release status` after 15 s.
-          const beat = setInterval(() => this.heartbeat(), this.heartbeatMs);
-          try {
-            nextRound = Date.now() + (await this.round(signal));
-          } finally {
-            clearInterval(beat);
-          }
+          nextRound = Date.now() + (await this.beating(() => this.round(signal)));
         } else {
           await this.report({}, false); // heartbeat only: renews the lease, reads nothing
         }
@@ -150,7 +143,7 @@ export class SyncAgent {
       if (!this.watch || this.watch.broken) {
         this.closeWatch();
         this.state.current = await this.dir.currentVersion(); // named in the error if etcd is down
-        // Watch first, read second (syncOnce): a promotion in between still fires the watch.
+        // Watch first, read second (sync): a promotion in between still fires the watch.
         // A host with a datacenter watches CHANNEL and CHANNEL@DATACENTER: either may move it.
         const channels = watchedChannels(this.opts.channel, this.opts.datacenter);
         this.watch = await watchChannels(this.opts.registry, this.opts.name, channels, (event, err) => {
@@ -160,7 +153,7 @@ export class SyncAgent {
           throw await this.failed(err);
         });
       }
-      await this.syncOnce(signal);
+      await this.sync(signal);
       this.failures = 0;
       return this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
     } catch (err) {
@@ -200,10 +193,28 @@ export class SyncAgent {
   }
 
   /**
-   * One round: read the channel; if it points elsewhere than `current`, stage, verify, switch.
-   * Returns the version `current` points to afterwards. Throws (after reporting) on failure.
+   * One round (`sync --once`): read the channel; if it points elsewhere than `current`, stage,
+   * verify, switch. Returns the version `current` points to afterwards. Throws (after reporting)
+   * on failure. The host's record is renewed during it, as during a round of `run`.
    */
-  async syncOnce(signal?: AbortSignal): Promise<string | null> {
+  syncOnce(signal?: AbortSignal): Promise<string | null> {
+    return this.beating(() => this.sync(signal));
+  }
+
+  /**
+   * Runs `work` with the heartbeat on. A round may last long (a slow hook, a stalled download):
+   * the lease is renewed meanwhile, or the host would drop out of `release status` after 15 s.
+   */
+  private async beating<T>(work: () => Promise<T>): Promise<T> {
+    const beat = setInterval(() => this.heartbeat(), this.heartbeatMs);
+    try {
+      return await work();
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  private async sync(signal?: AbortSignal): Promise<string | null> {
     await this.dir.init();
     this.state.current = await this.dir.currentVersion();
     try {
@@ -216,6 +227,9 @@ export class SyncAgent {
       if (target === this.state.current) {
         // A switch made by a round that died before its hook ran (killed, crashed).
         const pending = this.opts.onSwitch ? await this.dir.pendingHook() : undefined;
+        // "switching" while it runs, as after a switch: renewed by the heartbeat, and a rollout
+        // does not count the host as switched before its hook ended.
+        if (pending?.version === target) await this.report({ phase: 'switching', error: null }, true);
         const hookError = pending?.version === target ? await this.afterSwitch(pending.version, pending.previous, signal) : null;
         if (this.pruneOwed) await this.pruneOld();
         await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
