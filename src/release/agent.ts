@@ -6,6 +6,7 @@ import { isDiskFull } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { runHook } from './hook.js';
 import { ReleaseDir } from './install.js';
+import { endLeftoverHook, forgetRunningHook, recordRunningHook } from './runninghook.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
 import { checkDatacenter, resolveChannel, watchChannels, watchedChannels } from './scope.js';
 import { stageVersion, type StageProgress } from './stage.js';
@@ -67,6 +68,8 @@ export class SyncAgent {
   readonly dir: ReleaseDir;
   /** The last prune failed: idle rounds try it again. */
   private pruneOwed = false;
+  /** A hook left running by an earlier agent of the directory was looked for (and ended). */
+  private leftoverHookChecked = false;
   private readonly host: string;
   private state: AgentState;
   private lastReport = 0;
@@ -218,6 +221,7 @@ export class SyncAgent {
     await this.dir.init();
     this.state.current = await this.dir.currentVersion();
     try {
+      if (!this.leftoverHookChecked) await this.endLeftoverHook();
       const followed = await resolveChannel(this.opts.registry, this.opts.name, this.opts.channel, this.opts.datacenter);
       if (!followed) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${this.opts.name} has no channel ${watchedChannels(this.opts.channel, this.opts.datacenter).join(' or ')}`);
       const target = followed.record.version;
@@ -310,7 +314,10 @@ export class SyncAgent {
         timeoutMs: this.opts.hookTimeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS,
         graceMs: this.opts.hookGraceMs ?? HOOK_GRACE_MS,
         signal,
+        // For the next start to end it if this agent is SIGKILLed; a failed write costs only that.
+        onStart: (pgid) => recordRunningHook(this.dir.dir, pgid, target).catch(warn('recording the running hook')),
       });
+      await forgetRunningHook(this.dir.dir).catch(warn('forgetting the ended hook'));
       if (!hook.ok) {
         hookError = `on-switch hook ${hook.message}; the switch to ${target} stands`;
         this.opts.log?.(`sync ${this.opts.name}: ${hookError}`);
@@ -320,6 +327,18 @@ export class SyncAgent {
     }
     await this.pruneOld();
     return hookError;
+  }
+
+  /**
+   * Before any hook runs: a hook an earlier agent left running when it was killed (SIGKILL,
+   * OOM) is ended, so that the switch it was run for, still owed, does not run it twice at once.
+   */
+  private async endLeftoverHook(): Promise<void> {
+    const ended = await endLeftoverHook(this.dir.dir, this.opts.hookGraceMs ?? HOOK_GRACE_MS, ({ file, movedTo }) =>
+      this.opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
+    );
+    this.leftoverHookChecked = true;
+    if (ended) this.opts.log?.(`sync ${this.opts.name}: ${ended}`);
   }
 
   /** Deletes versions beyond `keep`; a failure is logged and the next idle round tries again. */

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { link, mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
+import { startTime } from './procstat.js';
 
 /** Rounds of create / read / take over before giving up (each takes milliseconds). */
 const ATTEMPTS = 100;
@@ -98,16 +98,6 @@ async function removeIfContent(file: string, content: string): Promise<void> {
 
 function identity(): string {
   return `${process.pid} ${startTime(process.pid)} ${randomBytes(6).toString('hex')}`;
-}
-
-/** When a process started (clock ticks after boot, /proc/PID/stat): tells a reused pid from the lock's holder. */
-function startTime(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '-';
-  } catch {
-    return '-';
-  }
 }
 
 function holderAlive(pid: number, started: string | undefined): boolean {

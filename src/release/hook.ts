@@ -10,6 +10,8 @@ export interface HookRun {
   graceMs: number;
   /** The agent stopping: the hook is ended the same way as on a timeout. */
   signal?: AbortSignal;
+  /** Called with the hook's pid (its process group's id) once it runs; awaited before anything else. */
+  onStart?: (pgid: number) => Promise<void>;
 }
 
 export type HookResult =
@@ -39,6 +41,7 @@ export async function runHook(run: HookRun): Promise<HookResult> {
     run.signal?.addEventListener('abort', onAbort, { once: true });
   });
   try {
+    if (child.pid !== undefined) await run.onStart?.(child.pid);
     const first = await Promise.race([exited, failedToStart, ended]);
     if (first instanceof Error) return { ok: false, reason: 'failed', message: `failed to start: ${first.message}` };
     if (typeof first === 'object') {
@@ -56,7 +59,7 @@ export async function runHook(run: HookRun): Promise<HookResult> {
 }
 
 /** SIGTERM to the group, SIGKILL to whatever of it is left after the grace. */
-async function endGroup(pgid: number, graceMs: number): Promise<void> {
+export async function endGroup(pgid: number, graceMs: number): Promise<void> {
   signalGroup(pgid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (groupAlive(pgid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -71,7 +74,7 @@ function signalGroup(pgid: number, sig: NodeJS.Signals): void {
   }
 }
 
-function groupAlive(pgid: number): boolean {
+export function groupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
     return true;

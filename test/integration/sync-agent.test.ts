@@ -1,0 +1,88 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd, type EtcdServer } from '../harness/etcd.js';
+import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { waitFor } from '../harness/ports.js';
+import { fanout, fanoutJson } from '../harness/cli.js';
+import { SyncProcess, currentVersion } from '../harness/release.js';
+
+/** Running and not a zombie (a killed agent's orphans are reaped by init, maybe late). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+const pidsIn = async (file: string) => (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean).map(Number);
+
+/** What a test that failed left running: hook processes would outlive it. */
+async function killAll(pids: number[]): Promise<void> {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+describe('the sync agent on a host: hooks left by a kill, one host record per agent', () => {
+  let etcd: EtcdServer;
+  let workers: WorkerProcess[];
+  let root: string;
+  let common: string[];
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'fanout-sync-agent-'));
+    const source = join(root, 'source');
+    await mkdir(join(source, 'app/v1'), { recursive: true });
+    await writeFile(join(source, 'app/v1/a.txt'), 'v1\n');
+    etcd = await startEtcd();
+    workers = await startCluster(1, { etcd: etcd.endpoint, mounts: { data: source } });
+    common = ['--etcd', etcd.endpoint, '--endpoint', workers[0]!.url];
+    await fanoutJson(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common]);
+    await fanoutJson(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+  });
+
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await etcd?.stop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test('a hook left running by a SIGKILLed agent is ended by the next start before the owed hook runs again', async () => {
+    const dir = join(root, 'killed-hook');
+    const pids = join(root, 'hook.pids');
+    // The shell and what it started write their pids, then hang: only the whole group's end stops both.
+    const hanging = `echo $$ >> ${pids}; sleep 600 & echo $! >> ${pids}; wait`;
+    const agent = SyncProcess.start(['app', '--channel', 'prod', '--host', 'killed-hook', '--on-switch', hanging, ...common], dir, join(root, 'killed-hook.log'));
+    let first: number[] = [];
+    try {
+      await waitFor('the hook started', async () => (await pidsIn(pids)).length === 2, 30_000);
+      first = await pidsIn(pids);
+      await agent.kill('SIGKILL');
+      assert.ok(first.every(alive), 'a SIGKILL of the agent leaves the hook running');
+      // The owed hook, run again, notes which of the first hook's processes it saw alive.
+      const seen = join(root, 'seen');
+      const check = `for p in ${first.join(' ')}; do s=$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null); echo "$p \${s:-gone}"; done > ${seen}`;
+      const again = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--host', 'killed-hook', '--on-switch', check, ...common]);
+      assert.equal(again.code, 0, again.stderr);
+      const states = (await readFile(seen, 'utf8')).trim().split('\n').map((line) => line.split(' ')[1]);
+      assert.ok(states.every((s) => s === 'gone' || s === 'Z'), `the first hook's processes when the second ran: ${states.join(', ')}`);
+      assert.match(again.stderr, new RegExp(`ended the on-switch hook for v1 left running by an earlier agent \\(process group ${first[0]}\\)`));
+      assert.ok(first.every((pid) => !alive(pid)));
+      await assert.rejects(stat(join(dir, '.hook-running.json')), 'forgotten once ended');
+      assert.equal(await currentVersion(dir), 'v1');
+    } finally {
+      await killAll(first);
+      await agent.kill();
+    }
+  });
+});
