@@ -22,6 +22,7 @@ function world() {
     getChannel: async () => (channel ? { record: { version: channel, history: [], updatedAt: '' }, modRevision: '1' } : null),
     getVersion: async (name: string, version: string) => ({ name, version, mount: 'data', prefix: '', manifest: 'm', manifestSha256: 'x', pageSize: PAGE, files: 0, bytes: 0, pages: 0, uniquePages: 0, createdAt: '' }),
     reportAgent: async (_name: string, state: AgentState) => void reports.push(state),
+    claimAgent: async (_name: string, state: AgentState) => (reports.push(state), { claimed: true }),
     watchChannel: async () => ({ broken: false, close() {} }),
   };
   const fetcher = {

@@ -5,6 +5,7 @@ import { TokenBucket } from '../lib/ratelimit/index.js';
 import { isDiskFull } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { runHook } from './hook.js';
+import { claimHost } from './hostclaim.js';
 import { ReleaseDir } from './install.js';
 import { endLeftoverHook, forgetRunningHook, recordRunningHook } from './runninghook.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
@@ -53,7 +54,8 @@ export interface AgentHealth {
 export const DEFAULT_INTERVAL_MS = 30_000;
 export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
 const HOOK_GRACE_MS = 5_000;
-/** State is reported under a 15 s lease; a third of it keeps an idle host in `release status`. */
+/** State is reported under a 15 s lease (the registry's default); a third of it keeps an idle host in `release status`. */
+const LEASE_TTL_MS = 15_000;
 const HEARTBEAT_MS = 5_000;
 const MAX_BACKOFF_MS = 10_000;
 
@@ -68,6 +70,8 @@ export class SyncAgent {
   readonly dir: ReleaseDir;
   /** The last prune failed: idle rounds try it again. */
   private pruneOwed = false;
+  /** The host's record is this agent's (claimHost): nothing is reported before. */
+  private hostClaimed = false;
   /** A hook left running by an earlier agent of the directory was looked for (and ended). */
   private leftoverHookChecked = false;
   private readonly host: string;
@@ -160,6 +164,8 @@ export class SyncAgent {
       this.failures = 0;
       return this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
     } catch (err) {
+      // Another agent's host id: retrying would not change it, and this agent must not report under it.
+      if (err instanceof FanoutError && err.code === 'HOST_IN_USE') throw err;
       // etcd down: drop the watch (it may be half-open) so the next round opens a fresh one.
       if (err instanceof FanoutError && err.code === 'ETCD_UNAVAILABLE') this.closeWatch();
       this.failures++;
@@ -221,6 +227,7 @@ export class SyncAgent {
     await this.dir.init();
     this.state.current = await this.dir.currentVersion();
     try {
+      if (!this.hostClaimed) await this.claimHost(signal);
       if (!this.leftoverHookChecked) await this.endLeftoverHook();
       const followed = await resolveChannel(this.opts.registry, this.opts.name, this.opts.channel, this.opts.datacenter);
       if (!followed) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${this.opts.name} has no channel ${watchedChannels(this.opts.channel, this.opts.datacenter).join(' or ')}`);
@@ -329,6 +336,16 @@ export class SyncAgent {
     return hookError;
   }
 
+  /** Takes the host's record (one agent per host id, see hostclaim.ts) with the state as it is. */
+  private async claimHost(signal?: AbortSignal): Promise<void> {
+    Object.assign(this.state, { updatedAt: new Date().toISOString() });
+    const state = { ...this.state };
+    await claimHost({ registry: this.opts.registry, name: this.opts.name, state, leaseTtlMs: LEASE_TTL_MS, hostGiven: this.opts.host !== undefined, signal });
+    this.hostClaimed = true;
+    this.lastSent = state;
+    this.lastReport = Date.now();
+  }
+
   /**
    * Before any hook runs: a hook an earlier agent left running when it was killed (SIGKILL,
    * OOM) is ended, so that the switch it was run for, still owed, does not run it twice at once.
@@ -379,6 +396,8 @@ export class SyncAgent {
   /** Reports state to etcd; `must` makes an etcd failure an error, otherwise it is skipped. */
   private async report(patch: Partial<AgentState>, must: boolean): Promise<void> {
     Object.assign(this.state, patch, { updatedAt: new Date().toISOString() });
+    // Not ours yet (etcd was down, or another agent's): writing it would overwrite that agent's.
+    if (!this.hostClaimed) return;
     this.lastReport = Date.now();
     // One report at a time, each with the state as it was when asked: a progress report sent
     // without waiting must not land after (and overwrite) the error or switch that followed it.

@@ -17,6 +17,8 @@ export const RELEASES_PREFIX = '/fanout/releases/';
 const HISTORY_LIMIT = 20;
 /** etcd's answer to a put under (or a renewal of) a lease that expired. */
 const GRPC_NOT_FOUND = 5;
+/** Reads and guarded writes of the host record before giving up (two agents starting at once take two). */
+const CLAIM_ATTEMPTS = 5;
 
 export interface VersionRecord {
   name: string;
@@ -209,9 +211,38 @@ export class ReleaseRegistry {
     return { from: current.record.version, to };
   }
 
+  /**
+   * Takes the host's record for this agent: writes `state` if there is no record, or if the one
+   * there is of the same directory (this agent's own, from before a restart). A record of another
+   * directory is another agent's with the same host id: it is left alone and returned, with its
+   * mod revision (a live agent rewrites it every few seconds, a dead one's goes with its lease).
+   */
+  async claimAgent(name: string, state: AgentState, ttlSeconds = 15): Promise<{ claimed: true } | { claimed: false; holder: AgentState; modRevision: string }> {
+    const key = agentKey(name, state.host);
+    const value = JSON.stringify(state);
+    return this.call('claim the host record', async () => {
+      // Each miss means the record was written between our read and our write: read it again.
+      for (let attempt = 1; ; attempt++) {
+        const kv = await this.kv.get(key);
+        const holder = kv ? (JSON.parse(kv.value) as AgentState) : undefined;
+        if (kv && holder && holder.dir !== state.dir) return { claimed: false, holder, modRevision: kv.modRevision };
+        const unchanged: Compare = kv ? { key, target: 'MOD', result: 'EQUAL', revision: kv.modRevision } : { key, target: 'CREATE', result: 'EQUAL', revision: '0' };
+        const lease = (this.lease ??= await this.kv.grantLease(ttlSeconds));
+        try {
+          if (await this.kv.putIf([unchanged], key, value, lease)) return { claimed: true };
+        } catch (err) {
+          // A lease granted by an earlier try that expired since (etcd away longer than the TTL).
+          if (!(err instanceof EtcdError && err.grpcCode === GRPC_NOT_FOUND)) throw err;
+          this.lease = undefined;
+        }
+        if (attempt >= CLAIM_ATTEMPTS) throw new Error(`the host record kept changing over ${CLAIM_ATTEMPTS} tries`);
+      }
+    });
+  }
+
   /** Publishes this agent's state under a lease, so hosts that die drop out of `release status`. */
   async reportAgent(name: string, state: AgentState, ttlSeconds = 15): Promise<void> {
-    const key = `${RELEASES_PREFIX}${name}/agents/${encodeURIComponent(state.host)}`;
+    const key = agentKey(name, state.host);
     const value = JSON.stringify(state);
     await this.call('report agent state', async () => {
       const held = this.lease;
@@ -278,6 +309,10 @@ export class ReleaseRegistry {
 
 export function versionKey(name: string, version: string): string {
   return `${RELEASES_PREFIX}${name}/versions/${version}`;
+}
+
+export function agentKey(name: string, host: string): string {
+  return `${RELEASES_PREFIX}${name}/agents/${encodeURIComponent(host)}`;
 }
 
 export function channelKey(name: string, channel: string): string {

@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { startCluster, type WorkerProcess } from '../harness/workers.js';
@@ -82,6 +82,37 @@ describe('the sync agent on a host: hooks left by a kill, one host record per ag
       assert.equal(await currentVersion(dir), 'v1');
     } finally {
       await killAll(first);
+      await agent.kill();
+    }
+  });
+
+  test('two agents on one host for two directories, no --host: the second stops with HOST_IN_USE and the first keeps its record', async () => {
+    const first = join(root, 'service-a');
+    const second = join(root, 'service-b');
+    const agent = SyncProcess.start(['app', '--channel', 'prod', '--interval', '1s', ...common], first, join(root, 'service-a.log'));
+    const mine = async () => ((await fanoutJson(['release', 'status', 'app', ...common])) as { agents: { host: string; dir: string }[] }).agents.filter((a) => a.host === hostname());
+    try {
+      await waitFor('the first agent on v1 and listed', async () => (await currentVersion(first)) === 'v1' && (await mine()).length === 1, 30_000);
+      const refused = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', second, '--json', ...common]);
+      assert.notEqual(refused.code, 0);
+      const error = (JSON.parse(refused.stdout.toString()) as { error: { code: string; message: string } }).error;
+      assert.equal(error.code, 'HOST_IN_USE');
+      assert.ok(error.message.includes(`live sync agent of ${first}`) && error.message.includes('--host'), error.message);
+      assert.equal(await currentVersion(second), null, 'nothing synced');
+      // Read a few times: before, the one record flipped between the two directories.
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual((await mine()).map((a) => a.dir), [first]);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      const named = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', second, '--host', `${hostname()}-b`, ...common]);
+      assert.equal(named.code, 0, named.stderr);
+      // The same directory restarted (its agent killed): its own record is taken over at once, not after the lease.
+      await agent.kill('SIGKILL');
+      const started = Date.now();
+      const restarted = await fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', first, ...common]);
+      assert.equal(restarted.code, 0, restarted.stderr);
+      assert.ok(Date.now() - started < 10_000, `restart took ${Date.now() - started} ms`);
+    } finally {
       await agent.kill();
     }
   });

@@ -83,8 +83,8 @@ export class EtcdJsonClient {
     await this.call('/v3/kv/put', { key: b64(key), value: b64(value), ...(lease ? { lease } : {}) });
   }
 
-  /** Writes `value` at `key` if every comparison holds; whether it did. */
-  async putIf(compares: Compare[], key: string, value: string): Promise<boolean> {
+  /** Writes `value` at `key` (under `lease` when given) if every comparison holds; whether it did. */
+  async putIf(compares: Compare[], key: string, value: string, lease?: string): Promise<boolean> {
     const compare = compares.map((c) => ({
       key: b64(c.key),
       target: c.target,
@@ -93,7 +93,7 @@ export class EtcdJsonClient {
     }));
     const { answer, resent } = await this.send<{ succeeded?: boolean; responses?: { response_range?: { kvs?: { value?: string }[] } }[] }>('/v3/kv/txn', {
       compare,
-      success: [{ request_put: { key: b64(key), value: b64(value) } }],
+      success: [{ request_put: { key: b64(key), value: b64(value), ...(lease ? { lease } : {}) } }],
       failure: [{ request_range: { key: b64(key) } }],
     });
     if (answer.succeeded === true) return true;
