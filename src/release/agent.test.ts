@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { SyncAgent, type SyncAgentOptions } from './agent.js';
 import type { ReleaseFetcher } from './fetch.js';
 import type { Manifest } from './manifest.js';
+import { FanoutError } from '../core/errors.js';
 import type { AgentState, ReleaseRegistry } from './registry.js';
 
 const PAGE = 1024;
@@ -37,6 +38,7 @@ function world() {
   };
   return {
     fetcher,
+    registry,
     reports,
     publish(version: string, files: Record<string, Buffer>) {
       const manifest: Manifest = {
@@ -243,3 +245,26 @@ test('sync --once renews the host record during a long hook, a pending one re-ru
     assert.equal(w.reports.at(-1)?.phase, 'idle');
   });
 });
+
+test('an agent whose host id another agent took (its record expired meanwhile) stops with HOST_IN_USE, from a heartbeat too', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const agent = w.agent(join(dir, 'releases'), 1, undefined, [], { heartbeatMs: 50, intervalMs: 60_000 });
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    try {
+      await until('v1 switched to', async () => (await agent.dir.currentVersion()) === 'v1' && w.reports.at(-1)?.phase === 'idle');
+      // Idle now: only heartbeats report, and they are refused.
+      w.registry.reportAgent = async () => {
+        throw new FanoutError('HOST_IN_USE', 'host id h was taken by a live sync agent of /srv/b');
+      };
+      const ended = await Promise.race([running.then(() => 'returned', (err: FanoutError) => err.code), new Promise((r) => setTimeout(() => r('still running'), 3000))]);
+      assert.equal(ended, 'HOST_IN_USE');
+    } finally {
+      stop.abort();
+      await running.catch(() => {});
+    }
+  });
+});
+

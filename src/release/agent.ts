@@ -408,7 +408,8 @@ export class SyncAgent {
     try {
       await sent;
     } catch (err) {
-      if (must && this.state.phase !== 'error') throw err;
+      // HOST_IN_USE even from a heartbeat: another agent has the host id now, and this one stops.
+      if ((err instanceof FanoutError && err.code === 'HOST_IN_USE') || (must && this.state.phase !== 'error')) throw err;
     }
   }
 }

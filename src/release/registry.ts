@@ -253,9 +253,13 @@ export class ReleaseRegistry {
         if (held && (await this.kv.keepAlive(lease)) <= 0) throw new EtcdError('the agent lease expired', GRPC_NOT_FOUND);
       } catch (err) {
         this.lease = undefined;
-        // Expired (the host was away longer than the TTL): a new lease, and the state written again under it.
-        if (held && err instanceof EtcdError && err.grpcCode === GRPC_NOT_FOUND) return this.reportAgent(name, state, ttlSeconds);
-        throw err;
+        if (!(held && err instanceof EtcdError && err.grpcCode === GRPC_NOT_FOUND)) throw err;
+        // Expired (the host was away longer than the TTL): a new lease, and the state written again
+        // under it, unless another agent took the host id meanwhile (its record is never overwritten).
+        const claim = await this.claimAgent(name, state, ttlSeconds);
+        if (!claim.claimed) {
+          throw new FanoutError('HOST_IN_USE', `host id ${state.host} was taken by a live sync agent of ${claim.holder.dir} (channel ${claim.holder.channel}) while this agent's record had expired: give each agent a host id of its own with --host`);
+        }
       }
     });
   }

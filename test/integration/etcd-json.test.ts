@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { FanoutError } from '../../src/core/errors.js';
 import { EtcdError, EtcdJsonClient } from '../../src/lib/etcdjson/index.js';
 import { ReleaseRegistry, type AgentState } from '../../src/release/registry.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
@@ -95,6 +96,23 @@ describe("etcd's JSON gateway (the release index's reads and writes)", { timeout
     } finally {
       reader.close();
       await registry.close();
+    }
+  });
+
+  test("an agent back after its record expired never overwrites the record another agent of another directory took meanwhile", async () => {
+    const away = new ReleaseRegistry({ endpoints: [etcd.endpoint] });
+    const other = new ReleaseRegistry({ endpoints: [etcd.endpoint] });
+    try {
+      const state: AgentState = { host: 'shared', channel: 'prod', dir: '/srv/a', current: null, target: null, phase: 'idle', bytesDone: 0, bytesTotal: 0, bytesLocal: 0, bytesFetched: 0, error: null, updatedAt: new Date().toISOString() };
+      assert.deepEqual(await away.claimAgent('app2', state, 1), { claimed: true });
+      await away.reportAgent('app2', state, 1);
+      await waitFor('the 1 s lease to expire', async () => (await away.listAgents('app2')).length === 0);
+      assert.deepEqual(await other.claimAgent('app2', { ...state, dir: '/srv/b' }), { claimed: true });
+      await assert.rejects(away.reportAgent('app2', { ...state, phase: 'staging' }, 1), (err: FanoutError) => err.code === 'HOST_IN_USE' && err.message.includes('/srv/b'));
+      assert.deepEqual((await other.listAgents('app2')).map((a) => a.dir), ['/srv/b']);
+    } finally {
+      await away.close();
+      await other.close();
     }
   });
 });
