@@ -17,6 +17,10 @@ export interface EtcdServer {
   kill(): void;
   /** Starts the server again on the same ports and data dir (after kill()), and waits until healthy. */
   restart(): Promise<void>;
+  /** SIGSTOP: a hung member (the kernel still accepts connections; nothing answers). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
 }
 
 const ETCD_BINARY = process.env.ETCD_BINARY ?? '/usr/bin/etcd';
@@ -101,6 +105,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   return {
     endpoint: clientUrl,
     kill,
+    pause: () => child?.kill('SIGSTOP'),
+    resume: () => child?.kill('SIGCONT'),
     async restart() {
       kill();
       await exited;

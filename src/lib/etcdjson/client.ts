@@ -1,6 +1,8 @@
+import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { bodyText, ConnectionPool } from '../leanhttp/index.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from '../membership/connection.js';
+import { EndpointPreference } from '../membership/endpoints.js';
 
 /**
  * etcd's own JSON gateway (the v3 API as HTTP POSTs of JSON, served on the client port by every
@@ -12,7 +14,8 @@ import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from '../member
  *
  * Requests go over the lean HTTP/1.1 client (keep-alive, a deadline per phase and one for the
  * whole request), to the endpoint that answered last, and on to the next when one gives no answer
- * (refused, reset, or silent past the deadline). Every request here may be sent twice (see
+ * (refused, reset, or silent past the deadline); one silent past the deadline is asked last for a
+ * while (EndpointPreference). Every request here may be sent twice (see
  * `send`). With a user and password, the
  * token etcd gives for them is sent with each request and asked for again when etcd says it
  * expired.
@@ -47,17 +50,19 @@ export class EtcdError extends Error {
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 /** A connection refused or not made in time: the request never left, so sending it to the next endpoint is no resend. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'FANOUT_CONNECT_TIMEOUT']);
+/** Failures that took the whole deadline (no connection, no answer, a stall): the endpoint cools down. */
+const SILENT = new Set(['FANOUT_CONNECT_TIMEOUT', 'FANOUT_FIRST_BYTE_TIMEOUT', 'FANOUT_IDLE_TIMEOUT']);
 const GRPC_UNAUTHENTICATED = 16;
 
 export class EtcdJsonClient {
   private readonly pools: ConnectionPool[];
-  /** The endpoint that answered last: tried first. */
-  private current = 0;
+  private readonly preference: EndpointPreference;
   private token: Promise<string> | undefined;
 
   constructor(
     private readonly connection: EtcdConnection,
     private readonly timeoutMs = DEFAULT_ETCD_TIMEOUT_MS,
+    clock: Clock = systemClock,
   ) {
     if (connection.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd needs at least one endpoint');
     const { tls } = connection;
@@ -65,6 +70,7 @@ export class EtcdJsonClient {
       ? { ca: readPem(tls.ca, 'CA'), ...(tls.cert && tls.key ? { cert: readPem(tls.cert, 'client certificate'), key: readPem(tls.key, 'client key') } : {}) }
       : undefined;
     const timeouts = { connectMs: timeoutMs, firstByteMs: timeoutMs, idleMs: timeoutMs };
+    this.preference = new EndpointPreference(connection.endpoints, clock);
     this.pools = connection.endpoints.map((endpoint) => new ConnectionPool(new URL(endpoint).origin, { connections: 4, timeouts, tls: secure }));
   }
 
@@ -172,22 +178,27 @@ export class EtcdJsonClient {
 
   /**
    * One request, to the endpoint that answered last and, if it gives no answer (refused, reset,
-   * or silent past the deadline: a hung etcd), to the others in turn; the one that answers is
-   * asked first from then on. An error etcd answered is thrown: another endpoint would say the same.
+   * or silent past the deadline: a hung etcd), to the others in turn, any cooling down after a
+   * silence last; the one that answers is asked first from then on. An error etcd answered is
+   * thrown: another endpoint would say the same.
    */
   private async post<T>(path: string, payload: Buffer, token: string | undefined): Promise<{ answer: T; resent: boolean }> {
     let lastError: unknown;
     let resent = false;
-    for (let tried = 0; tried < this.pools.length; tried++) {
-      const at = (this.current + tried) % this.pools.length;
+    for (const at of this.preference.attempts()) {
       try {
         const answer = await this.exchange<T>(this.pools[at]!, path, payload, token);
-        this.current = at;
+        this.preference.answered(at);
         return { answer, resent };
       } catch (err) {
-        if (err instanceof EtcdError) throw err;
+        if (err instanceof EtcdError) {
+          this.preference.answered(at);
+          throw err;
+        }
         lastError = err;
-        resent ||= !NOT_SENT.has((err as { code?: string }).code ?? '');
+        const code = errorCode(err);
+        resent ||= !NOT_SENT.has(code);
+        this.preference.failed(at, SILENT.has(code) || isDeadline(err));
       }
     }
     throw lastError;
@@ -206,6 +217,15 @@ export class EtcdJsonClient {
     if (response.statusCode !== 200) throw new EtcdError(answer.message ?? `HTTP ${response.statusCode}`, answer.code ?? 0);
     return answer;
   }
+}
+
+function errorCode(err: unknown): string {
+  return (err as { code?: string } | undefined)?.code ?? '';
+}
+
+/** The whole request's deadline (AbortSignal.timeout) ran out. */
+function isDeadline(err: unknown): boolean {
+  return (err as { name?: string } | undefined)?.name === 'TimeoutError';
 }
 
 function b64(text: string): string {

@@ -1,6 +1,6 @@
 import type { Etcd3, IWatchResponse } from 'etcd3';
 import type { Member } from '../../core/types.js';
-import { endpointUnanswered, preferredEndpoint } from './client.js';
+import { endpointAnswered, endpointUnanswered, preferredEndpoint } from './client.js';
 
 export interface PrefixWatchOptions {
   key: Buffer;
@@ -62,6 +62,7 @@ export async function openWatch(client: Etcd3, opts: PrefixWatchOptions): Promis
       if (res.created && !created) {
         created = true;
         clearTimeout(timer);
+        endpointAnswered(client, endpoint);
         resolve({ close });
       }
       for (const event of res.events ?? []) {
@@ -92,7 +93,10 @@ export async function keepaliveOnce(client: Etcd3, leaseId: string, timeoutMs: n
   let timer: NodeJS.Timeout | undefined;
   try {
     return await new Promise<number>((resolve, reject) => {
-      stream.on('data', (res) => resolve(Number(res.TTL)));
+      stream.on('data', (res) => {
+        endpointAnswered(client, endpoint);
+        resolve(Number(res.TTL));
+      });
       stream.on('error', (err) => reject(err));
       stream.on('end', () => reject(new Error('lease keepalive stream ended')));
       timer = setTimeout(() => {

@@ -1,0 +1,85 @@
+import { channel } from 'node:diagnostics_channel';
+import { systemClock, type Clock } from '../../core/clock.js';
+
+/**
+ * Published when an etcd endpoint gave no answer within a request's deadline (a hung or
+ * SIGSTOPped member: TCP accepted, nothing back): `{ endpoint, coolDownMs }`. Each one is a
+ * request that waited out its whole deadline.
+ */
+export const noAnswerChannel = channel('fanout:etcd:no-answer');
+
+export interface NoAnswerMessage {
+  endpoint: string;
+  /** How long the endpoint is now asked only when no other answers. */
+  coolDownMs: number;
+}
+
+/** First cool-down of an endpoint that gave no answer; doubled at each further one, up to the most. */
+export const FIRST_COOL_DOWN_MS = 30_000;
+export const MOST_COOL_DOWN_MS = 240_000;
+
+/**
+ * Which etcd endpoint a client asks, shared by the gRPC client (membership, watches) and the JSON
+ * one (release index). The one that answered last is asked first, so a dead endpoint costs one
+ * failure, not one per request. One that gave no answer within the deadline also cools down
+ * (30 s, then 60, 120, 240 while it stays silent): until then it is asked only after every other
+ * endpoint, so a later failure of the preferred endpoint moves on to one that is likely to answer
+ * instead of paying the hung one's deadline again; it is still asked when no other answers.
+ * A fast failure (refused, reset) moves on without a cool-down: asking it again costs nothing.
+ */
+export class EndpointPreference {
+  private preferred = 0;
+  private readonly coolUntil: number[];
+  private readonly silences: number[];
+
+  constructor(
+    private readonly endpoints: readonly string[],
+    private readonly clock: Clock = systemClock,
+  ) {
+    this.coolUntil = endpoints.map(() => 0);
+    this.silences = endpoints.map(() => 0);
+  }
+
+  /** The endpoint the next request or stream goes to (index into the configured endpoints). */
+  get current(): number {
+    return this.attempts()[0]!;
+  }
+
+  /**
+   * One round of endpoints for a request, each once: the preferred one, then the others in the
+   * configured order, those cooling down last (the soonest to end its cool-down first).
+   */
+  attempts(): number[] {
+    const now = this.clock.now();
+    const round = this.endpoints.map((_, i) => (this.preferred + i) % this.endpoints.length);
+    const ready = round.filter((i) => this.coolUntil[i]! <= now);
+    const cooling = round.filter((i) => this.coolUntil[i]! > now).sort((a, b) => this.coolUntil[a]! - this.coolUntil[b]!);
+    return [...ready, ...cooling];
+  }
+
+  /** Endpoint `index` answered: it is asked first from now on, and its cool-down is over. */
+  answered(index: number): void {
+    this.preferred = index;
+    this.coolUntil[index] = 0;
+    this.silences[index] = 0;
+  }
+
+  /**
+   * A request or stream on endpoint `index` failed; `noAnswer`: by its deadline. If it was the
+   * preferred endpoint, the next in `attempts()` is. A failure on an endpoint already left changes
+   * no preference (calls in flight fail one after another), but a silence still cools it down.
+   */
+  failed(index: number, noAnswer: boolean): void {
+    if (noAnswer) this.coolDown(index);
+    if (index !== this.preferred) return;
+    const others = this.attempts().filter((i) => i !== index);
+    this.preferred = others[0] ?? index;
+  }
+
+  private coolDown(index: number): void {
+    const coolDownMs = Math.min(FIRST_COOL_DOWN_MS * 2 ** this.silences[index]!, MOST_COOL_DOWN_MS);
+    this.silences[index]! += 1;
+    this.coolUntil[index] = this.clock.now() + coolDownMs;
+    if (noAnswerChannel.hasSubscribers) noAnswerChannel.publish({ endpoint: this.endpoints[index]!, coolDownMs } satisfies NoAnswerMessage);
+  }
+}
