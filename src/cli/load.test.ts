@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PageRef } from '../core/types.js';
-import { batchBytes, batchesOf, loadDeadlineMs } from './load.js';
+import { adminTimeoutMs, batchBytes, batchesOf, loadDeadlineMs } from './load.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -38,4 +38,22 @@ test('a paced load call is about a minute of work, one page at least; unpaced ca
   assert.deepEqual(plan(64 * MiB, 4 * MiB, 0).map((b) => b.pages), [16]);
   assert.equal(loadDeadlineMs(64 * MiB, 0), 600_000, 'unpaced: the usual deadline');
   assert.equal(loadDeadlineMs(64 * MiB, 64 * KiB), 2048_000, 'one 64 MiB page at 64 KiB/s: twice its 1024 s');
+});
+
+test('--admin-timeout takes the config duration syntax; absent leaves the defaults; 0 and nonsense are refused', () => {
+  assert.equal(adminTimeoutMs({}), undefined);
+  assert.equal(adminTimeoutMs({ adminTimeout: '5s' }), 5000);
+  assert.equal(adminTimeoutMs({ adminTimeout: '250ms' }), 250);
+  assert.equal(adminTimeoutMs({ adminTimeout: '2m' }), 120_000);
+  assert.throws(() => adminTimeoutMs({ adminTimeout: '0' }), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT' && /more than 0/.test(e.message));
+  assert.throws(() => adminTimeoutMs({ adminTimeout: 'soon' }), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT' && /--admin-timeout: invalid duration "soon"/.test(e.message));
+  assert.throws(() => adminTimeoutMs({ adminTimeout: '30d' }), /invalid duration/);
+  assert.throws(() => adminTimeoutMs({ adminTimeout: '999h' }), /about 24 days/);
+});
+
+test('--admin-timeout replaces a load call\'s usual 10 min; a paced call still gets twice its bytes at the rate', () => {
+  assert.equal(loadDeadlineMs(16 * MiB, 0, 5000), 5000);
+  assert.equal(loadDeadlineMs(MiB, 200 * MiB, 5000), 5000);
+  assert.equal(loadDeadlineMs(4 * MiB, 64 * KiB, 5000), 128_000);
+  assert.equal(loadDeadlineMs(16 * MiB, 0), 600_000);
 });

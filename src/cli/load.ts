@@ -4,6 +4,7 @@ import { formatBytes, pageCount, pageSpan, parseSize } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import type { Member, PageRef } from '../core/types.js';
+import { durationSchema } from '../lib/config/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { fanoutPath, plural, printJson, type GlobalOptions } from './output.js';
 import { CopyProgress } from './progress.js';
@@ -14,6 +15,8 @@ import { parseDuration } from './sync.js';
 export interface TargetFlags extends GlobalOptions {
   release?: string;
   etcd?: string;
+  /** Deadline of each admin call (--admin-timeout), e.g. 5s. */
+  adminTimeout?: string;
 }
 
 export interface LoadFlags extends TargetFlags {
@@ -53,6 +56,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
   const replicas = Number(flags.replicas ?? 1);
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new FanoutError('INVALID_ARGUMENT', '--replicas must be 1–8');
   const rate = flags.rate ? parseSize(flags.rate) : 0;
+  const deadlineMs = adminTimeoutMs(flags);
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   const admin = new AdminClient(client);
   try {
@@ -90,7 +94,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
             while (nextBatch < batches.length) {
               const batch = batches[nextBatch++]!;
               const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
-              const result = await admin.load(member.url, { pages: batch, verify: flags.verify === true, rate: perWorkerRate }, loadDeadlineMs(bytes, perWorkerRate));
+              const result = await admin.load(member.url, { pages: batch, verify: flags.verify === true, rate: perWorkerRate }, loadDeadlineMs(bytes, perWorkerRate, deadlineMs));
               report.present += result.present;
               report.loaded += result.loaded;
               report.bytesLoaded += result.bytesLoaded;
@@ -109,8 +113,8 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
     }
     bar?.finish(doneBytes, { pages: donePages });
     const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
-    if (flags.pin) await everyWorker('pin', info.members, (m) => admin.pin(m.url, target));
-    if (flags.ttl) await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { ...target, ttlMs: parseDuration(flags.ttl!) }));
+    if (flags.pin) await everyWorker('pin', info.members, (m) => admin.pin(m.url, target, deadlineMs));
+    if (flags.ttl) await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { ...target, ttlMs: parseDuration(flags.ttl!) }, deadlineMs));
     const seconds = (Date.now() - started) / 1000;
     // One object per line: progress events, then this report (NDJSON).
     if (json) process.stdout.write(JSON.stringify({ event: 'done', path: fanoutPath(pages.rule.mount, pages.rule.prefix), ...report, seconds }) + '\n');
@@ -129,13 +133,14 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
 
 /** free, pin, unpin: the same pages on every worker (a page may sit on any of them). */
 export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | undefined, flags: TargetFlags): Promise<void> {
+  const deadlineMs = adminTimeoutMs(flags);
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
     const admin = new AdminClient(client);
     const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
-    const results = await everyWorker<unknown>(verb, info.members, (m) => admin[verb](m.url, target));
+    const results = await everyWorker<unknown>(verb, info.members, (m) => admin[verb](m.url, target, deadlineMs));
     if (flags.json) return printJson({ [verb]: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule, workers: results });
     const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} deleted` : '';
     process.stdout.write(`${verb}: ${plural(pages.refs.length, 'page')} of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${plural(info.members.length, 'worker')}${freed}\n`);
@@ -146,12 +151,13 @@ export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | unde
 
 export async function ttl(path: string, duration: string, flags: TargetFlags): Promise<void> {
   const ttlMs = parseDuration(duration);
+  const deadlineMs = adminTimeoutMs(flags);
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
     const admin = new AdminClient(client);
-    await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }));
+    await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }, deadlineMs));
     if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule });
     process.stdout.write(`ttl ${duration} on ${plural(pages.refs.length, 'cached page')} and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
   } finally {
@@ -224,11 +230,25 @@ export function batchBytes(pageSize: number, rate: number): number {
 }
 
 /**
- * Deadline of one load call: the usual one, or twice the time its bytes take at the rate when
- * that is longer (one large page at a low rate: 64 MiB at 64 KiB/s is 17 minutes by itself).
+ * Deadline of one load call: the usual one (10 min, or --admin-timeout), or twice the time its
+ * bytes take at the rate when that is longer (one large page at a low rate: 64 MiB at 64 KiB/s is
+ * 17 minutes by itself), so a paced call never fails by its own pace.
  */
-export function loadDeadlineMs(bytes: number, rate: number): number {
-  return rate > 0 ? Math.max(LOAD_DEADLINE_MS, Math.ceil((2 * bytes * 1000) / rate)) : LOAD_DEADLINE_MS;
+export function loadDeadlineMs(bytes: number, rate: number, usualMs = LOAD_DEADLINE_MS): number {
+  return rate > 0 ? Math.max(usualMs, Math.ceil((2 * bytes * 1000) / rate)) : usualMs;
+}
+
+/**
+ * --admin-timeout in ms (the config's duration syntax: 500ms, 5s, 2m), or undefined for the
+ * defaults: a stopped worker then costs pin, unpin, free and ttl 30 s and a load call 10 min.
+ * 0 is refused: it would mean no deadline at all.
+ */
+export function adminTimeoutMs(flags: Pick<TargetFlags, 'adminTimeout'>): number | undefined {
+  if (flags.adminTimeout === undefined) return undefined;
+  const parsed = durationSchema.safeParse(flags.adminTimeout);
+  if (!parsed.success) throw new FanoutError('INVALID_ARGUMENT', `--admin-timeout: ${parsed.error.issues[0]?.message ?? 'invalid duration'}`);
+  if (parsed.data === 0) throw new FanoutError('INVALID_ARGUMENT', '--admin-timeout must be more than 0 (e.g. 5s)');
+  return parsed.data;
 }
 
 /** Consecutive pages in batches of at most maxBytes (one page at least) and SMALL_BATCH pages. */

@@ -70,7 +70,9 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .action(async (name: string, o) => (await import('./sync.js')).sync(name, o));
 
   const load = () => import('./load.js');
-  etcd(clientCommand('load [path]', 'preload a path or --release NAME@V into the cluster, split across workers'))
+  const adminTimeout = (command: Command) =>
+    command.option('--admin-timeout <duration>', 'deadline of each admin call to a worker, e.g. 5s (default: 30s; a load call 10m, or twice its bytes at --rate)');
+  adminTimeout(etcd(clientCommand('load [path]', 'preload a path or --release NAME@V into the cluster, split across workers')))
     .option('--release <name@version>', 'the pages of a published release')
     .option('--replicas <r>', 'copies of each page', '1')
     .option('--rate <rate>', 'cap on the total source read rate, e.g. 200MB/s')
@@ -84,10 +86,10 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     ['pin', 'keep the pages of a path (or --release) from being evicted'],
     ['unpin', 'let pinned pages be evicted again'],
   ] as const) {
-    etcd(clientCommand(`${verb} [path]`, what))
+    adminTimeout(etcd(clientCommand(`${verb} [path]`, what)))
       .option('--release <name@version>', 'the pages of a published release')
       .action(async (path: string | undefined, o) => (await load()).policy(verb, path, o));
   }
-  etcd(clientCommand('ttl <path> <duration>', 'drop the pages of a path this long after they are cached (0 clears)'))
+  adminTimeout(etcd(clientCommand('ttl <path> <duration>', 'drop the pages of a path this long after they are cached (0 clears)')))
     .action(async (path: string, duration: string, o) => (await load()).ttl(path, duration, o));
 }

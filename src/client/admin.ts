@@ -24,7 +24,9 @@ export const LOAD_DEADLINE_MS = 600_000;
  * The workers' admin API, typed: bodies checked with the same schemas the worker uses (a bad
  * call fails here with INVALID_ARGUMENT, before any request), answers checked on the way back.
  * Each call goes to one worker (`base`, its URL) with the client's admin token; `fanout load`,
- * `free`, `pin` and `ttl` are loops over these.
+ * `free`, `pin` and `ttl` are loops over these. `timeoutMs` bounds the wait for the answer's
+ * headers and each silence in its body; without it pin, unpin, free and ttl have the client's
+ * peer deadlines (`timeouts.firstByteMs`, 30 s by default).
  */
 export class AdminClient {
   constructor(private readonly client: FanoutClient) {}
@@ -37,21 +39,21 @@ export class AdminClient {
     return parseAnswer(loadAnswerSchema, await this.post(base, ROUTES.adminLoad, body, timeoutMs), `${base}${ROUTES.adminLoad}`);
   }
 
-  async pin(base: string, target: AdminTarget): Promise<{ pinned: number; held: number }> {
-    return parseAnswer(pinAnswerSchema, await this.post(base, ROUTES.adminPin, target), `${base}${ROUTES.adminPin}`);
+  async pin(base: string, target: AdminTarget, timeoutMs?: number): Promise<{ pinned: number; held: number }> {
+    return parseAnswer(pinAnswerSchema, await this.post(base, ROUTES.adminPin, target, timeoutMs), `${base}${ROUTES.adminPin}`);
   }
 
-  async unpin(base: string, target: AdminTarget): Promise<{ unpinned: number }> {
-    return parseAnswer(unpinAnswerSchema, await this.post(base, ROUTES.adminUnpin, target), `${base}${ROUTES.adminUnpin}`);
+  async unpin(base: string, target: AdminTarget, timeoutMs?: number): Promise<{ unpinned: number }> {
+    return parseAnswer(unpinAnswerSchema, await this.post(base, ROUTES.adminUnpin, target, timeoutMs), `${base}${ROUTES.adminUnpin}`);
   }
 
   /** Deletes pages (and their pins and TTLs) from that worker. */
-  async free(base: string, target: AdminTarget): Promise<{ freed: number }> {
-    return parseAnswer(freeAnswerSchema, await this.post(base, ROUTES.adminFree, target), `${base}${ROUTES.adminFree}`);
+  async free(base: string, target: AdminTarget, timeoutMs?: number): Promise<{ freed: number }> {
+    return parseAnswer(freeAnswerSchema, await this.post(base, ROUTES.adminFree, target, timeoutMs), `${base}${ROUTES.adminFree}`);
   }
 
-  async ttl(base: string, body: AdminTtl): Promise<{ keys: number; ttlMs: number }> {
-    return parseAnswer(ttlAnswerSchema, await this.post(base, ROUTES.adminTtl, body), `${base}${ROUTES.adminTtl}`);
+  async ttl(base: string, body: AdminTtl, timeoutMs?: number): Promise<{ keys: number; ttlMs: number }> {
+    return parseAnswer(ttlAnswerSchema, await this.post(base, ROUTES.adminTtl, body, timeoutMs), `${base}${ROUTES.adminTtl}`);
   }
 
   private post(base: string, route: AdminPostRoute, body: unknown, timeoutMs?: number): Promise<unknown> {

@@ -65,7 +65,7 @@ describe('admin calls while one worker is SIGSTOPped', () => {
     assert.deepEqual(await admin.unpin(workers[0]!.url, { keys }), { unpinned: 1 }, 'the running worker holds the pin');
   });
 
-  // The CLI has no deadline option: this one waits out the default 30 s first-byte deadline.
+  // Without --admin-timeout the CLI waits out the default 30 s first-byte deadline.
   test('`fanout pin` exits non-zero naming the stopped worker, and the running one holds the pin', { timeout: 90_000 }, async () => {
     const started = Date.now();
     const r = await fanout(['pin', '/data/a.bin', '--endpoint', workers[0]!.url], { FANOUT_TOKEN: TEST_ADMIN_TOKEN });
@@ -73,5 +73,31 @@ describe('admin calls while one worker is SIGSTOPped', () => {
     assert.match(r.stderr.toString(), new RegExp(`pin done on 1 of 2 workers, failed on 1: ${stopped.id}: .*timed out: no response within 30000 ms`));
     assert.ok(Date.now() - started < 60_000, `took ${Date.now() - started} ms`);
     assert.deepEqual(await admin.unpin(workers[0]!.url, { keys }), { unpinned: 1 }, 'the running worker holds the pin');
+  });
+
+  test('`fanout pin`, `ttl` and `load --pin` with --admin-timeout 2s give up on the stopped worker after 2 s', { timeout: 60_000 }, async () => {
+    for (const args of [
+      ['pin', '/data/a.bin'],
+      ['ttl', '/data/a.bin', '1h'],
+      ['load', '/data/a.bin', '--pin'],
+    ]) {
+      const started = Date.now();
+      const r = await fanout([...args, '--endpoint', workers[0]!.url, '--admin-timeout', '2s'], { FANOUT_TOKEN: TEST_ADMIN_TOKEN });
+      const took = Date.now() - started;
+      assert.notEqual(r.code, 0, args.join(' '));
+      // load's own call goes to the page's owner, which may be the stopped worker: it fails as fast.
+      const failed = args[0] === 'load' ? `(pin done on 1 of 2 workers, failed on 1: ${stopped.id}: |${stopped.url}/v1/admin/load )` : `${args[0]} done on 1 of 2 workers, failed on 1: ${stopped.id}: `;
+      assert.match(r.stderr.toString(), new RegExp(`${failed}.*timed out: no response within 2000 ms`));
+      assert.ok(took < 20_000, `${args.join(' ')} took ${took} ms (the default would wait 30 s)`);
+    }
+    assert.deepEqual(await admin.unpin(workers[0]!.url, { keys }), { unpinned: 1 }, 'the running worker holds the pin');
+  });
+
+  test('--admin-timeout 0 or nonsense is refused before any call', async () => {
+    for (const value of ['0', 'soon']) {
+      const r = await fanout(['pin', '/data/a.bin', '--endpoint', workers[0]!.url, '--admin-timeout', value], { FANOUT_TOKEN: TEST_ADMIN_TOKEN });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr.toString(), /INVALID_ARGUMENT.*--admin-timeout/);
+    }
   });
 });
