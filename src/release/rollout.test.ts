@@ -31,7 +31,8 @@ class FakeFleet {
     listAgents: async () => this.agents.map((a) => ({ ...a })),
     promote: async (_name: string, channel: string, version: string, _expect?: string, seed: string[] = []) => {
       const current = this.channels[channel];
-      const record: ChannelRecord = { version, history: current ? [current.record.version, ...current.record.history] : seed, updatedAt: '' };
+      // As the registry: the version itself never in its history (a promotion made twice is one).
+      const record: ChannelRecord = { version, history: (current ? [current.record.version, ...current.record.history] : seed).filter((v) => v !== version), updatedAt: '' };
       this.channels[channel] = { record, modRevision: String(++this.revision) };
       return { previous: current?.record.version ?? null, record };
     },
@@ -161,4 +162,94 @@ test('etcd still unavailable when the wave times out: ETCD_UNAVAILABLE saying th
   await assert.rejects(rollout(f.options({ timeoutMs: 5000, then: ['dc-b'] })), (err: FanoutError) => err.code === 'ETCD_UNAVAILABLE' && /dc-a was promoted, later waves were not/.test(err.message));
   assert.ok(calls > 4, 'polled until the timeout');
   assert.equal(f.channels['prod@dc-b'], undefined);
+});
+
+/** listAgents failing with ETCD_UNAVAILABLE `times` times once the canary has switched: before dc-b's promotion. */
+function stallAfterCanary(f: FakeFleet, times: number): { failures: () => number } {
+  const listAgents = f.registry.listAgents;
+  let failures = 0;
+  f.registry.listAgents = async () => {
+    const canaryDone = f.events.some((e) => e.event === 'switched' && e.wave === 'dc-a');
+    if (canaryDone && !f.channels['prod@dc-b'] && failures < times) {
+      failures++;
+      throw new FanoutError('ETCD_UNAVAILABLE', 'etcd (127.0.0.1:2379) unavailable: cannot list agents: deadline exceeded');
+    }
+    return listAgents();
+  };
+  return { failures: () => failures };
+}
+
+test("etcd unavailable while the next wave's hosts are read before its promotion: read again at each poll, the rollout completes", async () => {
+  const f = fleet();
+  const stall = stallAfterCanary(f, 4);
+  const waves = await rollout(f.options({ then: ['dc-b'] }));
+  assert.equal(stall.failures(), 4);
+  assert.deepEqual(waves.map((w) => [w.wave, w.hosts.length]), [['dc-a', 2], ['dc-b', 2]]);
+  assert.deepEqual(versions(f), { 'dc-a-h1': 'v2', 'dc-a-h2': 'v2', 'dc-b-h1': 'v2', 'dc-b-h2': 'v2', 'dc-c-h1': 'v1', 'dc-c-h2': 'v1' });
+  assert.deepEqual(
+    f.events.filter((e) => e.event === 'etcd-unavailable').map((e) => e.wave),
+    ['dc-b'],
+    'the outage is told once, for the wave about to be promoted',
+  );
+});
+
+test("etcd still unavailable a whole --timeout before the next wave's promotion: ETCD_UNAVAILABLE saying what was promoted and what was not", async () => {
+  const f = fleet();
+  stallAfterCanary(f, Infinity);
+  await assert.rejects(
+    rollout(f.options({ timeoutMs: 5000, then: ['dc-b'], rest: true })),
+    (err: FanoutError) => err.code === 'ETCD_UNAVAILABLE' && /before promoting dc-b; dc-a promoted, dc-b and later waves were not/.test(err.message),
+  );
+  assert.equal(f.channels['prod@dc-b'], undefined);
+  assert.equal(f.channels.prod!.record.version, 'v1');
+});
+
+test('etcd unavailable before the canary is promoted fails at once: nothing is promoted, nothing to wait for', async () => {
+  const f = fleet();
+  let calls = 0;
+  f.registry.listAgents = async () => {
+    calls++;
+    throw new FanoutError('ETCD_UNAVAILABLE', 'etcd unavailable: cannot list agents');
+  };
+  await assert.rejects(rollout(f.options({ then: ['dc-b'] })), (err: FanoutError) => err.code === 'ETCD_UNAVAILABLE');
+  assert.equal(calls, 1);
+  assert.equal(f.channels['prod@dc-a'], undefined);
+});
+
+test("etcd unavailable at the next wave's promotion: promoted at a later poll; a first try etcd applied without answering still reports what it replaced", async () => {
+  for (const appliedFirst of [false, true]) {
+    const f = fleet();
+    const promote = f.registry.promote;
+    let failures = 0;
+    f.registry.promote = async (...args: Parameters<typeof promote>) => {
+      if (args[1] === 'prod@dc-b' && failures < 3) {
+        failures++;
+        if (appliedFirst && failures === 1) await promote(...args); // etcd took it; the answer was lost
+        throw new FanoutError('ETCD_UNAVAILABLE', 'etcd unavailable: cannot move channel prod@dc-b');
+      }
+      return promote(...args);
+    };
+    const waves = await rollout(f.options({ then: ['dc-b'] }));
+    assert.equal(failures, 3);
+    // The scoped channels are new: they replaced none (and start with prod's history).
+    assert.deepEqual(waves.map((w) => [w.wave, w.previous, w.hosts.length]), [['dc-a', null, 2], ['dc-b', null, 2]], `applied first: ${appliedFirst}`);
+    assert.deepEqual(f.channels['prod@dc-b']!.record.history, ['v1']);
+    assert.equal(f.events.filter((e) => e.event === 'etcd-unavailable').length, 1);
+  }
+});
+
+test('the --rest wave promoted again after a lost answer reports the version prod was at, not its own', async () => {
+  const f = fleet();
+  const promote = f.registry.promote;
+  let failures = 0;
+  f.registry.promote = async (...args: Parameters<typeof promote>) => {
+    if (args[1] === 'prod' && failures++ === 0) {
+      await promote(...args); // applied, answer lost
+      throw new FanoutError('ETCD_UNAVAILABLE', 'etcd unavailable: cannot move channel prod');
+    }
+    return promote(...args);
+  };
+  const waves = await rollout(f.options({ rest: true }));
+  assert.deepEqual(waves.map((w) => [w.wave, w.previous]), [['dc-a', null], ['rest', 'v1']]);
+  assert.deepEqual(f.channels.prod!.record.history, ['v1']);
 });

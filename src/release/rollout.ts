@@ -10,6 +10,8 @@ import { checkDatacenter, parseChannel, promoteChannel, scopedChannel } from './
  * an error while targeting it: hash mismatch, disk full, hook failed) stops the rollout with
  * ROLLOUT_FAILED and no later wave is promoted; so does a wave not done within the timeout
  * (ROLLOUT_TIMEOUT). The waves already promoted stay promoted: roll them back per scope.
+ * Once the canary is promoted, etcd unavailable (a stall of seconds: a leader election, a stopped
+ * member) is waited out, each wave's reads and promotion tried again at every poll until --timeout.
  */
 
 export type RolloutRegistry = Pick<ReleaseRegistry, 'promote' | 'getChannel' | 'getVersion' | 'listAgents'>;
@@ -65,8 +67,8 @@ export async function rollout(opts: RolloutOptions): Promise<WaveResult[]> {
     throw new FanoutError('ROLLOUT_FAILED', `no sync agent of datacenter ${opts.canary} follows ${name}/${opts.channel}: nothing to canary (nothing was promoted)`);
   }
   const results: WaveResult[] = [];
-  for (const datacenter of waves) results.push(await runWave(opts, datacenter, scopedChannel(opts.channel, datacenter)));
-  if (opts.rest) results.push(await runWave(opts, undefined, opts.channel));
+  for (const datacenter of waves) results.push(await runWave(opts, datacenter, scopedChannel(opts.channel, datacenter), results));
+  if (opts.rest) results.push(await runWave(opts, undefined, opts.channel, results));
   return results;
 }
 
@@ -75,36 +77,38 @@ function inWave(agents: AgentState[], channel: string, datacenter: string | unde
   return agents.filter((a) => a.channel === channel && (datacenter === undefined || a.datacenter === datacenter));
 }
 
-async function runWave(opts: RolloutOptions, datacenter: string | undefined, channel: string): Promise<WaveResult> {
+/** `done`: the waves promoted before this one. */
+async function runWave(opts: RolloutOptions, datacenter: string | undefined, channel: string, done: readonly WaveResult[]): Promise<WaveResult> {
   const { registry, name, version } = opts;
   const wave = datacenter ?? 'rest';
   const now = opts.now ?? Date.now;
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = opts.sleep ?? defaultSleep;
+  const outage: Outage = { told: false };
+  // Once a wave is promoted, an etcd stall before the next one's promotion must not end the
+  // rollout half done (as it must not while a wave waits, below): its reads and its promotion are
+  // made again at each poll until the timeout. Before the first, failing at once leaves nothing
+  // to undo (and a wrong --etcd is told at once, not after --timeout).
+  const promoted = done.map((w) => w.wave).join(', ');
+  const stillDownBefore = (err: FanoutError) => `${err.message} (still after ${Math.round(opts.timeoutMs / 1000)} s, before promoting ${wave}; ${promoted} promoted, ${wave} and later waves were not)`;
+  const beforeDeadline = now() + opts.timeoutMs;
+  const patiently = <T>(call: () => Promise<T>) => (done.length === 0 ? call() : untilEtcdAnswers(opts, wave, beforeDeadline, outage, stillDownBefore, call));
+  const beforeAgents = await patiently(() => registry.listAgents(name));
+  // A promotion made again after ETCD_UNAVAILABLE may find its first try applied (a request etcd
+  // took and never answered): it would then report the version itself as the one it replaced.
+  const prior = done.length === 0 ? undefined : ((await patiently(() => registry.getChannel(name, channel)))?.record.version ?? null);
+  let attempts = 0;
+  const promotion = await patiently(() => (attempts++, promoteChannel(registry, name, channel, version)));
+  const previous = attempts > 1 && prior !== undefined ? prior : promotion.previous;
   // A host's report counts for this wave only once it changed after the promotion: an error
   // left from an earlier attempt must not fail the rollout before the agent tried again.
-  const before = new Map(inWave(await registry.listAgents(name), opts.channel, datacenter).map((a) => [a.host, a.updatedAt]));
-  const { previous } = await promoteChannel(registry, name, channel, version);
+  const before = new Map(inWave(beforeAgents, opts.channel, datacenter).map((a) => [a.host, a.updatedAt]));
   opts.onEvent?.({ event: 'promoted', wave, channel, previous, version });
   const deadline = now() + opts.timeoutMs;
-  let etcdDown = false;
+  const stillDownAfter = (err: FanoutError) => `${err.message} (still at the end of ${wave}'s ${Math.round(opts.timeoutMs / 1000)} s timeout; ${wave} was promoted, later waves were not)`;
   for (;;) {
-    if (opts.signal?.aborted) throw new FanoutError('ABORTED', `rollout of ${name}@${version} stopped while waiting for ${wave}`);
-    let agents: AgentState[];
-    try {
-      agents = await registry.listAgents(name);
-    } catch (err) {
-      // The wave is promoted already: an etcd stall of seconds (a leader election, a stopped
-      // member) must not end a rollout given minutes. Read again at the next poll until the timeout.
-      if (!(err instanceof FanoutError) || err.code !== 'ETCD_UNAVAILABLE') throw err;
-      if (now() >= deadline) {
-        throw new FanoutError('ETCD_UNAVAILABLE', `${err.message} (still at the end of ${wave}'s ${Math.round(opts.timeoutMs / 1000)} s timeout; ${wave} was promoted, later waves were not)`, { cause: err });
-      }
-      if (!etcdDown) opts.onEvent?.({ event: 'etcd-unavailable', wave, error: err.message });
-      etcdDown = true;
-      await sleep(Math.min(opts.pollMs ?? DEFAULT_POLL_MS, Math.max(0, deadline - now())));
-      continue;
-    }
-    etcdDown = false;
+    // The wave is promoted already: an etcd stall of seconds (a leader election, a stopped
+    // member) must not end a rollout given minutes. Read again at the next poll until the timeout.
+    const agents = await untilEtcdAnswers(opts, wave, deadline, outage, stillDownAfter, () => registry.listAgents(name));
     const hosts = inWave(agents, opts.channel, datacenter);
     if (hosts.length === 0) {
       // Hosts that were there and are gone (cut off, stopped) prove nothing: never pass a wave
@@ -131,5 +135,38 @@ async function runWave(opts: RolloutOptions, datacenter: string | undefined, cha
       throw new FanoutError('ROLLOUT_TIMEOUT', `${hosts.length - switched} of ${hosts.length} host(s) of ${wave} not on ${name}@${version} after ${Math.round(opts.timeoutMs / 1000)} s; later waves were not promoted`);
     }
     await sleep(Math.min(opts.pollMs ?? DEFAULT_POLL_MS, Math.max(0, deadline - now())));
+  }
+}
+
+function defaultSleep(ms: number): Promise<void> {
+  return new Promise<void>((r) => setTimeout(r, ms));
+}
+
+/** Whether the current etcd outage was told (once per outage, not at every poll). */
+interface Outage {
+  told: boolean;
+}
+
+/**
+ * `call`, made again at each poll while etcd is unavailable (told once per outage) until
+ * `deadline`; still unavailable then: ETCD_UNAVAILABLE with `stillDown`'s message, which says what
+ * was promoted and what was not.
+ */
+async function untilEtcdAnswers<T>(opts: RolloutOptions, wave: string, deadline: number, outage: Outage, stillDown: (err: FanoutError) => string, call: () => Promise<T>): Promise<T> {
+  const now = opts.now ?? Date.now;
+  const sleep = opts.sleep ?? defaultSleep;
+  for (;;) {
+    if (opts.signal?.aborted) throw new FanoutError('ABORTED', `rollout of ${opts.name}@${opts.version} stopped while waiting for ${wave}`);
+    try {
+      const answer = await call();
+      outage.told = false;
+      return answer;
+    } catch (err) {
+      if (!(err instanceof FanoutError) || err.code !== 'ETCD_UNAVAILABLE') throw err;
+      if (now() >= deadline) throw new FanoutError('ETCD_UNAVAILABLE', stillDown(err), { cause: err });
+      if (!outage.told) opts.onEvent?.({ event: 'etcd-unavailable', wave, error: err.message });
+      outage.told = true;
+      await sleep(Math.min(opts.pollMs ?? DEFAULT_POLL_MS, Math.max(0, deadline - now())));
+    }
   }
 }
