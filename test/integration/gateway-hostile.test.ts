@@ -57,6 +57,13 @@ describe('the S3 gateway and hostile clients', () => {
     await writeFile(join(source, 'loopdir/file.txt'), 'in the loop\n');
     await symlink('../loopdir', join(source, 'loopdir/self'));
     await symlink('../loopdir', join(source, 'loopdir/again'));
+    // A loop through two sibling directories: a/x/y/x/y/… down to the kernel's 40 links if followed.
+    await mkdir(join(source, 'sib/a'), { recursive: true });
+    await mkdir(join(source, 'sib/b'));
+    await writeFile(join(source, 'sib/a/fa.txt'), 'a\n');
+    await writeFile(join(source, 'sib/b/fb.txt'), 'b\n');
+    await symlink('../b', join(source, 'sib/a/x'));
+    await symlink('../a', join(source, 'sib/b/y'));
     const port = await freePort();
     endpoint = `http://127.0.0.1:${port}`;
     worker = await WorkerProcess.start({ id: 'gwh', mounts: { data: source }, pageSize: '1MiB', gateway: { listen: `127.0.0.1:${port}`, anonymous: true } });
@@ -86,7 +93,7 @@ describe('the S3 gateway and hostile clients', () => {
     assert.doesNotMatch(log, /InternalError|S3 request failed/, log.slice(0, 2000));
   });
 
-  test('a bucket whose directory links back to itself lists to an end, each key once', async () => {
+  test('a bucket whose directories link back to themselves or to each other lists to an end, each key once (as find -L)', async () => {
     const keys: string[] = [];
     let token: string | undefined;
     for (let page = 0; page < 50; page++) {
@@ -98,9 +105,10 @@ describe('the S3 gateway and hostile clients', () => {
       if (!token) break;
     }
     assert.equal(token, undefined, `still listing after 50 pages, ${keys.length} keys`);
-    assert.deepEqual(keys, ['big.bin', 'loopdir/file.txt']);
-    // The file is still there by a name through the link.
+    assert.deepEqual(keys, ['big.bin', 'loopdir/file.txt', 'sib/a/fa.txt', 'sib/a/x/fb.txt', 'sib/b/fb.txt', 'sib/b/y/fa.txt']);
+    // The files are still there by a name through the links.
     assert.equal(await (await fetch(`${endpoint}/data/loopdir/self/file.txt`)).text(), 'in the loop\n');
+    assert.equal(await (await fetch(`${endpoint}/data/sib/a/x/y/x/fb.txt`)).text(), 'b\n');
   });
 
   test('an Expect other than 100-continue: 417 with an S3 error and a request id', async () => {

@@ -68,7 +68,7 @@ describe('LocalUfs', () => {
     assert.ok(!(await ufs.list('')).some((e) => e.name === 'escape-dir'));
   });
 
-  test('links back to the directory itself or one above it are left out of listings; sideways links stay', async () => {
+  test('links back to the directory itself or one above it are left out of listings', async () => {
     await mkdir(join(root, 'loopdir/sub'), { recursive: true });
     await writeFile(join(root, 'loopdir/file.txt'), 'x');
     await symlink('../loopdir', join(root, 'loopdir/self'));
@@ -82,6 +82,39 @@ describe('LocalUfs', () => {
       assert.deepEqual((await ufs.list('loopdir/self')).map((e) => e.name), ['file.txt', 'sub']);
     } finally {
       await rm(join(root, 'loopdir'), { recursive: true });
+    }
+  });
+
+  test('loops through other directories are left out where they close, as find -L does; the files stay readable through them', async () => {
+    await mkdir(join(root, 'loops/sib/a'), { recursive: true });
+    await mkdir(join(root, 'loops/sib/b'));
+    await writeFile(join(root, 'loops/sib/a/fa.txt'), 'a');
+    await writeFile(join(root, 'loops/sib/b/fb.txt'), 'b');
+    await symlink('../b', join(root, 'loops/sib/a/x'));
+    await symlink('../a', join(root, 'loops/sib/b/y'));
+    // A real directory can close a loop too, once a link has led below it: a/x/z/c is b/c again.
+    await mkdir(join(root, 'loops/deep/a'), { recursive: true });
+    await mkdir(join(root, 'loops/deep/b/c'), { recursive: true });
+    await writeFile(join(root, 'loops/deep/b/c/f.txt'), 'f');
+    await writeFile(join(root, 'loops/deep/b/g.txt'), 'g');
+    await symlink('../b/c', join(root, 'loops/deep/a/x'));
+    await symlink('..', join(root, 'loops/deep/b/c/z'));
+    const walk = async (dir: string): Promise<string[]> => {
+      const paths: string[] = [];
+      for (const e of await ufs.list(dir)) paths.push(...(e.type === 'dir' ? [`${dir}/${e.name}/`, ...(await walk(`${dir}/${e.name}`))] : [`${dir}/${e.name}`]));
+      return paths;
+    };
+    try {
+      // What `find -L loops` prints, less the loops it reports (sib/a/x/y, sib/b/y/x, deep/a/x/z/c, deep/b/c/z).
+      assert.deepEqual((await walk('loops')).sort(), [
+        'loops/deep/', 'loops/deep/a/', 'loops/deep/a/x/', 'loops/deep/a/x/f.txt', 'loops/deep/a/x/z/', 'loops/deep/a/x/z/g.txt',
+        'loops/deep/b/', 'loops/deep/b/c/', 'loops/deep/b/c/f.txt', 'loops/deep/b/g.txt',
+        'loops/sib/', 'loops/sib/a/', 'loops/sib/a/fa.txt', 'loops/sib/a/x/', 'loops/sib/a/x/fb.txt',
+        'loops/sib/b/', 'loops/sib/b/fb.txt', 'loops/sib/b/y/', 'loops/sib/b/y/fa.txt',
+      ]);
+      assert.equal(await readAll(ufs.read('loops/sib/a/x/y/x/fb.txt', (await ufs.stat('loops/sib/a/x/y/x/fb.txt')).version, 0, 1)).then(String), 'b');
+    } finally {
+      await rm(join(root, 'loops'), { recursive: true });
     }
   });
 

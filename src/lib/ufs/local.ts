@@ -96,12 +96,17 @@ export class LocalUfs implements Ufs {
       return { real, dirents };
     });
     const entries: DirEntry[] = [];
+    const root = await this.root();
+    const viaLink = real !== (dir ? join(root, dir) : root);
+    // Asked for once, and only when an entry could close a loop (within that entry's slot of the gate).
+    let chain: Promise<Set<string>> | undefined;
+    const loops: LoopCheck = { viaLink, onChain: async (target) => (await (chain ??= descent(root, dir, viaLink))).has(target) };
     let next = 0;
     const worker = async () => {
       while (next < dirents.length) {
         if (signal?.aborted) throw abortError(signal);
         const dirent = dirents[next++]!;
-        const entry = await gated(() => this.entry(real, dirent));
+        const entry = await gated(() => this.entry(real, dirent, loops));
         if (entry) entries.push(entry);
       }
     };
@@ -232,23 +237,24 @@ export class LocalUfs implements Ufs {
     return real;
   }
 
-  /** One listing entry; null for what stat() would refuse (escaping or broken links, devices). */
-  private async entry(dirReal: string, dirent: Dirent): Promise<DirEntry | null> {
+  /** One listing entry; null for what stat() would refuse (escaping or broken links, devices) and for loops. */
+  private async entry(dirReal: string, dirent: Dirent, loops: LoopCheck): Promise<DirEntry | null> {
     const name = dirent.name;
-    if (dirent.isDirectory()) return { name, type: 'dir' };
-    if (!dirent.isFile() && !dirent.isSymbolicLink()) return null;
+    // As find -L: a directory already on the way down here is a loop ("a/x -> ../b" beside
+    // "b/y -> ../a", or a link to the directory itself): entered, every recursive walk (the S3
+    // gateway's listing, cp) would list its tree again at each turn, up to the kernel's 40 links.
+    // Left out of listings; paths through it still read. Only a link (here, or on the way to this
+    // directory) can lead back up.
+    if (!dirent.isDirectory() && !dirent.isFile() && !dirent.isSymbolicLink()) return null;
     let target = join(dirReal, name);
     try {
+      if (dirent.isDirectory()) return loops.viaLink && (await loops.onChain(target)) ? null : { name, type: 'dir' };
       if (dirent.isSymbolicLink()) {
         target = await realpath(target);
         if (!isInside(await this.root(), target)) return null;
-        // A link back to this directory or one above it ("loopdir/self -> ../loopdir") makes an
-        // endless tree: every recursive walk (the S3 gateway's listing, cp) would go round it, two
-        // such links double the keys at each level. Left out of listings, as find -L does.
-        if (isInside(target, dirReal)) return null;
       }
       const st = await stat(target);
-      if (st.isDirectory()) return { name, type: 'dir' };
+      if (st.isDirectory()) return (await loops.onChain(target)) ? null : { name, type: 'dir' };
       if (!st.isFile()) return null;
       return { name, type: 'file', size: st.size, mtimeMs: Math.floor(st.mtimeMs), version: localVersion(st) };
     } catch (err) {
@@ -258,6 +264,22 @@ export class LocalUfs implements Ufs {
       throw mapFsError(err, this.label !== undefined ? `${this.label}/${target.slice(this.rootDir.length + 1)}` : `file ${target}`);
     }
   }
+}
+
+/** How a listing tells a loop: whether its directory was reached through a link, and the real paths on the way to it. */
+interface LoopCheck {
+  viaLink: boolean;
+  onChain(real: string): Promise<boolean>;
+}
+
+/**
+ * The real paths of the (real) root, of `dir` and of every directory between them: where a walk
+ * down to `dir` has been. Without a link on the way they are the path's own prefixes.
+ */
+async function descent(root: string, dir: string, viaLink: boolean): Promise<Set<string>> {
+  const parts = dir ? dir.split('/') : [];
+  const prefixes = parts.map((_, i) => join(root, ...parts.slice(0, i + 1)));
+  return new Set([root, ...(viaLink ? await Promise.all(prefixes.map((p) => realpath(p))) : prefixes)]);
 }
 
 function isInside(root: string, real: string): boolean {
