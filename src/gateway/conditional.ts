@@ -7,11 +7,14 @@ import { s3Errors } from './errors.js';
  * Conditional GET/HEAD (RFC 7232 as S3 applies it) and the Range decision.
  *   If-Match fails → 412; else If-Unmodified-Since fails → 412 (ignored when If-Match is given).
  *   If-None-Match matches → 304; else If-Modified-Since not modified → 304 (ignored with If-None-Match).
- * Dates compare at whole seconds, as HTTP dates carry no more.
+ * Dates compare at whole seconds, as HTTP dates carry no more. An If-Modified-Since later than the
+ * gateway's clock (`nowMs`) is ignored, as S3 does: RFC 2616 (14.25) called such a date invalid;
+ * RFC 9110 (13.1.3) no longer says so, but S3 still answers 200 to it, and S3 clients read 304 as
+ * an error (botocore's ClientError "Not Modified").
  */
 export type Conditional = 'ok' | 'not-modified';
 
-export function evaluateConditions(headers: IncomingHttpHeaders, version: string, mtimeMs: number): Conditional {
+export function evaluateConditions(headers: IncomingHttpHeaders, version: string, mtimeMs: number, nowMs: number): Conditional {
   const ifMatch = headers['if-match'];
   const ifNoneMatch = headers['if-none-match'];
   const mtime = Math.floor(mtimeMs / 1000);
@@ -25,7 +28,7 @@ export function evaluateConditions(headers: IncomingHttpHeaders, version: string
     if (etagListMatches(ifNoneMatch, version)) return 'not-modified';
   } else {
     const since = httpDateSeconds(headers['if-modified-since']);
-    if (since !== undefined && mtime <= since) return 'not-modified';
+    if (since !== undefined && mtime <= since && since <= Math.floor(nowMs / 1000)) return 'not-modified';
   }
   return 'ok';
 }

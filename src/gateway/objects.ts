@@ -50,7 +50,7 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
     'last-modified': new Date(info.mtimeMs).toUTCString(),
     'accept-ranges': 'bytes',
   };
-  if (evaluateConditions(req.headers, info.version, info.mtimeMs) === 'not-modified') {
+  if (evaluateConditions(req.headers, info.version, info.mtimeMs, ctx.now) === 'not-modified') {
     res.writeHead(304, headers);
     res.end();
     return;

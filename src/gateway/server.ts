@@ -5,7 +5,7 @@ import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
-import type { Clock } from '../core/clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import { parseListen } from '../lib/config/index.js';
 import { CertificateReloader, createApiServer, readTlsPair, type TlsFiles } from '../lib/tls/index.js';
@@ -45,12 +45,14 @@ export class S3Gateway {
   private requests = 0;
   private boundUrl = '';
   private readonly cap: ConnectionCap | undefined;
+  private readonly clock: Clock;
 
   constructor(
     private readonly config: GatewayConfig,
     private readonly backend: GatewayBackend,
     private readonly options: GatewayOptions = {},
   ) {
+    this.clock = options.clock ?? systemClock;
     this.auth = new Authenticator({ region: config.region, credentials: config.credentials, anonymous: config.anonymous, clock: options.clock });
     this.buckets = { region: config.region, owner: { id: 'fanout', displayName: 'fanout' }, created: new Date() };
     const tls = options.tls;
@@ -164,7 +166,7 @@ export class S3Gateway {
       const principal = this.auth.authenticate({ method, path, rawPath, hostBucket, query: pairs, headers });
       const query = new Map<string, string>();
       for (const [k, v] of pairs) if (!query.has(k)) query.set(k, v);
-      await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query, anonymous: principal.accessKeyId === null });
+      await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query, anonymous: principal.accessKeyId === null, now: this.clock.now() });
     } catch (err) {
       try {
         this.fail(req, res, err, resource, requestId, target);

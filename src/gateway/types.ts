@@ -50,4 +50,6 @@ export interface RequestContext {
   query: Map<string, string>;
   /** Whether the request carried no credentials (the gateway's `anonymous` reads). */
   anonymous?: boolean;
+  /** The gateway's clock when the request came (epoch ms). */
+  now: number;
 }

@@ -67,32 +67,42 @@ describe('conditional requests and ranges', () => {
   const version = '10-1000000';
   const mtimeMs = Date.UTC(2024, 0, 1, 12, 0, 0, 500);
   const at = (s: number) => new Date(Date.UTC(2024, 0, 1, 12, 0, s)).toUTCString();
+  /** The gateway's clock: a minute after the file's time. */
+  const now = Date.UTC(2024, 0, 1, 12, 1, 0);
 
   test('If-Match / If-None-Match / If-Modified-Since / If-Unmodified-Since', () => {
-    assert.equal(evaluateConditions({}, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-match': `"${version}"` }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-match': `"x", "${version}"` }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-match': '*' }, version, mtimeMs), 'ok');
-    assert.throws(() => evaluateConditions({ 'if-match': '"other"' }, version, mtimeMs), (e: S3Error) => e.status === 412 && e.fields.Condition === 'If-Match');
-    assert.equal(evaluateConditions({ 'if-none-match': `"${version}"` }, version, mtimeMs), 'not-modified');
-    assert.equal(evaluateConditions({ 'if-none-match': '"other"' }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-modified-since': at(0) }, version, mtimeMs), 'not-modified', 'same second');
-    assert.equal(evaluateConditions({ 'if-modified-since': at(-1) }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-modified-since': 'garbage' }, version, mtimeMs), 'ok');
-    assert.throws(() => evaluateConditions({ 'if-unmodified-since': at(-1) }, version, mtimeMs), (e: S3Error) => e.status === 412);
-    assert.equal(evaluateConditions({ 'if-unmodified-since': at(0) }, version, mtimeMs), 'ok');
+    assert.equal(evaluateConditions({}, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-match': `"${version}"` }, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-match': `"x", "${version}"` }, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-match': '*' }, version, mtimeMs, now), 'ok');
+    assert.throws(() => evaluateConditions({ 'if-match': '"other"' }, version, mtimeMs, now), (e: S3Error) => e.status === 412 && e.fields.Condition === 'If-Match');
+    assert.equal(evaluateConditions({ 'if-none-match': `"${version}"` }, version, mtimeMs, now), 'not-modified');
+    assert.equal(evaluateConditions({ 'if-none-match': '"other"' }, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-modified-since': at(0) }, version, mtimeMs, now), 'not-modified', 'same second');
+    assert.equal(evaluateConditions({ 'if-modified-since': at(-1) }, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-modified-since': 'garbage' }, version, mtimeMs, now), 'ok');
+    assert.throws(() => evaluateConditions({ 'if-unmodified-since': at(-1) }, version, mtimeMs, now), (e: S3Error) => e.status === 412);
+    assert.equal(evaluateConditions({ 'if-unmodified-since': at(0) }, version, mtimeMs, now), 'ok');
     // If-Match wins over If-Unmodified-Since, If-None-Match over If-Modified-Since (RFC 7232, S3).
-    assert.equal(evaluateConditions({ 'if-match': `"${version}"`, 'if-unmodified-since': at(-1) }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-none-match': '"other"', 'if-modified-since': at(5) }, version, mtimeMs), 'ok');
+    assert.equal(evaluateConditions({ 'if-match': `"${version}"`, 'if-unmodified-since': at(-1) }, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-none-match': '"other"', 'if-modified-since': at(5) }, version, mtimeMs, now), 'ok');
+  });
+
+  test('an If-Modified-Since later than the gateway\'s clock is ignored, as S3 does (200, not 304)', () => {
+    assert.equal(evaluateConditions({ 'if-modified-since': at(60) }, version, mtimeMs, now), 'not-modified', 'the present second');
+    assert.equal(evaluateConditions({ 'if-modified-since': at(61) }, version, mtimeMs, now), 'ok', 'a second ahead');
+    assert.equal(evaluateConditions({ 'if-modified-since': 'Fri, 01 Jan 2100 00:00:00 GMT' }, version, mtimeMs, now), 'ok');
+    // If-Unmodified-Since in the future holds, as before.
+    assert.equal(evaluateConditions({ 'if-unmodified-since': 'Fri, 01 Jan 2100 00:00:00 GMT' }, version, mtimeMs, now), 'ok');
   });
 
   test('dates that are not HTTP-dates are ignored (not read as a year); If-Match compares strongly', () => {
-    assert.equal(evaluateConditions({ 'if-modified-since': '9999' }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-unmodified-since': '1' }, version, mtimeMs), 'ok');
-    assert.equal(evaluateConditions({ 'if-modified-since': 'Monday, 01-Jan-24 12:00:05 GMT' }, version, mtimeMs), 'not-modified', "RFC 850's form");
-    assert.equal(evaluateConditions({ 'if-modified-since': 'Mon Jan  1 12:00:05 2024' }, version, mtimeMs), 'not-modified', "asctime's form");
-    assert.throws(() => evaluateConditions({ 'if-match': `W/"${version}"` }, version, mtimeMs), (e: S3Error) => e.status === 412);
-    assert.equal(evaluateConditions({ 'if-none-match': `W/"${version}"` }, version, mtimeMs), 'not-modified');
+    assert.equal(evaluateConditions({ 'if-modified-since': '9999' }, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-unmodified-since': '1' }, version, mtimeMs, now), 'ok');
+    assert.equal(evaluateConditions({ 'if-modified-since': 'Monday, 01-Jan-24 12:00:05 GMT' }, version, mtimeMs, now), 'not-modified', "RFC 850's form");
+    assert.equal(evaluateConditions({ 'if-modified-since': 'Mon Jan  1 12:00:05 2024' }, version, mtimeMs, now), 'not-modified', "asctime's form");
+    assert.throws(() => evaluateConditions({ 'if-match': `W/"${version}"` }, version, mtimeMs, now), (e: S3Error) => e.status === 412);
+    assert.equal(evaluateConditions({ 'if-none-match': `W/"${version}"` }, version, mtimeMs, now), 'not-modified');
   });
 
   test('ranges: suffix, open, clamped, ignored when malformed, 416 outside', () => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -126,6 +126,9 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
     big = randomBytes(9 * MiB + 12345);
     await writeFile(join(source, 'big.bin'), big);
     await writeFile(join(source, 'hello.txt'), 'hello fanout\n');
+    // An hour old: If-Modified-Since a minute after it is still in the past.
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    await utimes(join(source, 'hello.txt'), hourAgo, hourAgo);
     await writeFile(join(source, 'empty.bin'), '');
     await mkdir(join(source, 'tree/a'), { recursive: true });
     await mkdir(join(source, 'tree/b/c'), { recursive: true });
@@ -215,6 +218,11 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
     assert.equal((await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfUnmodifiedSince: earlier })))).status, 412);
     const ok = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfMatch: ETag, IfModifiedSince: earlier }));
     assert.equal(await ok.Body!.transformToString(), 'hello fanout\n');
+    // A date past the gateway's clock is ignored, as S3 ignores it: the object, not 304.
+    const tomorrow = new Date(Date.now() + 86_400_000);
+    const future = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfModifiedSince: tomorrow }));
+    assert.equal(await future.Body!.transformToString(), 'hello fanout\n');
+    assert.equal((await client.send(new HeadObjectCommand({ Bucket: 'data', Key: 'hello.txt', IfModifiedSince: tomorrow }))).$metadata.httpStatusCode, 200);
   });
 
   test('errors: NoSuchKey, InvalidRange, NotImplemented writes, bad keys, signatures and clocks', async () => {
