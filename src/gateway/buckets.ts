@@ -67,12 +67,12 @@ export async function getBucket(ctx: RequestContext, backend: GatewayBackend, op
     const token = query.get('continuation-token');
     const startAfter = query.get('start-after');
     const resume = token !== undefined ? decodeToken(token) : startAfter ? { after: startAfter, subtree: false } : undefined;
-    const result = await list(backend, bucket, base, resume);
+    const result = await list(backend, bucket, base, resume, ctx.now);
     const next = result.truncated && result.next ? encodeToken(result.next) : undefined;
     return sendXml(ctx.res, 200, listObjectsV2Xml({ ...base, ...result, continuationToken: token, nextContinuationToken: next, startAfter }));
   }
   const marker = query.get('marker') ?? '';
-  const result = await list(backend, bucket, base, markerPosition(marker, base.prefix, base.delimiter ?? ''));
+  const result = await list(backend, bucket, base, markerPosition(marker, base.prefix, base.delimiter ?? ''), ctx.now);
   const nextMarker = result.truncated && result.next ? positionMarker(result.next, base.delimiter ?? '') : undefined;
   sendXml(ctx.res, 200, listObjectsV1Xml({ ...base, ...result, marker, nextMarker }));
 }
@@ -82,9 +82,10 @@ async function list(
   bucket: string,
   base: Pick<ListPage, 'prefix' | 'delimiter' | 'maxKeys'>,
   resume: Position | undefined,
+  now: number,
 ) {
   try {
-    return await listKeys((dir) => backend.list(bucket, dir), { prefix: base.prefix, delimiter: base.delimiter ?? '', maxKeys: base.maxKeys, resume });
+    return await listKeys((dir) => backend.list(bucket, dir), { prefix: base.prefix, delimiter: base.delimiter ?? '', maxKeys: base.maxKeys, resume, now });
   } catch (err) {
     throw toS3Error(err, { bucket });
   }

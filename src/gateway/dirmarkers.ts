@@ -23,8 +23,12 @@ export function isMarkerKey(key: string): boolean {
   return key.endsWith('/');
 }
 
-/** The zero-byte object standing for directory `key` ("a/b/"): NoSuchKey unless it is one. */
-export async function statMarker(backend: GatewayBackend, bucket: string, key: string): Promise<FileInfo> {
+/**
+ * The zero-byte object standing for directory `key` ("a/b/"): NoSuchKey unless it is one. Its
+ * Last-Modified is the directory's time, or `nowMs` where the source gives none (S3 prefixes):
+ * never 1970, which s3fs shows as the directory's date.
+ */
+export async function statMarker(backend: GatewayBackend, bucket: string, key: string, nowMs: number): Promise<FileInfo> {
   const dir = key.slice(0, -1);
   let path: string;
   try {
@@ -43,5 +47,5 @@ export async function statMarker(backend: GatewayBackend, bucket: string, key: s
   });
   const entry = entries.find((e) => e.name === name && e.type === 'dir');
   if (!entry) throw s3Errors.noSuchKey(key);
-  return { path: key, size: 0, mtimeMs: entry.mtimeMs ?? 0, version: EMPTY_ETAG };
+  return { path: key, size: 0, mtimeMs: entry.mtimeMs ?? nowMs, version: EMPTY_ETAG };
 }

@@ -125,8 +125,12 @@ describe('flat keyspace listing over directory listings', () => {
     for (const maxKeys of [1, 2, 3, 1000]) {
       assert.deepEqual((await all(listDir, { prefix: '', delimiter: '', maxKeys })).keys, expected, `maxKeys ${maxKeys}`);
     }
-    const marker = await listKeys(listDir, { prefix: 'models/n', delimiter: '', maxKeys: 10 });
-    assert.deepEqual(marker.objects, [{ key: 'models/none/', size: 0, mtimeMs: 0, etag: 'd41d8cd98f00b204e9800998ecf8427e' }]);
+    // Dated by the listing when the source gives directories no time (S3 prefixes); else by the directory.
+    const now = Date.UTC(2026, 11, 5, 12, 0, 0);
+    const marker = await listKeys(listDir, { prefix: 'models/n', delimiter: '', maxKeys: 10, now });
+    assert.deepEqual(marker.objects, [{ key: 'models/none/', size: 0, mtimeMs: now, etag: 'd41d8cd98f00b204e9800998ecf8427e' }]);
+    const dated = async (dir: string) => (dir === '' ? [{ name: 'old', type: 'dir' as const, mtimeMs: 5000 }] : []);
+    assert.deepEqual((await listKeys(dated, { prefix: '', delimiter: '', maxKeys: 10, now })).objects, [{ key: 'old/', size: 0, mtimeMs: 5000, etag: 'd41d8cd98f00b204e9800998ecf8427e' }]);
     // With a delimiter it rolls into its common prefix, as a marker object does on S3; listed by itself, it is its only key.
     const root = await listKeys(listDir, { prefix: '', delimiter: '/', maxKeys: 1000 });
     assert.ok(root.commonPrefixes.includes('empty/') && !root.objects.some((o) => o.key === 'empty/'));

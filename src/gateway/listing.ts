@@ -29,6 +29,8 @@ export interface ListRequest {
   delimiter: string;
   maxKeys: number;
   resume?: Position;
+  /** The Last-Modified of an empty directory's marker when the source gives directories no time (S3 prefixes): the listing's. */
+  now?: number;
 }
 
 export interface ListResult {
@@ -98,7 +100,7 @@ export async function listKeys(listDir: ListDir, req: ListRequest, budget = DEFA
     }
     // No key below says an empty directory exists: its marker does (not the bucket's root).
     if (entries.length === 0 && base !== '' && base.startsWith(prefix) && pastResume(base, false) && rollup(base) === undefined) {
-      yield { kind: 'object', key: base, entry: { name: base, type: 'dir', size: 0, mtimeMs: self?.mtimeMs ?? 0, version: EMPTY_ETAG } };
+      yield { kind: 'object', key: base, entry: { name: base, type: 'dir', size: 0, mtimeMs: self?.mtimeMs ?? req.now ?? 0, version: EMPTY_ETAG } };
     }
     const named = entries.map((entry) => ({ entry, name: base + entry.name + (entry.type === 'dir' ? '/' : '') }));
     named.sort((a, b) => compareKeys(a.name, b.name));

@@ -41,7 +41,7 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
 
   const marker = isMarkerKey(key);
   const info = marker
-    ? await statMarker(backend, bucket, checkKey(backend, bucket, key))
+    ? await statMarker(backend, bucket, checkKey(backend, bucket, key), ctx.now)
     : await backend.stat(bucket, objectPath(backend, bucket, key)).catch((err: unknown) => {
         throw toS3Error(err, { bucket, key });
       });

@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { join } from 'node:path';
@@ -10,6 +10,8 @@ import { freePort, waitFor } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
 
 const KEY = { accessKeyId: 'FSCLIENTKEY', secretAccessKey: 'fs-client-secret' };
+/** The time of the source's directory "empty": what its marker and the clients must show. */
+const EMPTY_TIME = new Date('2024-03-01T10:00:00Z');
 
 /** True when something of FUSE type `fsType` is mounted at `mountpoint`. */
 async function mountedAs(mountpoint: string, fsType: string): Promise<boolean> {
@@ -73,6 +75,7 @@ describe('S3 gateway with s3fs and rclone: empty directories', () => {
     await mkdir(join(source, 'full/sub-empty'), { recursive: true });
     await writeFile(join(source, 'full/a.txt'), 'a in full\n');
     await writeFile(join(source, 'top.txt'), 'top\n');
+    await utimes(join(source, 'empty'), EMPTY_TIME, EMPTY_TIME);
     const port = await freePort();
     endpoint = `http://127.0.0.1:${port}`;
     worker = await WorkerProcess.start({ id: 'fsc', mounts: { data: source }, gateway: { listen: `127.0.0.1:${port}`, credentials: [KEY] } });
@@ -109,6 +112,7 @@ describe('S3 gateway with s3fs and rclone: empty directories', () => {
     assert.match(root.get('full')!, /^d/);
     assert.match(root.get('top.txt')!, /^-/);
     assert.ok((await stat(join(mnt, 'empty'))).isDirectory());
+    assert.equal((await stat(join(mnt, 'empty'))).mtime.toISOString(), EMPTY_TIME.toISOString(), 'the directory\'s own time, not 1970');
     assert.deepEqual(await readdir(join(mnt, 'empty')), []);
     const entered = await sh('sh', ['-c', 'cd "$1" && pwd', 'sh', join(mnt, 'empty')]);
     assert.equal(entered.code, 0, `cd into the empty directory: ${entered.stderr}`);
@@ -158,12 +162,15 @@ describe('S3 gateway with s3fs and rclone: empty directories', () => {
         const head = await client.send(new HeadObjectCommand({ Bucket: 'data', Key: key }));
         assert.equal(head.ContentType, 'application/x-directory', key);
         assert.equal(head.ContentLength, 0, key);
+        assert.ok(head.LastModified!.getTime() > Date.UTC(2000, 0, 1), `${key}: ${head.LastModified?.toISOString()}`);
       }
+      assert.equal((await client.send(new HeadObjectCommand({ Bucket: 'data', Key: 'empty/' }))).LastModified?.toISOString(), EMPTY_TIME.toISOString());
       for (const key of ['empty', 'empty_$folder$', 'top.txt/', 'missing/', 'empty//']) {
         await assert.rejects(client.send(new HeadObjectCommand({ Bucket: 'data', Key: key })), (err: { $metadata?: { httpStatusCode?: number } }) => err.$metadata?.httpStatusCode === 404, key);
       }
       const flat = await client.send(new ListObjectsV2Command({ Bucket: 'data' }));
       assert.deepEqual(flat.Contents?.map((o) => o.Key), ['empty/', 'full/a.txt', 'full/sub-empty/', 'top.txt']);
+      assert.equal(flat.Contents?.[0]?.LastModified?.toISOString(), EMPTY_TIME.toISOString());
       const byLevel = await client.send(new ListObjectsV2Command({ Bucket: 'data', Delimiter: '/' }));
       assert.deepEqual(byLevel.Contents?.map((o) => o.Key), ['top.txt']);
       assert.deepEqual(byLevel.CommonPrefixes?.map((p) => p.Prefix), ['empty/', 'full/']);

@@ -130,6 +130,12 @@ describe('LocalUfs', () => {
         ['v1', 'dir'],
       ],
     );
+    // Directories carry their time, through a link too (S3 clients date "dir/" markers with it).
+    const v1Time = new Date('2024-03-01T10:00:00Z');
+    await utimes(join(root, 'models/v1'), v1Time, v1Time);
+    const dated = await ufs.list('models');
+    assert.equal(dated.find((e) => e.name === 'v1')!.mtimeMs, v1Time.getTime());
+    assert.equal(dated.find((e) => e.name === 'current')!.mtimeMs, v1Time.getTime());
     const b = entries.find((e) => e.name === 'b.txt')!;
     assert.equal(b.size, 3);
     assert.equal(b.version, (await ufs.stat('models/b.txt')).version);

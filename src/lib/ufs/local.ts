@@ -248,13 +248,16 @@ export class LocalUfs implements Ufs {
     if (!dirent.isDirectory() && !dirent.isFile() && !dirent.isSymbolicLink()) return null;
     let target = join(dirReal, name);
     try {
-      if (dirent.isDirectory()) return loops.viaLink && (await loops.onChain(target)) ? null : { name, type: 'dir' };
       if (dirent.isSymbolicLink()) {
         target = await realpath(target);
         if (!isInside(await this.root(), target)) return null;
       }
       const st = await stat(target);
-      if (st.isDirectory()) return (await loops.onChain(target)) ? null : { name, type: 'dir' };
+      if (st.isDirectory()) {
+        if ((dirent.isSymbolicLink() || loops.viaLink) && (await loops.onChain(target))) return null;
+        // Its time is what S3 clients show for its marker "dir/" (s3fs's ls -l), one stat per directory.
+        return { name, type: 'dir', mtimeMs: Math.floor(st.mtimeMs) };
+      }
       if (!st.isFile()) return null;
       return { name, type: 'file', size: st.size, mtimeMs: Math.floor(st.mtimeMs), version: localVersion(st) };
     } catch (err) {
