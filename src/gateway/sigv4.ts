@@ -30,16 +30,20 @@ export function uriEncode(text: string, encodeSlash: boolean): string {
 }
 
 /**
- * Splits a raw query string into decoded [name, value] pairs, in order. "+" is a literal plus
- * (SigV4 clients encode spaces as %20). Returns undefined for malformed percent-encoding.
+ * Splits a raw query string into decoded [name, value] pairs, in order. "+" is a space, as S3
+ * reads a query (form encoding): "prefix=a+b" lists "a b", and a signature over it is checked with
+ * "a%20b" in the canonical query, which is what clients that send "+" sign (the AWS SDK for Java
+ * v1, curl --aws-sigv4). A plus is "%2B", as every SDK sends it. Returns undefined for malformed
+ * percent-encoding.
  */
 export function parseQuery(rawQuery: string): [string, string][] | undefined {
   const pairs: [string, string][] = [];
+  const decode = (text: string) => decodeURIComponent(text.replace(/\+/g, ' '));
   for (const part of rawQuery.split('&')) {
     if (part === '') continue;
     const eq = part.indexOf('=');
     try {
-      pairs.push(eq === -1 ? [decodeURIComponent(part), ''] : [decodeURIComponent(part.slice(0, eq)), decodeURIComponent(part.slice(eq + 1))]);
+      pairs.push(eq === -1 ? [decode(part), ''] : [decode(part.slice(0, eq)), decode(part.slice(eq + 1))]);
     } catch {
       return undefined;
     }
