@@ -113,6 +113,10 @@ describe('conditional requests and ranges', () => {
     assert.deepEqual(selectRange({ range: 'bytes=10-1000' }, 100, version, mtimeMs), { start: 10, end: 100 });
     assert.equal(selectRange({ range: 'bytes=0-1,5-6' }, 100, version, mtimeMs), undefined);
     assert.equal(selectRange({ range: 'items=0-1' }, 100, version, mtimeMs), undefined);
+    // A last byte before the first is an invalid range (RFC 9110 14.1.1), ignored as S3 ignores it: the whole object,
+    // even when the first byte lies past the end.
+    assert.equal(selectRange({ range: 'bytes=5-2' }, 100, version, mtimeMs), undefined);
+    assert.equal(selectRange({ range: 'bytes=500-200' }, 100, version, mtimeMs), undefined);
     assert.throws(() => selectRange({ range: 'bytes=100-' }, 100, version, mtimeMs), (e: S3Error) => e.code === 'InvalidRange' && e.headers['content-range'] === 'bytes */100');
     assert.deepEqual(selectRange({ range: 'bytes=0-0', 'if-range': `"${version}"` }, 100, version, mtimeMs), { start: 0, end: 1 });
     assert.equal(selectRange({ range: 'bytes=0-0', 'if-range': '"old"' }, 100, version, mtimeMs), undefined);
