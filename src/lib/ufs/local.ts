@@ -240,11 +240,6 @@ export class LocalUfs implements Ufs {
   /** One listing entry; null for what stat() would refuse (escaping or broken links, devices) and for loops. */
   private async entry(dirReal: string, dirent: Dirent, loops: LoopCheck): Promise<DirEntry | null> {
     const name = dirent.name;
-    // As find -L: a directory already on the way down here is a loop ("a/x -> ../b" beside
-    // "b/y -> ../a", or a link to the directory itself): entered, every recursive walk (the S3
-    // gateway's listing, cp) would list its tree again at each turn, up to the kernel's 40 links.
-    // Left out of listings; paths through it still read. Only a link (here, or on the way to this
-    // directory) can lead back up.
     if (!dirent.isDirectory() && !dirent.isFile() && !dirent.isSymbolicLink()) return null;
     let target = join(dirReal, name);
     try {
@@ -254,6 +249,11 @@ export class LocalUfs implements Ufs {
       }
       const st = await stat(target);
       if (st.isDirectory()) {
+        // As find -L: a directory already on the way down here is a loop ("a/x -> ../b" beside
+        // "b/y -> ../a", or a link to the directory itself): entered, every recursive walk (the
+        // S3 gateway's listing, cp) would list its tree again at each turn, up to the kernel's 40
+        // links. Left out of listings; paths through it still read. Only a link (this entry, or
+        // one on the way to this directory) can lead back up.
         if ((dirent.isSymbolicLink() || loops.viaLink) && (await loops.onChain(target))) return null;
         // Its time is what S3 clients show for its marker "dir/" (s3fs's ls -l), one stat per directory.
         return { name, type: 'dir', mtimeMs: Math.floor(st.mtimeMs) };
