@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import type { ReleaseFetcher } from './fetch.js';
 import type { Manifest } from './manifest.js';
 import { FanoutError } from '../core/errors.js';
 import type { AgentState, ReleaseRegistry } from './registry.js';
+import { procStat } from './procstat.js';
 
 const PAGE = 1024;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -141,15 +141,8 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
 /** Pids a hook wrote, one a line. */
 const pidsIn = async (file: string) => (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean).map(Number);
 
-/** Running and not a zombie (a zombie's parent, init here, has not reaped it yet). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+/** Running and not a zombie (a killed agent's orphans are reaped by init, maybe late). */
+const alive = (pid: number) => (procStat(pid)?.state ?? 'Z') !== 'Z';
 
 /** The shell and a child of it write their pids, then hang: ending only the shell would leave the sleep. */
 const hangingHook = (pids: string, ignoreTerm = false) => `${ignoreTerm ? "trap '' TERM; " : ''}echo $$ >> ${pids}; sleep 600 & echo $! >> ${pids}; wait`;

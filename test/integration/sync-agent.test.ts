@@ -1,7 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
@@ -9,16 +8,10 @@ import { startCluster, type WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 import { fanout, fanoutJson } from '../harness/cli.js';
 import { SyncProcess, currentVersion } from '../harness/release.js';
+import { procStat } from '../../src/release/procstat.js';
 
 /** Running and not a zombie (a killed agent's orphans are reaped by init, maybe late). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const alive = (pid: number) => (procStat(pid)?.state ?? 'Z') !== 'Z';
 
 const pidsIn = async (file: string) => (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean).map(Number);
 
