@@ -20,6 +20,9 @@ export type HookResult =
   /** Ended by us: every process of its group is gone when this is returned. */
   | { ok: false; reason: 'timeout' | 'stopped'; message: string };
 
+/** `sh -c GATED COMMAND`: reads "go" from stdin, then becomes `sh -c COMMAND` ($0). */
+const GATED = 'read -r go && [ "$go" = go ] && exec /bin/sh -c "$0"';
+
 /**
  * Runs an on-switch hook in a process group of its own (detached). A hook that hangs would
  * otherwise hold the agent for good, and signalling only the shell leaves what it started
@@ -30,7 +33,11 @@ export type HookResult =
  */
 export async function runHook(run: HookRun): Promise<HookResult> {
   if (run.signal?.aborted) return { ok: false, reason: 'stopped', message: 'not started: the agent is stopping' };
-  const child = spawn('/bin/sh', ['-c', run.command], { stdio: ['ignore', 'inherit', 'inherit'], env: run.env, detached: true });
+  // The shell waits on its stdin for "go" before it runs the hook (exec: same pid, same group), so
+  // onStart (recording the group for a next start to end) is done before the hook does anything.
+  // An agent killed before that closes the pipe: the shell reads EOF and exits without running it.
+  const child = spawn('/bin/sh', ['-c', GATED, run.command], { stdio: ['pipe', 'inherit', 'inherit'], env: run.env, detached: true });
+  child.stdin?.on('error', () => {}); // EPIPE: the shell is gone already (its exit is reported below)
   const exited = new Promise<{ code: number | null; sig: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, sig) => resolve({ code, sig })));
   const failedToStart = new Promise<Error>((resolve) => child.once('error', resolve));
   let timer: NodeJS.Timeout | undefined;
@@ -42,6 +49,8 @@ export async function runHook(run: HookRun): Promise<HookResult> {
   });
   try {
     if (child.pid !== undefined) await run.onStart?.(child.pid);
+    // The hook's stdin is then at its end, as /dev/null would be.
+    child.stdin?.end('go\n');
     const first = await Promise.race([exited, failedToStart, ended]);
     if (first instanceof Error) return { ok: false, reason: 'failed', message: `failed to start: ${first.message}` };
     if (typeof first === 'object') {
