@@ -5,7 +5,7 @@ import { TokenBucket } from '../lib/ratelimit/index.js';
 import { isDiskFull } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { runHook } from './hook.js';
-import { claimHost } from './hostclaim.js';
+import { HostRecord } from './hostrecord.js';
 import { ReleaseDir } from './install.js';
 import { endLeftoverHook, forgetRunningHook, recordRunningHook } from './runninghook.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
@@ -54,9 +54,6 @@ export interface AgentHealth {
 export const DEFAULT_INTERVAL_MS = 30_000;
 export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
 const HOOK_GRACE_MS = 5_000;
-/** State is reported under a 15 s lease (the registry's default); a third of it keeps an idle host in `release status`. */
-const LEASE_TTL_MS = 15_000;
-const HEARTBEAT_MS = 5_000;
 const MAX_BACKOFF_MS = 10_000;
 
 /**
@@ -70,13 +67,11 @@ export class SyncAgent {
   readonly dir: ReleaseDir;
   /** The last prune failed: idle rounds try it again. */
   private pruneOwed = false;
-  /** The host's record is this agent's (claimHost): nothing is reported before. */
-  private hostClaimed = false;
   /** A hook left running by an earlier agent of the directory was looked for (and ended). */
   private leftoverHookChecked = false;
-  private readonly host: string;
-  private state: AgentState;
-  private lastReport = 0;
+  /** The host's record in `release status`; its state is this.state. */
+  private readonly record: HostRecord;
+  private readonly state: AgentState;
   private failures = 0;
   private watch: ChannelWatch | undefined;
   /** A round is due now (the watch fired or broke), whatever the schedule says. */
@@ -86,21 +81,14 @@ export class SyncAgent {
   private behindSince: number | undefined;
   private failedRounds = 0;
   private switches = 0;
-  /** The report in flight (reports are sent in order, see report()). */
-  private reporting: Promise<void> = Promise.resolve();
-  /** What the last report sent: a heartbeat during a round sends it again. */
-  private lastSent: AgentState | undefined;
-  private readonly heartbeatMs: number;
 
   constructor(private readonly opts: SyncAgentOptions) {
     if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
     this.dir = new ReleaseDir(resolve(opts.dir), ({ file, movedTo }) =>
       opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
     );
-    this.host = opts.host ?? hostname();
-    this.heartbeatMs = opts.heartbeatMs ?? HEARTBEAT_MS;
     this.state = {
-      host: this.host,
+      host: opts.host ?? hostname(),
       channel: opts.channel,
       ...(opts.datacenter ? { datacenter: opts.datacenter } : {}),
       following: opts.channel,
@@ -115,6 +103,7 @@ export class SyncAgent {
       error: null,
       updatedAt: new Date().toISOString(),
     };
+    this.record = new HostRecord({ registry: opts.registry, name: opts.name, hostGiven: opts.host !== undefined, heartbeatMs: opts.heartbeatMs }, this.state);
   }
 
   health(): AgentHealth {
@@ -133,11 +122,11 @@ export class SyncAgent {
       while (!signal.aborted) {
         if (this.checkNow || Date.now() >= nextRound) {
           this.checkNow = false;
-          nextRound = Date.now() + (await this.beating(() => this.round(signal)));
+          nextRound = Date.now() + (await this.record.beating(() => this.round(signal)));
         } else {
           await this.report({}, false); // heartbeat only: renews the lease, reads nothing
         }
-        await this.pause(Math.min(nextRound - Date.now(), this.heartbeatMs), signal);
+        await this.pause(Math.min(nextRound - Date.now(), this.record.heartbeatMs), signal);
       }
     } finally {
       this.closeWatch();
@@ -207,27 +196,15 @@ export class SyncAgent {
    * on failure. The host's record is renewed during it, as during a round of `run`.
    */
   syncOnce(signal?: AbortSignal): Promise<string | null> {
-    return this.beating(() => this.sync(signal));
+    return this.record.beating(() => this.sync(signal));
   }
 
-  /**
-   * Runs `work` with the heartbeat on. A round may last long (a slow hook, a stalled download):
-   * the lease is renewed meanwhile, or the host would drop out of `release status` after 15 s.
-   */
-  private async beating<T>(work: () => Promise<T>): Promise<T> {
-    const beat = setInterval(() => this.heartbeat(), this.heartbeatMs);
-    try {
-      return await work();
-    } finally {
-      clearInterval(beat);
-    }
-  }
 
   private async sync(signal?: AbortSignal): Promise<string | null> {
     await this.dir.init();
     this.state.current = await this.dir.currentVersion();
     try {
-      if (!this.hostClaimed) await this.claimHost(signal);
+      if (!this.record.isClaimed) await this.record.claim(signal);
       if (!this.leftoverHookChecked) await this.endLeftoverHook();
       const followed = await resolveChannel(this.opts.registry, this.opts.name, this.opts.channel, this.opts.datacenter);
       if (!followed) throw new FanoutError('CHANNEL_NOT_FOUND', `release ${this.opts.name} has no channel ${watchedChannels(this.opts.channel, this.opts.datacenter).join(' or ')}`);
@@ -336,16 +313,6 @@ export class SyncAgent {
     return hookError;
   }
 
-  /** Takes the host's record (one agent per host id, see hostclaim.ts) with the state as it is. */
-  private async claimHost(signal?: AbortSignal): Promise<void> {
-    Object.assign(this.state, { updatedAt: new Date().toISOString() });
-    const state = { ...this.state };
-    await claimHost({ registry: this.opts.registry, name: this.opts.name, state, leaseTtlMs: LEASE_TTL_MS, hostGiven: this.opts.host !== undefined, signal });
-    this.hostClaimed = true;
-    this.lastSent = state;
-    this.lastReport = Date.now();
-  }
-
   /**
    * Before any hook runs: a hook an earlier agent left running when it was killed (SIGKILL,
    * OOM) is ended, so that the switch it was run for, still owed, does not run it twice at once.
@@ -376,40 +343,13 @@ export class SyncAgent {
     this.behindSince = behind ? (this.behindSince ?? Date.now()) : undefined;
   }
 
-  /**
-   * Renews the host's record during a round when nothing was reported for a while. It sends what
-   * was last reported, not the state as it is: during a hook that is "switching", so a rollout
-   * does not count the host as switched before its hook ended.
-   */
-  private heartbeat(): void {
-    const snapshot = this.lastSent;
-    if (!snapshot || Date.now() - this.lastReport < this.heartbeatMs) return;
-    this.lastReport = Date.now();
-    this.reporting = this.reporting.then(() => this.opts.registry.reportAgent(this.opts.name, snapshot)).catch(() => {});
-  }
-
   private async progress(p: StageProgress): Promise<void> {
     Object.assign(this.state, { bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesLocal: p.bytesLocal, bytesFetched: p.bytesFetched });
-    if (Date.now() - this.lastReport >= 1000) await this.report({}, false).catch(() => {});
+    await this.record.reportProgress();
   }
 
   /** Reports state to etcd; `must` makes an etcd failure an error, otherwise it is skipped. */
-  private async report(patch: Partial<AgentState>, must: boolean): Promise<void> {
-    Object.assign(this.state, patch, { updatedAt: new Date().toISOString() });
-    // Not ours yet (etcd was down, or another agent's): writing it would overwrite that agent's.
-    if (!this.hostClaimed) return;
-    this.lastReport = Date.now();
-    // One report at a time, each with the state as it was when asked: a progress report sent
-    // without waiting must not land after (and overwrite) the error or switch that followed it.
-    const snapshot = { ...this.state };
-    this.lastSent = snapshot;
-    const sent = this.reporting.then(() => this.opts.registry.reportAgent(this.opts.name, snapshot));
-    this.reporting = sent.catch(() => {});
-    try {
-      await sent;
-    } catch (err) {
-      // HOST_IN_USE even from a heartbeat: another agent has the host id now, and this one stops.
-      if ((err instanceof FanoutError && err.code === 'HOST_IN_USE') || (must && this.state.phase !== 'error')) throw err;
-    }
+  private report(patch: Partial<AgentState>, must: boolean): Promise<void> {
+    return this.record.report(patch, must);
   }
 }
