@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { FanoutError } from '../core/errors.js';
 import type { AgentState, ReleaseRegistry } from './registry.js';
 
@@ -60,14 +61,7 @@ function suffixOf(dir: string): string {
   return (dir.split('/').filter(Boolean).pop() ?? 'b').replace(/[^A-Za-z0-9._-]/g, '-');
 }
 
+/** Waits `ms`, less if aborted (the caller checks the signal after). */
 function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
+  return delay(ms, undefined, { signal }).catch(() => {});
 }
