@@ -8,6 +8,12 @@ export const ErrorCodes = {
   INVALID_ARGUMENT: 400,
   INVALID_RANGE: 400,
   INVALID_CONFIG: 400,
+  /**
+   * The mount's source cannot list directories (an HTTP origin): listings fail with this code
+   * and nothing else does, so the mount, the gateway and a cluster over this one can tell "no
+   * listing here" from a listing request that is wrong.
+   */
+  NOT_LISTABLE: 400,
   /** No credential, or one the worker does not know (Authorization: Bearer TOKEN). */
   UNAUTHENTICATED: 401,
   /** A known credential whose role does not allow the call (a read token on an admin route). */

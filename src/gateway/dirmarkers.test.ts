@@ -42,7 +42,7 @@ describe('directory markers', () => {
   });
 
   test('a source that cannot be listed has no directories; a source failure is no 404', async () => {
-    await assert.rejects(statMarker(backend({}, new FanoutError('INVALID_ARGUMENT', 'HTTP sources cannot be listed')), 'data', 'x/', now), noSuchKey);
+    await assert.rejects(statMarker(backend({}, new FanoutError('NOT_LISTABLE', 'HTTP sources cannot be listed')), 'data', 'x/', now), noSuchKey);
     await assert.rejects(statMarker(backend({}, new FanoutError('SOURCE_ERROR', 'source down')), 'data', 'x/', now), (err: unknown) => err instanceof S3Error && err.status >= 500);
   });
 });

@@ -41,8 +41,8 @@ export async function statMarker(backend: GatewayBackend, bucket: string, key: s
   const parent = slash === -1 ? '' : path.slice(0, slash);
   const name = path.slice(slash + 1);
   const entries = await backend.list(bucket, parent).catch((err: unknown) => {
-    // No such parent, or a source that cannot be listed (HTTP: INVALID_ARGUMENT): no directory either.
-    if (err instanceof FanoutError && ['NOT_FOUND', 'NOT_A_DIRECTORY', 'INVALID_PATH', 'INVALID_ARGUMENT'].includes(err.code)) return [];
+    // No such parent, or a source that cannot be listed (HTTP): no directory either.
+    if (err instanceof FanoutError && ['NOT_FOUND', 'NOT_A_DIRECTORY', 'INVALID_PATH', 'NOT_LISTABLE'].includes(err.code)) return [];
     throw toS3Error(err, { bucket, key });
   });
   const entry = entries.find((e) => e.name === name && e.type === 'dir');

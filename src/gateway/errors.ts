@@ -100,6 +100,7 @@ function translate(err: unknown, ctx: { bucket?: string; key?: string }): S3Erro
       return new S3Error('InvalidRange', 416, 'The requested range is not satisfiable');
     case 'INVALID_ARGUMENT':
     case 'INVALID_RANGE':
+    case 'NOT_LISTABLE':
       return s3Errors.invalidArgument(err.message);
     case 'REQUEST_TOO_LARGE':
       return s3Errors.invalidRequest(err.message);

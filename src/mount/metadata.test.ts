@@ -22,7 +22,7 @@ function fakeClient(listable = true): MetadataSource & { calls: string[] } {
     async list(path: string): Promise<DirEntry[]> {
       calls.push(`list ${path}`);
       if (path === '/') return [{ name: 'data', type: 'dir' }];
-      if (!listable) throw new FanoutError('INVALID_ARGUMENT', 'HTTP sources cannot be listed');
+      if (!listable) throw new FanoutError('NOT_LISTABLE', 'HTTP sources cannot be listed');
       if (path === '/data') return [{ name: 'm', type: 'dir' }];
       return [{ name: 'a.bin', type: 'file', size: 10, mtimeMs: 5, version: 'v1' }];
     },
@@ -64,6 +64,16 @@ test('cluster failures are errors, not missing files', async () => {
   };
   const meta = new Metadata(client, 1000, new ManualClock());
   await assert.rejects(meta.lookup('data', 'm'), /cannot reach fanout/);
+});
+
+test('a listing refused for another reason is an error, not a source that cannot list', async () => {
+  const client = fakeClient();
+  client.list = async () => {
+    throw new FanoutError('INVALID_ARGUMENT', 'the listing request is wrong');
+  };
+  const meta = new Metadata(client, 1000, new ManualClock());
+  await assert.rejects(meta.lookup('data/m', 'a.bin'), (err: FanoutError) => err.code === 'INVALID_ARGUMENT');
+  assert.deepEqual(client.calls, [], 'no stat path by path');
 });
 
 test('what is left of a stat answer\'s TTL is told for its own version only, and asks the cluster nothing', async () => {

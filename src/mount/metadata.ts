@@ -75,7 +75,7 @@ export class Metadata {
     try {
       entries = await this.list(parent);
     } catch (err) {
-      if (!isFanoutError(err, 'INVALID_ARGUMENT')) throw err;
+      if (!isFanoutError(err, 'NOT_LISTABLE')) throw err;
     }
     if (entries) {
       const entry = entries.find((e) => e.name === name);

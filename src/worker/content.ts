@@ -94,7 +94,7 @@ export class PublishedPages {
   private async load(mount: string, releases: MountReleases): Promise<void> {
     const ufs = this.ufs(mount);
     const names = await ufs.list(RESERVED_PREFIX).catch((err: unknown) => {
-      if (err instanceof FanoutError && (err.code === 'NOT_FOUND' || err.code === 'INVALID_ARGUMENT')) return [];
+      if (err instanceof FanoutError && (err.code === 'NOT_FOUND' || err.code === 'NOT_LISTABLE')) return [];
       throw err;
     });
     for (const name of names.filter((e) => e.type === 'dir')) {

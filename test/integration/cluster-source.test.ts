@@ -93,7 +93,7 @@ describe('a cluster as the source of another', () => {
       assert.equal(statB.version, statA.version);
       assert.equal(statB.size, 1000);
       // An HTTP origin cannot be listed: B says so with A's code, not as a broken source.
-      await assert.rejects(inB.list('/data/'), (err: { code?: string }) => err.code === 'INVALID_ARGUMENT');
+      await assert.rejects(inB.list('/data/'), (err: { code?: string }) => err.code === 'NOT_LISTABLE');
     } finally {
       await Promise.all([inA.close(), inB.close()]);
     }

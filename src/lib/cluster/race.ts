@@ -37,6 +37,7 @@ export const DEFINITIVE = new Set<string>([
   'UNKNOWN_MOUNT',
   'ABORTED',
   'INVALID_ARGUMENT',
+  'NOT_LISTABLE',
   'IS_A_DIRECTORY',
   'UNAUTHENTICATED',
   'FORBIDDEN',

@@ -38,10 +38,11 @@ export function parseFanoutUri(uri: string): FanoutSourceAddress {
 }
 
 /**
- * Codes a remote answer keeps: they mean the same for this cluster's readers (INVALID_ARGUMENT:
- * "not listable", an HTTP origin behind the remote). Others become SOURCE_ERROR.
+ * Codes a remote answer keeps: they mean the same for this cluster's readers (NOT_LISTABLE: an
+ * HTTP origin behind the remote; INVALID_ARGUMENT: a request the remote refuses is refused here
+ * too). Others become SOURCE_ERROR.
  */
-const KEPT: ReadonlySet<ErrorCode> = new Set(['INVALID_ARGUMENT', 'NOT_FOUND', 'NOT_A_DIRECTORY', 'IS_A_DIRECTORY', 'SOURCE_CHANGED', 'SOURCE_TRUNCATED', 'SOURCE_UNVERSIONED', 'INVALID_CONFIG']);
+const KEPT: ReadonlySet<ErrorCode> = new Set(['NOT_LISTABLE', 'INVALID_ARGUMENT', 'NOT_FOUND', 'NOT_A_DIRECTORY', 'IS_A_DIRECTORY', 'SOURCE_CHANGED', 'SOURCE_TRUNCATED', 'SOURCE_UNVERSIONED', 'INVALID_CONFIG']);
 
 /** Sizes of file versions recently stat'ed, for range reads (which name a version, not its size). */
 const KNOWN_SIZES = 4096;

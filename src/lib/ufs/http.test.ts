@@ -103,7 +103,7 @@ describe('HttpUfs against a real HTTP server', () => {
     await assert.rejects(ufs.stat('dir'), rejectsWith('IS_A_DIRECTORY'));
     await assert.rejects(ufs.stat(''), rejectsWith('IS_A_DIRECTORY'));
     await assert.rejects(ufs.stat('../x'), rejectsWith('INVALID_PATH'));
-    await assert.rejects(ufs.list(''), rejectsWith('INVALID_ARGUMENT'));
+    await assert.rejects(ufs.list(''), rejectsWith('NOT_LISTABLE'));
     await assert.rejects(new HttpUfs('http://127.0.0.1:1/').stat('x'), rejectsWith('SOURCE_ERROR'));
   });
 

@@ -134,7 +134,7 @@ export class HttpUfs implements Ufs {
   }
 
   async list(dir: string): Promise<DirEntry[]> {
-    throw new FanoutError('INVALID_ARGUMENT', `HTTP sources cannot be listed (${this.describe(dir)})`);
+    throw new FanoutError('NOT_LISTABLE', `HTTP sources cannot be listed (${this.describe(dir)})`);
   }
 
   read(path: string, version: string, offset: number, length: number, signal?: AbortSignal): Readable {
