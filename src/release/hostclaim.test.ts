@@ -13,7 +13,7 @@ const state = (dir: string): AgentState => ({
  * The host record as etcd holds it, on a manual clock: another agent's record of /srv/a, which
  * that agent rewrites every `rewriteMs` while alive, or which goes with its lease at `expiresAt`.
  */
-function world(other: { rewriteMs?: number; expiresAt?: number }) {
+function world(other: { rewriteMs?: number; expiresAt?: number; holder?: AgentState }) {
   let clock = 0;
   const written: AgentState[] = [];
   const registry = {
@@ -21,13 +21,13 @@ function world(other: { rewriteMs?: number; expiresAt?: number }) {
       const gone = other.expiresAt !== undefined && clock >= other.expiresAt;
       if (gone) return written.push(mine), { claimed: true as const };
       const revision = other.rewriteMs ? Math.floor(clock / other.rewriteMs) : 0;
-      return { claimed: false as const, holder: state('/srv/a'), modRevision: String(100 + revision) };
+      return { claimed: false as const, holder: other.holder ?? state('/srv/a'), modRevision: String(100 + revision) };
     },
   };
   return {
     written,
-    claim: (hostGiven = false) =>
-      claimHost({ registry, name: 'app', state: state('/srv/b'), leaseTtlMs: 15_000, hostGiven, now: () => clock, sleep: async (ms) => void (clock += ms) }),
+    claim: (hostGiven = false, mine = state('/srv/b')) =>
+      claimHost({ registry, name: 'app', state: mine, leaseTtlMs: 15_000, hostGiven, now: () => clock, sleep: async (ms) => void (clock += ms) }),
     elapsed: () => clock,
   };
 }
@@ -56,4 +56,15 @@ test('a record that neither changes nor goes after its lease is kept alive by so
   const w = world({});
   await assert.rejects(w.claim(true), (err: FanoutError) => err.code === 'HOST_IN_USE' && err.message.startsWith('host id web1 (--host) is reported'));
   assert.ok(w.elapsed() >= 17_000, `${w.elapsed()} ms`);
+});
+
+test('a live agent of the same directory on another machine with the same host id: HOST_IN_USE naming another machine and --host', async () => {
+  const w = world({ rewriteMs: 5000, holder: { ...state('/srv/a'), machine: '0a1b2c3d4e5f6789' } });
+  await assert.rejects(w.claim(false, { ...state('/srv/a'), machine: 'f00dcafe12345678' }), (err: FanoutError) => {
+    assert.equal(err.code, 'HOST_IN_USE');
+    assert.match(err.message, /host id web1 \(the hostname: no --host given\) is reported by a live sync agent of \/srv\/a on another machine \(channel prod\)/);
+    assert.match(err.message, /two machines share this host id: give the agent on this one a host id of its own with --host \(e\.g\. --host web1-f00dca\)/);
+    return true;
+  });
+  assert.equal(w.written.length, 0);
 });

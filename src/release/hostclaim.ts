@@ -1,5 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { FanoutError } from '../core/errors.js';
+import { describeHolder } from './machine.js';
 import type { AgentState, ReleaseRegistry } from './registry.js';
 
 export interface HostClaim {
@@ -24,10 +25,11 @@ const EXPIRY_SLACK_MS = 2000;
 /**
  * Takes the host's record in `release status` before the agent reports anything. Two agents on
  * one host for two directories, both under the hostname, wrote one record in turn: the host
- * flipped between the two directories in `release status` and in a rollout's reading of it.
- * A record of another directory is waited on: a live agent rewrites it (its mod revision moves
+ * flipped between the two directories in `release status` and in a rollout's reading of it; so
+ * did two machines with one hostname (cloned VMs) syncing one directory path. A record of
+ * another directory or another machine (registry.claimAgent, machine.ts) is waited on: a live agent rewrites it (its mod revision moves
  * within seconds), a dead one's goes with its lease. Live, or still there after the lease, it
- * is HOST_IN_USE naming the other directory. Host lists stay as they were: the first agent keeps
+ * is HOST_IN_USE naming the other directory or machine. Host lists stay as they were: the first agent keeps
  * the hostname, a second one is given a name of its own with --host.
  */
 export async function claimHost(claim: HostClaim): Promise<void> {
@@ -47,13 +49,14 @@ export async function claimHost(claim: HostClaim): Promise<void> {
 }
 
 function inUse(claim: HostClaim, holder: AgentState): FanoutError {
-  const { host, dir } = claim.state;
+  const { host, dir, machine } = claim.state;
   const hostId = claim.hostGiven ? `host id ${host} (--host)` : `host id ${host} (the hostname: no --host given)`;
-  return new FanoutError(
-    'HOST_IN_USE',
-    `${hostId} is reported by a live sync agent of ${holder.dir} (channel ${holder.channel}) for release ${claim.name}: ` +
-      `give the agent of ${dir} a host id of its own with --host (e.g. --host ${host}-${suffixOf(dir)})`,
-  );
+  // Another machine with this host id (a cloned VM, a container's default hostname): named by its own id.
+  const remedy =
+    holder.dir === dir
+      ? `two machines share this host id: give the agent on this one a host id of its own with --host (e.g. --host ${host}-${machine?.slice(0, 6) ?? '2'})`
+      : `give the agent of ${dir} a host id of its own with --host (e.g. --host ${host}-${suffixOf(dir)})`;
+  return new FanoutError('HOST_IN_USE', `${hostId} is reported by ${describeHolder(holder, claim.state)} for release ${claim.name}: ${remedy}`);
 }
 
 /** The directory's last path segment, as a host id can hold it. */

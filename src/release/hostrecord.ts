@@ -1,5 +1,6 @@
 import { FanoutError } from '../core/errors.js';
 import { claimHost } from './hostclaim.js';
+import { machineFingerprint } from './machine.js';
 import type { AgentState, ReleaseRegistry } from './registry.js';
 
 /** State is reported under a 15 s lease (the registry's default); a third of it keeps an idle host in `release status`. */
@@ -45,6 +46,7 @@ export class HostRecord {
 
   /** Takes the host's record with the state as it is (HOST_IN_USE if another agent's is live). */
   async claim(signal?: AbortSignal): Promise<void> {
+    this.state.machine ??= await machineFingerprint();
     Object.assign(this.state, { updatedAt: new Date().toISOString() });
     const state = { ...this.state };
     await claimHost({ registry: this.opts.registry, name: this.opts.name, state, leaseTtlMs: LEASE_TTL_MS, hostGiven: this.opts.hostGiven, signal });

@@ -2,6 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { FanoutError } from '../core/errors.js';
 import { EtcdError, EtcdJsonClient, type Compare } from '../lib/etcdjson/index.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/connection.js';
+import { describeHolder, isOwnRecord } from './machine.js';
 import { checkReleaseName, checkVersion } from './manifest.js';
 
 /**
@@ -52,6 +53,8 @@ export interface AgentState {
   /** The key it follows now: `prod`, or `prod@DC` when that one was moved last (scope.ts). */
   following?: string;
   dir: string;
+  /** Which machine (machine.ts): two with one hostname and one directory path are two agents. Absent from earlier versions' records. */
+  machine?: string;
   current: string | null;
   target: string | null;
   phase: 'idle' | 'staging' | 'switching' | 'error';
@@ -213,9 +216,10 @@ export class ReleaseRegistry {
 
   /**
    * Takes the host's record for this agent: writes `state` if there is no record, or if the one
-   * there is of the same directory (this agent's own, from before a restart). A record of another
-   * directory is another agent's with the same host id: it is left alone and returned, with its
-   * mod revision (a live agent rewrites it every few seconds, a dead one's goes with its lease).
+   * there is of the same directory on the same machine (this agent's own, from before a restart).
+   * A record of another directory, or of another machine with the same hostname, is another
+   * agent's with the same host id: it is left alone and returned, with its mod revision (a live
+   * agent rewrites it every few seconds, a dead one's goes with its lease).
    */
   async claimAgent(name: string, state: AgentState, ttlSeconds = 15): Promise<{ claimed: true } | { claimed: false; holder: AgentState; modRevision: string }> {
     const key = agentKey(name, state.host);
@@ -225,7 +229,7 @@ export class ReleaseRegistry {
       for (let attempt = 1; ; attempt++) {
         const kv = await this.kv.get(key);
         const holder = kv ? (JSON.parse(kv.value) as AgentState) : undefined;
-        if (kv && holder && holder.dir !== state.dir) return { claimed: false, holder, modRevision: kv.modRevision };
+        if (kv && holder && !isOwnRecord(holder, state)) return { claimed: false, holder, modRevision: kv.modRevision };
         const unchanged: Compare = kv ? { key, target: 'MOD', result: 'EQUAL', revision: kv.modRevision } : { key, target: 'CREATE', result: 'EQUAL', revision: '0' };
         const lease = (this.lease ??= await this.kv.grantLease(ttlSeconds));
         try {
@@ -258,7 +262,7 @@ export class ReleaseRegistry {
         // under it, unless another agent took the host id meanwhile (its record is never overwritten).
         const claim = await this.claimAgent(name, state, ttlSeconds);
         if (!claim.claimed) {
-          throw new FanoutError('HOST_IN_USE', `host id ${state.host} was taken by a live sync agent of ${claim.holder.dir} (channel ${claim.holder.channel}) while this agent's record had expired: give each agent a host id of its own with --host`);
+          throw new FanoutError('HOST_IN_USE', `host id ${state.host} was taken by ${describeHolder(claim.holder, state)} while this agent's record had expired: give each agent a host id of its own with --host`);
         }
       }
     });

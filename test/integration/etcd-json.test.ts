@@ -115,4 +115,21 @@ describe("etcd's JSON gateway (the release index's reads and writes)", { timeout
       await other.close();
     }
   });
+
+  test("a record of the same directory is taken at once from this machine (or an earlier version's, with no machine), never from another machine", async () => {
+    const mine = new ReleaseRegistry({ endpoints: [etcd.endpoint] });
+    const clone = new ReleaseRegistry({ endpoints: [etcd.endpoint] });
+    try {
+      const state: AgentState = { host: 'cloned', channel: 'prod', dir: '/srv/a', current: null, target: null, phase: 'idle', bytesDone: 0, bytesTotal: 0, bytesLocal: 0, bytesFetched: 0, error: null, updatedAt: new Date().toISOString() };
+      assert.deepEqual(await mine.claimAgent('app3', state), { claimed: true });
+      assert.deepEqual(await mine.claimAgent('app3', { ...state, machine: 'aaaaaaaaaaaaaaaa' }), { claimed: true }, 'no machine in the record: this one');
+      assert.deepEqual(await mine.claimAgent('app3', { ...state, machine: 'aaaaaaaaaaaaaaaa', phase: 'staging' }), { claimed: true }, 'a restart');
+      const refused = await clone.claimAgent('app3', { ...state, machine: 'bbbbbbbbbbbbbbbb' });
+      assert.ok(!refused.claimed && refused.holder.machine === 'aaaaaaaaaaaaaaaa', JSON.stringify(refused));
+      assert.deepEqual((await mine.listAgents('app3')).map((a) => [a.machine, a.phase]), [['aaaaaaaaaaaaaaaa', 'staging']]);
+    } finally {
+      await mine.close();
+      await clone.close();
+    }
+  });
 });
