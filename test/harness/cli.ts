@@ -9,10 +9,11 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the real `fanout` CLI and captures its output. */
-export function fanout(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+/** Runs the real `fanout` CLI and captures its output; `wrapper` runs it (`[cmd, ...args]`, the CLI's command line last). */
+export function fanout(args: string[], env: Record<string, string> = {}, wrapper: string[] = []): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [fanoutBin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...commandArgs] = [...wrapper, process.execPath, fanoutBin, ...args];
+    const proc = spawn(command!, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let stderr = '';
     proc.stdout.on('data', (chunk: Buffer) => out.push(chunk));

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { readFile, readdir, readlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, readlink, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { fanout, type CliResult } from './cli.js';
 import { fanoutBin } from './workers.js';
 
 /** SHA-256 of every file under a directory (following the `current` symlink), by relative path. */
@@ -47,4 +48,34 @@ export class SyncProcess {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
     await this.exited;
   }
+}
+
+/**
+ * What tells one machine from another: each replaced by a file of its own in the namespace of
+ * fanoutOnAnotherMachine(). All of them, whichever the code reads first: another machine
+ * differs in each (and a fresh Debian container may have no machine-id file at all).
+ */
+const MACHINE_IDENTITY_FILES = ['/etc/machine-id', '/var/lib/dbus/machine-id', '/proc/sys/kernel/random/boot_id'];
+
+/**
+ * Runs `fanout ARGS` as a second machine with the same hostname would (a cloned VM): in a
+ * private mount namespace (unshare -m, root) where the machine's identity files are other
+ * files, and `dir` is another directory (`ownDir`: that machine's own disk at the same path).
+ */
+export async function fanoutOnAnotherMachine(args: string[], dir: string, ownDir: string): Promise<CliResult> {
+  const other = join(ownDir, '..', `${basename(ownDir)}.identity`);
+  await mkdir(other, { recursive: true });
+  await mkdir(ownDir, { recursive: true });
+  await mkdir(dir, { recursive: true });
+  const binds: string[] = [];
+  for (const file of MACHINE_IDENTITY_FILES) {
+    if (!(await stat(file).then(() => true, () => false))) continue;
+    const copy = join(other, basename(file));
+    // A machine-id is 32 hex digits, a boot id a UUID: random ones of the same form.
+    const id = randomUUID();
+    await writeFile(copy, `${file.endsWith('boot_id') ? id : id.replaceAll('-', '')}\n`);
+    binds.push(`mount --bind ${copy} ${file}`);
+  }
+  binds.push(`mount --bind ${ownDir} ${dir}`);
+  return fanout(args, {}, ['unshare', '-m', 'sh', '-ec', `${binds.join('; ')}; exec "$@"`, 'sh']);
 }

@@ -7,7 +7,7 @@ import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { startCluster, type WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 import { fanout, fanoutJson } from '../harness/cli.js';
-import { SyncProcess, currentVersion } from '../harness/release.js';
+import { SyncProcess, currentVersion, fanoutOnAnotherMachine } from '../harness/release.js';
 import { procStat } from '../../src/release/procstat.js';
 
 /** Running and not a zombie (a killed agent's orphans are reaped by init, maybe late). */
@@ -109,4 +109,44 @@ describe('the sync agent on a host: hooks left by a kill, one host record per ag
       await agent.kill();
     }
   });
+
+  test(
+    'two machines with one hostname (a cloned VM) syncing the same directory path: the second stops with HOST_IN_USE naming another machine, and takes the record once the first is dead',
+    { skip: process.getuid?.() !== 0 && 'needs root: the second machine is a mount namespace (unshare -m) with identity files of its own' },
+    async () => {
+      const dir = join(root, 'cloned');
+      const agent = SyncProcess.start(['app', '--channel', 'prod', '--interval', '1s', ...common], dir, join(root, 'cloned.log'));
+      const records = async () =>
+        ((await fanoutJson(['release', 'status', 'app', ...common])) as { agents: { host: string; dir: string; machine?: string }[] }).agents.filter((a) => a.host === hostname());
+      // The second machine's own disk at the same path.
+      const clonesDisk = join(root, 'clone-disk');
+      try {
+        await waitFor('the first agent on v1 and listed', async () => (await currentVersion(dir)) === 'v1' && (await records()).length === 1, 30_000);
+        const [first] = await records();
+        assert.ok(first?.machine, `the first machine's record names it: ${JSON.stringify(first)}`);
+        const refused = await fanoutOnAnotherMachine(['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--json', ...common], dir, clonesDisk);
+        assert.notEqual(refused.code, 0, `the clone synced: ${refused.stderr}`);
+        const error = (JSON.parse(refused.stdout.toString()) as { error: { code: string; message: string } }).error;
+        assert.equal(error.code, 'HOST_IN_USE');
+        assert.ok(error.message.includes(`live sync agent of ${dir} on another machine`) && error.message.includes('--host'), error.message);
+        assert.equal(await currentVersion(clonesDisk), null, 'nothing synced on the clone');
+        // Read a few times: before, the one record flipped between the two machines.
+        for (let i = 0; i < 3; i++) {
+          assert.deepEqual((await records()).map((a) => [a.dir, a.machine]), [[dir, first!.machine]]);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        // The first machine's agent dies: its record goes with its lease, and the clone takes it then.
+        await agent.kill('SIGKILL');
+        const started = Date.now();
+        const taken = await fanoutOnAnotherMachine(['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, ...common], dir, clonesDisk);
+        assert.equal(taken.code, 0, taken.stderr);
+        assert.ok(Date.now() - started < 25_000, `took ${Date.now() - started} ms`);
+        assert.equal(await currentVersion(clonesDisk), 'v1');
+        const [record] = await records();
+        assert.ok(record && record.machine !== first!.machine, `the clone's record: ${JSON.stringify(record)}`);
+      } finally {
+        await agent.kill();
+      }
+    },
+  );
 });
