@@ -4,6 +4,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { BodyQueue } from './body.js';
 import { ResponseParser, type ResponseHead } from './parser.js';
 import type { SlabPool, SlabReader } from './slabs.js';
+import { ProgressWindow } from './window.js';
 
 /** node:tls is loaded for https:// workers only (most of a short `fanout cat`'s start-up is module loading). */
 const tlsConnect = (options: ConnectionOptions): import('node:tls').TLSSocket => (createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).connect(options);
@@ -44,16 +45,6 @@ export interface LeanResponse {
  * asked elsewhere, as a silent one is after firstByteMs.
  */
 export const MAX_INTERIM_WAIT_MS = 10 * 60_000;
-
-/**
- * Bytes a body must bring in each idleMs window once its head has arrived, unless its reader held
- * it (queue past its high-water mark) during the window. Restarting the deadline on every chunk
- * let a peer sending one byte every 20 s hold a page read for ever; this floor (about 1 KiB/s at
- * the default 30 s) bounds a 4 MiB page at about an hour. Half of a source's floor
- * (ufs/deadlines.ts IDLE_PROGRESS_BYTES): a worker streaming a slow but acceptable source to us
- * passes it on without tripping ours.
- */
-export const WINDOW_PROGRESS_BYTES = 32 * 1024;
 
 /** Bytes queued for a slow consumer before the socket stops reading (a page's body is consumed as it comes). */
 const BODY_HIGH_WATER = 1024 * 1024;
@@ -228,10 +219,8 @@ class Exchange {
   /** When the request went out, and the 1xx heads seen since (see onInformational). */
   private startedAt = 0;
   private interimHeads = 0;
-  /** Bytes of the current idle window, and whether the reader held the body (socket paused) in it. */
-  private windowBytes = 0;
-  private held = false;
-  private paused = false;
+  /** The body's progress floor (window.ts), once the head has arrived. */
+  private window: ProgressWindow | undefined;
   /** The parser saw the response's end; the connection is released once the read is parsed. */
   completed = false;
   private readonly onAbort = () => this.fail(abortReason(this.signal));
@@ -271,25 +260,26 @@ class Exchange {
 
   /** Socket bytes arrived: they count towards the idle window's floor. */
   arrived(bytes: number): void {
-    this.windowBytes += bytes;
+    this.window?.arrived(bytes);
   }
 
   onHead(head: ResponseHead): void {
     this.head = head;
     clearTimeout(this.timer);
-    this.armWindow();
+    const window = (this.window = new ProgressWindow(this.timeouts.idleMs, (why) => this.fail(new TransportError('FANOUT_IDLE_TIMEOUT', why))));
+    window.start();
     const socket = this.conn.socket;
     // Once the exchange is over the connection may carry the next one: this body's reader,
     // still draining its queue, must not resume a socket the next response paused.
     this.body = new BodyQueue(BODY_HIGH_WATER, {
       pause: () => {
         if (this.over) return;
-        this.paused = this.held = true;
+        window.pause();
         socket.pause();
       },
       resume: () => {
         if (this.over) return;
-        this.paused = false;
+        window.resume();
         socket.resume();
       },
       abandon: () => this.fail(new TransportError('FANOUT_ABANDONED', 'response abandoned by its reader')),
@@ -302,22 +292,6 @@ class Exchange {
       destroy: () => this.fail(new TransportError('FANOUT_ABANDONED', 'response abandoned by its reader')),
     };
     this.resolve(this.response);
-  }
-
-  /**
-   * One idle window: it must bring WINDOW_PROGRESS_BYTES, or the body is given up. A window in
-   * which the reader held the body does not count against the sender. One timer per window, not
-   * one refreshed per chunk.
-   */
-  private armWindow(): void {
-    const { idleMs } = this.timeouts;
-    this.windowBytes = 0;
-    this.held = this.paused;
-    this.timer = setTimeout(() => {
-      if (this.held || this.windowBytes >= WINDOW_PROGRESS_BYTES) return this.armWindow();
-      const why = this.windowBytes === 0 ? `the body stalled for ${idleMs} ms` : `the body crawled: ${this.windowBytes} bytes in ${idleMs} ms, under the floor of ${WINDOW_PROGRESS_BYTES}`;
-      this.fail(new TransportError('FANOUT_IDLE_TIMEOUT', why));
-    }, idleMs);
   }
 
   onBody(chunk: Buffer): void {
@@ -347,6 +321,7 @@ class Exchange {
     if (this.over) return;
     this.over = true;
     clearTimeout(this.timer);
+    this.window?.stop();
     this.signal?.removeEventListener('abort', this.onAbort);
     this.conn.detach();
     if (this.conn.socket.isPaused()) this.conn.socket.resume();
