@@ -4,6 +4,7 @@ import type { ConnectionOptions } from 'node:tls';
 import type { Member } from '../../core/types.js';
 import { ConnectionPool, SlabPool, type LeanResponse } from '../leanhttp/index.js';
 import type { PeerTimeouts } from './timeouts.js';
+import { progressFloor } from './undicifloor.js';
 
 /**
  * How page requests reach workers. `socket` (the default) is the lean HTTP/1.1 client of
@@ -122,7 +123,8 @@ function leanPageResponse(response: LeanResponse): PageResponse {
 }
 
 class UndiciTransport implements PageTransport {
-  private readonly pools = new Map<string, Pool>();
+  /** A pool per worker, with the body's progress floor (undicifloor.ts) composed onto it. */
+  private readonly pools = new Map<string, Dispatcher>();
 
   constructor(private options: TransportOptions) {}
 
@@ -168,7 +170,7 @@ class UndiciTransport implements PageTransport {
     await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
   }
 
-  private pool(url: string): Pool {
+  private pool(url: string): Dispatcher {
     let pool = this.pools.get(url);
     if (!pool) {
       const { connectMs, firstByteMs, idleMs } = this.options.timeouts;
@@ -178,8 +180,9 @@ class UndiciTransport implements PageTransport {
         connect: this.options.connect,
         connectTimeout: connectMs,
         headersTimeout: firstByteMs,
-        bodyTimeout: idleMs,
-      });
+        // The floor's windows bound the body, as on the lean client: a stall is a window with no byte.
+        bodyTimeout: 0,
+      }).compose(progressFloor(idleMs));
       this.pools.set(url, pool);
     }
     return pool;

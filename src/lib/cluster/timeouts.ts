@@ -13,8 +13,7 @@ export interface PeerTimeouts {
   firstByteMs: number;
   /**
    * One window of the body: it must bring WINDOW_PROGRESS_BYTES (32 KiB) in each (windows
-   * in which our reader held the body do not count). The undici transport, kept for
-   * comparison, only bounds the time between two chunks.
+   * in which our reader held the body do not count), on either page transport.
    */
   idleMs: number;
 }
