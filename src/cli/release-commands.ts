@@ -63,7 +63,7 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .option('--hook-timeout <duration>', 'an --on-switch hook still running after this long is ended (SIGTERM, then SIGKILL to its process group)', '5m')
     .option('--once', 'one round, then exit')
     .option('--interval <duration>', 'safety-net re-read of the channel (promotions arrive through an etcd watch)', '30s')
-    .option('--host <name>', 'name reported in release status (default: hostname; a second agent on one host needs its own)')
+    .option('--host <name>', 'name reported in release status (default: hostname; a second agent on one host, or a second machine with the same hostname, needs its own)')
     .addOption(new Option('--datacenter <dc>', 'this host\'s datacenter: follow CHANNEL@DC when it moved after CHANNEL').env('FANOUT_DATACENTER'))
     .option('--rate <rate>', 'cap on bytes/s fetched from the cluster while staging, e.g. 500MB/s')
     .option('--metrics <host:port>', 'serve Prometheus metrics (behind the channel, phase, failures) at http://HOST:PORT/metrics')

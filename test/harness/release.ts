@@ -74,8 +74,10 @@ export async function fanoutOnAnotherMachine(args: string[], dir: string, ownDir
     // A machine-id is 32 hex digits, a boot id a UUID: random ones of the same form.
     const id = randomUUID();
     await writeFile(copy, `${file.endsWith('boot_id') ? id : id.replaceAll('-', '')}\n`);
-    binds.push(`mount --bind ${copy} ${file}`);
+    binds.push(`mount --bind ${shellQuoted(copy)} ${file}`);
   }
-  binds.push(`mount --bind ${ownDir} ${dir}`);
+  binds.push(`mount --bind ${shellQuoted(ownDir)} ${shellQuoted(dir)}`);
   return fanout(args, {}, ['unshare', '-m', 'sh', '-ec', `${binds.join('; ')}; exec "$@"`, 'sh']);
 }
+
+const shellQuoted = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
