@@ -27,10 +27,11 @@ const EXPIRY_SLACK_MS = 2000;
  * one host for two directories, both under the hostname, wrote one record in turn: the host
  * flipped between the two directories in `release status` and in a rollout's reading of it; so
  * did two machines with one hostname (cloned VMs) syncing one directory path. A record of
- * another directory or another machine (registry.claimAgent, machine.ts) is waited on: a live agent rewrites it (its mod revision moves
- * within seconds), a dead one's goes with its lease. Live, or still there after the lease, it
- * is HOST_IN_USE naming the other directory or machine. Host lists stay as they were: the first agent keeps
- * the hostname, a second one is given a name of its own with --host.
+ * another directory or another machine (registry.claimAgent, machine.ts) is waited on: a live
+ * agent rewrites it (its mod revision moves within seconds), a dead one's goes with its lease.
+ * Live, or still there after the lease, it is HOST_IN_USE naming the other directory or machine.
+ * Host lists stay as they were: the first agent keeps the hostname, a second one is given a name
+ * of its own with --host.
  */
 export async function claimHost(claim: HostClaim): Promise<void> {
   const now = claim.now ?? Date.now;
