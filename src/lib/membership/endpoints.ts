@@ -1,4 +1,5 @@
 import { channel } from 'node:diagnostics_channel';
+import { debuglog } from 'node:util';
 import { systemClock, type Clock } from '../../core/clock.js';
 
 /**
@@ -13,6 +14,13 @@ export interface NoAnswerMessage {
   /** How long the endpoint is now asked only when no other answers. */
   coolDownMs: number;
 }
+
+/**
+ * `NODE_DEBUG=fanout`: what a command learned about its etcd endpoints, on stderr (as undici's
+ * `NODE_DEBUG=undici`). A command that took seconds against a healthy-looking etcd names the member
+ * it waited on here.
+ */
+export const debugEtcd = debuglog('fanout');
 
 /** First cool-down of an endpoint that gave no answer; doubled at each further one, up to the most. */
 export const FIRST_COOL_DOWN_MS = 30_000;
@@ -80,6 +88,7 @@ export class EndpointPreference {
     const coolDownMs = Math.min(FIRST_COOL_DOWN_MS * 2 ** this.silences[index]!, MOST_COOL_DOWN_MS);
     this.silences[index]! += 1;
     this.coolUntil[index] = this.clock.now() + coolDownMs;
+    debugEtcd('etcd %s gave no answer within the deadline: asked last for %d s', this.endpoints[index], coolDownMs / 1000);
     if (noAnswerChannel.hasSubscribers) noAnswerChannel.publish({ endpoint: this.endpoints[index]!, coolDownMs } satisfies NoAnswerMessage);
   }
 }
