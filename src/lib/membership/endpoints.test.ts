@@ -76,3 +76,25 @@ test('one endpoint: always asked, cool-down or not', () => {
   assert.deepEqual(preference.attempts(), [0]);
   assert.equal(preference.current, 0);
 });
+
+test('a preference starts from a saved one and says when a cool-down starts or ends or another endpoint answered, not at every answer', async () => {
+  const clock = new ManualClock(1000);
+  let changes = 0;
+  const preference = new EndpointPreference(endpoints, clock, {
+    saved: { preferred: 1, coolUntil: [31_000, 0, 0], silences: [1, 0, 0] },
+    onChange: () => changes++,
+  });
+  assert.deepEqual(preference.attempts(), [1, 2, 0], 'b first, the saved silent a last');
+  preference.answered(1);
+  preference.failed(1, false); // a fast failure: a guess, not yet saved
+  assert.equal(changes, 0);
+  preference.answered(2);
+  assert.equal(changes, 1, 'c answered in place of b');
+  preference.failed(2, true);
+  assert.equal(changes, 2, 'c cools down');
+  assert.deepEqual(preference.saved(), { preferred: 1, coolUntil: [31_000, 0, 31_000], silences: [1, 0, 1] });
+  preference.answered(0);
+  assert.equal(changes, 3, "a's cool-down ended by its answer");
+  await clock.advance(60_000);
+  assert.deepEqual(preference.saved(), { preferred: 0, coolUntil: [0, 0, 0], silences: [0, 0, 0] }, 'an ended cool-down is not saved');
+});

@@ -26,6 +26,15 @@ export const debugEtcd = debuglog('fanout');
 export const FIRST_COOL_DOWN_MS = 30_000;
 export const MOST_COOL_DOWN_MS = 240_000;
 
+/** An EndpointPreference's state by endpoint index: kept between processes (lib/membership/endpointstate.ts). */
+export interface SavedPreference {
+  preferred?: number;
+  /** Wall-clock (Date.now) end of each endpoint's cool-down; 0: none. */
+  coolUntil: number[];
+  /** Silences in a row of each endpoint, which the next cool-down doubles from. */
+  silences: number[];
+}
+
 /**
  * Which etcd endpoint a client asks, shared by the gRPC client (membership, watches) and the JSON
  * one (release index). The one that answered last is asked first, so a dead endpoint costs one
@@ -34,18 +43,28 @@ export const MOST_COOL_DOWN_MS = 240_000;
  * endpoint, so a later failure of the preferred endpoint moves on to one that is likely to answer
  * instead of paying the hung one's deadline again; it is still asked when no other answers.
  * A fast failure (refused, reset) moves on without a cool-down: asking it again costs nothing.
+ * A process keeps one per endpoint list (sharedEndpointPreference), and `onChange` is told when a
+ * cool-down starts or ends or another endpoint answered, so that the next process starts from it
+ * (endpointstate.ts): rare events, never one per request.
  */
 export class EndpointPreference {
   private preferred = 0;
+  /** The endpoint that answered last (or the saved preferred one): `preferred` may be a guess since. */
+  private lastAnswered = 0;
   private readonly coolUntil: number[];
   private readonly silences: number[];
+  private readonly onChange: (() => void) | undefined;
 
   constructor(
     private readonly endpoints: readonly string[],
     private readonly clock: Clock = systemClock,
+    options: { saved?: SavedPreference; onChange?: () => void } = {},
   ) {
-    this.coolUntil = endpoints.map(() => 0);
-    this.silences = endpoints.map(() => 0);
+    const { saved } = options;
+    this.coolUntil = endpoints.map((_, i) => saved?.coolUntil[i] ?? 0);
+    this.silences = endpoints.map((_, i) => saved?.silences[i] ?? 0);
+    if (saved?.preferred !== undefined && saved.preferred < endpoints.length) this.preferred = this.lastAnswered = saved.preferred;
+    this.onChange = options.onChange;
   }
 
   /** The endpoint the next request or stream goes to (index into the configured endpoints). */
@@ -67,9 +86,12 @@ export class EndpointPreference {
 
   /** Endpoint `index` answered: it is asked first from now on, and its cool-down is over. */
   answered(index: number): void {
+    const changed = index !== this.lastAnswered || this.coolUntil[index]! > this.clock.now();
     this.preferred = index;
+    this.lastAnswered = index;
     this.coolUntil[index] = 0;
     this.silences[index] = 0;
+    if (changed) this.onChange?.();
   }
 
   /**
@@ -79,9 +101,19 @@ export class EndpointPreference {
    */
   failed(index: number, noAnswer: boolean): void {
     if (noAnswer) this.coolDown(index);
-    if (index !== this.preferred) return;
-    const others = this.attempts().filter((i) => i !== index);
-    this.preferred = others[0] ?? index;
+    if (index === this.preferred) this.preferred = this.attempts().filter((i) => i !== index)[0] ?? index;
+    // A move away on a fast failure is a guess until the next endpoint answers (then answered() says).
+    if (noAnswer) this.onChange?.();
+  }
+
+  /** What a later process would want to know: the preferred endpoint, and those cooling down (wall-clock ends). */
+  saved(): SavedPreference {
+    const now = this.clock.now();
+    return {
+      preferred: this.preferred,
+      coolUntil: this.coolUntil.map((until) => (until > now ? until : 0)),
+      silences: this.silences.map((count, i) => (this.coolUntil[i]! > now ? count : 0)),
+    };
   }
 
   private coolDown(index: number): void {
