@@ -1,9 +1,14 @@
-import { after, before, describe, test } from 'node:test';
+import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { EtcdJsonClient } from '../../src/lib/etcdjson/index.js';
 import { createEtcdClient } from '../../src/lib/membership/index.js';
 import type { NoAnswerMessage } from '../../src/lib/membership/endpoints.js';
+import { forgetSharedEndpointPreferences } from '../../src/lib/membership/preferences.js';
+import { fanout } from '../harness/cli.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 
 /** Each request's deadline here; a request that waited on the hung member takes at least this long. */
@@ -19,12 +24,22 @@ describe('a hung etcd member is asked again only when no other answers', { timeo
   let hung: EtcdServer;
   let b: EtcdServer;
   let c: EtcdServer;
+  let stateDir: string;
+  const stateBefore = process.env.FANOUT_ETCD_STATE;
   before(async () => {
     [hung, b, c] = await Promise.all([startEtcd(), startEtcd(), startEtcd()]);
+    stateDir = await mkdtemp(join(tmpdir(), 'fanout-etcd-state-'));
+    // This process keeps nothing between its tests; the commands it runs get a file of their own.
+    process.env.FANOUT_ETCD_STATE = 'off';
   });
   after(async () => {
+    if (stateBefore === undefined) delete process.env.FANOUT_ETCD_STATE;
+    else process.env.FANOUT_ETCD_STATE = stateBefore;
     await Promise.all([hung, b, c].map((e) => e?.stop()));
+    await rm(stateDir, { recursive: true, force: true });
   });
+  // Each test starts as a new process would: the gRPC and JSON clients of one process share what they learn.
+  beforeEach(() => forgetSharedEndpointPreferences());
 
   /**
    * Runs `read` through the scenario and counts the reads that waited out a deadline (by their
@@ -88,6 +103,53 @@ describe('a hung etcd member is asked again only when no other answers', { timeo
       assert.equal(slow, 1, 'one read waited out the deadline');
     } finally {
       client.close();
+    }
+  });
+
+  test('the JSON client of a process starts from what its gRPC client learned: the hung member costs one deadline, not one per client', async () => {
+    const connection = { endpoints: [hung.endpoint, b.endpoint, c.endpoint] };
+    const grpc = createEtcdClient(connection, DEADLINE_MS);
+    const json = new EtcdJsonClient(connection, DEADLINE_MS);
+    const noAnswers: string[] = [];
+    const onNoAnswer = (message: unknown) => noAnswers.push((message as NoAnswerMessage).endpoint);
+    subscribe('fanout:etcd:no-answer', onNoAnswer);
+    hung.pause();
+    try {
+      await grpc.get('/absent').string();
+      assert.deepEqual(noAnswers, [hung.endpoint], 'the gRPC read waited on the hung member');
+      assert.equal(await json.get('/absent'), null);
+      assert.deepEqual(noAnswers, [hung.endpoint], 'the JSON read went to b at once (before: to the hung member, its own first endpoint)');
+    } finally {
+      unsubscribe('fanout:etcd:no-answer', onNoAnswer);
+      hung.resume();
+      grpc.close();
+      json.close();
+    }
+  });
+
+  test('a second fanout command does not ask the hung member first: the first left its cool-down in the state file', async () => {
+    const etcd = [hung.endpoint, b.endpoint, c.endpoint].join(',');
+    const env = { NODE_DEBUG: 'fanout', FANOUT_ETCD_STATE: join(stateDir, 'etcd-endpoints.json') };
+    const listed = (result: { code: number; stdout: Buffer; stderr: string }) => {
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual((JSON.parse(result.stdout.toString()) as { versions: unknown[] }).versions, []);
+    };
+    // NODE_DEBUG=fanout's line for each request that waited out its deadline on an endpoint.
+    const waitedOnHung = (stderr: string) => stderr.split('\n').filter((line) => line.includes(`etcd ${hung.endpoint} gave no answer within the deadline`)).length;
+    hung.pause();
+    try {
+      const first = await fanout(['release', 'list', 'm', '--etcd', etcd, '--json'], env);
+      listed(first);
+      assert.ok(waitedOnHung(first.stderr) >= 1, `the first command found the member hung:\n${first.stderr}`);
+      const second = await fanout(['release', 'list', 'm', '--etcd', etcd, '--json'], env);
+      listed(second);
+      assert.equal(waitedOnHung(second.stderr), 0, `the second command asked b first:\n${second.stderr}`);
+      assert.match(second.stderr, new RegExp(`etcd ${hung.endpoint} gave no answer to an earlier command: asked last`));
+      const off = await fanout(['release', 'list', 'm', '--etcd', etcd, '--json'], { ...env, FANOUT_ETCD_STATE: 'off' });
+      listed(off);
+      assert.ok(waitedOnHung(off.stderr) >= 1, 'FANOUT_ETCD_STATE=off: each command starts afresh');
+    } finally {
+      hung.resume();
     }
   });
 });

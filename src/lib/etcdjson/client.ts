@@ -1,8 +1,8 @@
-import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { bodyText, ConnectionPool } from '../leanhttp/index.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from '../membership/connection.js';
-import { EndpointPreference } from '../membership/endpoints.js';
+import type { EndpointPreference } from '../membership/endpoints.js';
+import { sharedEndpointPreference } from '../membership/preferences.js';
 
 /**
  * etcd's own JSON gateway (the v3 API as HTTP POSTs of JSON, served on the client port by every
@@ -15,7 +15,8 @@ import { EndpointPreference } from '../membership/endpoints.js';
  * Requests go over the lean HTTP/1.1 client (keep-alive, a deadline per phase and one for the
  * whole request), to the endpoint that answered last, and on to the next when one gives no answer
  * (refused, reset, or silent past the deadline); one silent past the deadline is asked last for a
- * while (EndpointPreference). Every request here may be sent twice (see
+ * while (EndpointPreference: the process's one for these endpoints, shared with the gRPC client
+ * and started from what earlier processes learned). Every request here may be sent twice (see
  * `send`). With a user and password, the
  * token etcd gives for them is sent with each request and asked for again when etcd says it
  * expired.
@@ -62,7 +63,8 @@ export class EtcdJsonClient {
   constructor(
     private readonly connection: EtcdConnection,
     private readonly timeoutMs = DEFAULT_ETCD_TIMEOUT_MS,
-    clock: Clock = systemClock,
+    /** Default: the process's one for these endpoints, which the gRPC client shares. */
+    preference?: EndpointPreference,
   ) {
     if (connection.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd needs at least one endpoint');
     const { tls } = connection;
@@ -70,7 +72,7 @@ export class EtcdJsonClient {
       ? { ca: readPem(tls.ca, 'CA'), ...(tls.cert && tls.key ? { cert: readPem(tls.cert, 'client certificate'), key: readPem(tls.key, 'client key') } : {}) }
       : undefined;
     const timeouts = { connectMs: timeoutMs, firstByteMs: timeoutMs, idleMs: timeoutMs };
-    this.preference = new EndpointPreference(connection.endpoints, clock);
+    this.preference = preference ?? sharedEndpointPreference(connection.endpoints);
     this.pools = connection.endpoints.map((endpoint) => new ConnectionPool(new URL(endpoint).origin, { connections: 4, timeouts, tls: secure }));
   }
 

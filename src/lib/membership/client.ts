@@ -2,7 +2,8 @@ import { Etcd3, GRPCDeadlineExceededError, isRecoverableError, type IOptions } f
 import { FanoutError } from '../../core/errors.js';
 import { deferredRootsPem } from '../tls/client.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from './connection.js';
-import { EndpointPreference } from './endpoints.js';
+import type { EndpointPreference } from './endpoints.js';
+import { sharedEndpointPreference } from './preferences.js';
 
 export type { EtcdConnection } from './connection.js';
 export { DEFAULT_ETCD_TIMEOUT_MS } from './connection.js';
@@ -16,7 +17,8 @@ export { DEFAULT_ETCD_TIMEOUT_MS } from './connection.js';
  */
 export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT_ETCD_TIMEOUT_MS): Etcd3 {
   if (connection.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd needs at least one endpoint');
-  const preference = new EndpointPreference(connection.endpoints);
+  // The process's one for these endpoints: the JSON client (lib/etcdjson) learns from this one's calls and streams.
+  const preference = sharedEndpointPreference(connection.endpoints);
   let nextHost = 0; // etcd3 asks for the host policies in the order of `hosts`
   const options: IOptions = {
     hosts: connection.endpoints,
