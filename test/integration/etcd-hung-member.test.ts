@@ -115,10 +115,12 @@ describe('a hung etcd member is asked again only when no other answers', { timeo
     subscribe('fanout:etcd:no-answer', onNoAnswer);
     hung.pause();
     try {
+      // Counted by endpoint: a loaded machine may make b late too, which is not what this is about.
+      const fromHung = () => noAnswers.filter((endpoint) => endpoint === hung.endpoint).length;
       await grpc.get('/absent').string();
-      assert.deepEqual(noAnswers, [hung.endpoint], 'the gRPC read waited on the hung member');
+      assert.equal(fromHung(), 1, 'the gRPC read waited on the hung member');
       assert.equal(await json.get('/absent'), null);
-      assert.deepEqual(noAnswers, [hung.endpoint], 'the JSON read went to b at once (before: to the hung member, its own first endpoint)');
+      assert.equal(fromHung(), 1, 'the JSON read did not wait on it (before: it asked the hung member, its own first endpoint, first)');
     } finally {
       unsubscribe('fanout:etcd:no-answer', onNoAnswer);
       hung.resume();
