@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MOST_COOL_DOWN_MS } from './endpoints.js';
@@ -38,6 +38,14 @@ test('a corrupt, foreign-format or unreadable file is ignored, and the next save
   new EndpointStateFile(path, () => NOW).save(endpoints, { preferred: 2, coolUntil: [0, 0, 0], silences: [0, 0, 0] });
   assert.equal(new EndpointStateFile(path, () => NOW).load(endpoints)?.preferred, 2);
   assert.equal(new EndpointStateFile(dir, () => NOW).load(endpoints), undefined, 'a directory in its place');
+});
+
+test("another user's file is not read (it could steer this user's requests)", { skip: process.getuid?.() !== 0 && 'chown needs root' }, (t) => {
+  const path = join(tempDir(t), 'etcd-endpoints.json');
+  new EndpointStateFile(path, () => NOW).save(endpoints, { preferred: 2, coolUntil: [0, 0, 0], silences: [0, 0, 0] });
+  assert.equal(new EndpointStateFile(path, () => NOW).load(endpoints)?.preferred, 2);
+  chownSync(path, 65534, 65534);
+  assert.equal(new EndpointStateFile(path, () => NOW).load(endpoints), undefined);
 });
 
 test('an unwritable place costs nothing: save neither throws nor leaves a file', (t) => {
