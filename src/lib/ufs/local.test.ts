@@ -78,14 +78,20 @@ describe('LocalUfs', () => {
     try {
       assert.deepEqual((await ufs.list('loopdir')).map((e) => e.name), ['file.txt', 'sub']);
       assert.deepEqual((await ufs.list('loopdir/sub')).map((e) => e.name), ['file-link']);
-      // Still reachable by name: only the endless listing goes.
-      assert.deepEqual((await ufs.list('loopdir/self')).map((e) => e.name), ['file.txt', 'sub']);
+      // A path through them is no key either (find -L from the root never prints it), by any call.
+      await assert.rejects(ufs.list('loopdir/self'), rejectsWith('NOT_FOUND'));
+      await assert.rejects(ufs.list('loopdir/sub/up/loopdir'), rejectsWith('NOT_FOUND'));
+      await assert.rejects(ufs.stat('loopdir/self'), rejectsWith('NOT_FOUND'));
+      await assert.rejects(ufs.stat('loopdir/dot/file.txt'), rejectsWith('NOT_FOUND'));
+      await assert.rejects(ufs.stat('loopdir/sub/up/loopdir/file.txt'), rejectsWith('NOT_FOUND'));
+      await assert.rejects(ufs.stat('loopdir'), rejectsWith('IS_A_DIRECTORY'));
+      assert.equal((await ufs.stat('loopdir/sub/file-link')).size, 1);
     } finally {
       await rm(join(root, 'loopdir'), { recursive: true });
     }
   });
 
-  test('loops through other directories are left out where they close, as find -L does; the files stay readable through them', async () => {
+  test('loops through other directories are left out where they close, as find -L does; files read by the names the walk gives, not round the loop', async () => {
     await mkdir(join(root, 'loops/sib/a'), { recursive: true });
     await mkdir(join(root, 'loops/sib/b'));
     await writeFile(join(root, 'loops/sib/a/fa.txt'), 'a');
@@ -112,9 +118,68 @@ describe('LocalUfs', () => {
         'loops/sib/', 'loops/sib/a/', 'loops/sib/a/fa.txt', 'loops/sib/a/x/', 'loops/sib/a/x/fb.txt',
         'loops/sib/b/', 'loops/sib/b/fb.txt', 'loops/sib/b/y/', 'loops/sib/b/y/fa.txt',
       ]);
-      assert.equal(await readAll(ufs.read('loops/sib/a/x/y/x/fb.txt', (await ufs.stat('loops/sib/a/x/y/x/fb.txt')).version, 0, 1)).then(String), 'b');
+      // The names the walk gave read through the links; a name round the loop is not there.
+      assert.equal(await readAll(ufs.read('loops/sib/a/x/fb.txt', (await ufs.stat('loops/sib/a/x/fb.txt')).version, 0, 1)).then(String), 'b');
+      await assert.rejects(ufs.stat('loops/sib/a/x/y/x/fb.txt'), rejectsWith('NOT_FOUND'));
+      await assert.rejects(ufs.stat('loops/deep/a/x/z/c/f.txt'), rejectsWith('NOT_FOUND'));
     } finally {
       await rm(join(root, 'loops'), { recursive: true });
+    }
+  });
+
+  test('a prefix that goes round a loop lists nothing and names no file, however deep it starts', async () => {
+    await mkdir(join(root, 'inloop/a'), { recursive: true });
+    await mkdir(join(root, 'inloop/b'));
+    await writeFile(join(root, 'inloop/a/fa.txt'), 'a');
+    await writeFile(join(root, 'inloop/b/fb.txt'), 'b');
+    await symlink('../b', join(root, 'inloop/a/x'));
+    await symlink('../a', join(root, 'inloop/b/y'));
+    try {
+      assert.deepEqual((await ufs.list('inloop/a/x')).map((e) => e.name), ['fb.txt']);
+      for (const prefix of ['inloop/a/x/y', 'inloop/a/x/y/x', 'inloop/a/x/y/x/y', 'inloop/b/y/x']) {
+        await assert.rejects(ufs.list(prefix), rejectsWith('NOT_FOUND'), prefix);
+        await assert.rejects(ufs.stat(prefix), rejectsWith('NOT_FOUND'), prefix);
+      }
+      await assert.rejects(ufs.stat('inloop/a/x/y/x/y/fa.txt'), rejectsWith('NOT_FOUND'));
+      await assert.rejects(ufs.stat('inloop/b/y/x/fb.txt'), rejectsWith('NOT_FOUND'));
+      assert.equal((await ufs.stat('inloop/b/y/fa.txt')).size, 1);
+    } finally {
+      await rm(join(root, 'inloop'), { recursive: true });
+    }
+  });
+
+  test('a bind mount of a directory inside itself is a loop as find -L sees it: left out, and no path through it', async (t) => {
+    // bind/a/again shows bind itself: other real paths, the same dev and inode.
+    await mkdir(join(root, 'bind/a/again'), { recursive: true });
+    await mkdir(join(root, 'bind/b'));
+    await writeFile(join(root, 'bind/b/f.txt'), 'f');
+    const target = join(root, 'bind/a/again');
+    try {
+      try {
+        execFileSync('mount', ['--bind', join(root, 'bind'), target], { stdio: 'pipe' });
+      } catch (err) {
+        const why = String((err as { stderr?: Buffer }).stderr ?? err).trim();
+        if (/permission denied|must be superuser|not permitted|EPERM|No such file or directory.*mount|ENOENT/i.test(why)) return t.skip(`mount --bind is not permitted here: ${why}`);
+        throw err;
+      }
+      try {
+        const walk = async (dir: string): Promise<string[]> => {
+          const paths: string[] = [];
+          for (const e of await ufs.list(dir)) paths.push(...(e.type === 'dir' ? [`${dir}/${e.name}/`, ...(await walk(`${dir}/${e.name}`))] : [`${dir}/${e.name}`]));
+          return paths;
+        };
+        // find -L bind: "File system loop detected; 'bind/a/again' is part of the same file system loop as 'bind'".
+        assert.deepEqual((await walk('bind')).sort(), ['bind/a/', 'bind/b/', 'bind/b/f.txt']);
+        await assert.rejects(ufs.list('bind/a/again'), rejectsWith('NOT_FOUND'));
+        await assert.rejects(ufs.list('bind/a/again/b'), rejectsWith('NOT_FOUND'));
+        await assert.rejects(ufs.stat('bind/a/again/b/f.txt'), rejectsWith('NOT_FOUND'));
+        await assert.rejects(ufs.stat('bind/a/again'), rejectsWith('NOT_FOUND'));
+        assert.equal((await ufs.stat('bind/b/f.txt')).size, 1);
+      } finally {
+        execFileSync('umount', [target]);
+      }
+    } finally {
+      await rm(join(root, 'bind'), { recursive: true });
     }
   });
 

@@ -1,4 +1,4 @@
-import { constants, existsSync, type Dirent, type Stats } from 'node:fs';
+import { constants, existsSync, type BigIntStats, type Dirent, type Stats } from 'node:fs';
 import { link, mkdir, open, readdir, readlink, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -35,6 +35,14 @@ export function localVersion(st: Stats): string {
 /**
  * A directory on a local or shared (NFS, CephFS...) filesystem. Symlinks inside the root are
  * followed, but nothing outside the root's real path is ever read or listed.
+ *
+ * Its keys are what `find -L` prints from the root: a directory met again on the way down (the
+ * same st_dev and st_ino as one above it, whether a symlink or a bind mount leads back) closes a
+ * loop and is left out, and so is every path through it. stat() and list() of such a path answer
+ * NOT_FOUND, as for any other name that is no key: an S3 client that GETs or lists a key it was
+ * never shown gets what a bucket would say, and a file is not cached once more for each turn
+ * round the loop (a/x/y/x/y/… gives ~2^40 names before the kernel's 40 links). read() takes a
+ * version, which stat() or a listing gave, and does not look again.
  */
 export class LocalUfs implements Ufs {
   readonly rootDir: string;
@@ -71,9 +79,18 @@ export class LocalUfs implements Ufs {
 
   private async statNow(path: string): Promise<FileInfo> {
     const real = await this.resolve(path);
-    const st = await stat(real).catch((err) => {
+    const above = parentOf(path);
+    // The directories above are asked only when there is one to compare with the root.
+    const [st, chain] = await Promise.all([stat(real), path.includes('/') ? dirChain(await this.root(), above) : undefined]).catch((err) => {
       throw mapFsError(err, this.describe(path));
     });
+    if (chain && repeats(chain)) throw roundLoop(this.describe(path));
+    if (st.isDirectory() && path !== '') {
+      const own = await dirKey(real, st).catch((err) => {
+        throw mapFsError(err, this.describe(path));
+      });
+      if ((chain ?? [await this.rootKey(path)]).includes(own)) throw roundLoop(this.describe(path));
+    }
     if (st.isDirectory()) throw new FanoutError('IS_A_DIRECTORY', `${this.describe(path)} is a directory`);
     if (!st.isFile()) throw new FanoutError('NOT_FOUND', `${this.describe(path)} is not a regular file`);
     return { path, size: st.size, mtimeMs: Math.floor(st.mtimeMs), version: localVersion(st) };
@@ -88,19 +105,18 @@ export class LocalUfs implements Ufs {
   }
 
   private async listNow(dir: string, gated: <T>(call: () => Promise<T>) => Promise<T>, signal?: AbortSignal): Promise<DirEntry[]> {
-    const { real, dirents } = await gated(async () => {
+    const { real, dirents, chain } = await gated(async () => {
       const real = await this.resolve(dir);
-      const dirents = await readdir(real, { withFileTypes: true }).catch((err) => {
+      // One stat per directory on the way down, beside the readdir: a bind mount leads back without
+      // a link, so no cheaper sign says when a loop is possible (the entries' own stats are reused).
+      const [dirents, chain] = await Promise.all([readdir(real, { withFileTypes: true }), dirChain(await this.root(), dir)]).catch((err) => {
         throw mapFsError(err, this.describe(dir));
       });
-      return { real, dirents };
+      return { real, dirents, chain };
     });
+    if (repeats(chain)) throw roundLoop(this.describe(dir));
     const entries: DirEntry[] = [];
-    const root = await this.root();
-    const viaLink = real !== (dir ? join(root, dir) : root);
-    // Asked for once, and only when an entry could close a loop (within that entry's slot of the gate).
-    let chain: Promise<Set<string>> | undefined;
-    const loops: LoopCheck = { viaLink, onChain: async (target) => (await (chain ??= descent(root, dir, viaLink))).has(target) };
+    const loops = new Set(chain);
     let next = 0;
     const worker = async () => {
       while (next < dirents.length) {
@@ -237,8 +253,15 @@ export class LocalUfs implements Ufs {
     return real;
   }
 
+  /** The root's (dev, ino), for a directory right below it. */
+  private async rootKey(path: string): Promise<string> {
+    return dirKey(await this.root()).catch((err) => {
+      throw mapFsError(err, this.describe(path));
+    });
+  }
+
   /** One listing entry; null for what stat() would refuse (escaping or broken links, devices) and for loops. */
-  private async entry(dirReal: string, dirent: Dirent, loops: LoopCheck): Promise<DirEntry | null> {
+  private async entry(dirReal: string, dirent: Dirent, onChain: Set<string>): Promise<DirEntry | null> {
     const name = dirent.name;
     if (!dirent.isDirectory() && !dirent.isFile() && !dirent.isSymbolicLink()) return null;
     let target = join(dirReal, name);
@@ -249,12 +272,12 @@ export class LocalUfs implements Ufs {
       }
       const st = await stat(target);
       if (st.isDirectory()) {
-        // As find -L: a directory already on the way down here is a loop ("a/x -> ../b" beside
-        // "b/y -> ../a", or a link to the directory itself): entered, every recursive walk (the
-        // S3 gateway's listing, cp) would list its tree again at each turn, up to the kernel's 40
-        // links. Left out of listings; paths through it still read. Only a link (this entry, or
-        // one on the way to this directory) can lead back up.
-        if ((dirent.isSymbolicLink() || loops.viaLink) && (await loops.onChain(target))) return null;
+        // As find -L: a directory already on the way down here (same dev and ino) is a loop ("a/x ->
+        // ../b" beside "b/y -> ../a", a link to the directory itself, a bind mount of a directory
+        // above): entered, every recursive walk (the S3 gateway's listing, cp) would list its tree
+        // again at each turn. Left out, as are the paths through it (class comment). The stat
+        // above gives the key: no call of its own unless the number may be rounded.
+        if (onChain.has(await dirKey(target, st))) return null;
         // Its time is what S3 clients show for its marker "dir/" (s3fs's ls -l), one stat per directory.
         return { name, type: 'dir', mtimeMs: Math.floor(st.mtimeMs) };
       }
@@ -269,20 +292,35 @@ export class LocalUfs implements Ufs {
   }
 }
 
-/** How a listing tells a loop: whether its directory was reached through a link, and the real paths on the way to it. */
-interface LoopCheck {
-  viaLink: boolean;
-  onChain(real: string): Promise<boolean>;
+/**
+ * A directory's (st_dev, st_ino), what find -L and GNU tools tell a directory by (a bind mount
+ * gives one directory several real paths). Taken from `st` when its numbers are exact, else from
+ * a bigint stat (inode numbers above 2^53: CephFS, some NFS servers).
+ */
+async function dirKey(path: string, st?: Stats): Promise<string> {
+  if (st && Number.isSafeInteger(st.dev) && Number.isSafeInteger(st.ino)) return `${st.dev}:${st.ino}`;
+  const exact: BigIntStats = await stat(path, { bigint: true });
+  return `${exact.dev}:${exact.ino}`;
 }
 
-/**
- * The real paths of the (real) root, of `dir` and of every directory between them: where a walk
- * down to `dir` has been. Without a link on the way they are the path's own prefixes.
- */
-async function descent(root: string, dir: string, viaLink: boolean): Promise<Set<string>> {
+/** The keys of the (real) root, of `dir` and of every directory between them, in parallel: where a walk down to `dir` has been. */
+function dirChain(root: string, dir: string): Promise<string[]> {
   const parts = dir ? dir.split('/') : [];
-  const prefixes = parts.map((_, i) => join(root, ...parts.slice(0, i + 1)));
-  return new Set([root, ...(viaLink ? await Promise.all(prefixes.map((p) => realpath(p))) : prefixes)]);
+  return Promise.all([root, ...parts.map((_, i) => join(root, ...parts.slice(0, i + 1)))].map((p) => dirKey(p)));
+}
+
+function repeats(chain: string[]): boolean {
+  return new Set(chain).size !== chain.length;
+}
+
+/** A path that passes one directory twice: no key (class comment), as a name that is not there. */
+function roundLoop(what: string): FanoutError {
+  return new FanoutError('NOT_FOUND', `${what} does not exist: its path goes round a directory loop`);
+}
+
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash < 0 ? '' : path.slice(0, slash);
 }
 
 function isInside(root: string, real: string): boolean {
