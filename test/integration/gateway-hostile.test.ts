@@ -106,9 +106,19 @@ describe('the S3 gateway and hostile clients', () => {
     }
     assert.equal(token, undefined, `still listing after 50 pages, ${keys.length} keys`);
     assert.deepEqual(keys, ['big.bin', 'loopdir/file.txt', 'sib/a/fa.txt', 'sib/a/x/fb.txt', 'sib/b/fb.txt', 'sib/b/y/fa.txt']);
-    // The files are still there by a name through the links.
-    assert.equal(await (await fetch(`${endpoint}/data/loopdir/self/file.txt`)).text(), 'in the loop\n');
-    assert.equal(await (await fetch(`${endpoint}/data/sib/a/x/y/x/fb.txt`)).text(), 'b\n');
+    // The listed names read through the links; a name round a loop is no key, as it is no listed one.
+    assert.equal(await (await fetch(`${endpoint}/data/sib/a/x/fb.txt`)).text(), 'b\n');
+    for (const key of ['loopdir/self/file.txt', 'sib/a/x/y/x/fb.txt']) {
+      const res = await fetch(`${endpoint}/data/${key}`);
+      assert.equal(res.status, 404, key);
+      assert.match(await res.text(), /<Code>NoSuchKey<\/Code>/);
+      assert.equal((await fetch(`${endpoint}/data/${key}`, { method: 'HEAD' })).status, 404, key);
+    }
+    // A prefix round the loop lists nothing (no marker for it either).
+    for (const prefix of ['sib/a/x/y/', 'sib/a/x/y/x/y/', 'loopdir/self/']) {
+      const xml = await (await fetch(`${endpoint}/data?list-type=2&prefix=${encodeURIComponent(prefix)}`)).text();
+      assert.match(xml, /<KeyCount>0<\/KeyCount>/, `${prefix}: ${xml}`);
+    }
   });
 
   test('an Expect other than 100-continue: 417 with an S3 error and a request id', async () => {
