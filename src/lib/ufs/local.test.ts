@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalUfs } from './local.js';
 import { releaseSourceChunk } from './chunks.js';
+import { ManualClock } from '../../core/clock.js';
 import { readAll, rejectsWith, sha } from '../../../test/harness/streams.js';
 
 const MiB = 1024 * 1024;
@@ -154,6 +155,10 @@ describe('LocalUfs', () => {
     await mkdir(join(root, 'bind/b'));
     await writeFile(join(root, 'bind/b/f.txt'), 'f');
     const target = join(root, 'bind/a/again');
+    // Directory keys are kept a second: one asked before the mount is not trusted longer than that.
+    const clock = new ManualClock(1_000_000);
+    const keeping = new LocalUfs(root, { clock });
+    assert.deepEqual(await keeping.list('bind/a/again'), []);
     try {
       try {
         execFileSync('mount', ['--bind', join(root, 'bind'), target], { stdio: 'pipe' });
@@ -175,6 +180,8 @@ describe('LocalUfs', () => {
         await assert.rejects(ufs.stat('bind/a/again/b/f.txt'), rejectsWith('NOT_FOUND'));
         await assert.rejects(ufs.stat('bind/a/again'), rejectsWith('NOT_FOUND'));
         assert.equal((await ufs.stat('bind/b/f.txt')).size, 1);
+        await clock.advance(1000);
+        await assert.rejects(keeping.list('bind/a/again'), rejectsWith('NOT_FOUND'));
       } finally {
         execFileSync('umount', [target]);
       }
