@@ -125,7 +125,8 @@ export class LocalUfs implements Ufs {
       });
       return { real, dirents, chain };
     });
-    if (repeats(chain) && (await this.goesRound(dir).catch((err) => Promise.reject(mapFsError(err, this.describe(dir)))))) throw roundLoop(this.describe(dir));
+    // A repeat among kept keys is confirmed with fresh ones (goesRound's rule) before the listing is refused.
+    if (repeats(chain) && repeats(await this.dirChain(dir, true).catch((err) => Promise.reject(mapFsError(err, this.describe(dir)))))) throw roundLoop(this.describe(dir));
     const entries: DirEntry[] = [];
     const keys = new Set(chain);
     // A match with a kept key is confirmed with fresh ones (goesRound), once per listing.
