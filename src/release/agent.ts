@@ -199,7 +199,6 @@ export class SyncAgent {
     return this.record.beating(() => this.sync(signal));
   }
 
-
   private async sync(signal?: AbortSignal): Promise<string | null> {
     await this.dir.init();
     this.state.current = await this.dir.currentVersion();

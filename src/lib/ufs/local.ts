@@ -98,8 +98,13 @@ export class LocalUfs implements Ufs {
     });
     // A file right below the root has no directory to meet twice.
     if (path.includes('/') || (path !== '' && st.isDirectory())) {
-      const round = async () => this.goesRound(parentOf(path), st.isDirectory() ? await dirKey(real, st) : undefined);
-      if (await round().catch((err) => Promise.reject(mapFsError(err, this.describe(path))))) throw roundLoop(this.describe(path));
+      let loops: boolean;
+      try {
+        loops = await this.goesRound(parentOf(path), st.isDirectory() ? await dirKey(real, st) : undefined);
+      } catch (err) {
+        throw mapFsError(err, this.describe(path));
+      }
+      if (loops) throw roundLoop(this.describe(path));
     }
     if (st.isDirectory()) throw new FanoutError('IS_A_DIRECTORY', `${this.describe(path)} is a directory`);
     if (!st.isFile()) throw new FanoutError('NOT_FOUND', `${this.describe(path)} is not a regular file`);
