@@ -140,6 +140,9 @@ function readOwnFile(path: string): Buffer | undefined {
  */
 export const MAX_CACHE_FILES = 30;
 
+/** A cache's temp file (`<name>.v8.<pid>.tmp`): one left by a command killed mid-write is removed once abandoned. */
+const ABANDONED_CACHE_TEMP = /\.v8\.\d+\.tmp$/;
+
 /**
  * Written to a temporary name and renamed (commands run beside each other); then the caches of
  * the bundle's earlier builds (same `prefix`) are removed, and the oldest beyond MAX_CACHE_FILES.
@@ -151,6 +154,9 @@ function writeCache(path: string, prefix: string, data: Buffer): void {
     const temp = `${path}.${process.pid}.tmp`;
     writeFileSync(temp, data, { mode: 0o600 });
     renameSync(temp, path);
+    // Required here, not at the top: every command loads this module, few write a cache.
+    const { removeAbandonedTemps } = require('../lib/statefile/abandoned.cjs') as typeof import('../lib/statefile/abandoned.cjs');
+    removeAbandonedTemps(directory, ABANDONED_CACHE_TEMP);
     const others = readdirSync(directory).filter((name) => name.endsWith('.v8') && name !== basename(path));
     const kept: { name: string; mtimeMs: number }[] = [];
     for (const name of others) {

@@ -140,3 +140,22 @@ test('the directory keeps the newest caches, at most MAX_CACHE_FILES, whatever i
   assert.ok(readdirSync(cache).includes('notes.txt'), 'other files are left alone');
   assert.equal(run(bundle, cache).cache, 'used', 'and the new one is used');
 });
+
+test("a cache's temp file left by a command killed mid-write is removed by the next write, not one still being written", (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(cache);
+  const abandoned = 'quick-00000001-1-1-v8.v8.4242.tmp';
+  const writing = 'quick-00000002-1-1-v8.v8.4343.tmp';
+  writeFileSync(join(cache, abandoned), 'half a cache');
+  const longAgo = new Date(Date.now() - 10 * 60_000);
+  utimesSync(join(cache, abandoned), longAgo, longAgo);
+  writeFileSync(join(cache, writing), 'being written right now');
+  writeFileSync(join(cache, 'notes.tmp'), 'not a cache');
+  utimesSync(join(cache, 'notes.tmp'), longAgo, longAgo);
+  run(bundle, cache);
+  const left = readdirSync(cache);
+  assert.ok(!left.includes(abandoned), 'the abandoned temp file went');
+  assert.ok(left.includes(writing), "a fresh one (another command's write in progress) stays");
+  assert.ok(left.includes('notes.tmp'), 'other files are left alone');
+});

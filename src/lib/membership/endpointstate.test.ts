@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MOST_COOL_DOWN_MS } from './endpoints.js';
@@ -102,4 +102,18 @@ test('where the file is: FANOUT_ETCD_STATE, else the XDG cache, else ~/.cache; o
   assert.equal(endpointStatePath({ FANOUT_ETCD_STATE: 'off' }), undefined);
   assert.equal(endpointStatePath({ XDG_CACHE_HOME: '/c' }), '/c/fanout/etcd-endpoints.json');
   assert.match(endpointStatePath({})!, /\/\.cache\/fanout\/etcd-endpoints\.json$/);
+});
+
+test("a temp file left by a process killed between its write and its rename is removed by the next save", (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'etcd-endpoints.json');
+  const longAgo = new Date(Date.now() - 10 * 60_000);
+  for (const name of ['etcd-endpoints.json.4242.tmp', 'other.json.4242.tmp']) {
+    writeFileSync(join(dir, name), '{"format":1,"se');
+    utimesSync(join(dir, name), longAgo, longAgo);
+  }
+  writeFileSync(join(dir, 'etcd-endpoints.json.4343.tmp'), '{"format":1,"sets":{}}');
+  new EndpointStateFile(path, () => NOW).save(endpoints, { preferred: 1, coolUntil: [0, 0, 0], silences: [0, 0, 0] });
+  assert.deepEqual(readdirSync(dir).sort(), ['etcd-endpoints.json', 'etcd-endpoints.json.4343.tmp', 'other.json.4242.tmp'], "the abandoned one went; another process's write in progress and other files stay");
+  assert.equal(new EndpointStateFile(path, () => NOW).load(endpoints)?.preferred, 1);
 });

@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { literalPattern, removeAbandonedTemps } from '../statefile/abandoned.cjs';
 import { debugEtcd, MOST_COOL_DOWN_MS, type SavedPreference } from './endpoints.js';
 
 /**
@@ -189,9 +190,14 @@ function readOwnFile(path: string): string | undefined {
   }
 }
 
-/** A temp file beside `path`, renamed over it (directory 0700 and file 0600, as the user's other caches). */
+/**
+ * A temp file beside `path`, renamed over it (directory 0700 and file 0600, as the user's other
+ * caches). Temp files an earlier process left behind (killed between its write and its rename)
+ * are removed first.
+ */
 function writeReplacing(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  removeAbandonedTemps(dirname(path), new RegExp(`^${literalPattern(basename(path))}\\.\\d+\\.tmp$`));
   const temp = `${path}.${process.pid}.tmp`;
   try {
     writeFileSync(temp, text, { mode: 0o600 });

@@ -1,0 +1,39 @@
+// CommonJS (.cts → .cjs): the code cache (src/cli/codecache.cts) runs before Node's ES module
+// loader and uses this too.
+import { readdirSync, statSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * A temp file older than this was left by a process killed between its write and its rename (a
+ * write of these small files takes milliseconds).
+ */
+export const ABANDONED_AFTER_MS = 60_000;
+
+/**
+ * Removes the temp files in `directory` whose names match `pattern` and that are older than
+ * ABANDONED_AFTER_MS. Judged by age, not by the PID in the name: the writer may live in another
+ * PID namespace sharing the directory, or its PID may have been reused since. Best effort: a file
+ * another process removes first, or one that cannot be removed, is passed over.
+ */
+export function removeAbandonedTemps(directory: string, pattern: RegExp, now = Date.now()): void {
+  let names: string[];
+  try {
+    names = readdirSync(directory);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!pattern.test(name)) continue;
+    const path = join(directory, name);
+    try {
+      if (now - statSync(path).mtimeMs > ABANDONED_AFTER_MS) unlinkSync(path);
+    } catch {
+      // gone already (its writer renamed it, or another process swept it), or not ours to remove
+    }
+  }
+}
+
+/** Escapes `text` for use inside a RegExp. */
+export function literalPattern(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
