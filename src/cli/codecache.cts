@@ -1,5 +1,5 @@
 // CommonJS (.cts → .cjs): bin/fanout.js loads it before any command, without Node's ES module loader.
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import Module from 'node:module';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -151,11 +151,11 @@ function writeCache(path: string, prefix: string, data: Buffer): void {
   const directory = dirname(path);
   try {
     mkdirSync(directory, { recursive: true, mode: 0o700 });
-    const temp = `${path}.${process.pid}.tmp`;
-    writeFileSync(temp, data, { mode: 0o600 });
-    renameSync(temp, path);
     // Required here, not at the top: every command loads this module, few write a cache.
-    const { removeAbandonedTemps } = require('../lib/statefile/abandoned.cjs') as typeof import('../lib/statefile/abandoned.cjs');
+    const { removeAbandonedTemps, writeNewTemp } = require('../lib/statefile/tempfiles.cjs') as typeof import('../lib/statefile/tempfiles.cjs');
+    const temp = `${path}.${process.pid}.tmp`;
+    writeNewTemp(temp, data, 0o600);
+    renameSync(temp, path);
     removeAbandonedTemps(directory, ABANDONED_CACHE_TEMP);
     const others = readdirSync(directory).filter((name) => name.endsWith('.v8') && name !== basename(path));
     const kept: { name: string; mtimeMs: number }[] = [];

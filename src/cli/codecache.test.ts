@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -158,4 +158,19 @@ test("a cache's temp file left by a command killed mid-write is removed by the n
   assert.ok(!left.includes(abandoned), 'the abandoned temp file went');
   assert.ok(left.includes(writing), "a fresh one (another command's write in progress) stays");
   assert.ok(left.includes('notes.tmp'), 'other files are left alone');
+});
+
+test('a link planted at the temp name is replaced, never written through', (t) => {
+  const { dir, bundle, cache } = setup();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  loadBundle(bundle, cache).save(); // in this process: its temp name is known
+  const [name] = cacheFiles(cache);
+  assert.ok(name, 'a cache was written');
+  unlinkSync(join(cache, name));
+  const victim = join(dir, 'victim');
+  writeFileSync(victim, 'precious');
+  symlinkSync(victim, join(cache, `${name}.${process.pid}.tmp`));
+  loadBundle(bundle, cache).save();
+  assert.equal(readFileSync(victim, 'utf8'), 'precious');
+  assert.deepEqual(readdirSync(cache), [name], 'the cache was written, the link gone');
 });

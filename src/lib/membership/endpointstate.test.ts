@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MOST_COOL_DOWN_MS } from './endpoints.js';
@@ -116,4 +116,16 @@ test("a temp file left by a process killed between its write and its rename is r
   new EndpointStateFile(path, () => NOW).save(endpoints, { preferred: 1, coolUntil: [0, 0, 0], silences: [0, 0, 0] });
   assert.deepEqual(readdirSync(dir).sort(), ['etcd-endpoints.json', 'etcd-endpoints.json.4343.tmp', 'other.json.4242.tmp'], "the abandoned one went; another process's write in progress and other files stay");
   assert.equal(new EndpointStateFile(path, () => NOW).load(endpoints)?.preferred, 1);
+});
+
+test('a link planted at the temp name is replaced, never written through', (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'etcd-endpoints.json');
+  const victim = join(dir, 'victim');
+  writeFileSync(victim, 'precious');
+  symlinkSync(victim, `${path}.${process.pid}.tmp`);
+  new EndpointStateFile(path, () => NOW).save(endpoints, { preferred: 2, coolUntil: [0, 0, 0], silences: [0, 0, 0] });
+  assert.equal(readFileSync(victim, 'utf8'), 'precious');
+  assert.equal(new EndpointStateFile(path, () => NOW).load(endpoints)?.preferred, 2);
+  assert.deepEqual(readdirSync(dir).sort(), ['etcd-endpoints.json', 'victim']);
 });

@@ -1,7 +1,7 @@
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { literalPattern, removeAbandonedTemps } from '../statefile/abandoned.cjs';
+import { literalPattern, removeAbandonedTemps, writeNewTemp } from '../statefile/tempfiles.cjs';
 import { debugEtcd, MOST_COOL_DOWN_MS, type SavedPreference } from './endpoints.js';
 
 /**
@@ -200,7 +200,7 @@ function writeReplacing(path: string, text: string): void {
   removeAbandonedTemps(dirname(path), new RegExp(`^${literalPattern(basename(path))}\\.\\d+\\.tmp$`));
   const temp = `${path}.${process.pid}.tmp`;
   try {
-    writeFileSync(temp, text, { mode: 0o600 });
+    writeNewTemp(temp, text, 0o600);
     renameSync(temp, path);
   } catch (err) {
     try {

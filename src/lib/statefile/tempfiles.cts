@@ -1,6 +1,6 @@
 // CommonJS (.cts → .cjs): the code cache (src/cli/codecache.cts) runs before Node's ES module
 // loader and uses this too.
-import { readdirSync, statSync, unlinkSync } from 'node:fs';
+import { readdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -36,4 +36,21 @@ export function removeAbandonedTemps(directory: string, pattern: RegExp, now = D
 /** Escapes `text` for use inside a RegExp. */
 export function literalPattern(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Creates the temp file `path` with `data`, never through something already at that name: with
+ * O_EXCL the open fails on an existing file and does not follow a symbolic link, so a link planted
+ * in a shared cache directory (XDG_CACHE_HOME=/tmp, say) cannot make this process write into a
+ * file of its choosing. What is there (a temp file of a dead process that had this PID, or such a
+ * link) is removed — the name, not what a link points to — and the file created once more.
+ */
+export function writeNewTemp(path: string, data: string | Buffer, mode: number): void {
+  try {
+    writeFileSync(path, data, { mode, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    unlinkSync(path);
+    writeFileSync(path, data, { mode, flag: 'wx' });
+  }
 }
