@@ -96,5 +96,5 @@ test('a preference starts from a saved one and says when a cool-down starts or e
   preference.answered(0);
   assert.equal(changes, 3, "a's cool-down ended by its answer");
   await clock.advance(60_000);
-  assert.deepEqual(preference.saved(), { preferred: 0, coolUntil: [0, 0, 0], silences: [0, 0, 0] }, 'an ended cool-down is not saved');
+  assert.deepEqual(preference.saved(), { preferred: 0, coolUntil: [0, 0, 31_000], silences: [0, 0, 1] }, "c's ended cool-down is given with its silence (the file keeps it a while); a's answer cleared its own");
 });

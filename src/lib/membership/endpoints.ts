@@ -86,7 +86,8 @@ export class EndpointPreference {
 
   /** Endpoint `index` answered: it is asked first from now on, and its cool-down is over. */
   answered(index: number): void {
-    const changed = index !== this.lastAnswered || this.coolUntil[index]! > this.clock.now();
+    // Silences ended by this answer are news too: the file would otherwise keep counting them.
+    const changed = index !== this.lastAnswered || this.coolUntil[index]! > this.clock.now() || this.silences[index]! > 0;
     this.preferred = index;
     this.lastAnswered = index;
     this.coolUntil[index] = 0;
@@ -106,14 +107,14 @@ export class EndpointPreference {
     if (noAnswer) this.onChange?.();
   }
 
-  /** What a later process would want to know: the preferred endpoint, and those cooling down (wall-clock ends). */
+  /**
+   * What a later process would want to know: the preferred endpoint, and each endpoint's last
+   * cool-down (wall-clock end, past or not) with its silences in a row. An ended cool-down is
+   * given too: the file keeps it a while (endpointstate.ts), so a member still silent when a later
+   * command asks it cools down for longer, as it would have in this process.
+   */
   saved(): SavedPreference {
-    const now = this.clock.now();
-    return {
-      preferred: this.preferred,
-      coolUntil: this.coolUntil.map((until) => (until > now ? until : 0)),
-      silences: this.silences.map((count, i) => (this.coolUntil[i]! > now ? count : 0)),
-    };
+    return { preferred: this.preferred, coolUntil: [...this.coolUntil], silences: [...this.silences] };
   }
 
   private coolDown(index: number): void {

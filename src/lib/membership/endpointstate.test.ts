@@ -4,7 +4,9 @@ import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MOST_COOL_DOWN_MS } from './endpoints.js';
-import { EndpointStateFile, endpointStatePath, KEEP_PREFERRED_MS, MAX_SETS } from './endpointstate.js';
+import { EndpointStateFile, endpointStatePath, KEEP_PREFERRED_MS, MAX_SETS, SILENCES_KEPT_MS } from './endpointstate.js';
+import { EndpointPreference, FIRST_COOL_DOWN_MS } from './endpoints.js';
+import { ManualClock } from '../../core/clock.js';
 
 const endpoints = ['http://a:2379', 'http://b:2379', 'http://c:2379'];
 const NOW = 1_800_000_000_000;
@@ -58,7 +60,7 @@ test('an unwritable place costs nothing: save neither throws nor leaves a file',
   assert.equal(new EndpointStateFile(undefined).load(endpoints), undefined, 'off');
 });
 
-test('ended cool-downs and sets saved more than a day ago are dropped; a cool-down ending far ahead ends MOST_COOL_DOWN_MS from now', (t) => {
+test('cool-downs ended SILENCES_KEPT_MS ago and sets saved more than a day ago are dropped; a cool-down ending far ahead ends MOST_COOL_DOWN_MS from now', (t) => {
   const path = join(tempDir(t), 'etcd-endpoints.json');
   const file = {
     format: 1,
@@ -66,19 +68,23 @@ test('ended cool-downs and sets saved more than a day ago are dropped; a cool-do
       'http://a:2379,http://b:2379,http://c:2379': {
         preferred: 'http://b:2379',
         savedAt: NOW + 10 * KEEP_PREFERRED_MS, // a clock that went back: taken as now
-        cooling: { 'http://a:2379': { until: NOW - 1, silences: 1 }, 'http://c:2379': { until: NOW + 365 * 86_400_000, silences: 1e9 } },
+        cooling: {
+          'http://a:2379': { until: NOW - SILENCES_KEPT_MS, silences: 1 },
+          'http://b:2379': { until: NOW - 1, silences: 2 }, // ended, its silences kept
+          'http://c:2379': { until: NOW + 365 * 86_400_000, silences: 1e9 },
+        },
       },
       'http://old:2379': { preferred: 'http://old:2379', savedAt: NOW - KEEP_PREFERRED_MS, cooling: {} },
     },
   };
   writeFileSync(path, JSON.stringify(file));
   const state = new EndpointStateFile(path, () => NOW);
-  assert.deepEqual(state.load(endpoints), { preferred: 1, coolUntil: [0, 0, NOW + MOST_COOL_DOWN_MS], silences: [0, 0, 16] });
+  assert.deepEqual(state.load(endpoints), { preferred: 1, coolUntil: [0, NOW - 1, NOW + MOST_COOL_DOWN_MS], silences: [0, 2, 16] });
   assert.equal(state.load(['http://old:2379']), undefined);
   state.save(['http://d:2379'], { preferred: 0, coolUntil: [0], silences: [0] });
   const written = JSON.parse(readFileSync(path, 'utf8')) as { sets: Record<string, { cooling: object }> };
   assert.deepEqual(Object.keys(written.sets).sort(), ['http://a:2379,http://b:2379,http://c:2379', 'http://d:2379']);
-  assert.deepEqual(Object.keys(written.sets['http://a:2379,http://b:2379,http://c:2379']!.cooling), ['http://c:2379']);
+  assert.deepEqual(Object.keys(written.sets['http://a:2379,http://b:2379,http://c:2379']!.cooling), ['http://b:2379', 'http://c:2379']);
 });
 
 test('two processes saving other sets keep both; past MAX_SETS the least recently saved go', (t) => {
@@ -128,4 +134,33 @@ test('a link planted at the temp name is replaced, never written through', (t) =
   assert.equal(readFileSync(victim, 'utf8'), 'precious');
   assert.equal(new EndpointStateFile(path, () => NOW).load(endpoints)?.preferred, 2);
   assert.deepEqual(readdirSync(dir).sort(), ['etcd-endpoints.json', 'victim']);
+});
+
+test('a member still silent when a later command asks it cools down for longer, until its silences are SILENCES_KEPT_MS old', async (t) => {
+  const path = join(tempDir(t), 'etcd-endpoints.json');
+  const clock = new ManualClock(NOW);
+  /** One command: a preference made from the file, saving into it as the shared ones do. */
+  const command = () => {
+    const file = new EndpointStateFile(path, () => clock.now());
+    const preference: EndpointPreference = new EndpointPreference(endpoints, clock, { saved: file.load(endpoints), onChange: () => file.save(endpoints, preference.saved()) });
+    return preference;
+  };
+  const coolDownOfA = (preference: EndpointPreference) => preference.saved().coolUntil[0]! - clock.now();
+  const first = command();
+  first.failed(0, true);
+  assert.equal(coolDownOfA(first), FIRST_COOL_DOWN_MS);
+  await clock.advance(FIRST_COOL_DOWN_MS + 1000); // the cool-down has ended
+  const second = command();
+  assert.ok(second.saved().coolUntil[0]! < clock.now(), "a's cool-down has ended");
+  assert.equal(second.saved().silences[0], 1, 'its silence is remembered');
+  second.failed(0, true);
+  assert.equal(coolDownOfA(second), 2 * FIRST_COOL_DOWN_MS, 'silent again: cools down for twice as long');
+  await clock.advance(2 * FIRST_COOL_DOWN_MS + SILENCES_KEPT_MS);
+  const third = command();
+  third.failed(0, true);
+  assert.equal(coolDownOfA(third), FIRST_COOL_DOWN_MS, 'silences that old are forgotten');
+  third.answered(0);
+  await clock.advance(1000);
+  const fourth = command();
+  assert.deepEqual(fourth.saved().silences, [0, 0, 0], 'an answer clears the silences in the file too');
 });

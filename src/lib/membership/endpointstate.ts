@@ -37,6 +37,12 @@ export const MAX_SETS = 16;
 export const KEEP_PREFERRED_MS = 24 * 60 * 60 * 1000;
 /** Larger is not a file this module wrote (16 sets of a few endpoints are ≈ 4 KB). */
 const MAX_FILE_BYTES = 256 * 1024;
+/**
+ * How long an ended cool-down's silences are kept: a command that finds the member silent again
+ * within this time cools it down for longer (60 s, 120, 240), as one long-running process does;
+ * later, a silence counts as the first again.
+ */
+export const SILENCES_KEPT_MS = 10 * 60 * 1000;
 /** Beyond 3 the cool-down is at its most already; a larger count is as good as this. */
 const MAX_SILENCES = 16;
 
@@ -45,7 +51,10 @@ interface SavedSet {
   preferred?: string;
   /** Wall-clock time of the save: the oldest sets go first. */
   savedAt: number;
-  /** Endpoints cooling down (normalized): until when (wall clock), and after how many silences in a row. */
+  /**
+   * Endpoints cooling down, or whose cool-down ended less than SILENCES_KEPT_MS ago (normalized):
+   * until when (wall clock), and after how many silences in a row.
+   */
   cooling: Record<string, { until: number; silences: number }>;
 }
 
@@ -107,7 +116,9 @@ export class EndpointStateFile {
     const names = endpoints.map(normalizeEndpoint);
     const cooling: SavedSet['cooling'] = {};
     preference.coolUntil.forEach((until, i) => {
-      if (until > now) cooling[names[i]!] = { until, silences: preference.silences[i] ?? 1 };
+      const silences = preference.silences[i] ?? 0;
+      if (until > now) cooling[names[i]!] = { until, silences: Math.max(silences, 1) };
+      else if (silences > 0 && until > now - SILENCES_KEPT_MS) cooling[names[i]!] = { until, silences };
     });
     // Read again: other processes may have saved other sets since this one started.
     const sets = this.read();
@@ -149,14 +160,17 @@ export class EndpointStateFile {
   }
 }
 
-/** `raw` as a set if it is one and not expired; a cool-down ending more than MOST_COOL_DOWN_MS from now (a clock moved, a hand edit) ends then. */
+/**
+ * `raw` as a set if it is one and not expired; a cool-down ending more than MOST_COOL_DOWN_MS from
+ * now (a clock moved, a hand edit) ends then, and one that ended SILENCES_KEPT_MS ago is dropped.
+ */
 function validSet(raw: unknown, now: number): SavedSet | undefined {
   if (!isObject(raw) || !isTime(raw.savedAt) || !isObject(raw.cooling)) return undefined;
   const savedAt = Math.min(raw.savedAt, now);
   if (savedAt <= now - KEEP_PREFERRED_MS) return undefined;
   const cooling: SavedSet['cooling'] = {};
   for (const [endpoint, entry] of Object.entries(raw.cooling)) {
-    if (!isObject(entry) || !isTime(entry.until) || entry.until <= now) continue;
+    if (!isObject(entry) || !isTime(entry.until) || entry.until <= now - SILENCES_KEPT_MS) continue;
     const silences = Number.isInteger(entry.silences) && (entry.silences as number) > 0 ? Math.min(entry.silences as number, MAX_SILENCES) : 1;
     cooling[endpoint] = { until: Math.min(entry.until, now + MOST_COOL_DOWN_MS), silences };
   }
