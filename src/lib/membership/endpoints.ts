@@ -29,7 +29,7 @@ export const MOST_COOL_DOWN_MS = 240_000;
 /** An EndpointPreference's state by endpoint index: kept between processes (lib/membership/endpointstate.ts). */
 export interface SavedPreference {
   preferred?: number;
-  /** Wall-clock (Date.now) end of each endpoint's cool-down; 0: none. */
+  /** Wall-clock (Date.now) end of each endpoint's last cool-down, ended or not; 0: none. */
   coolUntil: number[];
   /** Silences in a row of each endpoint, which the next cool-down doubles from. */
   silences: number[];
