@@ -156,7 +156,7 @@ function writeCache(path: string, prefix: string, data: Buffer): void {
     const temp = `${path}.${process.pid}.tmp`;
     writeNewTemp(temp, data, 0o600);
     renameSync(temp, path);
-    removeAbandonedTemps(directory, ABANDONED_CACHE_TEMP);
+    removeAbandonedTemps(directory, (name) => ABANDONED_CACHE_TEMP.test(name));
     const others = readdirSync(directory).filter((name) => name.endsWith('.v8') && name !== basename(path));
     const kept: { name: string; mtimeMs: number }[] = [];
     for (const name of others) {

@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { literalPattern, removeAbandonedTemps, writeNewTemp } from '../statefile/tempfiles.cjs';
+import { removeAbandonedTemps, writeNewTemp } from '../statefile/tempfiles.cjs';
 import { debugEtcd, MOST_COOL_DOWN_MS, type SavedPreference } from './endpoints.js';
 
 /**
@@ -211,7 +211,8 @@ function readOwnFile(path: string): string | undefined {
  */
 function writeReplacing(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  removeAbandonedTemps(dirname(path), new RegExp(`^${literalPattern(basename(path))}\\.\\d+\\.tmp$`));
+  const tempPrefix = `${basename(path)}.`;
+  removeAbandonedTemps(dirname(path), (name) => name.startsWith(tempPrefix) && /^\d+\.tmp$/.test(name.slice(tempPrefix.length)));
   const temp = `${path}.${process.pid}.tmp`;
   try {
     writeNewTemp(temp, text, 0o600);

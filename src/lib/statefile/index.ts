@@ -1,6 +1,7 @@
-import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { FanoutError } from '../../core/errors.js';
 import { basename, dirname, join } from 'node:path';
+import { removeAbandonedTemps } from './tempfiles.cjs';
 
 /**
  * Small JSON state files (pins and TTLs, release history, manifests) written so that a crash or
@@ -49,14 +50,14 @@ function tempPrefix(file: string): string {
   return `.${basename(file)}.`;
 }
 
-/** Temp files of `file` left by a process killed mid-write (never this process's own). */
-async function removeStaleTemps(file: string): Promise<void> {
+/**
+ * Temp files of `file` left by a process killed mid-write (never this process's own), whatever
+ * their age.
+ */
+function removeStaleTemps(file: string): void {
   const prefix = tempPrefix(file);
   const ours = `${prefix}${process.pid}.`;
-  const names = await readdir(dirname(file)).catch(() => [] as string[]);
-  for (const name of names) {
-    if (name.startsWith(prefix) && name.endsWith('.tmp') && !name.startsWith(ours)) await unlink(join(dirname(file), name)).catch(() => {});
-  }
+  removeAbandonedTemps(dirname(file), (name) => name.startsWith(prefix) && name.endsWith('.tmp') && !name.startsWith(ours), { olderThanMs: 0 });
 }
 
 async function syncDir(dir: string): Promise<void> {
@@ -88,7 +89,7 @@ export async function readJsonState<T>(
   parse: (value: unknown) => T,
   options: { now?: () => number; onCorrupt?: (report: CorruptStateFile) => void } = {},
 ): Promise<T | undefined> {
-  await removeStaleTemps(file);
+  removeStaleTemps(file);
   let text: string;
   try {
     text = await readFile(file, 'utf8');

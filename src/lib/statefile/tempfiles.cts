@@ -10,12 +10,14 @@ import { join } from 'node:path';
 export const ABANDONED_AFTER_MS = 60_000;
 
 /**
- * Removes the temp files in `directory` whose names match `pattern` and that are older than
- * ABANDONED_AFTER_MS. Judged by age, not by the PID in the name: the writer may live in another
- * PID namespace sharing the directory, or its PID may have been reused since. Best effort: a file
- * another process removes first, or one that cannot be removed, is passed over.
+ * Removes the temp files in `directory` whose names `matches` accepts and that are older than
+ * `olderThanMs` (ABANDONED_AFTER_MS unless the caller knows no other process writes there). Judged
+ * by age, not by the PID in the name: the writer may live in another PID namespace sharing the
+ * directory, or its PID may have been reused since. Best effort: a file another process removes
+ * first, or one that cannot be removed, is passed over.
  */
-export function removeAbandonedTemps(directory: string, pattern: RegExp, now = Date.now()): void {
+export function removeAbandonedTemps(directory: string, matches: (name: string) => boolean, options: { olderThanMs?: number; now?: number } = {}): void {
+  const { olderThanMs = ABANDONED_AFTER_MS, now = Date.now() } = options;
   let names: string[];
   try {
     names = readdirSync(directory);
@@ -23,19 +25,14 @@ export function removeAbandonedTemps(directory: string, pattern: RegExp, now = D
     return;
   }
   for (const name of names) {
-    if (!pattern.test(name)) continue;
+    if (!matches(name)) continue;
     const path = join(directory, name);
     try {
-      if (now - statSync(path).mtimeMs > ABANDONED_AFTER_MS) unlinkSync(path);
+      if (olderThanMs <= 0 || now - statSync(path).mtimeMs > olderThanMs) unlinkSync(path);
     } catch {
       // gone already (its writer renamed it, or another process swept it), or not ours to remove
     }
   }
-}
-
-/** Escapes `text` for use inside a RegExp. */
-export function literalPattern(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /**
