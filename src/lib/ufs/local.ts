@@ -131,7 +131,12 @@ export class LocalUfs implements Ufs {
       return { real, dirents, chain };
     });
     // A repeat among kept keys is confirmed with fresh ones (goesRound's rule) before the listing is refused.
-    if (repeats(chain) && repeats(await this.dirChain(dir, true).catch((err) => Promise.reject(mapFsError(err, this.describe(dir)))))) throw roundLoop(this.describe(dir));
+    if (repeats(chain)) {
+      const fresh = await this.dirChain(dir, true).catch((err) => {
+        throw mapFsError(err, this.describe(dir));
+      });
+      if (repeats(fresh)) throw roundLoop(this.describe(dir));
+    }
     const entries: DirEntry[] = [];
     const keys = new Set(chain);
     // A match with a kept key is confirmed with fresh ones (goesRound), once per listing.
