@@ -12,6 +12,16 @@ import { readAll, rejectsWith, sha } from '../../../test/harness/streams.js';
 
 const MiB = 1024 * 1024;
 
+/** `dir`/a and `dir`/b, each with a file (fa.txt, fb.txt) and a link to the other (a/x → ../b, b/y → ../a): a loop between siblings. */
+async function siblingLoop(dir: string): Promise<void> {
+  await mkdir(join(dir, 'a'), { recursive: true });
+  await mkdir(join(dir, 'b'));
+  await writeFile(join(dir, 'a/fa.txt'), 'a');
+  await writeFile(join(dir, 'b/fb.txt'), 'b');
+  await symlink('../b', join(dir, 'a/x'));
+  await symlink('../a', join(dir, 'b/y'));
+}
+
 describe('LocalUfs', () => {
   let base: string;
   let root: string;
@@ -93,12 +103,7 @@ describe('LocalUfs', () => {
   });
 
   test('loops through other directories are left out where they close, as find -L does; files read by the names the walk gives, not round the loop', async () => {
-    await mkdir(join(root, 'loops/sib/a'), { recursive: true });
-    await mkdir(join(root, 'loops/sib/b'));
-    await writeFile(join(root, 'loops/sib/a/fa.txt'), 'a');
-    await writeFile(join(root, 'loops/sib/b/fb.txt'), 'b');
-    await symlink('../b', join(root, 'loops/sib/a/x'));
-    await symlink('../a', join(root, 'loops/sib/b/y'));
+    await siblingLoop(join(root, 'loops/sib'));
     // A real directory can close a loop too, once a link has led below it: a/x/z/c is b/c again.
     await mkdir(join(root, 'loops/deep/a'), { recursive: true });
     await mkdir(join(root, 'loops/deep/b/c'), { recursive: true });
@@ -129,12 +134,7 @@ describe('LocalUfs', () => {
   });
 
   test('a prefix that goes round a loop lists nothing and names no file, however deep it starts', async () => {
-    await mkdir(join(root, 'inloop/a'), { recursive: true });
-    await mkdir(join(root, 'inloop/b'));
-    await writeFile(join(root, 'inloop/a/fa.txt'), 'a');
-    await writeFile(join(root, 'inloop/b/fb.txt'), 'b');
-    await symlink('../b', join(root, 'inloop/a/x'));
-    await symlink('../a', join(root, 'inloop/b/y'));
+    await siblingLoop(join(root, 'inloop'));
     try {
       assert.deepEqual((await ufs.list('inloop/a/x')).map((e) => e.name), ['fb.txt']);
       for (const prefix of ['inloop/a/x/y', 'inloop/a/x/y/x', 'inloop/a/x/y/x/y', 'inloop/b/y/x']) {
