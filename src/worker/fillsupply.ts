@@ -8,7 +8,7 @@ import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { TrafficClass } from '../lib/lines/index.js';
 import type { Logger } from 'pino';
 import { PeerLiveness } from './peerliveness.js';
-import { either, readSmallPage, SMALL_WHOLE_READ } from './smallfill.js';
+import { readSmallPage, SMALL_WHOLE_READ } from './smallfill.js';
 import type { SourceBudget } from './sourcebudget.js';
 
 /**
@@ -54,13 +54,13 @@ export class FillSupply {
   }
 
   /** A fill's bytes read from the source here, under its mount's slot and a memory slot. */
-  fromSource(ref: PageRef, start: number, length: number, abandoned: AbortSignal, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
-    return this.holdingFillSlot(ref.mount, length, abandoned, (signal) => this.sourceChunks(ref, start, length, signal, fillClass, fill));
+  fromSource(ref: PageRef, start: number, length: number, stop: AbortSignal, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
+    return this.holdingFillSlot(ref.mount, length, stop, (signal) => this.sourceChunks(ref, start, length, signal, fillClass, fill));
   }
 
   /** A fill's bytes relayed from the page's primary owner; ownerDown() is called if the source is read instead. */
-  relayed(owner: Member, ref: PageRef, start: number, length: number, abandoned: AbortSignal, ownerDown: () => void, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
-    return this.holdingRelaySlot(length, abandoned, (signal) => this.peerChunks(owner, ref, start, length, signal, ownerDown, fillClass, fill));
+  relayed(owner: Member, ref: PageRef, start: number, length: number, stop: AbortSignal, ownerDown: () => void, fillClass: FillClass, fill: PageFill): AsyncGenerator<Buffer> {
+    return this.holdingRelaySlot(length, stop, (signal) => this.peerChunks(owner, ref, start, length, signal, ownerDown, fillClass, fill));
   }
 
   /**
@@ -77,8 +77,8 @@ export class FillSupply {
    * Runs a source fill under its mount's slot, then a memory slot (in that order, so a slow
    * mount's queue holds no memory slot).
    */
-  private holdingFillSlot(mount: string, length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    return this.holding([[this.mountSlots(mount), this.mountShare(length)], [this.fillMemory, Math.max(length, 1)]], abandoned, chunks);
+  private holdingFillSlot(mount: string, length: number, stop: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    return this.holding([[this.mountSlots(mount), this.mountShare(length)], [this.fillMemory, Math.max(length, 1)]], stop, chunks);
   }
 
   /**
@@ -87,23 +87,22 @@ export class FillSupply {
    * source fills (the owner bounds its source reads). If the owner is down, the relay reads the
    * source under the mount's slot like any fill (sourceFallback).
    */
-  private holdingRelaySlot(length: number, abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    return this.holding([[this.relayMemory, Math.max(length, 1)]], abandoned, chunks);
+  private holdingRelaySlot(length: number, stop: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+    return this.holding([[this.relayMemory, Math.max(length, 1)]], stop, chunks);
   }
 
   /**
    * Takes each slot in order, then runs the read; gives them back in reverse order when it ends.
-   * Waits and reads end when the worker stops or every reader left.
+   * `stop` is the fill's signal, which aborts when every reader left or the worker stops (the page
+   * service's SingleFlight is made with the worker's stop signal): waits and reads end then.
    */
-  private async *holding(slots: [ByteBudget, number][], abandoned: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
-    const { signal, done } = either(this.deps.signal, abandoned);
+  private async *holding(slots: [ByteBudget, number][], stop: AbortSignal, chunks: (signal: AbortSignal) => AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
     const releases: (() => void)[] = [];
     try {
-      for (const [budget, bytes] of slots) releases.push(await budget.acquire(bytes, signal));
-      yield* chunks(signal);
+      for (const [budget, bytes] of slots) releases.push(await budget.acquire(bytes, stop));
+      yield* chunks(stop);
     } finally {
       for (const release of releases.reverse()) release();
-      done();
     }
   }
 

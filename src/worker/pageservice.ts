@@ -115,10 +115,11 @@ export class PageService {
       releaseSourceChunk(chunk);
       deps.peers.release(chunk);
     };
-    this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots, SMALL_IDLE_BYTES), releaseChunk);
-    this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
-    // Every fill in flight listens on the worker's stop signal (see either()): many is the design.
+    // Fills stop with the worker: their signal is all a source read or a relay listens to.
+    this.flights = new SingleFlight(new BufferPool(deps.pageSize, slots, SMALL_IDLE_BYTES), releaseChunk, deps.signal);
+    // Waits of their own listen on the stop signal too (peer watches, admin calls), as many as run.
     setMaxListeners(0, deps.signal);
+    this.sending = { store: deps.store, metrics: deps.metrics, responseSlots: this.responseSlots, clientIdle: deps.limits.clientIdle };
     this.supply = new FillSupply({ ...deps, fillsPerMount: deps.limits.fillsPerMount });
   }
 

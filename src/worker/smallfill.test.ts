@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { FanoutError } from '../core/errors.js';
 import { BufferPool } from '../lib/pagestore/index.js';
 import { PageFill } from '../lib/transfer/index.js';
-import { either, readSmallPage } from './smallfill.js';
+import { readSmallPage } from './smallfill.js';
 
 const ref = { mount: 'data', path: 'a/b.seg', version: '10-1', size: 10, index: 0 };
 
@@ -67,19 +67,4 @@ test('a failed small read takes no budget and leaves its buffer out of the pool 
   assert.equal(budget, 0);
   fill.release();
   assert.notEqual(pool.acquire(10).buffer, lent!.buffer, 'the abandoned buffer is never handed out again');
-});
-
-test('either() aborts with the reason of whichever signal aborts, and done() stops listening', () => {
-  const [a, b] = [new AbortController(), new AbortController()];
-  const first = either(a.signal, b.signal);
-  const reason = new FanoutError('ABORTED', 'every reader of this page left');
-  b.abort(reason);
-  assert.equal(first.signal.aborted, true);
-  assert.equal(first.signal.reason, reason);
-  const [c, d] = [new AbortController(), new AbortController()];
-  const second = either(c.signal, d.signal);
-  second.done();
-  c.abort();
-  assert.equal(second.signal.aborted, false, 'after done(), the sources no longer reach it');
-  assert.equal(either(c.signal, d.signal).signal.aborted, true, 'an already aborted source aborts it at once');
 });

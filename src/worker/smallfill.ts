@@ -35,27 +35,3 @@ export async function readSmallPage(
   await takeBudget(length);
   return into;
 }
-
-/**
- * A signal that aborts when either of two does, and done() to stop listening once the fill is
- * over: AbortSignal.any per fill (a new signal that both sources track) was, with its
- * createAbortSignal, one of the larger items of a cold small fill's JS time in the profile.
- */
-export function either(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; done: () => void } {
-  const controller = new AbortController();
-  if (a.aborted || b.aborted) {
-    controller.abort(a.aborted ? a.reason : b.reason);
-    return { signal: controller.signal, done: () => {} };
-  }
-  const onA = () => controller.abort(a.reason);
-  const onB = () => controller.abort(b.reason);
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  return {
-    signal: controller.signal,
-    done: () => {
-      a.removeEventListener('abort', onA);
-      b.removeEventListener('abort', onB);
-    },
-  };
-}

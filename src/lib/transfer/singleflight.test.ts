@@ -137,6 +137,35 @@ test('a preload fill is not cancelled when its readers leave', async () => {
   assert.equal(stored, true);
 });
 
+test('the table\'s stop signal stops every unfinished fill, preloads and later ones included, with its reason', async () => {
+  const stop = new AbortController();
+  const flights = new SingleFlight(undefined, undefined, stop.signal);
+  const finished = manualSource();
+  const { fill: done } = flights.join('done', 3, () => finished.iterate(), async () => {});
+  finished.push(Buffer.from('abc'));
+  finished.push(null);
+  await done.settled;
+  const reading = manualSource();
+  let seen: AbortSignal | undefined;
+  const { fill: read } = flights.join('read', 10, (signal) => ((seen = signal), reading.iterate()), async () => {});
+  read.enter();
+  const { fill: preload } = flights.join('preload', 10, () => manualSource().iterate(), async () => {});
+  preload.keepAlive = true;
+  assert.equal(seen?.aborted, false, 'a fill with a reader runs until the stop');
+  const reason = new FanoutError('ABORTED', 'worker stopping');
+  stop.abort(reason);
+  assert.equal(seen?.aborted, true);
+  assert.equal(seen?.reason, reason);
+  assert.equal(preload.signal.aborted, true, 'a preload that no reader could cancel stops with the worker');
+  assert.equal(done.signal.aborted, false, 'a finished fill is left as it is');
+  let later: AbortSignal | undefined;
+  const { fill: after } = flights.join('after', 3, (signal) => ((later = signal), manualSource().iterate()), async () => {});
+  assert.equal(later?.aborted, true, 'a fill started after the stop is stopped before its source is opened');
+  assert.equal(after.signal.reason, reason);
+  reading.push(new Error('source read aborted'));
+  await read.settled;
+});
+
 test('a reader arriving after a fill was abandoned starts a new one', async () => {
   const flights = new SingleFlight();
   const first = manualSource();
