@@ -156,8 +156,10 @@ function writeCache(path: string, prefix: string, data: Buffer): void {
     const temp = `${path}.${process.pid}.tmp`;
     writeNewTemp(temp, data, 0o600);
     renameSync(temp, path);
-    removeAbandonedTemps(directory, (name) => ABANDONED_CACHE_TEMP.test(name));
-    const others = readdirSync(directory).filter((name) => name.endsWith('.v8') && name !== basename(path));
+    // One listing for both sweeps: temp files left by killed processes, and other builds' caches.
+    const names = readdirSync(directory);
+    removeAbandonedTemps(directory, (name) => ABANDONED_CACHE_TEMP.test(name), { names });
+    const others = names.filter((name) => name.endsWith('.v8') && name !== basename(path));
     const kept: { name: string; mtimeMs: number }[] = [];
     for (const name of others) {
       if (name.startsWith(prefix)) unlinkSync(join(directory, name));

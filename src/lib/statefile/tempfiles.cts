@@ -14,13 +14,14 @@ export const ABANDONED_AFTER_MS = 60_000;
  * `olderThanMs` (ABANDONED_AFTER_MS unless the caller knows no other process writes there). Judged
  * by age, not by the PID in the name: the writer may live in another PID namespace sharing the
  * directory, or its PID may have been reused since. Best effort: a file another process removes
- * first, or one that cannot be removed, is passed over.
+ * first, or one that cannot be removed, is passed over. `names`: the directory's listing, when the
+ * caller has just read it for its own use.
  */
-export function removeAbandonedTemps(directory: string, matches: (name: string) => boolean, options: { olderThanMs?: number; now?: number } = {}): void {
+export function removeAbandonedTemps(directory: string, matches: (name: string) => boolean, options: { olderThanMs?: number; now?: number; names?: readonly string[] } = {}): void {
   const { olderThanMs = ABANDONED_AFTER_MS, now = Date.now() } = options;
-  let names: string[];
+  let names = options.names;
   try {
-    names = readdirSync(directory);
+    names ??= readdirSync(directory);
   } catch {
     return;
   }
