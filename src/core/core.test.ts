@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FanoutError } from './errors.js';
+import { errorFromJSON, FanoutError } from './errors.js';
 import { decodeUrlPath, parseFanoutPath } from './paths.js';
 import { MiB, pageCount, pageSlice, pageSpan, pagesForRange, parseSize } from './pages.js';
 
@@ -60,4 +60,15 @@ test('paths that could escape a mount are rejected with INVALID_PATH', () => {
   assert.throws(() => parseFanoutPath(decodeUrlPath('/data/%2e%2e/secret')), (e: FanoutError) => e.code === 'INVALID_PATH');
   assert.throws(() => parseFanoutPath(decodeUrlPath('/data/a%2f..%2f..%2fb')), (e: FanoutError) => e.code === 'INVALID_PATH');
   assert.throws(() => decodeUrlPath('/data/%zz'), (e: FanoutError) => e.code === 'INVALID_PATH');
+});
+
+test('an error answer keeps the worker\'s code; one without a fanout code is an unavailable worker, whatever its status', () => {
+  assert.equal(errorFromJSON({ error: { code: 'NOT_FOUND', message: 'gone' } }, 404).code, 'NOT_FOUND');
+  assert.equal(errorFromJSON({ error: { code: 'SOURCE_CHANGED', message: 'moved' } }, 412).code, 'SOURCE_CHANGED');
+  for (const status of [302, 400, 404, 500, 503]) {
+    const err = errorFromJSON(undefined, status);
+    assert.equal(err.code, 'WORKER_UNAVAILABLE', `HTTP ${status} without a body`);
+    assert.match(err.message, new RegExp(`HTTP ${status}`));
+  }
+  assert.equal(errorFromJSON({ error: { code: 'NO_SUCH_CODE', message: 'x' } }, 404).code, 'WORKER_UNAVAILABLE');
 });

@@ -89,13 +89,18 @@ export function isFanoutError(err: unknown, code?: ErrorCode): err is FanoutErro
   return err instanceof FanoutError && (code === undefined || err.code === code);
 }
 
-/** Rebuilds a FanoutError from a worker's JSON error body; unknown codes become SOURCE_ERROR-like INTERNAL. */
+/**
+ * Rebuilds a FanoutError from a worker's JSON error body. An answer without one of fanout's codes
+ * did not come from a fanout worker (a proxy's redirect or 404 page, another server at a member's
+ * URL): WORKER_UNAVAILABLE, whatever its status, so that the caller reads the page elsewhere
+ * rather than failing the read as if the worker had refused it.
+ */
 export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutError {
   const obj = (body ?? {}) as { error?: { code?: string; message?: string } };
   const code = obj.error?.code;
-  const message = obj.error?.message ?? `worker answered HTTP ${fallbackStatus}`;
-  if (code && code in ErrorCodes) return new FanoutError(code as ErrorCode, message);
-  return new FanoutError(fallbackStatus >= 500 ? 'WORKER_UNAVAILABLE' : 'INTERNAL', message);
+  if (code && code in ErrorCodes) return new FanoutError(code as ErrorCode, obj.error?.message ?? `worker answered HTTP ${fallbackStatus}`);
+  const what = obj.error?.message ?? `answered HTTP ${fallbackStatus} without a fanout error code (not a fanout worker, or a proxy in between)`;
+  return new FanoutError('WORKER_UNAVAILABLE', what);
 }
 
 export function abortError(signal?: AbortSignal): FanoutError {

@@ -3,7 +3,7 @@ import { pageSpan } from '../core/pages.js';
 import { FanoutError } from '../core/errors.js';
 import type { PageFetcher } from '../lib/cluster/index.js';
 import { ByteBudget, type PageFill } from '../lib/transfer/index.js';
-import type { Ufs } from '../lib/ufs/index.js';
+import { releaseSourceChunk, type Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { TrafficClass } from '../lib/lines/index.js';
 import type { Logger } from 'pino';
@@ -177,7 +177,17 @@ export class FillSupply {
       watch.stop();
     }
     ownerDown();
-    yield* this.sourceFallback(watch.ownerDead ? 'owner_silent' : 'owner_unreachable', ref, start + received, length - received, signal, fillClass, fill);
+    const reason = watch.ownerDead ? 'owner_silent' : 'owner_unreachable';
+    if (received === 0) {
+      yield* this.sourceFallback(reason, ref, start, length, signal, fillClass, fill);
+      return;
+    }
+    // What the owner sent before it failed is not verified (its checksum covers the whole page,
+    // checked once the body is whole), and the fill's waiters may have it already. The source is
+    // read from the page's start and must give those same bytes, or the fill fails: a page made
+    // of an owner's bad bytes and the source's rest would be stored under a checksum of its own,
+    // and served as sound.
+    yield* sameStart(fill.buffer.subarray(0, received), this.sourceFallback(reason, ref, start, length, signal, fillClass, fill));
   }
 
   /**
@@ -193,6 +203,28 @@ export class FillSupply {
     } finally {
       releaseMount();
     }
+  }
+}
+
+/**
+ * The bytes of `chunks` past `have`, once their first `have.length` bytes are found equal to
+ * `have`; CHECKSUM_MISMATCH if they differ. The chunks compared and not passed on go back to the
+ * source's read memory here (the fill gives back those it copies).
+ */
+export async function* sameStart(have: Buffer, chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let at = 0;
+  for await (const chunk of chunks) {
+    if (at >= have.length) {
+      yield chunk;
+      continue;
+    }
+    const n = Math.min(chunk.length, have.length - at);
+    if (!chunk.subarray(0, n).equals(have.subarray(at, at + n))) {
+      throw new FanoutError('CHECKSUM_MISMATCH', `the page owner sent bytes ${at}–${at + n} of the page that the source does not have, then failed: the page is read again`);
+    }
+    at += n;
+    if (n < chunk.length) yield chunk.subarray(n);
+    releaseSourceChunk(chunk);
   }
 }
 
