@@ -148,6 +148,14 @@ describe('the lean response parser', () => {
     for (const wire of bad) assert.throws(() => parser().p.execute(Buffer.from(wire)), ResponseParseError, JSON.stringify(wire));
   });
 
+  test('a field with one value keeps its first when repeated (as node:http and undici read it); list fields are joined', () => {
+    const { p, out } = parser();
+    p.execute(Buffer.from('HTTP/1.1 200 OK\r\nETag: "v1"\r\nETag: "v2"\r\nLast-Modified: a\r\nlast-modified: b\r\nVary: x\r\nVary: y\r\ncontent-length: 0\r\n\r\n'));
+    assert.equal(out.head?.headers.etag, '"v1"');
+    assert.equal(out.head?.headers['last-modified'], 'a');
+    assert.equal(out.head?.headers.vary, 'x, y');
+  });
+
   test('content-length and chunked together: chunked wins and the connection is not reused', () => {
     const { p, out } = parser();
     p.execute(Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n'));

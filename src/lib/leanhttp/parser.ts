@@ -251,6 +251,13 @@ export class ResponseParser {
   }
 }
 
+/**
+ * Fields that have one value: a repeat is dropped and the first kept, as node:http and undici's
+ * readers (the first of the list) take them. Joined like a list ("a, b"), a repeated ETag was a
+ * version no stat had seen, and every read of the file failed as changed.
+ */
+const SINGLE_FIELDS = new Set(['etag', 'last-modified', 'content-range', 'content-type', 'location', 'age', 'expires', 'retry-after']);
+
 function parseFields(lines: string[], what: string): Record<string, string> {
   // A Map, then own properties: a field named "constructor" or "__proto__" is a field like any other.
   const fields = new Map<string, string>();
@@ -264,6 +271,7 @@ function parseFields(lines: string[], what: string): Record<string, string> {
     const value = line.slice(colon + 1).trim();
     const prior = fields.get(key);
     if (prior === undefined) fields.set(key, value);
+    else if (SINGLE_FIELDS.has(key)) continue;
     else if (key === 'content-length') {
       if (prior !== value) throw new ResponseParseError('conflicting content-length headers');
     } else fields.set(key, `${prior}, ${value}`);

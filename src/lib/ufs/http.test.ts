@@ -12,8 +12,10 @@ const MiB = 1024 * 1024;
 interface ServedFile {
   body: Buffer;
   mtime: Date;
-  /** Full header value, e.g. '"abc"' or 'W/"abc"'; none when absent. */
+  /** Full header value, e.g. '"abc"' or 'W/"abc"'; none when absent. As node:http writes it: latin1, a byte per character. */
   etag?: string;
+  /** The ETag line sent twice. */
+  etagTwice?: boolean;
   /** Server quirks the adapter must cope with. */
   noRanges?: boolean;
   noHead?: boolean;
@@ -39,6 +41,9 @@ describe('HttpUfs against a real HTTP server', () => {
     files.set('/files/noranges.txt', { body: Buffer.from('0123456789'), mtime: new Date(0), etag: '"nr"', noRanges: true });
     files.set('/files/drop.bin', { body: randomBytes(256 * 1024), mtime: new Date(0), etag: '"d"', dropHalfway: true });
     files.set('/files/with space & ü.txt', { body: Buffer.from('odd name'), mtime: new Date(0), etag: '"odd"' });
+    // "vé1" in UTF-8 (the server writes a byte per character), and an ETag line sent twice.
+    files.set('/files/utf8-etag.bin', { body: randomBytes(1000), mtime: new Date(0), etag: `"${Buffer.from('vé1').toString('latin1')}"` });
+    files.set('/files/etag-twice.bin', { body: randomBytes(1000), mtime: new Date(0), etag: '"t1"', etagTwice: true });
     server = createServer((req, res) => {
       const pathname = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
       if (pathname === '/files/dir') return void res.writeHead(301, { location: '/files/dir/' }).end();
@@ -48,8 +53,8 @@ describe('HttpUfs against a real HTTP server', () => {
       const f = files.get(pathname);
       if (!f) return void res.writeHead(404).end('not found');
       if (req.method === 'HEAD' && f.noHead) return void res.writeHead(405).end();
-      const headers: Record<string, string> = { 'last-modified': f.mtime.toUTCString() };
-      if (f.etag) headers.etag = f.etag;
+      const headers: Record<string, string | string[]> = { 'last-modified': f.mtime.toUTCString() };
+      if (f.etag) headers.etag = f.etagTwice ? [f.etag, f.etag] : f.etag;
       const ifMatch = req.headers['if-match'];
       if (ifMatch && !f.ignoreIfMatch && ifMatch !== f.etag) return void res.writeHead(412, headers).end();
       const size = f.body.length;
@@ -96,6 +101,18 @@ describe('HttpUfs against a real HTTP server', () => {
     assert.equal((await ufs.stat('nohead.txt')).size, 7);
     assert.equal((await ufs.stat('with space & ü.txt')).version, 'odd');
     assert.equal((await new HttpUfs(`${base}/moved/`).stat('big.bin')).version, 'big-v1');
+  });
+
+  test('a non-ASCII ETag and one sent twice are one version for stat and read alike', async () => {
+    for (const [name, version] of [
+      ['utf8-etag.bin', 'vé1'],
+      ['etag-twice.bin', 't1'],
+    ] as const) {
+      const info = await ufs.stat(name);
+      assert.equal(info.version, version, name);
+      const body = files.get(`/files/${name}`)!.body;
+      assert.equal(sha(await readAll(ufs.read(name, info.version, 0, body.length))), sha(body), name);
+    }
   });
 
   test('stat and list errors', async () => {

@@ -191,7 +191,7 @@ export class HttpUfs implements Ufs {
       res.destroy();
       return this.send('GET', path, headers, signal);
     }
-    return { statusCode: res.statusCode, headers: res.headers, url, body: iterableBody(res.body, () => res.destroy()) };
+    return { statusCode: res.statusCode, headers: validatorsAsUndiciReads(res.headers), url, body: iterableBody(res.body, () => res.destroy()) };
   }
 
   private remember(path: string, version: string, size: number): void {
@@ -302,4 +302,21 @@ function isCut(err: unknown): boolean {
   if (err instanceof ResponseParseError) return err.cut;
   if (err instanceof TransportError) return err.code === 'FANOUT_SOCKET_CLOSED';
   return e?.code === 'UND_ERR_SOCKET' || e?.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH';
+}
+
+/**
+ * A lean answer's validators as undici reads them: undici decodes field values as UTF-8, the lean
+ * parser as latin1 (byte for byte). The version a stat (undici) saw and the one a range answer
+ * (lean) carries must compare equal for the same bytes — a non-ASCII ETag made every read of its
+ * file fail as changed — and the If-Match that carries a version back is written as UTF-8.
+ */
+function validatorsAsUndiciReads<T extends Record<string, string | string[] | undefined>>(headers: T): T {
+  let out = headers;
+  for (const name of ['etag', 'last-modified']) {
+    const value = headers[name];
+    if (typeof value !== 'string' || !/[^\x00-\x7f]/.test(value)) continue;
+    if (out === headers) out = { ...headers };
+    (out as Record<string, string>)[name] = Buffer.from(value, 'latin1').toString('utf8');
+  }
+  return out;
 }
