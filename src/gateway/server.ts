@@ -3,7 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, inTurn, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -56,13 +56,15 @@ export class S3Gateway {
     this.auth = new Authenticator({ region: config.region, credentials: config.credentials, anonymous: config.anonymous, clock: options.clock });
     this.buckets = { region: config.region, owner: { id: 'fanout', displayName: 'fanout' }, created: new Date() };
     const tls = options.tls;
-    this.server = createApiServer((req, res) => void this.handle(req, res), { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
+    // A connection's requests one after the other (lib/http/pipeline.ts), as the worker's API.
+    const handleInTurn = (req: IncomingMessage, res: ServerResponse) => void inTurn(req, res, () => void this.handle(req, res));
+    this.server = createApiServer(handleInTurn, { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
     this.certificates = tls
       ? new CertificateReloader({ files: tls, apply: (pair) => (this.server as HttpsServer).setSecureContext(pair), logger: options.logger, clock: options.clock })
       : undefined;
     this.cap = options.limits ? new ConnectionCap(this.server, options.limits) : undefined;
     // Never ask for a request body: writes are refused before a client sends one.
-    this.server.on('checkContinue', (req, res) => void this.handle(req, res));
+    this.server.on('checkContinue', handleInTurn);
     answerUnparsable(this.server, (err) => {
       const error = isHeaderOverflow(err)
         ? new S3Error('RequestHeaderSectionTooLarge', 400, 'Your request header section exceeds the maximum allowed size.')

@@ -2,7 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
-import { answerUnparsable, checkHostHeader, closeIfOrphaned, isHeaderOverflow, type ConnectionCap } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, closeIfOrphaned, inTurn, isHeaderOverflow, MAX_PIPELINED, type ConnectionCap } from '../lib/http/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendError } from './http.js';
 
@@ -59,11 +59,17 @@ export class RequestGuard {
       res.shouldKeepAlive = false;
       return fail(new FanoutError('OVERLOADED', `this worker serves at most ${this.deps.maxConnections} connections; retry shortly`));
     }
-    try {
-      checkHostHeader(req);
-      this.deps.dispatch(req, res).catch(fail);
-    } catch (err) {
-      fail(err);
+    const answered = inTurn(req, res, () => {
+      try {
+        checkHostHeader(req);
+        this.deps.dispatch(req, res).catch(fail);
+      } catch (err) {
+        fail(err);
+      }
+    });
+    if (!answered) {
+      this.deps.metrics.requestErrors.labels('OVERLOADED').inc();
+      this.deps.logger.warn({ url: loggedUrl(req.url), pipelined: MAX_PIPELINED }, 'connection closed: too many pipelined requests waiting');
     }
   }
 

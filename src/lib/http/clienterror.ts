@@ -23,7 +23,7 @@ export function answerUnparsable(server: Server, render: (err: NodeJS.ErrnoExcep
       return;
     }
     if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-      socket.end('HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\r\n');
+      answerAndClose(socket, 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\r\n');
       return;
     }
     const { status, headers, body: text } = render(err);
@@ -31,7 +31,25 @@ export function answerUnparsable(server: Server, render: (err: NodeJS.ErrnoExcep
     const raw = (err as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket;
     const body = raw?.subarray(0, 5).toString('latin1') === 'HEAD ' ? '' : text;
     const lines = Object.entries({ ...headers, 'content-length': String(Buffer.byteLength(text)), connection: 'close' }).map(([k, v]) => `${k}: ${v}\r\n`);
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${lines.join('')}\r\n${body}`);
+    answerAndClose(socket, `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${lines.join('')}\r\n${body}`);
+  });
+}
+
+/** How long an answer to a request that cannot be served may take to leave before its connection is cut. */
+const CLOSE_GRACE_MS = 1000;
+
+/**
+ * Sends `answer`, then closes the connection both ways. end() alone only half-closes it (node:http
+ * servers allow half-open connections): a client that never closes its side kept the connection,
+ * its request and its place under the connection cap (found by a fault hunt: four clients that
+ * sent part of a head and stopped shut out everyone from a worker capped at four connections).
+ */
+function answerAndClose(socket: Duplex, answer: string): void {
+  const cut = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+  cut.unref();
+  socket.end(answer, () => {
+    clearTimeout(cut);
+    socket.destroy();
   });
 }
 
