@@ -99,8 +99,7 @@ export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutErro
   const obj = (body ?? {}) as { error?: { code?: string; message?: string } };
   const code = obj.error?.code;
   if (code && code in ErrorCodes) return new FanoutError(code as ErrorCode, obj.error?.message ?? `worker answered HTTP ${fallbackStatus}`);
-  const what = obj.error?.message ?? `answered HTTP ${fallbackStatus} without a fanout error code (not a fanout worker, or a proxy in between)`;
-  return new FanoutError('WORKER_UNAVAILABLE', what);
+  return new FanoutError('WORKER_UNAVAILABLE', obj.error?.message ?? `answered HTTP ${fallbackStatus} without a fanout error code (not a fanout worker, or a proxy in between)`);
 }
 
 export function abortError(signal?: AbortSignal): FanoutError {

@@ -23,8 +23,7 @@ const lines = new WeakMap<object, Line>();
  */
 export function inTurn(req: IncomingMessage, res: ServerResponse, answer: () => void): boolean {
   const socket = req.socket;
-  let line = lines.get(socket);
-  if (!line) lines.set(socket, (line = { busy: false, waiting: [] }));
+  const line = lineOf(socket);
   if (!line.busy) {
     start(line, socket, res, answer);
     return true;
@@ -33,9 +32,17 @@ export function inTurn(req: IncomingMessage, res: ServerResponse, answer: () => 
     socket.destroy();
     return false;
   }
-  const queued = line;
-  queued.waiting.push(() => start(queued, socket, res, answer));
+  line.waiting.push(() => start(line, socket, res, answer));
   return true;
+}
+
+function lineOf(socket: IncomingMessage['socket']): Line {
+  let line = lines.get(socket);
+  if (!line) {
+    line = { busy: false, waiting: [] };
+    lines.set(socket, line);
+  }
+  return line;
 }
 
 function start(line: Line, socket: IncomingMessage['socket'], res: ServerResponse, answer: () => void): void {
