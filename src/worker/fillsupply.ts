@@ -211,7 +211,7 @@ export class FillSupply {
  * `have`; CHECKSUM_MISMATCH if they differ. The chunks compared and not passed on go back to the
  * source's read memory here (the fill gives back those it copies).
  */
-export async function* sameStart(have: Buffer, chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+async function* sameStart(have: Buffer, chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   let at = 0;
   for await (const chunk of chunks) {
     if (at >= have.length) {
@@ -220,7 +220,7 @@ export async function* sameStart(have: Buffer, chunks: AsyncIterable<Buffer>): A
     }
     const n = Math.min(chunk.length, have.length - at);
     if (!chunk.subarray(0, n).equals(have.subarray(at, at + n))) {
-      throw new FanoutError('CHECKSUM_MISMATCH', `the page owner sent bytes ${at}–${at + n} of the page that the source does not have, then failed: the page is read again`);
+      throw new FanoutError('CHECKSUM_MISMATCH', `the page owner sent bytes ${at}–${at + n} of the page that the source does not have, then failed: nothing of the page is kept`);
     }
     at += n;
     if (n < chunk.length) yield chunk.subarray(n);
