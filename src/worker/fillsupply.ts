@@ -50,7 +50,10 @@ export class FillSupply {
   constructor(private readonly deps: FillSupplyDeps) {
     // The buffer a fill takes is its page's length: bytes, not a count of whole pages.
     this.fillMemory = new ByteBudget(fillSlots(deps.pageSize) * deps.pageSize);
-    this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal });
+    // A relay whose owner answers health checks but sends nothing of its page gives up before a
+    // reader that hedged here does (PeerLiveness's STALL_SHARE of the same peer deadlines).
+    const { firstByteMs, idleMs } = deps.peers.timeouts;
+    this.liveness = new PeerLiveness((member, deadlineMs) => deps.peers.probe(member, deadlineMs), { signal: deps.signal, stall: { firstByteMs, idleMs } });
   }
 
   /** A fill's bytes read from the source here, under its mount's slot and a memory slot. */
@@ -171,13 +174,13 @@ export class FillSupply {
       metrics.peerBytes.inc(received);
       return;
     } catch (err) {
-      if (!watch.ownerDead && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
+      if (!watch.ownerDead && !watch.stalled && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
       logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, 'page owner unavailable; reading the source instead');
     } finally {
       watch.stop();
     }
     ownerDown();
-    const reason = watch.ownerDead ? 'owner_silent' : 'owner_unreachable';
+    const reason = watch.ownerDead ? 'owner_silent' : watch.stalled ? 'owner_stalled' : 'owner_unreachable';
     if (received === 0) {
       yield* this.sourceFallback(reason, ref, start, length, signal, fillClass, fill);
       return;

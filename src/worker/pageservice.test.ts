@@ -7,6 +7,7 @@ import { ManualClock } from '../core/clock.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import type { PageRef } from '../core/types.js';
 import { WorkerMetrics } from '../lib/metrics/index.js';
+import { DEFAULT_PEER_TIMEOUTS } from '../lib/cluster/index.js';
 import { PageService } from './pageservice.js';
 import { FakeResponse } from './fakeresponse.js';
 
@@ -27,7 +28,7 @@ const SINGLE_WORKER = {
   selfId: 'w',
   placement: () => ({ owners: () => [], members: () => [] }),
   replication: 1,
-  peers: { release() {} } as never,
+  peers: { release() {}, timeouts: DEFAULT_PEER_TIMEOUTS } as never,
   logger: pino({ level: 'silent' }),
   signal: new AbortController().signal,
 };

@@ -218,3 +218,47 @@ test('a worker back under its id at another address is checked there, not skippe
   assert.equal(liveness.isKnownDead(moved), false);
   relay.stop();
 });
+
+test('a relay that gets nothing of its page from an owner answering its health checks gives up at the stall share of the peer deadline', async () => {
+  const clock = new ManualClock();
+  let probes = 0;
+  const liveness = new PeerLiveness(async () => (probes++, true), { clock, quietMs: 1000, stall: { firstByteMs: 8000, idleMs: 4000 } });
+  const watch = liveness.watch(owner, new AbortController().signal);
+  // Before the answer's head: STALL_SHARE of the first-byte deadline (6 s), health checks passing meanwhile.
+  await clock.advance(5900);
+  await tick();
+  assert.ok(probes >= 1, 'the quiet relay had its owner checked');
+  assert.equal(watch.signal.aborted, false, 'the owner answers, and the first-byte stall deadline has not passed');
+  watch.progress('headers');
+  // Then between chunks: STALL_SHARE of the idle deadline (3 s), counted from this page's last byte.
+  await clock.advance(2900);
+  watch.progress();
+  await clock.advance(2900);
+  await tick();
+  assert.equal(watch.signal.aborted, false, 'bytes of the page came within the stall deadline');
+  await clock.advance(100);
+  await tick();
+  assert.equal(watch.signal.aborted, true, 'nothing of the page for 3 s: the relay gives up on the owner');
+  assert.equal(watch.stalled, true);
+  assert.equal(watch.ownerDead, false, 'a stalled page does not make a live owner dead');
+  assert.equal(liveness.isKnownDead(owner), false, 'other relays go on through it');
+  assert.match(String((watch.signal.reason as Error).message), /answers its health check but sent nothing of the page/);
+  watch.stop();
+});
+
+test("the owner's bytes on another relay do not keep a stalled relay waiting", async () => {
+  const clock = new ManualClock();
+  const liveness = new PeerLiveness(async () => true, { clock, quietMs: 1000, stall: { firstByteMs: 4000, idleMs: 4000 } });
+  const stalled = liveness.watch(owner, new AbortController().signal);
+  const flowing = liveness.watch(owner, new AbortController().signal);
+  stalled.progress('headers');
+  for (let i = 0; i < 7; i++) {
+    await clock.advance(500);
+    flowing.progress();
+  }
+  await tick();
+  assert.equal(stalled.signal.aborted, true, 'stalled 3.5 s > 3 s while the owner sent other pages');
+  assert.equal(flowing.signal.aborted, false);
+  stalled.stop();
+  flowing.stop();
+});

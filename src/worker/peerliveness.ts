@@ -16,6 +16,12 @@ export interface PeerLivenessOptions {
   attempts?: number;
   /** The same for an owner whose recent answers were slow (a loaded host): more misses are needed. */
   loadedAttempts?: number;
+  /**
+   * A relay that has had nothing of its page for this long (before the answer's head, then
+   * between body chunks) while its owner answers health checks is stalled: it gives up on the
+   * owner (see STALL_SHARE). Unset: a relay waits for the peer deadlines alone.
+   */
+  stall?: { firstByteMs: number; idleMs: number };
   /** Bounds of a health check's deadline, which is DEADLINE_FACTOR × the owner's recent answer time. */
   minDeadlineMs?: number;
   maxDeadlineMs?: number;
@@ -27,12 +33,23 @@ export const DEADLINE_FACTOR = 4;
 /** An owner whose recent answers took this long is loaded: more missed checks are needed to give up on it. */
 export const SLOW_ANSWER_MS = 250;
 
+/**
+ * The share of the peer deadlines after which a relay whose owner is alive but sends nothing of
+ * its page gives up on the owner. A reader that hedged to this worker waits the same deadlines
+ * (its idle timer starting as this relay's does): were the relay to wait them whole, it would
+ * read the source a few ms after the reader had given up on it too. 30 s deadlines: 22.5 s.
+ */
+export const STALL_SHARE = 0.75;
+
 /** What a relay needs: a signal that fires when the owner is found dead, and a way to report progress. */
 export interface RelayWatch {
   readonly signal: AbortSignal;
   /** True once the owner failed its health check (the abort was ours, not the caller's). */
   readonly ownerDead: boolean;
-  progress(): void;
+  /** True once the relay gave up on an owner that answers its health check but sent nothing of this page (the abort was ours). */
+  readonly stalled: boolean;
+  /** Something of the page arrived: the answer's head ('headers'), a 102 ('filling'), or a body chunk (no argument). */
+  progress(what?: 'headers' | 'filling' | 'chunk'): void;
   stop(): void;
 }
 
@@ -65,6 +82,7 @@ export class PeerLiveness {
   private readonly loadedAttempts: number;
   private readonly minDeadlineMs: number;
   private readonly maxDeadlineMs: number;
+  private readonly stall: { firstByteMs: number; idleMs: number } | undefined;
   private readonly clock: Clock;
 
   constructor(
@@ -78,6 +96,7 @@ export class PeerLiveness {
     this.loadedAttempts = Math.max(this.attempts, options.loadedAttempts ?? this.attempts * 2);
     this.minDeadlineMs = options.minDeadlineMs ?? 2000;
     this.maxDeadlineMs = Math.max(this.minDeadlineMs, options.maxDeadlineMs ?? 10_000);
+    this.stall = options.stall;
     this.clock = options.clock ?? systemClock;
   }
 
@@ -158,11 +177,23 @@ export class PeerLiveness {
     const stopped = new AbortController();
     let lastProgress = this.clock.now();
     let ownerDead = false;
+    // The stall deadline counts this relay's own page only (lastProgress is also moved on by a
+    // health check's answer, and the owner's bytes on other relays say nothing of this one).
+    let pageProgress = lastProgress;
+    let answered = false;
+    let stalled = false;
+    const stallAt = () => (this.stall ? pageProgress + STALL_SHARE * (answered ? this.stall.idleMs : this.stall.firstByteMs) : Infinity);
     // Bytes from the owner on any relay count: a busy owner sends some pages while others queue.
     const lastHeard = () => Math.max(lastProgress, this.heard.get(member.id) ?? -Infinity);
     const loop = async () => {
       while (!stopped.signal.aborted) {
-        const wait = lastHeard() + this.quietMs - this.clock.now();
+        const now = this.clock.now();
+        if (now >= stallAt()) {
+          stalled = true;
+          own.abort(new FanoutError('WORKER_UNAVAILABLE', `page owner ${member.id} (${member.url}) answers its health check but sent nothing of the page for ${now - pageProgress} ms`));
+          return;
+        }
+        const wait = Math.min(lastHeard() + this.quietMs, stallAt()) - now;
         if (wait > 0) {
           await this.clock.sleep(wait, stopped.signal).catch(() => {});
           continue;
@@ -194,8 +225,12 @@ export class PeerLiveness {
       get ownerDead() {
         return ownerDead;
       },
-      progress: () => {
-        lastProgress = this.clock.now();
+      get stalled() {
+        return stalled;
+      },
+      progress: (what) => {
+        lastProgress = pageProgress = this.clock.now();
+        if (what !== 'filling') answered = true;
         this.heardFrom(member);
       },
       stop: () => stopped.abort(STOPPED),

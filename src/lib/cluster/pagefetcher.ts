@@ -46,7 +46,8 @@ export interface PageFetcherOptions {
 
 export class PageFetcher {
   private readonly transport: PageTransport;
-  protected readonly timeouts: PeerTimeouts;
+  /** Deadlines of page requests (relays derive their stall deadline from them). */
+  readonly timeouts: PeerTimeouts;
   /** Health checks go on their own connections: a pool full of stalled page requests must not delay them. */
   private probes: Agent | undefined;
 

@@ -17,12 +17,18 @@ export interface ByteRange {
 
 /**
  * Parses a single-range "Range: bytes=…" header against a file size. Returns undefined when
- * there is no Range header. Malformed → INVALID_RANGE (400); outside the file →
+ * there is no Range header, or when it names a unit other than bytes (RFC 9110 §14.2: such a
+ * header is ignored; unit names are case-insensitive, so "Bytes=0-1" is a byte range).
+ * Malformed → INVALID_RANGE (400: §14.2 lets a server reject an invalid range set, and a
+ * client's mistake is better told than answered with the whole file); outside the file →
  * RANGE_NOT_SATISFIABLE (416).
  */
 export function parseRange(header: string | undefined, size: number): ByteRange | undefined {
   if (header === undefined) return undefined;
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  const text = header.trim();
+  const unit = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)=/.exec(text);
+  if (unit && unit[1]!.toLowerCase() !== 'bytes') return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/i.exec(text);
   if (!match || (match[1] === '' && match[2] === '')) {
     throw new FanoutError('INVALID_RANGE', `malformed or multiple Range "${header.slice(0, 100)}": expected bytes=START-END, START- or -SUFFIX`);
   }

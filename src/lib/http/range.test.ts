@@ -30,3 +30,10 @@ test('single ranges: suffix, open-ended, clamped past the end; malformed and rev
   assert.equal(code(() => parseRange('bytes=0-1,3-4', 10)), 'INVALID_RANGE');
   assert.equal(code(() => parseRange('bytes=', 10)), 'INVALID_RANGE');
 });
+
+test('the range unit is case-insensitive, and a header in another unit is ignored (RFC 9110 §14.1, §14.2)', () => {
+  assert.deepEqual(parseRange('Bytes=0-1', 10), { start: 0, end: 2 });
+  assert.deepEqual(parseRange('BYTES=-3', 10), { start: 7, end: 10 });
+  assert.equal(parseRange('items=0-1', 10), undefined);
+  assert.equal(code(() => parseRange('0-1', 10)), 'INVALID_RANGE', 'no unit at all is malformed, not another unit');
+});
