@@ -12,6 +12,8 @@ import { waitFor } from '../harness/ports.js';
 import { promtool } from '../harness/promtool.js';
 
 const MiB = 1024 * 1024;
+/** Status answers of the three workers taken as one snapshot of their shares when they all came within this (under one renewal). */
+const SNAPSHOT_MS = 200;
 const RATE = 4_000_000;
 const FILE = 'big.bin';
 const SIZE = 120 * MiB;
@@ -98,8 +100,13 @@ describe('a line budget shared by three workers', () => {
     let sawMost = false;
     let worstSum = 0;
     await waitFor('the busy worker to hold most of the line', async () => {
+      const asked = Date.now();
       const lines = await Promise.all(workers.map(lineOf));
-      worstSum = Math.max(worstSum, lines.reduce((s, l) => s + l.share, 0));
+      // The three answers are one snapshot only if they came close together: a share moves in two
+      // renewals 250 ms apart (the holder lowered, then the asker raised), so answers further
+      // apart can show the holder before and the asker after (seen once on a loaded CI run: 4/3
+      // of the rate, the busy worker at 2/3 beside two idle ones still at 1/3).
+      if (Date.now() - asked < SNAPSHOT_MS) worstSum = Math.max(worstSum, lines.reduce((s, l) => s + l.share, 0));
       const mine = lines[workers.indexOf(byId(busy))]!;
       sawMost = mine.share >= 0.85 * RATE && mine.queue.read.requests > 0;
       return sawMost;

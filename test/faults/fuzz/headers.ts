@@ -33,11 +33,16 @@ export function rangeArb(size: number): fc.Arbitrary<string> {
   );
 }
 
-export type RangeMeaning = { kind: 'range'; start: number; end: number } | { kind: 'unsatisfiable' } | { kind: 'not-a-single-range' };
+export type RangeMeaning = { kind: 'range'; start: number; end: number } | { kind: 'unsatisfiable' } | { kind: 'not-a-single-range' } | { kind: 'other-unit' };
 
-/** What a Range header means for a file of `size` bytes (end exclusive). */
+/**
+ * What a Range header means for a file of `size` bytes (end exclusive). The unit's name is
+ * case-insensitive; a header in another unit is ignored (RFC 9110 §14.1, §14.2).
+ */
 export function rangeMeaning(header: string, size: number): RangeMeaning {
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  const unit = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)=/.exec(header.trim());
+  if (unit && unit[1]!.toLowerCase() !== 'bytes') return { kind: 'other-unit' };
+  const m = /^bytes=(\d*)-(\d*)$/i.exec(header.trim());
   if (!m || (m[1] === '' && m[2] === '')) return { kind: 'not-a-single-range' };
   if (m[1] === '') {
     const suffix = Number(m[2]);
