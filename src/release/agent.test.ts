@@ -51,6 +51,10 @@ function world() {
       versions.set(version, { manifest, files });
       channel = version;
     },
+    /** Points the channel at a version published before (a rollback). */
+    rollBackTo(version: string) {
+      channel = version;
+    },
     agent: (dir: string, keep: number, onSwitch?: string, log: string[] = [], more: Partial<SyncAgentOptions> = {}) =>
       new SyncAgent({ name: 'app', channel: 'prod', dir, keep, onSwitch, registry: registry as unknown as ReleaseRegistry, fetcher: fetcher as unknown as ReleaseFetcher, log: (l) => log.push(l), ...more }),
   };
@@ -261,3 +265,27 @@ test('an agent whose host id another agent took (its record expired meanwhile) s
   });
 });
 
+
+test('a version rolled back while it is staged is installed but never switched to: no hook runs for it', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+    const log: string[] = [];
+    const agent = w.agent(releases, 2, hookLog(dir), log);
+    await agent.syncOnce();
+    w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+    // The rollback lands while v2's pages arrive.
+    const pageChunks = w.fetcher.pageChunks;
+    w.fetcher.pageChunks = async (manifest, file, index) => {
+      if (manifest.version === 'v2') w.rollBackTo('v1');
+      return pageChunks(manifest, file, index);
+    };
+    assert.equal(await agent.syncOnce(), 'v1');
+    assert.deepEqual(await readFile(join(releases, 'current', 'a.bin')), Buffer.alloc(3000, 1));
+    const hooks = (await readFile(join(dir, 'hook.log'), 'utf8')).trim().split('\n');
+    assert.deepEqual(hooks.map((l) => l.split(' ')[0]), ['v1'], 'the hook ran for v1 once, never for v2');
+    assert.ok(log.some((l) => /app@v2 installed but not switched to: prod moved to v1/.test(l)), log.join('\n'));
+    assert.ok((await agent.dir.installed()).includes('v2'), 'v2 stays installed: a promotion back to it switches at once');
+  });
+});

@@ -56,6 +56,9 @@ export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
 const HOOK_GRACE_MS = 5_000;
 const MAX_BACKOFF_MS = 10_000;
 
+/** Channel moves met in one round (each after a whole staging) before the round ends where it is. */
+const MAX_MOVES_PER_ROUND = 3;
+
 /**
  * The sync agent of one serving host: follows a channel, stages the version it points to,
  * verifies it, switches DIR/current atomically, runs the hook and prunes old versions. It
@@ -138,7 +141,10 @@ export class SyncAgent {
     try {
       if (!this.watch || this.watch.broken) {
         this.closeWatch();
-        this.state.current = await this.dir.currentVersion(); // named in the error if etcd is down
+        // Named in the error if etcd is down; a failure of its own is the round's, reported.
+        this.state.current = await this.dir.currentVersion().catch(async (err: unknown) => {
+          throw await this.failed(err);
+        });
         // Watch first, read second (sync): a promotion in between still fires the watch.
         // A host with a datacenter watches CHANNEL and CHANNEL@DATACENTER: either may move it.
         const channels = watchedChannels(this.opts.channel, this.opts.datacenter);
@@ -199,10 +205,12 @@ export class SyncAgent {
     return this.record.beating(() => this.sync(signal));
   }
 
-  private async sync(signal?: AbortSignal): Promise<string | null> {
-    await this.dir.init();
-    this.state.current = await this.dir.currentVersion();
+  private async sync(signal?: AbortSignal, moves = 0): Promise<string | null> {
     try {
+      // Inside the try: a directory that cannot be set up (read-only, `current` not a link) is a
+      // failed round, logged and reported, not an error only `--once` would show.
+      await this.dir.init();
+      this.state.current = await this.dir.currentVersion();
       if (!this.record.isClaimed) await this.record.claim(signal);
       if (!this.leftoverHookChecked) await this.endLeftoverHook();
       const followed = await resolveChannel(this.opts.registry, this.opts.name, this.opts.channel, this.opts.datacenter);
@@ -222,11 +230,15 @@ export class SyncAgent {
         await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
         return target;
       }
-      await this.bringUp(target, signal);
-      return target;
+      if (await this.bringUp(target, signal)) return target;
     } catch (err) {
       throw await this.failed(err);
     }
+    // The channel moved while the version was staged (a rollback, a newer promotion): that
+    // version was installed but not switched to. The round goes on to where the channel is now.
+    if (moves < MAX_MOVES_PER_ROUND) return this.sync(signal, moves + 1);
+    await this.report({ phase: 'idle', error: null }, true);
+    return this.state.current;
   }
 
   /** Logs and reports a failed round; returns the error as a FanoutError. */
@@ -236,14 +248,22 @@ export class SyncAgent {
         ? err
         : isDiskFull(err)
           ? new FanoutError('DISK_FULL', `no space left in ${this.dir.dir}: ${(err as Error).message}`, { cause: err })
-          : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
+          : isNotWritable(err)
+            ? new FanoutError('INVALID_CONFIG', `cannot write in ${this.dir.dir} (--dir): ${(err as Error).message}`, { cause: err })
+            : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
     this.failedRounds++;
     this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: ${error.code}: ${error.message} (current stays ${this.state.current ?? 'none'})`);
     await this.report({ phase: 'error', error: `${error.code}: ${error.message}` }, true).catch(() => {});
     return error;
   }
 
-  private async bringUp(target: string, signal?: AbortSignal): Promise<void> {
+  /**
+   * Stages (unless installed), installs and switches to `target`. Returns false, without switching,
+   * when the channel no longer points to `target` once it is installed: staging takes minutes, and
+   * a version rolled back meanwhile must not go live (found by a fault hunt: a host staging v2
+   * during a rollback to v1 switched to v2 and ran its hook, then back to v1 at the next round).
+   */
+  private async bringUp(target: string, signal?: AbortSignal): Promise<boolean> {
     const record = await this.opts.registry.getVersion(this.opts.name, target);
     const installed = await this.dir.installed();
     if (!installed.includes(target) || !(await this.dir.manifestOf(target))) {
@@ -264,6 +284,12 @@ export class SyncAgent {
       );
       await this.report({ phase: 'switching' }, true);
       await this.dir.install(manifest);
+      const followed = await resolveChannel(this.opts.registry, this.opts.name, this.opts.channel, this.opts.datacenter);
+      const now = followed?.record.version;
+      if (now !== target) {
+        this.opts.log?.(`${this.opts.name}@${target} installed but not switched to: ${followed ? `${followed.channel} moved to ${now}` : 'the channel is gone'} while it was staged`);
+        return false;
+      }
     }
     const previous = this.state.current;
     if (this.opts.onSwitch) await this.dir.setPendingHook({ version: target, previous });
@@ -277,6 +303,7 @@ export class SyncAgent {
     this.opts.log?.(`switched ${this.dir.current} to ${target}${previous ? ` (was ${previous})` : ''}`);
     const hookError = await this.afterSwitch(target, previous, signal);
     await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
+    return true;
   }
 
   /**
@@ -351,4 +378,10 @@ export class SyncAgent {
   private report(patch: Partial<AgentState>, must: boolean): Promise<void> {
     return this.record.report(patch, must);
   }
+}
+
+/** A --dir this process may not write in (read-only file system, permissions). */
+function isNotWritable(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EROFS' || code === 'EACCES' || code === 'EPERM';
 }

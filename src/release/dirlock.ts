@@ -21,12 +21,12 @@ const ATTEMPTS = 100;
  * Returns its release.
  */
 export async function lockDir(dir: string): Promise<() => Promise<void>> {
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true }).catch(notWritable(dir));
   const file = join(dir, '.sync.lock');
   const me = identity();
   let held = '';
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    if (await createExclusive(file, me)) return () => removeIfContent(file, me);
+    if (await createExclusive(file, me).catch(notWritable(dir))) return () => removeIfContent(file, me);
     const read = await readFile(file, 'utf8').catch(() => undefined);
     if (read === undefined) continue; // released meanwhile
     held = read;
@@ -74,6 +74,17 @@ async function removeDeadClaim(claim: string): Promise<void> {
   }
   if ((await readFile(aside, 'utf8').catch(() => undefined)) !== content) await link(aside, claim).catch(() => {});
   await rm(aside, { force: true });
+}
+
+/** A --dir that cannot be written (read-only file system, permissions) as INVALID_CONFIG naming it; other errors as they are. */
+function notWritable(dir: string): (err: unknown) => never {
+  return (err) => {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
+      throw new FanoutError('INVALID_CONFIG', `cannot write in ${dir} (--dir): ${(err as Error).message}`, { cause: err });
+    }
+    throw err;
+  };
 }
 
 /** Creates `file` holding `content` unless it exists; never visible half written. */

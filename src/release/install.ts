@@ -57,6 +57,9 @@ export class ReleaseDir {
       return basename(await readlink(this.current));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if ((err as NodeJS.ErrnoException).code === 'EINVAL') {
+        throw new FanoutError('INVALID_CONFIG', `${this.current} is not a symbolic link: fanout sync keeps it as a link to versions/VERSION, and replaces nothing else; move it away`);
+      }
       throw err;
     }
   }

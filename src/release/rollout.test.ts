@@ -253,3 +253,26 @@ test('the --rest wave promoted again after a lost answer reports the version pro
   assert.deepEqual(waves.map((w) => [w.wave, w.previous]), [['dc-a', null], ['rest', 'v1']]);
   assert.deepEqual(f.channels.prod!.record.history, ['v1']);
 });
+
+test('a wave does not pass when one of its hosts drops out (its agent killed while staging): it times out naming the host', async () => {
+  const f = fleet();
+  const listAgents = f.registry.listAgents;
+  let calls = 0;
+  // dc-a-h2 is there when the canary is snapshotted, then its record is gone (lease run out).
+  f.registry.listAgents = async () => (++calls <= 2 ? listAgents() : (await listAgents()).filter((a) => a.host !== 'dc-a-h2'));
+  await assert.rejects(
+    rollout(f.options({ timeoutMs: 5000, rest: true })),
+    (err: FanoutError) => err.code === 'ROLLOUT_TIMEOUT' && /1 of 2 host\(s\) of dc-a/.test(err.message) && /dropped out: dc-a-h2/.test(err.message),
+  );
+  assert.equal(f.channels.prod!.record.version, 'v1', 'the rest was not promoted');
+
+  // The host back (its agent restarted) and switched: the wave passes.
+  const back = fleet();
+  let polls = 0;
+  back.registry.listAgents = async () => {
+    const all = back.agents.map((a) => ({ ...a }));
+    return ++polls <= 2 || polls > 4 ? all : all.filter((a) => a.host !== 'dc-a-h2');
+  };
+  const waves = await rollout(back.options({ rest: true }));
+  assert.deepEqual(waves.map((w) => w.wave), ['dc-a', 'rest']);
+});

@@ -124,15 +124,22 @@ async function runWave(opts: RolloutOptions, datacenter: string | undefined, cha
       const list = failed.slice(0, 5).map((a) => `${a.host}: ${a.error ?? 'error'}`).join('; ');
       throw new FanoutError('ROLLOUT_FAILED', `${failed.length} host(s) of ${wave} failed on ${name}@${version} (${list}); later waves were not promoted`);
     }
+    // A host of the wave that dropped out (its agent killed, its record's lease run out) has not
+    // switched: the wave waits for it to come back, and times out naming it. Counting only the
+    // hosts still listed passed a canary wave whose one host died while staging.
+    const listed = new Set(hosts.map((a) => a.host));
+    const gone = [...before.keys()].filter((host) => !listed.has(host));
+    const total = hosts.length + gone.length;
     const switched = hosts.filter((a) => a.current === version && a.phase !== 'error').length;
     const staging = hosts.filter((a) => a.phase === 'staging' || a.phase === 'switching').length;
-    if (switched === hosts.length) {
+    if (switched === total) {
       opts.onEvent?.({ event: 'switched', wave, hosts: hosts.length });
       return { wave, channel, previous, hosts: hosts.map((a) => a.host) };
     }
-    opts.onEvent?.({ event: 'waiting', wave, hosts: hosts.length, switched, staging, failed: 0 });
+    opts.onEvent?.({ event: 'waiting', wave, hosts: total, switched, staging, failed: 0 });
     if (now() >= deadline) {
-      throw new FanoutError('ROLLOUT_TIMEOUT', `${hosts.length - switched} of ${hosts.length} host(s) of ${wave} not on ${name}@${version} after ${Math.round(opts.timeoutMs / 1000)} s; later waves were not promoted`);
+      const dropped = gone.length === 0 ? '' : ` (dropped out: ${gone.slice(0, 5).join(', ')}${gone.length > 5 ? ', …' : ''})`;
+      throw new FanoutError('ROLLOUT_TIMEOUT', `${total - switched} of ${total} host(s) of ${wave} not on ${name}@${version} after ${Math.round(opts.timeoutMs / 1000)} s${dropped}; later waves were not promoted`);
     }
     await sleep(Math.min(opts.pollMs ?? DEFAULT_POLL_MS, Math.max(0, deadline - now())));
   }
