@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SyncAgent, type SyncAgentOptions } from './agent.js';
@@ -287,5 +287,21 @@ test('a version rolled back while it is staged is installed but never switched t
     assert.deepEqual(hooks.map((l) => l.split(' ')[0]), ['v1'], 'the hook ran for v1 once, never for v2');
     assert.ok(log.some((l) => /app@v2 installed but not switched to: prod moved to v1/.test(l)), log.join('\n'));
     assert.ok((await agent.dir.installed()).includes('v2'), 'v2 stays installed: a promotion back to it switches at once');
+  });
+});
+
+test("what a killed agent left (another version's staging, parts) goes at the next agent's first round, even with nothing to switch", async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+    await w.agent(releases, 1).syncOnce();
+    // A round for v2 killed part-way, then the channel moved back to v1.
+    await mkdir(join(releases, '.staging-v2', 'sub'), { recursive: true });
+    await writeFile(join(releases, '.staging-v2', 'sub', 'big.bin'), Buffer.alloc(4096));
+    await mkdir(join(releases, '.parts-v2'));
+    assert.equal(await w.agent(releases, 1).syncOnce(), 'v1', 'a new agent (the restart), nothing to switch');
+    const left = (await readdir(releases)).filter((name) => name.startsWith('.staging') || name.startsWith('.parts'));
+    assert.deepEqual(left, [], 'the leftovers went');
   });
 });

@@ -68,8 +68,12 @@ const MAX_MOVES_PER_ROUND = 3;
  */
 export class SyncAgent {
   readonly dir: ReleaseDir;
-  /** The last prune failed: idle rounds try it again. */
-  private pruneOwed = false;
+  /**
+   * The last prune failed, or none ran since this agent started: idle rounds prune. True at
+   * start, so what a killed agent left (a half-deleted version, another version's staging) goes
+   * even if the channel never moves again (found by a fault hunt: leftovers kept a disk full).
+   */
+  private pruneOwed = true;
   /** A hook left running by an earlier agent of the directory was looked for (and ended). */
   private leftoverHookChecked = false;
   /** The host's record in `release status`; its state is this.state. */
@@ -267,6 +271,10 @@ export class SyncAgent {
     const record = await this.opts.registry.getVersion(this.opts.name, target);
     const installed = await this.dir.installed();
     if (!installed.includes(target) || !(await this.dir.manifestOf(target))) {
+      // Room first: other versions' staging (a round that moved on, or was killed) goes, and a
+      // tree of this version left without its manifest is staged from, not fetched again.
+      await this.dir.dropOtherStaging(target);
+      await this.dir.reclaimUnfinished(target);
       const manifest = await this.opts.fetcher.manifest(record);
       await this.report({ phase: 'staging', error: null, bytesDone: 0, bytesTotal: record.bytes, bytesLocal: 0, bytesFetched: 0 }, true);
       const started = Date.now();

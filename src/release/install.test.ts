@@ -177,3 +177,51 @@ test('releasing a lock that is no longer ours leaves the other holder\'s lock in
     await rm(root, { recursive: true, force: true });
   }
 });
+
+async function withRoot(run: (root: string, dir: ReleaseDir) => Promise<void>): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-install-'));
+  try {
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    await run(root, dir);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+test("a version's stamps are never another version's manifest (versions v1 and v1.stamps side by side)", async () => {
+  await withRoot(async (_root, dir) => {
+    await stage(dir, 'v1.stamps');
+    await stage(dir, 'v1');
+    assert.equal((await dir.manifestOf('v1.stamps'))?.version, 'v1.stamps', "v1's stamps did not overwrite the manifest of v1.stamps");
+    assert.deepEqual(Object.keys(await dir.stampsOf('v1')), []);
+    assert.notEqual(dir.stampFile('v1'), dir.manifestFile('v1.stamps'));
+  });
+});
+
+test('an install that fails after its tree moved (a full disk at its manifest or stamps) puts the verified tree back in staging', async () => {
+  await withRoot(async (_root, dir) => {
+    await mkdir(dir.stagingDir('v1'), { recursive: true });
+    await writeFile(join(dir.stagingDir('v1'), 'data.txt'), 'v1');
+    // The stamps, written after the tree moved and the manifest was kept, fail: a file they name is not there.
+    const failing: Manifest = { ...manifest('v1'), files: [{ path: 'gone.txt', size: 1, sourceVersion: 'x', sha256: 'a'.repeat(64), pages: ['a'.repeat(64)] }] };
+    await assert.rejects(dir.install(failing), /ENOENT/);
+    assert.deepEqual(await readdir(dir.stagingDir('v1')), ['data.txt'], 'the staged files are back, to be kept by the next round');
+    assert.deepEqual(await dir.installed(), [], 'no tree left in versions/');
+    assert.equal(await dir.manifestOf('v1'), undefined, 'nor its manifest');
+  });
+});
+
+test("a tree left in versions/ without its manifest (a kill between the rename and the manifest's write) goes back to staging", async () => {
+  await withRoot(async (_root, dir) => {
+    await mkdir(dir.versionDir('v2'), { recursive: true });
+    await writeFile(join(dir.versionDir('v2'), 'data.txt'), 'v2');
+    await dir.reclaimUnfinished('v2');
+    assert.deepEqual(await dir.installed(), []);
+    assert.equal(await readFile(join(dir.stagingDir('v2'), 'data.txt'), 'utf8'), 'v2');
+    // An installed version (with its manifest) is left alone.
+    await stage(dir, 'v3');
+    await dir.reclaimUnfinished('v3');
+    assert.deepEqual(await dir.installed(), ['v3']);
+  });
+});

@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
@@ -86,9 +86,42 @@ export class ReleaseDir {
     await rm(this.manifestFile(manifest.version), { force: true });
     await rm(target, { recursive: true, force: true });
     await rename(this.stagingDir(manifest.version), target);
-    await rm(this.partsDir(manifest.version), { recursive: true, force: true });
-    await fsyncDir(join(this.dir, 'versions'));
-    await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
+    try {
+      await rm(this.partsDir(manifest.version), { recursive: true, force: true });
+      await fsyncDir(join(this.dir, 'versions'));
+      await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
+      await this.writeStamps(manifest, target);
+    } catch (err) {
+      // The verified tree goes back to staging (a full disk at the manifest's write): left in
+      // versions/ without its manifest it was staged again from nothing beside itself, and the
+      // disk stayed full for good (found by a fault hunt).
+      await rm(this.manifestFile(manifest.version), { force: true }).catch(() => {});
+      await rename(target, this.stagingDir(manifest.version)).catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * An installed tree without its manifest (an install or a prune cut short by a kill) goes back
+   * to staging, where staging keeps what of it verifies instead of fetching it all again.
+   */
+  async reclaimUnfinished(version: string): Promise<void> {
+    const tree = this.versionDir(version);
+    if ((await this.manifestOf(version)) || !(await exists(tree))) return;
+    if (await exists(this.stagingDir(version))) await rm(tree, { recursive: true, force: true });
+    else await rename(tree, this.stagingDir(version));
+  }
+
+  /** Staging and parts directories of versions other than `version` (left by a round that moved on, or was killed). */
+  async dropOtherStaging(version?: string): Promise<void> {
+    for (const name of await readdir(this.dir)) {
+      const staged = /^\.(?:staging|parts)-(.+)$/.exec(name)?.[1];
+      if (staged !== undefined && staged !== version) await rm(join(this.dir, name), { recursive: true, force: true });
+      if (name.startsWith('.current-')) await rm(join(this.dir, name), { force: true });
+    }
+  }
+
+  private async writeStamps(manifest: Manifest, target: string): Promise<void> {
     // What each verified file looked like once installed: any write changes its ctime.
     // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
     // microseconds, less than the thread-pool hand-off an async stat costs (thousands of small
@@ -104,8 +137,12 @@ export class ReleaseDir {
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
   }
 
+  /**
+   * `V@stamps.json`: a version name cannot hold `@`, so this is never another version's manifest
+   * (as `V.stamps.json` was the manifest of a version named `V.stamps`, found by a fault hunt).
+   */
   stampFile(version: string): string {
-    return join(this.dir, '.manifests', `${version}.stamps.json`);
+    return join(this.dir, '.manifests', `${version}@stamps.json`);
   }
 
   /** Stamps of an installed version's files, recorded right after they were verified. */
@@ -177,11 +214,7 @@ export class ReleaseDir {
       await rm(this.versionDir(version), { recursive: true, force: true });
       removed.push(version);
     }
-    for (const name of await readdir(this.dir)) {
-      const staged = /^\.(?:staging|parts)-(.+)$/.exec(name)?.[1];
-      if (staged !== undefined && staged !== keepStaging) await rm(join(this.dir, name), { recursive: true, force: true });
-      if (name.startsWith('.current-')) await rm(join(this.dir, name), { force: true });
-    }
+    await this.dropOtherStaging(keepStaging);
     await writeAtomic(join(this.dir, '.history.json'), Buffer.from(JSON.stringify((await this.history()).filter((v) => wanted.has(v)))));
     return removed;
   }
@@ -222,6 +255,13 @@ export interface FileStamp {
 /** temp + fsync + rename (lib/statefile): a crash or a full disk never leaves a torn state file. */
 export async function writeAtomic(file: string, data: Buffer): Promise<void> {
   await writeFileAtomic(file, data);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function fsyncDir(dir: string): Promise<void> {
