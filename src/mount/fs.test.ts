@@ -211,3 +211,58 @@ test('files of at least a page open with direct I/O where the kernel allows mmap
   await new Promise((r) => setTimeout(r, 5));
   assert.deepEqual(ofBig(), ['1:0', '1:2'], 'the page after the one read is fetched ahead and offered');
 });
+
+test('a read that finds the file at another version makes the next open ask again: ESTALE, not the dead version for the rest of the TTL', async () => {
+  const { addon, answers } = fakeAddon();
+  let version = 'v1';
+  let stats = 0;
+  const changing = {
+    async list(path: string) {
+      if (path === '/data') return [{ name: 'grows.log', type: 'file', size: content.length, mtimeMs: 1000, version }];
+      return [{ name: 'data', type: 'dir' }];
+    },
+    async stat(path: string) {
+      stats++;
+      if (path === '/data/grows.log') return { mount: 'data', path: 'grows.log', size: content.length, mtimeMs: 1000, version };
+      throw new FanoutError('NOT_FOUND', 'missing');
+    },
+    async fetchPage(ref: { version: string }) {
+      if (ref.version !== version) throw new FanoutError('SOURCE_CHANGED', '/data/grows.log is at another version than the one asked for');
+      return [content];
+    },
+    releasePage() {},
+  } as unknown as FanoutClient;
+  const fs = new FanoutFs(addon, changing, 1024, { ttlMs: 60_000, readahead: 2, log: { warn() {} } });
+  const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
+    const before = answers.length;
+    fs.dispatch(op, {} as FuseRequest, ino, a, b, c);
+    while (answers.length === before) await new Promise((r) => setImmediate(r));
+    return answers[answers.length - 1]!;
+  };
+  const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+  const ino = (await call(OPS.LOOKUP, dataIno, 'grows.log')).args[0] as number;
+  assert.ok(ino > 0);
+  const first = await call(OPS.OPEN, ino, 0);
+  assert.equal(first.kind, 'open');
+  version = 'v2'; // the file grows at the source
+  assert.deepEqual(await call(OPS.READ, ino, first.args[0] as number, 0, 100), { kind: 'error', args: [errno.EIO] });
+  const statsBefore = stats;
+  assert.deepEqual(await call(OPS.OPEN, ino, 0), { kind: 'error', args: [errno.ESTALE] }, 'the stale inode is refused, so the kernel looks the name up again');
+  assert.equal(stats, statsBefore + 1, 'the path was stat-ed again within its 60 s TTL');
+  const fresh = (await call(OPS.LOOKUP, dataIno, 'grows.log')).args[0] as number;
+  assert.ok(fresh > 0 && fresh !== ino, 'a new inode for the new version');
+  const reopened = await call(OPS.OPEN, fresh, 0);
+  assert.equal(reopened.kind, 'open');
+  const data = await call(OPS.READ, fresh, reopened.args[0] as number, 0, 100);
+  assert.equal(Buffer.concat(data.args[0] as Buffer[]).toString(), content.toString(), 'the new version reads');
+});
+
+test('statfs reports no inode count (df -i shows none, not 100 % used)', async () => {
+  const { addon, answers } = fakeAddon();
+  const withStatus = { ...client, status: async () => ({ totals: { capacity: 1 << 30, used: 1 << 20 } }) } as unknown as FanoutClient;
+  const fs = new FanoutFs(addon, withStatus, 1024, { ttlMs: 1000, readahead: 2, log: { warn() {} } });
+  fs.dispatch(OPS.STATFS, {} as FuseRequest, ROOT_INO);
+  while (answers.length === 0) await new Promise((r) => setImmediate(r));
+  assert.equal(answers[0]!.kind, 'statfs');
+  assert.equal(answers[0]!.args[3], 0, 'files: 0');
+});

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { constants as os } from 'node:os';
 import type { ClusterStatus, FanoutClient } from '../client/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
-import { FanoutError } from '../core/errors.js';
+import { FanoutError, isFanoutError } from '../core/errors.js';
 import { errnoFor } from './errno.js';
 import { TtlCache } from '../lib/ttlcache/index.js';
 import { HeldFiles } from './held.js';
@@ -12,7 +12,7 @@ import { OPS, type Dispatch, type FuseAddon, type FuseRequest, type FuseSession,
 import { OfferedPages } from './offered.js';
 import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
-import { FileReader } from './reader.js';
+import { FileReader, StartBudget } from './reader.js';
 
 const { errno } = os;
 const DIR_MODE = constants.S_IFDIR | 0o555;
@@ -67,6 +67,13 @@ export function direntPlusSize(name: string): number {
 }
 
 /**
+ * Bytes of opened, unread files' first pages held at once (see StartBudget): 16 pages of 4 MiB,
+ * or 1,024 small files of 64 KiB opened together (a loader's pool), each found arrived at its
+ * first read; more opens fetch their first page into the shared pages.
+ */
+const START_BYTES = 64 * 1024 * 1024;
+
+/**
  * The filesystem behind the FUSE mount: a read-only view of every fanout mount, answered
  * through the SDK. The root lists the cluster's mounts (`/data`, …); files are mode 0444,
  * directories 0555. Missing paths are ENOENT; cluster failures EIO, with a log line saying why.
@@ -81,6 +88,8 @@ export class FanoutFs {
   private readonly pages: MountPages;
   private readonly held: HeldFiles;
   private readonly offered: OfferedPages;
+  /** First pages of opened files held until their first read (FileReader.start), mount-wide. */
+  private readonly starts = new StartBudget(START_BYTES);
   private session: FuseSession | undefined;
   /** Leases of read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, Lease[]>();
@@ -234,7 +243,7 @@ export class FanoutFs {
     // Registered before the open is answered: the first read may already find its page offered.
     const fileId = this.offered.open(fh, file);
     const offer = fileId === undefined ? undefined : (index: number, lease: Lease) => this.offered.hold(fileId, index, lease);
-    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead, offer);
+    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead, offer, this.starts);
     // The first read follows at once: its page is on the way before the kernel asks.
     if (!keepCache) reader.start();
     this.files.set(fh, reader);
@@ -325,7 +334,9 @@ export class FanoutFs {
     const { totals } = await this.status.get('cluster', () => this.client.status());
     const blocks = Math.floor(totals.capacity / STATFS_BLOCK);
     const free = Math.max(0, Math.floor((totals.capacity - totals.used) / STATFS_BLOCK));
-    this.addon.replyStatfs(req, STATFS_BLOCK, blocks, free, this.inodes.size, 255);
+    // No inode count: the mount has no fixed number of them, and the inodes the kernel holds
+    // reported as all used (none free) showed `df -i` at 100 % and fired free-inode alerts.
+    this.addon.replyStatfs(req, STATFS_BLOCK, blocks, free, 0, 255);
   }
 
   private node(ino: number): Inode {
@@ -341,6 +352,8 @@ export class FanoutFs {
   /** Runs one request's handler; any error becomes its errno (EIO with a log line for cluster failures). */
   private answer(req: FuseRequest, op: string, ino: number, handler: () => Promise<void>): void {
     handler().catch((err: unknown) => {
+      const node = this.inodes.get(ino);
+      if (node && isFanoutError(err, 'SOURCE_CHANGED')) this.meta.forget(node.path);
       const code = errnoFor(err);
       if (code === errno.EIO) {
         const error = err as Partial<FanoutError>;

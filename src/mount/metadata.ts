@@ -50,6 +50,18 @@ export class Metadata {
     return current?.version === version ? ms : 0;
   }
 
+  /**
+   * Forgets what is known of `path` and its directory's listing: a read found the file at
+   * another version (SOURCE_CHANGED), so the next open asks again and gets the new one (ESTALE,
+   * then a fresh lookup) instead of the dead version for the rest of the TTL (found by a fault
+   * hunt: 100+ opens in a row of a growing file failed with EIO).
+   */
+  forget(path: string): void {
+    this.stats.invalidate(path);
+    const slash = path.lastIndexOf('/');
+    this.lists.invalidate(slash === -1 ? '' : path.slice(0, slash));
+  }
+
   /** One directory level; "" lists the cluster's mounts. */
   list(path: string): Promise<DirEntry[]> {
     return this.lists.get(path, async () => {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
@@ -43,11 +43,16 @@ export interface Mounted {
 export async function mountFanout(mountpoint: string, input: MountOptionsInput, log: MountLogger): Promise<Mounted> {
   const options = parseMountOptions(input);
   const addon = loadAddon();
-  const target = resolve(mountpoint);
+  // The real path: a link to a directory where a fanout mount runs must be refused as that
+  // directory is (a fault hunt stacked a second mount on a live one through a link).
+  const target = await answering(resolve(mountpoint), realpath(resolve(mountpoint)).catch(() => resolve(mountpoint)));
   await clearStaleMount(target, log);
-  const st = await stat(target).catch((err: NodeJS.ErrnoException) => {
-    throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`);
-  });
+  const st = await answering(
+    target,
+    stat(target).catch((err: NodeJS.ErrnoException) => {
+      throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`);
+    }),
+  );
   if (!st.isDirectory()) throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target} is not a directory`);
 
   // The mount keeps its own pages (pages.ts), not the client's shared page cache.
@@ -124,9 +129,12 @@ async function logReadPath(addon: FuseAddon, session: FuseSession, fs: FanoutFs,
  * readdir, not stat: the kernel may answer stat from attributes it still caches.
  */
 export async function clearStaleMount(target: string, log: MountLogger): Promise<void> {
-  const error = await readdir(target).then(
-    () => undefined,
-    (err: NodeJS.ErrnoException) => err,
+  const error = await answering(
+    target,
+    readdir(target).then(
+      () => undefined,
+      (err: NodeJS.ErrnoException) => err,
+    ),
   );
   if (error?.code === 'ENOTCONN' || error?.code === 'ECONNABORTED') {
     log.info({ mountpoint: target }, 'a stale mount is left from a process that died: unmounting it');
@@ -137,6 +145,31 @@ export async function clearStaleMount(target: string, log: MountLogger): Promise
     throw new FanoutError('INVALID_ARGUMENT', `${target} is already mounted by a running fanout mount; unmount it first (fusermount3 -u ${target})`);
   }
 }
+
+/**
+ * `call` on the mountpoint, or INVALID_ARGUMENT once MOUNTPOINT_DEADLINE_MS passed: a FUSE mount
+ * there whose process is alive but stopped or wedged answers nothing, and its caller waits in
+ * the kernel for ever (found by a fault hunt: a second `fanout mount` hung). The call's thread
+ * stays blocked; the command ends with the error, and its exit ends the thread.
+ */
+async function answering<T>(target: string, call: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new FanoutError('INVALID_ARGUMENT', `${target} does not answer within ${MOUNTPOINT_DEADLINE_MS / 1000} s: a mount there is hung (a stopped fanout mount?); detach it with fusermount3 -u -z ${target}, then mount again`),
+        ),
+      MOUNTPOINT_DEADLINE_MS,
+    );
+  });
+  try {
+    return await Promise.race([call, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+const MOUNTPOINT_DEADLINE_MS = 5000;
 
 /** Lazy unmount with the FUSE helper, or umount -l where it is missing. */
 async function detach(target: string): Promise<void> {

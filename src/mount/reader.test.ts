@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { MountPages } from './pages.js';
-import { FileReader, type PageSource } from './reader.js';
+import { FileReader, StartBudget, type PageSource } from './reader.js';
 
 const PAGE = 10;
 const content = Buffer.from(Array.from({ length: 95 }, (_, i) => i));
@@ -123,4 +123,23 @@ test('the first page fetched at open rides in a batch, and the first read joins 
   assert.deepEqual(pages.batched, [0], 'only the page asked for at open was batched');
   assert.equal(pages.asked.filter((index) => index === 0).length, 1, 'the read joined the fetch at open');
   reader.close();
+});
+
+test('first pages held for opened, unread files are bounded mount-wide; past the bound they are only fetched ahead', async () => {
+  const budget = new StartBudget(2 * PAGE);
+  const prefetched: string[] = [];
+  const pages = source();
+  const withPrefetch: PageSource = { acquire: pages.acquire, prefetch: (f, index) => void prefetched.push(`${f.path}#${index}`) };
+  const readers = ['a', 'b', 'c', 'd'].map((name) => new FileReader({ ...file, path: `${name}.bin` }, withPrefetch, PAGE, 4, undefined, budget));
+  for (const reader of readers.slice(0, 3)) reader.start();
+  assert.equal(budget.inUse, 2 * PAGE, 'two first pages held');
+  assert.deepEqual(prefetched, ['c.bin#0'], 'the third only fetched ahead');
+  assert.equal((await readers[0]!.read(0, 5)).chunks.length > 0, true);
+  assert.equal(budget.inUse, PAGE, 'a file being read holds its page in its window, no longer against the bound');
+  readers[3]!.start();
+  assert.deepEqual(prefetched, ['c.bin#0'], 'room again: the fourth holds its first page');
+  readers[1]!.close();
+  readers[3]!.close();
+  assert.equal(budget.inUse, 0, 'closed unread files give theirs back');
+  for (const reader of readers) reader.close();
 });

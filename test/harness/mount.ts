@@ -47,6 +47,11 @@ export class MountProcess {
     this.proc.kill('SIGSTOP');
   }
 
+  /** SIGCONT: a paused process goes on. */
+  resume(): void {
+    this.proc.kill('SIGCONT');
+  }
+
   /** Sends a signal and waits for the process to exit; returns its exit code (null if killed). */
   async signal(signal: NodeJS.Signals): Promise<number | null> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);

@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../harness/cli.js';
@@ -235,10 +235,30 @@ describe('fanout mount (FUSE)', () => {
     assert.equal(sum.stdout.toString().split(' ')[0], sha256(big));
   });
 
-  test('a second mount on a live mount is refused', async () => {
+  test('a second mount on a live mount is refused, through a link to it too', async () => {
     const second = await sh(process.execPath, [fanoutBin, 'mount', mnt, '--endpoint', worker.url]);
     assert.notEqual(second.code, 0);
     assert.match(second.stderr, /already mounted/);
+    const link = `${mnt}-link`;
+    await symlink(mnt, link);
+    try {
+      const throughLink = await sh(process.execPath, [fanoutBin, 'mount', link, '--endpoint', worker.url]);
+      assert.notEqual(throughLink.code, 0, 'not stacked on the live mount');
+      assert.match(throughLink.stderr, /already mounted/);
+    } finally {
+      await rm(link, { force: true });
+    }
+  });
+
+  test('a mount on a directory whose fanout mount is alive but stopped is refused within seconds, saying how to detach it', async () => {
+    mount.pause();
+    try {
+      const second = await sh(process.execPath, [fanoutBin, 'mount', mnt, '--endpoint', worker.url]);
+      assert.notEqual(second.code, 0);
+      assert.match(second.stderr, /does not answer within 5 s: a mount there is hung .*fusermount3 -u -z/);
+    } finally {
+      mount.resume();
+    }
   });
 
   test('SIGTERM unmounts cleanly and exits 0', async () => {
