@@ -12,7 +12,7 @@ import { OPS, type Dispatch, type FuseAddon, type FuseRequest, type FuseSession,
 import { OfferedPages } from './offered.js';
 import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
-import { FileReader, StartBudget } from './reader.js';
+import { ByteAllowance, FileReader } from './reader.js';
 
 const { errno } = os;
 const DIR_MODE = constants.S_IFDIR | 0o555;
@@ -72,6 +72,12 @@ export function direntPlusSize(name: string): number {
  * first read; more opens fetch their first page into the shared pages.
  */
 const START_BYTES = 64 * 1024 * 1024;
+/**
+ * Bytes of pages fetched ahead of reads, over all open files: one reader's whole window (8 pages
+ * of 4 MiB by default) 8 times over. Past it readers fetch less ahead; the pages of each read
+ * itself are always fetched.
+ */
+const AHEAD_BYTES = 256 * 1024 * 1024;
 
 /**
  * The filesystem behind the FUSE mount: a read-only view of every fanout mount, answered
@@ -88,8 +94,8 @@ export class FanoutFs {
   private readonly pages: MountPages;
   private readonly held: HeldFiles;
   private readonly offered: OfferedPages;
-  /** First pages of opened files held until their first read (FileReader.start), mount-wide. */
-  private readonly starts = new StartBudget(START_BYTES);
+  /** What all readers' windows may hold: first pages of files not read yet, and pages fetched ahead. */
+  private readonly allowances = { starts: new ByteAllowance(START_BYTES), ahead: new ByteAllowance(AHEAD_BYTES) };
   private session: FuseSession | undefined;
   /** Leases of read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, Lease[]>();
@@ -243,7 +249,7 @@ export class FanoutFs {
     // Registered before the open is answered: the first read may already find its page offered.
     const fileId = this.offered.open(fh, file);
     const offer = fileId === undefined ? undefined : (index: number, lease: Lease) => this.offered.hold(fileId, index, lease);
-    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead, offer, this.starts);
+    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead, offer, this.allowances);
     // The first read follows at once: its page is on the way before the kernel asks.
     if (!keepCache) reader.start();
     this.files.set(fh, reader);

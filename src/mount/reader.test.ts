@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { MountPages } from './pages.js';
-import { FileReader, StartBudget, type PageSource } from './reader.js';
+import { ByteAllowance, FileReader, type PageSource } from './reader.js';
 
 const PAGE = 10;
 const content = Buffer.from(Array.from({ length: 95 }, (_, i) => i));
@@ -126,11 +126,11 @@ test('the first page fetched at open rides in a batch, and the first read joins 
 });
 
 test('first pages held for opened, unread files are bounded mount-wide; past the bound they are only fetched ahead', async () => {
-  const budget = new StartBudget(2 * PAGE);
+  const budget = new ByteAllowance(2 * PAGE);
   const prefetched: string[] = [];
   const pages = source();
   const withPrefetch: PageSource = { acquire: pages.acquire, prefetch: (f, index) => void prefetched.push(`${f.path}#${index}`) };
-  const readers = ['a', 'b', 'c', 'd'].map((name) => new FileReader({ ...file, path: `${name}.bin` }, withPrefetch, PAGE, 4, undefined, budget));
+  const readers = ['a', 'b', 'c', 'd'].map((name) => new FileReader({ ...file, path: `${name}.bin` }, withPrefetch, PAGE, 4, undefined, { starts: budget }));
   for (const reader of readers.slice(0, 3)) reader.start();
   assert.equal(budget.inUse, 2 * PAGE, 'two first pages held');
   assert.deepEqual(prefetched, ['c.bin#0'], 'the third only fetched ahead');
@@ -142,4 +142,23 @@ test('first pages held for opened, unread files are bounded mount-wide; past the
   readers[3]!.close();
   assert.equal(budget.inUse, 0, 'closed unread files give theirs back');
   for (const reader of readers) reader.close();
+});
+
+test('pages fetched ahead are bounded over all readers: past the allowance they read ahead less, and every read is still answered', async () => {
+  const ahead = new ByteAllowance(3 * PAGE);
+  const pages = source();
+  const readers = ['a', 'b'].map((name) => new FileReader({ ...file, path: `${name}.bin` }, pages, PAGE, 4, undefined, { ahead }));
+  for (let offset = 0; offset < 40; offset += 5) {
+    for (const reader of readers) {
+      const read = await reader.read(offset, 5);
+      assert.deepEqual(Buffer.concat(read.chunks), content.subarray(offset, offset + 5));
+      for (const lease of read.leases) lease.release();
+      assert.ok(ahead.inUse <= 3 * PAGE, `${ahead.inUse} bytes ahead, at most ${3 * PAGE}`);
+      // Each reader holds its read's page and the one behind it; beyond those, 3 pages ahead in all (8 without the allowance).
+      assert.ok(pages.pages.stats().pages <= 2 * 2 + 3, `${pages.pages.stats().pages} pages held`);
+    }
+  }
+  assert.ok(ahead.inUse > 0, 'the readers did read ahead');
+  for (const reader of readers) reader.close();
+  assert.equal(ahead.inUse, 0, 'closed readers give back what they held ahead');
 });
