@@ -305,3 +305,30 @@ test("what a killed agent left (another version's staging, parts) goes at the ne
     assert.deepEqual(left, [], 'the leftovers went');
   });
 });
+
+test('a rollback to a kept version whose files changed since they were verified stages it again: the switch gives the published bytes', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'sub/b.bin': Buffer.alloc(2000, 3) };
+    w.publish('v1', v1);
+    const log: string[] = [];
+    const agent = w.agent(releases, 1, undefined, log);
+    await agent.syncOnce();
+    w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+    await agent.syncOnce();
+    // Another program edits one kept file in place and deletes another.
+    await writeFile(join(agent.dir.versionDir('v1'), 'a.bin'), Buffer.alloc(3000, 9));
+    await rm(join(agent.dir.versionDir('v1'), 'sub', 'b.bin'));
+    w.rollBackTo('v1');
+    assert.equal(await agent.syncOnce(), 'v1');
+    assert.deepEqual(await readFile(join(releases, 'current', 'a.bin')), v1['a.bin']);
+    assert.deepEqual(await readFile(join(releases, 'current', 'sub', 'b.bin')), v1['sub/b.bin']);
+    assert.ok(log.some((l) => /app@v1: 2 installed file\(s\) changed since verified/.test(l)), log.join('\n'));
+    // Untouched, a kept version is switched to as it is (no page fetched).
+    w.rollBackTo('v2');
+    const before = w.fetcher.fetched;
+    assert.equal(await agent.syncOnce(), 'v2');
+    assert.equal(w.fetcher.fetched, before, 'nothing fetched for an untouched kept version');
+  });
+});

@@ -269,8 +269,17 @@ export class SyncAgent {
    */
   private async bringUp(target: string, signal?: AbortSignal): Promise<boolean> {
     const record = await this.opts.registry.getVersion(this.opts.name, target);
-    const installed = await this.dir.installed();
-    if (!installed.includes(target) || !(await this.dir.manifestOf(target))) {
+    const kept = (await this.dir.installed()).includes(target) ? await this.dir.manifestOf(target) : undefined;
+    // A kept version (a rollback) is switched to as it is only if its files are as verified:
+    // identical files are hard links across versions, so a write through current/ (or another
+    // program's) changes them too (found by a fault hunt: a rollback switched to a version with a
+    // file deleted and another edited).
+    const changed = kept ? await this.dir.changedFiles(kept) : [];
+    if (changed.length > 0) {
+      this.opts.log?.(`${this.opts.name}@${target}: ${changed.length} installed file(s) changed since verified (${changed.slice(0, 3).join(', ')}${changed.length > 3 ? ', …' : ''}); staging it again`);
+      await this.dir.returnToStaging(target);
+    }
+    if (!kept || changed.length > 0) {
       // Room first: other versions' staging (a round that moved on, or was killed) goes, and a
       // tree of this version left without its manifest is staged from, not fetched again.
       await this.dir.dropOtherStaging(target);

@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
@@ -151,7 +151,56 @@ export class ReleaseDir {
       if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object of file stamps');
       return v as Record<string, FileStamp>;
     });
-    return stamps ?? {};
+    return stamps ?? (await this.legacyStamps(version)) ?? {};
+  }
+
+  /**
+   * Stamps where versions installed before `V@stamps.json` kept them (`V.stamps.json`), unless
+   * that is the manifest of a version named `V.stamps`: read as they are, never moved aside.
+   */
+  private async legacyStamps(version: string): Promise<Record<string, FileStamp> | undefined> {
+    try {
+      const value: unknown = JSON.parse(await readFile(join(this.dir, '.manifests', `${version}.stamps.json`), 'utf8'));
+      if (!isObject(value) || 'schema' in value) return undefined;
+      const stamps = Object.values(value);
+      const valid = stamps.every((v) => isObject(v) && typeof v.ino === 'number' && typeof v.size === 'number' && typeof v.ctimeNs === 'string');
+      return valid ? (value as Record<string, FileStamp>) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Files of an installed version that changed since they were verified: their inode, size or
+   * ctime differ from the stamps (any write changes the ctime), or they are gone or unstamped.
+   * Stat'ed on this thread a slice at a time, as the stamps were taken.
+   */
+  async changedFiles(manifest: Manifest): Promise<string[]> {
+    const stamps = await this.stampsOf(manifest.version);
+    const root = this.versionDir(manifest.version);
+    const changed: string[] = [];
+    for (let at = 0; at < manifest.files.length; at += STAMP_SLICE) {
+      if (at > 0) await new Promise((resolve) => setImmediate(resolve));
+      for (const file of manifest.files.slice(at, at + STAMP_SLICE)) {
+        const stamp = stamps[file.path];
+        const st = stamp && lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false });
+        const same = st && st.isFile() && Number(st.ino) === stamp.ino && Number(st.size) === stamp.size && String(st.ctimeNs) === stamp.ctimeNs;
+        if (!same) changed.push(file.path);
+      }
+    }
+    return changed;
+  }
+
+  /**
+   * Takes an installed version back to staging (its files changed since they were verified):
+   * its manifest first, so it is not taken for installed meanwhile; staging then keeps the files
+   * that still verify and fetches the others.
+   */
+  async returnToStaging(version: string): Promise<void> {
+    await rm(this.manifestFile(version), { force: true });
+    await rm(this.stampFile(version), { force: true });
+    await rm(this.stagingDir(version), { recursive: true, force: true });
+    await rename(this.versionDir(version), this.stagingDir(version));
   }
 
   /**
