@@ -62,6 +62,7 @@ export const ErrorCodes = {
   DISK_FULL: 507,
   /** Another live sync agent holds the release directory (one agent per directory). */
   DIR_IN_USE: 409,
+  RECORD_INVALID: 500,
   /** Another live sync agent reports under the same host id for another directory (`sync --host`). */
   HOST_IN_USE: 409,
   INTERNAL: 500,

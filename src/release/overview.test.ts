@@ -10,7 +10,7 @@ function agent(host: string, patch: Partial<AgentState>): AgentState {
 function index(agents: AgentState[], versions = ['v1', 'v2']): Record<string, string> {
   const out: Record<string, string> = {};
   versions.forEach((v, i) => {
-    out[`${RELEASES_PREFIX}llm/versions/${v}`] = JSON.stringify({ name: 'llm', version: v, bytes: 100, files: 1, createdAt: `2026-01-01T00:00:${String(i).padStart(2, '0')}Z` });
+    out[`${RELEASES_PREFIX}llm/versions/${v}`] = JSON.stringify({ name: 'llm', version: v, mount: 'data', prefix: 'llm/', manifest: `llm/.fanout/${v}.json`, manifestSha256: 'a'.repeat(64), pageSize: 4096, bytes: 100, files: 1, pages: 1, uniquePages: 1, createdAt: `2026-01-01T00:00:${String(i).padStart(2, '0')}Z` });
   });
   out[`${RELEASES_PREFIX}llm/channels/prod`] = JSON.stringify({ version: 'v2', history: ['v1'], updatedAt: '2026-01-01T00:01:00Z' });
   for (const a of agents) out[`${RELEASES_PREFIX}llm/agents/${encodeURIComponent(a.host)}`] = JSON.stringify(a);

@@ -1,3 +1,4 @@
+import { recordOrUndefined } from './records.js';
 import { RELEASES_PREFIX, type AgentState, type ChannelRecord, type VersionRecord } from './registry.js';
 
 /**
@@ -44,17 +45,15 @@ export function summarizeReleases(index: Record<string, string>, hostsOf?: strin
     const [name, kind, ...rest] = key.slice(RELEASES_PREFIX.length).split('/');
     const id = rest.join('/');
     if (!name || !id) continue;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(value);
-    } catch {
-      continue; // one unreadable record must not hide every release
-    }
+    // One unreadable record must not hide every release: it is left out of the summary.
+    const what = kind === 'channels' ? 'channel' : kind === 'versions' ? 'version' : kind === 'agents' ? 'agent' : undefined;
+    const record = what && recordOrUndefined(what, key, value);
+    if (!record) continue;
     let entry = byName.get(name);
     if (!entry) byName.set(name, (entry = { channels: {}, versions: [], agents: [] }));
-    if (kind === 'channels') entry.channels[id] = parsed as ChannelRecord;
-    else if (kind === 'versions') entry.versions.push(parsed as VersionRecord);
-    else if (kind === 'agents') entry.agents.push(parsed as AgentState);
+    if (kind === 'channels') entry.channels[id] = record as ChannelRecord;
+    else if (kind === 'versions') entry.versions.push(record as VersionRecord);
+    else entry.agents.push(record as AgentState);
   }
   return [...byName.entries()]
     .sort(([a], [b]) => (a < b ? -1 : 1))

@@ -4,6 +4,7 @@ import { EtcdError, EtcdJsonClient, type Compare } from '../lib/etcdjson/index.j
 import { DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/connection.js';
 import { describeHolder, isOwnRecord } from './machine.js';
 import { checkReleaseName, checkVersion } from './manifest.js';
+import { readRecord, recordOrUndefined } from './records.js';
 
 /**
  * The release index in etcd:
@@ -116,14 +117,14 @@ export class ReleaseRegistry {
     checkVersion(version);
     const kv = await this.call('read a version', () => this.kv.get(versionKey(name, version)));
     if (kv === null) throw new FanoutError('RELEASE_NOT_FOUND', `release ${name} has no version ${version}`);
-    return JSON.parse(kv.value) as VersionRecord;
+    return readRecord('version', kv.key, kv.value);
   }
 
   async listVersions(name: string): Promise<VersionRecord[]> {
     checkReleaseName(name);
     const all = await this.call('list versions', () => this.kv.getPrefix(`${RELEASES_PREFIX}${name}/versions/`));
     return all
-      .map((kv) => JSON.parse(kv.value) as VersionRecord)
+      .map((kv) => readRecord('version', kv.key, kv.value))
       .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
   }
 
@@ -136,7 +137,7 @@ export class ReleaseRegistry {
     checkReleaseName(name);
     const prefix = `${RELEASES_PREFIX}${name}/channels/`;
     const all = await this.call('list channels', () => this.kv.getPrefix(prefix));
-    return Object.fromEntries(all.map((kv) => [kv.key.slice(prefix.length), { record: JSON.parse(kv.value) as ChannelRecord, modRevision: kv.modRevision }]));
+    return Object.fromEntries(all.map((kv) => [kv.key.slice(prefix.length), { record: readRecord('channel', kv.key, kv.value), modRevision: kv.modRevision }]));
   }
 
   /** The channel's record and its modification revision (for compare-and-swap), or null. */
@@ -145,7 +146,7 @@ export class ReleaseRegistry {
     checkChannel(channel);
     const kv = await this.call('read a channel', () => this.kv.get(channelKey(name, channel)));
     if (!kv) return null;
-    return { record: JSON.parse(kv.value) as ChannelRecord, modRevision: kv.modRevision };
+    return { record: readRecord('channel', kv.key, kv.value), modRevision: kv.modRevision };
   }
 
   /**
@@ -228,7 +229,7 @@ export class ReleaseRegistry {
       // Each miss means the record was written between our read and our write: read it again.
       for (let attempt = 1; ; attempt++) {
         const kv = await this.kv.get(key);
-        const holder = kv ? (JSON.parse(kv.value) as AgentState) : undefined;
+        const holder = kv ? recordOrUndefined('agent', kv.key, kv.value) : undefined;
         if (kv && holder && !isOwnRecord(holder, state)) return { claimed: false, holder, modRevision: kv.modRevision };
         const unchanged: Compare = kv ? { key, target: 'MOD', result: 'EQUAL', revision: kv.modRevision } : { key, target: 'CREATE', result: 'EQUAL', revision: '0' };
         const lease = (this.lease ??= await this.kv.grantLease(ttlSeconds));
@@ -272,7 +273,7 @@ export class ReleaseRegistry {
     checkReleaseName(name);
     const all = await this.call('list agents', () => this.kv.getPrefix(`${RELEASES_PREFIX}${name}/agents/`));
     return all
-      .map((kv) => JSON.parse(kv.value) as AgentState)
+      .map((kv) => readRecord('agent', kv.key, kv.value))
       .sort((a, b) => (a.host < b.host ? -1 : 1));
   }
 

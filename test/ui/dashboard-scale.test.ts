@@ -74,8 +74,9 @@ describe('the dashboard with 100 workers and 1,000 hosts', () => {
         await client.put(`/fanout/default/members/${id}`).value(JSON.stringify({ id, url: `http://127.0.0.1:${port}/${id}`, capacity: 100 * GiB }));
       }
       const releases = '/fanout/releases/llm/';
-      await client.put(`${releases}versions/v1`).value(JSON.stringify({ name: 'llm', version: 'v1', files: 12, bytes: 40 * GiB, createdAt: '2026-12-01T10:00:00.000Z' }));
-      await client.put(`${releases}versions/v2`).value(JSON.stringify({ name: 'llm', version: 'v2', files: 12, bytes: 41 * GiB, createdAt: '2026-12-02T07:00:00.000Z' }));
+      const versionFields = { name: 'llm', mount: 'data', prefix: 'llm/', manifest: 'llm/.fanout/manifest.json', manifestSha256: 'a'.repeat(64), pageSize: 4 * 1024 * 1024, files: 12, pages: 10_000, uniquePages: 10_000 };
+      await client.put(`${releases}versions/v1`).value(JSON.stringify({ ...versionFields, version: 'v1', bytes: 40 * GiB, createdAt: '2026-12-01T10:00:00.000Z' }));
+      await client.put(`${releases}versions/v2`).value(JSON.stringify({ ...versionFields, version: 'v2', bytes: 41 * GiB, createdAt: '2026-12-02T07:00:00.000Z' }));
       await client.put(`${releases}channels/prod`).value(JSON.stringify({ version: 'v2', history: ['v1'], updatedAt: '2026-12-02T07:05:00.000Z' }));
       for (let i = 0; i < HOSTS; i++) {
         const host = `host-${String(i).padStart(4, '0')}`;
