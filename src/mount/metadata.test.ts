@@ -89,3 +89,27 @@ test('what is left of a stat answer\'s TTL is told for its own version only, and
   assert.equal(await meta.statValidMs('data/m/a.bin', 'v1'), 0, 'expired');
   assert.deepEqual(client.calls, ['stat /data/m/a.bin']);
 });
+
+test('a listing shows names a directory entry can hold, each once: longer ones and repeats are left out', async () => {
+  const long = 'x'.repeat(256);
+  const client: MetadataSource = {
+    async stat() {
+      throw new FanoutError('NOT_FOUND', 'not asked');
+    },
+    async list(): Promise<DirEntry[]> {
+      return [
+        { name: 'é'.repeat(127) + 'a', type: 'file', size: 1, mtimeMs: 1, version: 'v1' }, // 255 bytes: kept
+        { name: long, type: 'file', size: 1, mtimeMs: 1, version: 'v1' },
+        { name: 'é'.repeat(128), type: 'file', size: 1, mtimeMs: 1, version: 'v1' }, // 128 characters, 256 bytes
+        { name: 'a', type: 'file', size: 1, mtimeMs: 1, version: 'v1' },
+        { name: 'a', type: 'dir' },
+        { name: 'b', type: 'dir' },
+      ];
+    },
+  };
+  const meta = new Metadata(client, 1000, new ManualClock());
+  const names = (await meta.list('data')).map((e) => `${e.name.length}:${e.type}`);
+  assert.deepEqual(names, ['128:file', '1:file', '1:dir']);
+  assert.equal(await meta.lookup('data', long), undefined);
+  assert.deepEqual(await meta.lookup('data', 'a'), { isDir: false, size: 1, mtimeMs: 1, version: 'v1' });
+});

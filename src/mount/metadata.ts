@@ -65,7 +65,7 @@ export class Metadata {
   /** One directory level; "" lists the cluster's mounts. */
   list(path: string): Promise<DirEntry[]> {
     return this.lists.get(path, async () => {
-      const entries = await this.client.list('/' + path);
+      const entries = mountable(await this.client.list('/' + path));
       const [mount, ...rest] = path.split('/');
       for (const entry of entries) {
         if (entry.type === 'file' && path !== '' && entry.version !== undefined && entry.size !== undefined && entry.mtimeMs !== undefined) {
@@ -108,4 +108,23 @@ export class Metadata {
       throw err;
     }
   }
+}
+
+/** The longest name a Linux directory entry holds (NAME_MAX), in bytes. */
+const NAME_MAX = 255;
+
+/**
+ * The entries a directory of the mount can show: names of at most NAME_MAX bytes, each once (the
+ * first). A longer name (an S3 key's segment may be 1,024 bytes) made the kernel refuse the whole
+ * listing, so `ls` of the directory failed with EIO; a name listed twice showed twice, and a name
+ * both a file and a directory answered a read with ENOTDIR (found by a fault hunt). Such files
+ * stay readable with `fanout cat` and the S3 gateway.
+ */
+function mountable(entries: DirEntry[]): DirEntry[] {
+  const seen = new Set<string>();
+  return entries.filter((entry) => {
+    if (seen.has(entry.name) || Buffer.byteLength(entry.name) > NAME_MAX) return false;
+    seen.add(entry.name);
+    return true;
+  });
 }
