@@ -225,3 +225,16 @@ test("a tree left in versions/ without its manifest (a kill between the rename a
     assert.deepEqual(await dir.installed(), ['v3']);
   });
 });
+
+test('versions/ on another file system than the directory is INVALID_CONFIG at once, not EXDEV after a whole download', { skip: process.getuid?.() !== 0 ? 'needs root (a tmpfs mount)' : false }, async () => {
+  await withRoot(async (root, dir) => {
+    const versions = join(root, 'versions');
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', versions]);
+    assert.equal(mounted.status, 0, String(mounted.stderr));
+    try {
+      await assert.rejects(dir.init(), (err: FanoutError) => err.code === 'INVALID_CONFIG' && /another file system/.test(err.message));
+    } finally {
+      spawnSync('umount', ['-l', versions]);
+    }
+  });
+});

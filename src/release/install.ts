@@ -1,5 +1,5 @@
 import { lstatSync, statSync } from 'node:fs';
-import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
@@ -49,6 +49,13 @@ export class ReleaseDir {
   async init(): Promise<void> {
     await mkdir(join(this.dir, 'versions'), { recursive: true });
     await mkdir(join(this.dir, '.manifests'), { recursive: true });
+    // A version is staged in DIR and renamed into DIR/versions: on another file system (a mount
+    // there, a link to another disk) the rename fails, found only after the whole download, at
+    // every round (found by a fault hunt).
+    const [dir, versions] = await Promise.all([stat(this.dir), stat(join(this.dir, 'versions'))]);
+    if (dir.dev !== versions.dev) {
+      throw new FanoutError('INVALID_CONFIG', `${join(this.dir, 'versions')} is on another file system than ${this.dir}: versions are staged in ${this.dir} and renamed into it; put both on one file system`);
+    }
   }
 
   /** The version `current` points to, or null before the first switch. */
