@@ -12,7 +12,8 @@ import { OPS, type Dispatch, type FuseAddon, type FuseRequest, type FuseSession,
 import { OfferedPages } from './offered.js';
 import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
-import { ByteAllowance, FileReader } from './reader.js';
+import { FileReader } from './reader.js';
+import { ByteBudget } from '../lib/transfer/index.js';
 
 const { errno } = os;
 const DIR_MODE = constants.S_IFDIR | 0o555;
@@ -67,7 +68,7 @@ export function direntPlusSize(name: string): number {
 }
 
 /**
- * Bytes of opened, unread files' first pages held at once (see StartBudget): 16 pages of 4 MiB,
+ * Bytes of opened, unread files' first pages held at once (FileReader.start): 16 pages of 4 MiB,
  * or 1,024 small files of 64 KiB opened together (a loader's pool), each found arrived at its
  * first read; more opens fetch their first page into the shared pages.
  */
@@ -95,7 +96,7 @@ export class FanoutFs {
   private readonly held: HeldFiles;
   private readonly offered: OfferedPages;
   /** What all readers' windows may hold: first pages of files not read yet, and pages fetched ahead. */
-  private readonly allowances = { starts: new ByteAllowance(START_BYTES), ahead: new ByteAllowance(AHEAD_BYTES) };
+  private readonly allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(AHEAD_BYTES) };
   private session: FuseSession | undefined;
   /** Leases of read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, Lease[]>();

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import type { StatResult } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { MountPages } from './pages.js';
-import { ByteAllowance, FileReader, type PageSource } from './reader.js';
+import { ByteBudget } from '../lib/transfer/index.js';
+import { FileReader, type PageSource } from './reader.js';
 
 const PAGE = 10;
 const content = Buffer.from(Array.from({ length: 95 }, (_, i) => i));
@@ -126,7 +127,7 @@ test('the first page fetched at open rides in a batch, and the first read joins 
 });
 
 test('first pages held for opened, unread files are bounded mount-wide; past the bound they are only fetched ahead', async () => {
-  const budget = new ByteAllowance(2 * PAGE);
+  const budget = new ByteBudget(2 * PAGE);
   const prefetched: string[] = [];
   const pages = source();
   const withPrefetch: PageSource = { acquire: pages.acquire, prefetch: (f, index) => void prefetched.push(`${f.path}#${index}`) };
@@ -145,7 +146,7 @@ test('first pages held for opened, unread files are bounded mount-wide; past the
 });
 
 test('pages fetched ahead are bounded over all readers: past the allowance they read ahead less, and every read is still answered', async () => {
-  const ahead = new ByteAllowance(3 * PAGE);
+  const ahead = new ByteBudget(3 * PAGE);
   const pages = source();
   const readers = ['a', 'b'].map((name) => new FileReader({ ...file, path: `${name}.bin` }, pages, PAGE, 4, undefined, { ahead }));
   for (let offset = 0; offset < 40; offset += 5) {

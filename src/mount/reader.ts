@@ -1,6 +1,7 @@
 import type { StatResult } from '../client/index.js';
 import { pagesForRange } from '../core/pages.js';
 import { sliceChunks } from '../lib/cluster/index.js';
+import type { ByteBudget } from '../lib/transfer/index.js';
 
 import type { Lease } from './pages.js';
 
@@ -13,31 +14,14 @@ export interface PageSource {
 }
 
 /**
- * Bytes the mount's readers may hold for one purpose, whatever the number of open files (see
- * the two in fs.ts: first pages of files not read yet, and pages fetched ahead of reads).
+ * The mount-wide bytes a reader's window takes from (ByteBudget.tryAcquire: never waited for),
+ * whatever the number of open files; without one, that use is unbounded.
  */
-export class ByteAllowance {
-  private held = 0;
-  constructor(readonly bytes: number) {}
-  take(bytes: number): boolean {
-    if (this.held + bytes > this.bytes) return false;
-    this.held += bytes;
-    return true;
-  }
-  give(bytes: number): void {
-    this.held -= bytes;
-  }
-  get inUse(): number {
-    return this.held;
-  }
-}
-
-/** The mount-wide allowances a reader's window takes from; without one, that use is unbounded. */
 export interface ReaderAllowances {
   /** First pages held for opened files until their first read (start()). */
-  starts?: ByteAllowance;
+  starts?: ByteBudget;
   /** Pages fetched ahead of the reads (advance()); the pages of a read itself are always fetched. */
-  ahead?: ByteAllowance;
+  ahead?: ByteBudget;
 }
 
 /** A read's bytes, and the pages they are views of: release them once the bytes are sent. */
@@ -60,10 +44,10 @@ export class FileReader {
   private furthest = -1;
   private streak = 0;
   private readonly lastPage: number;
-  /** Bytes of the `starts` allowance this reader holds for its first page until its first read (see start()). */
-  private startHeld = 0;
-  /** Pages of the window counted against the `ahead` allowance, with their bytes. */
-  private readonly aheadHeld = new Map<number, number>();
+  /** The release of the `starts` bytes this reader holds for its first page until its first read (see start()). */
+  private startHeld: (() => void) | undefined;
+  /** Pages of the window counted against the `ahead` allowance, with their releases. */
+  private readonly aheadHeld = new Map<number, () => void>();
 
   constructor(
     readonly file: StatResult,
@@ -128,9 +112,10 @@ export class FileReader {
   start(): void {
     if (this.lastPage < 0) return;
     const { starts } = this.allowances;
-    const bytes = this.pageBytes(0);
-    if (starts && !starts.take(bytes)) return this.source.prefetch?.(this.file, 0);
-    this.startHeld = starts ? bytes : 0;
+    if (starts) {
+      this.startHeld = starts.tryAcquire(this.pageBytes(0));
+      if (!this.startHeld) return this.source.prefetch?.(this.file, 0);
+    }
     this.page(0, true);
   }
 
@@ -142,9 +127,8 @@ export class FileReader {
 
   /** The file is being read (or closed): its first page is the window's like any other, no longer held against `starts`. */
   private readStarted(): void {
-    if (this.startHeld === 0) return;
-    this.allowances.starts?.give(this.startHeld);
-    this.startHeld = 0;
+    this.startHeld?.();
+    this.startHeld = undefined;
   }
 
   private pageBytes(index: number): number {
@@ -179,10 +163,8 @@ export class FileReader {
   /** Takes `index` out of the window, giving back what it counted against the `ahead` allowance. */
   private forget(index: number): void {
     this.held.delete(index);
-    const bytes = this.aheadHeld.get(index);
-    if (bytes === undefined) return;
+    this.aheadHeld.get(index)?.();
     this.aheadHeld.delete(index);
-    this.allowances.ahead?.give(bytes);
   }
 
   private advance(first: number, last: number): void {
@@ -204,9 +186,9 @@ export class FileReader {
       // Many sequential readers share the mount's allowance: each reads ahead less, none runs
       // the mount out of memory (found by a fault hunt: 64 readers held 2.45 GB in their windows).
       if (ahead) {
-        const bytes = this.pageBytes(index);
-        if (!ahead.take(bytes)) break;
-        this.aheadHeld.set(index, bytes);
+        const release = ahead.tryAcquire(this.pageBytes(index));
+        if (!release) break;
+        this.aheadHeld.set(index, release);
       }
       this.page(index);
     }

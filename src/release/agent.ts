@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
-import { isDiskFull } from '../lib/statefile/index.js';
+import { isDiskFull, isNotWritable } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { runHook } from './hook.js';
 import { HostRecord } from './hostrecord.js';
@@ -395,10 +395,4 @@ export class SyncAgent {
   private report(patch: Partial<AgentState>, must: boolean): Promise<void> {
     return this.record.report(patch, must);
   }
-}
-
-/** A --dir this process may not write in (read-only file system, permissions). */
-function isNotWritable(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'EROFS' || code === 'EACCES' || code === 'EPERM';
 }

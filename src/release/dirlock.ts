@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
+import { isNotWritable } from '../lib/statefile/index.js';
 import { startTime } from './procstat.js';
 
 /** Rounds of create / read / take over before giving up (each takes milliseconds). */
@@ -79,10 +80,7 @@ async function removeDeadClaim(claim: string): Promise<void> {
 /** A --dir that cannot be written (read-only file system, permissions) as INVALID_CONFIG naming it; other errors as they are. */
 function notWritable(dir: string): (err: unknown) => never {
   return (err) => {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') {
-      throw new FanoutError('INVALID_CONFIG', `cannot write in ${dir} (--dir): ${(err as Error).message}`, { cause: err });
-    }
+    if (isNotWritable(err)) throw new FanoutError('INVALID_CONFIG', `cannot write in ${dir} (--dir): ${(err as Error).message}`, { cause: err });
     throw err;
   };
 }

@@ -1,6 +1,7 @@
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member } from '../core/types.js';
+import type { PageProgress } from '../lib/cluster/index.js';
 
 /** How long a dead peer keeps being re-checked in the background before it is simply forgotten. */
 const GIVE_UP_AFTER_MS = 10 * 60_000;
@@ -49,7 +50,7 @@ export interface RelayWatch {
   /** True once the relay gave up on an owner that answers its health check but sent nothing of this page (the abort was ours). */
   readonly stalled: boolean;
   /** Something of the page arrived: the answer's head ('headers'), a 102 ('filling'), or a body chunk (no argument). */
-  progress(what?: 'headers' | 'filling' | 'chunk'): void;
+  progress(what?: PageProgress): void;
   stop(): void;
 }
 

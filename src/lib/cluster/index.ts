@@ -7,6 +7,7 @@ export {
   ERROR_MESSAGE_TRAILER,
   errorTrailers,
   type PageFetcherOptions,
+  type PageProgress,
   type PageRequestOptions,
 } from './pagefetcher.js';
 export { PageCache, type PageCacheStats } from './pagecache.js';

@@ -18,6 +18,12 @@ export function isDiskFull(err: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
+/** Errno codes that mean "may not write here": a read-only file system, or permissions. */
+export function isNotWritable(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EROFS' || code === 'EACCES' || code === 'EPERM';
+}
+
 /** Creates `file` (it must not exist) with `data`, flushed to disk before this returns. */
 export async function writeNewSynced(file: string, data: string | Buffer): Promise<void> {
   const handle = await open(file, 'wx');

@@ -45,6 +45,12 @@ export class ByteBudget {
     });
   }
 
+  /** `bytes` at once if they fit now (and nobody waits), with their release; undefined otherwise. Never waits. */
+  tryAcquire(bytes: number): (() => void) | undefined {
+    const want = Math.min(bytes, this.size);
+    return this.waiters.length === 0 && this.fits(want) ? this.take(want) : undefined;
+  }
+
   private fits(bytes: number): boolean {
     return this.used === 0 || this.used + bytes <= this.size;
   }
