@@ -27,6 +27,16 @@ function fakeAddon() {
   return { addon, answers };
 }
 
+/** Dispatches one request to `fs` and waits for its answer. */
+function caller(fs: FanoutFs, answers: { kind: string; args: unknown[] }[]) {
+  return async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
+    const before = answers.length;
+    fs.dispatch(op, {} as FuseRequest, ino, a, b, c);
+    while (answers.length === before) await new Promise((r) => setImmediate(r));
+    return answers[answers.length - 1]!;
+  };
+}
+
 const content = Buffer.from('hello fanout\n');
 const client = {
   async list(path: string) {
@@ -48,12 +58,7 @@ function setup() {
   const { addon, answers } = fakeAddon();
   const warnings: string[] = [];
   const fs = new FanoutFs(addon, client, 1024, { ttlMs: 1000, readahead: 2, log: { warn: (_f, message) => warnings.push(message) } });
-  const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
-    const before = answers.length;
-    fs.dispatch(op, {} as FuseRequest, ino, a, b, c);
-    while (answers.length === before) await new Promise((r) => setImmediate(r));
-    return answers[answers.length - 1]!;
-  };
+  const call = caller(fs, answers);
   return { call, warnings, fs };
 }
 
@@ -125,12 +130,7 @@ test('the pages of a read are given back once the kernel has its bytes: at once 
     const released: string[] = [];
     const pagesClient = { ...client, releasePage: (page: Buffer[]) => released.push(page[0]!.toString()) } as unknown as FanoutClient;
     const fs = new FanoutFs(addon, pagesClient, 1024, { ttlMs: 1000, readahead: 2, cacheBytes: 0, log: { warn: () => {} } });
-    const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
-      const before = answers.length;
-      fs.dispatch(op, {} as FuseRequest, ino, a, b, c);
-      while (answers.length === before) await new Promise((r) => setImmediate(r));
-      return answers[answers.length - 1]!;
-    };
+    const call = caller(fs, answers);
     const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
     const ino = (await call(OPS.LOOKUP, dataIno, 'hello.txt')).args[0] as number;
     const fh = (await call(OPS.OPEN, ino, 0)).args[0] as number;
@@ -233,12 +233,7 @@ test('a read that finds the file at another version makes the next open ask agai
     releasePage() {},
   } as unknown as FanoutClient;
   const fs = new FanoutFs(addon, changing, 1024, { ttlMs: 60_000, readahead: 2, log: { warn() {} } });
-  const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
-    const before = answers.length;
-    fs.dispatch(op, {} as FuseRequest, ino, a, b, c);
-    while (answers.length === before) await new Promise((r) => setImmediate(r));
-    return answers[answers.length - 1]!;
-  };
+  const call = caller(fs, answers);
   const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
   const ino = (await call(OPS.LOOKUP, dataIno, 'grows.log')).args[0] as number;
   assert.ok(ino > 0);
