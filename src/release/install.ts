@@ -1,4 +1,4 @@
-import { lstatSync, statSync } from 'node:fs';
+import { lstatSync, statSync, type BigIntStats } from 'node:fs';
 import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
@@ -134,13 +134,10 @@ export class ReleaseDir {
     // microseconds, less than the thread-pool hand-off an async stat costs (thousands of small
     // files: 0.1 ms of CPU each through the pool), and the event loop still turns between slices.
     const snapshot: Record<string, FileStamp> = {};
-    for (let at = 0; at < manifest.files.length; at += STAMP_SLICE) {
-      if (at > 0) await new Promise((resolve) => setImmediate(resolve));
-      for (const file of manifest.files.slice(at, at + STAMP_SLICE)) {
-        const st = statSync(join(target, file.path), { bigint: true });
-        snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
-      }
-    }
+    await inSlices(manifest.files, (file) => {
+      const st = statSync(join(target, file.path), { bigint: true });
+      snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
+    });
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
   }
 
@@ -186,15 +183,9 @@ export class ReleaseDir {
     const stamps = await this.stampsOf(manifest.version);
     const root = this.versionDir(manifest.version);
     const changed: string[] = [];
-    for (let at = 0; at < manifest.files.length; at += STAMP_SLICE) {
-      if (at > 0) await new Promise((resolve) => setImmediate(resolve));
-      for (const file of manifest.files.slice(at, at + STAMP_SLICE)) {
-        const stamp = stamps[file.path];
-        const st = stamp && lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false });
-        const same = st && st.isFile() && Number(st.ino) === stamp.ino && Number(st.size) === stamp.size && String(st.ctimeNs) === stamp.ctimeNs;
-        if (!same) changed.push(file.path);
-      }
-    }
+    await inSlices(manifest.files, (file) => {
+      if (!matchesStamp(lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false }), stamps[file.path])) changed.push(file.path);
+    });
     return changed;
   }
 
@@ -306,6 +297,19 @@ export interface FileStamp {
   ino: number;
   size: number;
   ctimeNs: string;
+}
+
+/** A regular file untouched since `stamp` was taken (same inode, size and ctime: any write changes the ctime). */
+export function matchesStamp(st: BigIntStats | undefined, stamp: FileStamp | undefined): boolean {
+  return st !== undefined && stamp !== undefined && st.isFile() && Number(st.ino) === stamp.ino && Number(st.size) === stamp.size && String(st.ctimeNs) === stamp.ctimeNs;
+}
+
+/** `each` over `items` on this thread, STAMP_SLICE at a time, the event loop turning between slices. */
+async function inSlices<T>(items: readonly T[], each: (item: T) => void): Promise<void> {
+  for (let at = 0; at < items.length; at += STAMP_SLICE) {
+    if (at > 0) await new Promise((resolve) => setImmediate(resolve));
+    for (const item of items.slice(at, at + STAMP_SLICE)) each(item);
+  }
 }
 
 /** temp + fsync + rename (lib/statefile): a crash or a full disk never leaves a torn state file. */

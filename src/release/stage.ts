@@ -8,7 +8,7 @@ import { ByteBudget, copyPagesAt } from '../lib/transfer/index.js';
 import { WholeFileWriter } from '../lib/wholefiles/index.js';
 import { makeDurable } from './durable.js';
 import type { ReleaseFetcher } from './fetch.js';
-import type { FileStamp, ReleaseDir } from './install.js';
+import { matchesStamp, type FileStamp, type ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 import { pageData, rethrowFs, stageWholeFile, type LocalPage } from './stagepages.js';
 
@@ -296,9 +296,7 @@ async function writeFile(
  */
 async function linkVerified(local: LocalFile, part: string, file: ManifestFile): Promise<boolean> {
   const from = local.path;
-  const now = await lstat(from, { bigint: true }).catch(() => undefined);
-  const untouched =
-    now !== undefined && local.stamp !== undefined && Number(now.ino) === local.stamp.ino && Number(now.size) === local.stamp.size && String(now.ctimeNs) === local.stamp.ctimeNs;
+  const untouched = matchesStamp(await lstat(from, { bigint: true }).catch(() => undefined), local.stamp);
   if (!untouched && !(await alreadyVerified(from, file))) return false;
   try {
     await link(from, part);
