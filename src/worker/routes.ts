@@ -51,8 +51,8 @@ export interface RoutesDeps {
   clusterId: string;
   /** Clusters this one reads through its fanout:// sources. */
   upstream(): string[];
-  /** Whether a page is stored here under its exact key (served without asking the source). */
-  hasPage(key: string): boolean;
+  /** The bytes of a page stored here under its exact key (served without asking the source); undefined if none. */
+  storedSize(key: string): number | undefined;
   /** A member renews its share of a line this worker coordinates (SourceBudget.renew). */
   renewLine(line: string, req: LeaseRequest): LeaseGrant | undefined;
   /** The worker's cluster session: batch items owned elsewhere are relayed to their owner in one batch. */
@@ -177,8 +177,11 @@ export class Routes {
     // remote cluster, a line) is down keeps serving what it holds.
     // A small page of a source that checks version and size on the open file as it fills (a
     // directory with the small-file addon) needs no stat first: the fill refuses the same requests.
-    const stored = this.worker.hasPage(pageKey(ref, this.worker.config.pageSize));
-    if (!stored && !this.worker.pages.checksOnFill(ref)) await this.checkPageRequest({ mount: ref.mount, path: ref.path }, ref.version, ref.size, ref.index);
+    const stored = this.worker.storedSize(pageKey(ref, this.worker.config.pageSize));
+    // A path key names the size; a content key (the page's SHA-256) does not, so the stored page
+    // must be the span the request names, or a batch would frame bytes its reader never asked for.
+    if (stored !== undefined && ref.hash !== undefined) checkStoredSpan(ref, stored, this.worker.config.pageSize);
+    if (stored === undefined && !this.worker.pages.checksOnFill(ref)) await this.checkPageRequest({ mount: ref.mount, path: ref.path }, ref.version, ref.size, ref.index);
     await this.published.check(ref);
   }
 
@@ -242,7 +245,7 @@ export class Routes {
     return {
       owns: (ref) => {
         const key = pageKey(ref, pageSize);
-        return this.worker.hasPage(key) || session.ring.owners(key, Math.max(1, replication)).some((m) => m.id === id);
+        return this.worker.storedSize(key) !== undefined || session.ring.owners(key, Math.max(1, replication)).some((m) => m.id === id);
       },
       fetch: (ref, signal) => relays.fetchPage(ref, signal),
     };
@@ -300,5 +303,13 @@ export class Routes {
     const local = localSpansFor(res, this.worker.localSpans, abort.signal);
     const options = { reader: this.worker.reader, slots: pages.responseSlots, flow: pages.flow(res), pageSize: this.worker.config.pageSize, window: DATA_WINDOW, signal: abort.signal, release: (chunk: Buffer) => this.worker.release(chunk), local };
     await sendRange(res, options, target.mount, info, start, end, () => res.writeHead(range ? 206 : 200, headers));
+  }
+}
+
+/** A stored content page's bytes against the span the request's size and index name. */
+function checkStoredSpan(ref: PageRef, stored: number, pageSize: number): void {
+  const { start, end } = pageSpan(ref.index, ref.size, pageSize);
+  if (end - start !== stored) {
+    throw new FanoutError('INVALID_ARGUMENT', `size=${ref.size} names ${end - start} bytes for page ${ref.index}, but the page of that hash has ${stored}`);
   }
 }

@@ -226,7 +226,7 @@ export class Worker {
       dashboard: this.dashboard,
       clusterId: this.clusterId,
       upstream: () => this.upstream(),
-      hasPage: (key) => this.store.has(key),
+      storedSize: (key) => this.store.sizeOf(key),
       renewLine: (line, req) => this.sourceBudget.renew(line, req),
       session: this.session,
     });

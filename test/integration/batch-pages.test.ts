@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { BatchPageReader, FanoutClient, type StatResult } from '../../src/client
 import { FanoutError } from '../../src/core/errors.js';
 import type { Member, PageRef } from '../../src/core/types.js';
 import { FrameReader, ROUTES, type BatchFrame } from '../../src/lib/wire/index.js';
+import { manifestLocation, serializeManifest } from '../../src/release/manifest.js';
 import { startCluster, TEST_ADMIN_TOKEN, type WorkerProcess } from '../harness/workers.js';
 
 /**
@@ -101,6 +102,39 @@ describe('batch page requests', () => {
     assert.equal(sdk[0]!.status, 'fulfilled');
     assert.ok(sdk[1]!.status === 'rejected' && (sdk[1]!.reason as FanoutError).code === 'NOT_FOUND');
     assert.equal(sdk[2]!.status, 'fulfilled');
+  });
+
+  test('an item with a size that is not its file’s is refused alone with INVALID_ARGUMENT, owned or relayed, cold or stored', async () => {
+    const paths = [...files.keys()].slice(8, 20);
+    const wrong = (path: string, by: number): PageRef => ({ ...refOf(path), size: stats.get(path)!.size + by });
+    for (const by of [-1, 1]) {
+      for (const worker of workers) {
+        const frames = await postBatch(worker.url, paths.map((p) => wrong(p, by)));
+        frames.forEach((frame, i) => assert.ok(frame.kind === 'error' && frame.error.code === 'INVALID_ARGUMENT', `${paths[i]} size ${by}: ${JSON.stringify(frame)}`));
+      }
+    }
+    // Stored pages (read once rightly) do not make a wrong size pass either, named by path or by
+    // content hash (a release's pages: the key is the hash alone, so the size is checked against
+    // the stored page).
+    const sha = (path: string) => createHash('sha256').update(files.get(path)!).digest('hex');
+    const hashed = (ref: PageRef, path: string): PageRef => ({ ...ref, hash: sha(path) });
+    // A release manifest in the source names these pages' hashes (what `release publish` writes).
+    const manifest = { schema: 1 as const, name: 'sizes', version: '1', createdAt: new Date().toISOString(), mount: 'data', prefix: '', pageSize: 1024 * 1024 };
+    const listed = paths.map((path) => ({ path, size: stats.get(path)!.size, sourceVersion: stats.get(path)!.version, sha256: sha(path), pages: [sha(path)] }));
+    await mkdir(join(source, manifestLocation('sizes', '1'), '..'), { recursive: true });
+    await writeFile(join(source, manifestLocation('sizes', '1')), serializeManifest({ ...manifest, files: listed }));
+    for (const frame of await postBatch(workers[0]!.url, paths.map((p) => hashed(refOf(p), p)))) assert.equal(frame.kind, 'page', JSON.stringify(frame));
+    await postBatch(workers[0]!.url, paths.map(refOf));
+    for (const worker of workers) {
+      for (const refs of [paths.map((p) => wrong(p, -1)), paths.map((p) => hashed(wrong(p, -1), p)), paths.map((p) => hashed(wrong(p, 1), p))]) {
+        const frames = await postBatch(worker.url, refs);
+        frames.forEach((frame, i) => assert.ok(frame.kind === 'error' && frame.error.code === 'INVALID_ARGUMENT', `${paths[i]} stored: ${JSON.stringify(frame)}`));
+      }
+    }
+    // The single-page route says the same of a stored content page.
+    const ref = hashed(wrong(paths[0]!, -1), paths[0]!);
+    const res = await fetch(`${workers[0]!.url}${ROUTES.page}/data/${ref.path}?v=${ref.version}&size=${ref.size}&i=0&h=${ref.hash}`, { headers: auth });
+    assert.equal(res.status, 400, await res.text());
   });
 
   test('a hostile batch is refused whole with a stable code: too many items, a path escaping its mount', async () => {

@@ -95,6 +95,17 @@ test('a source error is passed to waiters with its code', async () => {
   await assert.rejects(reader, (e: FanoutError) => e.code === 'SOURCE_CHANGED');
 });
 
+test('a reader asking for a running fill at another length is refused, and the fill goes on for its own readers', async () => {
+  const flights = new SingleFlight();
+  const source = manualSource();
+  const { fill } = flights.join('k', 6, () => source.iterate(), async () => {});
+  const reader = collect(fill);
+  assert.throws(() => flights.join('k', 5, () => source.iterate(), async () => {}), (e: FanoutError) => e.code === 'INVALID_ARGUMENT');
+  source.push(Buffer.from('abcdef'));
+  source.push(null);
+  assert.equal((await reader).toString(), 'abcdef');
+});
+
 test('a source that sends too much is rejected', async () => {
   const flights = new SingleFlight();
   const source = manualSource();

@@ -238,6 +238,7 @@ export class SingleFlight {
    * `signal` aborts when every reader left, see PageFill.leave, or the table's stop signal fired) and
    * `onComplete` (called with the finished fill before it leaves the table, so a reader arriving
    * afterwards finds the page in the store). Returns the fill and whether this call started it.
+   * INVALID_ARGUMENT when a fill of `key` runs at another length.
    */
   join(
     key: string,
@@ -247,7 +248,12 @@ export class SingleFlight {
   ): { fill: PageFill; started: boolean } {
     const existing = this.fills.get(key);
     // An abandoned fill is on its way out: a new reader starts a fresh one instead of its error.
-    if (existing && !existing.signal.aborted) return { fill: existing, started: false };
+    if (existing && !existing.signal.aborted) {
+      // Only a content key (a page's hash) can be asked for at two lengths: one of the two
+      // requests names a size its file does not have, and no reader gets bytes it did not ask for.
+      if (existing.length !== length) throw new FanoutError('INVALID_ARGUMENT', `page ${key} is being read as ${existing.length} bytes, not ${length}: the request's size is not its file's`);
+      return { fill: existing, started: false };
+    }
     const fill = new PageFill(key, length, this.pool, this.releaseChunk);
     this.fills.set(key, fill);
     if (this.stop?.aborted) fill.stop(this.stop.reason);
