@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { ManualClock } from '../core/clock.js';
 import { DEFAULT_PEER_TIMEOUTS } from '../lib/cluster/index.js';
 import { ClusterSession } from './session.js';
@@ -85,5 +85,56 @@ describe('a cluster session', () => {
     assert.equal(session.stats().users, 1);
     await session.release();
     assert.equal(session.closed, true);
+  });
+});
+
+/** A member that accepts connections and never answers (SIGSTOP, a hung host) among live ones. */
+describe('a cluster session with a stopped member', () => {
+  let hung: NetServer;
+  let live: Server;
+  let hungUrl: string;
+  let liveUrl: string;
+  let hungRequests = 0;
+  let liveRequests = 0;
+
+  before(async () => {
+    hung = createNetServer((socket) => socket.on('data', (data) => (hungRequests += data.toString('latin1').split('GET ').length - 1)));
+    await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+    hungUrl = `http://127.0.0.1:${(hung.address() as AddressInfo).port}`;
+    live = createServer((req, res) => {
+      liveRequests++;
+      if (req.url === '/v1/cluster') {
+        const list = [
+          { id: 'hung', url: hungUrl, capacity: 1 },
+          { id: 'live', url: liveUrl, capacity: 1 },
+        ];
+        res.end(JSON.stringify({ self: 'live', pageSize: 4096, replication: 1, statTtlMs: 1000, members: list, stale: false, mounts: ['data'] }));
+      } else res.end(JSON.stringify({ path: 'f', size: 1, mtimeMs: 1, version: '1-1' }));
+    });
+    await new Promise<void>((r) => live.listen(0, '127.0.0.1', r));
+    liveUrl = `http://127.0.0.1:${(live.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    live.closeAllConnections();
+    await new Promise((r) => live.close(r));
+    await new Promise((r) => hung.close(r));
+  });
+
+  test('JSON requests ask a member that missed its deadline last from then on, not first on every call', async () => {
+    // Deadlines shortened so the test does not wait 30 s; what is asserted is who was asked.
+    const timeouts = { connectMs: 1000, firstByteMs: 200, idleMs: 200 };
+    const session = new ClusterSession({ endpoints: [hungUrl, liveUrl], credentials: { headersFor: () => ({}) }, timeouts, membershipRefreshMs: 60_000 });
+    try {
+      await session.cluster(); // the hung endpoint is asked first (nothing is known of it yet)
+      const before = hungRequests;
+      for (let i = 0; i < 4; i++) assert.equal(((await session.getJson('/v1/stat/data/f')) as { size: number }).size, 1);
+      // One more deadline, the first time it is known to be a member; none after it.
+      assert.equal(hungRequests - before, 1);
+      assert.ok(session.health.isDown('hung'));
+      assert.ok(liveRequests >= 5);
+    } finally {
+      await session.close();
+    }
   });
 });

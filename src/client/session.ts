@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member } from '../core/types.js';
-import { ClusterReader, HttpPageReporter, PageFetcher, WorkerHealth, describeTimeout, type ClusterReaderOptions, type PageFetcherOptions, type PeerTimeouts } from '../lib/cluster/index.js';
+import { ClusterReader, HttpPageReporter, PageFetcher, WorkerHealth, describeTimeout, missedDeadline, type ClusterReaderOptions, type PageFetcherOptions, type PeerTimeouts } from '../lib/cluster/index.js';
 import { HashRing } from '../lib/hashring/index.js';
 import { undici } from '../lib/http/undici.js';
 import { certificateHint, type ClientTrust } from '../lib/tls/client.js';
@@ -202,10 +202,23 @@ export class ClusterSession {
         return await this.getJsonFrom(base, path);
       } catch (err) {
         if (err instanceof FanoutError && err.code !== 'WORKER_UNAVAILABLE') throw err;
+        this.endpointFailed(base, err);
         lastError = err;
       }
     }
     throw lastError;
+  }
+
+  /**
+   * A member that did not answer a JSON request is asked last for a while, as a reader's page
+   * failures do: before, a stopped endpoint cost every stat and listing one full first-byte
+   * deadline (30 s) before the next worker was asked, and a mount's `ls` waited that per syscall
+   * (found by a fault hunt). A deadline missed keeps it last longer than a refused connection.
+   */
+  private endpointFailed(base: string, err: unknown): void {
+    const member = this.current?.members.find((m) => m.url === base);
+    if (!member) return;
+    this.health.failed(member.id, missedDeadline(err));
   }
 
   async getJsonFrom(base: string, path: string): Promise<unknown> {

@@ -8,6 +8,9 @@ export interface WorkerHealthOptions {
   slowHalfLifeMs?: number;
 }
 
+/** How many times longer a worker that missed a deadline stays last than one that refused. */
+const DEADLINE_DOWN_FACTOR = 6;
+
 interface Record {
   downUntil: number;
   slowScore: number;
@@ -32,9 +35,12 @@ export class WorkerHealth {
     this.halfLifeMs = options.slowHalfLifeMs ?? 10_000;
   }
 
-  /** `factor`: a worker that let a deadline pass (rather than refusing at once) stays last longer. */
-  failed(id: string, factor = 1): void {
-    this.record(id).downUntil = this.clock.now() + this.downForMs * factor;
+  /**
+   * A worker that let a deadline pass (rather than refusing at once) stays last six times longer:
+   * each retry of it costs a whole deadline.
+   */
+  failed(id: string, missedDeadline = false): void {
+    this.record(id).downUntil = this.clock.now() + this.downForMs * (missedDeadline ? DEADLINE_DOWN_FACTOR : 1);
   }
 
   slow(id: string): void {

@@ -11,7 +11,7 @@ export {
   type PageRequestOptions,
 } from './pagefetcher.js';
 export { PageCache, type PageCacheStats } from './pagecache.js';
-export { DEFAULT_PEER_TIMEOUTS, describeTimeout, type PeerTimeouts } from './timeouts.js';
+export { DEFAULT_PEER_TIMEOUTS, describeTimeout, missedDeadline, type PeerTimeouts } from './timeouts.js';
 export { HedgePolicy, parseHedge, DEFAULT_HEDGE, HEDGE_DEFAULTS, type HedgeSetting, type HedgePolicyOptions } from './hedge.js';
 export { LatencyTracker, type LatencyTrackerOptions } from './latency.js';
 export { WorkerHealth, type WorkerHealthOptions } from './health.js';

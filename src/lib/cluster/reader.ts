@@ -8,6 +8,7 @@ import { pageKey } from '../../lib/pagekey/index.js';
 import type { FileInfo, Member, PageRef } from '../../core/types.js';
 import type { PageFetcher, PageProgress } from './pagefetcher.js';
 import type { PageReporter } from './report.js';
+import { missedDeadline } from './timeouts.js';
 import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
 import { WorkerHealth } from './health.js';
 import { DEFINITIVE, racePage, type RaceDeps } from './race.js';
@@ -176,9 +177,8 @@ export class ClusterReader {
   }
 
   private onFailure(member: Member, err: FanoutError): void {
-    // Each retry of a worker that times out costs a whole deadline: keep it last six times longer.
-    const timedOut = /^UND_ERR_(HEADERS|BODY|CONNECT)_TIMEOUT$/.test(String((err.cause as { code?: unknown } | undefined)?.code));
-    if (WORKER_FAULT.has(err.code)) this.health.failed(member.id, timedOut ? 6 : 1);
+    // Both transports' deadline codes count (the lean one's FANOUT_*_TIMEOUT were taken for refusals).
+    if (WORKER_FAULT.has(err.code)) this.health.failed(member.id, missedDeadline(err));
     else if (err.code === 'OVERLOADED') this.health.slow(member.id);
     this.options.onWorkerFailure?.(member, err);
   }

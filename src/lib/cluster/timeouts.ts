@@ -41,3 +41,9 @@ export function describeTimeout(code: string | undefined, timeouts: PeerTimeouts
       return undefined;
   }
 }
+
+/** Whether an error's cause is one of the transports' deadlines (connect, first byte, idle). */
+export function missedDeadline(err: unknown): boolean {
+  const code = (err as { cause?: { code?: unknown } } | undefined)?.cause?.code;
+  return typeof code === 'string' && describeTimeout(code, DEFAULT_PEER_TIMEOUTS) !== undefined;
+}
