@@ -101,7 +101,7 @@ export class PageService {
     this.batchSlots = new Semaphore(Math.floor(this.responseSlots.size / 2));
     // Keeps a free buffer for every fill slot (at most the fill memory, 96 MiB): with 4, a cold
     // burst of 8 fills per mount allocated fresh 4 MiB buffers (faulting in page by page) and
-    // dropped them, and the garbage started a full collection each 32 MiB (worker/memory.ts).
+    // dropped them, and the garbage started a full collection each 32 MiB (lib/memory/reclaim.ts).
     // Lab, cold phase, A/B alternated twice: 33.9/32.0 s with 4, 29.5/28.8 s with one per slot,
     // workers' CPU 22.6/22.8 → 20.0/19.7 s, worker peak RSS 154 → 159 MiB. An idle worker may keep
     // them: bounded by the same 96 MiB the fills may use at any time (above the reclaimer's 64 MiB

@@ -38,7 +38,7 @@ import { checksumPath } from '../lib/checksum/index.js';
 import { memoryPath } from '../lib/memory/index.js';
 import type { Dashboard } from './dashboard/index.js';
 import { dashboardFor } from './dashboard/wiring.js';
-import { BufferReclaimer } from './memory.js';
+import { BufferReclaimer } from '../lib/memory/reclaim.js';
 
 export interface WorkerOptions {
   clock?: Clock;

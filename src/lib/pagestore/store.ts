@@ -60,7 +60,7 @@ export class PageStore {
     this.pagesDir = join(options.dir, 'pages');
     this.tmpDir = join(options.dir, 'tmp');
     // A few free buffers, not one per response slot: what bursts leave beyond them is garbage the
-    // worker's reclaimer (worker/memory.ts) gives back, instead of 64 MiB kept for good.
+    // worker's reclaimer (lib/memory/reclaim.ts) gives back, instead of 64 MiB kept for good.
     this.pool = new BufferPool(options.pageSize, 4, 8 * 1024 * 1024);
     this.clock = options.clock ?? systemClock;
     this.sendFiles = new SendFiles(options.keptSendFiles ?? DEFAULT_KEPT_SEND_FILES);

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { ManualClock } from '../core/clock.js';
-import { BufferReclaimer } from './memory.js';
+import { ManualClock } from '../../core/clock.js';
+import { BufferReclaimer } from './reclaim.js';
 
 const MiB = 1024 * 1024;
 

@@ -1,6 +1,6 @@
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { Clock } from '../core/clock.js';
+import type { Clock } from '../../core/clock.js';
 
 /**
  * Gives back the memory of page buffers that became garbage while nothing else allocates.
