@@ -297,7 +297,7 @@ export class SyncAgent {
       });
       this.opts.log?.(
         `staged ${this.opts.name}@${target}: ${progress.bytesTotal} bytes in ${((Date.now() - started) / 1000).toFixed(2)} s ` +
-          `(${progress.bytesLocal} copied locally, ${progress.bytesFetched} from the cluster, ${progress.bytesResumed} resumed)`,
+          `(${progress.bytesLocal} copied locally, ${progress.bytesFetched} from the cluster, ${progress.bytesResumed} resumed, ${progress.bytesRehashed} of them read again to verify)`,
       );
       await this.report({ phase: 'switching' }, true);
       await this.dir.install(manifest);

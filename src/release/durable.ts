@@ -18,7 +18,8 @@ const FILE_SYNC_CONCURRENCY = 32;
  * Without either (no `sync -f`, or it cannot run) every file is fdatasync'd, many at a time.
  *
  * Safe because nothing in staging is trusted before this returns: a crash leaves staged files
- * that may be empty or torn, and the next run re-hashes every file it finds in staging.
+ * that may be empty or torn, and the next run re-hashes every file it finds in staging (the
+ * stamps that spare a resumed run the hashing are those of this boot only, stagestamps.ts).
  */
 export async function makeDurable(root: string, files: string[], signal?: AbortSignal, syncCommand = 'sync'): Promise<void> {
   const synced = (syncCommand === 'sync' && (await syncNative(root, signal))) || (await syncFileSystem(syncCommand, root, signal));

@@ -15,6 +15,7 @@ const STAMP_SLICE = 256;
  *   DIR/versions/V/          installed, verified versions (current + up to --keep older ones)
  *   DIR/.staging-V/          a version being downloaded; never pointed to by current
  *   DIR/.parts-V/            files being written (renamed into staging once verified)
+ *   DIR/.staging-V@stamps.json  stamps of files verified into staging in this boot (stagestamps.ts)
  *   DIR/.manifests/V.json    manifests of installed versions (local dedup reads them)
  *   DIR/.history.json        installed versions, most recently switched to first
  */
@@ -36,6 +37,10 @@ export class ReleaseDir {
   }
   partsDir(version: string): string {
     return join(this.dir, `.parts-${version}`);
+  }
+  /** Beside staging, not in it (`@`: never a version's name, see stampFile). */
+  stagedStampFile(version: string): string {
+    return join(this.dir, `.staging-${version}@stamps.json`);
   }
   manifestFile(version: string): string {
     return join(this.dir, '.manifests', `${version}.json`);
@@ -106,6 +111,8 @@ export class ReleaseDir {
       await rename(target, this.stagingDir(manifest.version)).catch(() => {});
       throw err;
     }
+    // Installed, the version has stamps of its own (a leftover goes with the next prune).
+    await rm(this.stagedStampFile(manifest.version), { force: true }).catch(() => {});
   }
 
   /**
@@ -119,10 +126,13 @@ export class ReleaseDir {
     else await rename(tree, this.stagingDir(version));
   }
 
-  /** Staging and parts directories of versions other than `version` (left by a round that moved on, or was killed). */
+  /**
+   * Staging and parts directories of versions other than `version`, and their staged stamps
+   * (left by a round that moved on, or was killed).
+   */
   async dropOtherStaging(version?: string): Promise<void> {
     for (const name of await readdir(this.dir)) {
-      const staged = /^\.(?:staging|parts)-(.+)$/.exec(name)?.[1];
+      const staged = stagedVersionOf(name);
       if (staged !== undefined && staged !== version) await rm(join(this.dir, name), { recursive: true, force: true });
       if (name.startsWith('.current-')) await rm(join(this.dir, name), { force: true });
     }
@@ -198,6 +208,7 @@ export class ReleaseDir {
     await rm(this.manifestFile(version), { force: true });
     await rm(this.stampFile(version), { force: true });
     await rm(this.stagingDir(version), { recursive: true, force: true });
+    await rm(this.stagedStampFile(version), { force: true });
     await rename(this.versionDir(version), this.stagingDir(version));
   }
 
@@ -288,6 +299,15 @@ export class ReleaseDir {
 export interface PendingHook {
   version: string;
   previous: string | null;
+}
+
+/**
+ * The version a staging leftover belongs to: `.staging-V`, `.parts-V`, `.staging-V@stamps.json`
+ * and the temp files of that one's writes (`..staging-V@stamps.json.PID.N.tmp`, lib/statefile).
+ */
+function stagedVersionOf(name: string): string | undefined {
+  const stamps = /^\.\.?staging-([^@]+)@stamps\.json(?:\.\d+\.\d+\.tmp)?$/.exec(name);
+  return (stamps ?? /^\.(?:staging|parts)-(.+)$/.exec(name))?.[1];
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

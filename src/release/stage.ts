@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type BigIntStats } from 'node:fs';
 import { copyFile, link, lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join, posix, relative, sep } from 'node:path';
 import { FanoutError } from '../core/errors.js';
@@ -11,6 +11,7 @@ import type { ReleaseFetcher } from './fetch.js';
 import { matchesStamp, type FileStamp, type ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 import { pageData, rethrowFs, stageWholeFile, type LocalPage } from './stagepages.js';
+import { lstatOrNone, readBootId, StagedStamps } from './stagestamps.js';
 
 /** An installed file, and its stamp when it was verified. */
 interface LocalFile {
@@ -47,6 +48,8 @@ export interface StageProgress {
   bytesFetched: number;
   /** Bytes of files already verified in staging by an earlier, interrupted run. */
   bytesResumed: number;
+  /** Bytes of those read back and hashed again: files without a stamp of this boot that still matches. */
+  bytesRehashed: number;
 }
 
 export interface StageOptions {
@@ -69,6 +72,8 @@ export interface StageOptions {
   /** Paces bytes fetched from the cluster (a host's download budget); local copies are free. */
   limiter?: { take(bytes: number, signal?: AbortSignal): Promise<void> };
   signal?: AbortSignal;
+  /** This boot's id, which staged files' stamps are trusted under (default: the kernel's; null: none, every file is hashed). */
+  bootId?: string | null;
 }
 
 export const DEFAULT_FILE_CONCURRENCY = 32;
@@ -81,7 +86,8 @@ const DEFAULT_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
  * page (copied from an installed version when the content hash is already on this host,
  * otherwise fetched from the cluster), every page checked against its SHA-256, the whole file
  * against its digest, and only then renamed into staging. Files already in staging are
- * re-verified and kept, so an interrupted run resumes where it stopped.
+ * kept, so an interrupted run resumes where it stopped: re-hashed, unless an earlier run of this
+ * boot verified them and they are untouched since (stagestamps.ts).
  *
  * Many files move at once (a search index is thousands of small files: each costs a request,
  * a create and a rename, and those overlap), under one budget of bytes in flight. A small file
@@ -101,6 +107,8 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   await realDirectory(staging);
   const { pages: local, files: localFiles } = await localPages(dir);
   const present = await keepStaged(staging, manifest.files);
+  const bootId = opts.bootId === undefined ? await readBootId() : (opts.bootId ?? undefined);
+  const stamps = await StagedStamps.load(dir.stagedStampFile(manifest.version), bootId);
   await makeDirectories(staging, manifest.files);
   const budget = new ByteBudget(opts.bytesInFlight ?? DEFAULT_BYTES_IN_FLIGHT);
   const progress: StageProgress = {
@@ -109,6 +117,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     bytesLocal: 0,
     bytesFetched: 0,
     bytesResumed: 0,
+    bytesRehashed: 0,
   };
   const report = () => opts.onProgress?.({ ...progress });
   // The first failure stops the other files at once (a full disk fails them all anyway).
@@ -138,7 +147,10 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     const file = manifest.files[i]!;
     const target = join(staging, file.path);
     if (present.has(file.path)) {
-      if (await alreadyVerified(target, file)) {
+      const st = lstatOrNone(target);
+      const trusted = stamps.trusts(file, st);
+      if (trusted || (await alreadyVerified(target, st, file, (bytes) => (progress.bytesRehashed += bytes)))) {
+        if (!trusted) stamps.recordStat(file, st!);
         progress.bytesDone += file.size;
         progress.bytesResumed += file.size;
         report();
@@ -157,6 +169,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     } else if (file.size <= wholeFileBytes) {
       // Written under its part name and renamed into staging in the writer's job.
       const bytes = await stageWholeFile(source, file, part, target, budget, writer, signal);
+      stamps.recordPlaced(file, target);
       progress.bytesDone += file.size;
       progress.bytesLocal += bytes.local;
       progress.bytesFetched += bytes.fetched;
@@ -164,6 +177,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
       return;
     } else await writeFile(fileOpts, file, part, local, budget, progress, report);
     await rename(part, target).catch((err) => rethrowFs(err, target));
+    stamps.recordPlaced(file, target);
   };
   const workersOf = (files: number[], wanted: number) => {
     const queue = { files, next: 0 };
@@ -175,18 +189,23 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     ...workersOf(small, opts.fileConcurrency ?? DEFAULT_SMALL_FILE_CONCURRENCY),
   ]);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (stop.signal.aborted || failed) {
-    // Files half written are never resumed (a run starts with an empty parts directory): on a
-    // full disk they would keep it full until the next round.
-    await rm(parts, { recursive: true, force: true }).catch(() => {});
-    throw stop.signal.aborted ? stop.signal.reason : failed!.reason;
+  try {
+    if (stop.signal.aborted || failed) {
+      // Files half written are never resumed (a run starts with an empty parts directory): on a
+      // full disk they would keep it full until the next round.
+      await rm(parts, { recursive: true, force: true }).catch(() => {});
+      throw stop.signal.aborted ? stop.signal.reason : failed!.reason;
+    }
+    // One flush of the whole file system instead of a fdatasync per file (see durable.ts).
+    await makeDurable(staging, manifest.files.map((f) => join(staging, f.path)), opts.signal).catch((err: unknown) => {
+      if (err instanceof FanoutError) throw err;
+      rethrowFs(err, staging);
+    });
+    await rm(parts, { recursive: true, force: true });
+  } finally {
+    // After a failure too: what was verified is not read again by the next round (never throws).
+    await stamps.save();
   }
-  // One flush of the whole file system instead of a fdatasync per file (see durable.ts).
-  await makeDurable(staging, manifest.files.map((f) => join(staging, f.path)), opts.signal).catch((err: unknown) => {
-    if (err instanceof FanoutError) throw err;
-    rethrowFs(err, staging);
-  });
-  await rm(parts, { recursive: true, force: true });
   report();
   return progress;
 }
@@ -296,8 +315,8 @@ async function writeFile(
  */
 async function linkVerified(local: LocalFile, part: string, file: ManifestFile): Promise<boolean> {
   const from = local.path;
-  const untouched = matchesStamp(await lstat(from, { bigint: true }).catch(() => undefined), local.stamp);
-  if (!untouched && !(await alreadyVerified(from, file))) return false;
+  const st = await lstat(from, { bigint: true }).catch(() => undefined);
+  if (!matchesStamp(st, local.stamp) && !(await alreadyVerified(from, st, file))) return false;
   try {
     await link(from, part);
   } catch {
@@ -306,11 +325,16 @@ async function linkVerified(local: LocalFile, part: string, file: ManifestFile):
   return true;
 }
 
-/** A staged file from an earlier run counts only if it is a regular file (lstat: not a link) whose bytes still match. */
-async function alreadyVerified(path: string, file: ManifestFile): Promise<boolean> {
-  const info = await lstat(path).catch(() => undefined);
-  if (!info?.isFile() || info.size !== file.size) return false;
+/**
+ * A file from an earlier run counts only if it is a regular file (`st`, its lstat: not a link)
+ * whose bytes still match. `onRead` is told of every byte read to check them.
+ */
+async function alreadyVerified(path: string, st: BigIntStats | undefined, file: ManifestFile, onRead?: (bytes: number) => void): Promise<boolean> {
+  if (!st?.isFile() || Number(st.size) !== file.size) return false;
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    hash.update(chunk as Buffer);
+    onRead?.((chunk as Buffer).length);
+  }
   return hash.digest('hex') === file.sha256;
 }

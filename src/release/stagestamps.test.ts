@@ -1,0 +1,187 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FanoutError } from '../core/errors.js';
+import type { ReleaseFetcher } from './fetch.js';
+import { ReleaseDir } from './install.js';
+import type { Manifest, ManifestFile } from './manifest.js';
+import { stageVersion, type StageProgress } from './stage.js';
+
+const PAGE = 4096;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+function manifestOf(version: string, files: Record<string, Buffer>): Manifest {
+  return {
+    schema: 1,
+    name: 'app',
+    version,
+    createdAt: new Date().toISOString(),
+    mount: 'data',
+    prefix: '',
+    pageSize: PAGE,
+    files: Object.entries(files).map(([path, data]) => ({
+      path,
+      size: data.length,
+      sourceVersion: 'x',
+      sha256: sha(data),
+      pages: Array.from({ length: Math.ceil(data.length / PAGE) }, (_, i) => sha(data.subarray(i * PAGE, (i + 1) * PAGE))),
+    })),
+  };
+}
+
+/**
+ * A cluster stand-in that counts the pages asked for per file. With `fullAt`, that file's fetch
+ * fails with DISK_FULL once every other file is in staging: a run interrupted with all the rest
+ * staged, whatever order the files moved in.
+ */
+function fetcherOf(files: Record<string, Buffer>, fullAt?: { path: string; staging: string }) {
+  const asked = new Map<string, number>();
+  const fetcher = {
+    release() {},
+    async pageChunks(_m: Manifest, file: ManifestFile, index: number): Promise<Buffer[]> {
+      asked.set(file.path, (asked.get(file.path) ?? 0) + 1);
+      if (file.path === fullAt?.path) {
+        const others = Object.keys(files).filter((p) => p !== file.path);
+        while (!others.every((p) => existsSync(join(fullAt.staging, p)))) await new Promise((r) => setImmediate(r));
+        throw new FanoutError('DISK_FULL', 'no space left');
+      }
+      return [files[file.path]!.subarray(index * PAGE, (index + 1) * PAGE)];
+    },
+  };
+  return { fetcher: fetcher as unknown as ReleaseFetcher, asked };
+}
+
+async function tree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath ?? entry.path, entry.name);
+    if (entry.isFile()) out[path.slice(root.length + 1)] = sha(await readFile(path));
+  }
+  return out;
+}
+
+const shasOf = (files: Record<string, Buffer>) => Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha(d)]));
+
+/**
+ * A release dir with v0 installed (its file is hard-linked into v1's staging) and v1's staging
+ * interrupted by DISK_FULL at `zz-full.bin`, every other file of v1 staged: a small file written
+ * whole, one page by page, one linked from v0.
+ */
+async function interruptedStaging(root: string, bootId: string | null) {
+  const shared = randomBytes(2 * PAGE + 9);
+  const dir = new ReleaseDir(root);
+  await dir.init();
+  const v0 = manifestOf('v0', { 'shared.bin': shared });
+  await stageVersion({ manifest: v0, dir, fetcher: fetcherOf({ 'shared.bin': shared }).fetcher, bootId });
+  await dir.install(v0);
+  const files = {
+    'linked.bin': shared,
+    'big/pages.bin': randomBytes(3 * PAGE + 17),
+    'small/whole.bin': randomBytes(PAGE - 1),
+    'small/tiny.txt': randomBytes(100),
+    'zz-full.bin': randomBytes(200),
+  };
+  const manifest = manifestOf('v1', files);
+  const staging = dir.stagingDir('v1');
+  let last: StageProgress | undefined;
+  await assert.rejects(
+    stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging }).fetcher, wholeFileBytes: PAGE, bootId, onProgress: (p) => (last = p) }),
+    (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL',
+  );
+  assert.equal(last?.bytesLocal, shared.length, 'one file was linked from v0');
+  const stagedBytes = Object.entries(files).reduce((sum, [path, data]) => sum + (path === 'zz-full.bin' ? 0 : data.length), 0);
+  return { dir, files, manifest, staging, stagedBytes };
+}
+
+async function inTempDir(body: (root: string) => Promise<void>): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-stagestamps-'));
+  try {
+    await body(root);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+test('a staging resumed in the same boot does not read again the files the interrupted run verified', () =>
+  inTempDir(async (root) => {
+    const { dir, files, manifest, stagedBytes } = await interruptedStaging(root, 'boot-a');
+    const { fetcher, asked } = fetcherOf(files);
+    const progress = await stageVersion({ manifest, dir, fetcher, wholeFileBytes: PAGE, bootId: 'boot-a' });
+    assert.equal(progress.bytesResumed, stagedBytes, 'every file staged before the failure is kept');
+    assert.equal(progress.bytesRehashed, 0, 'and none of them is read again');
+    assert.deepEqual([...asked.keys()], ['zz-full.bin'], 'only the missing file is fetched');
+    await dir.install(manifest);
+    assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
+    assert.equal(existsSync(dir.stagedStampFile('v1')), false, 'the staged stamps go with the install');
+  }));
+
+test('a staged file edited in place, replaced or truncated after it was stamped is hashed, fetched again, and the version installs whole', () =>
+  inTempDir(async (root) => {
+    const { dir, files, manifest, staging } = await interruptedStaging(root, 'boot-a');
+    // ctime comes from the kernel's clock tick: a change in the tick of the stamp itself could
+    // keep it (the limit installed versions' stamps have too). The edits come a few ticks later.
+    await new Promise((r) => setTimeout(r, 30));
+    const handle = await open(join(staging, 'small/whole.bin'), 'r+');
+    await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
+    await handle.close();
+    await rm(join(staging, 'big/pages.bin'));
+    await writeFile(join(staging, 'big/pages.bin'), Buffer.alloc(files['big/pages.bin'].length, 7));
+    await truncate(join(staging, 'small/tiny.txt'), 50);
+    const { fetcher, asked } = fetcherOf(files);
+    const progress = await stageVersion({ manifest, dir, fetcher, wholeFileBytes: PAGE, bootId: 'boot-a' });
+    // The truncated file fails on its size, before any byte is read.
+    assert.equal(progress.bytesRehashed, files['small/whole.bin'].length + files['big/pages.bin'].length, 'the changed files of the same size are hashed again');
+    assert.deepEqual([...asked.keys()].sort(), ['big/pages.bin', 'small/tiny.txt', 'small/whole.bin', 'zz-full.bin']);
+    assert.equal(progress.bytesResumed, files['linked.bin'].length, 'only the untouched file is kept');
+    await dir.install(manifest);
+    assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
+  }));
+
+test('stamps of another boot, or where the boot id cannot be read, are not trusted: every staged file is hashed again', () =>
+  inTempDir(async (root) => {
+    const { dir, files, manifest, staging, stagedBytes } = await interruptedStaging(root, 'boot-a');
+    let last: StageProgress | undefined;
+    // No boot id: nothing trusted, nothing recorded (the run fails at the same file again).
+    await assert.rejects(stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging }).fetcher, wholeFileBytes: PAGE, bootId: null, onProgress: (p) => (last = p) }));
+    assert.equal(last?.bytesRehashed, stagedBytes);
+    const progress = await stageVersion({ manifest, dir, fetcher: fetcherOf(files).fetcher, wholeFileBytes: PAGE, bootId: 'boot-b' });
+    assert.equal(progress.bytesResumed, stagedBytes);
+    assert.equal(progress.bytesRehashed, stagedBytes, "boot-a's stamps are not trusted after a reboot");
+    await dir.install(manifest);
+    assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
+  }));
+
+test('staged stamps that cannot be written fail nothing: the round fails with its own error and the next run hashes again', () =>
+  inTempDir(async (root) => {
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    // A directory at the stamps' name: the rename of their temp file fails, as a full disk fails its write.
+    await mkdir(join(dir.stagedStampFile('v1'), 'in-the-way'), { recursive: true });
+    const files = { 'a.bin': randomBytes(PAGE + 1), 'zz-full.bin': randomBytes(10) };
+    const manifest = manifestOf('v1', files);
+    await assert.rejects(
+      stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging: dir.stagingDir('v1') }).fetcher, bootId: 'boot-a' }),
+      (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL',
+    );
+    const progress = await stageVersion({ manifest, dir, fetcher: fetcherOf(files).fetcher, bootId: 'boot-a' });
+    assert.equal(progress.bytesRehashed, files['a.bin'].length);
+    await dir.install(manifest);
+    assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
+  }));
+
+test("other versions' staged stamps (and their writes' temp files) go with their staging; the staged version's stay", () =>
+  inTempDir(async (root) => {
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    const leftovers = ['.staging-old@stamps.json', '..staging-old@stamps.json.4242.0.tmp', '.staging-next@stamps.json'];
+    for (const name of leftovers) await writeFile(join(root, name), '{}');
+    await mkdir(dir.stagingDir('next'));
+    await dir.dropOtherStaging('next');
+    assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.staging') || n.startsWith('..staging')).sort(), ['.staging-next', '.staging-next@stamps.json']);
+    await dir.prune(1);
+    assert.deepEqual((await readdir(root)).filter((n) => n.includes('staging')), [], 'a prune outside staging drops them all');
+  }));

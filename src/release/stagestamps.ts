@@ -1,0 +1,118 @@
+import { lstatSync, type BigIntStats } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../lib/statefile/index.js';
+import { matchesStamp, type FileStamp } from './install.js';
+import type { ManifestFile } from './manifest.js';
+
+/** The kernel's random id of this boot. */
+const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
+
+/** A file verified into staging: its stamp once under its staged name, and the digest it was verified against. */
+interface StagedStamp extends FileStamp {
+  sha256: string;
+}
+
+/** `DIR/.staging-V@stamps.json`. */
+interface StagedStampsFile {
+  bootId: string;
+  files: Record<string, StagedStamp>;
+}
+
+/** This boot's id, or undefined where it cannot be read (not Linux): then no stamp is trusted. */
+export async function readBootId(): Promise<string | undefined> {
+  const id = (await readFile(BOOT_ID_FILE, 'utf8').catch(() => '')).trim();
+  return id || undefined;
+}
+
+/**
+ * What the staging runs of this boot verified: a resumed run trusts a staged file whose inode,
+ * size and ctime are as they were once it was verified and renamed into staging, instead of
+ * reading it whole again (a host retrying after DISK_FULL every round re-hashed everything
+ * already staged each time: 225 MB read over 40 s per retry, found by a fault hunt). Any write,
+ * truncate or replacement changes the inode or the ctime, so a changed file is hashed again.
+ *
+ * Only stamps of this boot count: staging is flushed once, at its end (durable.ts), so after a
+ * crash a file may hold zeros or nothing at all under the very inode, size and ctime it had.
+ * Where the boot id cannot be read nothing is trusted and nothing is written.
+ *
+ * Kept beside `.staging-V` (never inside: staging holds the manifest's files and nothing else)
+ * and dropped with it (ReleaseDir.dropOtherStaging, install).
+ */
+export class StagedStamps {
+  private readonly recorded = new Map<string, StagedStamp>();
+
+  private constructor(
+    private readonly file: string,
+    private readonly bootId: string | undefined,
+    private readonly earlier: Record<string, StagedStamp>,
+  ) {}
+
+  /** The stamps an earlier run of this boot left in `file` (none if unreadable: the files are hashed again). */
+  static async load(file: string, bootId: string | undefined): Promise<StagedStamps> {
+    if (bootId === undefined) return new StagedStamps(file, undefined, {});
+    let earlier: Record<string, StagedStamp> = {};
+    try {
+      const value = JSON.parse(await readFile(file, 'utf8')) as Partial<StagedStampsFile>;
+      if (value.bootId === bootId && isObject(value.files)) earlier = value.files;
+    } catch {
+      // Missing or torn: a cache, not state, so nothing is moved aside or reported.
+    }
+    return new StagedStamps(file, bootId, earlier);
+  }
+
+  /**
+   * Whether the file at `path` (lstat'ed as `st`) is the one an earlier run of this boot verified
+   * against `file`'s digest, untouched since. Trusted, it is recorded again for the next run.
+   */
+  trusts(file: ManifestFile, st: BigIntStats | undefined): boolean {
+    const stamp = Object.hasOwn(this.earlier, file.path) ? this.earlier[file.path] : undefined;
+    if (!isStamp(stamp) || stamp.sha256 !== file.sha256 || !matchesStamp(st, stamp)) return false;
+    this.recorded.set(file.path, stamp);
+    return true;
+  }
+
+  /** `st`: lstat of the staged file taken before its bytes were verified (a write since changes its ctime). */
+  recordStat(file: ManifestFile, st: BigIntStats): void {
+    if (this.bootId === undefined) return;
+    this.recorded.set(file.path, { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs), sha256: file.sha256 });
+  }
+
+  /**
+   * Records a file just verified and renamed into staging at `path`. Stat'ed after the rename,
+   * which changes the ctime; on this thread, as install.ts stamps installed files (a just-renamed
+   * inode is cached: microseconds, less than a thread-pool hand-off).
+   */
+  recordPlaced(file: ManifestFile, path: string): void {
+    if (this.bootId === undefined) return;
+    const st = lstatOrNone(path);
+    if (st?.isFile()) this.recordStat(file, st);
+  }
+
+  /**
+   * Writes what this run recorded (at the run's end, success or failure), aside and renamed,
+   * with the earlier run's stamps of files this run did not reach (a run stops at its first
+   * failure): each stamp stays true for this boot, and a file replaced since no longer matches.
+   * Never fails: on a full disk nothing new is recorded, the earlier file stays, and the next run
+   * hashes this run's files again.
+   */
+  async save(): Promise<void> {
+    if (this.bootId === undefined || this.recorded.size === 0) return;
+    const contents: StagedStampsFile = { bootId: this.bootId, files: { ...this.earlier, ...Object.fromEntries(this.recorded) } };
+    await writeFileAtomic(this.file, JSON.stringify(contents)).catch(() => {});
+  }
+}
+
+/** lstat on this thread (see recordPlaced); undefined if it fails: the file then goes unstamped, or is not trusted. */
+export function lstatOrNone(path: string): BigIntStats | undefined {
+  try {
+    return lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function isStamp(v: unknown): v is StagedStamp {
+  return isObject(v) && typeof v.ino === 'number' && typeof v.size === 'number' && typeof v.ctimeNs === 'string' && typeof v.sha256 === 'string';
+}
