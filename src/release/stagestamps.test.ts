@@ -122,8 +122,9 @@ test('a staging resumed in the same boot does not read again the files the inter
 test('a staged file edited in place, replaced or truncated after it was stamped is hashed, fetched again, and the version installs whole', () =>
   inTempDir(async (root) => {
     const { dir, files, manifest, staging } = await interruptedStaging(root, 'boot-a');
-    // ctime comes from the kernel's clock tick: a change in the tick of the stamp itself could
-    // keep it (the limit installed versions' stamps have too). The edits come a few ticks later.
+    // Where ctimes are the kernel's coarse clock (no multigrain timestamps: older kernels, or
+    // other file systems), a change in the very tick of the stamp could keep it (a limit the
+    // installed versions' stamps share). The edits come a few ticks later.
     await new Promise((r) => setTimeout(r, 30));
     const handle = await open(join(staging, 'small/whole.bin'), 'r+');
     await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);

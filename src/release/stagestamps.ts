@@ -29,7 +29,10 @@ export async function readBootId(): Promise<string | undefined> {
  * size and ctime are as they were once it was verified and renamed into staging, instead of
  * reading it whole again (a host retrying after DISK_FULL every round re-hashed everything
  * already staged each time: 225 MB read over 40 s per retry, found by a fault hunt). Any write,
- * truncate or replacement changes the inode or the ctime, so a changed file is hashed again.
+ * truncate or replacement changes the inode or the ctime, so a changed file is hashed again
+ * (the ctime is stat'ed right after the rename: where the kernel has multigrain timestamps, any
+ * later change then gets a ctime of its own; elsewhere one in the same clock tick could keep it,
+ * as with installed versions' stamps).
  *
  * Only stamps of this boot count: staging is flushed once, at its end (durable.ts), so after a
  * crash a file may hold zeros or nothing at all under the very inode, size and ctime it had.
