@@ -52,6 +52,11 @@ export const ErrorCodes = {
   PROMOTION_CONFLICT: 409,
   /** A manifest that fails validation or does not match its recorded digest. */
   MANIFEST_INVALID: 422,
+  /**
+   * `release publish` of a tree with entries a release cannot carry (a name that is not UTF-8, a
+   * dangling symlink, a FIFO...): left out, they would be missing on every host, unsaid.
+   */
+  UNPUBLISHABLE_ENTRIES: 422,
   /** Release data whose content hash differs from the manifest. */
   HASH_MISMATCH: 502,
   ETCD_UNAVAILABLE: 503,

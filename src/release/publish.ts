@@ -1,19 +1,18 @@
 import { FanoutError, isFanoutError } from '../core/errors.js';
-import type { FileInfo } from '../core/types.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import {
   RESERVED_PREFIX,
   checkReleaseName,
   checkVersion,
-  hashFile,
   manifestLocation,
   manifestTotals,
   parseManifest,
   serializeManifest,
   sha256Hex,
   type Manifest,
-  type ManifestFile,
 } from './manifest.js';
+import { hashFiles } from './publishhash.js';
+import { unpublishableError, walkTree } from './publishwalk.js';
 import type { ReleaseRegistry, VersionRecord } from './registry.js';
 
 export interface PublishOptions {
@@ -26,15 +25,16 @@ export interface PublishOptions {
   /** The mount's source, opened directly: publishing hashes every byte once and writes the manifest. */
   ufs: Ufs;
   registry: ReleaseRegistry;
-  /** Files hashed in parallel. */
+  /** Files streamed and hashed in parallel (small files have their own, larger number). */
   concurrency?: number;
   onProgress?: (done: { files: number; bytes: number; totalFiles: number; totalBytes: number }) => void;
   signal?: AbortSignal;
 }
 
 /**
- * Publishes a release: lists every file under the prefix, hashes each one (per page and whole)
- * at the version it is at, stores the manifest in the source under the reserved prefix (an
+ * Publishes a release: lists every file under the prefix, refuses the tree if the listing left
+ * anything out that a release would then silently lack (UNPUBLISHABLE_ENTRIES), hashes each file
+ * (per page and whole) at the version it is at, stores the manifest in the source under the reserved prefix (an
  * exclusive create: never overwritten), then indexes it in etcd. Either step finding the
  * version already there fails with RELEASE_EXISTS; a manifest left in the source by a publish
  * that died before indexing is adopted if it describes the same bytes.
@@ -57,32 +57,29 @@ export async function publishRelease(opts: PublishOptions): Promise<VersionRecor
     },
   );
 
-  const infos = await walk(opts.ufs, prefix, opts.signal);
+  const { files: infos, unpublishable } = await walkTree(opts.ufs, prefix, opts.signal);
+  if (unpublishable.length > 0) throw unpublishableError(`/${opts.mount}`, prefix, unpublishable);
   if (infos.length === 0) throw new FanoutError('NOT_FOUND', `no files under /${opts.mount}/${prefix}`);
   const totalBytes = infos.reduce((sum, f) => sum + f.size, 0);
-  const files: ManifestFile[] = new Array(infos.length);
   let doneFiles = 0;
   let doneBytes = 0;
-  let next = 0;
-  const hashOne = async () => {
-    while (next < infos.length) {
-      const i = next++;
-      const info = infos[i]!;
-      const stream = opts.ufs.read(info.path, info.version, 0, info.size, opts.signal);
-      const hashed = await hashFile(stream as AsyncIterable<Buffer>, opts.pageSize);
-      files[i] = {
-        path: prefix ? info.path.slice(prefix.length + 1) : info.path,
-        size: hashed.size,
-        sourceVersion: info.version,
-        sha256: hashed.sha256,
-        pages: hashed.pages,
-      };
+  const hashes = await hashFiles(opts.ufs, infos, {
+    pageSize: opts.pageSize,
+    concurrency: opts.concurrency,
+    signal: opts.signal,
+    onFile: (info) => {
       doneFiles++;
       doneBytes += info.size;
       opts.onProgress?.({ files: doneFiles, bytes: doneBytes, totalFiles: infos.length, totalBytes });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(opts.concurrency ?? 4, infos.length) }, hashOne));
+    },
+  });
+  const files = infos.map((info, i) => ({
+    path: prefix ? info.path.slice(prefix.length + 1) : info.path,
+    size: hashes[i]!.size,
+    sourceVersion: info.version,
+    sha256: hashes[i]!.sha256,
+    pages: hashes[i]!.pages,
+  }));
 
   const manifest: Manifest = {
     schema: 1,
@@ -138,24 +135,6 @@ async function adoptExisting(ufs: Ufs, location: string, fresh: Manifest): Promi
   const same = serializeManifest({ ...existing, createdAt: '' }).equals(serializeManifest({ ...fresh, createdAt: '' }));
   if (!same) throw new FanoutError('RELEASE_EXISTS', `release ${fresh.name} version ${fresh.version} already has a different manifest in the source (${location})`);
   return bytes;
-}
-
-/** Every file below `dir`, depth first, in code-point order; the reserved prefix is skipped. */
-export async function walk(ufs: Ufs, dir: string, signal?: AbortSignal): Promise<FileInfo[]> {
-  const out: FileInfo[] = [];
-  const visit = async (current: string) => {
-    const entries = await ufs.list(current, signal);
-    for (const entry of entries) {
-      const path = current ? `${current}/${entry.name}` : entry.name;
-      if (path === RESERVED_PREFIX) continue;
-      if (entry.type === 'dir') await visit(path);
-      else if (entry.size !== undefined && entry.version !== undefined) {
-        out.push({ path, size: entry.size, mtimeMs: entry.mtimeMs ?? 0, version: entry.version });
-      } else out.push(await ufs.stat(path, signal));
-    }
-  };
-  await visit(dir);
-  return out;
 }
 
 function defaultVersion(): string {

@@ -7,7 +7,7 @@ import { LocalUfs } from './local.js';
 import { S3Ufs } from './s3.js';
 import type { S3SourceOptions, SourceOptions, Ufs } from './types.js';
 
-export type { Ufs, S3SourceOptions, SourceOptions, SourceDeadlines, Versioning } from './types.js';
+export type { Ufs, ListOptions, S3SourceOptions, SkipReason, SkippedEntry, SourceOptions, SourceDeadlines, Versioning } from './types.js';
 export { DEFAULT_DEADLINES } from './deadlines.js';
 export { LocalUfs, localVersion } from './local.js';
 export { S3Ufs, s3ClientConfig } from './s3.js';

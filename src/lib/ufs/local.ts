@@ -7,7 +7,8 @@ import type { DirEntry, FileInfo } from '../../core/types.js';
 import { iterableBody, sourceStream, type SourceBody } from './stream.js';
 import { LOCAL_CHUNK, localChunks } from './chunks.js';
 import { raceDeadline, resolveDeadlines } from './deadlines.js';
-import type { SourceDeadlines, SourceOptions, Ufs } from './types.js';
+import type { ListOptions, SkippedEntry, SourceDeadlines, SourceOptions, Ufs } from './types.js';
+import { printableName, withoutUndecodable } from './localnames.js';
 import { writeNewSynced } from '../statefile/index.js';
 import { changed, checkPath, checkRange, isAbortLike, sizeMtimeVersion } from './util.js';
 import { readInsideRoot } from './localsmall.js';
@@ -111,25 +112,27 @@ export class LocalUfs implements Ufs {
     return { path, size: st.size, mtimeMs: Math.floor(st.mtimeMs), version: localVersion(st) };
   }
 
-  async list(dir: string, signal?: AbortSignal): Promise<DirEntry[]> {
+  async list(dir: string, signal?: AbortSignal, options?: ListOptions): Promise<DirEntry[]> {
     if (signal?.aborted) throw abortError(signal);
     // Each call through the source's threads (fsgate.ts), the whole within one deadline.
     const what = this.describe(dir);
     const ms = this.deadlines.firstByteMs;
-    return raceDeadline(this.listNow(dir, (call) => this.calls.run(what, ms, signal, call), signal), ms, what, signal);
+    const skipped = options?.onSkipped ?? (() => {});
+    return raceDeadline(this.listNow(dir, (call) => this.calls.run(what, ms, signal, call), skipped, signal), ms, what, signal);
   }
 
-  private async listNow(dir: string, gated: <T>(call: () => Promise<T>) => Promise<T>, signal?: AbortSignal): Promise<DirEntry[]> {
-    const { real, dirents, chain } = await gated(async () => {
+  private async listNow(dir: string, gated: <T>(call: () => Promise<T>) => Promise<T>, skipped: (entry: SkippedEntry) => void, signal?: AbortSignal): Promise<DirEntry[]> {
+    const { real, dirents, chain, undecodable } = await gated(async () => {
       const real = await this.resolve(dir);
       // The keys of the directories on the way down, beside the readdir: a bind mount leads back
       // without a link, so no cheaper sign says when a loop is possible. Entries' keys come from
       // the stats that give their times.
-      const [dirents, chain] = await Promise.all([readdir(real, { withFileTypes: true }), this.dirChain(dir)]).catch((err) => {
+      const [named, chain] = await Promise.all([readdir(real, { withFileTypes: true }).then((all) => withoutUndecodable(real, all)), this.dirChain(dir)]).catch((err) => {
         throw mapFsError(err, this.describe(dir));
       });
-      return { real, dirents, chain };
+      return { real, chain, ...named };
     });
+    for (const name of undecodable) skipped({ name: printableName(name), reason: 'not-utf8' });
     // A repeat among kept keys is confirmed with fresh ones (goesRound's rule) before the listing is refused.
     if (repeats(chain)) {
       const fresh = await this.dirChain(dir, true).catch((err) => {
@@ -147,7 +150,7 @@ export class LocalUfs implements Ufs {
       while (next < dirents.length) {
         if (signal?.aborted) throw abortError(signal);
         const dirent = dirents[next++]!;
-        const entry = await gated(() => this.entry(real, dirent, loops));
+        const entry = await gated(() => this.entry(real, dirent, loops, skipped));
         if (entry) entries.push(entry);
       }
     };
@@ -300,15 +303,19 @@ export class LocalUfs implements Ufs {
     return keys;
   }
 
-  /** One listing entry; null for what stat() would refuse (escaping or broken links, devices) and for loops. */
-  private async entry(dirReal: string, dirent: Dirent, loops: { onChain(key: string): Promise<boolean> }): Promise<DirEntry | null> {
+  /**
+   * One listing entry; null for what stat() would refuse (escaping or broken links, devices),
+   * told to `skipped`, and for loops and names deleted meanwhile, which are not.
+   */
+  private async entry(dirReal: string, dirent: Dirent, loops: { onChain(key: string): Promise<boolean> }, skipped: (entry: SkippedEntry) => void): Promise<DirEntry | null> {
     const name = dirent.name;
-    if (!dirent.isDirectory() && !dirent.isFile() && !dirent.isSymbolicLink()) return null;
+    const skip = (reason: SkippedEntry['reason']) => (skipped({ name, reason }), null);
+    if (!dirent.isDirectory() && !dirent.isFile() && !dirent.isSymbolicLink()) return skip('special-file');
     let target = join(dirReal, name);
     try {
       if (dirent.isSymbolicLink()) {
         target = await realpath(target);
-        if (!isInside(await this.root(), target)) return null;
+        if (!isInside(await this.root(), target)) return skip('link-outside');
       }
       const st = await stat(target);
       if (st.isDirectory()) {
@@ -321,12 +328,12 @@ export class LocalUfs implements Ufs {
         // Its time is what S3 clients show for its marker "dir/" (s3fs's ls -l), one stat per directory.
         return { name, type: 'dir', mtimeMs: Math.floor(st.mtimeMs) };
       }
-      if (!st.isFile()) return null;
+      if (!st.isFile()) return skip('special-file');
       return { name, type: 'file', size: st.size, mtimeMs: Math.floor(st.mtimeMs), version: localVersion(st) };
     } catch (err) {
       // Deleted between readdir and stat, or a dangling link: not part of the listing.
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return null;
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return dirent.isSymbolicLink() ? skip('dangling-link') : null;
       throw mapFsError(err, this.label !== undefined ? `${this.label}/${target.slice(this.rootDir.length + 1)}` : `file ${target}`);
     }
   }

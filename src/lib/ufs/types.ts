@@ -10,8 +10,12 @@ import type { DirEntry, FileInfo, PageRef } from '../../core/types.js';
 export interface Ufs {
   /** Stats a file. A directory (or S3 prefix) is IS_A_DIRECTORY; a missing path NOT_FOUND. */
   stat(path: string, signal?: AbortSignal): Promise<FileInfo>;
-  /** Lists one level below a directory (S3: delimiter "/"), sorted by name. */
-  list(dir: string, signal?: AbortSignal): Promise<DirEntry[]>;
+  /**
+   * Lists one level below a directory (S3: delimiter "/"), sorted by name. Entries the listing
+   * cannot give as a file or directory (options.onSkipped) are told there, once each, if the
+   * source can tell them: a publisher must not take a listing without them for the whole tree.
+   */
+  list(dir: string, signal?: AbortSignal, options?: ListOptions): Promise<DirEntry[]>;
   /**
    * Streams bytes [offset, offset+length) of the file at exactly `version`. If the file is no
    * longer at that version the stream errors with SOURCE_CHANGED (never bytes of another
@@ -41,6 +45,23 @@ export interface Ufs {
    * all of it or nothing. ALREADY_EXISTS if the path is taken. Optional: read-only sources lack it.
    */
   writeExclusive?(path: string, data: Buffer, signal?: AbortSignal): Promise<void>;
+}
+
+/**
+ * Why a listing left an entry out: its name is not UTF-8 (no key can carry it), a symlink that
+ * leads nowhere or out of the source, or something that is neither file nor directory (FIFO,
+ * socket, device). A directory met again round a loop is not one: its tree is listed already.
+ */
+export type SkipReason = 'not-utf8' | 'dangling-link' | 'link-outside' | 'special-file';
+
+export interface SkippedEntry {
+  /** The entry's name; bytes that are not UTF-8 written as \xNN. */
+  name: string;
+  reason: SkipReason;
+}
+
+export interface ListOptions {
+  onSkipped?: (entry: SkippedEntry) => void;
 }
 
 export interface S3SourceOptions {
