@@ -33,11 +33,11 @@ export interface PublishOptions {
 
 /**
  * Publishes a release: lists every file under the prefix, refuses the tree if the listing left
- * anything out that a release would then silently lack (UNPUBLISHABLE_ENTRIES), hashes each file
- * (per page and whole) at the version it is at, stores the manifest in the source under the reserved prefix (an
- * exclusive create: never overwritten), then indexes it in etcd. Either step finding the
- * version already there fails with RELEASE_EXISTS; a manifest left in the source by a publish
- * that died before indexing is adopted if it describes the same bytes.
+ * out anything a release would then silently lack (UNPUBLISHABLE_ENTRIES), hashes each file (per
+ * page and whole) at the version it is at, stores the manifest in the source under the reserved
+ * prefix (an exclusive create: never overwritten), then indexes it in etcd. Either step finding
+ * the version already there fails with RELEASE_EXISTS; a manifest left in the source by a
+ * publish that died before indexing is adopted if it describes the same bytes.
  */
 export async function publishRelease(opts: PublishOptions): Promise<VersionRecord> {
   checkReleaseName(opts.name);
