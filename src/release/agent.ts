@@ -332,7 +332,7 @@ export class SyncAgent {
    */
   private async afterSwitch(target: string, previous: string | null, signal?: AbortSignal): Promise<string | null> {
     const warn = (what: string) => (err: unknown) => void this.opts.log?.(`sync ${this.opts.name}: ${what} after the switch to ${target} failed: ${(err as Error).message}`);
-    await this.dir.recordSwitch(target).catch(warn('recording the switch'));
+    await this.dir.recordSwitch(target, previous).catch(warn('recording the switch'));
     let hookError: string | null = null;
     if (this.opts.onSwitch) {
       const hook = await runHook({

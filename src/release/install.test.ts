@@ -21,8 +21,9 @@ async function stage(dir: ReleaseDir, version: string): Promise<void> {
 
 /** A switch as the agent makes it: current moved, then the history recorded. */
 async function switchTo(dir: ReleaseDir, version: string): Promise<void> {
+  const previous = await dir.currentVersion();
   await dir.switchTo(version);
-  await dir.recordSwitch(version);
+  await dir.recordSwitch(version, previous);
 }
 
 test('switching repoints current atomically and keeps the old version until pruned', async () => {
@@ -56,6 +57,25 @@ test('switching repoints current atomically and keeps the old version until prun
     assert.deepEqual(await dir.prune(0), ['v3']);
     // No temporary links or staging left behind.
     assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.current-') || n.startsWith('.staging-')), []);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a switch whose record was lost (a kill right after it) does not cost the next switch its rollback version', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-switch-'));
+  try {
+    const dir = new ReleaseDir(root);
+    await dir.init();
+    for (const v of ['v1', 'v2']) await stage(dir, v);
+    await switchTo(dir, 'v1');
+    await dir.switchTo('v2'); // killed before recordSwitch: the history still says v1
+    assert.deepEqual(await dir.prune(1), []);
+    await stage(dir, 'v3');
+    await switchTo(dir, 'v3');
+    // v2, the version just left, is the one kept for a rollback; v1 goes.
+    assert.deepEqual(await dir.prune(1), ['v1']);
+    assert.deepEqual((await dir.installed()).sort(), ['v2', 'v3']);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
@@ -102,7 +122,8 @@ test('a corrupt release history is reported, moved aside, and written anew at th
     await switchTo(dir, 'v2');
     assert.deepEqual(reports, [join(root, '.history.json')]);
     assert.equal((await readdir(root)).filter((n) => n.startsWith('.history.json.corrupt-')).length, 1);
-    assert.deepEqual(JSON.parse(await readFile(join(root, '.history.json'), 'utf8')), ['v2']);
+    // Written anew from the switch: the version switched to and the one it replaced.
+    assert.deepEqual(JSON.parse(await readFile(join(root, '.history.json'), 'utf8')), ['v2', 'v1']);
     assert.deepEqual((await readdir(root)).filter((n) => n.endsWith('.tmp')), [], 'no temp files');
   } finally {
     await rm(root, { recursive: true, force: true });

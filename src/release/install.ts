@@ -231,9 +231,15 @@ export class ReleaseDir {
     await fsyncDir(this.dir);
   }
 
-  /** Records `version` as the most recently switched to (which older versions prune keeps). */
-  async recordSwitch(version: string): Promise<void> {
-    const history = [version, ...(await this.history()).filter((v) => v !== version)];
+  /**
+   * Records `version` as the most recently switched to, and `previous` (what `current` pointed at
+   * before) right after it: prune keeps the newest of the history. A round killed between a switch
+   * and its record left the version it switched to out of the history, and the next switch then
+   * pruned that version, the one a rollback wants, while older ones were kept.
+   */
+  async recordSwitch(version: string, previous?: string | null): Promise<void> {
+    const head = previous && previous !== version ? [version, previous] : [version];
+    const history = [...head, ...(await this.history()).filter((v) => !head.includes(v))];
     await writeAtomic(join(this.dir, '.history.json'), Buffer.from(JSON.stringify(history)));
   }
 
