@@ -37,11 +37,11 @@ export class JsonGetter {
     private readonly tls: ClientTrust | undefined,
   ) {}
 
-  /** The status and body text of GET `url`; rejects on a network failure or a missed deadline. */
-  async get(url: string, headers: Record<string, string>): Promise<{ statusCode: number; text: string }> {
+  /** The status and body text of GET `url`; rejects on a network failure, a missed deadline or `signal`. */
+  async get(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ statusCode: number; text: string }> {
     const target = new URL(url);
     const pool = this.pool(target.origin);
-    const response = await pool.get(target.pathname + target.search, headers);
+    const response = await pool.get(target.pathname + target.search, headers, signal);
     const text = await bodyText(response, this.slabs, MAX_JSON_ANSWER).catch((err: unknown) => {
       throw err instanceof RangeError ? new TransportError('FANOUT_TOO_LARGE', `${target.pathname}: ${err.message}`) : err;
     });

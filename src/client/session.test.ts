@@ -137,4 +137,15 @@ describe('a cluster session with a stopped member', () => {
       await session.close();
     }
   });
+
+  test('a status asked with a deadline of its own gives up on the stopped member then, not at the session’s 30 s', async () => {
+    const session = new ClusterSession({ endpoints: [liveUrl], credentials: { headersFor: () => ({}) }, timeouts: DEFAULT_PEER_TIMEOUTS });
+    try {
+      await session.cluster();
+      await assert.rejects(session.getJsonFrom(hungUrl, '/v1/status', 300), (err: Error & { code?: string }) => err.code === 'WORKER_UNAVAILABLE' && /no answer within 300 ms/.test(err.message));
+      assert.ok(session.health.isDown('hung'), 'asked last from then on');
+    } finally {
+      await session.close();
+    }
+  });
 });

@@ -202,7 +202,7 @@ export class ClusterSession {
         return await this.getJsonFrom(base, path);
       } catch (err) {
         if (err instanceof FanoutError && err.code !== 'WORKER_UNAVAILABLE') throw err;
-        this.endpointFailed(base, err);
+        this.endpointFailed(base, missedDeadline(err));
         lastError = err;
       }
     }
@@ -215,17 +215,21 @@ export class ClusterSession {
    * deadline (30 s) before the next worker was asked, and a mount's `ls` waited that per syscall
    * (found by a fault hunt). A deadline missed keeps it last longer than a refused connection.
    */
-  private endpointFailed(base: string, err: unknown): void {
+  private endpointFailed(base: string, timedOut: boolean): void {
     const member = this.current?.members.find((m) => m.url === base);
-    if (!member) return;
-    this.health.failed(member.id, missedDeadline(err));
+    if (member) this.health.failed(member.id, timedOut);
   }
 
-  async getJsonFrom(base: string, path: string): Promise<unknown> {
+  /** GET JSON from one worker; `deadlineMs` bounds the whole answer (a status), on top of the session's deadlines. */
+  async getJsonFrom(base: string, path: string, deadlineMs?: number): Promise<unknown> {
     let response;
     try {
-      response = await this.json.get(base + path, this.options.credentials.headersFor(base));
+      response = await this.json.get(base + path, this.options.credentials.headersFor(base), deadlineMs === undefined ? undefined : AbortSignal.timeout(deadlineMs));
     } catch (err) {
+      if (deadlineMs !== undefined && (err as Error)?.name === 'TimeoutError') {
+        this.endpointFailed(base, true);
+        throw new FanoutError('WORKER_UNAVAILABLE', `${base}${path} gave no answer within ${deadlineMs} ms`, { cause: err });
+      }
       const timeout = describeTimeout((err as { code?: string })?.code, this.options.timeouts);
       throw new FanoutError('WORKER_UNAVAILABLE', `cannot reach fanout at ${base}: ${timeout ?? (err as Error).message}${certificateHint(err)}`, { cause: err });
     }
