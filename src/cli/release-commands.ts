@@ -61,6 +61,7 @@ export function registerReleaseCommands(program: Command, clientCommand: (spec: 
     .option('--keep <n>', 'older versions kept on disk besides the current one', '1')
     .option('--on-switch <cmd>', 'shell command run after each switch')
     .option('--hook-timeout <duration>', 'an --on-switch hook still running after this long is ended (SIGTERM, then SIGKILL to its process group)', '5m')
+    .option('--no-repair', 'report damaged files of the current version (RELEASE_DAMAGED) but do not fetch them again and switch')
     .option('--once', 'one round, then exit')
     .option('--interval <duration>', 'safety-net re-read of the channel (promotions arrive through an etcd watch)', '30s')
     .option('--host <name>', 'name reported in release status (default: hostname; a second agent on one host, or a second machine with the same hostname, needs its own)')

@@ -12,6 +12,8 @@ export interface SyncFlags extends GlobalOptions {
   onSwitch?: string;
   hookTimeout?: string;
   once?: boolean;
+  /** false with --no-repair. */
+  repair?: boolean;
   interval?: string;
   host?: string;
   datacenter?: string;
@@ -39,7 +41,7 @@ export async function sync(name: string, flags: SyncFlags): Promise<void> {
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   const fetcher = new ReleaseFetcher(client);
   const log = (line: string) => process.stderr.write(`fanout sync: ${line}\n`);
-  const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, hookTimeoutMs, registry, fetcher, host: flags.host, datacenter: flags.datacenter, intervalMs, log, rate: flags.rate ? parseSize(flags.rate) : undefined });
+  const agent = new SyncAgent({ name, channel: flags.channel, dir: flags.dir, keep, onSwitch: flags.onSwitch, hookTimeoutMs, registry, fetcher, host: flags.host, datacenter: flags.datacenter, intervalMs, log, repair: flags.repair !== false, rate: flags.rate ? parseSize(flags.rate) : undefined });
   const stop = new AbortController();
   const onSignal = (signal: string) => {
     log(`${signal}, stopping (the current version stays)`);

@@ -68,6 +68,12 @@ export const ErrorCodes = {
   /** Another live sync agent holds the release directory (one agent per directory). */
   DIR_IN_USE: 409,
   RECORD_INVALID: 500,
+  /**
+   * Files of the version a sync agent serves (DIR/current) no longer match its manifest: deleted,
+   * truncated, edited or replaced by another program. Reported by the agent (repaired, or not
+   * with `--no-repair`), never thrown to a caller.
+   */
+  RELEASE_DAMAGED: 500,
   /** Another live sync agent reports under the same host id for another directory (`sync --host`). */
   HOST_IN_USE: 409,
   INTERNAL: 500,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SyncAgent, type SyncAgentOptions } from './agent.js';
@@ -330,5 +330,158 @@ test('a rollback to a kept version whose files changed since they were verified 
     const before = w.fetcher.fetched;
     assert.equal(await agent.syncOnce(), 'v2');
     assert.equal(w.fetcher.fetched, before, 'nothing fetched for an untouched kept version');
+  });
+});
+
+/** What a reader of DIR/current sees: each file's bytes, or null where it cannot read one. */
+async function readerView(releases: string, paths: string[]): Promise<Record<string, Buffer | null>> {
+  const view: Record<string, Buffer | null> = {};
+  for (const p of paths) view[p] = await readFile(join(releases, 'current', p)).catch(() => null);
+  return view;
+}
+
+const damages: { what: string; path: string; reason: string; damage: (file: string) => Promise<void> }[] = [
+  { what: 'deleted', path: 'sub/b.bin', reason: 'missing', damage: (file) => rm(file) },
+  { what: 'truncated', path: 'a.bin', reason: 'size', damage: (file) => truncate(file, 100) },
+  {
+    what: 'edited in place (same size)',
+    path: 'a.bin',
+    reason: 'content',
+    damage: async (file) => {
+      const handle = await open(file, 'r+');
+      await handle.write(Buffer.alloc(16, 7), 0, 16, 1000);
+      await handle.close();
+    },
+  },
+];
+
+for (const { what, path, reason, damage } of damages) {
+  test(`a file of the current version ${what} is reported as RELEASE_DAMAGED at the next round and repaired: current only ever points to a whole tree`, async () => {
+    await withDir(async (dir) => {
+      const w = world();
+      const releases = join(dir, 'releases');
+      const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'sub/b.bin': Buffer.alloc(2000, 3), 'c.bin': Buffer.alloc(5000, 4) };
+      const paths = Object.keys(v1);
+      w.publish('v1', v1);
+      const log: string[] = [];
+      const agent = w.agent(releases, 1, hookLog(dir), log);
+      await agent.syncOnce();
+      await damage(join(agent.dir.versionDir('v1'), path));
+      const damaged = await readerView(releases, paths);
+      // While the repair is staged, readers see the tree as it was: damaged, nothing else changed.
+      const pageChunks = w.fetcher.pageChunks;
+      let checkedDuringStaging = 0;
+      w.fetcher.pageChunks = async (manifest, file, index) => {
+        assert.equal(await readlink(join(releases, 'current')), join('versions', 'v1'));
+        assert.deepEqual(await readerView(releases, paths), damaged);
+        checkedDuringStaging++;
+        return pageChunks(manifest, file, index);
+      };
+      // Every tree `current` is pointed to is whole before it is, and after.
+      const targets: string[] = [];
+      const pointCurrentAt = agent.dir.pointCurrentAt.bind(agent.dir);
+      agent.dir.pointCurrentAt = async (target) => {
+        for (const p of paths) assert.deepEqual(await readFile(join(releases, target, p)), v1[p as keyof typeof v1], `${target}/${p} before the switch`);
+        await pointCurrentAt(target);
+        assert.deepEqual(await readerView(releases, paths), v1);
+        targets.push(target);
+      };
+      assert.equal(await agent.syncOnce(), 'v1');
+      assert.ok(checkedDuringStaging > 0, 'the damaged file was fetched again');
+      assert.deepEqual(targets, [join('.repair-v1', 'v1'), join('versions', 'v1')]);
+      assert.deepEqual(await readerView(releases, paths), v1);
+      assert.equal(await readlink(join(releases, 'current')), join('versions', 'v1'));
+      assert.deepEqual((await readdir(releases)).filter((n) => n.startsWith('.repair') || n.startsWith('.staging')), []);
+      const message = `RELEASE_DAMAGED: 1 file(s) of v1 damaged (${path}: ${reason})`;
+      assert.ok(w.reports.some((r) => r.phase === 'staging' && r.error === `${message}; repairing`), JSON.stringify(w.reports.map((r) => r.error)));
+      assert.equal(w.reports.at(-1)?.phase, 'idle');
+      assert.ok(w.reports.at(-1)?.error?.startsWith(`${message}; repaired at `), w.reports.at(-1)?.error ?? 'no error');
+      assert.ok(log.some((l) => l.includes(`1 file(s) of v1 damaged (${path}: ${reason})`) && l.includes('repairing')), log.join('\n'));
+      assert.deepEqual({ damaged: agent.health().damagedFiles, repairs: agent.health().repairs }, { damaged: 1, repairs: 1 });
+      // The hook has the service reopen its files: FANOUT_PREVIOUS is the version itself.
+      assert.deepEqual((await readFile(join(dir, 'hook.log'), 'utf8')).trim().split('\n'), ['v1  ', 'v1 v1 kept']);
+      // The repaired tree is stamped: the next round reads nothing again and finds nothing.
+      w.fetcher.pageChunks = pageChunks;
+      const fetched = w.fetcher.fetched;
+      await agent.syncOnce();
+      assert.equal(w.fetcher.fetched, fetched);
+      assert.equal(agent.health().damagedFiles, 1);
+      assert.deepEqual(await agent.dir.changedFiles((await agent.dir.manifestOf('v1'))!), []);
+    });
+  });
+}
+
+test('with repair off (--no-repair), a damaged file of the current version is reported as an error and left as it is', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1), 'b.bin': Buffer.alloc(2000, 3) });
+    const log: string[] = [];
+    const agent = w.agent(releases, 1, undefined, log, { repair: false });
+    await agent.syncOnce();
+    await truncate(join(releases, 'current', 'b.bin'), 10);
+    const fetched = w.fetcher.fetched;
+    assert.equal(await agent.syncOnce(), 'v1');
+    assert.equal(w.fetcher.fetched, fetched);
+    assert.equal((await readFile(join(releases, 'current', 'b.bin'))).length, 10);
+    assert.deepEqual(
+      { phase: w.reports.at(-1)?.phase, error: w.reports.at(-1)?.error },
+      { phase: 'error', error: 'RELEASE_DAMAGED: 1 file(s) of v1 damaged (b.bin: size); not repaired (--no-repair)' },
+    );
+    // Counted once, however many rounds find it.
+    await agent.syncOnce();
+    assert.equal(agent.health().damagedFiles, 1);
+  });
+});
+
+test('a file of the current version touched but intact (chmod, rewritten with the same bytes) is not reported, and is stamped again', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'b.bin': Buffer.alloc(2000, 3) };
+    w.publish('v1', v1);
+    const log: string[] = [];
+    const agent = w.agent(releases, 1, undefined, log);
+    await agent.syncOnce();
+    await chmod(join(releases, 'current', 'a.bin'), 0o600);
+    await writeFile(join(releases, 'current', 'b.bin'), v1['b.bin']);
+    const manifest = (await agent.dir.manifestOf('v1'))!;
+    assert.deepEqual((await agent.dir.changedFiles(manifest)).sort(), ['a.bin', 'b.bin']);
+    const fetched = w.fetcher.fetched;
+    assert.equal(await agent.syncOnce(), 'v1');
+    assert.equal(w.fetcher.fetched, fetched);
+    assert.deepEqual({ phase: w.reports.at(-1)?.phase, error: w.reports.at(-1)?.error }, { phase: 'idle', error: null });
+    assert.ok(!log.some((l) => l.includes('damaged')), log.join('\n'));
+    // Stamped again: a later rollback to v1 (or the next round) does not read them again.
+    assert.deepEqual(await agent.dir.changedFiles(manifest), []);
+    assert.equal(agent.health().damagedFiles, 0);
+  });
+});
+
+test('a repair cut short after current moved to its copy is completed by the next round: current back on versions/V, whole, the hook run', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'b.bin': Buffer.alloc(2000, 3) };
+    w.publish('v1', v1);
+    const agent = w.agent(releases, 1, hookLog(dir));
+    await agent.syncOnce();
+    await rm(join(releases, 'current', 'b.bin'));
+    // The switch back to versions/v1 fails (what a kill there leaves).
+    const pointCurrentAt = agent.dir.pointCurrentAt.bind(agent.dir);
+    agent.dir.pointCurrentAt = async (target) => {
+      if (target === join('versions', 'v1')) throw new Error('killed');
+      await pointCurrentAt(target);
+    };
+    await assert.rejects(agent.syncOnce());
+    assert.equal(await readlink(join(releases, 'current')), join('.repair-v1', 'v1'));
+    assert.deepEqual(await readerView(releases, Object.keys(v1)), v1);
+    const restarted = w.agent(releases, 1, hookLog(dir));
+    assert.equal(await restarted.syncOnce(), 'v1');
+    assert.equal(await readlink(join(releases, 'current')), join('versions', 'v1'));
+    assert.deepEqual(await readerView(releases, Object.keys(v1)), v1);
+    assert.ok(!(await readdir(releases)).some((n) => n.startsWith('.repair')));
+    assert.deepEqual((await readFile(join(dir, 'hook.log'), 'utf8')).trim().split('\n'), ['v1  ', 'v1 v1 kept']);
+    assert.deepEqual(await restarted.dir.changedFiles((await restarted.dir.manifestOf('v1'))!), []);
   });
 });

@@ -45,6 +45,10 @@ export class ReleaseDir {
   manifestFile(version: string): string {
     return join(this.dir, '.manifests', `${version}.json`);
   }
+  /** A repair of the current version under way (repair.ts): `.repair-V/V`, so `current`'s target still ends in V. */
+  repairDir(version: string): string {
+    return join(this.dir, `.repair-${version}`);
+  }
 
   /** Takes the directory for this process (one agent per directory, see dirlock.ts). Returns its release. */
   lock(): Promise<() => Promise<void>> {
@@ -102,7 +106,7 @@ export class ReleaseDir {
       await rm(this.partsDir(manifest.version), { recursive: true, force: true });
       await fsyncDir(join(this.dir, 'versions'));
       await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
-      await this.writeStamps(manifest, target);
+      await this.stampInstalled(manifest);
     } catch (err) {
       // The verified tree goes back to staging (a full disk at the manifest's write): left in
       // versions/ without its manifest it was staged again from nothing beside itself, and the
@@ -138,7 +142,9 @@ export class ReleaseDir {
     }
   }
 
-  private async writeStamps(manifest: Manifest, target: string): Promise<void> {
+  /** Stamps every file of an installed version as it is now (right after it was verified). */
+  async stampInstalled(manifest: Manifest): Promise<void> {
+    const target = this.versionDir(manifest.version);
     // What each verified file looked like once installed: any write changes its ctime.
     // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
     // microseconds, less than the thread-pool hand-off an async stat costs (thousands of small
@@ -149,6 +155,12 @@ export class ReleaseDir {
       snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
     });
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
+  }
+
+  /** Replaces the stamps of some files of an installed version (re-hashed and found intact). */
+  async restamp(version: string, fresh: Record<string, FileStamp>): Promise<void> {
+    const stamps = { ...(await this.stampsOf(version)), ...fresh };
+    await writeAtomic(this.stampFile(version), Buffer.from(JSON.stringify(stamps)));
   }
 
   /**
@@ -220,8 +232,13 @@ export class ReleaseDir {
    */
   async switchTo(version: string): Promise<void> {
     if ((await this.installed()).indexOf(version) === -1) throw new FanoutError('INTERNAL', `version ${version} is not installed in ${this.dir}`);
+    await this.pointCurrentAt(join('versions', version));
+  }
+
+  /** `current` → `target` (relative to DIR), by the rename of a new link over it: never a moment without one. */
+  async pointCurrentAt(target: string): Promise<void> {
     const tmp = join(this.dir, `.current-${process.pid}-${Date.now()}`);
-    await symlink(join('versions', version), tmp);
+    await symlink(target, tmp);
     try {
       await rename(tmp, this.current);
     } catch (err) {
@@ -331,7 +348,7 @@ export function matchesStamp(st: BigIntStats | undefined, stamp: FileStamp | und
 }
 
 /** `each` over `items` on this thread, STAMP_SLICE at a time, the event loop turning between slices. */
-async function inSlices<T>(items: readonly T[], each: (item: T) => void): Promise<void> {
+export async function inSlices<T>(items: readonly T[], each: (item: T) => void): Promise<void> {
   for (let at = 0; at < items.length; at += STAMP_SLICE) {
     if (at > 0) await new Promise((resolve) => setImmediate(resolve));
     for (const item of items.slice(at, at + STAMP_SLICE)) each(item);
@@ -350,7 +367,7 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+export async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();

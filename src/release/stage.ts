@@ -72,6 +72,12 @@ export interface StageOptions {
   /** Paces bytes fetched from the cluster (a host's download budget); local copies are free. */
   limiter?: { take(bytes: number, signal?: AbortSignal): Promise<void> };
   signal?: AbortSignal;
+  /**
+   * An installed file changed since it was verified (its stamp no longer matches) is copied and
+   * the copy verified, instead of being linked: a repair, where such a file may have been written
+   * through and may still be (a link shares the inode, and so whatever is written to it next).
+   */
+  copyChanged?: boolean;
   /** This boot's id, which staged files' stamps are trusted under (default: the kernel's; null: none, every file is hashed). */
   bootId?: string | null;
 }
@@ -162,7 +168,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     const same = localFiles.get(file.sha256);
     // A whole file this host already has (and that still has its digest) is hard-linked, as
     // rsync --link-dest does: installed versions are never written to.
-    if (file.size > 0 && same && (await linkVerified(same, part, file))) {
+    if (file.size > 0 && same && (await linkVerified(same, part, file, opts.copyChanged ?? false))) {
       progress.bytesDone += file.size;
       progress.bytesLocal += file.size;
       report();
@@ -313,16 +319,30 @@ async function writeFile(
  * Links an installed file with the wanted digest. Untouched since it was verified (same inode,
  * size and ctime) it is trusted as is; otherwise its digest is checked again first.
  */
-async function linkVerified(local: LocalFile, part: string, file: ManifestFile): Promise<boolean> {
+async function linkVerified(local: LocalFile, part: string, file: ManifestFile, copyChanged: boolean): Promise<boolean> {
   const from = local.path;
   const st = await lstat(from, { bigint: true }).catch(() => undefined);
-  if (!matchesStamp(st, local.stamp) && !(await alreadyVerified(from, st, file))) return false;
+  const untouched = matchesStamp(st, local.stamp);
+  if (!untouched && copyChanged) return copyVerified(from, st, part, file);
+  if (!untouched && !(await alreadyVerified(from, st, file))) return false;
   try {
     await link(from, part);
   } catch {
     await copyFile(from, part).catch((err) => rethrowFs(err, part));
   }
   return true;
+}
+
+/** Copies a changed installed file and keeps the copy if its bytes are the manifest's. */
+async function copyVerified(from: string, st: BigIntStats | undefined, part: string, file: ManifestFile): Promise<boolean> {
+  if (!st?.isFile() || Number(st.size) !== file.size) return false;
+  const copied = await copyFile(from, part).then(
+    () => true,
+    () => false,
+  );
+  if (copied && (await alreadyVerified(part, await lstat(part, { bigint: true }), file))) return true;
+  await rm(part, { force: true });
+  return false;
 }
 
 /**

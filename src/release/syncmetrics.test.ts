@@ -9,7 +9,7 @@ function health(over: Partial<AgentState>, extra: Partial<AgentHealth> = {}): Ag
     host: 'h1', channel: 'prod', dir: '/srv/releases/r', current: 'v1', target: 'v1', phase: 'idle',
     bytesDone: 0, bytesTotal: 0, bytesLocal: 0, bytesFetched: 0, error: null, updatedAt: new Date().toISOString(), ...over,
   };
-  return { state, behindSince: undefined, failedRounds: 0, switches: 0, ...extra };
+  return { state, behindSince: undefined, failedRounds: 0, switches: 0, damagedFiles: 0, repairs: 0, ...extra };
 }
 
 function value(text: string, series: string): number | undefined {
@@ -27,6 +27,12 @@ describe('sync agent metrics', () => {
     assert.equal(value(text, `fanout_sync_phase{phase="idle",release="r",channel="prod"}`), 1);
     assert.equal(value(text, `fanout_sync_phase{phase="error",release="r",channel="prod"}`), 0);
     assert.equal(value(text, `fanout_sync_switches_total${labels}`), 2);
+  });
+
+  test('damaged files of the current version and repairs are counted', async () => {
+    const text = await syncMetricsRegistry(() => health({}, { damagedFiles: 3, repairs: 1 }), { release: 'r', channel: 'prod' }).metrics();
+    assert.equal(value(text, `fanout_sync_damaged_files_total${labels}`), 3);
+    assert.equal(value(text, `fanout_sync_repairs_total${labels}`), 1);
   });
 
   test('an agent with a datacenter labels every series with it', async () => {

@@ -54,6 +54,8 @@ export function syncMetricsRegistry(health: () => AgentHealth, labels: { release
     });
   counter('fanout_sync_failed_rounds_total', 'Sync rounds that failed (etcd or the cluster unreachable, hash mismatch, disk full…)', (h) => h.failedRounds);
   counter('fanout_sync_switches_total', 'Switches of DIR/current to a new version', (h) => h.switches);
+  counter('fanout_sync_damaged_files_total', 'Files of the current version found deleted, truncated or changed since verified (RELEASE_DAMAGED)', (h) => h.damagedFiles);
+  counter('fanout_sync_repairs_total', 'Repairs of the current version: damaged files fetched again and DIR/current switched to the whole tree', (h) => h.repairs);
   collectDefaultMetrics({ register: registry, prefix: 'fanout_sync_' });
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
     registry.removeSingleMetric(`fanout_sync_${name}`); // gauges named like counters; sums of their by-type siblings

@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, lstatSync, type BigIntStats } from 'node:fs';
+import { join } from 'node:path';
+import { inSlices, matchesStamp, type FileStamp, type ReleaseDir } from './install.js';
+import type { Manifest, ManifestFile } from './manifest.js';
+
+/** A file of an installed version whose bytes are no longer the manifest's. */
+export interface DamagedFile {
+  path: string;
+  /** missing (or no longer a regular file), the wrong size, other bytes, or unreadable. */
+  reason: 'missing' | 'size' | 'content' | 'unreadable';
+}
+
+export interface DamageCheck {
+  damaged: DamagedFile[];
+  /** Files changed since verified (chmod, a rewrite with the same bytes, a link added or removed) whose bytes are intact. */
+  touched: string[];
+  /** Bytes read to tell touched from damaged. */
+  bytesRehashed: number;
+}
+
+/**
+ * Checks an installed version's files against the manifest, cheaply: one lstat per file
+ * against its stamp (inode, size, ctime: any write, truncate, chmod or replacement changes one
+ * of them), and only the files whose stamp no longer matches are read and hashed again. Those
+ * found intact are stamped again, so the next check does not read them.
+ */
+export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promise<DamageCheck> {
+  const stamps = await dir.stampsOf(manifest.version);
+  const root = dir.versionDir(manifest.version);
+  const changed: { file: ManifestFile; st: BigIntStats | undefined }[] = [];
+  await inSlices(manifest.files, (file) => {
+    const st = lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false });
+    if (!matchesStamp(st, stamps[file.path])) changed.push({ file, st });
+  });
+  const check: DamageCheck = { damaged: [], touched: [], bytesRehashed: 0 };
+  const fresh: Record<string, FileStamp> = {};
+  for (const { file, st } of changed) {
+    const path = join(root, file.path);
+    if (!st?.isFile()) check.damaged.push({ path: file.path, reason: 'missing' });
+    else if (Number(st.size) !== file.size) check.damaged.push({ path: file.path, reason: 'size' });
+    else {
+      const digest = await sha256Of(path, (bytes) => (check.bytesRehashed += bytes));
+      if (digest === undefined) check.damaged.push({ path: file.path, reason: 'unreadable' });
+      else if (digest !== file.sha256) check.damaged.push({ path: file.path, reason: 'content' });
+      else {
+        check.touched.push(file.path);
+        // Stamped only if nothing changed it while it was read (a write changes the ctime).
+        const after = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+        const stamp = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
+        if (matchesStamp(after, stamp)) fresh[file.path] = stamp;
+      }
+    }
+  }
+  if (Object.keys(fresh).length > 0) await dir.restamp(manifest.version, fresh);
+  return check;
+}
+
+/** `2 file(s) of v1 damaged (a.bin: content, sub/b.bin: missing)`: a few paths and the count. */
+export function describeDamage(version: string, damaged: readonly DamagedFile[], shown = 3): string {
+  const named = damaged.slice(0, shown).map((d) => `${d.path}: ${d.reason}`);
+  if (damaged.length > shown) named.push(`${damaged.length - shown} more`);
+  return `${damaged.length} file(s) of ${version} damaged (${named.join(', ')})`;
+}
+
+/** The file's SHA-256, or undefined if it cannot be read (EACCES after a chmod: its readers fail too). */
+async function sha256Of(path: string, onRead: (bytes: number) => void): Promise<string | undefined> {
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+      hash.update(chunk as Buffer);
+      onRead((chunk as Buffer).length);
+    }
+  } catch {
+    return undefined;
+  }
+  return hash.digest('hex');
+}
