@@ -134,10 +134,8 @@ export class SyncAgent {
   }
 
   health(): AgentHealth {
-    return {
-      ...{ state: { ...this.state }, behindSince: this.behindSince, failedRounds: this.failedRounds, switches: this.switches },
-      ...{ damagedFiles: this.damagedFiles, repairs: this.repairs },
-    };
+    const { behindSince, failedRounds, switches, damagedFiles, repairs } = this;
+    return { state: { ...this.state }, behindSince, failedRounds, switches, damagedFiles, repairs };
   }
 
   /**
