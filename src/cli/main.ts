@@ -84,6 +84,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--ttl <duration>', 'how long attributes and listings are cached by the mount and the kernel (default 1s)')
     .option('--readahead <pages>', 'pages fetched ahead of a sequential reader (default 8)')
     .option('--cache <size>', 'memory for recently read pages, shared by all readers (default 16MiB)')
+    .option('--read-memory <size>', 'memory for the pages reads in flight fetch, shared by all readers; beyond it reads wait (default 256MiB)')
     .option('--kernel-readahead <size>', "the kernel's readahead for the mount (default 4MiB)")
     .option('--threads <n>', 'FUSE threads; a read holds one until its pages arrive (default 32)')
     .option('--allow-other', 'let other users read the mount')

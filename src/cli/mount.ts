@@ -6,6 +6,7 @@ export interface MountFlags extends GlobalOptions {
   ttl?: string;
   readahead?: string;
   cache?: string;
+  readMemory?: string;
   kernelReadahead?: string;
   allowOther?: boolean;
   directIo?: boolean;
@@ -29,6 +30,7 @@ export async function mount(mountpoint: string, flags: MountFlags): Promise<void
       ttl: flags.ttl,
       readahead: flags.readahead,
       cache: flags.cache,
+      readMemory: flags.readMemory,
       kernelReadahead: flags.kernelReadahead,
       allowOther: flags.allowOther,
       directIo: flags.directIo,

@@ -12,7 +12,7 @@ import { OPS, type Dispatch, type FuseAddon, type FuseRequest, type FuseSession,
 import { OfferedPages } from './offered.js';
 import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
-import { FileReader } from './reader.js';
+import { FileReader, type ReadResult } from './reader.js';
 import { ByteBudget } from '../lib/transfer/index.js';
 
 const { errno } = os;
@@ -34,6 +34,8 @@ export interface FsOptions {
   filesAheadBytes?: number;
   /** Bytes of pages kept with no reader holding them (fetched ahead, or recently read; default 16 MiB). */
   cacheBytes?: number;
+  /** Bytes of pages reads fetch themselves, held until their replies are sent; reads wait beyond it (default 256 MiB). */
+  readBytes?: number;
   /**
    * Files of at least one page are opened with direct I/O (default true): their reads skip the
    * kernel's page cache, one copy per byte fewer. Only where the kernel lets such files be
@@ -79,6 +81,11 @@ const START_BYTES = 64 * 1024 * 1024;
  * itself are always fetched.
  */
 const AHEAD_BYTES = 256 * 1024 * 1024;
+/**
+ * Bytes of pages the reads themselves fetch, over all open files (ReaderAllowances.reads): 64
+ * pages of 4 MiB, enough for every FUSE thread's read (32 by default, 1–2 pages each) at once.
+ */
+export const READ_BYTES = 256 * 1024 * 1024;
 
 /**
  * The filesystem behind the FUSE mount: a read-only view of every fanout mount, answered
@@ -95,11 +102,11 @@ export class FanoutFs {
   private readonly pages: MountPages;
   private readonly held: HeldFiles;
   private readonly offered: OfferedPages;
-  /** What all readers' windows may hold: first pages of files not read yet, and pages fetched ahead. */
-  private readonly allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(AHEAD_BYTES) };
+  /** What all readers may hold: first pages of files not read yet, pages fetched ahead, and pages reads fetch themselves. */
+  private readonly allowances: { starts: ByteBudget; ahead: ByteBudget; reads: ByteBudget };
   private session: FuseSession | undefined;
-  /** Leases of read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
-  private readonly replies = new Map<number, Lease[]>();
+  /** Read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
+  private readonly replies = new Map<number, ReadResult>();
   private nextToken = 1;
   private readonly ttlSeconds: number;
   private readonly startedAt: number;
@@ -120,6 +127,7 @@ export class FanoutFs {
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();
     this.pages = new MountPages(client, pageSize, options.cacheBytes ?? 16 * 1024 * 1024);
+    this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(AHEAD_BYTES), reads: new ByteBudget(options.readBytes ?? READ_BYTES) };
     this.held = new HeldFiles(addon, this.pages, this.inodes, this.meta, {
       pageSize,
       attrTimeoutS: this.ttlSeconds,
@@ -263,11 +271,11 @@ export class FanoutFs {
   private async read(req: FuseRequest, ino: number, fh: number, offset: number, size: number): Promise<void> {
     const reader = this.files.get(fh);
     if (!reader) return this.addon.replyError(req, errno.EBADF);
-    const { chunks, leases } = await reader.read(offset, size);
+    const result = await reader.read(offset, size);
     const token = this.nextToken++;
-    this.replies.set(token, leases);
+    this.replies.set(token, result);
     try {
-      if (this.addon.replyData(req, chunks, token) === true) this.replied(token); // sent already
+      if (this.addon.replyData(req, result.chunks, token) === true) this.replied(token); // sent already
     } catch (err) {
       this.replied(token);
       throw err;
@@ -276,9 +284,16 @@ export class FanoutFs {
 
   /** The kernel has the bytes of a read reply: its pages may be reused. */
   private replied(token: number): void {
-    const leases = this.replies.get(token);
+    const result = this.replies.get(token);
+    if (!result) return;
     this.replies.delete(token);
-    if (leases) for (const lease of leases) lease.release();
+    for (const lease of result.leases) lease.release();
+    result.room?.();
+  }
+
+  /** Bytes of pages held by reads that fetched them and not yet sent (the `reads` allowance in use). */
+  readBytesInUse(): number {
+    return this.allowances.reads.inUse;
   }
 
   private async opendir(req: FuseRequest, ino: number): Promise<void> {

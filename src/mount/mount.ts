@@ -63,7 +63,7 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   let fs: FanoutFs;
   try {
     const { pageSize } = await client.cluster(); // fail here, not on the first read, if the cluster is unreachable
-    fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, cacheBytes: options.cache, directIo: options.directIo, log });
+    fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, cacheBytes: options.cache, readBytes: options.readMemory, directIo: options.directIo, log });
     const flags = ['ro', 'default_permissions', 'fsname=fanout', 'subtype=fanout', `max_read=${MAX_READ}`];
     if (options.allowOther) flags.push('allow_other');
     session = addon.mount(target, {

@@ -26,6 +26,12 @@ export const mountOptionsSchema = z
      * pages kept are slabs out of circulation, and fresh slabs fault in (pages.ts).
      */
     cache: sizeSchema.default('16MiB'),
+    /**
+     * Memory for the pages reads fetch themselves (pages not fetched ahead: random reads, many
+     * readers at once), shared by all readers and held until each reply is sent; beyond it reads
+     * wait for room. A read larger than this still goes, alone.
+     */
+    readMemory: sizeSchema.refine((bytes) => bytes > 0, 'must be more than 0 (0 would bound nothing)').default('256MiB'),
     /** Kernel readahead for the mount (read_ahead_kb), so sequential reads arrive as large requests. */
     kernelReadahead: sizeSchema.default('4MiB'),
     /**

@@ -91,6 +91,11 @@ export class MountPages {
     );
   }
 
+  /** The page is held, kept or being fetched: acquiring it fetches nothing. */
+  has(file: StatResult, index: number): boolean {
+    return this.entries.has(pageKey(file, index));
+  }
+
   /** Pages held or kept, and the bytes of those kept with no lease. */
   stats(): { pages: number; idlePages: number; idleBytes: number } {
     return { pages: this.entries.size, idlePages: this.idle.size, idleBytes: this.idleBytes };

@@ -163,3 +163,165 @@ test('pages fetched ahead are bounded over all readers: past the allowance they 
   for (const reader of readers) reader.close();
   assert.equal(ahead.inUse, 0, 'closed readers give back what they held ahead');
 });
+
+/**
+ * Pages of `content` whose fetches wait until the test lets them finish (finishOne), through the
+ * mount's real page leases; `peakHeld` is the most bytes of leased pages seen at any fetch.
+ */
+function gatedSource(cacheBytes = 0) {
+  const waiting: (() => void)[] = [];
+  let peakHeld = 0;
+  let fetches = 0;
+  const heldBytes = () => {
+    const { pages: all, idlePages } = pages.stats();
+    return (all - idlePages) * PAGE;
+  };
+  const fetchPage = (_file: StatResult, index: number): Promise<Buffer[]> => {
+    fetches++;
+    peakHeld = Math.max(peakHeld, heldBytes());
+    return new Promise((resolve) => waiting.push(() => resolve([Buffer.from(content.subarray(index * PAGE, (index + 1) * PAGE))])));
+  };
+  const pages = new MountPages({ fetchPage, fetchBatchedPage: fetchPage, releasePage() {} }, PAGE, cacheBytes);
+  const source: PageSource = { acquire: (f, index, batch) => pages.acquire(f, index, batch), has: (f, index) => pages.has(f, index) };
+  return {
+    source,
+    pages,
+    get peakHeld() {
+      return peakHeld;
+    },
+    get fetches() {
+      return fetches;
+    },
+    finishOne: () => waiting.shift()?.(),
+    get waiting() {
+      return waiting.length;
+    },
+  };
+}
+
+/** Turns of the event loop, enough for every settled promise's continuation to run. */
+const turns = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+};
+
+/** Lets the gated fetches finish one at a time until `reads` all settle; fails if they stop making progress. */
+async function drive(gated: ReturnType<typeof gatedSource>, reads: Promise<unknown>[]): Promise<void> {
+  let settled = false;
+  const all = Promise.all(reads).finally(() => (settled = true));
+  for (let idle = 0; !settled; ) {
+    await turns(2);
+    if (gated.waiting > 0) {
+      gated.finishOne();
+      idle = 0;
+    } else if (++idle > 100) {
+      assert.fail('reads stopped making progress with no fetch in flight (deadlock)');
+    }
+  }
+  await all;
+}
+
+/** A read as the mount answers it: the bytes checked, then (the reply sent) its pages and room given back. */
+const readAndSend = async (reader: FileReader, offset: number, length: number) => {
+  const result = await reader.read(offset, length);
+  assert.deepEqual(Buffer.concat(result.chunks), content.subarray(offset, Math.min(content.length, offset + length)), `${reader.file.path} @${offset}`);
+  await turns(1); // the reply is in flight a while
+  for (const lease of result.leases) lease.release();
+  result.room?.();
+};
+
+test('pages reads fetch themselves are bounded mount-wide: more concurrent reads of distinct pages than the bound wait their turn, and all get their bytes', async () => {
+  const gated = gatedSource();
+  const reads = new ByteBudget(3 * PAGE);
+  const readers = Array.from({ length: 12 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
+  // Every reader at its own page (an mmap'ed index looked up by many processes): 12 pages wanted at once.
+  await drive(gated, readers.map((reader, i) => readAndSend(reader, (i % 9) * PAGE + 3, 4)));
+  assert.ok(gated.peakHeld <= 3 * PAGE, `${gated.peakHeld} bytes of pages held at once, bound ${3 * PAGE}`);
+  assert.equal(gated.fetches, 12);
+  assert.equal(reads.inUse, 0, 'every read gave its room back');
+  for (const reader of readers) reader.close();
+});
+
+test('a read spanning two pages takes room for both at once, so reads waiting for room never hold part of it (no deadlock)', async () => {
+  const gated = gatedSource();
+  const reads = new ByteBudget(3 * PAGE);
+  const readers = Array.from({ length: 8 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
+  await drive(gated, readers.map((reader, i) => readAndSend(reader, (i % 8) * PAGE + 5, PAGE)));
+  assert.ok(gated.peakHeld <= 3 * PAGE, `${gated.peakHeld} bytes of pages held at once, bound ${3 * PAGE}`);
+  assert.equal(reads.inUse, 0);
+});
+
+test('a read of pages already in memory (held by another read, or kept) costs no room, and does not wait', async () => {
+  const gated = gatedSource(4 * PAGE);
+  const reads = new ByteBudget(PAGE);
+  const first = new FileReader(file, gated.source, PAGE, 0, undefined, { reads });
+  const holding = first.read(20, 5);
+  await turns(2);
+  gated.finishOne();
+  const held = await holding;
+  assert.equal(reads.inUse, PAGE, 'the first read holds the whole bound until its reply is sent');
+  // Another open of the same file reads the same page: it joins, though no room is left.
+  const second = new FileReader(file, gated.source, PAGE, 0, undefined, { reads });
+  const joined = second.read(22, 3);
+  const winner = await Promise.race([joined.then(() => 'read'), turns(20).then(() => 'waiting')]);
+  assert.equal(winner, 'read');
+  const result = await joined;
+  assert.deepEqual(Buffer.concat(result.chunks), content.subarray(22, 25));
+  assert.equal(result.room, undefined);
+  for (const lease of [...held.leases, ...result.leases]) lease.release();
+  held.room?.();
+  // Kept with no lease (--cache): a later read finds it without room or a fetch.
+  const hold = await reads.acquire(PAGE);
+  const kept = await second.read(20, 2);
+  assert.deepEqual(Buffer.concat(kept.chunks), content.subarray(20, 22));
+  assert.equal(gated.fetches, 1);
+  for (const lease of kept.leases) lease.release();
+  hold();
+});
+
+test('a failed fetch gives its room back, and the next read goes ahead', async () => {
+  const reads = new ByteBudget(PAGE);
+  let failing = true;
+  const pages = new MountPages(
+    {
+      async fetchPage(_file, index) {
+        if (failing) throw new FanoutError('WORKER_UNAVAILABLE', `page ${index} failed`);
+        return [Buffer.from(content.subarray(index * PAGE, (index + 1) * PAGE))];
+      },
+      fetchBatchedPage: () => Promise.reject(new Error('not batched')),
+      releasePage() {},
+    },
+    PAGE,
+    0,
+  );
+  const reader = new FileReader(file, { acquire: (f, i) => pages.acquire(f, i), has: (f, i) => pages.has(f, i) }, PAGE, 0, undefined, { reads });
+  await assert.rejects(reader.read(30, 5), /page 3 failed/);
+  assert.equal(reads.inUse, 0);
+  failing = false;
+  const result = await reader.read(30, 5);
+  assert.deepEqual(Buffer.concat(result.chunks), content.subarray(30, 35));
+  result.room?.();
+  for (const lease of result.leases) lease.release();
+});
+
+test('a read larger than the whole bound still goes (alone), and the reads behind it follow', async () => {
+  const gated = gatedSource();
+  const reads = new ByteBudget(PAGE / 2);
+  const readers = Array.from({ length: 3 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
+  await drive(gated, readers.map((reader) => readAndSend(reader, 5, 3 * PAGE)));
+  assert.ok(gated.peakHeld <= 4 * PAGE, `${gated.peakHeld} bytes held: one read's 4 pages at a time`);
+  assert.equal(reads.inUse, 0);
+});
+
+test('the window keeps a read\'s page only within the ahead allowance: open files read once and left open do not each hold a page', async () => {
+  const gated = gatedSource();
+  const ahead = new ByteBudget(2 * PAGE);
+  const reads = new ByteBudget(2 * PAGE);
+  const readers = Array.from({ length: 6 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 4, undefined, { ahead, reads }));
+  await drive(gated, readers.map((reader) => readAndSend(reader, 50, 4)));
+  const { pages, idlePages } = gated.pages.stats();
+  assert.ok(pages - idlePages <= 2, `${pages - idlePages} pages still held by 6 idle open files (ahead allowance: 2)`);
+  for (const reader of readers) reader.close();
+  await turns(1);
+  assert.equal(ahead.inUse, 0);
+  assert.equal(gated.pages.stats().pages, 0);
+});

@@ -11,6 +11,8 @@ export interface PageSource {
   acquire(file: StatResult, index: number, batched?: boolean): Promise<Lease>;
   /** Fetches a page into the pages nobody holds (bounded by the mount's --cache), batched. */
   prefetch?(file: StatResult, index: number): void;
+  /** The page is in memory or on its way (held, kept, or being fetched): a read of it fetches nothing. */
+  has?(file: StatResult, index: number): boolean;
 }
 
 /**
@@ -20,14 +22,26 @@ export interface PageSource {
 export interface ReaderAllowances {
   /** First pages held for opened files until their first read (start()). */
   starts?: ByteBudget;
-  /** Pages fetched ahead of the reads (advance()); the pages of a read itself are always fetched. */
+  /**
+   * Pages fetched ahead of the reads (advance()), and the pages of a read the window keeps after
+   * it for the reads that follow (keep()); the pages of a read itself are always fetched.
+   */
   ahead?: ByteBudget;
+  /**
+   * Pages a read fetches itself (neither in its window nor anywhere in the mount's pages), held
+   * until its reply is sent. Waited for (ByteBudget.acquire): a read cannot be refused, so past
+   * the bound reads queue instead of each fetching a page (found by a fault hunt: N readers of
+   * distinct files held N × 1–2 pages). A waiting read holds nothing, so no wait can deadlock.
+   */
+  reads?: ByteBudget;
 }
 
-/** A read's bytes, and the pages they are views of: release them once the bytes are sent. */
+/** A read's bytes, and the pages they are views of: release them (and `room`) once the bytes are sent. */
 export interface ReadResult {
   chunks: Buffer[];
   leases: Lease[];
+  /** Gives back the `reads` allowance the read's own fetches took (none when its pages were in memory). */
+  room?: () => void;
 }
 
 /**
@@ -71,17 +85,19 @@ export class FileReader {
     if (offset >= end) return { chunks: [], leases: [] };
     const { first, last } = pagesForRange(offset, end, this.pageSize);
     this.advance(first, last);
-    this.readStarted();
+    for (let index = first; index <= last; index++) this.keep(index);
+    // All the pages this read fetches at once, or none: never a part held while waiting for the rest.
+    const missing = this.missingBytes(first, last);
+    const room = missing > 0 ? await this.allowances.reads!.acquire(missing) : undefined;
     const pages: Promise<Lease>[] = [];
-    for (let index = first; index <= last; index++) {
-      this.page(index);
-      pages.push(this.source.acquire(this.file, index)); // joins the window's fetch
-    }
+    for (let index = first; index <= last; index++) pages.push(this.source.acquire(this.file, index)); // joins the window's fetch
+    this.readStarted(); // after the read's own leases: a first page the window lets go is not dropped meanwhile
     const settled = await Promise.allSettled(pages);
     const leases = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
       for (const lease of leases) lease.release();
+      room?.();
       throw failed.reason;
     }
     const chunks: Buffer[] = [];
@@ -89,7 +105,7 @@ export class FileReader {
       const base = index * this.pageSize;
       chunks.push(...sliceChunks(leases[index - first]!.chunks, Math.max(offset, base) - base, end - base));
     }
-    return { chunks, leases };
+    return room ? { chunks, leases, room } : { chunks, leases };
   }
 
   /**
@@ -125,10 +141,49 @@ export class FileReader {
     for (const index of [...this.held.keys()]) this.drop(index);
   }
 
-  /** The file is being read (or closed): its first page is the window's like any other, no longer held against `starts`. */
+  /**
+   * The file is being read (or closed): its first page is the window's like any other, no longer
+   * held against `starts` but against `ahead` (or let go when that is used up: an open file read
+   * once and left open must not hold a page outside every allowance).
+   */
   private readStarted(): void {
-    this.startHeld?.();
+    if (!this.startHeld) return;
+    this.startHeld();
     this.startHeld = undefined;
+    const { ahead } = this.allowances;
+    if (!ahead || !this.held.has(0) || this.aheadHeld.has(0)) return;
+    const release = ahead.tryAcquire(this.pageBytes(0));
+    if (release) this.aheadHeld.set(0, release);
+    else this.drop(0);
+  }
+
+  /**
+   * The window keeps page `index` of a read for the reads after it (the kernel sends several per
+   * page, and out of order), within the `ahead` allowance: past it the read's own lease is all
+   * that holds the page, and it goes to the kept pages (--cache) once sent. Without allowances
+   * (tests), always.
+   */
+  private keep(index: number): void {
+    if (this.held.has(index)) return;
+    const { ahead, reads } = this.allowances;
+    if (ahead) {
+      const release = ahead.tryAcquire(this.pageBytes(index));
+      if (!release) return;
+      this.aheadHeld.set(index, release);
+    } else if (reads) {
+      return;
+    }
+    this.page(index);
+  }
+
+  /** Bytes of pages in [first, last] that a read would have to fetch itself (0 without a `reads` allowance). */
+  private missingBytes(first: number, last: number): number {
+    if (!this.allowances.reads) return 0;
+    let bytes = 0;
+    for (let index = first; index <= last; index++) {
+      if (!this.held.has(index) && !this.source.has?.(this.file, index)) bytes += this.pageBytes(index);
+    }
+    return bytes;
   }
 
   private pageBytes(index: number): number {
