@@ -147,6 +147,41 @@ test('the pages of a read are given back once the kernel has its bytes: at once 
   }
 });
 
+test('the room a read took for the pages it fetched is given back once the kernel has its bytes (REPLIED)', async () => {
+  const { addon, answers } = fakeAddon();
+  (addon as { replyData: unknown }).replyData = (_req: FuseRequest, chunks: Buffer[], token: number) => void answers.push({ kind: 'data', args: [chunks, token] });
+  const big = Buffer.alloc(3 * 1024, 7);
+  const bigClient = {
+    ...client,
+    async list() {
+      return [{ name: 'big.bin', type: 'file', size: big.length, mtimeMs: 1000, version: 'v1' }];
+    },
+    async stat() {
+      return { mount: 'data', path: 'big.bin', size: big.length, mtimeMs: 1000, version: 'v1' };
+    },
+    async fetchPage(_file: unknown, index: number) {
+      return [big.subarray(index * 1024, (index + 1) * 1024)];
+    },
+    fetchBatchedPage: async (_file: unknown, index: number) => [big.subarray(index * 1024, (index + 1) * 1024)],
+  } as unknown as FanoutClient;
+  // Windows may keep one page in all: the first read's window takes it, the second read holds its page alone.
+  const fs = new FanoutFs(addon, bigClient, 1024, { ttlMs: 1000, readahead: 2, cacheBytes: 0, readBytes: 1024, aheadBytes: 1024, log: { warn: () => {} } });
+  const call = caller(fs, answers);
+  const ino = (await call(OPS.LOOKUP, ROOT_INO, 'big.bin')).args[0] as number;
+  const first = (await call(OPS.OPEN, ino, 0)).args[0] as number;
+  const second = (await call(OPS.OPEN, ino, 0)).args[0] as number;
+  const kept = await call(OPS.READ, ino, first, 1024, 100);
+  assert.equal(fs.readBytesInUse(), 0, "the window's page costs no room");
+  const data = await call(OPS.READ, ino, second, 2048, 1024);
+  assert.deepEqual(Buffer.concat(data.args[0] as Buffer[]), big.subarray(2048));
+  assert.equal(fs.readBytesInUse(), 1024, 'held while the kernel may still be copying');
+  fs.dispatch(OPS.REPLIED, undefined as unknown as FuseRequest, 0, data.args[1] as number);
+  assert.equal(fs.readBytesInUse(), 0);
+  fs.dispatch(OPS.REPLIED, undefined as unknown as FuseRequest, 0, kept.args[1] as number);
+  await call(OPS.RELEASE, ino, first);
+  await call(OPS.RELEASE, ino, second);
+});
+
 test('errors map to the errno POSIX tools expect', () => {
   assert.equal(errnoFor(new FanoutError('NOT_FOUND', '')), errno.ENOENT);
   assert.equal(errnoFor(new FanoutError('UNKNOWN_MOUNT', '')), errno.ENOENT);

@@ -36,6 +36,8 @@ export interface FsOptions {
   cacheBytes?: number;
   /** Bytes of pages reads fetch themselves, held until their replies are sent; reads wait beyond it (default 256 MiB). */
   readBytes?: number;
+  /** Bytes of pages readers' windows hold ahead of and behind their reads, over all open files (default 256 MiB). */
+  aheadBytes?: number;
   /**
    * Files of at least one page are opened with direct I/O (default true): their reads skip the
    * kernel's page cache, one copy per byte fewer. Only where the kernel lets such files be
@@ -127,7 +129,7 @@ export class FanoutFs {
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();
     this.pages = new MountPages(client, pageSize, options.cacheBytes ?? 16 * 1024 * 1024);
-    this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(AHEAD_BYTES), reads: new ByteBudget(options.readBytes ?? READ_BYTES) };
+    this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(options.aheadBytes ?? AHEAD_BYTES), reads: new ByteBudget(options.readBytes ?? READ_BYTES) };
     this.held = new HeldFiles(addon, this.pages, this.inodes, this.meta, {
       pageSize,
       attrTimeoutS: this.ttlSeconds,
