@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -9,30 +9,10 @@ import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
+import { manifestOf, sha } from './manifest.testkit.js';
 import { stageVersion } from './stage.js';
 
 const PAGE = 4096;
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function manifestOf(files: Record<string, Buffer>): Manifest {
-  return {
-    schema: 1,
-    name: 'app',
-    version: 'v1',
-    createdAt: new Date().toISOString(),
-    mount: 'data',
-    prefix: '',
-    pageSize: PAGE,
-    files: Object.entries(files).map(([path, data]) => ({
-      path,
-      size: data.length,
-      sourceVersion: 'x',
-      sha256: sha(data),
-      pages: Array.from({ length: Math.ceil(data.length / PAGE) }, (_, i) => sha(data.subarray(i * PAGE, (i + 1) * PAGE))),
-    })),
-  };
-}
-
 /**
  * A cluster stand-in that answers the pages of each file last page first (each page is
  * released only when every later page of its file was asked for and answered), in chunks.

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,30 +9,10 @@ import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
+import { manifestOf, sha } from './manifest.testkit.js';
 import { stageVersion, type StageProgress } from './stage.js';
 
 const PAGE = 4096;
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function manifestOf(version: string, files: Record<string, Buffer>): Manifest {
-  return {
-    schema: 1,
-    name: 'app',
-    version,
-    createdAt: new Date().toISOString(),
-    mount: 'data',
-    prefix: '',
-    pageSize: PAGE,
-    files: Object.entries(files).map(([path, data]) => ({
-      path,
-      size: data.length,
-      sourceVersion: 'x',
-      sha256: sha(data),
-      pages: Array.from({ length: Math.ceil(data.length / PAGE) }, (_, i) => sha(data.subarray(i * PAGE, (i + 1) * PAGE))),
-    })),
-  };
-}
-
 /**
  * A cluster stand-in that counts the pages asked for per file. With `fullAt`, that file's fetch
  * fails with DISK_FULL once every other file is in staging: a run interrupted with all the rest
@@ -75,7 +55,7 @@ async function interruptedStaging(root: string, bootId: string | null) {
   const shared = randomBytes(2 * PAGE + 9);
   const dir = new ReleaseDir(root);
   await dir.init();
-  const v0 = manifestOf('v0', { 'shared.bin': shared });
+  const v0 = manifestOf({ 'shared.bin': shared }, 'v0');
   await stageVersion({ manifest: v0, dir, fetcher: fetcherOf({ 'shared.bin': shared }).fetcher, bootId });
   await dir.install(v0);
   const files = {
@@ -85,7 +65,7 @@ async function interruptedStaging(root: string, bootId: string | null) {
     'small/tiny.txt': randomBytes(100),
     'zz-full.bin': randomBytes(200),
   };
-  const manifest = manifestOf('v1', files);
+  const manifest = manifestOf(files, 'v1');
   const staging = dir.stagingDir('v1');
   let last: StageProgress | undefined;
   await assert.rejects(
@@ -163,7 +143,7 @@ test('staged stamps that cannot be written fail nothing: the round fails with it
     // A directory at the stamps' name: the rename of their temp file fails, as a full disk fails its write.
     await mkdir(join(dir.stagedStampFile('v1'), 'in-the-way'), { recursive: true });
     const files = { 'a.bin': randomBytes(PAGE + 1), 'zz-full.bin': randomBytes(10) };
-    const manifest = manifestOf('v1', files);
+    const manifest = manifestOf(files, 'v1');
     await assert.rejects(
       stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging: dir.stagingDir('v1') }).fetcher, bootId: 'boot-a' }),
       (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL',
