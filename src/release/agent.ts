@@ -4,12 +4,10 @@ import { FanoutError } from '../core/errors.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import { isDiskFull, isNotWritable } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
-import { checkInstalled, describeDamage } from './damage.js';
+import { CurrentGuard } from './guard.js';
 import { runHook } from './hook.js';
 import { HostRecord } from './hostrecord.js';
 import { ReleaseDir } from './install.js';
-import type { Manifest } from './manifest.js';
-import { finishRepair, repairCurrent } from './repair.js';
 import { endLeftoverHook, forgetRunningHook, recordRunningHook } from './runninghook.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
 import { checkDatacenter, resolveChannel, watchChannels, watchedChannels } from './scope.js';
@@ -100,14 +98,8 @@ export class SyncAgent {
   private behindSince: number | undefined;
   private failedRounds = 0;
   private switches = 0;
-  private damagedFiles = 0;
-  private repairs = 0;
-  /** Damaged paths of the current version already counted (a repair that fails is retried each round). */
-  private counted = new Set<string>();
-  /** What the last repair of the current version found: reported until the next switch, so it is seen. */
-  private repairedNote: string | null = null;
-  /** The current version's manifest, read once: a version's manifest never changes. */
-  private currentManifest: Manifest | undefined;
+  /** Damage to the current version, found each round and repaired (guard.ts). */
+  private readonly guard: CurrentGuard;
 
   constructor(private readonly opts: SyncAgentOptions) {
     if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
@@ -131,11 +123,24 @@ export class SyncAgent {
       updatedAt: new Date().toISOString(),
     };
     this.record = new HostRecord({ registry: opts.registry, name: opts.name, hostGiven: opts.host !== undefined, heartbeatMs: opts.heartbeatMs }, this.state);
+    this.guard = new CurrentGuard({
+      name: opts.name,
+      dir: this.dir,
+      registry: opts.registry,
+      fetcher: opts.fetcher,
+      repair: opts.repair ?? true,
+      hook: opts.onSwitch !== undefined,
+      log: opts.log,
+      limiter: () => this.limiter(),
+      report: (patch, must) => this.report(patch, must),
+      progress: (p) => this.progress(p),
+      afterSwitch: (version, previous, signal) => this.afterSwitch(version, previous, signal),
+    });
   }
 
   health(): AgentHealth {
-    const { behindSince, failedRounds, switches, damagedFiles, repairs } = this;
-    return { state: { ...this.state }, behindSince, failedRounds, switches, damagedFiles, repairs };
+    const { behindSince, failedRounds, switches } = this;
+    return { state: { ...this.state }, behindSince, failedRounds, switches, damagedFiles: this.guard.damagedFiles, repairs: this.guard.repairs };
   }
 
   /**
@@ -236,9 +241,7 @@ export class SyncAgent {
       // failed round, logged and reported, not an error only `--once` would show.
       await this.dir.init();
       this.state.current = await this.dir.currentVersion();
-      // A repair cut short (killed) may have left `current` on its copy: moved back first.
-      const manifest = this.state.current ? await this.manifestOfCurrent(this.state.current) : undefined;
-      if (manifest) await finishRepair(this.dir, manifest);
+      await this.guard.finishCutRepair(this.state.current);
       if (!this.record.isClaimed) await this.record.claim(signal);
       if (!this.leftoverHookChecked) await this.endLeftoverHook();
       const followed = await resolveChannel(this.opts.registry, this.opts.name, this.opts.channel, this.opts.datacenter);
@@ -254,7 +257,7 @@ export class SyncAgent {
         // does not count the host as switched before its hook ended.
         if (pending?.version === target) await this.report({ phase: 'switching', error: null }, true);
         const hookError = pending?.version === target ? await this.afterSwitch(pending.version, pending.previous, signal) : null;
-        const damage = await this.guardCurrent(target, signal);
+        const damage = await this.guard.check(target, signal);
         if (this.pruneOwed) await this.pruneOld();
         await this.report({ phase: hookError || damage.failed ? 'error' : 'idle', error: hookError ?? damage.error }, true);
         return target;
@@ -316,7 +319,7 @@ export class SyncAgent {
         manifest,
         dir: this.dir,
         fetcher: this.opts.fetcher,
-        limiter: this.opts.rate ? new TokenBucket({ rate: this.opts.rate, burst: Math.max(1, Math.floor(this.opts.rate / 8)) }) : undefined,
+        limiter: this.limiter(),
         signal,
         onProgress: (p) => void this.progress(p),
       });
@@ -341,62 +344,12 @@ export class SyncAgent {
     });
     this.state.current = target;
     this.switches++;
-    this.repairedNote = null;
-    this.counted.clear();
+    this.guard.switched();
     this.noteBehind();
     this.opts.log?.(`switched ${this.dir.current} to ${target}${previous ? ` (was ${previous})` : ''}`);
     const hookError = await this.afterSwitch(target, previous, signal);
     await this.report({ phase: hookError ? 'error' : 'idle', error: hookError }, true);
     return true;
-  }
-
-  /**
-   * Checks the current version's files (damage.ts) and repairs damaged ones (repair.ts) unless
-   * `repair` is false. Returns what the round reports: `failed` when damage is left in place (the
-   * host serves bytes that are not the version's). A failed repair throws, as a failed staging.
-   */
-  private async guardCurrent(version: string, signal?: AbortSignal): Promise<{ error: string | null; failed: boolean }> {
-    const manifest = await this.manifestOfCurrent(version);
-    if (!manifest) return { error: this.repairedNote, failed: false };
-    const { damaged } = await checkInstalled(this.dir, manifest);
-    if (damaged.length === 0) {
-      this.counted.clear();
-      return { error: this.repairedNote, failed: false };
-    }
-    const fresh = damaged.filter((d) => !this.counted.has(d.path));
-    fresh.forEach((d) => this.counted.add(d.path));
-    this.damagedFiles += fresh.length;
-    const what = describeDamage(version, damaged);
-    const repair = this.opts.repair ?? true;
-    this.opts.log?.(`${this.opts.name}: ${what} in ${this.dir.current}; ${repair ? 'repairing' : 'not repaired (--no-repair)'}`);
-    if (!repair) return { error: `RELEASE_DAMAGED: ${what}; not repaired (--no-repair)`, failed: true };
-    await this.report({ phase: 'staging', error: `RELEASE_DAMAGED: ${what}; repairing`, bytesDone: 0, bytesTotal: 0, bytesLocal: 0, bytesFetched: 0 }, true);
-    const record = await this.opts.registry.getVersion(this.opts.name, version);
-    // Written before `current` moves, as for a switch: a kill before the hook ran has the next round run it.
-    if (this.opts.onSwitch) await this.dir.setPendingHook({ version, previous: version });
-    const progress = await repairCurrent({
-      dir: this.dir,
-      manifest: await this.opts.fetcher.manifest(record),
-      fetcher: this.opts.fetcher,
-      limiter: this.opts.rate ? new TokenBucket({ rate: this.opts.rate, burst: Math.max(1, Math.floor(this.opts.rate / 8)) }) : undefined,
-      signal,
-      onProgress: (p) => void this.progress(p),
-    }).catch((err: unknown) => {
-      // The hook stays owed: the repair may have failed after `current` moved to its copy.
-      throw err instanceof FanoutError ? new FanoutError(err.code, `repairing ${what}: ${err.message}`, { cause: err }) : err;
-    });
-    this.repairs++;
-    this.counted.clear();
-    this.repairedNote = `RELEASE_DAMAGED: ${what}; repaired at ${new Date().toISOString()}`;
-    this.opts.log?.(`repaired ${this.opts.name}@${version}: ${progress.bytesFetched} bytes fetched, ${progress.bytesLocal} copied locally; ${this.dir.current} switched to the repaired tree`);
-    // The service still holds the damaged files open: the hook has it reopen them.
-    const hookError = await this.afterSwitch(version, version, signal);
-    return { error: hookError ?? this.repairedNote, failed: hookError !== null };
-  }
-
-  private async manifestOfCurrent(version: string): Promise<Manifest | undefined> {
-    if (this.currentManifest?.version !== version) this.currentManifest = await this.dir.manifestOf(version);
-    return this.currentManifest;
   }
 
   /**
@@ -460,6 +413,11 @@ export class SyncAgent {
   private noteBehind(): void {
     const behind = this.state.target !== null && this.state.target !== this.state.current;
     this.behindSince = behind ? (this.behindSince ?? Date.now()) : undefined;
+  }
+
+  /** The host's download budget (--rate) for one staging or repair. */
+  private limiter(): TokenBucket | undefined {
+    return this.opts.rate ? new TokenBucket({ rate: this.opts.rate, burst: Math.max(1, Math.floor(this.opts.rate / 8)) }) : undefined;
   }
 
   private async progress(p: StageProgress): Promise<void> {
