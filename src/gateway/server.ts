@@ -168,6 +168,10 @@ export class S3Gateway {
       const principal = this.auth.authenticate({ method, path, rawPath, hostBucket, query: pairs, headers });
       const query = new Map<string, string>();
       for (const [k, v] of pairs) if (!query.has(k)) query.set(k, v);
+      // S3 reads no body on a read. Kept alive, such a connection would have node read and drop
+      // whatever the client streams after the answer (a GET with `content-length: 1 TB` went on
+      // taking bytes for as long as it sent them): answer, then close.
+      if (hasUnreadBody(req)) res.setHeader('connection', 'close');
       await this.dispatch({ req, res, method, bucket: target.bucket, key: target.key, query, anonymous: principal.accessKeyId === null, now: this.clock.now() });
     } catch (err) {
       try {
@@ -229,8 +233,7 @@ export class S3Gateway {
       return;
     }
     // Do not read an upload we will not store (a refused PUT): answer, then close the connection.
-    const hasBody = (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
-    if (hasBody && !req.readableEnded) res.setHeader('connection', 'close');
+    if (hasUnreadBody(req)) res.setHeader('connection', 'close');
     const body = req.method === 'HEAD' ? '' : errorXml(error, resource, requestId, this.hostId);
     res.writeHead(error.status, {
       ...error.headers,
@@ -239,4 +242,10 @@ export class S3Gateway {
     });
     res.end(body);
   }
+}
+
+/** A request body the client has not finished sending (the gateway never reads one). */
+function hasUnreadBody(req: IncomingMessage): boolean {
+  const hasBody = (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
+  return hasBody && !req.readableEnded;
 }

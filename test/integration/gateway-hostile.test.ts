@@ -138,6 +138,14 @@ describe('the S3 gateway and hostile clients', () => {
     assert.match(body, new RegExp(`<RequestId>${headers['x-amz-request-id']}</RequestId>`));
   });
 
+  test('a GET with a body it never finishes: answered, then the connection closes (the body is not read on)', async () => {
+    // Before: the answer kept the connection alive and node read the announced GiB for as long as it came.
+    const answer = await untilClosed(endpoint, 'GET /data/loopdir/file.txt HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1073741824\r\n\r\nsome bytes');
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.match(answer, /\r\nconnection: close\r\n/i);
+    assert.ok(answer.endsWith('in the loop\n'), answer);
+  });
+
   test('CONNECT: 405 MethodNotAllowed as S3 XML, then the connection closes; the gateway goes on', async () => {
     const answer = await untilClosed(endpoint, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
     assert.match(answer, /^HTTP\/1\.1 405 /);
