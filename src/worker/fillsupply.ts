@@ -164,6 +164,7 @@ export class FillSupply {
       return;
     }
     const watch = this.liveness.watch(owner, signal);
+    let otherPageSize = false;
     try {
       const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload', pageSize: this.deps.pageSize });
       for await (const chunk of chunks) {
@@ -174,10 +175,19 @@ export class FillSupply {
       metrics.peerBytes.inc(received);
       return;
     } catch (err) {
-      if (!watch.ownerDead && !watch.stalled && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
-      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, 'page owner unavailable; reading the source instead');
+      // An owner configured with another pageSize (joined the same etcd prefix) refuses every
+      // page counted in ours before sending any byte. Passed on, the refusal failed every read of
+      // its pages through every other worker although the source was there: it is read instead.
+      // The owner is up, so it is not marked down; its refusals are counted on its side.
+      otherPageSize = err instanceof FanoutError && err.code === 'PAGE_SIZE_MISMATCH' && received === 0;
+      if (!otherPageSize && !watch.ownerDead && !watch.stalled && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
+      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, otherPageSize ? 'page owner has another pageSize; reading the source instead' : 'page owner unavailable; reading the source instead');
     } finally {
       watch.stop();
+    }
+    if (otherPageSize) {
+      yield* this.sourceFallback('owner_page_size', ref, start, length, signal, fillClass, fill);
+      return;
     }
     ownerDown();
     const reason = watch.ownerDead ? 'owner_silent' : watch.stalled ? 'owner_stalled' : 'owner_unreachable';

@@ -157,6 +157,30 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
     assert.deepEqual(twins(again), [elsewhere.url]);
   });
 
+  test('a member whose record is overwritten by hand (garbage, another address, no lease) writes it back, and watchers follow', async () => {
+    const self = member('edited');
+    const m = await open({ self });
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    /** Polls etcd until the record is self's own under m's lease again; the test's timeout bounds it. */
+    const restored = async () => {
+      for (;;) {
+        const { kvs } = await client.get(PREFIX + 'edited').exec();
+        if (kvs[0]?.value.toString() === JSON.stringify(self) && String(kvs[0].lease) === m.lease) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    const observed = () => observer.members().find((x) => x.id === 'edited')?.url;
+    try {
+      for (const value of ['garbage', JSON.stringify({ ...self, url: 'http://127.0.0.1:9' }), JSON.stringify(self)]) {
+        await client.put(PREFIX + 'edited').value(value);
+        await restored();
+        await until(observer, 'change', () => observed() === self.url, `observer sees edited at its address after ${value}`);
+      }
+    } finally {
+      client.close();
+    }
+  });
+
   test('start() fails cleanly when etcd is unreachable', async () => {
     const m = new EtcdMembership({
       endpoints: ['http://127.0.0.1:1'],

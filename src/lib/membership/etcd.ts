@@ -224,7 +224,10 @@ export class EtcdMembership extends EventEmitter implements Membership {
     if (!answer.succeeded) {
       const held = answer.responses[0]?.response_range?.kvs[0];
       const holder = held ? decodeMember(this.prefix, held.key, held.value) : undefined;
-      if (held && String(held.lease) !== String(lease) && holder && holder.url !== self.url) {
+      // A record under no lease is no running worker's (workers always register under one):
+      // written by hand, it is overwritten rather than waited for, as it would never expire.
+      const leased = held !== undefined && String(held.lease) !== '0';
+      if (held && leased && String(held.lease) !== String(lease) && holder && holder.url !== self.url) {
         if (!this.conflict) {
           this.conflict = { since: this.clock.now(), url: holder.url };
           this.log.warn({ id: self.id, url: self.url, holder: holder.url }, 'another worker is registered with this id at another address; this one stays out of the ring until that record goes');
@@ -250,7 +253,15 @@ export class EtcdMembership extends EventEmitter implements Membership {
       ...this.prefixRange(),
       startRevision: BigInt(res.header.revision) + 1n,
       timeoutMs: this.requestTimeoutMs,
-      onPut: (key, value) => this.records.put(key, value),
+      onPut: (key, value, lease) => {
+        this.records.put(key, value);
+        // Our record overwritten by someone else (a hand edit, a script): write it again next
+        // round, as after a delete; left alone, it would name another address or none for good.
+        if (this.overwritesSelf(key, value, lease) && !this.stopping) {
+          this.registered = false;
+          this.wakeUp();
+        }
+      },
       onDelete: (key) => {
         const id = this.records.delete(key);
         // Someone deleted our record while the lease lives: write it again next round.
@@ -269,6 +280,12 @@ export class EtcdMembership extends EventEmitter implements Membership {
       },
     });
     this.needsResync = false;
+  }
+
+  /** A put on self's key that is not self's record under self's lease. */
+  private overwritesSelf(key: Buffer, value: Buffer, lease: string): boolean {
+    if (!this.self || !this.registered || key.toString() !== this.prefix + this.self.id) return false;
+    return value.toString() !== JSON.stringify(this.self) || lease !== String(this.leaseId);
   }
 
   private leaseLost(reason: 'expired' | 'revoked'): void {

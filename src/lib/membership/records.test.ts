@@ -33,6 +33,18 @@ test('member records: a listing, puts and deletes publish a sorted list only whe
   assert.equal(records.count, 0);
 });
 
+test('member records: a malformed record overwriting a member drops it, as a listing would', () => {
+  const { log } = logger();
+  const published: string[][] = [];
+  const records = new MemberRecords({ prefix: PREFIX, log, stopping: () => false, onChange: (list) => published.push(list.map((m) => m.id)) });
+  records.replace([kv({ id: 'w1', url: 'http://w1', capacity: 1 }), kv({ id: 'w2', url: 'http://w2', capacity: 1 })]);
+  records.put(Buffer.from(PREFIX + 'w2'), Buffer.from('garbage'));
+  assert.deepEqual(published.at(-1), ['w1']);
+  const listed = new MemberRecords({ prefix: PREFIX, log, stopping: () => false, onChange: () => undefined });
+  listed.replace([kv({ id: 'w1', url: 'http://w1', capacity: 1 }), { key: Buffer.from(PREFIX + 'w2'), value: Buffer.from('garbage') }]);
+  assert.deepEqual(listed.members().map((m) => m.id), ['w1'], 'the same as a fresh listing');
+});
+
 test('outage state: one warning when etcd is lost, one info line when it is back, with the outage length', () => {
   const clock = new ManualClock(1000);
   const { lines, log } = logger();

@@ -45,7 +45,10 @@ export class MemberRecords {
 
   put(key: Buffer, value: Buffer): void {
     const member = this.decode(key, value);
+    // A malformed record replaces the member it overwrote, as a listing would drop it: kept,
+    // the old entry would stay in this process's ring only, after its worker is gone too.
     if (member) this.byId.set(member.id, member);
+    else this.byId.delete(key.toString().slice(this.opts.prefix.length));
     this.publish();
   }
 

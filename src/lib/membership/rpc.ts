@@ -9,7 +9,8 @@ export interface PrefixWatchOptions {
   startRevision: bigint;
   /** How long etcd may take to confirm the watch. */
   timeoutMs: number;
-  onPut(key: Buffer, value: Buffer): void;
+  /** `lease`: the record's lease id as etcd sends it ('0': none). */
+  onPut(key: Buffer, value: Buffer, lease: string): void;
   onDelete(key: Buffer): void;
   /** The watch stopped delivering (stream error, end, compaction): re-list and watch again. */
   onBroken(err: Error): void;
@@ -66,7 +67,7 @@ export async function openWatch(client: Etcd3, opts: PrefixWatchOptions): Promis
         resolve({ close });
       }
       for (const event of res.events ?? []) {
-        if (event.type === 'Put') opts.onPut(event.kv.key, event.kv.value);
+        if (event.type === 'Put') opts.onPut(event.kv.key, event.kv.value, String(event.kv.lease));
         else if (event.type === 'Delete') opts.onDelete(event.kv.key);
       }
     });
