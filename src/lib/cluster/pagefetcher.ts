@@ -181,6 +181,13 @@ export class PageFetcher {
     const error = errorFromJSON(parsed ?? (typeof headerCode === 'string' ? { error: { code: headerCode } } : undefined), statusCode);
     // A 499 from a worker means it gave the page up (it is stopping): ours are local aborts only.
     if (error.code === 'ABORTED') return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} gave the page up: ${error.message}`);
+    // A worker's fetcher sends the cluster secret: a member that refuses it is not of this
+    // cluster (another auth.clusterSecret joined the same etcd prefix). Taken for definitive, its
+    // refusal failed every read of its pages through every worker; as a worker fault, the page
+    // is read around it (a relay reads the source).
+    if (this.options.direct && (error.code === 'FORBIDDEN' || error.code === 'UNAUTHENTICATED')) {
+      return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) refused this cluster's peer credential (${error.message}): does it have another auth.clusterSecret?`);
+    }
     if (error.code === 'WORKER_UNAVAILABLE' && !error.message.includes(member.id)) {
       return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}): ${error.message}`);
     }

@@ -9,7 +9,7 @@ import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { waitFor } from '../harness/ports.js';
-import { startCluster, WorkerProcess } from '../harness/workers.js';
+import { startCluster, TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 const PAGES = 16;
@@ -65,5 +65,51 @@ describe('a worker with another pageSize joins the cluster through etcd', () => 
     }
     const metrics = await Promise.all(workers.map(async (w) => (await fetch(`${w.url}/metrics`)).text()));
     assert.ok(metrics.some((text) => /^fanout_relay_source_reads_total\{reason="owner_page_size"\} [1-9]/m.test(text)), 'the relays read the odd worker’s pages from the source, and count it');
+  });
+});
+
+/**
+ * A worker configured with another auth.clusterSecret joins the etcd prefix: it refuses the
+ * cluster's peer requests with 403, and the cluster refuses its. Found by a fault hunt: a 403
+ * from a member counted as definitive, so every `/v1/data` read of a file with pages it owns
+ * failed through every other worker (FORBIDDEN), and was cut part-way through it.
+ */
+describe('a worker with another cluster secret joins the cluster through etcd', () => {
+  let etcd: EtcdServer;
+  let source: string;
+  let workers: WorkerProcess[] = [];
+  const data = randomBytes(PAGES * MiB);
+
+  before(async () => {
+    etcd = await startEtcd();
+    source = await mkdtemp(join(tmpdir(), 'fanout-secret-join-'));
+    await writeFile(join(source, 'f.bin'), data);
+    workers = await startCluster(2, { etcd: etcd.endpoint, mounts: { data: source }, pageSize: '1MiB' });
+    const auth = { tokens: [{ token: TEST_ADMIN_TOKEN, role: 'admin' as const }], clusterSecret: 'another-cluster-secret-0123456789' };
+    workers.push(await WorkerProcess.start({ id: 'foreign', auth, mounts: { data: source }, pageSize: '1MiB', membership: { etcd: { endpoints: [etcd.endpoint], leaseTtlSeconds: 3 } } }));
+    await waitFor('every worker to list the three', async () => {
+      const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
+      return views.every((v) => v.members.length === 3);
+    });
+  });
+
+  after(async () => {
+    await Promise.all(workers.map((w) => w.destroy()));
+    await etcd?.stop();
+    await rm(source, { recursive: true, force: true });
+  });
+
+  test('`/v1/data` through every worker gives the file: pages owned across the secret divide are read around the refusal', { timeout: 120_000 }, async () => {
+    const info = (await (await fetch(`${workers[0]!.url}/v1/cluster`)).json()) as { members: { id: string; url: string; capacity: number }[] };
+    const { version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string };
+    const ring = new HashRing(info.members);
+    const owners = new Set(Array.from({ length: PAGES }, (_, index) => ring.owners(pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index }, MiB), 1)[0]!.id));
+    assert.equal(owners.size, 3, 'every worker, the foreign one included, owns pages of the file');
+
+    for (const worker of workers) {
+      const res = await fetch(`${worker.url}/v1/data/data/f.bin`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });
+      assert.equal(res.status, 200, `through ${worker.id}: ${res.status}`);
+      assert.ok(Buffer.from(await res.arrayBuffer()).equals(data), `the file's bytes through ${worker.id}`);
+    }
   });
 });
