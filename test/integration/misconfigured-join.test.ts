@@ -14,6 +14,14 @@ import { startCluster, TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/worker
 const MiB = 1024 * 1024;
 const PAGES = 16;
 
+/** The owner of each page of /data/f.bin (`size` bytes, 1 MiB pages) by the ring a worker at `url` sees. */
+async function pageOwners(url: string, size: number): Promise<string[]> {
+  const info = (await (await fetch(`${url}/v1/cluster`)).json()) as { members: { id: string; url: string; capacity: number }[] };
+  const { version } = (await (await fetch(`${url}/v1/stat/data/f.bin`)).json()) as { version: string };
+  const ring = new HashRing(info.members);
+  return Array.from({ length: PAGES }, (_, index) => ring.owners(pageKey({ mount: 'data', path: 'f.bin', version, size, index }, MiB), 1)[0]!.id);
+}
+
 /**
  * A worker configured with another pageSize joins the etcd prefix of a running cluster (a
  * mistyped config, a half-rolled-out change): it takes its share of every ring and refuses
@@ -47,10 +55,7 @@ describe('a worker with another pageSize joins the cluster through etcd', () => 
   });
 
   test('reads through the workers of the cluster’s page size give the file, the odd worker’s pages read from the source', { timeout: 120_000 }, async () => {
-    const info = (await (await fetch(`${workers[0]!.url}/v1/cluster`)).json()) as { members: { id: string; url: string; capacity: number }[] };
-    const { version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string };
-    const ring = new HashRing(info.members);
-    const owners = Array.from({ length: PAGES }, (_, index) => ring.owners(pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index }, MiB), 1)[0]!.id);
+    const owners = await pageOwners(workers[0]!.url, data.length);
     assert.ok(owners.includes('odd'), 'the odd worker owns pages of the file');
 
     for (const worker of workers) {
@@ -100,10 +105,7 @@ describe('a worker with another cluster secret joins the cluster through etcd', 
   });
 
   test('`/v1/data` through every worker gives the file: pages owned across the secret divide are read around the refusal', { timeout: 120_000 }, async () => {
-    const info = (await (await fetch(`${workers[0]!.url}/v1/cluster`)).json()) as { members: { id: string; url: string; capacity: number }[] };
-    const { version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string };
-    const ring = new HashRing(info.members);
-    const owners = new Set(Array.from({ length: PAGES }, (_, index) => ring.owners(pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index }, MiB), 1)[0]!.id));
+    const owners = new Set(await pageOwners(workers[0]!.url, data.length));
     assert.equal(owners.size, 3, 'every worker, the foreign one included, owns pages of the file');
 
     for (const worker of workers) {
