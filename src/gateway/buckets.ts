@@ -69,12 +69,13 @@ export async function getBucket(ctx: RequestContext, backend: GatewayBackend, op
     const resume = token !== undefined ? decodeToken(token) : startAfter ? { after: startAfter, subtree: false } : undefined;
     const result = await list(backend, bucket, base, resume, ctx.now);
     const next = result.truncated && result.next ? encodeToken(result.next) : undefined;
-    return sendXml(ctx.res, 200, listObjectsV2Xml({ ...base, ...result, continuationToken: token, nextContinuationToken: next, startAfter }));
+    const owner = query.get('fetch-owner')?.toLowerCase() === 'true' ? options.owner : undefined;
+    return sendXml(ctx.res, 200, listObjectsV2Xml({ ...base, ...result, continuationToken: token, nextContinuationToken: next, startAfter, owner }));
   }
   const marker = query.get('marker') ?? '';
   const result = await list(backend, bucket, base, markerPosition(marker, base.prefix, base.delimiter ?? ''), ctx.now);
   const nextMarker = result.truncated && result.next ? positionMarker(result.next, base.delimiter ?? '') : undefined;
-  sendXml(ctx.res, 200, listObjectsV1Xml({ ...base, ...result, marker, nextMarker }));
+  sendXml(ctx.res, 200, listObjectsV1Xml({ ...base, ...result, marker, nextMarker, owner: options.owner }));
 }
 
 async function list(

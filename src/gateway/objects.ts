@@ -36,6 +36,11 @@ export async function getObject(ctx: RequestContext, backend: GatewayBackend): P
   // As S3: a page served from the gateway's origin with a type of the caller's choosing
   // (text/html) would let anyone run script there; signed URLs may, they were given out.
   if (ctx.anonymous && OVERRIDES.some(([param]) => query.has(param))) throw s3Errors.invalidRequest('Request specific response headers cannot be used for anonymous GET requests.');
+  // SSE-C: no object here is encrypted with a customer's key. S3 refuses the key for such an
+  // object rather than ignore it (a caller relying on its own encryption learns it is not).
+  if (req.headers['x-amz-server-side-encryption-customer-algorithm'] !== undefined || req.headers['x-amz-server-side-encryption-customer-key'] !== undefined) {
+    throw s3Errors.invalidRequest('The encryption parameters are not applicable to this object.');
+  }
   const partNumber = query.get('partNumber');
   if (partNumber !== undefined && partNumber !== '1') throw new S3Error('InvalidPartNumber', 416, 'The requested partnumber is not satisfiable');
 

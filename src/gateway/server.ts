@@ -198,6 +198,7 @@ export class S3Gateway {
       }
       return listBuckets(ctx, this.backend, this.buckets);
     }
+    checkExpectedOwner(ctx, this.buckets.owner.id);
     if (!key) return method === 'HEAD' ? headBucket(ctx, this.backend, this.buckets) : getBucket(ctx, this.backend, this.buckets);
     return getObject(ctx, this.backend);
   }
@@ -248,4 +249,15 @@ export class S3Gateway {
 function hasUnreadBody(req: IncomingMessage): boolean {
   const hasBody = (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
   return hasBody && !req.readableEnded;
+}
+
+/**
+ * `x-amz-expected-bucket-owner` (the SDKs' ExpectedBucketOwner; in the query of a presigned URL):
+ * a caller that names an owner other than the gateway's is refused as S3 refuses it, rather than
+ * served data from a bucket it did not mean to trust.
+ */
+function checkExpectedOwner(ctx: RequestContext, ownerId: string): void {
+  const header = ctx.req.headers['x-amz-expected-bucket-owner'];
+  const expected = (Array.isArray(header) ? header[0] : header) ?? ctx.query.get('x-amz-expected-bucket-owner');
+  if (expected !== undefined && expected !== ownerId) throw s3Errors.accessDenied();
 }

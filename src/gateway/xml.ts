@@ -72,6 +72,8 @@ export interface ListPage {
   objects: ListedObject[];
   commonPrefixes: string[];
   truncated: boolean;
+  /** Each object's owner, where S3 gives it: always in v1, with fetch-owner=true in v2. */
+  owner?: Owner;
 }
 
 export function listObjectsV2Xml(
@@ -117,7 +119,7 @@ function contentsXml(page: ListPage, enc: (s: string) => string): string {
   for (const o of page.objects) {
     out +=
       `<Contents>${el('Key', enc(o.key))}${el('LastModified', new Date(o.mtimeMs).toISOString())}` +
-      `${el('ETag', quoteEtag(o.etag))}${el('Size', o.size)}<StorageClass>STANDARD</StorageClass></Contents>`;
+      `${el('ETag', quoteEtag(o.etag))}${el('Size', o.size)}${page.owner ? ownerXml(page.owner) : ''}<StorageClass>STANDARD</StorageClass></Contents>`;
   }
   for (const p of page.commonPrefixes) out += `<CommonPrefixes>${el('Prefix', enc(p))}</CommonPrefixes>`;
   return out;

@@ -300,6 +300,29 @@ describe('the S3 gateway, with the AWS SDK v3 and awscli', () => {
     assert.deepEqual(await s3Failure(client.send(new ListObjectsV2Command({ Bucket: 'data', ContinuationToken: '!!' }))), { name: 'InvalidArgument', status: 400 });
   });
 
+  test('as S3 answers them: ExpectedBucketOwner, SSE-C keys on an unencrypted object, object owners in listings', async () => {
+    const owner = (await client.send(new ListBucketsCommand({}))).Owner?.ID;
+    assert.equal(owner, 'fanout');
+    // The gateway's own owner id is served; another account's is refused rather than trusted.
+    const body = await client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', ExpectedBucketOwner: owner }));
+    assert.equal(await body.Body?.transformToString(), 'hello fanout\n');
+    assert.deepEqual(await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', ExpectedBucketOwner: '111122223333' }))), { name: 'AccessDenied', status: 403 });
+    assert.deepEqual(await s3Failure(client.send(new ListObjectsV2Command({ Bucket: 'data', ExpectedBucketOwner: '111122223333' }))), { name: 'AccessDenied', status: 403 });
+    // A HEAD's error has no body to name it: its status says it.
+    assert.equal((await s3Failure(client.send(new HeadBucketCommand({ Bucket: 'data', ExpectedBucketOwner: '111122223333' })))).status, 403);
+    // A customer's key for an object that is not encrypted with it: 400, not the bytes.
+    const sseC = { SSECustomerAlgorithm: 'AES256', SSECustomerKey: randomBytes(32).toString('base64') };
+    assert.deepEqual(await s3Failure(client.send(new GetObjectCommand({ Bucket: 'data', Key: 'hello.txt', ...sseC }))), { name: 'InvalidRequest', status: 400 });
+    assert.equal((await s3Failure(client.send(new HeadObjectCommand({ Bucket: 'data', Key: 'hello.txt', ...sseC })))).status, 400);
+    // Owners: in every v1 entry, in v2 with FetchOwner only.
+    const v2 = await client.send(new ListObjectsV2Command({ Bucket: 'data', Prefix: 'hello' }));
+    assert.equal(v2.Contents?.[0]?.Owner, undefined);
+    const v2Owner = await client.send(new ListObjectsV2Command({ Bucket: 'data', Prefix: 'hello', FetchOwner: true }));
+    assert.equal(v2Owner.Contents?.[0]?.Owner?.ID, owner);
+    const v1 = await client.send(new ListObjectsCommand({ Bucket: 'data', Prefix: 'hello' }));
+    assert.equal(v1.Contents?.[0]?.Owner?.ID, owner);
+  });
+
   // Both majors, or one signature version goes untested. In CI (CI=true) a missing one fails the
   // run; elsewhere it is a skip that names the script which installs it.
   const majors = AWS_CLIS.map((c) => c.label);
