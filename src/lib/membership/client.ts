@@ -49,8 +49,13 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
   // connections but never answers, half the keepalives and watches went there and the lease
   // was lost over and over. Calls and streams go to the preferred endpoint instead, and one
   // that gave no answer is asked last for a while (EndpointPreference).
-  const pool = (client as unknown as { pool: { hosts: unknown[]; shuffledHosts(): Generator<unknown> } }).pool;
-  pool.shuffledHosts = () => hostOrder(preference, pool.hosts);
+  const pool = (client as unknown as { pool?: { hosts?: unknown[]; shuffledHosts?(): Generator<unknown> } }).pool;
+  // A private member of etcd3 1.1.2 (package.json pins it): an etcd3 without it must fail every
+  // test that makes a client, not quietly go back to shuffling hosts.
+  if (!pool || !Array.isArray(pool.hosts) || typeof pool.shuffledHosts !== 'function') {
+    throw new FanoutError('INTERNAL', 'etcd3 has no pool.shuffledHosts: this etcd3 version is not the one fanout was built for (package.json pins it)');
+  }
+  pool.shuffledHosts = () => hostOrder(preference, pool.hosts!);
   preferences.set(client, preference);
   return client;
 }
