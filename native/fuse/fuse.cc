@@ -26,6 +26,7 @@
 
 #include "held.h"
 #include "init.h"
+#include "interrupts.h"
 #include "offered.h"
 
 namespace {
@@ -33,6 +34,7 @@ namespace {
 using fanout::HeldFiles;
 using fanout::kHeldHandle;
 using fanout::OfferedPages;
+using fanout::ReadInterrupts;
 
 // Numbers, not strings: they cross to JavaScript on every request. Kept in step with OPS in
 // src/mount/native.ts.
@@ -55,6 +57,7 @@ enum Op : int {
   kLookedUpHeld = 15,  // to JS: a held file was looked up here (one more kernel reference to count)
   kServed = 16,  // to JS: a read was answered here from offered pages (offered.h) and reached a new page
   kReturned = 17,  // to JS: withdrawn offered pages no FUSE thread writes from any more (their offer ids)
+  kInterrupted = 18,  // to JS: the read with this interrupt id was interrupted (interrupts.h)
 };
 
 // A read's FUSE thread waits here for JavaScript's answer, then sends it.
@@ -90,18 +93,25 @@ struct Call {
   std::vector<napi_ref> refs;  // kUnref
   double token = 0;  // kUnref: the reply's token
   std::vector<double> ids;  // kReturned: offer ids
+  uint64_t id = 0;  // kRead: its interrupt id (interrupts.h); kInterrupted: the read's
 };
+
+struct Session;
 
 // One request waiting for JavaScript. Owned by the JS External that carries it: if JavaScript
 // drops it without answering, the finalizer answers EIO so the kernel never waits forever.
 struct Request {
   fuse_req_t req;
   ReadWait* wait;
+  ReadInterrupts* interrupts;  // a read's: it is no longer interruptible once claimed
+  uint64_t id;
   std::atomic<bool> answered{false};
-  Request(fuse_req_t r, ReadWait* w) : req(r), wait(w) {}
+  Request(fuse_req_t r, ReadWait* w, ReadInterrupts* i, uint64_t id) : req(r), wait(w), interrupts(i), id(id) {}
   bool Claim() {
     bool expected = false;
-    return answered.compare_exchange_strong(expected, true);
+    if (!answered.compare_exchange_strong(expected, true)) return false;
+    interrupts->End(id);
+    return true;
   }
 };
 
@@ -114,7 +124,6 @@ void AnswerError(fuse_req_t req, ReadWait* wait, int err) {
   }
 }
 
-struct Session;
 void PostForget(Session* session, fuse_ino_t ino, uint64_t nlookup);
 void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call);
 using Tsfn = Napi::TypedThreadSafeFunction<Session, Call, CallJs>;
@@ -129,6 +138,7 @@ struct Session {
   std::atomic<bool> unmounted{false};
   HeldFiles held{16 << 20};
   OfferedPages offered;
+  ReadInterrupts interrupts;
   fanout::InitPatch init;
 };
 
@@ -138,6 +148,7 @@ uint32_t g_blksize = 1 << 20;
 // Hands a call to JavaScript; false (and the request answered EIO) if the session is closing.
 bool Post(Session* session, Call* call) {
   if (session->tsfn.NonBlockingCall(call) == napi_ok) return true;
+  session->interrupts.End(call->id);
   if (call->req != nullptr) fuse_reply_err(call->req, EIO);
   delete call;
   return false;
@@ -276,6 +287,26 @@ bool ServeOffered(Session* session, fuse_req_t req, uint64_t fh, size_t size, of
   return true;
 }
 
+// libfuse's interrupt function (on the FUSE thread that received FUSE_INTERRUPT): `data` is the
+// read's id, not a pointer (interrupts.h says why).
+void OnInterrupt(fuse_req_t req, void* data) {
+  Session* session = SessionOf(req);
+  uint64_t id = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data));
+  if (!session->interrupts.Interrupt(id)) return;
+  auto* note = new Call();
+  note->op = kInterrupted;
+  note->id = id;
+  Post(session, note);
+}
+
+// A read JavaScript answers: interruptible from now on (a reader's Ctrl-C ends its wait there).
+bool ForwardRead(fuse_req_t req, fuse_ino_t ino, Call* call) {
+  Session* session = SessionOf(req);
+  call->id = session->interrupts.Begin();
+  fuse_req_interrupt_func(req, OnInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(call->id)));
+  return Forward(req, kRead, ino, call);
+}
+
 void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Session* session = SessionOf(req);
   if (fi->fh & kHeldHandle) {
@@ -294,7 +325,7 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     call->fh = fi->fh;
     call->offset = static_cast<uint64_t>(off);
     call->count = size;
-    Forward(req, kRead, ino, call);
+    ForwardRead(req, ino, call);
     return;
   }
   ReadWait wait;
@@ -303,7 +334,7 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   call->offset = static_cast<uint64_t>(off);
   call->count = size;
   call->wait = &wait;
-  if (!Forward(req, kRead, ino, call)) return;
+  if (!ForwardRead(req, ino, call)) return;
   {
     std::unique_lock<std::mutex> lock(wait.mutex);
     wait.cv.wait(lock, [&] { return wait.ready; });
@@ -386,37 +417,50 @@ void FinalizeRequest(Napi::Env, Request* request) {
   delete request;
 }
 
-void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
+// A note to JavaScript with nothing to answer: dispatch(op, undefined, 0, value).
+void Note(Napi::Env env, Napi::Function dispatch, Op op, Napi::Value value) {
+  dispatch.Call({Napi::Number::New(env, op), env.Undefined(), Napi::Number::New(env, 0), value});
+  if (env.IsExceptionPending()) {
+    Napi::Error error = env.GetAndClearPendingException();
+    fprintf(stderr, "fanout mount: dispatcher threw: %s\n", error.Message().c_str());
+  }
+}
+
+void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call) {
   if (env == nullptr) {  // the environment is going away: answer what can be answered
+    session->interrupts.End(call->id);
     if (call->req != nullptr) AnswerError(call->req, call->wait, EIO);
     delete call;
+    return;
+  }
+  if (call->op == kRead && session->interrupts.Deliver(call->id)) {
+    // Interrupted before JavaScript had it: nothing to stop there.
+    session->interrupts.End(call->id);
+    AnswerError(call->req, call->wait, EINTR);
+    delete call;
+    return;
+  }
+  if (call->op == kInterrupted) {
+    double id = static_cast<double>(call->id);
+    delete call;
+    Note(env, dispatch, kInterrupted, Napi::Number::New(env, id));
     return;
   }
   if (call->op == kUnref) {
     for (napi_ref ref : call->refs) napi_delete_reference(env, ref);
     double token = call->token;
     delete call;
-    if (token != 0) {
-      dispatch.Call({Napi::Number::New(env, kReplied), env.Undefined(), Napi::Number::New(env, 0), Napi::Number::New(env, token)});
-      if (env.IsExceptionPending()) {
-        Napi::Error error = env.GetAndClearPendingException();
-        fprintf(stderr, "fanout mount: dispatcher threw: %s\n", error.Message().c_str());
-      }
-    }
+    if (token != 0) Note(env, dispatch, kReplied, Napi::Number::New(env, token));
     return;
   }
   if (call->op == kReturned) {
     Napi::Array ids = Napi::Array::New(env, call->ids.size());
     for (uint32_t i = 0; i < call->ids.size(); i++) ids.Set(i, Napi::Number::New(env, call->ids[i]));
     delete call;
-    dispatch.Call({Napi::Number::New(env, kReturned), env.Undefined(), Napi::Number::New(env, 0), ids});
-    if (env.IsExceptionPending()) {
-      Napi::Error error = env.GetAndClearPendingException();
-      fprintf(stderr, "fanout mount: dispatcher threw: %s\n", error.Message().c_str());
-    }
+    Note(env, dispatch, kReturned, ids);
     return;
   }
-  Request* request = call->req != nullptr ? new Request(call->req, call->wait) : nullptr;
+  Request* request = call->req != nullptr ? new Request(call->req, call->wait, &session->interrupts, call->id) : nullptr;
   Napi::Value req = request != nullptr ? Napi::Value(Napi::External<Request>::New(env, request, FinalizeRequest)) : env.Undefined();
   auto num = [&](double v) { return Napi::Number::New(env, v); };
   std::vector<napi_value> args = {num(call->op), req, num(static_cast<double>(call->ino))};
@@ -442,6 +486,7 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session*, Call* call) {
       args.push_back(num(static_cast<double>(call->fh)));
       args.push_back(num(static_cast<double>(call->offset)));
       args.push_back(num(static_cast<double>(call->count)));
+      if (call->op == kRead) args.push_back(num(static_cast<double>(call->id)));
       break;
     case kRelease:
     case kReleasedir:

@@ -182,6 +182,31 @@ test('the room a read took for the pages it fetched is given back once the kerne
   await call(OPS.RELEASE, ino, second);
 });
 
+test('an interrupted read (the kernel\'s FUSE_INTERRUPT, told by the addon) is answered EINTR at once, with no EIO log line', async () => {
+  const { addon, answers } = fakeAddon();
+  const arrivals: (() => void)[] = [];
+  const fetchPage = () => new Promise<Buffer[]>((resolve) => arrivals.push(() => resolve([content])));
+  const stalled = { ...client, fetchPage, fetchBatchedPage: fetchPage } as unknown as FanoutClient;
+  const warnings: string[] = [];
+  const fs = new FanoutFs(addon, stalled, 1024, { ttlMs: 1000, readahead: 2, log: { warn: (_f, message) => warnings.push(message) } });
+  const call = caller(fs, answers);
+  const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+  const ino = (await call(OPS.LOOKUP, dataIno, 'hello.txt')).args[0] as number;
+  const fh = (await call(OPS.OPEN, ino, 0)).args[0] as number;
+  const before = answers.length;
+  fs.dispatch(OPS.READ, {} as FuseRequest, ino, fh, 0, 100, 7);
+  fs.dispatch(OPS.INTERRUPTED, undefined as unknown as FuseRequest, 0, 8); // another read's: nothing here
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(answers.length, before, 'the read waits for its page');
+  fs.dispatch(OPS.INTERRUPTED, undefined as unknown as FuseRequest, 0, 7);
+  while (answers.length === before) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(answers[before], { kind: 'error', args: [errno.EINTR] });
+  assert.deepEqual(warnings, []);
+  for (const arrive of arrivals) arrive(); // the page arriving late answers nothing more
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(answers.length, before + 1);
+});
+
 test('errors map to the errno POSIX tools expect', () => {
   assert.equal(errnoFor(new FanoutError('NOT_FOUND', '')), errno.ENOENT);
   assert.equal(errnoFor(new FanoutError('UNKNOWN_MOUNT', '')), errno.ENOENT);

@@ -107,6 +107,8 @@ export class FanoutFs {
   /** What all readers may hold: first pages of files not read yet, pages fetched ahead, and pages reads fetch themselves. */
   private readonly allowances: { starts: ByteBudget; ahead: ByteBudget; reads: ByteBudget };
   private session: FuseSession | undefined;
+  /** Reads in progress the kernel may interrupt, by interrupt id (OPS.INTERRUPTED aborts them). */
+  private readonly interruptible = new Map<number, AbortController>();
   /** Read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, ReadResult>();
   private nextToken = 1;
@@ -168,7 +170,7 @@ export class FanoutFs {
   }
 
   /** Every kernel request enters here (on the main thread, via the addon's thread-safe function). */
-  readonly dispatch: Dispatch = (op, req, ino, a, b, c) => {
+  readonly dispatch: Dispatch = (op, req, ino, a, b, c, d) => {
     switch (op) {
       case OPS.LOOKUP:
         return this.answer(req, 'lookup', ino, () => this.lookup(req, ino, a as string));
@@ -187,7 +189,9 @@ export class FanoutFs {
       case OPS.OPEN:
         return this.answer(req, 'open', ino, () => this.open(req, ino, a as number));
       case OPS.READ:
-        return this.answer(req, 'read', ino, () => this.read(req, ino, a as number, b!, c!));
+        return this.answer(req, 'read', ino, () => this.read(req, a as number, b!, c!, d));
+      case OPS.INTERRUPTED:
+        return this.interruptible.get(a as number)?.abort(new FanoutError('ABORTED', 'the read was interrupted: its reader got a signal'));
       case OPS.RELEASE: {
         const reader = this.files.get(a as number);
         this.files.delete(a as number);
@@ -270,10 +274,25 @@ export class FanoutFs {
     void this.prefetch.opened(node.path);
   }
 
-  private async read(req: FuseRequest, ino: number, fh: number, offset: number, size: number): Promise<void> {
+  /**
+   * `interruptId` (nonzero): the addon tells of the kernel's FUSE_INTERRUPT for this read
+   * (OPS.INTERRUPTED). The read then stops waiting and is answered EINTR: the reader's Ctrl-C
+   * (or kill) takes effect now, not once its pages arrived or their deadline passed.
+   */
+  private async read(req: FuseRequest, fh: number, offset: number, size: number, interruptId = 0): Promise<void> {
     const reader = this.files.get(fh);
     if (!reader) return this.addon.replyError(req, errno.EBADF);
-    const result = await reader.read(offset, size);
+    const interrupt = interruptId ? new AbortController() : undefined;
+    if (interrupt) this.interruptible.set(interruptId, interrupt);
+    let result: ReadResult;
+    try {
+      result = await reader.read(offset, size, interrupt?.signal);
+    } catch (err) {
+      if (interrupt?.signal.aborted) return this.addon.replyError(req, errno.EINTR);
+      throw err;
+    } finally {
+      this.interruptible.delete(interruptId);
+    }
     const token = this.nextToken++;
     this.replies.set(token, result);
     try {

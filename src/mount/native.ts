@@ -28,6 +28,8 @@ export const OPS = {
   SERVED: 16,
   /** Not a kernel request: withdrawn offered pages no FUSE thread writes from any more; `a` is the array of their offer ids. */
   RETURNED: 17,
+  /** Not a kernel request: the reader of the read with interrupt id `a` got a signal (FUSE_INTERRUPT): answer it EINTR. */
+  INTERRUPTED: 18,
 } as const;
 
 /** Reads the addon answered from offered pages (offer()), and what is offered now. */
@@ -71,12 +73,13 @@ export type FuseSession = { readonly __brand: 'FuseSession' };
 
 /**
  * dispatch(op, req, ino, ...args):
- * LOOKUP name · FORGET nlookup · OPEN flags · READ/READDIR/READDIRPLUS fh, offset, size ·
+ * LOOKUP name · FORGET nlookup · OPEN flags · READ fh, offset, size, interrupt id (0 or absent: not
+ * interruptible) · READDIR/READDIRPLUS fh, offset, size ·
  * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token · OPENED_HELD (nothing more) ·
- * LOOKED_UP_HELD name, parent ino · SERVED fh, offset, size · RETURNED offer ids (req undefined for FORGET,
- * EXITED, REPLIED, SERVED, RETURNED and the *_HELD notes).
+ * LOOKED_UP_HELD name, parent ino · SERVED fh, offset, size · RETURNED offer ids · INTERRUPTED interrupt id
+ * (req undefined for FORGET, EXITED, REPLIED, SERVED, RETURNED, INTERRUPTED and the *_HELD notes).
  */
-export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string | number[], b?: number, c?: number) => void;
+export type Dispatch = (op: number, req: FuseRequest, ino: number, a?: number | string | number[], b?: number, c?: number, d?: number) => void;
 
 export interface NativeMountOptions {
   /** libfuse arguments, e.g. ['-o', 'ro,max_read=1048576']. */

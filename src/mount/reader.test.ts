@@ -325,3 +325,46 @@ test('the window keeps a read\'s page only within the ahead allowance: open file
   assert.equal(ahead.inUse, 0);
   assert.equal(gated.pages.stats().pages, 0);
 });
+
+test('an interrupted read stops waiting for its page at once; the fetch goes on for another reader of the page, and the room comes back when it ends', async () => {
+  const gated = gatedSource();
+  const reads = new ByteBudget(3 * PAGE);
+  const interrupted = new FileReader(file, gated.source, PAGE, 0, undefined, { reads });
+  const other = new FileReader(file, gated.source, PAGE, 0, undefined, { reads });
+  const interrupt = new AbortController();
+  const stopped = interrupted.read(21, 4, interrupt.signal);
+  await turns(2);
+  const joined = other.read(23, 5); // joins the fetch in flight: no room of its own
+  await turns(2);
+  assert.equal(gated.fetches, 1, 'both reads wait for one fetch of page 2');
+  interrupt.abort();
+  const outcome = await Promise.race([stopped.then(() => 'answered', (err: FanoutError) => err.code), turns(20).then(() => 'still waiting')]);
+  assert.equal(outcome, 'ABORTED');
+  assert.equal(reads.inUse, PAGE, 'the fetch still in flight stays counted');
+  gated.finishOne();
+  const result = await joined;
+  assert.deepEqual(Buffer.concat(result.chunks), content.subarray(23, 28));
+  for (const lease of result.leases) lease.release();
+  await turns(2);
+  assert.equal(reads.inUse, 0, 'the interrupted read gave its room back once its page arrived');
+  const { pages, idlePages } = gated.pages.stats();
+  assert.equal(pages - idlePages, 0, 'and its lease');
+});
+
+test('an interrupted read waiting for room leaves the queue holding nothing; the reads behind it go on', async () => {
+  const gated = gatedSource();
+  const reads = new ByteBudget(PAGE);
+  const readers = Array.from({ length: 3 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
+  const first = readAndSend(readers[0]!, 5, 2);
+  const interrupt = new AbortController();
+  const queued = readers[1]!.read(15, 2, interrupt.signal);
+  const behind = readAndSend(readers[2]!, 25, 2);
+  await turns(2);
+  assert.equal(gated.fetches, 1, 'one read has the room, two wait for it');
+  interrupt.abort();
+  const outcome = await Promise.race([queued.then(() => 'answered', (err: FanoutError) => err.code), turns(20).then(() => 'still waiting')]);
+  assert.equal(outcome, 'ABORTED');
+  await drive(gated, [first, behind]);
+  assert.equal(gated.fetches, 2, 'the interrupted read fetched nothing');
+  assert.equal(reads.inUse, 0);
+});

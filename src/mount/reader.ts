@@ -1,4 +1,5 @@
 import type { StatResult } from '../client/index.js';
+import { abortError } from '../core/errors.js';
 import { pagesForRange } from '../core/pages.js';
 import { sliceChunks } from '../lib/cluster/index.js';
 import type { ByteBudget } from '../lib/transfer/index.js';
@@ -44,6 +45,23 @@ export interface ReadResult {
   room?: () => void;
 }
 
+/** The leases of pages a read got, and its `reads` room: the read is not answered with them. */
+function giveBack(settled: PromiseSettledResult<Lease>[], room: (() => void) | undefined): void {
+  for (const s of settled) if (s.status === 'fulfilled') s.value.release();
+  room?.();
+}
+
+/** `promise`, or ABORTED as soon as `signal` aborts (the promise goes on; its result is the caller's to dispose of). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(abortError(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /**
  * Reads of one open file, at the version it was opened at. The kernel asks for up to max_read
  * bytes at a time and keeps several such reads in flight, in no particular order; this reader
@@ -79,8 +97,13 @@ export class FileReader {
    * Bytes [offset, offset + length) clipped to the file, as views of the pages' chunks (no
    * copy), with a lease on each page they come from: the caller releases them once the bytes
    * are sent (the reader's own window may drop those pages before that).
+   *
+   * `signal` (the kernel interrupted the read: its reader got a signal) ends the read's waits
+   * with ABORTED: it leaves the queue for `reads` room holding nothing, or stops waiting for its
+   * pages. Those fetches go on for the window and other readers of the pages; the read's leases
+   * and room are given back when they end, so the memory they take stays counted until then.
    */
-  async read(offset: number, length: number): Promise<ReadResult> {
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<ReadResult> {
     const end = Math.min(this.file.size, offset + length);
     if (offset >= end) return { chunks: [], leases: [] };
     const { first, last } = pagesForRange(offset, end, this.pageSize);
@@ -88,16 +111,23 @@ export class FileReader {
     for (let index = first; index <= last; index++) this.keep(index);
     // All the pages this read fetches at once, or none: never a part held while waiting for the rest.
     const missing = this.missingBytes(first, last);
-    const room = missing > 0 ? await this.allowances.reads!.acquire(missing) : undefined;
+    const room = missing > 0 ? await this.allowances.reads!.acquire(missing, signal) : undefined;
+    if (signal?.aborted) {
+      room?.();
+      throw abortError(signal);
+    }
     const pages: Promise<Lease>[] = [];
     for (let index = first; index <= last; index++) pages.push(this.source.acquire(this.file, index)); // joins the window's fetch
     this.readStarted(); // after the read's own leases: a first page the window lets go is not dropped meanwhile
-    const settled = await Promise.allSettled(pages);
+    const arrived = Promise.allSettled(pages);
+    const settled = await untilAborted(arrived, signal).catch((err: unknown) => {
+      void arrived.then((late) => giveBack(late, room));
+      throw err;
+    });
     const leases = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
-      for (const lease of leases) lease.release();
-      room?.();
+      giveBack(settled, room);
       throw failed.reason;
     }
     const chunks: Buffer[] = [];
