@@ -53,15 +53,10 @@ export class HeldFiles {
     if (!this.session || index !== 0 || file.size > Math.min(this.options.pageSize, this.options.maxFileBytes)) {
       return this.pages.prefetch(file, index);
     }
-    this.pages.acquire(file, index, true).then(
-      (lease) =>
-        // The page stays in the mount's cache too: if the addon's copy expires before the open
-        // (a stat TTL nearly over), the read finds it there instead of asking the worker again.
-        this.handDown(file, lease.chunks)
-          .catch(() => {}) // not held: the read comes here and finds the page
-          .finally(() => lease.release()),
-      () => {}, // the read itself asks again and reports
-    );
+    // The page stays in the mount's cache too: if the addon's copy expires before the open (a
+    // stat TTL nearly over), the read finds it there instead of asking the worker again. Not
+    // held (a failed hand-down): the read comes here and finds the page.
+    this.pages.prefetch(file, index, (lease) => this.handDown(file, lease.chunks));
   }
 
   /**

@@ -107,3 +107,28 @@ test('a read asks for its page alone unless told it may ride in a batch', async 
   assert.deepEqual(f.fetched, ['a#1', 'b#0']);
   assert.deepEqual(f.batched, ['b#0']);
 });
+
+test('pages fetched ahead are bounded in flight: past the slots they wait, past the queue the oldest waiting are dropped; a read of a dropped page fetches it', async () => {
+  const f = fetcher();
+  const pages = new MountPages(f.source, 100, 1 << 20);
+  for (let i = 0; i < 10_000; i++) pages.prefetch(file(`f${i}`), 0);
+  assert.equal(f.fetched.length, 64, 'one batch request of fetches at once, not 10,000');
+  assert.deepEqual(pages.prefetchStats(), { inflight: 64, queued: 256, dropped: 10_000 - 64 - 256 });
+  pages.prefetch(file('f0'), 0); // on its way: joined, no slot
+  assert.equal(f.fetched.length, 64);
+  for (let i = 0; i < 64; i++) await f.arrive();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(f.fetched.length, 128, 'as fetches end, the waiting ones go');
+  assert.equal(f.fetched[64], 'f9744#0', 'the newest waited; the oldest were dropped');
+  const read = pages.acquire(file('f100'), 0);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(f.fetched.at(-1), 'f100#0', 'a dropped prefetch is a read like any other');
+  let answered = false;
+  void read.then(() => (answered = true));
+  while (!answered || pages.prefetchStats().inflight > 0) {
+    await f.arrive();
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  }
+  assert.equal((await read).chunks[0]!.toString(), 'f100#0');
+  assert.deepEqual(pages.prefetchStats(), { inflight: 0, queued: 0, dropped: 10_000 - 64 - 256 });
+});

@@ -1,4 +1,5 @@
 import type { StatResult } from '../client/index.js';
+import { PrefetchLimit } from './prefetchlimit.js';
 
 /** Where the mount's pages come from: verified fetches, and the memory given back after use. */
 export interface PageFetch {
@@ -19,6 +20,14 @@ export interface Lease {
   /** Gives the page back (once; later calls do nothing). */
   release(): void;
 }
+
+/**
+ * Prefetches in flight at once: a batch request's worth of small pages (64 items), so files
+ * opened together still share requests; the batch reader sends at most 4 MiB per request anyway.
+ */
+const PREFETCH_SLOTS = 64;
+/** Prefetches waiting for a slot (the oldest dropped past it): four more batches' worth. */
+const PREFETCH_QUEUE = 256;
 
 const pageKey = (file: StatResult, index: number): string => `${file.mount}\0${file.path}\0${file.version}\0${index}`;
 
@@ -48,6 +57,7 @@ export class MountPages {
   /** Entries with no lease, oldest first (a Map keeps insertion order). */
   private readonly idle = new Map<string, Entry>();
   private idleBytes = 0;
+  private readonly prefetches = new PrefetchLimit(PREFETCH_SLOTS, PREFETCH_QUEUE);
 
   constructor(
     private readonly source: PageFetch,
@@ -83,12 +93,27 @@ export class MountPages {
     };
   }
 
-  /** Fetches a page into the idle set, for a read expected soon. Never throws. */
-  prefetch(file: StatResult, index: number): void {
-    this.acquire(file, index, true).then(
-      (lease) => lease.release(),
-      () => {}, // the read itself asks again and reports
-    );
+  /**
+   * Fetches a page into the idle set, for a read expected soon, batched; `use` is given the page
+   * before it goes there. Bounded in flight (PrefetchLimit: a prefetch may wait, or be dropped).
+   * Never throws.
+   */
+  prefetch(file: StatResult, index: number, use?: (lease: Lease) => Promise<void>): void {
+    const start = () => {
+      const fetches = !this.has(file, index);
+      const done = this.acquire(file, index, true).then(
+        (lease) => (use ? use(lease).catch(() => {}) : Promise.resolve()).finally(() => lease.release()),
+        () => {}, // the read itself asks again and reports
+      );
+      return fetches ? done : undefined; // a page there or on its way is joined: no slot
+    };
+    if (this.has(file, index)) start();
+    else this.prefetches.run(start);
+  }
+
+  /** Prefetches in flight, waiting for a slot, and dropped so far. */
+  prefetchStats(): { inflight: number; queued: number; dropped: number } {
+    return this.prefetches.stats();
   }
 
   /** The page is held, kept or being fetched: acquiring it fetches nothing. */

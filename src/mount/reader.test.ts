@@ -368,3 +368,19 @@ test('an interrupted read waiting for room leaves the queue holding nothing; the
   assert.equal(gated.fetches, 2, 'the interrupted read fetched nothing');
   assert.equal(reads.inUse, 0);
 });
+
+test('10,000 files opened past the first-pages allowance start a bounded number of first-page fetches, not one each', async () => {
+  const gated = gatedSource(0);
+  const starts = new ByteBudget(PAGE);
+  const readers = Array.from({ length: 10_000 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.pages, PAGE, 0, undefined, { starts }));
+  for (const reader of readers) reader.start();
+  await turns(2);
+  assert.equal(gated.fetches, 1 + 64, 'the one first page the allowance holds, and 64 prefetches in flight');
+  // The read of a file whose prefetch was dropped fetches its page itself.
+  const last = readers[5000]!;
+  const reading = last.read(0, 4);
+  await turns(2);
+  assert.equal(gated.fetches, 66);
+  await drive(gated, [reading]);
+  for (const reader of readers) reader.close();
+});
