@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, lstatSync, type BigIntStats } from 'node:fs';
+import { createReadStream, lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { inSlices, matchesStamp, type FileStamp, type ReleaseDir } from './install.js';
+import { settledBefore } from './fsclock.js';
+import { inSlices, matchesStamp, stampOf, type FileStamp, type ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 
 /** A file of an installed version whose bytes are no longer the manifest's. */
@@ -28,15 +29,18 @@ export interface DamageCheck {
 export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promise<DamageCheck> {
   const stamps = await dir.stampsOf(manifest.version);
   const root = dir.versionDir(manifest.version);
-  const changed: { file: ManifestFile; st: BigIntStats | undefined }[] = [];
+  const changed: ManifestFile[] = [];
   await inSlices(manifest.files, (file) => {
-    const st = lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false });
-    if (!matchesStamp(st, stamps[file.path])) changed.push({ file, st });
+    if (!matchesStamp(lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false }), stamps[file.path])) changed.push(file);
   });
   const check: DamageCheck = { damaged: [], touched: [], bytesRehashed: 0 };
   const fresh: Record<string, FileStamp> = {};
-  for (const { file, st } of changed) {
+  // Read only when some file changed (a round that finds nothing waits for nothing). A new stamp
+  // needs the clock read before its stat (fsclock.ts), so the changed files are stat'ed again.
+  const clock = changed.length > 0 ? await dir.clock.pastNow() : undefined;
+  for (const file of changed) {
     const path = join(root, file.path);
+    const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
     if (!st?.isFile()) check.damaged.push({ path: file.path, reason: 'missing' });
     else if (Number(st.size) !== file.size) check.damaged.push({ path: file.path, reason: 'size' });
     else {
@@ -45,10 +49,11 @@ export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promi
       else if (digest !== file.sha256) check.damaged.push({ path: file.path, reason: 'content' });
       else {
         check.touched.push(file.path);
-        // Stamped only if nothing changed it while it was read (a write changes the ctime).
+        // Stamped only if nothing changed it while it was read (a write changes the ctime), and
+        // if its last change is older than the clock (else a write in that tick would go unseen).
         const after = lstatSync(path, { bigint: true, throwIfNoEntry: false });
-        const stamp = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
-        if (matchesStamp(after, stamp)) fresh[file.path] = stamp;
+        const stamp = stampOf(st);
+        if (matchesStamp(after, stamp) && settledBefore(st, clock)) fresh[file.path] = stamp;
       }
     }
   }

@@ -4,6 +4,7 @@ import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
 import { lockDir } from './dirlock.js';
+import { FileSystemClock, settledBefore } from './fsclock.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 
 /** Installed files stat'ed per turn of the event loop. */
@@ -18,13 +19,19 @@ const STAMP_SLICE = 256;
  *   DIR/.staging-V@stamps.json  stamps of files verified into staging in this boot (stagestamps.ts)
  *   DIR/.manifests/V.json    manifests of installed versions (local dedup reads them)
  *   DIR/.history.json        installed versions, most recently switched to first
+ *   DIR/.stamp-clock         touched to read the file system's clock (fsclock.ts)
  */
 export class ReleaseDir {
+  /** What file stamps are taken against: a stamp of a file changed in the clock's current tick is racy, left out. */
+  clock: FileSystemClock;
+
   /** `onCorrupt`: a state file (history, stamps) was unreadable and moved aside. */
   constructor(
     readonly dir: string,
     private readonly onCorrupt?: (report: CorruptStateFile) => void,
-  ) {}
+  ) {
+    this.clock = new FileSystemClock(join(dir, '.stamp-clock'));
+  }
 
   get current(): string {
     return join(this.dir, 'current');
@@ -149,10 +156,14 @@ export class ReleaseDir {
     // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
     // microseconds, less than the thread-pool hand-off an async stat costs (thousands of small
     // files: 0.1 ms of CPU each through the pool), and the event loop still turns between slices.
+    // Stat'ed once the file system's clock moved past the renames and links that made the tree:
+    // a stamp of a file changed in the clock's current tick would miss a write in that same tick
+    // (fsclock.ts). One changed since is left unstamped, and hashed at its next check.
+    const clock = await this.clock.pastNow();
     const snapshot: Record<string, FileStamp> = {};
     await inSlices(manifest.files, (file) => {
       const st = statSync(join(target, file.path), { bigint: true });
-      snapshot[file.path] = { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
+      if (settledBefore(st, clock)) snapshot[file.path] = stampOf(st);
     });
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
   }
@@ -340,6 +351,10 @@ export interface FileStamp {
   ino: number;
   size: number;
   ctimeNs: string;
+}
+
+export function stampOf(st: BigIntStats): FileStamp {
+  return { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
 }
 
 /** A regular file untouched since `stamp` was taken (same inode, size and ctime: any write changes the ctime). */

@@ -114,7 +114,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   const { pages: local, files: localFiles } = await localPages(dir);
   const present = await keepStaged(staging, manifest.files);
   const bootId = opts.bootId === undefined ? await readBootId() : (opts.bootId ?? undefined);
-  const stamps = await StagedStamps.load(dir.stagedStampFile(manifest.version), bootId);
+  const stamps = await StagedStamps.load(dir.stagedStampFile(manifest.version), bootId, dir.clock);
   await makeDirectories(staging, manifest.files);
   const budget = new ByteBudget(opts.bytesInFlight ?? DEFAULT_BYTES_IN_FLIGHT);
   const progress: StageProgress = {

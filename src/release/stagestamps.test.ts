@@ -2,11 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
+import { FileSystemClock } from './fsclock.js';
 import { ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 import { manifestOf, sha } from './manifest.testkit.js';
@@ -18,7 +20,7 @@ const PAGE = 4096;
  * fails with DISK_FULL once every other file is in staging: a run interrupted with all the rest
  * staged, whatever order the files moved in.
  */
-function fetcherOf(files: Record<string, Buffer>, fullAt?: { path: string; staging: string }) {
+function fetcherOf(files: Record<string, Buffer>, fullAt?: { path: string; staging: string; clock?: FileSystemClock }) {
   const asked = new Map<string, number>();
   const fetcher = {
     release() {},
@@ -27,6 +29,9 @@ function fetcherOf(files: Record<string, Buffer>, fullAt?: { path: string; stagi
       if (file.path === fullAt?.path) {
         const others = Object.keys(files).filter((p) => p !== file.path);
         while (!others.every((p) => existsSync(join(fullAt.staging, p)))) await new Promise((r) => setImmediate(r));
+        // The run ends once the file system's clock moved past the others' renames: their stamps
+        // are not racy (the test of racy ones stops the clock instead).
+        await fullAt.clock?.pastNow();
         throw new FanoutError('DISK_FULL', 'no space left');
       }
       return [files[file.path]!.subarray(index * PAGE, (index + 1) * PAGE)];
@@ -51,7 +56,7 @@ const shasOf = (files: Record<string, Buffer>) => Object.fromEntries(Object.entr
  * interrupted by DISK_FULL at `zz-full.bin`, every other file of v1 staged: a small file written
  * whole, one page by page, one linked from v0.
  */
-async function interruptedStaging(root: string, bootId: string | null) {
+async function interruptedStaging(root: string, bootId: string | null, clock?: FileSystemClock) {
   const shared = randomBytes(2 * PAGE + 9);
   const dir = new ReleaseDir(root);
   await dir.init();
@@ -67,9 +72,10 @@ async function interruptedStaging(root: string, bootId: string | null) {
   };
   const manifest = manifestOf(files, 'v1');
   const staging = dir.stagingDir('v1');
+  if (clock) dir.clock = clock;
   let last: StageProgress | undefined;
   await assert.rejects(
-    stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging }).fetcher, wholeFileBytes: PAGE, bootId, onProgress: (p) => (last = p) }),
+    stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging, clock: dir.clock }).fetcher, wholeFileBytes: PAGE, bootId, onProgress: (p) => (last = p) }),
     (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL',
   );
   assert.equal(last?.bytesLocal, shared.length, 'one file was linked from v0');
@@ -118,6 +124,36 @@ test('a staged file edited in place, replaced or truncated after it was stamped 
     assert.equal(progress.bytesRehashed, files['small/whole.bin'].length + files['big/pages.bin'].length, 'the changed files of the same size are hashed again');
     assert.deepEqual([...asked.keys()].sort(), ['big/pages.bin', 'small/tiny.txt', 'small/whole.bin', 'zz-full.bin']);
     assert.equal(progress.bytesResumed, files['linked.bin'].length, 'only the untouched file is kept');
+    await dir.install(manifest);
+    assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
+  }));
+
+/** A file system clock read as standing in the tick of every file's last change (no ctime is older). */
+class StoppedClock extends FileSystemClock {
+  constructor() {
+    super('/nonexistent');
+  }
+  override now = async () => 0n;
+  override pastNow = async () => 0n;
+}
+
+test('a staged file edited in place in the clock tick of its stamp is hashed again by the resumed run, and fetched again', () =>
+  inTempDir(async (root) => {
+    // The interrupted run ends in the tick of its last renames: every stamp is racy.
+    const { dir, files, manifest, staging } = await interruptedStaging(root, 'boot-a', new StoppedClock());
+    const handle = await open(join(staging, 'small/whole.bin'), 'r+');
+    await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
+    await handle.close();
+    // What a write in that tick leaves: the file's stamp, if it was saved, is what the file shows now.
+    const saved = JSON.parse(await readFile(dir.stagedStampFile('v1'), 'utf8').catch(() => '{"files":{}}')) as { files: Record<string, Record<string, unknown>> };
+    if (saved.files['small/whole.bin']) {
+      const st = lstatSync(join(staging, 'small/whole.bin'), { bigint: true });
+      Object.assign(saved.files['small/whole.bin'], { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) });
+      await writeFile(dir.stagedStampFile('v1'), JSON.stringify(saved));
+    }
+    const { fetcher, asked } = fetcherOf(files);
+    await stageVersion({ manifest, dir, fetcher, wholeFileBytes: PAGE, bootId: 'boot-a' });
+    assert.ok(asked.has('small/whole.bin'), 'the edited file is fetched again');
     await dir.install(manifest);
     assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
   }));

@@ -1,7 +1,8 @@
 import { lstatSync, type BigIntStats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../lib/statefile/index.js';
-import { matchesStamp, type FileStamp } from './install.js';
+import type { FileSystemClock } from './fsclock.js';
+import { matchesStamp, stampOf, type FileStamp } from './install.js';
 import type { ManifestFile } from './manifest.js';
 
 /** The kernel's random id of this boot. */
@@ -48,11 +49,15 @@ export class StagedStamps {
     private readonly file: string,
     private readonly bootId: string | undefined,
     private readonly earlier: Record<string, StagedStamp>,
+    private readonly clock: FileSystemClock,
   ) {}
 
-  /** The stamps an earlier run of this boot left in `file` (none if unreadable: the files are hashed again). */
-  static async load(file: string, bootId: string | undefined): Promise<StagedStamps> {
-    if (bootId === undefined) return new StagedStamps(file, undefined, {});
+  /**
+   * The stamps an earlier run of this boot left in `file` (none if unreadable: the files are hashed
+   * again). `clock`: the file system's, read when they are saved (see save).
+   */
+  static async load(file: string, bootId: string | undefined, clock: FileSystemClock): Promise<StagedStamps> {
+    if (bootId === undefined) return new StagedStamps(file, undefined, {}, clock);
     let earlier: Record<string, StagedStamp> = {};
     try {
       const value = JSON.parse(await readFile(file, 'utf8')) as Partial<StagedStampsFile>;
@@ -60,7 +65,7 @@ export class StagedStamps {
     } catch {
       // Missing or torn: a cache, not state, so nothing is moved aside or reported.
     }
-    return new StagedStamps(file, bootId, earlier);
+    return new StagedStamps(file, bootId, earlier, clock);
   }
 
   /**
@@ -77,7 +82,7 @@ export class StagedStamps {
   /** `st`: lstat of the staged file taken before its bytes were verified (a write since changes its ctime). */
   recordStat(file: ManifestFile, st: BigIntStats): void {
     if (this.bootId === undefined) return;
-    this.recorded.set(file.path, { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs), sha256: file.sha256 });
+    this.recorded.set(file.path, { ...stampOf(st), sha256: file.sha256 });
   }
 
   /**
@@ -97,10 +102,16 @@ export class StagedStamps {
    * failure): each stamp stays true for this boot, and a file replaced since no longer matches.
    * Never fails: on a full disk nothing new is recorded, the earlier file stays, and the next run
    * hashes this run's files again.
+   *
+   * A stamp whose ctime is not older than the file system's clock now is left out (racy, as git
+   * says: a write in that tick would keep the ctime; fsclock.ts), as git compares entries with
+   * its index file's time: the files renamed in the run's last tick are hashed by the next run.
    */
   async save(): Promise<void> {
     if (this.bootId === undefined || this.recorded.size === 0) return;
-    const contents: StagedStampsFile = { bootId: this.bootId, files: { ...this.earlier, ...Object.fromEntries(this.recorded) } };
+    const clock = await this.clock.now();
+    const settled = [...this.recorded].filter(([, stamp]) => clock !== undefined && BigInt(stamp.ctimeNs) < clock);
+    const contents: StagedStampsFile = { bootId: this.bootId, files: { ...this.earlier, ...Object.fromEntries(settled) } };
     await writeFileAtomic(this.file, JSON.stringify(contents)).catch(() => {});
   }
 }

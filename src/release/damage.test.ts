@@ -1,0 +1,102 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { lstatSync } from 'node:fs';
+import { chmod, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkInstalled } from './damage.js';
+import type { ReleaseFetcher } from './fetch.js';
+import { FileSystemClock } from './fsclock.js';
+import { ReleaseDir, stampOf, type FileStamp } from './install.js';
+import type { Manifest, ManifestFile } from './manifest.js';
+import { manifestOf } from './manifest.testkit.js';
+import { stageVersion } from './stage.js';
+
+const PAGE = 4096;
+
+/** Pages from memory. */
+const fetcherOf = (files: Record<string, Buffer>) =>
+  ({
+    release() {},
+    pageChunks: async (_m: Manifest, file: ManifestFile, index: number) => [files[file.path]!.subarray(index * PAGE, (index + 1) * PAGE)],
+  }) as unknown as ReleaseFetcher;
+
+/**
+ * A clock that reads the file system's clock as standing in the tick of every file's last change
+ * (time 0: no ctime is older): what a stamp taken right after a file changed, on a kernel with
+ * coarse timestamps, has to assume.
+ */
+class StoppedClock extends FileSystemClock {
+  constructor() {
+    super('/nonexistent');
+  }
+  override now = async () => 0n;
+  override pastNow = async () => 0n;
+}
+
+async function installed(root: string, files: Record<string, Buffer>, clock?: FileSystemClock): Promise<{ dir: ReleaseDir; manifest: Manifest }> {
+  const dir = new ReleaseDir(root);
+  if (clock) dir.clock = clock;
+  await dir.init();
+  const manifest = manifestOf(files, 'v1');
+  await stageVersion({ manifest, dir, fetcher: fetcherOf(files), bootId: null });
+  await dir.install(manifest);
+  return { dir, manifest };
+}
+
+/**
+ * What a write in the clock tick of the stamp leaves: the file's stamp in `V@stamps.json`, if it
+ * has one, is what the file shows now (the write kept the ctime the stamp recorded).
+ */
+async function writeKeptTheCtime(dir: ReleaseDir, path: string): Promise<void> {
+  const stamps = JSON.parse(await readFile(dir.stampFile('v1'), 'utf8')) as Record<string, FileStamp>;
+  if (!(path in stamps)) return;
+  stamps[path] = stampOf(lstatSync(join(dir.versionDir('v1'), path), { bigint: true }));
+  await writeFile(dir.stampFile('v1'), JSON.stringify(stamps));
+}
+
+async function inTempDir(body: (root: string) => Promise<void>): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'fanout-damage-'));
+  try {
+    await body(root);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+test('a file edited in place in the clock tick of its stamp is hashed again at the next check, and its damage found', () =>
+  inTempDir(async (root) => {
+    const files = { 'a.bin': randomBytes(3 * PAGE), 'b.bin': randomBytes(100) };
+    const { dir, manifest } = await installed(root, files, new StoppedClock());
+    const handle = await open(join(dir.versionDir('v1'), 'a.bin'), 'r+');
+    await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
+    await handle.close();
+    await writeKeptTheCtime(dir, 'a.bin');
+    const check = await checkInstalled(dir, manifest);
+    assert.deepEqual(check.damaged, [{ path: 'a.bin', reason: 'content' }]);
+    assert.deepEqual(check.touched, ['b.bin'], 'the racy, intact file is hashed too');
+  }));
+
+test('files installed before the clock moved on are stamped: a check reads nothing', () =>
+  inTempDir(async (root) => {
+    const files = { 'a.bin': randomBytes(3 * PAGE), 'sub/b.bin': randomBytes(100) };
+    const { dir, manifest } = await installed(root, files);
+    assert.deepEqual(Object.keys(await dir.stampsOf('v1')).sort(), ['a.bin', 'sub/b.bin']);
+    assert.deepEqual(await checkInstalled(dir, manifest), { damaged: [], touched: [], bytesRehashed: 0 });
+  }));
+
+test('a file touched in the clock tick of the check is not stamped again until a later check finds its change older', () =>
+  inTempDir(async (root) => {
+    const files = { 'a.bin': randomBytes(3 * PAGE), 'b.bin': randomBytes(100) };
+    const { dir, manifest } = await installed(root, files);
+    await chmod(join(dir.versionDir('v1'), 'a.bin'), 0o600);
+    const clock = dir.clock;
+    dir.clock = new StoppedClock();
+    assert.deepEqual((await checkInstalled(dir, manifest)).touched, ['a.bin']);
+    assert.deepEqual(await dir.changedFiles(manifest), ['a.bin'], 'racy: not stamped');
+    dir.clock = clock;
+    const again = await checkInstalled(dir, manifest);
+    assert.deepEqual({ touched: again.touched, bytesRehashed: again.bytesRehashed }, { touched: ['a.bin'], bytesRehashed: files['a.bin'].length });
+    assert.deepEqual(await dir.changedFiles(manifest), [], 'stamped once its change is older than the clock');
+  }));
