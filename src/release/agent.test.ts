@@ -421,7 +421,9 @@ test('with repair off (--no-repair), a damaged file of the current version is re
     await agent.syncOnce();
     await truncate(join(releases, 'current', 'b.bin'), 10);
     const fetched = w.fetcher.fetched;
-    assert.equal(await agent.syncOnce(), 'v1');
+    // `--once` exits non-zero: the round leaves the version damaged.
+    const leftDamaged = (err: unknown) => err instanceof FanoutError && err.code === 'RELEASE_DAMAGED' && err.message.endsWith('(b.bin: size) in ' + join(releases, 'current') + '; not repaired (--no-repair)');
+    await assert.rejects(agent.syncOnce(), leftDamaged);
     assert.equal(w.fetcher.fetched, fetched);
     assert.equal((await readFile(join(releases, 'current', 'b.bin'))).length, 10);
     assert.deepEqual(
@@ -429,7 +431,7 @@ test('with repair off (--no-repair), a damaged file of the current version is re
       { phase: 'error', error: 'RELEASE_DAMAGED: 1 file(s) of v1 damaged (b.bin: size); not repaired (--no-repair)' },
     );
     // Counted once, however many rounds find it.
-    await agent.syncOnce();
+    await assert.rejects(agent.syncOnce(), leftDamaged);
     assert.equal(agent.health().damagedFiles, 1);
   });
 });

@@ -229,10 +229,16 @@ export class SyncAgent {
   /**
    * One round (`sync --once`): read the channel; if it points elsewhere than `current`, stage,
    * verify, switch. Returns the version `current` points to afterwards. Throws (after reporting)
-   * on failure. The host's record is renewed during it, as during a round of `run`.
+   * on failure, and with RELEASE_DAMAGED when damage to the current version is left in place.
+   * The host's record is renewed during it, as during a round of `run`.
    */
-  syncOnce(signal?: AbortSignal): Promise<string | null> {
-    return this.record.beating(() => this.sync(signal));
+  async syncOnce(signal?: AbortSignal): Promise<string | null> {
+    const current = await this.record.beating(() => this.sync(signal));
+    // Damage left in place (--no-repair) is the round's outcome: reported (phase error), and
+    // told by `--once`'s exit status, which a check run from cron or a probe reads. Before, it
+    // exited 0 as if the version were whole.
+    if (this.guard.unrepaired) throw new FanoutError('RELEASE_DAMAGED', this.guard.unrepaired);
+    return current;
   }
 
   private async sync(signal?: AbortSignal, moves = 0): Promise<string | null> {

@@ -47,6 +47,8 @@ export class CurrentGuard {
   private readonly counted = new Set<string>();
   /** What the last repair found: reported until the next switch, so that it is seen. */
   private repairedNote: string | null = null;
+  /** Damage the last check found and left in place (`--no-repair`), described; null when there is none. */
+  unrepaired: string | null = null;
   /** The current version's manifest, read once: a version's manifest never changes. */
   private manifest: Manifest | undefined;
 
@@ -61,12 +63,14 @@ export class CurrentGuard {
   /** `current` moved to another version: what was found of the last one is no longer news. */
   switched(): void {
     this.repairedNote = null;
+    this.unrepaired = null;
     this.counted.clear();
   }
 
   /** Checks the current version, repairs it unless told not to. A failed repair throws, as a failed staging. */
   async check(version: string, signal?: AbortSignal): Promise<GuardVerdict> {
     const { dir, log } = this.deps;
+    this.unrepaired = null;
     const manifest = await this.manifestOf(version);
     if (!manifest) return { error: this.repairedNote, failed: false };
     const { damaged } = await checkInstalled(dir, manifest);
@@ -79,7 +83,10 @@ export class CurrentGuard {
     this.damagedFiles += fresh.length;
     const what = describeDamage(version, damaged);
     log?.(`${this.deps.name}: ${what} in ${dir.current}; ${this.deps.repair ? 'repairing' : 'not repaired (--no-repair)'}`);
-    if (!this.deps.repair) return { error: `RELEASE_DAMAGED: ${what}; not repaired (--no-repair)`, failed: true };
+    if (!this.deps.repair) {
+      this.unrepaired = `${what} in ${dir.current}; not repaired (--no-repair)`;
+      return { error: `RELEASE_DAMAGED: ${what}; not repaired (--no-repair)`, failed: true };
+    }
     const progress = await this.repair(version, what, signal);
     this.repairs++;
     this.counted.clear();
