@@ -2,12 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { lstatSync } from 'node:fs';
-import { chmod, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkInstalled } from './damage.js';
+import { checkInstalled, describeDamage } from './damage.js';
 import type { ReleaseFetcher } from './fetch.js';
-import { FileSystemClock } from './fsclock.js';
+import type { FileSystemClock } from './fsclock.js';
+import { StoppedClock } from './fsclock.testkit.js';
 import { ReleaseDir, stampOf, type FileStamp } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 import { manifestOf } from './manifest.testkit.js';
@@ -21,19 +22,6 @@ const fetcherOf = (files: Record<string, Buffer>) =>
     release() {},
     pageChunks: async (_m: Manifest, file: ManifestFile, index: number) => [files[file.path]!.subarray(index * PAGE, (index + 1) * PAGE)],
   }) as unknown as ReleaseFetcher;
-
-/**
- * A clock that reads the file system's clock as standing in the tick of every file's last change
- * (time 0: no ctime is older): what a stamp taken right after a file changed, on a kernel with
- * coarse timestamps, has to assume.
- */
-class StoppedClock extends FileSystemClock {
-  constructor() {
-    super('/nonexistent');
-  }
-  override now = async () => 0n;
-  override pastNow = async () => 0n;
-}
 
 async function installed(root: string, files: Record<string, Buffer>, clock?: FileSystemClock): Promise<{ dir: ReleaseDir; manifest: Manifest }> {
   const dir = new ReleaseDir(root);
@@ -82,7 +70,7 @@ test('files installed before the clock moved on are stamped: a check reads nothi
   inTempDir(async (root) => {
     const files = { 'a.bin': randomBytes(3 * PAGE), 'sub/b.bin': randomBytes(100) };
     const { dir, manifest } = await installed(root, files);
-    assert.deepEqual(Object.keys(await dir.stampsOf('v1')).sort(), ['a.bin', 'sub/b.bin']);
+    assert.deepEqual(Object.keys(await dir.stampsOf('v1')).sort(), ['./', 'a.bin', 'sub/', 'sub/b.bin'], 'its files and directories');
     assert.deepEqual(await checkInstalled(dir, manifest), { damaged: [], touched: [], bytesRehashed: 0 });
   }));
 
@@ -99,4 +87,43 @@ test('a file touched in the clock tick of the check is not stamped again until a
     const again = await checkInstalled(dir, manifest);
     assert.deepEqual({ touched: again.touched, bytesRehashed: again.bytesRehashed }, { touched: ['a.bin'], bytesRehashed: files['a.bin'].length });
     assert.deepEqual(await dir.changedFiles(manifest), [], 'stamped once its change is older than the clock');
+  }));
+
+test('a file or a directory added to the tree that the manifest does not list is damage, named with its directory; a check lists only changed directories', () =>
+  inTempDir(async (root) => {
+    const files = { 'a.bin': randomBytes(100), 'sub/b.bin': randomBytes(100), 'sub/deeper/c.bin': randomBytes(100) };
+    const { dir, manifest } = await installed(root, files);
+    const tree = dir.versionDir('v1');
+    await writeFile(join(tree, 'extra.bin'), 'added');
+    await mkdir(join(tree, 'sub/deeper/new/more'), { recursive: true });
+    await writeFile(join(tree, 'sub/deeper/new/more/x.bin'), 'added');
+    await symlink('/etc', join(tree, 'sub/link'));
+    const check = await checkInstalled(dir, manifest);
+    assert.deepEqual(
+      check.damaged.map((d) => `${d.path} ${d.reason}`).sort(),
+      ['extra.bin extra', 'sub/deeper/new/ extra', 'sub/link extra'],
+      'an added directory is named, not what it holds',
+    );
+    assert.match(describeDamage('v1', check.damaged), /^3 file\(s\) of v1 damaged \(.*extra\.bin: not in the manifest/);
+    // Found again by the next check (not stamped while they are there), gone once removed.
+    assert.equal((await checkInstalled(dir, manifest)).damaged.length, 3);
+    await rm(join(tree, 'extra.bin'));
+    await rm(join(tree, 'sub/deeper/new'), { recursive: true });
+    await rm(join(tree, 'sub/link'));
+    assert.deepEqual((await checkInstalled(dir, manifest)).damaged, []);
+    assert.ok('sub/deeper/' in (await dir.stampsOf('v1')), 'the directory listed and found exact is stamped again');
+  }));
+
+test('an entry added in the clock tick of its directory’s stamp is found: the directory is listed again', () =>
+  inTempDir(async (root) => {
+    const files = { 'a.bin': randomBytes(100) };
+    const { dir, manifest } = await installed(root, files, new StoppedClock());
+    await writeFile(join(dir.versionDir('v1'), 'extra.bin'), 'added');
+    // What an addition in that tick leaves: the directory's stamp, if it has one, is what it shows now.
+    const stamps = JSON.parse(await readFile(dir.stampFile('v1'), 'utf8')) as Record<string, FileStamp>;
+    if ('./' in stamps) {
+      stamps['./'] = stampOf(lstatSync(dir.versionDir('v1'), { bigint: true }));
+      await writeFile(dir.stampFile('v1'), JSON.stringify(stamps));
+    }
+    assert.deepEqual((await checkInstalled(dir, manifest)).damaged, [{ path: 'extra.bin', reason: 'extra' }]);
   }));

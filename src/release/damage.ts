@@ -4,12 +4,14 @@ import { join } from 'node:path';
 import { settledBefore } from './fsclock.js';
 import { inSlices, matchesStamp, stampOf, type FileStamp, type ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
+import { findExtraEntries } from './treeextras.js';
 
-/** A file of an installed version whose bytes are no longer the manifest's. */
+/** A file of an installed version whose bytes are no longer the manifest's, or an entry the manifest does not list. */
 export interface DamagedFile {
+  /** A directory's with a trailing `/`. */
   path: string;
-  /** missing (or no longer a regular file), the wrong size, other bytes, or unreadable. */
-  reason: 'missing' | 'size' | 'content' | 'unreadable';
+  /** missing (or no longer a regular file), the wrong size, other bytes, unreadable, or not in the manifest. */
+  reason: 'missing' | 'size' | 'content' | 'unreadable' | 'extra';
 }
 
 export interface DamageCheck {
@@ -24,7 +26,8 @@ export interface DamageCheck {
  * Checks an installed version's files against the manifest, cheaply: one lstat per file
  * against its stamp (inode, size, ctime: any write, truncate, chmod or replacement changes one
  * of them), and only the files whose stamp no longer matches are read and hashed again. Those
- * found intact are stamped again, so the next check does not read them.
+ * found intact are stamped again, so the next check does not read them. Entries the manifest
+ * does not list are looked for in the directories changed since stamped (treeextras.ts).
  */
 export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promise<DamageCheck> {
   const stamps = await dir.stampsOf(manifest.version);
@@ -57,13 +60,17 @@ export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promi
       }
     }
   }
+  // The tree is what the manifest says: an entry added to it (a file, a directory) is damage too.
+  const extras = await findExtraEntries(root, manifest, stamps, async () => clock ?? (await dir.clock.pastNow()));
+  check.damaged.push(...extras.extra.map((path) => ({ path, reason: 'extra' as const })));
+  Object.assign(fresh, extras.fresh);
   if (Object.keys(fresh).length > 0) await dir.restamp(manifest.version, fresh);
   return check;
 }
 
 /** `2 file(s) of v1 damaged (a.bin: content, sub/b.bin: missing)`: a few paths and the count. */
 export function describeDamage(version: string, damaged: readonly DamagedFile[], shown = 3): string {
-  const named = damaged.slice(0, shown).map((d) => `${d.path}: ${d.reason}`);
+  const named = damaged.slice(0, shown).map((d) => `${d.path}: ${d.reason === 'extra' ? 'not in the manifest' : d.reason}`);
   if (damaged.length > shown) named.push(`${damaged.length - shown} more`);
   return `${damaged.length} file(s) of ${version} damaged (${named.join(', ')})`;
 }

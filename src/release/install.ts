@@ -6,6 +6,7 @@ import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/st
 import { lockDir } from './dirlock.js';
 import { FileSystemClock, settledBefore } from './fsclock.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
+import { stampDirectories } from './treeextras.js';
 
 /** Installed files stat'ed per turn of the event loop. */
 const STAMP_SLICE = 256;
@@ -165,6 +166,8 @@ export class ReleaseDir {
       const st = statSync(join(target, file.path), { bigint: true });
       if (settledBefore(st, clock)) snapshot[file.path] = stampOf(st);
     });
+    // Its directories too: a check lists only those changed since, for entries not in the manifest.
+    Object.assign(snapshot, stampDirectories(target, manifest, clock));
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
   }
 

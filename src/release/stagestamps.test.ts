@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
-import { FileSystemClock } from './fsclock.js';
+import type { FileSystemClock } from './fsclock.js';
+import { StoppedClock } from './fsclock.testkit.js';
 import { ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 import { manifestOf, sha } from './manifest.testkit.js';
@@ -127,15 +128,6 @@ test('a staged file edited in place, replaced or truncated after it was stamped 
     await dir.install(manifest);
     assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
   }));
-
-/** A file system clock read as standing in the tick of every file's last change (no ctime is older). */
-class StoppedClock extends FileSystemClock {
-  constructor() {
-    super('/nonexistent');
-  }
-  override now = async () => 0n;
-  override pastNow = async () => 0n;
-}
 
 test('a staged file edited in place in the clock tick of its stamp is hashed again by the resumed run, and fetched again', () =>
   inTempDir(async (root) => {

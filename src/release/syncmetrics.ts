@@ -54,7 +54,7 @@ export function syncMetricsRegistry(health: () => AgentHealth, labels: { release
     });
   counter('fanout_sync_failed_rounds_total', 'Sync rounds that failed (etcd or the cluster unreachable, hash mismatch, disk full…)', (h) => h.failedRounds);
   counter('fanout_sync_switches_total', 'Switches of DIR/current to a new version', (h) => h.switches);
-  counter('fanout_sync_damaged_files_total', 'Files of the current version found deleted, truncated or changed since verified (RELEASE_DAMAGED)', (h) => h.damagedFiles);
+  counter('fanout_sync_damaged_files_total', 'Files of the current version found deleted, truncated or changed since verified, and entries added that its manifest does not list (RELEASE_DAMAGED)', (h) => h.damagedFiles);
   counter('fanout_sync_repairs_total', 'Repairs of the current version: damaged files fetched again and DIR/current switched to the whole tree', (h) => h.repairs);
   collectDefaultMetrics({ register: registry, prefix: 'fanout_sync_' });
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {

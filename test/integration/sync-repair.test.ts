@@ -143,4 +143,31 @@ describe('the sync agent repairs damage to the current version: real CLI, etcd a
     assert.equal(repaired.code, 0, repaired.stderr);
     assert.deepEqual(await treeHashes(join(dir, 'current')), await treeHashes(join(source, 'rep/v1')));
   });
+
+  test('a file and a directory added under current/ that the manifest does not list: reported as RELEASE_DAMAGED (kept with --no-repair), and a repair leaves exactly the manifest', async () => {
+    const dir = join(root, 'host-c');
+    const hookLog = join(root, 'hook-c.log');
+    const hook = ['--on-switch', `echo "$FANOUT_VERSION $FANOUT_PREVIOUS" >> ${hookLog}`];
+    assert.equal((await syncOnce(dir, 'host-c', hook)).code, 0);
+    await writeFile(join(dir, 'current/extra.bin'), 'added by another program');
+    await mkdir(join(dir, 'current/sub/scratch'), { recursive: true });
+    await writeFile(join(dir, 'current/sub/scratch/notes.txt'), 'a user wrote here');
+    const message = '2 file(s) of v1 damaged (extra.bin: not in the manifest, sub/scratch/: not in the manifest)';
+
+    const kept = await syncOnce(dir, 'host-c', [...hook, '--no-repair']);
+    assert.notEqual(kept.code, 0);
+    assert.ok(kept.stderr.includes(`${message} in ${join(dir, 'current')}; not repaired (--no-repair)`), kept.stderr);
+    assert.deepEqual(await status('host-c').then((s) => [s?.phase, s?.error]), ['error', `RELEASE_DAMAGED: ${message}; not repaired (--no-repair)`]);
+    assert.equal(await readFile(join(dir, 'current/sub/scratch/notes.txt'), 'utf8'), 'a user wrote here', 'left as it is');
+
+    const repaired = await syncOnce(dir, 'host-c', hook);
+    assert.equal(repaired.code, 0, repaired.stderr);
+    assert.ok(repaired.stderr.includes(`${message} in ${join(dir, 'current')}; repairing`), repaired.stderr);
+    assert.deepEqual(await treeHashes(join(dir, 'current')), await treeHashes(join(source, 'rep/v1')), 'exactly the manifest: the added entries are gone');
+    assert.match((await status('host-c'))?.error ?? '', new RegExp(`^RELEASE_DAMAGED: ${message.replace(/[()]/g, '\\$&')}; repaired at `));
+    assert.equal((await readFile(hookLog, 'utf8')).trim(), 'v1 \nv1 v1');
+    const next = await syncOnce(dir, 'host-c', hook);
+    assert.equal(next.code, 0, next.stderr);
+    assert.deepEqual(await status('host-c').then((s) => [s?.phase, s?.error]), ['idle', null]);
+  });
 });
