@@ -127,3 +127,20 @@ test('an entry added in the clock tick of its directory’s stamp is found: the 
     }
     assert.deepEqual((await checkInstalled(dir, manifest)).damaged, [{ path: 'extra.bin', reason: 'extra' }]);
   }));
+
+test('a file linked from the current version and written through current/ while the next version was staged is not stamped as verified: its damage is found', () =>
+  inTempDir(async (root) => {
+    const shared = randomBytes(3 * PAGE);
+    const { dir } = await installed(root, { 'shared.bin': shared, 'own.bin': randomBytes(100) });
+    const v2 = { 'shared.bin': shared, 'own.bin': randomBytes(200) };
+    const manifest = manifestOf(v2, 'v2');
+    const progress = await stageVersion({ manifest, dir, fetcher: fetcherOf(v2) });
+    assert.equal(progress.bytesLocal, shared.length, 'shared.bin is v1’s inode, hard-linked');
+    // The service writes through current/ (still v1) once the clock moved past the link.
+    await dir.clock.pastNow();
+    const handle = await open(join(dir.versionDir('v1'), 'shared.bin'), 'r+');
+    await handle.write(Buffer.from('written by the service'), 0, undefined, 100);
+    await handle.close();
+    await dir.install(manifest);
+    assert.deepEqual((await checkInstalled(dir, manifest)).damaged, [{ path: 'shared.bin', reason: 'content' }]);
+  }));

@@ -1,12 +1,16 @@
-import { lstatSync, statSync, type BigIntStats } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
 import { lockDir } from './dirlock.js';
 import { FileSystemClock, settledBefore } from './fsclock.js';
+import { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
+import { readBootId, StagedStamps } from './stagestamps.js';
 import { stampDirectories } from './treeextras.js';
+
+export { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
 
 /** Installed files stat'ed per turn of the event loop. */
 const STAMP_SLICE = 256;
@@ -109,12 +113,14 @@ export class ReleaseDir {
     const target = this.versionDir(manifest.version);
     await rm(this.manifestFile(manifest.version), { force: true });
     await rm(target, { recursive: true, force: true });
+    // Read before the tree moves: a rename in the middle of it would read nothing.
+    const verified = await StagedStamps.load(this.stagedStampFile(manifest.version), await readBootId(), this.clock);
     await rename(this.stagingDir(manifest.version), target);
     try {
       await rm(this.partsDir(manifest.version), { recursive: true, force: true });
       await fsyncDir(join(this.dir, 'versions'));
       await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
-      await this.stampInstalled(manifest);
+      await this.stampInstalled(manifest, verified);
     } catch (err) {
       // The verified tree goes back to staging (a full disk at the manifest's write): left in
       // versions/ without its manifest it was staged again from nothing beside itself, and the
@@ -150,8 +156,14 @@ export class ReleaseDir {
     }
   }
 
-  /** Stamps every file of an installed version as it is now (right after it was verified). */
-  async stampInstalled(manifest: Manifest): Promise<void> {
+  /**
+   * Stamps every file of an installed version as it is now (right after it was verified).
+   * `verified`: the stamps staging took as each file was verified into it. A file that no longer
+   * matches its own was changed since, and is left unstamped (hashed at its next check): a file
+   * hard-linked from the current version is one inode with the file the service reads, and a
+   * write through `current/` while the version was staged would otherwise be stamped as verified.
+   */
+  async stampInstalled(manifest: Manifest, verified?: StagedStamps): Promise<void> {
     const target = this.versionDir(manifest.version);
     // What each verified file looked like once installed: any write changes its ctime.
     // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
@@ -164,7 +176,8 @@ export class ReleaseDir {
     const snapshot: Record<string, FileStamp> = {};
     await inSlices(manifest.files, (file) => {
       const st = statSync(join(target, file.path), { bigint: true });
-      if (settledBefore(st, clock)) snapshot[file.path] = stampOf(st);
+      const staged = verified?.verifiedStamp(file.path);
+      if (settledBefore(st, clock) && (staged === undefined || matchesStamp(st, staged))) snapshot[file.path] = stampOf(st);
     });
     // Its directories too: a check lists only those changed since, for entries not in the manifest.
     Object.assign(snapshot, stampDirectories(target, manifest, clock));
@@ -349,21 +362,6 @@ function stagedVersionOf(name: string): string | undefined {
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Identity and change time of a file: a write, truncate or chmod changes ctime, which users cannot set. */
-export interface FileStamp {
-  ino: number;
-  size: number;
-  ctimeNs: string;
-}
-
-export function stampOf(st: BigIntStats): FileStamp {
-  return { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) };
-}
-
-/** A regular file untouched since `stamp` was taken (same inode, size and ctime: any write changes the ctime). */
-export function matchesStamp(st: BigIntStats | undefined, stamp: FileStamp | undefined): boolean {
-  return st !== undefined && stamp !== undefined && st.isFile() && Number(st.ino) === stamp.ino && Number(st.size) === stamp.size && String(st.ctimeNs) === stamp.ctimeNs;
-}
 
 /** `each` over `items` on this thread, STAMP_SLICE at a time, the event loop turning between slices. */
 export async function inSlices<T>(items: readonly T[], each: (item: T) => void): Promise<void> {

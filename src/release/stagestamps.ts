@@ -2,7 +2,7 @@ import { lstatSync, type BigIntStats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../lib/statefile/index.js';
 import type { FileSystemClock } from './fsclock.js';
-import { matchesStamp, stampOf, type FileStamp } from './install.js';
+import { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
 import type { ManifestFile } from './manifest.js';
 
 /** The kernel's random id of this boot. */
@@ -73,10 +73,16 @@ export class StagedStamps {
    * against `file`'s digest, untouched since. Trusted, it is recorded again for the next run.
    */
   trusts(file: ManifestFile, st: BigIntStats | undefined): boolean {
-    const stamp = Object.hasOwn(this.earlier, file.path) ? this.earlier[file.path] : undefined;
-    if (!isStamp(stamp) || stamp.sha256 !== file.sha256 || !matchesStamp(st, stamp)) return false;
+    const stamp = this.verifiedStamp(file.path) as StagedStamp | undefined;
+    if (stamp === undefined || stamp.sha256 !== file.sha256 || !matchesStamp(st, stamp)) return false;
     this.recorded.set(file.path, stamp);
     return true;
+  }
+
+  /** The stamp an earlier run of this boot saved for `path` once it verified it, if any. */
+  verifiedStamp(path: string): FileStamp | undefined {
+    const stamp = Object.hasOwn(this.earlier, path) ? this.earlier[path] : undefined;
+    return isStamp(stamp) ? stamp : undefined;
   }
 
   /** `st`: lstat of the staged file taken before its bytes were verified (a write since changes its ctime). */
