@@ -144,3 +144,16 @@ test('a file linked from the current version and written through current/ while 
     await dir.install(manifest);
     assert.deepEqual((await checkInstalled(dir, manifest)).damaged, [{ path: 'shared.bin', reason: 'content' }]);
   }));
+
+test('a kept version whose files the next version hard-linked keeps valid stamps: a rollback check reads nothing again', () =>
+  inTempDir(async (root) => {
+    const shared = randomBytes(3 * PAGE);
+    const { dir, manifest: v1 } = await installed(root, { 'shared.bin': shared, 'own.bin': randomBytes(100) });
+    const v2files = { 'shared.bin': shared, 'own.bin': randomBytes(200) };
+    const v2 = manifestOf(v2files, 'v2');
+    assert.equal((await stageVersion({ manifest: v2, dir, fetcher: fetcherOf(v2files) })).bytesLocal, shared.length);
+    await dir.install(v2);
+    // The link changed the inode's ctime: v1's own stamp no longer matches, v2's does.
+    assert.deepEqual(await dir.changedFiles(v1), []);
+    assert.deepEqual(await checkInstalled(dir, v1), { damaged: [], touched: [], bytesRehashed: 0 });
+  }));

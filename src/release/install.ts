@@ -120,7 +120,7 @@ export class ReleaseDir {
       await rm(this.partsDir(manifest.version), { recursive: true, force: true });
       await fsyncDir(join(this.dir, 'versions'));
       await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
-      await this.stampInstalled(manifest, verified);
+      await this.carryStamps(manifest, await this.stampInstalled(manifest, verified));
     } catch (err) {
       // The verified tree goes back to staging (a full disk at the manifest's write): left in
       // versions/ without its manifest it was staged again from nothing beside itself, and the
@@ -163,7 +163,7 @@ export class ReleaseDir {
    * hard-linked from the current version is one inode with the file the service reads, and a
    * write through `current/` while the version was staged would otherwise be stamped as verified.
    */
-  async stampInstalled(manifest: Manifest, verified?: StagedStamps): Promise<void> {
+  async stampInstalled(manifest: Manifest, verified?: StagedStamps): Promise<Record<string, FileStamp>> {
     const target = this.versionDir(manifest.version);
     // What each verified file looked like once installed: any write changes its ctime.
     // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
@@ -182,6 +182,36 @@ export class ReleaseDir {
     // Its directories too: a check lists only those changed since, for entries not in the manifest.
     Object.assign(snapshot, stampDirectories(target, manifest, clock));
     await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
+    return snapshot;
+  }
+
+  /**
+   * Files a version shares with kept versions (hard-linked into its staging: one inode) had their
+   * ctime changed by the link, so the kept versions' stamps no longer matched: a rollback to one
+   * staged it again and read all of it (found while testing racy stamps). A kept file that is now
+   * the inode of a file just stamped, with the same digest in its manifest, gets that stamp: it
+   * holds bytes verified against that digest. One lstat per kept file, once per install.
+   */
+  private async carryStamps(manifest: Manifest, stamped: Record<string, FileStamp>): Promise<void> {
+    const byInode = new Map<number, { stamp: FileStamp; sha256: string }>();
+    for (const file of manifest.files) {
+      const stamp = stamped[file.path];
+      if (stamp) byInode.set(stamp.ino, { stamp, sha256: file.sha256 });
+    }
+    for (const version of byInode.size > 0 ? await this.installed() : []) {
+      const kept = version === manifest.version ? undefined : await this.manifestOf(version);
+      if (!kept) continue;
+      const stamps = await this.stampsOf(version);
+      const root = this.versionDir(version);
+      const fresh: Record<string, FileStamp> = {};
+      await inSlices(kept.files, (file) => {
+        const st = lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false });
+        if (!st || matchesStamp(st, stamps[file.path])) return;
+        const shared = byInode.get(Number(st.ino));
+        if (shared?.sha256 === file.sha256 && matchesStamp(st, shared.stamp)) fresh[file.path] = shared.stamp;
+      });
+      if (Object.keys(fresh).length > 0) await this.restamp(version, fresh);
+    }
   }
 
   /** Replaces the stamps of some files of an installed version (re-hashed and found intact). */
