@@ -116,11 +116,12 @@ export class ReleaseDir {
     // Read before the tree moves: a rename in the middle of it would read nothing.
     const verified = await StagedStamps.load(this.stagedStampFile(manifest.version), await readBootId(), this.clock);
     await rename(this.stagingDir(manifest.version), target);
+    let stamped: Record<string, FileStamp>;
     try {
       await rm(this.partsDir(manifest.version), { recursive: true, force: true });
       await fsyncDir(join(this.dir, 'versions'));
       await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
-      await this.carryStamps(manifest, await this.stampInstalled(manifest, verified));
+      stamped = await this.stampInstalled(manifest, verified);
     } catch (err) {
       // The verified tree goes back to staging (a full disk at the manifest's write): left in
       // versions/ without its manifest it was staged again from nothing beside itself, and the
@@ -131,6 +132,8 @@ export class ReleaseDir {
     }
     // Installed, the version has stamps of its own (a leftover goes with the next prune).
     await rm(this.stagedStampFile(manifest.version), { force: true }).catch(() => {});
+    // A cache: on failure the kept versions' shared files are hashed at a rollback, as before.
+    await this.carryStamps(manifest, stamped).catch(() => {});
   }
 
   /**
@@ -391,7 +394,6 @@ function stagedVersionOf(name: string): string | undefined {
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 
 /** `each` over `items` on this thread, STAMP_SLICE at a time, the event loop turning between slices. */
 export async function inSlices<T>(items: readonly T[], each: (item: T) => void): Promise<void> {
