@@ -333,6 +333,25 @@ test('a rollback to a kept version whose files changed since they were verified 
   });
 });
 
+test('a rollback to a kept version with one file edited reads again only that file, not the whole version', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1), 'big.bin': Buffer.alloc(50_000, 5) });
+    const log: string[] = [];
+    const agent = w.agent(releases, 1, undefined, log);
+    await agent.syncOnce();
+    w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+    await agent.syncOnce();
+    await writeFile(join(agent.dir.versionDir('v1'), 'a.bin'), Buffer.alloc(3000, 9));
+    w.rollBackTo('v1');
+    assert.equal(await agent.syncOnce(), 'v1');
+    assert.deepEqual(await readFile(join(releases, 'current', 'big.bin')), Buffer.alloc(50_000, 5));
+    const staged = log.filter((l) => l.startsWith('staged app@v1:')).at(-1);
+    assert.match(staged ?? log.join('\n'), /50000 resumed, 3000 of them read again to verify/, 'the untouched file is kept on its stamp');
+  });
+});
+
 /** What a reader of DIR/current sees: each file's bytes, or null where it cannot read one. */
 async function readerView(releases: string, paths: string[]): Promise<Record<string, Buffer | null>> {
   const view: Record<string, Buffer | null> = {};

@@ -274,13 +274,18 @@ export class ReleaseDir {
   /**
    * Takes an installed version back to staging (its files changed since they were verified):
    * its manifest first, so it is not taken for installed meanwhile; staging then keeps the files
-   * that still verify and fetches the others.
+   * that still verify and fetches the others. Its files' stamps go with it as staged stamps, so
+   * staging hashes only the changed files (before, a rollback to a version with one file edited
+   * read the whole version again).
    */
   async returnToStaging(version: string): Promise<void> {
+    const manifest = await this.manifestOf(version);
+    const stamps = await this.stampsOf(version);
     await rm(this.manifestFile(version), { force: true });
     await rm(this.stampFile(version), { force: true });
     await rm(this.stagingDir(version), { recursive: true, force: true });
     await rm(this.stagedStampFile(version), { force: true });
+    if (manifest) await StagedStamps.seed(this.stagedStampFile(version), await readBootId(), manifest.files, stamps);
     await rename(this.versionDir(version), this.stagingDir(version));
   }
 

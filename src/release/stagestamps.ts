@@ -69,6 +69,23 @@ export class StagedStamps {
   }
 
   /**
+   * Writes `file` for an installed version taken back to staging (ReleaseDir.returnToStaging):
+   * the stamps its files were installed with, each with its digest, so that staging hashes again
+   * only the files changed since, not the whole version. Installed stamps are taken once the tree
+   * is durable, so they hold across a boot, and are written under this one's. Never fails (a cache).
+   */
+  static async seed(file: string, bootId: string | undefined, files: readonly ManifestFile[], stamps: Record<string, FileStamp>): Promise<void> {
+    if (bootId === undefined) return;
+    const seeded: Record<string, StagedStamp> = {};
+    for (const f of files) {
+      const stamp = Object.hasOwn(stamps, f.path) ? stamps[f.path] : undefined;
+      if (stamp && isStamp({ ...stamp, sha256: f.sha256 })) seeded[f.path] = { ino: stamp.ino, size: stamp.size, ctimeNs: stamp.ctimeNs, sha256: f.sha256 };
+    }
+    const contents: StagedStampsFile = { bootId, files: seeded };
+    await writeFileAtomic(file, JSON.stringify(contents)).catch(() => {});
+  }
+
+  /**
    * Whether the file at `path` (lstat'ed as `st`) is the one an earlier run of this boot verified
    * against `file`'s digest, untouched since. Trusted, it is recorded again for the next run.
    */
