@@ -13,6 +13,7 @@ import type { DirEntry, FileInfo } from '../../core/types.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 
 import { remoteRangeStream } from './remoterange.js';
+import { S3AnswerTooLarge, boundS3Answers } from './s3answers.js';
 import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion, sizeMtimeVersion } from './util.js';
 
@@ -63,6 +64,7 @@ export class S3Ufs implements Ufs {
     this.label = source.label?.replace(/\/+$/, '');
     this.client = client ?? new S3Client(s3ClientConfig(options, this.deadlines));
     this.ownsClient = !client;
+    boundS3Answers(this.client);
   }
 
   async stat(path: string, signal?: AbortSignal): Promise<FileInfo> {
@@ -94,6 +96,7 @@ export class S3Ufs implements Ufs {
     const entries: DirEntry[] = [];
     let sawAnything = false;
     let token: string | undefined;
+    const seenTokens = new Set<string>();
     do {
       let out: ListObjectsV2CommandOutput;
       try {
@@ -118,7 +121,7 @@ export class S3Ufs implements Ufs {
         const mtimeMs = o.LastModified?.getTime() ?? 0;
         entries.push({ name, type: 'file', size, mtimeMs, version: strongEtag(o.ETag) ?? sizeMtimeVersion(size, mtimeMs) });
       }
-      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+      token = nextPageToken(out, seenTokens, this.describe(dir));
     } while (token);
     if (!sawAnything && dir !== '') {
       // Nothing under "dir/": either dir is an object, or it does not exist.
@@ -269,6 +272,7 @@ export class S3Ufs implements Ufs {
     if (body && (e?.code === 'ECONNRESET' || e?.code === 'ERR_STREAM_PREMATURE_CLOSE') && /aborted|premature/i.test(e.message ?? '')) {
       return new FanoutError('SOURCE_TRUNCATED', `${what}: the source closed the connection after ${body.received} of ${body.length} bytes`, { cause: err });
     }
+    if (err instanceof S3AnswerTooLarge) return new FanoutError('SOURCE_ERROR', `${what}: ${err.reason}`, { cause: err });
     const status = e.$metadata?.httpStatusCode;
     if (e.name === 'NoSuchBucket') {
       return new FanoutError('SOURCE_ERROR', `${this.label ?? ''}${this.label ? ': ' : ''}bucket ${this.bucket} does not exist`, { cause: err });
@@ -285,6 +289,25 @@ export class S3Ufs implements Ufs {
     const detail = [e.name, status && `HTTP ${status}`, e.message].filter(Boolean).join(', ');
     return new FanoutError('SOURCE_ERROR', `${what}: S3 request failed (${detail})`, { cause: err });
   }
+}
+
+/**
+ * The token of the listing's next page, or undefined after the last. A server whose listing
+ * never ends is refused rather than followed: a token it gave before (a loop) kept a worker
+ * asking for the same page thousands of times a second, its listing growing without bound, and
+ * "truncated" with no token to go on would pass a part of the directory off as all of it.
+ */
+function nextPageToken(out: ListObjectsV2CommandOutput, seen: Set<string>, what: string): string | undefined {
+  if (!out.IsTruncated) return undefined;
+  const token = out.NextContinuationToken;
+  if (!token) {
+    throw new FanoutError('SOURCE_ERROR', `${what}: the S3 server says its listing is truncated but gives no NextContinuationToken to go on`);
+  }
+  if (seen.has(token)) {
+    throw new FanoutError('SOURCE_ERROR', `${what}: the S3 server's listing loops (continuation token ${JSON.stringify(token.slice(0, 80))} came back after ${seen.size} pages)`);
+  }
+  seen.add(token);
+  return token;
 }
 
 function opts(signal?: AbortSignal): { abortSignal?: AbortSignal } {

@@ -1,0 +1,100 @@
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { S3Ufs } from '../../src/lib/ufs/index.js';
+import { readAll, rejectsWith } from '../harness/streams.js';
+import { MisbehavingS3 } from '../harness/s3misbehaving.js';
+import { WorkerProcess } from '../harness/workers.js';
+import { assertAlive, assertFailed, get } from './helpers.js';
+
+const MiB = 1024 * 1024;
+
+/**
+ * The S3 source over a server whose listings never end or whose error bodies never end: the
+ * source refuses them with SOURCE_ERROR instead of following them for ever or reading them into
+ * memory whole. In-process for the adapter's own answers; a worker process for what clients see.
+ */
+describe('the S3 source over a server with endless listings or error bodies', () => {
+  let s3: MisbehavingS3;
+  let ufs: S3Ufs;
+
+  before(async () => {
+    s3 = await MisbehavingS3.start();
+    ufs = new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
+      label: '/s3data',
+      deadlines: { connectMs: 2000, firstByteMs: 5000, idleMs: 5000 },
+    });
+  });
+  after(async () => {
+    await ufs.close();
+    await s3.close();
+  });
+  afterEach(() => s3.behave({}));
+
+  test('a listing over several pages lists every page once', async () => {
+    const before = s3.counters.lists;
+    const entries = await ufs.list('dir');
+    assert.deepEqual(
+      entries.map((e) => e.name),
+      ['k0.bin', 'k1.bin', 'k2.bin'],
+    );
+    assert.equal(s3.counters.lists - before, 3);
+  });
+
+  test('a listing whose continuation token comes back is SOURCE_ERROR after one repeat, not followed for ever', { timeout: 20_000 }, async () => {
+    s3.behave({ listing: 'loop' });
+    const before = s3.counters.lists;
+    await assert.rejects(ufs.list('dir'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /\/s3data\/dir: the S3 server's listing loops/.test(err.message));
+    assert.equal(s3.counters.lists - before, 2, 'the page with the repeated token is the last one asked for');
+  });
+
+  test('a listing said to be truncated with no token to go on is SOURCE_ERROR, not a part of the directory passed off as all', async () => {
+    s3.behave({ listing: 'no-token' });
+    await assert.rejects(ufs.list('dir'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /truncated but gives no NextContinuationToken/.test(err.message));
+  });
+
+  test('an error answer with a 64 MiB body fails a listing and a read with SOURCE_ERROR, read no further than its limit', async () => {
+    for (const attempt of [() => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {
+      s3.behave({ errorBytes: 64 * MiB });
+      const sentBefore = s3.counters.bodyBytes;
+      await assert.rejects(
+        attempt(),
+        (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /^\/s3data\/.*larger than 1048576 bytes/.test(err.message) && !/Deserialization/.test(err.message),
+      );
+      // Socket buffers hold a few MiB ahead of the reader; without the limit the SDK took all 64 MiB into memory.
+      const sent = s3.counters.bodyBytes - sentBefore;
+      assert.ok(sent < 32 * MiB, `the server wrote ${sent} bytes of its error body`);
+    }
+  });
+});
+
+describe('a worker over an S3 server whose listing loops', () => {
+  let s3: MisbehavingS3;
+  let worker: WorkerProcess;
+
+  before(async () => {
+    s3 = await MisbehavingS3.start();
+    worker = await WorkerProcess.start({
+      id: 's3-answers',
+      mounts: { s3m: 's3://b' },
+      s3: { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' },
+      timeouts: { sourceConnect: '3s', sourceFirstByte: '3s', sourceIdle: '3s' },
+    });
+  });
+  after(async () => {
+    await worker?.destroy();
+    await s3?.close();
+  });
+
+  test('/v1/list answers SOURCE_ERROR, the server is asked twice, and the worker stays up', { timeout: 20_000 }, async () => {
+    s3.behave({ listing: 'loop' });
+    const before = s3.counters.lists;
+    const answer = await get(`${worker.url}/v1/list/s3m/dir`);
+    assertFailed(answer, 'SOURCE_ERROR');
+    assert.match(answer.message ?? '', /listing loops/);
+    assert.equal(s3.counters.lists - before, 2);
+    await assertAlive(worker);
+    s3.behave({});
+    const listed = await get(`${worker.url}/v1/list/s3m/other`);
+    assert.equal(listed.status, 200, listed.message);
+  });
+});

@@ -1,0 +1,113 @@
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+/**
+ * A misbehaving S3 server for tests: a real node:http server on a free loopback port that speaks
+ * just enough S3 (path style, signatures ignored) for the listing and error answers that the
+ * real S3 server (s3.ts) never gives: listings that never end, and error bodies without end.
+ *
+ *   const s3 = await MisbehavingS3.start();
+ *   s3.behave({ listing: 'loop' });                // ListObjectsV2 hands back the same token for ever
+ *   s3.behave({ errorBytes: 64 * 1024 * 1024 });   // every request: HTTP 500, a 64 MiB error body
+ *   s3.counters.lists / .requests / .bodyBytes
+ *
+ * Without a behaviour, ListObjectsV2 lists `pages` pages of one key each (`k0.bin`, `k1.bin`, …
+ * under the asked prefix), each with its own token, and every other request is 404 NoSuchKey.
+ */
+export interface S3Behaviour {
+  /** 'loop': every page is truncated with the same NextContinuationToken; 'no-token': truncated, no token. */
+  listing?: 'loop' | 'no-token';
+  /** Pages of a well-behaved listing (default 3). */
+  pages?: number;
+  /** Every request is answered HTTP 500 with an XML error body this long, written as the client reads it. */
+  errorBytes?: number;
+}
+
+export interface S3Counters {
+  requests: number;
+  lists: number;
+  /** Error-body bytes written to sockets. */
+  bodyBytes: number;
+}
+
+export class MisbehavingS3 {
+  readonly counters: S3Counters = { requests: 0, lists: 0, bodyBytes: 0 };
+  private behaviour: S3Behaviour = {};
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(
+    private readonly server: Server,
+    /** http://127.0.0.1:PORT: the endpoint of an S3 client (path style). */
+    readonly url: string,
+  ) {}
+
+  static async start(): Promise<MisbehavingS3> {
+    let s3: MisbehavingS3 | undefined;
+    const server = createServer((req, res) => s3!.handle(req.url ?? '/', res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    s3 = new MisbehavingS3(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    server.on('connection', (socket) => {
+      s3!.sockets.add(socket);
+      socket.once('close', () => s3!.sockets.delete(socket));
+    });
+    return s3;
+  }
+
+  behave(behaviour: S3Behaviour): void {
+    this.behaviour = { ...behaviour };
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private handle(rawUrl: string, res: ServerResponse): void {
+    this.counters.requests++;
+    res.on('error', () => {});
+    const url = new URL(rawUrl, 'http://x');
+    if (this.behaviour.errorBytes !== undefined) return this.hugeError(res, this.behaviour.errorBytes);
+    if (url.searchParams.get('list-type') === '2') return this.list(url, res);
+    res.writeHead(404, { 'content-type': 'application/xml' });
+    res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>');
+  }
+
+  private list(url: URL, res: ServerResponse): void {
+    this.counters.lists++;
+    const prefix = url.searchParams.get('prefix') ?? '';
+    const page = Number(url.searchParams.get('continuation-token')?.replace('page-', '') ?? 0);
+    const pages = this.behaviour.pages ?? 3;
+    let next = '';
+    if (this.behaviour.listing === 'loop') next = '<IsTruncated>true</IsTruncated><NextContinuationToken>page-1</NextContinuationToken>';
+    else if (this.behaviour.listing === 'no-token') next = '<IsTruncated>true</IsTruncated>';
+    else if (page + 1 < pages) next = `<IsTruncated>true</IsTruncated><NextContinuationToken>page-${page + 1}</NextContinuationToken>`;
+    else next = '<IsTruncated>false</IsTruncated>';
+    res.writeHead(200, { 'content-type': 'application/xml' });
+    res.end(
+      `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix>${prefix}</Prefix><KeyCount>1</KeyCount>${next}` +
+        `<Contents><Key>${prefix}k${page}.bin</Key><Size>5</Size><ETag>"e${page}"</ETag><LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents>` +
+        `</ListBucketResult>`,
+    );
+  }
+
+  /** An error document whose message goes on for `bytes`, written under the client's backpressure. */
+  private hugeError(res: ServerResponse, bytes: number): void {
+    res.writeHead(500, { 'content-type': 'application/xml', 'content-length': String(bytes) });
+    const head = Buffer.from('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>');
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    let left = bytes;
+    const write = (piece: Buffer): boolean => {
+      left -= piece.length;
+      this.counters.bodyBytes += piece.length;
+      return res.write(piece);
+    };
+    const pump = (): void => {
+      while (left > 0 && !res.destroyed) {
+        if (!write(left <= chunk.length ? chunk.subarray(0, left) : chunk)) return void res.once('drain', pump);
+      }
+      if (!res.destroyed) res.end();
+    };
+    write(head);
+    pump();
+  }
+}
