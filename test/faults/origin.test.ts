@@ -163,6 +163,21 @@ describe('a worker over a misbehaving HTTP origin', () => {
     assert.equal(sha((await page(worker, path, v, size, 2)).body), sha(pageBytes(2, data)));
   });
 
+  test('an origin answering 416 to a range inside the file fails reads with SOURCE_ERROR, not "past the end", and nothing is cached', async () => {
+    const { data, path } = await fresh();
+    const v = await version(path);
+    origin.behave({ refusesRange: true });
+    // Each of these asked for bytes the file has: 416 would tell the client its own request was wrong.
+    const whole = await get(`${worker.url}/v1/data${path}`);
+    assertFailed(whole, 'SOURCE_ERROR');
+    assert.match(whole.message ?? '', /refused bytes 0-1048575 \(HTTP 416\)/);
+    assertFailed(await get(`${worker.url}/v1/data${path}`, { range: `bytes=${2 * MiB}-${2 * MiB + 100}` }), 'SOURCE_ERROR');
+    assertFailed(await page(worker, path, v, size, 1), 'SOURCE_ERROR');
+    await assertAlive(worker);
+    origin.normal();
+    await assertReadsCorrectly(path, data);
+  });
+
   test('`fanout cp` of a file whose last page the origin cannot read exits with SOURCE_ERROR and leaves no file', async () => {
     const { path } = await fresh();
     const dir = await mkdtemp(join(tmpdir(), 'fanout-cp-tail-'));

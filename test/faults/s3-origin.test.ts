@@ -97,6 +97,14 @@ describe('the S3 source over a misbehaving server', () => {
     await assert.rejects(readAll(ufs.read('f.bin', version, 0, MiB)), rejectsWith('SOURCE_ERROR'));
   });
 
+  test('a 416 for a range inside the object is SOURCE_ERROR, not a range past its end', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ refusesRange: true });
+    await assert.rejects(readAll(ufs.read('f.bin', version, MiB, MiB)), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /refused bytes 1048576-2097151 \(HTTP 416\)/.test(err.message));
+    origin.normal();
+    await assert.rejects(readAll(ufs.read('f.bin', version, data.length, 1)), rejectsWith('RANGE_NOT_SATISFIABLE'));
+  });
+
   test('a 5xx is SOURCE_ERROR', async () => {
     const { version } = await ufs.stat('f.bin');
     origin.behave({ status: 500 });

@@ -36,6 +36,8 @@ export interface OriginBehaviour {
   status?: number;
   /** Answers a ranged GET whose range starts at or past `offset` with `status` (a file whose tail the origin cannot read). */
   failFrom?: { offset: number; status: number };
+  /** Answers every ranged GET with 416 and `bytes *\/size`, though the range lies inside the file. */
+  refusesRange?: boolean;
   /** Sends the full headers (Content-Length of the whole range), then only N body bytes, then ends the response cleanly (FIN). */
   truncateAfter?: number;
   /** Sends N body bytes, then destroys the socket (RST-like: the client sees a reset). */
@@ -209,7 +211,7 @@ export class Origin {
       if (range && !b.ignoresRange && rangeApplies) {
         start = Number(range[1]);
         end = range[2] ? Math.min(Number(range[2]), meta.size - 1) : meta.size - 1;
-        if (start >= meta.size) {
+        if (start >= meta.size || b.refusesRange) {
           return this.finish(res, entry, 416, { ...headers, 'content-range': `bytes */${meta.size}` }, Buffer.alloc(0));
         }
         if (b.failFrom && start >= b.failFrom.offset) return this.finish(res, entry, b.failFrom.status, {}, Buffer.from(`origin says ${b.failFrom.status}\n`));

@@ -11,7 +11,7 @@ import { iterableBody, type SourceBody } from './stream.js';
 import { remoteRangeStream } from './remoterange.js';
 import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
 import { checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion } from './util.js';
-import { checkRangeAnswer, describeVersion, header, rangeTotal, unversioned } from './validators.js';
+import { checkRangeAnswer, describeVersion, header, rangeTotal, refusedRange, unversioned } from './validators.js';
 
 const MAX_REDIRECTS = 5;
 
@@ -155,18 +155,13 @@ export class HttpUfs implements Ufs {
         // "size-mtime" version is no ETag; those rely on the header check below.
         if (!isSizeMtimeVersion(version)) headers['if-match'] = `"${version}"`;
         const res = await this.getRange(path, headers, streamSignal);
+        const ask = { offset, length, version, versioning: this.versioning, knownSize: this.knownSizes.get(`${path}\0${version}`), what, label: this.label };
         const problem =
-          res.statusCode !== 200 && res.statusCode !== 206
-            ? this.statusError(res, path)
-            : checkRangeAnswer(res.statusCode, res.headers, {
-                offset,
-                length,
-                version,
-                versioning: this.versioning,
-                knownSize: this.knownSizes.get(`${path}\0${version}`),
-                what,
-                label: this.label,
-              });
+          res.statusCode === 416
+            ? refusedRange(rangeTotal(res.headers), ask)
+            : res.statusCode !== 200 && res.statusCode !== 206
+              ? this.statusError(res, path)
+              : checkRangeAnswer(res.statusCode, res.headers, ask);
         if (problem) {
           destroyQuietly(res.body);
           throw problem;

@@ -14,6 +14,7 @@ import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 
 import { remoteRangeStream } from './remoterange.js';
 import { S3AnswerTooLarge, boundS3Answers } from './s3answers.js';
+import { refusedRange } from './validators.js';
 import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion, sizeMtimeVersion } from './util.js';
 
@@ -151,7 +152,12 @@ export class S3Ufs implements Ufs {
       what: this.describe(path),
       deadlines: this.deadlines,
       stat: (p, sig) => this.stat(p, sig),
-      mapError: (err, body) => this.mapError(err, path, signal, body),
+      mapError: (err, body) => {
+        const mapped = this.mapError(err, path, signal, body);
+        if (mapped.code !== 'RANGE_NOT_SATISFIABLE') return mapped;
+        const knownSize = this.knownSizes.get(`${path}\0${version}`);
+        return refusedRange(invalidRangeTotal(err), { offset, length, version, knownSize, what: this.describe(path) });
+      },
       openRange: async (streamSignal) => {
         const out = await this.client.send(
           new GetObjectCommand({
@@ -317,6 +323,13 @@ function opts(signal?: AbortSignal): { abortSignal?: AbortSignal } {
 function isNotFound(err: unknown): boolean {
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
   return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || (e?.name !== 'NoSuchBucket' && e?.$metadata?.httpStatusCode === 404);
+}
+
+/** The object's size an InvalidRange answer gives: its Content-Range ("bytes *\/N"), or S3's ActualObjectSize. */
+function invalidRangeTotal(err: unknown): number | undefined {
+  const e = err as { ActualObjectSize?: unknown; $response?: { headers?: Record<string, string | undefined> } };
+  const raw = /\/(\d+)\s*$/.exec(e?.$response?.headers?.['content-range'] ?? '')?.[1] ?? (typeof e?.ActualObjectSize === 'string' ? e.ActualObjectSize : undefined);
+  return raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : undefined;
 }
 
 /**

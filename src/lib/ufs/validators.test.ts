@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingHttpHeaders } from 'node:http';
-import { checkRangeAnswer, describeVersion, type RangeAsk } from './validators.js';
+import { checkRangeAnswer, describeVersion, refusedRange, type RangeAsk } from './validators.js';
 
 const lastModified = 'Tue, 02 Jan 2024 03:04:05 GMT';
 const mtime = Date.parse(lastModified);
@@ -70,5 +70,17 @@ describe('range answer validators', () => {
     assert.deepEqual(describeVersion({ etag: '"abc"', 'last-modified': lastModified }, 5), { size: 5, mtimeMs: mtime, version: 'abc', strong: true });
     assert.deepEqual(describeVersion({ etag: 'W/"abc"', 'last-modified': lastModified }, 5), { size: 5, mtimeMs: mtime, version: `5-${mtime}`, strong: false });
     assert.equal(describeVersion({}, 5).version, '5-0');
+  });
+
+  test('a 416 to a read: past the end the caller asked is RANGE_NOT_SATISFIABLE; inside the version it is a changed file or a faulty source', () => {
+    // offset 100 of a version the stat saw at 1000 bytes
+    assert.equal(refusedRange(1000, ask({ knownSize: 1000 })).code, 'SOURCE_ERROR');
+    assert.equal(refusedRange(undefined, ask({ knownSize: 1000 })).code, 'SOURCE_ERROR');
+    assert.equal(refusedRange(80, ask({ knownSize: 1000 })).code, 'SOURCE_CHANGED');
+    assert.equal(refusedRange(1000, ask({ offset: 1000, knownSize: 1000 })).code, 'RANGE_NOT_SATISFIABLE');
+    assert.equal(refusedRange(80, ask()).code, 'RANGE_NOT_SATISFIABLE');
+    assert.equal(refusedRange(undefined, ask()).code, 'RANGE_NOT_SATISFIABLE');
+    // No stat to go by, but the answer itself says the file has the bytes asked for.
+    assert.equal(refusedRange(1000, ask()).code, 'SOURCE_ERROR');
   });
 });

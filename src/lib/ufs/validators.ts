@@ -106,6 +106,29 @@ export function checkRangeAnswer(status: number, headers: IncomingHttpHeaders, a
   return null;
 }
 
+/**
+ * The error for a 416 answer to a range read (`total`: the size its Content-Range or error body
+ * gives, if any). A range past the end the caller asked for is RANGE_NOT_SATISFIABLE. But fanout
+ * asks for bytes inside the size a stat of the version saw, so a 416 for those says the file
+ * shrank (SOURCE_CHANGED), or that the source refuses bytes it has (SOURCE_ERROR): passed on as
+ * 416, clients were told they had asked past the end of a file they had read correctly, and S3
+ * clients do not retry an InvalidRange.
+ */
+export function refusedRange(total: number | undefined, ask: Pick<RangeAsk, 'offset' | 'length' | 'version' | 'knownSize' | 'what'>): FanoutError {
+  const { offset, length, version, knownSize, what } = ask;
+  const asked = `bytes ${offset}-${offset + length - 1}`;
+  if (knownSize === undefined || offset >= knownSize) {
+    if (total !== undefined && total > offset) {
+      return new FanoutError('SOURCE_ERROR', `${what}: the source refused ${asked} (HTTP 416) of a file it says has ${total} bytes`);
+    }
+    return new FanoutError('RANGE_NOT_SATISFIABLE', `${what}: the range starts past the end of the file`);
+  }
+  if (total !== undefined && total !== knownSize) {
+    return new FanoutError('SOURCE_CHANGED', `${what}: version ${version} had ${knownSize} bytes, the source now says ${total}`);
+  }
+  return new FanoutError('SOURCE_ERROR', `${what}: the source refused ${asked} (HTTP 416) of version ${version}, which has ${knownSize} bytes`);
+}
+
 function numberHeader(headers: IncomingHttpHeaders, name: string): number | undefined {
   const raw = header(headers, name);
   if (raw === undefined || !/^\d+$/.test(raw.trim())) return undefined;
