@@ -163,6 +163,18 @@ describe('a worker over a misbehaving HTTP origin', () => {
     assert.equal(sha((await page(worker, path, v, size, 2)).body), sha(pageBytes(2, data)));
   });
 
+  test('an origin that gzips answers a client allows (a compressing proxy): fanout asks for identity and serves the file as stored', async () => {
+    const { data, path } = await fresh();
+    origin.behave({ compresses: true });
+    const answer = await stat(worker, path);
+    assert.equal(answer.status, 200, answer.message);
+    assert.equal(answer.info!.size, size, 'the size of the file, not of its gzipped form');
+    await assertReadsCorrectly(path, data);
+    const part = await get(`${worker.url}/v1/data${path}`, { range: `bytes=${2 * MiB}-${2 * MiB + 100}` });
+    assert.equal(sha(part.body), sha(data.subarray(2 * MiB, 2 * MiB + 101)));
+    assert.ok(origin.counters.log.filter((r) => r.path === path.slice('/web/'.length)).every((r) => r.acceptEncoding === 'identity'));
+  });
+
   test('an origin answering 416 to a range inside the file fails reads with SOURCE_ERROR, not "past the end", and nothing is cached', async () => {
     const { data, path } = await fresh();
     const v = await version(path);

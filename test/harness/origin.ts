@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { mkdir } from 'node:fs/promises';
 
 /**
@@ -36,6 +37,12 @@ export interface OriginBehaviour {
   status?: number;
   /** Answers a ranged GET whose range starts at or past `offset` with `status` (a file whose tail the origin cannot read). */
   failFrom?: { offset: number; status: number };
+  /**
+   * Gzips every answer whose request allows it (no Accept-Encoding, which RFC 9110 12.5.3 reads
+   * as "any coding", or one naming gzip), as a compressing proxy or CDN may: ranges and
+   * Content-Length are then of the gzipped bytes.
+   */
+  compresses?: boolean;
   /** Answers every ranged GET with 416 and `bytes *\/size`, though the range lies inside the file. */
   refusesRange?: boolean;
   /** Sends the full headers (Content-Length of the whole range), then only N body bytes, then ends the response cleanly (FIN). */
@@ -60,6 +67,7 @@ export interface OriginRequest {
   range?: string;
   ifMatch?: string;
   ifRange?: string;
+  acceptEncoding?: string;
   status: number;
 }
 
@@ -177,6 +185,7 @@ export class Origin {
       range: req.headers.range,
       ifMatch: req.headers['if-match'],
       ifRange: req.headers['if-range'] as string | undefined,
+      acceptEncoding: req.headers['accept-encoding'],
       status: 0,
     };
     this.counters.requests++;
@@ -188,15 +197,19 @@ export class Origin {
     try {
       if (b.hang === 'nothing') return; // the socket stays open until the client or close() ends it
       if (b.status !== undefined) return this.finish(res, entry, b.status, {}, Buffer.from(`origin says ${b.status}\n`));
-      const meta = this.meta.get(path);
+      const stored = this.meta.get(path);
       const file = join(this.dir, path);
       const st = await stat(file).catch(() => undefined);
-      if (!meta || !st?.isFile()) return this.finish(res, entry, 404, {}, Buffer.from('not found\n'));
+      if (!stored || !st?.isFile()) return this.finish(res, entry, 404, {}, Buffer.from('not found\n'));
+      // A compressing proxy's representation: the gzipped file, with an ETag of its own (as Apache's mod_deflate gives).
+      const gzipped = b.compresses && acceptsGzip(req.headers['accept-encoding']) ? gzipSync(await readFile(file)) : undefined;
+      const meta = gzipped ? { ...stored, etag: stored.etag.replace(/"$/, '-gzip"'), size: gzipped.length } : stored;
       const headers: Record<string, string> = { 'last-modified': meta.mtime.toUTCString(), 'accept-ranges': 'bytes' };
       const etag = b.etag ?? 'strong';
       if (etag === 'strong') headers.etag = meta.etag;
       if (etag === 'weak') headers.etag = `W/${meta.etag}`;
       if (b.ignoresRange) delete headers['accept-ranges'];
+      if (gzipped) Object.assign(headers, { 'content-encoding': 'gzip', vary: 'Accept-Encoding' });
       const ifMatch = req.headers['if-match'];
       // Strong comparison (RFC 9110, 13.1.1): no ETag, or a weak one, never matches.
       if (ifMatch && !b.ignoresIfMatch && ifMatch !== '*' && (etag !== 'strong' || ifMatch !== meta.etag)) {
@@ -221,7 +234,7 @@ export class Origin {
       const length = Math.max(0, end + 1 - start);
       headers['content-length'] = String(length);
       if (req.method === 'HEAD') return this.finish(res, entry, status, headers, Buffer.alloc(0));
-      const body = await readRange(file, start, length);
+      const body = gzipped ? gzipped.subarray(start, start + length) : await readRange(file, start, length);
       entry.status = status;
       res.writeHead(status, headers);
       if (b.hang === 'headers') {
@@ -309,6 +322,16 @@ export class Origin {
       this.timers.add(t);
     });
   }
+}
+
+/** Whether a request's Accept-Encoding lets the answer be gzipped (none at all means any coding). */
+function acceptsGzip(accept: string | undefined): boolean {
+  if (accept === undefined) return true;
+  return accept.split(',').some((item) => {
+    const [coding, ...params] = item.split(';').map((part) => part.trim().toLowerCase());
+    const q = params.find((p) => p.startsWith('q='));
+    return (coding === 'gzip' || coding === '*') && (q === undefined || Number(q.slice(2)) > 0);
+  });
 }
 
 function strip(path: string): string {

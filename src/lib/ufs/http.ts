@@ -33,6 +33,15 @@ interface RangeAnswer {
   body: SourceBody;
 }
 
+/**
+ * Every request asks for the file's bytes as stored. A request without Accept-Encoding accepts
+ * any coding (RFC 9110 12.5.3): a compressing proxy or CDN may then answer with the gzipped
+ * file, whose size, ETag and ranges fanout took for the file's own, and served gzip to every
+ * reader (found by a fault hunt). A file stored compressed (`Content-Encoding: gzip` on a
+ * .tar.gz) is still read as stored, as curl and wget read it.
+ */
+const AS_STORED = { 'accept-encoding': 'identity' };
+
 /** Connections per origin for range reads (the worker's fill slots bound how many are busy). */
 const RANGE_CONNECTIONS = 64;
 /** setTimeout's largest delay: "no deadline" for the lean client, whose stalls SourceStream watches instead. */
@@ -181,7 +190,7 @@ export class HttpUfs implements Ufs {
   private async getRange(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<RangeAnswer> {
     const url = this.url(path);
     if (!this.ranges) return this.send('GET', path, headers, signal);
-    const res = await this.ranges.get(`${url.pathname}${url.search}`, headers, signal);
+    const res = await this.ranges.get(`${url.pathname}${url.search}`, { ...AS_STORED, ...headers }, signal);
     if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304 && res.headers.location) {
       res.destroy();
       return this.send('GET', path, headers, signal);
@@ -216,7 +225,7 @@ export class HttpUfs implements Ufs {
     for (let hop = 0; ; hop++) {
       const options = {
         method,
-        headers,
+        headers: { ...AS_STORED, ...headers },
         signal,
         dispatcher: this.dispatcher,
         highWaterMark: 1024 * 1024,
