@@ -20,6 +20,8 @@ interface ServedFile {
   noRanges?: boolean;
   noHead?: boolean;
   ignoreIfMatch?: boolean;
+  /** The Content-Length a HEAD claims, whatever the body's. */
+  headLength?: string;
   /** Sends the headers of a full range, then drops the connection halfway. */
   dropHalfway?: boolean;
 }
@@ -43,6 +45,7 @@ describe('HttpUfs against a real HTTP server', () => {
     files.set('/files/with space & ü.txt', { body: Buffer.from('odd name'), mtime: new Date(0), etag: '"odd"' });
     // "vé1" in UTF-8 (the server writes a byte per character), and an ETag line sent twice.
     files.set('/files/utf8-etag.bin', { body: randomBytes(1000), mtime: new Date(0), etag: `"${Buffer.from('vé1').toString('latin1')}"` });
+    files.set('/files/exabytes.bin', { body: randomBytes(10), mtime: new Date(0), etag: '"x"', headLength: '9007199254740993' });
     files.set('/files/etag-twice.bin', { body: randomBytes(1000), mtime: new Date(0), etag: '"t1"', etagTwice: true });
     server = createServer((req, res) => {
       const pathname = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
@@ -69,7 +72,7 @@ describe('HttpUfs against a real HTTP server', () => {
         status = 206;
         headers['content-range'] = `bytes ${start}-${end}/${size}`;
       }
-      headers['content-length'] = String(end + 1 - start);
+      headers['content-length'] = req.method === 'HEAD' && f.headLength ? f.headLength : String(end + 1 - start);
       res.writeHead(status, headers);
       if (req.method === 'HEAD') return void res.end();
       if (f.dropHalfway) {
@@ -170,6 +173,10 @@ describe('HttpUfs against a real HTTP server', () => {
       assert.equal(sha(into), sha(big.subarray(offset, offset + MiB)), `part ${part}`);
     });
     await Promise.all(reads);
+  });
+
+  test('a size past 2^53 (not a whole number in JavaScript) is SOURCE_ERROR at stat, not a size rounded to another', async () => {
+    await assert.rejects(ufs.stat('exabytes.bin'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /9007199254740993 bytes/.test(err.message));
   });
 
   test('read refuses bad ranges and broken responses', async () => {

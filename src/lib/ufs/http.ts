@@ -123,7 +123,7 @@ export class HttpUfs implements Ufs {
     const head = await this.send('HEAD', path, {}, signal);
     await head.body.dump();
     if (head.statusCode === 200 && header(head.headers, 'content-length') !== undefined) {
-      return { headers: head.headers, size: Number(header(head.headers, 'content-length')) };
+      return { headers: head.headers, size: this.sizeOf(header(head.headers, 'content-length')!, path) };
     }
     if (head.statusCode !== 200 && head.statusCode !== 405 && head.statusCode !== 501) {
       throw this.statusError(head, path);
@@ -134,12 +134,24 @@ export class HttpUfs implements Ufs {
     if (probe.statusCode === 206 || probe.statusCode === 416) {
       const total = rangeTotal(probe.headers);
       if (total === undefined) throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: no size in Content-Range`);
-      return { headers: probe.headers, size: total };
+      return { headers: probe.headers, size: this.sizeOf(String(total), path) };
     }
     if (probe.statusCode === 200 && header(probe.headers, 'content-length') !== undefined) {
-      return { headers: probe.headers, size: Number(header(probe.headers, 'content-length')) };
+      return { headers: probe.headers, size: this.sizeOf(header(probe.headers, 'content-length')!, path) };
     }
     throw this.statusError(probe, path);
+  }
+
+  /**
+   * A length header as a size. Past 2^53 a number is no longer whole: the stat said 9007199254740992
+   * for 9007199254740993, and every read failed with a peer's "size must be a non-negative integer".
+   */
+  private sizeOf(raw: string, path: string): number {
+    const size = Number(raw);
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: the source gives a size of ${raw.slice(0, 40)} bytes, which fanout cannot read (at most 2^53-1)`);
+    }
+    return size;
   }
 
   async list(dir: string): Promise<DirEntry[]> {
