@@ -52,6 +52,15 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     await assert.rejects(ufs.list('dir'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /truncated but gives no NextContinuationToken/.test(err.message));
   });
 
+  test('keys and prefixes outside the asked prefix (a server that ignores Prefix) are not listed under other names', async () => {
+    s3.behave({ listing: 'ignores-prefix' });
+    const entries = await ufs.list('dir');
+    assert.deepEqual(
+      entries.map((e) => `${e.type}:${e.name}`),
+      ['file:in.bin'],
+    );
+  });
+
   test('an error answer with a 64 MiB body fails a listing and a read with SOURCE_ERROR, read no further than its limit', async () => {
     for (const attempt of [() => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {
       s3.behave({ errorBytes: 64 * MiB });

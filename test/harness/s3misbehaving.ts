@@ -15,8 +15,12 @@ import type { AddressInfo, Socket } from 'node:net';
  * under the asked prefix), each with its own token, and every other request is 404 NoSuchKey.
  */
 export interface S3Behaviour {
-  /** 'loop': every page is truncated with the same NextContinuationToken; 'no-token': truncated, no token. */
-  listing?: 'loop' | 'no-token';
+  /**
+   * 'loop': every page is truncated with the same NextContinuationToken; 'no-token': truncated, no
+   * token; 'ignores-prefix': one page with keys outside the asked prefix too (`k0.bin`, `{prefix without its slash}k.bin`,
+   * a common prefix `other/`) besides `{prefix}in.bin`.
+   */
+  listing?: 'loop' | 'no-token' | 'ignores-prefix';
   /** Pages of a well-behaved listing (default 3). */
   pages?: number;
   /** Every request is answered HTTP 500 with an XML error body this long, written as the client reads it. */
@@ -82,10 +86,15 @@ export class MisbehavingS3 {
     else if (this.behaviour.listing === 'no-token') next = '<IsTruncated>true</IsTruncated>';
     else if (page + 1 < pages) next = `<IsTruncated>true</IsTruncated><NextContinuationToken>page-${page + 1}</NextContinuationToken>`;
     else next = '<IsTruncated>false</IsTruncated>';
+    const ignoresPrefix = this.behaviour.listing === 'ignores-prefix';
+    if (ignoresPrefix) next = '<IsTruncated>false</IsTruncated>';
+    const keys = ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}.bin`];
+    const prefixes = ignoresPrefix ? ['other/'] : [];
     res.writeHead(200, { 'content-type': 'application/xml' });
     res.end(
-      `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix>${prefix}</Prefix><KeyCount>1</KeyCount>${next}` +
-        `<Contents><Key>${prefix}k${page}.bin</Key><Size>5</Size><ETag>"e${page}"</ETag><LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents>` +
+      `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix>${prefix}</Prefix><KeyCount>${keys.length}</KeyCount>${next}` +
+        keys.map((key) => `<Contents><Key>${key}</Key><Size>5</Size><ETag>"e${page}"</ETag><LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents>`).join('') +
+        prefixes.map((p) => `<CommonPrefixes><Prefix>${p}</Prefix></CommonPrefixes>`).join('') +
         `</ListBucketResult>`,
     );
   }

@@ -108,14 +108,18 @@ export class S3Ufs implements Ufs {
       } catch (err) {
         throw this.mapError(err, dir, signal);
       }
+      // A key or prefix not under the one asked for (a server that ignores Prefix) is not in this
+      // directory: cut by the prefix's length it became another name ("abcdx.bin" listed "dir/" as x.bin).
       for (const p of out.CommonPrefixes ?? []) {
-        const name = p.Prefix?.slice(prefix.length, -1);
+        if (!p.Prefix?.startsWith(prefix)) continue;
+        const name = p.Prefix.slice(prefix.length, -1);
         sawAnything = true;
         if (name) entries.push({ name, type: 'dir' });
       }
       for (const o of out.Contents ?? []) {
+        if (!o.Key?.startsWith(prefix)) continue;
         sawAnything = true;
-        const name = o.Key?.slice(prefix.length);
+        const name = o.Key.slice(prefix.length);
         // Skips the "dir/" marker objects some tools create, and keys that are not one level down.
         if (!name || name.includes('/')) continue;
         const size = o.Size ?? 0;
