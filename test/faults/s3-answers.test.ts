@@ -61,6 +61,16 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     );
   });
 
+  test('a bucket in another region (301 PermanentRedirect) fails stat, list and read with SOURCE_ERROR naming the region and the setting', async () => {
+    s3.behave({ movedTo: 'eu-west-1' });
+    for (const attempt of [() => ufs.stat('f.bin'), () => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {
+      await assert.rejects(
+        attempt(),
+        (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /bucket b is in region eu-west-1/.test(err.message) && /s3\.region/.test(err.message),
+      );
+    }
+  });
+
   test('an error answer with a 64 MiB body fails a listing and a read with SOURCE_ERROR, read no further than its limit', async () => {
     for (const attempt of [() => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {
       s3.behave({ errorBytes: 64 * MiB });

@@ -23,6 +23,8 @@ export interface S3Behaviour {
   listing?: 'loop' | 'no-token' | 'ignores-prefix';
   /** Pages of a well-behaved listing (default 3). */
   pages?: number;
+  /** Every request is answered 301 PermanentRedirect naming this region (x-amz-bucket-region), as AWS answers a bucket asked in another region. */
+  movedTo?: string;
   /** Every request is answered HTTP 500 with an XML error body this long, written as the client reads it. */
   errorBytes?: number;
 }
@@ -71,6 +73,14 @@ export class MisbehavingS3 {
     res.on('error', () => {});
     const url = new URL(rawUrl, 'http://x');
     if (this.behaviour.errorBytes !== undefined) return this.hugeError(res, this.behaviour.errorBytes);
+    const region = this.behaviour.movedTo;
+    if (region !== undefined) {
+      res.writeHead(301, { 'content-type': 'application/xml', 'x-amz-bucket-region': region });
+      // A HEAD's answer has no body: there the header is all the client gets.
+      return void res.end(
+        `<?xml version="1.0" encoding="UTF-8"?><Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.</Message><Endpoint>b.s3.${region}.amazonaws.com</Endpoint><Bucket>b</Bucket></Error>`,
+      );
+    }
     if (url.searchParams.get('list-type') === '2') return this.list(url, res);
     res.writeHead(404, { 'content-type': 'application/xml' });
     res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>');

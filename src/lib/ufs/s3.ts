@@ -271,6 +271,18 @@ export class S3Ufs implements Ufs {
     if (this.knownSizes.size > 4096) this.knownSizes.delete(this.knownSizes.keys().next().value!);
   }
 
+  /**
+   * A bucket asked for at the wrong region's endpoint: S3 answers 301 PermanentRedirect, with the
+   * bucket's region in x-amz-bucket-region (a HEAD's answer has nothing else). Said plainly: the
+   * SDK's words were "Unknown, HTTP 301, UnknownError" for a stat.
+   */
+  private movedBucket(err: unknown, what: string): FanoutError {
+    const e = err as { Endpoint?: unknown; $response?: { headers?: Record<string, string | undefined> } };
+    const region = e.$response?.headers?.['x-amz-bucket-region'];
+    const where = region ? `in region ${region.slice(0, 64)}` : typeof e.Endpoint === 'string' ? `at endpoint ${e.Endpoint.slice(0, 200)}` : 'elsewhere';
+    return new FanoutError('SOURCE_ERROR', `${what}: bucket ${this.bucket} is ${where}, not at the endpoint asked (HTTP 301 PermanentRedirect): set s3.region (or s3.endpoint) to it`, { cause: err });
+  }
+
   private mapError(err: unknown, path: string, signal?: AbortSignal, body?: { received: number; length: number }): FanoutError {
     if (err instanceof FanoutError) return err;
     const what = this.describe(path);
@@ -284,6 +296,7 @@ export class S3Ufs implements Ufs {
     }
     if (err instanceof S3AnswerTooLarge) return new FanoutError('SOURCE_ERROR', `${what}: ${err.reason}`, { cause: err });
     const status = e.$metadata?.httpStatusCode;
+    if (status === 301) return this.movedBucket(err, what);
     if (e.name === 'NoSuchBucket') {
       return new FanoutError('SOURCE_ERROR', `${this.label ?? ''}${this.label ? ': ' : ''}bucket ${this.bucket} does not exist`, { cause: err });
     }
