@@ -105,6 +105,12 @@ describe('the S3 source over a misbehaving server', () => {
     await assert.rejects(readAll(ufs.read('f.bin', version, data.length, 1)), rejectsWith('RANGE_NOT_SATISFIABLE'));
   });
 
+  test('a Content-Range whose unit is written "Bytes" is read as the byte range it is', async () => {
+    const { version } = await ufs.stat('f.bin');
+    origin.behave({ rangeUnit: 'Bytes' });
+    assert.equal(sha(await readAll(ufs.read('f.bin', version, MiB, MiB))), sha(data.subarray(MiB, 2 * MiB)));
+  });
+
   test('a 5xx is SOURCE_ERROR', async () => {
     const { version } = await ufs.stat('f.bin');
     origin.behave({ status: 500 });

@@ -43,6 +43,8 @@ export interface OriginBehaviour {
    * Content-Length are then of the gzipped bytes.
    */
   compresses?: boolean;
+  /** The unit its Content-Range names (default "bytes"; units are case-insensitive, RFC 9110 14.1). */
+  rangeUnit?: string;
   /** Answers every ranged GET with 416 and `bytes *\/size`, though the range lies inside the file. */
   refusesRange?: boolean;
   /** Sends the full headers (Content-Length of the whole range), then only N body bytes, then ends the response cleanly (FIN). */
@@ -229,7 +231,7 @@ export class Origin {
         }
         if (b.failFrom && start >= b.failFrom.offset) return this.finish(res, entry, b.failFrom.status, {}, Buffer.from(`origin says ${b.failFrom.status}\n`));
         status = 206;
-        headers['content-range'] = `bytes ${start}-${end}/${meta.size}`;
+        headers['content-range'] = `${b.rangeUnit ?? 'bytes'} ${start}-${end}/${meta.size}`;
       }
       const length = Math.max(0, end + 1 - start);
       headers['content-length'] = String(length);

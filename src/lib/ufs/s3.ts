@@ -185,7 +185,8 @@ export class S3Ufs implements Ufs {
         const etag = strongEtag(out.ETag);
         if (!bySizeMtime && etag !== undefined && etag !== version) fail(changed(what, version, etag));
         // Every validator of the answer must agree with the version and the range asked for.
-        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
+        // Range units are case-insensitive (RFC 9110 14.1): "Bytes 0-9/10" is a byte range too.
+        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/i.exec(out.ContentRange ?? '');
         if (range) {
           const total = range[3] === '*' ? undefined : Number(range[3]);
           if (Number(range[1]) === offset && total !== undefined && Number(range[2]) === total - 1 && total < offset + length) {

@@ -21,6 +21,11 @@ describe('range answer validators', () => {
     assert.equal(checkRangeAnswer(206, range(), ask({ knownSize: 1000 })), null);
   });
 
+  test('the range unit in any case is a byte range (RFC 9110: units are case-insensitive)', () => {
+    assert.equal(checkRangeAnswer(206, range({ 'content-range': 'Bytes 100-149/1000' }), ask()), null);
+    assert.equal(checkRangeAnswer(206, range({ 'content-range': 'BYTES 100-149/1000' }), ask({ knownSize: 1000 })), null);
+  });
+
   test('another ETag is SOURCE_CHANGED', () => {
     assert.equal(code(checkRangeAnswer(206, range({ etag: '"v2"' }), ask())), 'SOURCE_CHANGED');
   });

@@ -91,7 +91,8 @@ export function checkRangeAnswer(status: number, headers: IncomingHttpHeaders, a
       `${what}: the source ignores Range requests (HTTP 200 with all ${size} bytes for bytes ${offset}-${offset + length - 1}); fanout reads files by range and needs a server that supports it`,
     );
   }
-  const range = /^bytes (\d+)-(\d+)\//.exec(header(headers, 'content-range') ?? '');
+  // Range units are case-insensitive (RFC 9110 14.1): "Bytes 100-149/1000" is a byte range too.
+  const range = /^bytes (\d+)-(\d+)\//i.exec(header(headers, 'content-range') ?? '');
   if (range && Number(range[1]) === offset && Number(range[2]) === size - 1 && size < offset + length) {
     // Same version, and the file simply ends before the range does: the caller asked past its end.
     return new FanoutError('SOURCE_TRUNCATED', `${what}: has ${size} bytes, fewer than the ${offset + length} asked for`);
