@@ -71,6 +71,11 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     }
   });
 
+  test('an object whose HEAD gives a size past 2^53 is SOURCE_ERROR at stat, not a size rounded to another', async () => {
+    s3.behave({ headLength: '9007199254740993' });
+    await assert.rejects(ufs.stat('f.bin'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /^\/s3data\/f\.bin: the source gives a size of 9007199254740992 bytes/.test(err.message));
+  });
+
   test('an error answer with a 64 MiB body fails a listing and a read with SOURCE_ERROR, read no further than its limit', async () => {
     for (const attempt of [() => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {
       s3.behave({ errorBytes: 64 * MiB });

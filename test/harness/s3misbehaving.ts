@@ -23,6 +23,8 @@ export interface S3Behaviour {
   listing?: 'loop' | 'no-token' | 'ignores-prefix';
   /** Pages of a well-behaved listing (default 3). */
   pages?: number;
+  /** HeadObject answers 200 with this Content-Length (and an ETag), whatever the key. */
+  headLength?: string;
   /** Every request is answered 301 PermanentRedirect naming this region (x-amz-bucket-region), as AWS answers a bucket asked in another region. */
   movedTo?: string;
   /** Every request is answered HTTP 500 with an XML error body this long, written as the client reads it. */
@@ -49,7 +51,7 @@ export class MisbehavingS3 {
 
   static async start(): Promise<MisbehavingS3> {
     let s3: MisbehavingS3 | undefined;
-    const server = createServer((req, res) => s3!.handle(req.url ?? '/', res));
+    const server = createServer((req, res) => s3!.handle(req.method ?? 'GET', req.url ?? '/', res));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     s3 = new MisbehavingS3(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
     server.on('connection', (socket) => {
@@ -68,7 +70,7 @@ export class MisbehavingS3 {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
-  private handle(rawUrl: string, res: ServerResponse): void {
+  private handle(method: string, rawUrl: string, res: ServerResponse): void {
     this.counters.requests++;
     res.on('error', () => {});
     const url = new URL(rawUrl, 'http://x');
@@ -82,6 +84,9 @@ export class MisbehavingS3 {
       );
     }
     if (url.searchParams.get('list-type') === '2') return this.list(url, res);
+    if (method === 'HEAD' && this.behaviour.headLength !== undefined) {
+      return void res.writeHead(200, { 'content-length': this.behaviour.headLength, etag: '"h"', 'last-modified': new Date(0).toUTCString() }).end();
+    }
     res.writeHead(404, { 'content-type': 'application/xml' });
     res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>');
   }

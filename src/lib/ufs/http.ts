@@ -10,7 +10,7 @@ import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 import { iterableBody, type SourceBody } from './stream.js';
 import { remoteRangeStream } from './remoterange.js';
 import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
-import { checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion } from './util.js';
+import { addressableSize, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion } from './util.js';
 import { checkRangeAnswer, describeVersion, header, rangeTotal, refusedRange, unversioned } from './validators.js';
 
 const MAX_REDIRECTS = 5;
@@ -142,16 +142,9 @@ export class HttpUfs implements Ufs {
     throw this.statusError(probe, path);
   }
 
-  /**
-   * A length header as a size. Past 2^53 a number is no longer whole: the stat said 9007199254740992
-   * for 9007199254740993, and every read failed with a peer's "size must be a non-negative integer".
-   */
+  /** A length header as a size (a whole number fanout can address). */
   private sizeOf(raw: string, path: string): number {
-    const size = Number(raw);
-    if (!Number.isSafeInteger(size) || size < 0) {
-      throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: the source gives a size of ${raw.slice(0, 40)} bytes, which fanout cannot read (at most 2^53-1)`);
-    }
-    return size;
+    return addressableSize(Number(raw), this.describe(path), raw);
   }
 
   async list(dir: string): Promise<DirEntry[]> {

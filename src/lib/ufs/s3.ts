@@ -16,7 +16,7 @@ import { remoteRangeStream } from './remoterange.js';
 import { S3AnswerTooLarge, boundS3Answers } from './s3answers.js';
 import { refusedRange } from './validators.js';
 import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
-import { changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion, sizeMtimeVersion } from './util.js';
+import { addressableSize, changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion, sizeMtimeVersion } from './util.js';
 
 /** The slowest upload writeExclusive waits for, beyond the first-byte deadline. */
 const UPLOAD_FLOOR_BYTES_PER_S = 64 * 1024;
@@ -76,7 +76,7 @@ export class S3Ufs implements Ufs {
       const out = await withDeadline(this.deadlines.firstByteMs, this.describe(path), signal, (sig) =>
         this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), opts(sig)),
       );
-      const size = out.ContentLength ?? 0;
+      const size = addressableSize(out.ContentLength ?? 0, this.describe(path));
       const mtimeMs = out.LastModified?.getTime() ?? 0;
       const version = strongEtag(out.ETag) ?? sizeMtimeVersion(size, mtimeMs);
       this.remember(path, version, size);

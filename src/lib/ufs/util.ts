@@ -15,6 +15,18 @@ export function checkPath(path: string): void {
   if (bad) throw new FanoutError('INVALID_PATH', `invalid source path ${JSON.stringify(path)}`);
 }
 
+/**
+ * A size a source gives, checked before it is used: past 2^53 a number is no longer whole (a HEAD
+ * saying 9007199254740993 became 9007199254740992), and every read of the file then failed with a
+ * peer request's "size must be a non-negative integer", a parameter the client never sent.
+ */
+export function addressableSize(size: number, what: string, said: string = String(size)): number {
+  if (!Number.isSafeInteger(size) || size < 0) {
+    throw new FanoutError('SOURCE_ERROR', `${what}: the source gives a size of ${said.slice(0, 40)} bytes, which fanout cannot read (at most 2^53-1)`);
+  }
+  return size;
+}
+
 export function checkRange(offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
     throw new FanoutError('INVALID_RANGE', `invalid range: offset ${offset}, length ${length}`);
