@@ -4,7 +4,7 @@ import { FanoutError } from '../core/errors.js';
 import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
-import type { DirEntry, FileInfo, WorkerStatus } from '../core/types.js';
+import type { DirEntry, FileInfo, IgnoredRecord, WorkerStatus } from '../core/types.js';
 import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import type { CaOption, ClientTrust } from '../lib/tls/client.js';
 import { ROUTES } from '../lib/wire/protocol.js';
@@ -81,6 +81,13 @@ export interface ClusterStatus {
   members: (Partial<WorkerStatus> & { id: string; url: string; reachable: boolean; error?: string })[];
   totals: { capacity: number; used: number; hits: number; misses: number; bytesFromSource: number; bytesServed: number; hitRatio: number };
   stale: boolean;
+  /**
+   * Workers this client was pointed at that answer but are in no ring (starting, or their id held
+   * by another worker): no member list shows them, so they are asked as endpoints.
+   */
+  outOfRing: (WorkerStatus & { url: string })[];
+  /** Member records the members leave out of the ring (no lease), once per key. */
+  ignoredRecords: IgnoredRecord[];
 }
 
 export const DEFAULT_ENDPOINT = 'http://127.0.0.1:7450';
@@ -107,10 +114,12 @@ export class FanoutClient {
   private readonly sources = new Map<string, Ufs>();
   private readonly pages: PageCache;
   private closing: Promise<void> | undefined;
+  private readonly endpoints: string[];
 
   constructor(private readonly options: FanoutClientOptions = {}) {
     const endpoint = options.endpoint ?? process.env.FANOUT_ENDPOINT ?? DEFAULT_ENDPOINT;
     const endpoints = (Array.isArray(endpoint) ? endpoint : [endpoint]).map(checkEndpoint);
+    this.endpoints = endpoints;
     this.pages = new PageCache(options.pageCacheBytes ?? 16 * 1024 * 1024);
     const timeouts: PeerTimeouts = { ...DEFAULT_PEER_TIMEOUTS };
     for (const [key, value] of Object.entries(options.timeouts ?? {})) {
@@ -250,9 +259,12 @@ export class FanoutClient {
     const sum = (pick: (m: Partial<WorkerStatus>) => number | undefined) => members.reduce((total, m) => total + (pick(m) ?? 0), 0);
     const hits = sum((m) => m.hits);
     const misses = sum((m) => m.misses);
+    const ignored = new Map(members.flatMap((m) => (m.reachable && 'membership' in m ? (m.membership?.ignored ?? []) : [])).map((r) => [r.key, r]));
     return {
       members,
       stale: info.stale,
+      outOfRing: await this.endpointsOutOfRing(info.members.map((m) => m.url)),
+      ignoredRecords: [...ignored.values()],
       totals: {
         capacity: sum((m) => m.capacity),
         used: sum((m) => m.used),
@@ -263,6 +275,31 @@ export class FanoutClient {
         hitRatio: hits + misses === 0 ? 0 : hits / (hits + misses),
       },
     };
+  }
+
+  /**
+   * The endpoints this client was given that are no member's URL and say they are in no ring.
+   * Only those are asked: pointed at a member, this costs nothing. Best effort: an endpoint that
+   * does not answer is left out (status() must not fail for it).
+   */
+  private async endpointsOutOfRing(memberUrls: string[]): Promise<ClusterStatus['outOfRing']> {
+    const { parseAnswer, workerStatusSchema } = await import('../lib/wire/schemas.js');
+    const known = new Set(memberUrls);
+    const answers = await Promise.all(
+      this.endpoints
+        .filter((url) => !known.has(url))
+        .map(async (url) => {
+          try {
+            const status: WorkerStatus = parseAnswer(workerStatusSchema, await this.session.getJsonFrom(url, ROUTES.status, STATUS_DEADLINE_MS), `${url}${ROUTES.status}`);
+            // The states in which a worker is in no ring (its readiness fails in them too).
+            const state = status.membership?.state;
+            return state === 'id-taken' || state === 'starting' ? [{ ...status, url }] : [];
+          } catch {
+            return [];
+          }
+        }),
+    );
+    return answers.flat();
   }
 
   /**

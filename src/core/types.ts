@@ -60,6 +60,37 @@ export interface LineStatus {
   queue: { read: { requests: number; bytes: number }; preload: { requests: number; bytes: number } };
 }
 
+/**
+ * How a worker stands in its cluster's membership (lib/membership), part of its WorkerStatus.
+ * - `static`: a fixed member list from configuration.
+ * - `starting`: the first registration and listing are not done yet.
+ * - `registered`: self's record is in etcd under its lease (an observer without self: listing).
+ * - `registering`: the lease was lost (an outage, a revoke) and self is being registered again;
+ *   the worker keeps counting itself meanwhile.
+ * - `id-taken`: another running worker's record holds self's id (two workers given one id): this
+ *   worker is in no ring, its own included, until that record goes (then it registers by itself).
+ */
+export type MembershipState = 'static' | 'starting' | 'registered' | 'registering' | 'id-taken';
+
+/** A record under the member prefix that is not taken as a member. */
+export interface IgnoredRecord {
+  key: string;
+  id: string;
+  url: string;
+  /** `no-lease`: no running worker keeps it alive (workers always register under a lease). */
+  reason: 'no-lease';
+}
+
+export interface MembershipStatus {
+  state: MembershipState;
+  /** The backing store (etcd) is unreachable: the last known list serves. */
+  stale: boolean;
+  /** With `id-taken`: the URL of the worker whose record holds the id, and since when (ISO 8601). */
+  heldBy?: { url: string; since: string };
+  /** Records the member list leaves out, and why. */
+  ignored: IgnoredRecord[];
+}
+
 export interface WorkerStatus {
   id: string;
   url: string;
@@ -88,4 +119,6 @@ export interface WorkerStatus {
   threads?: number;
   /** Config `datacenter`, when set. */
   datacenter?: string;
+  /** Where the worker stands in the membership: registered, or out of the ring and why; records left out. */
+  membership?: MembershipStatus;
 }

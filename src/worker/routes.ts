@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import { parseFanoutPath, type FanoutPath } from '../core/paths.js';
-import type { DirEntry, PageRef, WorkerStatus } from '../core/types.js';
+import type { DirEntry, MembershipStatus, PageRef, WorkerStatus } from '../core/types.js';
 import { serveBatch, type BatchRelay } from './batchpages.js';
 import type { ClusterSession } from '../client/session.js';
 import type { Access, AccessGate } from '../lib/auth/index.js';
@@ -12,7 +12,7 @@ import type { Ufs } from '../lib/ufs/index.js';
 import { HEADERS, PAGE_QUERY, ROUTES, type ClusterInfoBody } from '../lib/wire/index.js';
 import { isPreload, parseRenewQuery } from './lineclient.js';
 import type { LeaseGrant, LeaseRequest, TrafficClass } from '../lib/lines/index.js';
-import { checkPageSize, intParam, parseRange, routePath, sendJson } from './http.js';
+import { checkPageSize, intParam, parseRange, routePath, sendError, sendJson } from './http.js';
 import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
 import { REPORT_PREFIX } from './reports.js';
@@ -26,6 +26,7 @@ import type { LocalSpanDeps } from './localspans.js';
 import type { PageService } from './pageservice.js';
 import type { Admin } from './admin.js';
 import type { PageReports } from './reports.js';
+import { notReadyReason } from './readiness.js';
 
 /** What the HTTP API uses of its worker: the parts it routes to, nothing else. */
 export interface RoutesDeps {
@@ -37,6 +38,8 @@ export interface RoutesDeps {
   members(): ClusterInfoBody['members'];
   /** The member list may be out of date (etcd unreachable). */
   membersStale(): boolean;
+  /** Where this worker stands in the membership (readiness). */
+  membership(): MembershipStatus;
   status(): Promise<WorkerStatus>;
   metrics: Pick<WorkerMetrics, 'registry'>;
   pages: Pick<PageService, 'serve' | 'responseSlots' | 'batchSlots' | 'flow' | 'wholePage' | 'checksOnFill' | 'readStored'>;
@@ -66,6 +69,7 @@ export const DATA_WINDOW = 8;
 /**
  * The worker's HTTP API:
  *   GET  /healthz                      liveness
+ *   GET  /readyz                       readiness: 503 while in no ring (readiness.ts)
  *   GET  /metrics                      Prometheus
  *   GET  /v1/cluster                   members, page size, mounts (what clients need to place pages)
  *   GET  /v1/status                    this worker's counters
@@ -77,7 +81,7 @@ export const DATA_WINDOW = 8;
  *   GET  /v1/lines/renew?line&…        a member renews its share of a line this worker coordinates (peers only)
  *   /v1/admin/*                        see Admin
  *   /ui, /v1/status/*, /v1/members/*, /v1/releases   the dashboard, see Dashboard
- * /healthz is open; /v1/admin/* needs an admin token; the rest needs a read token when
+ * /healthz and /readyz are open; /v1/admin/* needs an admin token; the rest needs a read token when
  * auth.readToken is set. Peer-only headers (x-fanout-direct) need the peer credential.
  */
 export class Routes {
@@ -92,7 +96,7 @@ export class Routes {
     const admin = url.startsWith(`${ROUTES.admin}/`);
     // The page and its files check access themselves: a browser without a token gets a login form.
     if (route === '/ui' || route.startsWith('/ui/')) return this.worker.dashboard.ui.serve(req, res, route);
-    this.authorize(req, res, route === ROUTES.health ? 'open' : admin ? 'admin' : 'read');
+    this.authorize(req, res, route === ROUTES.health || route === ROUTES.ready ? 'open' : admin ? 'admin' : 'read');
     if (admin) return this.worker.admin.dispatch(req, res);
     if (url.startsWith(`${REPORT_PREFIX}/`)) return this.worker.reports.handle(req, res);
     if (route === ROUTES.linesRenew) return this.renewLine(req, res);
@@ -102,6 +106,7 @@ export class Routes {
       throw new FanoutError('INVALID_ARGUMENT', `method ${req.method} is not supported; fanout is read-only`);
     }
     if (route === ROUTES.health) return sendJson(res, 200, { ok: true, id: this.worker.config.id });
+    if (route === ROUTES.ready) return this.ready(res);
     if (route === ROUTES.metrics) return this.metrics(res);
     if (route === ROUTES.cluster) return this.cluster(res);
     refuseOwnSourceReads(req, this.worker.clusterId);
@@ -130,6 +135,19 @@ export class Routes {
     if (!this.worker.gate.check(req.headers, 'read').peer) throw new FanoutError('FORBIDDEN', 'line renewals are only for workers of this cluster (auth.clusterSecret)');
     const { line, req: renewal } = parseRenewQuery(req.url ?? '');
     sendJson(res, 200, { grant: this.worker.renewLine(line, renewal) ?? null });
+  }
+
+  /**
+   * 200 while the worker is in the ring; 503 WORKER_UNAVAILABLE saying why not (readiness.ts).
+   * Answered here, not thrown: a probe every few seconds would log a line each time, and the
+   * membership already logged the cause once.
+   */
+  private ready(res: ServerResponse): void {
+    const { id } = this.worker.config;
+    const membership = this.worker.membership();
+    const reason = notReadyReason(id, membership);
+    if (reason) return void sendError(res, new FanoutError('WORKER_UNAVAILABLE', reason));
+    sendJson(res, 200, { ok: true, id, membership: membership.state });
   }
 
   private async metrics(res: ServerResponse): Promise<void> {

@@ -137,6 +137,7 @@ export class Worker {
       members: () => this.session.ring.members().length,
       sourceRates: () => this.sourceBudget.rates(),
       membershipStale: () => this.membership.stale,
+      membershipStatus: () => this.membership.status(),
       lines: () => this.sourceBudget.lines(),
     });
     this.pages = new PageService({
@@ -215,6 +216,7 @@ export class Worker {
       mountNames: () => this.mountNames(),
       members: () => this.members(),
       membersStale: () => this.membership.stale,
+      membership: () => this.membership.status(),
       status: () => this.status(),
       metrics: this.metrics,
       pages: this.pages,
@@ -359,6 +361,7 @@ export class Worker {
       memoryPath: memoryPath(),
       // Kernel sends at once (with sendPath 'js' sends run on the JS thread and this does not apply).
       threads: this.config.threads,
+      membership: this.membership.status(),
     };
   }
 

@@ -1,10 +1,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { FanoutClient } from '../../src/client/index.js';
+import type { WorkerStatus } from '../../src/core/types.js';
+import { fanout } from '../harness/cli.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
@@ -20,6 +23,18 @@ async function pageOwners(url: string, size: number): Promise<string[]> {
   const { version } = (await (await fetch(`${url}/v1/stat/data/f.bin`)).json()) as { version: string };
   const ring = new HashRing(info.members);
   return Array.from({ length: PAGES }, (_, index) => ring.owners(pageKey({ mount: 'data', path: 'f.bin', version, size, index }, MiB), 1)[0]!.id);
+}
+
+const PREFIX = '/fanout/default/members/';
+
+async function statusOf(url: string): Promise<WorkerStatus> {
+  return (await (await fetch(`${url}/v1/status`)).json()) as WorkerStatus;
+}
+
+/** The members a worker's ring holds, as `id=url`. */
+async function ringOf(url: string): Promise<string[]> {
+  const info = (await (await fetch(`${url}/v1/cluster`)).json()) as { members: { id: string; url: string }[] };
+  return info.members.map((m) => `${m.id}=${m.url}`);
 }
 
 /**
@@ -112,6 +127,135 @@ describe('a worker with another cluster secret joins the cluster through etcd', 
       const res = await fetch(`${worker.url}/v1/data/data/f.bin`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });
       assert.equal(res.status, 200, `through ${worker.id}: ${res.status}`);
       assert.ok(Buffer.from(await res.arrayBuffer()).equals(data), `the file's bytes through ${worker.id}`);
+    }
+  });
+});
+
+/**
+ * Two workers run with one id: the first lost its lease (a pause, a partition) and a second one,
+ * started with the same id (a replacement, a copied config), registered meanwhile. The first
+ * does not overwrite it and stays in no ring. Found by a fault hunt: it went on answering
+ * /healthz 200 and nothing (/v1/status, `fanout status`, the metrics) said it was out of the ring.
+ */
+describe('a worker whose id another running worker took', () => {
+  let etcd: EtcdServer;
+  let source: string;
+  let first: WorkerProcess | undefined;
+  let second: WorkerProcess | undefined;
+
+  before(async () => {
+    etcd = await startEtcd();
+    source = await mkdtemp(join(tmpdir(), 'fanout-twin-'));
+    await writeFile(join(source, 'f.bin'), randomBytes(4096));
+  });
+
+  after(async () => {
+    first?.resume();
+    await Promise.all([first, second].map((w) => w?.destroy()));
+    await etcd?.stop();
+    await rm(source, { recursive: true, force: true });
+  });
+
+  test('says so in /readyz (503), /v1/status, the metrics and `fanout status`, stays live, and takes its id back once the other stops', { timeout: 120_000 }, async () => {
+    const config = { id: 'twin', mounts: { data: source }, membership: { etcd: { endpoints: [etcd.endpoint], leaseTtlSeconds: 3 } } };
+    first = await WorkerProcess.start(config);
+    await waitFor('the first to be ready', async () => (await fetch(`${first!.url}/readyz`)).status === 200);
+    assert.equal((await statusOf(first.url)).membership?.state, 'registered');
+
+    // The first freezes and its lease goes (revoked here rather than waited out); the second starts meanwhile.
+    first.pause();
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      const [record] = (await client.get(PREFIX + 'twin').exec()).kvs;
+      await client.leaseClient.leaseRevoke({ ID: record!.lease });
+      second = await WorkerProcess.start(config);
+      // A worker answers /healthz before it registers: wait for the second's record itself.
+      await waitFor('the second to register', async () => JSON.parse((await client.get(PREFIX + 'twin').string()) ?? '{}').url === second!.url);
+    } finally {
+      client.close();
+    }
+    first.resume();
+
+    await waitFor('the first to find its id held', async () => (await statusOf(first!.url)).membership?.state === 'id-taken');
+    const status = await statusOf(first.url);
+    assert.equal(status.membership?.heldBy?.url, second.url);
+    assert.deepEqual(await ringOf(first.url), [`twin=${second.url}`], 'the first is in no ring, its own included');
+    // Live (a restart would not help: started again, it would refuse to start), but not ready.
+    assert.equal((await fetch(`${first.url}/healthz`)).status, 200);
+    const ready = await fetch(`${first.url}/readyz`);
+    assert.equal(ready.status, 503);
+    const { error } = (await ready.json()) as { error: { code: string; message: string } };
+    assert.equal(error.code, 'WORKER_UNAVAILABLE');
+    assert.ok(error.message.includes(`held by another running worker at ${second.url}`), error.message);
+    assert.equal((await fetch(`${second.url}/readyz`)).status, 200);
+    const metrics = await (await fetch(`${first.url}/metrics`)).text();
+    assert.match(metrics, /^fanout_membership_state\{state="id-taken"\} 1$/m);
+    assert.match(metrics, /^fanout_membership_state\{state="registered"\} 0$/m);
+
+    const cli = await fanout(['status', '--endpoint', first.url]);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.ok(cli.stdout.toString().includes(`worker twin at ${first.url} is in no ring: its id is held by the worker at ${second.url}`), cli.stdout.toString());
+
+    // The second stops (its lease revoked): the first registers by itself, no restart needed.
+    await second.stop();
+    await waitFor('the first to take its id back', async () => (await fetch(`${first!.url}/readyz`)).status === 200);
+    assert.equal((await statusOf(first.url)).membership?.state, 'registered');
+    assert.deepEqual(await ringOf(first.url), [`twin=${first.url}`]);
+  });
+});
+
+/**
+ * Member records put by hand without a lease (`etcdctl put PREFIX/w9 '{"id":"w9","url":…}'`).
+ * Workers always register under a lease, so no running worker keeps such a record. Found by a
+ * fault hunt: every worker took it as a member for good: with w1's URL it doubled w1's share
+ * of the ring, with a dead URL it owned pages whose every read failed until relays learnt it
+ * was down.
+ */
+describe('member records without a lease', () => {
+  let etcd: EtcdServer;
+  let source: string;
+  let workers: WorkerProcess[] = [];
+  const data = randomBytes(PAGES * MiB);
+
+  before(async () => {
+    etcd = await startEtcd();
+    source = await mkdtemp(join(tmpdir(), 'fanout-leaseless-'));
+    await writeFile(join(source, 'f.bin'), data);
+    workers = await startCluster(2, { etcd: etcd.endpoint, mounts: { data: source }, pageSize: '1MiB' });
+  });
+
+  after(async () => {
+    await Promise.all(workers.map((w) => w.destroy()));
+    await etcd?.stop();
+    await rm(source, { recursive: true, force: true });
+  });
+
+  test('are left out of every ring, listed with the command that removes them, and logged once', { timeout: 120_000 }, async () => {
+    const [w1, w2] = workers as [WorkerProcess, WorkerProcess];
+    const ring = await ringOf(w1.url);
+    const owners = await pageOwners(w1.url, data.length);
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      await client.put(PREFIX + 'w9').value(JSON.stringify({ id: 'w9', url: w1.url, capacity: 0 }));
+      await client.put(PREFIX + 'ghost').value(JSON.stringify({ id: 'ghost', url: 'http://127.0.0.1:9', capacity: 0 }));
+      const ignoredKeys = async (w: WorkerProcess) => ((await statusOf(w.url)).membership?.ignored ?? []).map((r) => r.key).join();
+      for (const w of workers) await waitFor(`${w.id} to list the records it leaves out`, async () => (await ignoredKeys(w)) === `${PREFIX}ghost,${PREFIX}w9`);
+      for (const w of workers) {
+        assert.deepEqual(await ringOf(w.url), ring, `${w.id}'s ring is what it was`);
+        assert.deepEqual(await pageOwners(w.url, data.length), owners, `${w.id} places the pages where it did`);
+        assert.match(await (await fetch(`${w.url}/metrics`)).text(), /^fanout_membership_ignored_records 2$/m);
+      }
+      const cli = await fanout(['status', '--endpoint', w2.url]);
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.ok(cli.stdout.toString().includes(`etcdctl del ${PREFIX}w9`), cli.stdout.toString());
+      // Re-put as it was: no second warning.
+      await client.put(PREFIX + 'w9').value(JSON.stringify({ id: 'w9', url: w1.url, capacity: 0 }));
+      await client.delete().key(PREFIX + 'ghost');
+      await waitFor('w1 to forget the deleted record', async () => (await ignoredKeys(w1)) === `${PREFIX}w9`);
+      const log = await readFile(join(w1.dir, 'worker.log'), 'utf8');
+      assert.equal(log.split('\n').filter((line) => line.includes(`"remove":"etcdctl del ${PREFIX}w9"`)).length, 1, log);
+    } finally {
+      client.close();
     }
   });
 });

@@ -69,9 +69,11 @@ describe('the dashboard with 100 workers and 1,000 hosts', () => {
     etcd = await startEtcd();
     const client = new Etcd3({ hosts: etcd.endpoint });
     try {
+      // Under a lease, as workers register: a record without one is no member (records.ts).
+      const lease = client.lease(3600, { autoKeepAlive: false });
       for (let i = 1; i <= FAKE_MEMBERS; i++) {
         const id = `f${String(i).padStart(3, '0')}`;
-        await client.put(`/fanout/default/members/${id}`).value(JSON.stringify({ id, url: `http://127.0.0.1:${port}/${id}`, capacity: 100 * GiB }));
+        await lease.put(`/fanout/default/members/${id}`).value(JSON.stringify({ id, url: `http://127.0.0.1:${port}/${id}`, capacity: 100 * GiB }));
       }
       const releases = '/fanout/releases/llm/';
       const versionFields = { name: 'llm', mount: 'data', prefix: 'llm/', manifest: 'llm/.fanout/manifest.json', manifestSha256: 'a'.repeat(64), pageSize: 4 * 1024 * 1024, files: 12, pages: 10_000, uniquePages: 10_000 };

@@ -4,7 +4,7 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
 import { LeaseSchedule } from './schedule.js';
-import { silentLogger, type Membership, type MembershipLogger } from './types.js';
+import { silentLogger, type Membership, type MembershipLogger, type MembershipStatus } from './types.js';
 import { createEtcdClient, type EtcdConnection } from './client.js';
 import { decodeMember, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
 import { MemberRecords } from './records.js';
@@ -98,6 +98,14 @@ export class EtcdMembership extends EventEmitter implements Membership {
 
   members(): Member[] {
     return this.records.members();
+  }
+
+  status(): MembershipStatus {
+    const { conflict } = this;
+    const state = conflict ? 'id-taken' : !this.synced ? 'starting' : !this.self || this.registered ? 'registered' : 'registering';
+    const status: MembershipStatus = { state, stale: this.stale, ignored: this.records.ignored() };
+    if (conflict) status.heldBy = { url: conflict.url, since: new Date(conflict.since).toISOString() };
+    return status;
   }
 
   /** Resolves once self is registered (if given) and the list was read; the loop then keeps running. */
@@ -230,7 +238,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
       if (held && leased && String(held.lease) !== String(lease) && holder && holder.url !== self.url) {
         if (!this.conflict) {
           this.conflict = { since: this.clock.now(), url: holder.url };
-          this.log.warn({ id: self.id, url: self.url, holder: holder.url }, 'another worker is registered with this id at another address; this one stays out of the ring until that record goes');
+          this.log.warn({ id: self.id, url: self.url, holder: holder.url }, 'another worker is registered with this id at another address; this one stays out of the ring until that record goes (its /readyz answers 503 meanwhile)');
         }
         return;
       }
@@ -254,7 +262,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
       startRevision: BigInt(res.header.revision) + 1n,
       timeoutMs: this.requestTimeoutMs,
       onPut: (key, value, lease) => {
-        this.records.put(key, value);
+        this.records.put({ key, value, lease });
         // Our record overwritten by someone else (a hand edit, a script): write it again next
         // round, as after a delete; left alone, it would name another address or none for good.
         if (this.overwritesSelf(key, value, lease) && !this.stopping) {

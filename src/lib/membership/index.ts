@@ -1,4 +1,4 @@
-export type { Membership, MembershipLogger } from './types.js';
+export type { Membership, MembershipLogger, MembershipState, MembershipStatus, IgnoredRecord } from './types.js';
 export { StaticMembership } from './static.js';
 export { EtcdMembership, DEFAULT_MEMBER_PREFIX, type EtcdMembershipOptions } from './etcd.js';
 export { LeaseSchedule, type LeaseScheduleOptions, type LeaseStep, type LeaseAction, type LeaseState } from './schedule.js';

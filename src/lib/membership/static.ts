@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
-import { sortMembers, type Membership } from './types.js';
+import { sortMembers, type Membership, type MembershipStatus } from './types.js';
 
 /** A fixed member list (from configuration): never stale, never changes. */
 export class StaticMembership extends EventEmitter implements Membership {
@@ -22,6 +22,10 @@ export class StaticMembership extends EventEmitter implements Membership {
 
   members(): Member[] {
     return this.list.map((m) => ({ ...m }));
+  }
+
+  status(): MembershipStatus {
+    return { state: 'static', stale: false, ignored: [] };
   }
 
   async stop(): Promise<void> {}

@@ -1,5 +1,7 @@
 import type { EventEmitter } from 'node:events';
-import type { Member } from '../../core/types.js';
+import type { Member, MembershipStatus } from '../../core/types.js';
+
+export type { IgnoredRecord, MembershipState, MembershipStatus } from '../../core/types.js';
 
 /**
  * Where the member list comes from. Every client and worker feeds `members()` into the same
@@ -15,6 +17,8 @@ export interface Membership extends EventEmitter {
   members(): Member[];
   /** True while the backing store is unreachable (the list may be out of date). */
   readonly stale: boolean;
+  /** Where this process stands: for /v1/status, the worker's readiness and its metrics. */
+  status(): MembershipStatus;
   /** Deregisters self if registered, and releases every resource (no timers left running). */
   stop(): Promise<void>;
 }

@@ -3,6 +3,10 @@ import type { WriteFailureReason } from '../pagestore/types.js';
 import { sendPath, sendThreads } from '../sendfile/index.js';
 import { checksumPath } from '../checksum/index.js';
 import { memoryPath } from '../memory/index.js';
+import type { MembershipState, MembershipStatus } from '../../core/types.js';
+
+/** Every membership state, each exported (0 or 1), so an alert on one needs no `or vector(0)`. */
+const MEMBERSHIP_STATES: readonly MembershipState[] = ['static', 'starting', 'registered', 'registering', 'id-taken'];
 
 /**
  * A worker's Prometheus metrics. Each worker has its own registry so that several workers in
@@ -25,6 +29,8 @@ export interface GaugeSources {
   sourceRates(): Record<string, number>;
   /** True while the membership store (etcd) is unreachable and the member list may be out of date. */
   membershipStale?(): boolean;
+  /** Where this worker stands in the membership, and the records it leaves out. */
+  membershipStatus?(): MembershipStatus;
   /** The lines this worker crosses (lib/lines): rate, this worker's share, queues per class. */
   lines?(): LineGaugeSource[];
 }
@@ -179,8 +185,21 @@ export class WorkerMetrics {
         for (const cls of ['read', 'preload'] as const) g.labels(l.line, cls).set(l.queue[cls].requests);
       });
     }
-    const { membershipStale } = sources;
+    const { membershipStale, membershipStatus } = sources;
     if (membershipStale) gauge('fanout_membership_stale', 'Whether the membership store (etcd) is unreachable: 1 while the last known member list is served, possibly out of date', () => (membershipStale() ? 1 : 0));
+    if (membershipStatus) {
+      new Gauge({
+        name: 'fanout_membership_state',
+        help: 'Where this worker stands in the membership: 1 for its state (registered; id-taken: another running worker holds its id and this one is in no ring; see docs/operations.md)',
+        labelNames: ['state'],
+        registers: [this.registry],
+        collect() {
+          const { state } = membershipStatus();
+          for (const s of MEMBERSHIP_STATES) this.labels(s).set(s === state ? 1 : 0);
+        },
+      });
+      gauge('fanout_membership_ignored_records', 'Records under the member prefix left out of the ring (no lease: written by hand, no running worker keeps them); /v1/status lists them', () => membershipStatus().ignored.length);
+    }
     // Which way a job is done in this process (native addon or its pure-JS fallback): 1 for the way in use.
     const wayGauge = (name: string, help: string, way: () => string) =>
       new Gauge({

@@ -47,6 +47,18 @@ describe('worker metrics', () => {
     assert.equal(await sample(m, 'fanout_membership_stale'), 1);
   });
 
+  test('the membership state is exported as one 1 among zeros, and ignored records are counted', async () => {
+    let state: 'registered' | 'id-taken' = 'registered';
+    const ignored = [{ key: '/p/w9', id: 'w9', url: 'http://w1', reason: 'no-lease' as const }];
+    const m = metrics({ membershipStatus: () => ({ state, stale: false, ignored }) });
+    assert.equal(await sample(m, 'fanout_membership_state', { state: 'registered' }), 1);
+    assert.equal(await sample(m, 'fanout_membership_state', { state: 'id-taken' }), 0);
+    state = 'id-taken';
+    assert.equal(await sample(m, 'fanout_membership_state', { state: 'registered' }), 0);
+    assert.equal(await sample(m, 'fanout_membership_state', { state: 'id-taken' }), 1);
+    assert.equal(await sample(m, 'fanout_membership_ignored_records'), 1);
+  });
+
   test('store write failures start at zero for every reason, so the first one is an increase', async () => {
     const m = metrics();
     for (const reason of ['disk_full', 'no_room', 'io_error']) assert.equal(await sample(m, 'fanout_store_write_failures_total', { reason }), 0);

@@ -6,7 +6,10 @@ import type { PageRef } from '../../core/types.js';
  * the workers' own peer requests). Bodies are in schemas.ts.
  */
 export const ROUTES = {
+  /** Liveness: 200 while the process serves HTTP. */
   health: '/healthz',
+  /** Readiness: 503 while the worker is in no ring (starting, or its id held by another worker). */
+  ready: '/readyz',
   metrics: '/metrics',
   /** GET: members, page size, mounts (ClusterInfo). */
   cluster: '/v1/cluster',

@@ -71,6 +71,14 @@ export const workerStatusSchema = z.object({
   sendPath: z.enum(['sendfile', 'js']).optional(),
   checksumPath: z.enum(['vclmul', 'clmul', 'table', 'js']).optional(),
   memoryPath: z.enum(['huge', 'js']).optional(),
+  membership: z
+    .object({
+      state: z.enum(['static', 'starting', 'registered', 'registering', 'id-taken']),
+      stale: z.boolean(),
+      heldBy: z.object({ url: z.string(), since: z.string() }).optional(),
+      ignored: z.array(z.object({ key: z.string(), id: z.string(), url: z.string(), reason: z.enum(['no-lease']) })).max(MAX_MEMBERS),
+    })
+    .optional(),
 });
 
 /** Slowest preload rate a caller may ask for (bytes/s). */
