@@ -37,6 +37,31 @@ async function ringOf(url: string): Promise<string[]> {
   return info.members.map((m) => `${m.id}=${m.url}`);
 }
 
+interface EtcdClusterFixture {
+  etcd: EtcdServer;
+  source: string;
+  /** The bytes of the source's f.bin (PAGES pages of 1 MiB). */
+  data: Buffer;
+  workers: WorkerProcess[];
+}
+
+/** Before the describe's tests: etcd, a source with f.bin, two workers of 1 MiB pages over etcd; all gone after. */
+function etcdClusterOfTwo(tag: string): EtcdClusterFixture {
+  const fx = { data: randomBytes(PAGES * MiB), workers: [] as WorkerProcess[] } as EtcdClusterFixture;
+  before(async () => {
+    fx.etcd = await startEtcd();
+    fx.source = await mkdtemp(join(tmpdir(), `fanout-${tag}-`));
+    await writeFile(join(fx.source, 'f.bin'), fx.data);
+    fx.workers.push(...(await startCluster(2, { etcd: fx.etcd.endpoint, mounts: { data: fx.source }, pageSize: '1MiB' })));
+  });
+  after(async () => {
+    await Promise.all(fx.workers.map((w) => w.destroy()));
+    await fx.etcd?.stop();
+    if (fx.source) await rm(fx.source, { recursive: true, force: true });
+  });
+  return fx;
+}
+
 /**
  * A worker configured with another pageSize joins the etcd prefix of a running cluster (a
  * mistyped config, a half-rolled-out change): it takes its share of every ring and refuses
@@ -95,38 +120,25 @@ describe('a worker with another pageSize joins the cluster through etcd', () => 
  * failed through every other worker (FORBIDDEN), and was cut part-way through it.
  */
 describe('a worker with another cluster secret joins the cluster through etcd', () => {
-  let etcd: EtcdServer;
-  let source: string;
-  let workers: WorkerProcess[] = [];
-  const data = randomBytes(PAGES * MiB);
+  const fx = etcdClusterOfTwo('secret-join');
 
   before(async () => {
-    etcd = await startEtcd();
-    source = await mkdtemp(join(tmpdir(), 'fanout-secret-join-'));
-    await writeFile(join(source, 'f.bin'), data);
-    workers = await startCluster(2, { etcd: etcd.endpoint, mounts: { data: source }, pageSize: '1MiB' });
     const auth = { tokens: [{ token: TEST_ADMIN_TOKEN, role: 'admin' as const }], clusterSecret: 'another-cluster-secret-0123456789' };
-    workers.push(await WorkerProcess.start({ id: 'foreign', auth, mounts: { data: source }, pageSize: '1MiB', membership: { etcd: { endpoints: [etcd.endpoint], leaseTtlSeconds: 3 } } }));
+    fx.workers.push(await WorkerProcess.start({ id: 'foreign', auth, mounts: { data: fx.source }, pageSize: '1MiB', membership: { etcd: { endpoints: [fx.etcd.endpoint], leaseTtlSeconds: 3 } } }));
     await waitFor('every worker to list the three', async () => {
-      const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
+      const views = await Promise.all(fx.workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
       return views.every((v) => v.members.length === 3);
     });
   });
 
-  after(async () => {
-    await Promise.all(workers.map((w) => w.destroy()));
-    await etcd?.stop();
-    await rm(source, { recursive: true, force: true });
-  });
-
   test('`/v1/data` through every worker gives the file: pages owned across the secret divide are read around the refusal', { timeout: 120_000 }, async () => {
-    const owners = new Set(await pageOwners(workers[0]!.url, data.length));
+    const owners = new Set(await pageOwners(fx.workers[0]!.url, fx.data.length));
     assert.equal(owners.size, 3, 'every worker, the foreign one included, owns pages of the file');
 
-    for (const worker of workers) {
+    for (const worker of fx.workers) {
       const res = await fetch(`${worker.url}/v1/data/data/f.bin`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });
       assert.equal(res.status, 200, `through ${worker.id}: ${res.status}`);
-      assert.ok(Buffer.from(await res.arrayBuffer()).equals(data), `the file's bytes through ${worker.id}`);
+      assert.ok(Buffer.from(await res.arrayBuffer()).equals(fx.data), `the file's bytes through ${worker.id}`);
     }
   });
 });
@@ -212,29 +224,15 @@ describe('a worker whose id another running worker took', () => {
  * was down.
  */
 describe('member records without a lease', () => {
-  let etcd: EtcdServer;
-  let source: string;
-  let workers: WorkerProcess[] = [];
-  const data = randomBytes(PAGES * MiB);
-
-  before(async () => {
-    etcd = await startEtcd();
-    source = await mkdtemp(join(tmpdir(), 'fanout-leaseless-'));
-    await writeFile(join(source, 'f.bin'), data);
-    workers = await startCluster(2, { etcd: etcd.endpoint, mounts: { data: source }, pageSize: '1MiB' });
-  });
-
-  after(async () => {
-    await Promise.all(workers.map((w) => w.destroy()));
-    await etcd?.stop();
-    await rm(source, { recursive: true, force: true });
-  });
+  const fx = etcdClusterOfTwo('leaseless');
+  const { data } = fx;
 
   test('are left out of every ring, listed with the command that removes them, and logged once', { timeout: 120_000 }, async () => {
+    const { workers } = fx;
     const [w1, w2] = workers as [WorkerProcess, WorkerProcess];
     const ring = await ringOf(w1.url);
     const owners = await pageOwners(w1.url, data.length);
-    const client = new Etcd3({ hosts: etcd.endpoint });
+    const client = new Etcd3({ hosts: fx.etcd.endpoint });
     try {
       await client.put(PREFIX + 'w9').value(JSON.stringify({ id: 'w9', url: w1.url, capacity: 0 }));
       await client.put(PREFIX + 'ghost').value(JSON.stringify({ id: 'ghost', url: 'http://127.0.0.1:9', capacity: 0 }));
