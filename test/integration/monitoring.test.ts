@@ -130,10 +130,10 @@ describe('monitoring: /metrics, alert rules and dashboard against a real worker 
     assert.equal(config.code, 0, config.output);
   });
 
-  test('the alerts cover worker down, etcd stale, hit ratio, line and source budget saturation, checksums, disk full and stuck rollouts', async () => {
+  test('the alerts cover worker down, etcd stale, a taken worker id, ignored member records, hit ratio, line and source budget saturation, checksums, disk full and stuck rollouts', async () => {
     const rules = parseYaml(await readFile(join(monitoring, 'alerts.yml'), 'utf8')) as { groups: { rules: { alert?: string }[] }[] };
     const alerts = rules.groups.flatMap((g) => g.rules.flatMap((r) => (r.alert ? [r.alert] : [])));
-    for (const name of ['FanoutWorkerDown', 'FanoutEtcdStale', 'FanoutHitRatioLow', 'FanoutLineSaturated', 'FanoutSourceBudgetSaturated', 'FanoutChecksumFailures', 'FanoutDiskFull', 'FanoutRolloutStuck']) {
+    for (const name of ['FanoutWorkerDown', 'FanoutEtcdStale', 'FanoutWorkerIdTaken', 'FanoutMemberRecordsIgnored', 'FanoutHitRatioLow', 'FanoutLineSaturated', 'FanoutSourceBudgetSaturated', 'FanoutChecksumFailures', 'FanoutDiskFull', 'FanoutRolloutStuck']) {
       assert.ok(alerts.includes(name), `${name} in alerts.yml`);
     }
   });
