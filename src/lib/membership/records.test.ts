@@ -74,6 +74,20 @@ test('member records: a record without a lease is no member, listed as ignored a
   assert.deepEqual(records.ignored().map((r) => r.id), ['ghost']);
 });
 
+test('member records: members of several ids at one URL (each under a lease) are kept, with one warning per URL while it lasts', () => {
+  const { lines, log } = logger();
+  const records = new MemberRecords({ prefix: PREFIX, log, stopping: () => false, onChange: () => undefined });
+  const shared = () => lines.filter((l) => l.includes('several members have one URL')).length;
+  records.replace([kv({ id: 'w1', url: 'http://w1', capacity: 1 }), kv({ id: 'w1b', url: 'http://w1', capacity: 1 })]);
+  assert.deepEqual(records.members().map((m) => m.id), ['w1', 'w1b'], 'no telling which is the live one: both kept');
+  assert.equal(shared(), 1);
+  records.put(kv({ id: 'w2', url: 'http://w2', capacity: 1 }));
+  assert.equal(shared(), 1, 'not again while it lasts');
+  records.delete(Buffer.from(PREFIX + 'w1b'));
+  records.put(kv({ id: 'w1b', url: 'http://w1', capacity: 1 }));
+  assert.equal(shared(), 2, 'again once it came back');
+});
+
 test('outage state: one warning when etcd is lost, one info line when it is back, with the outage length', () => {
   const clock = new ManualClock(1000);
   const { lines, log } = logger();

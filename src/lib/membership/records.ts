@@ -35,6 +35,8 @@ export class MemberRecords {
   private list: Member[] = [];
   private byId = new Map<string, Member>();
   private ignoredByKey = new Map<string, IgnoredRecord>();
+  /** URLs of more than one member at the last publish (warned about once). */
+  private sharedUrls = new Set<string>();
 
   constructor(private readonly opts: MemberRecordsOptions) {}
 
@@ -116,6 +118,24 @@ export class MemberRecords {
     const next = sortMembers([...this.byId.values(), ...own]);
     if (sameMembers(next, this.list)) return;
     this.list = next;
+    this.warnSharedUrls();
     this.opts.onChange(this.members());
+  }
+
+  /**
+   * Members under several ids at one URL, each under a lease, are kept: from here there is no
+   * telling which id the process at that URL runs. Briefly, it is a worker restarted under a new
+   * id whose old record waits for its lease; for good, several processes advertise one URL
+   * (`advertiseUrl` left at a loopback address on every host?), which no ring can mend. One
+   * warning per URL while it lasts.
+   */
+  private warnSharedUrls(): void {
+    const ids = new Map<string, string[]>();
+    for (const m of this.list) ids.set(m.url, [...(ids.get(m.url) ?? []), m.id]);
+    const shared = new Set([...ids].filter(([, of]) => of.length > 1).map(([url]) => url));
+    for (const url of shared) {
+      if (!this.sharedUrls.has(url)) this.opts.log.warn({ url, ids: ids.get(url) }, 'several members have one URL: a worker restarted under a new id (the old record goes with its lease), or several workers advertise the same address');
+    }
+    this.sharedUrls = shared;
   }
 }
