@@ -35,6 +35,12 @@ export interface PageServiceDeps {
   pageSize: number;
   /** This worker's member id, and the ring it shares with every client and worker. */
   selfId: string;
+  /**
+   * False while another running worker holds selfId (membership `id-taken`): the ring's member of
+   * that id is the other worker, so its pages are relayed there, not read from the source here
+   * as the owner (a second source read of each; found by a fault hunt). Absent: always true.
+   */
+  holdsOwnId?: () => boolean;
   placement: () => Placement;
   /** Copies of each page the cluster keeps: the first `replication` ring owners hold it. */
   replication: number;
@@ -219,7 +225,8 @@ export class PageService {
   }
 
   private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean, cls: TrafficClass): PageFill {
-    const { store, logger, selfId } = this.deps;
+    const { store, logger } = this.deps;
+    const selfId = this.deps.holdsOwnId?.() === false ? undefined : this.deps.selfId;
     const owners = this.deps.placement().owners(key, this.deps.replication);
     const primary = owners[0];
     const fromPeer = !direct && primary !== undefined && primary.id !== selfId;

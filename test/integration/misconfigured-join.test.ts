@@ -154,11 +154,12 @@ describe('a worker whose id another running worker took', () => {
   let source: string;
   let first: WorkerProcess | undefined;
   let second: WorkerProcess | undefined;
+  const file = randomBytes(4096);
 
   before(async () => {
     etcd = await startEtcd();
     source = await mkdtemp(join(tmpdir(), 'fanout-twin-'));
-    await writeFile(join(source, 'f.bin'), randomBytes(4096));
+    await writeFile(join(source, 'f.bin'), file);
   });
 
   after(async () => {
@@ -203,6 +204,18 @@ describe('a worker whose id another running worker took', () => {
     const metrics = await (await fetch(`${first.url}/metrics`)).text();
     assert.match(metrics, /^fanout_membership_state\{state="id-taken"\} 1$/m);
     assert.match(metrics, /^fanout_membership_state\{state="registered"\} 0$/m);
+
+    // Reads through it (/v1/data, and a page request of a client whose ring predates the take-over):
+    // the page of its id is the other worker's, relayed there, not read from the source a second time.
+    const read = await fetch(`${first.url}/v1/data/data/f.bin`);
+    assert.equal(read.status, 200);
+    assert.ok(Buffer.from(await read.arrayBuffer()).equals(file));
+    const { version } = (await (await fetch(`${first.url}/v1/stat/data/f.bin`)).json()) as { version: string };
+    const page = await fetch(`${first.url}/v1/page/data/f.bin?v=${encodeURIComponent(version)}&size=${file.length}&i=0`);
+    assert.equal(page.status, 200);
+    assert.ok(Buffer.from(await page.arrayBuffer()).equals(file));
+    assert.equal((await first.metrics()).fanout_source_reads_total ?? 0, 0, 'the first read nothing from the source');
+    assert.equal((await second.metrics()).fanout_source_reads_total, 1, 'the holder of the id read the page, once');
 
     const cli = await fanout(['status', '--endpoint', first.url]);
     assert.equal(cli.code, 0, cli.stderr);
