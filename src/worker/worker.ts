@@ -147,7 +147,7 @@ export class Worker {
       metrics: this.metrics,
       pageSize: config.pageSize,
       selfId: config.id,
-      holdsOwnId: () => this.membership.status().state !== 'id-taken',
+      holdsOwnId: () => this.membership.state() !== 'id-taken',
       placement: () => this.session.ring,
       replication: config.replication,
       peers: this.fetcher,

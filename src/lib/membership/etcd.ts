@@ -4,7 +4,7 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
 import { LeaseSchedule } from './schedule.js';
-import { silentLogger, type Membership, type MembershipLogger, type MembershipStatus } from './types.js';
+import { silentLogger, type Membership, type MembershipLogger, type MembershipState, type MembershipStatus } from './types.js';
 import { createEtcdClient, type EtcdConnection } from './client.js';
 import { decodeMember, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
 import { MemberRecords } from './records.js';
@@ -102,10 +102,13 @@ export class EtcdMembership extends EventEmitter implements Membership {
 
   status(): MembershipStatus {
     const { conflict } = this;
-    const state = conflict ? 'id-taken' : !this.synced ? 'starting' : !this.self || this.registered ? 'registered' : 'registering';
-    const status: MembershipStatus = { state, stale: this.stale, ignored: this.records.ignored() };
+    const status: MembershipStatus = { state: this.state(), stale: this.stale, ignored: this.records.ignored() };
     if (conflict) status.heldBy = { url: conflict.url, since: new Date(conflict.since).toISOString() };
     return status;
+  }
+
+  state(): MembershipState {
+    return this.conflict ? 'id-taken' : !this.synced ? 'starting' : !this.self || this.registered ? 'registered' : 'registering';
   }
 
   /** Resolves once self is registered (if given) and the list was read; the loop then keeps running. */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
-import { sortMembers, type Membership, type MembershipStatus } from './types.js';
+import { sortMembers, type Membership, type MembershipState, type MembershipStatus } from './types.js';
 
 /** A fixed member list (from configuration): never stale, never changes. */
 export class StaticMembership extends EventEmitter implements Membership {
@@ -25,7 +25,11 @@ export class StaticMembership extends EventEmitter implements Membership {
   }
 
   status(): MembershipStatus {
-    return { state: 'static', stale: false, ignored: [] };
+    return { state: this.state(), stale: false, ignored: [] };
+  }
+
+  state(): MembershipState {
+    return 'static';
   }
 
   async stop(): Promise<void> {}

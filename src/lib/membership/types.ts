@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import type { Member, MembershipStatus } from '../../core/types.js';
+import type { Member, MembershipState, MembershipStatus } from '../../core/types.js';
 
 export type { IgnoredRecord, MembershipState, MembershipStatus } from '../../core/types.js';
 
@@ -19,6 +19,8 @@ export interface Membership extends EventEmitter {
   readonly stale: boolean;
   /** Where this process stands: for /v1/status, the worker's readiness and its metrics. */
   status(): MembershipStatus;
+  /** status()'s state alone, without the lists: cheap enough for every page fill. */
+  state(): MembershipState;
   /** Deregisters self if registered, and releases every resource (no timers left running). */
   stop(): Promise<void>;
 }
