@@ -51,8 +51,12 @@ export interface LineStatus {
   /** What this worker may read across the line now, and the part of it kept for preloads. */
   share: number;
   preloadMin: number;
-  /** lease: granted by the coordinator; fallback: no grant, rate ÷ members; starting: none yet. */
-  mode: 'lease' | 'fallback' | 'starting';
+  /**
+   * lease: granted by the coordinator; fallback: no grant, rate ÷ members; starting: none yet;
+   * out-of-ring: this worker is in no ring (its id held by another running worker), so no
+   * coordinator counts it: it reads nothing across the line (share 0) until it is back.
+   */
+  mode: 'lease' | 'fallback' | 'starting' | 'out-of-ring';
   /** The member that leases the line's shares. */
   coordinator?: string;
   mounts: string[];

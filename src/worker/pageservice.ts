@@ -227,6 +227,13 @@ export class PageService {
   private joinFill(key: string, ref: PageRef, start: number, length: number, direct: boolean, cls: TrafficClass): PageFill {
     const { store, logger } = this.deps;
     const selfId = this.deps.holdsOwnId?.() === false ? undefined : this.deps.selfId;
+    // A peer whose ring still lists this worker asks it to read the source. Out of the ring it
+    // applies no share of any line (SourceBudget), so such a read would wait until the id is
+    // back, and on a mount without a line it would read a page the id's holder reads too. The
+    // refusal sends the asker to the source itself at once (a relay's owner_unreachable).
+    if (direct && selfId === undefined) {
+      throw new FanoutError('WORKER_UNAVAILABLE', `worker ${this.deps.selfId} is in no ring (another running worker holds its id): it reads no source for peers`);
+    }
     const owners = this.deps.placement().owners(key, this.deps.replication);
     const primary = owners[0];
     const fromPeer = !direct && primary !== undefined && primary.id !== selfId;

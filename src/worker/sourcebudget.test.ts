@@ -47,3 +47,46 @@ test("a mount's reads are paced by its line, and a worker that is not the coordi
   stop.abort();
   await clock.advance(1000);
 });
+
+test('a worker whose id another running worker holds coordinates no line, applies no share, and takes a share again once back', async () => {
+  const clock = new ManualClock();
+  let holds = true;
+  // The ring's member of id "a" is the other process: as seen here, "a" coordinates the line.
+  const budget = new SourceBudget({
+    lines: { wan: { rate: 100_000, preloadFloor: 0 } },
+    mountLines: { models: 'wan' },
+    workerRate: 0,
+    clock,
+    self: 'a',
+    coordinatorOf: () => member('a'),
+    members: () => ['a'],
+    holdsOwnId: () => holds,
+    askPeer: async () => assert.fail('no coordinator elsewhere'),
+  });
+  const stop = new AbortController();
+  budget.start(stop.signal);
+  await clock.advance(1);
+  assert.deepEqual([budget.lines()[0]!.mode, budget.lines()[0]!.share], ['lease', 100_000]);
+
+  holds = false;
+  await clock.advance(250);
+  assert.deepEqual([budget.lines()[0]!.mode, budget.lines()[0]!.share], ['out-of-ring', 0]);
+  assert.throws(
+    () => budget.renew('wan', { member: 'b', seq: 1, epoch: 'x', demand: { read: 100_000, preload: 0 }, applied: 0 }),
+    (err: unknown) => err instanceof FanoutError && err.code === 'WORKER_UNAVAILABLE',
+  );
+  // No fallback share comes once the last grant's lease has run out: that too would be on top of the rate.
+  await clock.advance(5000);
+  assert.deepEqual([budget.lines()[0]!.mode, budget.lines()[0]!.share], ['out-of-ring', 0]);
+  let passed = false;
+  const reading = budget.take('models', 1000).then(() => (passed = true));
+  await clock.advance(1000);
+  assert.equal(passed, false, 'nothing crosses the line while out of the ring');
+
+  holds = true;
+  await clock.advance(250);
+  assert.deepEqual([budget.lines()[0]!.mode, budget.lines()[0]!.share], ['lease', 100_000]);
+  await reading;
+  stop.abort();
+  await clock.advance(1000);
+});

@@ -119,6 +119,7 @@ export class Worker {
       self: config.id,
       coordinatorOf: (line) => this.session.ring.owners(`line:${line}`, 1)[0],
       members: () => this.session.ring.members().map((m) => m.id),
+      holdsOwnId: () => this.membership.state() !== 'id-taken',
       askPeer: (coordinator, line, req, signal) => this.lineClient.renew(coordinator, line, req, signal),
       onUse: (line, cls, bytes) => this.metrics.lineBytes.labels(line, cls).inc(bytes),
     });

@@ -20,6 +20,13 @@ export interface LineLeaseOptions {
   leaseMs?: number;
   /** Members of the cluster now (for the fallback share). */
   members: () => number;
+  /**
+   * False while this worker is in no ring (another running worker holds its id): no coordinator
+   * counts it, and the ring's member of its id is that other worker, which may be granted the
+   * whole rate. Any share it applied, a grant or the fallback, would come on top of the line's
+   * rate, so it applies none. Absent: always in the ring.
+   */
+  inRing?: () => boolean;
   /** Asks the line's coordinator; resolves undefined (or rejects) when there is no grant. Must honour `signal`. */
   ask: (req: LeaseRequest, signal: AbortSignal) => Promise<LeaseGrant | undefined>;
 }
@@ -81,6 +88,12 @@ export class LineLease {
 
   /** One renewal, bounded by twice the renewal period (well under a lease). */
   async renew(signal?: AbortSignal): Promise<void> {
+    if (!this.inRing()) return this.standDown();
+    if (this.mode === 'out-of-ring') {
+      // Back in the ring: nothing passes until a grant, or the fallback once a lease went by without one.
+      this.mode = 'starting';
+      this.armLapse();
+    }
     const request: LeaseRequest = { member: this.opts.member, seq: ++this.seq, epoch: this.opts.epoch, demand: this.demand(), applied: this.bucket.rate };
     const deadline = new AbortController();
     const timer = this.opts.clock.sleep(2 * this.renewMs, deadline.signal).then(() => deadline.abort(), () => undefined);
@@ -113,6 +126,8 @@ export class LineLease {
   }
 
   private apply(grant: LeaseGrant): void {
+    // Out of the ring since it was asked (an answer of a coordinator that does not count it).
+    if (!this.inRing()) return this.standDown();
     this.mode = 'lease';
     this.bucket.setRate(grant.rate, grant.preloadMin);
     this.armLapse(grant.leaseMs);
@@ -124,13 +139,25 @@ export class LineLease {
     this.lapse = controller;
     this.opts.clock.sleep(ms, controller.signal).then(
       () => {
-        if (this.lapse !== controller) return;
+        if (this.lapse !== controller || !this.inRing()) return;
         const members = Math.max(1, this.opts.members());
         this.mode = 'fallback';
         this.bucket.setRate(this.opts.rate / members, this.opts.preloadFloor / members);
       },
       () => undefined,
     );
+  }
+
+  private inRing(): boolean {
+    return this.opts.inRing?.() !== false;
+  }
+
+  /** Out of the ring: no share, no fallback to come, and no coordinator asked. */
+  private standDown(): void {
+    this.lapse?.abort();
+    this.lapse = undefined;
+    this.mode = 'out-of-ring';
+    this.bucket.setRate(0, 0);
   }
 
   /** Per class: the whole rate if requests waited since the last renewal, else recent use plus room to grow. */

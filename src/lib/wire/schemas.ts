@@ -60,7 +60,7 @@ export const workerStatusSchema = z.object({
         preloadFloor: z.number(),
         share: z.number(),
         preloadMin: z.number(),
-        mode: z.enum(['lease', 'fallback', 'starting']),
+        mode: z.enum(['lease', 'fallback', 'starting', 'out-of-ring']),
         coordinator: z.string().optional(),
         mounts: z.array(z.string()),
         used: z.object({ read: z.number(), preload: z.number() }),
