@@ -95,6 +95,9 @@ export const DEFAULT_ENDPOINT = 'http://127.0.0.1:7450';
 /** How long a member's /v1/status may take before it is reported unreachable (see status()). */
 export const STATUS_DEADLINE_MS = 5_000;
 
+/** Membership states in which a worker is in its ring (the others: starting, id-taken). */
+const IN_RING: ReadonlySet<string> = new Set(['static', 'registered', 'registering']);
+
 /**
  * The fanout SDK. Learns the members from any worker, computes page owners with the same ring
  * as the workers, and reads files as streams of verified pages fetched in parallel. Clients of
@@ -243,6 +246,8 @@ export class FanoutClient {
     const info = await this.cluster(true);
     // zod is loaded by the commands that need it, not by every `fanout cat`.
     const { parseAnswer, workerStatusSchema } = await import('../lib/wire/schemas.js');
+    // Asked meanwhile, not after: an endpoint that gives no answer costs its deadline once.
+    const outOfRing = this.endpointsOutOfRing(info);
     const members = await Promise.all(
       info.members.map(async (member) => {
         // A member this process saw fail moments ago is not asked again until its down time ends:
@@ -263,7 +268,7 @@ export class FanoutClient {
     return {
       members,
       stale: info.stale,
-      outOfRing: await this.endpointsOutOfRing(info.members.map((m) => m.url)),
+      outOfRing: await outOfRing,
       ignoredRecords: [...ignored.values()],
       totals: {
         capacity: sum((m) => m.capacity),
@@ -279,12 +284,17 @@ export class FanoutClient {
 
   /**
    * The endpoints this client was given that are no member's URL and say they are in no ring.
-   * Only those are asked: pointed at a member, this costs nothing. Best effort: an endpoint that
-   * does not answer is left out (status() must not fail for it).
+   * Only those are asked: pointed at a member, this costs nothing. Nor is the endpoint whose
+   * member list `info` is when that answer says it is in a ring (a load balancer's address, a
+   * member's other name): before, each such endpoint was asked for its status once more, whose
+   * answer was dropped. Best effort: an endpoint that does not answer is left out (status() must
+   * not fail for it).
    */
-  private async endpointsOutOfRing(memberUrls: string[]): Promise<ClusterStatus['outOfRing']> {
+  private async endpointsOutOfRing(info: ClusterInfo): Promise<ClusterStatus['outOfRing']> {
     const { parseAnswer, workerStatusSchema } = await import('../lib/wire/schemas.js');
-    const known = new Set(memberUrls);
+    const known = new Set(info.members.map((m) => m.url));
+    const from = this.session.infoFrom;
+    if (from !== undefined && IN_RING.has(info.membership ?? '')) known.add(from);
     const answers = await Promise.all(
       this.endpoints
         .filter((url) => !known.has(url))

@@ -71,6 +71,7 @@ export class ClusterSession {
   private readonly clock: Clock;
   private agent: Dispatcher | undefined;
   private current: ClusterInfo | undefined;
+  private answeredBy: string | undefined;
   private ringNow: HashRing | undefined;
   private refreshedAt = 0;
   private refreshing: Promise<ClusterInfo> | undefined;
@@ -98,6 +99,11 @@ export class ClusterSession {
   /** The member list last learnt (undefined before the first cluster()). */
   get info(): ClusterInfo | undefined {
     return this.current;
+  }
+
+  /** The base URL of the worker whose answer `info` is (its `membership` says where it stands). */
+  get infoFrom(): string | undefined {
+    return this.answeredBy;
   }
 
   /** The ring of the current members (placement of every reader of this session). */
@@ -192,6 +198,11 @@ export class ClusterSession {
 
   /** GET JSON from the first endpoint (or known member) that answers; workers seen failing are asked last. */
   async getJson(path: string): Promise<unknown> {
+    return (await this.getJsonAnswer(path)).body;
+  }
+
+  /** getJson's answer and the worker (base URL) that gave it. */
+  private async getJsonAnswer(path: string): Promise<{ base: string; body: unknown }> {
     const known = [...new Set([...this.options.endpoints, ...(this.current?.members.map((m) => m.url) ?? [])])];
     // A stopped endpoint costs one deadline, not one per call.
     const demoted = new Set(this.current?.members.filter((m) => this.health.isDemoted(m.id)).map((m) => m.url));
@@ -199,7 +210,7 @@ export class ClusterSession {
     let lastError: unknown = new FanoutError('NO_WORKERS', 'no worker endpoint to ask');
     for (const base of candidates) {
       try {
-        return await this.getJsonFrom(base, path);
+        return { base, body: await this.getJsonFrom(base, path) };
       } catch (err) {
         if (err instanceof FanoutError && err.code !== 'WORKER_UNAVAILABLE') throw err;
         this.endpointFailed(base, missedDeadline(err));
@@ -288,8 +299,10 @@ export class ClusterSession {
 
   private async refresh(): Promise<ClusterInfo> {
     this.refreshes++;
-    const info: ClusterInfo = checkClusterInfo(await this.getJson(ROUTES.cluster), ROUTES.cluster);
+    const { base, body } = await this.getJsonAnswer(ROUTES.cluster);
+    const info: ClusterInfo = checkClusterInfo(body, ROUTES.cluster);
     this.current = info;
+    this.answeredBy = base;
     this.refreshedAt = this.clock.now();
     this.setMembers(info.members);
     return info;

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import { parseFanoutPath, type FanoutPath } from '../core/paths.js';
-import type { DirEntry, MembershipStatus, PageRef, WorkerStatus } from '../core/types.js';
+import type { DirEntry, MembershipState, MembershipStatus, PageRef, WorkerStatus } from '../core/types.js';
 import { serveBatch, type BatchRelay } from './batchpages.js';
 import type { ClusterSession } from '../client/session.js';
 import type { Access, AccessGate } from '../lib/auth/index.js';
@@ -40,6 +40,8 @@ export interface RoutesDeps {
   membersStale(): boolean;
   /** Where this worker stands in the membership (readiness). */
   membership(): MembershipStatus;
+  /** The state alone (every client's member refresh carries it): no sorted list of ignored records. */
+  membershipState(): MembershipState;
   status(): Promise<WorkerStatus>;
   metrics: Pick<WorkerMetrics, 'registry'>;
   pages: Pick<PageService, 'serve' | 'responseSlots' | 'batchSlots' | 'flow' | 'wholePage' | 'checksOnFill' | 'readStored'>;
@@ -168,6 +170,7 @@ export class Routes {
       mounts: this.worker.mountNames(),
       clusterId: this.worker.clusterId,
       upstream: this.worker.upstream(),
+      membership: this.worker.membershipState(),
     };
     sendJson(res, 200, body);
   }

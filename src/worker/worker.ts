@@ -219,6 +219,7 @@ export class Worker {
       members: () => this.members(),
       membersStale: () => this.membership.stale,
       membership: () => this.membership.status(),
+      membershipState: () => this.membership.state(),
       status: () => this.status(),
       metrics: this.metrics,
       pages: this.pages,

@@ -20,6 +20,12 @@ export interface ClusterInfoAnswer {
   clusterId?: string;
   /** Ids of the clusters this one reads from, directly or through a chain. */
   upstream?: string[];
+  /**
+   * Where the answering worker stands in its membership: a client that got this answer from an
+   * endpoint knows whether that endpoint is in a ring without asking it for its status. A
+   * MembershipState, or one this client does not know (a newer worker's): any string.
+   */
+  membership?: string;
 }
 
 function member(value: unknown, at: string): Member {
@@ -48,6 +54,7 @@ export function checkClusterInfo(body: unknown, what: string): ClusterInfoAnswer
     const mounts = arrayOf(b.mounts, 'mounts', str);
     optional(isString)(b.clusterId, 'clusterId');
     const upstream = b.upstream === undefined ? undefined : arrayOf(b.upstream, 'upstream', str);
+    optional(isString)(b.membership, 'membership');
     return {
       self: b.self as string,
       pageSize: b.pageSize as number,
@@ -58,6 +65,7 @@ export function checkClusterInfo(body: unknown, what: string): ClusterInfoAnswer
       mounts,
       ...(b.clusterId !== undefined ? { clusterId: b.clusterId as string } : {}),
       ...(upstream !== undefined ? { upstream } : {}),
+      ...(b.membership !== undefined ? { membership: b.membership as string } : {}),
     };
   });
 }

@@ -33,6 +33,11 @@ export const clusterInfoSchema = z.object({
   clusterId: z.string().optional(),
   /** Clusters this one reads through its fanout:// sources, directly or down a chain (loop check). */
   upstream: z.array(z.string()).optional(),
+  /**
+   * Where the answering worker stands in its membership, a MembershipState (absent from older
+   * workers). Any string: a state added later must not make older clients refuse the answer.
+   */
+  membership: z.string().optional(),
 });
 export type ClusterInfoBody = z.infer<typeof clusterInfoSchema>;
 
