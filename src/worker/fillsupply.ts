@@ -144,7 +144,8 @@ export class FillSupply {
   /**
    * The page from its primary owner, as it arrives there. If the owner cannot be reached, or
    * drops the connection part-way, the rest comes from the source, so a dead owner costs a
-   * retry, not a failed read. A checksum failure is not papered over: the fill fails.
+   * retry, not a failed read. So does a page that fails its checksum; it is not papered over:
+   * the source must give the same bytes the owner sent, or the fill fails.
    */
   private async *peerChunks(
     owner: Member,
@@ -158,13 +159,14 @@ export class FillSupply {
   ): AsyncGenerator<Buffer> {
     const { peers, metrics, logger } = this.deps;
     let received = 0;
-    if (this.liveness.isKnownDead(owner)) {
+    if (this.liveness.isKnownDead(owner) || this.liveness.isDistrusted(owner)) {
       ownerDown();
-      yield* this.sourceFallback('owner_known_dead', ref, start, length, signal, fillClass, fill);
+      yield* this.sourceFallback(this.liveness.isKnownDead(owner) ? 'owner_known_dead' : 'owner_corrupt', ref, start, length, signal, fillClass, fill);
       return;
     }
     const watch = this.liveness.watch(owner, signal);
     let otherPageSize = false;
+    let corrupt = false;
     try {
       const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload', pageSize: this.deps.pageSize });
       for await (const chunk of chunks) {
@@ -180,8 +182,16 @@ export class FillSupply {
       // its pages through every other worker although the source was there: it is read instead.
       // The owner is up, so it is not marked down; its refusals are counted on its side.
       otherPageSize = err instanceof FanoutError && err.code === 'PAGE_SIZE_MISMATCH' && received === 0;
-      if (!otherPageSize && !watch.ownerDead && !watch.stalled && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
-      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, otherPageSize ? 'page owner has another pageSize; reading the source instead' : 'page owner unavailable; reading the source instead');
+      // A page that failed its checksum (or ran past its length) is the owner's fault, as a
+      // reader takes it (lib/cluster/reader.ts). Thrown on, it failed every read of the page
+      // through every other worker for as long as the owner sent it so, and the source was never
+      // read (found by a fault hunt: a fake owner sending a wrong checksum header, 502 at every
+      // /v1/data read). The source is read instead, checked against what the owner sent, and
+      // the owner is skipped by relays for a while.
+      corrupt = err instanceof FanoutError && err.code === 'CHECKSUM_MISMATCH';
+      if (corrupt) this.liveness.sentCorrupt(owner);
+      if (!otherPageSize && !corrupt && !watch.ownerDead && !watch.stalled && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
+      logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, otherPageSize ? 'page owner has another pageSize; reading the source instead' : corrupt ? 'page owner sent a page failing its checksum; reading the source instead' : 'page owner unavailable; reading the source instead');
     } finally {
       watch.stop();
     }
@@ -190,7 +200,7 @@ export class FillSupply {
       return;
     }
     ownerDown();
-    const reason = watch.ownerDead ? 'owner_silent' : watch.stalled ? 'owner_stalled' : 'owner_unreachable';
+    const reason = corrupt ? 'owner_corrupt' : watch.ownerDead ? 'owner_silent' : watch.stalled ? 'owner_stalled' : 'owner_unreachable';
     if (received === 0) {
       yield* this.sourceFallback(reason, ref, start, length, signal, fillClass, fill);
       return;

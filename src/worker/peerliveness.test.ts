@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../core/clock.js';
 import type { Member } from '../core/types.js';
-import { PeerLiveness } from './peerliveness.js';
+import { CORRUPT_SKIP_MS, PeerLiveness } from './peerliveness.js';
 
 const owner: Member = { id: 'a', url: 'http://a', capacity: 1 };
 const tick = async () => {
@@ -261,4 +261,17 @@ test("the owner's bytes on another relay do not keep a stalled relay waiting", a
   assert.equal(flowing.signal.aborted, false);
   stalled.stop();
   flowing.stop();
+});
+
+test('an owner that sent a page failing its checksum is skipped for a while, at that address only, though it answers its health check', async () => {
+  const clock = new ManualClock();
+  const liveness = new PeerLiveness(async () => true, { clock });
+  liveness.sentCorrupt(owner);
+  assert.equal(liveness.isDistrusted(owner), true);
+  assert.equal(liveness.isDistrusted({ ...owner, url: 'http://a2' }), false, 'the same id restarted elsewhere is another process');
+  assert.equal(liveness.isKnownDead(owner), false, 'not dead: relays to it are not the ones that fail by silence');
+  await clock.advance(CORRUPT_SKIP_MS - 1);
+  assert.equal(liveness.isDistrusted(owner), true);
+  await clock.advance(1);
+  assert.equal(liveness.isDistrusted(owner), false, 'asked again once the skip ends');
 });

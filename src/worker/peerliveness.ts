@@ -5,6 +5,12 @@ import type { PageProgress } from '../lib/cluster/index.js';
 
 /** How long a dead peer keeps being re-checked in the background before it is simply forgotten. */
 const GIVE_UP_AFTER_MS = 10 * 60_000;
+/**
+ * How long relays read the source instead of asking an owner that sent a page failing its
+ * checksum. Its health check cannot clear it (it answers), so the skip simply ends: as long as a
+ * reader's fault for a missed deadline (client/health.ts), one retry of the owner each 30 s.
+ */
+export const CORRUPT_SKIP_MS = 30_000;
 
 export interface PeerLivenessOptions {
   /** A relay quiet for this long (no byte from the owner on any relay) makes the worker ask the owner's /healthz. */
@@ -70,6 +76,8 @@ export class PeerLiveness {
   // stays silent. What was heard from an id (bytes, answer times) is the same worker's either way.
   /** Peers that failed their health checks, each with the background loop that re-checks it. */
   private readonly dead = new Set<string>();
+  /** Peers that sent a page failing its checksum, each with when relays may ask it again. */
+  private readonly corrupt = new Map<string, number>();
   /** When each peer last sent us a byte or answered a check. */
   private readonly heard = new Map<string, number>();
   /** Each peer's recent health-check answer time, biased to the slow ones (rises at once, decays slowly). */
@@ -104,6 +112,25 @@ export class PeerLiveness {
   /** Failed its health checks and has not answered one since: relays skip it. */
   isKnownDead(member: Member): boolean {
     return this.dead.has(peerKey(member));
+  }
+
+  /**
+   * `member` sent a page that failed its checksum (or more bytes than the page has): a flipped bit
+   * on its path, its memory, a bug. Relays read the source instead of asking it for CORRUPT_SKIP_MS.
+   */
+  sentCorrupt(member: Member): void {
+    const now = this.clock.now();
+    for (const [key, until] of this.corrupt) if (until <= now) this.corrupt.delete(key);
+    this.corrupt.set(peerKey(member), now + CORRUPT_SKIP_MS);
+  }
+
+  /** Sent a page failing its checksum within CORRUPT_SKIP_MS: relays skip it. */
+  isDistrusted(member: Member): boolean {
+    const until = this.corrupt.get(peerKey(member));
+    if (until === undefined) return false;
+    if (until > this.clock.now()) return true;
+    this.corrupt.delete(peerKey(member));
+    return false;
   }
 
   /** The deadline of the next health check of `member`. */

@@ -72,7 +72,7 @@ export class WorkerMetrics {
   });
   readonly relaySourceReads = new Counter({
     name: 'fanout_relay_source_reads_total',
-    help: 'Pages a relaying worker read from the source itself because the page owner was taken for down, or refused our page size (a second source read of the page)',
+    help: 'Pages a relaying worker read from the source itself because the page owner was taken for down, sent a page failing its checksum, or refused our page size (a second source read of the page)',
     labelNames: ['reason'],
     registers: [this.registry],
   });
