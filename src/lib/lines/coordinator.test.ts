@@ -100,9 +100,13 @@ test('a new coordinator raises nobody until members holding older grants have re
   assert.ok(first.rate <= 80, 'keeps at most what it had');
   const c2 = c.renew({ member: 'c', seq: 1, epoch: 'e', demand: busy, applied: 0 }, ['a', 'b', 'c'])!;
   assert.equal(c2.rate, 0, 'no raise while an unheard member may hold an older grant');
-  await clock.advance(1001);
-  c.renew({ member: 'a', seq: 10, epoch: 'e', demand: busy, applied: first.rate }, ['a', 'b', 'c']); // lowered now that c wants a part
-  const later = c.renew({ member: 'c', seq: 2, epoch: 'e', demand: busy, applied: 0 }, ['a', 'b', 'c'])!;
+  // a and c renew meanwhile, as members do (a coordinator that hears from nobody for a lease starts again).
+  await clock.advance(500);
+  const mid = c.renew({ member: 'a', seq: 10, epoch: 'e', demand: busy, applied: first.rate }, ['a', 'b', 'c'])!;
+  assert.equal(c.renew({ member: 'c', seq: 2, epoch: 'e', demand: busy, applied: 0 }, ['a', 'b', 'c'])!.rate, 0, 'still within the first lease');
+  await clock.advance(501);
+  c.renew({ member: 'a', seq: 11, epoch: 'e', demand: busy, applied: mid.rate }, ['a', 'b', 'c']); // lowered now that c wants a part
+  const later = c.renew({ member: 'c', seq: 3, epoch: 'e', demand: busy, applied: 0 }, ['a', 'b', 'c'])!;
   assert.ok(later.rate > 0, 'after a lease the silent member counts as its fallback share only');
   assert.ok(later.rate <= RATE / 3 + 1e-6, "a, c and the silent b hold a third each");
 });
@@ -112,4 +116,25 @@ test('a request overtaken by a newer one of the same member gets no grant', () =
   assert.ok(c.renew({ member: 'a', seq: 2, epoch: 'e', demand: busy, applied: 0 }, ['a']));
   assert.equal(c.renew({ member: 'a', seq: 1, epoch: 'e', demand: busy, applied: 0 }, ['a']), undefined);
   assert.ok(c.renew({ member: 'a', seq: 1, epoch: 'restarted', demand: busy, applied: 0 }, ['a']), 'a restarted process counts again from 1');
+});
+
+test('a coordinator that answered nothing for a lease (paused) counts members it has not heard from since as holding the whole rate', async () => {
+  // a coordinates; b is busy and holds the whole line, c idles.
+  const clock = new ManualClock();
+  const ring = ['a', 'b', 'c'];
+  const old = new LineCoordinator({ rate: RATE, preloadFloor: 0, leaseMs: 1000, silentMs: 750, clock });
+  const m = members(old, () => ring);
+  for (let round = 0; round < 8; round++) {
+    await clock.advance(250);
+    m.renew('a', idle);
+    m.renew('b', busy);
+    m.renew('c', idle);
+  }
+  assert.equal(m.applied.get('b'), RATE);
+  // a is SIGSTOPped past its etcd lease: another member coordinates meanwhile, and b renews
+  // there, still holding the whole line when a resumes (its last grant is less than a lease old).
+  await clock.advance(10_000);
+  // a resumes and asks its own coordinator for the whole line before b reports to it.
+  const grant = old.renew({ member: 'a', seq: 100, epoch: 'e', demand: busy, applied: 0 }, ring)!;
+  assert.equal(grant.rate + RATE, RATE, `a granted itself ${grant.rate} while b may apply ${RATE} from the other coordinator`);
 });

@@ -54,16 +54,29 @@ interface Record {
  */
 export class LineCoordinator {
   private readonly records = new Map<string, Record>();
-  private readonly since: number;
+  /** When this coordinator started, or started again after a gap (see renew). */
+  private since: number;
+  private lastAnswer: number;
 
   constructor(private readonly opts: CoordinatorOptions) {
-    this.since = opts.clock.now();
+    this.since = this.lastAnswer = opts.clock.now();
   }
 
   /** Answers one renewal; undefined for a request overtaken by a newer one of the same member. */
   renew(req: LeaseRequest, ring: readonly string[]): LeaseGrant | undefined {
     const { rate, preloadFloor, leaseMs, clock } = this.opts;
     const now = clock.now();
+    // Members renew every 250 ms, this worker's own lease too: a coordinator that answered nothing
+    // for a lease was paused (SIGSTOP, a frozen VM) and may have left the ring meanwhile, another
+    // worker coordinating the line. Its members' silence then says nothing of what they apply
+    // (the other's grants, up to the whole rate), so it starts again as a new coordinator. Before,
+    // it took them for lapsed (their fallback share): measured in a unit test, a resumed
+    // coordinator granted itself a third of the line while a member held all of it.
+    if (now - this.lastAnswer > leaseMs) {
+      this.records.clear();
+      this.since = now;
+    }
+    this.lastAnswer = now;
     const known = this.records.get(req.member);
     if (known && known.epoch === req.epoch && req.seq <= known.seq) return undefined;
     const record: Record = { epoch: req.epoch, seq: req.seq, demand: req.demand, applied: req.applied, granted: known?.granted ?? 0, heardAt: now };
