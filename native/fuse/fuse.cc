@@ -57,7 +57,7 @@ enum Op : int {
   kLookedUpHeld = 15,  // to JS: a held file was looked up here (one more kernel reference to count)
   kServed = 16,  // to JS: a read was answered here from offered pages (offered.h) and reached a new page
   kReturned = 17,  // to JS: withdrawn offered pages no FUSE thread writes from any more (their offer ids)
-  kInterrupted = 18,  // to JS: the read with this interrupt id was interrupted (interrupts.h)
+  kInterrupted = 18,  // to JS: the request with this interrupt id was interrupted (interrupts.h)
 };
 
 // A read's FUSE thread waits here for JavaScript's answer, then sends it.
@@ -93,7 +93,7 @@ struct Call {
   std::vector<napi_ref> refs;  // kUnref
   double token = 0;  // kUnref: the reply's token
   std::vector<double> ids;  // kReturned: offer ids
-  uint64_t id = 0;  // kRead: its interrupt id (interrupts.h); kInterrupted: the read's
+  uint64_t id = 0;  // an interruptible request's interrupt id (interrupts.h); kInterrupted: the request's
 };
 
 struct Session;
@@ -103,7 +103,7 @@ struct Session;
 struct Request {
   fuse_req_t req;
   ReadWait* wait;
-  ReadInterrupts* interrupts;  // a read's: it is no longer interruptible once claimed
+  ReadInterrupts* interrupts;  // no longer interruptible once claimed
   uint64_t id;
   std::atomic<bool> answered{false};
   Request(fuse_req_t r, ReadWait* w, ReadInterrupts* i, uint64_t id) : req(r), wait(w), interrupts(i), id(id) {}
@@ -180,6 +180,8 @@ void LlInit(void* userdata, fuse_conn_info* conn) {
   }
 }
 
+bool ForwardInterruptible(fuse_req_t req, Op op, fuse_ino_t ino, Call* call = nullptr);
+
 void LlLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Session* session = SessionOf(req);
   fuse_entry_param entry;
@@ -199,7 +201,7 @@ void LlLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   }
   auto* call = new Call();
   call->name = name;
-  Forward(req, kLookup, parent, call);
+  ForwardInterruptible(req, kLookup, parent, call);
 }
 
 void PostForget(Session* session, fuse_ino_t ino, uint64_t nlookup) {
@@ -229,7 +231,7 @@ void LlGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     fuse_reply_attr(req, &attr, timeout);
     return;
   }
-  Forward(req, kGetattr, ino);
+  ForwardInterruptible(req, kGetattr, ino);
 }
 
 void LlOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -247,7 +249,7 @@ void LlOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto* call = new Call();
   call->flags = fi->flags;
-  Forward(req, kOpen, ino, call);
+  ForwardInterruptible(req, kOpen, ino, call);
 }
 
 // Reads up to this size are answered from the JavaScript thread like metadata: copying 128 KiB
@@ -299,12 +301,14 @@ void OnInterrupt(fuse_req_t req, void* data) {
   Post(session, note);
 }
 
-// A read JavaScript answers: interruptible from now on (a reader's Ctrl-C ends its wait there).
-bool ForwardRead(fuse_req_t req, fuse_ino_t ino, Call* call) {
+// A request JavaScript answers that may wait on the network (a read's pages, a lookup's listing):
+// interruptible from now on (the caller's Ctrl-C ends its wait there).
+bool ForwardInterruptible(fuse_req_t req, Op op, fuse_ino_t ino, Call* call) {
+  if (call == nullptr) call = new Call();
   Session* session = SessionOf(req);
   call->id = session->interrupts.Begin();
   fuse_req_interrupt_func(req, OnInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(call->id)));
-  return Forward(req, kRead, ino, call);
+  return Forward(req, op, ino, call);
 }
 
 void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -325,7 +329,7 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     call->fh = fi->fh;
     call->offset = static_cast<uint64_t>(off);
     call->count = size;
-    ForwardRead(req, ino, call);
+    ForwardInterruptible(req, kRead, ino, call);
     return;
   }
   ReadWait wait;
@@ -334,7 +338,7 @@ void LlRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   call->offset = static_cast<uint64_t>(off);
   call->count = size;
   call->wait = &wait;
-  if (!ForwardRead(req, ino, call)) return;
+  if (!ForwardInterruptible(req, kRead, ino, call)) return;
   {
     std::unique_lock<std::mutex> lock(wait.mutex);
     wait.cv.wait(lock, [&] { return wait.ready; });
@@ -367,7 +371,8 @@ void LlRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Forward(req, kRelease, ino, call);
 }
 
-void LlOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { Forward(req, kOpendir, ino); }
+// The listing is fetched at opendir; readdir answers from it at once (nothing to interrupt).
+void LlOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { ForwardInterruptible(req, kOpendir, ino); }
 
 void LlReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   auto* call = new Call();
@@ -391,7 +396,7 @@ void LlReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Forward(req, kReleasedir, ino, call);
 }
 
-void LlStatfs(fuse_req_t req, fuse_ino_t ino) { Forward(req, kStatfs, ino); }
+void LlStatfs(fuse_req_t req, fuse_ino_t ino) { ForwardInterruptible(req, kStatfs, ino); }
 
 const fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops;
@@ -433,7 +438,7 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call
     delete call;
     return;
   }
-  if (call->op == kRead && session->interrupts.Deliver(call->id)) {
+  if (call->id != 0 && call->op != kInterrupted && session->interrupts.Deliver(call->id)) {
     // Interrupted before JavaScript had it: nothing to stop there.
     session->interrupts.End(call->id);
     AnswerError(call->req, call->wait, EINTR);
@@ -486,7 +491,6 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call
       args.push_back(num(static_cast<double>(call->fh)));
       args.push_back(num(static_cast<double>(call->offset)));
       args.push_back(num(static_cast<double>(call->count)));
-      if (call->op == kRead) args.push_back(num(static_cast<double>(call->id)));
       break;
     case kRelease:
     case kReleasedir:
@@ -494,6 +498,11 @@ void CallJs(Napi::Env env, Napi::Function dispatch, Session* session, Call* call
       break;
     default:
       break;
+  }
+  if (call->id != 0) {
+    // The interrupt id is the 7th argument of every interruptible request (OPS.INTERRUPTED names it).
+    while (args.size() < 6) args.push_back(env.Undefined());
+    args.push_back(num(static_cast<double>(call->id)));
   }
   delete call;
   dispatch.Call(args);

@@ -1,4 +1,6 @@
-// Reads the kernel may interrupt. When the process blocked in read(2) gets a signal, the kernel
+// Requests the kernel may interrupt: reads, and the lookups, getattrs, opens, opendirs and statfs
+// that wait for the cluster's metadata (a `stat` or `ls` with a stopped worker waited in D state
+// until the request's deadline). When the process blocked in read(2) gets a signal, the kernel
 // sends FUSE_INTERRUPT and then waits for the read's answer, uninterruptibly once the read is
 // with us: without an answer a Ctrl-C (and even SIGKILL) waited until the page arrived or its
 // deadline passed (measured: `cat` stayed in D state for 27 s, a Python reader 57 s).

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants as os } from 'node:os';
 import type { FanoutClient } from '../client/index.js';
+import { ManualClock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import { errnoFor } from './errno.js';
 import { FanoutFs, direntPlusSize } from './fs.js';
@@ -205,6 +206,49 @@ test('an interrupted read (the kernel\'s FUSE_INTERRUPT, told by the addon) is a
   for (const arrive of arrivals) arrive(); // the page arriving late answers nothing more
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   assert.equal(answers.length, before + 1);
+});
+
+test('interrupted lookups, getattrs, opens and opendirs waiting for the cluster are answered EINTR at once; their late answers change nothing', async () => {
+  const { addon, answers } = fakeAddon();
+  const held: (() => void)[] = [];
+  let stall = false;
+  // Every stat and listing waits while `stall` (a stopped worker), until released.
+  const wait = <T>(value: () => Promise<T>) => (stall ? new Promise<void>((r) => held.push(r)).then(value) : value());
+  const stalled = { ...client, list: (p: string) => wait(() => client.list(p)), stat: (p: string) => wait(() => client.stat(p)) } as unknown as FanoutClient;
+  const warnings: string[] = [];
+  const clock = new ManualClock();
+  const fs = new FanoutFs(addon, stalled, 1024, { ttlMs: 1000, readahead: 2, clock, log: { warn: (_f, message) => warnings.push(message) } });
+  const call = caller(fs, answers);
+  const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+  const ino = (await call(OPS.LOOKUP, dataIno, 'hello.txt')).args[0] as number;
+  await clock.advance(2000); // every stat and listing known here expired
+  stall = true;
+  const requests: [number, number, (number | string | undefined)?][] = [
+    [OPS.LOOKUP, dataIno, 'hello.txt'],
+    [OPS.GETATTR, ino],
+    [OPS.OPEN, ino, 0],
+    [OPS.OPENDIR, dataIno],
+  ];
+  let id = 100;
+  for (const [op, node, a] of requests) {
+    const before = answers.length;
+    const interruptId = ++id;
+    fs.dispatch(op, {} as FuseRequest, node, a, undefined, undefined, interruptId);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(answers.length, before, `op ${op} waits for the cluster`);
+    fs.dispatch(OPS.INTERRUPTED, undefined as unknown as FuseRequest, 0, interruptId);
+    for (let i = 0; i < 20 && answers.length === before; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(answers[before], { kind: 'error', args: [errno.EINTR] }, `op ${op}`);
+  }
+  const answered = answers.length;
+  stall = false;
+  for (const release of held) release(); // the cluster answers late
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(answers.length, answered, 'nothing more is answered');
+  assert.deepEqual(warnings, []);
+  // The interrupted lookup took no reference: forgetting the one the first lookup took forgets the inode.
+  fs.dispatch(OPS.FORGET, undefined as unknown as FuseRequest, ino, 1);
+  assert.deepEqual(await call(OPS.GETATTR, ino), { kind: 'error', args: [errno.ENOENT] });
 });
 
 test('errors map to the errno POSIX tools expect', () => {

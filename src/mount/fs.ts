@@ -13,6 +13,7 @@ import { OfferedPages } from './offered.js';
 import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
 import { FileReader, type ReadResult } from './reader.js';
+import { untilAborted } from './abort.js';
 import { ByteBudget } from '../lib/transfer/index.js';
 
 const { errno } = os;
@@ -107,7 +108,7 @@ export class FanoutFs {
   /** What all readers may hold: first pages of files not read yet, pages fetched ahead, and pages reads fetch themselves. */
   private readonly allowances: { starts: ByteBudget; ahead: ByteBudget; reads: ByteBudget };
   private session: FuseSession | undefined;
-  /** Reads in progress the kernel may interrupt, by interrupt id (OPS.INTERRUPTED aborts them). */
+  /** Requests in progress the kernel may interrupt, by interrupt id (OPS.INTERRUPTED aborts them). */
   private readonly interruptible = new Map<number, AbortController>();
   /** Read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, ReadResult>();
@@ -173,7 +174,7 @@ export class FanoutFs {
   readonly dispatch: Dispatch = (op, req, ino, a, b, c, d) => {
     switch (op) {
       case OPS.LOOKUP:
-        return this.answer(req, 'lookup', ino, () => this.lookup(req, ino, a as string));
+        return this.answer(req, 'lookup', ino, d, (signal) => this.lookup(req, ino, a as string, signal));
       case OPS.FORGET:
         if (this.inodes.forget(ino, a as number)) this.held.forgotten(ino);
         return;
@@ -185,13 +186,13 @@ export class FanoutFs {
         return;
       }
       case OPS.GETATTR:
-        return this.answer(req, 'getattr', ino, () => this.getattr(req, ino));
+        return this.answer(req, 'getattr', ino, d, (signal) => this.getattr(req, ino, signal));
       case OPS.OPEN:
-        return this.answer(req, 'open', ino, () => this.open(req, ino, a as number));
+        return this.answer(req, 'open', ino, d, (signal) => this.open(req, ino, a as number, signal));
       case OPS.READ:
-        return this.answer(req, 'read', ino, () => this.read(req, a as number, b!, c!, d));
+        return this.answer(req, 'read', ino, d, (signal) => this.read(req, a as number, b!, c!, signal));
       case OPS.INTERRUPTED:
-        return this.interruptible.get(a as number)?.abort(new FanoutError('ABORTED', 'the read was interrupted: its reader got a signal'));
+        return this.interruptible.get(a as number)?.abort(new FanoutError('ABORTED', 'the request was interrupted: its caller got a signal'));
       case OPS.RELEASE: {
         const reader = this.files.get(a as number);
         this.files.delete(a as number);
@@ -206,18 +207,18 @@ export class FanoutFs {
       case OPS.RETURNED:
         return this.offered.returned(a as number[]);
       case OPS.OPENDIR:
-        return this.answer(req, 'opendir', ino, () => this.opendir(req, ino));
+        return this.answer(req, 'opendir', ino, d, (signal) => this.opendir(req, ino, signal));
       case OPS.READDIR:
-        return this.answer(req, 'readdir', ino, () => this.readdir(req, a as number, b!, c!));
+        return this.answer(req, 'readdir', ino, d, () => this.readdir(req, a as number, b!, c!));
       case OPS.READDIRPLUS:
-        return this.answer(req, 'readdir', ino, () => this.readdirplus(req, a as number, b!, c!));
+        return this.answer(req, 'readdir', ino, d, () => this.readdirplus(req, a as number, b!, c!));
       case OPS.REPLIED:
         return this.replied(a as number);
       case OPS.RELEASEDIR:
         this.dirs.delete(a as number);
         return this.addon.replyError(req, 0);
       case OPS.STATFS:
-        return this.answer(req, 'statfs', ino, () => this.statfs(req));
+        return this.answer(req, 'statfs', ino, d, (signal) => this.statfs(req, signal));
       case OPS.EXITED:
         return this.exited?.(a as number);
       default:
@@ -225,9 +226,10 @@ export class FanoutFs {
     }
   };
 
-  private async lookup(req: FuseRequest, parentIno: number, name: string): Promise<void> {
+  private async lookup(req: FuseRequest, parentIno: number, name: string, signal?: AbortSignal): Promise<void> {
     const parent = this.node(parentIno);
-    const attrs = await this.meta.lookup(parent.path, name);
+    // Nothing is remembered for an interrupted lookup: the kernel takes no reference to forget.
+    const attrs = await untilAborted(this.meta.lookup(parent.path, name), signal);
     if (!attrs) {
       // A negative entry: the kernel remembers the name is missing for the TTL.
       return this.addon.replyEntry(req, 0, 0, 0, 0, 0, this.ttlSeconds);
@@ -237,9 +239,9 @@ export class FanoutFs {
     this.addon.replyEntry(req, node.ino, mode, size, mtimeMs, this.ttlSeconds, this.ttlSeconds);
   }
 
-  private async getattr(req: FuseRequest, ino: number): Promise<void> {
+  private async getattr(req: FuseRequest, ino: number, signal?: AbortSignal): Promise<void> {
     const node = this.node(ino);
-    const current = node.isDir ? { isDir: true, size: 0, mtimeMs: 0 } : await this.meta.attributes(node.path);
+    const current = node.isDir ? { isDir: true, size: 0, mtimeMs: 0 } : await untilAborted(this.meta.attributes(node.path), signal);
     // An inode whose path has moved on (or gone) stands for the version its readers opened: its own size and mtime.
     const own = node.version !== undefined && node.size !== undefined && current?.version !== node.version ? { isDir: false, size: node.size, mtimeMs: node.mtimeMs ?? 0 } : undefined;
     const attrs = own ?? current;
@@ -248,11 +250,12 @@ export class FanoutFs {
     this.addon.replyAttr(req, ino, mode, size, mtimeMs, this.ttlSeconds);
   }
 
-  private async open(req: FuseRequest, ino: number, flags: number): Promise<void> {
+  private async open(req: FuseRequest, ino: number, flags: number, signal?: AbortSignal): Promise<void> {
     const node = this.node(ino);
     if ((flags & O_ACCMODE) !== constants.O_RDONLY || flags & constants.O_TRUNC) return this.addon.replyError(req, errno.EROFS);
     if (node.isDir) return this.addon.replyError(req, errno.EISDIR);
-    const file = await this.meta.stat(node.path);
+    // An interrupted open registers no handle and starts no fetch (the kernel has no file to release).
+    const file = await untilAborted(this.meta.stat(node.path), signal);
     if (node.version === undefined) node.version = file.version;
     // The path is at another version than this inode's: ESTALE makes the kernel look the name up
     // again (open(2) retries a stale open once, revalidating) and open the new version's inode.
@@ -275,24 +278,14 @@ export class FanoutFs {
   }
 
   /**
-   * `interruptId` (nonzero): the addon tells of the kernel's FUSE_INTERRUPT for this read
-   * (OPS.INTERRUPTED). The read then stops waiting and is answered EINTR: the reader's Ctrl-C
-   * (or kill) takes effect now, not once its pages arrived or their deadline passed.
+   * `signal`: the kernel interrupted the read (its reader got a signal): it stops waiting and is
+   * answered EINTR (answer()), so the reader's Ctrl-C (or kill) takes effect now, not once its
+   * pages arrived or their deadline passed.
    */
-  private async read(req: FuseRequest, fh: number, offset: number, size: number, interruptId = 0): Promise<void> {
+  private async read(req: FuseRequest, fh: number, offset: number, size: number, signal?: AbortSignal): Promise<void> {
     const reader = this.files.get(fh);
     if (!reader) return this.addon.replyError(req, errno.EBADF);
-    const interrupt = interruptId ? new AbortController() : undefined;
-    if (interrupt) this.interruptible.set(interruptId, interrupt);
-    let result: ReadResult;
-    try {
-      result = await reader.read(offset, size, interrupt?.signal);
-    } catch (err) {
-      if (interrupt?.signal.aborted) return this.addon.replyError(req, errno.EINTR);
-      throw err;
-    } finally {
-      this.interruptible.delete(interruptId);
-    }
+    const result: ReadResult = await reader.read(offset, size, signal);
     const token = this.nextToken++;
     this.replies.set(token, result);
     try {
@@ -317,10 +310,10 @@ export class FanoutFs {
     return this.allowances.reads.inUse;
   }
 
-  private async opendir(req: FuseRequest, ino: number): Promise<void> {
+  private async opendir(req: FuseRequest, ino: number, signal?: AbortSignal): Promise<void> {
     const node = this.node(ino);
     if (!node.isDir) return this.addon.replyError(req, errno.ENOTDIR);
-    const entries = await this.meta.list(node.path);
+    const entries = await untilAborted(this.meta.list(node.path), signal);
     const listing: DirListing = { names: ['.', '..'], inos: [ino, ino], modes: [DIR_MODE, DIR_MODE], paths: ['', ''], sizes: [-1, -1], mtimes: [0, 0], versions: [undefined, undefined] };
     for (const entry of entries) {
       const path = node.path === '' ? entry.name : `${node.path}/${entry.name}`;
@@ -373,8 +366,8 @@ export class FanoutFs {
   }
 
   /** df: the cluster's capacity and free cache space. */
-  private async statfs(req: FuseRequest): Promise<void> {
-    const { totals } = await this.status.get('cluster', () => this.client.status());
+  private async statfs(req: FuseRequest, signal?: AbortSignal): Promise<void> {
+    const { totals } = await untilAborted(this.status.get('cluster', () => this.client.status()), signal);
     const blocks = Math.floor(totals.capacity / STATFS_BLOCK);
     const free = Math.max(0, Math.floor((totals.capacity - totals.used) / STATFS_BLOCK));
     // No inode count: the mount has no fixed number of them, and the inodes the kernel holds
@@ -392,9 +385,27 @@ export class FanoutFs {
     return { mode: attrs.isDir ? DIR_MODE : FILE_MODE, size: attrs.size, mtimeMs: attrs.mtimeMs || this.startedAt };
   }
 
-  /** Runs one request's handler; any error becomes its errno (EIO with a log line for cluster failures). */
-  private answer(req: FuseRequest, op: string, ino: number, handler: () => Promise<void>): void {
-    handler().catch((err: unknown) => {
+  /**
+   * Runs one request's handler; any error becomes its errno (EIO with a log line for cluster
+   * failures). `interruptId` (nonzero): the addon tells of the kernel's FUSE_INTERRUPT for the
+   * request (OPS.INTERRUPTED), which aborts the handler's signal; the handler stops waiting and
+   * the request is answered EINTR. Before, a `stat` or `ls` with a stopped worker stayed in D state
+   * until the request's deadline, Ctrl-C or not.
+   */
+  private answer(req: FuseRequest, op: string, ino: number, interruptId: number | undefined, handler: (signal?: AbortSignal) => Promise<void>): void {
+    const interrupt = interruptId ? new AbortController() : undefined;
+    if (interrupt) this.interruptible.set(interruptId!, interrupt);
+    const handled = handler(interrupt?.signal).finally(() => {
+      if (interrupt) this.interruptible.delete(interruptId!);
+    });
+    handled.catch((err: unknown) => {
+      if (interrupt?.signal.aborted) {
+        try {
+          return this.addon.replyError(req, errno.EINTR);
+        } catch {
+          return; // answered before the interrupt came
+        }
+      }
       const node = this.inodes.get(ino);
       if (node && isFanoutError(err, 'SOURCE_CHANGED')) this.meta.forget(node.path);
       const code = errnoFor(err);

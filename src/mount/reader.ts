@@ -4,6 +4,7 @@ import { pagesForRange } from '../core/pages.js';
 import { sliceChunks } from '../lib/cluster/index.js';
 import type { ByteBudget } from '../lib/transfer/index.js';
 
+import { untilAborted } from './abort.js';
 import type { Lease } from './pages.js';
 
 /** Where pages come from: the mount's leased pages (pages.ts: one fetch per page). */
@@ -49,17 +50,6 @@ export interface ReadResult {
 function giveBack(settled: PromiseSettledResult<Lease>[], room: (() => void) | undefined): void {
   for (const s of settled) if (s.status === 'fulfilled') s.value.release();
   room?.();
-}
-
-/** `promise`, or ABORTED as soon as `signal` aborts (the promise goes on; its result is the caller's to dispose of). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(abortError(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 /**

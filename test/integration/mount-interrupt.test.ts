@@ -100,3 +100,59 @@ describe('fanout mount, interrupted reads', () => {
     assert.doesNotMatch(mount.log, /dispatcher threw|read \/data\/big\.bin failed/);
   });
 });
+
+/**
+ * A `stat` and an `ls` blocked on the mount, the listing they need owned by a stopped worker, get
+ * Ctrl-C: the lookup and the opendir are interrupted as reads are, answered EINTR, and both
+ * commands exit by the signal now. Before, they stayed in D state until the listing's deadline
+ * (30 s first byte), longer than this test's timeout.
+ */
+describe('fanout mount, interrupted stats and listings', () => {
+  let source: string;
+  let work: string;
+  let worker: WorkerProcess;
+  let mount: MountProcess;
+  const commands: Reader[] = [];
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-intr-meta-src-'));
+    work = await mkdtemp(join(tmpdir(), 'fanout-intr-meta-'));
+    await mkdir(join(source, 'sub'));
+    await writeFile(join(source, 'sub/f.txt'), 'f\n');
+    worker = await WorkerProcess.start({ id: 'intr-meta', mounts: { data: source } });
+    await mkdir(join(work, 'mnt'));
+    // A long TTL: the kernel keeps what `ls data` told it (`sub` is a directory), so after the
+    // stop `ls data/sub` waits in opendir for sub's listing, and `stat data/sub/f.txt` in its lookup.
+    mount = await MountProcess.start(join(work, 'mnt'), worker.url, '--ttl', '10m');
+  });
+
+  after(async () => {
+    worker?.resume();
+    for (const r of commands) r.proc.kill('SIGKILL');
+    await mount?.signal('SIGTERM');
+    await forceUnmount(join(work, 'mnt'));
+    await worker?.destroy();
+    await rm(source, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('Ctrl-C of `stat` and `ls` waiting for a stopped worker ends them at once; the mount answers on', { timeout: 20_000 }, async () => {
+    const data = join(mount.mountpoint, 'data');
+    assert.equal((await sh('ls', [data])).code, 0); // listed before the stop: `sub` is known
+    worker.pause();
+    const ls = reader('ls', [join(data, 'sub')]);
+    const stat = reader('stat', [join(data, 'sub/f.txt')]);
+    commands.push(ls, stat);
+    await waitFor('ls and stat blocked on the mount', async () => (await waitingOnFuse(ls.proc.pid!)) && (await waitingOnFuse(stat.proc.pid!)));
+    for (const r of [ls, stat]) r.proc.kill('SIGINT');
+    assert.deepEqual(await ls.exited, { code: null, signal: 'SIGINT' });
+    assert.deepEqual(await stat.exited, { code: null, signal: 'SIGINT' });
+
+    worker.resume();
+    const listed = await sh('ls', [join(data, 'sub')]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.equal(listed.stdout.toString(), 'f.txt\n');
+    assert.equal((await sh('stat', [join(data, 'sub/f.txt')])).code, 0);
+    assert.doesNotMatch(mount.log, /dispatcher threw|failed: EIO/);
+  });
+});
