@@ -14,6 +14,7 @@ import { DirectoryPrefetch } from './prefetch.js';
 import { MountPages, type Lease } from './pages.js';
 import { FileReader, type ReadResult } from './reader.js';
 import { untilAborted } from './abort.js';
+import { ReadRoom } from './readroom.js';
 import { ByteBudget } from '../lib/transfer/index.js';
 
 const { errno } = os;
@@ -106,7 +107,7 @@ export class FanoutFs {
   private readonly held: HeldFiles;
   private readonly offered: OfferedPages;
   /** What all readers may hold: first pages of files not read yet, pages fetched ahead, and pages reads fetch themselves. */
-  private readonly allowances: { starts: ByteBudget; ahead: ByteBudget; reads: ByteBudget };
+  private readonly allowances: { starts: ByteBudget; ahead: ByteBudget; reads: ReadRoom };
   private session: FuseSession | undefined;
   /** Requests in progress the kernel may interrupt, by interrupt id (OPS.INTERRUPTED aborts them). */
   private readonly interruptible = new Map<number, AbortController>();
@@ -132,7 +133,7 @@ export class FanoutFs {
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();
     this.pages = new MountPages(client, pageSize, options.cacheBytes ?? 16 * 1024 * 1024);
-    this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(options.aheadBytes ?? AHEAD_BYTES), reads: new ByteBudget(options.readBytes ?? READ_BYTES) };
+    this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(options.aheadBytes ?? AHEAD_BYTES), reads: new ReadRoom(options.readBytes ?? READ_BYTES) };
     this.held = new HeldFiles(addon, this.pages, this.inodes, this.meta, {
       pageSize,
       attrTimeoutS: this.ttlSeconds,

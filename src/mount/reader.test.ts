@@ -5,6 +5,7 @@ import { FanoutError } from '../core/errors.js';
 import { MountPages } from './pages.js';
 import { ByteBudget } from '../lib/transfer/index.js';
 import { FileReader, type PageSource } from './reader.js';
+import { ReadRoom } from './readroom.js';
 
 const PAGE = 10;
 const content = Buffer.from(Array.from({ length: 95 }, (_, i) => i));
@@ -231,7 +232,7 @@ const readAndSend = async (reader: FileReader, offset: number, length: number) =
 
 test('pages reads fetch themselves are bounded mount-wide: more concurrent reads of distinct pages than the bound wait their turn, and all get their bytes', async () => {
   const gated = gatedSource();
-  const reads = new ByteBudget(3 * PAGE);
+  const reads = new ReadRoom(3 * PAGE);
   const readers = Array.from({ length: 12 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
   // Every reader at its own page (an mmap'ed index looked up by many processes): 12 pages wanted at once.
   await drive(gated, readers.map((reader, i) => readAndSend(reader, (i % 9) * PAGE + 3, 4)));
@@ -243,7 +244,7 @@ test('pages reads fetch themselves are bounded mount-wide: more concurrent reads
 
 test('a read spanning two pages takes room for both at once, so reads waiting for room never hold part of it (no deadlock)', async () => {
   const gated = gatedSource();
-  const reads = new ByteBudget(3 * PAGE);
+  const reads = new ReadRoom(3 * PAGE);
   const readers = Array.from({ length: 8 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
   await drive(gated, readers.map((reader, i) => readAndSend(reader, (i % 8) * PAGE + 5, PAGE)));
   assert.ok(gated.peakHeld <= 3 * PAGE, `${gated.peakHeld} bytes of pages held at once, bound ${3 * PAGE}`);
@@ -252,7 +253,7 @@ test('a read spanning two pages takes room for both at once, so reads waiting fo
 
 test('a read of pages already in memory (held by another read, or kept) costs no room, and does not wait', async () => {
   const gated = gatedSource(4 * PAGE);
-  const reads = new ByteBudget(PAGE);
+  const reads = new ReadRoom(PAGE);
   const first = new FileReader(file, gated.source, PAGE, 0, undefined, { reads });
   const holding = first.read(20, 5);
   await turns(2);
@@ -270,7 +271,7 @@ test('a read of pages already in memory (held by another read, or kept) costs no
   for (const lease of [...held.leases, ...result.leases]) lease.release();
   held.room?.();
   // Kept with no lease (--cache): a later read finds it without room or a fetch.
-  const hold = await reads.acquire(PAGE);
+  const hold = await reads.budget.acquire(PAGE);
   const kept = await second.read(20, 2);
   assert.deepEqual(Buffer.concat(kept.chunks), content.subarray(20, 22));
   assert.equal(gated.fetches, 1);
@@ -279,7 +280,7 @@ test('a read of pages already in memory (held by another read, or kept) costs no
 });
 
 test('a failed fetch gives its room back, and the next read goes ahead', async () => {
-  const reads = new ByteBudget(PAGE);
+  const reads = new ReadRoom(PAGE);
   let failing = true;
   const pages = new MountPages(
     {
@@ -305,7 +306,7 @@ test('a failed fetch gives its room back, and the next read goes ahead', async (
 
 test('a read larger than the whole bound still goes (alone), and the reads behind it follow', async () => {
   const gated = gatedSource();
-  const reads = new ByteBudget(PAGE / 2);
+  const reads = new ReadRoom(PAGE / 2);
   const readers = Array.from({ length: 3 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
   await drive(gated, readers.map((reader) => readAndSend(reader, 5, 3 * PAGE)));
   assert.ok(gated.peakHeld <= 4 * PAGE, `${gated.peakHeld} bytes held: one read's 4 pages at a time`);
@@ -315,7 +316,7 @@ test('a read larger than the whole bound still goes (alone), and the reads behin
 test('the window keeps a read\'s page only within the ahead allowance: open files read once and left open do not each hold a page', async () => {
   const gated = gatedSource();
   const ahead = new ByteBudget(2 * PAGE);
-  const reads = new ByteBudget(2 * PAGE);
+  const reads = new ReadRoom(2 * PAGE);
   const readers = Array.from({ length: 6 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 4, undefined, { ahead, reads }));
   await drive(gated, readers.map((reader) => readAndSend(reader, 50, 4)));
   const { pages, idlePages } = gated.pages.stats();
@@ -328,7 +329,7 @@ test('the window keeps a read\'s page only within the ahead allowance: open file
 
 test('an interrupted read stops waiting for its page at once; the fetch goes on for another reader of the page, and the room comes back when it ends', async () => {
   const gated = gatedSource();
-  const reads = new ByteBudget(3 * PAGE);
+  const reads = new ReadRoom(3 * PAGE);
   const interrupted = new FileReader(file, gated.source, PAGE, 0, undefined, { reads });
   const other = new FileReader(file, gated.source, PAGE, 0, undefined, { reads });
   const interrupt = new AbortController();
@@ -353,7 +354,7 @@ test('an interrupted read stops waiting for its page at once; the fetch goes on 
 
 test('an interrupted read waiting for room leaves the queue holding nothing; the reads behind it go on', async () => {
   const gated = gatedSource();
-  const reads = new ByteBudget(PAGE);
+  const reads = new ReadRoom(PAGE);
   const readers = Array.from({ length: 3 }, (_, i) => new FileReader({ ...file, path: `f${i}.bin` }, gated.source, PAGE, 0, undefined, { reads }));
   const first = readAndSend(readers[0]!, 5, 2);
   const interrupt = new AbortController();
@@ -383,4 +384,57 @@ test('10,000 files opened past the first-pages allowance start a bounded number 
   assert.equal(gated.fetches, 66);
   await drive(gated, [reading]);
   for (const reader of readers) reader.close();
+});
+
+test('two reads of one page starting at once take room for it once: a read of another page fetches at once', async () => {
+  const gated = gatedSource();
+  const reads = new ReadRoom(2 * PAGE);
+  // Two opens of one file (two processes), and a third file.
+  const [a, b, c] = ['x.bin', 'x.bin', 'y.bin'].map((path) => new FileReader({ ...file, path }, gated.source, PAGE, 0, undefined, { reads }));
+  const both = [readAndSend(a!, 3, 4), readAndSend(b!, 5, 4)];
+  await turns(4);
+  assert.equal(reads.inUse, PAGE, 'one page on its way holds room once');
+  const other = readAndSend(c!, PAGE + 1, 4);
+  await turns(4);
+  assert.equal(gated.waiting, 2, 'the read of another page is fetching, not waiting for room');
+  await drive(gated, [...both, other]);
+  assert.equal(reads.inUse, 0);
+});
+
+test('a read of a page another read waits for room for waits for that room, takes none, and is answered with it', async () => {
+  const gated = gatedSource();
+  const reads = new ReadRoom(PAGE);
+  const hold = await reads.budget.acquire(PAGE); // the bound is in use: reads queue
+  const [a, b] = ['x.bin', 'x.bin'].map((path) => new FileReader({ ...file, path }, gated.source, PAGE, 0, undefined, { reads }));
+  const both = Promise.all([a!.read(3, 4), b!.read(5, 4)]);
+  await turns(4);
+  hold();
+  await turns(4);
+  assert.equal(reads.inUse, PAGE, 'room for the page once');
+  assert.equal(gated.waiting, 1);
+  gated.finishOne();
+  const answered = await Promise.race([both.then(() => 'both'), turns(20).then(() => 'waiting')]);
+  assert.equal(answered, 'both', 'the second read does not wait for the first to give its room back');
+  for (const result of await both) {
+    for (const lease of result.leases) lease.release();
+    result.room?.();
+  }
+  assert.equal(reads.inUse, 0);
+});
+
+test('when the read that waits for room for a page is interrupted, a read that joined its wait takes the room itself', async () => {
+  const gated = gatedSource();
+  const reads = new ReadRoom(PAGE);
+  const hold = await reads.budget.acquire(PAGE);
+  const [a, b] = ['x.bin', 'x.bin'].map((path) => new FileReader({ ...file, path }, gated.source, PAGE, 0, undefined, { reads }));
+  const interrupt = new AbortController();
+  const first = a!.read(3, 4, interrupt.signal);
+  const second = readAndSend(b!, 5, 4);
+  await turns(4);
+  interrupt.abort();
+  await assert.rejects(first, { code: 'ABORTED' });
+  hold();
+  await drive(gated, [second]);
+  assert.equal(gated.fetches, 1);
+  assert.equal(reads.inUse, 0);
 });

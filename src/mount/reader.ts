@@ -3,6 +3,7 @@ import { abortError } from '../core/errors.js';
 import { pagesForRange } from '../core/pages.js';
 import { sliceChunks } from '../lib/cluster/index.js';
 import type { ByteBudget } from '../lib/transfer/index.js';
+import { roomKey, type ReadRoom, type RoomPage } from './readroom.js';
 
 import { untilAborted } from './abort.js';
 import type { Lease } from './pages.js';
@@ -34,8 +35,9 @@ export interface ReaderAllowances {
    * until its reply is sent. Waited for (ByteBudget.acquire): a read cannot be refused, so past
    * the bound reads queue instead of each fetching a page (found by a fault hunt: N readers of
    * distinct files held N × 1–2 pages). A waiting read holds nothing, so no wait can deadlock.
+   * A page on its way holds room once, whatever the reads that want it (readroom.ts).
    */
-  reads?: ByteBudget;
+  reads?: ReadRoom;
 }
 
 /** A read's bytes, and the pages they are views of: release them (and `room`) once the bytes are sent. */
@@ -100,8 +102,7 @@ export class FileReader {
     this.advance(first, last);
     for (let index = first; index <= last; index++) this.keep(index);
     // All the pages this read fetches at once, or none: never a part held while waiting for the rest.
-    const missing = this.missingBytes(first, last);
-    const room = missing > 0 ? await this.allowances.reads!.acquire(missing, signal) : undefined;
+    const room = this.allowances.reads ? await this.allowances.reads.take(() => this.missingPages(first, last), signal) : undefined;
     if (signal?.aborted) {
       room?.();
       throw abortError(signal);
@@ -196,14 +197,13 @@ export class FileReader {
     this.page(index);
   }
 
-  /** Bytes of pages in [first, last] that a read would have to fetch itself (0 without a `reads` allowance). */
-  private missingBytes(first: number, last: number): number {
-    if (!this.allowances.reads) return 0;
-    let bytes = 0;
+  /** Pages in [first, last] that a read would have to fetch itself (neither in the window nor in the mount's pages). */
+  private missingPages(first: number, last: number): RoomPage[] {
+    const pages: RoomPage[] = [];
     for (let index = first; index <= last; index++) {
-      if (!this.held.has(index) && !this.source.has?.(this.file, index)) bytes += this.pageBytes(index);
+      if (!this.held.has(index) && !this.source.has?.(this.file, index)) pages.push({ key: roomKey(this.file, index), bytes: this.pageBytes(index) });
     }
-    return bytes;
+    return pages;
   }
 
   private pageBytes(index: number): number {
