@@ -114,6 +114,8 @@ export class FanoutFs {
   /** Read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, ReadResult>();
   private nextToken = 1;
+  /** The cluster page size a change to was logged (pageSizeChanged()), to log it once. */
+  private pageSizeReported: number | undefined;
   private readonly ttlSeconds: number;
   private readonly startedAt: number;
   private nextHandle = 1;
@@ -286,7 +288,7 @@ export class FanoutFs {
   private async read(req: FuseRequest, fh: number, offset: number, size: number, signal?: AbortSignal): Promise<void> {
     const reader = this.files.get(fh);
     if (!reader) return this.addon.replyError(req, errno.EBADF);
-    const result: ReadResult = await reader.read(offset, size, signal);
+    const result: ReadResult = await reader.read(offset, size, signal).catch((err: unknown) => this.pageSizeChanged(err));
     const token = this.nextToken++;
     this.replies.set(token, result);
     try {
@@ -295,6 +297,28 @@ export class FanoutFs {
       this.replied(token);
       throw err;
     }
+  }
+
+  /**
+   * Rethrows a read's failure; a page refused for its page size (PAGE_SIZE_MISMATCH) because the
+   * cluster's workers restarted with another pageSize since the mount started is said to be
+   * that, with what to do: every page this mount knows (its reader windows, kept pages, pages
+   * offered to the addon, the kernel's page cache) is counted in its own page size, so it
+   * cannot follow without a remount. Pages it holds are still served (their bytes are right:
+   * pages are keyed by file version); pages it lacks fail, never read in the wrong size. Before,
+   * the log said "every worker of a cluster needs the same pageSize", as for a mixed cluster.
+   */
+  private async pageSizeChanged(err: unknown): Promise<never> {
+    if (!isFanoutError(err, 'PAGE_SIZE_MISMATCH')) throw err;
+    let info = await this.client.cluster().catch(() => undefined);
+    if (info?.pageSize === this.pageSize) info = await this.client.cluster(true).catch(() => undefined);
+    if (!info || info.pageSize === this.pageSize) throw err; // a cluster mixing page sizes: the worker's own words
+    const message = `the cluster's pageSize is now ${info.pageSize} bytes, this mount counts pages of ${this.pageSize} (the workers restarted with another pageSize after it was mounted): remount it (fusermount3 -u the mount point, then fanout mount again) to read pages it does not hold`;
+    if (this.pageSizeReported !== info.pageSize) {
+      this.pageSizeReported = info.pageSize;
+      this.options.log.warn({ code: 'PAGE_SIZE_MISMATCH', mountPageSize: this.pageSize, clusterPageSize: info.pageSize }, message);
+    }
+    throw new FanoutError('PAGE_SIZE_MISMATCH', message, { cause: err });
   }
 
   /** The kernel has the bytes of a read reply: its pages may be reused. */
