@@ -28,7 +28,7 @@ export const OPS = {
   SERVED: 16,
   /** Not a kernel request: withdrawn offered pages no FUSE thread writes from any more; `a` is the array of their offer ids. */
   RETURNED: 17,
-  /** Not a kernel request: the reader of the read with interrupt id `a` got a signal (FUSE_INTERRUPT): answer it EINTR. */
+  /** Not a kernel request: the caller of the request with interrupt id `a` got a signal (FUSE_INTERRUPT): answer it EINTR. */
   INTERRUPTED: 18,
 } as const;
 
@@ -73,8 +73,9 @@ export type FuseSession = { readonly __brand: 'FuseSession' };
 
 /**
  * dispatch(op, req, ino, ...args):
- * LOOKUP name · FORGET nlookup · OPEN flags · READ fh, offset, size, interrupt id (0 or absent: not
- * interruptible) · READDIR/READDIRPLUS fh, offset, size ·
+ * LOOKUP name · FORGET nlookup · OPEN flags · READ fh, offset, size · READDIR/READDIRPLUS fh, offset, size ·
+ * the interrupt id of LOOKUP, GETATTR, OPEN, READ, OPENDIR and STATFS is the last argument, `d`
+ * (0 or absent: not interruptible) ·
  * RELEASE/RELEASEDIR fh · EXITED status · REPLIED token · OPENED_HELD (nothing more) ·
  * LOOKED_UP_HELD name, parent ino · SERVED fh, offset, size · RETURNED offer ids · INTERRUPTED interrupt id
  * (req undefined for FORGET, EXITED, REPLIED, SERVED, RETURNED, INTERRUPTED and the *_HELD notes).
