@@ -67,10 +67,7 @@ export class ReadRoom {
     };
     let release: () => void;
     try {
-      release = await this.budget.acquire(
-        pages.reduce((sum, p) => sum + p.bytes, 0),
-        signal,
-      );
+      release = await this.budget.acquire(pages.reduce((sum, p) => sum + p.bytes, 0), signal);
     } catch (err) {
       forget(); // the reads waiting on it look again, and one of them takes the room
       settle();
