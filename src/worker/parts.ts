@@ -64,10 +64,11 @@ export function openMounts(config: WorkerConfig, clusterId: string): Map<string,
   const mounts = new Map<string, Ufs>();
   for (const name of Object.keys(config.mounts)) {
     const { uri, versioning, token, ca } = mountSpec(config, name);
-    const { sourceConnect, sourceFirstByte, sourceIdle } = config.timeouts;
-    const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle };
+    const { sourceConnect, sourceFirstByte, sourceIdle, sourceList } = config.timeouts;
+    const deadlines = { connectMs: sourceConnect, firstByteMs: sourceFirstByte, idleMs: sourceIdle, listMs: sourceList };
     const cluster = { clusterId, pageSize: config.pageSize, token, ca };
-    const ufs = openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines, cluster });
+    const maxListEntries = config.limits.sourceListEntries;
+    const ufs = openUfs(uri, config.s3, { label: `/${name}`, versioning, deadlines, cluster, maxListEntries });
     if (ufs instanceof FanoutUfs) refuseOwnAddresses(config, name, ufs.address.endpoints);
     mounts.set(name, ufs);
   }

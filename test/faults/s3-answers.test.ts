@@ -47,6 +47,41 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     assert.equal(s3.counters.lists - before, 2, 'the page with the repeated token is the last one asked for');
   });
 
+  test('a listing that hands out a fresh token with every page for ever is SOURCE_ERROR past its entry bound, not followed for ever', { timeout: 30_000 }, async () => {
+    s3.behave({ listing: 'endless' });
+    const bounded = new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
+      label: '/s3data',
+      maxListEntries: 50,
+    });
+    try {
+      const before = s3.counters.lists;
+      await assert.rejects(
+        bounded.list('dir'),
+        (err: { code?: string; message: string }) =>
+          err.code === 'SOURCE_ERROR' && /^\/s3data\/dir: the S3 server's listing goes on past 50 entries \(51 pages/.test(err.message) && /limits\.sourceListEntries/.test(err.message),
+      );
+      assert.equal(s3.counters.lists - before, 51, 'the page past the bound is the last one asked for');
+    } finally {
+      await bounded.close();
+    }
+  });
+
+  test('a listing of empty pages with fresh tokens for ever is SOURCE_ERROR at the whole listing\'s deadline', { timeout: 30_000 }, async () => {
+    s3.behave({ listing: 'endless-empty' });
+    const bounded = new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
+      label: '/s3data',
+      deadlines: { listMs: 1500 },
+    });
+    try {
+      await assert.rejects(
+        bounded.list('dir'),
+        (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /^\/s3data\/dir: the S3 server's listing did not end within 1500 ms \(timeouts\.sourceList/.test(err.message),
+      );
+    } finally {
+      await bounded.close();
+    }
+  });
+
   test('a listing said to be truncated with no token to go on is SOURCE_ERROR, not a part of the directory passed off as all', async () => {
     s3.behave({ listing: 'no-token' });
     await assert.rejects(ufs.list('dir'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /truncated but gives no NextContinuationToken/.test(err.message));
@@ -101,7 +136,8 @@ describe('a worker over an S3 server whose listing loops', () => {
       id: 's3-answers',
       mounts: { s3m: 's3://b' },
       s3: { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' },
-      timeouts: { sourceConnect: '3s', sourceFirstByte: '3s', sourceIdle: '3s' },
+      timeouts: { sourceConnect: '3s', sourceFirstByte: '3s', sourceIdle: '3s', sourceList: '20s' },
+      limits: { sourceListEntries: 40 },
     });
   });
   after(async () => {
@@ -119,6 +155,19 @@ describe('a worker over an S3 server whose listing loops', () => {
     await assertAlive(worker);
     s3.behave({});
     const listed = await get(`${worker.url}/v1/list/s3m/other`);
+    assert.equal(listed.status, 200, listed.message);
+  });
+
+  test('/v1/list of a listing with fresh tokens for ever answers SOURCE_ERROR naming limits.sourceListEntries, and the worker stays up', { timeout: 60_000 }, async () => {
+    s3.behave({ listing: 'endless' });
+    const before = s3.counters.lists;
+    const answer = await get(`${worker.url}/v1/list/s3m/endless`);
+    assertFailed(answer, 'SOURCE_ERROR');
+    assert.match(answer.message ?? '', /past 40 entries .*limits\.sourceListEntries/);
+    assert.equal(s3.counters.lists - before, 41);
+    await assertAlive(worker);
+    s3.behave({});
+    const listed = await get(`${worker.url}/v1/list/s3m/other2`);
     assert.equal(listed.status, 200, listed.message);
   });
 });

@@ -18,9 +18,10 @@ export interface S3Behaviour {
   /**
    * 'loop': every page is truncated with the same NextContinuationToken; 'no-token': truncated, no
    * token; 'ignores-prefix': one page with keys outside the asked prefix too (`k0.bin`, `{prefix without its slash}k.bin`,
-   * a common prefix `other/`) besides `{prefix}in.bin`.
+   * a common prefix `other/`) besides `{prefix}in.bin`; 'endless': every page truncated with a
+   * fresh token (`page-N+1`), one new key each; 'endless-empty': the same with no keys at all.
    */
-  listing?: 'loop' | 'no-token' | 'ignores-prefix';
+  listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty';
   /** Pages of a well-behaved listing (default 3). */
   pages?: number;
   /** HeadObject answers 200 with this Content-Length (and an ETag), whatever the key. */
@@ -97,13 +98,15 @@ export class MisbehavingS3 {
     const page = Number(url.searchParams.get('continuation-token')?.replace('page-', '') ?? 0);
     const pages = this.behaviour.pages ?? 3;
     let next = '';
-    if (this.behaviour.listing === 'loop') next = '<IsTruncated>true</IsTruncated><NextContinuationToken>page-1</NextContinuationToken>';
+    const endless = this.behaviour.listing === 'endless' || this.behaviour.listing === 'endless-empty';
+    if (endless) next = `<IsTruncated>true</IsTruncated><NextContinuationToken>page-${page + 1}</NextContinuationToken>`;
+    else if (this.behaviour.listing === 'loop') next = '<IsTruncated>true</IsTruncated><NextContinuationToken>page-1</NextContinuationToken>';
     else if (this.behaviour.listing === 'no-token') next = '<IsTruncated>true</IsTruncated>';
     else if (page + 1 < pages) next = `<IsTruncated>true</IsTruncated><NextContinuationToken>page-${page + 1}</NextContinuationToken>`;
     else next = '<IsTruncated>false</IsTruncated>';
     const ignoresPrefix = this.behaviour.listing === 'ignores-prefix';
     if (ignoresPrefix) next = '<IsTruncated>false</IsTruncated>';
-    const keys = ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}.bin`];
+    const keys = this.behaviour.listing === 'endless-empty' ? [] : ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}.bin`];
     const prefixes = ignoresPrefix ? ['other/'] : [];
     res.writeHead(200, { 'content-type': 'application/xml' });
     res.end(

@@ -173,6 +173,8 @@ export const limitsSchema = z
     fillsPerMount: z.number().int().min(1).default(8),
     /** Page buffers lent to responses at once (hits and /v1/data pages). */
     responseMemory: size.refine((v) => v >= 1024 * 1024, { message: 'responseMemory must be at least 1MiB' }).default('128MiB'),
+    /** Entries one directory listing of a source may gather (S3: keys and common prefixes of every page); past it SOURCE_ERROR. */
+    sourceListEntries: z.number().int().min(1).default(1_000_000),
   })
   .strict();
 
@@ -270,6 +272,8 @@ export const workerConfigSchema = z
         sourceConnect: duration.default('5s'),
         sourceFirstByte: duration.default('30s'),
         sourceIdle: duration.default('30s'),
+        // A whole directory listing, every page together (an S3 server may hand out pages for ever).
+        sourceList: duration.default('10m'),
         // Page requests to other workers (connecting, until the response headers, silence
         // between body chunks); a timeout counts as the peer being unavailable.
         peerConnect: duration.default('5s'),

@@ -12,6 +12,16 @@ test('source deadlines default to 5s connect, 30s first byte, 30s idle, and acce
   assert.equal(set.timeouts.sourceConnect, 5000);
 });
 
+test('a whole source listing is bounded by default (10 minutes, a million entries), and both bounds can be set', () => {
+  const defaults = parseWorkerConfig({ id: 'w' });
+  assert.equal(defaults.timeouts.sourceList, 600_000);
+  assert.equal(defaults.limits.sourceListEntries, 1_000_000);
+  const set = parseWorkerConfig({ id: 'w', timeouts: { sourceList: '30m' }, limits: { sourceListEntries: 5_000_000 } });
+  assert.equal(set.timeouts.sourceList, 1_800_000);
+  assert.equal(set.limits.sourceListEntries, 5_000_000);
+  assert.throws(() => parseWorkerConfig({ id: 'w', limits: { sourceListEntries: 0 } }), /limits\.sourceListEntries/);
+});
+
 test('a mount may set versioning strict or weak; anything else is invalid config', () => {
   const config = parseWorkerConfig({ id: 'w', mounts: { web: { uri: 'http://127.0.0.1:1/', versioning: 'weak' }, plain: 'http://127.0.0.1:1/' } });
   assert.equal(mountSpec(config, 'web').versioning, 'weak');

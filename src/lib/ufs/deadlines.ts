@@ -4,9 +4,11 @@ import type { SourceDeadlines } from './types.js';
 /**
  * Defaults a user need not tune: 5 s to connect is generous on any network a cache sits on,
  * and 30 s without the first byte or without progress means a source that is down, not slow
- * (an S3 GET of a cold object answers in well under a second).
+ * (an S3 GET of a cold object answers in well under a second). A whole listing gets 10 minutes:
+ * S3 lists 1,000 keys a page in well under a second, so a million-object directory lists in a
+ * few minutes.
  */
-export const DEFAULT_DEADLINES: SourceDeadlines = { connectMs: 5_000, firstByteMs: 30_000, idleMs: 30_000 };
+export const DEFAULT_DEADLINES: SourceDeadlines = { connectMs: 5_000, firstByteMs: 30_000, idleMs: 30_000, listMs: 600_000 };
 
 /**
  * Bytes a streaming body must deliver within each idle window. Resetting the window on any
@@ -20,6 +22,7 @@ export function resolveDeadlines(partial: Partial<SourceDeadlines> = {}): Source
     connectMs: partial.connectMs ?? DEFAULT_DEADLINES.connectMs,
     firstByteMs: partial.firstByteMs ?? DEFAULT_DEADLINES.firstByteMs,
     idleMs: partial.idleMs ?? DEFAULT_DEADLINES.idleMs,
+    listMs: partial.listMs ?? DEFAULT_DEADLINES.listMs,
   };
 }
 

@@ -14,6 +14,7 @@ import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 
 import { remoteRangeStream } from './remoterange.js';
 import { S3AnswerTooLarge, boundS3Answers } from './s3answers.js';
+import { DEFAULT_MAX_LIST_ENTRIES, ListingBudget, nextPageToken } from './s3listing.js';
 import { refusedRange } from './validators.js';
 import type { S3SourceOptions, SourceDeadlines, SourceOptions, Ufs } from './types.js';
 import { addressableSize, changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion, sizeMtimeVersion } from './util.js';
@@ -53,6 +54,7 @@ export class S3Ufs implements Ufs {
   private readonly ownsClient: boolean;
   private readonly deadlines: SourceDeadlines;
   private readonly label: string | undefined;
+  private readonly maxListEntries: number;
   /** "key\0version" → size, from stats: a Content-Range total that differs is another object. */
   private readonly knownSizes = new Map<string, number>();
 
@@ -63,6 +65,7 @@ export class S3Ufs implements Ufs {
     this.base = trimmed ? `${trimmed}/` : '';
     this.deadlines = resolveDeadlines(source.deadlines);
     this.label = source.label?.replace(/\/+$/, '');
+    this.maxListEntries = source.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
     this.client = client ?? new S3Client(s3ClientConfig(options, this.deadlines));
     this.ownsClient = !client;
     boundS3Answers(this.client);
@@ -98,36 +101,42 @@ export class S3Ufs implements Ufs {
     let sawAnything = false;
     let token: string | undefined;
     const seenTokens = new Set<string>();
-    do {
-      let out: ListObjectsV2CommandOutput;
-      try {
-        const page = token;
-        out = await withDeadline(this.deadlines.firstByteMs, this.describe(dir), signal, (sig) =>
-          this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: page }), opts(sig)),
-        );
-      } catch (err) {
-        throw this.mapError(err, dir, signal);
-      }
-      // A key or prefix not under the one asked for (a server that ignores Prefix) is not in this
-      // directory: cut by the prefix's length it became another name ("abcdx.bin" listed "dir/" as x.bin).
-      for (const p of out.CommonPrefixes ?? []) {
-        if (!p.Prefix?.startsWith(prefix)) continue;
-        const name = p.Prefix.slice(prefix.length, -1);
-        sawAnything = true;
-        if (name) entries.push({ name, type: 'dir' });
-      }
-      for (const o of out.Contents ?? []) {
-        if (!o.Key?.startsWith(prefix)) continue;
-        sawAnything = true;
-        const name = o.Key.slice(prefix.length);
-        // Skips the "dir/" marker objects some tools create, and keys that are not one level down.
-        if (!name || name.includes('/')) continue;
-        const size = o.Size ?? 0;
-        const mtimeMs = o.LastModified?.getTime() ?? 0;
-        entries.push({ name, type: 'file', size, mtimeMs, version: strongEtag(o.ETag) ?? sizeMtimeVersion(size, mtimeMs) });
-      }
-      token = nextPageToken(out, seenTokens, this.describe(dir));
-    } while (token);
+    const budget = new ListingBudget(this.describe(dir), this.maxListEntries, this.deadlines.listMs, signal);
+    try {
+      do {
+        let out: ListObjectsV2CommandOutput;
+        try {
+          const page = token;
+          out = await withDeadline(this.deadlines.firstByteMs, this.describe(dir), budget.signal, (sig) =>
+            this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: page }), opts(sig)),
+          );
+        } catch (err) {
+          throw this.mapError(err, dir, budget.signal);
+        }
+        budget.charge((out.CommonPrefixes?.length ?? 0) + (out.Contents?.length ?? 0));
+        // A key or prefix not under the one asked for (a server that ignores Prefix) is not in this
+        // directory: cut by the prefix's length it became another name ("abcdx.bin" listed "dir/" as x.bin).
+        for (const p of out.CommonPrefixes ?? []) {
+          if (!p.Prefix?.startsWith(prefix)) continue;
+          const name = p.Prefix.slice(prefix.length, -1);
+          sawAnything = true;
+          if (name) entries.push({ name, type: 'dir' });
+        }
+        for (const o of out.Contents ?? []) {
+          if (!o.Key?.startsWith(prefix)) continue;
+          sawAnything = true;
+          const name = o.Key.slice(prefix.length);
+          // Skips the "dir/" marker objects some tools create, and keys that are not one level down.
+          if (!name || name.includes('/')) continue;
+          const size = o.Size ?? 0;
+          const mtimeMs = o.LastModified?.getTime() ?? 0;
+          entries.push({ name, type: 'file', size, mtimeMs, version: strongEtag(o.ETag) ?? sizeMtimeVersion(size, mtimeMs) });
+        }
+        token = nextPageToken(out, seenTokens, this.describe(dir));
+      } while (token);
+    } finally {
+      budget.done();
+    }
     if (!sawAnything && dir !== '') {
       // Nothing under "dir/": either dir is an object, or it does not exist.
       const isFile = await this.stat(dir, signal).then(
@@ -313,25 +322,6 @@ export class S3Ufs implements Ufs {
     const detail = [e.name, status && `HTTP ${status}`, e.message].filter(Boolean).join(', ');
     return new FanoutError('SOURCE_ERROR', `${what}: S3 request failed (${detail})`, { cause: err });
   }
-}
-
-/**
- * The token of the listing's next page, or undefined after the last. A server whose listing
- * never ends is refused rather than followed: a token it gave before (a loop) kept a worker
- * asking for the same page thousands of times a second, its listing growing without bound, and
- * "truncated" with no token to go on would pass a part of the directory off as all of it.
- */
-function nextPageToken(out: ListObjectsV2CommandOutput, seen: Set<string>, what: string): string | undefined {
-  if (!out.IsTruncated) return undefined;
-  const token = out.NextContinuationToken;
-  if (!token) {
-    throw new FanoutError('SOURCE_ERROR', `${what}: the S3 server says its listing is truncated but gives no NextContinuationToken to go on`);
-  }
-  if (seen.has(token)) {
-    throw new FanoutError('SOURCE_ERROR', `${what}: the S3 server's listing loops (continuation token ${JSON.stringify(token.slice(0, 80))} came back after ${seen.size} pages)`);
-  }
-  seen.add(token);
-  return token;
 }
 
 function opts(signal?: AbortSignal): { abortSignal?: AbortSignal } {

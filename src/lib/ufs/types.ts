@@ -89,6 +89,8 @@ export interface SourceDeadlines {
   firstByteMs: number;
   /** While a body streams: a window in which the source must make progress (see deadlines.ts). */
   idleMs: number;
+  /** A whole listing of one directory, every page together (S3: a server may hand out new pages for ever). */
+  listMs: number;
 }
 
 /** What a mount tells its source beyond the URI. */
@@ -100,6 +102,8 @@ export interface SourceOptions {
   label?: string;
   versioning?: Versioning;
   deadlines?: Partial<SourceDeadlines>;
+  /** Entries one listing may gather (S3: keys and common prefixes of every page); 0 = no bound. Default s3listing.ts. */
+  maxListEntries?: number;
   /** For fanout:// sources: the reading cluster's facts and the credentials for the remote one. */
   cluster?: RemoteSourceOptions;
 }
