@@ -175,6 +175,47 @@ describe('a worker over a misbehaving HTTP origin', () => {
     assert.ok(origin.counters.log.filter((r) => r.path === path.slice('/web/'.length)).every((r) => r.acceptEncoding === 'identity'));
   });
 
+  test('a proxy that gzips answers against Accept-Encoding: identity fails reads with SOURCE_ERROR naming the coding and the fix, not SOURCE_CHANGED', async () => {
+    const { data, path } = await fresh();
+    origin.behave({ compresses: 'ignoring-identity' });
+    const v = await version(path);
+    const whole = await get(`${worker.url}/v1/data${path}`);
+    assertFailed(whole, 'SOURCE_ERROR');
+    assert.match(whole.message ?? '', /^\/web\/f\d+\.bin: the source answered a range read with Content-Encoding: gzip although fanout asked for the file as stored \(Accept-Encoding: identity\)/);
+    assert.match(whole.message ?? '', /Turn its compression off/);
+    const one = await page(worker, path, v, size, 2);
+    assertFailed(one, 'SOURCE_ERROR');
+    assert.match(one.message ?? '', /Content-Encoding: gzip/);
+    await assertAlive(worker);
+    origin.normal();
+    await assertReadsCorrectly(path, data);
+  });
+
+  test('a file stored compressed (Content-Encoding: gzip on HEAD and GET alike, as a .tar.gz is served) is read as stored', async () => {
+    const { name, data, path } = await fresh();
+    origin.behave({ storedCoding: 'gzip' }, name);
+    const answer = await stat(worker, path);
+    assert.equal(answer.status, 200, answer.message);
+    assert.equal(answer.info!.size, size);
+    await assertReadsCorrectly(path, data);
+    assert.equal(sha((await page(worker, path, answer.info!.version, size, 3)).body), sha(pageBytes(3, data)));
+  });
+
+  /** GET requests the origin received for these paths (a stat's HEADs are not page reads). */
+  const getsFor = (...paths: string[]) => origin.counters.log.filter((r) => r.method === 'GET' && paths.includes(r.path)).length;
+
+  test('pages of a file behind a permanent redirect cost one request each once the first page found the target', async () => {
+    const { name, data } = await fresh();
+    const moved = `moved-${name}`;
+    origin.behave({ redirect: { to: name, status: 301 } }, moved);
+    const path = `/web/${moved}`;
+    const v = await version(path);
+    const before = getsFor(moved, name);
+    for (let i = 0; i < 4; i++) assert.equal(sha((await page(worker, path, v, size, i)).body), sha(pageBytes(i, data)), `page ${i}`);
+    // The first page: the redirect, then its target; every later page: the target alone (before: 3 a page, 12).
+    assert.equal(getsFor(moved, name) - before, 2 + 3);
+  });
+
   test('an origin answering 416 to a range inside the file fails reads with SOURCE_ERROR, not "past the end", and nothing is cached', async () => {
     const { data, path } = await fresh();
     const v = await version(path);

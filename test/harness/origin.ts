@@ -40,9 +40,18 @@ export interface OriginBehaviour {
   /**
    * Gzips every answer whose request allows it (no Accept-Encoding, which RFC 9110 12.5.3 reads
    * as "any coding", or one naming gzip), as a compressing proxy or CDN may: ranges and
-   * Content-Length are then of the gzipped bytes.
+   * Content-Length are then of the gzipped bytes. 'ignoring-identity': every GET answer is gzipped,
+   * even one that asks for `Accept-Encoding: identity`, while HEAD describes the file as stored (a
+   * proxy that compresses bodies against the request).
    */
-  compresses?: boolean;
+  compresses?: boolean | 'ignoring-identity';
+  /** The file is stored in this coding (a .tar.gz served with `Content-Encoding: gzip`): said on HEAD and GET alike, bytes as stored. */
+  storedCoding?: string;
+  /**
+   * Answers every request for the path with `status` (default 301) and `Location: /{to}` (or `to`
+   * itself when it has a scheme), with `Cache-Control: {cacheControl}` when given.
+   */
+  redirect?: { to: string; status?: number; cacheControl?: string };
   /** The unit its Content-Range names (default "bytes"; units are case-insensitive, RFC 9110 14.1). */
   rangeUnit?: string;
   /** Answers every ranged GET with 416 and `bytes *\/size`, though the range lies inside the file. */
@@ -199,12 +208,19 @@ export class Origin {
     try {
       if (b.hang === 'nothing') return; // the socket stays open until the client or close() ends it
       if (b.status !== undefined) return this.finish(res, entry, b.status, {}, Buffer.from(`origin says ${b.status}\n`));
+      if (b.redirect) {
+        const location = /^[a-z][a-z0-9+.-]*:/i.test(b.redirect.to) ? b.redirect.to : `/${b.redirect.to}`;
+        const headers: Record<string, string> = { location };
+        if (b.redirect.cacheControl !== undefined) headers['cache-control'] = b.redirect.cacheControl;
+        return this.finish(res, entry, b.redirect.status ?? 301, headers, Buffer.alloc(0));
+      }
       const stored = this.meta.get(path);
       const file = join(this.dir, path);
       const st = await stat(file).catch(() => undefined);
       if (!stored || !st?.isFile()) return this.finish(res, entry, 404, {}, Buffer.from('not found\n'));
       // A compressing proxy's representation: the gzipped file, with an ETag of its own (as Apache's mod_deflate gives).
-      const gzipped = b.compresses && acceptsGzip(req.headers['accept-encoding']) ? gzipSync(await readFile(file)) : undefined;
+      const compress = b.compresses === 'ignoring-identity' ? req.method !== 'HEAD' : b.compresses && acceptsGzip(req.headers['accept-encoding']);
+      const gzipped = compress ? gzipSync(await readFile(file)) : undefined;
       const meta = gzipped ? { ...stored, etag: stored.etag.replace(/"$/, '-gzip"'), size: gzipped.length } : stored;
       const headers: Record<string, string> = { 'last-modified': meta.mtime.toUTCString(), 'accept-ranges': 'bytes' };
       const etag = b.etag ?? 'strong';
@@ -212,6 +228,7 @@ export class Origin {
       if (etag === 'weak') headers.etag = `W/${meta.etag}`;
       if (b.ignoresRange) delete headers['accept-ranges'];
       if (gzipped) Object.assign(headers, { 'content-encoding': 'gzip', vary: 'Accept-Encoding' });
+      else if (b.storedCoding) headers['content-encoding'] = b.storedCoding;
       const ifMatch = req.headers['if-match'];
       // Strong comparison (RFC 9110, 13.1.1): no ETag, or a weak one, never matches.
       if (ifMatch && !b.ignoresIfMatch && ifMatch !== '*' && (etag !== 'strong' || ifMatch !== meta.etag)) {

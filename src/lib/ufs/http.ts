@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { FanoutError, abortError } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { encodeUrlPath } from '../../core/paths.js';
@@ -10,10 +10,10 @@ import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 import { iterableBody, type SourceBody } from './stream.js';
 import { remoteRangeStream } from './remoterange.js';
 import type { SourceDeadlines, SourceOptions, Ufs, Versioning } from './types.js';
-import { addressableSize, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion } from './util.js';
-import { checkRangeAnswer, describeVersion, header, rangeTotal, refusedRange, unversioned } from './validators.js';
-
-const MAX_REDIRECTS = 5;
+import { addressableSize, changed, checkPath, destroyQuietly, isAbortLike, isSizeMtimeVersion } from './util.js';
+import { RedirectMemory, redirectLifetime } from './redirects.js';
+import { AS_STORED, followRedirects, nextHop, requestOnce, validatorsAsUndiciReads, type FollowFrom, type Requester, type Response } from './httpsend.js';
+import { checkRangeAnswer, codingMismatch, contentCoding, describeVersion, header, rangeTotal, refusedRange, unversioned } from './validators.js';
 
 export interface HttpUfsOptions extends SourceOptions {
   /** An undici Agent/Pool with the connection limits you want; default: an Agent of this source's own with its connect deadline. */
@@ -23,24 +23,21 @@ export interface HttpUfsOptions extends SourceOptions {
 /** Versions remembered per source to check a range answer's total size (one entry is ~100 bytes). */
 const KNOWN_SIZES = 4096;
 
-type Response = Dispatcher.ResponseData & { url: URL };
-
 /** A range answer read by either client: what read() checks before handing the body on. */
 interface RangeAnswer {
   statusCode: number;
   headers: IncomingHttpHeaders;
   url: URL;
   body: SourceBody;
+  /** Set when redirects led to `url`: how long it may be asked directly (RedirectMemory). */
+  redirectedFor?: number;
 }
 
-/**
- * Every request asks for the file's bytes as stored. A request without Accept-Encoding accepts
- * any coding (RFC 9110 12.5.3): a compressing proxy or CDN may then answer with the gzipped
- * file, whose size, ETag and ranges fanout took for the file's own, and served gzip to every
- * reader (found by a fault hunt). A file stored compressed (`Content-Encoding: gzip` on a
- * .tar.gz) is still read as stored, as curl and wget read it.
- */
-const AS_STORED = { 'accept-encoding': 'identity' };
+/** What a stat of one version saw: its size (a range answer's total must agree) and its content coding ('' for none). */
+interface KnownVersion {
+  size: number;
+  coding: string;
+}
 
 /** Connections per origin for range reads (the worker's fill slots bound how many are busy). */
 const RANGE_CONNECTIONS = 64;
@@ -63,8 +60,10 @@ export class HttpUfs implements Ufs {
   private readonly ownsDispatcher: boolean;
   private readonly deadlines: SourceDeadlines;
   private readonly label: string | undefined;
-  /** "path\0version" → size, from stats: lets a read check a Content-Range total against the version's size. */
-  private readonly knownSizes = new Map<string, number>();
+  /** "path\0version" → what its stat saw: a read checks a Content-Range total and a Content-Encoding against it. */
+  private readonly known = new Map<string, KnownVersion>();
+  /** Where each file's range reads were redirected to: asked directly next time (one request a page, not three). */
+  private readonly redirects = new RedirectMemory();
   /**
    * Range reads (the data path) go through the lean client: about half undici's CPU per byte,
    * read into pooled slabs (docs/benchmarks.md). Not with a dispatcher of the caller's, whose
@@ -111,7 +110,7 @@ export class HttpUfs implements Ufs {
       const { headers, size } = await withDeadline(this.deadlines.firstByteMs, what, signal, (sig) => this.statHeaders(path, sig));
       const { strong, ...info } = describeVersion(headers, size);
       if (!strong && this.versioning === 'strict') throw unversioned(what, this.label, headers);
-      this.remember(path, info.version, size);
+      this.remember(path, info.version, { size, coding: contentCoding(headers) });
       return { path, ...info };
     } catch (err) {
       throw this.mapError(err, path, signal);
@@ -168,9 +167,17 @@ export class HttpUfs implements Ufs {
         // If-Match lets the server refuse a changed file (412) before sending bytes. A
         // "size-mtime" version is no ETag; those rely on the header check below.
         if (!isSizeMtimeVersion(version)) headers['if-match'] = `"${version}"`;
-        const res = await this.getRange(path, headers, streamSignal);
-        const ask = { offset, length, version, versioning: this.versioning, knownSize: this.knownSizes.get(`${path}\0${version}`), what, label: this.label };
-        const problem =
+        const res = await this.getRange(path, version, headers, streamSignal);
+        let problem: FanoutError | null;
+        try {
+          // First: a proxy's compressed answer differs in ETag and size too, which would read as SOURCE_CHANGED.
+          problem = await this.codingProblem(res, path, version, streamSignal);
+        } catch (err) {
+          destroyQuietly(res.body);
+          throw err;
+        }
+        const ask = { offset, length, version, versioning: this.versioning, knownSize: this.known.get(`${path}\0${version}`)?.size, what, label: this.label };
+        problem ??=
           res.statusCode === 416
             ? refusedRange(rangeTotal(res.headers), ask)
             : res.statusCode !== 200 && res.statusCode !== 206
@@ -178,8 +185,11 @@ export class HttpUfs implements Ufs {
               : checkRangeAnswer(res.statusCode, res.headers, ask);
         if (problem) {
           destroyQuietly(res.body);
+          this.redirects.forget(path);
           throw problem;
         }
+        // Only a target that gave the right bytes is asked directly next time.
+        if (res.redirectedFor !== undefined) this.redirects.remember(path, version, res.url, res.redirectedFor);
         return { body: res.body };
       },
     });
@@ -191,23 +201,74 @@ export class HttpUfs implements Ufs {
     if (this.ownsDispatcher) await this.dispatcher.destroy().catch(() => {});
   }
 
-  /** A range GET by the lean client; a redirect (rare for file bytes) is followed by undici. */
-  private async getRange(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<RangeAnswer> {
+  /**
+   * A range GET: at the target a redirect of this file led to last time, if HTTP lets it be
+   * reused and it still answers with bytes; otherwise at the file's own URL, following redirects.
+   * Same-origin requests go by the lean client, others by undici.
+   */
+  private async getRange(path: string, version: string, headers: Record<string, string>, signal: AbortSignal): Promise<RangeAnswer> {
+    const remembered = this.redirects.target(path, version);
+    if (remembered) {
+      const res = await this.getAt(path, remembered, headers, signal).catch((err: unknown) => {
+        if (signal.aborted) throw err;
+        return undefined;
+      });
+      if (res && (res.statusCode === 200 || res.statusCode === 206)) return res;
+      // The target failed (a signed URL expired, the file moved again, its server is down): asked afresh.
+      if (res) destroyQuietly(res.body);
+      this.redirects.forget(path);
+    }
     const url = this.url(path);
     if (!this.ranges) return this.send('GET', path, headers, signal);
     const res = await this.ranges.get(`${url.pathname}${url.search}`, { ...AS_STORED, ...headers }, signal);
-    if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304 && res.headers.location) {
+    let next: URL | undefined;
+    try {
+      next = nextHop(this.describe(path), url, res.statusCode, res.headers, 0);
+    } catch (err) {
       res.destroy();
-      return this.send('GET', path, headers, signal);
+      throw err;
+    }
+    if (next) {
+      res.destroy();
+      // Followed from where this answer points: asking the file's URL again cost a third request a page.
+      return this.send('GET', path, headers, signal, { url: next, hop: 1, redirectedFor: redirectLifetime(res.statusCode, res.headers, Date.now()) });
     }
     return { statusCode: res.statusCode, headers: validatorsAsUndiciReads(res.headers), url, body: iterableBody(res.body, () => res.destroy()) };
   }
 
-  private remember(path: string, version: string, size: number): void {
+  /** One GET at `url`, redirects not followed (a redirect there is a failure of the remembered target). */
+  private async getAt(path: string, url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<RangeAnswer> {
+    if (this.ranges && url.origin === this.baseUrl.origin) {
+      const res = await this.ranges.get(`${url.pathname}${url.search}`, { ...AS_STORED, ...headers }, signal);
+      return { statusCode: res.statusCode, headers: validatorsAsUndiciReads(res.headers), url, body: iterableBody(res.body, () => res.destroy()) };
+    }
+    const res = await requestOnce(this.requester(path), 'GET', url, headers, signal);
+    return Object.assign(res, { url });
+  }
+
+  /**
+   * The error for an answer whose Content-Encoding is not the one the stat of its version saw
+   * (none, unless the file is stored compressed), or null. A worker reading a page it never
+   * stat'ed stats the file first when the answer is coded, to tell a stored coding from a proxy's.
+   */
+  private async codingProblem(res: RangeAnswer, path: string, version: string, signal: AbortSignal): Promise<FanoutError | null> {
+    if (res.statusCode !== 200 && res.statusCode !== 206 && res.statusCode !== 412) return null;
+    const answered = contentCoding(res.headers);
     const key = `${path}\0${version}`;
-    this.knownSizes.delete(key);
-    this.knownSizes.set(key, size);
-    if (this.knownSizes.size > KNOWN_SIZES) this.knownSizes.delete(this.knownSizes.keys().next().value!);
+    if (!this.known.has(key)) {
+      if (answered === '') return null;
+      const info = await this.stat(path, signal);
+      if (info.version !== version) return changed(this.describe(path), version, info.version);
+    }
+    const statSaw = this.known.get(key)?.coding ?? '';
+    return answered === statSaw ? null : codingMismatch(this.describe(path), answered, statSaw);
+  }
+
+  private remember(path: string, version: string, seen: KnownVersion): void {
+    const key = `${path}\0${version}`;
+    this.known.delete(key);
+    this.known.set(key, seen);
+    if (this.known.size > KNOWN_SIZES) this.known.delete(this.known.keys().next().value!);
   }
 
   private url(path: string): URL {
@@ -219,50 +280,13 @@ export class HttpUfs implements Ufs {
     return this.label !== undefined ? `${this.label}/${path}` : this.url(path).href;
   }
 
-  /** One request, following redirects by hand so that "/dir" → "/dir/" reads as a directory. */
-  private async send(
-    method: 'GET' | 'HEAD',
-    path: string,
-    headers: Record<string, string>,
-    signal?: AbortSignal,
-  ): Promise<Response> {
-    let url = this.url(path);
-    for (let hop = 0; ; hop++) {
-      const options = {
-        method,
-        headers: { ...AS_STORED, ...headers },
-        signal,
-        dispatcher: this.dispatcher,
-        highWaterMark: 1024 * 1024,
-        headersTimeout: this.deadlines.firstByteMs,
-        // Progress while the body streams is watched by sourceStream, which does not count the
-        // time our consumer applies backpressure; undici's body timeout would.
-        bodyTimeout: 0,
-      };
-      const res = await request(url, options).catch((err: unknown) => {
-        // A kept-alive connection the server closed (its idle timeout) as our request went out
-        // (a FIN: "other side closed"; a reset if the request reached the closed socket): no
-        // response byte came, and GET/HEAD are idempotent, so once more on a new connection.
-        // Seen in the lab under heavy load, where timers slip past undici's keep-alive margin.
-        if (!LOST_ON_REUSE.has((err as { code?: string })?.code ?? '') || signal?.aborted) throw err;
-        return request(url, options);
-      });
-      // From here on the body has a listener: an abort or reset before anyone reads it is not a crash.
-      res.body.on('error', () => {});
-      const location = header(res.headers, 'location');
-      if (res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || !location) {
-        return Object.assign(res, { url });
-      }
-      await res.body.dump();
-      const next = new URL(location, url);
-      if (next.href === `${url.href}/`) {
-        throw new FanoutError('IS_A_DIRECTORY', `${this.describe(path)} is a directory`);
-      }
-      if (hop >= MAX_REDIRECTS) {
-        throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: more than ${MAX_REDIRECTS} redirects`);
-      }
-      url = next;
-    }
+  /** One request, redirects followed by hand (httpsend.ts). */
+  private send(method: 'GET' | 'HEAD', path: string, headers: Record<string, string>, signal?: AbortSignal, from?: FollowFrom): Promise<Response> {
+    return followRedirects(this.requester(path), method, this.url(path), headers, signal, from);
+  }
+
+  private requester(path: string): Requester {
+    return { dispatcher: this.dispatcher, firstByteMs: this.deadlines.firstByteMs, what: this.describe(path) };
   }
 
   private statusError(res: Pick<Response, 'statusCode' | 'url'>, path: string): FanoutError {
@@ -299,9 +323,6 @@ export class HttpUfs implements Ufs {
   }
 }
 
-/** How a request sent on a connection the server had just closed fails, before any response byte. */
-const LOST_ON_REUSE = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
-
 /**
  * A connection the server closed (FIN) before the body's end, in either client's words; a reset
  * (ECONNRESET) is not a cut but a fault.
@@ -311,21 +332,4 @@ function isCut(err: unknown): boolean {
   if (err instanceof ResponseParseError) return err.cut;
   if (err instanceof TransportError) return err.code === 'FANOUT_SOCKET_CLOSED';
   return e?.code === 'UND_ERR_SOCKET' || e?.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH';
-}
-
-/**
- * A lean answer's validators as undici reads them: undici decodes field values as UTF-8, the lean
- * parser as latin1 (byte for byte). The version a stat (undici) saw and the one a range answer
- * (lean) carries must compare equal for the same bytes — a non-ASCII ETag made every read of its
- * file fail as changed — and the If-Match that carries a version back is written as UTF-8.
- */
-function validatorsAsUndiciReads<T extends Record<string, string | string[] | undefined>>(headers: T): T {
-  let out = headers;
-  for (const name of ['etag', 'last-modified']) {
-    const value = headers[name];
-    if (typeof value !== 'string' || !/[^\x00-\x7f]/.test(value)) continue;
-    if (out === headers) out = { ...headers };
-    (out as Record<string, string>)[name] = Buffer.from(value, 'latin1').toString('utf8');
-  }
-  return out;
 }

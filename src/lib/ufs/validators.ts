@@ -135,3 +135,33 @@ function numberHeader(headers: IncomingHttpHeaders, name: string): number | unde
   if (raw === undefined || !/^\d+$/.test(raw.trim())) return undefined;
   return Number(raw);
 }
+
+/** An answer's content coding: lowercased, '' for none or identity ("gzip", "gzip, br"). */
+export function contentCoding(headers: IncomingHttpHeaders): string {
+  const raw = header(headers, 'content-encoding') ?? '';
+  return raw
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity')
+    .join(', ')
+    .slice(0, 64);
+}
+
+/**
+ * The error for a range answer in another content coding than the stat of its version saw.
+ * Every request asks for the file as stored (Accept-Encoding: identity); a file stored
+ * compressed comes with its coding on HEAD and GET alike and is read as stored. A coding on the
+ * range answer only is a proxy or CDN compressing against the request: its sizes, ETag and
+ * ranges are those of the compressed form, which fanout reported as SOURCE_CHANGED (the
+ * compressed form's ETag or size differs), sending users after a change that never happened.
+ */
+export function codingMismatch(what: string, answered: string, statSaw: string): FanoutError {
+  const fix =
+    'A proxy or CDN in front of the origin compresses against the request: its sizes, ranges and bytes are those of the compressed form, not of the file. ' +
+    'Turn its compression off for these requests (at least for Accept-Encoding: identity), or point the mount at the origin itself';
+  const detail =
+    statSaw === ''
+      ? `the source answered a range read with Content-Encoding: ${answered} although fanout asked for the file as stored (Accept-Encoding: identity), and its HEAD gave the file with no coding`
+      : `the source's HEAD gave the file with Content-Encoding: ${statSaw}, a range read of it ${answered === '' ? 'with no coding' : `with Content-Encoding: ${answered}`} (fanout asks for the file as stored, Accept-Encoding: identity)`;
+  return new FanoutError('SOURCE_ERROR', `${what}: ${detail}. ${fix}`);
+}
