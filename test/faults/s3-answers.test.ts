@@ -111,6 +111,27 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     await assert.rejects(ufs.stat('f.bin'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /^\/s3data\/f\.bin: the source gives a size of 9007199254740992 bytes/.test(err.message));
   });
 
+  test('an object whose HEAD gives no Content-Length is SOURCE_ERROR at stat, not an empty object', async () => {
+    s3.behave({ headLength: 'none' });
+    await assert.rejects(ufs.stat('f.bin'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /^\/s3data\/f\.bin: the S3 server's HEAD answer gives no Content-Length/.test(err.message));
+  });
+
+  test('a listing entry whose Size is missing or not a size fanout can read is listed without a size (readers stat it), not as 0 or another number', async () => {
+    s3.behave({ listing: 'bad-sizes' });
+    const entries = await ufs.list('dir');
+    assert.deepEqual(
+      entries.map(({ name, size, version }) => ({ name, size, version })),
+      [
+        { name: 'fraction.bin', size: undefined, version: 'fraction.bin' },
+        { name: 'good.bin', size: 5, version: 'good.bin' },
+        { name: 'huge.bin', size: undefined, version: 'huge.bin' },
+        { name: 'negative.bin', size: undefined, version: 'negative.bin' },
+        // No ETag and no size: no version either (a size-mtime version needs the size).
+        { name: 'none.bin', size: undefined, version: undefined },
+      ],
+    );
+  });
+
   test('an error answer with a 64 MiB body fails a listing and a read with SOURCE_ERROR, read no further than its limit', async () => {
     for (const attempt of [() => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {
       s3.behave({ errorBytes: 64 * MiB });

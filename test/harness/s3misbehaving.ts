@@ -19,12 +19,14 @@ export interface S3Behaviour {
    * 'loop': every page is truncated with the same NextContinuationToken; 'no-token': truncated, no
    * token; 'ignores-prefix': one page with keys outside the asked prefix too (`k0.bin`, `{prefix without its slash}k.bin`,
    * a common prefix `other/`) besides `{prefix}in.bin`; 'endless': every page truncated with a
-   * fresh token (`page-N+1`), one new key each; 'endless-empty': the same with no keys at all.
+   * fresh token (`page-N+1`), one new key each; 'endless-empty': the same with no keys at all;
+   * 'bad-sizes': one page whose keys `none.bin`, `negative.bin`, `huge.bin`, `fraction.bin` have no
+   * Size, -5, 2^53+1 and 1.5, beside `good.bin` of 5 bytes (none.bin has no ETag either).
    */
-  listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty';
+  listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty' | 'bad-sizes';
   /** Pages of a well-behaved listing (default 3). */
   pages?: number;
-  /** HeadObject answers 200 with this Content-Length (and an ETag), whatever the key. */
+  /** HeadObject answers 200 with this Content-Length (and an ETag), whatever the key; 'none': with no Content-Length at all. */
   headLength?: string;
   /** Every request is answered 301 PermanentRedirect naming this region (x-amz-bucket-region), as AWS answers a bucket asked in another region. */
   movedTo?: string;
@@ -86,7 +88,8 @@ export class MisbehavingS3 {
     }
     if (url.searchParams.get('list-type') === '2') return this.list(url, res);
     if (method === 'HEAD' && this.behaviour.headLength !== undefined) {
-      return void res.writeHead(200, { 'content-length': this.behaviour.headLength, etag: '"h"', 'last-modified': new Date(0).toUTCString() }).end();
+      const length = this.behaviour.headLength === 'none' ? {} : { 'content-length': this.behaviour.headLength };
+      return void res.writeHead(200, { ...length, etag: '"h"', 'last-modified': new Date(0).toUTCString() }).end();
     }
     res.writeHead(404, { 'content-type': 'application/xml' });
     res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>');
@@ -106,6 +109,7 @@ export class MisbehavingS3 {
     else next = '<IsTruncated>false</IsTruncated>';
     const ignoresPrefix = this.behaviour.listing === 'ignores-prefix';
     if (ignoresPrefix) next = '<IsTruncated>false</IsTruncated>';
+    if (this.behaviour.listing === 'bad-sizes') return this.badSizes(prefix, res);
     const keys = this.behaviour.listing === 'endless-empty' ? [] : ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}.bin`];
     const prefixes = ignoresPrefix ? ['other/'] : [];
     res.writeHead(200, { 'content-type': 'application/xml' });
@@ -113,6 +117,17 @@ export class MisbehavingS3 {
       `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix>${prefix}</Prefix><KeyCount>${keys.length}</KeyCount>${next}` +
         keys.map((key) => `<Contents><Key>${key}</Key><Size>5</Size><ETag>"e${page}"</ETag><LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents>`).join('') +
         prefixes.map((p) => `<CommonPrefixes><Prefix>${p}</Prefix></CommonPrefixes>`).join('') +
+        `</ListBucketResult>`,
+    );
+  }
+
+  private badSizes(prefix: string, res: ServerResponse): void {
+    const entry = (name: string, size: string | undefined, etag = true) =>
+      `<Contents><Key>${prefix}${name}</Key>${size === undefined ? '' : `<Size>${size}</Size>`}${etag ? `<ETag>"${name}"</ETag>` : ''}<LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents>`;
+    res.writeHead(200, { 'content-type': 'application/xml' });
+    res.end(
+      `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix>${prefix}</Prefix><KeyCount>5</KeyCount><IsTruncated>false</IsTruncated>` +
+        entry('fraction.bin', '1.5') + entry('good.bin', '5') + entry('huge.bin', '9007199254740993') + entry('negative.bin', '-5') + entry('none.bin', undefined, false) +
         `</ListBucketResult>`,
     );
   }

@@ -79,7 +79,11 @@ export class S3Ufs implements Ufs {
       const out = await withDeadline(this.deadlines.firstByteMs, this.describe(path), signal, (sig) =>
         this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), opts(sig)),
       );
-      const size = addressableSize(out.ContentLength ?? 0, this.describe(path));
+      // Read as 0, an object whose HEAD had no length was served as an empty file, successfully.
+      if (out.ContentLength === undefined) {
+        throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: the S3 server's HEAD answer gives no Content-Length, so fanout cannot tell the object's size`);
+      }
+      const size = addressableSize(out.ContentLength, this.describe(path));
       const mtimeMs = out.LastModified?.getTime() ?? 0;
       const version = strongEtag(out.ETag) ?? sizeMtimeVersion(size, mtimeMs);
       this.remember(path, version, size);
@@ -128,9 +132,12 @@ export class S3Ufs implements Ufs {
           const name = o.Key.slice(prefix.length);
           // Skips the "dir/" marker objects some tools create, and keys that are not one level down.
           if (!name || name.includes('/')) continue;
-          const size = o.Size ?? 0;
+          // A Size that is missing or no readable size is left out, not read as 0 or rounded: the
+          // mount and the release publisher take a listed size for the file's, and stat it without one.
+          const size = Number.isSafeInteger(o.Size) && o.Size! >= 0 ? o.Size : undefined;
           const mtimeMs = o.LastModified?.getTime() ?? 0;
-          entries.push({ name, type: 'file', size, mtimeMs, version: strongEtag(o.ETag) ?? sizeMtimeVersion(size, mtimeMs) });
+          const version = strongEtag(o.ETag) ?? (size === undefined ? undefined : sizeMtimeVersion(size, mtimeMs));
+          entries.push({ name, type: 'file', size, mtimeMs, version });
         }
         token = nextPageToken(out, seenTokens, this.describe(dir));
       } while (token);
