@@ -120,6 +120,19 @@ describe('the HTTP source over redirects and content codings', () => {
     await assert.rejects(readAll(ufs.read('loop-a', 'v', 0, 10)), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /more than 5 redirects/.test(err.message));
   });
 
+  test('a file whose size neither HEAD nor a one-byte range tells is SOURCE_ERROR saying so (and naming a proxy\'s coding), not "answered HTTP 200"', async () => {
+    const name = `f${++files}.bin`;
+    await origin.put(name, data);
+    origin.behave({ noLength: true }, name);
+    await assert.rejects(
+      ufs.stat(name),
+      (err: { code?: string; message: string }) =>
+        err.code === 'SOURCE_ERROR' && err.message.startsWith(`/web/${name}: the source gives no size: its HEAD answer has no Content-Length, and a request for its first byte`) && !/Content-Encoding/.test(err.message),
+    );
+    origin.behave({ noLength: true, compresses: 'ignoring-identity' }, name);
+    await assert.rejects(ufs.stat(name), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /no Content-Length\. The answer came with Content-Encoding: gzip/.test(err.message));
+  });
+
   test('a source that never stat\'ed the file reads one stored compressed as stored, and refuses a proxy\'s compression with SOURCE_ERROR', async () => {
     const stored = `f${++files}.tar.gz`;
     await origin.put(stored, data);

@@ -52,6 +52,11 @@ export interface OriginBehaviour {
    * itself when it has a scheme), with `Cache-Control: {cacheControl}` when given.
    */
   redirect?: { to: string; status?: number; cacheControl?: string };
+  /**
+   * Sends no Content-Length and ignores Range: HEAD gives none, GET the whole body chunked (a
+   * dynamic page, or nginx gzipping an answer it cannot know the length of).
+   */
+  noLength?: boolean;
   /** The unit its Content-Range names (default "bytes"; units are case-insensitive, RFC 9110 14.1). */
   rangeUnit?: string;
   /** Answers every ranged GET with 416 and `bytes *\/size`, though the range lies inside the file. */
@@ -240,7 +245,7 @@ export class Origin {
       const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
       const ifRange = req.headers['if-range'];
       const rangeApplies = ifRange === undefined || ifRange === headers.etag || ifRange === headers['last-modified'];
-      if (range && !b.ignoresRange && rangeApplies) {
+      if (range && !b.ignoresRange && !b.noLength && rangeApplies) {
         start = Number(range[1]);
         end = range[2] ? Math.min(Number(range[2]), meta.size - 1) : meta.size - 1;
         if (start >= meta.size || b.refusesRange) {
@@ -251,7 +256,7 @@ export class Origin {
         headers['content-range'] = `${b.rangeUnit ?? 'bytes'} ${start}-${end}/${meta.size}`;
       }
       const length = Math.max(0, end + 1 - start);
-      headers['content-length'] = String(length);
+      if (!b.noLength) headers['content-length'] = String(length);
       if (req.method === 'HEAD') return this.finish(res, entry, status, headers, Buffer.alloc(0));
       const body = gzipped ? gzipped.subarray(start, start + length) : await readRange(file, start, length);
       entry.status = status;

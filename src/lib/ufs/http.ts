@@ -138,7 +138,18 @@ export class HttpUfs implements Ufs {
     if (probe.statusCode === 200 && header(probe.headers, 'content-length') !== undefined) {
       return { headers: probe.headers, size: this.sizeOf(header(probe.headers, 'content-length')!, path) };
     }
+    // Told as what it is: "the source answered HTTP 200" read as a failure of a request that succeeded.
+    if (probe.statusCode === 200) throw this.noSize(path, head.statusCode, contentCoding(probe.headers));
     throw this.statusError(probe, path);
+  }
+
+  private noSize(path: string, headStatus: number, coding: string): FanoutError {
+    const head = headStatus === 200 ? 'its HEAD answer has no Content-Length' : `it answers HEAD with HTTP ${headStatus}`;
+    const proxy = coding === '' ? '' : ` The answer came with Content-Encoding: ${coding} although fanout asked for the file as stored (Accept-Encoding: identity): a proxy or CDN compressing against the request does this; turn its compression off for these requests.`;
+    return new FanoutError(
+      'SOURCE_ERROR',
+      `${this.describe(path)}: the source gives no size: ${head}, and a request for its first byte (Range: bytes=0-0) was answered with the whole body (HTTP 200) and no Content-Length.${proxy} fanout reads files by range and needs a size from HEAD or Content-Range`,
+    );
   }
 
   /** A length header as a size (a whole number fanout can address). */
