@@ -133,6 +133,21 @@ describe('the HTTP source over redirects and content codings', () => {
     await assert.rejects(ufs.stat(name), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /no Content-Length\. The answer came with Content-Encoding: gzip/.test(err.message));
   });
 
+  test('a HEAD that says Content-Length: 0 of a file that has bytes is checked with a one-byte range: the file is read whole, not as empty', async () => {
+    const name = `f${++files}.bin`;
+    await origin.put(name, data);
+    const empty = `empty${files}.bin`;
+    await origin.put(empty, Buffer.alloc(0));
+    origin.behave({ headSaysEmpty: true });
+    const info = await ufs.stat(name);
+    assert.equal(info.size, size);
+    assert.equal(sha(await readAll(ufs.read(name, info.version, 0, size))), sha(data));
+    // A file that is empty is still one.
+    const none = await ufs.stat(empty);
+    assert.equal(none.size, 0);
+    assert.equal((await readAll(ufs.read(empty, none.version, 0, 0))).length, 0);
+  });
+
   test('a source that never stat\'ed the file reads one stored compressed as stored, and refuses a proxy\'s compression with SOURCE_ERROR', async () => {
     const stored = `f${++files}.tar.gz`;
     await origin.put(stored, data);

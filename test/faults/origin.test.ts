@@ -201,6 +201,14 @@ describe('a worker over a misbehaving HTTP origin', () => {
     assert.equal(sha((await page(worker, path, answer.info!.version, size, 3)).body), sha(pageBytes(3, data)));
   });
 
+  test('a file whose HEAD says Content-Length: 0 (a handler that skips the body for HEAD) is served whole, not as an empty file', async () => {
+    const { name, data, path } = await fresh();
+    origin.behave({ headSaysEmpty: true }, name);
+    const answer = await stat(worker, path);
+    assert.equal(answer.info?.size, size, answer.message);
+    await assertReadsCorrectly(path, data);
+  });
+
   /** GET requests the origin received for these paths (a stat's HEADs are not page reads). */
   const getsFor = (...paths: string[]) => origin.counters.log.filter((r) => r.method === 'GET' && paths.includes(r.path)).length;
 

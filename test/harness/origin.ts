@@ -57,6 +57,8 @@ export interface OriginBehaviour {
    * dynamic page, or nginx gzipping an answer it cannot know the length of).
    */
   noLength?: boolean;
+  /** Answers HEAD with `Content-Length: 0` whatever the file holds (a handler that skips the body for HEAD, under Go's net/http). */
+  headSaysEmpty?: boolean;
   /** The unit its Content-Range names (default "bytes"; units are case-insensitive, RFC 9110 14.1). */
   rangeUnit?: string;
   /** Answers every ranged GET with 416 and `bytes *\/size`, though the range lies inside the file. */
@@ -257,6 +259,7 @@ export class Origin {
       }
       const length = Math.max(0, end + 1 - start);
       if (!b.noLength) headers['content-length'] = String(length);
+      if (b.headSaysEmpty && req.method === 'HEAD') headers['content-length'] = '0';
       if (req.method === 'HEAD') return this.finish(res, entry, status, headers, Buffer.alloc(0));
       const body = gzipped ? gzipped.subarray(start, start + length) : await readRange(file, start, length);
       entry.status = status;

@@ -117,21 +117,30 @@ export class HttpUfs implements Ufs {
     }
   }
 
-  /** The headers that describe the file, and its size: from HEAD, or a one-byte range when HEAD says nothing. */
+  /**
+   * The headers that describe the file, and its size: from HEAD, or a one-byte range when HEAD
+   * says nothing, or says 0 bytes. A HEAD's "Content-Length: 0" is also what a server says whose
+   * handlers skip the body for HEAD (Go's net/http then counts what they wrote: nothing); taken
+   * for the size, the file was served as empty, successfully.
+   */
   private async statHeaders(path: string, signal: AbortSignal): Promise<{ headers: IncomingHttpHeaders; size: number }> {
     const head = await this.send('HEAD', path, {}, signal);
     await head.body.dump();
-    if (head.statusCode === 200 && header(head.headers, 'content-length') !== undefined) {
-      return { headers: head.headers, size: this.sizeOf(header(head.headers, 'content-length')!, path) };
+    const headLength = head.statusCode === 200 ? header(head.headers, 'content-length') : undefined;
+    const headSaysEmpty = headLength !== undefined && headLength.trim() === '0';
+    if (headLength !== undefined && !headSaysEmpty) {
+      return { headers: head.headers, size: this.sizeOf(headLength, path) };
     }
     if (head.statusCode !== 200 && head.statusCode !== 405 && head.statusCode !== 501) {
       throw this.statusError(head, path);
     }
-    // No HEAD, or no length on HEAD (chunked): a one-byte range tells the size.
+    // No HEAD, or no length on HEAD (chunked), or 0: a one-byte range tells the size.
     const probe = await this.send('GET', path, { range: 'bytes=0-0' }, signal);
     await probe.body.dump();
     if (probe.statusCode === 206 || probe.statusCode === 416) {
       const total = rangeTotal(probe.headers);
+      // An empty file has no byte 0 to give: a 416 without a size agrees with a HEAD that said 0.
+      if (total === undefined && headSaysEmpty && probe.statusCode === 416) return { headers: head.headers, size: 0 };
       if (total === undefined) throw new FanoutError('SOURCE_ERROR', `${this.describe(path)}: no size in Content-Range`);
       return { headers: probe.headers, size: this.sizeOf(String(total), path) };
     }
