@@ -66,6 +66,24 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     }
   });
 
+  test('a listing of few but long names for ever is SOURCE_ERROR once its names pass 256 characters per allowed entry', { timeout: 30_000 }, async () => {
+    s3.behave({ listing: 'endless', keyPadding: 1000 });
+    const bounded = new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
+      label: '/s3data',
+      maxListEntries: 50,
+    });
+    try {
+      const before = s3.counters.lists;
+      await assert.rejects(
+        bounded.list('dir'),
+        (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /^\/s3data\/dir: the S3 server's listing holds more than 12800 characters of names \(13 entries, 13 pages/.test(err.message),
+      );
+      assert.equal(s3.counters.lists - before, 13);
+    } finally {
+      await bounded.close();
+    }
+  });
+
   test('a listing of empty pages with fresh tokens for ever is SOURCE_ERROR at the whole listing\'s deadline', { timeout: 30_000 }, async () => {
     s3.behave({ listing: 'endless-empty' });
     const bounded = new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {

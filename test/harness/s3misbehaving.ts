@@ -24,6 +24,8 @@ export interface S3Behaviour {
    * Size, -5, 2^53+1 and 1.5, beside `good.bin` of 5 bytes (none.bin has no ETag either).
    */
   listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty' | 'bad-sizes';
+  /** Characters of padding in each key of an 'endless' listing (default none). */
+  keyPadding?: number;
   /** Pages of a well-behaved listing (default 3). */
   pages?: number;
   /** HeadObject answers 200 with this Content-Length (and an ETag), whatever the key; 'none': with no Content-Length at all. */
@@ -110,7 +112,7 @@ export class MisbehavingS3 {
     const ignoresPrefix = this.behaviour.listing === 'ignores-prefix';
     if (ignoresPrefix) next = '<IsTruncated>false</IsTruncated>';
     if (this.behaviour.listing === 'bad-sizes') return this.badSizes(prefix, res);
-    const keys = this.behaviour.listing === 'endless-empty' ? [] : ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}.bin`];
+    const keys = this.behaviour.listing === 'endless-empty' ? [] : ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}${'x'.repeat(this.behaviour.keyPadding ?? 0)}.bin`];
     const prefixes = ignoresPrefix ? ['other/'] : [];
     res.writeHead(200, { 'content-type': 'application/xml' });
     res.end(

@@ -106,6 +106,7 @@ export class S3Ufs implements Ufs {
     let token: string | undefined;
     const seenTokens = new Set<string>();
     const budget = new ListingBudget(this.describe(dir), this.maxListEntries, this.deadlines.listMs, signal);
+    let kept = 0;
     try {
       do {
         let out: ListObjectsV2CommandOutput;
@@ -117,7 +118,6 @@ export class S3Ufs implements Ufs {
         } catch (err) {
           throw this.mapError(err, dir, budget.signal);
         }
-        budget.charge((out.CommonPrefixes?.length ?? 0) + (out.Contents?.length ?? 0));
         // A key or prefix not under the one asked for (a server that ignores Prefix) is not in this
         // directory: cut by the prefix's length it became another name ("abcdx.bin" listed "dir/" as x.bin).
         for (const p of out.CommonPrefixes ?? []) {
@@ -139,6 +139,8 @@ export class S3Ufs implements Ufs {
           const version = strongEtag(o.ETag) ?? (size === undefined ? undefined : sizeMtimeVersion(size, mtimeMs));
           entries.push({ name, type: 'file', size, mtimeMs, version });
         }
+        budget.charge((out.CommonPrefixes?.length ?? 0) + (out.Contents?.length ?? 0), charsFrom(entries, kept));
+        kept = entries.length;
         token = nextPageToken(out, seenTokens, this.describe(dir));
       } while (token);
     } finally {
@@ -329,6 +331,13 @@ export class S3Ufs implements Ufs {
     const detail = [e.name, status && `HTTP ${status}`, e.message].filter(Boolean).join(', ');
     return new FanoutError('SOURCE_ERROR', `${what}: S3 request failed (${detail})`, { cause: err });
   }
+}
+
+/** Characters of names and versions in entries[from..]: what a listing page added to memory. */
+function charsFrom(entries: DirEntry[], from: number): number {
+  let chars = 0;
+  for (let i = from; i < entries.length; i++) chars += entries[i]!.name.length + (entries[i]!.version?.length ?? 0);
+  return chars;
 }
 
 function opts(signal?: AbortSignal): { abortSignal?: AbortSignal } {

@@ -8,6 +8,12 @@ import { FanoutError } from '../../core/errors.js';
  * and its entries (~200 bytes each in memory) stay well under a worker's memory.
  */
 export const DEFAULT_MAX_LIST_ENTRIES = 1_000_000;
+/**
+ * Characters of names and versions a listing may keep, per entry it may gather: S3 keys run to
+ * 1,024 bytes, but a directory's names average far fewer. Without it a server could fill each
+ * 16 MiB page with a few long names, and a million entries would be gigabytes.
+ */
+export const LIST_CHARS_PER_ENTRY = 256;
 
 /**
  * Bounds one whole listing. Each page is bounded already (its first-byte deadline, 16 MiB of
@@ -19,6 +25,7 @@ export const DEFAULT_MAX_LIST_ENTRIES = 1_000_000;
 export class ListingBudget {
   private entries = 0;
   private pages = 0;
+  private chars = 0;
   private readonly controller = new AbortController();
   private readonly timer: NodeJS.Timeout | undefined;
   private readonly onAbort: () => void;
@@ -43,10 +50,19 @@ export class ListingBudget {
     return this.controller.signal;
   }
 
-  /** Counts one page of `count` entries; throws SOURCE_ERROR past the bound. */
-  charge(count: number): void {
+  /** Counts one page of `count` entries, keeping `chars` characters of names and versions; throws SOURCE_ERROR past a bound. */
+  charge(count: number, chars: number): void {
     this.pages++;
     this.entries += Math.max(1, count);
+    this.chars += chars;
+    const maxChars = this.maxEntries * LIST_CHARS_PER_ENTRY;
+    if (this.maxEntries > 0 && this.chars > maxChars) {
+      throw new FanoutError(
+        'SOURCE_ERROR',
+        `${this.what}: the S3 server's listing holds more than ${maxChars} characters of names (${this.entries} entries, ${this.pages} pages; ` +
+          `${LIST_CHARS_PER_ENTRY} a name on average for limits.sourceListEntries ${this.maxEntries}): raise that limit for a directory of names this long`,
+      );
+    }
     if (this.maxEntries > 0 && this.entries > this.maxEntries) {
       throw new FanoutError(
         'SOURCE_ERROR',
