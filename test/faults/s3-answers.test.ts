@@ -114,6 +114,15 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     );
   });
 
+  test('a server that ignores Delimiter (every key under the prefix, no common prefixes) still lists the sub-directories, once each', async () => {
+    s3.behave({ listing: 'ignores-delimiter' });
+    const entries = await ufs.list('dir');
+    assert.deepEqual(
+      entries.map((e) => `${e.type}:${e.name}`),
+      ['file:a.bin', 'dir:other', 'dir:sub', 'file:z.bin'],
+    );
+  });
+
   test('a bucket in another region (301 PermanentRedirect) fails stat, list and read with SOURCE_ERROR naming the region and the setting', async () => {
     s3.behave({ movedTo: 'eu-west-1' });
     for (const attempt of [() => ufs.stat('f.bin'), () => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {

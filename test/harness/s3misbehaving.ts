@@ -21,9 +21,11 @@ export interface S3Behaviour {
    * a common prefix `other/`) besides `{prefix}in.bin`; 'endless': every page truncated with a
    * fresh token (`page-N+1`), one new key each; 'endless-empty': the same with no keys at all;
    * 'bad-sizes': one page whose keys `none.bin`, `negative.bin`, `huge.bin`, `fraction.bin` have no
-   * Size, -5, 2^53+1 and 1.5, beside `good.bin` of 5 bytes (none.bin has no ETag either).
+   * Size, -5, 2^53+1 and 1.5, beside `good.bin` of 5 bytes (none.bin has no ETag either);
+   * 'ignores-delimiter': every key under the prefix, over two pages, no common prefixes (`a.bin`,
+   * `sub/b.bin`, `sub/deeper/c.bin`, `sub/`; then `other/d.bin`, `z.bin`).
    */
-  listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty' | 'bad-sizes';
+  listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty' | 'bad-sizes' | 'ignores-delimiter';
   /** Characters of padding in each key of an 'endless' listing (default none). */
   keyPadding?: number;
   /** Pages of a well-behaved listing (default 3). */
@@ -112,6 +114,7 @@ export class MisbehavingS3 {
     const ignoresPrefix = this.behaviour.listing === 'ignores-prefix';
     if (ignoresPrefix) next = '<IsTruncated>false</IsTruncated>';
     if (this.behaviour.listing === 'bad-sizes') return this.badSizes(prefix, res);
+    if (this.behaviour.listing === 'ignores-delimiter') return this.allKeys(prefix, page, res);
     const keys = this.behaviour.listing === 'endless-empty' ? [] : ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}${'x'.repeat(this.behaviour.keyPadding ?? 0)}.bin`];
     const prefixes = ignoresPrefix ? ['other/'] : [];
     res.writeHead(200, { 'content-type': 'application/xml' });
@@ -119,6 +122,17 @@ export class MisbehavingS3 {
       `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix>${prefix}</Prefix><KeyCount>${keys.length}</KeyCount>${next}` +
         keys.map((key) => `<Contents><Key>${key}</Key><Size>5</Size><ETag>"e${page}"</ETag><LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents>`).join('') +
         prefixes.map((p) => `<CommonPrefixes><Prefix>${p}</Prefix></CommonPrefixes>`).join('') +
+        `</ListBucketResult>`,
+    );
+  }
+
+  private allKeys(prefix: string, page: number, res: ServerResponse): void {
+    const keys = page === 0 ? ['a.bin', 'sub/b.bin', 'sub/deeper/c.bin', 'sub/'] : ['other/d.bin', 'z.bin'];
+    const next = page === 0 ? '<IsTruncated>true</IsTruncated><NextContinuationToken>page-1</NextContinuationToken>' : '<IsTruncated>false</IsTruncated>';
+    res.writeHead(200, { 'content-type': 'application/xml' });
+    res.end(
+      `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix>${prefix}</Prefix><KeyCount>${keys.length}</KeyCount>${next}` +
+        keys.map((key) => `<Contents><Key>${prefix}${key}</Key><Size>5</Size><ETag>"e"</ETag><LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents>`).join('') +
         `</ListBucketResult>`,
     );
   }

@@ -105,6 +105,15 @@ export class S3Ufs implements Ufs {
     let sawAnything = false;
     let token: string | undefined;
     const seenTokens = new Set<string>();
+    const dirs = new Set<string>();
+    // One entry per sub-directory, whether S3 gives it as a common prefix or (a server that ignores
+    // Delimiter) only as keys below it: those were skipped, and the sub-directory went unlisted.
+    const addDir = (below: string) => {
+      const name = below.slice(0, below.indexOf('/'));
+      if (name === '' || dirs.has(name)) return;
+      dirs.add(name);
+      entries.push({ name, type: 'dir' });
+    };
     const budget = new ListingBudget(this.describe(dir), this.maxListEntries, this.deadlines.listMs, signal);
     let kept = 0;
     try {
@@ -122,16 +131,19 @@ export class S3Ufs implements Ufs {
         // directory: cut by the prefix's length it became another name ("abcdx.bin" listed "dir/" as x.bin).
         for (const p of out.CommonPrefixes ?? []) {
           if (!p.Prefix?.startsWith(prefix)) continue;
-          const name = p.Prefix.slice(prefix.length, -1);
           sawAnything = true;
-          if (name) entries.push({ name, type: 'dir' });
+          addDir(p.Prefix.slice(prefix.length));
         }
         for (const o of out.Contents ?? []) {
           if (!o.Key?.startsWith(prefix)) continue;
           sawAnything = true;
           const name = o.Key.slice(prefix.length);
-          // Skips the "dir/" marker objects some tools create, and keys that are not one level down.
-          if (!name || name.includes('/')) continue;
+          // Skips the "dir/" marker objects some tools create; a key further down names a sub-directory.
+          if (!name) continue;
+          if (name.includes('/')) {
+            addDir(name);
+            continue;
+          }
           // A Size that is missing or no readable size is left out, not read as 0 or rounded: the
           // mount and the release publisher take a listed size for the file's, and stat it without one.
           const size = Number.isSafeInteger(o.Size) && o.Size! >= 0 ? o.Size : undefined;
