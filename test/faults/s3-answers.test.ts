@@ -133,6 +133,28 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     }
   });
 
+  test('an HTML error page (a proxy in front of the server) fails stat, list and read with SOURCE_ERROR saying so, not an XML parse error', async () => {
+    s3.behave({ htmlError: 502 });
+    for (const attempt of [() => ufs.stat('f.bin'), () => ufs.list('dir'), () => readAll(ufs.read('f.bin', 'e', 0, 100))]) {
+      await assert.rejects(
+        attempt(),
+        (err: { code?: string; message: string }) =>
+          err.code === 'SOURCE_ERROR' && /: the S3 endpoint answered HTTP 502 with an HTML page, not an S3 answer: a proxy/.test(err.message) && !/parse error|UnknownError/.test(err.message),
+      );
+    }
+  });
+
+  test('an error without a body (an answer to HEAD) says the status and, for 403, that access is denied, not "UnknownError"', async () => {
+    s3.behave({ bareError: 403 });
+    await assert.rejects(
+      ufs.stat('f.bin'),
+      (err: { code?: string; message: string }) =>
+        err.code === 'SOURCE_ERROR' && err.message === '/s3data/f.bin: the S3 server answered HTTP 403 with no error code (an answer to HEAD has no body): access denied, the credentials or the bucket policy do not allow it',
+    );
+    s3.behave({ bareError: 500 });
+    await assert.rejects(ufs.stat('f.bin'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /answered HTTP 500 with no error code/.test(err.message));
+  });
+
   test('an object whose HEAD gives a size past 2^53 is SOURCE_ERROR at stat, not a size rounded to another', async () => {
     s3.behave({ headLength: '9007199254740993' });
     await assert.rejects(ufs.stat('f.bin'), (err: { code?: string; message: string }) => err.code === 'SOURCE_ERROR' && /^\/s3data\/f\.bin: the source gives a size of 9007199254740992 bytes/.test(err.message));

@@ -34,6 +34,10 @@ export interface S3Behaviour {
   headLength?: string;
   /** Every request is answered 301 PermanentRedirect naming this region (x-amz-bucket-region), as AWS answers a bucket asked in another region. */
   movedTo?: string;
+  /** Every request is answered with this status and an nginx-style HTML error page (a proxy in front of the server); HEAD with the headers only. */
+  htmlError?: number;
+  /** Every request is answered with this status and no body at all (as S3 answers HEAD). */
+  bareError?: number;
   /** Every request is answered HTTP 500 with an XML error body this long, written as the client reads it. */
   errorBytes?: number;
 }
@@ -82,6 +86,12 @@ export class MisbehavingS3 {
     res.on('error', () => {});
     const url = new URL(rawUrl, 'http://x');
     if (this.behaviour.errorBytes !== undefined) return this.hugeError(res, this.behaviour.errorBytes);
+    if (this.behaviour.htmlError !== undefined) {
+      res.writeHead(this.behaviour.htmlError, { 'content-type': 'text/html' });
+      const title = `${this.behaviour.htmlError} Bad Gateway`;
+      return void res.end(method === 'HEAD' ? undefined : `<html><head><title>${title}</title></head><body><center><h1>${title}</h1></center><hr><center>nginx</center></body></html>`);
+    }
+    if (this.behaviour.bareError !== undefined) return void res.writeHead(this.behaviour.bareError, { 'content-length': '0' }).end();
     const region = this.behaviour.movedTo;
     if (region !== undefined) {
       res.writeHead(301, { 'content-type': 'application/xml', 'x-amz-bucket-region': region });

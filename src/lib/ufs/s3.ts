@@ -332,6 +332,8 @@ export class S3Ufs implements Ufs {
       return new FanoutError('SOURCE_ERROR', `${this.label ?? ''}${this.label ? ': ' : ''}bucket ${this.bucket} does not exist`, { cause: err });
     }
     if (isNotFound(err)) return new FanoutError('NOT_FOUND', `${what} does not exist`, { cause: err });
+    const unclear = status !== undefined && status !== 412 && status !== 416 ? unclearAnswer(err, status) : undefined;
+    if (unclear) return new FanoutError('SOURCE_ERROR', `${what}: ${unclear}`, { cause: err });
     if (e.name === 'PreconditionFailed' || status === 412) {
       return new FanoutError('SOURCE_CHANGED', `${what} changed at the source (ETag no longer matches)`, { cause: err });
     }
@@ -350,6 +352,23 @@ function charsFrom(entries: DirEntry[], from: number): number {
   let chars = 0;
   for (let i = from; i < entries.length; i++) chars += entries[i]!.name.length + (entries[i]!.version?.length ?? 0);
   return chars;
+}
+
+/**
+ * Words for an error answer the SDK cannot name: an HTML page (a proxy's or load balancer's
+ * "502 Bad Gateway" where an S3 answer was expected), which the SDK reported as "XML parse error:
+ * mismatched tags <hr> and </body>", and an error to HEAD, which has no body to carry a code
+ * ("Unknown, HTTP 403, UnknownError"). Undefined for answers with an S3 error code.
+ */
+function unclearAnswer(err: unknown, status: number): string | undefined {
+  const e = err as { name?: string; $response?: { headers?: Record<string, string | undefined> } };
+  const type = e.$response?.headers?.['content-type'] ?? '';
+  if (/^\s*text\/html/i.test(type)) {
+    return `the S3 endpoint answered HTTP ${status} with an HTML page, not an S3 answer: a proxy, a load balancer or another server at s3.endpoint answered in its place`;
+  }
+  if (e.name !== 'Unknown' && e.name !== 'UnknownError') return undefined;
+  const denied = status === 403 ? ': access denied, the credentials or the bucket policy do not allow it' : '';
+  return `the S3 server answered HTTP ${status} with no error code (an answer to HEAD has no body)${denied}`;
 }
 
 function opts(signal?: AbortSignal): { abortSignal?: AbortSignal } {
