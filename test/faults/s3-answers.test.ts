@@ -114,6 +114,12 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     );
   });
 
+  test('a missing key on a server that ignores Prefix is NOT_FOUND, for stat and list, not a directory', async () => {
+    s3.behave({ listing: 'elsewhere' });
+    await assert.rejects(ufs.stat('missing.bin'), (err: { code?: string; message: string }) => err.code === 'NOT_FOUND' && err.message === '/s3data/missing.bin does not exist');
+    await assert.rejects(ufs.list('missing'), (err: { code?: string; message: string }) => err.code === 'NOT_FOUND' && err.message === '/s3data/missing does not exist');
+  });
+
   test('a server that ignores Delimiter (every key under the prefix, no common prefixes) still lists the sub-directories, once each', async () => {
     s3.behave({ listing: 'ignores-delimiter' });
     const entries = await ufs.list('dir');

@@ -23,9 +23,10 @@ export interface S3Behaviour {
    * 'bad-sizes': one page whose keys `none.bin`, `negative.bin`, `huge.bin`, `fraction.bin` have no
    * Size, -5, 2^53+1 and 1.5, beside `good.bin` of 5 bytes (none.bin has no ETag either);
    * 'ignores-delimiter': every key under the prefix, over two pages, no common prefixes (`a.bin`,
-   * `sub/b.bin`, `sub/deeper/c.bin`, `sub/`; then `other/d.bin`, `z.bin`).
+   * `sub/b.bin`, `sub/deeper/c.bin`, `sub/`; then `other/d.bin`, `z.bin`); 'elsewhere': whatever the
+   * prefix, the keys `k0.bin` and `other/x.bin` (a server that ignores Prefix, nothing under it).
    */
-  listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty' | 'bad-sizes' | 'ignores-delimiter';
+  listing?: 'loop' | 'no-token' | 'ignores-prefix' | 'endless' | 'endless-empty' | 'bad-sizes' | 'ignores-delimiter' | 'elsewhere';
   /** Characters of padding in each key of an 'endless' listing (default none). */
   keyPadding?: number;
   /** Pages of a well-behaved listing (default 3). */
@@ -125,6 +126,7 @@ export class MisbehavingS3 {
     if (ignoresPrefix) next = '<IsTruncated>false</IsTruncated>';
     if (this.behaviour.listing === 'bad-sizes') return this.badSizes(prefix, res);
     if (this.behaviour.listing === 'ignores-delimiter') return this.allKeys(prefix, page, res);
+    if (this.behaviour.listing === 'elsewhere') return this.allKeys('', 1, res, ['k0.bin', 'other/x.bin']);
     const keys = this.behaviour.listing === 'endless-empty' ? [] : ignoresPrefix ? [`k${page}.bin`, `${prefix.replace(/\/$/, '')}k.bin`, `${prefix}in.bin`] : [`${prefix}k${page}${'x'.repeat(this.behaviour.keyPadding ?? 0)}.bin`];
     const prefixes = ignoresPrefix ? ['other/'] : [];
     res.writeHead(200, { 'content-type': 'application/xml' });
@@ -136,8 +138,8 @@ export class MisbehavingS3 {
     );
   }
 
-  private allKeys(prefix: string, page: number, res: ServerResponse): void {
-    const keys = page === 0 ? ['a.bin', 'sub/b.bin', 'sub/deeper/c.bin', 'sub/'] : ['other/d.bin', 'z.bin'];
+  private allKeys(prefix: string, page: number, res: ServerResponse, only?: string[]): void {
+    const keys = only ?? (page === 0 ? ['a.bin', 'sub/b.bin', 'sub/deeper/c.bin', 'sub/'] : ['other/d.bin', 'z.bin']);
     const next = page === 0 ? '<IsTruncated>true</IsTruncated><NextContinuationToken>page-1</NextContinuationToken>' : '<IsTruncated>false</IsTruncated>';
     res.writeHead(200, { 'content-type': 'application/xml' });
     res.end(

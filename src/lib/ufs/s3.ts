@@ -284,7 +284,8 @@ export class S3Ufs implements Ufs {
       const out = await withDeadline(this.deadlines.firstByteMs, this.describe(prefix), signal, (sig) =>
         this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1 }), opts(sig)),
       );
-      return (out.KeyCount ?? out.Contents?.length ?? 0) > 0;
+      // Keys, not KeyCount: a server that ignores Prefix counts keys elsewhere, and a missing file was a directory.
+      return (out.Contents ?? []).some((o) => o.Key?.startsWith(prefix));
     } catch (err) {
       throw this.mapError(err, prefix, signal);
     }
