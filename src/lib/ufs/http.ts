@@ -20,7 +20,7 @@ export interface HttpUfsOptions extends SourceOptions {
   dispatcher?: Dispatcher;
 }
 
-/** Versions remembered per source to check a range answer's total size (one entry is ~100 bytes). */
+/** Versions remembered per source to check a range answer's total size and content coding (one entry is ~100 bytes). */
 const KNOWN_SIZES = 4096;
 
 /** A range answer read by either client: what read() checks before handing the body on. */
