@@ -12,3 +12,21 @@ export class StoppedClock extends FileSystemClock {
   override now = async (): Promise<bigint> => 0n;
   override pastNow = async (): Promise<bigint> => 0n;
 }
+
+/**
+ * For tests: a file system clock that stands in the tick of every change (time 0) until someone
+ * waits for it to move on (pastNow), and from then on reads far past every ctime. It builds the
+ * state where a change was stamped in its own tick, and the clock had moved on by the time the
+ * stamps were checked or saved.
+ */
+export class StandingClock extends FileSystemClock {
+  private moved = false;
+  constructor() {
+    super('/nonexistent');
+  }
+  override now = async (): Promise<bigint> => (this.moved ? 1n << 62n : 0n);
+  override pastNow = async (): Promise<bigint> => {
+    this.moved = true;
+    return 1n << 62n;
+  };
+}

@@ -153,10 +153,11 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     const file = manifest.files[i]!;
     const target = join(staging, file.path);
     if (present.has(file.path)) {
-      const st = lstatOrNone(target);
-      const trusted = stamps.trusts(file, st);
+      const trusted = stamps.trusts(file, lstatOrNone(target));
+      // Stat'ed again after a clock reading to be hashed: its stamp must not miss a write after the stat.
+      const { st, clock } = trusted ? { st: undefined, clock: undefined } : await stamps.statBeforeHash(target);
       if (trusted || (await alreadyVerified(target, st, file, (bytes) => (progress.bytesRehashed += bytes)))) {
-        if (!trusted) stamps.recordStat(file, st!);
+        if (!trusted) stamps.recordStat(file, st!, clock);
         progress.bytesDone += file.size;
         progress.bytesResumed += file.size;
         report();
@@ -175,7 +176,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
     } else if (file.size <= wholeFileBytes) {
       // Written under its part name and renamed into staging in the writer's job.
       const bytes = await stageWholeFile(source, file, part, target, budget, writer, signal);
-      stamps.recordPlaced(file, target);
+      await stamps.recordPlaced(file, target);
       progress.bytesDone += file.size;
       progress.bytesLocal += bytes.local;
       progress.bytesFetched += bytes.fetched;
@@ -183,7 +184,7 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
       return;
     } else await writeFile(fileOpts, file, part, local, budget, progress, report);
     await rename(part, target).catch((err) => rethrowFs(err, target));
-    stamps.recordPlaced(file, target);
+    await stamps.recordPlaced(file, target);
   };
   const workersOf = (files: number[], wanted: number) => {
     const queue = { files, next: 0 };

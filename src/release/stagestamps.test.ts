@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import type { ReleaseFetcher } from './fetch.js';
 import type { FileSystemClock } from './fsclock.js';
-import { StoppedClock } from './fsclock.testkit.js';
+import { StandingClock, StoppedClock } from './fsclock.testkit.js';
 import { ReleaseDir } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 import { manifestOf, sha } from './manifest.testkit.js';
@@ -57,7 +57,7 @@ const shasOf = (files: Record<string, Buffer>) => Object.fromEntries(Object.entr
  * interrupted by DISK_FULL at `zz-full.bin`, every other file of v1 staged: a small file written
  * whole, one page by page, one linked from v0.
  */
-async function interruptedStaging(root: string, bootId: string | null, clock?: FileSystemClock) {
+async function interruptedStaging(root: string, bootId: string | null, clock?: FileSystemClock, fileConcurrency?: number) {
   const shared = randomBytes(2 * PAGE + 9);
   const dir = new ReleaseDir(root);
   await dir.init();
@@ -76,7 +76,7 @@ async function interruptedStaging(root: string, bootId: string | null, clock?: F
   if (clock) dir.clock = clock;
   let last: StageProgress | undefined;
   await assert.rejects(
-    stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging, clock: dir.clock }).fetcher, wholeFileBytes: PAGE, bootId, onProgress: (p) => (last = p) }),
+    stageVersion({ manifest, dir, fetcher: fetcherOf(files, { path: 'zz-full.bin', staging, clock: dir.clock }).fetcher, wholeFileBytes: PAGE, fileConcurrency, bootId, onProgress: (p) => (last = p) }),
     (err: unknown) => err instanceof FanoutError && err.code === 'DISK_FULL',
   );
   assert.equal(last?.bytesLocal, shared.length, 'one file was linked from v0');
@@ -146,6 +146,30 @@ test('a staged file edited in place in the clock tick of its stamp is hashed aga
     const { fetcher, asked } = fetcherOf(files);
     await stageVersion({ manifest, dir, fetcher, wholeFileBytes: PAGE, bootId: 'boot-a' });
     assert.ok(asked.has('small/whole.bin'), 'the edited file is fetched again');
+    await dir.install(manifest);
+    assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
+  }));
+
+test('a staged file written in the clock tick of its own rename is hashed again by the resumed run, though the run ended ticks later', () =>
+  inTempDir(async (root) => {
+    // The clock stands in each file's rename tick while the run stages, and has moved on (the
+    // fetcher waits for it) before the run fails and saves its stamps. One file at a time of
+    // each kind: every small file, small/whole.bin among them, is renamed and stamped before
+    // zz-full.bin (the last small file) is fetched.
+    const { dir, files, manifest, staging } = await interruptedStaging(root, 'boot-a', new StandingClock(), 1);
+    const handle = await open(join(staging, 'small/whole.bin'), 'r+');
+    await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
+    await handle.close();
+    // What a write in the rename's tick leaves: the file's stamp, if it was saved, is what the file shows now.
+    const saved = JSON.parse(await readFile(dir.stagedStampFile('v1'), 'utf8').catch(() => '{"files":{}}')) as { files: Record<string, Record<string, unknown>> };
+    if (saved.files['small/whole.bin']) {
+      const st = lstatSync(join(staging, 'small/whole.bin'), { bigint: true });
+      Object.assign(saved.files['small/whole.bin'], { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) });
+      await writeFile(dir.stagedStampFile('v1'), JSON.stringify(saved));
+    }
+    const { fetcher, asked } = fetcherOf(files);
+    await stageVersion({ manifest, dir, fetcher, wholeFileBytes: PAGE, bootId: 'boot-a' });
+    assert.ok(asked.has('small/whole.bin'), 'the file written in its rename tick is fetched again');
     await dir.install(manifest);
     assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
   }));

@@ -1,9 +1,16 @@
 import { lstatSync, type BigIntStats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../lib/statefile/index.js';
-import type { FileSystemClock } from './fsclock.js';
+import { ClockReadings, settledBefore, type FileSystemClock } from './fsclock.js';
 import { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
 import type { ManifestFile } from './manifest.js';
+
+/**
+ * Clock readings, back to back, a just-renamed file's stamp takes to find its rename's tick over.
+ * Here the second always was (2,000 renames, two runs); where ticks are coarse (ms, seconds) the
+ * file stays racy, unstamped, and is hashed if a run resumes.
+ */
+const PLACED_READINGS = 3;
 
 /** The kernel's random id of this boot. */
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
@@ -30,10 +37,12 @@ export async function readBootId(): Promise<string | undefined> {
  * size and ctime are as they were once it was verified and renamed into staging, instead of
  * reading it whole again (a host retrying after DISK_FULL every round re-hashed everything
  * already staged each time: 225 MB read over 40 s per retry, found by a fault hunt). Any write,
- * truncate or replacement changes the inode or the ctime, so a changed file is hashed again
- * (the ctime is stat'ed right after the rename: where the kernel has multigrain timestamps, any
- * later change then gets a ctime of its own; elsewhere one in the same clock tick could keep it,
- * as with installed versions' stamps).
+ * truncate or replacement changes the inode or the ctime, so a changed file is hashed again.
+ * A stamp is recorded only when the file's last change (its rename into staging) is older than
+ * the file system's clock read after that rename and before the stat (fsclock.ts): a write in
+ * the rename's clock tick would keep its ctime. Before, the clock was read once when the stamps
+ * were saved, at the run's end: a file renamed minutes earlier passed, whatever was written in
+ * its rename's tick.
  *
  * Only stamps of this boot count: staging is flushed once, at its end (durable.ts), so after a
  * crash a file may hold zeros or nothing at all under the very inode, size and ctime it had.
@@ -44,17 +53,20 @@ export async function readBootId(): Promise<string | undefined> {
  */
 export class StagedStamps {
   private readonly recorded = new Map<string, StagedStamp>();
+  private readonly readings: ClockReadings;
 
   private constructor(
     private readonly file: string,
     private readonly bootId: string | undefined,
     private readonly earlier: Record<string, StagedStamp>,
-    private readonly clock: FileSystemClock,
-  ) {}
+    clock: FileSystemClock,
+  ) {
+    this.readings = new ClockReadings(clock);
+  }
 
   /**
    * The stamps an earlier run of this boot left in `file` (none if unreadable: the files are hashed
-   * again). `clock`: the file system's, read when they are saved (see save).
+   * again). `clock`: the file system's, read before each stat that records a stamp.
    */
   static async load(file: string, bootId: string | undefined, clock: FileSystemClock): Promise<StagedStamps> {
     if (bootId === undefined) return new StagedStamps(file, undefined, {}, clock);
@@ -102,21 +114,41 @@ export class StagedStamps {
     return isStamp(stamp) ? stamp : undefined;
   }
 
-  /** `st`: lstat of the staged file taken before its bytes were verified (a write since changes its ctime). */
-  recordStat(file: ManifestFile, st: BigIntStats): void {
-    if (this.bootId === undefined) return;
+  /**
+   * The lstat of a staged file about to be hashed, and the clock read before it (see recordStat).
+   * No clock is read where nothing is recorded (no boot id).
+   */
+  async statBeforeHash(path: string): Promise<{ st: BigIntStats | undefined; clock: bigint | undefined }> {
+    const clock = this.bootId === undefined ? undefined : await this.readings.after();
+    return { st: lstatOrNone(path), clock };
+  }
+
+  /**
+   * `st`: lstat of the staged file taken before its bytes were verified (a write since changes
+   * its ctime), `clock` read before that lstat: a stamp of a file changed in the clock's current
+   * tick is racy (a write later in that tick keeps the ctime), not recorded.
+   */
+  recordStat(file: ManifestFile, st: BigIntStats, clock: bigint | undefined): void {
+    if (this.bootId === undefined || !settledBefore(st, clock)) return;
     this.recorded.set(file.path, { ...stampOf(st), sha256: file.sha256 });
   }
 
   /**
-   * Records a file just verified and renamed into staging at `path`. Stat'ed after the rename,
-   * which changes the ctime; on this thread, as install.ts stamps installed files (a just-renamed
-   * inode is cached: microseconds, less than a thread-pool hand-off).
+   * Records a file just verified and renamed into staging at `path`: stat'ed after a reading of
+   * the clock begun after the rename (which changes the ctime), so that a write in the rename's
+   * tick leaves the stamp racy rather than trusted. The stat is on this thread, as install.ts
+   * stamps installed files (a just-renamed inode is cached: microseconds).
    */
-  recordPlaced(file: ManifestFile, path: string): void {
+  async recordPlaced(file: ManifestFile, path: string): Promise<void> {
     if (this.bootId === undefined) return;
-    const st = lstatOrNone(path);
-    if (st?.isFile()) this.recordStat(file, st);
+    // A reading in the rename's own tick (13 to 39 of 2,000 renames here) leaves the stamp racy:
+    // a later reading may not.
+    for (let reading = 0; reading < PLACED_READINGS; reading++) {
+      const clock = await this.readings.after();
+      const st = lstatOrNone(path);
+      if (!st?.isFile()) return;
+      if (settledBefore(st, clock)) return this.recordStat(file, st, clock);
+    }
   }
 
   /**
@@ -125,16 +157,11 @@ export class StagedStamps {
    * failure): each stamp stays true for this boot, and a file replaced since no longer matches.
    * Never fails: on a full disk nothing new is recorded, the earlier file stays, and the next run
    * hashes this run's files again.
-   *
-   * A stamp whose ctime is not older than the file system's clock now is left out (racy, as git
-   * says: a write in that tick would keep the ctime; fsclock.ts), as git compares entries with
-   * its index file's time: the files renamed in the run's last tick are hashed by the next run.
+   * Every stamp recorded is settled already (recordStat).
    */
   async save(): Promise<void> {
     if (this.bootId === undefined || this.recorded.size === 0) return;
-    const clock = await this.clock.now();
-    const settled = [...this.recorded].filter(([, stamp]) => clock !== undefined && BigInt(stamp.ctimeNs) < clock);
-    const contents: StagedStampsFile = { bootId: this.bootId, files: { ...this.earlier, ...Object.fromEntries(settled) } };
+    const contents: StagedStampsFile = { bootId: this.bootId, files: { ...this.earlier, ...Object.fromEntries(this.recorded) } };
     await writeFileAtomic(this.file, JSON.stringify(contents)).catch(() => {});
   }
 }
