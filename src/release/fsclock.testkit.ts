@@ -30,3 +30,17 @@ export class StandingClock extends FileSystemClock {
     return 1n << 62n;
   };
 }
+
+/** For tests: the real clock of `probe`, with `before` run at each wait for it to move on (pastNow): a stand-in for what happens just then. */
+export class ClockWithStep extends FileSystemClock {
+  constructor(
+    probe: string,
+    private readonly before: () => Promise<void>,
+  ) {
+    super(probe);
+  }
+  override async pastNow(): Promise<bigint | undefined> {
+    await this.before();
+    return super.pastNow();
+  }
+}

@@ -1,4 +1,4 @@
-import { lstatSync, statSync } from 'node:fs';
+import { lstatSync, type BigIntStats } from 'node:fs';
 import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
@@ -121,7 +121,10 @@ export class ReleaseDir {
       await rm(this.partsDir(manifest.version), { recursive: true, force: true });
       await fsyncDir(join(this.dir, 'versions'));
       await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
-      stamped = await this.stampInstalled(manifest, verified);
+      stamped = await this.stampInstalled(manifest, (path, st) => {
+        const staged = verified.verifiedStamp(path);
+        return staged === undefined || matchesStamp(st, staged);
+      });
     } catch (err) {
       // The verified tree goes back to staging (a full disk at the manifest's write): left in
       // versions/ without its manifest it was staged again from nothing beside itself, and the
@@ -161,12 +164,13 @@ export class ReleaseDir {
 
   /**
    * Stamps every file of an installed version as it is now (right after it was verified).
-   * `verified`: the stamps staging took as each file was verified into it. A file that no longer
-   * matches its own was changed since, and is left unstamped (hashed at its next check): a file
-   * hard-linked from the current version is one inode with the file the service reads, and a
-   * write through `current/` while the version was staged would otherwise be stamped as verified.
+   * `unchanged`: whether a file is as it was verified (install: it still matches the stamp staging
+   * took as it verified it; a repair: its data as before `current` showed it). One that is not was
+   * changed since, and is left unstamped (hashed at its next check): a file hard-linked from the
+   * current version is one inode with the file the service reads, and a write through `current/`
+   * would otherwise be stamped as verified.
    */
-  async stampInstalled(manifest: Manifest, verified?: StagedStamps): Promise<Record<string, FileStamp>> {
+  async stampInstalled(manifest: Manifest, unchanged: (path: string, st: BigIntStats) => boolean): Promise<Record<string, FileStamp>> {
     const target = this.versionDir(manifest.version);
     // What each verified file looked like once installed: any write changes its ctime.
     // Stat'ed on this thread, a slice at a time: a stat of a just-written file's cached inode takes
@@ -174,13 +178,13 @@ export class ReleaseDir {
     // files: 0.1 ms of CPU each through the pool), and the event loop still turns between slices.
     // Stat'ed once the file system's clock moved past the renames and links that made the tree:
     // a stamp of a file changed in the clock's current tick would miss a write in that same tick
-    // (fsclock.ts). One changed since is left unstamped, and hashed at its next check.
+    // (fsclock.ts).
     const clock = await this.clock.pastNow();
     const snapshot: Record<string, FileStamp> = {};
     await inSlices(manifest.files, (file) => {
-      const st = statSync(join(target, file.path), { bigint: true });
-      const staged = verified?.verifiedStamp(file.path);
-      if (settledBefore(st, clock) && (staged === undefined || matchesStamp(st, staged))) snapshot[file.path] = stampOf(st);
+      // lstat: a file replaced by a link (during a repair, through `current/`) is not stamped.
+      const st = lstatSync(join(target, file.path), { bigint: true });
+      if (st.isFile() && settledBefore(st, clock) && unchanged(file.path, st)) snapshot[file.path] = stampOf(st);
     });
     // Its directories too: a check lists only those changed since, for entries not in the manifest.
     Object.assign(snapshot, stampDirectories(target, manifest, clock));

@@ -1,9 +1,25 @@
-import { link, lstat, mkdir, readlink, rename, rm } from 'node:fs/promises';
+import { lstatSync, type BigIntStats } from 'node:fs';
+import { link, lstat, mkdir, readFile, readlink, rename, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ReleaseFetcher } from './fetch.js';
-import { fsyncDir, type ReleaseDir } from './install.js';
+import { fsyncDir, inSlices, matchesStamp, writeAtomic, type ReleaseDir } from './install.js';
 import type { Manifest } from './manifest.js';
 import { stageVersion, type StageProgress } from './stage.js';
+import { readBootId, StagedStamps } from './stagestamps.js';
+
+/** `.repair-V/verified.json`: each file's data as verified, taken before `current` showed the copy. */
+const VERIFIED_DATA = 'verified.json';
+
+/**
+ * A file's data as verified: its inode, size and mtime. The repair's own links and unlinks after
+ * the switch change every file's ctime, so a ctime stamp cannot tell a write through `current/`
+ * in that time from them; they leave the mtime alone, and a write does not.
+ */
+interface DataStamp {
+  ino: number;
+  size: number;
+  mtimeNs: string;
+}
 
 export interface RepairOptions {
   dir: ReleaseDir;
@@ -33,11 +49,14 @@ export async function repairCurrent(opts: RepairOptions): Promise<StageProgress>
   const version = manifest.version;
   await dir.dropOtherStaging(version);
   const progress = await stageVersion({ ...opts, copyChanged: true });
+  // Read before the tree moves, as an install does: what staging verified, file by file.
+  const verified = await StagedStamps.load(dir.stagedStampFile(version), await readBootId(), dir.clock);
   const aside = dir.repairDir(version);
   await rm(aside, { recursive: true, force: true });
   await mkdir(aside);
   await rename(dir.stagingDir(version), join(aside, version));
   await rm(dir.stagedStampFile(version), { force: true });
+  await recordVerifiedData(join(aside, version), manifest, verified, join(aside, VERIFIED_DATA));
   await fsyncDir(aside);
   await dir.pointCurrentAt(repairTarget(version));
   await finishRepair(dir, manifest);
@@ -53,6 +72,9 @@ export async function finishRepair(dir: ReleaseDir, manifest: Manifest): Promise
   const aside = dir.repairDir(version);
   if (!(await exists(aside))) return false;
   const onRepair = (await readlink(dir.current).catch(() => undefined)) === repairTarget(version);
+  // Read before `.repair-V` goes with it; none (a repair by an older build): nothing is stamped,
+  // every file is hashed at the next check.
+  const verified = onRepair ? await readVerifiedData(join(aside, VERIFIED_DATA)) : {};
   if (onRepair) {
     const linked = join(aside, 'linked');
     const damaged = join(aside, 'damaged');
@@ -69,8 +91,38 @@ export async function finishRepair(dir: ReleaseDir, manifest: Manifest): Promise
   }
   // Removed before the stamps are taken: each removed link changes its inode's ctime.
   await rm(aside, { recursive: true, force: true });
-  if (onRepair) await dir.stampInstalled(manifest);
+  // Only files whose data is as verified: one written through `current/` since the switch (before,
+  // stamped as it was, so that no later check read it) is left unstamped, hashed at the next check.
+  if (onRepair) await dir.stampInstalled(manifest, (path, st) => sameData(st, Object.hasOwn(verified, path) ? verified[path] : undefined));
   return onRepair;
+}
+
+/**
+ * Records the data stamp of each file of the repaired copy still as staging verified it (its
+ * staged stamp matches: no write since, as a write changes the ctime). Any later write changes
+ * the mtime: the staged stamp's ctime is older than a clock reading, and so is the mtime. A file
+ * without a staged stamp (racy) is not recorded, and goes unstamped.
+ */
+async function recordVerifiedData(tree: string, manifest: Manifest, verified: StagedStamps, file: string): Promise<void> {
+  const data: Record<string, DataStamp> = {};
+  await inSlices(manifest.files, (f) => {
+    const st = lstatSync(join(tree, f.path), { bigint: true, throwIfNoEntry: false });
+    if (st && matchesStamp(st, verified.verifiedStamp(f.path))) data[f.path] = { ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs) };
+  });
+  await writeAtomic(file, Buffer.from(JSON.stringify(data)));
+}
+
+async function readVerifiedData(file: string): Promise<Record<string, DataStamp>> {
+  try {
+    const value: unknown = JSON.parse(await readFile(file, 'utf8'));
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, DataStamp>) : {};
+  } catch {
+    return {};
+  }
+}
+
+function sameData(st: BigIntStats, data: DataStamp | undefined): boolean {
+  return data !== undefined && Number(st.ino) === data.ino && Number(st.size) === data.size && String(st.mtimeNs) === data.mtimeNs;
 }
 
 /** `current`'s target during a repair: its last segment is still V, so currentVersion() is unchanged. */

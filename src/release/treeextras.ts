@@ -38,14 +38,31 @@ function matchesDirStamp(st: BigIntStats | undefined, stamp: FileStamp | undefin
   return st !== undefined && stamp !== undefined && st.isDirectory() && Number(st.ino) === stamp.ino && String(st.ctimeNs) === stamp.ctimeNs;
 }
 
-/** Stamps of the tree's directories whose last change is older than `clock` (read before this call's stats). */
+/**
+ * Stamps of the tree's directories whose last change is older than `clock` (read before this
+ * call's stats) and that hold exactly the manifest's entries: listed after the stat, so an entry
+ * added before it is seen and one added after changes the ctime. Before, a directory was stamped
+ * as it was: an entry added through `current/` during a repair's switches was stamped with it,
+ * and no later check listed that directory again. One listing per directory, once per install.
+ */
 export function stampDirectories(root: string, manifest: Manifest, clock: bigint | undefined): Record<string, FileStamp> {
   const stamps: Record<string, FileStamp> = {};
-  for (const dir of expectedEntries(manifest).keys()) {
-    const st = lstatSync(join(root, dir), { bigint: true, throwIfNoEntry: false });
-    if (st?.isDirectory() && settledBefore(st, clock)) stamps[dirKey(dir)] = stampOf(st);
+  for (const [dir, wanted] of expectedEntries(manifest)) {
+    const path = join(root, dir);
+    const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    if (st?.isDirectory() && settledBefore(st, clock) && holdsExactly(path, wanted)) stamps[dirKey(dir)] = stampOf(st);
   }
   return stamps;
+}
+
+/** Whether the directory at `path` holds the `wanted` names and no other (false if unreadable). */
+function holdsExactly(path: string, wanted: Set<string>): boolean {
+  try {
+    const names = readdirSync(path);
+    return names.length === wanted.size && names.every((name) => wanted.has(name));
+  } catch {
+    return false;
+  }
 }
 
 export interface ExtraEntries {
