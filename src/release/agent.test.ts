@@ -333,6 +333,32 @@ test('a rollback to a kept version whose files changed since they were verified 
   });
 });
 
+test('a rollback to a kept version with an entry added to its tree stages it again before the switch: the hook runs once, on the manifest’s tree', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1), 'sub/b.bin': Buffer.alloc(2000, 3) });
+    const log: string[] = [];
+    const agent = w.agent(releases, 1, hookLog(dir), log);
+    await agent.syncOnce();
+    w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+    await agent.syncOnce();
+    // Another program adds a file and a directory to the kept version (its files untouched).
+    await writeFile(join(agent.dir.versionDir('v1'), 'sub', 'extra.bin'), 'added');
+    await mkdir(join(agent.dir.versionDir('v1'), 'scratch'));
+    w.rollBackTo('v1');
+    const fetched = w.fetcher.fetched;
+    assert.equal(await agent.syncOnce(), 'v1');
+    assert.deepEqual((await readdir(join(releases, 'current'), { recursive: true })).sort(), ['a.bin', 'sub', 'sub/b.bin'], 'the switch gave the manifest’s tree');
+    assert.equal(w.fetcher.fetched, fetched, 'its files, untouched, are kept: nothing fetched');
+    assert.ok(log.some((l) => /app@v1: .*scratch\/: not in the manifest.*; staging it again/.test(l)), log.join('\n'));
+    // The next round finds nothing to repair: no second hook.
+    await agent.syncOnce();
+    const hooks = (await readFile(join(dir, 'hook.log'), 'utf8')).trim().split('\n').map((l) => l.trim());
+    assert.deepEqual(hooks, ['v1', 'v2 v1 kept', 'v1 v2 kept'], 'one hook per switch, none for a repair');
+  });
+});
+
 test('a rollback to a kept version with one file edited reads again only that file, not the whole version', async () => {
   await withDir(async (dir) => {
     const w = world();

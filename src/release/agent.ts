@@ -308,9 +308,12 @@ export class SyncAgent {
     // identical files are hard links across versions, so a write through current/ (or another
     // program's) changes them too (found by a fault hunt: a rollback switched to a version with a
     // file deleted and another edited).
-    const changed = kept ? await this.dir.changedFiles(kept) : [];
+    // Its directories too: an entry the manifest does not list goes with the staging (keepStaged).
+    const { files: changedFiles, extra } = kept ? await this.dir.changedEntries(kept) : { files: [], extra: [] };
+    const changed = [...changedFiles, ...extra.map((path) => `${path}: not in the manifest`)];
     if (changed.length > 0) {
-      this.opts.log?.(`${this.opts.name}@${target}: ${changed.length} installed file(s) changed since verified (${changed.slice(0, 3).join(', ')}${changed.length > 3 ? ', …' : ''}); staging it again`);
+      const what = [changedFiles.length > 0 ? `${changedFiles.length} installed file(s) changed since verified` : '', extra.length > 0 ? `${extra.length} entr(y/ies) not in the manifest` : ''].filter(Boolean).join(', ');
+      this.opts.log?.(`${this.opts.name}@${target}: ${what} (${changed.slice(0, 3).join(', ')}${changed.length > 3 ? ', …' : ''}); staging it again`);
       await this.dir.returnToStaging(target);
     }
     if (!kept || changed.length > 0) {

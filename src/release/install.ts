@@ -8,7 +8,7 @@ import { FileSystemClock, settledBefore } from './fsclock.js';
 import { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { readBootId, StagedStamps } from './stagestamps.js';
-import { stampDirectories } from './treeextras.js';
+import { findExtraEntries, stampDirectories } from './treeextras.js';
 
 export { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
 
@@ -273,6 +273,21 @@ export class ReleaseDir {
       if (!matchesStamp(lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false }), stamps[file.path])) changed.push(file.path);
     });
     return changed;
+  }
+
+  /**
+   * What changed in an installed version since it was verified: its files (changedFiles) and the
+   * entries its manifest does not list, looked for in the directories changed since stamped
+   * (treeextras.ts; those found exact are stamped again). A rollback checked files alone: a file
+   * or directory added to a kept version went live with the switch and its hook, and only the
+   * next round's check found it and repaired it (a second hook).
+   */
+  async changedEntries(manifest: Manifest): Promise<{ files: string[]; extra: string[] }> {
+    const files = await this.changedFiles(manifest);
+    const stamps = await this.stampsOf(manifest.version);
+    const { extra, fresh } = await findExtraEntries(this.versionDir(manifest.version), manifest, stamps, () => this.clock.pastNow());
+    if (Object.keys(fresh).length > 0) await this.restamp(manifest.version, fresh);
+    return { files, extra };
   }
 
   /**
