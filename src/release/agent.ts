@@ -103,8 +103,10 @@ export class SyncAgent {
 
   constructor(private readonly opts: SyncAgentOptions) {
     if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
-    this.dir = new ReleaseDir(resolve(opts.dir), ({ file, movedTo }) =>
-      opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
+    this.dir = new ReleaseDir(
+      resolve(opts.dir),
+      ({ file, movedTo }) => opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
+      (line) => opts.log?.(`${opts.name}: ${line}`),
     );
     this.state = {
       host: opts.host ?? hostname(),

@@ -38,10 +38,10 @@ async function installed(root: string, files: Record<string, Buffer>, clock?: Fi
  * has one, is what the file shows now (the write kept the ctime the stamp recorded).
  */
 async function writeKeptTheCtime(dir: ReleaseDir, path: string): Promise<void> {
-  const stamps = JSON.parse(await readFile(dir.stampFile('v1'), 'utf8')) as Record<string, FileStamp>;
-  if (!(path in stamps)) return;
-  stamps[path] = stampOf(lstatSync(join(dir.versionDir('v1'), path), { bigint: true }));
-  await writeFile(dir.stampFile('v1'), JSON.stringify(stamps));
+  const saved = JSON.parse(await readFile(dir.stampFile('v1'), 'utf8')) as { files: Record<string, FileStamp> };
+  if (!(path in saved.files)) return;
+  saved.files[path] = stampOf(lstatSync(join(dir.versionDir('v1'), path), { bigint: true }));
+  await writeFile(dir.stampFile('v1'), JSON.stringify(saved));
 }
 
 async function inTempDir(body: (root: string) => Promise<void>): Promise<void> {
@@ -120,10 +120,10 @@ test('an entry added in the clock tick of its directory’s stamp is found: the 
     const { dir, manifest } = await installed(root, files, new StoppedClock());
     await writeFile(join(dir.versionDir('v1'), 'extra.bin'), 'added');
     // What an addition in that tick leaves: the directory's stamp, if it has one, is what it shows now.
-    const stamps = JSON.parse(await readFile(dir.stampFile('v1'), 'utf8')) as Record<string, FileStamp>;
-    if ('./' in stamps) {
-      stamps['./'] = stampOf(lstatSync(dir.versionDir('v1'), { bigint: true }));
-      await writeFile(dir.stampFile('v1'), JSON.stringify(stamps));
+    const saved = JSON.parse(await readFile(dir.stampFile('v1'), 'utf8')) as { files: Record<string, FileStamp> };
+    if ('./' in saved.files) {
+      saved.files['./'] = stampOf(lstatSync(dir.versionDir('v1'), { bigint: true }));
+      await writeFile(dir.stampFile('v1'), JSON.stringify(saved));
     }
     assert.deepEqual((await checkInstalled(dir, manifest)).damaged, [{ path: 'extra.bin', reason: 'extra' }]);
   }));
@@ -156,4 +156,26 @@ test('a kept version whose files the next version hard-linked keeps valid stamps
     // The link changed the inode's ctime: v1's own stamp no longer matches, v2's does.
     assert.deepEqual(await dir.changedFiles(v1), []);
     assert.deepEqual(await checkInstalled(dir, v1), { damaged: [], touched: [], bytesRehashed: 0 });
+  }));
+
+test('stamps written by an older build (no format) are not trusted: every file is hashed once, a write they hid is found, the rest is stamped again', () =>
+  inTempDir(async (root) => {
+    const files = { 'a.bin': randomBytes(3 * PAGE), 'sub/b.bin': randomBytes(100) };
+    const { dir, manifest } = await installed(root, files);
+    const handle = await open(join(dir.versionDir('v1'), 'a.bin'), 'r+');
+    await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
+    await handle.close();
+    // What an older build left: its stamps as a plain map, taken after that write (in its tick).
+    const old: Record<string, FileStamp> = {};
+    for (const path of ['a.bin', 'sub/b.bin', '.', 'sub']) old[path === '.' || path === 'sub' ? `${path}/` : path] = stampOf(lstatSync(join(dir.versionDir('v1'), path), { bigint: true }));
+    await writeFile(dir.stampFile('v1'), JSON.stringify(old));
+    const lines: string[] = [];
+    const fresh = new ReleaseDir(root, undefined, (line) => lines.push(line));
+    const first = await checkInstalled(fresh, manifest);
+    assert.deepEqual(first.damaged, [{ path: 'a.bin', reason: 'content' }]);
+    assert.deepEqual(first.touched, ['sub/b.bin'], 'the intact file is hashed too');
+    assert.match(lines.join('\n'), /stamps of v1 .* older format: not trusted/);
+    assert.equal(JSON.parse(await readFile(dir.stampFile('v1'), 'utf8')).format, 2, 'stamped again in this format');
+    const second = await checkInstalled(fresh, manifest);
+    assert.deepEqual({ damaged: second.damaged, touched: second.touched, bytesRehashed: second.bytesRehashed }, { damaged: [{ path: 'a.bin', reason: 'content' }], touched: [], bytesRehashed: files['a.bin'].length }, 'once: only the damaged file is read again');
   }));

@@ -5,7 +5,7 @@ import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
 import { lockDir } from './dirlock.js';
 import { FileSystemClock, settledBefore } from './fsclock.js';
-import { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
+import { matchesStamp, stampOf, STAMPS_FORMAT, type FileStamp } from './filestamp.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { readBootId, StagedStamps } from './stagestamps.js';
 import { findExtraEntries, stampDirectories } from './treeextras.js';
@@ -31,9 +31,14 @@ export class ReleaseDir {
   clock: FileSystemClock;
 
   /** `onCorrupt`: a state file (history, stamps) was unreadable and moved aside. */
+  /** Versions whose untrusted stamps were logged (once each). */
+  private readonly untrustedNoted = new Set<string>();
+
+  /** `log`: notes for the operator (stamps of an older format, hashed again). */
   constructor(
     readonly dir: string,
     private readonly onCorrupt?: (report: CorruptStateFile) => void,
+    private readonly log?: (line: string) => void,
   ) {
     this.clock = new FileSystemClock(join(dir, '.stamp-clock'));
   }
@@ -188,7 +193,7 @@ export class ReleaseDir {
     });
     // Its directories too: a check lists only those changed since, for entries not in the manifest.
     Object.assign(snapshot, stampDirectories(target, manifest, clock));
-    await writeAtomic(this.stampFile(manifest.version), Buffer.from(JSON.stringify(snapshot)));
+    await this.writeStamps(manifest.version, snapshot);
     return snapshot;
   }
 
@@ -223,8 +228,11 @@ export class ReleaseDir {
 
   /** Replaces the stamps of some files of an installed version (re-hashed and found intact). */
   async restamp(version: string, fresh: Record<string, FileStamp>): Promise<void> {
-    const stamps = { ...(await this.stampsOf(version)), ...fresh };
-    await writeAtomic(this.stampFile(version), Buffer.from(JSON.stringify(stamps)));
+    await this.writeStamps(version, { ...(await this.stampsOf(version)), ...fresh });
+  }
+
+  private async writeStamps(version: string, files: Record<string, FileStamp>): Promise<void> {
+    await writeAtomic(this.stampFile(version), Buffer.from(JSON.stringify({ format: STAMPS_FORMAT, files })));
   }
 
   /**
@@ -235,29 +243,24 @@ export class ReleaseDir {
     return join(this.dir, '.manifests', `${version}@stamps.json`);
   }
 
-  /** Stamps of an installed version's files, recorded right after they were verified. */
+  /**
+   * Stamps of an installed version's files (and directories), recorded right after they were
+   * verified. Stamps of another format (an older build's: STAMPS_FORMAT, or `V.stamps.json`, where
+   * builds before `V@stamps.json` kept them) are not trusted: none is returned, so the next check
+   * hashes every file once and stamps it again, and a rollback to a kept version stages it again.
+   */
   async stampsOf(version: string): Promise<Record<string, FileStamp>> {
     const stamps = await this.readState(this.stampFile(version), (v) => {
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object of file stamps');
-      return v as Record<string, FileStamp>;
+      if (!isObject(v)) throw new Error('not an object of file stamps');
+      if (v.format !== STAMPS_FORMAT || !isObject(v.files)) return undefined;
+      return v.files as Record<string, FileStamp>;
     });
-    return stamps ?? (await this.legacyStamps(version)) ?? {};
-  }
-
-  /**
-   * Stamps where versions installed before `V@stamps.json` kept them (`V.stamps.json`), unless
-   * that is the manifest of a version named `V.stamps`: read as they are, never moved aside.
-   */
-  private async legacyStamps(version: string): Promise<Record<string, FileStamp> | undefined> {
-    try {
-      const value: unknown = JSON.parse(await readFile(join(this.dir, '.manifests', `${version}.stamps.json`), 'utf8'));
-      if (!isObject(value) || 'schema' in value) return undefined;
-      const stamps = Object.values(value);
-      const valid = stamps.every((v) => isObject(v) && typeof v.ino === 'number' && typeof v.size === 'number' && typeof v.ctimeNs === 'string');
-      return valid ? (value as Record<string, FileStamp>) : undefined;
-    } catch {
-      return undefined;
+    if (stamps) return stamps;
+    if (!this.untrustedNoted.has(version) && (await exists(this.stampFile(version)))) {
+      this.untrustedNoted.add(version);
+      this.log?.(`file stamps of ${version} in ${this.stampFile(version)} are of an older format: not trusted; its files are hashed once and stamped again`);
     }
+    return {};
   }
 
   /**

@@ -2,7 +2,7 @@ import { lstatSync, type BigIntStats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../lib/statefile/index.js';
 import { ClockReadings, settledBefore, type FileSystemClock } from './fsclock.js';
-import { matchesStamp, stampOf, type FileStamp } from './filestamp.js';
+import { matchesStamp, stampOf, STAMPS_FORMAT, type FileStamp } from './filestamp.js';
 import type { ManifestFile } from './manifest.js';
 
 /**
@@ -22,6 +22,8 @@ interface StagedStamp extends FileStamp {
 
 /** `DIR/.staging-V@stamps.json`. */
 interface StagedStampsFile {
+  /** STAMPS_FORMAT: a file without it (an older build's) is not trusted. */
+  format: number;
   bootId: string;
   files: Record<string, StagedStamp>;
 }
@@ -46,7 +48,8 @@ export async function readBootId(): Promise<string | undefined> {
  *
  * Only stamps of this boot count: staging is flushed once, at its end (durable.ts), so after a
  * crash a file may hold zeros or nothing at all under the very inode, size and ctime it had.
- * Where the boot id cannot be read nothing is trusted and nothing is written.
+ * Where the boot id cannot be read nothing is trusted and nothing is written. Nor do stamps of
+ * an older build's format (STAMPS_FORMAT): those files are hashed once.
  *
  * Kept beside `.staging-V` (never inside: staging holds the manifest's files and nothing else)
  * and dropped with it (ReleaseDir.dropOtherStaging, install).
@@ -73,7 +76,7 @@ export class StagedStamps {
     let earlier: Record<string, StagedStamp> = {};
     try {
       const value = JSON.parse(await readFile(file, 'utf8')) as Partial<StagedStampsFile>;
-      if (value.bootId === bootId && isObject(value.files)) earlier = value.files;
+      if (value.format === STAMPS_FORMAT && value.bootId === bootId && isObject(value.files)) earlier = value.files;
     } catch {
       // Missing or torn: a cache, not state, so nothing is moved aside or reported.
     }
@@ -93,7 +96,7 @@ export class StagedStamps {
       const stamp = Object.hasOwn(stamps, f.path) ? stamps[f.path] : undefined;
       if (stamp && isStamp({ ...stamp, sha256: f.sha256 })) seeded[f.path] = { ino: stamp.ino, size: stamp.size, ctimeNs: stamp.ctimeNs, sha256: f.sha256 };
     }
-    const contents: StagedStampsFile = { bootId, files: seeded };
+    const contents: StagedStampsFile = { format: STAMPS_FORMAT, bootId, files: seeded };
     await writeFileAtomic(file, JSON.stringify(contents)).catch(() => {});
   }
 
@@ -161,7 +164,7 @@ export class StagedStamps {
    */
   async save(): Promise<void> {
     if (this.bootId === undefined || this.recorded.size === 0) return;
-    const contents: StagedStampsFile = { bootId: this.bootId, files: { ...this.earlier, ...Object.fromEntries(this.recorded) } };
+    const contents: StagedStampsFile = { format: STAMPS_FORMAT, bootId: this.bootId, files: { ...this.earlier, ...Object.fromEntries(this.recorded) } };
     await writeFileAtomic(this.file, JSON.stringify(contents)).catch(() => {});
   }
 }
