@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { checkInstalled, describeDamage } from './damage.js';
 import type { ReleaseFetcher } from './fetch.js';
 import type { FileSystemClock } from './fsclock.js';
-import { StoppedClock } from './fsclock.testkit.js';
+import { StandingClock, StoppedClock } from './fsclock.testkit.js';
 import { ReleaseDir, stampOf, type FileStamp } from './install.js';
 import type { Manifest, ManifestFile } from './manifest.js';
 import { manifestOf } from './manifest.testkit.js';
@@ -28,7 +28,7 @@ async function installed(root: string, files: Record<string, Buffer>, clock?: Fi
   if (clock) dir.clock = clock;
   await dir.init();
   const manifest = manifestOf(files, 'v1');
-  await stageVersion({ manifest, dir, fetcher: fetcherOf(files), bootId: null });
+  await stageVersion({ manifest, dir, fetcher: fetcherOf(files) });
   await dir.install(manifest);
   return { dir, manifest };
 }
@@ -144,6 +144,30 @@ test('a file linked from the current version and written through current/ while 
     await dir.install(manifest);
     assert.deepEqual((await checkInstalled(dir, manifest)).damaged, [{ path: 'shared.bin', reason: 'content' }]);
   }));
+
+for (const [staged, how] of [
+  ['racy at its rename', { clock: true, bootId: undefined }],
+  ['staged with no boot id', { clock: false, bootId: null }],
+] as const) {
+  test(`a file linked from the current version with no stamp of its verification (${staged}) and written through current/ before the install is not stamped: its damage is found`, () =>
+    inTempDir(async (root) => {
+      const shared = randomBytes(3 * PAGE);
+      const { dir } = await installed(root, { 'shared.bin': shared, 'own.bin': randomBytes(100) });
+      const v2 = { 'shared.bin': shared, 'own.bin': randomBytes(200) };
+      const manifest = manifestOf(v2, 'v2');
+      // Racy: the clock stands in the tick of every rename while v2 is staged, then moves on.
+      const clock = dir.clock;
+      if (how.clock) dir.clock = new StandingClock();
+      assert.equal((await stageVersion({ manifest, dir, fetcher: fetcherOf(v2), bootId: how.bootId })).bytesLocal, shared.length);
+      await dir.clock.pastNow();
+      dir.clock = clock;
+      const handle = await open(join(dir.versionDir('v1'), 'shared.bin'), 'r+');
+      await handle.write(Buffer.from('written by the service'), 0, undefined, 100);
+      await handle.close();
+      await dir.install(manifest);
+      assert.deepEqual((await checkInstalled(dir, manifest)).damaged, [{ path: 'shared.bin', reason: 'content' }]);
+    }));
+}
 
 test('a kept version whose files the next version hard-linked keeps valid stamps: a rollback check reads nothing again', () =>
   inTempDir(async (root) => {

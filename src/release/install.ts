@@ -126,9 +126,11 @@ export class ReleaseDir {
       await rm(this.partsDir(manifest.version), { recursive: true, force: true });
       await fsyncDir(join(this.dir, 'versions'));
       await writeAtomic(this.manifestFile(manifest.version), serializeManifest(manifest));
+      // A file with no stamp of its verification (racy at its rename, no boot id) is not stamped:
+      // a write since (through `current/` to a linked inode) would be stamped with it.
       stamped = await this.stampInstalled(manifest, (path, st) => {
         const staged = verified.verifiedStamp(path);
-        return staged === undefined || matchesStamp(st, staged);
+        return staged !== undefined && matchesStamp(st, staged);
       });
     } catch (err) {
       // The verified tree goes back to staging (a full disk at the manifest's write): left in
