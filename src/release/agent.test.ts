@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, truncate, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SyncAgent, type SyncAgentOptions } from './agent.js';
@@ -356,6 +356,30 @@ test('a rollback to a kept version with an entry added to its tree stages it aga
     await agent.syncOnce();
     const hooks = (await readFile(join(dir, 'hook.log'), 'utf8')).trim().split('\n').map((l) => l.trim());
     assert.deepEqual(hooks, ['v1', 'v2 v1 kept', 'v1 v2 kept'], 'one hook per switch, none for a repair');
+  });
+});
+
+test('a rollback to a kept version with a directory replaced by a link to an outside copy stages it again: the switch gives a real directory', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const releases = join(dir, 'releases');
+    const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'sub/b.bin': Buffer.alloc(2000, 3) };
+    w.publish('v1', v1);
+    const log: string[] = [];
+    const agent = w.agent(releases, 1, undefined, log);
+    await agent.syncOnce();
+    w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+    await agent.syncOnce();
+    const outside = join(dir, 'outside');
+    await mkdir(outside);
+    await writeFile(join(outside, 'b.bin'), v1['sub/b.bin']);
+    await rm(join(agent.dir.versionDir('v1'), 'sub'), { recursive: true });
+    await symlink(outside, join(agent.dir.versionDir('v1'), 'sub'));
+    w.rollBackTo('v1');
+    assert.equal(await agent.syncOnce(), 'v1');
+    assert.ok((await lstat(join(releases, 'current', 'sub'))).isDirectory(), 'a real directory, not the link');
+    assert.deepEqual(await readFile(join(releases, 'current', 'sub', 'b.bin')), v1['sub/b.bin']);
+    assert.ok(log.some((l) => /app@v1: .*sub\/: not a directory.*; staging it again/.test(l)), log.join('\n'));
   });
 });
 

@@ -311,8 +311,10 @@ export class SyncAgent {
     // program's) changes them too (found by a fault hunt: a rollback switched to a version with a
     // file deleted and another edited).
     // Its directories too: an entry the manifest does not list goes with the staging (keepStaged).
-    const { files: changedFiles, extra } = kept ? await this.dir.changedEntries(kept) : { files: [], extra: [] };
-    const changed = [...changedFiles, ...extra.map((path) => `${path}: not in the manifest`)];
+    const { files: changedFiles, extra, notDirectories } = kept ? await this.dir.changedEntries(kept) : { files: [], extra: [], notDirectories: [] };
+    // A directory replaced by a link counts as an entry not in the manifest (staging removes it).
+    extra.push(...notDirectories);
+    const changed = [...changedFiles, ...extra.map((path) => `${path}: ${notDirectories.includes(path) ? 'not a directory' : 'not in the manifest'}`)];
     if (changed.length > 0) {
       const what = [changedFiles.length > 0 ? `${changedFiles.length} installed file(s) changed since verified` : '', extra.length > 0 ? `${extra.length} entr(y/ies) not in the manifest` : ''].filter(Boolean).join(', ');
       this.opts.log?.(`${this.opts.name}@${target}: ${what} (${changed.slice(0, 3).join(', ')}${changed.length > 3 ? ', …' : ''}); staging it again`);

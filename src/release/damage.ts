@@ -10,8 +10,11 @@ import { findExtraEntries } from './treeextras.js';
 export interface DamagedFile {
   /** A directory's with a trailing `/`. */
   path: string;
-  /** missing (or no longer a regular file), the wrong size, other bytes, unreadable, or not in the manifest. */
-  reason: 'missing' | 'size' | 'content' | 'unreadable' | 'extra';
+  /**
+   * missing (or no longer a regular file), the wrong size, other bytes, unreadable, not in the
+   * manifest, or (a directory's) no directory: a link or a file in its place.
+   */
+  reason: 'missing' | 'size' | 'content' | 'unreadable' | 'extra' | 'not-directory';
 }
 
 export interface DamageCheck {
@@ -32,15 +35,23 @@ export interface DamageCheck {
 export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promise<DamageCheck> {
   const stamps = await dir.stampsOf(manifest.version);
   const root = dir.versionDir(manifest.version);
+  // Read once, only when something changed (a round that finds nothing waits for nothing). A new
+  // stamp needs the clock read before its stat (fsclock.ts), so changed entries are stat'ed again.
+  let reading: Promise<bigint | undefined> | undefined;
+  const clock = () => (reading ??= dir.clock.pastNow());
+  // The tree is what the manifest says: an entry added to it (a file, a directory) is damage too,
+  // and so is a directory replaced by a link: the files under it are not looked at (their paths
+  // resolve through the link, to bytes outside the tree), the repair stages them afresh.
+  const extras = await findExtraEntries(root, manifest, stamps, clock);
+  const linkedAway = extras.notDirectories;
   const changed: ManifestFile[] = [];
   await inSlices(manifest.files, (file) => {
+    if (linkedAway.some((d) => file.path.startsWith(d))) return;
     if (!matchesStamp(lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false }), stamps[file.path])) changed.push(file);
   });
-  const check: DamageCheck = { damaged: [], touched: [], bytesRehashed: 0 };
+  const check: DamageCheck = { damaged: linkedAway.map((path) => ({ path, reason: 'not-directory' as const })), touched: [], bytesRehashed: 0 };
   const fresh: Record<string, FileStamp> = {};
-  // Read only when some file changed (a round that finds nothing waits for nothing). A new stamp
-  // needs the clock read before its stat (fsclock.ts), so the changed files are stat'ed again.
-  const clock = changed.length > 0 ? await dir.clock.pastNow() : undefined;
+  const now = changed.length > 0 ? await clock() : undefined;
   for (const file of changed) {
     const path = join(root, file.path);
     const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
@@ -56,21 +67,21 @@ export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promi
         // if its last change is older than the clock (else a write in that tick would go unseen).
         const after = lstatSync(path, { bigint: true, throwIfNoEntry: false });
         const stamp = stampOf(st);
-        if (matchesStamp(after, stamp) && settledBefore(st, clock)) fresh[file.path] = stamp;
+        if (matchesStamp(after, stamp) && settledBefore(st, now)) fresh[file.path] = stamp;
       }
     }
   }
-  // The tree is what the manifest says: an entry added to it (a file, a directory) is damage too.
-  const extras = await findExtraEntries(root, manifest, stamps, async () => clock ?? (await dir.clock.pastNow()));
   check.damaged.push(...extras.extra.map((path) => ({ path, reason: 'extra' as const })));
   Object.assign(fresh, extras.fresh);
   if (Object.keys(fresh).length > 0) await dir.restamp(manifest.version, fresh);
   return check;
 }
 
+const DESCRIBED: Partial<Record<DamagedFile['reason'], string>> = { extra: 'not in the manifest', 'not-directory': 'not a directory (a link or a file)' };
+
 /** `2 file(s) of v1 damaged (a.bin: content, sub/b.bin: missing)`: a few paths and the count. */
 export function describeDamage(version: string, damaged: readonly DamagedFile[], shown = 3): string {
-  const named = damaged.slice(0, shown).map((d) => `${d.path}: ${d.reason === 'extra' ? 'not in the manifest' : d.reason}`);
+  const named = damaged.slice(0, shown).map((d) => `${d.path}: ${DESCRIBED[d.reason] ?? d.reason}`);
   if (damaged.length > shown) named.push(`${damaged.length - shown} more`);
   return `${damaged.length} file(s) of ${version} damaged (${named.join(', ')})`;
 }

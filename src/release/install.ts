@@ -287,12 +287,12 @@ export class ReleaseDir {
    * or directory added to a kept version went live with the switch and its hook, and only the
    * next round's check found it and repaired it (a second hook).
    */
-  async changedEntries(manifest: Manifest): Promise<{ files: string[]; extra: string[] }> {
+  async changedEntries(manifest: Manifest): Promise<{ files: string[]; extra: string[]; notDirectories: string[] }> {
     const files = await this.changedFiles(manifest);
     const stamps = await this.stampsOf(manifest.version);
-    const { extra, fresh } = await findExtraEntries(this.versionDir(manifest.version), manifest, stamps, () => this.clock.pastNow());
+    const { extra, notDirectories, fresh } = await findExtraEntries(this.versionDir(manifest.version), manifest, stamps, () => this.clock.pastNow());
     if (Object.keys(fresh).length > 0) await this.restamp(manifest.version, fresh);
-    return { files, extra };
+    return { files, extra, notDirectories };
   }
 
   /**

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { cp, lstat, mkdtemp, open, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkInstalled } from './damage.js';
+import { checkInstalled, describeDamage } from './damage.js';
 import type { ReleaseFetcher } from './fetch.js';
 import { ClockWithStep } from './fsclock.testkit.js';
 import { ReleaseDir } from './install.js';
@@ -78,4 +78,22 @@ test('a write through current/ and an entry added there between the repair’s s
       check.damaged.map((d) => `${d.path} ${d.reason}`).sort(),
       ['b.bin content', 'sub/extra.bin extra'],
     );
+  }));
+
+test('a directory of current/ replaced by a link to an outside copy of it is damage, and the repair puts a real directory back with files of its own', () =>
+  inTempDir(async (root) => {
+    const { dir, files, manifest } = await damagedCurrent(root);
+    const outside = join(root, 'outside');
+    await cp(join(dir.current, 'sub'), outside, { recursive: true });
+    await rename(join(dir.versionDir('v1'), 'sub'), join(root, 'moved-away'));
+    await symlink(outside, join(dir.versionDir('v1'), 'sub'));
+    const check = await checkInstalled(dir, manifest);
+    assert.deepEqual(check.damaged.map((d) => `${d.path} ${d.reason}`).sort(), ['a.bin content', 'sub/ not-directory']);
+    assert.match(describeDamage('v1', check.damaged), /sub\/: not a directory \(a link or a file\)/);
+    assert.equal((await checkInstalled(dir, manifest)).damaged.length, 2, 'found again: the files under the link were not stamped as its target’s');
+    await repairCurrent({ dir, manifest, fetcher: fetcherOf(files) });
+    assert.ok((await lstat(join(dir.versionDir('v1'), 'sub'))).isDirectory());
+    assert.notEqual((await lstat(join(dir.current, 'sub/c.bin'))).ino, (await lstat(join(outside, 'c.bin'))).ino, 'no link to the outside file');
+    assert.deepEqual(await readFile(join(dir.current, 'sub/c.bin')), files['sub/c.bin']);
+    assert.deepEqual(await checkInstalled(dir, manifest), { damaged: [], touched: [], bytesRehashed: 0 });
   }));

@@ -68,6 +68,12 @@ function holdsExactly(path: string, wanted: Set<string>): boolean {
 export interface ExtraEntries {
   /** Paths of the entries not in the manifest, in listing order (a directory's with a trailing `/`). */
   extra: string[];
+  /**
+   * Directories of the manifest that are there but are no directory (a symbolic link, to a
+   * directory outside the tree above all, or a file), with a trailing `/`. Paths through a link
+   * resolve, so the files under one looked whole, and were stamped as the link's target's.
+   */
+  notDirectories: string[];
   /** New stamps of directories listed and found exact. */
   fresh: Record<string, FileStamp>;
 }
@@ -79,7 +85,7 @@ export interface ExtraEntries {
  * entries is not stamped: the next check lists it again, and finds them again.
  */
 export async function findExtraEntries(root: string, manifest: Manifest, stamps: Record<string, FileStamp>, clock: () => Promise<bigint | undefined>): Promise<ExtraEntries> {
-  const result: ExtraEntries = { extra: [], fresh: {} };
+  const result: ExtraEntries = { extra: [], notDirectories: [], fresh: {} };
   const expected = expectedEntries(manifest);
   const changed = [...expected.keys()].filter((dir) => !matchesDirStamp(lstatSync(join(root, dir), { bigint: true, throwIfNoEntry: false }), stamps[dirKey(dir)]));
   if (changed.length === 0) return result;
@@ -88,7 +94,8 @@ export async function findExtraEntries(root: string, manifest: Manifest, stamps:
     const path = join(root, dir);
     // Stat'ed after the clock was read and before the listing: an entry added since changes the ctime.
     const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
-    if (!st?.isDirectory()) continue; // missing, or not a directory: its files are reported missing
+    if (st && !st.isDirectory()) result.notDirectories.push(dirKey(dir));
+    if (!st?.isDirectory()) continue; // missing: its files are reported missing
     let entries;
     try {
       entries = readdirSync(path, { withFileTypes: true });
