@@ -46,7 +46,7 @@ export async function checkInstalled(dir: ReleaseDir, manifest: Manifest): Promi
   const linkedAway = extras.notDirectories;
   const changed: ManifestFile[] = [];
   await inSlices(manifest.files, (file) => {
-    if (linkedAway.some((d) => file.path.startsWith(d))) return;
+    if (linkedAway.some((d) => d === './' || file.path.startsWith(d))) return;
     if (!matchesStamp(lstatSync(join(root, file.path), { bigint: true, throwIfNoEntry: false }), stamps[file.path])) changed.push(file);
   });
   const check: DamageCheck = { damaged: linkedAway.map((path) => ({ path, reason: 'not-directory' as const })), touched: [], bytesRehashed: 0 };

@@ -97,3 +97,23 @@ test('a directory of current/ replaced by a link to an outside copy of it is dam
     assert.deepEqual(await readFile(join(dir.current, 'sub/c.bin')), files['sub/c.bin']);
     assert.deepEqual(await checkInstalled(dir, manifest), { damaged: [], touched: [], bytesRehashed: 0 });
   }));
+
+test('versions/V of the current version replaced by a link to an outside copy is damage, and the repair’s files are not the outside inodes', () =>
+  inTempDir(async (root) => {
+    const { dir, files, manifest } = await damagedCurrent(root);
+    const outside = join(root, 'outside');
+    await cp(dir.versionDir('v1'), outside, { recursive: true });
+    await writeFile(join(outside, 'a.bin'), files['a.bin']);
+    await rename(dir.versionDir('v1'), join(root, 'moved-away'));
+    await symlink(outside, dir.versionDir('v1'));
+    const check = await checkInstalled(dir, manifest);
+    assert.deepEqual(check.damaged, [{ path: './', reason: 'not-directory' }]);
+    assert.equal(check.bytesRehashed, 0, 'no file read through the link');
+    await repairCurrent({ dir, manifest, fetcher: fetcherOf(files) });
+    assert.ok((await lstat(dir.versionDir('v1'))).isDirectory());
+    for (const path of Object.keys(files)) {
+      assert.notEqual((await lstat(join(dir.current, path))).ino, (await lstat(join(outside, path))).ino, `${path}: no link to the outside file`);
+      assert.deepEqual(await readFile(join(dir.current, path)), files[path as keyof typeof files]);
+    }
+    assert.deepEqual(await checkInstalled(dir, manifest), { damaged: [], touched: [], bytesRehashed: 0 });
+  }));
