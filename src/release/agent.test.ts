@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -554,5 +555,27 @@ test('a repair cut short after current moved to its copy is completed by the nex
     assert.ok(!(await readdir(releases)).some((n) => n.startsWith('.repair')));
     assert.deepEqual((await readFile(join(dir, 'hook.log'), 'utf8')).trim().split('\n'), ['v1  ', 'v1 v1 kept']);
     assert.deepEqual(await restarted.dir.changedFiles((await restarted.dir.manifestOf('v1'))!), []);
+  });
+});
+
+test('a --dir remounted read-only (errors=remount-ro) fails a new version with INVALID_CONFIG naming what it cannot write; current stays whole', { skip: process.getuid?.() !== 0 ? 'needs root (a tmpfs mount)' : false }, async () => {
+  await withDir(async (dir) => {
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+    assert.equal(mounted.status, 0, String(mounted.stderr));
+    try {
+      const w = world();
+      const releases = join(dir, 'releases');
+      w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+      const agent = w.agent(releases, 1);
+      await agent.syncOnce();
+      assert.equal(spawnSync('mount', ['-o', 'remount,ro', dir]).status, 0);
+      assert.equal(await agent.syncOnce(), 'v1', 'idle on its version, the host goes on');
+      w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+      await assert.rejects(agent.syncOnce(), (err: FanoutError) => err.code === 'INVALID_CONFIG' && /cannot write .*\.parts-v2.*read-only file system/.test(err.message));
+      assert.equal(await readlink(join(releases, 'current')), join('versions', 'v1'));
+      assert.deepEqual(await readFile(join(releases, 'current', 'a.bin')), Buffer.alloc(3000, 1));
+    } finally {
+      spawnSync('umount', ['-l', dir]);
+    }
   });
 });

@@ -109,7 +109,9 @@ export async function stageVersion(opts: StageOptions): Promise<StageProgress> {
   const staging = dir.stagingDir(manifest.version);
   const parts = dir.partsDir(manifest.version);
   await rm(parts, { recursive: true, force: true });
-  await mkdir(parts, { recursive: true });
+  // Not recursive (DIR is there): a recursive mkdir on a read-only file system fails with ENOENT,
+  // which the round reported as `INTERNAL: ENOENT … mkdir .parts-V`, not as a directory it cannot write.
+  await mkdir(parts).catch((err) => rethrowFs(err, parts));
   await realDirectory(staging);
   const { pages: local, files: localFiles } = await localPages(dir);
   const present = await keepStaged(staging, manifest.files);

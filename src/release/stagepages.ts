@@ -1,6 +1,7 @@
 import { createHash, hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { FanoutError } from '../core/errors.js';
+import { isNotWritable } from '../lib/statefile/index.js';
 import type { ByteBudget } from '../lib/transfer/index.js';
 import type { WholeFileWriter } from '../lib/wholefiles/index.js';
 import type { ReleaseFetcher } from './fetch.js';
@@ -112,5 +113,7 @@ export function rethrowFs(err: unknown, path: string): never {
   if (err instanceof FanoutError) throw err;
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EDQUOT') throw new FanoutError('DISK_FULL', `no space left writing ${path}; the current version stays in place`, { cause: err });
+  // A file system remounted read-only (ext4's errors=remount-ro) is the host's to mend, as the agent says of a read-only --dir.
+  if (isNotWritable(err)) throw new FanoutError('INVALID_CONFIG', `cannot write ${path}: ${(err as Error).message}; the current version stays in place`, { cause: err });
   throw new FanoutError('INTERNAL', `cannot write ${path}: ${(err as Error).message}`, { cause: err });
 }
