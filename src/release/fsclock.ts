@@ -1,5 +1,5 @@
 import { type BigIntStats } from 'node:fs';
-import { open, stat, utimes } from 'node:fs/promises';
+import { lstat, lutimes, open } from 'node:fs/promises';
 
 /** How long pastNow() waits for the file system's clock to move on: beyond a tick (≤ 10 ms), a coarse file system (1 s on ext3, 2 s on FAT). */
 const MAX_WAIT_MS = 2_500;
@@ -25,12 +25,21 @@ export class FileSystemClock {
   async now(): Promise<bigint | undefined> {
     try {
       // utimes, not a write: it sets the ctime to the clock's time without needing a free block.
-      await utimes(this.probe, 0, 0).catch(async (err: NodeJS.ErrnoException) => {
+      // lutimes and lstat: a link planted at the probe's name is touched itself, never its target
+      // (the agent runs as root: utimes set a planted link's target's times to 1970, and the
+      // probe's creation wrote through a dangling one). Any inode's ctime shows the clock.
+      await lutimes(this.probe, 0, 0).catch(async (err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err;
-        await (await open(this.probe, 'a')).close();
-        await utimes(this.probe, 0, 0);
+        // O_EXCL: created only where nothing is, a link planted since included.
+        await open(this.probe, 'wx').then(
+          (handle) => handle.close(),
+          (e: NodeJS.ErrnoException) => {
+            if (e.code !== 'EEXIST') throw e;
+          },
+        );
+        await lutimes(this.probe, 0, 0);
       });
-      return (await stat(this.probe, { bigint: true })).ctimeNs;
+      return (await lstat(this.probe, { bigint: true })).ctimeNs;
     } catch {
       return undefined;
     }
