@@ -5,6 +5,8 @@
 // 4 KiB in DIRS directories is installed in a temp directory, then checkInstalled runs RUNS times;
 // the median is printed. With --base DIST (another build's dist/) both run interleaved on the
 // same tree (A, B, A, B…), so the load of a shared machine falls on both alike.
+// A base from before stamp format 2 (filestamp.ts) does not trust this build's stamps, nor this
+// build its: each would hash every file every run; compare builds of one stamp format.
 //
 //   node bench/damage-check.mjs [--files 2000] [--dirs 20] [--runs 15] [--base OTHER/dist]
 import { randomBytes } from 'node:crypto';
@@ -35,7 +37,8 @@ try {
   const dir = new install.ReleaseDir(dirRoot);
   await dir.init();
   const fetcher = { release() {}, pageChunks: async (_m, file) => [files[file.path]] };
-  await stage.stageVersion({ manifest, dir, fetcher, bootId: null });
+  // This boot's id: an install stamps only files staging stamped as it verified them.
+  await stage.stageVersion({ manifest, dir, fetcher });
   await dir.install(manifest);
   const times = Object.fromEntries(builds.map((b) => [b.name, []]));
   for (let run = 0; run < RUNS; run++) {
