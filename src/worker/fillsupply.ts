@@ -1,7 +1,7 @@
 import type { Member, PageRef } from '../core/types.js';
 import { pageSpan } from '../core/pages.js';
 import { FanoutError } from '../core/errors.js';
-import type { PageFetcher } from '../lib/cluster/index.js';
+import type { PageFetcher, PageReporter } from '../lib/cluster/index.js';
 import { ByteBudget, type PageFill } from '../lib/transfer/index.js';
 import { releaseSourceChunk, type Ufs } from '../lib/ufs/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
@@ -23,6 +23,11 @@ export interface FillSupplyDeps {
   metrics: WorkerMetrics;
   pageSize: number;
   peers: PageFetcher;
+  /**
+   * Tells a page's owner that a page it sent failed its checksum (lib/cluster/report.ts), as a
+   * reader does. Absent: relays report nothing.
+   */
+  reporter?: PageReporter;
   logger: Logger;
   /** Aborted when the worker stops, ending every wait and read. */
   signal: AbortSignal;
@@ -189,7 +194,10 @@ export class FillSupply {
       // /v1/data read). The source is read instead, checked against what the owner sent, and
       // the owner is skipped by relays for a while.
       corrupt = err instanceof FanoutError && err.code === 'CHECKSUM_MISMATCH';
-      if (corrupt) this.liveness.sentCorrupt(owner);
+      if (corrupt) {
+        this.liveness.sentCorrupt(owner);
+        this.reportCorrupt(owner, ref);
+      }
       if (!otherPageSize && !corrupt && !watch.ownerDead && !watch.stalled && (!(err instanceof FanoutError) || err.code !== 'WORKER_UNAVAILABLE')) throw err;
       logger.warn({ owner: owner.id, err: (err as Error).message, page: ref.index }, otherPageSize ? 'page owner has another pageSize; reading the source instead' : corrupt ? 'page owner sent a page failing its checksum; reading the source instead' : 'page owner unavailable; reading the source instead');
     } finally {
@@ -211,6 +219,20 @@ export class FillSupply {
     // of an owner's bad bytes and the source's rest would be stored under a checksum of its own,
     // and served as sound.
     yield* sameStart(fill.buffer.subarray(0, received), this.sourceFallback(reason, ref, start, length, signal, fillClass, fill));
+  }
+
+  /**
+   * Tells the owner its page failed our checksum, as a reader does: it re-reads its copy and drops
+   * it if corrupt, so its next read refetches it. A hit leaves the owner by sendfile unchecked, so
+   * without this a page corrupted on its disk went on to every relay once their 30 s skip ended,
+   * and to every client asking the owner itself (found by a fault hunt). The report is advice with
+   * its own deadline (the reporter's, 5 s): the relay neither waits for it nor fails if it fails.
+   */
+  private reportCorrupt(owner: Member, ref: PageRef): void {
+    const reporter = this.deps.reporter;
+    if (!reporter) return;
+    // report() never rejects; the catch keeps a broken reporter from becoming an unhandled rejection.
+    reporter.report(owner, ref).catch(() => {});
   }
 
   /**

@@ -5,7 +5,7 @@ import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import type { PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
-import { type PageFetcher, type Placement } from '../lib/cluster/index.js';
+import { type PageFetcher, type PageReporter, type Placement } from '../lib/cluster/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import { Semaphore, SingleFlight } from '../lib/transfer/index.js';
@@ -46,6 +46,8 @@ export interface PageServiceDeps {
   replication: number;
   /** Reaches the page's owner when this worker is not it. */
   peers: PageFetcher;
+  /** Tells an owner that a page it sent a relay failed its checksum (see FillSupply). */
+  reporter?: PageReporter;
   logger: Logger;
   /** Aborted when the worker stops, ending every source read. */
   signal: AbortSignal;

@@ -152,6 +152,7 @@ export class Worker {
       placement: () => this.session.ring,
       replication: config.replication,
       peers: this.fetcher,
+      reporter: this.session.reporter,
       logger: this.logger,
       signal: this.stopping.signal,
       onStored: (key, ref) => this.policy.onStored(key, ref.mount, ref.path),

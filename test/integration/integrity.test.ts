@@ -9,6 +9,8 @@ import { promisify } from 'node:util';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import type { PageRef } from '../../src/core/types.js';
 import { FanoutClient } from '../../src/client/index.js';
+import { PageFetcher } from '../../src/lib/cluster/index.js';
+import type { FanoutError } from '../../src/core/errors.js';
 import { sendPath } from '../../src/lib/sendfile/index.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
@@ -159,5 +161,86 @@ describe('a reader that gets a corrupt page', { skip: sendPath() !== 'sendfile' 
     const after = await holder.metrics();
     assert.equal(after.fanout_checksum_failures_total ?? 0, before.fanout_checksum_failures_total ?? 0);
     assert.equal(after.fanout_store_pages, before.fanout_store_pages);
+  });
+});
+
+// A worker asked for a page it does not own relays it from the owner (a client whose ring is
+// older, a hedged read). The owner sends a hit by sendfile without reading it, so a page corrupted
+// on its disk leaves it unchecked; the relay is the only one to see the checksum fail.
+describe('a relay that gets a corrupt page from its owner', { skip: sendPath() !== 'sendfile' && 'needs the sendfile addon' }, () => {
+  let dir: string;
+  let workers: WorkerProcess[];
+  const data = randomBytes(4 * MiB + 99);
+  let version: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-relay-report-'));
+    await writeFile(join(dir, 'f.bin'), data);
+    // Scrub off, so that only a report can find the corruption.
+    const ports = [await freePort(), await freePort()];
+    const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
+    workers = [];
+    for (const [i, port] of ports.entries()) {
+      workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
+    }
+    ({ version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string });
+  });
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A plain page request (no peer credential, so a non-owner relays it): status and bytes, or undefined if cut. */
+  const getPage = async (w: WorkerProcess, index: number): Promise<{ status: number; bytes: Buffer | undefined }> => {
+    const res = await fetch(`${w.url}/v1/page/data/f.bin?v=${encodeURIComponent(version)}&size=${data.length}&i=${index}`);
+    try {
+      return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
+    } catch {
+      return { status: res.status, bytes: undefined };
+    }
+  };
+
+  test('reports it: the owner re-verifies, drops and refetches the page, and then sends its right bytes itself', async () => {
+    assert.ok((await readAll(`${workers[0]!.url}/v1/data/data/f.bin`)).equals(data), 'first read fills every page on its owner');
+    assert.ok((await readAll(`${workers[1]!.url}/v1/data/data/f.bin`)).equals(data), 'second read: verified hits');
+    // A page owned by one worker and relayed by the other.
+    let index = -1;
+    let owner: WorkerProcess | undefined;
+    for (let i = 0; i < 5 && !owner; i++) {
+      const key = pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index: i }, MiB);
+      for (const w of workers) if (await pageFileOf(w, key)) [index, owner] = [i, w];
+    }
+    assert.ok(owner, 'a worker holds a page of the file');
+    const relay = workers.find((w) => w !== owner)!;
+    const key = pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index }, MiB);
+    const right = data.subarray(index * MiB, Math.min(data.length, (index + 1) * MiB));
+    assert.ok((await getPage(owner, index)).bytes?.equals(right), 'the owner sends the page by sendfile once checked');
+    const failuresBefore = (await owner.metrics()).fanout_checksum_failures_total ?? 0;
+    await corruptInPlace((await pageFileOf(owner, key))!);
+    const unchecked = await getPage(owner, index);
+    assert.ok(unchecked.bytes !== undefined && !unchecked.bytes.equals(right), 'the owner sends its corrupt copy unchecked');
+
+    // Read as a reader does (length, checksum and error trailers checked): the relay's answer
+    // fails or gives the right bytes (it reads the source, checked against the owner's bytes).
+    const fetcher = new PageFetcher();
+    try {
+      const ref = { mount: 'data', path: 'f.bin', version, size: data.length, index };
+      const relayed = await fetcher.fetch({ id: relay.id, url: relay.url, capacity: 1 }, ref, right.length).then(
+        (chunks) => ({ bytes: Buffer.concat(chunks) }),
+        (err: FanoutError) => ({ err }),
+      );
+      if ('bytes' in relayed) assert.ok(relayed.bytes.equals(right), 'never the owner\'s bytes');
+      else assert.equal(relayed.err.code, 'CHECKSUM_MISMATCH', relayed.err.message);
+    } finally {
+      await fetcher.close();
+    }
+    assert.equal((await relay.metrics()).fanout_relay_source_reads_total, 1, 'the relay read the source once, for the corrupt page');
+
+    await waitFor('the owner to have a report of the corrupt page', async () => /^fanout_page_reports_total\{result="corrupt"\} 1$/m.test(await (await fetch(`${owner!.url}/metrics`)).text()));
+    assert.equal((await owner.metrics()).fanout_checksum_failures_total, failuresBefore + 1, 'the owner dropped its copy');
+    assert.ok((await getPage(owner, index)).bytes?.equals(right), 'the owner itself now sends the right bytes (refetched from the source)');
+    await waitFor('the page to be stored again on its owner', async () => (await pageFileOf(owner!, key)) !== undefined);
+    assert.ok((await readFile((await pageFileOf(owner, key))!)).equals(right), 'the refetched page has the right bytes');
+    assert.ok((await readAll(`${relay.url}/v1/data/data/f.bin`)).equals(data));
   });
 });
