@@ -8,6 +8,7 @@ import { readCa, tlsConnectOptions } from '../lib/tls/index.js';
 import { FanoutUfs, openUfs, type Ufs } from '../lib/ufs/index.js';
 import { refuseOwnAddresses } from './clusterid.js';
 import { mountLineName, type LineSpec } from './sourcebudget.js';
+import type { CappedGrant } from '../lib/lines/index.js';
 import { LocalFirstFetcher, type LocalPages } from './localpages.js';
 import { EtcdMembership, StaticMembership, type Membership } from '../lib/membership/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
@@ -111,4 +112,28 @@ export function peerSession(config: WorkerConfig, gate: AccessGate, clock: Clock
     newFetcher: (options) => (fetcher = new LocalFirstFetcher(local, options)),
   });
   return { session, fetcher: fetcher! };
+}
+
+/** How often a line whose grants keep being capped is logged again (they come every renewal, 4 a second). */
+const CAPPED_LOG_MS = 60_000;
+
+/**
+ * Counts every grant capped at this worker's own line bounds, and logs it when a line's grants
+ * start being capped and then once a minute while they are, with how many were: a coordinator
+ * configured with another rate caps every renewal.
+ */
+export function onGrantCapped(clock: Clock, metrics: () => WorkerMetrics, logger: Logger): (line: string, capped: CappedGrant) => void {
+  const logged = new Map<string, { at: number; since: number }>();
+  return (line, { granted, applied, over }) => {
+    for (const bound of over) metrics().lineGrantsCapped.labels(line, bound).inc();
+    const now = clock.now();
+    const last = logged.get(line);
+    if (last && now - last.at < CAPPED_LOG_MS) {
+      last.since++;
+      return;
+    }
+    logged.set(line, { at: now, since: 0 });
+    const fields = { line, granted, applied, over, cappedSinceLastLog: last?.since };
+    logger.warn(fields, `line "${line}": a coordinator granted more than this worker is configured for (${over.join(', ')}); applied capped. Are the workers configured with different lines?`);
+  };
 }

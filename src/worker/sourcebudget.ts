@@ -3,7 +3,7 @@ import type { Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member } from '../core/types.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
-import { LineCoordinator, LineLease, DEFAULT_LEASE_MS, DEFAULT_RENEW_MS, type LeaseGrant, type LeaseRequest, type LineState, type TrafficClass } from '../lib/lines/index.js';
+import { LineCoordinator, LineLease, DEFAULT_LEASE_MS, DEFAULT_RENEW_MS, type CappedGrant, type LeaseGrant, type LeaseRequest, type LineState, type TrafficClass } from '../lib/lines/index.js';
 
 /** A line as configured: its cluster-wide rate and what preloads are guaranteed of it (bytes/s). */
 export interface LineSpec {
@@ -37,6 +37,8 @@ export interface SourceBudgetOptions {
   askPeer: (coordinator: Member, line: string, req: LeaseRequest, signal: AbortSignal) => Promise<LeaseGrant | undefined>;
   /** Told of every grant of bytes across a line (metrics). */
   onUse?: (line: string, cls: TrafficClass, bytes: number) => void;
+  /** Told of every lease grant past this worker's own line rate or lease length, applied capped (lib/lines boundGrant). */
+  onGrantCapped?: (line: string, capped: CappedGrant) => void;
   renewMs?: number;
   leaseMs?: number;
 }
@@ -73,6 +75,7 @@ export class SourceBudget {
           members: () => opts.members().length,
           inRing: () => this.holdsOwnId(),
           ask: (req, signal) => this.ask(line, req, signal),
+          onCapped: (capped) => opts.onGrantCapped?.(line, capped),
         }),
       );
     }

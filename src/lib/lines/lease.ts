@@ -29,6 +29,38 @@ export interface LineLeaseOptions {
   inRing?: () => boolean;
   /** Asks the line's coordinator; resolves undefined (or rejects) when there is no grant. Must honour `signal`. */
   ask: (req: LeaseRequest, signal: AbortSignal) => Promise<LeaseGrant | undefined>;
+  /** Told of every grant past this worker's bounds, with what it applied instead (see boundGrant). */
+  onCapped?: (capped: CappedGrant) => void;
+}
+
+/** A grant past this worker's own bounds for the line, and what it applied instead. */
+export interface CappedGrant {
+  granted: LeaseGrant;
+  applied: LeaseGrant;
+  /** The bounds the grant went past. */
+  over: ('rate' | 'leaseMs')[];
+}
+
+/**
+ * The longest lease a grant may set, in this worker's own leases. A coordinator counts a member
+ * it stops hearing from as holding its last grant for two of its leases, and then as on its
+ * fallback share (coordinator.ts, holds): a member that went on applying a grant for longer would
+ * hold a share the coordinator has given to others meanwhile.
+ */
+export const MAX_LEASE_LEASES = 2;
+
+/**
+ * A grant as this worker applies it: at most the line's rate as this worker is configured (what
+ * the line allows from its side, whatever a coordinator configured otherwise or a bad peer
+ * says), a preload part within that, and a lease of at most MAX_LEASE_LEASES of its own.
+ */
+export function boundGrant(grant: LeaseGrant, own: { rate: number; leaseMs: number }): { applied: LeaseGrant; over: CappedGrant['over'] } {
+  const over: CappedGrant['over'] = [];
+  const rate = Math.min(grant.rate, own.rate);
+  if (rate < grant.rate) over.push('rate');
+  const leaseMs = Math.min(grant.leaseMs, MAX_LEASE_LEASES * own.leaseMs);
+  if (leaseMs < grant.leaseMs) over.push('leaseMs');
+  return { applied: { rate, preloadMin: Math.min(grant.preloadMin, rate), leaseMs }, over };
 }
 
 export const DEFAULT_RENEW_MS = 250;
@@ -129,8 +161,12 @@ export class LineLease {
     // Out of the ring since it was asked (an answer of a coordinator that does not count it).
     if (!this.inRing()) return this.standDown();
     this.mode = 'lease';
-    this.bucket.setRate(grant.rate, grant.preloadMin);
-    this.armLapse(grant.leaseMs);
+    // Before, any grant was applied as sent: a coordinator configured with a larger rate (or a
+    // bad peer) made this worker read past its own line rate, for as long a lease as it said.
+    const { applied, over } = boundGrant(grant, { rate: this.opts.rate, leaseMs: this.leaseMs });
+    if (over.length > 0) this.opts.onCapped?.({ granted: grant, applied, over });
+    this.bucket.setRate(applied.rate, applied.preloadMin);
+    this.armLapse(applied.leaseMs);
   }
 
   private armLapse(ms = this.leaseMs): void {

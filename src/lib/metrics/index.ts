@@ -113,6 +113,12 @@ export class WorkerMetrics {
     labelNames: ['line', 'class'],
     registers: [this.registry],
   });
+  readonly lineGrantsCapped = new Counter({
+    name: 'fanout_line_grants_capped_total',
+    help: "Lease grants of a line past this worker's own configuration, applied capped, by bound (rate: above the line's rate as this worker is configured; leaseMs: longer than two of its leases). Non-zero: workers configured with different lines, or a peer granting what it should not",
+    labelNames: ['line', 'bound'],
+    registers: [this.registry],
+  });
   readonly requestErrors = new Counter({
     name: 'fanout_request_errors_total',
     help: 'Requests answered with an error, by code',
