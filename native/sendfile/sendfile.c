@@ -11,6 +11,12 @@
 // written by Node before the body (on loopback each write runs the receiver's TCP path and
 // wakes it).
 //
+// sendFiles(socketFd, spans, idleMs, callback(errno, sent)[, head]): the same for several file
+// spans in a row ([fd, offset, length, fd, offset, length, …]), as one job: each span follows the
+// one before on the send thread, so a response made of many local pages (/v1/data, S3 GetObject)
+// costs no wake-up of the JS thread and of a send thread between pages. `sent` counts the bytes
+// of every span sent; ENODATA = a file ended early (the span is the one `sent` falls in).
+//
 // The socket fd is dup()ed on the JS thread before the work is queued: if Node closes the socket
 // (client reset, worker stop) while the send runs, the number cannot be reused by another file
 // under our feet. sendFile returns the duplicate's number otherwise: shutdown(dupFd) (JS thread,
@@ -33,6 +39,12 @@
 
 #include "sendpool.h"
 
+typedef struct Span {
+  int file;
+  int64_t offset;
+  int64_t length;
+} Span;
+
 typedef struct Job {
   PoolItem item;  // first: the pool's queues link jobs through it
   napi_env env;
@@ -47,7 +59,11 @@ typedef struct Job {
   int64_t offset;
   int64_t length;
   int idle_ms;
-  int64_t sent;
+  int64_t sent;  // of the current span
+  Span* spans;   // the spans after the current one (NULL: none); freed with the job
+  int span_count;
+  int span_next;
+  int64_t sent_before;  // bytes of the spans already sent
   char* head;  // sent before the file's bytes (NULL: none); freed with the job
   size_t head_length;
   size_t head_sent;
@@ -103,6 +119,16 @@ static void execute(Job* job) {
   for (;;) {
     int err = send_some(job->sock, job->head, job->head_length, job->file, job->offset, job->length, &job->head_sent, &job->sent);
     if (err == EWOULDBLOCK) err = EAGAIN;
+    if (err == 0 && job->span_next < job->span_count) {
+      // The next span goes out right behind this one, from this thread.
+      Span* next = &job->spans[job->span_next++];
+      job->sent_before += job->sent;
+      job->file = next->file;
+      job->offset = next->offset;
+      job->length = next->length;
+      job->sent = 0;
+      continue;
+    }
     if (err != EAGAIN) {
       job->err = err;  // 0: all sent
       return;
@@ -147,12 +173,17 @@ static void on_idle(uv_timer_t* handle) {
   queue_round(job);  // finishes in complete(), where JS may be called
 }
 
+static void free_job(Job* job) {
+  close(job->sock);
+  free(job->head);
+  free(job->spans);
+  free(job);
+}
+
 static void on_closed(uv_handle_t* handle) {
   Job* job = handle->data;
   if (--job->closing > 0) return;
-  close(job->sock);
-  free(job->head);
-  free(job);
+  free_job(job);
 }
 
 static void complete(Job* job) {
@@ -184,7 +215,7 @@ finish:;
   napi_get_reference_value(env, job->callback, &cb);
   napi_get_global(env, &global);
   napi_create_int32(env, job->err, &argv[0]);
-  napi_create_int64(env, job->sent, &argv[1]);
+  napi_create_int64(env, job->sent_before + job->sent, &argv[1]);
   napi_delete_reference(env, job->callback);
   napi_make_callback(env, job->context, global, cb, 2, argv, NULL);
   napi_async_destroy(env, job->context);
@@ -197,9 +228,7 @@ finish:;
     uv_close((uv_handle_t*)&job->poll, on_closed);
     uv_close((uv_handle_t*)&job->timer, on_closed);
   } else {
-    close(job->sock);
-    free(job->head);
-    free(job);
+    free_job(job);
   }
 }
 
@@ -247,6 +276,9 @@ static int range_cached(int file, int64_t offset, int64_t length) {
   return counts.nr_cache >= last - first + 1;
 }
 
+static int head_arg(napi_env env, napi_value value, void** data, size_t* length);
+static napi_value start_job(napi_env env, Job* job, int sock, int idle_ms, napi_value callback, void* head_data, size_t head_length);
+
 static napi_value send_file(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
@@ -262,13 +294,7 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
     return throw_type(env, "sendFile: bad arguments");
   void* head_data = NULL;
   size_t head_length = 0;
-  napi_valuetype head_type = napi_undefined;
-  if (argc >= 7 && napi_typeof(env, argv[6], &head_type) == napi_ok && head_type != napi_undefined) {
-    bool is_buffer = false;
-    if (napi_is_buffer(env, argv[6], &is_buffer) != napi_ok || !is_buffer ||
-        napi_get_buffer_info(env, argv[6], &head_data, &head_length) != napi_ok || head_length > MAX_HEAD)
-      return throw_type(env, "sendFile: head must be a Buffer of at most 64 KiB");
-  }
+  if (!head_arg(env, argc >= 7 ? argv[6] : NULL, &head_data, &head_length)) return NULL;
   size_t head_sent = 0;
   int64_t sent = 0;
   if ((int64_t)head_length + length <= INLINE_MAX && range_cached(file, offset, length)) {
@@ -280,33 +306,59 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
       return done;
     }
   }
-  char* head = NULL;
-  if (head_length > 0) {
-    head = malloc(head_length);
-    if (!head) {
-      napi_throw_error(env, "ENOMEM", "sendFile: no memory for the head");
-      return NULL;
-    }
-    memcpy(head, head_data, head_length);
-  }
-  int dup_sock = fcntl(sock, F_DUPFD_CLOEXEC, 0);
-  if (dup_sock < 0) {
-    free(head);
-    napi_throw_error(env, "EBADF", "sendFile: the socket descriptor is not open");
+  Job* job = calloc(1, sizeof(Job));
+  if (!job) {
+    napi_throw_error(env, "ENOMEM", "sendFile: no memory for the job");
     return NULL;
   }
-  Job* job = calloc(1, sizeof(Job));
-  job->env = env;
-  job->sock = dup_sock;
   job->file = file;
   job->offset = offset;
   job->length = length;
-  job->idle_ms = idle_ms;
-  job->head = head;
-  job->head_length = head_length;
   job->head_sent = head_sent;
   job->sent = sent;
-  napi_create_reference(env, argv[5], 1, &job->callback);
+  return start_job(env, job, sock, idle_ms, argv[5], head_data, head_length);
+}
+
+// The optional head argument: a Buffer of at most MAX_HEAD bytes (its memory is JS's: copied by
+// start_job). Returns 0, with a TypeError thrown, if it is something else.
+static int head_arg(napi_env env, napi_value value, void** data, size_t* length) {
+  napi_valuetype type = napi_undefined;
+  if (!value || napi_typeof(env, value, &type) != napi_ok || type == napi_undefined) return 1;
+  bool is_buffer = false;
+  if (napi_is_buffer(env, value, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, value, data, length) != napi_ok ||
+      *length > MAX_HEAD) {
+    throw_type(env, "sendFile: head must be a Buffer of at most 64 KiB");
+    return 0;
+  }
+  return 1;
+}
+
+// Queues `job` (its first span set, and any spans after it) on a duplicate of `sock`. Takes the
+// job: on failure it is freed and a JS error thrown. Returns the duplicate's number.
+static napi_value start_job(napi_env env, Job* job, int sock, int idle_ms, napi_value callback, void* head_data, size_t head_length) {
+  if (head_length > 0) {
+    job->head = malloc(head_length);
+    if (!job->head) {
+      free(job->spans);
+      free(job);
+      napi_throw_error(env, "ENOMEM", "sendFile: no memory for the head");
+      return NULL;
+    }
+    memcpy(job->head, head_data, head_length);
+    job->head_length = head_length;
+  }
+  int dup_sock = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+  if (dup_sock < 0) {
+    free(job->head);
+    free(job->spans);
+    free(job);
+    napi_throw_error(env, "EBADF", "sendFile: the socket descriptor is not open");
+    return NULL;
+  }
+  job->env = env;
+  job->sock = dup_sock;
+  job->idle_ms = idle_ms;
+  napi_create_reference(env, callback, 1, &job->callback);
   napi_value name;
   napi_create_string_utf8(env, "fanout.sendFile", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &job->context);
@@ -315,6 +367,58 @@ static napi_value send_file(napi_env env, napi_callback_info info) {
   napi_value result;
   napi_create_int32(env, dup_sock, &result);
   return result;
+}
+
+// At most this many spans per job: a response's run of local pages, not a whole store.
+#define MAX_SPANS 1024
+
+static napi_value send_files(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  const char* usage = "sendFiles(socketFd, [fd, offset, length, …], idleMs, callback[, head])";
+  if (argc < 4) return throw_type(env, usage);
+  int32_t sock, idle_ms;
+  uint32_t count = 0;
+  bool is_array = false;
+  napi_valuetype cb_type;
+  if (napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[1], &count) != napi_ok || napi_get_value_int32(env, argv[2], &idle_ms) != napi_ok ||
+      napi_typeof(env, argv[3], &cb_type) != napi_ok || cb_type != napi_function || sock < 0 || idle_ms <= 0 || count == 0 ||
+      count % 3 != 0 || count / 3 > MAX_SPANS)
+    return throw_type(env, usage);
+  void* head_data = NULL;
+  size_t head_length = 0;
+  if (!head_arg(env, argc >= 5 ? argv[4] : NULL, &head_data, &head_length)) return NULL;
+  int n = (int)(count / 3);
+  Span* spans = calloc((size_t)n, sizeof(Span));
+  Job* job = calloc(1, sizeof(Job));
+  if (!spans || !job) {
+    free(spans);
+    free(job);
+    napi_throw_error(env, "ENOMEM", "sendFiles: no memory for the job");
+    return NULL;
+  }
+  for (int i = 0; i < n; i++) {
+    napi_value v[3];
+    int32_t file;
+    int64_t offset, length;
+    for (int k = 0; k < 3; k++) napi_get_element(env, argv[1], (uint32_t)(3 * i + k), &v[k]);
+    if (napi_get_value_int32(env, v[0], &file) != napi_ok || napi_get_value_int64(env, v[1], &offset) != napi_ok ||
+        napi_get_value_int64(env, v[2], &length) != napi_ok || file < 0 || offset < 0 || length < 0) {
+      free(spans);
+      free(job);
+      return throw_type(env, usage);
+    }
+    spans[i] = (Span){.file = file, .offset = offset, .length = length};
+  }
+  job->file = spans[0].file;
+  job->offset = spans[0].offset;
+  job->length = spans[0].length;
+  job->spans = spans;
+  job->span_count = n;
+  job->span_next = 1;
+  return start_job(env, job, sock, idle_ms, argv[3], head_data, head_length);
 }
 
 static napi_value shutdown_fd(napi_env env, napi_callback_info info) {
@@ -365,6 +469,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "threads", fn);
   napi_create_function(env, "sendFile", NAPI_AUTO_LENGTH, send_file, NULL, &fn);
   napi_set_named_property(env, exports, "sendFile", fn);
+  napi_create_function(env, "sendFiles", NAPI_AUTO_LENGTH, send_files, NULL, &fn);
+  napi_set_named_property(env, exports, "sendFiles", fn);
   napi_create_function(env, "shutdown", NAPI_AUTO_LENGTH, shutdown_fd, NULL, &fn);
   napi_set_named_property(env, exports, "shutdown", fn);
   return exports;

@@ -7,7 +7,7 @@ import type { Semaphore } from '../lib/transfer/index.js';
 import { copySlice, type ResponseFlow } from './flow.js';
 import type { Clock } from '../core/clock.js';
 import { PAGE_HOLD_MS } from './pageservice.js';
-import type { LocalSpans } from './localspans.js';
+import { MAX_RUN_PAGES, type LocalSpans, type PageSpan } from './localspans.js';
 
 export interface RangeSendOptions {
   reader: ClusterReader;
@@ -77,13 +77,21 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
     for (let index = first; index <= last; index++) {
       let { from: at, to } = pageSlice(index, start, end, pageSize);
       if (local && !ahead.has(index) && local.has(refOf(index))) {
+        // This page and the stored ones right after it leave in one kernel send.
+        const run: PageSpan[] = [{ ref: refOf(index), from: at, to }];
+        for (let next = index + 1; next <= last && run.length < MAX_RUN_PAGES && !ahead.has(next) && local.has(refOf(next)); next++) {
+          const { from, to } = pageSlice(next, start, end, pageSize);
+          run.push({ ref: refOf(next), from, to });
+        }
         if (!headed) writeHead();
         headed = true;
-        // Remote pages further on are fetched while the kernel sends this one.
-        if (keepingUp) prefetch(index + 1);
+        // Remote pages further on are fetched while the kernel sends these.
+        if (keepingUp) prefetch(index + run.length);
         const since = flow.now();
-        if (await local.send(refOf(index), at, to)) {
-          keepingUp = flow.now() - since < PAGE_HOLD_MS;
+        const sent = await local.sendRun(run);
+        if (sent > 0) {
+          keepingUp = flow.now() - since < PAGE_HOLD_MS * sent;
+          index += sent - 1;
           continue;
         }
       }

@@ -21,6 +21,8 @@ interface SendfileAddon {
    * when a small send of cached bytes went out at once (the callback is then never called).
    */
   sendFile(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number, callback: (errno: number, sent: number) => void, head?: Buffer): number;
+  /** sendFile for several spans in a row, as one send: [fd, offset, length, …] (at most 1,024 spans). No SENT_NOW. */
+  sendFiles(socketFd: number, spans: number[], idleMs: number, callback: (errno: number, sent: number) => void, head?: Buffer): number;
   /** Ends a running send at once (call only before its callback ran). */
   shutdown(dupFd: number): void;
   /** How many sends run at once, each on a send thread of the addon's own (started lazily). */
@@ -107,6 +109,50 @@ export async function sendFileTo(socket: Socket, fd: number, offset: number, len
   return sendByJs(socket, fd, offset, length, options.idleMs);
 }
 
+/** A span of an open file: bytes [offset, offset + length) of `fd`. */
+export interface FileSpan {
+  fd: number;
+  offset: number;
+  length: number;
+}
+
+/** The most spans one sendFilesTo() call takes (native/sendfile: MAX_SPANS). */
+export const MAX_SEND_SPANS = 1024;
+
+/**
+ * sendFileTo() for several spans in a row (the local pages of one response). The kernel path
+ * sends them as one send: each span follows the one before on the send thread, with no wake-up of
+ * the JS thread or of a send thread in between. Rejects as sendFileTo() does; INTERNAL names the
+ * span whose file ended early.
+ */
+export async function sendFilesTo(socket: Socket, spans: FileSpan[], options: SendOptions): Promise<void> {
+  if (spans.length === 0 || spans.length > MAX_SEND_SPANS) throw new FanoutError('INVALID_ARGUMENT', `1 to ${MAX_SEND_SPANS} spans per send (${spans.length} given)`);
+  const path = options.path ?? (kernelCanSend(socket) ? 'sendfile' : 'js');
+  if (spans.length <= 1 || path === 'js') {
+    let head = options.head;
+    for (const span of spans) {
+      await sendFileTo(socket, span.fd, span.offset, span.length, { ...options, path, head });
+      head = undefined;
+    }
+    return;
+  }
+  let head = options.head?.length ? options.head : undefined;
+  if (head && head.length > MAX_SEND_HEAD) {
+    await writeChunk(socket, head, options.idleMs);
+    head = undefined;
+  }
+  const flat = spans.flatMap((s) => [s.fd, s.offset, s.length]);
+  const total = spans.reduce((sum, s) => sum + s.length, 0);
+  await kernelSend(socket, options.idleMs, total, (addon, sock, done) => addon.sendFiles(sock, flat, options.idleMs, done, head), (sent) => {
+    let before = 0;
+    for (const [i, span] of spans.entries()) {
+      if (sent < before + span.length) return `span ${i + 1} of ${spans.length} (file ended after ${sent - before} of ${span.length} bytes)`;
+      before += span.length;
+    }
+    return `file ended after ${sent} of ${total} bytes`;
+  });
+}
+
 function socketFd(socket: Socket): number {
   const handle = (socket as unknown as { _handle?: { fd?: number } })._handle;
   return typeof handle?.fd === 'number' ? handle.fd : -1;
@@ -127,7 +173,21 @@ function drained(socket: Socket, idleMs: number): Promise<void> {
 
 const EMPTY = Buffer.alloc(0);
 
-async function sendByKernel(socket: Socket, fd: number, offset: number, length: number, idleMs: number, head: Buffer | undefined): Promise<void> {
+function sendByKernel(socket: Socket, fd: number, offset: number, length: number, idleMs: number, head: Buffer | undefined): Promise<void> {
+  return kernelSend(socket, idleMs, length, (addon, sock, done) => addon.sendFile(sock, fd, offset, length, idleMs, done, head), (sent) => `file ended after ${sent} of ${length} bytes`);
+}
+
+/**
+ * Runs one send of the addon (`start` queues it and returns the socket duplicate's number, or
+ * SENT_NOW) and maps its outcome: ENODATA → INTERNAL with `ended(sent)`'s words, others → ABORTED.
+ */
+async function kernelSend(
+  socket: Socket,
+  idleMs: number,
+  length: number,
+  start: (addon: SendfileAddon, sock: number, done: (errno: number, sent: number) => void) => number,
+  ended: (sent: number) => string,
+): Promise<void> {
   const { addon } = choose();
   if (!addon) throw new FanoutError('INTERNAL', 'the sendfile addon is not loaded');
   // Node's queue is usually empty already (the head went to the kernel as it was written): then
@@ -141,18 +201,10 @@ async function sendByKernel(socket: Socket, fd: number, offset: number, length: 
   const stop = () => running && dup >= 0 && addon.shutdown(dup);
   const { errno, sent } = await new Promise<{ errno: number; sent: number }>((resolve, reject) => {
     try {
-      dup = addon.sendFile(
-        sock,
-        fd,
-        offset,
-        length,
-        idleMs,
-        (errno, sent) => {
-          running = false;
-          resolve({ errno, sent });
-        },
-        head,
-      );
+      dup = start(addon, sock, (errno, sent) => {
+        running = false;
+        resolve({ errno, sent });
+      });
     } catch (err) {
       running = false;
       return reject(gone((err as Error).message));
@@ -164,7 +216,7 @@ async function sendByKernel(socket: Socket, fd: number, offset: number, length: 
     socket.once('close', stop);
   }).finally(() => socket.off('close', stop));
   if (errno === 0) return;
-  if (errno === os.errno.ENODATA) throw new FanoutError('INTERNAL', `file ended after ${sent} of ${length} bytes`);
+  if (errno === os.errno.ENODATA) throw new FanoutError('INTERNAL', ended(sent));
   const name = Object.entries(os.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
   throw gone(errno === os.errno.ETIMEDOUT ? `the client took no byte for ${idleMs} ms (${sent} of ${length} sent)` : `${name} after ${sent} of ${length} bytes`);
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FanoutError } from '../../core/errors.js';
-import { MAX_SEND_HEAD, sendFileTo, sendPath, type SendPath } from './index.js';
+import { MAX_SEND_HEAD, MAX_SEND_SPANS, sendFilesTo, sendFileTo, sendPath, type SendPath } from './index.js';
 
 /** A connected loopback pair: `server` is the side sends go out on. */
 async function socketPair(): Promise<{ server: Socket; client: Socket; close: () => void }> {
@@ -144,6 +144,52 @@ describe('sendFileTo', () => {
           const sending = sendFileTo(server, fd, 0, data.length, { idleMs: 120_000, path });
           setTimeout(() => server.destroy(), 200);
           await assert.rejects(sending, (err: FanoutError) => err.code === 'ABORTED');
+        }));
+
+      it('sends several spans of several files in a row as one send, after a head, in order', () =>
+        withPair(file, async (server, client, fd) => {
+          const other = await open(join(dir, 'other'), 'w+');
+          try {
+            const second = randomBytes(3 * 1024 * 1024 + 5);
+            await other.write(second, 0, second.length, 0);
+            const spans = [
+              { fd, offset: 11, length: 4 * 1024 * 1024 },
+              { fd: other.fd, offset: 0, length: second.length },
+              { fd, offset: 0, length: 0 },
+              { fd, offset: data.length - 1000, length: 1000 },
+            ];
+            const total = spans.reduce((sum, s) => sum + s.length, 0);
+            const received = collect(client, 2 + 5 + total + 4);
+            server.write('q:');
+            await sendFilesTo(server, spans, { idleMs: 10_000, path, head: Buffer.from('head:') });
+            server.write('tail');
+            const got = await received;
+            const expected = Buffer.concat([Buffer.from('q:head:'), data.subarray(11, 11 + 4 * 1024 * 1024), second, data.subarray(data.length - 1000), Buffer.from('tail')]);
+            assert.equal(got.length, expected.length);
+            assert.equal(sha(got), sha(expected));
+          } finally {
+            await other.close();
+          }
+        }));
+
+      it('spans: a file shorter than its span fails with INTERNAL naming the span; no span or too many is INVALID_ARGUMENT', () =>
+        withPair(file, async (server, client, fd) => {
+          client.resume();
+          const spans = [
+            { fd, offset: 0, length: 1000 },
+            { fd, offset: data.length - 10, length: 20 },
+          ];
+          await assert.rejects(sendFilesTo(server, spans, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'INTERNAL' && (path === 'js' || /span 2 of 2/.test(err.message)));
+          await assert.rejects(sendFilesTo(server, [], { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'INVALID_ARGUMENT');
+          const many = Array.from({ length: MAX_SEND_SPANS + 1 }, () => ({ fd, offset: 0, length: 1 }));
+          await assert.rejects(sendFilesTo(server, many, { idleMs: 10_000, path }), (err: FanoutError) => err.code === 'INVALID_ARGUMENT');
+        }));
+
+      it('spans: a client that takes nothing for idleMs fails the send with ABORTED', () =>
+        withPair(file, async (server, client, fd) => {
+          client.pause();
+          const spans = [0, 1, 2].map((i) => ({ fd, offset: i * 8 * 1024 * 1024, length: 8 * 1024 * 1024 }));
+          await assert.rejects(sendFilesTo(server, spans, { idleMs: 300, path }), (err: FanoutError) => err.code === 'ABORTED' && /no byte/.test(err.message));
         }));
 
       it('fails with INTERNAL when the file is shorter than the span', () =>
