@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { lstatSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -129,20 +128,27 @@ test('a staged file edited in place, replaced or truncated after it was stamped 
     assert.deepEqual(await tree(dir.versionDir('v1')), shasOf(files));
   }));
 
+/**
+ * Edits a staged file in place, keeping its size, and leaves what a write in its stamp's clock
+ * tick leaves: its stamp, if the interrupted run saved one, is what the file shows now.
+ */
+async function editInTheStampsTick(dir: ReleaseDir, staging: string, path: string): Promise<void> {
+  const handle = await open(join(staging, path), 'r+');
+  await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
+  await handle.close();
+  const saved = JSON.parse(await readFile(dir.stagedStampFile('v1'), 'utf8').catch(() => '{"files":{}}')) as { files: Record<string, Record<string, unknown>> };
+  if (saved.files[path]) {
+    const st = lstatSync(join(staging, path), { bigint: true });
+    Object.assign(saved.files[path], { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) });
+    await writeFile(dir.stagedStampFile('v1'), JSON.stringify(saved));
+  }
+}
+
 test('a staged file edited in place in the clock tick of its stamp is hashed again by the resumed run, and fetched again', () =>
   inTempDir(async (root) => {
     // The interrupted run ends in the tick of its last renames: every stamp is racy.
     const { dir, files, manifest, staging } = await interruptedStaging(root, 'boot-a', new StoppedClock());
-    const handle = await open(join(staging, 'small/whole.bin'), 'r+');
-    await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
-    await handle.close();
-    // What a write in that tick leaves: the file's stamp, if it was saved, is what the file shows now.
-    const saved = JSON.parse(await readFile(dir.stagedStampFile('v1'), 'utf8').catch(() => '{"files":{}}')) as { files: Record<string, Record<string, unknown>> };
-    if (saved.files['small/whole.bin']) {
-      const st = lstatSync(join(staging, 'small/whole.bin'), { bigint: true });
-      Object.assign(saved.files['small/whole.bin'], { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) });
-      await writeFile(dir.stagedStampFile('v1'), JSON.stringify(saved));
-    }
+    await editInTheStampsTick(dir, staging, 'small/whole.bin');
     const { fetcher, asked } = fetcherOf(files);
     await stageVersion({ manifest, dir, fetcher, wholeFileBytes: PAGE, bootId: 'boot-a' });
     assert.ok(asked.has('small/whole.bin'), 'the edited file is fetched again');
@@ -157,16 +163,7 @@ test('a staged file written in the clock tick of its own rename is hashed again 
     // each kind: every small file, small/whole.bin among them, is renamed and stamped before
     // zz-full.bin (the last small file) is fetched.
     const { dir, files, manifest, staging } = await interruptedStaging(root, 'boot-a', new StandingClock(), 1);
-    const handle = await open(join(staging, 'small/whole.bin'), 'r+');
-    await handle.write(Buffer.from('same size, other bytes'), 0, undefined, 10);
-    await handle.close();
-    // What a write in the rename's tick leaves: the file's stamp, if it was saved, is what the file shows now.
-    const saved = JSON.parse(await readFile(dir.stagedStampFile('v1'), 'utf8').catch(() => '{"files":{}}')) as { files: Record<string, Record<string, unknown>> };
-    if (saved.files['small/whole.bin']) {
-      const st = lstatSync(join(staging, 'small/whole.bin'), { bigint: true });
-      Object.assign(saved.files['small/whole.bin'], { ino: Number(st.ino), size: Number(st.size), ctimeNs: String(st.ctimeNs) });
-      await writeFile(dir.stagedStampFile('v1'), JSON.stringify(saved));
-    }
+    await editInTheStampsTick(dir, staging, 'small/whole.bin');
     const { fetcher, asked } = fetcherOf(files);
     await stageVersion({ manifest, dir, fetcher, wholeFileBytes: PAGE, bootId: 'boot-a' });
     assert.ok(asked.has('small/whole.bin'), 'the file written in its rename tick is fetched again');
