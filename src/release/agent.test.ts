@@ -307,17 +307,23 @@ test("what a killed agent left (another version's staging, parts) goes at the ne
   });
 });
 
+/** An agent that installed v1 (a.bin, sub/b.bin), then v2: current is v2, v1 is kept for a rollback. */
+async function onV2KeepingV1(dir: string) {
+  const w = world();
+  const releases = join(dir, 'releases');
+  const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'sub/b.bin': Buffer.alloc(2000, 3) };
+  w.publish('v1', v1);
+  const log: string[] = [];
+  const agent = w.agent(releases, 1, undefined, log);
+  await agent.syncOnce();
+  w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
+  await agent.syncOnce();
+  return { w, releases, v1, log, agent };
+}
+
 test('a rollback to a kept version whose files changed since they were verified stages it again: the switch gives the published bytes', async () => {
   await withDir(async (dir) => {
-    const w = world();
-    const releases = join(dir, 'releases');
-    const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'sub/b.bin': Buffer.alloc(2000, 3) };
-    w.publish('v1', v1);
-    const log: string[] = [];
-    const agent = w.agent(releases, 1, undefined, log);
-    await agent.syncOnce();
-    w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
-    await agent.syncOnce();
+    const { w, releases, v1, log, agent } = await onV2KeepingV1(dir);
     // Another program edits one kept file in place and deletes another.
     await writeFile(join(agent.dir.versionDir('v1'), 'a.bin'), Buffer.alloc(3000, 9));
     await rm(join(agent.dir.versionDir('v1'), 'sub', 'b.bin'));
@@ -362,15 +368,7 @@ test('a rollback to a kept version with an entry added to its tree stages it aga
 
 test('a rollback to a kept version with a directory replaced by a link to an outside copy stages it again: the switch gives a real directory', async () => {
   await withDir(async (dir) => {
-    const w = world();
-    const releases = join(dir, 'releases');
-    const v1 = { 'a.bin': Buffer.alloc(3000, 1), 'sub/b.bin': Buffer.alloc(2000, 3) };
-    w.publish('v1', v1);
-    const log: string[] = [];
-    const agent = w.agent(releases, 1, undefined, log);
-    await agent.syncOnce();
-    w.publish('v2', { 'a.bin': Buffer.alloc(3000, 2) });
-    await agent.syncOnce();
+    const { w, releases, v1, log, agent } = await onV2KeepingV1(dir);
     const outside = join(dir, 'outside');
     await mkdir(outside);
     await writeFile(join(outside, 'b.bin'), v1['sub/b.bin']);

@@ -47,12 +47,13 @@ describe('the S3 source over a server with endless listings or error bodies', ()
     assert.equal(s3.counters.lists - before, 2, 'the page with the repeated token is the last one asked for');
   });
 
+  /** A source of the crafted server whose listings stop past `entries` (limits.sourceListEntries). */
+  const ufsListingAtMost = (entries: number) =>
+    new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, { label: '/s3data', maxListEntries: entries });
+
   test('a listing that hands out a fresh token with every page for ever is SOURCE_ERROR past its entry bound, not followed for ever', { timeout: 30_000 }, async () => {
     s3.behave({ listing: 'endless' });
-    const bounded = new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
-      label: '/s3data',
-      maxListEntries: 50,
-    });
+    const bounded = ufsListingAtMost(50);
     try {
       const before = s3.counters.lists;
       await assert.rejects(
@@ -68,10 +69,7 @@ describe('the S3 source over a server with endless listings or error bodies', ()
 
   test('a listing of few but long names for ever is SOURCE_ERROR once its names pass 256 characters per allowed entry', { timeout: 30_000 }, async () => {
     s3.behave({ listing: 'endless', keyPadding: 1000 });
-    const bounded = new S3Ufs('b', '', { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' }, undefined, {
-      label: '/s3data',
-      maxListEntries: 50,
-    });
+    const bounded = ufsListingAtMost(50);
     try {
       const before = s3.counters.lists;
       await assert.rejects(
