@@ -794,10 +794,12 @@ Napi::Value HeldStats(const Napi::CallbackInfo& info) {
 
 // ---- offered pages (offered.h): called from JavaScript ----
 
-// offerFile(session, fh, fileId, size): reads of handle fh (opened, not yet answered) may be
-// answered from the offered pages of file version fileId.
+// offerFile(session, fh, fileId, size[, pageSize]): reads of handle fh (opened, not yet answered,
+// or moved to a new page size) may be answered from the offered pages of file version fileId,
+// counted in pageSize (default: the session's).
 void OfferFile(const Napi::CallbackInfo& info) {
-  SessionArg(info)->offered.Open(static_cast<uint64_t>(Num(info, 1)), static_cast<uint64_t>(Num(info, 2)), static_cast<uint64_t>(Num(info, 3)));
+  uint64_t pageSize = info.Length() > 4 && info[4].IsNumber() ? static_cast<uint64_t>(Num(info, 4)) : 0;
+  SessionArg(info)->offered.Open(static_cast<uint64_t>(Num(info, 1)), static_cast<uint64_t>(Num(info, 2)), static_cast<uint64_t>(Num(info, 3)), pageSize);
 }
 
 // offer(session, fileId, index, chunks[], offerId) -> offered: the chunks (page `index`, whole)
@@ -966,6 +968,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("offer", Napi::Function::New(env, Offer));
   exports.Set("withdraw", Napi::Function::New(env, Withdraw));
   exports.Set("offeredStats", Napi::Function::New(env, OfferedStats));
+  // offerFile() takes a page size per handle (an addon without it offers pages of the session's only).
+  exports.Set("offersPageSizes", Napi::Boolean::New(env, true));
   exports.Set("initInfo", Napi::Function::New(env, InitInfo));
   return exports;
 }

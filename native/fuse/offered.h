@@ -59,10 +59,13 @@ class OfferedPages {
     pageSize_ = pageSize;
   }
 
-  // Handle `fh` reads version `fileId` of a file of `size` bytes.
-  void Open(uint64_t fh, uint64_t fileId, uint64_t size) {
+  // Handle `fh` reads version `fileId` of a file of `size` bytes, in pages of `pageSize` (0: the
+  // session's). Called again for an open handle when the mount follows a new cluster page size:
+  // the handle moves to another file id whose pages are all of the new size, in one step, so a
+  // read is planned either wholly in the old pages or wholly in the new ones.
+  void Open(uint64_t fh, uint64_t fileId, uint64_t size, uint64_t pageSize = 0) {
     std::lock_guard<std::mutex> lock(mutex_);
-    handles_[fh] = Handle{fileId, size, UINT64_MAX};
+    handles_[fh] = Handle{fileId, size, UINT64_MAX, pageSize != 0 ? pageSize : pageSize_};
   }
 
   void Release(uint64_t fh) {
@@ -114,8 +117,8 @@ class OfferedPages {
       counters_.served++;
       return true;  // at or past the end: an empty answer
     }
-    uint64_t first = offset / pageSize_;
-    uint64_t last = (end - 1) / pageSize_;
+    uint64_t first = offset / h.pageSize;
+    uint64_t last = (end - 1) / h.pageSize;
     out->pages.clear();
     for (uint64_t index = first; index <= last; index++) {
       auto it = pages_.find(Key{h.fileId, index});
@@ -129,7 +132,7 @@ class OfferedPages {
     out->iov.clear();
     for (uint64_t index = first; index <= last; index++) {
       const Page& page = *out->pages[index - first];
-      uint64_t base = index * pageSize_;
+      uint64_t base = index * h.pageSize;
       uint64_t from = std::max(offset, base) - base;
       uint64_t to = std::min<uint64_t>(end - base, page.size);
       AppendRange(page, from, to, segment, &out->iov);
@@ -174,6 +177,7 @@ class OfferedPages {
     uint64_t fileId;
     uint64_t size;
     uint64_t notedPage;
+    uint64_t pageSize;  // the size its file id's pages are counted in
   };
 
   // Bytes [from, to) of a page's chunks, in segments of at most `segment` bytes (the kernel

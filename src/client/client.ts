@@ -4,7 +4,7 @@ import { FanoutError } from '../core/errors.js';
 import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
-import type { DirEntry, FileInfo, IgnoredRecord, WorkerStatus } from '../core/types.js';
+import type { DirEntry, FileInfo, IgnoredRecord, PageRef, WorkerStatus } from '../core/types.js';
 import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import type { CaOption, ClientTrust } from '../lib/tls/client.js';
 import { ROUTES } from '../lib/wire/protocol.js';
@@ -16,6 +16,15 @@ import type { BatchPageReader } from './batchreader.js';
 import { sharedSession } from './sessions.js';
 
 export type { ClusterInfo } from './session.js';
+
+/** Pages of files counted in one page size (FanoutClient.pageReader). */
+export interface SizedPageReader {
+  readonly pageSize: number;
+  fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]>;
+  /** The same page carried with other small pages in one request (POST /v1/pages). */
+  fetchBatchedPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]>;
+  releasePage(page: Buffer[]): void;
+}
 export { checkEndpoint } from './answers.js';
 
 
@@ -229,6 +238,35 @@ export class FanoutClient {
     return this.batches.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
   }
 
+  /**
+   * Pages counted in `pageSize`, whatever the cluster's page size is or becomes: for a reader that
+   * counts pages itself and must never get page `index` of another size (the FUSE mount keeps one
+   * per page size it has followed: mount/geometry.ts). Every request says its page size, so once
+   * the cluster's is another, workers refuse them (PAGE_SIZE_MISMATCH) rather than answer another
+   * span of the file. The reader is built at the first fetch (it needs the cluster's members).
+   */
+  pageReader(pageSize: number): SizedPageReader {
+    let built: Promise<{ reader: ClusterReader; batches: BatchPageReader }> | undefined;
+    const build = () =>
+      (built ??= this.cluster().then(
+        (info) => {
+          const reader = this.newReader(info, pageSize);
+          return { reader, batches: this.session.batchReader(reader, { pageSize }) };
+        },
+        (err: unknown) => {
+          built = undefined; // asked again at the next fetch
+          throw err;
+        },
+      ));
+    const ref = (file: StatResult, index: number): PageRef => ({ mount: file.mount, path: file.path, version: file.version, size: file.size, index });
+    return {
+      pageSize,
+      fetchPage: async (file, index, signal) => (await build()).reader.fetchPage(ref(file, index), signal),
+      fetchBatchedPage: async (file, index, signal) => (await build()).batches.fetchPage(ref(file, index), signal),
+      releasePage: (page) => this.releasePage(page),
+    };
+  }
+
   /** Hits, joins and fetches of readPage()'s shared page cache. */
   pageCacheStats(): ReturnType<PageCache['stats']> {
     return this.pages.stats();
@@ -337,14 +375,18 @@ export class FanoutClient {
 
   private async clusterReader(): Promise<ClusterReader> {
     const info = await this.cluster();
-    this.reader ??= this.session.reader({
-      pageSize: info.pageSize,
+    this.reader ??= this.newReader(info, info.pageSize);
+    return this.reader;
+  }
+
+  private newReader(info: ClusterInfo, pageSize: number): ClusterReader {
+    return this.session.reader({
+      pageSize,
       concurrency: this.options.concurrency ?? defaultWindow(info.members.length),
       replication: info.replication,
       hedge: this.options.hedge ?? (this.options.hedgeDelayMs !== undefined ? parseHedge(this.options.hedgeDelayMs) : 'auto'),
       sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
     });
-    return this.reader;
   }
 
   private readonly readFromSource: SourceFallback = async (ref, start, length, signal) => {

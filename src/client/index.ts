@@ -8,7 +8,7 @@
  * ```
  */
 export { FanoutClient, DEFAULT_ENDPOINT } from './client.js';
-export type { FanoutClientOptions, ClusterInfo, StatResult, ReadOptions, ClusterStatus } from './client.js';
+export type { FanoutClientOptions, ClusterInfo, StatResult, ReadOptions, ClusterStatus, SizedPageReader } from './client.js';
 export { FanoutError, isFanoutError, type ErrorCode } from '../core/errors.js';
 export type { FileInfo, DirEntry, Member, WorkerStatus } from '../core/types.js';
 export { AdminClient, LOAD_DEADLINE_MS } from './admin.js';

@@ -53,6 +53,10 @@ const client = {
     return [content];
   },
   releasePage() {},
+  /** The fakes serve every page size alike: the page size's own tests have their cluster (below). */
+  pageReader() {
+    return this;
+  },
 } as unknown as FanoutClient;
 
 function setup() {
@@ -251,48 +255,6 @@ test('interrupted lookups, getattrs, opens and opendirs waiting for the cluster 
   assert.deepEqual(await call(OPS.GETATTR, ino), { kind: 'error', args: [errno.ENOENT] });
 });
 
-test('reads of pages refused for their page size after the cluster changed its pageSize fail EIO with a log line that says to remount', async () => {
-  const { addon, answers } = fakeAddon();
-  let clusterPageSize = 1024;
-  const refused = async () => {
-    throw new FanoutError('PAGE_SIZE_MISMATCH', "this worker's pages are 2048 bytes, the request counts pages of 1024: every worker of a cluster needs the same pageSize");
-  };
-  const asked: boolean[] = [];
-  const changed = {
-    ...client,
-    fetchPage: refused,
-    fetchBatchedPage: refused,
-    async cluster(force = false) {
-      asked.push(force);
-      return { pageSize: clusterPageSize };
-    },
-  } as unknown as FanoutClient;
-  const warnings: { fields: Record<string, unknown>; message: string }[] = [];
-  const fs = new FanoutFs(addon, changed, 1024, { ttlMs: 1000, readahead: 2, log: { warn: (fields, message) => warnings.push({ fields: fields as Record<string, unknown>, message }) } });
-  const call = caller(fs, answers);
-  const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
-  const ino = (await call(OPS.LOOKUP, dataIno, 'hello.txt')).args[0] as number;
-  const fh = (await call(OPS.OPEN, ino, 0)).args[0] as number;
-  // Workers of two page sizes in one cluster (the answer's is still the mount's): their words.
-  assert.deepEqual(await call(OPS.READ, ino, fh, 0, 100), { kind: 'error', args: [errno.EIO] });
-  assert.match(warnings.at(-1)!.fields.err as string, /every worker of a cluster needs the same pageSize/);
-  assert.deepEqual(asked, [false, true], 'the cluster facts are asked again before blaming the workers');
-  // The workers restarted with 2048-byte pages.
-  clusterPageSize = 2048;
-  warnings.length = 0;
-  assert.deepEqual(await call(OPS.READ, ino, fh, 0, 100), { kind: 'error', args: [errno.EIO] });
-  assert.deepEqual(await call(OPS.READ, ino, fh, 0, 100), { kind: 'error', args: [errno.EIO] });
-  const said = warnings.filter((w) => /pageSize is now 2048 bytes, this mount counts pages of 1024.*remount it/.test(w.message));
-  assert.equal(said.length, 1, 'the change is said once');
-  assert.equal(said[0]!.fields.code, 'PAGE_SIZE_MISMATCH');
-  const failed = warnings.filter((w) => w.message.startsWith('read /data/hello.txt failed'));
-  assert.equal(failed.length, 2);
-  for (const w of failed) {
-    assert.equal(w.fields.code, 'PAGE_SIZE_MISMATCH');
-    assert.match(w.fields.err as string, /remount it/);
-  }
-});
-
 test('errors map to the errno POSIX tools expect', () => {
   assert.equal(errnoFor(new FanoutError('NOT_FOUND', '')), errno.ENOENT);
   assert.equal(errnoFor(new FanoutError('UNKNOWN_MOUNT', '')), errno.ENOENT);
@@ -320,6 +282,9 @@ test('files of at least a page open with direct I/O where the kernel allows mmap
       return [Buffer.alloc(Math.min(1024, file.size - index * 1024), index)];
     },
     releasePage() {},
+    pageReader() {
+      return this;
+    },
   } as unknown as FanoutClient;
   const opened = async (directIo: boolean | undefined, kernelAllowsMmap: boolean) => {
     const { addon, answers } = fakeAddon();
@@ -377,6 +342,9 @@ test('a read that finds the file at another version makes the next open ask agai
       return [content];
     },
     releasePage() {},
+    pageReader() {
+      return this;
+    },
   } as unknown as FanoutClient;
   const fs = new FanoutFs(addon, changing, 1024, { ttlMs: 60_000, readahead: 2, log: { warn() {} } });
   const call = caller(fs, answers);

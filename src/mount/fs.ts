@@ -3,6 +3,7 @@ import { constants as os } from 'node:os';
 import type { ClusterStatus, FanoutClient } from '../client/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError, isFanoutError } from '../core/errors.js';
+import type { StatResult } from '../client/index.js';
 import { errnoFor } from './errno.js';
 import { TtlCache } from '../lib/ttlcache/index.js';
 import { HeldFiles } from './held.js';
@@ -15,6 +16,7 @@ import { MountPages, type Lease } from './pages.js';
 import { FileReader, type ReadResult } from './reader.js';
 import { untilAborted } from './abort.js';
 import { ReadRoom } from './readroom.js';
+import { PageSizeFollower } from './pagesize.js';
 import { ByteBudget } from '../lib/transfer/index.js';
 
 const { errno } = os;
@@ -90,6 +92,10 @@ const AHEAD_BYTES = 256 * 1024 * 1024;
  * pages of 4 MiB, enough for every FUSE thread's read (32 by default, 1–2 pages each) at once.
  */
 export const READ_BYTES = 256 * 1024 * 1024;
+/** Bytes of pages kept with no reader holding them (FsOptions.cacheBytes). */
+const CACHE_BYTES = 16 * 1024 * 1024;
+/** Times a read refused for its page size is read again in the cluster's new one (readFollowing()). */
+const FOLLOWS = 2;
 
 /**
  * The filesystem behind the FUSE mount: a read-only view of every fanout mount, answered
@@ -103,7 +109,9 @@ export class FanoutFs {
   private readonly dirs = new Map<number, DirListing>();
   private readonly status: TtlCache<ClusterStatus>;
   private readonly prefetch: DirectoryPrefetch;
-  private readonly pages: MountPages;
+  /** The pages of the page size the mount counts in now (a new set when it follows another: rebuild()). */
+  private pages: MountPages;
+  private readonly pageSizes: PageSizeFollower;
   private readonly held: HeldFiles;
   private readonly offered: OfferedPages;
   /** What all readers may hold: first pages of files not read yet, pages fetched ahead, and pages reads fetch themselves. */
@@ -114,8 +122,6 @@ export class FanoutFs {
   /** Read replies the kernel has not copied yet, by reply token (OPS.REPLIED ends them). */
   private readonly replies = new Map<number, ReadResult>();
   private nextToken = 1;
-  /** The cluster page size a change to was logged (pageSizeChanged()), to log it once. */
-  private pageSizeReported: number | undefined;
   private readonly ttlSeconds: number;
   private readonly startedAt: number;
   private nextHandle = 1;
@@ -126,18 +132,22 @@ export class FanoutFs {
   constructor(
     private readonly addon: FuseAddon,
     private readonly client: FanoutClient,
-    private readonly pageSize: number,
+    pageSize: number,
     private readonly options: FsOptions,
   ) {
     const clock = options.clock ?? systemClock;
+    this.pageSizes = new PageSizeFollower(pageSize, {
+      clusterPageSize: async (fresh) => (await client.cluster(fresh)).pageSize,
+      rebuild: (_from, to) => this.rebuild(to),
+      warn: (fields, message) => options.log.warn(fields, message),
+    });
     this.meta = new Metadata(client, options.ttlMs, clock);
     this.status = new TtlCache(10_000, clock);
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();
-    this.pages = new MountPages(client, pageSize, options.cacheBytes ?? 16 * 1024 * 1024);
+    this.pages = new MountPages(client.pageReader(pageSize), pageSize, options.cacheBytes ?? CACHE_BYTES);
     this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(options.aheadBytes ?? AHEAD_BYTES), reads: new ReadRoom(options.readBytes ?? READ_BYTES) };
     this.held = new HeldFiles(addon, this.pages, this.inodes, this.meta, {
-      pageSize,
       attrTimeoutS: this.ttlSeconds,
       maxFileBytes: HELD_FILE_MAX,
       fileMode: FILE_MODE,
@@ -155,6 +165,11 @@ export class FanoutFs {
     this.session = session;
     this.held.attach(session);
     this.offered.attach(session);
+  }
+
+  /** The page size the mount counts in: the cluster's when mounted, or the one it changed to since (pagesize.ts). */
+  get pageSize(): number {
+    return this.pageSizes.pageSize;
   }
 
   /** Reads the addon answered from offered pages (undefined before attach, or without the addon's support). */
@@ -201,7 +216,7 @@ export class FanoutFs {
         this.files.delete(a as number);
         if (reader) {
           reader.close();
-          this.offered.close(reader.file);
+          this.offered.close(reader.file, reader.pageSize);
         }
         return this.addon.replyError(req, 0);
       }
@@ -268,9 +283,7 @@ export class FanoutFs {
     node.openedVersion = file.version;
     const fh = this.nextHandle++;
     // Registered before the open is answered: the first read may already find its page offered.
-    const fileId = this.offered.open(fh, file);
-    const offer = fileId === undefined ? undefined : (index: number, lease: Lease) => this.offered.hold(fileId, index, lease);
-    const reader = new FileReader(file, this.pages, this.pageSize, this.options.readahead, offer, this.allowances);
+    const reader = this.fileReader(fh, file);
     // The first read follows at once: its page is on the way before the kernel asks.
     if (!keepCache) reader.start();
     this.files.set(fh, reader);
@@ -288,7 +301,7 @@ export class FanoutFs {
   private async read(req: FuseRequest, fh: number, offset: number, size: number, signal?: AbortSignal): Promise<void> {
     const reader = this.files.get(fh);
     if (!reader) return this.addon.replyError(req, errno.EBADF);
-    const result: ReadResult = await reader.read(offset, size, signal).catch((err: unknown) => this.pageSizeChanged(err));
+    const result = await this.readFollowing(fh, reader, offset, size, signal);
     const token = this.nextToken++;
     this.replies.set(token, result);
     try {
@@ -300,25 +313,53 @@ export class FanoutFs {
   }
 
   /**
-   * Rethrows a read's failure; a page refused for its page size (PAGE_SIZE_MISMATCH) because the
-   * cluster's workers restarted with another pageSize since the mount started is said to be
-   * that, with what to do: every page this mount knows (its reader windows, kept pages, pages
-   * offered to the addon, the kernel's page cache) is counted in its own page size, so it
-   * cannot follow without a remount. Pages it holds are still served (their bytes are right:
-   * pages are keyed by file version); pages it lacks fail, never read in the wrong size. Before,
-   * the log said "every worker of a cluster needs the same pageSize", as for a mixed cluster.
+   * The read, by handle `fh`'s reader; one refused for its page size after the cluster changed its
+   * pageSize is read again by the reader rebuild() gave the handle in the new size (at most
+   * FOLLOWS times: a cluster that keeps changing fails the read rather than loop). Before, every
+   * page the mount did not hold failed EIO with a log line saying to remount, until someone did.
    */
-  private async pageSizeChanged(err: unknown): Promise<never> {
-    if (!isFanoutError(err, 'PAGE_SIZE_MISMATCH')) throw err;
-    let info = await this.client.cluster().catch(() => undefined);
-    if (info?.pageSize === this.pageSize) info = await this.client.cluster(true).catch(() => undefined);
-    if (!info || info.pageSize === this.pageSize) throw err; // a cluster mixing page sizes: the worker's own words
-    const message = `the cluster's pageSize is now ${info.pageSize} bytes, this mount counts pages of ${this.pageSize} (the workers restarted with another pageSize after it was mounted): remount it (fusermount3 -u the mount point, then fanout mount again) to read pages it does not hold`;
-    if (this.pageSizeReported !== info.pageSize) {
-      this.pageSizeReported = info.pageSize;
-      this.options.log.warn({ code: 'PAGE_SIZE_MISMATCH', mountPageSize: this.pageSize, clusterPageSize: info.pageSize }, message);
+  private async readFollowing(fh: number, reader: FileReader, offset: number, size: number, signal?: AbortSignal): Promise<ReadResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await reader.read(offset, size, signal);
+      } catch (err) {
+        if (attempt > FOLLOWS || signal?.aborted) throw err;
+        await this.pageSizes.refused(err, reader.pageSize);
+        const next = this.files.get(fh);
+        if (!next || next === reader) throw err;
+        reader = next;
+      }
     }
-    throw new FanoutError('PAGE_SIZE_MISMATCH', message, { cause: err });
+  }
+
+  /** Handle `fh`'s reader of `file`, in the page size the mount counts in now; its pages are offered under that size. */
+  private fileReader(fh: number, file: StatResult): FileReader {
+    const { pageSize } = this.pages;
+    const fileId = this.offered.open(fh, file, pageSize);
+    const offer = fileId === undefined ? undefined : (index: number, lease: Lease) => this.offered.hold(fileId, index, lease);
+    return new FileReader(file, this.pages, pageSize, this.options.readahead, offer, this.allowances);
+  }
+
+  /**
+   * The mount counts pages of `to` bytes from now on (pagesize.ts): a new set of pages fetched in
+   * that size, and every open handle moved to a reader of it (its reads address bytes, so the
+   * application sees nothing). The addon's handle moves to the new size's file id before the old
+   * window's offers are withdrawn. The old pages go back to the slabs as their last holder lets go
+   * (a read in flight keeps its own until replied). Old and new pages never share a set, a reader
+   * or an offered file id, so no read is put together from pages of two sizes. Held small files
+   * and the kernel's page cache are whole-file bytes and stay.
+   */
+  private rebuild(to: number): void {
+    const old = this.pages;
+    this.pages = new MountPages(this.client.pageReader(to), to, this.options.cacheBytes ?? CACHE_BYTES);
+    this.held.follow(this.pages);
+    this.prefetch.follow(to);
+    for (const [fh, reader] of this.files) {
+      this.files.set(fh, this.fileReader(fh, reader.file));
+      reader.close();
+      this.offered.close(reader.file, reader.pageSize);
+    }
+    old.retire();
   }
 
   /** The kernel has the bytes of a read reply: its pages may be reused. */

@@ -27,7 +27,7 @@ function setup(validMs: Record<string, number> = {}) {
   const pages = new MountPages(source, PAGE, 1 << 20);
   const inodes = new InodeTable();
   const meta: HeldMetadata = { statValidMs: async (path) => validMs[path] ?? 0 };
-  const held = new HeldFiles(addon, pages, inodes, meta, { pageSize: PAGE, attrTimeoutS: 1, maxFileBytes: 512, fileMode: 0o100444, defaultMtimeMs: 1 });
+  const held = new HeldFiles(addon, pages, inodes, meta, { attrTimeoutS: 1, maxFileBytes: 512, fileMode: 0o100444, defaultMtimeMs: 1 });
   const settle = () => new Promise((r) => setTimeout(r, 10));
   return { held, holds, drops, inodes, pages, released, fetched, settle };
 }

@@ -10,7 +10,6 @@ export interface HeldMetadata {
 }
 
 export interface HeldOptions {
-  pageSize: number;
   /** Attribute timeout told to the kernel (seconds). */
   attrTimeoutS: number;
   /** Files up to this size are handed down whole (the addon's reply path has no cap; memory has). */
@@ -37,7 +36,7 @@ export class HeldFiles {
 
   constructor(
     private readonly addon: FuseAddon,
-    private readonly pages: MountPages,
+    private pages: MountPages,
     private readonly inodes: InodeTable,
     private readonly meta: HeldMetadata,
     private readonly options: HeldOptions,
@@ -50,13 +49,21 @@ export class HeldFiles {
 
   /** Fetches a page to keep for a read expected soon; a small file's page is handed down whole. Never throws. */
   prefetch(file: StatResult, index: number): void {
-    if (!this.session || index !== 0 || file.size > Math.min(this.options.pageSize, this.options.maxFileBytes)) {
+    if (!this.session || index !== 0 || file.size > Math.min(this.pages.pageSize, this.options.maxFileBytes)) {
       return this.pages.prefetch(file, index);
     }
     // The page stays in the mount's cache too: if the addon's copy expires before the open (a
     // stat TTL nearly over), the read finds it there instead of asking the worker again. Not
     // held (a failed hand-down): the read comes here and finds the page.
     this.pages.prefetch(file, index, (lease) => this.handDown(file, lease.chunks));
+  }
+
+  /**
+   * The mount counts in another page size now: pages come from `pages`. Files handed down stay:
+   * each is a whole file, whatever page size it came in.
+   */
+  follow(pages: MountPages): void {
+    this.pages = pages;
   }
 
   /**

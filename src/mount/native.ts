@@ -145,9 +145,12 @@ export interface FuseAddon {
   /**
    * Offered pages (native/fuse/offered.h), optional like hold(): reads of handle `fh` (registered
    * before its open is answered) whose span lies in offered pages of `fileId` are answered by
-   * the FUSE thread itself.
+   * the FUSE thread itself, in pages of `pageSize` (default: the mount option's). Called again
+   * for an open handle, it moves the handle to another file id (and page size) in one step.
    */
-  offerFile?(session: FuseSession, fh: number, fileId: number, size: number): void;
+  offerFile?(session: FuseSession, fh: number, fileId: number, size: number, pageSize?: number): void;
+  /** offerFile() honours its `pageSize` (an older addon counts every handle in the mount option's). */
+  readonly offersPageSizes?: boolean;
   /** Offers whole page `index` of `fileId`; the chunks must stay alive until withdrawn and free. False: offered already. */
   offer?(session: FuseSession, fileId: number, index: number, chunks: Buffer[], offerId: number): boolean;
   /** True: no FUSE thread writes from the page (reuse its memory now); false: RETURNED names its offer id later. */

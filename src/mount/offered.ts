@@ -3,11 +3,13 @@ import type { FuseAddon, FuseSession, OfferedStats } from './native.js';
 import type { Lease } from './pages.js';
 
 /** The addon's part (native/fuse/offered.h). */
-export type OfferAddon = Pick<FuseAddon, 'offerFile' | 'offer' | 'withdraw' | 'offeredStats'>;
+export type OfferAddon = Pick<FuseAddon, 'offerFile' | 'offer' | 'withdraw' | 'offeredStats' | 'offersPageSizes'>;
 
 interface OfferedFile {
   id: number;
   size: number;
+  /** The size its pages are counted in: a file id's pages are all of one size. */
+  pageSize: number;
   /** Open handles reading this version. */
   readers: number;
 }
@@ -20,7 +22,7 @@ interface Offer {
   leases: Lease[];
 }
 
-const fileKey = (file: StatResult): string => `${file.mount}\0${file.path}\0${file.version}`;
+const fileKey = (file: StatResult, pageSize: number): string => `${pageSize}\0${file.mount}\0${file.path}\0${file.version}`;
 
 /**
  * Pages offered to the addon, so that its FUSE threads answer the reads that lie in them without
@@ -43,7 +45,8 @@ export class OfferedPages {
 
   constructor(
     private readonly addon: OfferAddon,
-    private readonly pageSize: number,
+    /** The page size the addon was mounted with (its default for a handle). */
+    private readonly sessionPageSize: number,
   ) {}
 
   /** The FUSE session once mounted; until then (and with an addon without `offer`) nothing is offered. */
@@ -58,26 +61,30 @@ export class OfferedPages {
   }
 
   /**
-   * Handle `fh` (not yet answered to the kernel) reads `file`: its reads may be answered from the
-   * pages offered for this version. The file id to offer pages under, or undefined when off.
+   * Handle `fh` (not yet answered to the kernel, or moved to a new page size) reads `file` in
+   * pages of `pageSize`: its reads may be answered from the pages offered for this version and
+   * size. The file id to offer pages under, or undefined when off. Pages of two sizes are never
+   * under one file id, and the addon plans each read in its handle's one file id (offered.h).
    */
-  open(fh: number, file: StatResult): number | undefined {
+  open(fh: number, file: StatResult, pageSize = this.sessionPageSize): number | undefined {
     if (!this.session) return undefined;
-    const key = fileKey(file);
+    // An addon that counts every handle in the mount option's page size is offered no other.
+    if (pageSize !== this.sessionPageSize && this.addon.offersPageSizes !== true) return undefined;
+    const key = fileKey(file, pageSize);
     let entry = this.files.get(key);
     if (!entry) {
-      entry = { id: this.nextFileId++, size: file.size, readers: 0 };
+      entry = { id: this.nextFileId++, size: file.size, pageSize, readers: 0 };
       this.files.set(key, entry);
       this.filesById.set(entry.id, entry);
     }
     entry.readers++;
-    this.addon.offerFile!(this.session, fh, entry.id, file.size);
+    this.addon.offerFile!(this.session, fh, entry.id, file.size, pageSize);
     return entry.id;
   }
 
-  /** A handle of `file` was released (its window's pages were let go of first). */
-  close(file: StatResult): void {
-    const key = fileKey(file);
+  /** A handle of `file` in pages of `pageSize` was released or moved (its window's pages were let go of first). */
+  close(file: StatResult, pageSize = this.sessionPageSize): void {
+    const key = fileKey(file, pageSize);
     const entry = this.files.get(key);
     if (entry && --entry.readers <= 0) {
       this.files.delete(key);
@@ -98,7 +105,7 @@ export class OfferedPages {
       const file = this.filesById.get(fileId);
       // The addon answers reads from the chunks as the whole page: a page of another length is
       // never offered (its reads still come here, and are answered as before).
-      const expected = file ? Math.max(0, Math.min(this.pageSize, file.size - index * this.pageSize)) : -1;
+      const expected = file ? Math.max(0, Math.min(file.pageSize, file.size - index * file.pageSize)) : -1;
       const bytes = lease.chunks.reduce((sum, chunk) => sum + chunk.length, 0);
       if (bytes !== expected || bytes === 0) return lease;
       const offerId = this.nextOfferId++;

@@ -61,8 +61,8 @@ export class MountPages {
 
   constructor(
     private readonly source: PageFetch,
-    private readonly pageSize: number,
-    private readonly capacity: number,
+    readonly pageSize: number,
+    private capacity: number,
   ) {}
 
   /**
@@ -121,6 +121,16 @@ export class MountPages {
     return this.entries.has(pageKey(file, index));
   }
 
+  /**
+   * No more pages are kept: those nobody holds go back to the slabs now, the others when their
+   * last lease ends (the mount counts in another page size now: geometry.ts). Queued prefetches
+   * still run and their pages go back at once.
+   */
+  retire(): void {
+    this.capacity = 0;
+    this.evict();
+  }
+
   /** Pages held or kept, and the bytes of those kept with no lease. */
   stats(): { pages: number; idlePages: number; idleBytes: number } {
     return { pages: this.entries.size, idlePages: this.idle.size, idleBytes: this.idleBytes };
@@ -154,7 +164,11 @@ export class MountPages {
   private park(entry: Entry): void {
     this.idle.set(entry.key, entry);
     this.idleBytes += entry.size;
-    while (this.idleBytes > this.capacity && this.idle.size > 0) {
+    this.evict();
+  }
+
+  private evict(): void {
+    while (this.idle.size > 0 && (this.idleBytes > this.capacity || this.capacity === 0)) {
       const [key, oldest] = this.idle.entries().next().value!;
       this.idle.delete(key);
       this.idleBytes -= oldest.size;

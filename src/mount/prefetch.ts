@@ -41,8 +41,13 @@ export class DirectoryPrefetch {
 
   constructor(
     private readonly deps: PrefetchDeps,
-    private readonly options: PrefetchOptions,
+    private options: PrefetchOptions,
   ) {}
+
+  /** The mount counts in another page size now (what a first page may take of `bytes`). */
+  follow(pageSize: number): void {
+    this.options = { ...this.options, pageSize };
+  }
 
   /** A file was opened: `path` is its mount path ("data/dir/name"). Never throws. */
   async opened(path: string): Promise<void> {

@@ -76,7 +76,8 @@ export class FileReader {
   constructor(
     readonly file: StatResult,
     private readonly source: PageSource,
-    private readonly pageSize: number,
+    /** What its page indexes count in: one reader never mixes page sizes (fs.ts moves a handle to a new reader). */
+    readonly pageSize: number,
     private readonly readahead: number,
     /** Called with each page the window takes; the window holds the lease returned (offered.ts). */
     private readonly offer?: (index: number, lease: Lease) => Lease,
@@ -201,7 +202,7 @@ export class FileReader {
   private missingPages(first: number, last: number): RoomPage[] {
     const pages: RoomPage[] = [];
     for (let index = first; index <= last; index++) {
-      if (!this.held.has(index) && !this.source.has?.(this.file, index)) pages.push({ key: roomKey(this.file, index), bytes: this.pageBytes(index) });
+      if (!this.held.has(index) && !this.source.has?.(this.file, index)) pages.push({ key: roomKey(this.file, index, this.pageSize), bytes: this.pageBytes(index) });
     }
     return pages;
   }

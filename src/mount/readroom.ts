@@ -15,7 +15,7 @@ interface Claim {
   settled: Promise<void>;
 }
 
-export const roomKey = (file: StatResult, index: number): string => `${file.mount}\0${file.path}\0${file.version}\0${index}`;
+export const roomKey = (file: StatResult, index: number, pageSize: number): string => `${pageSize}\0${file.mount}\0${file.path}\0${file.version}\0${index}`;
 
 /**
  * The `reads` allowance (--read-memory) by page: a page on its way holds room once, however many
