@@ -123,7 +123,8 @@ async function logReadPath(addon: FuseAddon, session: FuseSession, fs: FanoutFs,
   const pages = Math.min(init?.maxPages || 256, limit);
   const readRequestBytes = Math.min(pages * 4096, MAX_READ);
   log.info(
-    { readRequestBytes, maxPagesLimit: limit, directIo: fs.directIo() },
+    // The page size it counts in now (fs.pageSize); a change is logged when the mount follows it.
+    { readRequestBytes, maxPagesLimit: limit, directIo: fs.directIo(), pageSize: fs.pageSize },
     `reads of up to ${readRequestBytes / 2 ** 20} MiB per request` +
       (readRequestBytes < MAX_READ ? ` (fs.fuse.max_pages_limit = ${limit}; ${MAX_READ / 4096} would allow ${MAX_READ / 2 ** 20} MiB)` : '') +
       (fs.directIo() ? '; files of a page or more bypass the kernel page cache (direct I/O)' : ''),
