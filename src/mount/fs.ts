@@ -1,9 +1,8 @@
 import { constants } from 'node:fs';
 import { constants as os } from 'node:os';
-import type { ClusterStatus, FanoutClient } from '../client/index.js';
+import type { ClusterStatus, FanoutClient, StatResult } from '../client/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError, isFanoutError } from '../core/errors.js';
-import type { StatResult } from '../client/index.js';
 import { errnoFor } from './errno.js';
 import { TtlCache } from '../lib/ttlcache/index.js';
 import { HeldFiles } from './held.js';

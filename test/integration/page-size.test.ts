@@ -95,6 +95,21 @@ describe('workers with different page sizes', () => {
     }
   });
 
+  test('a page reader counts in its own page size whatever the cluster’s (the mount keeps one per size it follows)', async () => {
+    const client = new FanoutClient({ endpoint: small.url, hedge: 'off' });
+    try {
+      assert.equal((await client.cluster()).pageSize, MiB, "the endpoint's answer");
+      const file = { mount: 'data', path: 'f.bin', version, size: data.length, mtimeMs: 0 };
+      for (const [size, expected] of [[MiB, data.subarray(MiB, 2 * MiB)], [2 * MiB, data.subarray(2 * MiB)]] as const) {
+        // Each worker refuses the other size: the reader finds the one of its size, whatever the endpoint says.
+        const page = Buffer.concat(await client.pageReader(size).fetchPage(file, 1));
+        assert.ok(page.equals(expected), `page 1 in pages of ${size}`);
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
   test('a reader through the cluster gets the file or that error, never another span’s bytes', async () => {
     for (const endpoint of [small.url, large.url]) {
       const client = new FanoutClient({ endpoint, hedge: 'off' });
