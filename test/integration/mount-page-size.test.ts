@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../harness/cli.js';
@@ -34,6 +34,7 @@ describe('fanout mount, the cluster changes its page size', () => {
   const big = randomBytes(5 * MiB + 4321);
   const small = randomBytes(300_000);
   const other = randomBytes(3 * MiB + 17);
+  const held = randomBytes(4 * MiB + 999);
 
   before(async () => {
     source = await mkdtemp(join(tmpdir(), 'fanout-ps-src-'));
@@ -41,6 +42,7 @@ describe('fanout mount, the cluster changes its page size', () => {
     await writeFile(join(source, 'big.bin'), big);
     await writeFile(join(source, 'small.bin'), small);
     await writeFile(join(source, 'other.bin'), other);
+    await writeFile(join(source, 'held.bin'), held);
     worker = await WorkerProcess.start({ id: 'ps', mounts: { data: source }, pageSize: '1MiB' });
     await mkdir(join(work, 'mnt'));
     mount = await MountProcess.start(join(work, 'mnt'), worker.url, '--ttl', '200ms');
@@ -54,15 +56,23 @@ describe('fanout mount, the cluster changes its page size', () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  test('the mount follows the new page size: unread files and files it read before are read whole and right, and the change is logged once', { timeout: 120_000 }, async () => {
+  test('the mount follows the new page size: unread files, files it read before and a file kept open are read whole and right, and the change is logged once', { timeout: 120_000 }, async () => {
     const path = (name: string) => join(mount.mountpoint, 'data', name);
     const first = await sh('cat', [path('big.bin')]);
     assert.equal(first.code, 0, first.stderr.toString());
     assert.equal(sha256(first.stdout), sha256(big));
+    // A file left open across the change, half read: its handle addresses bytes, and goes on.
+    const kept = await open(path('held.bin'));
+    const head = Buffer.alloc(Math.floor(1.5 * MiB));
+    assert.equal((await kept.read(head, 0, head.length, 0)).bytesRead, head.length);
     await restartWithPageSize(worker, '2MiB');
 
-    // Unread files, two at once (both reads meet the refusal), then the file read before.
-    const [unreadSmall, unreadOther] = await Promise.all([sh('cat', [path('small.bin')]), sh('cat', [path('other.bin')])]);
+    // Unread files, two at once, and the rest of the open one (all meet the refusal), then the file read before.
+    const rest = Buffer.alloc(held.length - head.length);
+    const [unreadSmall, unreadOther, restRead] = await Promise.all([sh('cat', [path('small.bin')]), sh('cat', [path('other.bin')]), kept.read(rest, 0, rest.length, head.length)]);
+    await kept.close();
+    assert.equal(restRead.bytesRead, rest.length);
+    assert.equal(sha256(Buffer.concat([head, rest])), sha256(held), 'the file kept open, read across the change');
     for (const [read, data, name] of [[unreadSmall, small, 'small.bin'], [unreadOther, other, 'other.bin'], [await sh('cat', [path('big.bin')]), big, 'big.bin']] as const) {
       assert.equal(read.code, 0, `${name}: ${read.stderr.toString()}`);
       assert.equal(sha256(read.stdout), sha256(data), `${name} after the page size changed`);
