@@ -120,8 +120,8 @@ test('a handle moved to another page size gets another file id; pages are checke
 });
 
 /** A one-file cluster whose page size the test changes; each page reader asks in its own size, as the SDK's does. */
-function cluster(data: Buffer) {
-  const state = { pageSize: 1024 };
+function cluster(data: Buffer, pageSize: number) {
+  const state = { pageSize };
   const fetched: string[] = [];
   const released: number[] = [];
   const file = { mount: 'data', path: 'f.bin', size: data.length, mtimeMs: 1000, version: 'v1' };
@@ -140,46 +140,48 @@ function cluster(data: Buffer) {
   return { state, client, fetched, released };
 }
 
-test('after the cluster changed its pageSize, reads of open handles are read again in the new size: right bytes, across the old page boundary too', async () => {
-  const data = randomBytes(5000);
-  const { state, client, fetched, released } = cluster(data);
-  // Answers by request: reads answered out of order are told apart.
-  const answers = new Map<FuseRequest, { kind: string; args: unknown[] }>();
-  const record = (kind: string) => (req: FuseRequest, ...args: unknown[]) => void answers.set(req, { kind, args });
-  // replyData says "sent": the read's leases end at once (REPLIED).
-  const addon = { replyError: record('error'), replyEntry: record('entry'), replyOpen: record('open'), replyData: (req: FuseRequest, ...args: unknown[]) => (record('data')(req, ...args), true) } as unknown as FuseAddon;
-  const warnings: string[] = [];
-  const fs = new FanoutFs(addon, client, 1024, { ttlMs: 60_000, readahead: 0, log: { warn: (_f, message) => void warnings.push(message) } });
-  const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
-    const req = {} as FuseRequest;
-    fs.dispatch(op, req, ino, a, b, c);
-    while (!answers.has(req)) await new Promise((r) => setImmediate(r));
-    return answers.get(req)!;
-  };
-  const read = async (fh: number, offset: number, size: number) => {
-    const answer = await call(OPS.READ, ino, fh, offset, size);
-    assert.equal(answer.kind, 'data', JSON.stringify(answer.args));
-    return Buffer.concat(answer.args[0] as Buffer[]);
-  };
-  const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
-  const ino = (await call(OPS.LOOKUP, dataIno, 'f.bin')).args[0] as number;
-  const fh = (await call(OPS.OPEN, ino, 0)).args[0] as number;
-  assert.deepEqual(await read(fh, 0, 100), data.subarray(0, 100));
-  assert.equal(fs.pageSize, 1024);
+for (const [from, to] of [[1024, 2048], [2048, 1024]] as const) {
+  test(`after the cluster changed its pageSize (${from} → ${to}), reads of open handles are read again in the new size: right bytes, across the old page boundary too`, async () => {
+    const data = randomBytes(5000);
+    const { state, client, fetched, released } = cluster(data, from);
+    // Answers by request: reads answered out of order are told apart.
+    const answers = new Map<FuseRequest, { kind: string; args: unknown[] }>();
+    const record = (kind: string) => (req: FuseRequest, ...args: unknown[]) => void answers.set(req, { kind, args });
+    // replyData says "sent": the read's leases end at once (REPLIED).
+    const addon = { replyError: record('error'), replyEntry: record('entry'), replyOpen: record('open'), replyData: (req: FuseRequest, ...args: unknown[]) => (record('data')(req, ...args), true) } as unknown as FuseAddon;
+    const warnings: string[] = [];
+    const fs = new FanoutFs(addon, client, from, { ttlMs: 60_000, readahead: 0, log: { warn: (_f, message) => void warnings.push(message) } });
+    const call = async (op: number, ino: number, a?: number | string, b?: number, c?: number) => {
+      const req = {} as FuseRequest;
+      fs.dispatch(op, req, ino, a, b, c);
+      while (!answers.has(req)) await new Promise((r) => setImmediate(r));
+      return answers.get(req)!;
+    };
+    const read = async (fh: number, offset: number, size: number) => {
+      const answer = await call(OPS.READ, ino, fh, offset, size);
+      assert.equal(answer.kind, 'data', JSON.stringify(answer.args));
+      return Buffer.concat(answer.args[0] as Buffer[]);
+    };
+    const dataIno = (await call(OPS.LOOKUP, ROOT_INO, 'data')).args[0] as number;
+    const ino = (await call(OPS.LOOKUP, dataIno, 'f.bin')).args[0] as number;
+    const fh = (await call(OPS.OPEN, ino, 0)).args[0] as number;
+    assert.deepEqual(await read(fh, 0, 100), data.subarray(0, 100));
+    assert.equal(fs.pageSize, from);
 
-  state.pageSize = 2048; // the workers restarted
-  fetched.length = 0;
-  const other = (await call(OPS.OPEN, ino, 0)).args[0] as number;
-  // Page 0 of 1024 bytes is still kept: a read that takes it together with page 1 would mix sizes.
-  const [across, later] = await Promise.all([read(fh, 1000, 100), read(other, 4000, 1000)]);
-  assert.deepEqual(across, data.subarray(1000, 1100));
-  assert.deepEqual(later, data.subarray(4000, 5000));
-  assert.deepEqual(await read(fh, 0, 100), data.subarray(0, 100), 'a page read before, read again in the new size');
-  assert.equal(fs.pageSize, 2048);
-  assert.equal(warnings.filter((m) => /pageSize changed from 1024 to 2048/.test(m)).length, 1, 'said once');
-  assert.deepEqual(warnings.filter((m) => /failed/.test(m)), [], 'no read failed');
-  assert.ok(fetched.filter((f) => f.startsWith('2048#')).length > 0);
-  assert.ok(released.includes(1024), 'the pages kept of the old size went back to the slabs');
-  const afterSwitch = fetched.slice(fetched.findIndex((f) => f.startsWith('2048#')));
-  assert.deepEqual(afterSwitch.filter((f) => f.startsWith('1024#')), [], 'nothing asked in the old size once the mount follows');
-});
+    state.pageSize = to; // the workers restarted
+    fetched.length = 0;
+    const other = (await call(OPS.OPEN, ino, 0)).args[0] as number;
+    // Page 0 of the old size is still kept: a read that takes it together with page 1 would mix sizes.
+    const [across, later] = await Promise.all([read(fh, from - 24, 100), read(other, 4000, 1000)]);
+    assert.deepEqual(across, data.subarray(from - 24, from + 76));
+    assert.deepEqual(later, data.subarray(4000, 5000));
+    assert.deepEqual(await read(fh, 0, 100), data.subarray(0, 100), 'a page read before, read again in the new size');
+    assert.equal(fs.pageSize, to);
+    assert.equal(warnings.filter((m) => m.includes(`pageSize changed from ${from} to ${to} bytes`)).length, 1, 'said once');
+    assert.deepEqual(warnings.filter((m) => /failed/.test(m)), [], 'no read failed');
+    const firstNew = fetched.findIndex((f) => f.startsWith(`${to}#`));
+    assert.ok(firstNew >= 0);
+    assert.ok(released.includes(from), 'the pages kept of the old size went back to the slabs');
+    assert.deepEqual(fetched.slice(firstNew).filter((f) => f.startsWith(`${from}#`)), [], 'nothing asked in the old size once the mount follows');
+  });
+}
