@@ -53,7 +53,7 @@ const client = {
     return [content];
   },
   releasePage() {},
-  /** The fakes serve every page size alike: the page size's own tests have their cluster (below). */
+  /** Every page size served alike: following a page size change is pagesize.test.ts's. */
   pageReader() {
     return this;
   },
