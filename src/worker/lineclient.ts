@@ -20,6 +20,7 @@ export function renewQuery(line: string, req: LeaseRequest): string {
     read: String(Math.round(req.demand.read)),
     preload: String(Math.round(req.demand.preload)),
     applied: String(Math.round(req.applied)),
+    ...(req.rate !== undefined ? { rate: String(Math.round(req.rate)) } : {}),
   });
   return `${ROUTES.linesRenew}?${q}`;
 }
@@ -37,9 +38,11 @@ export function parseRenewQuery(url: string): { line: string; req: LeaseRequest 
     if (!Number.isFinite(v) || v < 0) throw new FanoutError('INVALID_ARGUMENT', `renewal "${name}" must be a number ≥ 0`);
     return v;
   };
+  // `rate` is absent from renewals of older builds.
+  const rate = q.has('rate') ? num('rate') : undefined;
   return {
     line: text('line'),
-    req: { member: text('member'), seq: num('seq'), epoch: text('epoch'), demand: { read: num('read'), preload: num('preload') }, applied: num('applied') },
+    req: { member: text('member'), seq: num('seq'), epoch: text('epoch'), demand: { read: num('read'), preload: num('preload') }, applied: num('applied'), ...(rate !== undefined ? { rate } : {}) },
   };
 }
 
@@ -75,7 +78,8 @@ export class LineClient {
     const body = JSON.parse(text) as { grant?: LeaseGrant | null };
     const g = body.grant;
     if (!g || ![g.rate, g.preloadMin, g.leaseMs].every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0)) return undefined;
-    return g;
+    const lineRate = typeof g.lineRate === 'number' && Number.isFinite(g.lineRate) && g.lineRate > 0 ? g.lineRate : undefined;
+    return { rate: g.rate, preloadMin: g.preloadMin, leaseMs: g.leaseMs, ...(lineRate !== undefined ? { lineRate } : {}) };
   }
 
   async close(): Promise<void> {

@@ -122,6 +122,15 @@ const CAPPED_LOG_MS = 60_000;
  * start being capped and then once a minute while they are, with how many were: a coordinator
  * configured with another rate caps every renewal.
  */
+/** Logs, as a line's coordinator, the rate it holds the cluster to when members' configs change it (once per change). */
+export function onLineRate(logger: Logger): (line: string, rate: number, own: number, differing: Map<string, number>) => void {
+  return (line, rate, own, differing) => {
+    const members = Object.fromEntries(differing);
+    if (rate < own) logger.warn({ line, rate, own, members }, `line "${line}": workers are configured with different rates for it; the cluster is held to the least, ${rate} B/s (this worker's is ${own} B/s). Give every worker the same lines.`);
+    else logger.info({ line, rate, own, members }, `line "${line}": the cluster is held to this worker's rate again, ${rate} B/s`);
+  };
+}
+
 export function onGrantCapped(clock: Clock, metrics: () => WorkerMetrics, logger: Logger): (line: string, capped: CappedGrant) => void {
   const logged = new Map<string, { at: number; since: number }>();
   return (line, { granted, applied, over }) => {

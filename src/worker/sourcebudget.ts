@@ -39,6 +39,11 @@ export interface SourceBudgetOptions {
   onUse?: (line: string, cls: TrafficClass, bytes: number) => void;
   /** Told of every lease grant past this worker's own line rate or lease length, applied capped (lib/lines boundGrant). */
   onGrantCapped?: (line: string, capped: CappedGrant) => void;
+  /**
+   * As this worker coordinates `line`: the rate it now holds the cluster to changed, because
+   * members are configured with another rate than its own (`differing`: id → their rate).
+   */
+  onLineRate?: (line: string, rate: number, own: number, differing: Map<string, number>) => void;
   renewMs?: number;
   leaseMs?: number;
 }
@@ -56,7 +61,7 @@ export function mountLineName(mount: string): string {
  */
 export class SourceBudget {
   private readonly leases = new Map<string, LineLease>();
-  private readonly coordinators = new Map<string, { coordinator: LineCoordinator; self: Member }>();
+  private readonly coordinators = new Map<string, { coordinator: LineCoordinator; self: Member; lineRate: number }>();
   private readonly workerBucket: TokenBucket;
   private readonly epoch = randomUUID();
 
@@ -115,10 +120,16 @@ export class SourceBudget {
     let entry = this.coordinators.get(line);
     if (!entry) {
       const coordinator = new LineCoordinator({ ...spec, leaseMs: this.opts.leaseMs ?? DEFAULT_LEASE_MS, silentMs: 3 * (this.opts.renewMs ?? DEFAULT_RENEW_MS), clock: this.opts.clock });
-      entry = { coordinator, self: owner };
+      entry = { coordinator, self: owner, lineRate: spec.rate };
       this.coordinators.set(line, entry);
     }
-    return entry.coordinator.renew(req, this.opts.members());
+    const grant = entry.coordinator.renew(req, this.opts.members());
+    const lineRate = entry.coordinator.lineRate();
+    if (lineRate !== entry.lineRate) {
+      entry.lineRate = lineRate;
+      this.opts.onLineRate?.(line, lineRate, spec.rate, entry.coordinator.differing());
+    }
+    return grant;
   }
 
   /** Each line: its rate, this worker's share, what crossed it and what waits (status, metrics). */

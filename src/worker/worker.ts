@@ -26,7 +26,7 @@ import { Routes } from './routes.js';
 import { FileInfoService } from './fileinfo.js';
 import { gatewayBackend } from './gatewaybackend.js';
 import { RequestGuard, answerMalformedRequests } from './requestguard.js';
-import { lineSpecs, membershipFor, onGrantCapped, openMounts, peerSession, workerPageStore } from './parts.js';
+import { lineSpecs, membershipFor, onGrantCapped, onLineRate, openMounts, peerSession, workerPageStore } from './parts.js';
 import type { LocalSpanDeps } from './localspans.js';
 import { PageReports } from './reports.js';
 import { Scrubber } from '../lib/pagestore/index.js';
@@ -123,6 +123,7 @@ export class Worker {
       askPeer: (coordinator, line, req, signal) => this.lineClient.renew(coordinator, line, req, signal),
       onUse: (line, cls, bytes) => this.metrics.lineBytes.labels(line, cls).inc(bytes),
       onGrantCapped: onGrantCapped(clock, () => this.metrics, this.logger),
+      onLineRate: onLineRate(this.logger),
     });
     this.membership = options.membership ?? membershipFor(config.membership, this.self, this.logger);
     // Until the membership has started (the API already listens), this worker serves as a cluster of one.

@@ -138,3 +138,37 @@ test('a coordinator that answered nothing for a lease (paused) counts members it
   const grant = old.renew({ member: 'a', seq: 100, epoch: 'e', demand: busy, applied: 0 }, ring)!;
   assert.equal(grant.rate + RATE, RATE, `a granted itself ${grant.rate} while b may apply ${RATE} from the other coordinator`);
 });
+
+test('members configured with a smaller rate for the line hold the whole cluster to it, and the grants say so', async () => {
+  const clock = new ManualClock();
+  const ring = ['a', 'b'];
+  // a (the coordinator) is configured with RATE, b with a quarter of it (a config rolled out to b only).
+  const c = new LineCoordinator({ rate: RATE, preloadFloor: 0, leaseMs: 1000, silentMs: 750, clock });
+  const applied = new Map<string, number>();
+  let seq = 0;
+  const renew = (id: string, rate: number | undefined) => {
+    const grant = c.renew({ member: id, seq: ++seq, epoch: 'e', demand: busy, applied: applied.get(id) ?? 0, ...(rate !== undefined ? { rate } : {}) }, ring)!;
+    applied.set(id, grant.rate);
+    return grant;
+  };
+  // Until b has reported, the coordinator knows of no smaller rate (a member's config travels with its renewals).
+  renew('a', RATE);
+  for (let round = 0; round < 6; round++) {
+    await clock.advance(250);
+    const gb = renew('b', RATE / 4);
+    const ga = renew('a', RATE);
+    assert.equal(ga.lineRate, RATE / 4);
+    assert.equal(gb.lineRate, RATE / 4);
+    const total = [...applied.values()].reduce((x, y) => x + y, 0);
+    assert.ok(total <= RATE / 4 + 1e-9, `round ${round}: ${total} applied across a line some worker is configured at ${RATE / 4} for`);
+  }
+  assert.equal(c.lineRate(), RATE / 4);
+  assert.deepEqual([...c.differing()], [['b', RATE / 4]]);
+});
+
+test('a member of an older build (no rate in its renewal) leaves the line at the coordinator\'s rate', () => {
+  const c = new LineCoordinator({ rate: RATE, preloadFloor: 0, leaseMs: 1000, silentMs: 750, clock: new ManualClock() });
+  const grant = c.renew({ member: 'b', seq: 1, epoch: 'e', demand: busy, applied: 0 }, ['a', 'b'])!;
+  assert.equal(grant.lineRate, RATE);
+  assert.equal(c.differing().size, 0);
+});

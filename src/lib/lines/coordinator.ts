@@ -11,11 +11,19 @@ export interface LeaseRequest {
   demand: ClassDemand;
   /** The rate the worker applies now (its last grant, its fallback share, or 0 before any). */
   applied: number;
+  /** The line's rate in the asking worker's config (absent from workers of older builds). */
+  rate?: number;
 }
 
 /** The answer: apply `rate` (of which `preloadMin` for preloads) for `leaseMs` after receiving it. */
 export interface LeaseGrant extends Share {
   leaseMs: number;
+  /**
+   * The rate the coordinator holds the whole line to: the least of its own and those its members
+   * are configured with (absent from coordinators of older builds). A member falls back to its
+   * share of this one when its lease lapses.
+   */
+  lineRate?: number;
 }
 
 export interface CoordinatorOptions {
@@ -32,6 +40,8 @@ interface Record {
   seq: number;
   demand: ClassDemand;
   applied: number;
+  /** The line's rate in the member's config, if it said. */
+  configured: number | undefined;
   /** The last grant sent: the member applies it from when the answer arrives. */
   granted: number;
   heardAt: number;
@@ -64,7 +74,7 @@ export class LineCoordinator {
 
   /** Answers one renewal; undefined for a request overtaken by a newer one of the same member. */
   renew(req: LeaseRequest, ring: readonly string[]): LeaseGrant | undefined {
-    const { rate, preloadFloor, leaseMs, clock } = this.opts;
+    const { preloadFloor, leaseMs, clock } = this.opts;
     const now = clock.now();
     // Members renew every 250 ms, this worker's own lease too: a coordinator that answered nothing
     // for a lease was paused (SIGSTOP, a frozen VM) and may have left the ring meanwhile, another
@@ -79,13 +89,15 @@ export class LineCoordinator {
     this.lastAnswer = now;
     const known = this.records.get(req.member);
     if (known && known.epoch === req.epoch && req.seq <= known.seq) return undefined;
-    const record: Record = { epoch: req.epoch, seq: req.seq, demand: req.demand, applied: req.applied, granted: known?.granted ?? 0, heardAt: now };
+    const configured = req.rate !== undefined && Number.isFinite(req.rate) && req.rate > 0 ? req.rate : undefined;
+    const record: Record = { epoch: req.epoch, seq: req.seq, demand: req.demand, applied: req.applied, configured, granted: known?.granted ?? 0, heardAt: now };
     // A new process of the member starts from what it reports: its old grant died with it.
     if (known && known.epoch !== req.epoch) record.granted = 0;
     this.records.set(req.member, record);
     const members = ring.includes(req.member) ? ring : [...ring, req.member];
     for (const id of this.records.keys()) if (!members.includes(id)) this.records.delete(id);
 
+    const rate = this.lineRate();
     const fallback = rate / members.length;
     const heard = new Map<string, ClassDemand>();
     let reserved = 0;
@@ -99,17 +111,34 @@ export class LineCoordinator {
     let othersHold = 0;
     for (const id of members) {
       if (id === req.member) continue;
-      othersHold += this.holds(id, now, fallback);
+      othersHold += this.holds(id, now, rate, fallback);
     }
     const headroom = Math.max(0, rate - othersHold);
     const granted = Math.min(target.rate, Math.max(Math.min(req.applied, rate), headroom));
     record.granted = granted;
-    return { rate: granted, preloadMin: Math.min(target.preloadMin, granted), leaseMs };
+    return { rate: granted, preloadMin: Math.min(target.preloadMin, granted), leaseMs, lineRate: rate };
+  }
+
+  /**
+   * The rate the whole line is held to: the least of this worker's and its members' configured
+   * rates. Configs that disagree (a change rolled out to some workers, a typo) then never let the
+   * cluster read more across the line than any of its workers was told it may; before, the
+   * coordinator's own rate ruled, so a larger one there raised the whole cluster's total.
+   */
+  lineRate(): number {
+    let rate = this.opts.rate;
+    for (const r of this.records.values()) if (r.configured !== undefined && r.configured < rate) rate = r.configured;
+    return rate;
+  }
+
+  /** Members whose configured rate for the line differs from this worker's (id → their rate), for the log. */
+  differing(): Map<string, number> {
+    return new Map([...this.records].filter(([, r]) => r.configured !== undefined && r.configured !== this.opts.rate).map(([id, r]) => [id, r.configured!]));
   }
 
   /** The most member `id` may be applying now, as far as this coordinator can tell. */
-  private holds(id: string, now: number, fallback: number): number {
-    const { leaseMs, silentMs, rate } = this.opts;
+  private holds(id: string, now: number, rate: number, fallback: number): number {
+    const { leaseMs, silentMs } = this.opts;
     const r = this.records.get(id);
     // Never heard: in this coordinator's first lease it may still hold a grant of the previous
     // coordinator (up to the whole rate); after that, at most its fallback share. Live members

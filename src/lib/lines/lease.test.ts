@@ -58,3 +58,26 @@ test('a grant within bounds is applied as sent, and nothing is reported', async 
   assert.equal(lease.state().mode, 'fallback');
   assert.deepEqual(capped, []);
 });
+
+test("a lapsed lease falls back to a share of the line's rate as the coordinator held the cluster to it, and its renewals carry this worker's rate", async () => {
+  const clock = new ManualClock();
+  const asked: number[] = [];
+  const lease = new LineLease({
+    line: 'wan',
+    rate: RATE,
+    preloadFloor: RATE / 10,
+    member: 'b',
+    epoch: 'e',
+    clock,
+    leaseMs: LEASE_MS,
+    members: () => 2,
+    // Another worker is configured with a quarter of this one's rate: the coordinator holds the line to that.
+    ask: async (req) => (asked.push(req.rate!), { rate: RATE / 8, preloadMin: 0, leaseMs: LEASE_MS, lineRate: RATE / 4 }),
+  });
+  await lease.renew();
+  assert.deepEqual(asked, [RATE]);
+  await clock.advance(LEASE_MS);
+  assert.equal(lease.state().mode, 'fallback');
+  // Before: RATE ÷ 2 here, and the other worker its own RATE ÷ 8: more than the line's RATE ÷ 4 together.
+  assert.equal(lease.state().share, RATE / 8, "the fallback: the cluster's line rate ÷ members");
+});

@@ -84,6 +84,8 @@ export class LineLease {
   private seq = 0;
   private mode: LineState['mode'] = 'starting';
   private lapse: AbortController | undefined;
+  /** The line's rate for the cluster as its coordinator last said (LeaseGrant.lineRate), within this worker's own. */
+  private lineRate: number | undefined;
   private readonly used: Record<TrafficClass, number> = { read: 0, preload: 0 };
   private readonly sinceRenewal: Record<TrafficClass, number> = { read: 0, preload: 0 };
   private readonly queued: Record<TrafficClass, boolean> = { read: false, preload: false };
@@ -126,7 +128,7 @@ export class LineLease {
       this.mode = 'starting';
       this.armLapse();
     }
-    const request: LeaseRequest = { member: this.opts.member, seq: ++this.seq, epoch: this.opts.epoch, demand: this.demand(), applied: this.bucket.rate };
+    const request: LeaseRequest = { member: this.opts.member, seq: ++this.seq, epoch: this.opts.epoch, demand: this.demand(), applied: this.bucket.rate, rate: this.opts.rate };
     const deadline = new AbortController();
     const timer = this.opts.clock.sleep(2 * this.renewMs, deadline.signal).then(() => deadline.abort(), () => undefined);
     const both = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
@@ -165,6 +167,9 @@ export class LineLease {
     // bad peer) made this worker read past its own line rate, for as long a lease as it said.
     const { applied, over } = boundGrant(grant, { rate: this.opts.rate, leaseMs: this.leaseMs });
     if (over.length > 0) this.opts.onCapped?.({ granted: grant, applied, over });
+    // The line's rate as the coordinator holds the cluster to it (the least of its workers'
+    // configs): the fallback share is of that one, so workers falling back together stay within it.
+    if (grant.lineRate !== undefined && Number.isFinite(grant.lineRate) && grant.lineRate > 0) this.lineRate = Math.min(this.opts.rate, grant.lineRate);
     this.bucket.setRate(applied.rate, applied.preloadMin);
     this.armLapse(applied.leaseMs);
   }
@@ -178,7 +183,8 @@ export class LineLease {
         if (this.lapse !== controller || !this.inRing()) return;
         const members = Math.max(1, this.opts.members());
         this.mode = 'fallback';
-        this.bucket.setRate(this.opts.rate / members, this.opts.preloadFloor / members);
+        const rate = this.lineRate ?? this.opts.rate;
+        this.bucket.setRate(rate / members, Math.min(this.opts.preloadFloor, rate) / members);
       },
       () => undefined,
     );
