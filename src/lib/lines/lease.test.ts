@@ -2,14 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../core/clock.js';
 import { LineLease, type CappedGrant } from './lease.js';
-import type { LeaseGrant } from './coordinator.js';
+import type { LeaseGrant, LeaseRequest } from './coordinator.js';
 
 const RATE = 100_000;
 const LEASE_MS = 1000;
 
-/** A lease of a line of RATE whose coordinator answers `grant`, and the caps it reported. */
+/** A lease of a line of RATE whose coordinator answers `grant`, the caps it reported and the renewals it sent. */
 function leaseGranted(grant: LeaseGrant, clock: ManualClock) {
   const capped: CappedGrant[] = [];
+  const asked: LeaseRequest[] = [];
   const lease = new LineLease({
     line: 'wan',
     rate: RATE,
@@ -19,10 +20,10 @@ function leaseGranted(grant: LeaseGrant, clock: ManualClock) {
     clock,
     leaseMs: LEASE_MS,
     members: () => 2,
-    ask: async () => grant,
+    ask: async (req) => (asked.push(req), grant),
     onCapped: (c) => capped.push(c),
   });
-  return { lease, capped };
+  return { lease, capped, asked };
 }
 
 test("a grant above the worker's own line rate is applied at that rate, and reported", async () => {
@@ -61,21 +62,10 @@ test('a grant within bounds is applied as sent, and nothing is reported', async 
 
 test("a lapsed lease falls back to a share of the line's rate as the coordinator held the cluster to it, and its renewals carry this worker's rate", async () => {
   const clock = new ManualClock();
-  const asked: number[] = [];
-  const lease = new LineLease({
-    line: 'wan',
-    rate: RATE,
-    preloadFloor: RATE / 10,
-    member: 'b',
-    epoch: 'e',
-    clock,
-    leaseMs: LEASE_MS,
-    members: () => 2,
-    // Another worker is configured with a quarter of this one's rate: the coordinator holds the line to that.
-    ask: async (req) => (asked.push(req.rate!), { rate: RATE / 8, preloadMin: 0, leaseMs: LEASE_MS, lineRate: RATE / 4 }),
-  });
+  // Another worker is configured with a quarter of this one's rate: the coordinator holds the line to that.
+  const { lease, asked } = leaseGranted({ rate: RATE / 8, preloadMin: 0, leaseMs: LEASE_MS, lineRate: RATE / 4 }, clock);
   await lease.renew();
-  assert.deepEqual(asked, [RATE]);
+  assert.deepEqual(asked.map((r) => r.rate), [RATE]);
   await clock.advance(LEASE_MS);
   assert.equal(lease.state().mode, 'fallback');
   // Before: RATE ÷ 2 here, and the other worker its own RATE ÷ 8: more than the line's RATE ÷ 4 together.
