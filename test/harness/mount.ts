@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { fanoutBin } from './workers.js';
 import { waitFor } from './ports.js';
 
@@ -69,6 +69,14 @@ export async function isMounted(mountpoint: string): Promise<boolean> {
 export async function forceUnmount(mountpoint: string): Promise<void> {
   if (!(await isMounted(mountpoint))) return;
   await new Promise((resolve) => execFile('fusermount3', ['-u', '-z', mountpoint], () => resolve(undefined)));
+}
+
+/** A test's end: the mount stopped (and unmounted if it did not), the worker destroyed, the temp dirs removed. */
+export async function stopMountAndWorker(mount: MountProcess | undefined, worker: { destroy(): Promise<void> } | undefined, mountpoint: string, ...dirs: string[]): Promise<void> {
+  await mount?.signal('SIGTERM');
+  await forceUnmount(mountpoint);
+  await worker?.destroy();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 }
 
 export interface Run {

@@ -2,11 +2,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../harness/cli.js';
-import { forceUnmount, MountProcess, sh } from '../harness/mount.js';
+import { MountProcess, sh, stopMountAndWorker } from '../harness/mount.js';
 import { waitFor } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
 
@@ -64,11 +64,7 @@ describe('fanout mount, interrupted reads', () => {
   after(async () => {
     worker?.resume();
     for (const r of readers) r.proc.kill('SIGKILL');
-    await mount?.signal('SIGTERM');
-    await forceUnmount(join(work, 'mnt'));
-    await worker?.destroy();
-    await rm(source, { recursive: true, force: true });
-    await rm(work, { recursive: true, force: true });
+    await stopMountAndWorker(mount, worker, join(work, 'mnt'), source, work);
   });
 
   test('Ctrl-C of readers waiting for pages of a stopped worker (or for read memory) ends them at once; the mount reads on', { timeout: 20_000 }, async () => {
@@ -129,11 +125,7 @@ describe('fanout mount, interrupted stats and listings', () => {
   after(async () => {
     worker?.resume();
     for (const r of commands) r.proc.kill('SIGKILL');
-    await mount?.signal('SIGTERM');
-    await forceUnmount(join(work, 'mnt'));
-    await worker?.destroy();
-    await rm(source, { recursive: true, force: true });
-    await rm(work, { recursive: true, force: true });
+    await stopMountAndWorker(mount, worker, join(work, 'mnt'), source, work);
   });
 
   test('Ctrl-C of `stat` and `ls` waiting for a stopped worker ends them at once; the mount answers on', { timeout: 20_000 }, async () => {

@@ -1,11 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../harness/cli.js';
-import { forceUnmount, MountProcess, sh } from '../harness/mount.js';
+import { MountProcess, sh, stopMountAndWorker } from '../harness/mount.js';
 import { WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
@@ -50,11 +50,7 @@ for (const [from, to] of [[1, 2], [2, 1]] as const) {
     });
 
     after(async () => {
-      await mount?.signal('SIGTERM');
-      await forceUnmount(join(work, 'mnt'));
-      await worker?.destroy();
-      await rm(source, { recursive: true, force: true });
-      await rm(work, { recursive: true, force: true });
+      await stopMountAndWorker(mount, worker, join(work, 'mnt'), source, work);
     });
 
     test('the mount follows the new page size: unread files, files it read before and a file kept open are read whole and right, and the change is logged once', { timeout: 120_000 }, async () => {
