@@ -4,24 +4,19 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Etcd3 } from 'etcd3';
-import type { LineStatus, WorkerStatus } from '../../src/core/types.js';
+import type { LineStatus } from '../../src/core/types.js';
 import { PeerCredential } from '../../src/lib/auth/index.js';
 import { renewQuery } from '../../src/worker/lineclient.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
+import { startIdTwin, statusOf } from '../harness/idtwin.js';
 import { waitFor } from '../harness/ports.js';
 import { TEST_CLUSTER_SECRET, WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 const RATE = 2_000_000;
 const PAGES = 24;
-const PREFIX = '/fanout/default/members/';
 /** Status answers of the two workers are one snapshot of their shares when both came within this (under one renewal). */
 const SNAPSHOT_MS = 200;
-
-async function statusOf(url: string): Promise<WorkerStatus> {
-  return (await (await fetch(`${url}/v1/status`)).json()) as WorkerStatus;
-}
 
 async function lineOf(url: string): Promise<LineStatus> {
   return (await statusOf(url)).lines!.find((l) => l.line === 'wan')!;
@@ -72,18 +67,7 @@ describe('a line crossed by a worker whose id another running worker took', () =
     first = await WorkerProcess.start(config);
     await waitFor('the first to hold a lease of the line', async () => (await lineOf(first!.url)).mode === 'lease');
 
-    first.pause();
-    const client = new Etcd3({ hosts: etcd.endpoint });
-    try {
-      const [record] = (await client.get(PREFIX + 'twin').exec()).kvs;
-      await client.leaseClient.leaseRevoke({ ID: record!.lease });
-      second = await WorkerProcess.start(config);
-      await waitFor('the second to register', async () => JSON.parse((await client.get(PREFIX + 'twin').string()) ?? '{}').url === second!.url);
-    } finally {
-      client.close();
-    }
-    first.resume();
-    await waitFor('the first to find its id held', async () => (await statusOf(first!.url)).membership?.state === 'id-taken');
+    second = await startIdTwin(first, config, etcd.endpoint);
     await waitFor('the second to hold a lease of the line', async () => (await lineOf(second!.url)).mode === 'lease');
 
     // Shares: the holder of the id is the line's only member, so it may hold the whole rate; the

@@ -6,11 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { FanoutClient } from '../../src/client/index.js';
-import type { WorkerStatus } from '../../src/core/types.js';
 import { fanout } from '../harness/cli.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
+import { MEMBERS_PREFIX, startIdTwin, statusOf } from '../harness/idtwin.js';
 import { waitFor } from '../harness/ports.js';
 import { startCluster, TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
 
@@ -25,11 +25,8 @@ async function pageOwners(url: string, size: number): Promise<string[]> {
   return Array.from({ length: PAGES }, (_, index) => ring.owners(pageKey({ mount: 'data', path: 'f.bin', version, size, index }, MiB), 1)[0]!.id);
 }
 
-const PREFIX = '/fanout/default/members/';
+const PREFIX = MEMBERS_PREFIX;
 
-async function statusOf(url: string): Promise<WorkerStatus> {
-  return (await (await fetch(`${url}/v1/status`)).json()) as WorkerStatus;
-}
 
 /** The members a worker's ring holds, as `id=url`. */
 async function ringOf(url: string): Promise<string[]> {
@@ -175,21 +172,8 @@ describe('a worker whose id another running worker took', () => {
     await waitFor('the first to be ready', async () => (await fetch(`${first!.url}/readyz`)).status === 200);
     assert.equal((await statusOf(first.url)).membership?.state, 'registered');
 
-    // The first freezes and its lease goes (revoked here rather than waited out); the second starts meanwhile.
-    first.pause();
-    const client = new Etcd3({ hosts: etcd.endpoint });
-    try {
-      const [record] = (await client.get(PREFIX + 'twin').exec()).kvs;
-      await client.leaseClient.leaseRevoke({ ID: record!.lease });
-      second = await WorkerProcess.start(config);
-      // A worker answers /healthz before it registers: wait for the second's record itself.
-      await waitFor('the second to register', async () => JSON.parse((await client.get(PREFIX + 'twin').string()) ?? '{}').url === second!.url);
-    } finally {
-      client.close();
-    }
-    first.resume();
-
-    await waitFor('the first to find its id held', async () => (await statusOf(first!.url)).membership?.state === 'id-taken');
+    // The first freezes and its lease goes; the second starts meanwhile and takes the id.
+    second = await startIdTwin(first, config, etcd.endpoint);
     const status = await statusOf(first.url);
     assert.equal(status.membership?.heldBy?.url, second.url);
     assert.deepEqual(await ringOf(first.url), [`twin=${second.url}`], 'the first is in no ring, its own included');
