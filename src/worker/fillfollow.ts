@@ -1,12 +1,12 @@
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { FanoutError } from '../core/errors.js';
-import { CHECKSUM_HEADER, ERROR_TRAILER, errorTrailers } from '../lib/cluster/index.js';
+import { CHECKSUM_HEADER, ERROR_TRAILER } from '../lib/cluster/index.js';
 import { sendFileTo } from '../lib/sendfile/index.js';
 import type { PageFill } from '../lib/transfer/index.js';
 import type { Follower } from './fillfile.js';
 import type { ResponseFlow } from './flow.js';
-import type { PageSendDeps } from './pagesend.js';
+import { failAfterHead, readsTrailers, type PageSendDeps } from './pagesend.js';
 import { takeHead } from './kernelsend.js';
 
 /**
@@ -24,7 +24,8 @@ export const FOLLOW_CHUNK = 256 * 1024;
  * trailer. No page buffer is held for the reader and nothing is queued in user space but chunk
  * heads: a reader that stalls holds the file's descriptor, and is cut after clientIdle.
  *
- * A fill that fails ends the body early with its code as a trailer (as the JS path does). If the
+ * A fill that fails ends the body early with its code as a trailer, or cuts a client that reads
+ * no trailers (as the JS path does). If the
  * file cannot be written (disk full), the rest is written from the fill's buffer by JS.
  */
 export async function followFillByKernel(
@@ -90,12 +91,12 @@ export async function followFillByKernel(
     socket.uncork();
   } catch (err) {
     if (!headed || signal.aborted || socket.destroyed) throw err;
+    deps.metrics.bytesServed.inc(sent);
+    // A client that does not read trailers is cut before the last chunk (failAfterHead).
+    if (!readsTrailers(res)) return void socket.destroy();
     const rest = pending();
     if (rest) socket.write(rest, 'latin1');
-    deps.metrics.bytesServed.inc(sent);
-    const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
-    res.addTrailers(errorTrailers(failure.code, failure.message));
-    res.end();
+    failAfterHead(res, err);
   } finally {
     follower.close();
     fill.leave();

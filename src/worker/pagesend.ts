@@ -141,7 +141,7 @@ export async function sendStoredByKernel(deps: PageSendDeps, res: ServerResponse
  * PAGE_HOLD_MS behind a finished fill continues from the store, so it does not keep the fill's
  * buffer. A reader that leaves may cancel the fill (PageFill.leave). A
  * fill that fails after the headers left ends the body early with the failure's code as a
- * trailer instead of a cut connection, so the reader can tell a broken source from a dead worker.
+ * trailer for a reader that reads trailers, and cuts the connection for any other (failAfterHead).
  */
 export async function streamFill(
   deps: PageSendDeps,
@@ -217,13 +217,36 @@ export async function streamFill(
     res.end();
   } catch (err) {
     if (!headed || signal.aborted || bodiless) throw err;
-    const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
-    res.addTrailers(errorTrailers(failure.code, failure.message));
-    res.end();
+    failAfterHead(res, err);
   } finally {
     leave();
     letGo();
   }
+}
+
+/**
+ * Ends a page answer whose fill failed after its 200 head left. A client that reads trailers
+ * (`TE: trailers`, RFC 9110 10.1.4, as fanout's page fetcher sends) gets the body ended early
+ * with the failure's code as a trailer, so it can tell a broken source from a dead worker. Any
+ * other client (curl, fetch, a proxy) never looks at trailers: a body ended normally would be
+ * taken as the page, as a relay's bytes from an owner that failed their checksum were (found by
+ * a fault hunt: curl exited 0 with the owner's corrupt page). Its connection is cut instead,
+ * before the chunked body's last chunk, which every HTTP client reports as an incomplete answer.
+ */
+export function failAfterHead(res: ServerResponse, err: unknown): void {
+  if (!readsTrailers(res)) {
+    res.destroy();
+    return;
+  }
+  const failure = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
+  res.addTrailers(errorTrailers(failure.code, failure.message));
+  res.end();
+}
+
+/** Whether the request said its client reads trailers (`TE: trailers`). */
+export function readsTrailers(res: ServerResponse): boolean {
+  const te = res.req?.headers.te;
+  return typeof te === 'string' && te.split(',').some((part) => part.split(';')[0]!.trim().toLowerCase() === 'trailers');
 }
 
 /**

@@ -5,7 +5,7 @@ import { get, type IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { crc32 } from 'node:zlib';
 import { WorkerProcess, TEST_ADMIN_TOKEN } from '../harness/workers.js';
 import { Origin } from '../harness/origin.js';
@@ -40,10 +40,13 @@ interface PageAnswer {
   error: string | undefined;
 }
 
-/** A page response read whole (or, with `slow`, `step` bytes every `everyMs`), with its checksum and error trailer. */
+/**
+ * A page response read whole (or, with `slow`, `step` bytes every `everyMs`), with its checksum and
+ * error trailer, by a client that says it reads trailers (as fanout's page fetcher does).
+ */
 function readPage(url: string, slow?: { step: number; everyMs: number; onBytes?: (n: number) => void }): Promise<PageAnswer> {
   return new Promise((resolve, reject) => {
-    const req = get(url, (res: IncomingMessage) => {
+    const req = get(url, { headers: { te: 'trailers' } }, (res: IncomingMessage) => {
       const chunks: Buffer[] = [];
       let got = 0;
       const take = (c: Buffer) => {
@@ -70,6 +73,16 @@ function readPage(url: string, slow?: { step: number; everyMs: number; onBytes?:
       res.once('close', () => clearInterval(timer));
     });
     req.on('error', reject);
+  });
+}
+
+/** `curl -sS -o FILE URL` (a client that reads no trailers): its exit status, the HTTP status and the bytes it wrote. */
+function runCurl(url: string): Promise<{ status: number; http: number; bytes: number }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', url], (err, stdout) => {
+      const [http, bytes] = stdout.trim().split(' ').map(Number);
+      resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, http: http ?? 0, bytes: bytes ?? 0 });
+    });
   });
 }
 
@@ -170,6 +183,20 @@ for (const path of paths) {
         } else assert.ok(r.status >= 500, `an error status (${r.status})`);
       }
       origin.behave({}, name);
+      const again = await readPage(url);
+      assert.equal(again.cache, 'miss', 'the broken page was not stored');
+      assert.ok(again.body.equals(data));
+      assert.equal(again.crc, hex(data));
+    });
+
+    test('a fill that fails mid-way cuts a client that reads no trailers (curl): its body never ends as if whole', async () => {
+      const { data, name, url } = await coldPage(32 * MiB);
+      origin.behave({ bytesPerSecond: 32 * MiB, resetAfter: 5 * MiB }, name);
+      const curl = await runCurl(url);
+      origin.behave({}, name);
+      // Before: 200, curl exited 0 with the first 5 MiB as the page (the error only in a trailer).
+      assert.ok(curl.status !== 0 || curl.http >= 500, `curl failed or got an error status (exit ${curl.status}, HTTP ${curl.http}, ${curl.bytes} bytes)`);
+      if (curl.http === 200) assert.equal(curl.status, 18, 'curl: transfer closed with outstanding read data remaining');
       const again = await readPage(url);
       assert.equal(again.cache, 'miss', 'the broken page was not stored');
       assert.ok(again.body.equals(data));

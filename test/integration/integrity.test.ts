@@ -244,3 +244,94 @@ describe('a relay that gets a corrupt page from its owner', { skip: sendPath() !
     assert.ok((await readAll(`${relay.url}/v1/data/data/f.bin`)).equals(data));
   });
 });
+
+/** `curl -sS -o /dev/null URL` (a client that reads no trailers): its exit status, HTTP status and bytes taken. */
+function runCurl(url: string): Promise<{ status: number; http: number; bytes: number }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', url], (err, stdout) => {
+      const [http, bytes] = stdout.trim().split(' ').map(Number);
+      resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, http: http ?? 0, bytes: bytes ?? 0 });
+    });
+  });
+}
+
+// Plain HTTP clients (curl, fetch) read no trailers: a relay that has sent an owner's page before
+// finding it fails its checksum must not end that answer as a whole page. And once the owner has
+// dropped the corrupt copy on the relay's report, the relay asks it again at once.
+describe('plain clients of a relay whose owner sends a corrupt page', { skip: sendPath() !== 'sendfile' && 'needs the sendfile addon' }, () => {
+  let dir: string;
+  let workers: WorkerProcess[];
+  const data = randomBytes(24 * MiB + 99);
+  let version: string;
+  /** Three pages stored on one worker (the owner), none on the others. */
+  let owner: WorkerProcess;
+  let owned: number[];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-relay-plain-'));
+    await writeFile(join(dir, 'f.bin'), data);
+    const ports = [await freePort(), await freePort(), await freePort()];
+    const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
+    workers = [];
+    for (const [i, port] of ports.entries()) {
+      workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
+    }
+    ({ version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string });
+    assert.ok((await readAll(`${workers[0]!.url}/v1/data/data/f.bin`)).equals(data), 'first read fills every page on its owner');
+    assert.ok((await readAll(`${workers[1]!.url}/v1/data/data/f.bin`)).equals(data), 'second read: verified hits');
+    const pages = Math.ceil(data.length / MiB);
+    const byOwner = new Map<WorkerProcess, number[]>();
+    for (let i = 0; i < pages; i++) {
+      const key = pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index: i }, MiB);
+      for (const w of workers) if (await pageFileOf(w, key)) byOwner.set(w, [...(byOwner.get(w) ?? []), i]);
+    }
+    [owner, owned] = [...byOwner].sort((a, b) => b[1].length - a[1].length)[0]!;
+    assert.ok(owned.length >= 3, 'a worker owns three pages of the file');
+  });
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const pageUrl = (w: WorkerProcess, index: number) => `${w.url}/v1/page/data/f.bin?v=${encodeURIComponent(version)}&size=${data.length}&i=${index}`;
+  const right = (index: number) => data.subarray(index * MiB, Math.min(data.length, (index + 1) * MiB));
+  const key = (index: number) => pageKey({ mount: 'data', path: 'f.bin', version, size: data.length, index }, MiB);
+
+  test('curl and fetch of /v1/page through the relay fail instead of taking the owner\'s corrupt bytes for the page', async () => {
+    const [relayA, relayB] = workers.filter((w) => w !== owner) as [WorkerProcess, WorkerProcess];
+    const [first, second] = owned as [number, number];
+    await corruptInPlace((await pageFileOf(owner, key(first)))!);
+    await corruptInPlace((await pageFileOf(owner, key(second)))!);
+
+    // Each relay meets the owner's corrupt page first (it then skips the owner or asks it again).
+    const res = await fetch(pageUrl(relayA, first));
+    const body = await res.arrayBuffer().then(
+      (b) => Buffer.from(b),
+      () => undefined,
+    );
+    // Before: 200 and the owner's corrupt bytes, read whole (the error only in a trailer).
+    assert.ok(res.status !== 200 || body === undefined || body.equals(right(first)), `fetch: HTTP ${res.status} and a whole body of ${body?.length} bytes that are not the page's`);
+
+    const curl = await runCurl(pageUrl(relayB, second));
+    // Before: curl exited 0 with HTTP 200 and 1 MiB of the owner's corrupt bytes.
+    assert.notEqual(curl.status, 0, `curl exits non-zero (HTTP ${curl.http}, ${curl.bytes} bytes)`);
+    assert.equal(curl.status, 18, 'curl: transfer closed with outstanding read data remaining');
+
+    // A reader that reads trailers still gets the failure's code (integrity's relay test above).
+    for (const w of [relayA, relayB]) assert.equal((await fetch(`${w.url}/healthz`)).status, 200);
+  });
+
+  test('once the owner has dropped the corrupt page it was told of, the relay asks it again at once instead of reading the source for 30 s', async () => {
+    const relay = workers.find((w) => w !== owner)!;
+    const [, , third] = owned as [number, number, number];
+    await waitFor('the owner to have dropped both corrupt pages', async () => /^fanout_page_reports_total\{result="corrupt"\} 2$/m.test(await (await fetch(`${owner.url}/metrics`)).text()));
+    // The relay reads the owner's answer to its report as soon as the owner counted it.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const before = (await relay.metrics()).fanout_relay_source_reads_total ?? 0;
+    const res = await fetch(pageUrl(relay, third));
+    assert.equal(res.status, 200);
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(right(third)));
+    // Before: +1, `reason="owner_corrupt"`: the owner was skipped for 30 s although it had dropped the page.
+    assert.equal((await relay.metrics()).fanout_relay_source_reads_total ?? 0, before, 'the relay did not read the source: it asked the owner');
+  });
+});

@@ -81,6 +81,9 @@ export class PageFetcher {
   async stream(member: Member, ref: PageRef, expectedLength: number, options: PageRequestOptions = {}): Promise<AsyncGenerator<Buffer>> {
     const path = pagePath(ref, options.pageSize);
     const headers: Record<string, string> = {
+      // A page whose fill fails after its head ends with an error trailer only for a client that
+      // says it reads trailers; any other is cut (worker/pagesend.ts failAfterHead).
+      te: 'trailers',
       ...this.options.headers?.(),
       ...(options.direct && this.options.direct ? { [DIRECT_HEADER]: '1' } : {}),
       ...(options.preload ? { [HEADERS.trafficClass]: 'preload' } : {}),
