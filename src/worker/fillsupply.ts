@@ -227,12 +227,18 @@ export class FillSupply {
    * without this a page corrupted on its disk went on to every relay once their 30 s skip ended,
    * and to every client asking the owner itself (found by a fault hunt). The report is advice with
    * its own deadline (the reporter's, 5 s): the relay neither waits for it nor fails if it fails.
+   * An owner that answers it dropped a corrupt copy is asked again at once (droppedCorrupt).
    */
   private reportCorrupt(owner: Member, ref: PageRef): void {
     const reporter = this.deps.reporter;
     if (!reporter) return;
     // report() never rejects; the catch keeps a broken reporter from becoming an unhandled rejection.
-    reporter.report(owner, ref).catch(() => {});
+    reporter
+      .report(owner, ref)
+      .then((result) => {
+        if (result === 'corrupt') this.liveness.droppedCorrupt(owner);
+      })
+      .catch(() => {});
   }
 
   /**

@@ -275,3 +275,19 @@ test('an owner that sent a page failing its checksum is skipped for a while, at 
   await clock.advance(1);
   assert.equal(liveness.isDistrusted(owner), false, 'asked again once the skip ends');
 });
+
+test('an owner that confirms it dropped every corrupt page it sent is asked again at once; one that did not stays skipped', async () => {
+  const clock = new ManualClock();
+  const liveness = new PeerLiveness(async () => true, { clock });
+  liveness.sentCorrupt(owner);
+  liveness.sentCorrupt(owner);
+  liveness.droppedCorrupt(owner);
+  assert.equal(liveness.isDistrusted(owner), true, 'one of its two bad pages is not confirmed dropped');
+  liveness.droppedCorrupt(owner);
+  assert.equal(liveness.isDistrusted(owner), false, 'both dropped: asked again before the skip ends');
+  liveness.droppedCorrupt(owner);
+  liveness.sentCorrupt(owner);
+  assert.equal(liveness.isDistrusted(owner), true, 'a confirmation from before does not clear a later bad page');
+  liveness.droppedCorrupt({ ...owner, url: 'http://a2' });
+  assert.equal(liveness.isDistrusted(owner), true, 'the same id at another address confirms nothing here');
+});

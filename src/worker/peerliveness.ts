@@ -9,6 +9,7 @@ const GIVE_UP_AFTER_MS = 10 * 60_000;
  * How long relays read the source instead of asking an owner that sent a page failing its
  * checksum. Its health check cannot clear it (it answers), so the skip simply ends: as long as a
  * reader's fault for a missed deadline (client/health.ts), one retry of the owner each 30 s.
+ * It ends sooner when the owner confirms it dropped every such page (droppedCorrupt).
  */
 export const CORRUPT_SKIP_MS = 30_000;
 
@@ -76,8 +77,11 @@ export class PeerLiveness {
   // stays silent. What was heard from an id (bytes, answer times) is the same worker's either way.
   /** Peers that failed their health checks, each with the background loop that re-checks it. */
   private readonly dead = new Set<string>();
-  /** Peers that sent a page failing its checksum, each with when relays may ask it again. */
-  private readonly corrupt = new Map<string, number>();
+  /**
+   * Peers that sent a page failing its checksum: when relays may ask it again, and how many such
+   * pages it has not yet confirmed dropping.
+   */
+  private readonly corrupt = new Map<string, { until: number; unconfirmed: number }>();
   /** When each peer last sent us a byte or answered a check. */
   private readonly heard = new Map<string, number>();
   /** Each peer's recent health-check answer time, biased to the slow ones (rises at once, decays slowly). */
@@ -120,15 +124,31 @@ export class PeerLiveness {
    */
   sentCorrupt(member: Member): void {
     const now = this.clock.now();
-    for (const [key, until] of this.corrupt) if (until <= now) this.corrupt.delete(key);
-    this.corrupt.set(peerKey(member), now + CORRUPT_SKIP_MS);
+    for (const [key, skip] of this.corrupt) if (skip.until <= now) this.corrupt.delete(key);
+    const unconfirmed = (this.corrupt.get(peerKey(member))?.unconfirmed ?? 0) + 1;
+    this.corrupt.set(peerKey(member), { until: now + CORRUPT_SKIP_MS, unconfirmed });
   }
 
-  /** Sent a page failing its checksum within CORRUPT_SKIP_MS: relays skip it. */
+  /**
+   * `member` answered the report of a page it sent failing its checksum: its stored copy was
+   * corrupt and it has dropped it, so it fills that page afresh. Once it has confirmed this for
+   * every such page since the skip began, relays ask it again at once: the fault was a copy on
+   * its disk, now gone. Before, relays read the source for the whole CORRUPT_SKIP_MS instead of
+   * asking an owner that had already dropped the page (found by a fault hunt). An owner whose copy
+   * was intact (the bytes broke on the way, in its memory, or it lies) stays skipped.
+   */
+  droppedCorrupt(member: Member): void {
+    const skip = this.corrupt.get(peerKey(member));
+    if (!skip) return;
+    skip.unconfirmed--;
+    if (skip.unconfirmed <= 0) this.corrupt.delete(peerKey(member));
+  }
+
+  /** Sent a page failing its checksum within CORRUPT_SKIP_MS (and has not confirmed dropping it): relays skip it. */
   isDistrusted(member: Member): boolean {
-    const until = this.corrupt.get(peerKey(member));
-    if (until === undefined) return false;
-    if (until > this.clock.now()) return true;
+    const skip = this.corrupt.get(peerKey(member));
+    if (skip === undefined) return false;
+    if (skip.until > this.clock.now()) return true;
     this.corrupt.delete(peerKey(member));
     return false;
   }

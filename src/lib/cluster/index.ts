@@ -15,4 +15,4 @@ export { DEFAULT_PEER_TIMEOUTS, describeTimeout, missedDeadline, type PeerTimeou
 export { HedgePolicy, parseHedge, DEFAULT_HEDGE, HEDGE_DEFAULTS, type HedgeSetting, type HedgePolicyOptions } from './hedge.js';
 export { LatencyTracker, type LatencyTrackerOptions } from './latency.js';
 export { WorkerHealth, type WorkerHealthOptions } from './health.js';
-export { HttpPageReporter, REPORT_ROUTE, type PageReporter, type HttpPageReporterOptions } from './report.js';
+export { HttpPageReporter, REPORT_ROUTE, type PageReporter, type HttpPageReporterOptions, type ReportResult } from './report.js';

@@ -294,6 +294,7 @@ test('a page that fails its checksum is reported to the worker that sent it, and
       reported = ref;
       await new Promise((r) => setTimeout(r, 20));
       events.push(`report ${member.id} done`);
+      return undefined;
     },
   };
   const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, reporter });

@@ -6,10 +6,19 @@ import type { Member, PageRef } from '../../core/types.js';
 /** Route a worker takes reports on (worker/reports.ts). */
 export const REPORT_ROUTE = '/v1/report';
 
+/**
+ * What the worker found when it re-read its copy (worker/reports.ts): `corrupt` means it held a
+ * corrupt copy and has dropped it, so its next answer for the page is a fresh fill.
+ */
+export type ReportResult = 'intact' | 'corrupt' | 'absent';
+
 /** Tells a worker that a page it sent failed the reader's checksum. */
 export interface PageReporter {
-  /** Resolves once the worker answered, or the report failed or timed out: never rejects. */
-  report(member: Member, ref: PageRef): Promise<void>;
+  /**
+   * Resolves once the worker answered, with what it found, or with undefined when the report
+   * failed, timed out or was not sent: never rejects.
+   */
+  report(member: Member, ref: PageRef): Promise<ReportResult | undefined>;
 }
 
 export interface HttpPageReporterOptions {
@@ -39,8 +48,8 @@ export class HttpPageReporter implements PageReporter {
     this.timeoutMs = options.timeoutMs ?? 5000;
   }
 
-  async report(member: Member, ref: PageRef): Promise<void> {
-    if (this.inflight >= MAX_INFLIGHT) return;
+  async report(member: Member, ref: PageRef): Promise<ReportResult | undefined> {
+    if (this.inflight >= MAX_INFLIGHT) return undefined;
     this.inflight++;
     const query = `v=${encodeURIComponent(ref.version)}&size=${ref.size}&i=${ref.index}` + (ref.hash ? `&h=${ref.hash}` : '');
     const url = `${member.url}${REPORT_ROUTE}/${encodeUrlPath(ref.mount)}/${encodeUrlPath(ref.path)}?${query}`;
@@ -48,9 +57,15 @@ export class HttpPageReporter implements PageReporter {
       const { Agent, request } = undici();
       this.agent ??= new Agent({ connect: this.options.connect, connections: 2, connectTimeout: this.timeoutMs, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
       const response = await request(url, { method: 'POST', dispatcher: this.agent, headers: this.options.headers?.(), signal: AbortSignal.timeout(this.timeoutMs) });
-      await response.body.dump();
+      if (response.statusCode !== 200) {
+        await response.body.dump();
+        return undefined;
+      }
+      const result = ((await response.body.json()) as { result?: unknown } | null)?.result;
+      return result === 'intact' || result === 'corrupt' || result === 'absent' ? result : undefined;
     } catch {
       // advice only: the read has its answer from another worker
+      return undefined;
     } finally {
       this.inflight--;
     }
