@@ -172,6 +172,7 @@ export class FillSupply {
     const watch = this.liveness.watch(owner, signal);
     let otherPageSize = false;
     let corrupt = false;
+    let fillingTooLong = false;
     try {
       const chunks = await peers.stream(owner, ref, length, { signal: watch.signal, direct: true, onProgress: watch.progress, preload: fillClass.cls === 'preload', pageSize: this.deps.pageSize });
       for await (const chunk of chunks) {
@@ -194,6 +195,10 @@ export class FillSupply {
       // /v1/data read). The source is read instead, checked against what the owner sent, and
       // the owner is skipped by relays for a while.
       corrupt = err instanceof FanoutError && err.code === 'CHECKSUM_MISMATCH';
+      // An owner that said it was filling the page (102 Processing) for timeouts.peerFilling and
+      // sent no head: read around it like a hung one (a stuck or hostile peer held each relay for
+      // 10 min before, restarting the first-byte deadline with every 102).
+      fillingTooLong = (err as { cause?: { code?: unknown } }).cause?.code === 'FANOUT_INTERIM_TIMEOUT';
       if (corrupt) {
         this.liveness.sentCorrupt(owner);
         this.reportCorrupt(owner, ref);
@@ -208,7 +213,7 @@ export class FillSupply {
       return;
     }
     ownerDown();
-    const reason = corrupt ? 'owner_corrupt' : watch.ownerDead ? 'owner_silent' : watch.stalled ? 'owner_stalled' : 'owner_unreachable';
+    const reason = corrupt ? 'owner_corrupt' : watch.ownerDead ? 'owner_silent' : watch.stalled ? 'owner_stalled' : fillingTooLong ? 'owner_filling_too_long' : 'owner_unreachable';
     if (received === 0) {
       yield* this.sourceFallback(reason, ref, start, length, signal, fillClass, fill);
       return;

@@ -106,7 +106,7 @@ export function peerSession(config: WorkerConfig, gate: AccessGate, clock: Clock
     credentials: { headersFor: () => gate.peerHeaders() },
     direct: gate.peer !== undefined,
     connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')),
-    timeouts: { connectMs: config.timeouts.peerConnect, firstByteMs: config.timeouts.peerFirstByte, idleMs: config.timeouts.peerIdle },
+    timeouts: { connectMs: config.timeouts.peerConnect, firstByteMs: config.timeouts.peerFirstByte, idleMs: config.timeouts.peerIdle, fillingMs: config.timeouts.peerFilling },
     reportTimeoutMs: 5000,
     clock,
     newFetcher: (options) => (fetcher = new LocalFirstFetcher(local, options)),

@@ -60,6 +60,26 @@ for (const transport of ['socket', 'undici'] as const) {
       await f.close();
     });
 
+    test('a worker that answers only 102 Processing, every 50 ms, fails the fetch after fillingMs as WORKER_UNAVAILABLE naming the filling timeout', async () => {
+      behave = (_req, res) => {
+        res.writeProcessing();
+        const timer = setInterval(() => res.writableEnded || res.destroyed || res.writeProcessing(), 50);
+        res.once('close', () => clearInterval(timer));
+      };
+      const f = new PageFetcher({ transport, timeouts: { connectMs: 30_000, firstByteMs: 300, idleMs: 300, fillingMs: 800 } });
+      let fillings = 0;
+      const started = Date.now();
+      await assert.rejects(
+        f.fetch(member, ref, PAGE.length, { onProgress: (what) => void (what === 'filling' && fillings++) }),
+        (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message) && /102 Processing/.test(e.message) && /800 ms/.test(e.message),
+      );
+      const took = Date.now() - started;
+      // Before: each 102 restarted the first-byte deadline for 10 min (socket), for ever (undici).
+      assert.ok(took >= 700 && took < 800 + 1000, `given up at fillingMs (${took} ms)`);
+      assert.ok(fillings > 3, 'the 102s were seen as progress meanwhile');
+      await f.close();
+    });
+
     test('a body that stalls fails the fetch on the idle deadline', async () => {
       behave = (_req, res) => {
         res.writeHead(200, { trailer: CHECKSUM_HEADER });

@@ -2,7 +2,7 @@ import type { Dispatcher, Pool } from 'undici';
 import { undici } from '../http/undici.js';
 import type { ConnectionOptions } from 'node:tls';
 import type { Member } from '../../core/types.js';
-import { ConnectionPool, SlabPool, type LeanResponse } from '../leanhttp/index.js';
+import { ConnectionPool, MAX_INTERIM_WAIT_MS, SlabPool, TransportError, type LeanResponse } from '../leanhttp/index.js';
 import type { PeerTimeouts } from './timeouts.js';
 import { progressFloor } from './undicifloor.js';
 
@@ -110,7 +110,8 @@ class SocketTransport implements PageTransport {
     if (!pool) {
       const connect = this.options.connect;
       const tls = typeof connect === 'object' && connect !== null ? (connect as ConnectionOptions) : undefined;
-      pool = new ConnectionPool(url, { connections: this.options.connections, timeouts: this.options.timeouts, tls, slabs: this.slabs });
+      const timeouts = { ...this.options.timeouts, maxInterimMs: this.options.timeouts.fillingMs };
+      pool = new ConnectionPool(url, { connections: this.options.connections, timeouts, tls, slabs: this.slabs });
       this.pools.set(url, pool);
     }
     return pool;
@@ -130,7 +131,21 @@ class UndiciTransport implements PageTransport {
 
   async get(member: Member, path: string, headers: Record<string, string>, signal?: AbortSignal, onInformational?: (statusCode: number) => void): Promise<PageResponse> {
     const onInfo = onInformational && ((info: { statusCode: number }) => onInformational(info.statusCode));
-    const response: Dispatcher.ResponseData = await this.pool(member.url).request({ method: 'GET', path, signal, headers, onInfo });
+    // undici restarts its headers deadline on every 1xx head: a peer sending 102s and nothing
+    // else held the request for ever. The lean client bounds that itself (maxInterimMs); here the
+    // whole wait for the head is bounded the same way, by an abort.
+    const { firstByteMs, fillingMs } = this.options.timeouts;
+    const capMs = Math.max(firstByteMs, fillingMs ?? MAX_INTERIM_WAIT_MS);
+    const cap = new AbortController();
+    const timer = setTimeout(() => cap.abort(new TransportError('FANOUT_INTERIM_TIMEOUT', `no final response within ${capMs} ms`)), capMs);
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.pool(member.url).request({ method: 'GET', path, signal: signal ? AbortSignal.any([signal, cap.signal]) : cap.signal, headers, onInfo });
+    } catch (err) {
+      throw cap.signal.aborted && !signal?.aborted ? cap.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+    }
     const { body } = response;
     return {
       statusCode: response.statusCode,

@@ -1,4 +1,4 @@
-import { WINDOW_PROGRESS_BYTES } from '../leanhttp/index.js';
+import { MAX_INTERIM_WAIT_MS, WINDOW_PROGRESS_BYTES } from '../leanhttp/index.js';
 
 /**
  * Deadlines for a request to a worker. Each bounds one phase, so a slow transfer that still
@@ -16,6 +16,12 @@ export interface PeerTimeouts {
    * in which our reader held the body do not count), on either page transport.
    */
   idleMs: number;
+  /**
+   * How long after the request a worker's `102 Processing` heads (it is filling the page) may
+   * keep it waiting for the answer's head: each 102 restarts firstByteMs, within this bound.
+   * Default MAX_INTERIM_WAIT_MS (10 min); a worker's relays use `timeouts.peerFilling`.
+   */
+  fillingMs?: number;
 }
 
 /**
@@ -33,6 +39,8 @@ export function describeTimeout(code: string | undefined, timeouts: PeerTimeouts
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'FANOUT_FIRST_BYTE_TIMEOUT':
       return `timed out: no response within ${timeouts.firstByteMs} ms (first-byte timeout)`;
+    case 'FANOUT_INTERIM_TIMEOUT':
+      return `timed out: it answered only 102 Processing (filling the page) for ${timeouts.fillingMs ?? MAX_INTERIM_WAIT_MS} ms, no page (filling timeout)`;
     case 'UND_ERR_BODY_TIMEOUT':
       return `timed out: the body stalled for ${timeouts.idleMs} ms (idle timeout)`;
     case 'FANOUT_IDLE_TIMEOUT':

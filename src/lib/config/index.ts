@@ -279,6 +279,19 @@ export const workerConfigSchema = z
         peerConnect: duration.default('5s'),
         peerFirstByte: duration.default('30s'),
         peerIdle: duration.default('30s'),
+        // How long a peer's `102 Processing` heads ("filling the page", one each 5 s) may keep a
+        // page request of this worker waiting for the answer's head; each restarts peerFirstByte
+        // within it. Past it a relay reads around the owner (the source), as around a hung one.
+        // An owner sends its head with the page's first byte from the source: what a legit 102
+        // stands for is its queue for a fill slot (limits.fillsPerMount per mount), the source's
+        // connect and first byte (sourceConnect + sourceFirstByte, 35 s at most) and the line's
+        // budget for that first chunk. With sources of tens of MB/s a 4 MiB page reads in well
+        // under a second, so a queue of 8 fills clears in seconds, and a burst of a thousand cold
+        // pages on one owner in about a minute: 2 min leaves both room. Raise it for sources or
+        // lines so slow that pages queue longer (pages ahead ÷ fillsPerMount × one page's read
+        // time): a relay that gives up reads the page from the source a second time. Before, the
+        // bound was fixed at 10 min (a hostile or stuck peer held each relay that long).
+        peerFilling: duration.default('2m'),
       })
       .strict()
       .default({}),

@@ -11,3 +11,9 @@ test('peer deadlines have defaults and take durations', () => {
   assert.throws(() => parseWorkerConfig({ timeouts: { peerFirstByte: 'soon' } }), (e: FanoutError) => e.code === 'INVALID_CONFIG');
   assert.throws(() => parseWorkerConfig({ timeouts: { peerTypo: '1s' } }), (e: FanoutError) => e.code === 'INVALID_CONFIG');
 });
+
+test('how long 102 Processing heads may hold a peer request has a default (2 min) and takes a duration', () => {
+  assert.equal(parseWorkerConfig({}).timeouts.peerFilling, 120_000);
+  assert.equal(parseWorkerConfig({ timeouts: { peerFilling: '5m' } }).timeouts.peerFilling, 300_000);
+  assert.throws(() => parseWorkerConfig({ timeouts: { peerFilling: 'long' } }), (e: FanoutError) => e.code === 'INVALID_CONFIG');
+});

@@ -14,14 +14,17 @@ export interface ExchangeTimeouts {
   connectMs: number;
   firstByteMs: number;
   idleMs: number;
-  /** How long 1xx heads may keep the answer coming (MAX_INTERIM_WAIT_MS by default). */
+  /**
+   * How long after the request 1xx heads may keep the answer coming (MAX_INTERIM_WAIT_MS by
+   * default); never less than firstByteMs. Past it: FANOUT_INTERIM_TIMEOUT.
+   */
   maxInterimMs?: number;
 }
 
 /** An error of the transport with a stable code (mapped to a worker failure by the caller). */
 export class TransportError extends Error {
   constructor(
-    readonly code: 'FANOUT_CONNECT_TIMEOUT' | 'FANOUT_FIRST_BYTE_TIMEOUT' | 'FANOUT_IDLE_TIMEOUT' | 'FANOUT_SOCKET_CLOSED' | 'FANOUT_BAD_HEADER' | 'FANOUT_ABANDONED' | 'FANOUT_TOO_LARGE',
+    readonly code: 'FANOUT_CONNECT_TIMEOUT' | 'FANOUT_FIRST_BYTE_TIMEOUT' | 'FANOUT_INTERIM_TIMEOUT' | 'FANOUT_IDLE_TIMEOUT' | 'FANOUT_SOCKET_CLOSED' | 'FANOUT_BAD_HEADER' | 'FANOUT_ABANDONED' | 'FANOUT_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -41,8 +44,10 @@ export interface LeanResponse {
 
 /**
  * How long 1xx heads (a worker's 102 while it fills a page, every 5 s) keep an exchange waiting
- * for its answer: a fill queued longer than this behind source and line limits is given up and
- * asked elsewhere, as a silent one is after firstByteMs.
+ * for its answer by default: a fill queued longer than this behind source and line limits is given
+ * up and asked elsewhere, as a silent one is after firstByteMs. Readers of the SDK wait this long
+ * (they have no other way to the page than the workers); a relaying worker has its own, shorter
+ * `timeouts.peerFilling` (it can read the source itself instead).
  */
 export const MAX_INTERIM_WAIT_MS = 10 * 60_000;
 
@@ -219,6 +224,9 @@ class Exchange {
   /** When the request went out, and the 1xx heads seen since (see onInformational). */
   private startedAt = 0;
   private interimHeads = 0;
+  private lastInterimAt = 0;
+  /** When the first-byte timer fires (moved on by 1xx heads, up to maxInterimMs after startedAt). */
+  private deadline = 0;
   /** The body's progress floor (window.ts), once the head has arrived. */
   private window: ProgressWindow | undefined;
   /** The parser saw the response's end; the connection is released once the read is parsed. */
@@ -237,12 +245,12 @@ class Exchange {
 
   /**
    * A 1xx head: the server is alive and working on it (102: filling the page), so the first-byte
-   * deadline starts again — within MAX_INTERIM_WAIT_MS of the request: a peer that sends 1xx heads
-   * and never an answer (stuck, or hostile) does not hold the read for ever.
+   * deadline starts again — but never past maxInterimMs after the request: a peer that sends 1xx
+   * heads and never an answer (stuck, or hostile) does not hold the read for ever.
    */
   onInformational(statusCode: number): void {
     this.interimHeads++;
-    if (!this.head && Date.now() - this.startedAt < (this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS)) this.timer?.refresh();
+    if (!this.head) this.extend();
     this.informational?.(statusCode);
   }
 
@@ -251,11 +259,32 @@ class Exchange {
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
     const { firstByteMs } = this.timeouts;
     this.startedAt = Date.now();
-    this.timer = setTimeout(() => {
-      const waited = Date.now() - this.startedAt;
-      const why = this.interimHeads > 0 ? `no final response within ${waited} ms (${this.interimHeads} interim answers only)` : `no response within ${firstByteMs} ms`;
-      this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', why));
-    }, firstByteMs);
+    this.deadline = this.startedAt + firstByteMs;
+    this.timer = setTimeout(() => this.noHead(), firstByteMs);
+  }
+
+  /** Moves the first-byte deadline to firstByteMs from now, within the interim cap. */
+  private extend(): void {
+    const { firstByteMs } = this.timeouts;
+    const now = (this.lastInterimAt = Date.now());
+    const cap = this.startedAt + Math.max(firstByteMs, this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS);
+    const deadline = Math.min(now + firstByteMs, cap);
+    if (deadline <= this.deadline) return;
+    this.deadline = deadline;
+    if (deadline === now + firstByteMs) return void this.timer?.refresh();
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.noHead(), deadline - now);
+  }
+
+  private noHead(): void {
+    const { firstByteMs } = this.timeouts;
+    const now = Date.now();
+    if (this.interimHeads > 0 && now - this.lastInterimAt < firstByteMs) {
+      const why = `only interim answers (${this.interimHeads}, e.g. 102 Processing) for ${now - this.startedAt} ms, no final response (at most ${Math.max(firstByteMs, this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS)} ms)`;
+      return this.fail(new TransportError('FANOUT_INTERIM_TIMEOUT', why));
+    }
+    const why = this.interimHeads > 0 ? `no final response within ${now - this.startedAt} ms (${this.interimHeads} interim answers only, the last ${now - this.lastInterimAt} ms ago)` : `no response within ${firstByteMs} ms`;
+    this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', why));
   }
 
   /** Socket bytes arrived: they count towards the idle window's floor. */

@@ -209,9 +209,24 @@ describe('the lean connection pool against a raw server', () => {
     };
     const p = pool(4, { ...SHORT_TIMEOUTS, maxInterimMs: 600 });
     try {
-      await assert.rejects(p.get('/x', {}), (e: { code?: string; message: string }) => e.code === 'FANOUT_FIRST_BYTE_TIMEOUT' && /interim answers only/.test(e.message));
+      const started = Date.now();
+      await assert.rejects(p.get('/x', {}), (e: { code?: string; message: string }) => e.code === 'FANOUT_INTERIM_TIMEOUT' && /only interim answers/.test(e.message));
+      // Before: the deadline was only no longer refreshed past the cap, so it ended up to firstByteMs later.
+      assert.ok(Date.now() - started < 600 + 250, `given up at the cap (${Date.now() - started} ms)`);
     } finally {
       clearInterval(timer);
+      p.destroy();
+    }
+  });
+
+  test('1xx heads that stop are a first-byte timeout firstByteMs after the last one, within the cap', async () => {
+    answer = (socket) => {
+      socket.write('HTTP/1.1 102 Processing\r\n\r\n');
+    };
+    const p = pool(4, { ...SHORT_TIMEOUTS, maxInterimMs: 5000 });
+    try {
+      await assert.rejects(p.get('/x', {}), (e: { code?: string; message: string }) => e.code === 'FANOUT_FIRST_BYTE_TIMEOUT' && /1 interim answers only/.test(e.message));
+    } finally {
       p.destroy();
     }
   });
