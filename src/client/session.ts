@@ -212,6 +212,11 @@ export class ClusterSession {
       try {
         return { base, body: await this.getJsonFrom(base, path) };
       } catch (err) {
+        // A worker at a limit (its source listings, say) is asked again later; another may answer now.
+        if (err instanceof FanoutError && err.code === 'OVERLOADED') {
+          lastError = err;
+          continue;
+        }
         if (err instanceof FanoutError && err.code !== 'WORKER_UNAVAILABLE') throw err;
         this.endpointFailed(base, missedDeadline(err));
         lastError = err;

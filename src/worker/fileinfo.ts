@@ -1,9 +1,10 @@
 import { systemClock } from '../core/clock.js';
-import { FanoutError } from '../core/errors.js';
+import { FanoutError, isFanoutError } from '../core/errors.js';
 import { isFanoutName, type FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import type { TtlCache } from './sourcecache.js';
+import type { SourceListings } from './listings.js';
 
 /** Least time between two uncached stats of one path prompted by a version mismatch. */
 const REFRESH_MS = 250;
@@ -19,6 +20,8 @@ export class FileInfoService {
   constructor(
     private readonly ufs: (mount: string) => Ufs,
     private readonly caches: { stat: TtlCache<FileInfo>; list: TtlCache<DirEntry[]> },
+    /** Listings running at once and who waits for them (limits.sourceListings). */
+    private readonly listings: SourceListings,
   ) {}
 
   /** Cached stat; the TTL bounds how stale a version a new reader may see. */
@@ -32,11 +35,23 @@ export class FileInfoService {
   /**
    * Cached listing of one directory level (shared with the S3 gateway). Names no fanout path can
    * hold (control characters, backslashes: core/paths.ts) are left out: listed, they could be
-   * seen and stat-ed through the mount but never opened.
+   * seen and stat-ed through the mount but never opened. A listing not cached runs under the
+   * worker's listing limit, shared by the requests asking for it meanwhile; `signal` is the
+   * request's (its client left): the listing stops once every request waiting for it has left.
    */
-  listDir(target: FanoutPath): Promise<DirEntry[]> {
+  async listDir(target: FanoutPath, signal?: AbortSignal): Promise<DirEntry[]> {
     const ufs = this.ufs(target.mount);
-    return this.caches.list.get(`${target.mount}/${target.path}`, async () => (await ufs.list(target.path)).filter((entry) => isFanoutName(entry.name)));
+    const key = `${target.mount}/${target.path}`;
+    const cached = this.caches.list.fresh(key);
+    if (cached) return cached;
+    return this.listings.list(key, signal, (listSignal) => {
+      const listing = ufs.list(target.path, listSignal).then((entries) => entries.filter((entry) => isFanoutName(entry.name)));
+      // Cached once it ended, for statTtl (a not-found answer too; the cache keeps no other
+      // error): while it runs, requests join it here, where each may leave.
+      const keep = () => void this.caches.list.get(key, () => listing);
+      listing.then(keep, (err: unknown) => isFanoutError(err, 'NOT_FOUND') && keep());
+      return listing;
+    });
   }
 
   /**

@@ -32,6 +32,8 @@ export function sendError(res: ServerResponse, err: unknown, extraHeaders: Recor
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
     [HEADERS.error]: error.code,
+    // A worker at a limit says when to come back (RFC 9110 10.2.3): a second, as the limits clear fast.
+    ...(error.code === 'OVERLOADED' ? { 'retry-after': '1' } : {}),
     ...extraHeaders,
   });
   res.end(text);

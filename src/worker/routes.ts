@@ -292,7 +292,10 @@ export class Routes {
       const entries: DirEntry[] = this.worker.mountNames().map((name) => ({ name, type: 'dir' }));
       return sendJson(res, 200, { path: '/', entries });
     }
-    const entries = await this.worker.files.listDir(target);
+    // The client that leaves takes its place in the listing with it: the last one stops it.
+    const gone = new AbortController();
+    res.once('close', () => res.writableFinished || gone.abort(new FanoutError('ABORTED', 'client went away')));
+    const entries = await this.worker.files.listDir(target, gone.signal);
     sendJson(res, 200, { path: `/${target.mount}/${target.path}`, entries });
   }
 

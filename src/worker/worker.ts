@@ -24,6 +24,7 @@ import type { LocalFirstFetcher } from './localpages.js';
 import { PageService } from './pageservice.js';
 import { Routes } from './routes.js';
 import { FileInfoService } from './fileinfo.js';
+import { SourceListings } from './listings.js';
 import { gatewayBackend } from './gatewaybackend.js';
 import { RequestGuard, answerMalformedRequests } from './requestguard.js';
 import { lineSpecs, membershipFor, onGrantCapped, onLineRate, openMounts, peerSession, workerPageStore } from './parts.js';
@@ -178,7 +179,8 @@ export class Worker {
       replication: config.replication,
       hedge: 'auto', // a stopped peer must not stall /v1/data or S3 reads
     });
-    const files = new FileInfoService((mount) => this.ufs(mount), { stat: new TtlCache(config.statTtl, clock), list: new TtlCache(config.statTtl, clock) });
+    const listings = new SourceListings({ concurrent: config.limits.sourceListings, queued: config.limits.sourceListingsQueued, clock });
+    const files = new FileInfoService((mount) => this.ufs(mount), { stat: new TtlCache(config.statTtl, clock), list: new TtlCache(config.statTtl, clock) }, listings);
     this.gateway = config.gateway.listen
       ? new S3Gateway(
           config.gateway,

@@ -175,6 +175,14 @@ export const limitsSchema = z
     responseMemory: size.refine((v) => v >= 1024 * 1024, { message: 'responseMemory must be at least 1MiB' }).default('128MiB'),
     /** Entries one directory listing of a source may gather (S3: keys and common prefixes of every page); past it SOURCE_ERROR. */
     sourceListEntries: z.number().int().min(1).default(1_000_000),
+    /**
+     * Directory listings of the sources running at once on this worker (all mounts, the HTTP API
+     * and the S3 gateway; requests for a directory being listed share its listing). Each may hold
+     * a source connection and its entries for up to timeouts.sourceList.
+     */
+    sourceListings: z.number().int().min(1).default(8),
+    /** Listings that may wait (at most 30 s) for one of those; beyond: 503 OVERLOADED with Retry-After. */
+    sourceListingsQueued: z.number().int().min(0).default(32),
   })
   .strict();
 

@@ -55,6 +55,12 @@ export class TtlCache<T> {
     return value;
   }
 
+  /** The answer cached for `key` while it is reused, without loading one. */
+  fresh(key: string): Promise<T> | undefined {
+    const hit = this.entries.get(key);
+    return hit && hit.expires > this.clock.now() ? hit.value : undefined;
+  }
+
   /** Stores a value learned elsewhere (e.g. file infos that came with a listing). */
   set(key: string, value: T): void {
     const now = this.clock.now();
