@@ -149,3 +149,39 @@ describe('a cluster session with a stopped member', () => {
     }
   });
 });
+
+describe('a cluster session whose first endpoint is at a limit', () => {
+  const servers: Server[] = [];
+  const urls: string[] = [];
+
+  before(async () => {
+    for (const overloaded of [true, false]) {
+      const server = createServer((_req, res) => {
+        if (overloaded) {
+          res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+          return void res.end(JSON.stringify({ error: { code: 'OVERLOADED', message: '8 source listings are running on this worker' } }));
+        }
+        res.end(JSON.stringify({ path: '/data/d', entries: [] }));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      servers.push(server);
+      urls.push(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    }
+  });
+
+  after(async () => {
+    for (const server of servers) {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('a JSON request answered OVERLOADED is asked of the next endpoint (before: the error was the answer)', async () => {
+    const session = new ClusterSession({ endpoints: urls, credentials: { headersFor: () => ({}) }, timeouts: DEFAULT_PEER_TIMEOUTS, clock: new ManualClock(0) });
+    try {
+      assert.deepEqual(await session.getJson('/v1/list/data/d'), { path: '/data/d', entries: [] });
+    } finally {
+      await session.close();
+    }
+  });
+});
