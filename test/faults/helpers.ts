@@ -46,9 +46,12 @@ export function get(url: string, headers: Record<string, string> = {}): Promise<
   });
 }
 
-/** One page through the page API (as a client or peer asks for it). */
+/**
+ * One page through the page API, as fanout's page fetcher asks for it: saying it reads trailers,
+ * so a late failure comes as its code in a trailer (a client that does not say so is cut instead).
+ */
 export function page(worker: WorkerProcess, mountPath: string, v: string, size: number, i: number): Promise<Answer> {
-  return get(`${worker.url}/v1/page${mountPath}?v=${encodeURIComponent(v)}&size=${size}&i=${i}`);
+  return get(`${worker.url}/v1/page${mountPath}?v=${encodeURIComponent(v)}&size=${size}&i=${i}`, { te: 'trailers' });
 }
 
 export async function stat(worker: WorkerProcess, mountPath: string): Promise<Answer & { info?: { version: string; size: number } }> {
