@@ -67,13 +67,13 @@ export async function getBucket(ctx: RequestContext, backend: GatewayBackend, op
     const token = query.get('continuation-token');
     const startAfter = query.get('start-after');
     const resume = token !== undefined ? decodeToken(token) : startAfter ? { after: startAfter, subtree: false } : undefined;
-    const result = await list(backend, bucket, base, resume, ctx.now);
+    const result = await list(backend, bucket, base, resume, ctx.now, ctx.res);
     const next = result.truncated && result.next ? encodeToken(result.next) : undefined;
     const owner = query.get('fetch-owner')?.toLowerCase() === 'true' ? options.owner : undefined;
     return sendXml(ctx.res, 200, listObjectsV2Xml({ ...base, ...result, continuationToken: token, nextContinuationToken: next, startAfter, owner }));
   }
   const marker = query.get('marker') ?? '';
-  const result = await list(backend, bucket, base, markerPosition(marker, base.prefix, base.delimiter ?? ''), ctx.now);
+  const result = await list(backend, bucket, base, markerPosition(marker, base.prefix, base.delimiter ?? ''), ctx.now, ctx.res);
   const nextMarker = result.truncated && result.next ? positionMarker(result.next, base.delimiter ?? '') : undefined;
   sendXml(ctx.res, 200, listObjectsV1Xml({ ...base, ...result, marker, nextMarker, owner: options.owner }));
 }
@@ -84,9 +84,13 @@ async function list(
   base: Pick<ListPage, 'prefix' | 'delimiter' | 'maxKeys'>,
   resume: Position | undefined,
   now: number,
+  res: ServerResponse,
 ) {
+  // A client that leaves gives up its place in the source listings it waits for.
+  const gone = new AbortController();
+  res.once('close', () => res.writableFinished || gone.abort());
   try {
-    return await listKeys((dir) => backend.list(bucket, dir), { prefix: base.prefix, delimiter: base.delimiter ?? '', maxKeys: base.maxKeys, resume, now });
+    return await listKeys((dir) => backend.list(bucket, dir, gone.signal), { prefix: base.prefix, delimiter: base.delimiter ?? '', maxKeys: base.maxKeys, resume, now });
   } catch (err) {
     throw toS3Error(err, { bucket });
   }

@@ -21,8 +21,8 @@ export interface GatewayBackend {
   mountNames(): string[];
   /** Cached (the worker's stat TTL). Throws FanoutError NOT_FOUND, IS_A_DIRECTORY, UNKNOWN_MOUNT… */
   stat(mount: string, path: string): Promise<FileInfo>;
-  /** One directory level, cached. */
-  list(mount: string, dir: string): Promise<DirEntry[]>;
+  /** One directory level, cached. `signal`: the asking client left (a listing nobody waits for is stopped). */
+  list(mount: string, dir: string, signal?: AbortSignal): Promise<DirEntry[]>;
   /** Bytes [start, end) of the file at exactly file.version. */
   read(mount: string, file: FileInfo, start: number, end: number, signal: AbortSignal): AsyncGenerator<Buffer>;
   /** Told when a chunk from read() has been written out, so its buffer can be reused. */

@@ -29,7 +29,7 @@ export function gatewayBackend(deps: GatewayBackendDeps): GatewayBackend {
   return {
     mountNames: () => deps.mountNames(),
     stat: async (mount, path) => files.stat({ mount, path }),
-    list: (mount, dir) => files.listDir({ mount, path: dir }),
+    list: (mount, dir, signal) => files.listDir({ mount, path: dir }, signal),
     read: (mount, file, start, end, signal) => pagedChunks({ reader, slots: pages.responseSlots, pageSize, clock, signal, release }, mount, file, start, end),
     written: (chunk) => returnSlice(chunk) || release(chunk),
     clientIdleMs: deps.localSpans.clientIdle,

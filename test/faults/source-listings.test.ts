@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MisbehavingS3 } from '../harness/s3misbehaving.js';
 import { WorkerProcess } from '../harness/workers.js';
+import { freePort } from '../harness/ports.js';
 import { assertAlive } from './helpers.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -15,13 +16,17 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe('a worker listing an S3 server whose listings never end', () => {
   let s3: MisbehavingS3;
   let worker: WorkerProcess;
+  let gateway: string;
 
   before(async () => {
     s3 = await MisbehavingS3.start();
     s3.behave({ listing: 'endless' });
+    const gatewayPort = await freePort();
+    gateway = `http://127.0.0.1:${gatewayPort}`;
     worker = await WorkerProcess.start({
       id: 'source-listings',
       mounts: { s3m: 's3://b' },
+      gateway: { listen: `127.0.0.1:${gatewayPort}`, anonymous: true },
       s3: { endpoint: s3.url, accessKeyId: 'test', secretAccessKey: 'test', region: 'us-east-1' },
       limits: { sourceListings: 2, sourceListingsQueued: 1 },
     });
@@ -64,5 +69,22 @@ describe('a worker listing an S3 server whose listings never end', () => {
     s3.behave({});
     const listed = await fetch(`${worker.url}/v1/list/s3m/fine`);
     assert.equal(listed.status, 200, 'the slots are free again');
+  });
+
+  test('an S3 gateway client that gives up on a ListObjectsV2 stops the source listing it waited for', { timeout: 60_000 }, async () => {
+    s3.behave({ listing: 'endless' });
+    const client = new AbortController();
+    const answer = fetch(`${gateway}/s3m?list-type=2&prefix=${encodeURIComponent('gw/')}&delimiter=/`, { signal: client.signal }).catch(() => undefined);
+    const deadline = Date.now() + 10_000;
+    const start = s3.counters.lists;
+    while (s3.counters.lists - start < 10 && Date.now() < deadline) await sleep(50);
+    assert.ok((await listsOver(300)) > 0, 'the listing is running');
+    client.abort();
+    await answer;
+    await sleep(500);
+    // Before: the gateway's listings had no signal: it went on for timeouts.sourceList (10 min).
+    assert.equal(await listsOver(1000), 0, 'no list request once the client left');
+    await assertAlive(worker);
+    s3.behave({});
   });
 });
