@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { FanoutError } from '../core/errors.js';
 import type { IncomingMessage } from 'node:http';
-import { nestsWithin, readBody, routePath } from './http.js';
+import { nestsWithin, readBody, routePath, sendError } from './http.js';
 
 test('a client that resets mid-body is ABORTED, not an internal failure', { timeout: 60_000 }, async () => {
   let read: Promise<Buffer> | undefined;
@@ -44,4 +44,23 @@ test('a refused path is named as the client wrote it, with one leading slash', (
     (err: FanoutError) => err.code === 'INVALID_PATH' && err.message.includes('"/data/../etc/passwd"'),
   );
   assert.deepEqual(routePath({ url: '/v1/data/data/a%20b' } as IncomingMessage, '/v1/data').target, { mount: 'data', path: 'a b' });
+});
+
+test('an answer of a worker at a limit (OVERLOADED) says when to come back: Retry-After 1; other errors do not', async () => {
+  const server = createServer((req, res) => void sendError(res, new FanoutError(req.url === '/busy' ? 'OVERLOADED' : 'NOT_FOUND', 'x')));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  try {
+    const busy = await fetch(`http://127.0.0.1:${port}/busy`);
+    assert.equal(busy.status, 503);
+    assert.equal(busy.headers.get('retry-after'), '1');
+    await busy.arrayBuffer();
+    const missing = await fetch(`http://127.0.0.1:${port}/missing`);
+    assert.equal(missing.headers.get('retry-after'), null);
+    await missing.arrayBuffer();
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
 });
