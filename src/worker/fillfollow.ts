@@ -25,8 +25,8 @@ export const FOLLOW_CHUNK = 256 * 1024;
  * heads: a reader that stalls holds the file's descriptor, and is cut after clientIdle.
  *
  * A fill that fails ends the body early with its code as a trailer, or cuts a client that reads
- * no trailers (as the JS path does). If the
- * file cannot be written (disk full), the rest is written from the fill's buffer by JS.
+ * no trailers (as the JS path does). If the file cannot be written (disk full), the rest is
+ * written from the fill's buffer by JS.
  */
 export async function followFillByKernel(
   deps: PageSendDeps,

@@ -13,7 +13,8 @@ export const CHECKSUM_HEADER = HEADERS.checksum;
 /**
  * Trailer of a page streamed as a miss whose source read failed after the first bytes: the
  * code (and, URI-encoded, the message) of that failure. It tells a source that cut the body
- * from a worker that died, which would simply cut the connection.
+ * from a worker that died, which would simply cut the connection. Sent only to a request that
+ * says `TE: trailers` (as stream() does); any other is cut.
  */
 export const ERROR_TRAILER = HEADERS.error;
 export const ERROR_MESSAGE_TRAILER = HEADERS.errorMessage;
