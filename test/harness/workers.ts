@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,6 +129,15 @@ export class WorkerProcess {
     }
     return out;
   }
+}
+
+/** Restarts `worker` on its port and data with another pageSize (the cluster's page size changes under its users). */
+export async function restartWithPageSize(worker: WorkerProcess, pageSize: string): Promise<void> {
+  await worker.stop();
+  const file = join(worker.dir, 'worker.yaml');
+  const config = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  await writeFile(file, JSON.stringify({ ...config, pageSize }, null, 2));
+  await worker.launch();
 }
 
 /** Several workers that know each other: through etcd if given, else a static list. */

@@ -1,23 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../harness/cli.js';
 import { MountProcess, sh, stopMountAndWorker } from '../harness/mount.js';
-import { WorkerProcess } from '../harness/workers.js';
+import { restartWithPageSize, WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
-
-/** Restarts `worker` on its port and data with another pageSize. */
-async function restartWithPageSize(worker: WorkerProcess, pageSize: string): Promise<void> {
-  await worker.stop();
-  const file = join(worker.dir, 'worker.yaml');
-  const config = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-  await writeFile(file, JSON.stringify({ ...config, pageSize }, null, 2));
-  await worker.launch();
-}
 
 /**
  * The cluster's workers restart with another pageSize (1 MiB → 2 MiB, and back) under a running
