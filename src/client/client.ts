@@ -1,11 +1,12 @@
-import type { Readable } from 'node:stream';
+import { setMaxListeners } from 'node:events';
+import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { FanoutError } from '../core/errors.js';
+import { FanoutError, abortError } from '../core/errors.js';
 import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, IgnoredRecord, PageRef, WorkerStatus } from '../core/types.js';
-import { ClusterReader, DEFAULT_PEER_TIMEOUTS, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
+import { ClusterReader, DEFAULT_PEER_TIMEOUTS, checkRange, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import type { CaOption, ClientTrust } from '../lib/tls/client.js';
 import { ROUTES } from '../lib/wire/protocol.js';
 import { checkFileInfo, checkListing } from '../lib/wire/fileanswers.js';
@@ -14,6 +15,7 @@ import { checkEndpoint } from './answers.js';
 import type { ClusterInfo, ClusterSession } from './session.js';
 import type { BatchPageReader } from './batchreader.js';
 import { sharedSession } from './sessions.js';
+import { FollowedPageSize, followingPages } from './pagesize.js';
 
 export type { ClusterInfo } from './session.js';
 
@@ -121,7 +123,11 @@ export class FanoutClient {
   readonly pageReporter: HttpPageReporter;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: ClientTrust | undefined;
+  /** Page fetches by index (readPage, fetchPage): counted in the page size learnt first, for the client's life. */
   private reader: ClusterReader | undefined;
+  /** Byte reads (createReadStream, readFile, readPages): one reader per page size they followed. */
+  private readonly byteReaders = new Map<number, ClusterReader>();
+  private byteReadSize: FollowedPageSize | undefined;
   private batches: BatchPageReader | undefined;
   private readonly sources = new Map<string, Ufs>();
   private readonly pages: PageCache;
@@ -179,8 +185,22 @@ export class FanoutClient {
 
   /** Like createReadStream for a file already stat'ed (its version is what gets read). */
   async readFile(file: StatResult, options: ReadOptions = {}): Promise<Readable & { file: StatResult }> {
-    const reader = await this.clusterReader();
-    const stream = reader.read(file.mount, file, options.start ?? 0, options.end ?? file.size, options.signal);
+    const start = options.start ?? 0;
+    const end = options.end ?? file.size;
+    checkRange(file, start, end);
+    const size = await this.followedPageSize();
+    const { signal } = options;
+    const controller = new AbortController();
+    setMaxListeners(0, controller.signal); // one listener per page fetch in flight
+    const onAbort = () => controller.abort(abortError(signal));
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const pages = followingPages(size, this.byteReader, file.mount, file, start, end, controller.signal);
+    const stream = Readable.from(chunksOf(pages), { objectMode: false, highWaterMark: 0 });
+    stream.once('close', () => {
+      signal?.removeEventListener('abort', onAbort);
+      controller.abort(new FanoutError('ABORTED', 'reader closed'));
+    });
     return Object.assign(stream, { file });
   }
 
@@ -190,8 +210,10 @@ export class FanoutClient {
    * Stopping early (return, break) aborts the fetches in flight.
    */
   async *readPages(file: StatResult, options: ReadOptions = {}): AsyncGenerator<Buffer[]> {
-    const reader = await this.clusterReader();
-    yield* reader.pages(file.mount, file, options.start ?? 0, options.end ?? file.size, options.signal);
+    const start = options.start ?? 0;
+    const end = options.end ?? file.size;
+    checkRange(file, start, end);
+    yield* followingPages(await this.followedPageSize(), this.byteReader, file.mount, file, start, end, options.signal);
   }
 
   /**
@@ -379,6 +401,32 @@ export class FanoutClient {
     return this.reader;
   }
 
+  /**
+   * The page size byte reads count in: the cluster's, followed when it changes (its workers
+   * restarted with another pageSize). Byte reads address bytes, so one refused for its page size
+   * goes on from its byte offset in the new one (pagesize.ts); said once per change.
+   */
+  private async followedPageSize(): Promise<FollowedPageSize> {
+    const info = await this.cluster();
+    this.byteReadSize ??= new FollowedPageSize(info.pageSize, {
+      clusterPageSize: async (fresh) => (await this.cluster(fresh)).pageSize,
+      changed: (from, to) => {
+        for (const size of this.byteReaders.keys()) if (size !== to) this.byteReaders.delete(size);
+        process.emitWarning(`the cluster's pageSize changed from ${from} to ${to} bytes (its workers restarted with another pageSize): reads go on in pages of ${to} bytes`, { type: 'FanoutWarning', code: 'PAGE_SIZE_MISMATCH' });
+      },
+    });
+    return this.byteReadSize;
+  }
+
+  private readonly byteReader = (pageSize: number): ClusterReader => {
+    let reader = this.byteReaders.get(pageSize);
+    if (!reader) {
+      reader = this.newReader(this.session.info!, pageSize); // learnt by followedPageSize()
+      this.byteReaders.set(pageSize, reader);
+    }
+    return reader;
+  };
+
   private newReader(info: ClusterInfo, pageSize: number): ClusterReader {
     return this.session.reader({
       pageSize,
@@ -408,6 +456,10 @@ export class FanoutClient {
     if (received !== length) throw new FanoutError('SOURCE_TRUNCATED', `source returned ${received} of ${length} bytes`);
     return page;
   };
+}
+
+async function* chunksOf(pages: AsyncIterable<Buffer[]>): AsyncGenerator<Buffer> {
+  for await (const page of pages) yield* page;
 }
 
 /**

@@ -14,10 +14,12 @@ const RELEASE_CONNECTIONS = 32;
  * fetched from the source once. Every page is checked against its SHA-256 before it is used.
  */
 export class ReleaseFetcher {
-  /** Over the client's session: its members, ring, pools and worker health, not a second set of them. */
-  private reader: ClusterReader | undefined;
-  /** Whole small pages many to a request (POST /v1/pages); undefined when turned off. */
-  private batches: BatchPageReader | undefined;
+  /**
+   * Over the client's session: its members, ring, pools and worker health, not a second set of
+   * them. One per page size of the manifests read: a daemon outlives a change of the cluster's
+   * pageSize, and the next release is published in the new one.
+   */
+  private readonly readers = new Map<number, { reader: ClusterReader; batches: BatchPageReader | undefined }>();
 
   /** `batches: false` reads every page by its own request (/v1/page), as before batches existed. */
   constructor(
@@ -57,13 +59,13 @@ export class ReleaseFetcher {
 
   /** The same page as the chunks it arrived in (a writer with pwritev needs no copy into one buffer). */
   async pageChunks(manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer[]> {
-    const reader = await this.clusterReader(manifest);
+    const { reader, batches } = await this.readersFor(manifest);
     const hash = file.pages[index]!;
     const ref = { mount: manifest.mount, path: sourcePathOf(manifest, file), version: file.sourceVersion, size: file.size, index, hash };
     // Small pages travel many to a round trip; a batched page with the wrong content is asked for again alone.
-    let chunks = await (this.batches ?? reader).fetchPage(ref, signal);
+    let chunks = await (batches ?? reader).fetchPage(ref, signal);
     let actual = sha256Of(chunks);
-    if (actual !== hash && this.batches) {
+    if (actual !== hash && batches) {
       chunks = await reader.fetchPage(ref, signal);
       actual = sha256Of(chunks);
     }
@@ -85,19 +87,25 @@ export class ReleaseFetcher {
   /** Nothing of its own to close: the pools are the session's, closed with the client. */
   async close(): Promise<void> {}
 
-  private async clusterReader(manifest: Manifest): Promise<ClusterReader> {
-    const info = await this.client.cluster();
+  private async readersFor(manifest: Manifest): Promise<{ reader: ClusterReader; batches: BatchPageReader | undefined }> {
+    let info = await this.client.cluster();
+    // The session's answer may be older than the workers' restart with another pageSize: ask again before refusing.
+    if (info.pageSize !== manifest.pageSize) info = await this.client.cluster(true);
     if (info.pageSize !== manifest.pageSize) {
       throw new FanoutError('INVALID_ARGUMENT', `release ${manifest.name}@${manifest.version} has ${manifest.pageSize}-byte pages but the cluster uses ${info.pageSize}: publish it again against this cluster`);
     }
-    this.reader ??= this.client.session.reader({
-      pageSize: info.pageSize,
-      concurrency: 1,
-      maxWorkerAttempts: 3,
-      // Release pages are preloads (sync prefetch, `fanout load --release`): lines serve client reads first.
-      preload: true,
-    });
-    this.batches ??= this.useBatches ? this.client.session.batchReader(this.reader, { pageSize: info.pageSize, preload: true }) : undefined;
-    return this.reader;
+    let readers = this.readers.get(manifest.pageSize);
+    if (!readers) {
+      const reader = this.client.session.reader({
+        pageSize: manifest.pageSize,
+        concurrency: 1,
+        maxWorkerAttempts: 3,
+        // Release pages are preloads (sync prefetch, `fanout load --release`): lines serve client reads first.
+        preload: true,
+      });
+      readers = { reader, batches: this.useBatches ? this.client.session.batchReader(reader, { pageSize: manifest.pageSize, preload: true }) : undefined };
+      this.readers.set(manifest.pageSize, readers);
+    }
+    return readers;
   }
 }

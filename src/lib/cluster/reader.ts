@@ -205,7 +205,7 @@ export function* sliceChunks(chunks: Buffer[], from: number, to: number): Genera
   }
 }
 
-function checkRange(file: FileInfo, start: number, end: number): void {
+export function checkRange(file: FileInfo, start: number, end: number): void {
   if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end <= file.size && start <= end)) {
     throw new FanoutError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside a file of ${file.size} bytes`);
   }
