@@ -22,7 +22,8 @@ export type { ClusterInfo } from './session.js';
 /** Pages of files counted in one page size (FanoutClient.pageReader). */
 export interface SizedPageReader {
   readonly pageSize: number;
-  fetchPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]>;
+  /** `hash`: the page's SHA-256 from a release manifest: asked for, placed and verified by content. */
+  fetchPage(file: StatResult, index: number, signal?: AbortSignal, hash?: string): Promise<Buffer[]>;
   /** The same page carried with other small pages in one request (POST /v1/pages). */
   fetchBatchedPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]>;
   releasePage(page: Buffer[]): void;
@@ -283,7 +284,7 @@ export class FanoutClient {
     const ref = (file: StatResult, index: number): PageRef => ({ mount: file.mount, path: file.path, version: file.version, size: file.size, index });
     return {
       pageSize,
-      fetchPage: async (file, index, signal) => (await build()).reader.fetchPage(ref(file, index), signal),
+      fetchPage: async (file, index, signal, hash) => (await build()).reader.fetchPage({ ...ref(file, index), ...(hash ? { hash } : {}) }, signal),
       fetchBatchedPage: async (file, index, signal) => (await build()).batches.fetchPage(ref(file, index), signal),
       releasePage: (page) => this.releasePage(page),
     };

@@ -1,4 +1,4 @@
-import { FanoutClient, type ClusterInfo } from '../../client/index.js';
+import { FanoutClient, type ClusterInfo, type SizedPageReader } from '../../client/index.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { HEADERS } from '../wire/index.js';
 import type { RemoteSourceOptions, SourceDeadlines } from './types.js';
@@ -14,8 +14,12 @@ export interface RemoteCluster {
   /** `path` is a fanout path: "/MOUNT/PATH". */
   stat(path: string): Promise<FileInfo>;
   list(path: string): Promise<DirEntry[]>;
-  /** Page `index` of `file` at its version (by content with `hash`), verified against the remote's CRC32. */
-  page(mount: string, file: FileInfo, index: number, hash: string | undefined, signal?: AbortSignal): Promise<Buffer[]>;
+  /**
+   * Page `index` of `file` at its version (by content with `hash`) in pages of `pageSize` (the
+   * remote's, as the caller last learnt it: refused with PAGE_SIZE_MISMATCH once it is another),
+   * verified against the remote's CRC32.
+   */
+  page(mount: string, file: FileInfo, index: number, hash: string | undefined, pageSize: number, signal?: AbortSignal): Promise<Buffer[]>;
   close(): Promise<void>;
 }
 
@@ -38,11 +42,18 @@ export function connectRemote(endpoints: string[], options: RemoteSourceOptions,
     hedge: 'off',
     headers: options.clusterId ? { [HEADERS.via]: options.clusterId } : undefined,
   });
+  // An index means nothing without its page size: a reader per size asked in, never the SDK's size of the moment.
+  const readers = new Map<number, SizedPageReader>();
+  const readerOf = (pageSize: number) => {
+    let reader = readers.get(pageSize);
+    if (!reader) readers.set(pageSize, (reader = client.pageReader(pageSize)));
+    return reader;
+  };
   return {
     info: (force) => client.cluster(force),
     stat: (path) => client.stat(path),
     list: (path) => client.list(path),
-    page: (mount, file, index, hash, signal) => client.fetchPage({ ...file, mount }, index, signal, hash),
+    page: (mount, file, index, hash, pageSize, signal) => readerOf(pageSize).fetchPage({ ...file, mount }, index, signal, hash),
     close: () => client.close(),
   };
 }

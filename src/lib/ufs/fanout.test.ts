@@ -15,10 +15,15 @@ class FakeRemote implements RemoteCluster {
   readonly asked: { path: string; index: number; hash?: string }[] = [];
   failWith: FanoutError | Error | undefined;
   info_: ClusterInfo = { self: 'r1', pageSize: PAGE, replication: 1, statTtlMs: 2000, members: [], stale: false, mounts: ['models'], clusterId: 'remote', upstream: ['far'] };
+  /** The answer info() gives unless forced, as a session's cache (undefined: the current one). */
+  cached: ClusterInfo | undefined;
+  /** Runs after each page served (a test changes the remote there). */
+  afterPage: (() => void) | undefined;
   constructor(readonly data: Buffer, readonly version = 'v1') {}
-  async info(): Promise<ClusterInfo> {
+  async info(force = false): Promise<ClusterInfo> {
     if (this.failWith) throw this.failWith;
-    return this.info_;
+    if (force) this.cached = undefined;
+    return this.cached ?? this.info_;
   }
   async stat(path: string): Promise<FileInfo> {
     if (this.failWith) throw this.failWith;
@@ -29,12 +34,14 @@ class FakeRemote implements RemoteCluster {
     assert.equal(path, '/models/pre');
     return [{ name: 'f.bin', type: 'file', size: this.data.length }];
   }
-  async page(mount: string, file: FileInfo, index: number, hash: string | undefined): Promise<Buffer[]> {
+  async page(mount: string, file: FileInfo, index: number, hash: string | undefined, pageSize: number): Promise<Buffer[]> {
     if (this.failWith) throw this.failWith;
     assert.equal(mount, 'models');
     this.asked.push({ path: file.path, index, ...(hash ? { hash } : {}) });
+    if (pageSize !== this.info_.pageSize) throw new FanoutError('PAGE_SIZE_MISMATCH', `this worker's pages are ${this.info_.pageSize} bytes, the request counts pages of ${pageSize}`);
     if (file.version !== this.version) throw new FanoutError('SOURCE_CHANGED', 'gone');
-    const page = this.data.subarray(index * this.info_.pageSize, (index + 1) * this.info_.pageSize);
+    const page = this.data.subarray(index * pageSize, (index + 1) * pageSize);
+    this.afterPage?.();
     return [page.subarray(0, 5), page.subarray(5)]; // chunked, as the transport hands them over
   }
   async close(): Promise<void> {}
@@ -89,6 +96,44 @@ describe('fanout:// sources', () => {
     remote.info_ = { ...remote.info_, pageSize: 8 };
     const page = await collect(ufs.readPage({ mount: 'data', path: 'f.bin', version: 'v1', size: 40, index: 1 }, PAGE));
     assert.equal(crc32(page), crc32(data.subarray(16, 32)));
+  });
+
+  test('a remote whose page size changes during a range read: the read goes on from its byte in the new pages', async () => {
+    const remote = new FakeRemote(data);
+    const ufs = ufsOver(remote);
+    await ufs.stat('f.bin');
+    // After the first page the remote's workers restart with pages of 32; the cached answer still says 16.
+    remote.afterPage = () => {
+      remote.cached = remote.info_;
+      remote.info_ = { ...remote.info_, pageSize: 2 * PAGE };
+      remote.afterPage = undefined;
+    };
+    assert.deepEqual(await collect(ufs.read('f.bin', 'v1', 10, 25)), data.subarray(10, 35));
+    // Page 0 of 16, page 1 of 16 refused, then from byte 16 on in pages of 32: page 0 (its bytes 16–31) and page 1.
+    assert.deepEqual(remote.asked.map((p) => p.index), [0, 1, 0, 1]);
+  });
+
+  test("a whole page asked for in this cluster's size, refused once the remote's changed, is read by range in the remote's new pages", async () => {
+    const remote = new FakeRemote(data);
+    const ufs = ufsOver(remote);
+    remote.cached = remote.info_;
+    remote.info_ = { ...remote.info_, pageSize: 2 * PAGE };
+    const ref = { mount: 'data', path: 'f.bin', version: 'v1', size: 40, index: 2, hash: 'ab'.repeat(32) };
+    assert.deepEqual(await collect(ufs.readPage(ref, PAGE)), data.subarray(32, 40));
+    // Asked by content in 16 (refused), then page 1 of 32, by range (no hash: it is another page).
+    assert.deepEqual(remote.asked, [{ path: 'pre/f.bin', index: 2, hash: 'ab'.repeat(32) }, { path: 'pre/f.bin', index: 1 }]);
+  });
+
+  test('a page refused for its size while the remote still says that size fails with the refusal', async () => {
+    const remote = new FakeRemote(data);
+    const ufs = ufsOver(remote);
+    remote.info_ = { ...remote.info_, pageSize: 2 * PAGE };
+    remote.cached = { ...remote.info_, pageSize: PAGE };
+    // The cached answer says 16, the page is asked in 16 and refused; asked again, the remote says 32: followed.
+    assert.deepEqual(await collect(ufs.read('f.bin', 'v1', 0, 8)), data.subarray(0, 8));
+    // A remote of two sizes at once (its fresh answer says 16 but its workers refuse 16) is not followed.
+    remote.info = async () => ({ ...remote.info_, pageSize: PAGE });
+    await assert.rejects(collect(ufs.read('f.bin', 'v1', 0, 8)), (err) => isFanoutError(err, 'SOURCE_ERROR') && /PAGE_SIZE_MISMATCH|pages are 32/.test((err as Error).message));
   });
 
   test('a version the remote no longer has fails SOURCE_CHANGED', async () => {

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { FanoutError, type ErrorCode } from '../../core/errors.js';
+import { FanoutError, isFanoutError, type ErrorCode } from '../../core/errors.js';
 import { pageSpan } from '../../core/pages.js';
 import type { DirEntry, FileInfo, PageRef } from '../../core/types.js';
 import { connectRemote, type RemoteCluster } from './fanout-client.js';
@@ -128,15 +128,18 @@ export class FanoutUfs implements Ufs {
 
   async *readPage(ref: PageRef, pageSize: number, signal?: AbortSignal): AsyncIterable<Buffer> {
     const info = await this.call(() => this.remote.info(), ref.path);
-    if (info.pageSize !== pageSize) {
-      // Refused at start; a remote whose page size changed since is still read correctly, by range.
-      const { start, end } = pageSpan(ref.index, ref.size, pageSize);
-      yield* this.rangeChunks(ref.path, ref.version, start, end - start, signal);
-      return;
+    if (info.pageSize === pageSize) {
+      await this.guardLoop(ref.path);
+      this.remember(ref.path, ref.version, ref.size);
+      const page = await this.page(ref.path, ref.version, ref.size, ref.index, ref.hash, pageSize, signal).catch((err: unknown) => this.refusedForPageSize(err, ref.path, pageSize));
+      if (page) {
+        yield* page;
+        return;
+      }
     }
-    await this.guardLoop(ref.path);
-    this.remember(ref.path, ref.version, ref.size);
-    yield* await this.page(ref.path, ref.version, ref.size, ref.index, ref.hash, signal);
+    // Refused at start; a remote whose page size changed since is still read correctly, by range.
+    const { start, end } = pageSpan(ref.index, ref.size, pageSize);
+    yield* this.rangeChunks(ref.path, ref.version, start, end - start, signal);
   }
 
   async close(): Promise<void> {
@@ -146,7 +149,7 @@ export class FanoutUfs implements Ufs {
   /** Bytes [offset, offset+length) from the remote pages that hold them, each page checked whole. */
   private async *rangeChunks(path: string, version: string, offset: number, length: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
     const size = await this.sizeOf(path, version);
-    const { pageSize } = await this.call(() => this.remote.info(), path);
+    let { pageSize } = await this.call(() => this.remote.info(), path);
     await this.guardLoop(path);
     if (offset + length > size) throw new FanoutError('SOURCE_TRUNCATED', `${this.label}/${path} has ${size} bytes at version ${version}, ${offset + length} asked for`);
     let at = offset;
@@ -156,7 +159,13 @@ export class FanoutUfs implements Ufs {
       let skip = at - pageStart;
       const want = Math.min(offset + length, pageStart + pageSize) - at;
       let left = want;
-      for (const chunk of await this.page(path, version, size, index, undefined, signal)) {
+      const page = await this.page(path, version, size, index, undefined, pageSize, signal).catch((err: unknown) => this.refusedForPageSize(err, path, pageSize));
+      if (!page) {
+        // The remote's page size changed: the range goes on from `at` in its new pages.
+        pageSize = (await this.call(() => this.remote.info(), path)).pageSize;
+        continue;
+      }
+      for (const chunk of page) {
         if (skip >= chunk.length) {
           skip -= chunk.length;
           continue;
@@ -171,9 +180,22 @@ export class FanoutUfs implements Ufs {
     }
   }
 
-  private page(path: string, version: string, size: number, index: number, hash: string | undefined, signal?: AbortSignal): Promise<Buffer[]> {
+  private page(path: string, version: string, size: number, index: number, hash: string | undefined, pageSize: number, signal?: AbortSignal): Promise<Buffer[]> {
     const file = { path: this.remoteFilePath(path), version, size, mtimeMs: 0 };
-    return this.call(() => this.remote.page(this.address.mount, file, index, hash, signal), path, signal);
+    return this.call(() => this.remote.page(this.address.mount, file, index, hash, pageSize, signal), path, signal);
+  }
+
+  /**
+   * A page asked for in `pageSize` failed with `err`. Resolves (undefined) when the remote refused
+   * it for its page size and its facts, asked now, give another one (its workers restarted with
+   * another pageSize): the caller reads on in the new size. Rethrows `err` otherwise.
+   */
+  private async refusedForPageSize(err: unknown, path: string, pageSize: number): Promise<undefined> {
+    const cause = err instanceof FanoutError && err.code === 'SOURCE_ERROR' ? (err as { cause?: unknown }).cause : err;
+    if (!isFanoutError(cause, 'PAGE_SIZE_MISMATCH')) throw err;
+    const info = await this.call(() => this.remote.info(true), path);
+    if (info.pageSize === pageSize) throw err;
+    return undefined;
   }
 
   /** A loop that closed after start (a remote re-configured) fails reads instead of circling. */
