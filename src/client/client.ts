@@ -124,8 +124,14 @@ export class FanoutClient {
   readonly pageReporter: HttpPageReporter;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: ClientTrust | undefined;
-  /** Page fetches by index (readPage, fetchPage): counted in the page size learnt first, for the client's life. */
+  /**
+   * Page fetches by index (readPage, fetchPage, fetchBatchedPage): counted in the page size learnt
+   * first, for the client's life (`indexPageSize`). An index means nothing without its page size,
+   * so these are never re-planned in another: after a change of the cluster's they are refused
+   * (PAGE_SIZE_MISMATCH). Long-lived callers that learn the size themselves use pageReader(size).
+   */
   private reader: ClusterReader | undefined;
+  private indexPageSize = 0;
   /** Byte reads (createReadStream, readFile, readPages): one reader per page size they followed. */
   private readonly byteReaders = new Map<number, ClusterReader>();
   private byteReadSize: FollowedPageSize | undefined;
@@ -224,7 +230,8 @@ export class FanoutClient {
    */
   async readPage(file: StatResult, index: number): Promise<Buffer[]> {
     const reader = await this.clusterReader();
-    const { pageSize } = this.session.info!; // learnt by clusterReader()
+    // The reader's size, not the session's of the moment: a refreshed answer may give another.
+    const pageSize = this.indexPageSize;
     const ref = { mount: file.mount, path: file.path, version: file.version, size: file.size, index };
     const { start, end } = pageSpan(index, file.size, pageSize);
     return this.pages.get(pageKey(ref, pageSize), end - start, () => reader.fetchPage(ref));
@@ -257,7 +264,7 @@ export class FanoutClient {
    */
   async fetchBatchedPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
     const reader = await this.clusterReader();
-    this.batches ??= this.session.batchReader(reader, { pageSize: (await this.cluster()).pageSize });
+    this.batches ??= this.session.batchReader(reader, { pageSize: this.indexPageSize });
     return this.batches.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
   }
 
@@ -398,7 +405,10 @@ export class FanoutClient {
 
   private async clusterReader(): Promise<ClusterReader> {
     const info = await this.cluster();
-    this.reader ??= this.newReader(info, info.pageSize);
+    if (!this.reader) {
+      this.indexPageSize = info.pageSize;
+      this.reader = this.newReader(info, info.pageSize);
+    }
     return this.reader;
   }
 
