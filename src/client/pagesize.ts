@@ -70,7 +70,7 @@ export class FollowedPageSize {
  */
 export async function* followingPages(
   size: FollowedPageSize,
-  readerOf: (pageSize: number) => ClusterReader,
+  readerOf: (pageSize: number) => Pick<ClusterReader, 'pages'>,
   mount: string,
   file: FileInfo,
   start: number,
