@@ -50,6 +50,11 @@ describe('the cluster changes its page size under a sync daemon and an SDK clien
     common = ['--etcd', etcd.endpoint, '--endpoint', worker!.url];
     await fanoutJson(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${source}`, ...common]);
     await fanoutJson(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+    // Published in 1 MiB pages, promoted after the change.
+    await mkdir(join(source, 'app/old'), { recursive: true });
+    await writeFile(join(source, 'app/old/model.bin'), randomBytes(4 * MiB + 1234));
+    await writeFile(join(source, 'app/old/small.txt'), 'old\n');
+    await fanoutJson(['release', 'publish', 'app', '/data/app/old/', '--version', 'old', '--mount', `data=${source}`, ...common]);
     client = new FanoutClient({ endpoint: worker!.url, hedge: 'off' });
   });
 
@@ -111,5 +116,16 @@ describe('the cluster changes its page size under a sync daemon and an SDK clien
     const log = await readFile(join(root, 'agent.log'), 'utf8');
     assert.equal(log.split('pageSize changed from 1048576 to 2097152 bytes').length - 1, 1, `the agent says the change once:\n${log}`);
     assert.doesNotMatch(log, /sync app\/prod: PAGE_SIZE_MISMATCH/, 'no round failed for it');
+  });
+
+  test('after the change, the running agent stages a release published before it (in the old page size), each page checked against the manifest', { timeout: 90_000 }, async () => {
+    await fanoutJson(['release', 'promote', 'app', 'old', '--channel', 'prod', ...common]);
+    try {
+      await waitFor('the agent on the old release', async () => (await currentVersion(host())) === 'old', 45_000);
+    } catch (err) {
+      const log = await readFile(join(root, 'agent.log'), 'utf8').catch(() => '');
+      throw new Error(`${(err as Error).message}; the agent's log:\n${log.split('\n').slice(-8).join('\n')}`);
+    }
+    assert.deepEqual(await treeHashes(join(host(), 'current')), await treeHashes(join(source, 'app/old')));
   });
 });
