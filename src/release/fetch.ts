@@ -1,4 +1,4 @@
-import type { BatchPageReader, FanoutClient } from '../client/index.js';
+import type { BatchPageReader, ClusterInfo, FanoutClient } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
 import { checkManifestSize, parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
@@ -19,6 +19,8 @@ export class ReleaseFetcher {
    * them. One per page size of the manifests read: a daemon outlives a change of the cluster's
    * pageSize, and the next release is published in the new one.
    */
+  /** The cluster answer last asked for afresh because a manifest's page size was not its. */
+  private checkedAnswer: ClusterInfo | undefined;
   private readonly readers = new Map<number, { reader: ClusterReader; batches: BatchPageReader | undefined }>();
 
   /** `batches: false` reads every page by its own request (/v1/page), as before batches existed. */
@@ -59,9 +61,11 @@ export class ReleaseFetcher {
 
   /** The same page as the chunks it arrived in (a writer with pwritev needs no copy into one buffer). */
   async pageChunks(manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer[]> {
-    const { reader, batches } = await this.readersFor(manifest);
+    const readers = await this.readersFor(manifest);
     const hash = file.pages[index]!;
     const ref = { mount: manifest.mount, path: sourcePathOf(manifest, file), version: file.sourceVersion, size: file.size, index, hash };
+    if (!readers) return this.byRange(manifest, file, index, signal);
+    const { reader, batches } = readers;
     // Small pages travel many to a round trip; a batched page with the wrong content is asked for again alone.
     let chunks = await (batches ?? reader).fetchPage(ref, signal);
     let actual = sha256Of(chunks);
@@ -76,6 +80,26 @@ export class ReleaseFetcher {
   }
 
   /**
+   * Page `index` of a release published in another page size than the cluster's now (its workers
+   * restarted with another pageSize since): its bytes read by range from the source file at its
+   * version, in the cluster's pages, then checked against the manifest's hash as any page. In one
+   * buffer of its own: nothing of it goes back to the receive slabs (release() leaves it alone).
+   */
+  private async byRange(manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer[]> {
+    const start = index * manifest.pageSize;
+    const end = Math.min(file.size, start + manifest.pageSize);
+    const source = { mount: manifest.mount, path: sourcePathOf(manifest, file), version: file.sourceVersion, size: file.size, mtimeMs: 0 };
+    const chunks: Buffer[] = [];
+    for await (const page of this.client.readPages(source, { start, end, signal })) chunks.push(...page);
+    const bytes = Buffer.concat(chunks);
+    const actual = sha256Of([bytes]);
+    if (actual !== file.pages[index]) {
+      throw new FanoutError('HASH_MISMATCH', `page ${index} of ${file.path} (by range) has SHA-256 ${actual.slice(0, 16)}…, the manifest says ${file.pages[index]!.slice(0, 16)}…`);
+    }
+    return [bytes];
+  }
+
+  /**
    * Gives back a page's chunks from pageChunks() once they are written out and nothing reads
    * them again: the memory they were received in is read into again instead of fresh memory
    * faulting in (lib/leanhttp/slabs.ts). Chunks of any other origin are left alone.
@@ -87,13 +111,16 @@ export class ReleaseFetcher {
   /** Nothing of its own to close: the pools are the session's, closed with the client. */
   async close(): Promise<void> {}
 
-  private async readersFor(manifest: Manifest): Promise<{ reader: ClusterReader; batches: BatchPageReader | undefined }> {
+  /** Readers of the manifest's page size, or undefined when the cluster's is another now (its pages are read by range). */
+  private async readersFor(manifest: Manifest): Promise<{ reader: ClusterReader; batches: BatchPageReader | undefined } | undefined> {
     let info = await this.client.cluster();
-    // The session's answer may be older than the workers' restart with another pageSize: ask again before refusing.
-    if (info.pageSize !== manifest.pageSize) info = await this.client.cluster(true);
-    if (info.pageSize !== manifest.pageSize) {
-      throw new FanoutError('INVALID_ARGUMENT', `release ${manifest.name}@${manifest.version} has ${manifest.pageSize}-byte pages but the cluster uses ${info.pageSize}: publish it again against this cluster`);
+    // The session's answer may be older than the workers' restart with another pageSize: asked
+    // again before going by range, once per answer (not once per page of an old release).
+    if (info.pageSize !== manifest.pageSize && info !== this.checkedAnswer) {
+      info = await this.client.cluster(true);
+      this.checkedAnswer = info;
     }
+    if (info.pageSize !== manifest.pageSize) return undefined;
     let readers = this.readers.get(manifest.pageSize);
     if (!readers) {
       const reader = this.client.session.reader({
