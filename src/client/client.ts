@@ -124,16 +124,16 @@ export class FanoutClient {
   readonly pageReporter: HttpPageReporter;
   /** TLS settings of every connection to a worker, for other readers built on this client (releases). */
   readonly connectOptions: ClientTrust | undefined;
+  /** Readers by the page size they count in (their hedge and window state), shared by both kinds of read below. */
+  private readonly readers = new Map<number, ClusterReader>();
   /**
-   * Page fetches by index (readPage, fetchPage, fetchBatchedPage): counted in the page size learnt
-   * first, for the client's life (`indexPageSize`). An index means nothing without its page size,
-   * so these are never re-planned in another: after a change of the cluster's they are refused
-   * (PAGE_SIZE_MISMATCH). Long-lived callers that learn the size themselves use pageReader(size).
+   * Page fetches by index (readPage, fetchPage, fetchBatchedPage) count in the page size learnt
+   * first, for the client's life. An index means nothing without its page size, so these are never
+   * re-planned in another: after a change of the cluster's they are refused (PAGE_SIZE_MISMATCH).
+   * Long-lived callers that learn the size themselves use pageReader(size).
    */
-  private reader: ClusterReader | undefined;
   private indexPageSize = 0;
-  /** Byte reads (createReadStream, readFile, readPages): one reader per page size they followed. */
-  private readonly byteReaders = new Map<number, ClusterReader>();
+  /** The page size byte reads (createReadStream, readFile, readPages) count in: followed. */
   private byteReadSize: FollowedPageSize | undefined;
   private batches: BatchPageReader | undefined;
   private readonly sources = new Map<string, Ufs>();
@@ -202,7 +202,7 @@ export class FanoutClient {
     const onAbort = () => controller.abort(abortError(signal));
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
-    const pages = followingPages(size, this.byteReader, file.mount, file, start, end, controller.signal);
+    const pages = followingPages(size, this.readerOf, file.mount, file, start, end, controller.signal);
     const stream = Readable.from(chunksOf(pages), { objectMode: false, highWaterMark: 0 });
     stream.once('close', () => {
       signal?.removeEventListener('abort', onAbort);
@@ -220,7 +220,7 @@ export class FanoutClient {
     const start = options.start ?? 0;
     const end = options.end ?? file.size;
     checkRange(file, start, end);
-    yield* followingPages(await this.followedPageSize(), this.byteReader, file.mount, file, start, end, options.signal);
+    yield* followingPages(await this.followedPageSize(), this.readerOf, file.mount, file, start, end, options.signal);
   }
 
   /**
@@ -405,11 +405,8 @@ export class FanoutClient {
 
   private async clusterReader(): Promise<ClusterReader> {
     const info = await this.cluster();
-    if (!this.reader) {
-      this.indexPageSize = info.pageSize;
-      this.reader = this.newReader(info, info.pageSize);
-    }
-    return this.reader;
+    if (this.indexPageSize === 0) this.indexPageSize = info.pageSize;
+    return this.readerOf(this.indexPageSize);
   }
 
   /**
@@ -422,18 +419,18 @@ export class FanoutClient {
     this.byteReadSize ??= new FollowedPageSize(info.pageSize, {
       clusterPageSize: async (fresh) => (await this.cluster(fresh)).pageSize,
       changed: (from, to) => {
-        for (const size of this.byteReaders.keys()) if (size !== to) this.byteReaders.delete(size);
+        for (const size of this.readers.keys()) if (size !== to && size !== this.indexPageSize) this.readers.delete(size);
         process.emitWarning(`the cluster's pageSize changed from ${from} to ${to} bytes (its workers restarted with another pageSize): reads go on in pages of ${to} bytes`, { type: 'FanoutWarning', code: 'PAGE_SIZE_MISMATCH' });
       },
     });
     return this.byteReadSize;
   }
 
-  private readonly byteReader = (pageSize: number): ClusterReader => {
-    let reader = this.byteReaders.get(pageSize);
+  private readonly readerOf = (pageSize: number): ClusterReader => {
+    let reader = this.readers.get(pageSize);
     if (!reader) {
-      reader = this.newReader(this.session.info!, pageSize); // learnt by followedPageSize()
-      this.byteReaders.set(pageSize, reader);
+      reader = this.newReader(this.session.info!, pageSize); // learnt by cluster() before any read
+      this.readers.set(pageSize, reader);
     }
     return reader;
   };
