@@ -183,7 +183,9 @@ export class FanoutClient {
 
   /**
    * Streams a file, or bytes [start, end) of it, at the version current when the read starts:
-   * a source change during the read fails it (SOURCE_CHANGED) rather than mixing versions.
+   * a source change during the read fails it (SOURCE_CHANGED) rather than mixing versions. A
+   * change of the cluster's pageSize (its workers restarted with another) is followed: the read
+   * goes on from its byte in the new pages (pagesize.ts).
    */
   async createReadStream(path: string, options: ReadOptions = {}): Promise<Readable & { file: StatResult }> {
     const file = await this.stat(path);
