@@ -72,6 +72,48 @@ test('a cp whose page fails leaves neither the file nor its temporary', async ()
   }
 });
 
+/**
+ * A cluster whose workers restarted with pages of 3 × PAGE after the copy's pages 0 and 1: later
+ * pages counted in PAGE are refused; byte reads (which follow the new size) give `span`'s bytes.
+ */
+function resizedClient(data: Buffer, span: (start: number, end: number) => Buffer[]): FanoutClient & { ranges: [number, number][] } {
+  const refusal = () => new FanoutError('PAGE_SIZE_MISMATCH', `this worker's pages are ${3 * PAGE} bytes, the request counts pages of ${PAGE}`);
+  const client = {
+    ranges: [] as [number, number][],
+    async fetchPage(_file: StatResult, index: number): Promise<Buffer[]> {
+      if (index >= 2) throw refusal();
+      return [data.subarray(index * PAGE, (index + 1) * PAGE)];
+    },
+    async fetchBatchedPage(): Promise<Buffer[]> {
+      throw refusal();
+    },
+    async *readPages(_file: StatResult, options: { start: number; end: number }): AsyncGenerator<Buffer[]> {
+      client.ranges.push([options.start, options.end]);
+      yield span(options.start, options.end);
+    },
+    releasePage(): void {},
+  };
+  return client as unknown as FanoutClient & { ranges: [number, number][] };
+}
+
+test('a cp under way when the cluster’s page size changes reads the pages refused for their size by range, and writes the exact bytes', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-cp-'));
+  try {
+    const data = randomBytes(5 * PAGE + 7);
+    const client = resizedClient(data, (start, end) => [data.subarray(start, start + 10), data.subarray(start + 10, end)]);
+    await copyFileTo(client, statOf('a.bin', data), join(dir, 'a.bin'), PAGE, { window: 1 });
+    assert.deepEqual(await readFile(join(dir, 'a.bin')), data);
+    assert.deepEqual(client.ranges, [[2 * PAGE, 3 * PAGE], [3 * PAGE, 4 * PAGE], [4 * PAGE, 5 * PAGE], [5 * PAGE, 5 * PAGE + 7]], 'each refused page, as the bytes the copy places it by');
+    // A tree's small file (its one page in a batch) too.
+    const small = randomBytes(PAGE - 3);
+    const tree = resizedClient(small, (start, end) => [small.subarray(start, end)]);
+    await copyTreeTo(tree, { files: [{ file: statOf('s.bin', small), rel: 's.bin' }], dirs: [] }, join(dir, 'tree'), PAGE);
+    assert.deepEqual(await readFile(join(dir, 'tree', 's.bin')), small);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('a tree copy writes every file whole, and a failing file stops it without a partial file', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'fanout-cp-'));
   try {

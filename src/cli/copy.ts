@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { FanoutClient, StatResult } from '../client/index.js';
-import { FanoutError } from '../core/errors.js';
+import { FanoutError, isFanoutError } from '../core/errors.js';
 import { pageCount } from '../core/pages.js';
 import { joinFanoutPath, parseFanoutPath } from '../core/paths.js';
 import { ByteBudget, copyPagesAt, writeChunks } from '../lib/transfer/index.js';
@@ -45,7 +45,7 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
         window: opts.window ?? PAGE_WINDOW,
         budget: opts.budget,
         signal: opts.signal,
-        fetch: (index, signal) => (opts.batched ? client.fetchBatchedPage(file, index, signal) : client.fetchPage(file, index, signal)),
+        fetch: (index, signal) => followingSize(client, file, index, pageSize, signal, () => (opts.batched ? client.fetchBatchedPage(file, index, signal) : client.fetchPage(file, index, signal))),
         onWritten: (_index, bytes) => opts.onBytes?.(bytes),
         written: (chunks) => client.releasePage(chunks),
       }),
@@ -54,6 +54,24 @@ export async function copyFileTo(client: FanoutClient, file: StatResult, target:
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * Page `index` of `file` in pages of `pageSize` (what the copy places it by), fetched by `fetch`;
+ * once the cluster's page size changed under the copy (its workers restarted with another: the
+ * page is refused with PAGE_SIZE_MISMATCH), the same bytes read by range, which follows the new
+ * size (client/pagesize.ts). A refusal the cluster does not explain fails that read too.
+ */
+async function followingSize(client: FanoutClient, file: StatResult, index: number, pageSize: number, signal: AbortSignal | undefined, fetch: () => Promise<Buffer[]>): Promise<Buffer[]> {
+  try {
+    return await fetch();
+  } catch (err) {
+    if (!isFanoutError(err, 'PAGE_SIZE_MISMATCH')) throw err;
+    const start = index * pageSize;
+    const chunks: Buffer[] = [];
+    for await (const page of client.readPages(file, { start, end: Math.min(file.size, start + pageSize), signal })) chunks.push(...page);
+    return chunks;
   }
 }
 
@@ -116,11 +134,11 @@ async function specialTargets(target: string, dirs: string[]): Promise<Set<strin
  * then written under a temporary name and renamed onto `target` by the batch writer, which
  * writes the many small files of a tree completed in the same turn in one thread-pool job.
  */
-async function copyWholeFileTo(client: FanoutClient, file: StatResult, target: string, writer: WholeFileWriter, opts: CopyProgress & { budget: ByteBudget }): Promise<void> {
+async function copyWholeFileTo(client: FanoutClient, file: StatResult, target: string, pageSize: number, writer: WholeFileWriter, opts: CopyProgress & { budget: ByteBudget }): Promise<void> {
   const tmp = join(dirname(target), `.${basename(target)}.fanout-${process.pid}.tmp`);
   const release = await opts.budget.acquire(file.size, opts.signal);
   try {
-    const chunks = file.size === 0 ? [] : await client.fetchBatchedPage(file, 0, opts.signal);
+    const chunks = file.size === 0 ? [] : await followingSize(client, file, 0, pageSize, opts.signal, () => client.fetchBatchedPage(file, 0, opts.signal));
     try {
       // The writer removes the temporary name itself when a write fails.
       await writer.write({ path: target, tmp, chunks }).catch((err) => rethrowLocal(err, target));
@@ -229,7 +247,7 @@ export async function copyTreeTo(client: FanoutClient, tree: { files: TreeFile[]
       const copied = specials.has(path)
         ? copyFileInto(client, file, path, { signal: stop.signal, onBytes: opts.onBytes })
         : file.size <= pageSize
-          ? copyWholeFileTo(client, file, path, writer, { budget, signal: stop.signal, onBytes: opts.onBytes })
+          ? copyWholeFileTo(client, file, path, pageSize, writer, { budget, signal: stop.signal, onBytes: opts.onBytes })
           : copyFileTo(client, file, path, pageSize, { budget, signal: stop.signal, onBytes: opts.onBytes, window: 4, batched: true });
       await copied.catch((err) => {
         stop.abort(err);
