@@ -14,13 +14,13 @@ const RELEASE_CONNECTIONS = 32;
  * fetched from the source once. Every page is checked against its SHA-256 before it is used.
  */
 export class ReleaseFetcher {
+  /** The cluster answer last asked for afresh because a manifest's page size was not its. */
+  private checkedAnswer: ClusterInfo | undefined;
   /**
    * Over the client's session: its members, ring, pools and worker health, not a second set of
    * them. One per page size of the manifests read: a daemon outlives a change of the cluster's
    * pageSize, and the next release is published in the new one.
    */
-  /** The cluster answer last asked for afresh because a manifest's page size was not its. */
-  private checkedAnswer: ClusterInfo | undefined;
   private readonly readers = new Map<number, { reader: ClusterReader; batches: BatchPageReader | undefined }>();
 
   /** `batches: false` reads every page by its own request (/v1/page), as before batches existed. */
