@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
-import type { WorkerProcess } from '../harness/workers.js';
+import { request as httpRequest, type Server } from 'node:http';
+import type { WorkerConfigInput } from '../../src/lib/config/index.js';
+import { freePort } from '../harness/ports.js';
+import { WorkerProcess } from '../harness/workers.js';
 
 /** Small HTTP helpers for the fault tests: raw answers from a worker, never throwing on a cut body. */
 
@@ -69,4 +71,19 @@ export async function assertAlive(worker: WorkerProcess): Promise<void> {
 export function assertFailed(answer: Answer, code: string): void {
   assert.ok(answer.status >= 400 || answer.cut || answer.failedLate, `expected a failure, got HTTP ${answer.status} with ${answer.body.length} bytes`);
   if (!answer.cut) assert.equal(answer.code, code, `expected ${code}, got ${answer.code}: ${answer.message}`);
+}
+
+/**
+ * A worker `w1` (1 MiB pages, `source` mounted as `data`) whose only peer `w2` is `fake`, listening
+ * here on a free port: the fake owns about half the pages and answers them as the test likes.
+ */
+export async function workerBesideFakePeer(fake: Server, source: string, timeouts: WorkerConfigInput['timeouts']): Promise<WorkerProcess> {
+  const fakePort = await freePort();
+  await new Promise<void>((resolve) => fake.listen(fakePort, '127.0.0.1', resolve));
+  const port = await freePort();
+  const members = [
+    { id: 'w1', url: `http://127.0.0.1:${port}` },
+    { id: 'w2', url: `http://127.0.0.1:${fakePort}` },
+  ];
+  return WorkerProcess.start({ id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts }, port);
 }

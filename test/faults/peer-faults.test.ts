@@ -10,8 +10,8 @@ import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import { HEADERS } from '../../src/lib/wire/protocol.js';
-import { freePort } from '../harness/ports.js';
-import { WorkerProcess } from '../harness/workers.js';
+import type { WorkerProcess } from '../harness/workers.js';
+import { workerBesideFakePeer } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const PAGES = 16;
@@ -76,14 +76,7 @@ describe('a member that misbehaves', () => {
       res.addTrailers({ [HEADERS.error]: 'WORKER_UNAVAILABLE', [HEADERS.errorMessage]: 'fake%20peer' });
       res.end();
     });
-    const fakePort = await freePort();
-    await new Promise<void>((resolve) => fake.listen(fakePort, '127.0.0.1', resolve));
-    const port = await freePort();
-    const members = [
-      { id: 'w1', url: `http://127.0.0.1:${port}` },
-      { id: 'w2', url: `http://127.0.0.1:${fakePort}` },
-    ];
-    worker = await WorkerProcess.start({ id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts: { peerFirstByte: '2s', peerIdle: '2s' } }, port);
+    worker = await workerBesideFakePeer(fake, source, { peerFirstByte: '2s', peerIdle: '2s' });
   });
 
   after(async () => {

@@ -10,8 +10,8 @@ import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import { HEADERS } from '../../src/lib/wire/protocol.js';
-import { freePort } from '../harness/ports.js';
-import { WorkerProcess } from '../harness/workers.js';
+import type { WorkerProcess } from '../harness/workers.js';
+import { workerBesideFakePeer } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const PAGES = 8;
@@ -54,14 +54,7 @@ describe('a page owner that answers 102 Processing', () => {
         }, 1500);
       }
     });
-    const fakePort = await freePort();
-    await new Promise<void>((resolve) => fake.listen(fakePort, '127.0.0.1', resolve));
-    const port = await freePort();
-    const members = [
-      { id: 'w1', url: `http://127.0.0.1:${port}` },
-      { id: 'w2', url: `http://127.0.0.1:${fakePort}` },
-    ];
-    worker = await WorkerProcess.start({ id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts: { peerFirstByte: '2s', peerIdle: '2s', peerFilling: '3s' } }, port);
+    worker = await workerBesideFakePeer(fake, source, { peerFirstByte: '2s', peerIdle: '2s', peerFilling: '3s' });
   });
 
   after(async () => {

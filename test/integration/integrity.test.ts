@@ -42,6 +42,22 @@ async function corruptInPlace(file: string): Promise<void> {
   await rename(corrupt, file);
 }
 
+/**
+ * `count` workers over `dir` (1 MiB pages, static membership), started one after another: on a
+ * loaded machine several starting at once can miss the harness's start deadline. Scrub off, so
+ * that only a reader's report can find a corruption.
+ */
+async function startWorkers(dir: string, count: number): Promise<WorkerProcess[]> {
+  const ports: number[] = [];
+  for (let i = 0; i < count; i++) ports.push(await freePort());
+  const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
+  const workers: WorkerProcess[] = [];
+  for (const [i, port] of ports.entries()) {
+    workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
+  }
+  return workers;
+}
+
 async function readAll(url: string): Promise<Buffer> {
   const res = await fetch(url);
   assert.equal(res.status, 200);
@@ -93,14 +109,7 @@ describe('a reader that gets a corrupt page', { skip: sendPath() !== 'sendfile' 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fanout-report-'));
     await writeFile(join(dir, 'f.bin'), data);
-    // Scrub off, so that only the reader's report can find the corruption.
-    // One after another: on a loaded machine three starting at once can miss the harness's start deadline.
-    const ports = [await freePort(), await freePort(), await freePort()];
-    const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
-    workers = [];
-    for (const [i, port] of ports.entries()) {
-      workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
-    }
+    workers = await startWorkers(dir, 3);
     const { version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string };
     ref = { mount: 'data', path: 'f.bin', version, size: data.length, index: 2 };
   });
@@ -176,13 +185,7 @@ describe('a relay that gets a corrupt page from its owner', { skip: sendPath() !
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fanout-relay-report-'));
     await writeFile(join(dir, 'f.bin'), data);
-    // Scrub off, so that only a report can find the corruption.
-    const ports = [await freePort(), await freePort()];
-    const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
-    workers = [];
-    for (const [i, port] of ports.entries()) {
-      workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
-    }
+    workers = await startWorkers(dir, 2);
     ({ version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string });
   });
   after(async () => {
@@ -270,12 +273,7 @@ describe('plain clients of a relay whose owner sends a corrupt page', { skip: se
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fanout-relay-plain-'));
     await writeFile(join(dir, 'f.bin'), data);
-    const ports = [await freePort(), await freePort(), await freePort()];
-    const members = ports.map((port, i) => ({ id: `w${i + 1}`, url: `http://127.0.0.1:${port}` }));
-    workers = [];
-    for (const [i, port] of ports.entries()) {
-      workers.push(await WorkerProcess.start({ id: members[i]!.id, mounts: { data: dir }, pageSize: '1MiB', scrub: { rate: 'off' }, membership: { static: members } }, port));
-    }
+    workers = await startWorkers(dir, 3);
     ({ version } = (await (await fetch(`${workers[0]!.url}/v1/stat/data/f.bin`)).json()) as { version: string });
     assert.ok((await readAll(`${workers[0]!.url}/v1/data/data/f.bin`)).equals(data), 'first read fills every page on its owner');
     assert.ok((await readAll(`${workers[1]!.url}/v1/data/data/f.bin`)).equals(data), 'second read: verified hits');
