@@ -10,6 +10,9 @@ export const REPORT_ROUTE = '/v1/report';
  * What the worker found when it re-read its copy (worker/reports.ts): `corrupt` means it held a
  * corrupt copy and has dropped it, so its next answer for the page is a fresh fill.
  */
+/** A report's answer is `{"result": …}`: anything longer is not a worker's. */
+const MAX_ANSWER_BYTES = 4096;
+
 export type ReportResult = 'intact' | 'corrupt' | 'absent';
 
 /** Tells a worker that a page it sent failed the reader's checksum. */
@@ -61,7 +64,16 @@ export class HttpPageReporter implements PageReporter {
         await response.body.dump();
         return undefined;
       }
-      const result = ((await response.body.json()) as { result?: unknown } | null)?.result;
+      // A worker's answer is a few dozen bytes: a longer one (a broken or hostile peer) is not read on.
+      let text = '';
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        text += chunk.toString();
+        if (text.length > MAX_ANSWER_BYTES) {
+          response.body.destroy();
+          return undefined;
+        }
+      }
+      const result = (JSON.parse(text) as { result?: unknown } | null)?.result;
       return result === 'intact' || result === 'corrupt' || result === 'absent' ? result : undefined;
     } catch {
       // advice only: the read has its answer from another worker
