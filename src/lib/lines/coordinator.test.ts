@@ -1,25 +1,31 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../core/clock.js';
-import { LineCoordinator, type LeaseRequest } from './coordinator.js';
+import { LineCoordinator, type LeaseGrant, type LeaseRequest } from './coordinator.js';
 
 const RATE = 100;
 const busy = { read: Infinity, preload: 0 };
 const idle = { read: 0, preload: 0 };
 
-/** Members that each remember what they apply and report it, as LineLease does. */
-function members(coordinator: LineCoordinator, ring: () => string[]) {
+/**
+ * Members that each remember what they apply and report it, as LineLease does; `rates`: the
+ * line's rate in a member's config, sent with its renewals (none: a member of an older build).
+ */
+function members(coordinator: LineCoordinator, ring: () => string[], rates: Record<string, number> = {}) {
   const applied = new Map<string, number>();
   const seq = new Map<string, number>();
+  const grantOf = (id: string, demand: LeaseRequest['demand']): LeaseGrant => {
+    const s = (seq.get(id) ?? 0) + 1;
+    seq.set(id, s);
+    const rate = rates[id];
+    const grant = coordinator.renew({ member: id, seq: s, epoch: 'e', demand, applied: applied.get(id) ?? 0, ...(rate !== undefined ? { rate } : {}) }, ring())!;
+    applied.set(id, grant.rate);
+    return grant;
+  };
   return {
     applied,
-    renew(id: string, demand: LeaseRequest['demand']): number {
-      const s = (seq.get(id) ?? 0) + 1;
-      seq.set(id, s);
-      const grant = coordinator.renew({ member: id, seq: s, epoch: 'e', demand, applied: applied.get(id) ?? 0 }, ring())!;
-      applied.set(id, grant.rate);
-      return grant.rate;
-    },
+    grantOf,
+    renew: (id: string, demand: LeaseRequest['demand']): number => grantOf(id, demand).rate,
     total: () => [...applied.values()].reduce((a, b) => a + b, 0),
   };
 }
@@ -144,23 +150,16 @@ test('members configured with a smaller rate for the line hold the whole cluster
   const ring = ['a', 'b'];
   // a (the coordinator) is configured with RATE, b with a quarter of it (a config rolled out to b only).
   const c = new LineCoordinator({ rate: RATE, preloadFloor: 0, leaseMs: 1000, silentMs: 750, clock });
-  const applied = new Map<string, number>();
-  let seq = 0;
-  const renew = (id: string, rate: number | undefined) => {
-    const grant = c.renew({ member: id, seq: ++seq, epoch: 'e', demand: busy, applied: applied.get(id) ?? 0, ...(rate !== undefined ? { rate } : {}) }, ring)!;
-    applied.set(id, grant.rate);
-    return grant;
-  };
+  const m = members(c, () => ring, { a: RATE, b: RATE / 4 });
   // Until b has reported, the coordinator knows of no smaller rate (a member's config travels with its renewals).
-  renew('a', RATE);
+  m.renew('a', busy);
   for (let round = 0; round < 6; round++) {
     await clock.advance(250);
-    const gb = renew('b', RATE / 4);
-    const ga = renew('a', RATE);
+    const gb = m.grantOf('b', busy);
+    const ga = m.grantOf('a', busy);
     assert.equal(ga.lineRate, RATE / 4);
     assert.equal(gb.lineRate, RATE / 4);
-    const total = [...applied.values()].reduce((x, y) => x + y, 0);
-    assert.ok(total <= RATE / 4 + 1e-9, `round ${round}: ${total} applied across a line some worker is configured at ${RATE / 4} for`);
+    assert.ok(m.total() <= RATE / 4 + 1e-9, `round ${round}: ${m.total()} applied across a line some worker is configured at ${RATE / 4} for`);
   }
   assert.equal(c.lineRate(), RATE / 4);
   assert.deepEqual([...c.differing()], [['b', RATE / 4]]);
