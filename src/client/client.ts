@@ -1,12 +1,11 @@
-import { setMaxListeners } from 'node:events';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { FanoutError, abortError } from '../core/errors.js';
+import { FanoutError } from '../core/errors.js';
 import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo, IgnoredRecord, PageRef, WorkerStatus } from '../core/types.js';
-import { ClusterReader, DEFAULT_PEER_TIMEOUTS, checkRange, HttpPageReporter, PageCache, PageFetcher, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
+import { ClusterReader, DEFAULT_PEER_TIMEOUTS, checkRange, HttpPageReporter, PageCache, PageFetcher, pageStream, parseHedge, type HedgeSetting, type PeerTimeouts, type SourceFallback } from '../lib/cluster/index.js';
 import type { CaOption, ClientTrust } from '../lib/tls/client.js';
 import { ROUTES } from '../lib/wire/protocol.js';
 import { checkFileInfo, checkListing } from '../lib/wire/fileanswers.js';
@@ -198,18 +197,7 @@ export class FanoutClient {
     const end = options.end ?? file.size;
     checkRange(file, start, end);
     const size = await this.followedPageSize();
-    const { signal } = options;
-    const controller = new AbortController();
-    setMaxListeners(0, controller.signal); // one listener per page fetch in flight
-    const onAbort = () => controller.abort(abortError(signal));
-    if (signal?.aborted) onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const pages = followingPages(size, this.readerOf, file.mount, file, start, end, controller.signal);
-    const stream = Readable.from(chunksOf(pages), { objectMode: false, highWaterMark: 0 });
-    stream.once('close', () => {
-      signal?.removeEventListener('abort', onAbort);
-      controller.abort(new FanoutError('ABORTED', 'reader closed'));
-    });
+    const stream = pageStream((signal) => followingPages(size, this.readerOf, file.mount, file, start, end, signal), options.signal);
     return Object.assign(stream, { file });
   }
 
@@ -466,10 +454,6 @@ export class FanoutClient {
     if (received !== length) throw new FanoutError('SOURCE_TRUNCATED', `source returned ${received} of ${length} bytes`);
     return page;
   };
-}
-
-async function* chunksOf(pages: AsyncIterable<Buffer[]>): AsyncGenerator<Buffer> {
-  for await (const page of pages) yield* page;
 }
 
 /**

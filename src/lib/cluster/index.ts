@@ -1,4 +1,4 @@
-export { ClusterReader, checkRange, sliceChunks, type ClusterReaderOptions, type Placement, type SourceFallback } from './reader.js';
+export { ClusterReader, checkRange, pageStream, sliceChunks, type ClusterReaderOptions, type Placement, type SourceFallback } from './reader.js';
 export {
   PageFetcher,
   CHECKSUM_HEADER,

@@ -89,16 +89,7 @@ export class ClusterReader {
   /** Streams bytes [start, end) of `file` (end exclusive) at exactly file.version. */
   read(mount: string, file: FileInfo, start = 0, end = file.size, signal?: AbortSignal): Readable {
     checkRange(file, start, end);
-    const controller = new AbortController();
-    setMaxListeners(0, controller.signal); // one listener per page fetch in flight
-    const onAbort = () => controller.abort(abortError(signal));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const stream = Readable.from(this.chunks(mount, file, start, end, controller.signal), { objectMode: false, highWaterMark: 0 });
-    stream.once('close', () => {
-      signal?.removeEventListener('abort', onAbort);
-      controller.abort(new FanoutError('ABORTED', 'reader closed'));
-    });
-    return stream;
+    return pageStream((inner) => this.pages(mount, file, start, end, inner), signal);
   }
 
   /** The same bytes as read(), as an async generator (for callers that write to a socket themselves). */
@@ -209,4 +200,27 @@ export function checkRange(file: FileInfo, start: number, end: number): void {
   if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end <= file.size && start <= end)) {
     throw new FanoutError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside a file of ${file.size} bytes`);
   }
+}
+
+/**
+ * A byte stream of `pages` (called once, with the stream's own signal): the caller's `signal`
+ * aborts it, and a stream closed early (destroyed, or read no further) aborts the fetches still
+ * in flight. Shared by ClusterReader.read and the SDK's reads that follow a page size change.
+ */
+export function pageStream(pages: (signal: AbortSignal) => AsyncIterable<Buffer[]>, signal?: AbortSignal): Readable {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal); // one listener per page fetch in flight
+  const onAbort = () => controller.abort(abortError(signal));
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const stream = Readable.from(chunksOf(pages(controller.signal)), { objectMode: false, highWaterMark: 0 });
+  stream.once('close', () => {
+    signal?.removeEventListener('abort', onAbort);
+    controller.abort(new FanoutError('ABORTED', 'reader closed'));
+  });
+  return stream;
+}
+
+async function* chunksOf(pages: AsyncIterable<Buffer[]>): AsyncGenerator<Buffer> {
+  for await (const page of pages) yield* page;
 }
