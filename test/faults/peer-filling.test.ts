@@ -14,7 +14,9 @@ import type { WorkerProcess } from '../harness/workers.js';
 import { workerBesideFakePeer } from './helpers.js';
 
 const MiB = 1024 * 1024;
-const PAGES = 8;
+// Enough pages that the fake surely owns two of them, whatever version the file gets (with 8,
+// it owned fewer in ≈ 3.5% of runs: seen in a fresh-clone CI run).
+const PAGES = 32;
 
 /**
  * A page owner that says it is filling the page (102 Processing, every 200 ms) and then either
@@ -104,8 +106,9 @@ describe('a page owner that answers 102 Processing', () => {
     assert.equal(res.status, 200);
     assert.ok(Buffer.from(await res.arrayBuffer()).equals(data.subarray(index * MiB, (index + 1) * MiB)));
     const took = Date.now() - started;
-    // Before: each 102 restarted the relay's first-byte deadline, for up to 10 min.
-    assert.ok(took >= 2500 && took < 10_000, `answered from the source after peerFilling (3 s): ${took} ms`);
+    // Before: each 102 restarted the relay's first-byte deadline, for up to 10 min (past this
+    // test's timeout). The metric below says why the relay read the source.
+    assert.ok(took >= 2500, `answered from the source after peerFilling (3 s), not before: ${took} ms`);
     assert.equal(await relayReads('owner_filling_too_long'), 1);
     assert.equal((await fetch(`${worker.url}/healthz`)).status, 200);
   });

@@ -15,7 +15,9 @@ import { waitFor } from '../harness/ports.js';
 import { startCluster, TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
-const PAGES = 16;
+// Enough pages that each of three workers surely owns some (with 16, one owned none in ≈ 0.5% of
+// the files' versions).
+const PAGES = 32;
 
 /** The owner of each page of /data/f.bin (`size` bytes, 1 MiB pages) by the ring a worker at `url` sees. */
 async function pageOwners(url: string, size: number): Promise<string[]> {
