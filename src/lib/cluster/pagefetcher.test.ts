@@ -74,8 +74,10 @@ for (const transport of ['socket', 'undici'] as const) {
         (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE' && /w9/.test(e.message) && /102 Processing/.test(e.message) && /800 ms/.test(e.message),
       );
       const took = Date.now() - started;
-      // Before: each 102 restarted the first-byte deadline for 10 min (socket), for ever (undici).
-      assert.ok(took >= 700 && took < 800 + 1000, `given up at fillingMs (${took} ms)`);
+      // Before: each 102 restarted the first-byte deadline for 10 min (socket), for ever (undici),
+      // past the test's timeout. The message above names the filling deadline; no upper bound
+      // on time here, which a loaded machine could cross.
+      assert.ok(took >= 700, `given up at fillingMs, not before (${took} ms)`);
       assert.ok(fillings > 3, 'the 102s were seen as progress meanwhile');
       await f.close();
     });
