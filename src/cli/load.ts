@@ -1,4 +1,4 @@
-import { AdminClient, FanoutClient, LOAD_DEADLINE_MS } from '../client/index.js';
+import { AdminClient, FanoutClient, LOAD_DEADLINE_MS, type ClusterInfo } from '../client/index.js';
 import { FanoutError } from '../core/errors.js';
 import { formatBytes, pageCount, pageSpan, parseSize } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
@@ -57,11 +57,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new FanoutError('INVALID_ARGUMENT', '--replicas must be 1–8');
   const rate = flags.rate ? parseSize(flags.rate) : 0;
   const deadlineMs = adminTimeoutMs(flags);
-  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
-  const admin = new AdminClient(client);
-  try {
-    const info = await client.cluster(true);
-    const pages = await resolvePages(client, path, flags, info.pageSize);
+  await withTargetPages(path, flags, async ({ admin, info, pages }) => {
     const ring = new HashRing(info.members);
     const started = Date.now();
     const json = flags.json === true;
@@ -126,40 +122,45 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
       for (const f of report.failed.slice(0, 10)) process.stdout.write(`  failed: ${JSON.stringify(f)}\n`);
     }
     if (report.failed.length > 0) process.exitCode = 1;
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 /** free, pin, unpin: the same pages on every worker (a page may sit on any of them). */
 export async function policy(verb: 'free' | 'pin' | 'unpin', path: string | undefined, flags: TargetFlags): Promise<void> {
   const deadlineMs = adminTimeoutMs(flags);
-  const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
-  try {
-    const info = await client.cluster(true);
-    const pages = await resolvePages(client, path, flags, info.pageSize);
-    const admin = new AdminClient(client);
+  await withTargetPages(path, flags, async ({ admin, info, pages }) => {
     const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
     const results = await everyWorker<unknown>(verb, info.members, (m) => admin[verb](m.url, target, deadlineMs));
     if (flags.json) return printJson({ [verb]: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule, workers: results });
     const freed = verb === 'free' ? `, ${results.reduce((sum: number, r) => sum + ((r as { freed?: number }).freed ?? 0), 0)} deleted` : '';
     process.stdout.write(`${verb}: ${plural(pages.refs.length, 'page')} of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)} on ${plural(info.members.length, 'worker')}${freed}\n`);
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 export async function ttl(path: string, duration: string, flags: TargetFlags): Promise<void> {
   const ttlMs = parseDuration(duration);
   const deadlineMs = adminTimeoutMs(flags);
+  await withTargetPages(path, flags, async ({ admin, info, pages }) => {
+    await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }, deadlineMs));
+    if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule });
+    process.stdout.write(`ttl ${duration} on ${plural(pages.refs.length, 'cached page')} and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
+  });
+}
+
+/**
+ * Runs a command on the pages of a path or release: with a client, the cluster as it is now
+ * (asked afresh: the pages are planned on its ring and page size) and an admin client over them.
+ */
+async function withTargetPages(
+  path: string | undefined,
+  flags: TargetFlags,
+  command: (target: { admin: AdminClient; info: ClusterInfo; pages: Pages }) => Promise<void>,
+): Promise<void> {
   const client = new FanoutClient({ endpoint: flags.endpoint, ca: flags.ca });
   try {
     const info = await client.cluster(true);
     const pages = await resolvePages(client, path, flags, info.pageSize);
-    const admin = new AdminClient(client);
-    await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { keys: keysOf(pages, info.pageSize), rule: pages.rule, ttlMs }, deadlineMs));
-    if (flags.json) return printJson({ ttlMs, pages: pages.refs.length, path: fanoutPath(pages.rule.mount, pages.rule.prefix), rule: pages.rule });
-    process.stdout.write(`ttl ${duration} on ${plural(pages.refs.length, 'cached page')} and future pages of ${joinFanoutPath(pages.rule.mount, pages.rule.prefix)}\n`);
+    await command({ admin: new AdminClient(client), info, pages });
   } finally {
     await client.close();
   }
