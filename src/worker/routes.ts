@@ -124,8 +124,10 @@ export class Routes {
   /** Refuses a request its credentials do not allow (before any body is read or any work done). */
   private authorize(req: IncomingMessage, res: ServerResponse, need: Access): void {
     try {
-      // Reads also accept the dashboard's session cookie; admin calls never do (cross-site requests carry cookies).
-      this.worker.gate.check(need === 'read' ? withCookieToken(req.headers) : req.headers, need);
+      // Reads also accept the dashboard's session cookie, from the dashboard's own origin only (its
+      // page makes these calls; pages of other origins of the same site get the cookie sent too);
+      // admin calls never do (cross-site requests carry cookies).
+      this.worker.gate.check(need === 'read' ? withCookieToken(req.headers, { ownOrigin: true }) : req.headers, need);
     } catch (err) {
       if (err instanceof FanoutError && err.code === 'UNAUTHENTICATED') res.setHeader('www-authenticate', 'Bearer realm="fanout"');
       throw err;

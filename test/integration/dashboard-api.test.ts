@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -107,6 +108,62 @@ describe("the dashboard's page and calls on a two-worker cluster that needs toke
     } finally {
       await browser.close();
     }
+  });
+
+  test("the session cookie opens only the dashboard's own calls: a page of another origin of the same site (another port) cannot ride it", async () => {
+    const auth = { authorization: `Bearer ${READ}` };
+    const info = (await (await get(`${url}/v1/stat/data/a.txt`, auth)).json()) as { version: string; size: number };
+    const report = `/v1/report/data/a.txt?v=${encodeURIComponent(info.version)}&size=${info.size}&i=0`;
+    const reports = async () => {
+      const text = await (await get(`${url}/metrics`, auth)).text();
+      return text.split('\n').filter((l) => l.startsWith('fanout_page_reports_total')).reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+    };
+    const login = await get(`${url}/ui?token=${READ}`);
+    const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]!;
+    // Cookies know no ports, and SameSite counts every port of a host (and every subdomain of
+    // its site) as one site: a browser sends this cookie with requests such pages make.
+    // In a browser: signed in, then a page served on another port of 127.0.0.1 posts a report to
+    // the worker with the browser's credentials.
+    const attacker: Server = createServer((_req, res) => {
+      const script = `fetch(${JSON.stringify(url + report)}, { method: 'POST', mode: 'no-cors', credentials: 'include' }).finally(() => { document.title = 'sent'; });`;
+      res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><title>waiting</title><script>${script}</script>`);
+    });
+    await new Promise<void>((resolve) => attacker.listen(0, '127.0.0.1', resolve));
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      assert.equal((await page.goto(`${url}/ui?token=${READ}`))?.status(), 200, 'signed in');
+      const before = await reports();
+      await page.goto(`http://127.0.0.1:${(attacker.address() as { port: number }).port}/`);
+      await waitFor('the other page to send its request', async () => (await page.title()) === 'sent', 15_000);
+      assert.equal(await reports(), before, 'the request of the other origin was refused');
+    } finally {
+      await browser.close();
+      await new Promise<void>((resolve) => attacker.close(() => resolve()));
+    }
+    // The same by headers, as browsers send them (Sec-Fetch-Site over https and to loopback only).
+    const elsewhere = 'http://127.0.0.1:9';
+    const refused: [string, Record<string, string>, RequestInit][] = [
+      [report, { cookie, origin: elsewhere }, { method: 'POST' }],
+      [report, { cookie, 'sec-fetch-site': 'same-site' }, { method: 'POST' }],
+      ['/v1/pages', { cookie, origin: elsewhere, 'content-type': 'text/plain' }, { method: 'POST', body: JSON.stringify({ items: [] }) }],
+      ['/v1/data/data/a.txt', { cookie, 'sec-fetch-site': 'same-site', 'sec-fetch-mode': 'no-cors' }, {}],
+      ['/v1/status/dashboard', { cookie, 'sec-fetch-site': 'cross-site' }, {}],
+      ['/v1/cluster', { cookie, origin: 'null' }, {}],
+    ];
+    for (const [path, headers, init] of refused) {
+      const answer = await get(`${url}${path}`, headers, init);
+      assert.equal(answer.status, 401, `${path} ${JSON.stringify(headers)}: ${await answer.text()}`);
+    }
+    // The dashboard's own calls (same origin, or typed in the address bar), and a bearer token
+    // from anywhere (no browser sends one by itself), still go through.
+    const accepted: Record<string, string>[] = [{ cookie }, { cookie, 'sec-fetch-site': 'same-origin' }, { cookie, 'sec-fetch-site': 'none' }, { cookie, origin: url }, { ...auth, origin: elsewhere }];
+    for (const headers of accepted) {
+      const answer = await get(`${url}${report}`, headers, { method: 'POST' });
+      assert.equal(answer.status, 200, `${JSON.stringify(headers)}: ${await answer.text()}`);
+    }
+    // A link to the page from a sibling site still opens it (the page and its files change nothing).
+    assert.equal((await get(`${url}/ui`, { cookie, 'sec-fetch-site': 'same-site', 'sec-fetch-mode': 'navigate' })).status, 200);
   });
 
   test("a member's data comes through the worker the page talks to; a dead member is reported, not an error", async () => {
