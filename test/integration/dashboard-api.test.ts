@@ -12,6 +12,10 @@ import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../ui/browser.js';
 const ADMIN = 'dash-test-admin-token-0001';
 const READ = 'dash-test-read-token-00002';
 const SECRET = 'dash-test-cluster-secret-0003';
+/** A token longer than the 1024 characters the cookie used to keep of it (and with characters the cookie encodes). */
+const LONG = `dash-test-long-token/${'x='.repeat(600)}`;
+/** A token no browser keeps in a cookie (over 4096 bytes). */
+const TOO_LONG = `dash-test-too-long-token-${'y'.repeat(4100)}`;
 
 interface Answer {
   status: number;
@@ -35,7 +39,7 @@ describe("the dashboard's page and calls on a two-worker cluster that needs toke
   before(async () => {
     source = await mkdtemp(join(tmpdir(), 'fanout-dash-src-'));
     await writeFile(join(source, 'a.txt'), 'hello dashboard\n');
-    const auth = { tokens: [{ token: ADMIN, role: 'admin' as const }, { token: READ, role: 'read' as const }], readToken: true, clusterSecret: SECRET };
+    const auth = { tokens: [{ token: ADMIN, role: 'admin' as const }, { token: READ, role: 'read' as const }, { token: LONG, role: 'read' as const }, { token: TOO_LONG, role: 'read' as const }], readToken: true, clusterSecret: SECRET };
     workers = await startCluster(2, { mounts: { data: source }, auth });
     url = workers[0]!.url;
   });
@@ -82,6 +86,19 @@ describe("the dashboard's page and calls on a two-worker cluster that needs toke
     const local = (await (await get(`${url}/v1/status/dashboard`, cookie)).json()) as { status: { id: string }; history: { intervalMs: number } };
     assert.equal(local.status.id, 'w1');
     assert.equal(local.history.intervalMs, 5_000);
+  });
+
+  test('a long token (1221 characters, over 2400 once encoded) is kept whole: the page opens with it', async () => {
+    const login = await get(`${url}/ui/login`, { 'content-type': 'application/x-www-form-urlencoded' }, { method: 'POST', body: `token=${encodeURIComponent(LONG)}` });
+    assert.equal(login.status, 303);
+    const cookie = { cookie: (login.headers.get('set-cookie') ?? '').split(';')[0]! };
+    assert.equal((await get(`${url}/ui`, cookie)).status, 200, 'signed in, not the form again');
+    assert.equal((await get(`${url}/v1/status/dashboard`, cookie)).status, 200);
+    // One too long for any browser's cookie (4096 bytes) is refused on the form, saying why.
+    const tooLong = await get(`${url}/ui?token=${TOO_LONG}`);
+    assert.equal(tooLong.status, 400);
+    assert.equal(tooLong.headers.get('set-cookie'), null);
+    assert.match(await tooLong.text(), /too long to keep in a browser cookie/);
   });
 
   test('the cookie never opens admin calls, even holding an admin token', async () => {

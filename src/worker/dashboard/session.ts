@@ -8,7 +8,11 @@ import type { IncomingHttpHeaders } from 'node:http';
  * dashboard's own origin only (fromAnotherOrigin).
  */
 export const TOKEN_COOKIE = 'fanout_token';
-const MAX_TOKEN_LENGTH = 1024;
+/**
+ * The longest cookie value a browser keeps: name and value together within 4096 bytes (RFC
+ * 6265bis 5.7; Chromium and Firefox drop a longer cookie).
+ */
+const MAX_COOKIE_VALUE = 4096 - TOKEN_COOKIE.length - 1;
 
 /** The token in the request's cookie, if any. */
 export function cookieToken(headers: IncomingHttpHeaders): string | undefined {
@@ -18,7 +22,7 @@ export function cookieToken(headers: IncomingHttpHeaders): string | undefined {
     const eq = part.indexOf('=');
     if (eq === -1 || part.slice(0, eq).trim() !== TOKEN_COOKIE) continue;
     const raw = part.slice(eq + 1).trim();
-    if (raw === '' || raw.length > 3 * MAX_TOKEN_LENGTH) return undefined;
+    if (raw === '' || raw.length > MAX_COOKIE_VALUE) return undefined;
     try {
       return decodeURIComponent(raw);
     } catch {
@@ -40,9 +44,18 @@ export function withCookieToken(headers: IncomingHttpHeaders, options: { ownOrig
   return token === undefined ? headers : { ...headers, authorization: `Bearer ${token}` };
 }
 
-/** Set-Cookie value that keeps `token` for this browser session ('' clears it). */
+/** Whether a browser keeps `token` whole in the session cookie. */
+export function fitsCookie(token: string): boolean {
+  return encodeURIComponent(token).length <= MAX_COOKIE_VALUE;
+}
+
+/**
+ * Set-Cookie value that keeps `token` for this browser session ('' clears it). The token is kept
+ * whole (a caller checks fitsCookie first): one cut short opened nothing, and the user who had
+ * just signed in got the form again, with no word why.
+ */
 export function sessionCookie(token: string, secure: boolean): string {
-  const value = token === '' ? '' : encodeURIComponent(token.slice(0, MAX_TOKEN_LENGTH));
+  const value = token === '' ? '' : encodeURIComponent(token);
   const expiry = token === '' ? '; Max-Age=0' : '';
   return `${TOKEN_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}${expiry}`;
 }

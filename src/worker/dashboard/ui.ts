@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../../core/errors.js';
 import type { AccessGate } from '../../lib/auth/index.js';
 import { appScript, loginHtml, PAGE_CSS, PAGE_HTML } from './assets.js';
-import { sessionCookie, withCookieToken } from './session.js';
+import { fitsCookie, sessionCookie, withCookieToken } from './session.js';
 import { readBody } from '../http.js';
 
 /** A login form body holds one token; anything longer is not one. */
@@ -82,6 +82,9 @@ export class UiPages {
       this.gate.check({ authorization: `Bearer ${token}` }, 'read');
     } catch {
       return send(res, 401, 'text/html; charset=utf-8', loginHtml('That token was refused. Give a read or admin token of this cluster.'));
+    }
+    if (!fitsCookie(token)) {
+      return send(res, 400, 'text/html; charset=utf-8', loginHtml('That token is too long to keep in a browser cookie (4096 bytes once URL-encoded). Give a shorter read or admin token of this cluster.'));
     }
     redirect(res, '/ui', sessionCookie(token, this.secureCookie));
   }
