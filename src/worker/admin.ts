@@ -75,9 +75,18 @@ export class Admin {
   async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const route = (req.url ?? '').split('?')[0]!;
     const { policy } = this.deps;
-    if (route === '/v1/admin/policy' && req.method === 'GET') return sendJson(res, 200, policy.summary());
+    // A known route asked with another method says which it takes, as the read API does (policy
+    // answered POST and HEAD with 404 "no such endpoint").
+    if (route === '/v1/admin/policy') {
+      if (req.method === 'GET' || req.method === 'HEAD') return sendJson(res, 200, policy.summary());
+      res.setHeader('allow', 'GET, HEAD');
+      throw new FanoutError('INVALID_ARGUMENT', `${route} takes GET`);
+    }
     if (!(route in BODY_SCHEMAS)) throw new FanoutError('NOT_FOUND', `no such endpoint: ${route.slice(0, 200)}`);
-    if (req.method !== 'POST') throw new FanoutError('INVALID_ARGUMENT', `${route} takes POST`);
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      throw new FanoutError('INVALID_ARGUMENT', `${route} takes POST`);
+    }
     const raw = await readJsonBody(req, MAX_BODY, 'admin request');
     switch (route as AdminRoute) {
       case '/v1/admin/load': {

@@ -90,6 +90,28 @@ describe('admin calls and peer-only headers on a two-worker cluster with tokens'
     }
   });
 
+  test('an admin route asked with another method says which it takes (policy answered 404 "no such endpoint")', async () => {
+    const policy = await fetch(`${workers[0]!.url}/v1/admin/policy`, { method: 'HEAD', headers: bearer(ADMIN) });
+    assert.equal(policy.status, 200, 'HEAD of a GET route');
+    for (const method of ['POST', 'PUT', 'DELETE']) {
+      const res = await fetch(`${workers[0]!.url}/v1/admin/policy`, { method, headers: bearer(ADMIN) });
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, 400, method);
+      assert.equal(body.error.code, 'INVALID_ARGUMENT', method);
+      assert.match(body.error.message, /\/v1\/admin\/policy takes GET/, method);
+      assert.equal(res.headers.get('allow'), 'GET, HEAD', method);
+    }
+    for (const c of ADMIN_CALLS.filter((a) => a.method === 'POST')) {
+      const res = await fetch(workers[0]!.url + c.route, { method: 'GET', headers: bearer(ADMIN) });
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, 400, c.route);
+      assert.equal(body.error.code, 'INVALID_ARGUMENT', c.route);
+      assert.equal(res.headers.get('allow'), 'POST', c.route);
+    }
+    // Still the credentials first: a read token learns nothing of the routes.
+    assert.equal((await call(`${workers[0]!.url}/v1/admin/policy`, { method: 'POST', headers: bearer(READ) })).status, 403);
+  });
+
   test('data reads stay open without readToken; /healthz is always open', async () => {
     for (const path of ['/healthz', '/metrics', '/v1/cluster', '/v1/status', '/v1/stat/data/f.bin', '/v1/list/data/', '/v1/data/data/f.bin']) {
       assert.equal((await call(workers[0]!.url + path)).status, 200, path);
