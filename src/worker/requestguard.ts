@@ -2,7 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
-import { answerUnparsable, checkHostHeader, closeIfOrphaned, inTurn, isHeaderOverflow, MAX_PIPELINED, type ConnectionCap } from '../lib/http/index.js';
+import { answerUnparsable, bodyStillComing, checkHostHeader, closeIfOrphaned, inTurn, isHeaderOverflow, MAX_PIPELINED, type ConnectionCap } from '../lib/http/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendError } from './http.js';
 
@@ -37,8 +37,11 @@ export class RequestGuard {
       try {
         // A body abandoned part-way (over the admin limit) leaves the connection mid-message and
         // no longer read: close it after the answer, or the next request a keep-alive client sends
-        // on it waits forever. (A body never touched is drained by node:http as usual.)
-        const error = sendError(res, err, req.destroyed && !req.complete ? { connection: 'close' } : {});
+        // on it waits forever. A body never touched and still coming (a refused admin call with
+        // `content-length: 1 TiB`: refused before its body, with no credentials) closes it too:
+        // node would read and drop it for as long as the client sends it. One that has all
+        // arrived is dropped by node:http as usual, and the connection kept.
+        const error = sendError(res, err, bodyStillComing(req) ? { connection: 'close' } : {});
         this.deps.metrics.requestErrors.labels(error.code).inc();
         if (error.code === 'INTERNAL') this.deps.logger.error({ err, url: loggedUrl(req.url) }, 'request failed unexpectedly');
         else if (error.status >= 500) this.deps.logger.warn({ code: error.code, err: error.message, url: loggedUrl(req.url) }, 'request failed');

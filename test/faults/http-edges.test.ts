@@ -87,6 +87,32 @@ describe('HTTP edge cases the fuzzer found', () => {
     assert.ok(fx.worker.running);
   });
 
+  test('a body the worker does not read (a refused call, a read, a report) and the client never finishes: answered, then the connection closes', async () => {
+    // Before: each answer kept the connection alive, and node read and dropped the announced TiB
+    // for as long as the client sent it (~290 MiB/s on one connection, until requestTimeout):
+    // no credentials needed, as the refusal comes before the body.
+    const huge = 'content-length: 1099511627776\r\ncontent-type: application/json\r\n';
+    const cases: [string, RegExp][] = [
+      [`POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 401 /],
+      [`POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\nauthorization: Bearer not-a-token-of-this-worker\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 401 /],
+      [`POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${ADMIN_TOKEN}\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 413 /],
+      [`POST /ui/login HTTP/1.1\r\nhost: x\r\n${huge}\r\ntoken=`, /^HTTP\/1\.1 413 /],
+      [`POST /v1/report/data/multi.bin?v=${encodeURIComponent(multi.version)}&size=${multi.size}&i=0 HTTP/1.1\r\nhost: x\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 200 /],
+      [`GET /v1/stat/data/multi.bin HTTP/1.1\r\nhost: x\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 200 /],
+      [`GET /v1/nosuchroute HTTP/1.1\r\nhost: x\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 404 /],
+    ];
+    for (const [request, status] of cases) {
+      const answer = await rawExchange(fx.worker.url, request, 5_000);
+      assert.match(answer, status, request.split('\r\n')[0]);
+      assert.match(answer, /\r\nconnection: close\r\n/i, request.split('\r\n')[0]);
+    }
+    // A small body keeps its connection: a refused call, then another on it.
+    const twice = `POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`;
+    const both = await rawExchange(fx.worker.url, twice, 5_000);
+    assert.match(both, /^HTTP\/1\.1 401 [\s\S]*HTTP\/1\.1 200 /);
+    assert.ok(fx.worker.running);
+  });
+
   test('a body nested millions deep is INVALID_ARGUMENT before it is parsed (8 MB of it held the worker 4.7 s)', async () => {
     const deep = Buffer.from('['.repeat(500_000) + ']'.repeat(500_000));
     const res = await sender.send({ method: 'POST', target: '/v1/pages', headers: [['content-type', 'application/json']], body: deep });

@@ -66,6 +66,22 @@ export function checkHostHeader(req: IncomingMessage): void {
   if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new FanoutError('INVALID_ARGUMENT', 'an HTTP/1.1 request needs a Host header');
 }
 
+/** A body up to this size left unread is dropped by node at little cost, and its connection kept. */
+const SMALL_BODY = 64 * 1024;
+
+/**
+ * Whether an answer that leaves the request's body unread should close the connection: node
+ * would read and drop the rest once the answer is out, for as long as the client sends it (to
+ * keep the connection). Not for a body that has all arrived, or one declared small; a chunked
+ * one may never end.
+ */
+export function bodyStillComing(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const length = req.headers['content-length'];
+  return length !== undefined && !(Number(length) <= SMALL_BODY);
+}
+
 /**
  * Closes `res` when its connection dies before its turn: node:http never emits 'close' on a
  * pipelined response still queued behind an earlier one (it has no socket yet), so whatever

@@ -6,7 +6,7 @@ import { FanoutError } from '../../core/errors.js';
 
 /** HTTP serving helpers shared by the worker's API and the S3 gateway: byte ranges and streamed bodies. */
 
-export { answerUnparsable, checkHostHeader, closeIfOrphaned, isHeaderOverflow, type UnparsableAnswer } from './clienterror.js';
+export { answerUnparsable, bodyStillComing, checkHostHeader, closeIfOrphaned, isHeaderOverflow, type UnparsableAnswer } from './clienterror.js';
 export { inTurn, MAX_PIPELINED } from './pipeline.js';
 
 export interface ByteRange {
