@@ -101,6 +101,23 @@ describe("the dashboard's page and calls on a two-worker cluster that needs toke
     assert.match(await tooLong.text(), /too long to keep in a browser cookie/);
   });
 
+  test('a refused sign-in is counted with the API\'s refused tokens (fanout_request_errors_total{code="UNAUTHENTICATED"})', async () => {
+    // Guesses at the form were seen nowhere, while the same guesses as a bearer token are counted.
+    const refusedTokens = async () => {
+      const text = await (await get(`${url}/metrics`, { authorization: `Bearer ${READ}` })).text();
+      return Number(/^fanout_request_errors_total\{code="UNAUTHENTICATED"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    const before = await refusedTokens();
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    for (let i = 0; i < 5; i++) assert.equal((await get(`${url}/ui/login`, form, { method: 'POST', body: `token=guess-${i}-0123456789` })).status, 401);
+    assert.equal((await get(`${url}/ui?token=guess-via-link-0123456789`)).status, 401);
+    assert.equal(await refusedTokens(), before + 6);
+    // A visit without a token, and a sign-in that works, are no refusals.
+    assert.equal((await get(`${url}/ui`)).status, 401);
+    assert.equal((await get(`${url}/ui/login`, form, { method: 'POST', body: `token=${READ}` })).status, 303);
+    assert.equal(await refusedTokens(), before + 6);
+  });
+
   test('the cookie never opens admin calls, even holding an admin token', async () => {
     const login = await get(`${url}/ui?token=${ADMIN}`);
     const cookie = { cookie: (login.headers.get('set-cookie') ?? '').split(';')[0]! };

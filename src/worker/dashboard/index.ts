@@ -34,6 +34,8 @@ export interface DashboardDeps {
   etcd?: EtcdConnection;
   /** The cluster CA, for members over https. */
   ca?: Buffer;
+  /** A token given to the sign-in form or a `/ui?token=` link was refused. */
+  onRefusedToken?: () => void;
 }
 
 /** One member's share of the dashboard, in one round trip. */
@@ -64,7 +66,7 @@ export class Dashboard {
   private readonly stopping = new AbortController();
 
   constructor(private readonly deps: DashboardDeps) {
-    this.ui = new UiPages(deps.gate, deps.secure);
+    this.ui = new UiPages(deps.gate, deps.secure, deps.onRefusedToken);
     this.history = new StatusHistory(
       { counters: () => deps.counters(), fills: () => deps.fills().length, used: () => deps.used(), budgets: () => deps.budgets() },
       { clock: deps.clock },

@@ -33,6 +33,8 @@ export class UiPages {
   constructor(
     private readonly gate: AccessGate,
     private readonly secureCookie: boolean,
+    /** Told of each token the form or a link gave that was refused (counted as the API's refusals are). */
+    private readonly onRefusedToken: () => void = () => {},
   ) {}
 
   async serve(req: IncomingMessage, res: ServerResponse, route: string): Promise<void> {
@@ -81,6 +83,8 @@ export class UiPages {
     try {
       this.gate.check({ authorization: `Bearer ${token}` }, 'read');
     } catch {
+      // Counted with the API's refused tokens: guesses at the form were seen nowhere.
+      this.onRefusedToken();
       return send(res, 401, 'text/html; charset=utf-8', loginHtml('That token was refused. Give a read or admin token of this cluster.'));
     }
     if (!fitsCookie(token)) {

@@ -30,5 +30,6 @@ export function dashboardFor(worker: Worker, clock: Clock): Dashboard {
     secure: config.tls !== undefined,
     etcd: etcd && { endpoints: etcd.endpoints, tls: etcd.tls, auth: etcd.auth },
     ca: readCa(config.tls?.ca, 'INVALID_CONFIG'),
+    onRefusedToken: () => metrics.requestErrors.labels('UNAUTHENTICATED').inc(),
   });
 }
