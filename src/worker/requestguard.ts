@@ -40,8 +40,9 @@ export class RequestGuard {
         // on it waits forever. A body never touched and still coming (a refused admin call with
         // `content-length: 1 TiB`: refused before its body, with no credentials) closes it too:
         // node would read and drop it for as long as the client sends it. One that has all
-        // arrived is dropped by node:http as usual, and the connection kept.
-        const error = sendError(res, err, bodyStillComing(req) ? { connection: 'close' } : {});
+        // arrived, or is declared small, is dropped by node:http as usual, and the connection kept.
+        const close = (req.destroyed && !req.complete) || bodyStillComing(req);
+        const error = sendError(res, err, close ? { connection: 'close' } : {});
         this.deps.metrics.requestErrors.labels(error.code).inc();
         if (error.code === 'INTERNAL') this.deps.logger.error({ err, url: loggedUrl(req.url) }, 'request failed unexpectedly');
         else if (error.status >= 500) this.deps.logger.warn({ code: error.code, err: error.message, url: loggedUrl(req.url) }, 'request failed');
