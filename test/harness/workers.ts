@@ -131,9 +131,13 @@ export class WorkerProcess {
   }
 }
 
-/** Restarts `worker` on its port and data with another pageSize (the cluster's page size changes under its users). */
-export async function restartWithPageSize(worker: WorkerProcess, pageSize: string): Promise<void> {
+/**
+ * Restarts `worker` on its port and data with another pageSize (the cluster's page size changes
+ * under its users). `whileDown` runs once the worker has exited, before it is started again.
+ */
+export async function restartWithPageSize(worker: WorkerProcess, pageSize: string, whileDown?: () => Promise<void>): Promise<void> {
   await worker.stop();
+  await whileDown?.();
   const file = join(worker.dir, 'worker.yaml');
   const config = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
   await writeFile(file, JSON.stringify({ ...config, pageSize }, null, 2));

@@ -113,7 +113,13 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
           if (settled) return;
           const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
           if (DEFINITIVE.has(error.code)) return finish(() => reject(error));
-          lastError = error;
+          // A worker's refusal of the page size is kept over a later worker that could not be
+          // reached, which says nothing of the page: a reader follows a change of the cluster's
+          // page size only on PAGE_SIZE_MISMATCH (client/pagesize.ts). Mid-way through a rolling
+          // restart to another pageSize, a page's candidates are the restarted workers (refusing)
+          // and the one restarting, tried last once it failed: the read failed WORKER_UNAVAILABLE
+          // "connect ECONNREFUSED" (SDK) or EIO (mount) instead of going on in the new size.
+          if (!(error.code === 'WORKER_UNAVAILABLE' && lastError?.code === 'PAGE_SIZE_MISMATCH')) lastError = error;
           deps.onFailure(member, error);
           const next = () => {
             if (!settled && !launch() && inflight.size === 0) finish(() => reject(lastError));

@@ -361,3 +361,21 @@ async function waitUntil(check: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(check(), 'condition not met within 5 s');
 }
+
+test('a page refused for its page size by some candidates and unreachable at the others fails with PAGE_SIZE_MISMATCH, whatever the order', async () => {
+  // Mid-way through a rolling restart to another pageSize: the restarted workers refuse the
+  // reader's size, the one restarting cannot be reached. The reader follows a change of the
+  // cluster's page size only on PAGE_SIZE_MISMATCH (client/pagesize.ts); before, the last
+  // candidate's error won, and a read failed WORKER_UNAVAILABLE when the unreachable came last.
+  const owners = ring.owners(pageKey(refOf(0), PAGE), 3).map((m) => m.id);
+  for (const down of owners) {
+    const fake = fakeFetcher((call) => (call.member === down ? new FanoutError('WORKER_UNAVAILABLE', 'connect ECONNREFUSED') : new FanoutError('PAGE_SIZE_MISMATCH', `this worker's pages are ${2 * PAGE} bytes`)));
+    const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off' });
+    await assert.rejects(reader.fetchPage(refOf(0)), (e: FanoutError) => e.code === 'PAGE_SIZE_MISMATCH', `${down} down of ${owners.join(', ')}`);
+    assert.equal(fake.calls.length, 3, 'every candidate asked');
+  }
+  // Every candidate unreachable: still WORKER_UNAVAILABLE.
+  const fake = fakeFetcher(() => new FanoutError('WORKER_UNAVAILABLE', 'connect ECONNREFUSED'));
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off' });
+  await assert.rejects(reader.fetchPage(refOf(0)), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
+});
