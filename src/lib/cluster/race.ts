@@ -59,8 +59,11 @@ const LOST_RACE = new FanoutError('ABORTED', 'another request won');
  * answers its health check, and reads the source itself only when it does not, so a hedge
  * is not a second source read of a page whose owner is merely slow.
  */
-export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, length: number, signal?: AbortSignal): Promise<Buffer[]> {
+export function racePage(deps: RaceDeps, first: Member[], ref: PageRef, length: number, signal?: AbortSignal, spares?: () => Member[]): Promise<Buffer[]> {
   const hedge = deps.hedge;
+  // Grows by one of `spares` for each refusal of the page size (below).
+  const candidates = first.slice();
+  let spareList: Member[] | undefined;
   hedge.onFetch();
   return new Promise((resolve, reject) => {
     const inflight = new Map<AbortController, Member>();
@@ -120,6 +123,16 @@ export function racePage(deps: RaceDeps, candidates: Member[], ref: PageRef, len
           // and the one restarting, tried last once it failed: the read failed WORKER_UNAVAILABLE
           // "connect ECONNREFUSED" (SDK) or EIO (mount) instead of going on in the new size.
           if (!(error.code === 'WORKER_UNAVAILABLE' && lastError?.code === 'PAGE_SIZE_MISMATCH')) lastError = error;
+          // A refusal of the page size costs no attempt: the next member of the ring is asked
+          // too. Mid-way through a rolling restart of more workers than a page has candidates
+          // (3), all of a page's may have the other size while members of the reader's are up
+          // and would relay it; the page failed PAGE_SIZE_MISMATCH, and the read with it when
+          // the cluster's answer still gave the reader's size (client/pagesize.ts).
+          if (error.code === 'PAGE_SIZE_MISMATCH' && spares) {
+            spareList ??= spares().filter((m) => !candidates.some((c) => c.id === m.id));
+            const spare = spareList.shift();
+            if (spare) candidates.push(spare);
+          }
           deps.onFailure(member, error);
           const next = () => {
             if (!settled && !launch() && inflight.size === 0) finish(() => reject(lastError));

@@ -367,15 +367,33 @@ test('a page refused for its page size by some candidates and unreachable at the
   // reader's size, the one restarting cannot be reached. The reader follows a change of the
   // cluster's page size only on PAGE_SIZE_MISMATCH (client/pagesize.ts); before, the last
   // candidate's error won, and a read failed WORKER_UNAVAILABLE when the unreachable came last.
-  const owners = ring.owners(pageKey(refOf(0), PAGE), 3).map((m) => m.id);
+  // Three members, as in test/integration/rolling-page-size.test.ts: every member is a candidate.
+  const three = new HashRing(members.slice(0, 3));
+  const owners = three.owners(pageKey(refOf(0), PAGE), 3).map((m) => m.id);
   for (const down of owners) {
     const fake = fakeFetcher((call) => (call.member === down ? new FanoutError('WORKER_UNAVAILABLE', 'connect ECONNREFUSED') : new FanoutError('PAGE_SIZE_MISMATCH', `this worker's pages are ${2 * PAGE} bytes`)));
-    const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off' });
+    const reader = new ClusterReader({ placement: () => three, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off' });
     await assert.rejects(reader.fetchPage(refOf(0)), (e: FanoutError) => e.code === 'PAGE_SIZE_MISMATCH', `${down} down of ${owners.join(', ')}`);
     assert.equal(fake.calls.length, 3, 'every candidate asked');
   }
   // Every candidate unreachable: still WORKER_UNAVAILABLE.
   const fake = fakeFetcher(() => new FanoutError('WORKER_UNAVAILABLE', 'connect ECONNREFUSED'));
-  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off' });
+  const reader = new ClusterReader({ placement: () => three, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off' });
   await assert.rejects(reader.fetchPage(refOf(0)), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
+});
+
+test('a refusal of the page size costs no attempt: a member of the reader\'s size beyond the page\'s three candidates is asked, and serves it', async () => {
+  // Mid-way through a rolling restart of four workers or more: the page's three candidates have
+  // the other size (or are down), the fourth has the reader's and relays it. Before, the page
+  // failed PAGE_SIZE_MISMATCH after three candidates.
+  const [x, y, z, spare] = ring.owners(pageKey(refOf(0), PAGE), 4).map((m) => m.id);
+  const fake = fakeFetcher((call) => (call.member === spare ? 'ok' : call.member === z ? new FanoutError('WORKER_UNAVAILABLE', 'connect ECONNREFUSED') : new FanoutError('PAGE_SIZE_MISMATCH', `this worker's pages are ${2 * PAGE} bytes`)));
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, hedge: 'off' });
+  assert.deepEqual(Buffer.concat(await reader.fetchPage(refOf(0))), content.subarray(0, PAGE));
+  assert.deepEqual(fake.calls.map((c) => c.member), [x, y, z, spare]);
+  // A worker that cannot be reached still uses up an attempt: three candidates, then the error.
+  const down = fakeFetcher((call) => (call.member === spare ? 'ok' : new FanoutError('WORKER_UNAVAILABLE', 'connect ECONNREFUSED')));
+  const other = new ClusterReader({ placement: () => ring, fetcher: down.fetcher, pageSize: PAGE, hedge: 'off' });
+  await assert.rejects(other.fetchPage(refOf(0)), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
+  assert.equal(down.calls.length, 3);
 });

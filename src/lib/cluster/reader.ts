@@ -138,10 +138,11 @@ export class ClusterReader {
   async fetchPage(ref: PageRef, signal?: AbortSignal): Promise<Buffer[]> {
     const { pageSize } = this.options;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
-    const candidates = this.candidates(pageKey(ref, pageSize), ref.index);
+    const key = pageKey(ref, pageSize);
+    const candidates = this.candidates(key, ref.index);
     try {
       if (candidates.length === 0) throw new FanoutError('NO_WORKERS', 'no workers are known for this cluster');
-      return await racePage(this.raceDeps, candidates, ref, end - start, signal);
+      return await racePage(this.raceDeps, candidates, ref, end - start, signal, () => this.spares(key));
     } catch (err) {
       const error = err instanceof FanoutError ? err : new FanoutError('INTERNAL', String(err));
       if (DEFINITIVE.has(error.code) || !this.options.sourceFallback) throw error;
@@ -165,6 +166,12 @@ export class ClusterReader {
     const turn = replicas.length === 0 ? 0 : (this.spread + index) % replicas.length;
     const ordered = [...replicas.slice(turn), ...replicas.slice(0, turn), ...owners.slice(replication)];
     return this.health.order(ordered).slice(0, Math.max(attempts, 1));
+  }
+
+  /** The rest of the ring for a page, asked one by one after refusals of its page size (race.ts). */
+  private spares(key: string): Member[] {
+    const placement = this.options.placement();
+    return this.health.order(placement.owners(key, placement.members().length));
   }
 
   private onFailure(member: Member, err: FanoutError): void {
