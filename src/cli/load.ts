@@ -90,7 +90,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
             while (nextBatch < batches.length) {
               const batch = batches[nextBatch++]!;
               const bytes = batch.reduce((s, r) => s + pageLength(r, info.pageSize), 0);
-              const result = await admin.load(member.url, { pages: batch, verify: flags.verify === true, rate: perWorkerRate }, loadDeadlineMs(bytes, perWorkerRate, deadlineMs));
+              const result = await admin.load(member.url, { pages: batch, verify: flags.verify === true, rate: perWorkerRate, pageSize: info.pageSize }, loadDeadlineMs(bytes, perWorkerRate, deadlineMs));
               report.present += result.present;
               report.loaded += result.loaded;
               report.bytesLoaded += result.bytesLoaded;

@@ -10,7 +10,7 @@ import type { PageFetcher } from '../lib/cluster/index.js';
 import type { PagePolicy, PageStore } from '../lib/pagestore/index.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import { contentMatches } from './content.js';
-import { readJsonBody, sendJson } from './http.js';
+import { checkPageSize, readJsonBody, sendJson } from './http.js';
 import type { z } from 'zod';
 import { ADMIN_BODIES } from '../lib/wire/index.js';
 
@@ -42,7 +42,7 @@ type AdminRoute = keyof typeof BODY_SCHEMAS;
 
 /**
  * The worker's admin API (POST, JSON bodies):
- *   /v1/admin/load    {pages: PageRef[], verify?, rate?}  fetch pages into this worker's store
+ *   /v1/admin/load    {pages: PageRef[], verify?, rate?, pageSize?}  fetch pages into this worker's store
  *   /v1/admin/pin     {keys?, rule?}                      never evict these pages
  *   /v1/admin/unpin   {keys?, rule?}
  *   /v1/admin/free    {keys?, rule?}                      delete pages (and their pins/TTLs); forget a rule
@@ -94,7 +94,7 @@ export class Admin {
         // A caller that leaves stops its load: nobody would see the answer of the pages still to come.
         const left = new AbortController();
         res.once('close', () => left.abort(new FanoutError('ABORTED', 'the caller of the load left')));
-        return sendJson(res, 200, await this.load(body.pages, body.verify === true, body.rate ?? 0, left.signal));
+        return sendJson(res, 200, await this.load(body.pages, body.verify === true, body.rate ?? 0, left.signal, body.pageSize));
       }
       case '/v1/admin/pin': {
         const { keys = [], rule } = parseBody('/v1/admin/pin', raw);
@@ -139,7 +139,7 @@ export class Admin {
    * Makes sure this worker holds each page: pages already there are skipped (so an interrupted
    * load resumes), the others are read through this worker's own page endpoint and kept.
    */
-  private async load(pages: PageRef[], verify: boolean, rate: number, callerGone: AbortSignal) {
+  private async load(pages: PageRef[], verify: boolean, rate: number, callerGone: AbortSignal, askedPageSize?: number) {
     const { store, pageSize, fetcher } = this.deps;
     const signal = AbortSignal.any([this.deps.signal, callerGone]);
     const limiter = rate > 0 ? new TokenBucket({ rate, burst: Math.max(pageSize, Math.floor(rate / 4)) }) : undefined;
@@ -148,6 +148,12 @@ export class Admin {
     const bytesTotal = pages.reduce((sum, ref) => sum + spanLength(ref, pageSize), 0);
     const progress: LoadProgress = { startedAt: new Date().toISOString(), pages: pages.length, bytesTotal, rate, result };
     const one = async (ref: PageRef) => {
+      // Pages planned in another page size (`fanout load` mid-way through a rolling restart to
+      // another pageSize: planned by a worker of the old one) are refused, each with its index.
+      // Before, this worker loaded its own page of that index, another span of the file: the
+      // report counted them loaded (more bytes than the file has), the planned pages stayed
+      // unloaded, and indexes past its last page failed RANGE_NOT_SATISFIABLE "outside the file".
+      if (askedPageSize !== undefined) checkPageSize(askedPageSize, pageSize);
       const key = pageKey(ref, pageSize);
       const { start, end } = pageSpan(ref.index, ref.size, pageSize);
       if (store.has(key)) {

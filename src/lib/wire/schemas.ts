@@ -123,6 +123,8 @@ export const adminLoadSchema = z.object({
     .max(Number.MAX_SAFE_INTEGER)
     .refine((r) => r === 0 || r >= MIN_LOAD_RATE, { message: `rate must be 0 (unlimited) or at least ${MIN_LOAD_RATE} bytes/s` })
     .optional(),
+  /** The page size the pages' indexes count in (PAGE_QUERY.pageSize): optional, as on /v1/page. */
+  pageSize: z.number().int().positive().optional(),
 });
 
 export type AdminTarget = z.infer<typeof adminTargetSchema>;
@@ -131,7 +133,7 @@ export type AdminLoad = z.infer<typeof adminLoadSchema>;
 
 /** Admin routes with their body schema and the shape named in a refusal. */
 export const ADMIN_BODIES = {
-  '/v1/admin/load': { schema: adminLoadSchema, shape: '{pages: [{mount, path, version, size, index, hash?}], verify?, rate?}' },
+  '/v1/admin/load': { schema: adminLoadSchema, shape: '{pages: [{mount, path, version, size, index, hash?}], verify?, rate?, pageSize?}' },
   '/v1/admin/pin': { schema: adminTargetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
   '/v1/admin/unpin': { schema: adminTargetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
   '/v1/admin/free': { schema: adminTargetSchema, shape: '{keys?: [page key], rule?: {mount, prefix}}' },
