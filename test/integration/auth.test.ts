@@ -2,12 +2,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutClient } from '../../src/client/index.js';
 import { fanout, sha256 } from '../harness/cli.js';
 import { waitFor } from '../harness/ports.js';
-import { startCluster, WorkerProcess } from '../harness/workers.js';
+import { fanoutBin, startCluster, WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 const ADMIN = 'auth-test-admin-token-0001';
@@ -257,6 +258,54 @@ describe('readToken: true', () => {
     } finally {
       if (saved === undefined) delete process.env.FANOUT_TOKEN;
       else process.env.FANOUT_TOKEN = saved;
+    }
+  });
+});
+
+/**
+ * Runs `fanout worker` until it exits or says it listens (then stops it): a worker refused at start
+ * exits on its own, one that starts would otherwise run until killed.
+ */
+function startOrRefusal(args: string[], env: Record<string, string>): Promise<{ started: boolean; code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [fanoutBin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let started = false;
+    proc.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (!started && /listening on/.test(stderr)) {
+        started = true;
+        proc.kill('SIGTERM');
+      }
+    });
+    proc.once('error', reject);
+    proc.once('exit', (code) => resolve({ started, code, stderr }));
+  });
+}
+
+describe('one token value with two roles', () => {
+  test('a read token exported as FANOUT_TOKEN beside a worker: the worker refuses to start (INVALID_CONFIG), not made admin', async () => {
+    // Before: the worker started and the read token passed every admin route.
+    const source = await sourceWith({ 'f.bin': randomBytes(1000) });
+    const root = await mkdtemp(join(tmpdir(), 'fanout-auth-dup-'));
+    const config = join(root, 'worker.json');
+    try {
+      await writeFile(config, JSON.stringify({ id: 'dup', listen: '127.0.0.1:0', dataDir: join(root, 'data'), mounts: { data: source }, auth: { tokens: [{ token: ADMIN, role: 'admin' }, { token: READ, role: 'read' }], clusterSecret: SECRET } }));
+      const conflict = await startOrRefusal(['worker', '--config', config], { FANOUT_TOKEN: READ });
+      assert.equal(conflict.started, false, conflict.stderr);
+      assert.equal(conflict.code, 1);
+      assert.match(conflict.stderr, /INVALID_CONFIG: FANOUT_TOKEN .* is also auth\.tokens\.1 with role read/);
+      // The same value in the config with both roles is refused too.
+      await writeFile(config, JSON.stringify({ id: 'dup', listen: '127.0.0.1:0', dataDir: join(root, 'data'), mounts: { data: source }, auth: { tokens: [{ token: READ, role: 'read' }, { token: READ, role: 'admin' }], clusterSecret: SECRET } }));
+      const listedTwice = await startOrRefusal(['worker', '--config', config], { FANOUT_TOKEN: '' });
+      assert.equal(listedTwice.started, false, listedTwice.stderr);
+      assert.match(listedTwice.stderr, /INVALID_CONFIG: auth\.tokens\.0 and auth\.tokens\.1 are the same token with two roles/);
+      // FANOUT_TOKEN equal to a configured admin token is one role: the worker starts.
+      await writeFile(config, JSON.stringify({ id: 'dup', listen: '127.0.0.1:0', dataDir: join(root, 'data'), mounts: { data: source }, auth: { tokens: [{ token: ADMIN, role: 'admin' }], clusterSecret: SECRET } }));
+      assert.equal((await startOrRefusal(['worker', '--config', config], { FANOUT_TOKEN: ADMIN })).started, true);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+      await rm(source, { recursive: true, force: true });
     }
   });
 });

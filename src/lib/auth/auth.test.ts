@@ -57,9 +57,16 @@ describe('constant-time comparison and the token table', () => {
     assert.equal(new TokenTable([{ token: READ, role: 'read' }]).hasAdmin, false);
   });
 
-  test('a token listed twice gets the stronger role, whatever the order', () => {
-    assert.equal(new TokenTable([{ token: ADMIN, role: 'admin' }, { token: ADMIN, role: 'read' }]).roleOf(ADMIN), 'admin');
-    assert.equal(new TokenTable([{ token: ADMIN, role: 'read' }, { token: ADMIN, role: 'admin' }]).roleOf(ADMIN), 'admin');
+  test('a token listed with two roles is a configuration error, whatever the order; listed twice with one role it keeps it', () => {
+    // Before: the stronger role won, so a read token listed again as admin silently became one.
+    for (const tokens of [
+      [{ token: ADMIN, role: 'admin' as const }, { token: ADMIN, role: 'read' as const }],
+      [{ token: READ, role: 'read' as const }, { token: ADMIN, role: 'admin' as const }, { token: READ, role: 'admin' as const }],
+    ]) {
+      assert.throws(() => new TokenTable(tokens), (err: unknown) => err instanceof FanoutError && err.code === 'INVALID_CONFIG' && /auth\.tokens\.\d and auth\.tokens\.\d .*two roles \((read and admin|admin and read)\)/.test(err.message));
+    }
+    assert.equal(new TokenTable([{ token: READ, role: 'read' }, { token: READ, role: 'read' }]).roleOf(READ), 'read');
+    assert.equal(new TokenTable([{ token: ADMIN, role: 'admin' }, { token: ADMIN, role: 'admin' }]).roleOf(ADMIN), 'admin');
   });
 
   test('only a Bearer authorization header yields a token', () => {
@@ -134,6 +141,17 @@ describe("a daemon's environment", () => {
     assert.equal(auth.readToken, true);
     const configured = authFromEnvironment({ tokens: [], readToken: false, clusterSecret: 'from-the-config-eeeeeeee' }, { FANOUT_CLUSTER_SECRET: SECRET });
     assert.equal(configured.clusterSecret, 'from-the-config-eeeeeeee');
+  });
+
+  test('FANOUT_TOKEN that is a configured read token is a configuration error naming both, not a silent admin token', () => {
+    // Someone exporting their read token as FANOUT_TOKEN for the CLI on a host that also runs a
+    // worker made it an admin token there (a token listed twice took its stronger role).
+    assert.throws(
+      () => authFromEnvironment({ tokens: [{ token: ADMIN, role: 'admin' }, { token: READ, role: 'read' }], readToken: false }, { FANOUT_TOKEN: READ }),
+      (err: unknown) => err instanceof FanoutError && err.code === 'INVALID_CONFIG' && /FANOUT_TOKEN/.test(err.message) && /auth\.tokens\.1/.test(err.message) && /read/.test(err.message),
+    );
+    // The same token as a configured admin token is no conflict: one role, listed once.
+    assert.deepEqual(authFromEnvironment({ tokens: [{ token: ADMIN, role: 'admin' }], readToken: false }, { FANOUT_TOKEN: ADMIN }).tokens, [{ token: ADMIN, role: 'admin' }]);
   });
 
   test('a short FANOUT_TOKEN or secret is a configuration error, not a weak door', () => {

@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { FanoutError } from '../../core/errors.js';
 
 /** What a token may do: `read` data, or also `admin` (load, pin, unpin, free, ttl, policy). */
 export type Role = 'read' | 'admin';
@@ -42,6 +43,16 @@ export class TokenTable {
   private readonly entries: { digest: Buffer; role: Role }[];
 
   constructor(tokens: readonly TokenEntry[]) {
+    // One token, one role. Taking the stronger of two made a read token listed again as admin
+    // (or exported as FANOUT_TOKEN beside a worker, see env.ts) an admin token without a word.
+    const first = new Map<string, number>();
+    tokens.forEach((t, i) => {
+      const j = first.get(t.token);
+      if (j === undefined) first.set(t.token, i);
+      else if (tokens[j]!.role !== t.role) {
+        throw new FanoutError('INVALID_CONFIG', `auth.tokens.${j} and auth.tokens.${i} are the same token with two roles (${tokens[j]!.role} and ${t.role}): give each token one role`);
+      }
+    });
     this.entries = tokens.map((t) => ({ digest: digest(t.token), role: t.role }));
   }
 
@@ -52,13 +63,13 @@ export class TokenTable {
   /**
    * The role of a presented token, or undefined for an unknown one. Every entry is compared
    * whatever matched, so the time taken does not say which entry (if any) it was; a token
-   * listed twice gets the stronger of its roles.
+   * listed twice has one role (the constructor refuses two).
    */
   roleOf(token: string): Role | undefined {
     const presented = digest(token);
     let role: Role | undefined;
     for (const entry of this.entries) {
-      if (timingSafeEqual(presented, entry.digest) && role !== 'admin') role = entry.role;
+      if (timingSafeEqual(presented, entry.digest)) role = entry.role;
     }
     return role;
   }
