@@ -31,7 +31,7 @@ export interface GatewayOptions {
 /**
  * The S3-compatible endpoint of one worker, on its own port. Read-only: ListBuckets (a bucket
  * per mount), GetBucketLocation, HeadBucket, ListObjects v1/v2, HeadObject, GetObject; every
- * write answers NotImplemented. Path-style URLs (http://host:port/bucket/key), and
+ * signed write answers NotImplemented (an anonymous one AccessDenied). Path-style URLs (http://host:port/bucket/key), and
  * virtual-hosted ones when the first label of the Host is a mount (http://bucket.host:port/key).
  * Authentication is AWS SigV4 or SigV2 (header or presigned URL) with the configured keys.
  */
@@ -186,6 +186,10 @@ export class S3Gateway {
     const { method, bucket, key } = ctx;
     const reading = method === 'GET' || method === 'HEAD';
     if (!reading) {
+      // Anonymous access opens reads only. S3 refuses an unsigned write before anything else
+      // (403 AccessDenied); "not implemented" would tell a caller without credentials what the
+      // gateway does with a write, and an S3 client would show the wrong cause.
+      if (ctx.anonymous) throw s3Errors.accessDenied();
       const what = !bucket ? 'service' : key ? 'object' : 'bucket';
       throw s3Errors.notImplemented(`${method} ${what}`);
     }

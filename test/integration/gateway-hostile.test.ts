@@ -146,6 +146,28 @@ describe('the S3 gateway and hostile clients', () => {
     assert.ok(answer.endsWith('in the loop\n'), answer);
   });
 
+  test('anonymous writes are refused as S3 refuses them (403 AccessDenied), not told they are not implemented; anonymous reads go on', async () => {
+    // Before: 501 NotImplemented, which told an anonymous caller what the gateway would do with credentials.
+    const writes: [string, string, string | undefined][] = [
+      ['PUT', '/data/new.txt', 'x'],
+      ['PUT', '/data/new.txt?partNumber=1&uploadId=u', 'x'],
+      ['DELETE', '/data/loopdir/file.txt', undefined],
+      ['POST', '/data?delete', '<Delete><Object><Key>loopdir/file.txt</Key></Object></Delete>'],
+      ['POST', '/data/new.txt?uploads', undefined],
+      ['PUT', '/newbucket', undefined],
+      ['DELETE', '/data', undefined],
+    ];
+    for (const [method, path, body] of writes) {
+      const res = await fetch(`${endpoint}${path}`, { method, body });
+      const text = await res.text();
+      assert.equal(res.status, 403, `${method} ${path}: ${text}`);
+      assert.match(text, /<Code>AccessDenied<\/Code>/, `${method} ${path}`);
+    }
+    const read = await fetch(`${endpoint}/data/loopdir/file.txt`);
+    assert.equal(read.status, 200);
+    assert.equal(await read.text(), 'in the loop\n');
+  });
+
   test('CONNECT: 405 MethodNotAllowed as S3 XML, then the connection closes; the gateway goes on', async () => {
     const answer = await untilClosed(endpoint, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
     assert.match(answer, /^HTTP\/1\.1 405 /);
