@@ -16,7 +16,11 @@ export const ErrorCodes = {
   NOT_LISTABLE: 400,
   /** No credential, or one the worker does not know (Authorization: Bearer TOKEN). */
   UNAUTHENTICATED: 401,
-  /** A known credential whose role does not allow the call (a read token on an admin route). */
+  /**
+   * A known credential whose role does not allow the call (a read token on an admin route), or a
+   * request no credential would open: a peer-only header from a non-peer, a Host that is not a
+   * loopback name on a worker listening on loopback only (DNS rebinding, lib/http/loopback.ts).
+   */
   FORBIDDEN: 403,
   UNKNOWN_MOUNT: 404,
   NOT_FOUND: 404,

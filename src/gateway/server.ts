@@ -3,7 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, inTurn, isHeaderOverflow, listenHttp, type ServerLimits } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, inTurn, isHeaderOverflow, isLoopbackHost, listenHttp, listensOnLoopbackOnly, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -44,6 +44,8 @@ export class S3Gateway {
   private readonly hostId = randomBytes(24).toString('base64');
   private requests = 0;
   private boundUrl = '';
+  /** Listening on a loopback address only: requests must name a loopback host (lib/http/loopback.ts). */
+  private loopbackOnly = false;
   private readonly cap: ConnectionCap | undefined;
   private readonly clock: Clock;
 
@@ -89,6 +91,7 @@ export class S3Gateway {
   async start(): Promise<void> {
     const { host, port } = parseListen(this.config.listen ?? '127.0.0.1:0');
     this.boundUrl = await listenHttp(this.server, host, port);
+    this.loopbackOnly = listensOnLoopbackOnly(this.server);
     await this.certificates?.start();
     this.options.logger?.info({ url: this.boundUrl, region: this.config.region, anonymous: this.config.anonymous }, 'S3 gateway started');
   }
@@ -149,6 +152,14 @@ export class S3Gateway {
         throw new S3Error('SlowDown', 503, 'Please reduce your request rate.');
       }
       checkHostHeader(req);
+      // DNS rebinding (lib/http/loopback.ts): the development keys are printed, so a rebinding
+      // page could even sign its requests. AccessDenied, the refusal every S3 client knows.
+      const host = req.headers.host;
+      if (this.loopbackOnly && host !== undefined && !isLoopbackHost(host)) {
+        throw s3Errors.accessDenied(
+          `Access Denied: Host "${host.slice(0, 200)}" is not a loopback name; this gateway listens on a loopback address only and answers requests addressed to localhost, *.localhost, 127.x.x.x or [::1]`,
+        );
+      }
       const url = req.url ?? '/';
       if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();
       const q = url.indexOf('?');

@@ -2,7 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
-import { answerUnparsable, bodyStillComing, checkHostHeader, closeIfOrphaned, inTurn, isHeaderOverflow, MAX_PIPELINED, type ConnectionCap } from '../lib/http/index.js';
+import { answerUnparsable, bodyStillComing, checkHostHeader, closeIfOrphaned, inTurn, isHeaderOverflow, isLoopbackHost, MAX_PIPELINED, type ConnectionCap } from '../lib/http/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendError } from './http.js';
 
@@ -12,12 +12,17 @@ export interface RequestGuardDeps {
   /** Connections beyond the cap are answered OVERLOADED and closed. */
   connections: Pick<ConnectionCap, 'isExcess'>;
   maxConnections: number;
+  /**
+   * Whether the API listens on a loopback address only (known once it listens): its requests
+   * must then name a loopback host (lib/http/loopback.ts: DNS rebinding).
+   */
+  loopbackOnly?: () => boolean;
   /** The request's own code (the routes). */
   dispatch(req: IncomingMessage, res: ServerResponse): Promise<void>;
 }
 
 /**
- * Around every request of the worker's API: the connection cap, the Host check, and a failure
+ * Around every request of the worker's API: the connection cap, the Host checks, and a failure
  * of the request's own code turned into that request's error answer, never the process's end.
  * Counts the requests in flight, which a drain waits on.
  */
@@ -66,6 +71,7 @@ export class RequestGuard {
     const answered = inTurn(req, res, () => {
       try {
         checkHostHeader(req);
+        this.checkLoopbackHost(req);
         this.deps.dispatch(req, res).catch(fail);
       } catch (err) {
         fail(err);
@@ -75,6 +81,22 @@ export class RequestGuard {
       this.deps.metrics.requestErrors.labels('OVERLOADED').inc();
       this.deps.logger.warn({ url: loggedUrl(req.url), pipelined: MAX_PIPELINED }, 'connection closed: too many pipelined requests waiting');
     }
+  }
+
+  /**
+   * A worker only this machine reaches answers only requests addressed to this machine: a page
+   * whose name was pointed at 127.0.0.1 (DNS rebinding) would read its open data in a browser.
+   * FORBIDDEN (403), not a new code: no credential changes the answer, and clients already take
+   * FORBIDDEN as final (not retried on another worker, the worker not marked down). A request
+   * without Host (HTTP/1.0) does not come from a browser and goes on.
+   */
+  private checkLoopbackHost(req: IncomingMessage): void {
+    const host = req.headers.host;
+    if (host === undefined || !this.deps.loopbackOnly?.() || isLoopbackHost(host)) return;
+    throw new FanoutError(
+      'FORBIDDEN',
+      `Host "${host.slice(0, 200)}" is not a loopback name: this worker listens on a loopback address only and answers requests addressed to localhost, *.localhost, 127.x.x.x or [::1] (a web page whose name was pointed at 127.0.0.1 must not read it); to serve other names, listen on another address`,
+    );
   }
 
   /** Waits (at most `ms`) until no API request is in flight. */

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { ConnectionCap, listenHttp } from '../lib/http/index.js';
+import { ConnectionCap, listenHttp, listensOnLoopbackOnly } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -90,6 +90,8 @@ export class Worker {
   /** Renews this worker's line shares at coordinators on other workers. */
   private readonly lineClient: LineClient;
   private boundUrl = '';
+  /** The API listens on a loopback address only: its requests must name a loopback host (RequestGuard). */
+  private loopbackOnly = false;
   private warnedNoSecret = false;
   /** Fails a request whose code throws, never the process; counts requests for a drain. */
   private readonly guard: RequestGuard;
@@ -245,6 +247,7 @@ export class Worker {
       metrics: this.metrics,
       connections: this.connections,
       maxConnections: config.limits.maxConnections,
+      loopbackOnly: () => this.loopbackOnly,
       dispatch: (req, res) => routes.dispatch(req, res),
     });
   }
@@ -283,6 +286,7 @@ export class Worker {
     this.dashboard.start();
     const { host, port } = parseListen(this.config.listen);
     this.boundUrl = await listenHttp(this.server, host, port);
+    this.loopbackOnly = listensOnLoopbackOnly(this.server);
     await this.certificates?.start();
     await this.membership.start();
     this.onMembershipChange(this.membership.members());

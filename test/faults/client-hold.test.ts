@@ -63,7 +63,7 @@ describe('clients that hold on to a worker', () => {
         clients.map(async (socket) => {
           const answer: Buffer[] = [];
           socket.on('data', (chunk: Buffer) => answer.push(chunk));
-          socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n');
+          socket.write('GET /healthz HTTP/1.1\r\nhost: localhost\r\n');
           await endedByWorker(socket, 90_000);
           assert.match(Buffer.concat(answer).toString('latin1'), /^HTTP\/1\.1 408 /);
         }),
@@ -79,7 +79,7 @@ describe('clients that hold on to a worker', () => {
   test('a connection that pipelines many reads and reads no answer is closed, and other clients are served meanwhile', async () => {
     const attacker = await holdingClient(worker.url);
     try {
-      const requests = Array.from({ length: 40 }, (_, i) => `GET /v1/data/data/big.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=${(i % 8) * 4 * MiB}-${(i % 8) * 4 * MiB + 4 * MiB - 1}\r\n\r\n`);
+      const requests = Array.from({ length: 40 }, (_, i) => `GET /v1/data/data/big.bin HTTP/1.1\r\nhost: localhost\r\nrange: bytes=${(i % 8) * 4 * MiB}-${(i % 8) * 4 * MiB + 4 * MiB - 1}\r\n\r\n`);
       attacker.write(requests.join(''));
       // Before, the worker took all 40 in and each held a response slot until the client's idle deadline (60 s).
       await endedByWorker(attacker);

@@ -93,13 +93,13 @@ describe('HTTP edge cases the fuzzer found', () => {
     // no credentials needed, as the refusal comes before the body.
     const huge = 'content-length: 1099511627776\r\ncontent-type: application/json\r\n';
     const cases: [string, RegExp][] = [
-      [`POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 401 /],
-      [`POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\nauthorization: Bearer not-a-token-of-this-worker\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 401 /],
-      [`POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${ADMIN_TOKEN}\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 413 /],
-      [`POST /ui/login HTTP/1.1\r\nhost: x\r\n${huge}\r\ntoken=`, /^HTTP\/1\.1 413 /],
-      [`POST /v1/report/data/multi.bin?v=${encodeURIComponent(multi.version)}&size=${multi.size}&i=0 HTTP/1.1\r\nhost: x\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 200 /],
-      [`GET /v1/stat/data/multi.bin HTTP/1.1\r\nhost: x\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 200 /],
-      [`GET /v1/nosuchroute HTTP/1.1\r\nhost: x\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 404 /],
+      [`POST /v1/admin/pin HTTP/1.1\r\nhost: localhost\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 401 /],
+      [`POST /v1/admin/pin HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer not-a-token-of-this-worker\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 401 /],
+      [`POST /v1/admin/pin HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer ${ADMIN_TOKEN}\r\n${huge}\r\n{"keys":`, /^HTTP\/1\.1 413 /],
+      [`POST /ui/login HTTP/1.1\r\nhost: localhost\r\n${huge}\r\ntoken=`, /^HTTP\/1\.1 413 /],
+      [`POST /v1/report/data/multi.bin?v=${encodeURIComponent(multi.version)}&size=${multi.size}&i=0 HTTP/1.1\r\nhost: localhost\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 200 /],
+      [`GET /v1/stat/data/multi.bin HTTP/1.1\r\nhost: localhost\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 200 /],
+      [`GET /v1/nosuchroute HTTP/1.1\r\nhost: localhost\r\n${huge}\r\nsome bytes`, /^HTTP\/1\.1 404 /],
     ];
     for (const [request, status] of cases) {
       const answer = await rawExchange(fx.worker.url, request, 5_000);
@@ -107,7 +107,7 @@ describe('HTTP edge cases the fuzzer found', () => {
       assert.match(answer, /\r\nconnection: close\r\n/i, request.split('\r\n')[0]);
     }
     // A small body keeps its connection: a refused call, then another on it.
-    const twice = `POST /v1/admin/pin HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`;
+    const twice = `POST /v1/admin/pin HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2\r\n\r\n{}GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n`;
     const both = await rawExchange(fx.worker.url, twice, 5_000);
     assert.match(both, /^HTTP\/1\.1 401 [\s\S]*HTTP\/1\.1 200 /);
     assert.ok(fx.worker.running);
@@ -146,12 +146,12 @@ describe('HTTP edge cases the fuzzer found', () => {
   });
 
   test('a request line node:http cannot parse gets the API error body with a stable code, then the connection closes', async () => {
-    const answer = await rawExchange(fx.worker.url, 'GET /v1/stat/data/hello\xff.txt HTTP/1.1\r\nhost: x\r\n\r\n');
+    const answer = await rawExchange(fx.worker.url, 'GET /v1/stat/data/hello\xff.txt HTTP/1.1\r\nhost: localhost\r\n\r\n');
     assert.match(answer, /^HTTP\/1\.1 400 /);
     assert.match(answer, /x-fanout-error: INVALID_ARGUMENT/);
     const body = answer.slice(answer.indexOf('\r\n\r\n') + 4);
     assert.equal((JSON.parse(body) as { error: { code: string } }).error.code, 'INVALID_ARGUMENT');
-    const head = await rawExchange(fx.worker.url, 'HEAD /v1/stat/data/hello\xff.txt HTTP/1.1\r\nhost: x\r\n\r\n');
+    const head = await rawExchange(fx.worker.url, 'HEAD /v1/stat/data/hello\xff.txt HTTP/1.1\r\nhost: localhost\r\n\r\n');
     assert.match(head, /^HTTP\/1\.1 400 /);
     assert.ok(head.endsWith('\r\n\r\n'), 'a HEAD answer carries no body');
   });
@@ -168,7 +168,7 @@ describe('HTTP edge cases the fuzzer found', () => {
   });
 
   test('the S3 gateway answers a request it cannot parse with an S3 error document', async () => {
-    const answer = await rawExchange(fx.s3Url, `GET /data/${randomBytes(2).toString('hex')}\xff HTTP/1.1\r\nhost: x\r\n\r\n`);
+    const answer = await rawExchange(fx.s3Url, `GET /data/${randomBytes(2).toString('hex')}\xff HTTP/1.1\r\nhost: localhost\r\n\r\n`);
     assert.match(answer, /^HTTP\/1\.1 400 /);
     assert.match(answer, /<Error><Code>InvalidRequest<\/Code>/);
     assert.ok(fx.worker.running);

@@ -207,7 +207,7 @@ describe('CLI and API edges', () => {
     const page = `/v1/page/data/fresh10.bin?v=${encodeURIComponent(info.version)}&size=${info.size}&i=0`;
     // Node's client speaks HTTP/1.1 only: the request by hand, the answer read to the close.
     const socket = connect(Number(new URL(worker.url).port), '127.0.0.1');
-    socket.write(`GET ${page} HTTP/1.0\r\nhost: x\r\n\r\n`);
+    socket.write(`GET ${page} HTTP/1.0\r\nhost: localhost\r\n\r\n`);
     const parts: Buffer[] = [];
     socket.on('data', (chunk: Buffer) => parts.push(chunk));
     await once(socket, 'close');
