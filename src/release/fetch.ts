@@ -1,5 +1,5 @@
 import type { BatchPageReader, ClusterInfo, FanoutClient } from '../client/index.js';
-import { FanoutError } from '../core/errors.js';
+import { FanoutError, isFanoutError } from '../core/errors.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
 import { checkManifestSize, parseManifest, sourcePathOf, type Manifest, type ManifestFile } from './manifest.js';
 import type { VersionRecord } from './registry.js';
@@ -62,9 +62,29 @@ export class ReleaseFetcher {
   /** The same page as the chunks it arrived in (a writer with pwritev needs no copy into one buffer). */
   async pageChunks(manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer[]> {
     const readers = await this.readersFor(manifest);
+    if (!readers) return this.byRange(manifest, file, index, signal);
+    try {
+      return await this.byHash(readers, manifest, file, index, signal);
+    } catch (err) {
+      // Refused for its page size by every worker asked: the workers restarted with another
+      // pageSize while the session's answer still gave the manifest's (a rolling restart whose
+      // last worker of the old size stopped under a staging). Asked again: if the cluster's page
+      // size is another now, the page is read by range, as the next pages will be. Before, the
+      // round failed `PAGE_SIZE_MISMATCH … every worker of a cluster needs the same pageSize`
+      // (its files half written thrown away) and only the next round, whose manifest read
+      // followed the new size, staged the release.
+      if (!isFanoutError(err, 'PAGE_SIZE_MISMATCH')) throw err;
+      const info = await this.client.cluster(true);
+      this.checkedAnswer = info;
+      if (info.pageSize === manifest.pageSize) throw err; // workers of two sizes: theirs are the words
+      return this.byRange(manifest, file, index, signal);
+    }
+  }
+
+  /** Page `index` asked for by its content hash, in the manifest's page size. */
+  private async byHash(readers: { reader: ClusterReader; batches: BatchPageReader | undefined }, manifest: Manifest, file: ManifestFile, index: number, signal?: AbortSignal): Promise<Buffer[]> {
     const hash = file.pages[index]!;
     const ref = { mount: manifest.mount, path: sourcePathOf(manifest, file), version: file.sourceVersion, size: file.size, index, hash };
-    if (!readers) return this.byRange(manifest, file, index, signal);
     const { reader, batches } = readers;
     // Small pages travel many to a round trip; a batched page with the wrong content is asked for again alone.
     let chunks = await (batches ?? reader).fetchPage(ref, signal);
