@@ -23,10 +23,14 @@ async function ringsOf(workers: WorkerProcess[]): Promise<number[]> {
  * A running `fanout sync` (no --once) follows a channel while the cluster's three workers (etcd)
  * are restarted one by one from 1 MiB to 2 MiB pages. Releases published before the roll (their
  * manifests count in 1 MiB pages) are promoted in the middle of it: while the cluster holds both
- * sizes and one worker is down, and while the last worker of the old size is down (every page of
- * the old size is refused or unreachable). One published after the roll (2 MiB) is promoted
- * after it. The agent must switch to each with the release's bytes, never install other bytes,
- * and need no operator (a failed round retried by the agent itself is reported, not hidden).
+ * sizes and one worker is down, one staged across the stop of the last worker of the old size,
+ * and one while it is down (every page of the old size is refused or unreachable). One published
+ * after the roll (2 MiB) is promoted after it, then one published before. A second agent, idle
+ * through the roll, is given one of each size after it. The agents must switch to each with the
+ * release's bytes, never install other bytes, and fail no round (a failed round is retried by the
+ * agent itself, but says `PAGE_SIZE_MISMATCH … every worker of a cluster needs the same pageSize`
+ * to an operator watching). Before (src/release/fetch.ts), the staging across the stop failed its
+ * round so, and the next one staged the release.
  */
 describe('a rolling restart of 3 workers from 1 MiB to 2 MiB pages under a running sync agent', () => {
   let root: string;
