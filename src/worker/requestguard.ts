@@ -45,7 +45,8 @@ export class RequestGuard {
         // on it waits forever. A body never touched and still coming (a refused admin call with
         // `content-length: 1 TiB`: refused before its body, with no credentials) closes it too:
         // node would read and drop it for as long as the client sends it. One that has all
-        // arrived, or is declared small, is dropped by node:http as usual, and the connection kept.
+        // arrived, or is declared at most 64 MiB, is dropped by node:http as usual, and the
+        // connection kept (bodyStillComing).
         const close = (req.destroyed && !req.complete) || bodyStillComing(req);
         const error = sendError(res, err, close ? { connection: 'close' } : {});
         this.deps.metrics.requestErrors.labels(error.code).inc();
