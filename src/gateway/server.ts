@@ -3,7 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, inTurn, isHeaderOverflow, isLoopbackHost, listenHttp, listensOnLoopbackOnly, type ServerLimits } from '../lib/http/index.js';
+import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, foreignHostRefusal, inTurn, isHeaderOverflow, listenHttp, listensOnLoopbackOnly, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
@@ -154,12 +154,8 @@ export class S3Gateway {
       checkHostHeader(req);
       // DNS rebinding (lib/http/loopback.ts): the development keys are printed, so a rebinding
       // page could even sign its requests. AccessDenied, the refusal every S3 client knows.
-      const host = req.headers.host;
-      if (this.loopbackOnly && host !== undefined && !isLoopbackHost(host)) {
-        throw s3Errors.accessDenied(
-          `Access Denied: Host "${host.slice(0, 200)}" is not a loopback name; this gateway listens on a loopback address only and answers requests addressed to localhost, *.localhost, 127.x.x.x or [::1]`,
-        );
-      }
+      const refusal = this.loopbackOnly ? foreignHostRefusal(req.headers.host, 'this gateway') : undefined;
+      if (refusal) throw s3Errors.accessDenied(`Access Denied: ${refusal}`);
       const url = req.url ?? '/';
       if (url.length > MAX_URL_LENGTH) throw s3Errors.invalidUri();
       const q = url.indexOf('?');

@@ -2,7 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import { FanoutError } from '../core/errors.js';
-import { answerUnparsable, bodyStillComing, checkHostHeader, closeIfOrphaned, inTurn, isHeaderOverflow, isLoopbackHost, MAX_PIPELINED, type ConnectionCap } from '../lib/http/index.js';
+import { answerUnparsable, bodyStillComing, checkHostHeader, closeIfOrphaned, foreignHostRefusal, inTurn, isHeaderOverflow, MAX_PIPELINED, type ConnectionCap } from '../lib/http/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import { sendError } from './http.js';
 
@@ -92,12 +92,9 @@ export class RequestGuard {
    * without Host (HTTP/1.0) does not come from a browser and goes on.
    */
   private checkLoopbackHost(req: IncomingMessage): void {
-    const host = req.headers.host;
-    if (host === undefined || !this.deps.loopbackOnly?.() || isLoopbackHost(host)) return;
-    throw new FanoutError(
-      'FORBIDDEN',
-      `Host "${host.slice(0, 200)}" is not a loopback name: this worker listens on a loopback address only and answers requests addressed to localhost, *.localhost, 127.x.x.x or [::1] (a web page whose name was pointed at 127.0.0.1 must not read it); to serve other names, listen on another address`,
-    );
+    if (!this.deps.loopbackOnly?.()) return;
+    const refusal = foreignHostRefusal(req.headers.host, 'this worker');
+    if (refusal) throw new FanoutError('FORBIDDEN', `${refusal} (a web page whose name was pointed at 127.0.0.1 must not read it); to serve other names, listen on another address`);
   }
 
   /** Waits (at most `ms`) until no API request is in flight. */

@@ -100,8 +100,8 @@ export class Routes {
     // Only the admin POSTs, /v1/pages and /ui/login read a body. Any other route's (a GET with
     // one, a report) would be read and dropped by node after the answer, for as long as the
     // client sends it: such an answer closes the connection (refusals: RequestGuard).
-    const readsBody = (admin && route !== ROUTES.adminPolicy) || route === ROUTES.pages || route === '/ui/login';
-    if (!readsBody && bodyStillComing(req)) res.shouldKeepAlive = false;
+    // Rare, so the body is checked first and the route only then.
+    if (bodyStillComing(req) && !((admin && route !== ROUTES.adminPolicy) || route === ROUTES.pages || route === '/ui/login')) res.shouldKeepAlive = false;
     // The page and its files check access themselves: a browser without a token gets a login form.
     if (route === '/ui' || route.startsWith('/ui/')) return this.worker.dashboard.ui.serve(req, res, route);
     this.authorize(req, res, route === ROUTES.health || route === ROUTES.ready ? 'open' : admin ? 'admin' : 'read');

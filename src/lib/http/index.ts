@@ -114,4 +114,4 @@ export async function listenHttp(server: Server | TlsServer, host: string, port:
   return `${scheme}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 }
 export { ConnectionCap, type ServerLimits } from './connections.js';
-export { isLoopbackAddress, isLoopbackHost, listensOnLoopbackOnly } from './loopback.js';
+export { foreignHostRefusal, isLoopbackAddress, isLoopbackHost, listensOnLoopbackOnly } from './loopback.js';

@@ -37,3 +37,13 @@ export function isLoopbackHost(host: string): boolean {
   if (name === 'localhost' || name.endsWith('.localhost')) return true;
   return isIP(name) === 4 && name.startsWith('127.');
 }
+
+/**
+ * Why a server listening on a loopback address only refuses a request addressed to `host`, or
+ * undefined when the Host names this machine (or there is none: HTTP/1.0, never a browser).
+ * `what` names the server ("this worker", "this gateway").
+ */
+export function foreignHostRefusal(host: string | undefined, what: string): string | undefined {
+  if (host === undefined || isLoopbackHost(host)) return undefined;
+  return `Host "${host.slice(0, 200)}" is not a loopback name: ${what} listens on a loopback address only and answers requests addressed to localhost, *.localhost, 127.x.x.x or [::1]`;
+}
