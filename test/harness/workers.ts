@@ -144,6 +144,18 @@ export async function restartWithPageSize(worker: WorkerProcess, pageSize: strin
   await worker.launch();
 }
 
+/** Waits until every worker's ring (its /v1/cluster) holds all of `workers`, e.g. one restarted is back in every ring. */
+export async function waitForRings(workers: WorkerProcess[], what: string, timeoutMs?: number): Promise<void> {
+  await waitFor(
+    what,
+    async () => {
+      const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
+      return views.every((v) => v.members.length === workers.length);
+    },
+    timeoutMs,
+  );
+}
+
 /** Several workers that know each other: through etcd if given, else a static list. */
 export async function startCluster(
   count: number,
@@ -159,12 +171,7 @@ export async function startCluster(
   try {
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) throw failed.reason;
-    if (etcd) {
-      await waitFor('all workers to see each other', async () => {
-        const views = await Promise.all(workers.map(async (w) => (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }));
-        return views.every((v) => v.members.length === count);
-      });
-    }
+    if (etcd) await waitForRings(workers, 'all workers to see each other');
   } catch (err) {
     // The workers that did start must not outlive a failed start: they would keep the test
     // process alive (a file that never ends) and hold their ports.

@@ -8,16 +8,9 @@ import { fanoutJson } from '../harness/cli.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { waitFor } from '../harness/ports.js';
 import { SyncProcess, currentVersion, treeHashes } from '../harness/release.js';
-import { restartWithPageSize, startCluster, type WorkerProcess } from '../harness/workers.js';
+import { restartWithPageSize, startCluster, waitForRings, type WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
-
-/** The members every worker's ring holds, as each worker sees them. */
-async function ringsOf(workers: WorkerProcess[]): Promise<number[]> {
-  return Promise.all(
-    workers.map(async (w) => ((await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: unknown[] }).members.length),
-  );
-}
 
 /**
  * A running `fanout sync` (no --once) follows a channel while the cluster's three workers (etcd)
@@ -124,7 +117,7 @@ describe('a rolling restart of 3 workers from 1 MiB to 2 MiB pages under a runni
 
     try {
       const [w1, w2, w3] = workers as [WorkerProcess, WorkerProcess, WorkerProcess];
-      const back = (w: WorkerProcess) => waitFor(`${w.id} back in every ring`, async () => (await ringsOf(workers)).every((n) => n === 3), 30_000);
+      const back = (w: WorkerProcess) => waitForRings(workers, `${w.id} back in every ring`, 30_000);
       await restartWithPageSize(w1, '2MiB');
       await back(w1);
       // w1 at 2 MiB, w3 at 1 MiB, w2 down: a release of 1 MiB pages promoted and staged meanwhile.

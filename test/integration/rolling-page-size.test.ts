@@ -10,7 +10,8 @@ import { sha256 } from '../harness/cli.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { forceUnmount, MountProcess, sh } from '../harness/mount.js';
 import { waitFor } from '../harness/ports.js';
-import { restartWithPageSize, startCluster, type WorkerProcess } from '../harness/workers.js';
+import { readAll } from '../harness/streams.js';
+import { restartWithPageSize, startCluster, waitForRings, type WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
 
@@ -26,22 +27,6 @@ function summary(failed: string[]): string {
   const counts = new Map<string, number>();
   for (const f of failed) counts.set(f, (counts.get(f) ?? 0) + 1);
   return [...counts].map(([f, n]) => `${f} ×${n}`).join('\n');
-}
-
-async function readAll(stream: AsyncIterable<Buffer>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of stream) parts.push(chunk);
-  return Buffer.concat(parts);
-}
-
-/** The members every worker's ring holds, with their ids, as each worker sees them. */
-async function ringsOf(workers: WorkerProcess[]): Promise<string[][]> {
-  return Promise.all(
-    workers.map(async (w) => {
-      const info = (await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: { id: string }[] };
-      return info.members.map((m) => m.id).sort();
-    }),
-  );
 }
 
 interface Roll {
@@ -201,7 +186,7 @@ function rollingRestart(roll: Roll): void {
           restarted.add(worker.id);
           phase = `${worker.id} back at ${roll.to} MiB, joining`;
           // Back in every ring before the next one goes, as a careful roll does.
-          await waitFor(`${worker.id} back in every ring`, async () => (await ringsOf(workers)).every((ids) => ids.length === workers.length), 30_000);
+          await waitForRings(workers, `${worker.id} back in every ring`, 30_000);
           phase = `${worker.id} at ${roll.to} MiB in every ring`;
         }
       } finally {

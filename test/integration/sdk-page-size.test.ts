@@ -8,16 +8,11 @@ import { FanoutClient, type StatResult } from '../../src/client/index.js';
 import { fanoutJson, sha256 } from '../harness/cli.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { waitFor } from '../harness/ports.js';
+import { readAll } from '../harness/streams.js';
 import { SyncProcess, currentVersion, treeHashes } from '../harness/release.js';
 import { restartWithPageSize, startCluster, type WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
-
-async function readAll(stream: AsyncIterable<Buffer>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of stream) parts.push(chunk);
-  return Buffer.concat(parts);
-}
 
 /**
  * The cluster's worker restarts with another pageSize (1 MiB → 2 MiB) under long-running users
