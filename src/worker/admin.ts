@@ -178,8 +178,9 @@ export class Admin {
         if (!contentMatches(ref, data)) {
           throw new FanoutError('HASH_MISMATCH', `page ${ref.index} of /${ref.mount}/${ref.path} does not have the expected SHA-256`);
         }
+        // Its pin or TTL saved first: a kill after the page's file would leave it unruled (policy.ts).
+        await this.deps.policy.onStoring(key, ref.mount, ref.path);
         await store.put(key, data, crc32(data));
-        this.deps.policy.onStored(key, ref.mount, ref.path);
       }
       result.loaded++;
       result.bytesLoaded += end - start;

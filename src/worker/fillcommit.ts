@@ -14,8 +14,11 @@ import type { FillFile } from './fillfile.js';
 export interface FillCommitDeps {
   store: PageStore;
   logger: Logger;
-  /** Told of every page stored after a fill (pin and TTL rules by path). */
-  onStored?: (key: string, ref: PageRef) => void;
+  /**
+   * Told of every page about to be stored after a fill (pin and TTL rules by path), before it is:
+   * a rejection keeps the page out of the store (its pin or TTL could not be saved).
+   */
+  onStoring?: (key: string, ref: PageRef) => Promise<void>;
 }
 
 export async function commitFill(deps: FillCommitDeps, key: string, ref: PageRef, done: PageFill, keep: boolean, file: FillFile | undefined): Promise<void> {
@@ -28,10 +31,11 @@ export async function commitFill(deps: FillCommitDeps, key: string, ref: PageRef
       logger.warn({ key, mount: ref.mount, path: ref.path, page: ref.index }, 'page read for a content hash does not have that hash; not stored');
       return;
     }
+    // Its pin or TTL on disk before its file: a kill in between must not leave it unruled.
+    await deps.onStoring?.(key, ref);
     if (!spool || !(await store.commitSpool(spool, done.crc).then(() => true, (err) => void logger.warn({ err, key }, 'page file could not be committed; writing it again')))) {
       await store.put(key, done.buffer, done.crc);
     }
-    deps.onStored?.(key, ref);
   } catch (err) {
     logger.warn({ err, key }, 'page read from source could not be stored; served uncached');
   } finally {

@@ -51,8 +51,8 @@ export interface PageServiceDeps {
   logger: Logger;
   /** Aborted when the worker stops, ending every source read. */
   signal: AbortSignal;
-  /** Told of every page stored after a fill (pin and TTL rules by path). */
-  onStored?: (key: string, ref: PageRef) => void;
+  /** Told of every page about to be stored after a fill (pin and TTL rules by path); see FillCommitDeps. */
+  onStoring?: (key: string, ref: PageRef) => Promise<void>;
   limits: ResponseLimits & { fillsPerMount: number };
   clock: Clock;
 }

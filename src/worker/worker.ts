@@ -160,7 +160,7 @@ export class Worker {
       reporter: this.session.reporter,
       logger: this.logger,
       signal: this.stopping.signal,
-      onStored: (key, ref) => this.policy.onStored(key, ref.mount, ref.path),
+      onStoring: (key, ref) => this.policy.onStoring(key, ref.mount, ref.path),
       limits: config.limits,
       clock,
     });

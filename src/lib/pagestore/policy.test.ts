@@ -15,8 +15,8 @@ test('pins and TTLs apply to given keys and, through path rules, to pages stored
     const clock = new ManualClock(1000);
     const policy = new PagePolicy(join(dir, 'policy.json'), clock);
     await policy.pin(['aa'.repeat(20)], { mount: 'm', prefix: 'models/llm' });
-    policy.onStored('bb'.repeat(20), 'm', 'models/llm/shard-1.bin');
-    policy.onStored('cc'.repeat(20), 'm', 'models/llm-other/x.bin'); // a sibling, not below the prefix
+    await policy.onStoring('bb'.repeat(20), 'm', 'models/llm/shard-1.bin');
+    await policy.onStoring('cc'.repeat(20), 'm', 'models/llm-other/x.bin'); // a sibling, not below the prefix
     assert.equal(policy.isPinned('aa'.repeat(20)), true);
     assert.equal(policy.isPinned('bb'.repeat(20)), true);
     assert.equal(policy.isPinned('cc'.repeat(20)), false);
@@ -130,6 +130,30 @@ test('a policy.json that cannot be read (a directory) fails the start naming the
     const file = join(dir, 'policy.json');
     await mkdir(file);
     await assert.rejects(new PagePolicy(file).load(), (err: FanoutError) => err.code === 'INVALID_CONFIG' && err.message.includes(file) && /EISDIR/.test(err.message));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a pin a rule gives a page is saved before the page is stored: pages stored at once share writes, and a failed save refuses the page', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-policy-'));
+  try {
+    const file = join(dir, 'policy.json');
+    const policy = new PagePolicy(file, new ManualClock(1000));
+    await policy.pin([], { mount: 'm', prefix: 'models' });
+    const keys = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(40, '0'));
+    await Promise.all(keys.map((key, i) => policy.onStoring(key, 'm', `models/shard-${i}.bin`)));
+    const reloaded = new PagePolicy(file, new ManualClock(1000));
+    await reloaded.load();
+    assert.ok(keys.every((key) => reloaded.isPinned(key)), 'every pin on disk once its onStoring resolved');
+
+    // The file cannot be written (a directory at its name): the page must not be stored, and is not pinned.
+    await rm(file);
+    await mkdir(join(file, 'held'), { recursive: true });
+    const refused = 'ff'.repeat(20);
+    await assert.rejects(policy.onStoring(refused, 'm', 'models/late.bin'), (err: FanoutError) => err.code === 'INTERNAL');
+    assert.equal(policy.isPinned(refused), false);
+    await policy.onStoring('ee'.repeat(20), 'm', 'elsewhere/x.bin'); // no rule covers it: nothing to save
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
