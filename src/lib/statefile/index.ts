@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { FanoutError } from '../../core/errors.js';
 import { basename, dirname, join } from 'node:path';
@@ -11,6 +12,13 @@ import { removeAbandonedTemps } from './tempfiles.cjs';
  */
 
 let tmpCounter = 0;
+/**
+ * Marks this process's temp files, with its pid: a pid alone is not the process. A worker that is
+ * PID 1 of its container (or any process whose pid comes again after a restart) met the temp file
+ * its killed predecessor left under the same pid: kept as its own, for ever, and `wx` refused the
+ * new write of that name (EEXIST: a pin refused with INTERNAL, found by a fault hunt).
+ */
+const processTag = `${process.pid}.${randomBytes(6).toString('hex')}`;
 
 /** Errno codes that mean "no room": the file system is full, or the user's quota is. */
 export function isDiskFull(err: unknown): boolean {
@@ -41,7 +49,7 @@ export async function writeNewSynced(file: string, data: string | Buffer): Promi
  * failure, so a full disk leaves neither a 0-byte nor a partial file behind.
  */
 export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = join(dirname(file), `${tempPrefix(file)}${process.pid}.${tmpCounter++}.tmp`);
+  const tmp = join(dirname(file), `${tempPrefix(file)}${processTag}.${tmpCounter++}.tmp`);
   try {
     await writeNewSynced(tmp, data);
     await rename(tmp, file);
@@ -56,13 +64,18 @@ function tempPrefix(file: string): string {
   return `.${basename(file)}.`;
 }
 
+/** This process's temp files of `file` start with this (one may be being written now). */
+export function ownTempPrefix(file: string): string {
+  return `${tempPrefix(file)}${processTag}.`;
+}
+
 /**
  * Temp files of `file` left by a process killed mid-write (never this process's own), whatever
  * their age.
  */
 function removeStaleTemps(file: string): void {
   const prefix = tempPrefix(file);
-  const ours = `${prefix}${process.pid}.`;
+  const ours = ownTempPrefix(file);
   removeAbandonedTemps(dirname(file), (name) => name.startsWith(prefix) && name.endsWith('.tmp') && !name.startsWith(ours), { olderThanMs: 0 });
 }
 
