@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FanoutError } from '../../core/errors.js';
@@ -209,9 +209,30 @@ describe("serve's published token", () => {
       await new Promise((r) => child.once('exit', r));
       const files = await publishToken(['http://127.0.0.1:7452'], ADMIN, env);
       assert.equal(publishedTokenFor('http://127.0.0.1:7452', env), ADMIN);
-      const { writeFile } = await import('node:fs/promises');
       await writeFile(files[0]!, JSON.stringify({ token: ADMIN, pid }));
       assert.equal(publishedTokenFor('http://127.0.0.1:7452', env), undefined);
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  });
+
+  test("the temp files a serve killed mid-write left (a dead token) go at the next start's write; a fresh one, another serve's write in flight, stays", async () => {
+    const home = await mkdtemp(join(tmpdir(), 'fanout-auth-'));
+    const env = { XDG_CONFIG_HOME: home };
+    try {
+      const tokens = join(home, 'fanout', 'tokens');
+      await mkdir(tokens, { recursive: true });
+      const old = new Date(Date.now() - 5 * 60_000);
+      for (const file of [join(home, 'admin.token.4242.0123456789ab.tmp'), join(tokens, 'loopback_7453.4242.0123456789ab.tmp')]) {
+        await writeFile(file, 'a-dead-token');
+        await utimes(file, old, old);
+      }
+      await writeFile(join(home, 'admin.token.4343.ba9876543210.tmp'), 'being written');
+      await writeFile(join(home, 'notes.tmp'), 'not ours');
+      await writeDataDirToken(home, ADMIN);
+      await publishToken(['http://127.0.0.1:7453'], ADMIN, env);
+      assert.deepEqual((await readdir(home)).sort(), ['admin.token', 'admin.token.4343.ba9876543210.tmp', 'fanout', 'notes.tmp']);
+      assert.deepEqual(await readdir(tokens), ['loopback_7453']);
     } finally {
       await rm(home, { recursive: true, force: true });
     }

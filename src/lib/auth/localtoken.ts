@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, rename, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { removeAbandonedTemps } from '../statefile/tempfiles.cjs';
 
 /**
  * The admin token of `fanout serve`, handed to the CLI and SDK of the same local user without
@@ -107,6 +108,11 @@ function processAlive(pid: number): boolean {
  * mode or target would be kept), then renamed over `file`.
  */
 async function writePrivate(file: string, content: string): Promise<void> {
+  // A serve killed between the write and the rename left its temp (a dead token) for good: each
+  // start removes those of `file` older than a minute (a write takes milliseconds), judged by age
+  // since another serve may be writing its own now.
+  const prefix = `${basename(file)}.`;
+  removeAbandonedTemps(dirname(file), (name) => name.startsWith(prefix) && /^\d+\.[0-9a-f]{12}\.tmp$/.test(name.slice(prefix.length)));
   const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   try {
     await writeFile(tmp, content, { mode: 0o600, flag: 'wx' });
