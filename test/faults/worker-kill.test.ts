@@ -1,10 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TEST_ADMIN_TOKEN, WorkerProcess } from '../harness/workers.js';
+import { freePort, waitFor } from '../harness/ports.js';
+import { TEST_ADMIN_TOKEN, WorkerProcess, fanoutBin, testAuth } from '../harness/workers.js';
 import { sha } from './helpers.js';
 
 /**
@@ -30,8 +32,8 @@ async function status(worker: WorkerProcess): Promise<{ used: number; pages: num
   return (await (await fetch(`${worker.url}/v1/status`)).json()) as { used: number; pages: number; capacity: number };
 }
 
-async function pinned(worker: WorkerProcess): Promise<number> {
-  return ((await (await fetch(`${worker.url}/v1/admin/policy`, { headers: auth })).json()) as { pinned: number }).pinned;
+async function pinned(url: string): Promise<number> {
+  return ((await (await fetch(`${url}/v1/admin/policy`, { headers: auth })).json()) as { pinned: number }).pinned;
 }
 
 /** The page files under `data/pages`, with their sizes. */
@@ -146,7 +148,7 @@ describe('a worker killed while storing pages of a pinned path', () => {
     await writeFile(policyFile, saved);
     await worker.launch();
     const held = (await status(worker)).pages;
-    assert.equal(await pinned(worker), held, `${held} pages held after the restart, all under the pin rule`);
+    assert.equal(await pinned(worker.url), held, `${held} pages held after the restart, all under the pin rule`);
 
     // Once the policy can be saved again, the pages are stored, each pinned before it is.
     assert.equal(sha(await readFileOf(worker, 'model.bin')), sha(content));
@@ -154,7 +156,78 @@ describe('a worker killed while storing pages of a pinned path', () => {
     await worker.kill();
     await worker.launch();
     assert.equal((await status(worker)).pages, 16);
-    assert.equal(await pinned(worker), 16);
+    assert.equal(await pinned(worker.url), 16);
     assert.equal(sha(await readFileOf(worker, 'model.bin')), sha(content));
+  });
+});
+
+/*
+ * A worker that is PID 1 of its PID namespace (the command of a container), killed while writing
+ * policy.json, and started again: PID 1 again. Before, the temp file the killed process left under
+ * that pid (`.policy.json.1.0.tmp`, its first write) counted as the new process's own: it was kept,
+ * and the new process's first write of that very name failed, `fanout pin` answering 500 INTERNAL
+ * "the page policy could not be saved (EEXIST)". The kill mid-write is stood for by the file it leaves.
+ */
+const canUnshare = (() => {
+  try {
+    execFileSync('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+describe('a worker that is PID 1 of its container, killed while writing policy.json', { skip: canUnshare ? false : 'needs unshare --pid (root)' }, () => {
+  let dir: string;
+  let url: string;
+  let configFile: string;
+  let proc: ChildProcess | undefined;
+
+  async function startAsPid1(): Promise<void> {
+    // --kill-child: a SIGKILL of unshare kills the worker too (PID 1: its whole namespace).
+    const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, fanoutBin, 'worker', '--config', configFile], { stdio: 'ignore' });
+    proc = child;
+    await waitFor('the worker in its PID namespace', async () => {
+      if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode}`);
+      return (await fetch(`${url}/healthz`)).ok;
+    }, 60_000);
+  }
+
+  async function killPid1(): Promise<void> {
+    const child = proc;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    // The namespace's PID 1 goes with unshare; its port is free once it has.
+    await waitFor('the killed worker to be gone', async () => !(await fetch(`${url}/healthz`).then(() => true, () => false)));
+  }
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-kill-pid1-'));
+    await mkdir(join(dir, 'src'));
+    await writeFile(join(dir, 'src', 'a.bin'), randomBytes(1000));
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    configFile = join(dir, 'worker.yaml');
+    await writeFile(configFile, JSON.stringify({ id: 'pid1', listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', auth: testAuth, mounts: { data: join(dir, 'src') } }));
+  });
+
+  after(async () => {
+    await killPid1();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('the restarted worker removes the temp file and saves its policy', async () => {
+    await startAsPid1();
+    await killPid1();
+    await writeFile(join(dir, 'data', '.policy.json.1.0.tmp'), '{"pins": ["ab'); // cut by the kill
+    await startAsPid1();
+    const res = await fetch(`${url}/v1/admin/pin`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ keys: ['ab'.repeat(20)] }) });
+    assert.equal(res.status, 200, await res.text());
+    assert.deepEqual((await readdir(join(dir, 'data'))).sort(), ['pages', 'policy.json', 'tmp']);
+    await killPid1();
+    await startAsPid1();
+    assert.equal(await pinned(url), 1);
   });
 });
