@@ -13,14 +13,20 @@ export async function scanPages(pagesDir: string): Promise<StoredPage[]> {
   const found: (StoredPage & { mtimeMs: number })[] = [];
   for (const shard of await readdir(pagesDir)) {
     const shardDir = join(pagesDir, shard);
-    for (const name of await readdir(shardDir).catch(() => [] as string[])) {
-      const match = PAGE_FILE.exec(name);
-      const file = join(shardDir, name);
-      if (!match) continue;
-      const info = await stat(file).catch(() => undefined);
-      if (!info?.isFile()) continue;
-      found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, mtimeMs: info.mtimeMs });
-    }
+    // A shard's files are stat'ed at once, not one after another: each stat is a thread-pool
+    // hand-off of microseconds of work, and the worker answers nothing until the scan ends.
+    // 100,000 pages took 4.6–8.9 s one by one, 2.8–3.5 s this way (a loaded 2-core machine).
+    const names = await readdir(shardDir).catch(() => [] as string[]);
+    await Promise.all(
+      names.map(async (name) => {
+        const match = PAGE_FILE.exec(name);
+        if (!match) return;
+        const file = join(shardDir, name);
+        const info = await stat(file).catch(() => undefined);
+        if (!info?.isFile()) return;
+        found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, mtimeMs: info.mtimeMs });
+      }),
+    );
   }
   found.sort((a, b) => a.mtimeMs - b.mtimeMs);
   return found.map(({ mtimeMs: _mtime, ...page }) => page);

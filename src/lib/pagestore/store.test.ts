@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rename, rm, symlink, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rename, rm, symlink, utimes, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -109,6 +109,27 @@ test('pinned pages never grow the store past its capacity: a page with no room l
     await store.put(key(23), page(8), crc32(page(8)));
     assert.equal(store.has(key(23)), true);
     assert.ok(store.used <= 3000, String(store.used));
+  }));
+
+test('a restart rebuilds the index from the page files: every page counted, in the LRU order of their writes', () =>
+  withStore(async (dir) => {
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    await store.open();
+    // 60 pages in 12 shards (a key's first two characters), written in an order unlike their
+    // names' (the scan stats a shard's files at once).
+    const sharded = (n: number) => `${(n % 12).toString(16).padStart(2, '0')}${n.toString(16).padStart(38, '0')}`;
+    const order = Array.from({ length: 60 }, (_, i) => sharded((i * 37) % 60));
+    for (const [i, k] of order.entries()) {
+      await store.put(k, page(i + 1), crc32(page(i + 1)));
+      const when = new Date(1_700_000_000_000 + i * 1000);
+      await utimes(store.fileOf(k)!, when, when);
+    }
+    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    await reopened.open();
+    assert.equal(reopened.pageCount, 60);
+    assert.equal(reopened.used, 60_000);
+    assert.equal((await readdir(join(dir, 'pages'))).length, 12);
+    assert.deepEqual(reopened.keys(), order, 'LRU order: the write order');
   }));
 
 test('leftovers of interrupted writes are removed on open', () =>
