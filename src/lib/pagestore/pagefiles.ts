@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { smallIo, type SmallIo } from '../smallio/index.js';
@@ -22,8 +22,15 @@ export async function scanPages(pagesDir: string): Promise<StoredPage[]> {
         const match = PAGE_FILE.exec(name);
         if (!match) return;
         const file = join(shardDir, name);
-        const info = await stat(file).catch(() => undefined);
-        if (!info?.isFile()) return;
+        const info = await lstat(file).catch(() => undefined);
+        if (!info) return;
+        if (!info.isFile()) {
+          // A directory, link or FIFO at a page's name (put there while the worker was down): the
+          // page's next store, a rename onto that name, would fail for good (EISDIR), so the page
+          // was served uncached for ever. Removed as a running store removes it (store.ts).
+          await rm(file, { recursive: true, force: true }).catch(() => {});
+          return;
+        }
         found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, mtimeMs: info.mtimeMs });
       }),
     );

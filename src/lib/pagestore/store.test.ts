@@ -94,6 +94,37 @@ test("a directory, a symlink or a FIFO at a page's name is a corrupt page, dropp
     }
   }));
 
+test("a directory, a symlink or a FIFO at a page's name found at a restart is removed, so the page can be stored there again (a directory made every later store of the page fail with EISDIR)", () =>
+  withStore(async (dir) => {
+    const first = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    await first.open();
+    const target = join(dir, 'elsewhere.bin');
+    await writeFile(target, page(9));
+    const replace: [number, (file: string) => Promise<void>][] = [
+      [4, async (file) => mkdir(file)],
+      [5, async (file) => symlink(target, file)],
+      [6, async (file) => void execFileSync('mkfifo', [file])],
+    ];
+    const files = new Map<number, string>();
+    for (const [n, put] of replace) {
+      await first.put(key(n), page(n), crc32(page(n)));
+      const file = first.fileOf(key(n))!;
+      files.set(n, file);
+      await rm(file);
+      await put(file);
+    }
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    await store.open();
+    assert.equal(store.used, 0);
+    for (const [n] of replace) {
+      assert.equal(store.has(key(n)), false);
+      await store.put(key(n), page(n), crc32(page(n)));
+      assert.equal(store.fileOf(key(n)), files.get(n));
+      assert.deepEqual((await store.get(key(n)))?.data, page(n));
+    }
+    assert.deepEqual(await readFile(target), page(9)); // a link's target is left alone
+  }));
+
 test('pinned pages never grow the store past its capacity: a page with no room left beside them is not stored (STORE_FULL), unpinned pages still are', () =>
   withStore(async (dir) => {
     const pinned = new Set([key(20), key(21), key(22)]);
