@@ -10,7 +10,7 @@ import type { ReleaseFetcher } from './fetch.js';
 import type { Manifest } from './manifest.js';
 import { FanoutError } from '../core/errors.js';
 import type { AgentState, ReleaseRegistry } from './registry.js';
-import { procStat } from './procstat.js';
+import { procStat } from '../lib/procstat/index.js';
 
 const PAGE = 1024;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');

@@ -3,7 +3,7 @@ import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, stat, syml
 import { basename, join } from 'node:path';
 import { FanoutError } from '../core/errors.js';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
-import { lockDir } from './dirlock.js';
+import { lockDir } from '../lib/dirlock/index.js';
 import { FileSystemClock, settledBefore } from './fsclock.js';
 import { matchesStamp, stampOf, STAMPS_FORMAT, type FileStamp } from './filestamp.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
@@ -67,7 +67,7 @@ export class ReleaseDir {
     return join(this.dir, `.repair-${version}`);
   }
 
-  /** Takes the directory for this process (one agent per directory, see dirlock.ts). Returns its release. */
+  /** Takes the directory for this process (one agent per directory, see lib/dirlock). Returns its release. */
   lock(): Promise<() => Promise<void>> {
     return lockDir(this.dir);
   }

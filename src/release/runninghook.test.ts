@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { procStat } from './procstat.js';
+import { procStat } from '../lib/procstat/index.js';
 import { endLeftoverHook, recordRunningHook } from './runninghook.js';
 
 /** A stand-in for a hook left running: a shell leading its own group, with a child. */

@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readJsonState, writeFileAtomic, type CorruptStateFile } from '../lib/statefile/index.js';
 import { endGroup, groupAlive } from './hook.js';
-import { bootId, procStat } from './procstat.js';
+import { bootId, procStat } from '../lib/procstat/index.js';
 
 /**
  * DIR/.hook-running.json: the process group of the on-switch hook running now. The hook runs

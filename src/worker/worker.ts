@@ -40,6 +40,8 @@ import { memoryPath } from '../lib/memory/index.js';
 import type { Dashboard } from './dashboard/index.js';
 import { dashboardFor } from './dashboard/wiring.js';
 import { BufferReclaimer } from '../lib/memory/reclaim.js';
+import { lockDir, type DirLockUse } from '../lib/dirlock/index.js';
+import { isDiskFull } from '../lib/statefile/index.js';
 
 export interface WorkerOptions {
   clock?: Clock;
@@ -52,6 +54,13 @@ export interface WorkerOptions {
  * One cache host: a page store, the sources it reads from, its view of the cluster, and the
  * HTTP API that serves pages, ranges, stat, list, health and metrics.
  */
+/** One worker per data directory (lib/dirlock): the lock is `<dataDir>/.worker.lock`. */
+const WORKER_DATA_DIR: DirLockUse = {
+  name: '.worker.lock',
+  option: 'dataDir',
+  inUse: (dir, pid) => new FanoutError('DIR_IN_USE', `${dir} is the data directory of another running worker (pid ${pid}): one worker per data directory (give this one its own dataDir, --data-dir)`),
+};
+
 export class Worker {
   readonly logger: Logger;
   readonly store: PageStore;
@@ -76,6 +85,8 @@ export class Worker {
   private readonly certificates: CertificateReloader | undefined;
   private readonly connections: ConnectionCap;
   private readonly stopping = new AbortController();
+  /** Gives the data directory back (set while this worker holds it). */
+  private unlockDataDir: (() => Promise<void>) | undefined;
   private readonly clock: Clock;
   private readonly reader: ClusterReader;
   /** Pages this worker owns and holds are read from its store, not through its own HTTP API. */
@@ -276,6 +287,25 @@ export class Worker {
 
   async start(): Promise<void> {
     await mkdir(this.config.dataDir, { recursive: true });
+    // Before the store opens, which clears tmp/: a second worker on this directory (a unit started
+    // twice, a second `fanout serve` over one --data-dir) cleared the first one's fills in flight
+    // even when it then failed to listen, and running beside it, each evicted and rewrote
+    // policy.json unseen by the other.
+    this.unlockDataDir = await lockDir(this.config.dataDir, WORKER_DATA_DIR).catch((err: unknown) => {
+      // A full disk serves uncached (disk.test.ts): no room for the lock does not stop a start.
+      if (!isDiskFull(err)) throw err;
+      this.logger.warn({ err }, 'the disk is full: the data directory is not locked against a second worker');
+      return undefined;
+    });
+    try {
+      await this.startHoldingDataDir();
+    } catch (err) {
+      await this.releaseDataDir();
+      throw err;
+    }
+  }
+
+  private async startHoldingDataDir(): Promise<void> {
     await this.policy.load();
     await this.store.open();
     setSendThreads(this.config.threads);
@@ -348,6 +378,13 @@ export class Worker {
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
     // Every connection is closed: no send uses a kept page file any more.
     this.store.closeSendFiles();
+    await this.releaseDataDir();
+  }
+
+  private async releaseDataDir(): Promise<void> {
+    const unlock = this.unlockDataDir;
+    this.unlockDataDir = undefined;
+    await unlock?.().catch((err: unknown) => this.logger.warn({ err }, 'the data directory lock could not be removed'));
   }
 
   async status(): Promise<WorkerStatus> {

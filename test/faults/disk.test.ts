@@ -204,4 +204,10 @@ describe('a worker whose disk is completely full', { skip }, () => {
     assert.equal(sha256(await readAll(worker.url, 'data/f.bin')), sha256(content), 'again, from the source');
     assert.equal((await fetch(`${worker.url}/healthz`)).status, 200);
   });
+
+  test('a worker killed and started again on the full disk starts (no room for its data directory lock) and reads right', async () => {
+    await worker.kill();
+    await worker.launch();
+    assert.equal(sha256(await readAll(worker.url, 'data/f.bin')), sha256(content));
+  });
 });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { freePort, waitFor } from '../harness/ports.js';
 import { TEST_ADMIN_TOKEN, WorkerProcess, fanoutBin, testAuth } from '../harness/workers.js';
 import { sha } from './helpers.js';
+import { fanout } from '../harness/cli.js';
 
 /**
  * A worker SIGKILLed (kill -9, the OOM killer) at bad moments and started again on the same data
@@ -225,9 +226,50 @@ describe('a worker that is PID 1 of its container, killed while writing policy.j
     await startAsPid1();
     const res = await fetch(`${url}/v1/admin/pin`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ keys: ['ab'.repeat(20)] }) });
     assert.equal(res.status, 200, await res.text());
-    assert.deepEqual((await readdir(join(dir, 'data'))).sort(), ['pages', 'policy.json', 'tmp']);
+    assert.deepEqual((await readdir(join(dir, 'data'))).sort(), ['.worker.lock', 'pages', 'policy.json', 'tmp']);
     await killPid1();
     await startAsPid1();
     assert.equal(await pinned(url), 1);
+  });
+});
+
+/*
+ * A second worker on a running worker's data directory (a unit started twice, a second `fanout
+ * serve` over one --data-dir). Before, it opened the store, which clears tmp/ (the first one's
+ * fills in flight), even when it then failed to listen; on another port both ran, each evicting
+ * and rewriting policy.json unseen by the other.
+ */
+describe('one worker per data directory', () => {
+  let source: string;
+  let first: WorkerProcess | undefined;
+  let second: WorkerProcess | undefined;
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-lock-src-'));
+    await writeFile(join(source, 'f.bin'), randomBytes(3 * MiB));
+    first = await WorkerProcess.start({ id: 'first', mounts: { data: source }, pageSize: '1MiB' });
+  });
+
+  after(async () => {
+    await second?.destroy();
+    await first?.destroy();
+    if (source) await rm(source, { recursive: true, force: true });
+  });
+
+  test('a second worker on the same data directory stops at start with DIR_IN_USE and touches nothing; once the first is killed, the next start takes the directory over', async () => {
+    const fill = join(first!.dataDir, 'tmp', `${'cd'.repeat(20)}.4242.0`); // stands for a fill in flight
+    await writeFile(fill, randomBytes(1000));
+    const config = join(source, '..', `${source.split('/').pop()}-second.json`);
+    await writeFile(config, JSON.stringify({ id: 'second', listen: `127.0.0.1:${await freePort()}`, dataDir: first!.dataDir, mounts: { data: source }, pageSize: '1MiB', auth: testAuth }));
+    const refused = await fanout(['worker', '--config', config]);
+    await rm(config, { force: true });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`DIR_IN_USE: .* another running worker \\(pid ${first!.pid}\\)`));
+    assert.deepEqual(await readdir(join(first!.dataDir, 'tmp')), [`${'cd'.repeat(20)}.4242.0`], 'the first worker\'s temp file is left alone');
+    assert.equal((await fetch(`${first!.url}/v1/data/data/f.bin`)).status, 200);
+    // Killed, the first leaves its lock behind: a dead process's lock is taken over.
+    await first!.kill();
+    second = await WorkerProcess.start({ id: 'second', mounts: { data: source }, pageSize: '1MiB', dataDir: first!.dataDir });
+    assert.equal((await fetch(`${second.url}/v1/data/data/f.bin`)).status, 200);
   });
 });

@@ -8,7 +8,7 @@ import { startCluster, type WorkerProcess } from '../harness/workers.js';
 import { waitFor } from '../harness/ports.js';
 import { fanout, fanoutJson } from '../harness/cli.js';
 import { SyncProcess, currentVersion, fanoutOnAnotherMachine } from '../harness/release.js';
-import { procStat } from '../../src/release/procstat.js';
+import { procStat } from '../../src/lib/procstat/index.js';
 
 /** Running and not a zombie (a killed agent's orphans are reaped by init, maybe late). */
 const alive = (pid: number) => (procStat(pid)?.state ?? 'Z') !== 'Z';

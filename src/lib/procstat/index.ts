@@ -13,7 +13,7 @@ export interface ProcStat {
   startTime: string;
 }
 
-export function procStat(pid: number): ProcStat | undefined {
+export function procStat(pid: number | 'self'): ProcStat | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
@@ -24,8 +24,12 @@ export function procStat(pid: number): ProcStat | undefined {
   }
 }
 
-/** When a process started, or '-' when /proc does not say (gone, or no /proc). */
-export function startTime(pid: number): string {
+/**
+ * When a process started, or '-' when /proc does not say (gone, or no /proc). `self`: this process,
+ * whatever /proc is mounted: in a PID namespace whose /proc is the parent's (`unshare --pid`
+ * without `--mount-proc`), /proc/<its own pid> is another process (PID 1: the host's init).
+ */
+export function startTime(pid: number | 'self'): string {
   return procStat(pid)?.startTime ?? '-';
 }
 

@@ -1,41 +1,60 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FanoutError } from '../core/errors.js';
-import { isNotWritable } from '../lib/statefile/index.js';
-import { startTime } from './procstat.js';
+import { FanoutError } from '../../core/errors.js';
+import { isNotWritable } from '../statefile/index.js';
+import { bootId, startTime } from '../procstat/index.js';
 
 /** Rounds of create / read / take over before giving up (each takes milliseconds). */
 const ATTEMPTS = 100;
 
+/** What a directory's lock is for: its file's name and how a live holder is told to the caller. */
+export interface DirLockUse {
+  /** The lock file's name in the directory. */
+  name: string;
+  /** The error for directory `dir` held by a live process (`pid`, '?' if its lock does not say). */
+  inUse(dir: string, pid: string): FanoutError;
+  /** The option naming the directory, for a directory that cannot be written (`--dir`). */
+  option: string;
+}
+
+/** The sync agent's: one agent per --dir. */
+export const SYNC_DIR: DirLockUse = {
+  name: '.sync.lock',
+  option: '--dir',
+  inUse: (dir, pid) => new FanoutError('DIR_IN_USE', `${dir} is synced by another agent (pid ${pid}): one agent per directory`),
+};
+
 /**
- * Takes DIR/.sync.lock for this process: it holds the agent's pid, start time and a nonce (two
- * locks of one process differ). Two agents on one directory would each clear the other's staging
- * and prune what the other just installed. A lock whose process is gone (killed, crashed) is
- * taken over. Node has no flock, so every step is a create-if-absent (link) or a check of
- * content that nobody else may change:
+ * Takes DIR/<use.name> for this process: it holds the process's pid, start time, a nonce (two
+ * locks of one process differ) and the boot's id. Two processes on one directory would each undo
+ * the other's work (two sync agents clear each other's staging; two workers each other's fills).
+ * A lock whose process is gone (killed, crashed, or of an earlier boot: a service started at boot
+ * may get the same pid and start time again) is taken over. Node has no flock, so every step is a
+ * create-if-absent (link) or a check of content that nobody else may change:
  *   - the lock is written under a temporary name and linked into place, so it is never seen empty;
  *   - a stale lock is removed only by the one taker that created the claim named after its
  *     content, after reading it once more: two takers reading and then removing it would let the
  *     slower one delete the lock the faster one had just created;
  *   - it is released only while it still holds our content.
- * Returns its release.
+ * A holder in another PID namespace (another container on a shared volume) cannot be seen: its
+ * lock is taken for a dead one's. Returns its release.
  */
-export async function lockDir(dir: string): Promise<() => Promise<void>> {
-  await mkdir(dir, { recursive: true }).catch(notWritable(dir));
-  const file = join(dir, '.sync.lock');
+export async function lockDir(dir: string, use: DirLockUse = SYNC_DIR): Promise<() => Promise<void>> {
+  await mkdir(dir, { recursive: true }).catch(notWritable(dir, use.option));
+  const file = join(dir, use.name);
   const me = identity();
   let held = '';
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    if (await createExclusive(file, me).catch(notWritable(dir))) return () => removeIfContent(file, me);
+    if (await createExclusive(file, me).catch(notWritable(dir, use.option))) return () => removeIfContent(file, me);
     const read = await readFile(file, 'utf8').catch(() => undefined);
     if (read === undefined) continue; // released meanwhile
     held = read;
-    const [pid, started] = held.trim().split(' ');
-    if (Number(pid) > 0 && holderAlive(Number(pid), started)) break;
+    const [pid, started, , boot] = held.trim().split(' ');
+    if (Number(pid) > 0 && holderAlive(Number(pid), started, boot)) break;
     await removeStale(file, held, me);
   }
-  throw new FanoutError('DIR_IN_USE', `${dir} is synced by another agent (pid ${held.trim().split(' ')[0] || '?'}): one agent per directory`);
+  throw use.inUse(dir, held.trim().split(' ')[0] || '?');
 }
 
 /** Removes `stale` from `file` if it is still there, as the one taker of it; otherwise waits a moment. */
@@ -65,8 +84,8 @@ async function removeStale(file: string, stale: string, me: string): Promise<voi
 async function removeDeadClaim(claim: string): Promise<void> {
   const content = await readFile(claim, 'utf8').catch(() => undefined);
   if (content === undefined) return;
-  const [pid, started] = content.trim().split(' ');
-  if (Number(pid) > 0 && holderAlive(Number(pid), started)) return;
+  const [pid, started, , boot] = content.trim().split(' ');
+  if (Number(pid) > 0 && holderAlive(Number(pid), started, boot)) return;
   const aside = `${claim}.dead-${randomBytes(6).toString('hex')}`;
   try {
     await rename(claim, aside);
@@ -77,10 +96,10 @@ async function removeDeadClaim(claim: string): Promise<void> {
   await rm(aside, { force: true });
 }
 
-/** A --dir that cannot be written (read-only file system, permissions) as INVALID_CONFIG naming it; other errors as they are. */
-function notWritable(dir: string): (err: unknown) => never {
+/** A directory that cannot be written (read-only file system, permissions) as INVALID_CONFIG naming it; other errors as they are. */
+function notWritable(dir: string, option: string): (err: unknown) => never {
   return (err) => {
-    if (isNotWritable(err)) throw new FanoutError('INVALID_CONFIG', `cannot write in ${dir} (--dir): ${(err as Error).message}`, { cause: err });
+    if (isNotWritable(err)) throw new FanoutError('INVALID_CONFIG', `cannot write in ${dir} (${option}): ${(err as Error).message}`, { cause: err });
     throw err;
   };
 }
@@ -106,10 +125,12 @@ async function removeIfContent(file: string, content: string): Promise<void> {
 }
 
 function identity(): string {
-  return `${process.pid} ${startTime(process.pid)} ${randomBytes(6).toString('hex')}`;
+  return `${process.pid} ${startTime('self')} ${randomBytes(6).toString('hex')} ${bootId()}`;
 }
 
-function holderAlive(pid: number, started: string | undefined): boolean {
+/** `boot`: the holder's boot id (locks of older builds have none; '-' where /proc did not say). */
+function holderAlive(pid: number, started: string | undefined, boot: string | undefined): boolean {
+  if (boot !== undefined && boot !== '-' && boot !== bootId()) return false;
   try {
     process.kill(pid, 0);
   } catch (err) {
