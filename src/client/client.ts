@@ -15,6 +15,7 @@ import type { ClusterInfo, ClusterSession } from './session.js';
 import type { BatchPageReader } from './batchreader.js';
 import { sharedSession } from './sessions.js';
 import { FollowedPageSize, followingPages } from './pagesize.js';
+import { readAhead } from './readahead.js';
 
 export type { ClusterInfo } from './session.js';
 
@@ -432,6 +433,7 @@ export class FanoutClient {
       replication: info.replication,
       hedge: this.options.hedge ?? (this.options.hedgeDelayMs !== undefined ? parseHedge(this.options.hedgeDelayMs) : 'auto'),
       sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
+      ahead: readAhead,
     });
   }
 

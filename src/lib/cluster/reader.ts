@@ -8,6 +8,7 @@ import { pageKey } from '../../lib/pagekey/index.js';
 import type { FileInfo, Member, PageRef } from '../../core/types.js';
 import type { PageFetcher, PageProgress } from './pagefetcher.js';
 import type { PageReporter } from './report.js';
+import type { ByteBudget } from '../transfer/index.js';
 import { missedDeadline } from './timeouts.js';
 import { DEFAULT_HEDGE, HedgePolicy, parseHedge, type HedgePolicyOptions, type HedgeSetting } from './hedge.js';
 import { WorkerHealth } from './health.js';
@@ -57,6 +58,14 @@ export interface ClusterReaderOptions {
   reporter?: PageReporter;
   /** Every page request is a preload (`fanout load`, sync prefetch): a line serves it after waiting reads. */
   preload?: boolean;
+  /**
+   * Bytes of pages fetched ahead of what the reads' consumers asked for, shared by every reader
+   * that is given it (the SDK's, process-wide: client/readahead.ts). Each page past the one a read
+   * waits for takes room (never waited for: a read short of room fetches less ahead) until it is
+   * handed on or the read ends; the page a read waits for needs none, so no read can wait on
+   * another. Without it each read fetches its whole window ahead.
+   */
+  ahead?: ByteBudget;
 }
 
 /** The worker failed: try another and keep this one last for a while. */
@@ -111,25 +120,46 @@ export class ClusterReader {
     const onAbort = () => controller.abort(abortError(signal));
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
-    const window: Promise<Buffer[]>[] = [];
+    // Each page fetched ahead holds its room in `ahead` until it is handed on (released then).
+    const window: { page: Promise<Buffer[]>; release: (() => void) | undefined }[] = [];
     let next = first;
-    const launch = () => {
+    const launch = (release?: () => void) => {
       const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index: next++ };
       const page = this.fetchPage(ref, controller.signal);
       page.catch(() => {}); // observed when its turn comes; avoid unhandled rejections meanwhile
-      window.push(page);
+      window.push({ page, release });
+    };
+    // Pages past the one awaited, while the window and the shared room allow.
+    const launchAhead = () => {
+      const { ahead } = this.options;
+      while (next <= last && window.length < this.concurrency) {
+        if (!ahead) launch();
+        else {
+          const span = pageSpan(next, file.size, pageSize);
+          const release = ahead.tryAcquire(span.end - span.start);
+          if (!release) return;
+          launch(release);
+        }
+      }
     };
     try {
-      while (next <= last && window.length < this.concurrency) launch();
+      // The first page is the one the consumer asks for now: it needs no room.
+      if (next <= last) launch();
+      launchAhead();
       for (let index = first; index <= last; index++) {
-        const page = await window.shift()!;
-        if (next <= last) launch();
+        if (window.length === 0) launch(); // none fetched ahead (no room): the consumer waits for this one
+        const entry = window[0]!;
+        const page = await entry.page;
+        window.shift();
+        entry.release?.();
+        launchAhead();
         const { from, to } = pageSlice(index, start, end, pageSize);
         // A whole page (every page of a whole-file read but the ends) is handed on as it is.
         yield from === 0 && to === pageLength(page) ? page : [...sliceChunks(page, from, to)];
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
+      for (const entry of window) entry.release?.();
       if (window.length > 0) controller.abort(new FanoutError('ABORTED', 'reader closed'));
     }
   }

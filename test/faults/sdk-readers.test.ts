@@ -1,0 +1,123 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { FanoutClient } from '../../src/client/index.js';
+import { READ_AHEAD_BYTES, readAhead } from '../../src/client/readahead.js';
+import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { waitFor } from '../harness/ports.js';
+import { readAll, sha } from '../harness/streams.js';
+
+const MiB = 1024 * 1024;
+
+/** Counts the page requests of a client (all its reads share the session's fetcher) while they run. */
+function countFetches(client: FanoutClient): { inFlight: () => number; bytes: () => number } {
+  const fetcher = client.session.fetcher;
+  const fetch = fetcher.fetch.bind(fetcher);
+  let inFlight = 0;
+  let bytes = 0;
+  fetcher.fetch = async (...args) => {
+    inFlight++;
+    try {
+      const page = await fetch(...args);
+      for (const chunk of page) bytes += chunk.length;
+      return page;
+    } finally {
+      inFlight--;
+    }
+  };
+  return { inFlight: () => inFlight, bytes: () => bytes };
+}
+
+/** Resolves with the stream once its consumer has had a first chunk, then reads no further. */
+async function firstChunkThenStall(stream: Readable): Promise<Readable> {
+  await new Promise<void>((resolve, reject) => {
+    stream.once('error', reject);
+    stream.once('data', () => {
+      stream.pause();
+      resolve();
+    });
+  });
+  return stream;
+}
+
+/**
+ * A program using the SDK with real workers: reads started by the hundred and left unread, given
+ * up (break, destroy, abort) mid-way. What the SDK fetches for them is bounded, and given back.
+ */
+describe('SDK reads a program starts and abandons', () => {
+  let source: string;
+  let workers: WorkerProcess[];
+  let body: Buffer;
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-sdk-readers-'));
+    body = randomBytes(16 * MiB);
+    await writeFile(join(source, 'a.bin'), body);
+    workers = await startCluster(3, { mounts: { data: source }, pageSize: '1MiB' });
+    const warm = new FanoutClient({ endpoint: workers[0]!.url });
+    try {
+      assert.equal(sha(await readAll(await warm.createReadStream('/data/a.bin'))), sha(body));
+    } finally {
+      await warm.close();
+    }
+  });
+
+  after(async () => {
+    await Promise.all((workers ?? []).map((w) => w.destroy()));
+    await rm(source, { recursive: true, force: true });
+  });
+
+  test('120 reads whose consumers stop after the first chunk fetch at most their next page each plus the shared read-ahead', { timeout: 180_000 }, async () => {
+    const client = new FanoutClient({ endpoint: workers[0]!.url, concurrency: 6 });
+    const fetches = countFetches(client);
+    const streams: Readable[] = [];
+    try {
+      for (let i = 0; i < 120; i++) streams.push(await firstChunkThenStall(await client.createReadStream('/data/a.bin')));
+      // Every page a stalled read will ever fetch was asked for before its first chunk was handed on.
+      await waitFor('the stalled reads’ page requests to end', async () => fetches.inFlight() === 0, 60_000);
+      const fetched = fetches.bytes();
+      console.log(`120 stalled reads fetched ${Math.round(fetched / MiB)} MiB (window 6 pages of 1 MiB; read-ahead ${READ_AHEAD_BYTES / MiB} MiB)`);
+      // Before: each read fetched its whole window, 120 × 6 MiB = 720 MiB for reads nobody reads.
+      assert.ok(fetched <= 120 * MiB + READ_AHEAD_BYTES, `fetched ${fetched} bytes`);
+      assert.ok(readAhead.inUse <= READ_AHEAD_BYTES);
+    } finally {
+      for (const stream of streams) stream.destroy();
+    }
+    await waitFor('the read-ahead room to come back once the reads are destroyed', async () => readAhead.inUse === 0);
+    assert.equal(sha(await readAll(await client.createReadStream('/data/a.bin'))), sha(body), 'a later read is right');
+    await client.close();
+  });
+
+  test('reads given up 300 times (break, destroy, abort) give their read-ahead back and leave the client usable', { timeout: 180_000 }, async () => {
+    const client = new FanoutClient({ endpoint: workers[0]!.url });
+    const file = await client.stat('/data/a.bin');
+    try {
+      for (let i = 0; i < 100; i++) {
+        for await (const chunk of await client.createReadStream('/data/a.bin')) {
+          assert.ok(chunk.length > 0);
+          break;
+        }
+        await firstChunkThenStall(await client.createReadStream('/data/a.bin')).then((s) => s.destroy());
+        const controller = new AbortController();
+        let pages = 0;
+        await assert.rejects(
+          (async () => {
+            for await (const page of client.readPages(file, { signal: controller.signal })) {
+              assert.ok(page.length > 0);
+              if (++pages === 2) controller.abort();
+            }
+          })(),
+          (err: Error & { code?: string }) => err.code === 'ABORTED',
+        );
+      }
+      await waitFor('the read-ahead room to come back', async () => readAhead.inUse === 0);
+      assert.equal(sha(await readAll(await client.createReadStream('/data/a.bin'))), sha(body));
+    } finally {
+      await client.close();
+    }
+  });
+});
