@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { FanoutError } from '../core/errors.js';
+import { FanoutError, abortError } from '../core/errors.js';
 import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
 import { encodeUrlPath, parseFanoutPath } from '../core/paths.js';
@@ -139,6 +139,15 @@ export class FanoutClient {
   private readonly sources = new Map<string, Ufs>();
   private readonly pages: PageCache;
   private closing: Promise<void> | undefined;
+  /**
+   * This client's reads and page fetches in flight, which close() aborts: held weakly (a signal,
+   * its controller by the signal), so a stream a program drops without reading it to its end or
+   * destroying it is collected as before instead of kept until close().
+   */
+  private readonly inFlight = new Set<WeakRef<AbortSignal>>();
+  private readonly controllers = new WeakMap<AbortSignal, AbortController>();
+  /** inFlight's size at which references to collected reads are dropped from it. */
+  private pruneAt = 64;
   private readonly endpoints: string[];
 
   constructor(private readonly options: FanoutClientOptions = {}) {
@@ -165,10 +174,12 @@ export class FanoutClient {
 
   /** Cluster facts (members, page size), refreshed at most every membershipRefreshMs. */
   async cluster(force = false): Promise<ClusterInfo> {
+    this.checkOpen();
     return this.session.cluster(force);
   }
 
   async stat(path: string): Promise<StatResult> {
+    this.checkOpen();
     const target = parseFanoutPath(path);
     const route = `/v1/stat/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}`;
     const info = checkFileInfo(await this.session.getJson(route), route);
@@ -176,6 +187,7 @@ export class FanoutClient {
   }
 
   async list(path: string): Promise<DirEntry[]> {
+    this.checkOpen();
     const target = parseFanoutPath(path);
     const suffix = target.mount ? `/${encodeUrlPath(target.mount)}/${encodeUrlPath(target.path)}` : '/';
     return checkListing(await this.session.getJson(`/v1/list${suffix}`), `/v1/list${suffix}`);
@@ -198,7 +210,9 @@ export class FanoutClient {
     const end = options.end ?? file.size;
     checkRange(file, start, end);
     const size = await this.followedPageSize();
-    const stream = pageStream((signal) => followingPages(size, this.readerOf, file.mount, file, start, end, signal), options.signal);
+    const read = this.track(options.signal);
+    const stream = pageStream((signal) => followingPages(size, this.readerOf, file.mount, file, start, end, signal), read.signal);
+    stream.once('close', read.done);
     return Object.assign(stream, { file });
   }
 
@@ -211,7 +225,13 @@ export class FanoutClient {
     const start = options.start ?? 0;
     const end = options.end ?? file.size;
     checkRange(file, start, end);
-    yield* followingPages(await this.followedPageSize(), this.readerOf, file.mount, file, start, end, options.signal);
+    const size = await this.followedPageSize();
+    const read = this.track(options.signal);
+    try {
+      yield* followingPages(size, this.readerOf, file.mount, file, start, end, read.signal);
+    } finally {
+      read.done();
+    }
   }
 
   /**
@@ -225,7 +245,7 @@ export class FanoutClient {
     const pageSize = this.indexPageSize;
     const ref = { mount: file.mount, path: file.path, version: file.version, size: file.size, index };
     const { start, end } = pageSpan(index, file.size, pageSize);
-    return this.pages.get(pageKey(ref, pageSize), end - start, () => reader.fetchPage(ref));
+    return this.pages.get(pageKey(ref, pageSize), end - start, () => this.tracked(undefined, (signal) => reader.fetchPage(ref, signal)));
   }
 
   /**
@@ -246,7 +266,7 @@ export class FanoutClient {
    */
   async fetchPage(file: StatResult, index: number, signal?: AbortSignal, hash?: string): Promise<Buffer[]> {
     const reader = await this.clusterReader();
-    return reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index, ...(hash ? { hash } : {}) }, signal);
+    return this.tracked(signal, (tracked) => reader.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index, ...(hash ? { hash } : {}) }, tracked));
   }
 
   /**
@@ -255,8 +275,8 @@ export class FanoutClient {
    */
   async fetchBatchedPage(file: StatResult, index: number, signal?: AbortSignal): Promise<Buffer[]> {
     const reader = await this.clusterReader();
-    this.batches ??= this.session.batchReader(reader, { pageSize: this.indexPageSize });
-    return this.batches.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, signal);
+    const batches = (this.batches ??= this.session.batchReader(reader, { pageSize: this.indexPageSize }));
+    return this.tracked(signal, (tracked) => batches.fetchPage({ mount: file.mount, path: file.path, version: file.version, size: file.size, index }, tracked));
   }
 
   /**
@@ -282,8 +302,14 @@ export class FanoutClient {
     const ref = (file: StatResult, index: number): PageRef => ({ mount: file.mount, path: file.path, version: file.version, size: file.size, index });
     return {
       pageSize,
-      fetchPage: async (file, index, signal, hash) => (await build()).reader.fetchPage({ ...ref(file, index), ...(hash ? { hash } : {}) }, signal),
-      fetchBatchedPage: async (file, index, signal) => (await build()).batches.fetchPage(ref(file, index), signal),
+      fetchPage: async (file, index, signal, hash) => {
+        const { reader } = await build();
+        return this.tracked(signal, (tracked) => reader.fetchPage({ ...ref(file, index), ...(hash ? { hash } : {}) }, tracked));
+      },
+      fetchBatchedPage: async (file, index, signal) => {
+        const { batches } = await build();
+        return this.tracked(signal, (tracked) => batches.fetchPage(ref(file, index), tracked));
+      },
       releasePage: (page) => this.releasePage(page),
     };
   }
@@ -302,6 +328,7 @@ export class FanoutClient {
    * marked down; `fanout status` 5.5 s.
    */
   async status(): Promise<ClusterStatus> {
+    this.checkOpen();
     const info = await this.cluster(true);
     // zod is loaded by the commands that need it, not by every `fanout cat`.
     const { parseAnswer, workerStatusSchema } = await import('../lib/wire/schemas.js');
@@ -382,16 +409,71 @@ export class FanoutClient {
 
   /** POSTs an admin call (JSON in, JSON out) to one worker, with the admin token; default deadlines: `timeouts`. */
   async adminPost(base: string, route: string, body: unknown, timeoutMs?: number): Promise<unknown> {
+    this.checkOpen();
     return this.session.adminPost(base, route, body, timeoutMs);
   }
 
-  /** Releases this client's share of the session (the last client closes it) and its source fallbacks. */
+  /**
+   * Releases this client's share of the session (the last client closes it) and its source
+   * fallbacks. Its reads and page fetches in flight fail with ABORTED, and so does every call
+   * after it. Before, they went on: a read in flight at close() finished on connections opened
+   * again in the closed session, as did every read after it, and those kept the process alive
+   * until their idle timeout (4 s) with no one left to close them (found by a fault hunt).
+   */
   close(): Promise<void> {
+    if (!this.closing) {
+      const closed = new FanoutError('ABORTED', 'the FanoutClient was closed');
+      for (const read of this.inFlight) {
+        const signal = read.deref();
+        if (signal) this.controllers.get(signal)?.abort(closed);
+      }
+      this.inFlight.clear();
+    }
     this.closing ??= (async () => {
       await this.session.release();
       await Promise.all([...this.sources.values()].map((s) => s.close?.()));
     })();
     return this.closing;
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new FanoutError('ABORTED', 'this FanoutClient is closed (close() was called): make a new one');
+  }
+
+  /**
+   * A signal for one read or page fetch of this client: aborted by `signal` or by close(). `done`
+   * unlinks it once the read is over (per read, not per chunk).
+   */
+  private track(signal: AbortSignal | undefined): { signal: AbortSignal; done: () => void } {
+    this.checkOpen();
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(abortError(signal));
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    if (this.inFlight.size >= this.pruneAt) {
+      for (const read of this.inFlight) if (read.deref() === undefined) this.inFlight.delete(read);
+      this.pruneAt = Math.max(64, 2 * this.inFlight.size);
+    }
+    const read = new WeakRef(controller.signal);
+    this.controllers.set(controller.signal, controller);
+    this.inFlight.add(read);
+    return {
+      signal: controller.signal,
+      done: () => {
+        signal?.removeEventListener('abort', onAbort);
+        this.inFlight.delete(read);
+      },
+    };
+  }
+
+  /** `fetch` under a signal of track(). */
+  private async tracked<T>(signal: AbortSignal | undefined, fetch: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const read = this.track(signal);
+    try {
+      return await fetch(read.signal);
+    } finally {
+      read.done();
+    }
   }
 
   private async clusterReader(): Promise<ClusterReader> {

@@ -44,6 +44,11 @@ async function firstChunkThenStall(stream: Readable): Promise<Readable> {
   return stream;
 }
 
+/** Reads the rest of a readPages() (pages fetched before close() are still handed on). */
+async function drain(pages: AsyncIterable<Buffer[]>): Promise<void> {
+  for await (const page of pages) assert.ok(page.length > 0);
+}
+
 /**
  * A program using the SDK with real workers: reads started by the hundred and left unread, given
  * up (break, destroy, abort) mid-way. What the SDK fetches for them is bounded, and given back.
@@ -118,6 +123,47 @@ describe('SDK reads a program starts and abandons', () => {
       assert.equal(sha(await readAll(await client.createReadStream('/data/a.bin'))), sha(body));
     } finally {
       await client.close();
+    }
+  });
+
+  test('close() ends the reads in flight with ABORTED, opens no connection again, and every later call fails ABORTED', { timeout: 180_000 }, async () => {
+    const client = new FanoutClient({ endpoint: workers[0]!.url });
+    const file = await client.stat('/data/a.bin');
+    // Reads that cannot have ended before close(): their consumers hold them mid-way.
+    const stalled: Readable[] = [];
+    for (let i = 0; i < 8; i++) stalled.push(await firstChunkThenStall(await client.createReadStream('/data/a.bin')));
+    const pages = client.readPages(file);
+    await pages.next();
+    // And calls made just before it: they end ABORTED however far they got.
+    const starting = [readAll(await client.createReadStream('/data/a.bin')), ...Array.from({ length: 8 }, (_, index) => client.fetchPage(file, index))];
+    await client.close();
+    const outcomes = await Promise.allSettled([...starting, ...stalled.map((s) => readAll(s.resume())), drain(pages)]);
+    // Before: all went on and succeeded, on connections opened again in the closed session.
+    for (const outcome of outcomes) {
+      assert.equal(outcome.status, 'rejected', 'a read in flight at close() fails');
+      assert.equal((outcome.reason as { code?: string }).code, 'ABORTED', String(outcome.reason));
+    }
+    assert.equal(client.session.stats().connectionPools, 0, 'no connection pool opened again after close()');
+    for (const call of [() => client.stat('/data/a.bin'), () => client.list('/data/'), () => client.createReadStream('/data/a.bin'), () => client.readPage(file, 0), () => client.fetchPage(file, 0), () => client.status()]) {
+      await assert.rejects(call(), (err: Error & { code?: string }) => err.code === 'ABORTED' && /closed/.test(err.message));
+    }
+    assert.equal(client.session.stats().connectionPools, 0);
+  });
+
+  test('close() of one client leaves the reads of another sharing its session alone', { timeout: 180_000 }, async () => {
+    const closing = new FanoutClient({ endpoint: workers[0]!.url });
+    const staying = new FanoutClient({ endpoint: workers[0]!.url });
+    try {
+      assert.equal(closing.session, staying.session);
+      const mine = readAll(await closing.createReadStream('/data/a.bin'));
+      const theirs = readAll(await staying.createReadStream('/data/a.bin'));
+      await closing.close();
+      const [mineEnded, theirsEnded] = await Promise.allSettled([mine, theirs]);
+      assert.equal(mineEnded.status === 'rejected' && (mineEnded.reason as { code?: string }).code, 'ABORTED', 'the closed client’s read fails ABORTED');
+      assert.equal(theirsEnded.status === 'fulfilled' && sha(theirsEnded.value), sha(body), 'the other client’s read is whole');
+      assert.equal(sha(await readAll(await staying.createReadStream('/data/a.bin'))), sha(body));
+    } finally {
+      await staying.close();
     }
   });
 });
