@@ -30,6 +30,7 @@ export class JsonGetter {
   private readonly pools = new Map<string, ConnectionPool>();
   /** Read memory of every pool's connections (each holds a slab while open). */
   private readonly slabs = new SlabPool();
+  private closed = false;
 
   constructor(
     private readonly timeouts: PeerTimeouts,
@@ -48,7 +49,13 @@ export class JsonGetter {
     return { statusCode: response.statusCode, text };
   }
 
+  /** Pools open (a session's counter: none once it is closed). */
+  poolCount(): number {
+    return this.pools.size;
+  }
+
   close(): void {
+    this.closed = true;
     for (const pool of this.pools.values()) pool.destroy();
     this.pools.clear();
   }
@@ -56,6 +63,9 @@ export class JsonGetter {
   private pool(origin: string): ConnectionPool {
     let pool = this.pools.get(origin);
     if (!pool) {
+      // A request after close() (a stat moving on to the next endpoint once its pool was
+      // destroyed) opened a pool again that nobody closed: its connections kept the process alive.
+      if (this.closed) throw new TransportError('FANOUT_SOCKET_CLOSED', 'the JSON client is closed');
       pool = new ConnectionPool(origin, { connections: CONNECTIONS_PER_WORKER, timeouts: this.timeouts, tls: this.tls, slabs: this.slabs });
       this.pools.set(origin, pool);
     }

@@ -47,6 +47,8 @@ export interface SessionStats {
   memberRefreshes: number;
   readers: number;
   connectionPools: number;
+  /** Pools of JSON requests (stat, list, cluster, status) open. */
+  jsonPools: number;
   closed: boolean;
 }
 
@@ -209,6 +211,8 @@ export class ClusterSession {
     const candidates = [...known.filter((url) => !demoted.has(url)), ...known.filter((url) => demoted.has(url))];
     let lastError: unknown = new FanoutError('NO_WORKERS', 'no worker endpoint to ask');
     for (const base of candidates) {
+      // A request that failed because the session closed under it is not sent to the next worker.
+      if (this.isClosed) throw new FanoutError('ABORTED', 'the cluster session was closed (its last client closed)');
       try {
         return { base, body: await this.getJsonFrom(base, path) };
       } catch (err) {
@@ -289,7 +293,7 @@ export class ClusterSession {
   }
 
   stats(): SessionStats {
-    return { users: this.users, memberRefreshes: this.refreshes, readers: this.readerCount, connectionPools: this.fetcher.poolCount(), closed: this.isClosed };
+    return { users: this.users, memberRefreshes: this.refreshes, readers: this.readerCount, connectionPools: this.fetcher.poolCount(), jsonPools: this.json.poolCount(), closed: this.isClosed };
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -164,6 +165,26 @@ describe('SDK reads a program starts and abandons', () => {
       assert.equal(sha(await readAll(await staying.createReadStream('/data/a.bin'))), sha(body));
     } finally {
       await staying.close();
+    }
+  });
+
+  test('close() while a stat waits on an endpoint that never answers: ABORTED, and no pool is opened again for the next endpoint', { timeout: 60_000 }, async () => {
+    const held: Socket[] = [];
+    const silent = createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const connected = new Promise((resolve) => silent.once('connection', resolve));
+    const client = new FanoutClient({ endpoint: [`http://127.0.0.1:${(silent.address() as { port: number }).port}`, workers[0]!.url] });
+    try {
+      const stat = client.stat('/data/a.bin');
+      stat.catch(() => {}); // observed below
+      await connected;
+      await client.close();
+      // Before: the stat moved on to the next endpoint in a JSON pool opened again in the closed session, and succeeded.
+      await assert.rejects(stat, (err: Error & { code?: string }) => err.code === 'ABORTED');
+      assert.deepEqual({ json: client.session.stats().jsonPools, pages: client.session.stats().connectionPools }, { json: 0, pages: 0 });
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 });

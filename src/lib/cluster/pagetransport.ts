@@ -61,6 +61,7 @@ export function createPageTransport(kind: PageTransportKind, options: TransportO
 
 class SocketTransport implements PageTransport {
   private readonly pools = new Map<string, ConnectionPool>();
+  private closed = false;
   private readonly slabs = new SlabPool();
 
   constructor(private options: TransportOptions) {}
@@ -101,6 +102,7 @@ class SocketTransport implements PageTransport {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     for (const pool of this.pools.values()) pool.destroy();
     this.pools.clear();
   }
@@ -108,6 +110,9 @@ class SocketTransport implements PageTransport {
   private pool(url: string): ConnectionPool {
     let pool = this.pools.get(url);
     if (!pool) {
+      // A request after close() (a read moving on to the next worker once its pool was destroyed)
+      // opened a pool again that nobody closed: its connections kept the process alive.
+      if (this.closed) throw new TransportError('FANOUT_SOCKET_CLOSED', 'the page transport is closed');
       const connect = this.options.connect;
       const tls = typeof connect === 'object' && connect !== null ? (connect as ConnectionOptions) : undefined;
       const timeouts = { ...this.options.timeouts, maxInterimMs: this.options.timeouts.fillingMs };
