@@ -136,9 +136,10 @@ describe('SDK reads a program starts and abandons', () => {
     const pages = client.readPages(file);
     await pages.next();
     // And calls made just before it: they end ABORTED however far they got.
-    const starting = [readAll(await client.createReadStream('/data/a.bin')), ...Array.from({ length: 8 }, (_, index) => client.fetchPage(file, index))];
+    // Settled as they end (one may end before close() has returned: it must not be unhandled).
+    const starting = Promise.allSettled([readAll(await client.createReadStream('/data/a.bin')), ...Array.from({ length: 8 }, (_, index) => client.fetchPage(file, index))]);
     await client.close();
-    const outcomes = await Promise.allSettled([...starting, ...stalled.map((s) => readAll(s.resume())), drain(pages)]);
+    const outcomes = [...(await starting), ...(await Promise.allSettled([...stalled.map((s) => readAll(s.resume())), drain(pages)]))];
     // Before: all went on and succeeded, on connections opened again in the closed session.
     for (const outcome of outcomes) {
       assert.equal(outcome.status, 'rejected', 'a read in flight at close() fails');

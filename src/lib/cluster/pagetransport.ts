@@ -131,6 +131,7 @@ function leanPageResponse(response: LeanResponse): PageResponse {
 class UndiciTransport implements PageTransport {
   /** A pool per worker, with the body's progress floor (undicifloor.ts) composed onto it. */
   private readonly pools = new Map<string, Dispatcher>();
+  private closed = false;
 
   constructor(private options: TransportOptions) {}
 
@@ -185,6 +186,7 @@ class UndiciTransport implements PageTransport {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const pools = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
@@ -193,6 +195,7 @@ class UndiciTransport implements PageTransport {
   private pool(url: string): Dispatcher {
     let pool = this.pools.get(url);
     if (!pool) {
+      if (this.closed) throw new TransportError('FANOUT_SOCKET_CLOSED', 'the page transport is closed'); // as SocketTransport's
       const { connectMs, firstByteMs, idleMs } = this.options.timeouts;
       pool = new (undici().Pool)(url, {
         connections: this.options.connections,
