@@ -118,6 +118,24 @@ export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutErro
   return new FanoutError('WORKER_UNAVAILABLE', obj.error?.message ?? `answered HTTP ${fallbackStatus} without a fanout error code (not a fanout worker, or a proxy in between)`);
 }
 
+/**
+ * EMFILE or ENFILE: the process (or the whole system) has no file descriptor left. That is the
+ * worker at a limit, not its source or its store failing: OVERLOADED (503, Retry-After), which a
+ * reader takes to another worker and an S3 client retries (SlowDown). Before, a source open that
+ * met it was SOURCE_ERROR "/data/f4.bin: EMFILE" (502, which a reader passes to its caller as the
+ * source's fault), and a page file's open INTERNAL (500) with a stack in the log.
+ */
+export function outOfDescriptors(err: unknown, what: string): FanoutError | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (code === 'EMFILE') {
+    return new FanoutError('OVERLOADED', `${what}: this worker has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is reached); retry shortly`, { cause: err });
+  }
+  if (code === 'ENFILE') {
+    return new FanoutError('OVERLOADED', `${what}: the host has no file descriptor left (ENFILE: the system's open-file table is full); retry shortly`, { cause: err });
+  }
+  return undefined;
+}
+
 export function abortError(signal?: AbortSignal): FanoutError {
   const reason = signal?.reason;
   if (reason instanceof FanoutError) return reason;

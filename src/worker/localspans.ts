@@ -22,9 +22,11 @@ export interface LocalSpans {
    * response has queued, as one kernel send: pages in a row cost no round trip through the JS
    * thread between them. Returns how many of the spans were sent: the run stops before a page
    * that left the store before it was opened (0: nothing sent). A send that fails part-way
-   * destroys the connection (the client sees a short body) and throws.
+   * destroys the connection (the client sees a short body) and throws. `beforeSend` runs once the
+   * pages are open, before a byte leaves: the response's head is written there, so that a failure
+   * to open them (no file descriptor left: OVERLOADED) is still answered with its code.
    */
-  sendRun(spans: PageSpan[]): Promise<number>;
+  sendRun(spans: PageSpan[], beforeSend: () => void): Promise<number>;
 }
 
 /** Bytes [from, to) of a page, offsets within the page. */
@@ -61,7 +63,7 @@ export function localSpansFor(res: ServerResponse, deps: LocalSpanDeps, signal: 
   const { store, slots, metrics, pageSize, clientIdle } = deps;
   return {
     has: (ref) => store.has(pageKey(ref, pageSize)),
-    async sendRun(spans) {
+    async sendRun(spans, beforeSend) {
       const pages: PageFile[] = [];
       try {
         const release = await slots.acquire(signal);
@@ -79,6 +81,7 @@ export function localSpansFor(res: ServerResponse, deps: LocalSpanDeps, signal: 
           release();
         }
         if (pages.length === 0) return 0;
+        beforeSend();
         const socket = res.socket as Socket | null;
         if (!socket || socket.destroyed) throw new FanoutError('ABORTED', 'client went away');
         const sending = pages.map((page, i) => ({ fd: page.fd, offset: spans[i]!.from, length: spans[i]!.to - spans[i]!.from }));

@@ -83,12 +83,15 @@ export async function sendRange(res: ServerResponse, options: RangeSendOptions, 
           const { from, to } = pageSlice(next, start, end, pageSize);
           run.push({ ref: refOf(next), from, to });
         }
-        if (!headed) writeHead();
-        headed = true;
         // Remote pages further on are fetched while the kernel sends these.
         if (keepingUp) prefetch(index + run.length);
         const since = flow.now();
-        const sent = await local.sendRun(run);
+        // The head only once the pages are open: before, it was written first, and a page file
+        // that could not be opened (EMFILE) cut the connection instead of answering its error.
+        const sent = await local.sendRun(run, () => {
+          if (!headed) writeHead();
+          headed = true;
+        });
         if (sent > 0) {
           keepingUp = flow.now() - since < PAGE_HOLD_MS * sent;
           index += sent - 1;

@@ -22,6 +22,8 @@ export class WorkerProcess {
   private exited: Promise<void> = Promise.resolve();
   /** For an https worker: trusts its CA. */
   private dispatcher: Agent | undefined;
+  /** Open-file limit (soft and hard) the process starts under, through util-linux's prlimit. */
+  private nofile: number | undefined;
 
   private constructor(
     readonly id: string,
@@ -44,7 +46,7 @@ export class WorkerProcess {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
-  static async start(config: WorkerConfigInput & { id: string }, port?: number): Promise<WorkerProcess> {
+  static async start(config: WorkerConfigInput & { id: string }, port?: number, limits?: { nofile?: number }): Promise<WorkerProcess> {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
     // With tls, the worker serves https and the harness trusts the worker's own tls.ca.
@@ -53,6 +55,7 @@ export class WorkerProcess {
     const configFile = join(dir, 'worker.yaml');
     await writeFile(configFile, JSON.stringify(full, null, 2));
     const worker = new WorkerProcess(config.id, url, dir, configFile);
+    worker.nofile = limits?.nofile;
     if (config.tls?.ca) worker.dispatcher = new Agent({ connect: { ca: readFileSync(config.tls.ca) } });
     await worker.launch();
     return worker;
@@ -60,7 +63,12 @@ export class WorkerProcess {
 
   async launch(): Promise<void> {
     const log = createWriteStream(join(this.dir, 'worker.log'), { flags: 'a' });
-    const proc = spawn(process.execPath, [fanoutBin, 'worker', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = [fanoutBin, 'worker', '--config', this.configFile];
+    // prlimit execs node: the pid stays the worker's.
+    const proc =
+      this.nofile === undefined
+        ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn('prlimit', [`--nofile=${this.nofile}:${this.nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);
     this.proc = proc;

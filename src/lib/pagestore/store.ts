@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from '../checksum/index.js';
 import { systemClock, type Clock } from '../../core/clock.js';
-import { FanoutError } from '../../core/errors.js';
+import { FanoutError, outOfDescriptors } from '../../core/errors.js';
+import { keptSendFilesFor, openFileLimit } from '../fdlimit/index.js';
 import { BufferPool } from './bufferpool.js';
 import { statDisk } from './capacity.js';
 import { DiskRoom } from './diskroom.js';
@@ -18,8 +19,6 @@ import type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedP
 export type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage, WriteFailureReason } from './types.js';
 
 const DEFAULT_DISK_CHECK_MS = 5000;
-/** Idle page files kept open for sends: the hot pages of a few clients' windows, well under any fd limit. */
-const DEFAULT_KEPT_SEND_FILES = 256;
 
 const openFile = promisify(openCallback);
 const fstatFile = promisify(fstatCallback);
@@ -63,7 +62,8 @@ export class PageStore {
     // worker's reclaimer (lib/memory/reclaim.ts) gives back, instead of 64 MiB kept for good.
     this.pool = new BufferPool(options.pageSize, 4, 8 * 1024 * 1024);
     this.clock = options.clock ?? systemClock;
-    this.sendFiles = new SendFiles(options.keptSendFiles ?? DEFAULT_KEPT_SEND_FILES);
+    // The hot pages of a few clients' windows, within the process's fd limit (fdlimit).
+    this.sendFiles = new SendFiles(options.keptSendFiles ?? keptSendFilesFor(openFileLimit()));
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
     this.room = new DiskRoom({
       dir: options.dir,
@@ -186,7 +186,7 @@ export class PageStore {
       return { data, crc: entry.crc };
     } catch (err) {
       if (await this.lostPage(entry, err)) return undefined;
-      throw new FanoutError('INTERNAL', `page store read failed: ${(err as Error).message}`, { cause: err });
+      throw outOfDescriptors(err, 'page store read') ?? new FanoutError('INTERNAL', `page store read failed: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -243,7 +243,7 @@ export class PageStore {
         fd = await openFile(entry.file, PAGE_FILE_READ);
       } catch (err) {
         if (await this.lostPage(entry, err)) return undefined;
-        throw new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
+        throw outOfDescriptors(err, 'page store open') ?? new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
       }
       const info = await fstatFile(fd).catch(() => undefined);
       if (info && entry.verifiedAt === info.mtimeMs && info.size === entry.size && this.index.peek(key) === entry) {

@@ -15,7 +15,7 @@ export interface PageStoreOptions {
   statDisk?: StatDisk;
   /** How often free space is re-read (default 5 s). */
   diskCheckIntervalMs?: number;
-  /** Idle page files kept open between kernel sends (default 256). */
+  /** Idle page files kept open between kernel sends (default 256, at most a quarter of the fd limit). */
   keptSendFiles?: number;
   /** Writes a temp page file (tests inject ENOSPC and partial writes here). */
   writeFile?: (file: string, data: Buffer) => Promise<void>;

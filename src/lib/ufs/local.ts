@@ -2,7 +2,7 @@ import { constants, existsSync, type BigIntStats, type Dirent, type Stats } from
 import { link, mkdir, open, readdir, readlink, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
-import { FanoutError, abortError } from '../../core/errors.js';
+import { FanoutError, abortError, outOfDescriptors } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { iterableBody, sourceStream, type SourceBody } from './stream.js';
 import { LOCAL_CHUNK, localChunks } from './chunks.js';
@@ -390,6 +390,10 @@ export function mapFsError(err: unknown, what: string): FanoutError {
     case 'EACCES':
     case 'EPERM':
       return new FanoutError('SOURCE_ERROR', `${what}: permission denied`, { cause: err });
+    case 'EMFILE':
+    case 'ENFILE':
+      // The worker's fd limit, not the source: no reason to fail the read as the source's.
+      return outOfDescriptors(err, what)!;
     default:
       // The code, not the message: fs messages carry the server's real path.
       return new FanoutError('SOURCE_ERROR', `${what}: ${code ?? 'read failed'}`, { cause: err });

@@ -1,0 +1,29 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KEPT_SEND_FILES, keptSendFilesFor, openFileLimit } from './index.js';
+
+test('the soft open-file limit is read from a limits file, unlimited or unreadable as none', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-fdlimit-'));
+  try {
+    const file = join(dir, 'limits');
+    await writeFile(file, 'Limit                     Soft Limit           Hard Limit           Units\nMax open files            128                  4096                 files\n');
+    assert.equal(openFileLimit(file), 128);
+    await writeFile(file, 'Max open files            unlimited            unlimited            files\n');
+    assert.equal(openFileLimit(file), undefined);
+    assert.equal(openFileLimit(join(dir, 'none')), undefined);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('page files kept for sends take at most a quarter of the fd limit', () => {
+  assert.equal(keptSendFilesFor(64), 16);
+  assert.equal(keptSendFilesFor(256), 64);
+  assert.equal(keptSendFilesFor(1024), KEPT_SEND_FILES);
+  assert.equal(keptSendFilesFor(1_048_576), KEPT_SEND_FILES);
+  assert.equal(keptSendFilesFor(undefined), KEPT_SEND_FILES);
+  assert.equal(keptSendFilesFor(2), 1);
+});

@@ -1,0 +1,32 @@
+import { readFileSync } from 'node:fs';
+
+/**
+ * The process's open-file limit (the soft RLIMIT_NOFILE: `ulimit -n`, systemd's LimitNOFILE), read
+ * from /proc/self/limits; undefined where that cannot be read (another OS) or it is unlimited.
+ * Node has no getrlimit. Read when asked: once at a worker's start, not on any request's path.
+ */
+export function openFileLimit(limitsFile = '/proc/self/limits'): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(limitsFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const soft = /^Max open files\s+(\d+)/m.exec(text)?.[1];
+  return soft === undefined ? undefined : Number(soft);
+}
+
+/** Page files a store keeps open for sends by default, where the fd limit leaves room for them. */
+export const KEPT_SEND_FILES = 256;
+
+/**
+ * Idle page files a store may keep open for sends under an fd limit of `limit`: at most a quarter
+ * of it, so that connections, source reads and page writes keep the rest. Before, 256 were kept
+ * whatever the limit: under `ulimit -n 256` (or 64, 128) warm reads filled the fd table with kept
+ * page files, and the worker closed every new connection unanswered (libuv's accept on EMFILE)
+ * until a restart.
+ */
+export function keptSendFilesFor(limit: number | undefined): number {
+  if (limit === undefined) return KEPT_SEND_FILES;
+  return Math.max(1, Math.min(KEPT_SEND_FILES, Math.floor(limit / 4)));
+}

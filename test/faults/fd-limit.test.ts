@@ -1,0 +1,168 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { waitFor } from '../harness/ports.js';
+import { WorkerProcess } from '../harness/workers.js';
+
+/**
+ * A worker that runs out of file descriptors (found by a fault hunt): it must answer what it can,
+ * refuse the rest with a code a client can act on, keep no broken page, and recover by itself.
+ */
+
+const FILE = 16 * 1024;
+
+function hasPrlimit(): boolean {
+  try {
+    execFileSync('prlimit', ['--version'], { stdio: 'ignore' });
+    return process.platform === 'linux';
+  } catch {
+    return false;
+  }
+}
+
+/** Descriptors of `pid` open on files under `dir`. */
+function filesOpenUnder(pid: number, dir: string): number {
+  let count = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(dir)) count++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count;
+}
+
+/** The lowest descriptor number `pid` does not use: the number its next open would get. */
+function lowestFreeFd(pid: number): number {
+  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+  let fd = 0;
+  while (used.has(fd)) fd++;
+  return fd;
+}
+
+/** Sets the soft open-file limit of `pid`, keeping its hard one. */
+function setSoftNofile(pid: number, soft: number): void {
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]!;
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard === 'unlimited' ? 'unlimited' : hard}`]);
+}
+
+/** A GET on a connection of its own: status, body, error code. */
+function getOnNewConnection(url: string): Promise<{ status: number; body: Buffer; code: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), code: res.headers['x-fanout-error'] as string | undefined }));
+      res.on('error', reject);
+    }).on('error', reject);
+  });
+}
+
+describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Linux and util-linux prlimit' }, () => {
+  let dir: string;
+  const files = Array.from({ length: 150 }, () => randomBytes(FILE));
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fanout-fds-'));
+    await Promise.all(files.map((data, i) => writeFile(join(dir, `f${i}.bin`), data)));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('under ulimit -n 128, warm reads keep at most a quarter of the fds in page files, and 25 new connections at once are all answered', async () => {
+    const worker = await WorkerProcess.start({ id: 'w-fds', mounts: { data: dir } }, undefined, { nofile: 128 });
+    const agent = new Agent({ connections: 8 });
+    try {
+      const readEach = async () => {
+        let next = 0;
+        const statuses: number[] = [];
+        await Promise.all(
+          Array.from({ length: 8 }, async () => {
+            for (let i = next++; i < files.length; i = next++) {
+              const res = await request(`${worker.url}/v1/data/data/f${i}.bin`, { dispatcher: agent });
+              const body = Buffer.from(await res.body.arrayBuffer());
+              statuses.push(res.statusCode);
+              if (res.statusCode === 200) assert.ok(body.equals(files[i]!), `f${i}.bin: wrong bytes`);
+            }
+          }),
+        );
+        return statuses;
+      };
+      const cold = await readEach();
+      const warm = await readEach(); // sent from the page files, each kept open for the next send
+      assert.deepEqual(cold.filter((s) => s !== 200), [], 'cold reads');
+      assert.deepEqual(warm.filter((s) => s !== 200), [], 'warm reads');
+      const pageFds = filesOpenUnder(worker.pid!, worker.dataDir);
+      console.log(`# ulimit -n 128: ${pageFds} page files kept open after 150 warm pages, ${readdirSync(`/proc/${worker.pid}/fd`).length} fds in all`);
+      // Before: 256 were kept whatever the limit, so the page files filled the fd table and every
+      // new connection was closed unanswered (libuv accepts and closes it on EMFILE).
+      assert.ok(pageFds <= 32, `${pageFds} page files kept open under a limit of 128`);
+      await agent.close();
+      // Pages sent last (their files kept): each of these costs the worker its socket's fd only.
+      const answers = await Promise.all(Array.from({ length: 25 }, (_, i) => getOnNewConnection(`${worker.url}/v1/data/data/f${i + 125}.bin`)));
+      for (const [i, answer] of answers.entries()) {
+        assert.equal(answer.status, 200, `f${i + 125}.bin on a new connection: ${answer.status} ${answer.code}`);
+        assert.ok(answer.body.equals(files[i + 125]!));
+      }
+      assert.ok(worker.running);
+    } finally {
+      if (!agent.closed) await agent.close();
+      await worker.destroy();
+    }
+  });
+
+  test('a source open or a page file open that meets EMFILE is OVERLOADED (503), nothing is kept of it, and the file reads right once fds are free', async () => {
+    const worker = await WorkerProcess.start({ id: 'w-emfile', mounts: { data: dir } });
+    // One kept-alive connection, opened before the limit drops: the requests need no new fd to arrive.
+    const agent = new Agent({ connections: 1, pipelining: 1 });
+    const ask = async (path: string) => {
+      const res = await request(`${worker.url}${path}`, { dispatcher: agent });
+      return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'], retryAfter: res.headers['retry-after'] };
+    };
+    try {
+      assert.equal((await ask('/healthz')).status, 200);
+      const stored = await ask('/v1/data/data/f1.bin'); // stored, its file not yet opened for a send
+      assert.equal(stored.status, 200);
+      const pages = () => readdirSync(join(worker.dataDir, 'pages'), { recursive: true }).filter((n) => String(n).includes('.')).length;
+      await waitFor('f1.bin stored', async () => pages() === 1); // written after its answer
+
+      // Every fd number below the limit is in use: the worker's next open, whatever it is, fails with EMFILE.
+      setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
+      const source = await ask('/v1/data/data/f0.bin');
+      const page = await ask('/v1/data/data/f1.bin');
+      setSoftNofile(worker.pid!, 1024);
+
+      // Before: 502 SOURCE_ERROR "/data/f0.bin: EMFILE" (the source's fault, passed to the reader's
+      // caller), and 500 INTERNAL "page store open failed: EMFILE".
+      assert.equal(source.status, 503, `source open: ${source.status} ${source.body}`);
+      assert.equal(source.code, 'OVERLOADED');
+      assert.equal(source.retryAfter, '1');
+      assert.match(source.body.toString(), /no file descriptor left \(EMFILE/);
+      assert.equal(page.status, 503, `page file open: ${page.status} ${page.body}`);
+      assert.equal(page.code, 'OVERLOADED');
+      assert.match(page.body.toString(), /no file descriptor left \(EMFILE/);
+
+      // Not taken as missing, not cached as failed, and the stored page was not dropped.
+      const again = await ask('/v1/data/data/f0.bin');
+      assert.equal(again.status, 200);
+      assert.ok(again.body.equals(files[0]!));
+      const hit = await ask('/v1/data/data/f1.bin');
+      assert.equal(hit.status, 200);
+      assert.ok(hit.body.equals(files[1]!));
+      await waitFor('f0.bin stored beside f1.bin, which was kept', async () => pages() === 2);
+      assert.ok(worker.running);
+    } finally {
+      await agent.close();
+      await worker.destroy();
+    }
+  });
+});
