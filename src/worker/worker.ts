@@ -42,6 +42,7 @@ import { dashboardFor } from './dashboard/wiring.js';
 import { BufferReclaimer } from '../lib/memory/reclaim.js';
 import { lockDir, type DirLockUse } from '../lib/dirlock/index.js';
 import { isDiskFull } from '../lib/statefile/index.js';
+import { fdLimitShortfall, openFileLimit } from '../lib/fdlimit/index.js';
 
 export interface WorkerOptions {
   clock?: Clock;
@@ -324,6 +325,13 @@ export class Worker {
     this.sourceBudget.start(this.stopping.signal);
     await this.gateway?.start();
     this.logger.info({ url: this.boundUrl, mounts: this.config.mounts }, 'worker started');
+    const fds = fdLimitShortfall(openFileLimit(), this.gateway ? 2 : 1, this.config.limits.maxConnections);
+    if (fds) {
+      this.logger.warn(
+        fds,
+        `open-file limit (ulimit -n, LimitNOFILE) is ${fds.limit}, below the ${fds.wanted} this worker's limits.maxConnections (${this.config.limits.maxConnections} a port) and page files want: connections past the free descriptors are closed unanswered, and reads that find none fail with OVERLOADED. Raise the limit, or lower limits.maxConnections`,
+      );
+    }
     if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
   }
 

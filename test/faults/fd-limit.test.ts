@@ -114,6 +114,8 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
         assert.ok(answer.body.equals(files[i + 125]!));
       }
       assert.ok(worker.running);
+      // Said at start (before: nothing, and connections past the free fds are closed unanswered).
+      assert.match(readFileSync(join(worker.dir, 'worker.log'), 'utf8'), /open-file limit \(ulimit -n, LimitNOFILE\) is 128, below the 1184 /);
     } finally {
       if (!agent.closed) await agent.close();
       await worker.destroy();

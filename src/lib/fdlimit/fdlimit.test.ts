@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KEPT_SEND_FILES, keptSendFilesFor, openFileLimit } from './index.js';
+import { KEPT_SEND_FILES, fdLimitShortfall, keptSendFilesFor, openFileLimit } from './index.js';
 
 test('the soft open-file limit is read from a limits file, unlimited or unreadable as none', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'fanout-fdlimit-'));
@@ -26,4 +26,11 @@ test('page files kept for sends take at most a quarter of the fd limit', () => {
   assert.equal(keptSendFilesFor(1_048_576), KEPT_SEND_FILES);
   assert.equal(keptSendFilesFor(undefined), KEPT_SEND_FILES);
   assert.equal(keptSendFilesFor(2), 1);
+});
+
+test('a limit below what the ports\' connections and kept page files want is a shortfall', () => {
+  assert.deepEqual(fdLimitShortfall(128, 1, 1024), { limit: 128, wanted: 1024 + 32 + 128 });
+  assert.deepEqual(fdLimitShortfall(1024, 2, 1024), { limit: 1024, wanted: 2048 + 256 + 128 });
+  assert.equal(fdLimitShortfall(1_048_576, 2, 1024), undefined);
+  assert.equal(fdLimitShortfall(undefined, 1, 1024), undefined);
 });

@@ -30,3 +30,16 @@ export function keptSendFilesFor(limit: number | undefined): number {
   if (limit === undefined) return KEPT_SEND_FILES;
   return Math.max(1, Math.min(KEPT_SEND_FILES, Math.floor(limit / 4)));
 }
+
+/**
+ * What a worker's fds should allow: every connection its ports may hold at once
+ * (limits.maxConnections each), the page files kept for sends, and some for source reads, page
+ * writes and its own files. Below it, connections past the free fds are accepted and closed
+ * unanswered by libuv (nothing else can be done without a descriptor), silently: hence a warning
+ * at start that names the limit.
+ */
+export function fdLimitShortfall(limit: number | undefined, ports: number, maxConnections: number): { limit: number; wanted: number } | undefined {
+  if (limit === undefined) return undefined;
+  const wanted = ports * maxConnections + keptSendFilesFor(limit) + 128;
+  return limit < wanted ? { limit, wanted } : undefined;
+}
