@@ -125,10 +125,10 @@ export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutErro
  * met it was SOURCE_ERROR "/data/f4.bin: EMFILE" (502, which a reader passes to its caller as the
  * source's fault), and a page file's open INTERNAL (500) with a stack in the log.
  */
-export function outOfDescriptors(err: unknown, what: string): FanoutError | undefined {
+export function outOfDescriptors(err: unknown, what: string, who = 'this worker'): FanoutError | undefined {
   const code = (err as { code?: unknown } | undefined)?.code;
   if (code === 'EMFILE') {
-    return new FanoutError('OVERLOADED', `${what}: this worker has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is reached); retry shortly`, { cause: err });
+    return new FanoutError('OVERLOADED', `${what}: ${who} has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is reached); retry shortly`, { cause: err });
   }
   if (code === 'ENFILE') {
     return new FanoutError('OVERLOADED', `${what}: the host has no file descriptor left (ENFILE: the system's open-file table is full); retry shortly`, { cause: err });

@@ -9,7 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { waitFor } from '../harness/ports.js';
-import { WorkerProcess } from '../harness/workers.js';
+import { WorkerProcess, startCluster } from '../harness/workers.js';
+import type { Member } from '../../src/core/types.js';
+import { HashRing } from '../../src/lib/hashring/index.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
 
 /**
  * A worker that runs out of file descriptors (found by a fault hunt): it must answer what it can,
@@ -165,6 +168,44 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
     } finally {
       await agent.close();
       await worker.destroy();
+    }
+  });
+
+  test('a relay that has no fd left to reach the page owner answers OVERLOADED, and neither takes the owner for down nor reads the source instead', async () => {
+    const [w1, w2] = await startCluster(2, { mounts: { data: dir } });
+    const agent = new Agent({ connections: 1, pipelining: 1 });
+    try {
+      const { members } = (await (await fetch(`${w1!.url}/v1/cluster`)).json()) as { members: Member[] };
+      const ring = new HashRing(members);
+      const owner = async (i: number) => {
+        const stat = (await (await fetch(`${w1!.url}/v1/stat/data/f${i}.bin`)).json()) as { version: string; size: number };
+        return ring.owners(pageKey({ mount: 'data', path: `f${i}.bin`, version: stat.version, size: stat.size, index: 0 }, 4 * 1024 * 1024), 1)[0]!.id;
+      };
+      let file = 0;
+      while ((await owner(file)) !== w2!.id) file++;
+      const ask = async (path: string) => {
+        const res = await request(`${w1!.url}${path}`, { dispatcher: agent });
+        return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'] };
+      };
+      assert.equal((await ask('/healthz')).status, 200);
+
+      setSoftNofile(w1!.pid!, lowestFreeFd(w1!.pid!));
+      const relayed = await ask(`/v1/data/data/f${file}.bin`);
+      setSoftNofile(w1!.pid!, 1024);
+
+      // Before: 503 WORKER_UNAVAILABLE "worker w2 (…) failed: connect EMFILE", the owner taken for
+      // down and the source read instead (fanout_relay_source_reads_total{reason="owner_unreachable"}).
+      assert.equal(relayed.status, 503, `${relayed.status} ${relayed.body}`);
+      assert.equal(relayed.code, 'OVERLOADED', relayed.body.toString());
+      assert.match(relayed.body.toString(), /no file descriptor left \(EMFILE/);
+      assert.equal((await w1!.metrics()).fanout_relay_source_reads_total ?? 0, 0);
+      const again = await ask(`/v1/data/data/f${file}.bin`);
+      assert.equal(again.status, 200);
+      assert.ok(again.body.equals(files[file]!));
+      assert.equal((await w1!.metrics()).fanout_relay_source_reads_total ?? 0, 0, 'the owner was asked, not taken for down');
+    } finally {
+      await agent.close();
+      await Promise.all([w1!.destroy(), w2!.destroy()]);
     }
   });
 });

@@ -1,7 +1,7 @@
 import type { Agent, Pool } from 'undici';
 import { undici } from '../http/undici.js';
 import { crc32 } from '../checksum/index.js';
-import { FanoutError, errorFromJSON, type ErrorCode } from '../../core/errors.js';
+import { FanoutError, errorFromJSON, outOfDescriptors, type ErrorCode } from '../../core/errors.js';
 import type { Member, PageRef } from '../../core/types.js';
 import { certificateHint } from '../tls/client.js';
 import { HEADERS, ROUTES, pagePath } from '../wire/protocol.js';
@@ -204,6 +204,13 @@ export class PageFetcher {
     if ((err as Error)?.name === 'AbortError' || code === 'UND_ERR_ABORTED') {
       return new FanoutError('ABORTED', 'page read aborted', { cause: err });
     }
+    // No fd left here for the connection (EMFILE) is this process at a limit, not the member
+    // failing: before, it was WORKER_UNAVAILABLE, so a relay took the owner for down and read the
+    // source itself (a second source read, failing the same way), and a reader marked it failed.
+    // (The fetcher also runs in SDK clients, the mount and the CLI: "this process".)
+    const what = `no connection to worker ${member.id} (${member.url})`;
+    const ours = outOfDescriptors(err, what, 'this process') ?? outOfDescriptors((err as { cause?: unknown })?.cause, what, 'this process');
+    if (ours) return ours;
     const timeout = describeTimeout(code, this.timeouts);
     const why = timeout ?? `failed: ${(err as Error)?.message}${certificateHint(err)}`;
     return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) ${why}`, { cause: err });
