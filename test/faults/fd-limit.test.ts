@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { waitFor } from '../harness/ports.js';
+import { Origin } from '../harness/origin.js';
 import { WorkerProcess, startCluster } from '../harness/workers.js';
 import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
@@ -206,6 +207,35 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
     } finally {
       await agent.close();
       await Promise.all([w1!.destroy(), w2!.destroy()]);
+    }
+  });
+
+  test('an HTTP source that cannot be connected to for want of an fd is OVERLOADED, not the source failing, and not cached as failed', async () => {
+    const origin = await Origin.start();
+    const data = randomBytes(FILE);
+    await origin.put('h.bin', data);
+    const worker = await WorkerProcess.start({ id: 'w-http-fds', mounts: { web: origin.url } });
+    const agent = new Agent({ connections: 1, pipelining: 1 });
+    const ask = async (path: string) => {
+      const res = await request(`${worker.url}${path}`, { dispatcher: agent });
+      return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'] };
+    };
+    try {
+      assert.equal((await ask('/healthz')).status, 200);
+      setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
+      const cold = await ask('/v1/data/web/h.bin'); // the worker's first request to the origin: a new connection
+      setSoftNofile(worker.pid!, 1024);
+      // Before: 502 SOURCE_ERROR "/web/h.bin: request failed (EMFILE: connect EMFILE …)".
+      assert.equal(cold.status, 503, `${cold.status} ${cold.body}`);
+      assert.equal(cold.code, 'OVERLOADED');
+      assert.match(cold.body.toString(), /no file descriptor left \(EMFILE/);
+      const again = await ask('/v1/data/web/h.bin');
+      assert.equal(again.status, 200, `${again.status} ${again.body}`);
+      assert.ok(again.body.equals(data));
+    } finally {
+      await agent.close();
+      await worker.destroy();
+      await origin.close();
     }
   });
 });

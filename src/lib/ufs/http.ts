@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
-import { FanoutError, abortError } from '../../core/errors.js';
+import { FanoutError, abortError, outOfDescriptors } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { encodeUrlPath } from '../../core/paths.js';
 import { ConnectionPool, ResponseParseError, TransportError, type LeanResponse } from '../leanhttp/index.js';
@@ -338,6 +338,9 @@ export class HttpUfs implements Ufs {
     if (body && isCut(err)) {
       return new FanoutError('SOURCE_TRUNCATED', `${what}: the source closed the connection after ${body.received} of ${body.length} bytes`, { cause: err });
     }
+    // No fd left for the connection: the worker at its limit, not the source failing (core/errors.ts).
+    const ours = outOfDescriptors(err, what) ?? outOfDescriptors((err as { cause?: unknown }).cause, what);
+    if (ours) return ours;
     const detail = [e?.code, e?.message].filter(Boolean).join(': ');
     return new FanoutError('SOURCE_ERROR', `${what}: request failed (${detail || String(err)})`, { cause: err });
   }

@@ -8,7 +8,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Readable } from 'node:stream';
-import { FanoutError, abortError } from '../../core/errors.js';
+import { FanoutError, abortError, outOfDescriptors } from '../../core/errors.js';
 import type { DirEntry, FileInfo } from '../../core/types.js';
 import { resolveDeadlines, timedOut, withDeadline } from './deadlines.js';
 
@@ -343,6 +343,9 @@ export class S3Ufs implements Ufs {
         cause: err,
       });
     }
+    // No fd left for the connection: the worker at its limit, not the source failing (core/errors.ts).
+    const ours = outOfDescriptors(err, what) ?? outOfDescriptors((err as { cause?: unknown }).cause, what);
+    if (ours) return ours;
     const detail = [e.name, status && `HTTP ${status}`, e.message].filter(Boolean).join(', ');
     return new FanoutError('SOURCE_ERROR', `${what}: S3 request failed (${detail})`, { cause: err });
   }
