@@ -238,4 +238,30 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
       await origin.close();
     }
   });
+
+  test('with no fd left, a warm read closes the idle page files kept for sends and is answered', async () => {
+    const worker = await WorkerProcess.start({ id: 'w-shed', mounts: { data: dir } }, undefined, { nofile: 64 }); // keeps 16
+    const agent = new Agent({ connections: 1, pipelining: 1 });
+    const ask = async (i: number) => {
+      const res = await request(`${worker.url}/v1/data/data/f${i}.bin`, { dispatcher: agent });
+      return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'] };
+    };
+    try {
+      for (let i = 0; i < 20; i++) assert.equal((await ask(i)).status, 200);
+      const pages = () => readdirSync(join(worker.dataDir, 'pages'), { recursive: true }).filter((n) => String(n).includes('.')).length;
+      await waitFor('20 pages stored', async () => pages() === 20);
+      for (let i = 0; i < 16; i++) assert.equal((await ask(i)).status, 200); // their files kept open
+      assert.equal(filesOpenUnder(worker.pid!, worker.dataDir), 16);
+
+      setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
+      const warm = await ask(17); // stored, its file not kept: it needs an open
+      setSoftNofile(worker.pid!, 64);
+      // Before: 503 OVERLOADED while 16 idle page files held fds.
+      assert.equal(warm.status, 200, `${warm.status} ${warm.body}`);
+      assert.ok(warm.body.equals(files[17]!));
+    } finally {
+      await agent.close();
+      await worker.destroy();
+    }
+  });
 });

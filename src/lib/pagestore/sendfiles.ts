@@ -65,6 +65,18 @@ export class SendFiles {
     if (file.lent === 0) closeQuietly(file.fd);
   }
 
+  /**
+   * Closes every idle kept file now, and resolves once they are closed: the process has no fd
+   * left (EMFILE), and a kept file is only a saved open, worth less than the send that needs one.
+   * How many were closed (0: nothing to give back).
+   */
+  async shed(): Promise<number> {
+    const idle = [...this.kept].filter(([, file]) => file.lent === 0);
+    for (const [key] of idle) this.kept.delete(key);
+    await Promise.all(idle.map(([, file]) => new Promise<void>((resolve) => close(file.fd, () => resolve()))));
+    return idle.length;
+  }
+
   /** Forgets every kept file (each closes now, or when its send gives it back). */
   forgetAll(): void {
     for (const key of [...this.kept.keys()]) this.forget(key);

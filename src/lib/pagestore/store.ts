@@ -240,7 +240,7 @@ export class PageStore {
       }
       let fd;
       try {
-        fd = await openFile(entry.file, PAGE_FILE_READ);
+        fd = await this.openPageFile(entry.file);
       } catch (err) {
         if (await this.lostPage(entry, err)) return undefined;
         throw outOfDescriptors(err, 'page store open') ?? new FanoutError('INTERNAL', `page store open failed: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`, { cause: err });
@@ -257,6 +257,20 @@ export class PageStore {
       if (info) entry.verifiedAt = info.mtimeMs;
     }
     return undefined; // written again while being checked: let the caller take the other path
+  }
+
+  /**
+   * Opens a page file for a send. With no fd left (EMFILE, ENFILE), the idle page files kept for
+   * later sends are closed first and the open tried once more: before, a warm read was refused
+   * (OVERLOADED) while up to a quarter of the worker's fds sat in idle kept files.
+   */
+  private async openPageFile(file: string): Promise<number> {
+    try {
+      return await openFile(file, PAGE_FILE_READ);
+    } catch (err) {
+      if (!outOfDescriptors(err, '') || (await this.sendFiles.shed()) === 0) throw err;
+      return await openFile(file, PAGE_FILE_READ);
+    }
   }
 
   /** Takes a page out of the index, and out of the files kept open for sends. */
