@@ -4,11 +4,11 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { waitFor } from '../harness/ports.js';
+import { getOnNewConnection } from './helpers.js';
 import { Origin } from '../harness/origin.js';
 import { WorkerProcess, startCluster } from '../harness/workers.js';
 import type { Member } from '../../src/core/types.js';
@@ -56,18 +56,6 @@ function lowestFreeFd(pid: number): number {
 function setSoftNofile(pid: number, soft: number): void {
   const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]!;
   execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard === 'unlimited' ? 'unlimited' : hard}`]);
-}
-
-/** A GET on a connection of its own: status, body, error code. */
-function getOnNewConnection(url: string): Promise<{ status: number; body: Buffer; code: string | undefined }> {
-  return new Promise((resolve, reject) => {
-    get(url, { agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), code: res.headers['x-fanout-error'] as string | undefined }));
-      res.on('error', reject);
-    }).on('error', reject);
-  });
 }
 
 describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Linux and util-linux prlimit' }, () => {

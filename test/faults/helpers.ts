@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { request as httpRequest, type Server } from 'node:http';
+import { get as httpGet, request as httpRequest, type Server } from 'node:http';
 import type { WorkerConfigInput } from '../../src/lib/config/index.js';
 import { freePort } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
@@ -87,4 +87,16 @@ export async function workerBesideFakePeer(fake: Server, source: string, timeout
     { id: 'w2', url: `http://127.0.0.1:${fakePort}` },
   ];
   return WorkerProcess.start({ id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts }, port);
+}
+
+/** A GET on a connection of its own (fetch would reuse a pooled one): status, body, error code. */
+export function getOnNewConnection(url: string): Promise<{ status: number; body: Buffer; code: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    httpGet(url, { agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), code: res.headers['x-fanout-error'] as string | undefined }));
+      res.on('error', reject);
+    }).on('error', reject);
+  });
 }

@@ -2,7 +2,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { get } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import { Origin } from '../harness/origin.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { peakRss, rssOf, StalledReaders } from '../harness/slowclients.js';
 import { WorkerProcess } from '../harness/workers.js';
+import { getOnNewConnection } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const PAGE = 4 * MiB;
@@ -27,18 +27,6 @@ async function stat(worker: WorkerProcess, path: string): Promise<{ version: str
 async function readAll(url: string, init?: RequestInit): Promise<{ status: number; body: Buffer; code: string | null }> {
   const res = await fetch(url, init);
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()), code: res.headers.get('x-fanout-error') };
-}
-
-/** A GET on a connection of its own (fetch would reuse a pooled one). */
-function getOnNewConnection(url: string): Promise<{ status: number; body: Buffer; code: string | undefined }> {
-  return new Promise((resolve, reject) => {
-    get(url, { agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), code: res.headers['x-fanout-error'] as string | undefined }));
-      res.on('error', reject);
-    }).on('error', reject);
-  });
 }
 
 describe('bounded resources: slow clients', () => {

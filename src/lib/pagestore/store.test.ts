@@ -64,24 +64,36 @@ test('a truncated page file is treated as corrupt', () =>
     assert.equal(await store.get(key(3)), undefined);
   }));
 
+/**
+ * Stores pages 4, 5 and 6 (their bytes, or page `bytesOf`'s), then puts a directory, a symlink to
+ * `<dir>/elsewhere.bin` and a FIFO at their files' names. Returns each page's file.
+ */
+async function putOddEntriesAtPageNames(store: PageStore, dir: string, bytesOf?: number): Promise<Map<number, string>> {
+  const target = join(dir, 'elsewhere.bin');
+  await writeFile(target, page(9));
+  const replace: [number, (file: string) => Promise<void>][] = [
+    [4, async (file) => mkdir(file)],
+    [5, async (file) => symlink(target, file)],
+    [6, async (file) => void execFileSync('mkfifo', [file])],
+  ];
+  const files = new Map<number, string>();
+  for (const [n, put] of replace) {
+    const data = page(bytesOf ?? n);
+    await store.put(key(n), data, crc32(data));
+    const file = store.fileOf(key(n))!;
+    files.set(n, file);
+    await rm(file);
+    await put(file);
+  }
+  return files;
+}
+
 test("a directory, a symlink or a FIFO at a page's name is a corrupt page, dropped (was INTERNAL on every read until a restart; a FIFO hung a thread)", () =>
   withStore(async (dir) => {
     const corrupt: string[] = [];
     const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 }, { onCorrupt: (k) => corrupt.push(k) });
     await store.open();
-    const target = join(dir, 'elsewhere.bin');
-    await writeFile(target, page(9));
-    const replace: [number, (file: string) => Promise<void>][] = [
-      [4, async (file) => mkdir(file)],
-      [5, async (file) => symlink(target, file)],
-      [6, async (file) => void execFileSync('mkfifo', [file])],
-    ];
-    for (const [n, put] of replace) {
-      await store.put(key(n), page(9), crc32(page(9)));
-      const file = store.fileOf(key(n))!;
-      await rm(file);
-      await put(file);
-    }
+    await putOddEntriesAtPageNames(store, dir, 9);
     assert.equal(await store.get(key(4)), undefined);
     assert.equal((await store.openForSend(key(5)))?.fd, undefined);
     assert.equal(await store.verify(key(6)), 'corrupt');
@@ -98,31 +110,17 @@ test("a directory, a symlink or a FIFO at a page's name found at a restart is re
   withStore(async (dir) => {
     const first = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
     await first.open();
-    const target = join(dir, 'elsewhere.bin');
-    await writeFile(target, page(9));
-    const replace: [number, (file: string) => Promise<void>][] = [
-      [4, async (file) => mkdir(file)],
-      [5, async (file) => symlink(target, file)],
-      [6, async (file) => void execFileSync('mkfifo', [file])],
-    ];
-    const files = new Map<number, string>();
-    for (const [n, put] of replace) {
-      await first.put(key(n), page(n), crc32(page(n)));
-      const file = first.fileOf(key(n))!;
-      files.set(n, file);
-      await rm(file);
-      await put(file);
-    }
+    const files = await putOddEntriesAtPageNames(first, dir);
     const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
     await store.open();
     assert.equal(store.used, 0);
-    for (const [n] of replace) {
+    for (const n of files.keys()) {
       assert.equal(store.has(key(n)), false);
       await store.put(key(n), page(n), crc32(page(n)));
       assert.equal(store.fileOf(key(n)), files.get(n));
       assert.deepEqual((await store.get(key(n)))?.data, page(n));
     }
-    assert.deepEqual(await readFile(target), page(9)); // a link's target is left alone
+    assert.deepEqual(await readFile(join(dir, 'elsewhere.bin')), page(9)); // a link's target is left alone
   }));
 
 test('pinned pages never grow the store past its capacity: a page with no room left beside them is not stored (STORE_FULL), unpinned pages still are', () =>
