@@ -126,7 +126,9 @@ export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutErro
  * source's fault), and a page file's open INTERNAL (500) with a stack in the log.
  */
 export function outOfDescriptors(err: unknown, what: string, who = 'this worker'): FanoutError | undefined {
-  const code = (err as { code?: unknown } | undefined)?.code;
+  // The error itself, or what it wraps (undici's and the S3 SDK's connect errors carry it as cause).
+  const failed = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = failed?.code === 'EMFILE' || failed?.code === 'ENFILE' ? failed.code : failed?.cause?.code;
   if (code === 'EMFILE') {
     return new FanoutError('OVERLOADED', `${what}: ${who} has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is reached); retry shortly`, { cause: err });
   }

@@ -339,7 +339,7 @@ export class HttpUfs implements Ufs {
       return new FanoutError('SOURCE_TRUNCATED', `${what}: the source closed the connection after ${body.received} of ${body.length} bytes`, { cause: err });
     }
     // No fd left for the connection: the worker at its limit, not the source failing (core/errors.ts).
-    const ours = outOfDescriptors(err, what) ?? outOfDescriptors((err as { cause?: unknown }).cause, what);
+    const ours = outOfDescriptors(err, what);
     if (ours) return ours;
     const detail = [e?.code, e?.message].filter(Boolean).join(': ');
     return new FanoutError('SOURCE_ERROR', `${what}: request failed (${detail || String(err)})`, { cause: err });

@@ -344,7 +344,7 @@ export class S3Ufs implements Ufs {
       });
     }
     // No fd left for the connection: the worker at its limit, not the source failing (core/errors.ts).
-    const ours = outOfDescriptors(err, what) ?? outOfDescriptors((err as { cause?: unknown }).cause, what);
+    const ours = outOfDescriptors(err, what);
     if (ours) return ours;
     const detail = [e.name, status && `HTTP ${status}`, e.message].filter(Boolean).join(', ');
     return new FanoutError('SOURCE_ERROR', `${what}: S3 request failed (${detail})`, { cause: err });
