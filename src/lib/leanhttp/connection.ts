@@ -279,7 +279,14 @@ class Exchange {
   private noHead(): void {
     const { firstByteMs } = this.timeouts;
     const now = Date.now();
-    if (this.interimHeads > 0 && now - this.lastInterimAt < firstByteMs) {
+    // libuv's timers run on the loop's clock, read once per turn: one refreshed in a late turn can
+    // fire a little before the deadline by Date.now(). Before, that read as cut by the interim cap.
+    if (now < this.deadline) {
+      this.timer = setTimeout(() => this.noHead(), this.deadline - now);
+      return;
+    }
+    // Cut by the interim cap: the last 1xx head came less than firstByteMs before the deadline.
+    if (this.interimHeads > 0 && this.deadline - this.lastInterimAt < firstByteMs) {
       const why = `only interim answers (${this.interimHeads}, e.g. 102 Processing) for ${now - this.startedAt} ms, no final response (at most ${Math.max(firstByteMs, this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS)} ms)`;
       return this.fail(new TransportError('FANOUT_INTERIM_TIMEOUT', why));
     }
