@@ -117,6 +117,7 @@ export class PagePolicy {
    * pinned file after a kill mid-read, found by a fault hunt).
    */
   async onStoring(key: string, mount: string, path: string): Promise<void> {
+    if (this.rules.length === 0) return; // the common case, on every fill: nothing to match
     const matching = this.rules.filter((rule) => rule.mount === mount && covers(rule.prefix, path));
     const pin = matching.some((rule) => rule.pin) && !this.pins.has(key);
     const ttlMs = matching.filter((rule) => rule.ttlMs).at(-1)?.ttlMs; // the last rule's, as rules are applied in turn
