@@ -51,10 +51,6 @@ export interface WorkerOptions {
   membership?: Membership;
 }
 
-/**
- * One cache host: a page store, the sources it reads from, its view of the cluster, and the
- * HTTP API that serves pages, ranges, stat, list, health and metrics.
- */
 /** One worker per data directory (lib/dirlock): the lock is `<dataDir>/.worker.lock`. */
 const WORKER_DATA_DIR: DirLockUse = {
   name: '.worker.lock',
@@ -62,6 +58,10 @@ const WORKER_DATA_DIR: DirLockUse = {
   inUse: (dir, pid) => new FanoutError('DIR_IN_USE', `${dir} is the data directory of another running worker (pid ${pid}): one worker per data directory (give this one its own dataDir, --data-dir)`),
 };
 
+/**
+ * One cache host: a page store, the sources it reads from, its view of the cluster, and the
+ * HTTP API that serves pages, ranges, stat, list, health and metrics.
+ */
 export class Worker {
   readonly logger: Logger;
   readonly store: PageStore;
