@@ -152,6 +152,24 @@ describe('SDK reads a program starts and abandons', () => {
     assert.equal(client.session.stats().connectionPools, 0);
   });
 
+  test('streams their consumers paused hear of close() and of their signal at once, without being read again', { timeout: 180_000 }, async () => {
+    const client = new FanoutClient({ endpoint: workers[0]!.url });
+    /** The stream's error and close, as they come: the consumer neither reads nor resumes it. */
+    const ending = (stream: Readable) => new Promise<{ code?: string }>((resolve) => stream.once('error', (err) => stream.once('close', () => resolve(err as { code?: string }))));
+    const controller = new AbortController();
+    const byClose = await firstChunkThenStall(await client.createReadStream('/data/a.bin'));
+    const bySignal = await firstChunkThenStall(await client.createReadStream('/data/a.bin', { signal: controller.signal }));
+    const unread = await client.createReadStream('/data/a.bin');
+    const [closeEnd, signalEnd, unreadEnd] = [ending(byClose), ending(bySignal), ending(unread)];
+    controller.abort();
+    // Before: a paused stream stayed open (no error, no close) until its consumer read it again.
+    assert.equal((await signalEnd).code, 'ABORTED');
+    assert.ok(!byClose.destroyed, 'the other reads go on');
+    await client.close();
+    assert.equal((await closeEnd).code, 'ABORTED');
+    assert.equal((await unreadEnd).code, 'ABORTED');
+  });
+
   test('close() of one client leaves the reads of another sharing its session alone', { timeout: 180_000 }, async () => {
     const closing = new FanoutClient({ endpoint: workers[0]!.url });
     const staying = new FanoutClient({ endpoint: workers[0]!.url });

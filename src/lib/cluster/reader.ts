@@ -247,10 +247,19 @@ export function checkRange(file: FileInfo, start: number, end: number): void {
 export function pageStream(pages: (signal: AbortSignal) => AsyncIterable<Buffer[]>, signal?: AbortSignal): Readable {
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // one listener per page fetch in flight
-  const onAbort = () => controller.abort(abortError(signal));
-  if (signal?.aborted) onAbort();
-  signal?.addEventListener('abort', onAbort, { once: true });
   const stream = Readable.from(chunksOf(pages(controller.signal)), { objectMode: false, highWaterMark: 0 });
+  // An abort while the stream is open destroys it with the reason, as Node's own streams given a
+  // signal are: a consumer that paused it (or has not read it yet) hears of it at once, not at
+  // its next read (before, a paused stream of a closed FanoutClient stayed open until read
+  // again). A signal aborted before the stream exists only fails its first read: destroyed here,
+  // its error could come before the caller, still awaiting it, has a listener on it.
+  const onAbort = () => {
+    const reason = abortError(signal);
+    controller.abort(reason);
+    stream.destroy(reason);
+  };
+  if (signal?.aborted) controller.abort(abortError(signal));
+  else signal?.addEventListener('abort', onAbort, { once: true });
   stream.once('close', () => {
     signal?.removeEventListener('abort', onAbort);
     controller.abort(new FanoutError('ABORTED', 'reader closed'));
