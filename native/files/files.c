@@ -16,6 +16,11 @@
 //   syncFs(path: string, callback: (errno: number) => void): void
 //   syncfs(2) of the file system holding `path`, on a pool thread (Node has no binding; without
 //   it the release code runs coreutils' `sync -f`, a fork of the whole process).
+//
+//   flockExclusive(fd: number): number
+//   flock(2) LOCK_EX | LOCK_NB on an open file, on the JS thread (it never waits): 0 when taken,
+//   else the errno (EWOULDBLOCK: another open file holds it). Node has no flock; src/lib/dirlock
+//   uses it because such a lock goes with its holder's death whatever PID namespace it ran in.
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
@@ -24,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -295,12 +301,27 @@ fail:
   return NULL;
 }
 
+static napi_value flock_exclusive(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  int32_t fd = -1;
+  int rc;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return napiutil_throw_type(env, "EINVAL", "flockExclusive(fd)");
+  do rc = flock(fd, LOCK_EX | LOCK_NB);
+  while (rc != 0 && errno == EINTR);
+  if (napi_create_int32(env, rc == 0 ? 0 : errno, &out) != napi_ok) return NULL;
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "writeFiles", NAPI_AUTO_LENGTH, write_files, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "writeFiles", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "syncFs", NAPI_AUTO_LENGTH, sync_fs, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "syncFs", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "flockExclusive", NAPI_AUTO_LENGTH, flock_exclusive, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "flockExclusive", fn) != napi_ok) return NULL;
   return exports;
 }
 

@@ -226,10 +226,45 @@ describe('a worker that is PID 1 of its container, killed while writing policy.j
     await startAsPid1();
     const res = await fetch(`${url}/v1/admin/pin`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ keys: ['ab'.repeat(20)] }) });
     assert.equal(res.status, 200, await res.text());
-    assert.deepEqual((await readdir(join(dir, 'data'))).sort(), ['.worker.lock', 'pages', 'policy.json', 'tmp']);
+    assert.deepEqual((await readdir(join(dir, 'data'))).sort(), ['.worker.lock', '.worker.lock.flock', 'pages', 'policy.json', 'tmp']);
     await killPid1();
     await startAsPid1();
     assert.equal(await pinned(url), 1);
+  });
+
+  /*
+   * Two containers on one host directory, each worker PID 1 of its own namespace: the old and the
+   * new pod of a rolling update, or one unit deployed twice. The first's lock names pid 1, which
+   * in the second's namespace is the second itself (another start time): before, the second took
+   * the lock for a dead worker's, cleared the first's tmp/ and ran beside it on one store.
+   */
+  test('a second worker in another PID namespace on the same data directory stops with DIR_IN_USE', async () => {
+    await killPid1(); // the test before leaves its worker running
+    await startAsPid1();
+    const fill = join(dir, 'data', 'tmp', `${'ef'.repeat(20)}.4242.0`); // stands for a fill in flight
+    await writeFile(fill, randomBytes(1000));
+    const port = await freePort();
+    const secondConfig = join(dir, 'second.yaml');
+    await writeFile(secondConfig, JSON.stringify({ id: 'pid1-b', listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', auth: testAuth, mounts: { data: join(dir, 'src') } }));
+    const second = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, fanoutBin, 'worker', '--config', secondConfig], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    second.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => second.once('exit', (code) => resolve(code)));
+    try {
+      // It either stops (the fix) or comes up beside the first (before): whichever comes first.
+      const outcome = await Promise.race([exited.then((code) => ({ code })), waitFor('the second worker to stop or serve', async () => (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)), 60_000).then(() => 'serving' as const)]);
+      assert.notEqual(outcome, 'serving', 'the second worker serves on the first one\'s data directory');
+      assert.equal((outcome as { code: number | null }).code, 1, stderr);
+      assert.match(stderr, /DIR_IN_USE: .* another running worker \(pid 1\)/);
+      assert.deepEqual(await readdir(join(dir, 'data', 'tmp')), [`${'ef'.repeat(20)}.4242.0`], 'the first worker\'s temp file is left alone');
+      assert.equal((await fetch(`${url}/v1/data/data/a.bin`)).status, 200);
+    } finally {
+      if (second.exitCode === null && second.signalCode === null) {
+        second.kill('SIGKILL');
+        await exited;
+      }
+      await rm(fill, { force: true });
+    }
   });
 });
 

@@ -1,7 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { constants } from 'node:os';
+import { link, mkdir, open, readFile, rename, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FanoutError } from '../../core/errors.js';
+import { addonPath, optionalAddon } from '../addons/index.js';
 import { isNotWritable } from '../statefile/index.js';
 import { bootId, startTime } from '../procstat/index.js';
 
@@ -37,12 +39,30 @@ export const SYNC_DIR: DirLockUse = {
  *     content, after reading it once more: two takers reading and then removing it would let the
  *     slower one delete the lock the faster one had just created;
  *   - it is released only while it still holds our content.
- * A holder in another PID namespace (another container on a shared volume) cannot be seen: its
- * lock is taken for a dead one's. Returns its release.
+ * A holder in another PID namespace (another container on a shared volume, such as the old and
+ * the new pod of a rolling update over one host directory) cannot be seen by its pid: where the
+ * files addon is built, the holder also keeps flock(2) on DIR/<use.name>.flock, which the kernel
+ * drops when its process ends however it ends, in whatever namespace (see holdFlock). Returns its
+ * release.
  */
 export async function lockDir(dir: string, use: DirLockUse = SYNC_DIR): Promise<() => Promise<void>> {
   await mkdir(dir, { recursive: true }).catch(notWritable(dir, use.option));
   const file = join(dir, use.name);
+  const flocked = await holdFlock(file, dir, use);
+  try {
+    const unlock = await lockByContent(file, dir, use);
+    return async () => {
+      await unlock();
+      if (flocked) await releaseFlock(flocked);
+    };
+  } catch (err) {
+    if (flocked) await releaseFlock(flocked);
+    throw err;
+  }
+}
+
+/** The lock file holding this process's identity, taking over a dead holder's (see lockDir). */
+async function lockByContent(file: string, dir: string, use: DirLockUse): Promise<() => Promise<void>> {
   const me = identity();
   let held = '';
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
@@ -54,7 +74,46 @@ export async function lockDir(dir: string, use: DirLockUse = SYNC_DIR): Promise<
     if (Number(pid) > 0 && holderAlive(Number(pid), started, boot)) break;
     await removeStale(file, held, me);
   }
-  throw use.inUse(dir, held.trim().split(' ')[0] || '?');
+  throw use.inUse(dir, pidIn(held));
+}
+
+const pidIn = (lock: string | undefined) => lock?.trim().split(' ')[0] || '?';
+
+/** The files addon's flock, where it is built (an addon of an older build has none). */
+const flockAddon = optionalAddon<{ flockExclusive?: (fd: number) => number }>(addonPath('files', 'fanout_files'), process.platform !== 'linux');
+
+/**
+ * Open files holding a flock, until released: a FileHandle no longer referenced is closed by the
+ * garbage collector, which would drop the lock while its holder runs (a caller may keep only the
+ * release function, or not even that, for a lock held until the process ends).
+ */
+const flocks = new Set<FileHandle>();
+
+/**
+ * flock(2) on `${file}.flock`, held open until released: undefined where none can be taken (no
+ * addon, a file system without locks, a file that cannot be created: the lock file alone decides
+ * then, as before). Another process holding it, in any PID namespace, is a live holder: `inUse`,
+ * with the pid its lock file gives (the pid in the holder's own namespace). The file is never
+ * removed, so every process locks the same inode.
+ */
+async function holdFlock(file: string, dir: string, use: DirLockUse): Promise<FileHandle | undefined> {
+  const flock = flockAddon?.flockExclusive;
+  if (!flock) return undefined;
+  const handle = await open(`${file}.flock`, 'a').catch(() => undefined);
+  if (!handle) return undefined;
+  const errno = flock(handle.fd);
+  if (errno === 0) {
+    flocks.add(handle);
+    return handle;
+  }
+  await handle.close();
+  if (errno === constants.errno.EWOULDBLOCK) throw use.inUse(dir, pidIn(await readFile(file, 'utf8').catch(() => undefined)));
+  return undefined;
+}
+
+async function releaseFlock(handle: FileHandle): Promise<void> {
+  flocks.delete(handle);
+  await handle.close().catch(() => {});
 }
 
 /** Removes `stale` from `file` if it is still there, as the one taker of it; otherwise waits a moment. */
