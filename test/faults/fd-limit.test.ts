@@ -52,6 +52,14 @@ function lowestFreeFd(pid: number): number {
   return fd;
 }
 
+/** The open-file limit under which `pid` has exactly `free` descriptor numbers left. */
+function limitLeaving(pid: number, free: number): number {
+  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+  let fd = 0;
+  for (let left = free; left > 0; fd++) if (!used.has(fd)) left--;
+  return fd;
+}
+
 /** Sets the soft open-file limit of `pid`, keeping its hard one. */
 function setSoftNofile(pid: number, soft: number): void {
   const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]!;
@@ -153,6 +161,33 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
       assert.equal(hit.status, 200);
       assert.ok(hit.body.equals(files[1]!));
       await waitFor('f0.bin stored beside f1.bin, which was kept', async () => pages() === 2);
+      assert.ok(worker.running);
+    } finally {
+      await agent.close();
+      await worker.destroy();
+    }
+  });
+
+  test('with 8 fds left, a cold /v1/data read of 6 pages the worker owns is answered whole (no loopback connection to itself per page)', async () => {
+    const big = randomBytes(5 * 1024 * 1024 + 100); // 6 pages of 1 MiB
+    await writeFile(join(dir, 'big.bin'), big);
+    // One fill at a time: a source fd and the fill's page file, whatever the window of pages ahead.
+    const worker = await WorkerProcess.start({ id: 'w-own-fds', pageSize: 1024 * 1024, mounts: { data: dir }, limits: { fillsPerMount: 1 } });
+    // One kept-alive connection, opened before the limit drops: the request needs no new fd to arrive.
+    const agent = new Agent({ connections: 1, pipelining: 1 });
+    try {
+      const res = await request(`${worker.url}/healthz`, { dispatcher: agent });
+      await res.body.dump();
+      setSoftNofile(worker.pid!, limitLeaving(worker.pid!, 8));
+      // A status of 0: the connection was cut (a page failed after the head was sent).
+      const cold = await request(`${worker.url}/v1/data/data/big.bin`, { dispatcher: agent })
+        .then(async (r) => ({ status: r.statusCode, body: Buffer.from(await r.body.arrayBuffer()) }))
+        .catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
+      setSoftNofile(worker.pid!, 1024);
+      // Before: each page the worker's own range read fetched was a loopback request to its own
+      // /v1/page, two fds each (its window of 6 pages at once: 12): the read failed.
+      assert.equal(cold.status, 200, `${cold.status} ${cold.body.subarray(0, 300)}`);
+      assert.ok(cold.body.equals(big), 'the bytes of the file');
       assert.ok(worker.running);
     } finally {
       await agent.close();
