@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { pageKey } from '../lib/pagekey/index.js';
 import type { Member, PageRef } from '../core/types.js';
 import { FanoutError } from '../core/errors.js';
@@ -16,8 +17,9 @@ export interface LocalPages {
   pages: Pick<PageService, 'wholePage'>;
 }
 
-/** The signal of a fetch without one: never aborts (one for all, nothing listens for long). */
+/** The signal of a fetch without one: never aborts (one for all: each waiting fill listens while it waits). */
 const NEVER = new AbortController().signal;
+setMaxListeners(0, NEVER);
 
 /**
  * The worker's own page fetcher. When the worker itself reads through the cluster (the
