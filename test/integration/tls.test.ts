@@ -6,6 +6,7 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { createServer as createHttpsServer } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
@@ -16,6 +17,9 @@ import { parseWorkerConfig } from '../../src/lib/config/index.js';
 import { ConnectionPool } from '../../src/lib/leanhttp/index.js';
 import { DEFAULT_TLS_RELOAD_MS, DEFERRED_EXTRA_CA } from '../../src/lib/tls/index.js';
 import { Worker } from '../../src/worker/worker.js';
+import { HashRing } from '../../src/lib/hashring/index.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
+import type { Member } from '../../src/core/types.js';
 import { makeCa, type TestCa } from '../harness/certs.js';
 import { executableEnv, fanout, sha256 } from '../harness/cli.js';
 import { freePort, waitFor } from '../harness/ports.js';
@@ -303,37 +307,68 @@ describe('an https worker and its S3 gateway: clients, awscli, certificate rotat
 });
 
 describe('a worker verifies its peers', { timeout: 60_000 }, () => {
-  test('a peer whose certificate the worker\'s tls.ca does not trust is not read from (the fill fails, naming the certificate)', async () => {
+  test('a peer whose certificate the worker\'s tls.ca does not trust is not read from (its pages are read around it, the warning names the certificate)', async () => {
     const ca = await makeCa('fanout-peer');
     const other = await makeCa('fanout-peer-other');
     const dir = await mkdtemp(join(tmpdir(), 'fanout-peer-'));
     let worker: Worker | undefined;
+    // The peer: a TLS server with a certificate of `ca`, which the worker does not trust. Any request
+    // that reached it would be counted (none may: the handshake is refused).
+    const peerPair = await ca.issue('peer-b');
+    let peerRequests = 0;
+    const peer = createHttpsServer({ cert: await readFile(peerPair.cert), key: await readFile(peerPair.key) }, (_req, res) => {
+      peerRequests++;
+      res.writeHead(503).end();
+    });
     try {
-      await writeFile(join(dir, 'f.bin'), 'peer bytes');
+      const files = Array.from({ length: 8 }, (_, i) => `peer bytes ${i}`);
+      await Promise.all(files.map((text, i) => writeFile(join(dir, `f${i}.bin`), text)));
       const pair = await ca.issue('peer');
       const port = await freePort();
-      // A cold page is filled through the page's owner over HTTPS: here the owner is the worker
-      // itself, and it trusts only the other CA.
+      const peerPort = await freePort();
+      await new Promise<void>((resolve) => peer.listen(peerPort, '127.0.0.1', resolve));
+      const members = [
+        { id: 'a', url: `https://127.0.0.1:${port}` },
+        { id: 'b', url: `https://127.0.0.1:${peerPort}` },
+      ];
+      // A cold page is filled through the page's owner over HTTPS: here the owner is the peer, and
+      // the worker trusts only the other CA. (A worker's own pages never go over HTTP to itself.)
       const config = parseWorkerConfig({
+        id: 'a',
         listen: `127.0.0.1:${port}`,
         dataDir: join(dir, 'data'),
         mounts: { data: dir },
         tls: { cert: pair.cert, key: pair.key, ca: other.ca },
+        membership: { static: members },
       });
-      worker = new Worker(config, { logger: pino({ level: 'silent' }) });
+      const lines: string[] = [];
+      const sink = new Writable({ write: (chunk: Buffer, _enc, done) => (lines.push(chunk.toString()), done()) });
+      worker = new Worker(config, { logger: pino({ level: 'warn' }, sink) });
       await worker.start();
       const agent = new Agent({ connect: { ca: await readFile(ca.ca) } });
       try {
-        const { status, body } = await getBytes(`${worker.url}/v1/data/data/f.bin`, agent);
-        assert.notEqual(status, 200);
-        const { error } = JSON.parse(body.toString()) as { error: { code: string; message: string } };
-        assert.equal(error.code, 'WORKER_UNAVAILABLE');
-        assert.match(error.message, /certificate/i);
+        const cluster = JSON.parse((await getBytes(`${worker.url}/v1/cluster`, agent)).body.toString()) as { members: Member[] };
+        const ring = new HashRing(cluster.members);
+        let file = -1;
+        for (let i = 0; i < files.length && file < 0; i++) {
+          const stat = JSON.parse((await getBytes(`${worker.url}/v1/stat/data/f${i}.bin`, agent)).body.toString()) as { version: string; size: number };
+          if (ring.owners(pageKey({ mount: 'data', path: `f${i}.bin`, version: stat.version, size: stat.size, index: 0 }, config.pageSize), 1)[0]!.id === 'b') file = i;
+        }
+        assert.ok(file >= 0, 'a file whose page the peer owns');
+        const { status, body } = await getBytes(`${worker.url}/v1/data/data/f${file}.bin`, agent);
+        assert.equal(status, 200, body.toString());
+        assert.equal(body.toString(), files[file]);
+        assert.equal(peerRequests, 0, 'no request reached the untrusted peer');
+        assert.ok(
+          lines.some((l) => l.includes('page owner unavailable; reading the source instead') && /certificate/i.test(l)),
+          `a warning naming the certificate: ${lines.join('').slice(0, 2000)}`,
+        );
       } finally {
         await agent.close();
       }
     } finally {
       await worker?.stop();
+      peer.close();
       await rm(dir, { recursive: true, force: true });
       await ca.remove();
       await other.remove();
