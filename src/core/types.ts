@@ -101,7 +101,10 @@ export interface WorkerStatus {
   /** Effective capacity: the configured one, lowered to what the page store's disk can hold. */
   capacity: number;
   configuredCapacity?: number;
+  /** What the page store's pages take on disk (their sizes in whole file-system blocks): what capacity counts. */
   used: number;
+  /** Bytes of the pages themselves. */
+  pageBytes?: number;
   pages: number;
   hits: number;
   misses: number;

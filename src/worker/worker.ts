@@ -147,6 +147,7 @@ export class Worker {
     this.metrics = new WorkerMetrics({
       datacenter: config.datacenter,
       storeUsedBytes: () => this.store.used,
+      storePageBytes: () => this.store.pageBytes,
       storeCapacityBytes: () => this.store.capacity,
       storeConfiguredCapacityBytes: () => this.store.configuredCapacity,
       storeDiskFreeBytes: () => this.store.diskFree,
@@ -386,6 +387,8 @@ export class Worker {
     await Promise.all([...this.mounts.values()].map((u) => u.close?.()));
     // Every connection is closed: no send uses a kept page file any more.
     this.store.closeSendFiles();
+    // The last reads, so a restart evicts by them (readmarks.ts).
+    await this.store.flushReadMarks().catch((err: unknown) => this.logger.warn({ err }, 'page read times could not be recorded'));
     await this.releaseDataDir();
   }
 
@@ -404,6 +407,7 @@ export class Worker {
       capacity: this.store.capacity,
       configuredCapacity: this.store.configuredCapacity,
       used: this.store.used,
+      pageBytes: this.store.pageBytes,
       pages: this.store.pageCount,
       hits: await m.value(m.hits),
       misses: await m.value(m.misses),

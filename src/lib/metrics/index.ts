@@ -16,7 +16,10 @@ const MEMBERSHIP_STATES: readonly MembershipState[] = ['static', 'starting', 're
 export interface GaugeSources {
   /** Config `datacenter`: exported as fanout_worker_info{datacenter} to join other series on. */
   datacenter?: string;
+  /** What the page store's pages take on disk (whole file-system blocks): what capacity counts. */
   storeUsedBytes(): number;
+  /** Bytes of the pages themselves. */
+  storePageBytes?(): number;
   /** The effective capacity: configured, lowered to what the disk can hold. */
   storeCapacityBytes(): number;
   storeConfiguredCapacityBytes?(): number;
@@ -138,7 +141,9 @@ export class WorkerMetrics {
           this.set(read());
         },
       });
-    gauge('fanout_store_used_bytes', 'Bytes held in the page store', sources.storeUsedBytes);
+    gauge('fanout_store_used_bytes', "Bytes the page store's pages take on disk (whole file-system blocks): what capacity counts", sources.storeUsedBytes);
+    const { storePageBytes } = sources;
+    if (storePageBytes) gauge('fanout_store_page_bytes', "Bytes of the page store's pages (less than they take on disk)", storePageBytes);
     gauge('fanout_store_capacity_bytes', 'Effective page store capacity: the configured one, lowered to what the disk can hold', sources.storeCapacityBytes);
     const { storeConfiguredCapacityBytes, storeDiskFreeBytes } = sources;
     if (storeConfiguredCapacityBytes) gauge('fanout_store_configured_capacity_bytes', 'Page store capacity as configured', storeConfiguredCapacityBytes);

@@ -41,3 +41,24 @@ export function effectiveCapacity(configured: number, storeUsed: number, disk: D
   const fits = storeUsed + disk.free - diskReserve(disk.total);
   return Math.max(0, Math.floor(Math.min(configured, fits)));
 }
+
+/** Block size assumed when the file system's cannot be read: ext4's and xfs's usual one. */
+export const DEFAULT_BLOCK_SIZE = 4096;
+
+/**
+ * The file system's block size (statfs f_bsize): every page file takes whole blocks, so a
+ * 200-byte page takes 4 KiB on disk, and a store of small pages counted by their bytes held
+ * 20 times its capacity. DEFAULT_BLOCK_SIZE if statfs fails or says something unusable.
+ */
+export async function fileSystemBlockSize(dir: string): Promise<number> {
+  const bsize = await statfs(dir).then(
+    (s) => s.bsize,
+    () => undefined,
+  );
+  return bsize !== undefined && Number.isSafeInteger(bsize) && bsize >= 512 && bsize <= 1024 * 1024 ? bsize : DEFAULT_BLOCK_SIZE;
+}
+
+/** What `bytes` of a file take on disk: whole blocks of `blockSize`. */
+export function onDisk(bytes: number, blockSize: number): number {
+  return Math.ceil(bytes / blockSize) * blockSize;
+}

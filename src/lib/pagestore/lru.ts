@@ -5,7 +5,13 @@
  */
 export interface LruEntry {
   key: string;
+  /** Bytes of the entry's data. */
   size: number;
+  /**
+   * What the entry takes where capacity is counted, if not `size`: for a page file, its size
+   * rounded up to whole file-system blocks (a 200-byte page takes a 4 KiB block on disk).
+   */
+  footprint?: number;
 }
 
 export interface Watermarks {
@@ -18,6 +24,7 @@ export interface Watermarks {
 export class LruIndex<E extends LruEntry> {
   private readonly entries = new Map<string, E>();
   private usedBytes = 0;
+  private dataBytes = 0;
 
   constructor(
     private capacityBytes: number,
@@ -38,8 +45,14 @@ export class LruIndex<E extends LruEntry> {
     this.capacityBytes = bytes;
   }
 
+  /** What the entries take, as capacity counts it (their footprints). */
   get used(): number {
     return this.usedBytes;
+  }
+
+  /** Bytes of the entries' data (their sizes). */
+  get bytes(): number {
+    return this.dataBytes;
   }
 
   get size(): number {
@@ -64,19 +77,21 @@ export class LruIndex<E extends LruEntry> {
   add(entry: E): void {
     this.remove(entry.key);
     this.entries.set(entry.key, entry);
-    this.usedBytes += entry.size;
+    this.usedBytes += entry.footprint ?? entry.size;
+    this.dataBytes += entry.size;
   }
 
   remove(key: string): E | undefined {
     const entry = this.entries.get(key);
     if (entry) {
       this.entries.delete(key);
-      this.usedBytes -= entry.size;
+      this.usedBytes -= entry.footprint ?? entry.size;
+      this.dataBytes -= entry.size;
     }
     return entry;
   }
 
-  /** True when `extra` more bytes would push usage over the high watermark. */
+  /** True when `extra` more bytes (of footprint) would push usage over the high watermark. */
   needsEviction(extra = 0): boolean {
     return this.usedBytes + extra > this.capacity * this.watermarks.high;
   }
@@ -95,7 +110,8 @@ export class LruIndex<E extends LruEntry> {
       if (!canEvict(entry)) continue;
       victims.push(entry);
       this.entries.delete(entry.key);
-      this.usedBytes -= entry.size;
+      this.usedBytes -= entry.footprint ?? entry.size;
+      this.dataBytes -= entry.size;
     }
     return victims;
   }

@@ -8,9 +8,12 @@ import { writeFully } from '../writepiece/index.js';
 /** A page file's name: `<key>.<crc32>`, so the checksum survives a restart without an index. */
 const PAGE_FILE = /^([0-9a-f]{16,128})\.([0-9a-f]{8})$/;
 
-/** The pages found under `pagesDir` (one directory per key prefix), oldest first: the LRU order to rebuild. */
-export async function scanPages(pagesDir: string): Promise<StoredPage[]> {
-  const found: (StoredPage & { mtimeMs: number })[] = [];
+/**
+ * The pages found under `pagesDir` (one directory per key prefix), least recently read or
+ * written first (their mtimes, which reads keep up to date: readmarks.ts): the LRU order to rebuild.
+ */
+export async function scanPages(pagesDir: string): Promise<Omit<StoredPage, 'footprint'>[]> {
+  const found: (Omit<StoredPage, 'footprint'> & { markedAt: number })[] = [];
   for (const shard of await readdir(pagesDir)) {
     const shardDir = join(pagesDir, shard);
     // A shard's files are stat'ed at once, not one after another: each stat is a thread-pool
@@ -31,12 +34,12 @@ export async function scanPages(pagesDir: string): Promise<StoredPage[]> {
           await rm(file, { recursive: true, force: true }).catch(() => {});
           return;
         }
-        found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, mtimeMs: info.mtimeMs });
+        found.push({ key: match[1]!, crc: parseInt(match[2]!, 16), size: info.size, file, markedAt: info.mtimeMs });
       }),
     );
   }
-  found.sort((a, b) => a.mtimeMs - b.mtimeMs);
-  return found.map(({ mtimeMs: _mtime, ...page }) => page);
+  found.sort((a, b) => a.markedAt - b.markedAt);
+  return found;
 }
 
 /** Where a page lives: `<pagesDir>/<first two key characters>/<key>.<crc32>`. */

@@ -18,6 +18,8 @@ export interface PageWriterHost {
   /** Replaces the temp file write (tests inject ENOSPC and partial writes); disables spools. */
   readonly writeFile?: (file: string, data: Buffer) => Promise<void>;
   checkDisk(options?: { forgetFull?: boolean }): Promise<void>;
+  /** What `bytes` of a page take on disk (whole file-system blocks): what capacity counts. */
+  footprint(bytes: number): number;
   /** Evicts until `extra` more bytes fit under the effective capacity. */
   evictIfNeeded(extra: number): Promise<void>;
 }
@@ -32,7 +34,7 @@ export interface PageWriterHost {
 export class PageWriter {
   private tmpCounter = 0;
   private readonly shards = new Set<string>();
-  /** Bytes of pages being written: room is made for them before they land in the index. */
+  /** Footprints of pages being written: room is made for them before they land in the index. */
   private writing = 0;
   writeFailures = 0;
 
@@ -43,17 +45,18 @@ export class PageWriter {
     const { index, room } = this.host;
     if (index.peek(key)) return;
     if (room.due()) await this.host.checkDisk({ forgetFull: true });
-    if (data.length > index.capacity) {
-      const error = new FanoutError('STORE_FULL', `page of ${data.length} bytes exceeds the page store's effective capacity (${index.capacity} bytes)`);
+    const footprint = this.host.footprint(data.length);
+    if (footprint > index.capacity) {
+      const error = new FanoutError('STORE_FULL', `page of ${data.length} bytes (${footprint} on disk) exceeds the page store's effective capacity (${index.capacity} bytes)`);
       this.noteWriteFailure('no_room', error);
       throw error;
     }
     const { shardDir, file } = pagePath(this.host.pagesDir, key, crc);
-    this.writing += data.length;
+    this.writing += footprint;
     let writtenAt: number | undefined;
     try {
       await this.host.evictIfNeeded(this.writing);
-      if (!this.roomLeft(data.length)) {
+      if (!this.roomLeft(footprint)) {
         const { used, capacity } = this.host.index;
         const error = new FanoutError('STORE_FULL', `the page store is full of pages that may not be evicted (pinned): ${used} of ${capacity} bytes; page not stored`);
         this.noteWriteFailure('no_room', error);
@@ -75,25 +78,26 @@ export class PageWriter {
         }
       }
     } finally {
-      this.writing -= data.length;
+      this.writing -= footprint;
     }
-    index.add({ key, size: data.length, crc, file, verifiedAt: writtenAt });
+    index.add({ key, size: data.length, footprint, crc, file, verifiedAt: writtenAt, markedAt: writtenAt });
   }
 
   /** Starts a page file written as its fill arrives, after making room (see PageStore.spool). */
   async spool(key: string, length: number): Promise<PageSpool | undefined> {
-    if (this.host.writeFile || length > this.host.index.capacity) return undefined;
+    const footprint = this.host.footprint(length);
+    if (this.host.writeFile || footprint > this.host.index.capacity) return undefined;
     if (this.host.room.due()) await this.host.checkDisk({ forgetFull: true });
-    this.writing += length;
+    this.writing += footprint;
     let reserved = true;
     const unreserve = () => {
-      if (reserved) this.writing -= length;
+      if (reserved) this.writing -= footprint;
       reserved = false;
     };
     const tmp = this.tmpName(key);
     try {
       await this.host.evictIfNeeded(this.writing);
-      if (!this.roomLeft(length)) throw new Error('no room'); // put() says why, and counts it
+      if (!this.roomLeft(footprint)) throw new Error('no room'); // put() says why, and counts it
       // A failed append is a failed page write like put()'s: counted, and a full disk noted.
       const writeFailed = (err: Error) => {
         this.noteWriteFailure(isDiskFull(err) ? 'disk_full' : 'io_error', err);
@@ -122,7 +126,7 @@ export class PageWriter {
         throw this.writeError('io_error', err);
       }
       renamed = true;
-      this.host.index.add({ key: spool.key, size: spool.length, crc, file, verifiedAt: writtenAt });
+      this.host.index.add({ key: spool.key, size: spool.length, footprint: this.host.footprint(spool.length), crc, file, verifiedAt: writtenAt, markedAt: writtenAt });
     } finally {
       await spool.settle(!renamed);
     }
@@ -139,7 +143,7 @@ export class PageWriter {
   }
 
   /**
-   * After eviction, stored pages that still leave no room for `bytes` are pages eviction may not
+   * After eviction, stored pages that still leave no room for `bytes` (a footprint) are pages eviction may not
    * take (pinned): the page is not stored (STORE_FULL, counted as `no_room`) and is served
    * uncached, so pins never grow the store past its capacity (they took a 3 MiB store to 36 MiB).
    */

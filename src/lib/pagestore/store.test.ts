@@ -24,7 +24,7 @@ const key = (n: number) => n.toString(16).padStart(40, '0');
 
 test('a stored page reads back verified, and survives a restart', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await store.open();
     await store.put(key(1), page(7), crc32(page(7)));
     const got = await store.get(key(1));
@@ -32,7 +32,7 @@ test('a stored page reads back verified, and survives a restart', () =>
     assert.deepEqual(got.data, page(7));
     got.release();
 
-    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await reopened.open();
     assert.equal(reopened.pageCount, 1);
     assert.equal(reopened.used, 1000);
@@ -42,7 +42,7 @@ test('a stored page reads back verified, and survives a restart', () =>
 test('a page corrupted on disk is detected, dropped and reported missing', () =>
   withStore(async (dir) => {
     const corrupt: string[] = [];
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 }, { onCorrupt: (k) => corrupt.push(k) });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 }, { onCorrupt: (k) => corrupt.push(k) });
     await store.open();
     await store.put(key(2), page(1), crc32(page(1)));
     const file = store.fileOf(key(2))!;
@@ -57,7 +57,7 @@ test('a page corrupted on disk is detected, dropped and reported missing', () =>
 
 test('a truncated page file is treated as corrupt', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await store.open();
     await store.put(key(3), page(3), crc32(page(3)));
     await writeFile(store.fileOf(key(3))!, page(3, 10));
@@ -91,7 +91,7 @@ async function putOddEntriesAtPageNames(store: PageStore, dir: string, bytesOf?:
 test("a directory, a symlink or a FIFO at a page's name is a corrupt page, dropped (was INTERNAL on every read until a restart; a FIFO hung a thread)", () =>
   withStore(async (dir) => {
     const corrupt: string[] = [];
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 }, { onCorrupt: (k) => corrupt.push(k) });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 }, { onCorrupt: (k) => corrupt.push(k) });
     await store.open();
     await putOddEntriesAtPageNames(store, dir, 9);
     assert.equal(await store.get(key(4)), undefined);
@@ -108,10 +108,10 @@ test("a directory, a symlink or a FIFO at a page's name is a corrupt page, dropp
 
 test("a directory, a symlink or a FIFO at a page's name found at a restart is removed, so the page can be stored there again (a directory made every later store of the page fail with EISDIR)", () =>
   withStore(async (dir) => {
-    const first = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const first = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await first.open();
     const files = await putOddEntriesAtPageNames(first, dir);
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await store.open();
     assert.equal(store.used, 0);
     for (const n of files.keys()) {
@@ -127,7 +127,7 @@ test('pinned pages never grow the store past its capacity: a page with no room l
   withStore(async (dir) => {
     const pinned = new Set([key(20), key(21), key(22)]);
     const failures: string[] = [];
-    const store = new PageStore({ dir, capacity: 3000, pageSize: 1000, canEvict: (k) => !pinned.has(k) }, { onWriteFailure: (reason) => failures.push(reason) });
+    const store = new PageStore({ dir, capacity: 3000, pageSize: 1000, blockSize: 1, canEvict: (k) => !pinned.has(k) }, { onWriteFailure: (reason) => failures.push(reason) });
     await store.open();
     for (const k of pinned) await store.put(k, page(7), crc32(page(7)));
     await assert.rejects(store.put(key(23), page(8), crc32(page(8))), (err: FanoutError) => err.code === 'STORE_FULL' && /pinned/.test(err.message));
@@ -140,9 +140,9 @@ test('pinned pages never grow the store past its capacity: a page with no room l
     assert.ok(store.used <= 3000, String(store.used));
   }));
 
-test('a restart rebuilds the index from the page files: every page counted, in the LRU order of their writes', () =>
+test('a restart rebuilds the index from the page files: every page counted, in the LRU order of their mtimes (writes, or reads recorded)', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await store.open();
     // 60 pages in 12 shards (a key's first two characters), written in an order unlike their
     // names' (the scan stats a shard's files at once).
@@ -153,19 +153,19 @@ test('a restart rebuilds the index from the page files: every page counted, in t
       const when = new Date(1_700_000_000_000 + i * 1000);
       await utimes(store.fileOf(k)!, when, when);
     }
-    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await reopened.open();
     assert.equal(reopened.pageCount, 60);
     assert.equal(reopened.used, 60_000);
     assert.equal((await readdir(join(dir, 'pages'))).length, 12);
-    assert.deepEqual(reopened.keys(), order, 'LRU order: the write order');
+    assert.deepEqual(reopened.keys(), order, 'LRU order: the mtime order');
   }));
 
 test('leftovers of interrupted writes are removed on open', () =>
   withStore(async (dir) => {
     await mkdir(join(dir, 'tmp'), { recursive: true });
     await writeFile(join(dir, 'tmp', 'partial'), 'x');
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await store.open();
     assert.deepEqual(await readdir(join(dir, 'tmp')), []);
     assert.equal(store.pageCount, 0);
@@ -173,7 +173,7 @@ test('leftovers of interrupted writes are removed on open', () =>
 
 test('the store evicts least recently used pages past the high watermark', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 5000, pageSize: 1000, watermarks: { high: 0.8, low: 0.6 } });
+    const store = new PageStore({ dir, capacity: 5000, pageSize: 1000, blockSize: 1, watermarks: { high: 0.8, low: 0.6 } });
     await store.open();
     for (let i = 0; i < 4; i++) await store.put(key(i), page(i), crc32(page(i)));
     (await store.get(key(0)))?.release(); // page 0 is now the most recently used
@@ -211,7 +211,7 @@ test('a configured capacity above what the disk holds is lowered to it, and evic
     let store: PageStore | undefined;
     // 100 kB file system: reserve 10% (10 kB), so the store may hold 90 kB, not the 10 MB configured.
     const disk = fakeDisk(100_000, () => 0, () => store);
-    store = new PageStore({ dir, capacity: 10_000_000, pageSize: 1000, statDisk: disk.statDisk, clock: new ManualClock(0) });
+    store = new PageStore({ dir, capacity: 10_000_000, pageSize: 1000, blockSize: 1, statDisk: disk.statDisk, clock: new ManualClock(0) });
     await store.open();
     assert.equal(store.configuredCapacity, 10_000_000);
     assert.equal(store.capacity, 90_000);
@@ -231,7 +231,7 @@ test('free space is re-read once the check interval has passed on the clock, and
     const disk = fakeDisk(100_000, () => others, () => store);
     const evicted: number[] = [];
     store = new PageStore(
-      { dir, capacity: 10_000_000, pageSize: 1000, statDisk: disk.statDisk, clock, diskCheckIntervalMs: 5000 },
+      { dir, capacity: 10_000_000, pageSize: 1000, blockSize: 1, statDisk: disk.statDisk, clock, diskCheckIntervalMs: 5000 },
       { onEvict: (count) => evicted.push(count) },
     );
     await store.open();
@@ -261,7 +261,7 @@ test('a page write that finds the disk full evicts, is retried once, and leaves 
       {
         dir,
         capacity: 1e6,
-        pageSize: 1000,
+        pageSize: 1000, blockSize: 1,
         statDisk: async () => ({ total: 1e9, free: 1e9 }),
         writeFile: async (file, data) => {
           if (failNext > 0) {
@@ -300,7 +300,7 @@ test('a page write failing for another reason is reported as an I/O error and no
       {
         dir,
         capacity: 1e6,
-        pageSize: 1000,
+        pageSize: 1000, blockSize: 1,
         statDisk: async () => ({ total: 1e9, free: 1e9 }),
         writeFile: async () => {
           writes++;
@@ -328,7 +328,7 @@ test('the disk reserve is 5% with a floor of min(1 GiB, 10%) and a ceiling of 32
 
 test('openForSend gives the page file, length and checksum without reading it, once verified', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await store.open();
     await store.put(key(5), page(9), crc32(page(9)));
     const file = await store.openForSend(key(5));
@@ -342,7 +342,7 @@ test('openForSend gives the page file, length and checksum without reading it, o
 
 test('openForSend checks a page after a restart and after its file is written: a corrupt page is dropped, not sent', () =>
   withStore(async (dir) => {
-    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 });
     await store.open();
     await store.put(key(7), page(3), crc32(page(3)));
     await store.put(key(8), page(4), crc32(page(4)));
@@ -351,7 +351,7 @@ test('openForSend checks a page after a restart and after its file is written: a
     await writeFile(store.fileOf(key(7))!, bad);
 
     const corrupt: string[] = [];
-    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000 }, { onCorrupt: (k) => corrupt.push(k) });
+    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1 }, { onCorrupt: (k) => corrupt.push(k) });
     await reopened.open();
     assert.equal(await reopened.openForSend(key(7)), undefined);
     assert.deepEqual(corrupt, [key(7)]);
@@ -367,7 +367,7 @@ test('openForSend checks a page after a restart and after its file is written: a
 
 /** An open store of 1000-byte pages holding page `n` (filled with `n`). */
 async function storeHolding(dir: string, n: number, options: { keptSendFiles?: number } = {}): Promise<PageStore> {
-  const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, ...options });
+  const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1, ...options });
   await store.open();
   await store.put(key(n), page(n), crc32(page(n)));
   return store;
@@ -415,4 +415,102 @@ test('openForSend keeps at most its limit of idle page files open', () =>
     assert.equal(store.openSendFiles, 2);
     store.closeSendFiles();
     assert.equal(store.openSendFiles, 0);
+  }));
+
+test('capacity counts whole file-system blocks: a store of 200-byte pages holds what fits in its capacity on disk, not 20 times that', () =>
+  withStore(async (dir) => {
+    // 40 KiB of capacity (the blocks of 10 pages of 4 KiB blocks); 100 pages of 200 bytes are 20 KB of bytes.
+    const store = new PageStore({ dir, capacity: 40 * 1024, pageSize: 1000, blockSize: 4096 });
+    await store.open();
+    for (let i = 0; i < 100; i++) await store.put(key(i), page(i, 200), crc32(page(i, 200)));
+    assert.ok(store.pageCount <= 10, `${store.pageCount} pages of 4 KiB blocks in a 40 KiB store`);
+    assert.equal(store.used, store.pageCount * 4096, 'each page counts as a whole block');
+    assert.equal(store.pageBytes, store.pageCount * 200, 'and its bytes as they are');
+    assert.ok(store.used <= store.capacity);
+
+    // A restart counts the files it finds the same way, and evicts to fit (a smaller capacity).
+    const reopened = new PageStore({ dir, capacity: 16 * 1024, pageSize: 1000, blockSize: 4096 });
+    await reopened.open();
+    assert.ok(reopened.used <= 16 * 1024 * 0.95, `${reopened.used} bytes counted in a 16 KiB store after the restart`);
+    assert.equal(reopened.used, reopened.pageCount * 4096);
+  }));
+
+test("the block size is the file system's when not given (statfs), 4096 if it cannot be read", async () => {
+  const { fileSystemBlockSize, onDisk } = await import('./capacity.js');
+  const dir = await mkdtemp(join(tmpdir(), 'fanout-store-'));
+  try {
+    const expected = Number(execFileSync('stat', ['-f', '-c', '%S', dir]).toString().trim());
+    assert.equal(await fileSystemBlockSize(dir), expected);
+    assert.equal(await fileSystemBlockSize(join(dir, 'missing')), 4096);
+    assert.deepEqual([onDisk(0, 4096), onDisk(1, 4096), onDisk(4096, 4096), onDisk(4097, 4096)], [0, 4096, 4096, 8192]);
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
+    await store.open();
+    await store.put(key(1), page(1, 300), crc32(page(1, 300)));
+    assert.equal(store.used, expected);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a restart evicts by last read, not by write: a page written long ago and read lately outlives pages written lately and never read', () =>
+  withStore(async (dir) => {
+    const clock = new ManualClock(1_800_000_000_000);
+    const options = { dir, capacity: 10_000, pageSize: 1000, blockSize: 1, watermarks: { high: 0.95, low: 0.5 }, clock, readMarkIntervalMs: 60_000 };
+    const store = new PageStore(options);
+    await store.open();
+    for (let i = 0; i < 8; i++) {
+      await store.put(key(i), page(i), crc32(page(i)));
+      // Page i written at hour i of the day before: page 0 the oldest write.
+      const when = (1_800_000_000_000 - 86_400_000 + i * 3_600_000) / 1000;
+      await utimes(store.fileOf(key(i))!, when, when);
+    }
+    const reopened = new PageStore(options);
+    await reopened.open();
+    assert.deepEqual(reopened.keys(), [0, 1, 2, 3, 4, 5, 6, 7].map(key), 'written order before any read');
+    // Pages 0 and 1, the oldest writes, are read; the reads are recorded by the flush (the disk watch's tick).
+    (await reopened.get(key(0)))?.release();
+    await (await reopened.openForSend(key(1)))?.close();
+    assert.equal(reopened.queuedReadMarks, 2);
+    await reopened.flushReadMarks();
+    assert.equal(reopened.queuedReadMarks, 0);
+
+    // Restarted with room for half of them: the pages never read since their writes go first.
+    const small = new PageStore({ ...options, capacity: 4_400 });
+    await small.open();
+    assert.ok(small.has(key(0)) && small.has(key(1)), `the pages read last are kept (kept: ${small.keys().map((k) => parseInt(k, 16))})`);
+    assert.equal(small.has(key(2)), false, 'the oldest page never read is evicted');
+  }));
+
+test('a page read again and again records its read once per interval, and a checked page stays checked', () =>
+  withStore(async (dir) => {
+    const clock = new ManualClock(1_800_000_000_000);
+    const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1, clock, readMarkIntervalMs: 60_000 });
+    await store.open();
+    await store.put(key(1), page(1), crc32(page(1)));
+    const old = (1_800_000_000_000 - 3_600_000) / 1000;
+    await utimes(store.fileOf(key(1))!, old, old);
+    const reopened = new PageStore({ dir, capacity: 1e6, pageSize: 1000, blockSize: 1, clock, readMarkIntervalMs: 60_000 });
+    await reopened.open();
+    for (let i = 0; i < 100; i++) (await reopened.get(key(1)))?.release();
+    assert.equal(reopened.queuedReadMarks, 1, 'queued once, not per read');
+    await reopened.flushReadMarks();
+    const { stat } = await import('node:fs/promises');
+    assert.equal((await stat(reopened.fileOf(key(1))!)).mtimeMs, 1_800_000_000_000, "the file's mtime is the read's time");
+    // Within the interval, reads queue nothing; past it, one more mark.
+    await clock.advance(30_000);
+    (await reopened.get(key(1)))?.release();
+    assert.equal(reopened.queuedReadMarks, 0);
+    await clock.advance(31_000);
+    await reopened.flushReadMarks();
+    (await reopened.get(key(1)))?.release();
+    assert.equal(reopened.queuedReadMarks, 1);
+
+    // A page checked by openForSend and then marked keeps its kept descriptor: no read again.
+    const sent = (await reopened.openForSend(key(1)))!;
+    await sent.close();
+    await reopened.flushReadMarks();
+    const again = (await reopened.openForSend(key(1)))!;
+    assert.equal(again.fd, sent.fd, 'the kept file, still trusted after its mtime was set');
+    await again.close();
+    reopened.closeSendFiles();
   }));

@@ -7,11 +7,12 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { FanoutError, outOfDescriptors } from '../../core/errors.js';
 import { keptSendFilesFor, openFileLimit } from '../fdlimit/index.js';
 import { BufferPool } from './bufferpool.js';
-import { statDisk } from './capacity.js';
+import { DEFAULT_BLOCK_SIZE, fileSystemBlockSize, onDisk, statDisk } from './capacity.js';
 import { DiskRoom } from './diskroom.js';
 import { LruIndex } from './lru.js';
 import { PAGE_FILE_READ, isNotAPageFile, readFully, scanPages } from './pagefiles.js';
 import { PageWriter } from './pagewriter.js';
+import { DEFAULT_READ_MARK_INTERVAL_MS, ReadMarks } from './readmarks.js';
 import { SendFiles } from './sendfiles.js';
 import type { PageSpool } from './spool.js';
 import type { PageFile, PageStoreEvents, PageStoreOptions, StoredPage, VerifiedPage } from './types.js';
@@ -27,9 +28,12 @@ const closeFile = promisify(closeCallback);
 /**
  * Pages on local disk, one file each, named `<key>.<crc32>` so the checksum survives a restart
  * without a separate index: on start the directory is scanned and the LRU order rebuilt from
- * modification times. This module owns the index, reads (verified against the checksum),
- * eviction and the disk watch; writing a page under its name is PageWriter's (pagewriter.ts).
+ * modification times, which reads keep up to date (readmarks.ts). This module owns the index,
+ * reads (verified against the checksum), eviction and the disk watch; writing a page under its
+ * name is PageWriter's (pagewriter.ts).
  *
+ * Capacity counts what pages take on disk: each page's size rounded up to whole file-system
+ * blocks (a store of 200-byte pages counted by their bytes held 20 times its capacity on disk).
  * The capacity eviction works from is the effective one (see capacity.ts): the configured
  * capacity, lowered to what the file system can hold. It is re-checked every
  * `diskCheckIntervalMs` on the write path and in `watchDisk`, and at once when a write finds
@@ -48,6 +52,10 @@ export class PageStore {
   private readonly writer: PageWriter;
   /** Page files kept open between kernel sends of hot pages (openForSend). */
   private readonly sendFiles: SendFiles;
+  /** Last reads waiting to be written to their page files' mtimes. */
+  private readonly readMarks: ReadMarks;
+  /** The file system's block size: what a page's footprint is rounded up to (read at open). */
+  private blockSize: number;
   evictions = 0;
   corruptions = 0;
 
@@ -65,6 +73,8 @@ export class PageStore {
     // The hot pages of a few clients' windows, within the process's fd limit (fdlimit).
     this.sendFiles = new SendFiles(options.keptSendFiles ?? keptSendFilesFor(openFileLimit()));
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
+    this.blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+    this.readMarks = new ReadMarks(options.readMarkIntervalMs ?? DEFAULT_READ_MARK_INTERVAL_MS, this.clock.now());
     this.room = new DiskRoom({
       dir: options.dir,
       configured: options.capacity,
@@ -82,6 +92,7 @@ export class PageStore {
       events,
       writeFile: options.writeFile,
       checkDisk: (check) => this.checkDisk(check),
+      footprint: (bytes) => onDisk(bytes, this.blockSize),
       evictIfNeeded: (extra) => this.evictIfNeeded(extra),
     });
   }
@@ -91,8 +102,14 @@ export class PageStore {
     return this.writer.writeFailures;
   }
 
+  /** What the pages take on disk (their sizes in whole blocks): what capacity counts. */
   get used(): number {
     return this.index.used;
+  }
+
+  /** Bytes of the pages themselves. */
+  get pageBytes(): number {
+    return this.index.bytes;
   }
 
   get pageCount(): number {
@@ -119,7 +136,8 @@ export class PageStore {
     await mkdir(this.tmpDir, { recursive: true });
     for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { recursive: true, force: true });
     await mkdir(this.pagesDir, { recursive: true });
-    for (const page of await scanPages(this.pagesDir)) this.index.add(page);
+    this.blockSize = this.options.blockSize ?? (await fileSystemBlockSize(this.pagesDir));
+    for (const page of await scanPages(this.pagesDir)) this.index.add({ ...page, footprint: onDisk(page.size, this.blockSize) });
     await this.checkDisk();
     await this.evictIfNeeded(0);
   }
@@ -138,7 +156,28 @@ export class PageStore {
       if (signal.aborted) return;
       await this.checkDisk({ forgetFull: true });
       await this.evictIfNeeded(0);
+      await this.flushReadMarks();
     }
+  }
+
+  /** Writes the reads queued since the last flush to their page files (readmarks.ts): the disk watch's tick, and the worker's stop. */
+  flushReadMarks(): Promise<void> {
+    return this.readMarks.flush(this.clock.now(), (entry) => this.index.peek(entry.key) === entry);
+  }
+
+  /** Reads waiting for flushReadMarks, for tests. */
+  get queuedReadMarks(): number {
+    return this.readMarks.queued;
+  }
+
+  /**
+   * Moves a page up in the LRU order: a read. One comparison more than the index's touch; a page
+   * whose recorded last read is older than the interval is queued for flushReadMarks, once.
+   */
+  private touch(key: string): StoredPage | undefined {
+    const entry = this.index.touch(key);
+    if (entry !== undefined && (entry.markedAt ?? 0) < this.readMarks.staleBefore) this.readMarks.queue(entry);
+    return entry;
   }
 
   /** Reads free space and sets the effective capacity (see DiskRoom.check). */
@@ -174,7 +213,7 @@ export class PageStore {
    * Moves it up in the LRU order. On undefined or a throw the caller still owns what into() gave.
    */
   async readInto(key: string, into: (size: number) => Buffer): Promise<{ data: Buffer; crc: number } | undefined> {
-    const entry = this.index.touch(key);
+    const entry = this.touch(key);
     if (!entry) return undefined;
     const data = into(entry.size).subarray(0, entry.size);
     try {
@@ -227,7 +266,7 @@ export class PageStore {
    */
   async openForSend(key: string): Promise<PageFile | undefined> {
     for (let attempt = 0; attempt < 2; attempt++) {
-      const entry = this.index.touch(key);
+      const entry = this.touch(key);
       if (!entry) return undefined;
       // A page sent before, whose name still leads to the same file, unwritten since it was
       // checked: its kept descriptor, for one stat. Synchronous on purpose: a stat of a page
@@ -346,7 +385,7 @@ export class PageStore {
     let bytes = 0;
     for (const victim of victims) {
       this.sendFiles.forget(victim.key);
-      bytes += victim.size;
+      bytes += victim.footprint;
       await unlink(victim.file).catch(() => {});
     }
     this.evictions += victims.length;

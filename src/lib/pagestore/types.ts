@@ -17,15 +17,35 @@ export interface PageStoreOptions {
   diskCheckIntervalMs?: number;
   /** Idle page files kept open between kernel sends (default 256, at most a quarter of the fd limit). */
   keptSendFiles?: number;
+  /**
+   * The file system's block size: each page counts as its size rounded up to whole blocks, in
+   * capacity and eviction. Read from statfs at open when not given (tests give 1 to count bytes).
+   */
+  blockSize?: number;
+  /**
+   * How stale a page file's recorded last read (its mtime) may get before a read records it
+   * again (default 5 minutes): the LRU order a restart rebuilds is that exact, and a page read
+   * all the time costs a file time update per interval, not per read.
+   */
+  readMarkIntervalMs?: number;
   /** Writes a temp page file (tests inject ENOSPC and partial writes here). */
   writeFile?: (file: string, data: Buffer) => Promise<void>;
 }
 
 export interface StoredPage {
   key: string;
+  /** Bytes of the page. */
   size: number;
+  /** What it takes on disk: `size` rounded up to whole file-system blocks (what capacity counts). */
+  footprint: number;
   crc: number;
   file: string;
+  /**
+   * The file's mtime as the store last set or saw it: when it was written or, within
+   * readMarkIntervalMs, last read (see readmarks.ts). A restart rebuilds the LRU order from it.
+   * Infinity while a mark is queued.
+   */
+  markedAt?: number;
   /**
    * The file's modification time when its bytes were last checked against `crc` (written by this
    * process from verified bytes, or read whole by openForSend); undefined until then (after a

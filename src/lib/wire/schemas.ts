@@ -48,7 +48,10 @@ export const workerStatusSchema = z.object({
   datacenter: z.string().optional(),
   capacity: z.number(),
   configuredCapacity: z.number().optional(),
+  /** What the store's pages take on disk (whole file-system blocks): what `capacity` counts. */
   used: z.number(),
+  /** Bytes of the pages themselves (absent from workers before it was added). */
+  pageBytes: z.number().optional(),
   pages: z.number(),
   hits: z.number(),
   misses: z.number(),
