@@ -204,6 +204,7 @@ export const workerConfigSchema = z
      */
     tls: tlsFilesSchema.extend({ ca: z.string().min(1).optional() }).strict().optional(),
     dataDir: z.string().default(defaultDataDir()),
+    /** What the page store may take on disk: pages count in whole file-system blocks (pagestore/capacity.ts). */
     capacity: size.default('10GiB'),
     pageSize: size.default(DEFAULT_PAGE_SIZE).refine((v) => v >= MIN_PAGE_SIZE && v <= MAX_PAGE_SIZE, {
       message: 'pageSize must be between 1MiB and 64MiB',
