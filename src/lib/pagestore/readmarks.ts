@@ -3,6 +3,9 @@ import type { StoredPage } from './types.js';
 
 export const DEFAULT_READ_MARK_INTERVAL_MS = 5 * 60 * 1000;
 
+/** Marks queued between two flushes at most (512 KiB of references); more wait for the next flush, still stale. */
+const MAX_PENDING = 65_536;
+
 /**
  * A page's last read, kept in its file's mtime, so a restart rebuilds the LRU order from reads
  * and not from writes (scanPages sorts by mtime). Before, a page read a second before the restart
@@ -29,6 +32,7 @@ export class ReadMarks {
 
   /** Queues a mark of `entry`'s read (the caller saw it stale); once until flushed. */
   queue(entry: StoredPage): void {
+    if (this.pending.length >= MAX_PENDING) return;
     entry.markedAt = Infinity;
     this.pending.push(entry);
   }
