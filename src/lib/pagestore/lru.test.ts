@@ -56,3 +56,13 @@ test('lowering the capacity makes the next eviction work from the new figure', (
     lru.capacity = -1;
   }, RangeError);
 });
+
+test('entries count by their footprint where one is given (a page in whole disk blocks), their bytes beside', () => {
+  const lru = new LruIndex<{ key: string; size: number; footprint?: number }>(16_384, { high: 0.9, low: 0.5 });
+  for (let i = 0; i < 3; i++) lru.add({ key: `k${i}`, size: 200, footprint: 4096 });
+  assert.deepEqual([lru.used, lru.bytes], [12_288, 600]);
+  assert.deepEqual(lru.evict(4096).map((v) => v.key), ['k0', 'k1'], 'a fourth block would pass 90 % of 16 KiB: down to half');
+  assert.deepEqual([lru.used, lru.bytes], [4096, 200]);
+  lru.remove('k2');
+  assert.deepEqual([lru.used, lru.bytes], [0, 0]);
+});
