@@ -6,6 +6,9 @@ export const DEFAULT_READ_MARK_INTERVAL_MS = 5 * 60 * 1000;
 /** Marks queued between two flushes at most (512 KiB of references); more wait for the next flush, still stale. */
 const MAX_PENDING = 65_536;
 
+/** Time one flush spends at most: a tick of the disk watch, or the worker's stop. */
+const FLUSH_BUDGET_MS = 1000;
+
 /**
  * A page's last read, kept in its file's mtime, so a restart rebuilds the LRU order from reads
  * and not from writes (scanPages sorts by mtime). Before, a page read a second before the restart
@@ -46,12 +49,20 @@ export class ReadMarks {
    * the stat of the file gives back exactly, so a page whose file was checked (verifiedAt equal
    * to its mtime) stays checked, and openForSend keeps trusting its kept descriptor.
    */
-  async flush(now: number, current: (entry: StoredPage) => boolean): Promise<void> {
+  async flush(now: number, current: (entry: StoredPage) => boolean, budgetMs = FLUSH_BUDGET_MS): Promise<void> {
     this.staleBefore = now - this.intervalMs;
     const due = this.pending;
     this.pending = [];
     const seconds = Math.floor(now / 1000);
-    for (const entry of due) {
+    const until = performance.now() + budgetMs;
+    for (const [at, entry] of due.entries()) {
+      // A stat and a utimes each through the thread pool: tens of thousands queued would hold the
+      // disk watch's tick (its evictions) or the worker's stop for seconds. The rest waits for the
+      // next tick (at the stop: lost, as reads since the last tick are on a kill).
+      if (performance.now() > until) {
+        this.pending = due.slice(at).concat(this.pending);
+        return;
+      }
       entry.markedAt = now;
       if (!current(entry)) continue;
       try {

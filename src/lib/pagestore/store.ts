@@ -161,8 +161,8 @@ export class PageStore {
   }
 
   /** Writes the reads queued since the last flush to their page files (readmarks.ts): the disk watch's tick, and the worker's stop. */
-  flushReadMarks(): Promise<void> {
-    return this.readMarks.flush(this.clock.now(), (entry) => this.index.peek(entry.key) === entry);
+  flushReadMarks(budgetMs?: number): Promise<void> {
+    return this.readMarks.flush(this.clock.now(), (entry) => this.index.peek(entry.key) === entry, budgetMs);
   }
 
   /** Reads waiting for flushReadMarks, for tests. */
