@@ -4,6 +4,7 @@ import type { ClusterStatus, FanoutClient, StatResult } from '../client/index.js
 import { systemClock, type Clock } from '../core/clock.js';
 import { FanoutError, isFanoutError } from '../core/errors.js';
 import { errnoFor } from './errno.js';
+import { DescriptorShortageLog } from './fdshortage.js';
 import { TtlCache } from '../lib/ttlcache/index.js';
 import { HeldFiles } from './held.js';
 import { InodeTable, ROOT_INO, type Inode } from './inodes.js';
@@ -124,6 +125,7 @@ export class FanoutFs {
   private readonly ttlSeconds: number;
   private readonly startedAt: number;
   private nextHandle = 1;
+  private readonly shortage: DescriptorShortageLog;
   private exited: ((status: number) => void) | undefined;
   /** Resolves with the loop's status when the FUSE session ends (unmounted, from here or outside). */
   readonly closed = new Promise<number>((resolve) => (this.exited = resolve));
@@ -141,6 +143,8 @@ export class FanoutFs {
       warn: (fields, message) => options.log.warn(fields, message),
     });
     this.meta = new Metadata(client, options.ttlMs, clock);
+    this.shortage = new DescriptorShortageLog(options.log, clock);
+    void this.closed.then(() => this.shortage.close());
     this.status = new TtlCache(10_000, clock);
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();
@@ -474,7 +478,9 @@ export class FanoutFs {
       const node = this.inodes.get(ino);
       if (node && isFanoutError(err, 'SOURCE_CHANGED')) this.meta.forget(node.path);
       const code = errnoFor(err);
-      if (code === errno.EIO) {
+      if (code === errno.EMFILE || code === errno.ENFILE) {
+        this.shortage.note(code === errno.EMFILE ? 'EMFILE' : 'ENFILE', op, `/${this.inodes.get(ino)?.path ?? `<inode ${ino}>`}`);
+      } else if (code === errno.EIO) {
         const error = err as Partial<FanoutError>;
         const path = `/${this.inodes.get(ino)?.path ?? `<inode ${ino}>`}`;
         this.options.log.warn({ op, path, code: error.code ?? 'INTERNAL', err: error.message ?? String(err) }, `${op} ${path} failed: EIO`);

@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { FanoutClient } from '../client/index.js';
 import { systemClock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
+import { mountFdLimitShortfall, openFileLimit } from '../lib/fdlimit/index.js';
 import { BufferReclaimer } from '../lib/memory/reclaim.js';
 import { FanoutFs, type MountLog } from './fs.js';
 import { loadAddon, type FuseAddon, type FuseSession } from './native.js';
@@ -62,7 +63,14 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   let session;
   let fs: FanoutFs;
   try {
-    const { pageSize } = await client.cluster(); // fail here, not on the first read, if the cluster is unreachable
+    const { pageSize, members } = await client.cluster(); // fail here, not on the first read, if the cluster is unreachable
+    const fds = mountFdLimitShortfall(openFileLimit(), options.threads, members.length);
+    if (fds) {
+      log.warn(
+        fds,
+        `open-file limit (ulimit -n, LimitNOFILE) is ${fds.limit}, below the ${fds.wanted} this mount's ${options.threads} FUSE threads and connections to ${members.length} worker(s) want: reads that need a new connection when none is left fail with EMFILE ("Too many open files"). Raise the limit, or lower --threads`,
+      );
+    }
     fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, cacheBytes: options.cache, readBytes: options.readMemory, directIo: options.directIo, log });
     const flags = ['ro', 'default_permissions', 'fsname=fanout', 'subtype=fanout', `max_read=${MAX_READ}`];
     if (options.allowOther) flags.push('allow_other');

@@ -18,7 +18,16 @@ export class MountProcess {
   }
 
   static async start(mountpoint: string, endpoint: string, ...flags: string[]): Promise<MountProcess> {
-    const proc = spawn(process.execPath, [fanoutBin, 'mount', mountpoint, '--endpoint', endpoint, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return MountProcess.startUnder(undefined, mountpoint, endpoint, ...flags);
+  }
+
+  /** A mount started under `prlimit --nofile=N:N` (its open-file limit), as `ulimit -n N` would. */
+  static async startUnder(nofile: number | undefined, mountpoint: string, endpoint: string, ...flags: string[]): Promise<MountProcess> {
+    const args = [fanoutBin, 'mount', mountpoint, '--endpoint', endpoint, ...flags];
+    const proc =
+      nofile === undefined
+        ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const mount = new MountProcess(mountpoint, proc);
     try {
       await waitFor(

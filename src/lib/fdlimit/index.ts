@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 
 /**
  * The process's open-file limit (the soft RLIMIT_NOFILE: `ulimit -n`, systemd's LimitNOFILE), read
@@ -42,4 +42,63 @@ export function fdLimitShortfall(limit: number | undefined, ports: number, maxCo
   if (limit === undefined) return undefined;
   const wanted = ports * maxConnections + keptSendFilesFor(limit) + 128;
   return limit < wanted ? { limit, wanted } : undefined;
+}
+
+/**
+ * What a `fanout mount` process's fds should allow: Node's own (≈25 at start, measured), one
+ * /dev/fuse clone per FUSE thread, and per member the page connections (8), the stat/list ones
+ * (16) and the health probes (2) it may open at once. Below it, a read that needs a new
+ * connection fails with EMFILE ("Too many open files").
+ */
+export function mountFdLimitShortfall(limit: number | undefined, threads: number, members: number): { limit: number; wanted: number } | undefined {
+  if (limit === undefined) return undefined;
+  const wanted = 64 + threads + Math.max(1, members) * 26;
+  return limit < wanted ? { limit, wanted } : undefined;
+}
+
+/**
+ * The process's open-file limit as it is now (prlimit may change it while the process runs),
+ * read from a descriptor of /proc/self/limits opened beforehand: when the limit is reached, a
+ * fresh open of that file fails with EMFILE too. Costs one fd; read on error paths only.
+ */
+export class OpenFileLimitProbe {
+  private fd: number | undefined;
+  private readonly buffer = Buffer.alloc(4096);
+
+  constructor(private readonly limitsFile = '/proc/self/limits') {
+    try {
+      this.fd = openSync(limitsFile, 'r');
+    } catch {
+      this.fd = undefined;
+    }
+  }
+
+  read(): number | undefined {
+    if (this.fd === undefined) return openFileLimit(this.limitsFile);
+    try {
+      const n = readSync(this.fd, this.buffer, 0, this.buffer.length, 0);
+      const soft = /^Max open files\s+(\d+)/m.exec(this.buffer.toString('utf8', 0, n))?.[1];
+      return soft === undefined ? undefined : Number(soft);
+    } catch {
+      return undefined;
+    }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/**
+ * EMFILE or ENFILE in an error or what it wraps (an SDK's errors wrap undici's, which wrap the
+ * socket's): the process or the host out of descriptors, whatever layer reported it.
+ */
+export function descriptorShortage(err: unknown): 'EMFILE' | 'ENFILE' | undefined {
+  let at = err as { code?: unknown; cause?: unknown } | undefined;
+  for (let depth = 0; at && depth < 6; depth++) {
+    if (at.code === 'EMFILE' || at.code === 'ENFILE') return at.code;
+    at = at.cause as typeof at;
+  }
+  return undefined;
 }

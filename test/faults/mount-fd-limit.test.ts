@@ -1,0 +1,144 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { forceUnmount, MountProcess, sh } from '../harness/mount.js';
+import { WorkerProcess } from '../harness/workers.js';
+
+/**
+ * A `fanout mount` process out of file descriptors (found by a fault hunt): readers must get an
+ * errno that names the cause, the mount must say so once with its limit, stay up, leak nothing
+ * and read again once descriptors are free.
+ */
+
+function hasPrlimit(): boolean {
+  try {
+    execFileSync('prlimit', ['--version'], { stdio: 'ignore' });
+    return process.platform === 'linux';
+  } catch {
+    return false;
+  }
+}
+
+/** The lowest descriptor number `pid` does not use: the number its next open would get. */
+function lowestFreeFd(pid: number): number {
+  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+  let fd = 0;
+  while (used.has(fd)) fd++;
+  return fd;
+}
+
+/** Sets the soft open-file limit of `pid`, keeping its hard one. */
+function setSoftNofile(pid: number, soft: number): void {
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]!;
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard === 'unlimited' ? 'unlimited' : hard}`]);
+}
+
+/** `pid`'s fds: the targets of those that are not TCP sockets, and the states of those that are. */
+function fdsOf(pid: number): { other: string[]; tcp: string[] } {
+  const states = new Map<string, string>();
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9) states.set(cols[9]!, cols[3] === '01' ? 'ESTABLISHED' : `state ${cols[3]}`);
+    }
+  }
+  const other: string[] = [];
+  const tcp: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+    if (inode && states.has(inode)) tcp.push(states.get(inode)!);
+    else other.push(`${fd} ${target}`);
+  }
+  return { other: other.sort(), tcp };
+}
+
+describe('fanout mount out of file descriptors', { skip: !hasPrlimit() && 'needs Linux and util-linux prlimit' }, () => {
+  let source: string;
+  let work: string;
+  let mnt: string;
+  let worker: WorkerProcess;
+  const files = Array.from({ length: 8 }, () => randomBytes(20_000));
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-mount-fds-src-'));
+    work = await mkdtemp(join(tmpdir(), 'fanout-mount-fds-'));
+    mnt = join(work, 'mnt');
+    await mkdir(mnt);
+    await mkdir(join(source, 'sub'));
+    await Promise.all(files.map((bytes, i) => writeFile(join(source, i === 5 ? 'sub/f5.bin' : `f${i}.bin`), bytes)));
+    worker = await WorkerProcess.start({ id: 'mount-fds', mounts: { data: source } });
+  });
+  after(async () => {
+    await worker?.destroy();
+    await rm(source, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('a read that needs a connection and finds no fd is EMFILE, told once with the limit; the mount stays up, leaks no fd and reads again once fds are free', async () => {
+    const mount = await MountProcess.start(mnt, worker.url, '--ttl', '60s');
+    try {
+      const first = await sh('cat', [join(mnt, 'data/f0.bin')]);
+      assert.equal(first.code, 0, first.stderr);
+      await sh('stat', [join(mnt, 'data/f1.bin'), join(mnt, 'data/f2.bin')]); // their attributes kept: only reads need the worker
+      const before = fdsOf(mount.pid);
+      // The worker restarted: the mount's kept connections are closed, its next request needs a new one.
+      await worker.restart();
+      const limit = lowestFreeFd(mount.pid);
+      setSoftNofile(mount.pid, limit); // every fd number below the limit in use: the next open fails with EMFILE
+      const reads = [];
+      for (const name of ['f1.bin', 'f2.bin', 'f1.bin']) reads.push(await sh('cat', [join(mnt, 'data', name)]));
+      const lookup = await sh('stat', [join(mnt, 'data/sub/f5.bin')]); // names not looked up yet: stat or list requests
+      setSoftNofile(mount.pid, 1024);
+
+      // Before: "Input/output error" for each, as for a dead cluster, and two log lines per read naming no limit.
+      for (const read of reads) {
+        assert.notEqual(read.code, 0);
+        assert.match(read.stderr, /Too many open files/, read.stderr);
+      }
+      assert.match(lookup.stderr, /Too many open files/, lookup.stderr);
+      const told = mount.log.split('\n').filter((line) => /no file descriptor left/.test(line));
+      assert.equal(told.length, 1, mount.log);
+      assert.match(told[0]!, new RegExp(`open-file limit \\(ulimit -n, LimitNOFILE\\) is ${limit}\\b`));
+      assert.doesNotMatch(mount.log, /failed: EIO/);
+
+      for (const [i, name] of ['f1.bin', 'f2.bin', 'sub/f5.bin'].entries()) {
+        const again = await sh('cat', [join(mnt, 'data', name)]);
+        assert.equal(again.code, 0, `${name} once fds are free: ${again.stderr}`);
+        assert.ok(again.stdout.equals(files[[1, 2, 5][i]!]!));
+      }
+      // No fd leaked: the same files, pipes and /dev/fuse clones as before, and every TCP socket a
+      // live connection (the reads after it opened a few more for their pages: pooled, bounded).
+      const now = fdsOf(mount.pid);
+      assert.deepEqual(now.other, before.other);
+      assert.deepEqual(now.tcp.filter((state) => state !== 'ESTABLISHED'), [], JSON.stringify(now));
+    } finally {
+      await mount.signal('SIGTERM');
+      await forceUnmount(mnt);
+    }
+  });
+
+  test('started under a limit too low for its threads and connections, the mount says so', async () => {
+    const mount = await MountProcess.startUnder(64, mnt, worker.url);
+    try {
+      // Before: nothing was said; reads failed later with EIO.
+      assert.match(mount.log, /open-file limit \(ulimit -n, LimitNOFILE\) is 64, below the 122 this mount's 32 FUSE threads and connections to 1 worker\(s\) want/);
+      const read = await sh('cat', [join(mnt, 'data/f3.bin')]);
+      assert.equal(read.code, 0, read.stderr);
+      assert.ok(read.stdout.equals(files[3]!));
+    } finally {
+      await mount.signal('SIGTERM');
+      await forceUnmount(mnt);
+    }
+  });
+});
