@@ -10,6 +10,7 @@ import { Agent, request } from 'undici';
 import { waitFor } from '../harness/ports.js';
 import { getOnNewConnection } from './helpers.js';
 import { Origin } from '../harness/origin.js';
+import { startS3Server } from '../harness/s3.js';
 import { WorkerProcess, startCluster } from '../harness/workers.js';
 import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
@@ -58,6 +59,27 @@ function limitLeaving(pid: number, free: number): number {
   let fd = 0;
   for (let left = free; left > 0; fd++) if (!used.has(fd)) left--;
   return fd;
+}
+
+/** Established TCP connections of `pid` to a loopback port `port`. */
+function connectionsTo(pid: number, port: number): number {
+  const remote = new Set<string>();
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9 && cols[3] === '01' && parseInt(cols[2]!.split(':')[1]!, 16) === port) remote.add(cols[9]!);
+    }
+  }
+  let count = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1];
+      if (inode && remote.has(inode)) count++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count;
 }
 
 /** Sets the soft open-file limit of `pid`, keeping its hard one. */
@@ -259,6 +281,38 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
       await agent.close();
       await worker.destroy();
       await origin.close();
+    }
+  });
+
+  test('an S3 source that cannot be connected to for want of an fd is OVERLOADED, not the source failing, and not cached as failed', async () => {
+    const s3 = await startS3Server();
+    const data = randomBytes(FILE);
+    await s3.bucket('fds');
+    await s3.put('fds', 's.bin', data);
+    const worker = await WorkerProcess.start({ id: 'w-s3-fds', mounts: { objects: 's3://fds' }, s3: s3.options });
+    const agent = new Agent({ connections: 1, pipelining: 1 });
+    const ask = async (path: string) => {
+      const res = await request(`${worker.url}${path}`, { dispatcher: agent });
+      return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'] };
+    };
+    try {
+      assert.equal((await ask('/healthz')).status, 200);
+      // The worker holds no connection to the S3 server: its next request to it needs a new fd.
+      assert.equal(connectionsTo(worker.pid!, Number(new URL(s3.endpoint).port)), 0);
+      setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
+      const cold = await ask('/v1/data/objects/s.bin');
+      setSoftNofile(worker.pid!, 1024);
+      // Checked and right: the S3 source's mapping (src/lib/ufs/s3.ts) had no test of its own.
+      assert.equal(cold.status, 503, `${cold.status} ${cold.body}`);
+      assert.equal(cold.code, 'OVERLOADED');
+      assert.match(cold.body.toString(), /no file descriptor left \(EMFILE/);
+      const again = await ask('/v1/data/objects/s.bin');
+      assert.equal(again.status, 200, `${again.status} ${again.body}`);
+      assert.ok(again.body.equals(data));
+    } finally {
+      await agent.close();
+      await worker.destroy();
+      await s3.stop();
     }
   });
 
