@@ -1,5 +1,5 @@
 import { systemClock, type Clock } from '../core/clock.js';
-import { OpenFileLimitProbe } from '../lib/fdlimit/index.js';
+import { currentOpenFileLimit } from '../lib/fdlimit/index.js';
 import type { MountLog } from './fs.js';
 
 /** A minute: how long the mount stays quiet about a shortage it has already told of. */
@@ -13,12 +13,13 @@ const QUIET_MS = 60_000;
 export class DescriptorShortageLog {
   private lastTold = -Infinity;
   private failedSince = 0;
-  private readonly probe = new OpenFileLimitProbe();
 
   constructor(
     private readonly log: MountLog,
     private readonly clock: Clock = systemClock,
-  ) {}
+  ) {
+    currentOpenFileLimit(); // its descriptor opened now, while there are fds to open it
+  }
 
   note(code: 'EMFILE' | 'ENFILE', op: string, path: string): void {
     const now = this.clock.now();
@@ -26,7 +27,7 @@ export class DescriptorShortageLog {
       this.failedSince++;
       return;
     }
-    const limit = this.probe.read();
+    const limit = currentOpenFileLimit();
     const why =
       code === 'EMFILE'
         ? `this mount process has no file descriptor left (EMFILE): its open-file limit (ulimit -n, LimitNOFILE) is ${limit ?? 'unknown'}`
@@ -39,9 +40,5 @@ export class DescriptorShortageLog {
     );
     this.lastTold = now;
     this.failedSince = 0;
-  }
-
-  close(): void {
-    this.probe.close();
   }
 }

@@ -144,7 +144,6 @@ export class FanoutFs {
     });
     this.meta = new Metadata(client, options.ttlMs, clock);
     this.shortage = new DescriptorShortageLog(options.log, clock);
-    void this.closed.then(() => this.shortage.close());
     this.status = new TtlCache(10_000, clock);
     this.ttlSeconds = options.ttlMs / 1000;
     this.startedAt = clock.now();

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { FanoutError } from '../core/errors.js';
+import { currentOpenFileLimit, descriptorShortage } from '../lib/fdlimit/index.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import { isDiskFull, isNotWritable } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';
@@ -103,6 +104,7 @@ export class SyncAgent {
 
   constructor(private readonly opts: SyncAgentOptions) {
     if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
+    currentOpenFileLimit(); // its descriptor opened now: a round out of fds still names the limit
     this.dir = new ReleaseDir(
       resolve(opts.dir),
       ({ file, movedTo }) => opts.log?.(`state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; continuing without it`),
@@ -281,10 +283,29 @@ export class SyncAgent {
     return this.state.current;
   }
 
+  /**
+   * A round that met EMFILE/ENFILE, wherever (a staged file's open, a scan of --dir, a connection):
+   * the agent at its open-file limit, OVERLOADED, tried again next round. Before, it was INTERNAL
+   * "EMFILE: too many open files, scandir …", as if fanout had a bug, and named no limit.
+   */
+  private outOfDescriptors(code: 'EMFILE' | 'ENFILE', err: unknown): FanoutError {
+    if (code === 'ENFILE') {
+      return new FanoutError('OVERLOADED', `the host has no file descriptor left (ENFILE: the system's open-file table is full); the round is tried again (${(err as Error).message})`, { cause: err });
+    }
+    const limit = currentOpenFileLimit();
+    return new FanoutError(
+      'OVERLOADED',
+      `this sync agent has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE${limit === undefined ? ', is reached' : `, is ${limit}`}); the round is tried again (${(err as Error).message})`,
+      { cause: err },
+    );
+  }
+
   /** Logs and reports a failed round; returns the error as a FanoutError. */
   private async failed(err: unknown): Promise<FanoutError> {
-    const error =
-      err instanceof FanoutError
+    const shortage = descriptorShortage(err);
+    const error = shortage
+      ? this.outOfDescriptors(shortage, err)
+      : err instanceof FanoutError
         ? err
         : isDiskFull(err)
           ? new FanoutError('DISK_FULL', `no space left in ${this.dir.dir}: ${(err as Error).message}`, { cause: err })

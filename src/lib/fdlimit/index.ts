@@ -90,6 +90,18 @@ export class OpenFileLimitProbe {
   }
 }
 
+let processProbe: OpenFileLimitProbe | undefined;
+
+/**
+ * The open-file limit of this process as it is now, through one descriptor of /proc/self/limits
+ * kept open for the process's life (opened at the first call: make it before fds can run out, at
+ * start). For error messages: a process out of fds can still name its limit.
+ */
+export function currentOpenFileLimit(): number | undefined {
+  processProbe ??= new OpenFileLimitProbe();
+  return processProbe.read();
+}
+
 /**
  * EMFILE or ENFILE in an error or what it wraps (an SDK's errors wrap undici's, which wrap the
  * socket's): the process or the host out of descriptors, whatever layer reported it.
