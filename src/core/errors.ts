@@ -126,14 +126,25 @@ export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutErro
  * source's fault), and a page file's open INTERNAL (500) with a stack in the log.
  */
 export function outOfDescriptors(err: unknown, what: string, who = 'this worker'): FanoutError | undefined {
-  // The error itself, or what it wraps (undici's and the S3 SDK's connect errors carry it as cause).
-  const failed = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
-  const code = failed?.code === 'EMFILE' || failed?.code === 'ENFILE' ? failed.code : failed?.cause?.code;
+  const code = descriptorShortage(err);
   if (code === 'EMFILE') {
     return new FanoutError('OVERLOADED', `${what}: ${who} has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is reached); retry shortly`, { cause: err });
   }
   if (code === 'ENFILE') {
     return new FanoutError('OVERLOADED', `${what}: the host has no file descriptor left (ENFILE: the system's open-file table is full); retry shortly`, { cause: err });
+  }
+  return undefined;
+}
+
+/**
+ * EMFILE or ENFILE in an error or what it wraps (an SDK's errors wrap undici's, which wrap the
+ * socket's): the process or the host out of descriptors, whatever layer reported it.
+ */
+export function descriptorShortage(err: unknown): 'EMFILE' | 'ENFILE' | undefined {
+  let at = err as { code?: unknown; cause?: unknown } | undefined;
+  for (let depth = 0; at && depth < 6; depth++) {
+    if (at.code === 'EMFILE' || at.code === 'ENFILE') return at.code;
+    at = at.cause as typeof at;
   }
   return undefined;
 }

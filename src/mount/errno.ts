@@ -1,6 +1,5 @@
 import { constants as os } from 'node:os';
-import { FanoutError } from '../core/errors.js';
-import { descriptorShortage } from '../lib/fdlimit/index.js';
+import { FanoutError, descriptorShortage } from '../core/errors.js';
 
 const { errno } = os;
 

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { FanoutError } from '../core/errors.js';
-import { currentOpenFileLimit, descriptorShortage } from '../lib/fdlimit/index.js';
+import { FanoutError, descriptorShortage } from '../core/errors.js';
+import { currentOpenFileLimit } from '../lib/fdlimit/index.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import { isDiskFull, isNotWritable } from '../lib/statefile/index.js';
 import type { ReleaseFetcher } from './fetch.js';

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KEPT_SEND_FILES, OpenFileLimitProbe, descriptorShortage, fdLimitShortfall, keptSendFilesFor, mountFdLimitShortfall, openFileLimit } from './index.js';
+import { descriptorShortage } from '../../core/errors.js';
+import { KEPT_SEND_FILES, OpenFileLimitProbe, fdLimitShortfall, keptSendFilesFor, mountFdLimitShortfall, openFileLimit } from './index.js';
 
 test('the soft open-file limit is read from a limits file, unlimited or unreadable as none', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'fanout-fdlimit-'));

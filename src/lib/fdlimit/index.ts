@@ -101,16 +101,3 @@ export function currentOpenFileLimit(): number | undefined {
   processProbe ??= new OpenFileLimitProbe();
   return processProbe.read();
 }
-
-/**
- * EMFILE or ENFILE in an error or what it wraps (an SDK's errors wrap undici's, which wrap the
- * socket's): the process or the host out of descriptors, whatever layer reported it.
- */
-export function descriptorShortage(err: unknown): 'EMFILE' | 'ENFILE' | undefined {
-  let at = err as { code?: unknown; cause?: unknown } | undefined;
-  for (let depth = 0; at && depth < 6; depth++) {
-    if (at.code === 'EMFILE' || at.code === 'ENFILE') return at.code;
-    at = at.cause as typeof at;
-  }
-  return undefined;
-}
