@@ -32,8 +32,9 @@ function hasPrlimit(): boolean {
   }
 }
 
-/** Descriptors of `pid` open on files under `dir`. */
-function filesOpenUnder(pid: number, dir: string): number {
+/** Page files `pid` holds open: descriptors of files under `<dataDir>/pages` (not the data directory's lock). */
+function pageFilesOpen(pid: number, dataDir: string): number {
+  const dir = join(dataDir, 'pages');
   let count = 0;
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     try {
@@ -123,7 +124,7 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
       const warm = await readEach(); // sent from the page files, each kept open for the next send
       assert.deepEqual(cold.filter((s) => s !== 200), [], 'cold reads');
       assert.deepEqual(warm.filter((s) => s !== 200), [], 'warm reads');
-      const pageFds = filesOpenUnder(worker.pid!, worker.dataDir);
+      const pageFds = pageFilesOpen(worker.pid!, worker.dataDir);
       console.log(`# ulimit -n 128: ${pageFds} page files kept open after 150 warm pages, ${readdirSync(`/proc/${worker.pid}/fd`).length} fds in all`);
       // Before: 256 were kept whatever the limit, so the page files filled the fd table and every
       // new connection was closed unanswered (libuv accepts and closes it on EMFILE).
@@ -328,7 +329,7 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
       const pages = () => readdirSync(join(worker.dataDir, 'pages'), { recursive: true }).filter((n) => String(n).includes('.')).length;
       await waitFor('20 pages stored', async () => pages() === 20);
       for (let i = 0; i < 16; i++) assert.equal((await ask(i)).status, 200); // their files kept open
-      assert.equal(filesOpenUnder(worker.pid!, worker.dataDir), 16);
+      assert.equal(pageFilesOpen(worker.pid!, worker.dataDir), 16);
 
       setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
       const warm = await ask(17); // stored, its file not kept: it needs an open

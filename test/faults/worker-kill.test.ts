@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, waitFor } from '../harness/ports.js';
+import { freePort, StopWaiting, waitFor } from '../harness/ports.js';
 import { TEST_ADMIN_TOKEN, WorkerProcess, fanoutBin, testAuth } from '../harness/workers.js';
 import { sha } from './helpers.js';
 import { fanout } from '../harness/cli.js';
@@ -203,7 +203,7 @@ describe('a worker that is PID 1 of its container, killed while writing policy.j
     const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, fanoutBin, 'worker', '--config', configFile], { stdio: 'ignore' });
     proc = child;
     await waitFor('the worker in its PID namespace', async () => {
-      if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode}`);
+      if (child.exitCode !== null) throw new StopWaiting(`exited with ${child.exitCode}`);
       return (await fetch(`${url}/healthz`)).ok;
     }, 60_000);
   }

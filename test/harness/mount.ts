@@ -1,7 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { fanoutBin } from './workers.js';
-import { waitFor } from './ports.js';
+import { StopWaiting, waitFor } from './ports.js';
 
 /** A real `fanout mount` process, as a user would start it. */
 export class MountProcess {
@@ -33,7 +33,7 @@ export class MountProcess {
       await waitFor(
         `fanout mount at ${mountpoint}`,
         async () => {
-          if (proc.exitCode !== null) throw new Error(`fanout mount exited with ${proc.exitCode}: ${mount.log}`);
+          if (proc.exitCode !== null) throw new StopWaiting(`fanout mount exited with ${proc.exitCode}: ${mount.log}`);
           return mount.log.includes('fanout: mounted') && (await isMounted(mountpoint));
         },
         60_000,

@@ -55,10 +55,23 @@ export async function freePort(): Promise<number> {
 }
 
 /** Polls `check` until it resolves true, or fails after `timeoutMs` with `what` in the message. */
+/**
+ * Thrown by a waitFor check that knows the wait is vain (the process it waits for has exited):
+ * it ends the wait with its own message. Any other error of a check counts as "not yet" (a
+ * connection refused while a server starts).
+ */
+export class StopWaiting extends Error {}
+
 export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
+    if (
+      await check().catch((err: unknown) => {
+        if (err instanceof StopWaiting) throw err;
+        return false;
+      })
+    )
+      return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

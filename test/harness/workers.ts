@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkerConfigInput } from '../../src/lib/config/index.js';
-import { freePort, waitFor } from './ports.js';
+import { freePort, StopWaiting, waitFor } from './ports.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const fanoutBin = join(repoRoot, 'bin/fanout.js');
@@ -78,7 +78,7 @@ export class WorkerProcess {
       await waitFor(
         `worker ${this.id} /healthz`,
         async () => {
-          if (proc.exitCode !== null) throw new Error(`worker ${this.id} exited with ${proc.exitCode}; see ${this.dir}/worker.log`);
+          if (proc.exitCode !== null) throw new StopWaiting(`worker ${this.id} exited with ${proc.exitCode}; see ${this.dir}/worker.log`);
           if (!this.dispatcher) return (await fetch(`${this.url}/healthz`)).ok;
           const res = await request(`${this.url}/healthz`, { dispatcher: this.dispatcher });
           await res.body.dump();

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { join } from 'node:path';
 import { forceUnmount, sh } from '../harness/mount.js';
-import { freePort, waitFor } from '../harness/ports.js';
+import { freePort, StopWaiting, waitFor } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
 
 const KEY = { accessKeyId: 'FSCLIENTKEY', secretAccessKey: 'fs-client-secret' };
@@ -63,7 +63,7 @@ describe('S3 gateway with s3fs and rclone: empty directories', () => {
     proc.once('error', (err) => (log += String(err)));
     mounts.push({ mountpoint, proc });
     await waitFor(`${cmd} mount at ${mountpoint}`, async () => {
-      if (proc.exitCode !== null) throw new Error(`${cmd} exited with ${proc.exitCode}: ${log}`);
+      if (proc.exitCode !== null) throw new StopWaiting(`${cmd} exited with ${proc.exitCode}: ${log}`);
       return mountedAs(mountpoint, fsType);
     });
   }

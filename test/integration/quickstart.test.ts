@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { forceUnmount, isMounted } from '../harness/mount.js';
-import { freePort, waitFor } from '../harness/ports.js';
+import { freePort, StopWaiting, waitFor } from '../harness/ports.js';
 import { repoRoot } from '../harness/workers.js';
 
 interface Run {
@@ -115,12 +115,12 @@ describe('quick start: the install step leaves fanout mount working', () => {
     const url = `http://127.0.0.1:${port}`;
     serve = start(['bin/fanout.js', 'serve', './examples/data', '--listen', `127.0.0.1:${port}`, '--s3-listen', 'off', '--data-dir', join(app, '.fanout')], app);
     await waitFor('fanout serve', async () => {
-      if (serve!.proc.exitCode !== null) throw new Error(`fanout serve exited: ${serve!.log()}`);
+      if (serve!.proc.exitCode !== null) throw new StopWaiting(`fanout serve exited: ${serve!.log()}`);
       return (await fetch(`${url}/healthz`).catch(() => undefined))?.ok === true;
     }, 60_000);
     mount = start(['bin/fanout.js', 'mount', mnt, '--endpoint', url], app);
     await waitFor('fanout mount', async () => {
-      if (mount!.proc.exitCode !== null) throw new Error(`fanout mount exited: ${mount!.log()}`);
+      if (mount!.proc.exitCode !== null) throw new StopWaiting(`fanout mount exited: ${mount!.log()}`);
       return mount!.log().includes('fanout: mounted') && (await isMounted(mnt));
     }, 60_000);
     for (const file of ['models/tiny-model.bin', 'models/config.json', 'README.txt']) {

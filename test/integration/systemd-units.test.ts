@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { freePort, waitFor } from '../harness/ports.js';
+import { freePort, StopWaiting, waitFor } from '../harness/ports.js';
 import { fanoutBin, repoRoot } from '../harness/workers.js';
 
 const unitsDir = join(repoRoot, 'examples/systemd');
@@ -106,7 +106,7 @@ describe('systemd units (examples/systemd)', () => {
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
     try {
       await waitFor('the worker started by ExecStart', async () => {
-        if (proc.exitCode !== null) throw new Error(`the worker exited with ${proc.exitCode}: ${stderr}`);
+        if (proc.exitCode !== null) throw new StopWaiting(`the worker exited with ${proc.exitCode}: ${stderr}`);
         return (await fetch(`http://127.0.0.1:${port}/v1/data/data/a.txt`)).ok;
       });
       proc.kill('SIGTERM');
