@@ -59,7 +59,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
   const deadlineMs = adminTimeoutMs(flags);
   await withTargetPages(path, flags, async ({ admin, info, pages }) => {
     const ring = new HashRing(info.members);
-    const started = Date.now();
+    const started = performance.now();
     const json = flags.json === true;
     const total = pages.bytes * replicas;
     const bar = flags.progress !== false && !json && process.stderr.isTTY ? new CopyProgress(total, process.stderr, { suffix: ' | {pages} pages', extra: { pages: 0 } }) : undefined;
@@ -111,7 +111,7 @@ export async function load(path: string | undefined, flags: LoadFlags): Promise<
     const target = { keys: keysOf(pages, info.pageSize), rule: pages.rule };
     if (flags.pin) await everyWorker('pin', info.members, (m) => admin.pin(m.url, target, deadlineMs));
     if (flags.ttl) await everyWorker('ttl', info.members, (m) => admin.ttl(m.url, { ...target, ttlMs: parseDuration(flags.ttl!) }, deadlineMs));
-    const seconds = (Date.now() - started) / 1000;
+    const seconds = (performance.now() - started) / 1000;
     // One object per line: progress events, then this report (NDJSON).
     if (json) process.stdout.write(JSON.stringify({ event: 'done', path: fanoutPath(pages.rule.mount, pages.rule.prefix), ...report, seconds }) + '\n');
     else {

@@ -46,7 +46,7 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
   const client = clientFor(options);
   const showBar = options.progress !== false && !options.json && process.stderr.isTTY;
   let bar: CopyProgress | undefined;
-  const started = Date.now();
+  const started = performance.now();
   let copied = 0;
   const onBytes = (bytes: number) => {
     copied += bytes;
@@ -87,7 +87,7 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
       await copyTreeTo(client, tree, target, pageSize, { onBytes, signal });
       bar?.finish(copied);
       bar = undefined;
-      const seconds = (Date.now() - started) / 1000;
+      const seconds = (performance.now() - started) / 1000;
       if (options.json) printJson({ path, dest: target, files: tree.files.length, bytes: copied, seconds });
       else process.stderr.write(`${doneLine(copied, seconds, target)} (${tree.files.length} files)\n`);
       return;
@@ -101,7 +101,7 @@ export async function cp(path: string, dest: string, options: GlobalOptions & { 
     await (special ? copyFileInto(client, file, target, { onBytes, signal }) : copyFileTo(client, file, target, pageSize, { onBytes, signal }));
     bar?.finish(copied);
     bar = undefined;
-    const seconds = (Date.now() - started) / 1000;
+    const seconds = (performance.now() - started) / 1000;
     if (options.json) printJson({ path: fanoutPath(file.mount, file.path), dest: target, bytes: copied, seconds, version: file.version });
     else process.stderr.write(doneLine(copied, seconds, target) + '\n');
   } finally {

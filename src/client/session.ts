@@ -1,5 +1,5 @@
 import type { Dispatcher } from 'undici';
-import { systemClock, type Clock } from '../core/clock.js';
+import { monotonicClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member } from '../core/types.js';
 import { ClusterReader, HttpPageReporter, PageFetcher, WorkerHealth, describeTimeout, missedDeadline, type ClusterReaderOptions, type PageFetcherOptions, type PeerTimeouts } from '../lib/cluster/index.js';
@@ -85,7 +85,7 @@ export class ClusterSession {
   onClosed: (() => void) | undefined;
 
   constructor(private readonly options: ClusterSessionOptions) {
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? monotonicClock;
     this.connectOptions = options.connect;
     this.health = new WorkerHealth(this.clock);
     this.json = new JsonGetter(options.timeouts, options.connect);

@@ -1,5 +1,5 @@
 import type { Clock } from '../core/clock.js';
-import { systemClock } from '../core/clock.js';
+import { wallClock } from '../core/clock.js';
 import { S3Error, s3Errors } from './errors.js';
 import {
   ALGORITHM,
@@ -78,7 +78,7 @@ export class Authenticator {
 
   constructor(private readonly options: AuthOptions) {
     for (const c of options.credentials) this.secrets.set(c.accessKeyId, c.secretAccessKey);
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? wallClock;
   }
 
   authenticate(req: AuthRequest): Principal {

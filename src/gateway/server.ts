@@ -5,7 +5,7 @@ import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { answerUnparsable, checkHostHeader, closeIfOrphaned, ConnectionCap, foreignHostRefusal, inTurn, isHeaderOverflow, listenHttp, listensOnLoopbackOnly, type ServerLimits } from '../lib/http/index.js';
 import type { Logger } from 'pino';
-import { systemClock, type Clock } from '../core/clock.js';
+import { wallClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import { parseListen } from '../lib/config/index.js';
 import { CertificateReloader, createApiServer, readTlsPair, type TlsFiles } from '../lib/tls/index.js';
@@ -54,7 +54,8 @@ export class S3Gateway {
     private readonly backend: GatewayBackend,
     private readonly options: GatewayOptions = {},
   ) {
-    this.clock = options.clock ?? systemClock;
+    // Wall time: it dates listings and answers If-Modified-Since against the sources' mtimes.
+    this.clock = options.clock ?? wallClock;
     this.auth = new Authenticator({ region: config.region, credentials: config.credentials, anonymous: config.anonymous, clock: options.clock });
     this.buckets = { region: config.region, owner: { id: 'fanout', displayName: 'fanout' }, created: new Date() };
     const tls = options.tls;

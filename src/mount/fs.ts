@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { constants as os } from 'node:os';
 import type { ClusterStatus, FanoutClient, StatResult } from '../client/index.js';
-import { systemClock, type Clock } from '../core/clock.js';
+import { monotonicClock, wallClock, type Clock } from '../core/clock.js';
 import { FanoutError, isFanoutError } from '../core/errors.js';
 import { errnoFor } from './errno.js';
 import { DescriptorShortageLog } from './fdshortage.js';
@@ -136,7 +136,7 @@ export class FanoutFs {
     pageSize: number,
     private readonly options: FsOptions,
   ) {
-    const clock = options.clock ?? systemClock;
+    const clock = options.clock ?? monotonicClock;
     this.pageSizes = new PageSizeFollower(pageSize, {
       clusterPageSize: async (fresh) => (await client.cluster(fresh)).pageSize,
       rebuild: (_from, to) => this.rebuild(to),
@@ -146,7 +146,8 @@ export class FanoutFs {
     this.shortage = new DescriptorShortageLog(options.log, clock);
     this.status = new TtlCache(10_000, clock);
     this.ttlSeconds = options.ttlMs / 1000;
-    this.startedAt = clock.now();
+    // An mtime shown to users, so wall time.
+    this.startedAt = (options.clock ?? wallClock).now();
     this.pages = new MountPages(client.pageReader(pageSize), pageSize, options.cacheBytes ?? CACHE_BYTES);
     this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(options.aheadBytes ?? AHEAD_BYTES), reads: new ReadRoom(options.readBytes ?? READ_BYTES) };
     this.held = new HeldFiles(addon, this.pages, this.inodes, this.meta, {

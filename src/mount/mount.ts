@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { FanoutClient } from '../client/index.js';
-import { systemClock } from '../core/clock.js';
+import { monotonicClock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import { mountFdLimitShortfall, openFileLimit } from '../lib/fdlimit/index.js';
 import { BufferReclaimer } from '../lib/memory/reclaim.js';
@@ -98,7 +98,7 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   // Page buffers and socket slabs that readers let go become garbage V8 frees only once more is
   // allocated: an idle mount kept them (found by a fault hunt). The worker's reclaimer collects them.
   const reclaiming = new AbortController();
-  void new BufferReclaimer({ clock: systemClock }).run(reclaiming.signal);
+  void new BufferReclaimer({ clock: monotonicClock }).run(reclaiming.signal);
   let ended = false;
   void fs.closed.then(() => (ended = true));
   let unmounting: Promise<void> | undefined;

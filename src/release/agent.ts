@@ -157,13 +157,13 @@ export class SyncAgent {
     let nextRound = 0;
     try {
       while (!signal.aborted) {
-        if (this.checkNow || Date.now() >= nextRound) {
+        if (this.checkNow || performance.now() >= nextRound) {
           this.checkNow = false;
-          nextRound = Date.now() + (await this.record.beating(() => this.round(signal)));
+          nextRound = performance.now() + (await this.record.beating(() => this.round(signal)));
         } else {
           await this.report({}, false); // heartbeat only: renews the lease, reads nothing
         }
-        await this.pause(Math.min(nextRound - Date.now(), this.record.heartbeatMs), signal);
+        await this.pause(Math.min(nextRound - performance.now(), this.record.heartbeatMs), signal);
       }
     } finally {
       this.closeWatch();
@@ -446,7 +446,7 @@ export class SyncAgent {
   /** Starts (or ends) the time this host lags its channel: what a stuck rollout alert watches. */
   private noteBehind(): void {
     const behind = this.state.target !== null && this.state.target !== this.state.current;
-    this.behindSince = behind ? (this.behindSince ?? Date.now()) : undefined;
+    this.behindSince = behind ? (this.behindSince ?? performance.now()) : undefined;
   }
 
   /** The host's download budget (--rate) for one staging or repair. */

@@ -55,10 +55,11 @@ export class FileSystemClock {
   async pastNow(): Promise<bigint | undefined> {
     const start = await this.now();
     if (start === undefined) return undefined;
-    const until = Date.now() + MAX_WAIT_MS;
+    // Monotonic: the file system's clock is the wall clock, and one set back would keep both from moving.
+    const until = performance.now() + MAX_WAIT_MS;
     for (let wait = 1; ; wait = Math.min(wait * 2, 100)) {
       const now = await this.now();
-      if (now === undefined || now > start || Date.now() >= until) return now;
+      if (now === undefined || now > start || performance.now() >= until) return now;
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }

@@ -70,8 +70,8 @@ export async function runHook(run: HookRun): Promise<HookResult> {
 /** SIGTERM to the group, SIGKILL to whatever of it is left after the grace. */
 export async function endGroup(pgid: number, graceMs: number): Promise<void> {
   signalGroup(pgid, 'SIGTERM');
-  const deadline = Date.now() + graceMs;
-  while (groupAlive(pgid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const deadline = performance.now() + graceMs;
+  while (groupAlive(pgid) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   if (groupAlive(pgid)) signalGroup(pgid, 'SIGKILL');
 }
 

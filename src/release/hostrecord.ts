@@ -52,7 +52,7 @@ export class HostRecord {
     await claimHost({ registry: this.opts.registry, name: this.opts.name, state, leaseTtlMs: LEASE_TTL_MS, hostGiven: this.opts.hostGiven, signal });
     this.claimed = true;
     this.lastSent = state;
-    this.lastReport = Date.now();
+    this.lastReport = performance.now();
   }
 
   /** Reports state to etcd; `must` makes an etcd failure an error, otherwise it is skipped. */
@@ -60,7 +60,7 @@ export class HostRecord {
     Object.assign(this.state, patch, { updatedAt: new Date().toISOString() });
     // Not ours yet: writing it would overwrite another agent's.
     if (!this.claimed) return;
-    this.lastReport = Date.now();
+    this.lastReport = performance.now();
     // One report at a time, each with the state as it was when asked: a progress report sent
     // without waiting must not land after (and overwrite) the error or switch that followed it.
     const snapshot = { ...this.state };
@@ -77,7 +77,7 @@ export class HostRecord {
 
   /** A progress report, at most one a second; its failure is the next report's business. */
   async reportProgress(): Promise<void> {
-    if (Date.now() - this.lastReport >= 1000) await this.report({}, false).catch(() => {});
+    if (performance.now() - this.lastReport >= 1000) await this.report({}, false).catch(() => {});
   }
 
   /**
@@ -100,8 +100,8 @@ export class HostRecord {
    */
   private heartbeat(): void {
     const snapshot = this.lastSent;
-    if (!snapshot || Date.now() - this.lastReport < this.heartbeatMs) return;
-    this.lastReport = Date.now();
+    if (!snapshot || performance.now() - this.lastReport < this.heartbeatMs) return;
+    this.lastReport = performance.now();
     this.reporting = this.reporting.then(() => this.opts.registry.reportAgent(this.opts.name, snapshot)).catch(() => {});
   }
 }

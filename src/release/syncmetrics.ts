@@ -27,7 +27,7 @@ export function syncMetricsRegistry(health: () => AgentHealth, labels: { release
     });
   gauge('fanout_sync_behind', "Whether the channel points to a version other than this host's current one (1: a switch is due)", (h) => (h.behindSince === undefined ? 0 : 1));
   gauge('fanout_sync_behind_seconds', 'How long this host has been behind its channel (0 when in sync)', (h) =>
-    h.behindSince === undefined ? 0 : Math.max(0, (Date.now() - h.behindSince) / 1000),
+    h.behindSince === undefined ? 0 : Math.max(0, (performance.now() - h.behindSince) / 1000),
   );
   gauge('fanout_sync_staged_bytes', 'Bytes of the target version staged so far', (h) => h.state.bytesDone);
   gauge('fanout_sync_target_bytes', 'Size of the target version being staged (0 when none)', (h) => h.state.bytesTotal);

@@ -3,14 +3,14 @@ import assert from 'node:assert/strict';
 import type { DirEntry, FileInfo } from '../core/types.js';
 import type { Ufs } from '../lib/ufs/index.js';
 import { TtlCache } from '../lib/ttlcache/index.js';
-import { systemClock } from '../core/clock.js';
+import { monotonicClock } from '../core/clock.js';
 import { FileInfoService } from './fileinfo.js';
 import { SourceListings } from './listings.js';
 
 test('a listing leaves out names no fanout path can hold (they could be seen through the mount, never opened)', async () => {
   const names = ['plain.bin', 'back\\slash', 'tab\tbed', 'new\nline', 'del\u007f', 'ok name ü.txt'];
   const ufs = { list: async () => names.map((name): DirEntry => ({ name, type: 'file', size: 1, mtimeMs: 0, version: 'v' })) } as unknown as Ufs;
-  const files = new FileInfoService(() => ufs, { stat: new TtlCache<FileInfo>(1000, systemClock), list: new TtlCache<DirEntry[]>(1000, systemClock) }, new SourceListings({ concurrent: 8, queued: 8, clock: systemClock }));
+  const files = new FileInfoService(() => ufs, { stat: new TtlCache<FileInfo>(1000, monotonicClock), list: new TtlCache<DirEntry[]>(1000, monotonicClock) }, new SourceListings({ concurrent: 8, queued: 8, clock: monotonicClock }));
   assert.deepEqual((await files.listDir({ mount: 'data', path: '' })).map((e) => e.name), ['plain.bin', 'ok name ü.txt']);
 });
 
@@ -31,7 +31,7 @@ test('a listing runs once for the requests asking meanwhile, is cached once it e
         });
       }),
   } as unknown as Ufs;
-  const files = new FileInfoService(() => ufs, { stat: new TtlCache<FileInfo>(1000, systemClock), list: new TtlCache<DirEntry[]>(60_000, systemClock) }, new SourceListings({ concurrent: 8, queued: 8, clock: systemClock }));
+  const files = new FileInfoService(() => ufs, { stat: new TtlCache<FileInfo>(1000, monotonicClock), list: new TtlCache<DirEntry[]>(60_000, monotonicClock) }, new SourceListings({ concurrent: 8, queued: 8, clock: monotonicClock }));
   const [a, b] = [new AbortController(), new AbortController()];
   const first = files.listDir({ mount: 'data', path: 'd' }, a.signal);
   const second = files.listDir({ mount: 'data', path: 'd' }, b.signal);

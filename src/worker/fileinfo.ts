@@ -1,4 +1,4 @@
-import { systemClock } from '../core/clock.js';
+import { monotonicClock } from '../core/clock.js';
 import { FanoutError, isFanoutError } from '../core/errors.js';
 import { isFanoutName, type FanoutPath } from '../core/paths.js';
 import type { DirEntry, FileInfo } from '../core/types.js';
@@ -61,7 +61,7 @@ export class FileInfoService {
    */
   async freshStat(target: FanoutPath): Promise<FileInfo> {
     const key = `${target.mount}/${target.path}`;
-    const now = systemClock.now();
+    const now = monotonicClock.now();
     const last = this.refreshed.get(key) ?? 0;
     if (now - last >= REFRESH_MS) {
       if (this.refreshed.size > 10_000) this.refreshed.clear();

@@ -1,4 +1,4 @@
-import { systemClock, type Clock } from '../core/clock.js';
+import { monotonicClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member } from '../core/types.js';
 import type { PageProgress } from '../lib/cluster/index.js';
@@ -110,7 +110,7 @@ export class PeerLiveness {
     this.minDeadlineMs = options.minDeadlineMs ?? 2000;
     this.maxDeadlineMs = Math.max(this.minDeadlineMs, options.maxDeadlineMs ?? 10_000);
     this.stall = options.stall;
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? monotonicClock;
   }
 
   /** Failed its health checks and has not answered one since: relays skip it. */

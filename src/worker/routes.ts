@@ -17,7 +17,7 @@ import { sendRange } from './rangesend.js';
 import { localSpansFor } from './localspans.js';
 import { REPORT_PREFIX } from './reports.js';
 import { contentHashParam, PublishedPages } from './content.js';
-import { systemClock } from '../core/clock.js';
+import { monotonicClock } from '../core/clock.js';
 import { bodyStillComing } from '../lib/http/index.js';
 import { pageSpan } from '../core/pages.js';
 import { pageKey } from '../lib/pagekey/index.js';
@@ -88,7 +88,7 @@ export const DATA_WINDOW = 8;
  * auth.readToken is set. Peer-only headers (x-fanout-direct) need the peer credential.
  */
 export class Routes {
-  private readonly published = new PublishedPages((mount) => this.worker.ufs(mount), systemClock);
+  private readonly published = new PublishedPages((mount) => this.worker.ufs(mount), monotonicClock);
 
   constructor(private readonly worker: RoutesDeps) {}
 

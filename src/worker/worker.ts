@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionCap, listenHttp, listensOnLoopbackOnly } from '../lib/http/index.js';
 import { pino, destination, type Logger } from 'pino';
-import { systemClock, type Clock } from '../core/clock.js';
+import { monotonicClock, wallClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
 import { AccessGate } from '../lib/auth/index.js';
@@ -112,14 +112,16 @@ export class Worker {
     readonly config: WorkerConfig,
     options: WorkerOptions = {},
   ) {
-    const clock = options.clock ?? systemClock;
+    const clock = options.clock ?? monotonicClock;
+    // For what is persisted or compared with other hosts: policy.json's TTLs, the gateway's dates, the dashboard's samples.
+    const wall = options.clock ?? wallClock;
     this.clock = clock;
     this.clusterId = clusterIdOf(config);
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
     this.gate = new AccessGate(config.auth);
     ({ session: this.session, fetcher: this.fetcher } = peerSession(config, this.gate, clock, () => this));
     this.mounts = openMounts(config, this.clusterId);
-    this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), clock, {
+    this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), wall, {
       onCorrupt: ({ file, movedTo, reason }) =>
         this.logger.error({ file, movedTo, reason }, `state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; starting without its pins and TTLs`),
     });
@@ -209,7 +211,7 @@ export class Worker {
             pageSize: config.pageSize,
             clock,
           }),
-          { logger: this.logger, clock, tls: config.gateway.tls ?? config.tls, limits: config.limits },
+          { logger: this.logger, clock: wall, tls: config.gateway.tls ?? config.tls, limits: config.limits },
         )
       : undefined;
     this.admin = new Admin({
@@ -222,7 +224,7 @@ export class Worker {
       logger: this.logger,
       signal: this.stopping.signal,
     });
-    this.dashboard = dashboardFor(this, clock);
+    this.dashboard = dashboardFor(this, wall);
     const tls = config.tls;
     this.server = createApiServer((req, res) => this.guard.handle(req, res), { keepAliveTimeout: 30_000, tls: tls && readTlsPair(tls) });
     this.certificates = tls

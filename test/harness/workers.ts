@@ -24,6 +24,8 @@ export class WorkerProcess {
   private dispatcher: Agent | undefined;
   /** Open-file limit (soft and hard) the process starts under, through util-linux's prlimit. */
   private nofile: number | undefined;
+  /** Variables added to the process's environment (e.g. LD_PRELOAD of libfaketime). */
+  private env: NodeJS.ProcessEnv | undefined;
 
   private constructor(
     readonly id: string,
@@ -46,7 +48,7 @@ export class WorkerProcess {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
-  static async start(config: WorkerConfigInput & { id: string }, port?: number, limits?: { nofile?: number }): Promise<WorkerProcess> {
+  static async start(config: WorkerConfigInput & { id: string }, port?: number, limits?: { nofile?: number; env?: NodeJS.ProcessEnv }): Promise<WorkerProcess> {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
     // With tls, the worker serves https and the harness trusts the worker's own tls.ca.
@@ -56,6 +58,7 @@ export class WorkerProcess {
     await writeFile(configFile, JSON.stringify(full, null, 2));
     const worker = new WorkerProcess(config.id, url, dir, configFile);
     worker.nofile = limits?.nofile;
+    worker.env = limits?.env;
     if (config.tls?.ca) worker.dispatcher = new Agent({ connect: { ca: readFileSync(config.tls.ca) } });
     await worker.launch();
     return worker;
@@ -64,11 +67,12 @@ export class WorkerProcess {
   async launch(): Promise<void> {
     const log = createWriteStream(join(this.dir, 'worker.log'), { flags: 'a' });
     const args = [fanoutBin, 'worker', '--config', this.configFile];
+    const env = this.env && { ...process.env, ...this.env };
     // prlimit execs node: the pid stays the worker's.
     const proc =
       this.nofile === undefined
-        ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-        : spawn('prlimit', [`--nofile=${this.nofile}:${this.nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
+        : spawn('prlimit', [`--nofile=${this.nofile}:${this.nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);
     this.proc = proc;

@@ -11,7 +11,7 @@ export class ClientCredentials {
 
   constructor(
     private readonly token: string | undefined = nonEmpty(process.env.FANOUT_TOKEN),
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   tokenFor(url: string): string | undefined {

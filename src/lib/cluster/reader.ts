@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { Readable } from 'node:stream';
 import type { Clock } from '../../core/clock.js';
-import { systemClock } from '../../core/clock.js';
+import { monotonicClock } from '../../core/clock.js';
 import { FanoutError, abortError } from '../../core/errors.js';
 import { pageSlice, pageSpan, pagesForRange } from '../../core/pages.js';
 import { pageKey } from '../../lib/pagekey/index.js';
@@ -88,7 +88,7 @@ export class ClusterReader {
 
   constructor(private readonly options: ClusterReaderOptions) {
     this.concurrency = Math.max(1, options.concurrency ?? 8);
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? monotonicClock;
     this.health = options.health ?? new WorkerHealth(this.clock, { downForMs: options.downForMs });
     const setting = options.hedge ?? (options.hedgeDelayMs !== undefined ? parseHedge(options.hedgeDelayMs) : DEFAULT_HEDGE);
     this.hedge = new HedgePolicy(setting, this.clock, options.hedgePolicy);

@@ -258,7 +258,8 @@ class Exchange {
     if (this.signal?.aborted) return this.fail(abortReason(this.signal));
     this.signal?.addEventListener('abort', this.onAbort, { once: true });
     const { firstByteMs } = this.timeouts;
-    this.startedAt = Date.now();
+    // Monotonic: a deadline read by Date.now() would wait out an hour the wall clock steps back.
+    this.startedAt = performance.now();
     this.deadline = this.startedAt + firstByteMs;
     this.timer = setTimeout(() => this.noHead(), firstByteMs);
   }
@@ -266,7 +267,7 @@ class Exchange {
   /** Moves the first-byte deadline to firstByteMs from now, within the interim cap. */
   private extend(): void {
     const { firstByteMs } = this.timeouts;
-    const now = (this.lastInterimAt = Date.now());
+    const now = (this.lastInterimAt = performance.now());
     const cap = this.startedAt + Math.max(firstByteMs, this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS);
     const deadline = Math.min(now + firstByteMs, cap);
     if (deadline <= this.deadline) return;
@@ -278,19 +279,19 @@ class Exchange {
 
   private noHead(): void {
     const { firstByteMs } = this.timeouts;
-    const now = Date.now();
+    const now = performance.now();
     // libuv's timers run on the loop's clock, read once per turn: one refreshed in a late turn can
-    // fire a little before the deadline by Date.now(). Before, that read as cut by the interim cap.
+    // fire a little before the deadline by performance.now(). Before, that read as cut by the interim cap.
     if (now < this.deadline) {
       this.timer = setTimeout(() => this.noHead(), this.deadline - now);
       return;
     }
     // Cut by the interim cap: the last 1xx head came less than firstByteMs before the deadline.
     if (this.interimHeads > 0 && this.deadline - this.lastInterimAt < firstByteMs) {
-      const why = `only interim answers (${this.interimHeads}, e.g. 102 Processing) for ${now - this.startedAt} ms, no final response (at most ${Math.max(firstByteMs, this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS)} ms)`;
+      const why = `only interim answers (${this.interimHeads}, e.g. 102 Processing) for ${Math.round(now - this.startedAt)} ms, no final response (at most ${Math.max(firstByteMs, this.timeouts.maxInterimMs ?? MAX_INTERIM_WAIT_MS)} ms)`;
       return this.fail(new TransportError('FANOUT_INTERIM_TIMEOUT', why));
     }
-    const why = this.interimHeads > 0 ? `no final response within ${now - this.startedAt} ms (${this.interimHeads} interim answers only, the last ${now - this.lastInterimAt} ms ago)` : `no response within ${firstByteMs} ms`;
+    const why = this.interimHeads > 0 ? `no final response within ${Math.round(now - this.startedAt)} ms (${this.interimHeads} interim answers only, the last ${Math.round(now - this.lastInterimAt)} ms ago)` : `no response within ${firstByteMs} ms`;
     this.fail(new TransportError('FANOUT_FIRST_BYTE_TIMEOUT', why));
   }
 

@@ -135,7 +135,7 @@ export class ConnectionPool {
   private async acquire(signal: AbortSignal | undefined): Promise<Connection> {
     if (this.closed) throw new TransportError('FANOUT_SOCKET_CLOSED', 'connection pool closed');
     if (signal?.aborted) throw abortReason(signal);
-    const now = Date.now();
+    const now = performance.now();
     while (this.idle.length > 0) {
       const conn = this.idle.pop()!;
       clearTimeout(conn.idleTimer);
@@ -202,7 +202,7 @@ export class ConnectionPool {
       waiter.resolve(conn);
       return;
     }
-    conn.idleSince = Date.now();
+    conn.idleSince = performance.now();
     conn.idleTimer = setTimeout(() => conn.destroy(), IDLE_REUSE_MS);
     conn.idleTimer.unref();
     this.idle.push(conn);

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { EtcdLeaseInvalidError, Range, type Etcd3 } from 'etcd3';
-import { systemClock, type Clock } from '../../core/clock.js';
+import { monotonicClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
 import { LeaseSchedule } from './schedule.js';
@@ -72,7 +72,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
     this.prefix = opts.prefix ?? DEFAULT_MEMBER_PREFIX;
     this.self = opts.self ? { ...opts.self } : undefined;
     this.ttlSeconds = opts.leaseTtlSeconds ?? 10;
-    this.clock = opts.clock ?? systemClock;
+    this.clock = opts.clock ?? monotonicClock;
     this.log = opts.logger ?? silentLogger;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 2000;
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { systemClock, type Clock } from '../../core/clock.js';
+import { wallClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { isDiskFull, readJsonState, writeFileAtomic, type CorruptStateFile } from '../statefile/index.js';
 
@@ -52,7 +52,7 @@ export class PagePolicy {
 
   constructor(
     private readonly file: string,
-    private readonly clock: Clock = systemClock,
+    private readonly clock: Clock = wallClock,
     private readonly events: PagePolicyEvents = {},
   ) {}
 

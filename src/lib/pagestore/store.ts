@@ -3,7 +3,7 @@ import { close as closeCallback, fstat as fstatCallback, open as openCallback, s
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from '../checksum/index.js';
-import { systemClock, type Clock } from '../../core/clock.js';
+import { monotonicClock, type Clock } from '../../core/clock.js';
 import { FanoutError, outOfDescriptors } from '../../core/errors.js';
 import { keptSendFilesFor, openFileLimit } from '../fdlimit/index.js';
 import { BufferPool } from './bufferpool.js';
@@ -69,7 +69,7 @@ export class PageStore {
     // A few free buffers, not one per response slot: what bursts leave beyond them is garbage the
     // worker's reclaimer (lib/memory/reclaim.ts) gives back, instead of 64 MiB kept for good.
     this.pool = new BufferPool(options.pageSize, 4, 8 * 1024 * 1024);
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? monotonicClock;
     // The hot pages of a few clients' windows, within the process's fd limit (fdlimit).
     this.sendFiles = new SendFiles(options.keptSendFiles ?? keptSendFilesFor(openFileLimit()));
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;

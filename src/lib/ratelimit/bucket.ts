@@ -1,4 +1,4 @@
-import { systemClock, type Clock } from '../../core/clock.js';
+import { monotonicClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import { admit, cancelled, refusal, waitForBytes, WakeTimer, type Waiter } from './waiters.js';
 
@@ -37,7 +37,7 @@ export class TokenBucket {
   private readonly timer: WakeTimer;
 
   constructor(opts: TokenBucketOptions) {
-    this.clock = opts.clock ?? systemClock;
+    this.clock = opts.clock ?? monotonicClock;
     this.currentRate = checkRate(opts.rate);
     this.burstExplicit = opts.burst !== undefined;
     this.burstBytes = this.burstExplicit ? checkBurst(opts.burst!) : this.currentRate;

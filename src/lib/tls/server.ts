@@ -3,7 +3,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { readFileSync, statSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
-import { systemClock, type Clock } from '../../core/clock.js';
+import { monotonicClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 
 /** Certificate and key files of a server (PEM). */
@@ -98,7 +98,7 @@ export class CertificateReloader {
   private loop: Promise<void> | undefined;
 
   constructor(private readonly options: CertificateReloaderOptions) {
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? monotonicClock;
     this.intervalMs = options.intervalMs ?? DEFAULT_TLS_RELOAD_MS;
     // Taken now, right after the server read its pair: a change before start() is not missed.
     this.seen = this.signature();

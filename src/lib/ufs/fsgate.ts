@@ -46,12 +46,12 @@ export class FsGate implements SourceCalls {
    * all; the function returned gives them back (once).
    */
   async acquire(what: string, ms: number, signal?: AbortSignal, weight = 1): Promise<() => void> {
-    const until = Date.now() + ms;
+    const until = performance.now() + ms;
     const own = await this.take(what, ms, signal, weight);
     if (!this.shared) return own;
     try {
       // At least 1 ms: raceDeadline reads 0 as no deadline.
-      const shared = await this.shared.acquire(what, ms > 0 ? Math.max(1, until - Date.now()) : 0, signal, weight);
+      const shared = await this.shared.acquire(what, ms > 0 ? Math.max(1, until - performance.now()) : 0, signal, weight);
       return () => {
         shared();
         own();

@@ -15,7 +15,7 @@ import { readInsideRoot } from './localsmall.js';
 import { sourceFsGate, TurnBatches, type FsGate } from './fsgate.js';
 import { smallIo, WORKS_PER_TURN } from '../smallio/index.js';
 import { TtlCache } from '../ttlcache/index.js';
-import { systemClock, type Clock } from '../../core/clock.js';
+import { monotonicClock, type Clock } from '../../core/clock.js';
 
 /** 1 MiB reads: the default 64 KiB halves throughput when piped to HTTP (measured here). */
 /** stat() calls in flight while listing a directory: enough to hide latency of a network fs. */
@@ -71,7 +71,7 @@ export class LocalUfs implements Ufs {
   /** `source.label`: the mount path errors name instead of the server's directory; `clock` times the kept directory keys. */
   constructor(rootDir: string, source: SourceOptions & { clock?: Clock } = {}) {
     this.rootDir = resolve(rootDir);
-    this.dirKeys = new TtlCache<string>(DIR_KEY_TTL_MS, source.clock ?? systemClock, 10_000);
+    this.dirKeys = new TtlCache<string>(DIR_KEY_TTL_MS, source.clock ?? monotonicClock, 10_000);
     this.label = source.label?.replace(/\/+$/, '');
     this.deadlines = resolveDeadlines(source.deadlines);
     const io = FD_PATHS ? smallIo() : undefined;

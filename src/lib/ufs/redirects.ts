@@ -42,7 +42,7 @@ export function redirectLifetime(status: number, headers: IncomingHttpHeaders, n
 interface Remembered {
   version: string;
   target: string;
-  /** Date.now() past which it is asked again; Infinity for a permanent redirect. */
+  /** performance.now() past which it is asked again; Infinity for a permanent redirect. */
   until: number;
 }
 
@@ -57,7 +57,7 @@ export class RedirectMemory {
 
   constructor(
     private readonly max = REMEMBERED_REDIRECTS,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** The remembered target of `path` at `version`, if it may still be used. */

@@ -1,0 +1,89 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Member } from '../../src/core/types.js';
+import { HashRing } from '../../src/lib/hashring/index.js';
+import { pageKey } from '../../src/lib/pagekey/index.js';
+import { SteppedWallClock } from '../harness/faketime.js';
+import { freePort } from '../harness/ports.js';
+import { WorkerProcess } from '../harness/workers.js';
+
+const MiB = 1024 * 1024;
+// Enough pages that the fake surely owns one (each page is its with odds 1/2: none in 2^-24 runs).
+const PAGES = 24;
+const NAME = 'stepped.bin';
+const HOUR = 3600;
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+/**
+ * The worker's wall clock steps back an hour (an NTP step, a resumed VM, a clock set by hand) while
+ * it waits for a peer's first byte. Worker w1 is real, under libfaketime; its only peer w2 is a fake
+ * that answers /healthz but never a page, and steps w1's clock back when the first page is asked.
+ * Before, the lean client's first-byte deadline was a Date.now() time: once the clock stepped, the
+ * timer that fired after peerFirstByte saw the deadline an hour away and waited it out, and the read
+ * hung. Deadlines are monotonic now: the peer is given up after peerFirstByte, the page is read from
+ * the source, and the read gives the file.
+ */
+describe('the wall clock steps back an hour while a worker waits for a peer', () => {
+  let source: string;
+  let data: Buffer;
+  let fake: Server;
+  let w1: WorkerProcess;
+  let clock: SteppedWallClock;
+  const held = new Set<ServerResponse>();
+  let pagesAsked = 0;
+
+  before(async () => {
+    source = await mkdtemp(join(tmpdir(), 'fanout-wall-clock-'));
+    data = randomBytes(PAGES * MiB);
+    await writeFile(join(source, NAME), data);
+    clock = new SteppedWallClock(`${source}.faketime`);
+    fake = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://fake');
+      if (url.pathname === '/healthz') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+      if (!url.pathname.startsWith('/v1/page/')) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"NOT_FOUND","message":"fake"}}');
+      // w1 has started its first-byte deadline for this request: its clock steps now, before that
+      // deadline's timer fires (peerFirstByte from now).
+      if (pagesAsked++ === 0) clock.step(-HOUR);
+      held.add(res);
+      res.on('close', () => held.delete(res));
+    });
+    const fakePort = await freePort();
+    await new Promise<void>((resolve) => fake.listen(fakePort, '127.0.0.1', resolve));
+    const port = await freePort();
+    const members = [
+      { id: 'w1', url: `http://127.0.0.1:${port}` },
+      { id: 'w2', url: `http://127.0.0.1:${fakePort}` },
+    ];
+    const config = { id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts: { peerFirstByte: '2s', peerIdle: '2s' } };
+    w1 = await WorkerProcess.start(config, port, { env: clock.env });
+  });
+
+  after(async () => {
+    await w1?.destroy();
+    for (const res of held) res.destroy();
+    fake?.closeAllConnections();
+    await new Promise((resolve) => fake?.close(resolve));
+    await rm(source, { recursive: true, force: true });
+    await rm(`${source}.faketime`, { force: true });
+  });
+
+  test('a read of pages the silent peer owns gives the file: the peer is given up after peerFirstByte, not an hour', { timeout: 60_000 }, async () => {
+    const stat = (await (await fetch(`${w1.url}/v1/stat/data/${NAME}`)).json()) as { version: string; size: number };
+    const { members } = (await (await fetch(`${w1.url}/v1/cluster`)).json()) as { members: Member[] };
+    const ring = new HashRing(members);
+    const owners = Array.from({ length: PAGES }, (_, index) => ring.owners(pageKey({ mount: 'data', path: NAME, version: stat.version, size: stat.size, index }, MiB), 1)[0]!.id);
+    assert.ok(owners.includes('w2'), 'the silent peer owns some page');
+    const response = await fetch(`${w1.url}/v1/data/data/${NAME}`);
+    assert.equal(response.status, 200);
+    const read = Buffer.from(await response.arrayBuffer());
+    assert.equal(read.length, data.length, 'the whole file, not a cut answer');
+    assert.equal(sha256(read), sha256(data));
+    assert.ok(pagesAsked > 0, 'the silent peer was asked (and the clock stepped)');
+  });
+});
