@@ -244,6 +244,30 @@ test('sync --once renews the host record during a long hook, a pending one re-ru
   });
 });
 
+test('sync renews the host record during a long hook though the wall clock stepped back an hour meanwhile', async () => {
+  await withDir(async (dir) => {
+    const w = world();
+    const agent = w.agent(join(dir, 'releases'), 1, 'sleep 0.8', [], { heartbeatMs: 100 });
+    w.publish('v1', { 'a.bin': Buffer.alloc(3000, 1) });
+    // The wall clock steps back an hour (an NTP step, a resumed VM) as the switch is reported, just
+    // before the hook. Before, renewals were timed by Date.now(): none came for an hour, and the
+    // host's record (a 15 s lease) dropped out of `release status` during any hook or download.
+    const wallNow = Date.now;
+    const reportAgent = w.registry.reportAgent;
+    w.registry.reportAgent = async (name, state) => {
+      if (state.phase === 'switching' && Date.now === wallNow) Date.now = () => wallNow() - 3_600_000;
+      return reportAgent(name, state);
+    };
+    try {
+      assert.equal(await agent.syncOnce(), 'v1');
+    } finally {
+      Date.now = wallNow;
+    }
+    const renewals = w.reports.filter((r) => r.phase === 'switching').length - 1;
+    assert.ok(renewals >= 3, `${renewals} renewals during the 0.8 s hook (every 0.1 s)`);
+  });
+});
+
 test('an agent whose host id another agent took (its record expired meanwhile) stops with HOST_IN_USE, from a heartbeat too', async () => {
   await withDir(async (dir) => {
     const w = world();

@@ -87,3 +87,4 @@ describe('the wall clock steps back an hour while a worker waits for a peer', ()
     assert.ok(pagesAsked > 0, 'the silent peer was asked (and the clock stepped)');
   });
 });
+
