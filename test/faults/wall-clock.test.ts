@@ -4,10 +4,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { Etcd3 } from 'etcd3';
 import { join } from 'node:path';
 import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
+import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { SteppedWallClock } from '../harness/faketime.js';
 import { freePort } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
@@ -88,3 +90,56 @@ describe('the wall clock steps back an hour while a worker waits for a peer', ()
   });
 });
 
+
+/**
+ * A worker's wall clock steps back an hour while it is registered in etcd. Before, its membership
+ * planned the next lease renewal by Date.now(): an hour away once the clock stepped, so etcd let the
+ * lease expire (6 s here) and the worker dropped out of the cluster. The schedule is monotonic now.
+ */
+describe('the wall clock steps back an hour under a worker registered in etcd', () => {
+  let etcd: EtcdServer;
+  let source: string;
+  let worker: WorkerProcess;
+  let clock: SteppedWallClock;
+  const key = '/fanout/wall-clock/members/w-stepped';
+
+  before(async () => {
+    etcd = await startEtcd();
+    source = await mkdtemp(join(tmpdir(), 'fanout-wall-clock-etcd-'));
+    clock = new SteppedWallClock(`${source}.faketime`);
+    const membership = { etcd: { endpoints: [etcd.endpoint], prefix: '/fanout/wall-clock/members/', leaseTtlSeconds: 6 } };
+    worker = await WorkerProcess.start({ id: 'w-stepped', mounts: { data: source }, membership }, undefined, { env: clock.env });
+  });
+
+  after(async () => {
+    await worker?.destroy();
+    await etcd?.stop();
+    await rm(source, { recursive: true, force: true });
+    await rm(`${source}.faketime`, { force: true });
+  });
+
+  test('the worker keeps renewing its lease: its record does not expire', { timeout: 60_000 }, async () => {
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      let lease = '0';
+      while (lease === '0') {
+        lease = String((await client.get(key).exec()).kvs[0]?.lease ?? '0');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      clock.step(-HOUR);
+      // etcd's count of the lease's whole seconds left goes up at each renewal (every TTL/3: 2 s).
+      let renewals = 0;
+      let last = Infinity;
+      while (renewals < 3) {
+        const left = Number((await client.leaseClient.leaseTimeToLive({ ID: lease })).TTL);
+        assert.ok(left > 0, `lease ${lease} expired after ${renewals} renewals`);
+        if (left > last) renewals++;
+        last = left;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(String((await client.get(key).exec()).kvs[0]?.lease), lease, 'still registered under its first lease');
+    } finally {
+      client.close();
+    }
+  });
+});
