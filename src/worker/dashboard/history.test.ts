@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '../../core/clock.js';
+import { ManualClock, type Clock } from '../../core/clock.js';
 import { StatusHistory, type CounterReadings } from './history.js';
 
 /** Counters a test moves by hand, as the worker's traffic would. */
@@ -20,6 +20,28 @@ function fakeSources() {
 async function untilSleeping(clock: ManualClock): Promise<void> {
   for (let i = 0; i < 1000 && clock.pendingSleeps() === 0; i++) await new Promise((r) => setImmediate(r));
   assert.equal(clock.pendingSleeps(), 1, 'the sampler waits for its next boundary');
+}
+
+/** Wall time that the test steps (an NTP step, a resumed VM), over timers that do not step. */
+class SteppedWallClock implements Clock {
+  readonly timers: ManualClock;
+  private offset = 0;
+
+  constructor(start: number) {
+    this.timers = new ManualClock(start);
+  }
+
+  now(): number {
+    return this.timers.now() + this.offset;
+  }
+
+  sleep(ms: number): Promise<void> {
+    return this.timers.sleep(ms);
+  }
+
+  step(ms: number): void {
+    this.offset += ms;
+  }
 }
 
 describe('the status history ring', () => {
@@ -71,6 +93,28 @@ describe('the status history ring', () => {
     assert.equal(history.since()[0]!.ms, 2_655, 'the first interval covers from the start only');
     stop.abort();
     await clock.advance(5_000);
+    await running;
+  });
+
+  test('a clock stepped back an hour goes on sampling every interval (the samples take the new times)', async () => {
+    const HOUR = 3_600_000;
+    const clock = new SteppedWallClock(HOUR + 12_345);
+    const { sources } = fakeSources();
+    const history = new StatusHistory(sources, { clock, intervalMs: 5_000 });
+    const stop = new AbortController();
+    const running = history.run(stop.signal);
+    await untilSleeping(clock.timers);
+    await clock.timers.advance(2_655); // the boundary HOUR + 15_000
+    await untilSleeping(clock.timers);
+    clock.step(-HOUR); // while it waits for HOUR + 20_000
+    await clock.timers.advance(5_000);
+    await untilSleeping(clock.timers);
+    await clock.timers.advance(5_000);
+    await untilSleeping(clock.timers);
+    // Before: the next boundary after HOUR + 20_000 was HOUR + 25_000, an hour away: no sample.
+    assert.deepEqual(history.since().map((s) => s.t), [HOUR + 15_000, HOUR + 20_000, 25_000]);
+    stop.abort();
+    await clock.timers.advance(5_000);
     await running;
   });
 

@@ -115,8 +115,11 @@ export class StatusHistory {
     let previous = 0;
     while (!signal.aborted) {
       const now = clock.now();
-      // A timer may fire a little early: never sample the same boundary twice.
-      const boundary = Math.max(Math.floor(now / this.intervalMs) + 1, previous / this.intervalMs + 1) * this.intervalMs;
+      let boundary = (Math.floor(now / this.intervalMs) + 1) * this.intervalMs;
+      // A timer may fire a little early: never sample the same boundary twice. A clock set back
+      // (an NTP step, a resumed VM) is followed: before, the next boundary stayed after the last
+      // one, an hour's wait for a step back of an hour, and the charts stood still.
+      if (boundary <= previous && previous - now <= this.intervalMs) boundary = previous + this.intervalMs;
       previous = boundary;
       try {
         await clock.sleep(boundary - now, signal);

@@ -21,7 +21,8 @@ const ETCD_TIMEOUT_MS = 3_000;
  */
 export class ReleaseView {
   private registry: ReleaseRegistry | undefined;
-  private cached: { at: number; index: Record<string, string> } | undefined;
+  /** `at`: the wall time shown as readAt; `fetchedAt`: performance.now(), for freshness (a wall clock step would keep it an hour). */
+  private cached: { at: number; fetchedAt: number; index: Record<string, string> } | undefined;
   private inflight: Promise<Record<string, string>> | undefined;
   private closed = false;
 
@@ -48,8 +49,7 @@ export class ReleaseView {
   }
 
   private async index(): Promise<Record<string, string>> {
-    const now = this.clock.now();
-    if (this.cached && now - this.cached.at < FRESH_MS) return this.cached.index;
+    if (this.cached && performance.now() - this.cached.fetchedAt < FRESH_MS) return this.cached.index;
     this.inflight ??= this.read().finally(() => (this.inflight = undefined));
     return this.inflight;
   }
@@ -62,7 +62,7 @@ export class ReleaseView {
       this.registry = new ReleaseRegistry(this.connection!, ETCD_TIMEOUT_MS);
     }
     const index = await this.registry.snapshot();
-    this.cached = { at: this.clock.now(), index };
+    this.cached = { at: this.clock.now(), fetchedAt: performance.now(), index };
     return index;
   }
 }
