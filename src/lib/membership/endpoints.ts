@@ -1,6 +1,6 @@
 import { channel } from 'node:diagnostics_channel';
 import { debuglog } from 'node:util';
-import { monotonicClock, type Clock } from '../../core/clock.js';
+import { wallClock, type Clock } from '../../core/clock.js';
 
 /**
  * Published when an etcd endpoint gave no answer within a request's deadline (a hung or
@@ -57,7 +57,8 @@ export class EndpointPreference {
 
   constructor(
     private readonly endpoints: readonly string[],
-    private readonly clock: Clock = monotonicClock,
+    // Wall time: cool-down ends are saved for the next process (endpointstate.ts, bounded there).
+    private readonly clock: Clock = wallClock,
     options: { saved?: SavedPreference; onChange?: () => void } = {},
   ) {
     const { saved } = options;

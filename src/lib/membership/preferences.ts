@@ -1,4 +1,4 @@
-import { monotonicClock } from '../../core/clock.js';
+import { wallClock } from '../../core/clock.js';
 import { EndpointPreference } from './endpoints.js';
 import { EndpointStateFile, endpointStatePath, normalizeEndpoint } from './endpointstate.js';
 
@@ -17,7 +17,7 @@ export function sharedEndpointPreference(endpoints: readonly string[]): Endpoint
   let preference = shared.get(key);
   if (preference === undefined) {
     const file = (stateFile ??= new EndpointStateFile(endpointStatePath()));
-    const made: EndpointPreference = new EndpointPreference([...endpoints], monotonicClock, {
+    const made: EndpointPreference = new EndpointPreference([...endpoints], wallClock, {
       saved: file.load(endpoints),
       onChange: () => file.save(endpoints, made.saved()),
     });
