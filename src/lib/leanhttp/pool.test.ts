@@ -155,6 +155,21 @@ describe('the lean connection pool against a raw server', () => {
     p.destroy();
   });
 
+  test('a wall clock stepped back an hour while a head is awaited: the request still fails after firstByteMs', { timeout: 20_000 }, async () => {
+    const wallNow = Date.now;
+    // The step (an NTP step, a resumed VM) comes once the request is out and its deadline set.
+    // Before: the timer fired after firstByteMs, read the deadline by Date.now() as an hour away,
+    // and waited it out: the request hung for an hour.
+    answer = () => void (Date.now = () => wallNow() - 3_600_000);
+    const p = pool(4, SHORT_TIMEOUTS);
+    try {
+      await assert.rejects(p.get('/x', {}), (e: { code?: string }) => e.code === 'FANOUT_FIRST_BYTE_TIMEOUT');
+    } finally {
+      Date.now = wallNow;
+      p.destroy();
+    }
+  });
+
   test('a body that trickles is given up once a window brings less than the floor, however often its bytes come', async () => {
     let timer: NodeJS.Timeout | undefined;
     answer = (socket) => {
