@@ -25,7 +25,7 @@ const processStartedAt = performance.timeOrigin;
 /**
  * For intervals, deadlines, TTLs, leases, rate limits and schedules inside this process: it never
  * steps when the wall clock is set (an NTP step, a VM resumed, a clock set by hand), so a peer
- * marked down for 5 s is not skipped for an hour, nor a token bucket stalled. Its readings are in
+ * marked down for 5 s is not skipped for an hour, nor an etcd lease left to expire. Its readings are in
  * epoch ms (the process's start by the wall clock, plus the monotonic time since), so they read
  * like Date.now() — but drift from it by every step since the start: never persist them or compare
  * them with another process's times; that is wallClock's job.
