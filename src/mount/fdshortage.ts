@@ -1,4 +1,4 @@
-import { systemClock, type Clock } from '../core/clock.js';
+import { monotonicClock, type Clock } from '../core/clock.js';
 import { currentOpenFileLimit } from '../lib/fdlimit/index.js';
 import type { MountLog } from './fs.js';
 
@@ -16,7 +16,7 @@ export class DescriptorShortageLog {
 
   constructor(
     private readonly log: MountLog,
-    private readonly clock: Clock = systemClock,
+    private readonly clock: Clock = monotonicClock,
   ) {
     currentOpenFileLimit(); // its descriptor opened now, while there are fds to open it
   }

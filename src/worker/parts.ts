@@ -36,11 +36,11 @@ export function membershipFor(config: WorkerConfig['membership'], self: Member, 
 }
 
 /** The page store of the config, its events counted in `metrics` (read lazily: built after the store) and logged. */
-export function workerPageStore(config: WorkerConfig, clock: Clock, deps: { policy: PagePolicy; metrics: () => WorkerMetrics; logger: Logger }): PageStore {
-  const { policy, metrics, logger } = deps;
+export function workerPageStore(config: WorkerConfig, clock: Clock, deps: { policy: PagePolicy; metrics: () => WorkerMetrics; logger: Logger; wallClock: Clock }): PageStore {
+  const { policy, metrics, logger, wallClock } = deps;
   let diskLimited = false;
   return new PageStore(
-    { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !policy.isPinned(key), clock },
+    { dir: config.dataDir, capacity: config.capacity, watermarks: config.watermarks, pageSize: config.pageSize, canEvict: (key) => !policy.isPinned(key), clock, wallClock },
     {
       onEvict: (count) => metrics().evictions.inc(count),
       onWriteFailure: (reason) => metrics().storeWriteFailures.labels(reason).inc(),

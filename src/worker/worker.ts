@@ -125,7 +125,7 @@ export class Worker {
       onCorrupt: ({ file, movedTo, reason }) =>
         this.logger.error({ file, movedTo, reason }, `state file ${file} is corrupt: moved aside to ${movedTo ?? '(could not move)'}; starting without its pins and TTLs`),
     });
-    this.store = workerPageStore(config, clock, { policy: this.policy, metrics: () => this.metrics, logger: this.logger });
+    this.store = workerPageStore(config, clock, { policy: this.policy, metrics: () => this.metrics, logger: this.logger, wallClock: wall });
     this.lineClient = new LineClient({ headers: () => this.gate.peerHeaders(), connect: tlsConnectOptions(readCa(config.tls?.ca, 'INVALID_CONFIG')) });
     const { lines, mountLines } = lineSpecs(config);
     this.sourceBudget = new SourceBudget({

@@ -3,7 +3,7 @@ import { close as closeCallback, fstat as fstatCallback, open as openCallback, s
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32 } from '../checksum/index.js';
-import { monotonicClock, type Clock } from '../../core/clock.js';
+import { monotonicClock, wallClock, type Clock } from '../../core/clock.js';
 import { FanoutError, outOfDescriptors } from '../../core/errors.js';
 import { keptSendFilesFor, openFileLimit } from '../fdlimit/index.js';
 import { BufferPool } from './bufferpool.js';
@@ -45,6 +45,8 @@ export class PageStore {
   private readonly tmpDir: string;
   private readonly pool: BufferPool;
   private readonly clock: Clock;
+  /** Read marks' clock: persisted in page files' mtimes (see PageStoreOptions.wallClock). */
+  private readonly wall: Clock;
   private readonly diskCheckIntervalMs: number;
   /** Free space of the file system, and the effective capacity it allows. */
   private readonly room: DiskRoom;
@@ -70,11 +72,12 @@ export class PageStore {
     // worker's reclaimer (lib/memory/reclaim.ts) gives back, instead of 64 MiB kept for good.
     this.pool = new BufferPool(options.pageSize, 4, 8 * 1024 * 1024);
     this.clock = options.clock ?? monotonicClock;
+    this.wall = options.wallClock ?? options.clock ?? wallClock;
     // The hot pages of a few clients' windows, within the process's fd limit (fdlimit).
     this.sendFiles = new SendFiles(options.keptSendFiles ?? keptSendFilesFor(openFileLimit()));
     this.diskCheckIntervalMs = options.diskCheckIntervalMs ?? DEFAULT_DISK_CHECK_MS;
     this.blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
-    this.readMarks = new ReadMarks(options.readMarkIntervalMs ?? DEFAULT_READ_MARK_INTERVAL_MS, this.clock.now());
+    this.readMarks = new ReadMarks(options.readMarkIntervalMs ?? DEFAULT_READ_MARK_INTERVAL_MS, this.wall.now());
     this.room = new DiskRoom({
       dir: options.dir,
       configured: options.capacity,
@@ -162,7 +165,7 @@ export class PageStore {
 
   /** Writes the reads queued since the last flush to their page files (readmarks.ts): the disk watch's tick, and the worker's stop. */
   flushReadMarks(budgetMs?: number): Promise<void> {
-    return this.readMarks.flush(this.clock.now(), (entry) => this.index.peek(entry.key) === entry, budgetMs);
+    return this.readMarks.flush(this.wall.now(), (entry) => this.index.peek(entry.key) === entry, budgetMs);
   }
 
   /** Reads waiting for flushReadMarks, for tests. */

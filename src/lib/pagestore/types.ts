@@ -10,7 +10,13 @@ export interface PageStoreOptions {
   pageSize: number;
   /** False for pages that must stay (pinned): eviction skips them. */
   canEvict?: (key: string) => boolean;
+  /** For intervals inside the process (the disk watch). */
   clock?: Clock;
+  /**
+   * For the pages' last reads, kept as their files' mtimes (readmarks.ts) and so compared with
+   * times of other processes: the wall clock. Default: `clock` when one is given (tests), else wallClock.
+   */
+  wallClock?: Clock;
   /** Free space of the file system holding `dir` (tests give a fake). */
   statDisk?: StatDisk;
   /** How often free space is re-read (default 5 s). */
