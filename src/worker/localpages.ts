@@ -114,18 +114,10 @@ export class LocalFirstFetcher extends PageFetcher {
     return [page.data];
   }
 
-  /** A fill's failure as the page route's answer to this fetcher would have been (PageFetcher's errorResponse and trailers). */
+  /** A fill's failure as the page route's answer to this fetcher would have been taken (PageFetcher.asWorkerMeant). */
   private asAnswered(member: Member, err: unknown, signal: AbortSignal | undefined): FanoutError {
     if (signal?.aborted) return new FanoutError('ABORTED', 'page read aborted', { cause: err });
-    const error = toFanoutError(err);
-    // The fill gave the page up while this reader still waited: the worker is stopping.
-    if (error.code === 'ABORTED') return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} gave the page up: ${error.message}`);
-    if (this.options.direct && (error.code === 'FORBIDDEN' || error.code === 'UNAUTHENTICATED')) {
-      return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}) refused this cluster's peer credential (${error.message}): does it have another auth.clusterSecret?`);
-    }
-    if (error.code === 'WORKER_UNAVAILABLE' && !error.message.includes(member.id)) {
-      return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} (${member.url}): ${error.message}`);
-    }
-    return error;
+    // ABORTED here: the fill gave the page up while this reader still waited (the worker is stopping).
+    return this.asWorkerMeant(member, toFanoutError(err));
   }
 }

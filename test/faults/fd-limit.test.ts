@@ -1,6 +1,5 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -15,6 +14,7 @@ import { WorkerProcess, startCluster } from '../harness/workers.js';
 import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
+import { hasPrlimit, lowestFreeFd, limitLeaving, setSoftNofile } from '../harness/fds.js';
 
 /**
  * A worker that runs out of file descriptors (found by a fault hunt): it must answer what it can,
@@ -22,15 +22,6 @@ import { pageKey } from '../../src/lib/pagekey/index.js';
  */
 
 const FILE = 16 * 1024;
-
-function hasPrlimit(): boolean {
-  try {
-    execFileSync('prlimit', ['--version'], { stdio: 'ignore' });
-    return process.platform === 'linux';
-  } catch {
-    return false;
-  }
-}
 
 /** Page files `pid` holds open: descriptors of files under `<dataDir>/pages` (not the data directory's lock). */
 function pageFilesOpen(pid: number, dataDir: string): number {
@@ -44,22 +35,6 @@ function pageFilesOpen(pid: number, dataDir: string): number {
     }
   }
   return count;
-}
-
-/** The lowest descriptor number `pid` does not use: the number its next open would get. */
-function lowestFreeFd(pid: number): number {
-  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
-  let fd = 0;
-  while (used.has(fd)) fd++;
-  return fd;
-}
-
-/** The open-file limit under which `pid` has exactly `free` descriptor numbers left. */
-function limitLeaving(pid: number, free: number): number {
-  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
-  let fd = 0;
-  for (let left = free; left > 0; fd++) if (!used.has(fd)) left--;
-  return fd;
 }
 
 /** Established TCP connections of `pid` to a loopback port `port`. */
@@ -83,10 +58,32 @@ function connectionsTo(pid: number, port: number): number {
   return count;
 }
 
-/** Sets the soft open-file limit of `pid`, keeping its hard one. */
-function setSoftNofile(pid: number, soft: number): void {
-  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]!;
-  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard === 'unlimited' ? 'unlimited' : hard}`]);
+/**
+ * A cold read of `path` (the worker's first request to its source: a new connection) while
+ * `worker` has no fd left: OVERLOADED naming EMFILE, not the source's fault; then, with fds
+ * again, the right bytes (nothing was cached as failed). `ready` checks the setup first.
+ */
+async function coldReadWithNoFdLeft(worker: WorkerProcess, path: string, data: Buffer, ready?: () => void): Promise<void> {
+  const agent = new Agent({ connections: 1, pipelining: 1 });
+  const ask = async (route: string) => {
+    const res = await request(`${worker.url}${route}`, { dispatcher: agent });
+    return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'] };
+  };
+  try {
+    assert.equal((await ask('/healthz')).status, 200);
+    ready?.();
+    setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
+    const cold = await ask(path);
+    setSoftNofile(worker.pid!, 1024);
+    assert.equal(cold.status, 503, `${cold.status} ${cold.body}`);
+    assert.equal(cold.code, 'OVERLOADED');
+    assert.match(cold.body.toString(), /no file descriptor left \(EMFILE/);
+    const again = await ask(path);
+    assert.equal(again.status, 200, `${again.status} ${again.body}`);
+    assert.ok(again.body.equals(data));
+  } finally {
+    await agent.close();
+  }
 }
 
 describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Linux and util-linux prlimit' }, () => {
@@ -261,25 +258,10 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
     const data = randomBytes(FILE);
     await origin.put('h.bin', data);
     const worker = await WorkerProcess.start({ id: 'w-http-fds', mounts: { web: origin.url } });
-    const agent = new Agent({ connections: 1, pipelining: 1 });
-    const ask = async (path: string) => {
-      const res = await request(`${worker.url}${path}`, { dispatcher: agent });
-      return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'] };
-    };
     try {
-      assert.equal((await ask('/healthz')).status, 200);
-      setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
-      const cold = await ask('/v1/data/web/h.bin'); // the worker's first request to the origin: a new connection
-      setSoftNofile(worker.pid!, 1024);
       // Before: 502 SOURCE_ERROR "/web/h.bin: request failed (EMFILE: connect EMFILE …)".
-      assert.equal(cold.status, 503, `${cold.status} ${cold.body}`);
-      assert.equal(cold.code, 'OVERLOADED');
-      assert.match(cold.body.toString(), /no file descriptor left \(EMFILE/);
-      const again = await ask('/v1/data/web/h.bin');
-      assert.equal(again.status, 200, `${again.status} ${again.body}`);
-      assert.ok(again.body.equals(data));
+      await coldReadWithNoFdLeft(worker, '/v1/data/web/h.bin', data); // the worker's first request to the origin: a new connection
     } finally {
-      await agent.close();
       await worker.destroy();
       await origin.close();
     }
@@ -291,27 +273,13 @@ describe('a worker out of file descriptors', { skip: !hasPrlimit() && 'needs Lin
     await s3.bucket('fds');
     await s3.put('fds', 's.bin', data);
     const worker = await WorkerProcess.start({ id: 'w-s3-fds', mounts: { objects: 's3://fds' }, s3: s3.options });
-    const agent = new Agent({ connections: 1, pipelining: 1 });
-    const ask = async (path: string) => {
-      const res = await request(`${worker.url}${path}`, { dispatcher: agent });
-      return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()), code: res.headers['x-fanout-error'] };
-    };
     try {
-      assert.equal((await ask('/healthz')).status, 200);
-      // The worker holds no connection to the S3 server: its next request to it needs a new fd.
-      assert.equal(connectionsTo(worker.pid!, Number(new URL(s3.endpoint).port)), 0);
-      setSoftNofile(worker.pid!, lowestFreeFd(worker.pid!));
-      const cold = await ask('/v1/data/objects/s.bin');
-      setSoftNofile(worker.pid!, 1024);
       // Checked and right: the S3 source's mapping (src/lib/ufs/s3.ts) had no test of its own.
-      assert.equal(cold.status, 503, `${cold.status} ${cold.body}`);
-      assert.equal(cold.code, 'OVERLOADED');
-      assert.match(cold.body.toString(), /no file descriptor left \(EMFILE/);
-      const again = await ask('/v1/data/objects/s.bin');
-      assert.equal(again.status, 200, `${again.status} ${again.body}`);
-      assert.ok(again.body.equals(data));
+      await coldReadWithNoFdLeft(worker, '/v1/data/objects/s.bin', data, () => {
+        // The worker holds no connection to the S3 server: its next request to it needs a new fd.
+        assert.equal(connectionsTo(worker.pid!, Number(new URL(s3.endpoint).port)), 0);
+      });
     } finally {
-      await agent.close();
       await worker.destroy();
       await s3.stop();
     }

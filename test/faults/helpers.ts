@@ -78,7 +78,7 @@ export function assertFailed(answer: Answer, code: string | string[]): void {
  * A worker `w1` (1 MiB pages, `source` mounted as `data`) whose only peer `w2` is `fake`, listening
  * here on a free port: the fake owns about half the pages and answers them as the test likes.
  */
-export async function workerBesideFakePeer(fake: Server, source: string, timeouts: WorkerConfigInput['timeouts']): Promise<WorkerProcess> {
+export async function workerBesideFakePeer(fake: Server, source: string, timeouts: WorkerConfigInput['timeouts'], env?: NodeJS.ProcessEnv): Promise<WorkerProcess> {
   const fakePort = await freePort();
   await new Promise<void>((resolve) => fake.listen(fakePort, '127.0.0.1', resolve));
   const port = await freePort();
@@ -86,7 +86,7 @@ export async function workerBesideFakePeer(fake: Server, source: string, timeout
     { id: 'w1', url: `http://127.0.0.1:${port}` },
     { id: 'w2', url: `http://127.0.0.1:${fakePort}` },
   ];
-  return WorkerProcess.start({ id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts }, port);
+  return WorkerProcess.start({ id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts }, port, env && { env });
 }
 
 /** A GET on a connection of its own (fetch would reuse a pooled one): status, body, error code. */

@@ -1,6 +1,5 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -8,35 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { forceUnmount, MountProcess, sh } from '../harness/mount.js';
 import { WorkerProcess } from '../harness/workers.js';
+import { hasPrlimit, lowestFreeFd, setSoftNofile } from '../harness/fds.js';
 
 /**
  * A `fanout mount` process out of file descriptors (found by a fault hunt): readers must get an
  * errno that names the cause, the mount must say so once with its limit, stay up, leak nothing
  * and read again once descriptors are free.
  */
-
-function hasPrlimit(): boolean {
-  try {
-    execFileSync('prlimit', ['--version'], { stdio: 'ignore' });
-    return process.platform === 'linux';
-  } catch {
-    return false;
-  }
-}
-
-/** The lowest descriptor number `pid` does not use: the number its next open would get. */
-function lowestFreeFd(pid: number): number {
-  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
-  let fd = 0;
-  while (used.has(fd)) fd++;
-  return fd;
-}
-
-/** Sets the soft open-file limit of `pid`, keeping its hard one. */
-function setSoftNofile(pid: number, soft: number): void {
-  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]!;
-  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard === 'unlimited' ? 'unlimited' : hard}`]);
-}
 
 /** `pid`'s fds: the targets of those that are not TCP sockets, and the states of those that are. */
 function fdsOf(pid: number): { other: string[]; tcp: string[] } {

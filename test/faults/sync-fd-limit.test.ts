@@ -1,8 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,35 +10,13 @@ import { startCluster, type WorkerProcess } from '../harness/workers.js';
 import { fanoutJson } from '../harness/cli.js';
 import { waitFor } from '../harness/ports.js';
 import { SyncProcess, currentVersion, treeHashes } from '../harness/release.js';
+import { hasPrlimit, lowestFreeFd, setSoftNofile } from '../harness/fds.js';
 
 /**
  * A sync agent out of file descriptors while a release of many small files is promoted (found by
  * a fault hunt): the round fails with a code that says so, nothing is half installed, the agent
  * stays up, leaks no fd and installs the release once fds are free.
  */
-
-function hasPrlimit(): boolean {
-  try {
-    execFileSync('prlimit', ['--version'], { stdio: 'ignore' });
-    return process.platform === 'linux';
-  } catch {
-    return false;
-  }
-}
-
-/** The lowest descriptor number `pid` does not use: the number its next open would get. */
-function lowestFreeFd(pid: number): number {
-  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
-  let fd = 0;
-  while (used.has(fd)) fd++;
-  return fd;
-}
-
-/** Sets the soft open-file limit of `pid`, keeping its hard one. */
-function setSoftNofile(pid: number, soft: number): void {
-  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]!;
-  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:${hard === 'unlimited' ? 'unlimited' : hard}`]);
-}
 
 /** What `pid` has open other than sockets (files, pipes), by fd and target. */
 function filesOf(pid: number): string[] {

@@ -11,8 +11,8 @@ import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { SteppedWallClock } from '../harness/faketime.js';
-import { freePort } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
+import { workerBesideFakePeer } from './helpers.js';
 
 const MiB = 1024 * 1024;
 // Enough pages that the fake surely owns one (each page is its with odds 1/2: none in 2^-24 runs).
@@ -55,15 +55,7 @@ describe('the wall clock steps back an hour while a worker waits for a peer', ()
       held.add(res);
       res.on('close', () => held.delete(res));
     });
-    const fakePort = await freePort();
-    await new Promise<void>((resolve) => fake.listen(fakePort, '127.0.0.1', resolve));
-    const port = await freePort();
-    const members = [
-      { id: 'w1', url: `http://127.0.0.1:${port}` },
-      { id: 'w2', url: `http://127.0.0.1:${fakePort}` },
-    ];
-    const config = { id: 'w1', mounts: { data: source }, pageSize: '1MiB', membership: { static: members }, timeouts: { peerFirstByte: '2s', peerIdle: '2s' } };
-    w1 = await WorkerProcess.start(config, port, { env: clock.env });
+    w1 = await workerBesideFakePeer(fake, source, { peerFirstByte: '2s', peerIdle: '2s' }, clock.env);
   });
 
   after(async () => {

@@ -182,7 +182,14 @@ export class PageFetcher {
       parsed = undefined;
     }
     const headerCode = headers[ERROR_TRAILER];
-    const error = errorFromJSON(parsed ?? (typeof headerCode === 'string' ? { error: { code: headerCode } } : undefined), statusCode);
+    return this.asWorkerMeant(member, errorFromJSON(parsed ?? (typeof headerCode === 'string' ? { error: { code: headerCode } } : undefined), statusCode));
+  }
+
+  /**
+   * The error a worker answered, as this fetcher's callers take it (also for a worker's own
+   * page fills taken in-process: worker/localpages.ts).
+   */
+  protected asWorkerMeant(member: Member, error: FanoutError): FanoutError {
     // A 499 from a worker means it gave the page up (it is stopping): ours are local aborts only.
     if (error.code === 'ABORTED') return new FanoutError('WORKER_UNAVAILABLE', `worker ${member.id} gave the page up: ${error.message}`);
     // A worker's fetcher sends the cluster secret: a member that refuses it is not of this
