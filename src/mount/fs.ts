@@ -478,11 +478,12 @@ export class FanoutFs {
       const node = this.inodes.get(ino);
       if (node && isFanoutError(err, 'SOURCE_CHANGED')) this.meta.forget(node.path);
       const code = errnoFor(err);
+      const pathOf = () => `/${this.inodes.get(ino)?.path ?? `<inode ${ino}>`}`;
       if (code === errno.EMFILE || code === errno.ENFILE) {
-        this.shortage.note(code === errno.EMFILE ? 'EMFILE' : 'ENFILE', op, `/${this.inodes.get(ino)?.path ?? `<inode ${ino}>`}`);
+        this.shortage.note(code === errno.EMFILE ? 'EMFILE' : 'ENFILE', op, pathOf());
       } else if (code === errno.EIO) {
         const error = err as Partial<FanoutError>;
-        const path = `/${this.inodes.get(ino)?.path ?? `<inode ${ino}>`}`;
+        const path = pathOf();
         this.options.log.warn({ op, path, code: error.code ?? 'INTERNAL', err: error.message ?? String(err) }, `${op} ${path} failed: EIO`);
       }
       try {

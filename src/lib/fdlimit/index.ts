@@ -12,6 +12,11 @@ export function openFileLimit(limitsFile = '/proc/self/limits'): number | undefi
   } catch {
     return undefined;
   }
+  return softLimitIn(text);
+}
+
+/** The soft open-file limit a limits file's text gives; undefined when unlimited or absent. */
+function softLimitIn(text: string): number | undefined {
   const soft = /^Max open files\s+(\d+)/m.exec(text)?.[1];
   return soft === undefined ? undefined : Number(soft);
 }
@@ -77,8 +82,7 @@ export class OpenFileLimitProbe {
     if (this.fd === undefined) return openFileLimit(this.limitsFile);
     try {
       const n = readSync(this.fd, this.buffer, 0, this.buffer.length, 0);
-      const soft = /^Max open files\s+(\d+)/m.exec(this.buffer.toString('utf8', 0, n))?.[1];
-      return soft === undefined ? undefined : Number(soft);
+      return softLimitIn(this.buffer.toString('utf8', 0, n));
     } catch {
       return undefined;
     }
