@@ -64,6 +64,12 @@ export const ErrorCodes = {
   /** Release data whose content hash differs from the manifest. */
   HASH_MISMATCH: 502,
   ETCD_UNAVAILABLE: 503,
+  /**
+   * etcd answered, but refuses every write: its NOSPACE alarm is raised (its database reached
+   * `--quota-backend-bytes`). Reads and lease renewals still work; an operator must free space and
+   * disarm the alarm, so retrying alone never helps (unlike ETCD_UNAVAILABLE).
+   */
+  ETCD_FULL: 507,
   /** A staged rollout stopped: a host of the wave failed on the new version, or none could be tested. */
   ROLLOUT_FAILED: 409,
   /** A staged rollout stopped: the wave's hosts did not all switch within --timeout. */

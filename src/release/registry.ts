@@ -2,6 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { FanoutError } from '../core/errors.js';
 import { EtcdError, EtcdJsonClient, type Compare } from '../lib/etcdjson/index.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/connection.js';
+import { etcdFullError, isEtcdFull } from '../lib/membership/full.js';
 import { describeHolder, isOwnRecord } from './machine.js';
 import { checkReleaseName, checkVersion } from './manifest.js';
 import { readRecord, recordOrUndefined } from './records.js';
@@ -257,6 +258,13 @@ export class ReleaseRegistry {
         // A lease granted just now has its whole TTL; one held from before is renewed with each report.
         if (held && (await this.kv.keepAlive(lease)) <= 0) throw new EtcdError('the agent lease expired', GRPC_NOT_FOUND);
       } catch (err) {
+        // etcd out of space refuses the put but still renews leases: the record stays (with the
+        // state written last) while this agent lives. Dropped, the lease ran out within its TTL and
+        // every host left `release status` and the rollouts' lists, as if all had died.
+        if (held && isEtcdFull(err)) {
+          await this.kv.keepAlive(held).catch(() => 0);
+          throw err;
+        }
         this.lease = undefined;
         if (!(held && err instanceof EtcdError && err.grpcCode === GRPC_NOT_FOUND)) throw err;
         // Expired (the host was away longer than the TTL): a new lease, and the state written again
@@ -305,12 +313,13 @@ export class ReleaseRegistry {
     return this.watcher;
   }
 
-  /** Runs an etcd call, turning connection failures into ETCD_UNAVAILABLE. */
+  /** Runs an etcd call, turning connection failures into ETCD_UNAVAILABLE, and etcd's refusal of a write for want of space into ETCD_FULL. */
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
       if (err instanceof FanoutError) throw err;
+      if (isEtcdFull(err)) throw etcdFullError(this.endpoints, what, err);
       throw new FanoutError('ETCD_UNAVAILABLE', `etcd (${this.endpoints.join(',')}) unavailable: cannot ${what}: ${(err as Error).message}`, { cause: err });
     }
   }

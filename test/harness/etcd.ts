@@ -21,6 +21,11 @@ export interface EtcdServer {
   pause(): void;
   /** SIGCONT after pause(). */
   resume(): void;
+  /**
+   * Kills the server, deletes its data dir and starts a new, empty cluster on the same ports: etcd
+   * restored from nothing (every key, lease and revision gone; revisions start again at 1).
+   */
+  wipe(): Promise<void>;
 }
 
 const ETCD_BINARY = process.env.ETCD_BINARY ?? '/usr/bin/etcd';
@@ -33,6 +38,8 @@ const READY_TIMEOUT_MS = 15_000;
 export interface EtcdOptions {
   /** Serve clients over TLS with this certificate; with clientCertAuth, clients must show one signed by `ca`. */
   tls?: { cert: string; key: string; ca: string; clientCertAuth?: boolean; client?: { cert: string; key: string } };
+  /** `--quota-backend-bytes`: a tiny one lets a test fill etcd until its NOSPACE alarm. */
+  quotaBackendBytes?: number;
 }
 
 export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
@@ -56,6 +63,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     '--log-level', 'error',
   ];
   // etcd asks every client for a certificate once it is given a trusted CA file: only with clientCertAuth.
+  if (options.quotaBackendBytes !== undefined) args.push('--quota-backend-bytes', String(options.quotaBackendBytes));
   if (tls) args.push('--cert-file', tls.cert, '--key-file', tls.key, ...(tls.clientCertAuth ? ['--trusted-ca-file', tls.ca, '--client-cert-auth'] : []));
 
   let child: ChildProcess | undefined;
@@ -110,6 +118,12 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     async restart() {
       kill();
       await exited;
+      await launch();
+    },
+    async wipe() {
+      kill();
+      await exited;
+      await rm(dataDir, { recursive: true, force: true });
       await launch();
     },
     async stop() {

@@ -10,6 +10,7 @@ import { decodeMember, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.
 import { MemberRecords } from './records.js';
 import { OutageState, errorText } from './outage.js';
 import { WakeablePause } from './pause.js';
+import { etcdFullError, isEtcdFull } from './full.js';
 
 export interface EtcdMembershipOptions extends EtcdConnection {
   /** Key prefix of this cluster's member records. */
@@ -50,6 +51,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private readonly requestTimeoutMs: number;
   private readonly startTimeoutMs: number;
   private readonly client: Etcd3;
+  private readonly endpoints: readonly string[];
   private readonly schedule: LeaseSchedule;
   private readonly records: MemberRecords;
   private readonly outage: OutageState;
@@ -60,6 +62,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private conflict: { since: number; url: string } | undefined;
   private needsResync = true;
   private synced = false;
+  /** etcd refused a write of the last round for want of space (its NOSPACE alarm): the error, until a round passes. */
+  private full: Error | undefined;
   private watch: PrefixWatch | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
@@ -79,6 +83,7 @@ export class EtcdMembership extends EventEmitter implements Membership {
     if (!Number.isInteger(this.ttlSeconds) || this.ttlSeconds < 1) {
       throw new FanoutError('INVALID_CONFIG', `leaseTtlSeconds must be a whole number ≥ 1, got ${this.ttlSeconds}`);
     }
+    this.endpoints = [...opts.endpoints];
     this.schedule = new LeaseSchedule({ ttlMs: this.ttlSeconds * 1000, clock: this.clock });
     // Every unary call gets this deadline; the watch and keepalive streams get our own timers.
     this.client = createEtcdClient({ endpoints: opts.endpoints, tls: opts.tls, auth: opts.auth }, this.requestTimeoutMs);
@@ -126,7 +131,10 @@ export class EtcdMembership extends EventEmitter implements Membership {
         throw new FanoutError('INVALID_CONFIG', `worker id ${this.self!.id} is already registered by a running worker at ${conflict.url}: give each worker its own id`);
       }
       if (!conflict && this.clock.now() >= deadline) {
+        const { full } = this;
         await this.stop({ deregister: false });
+        // etcd answered, and refused: saying "no answer" sent operators looking at the network.
+        if (full) throw etcdFullError(this.endpoints, `register worker ${this.self?.id} (tried for ${this.startTimeoutMs} ms)`, full);
         throw new FanoutError('WORKER_UNAVAILABLE', `etcd membership: no answer from etcd within ${this.startTimeoutMs} ms`);
       }
       await this.nextRound();
@@ -199,6 +207,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
       }
       if (this.self && !this.registered) await this.register(this.self, this.leaseId!);
       if (this.needsResync) await this.resync();
+      if (this.full) this.log.info({}, 'etcd takes writes again (its space alarm is over); registered');
+      this.full = undefined;
       this.outage.set(false);
       this.synced = true;
     } catch (err) {
@@ -212,6 +222,8 @@ export class EtcdMembership extends EventEmitter implements Membership {
       }
       this.schedule.failed();
       this.needsResync = true;
+      if (isEtcdFull(err)) this.noteFull(err as Error);
+      else this.full = undefined;
       if (this.outage.stale) this.log.debug({ err: errorText(err), failures: this.schedule.failures }, 'etcd still unreachable');
       this.outage.set(true, err);
     }
@@ -297,6 +309,17 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private overwritesSelf(key: Buffer, value: Buffer, lease: string): boolean {
     if (!this.self || !this.registered || key.toString() !== this.prefix + this.self.id) return false;
     return value.toString() !== JSON.stringify(this.self) || lease !== String(this.leaseId);
+  }
+
+  /**
+   * etcd answered a grant or a registration with its NOSPACE refusal. Running workers keep their
+   * leases through it (renewals are served); this one (new, restarted, or its record deleted)
+   * stays out of the rings until an operator frees space: said once, with what to do, rather than
+   * only "etcd unreachable".
+   */
+  private noteFull(err: Error): void {
+    if (!this.full) this.log.warn({ err: etcdFullError(this.endpoints, 'register this worker', err).message }, 'etcd is out of space: this worker is not registered until it takes writes again');
+    this.full = err;
   }
 
   private leaseLost(reason: 'expired' | 'revoked'): void {

@@ -1,0 +1,209 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { after, afterEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { EventEmitter } from 'node:events';
+import { Etcd3 } from 'etcd3';
+import type { Member } from '../../src/core/types.js';
+import { EtcdMembership, type EtcdMembershipOptions } from '../../src/lib/membership/index.js';
+import { startEtcd, type EtcdServer } from '../harness/etcd.js';
+import { ReleaseRegistry, type VersionRecord } from '../../src/release/registry.js';
+
+const PREFIX = '/fanout/lost/members/';
+const TTL = 2;
+
+function member(id: string): Member {
+  return { id, url: `http://${id}.test:7450`, capacity: 1024 ** 3 };
+}
+
+function ids(m: EtcdMembership): string {
+  return m.members().map((x) => x.id).join();
+}
+
+/** Resolves once `check()` holds, re-checked on each `event`; the test's timeout bounds the wait. */
+function until(emitter: EventEmitter, event: string, check: () => boolean, label: string): Promise<void> {
+  if (check()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, onEvent);
+      reject(new Error(`timed out waiting for: ${label}`));
+    }, 20_000);
+    const onEvent = () => {
+      if (!check()) return;
+      clearTimeout(timer);
+      emitter.off(event, onEvent);
+      resolve();
+    };
+    emitter.on(event, onEvent);
+  });
+}
+
+/** What etcd holds under the prefix, and each record's lease, read with a client of its own. */
+async function recordsInEtcd(endpoint: string): Promise<Record<string, string>> {
+  const client = new Etcd3({ hosts: endpoint });
+  try {
+    const res = await client.kv.range({ key: Buffer.from(PREFIX), range_end: Buffer.from(PREFIX.slice(0, -1) + '0') });
+    return Object.fromEntries(res.kvs.map((kv) => [kv.key.toString().slice(PREFIX.length), String(kv.lease)]));
+  } finally {
+    client.close();
+  }
+}
+
+/** Puts 60 KB values under a junk prefix until etcd refuses with its NOSPACE alarm; returns the error. */
+export async function fillEtcd(endpoint: string): Promise<string> {
+  const client = new Etcd3({ hosts: endpoint });
+  try {
+    const value = Buffer.alloc(60_000, 'x');
+    for (let i = 0; i < 1000; i++) {
+      try {
+        await client.put(`/junk/${i}`).value(value);
+      } catch (err) {
+        return (err as Error).message;
+      }
+    }
+    throw new Error('etcd took 60 MB without its space alarm');
+  } finally {
+    client.close();
+  }
+}
+
+describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
+  const servers: EtcdServer[] = [];
+  let started: EtcdMembership[] = [];
+
+  const open = async (etcd: EtcdServer, opts: Partial<EtcdMembershipOptions>): Promise<EtcdMembership> => {
+    const m = new EtcdMembership({ endpoints: [etcd.endpoint], prefix: PREFIX, leaseTtlSeconds: TTL, requestTimeoutMs: 1000, ...opts });
+    started.push(m);
+    await m.start();
+    return m;
+  };
+
+  afterEach(async () => {
+    for (const m of started) await m.stop().catch(() => undefined);
+    started = [];
+  });
+  after(async () => {
+    for (const s of servers) await s.stop();
+  });
+
+  test('etcd restored from nothing (a new empty cluster at the same endpoint): running members register again under new leases, and every watcher lists them', async () => {
+    const etcd = await startEtcd();
+    servers.push(etcd);
+    const a = await open(etcd, { self: member('a') });
+    const b = await open(etcd, { self: member('b') });
+    const observer = await open(etcd, {});
+    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed');
+    const oldLeases = await recordsInEtcd(etcd.endpoint);
+
+    await etcd.wipe();
+    // Within a TTL or two, without a restart: both records are back, under leases of the new cluster.
+    const back = async () => Object.keys(await recordsInEtcd(etcd.endpoint)).sort().join() === 'a,b';
+    for (let i = 0; !(await back()); i++) {
+      assert.ok(i < 200, 'a and b never registered again in the new cluster');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const newLeases = await recordsInEtcd(etcd.endpoint);
+    assert.notEqual(newLeases.a, oldLeases.a);
+    for (const m of [a, b, observer]) await until(m, 'stale', () => !m.stale && ids(m) === 'a,b', 'fresh and both listed');
+    // The watches follow the new cluster: a member joining it is seen by all.
+    const c = await open(etcd, { self: member('c') });
+    for (const m of [a, b, observer, c]) await until(m, 'change', () => ids(m) === 'a,b,c', 'c listed');
+  });
+
+  test('every key deleted by hand (etcdctl del --prefix ""), leases left: members write their records again and watchers list them', async () => {
+    const etcd = await startEtcd();
+    servers.push(etcd);
+    const a = await open(etcd, { self: member('a') });
+    const b = await open(etcd, { self: member('b') });
+    const observer = await open(etcd, {});
+    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed');
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      await client.delete().all();
+    } finally {
+      client.close();
+    }
+    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed again');
+    const back = async () => Object.keys(await recordsInEtcd(etcd.endpoint)).sort().join() === 'a,b';
+    for (let i = 0; !(await back()); i++) {
+      assert.ok(i < 200, 'a and b never wrote their records again');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
+  test('etcd out of space (NOSPACE alarm): running members keep their leases and records past several TTLs; a new member fails to start with ETCD_FULL saying what to do, and starts once space is freed', async () => {
+    const etcd = await startEtcd({ quotaBackendBytes: 1024 * 1024 });
+    servers.push(etcd);
+    const a = await open(etcd, { self: member('a') });
+    const b = await open(etcd, { self: member('b') });
+    for (const m of [a, b]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed');
+    const leases = await recordsInEtcd(etcd.endpoint);
+    assert.match(await fillEtcd(etcd.endpoint), /database space exceeded/);
+
+    await new Promise((r) => setTimeout(r, 3 * TTL * 1000)); // several lease periods, renewals refused or not
+    assert.deepEqual(await recordsInEtcd(etcd.endpoint), leases, 'the same records under the same leases');
+    for (const m of [a, b]) assert.equal(ids(m), 'a,b');
+
+    const c = new EtcdMembership({ endpoints: [etcd.endpoint], prefix: PREFIX, self: member('c'), leaseTtlSeconds: TTL, requestTimeoutMs: 1000, startTimeoutMs: 1500 });
+    await assert.rejects(c.start(), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ETCD_FULL', err.message);
+      assert.match(err.message, /out of space.*register worker c.*etcdctl alarm disarm/s);
+      return true;
+    });
+
+    await freeEtcd(etcd.endpoint);
+    const c2 = await open(etcd, { self: member('c') });
+    for (const m of [a, b, c2]) await until(m, 'change', () => ids(m) === 'a,b,c', 'c listed');
+  });
+
+  test('etcd out of space: release writes fail with ETCD_FULL naming the cause and the remedy; a sync agent\'s host record stays listed while it reports', async () => {
+    const etcd = await startEtcd({ quotaBackendBytes: 1024 * 1024 });
+    servers.push(etcd);
+    const registry = new ReleaseRegistry({ endpoints: [etcd.endpoint] }, 2000);
+    try {
+      await registry.createVersion(version('v1'));
+      await registry.createVersion(version('v2'));
+      await registry.promote('app', 'prod', 'v1');
+      const state = { host: 'h1', channel: 'prod', dir: '/srv/app', current: 'v1', target: 'v1', phase: 'idle' as const, bytesDone: 0, bytesTotal: 0, bytesLocal: 0, bytesFetched: 0, error: null, updatedAt: new Date().toISOString() };
+      await registry.reportAgent('app', state, TTL);
+      assert.match(await fillEtcd(etcd.endpoint), /database space exceeded/);
+
+      const full = (what: RegExp) => (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'ETCD_FULL', err.message);
+        assert.match(err.message, what);
+        assert.match(err.message, /out of space.*etcdctl compact.*etcdctl defrag.*etcdctl alarm disarm/s);
+        return true;
+      };
+      await assert.rejects(registry.promote('app', 'prod', 'v2'), full(/cannot move channel prod/));
+      await assert.rejects(registry.createVersion(version('v3')), full(/cannot publish app@v3/));
+      // The agent reports every second (its heartbeat) for several of its lease's TTLs: refused each time.
+      for (let i = 0; i < 3 * TTL; i++) {
+        await assert.rejects(registry.reportAgent('app', { ...state, updatedAt: new Date().toISOString() }, TTL), full(/cannot report agent state/));
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      assert.deepEqual((await registry.listAgents('app')).map((x) => [x.host, x.current]), [['h1', 'v1']], 'the host is still listed, on v1');
+      assert.equal((await registry.getChannel('app', 'prod'))?.record.version, 'v1');
+
+      await freeEtcd(etcd.endpoint);
+      await registry.reportAgent('app', { ...state, phase: 'staging', updatedAt: new Date().toISOString() }, TTL);
+      await registry.promote('app', 'prod', 'v2');
+      assert.deepEqual((await registry.listAgents('app')).map((x) => x.phase), ['staging']);
+    } finally {
+      await registry.close();
+    }
+  });
+});
+
+function version(v: string): VersionRecord {
+  return { name: 'app', version: v, mount: 'm', prefix: 'p/', manifest: `p/.fanout/${v}.json`, manifestSha256: '0'.repeat(64), pageSize: 1 << 20, files: 1, bytes: 1, pages: 1, uniquePages: 1, createdAt: new Date().toISOString() };
+}
+
+/** What an operator does (etcd's documented recovery): delete the filler, compact to the current revision, defragment, disarm. */
+async function freeEtcd(endpoint: string): Promise<void> {
+  const etcdctl = (...args: string[]) => promisify(execFile)('etcdctl', [`--endpoints=${endpoint}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+  await etcdctl('del', '--prefix', '/junk/');
+  const status = JSON.parse((await etcdctl('endpoint', 'status', '-w', 'json')).stdout) as { Status: { header: { revision: number } } }[];
+  await etcdctl('compact', String(status[0]!.Status.header.revision));
+  await etcdctl('defrag');
+  await etcdctl('alarm', 'disarm');
+}
