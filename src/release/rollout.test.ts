@@ -276,3 +276,23 @@ test('a wave does not pass when one of its hosts drops out (its agent killed whi
   const waves = await rollout(back.options({ rest: true }));
   assert.deepEqual(waves.map((w) => w.wave), ['dc-a', 'rest']);
 });
+
+test("etcd out of space at the next wave's promotion: ETCD_FULL at once (no waiting out --timeout), saying what was promoted and what was not", async () => {
+  const f = fleet();
+  const promote = f.registry.promote;
+  let refusals = 0;
+  f.registry.promote = async (...args: Parameters<typeof promote>) => {
+    if (args[1] !== 'prod@dc-b') return promote(...args);
+    refusals++;
+    throw new FanoutError('ETCD_FULL', 'etcd (127.0.0.1:2379) is out of space and refuses writes (…): cannot move channel prod@dc-b. Free space and disarm the alarm: …');
+  };
+  const started = f.time;
+  await assert.rejects(
+    rollout(f.options({ timeoutMs: 600_000, then: ['dc-b'], rest: true })),
+    (err: FanoutError) => err.code === 'ETCD_FULL' && /cannot move channel prod@dc-b\. .*\(dc-a promoted, dc-b and later waves were not\)$/.test(err.message),
+  );
+  assert.equal(refusals, 1, 'not tried again at each poll');
+  assert.ok(f.time - started < 600_000, 'did not wait out the timeout');
+  assert.equal(f.channels['prod@dc-b'], undefined);
+  assert.equal(f.channels.prod!.record.version, 'v1');
+});

@@ -89,7 +89,7 @@ async function runWave(opts: RolloutOptions, datacenter: string | undefined, cha
   // made again at each poll until the timeout. Before the first, failing at once leaves nothing
   // to undo (and a wrong --etcd is told at once, not after --timeout).
   const promoted = done.map((w) => w.wave).join(', ');
-  const stillDownBefore = (err: FanoutError) => `${err.message} (still after ${Math.round(opts.timeoutMs / 1000)} s, before promoting ${wave}; ${promoted} promoted, ${wave} and later waves were not)`;
+  const stillDownBefore: Progress = { still: `still after ${Math.round(opts.timeoutMs / 1000)} s, before promoting ${wave}`, done: `${promoted} promoted, ${wave} and later waves were not` };
   const beforeDeadline = now() + opts.timeoutMs;
   const patiently = <T>(call: () => Promise<T>) => (done.length === 0 ? call() : untilEtcdAnswers(opts, wave, beforeDeadline, outage, stillDownBefore, call));
   const beforeAgents = await patiently(() => registry.listAgents(name));
@@ -104,7 +104,7 @@ async function runWave(opts: RolloutOptions, datacenter: string | undefined, cha
   const before = new Map(inWave(beforeAgents, opts.channel, datacenter).map((a) => [a.host, a.updatedAt]));
   opts.onEvent?.({ event: 'promoted', wave, channel, previous, version });
   const deadline = now() + opts.timeoutMs;
-  const stillDownAfter = (err: FanoutError) => `${err.message} (still at the end of ${wave}'s ${Math.round(opts.timeoutMs / 1000)} s timeout; ${wave} was promoted, later waves were not)`;
+  const stillDownAfter: Progress = { still: `still at the end of ${wave}'s ${Math.round(opts.timeoutMs / 1000)} s timeout`, done: `${wave} was promoted, later waves were not` };
   for (;;) {
     // The wave is promoted already: an etcd stall of seconds (a leader election, a stopped
     // member) must not end a rollout given minutes. Read again at the next poll until the timeout.
@@ -154,12 +154,19 @@ interface Outage {
   told: boolean;
 }
 
+/** Where a rollout stands, for an error that ends it: how long etcd was waited for, and what was promoted and what was not. */
+interface Progress {
+  still: string;
+  done: string;
+}
+
 /**
  * `call`, made again at each poll while etcd is unavailable (told once per outage) until
- * `deadline`; still unavailable then: ETCD_UNAVAILABLE with `stillDown`'s message, which says what
- * was promoted and what was not.
+ * `deadline`; still unavailable then: ETCD_UNAVAILABLE saying what was promoted and what was not.
+ * etcd out of space (ETCD_FULL) ends it at once, saying the same: no promotion is taken until an
+ * operator frees space, so waiting out the timeout would only delay the news.
  */
-async function untilEtcdAnswers<T>(opts: RolloutOptions, wave: string, deadline: number, outage: Outage, stillDown: (err: FanoutError) => string, call: () => Promise<T>): Promise<T> {
+async function untilEtcdAnswers<T>(opts: RolloutOptions, wave: string, deadline: number, outage: Outage, progress: Progress, call: () => Promise<T>): Promise<T> {
   const now = opts.now ?? Date.now;
   const sleep = opts.sleep ?? defaultSleep;
   for (;;) {
@@ -169,8 +176,9 @@ async function untilEtcdAnswers<T>(opts: RolloutOptions, wave: string, deadline:
       outage.told = false;
       return answer;
     } catch (err) {
+      if (err instanceof FanoutError && err.code === 'ETCD_FULL') throw new FanoutError('ETCD_FULL', `${err.message} (${progress.done})`, { cause: err });
       if (!(err instanceof FanoutError) || err.code !== 'ETCD_UNAVAILABLE') throw err;
-      if (now() >= deadline) throw new FanoutError('ETCD_UNAVAILABLE', stillDown(err), { cause: err });
+      if (now() >= deadline) throw new FanoutError('ETCD_UNAVAILABLE', `${err.message} (${progress.still}; ${progress.done})`, { cause: err });
       if (!outage.told) opts.onEvent?.({ event: 'etcd-unavailable', wave, error: err.message });
       outage.told = true;
       await sleep(Math.min(opts.pollMs ?? DEFAULT_POLL_MS, Math.max(0, deadline - now())));
