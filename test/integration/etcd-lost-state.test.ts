@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
@@ -131,6 +132,37 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
     }
   });
 
+  test('a member cut off from etcd while members come and go, a burst of puts and a compaction past its last revision: once back, it lists exactly the members there are', async () => {
+    const etcd = await startEtcd();
+    servers.push(etcd);
+    const proxy = await cuttableProxy(etcd.endpoint);
+    try {
+      const b = await open(etcd, { self: member('b') });
+      const a = await open(etcd, { self: member('a'), endpoints: [proxy.endpoint], leaseTtlSeconds: 30 });
+      await until(a, 'change', () => ids(a) === 'a,b', 'a lists a and b');
+      proxy.cut();
+      await until(a, 'stale', () => a.stale, 'a sees its watch break');
+      // While a sees nothing: b leaves, c joins, 50 puts to c's record, then etcd compacts them away.
+      await b.stop();
+      const c = await open(etcd, { self: member('c') });
+      const client = new Etcd3({ hosts: etcd.endpoint });
+      try {
+        for (let i = 0; i < 50; i++) await client.put(`${PREFIX}x`).value(JSON.stringify({ id: 'x', url: `http://x${i}.test:7450` }));
+        await client.delete().key(`${PREFIX}x`);
+        const revision = (await client.kv.range({ key: Buffer.from('/'), count_only: true })).header.revision;
+        await client.kv.compact({ revision, physical: true });
+      } finally {
+        client.close();
+      }
+      assert.equal(ids(a), 'a,b', 'a still has its last list');
+      proxy.restore();
+      await until(a, 'stale', () => !a.stale && ids(a) === 'a,c', 'a back, listing a and c');
+      await until(c, 'change', () => ids(c) === 'a,c', 'c lists a and c');
+    } finally {
+      proxy.close();
+    }
+  });
+
   test('etcd out of space (NOSPACE alarm): running members keep their leases and records past several TTLs; a new member fails to start with ETCD_FULL saying what to do, and starts once space is freed', async () => {
     const etcd = await startEtcd({ quotaBackendBytes: 1024 * 1024 });
     servers.push(etcd);
@@ -206,4 +238,33 @@ async function freeEtcd(endpoint: string): Promise<void> {
   await etcdctl('compact', String(status[0]!.Status.header.revision));
   await etcdctl('defrag');
   await etcdctl('alarm', 'disarm');
+}
+
+/** A TCP proxy to etcd whose connections can be cut (and new ones refused) and restored. */
+async function cuttableProxy(endpoint: string): Promise<{ endpoint: string; cut(): void; restore(): void; close(): void }> {
+  const target = new URL(endpoint);
+  const sockets = new Set<Socket>();
+  let open = true;
+  const server = createServer((client) => {
+    if (!open) return void client.destroy();
+    const upstream = connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const cutAll = () => {
+    for (const s of sockets) s.destroy();
+  };
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    cut: () => ((open = false), cutAll()),
+    restore: () => void (open = true),
+    close: () => (cutAll(), server.close()),
+  };
 }
