@@ -260,4 +260,31 @@ describe('releases: publish, promote, sync agents, dedup, rollback, bad input', 
       await etcd.restart();
     }
   });
+
+  // Last: it leaves etcd empty.
+  test('etcd restored from nothing (its data lost, a new cluster at the same endpoint): agents keep their version and say CHANNEL_NOT_FOUND; published and promoted again, they follow', async () => {
+    const before = await Promise.all(agents.map(async (a) => [await currentVersion(a.dir), await treeHashes(join(a.dir, 'current'))] as const));
+    await etcd.wipe();
+    type Status = { agents: { host: string; current: string | null; phase: string; error: string | null }[] };
+    const lost = async () => {
+      const { agents: hosts } = (await cliJson(['release', 'status', 'llm'])) as Status;
+      return hosts.length === agents.length + 1 && hosts.every((h) => h.phase === 'error' && h.error?.startsWith('CHANNEL_NOT_FOUND'));
+    };
+    await waitFor('every agent (and the watcher) reporting CHANNEL_NOT_FOUND in the new cluster', lost, 60_000);
+    // Several rounds of the 200 ms agents later: nothing moved, nothing removed.
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.ok(await lost());
+    for (const [i, agent] of agents.entries()) {
+      assert.equal(await currentVersion(agent.dir), before[i]![0]);
+      assert.deepEqual(await treeHashes(join(agent.dir, 'current')), before[i]![1]);
+    }
+    assert.equal(await currentVersion(watcher!.dir), 'v1');
+    assert.equal(await errorCode(['release', 'promote', 'llm', 'v2', '--channel', 'prod']), 'RELEASE_NOT_FOUND');
+    assert.equal(await errorCode(['release', 'rollback', 'llm', '--channel', 'prod']), 'CHANNEL_NOT_FOUND');
+
+    await publish('v2', 'llm/v2');
+    await cliJson(['release', 'promote', 'llm', 'v2', '--channel', 'prod']);
+    for (const agent of agents) await waitFor(`${agent.dir} on v2`, async () => (await currentVersion(agent.dir)) === 'v2', 60_000);
+    for (const agent of agents) assert.deepEqual(await treeHashes(join(agent.dir, 'current')), await treeHashes(join(source, 'llm/v2')));
+  });
 });
