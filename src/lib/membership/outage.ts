@@ -1,5 +1,6 @@
 import type { Clock } from '../../core/clock.js';
 import type { MembershipLogger } from './types.js';
+import { isEtcdFull } from './full.js';
 
 /**
  * Whether etcd is unreachable (the member list may be out of date), and what the log says about
@@ -27,7 +28,9 @@ export class OutageState {
     this.isStale = stale;
     if (stale) {
       this.staleSince = this.clock.now();
-      this.log.warn({ err: errorText(err), members: this.memberCount() }, 'etcd unreachable; keeping the last known members, reads go on');
+      // etcd out of space answers, and refuses: "unreachable" would send operators to the network.
+      const what = isEtcdFull(err) ? 'etcd refuses writes (out of space)' : 'etcd unreachable';
+      this.log.warn({ err: errorText(err), members: this.memberCount() }, `${what}; keeping the last known members, reads go on`);
     } else {
       const outageMs = this.clock.now() - this.staleSince;
       this.log.info({ members: this.memberCount(), outageMs }, 'etcd reachable again; members re-read');
