@@ -9,6 +9,8 @@ import type { Member } from '../../src/core/types.js';
 import { EtcdMembership, type EtcdMembershipOptions } from '../../src/lib/membership/index.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { ReleaseRegistry, type VersionRecord } from '../../src/release/registry.js';
+import { startCluster, type WorkerProcess } from '../harness/workers.js';
+import { waitFor } from '../harness/ports.js';
 
 const PREFIX = '/fanout/lost/members/';
 const TTL = 2;
@@ -109,6 +111,24 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
     // The watches follow the new cluster: a member joining it is seen by all.
     const c = await open(etcd, { self: member('c') });
     for (const m of [a, b, observer, c]) await until(m, 'change', () => ids(m) === 'a,b,c', 'c listed');
+  });
+
+  test('etcd restored from nothing under 3 worker processes: each registers again in the new cluster without a restart, and their rings follow it (a worker killed afterwards leaves every ring)', async () => {
+    const etcd = await startEtcd();
+    servers.push(etcd);
+    let workers: WorkerProcess[] = [];
+    try {
+      workers = await startCluster(3, { etcd: etcd.endpoint, mounts: { data: '/nonexistent-source' } });
+      await etcd.wipe();
+      const observer = await open(etcd, { prefix: '/fanout/default/members/' });
+      await until(observer, 'change', () => ids(observer) === 'w1,w2,w3', 'the three workers registered in the new cluster');
+      const ring = async (w: WorkerProcess) => ((await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: { id: string }[] }).members.map((m) => m.id).sort().join();
+      await workers[2]!.kill(); // its lease in the new cluster runs out: only a live watch on it tells the others
+      await until(observer, 'change', () => ids(observer) === 'w1,w2', 'w3 expired');
+      await waitFor('w1 and w2 rings without w3', async () => (await ring(workers[0]!)) === 'w1,w2' && (await ring(workers[1]!)) === 'w1,w2', 30_000);
+    } finally {
+      await Promise.all(workers.map((w) => w.destroy().catch(() => undefined)));
+    }
   });
 
   test('every key deleted by hand (etcdctl del --prefix ""), leases left: members write their records again and watchers list them', async () => {
