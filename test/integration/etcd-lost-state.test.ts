@@ -196,12 +196,16 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
     assert.deepEqual(await recordsInEtcd(etcd.endpoint), leases, 'the same records under the same leases');
     for (const m of [a, b]) assert.equal(ids(m), 'a,b');
 
-    const c = new EtcdMembership({ endpoints: [etcd.endpoint], prefix: PREFIX, self: member('c'), leaseTtlSeconds: TTL, requestTimeoutMs: 1000, startTimeoutMs: 1500 });
+    const warnings: string[] = [];
+    const logger = { debug: () => undefined, info: () => undefined, warn: (_: object, msg?: string) => void warnings.push(msg ?? '') };
+    const c = new EtcdMembership({ endpoints: [etcd.endpoint], prefix: PREFIX, self: member('c'), leaseTtlSeconds: TTL, requestTimeoutMs: 1000, startTimeoutMs: 1500, logger });
     await assert.rejects(c.start(), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'ETCD_FULL', err.message);
       assert.match(err.message, /out of space.*register worker c.*etcdctl alarm disarm/s);
       return true;
     });
+    // Said as what it is, once: etcd answered, so not "unreachable".
+    assert.deepEqual(warnings, ['etcd is out of space: this worker is not registered until it takes writes again', 'etcd refuses writes (out of space); keeping the last known members, reads go on']);
 
     await freeEtcd(etcd.endpoint);
     const c2 = await open(etcd, { self: member('c') });
