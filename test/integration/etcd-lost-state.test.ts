@@ -53,7 +53,7 @@ async function recordsInEtcd(endpoint: string): Promise<Record<string, string>> 
 }
 
 /** Puts 60 KB values under a junk prefix until etcd refuses with its NOSPACE alarm; returns the error. */
-export async function fillEtcd(endpoint: string): Promise<string> {
+async function fillEtcd(endpoint: string): Promise<string> {
   const client = new Etcd3({ hosts: endpoint });
   try {
     const value = Buffer.alloc(60_000, 'x');
