@@ -9,6 +9,7 @@ import { CurrentGuard } from './guard.js';
 import { runHook } from './hook.js';
 import { HostRecord } from './hostrecord.js';
 import { ReleaseDir } from './install.js';
+import { InstalledVersions } from './reissue.js';
 import { endLeftoverHook, forgetRunningHook, recordRunningHook } from './runninghook.js';
 import type { AgentState, ChannelWatch, ReleaseRegistry } from './registry.js';
 import { checkDatacenter, resolveChannel, watchChannels, watchedChannels } from './scope.js';
@@ -66,6 +67,8 @@ export const DEFAULT_INTERVAL_MS = 30_000;
 export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
 const HOOK_GRACE_MS = 5_000;
 const MAX_BACKOFF_MS = 10_000;
+/** etcd out of space is logged when it starts, then at most this often while it lasts. */
+const FULL_LOG_EVERY_MS = 60_000;
 
 /** Channel moves met in one round (each after a whole staging) before the round ends where it is. */
 const MAX_MOVES_PER_ROUND = 3;
@@ -101,6 +104,14 @@ export class SyncAgent {
   private switches = 0;
   /** Damage to the current version, found each round and repaired (guard.ts). */
   private readonly guard: CurrentGuard;
+  /** Whether a version installed here is the one etcd records under its name (reissue.ts). */
+  private readonly installed: InstalledVersions;
+  /**
+   * When etcd out of space was last logged; undefined when no such outage is under way. An idle
+   * agent retries every few seconds, and logged ETCD_FULL at each (found by a fault hunt: 6 lines
+   * in 20 s); now once per outage, at most once a minute, and its end.
+   */
+  private fullLoggedAt: number | undefined;
 
   constructor(private readonly opts: SyncAgentOptions) {
     if (opts.datacenter !== undefined) checkDatacenter(opts.datacenter);
@@ -140,6 +151,7 @@ export class SyncAgent {
       progress: (p) => this.progress(p),
       afterSwitch: (version, previous, signal) => this.afterSwitch(version, previous, signal),
     });
+    this.installed = new InstalledVersions(this.dir, opts.fetcher);
   }
 
   health(): AgentHealth {
@@ -191,6 +203,8 @@ export class SyncAgent {
       }
       await this.sync(signal);
       this.failures = 0;
+      if (this.fullLoggedAt !== undefined) this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: etcd takes writes again (its space alarm is over)`);
+      this.fullLoggedAt = undefined;
       return this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
     } catch (err) {
       // Another agent's host id: retrying would not change it, and this agent must not report under it.
@@ -265,6 +279,8 @@ export class SyncAgent {
         const pending = this.opts.onSwitch ? await this.dir.pendingHook() : undefined;
         // "switching" while it runs, as after a switch: renewed by the heartbeat, and a rollout
         // does not count the host as switched before its hook ended.
+        // The same name is not always the same version (etcd restored, the name published again).
+        await this.installed.check(await this.opts.registry.getVersion(this.opts.name, target), signal);
         if (pending?.version === target) await this.report({ phase: 'switching', error: null }, true);
         const hookError = pending?.version === target ? await this.afterSwitch(pending.version, pending.previous, signal) : null;
         const damage = await this.guard.check(target, signal);
@@ -313,9 +329,23 @@ export class SyncAgent {
             ? new FanoutError('INVALID_CONFIG', `cannot write in ${this.dir.dir} (--dir): ${(err as Error).message}`, { cause: err })
             : new FanoutError('INTERNAL', (err as Error).message, { cause: err });
     this.failedRounds++;
+    if (this.quietFull(error)) return this.reportFailure(error);
     this.opts.log?.(`sync ${this.opts.name}/${this.opts.channel}: ${error.code}: ${error.message} (current stays ${this.state.current ?? 'none'})`);
+    return this.reportFailure(error);
+  }
+
+  private async reportFailure(error: FanoutError): Promise<FanoutError> {
     await this.report({ phase: 'error', error: `${error.code}: ${error.message}` }, true).catch(() => {});
     return error;
+  }
+
+  /** Whether `error` is etcd out of space already logged less than a minute ago (this outage). */
+  private quietFull(error: FanoutError): boolean {
+    if (error.code !== 'ETCD_FULL') return false;
+    const now = performance.now();
+    if (this.fullLoggedAt !== undefined && now - this.fullLoggedAt < FULL_LOG_EVERY_MS) return true;
+    this.fullLoggedAt = now;
+    return false;
   }
 
   /**
@@ -326,6 +356,8 @@ export class SyncAgent {
    */
   private async bringUp(target: string, signal?: AbortSignal): Promise<boolean> {
     const record = await this.opts.registry.getVersion(this.opts.name, target);
+    // A kept version under a name published again with other files is not switched to (reissue.ts).
+    await this.installed.check(record, signal);
     const kept = (await this.dir.installed()).includes(target) ? await this.dir.manifestOf(target) : undefined;
     // A kept version (a rollback) is switched to as it is only if its files are as verified:
     // identical files are hard links across versions, so a write through current/ (or another

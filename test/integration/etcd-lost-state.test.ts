@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-import { after, afterEach, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
 import { Etcd3 } from 'etcd3';
@@ -10,7 +10,12 @@ import { EtcdMembership, type EtcdMembershipOptions } from '../../src/lib/member
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { ReleaseRegistry, type VersionRecord } from '../../src/release/registry.js';
 import { startCluster, type WorkerProcess } from '../harness/workers.js';
-import { waitFor } from '../harness/ports.js';
+import { freePort, waitFor } from '../harness/ports.js';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fanout, fanoutJson, sha256 } from '../harness/cli.js';
+import { SyncProcess, currentVersion } from '../harness/release.js';
 
 const PREFIX = '/fanout/lost/members/';
 const TTL = 2;
@@ -246,6 +251,102 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
       assert.deepEqual((await registry.listAgents('app')).map((x) => x.phase), ['staging']);
     } finally {
       await registry.close();
+    }
+  });
+});
+
+describe('a sync agent after etcd lost its state or its space (real etcd, worker and CLI)', { timeout: 120_000 }, () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'fanout-lost-sync-'));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test('etcd restored from nothing, v1 published again from another tree: a host on v1 does not switch or delete, fails with RELEASE_EXISTS naming both digests, and shows so in release status; v2 then syncs', async () => {
+    const etcd = await startEtcd();
+    let workers: WorkerProcess[] = [];
+    try {
+      const data = join(root, 'data');
+      const other = join(root, 'other');
+      for (const [src, tree, body] of [[data, 'v1', 'old\n'], [data, 'v1b', 'new\n'], [other, 'v1', 'new\n']] as const) {
+        await mkdir(join(src, 'app', tree), { recursive: true });
+        await writeFile(join(src, 'app', tree, 'a.txt'), body);
+      }
+      workers = await startCluster(1, { etcd: etcd.endpoint, mounts: { data, other } });
+      const common = ['--etcd', etcd.endpoint, '--endpoint', workers[0]!.url];
+      const dir = join(root, 'host');
+      const sync = (...more: string[]) => fanout(['sync', 'app', '--channel', 'prod', '--once', '--dir', dir, '--host', 'h1', ...more, ...common]);
+      await fanoutJson(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${data}`, ...common]);
+      await fanoutJson(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+      assert.equal((await sync()).code, 0);
+      assert.equal(await readFile(join(dir, 'current/a.txt'), 'utf8'), 'old\n');
+      const installedDigest = sha256(await readFile(join(dir, '.manifests/v1.json')));
+
+      await etcd.wipe();
+      // Publish itself: the same mount keeps v1's manifest, so another tree there is refused...
+      const again = await fanout(['release', 'publish', 'app', '/data/app/v1b/', '--version', 'v1', '--mount', `data=${data}`, '--json', ...common]);
+      assert.equal((JSON.parse(again.stdout.toString()) as { error: { code: string } }).error.code, 'RELEASE_EXISTS');
+      // ...but from another mount etcd, which lost v1, takes it.
+      const republished = await fanoutJson<{ manifestSha256: string }>(['release', 'publish', 'app', '/other/app/v1/', '--version', 'v1', '--mount', `other=${other}`, ...common]);
+      await fanoutJson(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+      assert.notEqual(republished.manifestSha256, installedDigest);
+
+      const refused = await sync('--json');
+      assert.notEqual(refused.code, 0, 'before: exit 0, "in sync" on the old tree');
+      const error = (JSON.parse(refused.stdout.toString()) as { error: { code: string; message: string } }).error;
+      assert.equal(error.code, 'RELEASE_EXISTS');
+      assert.ok(error.message.includes(republished.manifestSha256) && error.message.includes(installedDigest) && /new version name/.test(error.message), error.message);
+      assert.equal(await currentVersion(dir), 'v1');
+      assert.equal(await readFile(join(dir, 'current/a.txt'), 'utf8'), 'old\n', 'nothing switched or deleted');
+      const status = await fanoutJson<{ agents: { host: string; phase: string; error: string | null }[] }>(['release', 'status', 'app', ...common]);
+      const h1 = status.agents.find((a) => a.host === 'h1');
+      assert.equal(h1?.phase, 'error');
+      assert.match(h1?.error ?? '', /^RELEASE_EXISTS: /);
+
+      await fanoutJson(['release', 'publish', 'app', '/other/app/v1/', '--version', 'v2', '--mount', `other=${other}`, ...common]);
+      await fanoutJson(['release', 'promote', 'app', 'v2', '--channel', 'prod', ...common]);
+      assert.equal((await sync()).code, 0);
+      assert.equal(await readFile(join(dir, 'current/a.txt'), 'utf8'), 'new\n');
+    } finally {
+      await Promise.all(workers.map((w) => w.destroy().catch(() => undefined)));
+      await etcd.stop();
+    }
+  });
+
+  test('etcd out of space under an idle sync agent: ETCD_FULL is logged once however many rounds fail, and its end once', async () => {
+    const etcd = await startEtcd({ quotaBackendBytes: 1024 * 1024 });
+    let workers: WorkerProcess[] = [];
+    let agent: SyncProcess | undefined;
+    try {
+      const data = join(root, 'full-data');
+      await mkdir(join(data, 'app/v1'), { recursive: true });
+      await writeFile(join(data, 'app/v1/a.txt'), 'v1\n');
+      workers = await startCluster(1, { etcd: etcd.endpoint, mounts: { data } });
+      const common = ['--etcd', etcd.endpoint, '--endpoint', workers[0]!.url];
+      await fanoutJson(['release', 'publish', 'app', '/data/app/v1/', '--version', 'v1', '--mount', `data=${data}`, ...common]);
+      await fanoutJson(['release', 'promote', 'app', 'v1', '--channel', 'prod', ...common]);
+      const dir = join(root, 'full-host');
+      const log = join(root, 'full-agent.log');
+      const port = await freePort();
+      agent = SyncProcess.start(['app', '--channel', 'prod', '--interval', '200ms', '--host', 'h1', '--metrics', `127.0.0.1:${port}`, ...common], dir, log);
+      const failedRounds = async () => {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        return Number(/^fanout_sync_failed_rounds_total\{[^}]*\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      };
+      await waitFor('the agent on v1', async () => (await currentVersion(dir)) === 'v1', 30_000);
+      assert.match(await fillEtcd(etcd.endpoint), /database space exceeded/);
+      await waitFor('6 rounds refused by etcd', async () => (await failedRounds()) >= 6, 60_000);
+      const fullLines = async () => (await readFile(log, 'utf8')).split('\n').filter((l) => l.includes('ETCD_FULL'));
+      assert.equal((await fullLines()).length, 1, `before: one line per round:\n${(await fullLines()).join('\n')}`);
+      await freeEtcd(etcd.endpoint);
+      await waitFor('the end of the outage logged', async () => (await readFile(log, 'utf8')).includes('etcd takes writes again'), 30_000);
+      assert.equal((await fullLines()).length, 1);
+    } finally {
+      await agent?.kill();
+      await Promise.all(workers.map((w) => w.destroy().catch(() => undefined)));
+      await etcd.stop();
     }
   });
 });
