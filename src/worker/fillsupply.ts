@@ -4,6 +4,7 @@ import { FanoutError } from '../core/errors.js';
 import type { PageFetcher, PageReporter } from '../lib/cluster/index.js';
 import { ByteBudget, type PageFill } from '../lib/transfer/index.js';
 import { releaseSourceChunk, type Ufs } from '../lib/ufs/index.js';
+import { containerShare } from '../lib/memory/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { TrafficClass } from '../lib/lines/index.js';
 import type { Logger } from 'pino';
@@ -289,9 +290,12 @@ export function fillSlots(pageSize: number): number {
   return Math.max(2, Math.floor(FILL_MEMORY / pageSize));
 }
 
-/** Memory for the page buffers of fills in flight (what the source or a peer is writing into). */
-const FILL_MEMORY = 96 * 1024 * 1024;
-/** Memory for the page buffers of relays in flight (pages this worker passes on from their owner). */
-const RELAY_MEMORY = 64 * 1024 * 1024;
+/**
+ * Memory for the page buffers of fills in flight (what the source or a peer is writing into); in a
+ * container, at most an eighth of its limit (lib/memory/container.ts), but always 2 pages.
+ */
+const FILL_MEMORY = containerShare(96 * 1024 * 1024);
+/** Memory for the page buffers of relays in flight (pages this worker passes on from their owner); likewise. */
+const RELAY_MEMORY = containerShare(64 * 1024 * 1024);
 /** Small fills one whole page's share of fillsPerMount may carry (see mountFills). */
 const SMALL_FILLS_PER_PAGE = 8;

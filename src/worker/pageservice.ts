@@ -26,6 +26,7 @@ import { tellFilling } from './fillingnotice.js';
 export { PAGE_HOLD_MS } from './pagesend.js';
 import type { SourceBudget } from './sourcebudget.js';
 import type { TrafficClass } from '../lib/lines/index.js';
+import { containerShare } from '../lib/memory/index.js';
 
 export interface PageServiceDeps {
   store: PageStore;
@@ -105,7 +106,8 @@ export class PageService {
 
   constructor(private readonly deps: PageServiceDeps) {
     const slots = fillSlots(deps.pageSize);
-    this.responseSlots = new Semaphore(Math.max(2, Math.floor(deps.limits.responseMemory / deps.pageSize)));
+    // In a container, responses lend at most an eighth of its limit (lib/memory/container.ts).
+    this.responseSlots = new Semaphore(Math.max(2, Math.floor(containerShare(deps.limits.responseMemory) / deps.pageSize)));
     this.batchSlots = new Semaphore(Math.floor(this.responseSlots.size / 2));
     // Keeps a free buffer for every fill slot (at most the fill memory, 96 MiB): with 4, a cold
     // burst of 8 fills per mount allocated fresh 4 MiB buffers (faulting in page by page) and

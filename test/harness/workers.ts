@@ -26,6 +26,8 @@ export class WorkerProcess {
   private nofile: number | undefined;
   /** Variables added to the process's environment (e.g. LD_PRELOAD of libfaketime). */
   private env: NodeJS.ProcessEnv | undefined;
+  /** A cgroup v1 memory group directory the process starts in (its memory limit). */
+  private cgroup: string | undefined;
 
   private constructor(
     readonly id: string,
@@ -48,7 +50,7 @@ export class WorkerProcess {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
-  static async start(config: WorkerConfigInput & { id: string }, port?: number, limits?: { nofile?: number; env?: NodeJS.ProcessEnv }): Promise<WorkerProcess> {
+  static async start(config: WorkerConfigInput & { id: string }, port?: number, limits?: { nofile?: number; env?: NodeJS.ProcessEnv; cgroup?: string }): Promise<WorkerProcess> {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
     // With tls, the worker serves https and the harness trusts the worker's own tls.ca.
@@ -59,6 +61,7 @@ export class WorkerProcess {
     const worker = new WorkerProcess(config.id, url, dir, configFile);
     worker.nofile = limits?.nofile;
     worker.env = limits?.env;
+    worker.cgroup = limits?.cgroup;
     if (config.tls?.ca) worker.dispatcher = new Agent({ connect: { ca: readFileSync(config.tls.ca) } });
     await worker.launch();
     return worker;
@@ -69,10 +72,14 @@ export class WorkerProcess {
     const args = [fanoutBin, 'worker', '--config', this.configFile];
     const env = this.env && { ...process.env, ...this.env };
     // prlimit execs node: the pid stays the worker's.
+    // A cgroup: the shell joins it and execs node, so the worker starts inside it (libuv reads
+    // its memory limit at start) and keeps the pid.
     const proc =
-      this.nofile === undefined
-        ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
-        : spawn('prlimit', [`--nofile=${this.nofile}:${this.nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+      this.cgroup !== undefined
+        ? spawn('sh', ['-c', `echo $$ > '${this.cgroup}/cgroup.procs' && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+        : this.nofile === undefined
+          ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
+          : spawn('prlimit', [`--nofile=${this.nofile}:${this.nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);
     this.proc = proc;

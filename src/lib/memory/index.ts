@@ -41,3 +41,5 @@ export function slabBuffer(bytes: number): Buffer {
 export function memoryPath(): MemoryPath {
   return load() ? 'huge' : 'js';
 }
+
+export { containerMemory, containerShare } from './container.js';
