@@ -16,7 +16,7 @@ import type { ClusterInfo, ClusterSession } from './session.js';
 import type { BatchPageReader } from './batchreader.js';
 import { sharedSession } from './sessions.js';
 import { FollowedPageSize, followingPages } from './pagesize.js';
-import { readAhead } from './readahead.js';
+import { readAhead, readDemand } from './readahead.js';
 
 export type { ClusterInfo } from './session.js';
 
@@ -536,6 +536,7 @@ export class FanoutClient {
       hedge: this.options.hedge ?? (this.options.hedgeDelayMs !== undefined ? parseHedge(this.options.hedgeDelayMs) : 'auto'),
       sourceFallback: this.options.sourceFallback ? this.readFromSource : undefined,
       ahead: readAhead,
+      demand: readDemand,
     });
   }
 

@@ -7,6 +7,7 @@ import type { PageFetcher, PageRequestOptions } from './pagefetcher.js';
 import { ClusterReader } from './reader.js';
 import { ManualClock } from '../../core/clock.js';
 import { pageKey } from '../../lib/pagekey/index.js';
+import { ByteBudget } from '../transfer/index.js';
 
 const PAGE = 16;
 const members: Member[] = ['a', 'b', 'c', 'd'].map((id) => ({ id, url: `http://${id}`, capacity: 1 }));
@@ -396,4 +397,58 @@ test('a refusal of the page size costs no attempt: a member of the reader\'s siz
   const other = new ClusterReader({ placement: () => ring, fetcher: down.fetcher, pageSize: PAGE, hedge: 'off' });
   await assert.rejects(other.fetchPage(refOf(0)), (e: FanoutError) => e.code === 'WORKER_UNAVAILABLE');
   assert.equal(down.calls.length, 3);
+});
+
+test('reads at once fetch the pages they wait for within the shared demand room, not one page each', async () => {
+  const fake = fakeFetcher();
+  const demand = new ByteBudget(4 * PAGE);
+  const ahead = new ByteBudget(PAGE);
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fake.fetcher, pageSize: PAGE, concurrency: 3, ahead, demand, hedge: 'off' });
+  // Whole pages only, so that the room's bytes are a count of pages.
+  const whole: FileInfo = { ...file, size: PAGE * 10 };
+  const readWhole = async () => {
+    const parts: Buffer[] = [];
+    for await (const chunk of reader.chunks('m', whole, 0, whole.size)) parts.push(chunk);
+    return Buffer.concat(parts);
+  };
+  const reads = await Promise.all(Array.from({ length: 40 }, readWhole));
+  for (const bytes of reads) assert.deepEqual(bytes, content.subarray(0, whole.size));
+  // Before: 40 (each read's first page needed no room) or more.
+  assert.ok(fake.maxInflight() <= 4 + 1, `${fake.maxInflight()} page fetches in flight`);
+  assert.equal(demand.inUse, 0);
+  assert.equal(ahead.inUse, 0);
+});
+
+test('the demand room never waits on a consumer: streams read one after the other, zipped in lockstep, or one held half-read', async () => {
+  // One page of demand room and two of read-ahead: every stream started, then left unread,
+  // while the program reads the others.
+  const demand = new ByteBudget(PAGE);
+  const ahead = new ByteBudget(2 * PAGE);
+  const reader = new ClusterReader({ placement: () => ring, fetcher: fakeFetcher().fetcher, pageSize: PAGE, concurrency: 3, ahead, demand });
+  const open = () => reader.chunks('m', file, 0, file.size)[Symbol.asyncIterator]();
+  const rest = async (it: AsyncIterator<Buffer>, parts: Buffer[] = []) => {
+    for (let r = await it.next(); !r.done; r = await it.next()) parts.push(r.value);
+    return Buffer.concat(parts);
+  };
+  // Ten streams, each given its first chunk (so each has fetched ahead and holds room), then read one after the other.
+  const streams = Array.from({ length: 10 }, open);
+  const firsts = await Promise.all(streams.map((it) => it.next()));
+  for (const [i, it] of streams.entries()) assert.deepEqual(await rest(it, [firsts[i]!.value as Buffer]), content);
+  // Two streams zipped chunk by chunk, a third held half-read meanwhile.
+  const held = open();
+  const heldParts: Buffer[] = [];
+  for (let i = 0; i < 8; i++) heldParts.push((await held.next()).value as Buffer);
+  const [a, b] = [open(), open()];
+  const [pa, pb]: Buffer[][] = [[], []];
+  for (;;) {
+    const [ra, rb] = [await a.next(), await b.next()];
+    if (ra.done || rb.done) break;
+    pa.push(ra.value);
+    pb.push(rb.value);
+  }
+  assert.deepEqual(Buffer.concat(pa), content);
+  assert.deepEqual(Buffer.concat(pb), content);
+  assert.deepEqual(await rest(held, heldParts), content);
+  assert.equal(demand.inUse, 0);
+  assert.equal(ahead.inUse, 0);
 });

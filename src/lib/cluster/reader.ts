@@ -66,6 +66,15 @@ export interface ClusterReaderOptions {
    * another. Without it each read fetches its whole window ahead.
    */
   ahead?: ByteBudget;
+  /**
+   * Bytes of the pages reads wait for (the next page of each read, when none was fetched ahead),
+   * held only while the page is fetched: given back when its fetch ends, before it is handed on.
+   * A read waits for it (FIFO, holding nothing), so N reads at once fetch at most this many bytes
+   * of such pages, not N pages. No wait can be on a consumer: the room is held by fetches in
+   * flight, which end by themselves (their answer, a failure, or their deadlines), never by pages
+   * a program has not read yet; those hold `ahead` room, which no read waits for.
+   */
+  demand?: ByteBudget;
 }
 
 /** The worker failed: try another and keep this one last for a while. */
@@ -129,6 +138,23 @@ export class ClusterReader {
       page.catch(() => {}); // observed when its turn comes; avoid unhandled rejections meanwhile
       window.push({ page, release });
     };
+    // The page the consumer waits for, with none fetched ahead: it waits for room in `demand`,
+    // which its fetch gives back when it ends (once per read, and per page only when the process
+    // has no read-ahead room left).
+    const launchAwaited = () => {
+      const { demand } = this.options;
+      if (!demand) return launch();
+      const index = next++;
+      const span = pageSpan(index, file.size, pageSize);
+      const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index };
+      const page = demand.acquire(span.end - span.start, controller.signal).then((done) => {
+        const fetched = this.fetchPage(ref, controller.signal);
+        fetched.then(done, done);
+        return fetched;
+      });
+      page.catch(() => {}); // observed when its turn comes
+      window.push({ page, release: undefined });
+    };
     // Pages past the one awaited, while the window and the shared room allow.
     const launchAhead = () => {
       const { ahead } = this.options;
@@ -144,10 +170,10 @@ export class ClusterReader {
     };
     try {
       // The first page is the one the consumer asks for now: it needs no room.
-      if (next <= last) launch();
+      if (next <= last) launchAwaited();
       launchAhead();
       for (let index = first; index <= last; index++) {
-        if (window.length === 0) launch(); // none fetched ahead (no room): the consumer waits for this one
+        if (window.length === 0) launchAwaited(); // none fetched ahead (no room): the consumer waits for this one
         const entry = window[0]!;
         const page = await entry.page;
         window.shift();
