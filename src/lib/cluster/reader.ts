@@ -62,8 +62,8 @@ export interface ClusterReaderOptions {
    * Bytes of pages fetched ahead of what the reads' consumers asked for, shared by every reader
    * that is given it (the SDK's, process-wide: client/readahead.ts). Each page past the one a read
    * waits for takes room (never waited for: a read short of room fetches less ahead) until it is
-   * handed on or the read ends; the page a read waits for needs none, so no read can wait on
-   * another. Without it each read fetches its whole window ahead.
+   * handed on or the read ends; the page a read waits for needs none of it (it has `demand`), so
+   * no read can wait on another's consumer. Without it each read fetches its whole window ahead.
    */
   ahead?: ByteBudget;
   /**
