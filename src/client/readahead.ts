@@ -7,7 +7,8 @@ import { ByteBudget } from '../lib/transfer/bytebudget.js';
  * lib/cluster/reader.ts). Before, each read fetched its whole window ahead (6–8 pages), so
  * memory grew with the reads a program started: 1,000 reads of a 32 MiB file at once (1 MiB
  * pages, 3 workers) peaked at 3,065 MiB RSS, and with the default 4 MiB pages would have taken
- * four times that (found by a fault hunt). 256 MiB, as the FUSE mount's readers (mount/reader.ts): a single read's window of 8 pages of 4 MiB is 32 MiB.
+ * four times that (found by a fault hunt). 256 MiB, as the FUSE mount's readers (mount/reader.ts):
+ * a single read's window of 8 pages of 4 MiB is 32 MiB.
  */
 export const READ_AHEAD_BYTES = 256 * 1024 * 1024;
 

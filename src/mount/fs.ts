@@ -18,6 +18,7 @@ import { untilAborted } from './abort.js';
 import { ReadRoom } from './readroom.js';
 import { PageSizeFollower } from './pagesize.js';
 import { ByteBudget } from '../lib/transfer/index.js';
+import { containerShare } from '../lib/memory/container.js';
 
 const { errno } = os;
 const DIR_MODE = constants.S_IFDIR | 0o555;
@@ -149,7 +150,13 @@ export class FanoutFs {
     // An mtime shown to users, so wall time.
     this.startedAt = (options.clock ?? wallClock).now();
     this.pages = new MountPages(client.pageReader(pageSize), pageSize, options.cacheBytes ?? CACHE_BYTES);
-    this.allowances = { starts: new ByteBudget(START_BYTES), ahead: new ByteBudget(options.aheadBytes ?? AHEAD_BYTES), reads: new ReadRoom(options.readBytes ?? READ_BYTES) };
+    // In a container each takes at most an eighth of its memory limit (lib/memory/container.ts):
+    // at their fixed sizes, 64 readers took a mount in a 256 MiB cgroup to its OOM kill.
+    this.allowances = {
+      starts: new ByteBudget(containerShare(START_BYTES)),
+      ahead: new ByteBudget(containerShare(options.aheadBytes ?? AHEAD_BYTES)),
+      reads: new ReadRoom(containerShare(options.readBytes ?? READ_BYTES)),
+    };
     this.held = new HeldFiles(addon, this.pages, this.inodes, this.meta, {
       attrTimeoutS: this.ttlSeconds,
       maxFileBytes: HELD_FILE_MAX,

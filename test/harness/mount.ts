@@ -28,6 +28,17 @@ export class MountProcess {
       nofile === undefined
         ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
         : spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return MountProcess.started(mountpoint, proc);
+  }
+
+  /** A mount started inside a cgroup (v1 memory group directory: its memory limit), as in a container; the pid stays the mount's. */
+  static async startInCgroup(cgroup: string, mountpoint: string, endpoint: string, ...flags: string[]): Promise<MountProcess> {
+    const args = [fanoutBin, 'mount', mountpoint, '--endpoint', endpoint, ...flags];
+    const proc = spawn('sh', ['-c', `echo $$ > '${cgroup}/cgroup.procs' && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return MountProcess.started(mountpoint, proc);
+  }
+
+  private static async started(mountpoint: string, proc: ChildProcess): Promise<MountProcess> {
     const mount = new MountProcess(mountpoint, proc);
     try {
       await waitFor(
@@ -45,6 +56,11 @@ export class MountProcess {
       throw err;
     }
     return mount;
+  }
+
+  /** False once the process has exited. */
+  get running(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
   get pid(): number {
