@@ -1,5 +1,6 @@
 // The module itself, not lib/transfer's index: `fanout cat` pays for every module it loads.
 import { ByteBudget } from '../lib/transfer/bytebudget.js';
+import { containerShare } from '../lib/memory/container.js';
 
 /**
  * Bytes of pages the SDK's reads fetch ahead of their consumers, all clients of the process
@@ -12,7 +13,8 @@ import { ByteBudget } from '../lib/transfer/bytebudget.js';
  */
 export const READ_AHEAD_BYTES = 256 * 1024 * 1024;
 
-export const readAhead = new ByteBudget(READ_AHEAD_BYTES);
+/** In a container, at most an eighth of its memory limit (lib/memory/container.ts), as the worker's and the mount's budgets. */
+export const readAhead = new ByteBudget(containerShare(READ_AHEAD_BYTES));
 
 /**
  * Bytes of the pages the SDK's reads wait for while they are fetched, all clients of the process
@@ -24,4 +26,4 @@ export const readAhead = new ByteBudget(READ_AHEAD_BYTES);
  */
 export const READ_DEMAND_BYTES = 256 * 1024 * 1024;
 
-export const readDemand = new ByteBudget(READ_DEMAND_BYTES);
+export const readDemand = new ByteBudget(containerShare(READ_DEMAND_BYTES));
