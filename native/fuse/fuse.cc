@@ -905,9 +905,15 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (fuse_session_mount(session->se, mountpoint.c_str()) != 0) {
+    // errno as libfuse's failed open (of /dev/fuse, or the socket pair for fusermount3) left it:
+    // EMFILE/ENFILE is the process out of descriptors, which the caller names as such (with the
+    // limit) instead of a bug. Before, every failure here was one message, INTERNAL to the CLI.
+    int cause = errno;
     fuse_session_destroy(session->se);
     delete session;
-    Napi::Error::New(env, "cannot mount at " + mountpoint + " (libfuse printed why)").ThrowAsJavaScriptException();
+    Napi::Error error = Napi::Error::New(env, "cannot mount at " + mountpoint + " (libfuse printed why)");
+    if (cause == EMFILE || cause == ENFILE) error.Set("code", Napi::String::New(env, cause == EMFILE ? "EMFILE" : "ENFILE"));
+    error.ThrowAsJavaScriptException();
     return env.Undefined();
   }
   if (session->init.wantMaxPages > 0 || session->init.wantDirectIoMmap) {

@@ -124,22 +124,32 @@ export function errorFromJSON(body: unknown, fallbackStatus: number): FanoutErro
   return new FanoutError('WORKER_UNAVAILABLE', obj.error?.message ?? `answered HTTP ${fallbackStatus} without a fanout error code (not a fanout worker, or a proxy in between)`);
 }
 
+/** How an out-of-descriptors error names its process, its limit and what comes next. */
+export interface DescriptorShortageWording {
+  /** The process at its limit: "this worker" unless told. */
+  who?: string;
+  /** Its open-file limit, where the caller read it beforehand (reading it needs a descriptor). */
+  limit?: number;
+  /** What happens now: "retry shortly" unless told. */
+  then?: string;
+}
+
 /**
  * EMFILE or ENFILE: the process (or the whole system) has no file descriptor left. That is the
- * worker at a limit, not its source or its store failing: OVERLOADED (503, Retry-After), which a
+ * process at a limit, not its source or its store failing: OVERLOADED (503, Retry-After), which a
  * reader takes to another worker and an S3 client retries (SlowDown). Before, a source open that
  * met it was SOURCE_ERROR "/data/f4.bin: EMFILE" (502, which a reader passes to its caller as the
  * source's fault), and a page file's open INTERNAL (500) with a stack in the log.
  */
-export function outOfDescriptors(err: unknown, what: string, who = 'this worker'): FanoutError | undefined {
+export function outOfDescriptors(err: unknown, what: string, wording: DescriptorShortageWording = {}): FanoutError | undefined {
   const code = descriptorShortage(err);
-  if (code === 'EMFILE') {
-    return new FanoutError('OVERLOADED', `${what}: ${who} has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is reached); retry shortly`, { cause: err });
-  }
-  if (code === 'ENFILE') {
-    return new FanoutError('OVERLOADED', `${what}: the host has no file descriptor left (ENFILE: the system's open-file table is full); retry shortly`, { cause: err });
-  }
-  return undefined;
+  if (code === undefined) return undefined;
+  const { who = 'this worker', limit, then = 'retry shortly' } = wording;
+  const why =
+    code === 'EMFILE'
+      ? `${who} has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is ${limit ?? 'reached'})`
+      : "the host has no file descriptor left (ENFILE: the system's open-file table is full)";
+  return new FanoutError('OVERLOADED', `${what ? `${what}: ` : ''}${why}; ${then}`, { cause: err });
 }
 
 /**

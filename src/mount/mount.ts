@@ -3,7 +3,7 @@ import { readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { FanoutClient } from '../client/index.js';
 import { monotonicClock } from '../core/clock.js';
-import { FanoutError } from '../core/errors.js';
+import { FanoutError, descriptorShortage, outOfDescriptors } from '../core/errors.js';
 import { mountFdLimitShortfall, openFileLimit } from '../lib/fdlimit/index.js';
 import { BufferReclaimer } from '../lib/memory/reclaim.js';
 import { FanoutFs, type MountLog } from './fs.js';
@@ -58,13 +58,16 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
   );
   if (!st.isDirectory()) throw new FanoutError('INVALID_ARGUMENT', `mountpoint ${target} is not a directory`);
 
+  // Read now, while a descriptor is free to read it with: a mount started under a limit too low
+  // to open /dev/fuse (or its first connection) names it in the error it exits with.
+  const limit = openFileLimit();
   // The mount keeps its own pages (pages.ts), not the client's shared page cache.
   const client = new FanoutClient({ endpoint: options.endpoint, ca: options.ca, pageCacheBytes: 0, hedge: options.hedge });
   let session;
   let fs: FanoutFs;
   try {
     const { pageSize, members } = await client.cluster(); // fail here, not on the first read, if the cluster is unreachable
-    const fds = mountFdLimitShortfall(openFileLimit(), options.threads, members.length);
+    const fds = mountFdLimitShortfall(limit, options.threads, members.length);
     if (fds) {
       log.warn(
         fds,
@@ -90,7 +93,13 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
     fs.attach(session);
   } catch (err) {
     await client.close();
-    throw err;
+    // Before, a mount under `prlimit --nofile=20` exited "INTERNAL: cannot mount" (libfuse's open of
+    // /dev/fuse met EMFILE), the code of a fanout bug, naming no limit.
+    throw outOfDescriptors(err, `cannot mount at ${target}`, {
+      who: 'this mount process',
+      limit,
+      then: descriptorShortage(err) === 'ENFILE' ? 'mount again once the host has descriptors free (fs.file-max)' : 'raise it (ulimit -n, or LimitNOFILE in its systemd unit) and mount again',
+    }) ?? err;
   }
   await raiseKernelReadahead(target, options.kernelReadahead, log);
   await logReadPath(addon, session, fs, log);

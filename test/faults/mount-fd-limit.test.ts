@@ -1,12 +1,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { forceUnmount, MountProcess, sh } from '../harness/mount.js';
-import { WorkerProcess } from '../harness/workers.js';
+import { fanoutBin, WorkerProcess } from '../harness/workers.js';
 import { hasPrlimit, lowestFreeFd, setSoftNofile } from '../harness/fds.js';
 
 /**
@@ -115,6 +116,27 @@ describe('fanout mount out of file descriptors', { skip: !hasPrlimit() && 'needs
       assert.ok(read.stdout.equals(files[3]!));
     } finally {
       await mount.signal('SIGTERM');
+      await forceUnmount(mnt);
+    }
+  });
+  test('started under a limit too low to open /dev/fuse, the mount exits OVERLOADED naming its limit and how to raise it', async () => {
+    // 20: past Node's start and the cluster request, short of the open of /dev/fuse (at 21 it mounts).
+    // Were it to mount, the timeout ends it and the test fails on its exit code.
+    const run = await new Promise<{ code: number | string | null; stderr: string }>((resolve) =>
+      execFile('prlimit', ['--nofile=20:20', '--', process.execPath, fanoutBin, 'mount', mnt, '--endpoint', worker.url], { timeout: 60_000 }, (err, _stdout, stderr) =>
+        resolve({ code: (err as { code?: number | string } | null)?.code ?? 0, stderr }),
+      ),
+    );
+    try {
+      // Before: "fanout: INTERNAL: cannot mount at … (libfuse printed why)", the code of a fanout bug.
+      assert.equal(run.code, 1, run.stderr);
+      assert.doesNotMatch(run.stderr, /INTERNAL/);
+      assert.match(
+        run.stderr,
+        /fanout: OVERLOADED: cannot mount at \S+: this mount process has no file descriptor left \(EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is 20\); raise it \(ulimit -n, or LimitNOFILE in its systemd unit\) and mount again/,
+        run.stderr,
+      );
+    } finally {
       await forceUnmount(mnt);
     }
   });

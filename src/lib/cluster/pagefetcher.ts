@@ -216,7 +216,7 @@ export class PageFetcher {
     // source itself (a second source read, failing the same way), and a reader marked it failed.
     // (The fetcher also runs in SDK clients, the mount and the CLI: "this process".)
     const what = `no connection to worker ${member.id} (${member.url})`;
-    const ours = outOfDescriptors(err, what, 'this process');
+    const ours = outOfDescriptors(err, what, { who: 'this process' });
     if (ours) return ours;
     const timeout = describeTimeout(code, this.timeouts);
     const why = timeout ?? `failed: ${(err as Error)?.message}${certificateHint(err)}`;
