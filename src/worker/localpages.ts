@@ -5,6 +5,7 @@ import { FanoutError } from '../core/errors.js';
 import { PageFetcher, type PageFetcherOptions, type PageRequestOptions } from '../lib/cluster/index.js';
 import type { WorkerMetrics } from '../lib/metrics/index.js';
 import type { PageStore, VerifiedPage } from '../lib/pagestore/index.js';
+import { MAX_INTERIM_WAIT_MS } from '../lib/leanhttp/index.js';
 import { toFanoutError } from './http.js';
 import type { PageService } from './pageservice.js';
 
@@ -99,7 +100,7 @@ export class LocalFirstFetcher extends PageFetcher {
     options.onProgress?.('filling');
     let page: VerifiedPage;
     try {
-      page = await local.pages.wholePage(ref, false, options.preload ? 'preload' : 'read', options.signal ?? NEVER);
+      page = await local.pages.wholePage(ref, false, options.preload ? 'preload' : 'read', options.signal ?? NEVER, this.timeouts.fillingMs ?? MAX_INTERIM_WAIT_MS);
     } catch (err) {
       throw this.asAnswered(member, err, options.signal);
     }

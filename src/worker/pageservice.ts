@@ -20,6 +20,7 @@ import { sendPath } from '../lib/sendfile/index.js';
 import { chunkedByDefault, sendStored, sendStoredByKernel, sendWholeFill, streamFill, type PageSendDeps } from './pagesend.js';
 import { SMALL_IDLE_BYTES, SMALL_WHOLE_READ } from './smallfill.js';
 import { FillSupply, fillSlots, type FillClass } from './fillsupply.js';
+import { FirstByteWait } from './fillwait.js';
 import { commitFill } from './fillcommit.js';
 import { tellFilling } from './fillingnotice.js';
 
@@ -199,8 +200,10 @@ export class PageService {
    * A whole page in memory, for a batch answer (batchpages.ts): the stored copy (verified as it
    * is read) or the single-flight fill that /v1/page readers of the same page join, under the
    * same fill limits. The caller calls release() once it has written the bytes out.
+   * `firstByteMs`: how long a cold page may wait for its fill's first byte (the worker's own
+   * reads, worker/localpages.ts: what timeouts.peerFilling bounds for a request to a worker).
    */
-  async wholePage(ref: PageRef, direct: boolean, cls: TrafficClass, signal: AbortSignal): Promise<VerifiedPage> {
+  async wholePage(ref: PageRef, direct: boolean, cls: TrafficClass, signal: AbortSignal, firstByteMs?: number): Promise<VerifiedPage> {
     const { pageSize, store, metrics } = this.deps;
     const { start, end } = pageSpan(ref.index, ref.size, pageSize);
     const key = pageKey(ref, pageSize);
@@ -216,12 +219,15 @@ export class PageService {
     const fill = this.joinFill(key, ref, start, end - start, direct, cls);
     fill.enter();
     fill.hold();
+    // Only a fill with no byte yet: one that brings bytes is bounded by the source's own deadlines.
+    const wait = firstByteMs !== undefined && fill.received === 0 && !fill.done && !fill.error ? new FirstByteWait(signal, firstByteMs, this.deps.clock) : undefined;
     try {
-      for await (const _ of fill.chunks(signal));
+      for await (const _ of fill.chunks(wait?.signal ?? signal)) wait?.arrived();
     } catch (err) {
       fill.release();
-      throw err;
+      throw wait?.expired ? wait.error(this.deps.selfId, `page ${ref.index} of /${ref.mount}/${ref.path}`) : err;
     } finally {
+      wait?.end();
       fill.leave();
     }
     metrics.bytesServed.inc(fill.length);

@@ -184,6 +184,11 @@ export class Origin {
     return readFile(join(this.dir, strip(path)));
   }
 
+  /** Cuts every connection (and so every hung answer), serving on. */
+  cutConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
   async close(): Promise<void> {
     for (const t of this.timers) clearTimeout(t);
     for (const s of this.sockets) s.destroy();
