@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { errorFromJSON, FanoutError } from './errors.js';
+import { errorFromJSON, FanoutError, outOfDescriptors } from './errors.js';
 import { decodeUrlPath, parseFanoutPath } from './paths.js';
 import { MiB, pageCount, pageSlice, pageSpan, pagesForRange, parseSize } from './pages.js';
 
@@ -71,4 +71,17 @@ test('an error answer keeps the worker\'s code; one without a fanout code is an 
     assert.match(err.message, new RegExp(`HTTP ${status}`));
   }
   assert.equal(errorFromJSON({ error: { code: 'NO_SUCH_CODE', message: 'x' } }, 404).code, 'WORKER_UNAVAILABLE');
+});
+
+test('out of descriptors is one message for every process: who, its limit when known, and what comes next', () => {
+  const emfile = Object.assign(new Error('EMFILE: too many open files, scandir /srv/app'), { code: 'EMFILE' });
+  const enfile = Object.assign(new Error('ENFILE: file table overflow'), { code: 'ENFILE' });
+  assert.equal(outOfDescriptors(new Error('other'), 'x'), undefined);
+  const worker = outOfDescriptors(new Error('fetch failed', { cause: emfile }), 'page store open')!;
+  assert.equal(worker.code, 'OVERLOADED');
+  assert.equal(worker.message, 'page store open: this worker has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is reached); retry shortly');
+  const agent = outOfDescriptors(emfile, '', { who: 'this sync agent', limit: 40, then: `the round is tried again (${emfile.message})` })!;
+  assert.equal(agent.message, 'this sync agent has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE, is 40); the round is tried again (EMFILE: too many open files, scandir /srv/app)');
+  const host = outOfDescriptors(enfile, '', { who: 'this sync agent', limit: 40, then: 'the round is tried again' })!;
+  assert.equal(host.message, "the host has no file descriptor left (ENFILE: the system's open-file table is full); the round is tried again");
 });

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { FanoutError, descriptorShortage } from '../core/errors.js';
+import { FanoutError, descriptorShortage, outOfDescriptors } from '../core/errors.js';
 import { currentOpenFileLimit } from '../lib/fdlimit/index.js';
 import { TokenBucket } from '../lib/ratelimit/index.js';
 import { isDiskFull, isNotWritable } from '../lib/statefile/index.js';
@@ -299,28 +299,17 @@ export class SyncAgent {
     return this.state.current;
   }
 
-  /**
-   * A round that met EMFILE/ENFILE, wherever (a staged file's open, a scan of --dir, a connection):
-   * the agent at its open-file limit, OVERLOADED, tried again next round. Before, it was INTERNAL
-   * "EMFILE: too many open files, scandir …", as if fanout had a bug, and named no limit.
-   */
-  private outOfDescriptors(code: 'EMFILE' | 'ENFILE', err: unknown): FanoutError {
-    if (code === 'ENFILE') {
-      return new FanoutError('OVERLOADED', `the host has no file descriptor left (ENFILE: the system's open-file table is full); the round is tried again (${(err as Error).message})`, { cause: err });
-    }
-    const limit = currentOpenFileLimit();
-    return new FanoutError(
-      'OVERLOADED',
-      `this sync agent has no file descriptor left (EMFILE: its open-file limit, ulimit -n or LimitNOFILE${limit === undefined ? ', is reached' : `, is ${limit}`}); the round is tried again (${(err as Error).message})`,
-      { cause: err },
-    );
-  }
-
   /** Logs and reports a failed round; returns the error as a FanoutError. */
   private async failed(err: unknown): Promise<FanoutError> {
-    const shortage = descriptorShortage(err);
+    // A round that met EMFILE/ENFILE, wherever (a staged file's open, a scan of --dir, a
+    // connection): the agent at its open-file limit, OVERLOADED, tried again next round. Before,
+    // it was INTERNAL "EMFILE: too many open files, scandir …", as if fanout had a bug, and named
+    // no limit. The wording is every fanout process's (outOfDescriptors), with the agent's next step.
+    const shortage = descriptorShortage(err)
+      ? outOfDescriptors(err, '', { who: 'this sync agent', limit: currentOpenFileLimit(), then: `the round is tried again (${(err as Error).message})` })
+      : undefined;
     const error = shortage
-      ? this.outOfDescriptors(shortage, err)
+      ? shortage
       : err instanceof FanoutError
         ? err
         : isDiskFull(err)
