@@ -76,9 +76,13 @@ describe('a store of small pages, on disk', () => {
     assert.ok(s);
     const block = blockSizeOf(worker.dataDir);
     console.log(`# ${files.length} page files take ${allocated} bytes on disk (block ${block}); store: used ${s.used}, page bytes ${s.pageBytes}, capacity ${s.capacity}`);
-    assert.ok(allocated <= s.configuredCapacity, `${allocated} bytes of page files on disk in a capacity of ${s.configuredCapacity}`);
+    // The store's directories too (pages/, tmp/ and a shard per key prefix met, up to 256: 1 MiB
+    // of a 2 MiB store on ext4), as du counts them.
+    const du = Number(execFileSync('du', ['-s', '-B1', join(worker.dataDir, 'pages')]).toString().split(/\s/)[0]) + Number(execFileSync('du', ['-s', '-B1', join(worker.dataDir, 'tmp')]).toString().split(/\s/)[0]);
+    assert.ok(du <= s.configuredCapacity, `${du} bytes of the store on disk (${allocated} of page files) in a capacity of ${s.configuredCapacity}`);
     assert.equal(s.pages, files.length);
-    assert.equal(s.used, files.length * block, 'each page counts as the whole block it takes');
+    assert.equal(allocated, files.length * block, 'each page takes one block');
+    assert.equal(s.used, du, 'the store counts what du counts: its page files in whole blocks, and its directories');
     assert.equal(s.pageBytes, files.length * 200, "and the pages' bytes are shown beside");
     assert.ok(s.used <= s.capacity);
   });
@@ -87,16 +91,21 @@ describe('a store of small pages, on disk', () => {
 describe('a worker restarted on its data directory', () => {
   let source: string;
   let worker: WorkerProcess;
-  // One page of exactly one block each (so a store counting bytes and one counting blocks evict alike).
-  const size = 4096;
+  // One page of exactly 16 blocks each (so a store counting bytes and one counting blocks evict
+  // alike), large beside the shard directories the store counts too (a block each, one per key
+  // prefix met: 3 to 258 blocks, as the keys fall), so that which pages are evicted does not
+  // depend on how many there are.
+  const size = 16 * 4096;
   const content = (group: string, i: number) => Buffer.alloc(size, `${group}${String(i).padStart(4, '0')}|`);
   const names = (group: string, n: number) => Array.from({ length: n }, (_, i) => `${group}${i}.bin`);
 
   before(async () => {
     source = await mkdtemp(join(tmpdir(), 'fanout-lastread-src-'));
     for (const group of ['a', 'b', 'c']) for (let i = 0; i < 100; i++) await writeFile(join(source, `${group}${i}.bin`), content(group, i));
-    // 256 pages of 4 KiB; eviction from 95 % (243 pages) down to 85 % (217).
-    worker = await WorkerProcess.start({ id: 'lastread', mounts: { data: source }, capacity: '1MiB' });
+    // 4200 blocks of 4 KiB; eviction from 95 % (3990 blocks) down to 85 % (3570). 200 pages
+    // and their shards (3200 + at most 202 blocks) fit under 95 %; 280 (4480 + at least 3) do
+    // not; 180 and theirs (2880 + at most 258) fit under 85 %: only b pages are evicted.
+    worker = await WorkerProcess.start({ id: 'lastread', mounts: { data: source }, capacity: 4200 * 4096 });
   });
 
   after(async () => {

@@ -45,9 +45,17 @@ export class LruIndex<E extends LruEntry> {
     this.capacityBytes = bytes;
   }
 
-  /** What the entries take, as capacity counts it (their footprints). */
+  /** What the entries take, as capacity counts it (their footprints), and the overhead. */
   get used(): number {
     return this.usedBytes;
+  }
+
+  /**
+   * Counts `bytes` more (or fewer) in `used` that no entry holds and eviction cannot free: the
+   * page store's directories. Eviction takes pages until they and the overhead fit.
+   */
+  addOverhead(bytes: number): void {
+    this.usedBytes += bytes;
   }
 
   /** Bytes of the entries' data (their sizes). */

@@ -12,10 +12,11 @@ const PAGE_FILE = /^([0-9a-f]{16,128})\.([0-9a-f]{8})$/;
  * The pages found under `pagesDir` (one directory per key prefix), least recently read or
  * written first (their mtimes, which reads keep up to date: readmarks.ts): the LRU order to rebuild.
  */
-export async function scanPages(pagesDir: string): Promise<Omit<StoredPage, 'footprint'>[]> {
+export async function scanPages(pagesDir: string, dirs?: KnownDirs): Promise<Omit<StoredPage, 'footprint'>[]> {
   const found: (Omit<StoredPage, 'footprint'> & { markedAt: number })[] = [];
   for (const shard of await readdir(pagesDir)) {
     const shardDir = join(pagesDir, shard);
+    await dirs?.add(shardDir);
     // A shard's files are stat'ed at once, not one after another: each stat is a thread-pool
     // hand-off of microseconds of work, and the worker answers nothing until the scan ends.
     // 100,000 pages took 4.6–8.9 s one by one, 2.8–3.5 s this way (a loaded 2-core machine).
@@ -48,11 +49,43 @@ export function pagePath(pagesDir: string, key: string, crc: number): { shardDir
   return { shardDir, file: join(shardDir, `${key}.${crc.toString(16).padStart(8, '0')}`) };
 }
 
+/** The directories a store knows exist (a Set will do where nothing counts them: StoreDirs). */
+export interface KnownDirs {
+  has(dir: string): boolean;
+  add(dir: string): unknown;
+}
+
+/**
+ * The store's directories known to exist (pages/, tmp/ and the shards), each counted once in
+ * what the store takes on disk, from its stat: a directory takes blocks as a file does (4 KiB on
+ * ext4, for up to about 48 page names), ≈ 1% of a store of a few MiB, and the store's `used` did
+ * not count them. A directory is stat'ed once, when found at open or made, not per page: one that
+ * grows with its entries is counted at its size when first seen (and again at the next open).
+ */
+export class StoreDirs implements KnownDirs {
+  private readonly known = new Set<string>();
+
+  constructor(private readonly counted: (bytes: number) => void) {}
+
+  has(dir: string): boolean {
+    return this.known.has(dir);
+  }
+
+  /** A directory found or made: counted, once, if it is one. */
+  async add(dir: string): Promise<void> {
+    if (this.known.has(dir)) return;
+    this.known.add(dir);
+    const info = await stat(dir).catch(() => undefined);
+    if (info?.isDirectory()) this.counted(info.blocks * 512);
+    else this.known.delete(dir); // not there (yet): ensureShard makes it when a page needs it
+  }
+}
+
 /** Makes a shard directory unless `shards` already knows it exists: a mkdir per stored page was a syscall per small file. */
-export async function ensureShard(shardDir: string, shards: Set<string>): Promise<void> {
+export async function ensureShard(shardDir: string, shards: KnownDirs): Promise<void> {
   if (shards.has(shardDir)) return;
   await mkdir(shardDir, { recursive: true });
-  shards.add(shardDir);
+  await shards.add(shardDir);
 }
 
 /**
@@ -66,7 +99,7 @@ export async function writePageFile(
   shardDir: string,
   file: string,
   data: Buffer,
-  shards: Set<string>,
+  shards: KnownDirs,
   write?: (file: string, data: Buffer) => Promise<void>,
 ): Promise<number | undefined> {
   const io = write ? undefined : smallIo();
@@ -95,7 +128,7 @@ export async function writePageFile(
  * The same in one thread-pool job (native/smallio: open, write, fstat, close, rename), instead of
  * five hand-offs through the event loop; the job removes the temp file on any failure.
  */
-async function writeInOneJob(io: SmallIo, tmp: string, shardDir: string, file: string, data: Buffer, shards: Set<string>): Promise<number> {
+async function writeInOneJob(io: SmallIo, tmp: string, shardDir: string, file: string, data: Buffer, shards: KnownDirs): Promise<number> {
   await ensureShard(shardDir, shards);
   try {
     return await io.writeNew(tmp, file, data);

@@ -4,7 +4,7 @@ import { FanoutError } from '../../core/errors.js';
 import { isDiskFull } from '../statefile/index.js';
 import type { DiskRoom } from './diskroom.js';
 import type { LruIndex } from './lru.js';
-import { ensureShard, pagePath, writePageFile } from './pagefiles.js';
+import { ensureShard, pagePath, writePageFile, type KnownDirs } from './pagefiles.js';
 import { PageSpool } from './spool.js';
 import type { PageStoreEvents, StoredPage, WriteFailureReason } from './types.js';
 
@@ -13,6 +13,8 @@ export interface PageWriterHost {
   readonly pagesDir: string;
   readonly tmpDir: string;
   readonly index: LruIndex<StoredPage>;
+  /** The shard directories known to exist, counted in the index's `used` (StoreDirs). */
+  readonly dirs: KnownDirs;
   readonly room: DiskRoom;
   readonly events: PageStoreEvents;
   /** Replaces the temp file write (tests inject ENOSPC and partial writes); disables spools. */
@@ -27,13 +29,12 @@ export interface PageWriterHost {
 /**
  * Owns getting a page's bytes under its real name: temp files in tmp/ renamed into place (so a
  * crash or a failed source read never leaves a partial page under a real name), the shard
- * directories known to exist, the bytes of writes in flight (room is made for them before they
+ * directories (known to exist: PageStore's StoreDirs), the bytes of writes in flight (room is made for them before they
  * land in the index), and the disk-full path: such a write re-reads free space, evicts and is
  * retried once, then the page stays uncached. Reads, eviction and the index stay with PageStore.
  */
 export class PageWriter {
   private tmpCounter = 0;
-  private readonly shards = new Set<string>();
   /** Footprints of pages being written: room is made for them before they land in the index. */
   private writing = 0;
   writeFailures = 0;
@@ -119,7 +120,7 @@ export class PageWriter {
       if (spool.written !== spool.length) throw new FanoutError('INTERNAL', `spool holds ${spool.written} of ${spool.length} bytes`);
       const { shardDir, file } = pagePath(this.host.pagesDir, spool.key, crc);
       const writtenAt = await spool.mtime();
-      await ensureShard(shardDir, this.shards);
+      await ensureShard(shardDir, this.host.dirs);
       try {
         await rename(spool.tmp, file);
       } catch (err) {
@@ -139,7 +140,7 @@ export class PageWriter {
 
   /** Returns the page file's mtime, read on the written file (a rename keeps it): what openForSend trusts. */
   private writePage(shardDir: string, file: string, key: string, data: Buffer): Promise<number | undefined> {
-    return writePageFile(this.tmpName(key), shardDir, file, data, this.shards, this.host.writeFile);
+    return writePageFile(this.tmpName(key), shardDir, file, data, this.host.dirs, this.host.writeFile);
   }
 
   /**

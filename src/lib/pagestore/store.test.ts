@@ -435,6 +435,41 @@ test('capacity counts whole file-system blocks: a store of 200-byte pages holds 
     assert.equal(reopened.used, reopened.pageCount * 4096);
   }));
 
+/** What du counts for `paths` (their blocks, directories included), in bytes. */
+function duBytes(...paths: string[]): number {
+  return execFileSync('du', ['-s', '-B1', ...paths])
+    .toString()
+    .trim()
+    .split('\n')
+    .reduce((sum, line) => sum + Number(line.split(/\s+/)[0]), 0);
+}
+
+test("used counts the store's directories too, as du does: pages spread over 16 shards, and eviction keeps what du counts within the capacity", () =>
+  withStore(async (dir) => {
+    // 16 shards (the key's first two characters), 200-byte pages of one block each.
+    const spread = (n: number) => `${(n % 16).toString(16)}0${n.toString(16).padStart(38, '0')}`;
+    const capacity = 256 * 1024;
+    const store = new PageStore({ dir, capacity, pageSize: 1000 });
+    await store.open();
+    for (let n = 0; n < 100; n++) await store.put(spread(n), page(n, 200), crc32(page(n, 200)));
+    const du = duBytes(join(dir, 'pages'), join(dir, 'tmp'));
+    // Before: used counted the page files only, 72 KiB (pages/, tmp/ and 16 shards of 4 KiB on ext4)
+    // short of du, and eviction let du reach 312 KiB of a 256 KiB store.
+    assert.equal(store.used, du, `used ${store.used}, du ${du}`);
+    assert.ok(du <= capacity, `du ${du} of a ${capacity}-byte store`);
+    assert.ok(store.pageCount > 0);
+    const last = await store.get(spread(99));
+    assert.deepEqual(last?.data, page(99, 200));
+    last?.release();
+
+    // A restart counts the directories it finds, once each.
+    const reopened = new PageStore({ dir, capacity, pageSize: 1000 });
+    await reopened.open();
+    assert.equal(reopened.used, duBytes(join(dir, 'pages'), join(dir, 'tmp')));
+    await reopened.put(spread(100), page(100, 200), crc32(page(100, 200)));
+    assert.equal(reopened.used, duBytes(join(dir, 'pages'), join(dir, 'tmp')));
+  }));
+
 test("the block size is the file system's when not given (statfs), 4096 if it cannot be read", async () => {
   const { fileSystemBlockSize, onDisk } = await import('./capacity.js');
   const dir = await mkdtemp(join(tmpdir(), 'fanout-store-'));
@@ -446,7 +481,9 @@ test("the block size is the file system's when not given (statfs), 4096 if it ca
     const store = new PageStore({ dir, capacity: 1e6, pageSize: 1000 });
     await store.open();
     await store.put(key(1), page(1, 300), crc32(page(1, 300)));
-    assert.equal(store.used, expected);
+    assert.equal(store.pageCount, 1);
+    // Its page as one block, and the store's directories as du counts them.
+    assert.equal(store.used, duBytes(join(dir, 'pages'), join(dir, 'tmp')));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

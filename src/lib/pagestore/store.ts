@@ -10,7 +10,7 @@ import { BufferPool } from './bufferpool.js';
 import { DEFAULT_BLOCK_SIZE, fileSystemBlockSize, onDisk, statDisk } from './capacity.js';
 import { DiskRoom } from './diskroom.js';
 import { LruIndex } from './lru.js';
-import { PAGE_FILE_READ, isNotAPageFile, readFully, scanPages } from './pagefiles.js';
+import { PAGE_FILE_READ, StoreDirs, isNotAPageFile, readFully, scanPages } from './pagefiles.js';
 import { PageWriter } from './pagewriter.js';
 import { DEFAULT_READ_MARK_INTERVAL_MS, ReadMarks } from './readmarks.js';
 import { SendFiles } from './sendfiles.js';
@@ -52,6 +52,8 @@ export class PageStore {
   private readonly room: DiskRoom;
   /** Puts pages on disk under their names (temp files, shards, the disk-full retry). */
   private readonly writer: PageWriter;
+  /** The store's directories, each counted once in `used` (their blocks, as du counts them). */
+  private readonly dirs: StoreDirs;
   /** Page files kept open between kernel sends of hot pages (openForSend). */
   private readonly sendFiles: SendFiles;
   /** Last reads waiting to be written to their page files' mtimes. */
@@ -87,10 +89,13 @@ export class PageStore {
       index: this.index,
       onChange: (effective, configured, disk) => this.events.onCapacityChange?.(effective, configured, disk),
     });
+    // A store told its block size (tests: 1, to count bytes) counts its pages only.
+    this.dirs = new StoreDirs(options.blockSize === undefined ? (bytes) => this.index.addOverhead(bytes) : () => {});
     this.writer = new PageWriter({
       pagesDir: this.pagesDir,
       tmpDir: this.tmpDir,
       index: this.index,
+      dirs: this.dirs,
       room: this.room,
       events,
       writeFile: options.writeFile,
@@ -105,7 +110,7 @@ export class PageStore {
     return this.writer.writeFailures;
   }
 
-  /** What the pages take on disk (their sizes in whole blocks): what capacity counts. */
+  /** What the pages take on disk (their sizes in whole blocks) and the store's directories: what capacity counts. */
   get used(): number {
     return this.index.used;
   }
@@ -140,7 +145,9 @@ export class PageStore {
     for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { recursive: true, force: true });
     await mkdir(this.pagesDir, { recursive: true });
     this.blockSize = this.options.blockSize ?? (await fileSystemBlockSize(this.pagesDir));
-    for (const page of await scanPages(this.pagesDir)) this.index.add({ ...page, footprint: onDisk(page.size, this.blockSize) });
+    await this.dirs.add(this.tmpDir);
+    await this.dirs.add(this.pagesDir);
+    for (const page of await scanPages(this.pagesDir, this.dirs)) this.index.add({ ...page, footprint: onDisk(page.size, this.blockSize) });
     await this.checkDisk();
     await this.evictIfNeeded(0);
   }

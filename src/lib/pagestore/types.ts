@@ -26,6 +26,7 @@ export interface PageStoreOptions {
   /**
    * The file system's block size: each page counts as its size rounded up to whole blocks, in
    * capacity and eviction. Read from statfs at open when not given (tests give 1 to count bytes).
+   * Only then are the store's directories counted too (their blocks, as du counts them).
    */
   blockSize?: number;
   /**
