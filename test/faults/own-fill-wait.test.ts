@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Origin } from '../harness/origin.js';
-import { waitFor } from '../harness/ports.js';
+import { freePort, waitFor } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
 import { assertAlive, get, page, sha, stat } from './helpers.js';
 
@@ -21,6 +21,7 @@ const MiB = 1024 * 1024;
 describe("a worker's own cold page waiting for a fill slot that does not free", () => {
   let origin: Origin;
   let worker: WorkerProcess;
+  let gateway: string;
   const held = randomBytes(MiB);
   const queued = randomBytes(MiB);
 
@@ -28,8 +29,11 @@ describe("a worker's own cold page waiting for a fill slot that does not free", 
     origin = await Origin.start();
     await origin.put('held.bin', held);
     await origin.put('queued.bin', queued);
+    const gatewayPort = await freePort();
+    gateway = `http://127.0.0.1:${gatewayPort}`;
     worker = await WorkerProcess.start({
       id: 'own-fill-wait',
+      gateway: { listen: `127.0.0.1:${gatewayPort}`, anonymous: true },
       pageSize: '1MiB',
       mounts: { web: origin.url },
       limits: { fillsPerMount: 1 },
@@ -44,7 +48,7 @@ describe("a worker's own cold page waiting for a fill slot that does not free", 
     assert.doesNotMatch(log, /uncaught|unhandled|"INTERNAL"/i, log.slice(0, 2000));
   });
 
-  test('a /v1/data read queued behind it fails within timeouts.peerFilling, naming the wait; the worker stays up and reads once the slot frees', { timeout: 60_000 }, async () => {
+  test('a /v1/data read and an S3 GetObject queued behind it fail within timeouts.peerFilling, naming the wait; the worker stays up and reads once the slot frees', { timeout: 60_000 }, async () => {
     origin.behave({ hang: 'headers' }, 'held.bin');
     // The fill of held.bin is held by a reader that waits as long as it takes: a client of the page
     // route, told 102 "filling" while the source sends nothing.
@@ -58,6 +62,11 @@ describe("a worker's own cold page waiting for a fill slot that does not free", 
     assert.ok(waiting.status >= 500, `HTTP ${waiting.status}: ${waiting.message}`);
     assert.equal(waiting.code, 'WORKER_UNAVAILABLE', waiting.message);
     assert.match(waiting.message!, /had no byte of page 0 of \/web\/queued\.bin after 2000 ms \(queued for a fill slot of its mount, or waiting for the source's first byte; timeouts\.peerFilling\)/);
+    assert.ok(!origin.counters.log.some((r) => r.method === 'GET' && r.path === 'queued.bin'), 'queued.bin was read while the slot was held');
+    // The S3 gateway's GetObject takes the same in-process path.
+    const s3 = await get(`${gateway}/web/queued.bin`);
+    assert.equal(s3.status, 503, s3.body.toString());
+    assert.match(s3.body.toString(), /<Code>ServiceUnavailable<\/Code>.*had no byte of page 0 of \/web\/queued\.bin after 2000 ms .*timeouts\.peerFilling/s);
     assert.ok(!origin.counters.log.some((r) => r.method === 'GET' && r.path === 'queued.bin'), 'queued.bin was read while the slot was held');
     await assertAlive(worker);
 
