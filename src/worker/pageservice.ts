@@ -220,7 +220,7 @@ export class PageService {
     fill.enter();
     fill.hold();
     // Only a fill with no byte yet: one that brings bytes is bounded by the source's own deadlines.
-    const wait = firstByteMs !== undefined && fill.received === 0 && !fill.done && !fill.error ? new FirstByteWait(signal, firstByteMs, this.deps.clock) : undefined;
+    const wait = firstByteMs !== undefined && fill.received === 0 && !fill.done && !fill.error ? new FirstByteWait(signal, firstByteMs) : undefined;
     try {
       for await (const _ of fill.chunks(wait?.signal ?? signal)) wait?.arrived();
     } catch (err) {
