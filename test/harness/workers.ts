@@ -28,6 +28,8 @@ export class WorkerProcess {
   private env: NodeJS.ProcessEnv | undefined;
   /** A cgroup v1 memory group directory the process starts in (its memory limit). */
   private cgroup: string | undefined;
+  /** The network namespace the process runs in (a host of a NetLab), if not this one. */
+  private namespace: string | undefined;
 
   private constructor(
     readonly id: string,
@@ -50,18 +52,20 @@ export class WorkerProcess {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
-  static async start(config: WorkerConfigInput & { id: string }, port?: number, limits?: { nofile?: number; env?: NodeJS.ProcessEnv; cgroup?: string }): Promise<WorkerProcess> {
+  static async start(config: WorkerConfigInput & { id: string }, port?: number, limits?: { nofile?: number; env?: NodeJS.ProcessEnv; cgroup?: string; host?: { namespace: string; address: string } }): Promise<WorkerProcess> {
     port ??= await freePort();
     const dir = await mkdtemp(join(tmpdir(), `fanout-${config.id}-`));
     // With tls, the worker serves https and the harness trusts the worker's own tls.ca.
-    const url = `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
-    const full = { listen: `127.0.0.1:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', auth: testAuth, ...config };
+    const address = limits?.host?.address ?? '127.0.0.1';
+    const url = `${config.tls ? 'https' : 'http'}://${address}:${port}`;
+    const full = { listen: `${address}:${port}`, dataDir: join(dir, 'data'), logLevel: 'warn', auth: testAuth, ...config };
     const configFile = join(dir, 'worker.yaml');
     await writeFile(configFile, JSON.stringify(full, null, 2));
     const worker = new WorkerProcess(config.id, url, dir, configFile);
     worker.nofile = limits?.nofile;
     worker.env = limits?.env;
     worker.cgroup = limits?.cgroup;
+    worker.namespace = limits?.host?.namespace;
     if (config.tls?.ca) worker.dispatcher = new Agent({ connect: { ca: readFileSync(config.tls.ca) } });
     await worker.launch();
     return worker;
@@ -71,15 +75,17 @@ export class WorkerProcess {
     const log = createWriteStream(join(this.dir, 'worker.log'), { flags: 'a' });
     const args = [fanoutBin, 'worker', '--config', this.configFile];
     const env = this.env && { ...process.env, ...this.env };
-    // prlimit execs node: the pid stays the worker's.
-    // A cgroup: the shell joins it and execs node, so the worker starts inside it (libuv reads
-    // its memory limit at start) and keeps the pid.
-    const proc =
-      this.cgroup !== undefined
-        ? spawn('sh', ['-c', `echo $$ > '${this.cgroup}/cgroup.procs' && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
-        : this.nofile === undefined
-          ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
-          : spawn('prlimit', [`--nofile=${this.nofile}:${this.nofile}`, '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    // prlimit, `ip netns exec` and the cgroup's shell exec node: the pid stays the worker's. The
+    // shell joins the cgroup before it execs node, so the worker starts inside it (libuv reads its
+    // memory limit at start).
+    const command = [
+      ...(this.namespace === undefined ? [] : ['ip', 'netns', 'exec', this.namespace]),
+      ...(this.nofile === undefined ? [] : ['prlimit', `--nofile=${this.nofile}:${this.nofile}`, '--']),
+      ...(this.cgroup === undefined ? [] : ['sh', '-c', `echo $$ > '${this.cgroup}/cgroup.procs' && exec "$0" "$@"`]),
+      process.execPath,
+      ...args,
+    ];
+    const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);
     this.proc = proc;
