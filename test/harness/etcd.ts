@@ -40,14 +40,16 @@ export interface EtcdOptions {
   tls?: { cert: string; key: string; ca: string; clientCertAuth?: boolean; client?: { cert: string; key: string } };
   /** `--quota-backend-bytes`: a tiny one lets a test fill etcd until its NOSPACE alarm. */
   quotaBackendBytes?: number;
+  /** Run in this network namespace (a NetLab host), serving clients on its address. */
+  host?: { namespace: string; address: string };
 }
 
 export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
-  const { tls } = options;
+  const { tls, host } = options;
   const dataDir = await mkdtemp(join(tmpdir(), 'fanout-etcd-'));
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
+  const clientUrl = `${tls ? 'https' : 'http'}://${host?.address ?? '127.0.0.1'}:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
     '--name', 'test',
@@ -62,8 +64,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     '--logger', 'zap',
     '--log-level', 'error',
   ];
-  // etcd asks every client for a certificate once it is given a trusted CA file: only with clientCertAuth.
   if (options.quotaBackendBytes !== undefined) args.push('--quota-backend-bytes', String(options.quotaBackendBytes));
+  // etcd asks every client for a certificate once it is given a trusted CA file: only with clientCertAuth.
   if (tls) args.push('--cert-file', tls.cert, '--key-file', tls.key, ...(tls.clientCertAuth ? ['--trusted-ca-file', tls.ca, '--client-cert-auth'] : []));
 
   let child: ChildProcess | undefined;
@@ -74,7 +76,9 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
 
   const launch = async () => {
     let stderr = '';
-    const proc = spawn(ETCD_BINARY, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // `ip netns exec` execs etcd: the pid stays etcd's.
+    const command = host ? ['ip', 'netns', 'exec', host.namespace, ETCD_BINARY, ...args] : [ETCD_BINARY, ...args];
+    const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     child = proc;
     proc.stderr!.setEncoding('utf8');
     proc.stderr!.on('data', (text: string) => (stderr = (stderr + text).slice(-4000)));

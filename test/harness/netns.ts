@@ -11,6 +11,9 @@ import { execFileSync } from 'node:child_process';
  * test to skip. Names carry this process's pid, so labs of several test processes never collide;
  * everything created is removed by `destroy()`, and by an exit hook if the test process dies first.
  */
+/** A locally administered MAC no interface of the lab has. */
+const NOBODY = '02:00:00:00:de:ad';
+
 export class NetLab {
   private readonly hosts = new Map<string, { ns: string; veth: string; address: string }>();
   private readonly bridge: string;
@@ -107,16 +110,21 @@ export class NetLab {
   }
 
   /**
-   * Only the route from host `name` to `address` goes (a blackhole route in its namespace): the
-   * host reaches everyone else, and everyone else reaches it, but not that one address (e.g. etcd
-   * behind a firewall). Its packets to `address` are dropped before they leave: connects hang.
+   * Only the packets between hosts `a` and `b` vanish, both ways: each sends the other's to a
+   * link-layer address nobody has (a permanent neighbour entry), which the bridge floods to no
+   * taker. Each still reaches every other host and is reached by them: e.g. a worker behind a
+   * firewall that drops its etcd traffic. Connects hang, established connections go silent; no
+   * error is reported locally (a blackhole route would fail them at once with EINVAL).
    */
-  blackhole(name: string, address: string): void {
-    this.inHost(name, 'ip', 'route', 'replace', 'blackhole', `${address}/32`);
+  separate(a: string, b: string): void {
+    this.inHost(a, 'ip', 'neigh', 'replace', this.address(b), 'lladdr', NOBODY, 'dev', 'eth0', 'nud', 'permanent');
+    this.inHost(b, 'ip', 'neigh', 'replace', this.address(a), 'lladdr', NOBODY, 'dev', 'eth0', 'nud', 'permanent');
   }
 
-  unblackhole(name: string, address: string): void {
-    this.inHost(name, 'ip', 'route', 'del', 'blackhole', `${address}/32`);
+  /** Undoes separate(): the neighbours are resolved again by ARP. */
+  reconnect(a: string, b: string): void {
+    this.inHost(a, 'ip', 'neigh', 'del', this.address(b), 'dev', 'eth0');
+    this.inHost(b, 'ip', 'neigh', 'del', this.address(a), 'dev', 'eth0');
   }
 
   /** A command's output in host `name`'s namespace, e.g. `ss -tn`. */
