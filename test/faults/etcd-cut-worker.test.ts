@@ -59,13 +59,24 @@ describe('a worker cut from etcd only (network namespaces)', { skip }, () => {
     if (source) await rm(source, { recursive: true, force: true });
   });
 
+  /** w3's TCP connections to etcd that the kernel is retransmitting on (a SYN or data), with their backoff count. */
+  function kernelRetrying(): { state: string; backoff: number }[] {
+    const { hostname, port } = new URL(etcd.endpoint);
+    const out = lab.inHost('w3', 'ss', '-Htnoi', 'dst', `${hostname}:${port}`);
+    // One socket a line, its details on the indented line after it.
+    return out.split(/\n(?=\S)/).flatMap((socket) => {
+      const backoff = /\bbackoff:(\d+)/.exec(socket);
+      return backoff ? [{ state: socket.split(/\s/)[0]!, backoff: Number(backoff[1]) }] : [];
+    });
+  }
+
   async function readThrough(worker: WorkerProcess, name: string): Promise<Buffer> {
     const response = await fetch(`${worker.url}/v1/data/data/${name}`);
     assert.equal(response.status, 200);
     return Buffer.from(await response.arrayBuffer());
   }
 
-  test('its lease expires, the others drop it; it serves on, says its members are stale, and is back in every ring when the link returns', { timeout: 120_000 }, async (t) => {
+  test('its lease expires, the others drop it; it serves on, says its members are stale, and is back in every ring when the link returns', { timeout: 150_000 }, async (t) => {
     const [w1, w2, w3] = workers as [WorkerProcess, WorkerProcess, WorkerProcess];
     const body = randomBytes(16 * MiB);
     await writeFile(join(source, 'f.bin'), body);
@@ -82,9 +93,18 @@ describe('a worker cut from etcd only (network namespaces)', { skip }, () => {
     assert.equal(sha256(await readThrough(w3, 'f.bin')), sha256(body), 'a read through the cut worker');
     assert.equal(sha256(await readThrough(w1, 'f.bin')), sha256(body), 'a read through a worker that dropped it');
 
+    // The cut lasts long enough for the kernel's timers to space their retries (SYN and data
+    // retransmissions double: 1, 2, 4 … s): a connection left to them this long retries next
+    // up to 32 s on, whenever the link comes back.
+    await new Promise((r) => setTimeout(r, 40_000));
+    const left = kernelRetrying();
+    t.diagnostic(`w3's connections to etcd after 40 s cut: ${left.map((c) => `${c.state} backoff ${c.backoff}`).join(', ') || 'none'}`);
     lab.reconnect('w3', 'etcd');
     started = Date.now();
-    await waitForRings(workers, 'w3 back in every ring, without a restart', 60_000);
+    // A bound on waiting, not a timing assertion: a round (2 s deadline, tried on each of
+    // etcd3's 4 attempts) and its backoff take under 10 s; a connect left to the kernel's SYN
+    // retries waits for the next one, 16–32 s apart by now.
+    await waitForRings(workers, 'w3 back in every ring, without a restart', 15_000);
     t.diagnostic(`w3 back in every ring ${Date.now() - started} ms after the link returned`);
     // Its own view was the stale one all along (3 members): it must also learn it is current.
     await waitFor('w3 to say its members are current again', async () => !(await view(w3)).stale, 60_000);

@@ -15,7 +15,7 @@ export { DEFAULT_ETCD_TIMEOUT_MS } from './connection.js';
  * dial timeout of the same; the watch and keepalive streams are bounded by their callers
  * (lib/membership/rpc.ts), since a deadline on a stream would end it.
  */
-export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT_ETCD_TIMEOUT_MS): Etcd3 {
+export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT_ETCD_TIMEOUT_MS, generation = 0): Etcd3 {
   if (connection.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd needs at least one endpoint');
   // The process's one for these endpoints: the JSON client (lib/etcdjson) learns from this one's calls and streams.
   const preference = sharedEndpointPreference(connection.endpoints);
@@ -29,7 +29,10 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
     // global policy stays: a recoverable error (deadline, unavailable) is retried on the next
     // host in `preference`'s order, within the same call (endpoints.ts).
     faultHandling: { host: () => hostPolicy(preference, nextHost++) },
-    grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
+    // grpc-js shares a connection among the channels of equal options, process-wide: a client
+    // of another `generation` connects anew instead of taking over a silent connection (and a
+    // connect stuck in the kernel's SYN retries) of the one it replaces (EtcdMembership).
+    grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000, 'fanout.connection_generation': generation },
   };
   const { tls, auth } = connection;
   if (tls) {

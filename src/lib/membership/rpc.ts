@@ -2,6 +2,12 @@ import type { Etcd3, IWatchResponse } from 'etcd3';
 import type { Member } from '../../core/types.js';
 import { endpointAnswered, endpointUnanswered, preferredEndpoint } from './client.js';
 
+/**
+ * etcd gave no answer in time to a stream (a watch's confirmation, a keepalive): nothing failed
+ * locally, the connection just went silent (a hung etcd, or packets lost on the way).
+ */
+export class EtcdNoAnswerError extends Error {}
+
 export interface PrefixWatchOptions {
   key: Buffer;
   range_end: Buffer;
@@ -52,7 +58,7 @@ export async function openWatch(client: Etcd3, opts: PrefixWatchOptions): Promis
     };
     const timer = setTimeout(() => {
       endpointUnanswered(client, endpoint);
-      fail(new Error(`etcd did not confirm the watch within ${opts.timeoutMs} ms`));
+      fail(new EtcdNoAnswerError(`etcd did not confirm the watch within ${opts.timeoutMs} ms`));
     }, opts.timeoutMs);
 
     stream.on('data', (res: IWatchResponse) => {
@@ -102,7 +108,7 @@ export async function keepaliveOnce(client: Etcd3, leaseId: string, timeoutMs: n
       stream.on('end', () => reject(new Error('lease keepalive stream ended')));
       timer = setTimeout(() => {
         endpointUnanswered(client, endpoint);
-        reject(new Error(`lease keepalive got no answer within ${timeoutMs} ms`));
+        reject(new EtcdNoAnswerError(`lease keepalive got no answer within ${timeoutMs} ms`));
       }, timeoutMs);
       stream.write({ ID: leaseId });
     });
