@@ -9,7 +9,7 @@ import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
 import { NetLab } from '../harness/netns.js';
-import { freePort } from '../harness/ports.js';
+import { freePort, waitFor } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
 
 const MiB = 1024 * 1024;
@@ -124,5 +124,28 @@ describe('a page owner whose packets vanish (network namespaces)', { skip }, () 
     t.diagnostic(`relay read through w1 after heal: ${Date.now() - started} ms`);
     const reused = [...connections('w1', w3)].filter((port) => pooled.has(port));
     assert.deepEqual(reused, [], 'no connection opened before the cut is still in use after it');
+  });
+
+  test('a relay whose transfer from the owner is cut mid-page ends with the right bytes', bound, async (t) => {
+    const [w1, , w3] = workers as [WorkerProcess, WorkerProcess, WorkerProcess];
+    const body = randomBytes(PAGES * MiB);
+    await writeFile(join(source, 'slow.bin'), body);
+    assert.ok((await owners('slow.bin')).get('w3')! > 0, 'the cut worker owns some pages');
+    assert.equal(sha256(await readThrough(w1, 'slow.bin')), sha256(body)); // cached on the owners
+    // w3's link carries 2 Mbit/s: each of its pages takes seconds to send, so the cut below
+    // lands while one is on the wire (checked, not assumed).
+    lab.limitRate('w3', '2mbit');
+    const read = readThrough(w1, 'slow.bin');
+    read.catch(() => {});
+    const w3Port = new URL(w3.url).port;
+    await waitFor('w3 to be sending a page to w1', async () => {
+      const out = lab.inHost('w3', 'ss', '-Htn', 'state', 'established', 'src', `:${w3Port}`, 'dst', lab.address('w1'));
+      return out.split('\n').some((line) => Number(line.trim().split(/\s+/)[1]) > 0); // Send-Q: bytes not yet acknowledged
+    }, 60_000);
+    lab.cut('w3');
+    const started = Date.now();
+    assert.equal(sha256(await read), sha256(body), 'the whole file, right bytes');
+    t.diagnostic(`read through w1 ended ${Date.now() - started} ms after the cut mid-page`);
+    lab.heal('w3');
   });
 });
