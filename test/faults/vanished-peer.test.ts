@@ -8,6 +8,7 @@ import { FanoutClient } from '../../src/client/index.js';
 import type { Member } from '../../src/core/types.js';
 import { HashRing } from '../../src/lib/hashring/index.js';
 import { pageKey } from '../../src/lib/pagekey/index.js';
+import { fanout } from '../harness/cli.js';
 import { NetLab } from '../harness/netns.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { WorkerProcess } from '../harness/workers.js';
@@ -111,6 +112,11 @@ describe('a page owner whose packets vanish (network namespaces)', { skip }, () 
     started = Date.now();
     assert.equal(sha256(await readWithSdk([w1.url, w2.url, w3.url], 'warm.bin')), sha256(body), 'SDK with w3 in its member list');
     t.diagnostic(`SDK read with w3 cut: ${Date.now() - started} ms`);
+    started = Date.now();
+    const cat = await fanout(['cat', '/data/warm.bin', '--endpoint', w1.url]); // the members it reads from include w3
+    assert.equal(cat.code, 0, cat.stderr);
+    assert.equal(sha256(cat.stdout), sha256(body), '`fanout cat`, w3 among its members');
+    t.diagnostic(`fanout cat with w3 cut: ${Date.now() - started} ms`);
 
     const cold = randomBytes(PAGES * MiB);
     await writeFile(join(source, 'cold.bin'), cold);
