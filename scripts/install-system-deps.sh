@@ -7,7 +7,8 @@
 #                                    s3fs and rclone (S3 gateway clients), prometheus (promtool checks
 #                                    /metrics and examples/monitoring), chromium (the /ui tests), nginx
 #                                    (the baseline of bench/single-client.mjs), libfaketime (steps a
-#                                    worker's wall clock: test/harness/faketime.ts).
+#                                    worker's wall clock: test/harness/faketime.ts), iproute2 (network
+#                                    namespaces whose packets a test drops: test/harness/netns.ts).
 #                                    Run by scripts/test.sh.
 # As root with apt-get, installs what is missing. Otherwise (not root, no apt-get, or
 # FANOUT_SYSTEM_DEPS=skip) prints the exact command to run and exits 0: installing fanout goes on,
@@ -17,7 +18,7 @@ set -euo pipefail
 mode=${1:-all}
 
 runtime=(fuse3 libfuse3-dev zlib1g-dev pkg-config g++ make python3)
-tests=(etcd-server etcd-client curl openssl awscli python3-venv python3-boto3 s3fs rclone prometheus chromium nginx libfaketime)
+tests=(etcd-server etcd-client curl openssl awscli python3-venv python3-boto3 s3fs rclone prometheus chromium nginx libfaketime iproute2)
 case "$mode" in
   runtime) wanted=("${runtime[@]}") ;;
   all) wanted=("${runtime[@]}" "${tests[@]}") ;;
