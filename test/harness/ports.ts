@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
@@ -54,7 +55,6 @@ export async function freePort(): Promise<number> {
   throw new Error('no free loopback port found in 200 attempts');
 }
 
-/** Polls `check` until it resolves true, or fails after `timeoutMs` with `what` in the message. */
 /**
  * Thrown by a waitFor check that knows the wait is vain (the process it waits for has exited):
  * it ends the wait with its own message. Any other error of a check counts as "not yet" (a
@@ -62,6 +62,7 @@ export async function freePort(): Promise<number> {
  */
 export class StopWaiting extends Error {}
 
+/** Polls `check` until it resolves true, or fails after `timeoutMs` with `what` in the message. */
 export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -75,4 +76,25 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/**
+ * Resolves once `check()` holds, re-checked on each `event` of `emitter`. No timing is asserted:
+ * the wait is bounded (20 s) only so that the label says what never happened.
+ */
+export function untilEvent(emitter: EventEmitter, event: string, check: () => boolean, label: string): Promise<void> {
+  if (check()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, onEvent);
+      reject(new Error(`timed out waiting for: ${label}`));
+    }, 20_000);
+    const onEvent = () => {
+      if (!check()) return;
+      clearTimeout(timer);
+      emitter.off(event, onEvent);
+      resolve();
+    };
+    emitter.on(event, onEvent);
+  });
 }

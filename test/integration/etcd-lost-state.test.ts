@@ -3,14 +3,13 @@ import { promisify } from 'node:util';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EventEmitter } from 'node:events';
 import { Etcd3 } from 'etcd3';
 import type { Member } from '../../src/core/types.js';
 import { EtcdMembership, type EtcdMembershipOptions } from '../../src/lib/membership/index.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 import { ReleaseRegistry, type VersionRecord } from '../../src/release/registry.js';
 import { startCluster, type WorkerProcess } from '../harness/workers.js';
-import { freePort, waitFor } from '../harness/ports.js';
+import { freePort, waitFor, untilEvent } from '../harness/ports.js';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,24 +25,6 @@ function member(id: string): Member {
 
 function ids(m: EtcdMembership): string {
   return m.members().map((x) => x.id).join();
-}
-
-/** Resolves once `check()` holds, re-checked on each `event`; the test's timeout bounds the wait. */
-function until(emitter: EventEmitter, event: string, check: () => boolean, label: string): Promise<void> {
-  if (check()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, onEvent);
-      reject(new Error(`timed out waiting for: ${label}`));
-    }, 20_000);
-    const onEvent = () => {
-      if (!check()) return;
-      clearTimeout(timer);
-      emitter.off(event, onEvent);
-      resolve();
-    };
-    emitter.on(event, onEvent);
-  });
 }
 
 /** What etcd holds under the prefix, and each record's lease, read with a client of its own. */
@@ -86,6 +67,15 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
     return m;
   };
 
+  /** Members a and b and a watcher of them, once all three list both. */
+  const twoMembersAndAWatcher = async (etcd: EtcdServer) => {
+    const a = await open(etcd, { self: member('a') });
+    const b = await open(etcd, { self: member('b') });
+    const observer = await open(etcd, {});
+    for (const m of [a, b, observer]) await untilEvent(m, 'change', () => ids(m) === 'a,b', 'both listed');
+    return { a, b, observer };
+  };
+
   afterEach(async () => {
     for (const m of started) await m.stop().catch(() => undefined);
     started = [];
@@ -97,10 +87,7 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
   test('etcd restored from nothing (a new empty cluster at the same endpoint): running members register again under new leases, and every watcher lists them', async () => {
     const etcd = await startEtcd();
     servers.push(etcd);
-    const a = await open(etcd, { self: member('a') });
-    const b = await open(etcd, { self: member('b') });
-    const observer = await open(etcd, {});
-    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed');
+    const { a, b, observer } = await twoMembersAndAWatcher(etcd);
     const oldLeases = await recordsInEtcd(etcd.endpoint);
 
     await etcd.wipe();
@@ -112,10 +99,10 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
     }
     const newLeases = await recordsInEtcd(etcd.endpoint);
     assert.notEqual(newLeases.a, oldLeases.a);
-    for (const m of [a, b, observer]) await until(m, 'stale', () => !m.stale && ids(m) === 'a,b', 'fresh and both listed');
+    for (const m of [a, b, observer]) await untilEvent(m, 'stale', () => !m.stale && ids(m) === 'a,b', 'fresh and both listed');
     // The watches follow the new cluster: a member joining it is seen by all.
     const c = await open(etcd, { self: member('c') });
-    for (const m of [a, b, observer, c]) await until(m, 'change', () => ids(m) === 'a,b,c', 'c listed');
+    for (const m of [a, b, observer, c]) await untilEvent(m, 'change', () => ids(m) === 'a,b,c', 'c listed');
   });
 
   test('etcd restored from nothing under 3 worker processes: each registers again in the new cluster without a restart, and their rings follow it (a worker killed afterwards leaves every ring)', async () => {
@@ -126,10 +113,10 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
       workers = await startCluster(3, { etcd: etcd.endpoint, mounts: { data: '/nonexistent-source' } });
       await etcd.wipe();
       const observer = await open(etcd, { prefix: '/fanout/default/members/' });
-      await until(observer, 'change', () => ids(observer) === 'w1,w2,w3', 'the three workers registered in the new cluster');
+      await untilEvent(observer, 'change', () => ids(observer) === 'w1,w2,w3', 'the three workers registered in the new cluster');
       const ring = async (w: WorkerProcess) => ((await (await fetch(`${w.url}/v1/cluster`)).json()) as { members: { id: string }[] }).members.map((m) => m.id).sort().join();
       await workers[2]!.kill(); // its lease in the new cluster runs out: only a live watch on it tells the others
-      await until(observer, 'change', () => ids(observer) === 'w1,w2', 'w3 expired');
+      await untilEvent(observer, 'change', () => ids(observer) === 'w1,w2', 'w3 expired');
       await waitFor('w1 and w2 rings without w3', async () => (await ring(workers[0]!)) === 'w1,w2' && (await ring(workers[1]!)) === 'w1,w2', 30_000);
     } finally {
       await Promise.all(workers.map((w) => w.destroy().catch(() => undefined)));
@@ -139,17 +126,14 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
   test('every key deleted by hand (etcdctl del --prefix ""), leases left: members write their records again and watchers list them', async () => {
     const etcd = await startEtcd();
     servers.push(etcd);
-    const a = await open(etcd, { self: member('a') });
-    const b = await open(etcd, { self: member('b') });
-    const observer = await open(etcd, {});
-    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed');
+    const { a, b, observer } = await twoMembersAndAWatcher(etcd);
     const client = new Etcd3({ hosts: etcd.endpoint });
     try {
       await client.delete().all();
     } finally {
       client.close();
     }
-    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed again');
+    for (const m of [a, b, observer]) await untilEvent(m, 'change', () => ids(m) === 'a,b', 'both listed again');
     const back = async () => Object.keys(await recordsInEtcd(etcd.endpoint)).sort().join() === 'a,b';
     for (let i = 0; !(await back()); i++) {
       assert.ok(i < 200, 'a and b never wrote their records again');
@@ -164,9 +148,9 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
     try {
       const b = await open(etcd, { self: member('b') });
       const a = await open(etcd, { self: member('a'), endpoints: [proxy.endpoint], leaseTtlSeconds: 30 });
-      await until(a, 'change', () => ids(a) === 'a,b', 'a lists a and b');
+      await untilEvent(a, 'change', () => ids(a) === 'a,b', 'a lists a and b');
       proxy.cut();
-      await until(a, 'stale', () => a.stale, 'a sees its watch break');
+      await untilEvent(a, 'stale', () => a.stale, 'a sees its watch break');
       // While a sees nothing: b leaves, c joins, 50 puts to c's record, then etcd compacts them away.
       await b.stop();
       const c = await open(etcd, { self: member('c') });
@@ -181,8 +165,8 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
       }
       assert.equal(ids(a), 'a,b', 'a still has its last list');
       proxy.restore();
-      await until(a, 'stale', () => !a.stale && ids(a) === 'a,c', 'a back, listing a and c');
-      await until(c, 'change', () => ids(c) === 'a,c', 'c lists a and c');
+      await untilEvent(a, 'stale', () => !a.stale && ids(a) === 'a,c', 'a back, listing a and c');
+      await untilEvent(c, 'change', () => ids(c) === 'a,c', 'c lists a and c');
     } finally {
       proxy.close();
     }
@@ -193,7 +177,7 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
     servers.push(etcd);
     const a = await open(etcd, { self: member('a') });
     const b = await open(etcd, { self: member('b') });
-    for (const m of [a, b]) await until(m, 'change', () => ids(m) === 'a,b', 'both listed');
+    for (const m of [a, b]) await untilEvent(m, 'change', () => ids(m) === 'a,b', 'both listed');
     const leases = await recordsInEtcd(etcd.endpoint);
     assert.match(await fillEtcd(etcd.endpoint), /database space exceeded/);
 
@@ -214,7 +198,7 @@ describe('etcd that lost its state or its space', { timeout: 90_000 }, () => {
 
     await freeEtcd(etcd.endpoint);
     const c2 = await open(etcd, { self: member('c') });
-    for (const m of [a, b, c2]) await until(m, 'change', () => ids(m) === 'a,b,c', 'c listed');
+    for (const m of [a, b, c2]) await untilEvent(m, 'change', () => ids(m) === 'a,b,c', 'c listed');
   });
 
   test('etcd out of space: release writes fail with ETCD_FULL naming the cause and the remedy; a sync agent\'s host record stays listed while it reports', async () => {

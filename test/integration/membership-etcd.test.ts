@@ -1,10 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Etcd3 } from 'etcd3';
 import type { Member } from '../../src/core/types.js';
 import { EtcdMembership, type EtcdMembershipOptions } from '../../src/lib/membership/index.js';
+import type { EventEmitter } from 'node:events';
+import { untilEvent } from '../harness/ports.js';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
 
 const PREFIX = '/fanout/it/members/';
@@ -16,27 +17,6 @@ function member(id: string): Member {
 
 function ids(m: EtcdMembership): string[] {
   return m.members().map((x) => x.id);
-}
-
-/**
- * Resolves once `check()` holds, re-checking on each `event` of `emitter`. No timing is
- * asserted: the test's own timeout bounds the wait, and the label says what never happened.
- */
-function until(emitter: EventEmitter, event: string, check: () => boolean, label: string): Promise<void> {
-  if (check()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, onEvent);
-      reject(new Error(`timed out waiting for: ${label}`));
-    }, 20_000);
-    const onEvent = () => {
-      if (!check()) return;
-      clearTimeout(timer);
-      emitter.off(event, onEvent);
-      resolve();
-    };
-    emitter.on(event, onEvent);
-  });
 }
 
 /** Resolves with the args of the next `event`. */
@@ -89,7 +69,7 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
     a = await open({ self: member('a') });
     b = await open({ self: member('b') });
     observer = await open({});
-    for (const m of [a, b, observer]) await until(m, 'change', () => ids(m).join() === 'a,b', 'both members listed');
+    for (const m of [a, b, observer]) await untilEvent(m, 'change', () => ids(m).join() === 'a,b', 'both members listed');
     assert.deepEqual(a.members(), [member('a'), member('b')]);
     assert.equal(a.stale, false);
     assert.deepEqual(await registeredInEtcd(), ['a', 'b']);
@@ -97,18 +77,18 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
 
   test('a stopped member deregisters and the others see it leave', async () => {
     await b.stop();
-    for (const m of [a, observer]) await until(m, 'change', () => ids(m).join() === 'a', 'b gone');
+    for (const m of [a, observer]) await untilEvent(m, 'change', () => ids(m).join() === 'a', 'b gone');
     // Revoked, not left to expire: etcd no longer holds it.
     assert.deepEqual(await registeredInEtcd(), ['a']);
   });
 
   test('a member that dies without deregistering disappears when its lease expires', async () => {
     const c = await open({ self: member('c') });
-    await until(a, 'change', () => ids(a).join() === 'a,c', 'c joined');
+    await untilEvent(a, 'change', () => ids(a).join() === 'a,c', 'c joined');
     await c.stop({ deregister: false }); // like a crash: no revoke, keepalives just stop
     assert.deepEqual(await registeredInEtcd(), ['a', 'c']);
     // Only the lease expiry can remove it now; the watchers see the delete.
-    for (const m of [a, observer]) await until(m, 'change', () => ids(m).join() === 'a', 'c expired');
+    for (const m of [a, observer]) await untilEvent(m, 'change', () => ids(m).join() === 'a', 'c expired');
     assert.deepEqual(await registeredInEtcd(), ['a']);
   });
 
@@ -119,7 +99,7 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
     const firstLease = next<string>(a, 'registered');
     const leaseLost = next<string>(a, 'leaseLost');
     etcd.kill();
-    for (const m of [a, observer]) await until(m, 'stale', () => m.stale, 'stale during outage');
+    for (const m of [a, observer]) await untilEvent(m, 'stale', () => m.stale, 'stale during outage');
     assert.deepEqual(a.members(), before, 'last known members are kept');
     assert.deepEqual(ids(observer), ['a']);
 
@@ -131,14 +111,14 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
     const newLease = await firstLease;
     assert.ok(newLease && newLease !== oldLease, 'registered again under a new lease');
     assert.equal(a.lease, newLease);
-    for (const m of [a, observer]) await until(m, 'stale', () => !m.stale, 'fresh again after recovery');
+    for (const m of [a, observer]) await untilEvent(m, 'stale', () => !m.stale, 'fresh again after recovery');
     assert.deepEqual(await registeredInEtcd(), ['a']);
     assert.deepEqual(ids(a), ['a']);
     assert.deepEqual(ids(observer), ['a']);
 
     // The watch works again: a newcomer is seen by both.
     await open({ self: member('d') });
-    for (const m of [a, observer]) await until(m, 'change', () => ids(m).join() === 'a,d', 'd seen after recovery');
+    for (const m of [a, observer]) await untilEvent(m, 'change', () => ids(m).join() === 'a,d', 'd seen after recovery');
   });
 
   test('a second member with the same id at another address is refused while the first lives; after a crash, it waits out the old lease and takes over', async () => {
@@ -174,7 +154,7 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
       for (const value of ['garbage', JSON.stringify({ ...self, url: 'http://127.0.0.1:9' }), JSON.stringify(self)]) {
         await client.put(PREFIX + 'edited').value(value);
         await restored();
-        await until(observer, 'change', () => observed() === self.url, `observer sees edited at its address after ${value}`);
+        await untilEvent(observer, 'change', () => observed() === self.url, `observer sees edited at its address after ${value}`);
       }
     } finally {
       client.close();
@@ -205,7 +185,7 @@ describe('EtcdMembership against a real etcd', { timeout: 60_000 }, () => {
     try {
       const watcher = await open({});
       const m = await open({ self: member('h'), endpoints: [`http://127.0.0.1:${(hung.address() as AddressInfo).port}`, etcd.endpoint] });
-      await until(watcher, 'change', () => ids(watcher).includes('h'), 'h listed');
+      await untilEvent(watcher, 'change', () => ids(watcher).includes('h'), 'h listed');
       const gaps: string[][] = [];
       const lost: string[] = [];
       const onChange = () => !ids(watcher).includes('h') && gaps.push(ids(watcher));
