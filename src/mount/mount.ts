@@ -6,6 +6,7 @@ import { monotonicClock } from '../core/clock.js';
 import { FanoutError, descriptorShortage, outOfDescriptors } from '../core/errors.js';
 import { mountFdLimitShortfall, openFileLimit } from '../lib/fdlimit/index.js';
 import { BufferReclaimer } from '../lib/memory/reclaim.js';
+import { containerCutNote } from '../lib/memory/container.js';
 import { FanoutFs, type MountLog } from './fs.js';
 import { loadAddon, type FuseAddon, type FuseSession } from './native.js';
 import { parseMountOptions, type MountOptionsInput } from './options.js';
@@ -74,6 +75,9 @@ export async function mountFanout(mountpoint: string, input: MountOptionsInput, 
         `open-file limit (ulimit -n, LimitNOFILE) is ${fds.limit}, below the ${fds.wanted} this mount's ${options.threads} FUSE threads and connections to ${members.length} worker(s) want: reads that need a new connection when none is left fail with EMFILE ("Too many open files"). Raise the limit, or lower --threads`,
       );
     }
+    // An explicit --read-memory past an eighth of the container's limit is cut (mount/fs.ts): said, not silent.
+    const cut = options.readMemory === undefined ? undefined : containerCutNote('--read-memory', options.readMemory);
+    if (cut) log.warn({ readMemory: options.readMemory }, cut);
     fs = new FanoutFs(addon, client, pageSize, { ttlMs: options.ttl, readahead: options.readahead, cacheBytes: options.cache, readBytes: options.readMemory, directIo: options.directIo, log });
     const flags = ['ro', 'default_permissions', 'fsname=fanout', 'subtype=fanout', `max_read=${MAX_READ}`];
     if (options.allowOther) flags.push('allow_other');

@@ -36,7 +36,7 @@ import { LineClient } from './lineclient.js';
 import { TtlCache } from './sourcecache.js';
 import { sendPath, setSendThreads } from '../lib/sendfile/index.js';
 import { checksumPath } from '../lib/checksum/index.js';
-import { memoryPath } from '../lib/memory/index.js';
+import { containerCutNote, memoryPath } from '../lib/memory/index.js';
 import type { Dashboard } from './dashboard/index.js';
 import { dashboardFor } from './dashboard/wiring.js';
 import { BufferReclaimer } from '../lib/memory/reclaim.js';
@@ -335,6 +335,9 @@ export class Worker {
         `open-file limit (ulimit -n, LimitNOFILE) is ${fds.limit}, below the ${fds.wanted} this worker's limits.maxConnections (${this.config.limits.maxConnections} a port) and page files want: connections past the free descriptors are closed unanswered, and reads that find none fail with OVERLOADED. Raise the limit, or lower limits.maxConnections`,
       );
     }
+    // In a container the page budgets take at most an eighth of its limit each (lib/memory/container.ts).
+    const cut = containerCutNote('limits.responseMemory', this.config.limits.responseMemory);
+    if (cut) this.logger.info(cut);
     if (!this.gate.tokens.hasAdmin) this.logger.warn('no admin token configured (auth.tokens or FANOUT_TOKEN): every admin call will be refused');
   }
 

@@ -19,3 +19,13 @@ export function containerMemory(): number | undefined {
 export function containerShare(bytes: number, limit = containerMemory(), parts = 8): number {
   return limit === undefined ? bytes : Math.min(bytes, Math.floor(limit / parts));
 }
+
+/**
+ * What to tell an operator when the container's share cuts a size set for `what` (a flag or a
+ * config key), or undefined when it does not: the size asked for is not the size used.
+ */
+export function containerCutNote(what: string, bytes: number, limit = containerMemory()): string | undefined {
+  const share = containerShare(bytes, limit);
+  if (limit === undefined || share >= bytes) return undefined;
+  return `${what} of ${bytes} bytes is cut to ${share}, an eighth of this container's memory limit (${limit} bytes); raise the container's limit to use it whole`;
+}

@@ -42,4 +42,4 @@ export function memoryPath(): MemoryPath {
   return load() ? 'huge' : 'js';
 }
 
-export { containerMemory, containerShare } from './container.js';
+export { containerCutNote, containerMemory, containerShare } from './container.js';

@@ -80,3 +80,14 @@ function thpOn(): boolean {
   }
 }
 
+
+test('containerShare and containerCutNote: an eighth of a container limit, nothing outside one', async () => {
+  const { containerCutNote, containerShare } = await import('./container.js');
+  const MiB = 1024 * 1024;
+  assert.equal(containerShare(96 * MiB, undefined), 96 * MiB);
+  assert.equal(containerShare(96 * MiB, 256 * MiB), 32 * MiB);
+  assert.equal(containerShare(16 * MiB, 256 * MiB), 16 * MiB);
+  assert.equal(containerCutNote('--read-memory', 16 * MiB, 256 * MiB), undefined);
+  assert.equal(containerCutNote('--read-memory', 96 * MiB, undefined), undefined);
+  assert.match(containerCutNote('--read-memory', 96 * MiB, 256 * MiB) ?? '', /^--read-memory of 100663296 bytes is cut to 33554432, an eighth of this container's memory limit \(268435456 bytes\)/);
+});
