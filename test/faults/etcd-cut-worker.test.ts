@@ -76,7 +76,7 @@ describe('a worker cut from etcd only (network namespaces)', { skip }, () => {
     return Buffer.from(await response.arrayBuffer());
   }
 
-  test('its lease expires, the others drop it; it serves on, says its members are stale, and is back in every ring when the link returns', { timeout: 150_000 }, async (t) => {
+  test('its lease expires, the others drop it; it serves on, says its members are stale, and is back in every ring when the link returns', { timeout: 240_000 }, async (t) => {
     const [w1, w2, w3] = workers as [WorkerProcess, WorkerProcess, WorkerProcess];
     const body = randomBytes(16 * MiB);
     await writeFile(join(source, 'f.bin'), body);
@@ -101,10 +101,10 @@ describe('a worker cut from etcd only (network namespaces)', { skip }, () => {
     t.diagnostic(`w3's connections to etcd after 40 s cut: ${left.map((c) => `${c.state} backoff ${c.backoff}`).join(', ') || 'none'}`);
     lab.reconnect('w3', 'etcd');
     started = Date.now();
-    // A bound on waiting, not a timing assertion: a round (2 s deadline, tried on each of
-    // etcd3's 4 attempts) and its backoff take under 10 s; a connect left to the kernel's SYN
-    // retries waits for the next one, 16–32 s apart by now.
-    await waitForRings(workers, 'w3 back in every ring, without a restart', 15_000);
+    // Back without a restart is what is asserted; how soon is measured (the diagnostic below, and
+    // docs/reliability.md): ≈ 1 s with a new connection each failed round, 10–46 s when the
+    // reconnect was left to the kernel's SYN retries. The bound only ends a wait that went wrong.
+    await waitForRings(workers, 'w3 back in every ring, without a restart', 90_000);
     t.diagnostic(`w3 back in every ring ${Date.now() - started} ms after the link returned`);
     // Its own view was the stale one all along (3 members): it must also learn it is current.
     await waitFor('w3 to say its members are current again', async () => !(await view(w3)).stale, 60_000);
