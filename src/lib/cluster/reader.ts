@@ -132,29 +132,16 @@ export class ClusterReader {
     // Each page fetched ahead holds its room in `ahead` until it is handed on (released then).
     const window: { page: Promise<Buffer[]>; release: (() => void) | undefined }[] = [];
     let next = first;
-    const launch = (release?: () => void) => {
+    // `room`: the page the consumer waits for, with none fetched ahead, waits for room in
+    // `demand`, which its fetch gives back when it ends (once per read, and per page only when
+    // the process has no read-ahead room left).
+    const launch = (release?: () => void, room?: ByteBudget) => {
       const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index: next++ };
-      const page = this.fetchPage(ref, controller.signal);
+      const page = room ? this.fetchWithin(room, ref, controller.signal) : this.fetchPage(ref, controller.signal);
       page.catch(() => {}); // observed when its turn comes; avoid unhandled rejections meanwhile
       window.push({ page, release });
     };
-    // The page the consumer waits for, with none fetched ahead: it waits for room in `demand`,
-    // which its fetch gives back when it ends (once per read, and per page only when the process
-    // has no read-ahead room left).
-    const launchAwaited = () => {
-      const { demand } = this.options;
-      if (!demand) return launch();
-      const index = next++;
-      const span = pageSpan(index, file.size, pageSize);
-      const ref: PageRef = { mount, path: file.path, version: file.version, size: file.size, index };
-      const page = demand.acquire(span.end - span.start, controller.signal).then((done) => {
-        const fetched = this.fetchPage(ref, controller.signal);
-        fetched.then(done, done);
-        return fetched;
-      });
-      page.catch(() => {}); // observed when its turn comes
-      window.push({ page, release: undefined });
-    };
+    const launchAwaited = () => launch(undefined, this.options.demand);
     // Pages past the one awaited, while the window and the shared room allow.
     const launchAhead = () => {
       const { ahead } = this.options;
@@ -169,7 +156,7 @@ export class ClusterReader {
       }
     };
     try {
-      // The first page is the one the consumer asks for now: it needs no room.
+      // The first page is the one the consumer asks for now: no read-ahead room, only `demand`'s.
       if (next <= last) launchAwaited();
       launchAhead();
       for (let index = first; index <= last; index++) {
@@ -187,6 +174,17 @@ export class ClusterReader {
       signal?.removeEventListener('abort', onAbort);
       for (const entry of window) entry.release?.();
       if (window.length > 0) controller.abort(new FanoutError('ABORTED', 'reader closed'));
+    }
+  }
+
+  /** fetchPage once `room` has the page's bytes, given back when the fetch ends (before the page is handed on). */
+  private async fetchWithin(room: ByteBudget, ref: PageRef, signal: AbortSignal): Promise<Buffer[]> {
+    const span = pageSpan(ref.index, ref.size, this.options.pageSize);
+    const done = await room.acquire(span.end - span.start, signal);
+    try {
+      return await this.fetchPage(ref, signal);
+    } finally {
+      done();
     }
   }
 
