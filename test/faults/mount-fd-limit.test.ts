@@ -95,10 +95,15 @@ describe('fanout mount out of file descriptors', { skip: !hasPrlimit() && 'needs
         assert.equal(again.code, 0, `${name} once fds are free: ${again.stderr}`);
         assert.ok(again.stdout.equals(files[[1, 2, 5][i]!]!));
       }
-      // No fd leaked: the same files, pipes and /dev/fuse clones as before, and every TCP socket a
-      // live connection (the reads after it opened a few more for their pages: pooled, bounded).
+      // No fd leaked: the same files and pipes as before, and every TCP socket a live connection
+      // (the reads after it opened a few more for their pages: pooled, bounded). /dev/fuse clones
+      // are one per FUSE thread, and libfuse starts a thread when all are busy (up to the mount's
+      // 32): their number may grow with the reads, never past that.
       const now = fdsOf(mount.pid);
-      assert.deepEqual(now.other, before.other);
+      const isFuse = (fd: string) => fd.endsWith(' /dev/fuse');
+      assert.deepEqual(now.other.filter((fd) => !isFuse(fd)), before.other.filter((fd) => !isFuse(fd)));
+      assert.ok(before.other.filter(isFuse).every((fd) => now.other.includes(fd)), JSON.stringify(now.other));
+      assert.ok(now.other.filter(isFuse).length <= 32 + 1, JSON.stringify(now.other)); // a clone per thread, and the session's own
       assert.deepEqual(now.tcp.filter((state) => state !== 'ESTABLISHED'), [], JSON.stringify(now));
     } finally {
       await mount.signal('SIGTERM');
