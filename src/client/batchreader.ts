@@ -54,7 +54,7 @@ interface Waiting {
 }
 
 /** Answers a batch item gives that /v1/page would give too: failing over would not change them. */
-const FINAL: ReadonlySet<ErrorCode> = new Set(['NOT_FOUND', 'SOURCE_CHANGED', 'UNKNOWN_MOUNT', 'INVALID_PATH', 'INVALID_ARGUMENT', 'IS_A_DIRECTORY', 'RANGE_NOT_SATISFIABLE', 'FORBIDDEN', 'UNAUTHENTICATED']);
+const FINAL: ReadonlySet<ErrorCode> = new Set(['NOT_FOUND', 'SOURCE_CHANGED', 'UNKNOWN_MOUNT', 'INVALID_PATH', 'INVALID_ARGUMENT', 'IS_A_DIRECTORY', 'RANGE_NOT_SATISFIABLE', 'FORBIDDEN', 'UNAUTHENTICATED', 'TOO_MANY_ATTEMPTS']);
 
 /**
  * Many whole small pages per round trip (POST /v1/pages, lib/wire/batch.ts). Callers ask for

@@ -22,6 +22,13 @@ export const ErrorCodes = {
    * loopback name on a worker listening on loopback only (DNS rebinding, lib/http/loopback.ts).
    */
   FORBIDDEN: 403,
+  /**
+   * This client address gave too many refused credentials (unknown tokens, wrong S3 signatures)
+   * within auth.attempts.window: every credential it sends is refused unchecked until the window
+   * ends (Retry-After says when). Not the worker's fault, and another worker's answer says nothing
+   * of this one's table: not failed over, the worker not marked down.
+   */
+  TOO_MANY_ATTEMPTS: 429,
   UNKNOWN_MOUNT: 404,
   NOT_FOUND: 404,
   IS_A_DIRECTORY: 400,

@@ -1,4 +1,5 @@
 import { FanoutError } from '../core/errors.js';
+import { ThrottledError } from '../lib/auth/index.js';
 
 /**
  * An S3 error: the `Code` S3 clients branch on, its HTTP status, and the extra elements S3 puts
@@ -117,6 +118,9 @@ function translate(err: unknown, ctx: { bucket?: string; key?: string }): S3Erro
       return s3Errors.unavailable(`The cache cluster could not serve this object; retry the request: ${err.message}`);
     case 'OVERLOADED':
       return new S3Error('SlowDown', 503, `Please reduce your request rate: ${err.message}`);
+    // An address throttled for its refused signatures (lib/auth/attempts.ts): S3's "back off".
+    case 'TOO_MANY_ATTEMPTS':
+      return new S3Error('SlowDown', 503, `Please reduce your request rate: ${err.message}`, {}, err instanceof ThrottledError ? { 'retry-after': String(err.retryAfterSeconds) } : {});
     case 'CHECKSUM_MISMATCH':
       return s3Errors.internal(`A page of this object failed its checksum; retry the request: ${err.message}`);
     case 'PAGE_SIZE_MISMATCH':

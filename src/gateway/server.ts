@@ -9,7 +9,8 @@ import { wallClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import { parseListen } from '../lib/config/index.js';
 import { CertificateReloader, createApiServer, readTlsPair, type TlsFiles } from '../lib/tls/index.js';
-import { Authenticator } from './auth.js';
+import { Authenticator, type AuthRequest, type Principal } from './auth.js';
+import type { FailedAttempts } from '../lib/auth/index.js';
 import { getBucket, headBucket, listBuckets, type BucketOptions } from './buckets.js';
 import { causeOf, S3Error, s3Errors, toS3Error } from './errors.js';
 import { getObject } from './objects.js';
@@ -26,6 +27,11 @@ export interface GatewayOptions {
   tls?: TlsFiles;
   /** Connection cap and client deadlines (the worker's `limits`); beyond the cap: 503 SlowDown. */
   limits?: ServerLimits;
+  /**
+   * Refused signatures per client address (the worker's auth.attempts, shared with its API): past
+   * the limit, signed requests from that address get 503 SlowDown with Retry-After, unchecked.
+   */
+  attempts?: FailedAttempts;
 }
 
 /**
@@ -173,7 +179,7 @@ export class S3Gateway {
       const headers = headerMap(req.rawHeaders);
       target = this.route(path, req.headers.host);
       const hostBucket = target.virtual ? target.bucket : undefined;
-      const principal = this.auth.authenticate({ method, path, rawPath, hostBucket, query: pairs, headers });
+      const principal = this.authenticate(req, { method, path, rawPath, hostBucket, query: pairs, headers });
       const query = new Map<string, string>();
       for (const [k, v] of pairs) if (!query.has(k)) query.set(k, v);
       // S3 reads no body on a read. Kept alive, such a connection would have node read and drop
@@ -187,6 +193,28 @@ export class S3Gateway {
       } catch {
         res.destroy(); // the connection is beyond answering; never let this escape as an unhandled rejection
       }
+    }
+  }
+
+  /**
+   * Who signed the request. A wrong signature or an unknown access key counts against the
+   * client's address; once it has given too many, its signed requests are refused unchecked
+   * (a right signature too, or the answer would still tell a right guess) with SlowDown, 503 and
+   * Retry-After: the code every S3 client takes as "back off and retry" (botocore and the AWS
+   * SDKs list it among throttling errors, and retry a 503 even in modes that know no 429), as S3
+   * answers a client over its request rate. Unsigned requests are not attempts.
+   */
+  private authenticate(req: IncomingMessage, request: AuthRequest): Principal {
+    const attempts = this.options.attempts;
+    if (attempts === undefined) return this.auth.authenticate(request);
+    const from = req.socket.remoteAddress;
+    const wait = attempts.retryAfter(from);
+    if (wait > 0 && isSigned(request)) throw attempts.throttled(from!, wait, 'gateway');
+    try {
+      return this.auth.authenticate(request);
+    } catch (err) {
+      if (err instanceof S3Error && (err.code === 'SignatureDoesNotMatch' || err.code === 'InvalidAccessKeyId')) attempts.failed(from);
+      throw err;
     }
   }
 
@@ -234,7 +262,9 @@ export class S3Gateway {
     // ABORTED may come translated already (getObject translates what its send throws).
     const cause = causeOf(err);
     const clientGone = res.destroyed || (cause instanceof FanoutError && cause.code === 'ABORTED');
-    if (error.status >= 500 && error.code !== 'NotImplemented' && !clientGone) {
+    // A throttled guesser is counted (fanout_auth_throttled_total), not logged once per attempt.
+    const throttled = cause instanceof FanoutError && cause.code === 'TOO_MANY_ATTEMPTS';
+    if (error.status >= 500 && error.code !== 'NotImplemented' && !clientGone && !throttled) {
       this.options.logger?.warn({ code: error.code, err: (cause as Error)?.message, method: req.method, resource, requestId }, 'S3 request failed');
     }
     // The whole answer is already written: cutting now would only break the kept-alive connection
@@ -272,4 +302,9 @@ function checkExpectedOwner(ctx: RequestContext, ownerId: string): void {
   const header = ctx.req.headers['x-amz-expected-bucket-owner'];
   const expected = (Array.isArray(header) ? header[0] : header) ?? ctx.query.get('x-amz-expected-bucket-owner');
   if (expected !== undefined && expected !== ownerId) throw s3Errors.accessDenied();
+}
+
+/** Whether a request carries a signature (header or presigned, SigV4 or SigV2): an attempt at a credential. */
+function isSigned(request: AuthRequest): boolean {
+  return request.headers.has('authorization') || request.query.some(([name]) => name === 'X-Amz-Signature' || name === 'X-Amz-Credential' || name === 'Signature');
 }

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../core/errors.js';
 import { decodeUrlPath, parseFanoutPath, type FanoutPath } from '../core/paths.js';
 import { HEADERS } from '../lib/wire/index.js';
+import { ThrottledError } from '../lib/auth/index.js';
 
 // Range parsing and streaming a body with backpressure are shared with the S3 gateway.
 export { parseRange, sendChunks, type ByteRange } from '../lib/http/index.js';
@@ -34,6 +35,8 @@ export function sendError(res: ServerResponse, err: unknown, extraHeaders: Recor
     [HEADERS.error]: error.code,
     // A worker at a limit says when to come back (RFC 9110 10.2.3): a second, as the limits clear fast.
     ...(error.code === 'OVERLOADED' ? { 'retry-after': '1' } : {}),
+    // An address throttled for its refused tokens: when its window ends (lib/auth/attempts.ts).
+    ...(error instanceof ThrottledError ? { 'retry-after': String(error.retryAfterSeconds) } : {}),
     ...extraHeaders,
   });
   res.end(text);

@@ -5,7 +5,7 @@ import { pino, destination, type Logger } from 'pino';
 import { monotonicClock, wallClock, type Clock } from '../core/clock.js';
 import { FanoutError } from '../core/errors.js';
 import type { Member, WorkerStatus } from '../core/types.js';
-import { AccessGate } from '../lib/auth/index.js';
+import { AccessGate, DEFAULT_ATTEMPT_LIMITS, FailedAttempts } from '../lib/auth/index.js';
 import type { ClusterReader } from '../lib/cluster/index.js';
 import type { ClusterSession } from '../client/session.js';
 import { parseListen, type WorkerConfig } from '../lib/config/index.js';
@@ -118,7 +118,8 @@ export class Worker {
     this.clock = clock;
     this.clusterId = clusterIdOf(config);
     this.logger = options.logger ?? pino({ level: config.logLevel, base: { worker: config.id } }, destination(2));
-    this.gate = new AccessGate(config.auth);
+    // One table for the API, the dashboard and the S3 gateway: a guesser gets its refusals in all three.
+    this.gate = new AccessGate(config.auth, new FailedAttempts(config.auth.attempts ?? DEFAULT_ATTEMPT_LIMITS, clock));
     ({ session: this.session, fetcher: this.fetcher } = peerSession(config, this.gate, clock, () => this));
     this.mounts = openMounts(config, this.clusterId);
     this.policy = new PagePolicy(join(config.dataDir, 'policy.json'), wall, {
@@ -161,6 +162,7 @@ export class Worker {
       membershipStatus: () => this.membership.status(),
       lines: () => this.sourceBudget.lines(),
     });
+    this.gate.attempts!.onThrottled = (server) => this.metrics.authThrottled.labels(server).inc();
     this.pages = new PageService({
       store: this.store,
       ufs: (mount) => this.ufs(mount),
@@ -211,7 +213,7 @@ export class Worker {
             pageSize: config.pageSize,
             clock,
           }),
-          { logger: this.logger, clock: wall, tls: config.gateway.tls ?? config.tls, limits: config.limits },
+          { logger: this.logger, clock: wall, tls: config.gateway.tls ?? config.tls, limits: config.limits, attempts: this.gate.attempts },
         )
       : undefined;
     this.admin = new Admin({

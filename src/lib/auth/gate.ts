@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { FanoutError } from '../../core/errors.js';
 import { DIRECT_HEADER } from '../cluster/index.js';
+import type { AttemptServer, FailedAttempts } from './attempts.js';
 import { PEER_HEADER, PeerCredential } from './peer.js';
 import { TokenTable, allows, bearerToken, type Role, type TokenEntry } from './tokens.js';
 
@@ -27,7 +28,11 @@ export class AccessGate {
   readonly tokens: TokenTable;
   readonly peer: PeerCredential | undefined;
 
-  constructor(private readonly settings: AuthSettings) {
+  constructor(
+    private readonly settings: AuthSettings,
+    /** Refused tokens per client address (auth.attempts); without it, guesses are not limited. */
+    readonly attempts?: FailedAttempts,
+  ) {
     if (settings.readToken && !settings.clusterSecret) {
       // A worker reads pages through its peers and through its own API: with reads closed,
       // those requests need the peer credential or every cluster read would be refused.
@@ -42,8 +47,13 @@ export class AccessGate {
     return this.peer?.headers() ?? {};
   }
 
-  /** Returns whether the request comes from a peer; throws when it may not go on. */
-  check(headers: IncomingHttpHeaders, need: Access): { peer: boolean } {
+  /**
+   * Returns whether the request comes from a peer; throws when it may not go on. `from` is the
+   * client's address: an unknown token from it counts against it (FailedAttempts), and once it
+   * has given too many, its tokens are refused unchecked (TOO_MANY_ATTEMPTS), a valid one too, or
+   * the answer would still tell a right guess. Peers are never counted nor throttled.
+   */
+  check(headers: IncomingHttpHeaders, need: Access, from?: string, server: AttemptServer = 'api'): { peer: boolean } {
     const peer = this.peer?.verify(headers[PEER_HEADER]) === true;
     if (!peer) {
       const used = PEER_ONLY_HEADERS.find((name) => headers[name] !== undefined);
@@ -57,8 +67,12 @@ export class AccessGate {
     if (need === 'open' || (need === 'read' && (peer || !this.settings.readToken))) return { peer };
     const token = bearerToken(headers.authorization);
     if (token === undefined) throw new FanoutError('UNAUTHENTICATED', `this call needs ${article(need)} ${need} token (Authorization: Bearer TOKEN, or FANOUT_TOKEN for the CLI and SDK)`);
+    if (!peer) this.attempts?.check(from, server);
     const role = this.tokens.roleOf(token);
-    if (role === undefined) throw new FanoutError('UNAUTHENTICATED', 'unknown token');
+    if (role === undefined) {
+      if (!peer) this.attempts?.failed(from);
+      throw new FanoutError('UNAUTHENTICATED', 'unknown token');
+    }
     if (!allows(role, need)) throw new FanoutError('FORBIDDEN', `this call needs an admin token; the token given is a ${role} token`);
     return { peer };
   }

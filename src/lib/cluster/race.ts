@@ -41,6 +41,7 @@ export const DEFINITIVE = new Set<string>([
   'IS_A_DIRECTORY',
   'UNAUTHENTICATED',
   'FORBIDDEN',
+  'TOO_MANY_ATTEMPTS',
 ]);
 
 /**

@@ -155,6 +155,21 @@ export const authConfigSchema = z
     tokens: z.array(z.object({ token: tokenString, role: z.enum(['read', 'admin']) }).strict()).default([]),
     readToken: z.boolean().default(false),
     clusterSecret: z.string().min(16, 'clusterSecret must be at least 16 characters').optional(),
+    /**
+     * Refused credentials (unknown tokens on the API and the dashboard, wrong S3 signatures and
+     * unknown access keys on the gateway) one client address may give within `window`; past
+     * `max`, its credentials are refused unchecked (429 TOO_MANY_ATTEMPTS, S3 503 SlowDown, with
+     * Retry-After) until the window ends. At most `clients` addresses are remembered (the oldest
+     * forgotten). `max: 0` turns the limit off.
+     */
+    attempts: z
+      .object({
+        max: z.number().int().min(0).default(20),
+        window: duration.refine((v) => v >= 1, { message: 'auth.attempts.window must be at least 1ms' }).default('1m'),
+        clients: z.number().int().min(1).max(1_000_000).default(10_000),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 

@@ -122,6 +122,12 @@ export class WorkerMetrics {
     labelNames: ['line', 'bound'],
     registers: [this.registry],
   });
+  readonly authThrottled = new Counter({
+    name: 'fanout_auth_throttled_total',
+    help: 'Credentials refused unchecked because their client address gave too many refused ones within auth.attempts.window, by server (api, dashboard, gateway)',
+    labelNames: ['server'],
+    registers: [this.registry],
+  });
   readonly requestErrors = new Counter({
     name: 'fanout_request_errors_total',
     help: 'Requests answered with an error, by code',

@@ -1,9 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FanoutError } from '../../core/errors.js';
-import type { AccessGate } from '../../lib/auth/index.js';
+import { ThrottledError, type AccessGate } from '../../lib/auth/index.js';
 import { appScript, loginHtml, PAGE_CSS, PAGE_HTML } from './assets.js';
-import { fitsCookie, sessionCookie, withCookieToken } from './session.js';
+import { fitsCookie, fromAnotherOrigin, sessionCookie, withCookieToken } from './session.js';
 import { readBody } from '../http.js';
+import { HEADERS } from '../../lib/wire/index.js';
 
 /** A login form body holds one token; anything longer is not one. */
 const MAX_LOGIN_BODY = 4096;
@@ -46,13 +47,14 @@ export class UiPages {
     }
     if (route === '/ui/logout') return redirect(res, '/ui', sessionCookie('', this.secureCookie));
     const token = query.get('token');
-    if (token !== null && (route === '/ui' || route === '/ui/')) return this.acceptToken(res, token);
-    if (!this.allowed(req)) {
-      // The stylesheet stays reachable so that the login form looks like the rest.
-      if (route !== '/ui/app.css') return send(res, 401, 'text/html; charset=utf-8', loginHtml('This worker needs a token to be read.'));
-    }
-    if (route === '/ui' || route === '/ui/') return send(res, 200, 'text/html; charset=utf-8', PAGE_HTML);
+    if (token !== null && (route === '/ui' || route === '/ui/')) return this.acceptToken(req, res, token);
+    // The stylesheet stays reachable without a token so that the login form looks like the rest
+    // (its cookie is not checked: a stale one would count as a refused token once more per page).
     if (route === '/ui/app.css') return send(res, 200, 'text/css; charset=utf-8', PAGE_CSS);
+    const refusal = this.refusal(req);
+    if (refusal instanceof ThrottledError) return sendThrottled(res, refusal);
+    if (refusal) return send(res, 401, 'text/html; charset=utf-8', loginHtml('This worker needs a token to be read.'));
+    if (route === '/ui' || route === '/ui/') return send(res, 200, 'text/html; charset=utf-8', PAGE_HTML);
     if (route.startsWith('/ui/app/')) {
       const script = await appScript(route.slice('/ui/app/'.length));
       if (script) return send(res, 200, 'text/javascript; charset=utf-8', script);
@@ -60,12 +62,13 @@ export class UiPages {
     throw new FanoutError('NOT_FOUND', `no such dashboard file: ${route.slice(0, 200)}`);
   }
 
-  private allowed(req: IncomingMessage): boolean {
+  /** Why the request's token (its cookie's) does not open the page, if it does not. */
+  private refusal(req: IncomingMessage): unknown {
     try {
-      this.gate.check(withCookieToken(req.headers), 'read');
-      return true;
-    } catch {
-      return false;
+      this.gate.check(withCookieToken(req.headers), 'read', req.socket.remoteAddress, 'dashboard');
+      return undefined;
+    } catch (err) {
+      return err ?? new Error('refused');
     }
   }
 
@@ -74,15 +77,24 @@ export class UiPages {
       res.setHeader('allow', 'POST');
       throw new FanoutError('INVALID_ARGUMENT', '/ui/login takes a POSTed form');
     }
+    // Login CSRF: a page of another origin (another site, or another port or subdomain of this
+    // one) could post the form and sign the visitor's browser in with the attacker's token, so
+    // that what the visitor then does on the dashboard is seen through the attacker's session.
+    // Browsers send Origin with every form POST (Sec-Fetch-Site too, over https and to loopback);
+    // the dashboard's own form is same-origin. A client with neither (curl) goes on.
+    if (fromAnotherOrigin(req.headers)) {
+      throw new FanoutError('FORBIDDEN', `the sign-in form takes posts from the dashboard's own page only (this request came from ${describeOrigin(req)})`);
+    }
     const token = new URLSearchParams((await readBody(req, MAX_LOGIN_BODY, 'login form')).toString()).get('token') ?? '';
-    return this.acceptToken(res, token);
+    return this.acceptToken(req, res, token);
   }
 
   /** A token that opens reads is kept in the cookie; any other gets the form again. */
-  private acceptToken(res: ServerResponse, token: string): void {
+  private acceptToken(req: IncomingMessage, res: ServerResponse, token: string): void {
     try {
-      this.gate.check({ authorization: `Bearer ${token}` }, 'read');
-    } catch {
+      this.gate.check({ authorization: `Bearer ${token}` }, 'read', req.socket.remoteAddress, 'dashboard');
+    } catch (err) {
+      if (err instanceof ThrottledError) return sendThrottled(res, err);
       // Counted with the API's refused tokens: guesses at the form were seen nowhere.
       this.onRefusedToken();
       return send(res, 401, 'text/html; charset=utf-8', loginHtml('That token was refused. Give a read or admin token of this cluster.'));
@@ -94,8 +106,24 @@ export class UiPages {
   }
 }
 
-function send(res: ServerResponse, status: number, type: string, body: string | Buffer): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...SECURITY_HEADERS });
+/** The form again, 429 with Retry-After and the error's code, for an address throttled for its refused tokens. */
+function sendThrottled(res: ServerResponse, err: ThrottledError): void {
+  const seconds = err.retryAfterSeconds;
+  send(res, 429, 'text/html; charset=utf-8', loginHtml(`Too many refused tokens from this address: try again in ${seconds} s.`), {
+    'retry-after': String(seconds),
+    [HEADERS.error]: err.code,
+  });
+}
+
+/** The Origin, or Sec-Fetch-Site, a browser said a refused sign-in came from (for its message). */
+function describeOrigin(req: IncomingMessage): string {
+  const origin = req.headers.origin;
+  if (origin !== undefined) return `Origin ${JSON.stringify(origin.slice(0, 200))}`;
+  return `Sec-Fetch-Site ${JSON.stringify(String(req.headers['sec-fetch-site']).slice(0, 40))}`;
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...SECURITY_HEADERS, ...extra });
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 

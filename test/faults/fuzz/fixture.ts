@@ -71,7 +71,9 @@ export async function startFixture(): Promise<Fixture> {
     capacity: '256MiB',
     mounts: { [MOUNT]: `file://${root}`, [SECOND_MOUNT]: `file://${join(root, 'nested')}` },
     gateway: { listen: `127.0.0.1:${s3Port}`, credentials: [S3_KEY] },
-    auth: { tokens: [{ token: ADMIN_TOKEN, role: 'admin' }], clusterSecret: 'fuzz-cluster-secret-0123456789' },
+    // Guessed-credential limits off: the generated garbage tokens and signatures would soon have
+    // the fuzzer's address throttled, and every signed request after them answered unchecked.
+    auth: { tokens: [{ token: ADMIN_TOKEN, role: 'admin' }], clusterSecret: 'fuzz-cluster-secret-0123456789', attempts: { max: 0 } },
   });
   const files = new Map<string, Map<string, SourceFile>>();
   for (const [mount, dir] of [
