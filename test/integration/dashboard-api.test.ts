@@ -200,6 +200,51 @@ describe("the dashboard's page and calls on a two-worker cluster that needs toke
     assert.equal((await get(`${url}/ui`, { cookie, 'sec-fetch-site': 'same-site', 'sec-fetch-mode': 'navigate' })).status, 200);
   });
 
+  test("login CSRF: a page of another origin cannot sign the browser in with its own token (403 FORBIDDEN); the dashboard's own form and curl still sign in", async () => {
+    // The attacker holds a token of this cluster (READ here) and has a visitor's browser post the
+    // sign-in form with it: the visitor would then use the dashboard in the attacker's session.
+    const attacker: Server = createServer((_req, res) => {
+      const form = `<form method="post" action="${url}/ui/login"><input name="token" value="${READ}"></form>`;
+      res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><title>waiting</title>${form}<script>document.forms[0].submit();</script>`);
+    });
+    await new Promise<void>((resolve) => attacker.listen(0, '127.0.0.1', resolve));
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+    try {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      const answer = page.waitForResponse((r) => r.url() === `${url}/ui/login`, { timeout: 15_000 });
+      await page.goto(`http://127.0.0.1:${(attacker.address() as { port: number }).port}/`);
+      const posted = await answer;
+      assert.equal(posted.status(), 403, `the cross-origin sign-in is refused: ${await posted.text()}`);
+      assert.equal(posted.headers()['x-fanout-error'], 'FORBIDDEN');
+      assert.deepEqual((await context.cookies(url)).filter((c) => c.name === 'fanout_token'), [], 'no session cookie was set');
+      // The dashboard's own form, in the same browser, still signs in.
+      assert.equal((await page.goto(`${url}/ui`))?.status(), 401);
+      await page.fill('input[name="token"]', READ);
+      const own = page.waitForResponse((r) => r.url() === `${url}/ui/login`, { timeout: 15_000 });
+      await page.click('button[type="submit"]');
+      assert.equal((await own).status(), 303);
+      assert.equal((await context.cookies(url)).filter((c) => c.name === 'fanout_token').length, 1);
+    } finally {
+      await browser.close();
+      await new Promise<void>((resolve) => attacker.close(() => resolve()));
+    }
+    // The same by headers, as browsers send them.
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    const post = (headers: Record<string, string>) => get(`${url}/ui/login`, { ...form, ...headers }, { method: 'POST', body: `token=${READ}` });
+    const crossOrigin: Record<string, string>[] = [{ origin: 'http://127.0.0.1:9' }, { origin: 'https://attacker.example' }, { origin: 'null' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }];
+    for (const headers of crossOrigin) {
+      const refused = await post(headers);
+      assert.equal(refused.status, 403, JSON.stringify(headers));
+      assert.equal(refused.headers.get('x-fanout-error'), 'FORBIDDEN');
+      assert.equal(refused.headers.get('set-cookie'), null);
+    }
+    const ownOrAbsent: Record<string, string>[] = [{}, { origin: url }, { origin: url, 'sec-fetch-site': 'same-origin' }];
+    for (const headers of ownOrAbsent) {
+      assert.equal((await post(headers)).status, 303, `${JSON.stringify(headers)} signs in`);
+    }
+  });
+
   test("a member's data comes through the worker the page talks to; a dead member is reported, not an error", async () => {
     const auth = { authorization: `Bearer ${READ}` };
     const relayed = (await (await get(`${url}/v1/members/w2/dashboard`, auth)).json()) as { reachable: boolean; status: { id: string } };

@@ -24,6 +24,8 @@ test('the cookie counts for the dashboard\'s own origin only: another origin of 
   assert.equal(own({ host: 'w1:7450' }), 'Bearer read-token-0123456789', 'no word from the browser: accepted');
   assert.equal(own({ host: 'w1:7450', 'sec-fetch-site': 'same-origin' }), 'Bearer read-token-0123456789');
   assert.equal(own({ host: 'w1:7450', 'sec-fetch-site': 'none' }), 'Bearer read-token-0123456789', 'typed in the address bar');
+  // Chromium's own form post from a page under no-referrer: Origin null, but the browser says same-origin.
+  assert.equal(fromAnotherOrigin({ host: 'w1:7450', origin: 'null', 'sec-fetch-site': 'same-origin' }), false);
   assert.equal(own({ host: 'w1:7450', origin: 'http://w1:7450' }), 'Bearer read-token-0123456789');
   assert.equal(own({ host: 'w1', origin: 'http://w1:80' }), 'Bearer read-token-0123456789', 'default port either way');
   assert.equal(own({ host: 'W1:443', origin: 'https://w1' }), 'Bearer read-token-0123456789');

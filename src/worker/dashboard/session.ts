@@ -74,6 +74,9 @@ export function sessionCookie(token: string, secure: boolean): string {
 export function fromAnotherOrigin(headers: IncomingHttpHeaders): boolean {
   const site = headers['sec-fetch-site'];
   if (site === 'same-site' || site === 'cross-site') return true;
+  // The browser's own word, which no page can set: its Origin may still be "null" (a page under
+  // `Referrer-Policy: no-referrer` posting a form to its own origin).
+  if (site === 'same-origin') return false;
   const origin = headers.origin;
   if (origin === undefined) return false;
   try {

@@ -17,7 +17,11 @@ const SECURITY_HEADERS = {
   'content-security-policy':
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  // Never a Referer to another origin (a URL may hold ?token=). Not no-referrer: under it a
+  // browser sends `Origin: null` with the sign-in form's POST (Fetch's origin serialization), and
+  // over plain http to a non-loopback name, with no Sec-Fetch-Site, that could not be told from a
+  // sandboxed page of another origin, which the form refuses (login CSRF).
+  'referrer-policy': 'same-origin',
   'x-frame-options': 'DENY',
 };
 
