@@ -207,13 +207,12 @@ export class S3Gateway {
   private authenticate(req: IncomingMessage, request: AuthRequest): Principal {
     const attempts = this.options.attempts;
     if (attempts === undefined) return this.auth.authenticate(request);
-    const from = req.socket.remoteAddress;
-    const wait = attempts.retryAfter(from);
-    if (wait > 0 && isSigned(request)) throw attempts.throttled(from!, wait, 'gateway');
+    const wait = attempts.retryAfter(req.socket);
+    if (wait > 0 && isSigned(request)) throw attempts.throttled(req.socket.remoteAddress!, wait, 'gateway');
     try {
       return this.auth.authenticate(request);
     } catch (err) {
-      if (err instanceof S3Error && (err.code === 'SignatureDoesNotMatch' || err.code === 'InvalidAccessKeyId')) attempts.failed(from);
+      if (err instanceof S3Error && (err.code === 'SignatureDoesNotMatch' || err.code === 'InvalidAccessKeyId')) attempts.failed(req.socket);
       throw err;
     }
   }

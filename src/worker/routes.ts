@@ -133,7 +133,7 @@ export class Routes {
       // Reads also accept the dashboard's session cookie, from the dashboard's own origin only (its
       // page makes these calls; pages of other origins of the same site get the cookie sent too);
       // admin calls never do (cross-site requests carry cookies).
-      this.worker.gate.check(need === 'read' ? withCookieToken(req.headers, { ownOrigin: true }) : req.headers, need, req.socket.remoteAddress);
+      this.worker.gate.check(need === 'read' ? withCookieToken(req.headers, { ownOrigin: true }) : req.headers, need, req.socket);
     } catch (err) {
       if (err instanceof FanoutError && err.code === 'UNAUTHENTICATED') res.setHeader('www-authenticate', 'Bearer realm="fanout"');
       throw err;

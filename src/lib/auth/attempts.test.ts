@@ -7,18 +7,19 @@ import { AccessGate } from './gate.js';
 import { authConfigSchema } from '../config/index.js';
 
 const limits = { max: 3, window: 60_000, clients: 4 };
+const at = (remoteAddress: string) => ({ remoteAddress });
 
 test('an address is throttled after max refusals within the window, others are not, and the window ends it', async () => {
   const clock = new ManualClock(1_000);
   const attempts = new FailedAttempts(limits, clock);
   for (let i = 0; i < 3; i++) {
-    assert.equal(attempts.retryAfter('10.0.0.1'), 0, `attempt ${i + 1} goes on`);
-    attempts.failed('10.0.0.1');
+    assert.equal(attempts.retryAfter(at('10.0.0.1')), 0, `attempt ${i + 1} goes on`);
+    attempts.failed(at('10.0.0.1'));
   }
-  assert.equal(attempts.retryAfter('10.0.0.1'), 60_000);
-  assert.equal(attempts.retryAfter('10.0.0.2'), 0, 'another address');
+  assert.equal(attempts.retryAfter(at('10.0.0.1')), 60_000);
+  assert.equal(attempts.retryAfter(at('10.0.0.2')), 0, 'another address');
   await clock.advance(59_999);
-  assert.equal(attempts.retryAfter('10.0.0.1'), 1);
+  assert.equal(attempts.retryAfter(at('10.0.0.1')), 1);
   const seen: string[] = [];
   attempts.onThrottled = (server) => seen.push(server);
   const err = attempts.throttled('10.0.0.1', 1, 'api');
@@ -27,7 +28,7 @@ test('an address is throttled after max refusals within the window, others are n
   assert.equal(err.retryAfterSeconds, 1, 'rounded up, at least a second');
   assert.deepEqual(seen, ['api'], 'counted');
   await clock.advance(1);
-  assert.equal(attempts.retryAfter('10.0.0.1'), 0, 'the window is over');
+  assert.equal(attempts.retryAfter(at('10.0.0.1')), 0, 'the window is over');
   assert.equal(attempts.size, 0, 'and the address forgotten');
 });
 
@@ -35,28 +36,28 @@ test('refusals spread wider than the window never throttle', async () => {
   const clock = new ManualClock(0);
   const attempts = new FailedAttempts(limits, clock);
   for (let i = 0; i < 10; i++) {
-    attempts.failed('10.0.0.1');
-    attempts.failed('10.0.0.1');
-    assert.equal(attempts.retryAfter('10.0.0.1'), 0);
+    attempts.failed(at('10.0.0.1'));
+    attempts.failed(at('10.0.0.1'));
+    assert.equal(attempts.retryAfter(at('10.0.0.1')), 0);
     await clock.advance(60_000);
   }
 });
 
 test('the table holds at most `clients` addresses whatever an attacker does: the oldest is dropped', () => {
   const attempts = new FailedAttempts({ max: 3, window: 60_000, clients: 1000 }, new ManualClock(0));
-  for (let i = 0; i < 3; i++) attempts.failed('10.0.0.1');
-  assert.ok(attempts.retryAfter('10.0.0.1') > 0);
-  for (let i = 0; i < 100_000; i++) attempts.failed(`2001:db8::${i.toString(16)}`);
+  for (let i = 0; i < 3; i++) attempts.failed(at('10.0.0.1'));
+  assert.ok(attempts.retryAfter(at('10.0.0.1')) > 0);
+  for (let i = 0; i < 100_000; i++) attempts.failed(at(`2001:db8::${i.toString(16)}`));
   assert.equal(attempts.size, 1000);
-  assert.equal(attempts.retryAfter('10.0.0.1'), 0, 'the oldest address was dropped');
-  assert.equal(attempts.retryAfter('2001:db8::1869f'), 0, 'one refusal of the newest is remembered, not yet a throttle');
+  assert.equal(attempts.retryAfter(at('10.0.0.1')), 0, 'the oldest address was dropped');
+  assert.equal(attempts.retryAfter(at('2001:db8::1869f')), 0, 'one refusal of the newest is remembered, not yet a throttle');
 });
 
 test('max 0 turns the limit off', () => {
   const attempts = new FailedAttempts({ max: 0, window: 60_000, clients: 10 }, new ManualClock(0));
-  for (let i = 0; i < 100; i++) attempts.failed('10.0.0.1');
+  for (let i = 0; i < 100; i++) attempts.failed(at('10.0.0.1'));
   assert.equal(attempts.size, 0);
-  assert.equal(attempts.retryAfter('10.0.0.1'), 0);
+  assert.equal(attempts.retryAfter(at('10.0.0.1')), 0);
 });
 
 test('the gate counts unknown tokens only: no token, a weak role, a peer and a success never count', () => {
@@ -64,7 +65,7 @@ test('the gate counts unknown tokens only: no token, a weak role, a peer and a s
   const ADMIN = 'admin-token-0123456789';
   const attempts = new FailedAttempts(limits, new ManualClock(0));
   const gate = new AccessGate({ tokens: [{ token: READ, role: 'read' }, { token: ADMIN, role: 'admin' }], readToken: true, clusterSecret: 'cluster-secret-0123456789' }, attempts);
-  const from = '10.0.0.9';
+  const from = at('10.0.0.9');
   const peer = gate.peerHeaders();
   for (let i = 0; i < 10; i++) {
     assert.throws(() => gate.check({}, 'read', from), (e) => isFanoutError(e, 'UNAUTHENTICATED'));
@@ -78,7 +79,7 @@ test('the gate counts unknown tokens only: no token, a weak role, a peer and a s
   assert.throws(() => gate.check({ authorization: `Bearer ${ADMIN}` }, 'admin', from), (e) => isFanoutError(e, 'TOO_MANY_ATTEMPTS'), 'a right token from a throttled address is not checked');
   gate.check(peer, 'read', from);
   assert.deepEqual(gate.check({ ...peer, authorization: `Bearer ${ADMIN}` }, 'admin', from), { peer: true }, 'a peer is never throttled');
-  gate.check({ authorization: `Bearer ${ADMIN}` }, 'admin', '10.0.0.10');
+  gate.check({ authorization: `Bearer ${ADMIN}` }, 'admin', at('10.0.0.10'));
 });
 
 test('auth.attempts in the config: defaults, durations, and bad values refused', () => {

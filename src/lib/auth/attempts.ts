@@ -16,6 +16,14 @@ export const DEFAULT_ATTEMPT_LIMITS: AttemptLimits = { max: 20, window: 60_000, 
 /** Where a throttled attempt was refused, for the metric. */
 export type AttemptServer = 'api' | 'dashboard' | 'gateway';
 
+/**
+ * Where a request comes from: its socket, read only when a credential is checked (a socket's
+ * first read of remoteAddress is a getpeername call; requests without credentials never pay it).
+ */
+export interface ClientAddress {
+  readonly remoteAddress?: string | undefined;
+}
+
 interface Tally {
   /** When the window of this address began (its first refusal in it). */
   first: number;
@@ -48,9 +56,11 @@ export class FailedAttempts {
     return this.tallies.size;
   }
 
-  /** ms until `from` may try a credential again; 0 when it may now. */
-  retryAfter(from: string | undefined): number {
-    if (this.tallies.size === 0 || from === undefined) return 0;
+  /** ms until `client` may try a credential again; 0 when it may now. */
+  retryAfter(client: ClientAddress | null | undefined): number {
+    if (this.tallies.size === 0 || client == null) return 0;
+    const from = client.remoteAddress;
+    if (from === undefined) return 0;
     const tally = this.tallies.get(from);
     if (tally === undefined || tally.refused < this.limits.max) return 0;
     const left = tally.first + this.limits.window - this.clock.now();
@@ -59,10 +69,10 @@ export class FailedAttempts {
     return 0;
   }
 
-  /** Throws TOO_MANY_ATTEMPTS (counted) while `from` is throttled. */
-  check(from: string | undefined, server: AttemptServer): void {
-    const wait = this.retryAfter(from);
-    if (wait > 0) throw this.throttled(from!, wait, server);
+  /** Throws TOO_MANY_ATTEMPTS (counted) while `client` is throttled. */
+  check(client: ClientAddress | undefined, server: AttemptServer): void {
+    const wait = this.retryAfter(client);
+    if (wait > 0) throw this.throttled(client!.remoteAddress!, wait, server);
   }
 
   /** The refusal of a throttled attempt, counted; its `retryAfterSeconds` for the Retry-After header. */
@@ -71,8 +81,9 @@ export class FailedAttempts {
     return new ThrottledError(from, Math.max(1, Math.ceil(waitMs / 1000)), this.limits);
   }
 
-  /** Notes a refused credential from `from`. */
-  failed(from: string | undefined): void {
+  /** Notes a refused credential from `client`. */
+  failed(client: ClientAddress | null | undefined): void {
+    const from = client?.remoteAddress;
     if (from === undefined || this.limits.max === 0) return;
     const now = this.clock.now();
     const tally = this.tallies.get(from);

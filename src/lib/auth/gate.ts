@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { FanoutError } from '../../core/errors.js';
 import { DIRECT_HEADER } from '../cluster/index.js';
-import type { AttemptServer, FailedAttempts } from './attempts.js';
+import type { AttemptServer, ClientAddress, FailedAttempts } from './attempts.js';
 import { PEER_HEADER, PeerCredential } from './peer.js';
 import { TokenTable, allows, bearerToken, type Role, type TokenEntry } from './tokens.js';
 
@@ -49,11 +49,11 @@ export class AccessGate {
 
   /**
    * Returns whether the request comes from a peer; throws when it may not go on. `from` is the
-   * client's address: an unknown token from it counts against it (FailedAttempts), and once it
+   * client (its socket): an unknown token from its address counts against it (FailedAttempts), and once it
    * has given too many, its tokens are refused unchecked (TOO_MANY_ATTEMPTS), a valid one too, or
    * the answer would still tell a right guess. Peers are never counted nor throttled.
    */
-  check(headers: IncomingHttpHeaders, need: Access, from?: string, server: AttemptServer = 'api'): { peer: boolean } {
+  check(headers: IncomingHttpHeaders, need: Access, from?: ClientAddress, server: AttemptServer = 'api'): { peer: boolean } {
     const peer = this.peer?.verify(headers[PEER_HEADER]) === true;
     if (!peer) {
       const used = PEER_ONLY_HEADERS.find((name) => headers[name] !== undefined);

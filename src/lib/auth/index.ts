@@ -4,4 +4,4 @@ export { AccessGate, PEER_ONLY_HEADERS, type Access, type AuthSettings } from '.
 export { ClientCredentials } from './client.js';
 export { endpointKey, newAdminToken, publishToken, publishedTokenFor, tokenDir, unpublishToken, writeDataDirToken } from './localtoken.js';
 export { authFromEnvironment } from './env.js';
-export { FailedAttempts, ThrottledError, DEFAULT_ATTEMPT_LIMITS, type AttemptLimits, type AttemptServer } from './attempts.js';
+export { FailedAttempts, ThrottledError, DEFAULT_ATTEMPT_LIMITS, type AttemptLimits, type AttemptServer, type ClientAddress } from './attempts.js';

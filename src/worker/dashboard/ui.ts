@@ -69,7 +69,7 @@ export class UiPages {
   /** Why the request's token (its cookie's) does not open the page, if it does not. */
   private refusal(req: IncomingMessage): unknown {
     try {
-      this.gate.check(withCookieToken(req.headers), 'read', req.socket.remoteAddress, 'dashboard');
+      this.gate.check(withCookieToken(req.headers), 'read', req.socket, 'dashboard');
       return undefined;
     } catch (err) {
       return err ?? new Error('refused');
@@ -96,7 +96,7 @@ export class UiPages {
   /** A token that opens reads is kept in the cookie; any other gets the form again. */
   private acceptToken(req: IncomingMessage, res: ServerResponse, token: string): void {
     try {
-      this.gate.check({ authorization: `Bearer ${token}` }, 'read', req.socket.remoteAddress, 'dashboard');
+      this.gate.check({ authorization: `Bearer ${token}` }, 'read', req.socket, 'dashboard');
     } catch (err) {
       if (err instanceof ThrottledError) return sendThrottled(res, err);
       // Counted with the API's refused tokens: guesses at the form were seen nowhere.
