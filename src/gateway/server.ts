@@ -200,9 +200,10 @@ export class S3Gateway {
    * Who signed the request. A wrong signature or an unknown access key counts against the
    * client's address; once it has given too many, its signed requests are refused unchecked
    * (a right signature too, or the answer would still tell a right guess) with SlowDown, 503 and
-   * Retry-After: the code every S3 client takes as "back off and retry" (botocore and the AWS
-   * SDKs list it among throttling errors, and retry a 503 even in modes that know no 429), as S3
-   * answers a client over its request rate. Unsigned requests are not attempts.
+   * Retry-After, as S3 answers a client over its request rate: botocore (both retry modes) and the
+   * SDK v3 back off and retry it (a 503, and SlowDown among their throttling codes); a 429 would
+   * be retried by those too, but a client written against S3's own statuses knows only 503.
+   * Unsigned requests are not attempts.
    */
   private authenticate(req: IncomingMessage, request: AuthRequest): Principal {
     const attempts = this.options.attempts;
