@@ -200,6 +200,30 @@ describe("the dashboard's page and calls on a two-worker cluster that needs toke
     assert.equal((await get(`${url}/ui`, { cookie, 'sec-fetch-site': 'same-site', 'sec-fetch-mode': 'navigate' })).status, 200);
   });
 
+  test('a page left open once its session token is refused stops asking (refusals count against its address: auth.attempts)', async () => {
+    const refusedTokens = async () => {
+      const text = await (await get(`${url}/metrics`, { authorization: `Bearer ${READ}` })).text();
+      return Number(/^fanout_request_errors_total\{code="UNAUTHENTICATED"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+    try {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      assert.equal((await page.goto(`${url}/ui?token=${READ}`))?.status(), 200);
+      await waitFor('a first round of the page', async () => Number(await page.evaluate(() => document.body.dataset.rounds ?? 0)) >= 1, 30_000);
+      const before = await refusedTokens();
+      // The token changed on the workers (here: the cookie changed under the page): every call is refused.
+      await context.addCookies([{ name: 'fanout_token', value: 'a-token-no-longer-accepted-0', url }]);
+      await waitFor('the page to stop asking', async () => (await page.evaluate(() => document.body.dataset.stopped)) === 'signed-out', 30_000);
+      const refused = (await refusedTokens()) - before;
+      // One round's calls at most (a round under way when the cookie changed may have asked its members too).
+      assert.ok(refused >= 1 && refused <= 4, `refusals while stopping: ${refused}`);
+      assert.match(await page.locator('body').innerText(), /reload the page to sign in again/);
+    } finally {
+      await browser.close();
+    }
+  });
+
   test("login CSRF: a page of another origin cannot sign the browser in with its own token (403 FORBIDDEN); the dashboard's own form and curl still sign in", async () => {
     // The attacker holds a token of this cluster (READ here) and has a visitor's browser post the
     // sign-in form with it: the visitor would then use the dashboard in the attacker's session.

@@ -91,7 +91,15 @@ async function round(): Promise<void> {
     cluster = await getJson<ClusterView>('/v1/cluster', CLUSTER_TIMEOUT_MS);
   } catch (err) {
     const e = err as ApiError;
-    banner(e.status === 401 ? 'The session token is no longer accepted: reload the page to sign in again.' : `The worker serving this page does not answer (${e.message}); showing the last figures.`);
+    if (e.status === 401 || e.status === 429) {
+      // Refused tokens count against this address (auth.attempts): a tab left open after a
+      // token change would ask every 2 s and soon throttle every client of this host, the CLI
+      // with a right token too. So the page stops asking until it is reloaded.
+      stopped = 'signed-out';
+      banner(e.status === 401 ? 'The session token is no longer accepted: reload the page to sign in again.' : 'Too many refused tokens from this address: reload the page in a minute to sign in again.');
+      return;
+    }
+    banner(`The worker serving this page does not answer (${e.message}); showing the last figures.`);
     return;
   }
   banner(cluster.stale ? 'Membership is stale: this worker cannot reach etcd and uses the last member list it knew.' : undefined);
@@ -113,6 +121,9 @@ async function round(): Promise<void> {
   byId('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
+/** Why the page stopped refreshing, if it did (a refused session token). */
+let stopped: string | undefined;
+
 async function loop(): Promise<void> {
   const started = performance.now();
   try {
@@ -121,7 +132,8 @@ async function loop(): Promise<void> {
     // Counted for tests and people alike: a page whose counter stops has stopped refreshing.
     document.body.dataset.rounds = String(++rounds);
     document.body.dataset.roundMs = String(Math.round(performance.now() - started));
-    setTimeout(() => void loop(), REFRESH_MS);
+    if (stopped) document.body.dataset.stopped = stopped;
+    else setTimeout(() => void loop(), REFRESH_MS);
   }
 }
 
