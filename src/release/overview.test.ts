@@ -37,6 +37,13 @@ describe('the release overview', () => {
     assert.equal(summarizeReleases(index(agents), 'llm')[0]!.hostList!.length, 1000);
   });
 
+  test("a host in error on its channel's version name (RELEASE_EXISTS: another tree installed under it) counts as in error, not on the version", () => {
+    const conflict = 'RELEASE_EXISTS: llm@v2 is published with manifest b…, but this host installed v2 with manifest a… and other files';
+    const [llm] = summarizeReleases(index([agent('on', { current: 'v2', target: 'v2' }), agent('conflict', { current: 'v2', target: 'v2', phase: 'error', error: conflict })]));
+    assert.equal(llm!.hosts.onChannelVersion, 1, 'only the host in sync');
+    assert.equal(llm!.hosts.errorCount, 1);
+  });
+
   test('errors are listed up to a cap and counted beyond it', () => {
     const agents = Array.from({ length: MAX_LISTED_ERRORS + 25 }, (_, i) => agent(`h${i}`, { phase: 'error', error: 'HASH_MISMATCH: bad page' }));
     const [llm] = summarizeReleases(index(agents));

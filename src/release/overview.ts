@@ -20,7 +20,12 @@ export interface ReleaseOverview {
 
 export interface HostSummary {
   total: number;
-  /** Hosts whose `current` is their channel's version. */
+  /**
+   * Hosts whose `current` is their channel's version and that are not in error: as `release
+   * status` and a rollout's wave count them. A host whose installed tree under that name is not
+   * the one published under it now (RELEASE_EXISTS, reissue.ts) reports that name as `current`,
+   * in error: it was counted here as on the version (found by a fault hunt).
+   */
   onChannelVersion: number;
   /**
    * One row per (datacenter, channel, current, target, phase) with its host count: by datacenter
@@ -78,7 +83,7 @@ export function summarizeHosts(agents: AgentState[], channels: Record<string, Ch
   for (const agent of agents) {
     // The channel the host follows now (prod@dc-b when that one moved last: scope.ts), as it reported.
     const followed = channels[agent.following ?? agent.channel];
-    if (followed && agent.current === followed.version) summary.onChannelVersion++;
+    if (followed && agent.current === followed.version && agent.phase !== 'error') summary.onChannelVersion++;
     const datacenter = agent.datacenter ?? '';
     const key = JSON.stringify([datacenter, agent.channel, agent.current, agent.target, agent.phase]);
     const group = groups.get(key);

@@ -113,6 +113,24 @@ test('an error reported before the promotion does not fail the rollout; the host
   assert.equal(versions(f)['dc-a-h1'], 'v2');
 });
 
+test('a canary host whose installed tree under the version name conflicts (RELEASE_EXISTS, current = the version, phase error) is not switched: no later wave is promoted', async () => {
+  const conflict = 'RELEASE_EXISTS: app@v2 is published with manifest b…, but this host installed v2 with manifest a… and other files';
+  // Reporting again after the promotion: the wave fails at once.
+  const f = fleet();
+  Object.assign(f.agents[0]!, { current: 'v2', target: 'v2', phase: 'error', error: conflict });
+  f.failing.add('dc-a-h1');
+  await assert.rejects(rollout(f.options({ then: ['dc-b'], rest: true })), (err: FanoutError) => err.code === 'ROLLOUT_FAILED' && /dc-a-h1/.test(err.message));
+  assert.equal(f.channels['prod@dc-b'], undefined);
+  // Its record unchanged since before the promotion (an agent run with --once): never counted
+  // as switched, the wave times out and dc-b stays where it was.
+  const still = fleet();
+  Object.assign(still.agents[0]!, { current: 'v2', target: 'v2', phase: 'error', error: conflict });
+  const listAgents = still.registry.listAgents;
+  still.registry.listAgents = async () => (await listAgents()).map((a) => (a.host === 'dc-a-h1' ? { ...a, current: 'v2', target: 'v2', phase: 'error' as const, error: conflict, updatedAt: 't0' } : a));
+  await assert.rejects(rollout(still.options({ timeoutMs: 5000, then: ['dc-b'] })), (err: FanoutError) => err.code === 'ROLLOUT_TIMEOUT' && /1 of 2 host\(s\) of dc-a/.test(err.message));
+  assert.equal(still.channels['prod@dc-b'], undefined);
+});
+
 test('a canary that does not switch in time fails with ROLLOUT_TIMEOUT; no datacenter means nothing is promoted', async () => {
   const f = fleet();
   f.registry.listAgents = async () => f.agents.map((a) => ({ ...a, phase: 'staging' as const, current: 'v1' }));

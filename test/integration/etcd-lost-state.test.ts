@@ -288,6 +288,14 @@ describe('a sync agent after etcd lost its state or its space (real etcd, worker
       const h1 = status.agents.find((a) => a.host === 'h1');
       assert.equal(h1?.phase, 'error');
       assert.match(h1?.error ?? '', /^RELEASE_EXISTS: /);
+      // Its `current` is the channel's version name, but not its tree: every summary counts it in
+      // error, none as on the channel's version (the dashboard's counted it there: "1 host: 1 on
+      // their channel's version, 1 error").
+      const text = (await fanout(['release', 'status', 'app', ...common])).stdout.toString();
+      assert.match(text, /^1 host, 0 on their channel's version, 1 not$/m, text);
+      const view = (await (await fetch(`${workers[0]!.url}/v1/releases`)).json()) as { releases: { name: string; hosts: { total: number; onChannelVersion: number; errorCount: number } }[] };
+      const hosts = view.releases.find((r) => r.name === 'app')?.hosts;
+      assert.deepEqual(hosts && [hosts.total, hosts.onChannelVersion, hosts.errorCount], [1, 0, 1], JSON.stringify(hosts));
 
       await fanoutJson(['release', 'publish', 'app', '/other/app/v1/', '--version', 'v2', '--mount', `other=${other}`, ...common]);
       await fanoutJson(['release', 'promote', 'app', 'v2', '--channel', 'prod', ...common]);
