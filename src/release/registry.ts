@@ -1,4 +1,4 @@
-import type { Etcd3 } from 'etcd3';
+import type { EtcdClientRenewal } from '../lib/membership/renewal.js';
 import { FanoutError } from '../core/errors.js';
 import { EtcdError, EtcdJsonClient, type Compare } from '../lib/etcdjson/index.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, type EtcdConnection } from '../lib/membership/connection.js';
@@ -77,8 +77,10 @@ export interface ChannelWatch {
 
 export class ReleaseRegistry {
   private readonly kv: EtcdJsonClient;
-  /** The gRPC client of the watches, made at the first one. */
-  private watcher: Promise<{ client: Etcd3; openWatch: typeof import('../lib/membership/rpc.js').openWatch }> | undefined;
+  /** The gRPC client of the watches, made at the first one, and replaced as the membership's is. */
+  private watcher: Promise<{ clients: EtcdClientRenewal; openWatch: typeof import('../lib/membership/rpc.js').openWatch }> | undefined;
+  /** Watches in a row that etcd did not confirm (or that failed otherwise). */
+  private failedWatches = 0;
   /** The lease this agent's state is reported under, once granted. */
   private lease: string | undefined;
 
@@ -101,7 +103,7 @@ export class ReleaseRegistry {
     this.kv.close();
     const watcher = this.watcher;
     this.watcher = undefined;
-    if (watcher) (await watcher.catch(() => undefined))?.client.close();
+    if (watcher) (await watcher.catch(() => undefined))?.clients.close();
   }
 
   /** Records a new version; RELEASE_EXISTS if it was published before. */
@@ -163,8 +165,8 @@ export class ReleaseRegistry {
     checkChannel(channel);
     let broken = false;
     const watch = await this.call('watch a channel', async () => {
-      const { client, openWatch } = await this.watchClient();
-      return openWatch(client, {
+      const { clients, openWatch } = await this.watchClient();
+      return this.countWatch(clients, openWatch(clients.client, {
         key: Buffer.from(channelKey(name, channel)),
         range_end: Buffer.alloc(0), // empty: this one key, not a range
         startRevision: 0n, // 0: from now on
@@ -175,7 +177,7 @@ export class ReleaseRegistry {
           broken = true;
           onEvent('broken', err);
         },
-      });
+      }));
     });
     return {
       get broken() {
@@ -306,11 +308,27 @@ export class ReleaseRegistry {
 
   /** The gRPC client for watches (etcd3 and gRPC loaded at the first). */
   private watchClient() {
-    this.watcher ??= Promise.all([import('../lib/membership/client.js'), import('../lib/membership/rpc.js')]).then(([{ createEtcdClient }, { openWatch }]) => ({
-      client: createEtcdClient(this.connection, this.timeoutMs),
+    this.watcher ??= Promise.all([import('../lib/membership/renewal.js'), import('../lib/membership/rpc.js')]).then(([{ EtcdClientRenewal }, { openWatch }]) => ({
+      clients: new EtcdClientRenewal(this.connection, this.timeoutMs),
       openWatch,
     }));
     return this.watcher;
+  }
+
+  /**
+   * A watch opened, or not: a second one in a row etcd did not answer gets the next one a new
+   * client. Left to the first, an agent cut from etcd for 60 s went on failing every round for
+   * its gRPC reconnect (the kernel's SYN retries), long after the link returned (EtcdClientRenewal).
+   */
+  private async countWatch<T>(clients: EtcdClientRenewal, opening: Promise<T>): Promise<T> {
+    try {
+      const watch = await opening;
+      this.failedWatches = 0;
+      return watch;
+    } catch (err) {
+      if (clients.noAnswer(err, ++this.failedWatches)) clients.replace();
+      throw err;
+    }
   }
 
   /** Runs an etcd call, turning connection failures into ETCD_UNAVAILABLE, and etcd's refusal of a write for want of space into ETCD_FULL. */

@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../harness/etcd.js';
-import { NetLab } from '../harness/netns.js';
+import { connectsOf, NetLab } from '../harness/netns.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { WorkerProcess, waitForRings } from '../harness/workers.js';
 
@@ -96,7 +96,16 @@ describe('a worker cut from etcd only (network namespaces)', { skip }, () => {
     // The cut lasts long enough for the kernel's timers to space their retries (SYN and data
     // retransmissions double: 1, 2, 4 … s): a connection left to them this long retries next
     // up to 32 s on, whenever the link comes back.
-    await new Promise((r) => setTimeout(r, 40_000));
+    // Meanwhile its membership replaces its etcd client round after round: each one's connect
+    // must end with it, not stay in the kernel's SYN retries (127 s each; 5 at once were seen).
+    const { hostname, port } = new URL(etcd.endpoint);
+    let connects = 0;
+    for (let waited = 0; waited < 40_000; waited += 5_000) {
+      await new Promise((r) => setTimeout(r, 5_000));
+      connects = Math.max(connects, connectsOf(w3.pid!, hostname, Number(port)));
+    }
+    t.diagnostic(`w3's connects to etcd pending during the cut: at most ${connects} (looked every 5 s)`);
+    assert.ok(connects <= 1, `w3 had ${connects} connects to etcd pending at once (one endpoint): replaced clients must not leave theirs in the kernel`);
     const left = kernelRetrying();
     t.diagnostic(`w3's connections to etcd after 40 s cut: ${left.map((c) => `${c.state} backoff ${c.backoff}`).join(', ') || 'none'}`);
     lab.reconnect('w3', 'etcd');

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * Hosts on a real (virtual) network: a Linux network namespace per host, joined by a bridge in
@@ -169,4 +170,30 @@ export class NetLab {
   private ip(...args: string[]): void {
     execFileSync('ip', args, { stdio: 'pipe' });
   }
+}
+
+/**
+ * The TCP sockets of process `pid` connecting to `address:port` (SYN_SENT: the kernel retrying
+ * their SYN), read from /proc/PID/net/tcp, which shows the sockets of the process's namespace,
+ * kept to those among its fds.
+ */
+export function connectsOf(pid: number, address: string, port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1];
+      if (inode) inodes.add(inode);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  // IPv4 in host byte order (little-endian here), then the port, both in hex.
+  const remote = `${Buffer.from(address.split('.').map(Number)).readUInt32LE(0).toString(16).toUpperCase().padStart(8, '0')}:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let connecting = 0;
+  for (const line of readFileSync(`/proc/${pid}/net/tcp`, 'utf8').split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    // cols: sl, local, remote, state (02 SYN_SENT), …, inode (10th)
+    if (cols[2] === remote && cols[3] === '02' && inodes.has(cols[9]!)) connecting++;
+  }
+  return connecting;
 }

@@ -36,8 +36,10 @@ export class SyncProcess {
     this.exited = new Promise((r) => proc.once('exit', (code) => r(code)));
   }
 
-  static start(args: string[], dir: string, logFile: string): SyncProcess {
-    const proc = spawn(process.execPath, [fanoutBin, 'sync', ...args, '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `namespace`: run in that network namespace (a NetLab host's); `ip netns exec` execs node, so the pid stays the agent's. */
+  static start(args: string[], dir: string, logFile: string, namespace?: string): SyncProcess {
+    const command = [...(namespace === undefined ? [] : ['ip', 'netns', 'exec', namespace]), process.execPath, fanoutBin, 'sync', ...args, '--dir', dir];
+    const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     const log = createWriteStream(logFile, { flags: 'a' });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);

@@ -4,6 +4,7 @@ import { deferredRootsPem } from '../tls/client.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from './connection.js';
 import type { EndpointPreference } from './endpoints.js';
 import { sharedEndpointPreference } from './preferences.js';
+import { ClientConnects } from './connects.js';
 
 export type { EtcdConnection } from './connection.js';
 export { DEFAULT_ETCD_TIMEOUT_MS } from './connection.js';
@@ -15,7 +16,7 @@ export { DEFAULT_ETCD_TIMEOUT_MS } from './connection.js';
  * dial timeout of the same; the watch and keepalive streams are bounded by their callers
  * (lib/membership/rpc.ts), since a deadline on a stream would end it.
  */
-export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT_ETCD_TIMEOUT_MS, generation = 0): Etcd3 {
+export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT_ETCD_TIMEOUT_MS): Etcd3 {
   if (connection.endpoints.length === 0) throw new FanoutError('INVALID_CONFIG', 'etcd needs at least one endpoint');
   // The process's one for these endpoints: the JSON client (lib/etcdjson) learns from this one's calls and streams.
   const preference = sharedEndpointPreference(connection.endpoints);
@@ -29,10 +30,11 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
     // global policy stays: a recoverable error (deadline, unavailable) is retried on the next
     // host in `preference`'s order, within the same call (endpoints.ts).
     faultHandling: { host: () => hostPolicy(preference, nextHost++) },
-    // grpc-js shares a connection among the channels of equal options, process-wide: a client
-    // of another `generation` connects anew instead of taking over a silent connection (and a
-    // connect stuck in the kernel's SYN retries) of the one it replaces (EtcdMembership).
-    grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000, 'fanout.connection_generation': generation },
+    // grpc-js shares a connection among the channels of equal options, process-wide: each client
+    // has a generation of its own, so one that replaces another (EtcdClientRenewal) connects anew
+    // instead of taking over a silent connection (and a connect stuck in the kernel's SYN
+    // retries) of the one it replaces, and the connects a client's close ends are its own.
+    grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000, 'fanout.connection_generation': ++clientsMade },
   };
   const { tls, auth } = connection;
   if (tls) {
@@ -60,7 +62,42 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
   }
   pool.shuffledHosts = () => hostOrder(preference, pool.hosts!);
   preferences.set(client, preference);
+  endPendingConnectsOnClose(client, pool as unknown as EtcdPool);
   return client;
+}
+
+/** Clients made in this process: each one's generation. */
+let clientsMade = 0;
+
+/** etcd3 1.1.2's ConnectionPool, as far as endPendingConnectsOnClose uses it (private). */
+interface EtcdPool {
+  withConnection?: (...args: unknown[]) => Promise<unknown>;
+}
+
+/**
+ * Every call and stream of `client` (unary calls go through withConnection too) runs in the
+ * context of its ClientConnects, and close() ends the connects they left pending (connects.ts).
+ */
+function endPendingConnectsOnClose(client: Etcd3, pool: EtcdPool): void {
+  const withConnection = pool.withConnection;
+  if (typeof withConnection !== 'function') {
+    throw new FanoutError('INTERNAL', 'etcd3 has no pool.withConnection: this etcd3 version is not the one fanout was built for (package.json pins it)');
+  }
+  const connects = new ClientConnects();
+  pool.withConnection = (...args: unknown[]) => connects.run(() => withConnection.apply(pool, args));
+  const close = client.close.bind(client);
+  client.close = () => {
+    close();
+    connects.close();
+  };
+  pendingConnects.set(client, connects);
+}
+
+const pendingConnects = new WeakMap<Etcd3, ClientConnects>();
+
+/** How many connects of `client`'s are pending (tests). */
+export function pendingConnectCount(client: Etcd3): number {
+  return pendingConnects.get(client)?.pending ?? 0;
 }
 
 const preferences = new WeakMap<Etcd3, EndpointPreference>();

@@ -1,12 +1,13 @@
 import { EventEmitter } from 'node:events';
-import { EtcdLeaseInvalidError, GRPCDeadlineExceededError, Range, type Etcd3 } from 'etcd3';
+import { EtcdLeaseInvalidError, Range, type Etcd3 } from 'etcd3';
 import { monotonicClock, type Clock } from '../../core/clock.js';
 import { FanoutError } from '../../core/errors.js';
 import type { Member } from '../../core/types.js';
 import { LeaseSchedule } from './schedule.js';
 import { silentLogger, type Membership, type MembershipLogger, type MembershipState, type MembershipStatus } from './types.js';
-import { createEtcdClient, type EtcdConnection } from './client.js';
-import { decodeMember, EtcdNoAnswerError, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
+import type { EtcdConnection } from './client.js';
+import { EtcdClientRenewal } from './renewal.js';
+import { decodeMember, keepaliveOnce, openWatch, type PrefixWatch } from './rpc.js';
 import { MemberRecords } from './records.js';
 import { OutageState, errorText } from './outage.js';
 import { WakeablePause } from './pause.js';
@@ -50,10 +51,9 @@ export class EtcdMembership extends EventEmitter implements Membership {
   private readonly log: MembershipLogger;
   private readonly requestTimeoutMs: number;
   private readonly startTimeoutMs: number;
-  private client: Etcd3;
+  /** The etcd client, replaced after rounds with no answer (replaceClient). */
+  private readonly clients: EtcdClientRenewal;
   private readonly connection: EtcdConnection;
-  /** Clients made so far after the first (replaceClient). */
-  private clientGeneration = 0;
   private readonly schedule: LeaseSchedule;
   private readonly records: MemberRecords;
   private readonly outage: OutageState;
@@ -88,10 +88,14 @@ export class EtcdMembership extends EventEmitter implements Membership {
     this.schedule = new LeaseSchedule({ ttlMs: this.ttlSeconds * 1000, clock: this.clock });
     // Every unary call gets this deadline; the watch and keepalive streams get our own timers.
     this.connection = { endpoints: opts.endpoints, tls: opts.tls, auth: opts.auth };
-    this.client = createEtcdClient(this.connection, this.requestTimeoutMs);
+    this.clients = new EtcdClientRenewal(this.connection, this.requestTimeoutMs);
     this.records = new MemberRecords({ prefix: this.prefix, self: this.self, log: this.log, stopping: () => this.stopping, onChange: (list) => this.emit('change', list) });
     this.outage = new OutageState(this.clock, this.log, () => this.records.count, (stale) => this.emit('stale', stale));
     this.pauses = new WakeablePause(this.clock);
+  }
+
+  private get client(): Etcd3 {
+    return this.clients.client;
   }
 
   get stale(): boolean {
@@ -226,26 +230,17 @@ export class EtcdMembership extends EventEmitter implements Membership {
       this.needsResync = true;
       if (isEtcdFull(err)) this.noteFull(err as Error);
       else this.full = undefined;
-      if (this.schedule.failures >= 2 && (err instanceof GRPCDeadlineExceededError || err instanceof EtcdNoAnswerError)) this.replaceClient();
+      if (this.clients.noAnswer(err, this.schedule.failures)) this.replaceClient();
       if (this.outage.stale) this.log.debug({ err: errorText(err), failures: this.schedule.failures }, 'etcd still unreachable');
       this.outage.set(true, err);
     }
   }
 
-  /**
-   * A second round in a row got no answer: the client's connections are dropped and new ones
-   * made. gRPC has no connect deadline and no keepalive here, so once packets to etcd vanish (a
-   * firewall, a cut link; not a refusal) its connection stays silent until the kernel gives up
-   * on it (~15 min of retransmissions), and its reconnect waits on the kernel's SYN retries (up
-   * to 64 s apart, 127 s in all): measured, a worker cut from etcd for 90 s was back in the
-   * rings 46 s after the link returned. A new client every failed round keeps every connection
-   * attempt at most a round old, so the first round after the link returns reaches etcd.
-   */
+  /** A second round in a row got no answer: a new client, with connections of its own (EtcdClientRenewal says why). */
   private replaceClient(): void {
     this.watch?.close();
     this.watch = undefined;
-    this.client.close();
-    this.client = createEtcdClient(this.connection, this.requestTimeoutMs, ++this.clientGeneration);
+    this.clients.replace();
   }
 
   /**
