@@ -317,8 +317,8 @@ export class ReleaseRegistry {
 
   /**
    * A watch opened, or not: a second one in a row etcd did not answer gets the next one a new
-   * client. Left to the first, an agent cut from etcd for 60 s went on failing every round for
-   * its gRPC reconnect (the kernel's SYN retries), long after the link returned (EtcdClientRenewal).
+   * client. Left to the first, an agent cut from etcd for 90 s went on failing every round until
+   * the kernel retransmitted on its old connection, 34 s after the link returned (EtcdClientRenewal).
    */
   private async countWatch<T>(clients: EtcdClientRenewal, opening: Promise<T>): Promise<T> {
     try {

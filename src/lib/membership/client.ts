@@ -4,7 +4,7 @@ import { deferredRootsPem } from '../tls/client.js';
 import { DEFAULT_ETCD_TIMEOUT_MS, readPem, type EtcdConnection } from './connection.js';
 import type { EndpointPreference } from './endpoints.js';
 import { sharedEndpointPreference } from './preferences.js';
-import { ClientConnects } from './connects.js';
+import { EndpointConnects } from './connects.js';
 
 export type { EtcdConnection } from './connection.js';
 export { DEFAULT_ETCD_TIMEOUT_MS } from './connection.js';
@@ -33,7 +33,7 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
     // grpc-js shares a connection among the channels of equal options, process-wide: each client
     // has a generation of its own, so one that replaces another (EtcdClientRenewal) connects anew
     // instead of taking over a silent connection (and a connect stuck in the kernel's SYN
-    // retries) of the one it replaces, and the connects a client's close ends are its own.
+    // retries) of the one it replaces.
     grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000, 'fanout.connection_generation': ++clientsMade },
   };
   const { tls, auth } = connection;
@@ -62,42 +62,21 @@ export function createEtcdClient(connection: EtcdConnection, timeoutMs = DEFAULT
   }
   pool.shuffledHosts = () => hostOrder(preference, pool.hosts!);
   preferences.set(client, preference);
-  endPendingConnectsOnClose(client, pool as unknown as EtcdPool);
+  endPendingConnectsOnClose(client, connection.endpoints);
   return client;
 }
 
 /** Clients made in this process: each one's generation. */
 let clientsMade = 0;
 
-/** etcd3 1.1.2's ConnectionPool, as far as endPendingConnectsOnClose uses it (private). */
-interface EtcdPool {
-  withConnection?: (...args: unknown[]) => Promise<unknown>;
-}
-
-/**
- * Every call and stream of `client` (unary calls go through withConnection too) runs in the
- * context of its ClientConnects, and close() ends the connects they left pending (connects.ts).
- */
-function endPendingConnectsOnClose(client: Etcd3, pool: EtcdPool): void {
-  const withConnection = pool.withConnection;
-  if (typeof withConnection !== 'function') {
-    throw new FanoutError('INTERNAL', 'etcd3 has no pool.withConnection: this etcd3 version is not the one fanout was built for (package.json pins it)');
-  }
-  const connects = new ClientConnects();
-  pool.withConnection = (...args: unknown[]) => connects.run(() => withConnection.apply(pool, args));
+/** A client's close() also ends the connects to its endpoints still pending (connects.ts). */
+function endPendingConnectsOnClose(client: Etcd3, endpoints: readonly string[]): void {
+  const connects = new EndpointConnects(endpoints);
   const close = client.close.bind(client);
   client.close = () => {
     close();
     connects.close();
   };
-  pendingConnects.set(client, connects);
-}
-
-const pendingConnects = new WeakMap<Etcd3, ClientConnects>();
-
-/** How many connects of `client`'s are pending (tests). */
-export function pendingConnectCount(client: Etcd3): number {
-  return pendingConnects.get(client)?.pending ?? 0;
 }
 
 const preferences = new WeakMap<Etcd3, EndpointPreference>();

@@ -1,66 +1,97 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { lookup } from 'node:dns';
 import { subscribe } from 'node:diagnostics_channel';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 
 /**
- * The TCP connects one etcd client's gRPC channels start, so that closing the client ends those
- * still pending. grpc-js keeps no handle on a socket until it connected (transport.js tcpConnect:
- * the socket is a local of a promise) and has no connect deadline: closing a channel left its
- * connect in the kernel, in SYN_SENT until the SYN retries ran out (127 s). A membership cut from
- * etcd replaces its client every failed round (EtcdClientRenewal), and each one left its connect
+ * The TCP connects to etcd's endpoints pending in this process: at most one per endpoint (the
+ * newest), and closing a gRPC client ends them. grpc-js keeps no handle on a socket until it connected (transport.js tcpConnect: the
+ * socket is a local of a promise) and has no connect deadline: closing a channel left its connect
+ * in the kernel, in SYN_SENT until the SYN retries ran out (127 s). A membership cut from etcd
+ * replaces its client every failed round (EtcdClientRenewal), and each one left its connect
  * behind: 5 sockets of one worker retrying SYNs to one etcd after a 40 s cut (measured).
  *
- * Which client a socket is for: Node publishes each socket `net.connect` makes on the
- * `net.client.socket` diagnostics channel; the client's calls run inside this tracker's async
- * context (createEtcdClient wraps etcd3's withConnection), and grpc-js connects from within them
- * (or from its timers and socket callbacks, which keep that context). A socket made while no
- * tracker's context is current (a peer connection, a page request) costs one lookup, nothing kept.
+ * How they are found: Node publishes each socket `net.connect` makes on the `net.client.socket`
+ * diagnostics channel, and each socket says where it connects ('connectionAttempt'); one to an
+ * endpoint's address is kept until it connects or closes. Which client made it is not known
+ * (grpc-js gives no hook; tracking async context instead puts a promise hook on every promise of
+ * the process, the worker's page path included: main-thread CPU per warm 1 MiB page request 469
+ * → 625 µs with one AsyncLocalStorage enabled, one run of bench/page-hits.mjs on a loaded machine), so a new connect, or a client's close, ends every pending connect to those endpoints: another
+ * gRPC client's reconnects (grpc-js backs off 0.1-1 s), and the JSON client's still waits for its
+ * own connect deadline before it moves on. Only connects still pending are ended: on a link that
+ * works they last a round trip, so this only ever touches connects to an etcd that is not
+ * answering.
  */
-export class ClientConnects {
-  private readonly sockets = new Set<Socket>();
-  private closed = false;
+export class EndpointConnects {
+  private readonly addresses = new Set<string>();
 
-  /** Runs `fn` (a call into the client) so the connects it starts are this client's. */
-  run<T>(fn: () => T): T {
+  constructor(endpoints: readonly string[]) {
     watchConnects();
-    return owners.run(this, fn);
-  }
-
-  /** Ends the connects still pending; any started later in this client's context ends at once. */
-  close(): void {
-    this.closed = true;
-    for (const socket of this.sockets) if (socket.connecting) socket.destroy();
-    this.sockets.clear();
-  }
-
-  /** Sockets of this client still connecting (tests, diagnostics). */
-  get pending(): number {
-    let n = 0;
-    for (const socket of this.sockets) if (socket.connecting) n++;
-    return n;
-  }
-
-  private adopt(socket: Socket): void {
-    // A closed client's subchannel retrying (its backoff timer) connects for nobody.
-    if (this.closed) {
-      process.nextTick(() => socket.destroy());
-      return;
+    for (const endpoint of endpoints) {
+      const url = new URL(endpoint);
+      const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+      const host = url.hostname.replace(/^\[|\]$/g, '');
+      if (isIP(host)) this.watch(`${host}:${port}`);
+      // grpc-js connects to the addresses it resolved: those of the name are watched once known.
+      else lookup(host, { all: true }, (err, found) => !err && found.forEach((a) => this.watch(`${a.address}:${port}`)));
     }
-    this.sockets.add(socket);
-    socket.once('connect', () => this.sockets.delete(socket));
-    socket.once('close', () => this.sockets.delete(socket));
   }
 
-  static adopt(message: unknown): void {
-    owners.getStore()?.adopt((message as { socket: Socket }).socket);
+  /** Ends the connects to these endpoints still pending; stops watching for new ones. */
+  close(): void {
+    for (const address of this.addresses) {
+      const left = (destinations.get(address) ?? 1) - 1;
+      if (left > 0) destinations.set(address, left);
+      else destinations.delete(address);
+    }
+    for (const [socket, address] of connecting) {
+      if (this.addresses.has(address)) {
+        connecting.delete(socket);
+        socket.destroy();
+      }
+    }
+    this.addresses.clear();
+  }
+
+  private watch(address: string): void {
+    if (this.addresses.has(address)) return;
+    this.addresses.add(address);
+    destinations.set(address, (destinations.get(address) ?? 0) + 1);
   }
 }
 
-const owners = new AsyncLocalStorage<ClientConnects>();
+/** Addresses (ip:port) of the endpoints of the open clients, with how many clients name each. */
+const destinations = new Map<string, number>();
+/** Sockets connecting to one of them, with that address. */
+const connecting = new Map<Socket, string>();
 let watching = false;
 
 function watchConnects(): void {
   if (watching) return;
   watching = true;
-  subscribe('net.client.socket', ClientConnects.adopt);
+  subscribe('net.client.socket', onSocket);
+}
+
+// Shared listeners (the socket is `this`): nothing is made per connection but the listener entries.
+function onSocket(message: unknown): void {
+  if (destinations.size > 0) (message as { socket: Socket }).socket.once('connectionAttempt', onAttempt);
+}
+
+function onAttempt(this: Socket, ip: string, port: number): void {
+  const address = `${ip}:${port}`;
+  if (!destinations.has(address)) return;
+  // The newest connect to an endpoint ends those still pending: a client's own channels start a
+  // new one after each failed call (etcd3 closes them, grpc-js drops their subchannel), and the
+  // older ones, whose next SYN the kernel sends up to 32 s later, would reach etcd no sooner.
+  for (const [older, to] of connecting) {
+    if (to !== address) continue;
+    connecting.delete(older);
+    older.destroy();
+  }
+  connecting.set(this, address);
+  this.once('connect', forget);
+  this.once('close', forget);
+}
+
+function forget(this: Socket): void {
+  connecting.delete(this);
 }
