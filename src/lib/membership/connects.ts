@@ -4,18 +4,20 @@ import { isIP, type Socket } from 'node:net';
 
 /**
  * The TCP connects to etcd's endpoints pending in this process: at most one per endpoint (the
- * newest), and closing a gRPC client ends them. grpc-js keeps no handle on a socket until it connected (transport.js tcpConnect: the
- * socket is a local of a promise) and has no connect deadline: closing a channel left its connect
- * in the kernel, in SYN_SENT until the SYN retries ran out (127 s). A membership cut from etcd
- * replaces its client every failed round (EtcdClientRenewal), and each one left its connect
- * behind: 5 sockets of one worker retrying SYNs to one etcd after a 40 s cut (measured).
+ * newest), and closing a gRPC client ends them. grpc-js keeps no handle on a socket until it
+ * connected (transport.js tcpConnect: the socket is a local of a promise) and has no connect
+ * deadline: closing a channel left its connect in the kernel, in SYN_SENT until the SYN retries ran
+ * out (127 s). A membership cut from etcd replaces its client every failed round
+ * (EtcdClientRenewal), and each one left its connect behind: 5 sockets of one worker retrying SYNs
+ * to one etcd after a 40 s cut (measured).
  *
  * How they are found: Node publishes each socket `net.connect` makes on the `net.client.socket`
  * diagnostics channel, and each socket says where it connects ('connectionAttempt'); one to an
  * endpoint's address is kept until it connects or closes. Which client made it is not known
  * (grpc-js gives no hook; tracking async context instead puts a promise hook on every promise of
- * the process, the worker's page path included: main-thread CPU per warm 1 MiB page request 469
- * → 625 µs with one AsyncLocalStorage enabled, one run of bench/page-hits.mjs on a loaded machine), so a new connect, or a client's close, ends every pending connect to those endpoints: another
+ * the process, the worker's page path included: main-thread CPU per warm 1 MiB page request 469 →
+ * 625 µs with one AsyncLocalStorage enabled, one run of bench/page-hits.mjs on a loaded machine),
+ * so a new connect, or a client's close, ends every pending connect to those endpoints: another
  * gRPC client's reconnects (grpc-js backs off 0.1-1 s), and the JSON client's still waits for its
  * own connect deadline before it moves on. Only connects still pending are ended: on a link that
  * works they last a round trip, so this only ever touches connects to an etcd that is not
