@@ -9,6 +9,18 @@ import { ProgressWindow } from './window.js';
 /** node:tls is loaded for https:// workers only (most of a short `fanout cat`'s start-up is module loading). */
 const tlsConnect = (options: ConnectionOptions): import('node:tls').TLSSocket => (createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).connect(options);
 
+/**
+ * The sockets these connections made. The etcd connect tracker (lib/membership/connects.ts) ends
+ * connects to etcd still pending that gRPC keeps no handle on; these have their own deadline and
+ * are left alone (one ended there would wait out that deadline on a link that works).
+ */
+const ownSockets = new WeakSet<Socket>();
+
+/** Whether `socket` was made by a lean HTTP connection (connects.ts leaves it alone). */
+export function isLeanSocket(socket: Socket): boolean {
+  return ownSockets.has(socket);
+}
+
 /** Deadlines of one exchange, as the page fetcher's `timeouts`. */
 export interface ExchangeTimeouts {
   connectMs: number;
@@ -100,6 +112,7 @@ export class Connection {
         });
       }
       conn.socket = socket;
+      ownSockets.add(socket);
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new TransportError('FANOUT_CONNECT_TIMEOUT', `no connection within ${connectMs} ms`));

@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { ConnectionPool } from '../leanhttp/index.js';
 import { EndpointConnects } from './connects.js';
 
 /**
@@ -72,6 +74,67 @@ test('connects elsewhere are left alone', async () => {
   } finally {
     connects.close();
     for (const s of [filler, ...pending]) s.destroy();
+    deaf.stop();
+  }
+});
+
+/** Sockets of this process in SYN_SENT to `port` on 127.0.0.1 (/proc/self/net/tcp: state 02). */
+function synSentTo(port: number): number {
+  const remote = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/self/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .filter((line) => {
+      const cols = line.trim().split(/\s+/);
+      return cols[2] === remote && cols[3] === '02';
+    }).length;
+}
+
+/**
+ * Connects to the deaf listener until one stays pending: the accept queue is then full (its size
+ * is the kernel's to choose). The pending one is ended; the others are returned, to be destroyed.
+ */
+async function fillAcceptQueue(port: number): Promise<Socket[]> {
+  const made: Socket[] = [];
+  for (;;) {
+    const socket = connecting(port);
+    const connected = once(socket, 'connect').then(() => true);
+    while (!socket.destroyed && synSentTo(port) === 0 && !(await Promise.race([connected, new Promise<false>((r) => setTimeout(() => r(false), 10))])));
+    if (synSentTo(port) > 0) {
+      socket.destroy();
+      await closed(socket);
+      while (synSentTo(port) > 0) await new Promise((r) => setTimeout(r, 10));
+      return made;
+    }
+    made.push(socket);
+  }
+}
+
+test("the JSON client's connects (lean HTTP, with a deadline of their own) are never ended by a newer connect", { timeout: 20_000 }, async () => {
+  const deaf = await deafListener();
+  const connects = new EndpointConnects([`http://127.0.0.1:${deaf.port}`]);
+  const pool = new ConnectionPool(`http://127.0.0.1:${deaf.port}`, { connections: 1, timeouts: { connectMs: 15_000, firstByteMs: 15_000, idleMs: 15_000 } });
+  const abort = new AbortController();
+  let fillers: Socket[] = [];
+  let newer: Socket | undefined;
+  try {
+    fillers = await fillAcceptQueue(deaf.port);
+    const request = pool.get('/', {}, abort.signal).catch((err: Error) => err);
+    while (synSentTo(deaf.port) < 1) await new Promise((r) => setTimeout(r, 10)); // its connect is pending
+    newer = connecting(deaf.port);
+    await once(newer, 'connectionAttempt');
+    // Before: the newer connect ended the lean one (its request then waited out connectMs), and
+    // this wait for both to be pending never ended (the test's timeout).
+    while (synSentTo(deaf.port) < 2) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(newer.connecting, true);
+    abort.abort();
+    pool.close();
+    await request;
+  } finally {
+    connects.close();
+    pool.close();
+    newer?.destroy();
+    for (const filler of fillers) filler.destroy();
     deaf.stop();
   }
 });

@@ -1,6 +1,7 @@
 import { lookup } from 'node:dns';
 import { subscribe } from 'node:diagnostics_channel';
 import { isIP, type Socket } from 'node:net';
+import { isLeanSocket } from '../leanhttp/index.js';
 
 /**
  * The TCP connects to etcd's endpoints pending in this process: at most one per endpoint (the
@@ -18,8 +19,8 @@ import { isIP, type Socket } from 'node:net';
  * the process, the worker's page path included: main-thread CPU per warm 1 MiB page request 469 →
  * 625 µs with one AsyncLocalStorage enabled, one run of bench/page-hits.mjs on a loaded machine),
  * so a new connect, or a client's close, ends every pending connect to those endpoints: another
- * gRPC client's reconnects (grpc-js backs off 0.1-1 s), and the JSON client's still waits for its
- * own connect deadline before it moves on. Only connects still pending are ended: on a link that
+ * gRPC client's reconnects (grpc-js backs off 0.1-1 s). The JSON client's connects (lib/leanhttp)
+ * are never ended here: they have their own deadline. Only connects still pending are ended: on a link that
  * works they last a round trip, so this only ever touches connects to an etcd that is not
  * answering.
  */
@@ -80,7 +81,9 @@ function onSocket(message: unknown): void {
 
 function onAttempt(this: Socket, ip: string, port: number): void {
   const address = `${ip}:${port}`;
-  if (!destinations.has(address)) return;
+  // The JSON client's connects (lib/leanhttp) have a deadline of their own, and one ended here
+  // would wait it out (its socket closes before 'connect', with no error it listens for).
+  if (!destinations.has(address) || isLeanSocket(this)) return;
   // The newest connect to an endpoint ends those still pending: a client's own channels start a
   // new one after each failed call (etcd3 closes them, grpc-js drops their subchannel), and the
   // older ones, whose next SYN the kernel sends up to 32 s later, would reach etcd no sooner.
