@@ -208,8 +208,7 @@ export class S3Gateway {
   private authenticate(req: IncomingMessage, request: AuthRequest): Principal {
     const attempts = this.options.attempts;
     if (attempts === undefined) return this.auth.authenticate(request);
-    const wait = attempts.retryAfter(req.socket);
-    if (wait > 0 && isSigned(request)) throw attempts.throttled(req.socket.remoteAddress!, wait, 'gateway');
+    if (isSigned(request)) attempts.check(req.socket, 'gateway');
     try {
       return this.auth.authenticate(request);
     } catch (err) {
